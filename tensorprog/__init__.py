@@ -1,0 +1,89 @@
+"""tensorprog — Tensor Programs compiled to their infinite-width limits.
+
+Write a finite-width neural computation in a small DSL; tensorprog records it as
+MatMul / Nonlin / Moment instructions, runs it at any finite width, and derives its
+infinite-width limit by the Master Theorem [TP4 §7].
+
+>>> import tensorprog as tp
+>>> p = tp.Program("AtAv")
+>>> A, v = p.matrix("A", var=2.0), p.vector("v")
+>>> k = tp.inner(v, A.T @ (A @ v), name="k")
+"""
+
+from .errors import (
+    DivergenceError,
+    ForeignHandleError,
+    FormatVersionError,
+    MethodUnavailableError,
+    NonPSDError,
+    NumericalError,
+    ProgramTypeError,
+    ProgramValueError,
+    ResourceError,
+    TensorProgramError,
+    UnknownNameError,
+)
+from .ir import WIDTH as n
+from .nonlin import (
+    BUILTINS,
+    Nonlinearity,
+    abs,
+    cos,
+    erf,
+    exp,
+    gelu,
+    get_nonlinearity,
+    identity,
+    relu,
+    sigmoid,
+    sign,
+    sin,
+    sqrt,
+    step,
+    tanh,
+)
+from .program import Handle, Matrix, Program, Scalar, Vector, inner, mean, nonlin
+from .simulate import Simulation, simulate
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Program",
+    "Handle",
+    "Matrix",
+    "Vector",
+    "Scalar",
+    "Nonlinearity",
+    "nonlin",
+    "mean",
+    "inner",
+    "simulate",
+    "Simulation",
+    "n",
+    "get_nonlinearity",
+    "BUILTINS",
+    "relu",
+    "step",
+    "tanh",
+    "erf",
+    "sigmoid",
+    "gelu",
+    "sin",
+    "cos",
+    "abs",
+    "sign",
+    "identity",
+    "sqrt",
+    "exp",
+    "TensorProgramError",
+    "ProgramTypeError",
+    "ProgramValueError",
+    "NonPSDError",
+    "ForeignHandleError",
+    "UnknownNameError",
+    "NumericalError",
+    "DivergenceError",
+    "ResourceError",
+    "MethodUnavailableError",
+    "FormatVersionError",
+]

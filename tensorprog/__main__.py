@@ -1,0 +1,5 @@
+"""``python -m tensorprog`` — see :mod:`tensorprog.cli`."""
+
+from .cli import main
+
+raise SystemExit(main())

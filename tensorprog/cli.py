@@ -1,0 +1,75 @@
+"""Command line: ``python -m tensorprog {demo,…}``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = ["main", "demo_programs"]
+
+
+def demo_programs() -> list:
+    """The demo's programs: ``AᵀAv`` [THEORY §2.2] and a two-layer ReLU network."""
+    import tensorprog as tp
+
+    p1 = tp.Program("AtAv")
+    A = p1.matrix("A", var=2.0)
+    v = p1.vector("v")
+    y = A.matmul(v, name="y")
+    x = A.T.matmul(y, name="x")
+    tp.inner(v, x, name="vx")  # -> σ_A² = 2
+    tp.mean(x * x, name="xx")  # -> 2 σ_A⁴ = 8
+
+    p2 = tp.Program("two_layer_relu")
+    W1 = p2.matrix("W1", var=2.0)
+    W2 = p2.matrix("W2", var=2.0)
+    xi = p2.vectors("xi", cov=[[1.0, 0.6], [0.6, 1.0]])
+    hs = []
+    for i, x0 in enumerate(xi):
+        h1 = W1.matmul(tp.relu(x0), name=f"h1_{i}")
+        h2 = W2.matmul(tp.relu(h1), name=f"h2_{i}")
+        hs.append(h2)
+    tp.inner(tp.relu(hs[0]), tp.relu(hs[1]), name="K12")  # relu arc-cosine kernel
+    tp.mean(tp.relu(hs[0]) ** 2, name="K11")
+    return [p1, p2]
+
+
+def demo(widths: Sequence[int] = (256, 1024, 4096), seeds: int = 4, out=None) -> int:
+    """Print the demo programs and their scalars at growing width."""
+    out = out or sys.stdout
+    for p in demo_programs():
+        print(p, file=out)
+        names = [i.out.name for i in p.instructions if i.out.kind == "scalar" and not i.out.name.startswith("s")]
+        header = "  {:>8}".format("n") + "".join(f"{nm:>22}" for nm in names)
+        print(f"\nfinite width (mean ± s.e. over {seeds} seeds) and the limit n → ∞:", file=out)
+        print(header, file=out)
+        for n in widths:
+            vals = np.array([[p.simulate(n, seed=s)[nm] for nm in names] for s in range(seeds)])
+            m, se = vals.mean(0), vals.std(0, ddof=1) / np.sqrt(seeds)
+            print(f"  {n:>8}" + "".join(f"{a:>13.4f} ± {b:<6.4f}" for a, b in zip(m, se)), file=out)
+        lim = p.limit()
+        print("  {:>8}".format("∞") + "".join(f"{lim[nm]:>13.4f} {lim.method(nm):<8}" for nm in names),
+              file=out)
+        print(file=out)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m tensorprog``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m tensorprog",
+        description="tensorprog: compile Tensor Programs to their infinite-width limits.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    d = sub.add_parser("demo", help="run a small demonstration: programs, finite widths, limits")
+    d.add_argument("--widths", type=int, nargs="+", default=[256, 1024, 4096],
+                   help="widths to simulate (default: 256 1024 4096)")
+    d.add_argument("--seeds", type=int, default=4, help="seeds per width (default: 4)")
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        return demo(args.widths, args.seeds)
+    parser.print_help()
+    return 0

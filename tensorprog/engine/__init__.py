@@ -1,0 +1,138 @@
+"""The Master Theorem engine: ``limit(program)`` [TP4 §7 Thm 7.4].
+
+Pipeline: :class:`~.derivation.Derivation` (symbolic Z-DAG, Ẑ/Ż split) →
+:class:`~.plan.Plan` (every limit scalar as an expectation request) →
+:class:`~.evaluate.Deterministic` (exact forms and quadrature, batched by structure)
+→ :func:`~.montecarlo.run_montecarlo` for whatever remains → :class:`~.limit.Limit`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import ProgramTypeError, ProgramValueError, UnknownNameError
+from ..ir import InitScalar
+from .derivation import Derivation
+from .evaluate import Deterministic
+from .limit import Expectation, Limit, worst
+from .montecarlo import run_montecarlo
+from .plan import Plan
+
+__all__ = ["limit", "Limit", "Expectation", "METHODS"]
+
+METHODS = ("auto", "exact", "quadrature", "montecarlo")
+
+
+def _positive_int(x: Any, name: str) -> int:
+    if isinstance(x, bool) or not isinstance(x, int) or x < 1:
+        raise (ProgramTypeError if not isinstance(x, int) or isinstance(x, bool) else ProgramValueError)(
+            f"limit: {name} must be a positive int, got {x!r}"
+        )
+    return x
+
+
+def limit(
+    program: Any,
+    method: str = "auto",
+    *,
+    samples: int = 200_000,
+    seed: Any = 0,
+    batches: int = 16,
+    qmc: bool = False,
+    progress: bool = False,
+    degree: int | None = None,
+    max_memory: int = 2**30,
+) -> Limit:
+    """The infinite-width limit of a program by the Master Theorem.
+
+    Every vector gets its ``Z`` (``Ẑ + Ż`` for MatMuls) and every scalar its limit
+    ``θ̊``, each expectation evaluated by the best method that applies.
+
+    Parameters
+    ----------
+    program : Program
+    method : {"auto", "exact", "quadrature", "montecarlo"}
+        ``auto`` picks per expectation: exact (Wick polynomials, closed forms) →
+        Gauss–Hermite quadrature (≤ 4 base Gaussians) → Monte Carlo. The others
+        force one method (``exact``/``quadrature`` raise
+        :class:`~tensorprog.MethodUnavailableError` where it cannot apply).
+    samples : int, default 200_000
+        Monte Carlo samples (in total over all replicates).
+    seed : int or numpy.random.Generator, default 0
+        Monte Carlo randomness; the same seed gives bit-identical results.
+    batches : int, default 16
+        Independent Monte Carlo replicates; the standard error is their spread.
+    qmc : bool, default False
+        Use scrambled Sobol points (randomised quasi-Monte Carlo).
+    progress : bool, default False
+        Show a tqdm progress bar for Monte Carlo.
+    degree : int, optional
+        Gauss–Hermite nodes per dimension (default by dimension).
+    max_memory : int, default 1 GiB
+        Bound on Monte Carlo memory; more replicates are used to stay under it.
+
+    Returns
+    -------
+    Limit
+
+    Examples
+    --------
+    >>> import tensorprog as tp
+    >>> p = tp.Program("AtAv")
+    >>> A, v = p.matrix("A", var=2.0), p.vector("v")
+    >>> x = A.T @ (A @ v)
+    >>> k = tp.inner(v, x, name="k")
+    >>> lim = p.limit()
+    >>> lim[k], lim.method(k)
+    (2.0, 'exact')
+    """
+    if not isinstance(method, str):
+        raise ProgramTypeError(f"limit: method must be a str, one of {METHODS}, got {method!r}")
+    if method not in METHODS:
+        raise UnknownNameError(f"limit: unknown method {method!r}; valid: {', '.join(METHODS)}")
+    samples = _positive_int(samples, "samples")
+    batches = _positive_int(batches, "batches")
+    if batches < 2:
+        raise ProgramValueError("limit: batches must be ≥ 2 (the standard error is their spread)")
+    if degree is not None:
+        _positive_int(degree, "degree")
+    from ..rng import as_generator
+
+    as_generator(seed, "limit")  # validates
+    program.check()
+    der = Derivation(program)
+    plan = Plan(der)
+    det = Deterministic(plan, method, degree)
+    det.run()
+    mc: dict[int, tuple[float, float]] = {}
+    if det.needs_montecarlo:
+        mc = run_montecarlo(plan, samples, seed, batches=batches, qmc=qmc, progress=progress,
+                            max_memory=max_memory)
+    effective: dict[int, str] = {}
+    for req in plan.requests:
+        own = "montecarlo" if not req.deterministic else ("exact" if req.method == "direct" else req.method)
+        effective[req.rid] = worst([own] + [effective[d] for d in req.deps])
+    values, stderrs, errors, methods = {}, {}, {}, {}
+    for instr in program.instructions:
+        v = instr.out
+        if v.kind != "scalar":
+            continue
+        cid = der.scalar_const[v].cid
+        req = plan.requests[plan.const_req[cid]]
+        if req.deterministic:
+            values[v], stderrs[v], errors[v] = req.value, 0.0, req.error
+        else:
+            values[v], stderrs[v] = mc[cid]
+            errors[v] = 0.0
+        methods[v] = "exact" if isinstance(instr, InitScalar) else effective[req.rid]
+    coefficients = {}
+    for c in der.consts:
+        if c.kind != "dot":
+            continue
+        req = plan.requests[plan.const_req[c.cid]]
+        s2 = der.sigma2_of(der.nodes[c.var].base.family)
+        val, se = (req.value, 0.0) if req.deterministic else mc[c.cid]
+        coefficients[c.cid] = (val / s2 if s2 else 0.0, se / s2 if s2 else 0.0, effective[req.rid])
+    meta = {"method": method, "samples": samples if mc else None, "seed": seed if mc else None,
+            "batches": batches if mc else None, "qmc": qmc}
+    return Limit(program, der, plan, values, stderrs, errors, methods, coefficients, meta)

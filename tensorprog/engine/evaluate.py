@@ -1,0 +1,241 @@
+"""Deterministic evaluation of a plan: exact forms and Gauss–Hermite quadrature.
+
+Requests are evaluated level by level (a level only depends on earlier levels);
+within a level, requests with the same canonical integrand and method form one group
+evaluated in one vectorised call over the batch of their ``(mean, cov, q)``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+import sympy
+
+from ..errors import MethodUnavailableError, NumericalError, TensorProgramError
+from ..gaussian import gauss_hermite_expectation
+from ..interpreter import annotate
+from ..nonlin import _NUMPY_MODULES
+from .exact import exact_evaluator
+from .plan import Plan, Request, constant_value
+from .symbols import g, q
+
+__all__ = ["Deterministic", "MAX_QUADRATURE_DIM", "QUADRATURE_RTOL"]
+
+#: Quadrature is used for integrands of at most this many base Gaussians.
+MAX_QUADRATURE_DIM = 4
+#: Gauss–Hermite nodes per dimension, by dimension. Smooth integrands with poles near
+#: the real axis (tanh, sigmoid at large variance) converge like exp(-c√degree), so the
+#: rule is generous where it is cheap; the estimate (vs 3/4 of the degree) decides.
+QUADRATURE_DEGREE = {1: 320, 2: 160, 3: 56, 4: 22}
+#: In ``auto`` mode a quadrature value whose estimated relative error exceeds this
+#: is not trusted: the request (and what depends on it) goes to Monte Carlo.
+QUADRATURE_RTOL = 1e-7
+
+EXPECTATION_KINDS = ("moment", "cov", "dot", "stein_b")
+
+
+class Deterministic:
+    """Evaluates every request of a plan that needs no Monte Carlo.
+
+    Parameters
+    ----------
+    plan : Plan
+    method : {"auto", "exact", "quadrature", "montecarlo"}
+    degree : int, optional
+        Gauss–Hermite nodes per dimension (default by dimension).
+    """
+
+    def __init__(self, plan: Plan, method: str, degree: int | None = None) -> None:
+        self.plan = plan
+        self.der = plan.der
+        self.method = method
+        self.degree = degree
+        self.needs_montecarlo = False
+
+    # -- which method per request -----------------------------------------------------
+    def _choose(self, req: Request) -> str:
+        if req.kind not in EXPECTATION_KINDS:
+            return "direct"
+        if self.method == "montecarlo":
+            return "montecarlo"
+        d, m = len(req.bids), len(req.cids)
+        centred = all(self.der.base_mean(b) == 0.0 for b in req.bids)
+        exact = req.expr is not None and exact_evaluator(req.expr, d, m, centred) is not None
+        if self.method == "exact":
+            if not exact:
+                raise self._unavailable(req, "exact", "no exact form (Wick polynomial or registered closed form) exists")
+            return "exact"
+        if self.method == "quadrature":
+            if req.expr is None or d > MAX_QUADRATURE_DIM:
+                raise self._unavailable(
+                    req, "quadrature", f"it depends on {d} base Gaussians (quadrature handles ≤ {MAX_QUADRATURE_DIM})"
+                )
+            return "quadrature"
+        if exact:
+            return "exact"
+        if req.expr is not None and d <= MAX_QUADRATURE_DIM:
+            return "quadrature"
+        return "montecarlo"
+
+    def _unavailable(self, req: Request, method: str, why: str) -> TensorProgramError:
+        instr = self._instruction(req)
+        exc = MethodUnavailableError(
+            f"method={method!r} cannot evaluate the {_describe(req)}: {why}; "
+            f"use method='auto' or 'montecarlo'"
+        )
+        return annotate(exc, instr, "Limit") if instr is not None else exc
+
+    def _instruction(self, req: Request) -> Any:
+        var = req.var if req.var is not None else (req.const.var if req.const is not None else None)
+        if var is None and req.pair is not None:
+            var = req.pair[1].var
+        return self.der.program.definition(var) if var is not None else None
+
+    # -- evaluation -----------------------------------------------------------------
+    def run(self) -> None:
+        levels: dict[int, list[Request]] = defaultdict(list)
+        for req in self.plan.requests:
+            req.method = self._choose(req)
+            levels[req.level].append(req)
+        for level in sorted(levels):
+            groups: dict[Any, list[Request]] = defaultdict(list)
+            for req in levels[level]:
+                req.deterministic = req.method != "montecarlo" and all(
+                    self.plan.requests[d].deterministic for d in req.deps
+                )
+                if not req.deterministic:
+                    self.needs_montecarlo = True
+                    continue
+                if req.method == "direct":
+                    self._direct(req)
+                else:
+                    centred = all(self.der.base_mean(b) == 0.0 for b in req.bids)
+                    groups[(req.method, req.expr, len(req.bids), len(req.cids), centred)].append(req)
+            for key, reqs in groups.items():
+                self._group(key, reqs)
+
+    def support_law(self, req: Request) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and covariance of the request's base Gaussians ``g0, g1, …``."""
+        der, bases = self.der, [self.der.bases[b] for b in req.bids]
+        d = len(bases)
+        mean = np.array([der.base_mean(b.bid) for b in bases])
+        cov = np.zeros((d, d))
+        for i, bi in enumerate(bases):
+            for j in range(i, d):
+                bj = bases[j]
+                if bi.family != bj.family:
+                    continue
+                if bi.family is None:
+                    c = der.init_cov[der.init_index[bi.var], der.init_index[bj.var]]
+                else:
+                    k = (min(bi.bid, bj.bid), max(bi.bid, bj.bid))
+                    c = der.sigma2_of(bi.family) * self.plan.requests[self.plan.cov_req[k]].value
+                cov[i, j] = cov[j, i] = c
+        return mean, cov
+
+    def _group(self, key: Any, reqs: list[Request]) -> None:
+        method, expr, d, m, centred = key
+        laws = [self.support_law(r) for r in reqs]
+        mean = np.array([law[0] for law in laws]).reshape(len(reqs), d)
+        cov = np.array([law[1] for law in laws]).reshape(len(reqs), d, d)
+        qv = np.array([[constant_value(self.plan, c) for c in r.cids] for r in reqs]).reshape(len(reqs), m)
+        try:
+            if method == "exact":
+                f = exact_evaluator(expr, d, m, centred)
+                assert f is not None
+                with np.errstate(all="ignore"):
+                    vals = np.asarray(f(mean, cov, qv), dtype=float)
+                errs = np.zeros(len(reqs))
+            else:
+                vals, errs = self._quadrature(expr, d, m, mean, cov, qv)
+        except TensorProgramError as exc:
+            instr = self._instruction(reqs[0])
+            raise (annotate(exc, instr, "Limit") if instr is not None else exc) from exc
+        for r, v, e in zip(reqs, vals, errs):
+            if not np.isfinite(v):
+                instr = self._instruction(r)
+                exc = NumericalError(f"the {_describe(r)} is not finite ({v}); the expectation diverges or overflows")
+                raise annotate(exc, instr, "Limit") if instr is not None else exc
+            if method == "quadrature" and self.method == "auto" and e > QUADRATURE_RTOL * max(1.0, abs(v)):
+                r.deterministic = False  # not trusted: Monte Carlo takes over
+                r.method = "montecarlo"
+                self.needs_montecarlo = True
+                continue
+            self._store(r, float(v), float(e))
+
+    def _quadrature(self, expr: sympy.Expr, d: int, m: int, mean: np.ndarray, cov: np.ndarray,
+                    qv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        f = _lambdify(expr, d, m)
+
+        def integrand(pts: np.ndarray, params: np.ndarray) -> np.ndarray:
+            cols = [pts[..., k] for k in range(d)] + [params[:, j, None] for j in range(m)]
+            return np.broadcast_to(f(*cols), pts.shape[:-1])
+
+        deg = self.degree or QUADRATURE_DEGREE[d]
+        lo = max(2, int(round(deg * 0.75)))
+        hi_val = gauss_hermite_expectation(integrand, mean, cov, degree=deg, params=qv)
+        lo_val = gauss_hermite_expectation(integrand, mean, cov, degree=lo, params=qv)
+        return hi_val, np.abs(hi_val - lo_val)
+
+    def _direct(self, req: Request) -> None:
+        if req.kind == "init_scalar":
+            return
+        if req.kind == "scalar_fn":
+            instr = self.der.program.definition(req.var)
+            params = [constant_value(self.plan, self.der.scalar_const[p].cid) for p in instr.params]
+            with np.errstate(all="ignore"):
+                val = float(instr.fn.numpy(*params))
+            if not np.isfinite(val):
+                raise annotate(NumericalError(f"{instr.fn.name} of the limit scalars is not finite ({val})"),
+                               instr, "Limit")
+            req.value = val
+            return
+        if req.kind == "stein":
+            S = req.extra
+            c = req.const
+            b = np.array([self.plan.requests[self.plan.stein_b(x=self.der.program.definition(c.var).arg, base=s)].value
+                          for s in S])
+            C = np.array([[self.plan.requests[self.plan.cov(si, sj)].value for sj in S] for si in S])
+            coef = np.linalg.pinv(C, rcond=1e-10, hermitian=True) @ b
+            req.value = float(coef[S.index(c.base)])
+            return
+        raise AssertionError(req.kind)  # pragma: no cover
+
+    def _store(self, req: Request, value: float, error: float) -> None:
+        if req.kind == "dot":  # stored as the full coefficient σ_W² 𝔼[∂Z^x/∂Ẑ]
+            s2 = self.der.sigma2_of(self.der.nodes[req.const.var].base.family)
+            value, error = s2 * value, s2 * error
+        req.value, req.error = value, error
+
+
+def _lambdify(expr: sympy.Expr, d: int, m: int) -> Any:
+    syms = [g(k) for k in range(d)] + [q(j) for j in range(m)]
+    fns = {}
+    for f in expr.atoms(sympy.Function):
+        nl = getattr(f.func, "nonlinearity", None)
+        if nl is not None:
+            fns[nl.code_name] = nl.numpy
+    return _lambdify_cached(expr, tuple(syms), tuple(sorted(fns.items(), key=lambda kv: kv[0])))
+
+
+_LAMBDA_CACHE: dict[Any, Any] = {}
+
+
+def _lambdify_cached(expr: sympy.Expr, syms: tuple, fns: tuple) -> Any:
+    key = (expr, syms)
+    if key not in _LAMBDA_CACHE:
+        _LAMBDA_CACHE[key] = sympy.lambdify(list(syms), expr, modules=[dict(fns)] + _NUMPY_MODULES)
+    return _LAMBDA_CACHE[key]
+
+
+def _describe(req: Request) -> str:
+    if req.kind == "moment":
+        return f"limit of {req.var.name}"
+    if req.kind == "cov":
+        a, b = req.pair
+        return f"covariance of {a.symbol} and {b.symbol}"
+    if req.kind in ("dot", "stein_b", "stein"):
+        return f"ZDot coefficient {req.const.symbol}"
+    return f"value of {req.var.name}" if req.var is not None else req.kind

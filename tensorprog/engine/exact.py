@@ -1,0 +1,158 @@
+"""Exact Gaussian expectations of canonical integrands.
+
+An integrand (a sympy expression over base Gaussians ``g_k`` and constants ``q_j``)
+is expanded into a sum of terms ``c(q) · P(g) · Π φ_i(a_iᵀ g)``. A term is exact when
+
+* it has no opaque nonlinearity: ``𝔼 P(g)`` by Isserlis/Wick with means
+  (:func:`tensorprog.gaussian.gaussian_moment`), for any degree; or
+* ``P`` is constant and there are one or two opaque factors of *linear* forms of
+  centred Gaussians with a registered closed form (:data:`tensorprog.nonlin.CLOSED_FORMS`,
+  e.g. the arc-cosine kernels of relu/step [Cho & Saul 2009], erf [Williams 1997]).
+
+:func:`exact_evaluator` compiles an integrand once into a function vectorised over a
+batch of ``(mean, cov, q)`` — how structurally identical expectations (e.g. the B²
+entries of a kernel) are evaluated in one numpy call.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import sympy
+
+from ..gaussian import gaussian_moment
+from ..nonlin import CLOSED_FORMS
+from .symbols import ConstSym, GaussSym, g, q
+
+__all__ = ["exact_evaluator"]
+
+Evaluator = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+
+@functools.lru_cache(maxsize=4096)
+def exact_evaluator(expr: sympy.Expr, d: int, m: int, centred: bool) -> Evaluator | None:
+    """Compile ``𝔼[expr]`` into ``f(mean (B,d), cov (B,d,d), q (B,m)) -> (B,)``.
+
+    Returns None when some term has no exact form. ``centred`` says whether every
+    base Gaussian has mean zero (closed forms of nonlinearities need it).
+    """
+    gs = [g(k) for k in range(d)]
+    qs = [q(j) for j in range(m)]
+    expr = sympy.expand(expr, deep=False, power_exp=False, log=False)
+    parts: list[Evaluator] = []
+    for term in sympy.Add.make_args(expr):
+        ev = _term(term, gs, qs, centred)
+        if ev is None:
+            return None
+        parts.append(ev)
+
+    def evaluate(mean: np.ndarray, cov: np.ndarray, qv: np.ndarray) -> np.ndarray:
+        out = np.zeros(mean.shape[0])
+        for ev in parts:
+            out = out + ev(mean, cov, qv)
+        return out
+
+    return evaluate
+
+
+def _lam_q(expr: sympy.Expr, qs: list[sympy.Symbol]) -> Callable[[np.ndarray], np.ndarray]:
+    """``expr(q)`` vectorised over a batch of constants ``qv`` (B, m)."""
+    f = sympy.lambdify(qs, expr, modules="numpy")
+    return lambda qv: np.broadcast_to(np.asarray(f(*qv.T), dtype=float), (qv.shape[0],))
+
+
+def _term(term: sympy.Expr, gs: list[GaussSym], qs: list[sympy.Symbol], centred: bool) -> Evaluator | None:
+    gset = set(gs)
+    if not (term.free_symbols & gset):
+        c = _lam_q(term, qs)
+        return lambda mean, cov, qv: c(qv)
+    coef, rest = term.as_independent(*gs, as_Add=False)
+    if any(not isinstance(s, (GaussSym, ConstSym)) for s in term.free_symbols):
+        return None
+    poly: list[sympy.Expr] = []
+    opaque: list[tuple[Any, sympy.Expr]] = []  # (nonlinearity, linear argument)
+    for factor in sympy.Mul.make_args(rest):
+        base, e = factor.as_base_exp()
+        if factor.is_polynomial(*gs):
+            poly.append(factor)
+            continue
+        fn = getattr(base.func, "nonlinearity", None)
+        if fn is None or fn.nparams or len(base.args) != 1 or not e.is_Integer or e < 1:
+            return None
+        arg = base.args[0]
+        if not _linear(arg, gs):
+            return None
+        opaque += [(fn, arg)] * int(e)
+    c = _lam_q(coef, qs)
+    if not opaque:
+        P = sympy.Mul(*poly)
+        mus = sympy.symbols(f"mu0:{len(gs)}", real=True)
+        sig = sympy.Matrix(len(gs), len(gs), lambda i, j: sympy.Symbol(f"S{min(i, j)}_{max(i, j)}", real=True))
+        formula = gaussian_moment(P, gs, list(mus), sig)
+        syms = list(mus) + [sig[i, j] for i in range(len(gs)) for j in range(i, len(gs))] + list(qs)
+        f = sympy.lambdify(syms, formula, modules="numpy")
+        iu = np.triu_indices(len(gs))
+
+        def wick(mean: np.ndarray, cov: np.ndarray, qv: np.ndarray) -> np.ndarray:
+            args = list(mean.T) + list(cov[:, iu[0], iu[1]].T) + list(qv.T)
+            val = np.broadcast_to(np.asarray(f(*args), dtype=float), (mean.shape[0],))
+            return c(qv) * val
+
+        return wick
+    P = sympy.Mul(*poly)
+    if centred and len(opaque) == 1 and P.free_symbols & gset and _linear(P, gs):
+        # 𝔼[(aᵀg) φ(bᵀg)]: the ("identity", φ) pair closed form.
+        opaque.insert(0, (None, P))
+        poly = []
+    if not centred or len(opaque) > 2 or sympy.Mul(*poly).free_symbols & gset:
+        return None
+    names = ["identity" if fn is None else CLOSED_FORMS.get(fn) for fn, _ in opaque]
+    if any(nm is None for nm in names):
+        return None
+    from ..gaussian import PAIR_CLOSED_FORMS, SINGLE_CLOSED_FORMS
+
+    Pc = _lam_q(sympy.Mul(*poly), qs)
+    coeffs = [_coeff_fns(arg, gs, qs) for _, arg in opaque]
+    if len(opaque) == 1:
+        single = SINGLE_CLOSED_FORMS.get(names[0])
+        if single is None:
+            return None
+
+        def one(mean: np.ndarray, cov: np.ndarray, qv: np.ndarray) -> np.ndarray:
+            a = coeffs[0](qv)
+            k = np.einsum("bi,bij,bj->b", a, cov, a)
+            return c(qv) * Pc(qv) * single(k)
+
+        return one
+    pair = PAIR_CLOSED_FORMS.get((names[0], names[1]))
+    if pair is None:
+        return None
+
+    def two(mean: np.ndarray, cov: np.ndarray, qv: np.ndarray) -> np.ndarray:
+        a, b = coeffs[0](qv), coeffs[1](qv)
+        k11 = np.einsum("bi,bij,bj->b", a, cov, a)
+        k12 = np.einsum("bi,bij,bj->b", a, cov, b)
+        k22 = np.einsum("bi,bij,bj->b", b, cov, b)
+        return c(qv) * Pc(qv) * pair(k11, k12, k22)
+
+    return two
+
+
+def _linear(arg: sympy.Expr, gs: list[GaussSym]) -> bool:
+    """Whether ``arg`` is ``Σ a_k g_k`` (no constant term; a_k free of g)."""
+    try:
+        p = sympy.Poly(arg, *gs)
+    except sympy.PolynomialError:
+        return False
+    if p.total_degree() != 1:
+        return False
+    return all(sum(mon) == 1 for mon in p.monoms())
+
+
+def _coeff_fns(arg: sympy.Expr, gs: list[GaussSym], qs: list[sympy.Symbol]) -> Callable[[np.ndarray], np.ndarray]:
+    """The coefficient vector ``a(q)`` of a linear form, vectorised: (B, m) -> (B, d)."""
+    fs = [_lam_q(arg.coeff(gk), qs) for gk in gs]
+    return lambda qv: np.stack([f(qv) for f in fs], axis=1)

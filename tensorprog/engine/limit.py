@@ -1,0 +1,175 @@
+"""The result of :func:`tensorprog.limit`: values, errors, methods and Z expressions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import sympy
+
+from ..errors import ProgramTypeError, ProgramValueError
+from ..ir import InitScalar, Moment, ScalarFn, Var
+from .derivation import Derivation
+from .plan import Plan
+
+__all__ = ["Limit", "Expectation"]
+
+_RANK = {"exact": 0, "quadrature": 1, "montecarlo": 2}
+
+
+class Expectation(sympy.Function):
+    """``𝔼[·]`` over the base Gaussians (unevaluated; used for display)."""
+
+    def _sympystr(self, printer: Any) -> str:
+        return f"𝔼[{printer._print(self.args[0])}]"
+
+    def _latex(self, printer: Any) -> str:
+        return rf"\mathbb{{E}}\left[{printer._print(self.args[0])}\right]"
+
+
+class Limit:
+    """The infinite-width limit of a program.
+
+    Index by scalar handle or name: ``lim[k]`` is the limit ``θ̊`` of ``k``.
+
+    Attributes
+    ----------
+    program : Program
+    method_requested : str
+        The ``method`` passed to :func:`tensorprog.limit`.
+    samples, seed : int
+        Monte Carlo settings (used only if some value needed Monte Carlo).
+    """
+
+    def __init__(self, program: Any, der: Derivation, plan: Plan, values: dict[Var, float],
+                 stderrs: dict[Var, float], errors: dict[Var, float], methods: dict[Var, str],
+                 coefficients: dict[int, tuple[float, float, str]], meta: dict[str, Any]) -> None:
+        self.program = program
+        self.derivation = der
+        self.plan = plan
+        self._values = values
+        self._stderr = stderrs
+        self._error = errors
+        self._method = methods
+        self._coef = coefficients
+        self.meta = meta
+        self.method_requested = meta.get("method")
+        self.samples = meta.get("samples")
+        self.seed = meta.get("seed")
+
+    # -- lookup ----------------------------------------------------------------------
+    def _var(self, key: Any, kind: str | None = "scalar") -> Var:
+        from ..program import Handle
+
+        v = self.program._own(key, "Limit lookup") if isinstance(key, Handle) else self.program[key].var
+        if kind is not None and v.kind != kind:
+            hint = " (use lim.Z(v) for a vector's limit law)" if v.kind == "vector" else ""
+            raise ProgramTypeError(f"{v.name} is a {v.kind}, not a {kind}{hint}")
+        return v
+
+    def __getitem__(self, key: Any) -> float:
+        return self._values[self._var(key)]
+
+    def __contains__(self, key: Any) -> bool:
+        try:
+            self._var(key)
+            return True
+        except Exception:  # noqa: BLE001
+            return False
+
+    def stderr(self, key: Any) -> float:
+        """Monte Carlo standard error of ``lim[key]`` (0.0 for exact and quadrature values)."""
+        return self._stderr[self._var(key)]
+
+    def error(self, key: Any) -> float:
+        """Estimated absolute error: 0 (exact), degree-comparison estimate (quadrature), s.e. (MC)."""
+        v = self._var(key)
+        return max(self._error[v], self._stderr[v])
+
+    def method(self, key: Any) -> str:
+        """How ``lim[key]`` was obtained: ``"exact"``, ``"quadrature"`` or ``"montecarlo"``."""
+        return self._method[self._var(key)]
+
+    @property
+    def values(self) -> dict[str, float]:
+        """All scalar limits by name."""
+        return {v.name: x for v, x in self._values.items()}
+
+    # -- symbolic views ------------------------------------------------------------------
+    def Z(self, key: Any, *, expand_dot: bool = False, numeric: bool = False) -> sympy.Expr:
+        """``Z`` of a vector over base Gaussians (``Z^{x}``, ``Ẑ^{Wx}``) and limit scalars.
+
+        Each MatMul contributes ``Ẑ^{Wx} + Ż^{Wx}``; with ``expand_dot=True`` each ``Ż`` is
+        replaced by its ZDot sum, with ``numeric=True`` limit scalars and coefficients by
+        their values.
+        """
+        v = self._var(key, "vector")
+        e = self.derivation.Z(v, expand_dot=expand_dot)
+        return self._numeric(e) if numeric else e
+
+    def Zhat(self, key: Any) -> sympy.Expr:
+        """``Ẑ`` of a MatMul output."""
+        v = self._var(key, "vector")
+        node = self.derivation.nodes[v]
+        if node.kind != "matmul":
+            raise ProgramValueError(f"{v.name} is not a MatMul output; only MatMuls have Ẑ")
+        return node.base.symbol
+
+    def Zdot(self, key: Any, *, numeric: bool = False) -> sympy.Expr:
+        """``Ż^{Wx} = σ_W² Σ_i 𝔼[∂Z^x/∂Ẑ^{Wᵀy^i}] Z^{y^i}`` (0 when every term vanishes)."""
+        v = self._var(key, "vector")
+        e = self.derivation.Zdot(v)
+        return self._numeric(e) if numeric else e
+
+    def expr(self, key: Any) -> sympy.Expr:
+        """The limit of a scalar as a sympy expression (``𝔼[…]`` for Moments)."""
+        v = self._var(key)
+        instr = self.program.definition(v)
+        der = self.derivation
+        if isinstance(instr, InitScalar):
+            val = instr.value
+            return sympy.limit(val, sympy.Symbol("n", positive=True), sympy.oo) if val.free_symbols else val
+        consts = [der.scalar_const[p].symbol for p in instr.params]
+        if isinstance(instr, ScalarFn):
+            return instr.fn.apply(*consts)
+        assert isinstance(instr, Moment)
+        return Expectation(instr.fn.apply(*[der.Z(a) for a in instr.args], *consts))
+
+    def coefficient(self, h: Any, y: Any) -> float:
+        """``𝔼[∂Z^x/∂Ẑ^{Wᵀy}]`` of the ZDot term of MatMul ``h = Wx`` along ``Wᵀy``."""
+        hv, yv = self._var(h, "vector"), self._var(y, "vector")
+        for c, yy in self.derivation.nodes[hv].dot:
+            if c.base.var is yv or yy is yv:
+                return self._coef[c.cid][0]
+        return 0.0
+
+    def _numeric(self, e: sympy.Expr) -> sympy.Expr:
+        subs = {}
+        der = self.derivation
+        for v, c in der.scalar_const.items():
+            if v in self._values:
+                subs[c.symbol] = sympy.Float(self._values[v])
+        for cid, (val, _se, _m) in self._coef.items():
+            subs[der.consts[cid].symbol] = sympy.Float(val)
+        return e.xreplace(subs)
+
+    # -- display -------------------------------------------------------------------
+    def table(self) -> list[tuple[str, float, float, str]]:
+        """Rows ``(name, value, error, method)`` of every scalar, in program order."""
+        return [(v.name, self._values[v], self.error(v.name), self._method[v])
+                for v in self._values]
+
+    def __repr__(self) -> str:
+        lines = [f"Limit of {self.program.name!r} (method={self.method_requested!r})"]
+        for name, val, err, m in self.table():
+            e = f" ± {err:.2g}" if err else ""
+            lines.append(f"  {name} = {val:.10g}{e}  [{m}]")
+        return "\n".join(lines)
+
+
+def worst(methods: list[str]) -> str:
+    """The least precise of several methods (exact < quadrature < montecarlo)."""
+    return max(methods, key=lambda m: _RANK[m]) if methods else "exact"
+
+
+_ = np

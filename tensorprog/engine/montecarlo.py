@@ -1,0 +1,213 @@
+"""Monte Carlo over the limit: sample every base Gaussian, evaluate every ``Z``.
+
+One pass walks the program in order with arrays of ``M`` samples per vector — a
+"width-M" run of the *limit*, with no matrices:
+
+* initial vectors: ``M`` iid draws of their joint law;
+* MatMul ``Wx``: ``Ẑ^{Wx}`` is drawn conditionally on the earlier hats of its family
+  (incremental, rank-tolerant Cholesky of ``σ_W² 𝔼[Z^x Z^{x'}]``), then
+  ``Z = Ẑ + Σ_i c_i Z^{y^i}`` with ``c = σ_W² 𝔼[∂Z^x/∂Ẑ_S]`` from the Stein/regression
+  form ``Cov(Ẑ_S)⁻¹ 𝔼[Ẑ_S Z^x]`` (a least-squares fit of ``Z^x`` on the hats it
+  depends on) [TP4 Remark F.2, THEORY §2.1 note 3] — valid for relu and step;
+* Moments are sample means.
+
+Quantities the deterministic pass already knows exactly are used as constants. The
+whole pass is repeated on ``K`` independent replicates; the value is their mean and
+the standard error their spread over ``√K``, which accounts for every source of
+noise (estimated covariances, regressions, propagated moments).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..errors import NumericalError
+from ..gaussian import psd_factor
+from ..interpreter import Interpreter
+from ..ir import InitMatrix, InitScalar, InitVector, MatMul, Moment, Nonlin, ScalarFn
+from .plan import Plan
+
+__all__ = ["MonteCarloPass", "run_montecarlo"]
+
+
+class _Family:
+    """Incremental lower-triangular factor of one hat family's covariance."""
+
+    def __init__(self, M: int) -> None:
+        self.L = np.zeros((0, 0))
+        self.normals: list[np.ndarray] = []
+        self.inputs: list[np.ndarray] = []  # Z^x of each member's input
+        self.M = M
+
+    def add(self, cov_row: np.ndarray, var: float, fresh: np.ndarray) -> np.ndarray:
+        k = len(self.normals)
+        row = np.zeros(k)
+        for i in range(k):
+            piv = self.L[i, i]
+            s = cov_row[i] - self.L[i, :i] @ row[:i]
+            row[i] = s / piv if piv > 1e-12 * max(1.0, abs(var)) else 0.0
+        d = var - row @ row
+        d = d if d > 1e-12 * max(1.0, abs(var)) else 0.0
+        L = np.zeros((k + 1, k + 1))
+        L[:k, :k] = self.L
+        L[k, :k] = row
+        L[k, k] = np.sqrt(d)
+        self.L = L
+        self.normals.append(fresh)
+        hat = fresh * L[k, k]
+        for i in range(k):
+            if row[i] != 0.0:
+                hat = hat + row[i] * self.normals[i]
+        return hat
+
+
+class MonteCarloPass(Interpreter):
+    """One replicate: every vector as ``M`` samples of its ``Z``."""
+
+    def __init__(self, plan: Plan, M: int, normals: Any) -> None:
+        super().__init__(plan.der.program)
+        self.plan = plan
+        self.der = plan.der
+        self.M = M
+        self.normals = normals  # callable: () -> fresh (M,) standard normal column
+        self.fam: dict[Any, _Family] = {}
+        self.hat: dict[int, np.ndarray] = {}
+        self.const: dict[int, float] = {}
+        self._init: np.ndarray | None = None
+
+    def _known(self, rid: int) -> float | None:
+        r = self.plan.requests[rid]
+        return r.value if r.deterministic else None
+
+    def _set_const(self, v: Any, value: float, instr: Any) -> float:
+        if not np.isfinite(value):
+            raise NumericalError(f"Monte Carlo estimate of {v.name} is not finite ({value})")
+        self.const[self.der.scalar_const[v].cid] = value
+        return value
+
+    def _params(self, instr: Any) -> list[float]:
+        return [self.const[self.der.scalar_const[p].cid] for p in instr.params]
+
+    def init_matrix(self, instr: InitMatrix) -> None:
+        return None
+
+    def init_vector(self, instr: InitVector) -> np.ndarray:
+        if self._init is None:
+            F = psd_factor(self.der.init_cov, what="initial vectors' covariance")
+            G = np.stack([self.normals() for _ in range(F.shape[0])], axis=1)
+            self._init = G @ F.T + self.der.init_mean
+        z = self._init[:, self.der.init_index[instr.out]]
+        self.hat[self.der.nodes[instr.out].base.bid] = z
+        return z
+
+    def init_scalar(self, instr: InitScalar) -> float:
+        rid = self.plan.const_req[self.der.scalar_const[instr.out].cid]
+        return self._set_const(instr.out, float(self.plan.requests[rid].value), instr)
+
+    def scalar_fn(self, instr: ScalarFn) -> float:
+        with np.errstate(all="ignore"):
+            val = float(instr.fn.numpy(*self._params(instr)))
+        return self._set_const(instr.out, val, instr)
+
+    def nonlin(self, instr: Nonlin) -> np.ndarray:
+        with np.errstate(all="ignore"):
+            out = instr.fn.numpy(*[self.env[a] for a in instr.args], *self._params(instr))
+        out = np.asarray(out, dtype=float)
+        if out.shape != (self.M,):
+            out = np.full(self.M, out)
+        if not np.all(np.isfinite(out)):
+            raise NumericalError(f"{instr.fn.name} produced NaN or inf on Monte Carlo samples")
+        return out
+
+    def moment(self, instr: Moment) -> float:
+        known = self._known(self.plan.const_req[self.der.scalar_const[instr.out].cid])
+        if known is not None:
+            return self._set_const(instr.out, known, instr)
+        with np.errstate(all="ignore"):
+            vals = instr.fn.numpy(*[self.env[a] for a in instr.args], *self._params(instr))
+        return self._set_const(instr.out, float(np.mean(np.broadcast_to(vals, (self.M,)))), instr)
+
+    def matmul(self, instr: MatMul) -> np.ndarray:
+        der = self.der
+        node = der.nodes[instr.out]
+        b = node.base
+        fam_bases = der.families[b.family][: b.index + 1]
+        fam = self.fam.setdefault(b.family, _Family(self.M))
+        s2 = der.sigma2_of(b.family)
+        zx = self.env[instr.arg]
+        row = np.zeros(b.index)
+        for j, bj in enumerate(fam_bases[:-1]):
+            row[j] = s2 * self._second_moment(b, bj, zx, fam.inputs[j])
+        var = s2 * self._second_moment(b, b, zx, zx)
+        hat = fam.add(row, var, self.normals())
+        fam.inputs.append(zx)
+        self.hat[b.bid] = hat
+        z = hat
+        if node.dot:
+            coefs = self._dot_coefficients(instr, node, zx)
+            for (c, y), coef in zip(node.dot, coefs):
+                self.const[c.cid] = coef
+                z = z + coef * self.env[y]
+        return z
+
+    def _second_moment(self, bi: Any, bj: Any, zi: np.ndarray, zj: np.ndarray) -> float:
+        k = (min(bi.bid, bj.bid), max(bi.bid, bj.bid))
+        rid = self.plan.cov_req.get(k)
+        known = self._known(rid) if rid is not None else None
+        return known if known is not None else float(np.mean(zi * zj))
+
+    def _dot_coefficients(self, instr: MatMul, node: Any, zx: np.ndarray) -> list[float]:
+        known = [self._known(self.plan.const_req[c.cid]) for c, _ in node.dot]
+        if all(k is not None for k in known):
+            return known  # type: ignore[return-value]
+        # Stein / regression: 𝔼∇_S Z^x = Cov(Ẑ_S)⁻¹ Cov(Ẑ_S, Z^x), fitted on the samples.
+        H = np.stack([self.hat[c.base.bid] for c, _ in node.dot], axis=1)
+        Hc = H - H.mean(axis=0)
+        beta, *_ = np.linalg.lstsq(Hc, zx - zx.mean(), rcond=1e-10)
+        s2 = self.der.sigma2_of(node.base.family)
+        return [k if k is not None else float(s2 * bta) for k, bta in zip(known, beta)]
+
+
+def run_montecarlo(plan: Plan, samples: int, seed: Any, *, batches: int = 16, qmc: bool = False,
+                   progress: bool = False, max_memory: int = 2**30) -> dict[int, tuple[float, float]]:
+    """Replicated Monte Carlo passes; returns ``{const id: (mean, standard error)}``."""
+    prog = plan.der.program
+    per_sample = 8 * (len(prog) + len(plan.der.bases) + 4)
+    K = max(int(batches), int(np.ceil(samples * per_sample / max_memory)))
+    M = max(2, samples // K)
+    ss = np.random.SeedSequence(seed) if not isinstance(seed, np.random.Generator) else \
+        np.random.SeedSequence(int(seed.integers(2**63)))
+    children = ss.spawn(K)
+    results: list[dict[int, float]] = []
+    it = range(K)
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(it, desc=f"Monte Carlo ({K}×{M} samples)", leave=False)
+    D = len(plan.der.bases)
+    for r in it:
+        normals = _normal_source(children[r], M, D, qmc)
+        mc = MonteCarloPass(plan, M, normals)
+        mc.run()
+        results.append(dict(mc.const))
+    out: dict[int, tuple[float, float]] = {}
+    for cid in results[0]:
+        vals = np.array([res[cid] for res in results])
+        out[cid] = (float(vals.mean()), float(vals.std(ddof=1) / np.sqrt(K)))
+    return out
+
+
+def _normal_source(ss: np.random.SeedSequence, M: int, D: int, qmc: bool) -> Any:
+    if not qmc:
+        rng = np.random.default_rng(ss)
+        return lambda: rng.standard_normal(M)
+    from scipy.special import ndtri
+    from scipy.stats import qmc as _qmc
+
+    sob = _qmc.Sobol(d=max(D, 1), scramble=True, seed=np.random.default_rng(ss))
+    U = sob.random(M)
+    U = np.clip(U, 1e-16, 1 - 1e-16)
+    cols = iter(range(U.shape[1]))
+    return lambda: ndtri(U[:, next(cols)])

@@ -1,0 +1,201 @@
+"""Planning: every limit scalar of a program as an *expectation request*.
+
+The Master Theorem turns a program into deterministic unknowns, each an expectation
+over base Gaussians whose covariance involves earlier unknowns:
+
+* θ̊ of a Moment: ``𝔼 φ(Z^{x¹}, …; θ̊…)`` [TP4 ZMoment];
+* ``𝔼[Z^x Z^y]`` for two inputs of one matrix (the Ẑ covariance, [TP4 ZHat]);
+* ZDot coefficients ``𝔼[∂Z^x/∂Ẑ^{Wᵀy}]`` [TP4 Eq. (31)] — directly when the
+  derivative is a function, by Stein's lemma ``Cov(Ẑ_S)⁻¹ 𝔼[Ẑ_S Z^x]`` when it is
+  a distribution (relu', step) [TP4 Remark F.2, THEORY §2.1 note 3];
+* θ̊ of scalar functions and initial scalars (no expectation).
+
+A request's integrand is a *canonical* sympy expression over placeholders ``g_k`` (its
+base Gaussians) and ``q_j`` (its constants), so requests that differ only in their
+covariances and constants share one expression and are evaluated together, in one
+vectorised call (batching by structure). Requests are created in dependency order,
+so a request's *level* (1 + the deepest level it depends on) is known at creation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import sympy
+
+from ..errors import ProgramValueError
+from ..ir import WIDTH, InitScalar, MatMul, Moment, ScalarFn, Var
+from .derivation import Base, Const, Derivation, register_fn
+from .symbols import g
+
+__all__ = ["Request", "Plan"]
+
+
+@dataclass(eq=False)
+class Request:
+    """One deterministic unknown of the limit and how to obtain it."""
+
+    rid: int
+    kind: str  # "moment" | "cov" | "dot" | "stein_b" | "stein" | "scalar_fn" | "init_scalar"
+    expr: sympy.Expr | None = None  # canonical integrand (expectation kinds)
+    bids: tuple[int, ...] = ()  # base Gaussians g0, g1, … of expr
+    cids: tuple[int, ...] = ()  # constants q0, q1, … of expr
+    deps: list[int] = field(default_factory=list)
+    level: int = 0
+    var: Var | None = None  # the scalar (moment, scalar_fn, init_scalar)
+    const: Const | None = None  # the ZDot coefficient (dot, stein)
+    pair: tuple[Base, Base] | None = None  # the hat pair (cov)
+    extra: Any = None
+    method: str = ""  # planned: exact | quadrature | montecarlo | direct
+    deterministic: bool = True  # no Monte Carlo anywhere upstream
+    value: float | None = None
+    error: float = 0.0
+
+
+class Plan:
+    """All requests of a program, created in program (dependency) order."""
+
+    def __init__(self, der: Derivation) -> None:
+        self.der = der
+        self.requests: list[Request] = []
+        self.const_req: dict[int, int] = {}  # const id -> request id
+        self.cov_req: dict[tuple[int, int], int] = {}  # (bid, bid) sorted -> request id
+        self._stein: dict[tuple[Var, int], int] = {}
+        for instr in der.program.instructions:
+            if isinstance(instr, (Moment,)):
+                self._moment(instr)
+            elif isinstance(instr, ScalarFn):
+                self._scalar_fn(instr)
+            elif isinstance(instr, InitScalar):
+                self._init_scalar(instr)
+            elif isinstance(instr, MatMul):
+                for c, _y in der.nodes[instr.out].dot:
+                    self._dot(c)
+
+    # -- creation --------------------------------------------------------------------
+    def _add(self, req: Request) -> Request:
+        req.rid = len(self.requests)
+        req.level = 1 + max((self.requests[d].level for d in req.deps), default=-1)
+        self.requests.append(req)
+        return req
+
+    def _expectation(self, kind: str, roots: tuple[Any, ...], combine: Any, **kw: Any) -> Request:
+        """A request ``𝔼[combine(Z^{roots})]`` with its dependencies."""
+        res = self.der.canonical(roots)
+        if res is None:
+            req = Request(-1, kind, expr=None, extra=roots, **kw)
+            req.bids = tuple(sorted(frozenset().union(
+                *(self.der.nodes[r].support for r in roots if isinstance(r, Var)))))
+            req.deps = self._deps_unknown(roots)
+            return self._add(req)
+        key, bids, cids = res
+        exprs = self.der.expr_of_key(key)
+        expr = combine(*exprs)
+        req = Request(-1, kind, expr=expr, bids=bids, cids=cids, extra=roots, **kw)
+        req.deps = [self.const_req[c] for c in cids] + self._cov_deps(bids)
+        return self._add(req)
+
+    def _deps_unknown(self, roots: tuple[Any, ...]) -> list[int]:
+        """Dependencies of a request too big to canonicalise: every earlier const."""
+        consts: set[int] = set()
+        stack = [r for r in roots if isinstance(r, Var)]
+        seen: set[Var] = set()
+        while stack:
+            v = stack.pop()
+            if v in seen:
+                continue
+            seen.add(v)
+            node = self.der.nodes[v]
+            consts.update(c.cid for c in node.consts)
+            consts.update(c.cid for c, _ in node.dot)
+            stack.extend(a for a in node.args if isinstance(a, Var))
+            stack.extend(y for _, y in node.dot)
+        consts.update(r.cid for r in roots if isinstance(r, Const))
+        return [self.const_req[c] for c in sorted(consts)]
+
+    def _cov_deps(self, bids: tuple[int, ...]) -> list[int]:
+        deps = []
+        bases = [self.der.bases[b] for b in bids]
+        for i, bi in enumerate(bases):
+            if bi.family is None:
+                continue
+            for bj in bases[i:]:
+                if bj.family == bi.family:
+                    deps.append(self.cov(bi, bj))
+        return deps
+
+    def cov(self, bi: Base, bj: Base) -> int:
+        """The request for ``𝔼[Z^x Z^y]`` of two hats ``Ẑ^{Wx}``, ``Ẑ^{Wy}`` (one family)."""
+        k = (min(bi.bid, bj.bid), max(bi.bid, bj.bid))
+        if k not in self.cov_req:
+            x = self.der.program.definition(bi.var).arg
+            y = self.der.program.definition(bj.var).arg
+            req = self._expectation("cov", (x, y), lambda a, b: a * b, pair=(bi, bj))
+            self.cov_req[k] = req.rid
+        return self.cov_req[k]
+
+    def stein_b(self, x: Var, base: Base) -> int:
+        """The request for ``𝔼[Ẑ Z^x]`` (Stein's lemma numerator)."""
+        k = (x, base.bid)
+        if k not in self._stein:
+            self._stein[k] = self._expectation("stein_b", (base, x), lambda a, e: a * e).rid
+        return self._stein[k]
+
+    def _moment(self, instr: Moment) -> None:
+        consts = tuple(self.der.scalar_const[p] for p in instr.params)
+        fn = instr.fn
+        register_fn(fn)
+        k = len(instr.args)
+
+        def combine(*exprs: sympy.Expr) -> sympy.Expr:
+            return fn.apply(*exprs[:k], *exprs[k:])
+
+        req = self._expectation("moment", tuple(instr.args) + consts, combine, var=instr.out)
+        self.const_req[self.der.scalar_const[instr.out].cid] = req.rid
+
+    def _scalar_fn(self, instr: ScalarFn) -> None:
+        deps = [self.const_req[self.der.scalar_const[p].cid] for p in instr.params]
+        req = self._add(Request(-1, "scalar_fn", deps=deps, var=instr.out, method="direct"))
+        self.const_req[self.der.scalar_const[instr.out].cid] = req.rid
+
+    def _init_scalar(self, instr: InitScalar) -> None:
+        val = instr.value
+        if WIDTH in val.free_symbols:
+            val = sympy.limit(val, WIDTH, sympy.oo)
+        req = self._add(Request(-1, "init_scalar", var=instr.out, method="direct"))
+        req.value = float(val)
+        self.const_req[self.der.scalar_const[instr.out].cid] = req.rid
+
+    def _dot(self, c: Const) -> None:
+        """``𝔼[∂Z^x/∂Ẑ^{Wᵀy}]`` for the ZDot term ``c`` of the MatMul ``Wx``."""
+        x = self.der.program.definition(c.var).arg
+        hb = c.base
+        assert hb is not None
+        res = self.der.canonical((x,))
+        if res is not None:
+            key, bids, _ = res
+            k = bids.index(hb.bid)
+            (ex,) = self.der.expr_of_key(key)
+            deriv = sympy.diff(ex, g(k))
+            if not deriv.has(sympy.DiracDelta):
+                req = self._expectation("dot", (x,), lambda e: sympy.diff(e, g(k)), const=c)
+                self.const_req[c.cid] = req.rid
+                return
+        # Stein form: 𝔼∇_S Z^x = Cov(Ẑ_S)⁺ 𝔼[Ẑ_S Z^x] over the family hats S in supp(x).
+        fam = hb.family
+        S = [self.der.bases[b] for b in sorted(self.der.nodes[x].support)
+             if self.der.bases[b].family == fam]
+        deps = [self.stein_b(x, b) for b in S]
+        deps += [self.cov(bi, bj) for i, bi in enumerate(S) for bj in S[i:]]
+        req = self._add(Request(-1, "stein", deps=deps, const=c, extra=S, method="direct"))
+        self.const_req[c.cid] = req.rid
+
+
+def constant_value(plan: Plan, cid: int) -> float:
+    """The value of constant ``cid`` (its request must have been evaluated)."""
+    v = plan.requests[plan.const_req[cid]].value
+    if v is None:  # pragma: no cover - scheduling guarantees this
+        raise ProgramValueError(f"constant {cid} used before it was evaluated")
+    return v
+

@@ -1,0 +1,70 @@
+"""Errors raised by tensorprog.
+
+Everything the library raises on bad input derives from :class:`TensorProgramError`
+and from the matching builtin (``ValueError``, ``TypeError``, ...), so that
+``except ValueError`` keeps working for users who do not know this library.
+Messages name the offending instruction or argument and say what would be valid.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "TensorProgramError",
+    "ProgramTypeError",
+    "ProgramValueError",
+    "NonPSDError",
+    "ForeignHandleError",
+    "UnknownNameError",
+    "NumericalError",
+    "DivergenceError",
+    "ResourceError",
+    "MethodUnavailableError",
+    "FormatVersionError",
+]
+
+
+class TensorProgramError(Exception):
+    """Base class of every error tensorprog raises on bad input or bad numerics."""
+
+
+class ProgramTypeError(TensorProgramError, TypeError):
+    """An argument has the wrong type (e.g. ``matrix @ matrix``, Moment of a scalar)."""
+
+
+class ProgramValueError(TensorProgramError, ValueError):
+    """An argument has the right type but an invalid value (e.g. negative variance)."""
+
+
+class NonPSDError(ProgramValueError):
+    """A covariance matrix is not positive semidefinite."""
+
+
+class ForeignHandleError(ProgramValueError):
+    """A handle of one program was used in another program."""
+
+
+class UnknownNameError(TensorProgramError, KeyError):
+    """A name (handle, nonlinearity, method, ...) is not known."""
+
+    def __str__(self) -> str:  # KeyError would otherwise print the repr of the message
+        return str(self.args[0]) if self.args else ""
+
+
+class NumericalError(TensorProgramError, ArithmeticError):
+    """An evaluation produced NaN or inf, or a quantity that must be finite is not."""
+
+
+class DivergenceError(NumericalError):
+    """An expectation diverges (the integrand is not integrable under the Gaussian)."""
+
+
+class ResourceError(TensorProgramError, MemoryError):
+    """A request would not fit in memory (e.g. ``simulate`` at too large a width)."""
+
+
+class MethodUnavailableError(ProgramValueError):
+    """A forced evaluation method cannot evaluate an expectation (e.g. no exact form)."""
+
+
+class FormatVersionError(ProgramValueError):
+    """A saved file has an unknown (newer) format version."""

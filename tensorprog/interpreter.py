@@ -1,0 +1,102 @@
+"""One walker, many interpreters (in the style of PyTorch FX's ``Interpreter``).
+
+:class:`Interpreter` owns the walk over a program's instructions, the environment
+(variable → value) and the error context; a backend subclasses it and implements
+one method per instruction class. Backend state lives on the interpreter, never on
+the IR.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .errors import TensorProgramError
+from .ir import (
+    InitMatrix,
+    InitScalar,
+    InitVector,
+    Instruction,
+    MatMul,
+    Moment,
+    Nonlin,
+    ScalarFn,
+    Var,
+    format_instruction,
+)
+
+__all__ = ["Interpreter", "annotate"]
+
+
+def annotate(exc: TensorProgramError, instr: Instruction, where: str) -> TensorProgramError:
+    """The same error with "while interpreting `line` in where" appended."""
+    line = format_instruction(instr)
+    msg = str(exc)
+    if "while interpreting" in msg:
+        return exc
+    new = type(exc)(f"{msg}\n  while interpreting `{line}` in {where}")
+    new.__cause__ = exc
+    return new
+
+
+class Interpreter:
+    """Walks a program in order and calls one method per instruction.
+
+    Subclasses implement ``init_matrix``, ``init_vector``, ``init_scalar``,
+    ``matmul``, ``nonlin``, ``moment`` and ``scalar_fn``; each receives the
+    instruction and returns the value to bind to ``instr.out`` in :attr:`env`.
+    """
+
+    #: Rule table keyed by instruction class (never by strings from user input).
+    rules: dict[type, Callable[["Interpreter", Any], Any]] = {
+        InitMatrix: lambda self, i: self.init_matrix(i),
+        InitVector: lambda self, i: self.init_vector(i),
+        InitScalar: lambda self, i: self.init_scalar(i),
+        MatMul: lambda self, i: self.matmul(i),
+        Nonlin: lambda self, i: self.nonlin(i),
+        Moment: lambda self, i: self.moment(i),
+        ScalarFn: lambda self, i: self.scalar_fn(i),
+    }
+
+    def __init__(self, program: Any) -> None:
+        self.program = program
+        self.env: dict[Var, Any] = {}
+
+    def run(self) -> dict[Var, Any]:
+        """Interpret every instruction in order; returns the environment."""
+        for instr in self.program.instructions:
+            self.env[instr.out] = self.step(instr)
+        return self.env
+
+    def step(self, instr: Instruction) -> Any:
+        """Interpret one instruction, annotating errors with where they happened."""
+        try:
+            return self.rules[type(instr)](self, instr)
+        except TensorProgramError as exc:
+            raise annotate(exc, instr, type(self).__name__) from exc.__cause__
+
+    def read(self, v: Var) -> Any:
+        """The value bound to ``v``."""
+        return self.env[v]
+
+    # Per-instruction methods (backends override) -------------------------------
+    def init_matrix(self, instr: InitMatrix) -> Any:
+        raise NotImplementedError
+
+    def init_vector(self, instr: InitVector) -> Any:
+        raise NotImplementedError
+
+    def init_scalar(self, instr: InitScalar) -> Any:
+        raise NotImplementedError
+
+    def matmul(self, instr: MatMul) -> Any:
+        raise NotImplementedError
+
+    def nonlin(self, instr: Nonlin) -> Any:
+        raise NotImplementedError
+
+    def moment(self, instr: Moment) -> Any:
+        raise NotImplementedError
+
+    def scalar_fn(self, instr: ScalarFn) -> Any:
+        raise NotImplementedError

@@ -1,0 +1,1053 @@
+r"""abc-parametrizations of an MLP and their classification [TP4 §3.2, §5].
+
+An :math:`L`-hidden-layer perceptron with input :math:`\xi\in\mathbb R^d` and scalar output
+[TP4 §1 Eq. (1)]
+
+.. math::
+
+    h^1 = W^1\xi,\qquad x^l=\phi(h^l),\qquad h^{l+1}=W^{l+1}x^l\ (l<L),\qquad
+    f = W^{L+1}x^L,
+
+is *abc-parametrized* by exponents :math:`\{a_l,b_l\}_{l=1}^{L+1}\cup\{c\}` [TP4 §3.2]:
+
+* (a) :math:`W^l = n^{-a_l}w^l` with :math:`w^l` the trained parameter;
+* (b) :math:`w^l_{\alpha\beta}\sim\mathcal N(0,\sigma_l^2 n^{-2b_l})` (:math:`\sigma_l` is the
+  width-independent ``init_std`` constant, 1 in TP4);
+* (c) SGD with learning rate :math:`\eta\,n^{-c}`, :math:`\eta` width-independent.
+
+This is exactly the finite network that ``tensorprog.nn`` trains (DESIGN.md, "Neural
+networks"). The module provides
+
+* :class:`ABC` — a validated, immutable parametrization with exact rational exponents,
+  the symmetry :math:`(a,b,c)\to(a+\theta,b-\theta,c-2\theta)` [TP4 Eq. (5)], a canonical
+  representative of each symmetry class and an equivalence test;
+* constructors :func:`abc`, :func:`muP`, :func:`SP`, :func:`NTK`, :func:`MF`;
+* :func:`classify` — the exponent :math:`r` [TP4 Def 3.2], the per-layer :math:`r_l`
+  [TP4 Prop 5.3], stability [TP4 Thm 3.3], nontriviality [TP4 Thm 3.4], the dynamical
+  dichotomy [TP4 Thms 3.6, 3.8, Cor 3.9], the NNGP limit [TP4 Cor H.35] and maximality
+  [TP4 Props 5.3, 5.5, Thm 5.6], returned as a :class:`Classification`;
+* :func:`scalings` — the per-layer width exponents used by the training compiler.
+
+All exponents are stored and compared as :class:`fractions.Fraction`, so the equalities in
+the theorems (e.g. :math:`r=0`, :math:`2a_{L+1}+c=1`) are decided exactly.
+
+References
+----------
+[TP4] G. Yang and E. J. Hu, *Feature Learning in Infinite-Width Neural Networks*, ICML 2021,
+arXiv:2011.14522.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import numpy as np
+
+from tensorprog.errors import ProgramTypeError, ProgramValueError
+
+__all__ = [
+    "ABC",
+    "Classification",
+    "LayerScaling",
+    "abc",
+    "muP",
+    "SP",
+    "NTK",
+    "MF",
+    "classify",
+    "scalings",
+]
+
+#: Anything accepted where an exponent is expected.
+ExponentLike = numbers.Real | str | Fraction
+
+_HALF = Fraction(1, 2)
+_MAX_DENOMINATOR = 10**6
+_VALID_EXPONENT = (
+    "a finite number: an int, a float (0.5 is read as 1/2), a Fraction, or a string such as '1/2'"
+)
+
+# Names of the six stability conditions of [TP4 Thm 3.3], in the order of the theorem.
+_COND_INPUT = "a1+b1=0"
+_COND_HIDDEN = "al+bl=1/2 (2<=l<=L)"
+_COND_READOUT_INIT = "a_{L+1}+b_{L+1}>=1/2"
+_COND_R = "r>=0"
+_COND_READOUT_UPDATE = "2a_{L+1}+c>=1"
+_COND_LOGITS = "a_{L+1}+b_{L+1}+r>=1"
+STABILITY_CONDITIONS: tuple[str, ...] = (
+    _COND_INPUT,
+    _COND_HIDDEN,
+    _COND_READOUT_INIT,
+    _COND_R,
+    _COND_READOUT_UPDATE,
+    _COND_LOGITS,
+)
+
+
+# --------------------------------------------------------------------------------------
+# Conversion and validation helpers
+# --------------------------------------------------------------------------------------
+
+
+def _to_fraction(value: object, what: str) -> Fraction:
+    """Convert one exponent to an exact :class:`Fraction`, or raise naming ``what``."""
+    if isinstance(value, (bool, np.bool_)):
+        raise ProgramTypeError(f"{what} must be {_VALID_EXPONENT}; got the boolean {value!r}")
+    if isinstance(value, Fraction):
+        return value
+    if isinstance(value, numbers.Rational):  # int, numpy integers, ...
+        return Fraction(int(value.numerator), int(value.denominator))
+    if isinstance(value, numbers.Real):  # float, numpy floats, ...
+        x = float(value)
+        if not math.isfinite(x):
+            raise ProgramValueError(
+                f"{what} must be {_VALID_EXPONENT}; got {x!r}, which is not finite"
+            )
+        return Fraction(x).limit_denominator(_MAX_DENOMINATOR)
+    if isinstance(value, str):
+        try:
+            return Fraction(value)
+        except (ValueError, ZeroDivisionError):
+            raise ProgramValueError(
+                f"{what} must be {_VALID_EXPONENT}; the string {value!r} is not a "
+                "finite rational number"
+            ) from None
+    raise ProgramTypeError(
+        f"{what} must be {_VALID_EXPONENT}; got an object of type {type(value).__name__}"
+    )
+
+
+def _as_sequence(value: object, what: str) -> list[object]:
+    """Return the entries of a one-dimensional sequence, or raise naming ``what``."""
+    if isinstance(value, np.ndarray):
+        if value.ndim != 1:
+            raise ProgramValueError(
+                f"{what} must be a one-dimensional sequence with one entry per layer "
+                f"l = 1..L+1; got an array of shape {value.shape}"
+            )
+        return list(value.tolist())
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise ProgramTypeError(
+            f"{what} must be a sequence (tuple, list, 1-d array) with one exponent per "
+            f"layer l = 1..L+1; got {type(value).__name__} {value!r}"
+        )
+    return list(value)
+
+
+def _exponents(value: object, what: str) -> tuple[Fraction, ...]:
+    entries = _as_sequence(value, what)
+    return tuple(_to_fraction(v, f"{what}[{i}] (layer {i + 1})") for i, v in enumerate(entries))
+
+
+def _positive_float(value: object, what: str) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise ProgramTypeError(
+            f"{what} must be a positive finite number (a standard deviation); got "
+            f"{type(value).__name__} {value!r}"
+        )
+    x = float(value)
+    if not (math.isfinite(x) and x > 0):
+        raise ProgramValueError(
+            f"{what} must be a positive finite number (a standard deviation); got {x!r}"
+        )
+    return x
+
+
+def _check_depth(depth: object) -> int:
+    if isinstance(depth, (bool, np.bool_)) or not isinstance(depth, numbers.Integral):
+        raise ProgramTypeError(
+            "depth must be an int L >= 1 (the number of hidden layers); got "
+            f"{type(depth).__name__} {depth!r}"
+        )
+    d = int(depth)
+    if d < 1:
+        raise ProgramValueError(
+            f"depth must be an int L >= 1 (the number of hidden layers); got {d}"
+        )
+    return d
+
+
+def _fmt(x: Fraction) -> str:
+    """Print an exponent as ``0``, ``-1``, ``1/2``, ``-3/2``."""
+    return str(x)
+
+
+def _fmt_tuple(xs: Sequence[Fraction]) -> str:
+    if len(xs) == 1:
+        return f"({_fmt(xs[0])},)"
+    return "(" + ", ".join(_fmt(x) for x in xs) + ")"
+
+
+def _fmt_power(x: Fraction) -> str:
+    """Print ``n`` to the power ``x`` as ``n^2``, ``n^(-1/2)``."""
+    return f"n^{_fmt(x)}" if x.denominator == 1 and x >= 0 else f"n^({_fmt(x)})"
+
+
+# --------------------------------------------------------------------------------------
+# The parametrization
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ABC:
+    r"""An abc-parametrization of an :math:`L`-hidden-layer MLP [TP4 §3.2].
+
+    Layer :math:`l\in\{1,\dots,L+1\}` has effective weight :math:`W^l=n^{-a_l}w^l` with
+    trained parameter entries :math:`w^l_{\alpha\beta}\sim\mathcal N(0,\sigma_l^2n^{-2b_l})`,
+    and SGD uses learning rate :math:`\eta\,n^{-c}` [TP4 §3.2 (a)–(c)].
+
+    Parameters
+    ----------
+    a, b : sequence of exponents, length :math:`L+1\ge2`
+        :math:`a_l` (multiplier exponent) and :math:`b_l` (initialization exponent) of
+        layers :math:`1..L+1`. Entries may be ints, floats (converted with
+        ``Fraction(x).limit_denominator(10**6)``, so ``0.5`` becomes ``1/2``), strings
+        such as ``"1/2"`` or :class:`~fractions.Fraction`; they are stored as
+        :class:`~fractions.Fraction`.
+    c : exponent
+        The SGD learning-rate exponent: the learning rate is :math:`\eta\,n^{-c}`.
+    name : str, optional
+        A label (``"muP"``, ``"SP"``, ...). It is not part of equality.
+    init_std : positive float or sequence of positive floats, optional
+        The width-independent constants :math:`\sigma_l` of the initialization, one per
+        layer (a single number applies to every layer). Default: all 1.0, as in TP4.
+
+    Raises
+    ------
+    ProgramTypeError
+        If an argument has the wrong type (e.g. ``a`` is not a sequence, an entry is a
+        bool or an arbitrary object, ``c`` is a sequence).
+    ProgramValueError
+        If ``a`` and ``b`` have different lengths or fewer than 2 entries, an exponent
+        is not finite, or an ``init_std`` is not positive and finite.
+
+    Notes
+    -----
+    For every :math:`\theta`, the parametrizations :math:`(a,b,c)` and
+    :math:`(a+\theta,b-\theta,c-2\theta)` give the same function :math:`f_t` for all
+    :math:`t` [TP4 Eq. (5)]; see :meth:`shifted`, :meth:`canonical`, :meth:`equivalent`.
+
+    Examples
+    --------
+    >>> ABC(a=(-0.5, 0, 0.5), b=("1/2", 0.5, 0.5), c=0, name="muP")
+    ABC(name='muP', a=(-1/2, 0, 1/2), b=(1/2, 1/2, 1/2), c=0)
+    """
+
+    a: tuple[Fraction, ...]
+    b: tuple[Fraction, ...]
+    c: Fraction
+    name: str | None = field(default=None, compare=False)
+    init_std: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        a = _exponents(self.a, "a")
+        b = _exponents(self.b, "b")
+        if len(a) != len(b):
+            raise ProgramValueError(
+                f"a and b must have the same length L+1 (one entry per layer "
+                f"l = 1..L+1); got len(a) = {len(a)} and len(b) = {len(b)}"
+            )
+        if len(a) < 2:
+            raise ProgramValueError(
+                "a and b must have length L+1 >= 2 (at least one hidden layer and the "
+                f"readout); got length {len(a)}"
+            )
+        if isinstance(self.c, (Sequence, np.ndarray)) and not isinstance(self.c, str):
+            raise ProgramTypeError(
+                "c must be a single exponent (one SGD learning rate eta * n^-c for all "
+                f"layers; per-layer c_l is not supported); got {self.c!r}"
+            )
+        c = _to_fraction(self.c, "c")
+        if self.name is not None and not isinstance(self.name, str):
+            raise ProgramTypeError(
+                f"name must be a str or None; got {type(self.name).__name__} {self.name!r}"
+            )
+        n_layers = len(a)
+        if self.init_std is None:
+            init_std: tuple[float, ...] = (1.0,) * n_layers
+        elif isinstance(self.init_std, numbers.Real) and not isinstance(
+            self.init_std, (bool, np.bool_)
+        ):
+            init_std = (_positive_float(self.init_std, "init_std"),) * n_layers
+        else:
+            entries = _as_sequence(self.init_std, "init_std")
+            if len(entries) != n_layers:
+                raise ProgramValueError(
+                    f"init_std must have length L+1 = {n_layers} (one constant per "
+                    f"layer, like a and b) or be a single number; got length "
+                    f"{len(entries)}"
+                )
+            init_std = tuple(
+                _positive_float(s, f"init_std[{i}] (layer {i + 1})") for i, s in enumerate(entries)
+            )
+        object.__setattr__(self, "a", a)
+        object.__setattr__(self, "b", b)
+        object.__setattr__(self, "c", c)
+        object.__setattr__(self, "init_std", init_std)
+
+    @property
+    def depth(self) -> int:
+        """The number :math:`L` of hidden layers (``len(a) - 1``)."""
+        return len(self.a) - 1
+
+    def __repr__(self) -> str:
+        parts = []
+        if self.name is not None:
+            parts.append(f"name={self.name!r}")
+        parts.append(f"a={_fmt_tuple(self.a)}")
+        parts.append(f"b={_fmt_tuple(self.b)}")
+        parts.append(f"c={_fmt(self.c)}")
+        assert self.init_std is not None
+        if any(s != 1.0 for s in self.init_std):
+            parts.append(f"init_std={self.init_std!r}")
+        return f"ABC({', '.join(parts)})"
+
+    def shifted(self, theta: ExponentLike) -> ABC:
+        r"""Apply the symmetry :math:`(a,b,c)\to(a+\theta,\,b-\theta,\,c-2\theta)`.
+
+        For SGD, :math:`f_t(\xi)` is unchanged for every :math:`t` and :math:`\xi`
+        [TP4 Eq. (5)]: :math:`W^l_0` has the same law and every update
+        :math:`\Delta W^l=-\eta n^{-c-2a_l}(\cdots)` is unchanged (THEORY §3.2). The
+        ``name`` and the ``init_std`` constants are kept.
+
+        Parameters
+        ----------
+        theta : exponent
+            The shift :math:`\theta` (any finite rational; floats are converted as in
+            :class:`ABC`).
+
+        Returns
+        -------
+        ABC
+        """
+        t = _to_fraction(theta, "theta")
+        return ABC(
+            a=tuple(x + t for x in self.a),
+            b=tuple(x - t for x in self.b),
+            c=self.c - 2 * t,
+            name=self.name,
+            init_std=self.init_std,
+        )
+
+    def canonical(self) -> ABC:
+        r"""The normal form of this parametrization's symmetry class.
+
+        The normal form is the unique representative with :math:`c=0`, i.e. the shift
+        :math:`\theta=c/2` [TP4 Eq. (5)]: a width-independent learning rate, with all
+        width dependence in the multipliers :math:`n^{-a_l}` and initializations
+        :math:`n^{-b_l}`. μP, NTP and SP (with :math:`c=0`) are already canonical; the
+        mean-field parametrization MF (:math:`c=-1`) maps to μP with :math:`L=1`
+        (THEORY §4.1).
+
+        Returns
+        -------
+        ABC
+            ``self.shifted(self.c / 2)`` (same ``name`` and ``init_std``).
+        """
+        return self.shifted(self.c / 2)
+
+    def equivalent(self, other: ABC) -> bool:
+        r"""Whether ``other`` is the same parametrization modulo the symmetry.
+
+        True iff both have the same depth and equal :meth:`canonical` exponents
+        :math:`(a,b,c)`, i.e. ``other`` is ``self.shifted(theta)`` for some
+        :math:`\theta` [TP4 Eq. (5)]. Names and the width-independent ``init_std``
+        constants are not compared (they do not affect any width exponent).
+
+        Raises
+        ------
+        ProgramTypeError
+            If ``other`` is not an :class:`ABC`.
+        """
+        if not isinstance(other, ABC):
+            raise ProgramTypeError(
+                f"other must be an ABC parametrization (e.g. nn.abc(a, b, c)); got "
+                f"{type(other).__name__}"
+            )
+        if self.depth != other.depth:
+            return False
+        x, y = self.canonical(), other.canonical()
+        return (x.a, x.b, x.c) == (y.a, y.b, y.c)
+
+
+# --------------------------------------------------------------------------------------
+# Constructors
+# --------------------------------------------------------------------------------------
+
+
+def abc(
+    a: Sequence[ExponentLike],
+    b: Sequence[ExponentLike],
+    c: ExponentLike,
+    *,
+    name: str | None = None,
+    init_std: float | Sequence[float] | None = None,
+) -> ABC:
+    r"""Build an abc-parametrization :math:`\{a_l,b_l\}_{l=1}^{L+1}\cup\{c\}` [TP4 §3.2].
+
+    Parameters
+    ----------
+    a, b : sequences of length :math:`L+1\ge 2`
+        Exponents per layer: :math:`W^l=n^{-a_l}w^l`,
+        :math:`w^l_{\alpha\beta}\sim\mathcal N(0,\sigma_l^2n^{-2b_l})`.
+    c : exponent
+        SGD learning rate :math:`\eta\,n^{-c}`.
+    name : str, optional
+        A label for printing.
+    init_std : float or sequence of floats, optional
+        The constants :math:`\sigma_l` (default 1.0 for every layer).
+
+    Returns
+    -------
+    ABC
+
+    Examples
+    --------
+    >>> abc([0, 1], [0, 0], -1)
+    ABC(a=(0, 1), b=(0, 0), c=-1)
+    """
+    return ABC(a=a, b=b, c=c, name=name, init_std=init_std)  # type: ignore[arg-type]
+
+
+def muP(depth: int, *, init_std: float | Sequence[float] | None = None) -> ABC:
+    r"""The maximal-update parametrization μP for SGD [TP4 §5, Def 5.1].
+
+    :math:`a_1=-\tfrac12`, :math:`a_2=\dots=a_L=0`, :math:`a_{L+1}=\tfrac12`;
+    :math:`b_l=\tfrac12` for all :math:`l`; :math:`c=0` (THEORY §4.3). It is the unique
+    stable abc-parametrization in which every :math:`W^l` is updated maximally and
+    :math:`W^{L+1}` is initialized maximally [TP4 Thm 5.6].
+
+    Parameters
+    ----------
+    depth : int
+        The number :math:`L\ge1` of hidden layers.
+    init_std : float or sequence of floats, optional
+        The constants :math:`\sigma_l` (default 1.0).
+
+    Examples
+    --------
+    >>> muP(2)
+    ABC(name='muP', a=(-1/2, 0, 1/2), b=(1/2, 1/2, 1/2), c=0)
+    """
+    L = _check_depth(depth)
+    a = (Fraction(-1, 2),) + (Fraction(0),) * (L - 1) + (_HALF,)
+    return ABC(a=a, b=(_HALF,) * (L + 1), c=Fraction(0), name="muP", init_std=init_std)
+
+
+def SP(
+    depth: int,
+    c: ExponentLike = 0,
+    *,
+    init_std: float | Sequence[float] | None = None,
+) -> ABC:
+    r"""Standard parametrization (PyTorch default) with learning rate :math:`\eta n^{-c}`.
+
+    :math:`a_l=0` for all :math:`l`; :math:`b_1=0`, :math:`b_l=\tfrac12` for
+    :math:`l\ge2` [TP4 Table 1]. With :math:`c=0` it is unstable (:math:`r=-1` for
+    :math:`L\ge2`); :math:`c=1` is the largest stable learning rate and gives a kernel
+    limit [TP4 Thm 4.1] (THEORY §4.3).
+
+    Parameters
+    ----------
+    depth : int
+        The number :math:`L\ge1` of hidden layers.
+    c : exponent, default 0
+        The learning-rate exponent.
+    init_std : float or sequence of floats, optional
+        The constants :math:`\sigma_l` (default 1.0).
+    """
+    L = _check_depth(depth)
+    b = (Fraction(0),) + (_HALF,) * L
+    return ABC(a=(Fraction(0),) * (L + 1), b=b, c=c, name="SP", init_std=init_std)  # type: ignore[arg-type]
+
+
+def NTK(depth: int, *, init_std: float | Sequence[float] | None = None) -> ABC:
+    r"""The neural tangent parametrization NTP [TP4 Table 1].
+
+    :math:`a_1=0`, :math:`a_l=\tfrac12` for :math:`l\ge2`; :math:`b_l=0`; :math:`c=0`.
+    It is in the kernel regime with :math:`r=\tfrac12` and equals
+    :math:`\mathrm{UP}_{1/2}` [TP4 Thm G.4].
+
+    Parameters
+    ----------
+    depth : int
+        The number :math:`L\ge1` of hidden layers.
+    init_std : float or sequence of floats, optional
+        The constants :math:`\sigma_l` (default 1.0).
+    """
+    L = _check_depth(depth)
+    a = (Fraction(0),) + (_HALF,) * L
+    return ABC(a=a, b=(Fraction(0),) * (L + 1), c=Fraction(0), name="NTK", init_std=init_std)
+
+
+def MF(*, init_std: float | Sequence[float] | None = None) -> ABC:
+    r"""The mean-field parametrization MFP of a 1-hidden-layer network [TP4 Table 1].
+
+    :math:`a=(0,1)`, :math:`b=(0,0)`, :math:`c=-1`, i.e.
+    :math:`f=\tfrac1n\sum_\alpha v_\alpha\phi(u_\alpha^\top\xi)` trained with learning rate
+    :math:`\eta n`. It is μP with :math:`L=1` shifted by :math:`\theta=\tfrac12`
+    (THEORY §4.1, §4.3).
+
+    Parameters
+    ----------
+    init_std : float or sequence of 2 floats, optional
+        The constants :math:`\sigma_1,\sigma_2` (default 1.0).
+    """
+    return ABC(
+        a=(Fraction(0), Fraction(1)),
+        b=(Fraction(0), Fraction(0)),
+        c=Fraction(-1),
+        name="MF",
+        init_std=init_std,
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Recognising named parametrizations modulo the symmetry
+# --------------------------------------------------------------------------------------
+
+_DISPLAY = {"muP": "μP", "MF": "MFP (mean-field)", "NTK": "NTP"}
+
+
+def _named_equivalents(p: ABC) -> tuple[str, ...]:
+    """Names of the standard parametrizations equivalent to ``p`` [TP4 Eq. (5)].
+
+    Returns identifiers among ``"muP"``, ``"MF"`` (only for L = 1), ``"NTK"``,
+    ``"SP(c=...)"`` and ``"UP_s"`` (the uniform family, ``s`` in [0, 1/2], [TP4 Thm G.4]).
+    """
+    L = p.depth
+    q = p.canonical()
+    names: list[str] = []
+    if q.equivalent(muP(L)):
+        names.append("muP")
+        if L == 1:
+            names.append("MF")
+    if q.equivalent(NTK(L)):
+        names.append("NTK")
+    # SP with learning-rate exponent c': canonical a_l = c'/2 for all l,
+    # b_1 = -c'/2, b_l = 1/2 - c'/2 (l >= 2).
+    alpha = q.a[0]
+    if all(x == alpha for x in q.a) and q.b[0] == -alpha:
+        if all(x == _HALF - alpha for x in q.b[1:]):
+            names.append(f"SP(c={_fmt(2 * alpha)})")
+    # UP_s [TP4 Thm G.4]: a_1 = s - 1/2, a_l = s (2 <= l <= L), a_{L+1} = 1/2,
+    # b_l = 1/2 - s, c = 0, for s in [0, 1/2].
+    s = _HALF - q.b[0]
+    if 0 <= s <= _HALF and all(x == _HALF - s for x in q.b):
+        up_a = (s - _HALF,) + (s,) * (L - 1) + (_HALF,)
+        if q.a == up_a:
+            names.append(f"UP_{_fmt(s)}")
+    return tuple(names)
+
+
+# --------------------------------------------------------------------------------------
+# Classification
+# --------------------------------------------------------------------------------------
+
+_REGIMES = ("unstable", "trivial", "kernel", "feature learning")
+
+
+@dataclass(frozen=True)
+class Classification:
+    r"""The verdict of :func:`classify` on an abc-parametrization [TP4 §3.2, §5.3].
+
+    All exponents are exact :class:`~fractions.Fraction`. Write
+    :math:`s:=a_{L+1}+b_{L+1}` and :math:`u:=2a_{L+1}+c`.
+
+    Attributes
+    ----------
+    param : ABC
+        The classified parametrization.
+    r : Fraction
+        :math:`r=\min(s,u)+c-1+\min_{l\le L}(2a_l+\mathbb 1_{l=1})` [TP4 Def 3.2];
+        :math:`\Delta x^L_t=\Theta(n^{-r})`.
+    r_layers : tuple of Fraction, length L
+        :math:`r_l=\min(s,u)+c-1+2a_l+\mathbb 1_{l=1}` for :math:`l=1..L`
+        [TP4 Prop 5.3]; :math:`\Delta W^l_t x^{l-1}_t=\Theta(n^{-r_l})` and
+        :math:`r=\min_l r_l`.
+    readout_ab : Fraction
+        :math:`s=a_{L+1}+b_{L+1}`; :math:`f_0=\Theta(n^{1/2-s})`.
+    readout_2ac : Fraction
+        :math:`u=2a_{L+1}+c`.
+    readout_abr : Fraction
+        :math:`s+r=a_{L+1}+b_{L+1}+r`.
+    conditions : dict[str, bool]
+        The six conditions of [TP4 Thm 3.3], by name (see ``STABILITY_CONDITIONS``):
+        ``"a1+b1=0"``, ``"al+bl=1/2 (2<=l<=L)"`` (vacuous for :math:`L=1`),
+        ``"a_{L+1}+b_{L+1}>=1/2"``, ``"r>=0"``, ``"2a_{L+1}+c>=1"``,
+        ``"a_{L+1}+b_{L+1}+r>=1"``.
+    stable : bool
+        All six conditions hold [TP4 Thm 3.3].
+    initialized_maximally : bool
+        :math:`s+r=1`: :math:`W^{L+1}` is initialized maximally [TP4 Prop 5.5].
+    updated_maximally : bool
+        :math:`u=1`: :math:`W^{L+1}` is updated maximally [TP4 Prop 5.5].
+    nontrivial : bool
+        Stable and (``initialized_maximally`` or ``updated_maximally``) [TP4 Thm 3.4].
+        False for unstable parametrizations (the theorem characterises stable ones).
+    feature_learning : bool
+        Stable, nontrivial and :math:`r=0` [TP4 Thm 3.6].
+    kernel : bool
+        Stable, nontrivial and :math:`r>0` [TP4 Thm 3.8].
+    nngp : bool
+        ``kernel`` and :math:`s+r>1` and :math:`u=1`: only the readout's update survives
+        and the limit is the NNGP kernel regime [TP4 Cor H.35, Thm H.13].
+    regime : str
+        ``"unstable"``, ``"trivial"`` (stable but :math:`f_t-f_0\to0`), ``"kernel"`` or
+        ``"feature learning"`` [TP4 Cor 3.9].
+    maximal_updates : tuple of bool, length L+1
+        Entry :math:`l-1` says whether :math:`W^l` is updated maximally: :math:`r_l=0`
+        for :math:`l\le L` [TP4 Prop 5.3], :math:`u=1` for :math:`l=L+1`
+        [TP4 Prop 5.5]. (The propositions are stated for stable parametrizations.)
+    feature_learning_layers : tuple of int
+        For a stable nontrivial parametrization, the hidden layers :math:`l` whose
+        features move by :math:`\Theta(1)`, i.e. :math:`\min_{m\le l}r_m=0`
+        (:math:`\Delta x^l=\Theta(n^{-\min_{m\le l}r_m})`, [TP4 App H.3 :math:`\theta_l`,
+        Thm H.13]); empty otherwise. Feature learning in layer :math:`l` implies it in
+        layers :math:`l..L`.
+    contributing_layers : tuple of int
+        For a stable nontrivial parametrization, the layers :math:`l\in[L+1]` whose
+        weight updates move :math:`f` by :math:`\Theta(1)`: :math:`l\le L` with
+        :math:`s+r_l=1` and :math:`l=L+1` if :math:`u=1`; empty otherwise. In the
+        kernel regime these are the layers whose kernels :math:`\Sigma^{l-1,L}` enter
+        the limiting kernel [TP4 Thm H.32] (e.g. all layers for NTP, only
+        :math:`W^{L+1}` for an NNGP limit). DERIVED from [TP4 Eq. (58)], where the two
+        terms of :math:`\delta\mathring f` carry :math:`\theta'_{L+1}=n^{1-u}` and
+        :math:`\theta'_{Lf}=n^{1-(s+r)}`.
+    f0_gaussian : bool
+        :math:`s=\tfrac12`: :math:`f_0` converges to a nondegenerate Gaussian process
+        (CLT), THEORY §3.3 [TP4 App H.4.1].
+    f0_vanishes : bool
+        :math:`s>\tfrac12`: :math:`f_0\to0` almost surely.
+    equivalent_to : tuple of str
+        The standard parametrizations equal to ``param`` modulo the symmetry
+        [TP4 Eq. (5)]: ``"muP"``, ``"MF"`` (L = 1), ``"NTK"``, ``"SP(c=...)"``,
+        ``"UP_s"`` (:math:`s\in[0,\tfrac12]`, [TP4 Thm G.4]).
+
+    Notes
+    -----
+    ``repr`` gives a one-line verdict; :meth:`explain` (also ``str``) explains it in words
+    with the numbers.
+    """
+
+    param: ABC
+    r: Fraction
+    r_layers: tuple[Fraction, ...]
+    readout_ab: Fraction
+    readout_2ac: Fraction
+    readout_abr: Fraction
+    conditions: dict[str, bool] = field(hash=False)
+    stable: bool
+    initialized_maximally: bool
+    updated_maximally: bool
+    nontrivial: bool
+    feature_learning: bool
+    kernel: bool
+    nngp: bool
+    regime: str
+    maximal_updates: tuple[bool, ...]
+    feature_learning_layers: tuple[int, ...]
+    contributing_layers: tuple[int, ...]
+    f0_gaussian: bool
+    f0_vanishes: bool
+    equivalent_to: tuple[str, ...]
+
+    @property
+    def depth(self) -> int:
+        """The number :math:`L` of hidden layers."""
+        return self.param.depth
+
+    @property
+    def is_muP(self) -> bool:
+        r"""Every :math:`W^l` updated maximally and :math:`W^{L+1}` initialized maximally.
+
+        By [TP4 Thm 5.6] this characterises μP among stable parametrizations.
+        """
+        return self.stable and all(self.maximal_updates) and self.initialized_maximally
+
+    def __repr__(self) -> str:
+        who = self.param.name or (self.equivalent_to[0] if self.equivalent_to else "abc")
+        facets = [
+            f
+            for f, ok in (
+                ("initialized maximally", self.initialized_maximally),
+                ("updated maximally", self.updated_maximally),
+            )
+            if ok
+        ]
+        parts = [
+            f"{who}, L={self.depth}",
+            f"regime={self.regime!r}",
+            f"r={_fmt(self.r)}",
+            f"r_l={_fmt_tuple(self.r_layers)}",
+            f"stable={self.stable}",
+            f"nontrivial={self.nontrivial}",
+        ]
+        if self.nngp:
+            parts.append("nngp=True")
+        parts.append("W^{L+1}: " + (" and ".join(facets) if facets else "neither facet"))
+        return f"Classification({'; '.join(parts)})"
+
+    def __str__(self) -> str:
+        return self.explain()
+
+    def explain(self) -> str:
+        """Explain the verdict in words, with the exponents and theorem numbers.
+
+        Returns
+        -------
+        str
+            A multi-line report.
+        """
+        p = self.param
+        L = p.depth
+        a, b, c = p.a, p.b, p.c
+        s, u, r = self.readout_ab, self.readout_2ac, self.r
+        yes = {True: "yes", False: "no"}
+        lines = [f"{p!r}, L = {L} hidden layer{'s' if L > 1 else ''}"]
+
+        inner = ", ".join(_fmt(2 * a[ell - 1] + (1 if ell == 1 else 0)) for ell in range(1, L + 1))
+        lines.append(
+            f"r = min(a_{{L+1}}+b_{{L+1}}, 2a_{{L+1}}+c) + c - 1 + min_l(2a_l + 1[l=1])"
+            f" = min({_fmt(s)}, {_fmt(u)}) {'-' if c < 0 else '+'} {_fmt(abs(c))} - 1"
+            f" + min({inner})"
+            f" = {_fmt(r)}  [TP4 Def 3.2]"
+        )
+        lines.append(
+            "per-layer r_l = "
+            + ", ".join(f"r_{ell} = {_fmt(x)}" for ell, x in enumerate(self.r_layers, 1))
+            + "  [TP4 Prop 5.3]"
+        )
+
+        n_ok = sum(self.conditions.values())
+        if self.stable:
+            lines.append("stable: yes (all six conditions of Thm 3.3 hold)")
+        else:
+            lines.append(
+                f"stable: no ({6 - n_ok} of the six conditions of Thm 3.3 "
+                f"{'fails' if n_ok == 5 else 'fail'})"
+            )
+        hidden = ", ".join(
+            f"a_{ell}+b_{ell} = {_fmt(a[ell - 1] + b[ell - 1])}" for ell in range(2, L + 1)
+        )
+        values = {
+            _COND_INPUT: f"a_1+b_1 = {_fmt(a[0] + b[0])}",
+            _COND_HIDDEN: hidden if hidden else "vacuous for L = 1",
+            _COND_READOUT_INIT: f"a_{{L+1}}+b_{{L+1}} = {_fmt(s)}",
+            _COND_R: f"r = {_fmt(r)}",
+            _COND_READOUT_UPDATE: f"2a_{{L+1}}+c = {_fmt(u)}",
+            _COND_LOGITS: f"a_{{L+1}}+b_{{L+1}}+r = {_fmt(self.readout_abr)}",
+        }
+        for name in STABILITY_CONDITIONS:
+            mark = "ok  " if self.conditions[name] else "FAIL"
+            lines.append(f"  [{mark}] {name:<22} ({values[name]})")
+
+        facet_text = (
+            f"W^{{L+1}} initialized maximally: {yes[self.initialized_maximally]} "
+            f"(a_{{L+1}}+b_{{L+1}}+r = {_fmt(self.readout_abr)}); "
+            f"updated maximally: {yes[self.updated_maximally]} "
+            f"(2a_{{L+1}}+c = {_fmt(u)})  [Prop 5.5]"
+        )
+        if not self.stable:
+            lines.append("nontrivial: not applicable (Thm 3.4 concerns stable ones)")
+            lines.append(facet_text)
+            lines.append("regime: unstable")
+        elif not self.nontrivial:
+            lines.append(
+                "nontrivial: no (neither a_{L+1}+b_{L+1}+r = 1 nor 2a_{L+1}+c = 1, "
+                "Thm 3.4): f_t - f_0 -> 0 for every training routine"
+            )
+            lines.append(facet_text)
+            lines.append("regime: trivial")
+        else:
+            lines.append("nontrivial: yes (Thm 3.4)")
+            lines.append(facet_text)
+            if self.feature_learning:
+                fl = self.feature_learning_layers
+                where = (
+                    "in every hidden layer"
+                    if len(fl) == L
+                    else "in layers " + ", ".join(str(ell) for ell in fl)
+                )
+                lines.append(
+                    f"regime: feature learning (r = 0, Thm 3.6) {where}; "
+                    "f_0 -> 0 (Cor 3.10) and the limit is deterministic (Thm H.13)"
+                )
+            else:
+                kind = (
+                    "NNGP limit (only the readout is effectively trained, Cor H.35)"
+                    if self.nngp
+                    else "the kernel gets contributions from the updates of "
+                    + ", ".join(f"W^{ell}" for ell in self.contributing_layers)
+                )
+                lines.append(
+                    f"regime: kernel (r = {_fmt(r)} > 0, Thm 3.8): features do not "
+                    f"move in the limit; {kind}"
+                )
+        marks = []
+        for ell, ok in enumerate(self.maximal_updates, 1):
+            why = (
+                f"r_{ell} = {_fmt(self.r_layers[ell - 1])}"
+                if ell <= L
+                else f"2a_{{L+1}}+c = {_fmt(u)}"
+            )
+            marks.append(f"W^{ell} {yes[ok]} ({why})")
+        lines.append("updated maximally: " + ", ".join(marks) + "  [Props 5.3, 5.5]")
+        if self.f0_gaussian:
+            lines.append(
+                "f_0: a_{L+1}+b_{L+1} = 1/2 -> f_0 converges to a nondegenerate Gaussian "
+                "process (CLT; TP4 App H.4.1)"
+            )
+        elif self.f0_vanishes:
+            lines.append(
+                f"f_0: a_{{L+1}}+b_{{L+1}} = {_fmt(s)} > 1/2 -> f_0 = "
+                f"Theta({_fmt_power(_HALF - s)}) -> 0"
+            )
+        else:
+            lines.append(
+                f"f_0: a_{{L+1}}+b_{{L+1}} = {_fmt(s)} < 1/2 -> f_0 = "
+                f"Theta({_fmt_power(_HALF - s)}) blows up"
+            )
+        if self.is_muP:
+            lines.append(
+                "every W^l is updated maximally and W^{L+1} is initialized maximally: "
+                "this is μP (unique, Thm 5.6)"
+            )
+        if self.equivalent_to:
+            shown = [_DISPLAY.get(x, x) for x in self.equivalent_to]
+            theta = p.c / 2
+            how = "" if theta == 0 else f" (canonical form c = 0 via θ = {_fmt(theta)})"
+            lines.append(
+                "equivalent modulo the symmetry (a+θ, b-θ, c-2θ) [TP4 Eq. (5)] to: "
+                + ", ".join(shown)
+                + how
+            )
+        return "\n".join(lines)
+
+
+def classify(param: ABC) -> Classification:
+    r"""Classify an abc-parametrization by the theorems of [TP4 §3.2, §5.3].
+
+    With :math:`s=a_{L+1}+b_{L+1}` and :math:`u=2a_{L+1}+c`:
+
+    * :math:`r=\min(s,u)+c-1+\min_{l\le L}(2a_l+\mathbb 1_{l=1})` [TP4 Def 3.2] and
+      :math:`r_l=\min(s,u)+c-1+2a_l+\mathbb 1_{l=1}` [TP4 Prop 5.3];
+    * stable iff :math:`a_1+b_1=0`, :math:`a_l+b_l=\tfrac12\ (2\le l\le L)`,
+      :math:`s\ge\tfrac12`, :math:`r\ge0`, :math:`u\ge1`, :math:`s+r\ge1` [TP4 Thm 3.3];
+    * a stable parametrization is nontrivial iff :math:`s+r=1` (:math:`W^{L+1}`
+      initialized maximally) or :math:`u=1` (updated maximally) [TP4 Thm 3.4, Prop 5.5];
+    * a stable nontrivial one is in the feature-learning regime iff :math:`r=0`
+      [TP4 Thm 3.6] and in the kernel regime iff :math:`r>0` [TP4 Thm 3.8]; the kernel
+      regime is the NNGP limit if moreover :math:`s+r>1` and :math:`u=1`
+      [TP4 Cor H.35].
+
+    The verdict is invariant under the symmetry :math:`(a+\theta,b-\theta,c-2\theta)`
+    [TP4 Eq. (5)], since :math:`s`, :math:`u` and :math:`c+2a_l` are. The stability
+    theorem assumes :math:`\phi\in\{\tanh,\sigma\text{-gelu}\}`; for linear :math:`\phi`
+    the dichotomy can fail [TP4 Remark H.15].
+
+    Parameters
+    ----------
+    param : ABC
+        E.g. ``muP(2)`` or ``abc(a, b, c)``.
+
+    Returns
+    -------
+    Classification
+
+    Raises
+    ------
+    ProgramTypeError
+        If ``param`` is not an :class:`ABC`.
+
+    Examples
+    --------
+    >>> classify(muP(3)).regime
+    'feature learning'
+    >>> classify(SP(2, c=1)).r
+    Fraction(1, 2)
+    """
+    if not isinstance(param, ABC):
+        raise ProgramTypeError(
+            "param must be an ABC parametrization (build one with nn.abc(a, b, c), "
+            f"nn.muP(L), nn.SP(L), nn.NTK(L) or nn.MF()); got {type(param).__name__}"
+        )
+    L = param.depth
+    a, b, c = param.a, param.b, param.c
+    s = a[L] + b[L]
+    u = 2 * a[L] + c
+    base = min(s, u) + c - 1
+    r_layers = tuple(base + 2 * a[ell - 1] + (1 if ell == 1 else 0) for ell in range(1, L + 1))
+    r = min(r_layers)
+    conditions = {
+        _COND_INPUT: a[0] + b[0] == 0,
+        _COND_HIDDEN: all(a[ell - 1] + b[ell - 1] == _HALF for ell in range(2, L + 1)),
+        _COND_READOUT_INIT: s >= _HALF,
+        _COND_R: r >= 0,
+        _COND_READOUT_UPDATE: u >= 1,
+        _COND_LOGITS: s + r >= 1,
+    }
+    stable = all(conditions.values())
+    init_max = s + r == 1
+    upd_max = u == 1
+    nontrivial = stable and (init_max or upd_max)
+    feature_learning = nontrivial and r == 0
+    kernel = nontrivial and r > 0
+    nngp = kernel and s + r > 1 and upd_max
+    if not stable:
+        regime = "unstable"
+    elif not nontrivial:
+        regime = "trivial"
+    elif r == 0:
+        regime = "feature learning"
+    else:
+        regime = "kernel"
+    maximal_updates = tuple(x == 0 for x in r_layers) + (upd_max,)
+    if nontrivial:
+        fl_layers = tuple(ell for ell in range(1, L + 1) if min(r_layers[:ell]) == 0)
+        contributing = tuple(ell for ell in range(1, L + 1) if s + r_layers[ell - 1] == 1) + (
+            (L + 1,) if upd_max else ()
+        )
+    else:
+        fl_layers, contributing = (), ()
+    return Classification(
+        param=param,
+        r=r,
+        r_layers=r_layers,
+        readout_ab=s,
+        readout_2ac=u,
+        readout_abr=s + r,
+        conditions=conditions,
+        stable=stable,
+        initialized_maximally=init_max,
+        updated_maximally=upd_max,
+        nontrivial=nontrivial,
+        feature_learning=feature_learning,
+        kernel=kernel,
+        nngp=nngp,
+        regime=regime,
+        maximal_updates=maximal_updates,
+        feature_learning_layers=fl_layers,
+        contributing_layers=contributing,
+        f0_gaussian=s == _HALF,
+        f0_vanishes=s > _HALF,
+        equivalent_to=_named_equivalents(param),
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Width exponents for the training compiler
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LayerScaling:
+    r"""Width scalings of one layer :math:`l` of the finite network (DESIGN.md).
+
+    The finite network trained by ``tensorprog.nn`` is :math:`W^l=n^{-a_l}w^l`,
+    :math:`w^l_{ij}\sim\mathcal N\big(0,(\sigma_l n^{-b_l})^2\big)`, and plain SGD on
+    :math:`w^l` with learning rate :math:`\eta\,n^{-c}` [TP4 §3.2].
+
+    Attributes
+    ----------
+    layer : int
+        :math:`l\in\{1,\dots,L+1\}`.
+    shape : tuple of str
+        Symbolic shape of :math:`W^l`: ``("n", "d")`` for :math:`l=1`, ``("n", "n")``
+        for hidden layers, ``("1", "n")`` for the readout.
+    a : Fraction
+        The multiplier exponent: :math:`W^l=n^{-a_l}w^l`.
+    init_std_exponent : Fraction
+        :math:`-b_l`: the entries of :math:`w^l` have standard deviation
+        :math:`\sigma_l\,n^{-b_l}`.
+    init_std : float
+        The width-independent constant :math:`\sigma_l`.
+    lr_exponent : Fraction
+        :math:`-c`: the learning rate of :math:`w^l` is :math:`\eta\,n^{-c}`.
+    """
+
+    layer: int
+    shape: tuple[str, str]
+    a: Fraction
+    init_std_exponent: Fraction
+    init_std: float
+    lr_exponent: Fraction
+
+    @property
+    def b(self) -> Fraction:
+        """The initialization exponent :math:`b_l` (``-init_std_exponent``)."""
+        return -self.init_std_exponent
+
+    def multiplier(self, n: float) -> float:
+        r"""The multiplier :math:`n^{-a_l}` at width ``n``."""
+        return float(_check_width(n) ** float(-self.a))
+
+    def std(self, n: float) -> float:
+        r"""The standard deviation :math:`\sigma_l n^{-b_l}` of :math:`w^l` entries."""
+        return self.init_std * float(_check_width(n) ** float(self.init_std_exponent))
+
+    def learning_rate(self, lr: float, n: float) -> float:
+        r"""The SGD learning rate :math:`\eta\,n^{-c}` of :math:`w^l` for ``lr`` = η."""
+        return float(lr) * float(_check_width(n) ** float(self.lr_exponent))
+
+
+def _check_width(n: object) -> float:
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, numbers.Real):
+        raise ProgramTypeError(f"n must be a positive width; got {type(n).__name__}")
+    x = float(n)
+    if not (math.isfinite(x) and x > 0):
+        raise ProgramValueError(f"n must be a positive finite width; got {x!r}")
+    return x
+
+
+def scalings(param: ABC) -> tuple[LayerScaling, ...]:
+    r"""Per-layer width exponents of the finite network of an abc-parametrization.
+
+    For layer :math:`l=1..L+1`: multiplier exponent :math:`a_l`
+    (:math:`W^l=n^{-a_l}w^l`), init std exponent :math:`-b_l`
+    (:math:`w^l_{ij}\sim\mathcal N(0,\sigma_l^2n^{-2b_l})`), and learning-rate exponent
+    :math:`-c` (learning rate :math:`\eta\,n^{-c}`) [TP4 §3.2]. This is the network
+    ``nn.train_sgd`` unrolls (DESIGN.md): :math:`h^1=W^1\xi`, :math:`x^l=\phi(h^l)`,
+    :math:`h^{l+1}=W^{l+1}x^l`, :math:`f=W^{L+1}x^L`, full-batch SGD on every
+    :math:`w^l`.
+
+    Parameters
+    ----------
+    param : ABC
+        The parametrization, e.g. ``muP(L)``.
+
+    Returns
+    -------
+    tuple of LayerScaling
+        One entry per layer, in order :math:`l=1..L+1`.
+
+    Examples
+    --------
+    >>> [(str(s.a), str(s.init_std_exponent), str(s.lr_exponent)) for s in scalings(MF())]
+    [('0', '0', '1'), ('1', '0', '1')]
+    """
+    if not isinstance(param, ABC):
+        raise ProgramTypeError(
+            "param must be an ABC parametrization (e.g. nn.muP(L) or nn.abc(a, b, c)); "
+            f"got {type(param).__name__}"
+        )
+    L = param.depth
+    assert param.init_std is not None
+    out = []
+    for ell in range(1, L + 2):
+        shape = ("n", "d") if ell == 1 else ("1", "n") if ell == L + 1 else ("n", "n")
+        out.append(
+            LayerScaling(
+                layer=ell,
+                shape=shape,
+                a=param.a[ell - 1],
+                init_std_exponent=-param.b[ell - 1],
+                init_std=param.init_std[ell - 1],
+                lr_exponent=-param.c,
+            )
+        )
+    return tuple(out)

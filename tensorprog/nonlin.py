@@ -1,0 +1,405 @@
+"""Coordinatewise nonlinearities, each defined once by a sympy expression.
+
+A :class:`Nonlinearity` is a function ``φ(x¹, …, xᵏ; θ¹, …, θˡ)`` of ``k`` vector
+arguments (applied coordinate by coordinate) and ``l`` scalar parameters — the
+``Nonlin+`` / ``Moment`` functions of NETSOR⊤+ [TP4 §7 Def 7.1]. Its only source of
+truth is a sympy expression (its *body*); everything else is derived from it:
+
+* the numpy form (``lambdify``), used by the finite-width simulator, quadrature and
+  Monte Carlo;
+* derivatives ``∂φ/∂xⁱ`` (again Nonlinearities, so ``relu' `` *is* ``step``), used by
+  the Master Theorem's ``Ż`` rule [TP4 Eq. (31)];
+* the sympy function symbol that appears in ``Z`` expressions (``relu(Ẑ^{Wx})``) and
+  its LaTeX;
+* the key under which closed-form Gaussian expectations are registered
+  (:data:`CLOSED_FORMS`), next to the builtin definitions at the end of this module.
+
+*Transparent* nonlinearities (arithmetic produced by ``+ - * / **`` in the DSL) are
+substituted into ``Z`` expressions; *opaque* ones (``relu``, ``tanh``, user
+functions) appear as a function application, which keeps derivations readable and
+lets exact evaluation recognise them.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import scipy.special
+import sympy
+
+from .errors import ProgramTypeError, ProgramValueError, UnknownNameError
+
+__all__ = [
+    "Nonlinearity",
+    "nonlinearity",
+    "get_nonlinearity",
+    "BUILTINS",
+    "relu",
+    "step",
+    "tanh",
+    "erf",
+    "sigmoid",
+    "gelu",
+    "sin",
+    "cos",
+    "abs",
+    "sign",
+    "identity",
+    "sqrt",
+    "exp",
+]
+
+_counter = itertools.count()
+
+
+def _arg_symbols(k: int, prefix: str = "x") -> tuple[sympy.Symbol, ...]:
+    return tuple(sympy.Symbol(f"{prefix}{i}", real=True) for i in range(k))
+
+
+def _heaviside(x: Any, h0: Any = 0.5) -> Any:
+    return np.heaviside(x, 0.5)
+
+
+def _dirac_delta(*_args: Any) -> Any:
+    raise ProgramValueError(
+        "a derivative of a discontinuous nonlinearity (a Dirac delta) cannot be "
+        "evaluated pointwise; use the Stein (regression) form of the expectation"
+    )
+
+
+_NUMPY_MODULES: list[Any] = [
+    {
+        "Heaviside": _heaviside,
+        "DiracDelta": _dirac_delta,
+        "erf": scipy.special.erf,
+        "erfc": scipy.special.erfc,
+    },
+    "numpy",
+]
+
+
+class Nonlinearity:
+    """A coordinatewise function ``φ(x¹, …, xᵏ; θ¹, …, θˡ)`` defined by sympy.
+
+    Parameters
+    ----------
+    name : str
+        Name used when printing (``relu``) and as the sympy function name.
+    body : sympy.Expr
+        The definition, an expression in ``args`` and ``params``.
+    args : sequence of sympy.Symbol
+        The symbols standing for the vector (coordinate) arguments.
+    params : sequence of sympy.Symbol, optional
+        The symbols standing for scalar parameters (Nonlin+).
+    opaque : bool, default True
+        Whether ``Z`` expressions show ``name(…)`` (True) or the substituted body.
+    latex : str, optional
+        LaTeX name of the function, e.g. ``r"\\operatorname{relu}"``.
+
+    Examples
+    --------
+    >>> import sympy, tensorprog as tp
+    >>> x = sympy.Symbol("x", real=True)
+    >>> softplus = tp.Nonlinearity("softplus", sympy.log(1 + sympy.exp(x)), [x])
+    >>> softplus.derivative().body
+    exp(x0)/(exp(x0) + 1)
+    """
+
+    def __init__(
+        self,
+        name: str,
+        body: Any,
+        args: Sequence[sympy.Symbol],
+        params: Sequence[sympy.Symbol] = (),
+        *,
+        opaque: bool = True,
+        latex: str | None = None,
+    ) -> None:
+        if not isinstance(name, str) or not name:
+            raise ProgramTypeError(f"a nonlinearity needs a non-empty str name, got {name!r}")
+        body = sympy.sympify(body)
+        # Canonical real symbols x0.., p0.. so that bodies compare structurally.
+        new_args = _arg_symbols(len(args), "x")
+        new_params = _arg_symbols(len(params), "p")
+        subs = dict(zip(tuple(args) + tuple(params), new_args + new_params))
+        body = body.xreplace(subs)
+        free = body.free_symbols - set(new_args) - set(new_params)
+        if free:
+            raise ProgramValueError(
+                f"nonlinearity {name!r}: its body {body} has free symbols "
+                f"{sorted(map(str, free))} that are neither arguments nor parameters"
+            )
+        self.name = name
+        self.body: sympy.Expr = body
+        self.args: tuple[sympy.Symbol, ...] = new_args
+        self.params: tuple[sympy.Symbol, ...] = new_params
+        self.opaque = opaque
+        self.latex_name = latex if latex is not None else rf"\operatorname{{{name}}}"
+        self._uid = next(_counter)
+
+    # -- identity ---------------------------------------------------------------
+    @property
+    def arity(self) -> int:
+        """Number of vector arguments ``k``."""
+        return len(self.args)
+
+    @property
+    def nparams(self) -> int:
+        """Number of scalar parameters ``l``."""
+        return len(self.params)
+
+    @functools.cached_property
+    def key(self) -> tuple:
+        """Structural key: two nonlinearities with the same key are the same function."""
+        return (self.arity, self.nparams, sympy.srepr(self.body))
+
+    def __repr__(self) -> str:
+        sig = ", ".join(map(str, self.args))
+        if self.params:
+            sig += "; " + ", ".join(map(str, self.params))
+        return f"Nonlinearity({self.name}: ({sig}) ↦ {self.body})"
+
+    # -- derived views ----------------------------------------------------------
+    @functools.cached_property
+    def numpy(self) -> Callable[..., Any]:
+        """Vectorised numpy form ``f(*args, *params)`` (lambdified body)."""
+        if self.body.has(sympy.DiracDelta):
+            return _dirac_delta
+        return sympy.lambdify(self.args + self.params, self.body, modules=_NUMPY_MODULES)
+
+    @functools.cached_property
+    def is_distribution(self) -> bool:
+        """True when the body contains a Dirac delta (e.g. ``step'``)."""
+        return bool(self.body.has(sympy.DiracDelta))
+
+    @functools.cached_property
+    def is_polynomial(self) -> bool:
+        """True when the body is a polynomial in the vector arguments."""
+        return bool(self.body.is_polynomial(*self.args))
+
+    def derivative(self, i: int = 0) -> "Nonlinearity":
+        """``∂φ/∂xⁱ`` as a Nonlinearity (a builtin when it is one, e.g. relu' = step)."""
+        if not 0 <= i < self.arity + self.nparams:
+            raise ProgramValueError(
+                f"{self.name} has {self.arity} arguments and {self.nparams} parameters; "
+                f"no derivative index {i}"
+            )
+        return _derivative(self, i)
+
+    @functools.cached_property
+    def function(self) -> type[sympy.Function]:
+        """The sympy function class that represents ``φ`` inside ``Z`` expressions."""
+        owner = self
+
+        def fdiff(self: sympy.Function, argindex: int = 1) -> sympy.Expr:
+            return owner.derivative(argindex - 1).apply(*self.args)
+
+        def _latex(self: sympy.Function, printer: Any) -> str:
+            inner = ", ".join(printer._print(a) for a in self.args)
+            return rf"{owner.latex_name}\left({inner}\right)"
+
+        def _sympystr(self: sympy.Function, printer: Any) -> str:
+            return f"{owner.name}({', '.join(printer._print(a) for a in self.args)})"
+
+        cls = type(
+            self.code_name,
+            (sympy.Function,),
+            {
+                "nargs": self.arity + self.nparams,
+                "fdiff": fdiff,
+                "_latex": _latex,
+                "_sympystr": _sympystr,
+                "nonlinearity": self,
+                "_eval_is_real": lambda self: True,
+            },
+        )
+        return cls
+
+    @functools.cached_property
+    def code_name(self) -> str:
+        """A Python identifier naming this function in generated numpy code."""
+        safe = "".join(c if c.isalnum() else "_" for c in self.name.replace("'", "_d"))
+        return f"{safe}_{self._uid}" if safe.isidentifier() else f"fn_{self._uid}"
+
+    def apply(self, *exprs: Any) -> sympy.Expr:
+        """``φ`` applied to sympy expressions (arguments then parameters)."""
+        if len(exprs) != self.arity + self.nparams:
+            raise ProgramValueError(
+                f"{self.name} takes {self.arity} vector argument(s) and {self.nparams} "
+                f"parameter(s); got {len(exprs)} expressions"
+            )
+        if self.opaque:
+            return self.function(*exprs)
+        return self.body.xreplace(dict(zip(self.args + self.params, exprs)))
+
+    def __call__(self, *inputs: Any, name: str | None = None) -> Any:
+        """Apply to DSL handles: vectors (then scalars) record a Nonlin instruction."""
+        from .program import apply_nonlinearity
+
+        return apply_nonlinearity(self, inputs, name=name)
+
+
+_DERIVATIVES: dict[tuple[int, int], Nonlinearity] = {}
+
+
+def _derivative(f: Nonlinearity, i: int) -> Nonlinearity:
+    cache_key = (f._uid, i)
+    if cache_key in _DERIVATIVES:
+        return _DERIVATIVES[cache_key]
+    syms = f.args + f.params
+    body = sympy.diff(f.body, syms[i])
+    candidate = Nonlinearity(
+        f"{f.name}'" if f.arity + f.nparams == 1 else f"∂{i}{f.name}",
+        body,
+        f.args,
+        f.params,
+        opaque=f.opaque,
+        latex=(
+            f"{f.latex_name}'"
+            if f.arity + f.nparams == 1
+            else rf"\partial_{{{i}}}{f.latex_name}"
+        ),
+    )
+    result = _BY_KEY.get(candidate.key, candidate) if f.opaque else candidate
+    _DERIVATIVES[cache_key] = result
+    return result
+
+
+#: Builtins by structural key, so a derived function is recognised (relu' is step).
+_BY_KEY: dict[tuple, Nonlinearity] = {}
+#: Builtins by name (``tp.nn`` accepts names).
+BUILTINS: dict[str, Nonlinearity] = {}
+
+
+def _builtin(name: str, body_fn: Callable[[sympy.Symbol], Any], latex: str | None = None,
+             opaque: bool = True) -> Nonlinearity:
+    x = sympy.Symbol("x", real=True)
+    f = Nonlinearity(name, body_fn(x), [x], opaque=opaque, latex=latex)
+    _BY_KEY.setdefault(f.key, f)
+    BUILTINS[name] = f
+    return f
+
+
+relu = _builtin("relu", lambda x: sympy.Max(x, 0))
+relu.__doc__ = "relu(x) = max(x, 0); its derivative is :data:`step`."
+step = _builtin("step", lambda x: sympy.Heaviside(x), latex=r"\operatorname{step}")
+tanh = _builtin("tanh", sympy.tanh, latex=r"\tanh")
+erf = _builtin("erf", sympy.erf, latex=r"\operatorname{erf}")
+sigmoid = _builtin("sigmoid", lambda x: 1 / (1 + sympy.exp(-x)), latex=r"\sigma")
+gelu = _builtin(
+    "gelu",
+    lambda x: x * (1 + sympy.erf(x / sympy.sqrt(2))) / 2,
+    latex=r"\operatorname{gelu}",
+)
+sin = _builtin("sin", sympy.sin, latex=r"\sin")
+cos = _builtin("cos", sympy.cos, latex=r"\cos")
+abs = _builtin("abs", sympy.Abs, latex=r"\operatorname{abs}")  # noqa: A001
+sign = _builtin("sign", sympy.sign, latex=r"\operatorname{sign}")
+identity = _builtin("identity", lambda x: x, opaque=False)
+sqrt = _builtin("sqrt", sympy.sqrt, latex=r"\sqrt")
+exp = _builtin("exp", sympy.exp, latex=r"\exp")
+
+_DOCS = {
+    "step": "Heaviside step, step(x) = 1[x > 0] (step(0) = 1/2); the derivative of relu.",
+    "tanh": "Hyperbolic tangent; tanh' = 1 - tanh².",
+    "erf": "Error function erf(x) = 2/√π ∫₀ˣ e^{-t²} dt; erf' = 2/√π e^{-x²}.",
+    "sigmoid": "Logistic sigmoid σ(x) = 1/(1 + e^{-x}).",
+    "gelu": (
+        "GELU, the *exact* erf-based form gelu(x) = x Φ(x) = x (1 + erf(x/√2))/2 "
+        "(not the tanh approximation)."
+    ),
+    "sin": "Sine.",
+    "cos": "Cosine.",
+    "abs": "Absolute value |x|; its derivative is sign.",
+    "sign": "Sign function (sign(0) = 0).",
+    "identity": "The identity, x ↦ x.",
+    "sqrt": "Square root (defined for x ≥ 0).",
+    "exp": "Exponential.",
+}
+
+
+def get_nonlinearity(spec: Any) -> Nonlinearity:
+    """Resolve a nonlinearity given by name (``"relu"``) or as a Nonlinearity.
+
+    Examples
+    --------
+    >>> get_nonlinearity("relu") is relu
+    True
+    """
+    if isinstance(spec, Nonlinearity):
+        return spec
+    if isinstance(spec, str):
+        try:
+            return BUILTINS[spec]
+        except KeyError:
+            raise UnknownNameError(
+                f"unknown nonlinearity {spec!r}; valid names: {', '.join(sorted(BUILTINS))}"
+            ) from None
+    raise ProgramTypeError(
+        f"expected a nonlinearity name or a tp.Nonlinearity, got {type(spec).__name__}"
+    )
+
+
+def nonlinearity(fn: Callable[..., Any], arity: int, nparams: int = 0, *,
+                 name: str | None = None, latex: str | None = None) -> Nonlinearity:
+    """Build a Nonlinearity by tracing a Python function with sympy symbols.
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(x1, …, xk, θ1, …, θl)`` written with sympy functions.
+    arity, nparams : int
+        Number of vector arguments and scalar parameters.
+    name : str, optional
+        Printed name; defaults to ``fn.__name__`` (``phi`` for lambdas).
+
+    Examples
+    --------
+    >>> import sympy
+    >>> f = nonlinearity(lambda a, b: a * sympy.tanh(b), 2, name="phi")
+    >>> f.derivative(1).body
+    x0*(1 - tanh(x1)**2)
+    """
+    if not callable(fn):
+        raise ProgramTypeError(f"tp.nonlin needs a callable, got {type(fn).__name__}")
+    if name is None:
+        name = getattr(fn, "__name__", "phi")
+        if name == "<lambda>":
+            name = "phi"
+    args = _arg_symbols(arity, "x")
+    params = _arg_symbols(nparams, "p")
+    try:
+        body = sympy.sympify(fn(*args, *params))
+    except Exception as exc:  # noqa: BLE001 - any failure means "not traceable"
+        raise ProgramTypeError(
+            f"nonlinearity {name!r} is not traceable by sympy: calling it on sympy symbols "
+            f"raised {type(exc).__name__}: {exc}. Write it with sympy functions "
+            f"(sympy.tanh, sympy.exp, …), not numpy."
+        ) from exc
+    if not isinstance(body, sympy.Expr):
+        raise ProgramTypeError(f"nonlinearity {name!r} must return a sympy expression, got {body!r}")
+    return Nonlinearity(name, body, args, params, latex=latex)
+
+
+#: Closed-form Gaussian expectations, keyed by nonlinearity: the name under which
+#: :data:`tensorprog.gaussian.PAIR_CLOSED_FORMS` / ``SINGLE_CLOSED_FORMS`` hold
+#: ``𝔼[φ(u)ψ(v)]`` and ``𝔼 φ(u)`` for centred Gaussians (THEORY §6.2).
+CLOSED_FORMS: dict[Nonlinearity, str] = {
+    relu: "relu",
+    step: "step",
+    erf: "erf",
+    erf.derivative(): "derf",
+    sign: "sign",
+    abs: "abs",
+    sin: "sin",
+    cos: "cos",
+    exp: "exp",
+}
+
+for _name, _doc in _DOCS.items():
+    BUILTINS[_name].__doc__ = _doc
+del _name, _doc

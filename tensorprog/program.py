@@ -1,0 +1,864 @@
+"""The tracing DSL: :class:`Program` and the handles it hands out.
+
+Operator overloading is thin sugar over explicit construction of IR records
+(:mod:`tensorprog.ir`): every operation on handles appends exactly one
+instruction to the handles' program.
+
+Examples
+--------
+>>> import tensorprog as tp
+>>> p = tp.Program("AtAv")
+>>> A = p.matrix("A", var=2.0)
+>>> v = p.vector("v")
+>>> x = A.T @ (A @ v)
+>>> k = tp.inner(v, x, name="k")
+>>> print(p)
+Program 'AtAv'
+  A : matrix n×n, entries N(0, 2/n)
+  v : vector, coordinates N(0, 1)
+  h1 = A @ v
+  h2 = A.T @ h1
+  k = mean(h2*v)
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+import numbers
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import networkx as nx
+import numpy as np
+import sympy
+
+from . import ir
+from .errors import (
+    ForeignHandleError,
+    NonPSDError,
+    ProgramTypeError,
+    ProgramValueError,
+    UnknownNameError,
+)
+from .ir import (
+    InitMatrix,
+    InitScalar,
+    InitVector,
+    Instruction,
+    MatMul,
+    Moment,
+    Nonlin,
+    ScalarFn,
+    Var,
+    format_instruction,
+)
+from .nonlin import Nonlinearity, _arg_symbols, identity
+
+__all__ = [
+    "Program",
+    "Handle",
+    "Matrix",
+    "Vector",
+    "Scalar",
+    "mean",
+    "inner",
+    "nonlin",
+    "apply_nonlinearity",
+]
+
+_PREFIX = {
+    InitMatrix: "W",
+    InitVector: "v",
+    InitScalar: "c",
+    MatMul: "h",
+    Nonlin: "x",
+    Moment: "m",
+    ScalarFn: "s",
+}
+_KIND = {
+    InitMatrix: "matrix",
+    InitVector: "vector",
+    InitScalar: "scalar",
+    MatMul: "vector",
+    Nonlin: "vector",
+    Moment: "scalar",
+    ScalarFn: "scalar",
+}
+
+
+class Program:
+    """A Tensor Program under construction (and, once built, the object to analyse).
+
+    Parameters
+    ----------
+    name : str
+        A name for printing.
+
+    Notes
+    -----
+    The program is append-only: instructions are never changed or removed, so every
+    handle stays valid and the instruction list is already in topological order.
+
+    Examples
+    --------
+    >>> import tensorprog as tp
+    >>> p = tp.Program("two_layer")
+    >>> W = p.matrix("W", var=2.0)
+    >>> x = p.vector("x")
+    >>> k = tp.mean(tp.relu(W @ x) ** 2, name="k")
+    >>> len(p)
+    5
+    """
+
+    def __init__(self, name: str = "program") -> None:
+        if not isinstance(name, str):
+            raise ProgramTypeError(f"Program name must be a str, got {type(name).__name__}")
+        self.name = name
+        self._instructions: list[Instruction] = []
+        self._by_name: dict[str, Instruction] = {}
+        self._counter = itertools.count(1)
+        self._init_vectors: list[Var] = []
+        self._init_cov = np.zeros((0, 0))
+        self._version = 0
+
+    # -- container protocol -------------------------------------------------------
+    @property
+    def instructions(self) -> tuple[Instruction, ...]:
+        """The instructions, in program (topological) order."""
+        return tuple(self._instructions)
+
+    def __len__(self) -> int:
+        return len(self._instructions)
+
+    def __iter__(self) -> Iterator[Instruction]:
+        return iter(tuple(self._instructions))
+
+    def __getitem__(self, name: str) -> "Handle":
+        """Look a handle up by name: ``p["k"]``."""
+        if isinstance(name, Handle):
+            name = name.name
+        try:
+            instr = self._by_name[name]
+        except (KeyError, TypeError):
+            some = ", ".join(list(self._by_name)[:12])
+            raise UnknownNameError(
+                f"program {self.name!r} has no variable named {name!r}; names include: {some}"
+            ) from None
+        return _handle(self, instr.out)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._by_name
+
+    def definition(self, var: "Var | Handle") -> Instruction:
+        """The instruction that defines ``var``."""
+        v = var.var if isinstance(var, Handle) else var
+        instr = self._instructions[v.id]
+        if instr.out is not v:
+            raise ForeignHandleError(f"{v.name} is not a variable of program {self.name!r}")
+        return instr
+
+    def __str__(self) -> str:
+        lines = [f"Program {self.name!r}"]
+        lines += ["  " + format_instruction(i) for i in self._instructions]
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"<Program {self.name!r}: {len(self)} instructions>"
+
+    # -- construction of initial objects ----------------------------------------------
+    def matrix(self, name: str | None = None, var: float = 1.0) -> "Matrix":
+        """An initial n×n Gaussian matrix with iid ``N(0, var/n)`` entries.
+
+        Examples
+        --------
+        >>> import tensorprog as tp
+        >>> W = tp.Program().matrix("W", var=2.0)
+        >>> W.variance
+        2.0
+        """
+        var = _nonneg_float(var, "var", f"matrix {name!r}")
+        return self._append(InitMatrix, name, var=var)  # type: ignore[return-value]
+
+    def vector(
+        self,
+        name: str | None = None,
+        mean: float = 0.0,
+        var: float = 1.0,
+        cov: Mapping["Vector", float] | None = None,
+    ) -> "Vector":
+        """An initial vector with coordinates iid ``N(mean, var)``.
+
+        Parameters
+        ----------
+        cov : dict, optional
+            ``{earlier_initial_vector: covariance}`` — coordinatewise covariance with
+            earlier initial vectors (the joint covariance must stay PSD).
+
+        Examples
+        --------
+        >>> import tensorprog as tp
+        >>> p = tp.Program()
+        >>> x = p.vector("x")
+        >>> y = p.vector("y", var=1.0, cov={x: 0.3})
+        """
+        what = f"vector {name!r}"
+        mean = _finite_float(mean, "mean", what)
+        var = _nonneg_float(var, "var", what)
+        pairs: list[tuple[Var, float]] = []
+        for other, c in (cov or {}).items():
+            o = self._own(other, f"cov of {what}")
+            if self.definition(o).__class__ is not InitVector:
+                raise ProgramTypeError(
+                    f"cov of {what}: {o.name} is not an initial vector; covariances can only "
+                    f"be given with earlier initial vectors (p.vector / p.vectors)"
+                )
+            pairs.append((o, _finite_float(c, f"cov[{o.name}]", what)))
+        self._check_init_cov(var, dict(pairs), what)
+        h = self._append(InitVector, name, mean=mean, var=var, cov=tuple(pairs))
+        self._commit_init_cov(h.var, var, dict(pairs))
+        return h  # type: ignore[return-value]
+
+    def vectors(
+        self,
+        name: str,
+        cov: Any,
+        mean: Sequence[float] | float | None = None,
+    ) -> list["Vector"]:
+        """``B`` jointly Gaussian initial vectors with ``B×B`` covariance ``cov``.
+
+        The vectors are named ``f"{name}_{i}"``.
+
+        Examples
+        --------
+        >>> import numpy as np, tensorprog as tp
+        >>> xs = tp.Program().vectors("xi", cov=np.array([[1.0, 0.5], [0.5, 1.0]]))
+        >>> [x.name for x in xs]
+        ['xi_0', 'xi_1']
+        """
+        K = np.asarray(cov, dtype=float)
+        what = f"vectors {name!r}"
+        if K.ndim != 2 or K.shape[0] != K.shape[1] or K.shape[0] == 0:
+            raise ProgramValueError(f"{what}: cov must be a non-empty square matrix, got shape {K.shape}")
+        if not np.all(np.isfinite(K)):
+            raise ProgramValueError(f"{what}: cov has non-finite entries")
+        if not np.allclose(K, K.T, rtol=1e-10, atol=1e-12):
+            raise NonPSDError(f"{what}: cov must be symmetric")
+        B = K.shape[0]
+        means = np.broadcast_to(np.asarray(0.0 if mean is None else mean, dtype=float), (B,))
+        _assert_psd(K, what)
+        out: list[Vector] = []
+        for i in range(B):
+            cov_i = {out[j]: float(K[i, j]) for j in range(i) if K[i, j] != 0.0}
+            out.append(self.vector(f"{name}_{i}", mean=float(means[i]), var=float(K[i, i]), cov=cov_i))
+        return out
+
+    def scalar(self, name: str | None = None, value: Any = 0.0) -> "Scalar":
+        """An initial scalar with deterministic limit ``value``.
+
+        ``value`` is a number or a sympy expression; it may depend on the width
+        ``tp.n`` (the simulator substitutes n, the limit takes n → ∞).
+
+        Examples
+        --------
+        >>> import tensorprog as tp
+        >>> p = tp.Program()
+        >>> c = p.scalar("c", 0.5)
+        >>> r = p.scalar("r", tp.n ** -0.5)   # tends to 0
+        """
+        what = f"scalar {name!r}"
+        try:
+            val = sympy.sympify(value)
+        except (sympy.SympifyError, TypeError) as exc:
+            raise ProgramTypeError(f"{what}: value must be a number or sympy expression, got {value!r}") from exc
+        free = val.free_symbols - {ir.WIDTH}
+        if free:
+            raise ProgramValueError(
+                f"{what}: value {val} has free symbols {sorted(map(str, free))}; only the "
+                f"width tp.n may appear"
+            )
+        lim = _limit_in_n(val)
+        if not (lim.is_real and lim.is_finite):
+            raise ProgramValueError(f"{what}: value {val} must have a finite real limit as n → ∞, got {lim}")
+        return self._append(InitScalar, name, value=val)  # type: ignore[return-value]
+
+    # -- analysis -------------------------------------------------------------------
+    @property
+    def graph(self) -> nx.DiGraph:
+        """A networkx DiGraph of the dependencies, derived from the instructions.
+
+        Nodes are variable names with attributes ``instruction`` and ``kind``; an edge
+        ``u → v`` means ``u`` is an input of ``v``'s instruction (attribute
+        ``positions``: the argument positions; argument order lives on the instruction).
+        """
+        return _graph(self, self._version)
+
+    def check(self) -> None:
+        """Validate the program (single assignment, types, arities, PSD initial law).
+
+        Raises
+        ------
+        TensorProgramError
+            naming the first offending instruction.
+        """
+        seen: set[int] = set()
+        for pos, instr in enumerate(self._instructions):
+            line = format_instruction(instr)
+            if instr.out.id != pos or id(instr.out) in seen:
+                raise ProgramValueError(f"`{line}`: variable defined twice or out of order")
+            for v in instr.inputs:
+                if id(v) not in seen:
+                    raise ProgramValueError(f"`{line}`: input {v.name} is not defined earlier in {self.name!r}")
+            seen.add(id(instr.out))
+            _check_types(self, instr, line)
+        if self._init_vectors:
+            _assert_psd(self._init_cov, "the initial vectors' joint covariance")
+
+    # -- interpreters (implemented in their own modules) ----------------------------
+    def simulate(self, n: int, seed: Any = 0, **kwargs: Any) -> Any:
+        """Run the program at finite width ``n``; see :func:`tensorprog.simulate`."""
+        from .simulate import simulate
+
+        return simulate(self, n, seed=seed, **kwargs)
+
+    def limit(self, method: str = "auto", **kwargs: Any) -> Any:
+        """The infinite-width limit; see :func:`tensorprog.limit`."""
+        from .engine import limit
+
+        return limit(self, method=method, **kwargs)
+
+    # -- internals ------------------------------------------------------------------
+    def _own(self, h: Any, what: str) -> Var:
+        if not isinstance(h, Handle):
+            raise ProgramTypeError(f"{what}: expected a handle of program {self.name!r}, got {type(h).__name__}")
+        if h.program is not self:
+            raise ForeignHandleError(
+                f"{what}: {h.name} belongs to program {h.program.name!r}, not {self.name!r}; "
+                f"handles of different programs cannot be mixed"
+            )
+        return h.var
+
+    def _new_name(self, cls: type, name: str | None) -> str:
+        if name is None:
+            while True:
+                cand = f"{_PREFIX[cls]}{next(self._counter)}"
+                if cand not in self._by_name:
+                    return cand
+        if not isinstance(name, str) or not name or any(c.isspace() for c in name):
+            raise ProgramValueError(f"name must be a non-empty str without spaces, got {name!r}")
+        if name in self._by_name:
+            raise ProgramValueError(
+                f"name {name!r} is already used in program {self.name!r} by "
+                f"`{format_instruction(self._by_name[name])}`; names are unique"
+            )
+        return name
+
+    def _append(self, cls: type, name: str | None, **fields: Any) -> "Handle":
+        var = Var(len(self._instructions), _KIND[cls], self._new_name(cls, name))  # type: ignore[arg-type]
+        instr = cls(out=var, **fields)
+        self._instructions.append(instr)
+        self._by_name[var.name] = instr
+        self._version += 1
+        return _handle(self, var)
+
+    def _check_init_cov(self, var: float, cov: dict[Var, float], what: str) -> None:
+        K = self._extended_cov(var, cov)
+        _assert_psd(K, f"{what}: the joint covariance with earlier initial vectors")
+
+    def _extended_cov(self, var: float, cov: dict[Var, float]) -> np.ndarray:
+        m = len(self._init_vectors)
+        K = np.zeros((m + 1, m + 1))
+        K[:m, :m] = self._init_cov
+        for j, v in enumerate(self._init_vectors):
+            K[m, j] = K[j, m] = cov.get(v, 0.0)
+        K[m, m] = var
+        return K
+
+    def _commit_init_cov(self, v: Var, var: float, cov: dict[Var, float]) -> None:
+        self._init_cov = self._extended_cov(var, cov)
+        self._init_vectors.append(v)
+
+    @property
+    def initial_vectors(self) -> tuple[Var, ...]:
+        """The initial vectors in order (rows of :attr:`initial_covariance`)."""
+        return tuple(self._init_vectors)
+
+    @property
+    def initial_covariance(self) -> np.ndarray:
+        """Joint covariance of the initial vectors' coordinates."""
+        return self._init_cov.copy()
+
+    @property
+    def initial_mean(self) -> np.ndarray:
+        """Means of the initial vectors' coordinates."""
+        return np.array([self._instructions[v.id].mean for v in self._init_vectors])
+
+
+# ---------------------------------------------------------------------------------------
+# handles
+
+
+class Handle:
+    """A reference to one variable of one program (what DSL calls return)."""
+
+    __slots__ = ("program", "var")
+
+    def __init__(self, program: Program, var: Var) -> None:
+        self.program = program
+        self.var = var
+
+    @property
+    def name(self) -> str:
+        """The variable's name, unique within its program."""
+        return self.var.name
+
+    @property
+    def instruction(self) -> Instruction:
+        """The instruction defining this variable."""
+        return self.program.definition(self.var)
+
+    def __hash__(self) -> int:
+        return hash((id(self.program), self.var.id))
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, Handle)
+            and other.program is self.program
+            and other.var is self.var
+        )
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name}: {format_instruction(self.instruction)}>"
+
+    def __bool__(self) -> bool:
+        return True
+
+
+class Matrix(Handle):
+    """Handle of an initial n×n matrix; supports ``W @ x`` and ``W.T @ x``."""
+
+    __slots__ = ()
+
+    @property
+    def variance(self) -> float:
+        """The entry variance ``σ_W²`` (entries ``N(0, σ_W²/n)``)."""
+        return self.instruction.var  # type: ignore[attr-defined]
+
+    @property
+    def T(self) -> "Transposed":
+        """The transpose ``Wᵀ`` (only usable on the left of ``@``)."""
+        return Transposed(self)
+
+    def __matmul__(self, x: Any) -> "Vector":
+        return _matmul(self, x, transpose=False)
+
+    def __rmatmul__(self, x: Any) -> Any:
+        raise ProgramTypeError(
+            f"`{_describe(x)} @ {self.name}`: only matrix @ vector is a MatMul; put the matrix on the left"
+        )
+
+    def matmul(self, x: "Vector", name: str | None = None) -> "Vector":
+        """``W x`` with an explicit name."""
+        return _matmul(self, x, transpose=False, name=name)
+
+
+class Transposed:
+    """``Wᵀ`` for an initial matrix ``W``; supports ``W.T @ x``."""
+
+    __slots__ = ("matrix",)
+
+    def __init__(self, matrix: Matrix) -> None:
+        self.matrix = matrix
+
+    @property
+    def T(self) -> Matrix:
+        return self.matrix
+
+    @property
+    def name(self) -> str:
+        return f"{self.matrix.name}.T"
+
+    def __matmul__(self, x: Any) -> "Vector":
+        return _matmul(self.matrix, x, transpose=True)
+
+    def matmul(self, x: "Vector", name: str | None = None) -> "Vector":
+        """``Wᵀ x`` with an explicit name."""
+        return _matmul(self.matrix, x, transpose=True, name=name)
+
+    def __repr__(self) -> str:
+        return f"<Transposed {self.matrix.name}.T>"
+
+
+class _Arith(Handle):
+    """Elementwise arithmetic shared by vectors and scalars."""
+
+    __slots__ = ()
+
+    def __add__(self, o: Any) -> Any:
+        return _arith("add", self, o)
+
+    def __radd__(self, o: Any) -> Any:
+        return _arith("add", o, self)
+
+    def __sub__(self, o: Any) -> Any:
+        return _arith("sub", self, o)
+
+    def __rsub__(self, o: Any) -> Any:
+        return _arith("sub", o, self)
+
+    def __mul__(self, o: Any) -> Any:
+        return _arith("mul", self, o)
+
+    def __rmul__(self, o: Any) -> Any:
+        return _arith("mul", o, self)
+
+    def __truediv__(self, o: Any) -> Any:
+        return _arith("div", self, o)
+
+    def __rtruediv__(self, o: Any) -> Any:
+        return _arith("div", o, self)
+
+    def __pow__(self, o: Any) -> Any:
+        return _arith("pow", self, o)
+
+    def __rpow__(self, o: Any) -> Any:
+        return _arith("pow", o, self)
+
+    def __neg__(self) -> Any:
+        return _arith("mul", -1, self)
+
+    def __pos__(self) -> Any:
+        return self
+
+    def __matmul__(self, o: Any) -> Any:
+        raise ProgramTypeError(
+            f"`{self.name} @ {_describe(o)}`: the left operand of @ must be an initial matrix "
+            f"(p.matrix) or its transpose"
+        )
+
+
+class Vector(_Arith):
+    """Handle of a vector of the program (coordinates indexed by α ∈ [n])."""
+
+    __slots__ = ()
+
+
+class Scalar(_Arith):
+    """Handle of a scalar of the program."""
+
+    __slots__ = ()
+
+
+def _handle(program: Program, var: Var) -> Handle:
+    cls = {"matrix": Matrix, "vector": Vector, "scalar": Scalar}[var.kind]
+    return cls(program, var)
+
+
+# ---------------------------------------------------------------------------------------
+# operations
+
+
+def _describe(x: Any) -> str:
+    if isinstance(x, Handle):
+        return f"{x.name} ({type(x).__name__.lower()})"
+    if isinstance(x, Transposed):
+        return x.name
+    return repr(x)
+
+
+def _matmul(W: Matrix, x: Any, *, transpose: bool, name: str | None = None) -> Vector:
+    p = W.program
+    t = ".T" if transpose else ""
+    if isinstance(x, (Matrix, Transposed)):
+        raise ProgramTypeError(
+            f"`{W.name}{t} @ {x.name}`: matrix @ matrix is not an instruction of a Tensor "
+            f"Program; multiply a vector instead ({W.name}{t} @ ({x.name} @ v))"
+        )
+    if not isinstance(x, Vector):
+        raise ProgramTypeError(f"`{W.name}{t} @ {_describe(x)}`: the right operand must be a vector")
+    xv = p._own(x, f"`{W.name}{t} @ {x.name}`")
+    return p._append(MatMul, name, matrix=W.var, arg=xv, transpose=transpose)  # type: ignore[return-value]
+
+
+_OPS: dict[str, Callable[[Any, Any], Any]] = {
+    "add": lambda a, b: a + b,
+    "sub": lambda a, b: a - b,
+    "mul": lambda a, b: a * b,
+    "div": lambda a, b: a / b,
+    "pow": lambda a, b: a**b,
+}
+
+
+def _as_number(x: Any, op: str) -> sympy.Expr:
+    if isinstance(x, (bool, np.bool_)):
+        raise ProgramTypeError(f"operand of {op} must be a number, vector or scalar, got a bool")
+    if isinstance(x, numbers.Number) or isinstance(x, sympy.Expr):
+        val = sympy.sympify(x)
+        if isinstance(x, float) and not math.isfinite(x):
+            raise ProgramValueError(f"operand of {op} must be finite, got {x}")
+        if val.free_symbols:
+            raise ProgramValueError(
+                f"operand of {op}: {val} has free symbols; make it an initial scalar with p.scalar"
+            )
+        if not val.is_finite:
+            raise ProgramValueError(f"operand of {op} must be finite, got {val}")
+        if isinstance(x, float) and float(x).is_integer():
+            val = sympy.Integer(int(x)) if abs(x) < 2**53 else val
+        return val
+    raise ProgramTypeError(
+        f"operand of {op} must be a vector, a scalar or a number, got {type(x).__name__}"
+    )
+
+
+@functools.lru_cache(maxsize=4096)
+def _arith_fn(op: str, pattern: tuple, consts: tuple) -> Nonlinearity:
+    """The transparent Nonlinearity for one arithmetic pattern.
+
+    ``pattern`` lists, per operand, ``"v"`` (vector argument), ``"s"`` (scalar
+    parameter) or ``"c"`` (a constant, taken from ``consts``).
+    """
+    nv = pattern.count("v")
+    ns = pattern.count("s")
+    xs = list(_arg_symbols(nv, "x"))
+    ps = list(_arg_symbols(ns, "p"))
+    cs = list(consts)
+    operands = []
+    for kind in pattern:
+        operands.append({"v": xs, "s": ps, "c": cs}[kind].pop(0))
+    body = _OPS[op](*operands)
+    return Nonlinearity(op, body, _arg_symbols(nv, "x"), _arg_symbols(ns, "p"), opaque=False)
+
+
+def _arith(op: str, a: Any, b: Any) -> Handle:
+    handles = [x for x in (a, b) if isinstance(x, Handle)]
+    program = handles[0].program
+    for h in handles:
+        if isinstance(h, Matrix):
+            raise ProgramTypeError(
+                f"`{_describe(a)} {op} {_describe(b)}`: matrices only appear in W @ x; "
+                f"arithmetic is between vectors, scalars and numbers"
+            )
+        program._own(h, f"`{_describe(a)} {op} {_describe(b)}`")
+    pattern = []
+    consts = []
+    vecs: list[Var] = []
+    scal: list[Var] = []
+    for x in (a, b):
+        if isinstance(x, Vector):
+            pattern.append("v")
+            vecs.append(x.var)
+        elif isinstance(x, Scalar):
+            pattern.append("s")
+            scal.append(x.var)
+        else:
+            pattern.append("c")
+            consts.append(_as_number(x, op))
+    fn = _arith_fn(op, tuple(pattern), tuple(consts))
+    if vecs:
+        return program._append(Nonlin, None, fn=fn, args=tuple(vecs), params=tuple(scal))
+    return program._append(ScalarFn, None, fn=fn, params=tuple(scal))
+
+
+def apply_nonlinearity(fn: Nonlinearity, inputs: Sequence[Any], *, name: str | None = None) -> Handle:
+    """Record ``fn(*inputs)``: a Nonlin of vectors (ScalarFn when all are scalars).
+
+    Inputs are vectors followed by scalar parameters, matching ``fn.args`` then
+    ``fn.params``.
+    """
+    inputs = tuple(inputs)
+    handles = [x for x in inputs if isinstance(x, Handle)]
+    if not handles:
+        raise ProgramTypeError(f"{fn.name}(…) needs at least one vector or scalar of a program")
+    program = handles[0].program
+    what = f"{fn.name}({', '.join(_describe(x) for x in inputs)})"
+    for x in inputs:
+        if not isinstance(x, (Vector, Scalar)):
+            raise ProgramTypeError(f"`{what}`: arguments must be vectors or scalars, got {_describe(x)}")
+        program._own(x, f"`{what}`")
+    vecs = tuple(x.var for x in inputs if isinstance(x, Vector))
+    scal = tuple(x.var for x in inputs if isinstance(x, Scalar))
+    if inputs != tuple(x for x in inputs if isinstance(x, Vector)) + tuple(
+        x for x in inputs if isinstance(x, Scalar)
+    ):
+        raise ProgramTypeError(f"`{what}`: give the vectors first, then the scalar parameters")
+    if len(vecs) + len(scal) != fn.arity + fn.nparams:
+        raise ProgramValueError(
+            f"`{what}`: {fn.name} takes {fn.arity + fn.nparams} inputs, got {len(inputs)}"
+        )
+    if vecs and len(vecs) != fn.arity:
+        raise ProgramValueError(
+            f"`{what}`: {fn.name} takes {fn.arity} vector argument(s) and {fn.nparams} scalar "
+            f"parameter(s); got {len(vecs)} vectors and {len(scal)} scalars"
+        )
+    if not vecs:
+        # φ applied to scalars only: a deterministic function of scalars.
+        f2 = Nonlinearity(fn.name, fn.body, (), fn.args + fn.params, opaque=fn.opaque, latex=fn.latex_name)
+        return program._append(ScalarFn, name, fn=f2, params=scal)
+    return program._append(Nonlin, name, fn=fn, args=vecs, params=scal)
+
+
+def nonlin(fn: Callable[..., Any] | Nonlinearity, *inputs: Any, name: str | None = None,
+           fn_name: str | None = None) -> Handle:
+    """A custom coordinatewise nonlinearity of several vectors (and scalars).
+
+    Parameters
+    ----------
+    fn : callable or Nonlinearity
+        ``fn(a, b, …)`` written with sympy functions, one argument per input, in
+        the order given; it is traced once with sympy symbols.
+    *inputs : Vector or Scalar
+        Vectors (coordinatewise arguments) and scalars (parameters).
+    name : str, optional
+        Name of the new variable.
+    fn_name : str, optional
+        Name of the nonlinearity in printouts (defaults to ``name`` or ``"phi"``).
+
+    Examples
+    --------
+    >>> import sympy, tensorprog as tp
+    >>> p = tp.Program()
+    >>> h, u = p.vector("h"), p.vector("u")
+    >>> f = tp.nonlin(lambda a, b: a * sympy.tanh(b), h, u, name="phi")
+    >>> print(p.definition(f))
+    Nonlin(out=phi, fn=Nonlinearity(phi: (x0, x1) ↦ x0*tanh(x1)), args=(h, u), params=())
+    """
+    if isinstance(fn, Nonlinearity):
+        return apply_nonlinearity(fn, inputs, name=name)
+    if not callable(fn):
+        raise ProgramTypeError(f"tp.nonlin needs a callable traceable by sympy, got {type(fn).__name__}")
+    for x in inputs:
+        if not isinstance(x, (Vector, Scalar)):
+            raise ProgramTypeError(f"tp.nonlin: inputs must be vectors or scalars, got {_describe(x)}")
+    syms = [sympy.Dummy(f"a{i}", real=True) for i in range(len(inputs))]
+    label = fn_name or name or (getattr(fn, "__name__", "phi") if getattr(fn, "__name__", "") != "<lambda>" else "phi")
+    try:
+        body = sympy.sympify(fn(*syms))
+    except Exception as exc:  # noqa: BLE001
+        raise ProgramTypeError(
+            f"tp.nonlin {label!r}: the function is not traceable by sympy (calling it on "
+            f"symbols raised {type(exc).__name__}: {exc}); write it with sympy functions"
+        ) from exc
+    if not isinstance(body, sympy.Expr):
+        raise ProgramTypeError(f"tp.nonlin {label!r}: the function must return an expression, got {body!r}")
+    vec_syms = [s for s, x in zip(syms, inputs) if isinstance(x, Vector)]
+    par_syms = [s for s, x in zip(syms, inputs) if isinstance(x, Scalar)]
+    ordered = [x for x in inputs if isinstance(x, Vector)] + [x for x in inputs if isinstance(x, Scalar)]
+    f = Nonlinearity(label, body, vec_syms, par_syms)
+    return apply_nonlinearity(f, ordered, name=name)
+
+
+def mean(x: Any, name: str | None = None) -> Scalar:
+    """The Moment ``(1/n) Σ_α x_α`` of a vector — a scalar.
+
+    Examples
+    --------
+    >>> import tensorprog as tp
+    >>> p = tp.Program()
+    >>> x = p.vector("x")
+    >>> k = tp.mean(x * x, name="k")
+    """
+    if isinstance(x, Scalar):
+        raise ProgramTypeError(
+            f"tp.mean({x.name}): {x.name} is a scalar; a Moment averages the coordinates of a vector"
+        )
+    if not isinstance(x, Vector):
+        raise ProgramTypeError(f"tp.mean needs a vector of a program, got {_describe(x)}")
+    return x.program._append(Moment, name, fn=identity, args=(x.var,), params=())  # type: ignore[return-value]
+
+
+def inner(x: Any, y: Any, name: str | None = None) -> Scalar:
+    """``⟨x, y⟩ = (1/n) Σ_α x_α y_α`` as one Moment.
+
+    Examples
+    --------
+    >>> import tensorprog as tp
+    >>> p = tp.Program()
+    >>> x, y = p.vector("x"), p.vector("y")
+    >>> s = tp.inner(x, y, name="s")
+    """
+    for v in (x, y):
+        if isinstance(v, Scalar):
+            raise ProgramTypeError(f"tp.inner: {v.name} is a scalar; inner products are of vectors")
+        if not isinstance(v, Vector):
+            raise ProgramTypeError(f"tp.inner needs two vectors, got {_describe(v)}")
+    p = x.program
+    p._own(y, f"tp.inner({x.name}, {_describe(y)})")
+    fn = _arith_fn("mul", ("v", "v"), ())
+    return p._append(Moment, name, fn=fn, args=(x.var, y.var), params=())  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------------------------------
+# helpers
+
+
+def _finite_float(x: Any, arg: str, what: str) -> float:
+    try:
+        f = float(x)
+    except (TypeError, ValueError):
+        raise ProgramTypeError(f"{what}: {arg} must be a real number, got {x!r}") from None
+    if not math.isfinite(f):
+        raise ProgramValueError(f"{what}: {arg} must be finite, got {f}")
+    return f
+
+
+def _nonneg_float(x: Any, arg: str, what: str) -> float:
+    f = _finite_float(x, arg, what)
+    if f < 0:
+        raise ProgramValueError(f"{what}: {arg} must be ≥ 0 (a variance), got {f}")
+    return f
+
+
+def _assert_psd(K: np.ndarray, what: str) -> None:
+    if K.size == 0:
+        return
+    w = np.linalg.eigvalsh(K)
+    tol = 1e-10 * max(1.0, float(np.max(np.abs(w))))
+    if w[0] < -tol:
+        raise NonPSDError(
+            f"{what} is not positive semidefinite (smallest eigenvalue {w[0]:.3g}); "
+            f"a covariance must satisfy |cov(x,y)| ≤ √(var x · var y) jointly"
+        )
+
+
+def _limit_in_n(val: sympy.Expr) -> sympy.Expr:
+    if ir.WIDTH not in val.free_symbols:
+        return val
+    return sympy.limit(val, ir.WIDTH, sympy.oo)
+
+
+def _check_types(p: Program, instr: Instruction, line: str) -> None:
+    if isinstance(instr, (InitMatrix, InitVector, InitScalar)):
+        return
+    if isinstance(instr, MatMul):
+        if instr.matrix.kind != "matrix" or instr.arg.kind != "vector":  # type: ignore[union-attr]
+            raise ProgramTypeError(f"`{line}`: MatMul needs an initial matrix and a vector")
+        return
+    fn = instr.fn  # type: ignore[attr-defined]
+    args = getattr(instr, "args", ())
+    params = instr.params  # type: ignore[attr-defined]
+    if any(v.kind != "vector" for v in args):
+        raise ProgramTypeError(f"`{line}`: arguments must be vectors")
+    if any(v.kind != "scalar" for v in params):
+        raise ProgramTypeError(f"`{line}`: parameters must be scalars")
+    if fn.arity != len(args) or fn.nparams != len(params):
+        raise ProgramValueError(
+            f"`{line}`: {fn.name} takes {fn.arity} vector(s) and {fn.nparams} scalar(s), "
+            f"got {len(args)} and {len(params)}"
+        )
+
+
+def _graph(p: Program, version: int) -> nx.DiGraph:
+    cached = getattr(p, "_graph_cache", None)
+    if cached is not None and cached[0] == version:
+        return cached[1]
+    g = nx.DiGraph(name=p.name)
+    for instr in p._instructions:
+        g.add_node(instr.out.name, instruction=instr, kind=instr.out.kind)
+        for pos, v in enumerate(instr.inputs):
+            if g.has_edge(v.name, instr.out.name):
+                g.edges[v.name, instr.out.name]["positions"].append(pos)
+            else:
+                g.add_edge(v.name, instr.out.name, positions=[pos])
+    p._graph_cache = (version, g)  # type: ignore[attr-defined]
+    return g

@@ -1,0 +1,215 @@
+"""The finite-width interpreter: run a program at width ``n`` with numpy.
+
+This is how every limit in tensorprog is checked against reality: the Master
+Theorem [TP4 Thm 7.4] says each scalar of the program converges to its limit θ̊
+as ``n → ∞``, with fluctuations of order ``n^{-1/2}`` [TP4b Thm 2.6.10].
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from .errors import NumericalError, ProgramTypeError, ProgramValueError, ResourceError
+from .gaussian import psd_factor
+from .interpreter import Interpreter
+from .ir import (
+    WIDTH,
+    InitMatrix,
+    InitScalar,
+    InitVector,
+    MatMul,
+    Moment,
+    Nonlin,
+    ScalarFn,
+    Var,
+)
+from .rng import as_generator
+
+__all__ = ["simulate", "Simulation", "available_memory"]
+
+
+def available_memory() -> int:
+    """Bytes of memory available to this process (MemAvailable, else physical memory)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:  # pragma: no cover - non-Linux
+        pass
+    try:  # pragma: no cover - non-Linux
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):  # pragma: no cover
+        return 8 * 2**30
+
+
+def memory_needed(program: Any, n: int) -> int:
+    """Bytes ``simulate(n)`` holds at its peak: matrices (n² each) plus vectors (n each)."""
+    n_mat = sum(isinstance(i, InitMatrix) for i in program.instructions)
+    n_vec = sum(i.out.kind == "vector" for i in program.instructions)
+    return 8 * (n_mat * n * n + (n_vec + 2) * n)
+
+
+class Simulation:
+    """Values of every variable of a program at width ``n``.
+
+    Index by handle or name: ``sim[k]`` is a float for a scalar, ``sim.vector(v)``
+    (or ``sim[v]``) an array of shape ``(n,)``.
+    """
+
+    def __init__(self, program: Any, n: int, seed: Any, env: dict[Var, Any]) -> None:
+        self.program = program
+        self.n = n
+        self.seed = seed
+        self._env = env
+
+    def _var(self, key: Any) -> Var:
+        from .program import Handle
+
+        if isinstance(key, Handle):
+            return self.program._own(key, "Simulation lookup")
+        return self.program[key].var
+
+    def __getitem__(self, key: Any) -> Any:
+        v = self._var(key)
+        if v.kind == "matrix":
+            raise ProgramTypeError(f"{v.name} is a matrix; look up vectors and scalars")
+        return self._env[v]
+
+    def vector(self, key: Any) -> np.ndarray:
+        """The coordinates of a vector, shape ``(n,)``."""
+        v = self._var(key)
+        if v.kind != "vector":
+            raise ProgramTypeError(f"{v.name} is a {v.kind}, not a vector")
+        return self._env[v]
+
+    def scalar(self, key: Any) -> float:
+        """The value of a scalar."""
+        v = self._var(key)
+        if v.kind != "scalar":
+            raise ProgramTypeError(f"{v.name} is a {v.kind}, not a scalar")
+        return self._env[v]
+
+    @property
+    def scalars(self) -> dict[str, float]:
+        """All scalars by name."""
+        return {v.name: x for v, x in self._env.items() if v.kind == "scalar"}
+
+    def __repr__(self) -> str:
+        return f"<Simulation of {self.program.name!r} at n={self.n}, seed={self.seed!r}>"
+
+
+class FiniteWidth(Interpreter):
+    """Samples the initial objects per the program's law and executes it at width n."""
+
+    def __init__(self, program: Any, n: int, rng: np.random.Generator) -> None:
+        super().__init__(program)
+        self.n = n
+        self.rng = rng
+        self._init_block: np.ndarray | None = None
+        self._init_index = {v: j for j, v in enumerate(program.initial_vectors)}
+
+    def init_matrix(self, instr: InitMatrix) -> np.ndarray:
+        W = self.rng.standard_normal((self.n, self.n))
+        W *= np.sqrt(instr.var / self.n)
+        return W
+
+    def init_vector(self, instr: InitVector) -> np.ndarray:
+        if self._init_block is None:
+            # All initial vectors at once: iid rows ~ N(μ, Σ) over coordinates α.
+            F = psd_factor(self.program.initial_covariance, what="initial vectors' covariance")
+            G = self.rng.standard_normal((self.n, F.shape[0]))
+            self._init_block = G @ F.T + self.program.initial_mean
+        return np.ascontiguousarray(self._init_block[:, self._init_index[instr.out]])
+
+    def init_scalar(self, instr: InitScalar) -> float:
+        return _finite(float(instr.value.subs(WIDTH, self.n)), instr)
+
+    def matmul(self, instr: MatMul) -> np.ndarray:
+        W = self.read(instr.matrix)
+        x = self.read(instr.arg)
+        return W.T @ x if instr.transpose else W @ x
+
+    def nonlin(self, instr: Nonlin) -> np.ndarray:
+        out = np.asarray(self._apply(instr), dtype=float)
+        return out if out.shape == (self.n,) else np.full(self.n, out)
+
+    def moment(self, instr: Moment) -> float:
+        return float(np.mean(np.broadcast_to(self._apply(instr), (self.n,))))
+
+    def scalar_fn(self, instr: ScalarFn) -> float:
+        return float(self._apply(instr))
+
+    def _apply(self, instr: Nonlin | Moment | ScalarFn) -> Any:
+        args = [self.read(v) for v in getattr(instr, "args", ())]
+        params = [self.read(v) for v in instr.params]
+        with np.errstate(all="ignore"):
+            out = instr.fn.numpy(*args, *params)  # type: ignore[union-attr]
+        if not np.all(np.isfinite(out)):
+            raise NumericalError(
+                f"{instr.fn.name} produced NaN or inf at width n={self.n}"  # type: ignore[union-attr]
+            )
+        return out
+
+
+def _finite(x: float, instr: Any) -> float:
+    if not np.isfinite(x):
+        raise NumericalError(f"{instr.out.name} is not finite")
+    return x
+
+
+def simulate(program: Any, n: int, seed: Any = 0, *, max_memory: int | None = None) -> Simulation:
+    """Run ``program`` at finite width ``n`` (float64 numpy).
+
+    Every initial matrix gets iid ``N(0, σ²/n)`` entries, initial vectors iid
+    coordinate slices from their joint Gaussian law, initial scalars their value at
+    this ``n``; then the instructions run in order.
+
+    Parameters
+    ----------
+    program : Program
+    n : int
+        The width (a positive integer).
+    seed : int or numpy.random.Generator, default 0
+        Randomness; the same seed gives bit-identical results.
+    max_memory : int, optional
+        Bytes the simulation may use; default 80% of the memory available now.
+
+    Returns
+    -------
+    Simulation
+
+    Raises
+    ------
+    ResourceError
+        if the matrices of width ``n`` would not fit in ``max_memory``.
+
+    Examples
+    --------
+    >>> import tensorprog as tp
+    >>> p = tp.Program()
+    >>> A, v = p.matrix("A", var=2.0), p.vector("v")
+    >>> k = tp.inner(v, A.T @ (A @ v), name="k")
+    >>> round(p.simulate(2000, seed=1)[k], 1)
+    2.0
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise ProgramTypeError(f"simulate: width n must be a positive int, got {n!r}")
+    if n < 1:
+        raise ProgramValueError(f"simulate: width n must be a positive int, got {n}")
+    n = int(n)
+    need = memory_needed(program, n)
+    limit = int(0.8 * available_memory()) if max_memory is None else int(max_memory)
+    if need > limit:
+        raise ResourceError(
+            f"simulate(n={n}) of {program.name!r} needs about {need / 2**30:.2f} GiB "
+            f"(8·n² bytes per matrix) but only {limit / 2**30:.2f} GiB may be used; "
+            f"choose a smaller n (or pass max_memory=)"
+        )
+    program.check()
+    rng = as_generator(seed, "simulate")
+    env = FiniteWidth(program, n, rng).run()
+    return Simulation(program, n, seed, env)

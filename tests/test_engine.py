@@ -1,0 +1,347 @@
+"""The Master Theorem engine against independently known limits.
+
+Every reference below is computed in this file from formulas (THEORY §2.2, §6.2,
+§10.3, §10.5) with scipy/numpy, never with tensorprog's own code. Exact and
+quadrature values must agree to ≤1e-8 relative; Monte Carlo within 4 reported
+standard errors; finite width converges to the limit.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import sympy
+from scipy import integrate
+
+import tensorprog as tp
+
+SQ2PI = math.sqrt(2 * math.pi)
+
+
+def gauss1(f, var=1.0):
+    """𝔼 f(√var G), G ~ N(0,1), by adaptive quadrature on the density."""
+    s = math.sqrt(var)
+    val, _ = integrate.quad(lambda z: f(s * z) * math.exp(-z * z / 2) / SQ2PI, -np.inf, np.inf,
+                            epsabs=1e-13, epsrel=1e-12, limit=200)
+    return val
+
+
+def arccos_relu(k11, k12, k22):
+    """Cho & Saul (2009): 𝔼[relu(u) relu(v)] for centred (u, v)."""
+    rho = np.clip(k12 / math.sqrt(k11 * k22), -1, 1)
+    t = math.acos(rho)
+    return math.sqrt(k11 * k22) / (2 * math.pi) * (math.sin(t) + (math.pi - t) * math.cos(t))
+
+
+def williams_erf(k11, k12, k22):
+    """Williams (1997): 𝔼[erf(u) erf(v)] for centred (u, v)."""
+    return 2 / math.pi * math.asin(2 * k12 / math.sqrt((1 + 2 * k11) * (1 + 2 * k22)))
+
+
+# ---------------------------------------------------------------------------- programs
+
+
+def prog_AtAv(s2=2.0):
+    p = tp.Program("AtAv")
+    A = p.matrix("A", var=s2)
+    v = p.vector("v")
+    x = A.T @ (A @ v)
+    tp.inner(v, x, name="k")
+    tp.mean(x * x, name="kk")
+    return p, {"k": s2, "kk": 2 * s2**2}
+
+
+def prog_tanh_Wt(s2=2.0):
+    """THEORY §2.2/§10.5: x = tanh(Wᵀy)."""
+    p = tp.Program("tanh_Wt")
+    W = p.matrix("W", var=s2)
+    y = p.vector("y")
+    x = tp.tanh(W.T @ y)
+    h = W @ x
+    tp.inner(y, h, name="yWx")
+    tp.mean(h * h, name="WxWx")
+    c = s2 * gauss1(lambda z: 1 - math.tanh(z) ** 2, s2)
+    return p, {"yWx": c, "WxWx": s2 * gauss1(lambda z: math.tanh(z) ** 2, s2) + c**2}
+
+
+def prog_relu_kernel(rho=0.6, s2=2.0):
+    p = tp.Program("relu_kernel")
+    W = p.matrix("W", var=s2)
+    xs = p.vectors("xi", cov=[[1.0, rho], [rho, 1.5]])
+    h = [W @ tp.relu(x) for x in xs]
+    tp.inner(tp.relu(h[0]), tp.relu(h[1]), name="K01")
+    tp.mean(tp.relu(h[1]) ** 2, name="K11")
+    k01 = s2 * arccos_relu(1.0, rho, 1.5)
+    k00, k11 = s2 * 0.5, s2 * 0.75
+    return p, {"K01": arccos_relu(k00, k01, k11), "K11": k11 / 2}
+
+
+def prog_erf_kernel(rho=-0.3, s2=1.5):
+    p = tp.Program("erf_kernel")
+    W = p.matrix("W", var=s2)
+    xs = p.vectors("xi", cov=[[0.8, rho], [rho, 1.2]])
+    h = [W @ tp.erf(x) for x in xs]
+    tp.inner(tp.erf(h[0]), tp.erf(h[1]), name="E01")
+    k01 = s2 * williams_erf(0.8, rho, 1.2)
+    k00 = s2 * williams_erf(0.8, 0.8, 0.8)
+    k11 = s2 * williams_erf(1.2, 1.2, 1.2)
+    return p, {"E01": williams_erf(k00, k01, k11)}
+
+
+def prog_normalised(s2=3.0):
+    """Nonlin+ with a Moment parameter: x = h/√(mean h²) has mean(x²)=1, mean(x⁴)=3."""
+    p = tp.Program("normalised")
+    W = p.matrix("W", var=s2)
+    v = p.vector("v", var=0.5)
+    h = W @ v
+    s = tp.sqrt(tp.mean(h * h))
+    x = h / s
+    tp.mean(x * x, name="m2")
+    tp.mean(x**4, name="m4")
+    tp.mean(tp.cos(x), name="mcos")
+    return p, {"m2": 1.0, "m4": 3.0, "mcos": math.exp(-0.5)}
+
+
+def prog_two_Wt(s2=2.0):
+    """Products of several Wᵀ outputs: u1 = Wᵀh, u2 = Wᵀh³ with h = Wv: 𝔼[u1 u2] = 6σ⁶."""
+    p = tp.Program("two_Wt")
+    W = p.matrix("W", var=s2)
+    v = p.vector("v")
+    h = W @ v
+    u1 = W.T @ h
+    u2 = W.T @ (h**3)
+    tp.inner(u1, u2, name="u1u2")
+    tp.inner(u2, v, name="u2v")
+    return p, {"u1u2": 6 * s2**3, "u2v": 3 * s2**2}
+
+
+def prog_Wt_then_other(s2a=2.0, s2b=0.5):
+    """Aᵀy followed by a different matrix B: Ż^{B·} must be zero."""
+    p = tp.Program("Wt_then_other")
+    A = p.matrix("A", var=s2a)
+    B = p.matrix("B", var=s2b)
+    y = p.vector("y", var=1.5)
+    u = A.T @ y
+    z = B @ tp.tanh(u)
+    tp.mean(z * z, name="zz")
+    tp.inner(z, u, name="zu")
+    return p, {"zz": s2b * gauss1(lambda t: math.tanh(t) ** 2, s2a * 1.5), "zu": 0.0}
+
+
+TABLE = [prog_AtAv, prog_tanh_Wt, prog_relu_kernel, prog_erf_kernel, prog_normalised,
+         prog_two_Wt, prog_Wt_then_other]
+
+
+@pytest.mark.parametrize("build", TABLE, ids=lambda b: b.__name__)
+def test_auto_matches_reference(build):
+    p, ref = build()
+    lim = p.limit()
+    for name, val in ref.items():
+        assert lim.method(name) in ("exact", "quadrature")
+        assert lim[name] == pytest.approx(val, rel=1e-8, abs=1e-10), name
+        assert lim.stderr(name) == 0.0
+
+
+@pytest.mark.parametrize("build", [prog_AtAv, prog_relu_kernel, prog_erf_kernel, prog_two_Wt],
+                         ids=lambda b: b.__name__)
+def test_exact_method(build):
+    p, ref = build()
+    lim = p.limit(method="exact")
+    for name, val in ref.items():
+        assert lim.method(name) == "exact"
+        assert lim[name] == pytest.approx(val, rel=1e-10, abs=1e-12), name
+
+
+@pytest.mark.parametrize("build", [prog_AtAv, prog_tanh_Wt, prog_erf_kernel, prog_normalised,
+                                   prog_two_Wt, prog_Wt_then_other], ids=lambda b: b.__name__)
+def test_quadrature_method(build):
+    p, ref = build()
+    lim = p.limit(method="quadrature")
+    for name, val in ref.items():
+        assert lim.method(name) == "quadrature"
+        assert lim[name] == pytest.approx(val, rel=1e-8, abs=1e-10), name
+
+
+def test_quadrature_relu_kernel_is_close():
+    # relu has a kink: Gauss–Hermite converges, but slowly; the estimate says so.
+    p, ref = prog_relu_kernel()
+    lim = p.limit(method="quadrature")
+    for name, val in ref.items():
+        assert abs(lim[name] - val) <= max(1e-4, 10 * lim.error(name))
+
+
+@pytest.mark.parametrize("build", TABLE, ids=lambda b: b.__name__)
+def test_montecarlo_within_4_se(build):
+    p, ref = build()
+    lim = p.limit(method="montecarlo", samples=100_000, seed=1)
+    for name, val in ref.items():
+        se = lim.stderr(name)
+        assert lim.method(name) == "montecarlo"
+        assert abs(lim[name] - val) <= 4 * se + 1e-12, (name, lim[name], val, se)
+
+
+def test_exact_unavailable_is_an_error():
+    p, _ = prog_tanh_Wt()
+    with pytest.raises(tp.MethodUnavailableError, match="exact"):
+        p.limit(method="exact")
+
+
+# ------------------------------------------------------------------- hat / dot structure
+
+
+def test_AtAv_hat_dot_decomposition():
+    p, _ = prog_AtAv()
+    lim = p.limit()
+    x = p["h2"]
+    zx = lim.Z(x)
+    names = {str(s) for s in zx.free_symbols}
+    assert any(n.startswith("Ẑ") for n in names) and any(n.startswith("Ż") for n in names)
+    # Ż^{Aᵀy} = σ_A² 𝔼[∂Z^y/∂Ẑ^{Av}] Z^v = 2 Z^v.
+    assert lim.coefficient(x, p["h1"]) == pytest.approx(1.0)
+    assert str(lim.Z(x, expand_dot=True, numeric=True)) == "Ẑ^{A^T h1} + 2.0*Z^{v}"
+
+
+def test_first_backward_pass_has_zero_dot():
+    """GIA (THEORY §2.6): readout centred and independent ⇒ Ż = 0 in the first backward pass."""
+    p = tp.Program("backward")
+    W = p.matrix("W")
+    x = p.vector("x")
+    v = p.vector("v")  # readout, independent of x
+    h = W @ tp.tanh(x)
+    dh = v * tp.tanh.derivative()(h)
+    dx = W.T @ dh
+    tp.mean(dx * dx, name="g")
+    lim = p.limit()
+    assert lim.Zdot(dx) == 0
+    # 𝔼[(dx)²] = σ² 𝔼[v²] 𝔼[tanh'(h)²], h ~ N(0, 𝔼 tanh(x)²).
+    kh = gauss1(lambda z: math.tanh(z) ** 2)
+    assert lim["g"] == pytest.approx(gauss1(lambda z: (1 - math.tanh(z) ** 2) ** 2, kh), rel=1e-8)
+
+
+def test_Wt_then_other_matrix_dot_is_zero():
+    p, _ = prog_Wt_then_other()
+    lim = p.limit()
+    z = [i.out for i in p.instructions if getattr(i, "matrix", None) is not None][-1]
+    assert lim.Zdot(p[z.name]) == 0
+
+
+# ---------------------------------------------------- Ż after one μP step (THEORY §10.3)
+
+
+def prog_one_step_muP(xi=0.7):
+    p = tp.Program("muP_one_step")
+    W = p.matrix("W", var=1.0)
+    u, v = p.vector("u"), p.vector("v")
+    dtanh = tp.tanh.derivative()
+    x0 = tp.tanh(u)
+    hb0 = W @ x0
+    xb0 = tp.tanh(hb0)
+    f0 = tp.inner(v, xb0, name="f0")
+    chi = f0 - 1.0
+    dhb0 = v * dtanh(hb0)
+    dh0 = (W.T @ dhb0) * dtanh(u)
+    v1 = v - chi * xb0
+    u1 = u - chi * dh0
+    x1 = tp.tanh(u1 * xi)
+    hb1 = W @ x1 - chi * tp.inner(x0, x1) * dhb0
+    tp.inner(v1, tp.tanh(hb1), name="f1")
+    return p
+
+
+def test_one_step_muP_needs_zdot():
+    """The planner splits f1 into ≤3-Gaussian expectations, so quadrature applies."""
+    p = prog_one_step_muP()
+    lim = p.limit()
+    assert lim["f0"] == pytest.approx(0.0, abs=1e-12)
+    ref, ref_se = 0.5185, 0.0005  # THEORY §10.3 (MC, 4e6 samples); without Ż: 0.377
+    assert lim.method("f1") == "quadrature"
+    assert abs(lim["f1"] - ref) <= 4 * ref_se
+    assert lim.error("f1") < 1e-6
+    # Ż^{Wx1} along Wᵀd h̄0 is present, and its coefficient is not zero.
+    hb1_matmul = [i.out for i in p.instructions if type(i).__name__ == "MatMul"][-1]
+    assert lim.Zdot(p[hb1_matmul.name]) != 0
+
+
+def test_one_step_muP_montecarlo():
+    p = prog_one_step_muP()
+    exact = p.limit()["f1"]
+    lim = p.limit(method="montecarlo", samples=200_000, seed=3)
+    assert lim.method("f1") == "montecarlo"
+    assert abs(lim["f1"] - exact) <= 4 * lim.stderr("f1")
+    assert abs(lim["f1"] - 0.377) > 20 * lim.stderr("f1")
+
+
+# ------------------------------------------------------------- Monte Carlo's own error
+
+
+def test_montecarlo_standard_error_matches_spread():
+    p, ref = prog_tanh_Wt()
+    vals, ses = [], []
+    for seed in range(24):
+        lim = p.limit(method="montecarlo", samples=8_000, seed=seed)
+        vals.append(lim["WxWx"])
+        ses.append(lim.stderr("WxWx"))
+    ratio = np.std(vals, ddof=1) / np.mean(ses)
+    # Sample std over 24 seeds: chi-square(23) bounds at ~99.9% are [0.55, 1.45].
+    assert 0.5 < ratio < 1.6, ratio
+
+
+def test_montecarlo_is_reproducible():
+    p, _ = prog_tanh_Wt()
+    a = p.limit(method="montecarlo", samples=5_000, seed=7)
+    b = p.limit(method="montecarlo", samples=5_000, seed=7)
+    c = p.limit(method="montecarlo", samples=5_000, seed=8)
+    assert a["WxWx"] == b["WxWx"]
+    assert a["WxWx"] != c["WxWx"]
+
+
+def test_qmc_within_4_se():
+    p, ref = prog_tanh_Wt()
+    lim = p.limit(method="montecarlo", samples=2**15, seed=0, qmc=True)
+    for name, val in ref.items():
+        assert abs(lim[name] - val) <= 4 * lim.stderr(name)
+
+
+# ---------------------------------------------------------- finite width converges
+
+
+@pytest.mark.parametrize("build", [prog_AtAv, prog_relu_kernel, prog_two_Wt], ids=lambda b: b.__name__)
+def test_finite_width_converges(build):
+    p, ref = build()
+    lim = p.limit()
+    name = next(iter(ref))
+    errs = []
+    for n in (128, 512, 2048):
+        vals = np.array([p.simulate(n, seed=s)[name] for s in range(6)])
+        errs.append(np.sqrt(np.mean((vals - lim[name]) ** 2)))
+    slope = np.polyfit(np.log([128, 512, 2048]), np.log(errs), 1)[0]
+    assert -0.9 < slope < -0.25, (errs, slope)
+
+
+def test_limit_expr_and_lookup_errors():
+    p, _ = prog_AtAv()
+    lim = p.limit()
+    assert "𝔼" in str(lim.expr("k"))
+    with pytest.raises(tp.ProgramTypeError, match="vector"):
+        lim["h2"]
+    with pytest.raises(tp.UnknownNameError):
+        lim["nope"]
+    with pytest.raises(tp.UnknownNameError, match="method"):
+        p.limit(method="magic")
+    with pytest.raises(tp.ProgramValueError, match="samples"):
+        p.limit(samples=0)
+
+
+def test_custom_nonlinearity_of_two_vectors():
+    p = tp.Program("custom")
+    xs = p.vectors("x", cov=[[1.0, 0.4], [0.4, 2.0]])
+    f = tp.nonlin(lambda a, b: a * sympy.tanh(b), xs[0], xs[1], name="phi")
+    tp.mean(f, name="m")
+    lim = p.limit()
+    # 𝔼[a tanh(b)] = Cov(a,b) 𝔼[tanh'(b)] (Stein).
+    ref = 0.4 * gauss1(lambda z: 1 - math.tanh(z) ** 2, 2.0)
+    assert lim["m"] == pytest.approx(ref, rel=1e-8)
+
+
