@@ -345,3 +345,39 @@ def test_custom_nonlinearity_of_two_vectors():
     assert lim["m"] == pytest.approx(ref, rel=1e-8)
 
 
+
+
+# ------------------------------------------------------------ nothing silently wrong
+
+
+def test_divergent_expectation_is_an_error():
+    p = tp.Program("divergent")
+    x = p.vector("x", var=0.5)  # 𝔼 exp(x²) = ∞ exactly at Var x = 1/2
+    tp.mean(tp.exp(x * x), name="k")
+    with pytest.raises(tp.NumericalError, match="k"):
+        p.limit()
+    q = tp.Program("convergent")
+    y = q.vector("y", var=0.4)
+    tp.mean(tp.exp(y * y), name="k")
+    assert q.limit()["k"] == pytest.approx((1 - 2 * 0.4) ** -0.5, rel=1e-10)
+
+
+def test_nan_in_the_limit_is_an_error():
+    p = tp.Program("nan")
+    x = p.vector("x")
+    tp.mean(tp.sqrt(x), name="r")  # sqrt of a Gaussian: NaN on half the line
+    with pytest.raises(tp.NumericalError, match="r"):
+        p.limit()
+
+
+def test_discontinuous_integrand_falls_back_visibly():
+    """step(x + 0.3) has no closed form (shifted); the result says how it was obtained."""
+    p = tp.Program("shifted_step")
+    x = p.vector("x")
+    tp.mean(tp.step(x + 0.3), name="s")
+    lim = p.limit(samples=200_000, seed=0)
+    from scipy.stats import norm
+
+    ref = norm.cdf(0.3)
+    assert lim.method("s") in ("quadrature", "montecarlo")
+    assert abs(lim["s"] - ref) <= 4 * lim.error("s") + 1e-9

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import sympy
 
-from ..errors import MethodUnavailableError, NumericalError, TensorProgramError
+from ..errors import DivergenceError, MethodUnavailableError, NumericalError, TensorProgramError
 from ..gaussian import gauss_hermite_expectation
 from ..interpreter import annotate
 from ..nonlin import _NUMPY_MODULES
@@ -32,6 +32,10 @@ QUADRATURE_DEGREE = {1: 320, 2: 160, 3: 56, 4: 22}
 #: In ``auto`` mode a quadrature value whose estimated relative error exceeds this
 #: is not trusted: the request (and what depends on it) goes to Monte Carlo.
 QUADRATURE_RTOL = 1e-7
+
+#: A quadrature estimate that grows by more than this fraction from degree to degree
+#: (three degrees) is treated as a divergent expectation (an error, never a value).
+DIVERGENCE_RTOL = 0.05
 
 EXPECTATION_KINDS = ("moment", "cov", "dot", "stein_b")
 
@@ -148,8 +152,9 @@ class Deterministic:
                 with np.errstate(all="ignore"):
                     vals = np.asarray(f(mean, cov, qv), dtype=float)
                 errs = np.zeros(len(reqs))
+                growth = None
             else:
-                vals, errs = self._quadrature(expr, d, m, mean, cov, qv)
+                vals, errs, growth = self._quadrature(expr, d, m, mean, cov, qv)
         except TensorProgramError as exc:
             instr = self._instruction(reqs[0])
             raise (annotate(exc, instr, "Limit") if instr is not None else exc) from exc
@@ -157,6 +162,15 @@ class Deterministic:
             if not np.isfinite(v):
                 instr = self._instruction(r)
                 exc = NumericalError(f"the {_describe(r)} is not finite ({v}); the expectation diverges or overflows")
+                raise annotate(exc, instr, "Limit") if instr is not None else exc
+            if method == "quadrature" and growth is not None and growth[reqs.index(r)]:
+                instr = self._instruction(r)
+                exc = DivergenceError(
+                    f"the {_describe(r)} does not converge: Gauss–Hermite estimates grow steadily "
+                    f"with the degree (last change {e:.3g}, value {v:.6g}); the integrand is not "
+                    f"integrable "
+                    f"against the Gaussian (e.g. exp(Z²) with Var Z ≥ 1/2)"
+                )
                 raise annotate(exc, instr, "Limit") if instr is not None else exc
             if method == "quadrature" and self.method == "auto" and e > QUADRATURE_RTOL * max(1.0, abs(v)):
                 r.deterministic = False  # not trusted: Monte Carlo takes over
@@ -177,7 +191,16 @@ class Deterministic:
         lo = max(2, int(round(deg * 0.75)))
         hi_val = gauss_hermite_expectation(integrand, mean, cov, degree=deg, params=qv)
         lo_val = gauss_hermite_expectation(integrand, mean, cov, degree=lo, params=qv)
-        return hi_val, np.abs(hi_val - lo_val)
+        err = np.abs(hi_val - lo_val)
+        growth = None
+        if np.any(err > DIVERGENCE_RTOL * np.abs(hi_val)):
+            # A divergent integral grows steadily with the degree (mass far out in the
+            # tails); a discontinuous one converges, with oscillating errors.
+            lo2 = max(2, deg // 2)
+            lo2_val = gauss_hermite_expectation(integrand, mean, cov, degree=lo2, params=qv)
+            a, b, c = np.abs(lo2_val), np.abs(lo_val), np.abs(hi_val)
+            growth = (b > a * (1 + DIVERGENCE_RTOL / 2)) & (c > b * (1 + DIVERGENCE_RTOL / 2))
+        return hi_val, err, growth
 
     def _direct(self, req: Request) -> None:
         if req.kind == "init_scalar":

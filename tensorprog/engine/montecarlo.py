@@ -177,6 +177,8 @@ def run_montecarlo(plan: Plan, samples: int, seed: Any, *, batches: int = 16, qm
     per_sample = 8 * (len(prog) + len(plan.der.bases) + 4)
     K = max(int(batches), int(np.ceil(samples * per_sample / max_memory)))
     M = max(2, samples // K)
+    if qmc:  # Sobol points keep their balance properties at powers of two
+        M = 2 ** max(1, int(round(np.log2(M))))
     ss = np.random.SeedSequence(seed) if not isinstance(seed, np.random.Generator) else \
         np.random.SeedSequence(int(seed.integers(2**63)))
     children = ss.spawn(K)
