@@ -133,6 +133,11 @@ class Nonlinearity:
                 f"nonlinearity {name!r}: its body {body} has free symbols "
                 f"{sorted(map(str, free))} that are neither arguments nor parameters"
             )
+        if body.has(sympy.zoo, sympy.nan, sympy.oo, -sympy.oo):
+            raise ProgramValueError(
+                f"nonlinearity {name!r}: its body {body} is infinite or undefined "
+                f"(e.g. a division by zero); a coordinatewise function must be finite"
+            )
         self.name = name
         self.body: sympy.Expr = body
         self.args: tuple[sympy.Symbol, ...] = new_args

@@ -138,7 +138,7 @@ class Program:
     def __getitem__(self, name: str) -> "Handle":
         """Look a handle up by name: ``p["k"]``."""
         if isinstance(name, Handle):
-            name = name.name
+            return _handle(self, self._own(name, f"{self.name}[…]"))
         try:
             instr = self._by_name[name]
         except (KeyError, TypeError):
@@ -246,7 +246,16 @@ class Program:
         if not np.allclose(K, K.T, rtol=1e-10, atol=1e-12):
             raise NonPSDError(f"{what}: cov must be symmetric")
         B = K.shape[0]
-        means = np.broadcast_to(np.asarray(0.0 if mean is None else mean, dtype=float), (B,))
+        try:
+            means = np.broadcast_to(np.asarray(0.0 if mean is None else mean, dtype=float), (B,))
+        except (ValueError, TypeError):
+            raise ProgramValueError(
+                f"{what}: mean must be a number or a sequence of {B} numbers, got {mean!r}"
+            ) from None
+        if not np.all(np.isfinite(means)):
+            raise ProgramValueError(f"{what}: mean must be finite, got {mean!r}")
+        for i in range(B):  # validate every name first: the call adds all vectors or none
+            self._new_name(InitVector, f"{name}_{i}")
         _assert_psd(K, what)
         out: list[Vector] = []
         for i in range(B):
@@ -327,6 +336,17 @@ class Program:
         from .engine import limit
 
         return limit(self, method=method, **kwargs)
+
+    def latex(self, document: bool = False) -> str:
+        """The program as LaTeX (``document=True``: standalone); see :mod:`tensorprog.latex`."""
+        from .latex import program_latex
+
+        return program_latex(self, document=document)
+
+    def _repr_latex_(self) -> str:
+        from .latex import program_repr_latex
+
+        return program_repr_latex(self)
 
     # -- internals ------------------------------------------------------------------
     def _own(self, h: Any, what: str) -> Var:

@@ -145,7 +145,7 @@ class FiniteWidth(Interpreter):
 
     def _apply(self, instr: Nonlin | Moment | ScalarFn) -> Any:
         args = [self.read(v) for v in getattr(instr, "args", ())]
-        params = [self.read(v) for v in instr.params]
+        params = [np.float64(self.read(v)) for v in instr.params]  # numpy semantics: inf, not raise
         with np.errstate(all="ignore"):
             out = instr.fn.numpy(*args, *params)  # type: ignore[union-attr]
         if not np.all(np.isfinite(out)):
