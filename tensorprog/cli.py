@@ -68,8 +68,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     d.add_argument("--widths", type=int, nargs="+", default=[256, 1024, 4096],
                    help="widths to simulate (default: 256 1024 4096)")
     d.add_argument("--seeds", type=int, default=4, help="seeds per width (default: 4)")
+    from .latex import add_cli_parser
+
+    add_cli_parser(sub)  # `latex FILE.py [-o out.tex] [--pdf]`
     args = parser.parse_args(argv)
     if args.command == "demo":
         return demo(args.widths, args.seeds)
+    if args.command == "latex":
+        return args.func(args)
     parser.print_help()
     return 0

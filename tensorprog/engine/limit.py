@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import sympy
 
 from ..errors import ProgramTypeError, ProgramValueError
@@ -166,10 +165,24 @@ class Limit:
             lines.append(f"  {name} = {val:.10g}{e}  [{m}]")
         return "\n".join(lines)
 
+    def latex(self, document: bool = False) -> str:
+        """The Master Theorem derivation as LaTeX (``document=True``: standalone)."""
+        from ..latex import limit_latex
+
+        return limit_latex(self, document=document)
+
+    def _repr_latex_(self) -> str:
+        from ..latex import limit_repr_latex
+
+        return limit_repr_latex(self)
+
+    def _repr_html_(self) -> str:
+        from ..latex import limit_html
+
+        return limit_html(self)
+
 
 def worst(methods: list[str]) -> str:
     """The least precise of several methods (exact < quadrature < montecarlo)."""
     return max(methods, key=lambda m: _RANK[m]) if methods else "exact"
 
-
-_ = np
