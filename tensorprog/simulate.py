@@ -76,7 +76,7 @@ class Simulation:
     def __getitem__(self, key: Any) -> Any:
         v = self._var(key)
         if v.kind == "matrix":
-            raise ProgramTypeError(f"{v.name} is a matrix; look up vectors and scalars")
+            raise ProgramTypeError(f"{v.name} is a matrix; use sim.matrix({v.name!r})")
         return self._env[v]
 
     def vector(self, key: Any) -> np.ndarray:
@@ -84,6 +84,13 @@ class Simulation:
         v = self._var(key)
         if v.kind != "vector":
             raise ProgramTypeError(f"{v.name} is a {v.kind}, not a vector")
+        return self._env[v]
+
+    def matrix(self, key: Any) -> np.ndarray:
+        """The sampled entries of an initial matrix, shape ``(n, n)`` (to rebuild the run in numpy)."""
+        v = self._var(key)
+        if v.kind != "matrix":
+            raise ProgramTypeError(f"{v.name} is a {v.kind}, not a matrix")
         return self._env[v]
 
     def scalar(self, key: Any) -> float:
