@@ -82,6 +82,13 @@ _NUMPY_MODULES: list[Any] = [
 ]
 
 
+@functools.lru_cache(maxsize=8192)
+def _lambdify_body(body: sympy.Expr, nargs: int, nparams: int) -> Callable[..., Any]:
+    """numpy form of a canonical body in ``x0…``/``p0…`` (shared by equal bodies)."""
+    syms = _arg_symbols(nargs, "x") + _arg_symbols(nparams, "p")
+    return sympy.lambdify(syms, body, modules=_NUMPY_MODULES)
+
+
 class Nonlinearity:
     """A coordinatewise function ``φ(x¹, …, xᵏ; θ¹, …, θˡ)`` defined by sympy.
 
@@ -121,7 +128,15 @@ class Nonlinearity:
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ProgramTypeError(f"a nonlinearity needs a non-empty str name, got {name!r}")
-        body = sympy.sympify(body)
+        try:
+            body = sympy.sympify(body)
+        except (sympy.SympifyError, TypeError, SyntaxError) as exc:
+            raise ProgramTypeError(
+                f"nonlinearity {name!r}: its body must be a sympy expression, got {body!r:.80} ({exc})"
+            ) from None
+        if not isinstance(body, sympy.Expr):
+            raise ProgramTypeError(f"nonlinearity {name!r}: its body must be a sympy expression, "
+                                   f"got {type(body).__name__}")
         # Canonical real symbols x0.., p0.. so that bodies compare structurally.
         new_args = _arg_symbols(len(args), "x")
         new_params = _arg_symbols(len(params), "p")
@@ -132,6 +147,11 @@ class Nonlinearity:
             raise ProgramValueError(
                 f"nonlinearity {name!r}: its body {body} has free symbols "
                 f"{sorted(map(str, free))} that are neither arguments nor parameters"
+            )
+        if body.has(sympy.I):
+            raise ProgramValueError(
+                f"nonlinearity {name!r}: its body {body} is complex (contains I); a coordinatewise "
+                f"function must be real-valued"
             )
         if body.has(sympy.zoo, sympy.nan, sympy.oo, -sympy.oo):
             raise ProgramValueError(
@@ -174,7 +194,13 @@ class Nonlinearity:
         """Vectorised numpy form ``f(*args, *params)`` (lambdified body)."""
         if self.body.has(sympy.DiracDelta):
             return _dirac_delta
-        return sympy.lambdify(self.args + self.params, self.body, modules=_NUMPY_MODULES)
+        return _lambdify_body(self.body, len(self.args), len(self.params))
+
+    @functools.cached_property
+    def as_scalar_function(self) -> "Nonlinearity":
+        """The same function with every input a scalar parameter (for ``ScalarFn``)."""
+        return Nonlinearity(self.name, self.body, (), self.args + self.params,
+                            opaque=self.opaque, latex=self.latex_name)
 
     @functools.cached_property
     def is_distribution(self) -> bool:

@@ -154,8 +154,11 @@ class Program:
     def definition(self, var: "Var | Handle") -> Instruction:
         """The instruction that defines ``var``."""
         v = var.var if isinstance(var, Handle) else var
-        instr = self._instructions[v.id]
-        if instr.out is not v:
+        if not isinstance(v, Var):
+            raise ProgramTypeError(f"definition: expected a handle or Var of program {self.name!r}, "
+                                   f"got {type(var).__name__}")
+        instr = self._instructions[v.id] if 0 <= v.id < len(self._instructions) else None
+        if instr is None or instr.out is not v:
             raise ForeignHandleError(f"{v.name} is not a variable of program {self.name!r}")
         return instr
 
@@ -207,6 +210,11 @@ class Program:
         mean = _finite_float(mean, "mean", what)
         var = _nonneg_float(var, "var", what)
         pairs: list[tuple[Var, float]] = []
+        if cov is not None and not isinstance(cov, Mapping):
+            raise ProgramTypeError(
+                f"{what}: cov must be a dict {{earlier_initial_vector: covariance}}, got "
+                f"{type(cov).__name__} (for a joint B×B covariance use p.vectors(name, cov=K))"
+            )
         for other, c in (cov or {}).items():
             o = self._own(other, f"cov of {what}")
             if self.definition(o).__class__ is not InitVector:
@@ -237,8 +245,15 @@ class Program:
         >>> [x.name for x in xs]
         ['xi_0', 'xi_1']
         """
-        K = np.asarray(cov, dtype=float)
         what = f"vectors {name!r}"
+        if not isinstance(name, str):
+            raise ProgramTypeError(f"{what}: name must be a str (the vectors are named name_i)")
+        try:
+            K = np.asarray(cov, dtype=float)
+        except (TypeError, ValueError):
+            raise ProgramTypeError(
+                f"{what}: cov must be a square matrix of real numbers, got {cov!r:.80}"
+            ) from None
         if K.ndim != 2 or K.shape[0] != K.shape[1] or K.shape[0] == 0:
             raise ProgramValueError(f"{what}: cov must be a non-empty square matrix, got shape {K.shape}")
         if not np.all(np.isfinite(K)):
@@ -281,6 +296,8 @@ class Program:
             val = sympy.sympify(value)
         except (sympy.SympifyError, TypeError) as exc:
             raise ProgramTypeError(f"{what}: value must be a number or sympy expression, got {value!r}") from exc
+        if not isinstance(val, sympy.Expr):
+            raise ProgramTypeError(f"{what}: value must be a number or sympy expression, got {value!r}")
         free = val.free_symbols - {ir.WIDTH}
         if free:
             raise ProgramValueError(
@@ -288,7 +305,7 @@ class Program:
                 f"width tp.n may appear"
             )
         lim = _limit_in_n(val)
-        if not (lim.is_real and lim.is_finite):
+        if not (lim.is_number and lim.is_real and lim.is_finite):
             raise ProgramValueError(f"{what}: value {val} must have a finite real limit as n → ∞, got {lim}")
         return self._append(InitScalar, name, value=val)  # type: ignore[return-value]
 
@@ -311,18 +328,22 @@ class Program:
         TensorProgramError
             naming the first offending instruction.
         """
+        if getattr(self, "_checked_version", None) == self._version:
+            return  # append-only: a checked prefix stays valid, and nothing was added
         seen: set[int] = set()
         for pos, instr in enumerate(self._instructions):
-            line = format_instruction(instr)
             if instr.out.id != pos or id(instr.out) in seen:
-                raise ProgramValueError(f"`{line}`: variable defined twice or out of order")
+                raise ProgramValueError(
+                    f"`{format_instruction(instr)}`: variable defined twice or out of order")
             for v in instr.inputs:
                 if id(v) not in seen:
-                    raise ProgramValueError(f"`{line}`: input {v.name} is not defined earlier in {self.name!r}")
+                    raise ProgramValueError(f"`{format_instruction(instr)}`: input {v.name} is "
+                                            f"not defined earlier in {self.name!r}")
             seen.add(id(instr.out))
-            _check_types(self, instr, line)
+            _check_types(self, instr)
         if self._init_vectors:
             _assert_psd(self._init_cov, "the initial vectors' joint covariance")
+        self._checked_version = self._version
 
     # -- interpreters (implemented in their own modules) ----------------------------
     def simulate(self, n: int, seed: Any = 0, **kwargs: Any) -> Any:
@@ -332,7 +353,10 @@ class Program:
         return simulate(self, n, seed=seed, **kwargs)
 
     def limit(self, method: str = "auto", **kwargs: Any) -> Any:
-        """The infinite-width limit; see :func:`tensorprog.limit`."""
+        """The infinite-width limit by the Master Theorem.
+
+        ``p.limit(method, **options)`` is :func:`tensorprog.engine.limit` applied to ``p``.
+        """
         from .engine import limit
 
         return limit(self, method=method, **kwargs)
@@ -347,6 +371,16 @@ class Program:
         from .latex import program_repr_latex
 
         return program_repr_latex(self)
+
+    def save(self, path: Any) -> None:
+        """Write the whole program to ``path`` (versioned JSON); read it back with ``tp.load``.
+
+        Lossless: the loaded program prints the same instructions, has the same names
+        and the same limit. See :mod:`tensorprog.io`.
+        """
+        from .io import save
+
+        save(self, path)
 
     # -- internals ------------------------------------------------------------------
     def _own(self, h: Any, what: str) -> Var:
@@ -623,6 +657,8 @@ def _as_number(x: Any, op: str) -> sympy.Expr:
             )
         if not val.is_finite:
             raise ProgramValueError(f"operand of {op} must be finite, got {val}")
+        if val.is_real is False:
+            raise ProgramValueError(f"operand of {op} must be a real number, got {val}")
         if isinstance(x, float) and float(x).is_integer():
             val = sympy.Integer(int(x)) if abs(x) < 2**53 else val
         return val
@@ -713,8 +749,7 @@ def apply_nonlinearity(fn: Nonlinearity, inputs: Sequence[Any], *, name: str | N
         )
     if not vecs:
         # φ applied to scalars only: a deterministic function of scalars.
-        f2 = Nonlinearity(fn.name, fn.body, (), fn.args + fn.params, opaque=fn.opaque, latex=fn.latex_name)
-        return program._append(ScalarFn, name, fn=f2, params=scal)
+        return program._append(ScalarFn, name, fn=fn.as_scalar_function, params=scal)
     return program._append(Nonlin, name, fn=fn, args=vecs, params=scal)
 
 
@@ -813,6 +848,8 @@ def inner(x: Any, y: Any, name: str | None = None) -> Scalar:
 
 
 def _finite_float(x: Any, arg: str, what: str) -> float:
+    if isinstance(x, (bool, np.bool_)):
+        raise ProgramTypeError(f"{what}: {arg} must be a real number, got {x!r}")
     try:
         f = float(x)
     except (TypeError, ValueError):
@@ -847,23 +884,23 @@ def _limit_in_n(val: sympy.Expr) -> sympy.Expr:
     return sympy.limit(val, ir.WIDTH, sympy.oo)
 
 
-def _check_types(p: Program, instr: Instruction, line: str) -> None:
+def _check_types(p: Program, instr: Instruction) -> None:
     if isinstance(instr, (InitMatrix, InitVector, InitScalar)):
         return
     if isinstance(instr, MatMul):
         if instr.matrix.kind != "matrix" or instr.arg.kind != "vector":  # type: ignore[union-attr]
-            raise ProgramTypeError(f"`{line}`: MatMul needs an initial matrix and a vector")
+            raise ProgramTypeError(f"`{format_instruction(instr)}`: MatMul needs an initial matrix and a vector")
         return
     fn = instr.fn  # type: ignore[attr-defined]
     args = getattr(instr, "args", ())
     params = instr.params  # type: ignore[attr-defined]
     if any(v.kind != "vector" for v in args):
-        raise ProgramTypeError(f"`{line}`: arguments must be vectors")
+        raise ProgramTypeError(f"`{format_instruction(instr)}`: arguments must be vectors")
     if any(v.kind != "scalar" for v in params):
-        raise ProgramTypeError(f"`{line}`: parameters must be scalars")
+        raise ProgramTypeError(f"`{format_instruction(instr)}`: parameters must be scalars")
     if fn.arity != len(args) or fn.nparams != len(params):
         raise ProgramValueError(
-            f"`{line}`: {fn.name} takes {fn.arity} vector(s) and {fn.nparams} scalar(s), "
+            f"`{format_instruction(instr)}`: {fn.name} takes {fn.arity} vector(s) and {fn.nparams} scalar(s), "
             f"got {len(args)} and {len(params)}"
         )
 

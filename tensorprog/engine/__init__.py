@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from ..errors import ProgramTypeError, ProgramValueError, UnknownNameError
 from ..ir import InitScalar
 from .derivation import Derivation
@@ -24,11 +26,10 @@ METHODS = ("auto", "exact", "quadrature", "montecarlo")
 
 
 def _positive_int(x: Any, name: str) -> int:
-    if isinstance(x, bool) or not isinstance(x, int) or x < 1:
-        raise (ProgramTypeError if not isinstance(x, int) or isinstance(x, bool) else ProgramValueError)(
-            f"limit: {name} must be a positive int, got {x!r}"
-        )
-    return x
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, np.integer)) or x < 1:
+        raise (ProgramTypeError if not isinstance(x, (int, np.integer)) or isinstance(x, (bool, np.bool_))
+               else ProgramValueError)(f"limit: {name} must be a positive int, got {x!r}")
+    return int(x)
 
 
 def limit(
@@ -94,11 +95,26 @@ def limit(
     batches = _positive_int(batches, "batches")
     if batches < 2:
         raise ProgramValueError("limit: batches must be ≥ 2 (the standard error is their spread)")
+    if samples < 2 * batches:
+        raise ProgramValueError(
+            f"limit: samples={samples} is too few for batches={batches} Monte Carlo replicates; "
+            f"give samples ≥ 2·batches = {2 * batches}")
     if degree is not None:
-        _positive_int(degree, "degree")
+        degree = _positive_int(degree, "degree")
+        if degree < 2:
+            raise ProgramValueError(f"limit: degree must be ≥ 2 Gauss–Hermite nodes per dimension "
+                                    f"(its error estimate compares two degrees), got {degree}")
     from ..rng import as_generator
 
     as_generator(seed, "limit")  # validates
+    max_memory = _positive_int(max_memory, "max_memory (bytes)")
+    for flag, val in (("progress", progress), ("qmc", qmc)):
+        if not isinstance(val, (bool, np.bool_)):
+            raise ProgramTypeError(f"limit: {flag} must be True or False, got {val!r}")
+    from ..program import Program
+
+    if not isinstance(program, Program):
+        raise ProgramTypeError(f"limit: program must be a tp.Program, got {type(program).__name__}")
     program.check()
     der = Derivation(program)
     plan = Plan(der)

@@ -19,6 +19,7 @@ independent of everything else in it.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,7 +65,12 @@ class Const:
     var: Var  # the scalar; for "dot", the MatMul output Wx
     base: Base | None = None  # for "dot": the Wᵀ-family hat differentiated against
     y: Var | None = None  # for "dot": the vector y of that hat (Ẑ^{Wᵀy})
-    symbol: sympy.Symbol | None = None
+    dot_symbol: sympy.Symbol | None = None
+
+    @functools.cached_property
+    def symbol(self) -> sympy.Symbol:
+        """``θ̊`` of a scalar, or the ``𝔼[∂Z^x/∂Ẑ^{Wᵀy}]`` symbol of a ZDot coefficient."""
+        return self.dot_symbol if self.kind == "dot" else Theta(self.var.name)
 
 
 @dataclass(eq=False)
@@ -100,7 +106,10 @@ class Derivation(Interpreter):
         self.init_mean = program.initial_mean
         self.init_cov = program.initial_covariance
         self.hat_of: dict[Var, Base] = {}
-        self._canon_cache: dict[Any, sympy.Expr] = {}
+        self._canon_cache: dict[Any, Any] = {}
+        self._locals: dict[Var, tuple] = {}
+        self._vanish: dict[Any, bool] = {}
+        self._init_components: list[int] | None = None
         self.run()
 
     # -- instructions ------------------------------------------------------------
@@ -164,7 +173,7 @@ class Derivation(Interpreter):
                 instr.out,
                 base=hb,
                 y=y,
-                symbol=DotCoef(
+                dot_symbol=DotCoef(
                     f"Z^{{{instr.arg.name}}}/∂{hb.symbol.name}",
                     rf"\partial Z^{{{instr.arg.name}}}/\partial {sympy.latex(hb.symbol)}",
                 ),
@@ -186,7 +195,7 @@ class Derivation(Interpreter):
         return b
 
     def _scalar_const(self, v: Var) -> Const:
-        c = Const(len(self.consts), "scalar", v, symbol=Theta(v.name))
+        c = Const(len(self.consts), "scalar", v)
         self.consts.append(c)
         self.scalar_const[v] = c
         return c
@@ -210,83 +219,112 @@ class Derivation(Interpreter):
             return bool(self.init_cov[i, j] == 0.0)
         return False  # hats of one family: covariance not known yet
 
+    def groups(self, bids: tuple[int, ...]) -> tuple[int, ...]:
+        """Independence labels of base Gaussians: equal labels may be dependent.
+
+        Hats are labelled by family (``W`` and ``Wᵀ`` differ); initial vectors by
+        their connected component in the graph of nonzero initial covariances.
+        """
+        if self._init_components is None:
+            m = len(self.init_index)
+            comp = list(range(m))
+            for i in range(m):
+                for j in range(i):
+                    if self.init_cov[i, j] != 0.0:
+                        a, b = comp[i], comp[j]
+                        comp = [b if c == a else c for c in comp]
+            self._init_components = comp
+        fam_ids: dict[Any, int] = {}
+        out = []
+        for b in bids:
+            base = self.bases[b]
+            if base.family is None:
+                out.append(-1 - self._init_components[self.init_index[base.var]])
+            else:
+                out.append(fam_ids.setdefault(base.family, len(fam_ids)))
+        return tuple(out)
+
     # -- canonical integrands --------------------------------------------------------
     def canonical(self, roots: tuple[Any, ...], limit: int = MAX_TREE) -> tuple | None:
         """Canonical structure of ``(Z^{r} for r in roots)``.
 
         Returns ``(key, bids, cids)``: a hashable key describing the roots with base
         Gaussians numbered ``g0, g1, …`` and constants ``q0, q1, …`` by first
-        appearance, and the base / constant ids in that order; ``None`` when the
-        tree has more than ``limit`` nodes.
+        appearance, and the base / constant ids in that order; ``None`` when a
+        root's tree has more than ``limit`` nodes. Each vector's own structure is
+        computed once (:meth:`_local`); a request only merges its roots' numberings.
         """
-        bids: dict[int, int] = {}
-        cids: dict[int, int] = {}
-        memo: dict[Var, Any] = {}
-        count = [0]
-
-        def gb(b: Base) -> tuple:
-            if b.bid not in bids:
-                bids[b.bid] = len(bids)
-            return ("g", bids[b.bid])
-
-        def qc(c: Const) -> tuple:
-            if c.cid not in cids:
-                cids[c.cid] = len(cids)
-            return ("q", cids[c.cid])
-
-        def walk(r: Any) -> Any:
+        parts = []
+        for r in roots:
             if isinstance(r, Base):
-                return gb(r)
-            if isinstance(r, Const):
-                return qc(r)
-            if r in memo:
-                return memo[r]
-            count[0] += 1
-            if count[0] > limit:
-                raise _TooBig
-            node = self.nodes[r]
-            if node.kind == "base":
-                out: Any = gb(node.base)
-            elif node.kind == "fn":
-                out = ("f", node.fn._uid, tuple(walk(a) for a in node.args),
-                       tuple(qc(c) for c in node.consts))
+                parts.append((("g",), (r.bid,), ()))
+            elif isinstance(r, Const):
+                parts.append((("q",), (), (r.cid,)))
             else:
-                out = ("m", gb(node.base), tuple((qc(c), walk(y)) for c, y in node.dot))
-            memo[r] = out
-            return out
+                loc = self._local(r)
+                if loc[3] > limit:
+                    return None
+                parts.append(loc[:3])
+        return _merge(parts)
 
-        try:
-            key = tuple(walk(r) for r in roots)
-        except _TooBig:
-            return None
-        return key, tuple(bids), tuple(cids)
+    def _local(self, v: Var) -> tuple:
+        """``(key, bids, cids, size)`` of ``Z^v`` in its own numbering (memoised)."""
+        loc = self._locals.get(v)
+        if loc is not None:
+            return loc
+        node = self.nodes[v]
+        if node.kind == "base":
+            loc = (("g",), (node.base.bid,), (), 1)
+        elif node.kind == "fn":
+            kids = [self._local(a) for a in node.args]
+            own = [(("q",), (), (c.cid,)) for c in node.consts]
+            key, bids, cids = _merge([k[:3] for k in kids] + own)
+            loc = (("f", node.fn._uid, len(kids)) + key, bids, cids,
+                   1 + sum(k[3] for k in kids))
+        else:
+            kids = [self._local(y) for _, y in node.dot]
+            hat = (("g",), (node.base.bid,), ())
+            consts = [(("q",), (), (c.cid,)) for c, _ in node.dot]
+            key, bids, cids = _merge([hat] + consts + [k[:3] for k in kids])
+            loc = (("m", len(node.dot)) + key, bids, cids, 1 + sum(k[3] for k in kids))
+        self._locals[v] = loc
+        return loc
 
     def expr_of_key(self, key: Any) -> tuple[sympy.Expr, ...]:
         """The sympy expressions (over ``g_k``, ``q_j``) of a canonical key's roots."""
-        out = []
-        for item in key:
-            e = self._canon_cache.get(item)
-            if e is None:
-                e = self._build(item)
-                self._canon_cache[item] = e
-            out.append(e)
-        return tuple(out)
+        out = self._canon_cache.get(key)
+        if out is None:
+            out = tuple(self._place(part) for part in key)
+            self._canon_cache[key] = out
+        return out
 
-    def _build(self, item: Any) -> sympy.Expr:
-        tag = item[0]
+    def _place(self, part: tuple) -> sympy.Expr:
+        """A part's local expression with its indices mapped into the merged ones."""
+        lkey, bmap, cmap = part
+        e = self._local_expr(lkey)
+        sub = {g(i): g(j) for i, j in enumerate(bmap) if i != j}
+        sub.update({q(i): q(j) for i, j in enumerate(cmap) if i != j})
+        return e.xreplace(sub) if sub else e
+
+    def _local_expr(self, lkey: tuple) -> sympy.Expr:
+        e = self._canon_cache.get(("local", lkey))
+        if e is not None:
+            return e
+        tag = lkey[0]
         if tag == "g":
-            return g(item[1])
-        if tag == "q":
-            return q(item[1])
-        if tag == "f":
-            fn = _FN_BY_UID[item[1]]
-            args = [self.expr_of_key((a,))[0] for a in item[2]]
-            params = [q(c[1]) for c in item[3]]
-            return fn.apply(*args, *params)
-        if tag == "m":
-            hat = g(item[1][1])
-            return hat + sympy.Add(*[q(c[1]) * self.expr_of_key((y,))[0] for c, y in item[2]])
-        raise AssertionError(item)  # pragma: no cover
+            e = g(0)
+        elif tag == "q":
+            e = q(0)
+        elif tag == "f":  # ("f", uid, nargs, *parts): args, then the node's constants
+            fn, k = _FN_BY_UID[lkey[1]], lkey[2]
+            parts = [self._place(p) for p in lkey[3:]]
+            e = fn.apply(*parts[:k], *parts[k:])
+        else:  # ("m", k, hat, c_1..c_k, y_1..y_k): Ẑ + Σ_i c_i Z^{y_i}
+            k = lkey[1]
+            parts = [self._place(p) for p in lkey[2:]]
+            e = parts[0] + sympy.Add(*[c * y for c, y in zip(parts[1:1 + k], parts[1 + k:])])
+        self._canon_cache[("local", lkey)] = e
+        return e
 
     def _dot_vanishes(self, x: Var, hb: Base) -> bool:
         """Whether ``𝔼[∂Z^x/∂Ẑ] = 0`` identically (odd in an independent centred Gaussian)."""
@@ -294,8 +332,17 @@ class Derivation(Interpreter):
         if res is None:
             return False
         key, bids, _ = res
-        (expr,) = self.expr_of_key(key)
         k = bids.index(hb.bid)
+        bases = [self.bases[b] for b in bids]
+        law = (tuple(self.base_mean(b) == 0.0 for b in bids),
+               tuple(self.independent(a, b) for a in bases for b in bases))
+        memo = (key, k, law)
+        if memo not in self._vanish:
+            self._vanish[memo] = self._dot_vanishes_expr(key, k, bids)
+        return self._vanish[memo]
+
+    def _dot_vanishes_expr(self, key: Any, k: int, bids: tuple[int, ...]) -> bool:
+        (expr,) = self.expr_of_key(key)
         d = sympy.diff(expr, g(k))
         if d == 0:
             return True
@@ -350,8 +397,20 @@ class Derivation(Interpreter):
         return s2 * sympy.Add(*[c.symbol * z(y) for c, y in node.dot])
 
 
-class _TooBig(Exception):
-    pass
+def _merge(parts: list[tuple]) -> tuple:
+    """Merge ``(key, bids, cids)`` parts into one numbering by first appearance.
+
+    Returns ``(key, bids, cids)`` with ``key = ((part_key, bmap, cmap), …)``: each
+    part's local indices mapped to the merged ones.
+    """
+    bpos: dict[int, int] = {}
+    cpos: dict[int, int] = {}
+    key = []
+    for pk, pb, pc in parts:
+        bmap = tuple(bpos.setdefault(b, len(bpos)) for b in pb)
+        cmap = tuple(cpos.setdefault(c, len(cpos)) for c in pc)
+        key.append((pk, bmap, cmap))
+    return tuple(key), tuple(bpos), tuple(cpos)
 
 
 _FN_BY_UID: dict[int, Any] = {}

@@ -57,6 +57,11 @@ class Deterministic:
         self.method = method
         self.degree = degree
         self.needs_montecarlo = False
+        #: Values of every request by id (NaN until evaluated), for vectorised gathers.
+        self.values = np.full(len(plan.requests), np.nan)
+        for r in plan.requests:
+            if r.value is not None:  # initial scalars
+                self.values[r.rid] = r.value
 
     # -- which method per request -----------------------------------------------------
     def _choose(self, req: Request) -> str:
@@ -65,8 +70,8 @@ class Deterministic:
         if self.method == "montecarlo":
             return "montecarlo"
         d, m = len(req.bids), len(req.cids)
-        centred = all(self.der.base_mean(b) == 0.0 for b in req.bids)
-        exact = req.expr is not None and exact_evaluator(req.expr, d, m, centred) is not None
+        exact = req.expr is not None and exact_evaluator(
+            req.expr, d, m, req.centred, req.groups) is not None
         if self.method == "exact":
             if not exact:
                 raise self._unavailable(req, "exact", "no exact form (Wick polynomial or registered closed form) exists")
@@ -115,39 +120,41 @@ class Deterministic:
                 if req.method == "direct":
                     self._direct(req)
                 else:
-                    centred = all(self.der.base_mean(b) == 0.0 for b in req.bids)
-                    groups[(req.method, req.expr, len(req.bids), len(req.cids), centred)].append(req)
+                    groups[(req.method, req.expr, len(req.bids), len(req.cids), req.centred,
+                            req.groups)].append(req)
             for key, reqs in groups.items():
                 self._group(key, reqs)
 
-    def support_law(self, req: Request) -> tuple[np.ndarray, np.ndarray]:
-        """Mean and covariance of the request's base Gaussians ``g0, g1, …``."""
-        der, bases = self.der, [self.der.bases[b] for b in req.bids]
-        d = len(bases)
-        mean = np.array([der.base_mean(b.bid) for b in bases])
-        cov = np.zeros((d, d))
-        for i, bi in enumerate(bases):
-            for j in range(i, d):
-                bj = bases[j]
-                if bi.family != bj.family:
-                    continue
-                if bi.family is None:
-                    c = der.init_cov[der.init_index[bi.var], der.init_index[bj.var]]
-                else:
-                    k = (min(bi.bid, bj.bid), max(bi.bid, bj.bid))
-                    c = der.sigma2_of(bi.family) * self.plan.requests[self.plan.cov_req[k]].value
-                cov[i, j] = cov[j, i] = c
+    def _support_laws(self, reqs: list[Request], d: int, groups: tuple[int, ...]
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """Means (B, d) and covariances (B, d, d) of a group's base Gaussians, gathered
+        with numpy: requests of one group share their slot layout."""
+        der, B = self.der, len(reqs)
+        mean = np.zeros((B, d))
+        cov = np.zeros((B, d, d))
+        init = [i for i in range(d) if groups[i] < 0]
+        if init:
+            idx = np.array([[der.init_index[der.bases[r.bids[i]].var] for i in init] for r in reqs])
+            mean[:, init] = der.init_mean[idx]
+            cov[np.ix_(np.arange(B), init, init)] = der.init_cov[idx[:, :, None], idx[:, None, :]]
+        if reqs[0].slots:
+            ii = np.array([i for i, _, _ in reqs[0].slots])
+            jj = np.array([j for _, j, _ in reqs[0].slots])
+            rids = np.array([[rid for _, _, rid in r.slots] for r in reqs])
+            s2 = np.array([der.sigma2_of(der.bases[reqs[0].bids[i]].family) for i in ii])
+            vals = self.values[rids] * s2
+            cov[:, ii, jj] = vals
+            cov[:, jj, ii] = vals
         return mean, cov
 
     def _group(self, key: Any, reqs: list[Request]) -> None:
-        method, expr, d, m, centred = key
-        laws = [self.support_law(r) for r in reqs]
-        mean = np.array([law[0] for law in laws]).reshape(len(reqs), d)
-        cov = np.array([law[1] for law in laws]).reshape(len(reqs), d, d)
-        qv = np.array([[constant_value(self.plan, c) for c in r.cids] for r in reqs]).reshape(len(reqs), m)
+        method, expr, d, m, centred, indep = key
+        mean, cov = self._support_laws(reqs, d, indep)
+        cq = self.plan.const_req
+        qv = self.values[np.array([[cq[c] for c in r.cids] for r in reqs], dtype=int).reshape(len(reqs), m)]
         try:
             if method == "exact":
-                f = exact_evaluator(expr, d, m, centred)
+                f = exact_evaluator(expr, d, m, centred, indep)
                 assert f is not None
                 with np.errstate(all="ignore"):
                     vals = np.asarray(f(mean, cov, qv), dtype=float)
@@ -188,7 +195,7 @@ class Deterministic:
             return np.broadcast_to(f(*cols), pts.shape[:-1])
 
         deg = self.degree or QUADRATURE_DEGREE[d]
-        lo = max(2, int(round(deg * 0.75)))
+        lo = min(max(2, int(round(deg * 0.75))), deg - 1)  # always a different rule
         hi_val = gauss_hermite_expectation(integrand, mean, cov, degree=deg, params=qv)
         lo_val = gauss_hermite_expectation(integrand, mean, cov, degree=lo, params=qv)
         err = np.abs(hi_val - lo_val)
@@ -200,6 +207,12 @@ class Deterministic:
             lo2_val = gauss_hermite_expectation(integrand, mean, cov, degree=lo2, params=qv)
             a, b, c = np.abs(lo2_val), np.abs(lo_val), np.abs(hi_val)
             growth = (b > a * (1 + DIVERGENCE_RTOL / 2)) & (c > b * (1 + DIVERGENCE_RTOL / 2))
+            if np.any(growth):
+                # Values at round-off level of 𝔼|f| (a mean that cancels, e.g. odd in a
+                # centred Gaussian) fluctuate at random; they are not growing.
+                scale = gauss_hermite_expectation(lambda pts, params: np.abs(integrand(pts, params)),
+                                                  mean, cov, degree=deg, params=qv)
+                growth &= c > 1e-9 * np.abs(scale)
         return hi_val, err, growth
 
     def _direct(self, req: Request) -> None:
@@ -207,13 +220,14 @@ class Deterministic:
             return
         if req.kind == "scalar_fn":
             instr = self.der.program.definition(req.var)
-            params = [constant_value(self.plan, self.der.scalar_const[p].cid) for p in instr.params]
+            params = [np.float64(constant_value(self.plan, self.der.scalar_const[p].cid))
+                      for p in instr.params]  # numpy semantics: 1/0 is inf (an error below), not a raise
             with np.errstate(all="ignore"):
                 val = float(instr.fn.numpy(*params))
             if not np.isfinite(val):
                 raise annotate(NumericalError(f"{instr.fn.name} of the limit scalars is not finite ({val})"),
                                instr, "Limit")
-            req.value = val
+            self._store(req, val, 0.0)
             return
         if req.kind == "stein":
             S = req.extra
@@ -223,6 +237,7 @@ class Deterministic:
             C = np.array([[self.plan.requests[self.plan.cov(si, sj)].value for sj in S] for si in S])
             coef = np.linalg.pinv(C, rcond=1e-10, hermitian=True) @ b
             req.value = float(coef[S.index(c.base)])
+            self.values[req.rid] = req.value
             return
         raise AssertionError(req.kind)  # pragma: no cover
 
@@ -231,6 +246,7 @@ class Deterministic:
             s2 = self.der.sigma2_of(self.der.nodes[req.const.var].base.family)
             value, error = s2 * value, s2 * error
         req.value, req.error = value, error
+        self.values[req.rid] = value
 
 
 def _lambdify(expr: sympy.Expr, d: int, m: int) -> Any:

@@ -33,18 +33,23 @@ Evaluator = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 
 @functools.lru_cache(maxsize=4096)
-def exact_evaluator(expr: sympy.Expr, d: int, m: int, centred: bool) -> Evaluator | None:
+def exact_evaluator(expr: sympy.Expr, d: int, m: int, centred: bool,
+                    groups: tuple[int, ...] | None = None) -> Evaluator | None:
     """Compile ``𝔼[expr]`` into ``f(mean (B,d), cov (B,d,d), q (B,m)) -> (B,)``.
 
     Returns None when some term has no exact form. ``centred`` says whether every
-    base Gaussian has mean zero (closed forms of nonlinearities need it).
+    base Gaussian has mean zero (closed forms of nonlinearities need it). ``groups``
+    labels the base Gaussians so that different labels are independent (different
+    matrix families, uncorrelated initial vectors); a term then factorises,
+    ``𝔼[Π_blocks F_b] = Π_b 𝔼[F_b]``, and each block may be exact on its own —
+    e.g. the NTK's ``𝔼[Ẑ^{Wᵀ·}Ẑ^{Wᵀ·} step(Ẑ^{W·}) step(Ẑ^{W·})]``.
     """
     gs = [g(k) for k in range(d)]
     qs = [q(j) for j in range(m)]
     expr = sympy.expand(expr, deep=False, power_exp=False, log=False)
     parts: list[Evaluator] = []
     for term in sympy.Add.make_args(expr):
-        ev = _term(term, gs, qs, centred)
+        ev = _factorised(term, gs, qs, centred, groups)
         if ev is None:
             return None
         parts.append(ev)
@@ -62,6 +67,47 @@ def _lam_q(expr: sympy.Expr, qs: list[sympy.Symbol]) -> Callable[[np.ndarray], n
     """``expr(q)`` vectorised over a batch of constants ``qv`` (B, m)."""
     f = sympy.lambdify(qs, expr, modules="numpy")
     return lambda qv: np.broadcast_to(np.asarray(f(*qv.T), dtype=float), (qv.shape[0],))
+
+
+def _factorised(term: sympy.Expr, gs: list[GaussSym], qs: list[sympy.Symbol], centred: bool,
+                groups: tuple[int, ...] | None) -> Evaluator | None:
+    """``𝔼[term]`` as a product over blocks of mutually independent Gaussians."""
+    if groups is None or len(set(groups)) < 2:
+        return _term(term, gs, qs, centred)
+    coef, rest = term.as_independent(*gs, as_Add=False)
+    factors = list(sympy.Mul.make_args(rest))
+    # Union of groups touched by one factor: one block.
+    parent = {gr: gr for gr in set(groups)}
+
+    def find(a: int) -> int:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    labels = []
+    for f in factors:
+        gr = sorted({groups[int(s.name[1:])] for s in f.free_symbols if isinstance(s, GaussSym)})
+        for a in gr[1:]:
+            parent[find(a)] = find(gr[0])
+        labels.append(gr[0] if gr else None)
+    blocks: dict[int | None, list[sympy.Expr]] = {}
+    for f, lab in zip(factors, labels):
+        blocks.setdefault(find(lab) if lab is not None else None, []).append(f)
+    if len([b for b in blocks if b is not None]) < 2:
+        return _term(term, gs, qs, centred)
+    evs = [_term(coef * sympy.Mul(*blocks.pop(None, [])), gs, qs, centred)]
+    evs += [_term(sympy.Mul(*fs), gs, qs, centred) for fs in blocks.values()]
+    if any(e is None for e in evs):
+        return None
+
+    def product(mean: np.ndarray, cov: np.ndarray, qv: np.ndarray) -> np.ndarray:
+        out = evs[0](mean, cov, qv)
+        for e in evs[1:]:
+            out = out * e(mean, cov, qv)
+        return out
+
+    return product
 
 
 def _term(term: sympy.Expr, gs: list[GaussSym], qs: list[sympy.Symbol], centred: bool) -> Evaluator | None:

@@ -181,6 +181,15 @@ class Limit:
 
         return limit_html(self)
 
+    def save(self, path: Any) -> None:
+        """Write values, errors, methods, settings and the program to ``path`` (JSON).
+
+        ``tp.load(path)`` returns a :class:`tensorprog.io.LoadedLimit`.
+        """
+        from ..io import save
+
+        save(self, path)
+
 
 def worst(methods: list[str]) -> str:
     """The least precise of several methods (exact < quadrature < montecarlo)."""

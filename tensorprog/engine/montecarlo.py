@@ -88,7 +88,8 @@ class MonteCarloPass(Interpreter):
         return value
 
     def _params(self, instr: Any) -> list[float]:
-        return [self.const[self.der.scalar_const[p].cid] for p in instr.params]
+        # numpy scalars: 1/0 gives inf (reported as an error), not ZeroDivisionError
+        return [np.float64(self.const[self.der.scalar_const[p].cid]) for p in instr.params]
 
     def init_matrix(self, instr: InitMatrix) -> None:
         return None
@@ -141,22 +142,33 @@ class MonteCarloPass(Interpreter):
         for j, bj in enumerate(fam_bases[:-1]):
             row[j] = s2 * self._second_moment(b, bj, zx, fam.inputs[j])
         var = s2 * self._second_moment(b, b, zx, zx)
+        if not (np.isfinite(var) and np.all(np.isfinite(row))):
+            raise NumericalError(
+                f"the covariance of {b.symbol} is not finite (variance {var}); the expectation "
+                f"diverges or overflows")
         hat = fam.add(row, var, self.normals())
         fam.inputs.append(zx)
         self.hat[b.bid] = hat
         z = hat
         if node.dot:
             coefs = self._dot_coefficients(instr, node, zx)
-            for (c, y), coef in zip(node.dot, coefs):
-                self.const[c.cid] = coef
-                z = z + coef * self.env[y]
+            with np.errstate(all="ignore"):
+                for (c, y), coef in zip(node.dot, coefs):
+                    self.const[c.cid] = coef
+                    z = z + coef * self.env[y]
+            if not np.all(np.isfinite(z)):
+                raise NumericalError(f"Z^{{{instr.out.name}}} is not finite on Monte Carlo samples "
+                                     f"(its ZDot coefficients: {coefs})")
         return z
 
     def _second_moment(self, bi: Any, bj: Any, zi: np.ndarray, zj: np.ndarray) -> float:
         k = (min(bi.bid, bj.bid), max(bi.bid, bj.bid))
         rid = self.plan.cov_req.get(k)
         known = self._known(rid) if rid is not None else None
-        return known if known is not None else float(np.mean(zi * zj))
+        if known is not None:
+            return known
+        with np.errstate(all="ignore"):
+            return float(np.mean(zi * zj))
 
     def _dot_coefficients(self, instr: MatMul, node: Any, zx: np.ndarray) -> list[float]:
         known = [self._known(self.plan.const_req[c.cid]) for c, _ in node.dot]

@@ -49,6 +49,9 @@ class Request:
     extra: Any = None
     method: str = ""  # planned: exact | quadrature | montecarlo | direct
     deterministic: bool = True  # no Monte Carlo anywhere upstream
+    groups: tuple[int, ...] = ()  # independence labels of bids (Derivation.groups)
+    centred: bool = True  # every base Gaussian of bids has mean 0
+    slots: tuple[tuple[int, int, int], ...] = ()  # (i, j, cov request) for hat pairs i ≤ j
     value: float | None = None
     error: float = 0.0
 
@@ -62,6 +65,7 @@ class Plan:
         self.const_req: dict[int, int] = {}  # const id -> request id
         self.cov_req: dict[tuple[int, int], int] = {}  # (bid, bid) sorted -> request id
         self._stein: dict[tuple[Var, int], int] = {}
+        self._exprs: dict[Any, sympy.Expr] = {}
         for instr in der.program.instructions:
             if isinstance(instr, (Moment,)):
                 self._moment(instr)
@@ -80,8 +84,12 @@ class Plan:
         self.requests.append(req)
         return req
 
-    def _expectation(self, kind: str, roots: tuple[Any, ...], combine: Any, **kw: Any) -> Request:
-        """A request ``𝔼[combine(Z^{roots})]`` with its dependencies."""
+    def _expectation(self, kind: str, roots: tuple[Any, ...], combine: Any, tag: Any,
+                     **kw: Any) -> Request:
+        """A request ``𝔼[combine(Z^{roots})]`` with its dependencies.
+
+        ``tag`` identifies ``combine``; the integrand is built once per (tag, structure).
+        """
         res = self.der.canonical(roots)
         if res is None:
             req = Request(-1, kind, expr=None, extra=roots, **kw)
@@ -90,10 +98,15 @@ class Plan:
             req.deps = self._deps_unknown(roots)
             return self._add(req)
         key, bids, cids = res
-        exprs = self.der.expr_of_key(key)
-        expr = combine(*exprs)
+        expr = self._exprs.get((tag, key))
+        if expr is None:
+            expr = combine(*self.der.expr_of_key(key))
+            self._exprs[(tag, key)] = expr
         req = Request(-1, kind, expr=expr, bids=bids, cids=cids, extra=roots, **kw)
-        req.deps = [self.const_req[c] for c in cids] + self._cov_deps(bids)
+        req.groups = self.der.groups(bids)
+        req.centred = all(self.der.base_mean(b) == 0.0 for b in bids)
+        req.slots = self._cov_slots(bids)
+        req.deps = [self.const_req[c] for c in cids] + [r for _, _, r in req.slots]
         return self._add(req)
 
     def _deps_unknown(self, roots: tuple[Any, ...]) -> list[int]:
@@ -114,32 +127,35 @@ class Plan:
         consts.update(r.cid for r in roots if isinstance(r, Const))
         return [self.const_req[c] for c in sorted(consts)]
 
-    def _cov_deps(self, bids: tuple[int, ...]) -> list[int]:
-        deps = []
+    def _cov_slots(self, bids: tuple[int, ...]) -> tuple[tuple[int, int, int], ...]:
+        """``(i, j, rid)``: the covariance request of every same-family hat pair ``i ≤ j``."""
+        slots = []
         bases = [self.der.bases[b] for b in bids]
         for i, bi in enumerate(bases):
             if bi.family is None:
                 continue
-            for bj in bases[i:]:
-                if bj.family == bi.family:
-                    deps.append(self.cov(bi, bj))
-        return deps
+            for j in range(i, len(bases)):
+                if bases[j].family == bi.family:
+                    slots.append((i, j, self.cov(bi, bases[j])))
+        return tuple(slots)
 
     def cov(self, bi: Base, bj: Base) -> int:
         """The request for ``𝔼[Z^x Z^y]`` of two hats ``Ẑ^{Wx}``, ``Ẑ^{Wy}`` (one family)."""
-        k = (min(bi.bid, bj.bid), max(bi.bid, bj.bid))
-        if k not in self.cov_req:
-            x = self.der.program.definition(bi.var).arg
-            y = self.der.program.definition(bj.var).arg
-            req = self._expectation("cov", (x, y), lambda a, b: a * b, pair=(bi, bj))
-            self.cov_req[k] = req.rid
-        return self.cov_req[k]
+        k = (bi.bid, bj.bid) if bi.bid <= bj.bid else (bj.bid, bi.bid)
+        rid = self.cov_req.get(k)
+        if rid is not None:
+            return rid
+        x = self.der.program.definition(bi.var).arg
+        y = self.der.program.definition(bj.var).arg
+        req = self._expectation("cov", (x, y), lambda a, b: a * b, "mul", pair=(bi, bj))
+        self.cov_req[k] = req.rid
+        return req.rid
 
     def stein_b(self, x: Var, base: Base) -> int:
         """The request for ``𝔼[Ẑ Z^x]`` (Stein's lemma numerator)."""
         k = (x, base.bid)
         if k not in self._stein:
-            self._stein[k] = self._expectation("stein_b", (base, x), lambda a, e: a * e).rid
+            self._stein[k] = self._expectation("stein_b", (base, x), lambda a, e: a * e, "mul").rid
         return self._stein[k]
 
     def _moment(self, instr: Moment) -> None:
@@ -151,7 +167,8 @@ class Plan:
         def combine(*exprs: sympy.Expr) -> sympy.Expr:
             return fn.apply(*exprs[:k], *exprs[k:])
 
-        req = self._expectation("moment", tuple(instr.args) + consts, combine, var=instr.out)
+        req = self._expectation("moment", tuple(instr.args) + consts, combine, ("fn", fn._uid, k),
+                                var=instr.out)
         self.const_req[self.der.scalar_const[instr.out].cid] = req.rid
 
     def _scalar_fn(self, instr: ScalarFn) -> None:
@@ -179,7 +196,8 @@ class Plan:
             (ex,) = self.der.expr_of_key(key)
             deriv = sympy.diff(ex, g(k))
             if not deriv.has(sympy.DiracDelta):
-                req = self._expectation("dot", (x,), lambda e: sympy.diff(e, g(k)), const=c)
+                req = self._expectation("dot", (x,), lambda e: sympy.diff(e, g(k)), ("diff", k),
+                                        const=c)
                 self.const_req[c.cid] = req.rid
                 return
         # Stein form: 𝔼∇_S Z^x = Cov(Ẑ_S)⁺ 𝔼[Ẑ_S Z^x] over the family hats S in supp(x).
