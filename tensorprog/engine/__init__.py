@@ -126,7 +126,8 @@ def limit(
                             max_memory=max_memory)
     effective: dict[int, str] = {}
     for req in plan.requests:
-        own = "montecarlo" if not req.deterministic else ("exact" if req.method == "direct" else req.method)
+        own = ("montecarlo" if not req.deterministic else
+               {"direct": "exact", "factorised": "quadrature"}.get(req.method, req.method))
         effective[req.rid] = worst([own] + [effective[d] for d in req.deps])
     values, stderrs, errors, methods = {}, {}, {}, {}
     for instr in program.instructions:

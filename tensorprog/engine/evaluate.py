@@ -7,6 +7,7 @@ evaluated in one vectorised call over the batch of their ``(mean, cov, q)``.
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from typing import Any
 
@@ -17,9 +18,9 @@ from ..errors import DivergenceError, MethodUnavailableError, NumericalError, Te
 from ..gaussian import gauss_hermite_expectation
 from ..interpreter import annotate
 from ..nonlin import _NUMPY_MODULES
-from .exact import exact_evaluator
+from .exact import exact_evaluator, independent_blocks
 from .plan import Plan, Request, constant_value
-from .symbols import g, q
+from .symbols import GaussSym, g, q
 
 __all__ = ["Deterministic", "MAX_QUADRATURE_DIM", "QUADRATURE_RTOL"]
 
@@ -84,6 +85,8 @@ class Deterministic:
             return "quadrature"
         if exact:
             return "exact"
+        if req.expr is not None and factorised_plan(req.expr, d, m, req.centred, req.groups):
+            return "factorised"
         if req.expr is not None and d <= MAX_QUADRATURE_DIM:
             return "quadrature"
         return "montecarlo"
@@ -141,8 +144,10 @@ class Deterministic:
             ii = np.array([i for i, _, _ in reqs[0].slots])
             jj = np.array([j for _, j, _ in reqs[0].slots])
             rids = np.array([[rid for _, _, rid in r.slots] for r in reqs])
-            s2 = np.array([der.sigma2_of(der.bases[reqs[0].bids[i]].family) for i in ii])
-            vals = self.values[rids] * s2
+            # σ² per request: a group can mix families of different matrices (same layout)
+            s2 = np.array([[der.sigma2_of(der.bases[r.bids[i]].family) for i in ii] for r in reqs])
+            with np.errstate(over="ignore", invalid="ignore"):  # inf is reported below, by name
+                vals = self.values[rids] * s2
             cov[:, ii, jj] = vals
             cov[:, jj, ii] = vals
         return mean, cov
@@ -160,17 +165,20 @@ class Deterministic:
                     vals = np.asarray(f(mean, cov, qv), dtype=float)
                 errs = np.zeros(len(reqs))
                 growth = None
+            elif method == "factorised":
+                vals, errs = self._factorised(expr, d, m, centred, indep, mean, cov, qv)
+                growth = None
             else:
                 vals, errs, growth = self._quadrature(expr, d, m, mean, cov, qv)
         except TensorProgramError as exc:
             instr = self._instruction(reqs[0])
             raise (annotate(exc, instr, "Limit") if instr is not None else exc) from exc
-        for r, v, e in zip(reqs, vals, errs):
+        for pos, (r, v, e) in enumerate(zip(reqs, vals, errs)):
             if not np.isfinite(v):
                 instr = self._instruction(r)
                 exc = NumericalError(f"the {_describe(r)} is not finite ({v}); the expectation diverges or overflows")
                 raise annotate(exc, instr, "Limit") if instr is not None else exc
-            if method == "quadrature" and growth is not None and growth[reqs.index(r)]:
+            if method == "quadrature" and growth is not None and growth[pos]:
                 instr = self._instruction(r)
                 exc = DivergenceError(
                     f"the {_describe(r)} does not converge: Gauss–Hermite estimates grow steadily "
@@ -179,12 +187,33 @@ class Deterministic:
                     f"against the Gaussian (e.g. exp(Z²) with Var Z ≥ 1/2)"
                 )
                 raise annotate(exc, instr, "Limit") if instr is not None else exc
-            if method == "quadrature" and self.method == "auto" and e > QUADRATURE_RTOL * max(1.0, abs(v)):
+            if method != "exact" and self.method == "auto" and e > QUADRATURE_RTOL * max(1.0, abs(v)):
                 r.deterministic = False  # not trusted: Monte Carlo takes over
                 r.method = "montecarlo"
                 self.needs_montecarlo = True
                 continue
             self._store(r, float(v), float(e))
+
+    def _factorised(self, expr: sympy.Expr, d: int, m: int, centred: bool, groups: tuple[int, ...],
+                    mean: np.ndarray, cov: np.ndarray, qv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Σ_terms Π_blocks 𝔼[block]: each independent block exact or by its own (lower-
+        dimensional) quadrature; the error estimate propagates the blocks' estimates."""
+        total = np.zeros(mean.shape[0])
+        err = np.zeros(mean.shape[0])
+        for term in factorised_plan(expr, d, m, centred, groups):
+            val, rel = np.ones(mean.shape[0]), np.zeros(mean.shape[0])
+            for block, dims, ev in term:
+                if ev is not None:
+                    with np.errstate(all="ignore"):
+                        b, e = np.asarray(ev(mean, cov, qv), dtype=float), 0.0
+                else:
+                    sub = cov[:, dims][:, :, dims]
+                    b, e, _ = self._quadrature(block, len(dims), m, mean[:, dims], sub, qv)
+                val = val * b
+                rel = rel + np.abs(e) / np.maximum(np.abs(b), 1e-300)
+            total += val
+            err += np.abs(val) * rel
+        return total, err
 
     def _quadrature(self, expr: sympy.Expr, d: int, m: int, mean: np.ndarray, cov: np.ndarray,
                     qv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -247,6 +276,35 @@ class Deterministic:
             value, error = s2 * value, s2 * error
         req.value, req.error = value, error
         self.values[req.rid] = value
+
+
+@functools.lru_cache(maxsize=4096)
+def factorised_plan(expr: sympy.Expr, d: int, m: int, centred: bool, groups: tuple[int, ...]
+                    ) -> tuple | None:
+    """Terms of ``expr`` as products of independent blocks ``(block, dims, exact or None)``.
+
+    Blocks without an exact form are renumbered onto their own base Gaussians ``dims``
+    for a quadrature of that (lower) dimension. None when nothing factorises or a
+    non-exact block has more than :data:`MAX_QUADRATURE_DIM` Gaussians.
+    """
+    if len(set(groups)) < 2:
+        return None
+    plan, split = [], False
+    expanded = sympy.expand(expr, deep=False, power_exp=False, log=False)
+    for term in sympy.Add.make_args(expanded):
+        parts = independent_blocks(term, d, groups)
+        split = split or len(parts) > 2
+        row = []
+        for block in parts:
+            dims = sorted(int(s.name[1:]) for s in block.free_symbols if isinstance(s, GaussSym))
+            ev = exact_evaluator(block, d, m, centred, None)
+            if ev is None:
+                if len(dims) > MAX_QUADRATURE_DIM:
+                    return None
+                block = block.xreplace({g(k): g(i) for i, k in enumerate(dims)})
+            row.append((block, dims, ev))
+        plan.append(tuple(row))
+    return tuple(plan) if split else None
 
 
 def _lambdify(expr: sympy.Expr, d: int, m: int) -> Any:

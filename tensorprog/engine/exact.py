@@ -27,7 +27,7 @@ from ..gaussian import gaussian_moment
 from ..nonlin import CLOSED_FORMS
 from .symbols import ConstSym, GaussSym, g, q
 
-__all__ = ["exact_evaluator"]
+__all__ = ["exact_evaluator", "independent_blocks"]
 
 Evaluator = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
@@ -69,14 +69,16 @@ def _lam_q(expr: sympy.Expr, qs: list[sympy.Symbol]) -> Callable[[np.ndarray], n
     return lambda qv: np.broadcast_to(np.asarray(f(*qv.T), dtype=float), (qv.shape[0],))
 
 
-def _factorised(term: sympy.Expr, gs: list[GaussSym], qs: list[sympy.Symbol], centred: bool,
-                groups: tuple[int, ...] | None) -> Evaluator | None:
-    """``𝔼[term]`` as a product over blocks of mutually independent Gaussians."""
-    if groups is None or len(set(groups)) < 2:
-        return _term(term, gs, qs, centred)
+def independent_blocks(term: sympy.Expr, d: int, groups: tuple[int, ...]) -> list[sympy.Expr]:
+    """Split a product ``term`` into ``[constant part, block₁, block₂, …]``.
+
+    Factors sharing a possibly-dependent base Gaussian (equal ``groups`` label) are
+    in one block; different blocks are independent, so ``𝔼[term]`` is the constant
+    part times the product of the blocks' expectations.
+    """
+    gs = [g(k) for k in range(d)]
     coef, rest = term.as_independent(*gs, as_Add=False)
     factors = list(sympy.Mul.make_args(rest))
-    # Union of groups touched by one factor: one block.
     parent = {gr: gr for gr in set(groups)}
 
     def find(a: int) -> int:
@@ -94,10 +96,19 @@ def _factorised(term: sympy.Expr, gs: list[GaussSym], qs: list[sympy.Symbol], ce
     blocks: dict[int | None, list[sympy.Expr]] = {}
     for f, lab in zip(factors, labels):
         blocks.setdefault(find(lab) if lab is not None else None, []).append(f)
-    if len([b for b in blocks if b is not None]) < 2:
+    const = coef * sympy.Mul(*blocks.pop(None, []))
+    return [const] + [sympy.Mul(*fs) for fs in blocks.values()]
+
+
+def _factorised(term: sympy.Expr, gs: list[GaussSym], qs: list[sympy.Symbol], centred: bool,
+                groups: tuple[int, ...] | None) -> Evaluator | None:
+    """``𝔼[term]`` as a product over blocks of mutually independent Gaussians."""
+    if groups is None or len(set(groups)) < 2:
         return _term(term, gs, qs, centred)
-    evs = [_term(coef * sympy.Mul(*blocks.pop(None, [])), gs, qs, centred)]
-    evs += [_term(sympy.Mul(*fs), gs, qs, centred) for fs in blocks.values()]
+    parts = independent_blocks(term, len(gs), groups)
+    if len(parts) < 3:
+        return _term(term, gs, qs, centred)
+    evs = [_term(p, gs, qs, centred) for p in parts]
     if any(e is None for e in evs):
         return None
 

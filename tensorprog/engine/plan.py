@@ -66,6 +66,7 @@ class Plan:
         self.cov_req: dict[tuple[int, int], int] = {}  # (bid, bid) sorted -> request id
         self._stein: dict[tuple[Var, int], int] = {}
         self._exprs: dict[Any, sympy.Expr] = {}
+        self._same: dict[Any, int] = {}
         for instr in der.program.instructions:
             if isinstance(instr, (Moment,)):
                 self._moment(instr)
@@ -98,6 +99,9 @@ class Plan:
             req.deps = self._deps_unknown(roots)
             return self._add(req)
         key, bids, cids = res
+        same = self._same.get((tag, key, bids, cids))
+        if same is not None and self.requests[same].kind != "dot":
+            return self.requests[same]  # the very same expectation (e.g. a Moment = a Ẑ covariance)
         expr = self._exprs.get((tag, key))
         if expr is None:
             expr = combine(*self.der.expr_of_key(key))
@@ -107,6 +111,7 @@ class Plan:
         req.centred = all(self.der.base_mean(b) == 0.0 for b in bids)
         req.slots = self._cov_slots(bids)
         req.deps = [self.const_req[c] for c in cids] + [r for _, _, r in req.slots]
+        self._same[(tag, key, bids, cids)] = len(self.requests)
         return self._add(req)
 
     def _deps_unknown(self, roots: tuple[Any, ...]) -> list[int]:
