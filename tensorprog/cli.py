@@ -57,6 +57,22 @@ def demo(widths: Sequence[int] = (256, 1024, 4096), seeds: int = 4, out=None) ->
     return 0
 
 
+def _int_at_least(lo: int):
+    """An argparse ``type``: an int ≥ ``lo`` (else a usage error naming the value)."""
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an int") from None
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"{v} is not ≥ {lo}")
+        return v
+
+    parse.__name__ = f"int ≥ {lo}"
+    return parse
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m tensorprog``."""
     parser = argparse.ArgumentParser(
@@ -65,15 +81,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     d = sub.add_parser("demo", help="run a small demonstration: programs, finite widths, limits")
-    d.add_argument("--widths", type=int, nargs="+", default=[256, 1024, 4096],
-                   help="widths to simulate (default: 256 1024 4096)")
-    d.add_argument("--seeds", type=int, default=4, help="seeds per width (default: 4)")
+    d.add_argument("--widths", type=_int_at_least(1), nargs="+", default=[256, 1024, 4096],
+                   help="widths to simulate, positive ints (default: 256 1024 4096)")
+    d.add_argument("--seeds", type=_int_at_least(2), default=4,
+                   help="seeds per width, ≥ 2 for a standard error (default: 4)")
     from .latex import add_cli_parser
 
     add_cli_parser(sub)  # `latex FILE.py [-o out.tex] [--pdf]`
     args = parser.parse_args(argv)
     if args.command == "demo":
-        return demo(args.widths, args.seeds)
+        from .errors import TensorProgramError
+
+        try:
+            return demo(args.widths, args.seeds)
+        except TensorProgramError as exc:  # e.g. a width that does not fit in memory
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
     if args.command == "latex":
         return args.func(args)
     parser.print_help()

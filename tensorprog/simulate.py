@@ -133,12 +133,22 @@ class FiniteWidth(Interpreter):
         return np.ascontiguousarray(self._init_block[:, self._init_index[instr.out]])
 
     def init_scalar(self, instr: InitScalar) -> float:
-        return _finite(float(instr.value.subs(WIDTH, self.n)), instr)
+        val = instr.value.subs(WIDTH, self.n)
+        try:
+            x = float(val)
+        except TypeError:  # complex or undefined at this n (e.g. sqrt(n - 10) at n = 4)
+            raise NumericalError(f"{instr.out.name} = {instr.value} is not a real number at "
+                                 f"width n={self.n} (got {val})") from None
+        return _finite(x, instr)
 
     def matmul(self, instr: MatMul) -> np.ndarray:
         W = self.read(instr.matrix)
         x = self.read(instr.arg)
-        return W.T @ x if instr.transpose else W @ x
+        with np.errstate(all="ignore"):
+            out = W.T @ x if instr.transpose else W @ x
+        if not np.all(np.isfinite(out)):
+            raise NumericalError(f"{instr.out.name} overflowed (inf or NaN) at width n={self.n}")
+        return out
 
     def nonlin(self, instr: Nonlin) -> np.ndarray:
         out = np.asarray(self._apply(instr), dtype=float)
@@ -164,7 +174,7 @@ class FiniteWidth(Interpreter):
 
 def _finite(x: float, instr: Any) -> float:
     if not np.isfinite(x):
-        raise NumericalError(f"{instr.out.name} is not finite")
+        raise NumericalError(f"{instr.out.name} is not finite ({x})")
     return x
 
 
@@ -208,12 +218,21 @@ def simulate(program: Any, n: int, seed: Any = 0, *, max_memory: int | None = No
     if n < 1:
         raise ProgramValueError(f"simulate: width n must be a positive int, got {n}")
     n = int(n)
+    from .program import Program
+
+    if not isinstance(program, Program):
+        raise ProgramTypeError(f"simulate: program must be a tp.Program, got {type(program).__name__}")
+    if max_memory is not None and (isinstance(max_memory, (bool, np.bool_))
+                                   or not isinstance(max_memory, (int, np.integer)) or max_memory < 1):
+        raise (ProgramValueError if isinstance(max_memory, (int, np.integer))
+               and not isinstance(max_memory, (bool, np.bool_)) else ProgramTypeError)(
+            f"simulate: max_memory must be a positive int (bytes) or None, got {max_memory!r}")
     need = memory_needed(program, n)
     limit = int(0.8 * available_memory()) if max_memory is None else int(max_memory)
     if need > limit:
         raise ResourceError(
-            f"simulate(n={n}) of {program.name!r} needs about {need / 2**30:.2f} GiB "
-            f"(8·n² bytes per matrix) but only {limit / 2**30:.2f} GiB may be used; "
+            f"simulate(n={n}) of {program.name!r} needs about {need / 2**30:.3g} GiB "
+            f"(8·n² bytes per matrix) but only {limit / 2**30:.3g} GiB may be used; "
             f"choose a smaller n (or pass max_memory=)"
         )
     program.check()

@@ -381,3 +381,17 @@ def test_discontinuous_integrand_falls_back_visibly():
     ref = norm.cdf(0.3)
     assert lim.method("s") in ("quadrature", "montecarlo")
     assert abs(lim["s"] - ref) <= 4 * lim.error("s") + 1e-9
+
+
+def test_zdot_through_step_uses_stein():
+    """Ż^{W step(Wᵀy)} needs 𝔼[step'(·)], a Dirac delta: the Stein form gives σ²𝔼[g step(g)]."""
+    p = tp.Program("step_dot")
+    W = p.matrix("W")
+    y = p.vector("y")
+    z = W @ tp.step(W.T @ y)
+    tp.inner(z, y, name="k")
+    lim = p.limit()
+    # 𝔼[Z^y Ż] = 𝔼[step'(Ẑ)] with Ẑ ~ N(0, 1): the standard normal density at 0.
+    assert lim["k"] == pytest.approx(1 / math.sqrt(2 * math.pi), rel=1e-10)
+    vals = [p.simulate(1500, seed=s)["k"] for s in range(8)]
+    assert abs(np.mean(vals) - lim["k"]) <= 4 * np.std(vals, ddof=1) / np.sqrt(8) + 0.01

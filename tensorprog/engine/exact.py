@@ -24,7 +24,7 @@ import numpy as np
 import sympy
 
 from ..gaussian import gaussian_moment
-from ..nonlin import CLOSED_FORMS
+from ..nonlin import _NUMPY_MODULES, CLOSED_FORMS
 from .symbols import ConstSym, GaussSym, g, q
 
 __all__ = ["exact_evaluator", "independent_blocks"]
@@ -65,7 +65,10 @@ def exact_evaluator(expr: sympy.Expr, d: int, m: int, centred: bool,
 
 def _lam_q(expr: sympy.Expr, qs: list[sympy.Symbol]) -> Callable[[np.ndarray], np.ndarray]:
     """``expr(q)`` vectorised over a batch of constants ``qv`` (B, m)."""
-    f = sympy.lambdify(qs, expr, modules="numpy")
+    # opaque nonlinearities may appear with constant arguments (tanh(θ̊), tanh(0))
+    fns = {f.func.nonlinearity.code_name: f.func.nonlinearity.numpy
+           for f in expr.atoms(sympy.Function) if hasattr(f.func, "nonlinearity")}
+    f = sympy.lambdify(qs, expr, modules=[fns, *_NUMPY_MODULES])
     return lambda qv: np.broadcast_to(np.asarray(f(*qv.T), dtype=float), (qv.shape[0],))
 
 

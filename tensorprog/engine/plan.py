@@ -96,7 +96,8 @@ class Plan:
             req = Request(-1, kind, expr=None, extra=roots, **kw)
             req.bids = tuple(sorted(frozenset().union(
                 *(self.der.nodes[r].support for r in roots if isinstance(r, Var)))))
-            req.deps = self._deps_unknown(roots)
+            # Monte Carlo evaluates it whatever its inputs: no dependency is needed to
+            # order it, and what depends on it lists it (and so is not deterministic).
             return self._add(req)
         key, bids, cids = res
         same = self._same.get((tag, key, bids, cids))
@@ -113,24 +114,6 @@ class Plan:
         req.deps = [self.const_req[c] for c in cids] + [r for _, _, r in req.slots]
         self._same[(tag, key, bids, cids)] = len(self.requests)
         return self._add(req)
-
-    def _deps_unknown(self, roots: tuple[Any, ...]) -> list[int]:
-        """Dependencies of a request too big to canonicalise: every earlier const."""
-        consts: set[int] = set()
-        stack = [r for r in roots if isinstance(r, Var)]
-        seen: set[Var] = set()
-        while stack:
-            v = stack.pop()
-            if v in seen:
-                continue
-            seen.add(v)
-            node = self.der.nodes[v]
-            consts.update(c.cid for c in node.consts)
-            consts.update(c.cid for c, _ in node.dot)
-            stack.extend(a for a in node.args if isinstance(a, Var))
-            stack.extend(y for _, y in node.dot)
-        consts.update(r.cid for r in roots if isinstance(r, Const))
-        return [self.const_req[c] for c in sorted(consts)]
 
     def _cov_slots(self, bids: tuple[int, ...]) -> tuple[tuple[int, int, int], ...]:
         """``(i, j, rid)``: the covariance request of every same-family hat pair ``i ≤ j``."""
@@ -150,6 +133,33 @@ class Plan:
         rid = self.cov_req.get(k)
         if rid is not None:
             return rid
+        # Create the covariances this one depends on first, without recursion (a deep
+        # network would need one Python frame per layer): every dependency of the pair
+        # (a, b) is a pair of hats created before max(a, b), so ascending order works.
+        missing: dict[tuple[int, int], tuple[Base, Base]] = {}
+        stack = [(bi, bj)]
+        while stack:
+            a, b = stack.pop()
+            kk = (a.bid, b.bid) if a.bid <= b.bid else (b.bid, a.bid)
+            if kk in self.cov_req or kk in missing:
+                continue
+            missing[kk] = (a, b)
+            xa = self.der.program.definition(a.var).arg
+            xb = self.der.program.definition(b.var).arg
+            res = self.der.canonical((xa, xb))
+            if res is None:
+                continue
+            bases = [self.der.bases[t] for t in res[1]]
+            for i, p in enumerate(bases):
+                if p.family is not None:
+                    stack.extend((p, q) for q in bases[i:] if q.family == p.family)
+        for kk in sorted(missing, key=lambda t: (t[1], t[0])):
+            if kk != k:
+                self._cov_one(*missing[kk])
+        return self._cov_one(bi, bj)
+
+    def _cov_one(self, bi: Base, bj: Base) -> int:
+        k = (bi.bid, bj.bid) if bi.bid <= bj.bid else (bj.bid, bi.bid)
         x = self.der.program.definition(bi.var).arg
         y = self.der.program.definition(bj.var).arg
         req = self._expectation("cov", (x, y), lambda a, b: a * b, "mul", pair=(bi, bj))
@@ -200,7 +210,7 @@ class Plan:
             k = bids.index(hb.bid)
             (ex,) = self.der.expr_of_key(key)
             deriv = sympy.diff(ex, g(k))
-            if not deriv.has(sympy.DiracDelta):
+            if not _is_distribution(deriv):
                 req = self._expectation("dot", (x,), lambda e: sympy.diff(e, g(k)), ("diff", k),
                                         const=c)
                 self.const_req[c.cid] = req.rid
@@ -222,3 +232,10 @@ def constant_value(plan: Plan, cid: int) -> float:
         raise ProgramValueError(f"constant {cid} used before it was evaluated")
     return v
 
+
+def _is_distribution(e: sympy.Expr) -> bool:
+    """Whether ``e`` involves a Dirac delta, directly or inside an opaque nonlinearity."""
+    if e.has(sympy.DiracDelta):
+        return True
+    return any(getattr(getattr(f.func, "nonlinearity", None), "is_distribution", False)
+               for f in e.atoms(sympy.Function))
