@@ -10,6 +10,7 @@ infinite-width limit by the Master Theorem [TP4 §7].
 >>> k = tp.inner(v, A.T @ (A @ v), name="k")
 """
 
+from .autodiff import grad as grad
 from .errors import (
     DivergenceError,
     ForeignHandleError,
@@ -23,6 +24,7 @@ from .errors import (
     TensorProgramError,
     UnknownNameError,
 )
+from .io import load
 from .ir import WIDTH as n
 from .nonlin import (
     BUILTINS,
@@ -59,6 +61,7 @@ __all__ = [
     "inner",
     "simulate",
     "Simulation",
+    "load",
     "n",
     "get_nonlinearity",
     "BUILTINS",

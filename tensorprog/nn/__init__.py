@@ -25,3 +25,14 @@ __all__ = [
     "MF",
     "scalings",
 ]
+
+from .mlp import MLP  # noqa: E402
+from .training import (  # noqa: E402
+    Exponents,
+    TrainingLimit,
+    TrainingRun,
+    TrainingSimulation,
+    train_sgd,
+)
+
+__all__ += ["MLP", "train_sgd", "TrainingRun", "TrainingLimit", "TrainingSimulation", "Exponents"]

@@ -459,6 +459,13 @@ def SP(
         The learning-rate exponent.
     init_std : float or sequence of floats, optional
         The constants :math:`\sigma_l` (default 1.0).
+
+    Examples
+    --------
+    >>> SP(2)
+    ABC(name='SP', a=(0, 0, 0), b=(0, 1/2, 1/2), c=0)
+    >>> classify(SP(2)).regime, classify(SP(2, c=1)).regime
+    ('unstable', 'kernel')
     """
     L = _check_depth(depth)
     b = (Fraction(0),) + (_HALF,) * L
@@ -478,6 +485,13 @@ def NTK(depth: int, *, init_std: float | Sequence[float] | None = None) -> ABC:
         The number :math:`L\ge1` of hidden layers.
     init_std : float or sequence of floats, optional
         The constants :math:`\sigma_l` (default 1.0).
+
+    Examples
+    --------
+    >>> NTK(2)
+    ABC(name='NTK', a=(0, 1/2, 1/2), b=(0, 0, 0), c=0)
+    >>> classify(NTK(2)).r
+    Fraction(1, 2)
     """
     L = _check_depth(depth)
     a = (Fraction(0),) + (_HALF,) * L
@@ -496,6 +510,13 @@ def MF(*, init_std: float | Sequence[float] | None = None) -> ABC:
     ----------
     init_std : float or sequence of 2 floats, optional
         The constants :math:`\sigma_1,\sigma_2` (default 1.0).
+
+    Examples
+    --------
+    >>> MF()
+    ABC(name='MF', a=(0, 1), b=(0, 0), c=-1)
+    >>> MF().equivalent(muP(1))
+    True
     """
     return ABC(
         a=(Fraction(0), Fraction(1)),

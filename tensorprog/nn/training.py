@@ -1,0 +1,737 @@
+r"""Full-batch SGD of an abc-parametrized MLP, unrolled into one Tensor Program.
+
+:func:`train_sgd` writes the whole training run of :class:`~tensorprog.nn.MLP` — every
+forward pass, backward pass and weight update — as *one* program of the public DSL
+(THEORY §3.2–§3.4, [TP4 App H.3–H.5]). Only the **initial** weights enter MatMul:
+
+.. math::
+
+    W^l_t x = W^l_0 x - \eta\,n^{1-c-2a_l}\theta_f\sum_{s<t}\sum_i\chi_{s,i}\,
+    dh^l_s(\xi_i)\,\frac{x^{l-1}_s(\xi_i)^\top x}{n},
+
+a MatMul of the initial Gaussian matrix plus a Nonlin+ of earlier vectors whose
+coefficients are Moments. Width powers are initial scalars depending on ``tp.n``: the
+finite-width simulator evaluates them at ``n`` (so ``run.simulate(n)`` *is* the finite
+network of DESIGN.md, up to rounding), the engine takes ``n → ∞`` (so ``run.limit()``
+is its infinite-width limit by the Master Theorem). See ``docs/training.md``.
+
+The program (exponents ``s_l = a_l + b_l``, ``e_l = c + 2a_l``; ``m = min(s_{L+1}, e_{L+1})``)
+------------------------------------------------------------------------------------------
+Initial objects (THEORY §3.3):
+
+* ``u0 … u{d-1}``: the columns of ``W¹_0`` (``s_1 = 0``), coordinates ``N(0, σ_1²)``;
+* ``W2 … WL``: the hidden ``W^l_0`` (``s_l = 1/2``), entries ``N(0, σ_l²/n)``;
+* ``v``: the readout row rescaled to Θ(1) entries, ``W^{L+1}_0 = n^{-s_{L+1}} vᵀ``.
+
+Vectors have Θ(1) coordinates. Gradients are normalised by ``θ_f = n^{-m}``:
+``dh^l := n^{m} ∇_{h^l} f``; the readout is carried as ``ŵ_t := n^{m} W^{L+1ᵀ}_t``, so
+``dx^L_t = ŵ_t`` and ``f_t(ξ) = n^{1-m}⟨ŵ_t, x^L_t(ξ)⟩`` (``⟨a,b⟩ = aᵀb/n``, a Moment).
+The update of layer ``l`` moves ``h^l`` by ``θ_{W^l} = n^{-w_l}`` with
+``w_1 = m + e_1`` and ``w_l = m + e_l - 1`` (``l ≥ 2``), and the features of layer ``l``
+move by ``θ_l = n^{-ρ_l}``, ``ρ_l = min_{k≤l} w_k`` (``ρ_L = r`` of [TP4 Def 3.2]).
+
+* Layers with ``ρ_l = 0`` (feature learning, e.g. all of μP) are written directly:
+  ``h^l_t = W^l_0 x^{l-1}_t + (−η θ_{W^l}) Σ_{s<t,i} χ_{s,i} ⟨x^{l-1}_s(ξ_i), x^{l-1}_t⟩ dh^l_s(ξ_i)``,
+  ``x^l_t = φ(h^l_t)``.
+* Layers with ``ρ_l > 0`` (the features do not move in the limit) carry the
+  normalised change ``Δh^l_t := (h^l_t − h^l_0)/θ_l`` and
+  ``Δx^l_t := (φ(h^l_0 + θ_lΔh^l_t) − φ(h^l_0))/θ_l`` — a Nonlin+ whose value at
+  ``θ̊_l = 0`` is ``φ'(h^l_0)Δh^l_t`` (a Piecewise in its sympy body) — and the next
+  layer multiplies ``W^{l+1}_0`` with ``Δx^l_t`` (TP4 Eq. (55)).
+* Backward pass at every training input:
+  ``dh^L_t = ŵ_t ⊙ φ'(h^L_t)``, ``dx^{l-1}_t = W^{lᵀ}_0 dh^l_t + (−η θ_{W^l}) Σ_{s<t,j}
+  χ_{s,j} ⟨dh^l_s(ξ_j), dh^l_t⟩ x^{l-1}_s(ξ_j)``, ``dh^{l-1}_t = dx^{l-1}_t ⊙ φ'(h^{l-1}_t)``.
+* Readout: ``ŵ_{t+1} = ŵ_t + (−η n^{m-e_{L+1}}) Σ_i χ_{t,i} x^L_t(ξ_i)``,
+  ``ŵ_0 = n^{m-s_{L+1}} v``; first layer:
+  ``h^1_t(ξ) = Σ_j ξ_j u_j + (−η θ_{W^1}) Σ_{s<t,i} χ_{s,i} (ξ_i·ξ) dh^1_s(ξ_i)``.
+* Loss derivative ``χ_{t,i} = (f_t(ξ_i) − y_i)/B`` (loss ``(1/2B) Σ_i (f − y_i)²``).
+
+The initial output and ``center``
+---------------------------------
+``f_0 = n^{1-s_{L+1}}⟨v, x^L_0⟩`` is a Moment with a bounded coefficient only when
+``a_{L+1}+b_{L+1} ≥ 1``. For ``a_{L+1}+b_{L+1} < 1`` (``= 1/2`` in SP/NTK: ``f_0``
+converges to a Gaussian process, THEORY §3.3) the run is **centred**: the trained
+function is ``f_t − f_0`` (TP4b §5.1), written as
+``n^{1-s_{L+1}-r}⟨v, Δx^L_t⟩ + (−η n^{1-e_{L+1}}) Σ_{s<t,i} χ_{s,i}⟨x^L_s(ξ_i), x^L_t⟩``,
+and the finite network is trained on the loss of ``f − f_0`` (the gradient of ``f_0``
+with respect to the current weights is zero, so only ``χ`` changes). ``center=True``
+may also be asked for when ``a_{L+1}+b_{L+1} ≥ 1`` (then ``f̃_t = f_t − f_0``).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import numbers
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+import sympy
+
+from ..autodiff import _smul, lincomb, scalar_lincomb
+from ..errors import ProgramTypeError, ProgramValueError
+from ..ir import WIDTH
+from ..nonlin import Nonlinearity, _arg_symbols
+from ..program import Program, Scalar, Vector, inner
+from .mlp import MLP
+from .parametrization import classify
+
+__all__ = ["train_sgd", "TrainingRun", "TrainingLimit", "TrainingSimulation", "Exponents"]
+
+
+# ---------------------------------------------------------------------------------------
+# Nonlinearities of the unrolled program (one object per φ, shared by all instructions)
+
+
+@functools.cache
+def _backward_fn(phi: Nonlinearity) -> Nonlinearity:
+    """``(g, h) ↦ g·φ'(h)``, transparent (so the Dirac delta of relu'' stays visible)."""
+    g, h = _arg_symbols(2, "x")
+    (x,) = phi.args
+    body = g * sympy.diff(phi.body, x).xreplace({x: h})
+    return Nonlinearity(f"d{phi.name}", body, (g, h), opaque=False)
+
+
+@functools.cache
+def _delta_fn(phi: Nonlinearity) -> Nonlinearity:
+    r"""``(h₀, δ; θ) ↦ (φ(h₀+θδ) − φ(h₀))/θ``, and ``φ'(h₀)δ`` at ``θ = 0``."""
+    h0, d = _arg_symbols(2, "x")
+    (th,) = _arg_symbols(1, "p")
+    (x,) = phi.args
+
+    def f(z: Any) -> Any:
+        return phi.body.xreplace({x: z})
+
+    quotient = (f(h0 + th * d) - f(h0)) / th
+    if phi.is_polynomial:
+        body = sympy.expand(sympy.cancel(quotient))
+    else:
+        slope = sympy.diff(phi.body, x).xreplace({x: h0}) * d
+        body = sympy.Piecewise((slope, sympy.Eq(th, 0)), (quotient, True))
+    # Opaque: h₀ and δ occur several times in the body; substituting it into Z expressions
+    # would duplicate whole sub-DAGs at every step.
+    return Nonlinearity(f"Δ{phi.name}", body, (h0, d), (th,), opaque=not phi.is_polynomial)
+
+
+def _is_identity(phi: Nonlinearity) -> bool:
+    return phi.body == phi.args[0]
+
+
+# ---------------------------------------------------------------------------------------
+# Width exponents
+
+
+@dataclass(frozen=True)
+class Exponents:
+    r"""Width exponents of the normalised program (all :class:`~fractions.Fraction`).
+
+    Attributes
+    ----------
+    s : tuple
+        ``s_l = a_l + b_l``: ``W^l_0`` has entries of size ``n^{-s_l}``.
+    e : tuple
+        ``e_l = c + 2a_l``: ``ΔW^l = −η n^{-e_l} ∂L/∂W^l``.
+    m : Fraction
+        ``min(s_{L+1}, e_{L+1})``: gradients are normalised by ``θ_f = n^{-m}``.
+    w : tuple, length L
+        ``θ_{W^l} = n^{-w_l}``: how much the update of ``W^l`` moves ``h^l``.
+    rho : tuple, length L
+        ``θ_l = n^{-ρ_l}``, ``ρ_l = min_{k≤l} w_k``: how much ``h^l, x^l`` move.
+    r : Fraction
+        ``ρ_L``, TP4's ``r`` [TP4 Def 3.2].
+    """
+
+    s: tuple[Fraction, ...]
+    e: tuple[Fraction, ...]
+    m: Fraction
+    w: tuple[Fraction, ...]
+    rho: tuple[Fraction, ...]
+
+    @property
+    def r(self) -> Fraction:
+        return self.rho[-1]
+
+    @classmethod
+    def of(cls, param: Any) -> Exponents:
+        L = param.depth
+        s = tuple(a + b for a, b in zip(param.a, param.b))
+        e = tuple(param.c + 2 * a for a in param.a)
+        m = min(s[L], e[L])
+        w = tuple(m + e[0] if ell == 0 else m + e[ell] - 1 for ell in range(L))
+        rho = tuple(min(w[: ell + 1]) for ell in range(L))
+        return cls(s, e, m, w, rho)
+
+
+# ---------------------------------------------------------------------------------------
+# Validation
+
+
+def _matrix(X: Any, what: str) -> np.ndarray:
+    try:
+        A = np.asarray(X, dtype=float)
+    except (TypeError, ValueError):
+        raise ProgramTypeError(f"train_sgd: {what} must be a numeric array, got {X!r}") from None
+    if A.ndim != 2:
+        raise ProgramValueError(
+            f"train_sgd: {what} must be 2-D, shape (B, d) (one input per row), got shape {A.shape}"
+        )
+    if A.shape[0] == 0:
+        raise ProgramValueError(f"train_sgd: {what} must have at least one row, got shape {A.shape}")
+    if not np.all(np.isfinite(A)):
+        raise ProgramValueError(f"train_sgd: {what} must be finite")
+    return A
+
+
+def _positive(x: Any, what: str) -> float:
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Real):
+        raise ProgramTypeError(f"train_sgd: {what} must be a positive number, got {x!r}")
+    f = float(x)
+    if not (math.isfinite(f) and f > 0):
+        raise ProgramValueError(f"train_sgd: {what} must be a positive finite number, got {x!r}")
+    return f
+
+
+# ---------------------------------------------------------------------------------------
+# The builder
+
+
+class _Lin:
+    """A vector of a *linear* network as ``Σ_a c_a a`` over atoms (initial vectors and
+    MatMul outputs) with scalar coefficients ``c_a`` (Scalar handles; ``None`` = 1).
+
+    With ``φ = identity`` every vector of the unrolled program is such a combination,
+    exactly at every width. Keeping the coefficients as scalars of the program (instead
+    of nesting Nonlin+ instructions) keeps every ``Z`` a flat linear form: the limit's
+    Moments are Gram entries ``⟨a, b⟩`` of atoms (exact by Wick) and the coefficient
+    algebra is scalar functions — the ``A, B, C, D`` recursion of THEORY §3.6 comes out
+    of the program instead of an exponentially large polynomial.
+    """
+
+    __slots__ = ("coef", "vec")
+
+    def __init__(self, coef: dict[Vector, Any]) -> None:
+        self.coef = coef
+        self.vec: Vector | None = None
+
+
+class _Unroll:
+    """Writes the program; see the module docstring for the equations."""
+
+    def __init__(self, net: MLP, X: np.ndarray, Y: np.ndarray, lr: float, steps: int,
+                 X_eval: np.ndarray, center: bool, kernels: bool, name: str) -> None:
+        self.net, self.X, self.Y, self.lr, self.T = net, X, Y, lr, steps
+        self.Xall = np.vstack([X, X_eval]) if X_eval.size else X
+        self.B, self.K = X.shape[0], self.Xall.shape[0]
+        self.L = net.depth
+        self.phi = net.phi
+        self.linear = _is_identity(self.phi)
+        self.center = center
+        self.ex = Exponents.of(net.param)
+        self.delta = tuple(r > 0 for r in self.ex.rho)
+        p = self.p = Program(name)
+        self._scalars: dict[str, Scalar] = {}
+        self._moments: dict[Any, Scalar] = {}
+        self._gram: dict[tuple[int, int], Scalar] = {}
+        ex, L, std = self.ex, self.L, net.param.init_std
+        d = X.shape[1]
+        # initial objects
+        self.u = [p.vector(f"u{j}", var=std[0] ** 2) for j in range(d)]
+        self.M = {ell: p.matrix(f"W{ell + 1}", var=std[ell] ** 2) for ell in range(1, L)}
+        self.v = p.vector("v", var=std[L] ** 2)
+        # data
+        lab = self.label
+        self.xi = [[p.scalar(f"xi{lab(k)}_{j}", float(self.Xall[k, j])) for j in range(d)]
+                   for k in range(self.K)]
+        self.G = [[p.scalar(f"G{lab(i)}_{lab(k)}", float(self.X[i] @ self.Xall[k]))
+                   for k in range(self.K)] for i in range(self.B)]
+        # coefficients: −η n^{-w_l} (backward), −η n^{-(w_l−ρ_l)} (forward)
+        self.c_bwd = [self.power(f"eta_W{ell + 1}", ex.w[ell], -lr) for ell in range(L)]
+        self.c_fwd = [self.c_bwd[ell] if ex.rho[ell] == 0 else
+                      self.power(f"eta_W{ell + 1}_fwd", ex.w[ell] - ex.rho[ell], -lr)
+                      for ell in range(L)]
+        self.theta = [self.power(f"theta{ell + 1}", ex.rho[ell]) if self.delta[ell] else None
+                      for ell in range(L)]
+        self.ratio = [None] + [
+            self.power(f"theta{ell}/theta{ell + 1}", ex.rho[ell - 1] - ex.rho[ell], opt=True)
+            for ell in range(1, L)]
+        sL, uL = ex.s[L], ex.e[L]
+        self.theta_v = self.power("theta_v", sL - ex.m, opt=True)
+        self.c_out = self.power("eta_out", uL - ex.m, -lr)
+        # state
+        T, K, B = steps, self.K, self.B
+        self.h0: list[list[Any]] = [[None] * K for _ in range(L)]
+        self.h = [[[None] * K for _ in range(L)] for _ in range(T + 1)]
+        self.x = [[[None] * K for _ in range(L)] for _ in range(T + 1)]
+        self.Dh = [[[None] * K for _ in range(L)] for _ in range(T + 1)]
+        self.Dx = [[[None] * K for _ in range(L)] for _ in range(T + 1)]
+        self.dh = [[[None] * B for _ in range(L)] for _ in range(T)]
+        self.w: list[Any] = []
+        self.f = np.empty((T + 1, K), dtype=object)
+        self.chi = np.empty((T, B), dtype=object)
+        self.kern = np.empty((T + 1, L, B, B), dtype=object) if kernels else None
+        self.F0: list[Any] = []
+        self.zero: Scalar | None = None
+        for t in range(T + 1):
+            self.readout(t)
+            for k in range(K):
+                self.forward(t, k)
+            for k in range(K):
+                self.output(t, k)
+            if kernels:
+                self.kernels(t)
+            if t < T:
+                for i in range(B):
+                    self.chi[t, i] = (self.f[t, i] - float(self.Y[i])) / B
+                for i in range(B):
+                    self.backward(t, i)
+
+    # -- helpers ---------------------------------------------------------------------
+    def label(self, k: int) -> str:
+        return str(k) if k < self.B else f"e{k - self.B}"
+
+    def power(self, name: str, expo: Fraction, factor: float = 1.0, opt: bool = False) -> Any:
+        """The initial scalar ``factor · n^{-expo}`` (``None`` for 1 when ``opt``)."""
+        if expo < 0:  # pragma: no cover - excluded by the stability check
+            raise ProgramValueError(f"{name}: n^{-expo} diverges; the parametrization is unstable")
+        if opt and expo == 0 and factor == 1.0:
+            return None
+        if name not in self._scalars:
+            val = sympy.Float(factor) * WIDTH ** sympy.Rational(-expo.numerator, expo.denominator) \
+                if expo != 0 else sympy.Float(factor)
+            self._scalars[name] = self.p.scalar(name, val)
+        return self._scalars[name]
+
+    # The three operations on vectors; for linear networks they act on _Lin forms.
+    def atom(self, v: Vector) -> Any:
+        return _Lin({v: None}) if self.linear else v
+
+    def comb(self, terms: list[tuple[Any, Any]], name: str | None = None) -> Any:
+        """``Σ_k c_k z_k`` (``c_k``: None, a Scalar or a tuple of Scalars = product)."""
+        if not self.linear:
+            return lincomb(terms, name=name)
+        out: dict[Vector, list[Any]] = {}
+        for c, z in terms:
+            for a, ca in z.coef.items():
+                out.setdefault(a, []).append(_smul(c, ca))
+        coef = {}
+        for a, cs in out.items():
+            if len(cs) == 1 and (cs[0] is None or isinstance(cs[0], Scalar)):
+                coef[a] = cs[0]
+            else:
+                coef[a] = scalar_lincomb([1.0 if c is None else c for c in cs])
+        return _Lin(coef)
+
+    def vec(self, z: Any, name: str | None = None) -> Vector:
+        """The vector itself (a linear form is materialised as one Nonlin)."""
+        if not self.linear:
+            return z
+        if z.vec is None:
+            terms = [(c, a) for a, c in z.coef.items()]
+            z.vec = lincomb(terms, name=name) if (len(terms) > 1 or terms[0][0] is not None) \
+                else terms[0][1]
+        return z.vec
+
+    def matmul(self, M: Any, z: Any, name: str) -> Any:
+        return self.atom(M.matmul(self.vec(z), name=name))
+
+    def dot(self, a: Any, b: Any, name: str | None = None) -> Scalar:
+        """``⟨a, b⟩ = aᵀb/n`` (a Moment; for linear forms, Gram entries of atoms)."""
+        if not self.linear:
+            return inner(a, b, name=name)
+        terms = []
+        for x, cx in a.coef.items():
+            for y, cy in b.coef.items():
+                key = (x.var.id, y.var.id) if x.var.id <= y.var.id else (y.var.id, x.var.id)
+                if key not in self._gram:
+                    self._gram[key] = inner(x, y)
+                terms.append(_smul(_smul(cx, cy), self._gram[key]))
+        return scalar_lincomb(terms, name=name)  # type: ignore[return-value]
+
+    def inner(self, kind: str, ell: int, a: tuple[int, int], b: tuple[int, int]) -> Scalar:
+        """``⟨z_a, z_b⟩`` for z = x^ℓ (kind "x") or dh^ℓ (kind "dh"), a = (step, input)."""
+        key = (kind, ell) + ((a, b) if a <= b else (b, a))
+        if key not in self._moments:
+            src = self.x if kind == "x" else self.dh
+            self._moments[key] = self.dot(src[a[0]][ell][a[1]], src[b[0]][ell][b[1]])
+        return self._moments[key]
+
+    # -- one step --------------------------------------------------------------------
+    def readout(self, t: int) -> None:
+        if t == 0:
+            v = self.atom(self.v)
+            w = v if self.theta_v is None else self.comb([(self.theta_v, v)])
+        else:
+            L = self.L
+            w = self.comb([(None, self.w[t - 1])] + [
+                ((self.c_out, self.chi[t - 1, i]), self.x[t - 1][L - 1][i]) for i in range(self.B)],
+                name=f"w_{t}")
+        self.w.append(w)
+
+    def forward(self, t: int, k: int) -> None:
+        L, B, delta = self.L, self.B, self.delta
+        tag = f"{t}_{self.label(k)}"
+        for ell in range(L):
+            name = f"h{ell + 1}_{tag}"
+            if ell == 0:
+                U = [((self.c_fwd[0], self.chi[s, i], self.G[i][k]), self.dh[s][0][i])
+                     for s in range(t) for i in range(B)]
+                if t == 0:
+                    h = self.comb([((self.xi[k][j],), self.atom(uj)) for j, uj in enumerate(self.u)],
+                                  name=name)
+                    self.h0[0][k] = h
+                elif delta[0]:
+                    Dh = self.comb(U, name=f"Dh1_{tag}")
+                    self.Dh[t][0][k] = Dh
+                    h = self.comb([(None, self.h0[0][k]), (self.theta[0], Dh)], name=name)
+                else:
+                    h = self.comb([(None, self.h0[0][k])] + U, name=name)
+            else:
+                src = self.Dx[t][ell - 1][k] if (t > 0 and delta[ell - 1]) else self.x[t][ell - 1][k]
+                y = self.matmul(self.M[ell], src, name=f"W{ell + 1}x{ell}_{tag}")
+                U = [((self.c_fwd[ell], self.chi[s, i], self.inner("x", ell - 1, (s, i), (t, k))),
+                      self.dh[s][ell][i]) for s in range(t) for i in range(B)]
+                if t == 0:
+                    h = y
+                    self.h0[ell][k] = h
+                elif delta[ell]:
+                    Dh = self.comb([(self.ratio[ell], y)] + U, name=f"Dh{ell + 1}_{tag}")
+                    self.Dh[t][ell][k] = Dh
+                    h = self.comb([(None, self.h0[ell][k]), (self.theta[ell], Dh)], name=name)
+                elif delta[ell - 1]:
+                    h = self.comb([(None, self.h0[ell][k]), (self.theta[ell - 1], y)] + U, name=name)
+                else:
+                    h = self.comb([(None, y)] + U, name=name)
+            self.h[t][ell][k] = h
+            x = h if self.linear else self.phi(h, name=f"x{ell + 1}_{tag}")
+            self.x[t][ell][k] = x
+            if t > 0 and delta[ell] and (ell < L - 1 or self.center):
+                self.Dx[t][ell][k] = self.Dh[t][ell][k] if self.linear else _delta_fn(self.phi)(
+                    self.h0[ell][k], self.Dh[t][ell][k], self.theta[ell], name=f"Dx{ell + 1}_{tag}")
+
+    def output(self, t: int, k: int) -> None:
+        ex, L = self.ex, self.L
+        name = f"f_{t}_{self.label(k)}"
+        xL = self.x[t][L - 1][k]
+        if self.center and self.delta[L - 1]:
+            if t == 0:
+                if self.zero is None:
+                    self.zero = self.p.scalar("f_0_centred", 0)
+                self.f[t, k] = self.zero
+                return
+            a = self.power("theta_f", ex.s[L] + ex.r - 1)
+            c = self.power("eta_f", ex.e[L] - 1, -self.lr)
+            terms = [(a, self.dot(self.atom(self.v), self.Dx[t][L - 1][k]))]
+            terms += [(c, self.chi[s, i], self.inner("x", L - 1, (s, i), (t, k)))
+                      for s in range(t) for i in range(self.B)]
+            self.f[t, k] = scalar_lincomb(terms, name=name)
+            return
+        scale = self.power("n^(1-m)", ex.m - 1, opt=True)
+        plain = scale is None and not self.center
+        F = self.dot(self.w[t], xL, name=name if plain else None)
+        if scale is not None:
+            F = scalar_lincomb([(scale, F)], name=None if self.center else name)
+        if self.center:
+            if t == 0:
+                self.F0.append(F)
+                if self.zero is None:
+                    self.zero = self.p.scalar("f_0_centred", 0)
+                self.f[t, k] = self.zero
+                return
+            F = F - self.F0[k]
+        self.f[t, k] = F
+
+    def kernels(self, t: int) -> None:
+        for ell in range(self.L):
+            for i in range(self.B):
+                for j in range(i, self.B):
+                    K = self.dot(self.x[t][ell][i], self.x[t][ell][j], name=f"K{ell + 1}_{t}_{i}_{j}")
+                    self.kern[t, ell, i, j] = self.kern[t, ell, j, i] = K
+
+    def backward(self, t: int, i: int) -> None:
+        L, B = self.L, self.B
+        g = self.w[t]  # dx^L = ŵ_t
+        for ell in range(L - 1, -1, -1):
+            tag = f"{t}_{i}"
+            if self.linear:
+                dh = g
+            else:
+                dh = _backward_fn(self.phi)(g, self.h[t][ell][i], name=f"dh{ell + 1}_{tag}")
+            self.dh[t][ell][i] = dh
+            if ell == 0:
+                break
+            y = self.matmul(self.M[ell].T, dh, name=f"W{ell + 1}Tdh{ell + 1}_{tag}")
+            U = [((self.c_bwd[ell], self.chi[s, j], self.inner("dh", ell, (s, j), (t, i))),
+                  self.x[s][ell - 1][j]) for s in range(t) for j in range(B)]
+            g = self.comb([(None, y)] + U, name=f"dx{ell}_{tag}" if U else None)
+
+
+# ---------------------------------------------------------------------------------------
+# Results
+
+
+@dataclass
+class TrainingLimit:
+    """The infinite-width limit of a training run (``run.limit()``).
+
+    Attributes
+    ----------
+    outputs : ndarray, shape (steps+1, B)
+        ``f̊_t(ξ_i)`` on the training inputs (before update ``t+1``).
+    stderr : ndarray, shape (steps+1, B)
+        Monte Carlo standard errors (0 for exact and quadrature values).
+    method : ndarray of str, shape (steps+1, B)
+        ``"exact" | "quadrature" | "montecarlo"`` per output.
+    eval_outputs, eval_stderr : ndarray, shape (steps+1, E)
+        The same on ``X_eval``.
+    feature_kernels, feature_kernels_stderr : ndarray, shape (steps+1, L, B, B) or None
+        ``𝔼[Z^{x^l_t(ξ_i)} Z^{x^l_t(ξ_j)}]``.
+    limit : tensorprog Limit
+        The underlying :class:`tensorprog.engine.Limit`.
+    """
+
+    outputs: np.ndarray
+    stderr: np.ndarray
+    method: np.ndarray
+    eval_outputs: np.ndarray
+    eval_stderr: np.ndarray
+    feature_kernels: np.ndarray | None
+    feature_kernels_stderr: np.ndarray | None
+    limit: Any = field(repr=False)
+
+
+@dataclass
+class TrainingSimulation:
+    """A training run at finite width ``n`` (``run.simulate(n, seed)``).
+
+    Attributes
+    ----------
+    outputs : ndarray, shape (steps+1, B)
+    eval_outputs : ndarray, shape (steps+1, E)
+    feature_kernels : ndarray, shape (steps+1, L, B, B) or None
+    simulation : tensorprog.Simulation
+        Every variable of the program at this width (``sim.vector``, ``sim.matrix``).
+    """
+
+    outputs: np.ndarray
+    eval_outputs: np.ndarray
+    feature_kernels: np.ndarray | None
+    simulation: Any = field(repr=False)
+
+    @property
+    def n(self) -> int:
+        """The width."""
+        return self.simulation.n
+
+    def vector(self, key: Any) -> np.ndarray:
+        """A vector of the program at this width (``Simulation.vector``)."""
+        return self.simulation.vector(key)
+
+    def matrix(self, key: Any) -> np.ndarray:
+        """An initial matrix's sampled entries (``Simulation.matrix``)."""
+        return self.simulation.matrix(key)
+
+    def __getitem__(self, key: Any) -> Any:
+        return self.simulation[key]
+
+
+def _values(handles: np.ndarray | None, get: Any) -> np.ndarray | None:
+    if handles is None:
+        return None
+    out = np.empty(handles.shape)
+    cache: dict[str, Any] = {}
+    for idx, h in np.ndenumerate(handles):
+        if h.name not in cache:
+            cache[h.name] = get(h)
+        out[idx] = cache[h.name]
+    return out
+
+
+class TrainingRun:
+    """The unrolled training of ``net`` (returned by :func:`train_sgd`).
+
+    Attributes
+    ----------
+    program : tensorprog.Program
+        Forward passes, backward passes and updates, as one program.
+    outputs : ndarray of Scalar, shape (steps+1, B)
+        ``f_t(ξ_i)`` before update ``t+1`` (``f_t − f_0`` when ``center``).
+    eval_outputs : ndarray of Scalar, shape (steps+1, E)
+        The same on ``X_eval`` (not trained on).
+    feature_kernels : ndarray of Scalar, shape (steps+1, L, B, B) or None
+        ``⟨x^l_t(ξ_i), x^l_t(ξ_j)⟩`` (the same handle at ``[…, i, j]`` and ``[…, j, i]``).
+    chi : ndarray of Scalar, shape (steps, B)
+        The loss derivatives ``χ_{t,i} = (f_t(ξ_i) − y_i)/B``.
+    initial : dict
+        Handles of the initial weights: ``"W1_columns"`` (list of d vectors, the
+        columns of ``W¹_0``), ``"hidden"`` ({l: Matrix}, ``W^l_0``), ``"readout"``
+        (the vector ``v``, ``W^{L+1}_0 = n^{-(a_{L+1}+b_{L+1})} vᵀ``).
+    exponents : Exponents
+    center : bool
+    """
+
+    def __init__(self, net: MLP, X: np.ndarray, Y: np.ndarray, lr: float, steps: int,
+                 X_eval: np.ndarray, center: bool, builder: _Unroll) -> None:
+        self.net, self.X, self.Y, self.lr, self.steps, self.X_eval = net, X, Y, lr, steps, X_eval
+        self.center = center
+        self.program = builder.p
+        B = X.shape[0]
+        self.outputs = builder.f[:, :B]
+        self.eval_outputs = builder.f[:, B:]
+        self.feature_kernels = builder.kern
+        self.chi = builder.chi
+        self.exponents = builder.ex
+        self.initial = {"W1_columns": list(builder.u), "hidden": {ell + 1: M for ell, M in builder.M.items()},
+                        "readout": builder.v}
+
+    def __repr__(self) -> str:
+        return (f"<TrainingRun of {self.net!r}: B={self.X.shape[0]}, steps={self.steps}, "
+                f"lr={self.lr}, center={self.center}; {len(self.program)} instructions>")
+
+    def limit(self, **kw: Any) -> TrainingLimit:
+        """The infinite-width limit (keywords as :meth:`tensorprog.Program.limit`)."""
+        lim = self.program.limit(**kw)
+
+        def method(h: Any) -> str:
+            return lim.method(h)
+
+        meth = np.empty(self.outputs.shape, dtype=object)
+        for idx, h in np.ndenumerate(self.outputs):
+            meth[idx] = method(h)
+        return TrainingLimit(
+            outputs=_values(self.outputs, lim.__getitem__),
+            stderr=_values(self.outputs, lim.stderr),
+            method=meth,
+            eval_outputs=_values(self.eval_outputs, lim.__getitem__),
+            eval_stderr=_values(self.eval_outputs, lim.stderr),
+            feature_kernels=_values(self.feature_kernels, lim.__getitem__),
+            feature_kernels_stderr=_values(self.feature_kernels, lim.stderr),
+            limit=lim,
+        )
+
+    def simulate(self, n: int, seed: Any = 0, **kw: Any) -> TrainingSimulation:
+        """The same run at finite width ``n`` (keywords as :meth:`tensorprog.Program.simulate`)."""
+        sim = self.program.simulate(n, seed=seed, **kw)
+        return TrainingSimulation(
+            outputs=_values(self.outputs, sim.__getitem__),
+            eval_outputs=_values(self.eval_outputs, sim.__getitem__),
+            feature_kernels=_values(self.feature_kernels, sim.__getitem__),
+            simulation=sim,
+        )
+
+
+# ---------------------------------------------------------------------------------------
+# Entry point
+
+
+def train_sgd(
+    net: MLP,
+    X: Any,
+    Y: Any,
+    lr: float,
+    steps: int,
+    *,
+    X_eval: Any = None,
+    center: bool | None = None,
+    feature_kernels: bool = True,
+    name: str | None = None,
+) -> TrainingRun:
+    r"""Unroll ``steps`` full-batch SGD steps of ``net`` on ``(X, Y)`` into one program.
+
+    Parameters
+    ----------
+    net : MLP
+        The network (depth, nonlinearity, abc-parametrization).
+    X : array_like, shape (B, d)
+        Training inputs ``ξ_1..ξ_B`` (rows), used as given.
+    Y : array_like, shape (B,)
+        Targets; loss ``(1/2B) Σ_i (f(ξ_i) − y_i)²``.
+    lr : float
+        ``η > 0``; the learning rate of every ``w^l`` is ``η n^{-c}``.
+    steps : int
+        Number of SGD steps ``T ≥ 1``; outputs are recorded at ``t = 0..T``.
+    X_eval : array_like, shape (E, d), optional
+        Extra inputs on which ``f_t`` is recorded (not trained on).
+    center : bool, optional
+        Train ``f − f_0`` instead of ``f``. Default: ``True`` iff
+        ``a_{L+1}+b_{L+1} < 1`` (where ``f_0`` is not a bounded Moment, e.g. a Gaussian
+        process in SP/NTK); ``False`` there raises.
+    feature_kernels : bool, default True
+        Record ``⟨x^l_t(ξ_i), x^l_t(ξ_j)⟩`` for every layer and step.
+    name : str, optional
+        Name of the program.
+
+    Returns
+    -------
+    TrainingRun
+
+    Raises
+    ------
+    ProgramTypeError, ProgramValueError
+        On bad arguments (the message names the argument), or an unstable
+        parametrization (whose limit does not exist).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tensorprog import nn
+    >>> net = nn.MLP(d_in=1, depth=1, nonlin="tanh", param=nn.muP(1))
+    >>> run = nn.train_sgd(net, [[1.0]], [1.0], lr=1.0, steps=1)
+    >>> np.round(run.limit().outputs, 6)
+    array([[0.      ],
+           [0.708191]])
+    """
+    if not isinstance(net, MLP):
+        raise ProgramTypeError(f"train_sgd: net must be an nn.MLP, got {type(net).__name__}")
+    Xa = _matrix(X, "X")
+    B, d = Xa.shape
+    if d != net.d_in:
+        raise ProgramValueError(
+            f"train_sgd: X has {d} columns but the network's input dimension d_in is {net.d_in}")
+    try:
+        Ya = np.asarray(Y, dtype=float)
+    except (TypeError, ValueError):
+        raise ProgramTypeError(f"train_sgd: Y must be a numeric array, got {Y!r}") from None
+    if Ya.shape != (B,):
+        raise ProgramValueError(
+            f"train_sgd: Y must have shape (B,) = ({B},), one target per row of X, got shape {Ya.shape}")
+    if not np.all(np.isfinite(Ya)):
+        raise ProgramValueError("train_sgd: Y must be finite")
+    lr = _positive(lr, "lr")
+    if isinstance(steps, (bool, np.bool_)) or not isinstance(steps, numbers.Integral):
+        raise ProgramTypeError(f"train_sgd: steps must be a positive int, got {steps!r}")
+    if steps < 1:
+        raise ProgramValueError(f"train_sgd: steps must be a positive int, got {steps}")
+    steps = int(steps)
+    if X_eval is None:
+        Xe = np.zeros((0, d))
+    else:
+        Xe = _matrix(X_eval, "X_eval")
+        if Xe.shape[1] != d:
+            raise ProgramValueError(
+                f"train_sgd: X_eval must have d_in = {d} columns like X, got shape {Xe.shape}")
+    cls = classify(net.param)  # type: ignore[arg-type]
+    if not cls.stable:
+        failing = [k for k, ok in cls.conditions.items() if not ok]
+        raise ProgramValueError(
+            f"train_sgd: param {net.param!r} is unstable (fails {', '.join(failing)}; "
+            f"nn.classify(param) explains): its training diverges as n → ∞, so the run has no "
+            f"infinite-width limit and cannot be written with bounded scalars")
+    ex = Exponents.of(net.param)
+    assert ex.r == cls.r, (ex.r, cls.r)
+    s_out = ex.s[-1]
+    if center is None:
+        center = s_out < 1
+    elif not isinstance(center, (bool, np.bool_)):
+        raise ProgramTypeError(f"train_sgd: center must be a bool or None, got {center!r}")
+    elif not center and s_out < 1:
+        raise ProgramValueError(
+            f"train_sgd: center=False needs a_{{L+1}}+b_{{L+1}} ≥ 1, but it is {s_out}: f_0 = "
+            f"n^{1 - s_out}⟨v, x^L_0⟩ is a Gaussian-process fluctuation, not a Moment with a bounded "
+            f"coefficient (THEORY §3.3); use center=True (trains f − f_0)")
+    if not isinstance(feature_kernels, (bool, np.bool_)):
+        raise ProgramTypeError(f"train_sgd: feature_kernels must be a bool, got {feature_kernels!r}")
+    pname = name if name is not None else f"sgd_{net.param.name or 'abc'}_L{net.depth}_{net.phi.name}"
+    builder = _Unroll(net, Xa, Ya, lr, steps, Xe, bool(center), bool(feature_kernels), pname)
+    return TrainingRun(net, Xa, Ya, lr, steps, Xe, bool(center), builder)

@@ -1,0 +1,188 @@
+"""Reverse mode over the DSL (``tp.grad``) against numpy backprop and finite differences.
+
+Every reference is recomputed here in numpy from the *same draws* as the finite-width
+simulation (``sim.matrix``, ``sim.vector`` of the initial vectors); nothing is taken
+from the code under test. Normalisation: ``tp.grad(f, x)`` is ``n ∂f/∂x``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import integrate
+
+import tensorprog as tp
+from tensorprog import nn
+
+N = 257
+
+
+def _relu(z):
+    return np.maximum(z, 0.0)
+
+
+def _two_layer():
+    """f = ⟨v, z⟩ + 0.3 mean(z²) − 1 with z = Vᵀ(½ tanh h) + relu(h) ⊙ x, h = W x."""
+    p = tp.Program("two_layer")
+    W = p.matrix("W", var=2.0)
+    V = p.matrix("V", var=0.5)
+    x = p.vector("x")
+    v = p.vector("v", var=1.5)
+    h = W @ x
+    y = tp.tanh(h)
+    z = V.T @ (y * 0.5) + tp.relu(h) * x
+    f = tp.inner(v, z) + 0.3 * tp.mean(z * z) - 1.0
+    return p, f, {"x": x, "h": h, "y": y, "z": z}
+
+
+def _numpy_two_layer(W, V, x, v):
+    n = x.size
+    h = W @ x
+    y = np.tanh(h)
+    z = V.T @ (0.5 * y) + _relu(h) * x
+    f = v @ z / n + 0.3 * np.mean(z * z) - 1.0
+    dz = v + 0.6 * z  # n ∂f/∂z
+    dy = 0.5 * (V @ dz)
+    dh = dy * (1 - y**2) + dz * x * (h > 0)
+    dx = W.T @ dh + dz * _relu(h)
+    return f, {"x": dx, "h": dh, "y": dy, "z": dz}
+
+
+def test_grad_matches_numpy_backprop():
+    p, f, vs = _two_layer()
+    names = list(vs)
+    grads = tp.grad(f, [vs[k] for k in names])
+    sim = p.simulate(N, seed=3)
+    W, V = sim.matrix("W"), sim.matrix("V")
+    x, v = sim.vector("x"), sim.vector("v")
+    fv, ref = _numpy_two_layer(W, V, x, v)
+    assert sim[f] == pytest.approx(fv, rel=1e-12)
+    for k, g in zip(names, grads):
+        np.testing.assert_allclose(sim.vector(g), ref[k], rtol=1e-10, atol=1e-12, err_msg=k)
+
+
+def test_grad_matches_finite_differences():
+    p, f, vs = _two_layer()
+    dx = tp.grad(f, vs["x"])
+    sim = p.simulate(N, seed=5)
+    W, V = sim.matrix("W"), sim.matrix("V")
+    x, v = sim.vector("x"), sim.vector("v")
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        u = rng.standard_normal(N)
+        eps = 1e-6
+        fp = _numpy_two_layer(W, V, x + eps * u, v)[0]
+        fm = _numpy_two_layer(W, V, x - eps * u, v)[0]
+        # directional derivative ∇f·u = (n ∂f/∂x)·u / n
+        assert (fp - fm) / (2 * eps) == pytest.approx(sim.vector(dx) @ u / N, rel=1e-6, abs=1e-9)
+
+
+def _layernorm():
+    p = tp.Program("layernorm")
+    W = p.matrix("W")
+    x, v = p.vector("x"), p.vector("v")
+    h = W @ x
+    s = tp.sqrt(tp.mean(h * h))
+    y = h / s
+    f = tp.inner(v, tp.tanh(y))
+    return p, f, h
+
+
+def test_scalars_frozen_by_default_and_traversed_on_request():
+    """Nonlin+ parameters are constants unless through_scalars=True (full gradient)."""
+    p, f, h = _layernorm()
+    frozen = tp.grad(f, h)
+    full = tp.grad(f, h, through_scalars=True)
+    sim = p.simulate(N, seed=1)
+    hv, v = sim.vector(h), sim.vector("v")
+    s = math.sqrt(np.mean(hv**2))
+    y = hv / s
+    g = v * (1 - np.tanh(y) ** 2)  # n ∂f/∂y
+    np.testing.assert_allclose(sim.vector(frozen), g / s, rtol=1e-12)
+    # full: y = h/s(h), s = √(mean h²): n ∂f/∂h = g/s − (⟨g, h⟩/s³) h
+    ref = g / s - (g @ hv / N) / s**3 * hv
+    np.testing.assert_allclose(sim.vector(full), ref, rtol=1e-10, atol=1e-13)
+
+    def fval(hh):
+        return v @ np.tanh(hh / math.sqrt(np.mean(hh**2))) / N
+
+    u = np.random.default_rng(2).standard_normal(N)
+    eps = 1e-6
+    fd = (fval(hv + eps * u) - fval(hv - eps * u)) / (2 * eps)
+    assert fd == pytest.approx(sim.vector(full) @ u / N, rel=1e-6)
+
+
+def test_accumulates_over_several_uses():
+    """x used twice in one Nonlin and again elsewhere: contributions are added."""
+    p = tp.Program("multi")
+    x, v = p.vector("x"), p.vector("v")
+    y = tp.nonlin(lambda a, b: a * b, x, x)  # x²
+    z = tp.sin(x) + y
+    f = tp.inner(v, z) + tp.mean(x)
+    dx = tp.grad(f, x)
+    sim = p.simulate(N, seed=0)
+    xv, vv = sim.vector(x), sim.vector(v)
+    np.testing.assert_allclose(sim.vector(dx), vv * (np.cos(xv) + 2 * xv) + 1.0, rtol=1e-12)
+
+
+def test_independent_vector_gets_zero_gradient():
+    p = tp.Program("indep")
+    x, y = p.vector("x"), p.vector("y")
+    f = tp.mean(tp.tanh(x))
+    dy = tp.grad(f, [y])[0]
+    assert np.all(p.simulate(16, seed=0).vector(dy) == 0.0)
+
+
+def test_limit_of_a_gradient_first_backward_pass():
+    """dx = Wᵀ(v ⊙ tanh'(Wx)): Ż = 0 (GIA, THEORY §2.6) and 𝔼(dx)² = σ² 𝔼[v²] 𝔼[tanh'(h)²]."""
+    p = tp.Program("backward")
+    W = p.matrix("W", var=2.0)
+    x, v = p.vector("x"), p.vector("v")
+    f = tp.inner(v, tp.tanh(W @ x))
+    dx = tp.grad(f, x)
+    g = tp.mean(dx * dx, name="g")
+    lim = p.limit()
+    assert lim.Zdot(dx) == 0
+    q = math.sqrt(2.0)  # h ~ N(0, σ² 𝔼x²) = N(0, 2)
+    ref, _ = integrate.quad(lambda z: (1 - math.tanh(q * z) ** 2) ** 2 * math.exp(-z * z / 2)
+                            / math.sqrt(2 * math.pi), -np.inf, np.inf, epsabs=1e-13)
+    assert lim[g] == pytest.approx(2.0 * ref, rel=1e-8)
+    sims = [p.simulate(2048, seed=s)[g] for s in range(4)]
+    assert abs(np.mean(sims) - lim[g]) < 4 * np.std(sims, ddof=1) / 2 + 0.02
+
+
+def test_reproduces_the_backward_pass_of_an_unrolled_sgd_run():
+    """In μP (θ_f = 1/n) the explicit backward pass of train_sgd is n ∂f_t/∂h^l_t —
+    including the rank-one ΔWᵀ corrections, which flow through the Moment parameters."""
+    X = np.array([[1.0, -0.4], [0.3, 0.9]])
+    net = nn.MLP(d_in=2, depth=2, nonlin="tanh", param=nn.muP(2))
+    run = nn.train_sgd(net, X, [0.5, -0.5], lr=0.8, steps=2, feature_kernels=False)
+    p = run.program
+    t, i = 1, 1
+    f = run.outputs[t, i]
+    hs = [p[f"h1_{t}_{i}"], p[f"h2_{t}_{i}"]]
+    auto = tp.grad(f, hs, through_scalars=True)
+    explicit = [p[f"dh1_{t}_{i}"], p[f"dh2_{t}_{i}"]]
+    sim = p.simulate(300, seed=4)
+    for a, e in zip(auto, explicit):
+        np.testing.assert_allclose(sim.vector(a), sim.vector(e), rtol=1e-10, atol=1e-12)
+    # Frozen scalars drop the ΔWᵀ correction of layer 2 → a different dh1 at t ≥ 1.
+    frozen = tp.grad(f, hs[0])
+    sim = p.simulate(300, seed=4)
+    assert np.max(np.abs(sim.vector(frozen) - sim.vector(explicit[0]))) > 1e-3
+
+
+def test_bad_arguments():
+    p, f, vs = _two_layer()
+    with pytest.raises(tp.ProgramTypeError, match="f must be a Scalar"):
+        tp.grad(vs["x"], [vs["h"]])
+    with pytest.raises(tp.ProgramTypeError, match="wrt"):
+        tp.grad(f, [f])
+    with pytest.raises(tp.ProgramValueError, match="wrt"):
+        tp.grad(f, [])
+    q = tp.Program("other")
+    y = q.vector("y")
+    with pytest.raises(tp.ForeignHandleError):
+        tp.grad(f, [y])
