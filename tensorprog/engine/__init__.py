@@ -117,7 +117,7 @@ def limit(
         raise ProgramTypeError(f"limit: program must be a tp.Program, got {type(program).__name__}")
     program.check()
     der = Derivation(program)
-    plan = Plan(der)
+    plan = Plan(der, symbolic=method != "montecarlo")
     det = Deterministic(plan, method, degree)
     det.run()
     mc: dict[int, tuple[float, float]] = {}

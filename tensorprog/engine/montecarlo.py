@@ -32,17 +32,35 @@ from .plan import Plan
 __all__ = ["MonteCarloPass", "run_montecarlo"]
 
 
+class _Rows:
+    """A growing stack of length-M rows (amortised O(1) append, a view to read)."""
+
+    def __init__(self, M: int) -> None:
+        self.buf = np.empty((4, M))
+        self.n = 0
+
+    def append(self, row: np.ndarray) -> None:
+        if self.n == self.buf.shape[0]:
+            self.buf = np.concatenate([self.buf, np.empty_like(self.buf)])
+        self.buf[self.n] = row
+        self.n += 1
+
+    @property
+    def view(self) -> np.ndarray:
+        return self.buf[: self.n]
+
+
 class _Family:
     """Incremental lower-triangular factor of one hat family's covariance."""
 
     def __init__(self, M: int) -> None:
         self.L = np.zeros((0, 0))
-        self.normals: list[np.ndarray] = []
-        self.inputs: list[np.ndarray] = []  # Z^x of each member's input
+        self.normals = _Rows(M)
+        self.inputs = _Rows(M)  # Z^x of each member's input
         self.M = M
 
     def add(self, cov_row: np.ndarray, var: float, fresh: np.ndarray) -> np.ndarray:
-        k = len(self.normals)
+        k = self.normals.n
         row = np.zeros(k)
         for i in range(k):
             piv = self.L[i, i]
@@ -54,12 +72,11 @@ class _Family:
         L[:k, :k] = self.L
         L[k, :k] = row
         L[k, k] = np.sqrt(d)
+        hat = fresh * L[k, k]
+        if k and np.any(row):
+            hat = hat + row @ self.normals.view
         self.L = L
         self.normals.append(fresh)
-        hat = fresh * L[k, k]
-        for i in range(k):
-            if row[i] != 0.0:
-                hat = hat + row[i] * self.normals[i]
         return hat
 
 
@@ -138,9 +155,13 @@ class MonteCarloPass(Interpreter):
         fam = self.fam.setdefault(b.family, _Family(self.M))
         s2 = der.sigma2_of(b.family)
         zx = self.env[instr.arg]
-        row = np.zeros(b.index)
+        with np.errstate(all="ignore"):  # sample second moments with every earlier input
+            row = fam.inputs.view @ zx / self.M if b.index else np.zeros(0)
         for j, bj in enumerate(fam_bases[:-1]):
-            row[j] = s2 * self._second_moment(b, bj, zx, fam.inputs[j])
+            known = self._known_cov(b, bj)
+            if known is not None:
+                row[j] = known
+        row = s2 * row
         var = s2 * self._second_moment(b, b, zx, zx)
         if not (np.isfinite(var) and np.all(np.isfinite(row))):
             raise NumericalError(
@@ -161,10 +182,12 @@ class MonteCarloPass(Interpreter):
                                      f"(its ZDot coefficients: {coefs})")
         return z
 
+    def _known_cov(self, bi: Any, bj: Any) -> float | None:
+        rid = self.plan.cov_req.get((min(bi.bid, bj.bid), max(bi.bid, bj.bid)))
+        return self._known(rid) if rid is not None else None
+
     def _second_moment(self, bi: Any, bj: Any, zi: np.ndarray, zj: np.ndarray) -> float:
-        k = (min(bi.bid, bj.bid), max(bi.bid, bj.bid))
-        rid = self.plan.cov_req.get(k)
-        known = self._known(rid) if rid is not None else None
+        known = self._known_cov(bi, bj)
         if known is not None:
             return known
         with np.errstate(all="ignore"):

@@ -59,7 +59,10 @@ class Request:
 class Plan:
     """All requests of a program, created in program (dependency) order."""
 
-    def __init__(self, der: Derivation) -> None:
+    def __init__(self, der: Derivation, symbolic: bool = True) -> None:
+        #: False when every expectation goes to Monte Carlo: integrands are not built
+        #: (the regression form of ZDot needs no derivative either).
+        self.symbolic = symbolic
         self.der = der
         self.requests: list[Request] = []
         self.const_req: dict[int, int] = {}  # const id -> request id
@@ -100,11 +103,13 @@ class Plan:
             # order it, and what depends on it lists it (and so is not deterministic).
             return self._add(req)
         key, bids, cids = res
+        if not self.symbolic:
+            tag = ("numeric", tag)
         same = self._same.get((tag, key, bids, cids))
         if same is not None and self.requests[same].kind != "dot":
             return self.requests[same]  # the very same expectation (e.g. a Moment = a Ẑ covariance)
-        expr = self._exprs.get((tag, key))
-        if expr is None:
+        expr = self._exprs.get((tag, key)) if self.symbolic else None
+        if expr is None and self.symbolic:
             expr = combine(*self.der.expr_of_key(key))
             self._exprs[(tag, key)] = expr
         req = Request(-1, kind, expr=expr, bids=bids, cids=cids, extra=roots, **kw)
@@ -205,6 +210,10 @@ class Plan:
         hb = c.base
         assert hb is not None
         res = self.der.canonical((x,))
+        if not self.symbolic:  # Monte Carlo fits every coefficient by regression
+            self.const_req[c.cid] = self._expectation("dot", (x,), None, ("diff", hb.bid),
+                                                      const=c).rid
+            return
         if res is not None:
             key, bids, _ = res
             k = bids.index(hb.bid)
