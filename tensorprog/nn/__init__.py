@@ -1,4 +1,4 @@
-"""Neural networks built on the public DSL: parametrizations (and, soon, kernels and training)."""
+"""Neural networks built on the public DSL: parametrizations, NNGP/NTK kernels, MLP training."""
 
 from .parametrization import (
     ABC,
@@ -36,3 +36,7 @@ from .training import (  # noqa: E402
 )
 
 __all__ += ["MLP", "train_sgd", "TrainingRun", "TrainingLimit", "TrainingSimulation", "Exponents"]
+
+from .kernels import kernel_program, kernels  # noqa: E402  (the function shadows the module)
+
+__all__ += ["kernels", "kernel_program"]
