@@ -246,6 +246,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--pythonpath", default=None,
                     help="prepend to PYTHONPATH of the tensorprog subprocesses (another tree)")
     ap.add_argument("--label", default="current", help="key of this run in the JSON file")
+    ap.add_argument("--note", default="", help="free text stored with the run")
     ap.add_argument("--out", default=str(RESULTS / "kernels.json"))
     # worker mode (internal)
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -280,6 +281,7 @@ def main(argv: list[str] | None = None) -> None:
         "python": sys.version.split()[0],
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
         "pythonpath": a.pythonpath,
+        "note": a.note,
         "settings": {"nonlin": a.nonlin, "W_std": a.W_std, "b_std": a.b_std, "d": a.dim,
                      "seed": a.seed, "timeout": a.timeout, "fresh_repeats": a.fresh_repeats},
         "rows": rows,

@@ -223,7 +223,8 @@ class Program:
                     f"be given with earlier initial vectors (p.vector / p.vectors)"
                 )
             pairs.append((o, _finite_float(c, f"cov[{o.name}]", what)))
-        self._check_init_cov(var, dict(pairs), what)
+        if any(c != 0.0 for _, c in pairs):  # uncorrelated with all earlier: PSD iff var ≥ 0
+            self._check_init_cov(var, dict(pairs), what)
         h = self._append(InitVector, name, mean=mean, var=var, cov=tuple(pairs))
         self._commit_init_cov(h.var, var, dict(pairs))
         return h  # type: ignore[return-value]
@@ -271,11 +272,20 @@ class Program:
             raise ProgramValueError(f"{what}: mean must be finite, got {mean!r}")
         for i in range(B):  # validate every name first: the call adds all vectors or none
             self._new_name(InitVector, f"{name}_{i}")
+        # The block is uncorrelated with earlier initial vectors, so the joint covariance
+        # is PSD iff K is: one eigendecomposition for the block, not one per vector.
         _assert_psd(K, what)
         out: list[Vector] = []
         for i in range(B):
-            cov_i = {out[j]: float(K[i, j]) for j in range(i) if K[i, j] != 0.0}
-            out.append(self.vector(f"{name}_{i}", mean=float(means[i]), var=float(K[i, i]), cov=cov_i))
+            cov_i = tuple((out[j].var, float(K[i, j])) for j in range(i) if K[i, j] != 0.0)
+            out.append(self._append(InitVector, f"{name}_{i}", mean=float(means[i]),  # type: ignore[arg-type]
+                                    var=float(K[i, i]), cov=cov_i))
+        m = len(self._init_vectors)
+        joint = np.zeros((m + B, m + B))
+        joint[:m, :m] = self._init_cov
+        joint[m:, m:] = K
+        self._init_cov = joint
+        self._init_vectors.extend(h.var for h in out)
         return out
 
     def scalar(self, name: str | None = None, value: Any = 0.0) -> "Scalar":

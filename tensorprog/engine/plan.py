@@ -105,19 +105,25 @@ class Plan:
         key, bids, cids = res
         if not self.symbolic:
             tag = ("numeric", tag)
-        same = self._same.get((tag, key, bids, cids))
-        if same is not None and self.requests[same].kind != "dot":
-            return self.requests[same]  # the very same expectation (e.g. a Moment = a Ẑ covariance)
         expr = self._exprs.get((tag, key)) if self.symbolic else None
         if expr is None and self.symbolic:
             expr = combine(*self.der.expr_of_key(key))
             self._exprs[(tag, key)] = expr
+        # The very same expectation is one request, keyed by its integrand when there is
+        # one: the Moment ⟨x, y⟩ and the Ẑ covariance 𝔼[Z^x Z^y] share it. "dot" requests
+        # store σ²·value and are never shared.
+        shared = None if kind == "dot" else (
+            (expr, bids, cids) if expr is not None else (tag, key, bids, cids))
+        same = self._same.get(shared) if shared is not None else None
+        if same is not None:
+            return self.requests[same]
         req = Request(-1, kind, expr=expr, bids=bids, cids=cids, extra=roots, **kw)
         req.groups = self.der.groups(bids)
         req.centred = all(self.der.base_mean(b) == 0.0 for b in bids)
         req.slots = self._cov_slots(bids)
         req.deps = [self.const_req[c] for c in cids] + [r for _, _, r in req.slots]
-        self._same[(tag, key, bids, cids)] = len(self.requests)
+        if shared is not None:
+            self._same[shared] = len(self.requests)
         return self._add(req)
 
     def _cov_slots(self, bids: tuple[int, ...]) -> tuple[tuple[int, int, int], ...]:
