@@ -30,6 +30,8 @@ MAX_QUADRATURE_DIM = 4
 #: the real axis (tanh, sigmoid at large variance) converge like exp(-c√degree), so the
 #: rule is generous where it is cheap; the estimate (vs 3/4 of the degree) decides.
 QUADRATURE_DEGREE = {1: 320, 2: 160, 3: 56, 4: 22}
+#: The finer rule used when the default one has not converged (~1e5–1e6 nodes).
+REFINED_DEGREE = {1: 320, 2: 320, 3: 80, 4: 28}  # numpy hermegauss is stable to ~360
 #: In ``auto`` mode a quadrature value whose estimated relative error exceeds this
 #: is not trusted: the request (and what depends on it) goes to Monte Carlo.
 QUADRATURE_RTOL = 1e-7
@@ -150,6 +152,7 @@ class Deterministic:
                 vals = self.values[rids] * s2
             cov[:, ii, jj] = vals
             cov[:, jj, ii] = vals
+            cov = _nearest_psd(cov)
         return mean, cov
 
     def _group(self, key: Any, reqs: list[Request]) -> None:
@@ -242,6 +245,18 @@ class Deterministic:
                 scale = gauss_hermite_expectation(lambda pts, params: np.abs(integrand(pts, params)),
                                                   mean, cov, degree=deg, params=qv)
                 growth &= c > 1e-9 * np.abs(scale)
+        refine = (err > QUADRATURE_RTOL * np.maximum(1.0, np.abs(hi_val))) & ~(
+            growth if growth is not None else False)
+        if self.degree is None and np.any(refine) and REFINED_DEGREE[d] > deg:
+            # Slowly converging (tanh-like poles near the real axis): one finer rule for
+            # the elements that need it, compared with the default one.
+            idx = np.flatnonzero(refine)
+            fine = gauss_hermite_expectation(integrand, mean[idx], cov[idx],
+                                             degree=REFINED_DEGREE[d], params=qv[idx])
+            err = err.copy()
+            err[idx] = np.abs(fine - hi_val[idx])
+            hi_val = hi_val.copy()
+            hi_val[idx] = fine
         return hi_val, err, growth
 
     def _direct(self, req: Request) -> None:
@@ -276,6 +291,28 @@ class Deterministic:
             value, error = s2 * value, s2 * error
         req.value, req.error = value, error
         self.values[req.rid] = value
+
+
+#: Hat covariances are computed (by quadrature, to ~1e-9): eigenvalues down to this
+#: relative size below zero are rounding of a singular covariance, and are clipped.
+COMPUTED_PSD_TOL = 1e-8
+
+
+def _nearest_psd(cov: np.ndarray) -> np.ndarray:
+    """Clip rounding-level negative eigenvalues of computed covariances (B, d, d).
+
+    A genuinely indefinite matrix is left as it is (``psd_factor`` then reports it).
+    """
+    w, V = np.linalg.eigh(cov)
+    scale = np.maximum(1.0, np.abs(w).max(axis=-1, keepdims=True))
+    fix = (w < 0) & (w >= -COMPUTED_PSD_TOL * scale)
+    if not fix.any():
+        return cov
+    rows = fix.any(axis=-1)
+    w = np.where(fix, 0.0, w)
+    out = cov.copy()
+    out[rows] = np.einsum("bij,bj,bkj->bik", V[rows], w[rows], V[rows])
+    return out
 
 
 @functools.lru_cache(maxsize=4096)
