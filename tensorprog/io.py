@@ -51,6 +51,7 @@ from typing import Any
 
 import sympy
 
+from .engine.limit import ScalarTable
 from .errors import (
     FormatVersionError,
     ProgramTypeError,
@@ -469,11 +470,12 @@ def _limit_from_dict(d: dict[str, Any], program: Any, head: dict, r: "_Reader") 
                        head.get("library_version"), r.source)
 
 
-class LoadedLimit:
+class LoadedLimit(ScalarTable):
     """The numbers of a saved :class:`~tensorprog.engine.Limit` (from :func:`load`).
 
     Lookup by name or by a handle of :attr:`program` (the saved program, rebuilt):
-    ``lim["k"]``, ``lim.stderr("k")``, ``lim.error("k")``, ``lim.method("k")``.
+    ``lim["k"]``, ``lim.stderr("k")``, ``lim.error("k")``, ``lim.method("k")`` — the
+    same lookups as a :class:`~tensorprog.engine.Limit` (shared :class:`ScalarTable`).
 
     Attributes
     ----------
@@ -490,64 +492,19 @@ class LoadedLimit:
     def __init__(self, program: Any, values: dict[str, float], stderrs: dict[str, float],
                  errors: dict[str, float], methods: dict[str, str], meta: dict[str, Any],
                  library_version: str | None, source: str) -> None:
-        self.program = program
-        self.values = values
-        self.stderrs = stderrs
-        self.errors = errors
-        self.methods = methods
-        self.meta = meta
+        super().__init__(program, values, stderrs, errors, methods, meta)
         self.library_version = library_version
         self.source = source
-        self.method_requested = meta.get("method")
-        self.seed = meta.get("seed")
-        self.samples = meta.get("samples")
 
     def _name(self, key: Any) -> str:
-        from .program import Handle
+        name = super()._name(key)
+        if name not in self._values:  # pragma: no cover - a saved limit holds every scalar
+            raise UnknownNameError(f"the saved limit of {self.program.name!r} has no scalar {name!r}")
+        return name
 
-        if isinstance(key, Handle):
-            key = self.program[key].name  # raises ForeignHandleError for other programs
-        if key not in self.values:
-            if isinstance(key, str) and key in self.program:
-                raise ProgramTypeError(f"{key} is a {self.program[key].var.kind}, not a scalar; "
-                                       f"a saved limit holds the scalars' values")
-            raise UnknownNameError(f"the saved limit of {self.program.name!r} has no scalar "
-                                   f"{key!r}; scalars: {', '.join(self.values)}")
-        return key
-
-    def __getitem__(self, key: Any) -> float:
-        return self.values[self._name(key)]
-
-    def __contains__(self, key: Any) -> bool:
-        try:
-            self._name(key)
-            return True
-        except TensorProgramError:
-            return False
-
-    def stderr(self, key: Any) -> float:
-        """Monte Carlo standard error (0.0 for exact and quadrature values)."""
-        return self.stderrs[self._name(key)]
-
-    def error(self, key: Any) -> float:
-        """Estimated absolute error, as ``Limit.error``."""
-        return self.errors[self._name(key)]
-
-    def method(self, key: Any) -> str:
-        """``"exact"``, ``"quadrature"`` or ``"montecarlo"``."""
-        return self.methods[self._name(key)]
-
-    def table(self) -> list[tuple[str, float, float, str]]:
-        """Rows ``(name, value, error, method)`` in program order."""
-        return [(k, self.values[k], self.errors[k], self.methods[k]) for k in self.values]
-
-    def __repr__(self) -> str:
-        lines = [f"Saved limit of {self.program.name!r} (method={self.method_requested!r}, "
-                 f"tensorprog {self.library_version})"]
-        for name, val, err, m in self.table():
-            e = f" ± {err:.2g}" if err else ""
-            lines.append(f"  {name} = {val:.10g}{e}  [{m}]")
-        return "\n".join(lines)
+    def _title(self) -> str:
+        return (f"Saved limit of {self.program.name!r} (method={self.method_requested!r}, "
+                f"tensorprog {self.library_version})")
 
 
 # ---------------------------------------------------------------------------------------

@@ -6,12 +6,12 @@ from typing import Any
 
 import sympy
 
-from ..errors import ProgramTypeError, ProgramValueError
+from ..errors import ProgramTypeError, ProgramValueError, TensorProgramError
 from ..ir import InitScalar, Moment, ScalarFn, Var
 from .derivation import Derivation
 from .plan import Plan
 
-__all__ = ["Limit", "Expectation"]
+__all__ = ["Limit", "ScalarTable", "Expectation"]
 
 _RANK = {"exact": 0, "quadrature": 1, "montecarlo": 2}
 
@@ -26,7 +26,93 @@ class Expectation(sympy.Function):
         return rf"\mathbb{{E}}\left[{printer._print(self.args[0])}\right]"
 
 
-class Limit:
+class ScalarTable:
+    """Values, errors and methods of a program's scalars, looked up by name or handle.
+
+    Shared by :class:`Limit` and the saved limits of :func:`tensorprog.load`.
+    """
+
+    def __init__(self, program: Any, values: dict[str, float], stderrs: dict[str, float],
+                 errors: dict[str, float], methods: dict[str, str], meta: dict[str, Any]) -> None:
+        self.program = program
+        self._values = values
+        self._stderr = stderrs
+        self._error = errors
+        self._method = methods
+        self.meta = meta
+        self.method_requested = meta.get("method")
+        self.samples = meta.get("samples")
+        self.seed = meta.get("seed")
+
+    def _name(self, key: Any) -> str:
+        """The scalar's name; errors name the key and what would be valid."""
+        from ..program import Handle
+
+        v = self.program._own(key, "limit lookup") if isinstance(key, Handle) else self.program[key].var
+        if v.kind != "scalar":
+            hint = " (use lim.Z(v) for a vector's limit law)" if v.kind == "vector" else ""
+            raise ProgramTypeError(f"{v.name} is a {v.kind}, not a scalar{hint}")
+        return v.name
+
+    def __getitem__(self, key: Any) -> float:
+        return self._values[self._name(key)]
+
+    def __contains__(self, key: Any) -> bool:
+        try:
+            self._name(key)
+            return True
+        except TensorProgramError:
+            return False
+
+    def stderr(self, key: Any) -> float:
+        """Monte Carlo standard error of ``lim[key]`` (0.0 for exact and quadrature values)."""
+        return self._stderr[self._name(key)]
+
+    def error(self, key: Any) -> float:
+        """Estimated absolute error: 0 (exact), degree-comparison estimate (quadrature), s.e. (MC)."""
+        k = self._name(key)
+        return max(self._error[k], self._stderr[k])
+
+    def method(self, key: Any) -> str:
+        """How ``lim[key]`` was obtained: ``"exact"``, ``"quadrature"`` or ``"montecarlo"``."""
+        return self._method[self._name(key)]
+
+    @property
+    def values(self) -> dict[str, float]:
+        """All scalar limits by name, in program order."""
+        return dict(self._values)
+
+    @property
+    def stderrs(self) -> dict[str, float]:
+        """All standard errors by name."""
+        return dict(self._stderr)
+
+    @property
+    def errors(self) -> dict[str, float]:
+        """All error estimates by name."""
+        return {k: self.error(k) for k in self._values}
+
+    @property
+    def methods(self) -> dict[str, str]:
+        """All methods by name."""
+        return dict(self._method)
+
+    def table(self) -> list[tuple[str, float, float, str]]:
+        """Rows ``(name, value, error, method)`` of every scalar, in program order."""
+        return [(k, v, self.error(k), self._method[k]) for k, v in self._values.items()]
+
+    def _title(self) -> str:
+        return f"Limit of {self.program.name!r} (method={self.method_requested!r})"
+
+    def __repr__(self) -> str:
+        lines = [self._title()]
+        for name, val, err, m in self.table():
+            e = f" ± {err:.2g}" if err else ""
+            lines.append(f"  {name} = {val:.10g}{e}  [{m}]")
+        return "\n".join(lines)
+
+
+class Limit(ScalarTable):
     """The infinite-width limit of a program.
 
     Index by scalar handle or name: ``lim[k]`` is the limit ``θ̊`` of ``k``.
@@ -43,56 +129,24 @@ class Limit:
     def __init__(self, program: Any, der: Derivation, plan: Plan, values: dict[Var, float],
                  stderrs: dict[Var, float], errors: dict[Var, float], methods: dict[Var, str],
                  coefficients: dict[int, tuple[float, float, str]], meta: dict[str, Any]) -> None:
-        self.program = program
+        def by_name(d: dict[Var, Any]) -> dict[str, Any]:
+            return {v.name: x for v, x in d.items()}
+
+        super().__init__(program, by_name(values), by_name(stderrs), by_name(errors),
+                         by_name(methods), meta)
         self.derivation = der
         self.plan = plan
-        self._values = values
-        self._stderr = stderrs
-        self._error = errors
-        self._method = methods
         self._coef = coefficients
-        self.meta = meta
-        self.method_requested = meta.get("method")
-        self.samples = meta.get("samples")
-        self.seed = meta.get("seed")
 
     # -- lookup ----------------------------------------------------------------------
-    def _var(self, key: Any, kind: str | None = "scalar") -> Var:
+    def _var(self, key: Any, kind: str = "scalar") -> Var:
         from ..program import Handle
 
         v = self.program._own(key, "Limit lookup") if isinstance(key, Handle) else self.program[key].var
-        if kind is not None and v.kind != kind:
+        if v.kind != kind:
             hint = " (use lim.Z(v) for a vector's limit law)" if v.kind == "vector" else ""
             raise ProgramTypeError(f"{v.name} is a {v.kind}, not a {kind}{hint}")
         return v
-
-    def __getitem__(self, key: Any) -> float:
-        return self._values[self._var(key)]
-
-    def __contains__(self, key: Any) -> bool:
-        try:
-            self._var(key)
-            return True
-        except Exception:  # noqa: BLE001
-            return False
-
-    def stderr(self, key: Any) -> float:
-        """Monte Carlo standard error of ``lim[key]`` (0.0 for exact and quadrature values)."""
-        return self._stderr[self._var(key)]
-
-    def error(self, key: Any) -> float:
-        """Estimated absolute error: 0 (exact), degree-comparison estimate (quadrature), s.e. (MC)."""
-        v = self._var(key)
-        return max(self._error[v], self._stderr[v])
-
-    def method(self, key: Any) -> str:
-        """How ``lim[key]`` was obtained: ``"exact"``, ``"quadrature"`` or ``"montecarlo"``."""
-        return self._method[self._var(key)]
-
-    @property
-    def values(self) -> dict[str, float]:
-        """All scalar limits by name."""
-        return {v.name: x for v, x in self._values.items()}
 
     # -- symbolic views ------------------------------------------------------------------
     def Z(self, key: Any, *, expand_dot: bool = False, numeric: bool = False) -> sympy.Expr:
@@ -146,25 +200,13 @@ class Limit:
         subs = {}
         der = self.derivation
         for v, c in der.scalar_const.items():
-            if v in self._values:
-                subs[c.symbol] = sympy.Float(self._values[v])
+            if v.name in self._values:
+                subs[c.symbol] = sympy.Float(self._values[v.name])
         for cid, (val, _se, _m) in self._coef.items():
             subs[der.consts[cid].symbol] = sympy.Float(val)
         return e.xreplace(subs)
 
     # -- display -------------------------------------------------------------------
-    def table(self) -> list[tuple[str, float, float, str]]:
-        """Rows ``(name, value, error, method)`` of every scalar, in program order."""
-        return [(v.name, self._values[v], self.error(v.name), self._method[v])
-                for v in self._values]
-
-    def __repr__(self) -> str:
-        lines = [f"Limit of {self.program.name!r} (method={self.method_requested!r})"]
-        for name, val, err, m in self.table():
-            e = f" ± {err:.2g}" if err else ""
-            lines.append(f"  {name} = {val:.10g}{e}  [{m}]")
-        return "\n".join(lines)
-
     def latex(self, document: bool = False) -> str:
         """The Master Theorem derivation as LaTeX (``document=True``: standalone)."""
         from ..latex import limit_latex
