@@ -130,8 +130,12 @@ class MonteCarloPass(Interpreter):
         return self._set_const(instr.out, val, instr)
 
     def nonlin(self, instr: Nonlin) -> np.ndarray:
+        return self._coordinatewise(instr, [self.env[a] for a in instr.args], self._params(instr))
+
+    def _coordinatewise(self, instr: Nonlin, args: list[Any], params: list[Any]) -> np.ndarray:
+        """``fn(args; params)`` on the samples, as an (M,) array; NaN/inf is an error."""
         with np.errstate(all="ignore"):
-            out = instr.fn.numpy(*[self.env[a] for a in instr.args], *self._params(instr))
+            out = instr.fn.numpy(*args, *map(np.float64, params))
         out = np.asarray(out, dtype=float)
         if out.shape != (self.M,):
             out = np.full(self.M, out)
@@ -328,14 +332,7 @@ class ChunkedPass(MonteCarloPass):
         params = self._params(instr)
         if not self._ready(*args, *params):
             return _PENDING
-        with np.errstate(all="ignore"):
-            out = instr.fn.numpy(*args, *map(np.float64, params))
-        out = np.asarray(out, dtype=float)
-        if out.shape != (self.M,):
-            out = np.full(self.M, out)
-        if not np.all(np.isfinite(out)):
-            raise NumericalError(f"{instr.fn.name} produced NaN or inf on Monte Carlo samples")
-        return out
+        return self._coordinatewise(instr, args, params)
 
     def moment(self, instr: Moment) -> Any:
         cid = self.der.scalar_const[instr.out].cid
