@@ -28,7 +28,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-import scipy.special
 import sympy
 
 from .errors import ProgramTypeError, ProgramValueError, UnknownNameError
@@ -71,14 +70,28 @@ def _dirac_delta(*_args: Any) -> Any:
     )
 
 
+def _erf(x: Any) -> Any:
+    from scipy.special import erf  # imported on first use: scipy is slow to import
+
+    return erf(x)
+
+
+def _erfc(x: Any) -> Any:
+    from scipy.special import erfc
+
+    return erfc(x)
+
+
 _NUMPY_MODULES: list[Any] = [
     {
         "Heaviside": _heaviside,
         "DiracDelta": _dirac_delta,
-        "erf": scipy.special.erf,
-        "erfc": scipy.special.erfc,
+        "erf": _erf,
+        "erfc": _erfc,
     },
-    "numpy",
+    # the module object, not "numpy": sympy's string form probes every numpy name,
+    # which imports numpy.f2py and numpy.testing (~0.1 s on the first lambdify)
+    np,
 ]
 
 

@@ -27,10 +27,10 @@ import functools
 import itertools
 import math
 import numbers
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import networkx as nx
 import numpy as np
 import sympy
 
@@ -55,6 +55,11 @@ from .ir import (
     format_instruction,
 )
 from .nonlin import Nonlinearity, _arg_symbols, identity
+
+if TYPE_CHECKING:
+    import networkx as nx
+
+_SPACE = re.compile(r"\s")
 
 __all__ = [
     "Program",
@@ -393,7 +398,13 @@ class Program:
         save(self, path)
 
     # -- internals ------------------------------------------------------------------
-    def _own(self, h: Any, what: str) -> Var:
+    def _own(self, h: Any, what: str | Callable[[], str]) -> Var:
+        """``h``'s Var if ``h`` is a handle of this program; ``what`` (or ``what()``,
+        formatted only on error) names the operation in the error."""
+        if isinstance(h, Handle) and h.program is self:
+            return h.var
+        if callable(what):
+            what = what()
         if not isinstance(h, Handle):
             raise ProgramTypeError(f"{what}: expected a handle of program {self.name!r}, got {type(h).__name__}")
         if h.program is not self:
@@ -409,7 +420,7 @@ class Program:
                 cand = f"{_PREFIX[cls]}{next(self._counter)}"
                 if cand not in self._by_name:
                     return cand
-        if not isinstance(name, str) or not name or any(c.isspace() for c in name):
+        if not isinstance(name, str) or not name or _SPACE.search(name):
             raise ProgramValueError(f"name must be a non-empty str without spaces, got {name!r}")
         if name in self._by_name:
             raise ProgramValueError(
@@ -641,7 +652,7 @@ def _matmul(W: Matrix, x: Any, *, transpose: bool, name: str | None = None) -> V
         )
     if not isinstance(x, Vector):
         raise ProgramTypeError(f"`{W.name}{t} @ {_describe(x)}`: the right operand must be a vector")
-    xv = p._own(x, f"`{W.name}{t} @ {x.name}`")
+    xv = p._own(x, lambda: f"`{W.name}{t} @ {x.name}`")
     return p._append(MatMul, name, matrix=W.var, arg=xv, transpose=transpose)  # type: ignore[return-value]
 
 
@@ -705,7 +716,7 @@ def _arith(op: str, a: Any, b: Any) -> Handle:
                 f"`{_describe(a)} {op} {_describe(b)}`: matrices only appear in W @ x; "
                 f"arithmetic is between vectors, scalars and numbers"
             )
-        program._own(h, f"`{_describe(a)} {op} {_describe(b)}`")
+        program._own(h, lambda: f"`{_describe(a)} {op} {_describe(b)}`")
     pattern = []
     consts = []
     vecs: list[Var] = []
@@ -741,7 +752,7 @@ def apply_nonlinearity(fn: Nonlinearity, inputs: Sequence[Any], *, name: str | N
     for x in inputs:
         if not isinstance(x, (Vector, Scalar)):
             raise ProgramTypeError(f"`{what}`: arguments must be vectors or scalars, got {_describe(x)}")
-        program._own(x, f"`{what}`")
+        program._own(x, lambda: f"`{what}`")
     vecs = tuple(x.var for x in inputs if isinstance(x, Vector))
     scal = tuple(x.var for x in inputs if isinstance(x, Scalar))
     if inputs != tuple(x for x in inputs if isinstance(x, Vector)) + tuple(
@@ -848,7 +859,7 @@ def inner(x: Any, y: Any, name: str | None = None) -> Scalar:
         if not isinstance(v, Vector):
             raise ProgramTypeError(f"tp.inner needs two vectors, got {_describe(v)}")
     p = x.program
-    p._own(y, f"tp.inner({x.name}, {_describe(y)})")
+    p._own(y, lambda: f"tp.inner({x.name}, {_describe(y)})")
     fn = _arith_fn("mul", ("v", "v"), ())
     return p._append(Moment, name, fn=fn, args=(x.var, y.var), params=())  # type: ignore[return-value]
 
@@ -919,6 +930,8 @@ def _graph(p: Program, version: int) -> nx.DiGraph:
     cached = getattr(p, "_graph_cache", None)
     if cached is not None and cached[0] == version:
         return cached[1]
+    import networkx as nx  # on first use: networkx is slow to import
+
     g = nx.DiGraph(name=p.name)
     for instr in p._instructions:
         g.add_node(instr.out.name, instruction=instr, kind=instr.out.kind)

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from .._gc import paused_gc
 from ..errors import ProgramTypeError, ProgramValueError, UnknownNameError
 from ..ir import InitScalar
 from .derivation import Derivation
@@ -115,6 +116,12 @@ def limit(
 
     if not isinstance(program, Program):
         raise ProgramTypeError(f"limit: program must be a tp.Program, got {type(program).__name__}")
+    with paused_gc():
+        return _limit(program, method, samples, seed, batches, qmc, progress, degree, max_memory)
+
+
+def _limit(program: Any, method: str, samples: int, seed: Any, batches: int, qmc: bool,
+           progress: bool, degree: int | None, max_memory: int) -> Limit:
     program.check()
     der = Derivation(program)
     plan = Plan(der, symbolic=method != "montecarlo")

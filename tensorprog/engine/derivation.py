@@ -23,6 +23,7 @@ import functools
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import sympy
 
 from ..errors import ProgramValueError
@@ -39,7 +40,9 @@ from ..ir import (
 )
 from .symbols import DotCoef, Theta, ZDot, ZHat, ZSym, g, q
 
-__all__ = ["Derivation", "Base", "Const", "Node"]
+__all__ = ["Derivation", "Base", "Const", "Node", "Layout"]
+
+_LID_G, _LID_Q = 0, 1  # interned local structures of a bare base Gaussian / constant
 
 #: Canonical integrands bigger than this (tree nodes) are not built symbolically.
 MAX_TREE = 400
@@ -71,6 +74,32 @@ class Const:
     def symbol(self) -> sympy.Symbol:
         """``θ̊`` of a scalar, or the ``𝔼[∂Z^x/∂Ẑ^{Wᵀy}]`` symbol of a ZDot coefficient."""
         return self.dot_symbol if self.kind == "dot" else Theta(self.var.name)
+
+
+@dataclass(frozen=True, eq=False)
+class Layout:
+    """What a request's base Gaussians look like, up to their identities.
+
+    ``groups`` labels them so that different labels are independent (hats by family
+    in order of appearance, ``W`` and ``Wᵀ`` differ; initial vectors ``-1 - c`` by
+    their component ``c`` of nonzero initial covariances); ``centred``: every mean is
+    zero; ``pairs``: positions ``(i, j)``, ``i ≤ j``, of the same-family hat pairs
+    whose covariance ``σ² 𝔼[Z^x Z^y]`` is an unknown of the limit.
+    """
+
+    groups: tuple[int, ...]
+    centred: bool
+    pairs: tuple[tuple[int, int], ...]
+
+
+def _make_layout(codes: tuple[int, ...]) -> Layout:
+    fam: dict[int, int] = {}
+    groups = []
+    for c in codes:
+        groups.append(-1 - (c >> 2) if c & 1 else fam.setdefault(c, len(fam)))
+    pairs = tuple((i, j) for i, a in enumerate(codes) if not a & 1
+                  for j in range(i, len(codes)) if codes[j] == a)
+    return Layout(tuple(groups), not any(c & 2 for c in codes), pairs)
 
 
 @dataclass(eq=False)
@@ -106,11 +135,26 @@ class Derivation(Interpreter):
         self.init_mean = program.initial_mean
         self.init_cov = program.initial_covariance
         self.hat_of: dict[Var, Base] = {}
+        self.hat_arg: dict[int, Var] = {}  # bid of Ẑ^{Wx} -> x
+        self._labels: dict[Any, set[str]] = {}  # family -> its hats' labels
         self._canon_cache: dict[Any, Any] = {}
+        self._canon_roots: dict[tuple, Any] = {}
         self._locals: dict[Var, tuple] = {}
+        self._lkeys: list[tuple] = [("g",), ("q",)]  # interned local structures, by lid
+        self._lids: dict[tuple, int] = {("g",): _LID_G, ("q",): _LID_Q}
+        self._lexprs: dict[int, sympy.Expr] = {}
         self._vanish: dict[Any, bool] = {}
         self._init_components: list[int] | None = None
+        self._codes: list[int] = []
+        self._fam_ids: dict[Any, int] = {}
+        self._layouts: dict[tuple[int, ...], Layout] = {}
         self.run()
+        #: Per base: its initial vector's index (-1 for hats) and σ² of its family
+        #: (0 for initial vectors), for vectorised gathers over batches of requests.
+        self.base_init_index = np.array(
+            [self.init_index[b.var] if b.family is None else -1 for b in self.bases], dtype=np.intp)
+        self.base_sigma2 = np.array(
+            [0.0 if b.family is None else self.sigma2_of(b.family) for b in self.bases])
 
     # -- instructions ------------------------------------------------------------
     def init_matrix(self, instr: InitMatrix) -> None:
@@ -153,11 +197,14 @@ class Derivation(Interpreter):
         label = f"{W.name}{'^T' if t else ''} {instr.arg.name}"
         top = r"^{\top}" if t else ""
         latex_label = f"{W.name}{top} {instr.arg.name}"
-        if any(b.symbol.name == ZHat(label).name for b in self.families[(W, t)]):
+        labels = self._labels.setdefault((W, t), set())
+        if label in labels:
             label = f"{label}|{instr.out.name}"
             latex_label = f"{latex_label},{instr.out.name}"
+        labels.add(label)
         b = self._new_base(instr.out, (W, t), ZHat(label, latex_label))
         self.hat_of[instr.out] = b
+        self.hat_arg[b.bid] = instr.arg
         x = self.nodes[instr.arg]
         # ZDot: the transposed family's hats that Z^x depends on.
         other = {c.bid for c in self.families[(W, not t)]}
@@ -219,12 +266,33 @@ class Derivation(Interpreter):
             return bool(self.init_cov[i, j] == 0.0)
         return False  # hats of one family: covariance not known yet
 
+    def layout(self, bids: tuple[int, ...]) -> "Layout":
+        """The :class:`Layout` of a request's base Gaussians ``bids`` (memoised).
+
+        Requests whose bases have the same families, components and means in the
+        same order share one Layout object, however many there are: this is what
+        lets the planner and the evaluator batch them without per-request work.
+        """
+        codes = self._codes
+        if len(codes) < len(self.bases):
+            self._extend_codes()
+        key = tuple([codes[b] for b in bids])
+        lay = self._layouts.get(key)
+        if lay is None:
+            lay = self._layouts[key] = _make_layout(key)
+        return lay
+
     def groups(self, bids: tuple[int, ...]) -> tuple[int, ...]:
         """Independence labels of base Gaussians: equal labels may be dependent.
 
         Hats are labelled by family (``W`` and ``Wᵀ`` differ); initial vectors by
         their connected component in the graph of nonzero initial covariances.
         """
+        return self.layout(bids).groups
+
+    def _extend_codes(self) -> None:
+        """One int per base: ``4f`` for a hat of family ``f`` (centred), ``4c + 1`` for
+        an initial vector of component ``c``, ``+ 2`` if its mean is not zero."""
         if self._init_components is None:
             m = len(self.init_index)
             comp = list(range(m))
@@ -234,15 +302,13 @@ class Derivation(Interpreter):
                         a, b = comp[i], comp[j]
                         comp = [b if c == a else c for c in comp]
             self._init_components = comp
-        fam_ids: dict[Any, int] = {}
-        out = []
-        for b in bids:
-            base = self.bases[b]
+        fam_ids: dict[Any, int] = self._fam_ids
+        for base in self.bases[len(self._codes):]:
             if base.family is None:
-                out.append(-1 - self._init_components[self.init_index[base.var]])
+                c = self._init_components[self.init_index[base.var]]
+                self._codes.append(4 * c + 1 + (2 if self.base_mean(base.bid) != 0.0 else 0))
             else:
-                out.append(fam_ids.setdefault(base.family, len(fam_ids)))
-        return tuple(out)
+                self._codes.append(4 * fam_ids.setdefault(base.family, len(fam_ids)))
 
     # -- canonical integrands --------------------------------------------------------
     def canonical(self, roots: tuple[Any, ...], limit: int = MAX_TREE) -> tuple | None:
@@ -252,14 +318,23 @@ class Derivation(Interpreter):
         Gaussians numbered ``g0, g1, …`` and constants ``q0, q1, …`` by first
         appearance, and the base / constant ids in that order; ``None`` when a
         root's tree has more than ``limit`` nodes. Each vector's own structure is
-        computed once (:meth:`_local`); a request only merges its roots' numberings.
+        computed once (:meth:`_local`); a request only merges its roots' numberings,
+        once per ``roots`` (memoised).
         """
+        if limit == MAX_TREE:
+            res = self._canon_roots.get(roots, False)
+            if res is False:
+                res = self._canon_roots[roots] = self._canonical(roots, limit)
+            return res
+        return self._canonical(roots, limit)
+
+    def _canonical(self, roots: tuple[Any, ...], limit: int) -> tuple | None:
         parts = []
         for r in roots:
             if isinstance(r, Base):
-                parts.append((("g",), (r.bid,), ()))
+                parts.append((_LID_G, (r.bid,), ()))
             elif isinstance(r, Const):
-                parts.append((("q",), (), (r.cid,)))
+                parts.append((_LID_Q, (), (r.cid,)))
             else:
                 loc = self._local(r)
                 if loc[3] > limit:
@@ -268,27 +343,39 @@ class Derivation(Interpreter):
         return _merge(parts)
 
     def _local(self, v: Var) -> tuple:
-        """``(key, bids, cids, size)`` of ``Z^v`` in its own numbering (memoised)."""
+        """``(lid, bids, cids, size)`` of ``Z^v`` in its own numbering (memoised).
+
+        ``lid`` interns the local structure (an int: keys stay shallow and hash fast);
+        :meth:`_local_expr` turns it back into a sympy expression.
+        """
         loc = self._locals.get(v)
         if loc is not None:
             return loc
         node = self.nodes[v]
         if node.kind == "base":
-            loc = (("g",), (node.base.bid,), (), 1)
+            loc = (_LID_G, (node.base.bid,), (), 1)
         elif node.kind == "fn":
             kids = [self._local(a) for a in node.args]
-            own = [(("q",), (), (c.cid,)) for c in node.consts]
+            own = [(_LID_Q, (), (c.cid,)) for c in node.consts]
             key, bids, cids = _merge([k[:3] for k in kids] + own)
-            loc = (("f", node.fn._uid, len(kids)) + key, bids, cids,
+            loc = (self._intern(("f", node.fn._uid, len(kids)) + key), bids, cids,
                    1 + sum(k[3] for k in kids))
         else:
             kids = [self._local(y) for _, y in node.dot]
-            hat = (("g",), (node.base.bid,), ())
-            consts = [(("q",), (), (c.cid,)) for c, _ in node.dot]
+            hat = (_LID_G, (node.base.bid,), ())
+            consts = [(_LID_Q, (), (c.cid,)) for c, _ in node.dot]
             key, bids, cids = _merge([hat] + consts + [k[:3] for k in kids])
-            loc = (("m", len(node.dot)) + key, bids, cids, 1 + sum(k[3] for k in kids))
+            loc = (self._intern(("m", len(node.dot)) + key), bids, cids,
+                   1 + sum(k[3] for k in kids))
         self._locals[v] = loc
         return loc
+
+    def _intern(self, lkey: tuple) -> int:
+        lid = self._lids.get(lkey)
+        if lid is None:
+            lid = self._lids[lkey] = len(self._lkeys)
+            self._lkeys.append(lkey)
+        return lid
 
     def expr_of_key(self, key: Any) -> tuple[sympy.Expr, ...]:
         """The sympy expressions (over ``g_k``, ``q_j``) of a canonical key's roots."""
@@ -300,16 +387,17 @@ class Derivation(Interpreter):
 
     def _place(self, part: tuple) -> sympy.Expr:
         """A part's local expression with its indices mapped into the merged ones."""
-        lkey, bmap, cmap = part
-        e = self._local_expr(lkey)
+        lid, bmap, cmap = part
+        e = self._local_expr(lid)
         sub = {g(i): g(j) for i, j in enumerate(bmap) if i != j}
         sub.update({q(i): q(j) for i, j in enumerate(cmap) if i != j})
         return e.xreplace(sub) if sub else e
 
-    def _local_expr(self, lkey: tuple) -> sympy.Expr:
-        e = self._canon_cache.get(("local", lkey))
+    def _local_expr(self, lid: int) -> sympy.Expr:
+        e = self._lexprs.get(lid)
         if e is not None:
             return e
+        lkey = self._lkeys[lid]
         tag = lkey[0]
         if tag == "g":
             e = g(0)
@@ -323,7 +411,7 @@ class Derivation(Interpreter):
             k = lkey[1]
             parts = [self._place(p) for p in lkey[2:]]
             e = parts[0] + sympy.Add(*[c * y for c, y in zip(parts[1:1 + k], parts[1 + k:])])
-        self._canon_cache[("local", lkey)] = e
+        self._lexprs[lid] = e
         return e
 
     def _dot_vanishes(self, x: Var, hb: Base) -> bool:
@@ -407,9 +495,19 @@ def _merge(parts: list[tuple]) -> tuple:
     cpos: dict[int, int] = {}
     key = []
     for pk, pb, pc in parts:
-        bmap = tuple(bpos.setdefault(b, len(bpos)) for b in pb)
-        cmap = tuple(cpos.setdefault(c, len(cpos)) for c in pc)
-        key.append((pk, bmap, cmap))
+        bmap = []
+        for b in pb:
+            i = bpos.get(b)
+            if i is None:
+                i = bpos[b] = len(bpos)
+            bmap.append(i)
+        cmap = []
+        for c in pc:
+            i = cpos.get(c)
+            if i is None:
+                i = cpos[c] = len(cpos)
+            cmap.append(i)
+        key.append((pk, tuple(bmap), tuple(cmap)))
     return tuple(key), tuple(bpos), tuple(cpos)
 
 

@@ -60,6 +60,7 @@ class Deterministic:
         self.method = method
         self.degree = degree
         self.needs_montecarlo = False
+        self._chosen: dict[int, str] = {}  # sig -> method
         #: Values of every request by id (NaN until evaluated), for vectorised gathers.
         self.values = np.full(len(plan.requests), np.nan)
         for r in plan.requests:
@@ -72,6 +73,13 @@ class Deterministic:
             return "direct"
         if self.method == "montecarlo":
             return "montecarlo"
+        # Requests of one sig share integrand, dimensions and layout: one decision each.
+        method = self._chosen.get(req.sig)
+        if method is None:
+            method = self._chosen[req.sig] = self._decide(req)
+        return method
+
+    def _decide(self, req: Request) -> str:
         d, m = len(req.bids), len(req.cids)
         exact = req.expr is not None and exact_evaluator(
             req.expr, d, m, req.centred, req.groups) is not None
@@ -113,41 +121,45 @@ class Deterministic:
         for req in self.plan.requests:
             req.method = self._choose(req)
             levels[req.level].append(req)
+        requests = self.plan.requests
         for level in sorted(levels):
             groups: dict[Any, list[Request]] = defaultdict(list)
             for req in levels[level]:
-                req.deterministic = req.method != "montecarlo" and all(
-                    self.plan.requests[d].deterministic for d in req.deps
-                )
+                # (while nothing went to Monte Carlo, every dependency is deterministic)
+                req.deterministic = req.method != "montecarlo" and (
+                    not self.needs_montecarlo or all(requests[d].deterministic for d in req.deps))
                 if not req.deterministic:
                     self.needs_montecarlo = True
                     continue
                 if req.method == "direct":
                     self._direct(req)
                 else:
-                    groups[(req.method, req.expr, len(req.bids), len(req.cids), req.centred,
-                            req.groups)].append(req)
-            for key, reqs in groups.items():
-                self._group(key, reqs)
+                    groups[(req.method, req.sig)].append(req)
+            for (method, _), reqs in groups.items():
+                r0 = reqs[0]
+                self._group((method, r0.expr, len(r0.bids), len(r0.cids), r0.centred, r0.groups),
+                            reqs)
 
     def _support_laws(self, reqs: list[Request], d: int, groups: tuple[int, ...]
                       ) -> tuple[np.ndarray, np.ndarray]:
         """Means (B, d) and covariances (B, d, d) of a group's base Gaussians, gathered
-        with numpy: requests of one group share their slot layout."""
+        with numpy: requests of one group share their layout."""
         der, B = self.der, len(reqs)
         mean = np.zeros((B, d))
         cov = np.zeros((B, d, d))
+        bids = np.array([r.bids for r in reqs], dtype=np.intp).reshape(B, d)
         init = [i for i in range(d) if groups[i] < 0]
         if init:
-            idx = np.array([[der.init_index[der.bases[r.bids[i]].var] for i in init] for r in reqs])
+            idx = der.base_init_index[bids[:, init]]
             mean[:, init] = der.init_mean[idx]
             cov[np.ix_(np.arange(B), init, init)] = der.init_cov[idx[:, :, None], idx[:, None, :]]
-        if reqs[0].slots:
-            ii = np.array([i for i, _, _ in reqs[0].slots])
-            jj = np.array([j for _, j, _ in reqs[0].slots])
-            rids = np.array([[rid for _, _, rid in r.slots] for r in reqs])
+        pairs = reqs[0].layout.pairs
+        if pairs:
+            ii = np.array([i for i, _ in pairs])
+            jj = np.array([j for _, j in pairs])
+            rids = np.array([r.slot_rids for r in reqs], dtype=np.intp)
             # σ² per request: a group can mix families of different matrices (same layout)
-            s2 = np.array([[der.sigma2_of(der.bases[r.bids[i]].family) for i in ii] for r in reqs])
+            s2 = der.base_sigma2[bids[:, ii]]
             with np.errstate(over="ignore", invalid="ignore"):  # inf is reported below, by name
                 vals = self.values[rids] * s2
             cov[:, ii, jj] = vals
@@ -158,8 +170,7 @@ class Deterministic:
     def _group(self, key: Any, reqs: list[Request]) -> None:
         method, expr, d, m, centred, indep = key
         mean, cov = self._support_laws(reqs, d, indep)
-        cq = self.plan.const_req
-        qv = self.values[np.array([[cq[c] for c in r.cids] for r in reqs], dtype=int).reshape(len(reqs), m)]
+        qv = self.values[np.array([r.deps[:m] for r in reqs], dtype=np.intp).reshape(len(reqs), m)]
         try:
             if method == "exact":
                 f = exact_evaluator(expr, d, m, centred, indep)

@@ -65,6 +65,9 @@ def exact_evaluator(expr: sympy.Expr, d: int, m: int, centred: bool,
 
 def _lam_q(expr: sympy.Expr, qs: list[sympy.Symbol]) -> Callable[[np.ndarray], np.ndarray]:
     """``expr(q)`` vectorised over a batch of constants ``qv`` (B, m)."""
+    if expr.is_Number:  # most coefficients: no code to generate
+        v = float(expr)
+        return lambda qv: np.full(qv.shape[0], v)
     # opaque nonlinearities may appear with constant arguments (tanh(θ̊), tanh(0))
     fns = {f.func.nonlinearity.code_name: f.func.nonlinearity.numpy
            for f in expr.atoms(sympy.Function) if hasattr(f.func, "nonlinearity")}
@@ -153,7 +156,7 @@ def _term(term: sympy.Expr, gs: list[GaussSym], qs: list[sympy.Symbol], centred:
         sig = sympy.Matrix(len(gs), len(gs), lambda i, j: sympy.Symbol(f"S{min(i, j)}_{max(i, j)}", real=True))
         formula = gaussian_moment(P, gs, list(mus), sig)
         syms = list(mus) + [sig[i, j] for i in range(len(gs)) for j in range(i, len(gs))] + list(qs)
-        f = sympy.lambdify(syms, formula, modules="numpy")
+        f = sympy.lambdify(syms, formula, modules=_NUMPY_MODULES)
         iu = np.triu_indices(len(gs))
 
         def wick(mean: np.ndarray, cov: np.ndarray, qv: np.ndarray) -> np.ndarray:

@@ -26,13 +26,13 @@ import sympy
 
 from ..errors import ProgramValueError
 from ..ir import WIDTH, InitScalar, MatMul, Moment, ScalarFn, Var
-from .derivation import Base, Const, Derivation, register_fn
+from .derivation import Base, Const, Derivation, Layout, register_fn
 from .symbols import g
 
 __all__ = ["Request", "Plan"]
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Request:
     """One deterministic unknown of the limit and how to obtain it."""
 
@@ -49,11 +49,28 @@ class Request:
     extra: Any = None
     method: str = ""  # planned: exact | quadrature | montecarlo | direct
     deterministic: bool = True  # no Monte Carlo anywhere upstream
-    groups: tuple[int, ...] = ()  # independence labels of bids (Derivation.groups)
-    centred: bool = True  # every base Gaussian of bids has mean 0
-    slots: tuple[tuple[int, int, int], ...] = ()  # (i, j, cov request) for hat pairs i ≤ j
+    layout: Layout | None = None  # groups, centring and hat pairs of bids
+    slot_rids: tuple[int, ...] = ()  # the cov request of each of layout.pairs
+    sig: int = -1  # requests with equal sig share integrand, m and layout (one batch)
     value: float | None = None
     error: float = 0.0
+
+    @property
+    def groups(self) -> tuple[int, ...]:
+        """Independence labels of ``bids`` (:class:`~.derivation.Layout`)."""
+        return self.layout.groups if self.layout is not None else ()
+
+    @property
+    def centred(self) -> bool:
+        """Whether every base Gaussian of ``bids`` has mean 0."""
+        return self.layout.centred if self.layout is not None else True
+
+    @property
+    def slots(self) -> tuple[tuple[int, int, int], ...]:
+        """``(i, j, cov request)`` for the same-family hat pairs ``i ≤ j`` of ``bids``."""
+        if self.layout is None:
+            return ()
+        return tuple((i, j, r) for (i, j), r in zip(self.layout.pairs, self.slot_rids))
 
 
 class Plan:
@@ -70,6 +87,7 @@ class Plan:
         self._stein: dict[tuple[Var, int], int] = {}
         self._exprs: dict[Any, sympy.Expr] = {}
         self._same: dict[Any, int] = {}
+        self._sigs: dict[Any, int] = {}
         for instr in der.program.instructions:
             if isinstance(instr, (Moment,)):
                 self._moment(instr)
@@ -84,8 +102,9 @@ class Plan:
     # -- creation --------------------------------------------------------------------
     def _add(self, req: Request) -> Request:
         req.rid = len(self.requests)
-        req.level = 1 + max((self.requests[d].level for d in req.deps), default=-1)
-        self.requests.append(req)
+        reqs = self.requests
+        req.level = 1 + max([reqs[d].level for d in req.deps], default=-1)
+        reqs.append(req)
         return req
 
     def _expectation(self, kind: str, roots: tuple[Any, ...], combine: Any, tag: Any,
@@ -117,26 +136,28 @@ class Plan:
         same = self._same.get(shared) if shared is not None else None
         if same is not None:
             return self.requests[same]
-        req = Request(-1, kind, expr=expr, bids=bids, cids=cids, extra=roots, **kw)
-        req.groups = self.der.groups(bids)
-        req.centred = all(self.der.base_mean(b) == 0.0 for b in bids)
-        req.slots = self._cov_slots(bids)
-        req.deps = [self.const_req[c] for c in cids] + [r for _, _, r in req.slots]
+        lay = self.der.layout(bids)
+        slot_rids = self._slot_rids(bids, lay)
+        cq = self.const_req
+        req = Request(-1, kind, expr=expr, bids=bids, cids=cids, extra=roots,
+                      deps=[cq[c] for c in cids] + list(slot_rids), layout=lay,
+                      slot_rids=slot_rids, **kw)
+        sk = (expr if expr is not None else (tag, key), len(cids), lay)
+        req.sig = self._sigs.setdefault(sk, len(self._sigs))
         if shared is not None:
             self._same[shared] = len(self.requests)
         return self._add(req)
 
-    def _cov_slots(self, bids: tuple[int, ...]) -> tuple[tuple[int, int, int], ...]:
-        """``(i, j, rid)``: the covariance request of every same-family hat pair ``i ≤ j``."""
-        slots = []
-        bases = [self.der.bases[b] for b in bids]
-        for i, bi in enumerate(bases):
-            if bi.family is None:
-                continue
-            for j in range(i, len(bases)):
-                if bases[j].family == bi.family:
-                    slots.append((i, j, self.cov(bi, bases[j])))
-        return tuple(slots)
+    def _slot_rids(self, bids: tuple[int, ...], lay: Layout) -> tuple[int, ...]:
+        """The covariance request of every same-family hat pair of ``bids``."""
+        out = []
+        known = self.cov_req
+        bases = self.der.bases
+        for i, j in lay.pairs:
+            a, b = bids[i], bids[j]
+            rid = known.get((a, b) if a <= b else (b, a))
+            out.append(rid if rid is not None else self.cov(bases[a], bases[b]))
+        return tuple(out)
 
     def cov(self, bi: Base, bj: Base) -> int:
         """The request for ``𝔼[Z^x Z^y]`` of two hats ``Ẑ^{Wx}``, ``Ẑ^{Wy}`` (one family)."""
@@ -147,33 +168,29 @@ class Plan:
         # Create the covariances this one depends on first, without recursion (a deep
         # network would need one Python frame per layer): every dependency of the pair
         # (a, b) is a pair of hats created before max(a, b), so ascending order works.
-        missing: dict[tuple[int, int], tuple[Base, Base]] = {}
-        stack = [(bi, bj)]
+        der, known, arg = self.der, self.cov_req, self.der.hat_arg
+        missing: set[tuple[int, int]] = set()
+        stack = [k]
         while stack:
-            a, b = stack.pop()
-            kk = (a.bid, b.bid) if a.bid <= b.bid else (b.bid, a.bid)
-            if kk in self.cov_req or kk in missing:
+            kk = stack.pop()
+            if kk in known or kk in missing:
                 continue
-            missing[kk] = (a, b)
-            xa = self.der.program.definition(a.var).arg
-            xb = self.der.program.definition(b.var).arg
-            res = self.der.canonical((xa, xb))
+            missing.add(kk)
+            res = der.canonical((arg[kk[0]], arg[kk[1]]))
             if res is None:
                 continue
-            bases = [self.der.bases[t] for t in res[1]]
-            for i, p in enumerate(bases):
-                if p.family is not None:
-                    stack.extend((p, q) for q in bases[i:] if q.family == p.family)
+            bids = res[1]
+            for i, j in der.layout(bids).pairs:
+                a, b = bids[i], bids[j]
+                stack.append((a, b) if a <= b else (b, a))
         for kk in sorted(missing, key=lambda t: (t[1], t[0])):
-            if kk != k:
-                self._cov_one(*missing[kk])
-        return self._cov_one(bi, bj)
+            self._cov_one(kk)
+        return known[k]
 
-    def _cov_one(self, bi: Base, bj: Base) -> int:
-        k = (bi.bid, bj.bid) if bi.bid <= bj.bid else (bj.bid, bi.bid)
-        x = self.der.program.definition(bi.var).arg
-        y = self.der.program.definition(bj.var).arg
-        req = self._expectation("cov", (x, y), lambda a, b: a * b, "mul", pair=(bi, bj))
+    def _cov_one(self, k: tuple[int, int]) -> int:
+        bi, bj = self.der.bases[k[0]], self.der.bases[k[1]]
+        arg = self.der.hat_arg
+        req = self._expectation("cov", (arg[k[0]], arg[k[1]]), _mul, "mul", pair=(bi, bj))
         self.cov_req[k] = req.rid
         return req.rid
 
@@ -181,7 +198,7 @@ class Plan:
         """The request for ``𝔼[Ẑ Z^x]`` (Stein's lemma numerator)."""
         k = (x, base.bid)
         if k not in self._stein:
-            self._stein[k] = self._expectation("stein_b", (base, x), lambda a, e: a * e, "mul").rid
+            self._stein[k] = self._expectation("stein_b", (base, x), _mul, "mul").rid
         return self._stein[k]
 
     def _moment(self, instr: Moment) -> None:
@@ -238,6 +255,10 @@ class Plan:
         deps += [self.cov(bi, bj) for i, bi in enumerate(S) for bj in S[i:]]
         req = self._add(Request(-1, "stein", deps=deps, const=c, extra=S, method="direct"))
         self.const_req[c.cid] = req.rid
+
+
+def _mul(a: sympy.Expr, b: sympy.Expr) -> sympy.Expr:
+    return a * b
 
 
 def constant_value(plan: Plan, cid: int) -> float:

@@ -30,6 +30,7 @@ import numpy as np
 import sympy
 
 from .. import program as _program
+from .._gc import paused_gc
 from ..errors import ProgramTypeError, ProgramValueError
 from ..nonlin import BUILTINS, Nonlinearity, get_nonlinearity
 from ..program import Program, inner
@@ -130,6 +131,12 @@ def kernel_program(
     True
     """
     X, depth, phi, W_std, b_std = _validate(X, depth, nonlin, W_std, b_std, "kernel_program")
+    with paused_gc():  # B²·(2·depth + 3) records: see tensorprog._gc
+        return _build(X, depth, phi, W_std, b_std)
+
+
+def _build(X: np.ndarray, depth: int, phi: Nonlinearity, W_std: float, b_std: float
+           ) -> tuple[Program, np.ndarray, np.ndarray]:
     B, d = X.shape
     dphi = phi.derivative()
     w2, b2 = W_std * W_std, b_std * b_std
@@ -272,8 +279,9 @@ def kernels(
     array([4.34195312, 2.25999961, 0.59056138])
     """
     X, depth, phi, W_std, b_std = _validate(X, depth, nonlin, W_std, b_std, "kernels")
-    p, nngp_h, ntk_h = kernel_program(X, depth, phi, W_std, b_std)
-    lim = p.limit(**limit_kw)
+    with paused_gc():  # one pause for building and the limit (see tensorprog._gc)
+        p, nngp_h, ntk_h = kernel_program(X, depth, phi, W_std, b_std)
+        lim = p.limit(**limit_kw)
     B = X.shape[0]
     nngp = np.empty((B, B))
     ntk = np.empty((B, B))
