@@ -6,6 +6,11 @@ again and again (about half the planning time of a 50,000-instruction program).
 None of them form reference cycles that need collecting early, so the collector is
 paused for the duration and restored afterwards (reference counting still frees
 everything that becomes unreachable).
+
+On the way out, what was allocated meanwhile is moved to the oldest generation
+(``gc.freeze(); gc.unfreeze()``) instead of being traversed by the first young
+collection after re-enabling (another ~0.15 s for such a program): the objects are
+long-lived, and full collections still visit them as usual.
 """
 
 from __future__ import annotations
@@ -37,4 +42,7 @@ def paused_gc() -> Iterator[None]:
         yield
     finally:
         if was_enabled:
+            if gc.get_freeze_count() == 0:  # (never undo a freeze of the caller's)
+                gc.freeze()
+                gc.unfreeze()
             gc.enable()

@@ -17,7 +17,7 @@ from ..errors import ProgramTypeError, ProgramValueError, UnknownNameError
 from ..ir import InitScalar
 from .derivation import Derivation
 from .evaluate import Deterministic
-from .limit import Expectation, Limit, worst
+from .limit import Expectation, Limit
 from .montecarlo import run_montecarlo
 from .plan import Plan
 
@@ -131,24 +131,32 @@ def _limit(program: Any, method: str, samples: int, seed: Any, batches: int, qmc
     if det.needs_montecarlo:
         mc = run_montecarlo(plan, samples, seed, batches=batches, qmc=qmc, progress=progress,
                             max_memory=max_memory)
-    effective: dict[int, str] = {}
+    # The effective method of a request is the least precise along its dependencies.
+    rank = {"exact": 0, "direct": 0, "quadrature": 1, "factorised": 1, "montecarlo": 2}
+    names = ("exact", "quadrature", "montecarlo")
+    eff: list[int] = []
     for req in plan.requests:
-        own = ("montecarlo" if not req.deterministic else
-               {"direct": "exact", "factorised": "quadrature"}.get(req.method, req.method))
-        effective[req.rid] = worst([own] + [effective[d] for d in req.deps])
+        r = rank[req.method] if req.deterministic else 2
+        for d in req.deps:
+            if eff[d] > r:
+                r = eff[d]
+        eff.append(r)
+    effective = [names[r] for r in eff]
     values, stderrs, errors, methods = {}, {}, {}, {}
+    requests, const_req, scalar_const = plan.requests, plan.const_req, der.scalar_const
     for instr in program.instructions:
         v = instr.out
         if v.kind != "scalar":
             continue
-        cid = der.scalar_const[v].cid
-        req = plan.requests[plan.const_req[cid]]
+        cid = scalar_const[v].cid
+        req = requests[const_req[cid]]
+        name = v.name
         if req.deterministic:
-            values[v], stderrs[v], errors[v] = req.value, 0.0, req.error
+            values[name], stderrs[name], errors[name] = req.value, 0.0, req.error
         else:
-            values[v], stderrs[v] = mc[cid]
-            errors[v] = 0.0
-        methods[v] = "exact" if isinstance(instr, InitScalar) else effective[req.rid]
+            values[name], stderrs[name] = mc[cid]
+            errors[name] = 0.0
+        methods[name] = "exact" if isinstance(instr, InitScalar) else effective[req.rid]
     coefficients = {}
     for c in der.consts:
         if c.kind != "dot":

@@ -19,7 +19,7 @@ from ..gaussian import gauss_hermite_expectation
 from ..interpreter import annotate
 from ..nonlin import _NUMPY_MODULES
 from .exact import exact_evaluator, independent_blocks
-from .plan import Plan, Request, constant_value
+from .plan import Plan, Request
 from .symbols import GaussSym, g, q
 
 __all__ = ["Deterministic", "MAX_QUADRATURE_DIM", "QUADRATURE_RTOL"]
@@ -131,11 +131,16 @@ class Deterministic:
                 if not req.deterministic:
                     self.needs_montecarlo = True
                     continue
-                if req.method == "direct":
+                if req.kind == "scalar_fn":
+                    groups[("scalar_fn", req.extra)].append(req)
+                elif req.method == "direct":
                     self._direct(req)
                 else:
                     groups[(req.method, req.sig)].append(req)
             for (method, _), reqs in groups.items():
+                if method == "scalar_fn":
+                    self._scalar_fns(reqs)
+                    continue
                 r0 = reqs[0]
                 self._group((method, r0.expr, len(r0.bids), len(r0.cids), r0.centred, r0.groups),
                             reqs)
@@ -270,19 +275,23 @@ class Deterministic:
             hi_val[idx] = fine
         return hi_val, err, growth
 
+    def _scalar_fns(self, reqs: list[Request]) -> None:
+        """ScalarFns of one function (one level): ``fn(θ̊…)`` in one vectorised call."""
+        fn = reqs[0].extra
+        params = self.values[np.array([r.deps for r in reqs], dtype=np.intp).reshape(len(reqs), -1)]
+        with np.errstate(all="ignore"):  # numpy semantics: 1/0 is inf (an error below)
+            vals = np.broadcast_to(np.asarray(fn.numpy(*params.T), dtype=float), (len(reqs),))
+        bad = np.flatnonzero(~np.isfinite(vals))
+        if bad.size:
+            instr = self.der.program.definition(reqs[bad[0]].var)
+            raise annotate(NumericalError(
+                f"{fn.name} of the limit scalars is not finite ({vals[bad[0]]})"), instr, "Limit")
+        for r, v in zip(reqs, vals.tolist()):
+            r.value = v
+        self.values[[r.rid for r in reqs]] = vals
+
     def _direct(self, req: Request) -> None:
         if req.kind == "init_scalar":
-            return
-        if req.kind == "scalar_fn":
-            instr = self.der.program.definition(req.var)
-            params = [np.float64(constant_value(self.plan, self.der.scalar_const[p].cid))
-                      for p in instr.params]  # numpy semantics: 1/0 is inf (an error below), not a raise
-            with np.errstate(all="ignore"):
-                val = float(instr.fn.numpy(*params))
-            if not np.isfinite(val):
-                raise annotate(NumericalError(f"{instr.fn.name} of the limit scalars is not finite ({val})"),
-                               instr, "Limit")
-            self._store(req, val, 0.0)
             return
         if req.kind == "stein":
             S = req.extra

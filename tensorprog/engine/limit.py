@@ -13,7 +13,6 @@ from .plan import Plan
 
 __all__ = ["Limit", "ScalarTable", "Expectation"]
 
-_RANK = {"exact": 0, "quadrature": 1, "montecarlo": 2}
 
 
 class Expectation(sympy.Function):
@@ -126,14 +125,10 @@ class Limit(ScalarTable):
         Monte Carlo settings (used only if some value needed Monte Carlo).
     """
 
-    def __init__(self, program: Any, der: Derivation, plan: Plan, values: dict[Var, float],
-                 stderrs: dict[Var, float], errors: dict[Var, float], methods: dict[Var, str],
+    def __init__(self, program: Any, der: Derivation, plan: Plan, values: dict[str, float],
+                 stderrs: dict[str, float], errors: dict[str, float], methods: dict[str, str],
                  coefficients: dict[int, tuple[float, float, str]], meta: dict[str, Any]) -> None:
-        def by_name(d: dict[Var, Any]) -> dict[str, Any]:
-            return {v.name: x for v, x in d.items()}
-
-        super().__init__(program, by_name(values), by_name(stderrs), by_name(errors),
-                         by_name(methods), meta)
+        super().__init__(program, values, stderrs, errors, methods, meta)
         self.derivation = der
         self.plan = plan
         self._coef = coefficients
@@ -231,9 +226,3 @@ class Limit(ScalarTable):
         from ..io import save
 
         save(self, path)
-
-
-def worst(methods: list[str]) -> str:
-    """The least precise of several methods (exact < quadrature < montecarlo)."""
-    return max(methods, key=lambda m: _RANK[m]) if methods else "exact"
-

@@ -24,7 +24,6 @@ from typing import Any
 
 import sympy
 
-from ..errors import ProgramValueError
 from ..ir import WIDTH, InitScalar, MatMul, Moment, ScalarFn, Var
 from .derivation import Base, Const, Derivation, Layout, register_fn
 from .symbols import g
@@ -88,6 +87,7 @@ class Plan:
         self._exprs: dict[Any, sympy.Expr] = {}
         self._same: dict[Any, int] = {}
         self._sigs: dict[Any, int] = {}
+        self._combines: dict[Any, Any] = {}  # ("fn", uid, k) -> integrand builder
         for instr in der.program.instructions:
             if isinstance(instr, (Moment,)):
                 self._moment(instr)
@@ -108,42 +108,46 @@ class Plan:
         return req
 
     def _expectation(self, kind: str, roots: tuple[Any, ...], combine: Any, tag: Any,
-                     **kw: Any) -> Request:
+                     var: Var | None = None, const: Const | None = None,
+                     pair: tuple[Base, Base] | None = None) -> Request:
         """A request ``𝔼[combine(Z^{roots})]`` with its dependencies.
 
         ``tag`` identifies ``combine``; the integrand is built once per (tag, structure).
         """
-        res = self.der.canonical(roots)
+        der = self.der
+        res = der.canonical(roots)
         if res is None:
-            req = Request(-1, kind, expr=None, extra=roots, **kw)
+            req = Request(-1, kind, extra=roots, var=var, const=const, pair=pair)
             req.bids = tuple(sorted(frozenset().union(
-                *(self.der.nodes[r].support for r in roots if isinstance(r, Var)))))
+                *(der.nodes[r].support for r in roots if isinstance(r, Var)))))
             # Monte Carlo evaluates it whatever its inputs: no dependency is needed to
             # order it, and what depends on it lists it (and so is not deterministic).
             return self._add(req)
         key, bids, cids = res
-        if not self.symbolic:
-            tag = ("numeric", tag)
-        expr = self._exprs.get((tag, key)) if self.symbolic else None
-        if expr is None and self.symbolic:
-            expr = combine(*self.der.expr_of_key(key))
-            self._exprs[(tag, key)] = expr
         # The very same expectation is one request, keyed by its integrand when there is
         # one: the Moment ⟨x, y⟩ and the Ẑ covariance 𝔼[Z^x Z^y] share it. "dot" requests
         # store σ²·value and are never shared.
-        shared = None if kind == "dot" else (
-            (expr, bids, cids) if expr is not None else (tag, key, bids, cids))
-        same = self._same.get(shared) if shared is not None else None
-        if same is not None:
-            return self.requests[same]
-        lay = self.der.layout(bids)
-        slot_rids = self._slot_rids(bids, lay)
+        if self.symbolic:
+            tk = (tag, key)
+            expr = self._exprs.get(tk)
+            if expr is None:
+                expr = self._exprs[tk] = combine(*der.expr_of_key(key))
+            ident: Any = expr
+        else:
+            expr, ident = None, (("numeric", tag), key)
+        shared = None if kind == "dot" else (ident, bids, cids)
+        if shared is not None:
+            same = self._same.get(shared)
+            if same is not None:
+                return self.requests[same]
+        lay = der.layout(bids)
+        slot_rids = self._slot_rids(bids, lay) if lay.pairs else ()
         cq = self.const_req
-        req = Request(-1, kind, expr=expr, bids=bids, cids=cids, extra=roots,
-                      deps=[cq[c] for c in cids] + list(slot_rids), layout=lay,
-                      slot_rids=slot_rids, **kw)
-        sk = (expr if expr is not None else (tag, key), len(cids), lay)
-        req.sig = self._sigs.setdefault(sk, len(self._sigs))
+        deps = [cq[c] for c in cids] + list(slot_rids) if cids else list(slot_rids)
+        req = Request(-1, kind, expr, bids, cids, deps, extra=roots, var=var, const=const,
+                      pair=pair, layout=lay, slot_rids=slot_rids)
+        sigs = self._sigs
+        req.sig = sigs.setdefault((ident, len(cids), lay), len(sigs))
         if shared is not None:
             self._same[shared] = len(self.requests)
         return self._add(req)
@@ -202,21 +206,26 @@ class Plan:
         return self._stein[k]
 
     def _moment(self, instr: Moment) -> None:
-        consts = tuple(self.der.scalar_const[p] for p in instr.params)
+        sc = self.der.scalar_const
+        roots = instr.args + tuple([sc[p] for p in instr.params]) if instr.params else instr.args
         fn = instr.fn
-        register_fn(fn)
-        k = len(instr.args)
+        tag = ("fn", fn._uid, len(instr.args))
+        combine = self._combines.get(tag)
+        if combine is None:
+            register_fn(fn)
+            k = len(instr.args)
 
-        def combine(*exprs: sympy.Expr) -> sympy.Expr:
-            return fn.apply(*exprs[:k], *exprs[k:])
+            def combine(*exprs: sympy.Expr) -> sympy.Expr:
+                return fn.apply(*exprs[:k], *exprs[k:])
 
-        req = self._expectation("moment", tuple(instr.args) + consts, combine, ("fn", fn._uid, k),
-                                var=instr.out)
-        self.const_req[self.der.scalar_const[instr.out].cid] = req.rid
+            self._combines[tag] = combine
+        req = self._expectation("moment", roots, combine, tag, var=instr.out)
+        self.const_req[sc[instr.out].cid] = req.rid
 
     def _scalar_fn(self, instr: ScalarFn) -> None:
         deps = [self.const_req[self.der.scalar_const[p].cid] for p in instr.params]
-        req = self._add(Request(-1, "scalar_fn", deps=deps, var=instr.out, method="direct"))
+        req = self._add(Request(-1, "scalar_fn", deps=deps, var=instr.out, extra=instr.fn,
+                                method="direct"))
         self.const_req[self.der.scalar_const[instr.out].cid] = req.rid
 
     def _init_scalar(self, instr: InitScalar) -> None:
@@ -259,14 +268,6 @@ class Plan:
 
 def _mul(a: sympy.Expr, b: sympy.Expr) -> sympy.Expr:
     return a * b
-
-
-def constant_value(plan: Plan, cid: int) -> float:
-    """The value of constant ``cid`` (its request must have been evaluated)."""
-    v = plan.requests[plan.const_req[cid]].value
-    if v is None:  # pragma: no cover - scheduling guarantees this
-        raise ProgramValueError(f"constant {cid} used before it was evaluated")
-    return v
 
 
 def _is_distribution(e: sympy.Expr) -> bool:
