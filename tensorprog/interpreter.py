@@ -8,7 +8,6 @@ the IR.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from .errors import TensorProgramError
@@ -47,15 +46,16 @@ class Interpreter:
     instruction and returns the value to bind to ``instr.out`` in :attr:`env`.
     """
 
-    #: Rule table keyed by instruction class (never by strings from user input).
-    rules: dict[type, Callable[["Interpreter", Any], Any]] = {
-        InitMatrix: lambda self, i: self.init_matrix(i),
-        InitVector: lambda self, i: self.init_vector(i),
-        InitScalar: lambda self, i: self.init_scalar(i),
-        MatMul: lambda self, i: self.matmul(i),
-        Nonlin: lambda self, i: self.nonlin(i),
-        Moment: lambda self, i: self.moment(i),
-        ScalarFn: lambda self, i: self.scalar_fn(i),
+    #: Rule table: instruction class -> the method interpreting it (never looked up by
+    #: strings from user input).
+    rules: dict[type, str] = {
+        InitMatrix: "init_matrix",
+        InitVector: "init_vector",
+        InitScalar: "init_scalar",
+        MatMul: "matmul",
+        Nonlin: "nonlin",
+        Moment: "moment",
+        ScalarFn: "scalar_fn",
     }
 
     def __init__(self, program: Any) -> None:
@@ -64,14 +64,20 @@ class Interpreter:
 
     def run(self) -> dict[Var, Any]:
         """Interpret every instruction in order; returns the environment."""
-        for instr in self.program.instructions:
-            self.env[instr.out] = self.step(instr)
-        return self.env
+        table = {cls: getattr(self, name) for cls, name in self.rules.items()}
+        env = self.env
+        instr = None
+        try:
+            for instr in self.program.instructions:
+                env[instr.out] = table[type(instr)](instr)
+        except TensorProgramError as exc:
+            raise annotate(exc, instr, type(self).__name__) from exc.__cause__
+        return env
 
     def step(self, instr: Instruction) -> Any:
         """Interpret one instruction, annotating errors with where they happened."""
         try:
-            return self.rules[type(instr)](self, instr)
+            return getattr(self, self.rules[type(instr)])(instr)
         except TensorProgramError as exc:
             raise annotate(exc, instr, type(self).__name__) from exc.__cause__
 

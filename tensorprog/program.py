@@ -343,22 +343,23 @@ class Program:
         TensorProgramError
             naming the first offending instruction.
         """
-        if getattr(self, "_checked_version", None) == self._version:
-            return  # append-only: a checked prefix stays valid, and nothing was added
-        seen: set[int] = set()
-        for pos, instr in enumerate(self._instructions):
-            if instr.out.id != pos or id(instr.out) in seen:
+        # Append-only: a checked prefix stays valid, so only new instructions are checked.
+        instrs = self._instructions
+        start = getattr(self, "_checked_upto", 0)
+        for pos in range(start, len(instrs)):
+            instr = instrs[pos]
+            if instr.out.id != pos:  # (ids are positions: no variable is defined twice)
                 raise ProgramValueError(
                     f"`{format_instruction(instr)}`: variable defined twice or out of order")
             for v in instr.inputs:
-                if id(v) not in seen:
+                if v.id >= pos or instrs[v.id].out is not v:
                     raise ProgramValueError(f"`{format_instruction(instr)}`: input {v.name} is "
                                             f"not defined earlier in {self.name!r}")
-            seen.add(id(instr.out))
             _check_types(self, instr)
-        if self._init_vectors:
+        if self._init_vectors and len(self._init_vectors) != getattr(self, "_checked_inits", 0):
             _assert_psd(self._init_cov, "the initial vectors' joint covariance")
-        self._checked_version = self._version
+        self._checked_upto = len(instrs)
+        self._checked_inits = len(self._init_vectors)
 
     # -- interpreters (implemented in their own modules) ----------------------------
     def simulate(self, n: int, seed: Any = 0, **kwargs: Any) -> Any:
@@ -915,10 +916,12 @@ def _check_types(p: Program, instr: Instruction) -> None:
     fn = instr.fn  # type: ignore[attr-defined]
     args = getattr(instr, "args", ())
     params = instr.params  # type: ignore[attr-defined]
-    if any(v.kind != "vector" for v in args):
-        raise ProgramTypeError(f"`{format_instruction(instr)}`: arguments must be vectors")
-    if any(v.kind != "scalar" for v in params):
-        raise ProgramTypeError(f"`{format_instruction(instr)}`: parameters must be scalars")
+    for v in args:
+        if v.kind != "vector":
+            raise ProgramTypeError(f"`{format_instruction(instr)}`: arguments must be vectors")
+    for v in params:
+        if v.kind != "scalar":
+            raise ProgramTypeError(f"`{format_instruction(instr)}`: parameters must be scalars")
     if fn.arity != len(args) or fn.nparams != len(params):
         raise ProgramValueError(
             f"`{format_instruction(instr)}`: {fn.name} takes {fn.arity} vector(s) and {fn.nparams} scalar(s), "

@@ -206,13 +206,13 @@ def _term(term: sympy.Expr, gs: list[GaussSym], qs: list[sympy.Symbol], centred:
 
 def _linear(arg: sympy.Expr, gs: list[GaussSym]) -> bool:
     """Whether ``arg`` is ``Σ a_k g_k`` (no constant term; a_k free of g)."""
-    try:
-        p = sympy.Poly(arg, *gs)
-    except sympy.PolynomialError:
-        return False
-    if p.total_degree() != 1:
-        return False
-    return all(sum(mon) == 1 for mon in p.monoms())
+    gset = set(gs)
+    terms = sympy.Add.make_args(sympy.expand(arg, deep=False, power_exp=False, log=False))
+    for t in terms:
+        _, dep = t.as_independent(*gs, as_Add=False)
+        if dep not in gset:
+            return False
+    return bool(terms) and arg != 0
 
 
 def _coeff_fns(arg: sympy.Expr, gs: list[GaussSym], qs: list[sympy.Symbol]) -> Callable[[np.ndarray], np.ndarray]:
