@@ -283,6 +283,22 @@ def default_degree(k: int) -> int:
     return _DEFAULT_DEGREE[k]
 
 
+def _hermite_rule(degree: int) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilists' Gauss--Hermite nodes and weights normalised to sum to 1.
+
+    numpy's ``hermegauss`` (Golub--Welsch) loses its weights above ~360 nodes; larger
+    rules come from scipy's ``roots_hermitenorm`` (asymptotic expansions, stable for
+    thousands of nodes [Townsend, Trogdon & Olver 2016]).
+    """
+    if degree <= 300:
+        x, w = hermegauss(degree)
+    else:
+        from scipy.special import roots_hermitenorm
+
+        x, w = roots_hermitenorm(degree)
+    return x, w / _SQRT_2PI  # both weights integrate against exp(-x^2/2)
+
+
 @functools.lru_cache(maxsize=16)
 def _tensor_rule(degree: int, k: int) -> tuple[np.ndarray, np.ndarray]:
     r"""Tensor-product probabilists' Gauss--Hermite rule for :math:`\mathcal N(0,I_k)`.
@@ -290,8 +306,7 @@ def _tensor_rule(degree: int, k: int) -> tuple[np.ndarray, np.ndarray]:
     Nodes whose product weight underflows to exactly 0 are dropped (they cannot
     contribute to a finite sum and could only turn it into ``0 * inf = nan``).
     """
-    x, w = hermegauss(degree)
-    w = w / _SQRT_2PI  # hermegauss weights integrate against exp(-x^2/2)
+    x, w = _hermite_rule(degree)
     grids = np.meshgrid(*([x] * k), indexing="ij")
     nodes = np.stack([g.ravel() for g in grids], axis=-1)
     wgrids = np.meshgrid(*([w] * k), indexing="ij")

@@ -347,6 +347,34 @@ def test_custom_nonlinearity_of_two_vectors():
 
 
 
+def test_integrand_of_few_linear_forms_is_integrated_over_the_forms():
+    """𝔼[tanh(x₁+x₂+x₃) tanh(x₃+x₄−2x₅)] over 5 Gaussians is a 2-D integral over the two
+    linear forms (u, v), Cov = A K Aᵀ: quadrature, although 5 > MAX_QUADRATURE_DIM."""
+    from tensorprog.engine.evaluate import MAX_QUADRATURE_DIM, quadrature_dim
+
+    rng = np.random.default_rng(3)
+    G = rng.standard_normal((5, 5))
+    K = G @ G.T / 5 + 0.2 * np.eye(5)
+    p = tp.Program("forms")
+    x = p.vectors("x", cov=K)
+    m = tp.mean(tp.tanh(x[0] + x[1] + x[2]) * tp.tanh(x[2] + x[3] - 2 * x[4]), name="m")
+    lim = p.limit()
+    req = lim.plan.requests[lim.plan.const_req[lim.derivation.scalar_const[m.var].cid]]
+    assert len(req.bids) == 5 > MAX_QUADRATURE_DIM and quadrature_dim(req.expr, 5, 0) == 2
+    assert lim.method(m) == "quadrature"
+    A = np.array([[1, 1, 1, 0, 0], [0, 0, 1, 1, -2]], dtype=float)
+    C = A @ K @ A.T
+    # independent reference: (u, v) = (a z₁, b z₁ + c z₂), Gauss–Legendre on [-9, 9]²
+    z, w = np.polynomial.legendre.leggauss(300)
+    z, w = 9 * z, 9 * w * np.exp(-(9 * z) ** 2 / 2) / math.sqrt(2 * math.pi)
+    a = math.sqrt(C[0, 0])
+    b, c = C[0, 1] / a, math.sqrt(C[1, 1] - C[0, 1] ** 2 / C[0, 0])
+    ref = np.sum(w[:, None] * w[None, :] * np.tanh(a * z[:, None])
+                 * np.tanh(b * z[:, None] + c * z[None, :]))
+    assert lim[m] == pytest.approx(ref, rel=1e-7)
+    assert lim.error(m) < 1e-7
+
+
 # ------------------------------------------------------------ nothing silently wrong
 
 

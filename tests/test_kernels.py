@@ -270,6 +270,24 @@ def test_quadrature_activations(act, b_std):
     assert {lim.method(h) for h in ntk_h.ravel()} <= {"exact", "quadrature"}
 
 
+def test_tanh_with_large_bias_stays_deterministic():
+    """NTK entries with a bias are 𝔼[φ'(aᵀg) φ'(bᵀg)] over 3 Gaussians (two hats and the
+    shared bias): the engine integrates over the 2 linear forms, and refines slowly
+    converging rules, instead of handing large-variance entries to Monte Carlo."""
+    X = _random_inputs(4, 3, seed=1)
+    depth, W_std, b_std = 5, 2.0, 1.0
+    nngp_ref, ntk_ref = reference_kernels(X, depth, "tanh", W_std, b_std)
+    p, nngp_h, ntk_h = kernel_program(X, depth, "tanh", W_std, b_std)
+    lim = p.limit()
+    assert {lim.method(h) for h in [*nngp_h.ravel(), *ntk_h.ravel()]} == {"quadrature"}
+    assert {r.method for r in lim.plan.requests} <= {"exact", "quadrature", "factorised",
+                                                      "direct"}
+    nngp = np.vectorize(lim.__getitem__, otypes=[float])(nngp_h)
+    ntk = np.vectorize(lim.__getitem__, otypes=[float])(ntk_h)
+    np.testing.assert_allclose(nngp, nngp_ref, rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(ntk, ntk_ref, rtol=1e-7, atol=1e-9)
+
+
 # ---------------------------------------------------------------------------------------
 # (c') a finite-width MLP in numpy: the NTK by its definition, averaged over seeds
 

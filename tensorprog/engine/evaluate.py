@@ -18,7 +18,7 @@ from ..errors import DivergenceError, MethodUnavailableError, NumericalError, Te
 from ..gaussian import gauss_hermite_expectation
 from ..interpreter import annotate
 from ..nonlin import _NUMPY_MODULES
-from .exact import exact_evaluator, independent_blocks
+from .exact import _lam_q, exact_evaluator, independent_blocks
 from .plan import Plan, Request
 from .symbols import GaussSym, g, q
 
@@ -30,8 +30,8 @@ MAX_QUADRATURE_DIM = 4
 #: the real axis (tanh, sigmoid at large variance) converge like exp(-c√degree), so the
 #: rule is generous where it is cheap; the estimate (vs 3/4 of the degree) decides.
 QUADRATURE_DEGREE = {1: 320, 2: 160, 3: 56, 4: 22}
-#: The finer rule used when the default one has not converged (~1e5–1e6 nodes).
-REFINED_DEGREE = {1: 320, 2: 320, 3: 80, 4: 28}  # numpy hermegauss is stable to ~360
+#: The finer rule used when the default one has not converged (≤ 5·10⁵ nodes).
+REFINED_DEGREE = {1: 1000, 2: 400, 3: 80, 4: 28}
 #: In ``auto`` mode a quadrature value whose estimated relative error exceeds this
 #: is not trusted: the request (and what depends on it) goes to Monte Carlo.
 QUADRATURE_RTOL = 1e-7
@@ -88,16 +88,17 @@ class Deterministic:
                 raise self._unavailable(req, "exact", "no exact form (Wick polynomial or registered closed form) exists")
             return "exact"
         if self.method == "quadrature":
-            if req.expr is None or d > MAX_QUADRATURE_DIM:
+            if req.expr is None or quadrature_dim(req.expr, d, m) > MAX_QUADRATURE_DIM:
                 raise self._unavailable(
-                    req, "quadrature", f"it depends on {d} base Gaussians (quadrature handles ≤ {MAX_QUADRATURE_DIM})"
+                    req, "quadrature", f"it depends on {d} base Gaussians through more than "
+                    f"{MAX_QUADRATURE_DIM} linear forms (quadrature handles ≤ {MAX_QUADRATURE_DIM})"
                 )
             return "quadrature"
         if exact:
             return "exact"
         if req.expr is not None and factorised_plan(req.expr, d, m, req.centred, req.groups):
             return "factorised"
-        if req.expr is not None and d <= MAX_QUADRATURE_DIM:
+        if req.expr is not None and quadrature_dim(req.expr, d, m) <= MAX_QUADRATURE_DIM:
             return "quadrature"
         return "montecarlo"
 
@@ -236,6 +237,11 @@ class Deterministic:
 
     def _quadrature(self, expr: sympy.Expr, d: int, m: int, mean: np.ndarray, cov: np.ndarray,
                     qv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        red = linear_forms(expr, d, m)
+        if red is not None:  # integrate over the k < d linear forms the integrand depends on
+            mean, cov = red.reduce(mean, cov, qv)
+            cov = _nearest_psd(cov)
+            expr, d = red.expr, red.k
         f = _lambdify(expr, d, m)
 
         def integrand(pts: np.ndarray, params: np.ndarray) -> np.ndarray:
@@ -261,16 +267,24 @@ class Deterministic:
                 scale = gauss_hermite_expectation(lambda pts, params: np.abs(integrand(pts, params)),
                                                   mean, cov, degree=deg, params=qv)
                 growth &= c > 1e-9 * np.abs(scale)
-        refine = (err > QUADRATURE_RTOL * np.maximum(1.0, np.abs(hi_val))) & ~(
+        # Refined where the *relative* error is too big (a factor of a product must be
+        # precise relative to itself), unless it is at round-off level.
+        refine = (err > QUADRATURE_RTOL * np.abs(hi_val)) & (err > 1e-14) & ~(
             growth if growth is not None else False)
         if self.degree is None and np.any(refine) and REFINED_DEGREE[d] > deg:
-            # Slowly converging (tanh-like poles near the real axis): one finer rule for
-            # the elements that need it, compared with the default one.
+            # Slowly converging (tanh-like poles near the real axis): a finer rule for the
+            # elements that need it. Its error is estimated like the default one's (vs
+            # 3/4 of its degree) while the estimates keep converging, else vs the default.
             idx = np.flatnonzero(refine)
-            fine = gauss_hermite_expectation(integrand, mean[idx], cov[idx],
-                                             degree=REFINED_DEGREE[d], params=qv[idx])
+            top = REFINED_DEGREE[d]
+            fine = gauss_hermite_expectation(integrand, mean[idx], cov[idx], degree=top,
+                                             params=qv[idx])
+            mid = gauss_hermite_expectation(integrand, mean[idx], cov[idx],
+                                            degree=max(deg + 1, int(round(top * 0.75))),
+                                            params=qv[idx])
+            e_fine, e_mid = np.abs(fine - mid), np.abs(mid - hi_val[idx])
             err = err.copy()
-            err[idx] = np.abs(fine - hi_val[idx])
+            err[idx] = np.where(e_fine < e_mid, e_fine, np.abs(fine - hi_val[idx]))
             hi_val = hi_val.copy()
             hi_val[idx] = fine
         return hi_val, err, growth
@@ -335,6 +349,91 @@ def _nearest_psd(cov: np.ndarray) -> np.ndarray:
     return out
 
 
+class Reduction:
+    """An integrand rewritten over ``k < d`` linear forms ``u = A(q) g`` of its Gaussians.
+
+    ``expr`` is over ``g0 … g(k-1)`` standing for the forms; ``matrix(qv)`` gives
+    ``A`` per request, shape (B, k, d), so ``u ~ N(A μ, A Σ Aᵀ)``.
+    """
+
+    def __init__(self, expr: sympy.Expr, k: int, d: int, rows: list[tuple[sympy.Expr, ...]],
+                 m: int) -> None:
+        self.expr, self.k, self.d = expr, k, d
+        qs = [q(j) for j in range(m)]
+        if all(c.is_Number for row in rows for c in row):
+            A = np.array([[float(c) for c in row] for row in rows])
+            self.matrix = lambda qv: np.broadcast_to(A, (qv.shape[0], k, d))
+        else:
+            fns = [[_lam_q(sympy.sympify(c), qs) for c in row] for row in rows]
+            self.matrix = lambda qv: np.stack(
+                [np.stack([f(qv) for f in row], axis=-1) for row in fns], axis=1)
+
+    def reduce(self, mean: np.ndarray, cov: np.ndarray, qv: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """The forms' means (B, k) and covariances (B, k, k)."""
+        A = self.matrix(qv)
+        return (np.einsum("bkd,bd->bk", A, mean),
+                np.einsum("bkd,bde,ble->bkl", A, cov, A))
+
+
+@functools.lru_cache(maxsize=4096)
+def linear_forms(expr: sympy.Expr, d: int, m: int) -> Reduction | None:
+    """``expr`` as a function of fewer linear forms of its ``d`` Gaussians, if it is one.
+
+    Every argument of a function application that is affine in the ``g``'s,
+    ``aᵀg + c``, becomes ``u_j + c`` with one ``u_j`` per distinct ``a``; a ``g`` left
+    anywhere else is a form of its own. E.g. ``φ'(2g₁ + g₂) φ'(g₂ + 2g₃)`` (an NTK
+    entry with biases) is a 2-D integral, not a 3-D one. None when there are as many
+    forms as Gaussians (nothing to gain).
+    """
+    gs = [g(k) for k in range(d)]
+    gset = set(gs)
+    rows: list[tuple[sympy.Expr, ...]] = []
+    index: dict[tuple[sympy.Expr, ...], int] = {}
+    us: list[sympy.Dummy] = []
+
+    def form(coeffs: tuple[sympy.Expr, ...]) -> sympy.Dummy:
+        if coeffs not in index:
+            index[coeffs] = len(rows)
+            rows.append(coeffs)
+            us.append(sympy.Dummy(f"u{len(us)}"))
+        return us[index[coeffs]]
+
+    def affine(arg: sympy.Expr) -> sympy.Expr | None:
+        lin: dict[sympy.Expr, sympy.Expr] = {}
+        rest = []
+        for t in sympy.Add.make_args(sympy.expand(arg, power_exp=False, log=False)):
+            c, dep = t.as_independent(*gs, as_Add=False)
+            if dep == 1:
+                rest.append(t)
+            elif dep in gset:
+                lin[dep] = lin.get(dep, 0) + c
+            else:
+                return None
+        return form(tuple(lin.get(gk, sympy.S.Zero) for gk in gs)) + sympy.Add(*rest)
+
+    repl = {}
+    for app in expr.atoms(sympy.Function):
+        args = [affine(a) if a.free_symbols & gset else None for a in app.args]
+        if any(a is not None for a in args):
+            repl[app] = app.func(*[n if n is not None else a for n, a in zip(args, app.args)])
+    out = expr.xreplace(repl)
+    left = sorted(out.free_symbols & gset, key=lambda s: s.name)
+    out = out.xreplace({gk: form(tuple(sympy.S.One if h == gk else sympy.S.Zero for h in gs))
+                        for gk in left})
+    k = len(rows)
+    if k == 0 or k >= d:
+        return None
+    out = out.xreplace({u: g(j) for j, u in enumerate(us)})
+    return Reduction(out, k, d, rows, m)
+
+
+def quadrature_dim(expr: sympy.Expr, d: int, m: int) -> int:
+    """Dimension of the Gauss–Hermite rule ``expr`` needs (after :func:`linear_forms`)."""
+    red = linear_forms(expr, d, m)
+    return red.k if red is not None else d
+
+
 @functools.lru_cache(maxsize=4096)
 def factorised_plan(expr: sympy.Expr, d: int, m: int, centred: bool, groups: tuple[int, ...]
                     ) -> tuple | None:
@@ -356,9 +455,9 @@ def factorised_plan(expr: sympy.Expr, d: int, m: int, centred: bool, groups: tup
             dims = sorted(int(s.name[1:]) for s in block.free_symbols if isinstance(s, GaussSym))
             ev = exact_evaluator(block, d, m, centred, None)
             if ev is None:
-                if len(dims) > MAX_QUADRATURE_DIM:
-                    return None
                 block = block.xreplace({g(k): g(i) for i, k in enumerate(dims)})
+                if quadrature_dim(block, len(dims), m) > MAX_QUADRATURE_DIM:
+                    return None
             row.append((block, dims, ev))
         plan.append(tuple(row))
     return tuple(plan) if split else None
