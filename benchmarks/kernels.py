@@ -10,7 +10,12 @@ b_std = 0.1, inputs ``X = default_rng(seed).standard_normal((B, d))``) this meas
 * if ``benchmarks/nt/.venv/bin/python`` exists, ``benchmarks/nt/nt_kernels.py`` on the
   *same* inputs (``--inputs``): its fresh-process wall time, first and second
   (un-jitted) ``kernel_fn`` call, and the max abs difference between the two libraries'
-  kernels.
+  kernels;
+* an independent reference for both: the closed-form recursion of THEORY §6.1 in
+  50-digit mpmath arithmetic (relu: arc-cosine kernels, erf: Williams) on the diagonal
+  and the first row of the kernels — where the two libraries differ, it says which is
+  right (neural-tangents' relu NTK diagonal is off by ~1e-6 at depth 10: it clips the
+  correlation inside ``arccos``).
 
 Every measurement runs in its own subprocess with a timeout (``--timeout``), so a slow
 configuration is reported as a timeout instead of stalling the run. Results: a table on
@@ -149,9 +154,58 @@ def measure(depth: int, B: int, a: argparse.Namespace, tmp: Path) -> dict[str, A
             tp_k, nt_k = np.load(save), np.load(nt_out)
             row["max_abs_diff_nngp"] = float(np.max(np.abs(tp_k["nngp"] - nt_k["nngp"])))
             row["max_abs_diff_ntk"] = float(np.max(np.abs(tp_k["ntk"] - nt_k["ntk"])))
+    if a.nonlin in ("relu", "erf") and save.exists():
+        pairs = [(i, i) for i in range(B)] + [(0, j) for j in range(1, B)]
+        ref = mpmath_reference(X, depth, a.nonlin, a.W_std, a.b_std, pairs)
+        for lib, path in (("tp", save), ("nt", tmp / f"nt_{depth}_{B}.npz")):
+            if path.exists():
+                k = np.load(path)
+                row[f"{lib}_vs_mpmath_nngp"] = _vs_reference(k["nngp"], ref, 0)
+                row[f"{lib}_vs_mpmath_ntk"] = _vs_reference(k["ntk"], ref, 1)
     if row.get("tp_fresh_min") and row.get("nt_fresh_min"):
         row["fresh_ratio_tp_over_nt"] = row["tp_fresh_min"] / row["nt_fresh_min"]
     return row
+
+
+def mpmath_reference(X: np.ndarray, depth: int, nonlin: str, W_std: float, b_std: float,
+                     pairs: list[tuple[int, int]]) -> dict[tuple[int, int], tuple[float, float]]:
+    """``(nngp, ntk)`` of the given entries by the THEORY §6.1 recursion, 50 digits."""
+    import mpmath as mp
+
+    mp.mp.dps = 50
+    w2, b2 = mp.mpf(W_std) ** 2, mp.mpf(b_std) ** 2
+    d = X.shape[1]
+    rows = [[mp.mpf(float(v)) for v in x] for x in X]
+
+    def dot(u: list, v: list) -> Any:
+        return mp.fsum(a * b for a, b in zip(u, v))
+
+    out = {}
+    for i, j in pairs:
+        k11, k22, k12 = (w2 * dot(rows[a], rows[b]) / d + b2 for a, b in ((i, i), (j, j), (i, j)))
+        theta = k12
+        for _ in range(depth):
+            if nonlin == "relu":
+                c = max(min(k12 / mp.sqrt(k11 * k22), mp.mpf(1)), mp.mpf(-1))
+                t = mp.acos(c)
+                S = mp.sqrt(k11 * k22) * (mp.sin(t) + (mp.pi - t) * mp.cos(t)) / (2 * mp.pi)
+                Sd = (mp.pi - t) / (2 * mp.pi)
+                n11, n22 = w2 * k11 / 2 + b2, w2 * k22 / 2 + b2
+            else:  # erf [Williams 1997]
+                den = mp.sqrt((1 + 2 * k11) * (1 + 2 * k22))
+                S = 2 / mp.pi * mp.asin(2 * k12 / den)
+                Sd = 4 / mp.pi / mp.sqrt(den**2 - 4 * k12**2)
+                n11 = w2 * 2 / mp.pi * mp.asin(2 * k11 / (1 + 2 * k11)) + b2
+                n22 = w2 * 2 / mp.pi * mp.asin(2 * k22 / (1 + 2 * k22)) + b2
+            k12 = w2 * S + b2
+            theta = k12 + w2 * Sd * theta
+            k11, k22 = n11, n22
+        out[(i, j)] = (float(k12), float(theta))
+    return out
+
+
+def _vs_reference(K: Any, ref: dict, which: int) -> float:
+    return max(abs(float(K[i, j]) - r[which]) for (i, j), r in ref.items())
 
 
 def _fmt(x: Any, spec: str = ".2f") -> str:
@@ -162,8 +216,9 @@ def _fmt(x: Any, spec: str = ".2f") -> str:
 
 def table(rows: list[dict[str, Any]], timeout: float) -> str:
     head = ("| depth | B | tp fresh (s) | tp 1st call | tp 2nd call | #instr | NT fresh (s) | "
-            "NT 1st | NT 2nd | tp/NT fresh | max|Δ| NNGP | max|Δ| NTK |")
-    lines = [head, "|" + "---|" * 12]
+            "NT 1st | NT 2nd | tp/NT fresh | max|Δ| NNGP | max|Δ| NTK | "
+            "NTK tp−mpmath | NTK NT−mpmath |")
+    lines = [head, "|" + "---|" * 14]
     for r in rows:
         ip = r.get("tp_inprocess", {})
         nt = next((x for x in r.get("nt", []) if x.get("status") == "ok"), {})
@@ -182,7 +237,8 @@ def table(rows: list[dict[str, Any]], timeout: float) -> str:
             f"{_fmt(nt.get('t_first_call'), '.3f')} | {_fmt(nt.get('t_second_call'), '.3f')} | "
             f"{_fmt(r.get('fresh_ratio_tp_over_nt'))} | "
             f"{_fmt(r.get('max_abs_diff_nngp'), '.1e')} | "
-            f"{_fmt(r.get('max_abs_diff_ntk'), '.1e')} |"
+            f"{_fmt(r.get('max_abs_diff_ntk'), '.1e')} | "
+            f"{_fmt(r.get('tp_vs_mpmath_ntk'), '.1e')} | {_fmt(r.get('nt_vs_mpmath_ntk'), '.1e')} |"
         )
     return "\n".join(lines)
 
