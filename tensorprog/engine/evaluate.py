@@ -1,8 +1,11 @@
 """Deterministic evaluation of a plan: exact forms and Gauss–Hermite quadrature.
 
 Requests are evaluated level by level (a level only depends on earlier levels);
-within a level, requests with the same canonical integrand and method form one group
-evaluated in one vectorised call over the batch of their ``(mean, cov, q)``.
+within a level, requests with the same ``sig`` (integrand and layout of base
+Gaussians, see :mod:`.plan`) form one group evaluated in one vectorised call over the
+batch of their ``(mean, cov, q)``; scalar functions of one function likewise.
+Quadrature integrates over the linear forms an integrand depends on
+(:func:`linear_forms`), so its dimension can be below the number of Gaussians.
 """
 
 from __future__ import annotations

@@ -12,9 +12,12 @@ over base Gaussians whose covariance involves earlier unknowns:
 
 A request's integrand is a *canonical* sympy expression over placeholders ``g_k`` (its
 base Gaussians) and ``q_j`` (its constants), so requests that differ only in their
-covariances and constants share one expression and are evaluated together, in one
-vectorised call (batching by structure). Requests are created in dependency order,
-so a request's *level* (1 + the deepest level it depends on) is known at creation.
+covariances and constants share one expression. With the same
+:class:`~.derivation.Layout` of base Gaussians (interned, like the integrands) they
+share one ``sig``: the evaluator chooses a method once per sig and evaluates a sig's
+requests together, in one vectorised call (batching by structure). Requests are
+created in dependency order, so a request's *level* (1 + the deepest level it depends
+on) is known at creation.
 """
 
 from __future__ import annotations
