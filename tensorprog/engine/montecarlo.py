@@ -1,27 +1,43 @@
 """Monte Carlo over the limit: sample every base Gaussian, evaluate every ``Z``.
 
-One pass walks the program in order with arrays of ``M`` samples per vector — a
-"width-M" run of the *limit*, with no matrices:
+One pass walks the program in order with every vector an array of shape ``(K, M)``:
+``M`` samples of its ``Z`` in each of ``K`` independent replicates — ``K`` "width-M"
+runs of the *limit*, with no matrices, sharing one walk (the interpreter's overhead is
+paid once per pass, not once per replicate):
 
-* initial vectors: ``M`` iid draws of their joint law;
+* initial vectors: ``M`` iid draws of their joint law per replicate;
 * MatMul ``Wx``: ``Ẑ^{Wx}`` is drawn conditionally on the earlier hats of its family
-  (incremental, rank-tolerant Cholesky of ``σ_W² 𝔼[Z^x Z^{x'}]``), then
-  ``Z = Ẑ + Σ_i c_i Z^{y^i}`` with ``c = σ_W² 𝔼[∂Z^x/∂Ẑ_S]`` from the Stein/regression
-  form ``Cov(Ẑ_S)⁻¹ 𝔼[Ẑ_S Z^x]`` (a least-squares fit of ``Z^x`` on the hats it
-  depends on) [TP4 Remark F.2, THEORY §2.1 note 3] — valid for relu and step;
+  (incremental, rank-tolerant Cholesky of ``σ_W² 𝔼[Z^x Z^{x'}]``, one factor per
+  replicate), then ``Z = Ẑ + Σ_i c_i Z^{y^i}`` with ``c = σ_W² 𝔼[∂Z^x/∂Ẑ_S]`` from the
+  Stein/regression form ``Cov(Ẑ_S)⁻¹ 𝔼[Ẑ_S Z^x]`` (a least-squares fit of ``Z^x`` on the
+  hats it depends on) [TP4 Remark F.2, THEORY §2.1 note 3] — valid for relu and step;
 * Moments are sample means.
 
-Quantities the deterministic pass already knows exactly are used as constants. The
-whole pass is repeated on ``K`` independent replicates; the value is their mean and
-the standard error their spread over ``√K``, which accounts for every source of
-noise (estimated covariances, regressions, propagated moments).
+Every estimate (a Moment, a hat second moment, a regression coefficient) is taken per
+replicate, an array of shape ``(K, 1)`` that broadcasts against the samples; quantities
+the deterministic pass already knows exactly are used as constants. The value of a
+scalar is the mean of its replicate estimates and the standard error their spread over
+``√K``, which accounts for every source of noise (estimated covariances, regressions,
+propagated moments).
+
+Memory: a pass holds as many replicates as fit in ``max_memory``; a replicate that does
+not fit on its own runs in chunks of samples, in sweeps (see :class:`MonteCarloPass`).
+Replicate ``r`` draws its normals from its own stream in the same order however the
+replicates are grouped into passes, so the result depends on ``max_memory`` only
+through floating-point summation order.
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
+import sympy
 
 from ..errors import NumericalError
 from ..gaussian import psd_factor
@@ -31,465 +47,673 @@ from .plan import Plan
 
 __all__ = ["MonteCarloPass", "run_montecarlo"]
 
+_PENDING = None  # a value not computable in this sweep (chunked replicates only)
+_RTOL_PIVOT = 1e-12  # Cholesky: pivots / remainders below this × max(1, |var|) are zero
+_RCOND = 1e-10  # regression: eigenvalues of Cov(Ẑ_S) below this × the largest are dropped
+#: Replicates per pass are capped at this many samples in all (a vector of 512 KiB):
+#: beyond it the interpreter's overhead is already amortised and bigger arrays only
+#: stream from slower memory.
+_PASS_SAMPLES = 2**16
+#: Concurrent passes (threads) at most; also bounded by the number of cores.
+_MAX_WORKERS = 4
 
-class _Rows:
-    """A growing stack of length-M rows (amortised O(1) append, a view to read)."""
+
+class _Schedule:
+    """How a pass evaluates a program, worked out once per program.
+
+    Attributes
+    ----------
+    dead : list of list of Var
+        Per instruction, the vectors read for the last time there (or never read):
+        a pass drops them, so that later vectors reuse their memory (fresh memory is
+        slow — the first touch of every page is a fault).
+    products : set of Moment
+        Moments ``𝔼[Z^a Z^b]`` or ``𝔼[(Z^a)²]`` of their arguments: summed in one pass
+        (an inner product), without the temporary array of ``Z^a Z^b``.
+    linear : dict
+        Nonlins whose body is ``Σ_t c_t Π_{j∈P_t} θ_j Z^{x_{i_t}}`` (numbers ``c_t``,
+        parameters ``θ_j``): their terms ``(i_t, c_t, P_t)``, accumulated in place
+        instead of one new array per operation.
+    """
+
+    def __init__(self, instructions: Sequence[Any]) -> None:
+        last: dict[Any, int] = {}
+        for i, instr in enumerate(instructions):
+            last[instr.out] = i
+            for v in instr.inputs:
+                last[v] = i
+        self.dead: list[list[Any]] = [[] for _ in instructions]
+        for v, i in last.items():
+            if v.kind == "vector":
+                self.dead[i].append(v)
+        self.products = {i for i in instructions if isinstance(i, Moment) and _is_product(i.fn)}
+        self.linear = {i: t for i in instructions if isinstance(i, Nonlin)
+                       for t in [_linear_terms(i.fn)] if t is not None}
+
+
+def _is_product(fn: Any) -> bool:
+    """Whether ``fn`` is ``x0·x1`` or ``x0²`` (no parameters)."""
+    if fn.nparams or fn.arity not in (1, 2):
+        return False
+    return bool(fn.body == fn.args[0] * fn.args[-1])
+
+
+def _linear_terms(fn: Any) -> list[tuple[int, float, tuple[int, ...]]] | None:
+    """``fn.body`` as terms ``(arg index, number, parameter indices)``, if it is linear.
+
+    Only bodies that are sums of ``number · parameters · one argument`` qualify (no
+    powers, functions or constant terms); anything else gives ``None``.
+    """
+    xs = {x: i for i, x in enumerate(fn.args)}
+    ps = {p: j for j, p in enumerate(fn.params)}
+    terms = []
+    for term in sympy.Add.make_args(fn.body):
+        c, factors = term.as_coeff_mul()
+        arg, P = None, []
+        for f in factors:
+            if f in xs and arg is None:
+                arg = xs[f]
+            elif f in ps:
+                P.append(ps[f])
+            else:
+                return None
+        if arg is None or not c.is_Number:
+            return None
+        terms.append((arg, float(c), tuple(P)))
+    return terms
+
+
+def _combine(terms: list[tuple[int, float, tuple[int, ...]]], args: list[Any],
+             params: list[Any], shape: tuple[int, int]) -> np.ndarray:
+    """``Σ_t c_t Π_{j∈P_t} θ_j · args[i_t]`` accumulated in one array (see _Schedule)."""
+    out = tmp = None
+    for i, c, P in terms:
+        coef: Any = c
+        for j in P:
+            coef = coef * params[j]
+        scaled = bool(P) or c != 1.0
+        if isinstance(coef, np.ndarray):  # (K, 1): numpy multiplies faster by a (K, M) view
+            coef = np.broadcast_to(coef, shape)
+        if out is None:
+            out = np.multiply(args[i], coef) if scaled else np.array(args[i], dtype=float)
+            out = np.broadcast_to(out, shape).copy() if out.shape != shape else out
+        elif scaled:
+            tmp = np.multiply(args[i], coef, out=tmp if tmp is not None else np.empty(shape))
+            out += tmp
+        else:
+            out += args[i]
+    return out
+
+
+class _Estimates:
+    """The replicates' estimates so far (shared by the chunks and sweeps of one pass).
+
+    Keys: ``("m", cid)`` a Moment's mean; ``("c", bid)`` the second moments
+    ``𝔼[Z^x Z^{x_j}]`` of MatMul ``bid``'s input with the inputs of its family's members
+    ``j ≤`` its own index; ``("d", bid)`` the regression coefficients of MatMul ``bid``'s
+    ZDot. ``acc`` holds this sweep's sums over samples, ``final`` finished estimates
+    (arrays with the replicate axis first), ``L[family]`` the ``(K, n, n)`` factor of
+    the family's hat covariance with ``factored[family]`` rows done.
+    """
 
     def __init__(self, M: int) -> None:
-        self.buf = np.empty((4, M))
-        self.n = 0
+        self.M = M  # samples per replicate (all chunks)
+        self.final: dict[Any, np.ndarray] = {}
+        self.acc: dict[Any, tuple[np.ndarray, ...]] = {}
+        self.L: dict[Any, np.ndarray] = {}
+        self.factored: dict[Any, int] = {}
 
-    def append(self, row: np.ndarray) -> None:
-        if self.n == self.buf.shape[0]:
-            self.buf = np.concatenate([self.buf, np.empty_like(self.buf)])
-        self.buf[self.n] = row
-        self.n += 1
+    def add(self, key: Any, sums: tuple[np.ndarray, ...]) -> None:
+        """Add one chunk's sums to the running sums of ``key``."""
+        acc = self.acc.get(key)
+        with np.errstate(all="ignore"):
+            self.acc[key] = sums if acc is None else tuple(a + b for a, b in zip(acc, sums))
 
-    @property
-    def view(self) -> np.ndarray:
-        return self.buf[: self.n]
+    def finish(self, key: Any = None) -> int:
+        """Turn the running sums of ``key`` (default: all) into estimates; how many."""
+        keys = list(self.acc) if key is None else [key]
+        for k in keys:
+            sums = self.acc.pop(k)
+            self.final[k] = _regression(sums, self.M) if k[0] == "d" else sums[0] / self.M
+        return len(keys)
+
+
+def _regression(sums: tuple[np.ndarray, ...], n: int) -> np.ndarray:
+    """Least-squares slopes of ``z`` on hats ``H`` from sample sums, per replicate.
+
+    Parameters
+    ----------
+    sums : tuple of ndarray
+        ``ΣH`` (K, k), ``Σz`` (K, 1), ``ΣHHᵀ`` (K, k, k) and ``ΣHz`` (K, k) over ``n``
+        samples.
+    n : int
+        The number of samples.
+
+    Returns
+    -------
+    ndarray, shape (K, k)
+        ``β = Cov(H)⁺ Cov(H, z)`` — the pseudo-inverse drops eigenvalues below
+        ``1e-10`` times the largest, so collinear hats (a rank-deficient family) share
+        their coefficient.
+    """
+    sh, sz, shh, shz = sums
+    with np.errstate(all="ignore"):
+        cov_h = shh / n - sh[:, :, None] * sh[:, None, :] / n**2
+        cov_hz = shz / n - sh * sz / n**2
+    return (np.linalg.pinv(cov_h, rcond=_RCOND, hermitian=True) @ cov_hz[:, :, None])[:, :, 0]
+
+
+def _factor_row(L: np.ndarray, k: int, cov: np.ndarray) -> None:
+    """Row ``k`` of a batch of rank-tolerant lower-triangular factors, in place.
+
+    Parameters
+    ----------
+    L : ndarray, shape (K, n, n)
+        One factor per replicate; rows ``< k`` are done.
+    k : int
+        The row to fill.
+    cov : ndarray, shape (K, k + 1)
+        The new member's covariance with members ``0..k`` (the last entry its variance).
+
+    Notes
+    -----
+    Forward substitution ``L[k, i] = (cov_i − Σ_{j<i} L[i, j] L[k, j]) / L[i, i]``,
+    vectorised over replicates; a pivot ``L[i, i]`` at most ``1e-12 max(1, |var|)``
+    (a direction this replicate's family does not span) gives ``L[k, i] = 0``, and so
+    does a remainder ``var − Σ_i L[k, i]²`` below that threshold for the diagonal.
+    Replicates may differ in their ranks.
+    """
+    var = cov[:, k]
+    tol = _RTOL_PIVOT * np.maximum(1.0, np.abs(var))
+    row = L[:, k, :k]  # a view: filled in place
+    with np.errstate(all="ignore"):
+        for i in range(k):
+            s = cov[:, i] - np.einsum("ri,ri->r", L[:, i, :i], row[:, :i])
+            piv = L[:, i, i]
+            row[:, i] = np.where(piv > tol, s / piv, 0.0)
+        d = var - np.einsum("ri,ri->r", row, row)
+        L[:, k, k] = np.sqrt(np.where(d > tol, d, 0.0))
 
 
 class _Family:
-    """Incremental lower-triangular factor of one hat family's covariance."""
+    """One hat family's samples in one pass (or chunk), member by member.
 
-    def __init__(self, M: int) -> None:
-        self.L = np.zeros((0, 0))
-        self.normals = _Rows(M)
-        self.inputs = _Rows(M)  # Z^x of each member's input
-        self.M = M
+    ``normals[:, j]``, ``inputs[:, j]`` and ``hats[:, j]`` (each (K, M)) are member
+    ``j``'s standard normal, the ``Z^x`` it multiplies (valid when ``ready[j]``) and its
+    ``Ẑ``; hats exist for a prefix of ``nhats`` members. ``gram``/``hsum`` hold the
+    sample sums ``Σ Ẑ_i Ẑ_j`` and ``Σ Ẑ_i`` for the first ``ngram`` members, filled on
+    demand (each member once: ``O(M k)``, not ``O(M k²)`` per regression).
+    """
 
-    def add(self, cov_row: np.ndarray, var: float, fresh: np.ndarray) -> np.ndarray:
-        k = self.normals.n
-        row = np.zeros(k)
-        for i in range(k):
-            piv = self.L[i, i]
-            s = cov_row[i] - self.L[i, :i] @ row[:i]
-            row[i] = s / piv if piv > 1e-12 * max(1.0, abs(var)) else 0.0
-        d = var - row @ row
-        d = d if d > 1e-12 * max(1.0, abs(var)) else 0.0
-        L = np.zeros((k + 1, k + 1))
-        L[:k, :k] = self.L
-        L[k, :k] = row
-        L[k, k] = np.sqrt(d)
-        hat = fresh * L[k, k]
-        if k and np.any(row):
-            hat = hat + row @ self.normals.view
-        self.L = L
-        self.normals.append(fresh)
-        return hat
+    def __init__(self, K: int, n: int, M: int) -> None:
+        self.normals = np.empty((K, n, M))
+        self.inputs = np.empty((K, n, M))
+        self.hats = np.empty((K, n, M))
+        self.ready = [False] * n
+        self.nhats = 0
+        self.gram = np.empty((K, n, n))
+        self.hsum = np.empty((K, n))
+        self.ngram = 0
+
+    def sums(self, j: int) -> tuple[np.ndarray, np.ndarray]:
+        """``Σ Ẑ_i Ẑ_l`` (K, j, j) and ``Σ Ẑ_i`` (K, j) over the first ``j`` members."""
+        for i in range(self.ngram, j):
+            with np.errstate(all="ignore"):
+                g = np.matmul(self.hats[:, : i + 1], self.hats[:, i, :, None])[:, :, 0]
+            self.gram[:, i, : i + 1] = g
+            self.gram[:, : i + 1, i] = g
+            self.hsum[:, i] = self.hats[:, i].sum(axis=-1)
+        self.ngram = max(self.ngram, j)
+        return self.gram[:, :j, :j], self.hsum[:, :j]
+
+
+#: ``Σ_samples a·b`` per replicate without a temporary array (numpy ≥ 2 has vecdot).
+_vecdot = getattr(np, "vecdot", None) or (lambda a, b: np.einsum("...m,...m->...", a, b))
+
+
+def _inner(stack: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """``Σ_samples stack[:, j] · z`` per replicate: (K, j, M), (K, M) → (K, j)."""
+    with np.errstate(all="ignore"):
+        return np.matmul(stack, z[:, :, None])[:, :, 0]
+
+
+def _first_bad(value: Any) -> Any:
+    """The first non-finite entry of ``value`` (for error messages)."""
+    value = np.asarray(value)
+    return value[~np.isfinite(value)].flat[0] if value.ndim else value
 
 
 class MonteCarloPass(Interpreter):
-    """One replicate: every vector as ``M`` samples of its ``Z``."""
+    """``K`` replicates of ``M`` samples each: every vector as a (K, M) array of its ``Z``.
 
-    def __init__(self, plan: Plan, M: int, normals: Any) -> None:
+    Scalars estimated by Monte Carlo are (K, 1) arrays (one per replicate) and scalars
+    the deterministic pass knows are ``np.float64``; both broadcast against the samples.
+
+    Parameters
+    ----------
+    plan : Plan
+        The planned requests; ``plan.requests[rid].value`` is used wherever the request
+        is ``deterministic``.
+    K : int
+        Replicates in this pass.
+    M : int
+        Samples per replicate in this pass (a chunk's size when ``state`` is given).
+    normals : callable
+        ``(out=None) -> (K, M)`` fresh standard normals (written to ``out`` if given),
+        row ``r`` from replicate ``r``'s stream.
+    state : _Estimates, optional
+        The estimates of a replicate run in chunks (shared by the chunks and sweeps);
+        by default a fresh one for ``M`` samples.
+    schedule : _Schedule, optional
+        The program's evaluation schedule (computed if not given).
+
+    Notes
+    -----
+    An estimate (a Moment, a hat covariance, a regression) must be taken over the whole
+    replicate before anything downstream uses it. When the pass holds the whole
+    replicate it is finished on the spot. Otherwise (``M`` < ``state.M``) the replicate
+    runs in sweeps over its chunks: each sweep computes what the finished estimates
+    allow, accumulates the sums of the next ones (:meth:`_estimate`) and marks
+    everything downstream pending (``self.pending``). A chunk draws its normals in the
+    same order in every sweep (pending or not), so every sweep sees the same samples.
+    """
+
+    def __init__(self, plan: Plan, K: int, M: int, normals: Callable[..., np.ndarray],
+                 state: _Estimates | None = None, schedule: _Schedule | None = None) -> None:
         super().__init__(plan.der.program)
         self.plan = plan
         self.der = plan.der
-        self.M = M
-        self.normals = normals  # callable: () -> fresh (M,) standard normal column
+        self.shape = (K, M)
+        self.normals = normals
+        self.state = state if state is not None else _Estimates(M)
+        self.whole = M == self.state.M
+        self.schedule = schedule if schedule is not None else _Schedule(self.program.instructions)
+        self.pending = False
         self.fam: dict[Any, _Family] = {}
-        self.hat: dict[int, np.ndarray] = {}
-        self.const: dict[int, float] = {}
+        self.const: dict[int, Any] = {}
         self._init: np.ndarray | None = None
+
+    def run(self) -> dict[Any, Any]:
+        """Interpret every instruction, dropping each vector after its last use."""
+        for instr, dead in zip(self.program.instructions, self.schedule.dead):
+            self.env[instr.out] = self.step(instr)
+            for v in dead:
+                del self.env[v]
+        return self.env
+
+    # -- helpers ----------------------------------------------------------------------
+    def _wait(self) -> Any:
+        """Mark this sweep incomplete; the value is pending."""
+        self.pending = True
+        return _PENDING
+
+    @staticmethod
+    def _ready(*values: Any) -> bool:
+        return all(v is not _PENDING for v in values)
 
     def _known(self, rid: int) -> float | None:
         r = self.plan.requests[rid]
         return r.value if r.deterministic else None
 
-    def _set_const(self, v: Any, value: float, instr: Any) -> float:
-        if not np.isfinite(value):
-            raise NumericalError(f"Monte Carlo estimate of {v.name} is not finite ({value})")
+    def _known_cov(self, bi: Any, bj: Any) -> float | None:
+        rid = self.plan.cov_req.get((min(bi.bid, bj.bid), max(bi.bid, bj.bid)))
+        return self._known(rid) if rid is not None else None
+
+    def _estimate(self, key: Any, sums: Callable[[], tuple] | None) -> Any:
+        """The replicates' estimate ``key``, or pending while it is being accumulated.
+
+        ``sums`` gives this pass's sums over its samples (``None``: its inputs are
+        pending here). A whole replicate finishes the estimate at once; a chunk adds
+        its sums and waits for the end of the sweep.
+        """
+        st = self.state
+        if key not in st.final:
+            if sums is None:
+                return self._wait()
+            st.add(key, sums())
+            if not self.whole:
+                return self._wait()
+            st.finish(key)
+        return st.final[key]
+
+    def _set_const(self, v: Any, value: Any) -> Any:
+        if value is _PENDING:
+            return self._wait()
+        if isinstance(value, np.ndarray) and value.ndim:
+            finite = np.isfinite(value).all()
+        else:
+            value = np.float64(value)  # numpy scalars: 1/0 is inf, not an error
+            finite = math.isfinite(value)
+        if not finite:
+            raise NumericalError(
+                f"Monte Carlo estimate of {v.name} is not finite ({_first_bad(value)})")
         self.const[self.der.scalar_const[v].cid] = value
         return value
 
-    def _params(self, instr: Any) -> list[float]:
-        # numpy scalars: 1/0 gives inf (reported as an error), not ZeroDivisionError
-        return [np.float64(self.const[self.der.scalar_const[p].cid]) for p in instr.params]
+    def _params(self, instr: Any) -> list[Any]:
+        return [self.const.get(self.der.scalar_const[p].cid, _PENDING) for p in instr.params]
 
+    # -- instructions -----------------------------------------------------------------
     def init_matrix(self, instr: InitMatrix) -> None:
         return None
 
     def init_vector(self, instr: InitVector) -> np.ndarray:
         if self._init is None:
             F = psd_factor(self.der.init_cov, what="initial vectors' covariance")
-            G = np.stack([self.normals() for _ in range(F.shape[0])], axis=1)
-            self._init = G @ F.T + self.der.init_mean
-        z = self._init[:, self.der.init_index[instr.out]]
-        self.hat[self.der.nodes[instr.out].base.bid] = z
-        return z
+            G = np.stack([self.normals() for _ in range(F.shape[1])])  # (d, K, M)
+            Z = (F @ G.reshape(G.shape[0], -1)).reshape((F.shape[0],) + self.shape)
+            self._init = Z + np.asarray(self.der.init_mean, dtype=float)[:, None, None]
+        return self._init[self.der.init_index[instr.out]]
 
-    def init_scalar(self, instr: InitScalar) -> float:
+    def init_scalar(self, instr: InitScalar) -> Any:
         rid = self.plan.const_req[self.der.scalar_const[instr.out].cid]
-        return self._set_const(instr.out, float(self.plan.requests[rid].value), instr)
+        return self._set_const(instr.out, float(self.plan.requests[rid].value))
 
-    def scalar_fn(self, instr: ScalarFn) -> float:
+    def scalar_fn(self, instr: ScalarFn) -> Any:
+        params = self._params(instr)
+        if not self._ready(*params):
+            return self._wait()
         with np.errstate(all="ignore"):
-            val = float(instr.fn.numpy(*self._params(instr)))
-        return self._set_const(instr.out, val, instr)
+            return self._set_const(instr.out, instr.fn.numpy(*params))
 
-    def nonlin(self, instr: Nonlin) -> np.ndarray:
-        return self._coordinatewise(instr, [self.env[a] for a in instr.args], self._params(instr))
-
-    def _coordinatewise(self, instr: Nonlin, args: list[Any], params: list[Any]) -> np.ndarray:
-        """``fn(args; params)`` on the samples, as an (M,) array; NaN/inf is an error."""
+    def nonlin(self, instr: Nonlin) -> Any:
+        args = [self.env[a] for a in instr.args]
+        params = self._params(instr)
+        if not self._ready(*args, *params):
+            return self._wait()
+        terms = self.schedule.linear.get(instr)
         with np.errstate(all="ignore"):
-            out = instr.fn.numpy(*args, *map(np.float64, params))
-        out = np.asarray(out, dtype=float)
-        if out.shape != (self.M,):
-            out = np.full(self.M, out)
-        if not np.all(np.isfinite(out)):
+            out = (_combine(terms, args, params, self.shape) if terms is not None else
+                   np.asarray(instr.fn.numpy(*args, *params), dtype=float))
+        if out.shape != self.shape:
+            out = np.broadcast_to(out, self.shape)
+        if not np.isfinite(out).all():
             raise NumericalError(f"{instr.fn.name} produced NaN or inf on Monte Carlo samples")
         return out
 
-    def moment(self, instr: Moment) -> float:
-        known = self._known(self.plan.const_req[self.der.scalar_const[instr.out].cid])
+    def moment(self, instr: Moment) -> Any:
+        cid = self.der.scalar_const[instr.out].cid
+        known = self._known(self.plan.const_req[cid])
         if known is not None:
-            return self._set_const(instr.out, known, instr)
-        with np.errstate(all="ignore"):
-            vals = instr.fn.numpy(*[self.env[a] for a in instr.args], *self._params(instr))
-        return self._set_const(instr.out, float(np.mean(np.broadcast_to(vals, (self.M,)))), instr)
+            return self._set_const(instr.out, known)
+        args = [self.env[a] for a in instr.args]
+        params = self._params(instr)
 
-    def matmul(self, instr: MatMul) -> np.ndarray:
-        der = self.der
-        node = der.nodes[instr.out]
-        b = node.base
-        fam_bases = der.families[b.family][: b.index + 1]
-        fam = self.fam.setdefault(b.family, _Family(self.M))
-        s2 = der.sigma2_of(b.family)
-        zx = self.env[instr.arg]
-        with np.errstate(all="ignore"):  # sample second moments with every earlier input
-            row = fam.inputs.view @ zx / self.M if b.index else np.zeros(0)
-        for j, bj in enumerate(fam_bases[:-1]):
-            known = self._known_cov(b, bj)
-            if known is not None:
-                row[j] = known
-        row = s2 * row
-        var = s2 * self._second_moment(b, b, zx, zx)
-        if not (np.isfinite(var) and np.all(np.isfinite(row))):
-            raise NumericalError(
-                f"the covariance of {b.symbol} is not finite (variance {var}); the expectation "
-                f"diverges or overflows")
-        hat = fam.add(row, var, self.normals())
-        fam.inputs.append(zx)
-        self.hat[b.bid] = hat
-        z = hat
-        if node.dot:
-            coefs = self._dot_coefficients(instr, node, zx)
+        def sums() -> tuple[np.ndarray]:
             with np.errstate(all="ignore"):
-                for (c, y), coef in zip(node.dot, coefs):
-                    self.const[c.cid] = coef
-                    z = z + coef * self.env[y]
-            if not np.all(np.isfinite(z)):
-                raise NumericalError(f"Z^{{{instr.out.name}}} is not finite on Monte Carlo samples "
-                                     f"(its ZDot coefficients: {coefs})")
+                if instr in self.schedule.products:  # Σ Z^a Z^b in one pass, no temporary
+                    return (_vecdot(args[0], args[-1])[:, None],)
+                vals = instr.fn.numpy(*args, *params)
+                return (np.broadcast_to(vals, self.shape).sum(axis=-1, keepdims=True),)
+
+        ready = self._ready(*args, *params)
+        return self._set_const(instr.out, self._estimate(("m", cid), sums if ready else None))
+
+    def matmul(self, instr: MatMul) -> Any:
+        node = self.der.nodes[instr.out]
+        b = node.base
+        k = b.index
+        fam = self.fam.get(b.family)
+        if fam is None:
+            K, M = self.shape
+            fam = self.fam[b.family] = _Family(K, len(self.der.families[b.family]), M)
+        self.normals(out=fam.normals[:, k])  # always: the stream is the same in every sweep
+        zx = self.env[instr.arg]
+        fam.ready[k] = zx is not _PENDING
+        if fam.ready[k]:
+            fam.inputs[:, k] = zx
+        if not self._factor(b, fam):
+            return self._wait()
+        Lk = self.state.L[b.family][:, k]
+        hat = fam.hats[:, k]
+        np.multiply(fam.normals[:, k], Lk[:, k, None], out=hat)
+        if k:
+            hat += np.matmul(Lk[:, None, :k], fam.normals[:, :k])[:, 0]
+        fam.nhats = k + 1
+        if zx is _PENDING:
+            return self._wait()
+        if not node.dot:
+            return hat
+        coefs = self._dot_coefficients(node, zx)
+        # Ż = Σ_i c_i Z^{y_i}: the y_i are the inputs of the transposed family's members.
+        other = self.fam[node.dot[0][0].base.family]
+        idx = [c.base.index for c, _ in node.dot]
+        if coefs is _PENDING or not all(other.ready[i] for i in idx):
+            return self._wait()
+        j = max(idx) + 1
+        c_all = np.zeros((self.shape[0], 1, j))
+        for i, coef, (c, _) in zip(idx, coefs, node.dot):
+            c_all[:, 0, i] = np.ravel(coef)
+            self.const[c.cid] = coef
+        with np.errstate(all="ignore"):
+            z = hat + np.matmul(c_all, other.inputs[:, :j])[:, 0]
+        if not np.isfinite(z).all():
+            r = int(np.argmin(np.isfinite(z).all(axis=-1)))  # the first bad replicate
+            bad = [float(np.broadcast_to(c, (self.shape[0], 1))[r, 0]) for c in coefs]
+            raise NumericalError(f"Z^{{{instr.out.name}}} is not finite on Monte Carlo samples "
+                                 f"(its ZDot coefficients: {bad})")
         return z
 
-    def _known_cov(self, bi: Any, bj: Any) -> float | None:
-        rid = self.plan.cov_req.get((min(bi.bid, bj.bid), max(bi.bid, bj.bid)))
-        return self._known(rid) if rid is not None else None
+    def _factor(self, b: Any, fam: _Family) -> bool:
+        """Ensure row ``b.index`` of its family's factor; False while pending."""
+        st, k = self.state, b.index
+        if b.family not in st.L:
+            n = len(self.der.families[b.family])
+            st.L[b.family] = np.zeros((self.shape[0], n, n))
+            st.factored[b.family] = 0
+        if st.factored[b.family] > k:
+            return True
+        members = self.der.families[b.family][: k + 1]
+        known = [self._known_cov(b, bj) for bj in members]
+        if all(v is not None for v in known):
+            cov = np.broadcast_to(np.array(known, dtype=float), (self.shape[0], k + 1))
+        else:  # sample second moments with every earlier input (and its own)
+            def sums() -> tuple[np.ndarray]:
+                return (_inner(fam.inputs[:, : k + 1], fam.inputs[:, k]),)
 
-    def _second_moment(self, bi: Any, bj: Any, zi: np.ndarray, zj: np.ndarray) -> float:
-        known = self._known_cov(bi, bj)
-        if known is not None:
-            return known
+            cov = self._estimate(("c", b.bid), sums if all(fam.ready[: k + 1]) else None)
+            if cov is _PENDING:
+                return False
+            cov = cov.copy()
+            for j, v in enumerate(known):
+                if v is not None:
+                    cov[:, j] = v
+        if st.factored[b.family] < k:  # an earlier member is still pending
+            return False
         with np.errstate(all="ignore"):
-            return float(np.mean(zi * zj))
+            cov = self.der.sigma2_of(b.family) * cov
+        if not np.isfinite(cov).all():
+            raise NumericalError(
+                f"the covariance of {b.symbol} is not finite (variance {_first_bad(cov[:, k])}); "
+                f"the expectation diverges or overflows")
+        _factor_row(st.L[b.family], k, cov)
+        st.factored[b.family] = k + 1
+        return True
 
-    def _dot_coefficients(self, instr: MatMul, node: Any, zx: np.ndarray) -> list[float]:
+    def _dot_coefficients(self, node: Any, zx: np.ndarray) -> Any:
+        """``σ² 𝔼[∂Z^x/∂Ẑ_S]`` for each hat of ``node.dot`` (known, or (K, 1) estimates).
+
+        Stein / regression: ``𝔼∇_S Z^x = Cov(Ẑ_S)⁻¹ Cov(Ẑ_S, Z^x)``, fitted on the
+        samples (the normal equations, from the family's running sums).
+        """
         known = [self._known(self.plan.const_req[c.cid]) for c, _ in node.dot]
-        if all(k is not None for k in known):
-            return known  # type: ignore[return-value]
-        # Stein / regression: 𝔼∇_S Z^x = Cov(Ẑ_S)⁻¹ Cov(Ẑ_S, Z^x), fitted on the samples.
-        H = np.stack([self.hat[c.base.bid] for c, _ in node.dot], axis=1)
-        Hc = H - H.mean(axis=0)
-        # Normal equations (k×k) instead of an M×k least-squares solve: the same β.
-        beta = np.linalg.pinv(Hc.T @ Hc, rcond=1e-10, hermitian=True) @ (Hc.T @ (zx - zx.mean()))
+        if all(v is not None for v in known):
+            return known
+        fam = self.fam.get(node.dot[0][0].base.family)
+        idx = np.array([c.base.index for c, _ in node.dot])
+        j = int(idx.max()) + 1
+
+        def sums() -> tuple[np.ndarray, ...]:
+            gram, hsum = fam.sums(j)
+            hz = _inner(fam.hats[:, :j], zx)
+            return (hsum[:, idx], zx.sum(axis=-1, keepdims=True), gram[:, idx[:, None], idx],
+                    hz[:, idx])
+
+        ready = fam is not None and fam.nhats >= j
+        beta = self._estimate(("d", node.base.bid), sums if ready else None)
+        if beta is _PENDING:
+            return _PENDING
         s2 = self.der.sigma2_of(node.base.family)
-        return [k if k is not None else float(s2 * bta) for k, bta in zip(known, beta)]
+        return [v if v is not None else s2 * beta[:, i, None] for i, v in enumerate(known)]
 
 
 def run_montecarlo(plan: Plan, samples: int, seed: Any, *, batches: int = 16, qmc: bool = False,
                    progress: bool = False, max_memory: int = 2**30) -> dict[int, tuple[float, float]]:
     """Replicated Monte Carlo passes; returns ``{const id: (mean, standard error)}``.
 
-    ``batches`` replicates of ``M = samples // batches`` samples each. A replicate whose
-    arrays do not fit in ``max_memory`` is run in chunks of ``C`` samples (see
-    :class:`ChunkedPass`): the estimates are those of the whole replicate, so the result
-    does not depend on ``max_memory`` beyond floating-point summation order.
+    Parameters
+    ----------
+    plan : Plan
+        The planned requests (after the deterministic pass).
+    samples : int
+        Total samples; each of the ``batches`` replicates gets ``M = samples // batches``
+        (with ``qmc``, the nearest power of two).
+    seed : int, SeedSequence entropy or numpy Generator
+        Replicate ``r`` draws from ``default_rng(SeedSequence(seed).spawn(batches)[r])``
+        (with ``qmc``: one scrambled Sobol sequence seeded from it).
+    batches : int, default 16
+        Replicates ``K``; the standard error is their spread over ``√K``.
+    qmc : bool, default False
+        Randomised quasi-Monte Carlo instead of iid normals.
+    progress : bool, default False
+        Show a progress bar over the replicates.
+    max_memory : int, default 1 GiB
+        Bytes for the sample arrays. As many replicates as fit run in one pass (at
+        least one); a replicate that does not fit alone runs in chunks of ``C`` samples
+        (see :class:`MonteCarloPass`). The estimates are those of whole replicates, so
+        the result does not depend on ``max_memory`` beyond floating-point summation
+        order.
+
+    Returns
+    -------
+    dict
+        ``{const id: (mean over replicates, std(ddof=1) / √K)}`` for every scalar and
+        ZDot coefficient.
     """
-    prog = plan.der.program
-    per_sample = 8 * (len(prog) + len(plan.der.bases) + 4)
+    der = plan.der
+    D = len(der.bases)
+    per_sample = _bytes_per_sample(der)
+    schedule = _Schedule(der.program.instructions)
     K = int(batches)
     M = max(2, samples // K)
     if qmc:  # Sobol points keep their balance properties at powers of two
         M = 2 ** max(1, int(round(np.log2(M))))
-    C = max(1, int(max_memory) // per_sample)
+    # Passes run concurrently on the cores (numpy releases the GIL in its kernels); each
+    # gets its share of max_memory. Results do not depend on the scheduling: every pass
+    # has its own replicates and streams.
+    workers = max(1, min(os.cpu_count() or 1, _MAX_WORKERS, K))
+    fit = int(max_memory) // (per_sample * M * workers)  # whole replicates per pass
+    if not fit:
+        workers = 1
+        fit = int(max_memory) // (per_sample * M)
+    C = max(1, int(max_memory) // per_sample)  # samples per chunk, when none fits
+    step = max(1, min(K, fit, _PASS_SAMPLES // M))
+    if workers > 1:  # balanced passes, at least one per worker
+        npass = max(workers, -(-K // step))
+        step = -(-K // npass)
     ss = np.random.SeedSequence(seed) if not isinstance(seed, np.random.Generator) else \
         np.random.SeedSequence(int(seed.integers(2**63)))
     children = ss.spawn(K)
-    results: list[dict[int, float]] = []
-    it = range(K)
+    bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        chunks = "" if C >= M else f", chunks of {C}"
-        it = tqdm(it, desc=f"Monte Carlo ({K}×{M} samples{chunks})", leave=False)
-    D = len(plan.der.bases)
-    for r in it:
-        if C >= M:
-            normals = _normal_source(children[r], M, D, qmc)
-            mc = MonteCarloPass(plan, M, normals)
-            mc.run()
-            results.append(dict(mc.const))
+        chunks = f", chunks of {C}" if not fit else ""
+        bar = tqdm(total=K, desc=f"Monte Carlo ({K}×{M} samples{chunks})", leave=False)
+    def one_pass(seeds: Sequence[np.random.SeedSequence]) -> dict[int, Any]:
+        if not fit:
+            return _chunked_replicate(plan, seeds[0], M, C, D, qmc, schedule)
+        mc = MonteCarloPass(plan, len(seeds), M, _normal_source(seeds, M, D, qmc),
+                            schedule=schedule)
+        mc.run()
+        return mc.const
+
+    groups = [children[start:start + step] for start in range(0, K, step)]
+    values: dict[int, list[np.ndarray]] = {}
+    with contextlib.ExitStack() as stack:
+        if workers > 1 and len(groups) > 1:
+            pool = stack.enter_context(ThreadPoolExecutor(min(workers, len(groups))))
+            consts = pool.map(one_pass, groups)  # in order, whatever finishes first
         else:
-            results.append(_chunked_replicate(plan, children[r], M, C, D, qmc))
+            consts = map(one_pass, groups)
+        for seeds, const in zip(groups, consts):
+            for cid, v in const.items():
+                values.setdefault(cid, []).append(np.broadcast_to(np.ravel(v), (len(seeds),)))
+            if bar is not None:
+                bar.update(len(seeds))
+    if bar is not None:
+        bar.close()
     out: dict[int, tuple[float, float]] = {}
-    for cid in results[0]:
-        vals = np.array([res[cid] for res in results])
+    for cid, parts in values.items():
+        vals = np.concatenate(parts)
         out[cid] = (float(vals.mean()), float(vals.std(ddof=1) / np.sqrt(K)))
     return out
 
 
-_PENDING = None  # the value of a vector or scalar not computable in this sweep
-
-
-class _ReplicateState:
-    """What one replicate has estimated so far (shared by its chunks and sweeps).
-
-    Keys: ``("m", cid)`` a Moment's mean, ``("c", bid, bid')`` a hat family's second
-    moment ``𝔼[Z^x Z^{x'}]``, ``("d", bid)`` the Stein regression of a MatMul ``bid``.
-    ``acc`` holds this sweep's running sums; ``final`` the finished estimates.
-    """
-
-    def __init__(self, M: int) -> None:
-        self.M = M
-        self.final: dict[Any, Any] = {}
-        self.acc: dict[Any, Any] = {}
-        self.L: dict[int, tuple[np.ndarray, float]] = {}  # bid -> (row of L, diagonal)
-
-    def add(self, key: Any, value: Any) -> None:
-        if key not in self.acc:
-            self.acc[key] = value
-        elif isinstance(value, tuple):
-            self.acc[key] = tuple(a + b for a, b in zip(self.acc[key], value))
-        else:
-            self.acc[key] = self.acc[key] + value
-
-    def finish(self, s2_of: Any) -> int:
-        for key, val in self.acc.items():
-            if key[0] == "d":  # regression sums: n, ΣH, Σz, ΣHHᵀ, ΣHz
-                n, sh, sz, shh, shz = val
-                cov_h = shh / n - np.outer(sh, sh) / n**2
-                cov_hz = shz / n - sh * sz / n**2
-                self.final[key] = s2_of(key[1]) * (np.linalg.pinv(cov_h, rcond=1e-10,
-                                                                   hermitian=True) @ cov_hz)
-            else:
-                self.final[key] = float(val) / self.M
-        done = len(self.acc)
-        self.acc = {}
-        return done
-
-
-class ChunkedPass(MonteCarloPass):
-    """One sweep of one chunk (``C`` samples) of a replicate too big for memory.
-
-    Every estimate (a Moment, a hat covariance, a Stein regression) must be taken over
-    the whole replicate before anything downstream uses it, so a replicate runs in
-    sweeps over its chunks: each sweep computes what the finished estimates allow,
-    accumulates the sums of the next ones, and marks everything downstream pending.
-    The chunk's normals are drawn in the same order in every sweep (pending or not),
-    so every sweep sees the same samples.
-    """
-
-    def __init__(self, plan: Plan, C: int, normals: Any, state: _ReplicateState) -> None:
-        super().__init__(plan, C, normals)
-        self.state = state
-        self.pending = False
-        self.inputs: dict[Any, list[Any]] = {}  # family -> Z^x of each member, this chunk
-        self.fresh: dict[Any, list[np.ndarray]] = {}  # family -> normals of each member
-
-    def _ready(self, *values: Any) -> bool:
-        if any(v is _PENDING for v in values):
-            self.pending = True
-            return False
-        return True
-
-    def _params(self, instr: Any) -> list[float]:
-        return [self.const.get(self.der.scalar_const[p].cid, _PENDING) for p in instr.params]
-
-    def scalar_fn(self, instr: ScalarFn) -> Any:
-        params = self._params(instr)
-        if not self._ready(*params):
-            return _PENDING
-        with np.errstate(all="ignore"):
-            val = float(instr.fn.numpy(*map(np.float64, params)))
-        return self._set_const(instr.out, val, instr)
-
-    def nonlin(self, instr: Nonlin) -> Any:
-        args = [self.env[a] for a in instr.args]
-        params = self._params(instr)
-        if not self._ready(*args, *params):
-            return _PENDING
-        return self._coordinatewise(instr, args, params)
-
-    def moment(self, instr: Moment) -> Any:
-        cid = self.der.scalar_const[instr.out].cid
-        known = self._known(self.plan.const_req[cid])
-        if known is not None:
-            return self._set_const(instr.out, known, instr)
-        if ("m", cid) in self.state.final:
-            return self._set_const(instr.out, self.state.final[("m", cid)], instr)
-        args = [self.env[a] for a in instr.args]
-        params = self._params(instr)
-        if self._ready(*args, *params):
-            with np.errstate(all="ignore"):
-                vals = instr.fn.numpy(*args, *map(np.float64, params))
-            total = float(np.sum(np.broadcast_to(vals, (self.M,))))
-            if not np.isfinite(total):
-                raise NumericalError(f"Monte Carlo estimate of {instr.out.name} is not finite")
-            self.state.add(("m", cid), total)
-        self.pending = True
-        return _PENDING
-
-    def _cov(self, bi: Any, bj: Any, zi: Any, zj: Any) -> Any:
-        k = (min(bi.bid, bj.bid), max(bi.bid, bj.bid))
-        rid = self.plan.cov_req.get(k)
-        known = self._known(rid) if rid is not None else None
-        if known is not None:
-            return known
-        key = ("c",) + k
-        if key in self.state.final:
-            return self.state.final[key]
-        if zi is not _PENDING and zj is not _PENDING:
-            with np.errstate(all="ignore"):
-                self.state.add(key, float(np.sum(zi * zj)))
-        return _PENDING
-
-    def matmul(self, instr: MatMul) -> Any:
-        der, st = self.der, self.state
-        node = der.nodes[instr.out]
-        b = node.base
-        fresh = self.fresh.setdefault(b.family, [])
-        fresh.append(self.normals())  # always: the stream is the same in every sweep
-        inputs = self.inputs.setdefault(b.family, [])
-        zx = self.env[instr.arg]
-        inputs.append(zx)
-        if b.bid not in st.L:
-            s2 = der.sigma2_of(b.family)
-            fam_bases = der.families[b.family][: b.index + 1]
-            row = [self._cov(b, bj, zx, inputs[j]) for j, bj in enumerate(fam_bases[:-1])]
-            var = self._cov(b, b, zx, zx)
-            earlier = all(bj.bid in st.L for bj in fam_bases[:-1])
-            if not self._ready(var, *row) or not earlier:
-                self.pending = True
-                return _PENDING
-            row = s2 * np.array(row, dtype=float)
-            var = s2 * var
-            if not (np.isfinite(var) and np.all(np.isfinite(row))):
-                raise NumericalError(
-                    f"the covariance of {b.symbol} is not finite (variance {var}); the "
-                    f"expectation diverges or overflows")
-            st.L[b.bid] = _factor_row(st, fam_bases, row, var)
-        Lrow, diag = st.L[b.bid]
-        hat = fresh[b.index] * diag
-        for i, coef in enumerate(Lrow):
-            if coef != 0.0:
-                hat = hat + coef * fresh[i]
-        self.hat[b.bid] = hat
-        if not self._ready(zx):
-            return _PENDING
-        z = hat
-        if node.dot:
-            coefs = self._dot_coefficients(instr, node, zx)
-            ys = [self.env[y] for _, y in node.dot]
-            if coefs is _PENDING or not self._ready(*ys):
-                self.pending = True
-                return _PENDING
-            with np.errstate(all="ignore"):
-                for (c, _y), coef, yv in zip(node.dot, coefs, ys):
-                    self.const[c.cid] = coef
-                    z = z + coef * yv
-            if not np.all(np.isfinite(z)):
-                raise NumericalError(f"Z^{{{instr.out.name}}} is not finite on Monte Carlo samples "
-                                     f"(its ZDot coefficients: {coefs})")
-        return z
-
-    def _dot_coefficients(self, instr: MatMul, node: Any, zx: np.ndarray) -> Any:
-        known = [self._known(self.plan.const_req[c.cid]) for c, _ in node.dot]
-        if all(k is not None for k in known):
-            return known
-        key = ("d", node.base.bid)
-        if key in self.state.final:
-            return [k if k is not None else float(b)
-                    for k, b in zip(known, self.state.final[key])]
-        hats = [self.hat.get(c.base.bid, _PENDING) for c, _ in node.dot]
-        if all(h is not _PENDING for h in hats):
-            H = np.stack(hats, axis=1)
-            self.state.add(key, (H.shape[0], H.sum(0), zx.sum(), H.T @ H, H.T @ zx))
-        return _PENDING
-
-
-def _factor_row(st: _ReplicateState, fam_bases: list, cov_row: np.ndarray,
-                var: float) -> tuple[np.ndarray, float]:
-    """Row ``k`` of the family's rank-tolerant Cholesky factor (as :class:`_Family`)."""
-    k = len(fam_bases) - 1
-    row = np.zeros(k)
-    for i in range(k):
-        Li, piv = st.L[fam_bases[i].bid]
-        s = cov_row[i] - Li[:i] @ row[:i]
-        row[i] = s / piv if piv > 1e-12 * max(1.0, abs(var)) else 0.0
-    d = var - row @ row
-    return row, float(np.sqrt(d)) if d > 1e-12 * max(1.0, abs(var)) else 0.0
+def _bytes_per_sample(der: Any) -> int:
+    """Memory bound per sample of one replicate: every vector, each base's normal, input
+    copy and hat, the Sobol normals, and a few temporaries (float64)."""
+    return 8 * (len(der.program) + 4 * len(der.bases) + 4)
 
 
 def _chunked_replicate(plan: Plan, ss: np.random.SeedSequence, M: int, C: int, D: int,
-                       qmc: bool) -> dict[int, float]:
+                       qmc: bool, schedule: _Schedule) -> dict[int, Any]:
     """One replicate of ``M`` samples in chunks of at most ``C``: sweeps until complete."""
     sizes = [C] * (M // C) + ([M % C] if M % C else [])
     chunk_ss = ss.spawn(len(sizes))
-    state = _ReplicateState(M)
-    der = plan.der
-    s2_of = lambda bid: der.sigma2_of(der.bases[bid].family)  # noqa: E731
+    state = _Estimates(M)
     while True:
         complete = True
         for j, size in enumerate(sizes):
-            normals = _chunk_normals(chunk_ss[j], ss, j * C, size, D, qmc)
-            mc = ChunkedPass(plan, size, normals, state)
+            seeds = [ss] if qmc else [chunk_ss[j]]  # QMC: one sequence, chunk j's points
+            mc = MonteCarloPass(plan, 1, size, _normal_source(seeds, size, D, qmc, j * C), state,
+                                schedule)
             mc.run()
             complete = complete and not mc.pending
         if complete:
-            return dict(mc.const)
-        if state.finish(s2_of) == 0:  # pragma: no cover - would loop forever
+            return mc.const
+        if state.finish() == 0:  # pragma: no cover - would loop forever
             raise NumericalError("Monte Carlo in chunks made no progress (internal error)")
 
 
-def _chunk_normals(ss: np.random.SeedSequence, parent: np.random.SeedSequence, start: int,
-                   size: int, D: int, qmc: bool) -> Any:
-    """Normals of one chunk; identical on every call (a fresh generator each sweep)."""
+def _normal_source(seeds: Sequence[np.random.SeedSequence], M: int, D: int, qmc: bool,
+                   start: int = 0) -> Callable[..., np.ndarray]:
+    """``(out=None) -> (K, M)`` standard normals, row ``r`` the next ``M`` of stream ``seeds[r]``.
+
+    Identical on every call with the same arguments (fresh generators). With ``qmc``,
+    stream ``r`` is a scrambled ``D``-dimensional Sobol sequence seeded from ``seeds[r]``;
+    its points ``start .. start+M−1`` are drawn at once and each call returns the next
+    coordinate (through the normal quantile).
+    """
+    K = len(seeds)
     if not qmc:
-        rng = np.random.default_rng(ss)
-        return lambda: rng.standard_normal(size)
+        rngs = [np.random.default_rng(s) for s in seeds]
+
+        def draw(out: np.ndarray | None = None) -> np.ndarray:
+            out = np.empty((K, M)) if out is None else out
+            for r, rng in enumerate(rngs):
+                rng.standard_normal(out=out[r])
+            return out
+
+        return draw
     from scipy.special import ndtri
     from scipy.stats import qmc as _qmc
 
-    sob = _qmc.Sobol(d=max(D, 1), scramble=True, seed=np.random.default_rng(parent))
-    sob.fast_forward(start)
-    U = np.clip(sob.random(size), 1e-16, 1 - 1e-16)
-    cols = iter(range(U.shape[1]))
-    return lambda: ndtri(U[:, next(cols)])
+    U = np.empty((D_ := max(D, 1), K, M))
+    for r, s in enumerate(seeds):
+        # Sobol spawns from its generator's SeedSequence: seed it from an unspawned copy,
+        # so that every chunk and sweep of a replicate gets the same scrambling.
+        s = np.random.SeedSequence(s.entropy, spawn_key=s.spawn_key, pool_size=s.pool_size)
+        sob = _qmc.Sobol(d=D_, scramble=True, seed=np.random.default_rng(s))
+        if start:
+            sob.fast_forward(start)
+        U[:, r] = sob.random(M).T
+    normals = iter(ndtri(np.clip(U, 1e-16, 1 - 1e-16)))
 
+    def take(out: np.ndarray | None = None) -> np.ndarray:
+        z = next(normals)
+        if out is not None:
+            out[...] = z
+        return z
 
-def _normal_source(ss: np.random.SeedSequence, M: int, D: int, qmc: bool) -> Any:
-    if not qmc:
-        rng = np.random.default_rng(ss)
-        return lambda: rng.standard_normal(M)
-    from scipy.special import ndtri
-    from scipy.stats import qmc as _qmc
-
-    sob = _qmc.Sobol(d=max(D, 1), scramble=True, seed=np.random.default_rng(ss))
-    U = sob.random(M)
-    U = np.clip(U, 1e-16, 1 - 1e-16)
-    cols = iter(range(U.shape[1]))
-    return lambda: ndtri(U[:, next(cols)])
+    return take

@@ -1,0 +1,215 @@
+"""The replicate-batched Monte Carlo engine (``tensorprog.engine.montecarlo``).
+
+A pass carries ``K`` replicates side by side (arrays of shape ``(K, M)``); how the
+replicates are grouped into passes, and whether a replicate is cut into chunks, must
+not change what each replicate computes. References here are either the same
+replicates computed another way (one per pass, in chunks) or plain numpy/scalar
+re-implementations written in this file.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import tensorprog as tp
+from tensorprog import nn
+from tensorprog.engine.derivation import Derivation
+from tensorprog.engine.evaluate import Deterministic
+from tensorprog.engine.montecarlo import (
+    MonteCarloPass,
+    _bytes_per_sample,
+    _factor_row,
+    _regression,
+    run_montecarlo,
+)
+from tensorprog.engine.plan import Plan
+
+
+def relu_one_step():
+    """One μP SGD step of a 2-hidden-layer relu net: Moments, linear updates, Stein Ż."""
+    net = nn.MLP(d_in=2, depth=2, nonlin="relu", param=nn.muP(2))
+    X = np.array([[1.0, 0.3], [-0.5, 1.0]])
+    return nn.train_sgd(net, X, np.array([0.5, -0.3]), lr=1.0, steps=1).program
+
+
+def tanh_Wt():
+    """Wᵀ after W (a Ż term by the regression form, a non-product Moment)."""
+    p = tp.Program("tanh_Wt")
+    W = p.matrix("W", var=2.0)
+    x = p.vector("x")
+    h = W @ x
+    g = W.T @ tp.tanh(h)
+    tp.mean(g * x, name="gx")
+    tp.mean(tp.tanh(g) ** 2, name="t2")
+    return p
+
+
+def planned(p):
+    plan = Plan(Derivation(p), symbolic=False)
+    Deterministic(plan, "montecarlo").run()
+    return plan
+
+
+@pytest.mark.parametrize("build", [relu_one_step, tanh_Wt], ids=lambda b: b.__name__)
+@pytest.mark.parametrize("qmc", [False, True], ids=["mc", "qmc"])
+def test_grouping_replicates_into_passes_changes_nothing(build, qmc):
+    """16 replicates in one pass, one per pass, or 5 per pass: the same numbers.
+
+    Every operation of a pass acts on each replicate's row (or matrix) on its own,
+    and replicate r draws from its own stream, so the results are bitwise equal.
+    """
+    plan = planned(build())
+    M = 512
+    per_replicate = _bytes_per_sample(plan.der) * M
+    runs = [run_montecarlo(plan, 16 * M, 7, qmc=qmc, max_memory=mm)
+            for mm in (2**30, per_replicate, 5 * per_replicate + 1)]
+    assert len(runs[0]) > 0
+    for other in runs[1:]:
+        assert other == runs[0]
+
+
+@pytest.mark.parametrize("build", [relu_one_step, tanh_Wt], ids=lambda b: b.__name__)
+def test_chunked_replicates_equal_whole_ones_on_the_same_points(build):
+    """With QMC a chunk draws the same Sobol points as the whole replicate would, so
+    chunks (accumulated sums, sweeps) reproduce the whole-replicate estimates up to
+    the order of summation: sums over 1024 samples in 8 chunks of 128 instead of one
+    pass, i.e. a few hundred ulps per estimate, which this short program propagates
+    without amplification."""
+    plan = planned(build())
+    M = 1024
+    per_sample = _bytes_per_sample(plan.der)
+    whole = run_montecarlo(plan, 16 * M, 3, qmc=True)
+    chunked = run_montecarlo(plan, 16 * M, 3, qmc=True, max_memory=128 * per_sample)
+    assert whole.keys() == chunked.keys()
+    for cid, (val, se) in whole.items():
+        assert chunked[cid][0] == pytest.approx(val, rel=1e-11, abs=1e-13 * max(1.0, se)), cid
+        assert chunked[cid][1] == pytest.approx(se, rel=1e-9, abs=1e-13), cid
+
+
+def test_chunked_plain_montecarlo_is_another_valid_estimate():
+    """Without QMC chunks draw other streams: agreement within the standard errors."""
+    p = tanh_Wt()
+    per_sample = _bytes_per_sample(Derivation(p))
+    a = p.limit(method="montecarlo", samples=64_000, seed=1)
+    b = p.limit(method="montecarlo", samples=64_000, seed=1, max_memory=700 * per_sample)
+    for name in ("gx", "t2"):
+        assert a[name] != b[name]
+        assert abs(a[name] - b[name]) <= 4.5 * math.hypot(a.stderr(name), b.stderr(name)), name
+
+
+# --------------------------------------------------------------- errors per replicate
+
+
+def _poisoned_normals(K, M, value, replicate=2, seed=0):
+    """Standard normals, except the first draw of ``replicate`` is ``value``."""
+    rng = np.random.default_rng(seed)
+    first = [True]
+
+    def draw(out=None):
+        z = rng.standard_normal((K, M))
+        if first[0]:
+            z[replicate, 0] = value
+            first[0] = False
+        if out is not None:
+            out[...] = z
+        return z
+
+    return draw
+
+
+def _run_poisoned(p, value, K=4, M=200):
+    plan = planned(p)
+    MonteCarloPass(plan, K, M, _poisoned_normals(K, M, value)).run()
+
+
+def test_inf_in_one_replicate_of_a_nonlin_is_an_error():
+    p = tp.Program("e")
+    x = p.vector("x")
+    tp.mean(tp.exp(x), name="m")
+    _run_poisoned(p, 0.0)  # finite everywhere: no error
+    with pytest.raises(tp.NumericalError, match="exp produced NaN or inf on Monte Carlo"):
+        _run_poisoned(p, 800.0)
+
+
+def test_inf_in_one_replicate_of_a_moment_is_an_error():
+    p = tp.Program("xy")
+    x = p.vector("x")
+    tp.inner(x, x + 0.0, name="m")  # an inner product (no temporary array)
+    with pytest.raises(tp.NumericalError, match=r"estimate of m is not finite \(inf\)"):
+        _run_poisoned(p, 1e200)
+
+
+def test_inf_in_one_replicate_of_a_hat_covariance_is_an_error():
+    p = tp.Program("cov")
+    W = p.matrix("W")
+    x = p.vector("x")
+    tp.mean(tp.tanh(W @ x), name="m")
+    with pytest.raises(tp.NumericalError, match=r"covariance of .* is not finite \(variance inf\)"):
+        _run_poisoned(p, 1e200)
+
+
+# ------------------------------------------------------ batched linear algebra pieces
+
+
+def _factor_row_reference(L, cov_row, var):
+    """The scalar rank-tolerant forward substitution (one replicate)."""
+    k = len(cov_row)
+    tol = 1e-12 * max(1.0, abs(var))
+    row = np.zeros(k)
+    for i in range(k):
+        s = cov_row[i] - L[i, :i] @ row[:i]
+        row[i] = s / L[i, i] if L[i, i] > tol else 0.0
+    d = var - row @ row
+    return row, math.sqrt(d) if d > tol else 0.0
+
+
+def test_factor_rows_with_different_ranks_per_replicate():
+    """Replicate 0's family repeats a member (rank 2 of 3), replicate 1's does not."""
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((2, 3, 5))
+    A[0, 1] = A[0, 0]  # a repeated member: its diagonal pivot is 0
+    covs = A @ A.transpose(0, 2, 1)
+    L = np.zeros((2, 3, 3))
+    for k in range(3):
+        _factor_row(L, k, covs[:, k, : k + 1])
+    for r in range(2):
+        ref = np.zeros((3, 3))
+        for k in range(3):
+            ref[k, :k], ref[k, k] = _factor_row_reference(ref, covs[r, k, :k], covs[r, k, k])
+        np.testing.assert_allclose(L[r], ref, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(L[r] @ L[r].T, covs[r], rtol=1e-10, atol=1e-10)
+    assert L[0, 1, 1] == 0.0 and L[1, 1, 1] > 0.0
+
+
+def test_regression_from_sums_is_least_squares_per_replicate():
+    rng = np.random.default_rng(1)
+    K, n, k = 3, 400, 4
+    H = rng.standard_normal((K, n, k))
+    H[1, :, 3] = 2 * H[1, :, 2]  # replicate 1: collinear hats share their coefficient
+    z = np.einsum("rnk,k->rn", H, [0.5, -1.0, 2.0, 0.25]) + 0.1 * rng.standard_normal((K, n)) + 3
+    sums = (H.sum(1), z.sum(1, keepdims=True), np.einsum("rni,rnj->rij", H, H),
+            np.einsum("rni,rn->ri", H, z))
+    beta = _regression(sums, n)
+    for r in range(K):
+        design = np.column_stack([np.ones(n), H[r]])
+        ref = np.linalg.lstsq(design, z[r], rcond=None)[0][1:]  # minimum-norm slopes
+        # normal equations square the condition number (≈ 1e1 here): ~1e-13 relative
+        np.testing.assert_allclose(beta[r], ref, rtol=1e-10, atol=1e-12)
+    assert beta[1, 3] == pytest.approx(2 * beta[1, 2], rel=1e-10)
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_concurrent_passes_change_nothing(workers, monkeypatch):
+    """Passes run in threads; each has its own replicates and streams, so the result is
+    bit-identical to running them one after the other."""
+    import tensorprog.engine.montecarlo as mc
+
+    plan = planned(relu_one_step())
+    monkeypatch.setattr(mc, "_MAX_WORKERS", 1)
+    serial = run_montecarlo(plan, 20_000, 7, batches=6)
+    monkeypatch.setattr(mc, "_MAX_WORKERS", workers)
+    monkeypatch.setattr(mc.os, "cpu_count", lambda: 4)
+    assert run_montecarlo(plan, 20_000, 7, batches=6) == serial
