@@ -46,6 +46,9 @@ _LID_G, _LID_Q = 0, 1  # interned local structures of a bare base Gaussian / con
 
 #: Canonical integrands bigger than this (tree nodes) are not built symbolically.
 MAX_TREE = 400
+#: The termwise (sympy) test that a ZDot term vanishes runs on integrands up to this
+#: size; bigger ones (long training unrolls) rely on the parity test alone.
+VANISH_TREE = 120
 
 
 @dataclass(frozen=True, eq=False)
@@ -147,6 +150,7 @@ class Derivation(Interpreter):
         self._codes: list[int] = []
         self._fam_ids: dict[Any, int] = {}
         self._layouts: dict[tuple[int, ...], Layout] = {}
+        self._parities: dict[tuple[Var, int], int] = {}
         self.run()
         #: Per base: its initial vector's index (-1 for hats) and σ² of its family
         #: (0 for initial vectors), for vectorised gathers over batches of requests.
@@ -414,8 +418,21 @@ class Derivation(Interpreter):
         return e
 
     def _dot_vanishes(self, x: Var, hb: Base) -> bool:
-        """Whether ``𝔼[∂Z^x/∂Ẑ] = 0`` identically (odd in an independent centred Gaussian)."""
-        res = self.canonical((x,))
+        """Whether ``𝔼[∂Z^x/∂Ẑ] = 0`` identically, by two sufficient conditions.
+
+        * *Parity* (any size, on the DAG): ``∂Z^x/∂Ẑ`` is odd in a centred base Gaussian
+          independent of every other base Gaussian of ``Z^x`` (e.g. the readout in the
+          first backward pass [TP2 §6], THEORY §2.6) — flipping its sign leaves the law
+          unchanged and negates the integrand.
+        * *Termwise* (integrands of at most :data:`VANISH_TREE` nodes, with sympy): every
+          term of the expanded derivative is odd in a centred Gaussian independent of
+          the rest of that term.
+
+        A term neither catches is kept; its coefficient then evaluates to 0.
+        """
+        if self._odd_derivative(x, hb.bid):
+            return True
+        res = self.canonical((x,), limit=VANISH_TREE)
         if res is None:
             return False
         key, bids, _ = res
@@ -424,6 +441,40 @@ class Derivation(Interpreter):
         indep = tuple(self.independent(a, b) for a in bases for b in bases)
         (expr,) = self.expr_of_key(key)
         return _vanishes(expr, bids.index(hb.bid), centred, indep)
+
+    def _odd_derivative(self, x: Var, k: int) -> bool:
+        """Whether ``∂Z^x/∂g_k`` is odd in some centred ``g_j`` independent of the rest of
+        ``supp(Z^x)`` (``∂/∂g_k`` keeps the parity in ``g_j ≠ g_k`` and flips it in ``g_k``)."""
+        sup = self.nodes[x].support
+        for j in sup:
+            bj = self.bases[j]
+            if self.base_mean(j) != 0.0 or not all(
+                    self.independent(bj, self.bases[o]) for o in sup if o != j):
+                continue
+            par = self._parity(x, j)
+            if (par == -1 and j != k) or (par == 1 and j == k):
+                return True
+        return False
+
+    def _parity(self, v: Var, j: int) -> int:
+        """Parity of ``Z^v`` in the base Gaussian ``g_j``: 1 even, -1 odd, 0 neither."""
+        memo = self._parities
+        out = memo.get((v, j))
+        if out is not None:
+            return out
+        node = self.nodes[v]
+        if j not in node.support:
+            out = 1
+        elif node.kind == "base":
+            out = -1 if node.base.bid == j else 1
+        elif node.kind == "matmul":  # Ẑ + Σ c_i Z^{y_i}: a sum of parts
+            parts = {-1 if node.base.bid == j else 1} | {self._parity(y, j) for _, y in node.dot}
+            out = parts.pop() if len(parts) == 1 else 0
+        else:
+            pars = tuple(self._parity(a, j) for a in node.args)
+            out = 0 if 0 in pars else _fn_parity(node.fn, tuple(p == -1 for p in pars))
+        memo[(v, j)] = out
+        return out
 
     # -- display -------------------------------------------------------------------
     def Z(self, v: Var, expand_dot: bool = False) -> sympy.Expr:
@@ -487,6 +538,21 @@ _FN_BY_UID: dict[int, Any] = {}
 def register_fn(fn: Any) -> None:
     """Make a nonlinearity findable from its uid in canonical keys."""
     _FN_BY_UID[fn._uid] = fn
+
+
+@functools.lru_cache(maxsize=4096)
+def _fn_parity(fn: Any, flipped: tuple[bool, ...]) -> int:
+    """Parity of ``fn`` when the arguments marked ``flipped`` change sign (the others
+    and the parameters fixed): 1 unchanged, -1 negated, 0 neither."""
+    body = fn.body
+    if not any(flipped):
+        return 1
+    neg = body.xreplace({a: -a for a, f in zip(fn.args, flipped) if f})
+    if sympy.expand(neg - body) == 0:
+        return 1
+    if sympy.expand(neg + body) == 0:
+        return -1
+    return 0
 
 
 @functools.lru_cache(maxsize=4096)
