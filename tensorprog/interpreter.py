@@ -12,6 +12,7 @@ from typing import Any
 
 from .errors import TensorProgramError
 from .ir import (
+    INSTRUCTIONS,
     InitMatrix,
     InitScalar,
     InitVector,
@@ -46,17 +47,9 @@ class Interpreter:
     instruction and returns the value to bind to ``instr.out`` in :attr:`env`.
     """
 
-    #: Rule table: instruction class -> the method interpreting it (never looked up by
-    #: strings from user input).
-    rules: dict[type, str] = {
-        InitMatrix: "init_matrix",
-        InitVector: "init_vector",
-        InitScalar: "init_scalar",
-        MatMul: "matmul",
-        Nonlin: "nonlin",
-        Moment: "moment",
-        ScalarFn: "scalar_fn",
-    }
+    #: Rule table: instruction class -> the method interpreting it, ``cls.opname``
+    #: (never looked up by strings from user input).
+    rules: dict[type, str] = {cls: cls.opname for cls in INSTRUCTIONS}
 
     def __init__(self, program: Any) -> None:
         self.program = program

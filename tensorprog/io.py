@@ -59,7 +59,7 @@ from .errors import (
     TensorProgramError,
     UnknownNameError,
 )
-from .ir import InitMatrix, InitScalar, InitVector, MatMul, Moment, Nonlin, ScalarFn
+from .ir import INSTRUCTIONS, InitMatrix, InitScalar, InitVector, MatMul, Moment, Nonlin, ScalarFn
 from .nonlin import BUILTINS, Nonlinearity
 
 __all__ = [
@@ -81,15 +81,6 @@ FORMAT = "tensorprog"
 #: The format version this library writes (and the newest it reads).
 VERSION = 1
 
-_OPS = {
-    InitMatrix: "init_matrix",
-    InitVector: "init_vector",
-    InitScalar: "init_scalar",
-    MatMul: "matmul",
-    Nonlin: "nonlin",
-    Moment: "moment",
-    ScalarFn: "scalar_fn",
-}
 
 
 class CorruptFileError(ProgramValueError):
@@ -249,7 +240,7 @@ def _program_to_dict(p: Any) -> dict[str, Any]:
 
     instrs = []
     for ins in p.instructions:
-        d: dict[str, Any] = {"op": _OPS[type(ins)], "out": ins.out.name}
+        d: dict[str, Any] = {"op": ins.opname, "out": ins.out.name}
         if isinstance(ins, InitMatrix):
             d["var"] = float(ins.var)
         elif isinstance(ins, InitVector):
@@ -370,7 +361,7 @@ def _program_from_dict(d: dict[str, Any], r: "_Reader") -> Any:
                     fields["args"] = tuple(h.var for h in args)
                 h = p._append(cls, out, **fields)
             else:
-                raise r.corrupt(f"{where}: unknown op {op!r}; valid: {', '.join(_OPS.values())}")
+                raise r.corrupt(f"{where}: unknown op {op!r}; valid: {', '.join(cls.opname for cls in INSTRUCTIONS)}")
         except CorruptFileError:
             raise
         except TensorProgramError as exc:  # the DSL's own validation of a bad value

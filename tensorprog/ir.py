@@ -36,6 +36,7 @@ __all__ = [
     "Nonlin",
     "Moment",
     "ScalarFn",
+    "INSTRUCTIONS",
     "WIDTH",
 ]
 
@@ -156,6 +157,12 @@ class ScalarFn(Instruction):
     @property
     def inputs(self) -> tuple[Var, ...]:
         return self.params
+
+
+#: The instruction set. Each class's ``opname`` names it everywhere: the interpreter
+#: method that runs it and the ``op`` field of saved programs.
+INSTRUCTIONS: tuple[type[Instruction], ...] = (
+    InitMatrix, InitVector, InitScalar, MatMul, Nonlin, Moment, ScalarFn)
 
 
 def format_instruction(instr: Instruction) -> str:

@@ -514,22 +514,20 @@ def _merge(parts: list[tuple]) -> tuple:
     """
     bpos: dict[int, int] = {}
     cpos: dict[int, int] = {}
-    key = []
-    for pk, pb, pc in parts:
-        bmap = []
-        for b in pb:
-            i = bpos.get(b)
-            if i is None:
-                i = bpos[b] = len(bpos)
-            bmap.append(i)
-        cmap = []
-        for c in pc:
-            i = cpos.get(c)
-            if i is None:
-                i = cpos[c] = len(cpos)
-            cmap.append(i)
-        key.append((pk, tuple(bmap), tuple(cmap)))
+    key = [(pk, _renumber(pb, bpos) if pb else (), _renumber(pc, cpos) if pc else ())
+           for pk, pb, pc in parts]
     return tuple(key), tuple(bpos), tuple(cpos)
+
+
+def _renumber(ids: tuple[int, ...], pos: dict[int, int]) -> tuple[int, ...]:
+    """Positions of ``ids`` in ``pos``, new ids numbered next in order of appearance."""
+    out = []
+    for b in ids:
+        i = pos.get(b)
+        if i is None:
+            i = pos[b] = len(pos)
+        out.append(i)
+    return tuple(out)
 
 
 _FN_BY_UID: dict[int, Any] = {}
