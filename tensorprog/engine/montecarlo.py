@@ -466,9 +466,8 @@ class MonteCarloPass(Interpreter):
             return self._wait()
         Lk = self.state.L[b.family][:, k]
         hat = fam.hats[:, k]
-        np.multiply(fam.normals[:, k], Lk[:, k, None], out=hat)
-        if k:
-            hat += np.matmul(Lk[:, None, :k], fam.normals[:, :k])[:, 0]
+        # Ẑ_k = Σ_{j≤k} L_kj ξ_j: one batched product, written in place
+        np.matmul(Lk[:, None, : k + 1], fam.normals[:, : k + 1], out=hat[:, None, :])
         fam.nhats = k + 1
         if zx is _PENDING:
             return self._wait()
@@ -643,11 +642,10 @@ def run_montecarlo(plan: Plan, samples: int, seed: Any, *, batches: int = 16, qm
                 bar.update(len(seeds))
     if bar is not None:
         bar.close()
-    out: dict[int, tuple[float, float]] = {}
-    for cid, parts in values.items():
-        vals = np.concatenate(parts)
-        out[cid] = (float(vals.mean()), float(vals.std(ddof=1) / np.sqrt(K)))
-    return out
+    cids = list(values)
+    vals = np.array([np.concatenate(values[c]) for c in cids]).reshape(len(cids), K)
+    means, ses = vals.mean(axis=1), vals.std(axis=1, ddof=1) / np.sqrt(K)
+    return {c: (m, e) for c, m, e in zip(cids, means.tolist(), ses.tolist())}
 
 
 def _bytes_per_sample(der: Any) -> int:
