@@ -21,7 +21,7 @@ from ..errors import DivergenceError, MethodUnavailableError, NumericalError, Te
 from ..gaussian import gauss_hermite_expectation
 from ..interpreter import annotate
 from ..nonlin import _NUMPY_MODULES
-from .exact import _lam_q, exact_evaluator, independent_blocks
+from .exact import exact_evaluator, independent_blocks, lambdify_constants
 from .plan import Plan, Request
 from .symbols import GaussSym, g, q
 
@@ -367,7 +367,7 @@ class Reduction:
             A = np.array([[float(c) for c in row] for row in rows])
             self.matrix = lambda qv: np.broadcast_to(A, (qv.shape[0], k, d))
         else:
-            fns = [[_lam_q(sympy.sympify(c), qs) for c in row] for row in rows]
+            fns = [[lambdify_constants(sympy.sympify(c), qs) for c in row] for row in rows]
             self.matrix = lambda qv: np.stack(
                 [np.stack([f(qv) for f in row], axis=-1) for row in fns], axis=1)
 

@@ -63,7 +63,7 @@ def exact_evaluator(expr: sympy.Expr, d: int, m: int, centred: bool,
     return evaluate
 
 
-def _lam_q(expr: sympy.Expr, qs: list[sympy.Symbol]) -> Callable[[np.ndarray], np.ndarray]:
+def lambdify_constants(expr: sympy.Expr, qs: list[sympy.Symbol]) -> Callable[[np.ndarray], np.ndarray]:
     """``expr(q)`` vectorised over a batch of constants ``qv`` (B, m)."""
     if expr.is_Number:  # most coefficients: no code to generate
         v = float(expr)
@@ -130,7 +130,7 @@ def _factorised(term: sympy.Expr, gs: list[GaussSym], qs: list[sympy.Symbol], ce
 def _term(term: sympy.Expr, gs: list[GaussSym], qs: list[sympy.Symbol], centred: bool) -> Evaluator | None:
     gset = set(gs)
     if not (term.free_symbols & gset):
-        c = _lam_q(term, qs)
+        c = lambdify_constants(term, qs)
         return lambda mean, cov, qv: c(qv)
     coef, rest = term.as_independent(*gs, as_Add=False)
     if any(not isinstance(s, (GaussSym, ConstSym)) for s in term.free_symbols):
@@ -149,7 +149,7 @@ def _term(term: sympy.Expr, gs: list[GaussSym], qs: list[sympy.Symbol], centred:
         if not _linear(arg, gs):
             return None
         opaque += [(fn, arg)] * int(e)
-    c = _lam_q(coef, qs)
+    c = lambdify_constants(coef, qs)
     if not opaque:
         P = sympy.Mul(*poly)
         mus = sympy.symbols(f"mu0:{len(gs)}", real=True)
@@ -177,7 +177,7 @@ def _term(term: sympy.Expr, gs: list[GaussSym], qs: list[sympy.Symbol], centred:
         return None
     from ..gaussian import PAIR_CLOSED_FORMS, SINGLE_CLOSED_FORMS
 
-    Pc = _lam_q(sympy.Mul(*poly), qs)
+    Pc = lambdify_constants(sympy.Mul(*poly), qs)
     coeffs = [_coeff_fns(arg, gs, qs) for _, arg in opaque]
     if len(opaque) == 1:
         single = SINGLE_CLOSED_FORMS.get(names[0])
@@ -217,5 +217,5 @@ def _linear(arg: sympy.Expr, gs: list[GaussSym]) -> bool:
 
 def _coeff_fns(arg: sympy.Expr, gs: list[GaussSym], qs: list[sympy.Symbol]) -> Callable[[np.ndarray], np.ndarray]:
     """The coefficient vector ``a(q)`` of a linear form, vectorised: (B, m) -> (B, d)."""
-    fs = [_lam_q(arg.coeff(gk), qs) for gk in gs]
+    fs = [lambdify_constants(arg.coeff(gk), qs) for gk in gs]
     return lambda qv: np.stack([f(qv) for f in fs], axis=1)
