@@ -24,7 +24,9 @@ Memory: a pass holds as many replicates as fit in ``max_memory``; a replicate th
 not fit on its own runs in chunks of samples, in sweeps (see :class:`MonteCarloPass`).
 Replicate ``r`` draws its normals from its own stream in the same order however the
 replicates are grouped into passes, so the result depends on ``max_memory`` only
-through floating-point summation order.
+through floating-point summation order. Passes run concurrently, one thread per core
+(numpy releases the GIL in its kernels); each has its own replicates, so the result
+does not depend on the scheduling either.
 """
 
 from __future__ import annotations
