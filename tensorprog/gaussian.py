@@ -79,6 +79,7 @@ __all__ = [
     "psd_factor",
     "default_degree",
     "gauss_hermite_expectation",
+    "trapezoid_expectation",
     "gaussian_moment",
     "PAIR_CLOSED_FORMS",
     "SINGLE_CLOSED_FORMS",
@@ -444,6 +445,19 @@ def gauss_hermite_expectation(
                 f"{deg**k} nodes, more than the limit {_MAX_NODES}; lower the degree "
                 "or use Monte Carlo"
             )
+    nodes, weights = _tensor_rule(deg, k)
+    return _on_rule(f, mean_arr, cov_arr, nodes, weights, params, what, "Gauss-Hermite")[0]
+
+
+def _on_rule(f: Callable[..., Any], mean_arr: np.ndarray, cov_arr: np.ndarray,
+             nodes: np.ndarray, weights: np.ndarray, params: ArrayLike | None, what: str,
+             rule: str, shell: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """``Σ_i w_i f(μ + F z_i)`` over a batch (see :func:`gauss_hermite_expectation`).
+
+    With ``shell`` (a boolean mask of nodes), also the fraction of ``Σ_i w_i |f|`` that
+    those nodes carry, per batch element (the truncation guard of the trapezoid rule).
+    """
+    k = cov_arr.shape[-1]
     if not np.all(np.isfinite(mean_arr)):
         raise NumericalError("mean contains NaN or inf entries")
     factor = psd_factor(cov_arr, what=what)
@@ -458,17 +472,21 @@ def gauss_hermite_expectation(
     factor_t = np.swapaxes(np.broadcast_to(factor, batch + (k, k)), -1, -2)
     factor_t = factor_t.reshape(-1, k, k)
     total = mean_b.shape[0]
-    nodes, weights = _tensor_rule(deg, k)
     n_nodes = nodes.shape[0]
     params_b = None
     if params is not None:
         params_b = np.asarray(params, dtype=float).reshape(total, -1)
+    shell_w = None if shell is None else np.stack([weights * shell, weights], axis=-1)
+    fractions: list[np.ndarray] = []
 
     def evaluate(lo: int, hi: int, vector: bool | None) -> np.ndarray:
         pts = mean_b[lo:hi, None, :] + np.matmul(nodes, factor_t[lo:hi])
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             out = f(pts) if params_b is None else f(pts, params_b[lo:hi])
             vals = _as_values(out, (hi - lo, n_nodes), vector)
+            if shell_w is not None:
+                a = np.abs(vals.reshape(hi - lo, n_nodes, -1)).sum(axis=-1) @ shell_w
+                fractions.append(a[:, 0] / np.maximum(a[:, 1], 1e-300))
             return np.einsum("bn...,n->b...", vals, weights)
 
     # A first call on a single batch element (or an empty one) reveals the output
@@ -493,10 +511,108 @@ def gauss_hermite_expectation(
         bad = ~finite if not vector else ~np.all(finite, axis=1)
         where = _batch_index_text(bad.reshape(batch)) if batch else ""
         raise NumericalError(
-            f"Gauss-Hermite expectation is not finite{where}: the integrand "
+            f"{rule} expectation is not finite{where}: the integrand "
             "overflowed or returned NaN/inf (is it integrable under the Gaussian?)"
         )
-    return result.reshape(batch + ((m,) if vector else ()))
+    frac = np.concatenate(fractions).reshape(batch) if fractions else None
+    return result.reshape(batch + ((m,) if vector else ())), frac
+
+
+#: Half-width of the trapezoid rule's box, in standard deviations: the Gaussian mass
+#: outside it is below 2e-19 per dimension.
+TRAPEZOID_HALF_WIDTH = 9.0
+
+
+@functools.lru_cache(maxsize=16)
+def _trapezoid_rule(step: float, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Tensor trapezoid rule on ``[-L, L]^k`` (``L`` = :data:`TRAPEZOID_HALF_WIDTH`)
+    with weights ``step·φ(z)`` per dimension, and the mask of its outermost shell
+    (nodes within one unit of the box's boundary)."""
+    n = int(round(TRAPEZOID_HALF_WIDTH / step))
+    x = step * np.arange(-n, n + 1)
+    w = step * np.exp(-x * x / 2) / _SQRT_2PI
+    grids = np.meshgrid(*([x] * k), indexing="ij")
+    nodes = np.ascontiguousarray(np.stack([g.ravel() for g in grids], axis=-1))
+    weights = np.prod(np.stack(np.meshgrid(*([w] * k), indexing="ij"), axis=0).reshape(k, -1),
+                      axis=0)
+    shell = np.abs(nodes).max(axis=1) >= TRAPEZOID_HALF_WIDTH - 1.0
+    for a in (nodes, weights, shell):
+        a.flags.writeable = False
+    return nodes, weights, shell
+
+
+def trapezoid_expectation(
+    f: Callable[..., Any],
+    mean: ArrayLike,
+    cov: ArrayLike,
+    *,
+    step: float,
+    params: ArrayLike | None = None,
+    what: str = "covariance",
+) -> tuple[np.ndarray, np.ndarray]:
+    r"""Expectation :math:`\mathbb E f(X)`, :math:`X\sim\mathcal N(\mu,C)`, by the
+    trapezoid rule in standard coordinates.
+
+    .. math::
+        \mathbb E f(X)\approx\sum_{i\in\{-n..n\}^k} \prod_j h\,\varphi(h i_j)\;
+        f\big(\mu+F\,h\,i\big),\qquad nh = L = 9.
+
+    For integrands analytic in a strip :math:`|\operatorname{Im} z|<a` of each
+    standard coordinate the error falls like :math:`e^{-2\pi a/h}` [Trefethen &
+    Weideman, SIAM Rev. 56 (2014), §5]: halving ``h`` squares it, so the difference
+    between two successive steps bounds the error of the finer one. Functions with
+    poles near the real axis (tanh, sigmoid at large variance) converge much faster
+    than under Gauss--Hermite, whose nodes spread out to :math:`\sqrt{4n}`. The
+    box truncates the Gaussian: the second return value is the fraction of
+    :math:`\sum_i w_i|f|` carried by the box's outermost unit shell, which must be
+    negligible for the value to be trusted (it is not for integrands growing like
+    :math:`e^{cz^2}`).
+
+    Parameters
+    ----------
+    f, mean, cov, params, what
+        As for :func:`gauss_hermite_expectation`.
+    step : float
+        The step :math:`h` per dimension (``L/h`` must be an integer).
+
+    Returns
+    -------
+    values : numpy.ndarray
+        Shape ``batch`` (or ``batch + (m,)``).
+    shell_fraction : numpy.ndarray
+        Shape ``batch``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tensorprog.gaussian import trapezoid_expectation
+    >>> v, tail = trapezoid_expectation(lambda z: np.tanh(z[..., 0]) ** 2, [0.0], [[4.0]],
+    ...                                 step=0.125)
+    >>> round(float(v), 10), bool(tail < 1e-12)
+    (0.6352612343, True)
+    """
+    if not callable(f):
+        raise ProgramTypeError(f"f must be callable; got {type(f).__name__}")
+    cov_arr = np.asarray(cov, dtype=float)
+    mean_arr = np.asarray(mean, dtype=float)
+    if cov_arr.ndim < 2 or cov_arr.shape[-1] != cov_arr.shape[-2]:
+        raise ProgramValueError(f"{what} must have shape (..., k, k); got shape {cov_arr.shape}")
+    k = cov_arr.shape[-1]
+    if mean_arr.ndim < 1 or mean_arr.shape[-1] != k:
+        raise ProgramValueError(
+            f"mean must have shape (..., {k}) to match {what} of shape "
+            f"{cov_arr.shape}; got shape {mean_arr.shape}")
+    default_degree(k)  # validates 1 <= k <= 4
+    n = TRAPEZOID_HALF_WIDTH / step
+    if not (step > 0 and abs(n - round(n)) < 1e-9):
+        raise ProgramValueError(f"step must divide {TRAPEZOID_HALF_WIDTH}; got {step}")
+    if (2 * round(n) + 1) ** k > _MAX_NODES:
+        raise ResourceError(f"a trapezoid rule of step {step} in {k} dimensions has more "
+                            f"than {_MAX_NODES} nodes; use a larger step")
+    nodes, weights, shell = _trapezoid_rule(float(step), k)
+    values, frac = _on_rule(f, mean_arr, cov_arr, nodes, weights, params, what, "trapezoid",
+                            shell)
+    return values, frac
 
 
 # --------------------------------------------------------------------------------------
