@@ -515,11 +515,7 @@ def normalised_prog():
     return p, {"m4": 3.0, "mcos": math.exp(-0.5)}
 
 
-def test_montecarlo_memory_is_bounded_and_the_answer_consistent(monkeypatch):
-    from tensorprog.engine import montecarlo
-
-    # tracemalloc sees this process only: run the passes here (threads), not forked
-    monkeypatch.setattr(montecarlo, "_USE_FORK", False)
+def test_montecarlo_memory_is_bounded_and_the_answer_consistent():
     p, ref = normalised_prog()
     p.limit(method="montecarlo", samples=2000, seed=0)  # warm caches (lambdify, sympy)
     results = {}

@@ -34,7 +34,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -57,10 +56,8 @@ _RCOND = 1e-10  # regression: eigenvalues of Cov(Ẑ_S) below this × the larges
 #: beyond it the interpreter's overhead is already amortised and bigger arrays only
 #: stream from slower memory.
 _PASS_SAMPLES = 2**16
-#: Concurrent passes at most (processes forked on Linux, threads elsewhere); also
-#: bounded by the number of cores.
+#: Concurrent passes (threads) at most; also bounded by the number of cores.
 _MAX_WORKERS = 4
-_USE_FORK = True
 
 
 class _Schedule:
@@ -597,9 +594,6 @@ def run_montecarlo(plan: Plan, samples: int, seed: Any, *, batches: int = 16, qm
     der = plan.der
     D = len(der.bases)
     per_sample = _bytes_per_sample(der)
-    if qmc:  # imported here, once, not in every forked pass
-        import scipy.special  # noqa: F401
-        import scipy.stats.qmc  # noqa: F401
     schedule = _Schedule(der.program.instructions)
     K = int(batches)
     M = max(2, samples // K)
@@ -638,12 +632,9 @@ def run_montecarlo(plan: Plan, samples: int, seed: Any, *, batches: int = 16, qm
     groups = [children[start:start + step] for start in range(0, K, step)]
     values: dict[int, list[np.ndarray]] = {}
     with contextlib.ExitStack() as stack:
-        consts: Any = None
         if workers > 1 and len(groups) > 1:
-            consts = _forked_map(stack, one_pass, groups, workers)
-            if consts is None:  # no fork here: threads (numpy releases the GIL, partly)
-                pool = stack.enter_context(ThreadPoolExecutor(min(workers, len(groups))))
-                consts = pool.map(one_pass, groups)  # in order, whatever finishes first
+            pool = stack.enter_context(ThreadPoolExecutor(min(workers, len(groups))))
+            consts = pool.map(one_pass, groups)  # in order, whatever finishes first
         else:
             consts = map(one_pass, groups)
         for seeds, const in zip(groups, consts):
@@ -657,46 +648,6 @@ def run_montecarlo(plan: Plan, samples: int, seed: Any, *, batches: int = 16, qm
     vals = np.array([np.concatenate(values[c]) for c in cids]).reshape(len(cids), K)
     means, ses = vals.mean(axis=1), vals.std(axis=1, ddof=1) / np.sqrt(K)
     return {c: (m, e) for c, m, e in zip(cids, means.tolist(), ses.tolist())}
-
-
-#: What forked workers run, by call (set before the pool forks, so they inherit it).
-_FORKED: dict[int, tuple[Callable[..., Any], list[Any]]] = {}
-
-
-def _forked_pass(job: tuple[int, int]) -> dict[int, Any]:
-    token, i = job
-    one_pass, groups = _FORKED[token]
-    return one_pass(groups[i])
-
-
-def _forked_map(stack: contextlib.ExitStack, one_pass: Callable[..., Any], groups: list[Any],
-                workers: int) -> Any:
-    """``map(one_pass, groups)`` in forked worker processes, in order; None where fork is
-    unavailable (not Linux) or fails to start.
-
-    Passes are short numpy operations on arrays of ~10⁵ numbers, which threads do not
-    run in parallel (the GIL changes hands around each); forked processes do (measured:
-    two passes 0.26 s in two processes, 0.36 s in two threads, 0.41 s in one). The
-    children inherit the plan (copy-on-write): only the pass index goes to them and the
-    estimates come back.
-    """
-    if not _USE_FORK or not sys.platform.startswith("linux"):
-        return None
-    import multiprocessing
-    import warnings
-
-    token = id(groups)
-    _FORKED[token] = (one_pass, groups)
-    stack.callback(_FORKED.pop, token, None)
-    try:
-        with warnings.catch_warnings():  # Python ≥ 3.12 warns about fork with BLAS threads
-            warnings.simplefilter("ignore", DeprecationWarning)
-            pool = multiprocessing.get_context("fork").Pool(min(workers, len(groups)))
-    except (OSError, ValueError):
-        return None
-    stack.callback(pool.join)
-    stack.callback(pool.close)
-    return pool.imap(_forked_pass, [(token, i) for i in range(len(groups))])
 
 
 def _bytes_per_sample(der: Any) -> int:
