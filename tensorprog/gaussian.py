@@ -418,18 +418,7 @@ def gauss_hermite_expectation(
     The batch is processed in chunks so that the points passed to ``f`` and the
     values it returns stay below about 64 MB per call.
     """
-    if not callable(f):
-        raise ProgramTypeError(f"f must be callable; got {type(f).__name__}")
-    cov_arr = np.asarray(cov, dtype=float)
-    mean_arr = np.asarray(mean, dtype=float)
-    if cov_arr.ndim < 2 or cov_arr.shape[-1] != cov_arr.shape[-2]:
-        raise ProgramValueError(f"{what} must have shape (..., k, k); got shape {cov_arr.shape}")
-    k = cov_arr.shape[-1]
-    if mean_arr.ndim < 1 or mean_arr.shape[-1] != k:
-        raise ProgramValueError(
-            f"mean must have shape (..., {k}) to match {what} of shape "
-            f"{cov_arr.shape}; got shape {mean_arr.shape}"
-        )
+    mean_arr, cov_arr, k = _rule_arguments(f, mean, cov, what)
     deg_default = default_degree(k)  # also validates 1 <= k <= 4
     if degree is None:
         deg = deg_default
@@ -447,6 +436,23 @@ def gauss_hermite_expectation(
             )
     nodes, weights = _tensor_rule(deg, k)
     return _on_rule(f, mean_arr, cov_arr, nodes, weights, params, what, "Gauss-Hermite")[0]
+
+
+def _rule_arguments(f: Any, mean: ArrayLike, cov: ArrayLike, what: str
+                    ) -> tuple[np.ndarray, np.ndarray, int]:
+    """Validated ``(mean, cov, k)`` of a quadrature call (shapes ``(..., k)``, ``(..., k, k)``)."""
+    if not callable(f):
+        raise ProgramTypeError(f"f must be callable; got {type(f).__name__}")
+    cov_arr = np.asarray(cov, dtype=float)
+    mean_arr = np.asarray(mean, dtype=float)
+    if cov_arr.ndim < 2 or cov_arr.shape[-1] != cov_arr.shape[-2]:
+        raise ProgramValueError(f"{what} must have shape (..., k, k); got shape {cov_arr.shape}")
+    k = cov_arr.shape[-1]
+    if mean_arr.ndim < 1 or mean_arr.shape[-1] != k:
+        raise ProgramValueError(
+            f"mean must have shape (..., {k}) to match {what} of shape "
+            f"{cov_arr.shape}; got shape {mean_arr.shape}")
+    return mean_arr, cov_arr, k
 
 
 def _on_rule(f: Callable[..., Any], mean_arr: np.ndarray, cov_arr: np.ndarray,
@@ -591,17 +597,7 @@ def trapezoid_expectation(
     >>> round(float(v), 10), bool(tail < 1e-12)
     (0.6352612343, True)
     """
-    if not callable(f):
-        raise ProgramTypeError(f"f must be callable; got {type(f).__name__}")
-    cov_arr = np.asarray(cov, dtype=float)
-    mean_arr = np.asarray(mean, dtype=float)
-    if cov_arr.ndim < 2 or cov_arr.shape[-1] != cov_arr.shape[-2]:
-        raise ProgramValueError(f"{what} must have shape (..., k, k); got shape {cov_arr.shape}")
-    k = cov_arr.shape[-1]
-    if mean_arr.ndim < 1 or mean_arr.shape[-1] != k:
-        raise ProgramValueError(
-            f"mean must have shape (..., {k}) to match {what} of shape "
-            f"{cov_arr.shape}; got shape {mean_arr.shape}")
+    mean_arr, cov_arr, k = _rule_arguments(f, mean, cov, what)
     default_degree(k)  # validates 1 <= k <= 4
     n = TRAPEZOID_HALF_WIDTH / step
     if not (step > 0 and abs(n - round(n)) < 1e-9):
