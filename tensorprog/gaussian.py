@@ -300,6 +300,14 @@ def _hermite_rule(degree: int) -> tuple[np.ndarray, np.ndarray]:
     return x, w / _SQRT_2PI  # both weights integrate against exp(-x^2/2)
 
 
+def _tensor_product(x: np.ndarray, w: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes ``(N, k)`` and product weights ``(N,)`` of the k-fold tensor product of a
+    one-dimensional rule ``(x, w)``."""
+    nodes = np.stack([g.ravel() for g in np.meshgrid(*([x] * k), indexing="ij")], axis=-1)
+    wgrid = np.meshgrid(*([w] * k), indexing="ij")
+    return nodes, np.prod(np.stack([g.ravel() for g in wgrid], axis=0), axis=0)
+
+
 @functools.lru_cache(maxsize=16)
 def _tensor_rule(degree: int, k: int) -> tuple[np.ndarray, np.ndarray]:
     r"""Tensor-product probabilists' Gauss--Hermite rule for :math:`\mathcal N(0,I_k)`.
@@ -307,11 +315,7 @@ def _tensor_rule(degree: int, k: int) -> tuple[np.ndarray, np.ndarray]:
     Nodes whose product weight underflows to exactly 0 are dropped (they cannot
     contribute to a finite sum and could only turn it into ``0 * inf = nan``).
     """
-    x, w = _hermite_rule(degree)
-    grids = np.meshgrid(*([x] * k), indexing="ij")
-    nodes = np.stack([g.ravel() for g in grids], axis=-1)
-    wgrids = np.meshgrid(*([w] * k), indexing="ij")
-    weights = np.prod(np.stack([g.ravel() for g in wgrids], axis=0), axis=0)
+    nodes, weights = _tensor_product(*_hermite_rule(degree), k)
     keep = weights > 0.0
     nodes = np.ascontiguousarray(nodes[keep])
     weights = np.ascontiguousarray(weights[keep])
@@ -536,11 +540,7 @@ def _trapezoid_rule(step: float, k: int) -> tuple[np.ndarray, np.ndarray, np.nda
     (nodes within one unit of the box's boundary)."""
     n = int(round(TRAPEZOID_HALF_WIDTH / step))
     x = step * np.arange(-n, n + 1)
-    w = step * np.exp(-x * x / 2) / _SQRT_2PI
-    grids = np.meshgrid(*([x] * k), indexing="ij")
-    nodes = np.ascontiguousarray(np.stack([g.ravel() for g in grids], axis=-1))
-    weights = np.prod(np.stack(np.meshgrid(*([w] * k), indexing="ij"), axis=0).reshape(k, -1),
-                      axis=0)
+    nodes, weights = _tensor_product(x, step * np.exp(-x * x / 2) / _SQRT_2PI, k)
     shell = np.abs(nodes).max(axis=1) >= TRAPEZOID_HALF_WIDTH - 1.0
     for a in (nodes, weights, shell):
         a.flags.writeable = False

@@ -285,14 +285,6 @@ class Derivation(Interpreter):
             lay = self._layouts[key] = _make_layout(key)
         return lay
 
-    def groups(self, bids: tuple[int, ...]) -> tuple[int, ...]:
-        """Independence labels of base Gaussians: equal labels may be dependent.
-
-        Hats are labelled by family (``W`` and ``Wᵀ`` differ); initial vectors by
-        their connected component in the graph of nonzero initial covariances.
-        """
-        return self.layout(bids).groups
-
     def _extend_codes(self) -> None:
         """One int per base: ``4f`` for a hat of family ``f`` (centred), ``4c + 1`` for
         an initial vector of component ``c``, ``+ 2`` if its mean is not zero."""

@@ -22,7 +22,7 @@ from ..errors import DivergenceError, MethodUnavailableError, NumericalError, Te
 from ..gaussian import gauss_hermite_expectation, trapezoid_expectation
 from ..interpreter import annotate
 from ..nonlin import _NUMPY_MODULES
-from .exact import exact_evaluator, independent_blocks, lambdify_constants
+from .exact import affine_parts, coefficient_fn, exact_evaluator, independent_blocks
 from .plan import Plan, Request
 from .symbols import GaussSym, g, q
 
@@ -244,7 +244,7 @@ class Deterministic:
         return total, err
 
     def _quadrature(self, expr: sympy.Expr, d: int, m: int, mean: np.ndarray, cov: np.ndarray,
-                    qv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                    qv: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         red = linear_forms(expr, d, m)
         if red is not None:  # integrate over the k < d linear forms the integrand depends on
             mean, cov = red.reduce(mean, cov, qv)
@@ -414,17 +414,12 @@ class Reduction:
     ``A`` per request, shape (B, k, d), so ``u ~ N(A μ, A Σ Aᵀ)``.
     """
 
-    def __init__(self, expr: sympy.Expr, k: int, d: int, rows: list[tuple[sympy.Expr, ...]],
+    def __init__(self, expr: sympy.Expr, k: int, d: int, forms: list[sympy.Expr],
                  m: int) -> None:
         self.expr, self.k, self.d = expr, k, d
-        qs = [q(j) for j in range(m)]
-        if all(c.is_Number for row in rows for c in row):
-            A = np.array([[float(c) for c in row] for row in rows])
-            self.matrix = lambda qv: np.broadcast_to(A, (qv.shape[0], k, d))
-        else:
-            fns = [[lambdify_constants(sympy.sympify(c), qs) for c in row] for row in rows]
-            self.matrix = lambda qv: np.stack(
-                [np.stack([f(qv) for f in row], axis=-1) for row in fns], axis=1)
+        gs, qs = [g(i) for i in range(d)], [q(j) for j in range(m)]
+        rows = [coefficient_fn(a, gs, qs) for a in forms]
+        self.matrix = lambda qv: np.stack([row(qv) for row in rows], axis=1)
 
     def reduce(self, mean: np.ndarray, cov: np.ndarray, qv: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray]:
@@ -458,17 +453,11 @@ def linear_forms(expr: sympy.Expr, d: int, m: int) -> Reduction | None:
         return us[index[coeffs]]
 
     def affine(arg: sympy.Expr) -> sympy.Expr | None:
-        lin: dict[sympy.Expr, sympy.Expr] = {}
-        rest = []
-        for t in sympy.Add.make_args(sympy.expand(arg, power_exp=False, log=False)):
-            c, dep = t.as_independent(*gs, as_Add=False)
-            if dep == 1:
-                rest.append(t)
-            elif dep in gset:
-                lin[dep] = lin.get(dep, 0) + c
-            else:
-                return None
-        return form(tuple(lin.get(gk, sympy.S.Zero) for gk in gs)) + sympy.Add(*rest)
+        parts = affine_parts(arg, gs)
+        if parts is None:
+            return None
+        lin, rest = parts
+        return form(tuple(lin.get(gk, sympy.S.Zero) for gk in gs)) + rest
 
     repl = {}
     for app in expr.atoms(sympy.Function):
@@ -483,7 +472,8 @@ def linear_forms(expr: sympy.Expr, d: int, m: int) -> Reduction | None:
     if k == 0 or k >= d:
         return None
     out = out.xreplace({u: g(j) for j, u in enumerate(us)})
-    return Reduction(out, k, d, rows, m)
+    forms = [sympy.Add(*[c * gk for c, gk in zip(row, gs)]) for row in rows]
+    return Reduction(out, k, d, forms, m)
 
 
 #: Functions whose integrands the trapezoid rule may take (analytic near the real axis).

@@ -63,7 +63,7 @@ def exact_evaluator(expr: sympy.Expr, d: int, m: int, centred: bool,
     return evaluate
 
 
-def lambdify_constants(expr: sympy.Expr, qs: list[sympy.Symbol]) -> Callable[[np.ndarray], np.ndarray]:
+def _lam_q(expr: sympy.Expr, qs: list[sympy.Symbol]) -> Callable[[np.ndarray], np.ndarray]:
     """``expr(q)`` vectorised over a batch of constants ``qv`` (B, m)."""
     if expr.is_Number:  # most coefficients: no code to generate
         v = float(expr)
@@ -130,7 +130,7 @@ def _factorised(term: sympy.Expr, gs: list[GaussSym], qs: list[sympy.Symbol], ce
 def _term(term: sympy.Expr, gs: list[GaussSym], qs: list[sympy.Symbol], centred: bool) -> Evaluator | None:
     gset = set(gs)
     if not (term.free_symbols & gset):
-        c = lambdify_constants(term, qs)
+        c = _lam_q(term, qs)
         return lambda mean, cov, qv: c(qv)
     coef, rest = term.as_independent(*gs, as_Add=False)
     if any(not isinstance(s, (GaussSym, ConstSym)) for s in term.free_symbols):
@@ -149,7 +149,7 @@ def _term(term: sympy.Expr, gs: list[GaussSym], qs: list[sympy.Symbol], centred:
         if not _linear(arg, gs):
             return None
         opaque += [(fn, arg)] * int(e)
-    c = lambdify_constants(coef, qs)
+    c = _lam_q(coef, qs)
     if not opaque:
         P = sympy.Mul(*poly)
         mus = sympy.symbols(f"mu0:{len(gs)}", real=True)
@@ -177,8 +177,8 @@ def _term(term: sympy.Expr, gs: list[GaussSym], qs: list[sympy.Symbol], centred:
         return None
     from ..gaussian import PAIR_CLOSED_FORMS, SINGLE_CLOSED_FORMS
 
-    Pc = lambdify_constants(sympy.Mul(*poly), qs)
-    coeffs = [_coeff_fns(arg, gs, qs) for _, arg in opaque]
+    Pc = _lam_q(sympy.Mul(*poly), qs)
+    coeffs = [coefficient_fn(arg, gs, qs) for _, arg in opaque]
     if len(opaque) == 1:
         single = SINGLE_CLOSED_FORMS.get(names[0])
         if single is None:
@@ -204,18 +204,31 @@ def _term(term: sympy.Expr, gs: list[GaussSym], qs: list[sympy.Symbol], centred:
     return two
 
 
+def affine_parts(arg: sympy.Expr, gs: list[GaussSym]
+                 ) -> tuple[dict[GaussSym, sympy.Expr], sympy.Expr] | None:
+    """``arg = Σ_k a_k g_k + c`` as ``({g_k: a_k}, c)`` (``a_k``, ``c`` free of the
+    ``g``'s), or None if ``arg`` is not affine in them."""
+    gset = set(gs)
+    lin: dict[GaussSym, sympy.Expr] = {}
+    rest = []
+    for t in sympy.Add.make_args(sympy.expand(arg, power_exp=False, log=False)):
+        c, dep = t.as_independent(*gs, as_Add=False)
+        if dep == 1:
+            rest.append(t)
+        elif dep in gset:
+            lin[dep] = lin.get(dep, 0) + c
+        else:
+            return None
+    return lin, sympy.Add(*rest)
+
+
 def _linear(arg: sympy.Expr, gs: list[GaussSym]) -> bool:
     """Whether ``arg`` is ``Σ a_k g_k`` (no constant term; a_k free of g)."""
-    gset = set(gs)
-    terms = sympy.Add.make_args(sympy.expand(arg, deep=False, power_exp=False, log=False))
-    for t in terms:
-        _, dep = t.as_independent(*gs, as_Add=False)
-        if dep not in gset:
-            return False
-    return bool(terms) and arg != 0
+    parts = affine_parts(arg, gs)
+    return parts is not None and bool(parts[0]) and parts[1] == 0
 
 
-def _coeff_fns(arg: sympy.Expr, gs: list[GaussSym], qs: list[sympy.Symbol]) -> Callable[[np.ndarray], np.ndarray]:
+def coefficient_fn(arg: sympy.Expr, gs: list[GaussSym], qs: list[sympy.Symbol]) -> Callable[[np.ndarray], np.ndarray]:
     """The coefficient vector ``a(q)`` of a linear form, vectorised: (B, m) -> (B, d)."""
-    fs = [lambdify_constants(arg.coeff(gk), qs) for gk in gs]
+    fs = [_lam_q(arg.coeff(gk), qs) for gk in gs]
     return lambda qv: np.stack([f(qv) for f in fs], axis=1)

@@ -67,13 +67,6 @@ class Request:
         """Whether every base Gaussian of ``bids`` has mean 0."""
         return self.layout.centred if self.layout is not None else True
 
-    @property
-    def slots(self) -> tuple[tuple[int, int, int], ...]:
-        """``(i, j, cov request)`` for the same-family hat pairs ``i ≤ j`` of ``bids``."""
-        if self.layout is None:
-            return ()
-        return tuple((i, j, r) for (i, j), r in zip(self.layout.pairs, self.slot_rids))
-
 
 class Plan:
     """All requests of a program, created in program (dependency) order."""
