@@ -41,9 +41,9 @@ from typing import Any
 import numpy as np
 import sympy
 
-from ..errors import NumericalError
+from ..errors import NumericalError, TensorProgramError
 from ..gaussian import psd_factor
-from ..interpreter import Interpreter
+from ..interpreter import Interpreter, annotate
 from ..ir import InitMatrix, InitScalar, InitVector, MatMul, Moment, Nonlin, ScalarFn
 from .plan import Plan
 
@@ -60,25 +60,92 @@ _PASS_SAMPLES = 2**16
 _MAX_WORKERS = 4
 
 
+class _Block:
+    """Terms ``Σ_t c_t Π_{j∈P_t} θ_j Z^{x_t}`` whose vectors fill positions ``lo..hi−1``
+    of one stack: one batched product ``C · stack[lo:hi]`` per replicate.
+
+    ``numbers`` (m,) are the ``c_t`` and ``params`` (m, p) the parameter indices ``P_t``
+    in position order, padded with ``-1`` (a column of ones).
+    """
+
+    __slots__ = ("sid", "lo", "hi", "numbers", "used", "params")
+
+    def __init__(self, sid: int, terms: list[tuple[int, float, tuple[int, ...]]]) -> None:
+        # terms: (row, number, parameter indices), rows contiguous
+        terms = sorted(terms)
+        self.sid, self.lo, self.hi = sid, terms[0][0], terms[-1][0] + 1
+        self.numbers = np.array([c for _, c, _ in terms])
+        #: the Nonlin's parameters that occur, and each term's as columns of them
+        self.used = sorted({j for _, _, P in terms for j in P})
+        col = {j: c for c, j in enumerate(self.used)}
+        width = max(len(P) for _, _, P in terms)
+        self.params = np.array([[col[j] for j in P] + [-1] * (width - len(P))
+                                for _, _, P in terms], dtype=np.intp).reshape(len(terms), width)
+
+    def coefficients(self, params: list[Any], K: int) -> np.ndarray:
+        """``C`` of shape (K, m): every term's coefficient, per replicate."""
+        cols = np.ones((K, len(self.used) + 1))  # the last column: padding
+        for c, j in enumerate(self.used):
+            p = params[j]
+            cols[:, c] = p[:, 0] if isinstance(p, np.ndarray) and p.ndim else p
+        return self.numbers * cols[:, self.params].prod(axis=-1)
+
+
+class _Linear:
+    """How a pass evaluates a linear Nonlin ``Σ_t c_t Π_{j∈P_t} θ_j Z^{x_{i_t}}``.
+
+    ``base``: the index of an argument entering with coefficient exactly 1 (the
+    output starts as its copy), or ``None``; ``blocks``: :class:`_Block` s; ``loose``:
+    the other terms ``(arg index, number, parameter indices)``, one array operation each.
+    """
+
+    __slots__ = ("base", "blocks", "loose")
+
+    def __init__(self, base: int | None, blocks: list[_Block],
+                 loose: list[tuple[int, float, tuple[int, ...]]]) -> None:
+        self.base, self.blocks, self.loose = base, blocks, loose
+
+
 class _Schedule:
     """How a pass evaluates a program, worked out once per program.
+
+    Storage: some vectors live in *stacks*, arrays of shape ``(K, size, M)`` whose
+    rows are vectors, so that a linear combination of many of them, or their inner
+    products with one vector, is one batched matrix product over contiguous memory
+    instead of one array operation per vector:
+
+    * every hat family has a stack of its members' inputs ``Z^x`` (row ``j``: member
+      ``j``'s), which the conditional draws, the Ż terms and the covariances read;
+    * the vectors that linear Nonlins combine are gathered greedily into further
+      stacks: a Nonlin's new vectors open a stack, or extend one whose end its other
+      vectors already occupy (a training unroll's updates combine the growing
+      history ``dh_0, dh_1, …``, which so stays one contiguous block).
+
+    A vector lives in one place (its first stack); a family whose member multiplies
+    a vector stored elsewhere copies it into its own stack.
 
     Attributes
     ----------
     dead : list of list of Var
         Per instruction, the vectors read for the last time there (or never read):
-        a pass drops them, so that later vectors reuse their memory (fresh memory is
-        slow — the first touch of every page is a fault).
+        a pass drops them, so that later vectors reuse their memory.
+    release : list of list of int
+        Per instruction, the combination stacks whose members are all dead after it.
+    home : dict
+        ``Var -> (stack id, row)`` for the vectors that live in a stack.
+    sizes : list of int
+        Rows of every stack.
+    family_stack : dict
+        Hat family -> the stack of its inputs.
     products : set of Moment
-        Moments ``𝔼[Z^a Z^b]`` or ``𝔼[(Z^a)²]`` of their arguments: summed in one pass
-        (an inner product), without the temporary array of ``Z^a Z^b``.
+        Moments ``𝔼[Z^a Z^b]`` or ``𝔼[(Z^a)²]`` of their arguments: one estimate per
+        unordered pair of vectors, shared with the hat covariances (the same sums).
     linear : dict
-        Nonlins whose body is ``Σ_t c_t Π_{j∈P_t} θ_j Z^{x_{i_t}}`` (numbers ``c_t``,
-        parameters ``θ_j``): their terms ``(i_t, c_t, P_t)``, accumulated in place
-        instead of one new array per operation.
+        Nonlin -> :class:`_Linear`, for Nonlins whose body is linear in its vectors.
     """
 
-    def __init__(self, instructions: Sequence[Any]) -> None:
+    def __init__(self, der: Any) -> None:
+        instructions = der.program.instructions
         last: dict[Any, int] = {}
         for i, instr in enumerate(instructions):
             last[instr.out] = i
@@ -89,8 +156,72 @@ class _Schedule:
             if v.kind == "vector":
                 self.dead[i].append(v)
         self.products = {i for i in instructions if isinstance(i, Moment) and _is_product(i.fn)}
-        self.linear = {i: t for i in instructions if isinstance(i, Nonlin)
-                       for t in [_linear_terms(i.fn)] if t is not None}
+        self.home: dict[Any, tuple[int, int]] = {}
+        self.sizes: list[int] = []
+        self.family_stack: dict[Any, int] = {}
+        for instr in instructions:
+            if isinstance(instr, MatMul):
+                b = der.nodes[instr.out].base
+                sid = self.family_stack.get(b.family)
+                if sid is None:
+                    sid = self.family_stack[b.family] = self._new_stack(0)
+                    self.sizes[sid] = len(der.families[b.family])
+                self.home.setdefault(instr.arg, (sid, b.index))
+        families = len(self.sizes)
+        self.linear: dict[Any, _Linear] = {}
+        for instr in instructions:
+            if isinstance(instr, Nonlin):
+                terms = _linear_terms(instr.fn)
+                if terms is not None:
+                    self.linear[instr] = self._plan_linear(instr, terms, families)
+        members: dict[int, int] = {}  # combination stack -> last use of its members
+        for v, (sid, _) in self.home.items():
+            if sid >= families:
+                members[sid] = max(members.get(sid, -1), last[v])
+        self.release: list[list[int]] = [[] for _ in instructions]
+        for sid, i in members.items():
+            self.release[i].append(sid)
+
+    def _new_stack(self, size: int) -> int:
+        self.sizes.append(size)
+        return len(self.sizes) - 1
+
+    def _plan_linear(self, instr: Any, terms: list[tuple[int, float, tuple[int, ...]]],
+                     families: int) -> _Linear:
+        base = next((i for i, c, P in terms if c == 1.0 and not P), None)
+        scaled = [t for t in terms if t[0] != base]
+        vecs = [instr.args[i] for i, _, _ in scaled]
+        home = self.home
+        if len(set(vecs)) == len(vecs):  # gather the new vectors into a combination stack
+            new = [v for v in vecs if v not in home]
+            rows: dict[int, list[int]] = {}
+            for v in vecs:
+                if v in home:
+                    rows.setdefault(home[v][0], []).append(home[v][1])
+            tails = [sid for sid, r in rows.items() if sid >= families
+                     and max(r) == self.sizes[sid] - 1 and len(r) == max(r) - min(r) + 1]
+            if new and (tails or len(new) > 1):
+                sid = tails[0] if tails else self._new_stack(0)
+                for v in new:
+                    home[v] = (sid, self.sizes[sid])
+                    self.sizes[sid] += 1
+        by_stack: dict[int, list[tuple[int, float, tuple[int, ...]]]] = {}
+        for i, c, P in scaled:
+            h = home.get(instr.args[i])
+            if h is not None:
+                by_stack.setdefault(h[0], []).append((h[1], c, P))
+        blocks, loose = [], []
+        for sid, ts in by_stack.items():
+            rows_ = sorted(r for r, _, _ in ts)
+            if len(ts) > 1 and rows_ == list(range(rows_[0], rows_[0] + len(ts))):
+                blocks.append(_Block(sid, ts))
+        blocked = {(b.sid, r) for b in blocks for r in range(b.lo, b.hi)}
+        loose = [(i, c, P) for i, c, P in scaled if home.get(instr.args[i]) not in blocked]
+        return _Linear(base, blocks, loose)
+
+    def pair(self, a: Any, b: Any) -> tuple[str, int, int]:
+        """The estimate key of ``𝔼[Z^a Z^b]`` (unordered)."""
+        return ("p", a.id, b.id) if a.id <= b.id else ("p", b.id, a.id)
 
 
 def _is_product(fn: Any) -> bool:
@@ -125,35 +256,41 @@ def _linear_terms(fn: Any) -> list[tuple[int, float, tuple[int, ...]]] | None:
     return terms
 
 
-def _combine(terms: list[tuple[int, float, tuple[int, ...]]], args: list[Any],
-             params: list[Any], shape: tuple[int, int]) -> np.ndarray:
-    """``Σ_t c_t Π_{j∈P_t} θ_j · args[i_t]`` accumulated in one array (see _Schedule)."""
-    out = tmp = None
-    for i, c, P in terms:
+def _combine(lin: _Linear, args: list[Any], params: list[Any], stacks: dict[int, np.ndarray],
+             shape: tuple[int, int]) -> np.ndarray:
+    """The linear Nonlin planned as ``lin`` (see :class:`_Schedule`), in one new array:
+    its base argument copied, each block added by one batched product, the loose terms
+    accumulated in place."""
+    K = shape[0]
+    out = np.array(np.broadcast_to(args[lin.base], shape)) if lin.base is not None else None
+    for blk in lin.blocks:
+        part = _combination(blk.coefficients(params, K), stacks[blk.sid][:, blk.lo:blk.hi])
+        if out is None:
+            out = part
+        else:
+            out += part
+    tmp = None
+    for i, c, P in lin.loose:
         coef: Any = c
         for j in P:
             coef = coef * params[j]
-        scaled = bool(P) or c != 1.0
-        if isinstance(coef, np.ndarray):  # (K, 1): numpy multiplies faster by a (K, M) view
-            coef = np.broadcast_to(coef, shape)
         if out is None:
-            out = np.multiply(args[i], coef) if scaled else np.array(args[i], dtype=float)
-            out = np.broadcast_to(out, shape).copy() if out.shape != shape else out
-        elif scaled:
+            out = np.multiply(args[i], coef)
+            if out.shape != shape:
+                out = np.array(np.broadcast_to(out, shape))
+        else:
             tmp = np.multiply(args[i], coef, out=tmp if tmp is not None else np.empty(shape))
             out += tmp
-        else:
-            out += args[i]
     return out
 
 
 class _Estimates:
     """The replicates' estimates so far (shared by the chunks and sweeps of one pass).
 
-    Keys: ``("m", cid)`` a Moment's mean; ``("c", bid)`` the second moments
-    ``𝔼[Z^x Z^{x_j}]`` of MatMul ``bid``'s input with the inputs of its family's members
-    ``j ≤`` its own index; ``("d", bid)`` the regression coefficients of MatMul ``bid``'s
-    ZDot. ``acc`` holds this sweep's sums over samples, ``final`` finished estimates
+    Keys: ``("m", cid)`` a Moment's mean; ``("p", i, j)`` the second moment
+    ``𝔼[Z^a Z^b]`` of the vectors with ids ``i ≤ j`` (a product Moment, or the covariance
+    of two hats of one family: the same sums serve both); ``("d", bid)`` the regression
+    coefficients of MatMul ``bid``'s ZDot. ``acc`` holds this sweep's sums over samples, ``final`` finished estimates
     (arrays with the replicate axis first), ``L[family]`` the ``(K, n, n)`` factor of
     the family's hat covariance with ``factored[family]`` rows done.
     """
@@ -197,12 +334,46 @@ def _regression(sums: tuple[np.ndarray, ...], n: int) -> np.ndarray:
         ``β = Cov(H)⁺ Cov(H, z)`` — the pseudo-inverse drops eigenvalues below
         ``1e-10`` times the largest, so collinear hats (a rank-deficient family) share
         their coefficient.
+
+    Notes
+    -----
+    Where a replicate's ``Cov(H)`` is provably that well conditioned, its
+    pseudo-inverse is its inverse, applied through a Cholesky factor ``Cov(H) = LLᵀ``
+    (a tenth of the cost of the eigendecomposition): with ``λ_min ≥ 1/‖L⁻¹‖_F²`` and
+    ``λ_max ≤ tr Cov(H)``, no eigenvalue is dropped if ``1/‖L⁻¹‖_F² > 10⁻¹⁰ tr Cov(H)``.
+    The other replicates (those whose factorisation fails included) get the
+    pseudo-inverse from the eigendecomposition. The choice is made per replicate, so
+    a replicate's estimate does not depend on the others in its pass.
     """
     sh, sz, shh, shz = sums
     with np.errstate(all="ignore"):
         cov_h = shh / n - sh[:, :, None] * sh[:, None, :] / n**2
         cov_hz = shz / n - sh * sz / n**2
-    return (np.linalg.pinv(cov_h, rcond=_RCOND, hermitian=True) @ cov_hz[:, :, None])[:, :, 0]
+        beta = np.empty_like(cov_hz)
+        Linv = _cholesky_inverse(cov_h)
+        good = 1.0 / np.einsum("rij,rij->r", Linv, Linv) > _RCOND * np.trace(cov_h, axis1=1,
+                                                                            axis2=2)
+        if good.any():
+            Lg = Linv[good]
+            beta[good] = (Lg.transpose(0, 2, 1) @ (Lg @ cov_hz[good, :, None]))[:, :, 0]
+        bad = ~good
+        if bad.any():
+            beta[bad] = (np.linalg.pinv(cov_h[bad], rcond=_RCOND, hermitian=True)
+                         @ cov_hz[bad, :, None])[:, :, 0]
+    return beta
+
+
+def _cholesky_inverse(A: np.ndarray) -> np.ndarray:
+    """``L⁻¹`` of ``A = LLᵀ`` per matrix of a (K, k, k) batch; ``inf`` where ``A`` is not
+    numerically positive definite (each matrix on its own: numpy fails a whole batch)."""
+    try:
+        return np.linalg.inv(np.linalg.cholesky(A))
+    except np.linalg.LinAlgError:
+        out = np.full_like(A, np.inf)
+        for r, a in enumerate(A):
+            with contextlib.suppress(np.linalg.LinAlgError):
+                out[r] = np.linalg.inv(np.linalg.cholesky(a))
+        return out
 
 
 def _factor_row(L: np.ndarray, k: int, cov: np.ndarray) -> None:
@@ -241,15 +412,16 @@ class _Family:
     """One hat family's samples in one pass (or chunk), member by member.
 
     ``normals[:, j]``, ``inputs[:, j]`` and ``hats[:, j]`` (each (K, M)) are member
-    ``j``'s standard normal, the ``Z^x`` it multiplies (valid when ``ready[j]``) and its
-    ``Ẑ``; hats exist for a prefix of ``nhats`` members. ``gram``/``hsum`` hold the
+    ``j``'s standard normal, the ``Z^x`` it multiplies (valid when ``ready[j]``; the
+    family's input stack, see :class:`_Schedule`) and its ``Ẑ``; hats exist for a prefix of ``nhats`` members. ``gram``/``hsum`` hold the
     sample sums ``Σ Ẑ_i Ẑ_j`` and ``Σ Ẑ_i`` for the first ``ngram`` members, filled on
     demand (each member once: ``O(M k)``, not ``O(M k²)`` per regression).
     """
 
-    def __init__(self, K: int, n: int, M: int) -> None:
+    def __init__(self, inputs: np.ndarray) -> None:
+        K, n, M = inputs.shape
         self.normals = np.empty((K, n, M))
-        self.inputs = np.empty((K, n, M))
+        self.inputs = inputs
         self.hats = np.empty((K, n, M))
         self.ready = [False] * n
         self.nhats = 0
@@ -260,8 +432,7 @@ class _Family:
     def sums(self, j: int) -> tuple[np.ndarray, np.ndarray]:
         """``Σ Ẑ_i Ẑ_l`` (K, j, j) and ``Σ Ẑ_i`` (K, j) over the first ``j`` members."""
         for i in range(self.ngram, j):
-            with np.errstate(all="ignore"):
-                g = np.matmul(self.hats[:, : i + 1], self.hats[:, i, :, None])[:, :, 0]
+            g = _inner(self.hats[:, : i + 1], self.hats[:, i])
             self.gram[:, i, : i + 1] = g
             self.gram[:, : i + 1, i] = g
             self.hsum[:, i] = self.hats[:, i].sum(axis=-1)
@@ -269,14 +440,30 @@ class _Family:
         return self.gram[:, :j, :j], self.hsum[:, :j]
 
 
-#: ``Σ_samples a·b`` per replicate without a temporary array (numpy ≥ 2 has vecdot).
-_vecdot = getattr(np, "vecdot", None) or (lambda a, b: np.einsum("...m,...m->...", a, b))
+def _combination(coef: np.ndarray, stack: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``Σ_j coef[:, j] · stack[:, j]`` per replicate: (K, j), (K, j, M) → (K, M).
+
+    One BLAS product per replicate (it releases the GIL, and a replicate's result does
+    not depend on how many share the pass, as numpy's batched ``matmul`` does not
+    guarantee).
+    """
+    out = np.empty((stack.shape[0], stack.shape[2])) if out is None else out
+    coef = np.ascontiguousarray(coef)  # (a strided row takes another code path in np.dot)
+    for r in range(stack.shape[0]):
+        np.dot(coef[r], stack[r], out=out[r])
+    return out
 
 
 def _inner(stack: np.ndarray, z: np.ndarray) -> np.ndarray:
-    """``Σ_samples stack[:, j] · z`` per replicate: (K, j, M), (K, M) → (K, j)."""
-    with np.errstate(all="ignore"):
-        return np.matmul(stack, z[:, :, None])[:, :, 0]
+    """``Σ_samples stack[:, j] · z`` per replicate: (K, j, M), (K, M) → (K, j).
+
+    One BLAS matrix-vector product per replicate: unlike the batched ``matmul`` of a
+    stack with a column, it releases the GIL, so concurrent passes overlap.
+    """
+    out = np.empty(stack.shape[:2])
+    for r in range(stack.shape[0]):
+        np.dot(stack[r], z[r], out=out[r])
+    return out
 
 
 def _first_bad(value: Any) -> Any:
@@ -329,19 +516,52 @@ class MonteCarloPass(Interpreter):
         self.normals = normals
         self.state = state if state is not None else _Estimates(M)
         self.whole = M == self.state.M
-        self.schedule = schedule if schedule is not None else _Schedule(self.program.instructions)
+        self.schedule = schedule if schedule is not None else _Schedule(self.der)
         self.pending = False
         self.fam: dict[Any, _Family] = {}
         self.const: dict[int, Any] = {}
+        self.stacks: dict[int, np.ndarray] = {}
+        self._added: set[Any] = set()  # estimates whose sums this chunk has added
         self._init: np.ndarray | None = None
 
     def run(self) -> dict[Any, Any]:
-        """Interpret every instruction, dropping each vector after its last use."""
-        for instr, dead in zip(self.program.instructions, self.schedule.dead):
-            self.env[instr.out] = self.step(instr)
-            for v in dead:
-                del self.env[v]
-        return self.env
+        """Interpret every instruction, storing vectors in their stacks and dropping
+        each after its last use.
+
+        Floating-point warnings are off for the whole pass: non-finite values are
+        found by explicit checks (on Nonlin outputs, ``Z`` of MatMuls and every
+        estimate) and reported by name.
+        """
+        sched, env, stacks = self.schedule, self.env, self.stacks
+        home = sched.home
+        table = {cls: getattr(self, name) for cls, name in self.rules.items()}
+        instr = None
+        try:
+            with np.errstate(all="ignore"):
+                for instr, dead, release in zip(self.program.instructions, sched.dead,
+                                                sched.release):
+                    val = table[type(instr)](instr)
+                    h = home.get(instr.out)
+                    if h is not None and val is not _PENDING:
+                        slot = self._stack(h[0])[:, h[1]]
+                        slot[...] = val
+                        val = slot
+                    env[instr.out] = val
+                    for v in dead:
+                        del env[v]
+                    for sid in release:
+                        stacks.pop(sid, None)  # (never allocated if all pending)
+        except TensorProgramError as exc:
+            raise annotate(exc, instr, type(self).__name__) from exc.__cause__
+        return env
+
+    def _stack(self, sid: int) -> np.ndarray:
+        """Stack ``sid`` of this pass, (K, rows, M), allocated on first use."""
+        s = self.stacks.get(sid)
+        if s is None:
+            K, M = self.shape
+            s = self.stacks[sid] = np.empty((K, self.schedule.sizes[sid], M))
+        return s
 
     # -- helpers ----------------------------------------------------------------------
     def _wait(self) -> Any:
@@ -370,10 +590,11 @@ class MonteCarloPass(Interpreter):
         """
         st = self.state
         if key not in st.final:
-            if sums is None:
+            if sums is None or key in self._added:
                 return self._wait()
             st.add(key, sums())
             if not self.whole:
+                self._added.add(key)
                 return self._wait()
             st.finish(key)
         return st.final[key]
@@ -415,18 +636,16 @@ class MonteCarloPass(Interpreter):
         params = self._params(instr)
         if not self._ready(*params):
             return self._wait()
-        with np.errstate(all="ignore"):
-            return self._set_const(instr.out, instr.fn.numpy(*params))
+        return self._set_const(instr.out, instr.fn.numpy(*params))
 
     def nonlin(self, instr: Nonlin) -> Any:
         args = [self.env[a] for a in instr.args]
         params = self._params(instr)
         if not self._ready(*args, *params):
             return self._wait()
-        terms = self.schedule.linear.get(instr)
-        with np.errstate(all="ignore"):
-            out = (_combine(terms, args, params, self.shape) if terms is not None else
-                   np.asarray(instr.fn.numpy(*args, *params), dtype=float))
+        lin = self.schedule.linear.get(instr)
+        out = (_combine(lin, args, params, self.stacks, self.shape) if lin is not None else
+               np.asarray(instr.fn.numpy(*args, *params), dtype=float))
         if out.shape != self.shape:
             out = np.broadcast_to(out, self.shape)
         if not np.isfinite(out).all():
@@ -440,36 +659,39 @@ class MonteCarloPass(Interpreter):
             return self._set_const(instr.out, known)
         args = [self.env[a] for a in instr.args]
         params = self._params(instr)
+        ready = self._ready(*args, *params)
+        if instr in self.schedule.products:  # Σ Z^a Z^b in one pass, no temporary
+            def products() -> tuple[np.ndarray]:
+                return (_inner(args[0][:, None], args[-1]),)
+
+            key = self.schedule.pair(instr.args[0], instr.args[-1])
+            return self._set_const(instr.out, self._estimate(key, products if ready else None))
 
         def sums() -> tuple[np.ndarray]:
-            with np.errstate(all="ignore"):
-                if instr in self.schedule.products:  # Σ Z^a Z^b in one pass, no temporary
-                    return (_vecdot(args[0], args[-1])[:, None],)
-                vals = instr.fn.numpy(*args, *params)
-                return (np.broadcast_to(vals, self.shape).sum(axis=-1, keepdims=True),)
+            vals = instr.fn.numpy(*args, *params)
+            return (np.broadcast_to(vals, self.shape).sum(axis=-1, keepdims=True),)
 
-        ready = self._ready(*args, *params)
         return self._set_const(instr.out, self._estimate(("m", cid), sums if ready else None))
 
     def matmul(self, instr: MatMul) -> Any:
         node = self.der.nodes[instr.out]
         b = node.base
         k = b.index
+        sid = self.schedule.family_stack[b.family]
         fam = self.fam.get(b.family)
         if fam is None:
-            K, M = self.shape
-            fam = self.fam[b.family] = _Family(K, len(self.der.families[b.family]), M)
+            fam = self.fam[b.family] = _Family(self._stack(sid))
         self.normals(out=fam.normals[:, k])  # always: the stream is the same in every sweep
         zx = self.env[instr.arg]
         fam.ready[k] = zx is not _PENDING
-        if fam.ready[k]:
-            fam.inputs[:, k] = zx
+        if fam.ready[k] and self.schedule.home[instr.arg] != (sid, k):
+            fam.inputs[:, k] = zx  # the vector lives elsewhere (an earlier family's stack)
         if not self._factor(b, fam):
             return self._wait()
         Lk = self.state.L[b.family][:, k]
         hat = fam.hats[:, k]
-        # Ẑ_k = Σ_{j≤k} L_kj ξ_j: one batched product, written in place
-        np.matmul(Lk[:, None, : k + 1], fam.normals[:, : k + 1], out=hat[:, None, :])
+        # Ẑ_k = Σ_{j≤k} L_kj ξ_j, written in place
+        _combination(Lk[:, : k + 1], fam.normals[:, : k + 1], out=hat)
         fam.nhats = k + 1
         if zx is _PENDING:
             return self._wait()
@@ -482,12 +704,12 @@ class MonteCarloPass(Interpreter):
         if coefs is _PENDING or not all(other.ready[i] for i in idx):
             return self._wait()
         j = max(idx) + 1
-        c_all = np.zeros((self.shape[0], 1, j))
+        c_all = np.zeros((self.shape[0], j))
         for i, coef, (c, _) in zip(idx, coefs, node.dot):
-            c_all[:, 0, i] = np.ravel(coef)
+            c_all[:, i] = np.ravel(coef)
             self.const[c.cid] = coef
-        with np.errstate(all="ignore"):
-            z = hat + np.matmul(c_all, other.inputs[:, :j])[:, 0]
+        z = _combination(c_all, other.inputs[:, :j])
+        z += hat
         if not np.isfinite(z).all():
             r = int(np.argmin(np.isfinite(z).all(axis=-1)))  # the first bad replicate
             bad = [float(np.broadcast_to(c, (self.shape[0], 1))[r, 0]) for c in coefs]
@@ -504,25 +726,10 @@ class MonteCarloPass(Interpreter):
             st.factored[b.family] = 0
         if st.factored[b.family] > k:
             return True
-        members = self.der.families[b.family][: k + 1]
-        known = [self._known_cov(b, bj) for bj in members]
-        if all(v is not None for v in known):
-            cov = np.broadcast_to(np.array(known, dtype=float), (self.shape[0], k + 1))
-        else:  # sample second moments with every earlier input (and its own)
-            def sums() -> tuple[np.ndarray]:
-                return (_inner(fam.inputs[:, : k + 1], fam.inputs[:, k]),)
-
-            cov = self._estimate(("c", b.bid), sums if all(fam.ready[: k + 1]) else None)
-            if cov is _PENDING:
-                return False
-            cov = cov.copy()
-            for j, v in enumerate(known):
-                if v is not None:
-                    cov[:, j] = v
-        if st.factored[b.family] < k:  # an earlier member is still pending
+        cov = self._family_cov(b, fam)
+        if cov is _PENDING or st.factored[b.family] < k:  # (or an earlier member is pending)
             return False
-        with np.errstate(all="ignore"):
-            cov = self.der.sigma2_of(b.family) * cov
+        cov *= self.der.sigma2_of(b.family)
         if not np.isfinite(cov).all():
             raise NumericalError(
                 f"the covariance of {b.symbol} is not finite (variance {_first_bad(cov[:, k])}); "
@@ -530,6 +737,35 @@ class MonteCarloPass(Interpreter):
         _factor_row(st.L[b.family], k, cov)
         st.factored[b.family] = k + 1
         return True
+
+    def _family_cov(self, b: Any, fam: _Family) -> Any:
+        """``𝔼[Z^x Z^{x_j}]`` of member ``b``'s input with members ``j ≤ b.index``' inputs,
+        (K, k + 1); pending while an estimate is.
+
+        Each entry is a pair estimate (``("p", …)`` in :class:`_Estimates`), shared with
+        the product Moments of the same vectors; the missing ones come from one pass
+        over the family's input stack.
+        """
+        st, k, arg = self.state, b.index, self.der.hat_arg
+        xk = arg[b.bid]
+        members = self.der.families[b.family][: k + 1]
+        keys = [self.schedule.pair(arg[bj.bid], xk) for bj in members]
+        known = [self._known_cov(b, bj) for bj in members]
+        todo = [j for j in range(k + 1) if known[j] is None and keys[j] not in st.final]
+        if todo:
+            fresh = [j for j in todo if keys[j] not in self._added]
+            if fresh:
+                if not (fam.ready[k] and all(fam.ready[j] for j in fresh)):
+                    return self._wait()
+                s = _inner(fam.inputs[:, : k + 1], fam.inputs[:, k])
+                for j in fresh:
+                    self._estimate(keys[j], lambda j=j: (s[:, j, None],))
+            if not self.whole:
+                return self._wait()
+        cov = np.empty((self.shape[0], k + 1))
+        for j in range(k + 1):
+            cov[:, j] = known[j] if known[j] is not None else st.final[keys[j]][:, 0]
+        return cov
 
     def _dot_coefficients(self, node: Any, zx: np.ndarray) -> Any:
         """``σ² 𝔼[∂Z^x/∂Ẑ_S]`` for each hat of ``node.dot`` (known, or (K, 1) estimates).
@@ -594,7 +830,7 @@ def run_montecarlo(plan: Plan, samples: int, seed: Any, *, batches: int = 16, qm
     der = plan.der
     D = len(der.bases)
     per_sample = _bytes_per_sample(der)
-    schedule = _Schedule(der.program.instructions)
+    schedule = _Schedule(der)
     K = int(batches)
     M = max(2, samples // K)
     if qmc:  # Sobol points keep their balance properties at powers of two
