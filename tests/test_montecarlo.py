@@ -103,18 +103,11 @@ def test_chunked_plain_montecarlo_is_another_valid_estimate():
 # --------------------------------------------------------------- errors per replicate
 
 
-def _poisoned_normals(K, M, value, replicate=2, seed=0):
-    """Standard normals, except the first draw of ``replicate`` is ``value``."""
-    rng = np.random.default_rng(seed)
-    first = [True]
-
-    def draw(out=None):
-        z = rng.standard_normal((K, M))
-        if first[0]:
-            z[replicate, 0] = value
-            first[0] = False
-        if out is not None:
-            out[...] = z
+def _poisoned_normals(K, M, D, value, replicate=2, seed=0):
+    """Standard normals (K, D, M), except the first draw of ``replicate`` is ``value``."""
+    def draw():
+        z = np.random.default_rng(seed).standard_normal((K, D, M))
+        z[replicate, 0, 0] = value
         return z
 
     return draw
@@ -122,7 +115,7 @@ def _poisoned_normals(K, M, value, replicate=2, seed=0):
 
 def _run_poisoned(p, value, K=4, M=200):
     plan = planned(p)
-    MonteCarloPass(plan, K, M, _poisoned_normals(K, M, value)).run()
+    MonteCarloPass(plan, K, M, _poisoned_normals(K, M, len(plan.der.bases), value)).run()
 
 
 def test_inf_in_one_replicate_of_a_nonlin_is_an_error():
@@ -172,9 +165,9 @@ def test_factor_rows_with_different_ranks_per_replicate():
     A = rng.standard_normal((2, 3, 5))
     A[0, 1] = A[0, 0]  # a repeated member: its diagonal pivot is 0
     covs = A @ A.transpose(0, 2, 1)
-    L = np.zeros((2, 3, 3))
+    L, U = np.zeros((2, 3, 3)), np.zeros((2, 3, 3))
     for k in range(3):
-        _factor_row(L, k, covs[:, k, : k + 1])
+        _factor_row(L, U, k, covs[:, k, : k + 1])
     for r in range(2):
         ref = np.zeros((3, 3))
         for k in range(3):
@@ -182,6 +175,10 @@ def test_factor_rows_with_different_ranks_per_replicate():
         np.testing.assert_allclose(L[r], ref, rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(L[r] @ L[r].T, covs[r], rtol=1e-10, atol=1e-10)
     assert L[0, 1, 1] == 0.0 and L[1, 1, 1] > 0.0
+    # U is L's inverse where L has full rank, with the zero pivot's row zero otherwise
+    np.testing.assert_allclose(U[1] @ L[1], np.eye(3), atol=1e-12)
+    assert not U[0, 1].any()
+    np.testing.assert_allclose((U[0] @ L[0])[[0, 2]], np.eye(3)[[0, 2]], atol=1e-12)
 
 
 def test_regression_from_sums_is_least_squares_per_replicate():

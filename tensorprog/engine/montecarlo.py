@@ -61,34 +61,28 @@ _MAX_WORKERS = 4
 
 
 class _Block:
-    """Terms ``Σ_t c_t Π_{j∈P_t} θ_j Z^{x_t}`` whose vectors fill positions ``lo..hi−1``
-    of one stack: one batched product ``C · stack[lo:hi]`` per replicate.
+    """Terms ``Σ_t c_t Π_{j∈P_t} θ_j Z^{x_t}`` whose vectors fill rows ``lo..hi−1`` of
+    one stack: one batched product ``C · stack[lo:hi]``.
 
-    ``numbers`` (m,) are the ``c_t`` and ``params`` (m, p) the parameter indices ``P_t``
-    in position order, padded with ``-1`` (a column of ones).
+    ``numbers`` (m,) are the ``c_t`` and ``consts`` (m, p) the constant ids of the
+    ``θ_j`` (columns of a pass's table of scalars), in row order, padded with ``-1``
+    (the table's last column, all ones).
     """
 
-    __slots__ = ("sid", "lo", "hi", "numbers", "used", "params")
+    __slots__ = ("sid", "lo", "hi", "numbers", "consts")
 
     def __init__(self, sid: int, terms: list[tuple[int, float, tuple[int, ...]]]) -> None:
-        # terms: (row, number, parameter indices), rows contiguous
+        # terms: (row, number, constant ids), rows contiguous
         terms = sorted(terms)
         self.sid, self.lo, self.hi = sid, terms[0][0], terms[-1][0] + 1
         self.numbers = np.array([c for _, c, _ in terms])
-        #: the Nonlin's parameters that occur, and each term's as columns of them
-        self.used = sorted({j for _, _, P in terms for j in P})
-        col = {j: c for c, j in enumerate(self.used)}
         width = max(len(P) for _, _, P in terms)
-        self.params = np.array([[col[j] for j in P] + [-1] * (width - len(P))
-                                for _, _, P in terms], dtype=np.intp).reshape(len(terms), width)
+        self.consts = np.array([list(P) + [-1] * (width - len(P)) for _, _, P in terms],
+                               dtype=np.intp).reshape(len(terms), width)
 
-    def coefficients(self, params: list[Any], K: int) -> np.ndarray:
-        """``C`` of shape (K, m): every term's coefficient, per replicate."""
-        cols = np.ones((K, len(self.used) + 1))  # the last column: padding
-        for c, j in enumerate(self.used):
-            p = params[j]
-            cols[:, c] = p[:, 0] if isinstance(p, np.ndarray) and p.ndim else p
-        return self.numbers * cols[:, self.params].prod(axis=-1)
+    def coefficients(self, theta: np.ndarray) -> np.ndarray:
+        """``C`` of shape (K, m) from the table of scalars ``theta`` (K, constants + 1)."""
+        return self.numbers * theta[:, self.consts].prod(axis=-1)
 
 
 class _Linear:
@@ -137,15 +131,32 @@ class _Schedule:
         Rows of every stack.
     family_stack : dict
         Hat family -> the stack of its inputs.
-    products : set of Moment
-        Moments ``𝔼[Z^a Z^b]`` or ``𝔼[(Z^a)²]`` of their arguments: one estimate per
-        unordered pair of vectors, shared with the hat covariances (the same sums).
+    rows : dict
+        Hat family -> its first row in a pass's block of standard normals, which has
+        ``D`` rows: the initial vectors' first, then each family's members in order.
+    pairs : dict
+        Moment -> the key of ``𝔼[Z^a Z^b]`` for Moments ``𝔼[Z^a Z^b]`` or ``𝔼[(Z^a)²]``
+        of their arguments: one estimate per unordered pair of vectors, shared with the
+        hat covariances (the same sums).
+    cov_keys : dict
+        Hat ``bid`` -> the pair keys of its input with the inputs of its family's
+        members ``0..index``.
     linear : dict
         Nonlin -> :class:`_Linear`, for Nonlins whose body is linear in its vectors.
+    cid : dict
+        Scalar Var -> its constant id.
+    known : dict
+        Constant id -> value, for every constant the deterministic pass found.
     """
 
-    def __init__(self, der: Any) -> None:
+    def __init__(self, plan: Plan) -> None:
+        der = plan.der
         instructions = der.program.instructions
+        self.cid = {v: c.cid for v, c in der.scalar_const.items()}
+        self.known = {c.cid: plan.requests[rid].value for c in der.consts
+                      for rid in [plan.const_req[c.cid]] if plan.requests[rid].deterministic}
+        self._known_pairs = {k: plan.requests[rid].value for k, rid in plan.cov_req.items()
+                             if plan.requests[rid].deterministic}
         last: dict[Any, int] = {}
         for i, instr in enumerate(instructions):
             last[instr.out] = i
@@ -155,7 +166,8 @@ class _Schedule:
         for v, i in last.items():
             if v.kind == "vector":
                 self.dead[i].append(v)
-        self.products = {i for i in instructions if isinstance(i, Moment) and _is_product(i.fn)}
+        self.pairs = {i: self.pair(i.args[0], i.args[-1]) for i in instructions
+                      if isinstance(i, Moment) and _is_product(i.fn)}
         self.home: dict[Any, tuple[int, int]] = {}
         self.sizes: list[int] = []
         self.family_stack: dict[Any, int] = {}
@@ -167,7 +179,25 @@ class _Schedule:
                     sid = self.family_stack[b.family] = self._new_stack(0)
                     self.sizes[sid] = len(der.families[b.family])
                 self.home.setdefault(instr.arg, (sid, b.index))
+        self.cov_keys: dict[int, list[tuple[str, int, int]]] = {}
+        self.cov_known: dict[int, list[float | None]] = {}
+        for bs in der.families.values():
+            for b in bs:
+                if b.family is None:
+                    continue
+                x = der.hat_arg[b.bid]
+                self.cov_keys[b.bid] = [self.pair(der.hat_arg[o.bid], x) for o in bs[: b.index + 1]]
+                self.cov_known[b.bid] = [self._known_pairs.get((min(o.bid, b.bid), max(o.bid, b.bid)))
+                                         for o in bs[: b.index + 1]]
         families = len(self.sizes)
+        #: first row of each hat family's normals in a pass's block (after the initial
+        #: vectors' rows); D rows in all, one per base Gaussian
+        self.rows: dict[Any, int] = {}
+        n = len(der.families.get(None, ()))
+        for fam in self.family_stack:
+            self.rows[fam] = n
+            n += len(der.families[fam])
+        self.D = n
         self.linear: dict[Any, _Linear] = {}
         for instr in instructions:
             if isinstance(instr, Nonlin):
@@ -209,7 +239,8 @@ class _Schedule:
         for i, c, P in scaled:
             h = home.get(instr.args[i])
             if h is not None:
-                by_stack.setdefault(h[0], []).append((h[1], c, P))
+                cids = tuple(self.cid[instr.params[j]] for j in P)
+                by_stack.setdefault(h[0], []).append((h[1], c, cids))
         blocks, loose = [], []
         for sid, ts in by_stack.items():
             rows_ = sorted(r for r, _, _ in ts)
@@ -256,15 +287,14 @@ def _linear_terms(fn: Any) -> list[tuple[int, float, tuple[int, ...]]] | None:
     return terms
 
 
-def _combine(lin: _Linear, args: list[Any], params: list[Any], stacks: dict[int, np.ndarray],
-             shape: tuple[int, int]) -> np.ndarray:
+def _combine(lin: _Linear, args: list[Any], params: list[Any], theta: np.ndarray,
+             stacks: dict[int, np.ndarray], shape: tuple[int, int]) -> np.ndarray:
     """The linear Nonlin planned as ``lin`` (see :class:`_Schedule`), in one new array:
     its base argument copied, each block added by one batched product, the loose terms
     accumulated in place."""
-    K = shape[0]
     out = np.array(np.broadcast_to(args[lin.base], shape)) if lin.base is not None else None
     for blk in lin.blocks:
-        part = _combination(blk.coefficients(params, K), stacks[blk.sid][:, blk.lo:blk.hi])
+        part = _combination(blk.coefficients(theta), stacks[blk.sid][:, blk.lo:blk.hi])
         if out is None:
             out = part
         else:
@@ -292,7 +322,8 @@ class _Estimates:
     of two hats of one family: the same sums serve both); ``("d", bid)`` the regression
     coefficients of MatMul ``bid``'s ZDot. ``acc`` holds this sweep's sums over samples, ``final`` finished estimates
     (arrays with the replicate axis first), ``L[family]`` the ``(K, n, n)`` factor of
-    the family's hat covariance with ``factored[family]`` rows done.
+    the family's hat covariance with ``factored[family]`` rows done, ``U[family]`` its
+    rank-tolerant inverse (see :func:`_factor_row`).
     """
 
     def __init__(self, M: int) -> None:
@@ -300,6 +331,7 @@ class _Estimates:
         self.final: dict[Any, np.ndarray] = {}
         self.acc: dict[Any, tuple[np.ndarray, ...]] = {}
         self.L: dict[Any, np.ndarray] = {}
+        self.U: dict[Any, np.ndarray] = {}
         self.factored: dict[Any, int] = {}
 
     def add(self, key: Any, sums: tuple[np.ndarray, ...]) -> None:
@@ -376,13 +408,16 @@ def _cholesky_inverse(A: np.ndarray) -> np.ndarray:
         return out
 
 
-def _factor_row(L: np.ndarray, k: int, cov: np.ndarray) -> None:
-    """Row ``k`` of a batch of rank-tolerant lower-triangular factors, in place.
+def _factor_row(L: np.ndarray, U: np.ndarray, k: int, cov: np.ndarray) -> None:
+    """Row ``k`` of a batch of rank-tolerant lower-triangular factors and their inverses.
 
     Parameters
     ----------
     L : ndarray, shape (K, n, n)
-        One factor per replicate; rows ``< k`` are done.
+        One factor per replicate; rows ``< k`` are done. Row ``k`` is filled in place.
+    U : ndarray, shape (K, n, n)
+        ``L⁺``, the rank-tolerant inverse of ``L`` (rows ``< k`` done), kept alongside
+        so that a row costs two small batched products instead of ``k`` steps.
     k : int
         The row to fill.
     cov : ndarray, shape (K, k + 1)
@@ -390,37 +425,40 @@ def _factor_row(L: np.ndarray, k: int, cov: np.ndarray) -> None:
 
     Notes
     -----
-    Forward substitution ``L[k, i] = (cov_i − Σ_{j<i} L[i, j] L[k, j]) / L[i, i]``,
-    vectorised over replicates; a pivot ``L[i, i]`` at most ``1e-12 max(1, |var|)``
-    (a direction this replicate's family does not span) gives ``L[k, i] = 0``, and so
-    does a remainder ``var − Σ_i L[k, i]²`` below that threshold for the diagonal.
-    Replicates may differ in their ranks.
+    ``L[k, :k]`` solves ``L[:k, :k] x = cov[:k]`` by forward substitution, with
+    ``x_i = 0`` where the pivot ``L[i, i]`` is 0 (a direction this replicate's family does
+    not span); that substitution is linear in ``cov``, ``x = U[:k, :k] cov[:k]``, with
+    ``U[i] = (e_i − Σ_{j<i} L[i, j] U[j]) / L[i, i]`` (0 for a zero pivot). The pivot
+    ``L[k, k]`` is the square root of the remainder ``var − Σ_i L[k, i]²``, or 0 when
+    that is at most ``1e-12 max(1, |var|)``. Replicates may differ in their ranks.
     """
     var = cov[:, k]
     tol = _RTOL_PIVOT * np.maximum(1.0, np.abs(var))
-    row = L[:, k, :k]  # a view: filled in place
     with np.errstate(all="ignore"):
-        for i in range(k):
-            s = cov[:, i] - np.einsum("ri,ri->r", L[:, i, :i], row[:, :i])
-            piv = L[:, i, i]
-            row[:, i] = np.where(piv > tol, s / piv, 0.0)
+        row = np.matmul(U[:, :k, :k], cov[:, :k, None])[:, :, 0]
+        L[:, k, :k] = row
         d = var - np.einsum("ri,ri->r", row, row)
-        L[:, k, k] = np.sqrt(np.where(d > tol, d, 0.0))
+        piv = np.sqrt(np.where(d > tol, d, 0.0))
+        L[:, k, k] = piv
+        inv = np.where(piv > 0.0, 1.0 / piv, 0.0)
+        U[:, k, :k] = -inv[:, None] * np.matmul(row[:, None, :], U[:, :k, :k])[:, 0]
+        U[:, k, k] = inv
 
 
 class _Family:
     """One hat family's samples in one pass (or chunk), member by member.
 
-    ``normals[:, j]``, ``inputs[:, j]`` and ``hats[:, j]`` (each (K, M)) are member
-    ``j``'s standard normal, the ``Z^x`` it multiplies (valid when ``ready[j]``; the
+    ``normals[:, j]`` (rows of the pass's block of normals), ``inputs[:, j]`` and
+    ``hats[:, j]`` (each (K, M)) are member ``j``'s standard normal, the ``Z^x`` it
+    multiplies (valid when ``ready[j]``; the
     family's input stack, see :class:`_Schedule`) and its ``Ẑ``; hats exist for a prefix of ``nhats`` members. ``gram``/``hsum`` hold the
     sample sums ``Σ Ẑ_i Ẑ_j`` and ``Σ Ẑ_i`` for the first ``ngram`` members, filled on
     demand (each member once: ``O(M k)``, not ``O(M k²)`` per regression).
     """
 
-    def __init__(self, inputs: np.ndarray) -> None:
+    def __init__(self, inputs: np.ndarray, normals: np.ndarray) -> None:
         K, n, M = inputs.shape
-        self.normals = np.empty((K, n, M))
+        self.normals = normals
         self.inputs = inputs
         self.hats = np.empty((K, n, M))
         self.ready = [False] * n
@@ -443,14 +481,14 @@ class _Family:
 def _combination(coef: np.ndarray, stack: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """``Σ_j coef[:, j] · stack[:, j]`` per replicate: (K, j), (K, j, M) → (K, M).
 
-    One BLAS product per replicate (it releases the GIL, and a replicate's result does
-    not depend on how many share the pass, as numpy's batched ``matmul`` does not
-    guarantee).
+    One batched ``matmul`` (a BLAS product per replicate, the GIL released once); with
+    contiguous coefficient rows a replicate's result does not depend on how many share
+    the pass.
     """
-    out = np.empty((stack.shape[0], stack.shape[2])) if out is None else out
-    coef = np.ascontiguousarray(coef)  # (a strided row takes another code path in np.dot)
-    for r in range(stack.shape[0]):
-        np.dot(coef[r], stack[r], out=out[r])
+    coef = np.ascontiguousarray(coef)[:, None, :]  # (strided rows take other code paths)
+    if out is None:
+        return np.matmul(coef, stack)[:, 0]
+    np.matmul(coef, stack, out=out[:, None, :])
     return out
 
 
@@ -488,8 +526,9 @@ class MonteCarloPass(Interpreter):
     M : int
         Samples per replicate in this pass (a chunk's size when ``state`` is given).
     normals : callable
-        ``(out=None) -> (K, M)`` fresh standard normals (written to ``out`` if given),
-        row ``r`` from replicate ``r``'s stream.
+        ``() -> (K, D, M)`` standard normals (``D = schedule.D``, one row per base
+        Gaussian, see :class:`_Schedule`), replicate ``r``'s from its own stream;
+        called once, when the first base Gaussian is needed.
     state : _Estimates, optional
         The estimates of a replicate run in chunks (shared by the chunks and sweeps);
         by default a fresh one for ``M`` samples.
@@ -503,8 +542,8 @@ class MonteCarloPass(Interpreter):
     replicate it is finished on the spot. Otherwise (``M`` < ``state.M``) the replicate
     runs in sweeps over its chunks: each sweep computes what the finished estimates
     allow, accumulates the sums of the next ones (:meth:`_estimate`) and marks
-    everything downstream pending (``self.pending``). A chunk draws its normals in the
-    same order in every sweep (pending or not), so every sweep sees the same samples.
+    everything downstream pending (``self.pending``). A chunk draws the same normals in
+    every sweep (pending or not), so every sweep sees the same samples.
     """
 
     def __init__(self, plan: Plan, K: int, M: int, normals: Callable[..., np.ndarray],
@@ -516,13 +555,22 @@ class MonteCarloPass(Interpreter):
         self.normals = normals
         self.state = state if state is not None else _Estimates(M)
         self.whole = M == self.state.M
-        self.schedule = schedule if schedule is not None else _Schedule(self.der)
+        self.schedule = schedule if schedule is not None else _Schedule(plan)
         self.pending = False
         self.fam: dict[Any, _Family] = {}
         self.const: dict[int, Any] = {}
+        #: every scalar's value, column ``cid`` (K, constants + 1; the last column ones)
+        self.theta = np.ones((K, len(self.der.consts) + 1))
         self.stacks: dict[int, np.ndarray] = {}
         self._added: set[Any] = set()  # estimates whose sums this chunk has added
         self._init: np.ndarray | None = None
+        self._xi: np.ndarray | None = None
+
+    def _normals(self) -> np.ndarray:
+        """The pass's block of standard normals, (K, D, M), drawn on first use."""
+        if self._xi is None:
+            self._xi = self.normals()
+        return self._xi
 
     def run(self) -> dict[Any, Any]:
         """Interpret every instruction, storing vectors in their stacks and dropping
@@ -573,14 +621,6 @@ class MonteCarloPass(Interpreter):
     def _ready(*values: Any) -> bool:
         return all(v is not _PENDING for v in values)
 
-    def _known(self, rid: int) -> float | None:
-        r = self.plan.requests[rid]
-        return r.value if r.deterministic else None
-
-    def _known_cov(self, bi: Any, bj: Any) -> float | None:
-        rid = self.plan.cov_req.get((min(bi.bid, bj.bid), max(bi.bid, bj.bid)))
-        return self._known(rid) if rid is not None else None
-
     def _estimate(self, key: Any, sums: Callable[[], tuple] | None) -> Any:
         """The replicates' estimate ``key``, or pending while it is being accumulated.
 
@@ -610,11 +650,16 @@ class MonteCarloPass(Interpreter):
         if not finite:
             raise NumericalError(
                 f"Monte Carlo estimate of {v.name} is not finite ({_first_bad(value)})")
-        self.const[self.der.scalar_const[v].cid] = value
+        return self._record(self.schedule.cid[v], value)
+
+    def _record(self, cid: int, value: Any) -> Any:
+        self.const[cid] = value
+        self.theta[:, cid] = value[:, 0] if isinstance(value, np.ndarray) and value.ndim else value
         return value
 
     def _params(self, instr: Any) -> list[Any]:
-        return [self.const.get(self.der.scalar_const[p].cid, _PENDING) for p in instr.params]
+        cid, const = self.schedule.cid, self.const
+        return [const.get(cid[p], _PENDING) for p in instr.params]
 
     # -- instructions -----------------------------------------------------------------
     def init_matrix(self, instr: InitMatrix) -> None:
@@ -623,14 +668,12 @@ class MonteCarloPass(Interpreter):
     def init_vector(self, instr: InitVector) -> np.ndarray:
         if self._init is None:
             F = psd_factor(self.der.init_cov, what="initial vectors' covariance")
-            G = np.stack([self.normals() for _ in range(F.shape[1])])  # (d, K, M)
-            Z = (F @ G.reshape(G.shape[0], -1)).reshape((F.shape[0],) + self.shape)
-            self._init = Z + np.asarray(self.der.init_mean, dtype=float)[:, None, None]
-        return self._init[self.der.init_index[instr.out]]
+            Z = F @ self._normals()[:, : F.shape[1]]  # (K, vectors, M)
+            self._init = Z + np.asarray(self.der.init_mean, dtype=float)[:, None]
+        return self._init[:, self.der.init_index[instr.out]]
 
     def init_scalar(self, instr: InitScalar) -> Any:
-        rid = self.plan.const_req[self.der.scalar_const[instr.out].cid]
-        return self._set_const(instr.out, float(self.plan.requests[rid].value))
+        return self._set_const(instr.out, float(self.schedule.known[self.schedule.cid[instr.out]]))
 
     def scalar_fn(self, instr: ScalarFn) -> Any:
         params = self._params(instr)
@@ -644,7 +687,8 @@ class MonteCarloPass(Interpreter):
         if not self._ready(*args, *params):
             return self._wait()
         lin = self.schedule.linear.get(instr)
-        out = (_combine(lin, args, params, self.stacks, self.shape) if lin is not None else
+        out = (_combine(lin, args, params, self.theta, self.stacks, self.shape)
+               if lin is not None else
                np.asarray(instr.fn.numpy(*args, *params), dtype=float))
         if out.shape != self.shape:
             out = np.broadcast_to(out, self.shape)
@@ -653,18 +697,23 @@ class MonteCarloPass(Interpreter):
         return out
 
     def moment(self, instr: Moment) -> Any:
-        cid = self.der.scalar_const[instr.out].cid
-        known = self._known(self.plan.const_req[cid])
+        sched = self.schedule
+        cid = sched.cid[instr.out]
+        known = sched.known.get(cid)
         if known is not None:
             return self._set_const(instr.out, known)
+        key = sched.pairs.get(instr)
+        if key is not None:  # Σ Z^a Z^b in one pass, no temporary
+            val = self.state.final.get(key)
+            if val is not None:  # (estimated for a hat covariance, and checked there)
+                return self._record(cid, val)
         args = [self.env[a] for a in instr.args]
         params = self._params(instr)
         ready = self._ready(*args, *params)
-        if instr in self.schedule.products:  # Σ Z^a Z^b in one pass, no temporary
+        if key is not None:
             def products() -> tuple[np.ndarray]:
                 return (_inner(args[0][:, None], args[-1]),)
 
-            key = self.schedule.pair(instr.args[0], instr.args[-1])
             return self._set_const(instr.out, self._estimate(key, products if ready else None))
 
         def sums() -> tuple[np.ndarray]:
@@ -680,8 +729,9 @@ class MonteCarloPass(Interpreter):
         sid = self.schedule.family_stack[b.family]
         fam = self.fam.get(b.family)
         if fam is None:
-            fam = self.fam[b.family] = _Family(self._stack(sid))
-        self.normals(out=fam.normals[:, k])  # always: the stream is the same in every sweep
+            row = self.schedule.rows[b.family]
+            fam = self.fam[b.family] = _Family(
+                self._stack(sid), self._normals()[:, row:row + self.schedule.sizes[sid]])
         zx = self.env[instr.arg]
         fam.ready[k] = zx is not _PENDING
         if fam.ready[k] and self.schedule.home[instr.arg] != (sid, k):
@@ -707,7 +757,7 @@ class MonteCarloPass(Interpreter):
         c_all = np.zeros((self.shape[0], j))
         for i, coef, (c, _) in zip(idx, coefs, node.dot):
             c_all[:, i] = np.ravel(coef)
-            self.const[c.cid] = coef
+            self.const[c.cid] = coef  # (no scalar reads it: not in theta)
         z = _combination(c_all, other.inputs[:, :j])
         z += hat
         if not np.isfinite(z).all():
@@ -723,6 +773,7 @@ class MonteCarloPass(Interpreter):
         if b.family not in st.L:
             n = len(self.der.families[b.family])
             st.L[b.family] = np.zeros((self.shape[0], n, n))
+            st.U[b.family] = np.zeros((self.shape[0], n, n))
             st.factored[b.family] = 0
         if st.factored[b.family] > k:
             return True
@@ -734,7 +785,7 @@ class MonteCarloPass(Interpreter):
             raise NumericalError(
                 f"the covariance of {b.symbol} is not finite (variance {_first_bad(cov[:, k])}); "
                 f"the expectation diverges or overflows")
-        _factor_row(st.L[b.family], k, cov)
+        _factor_row(st.L[b.family], st.U[b.family], k, cov)
         st.factored[b.family] = k + 1
         return True
 
@@ -746,20 +797,23 @@ class MonteCarloPass(Interpreter):
         the product Moments of the same vectors; the missing ones come from one pass
         over the family's input stack.
         """
-        st, k, arg = self.state, b.index, self.der.hat_arg
-        xk = arg[b.bid]
-        members = self.der.families[b.family][: k + 1]
-        keys = [self.schedule.pair(arg[bj.bid], xk) for bj in members]
-        known = [self._known_cov(b, bj) for bj in members]
-        todo = [j for j in range(k + 1) if known[j] is None and keys[j] not in st.final]
+        st, k = self.state, b.index
+        keys, known = self.schedule.cov_keys[b.bid], self.schedule.cov_known[b.bid]
+        final = st.final
+        todo = [j for j in range(k + 1) if known[j] is None and keys[j] not in final]
         if todo:
             fresh = [j for j in todo if keys[j] not in self._added]
             if fresh:
                 if not (fam.ready[k] and all(fam.ready[j] for j in fresh)):
                     return self._wait()
                 s = _inner(fam.inputs[:, : k + 1], fam.inputs[:, k])
-                for j in fresh:
-                    self._estimate(keys[j], lambda j=j: (s[:, j, None],))
+                if self.whole:
+                    s /= st.M
+                    for j in fresh:
+                        final[keys[j]] = s[:, j, None]
+                else:
+                    for j in fresh:
+                        self._estimate(keys[j], lambda j=j: (s[:, j, None],))
             if not self.whole:
                 return self._wait()
         cov = np.empty((self.shape[0], k + 1))
@@ -773,7 +827,7 @@ class MonteCarloPass(Interpreter):
         Stein / regression: ``𝔼∇_S Z^x = Cov(Ẑ_S)⁻¹ Cov(Ẑ_S, Z^x)``, fitted on the
         samples (the normal equations, from the family's running sums).
         """
-        known = [self._known(self.plan.const_req[c.cid]) for c, _ in node.dot]
+        known = [self.schedule.known.get(c.cid) for c, _ in node.dot]
         if all(v is not None for v in known):
             return known
         fam = self.fam.get(node.dot[0][0].base.family)
@@ -828,9 +882,9 @@ def run_montecarlo(plan: Plan, samples: int, seed: Any, *, batches: int = 16, qm
         ZDot coefficient.
     """
     der = plan.der
-    D = len(der.bases)
     per_sample = _bytes_per_sample(der)
-    schedule = _Schedule(der)
+    schedule = _Schedule(plan)
+    D = schedule.D
     K = int(batches)
     M = max(2, samples // K)
     if qmc:  # Sobol points keep their balance properties at powers of two
@@ -914,43 +968,37 @@ def _chunked_replicate(plan: Plan, ss: np.random.SeedSequence, M: int, C: int, D
 
 
 def _normal_source(seeds: Sequence[np.random.SeedSequence], M: int, D: int, qmc: bool,
-                   start: int = 0) -> Callable[..., np.ndarray]:
-    """``(out=None) -> (K, M)`` standard normals, row ``r`` the next ``M`` of stream ``seeds[r]``.
+                   start: int = 0) -> Callable[[], np.ndarray]:
+    """``() -> (K, D, M)`` standard normals, ``[r]`` the first ``D·M`` of stream ``seeds[r]``.
 
     Identical on every call with the same arguments (fresh generators). With ``qmc``,
     stream ``r`` is a scrambled ``D``-dimensional Sobol sequence seeded from ``seeds[r]``;
-    its points ``start .. start+M−1`` are drawn at once and each call returns the next
-    coordinate (through the normal quantile).
+    its points ``start .. start+M−1`` (row ``d``: coordinate ``d``, through the normal
+    quantile).
     """
     K = len(seeds)
     if not qmc:
-        rngs = [np.random.default_rng(s) for s in seeds]
-
-        def draw(out: np.ndarray | None = None) -> np.ndarray:
-            out = np.empty((K, M)) if out is None else out
-            for r, rng in enumerate(rngs):
-                rng.standard_normal(out=out[r])
+        def draw() -> np.ndarray:
+            out = np.empty((K, D, M))
+            for r, s in enumerate(seeds):  # one call per stream: it releases the GIL
+                np.random.default_rng(s).standard_normal(out=out[r])
             return out
 
         return draw
-    from scipy.special import ndtri
-    from scipy.stats import qmc as _qmc
 
-    U = np.empty((D_ := max(D, 1), K, M))
-    for r, s in enumerate(seeds):
-        # Sobol spawns from its generator's SeedSequence: seed it from an unspawned copy,
-        # so that every chunk and sweep of a replicate gets the same scrambling.
-        s = np.random.SeedSequence(s.entropy, spawn_key=s.spawn_key, pool_size=s.pool_size)
-        sob = _qmc.Sobol(d=D_, scramble=True, seed=np.random.default_rng(s))
-        if start:
-            sob.fast_forward(start)
-        U[:, r] = sob.random(M).T
-    normals = iter(ndtri(np.clip(U, 1e-16, 1 - 1e-16)))
+    def sobol() -> np.ndarray:
+        from scipy.special import ndtri
+        from scipy.stats import qmc as _qmc
 
-    def take(out: np.ndarray | None = None) -> np.ndarray:
-        z = next(normals)
-        if out is not None:
-            out[...] = z
-        return z
+        U = np.empty((K, M, max(D, 1)))
+        for r, s in enumerate(seeds):
+            # Sobol spawns from its generator's SeedSequence: seed it from an unspawned
+            # copy, so that every chunk and sweep of a replicate gets the same scrambling.
+            s = np.random.SeedSequence(s.entropy, spawn_key=s.spawn_key, pool_size=s.pool_size)
+            sob = _qmc.Sobol(d=U.shape[2], scramble=True, seed=np.random.default_rng(s))
+            if start:
+                sob.fast_forward(start)
+            U[r] = sob.random(M)
+        return np.ascontiguousarray(ndtri(np.clip(U, 1e-16, 1 - 1e-16)).transpose(0, 2, 1))
 
-    return take
+    return sobol
