@@ -46,6 +46,7 @@ from ..gaussian import psd_factor
 from ..interpreter import Interpreter, annotate
 from ..ir import InitMatrix, InitScalar, InitVector, MatMul, Moment, Nonlin, ScalarFn
 from .plan import Plan
+from .qmc import sobol_normals
 
 __all__ = ["MonteCarloPass", "run_montecarlo"]
 
@@ -272,13 +273,15 @@ def _linear_terms(fn: Any) -> list[tuple[int, float, tuple[int, ...]]] | None:
     ps = {p: j for j, p in enumerate(fn.params)}
     terms = []
     for term in sympy.Add.make_args(fn.body):
-        c, factors = term.as_coeff_mul()
+        c, factors = term.as_coeff_mul()  # (a Float factor stays among the factors)
         arg, P = None, []
         for f in factors:
             if f in xs and arg is None:
                 arg = xs[f]
             elif f in ps:
                 P.append(ps[f])
+            elif f.is_Number:
+                c *= f
             else:
                 return None
         if arg is None or not c.is_Number:
@@ -495,13 +498,11 @@ def _combination(coef: np.ndarray, stack: np.ndarray, out: np.ndarray | None = N
 def _inner(stack: np.ndarray, z: np.ndarray) -> np.ndarray:
     """``Σ_samples stack[:, j] · z`` per replicate: (K, j, M), (K, M) → (K, j).
 
-    One BLAS matrix-vector product per replicate: unlike the batched ``matmul`` of a
-    stack with a column, it releases the GIL, so concurrent passes overlap.
+    ``einsum`` rather than a batched ``matmul`` of the stack with a column: it releases
+    the GIL for the whole call (concurrent passes overlap), and each replicate's sums
+    do not depend on how many share the pass.
     """
-    out = np.empty(stack.shape[:2])
-    for r in range(stack.shape[0]):
-        np.dot(stack[r], z[r], out=out[r])
-    return out
+    return np.einsum("rjm,rm->rj", stack, z)
 
 
 def _first_bad(value: Any) -> Any:
@@ -848,7 +849,7 @@ class MonteCarloPass(Interpreter):
         return [v if v is not None else s2 * beta[:, i, None] for i, v in enumerate(known)]
 
 
-def run_montecarlo(plan: Plan, samples: int, seed: Any, *, batches: int = 16, qmc: bool = False,
+def run_montecarlo(plan: Plan, samples: int, seed: Any, *, batches: int = 16, qmc: bool = True,
                    progress: bool = False, max_memory: int = 2**30) -> dict[int, tuple[float, float]]:
     """Replicated Monte Carlo passes; returns ``{const id: (mean, standard error)}``.
 
@@ -857,15 +858,15 @@ def run_montecarlo(plan: Plan, samples: int, seed: Any, *, batches: int = 16, qm
     plan : Plan
         The planned requests (after the deterministic pass).
     samples : int
-        Total samples; each of the ``batches`` replicates gets ``M = samples // batches``
-        (with ``qmc``, the nearest power of two).
+        Total samples; each of the ``batches`` replicates gets ``M = samples // batches``.
     seed : int, SeedSequence entropy or numpy Generator
         Replicate ``r`` draws from ``default_rng(SeedSequence(seed).spawn(batches)[r])``
-        (with ``qmc``: one scrambled Sobol sequence seeded from it).
+        (with ``qmc``: the scramble of its Sobol' sequence).
     batches : int, default 16
         Replicates ``K``; the standard error is their spread over ``√K``.
-    qmc : bool, default False
-        Randomised quasi-Monte Carlo instead of iid normals.
+    qmc : bool, default True
+        Randomised quasi-Monte Carlo (scrambled Sobol' points, :mod:`.qmc`); False:
+        iid normals.
     progress : bool, default False
         Show a progress bar over the replicates.
     max_memory : int, default 1 GiB
@@ -887,8 +888,6 @@ def run_montecarlo(plan: Plan, samples: int, seed: Any, *, batches: int = 16, qm
     D = schedule.D
     K = int(batches)
     M = max(2, samples // K)
-    if qmc:  # Sobol points keep their balance properties at powers of two
-        M = 2 ** max(1, int(round(np.log2(M))))
     # Passes run concurrently on the cores (in threads: numpy releases the GIL inside its
     # kernels, so they overlap partly — two passes of the training benchmark take 0.36 s
     # against 0.41 s in one); each gets its share of max_memory. Results do not depend on the scheduling: every pass
@@ -969,36 +968,24 @@ def _chunked_replicate(plan: Plan, ss: np.random.SeedSequence, M: int, C: int, D
 
 def _normal_source(seeds: Sequence[np.random.SeedSequence], M: int, D: int, qmc: bool,
                    start: int = 0) -> Callable[[], np.ndarray]:
-    """``() -> (K, D, M)`` standard normals, ``[r]`` the first ``D·M`` of stream ``seeds[r]``.
+    """``() -> (K, D, M)`` standard normals, ``[r]`` from stream ``seeds[r]``.
 
-    Identical on every call with the same arguments (fresh generators). With ``qmc``,
-    stream ``r`` is a scrambled ``D``-dimensional Sobol sequence seeded from ``seeds[r]``;
-    its points ``start .. start+M−1`` (row ``d``: coordinate ``d``, through the normal
-    quantile).
+    Identical on every call with the same arguments (fresh generators). iid: the first
+    ``D·M`` normals of the stream. With ``qmc``: points ``start … start+M−1`` of a
+    ``D``-dimensional Sobol' sequence scrambled by the stream (:mod:`.qmc`; row ``d``
+    is coordinate ``d`` through the normal quantile), so that the chunks of a replicate
+    are pieces of one sequence.
     """
     K = len(seeds)
-    if not qmc:
-        def draw() -> np.ndarray:
-            out = np.empty((K, D, M))
-            for r, s in enumerate(seeds):  # one call per stream: it releases the GIL
-                np.random.default_rng(s).standard_normal(out=out[r])
-            return out
 
-        return draw
+    def draw() -> np.ndarray:
+        out = np.empty((K, D, M))
+        for r, s in enumerate(seeds):  # one call per stream: numpy releases the GIL
+            rng = np.random.default_rng(s)
+            if qmc:
+                out[r] = sobol_normals(D, M, rng, start)
+            else:
+                rng.standard_normal(out=out[r])
+        return out
 
-    def sobol() -> np.ndarray:
-        from scipy.special import ndtri
-        from scipy.stats import qmc as _qmc
-
-        U = np.empty((K, M, max(D, 1)))
-        for r, s in enumerate(seeds):
-            # Sobol spawns from its generator's SeedSequence: seed it from an unspawned
-            # copy, so that every chunk and sweep of a replicate gets the same scrambling.
-            s = np.random.SeedSequence(s.entropy, spawn_key=s.spawn_key, pool_size=s.pool_size)
-            sob = _qmc.Sobol(d=U.shape[2], scramble=True, seed=np.random.default_rng(s))
-            if start:
-                sob.fast_forward(start)
-            U[r] = sob.random(M)
-        return np.ascontiguousarray(ndtri(np.clip(U, 1e-16, 1 - 1e-16)).transpose(0, 2, 1))
-
-    return sobol
+    return draw
