@@ -22,7 +22,7 @@ def test_unscrambled_points_are_scipys_sobol_points(D):
     from scipy.stats import qmc as sq
 
     v = qmc.direction_numbers(D)
-    ours = qmc.sobol_points(v, np.zeros(D, np.uint64), 0, 512).astype(float) / 2**qmc.BITS
+    ours = qmc.sobol_points(v, np.zeros(D, np.uint64), 0, 512).T.astype(float) / 2**qmc.BITS
     ref = sq.Sobol(D, scramble=False, bits=qmc.BITS).random(512)  # Gray-code order
     assert sorted(map(tuple, ours)) == sorted(map(tuple, ref))  # the same 512 points
 
@@ -34,7 +34,7 @@ def test_direction_numbers_of_high_dimensions():
     D = qmc.MAX_DIM
     v = qmc.direction_numbers(D)
     assert v.shape == (D, qmc.BITS)
-    pts = qmc.sobol_points(v, np.zeros(D, np.uint64), 0, 64)[:, -5:].astype(float) / 2**qmc.BITS
+    pts = qmc.sobol_points(v, np.zeros(D, np.uint64), 0, 64)[-5:].T.astype(float) / 2**qmc.BITS
     ref = sq.Sobol(D, scramble=False, bits=qmc.BITS).random(64)[:, -5:]
     assert sorted(map(tuple, pts)) == sorted(map(tuple, ref))
 
@@ -44,7 +44,7 @@ def test_points_of_a_range_are_pieces_of_one_sequence():
     v, shift = qmc.scramble(qmc.direction_numbers(9), rng)
     whole = qmc.sobol_points(v, shift, 0, 1000)
     for start, M in [(0, 1), (1, 7), (125, 125), (640, 360), (999, 1)]:
-        np.testing.assert_array_equal(qmc.sobol_points(v, shift, start, M), whole[start:start + M])
+        np.testing.assert_array_equal(qmc.sobol_points(v, shift, start, M), whole[:, start:start + M])
 
 
 def test_scrambled_points_keep_the_net_structure():
@@ -52,7 +52,7 @@ def test_scrambled_points_keep_the_net_structure():
     points stratified, and dimensions 0 and 1 a (0, m, 2)-net."""
     rng = np.random.default_rng(0)
     v, shift = qmc.scramble(qmc.direction_numbers(20), rng)
-    x = qmc.sobol_points(v, shift, 0, 1024).astype(float) / 2**qmc.BITS
+    x = qmc.sobol_points(v, shift, 0, 1024).T.astype(float) / 2**qmc.BITS
     for d in range(20):
         assert len(np.unique(np.floor(x[:, d] * 1024))) == 1024
     for a in range(11):  # boxes 2^-a × 2^-(10-a) hold one point each
@@ -68,7 +68,7 @@ def test_every_scrambled_point_is_uniform():
     rng = np.random.default_rng(1)
     D, R = 8, 4000
     v0 = qmc.direction_numbers(D)
-    pts = np.array([qmc.sobol_points(*qmc.scramble(v0, rng), 5, 1)[0] for _ in range(R)])
+    pts = np.array([qmc.sobol_points(*qmc.scramble(v0, rng), 5, 1)[:, 0] for _ in range(R)])
     u = (pts.astype(float) + 0.5) / 2**qmc.BITS
     se = math.sqrt(1 / 12 / R)
     assert np.all(np.abs(u.mean(axis=0) - 0.5) < 4 * se)

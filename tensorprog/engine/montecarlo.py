@@ -983,7 +983,7 @@ def _normal_source(seeds: Sequence[np.random.SeedSequence], M: int, D: int, qmc:
         for r, s in enumerate(seeds):  # one call per stream: numpy releases the GIL
             rng = np.random.default_rng(s)
             if qmc:
-                out[r] = sobol_normals(D, M, rng, start)
+                sobol_normals(D, M, rng, start, out=out[r])
             else:
                 rng.standard_normal(out=out[r])
         return out

@@ -125,7 +125,8 @@ def scramble(v: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.nd
     return v_scr, shift
 
 
-def sobol_points(v: np.ndarray, shift: np.ndarray, start: int, M: int) -> np.ndarray:
+def sobol_points(v: np.ndarray, shift: np.ndarray, start: int, M: int,
+                 out: np.ndarray | None = None) -> np.ndarray:
     """Points ``start … start+M−1`` of the (scrambled) Sobol' sequence, as digits.
 
     Point ``n`` is ``⊕_{b: bit b of n} v[:, b] ⊕ shift`` (the natural order). The range
@@ -135,7 +136,8 @@ def sobol_points(v: np.ndarray, shift: np.ndarray, start: int, M: int) -> np.nda
 
     Returns
     -------
-    ndarray of uint64, shape (M, D)
+    ndarray of uint64, shape (D, M)
+        Row ``d``: coordinate ``d`` of the points (written to ``out`` if given).
     """
     if start + M > 2**BITS:
         raise ValueError(f"at most 2^{BITS} Sobol' points per sequence")
@@ -148,15 +150,15 @@ def sobol_points(v: np.ndarray, shift: np.ndarray, start: int, M: int) -> np.nda
         n += 1 << p
     P = max(p for _, p in blocks)
     D = v.shape[0]
-    T = np.zeros((1 << P, D), dtype=np.uint64)
+    T = np.zeros((D, 1 << P), dtype=np.uint64)
     for b in range(P):
-        T[1 << b: 2 << b] = T[: 1 << b] ^ v[:, b]
-    out = np.empty((M, D), dtype=np.uint64)
+        np.bitwise_xor(T[:, : 1 << b], v[:, b, None], out=T[:, 1 << b: 2 << b])
+    out = np.empty((D, M), dtype=np.uint64) if out is None else out
     pos = 0
     for a, p in blocks:
         bits = [b for b in range(BITS) if a >> b & 1]
         xa = np.bitwise_xor.reduce(v[:, bits], axis=1) if bits else np.zeros(D, np.uint64)
-        np.bitwise_xor(T[: 1 << p], xa ^ shift, out=out[pos: pos + (1 << p)])
+        np.bitwise_xor(T[:, : 1 << p], (xa ^ shift)[:, None], out=out[:, pos: pos + (1 << p)])
         pos += 1 << p
     return out
 
@@ -197,12 +199,13 @@ def _horner(coef: tuple[float, ...], r: np.ndarray, out: np.ndarray) -> np.ndarr
 _BLOCK = 32768
 
 
-def normal_quantile(u: Any) -> np.ndarray:
+def normal_quantile(u: Any, out: np.ndarray | None = None) -> np.ndarray:
     """``Φ⁻¹(u)``, the standard normal quantile, for ``0 < u < 1`` (AS 241, ~1e-16).
 
     The central range ``|u − ½| ≤ 0.425`` is evaluated on every element, the tails
     (``r = √(−log min(u, 1−u))`` up to 5, and beyond) on the others; blocks of
-    :data:`_BLOCK` elements keep the passes in cache.
+    :data:`_BLOCK` elements keep the passes in cache. ``out`` (contiguous, float64)
+    may be ``u`` itself.
 
     Examples
     --------
@@ -211,24 +214,25 @@ def normal_quantile(u: Any) -> np.ndarray:
     1.959963984540054
     """
     u = np.asarray(u, dtype=float)
-    flat = u.ravel()
-    out = np.empty_like(flat)
+    u = u if u.flags.c_contiguous else np.ascontiguousarray(u)
+    out = np.empty_like(u) if out is None else out
+    flat, res = u.reshape(-1), out.reshape(-1)
     n = min(_BLOCK, flat.size)
     q, r, num, den = (np.empty(n) for _ in range(4))
     for s in range(0, flat.size, _BLOCK):
-        ub, ob = flat[s:s + _BLOCK], out[s:s + _BLOCK]
+        ub, ob = flat[s:s + _BLOCK], res[s:s + _BLOCK]
         k = len(ub)
         qb, rb = q[:k], r[:k]
         np.subtract(ub, 0.5, out=qb)
+        tail = np.flatnonzero(np.abs(qb) > 0.425)
+        ut = ub[tail]  # (before ob, which may be ub, is written)
         np.multiply(qb, qb, out=rb)
         np.subtract(0.180625, rb, out=rb)
         _horner(_A, rb, num[:k])
         _horner(_B, rb, den[:k])
         np.divide(num[:k], den[:k], out=ob)
         ob *= qb
-        tail = np.flatnonzero(np.abs(qb) > 0.425)
         if len(tail):
-            ut = ub[tail]
             t = np.sqrt(-np.log(np.minimum(ut, 1.0 - ut)))  # the smaller tail probability
             z = np.empty_like(t)
             near = t <= 5.0
@@ -237,26 +241,29 @@ def normal_quantile(u: Any) -> np.ndarray:
                     ts = t[sel] - shift
                     z[sel] = _horner(c, ts, np.empty_like(ts)) / _horner(d, ts, np.empty_like(ts))
             ob[tail] = np.copysign(z, qb[tail])
-    return out.reshape(u.shape)[()] if u.ndim == 0 else out.reshape(u.shape)
+    return out[()] if out.ndim == 0 else out
 
 
-def sobol_normals(D: int, M: int, rng: np.random.Generator, start: int = 0) -> np.ndarray:
+def sobol_normals(D: int, M: int, rng: np.random.Generator, start: int = 0,
+                  out: np.ndarray | None = None) -> np.ndarray:
     """Standard normals (D, M) from points ``start …`` of one random scramble.
 
     The scramble is drawn from ``rng`` first, so the same generator state gives the
     same scramble whatever ``start`` (chunks of one replicate see one sequence).
     Dimensions beyond :data:`MAX_DIM` are iid normals from a stream seeded by ``rng``
-    and ``start`` (another one for each chunk).
+    and ``start`` (another one for each chunk). ``out`` (contiguous) receives them;
+    the digits are computed in its memory, so the only other array is the doubling
+    table.
     """
+    out = np.empty((D, M)) if out is None else out
     d = min(D, MAX_DIM)
     v, shift = scramble(direction_numbers(d), rng)
-    x = sobol_points(v, shift, start, M)
-    u = x.T.astype(np.float64)
-    u += 0.5
-    u *= 2.0**-BITS
-    out = np.empty((D, M))
-    out[:d] = normal_quantile(u)
+    head = out[:d]
+    x = sobol_points(v, shift, start, M, out=head.view(np.uint64))
+    np.add(x, 0.5, out=head)  # elementwise in place: the cell centres ...
+    head *= 2.0**-BITS  # ... in (0, 1)
+    normal_quantile(head, out=head)
     if D > d:
         seed = np.random.SeedSequence([int(rng.integers(2**63)), start])
-        out[d:] = np.random.default_rng(seed).standard_normal((D - d, M))
+        np.random.default_rng(seed).standard_normal(out=out[d:])
     return out
