@@ -404,6 +404,40 @@ def test_parity_alone_finds_the_first_backward_pass(monkeypatch):
     assert all(not n.dot for n in der.nodes.values() if n.kind == "matmul")
 
 
+def test_termwise_vanishing_shortcut_agrees_with_the_full_test():
+    """Before differentiating, ``_vanishes`` answers False when every centred Gaussian
+    sits inside a non-polynomial function (then no term of the derivative can have one
+    as a bare odd factor). On these integrands it agrees with the full sympy test."""
+    import sympy
+
+    from tensorprog.engine import derivation as D
+    from tensorprog.engine.symbols import g
+
+    relu = tp.relu.function
+    g0, g1, g2 = g(0), g(1), g(2)
+    cases = [
+        (relu(g0 + g1) * g2, 0, True),  # odd in the bare, independent g2
+        (relu(g0 + g1), 0, False),  # every Gaussian inside relu: the shortcut
+        ((relu(g1) + g0) * sympy.Heaviside(g0 + g1), 0, False),
+        (sympy.tanh(g0) * g1**3 + g2, 2, False),  # ∂/∂g2 = 1: nothing odd
+        (sympy.tanh(g0) * g1**3, 0, True),
+        (g1 * g0**2, 0, True),
+    ]
+    indep = (True,) * 9
+    for expr, k, expected in cases:
+        args = (expr, k, (True,) * 3, indep)
+        full = D._vanishes.__wrapped__
+        assert D._vanishes(*args) is expected, expr
+        # the full test alone (shortcut disabled) gives the same answer
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(D, "_wrapped_symbols", lambda e: None)
+            assert full(*args) is expected, expr
+    identity_opaque = tp.Nonlinearity("lin", 2 * sympy.Symbol("x", real=True),
+                                      [sympy.Symbol("x", real=True)])
+    assert D._wrapped_symbols(identity_opaque.function(g0) * g1) is None  # linear: no shortcut
+    assert D._wrapped_symbols(relu(g0) * g1 + g2**2) == {g0}
+
+
 # ------------------------------------------------------------ nothing silently wrong
 
 

@@ -552,6 +552,13 @@ def _vanishes(expr: sympy.Expr, k: int, centred: tuple[bool, ...], indep: tuple[
     centred Gaussian independent of the rest of the term (``indep``: row-major
     independence of ``g_i, g_j``). Memoised across programs: sympy's derivative and
     expansion dominate the derivation of long training unrolls otherwise."""
+    free = expr.free_symbols
+    if g(k) not in free:
+        return True
+    inside = _wrapped_symbols(expr)
+    if inside is not None and not any(
+            c and g(i) in free and g(i) not in inside for i, c in enumerate(centred)):
+        return False  # no term can have a centred Gaussian as a bare odd factor
     d = sympy.diff(expr, g(k))
     if d == 0:
         return True
@@ -560,6 +567,33 @@ def _vanishes(expr: sympy.Expr, k: int, centred: tuple[bool, ...], indep: tuple[
         if not _term_vanishes(term, centred, indep, n):
             return False
     return True
+
+
+def _wrapped_symbols(expr: sympy.Expr) -> set[sympy.Symbol] | None:
+    """The symbols that occur inside a non-polynomial part of ``expr`` (a function
+    application, a ``Max``, a non-integer power).
+
+    Differentiating keeps them inside (the derivative of a non-polynomial function is a
+    function of the same argument), so none of them can be a bare factor of a term of
+    the derivative. ``None`` when ``expr`` applies a polynomial nonlinearity opaquely,
+    whose derivative may drop its argument.
+    """
+    out: set[sympy.Symbol] = set()
+    stack = [expr]
+    while stack:
+        e = stack.pop()
+        if e.is_Symbol or e.is_Number:
+            continue
+        if e.is_Add or e.is_Mul:
+            stack.extend(e.args)
+        elif e.is_Pow and e.exp.is_Integer:
+            stack.append(e.base)
+        else:
+            fn = getattr(e.func, "nonlinearity", None)
+            if fn is not None and fn.is_polynomial:
+                return None
+            out |= e.free_symbols
+    return out
 
 
 def _term_vanishes(term: sympy.Expr, centred: tuple[bool, ...], indep: tuple[bool, ...],

@@ -11,9 +11,10 @@ normals by the normal quantile.
   unbiased, and independent scrambles are independent replicates: the spread of their
   estimates is a valid standard error, exactly as for iid replicates.
 * The scrambled points keep the equidistribution of the sequence (the first ``2^m``
-  form a ``(t, m, D)``-net), so for the smooth integrands of most programs the error
-  falls much faster than the iid ``M^{-1/2}`` (for a μP training run of 8 steps, 20–30×
-  smaller at 100,000 points; see ``benchmarks/training.py``).
+  form a ``(t, m, D)``-net), so the error falls faster than the iid ``M^{-1/2}``: at
+  100,000 points it is about 5× smaller for the 8-step ReLU μP training run of
+  ``benchmarks/training.py`` (54 dimensions, kinks everywhere) and 50× smaller for
+  the smooth ``tanh`` program of ``docs/concepts/evaluation.md``.
 
 Direction numbers are Joe & Kuo's "new-joe-kuo-6.21201" table (primitive polynomials
 and initial numbers for 21,201 dimensions; Joe & Kuo, SIAM J. Sci. Comput. 30, 2008),
