@@ -46,7 +46,7 @@ from ..gaussian import psd_factor
 from ..interpreter import Interpreter, annotate
 from ..ir import InitMatrix, InitScalar, InitVector, MatMul, Moment, Nonlin, ScalarFn
 from .plan import Plan
-from .qmc import sobol_normals
+from .qmc import MAX_DIM, normal_quantile, sobol_normals, sobol_uniforms
 
 __all__ = ["MonteCarloPass", "run_montecarlo"]
 
@@ -980,6 +980,10 @@ def _normal_source(seeds: Sequence[np.random.SeedSequence], M: int, D: int, qmc:
 
     def draw() -> np.ndarray:
         out = np.empty((K, D, M))
+        if qmc and D <= MAX_DIM:  # the uniforms of every replicate, then one quantile
+            for r, s in enumerate(seeds):
+                sobol_uniforms(D, M, np.random.default_rng(s), start, out=out[r])
+            return normal_quantile(out, out=out)
         for r, s in enumerate(seeds):  # one call per stream: numpy releases the GIL
             rng = np.random.default_rng(s)
             if qmc:
