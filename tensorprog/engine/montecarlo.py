@@ -293,15 +293,18 @@ def _linear_terms(fn: Any) -> list[tuple[int, float, tuple[int, ...]]] | None:
 def _combine(lin: _Linear, args: list[Any], params: list[Any], theta: np.ndarray,
              stacks: dict[int, np.ndarray], shape: tuple[int, int]) -> np.ndarray:
     """The linear Nonlin planned as ``lin`` (see :class:`_Schedule`), in one new array:
-    its base argument copied, each block added by one batched product, the loose terms
+    each block by one batched product, then its base argument and the loose terms
     accumulated in place."""
-    out = np.array(np.broadcast_to(args[lin.base], shape)) if lin.base is not None else None
+    out = None
     for blk in lin.blocks:
         part = _combination(blk.coefficients(theta), stacks[blk.sid][:, blk.lo:blk.hi])
         if out is None:
             out = part
         else:
             out += part
+    if lin.base is not None:  # (added, not copied first: one pass less)
+        base = args[lin.base]
+        out = np.array(np.broadcast_to(base, shape)) if out is None else np.add(out, base, out=out)
     tmp = None
     for i, c, P in lin.loose:
         coef: Any = c
