@@ -121,6 +121,7 @@ class Node:
     dot: tuple[tuple[Const, Var], ...] = ()
     support: frozenset[int] = field(default_factory=frozenset)
     polynomial: bool = True
+    size: int = 1  # nodes of Z's expression tree, shared subtrees counted each time
 
 
 class Derivation(Interpreter):
@@ -191,6 +192,7 @@ class Derivation(Interpreter):
             consts=tuple(self.scalar_const[p] for p in instr.params),
             support=sup,
             polynomial=poly,
+            size=1 + sum(self.nodes[a].size for a in instr.args),
         )
         self.nodes[instr.out] = node
         return node
@@ -232,7 +234,8 @@ class Derivation(Interpreter):
             dot.append((c, y))
         sup = frozenset([b.bid]).union(*(self.nodes[y].support for _, y in dot))
         poly = all(self.nodes[y].polynomial for _, y in dot)
-        node = Node("matmul", base=b, dot=tuple(dot), support=sup, polynomial=poly)
+        node = Node("matmul", base=b, dot=tuple(dot), support=sup, polynomial=poly,
+                    size=1 + sum(self.nodes[y].size for _, y in dot))
         self.nodes[instr.out] = node
         return node
 
@@ -331,10 +334,9 @@ class Derivation(Interpreter):
             elif isinstance(r, Const):
                 parts.append((_LID_Q, (), (r.cid,)))
             else:
-                loc = self._local(r)
-                if loc[3] > limit:
+                if self.nodes[r].size > limit:  # (before building its structure)
                     return None
-                parts.append(loc[:3])
+                parts.append(self._local(r)[:3])
         return _merge(parts)
 
     def _local(self, v: Var) -> tuple:
