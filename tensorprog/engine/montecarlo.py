@@ -5,13 +5,20 @@ One pass walks the program in order with every vector an array of shape ``(K, M)
 runs of the *limit*, with no matrices, sharing one walk (the interpreter's overhead is
 paid once per pass, not once per replicate):
 
-* initial vectors: ``M`` iid draws of their joint law per replicate;
+* the samples of every base Gaussian are standard normals drawn up front, one row
+  per base Gaussian: by default randomised quasi-Monte Carlo points (an independently
+  scrambled Sobol' sequence per replicate, :mod:`.qmc`), else iid;
+* initial vectors: the joint law's factor times their rows;
 * MatMul ``Wx``: ``Ẑ^{Wx}`` is drawn conditionally on the earlier hats of its family
   (incremental, rank-tolerant Cholesky of ``σ_W² 𝔼[Z^x Z^{x'}]``, one factor per
   replicate), then ``Z = Ẑ + Σ_i c_i Z^{y^i}`` with ``c = σ_W² 𝔼[∂Z^x/∂Ẑ_S]`` from the
   Stein/regression form ``Cov(Ẑ_S)⁻¹ 𝔼[Ẑ_S Z^x]`` (a least-squares fit of ``Z^x`` on the
   hats it depends on) [TP4 Remark F.2, THEORY §2.1 note 3] — valid for relu and step;
-* Moments are sample means.
+* Moments are sample means; a Moment ``𝔼[Z^a Z^b]`` and the hat covariance of the same
+  two vectors are one estimate.
+
+Vectors that are read together live as rows of *stacks* (:class:`_Schedule`), so that
+hats, Ż terms and linear updates are batched matrix products, one per instruction.
 
 Every estimate (a Moment, a hat second moment, a regression coefficient) is taken per
 replicate, an array of shape ``(K, 1)`` that broadcasts against the samples; quantities
@@ -25,8 +32,9 @@ not fit on its own runs in chunks of samples, in sweeps (see :class:`MonteCarloP
 Replicate ``r`` draws its normals from its own stream in the same order however the
 replicates are grouped into passes, so the result depends on ``max_memory`` only
 through floating-point summation order. Passes run concurrently, one thread per core
-(they overlap only partly: the GIL changes hands around every short numpy call); each
-has its own replicates, so the result does not depend on the scheduling either.
+(numpy releases the GIL inside its kernels; the interpreter's share, about 10 ms a pass
+for 900 instructions, does not overlap); each has its own replicates, so the result
+does not depend on the scheduling either.
 """
 
 from __future__ import annotations
@@ -892,9 +900,9 @@ def run_montecarlo(plan: Plan, samples: int, seed: Any, *, batches: int = 16, qm
     K = int(batches)
     M = max(2, samples // K)
     # Passes run concurrently on the cores (in threads: numpy releases the GIL inside its
-    # kernels, so they overlap partly — two passes of the training benchmark take 0.36 s
-    # against 0.41 s in one); each gets its share of max_memory. Results do not depend on the scheduling: every pass
-    # has its own replicates and streams.
+    # kernels; the training benchmark's limit takes 0.33 s with two threads against
+    # 0.42 s with one); each gets its share of max_memory. Results do not depend on the
+    # scheduling: every pass has its own replicates and streams.
     workers = max(1, min(os.cpu_count() or 1, _MAX_WORKERS, K))
     fit = int(max_memory) // (per_sample * M * workers)  # whole replicates per pass
     if not fit:
@@ -944,8 +952,9 @@ def run_montecarlo(plan: Plan, samples: int, seed: Any, *, batches: int = 16, qm
 
 
 def _bytes_per_sample(der: Any) -> int:
-    """Memory bound per sample of one replicate: every vector, each base's normal, input
-    copy and hat, the Sobol normals, and a few temporaries (float64)."""
+    """Memory bound per sample of one replicate (float64): every vector (stacked or
+    not), each base Gaussian's normal, a family member's input copy (for a vector that
+    lives in another stack) and hat, and a few temporaries."""
     return 8 * (len(der.program) + 4 * len(der.bases) + 4)
 
 

@@ -12,7 +12,7 @@ normals by the normal quantile.
   estimates is a valid standard error, exactly as for iid replicates.
 * The scrambled points keep the equidistribution of the sequence (the first ``2^m``
   form a ``(t, m, D)``-net), so the error falls faster than the iid ``M^{-1/2}``: at
-  100,000 points it is about 5× smaller for the 8-step ReLU μP training run of
+  100,000 points it is about 6× smaller for the 8-step ReLU μP training run of
   ``benchmarks/training.py`` (54 dimensions, kinks everywhere) and 50× smaller for
   the smooth ``tanh`` program of ``docs/concepts/evaluation.md``.
 
