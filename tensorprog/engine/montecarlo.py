@@ -97,9 +97,9 @@ class _Block:
 class _Linear:
     """How a pass evaluates a linear Nonlin ``Σ_t c_t Π_{j∈P_t} θ_j Z^{x_{i_t}}``.
 
-    ``base``: the index of an argument entering with coefficient exactly 1 (the
-    output starts as its copy), or ``None``; ``blocks``: :class:`_Block` s; ``loose``:
-    the other terms ``(arg index, number, parameter indices)``, one array operation each.
+    ``base``: the index of an argument entering with coefficient exactly 1 (added to
+    the blocks' sum), or ``None``; ``blocks``: :class:`_Block` s; ``loose``: the other
+    terms ``(arg index, number, parameter indices)``, one array operation each.
     """
 
     __slots__ = ("base", "blocks", "loose")
@@ -147,9 +147,11 @@ class _Schedule:
         Moment -> the key of ``𝔼[Z^a Z^b]`` for Moments ``𝔼[Z^a Z^b]`` or ``𝔼[(Z^a)²]``
         of their arguments: one estimate per unordered pair of vectors, shared with the
         hat covariances (the same sums).
-    cov_keys : dict
+    cov_keys, cov_known : dict
         Hat ``bid`` -> the pair keys of its input with the inputs of its family's
-        members ``0..index``.
+        members ``0..index``, and the values the deterministic pass found (or None).
+    D : int
+        Rows of a pass's block of normals: one per base Gaussian.
     linear : dict
         Nonlin -> :class:`_Linear`, for Nonlins whose body is linear in its vectors.
     cid : dict
@@ -164,8 +166,8 @@ class _Schedule:
         self.cid = {v: c.cid for v, c in der.scalar_const.items()}
         self.known = {c.cid: plan.requests[rid].value for c in der.consts
                       for rid in [plan.const_req[c.cid]] if plan.requests[rid].deterministic}
-        self._known_pairs = {k: plan.requests[rid].value for k, rid in plan.cov_req.items()
-                             if plan.requests[rid].deterministic}
+        known_pairs = {k: plan.requests[rid].value for k, rid in plan.cov_req.items()
+                       if plan.requests[rid].deterministic}  # (bid, bid), ascending
         last: dict[Any, int] = {}
         for i, instr in enumerate(instructions):
             last[instr.out] = i
@@ -194,10 +196,9 @@ class _Schedule:
             for b in bs:
                 if b.family is None:
                     continue
-                x = der.hat_arg[b.bid]
-                self.cov_keys[b.bid] = [self.pair(der.hat_arg[o.bid], x) for o in bs[: b.index + 1]]
-                self.cov_known[b.bid] = [self._known_pairs.get((min(o.bid, b.bid), max(o.bid, b.bid)))
-                                         for o in bs[: b.index + 1]]
+                x, earlier = der.hat_arg[b.bid], bs[: b.index + 1]
+                self.cov_keys[b.bid] = [self.pair(der.hat_arg[o.bid], x) for o in earlier]
+                self.cov_known[b.bid] = [known_pairs.get((o.bid, b.bid)) for o in earlier]
         families = len(self.sizes)
         #: first row of each hat family's normals in a pass's block (after the initial
         #: vectors' rows); D rows in all, one per base Gaussian
@@ -250,7 +251,7 @@ class _Schedule:
             if h is not None:
                 cids = tuple(self.cid[instr.params[j]] for j in P)
                 by_stack.setdefault(h[0], []).append((h[1], c, cids))
-        blocks, loose = [], []
+        blocks = []
         for sid, ts in by_stack.items():
             rows_ = sorted(r for r, _, _ in ts)
             if len(ts) > 1 and rows_ == list(range(rows_[0], rows_[0] + len(ts))):
@@ -334,10 +335,10 @@ class _Estimates:
     Keys: ``("m", cid)`` a Moment's mean; ``("p", i, j)`` the second moment
     ``𝔼[Z^a Z^b]`` of the vectors with ids ``i ≤ j`` (a product Moment, or the covariance
     of two hats of one family: the same sums serve both); ``("d", bid)`` the regression
-    coefficients of MatMul ``bid``'s ZDot. ``acc`` holds this sweep's sums over samples, ``final`` finished estimates
-    (arrays with the replicate axis first), ``L[family]`` the ``(K, n, n)`` factor of
-    the family's hat covariance with ``factored[family]`` rows done, ``U[family]`` its
-    rank-tolerant inverse (see :func:`_factor_row`).
+    coefficients of MatMul ``bid``'s ZDot. ``acc`` holds this sweep's sums over samples,
+    ``final`` finished estimates (arrays with the replicate axis first), ``L[family]``
+    the ``(K, n, n)`` factor of the family's hat covariance with ``factored[family]``
+    rows done, ``U[family]`` its rank-tolerant inverse (see :func:`_factor_row`).
     """
 
     def __init__(self, M: int) -> None:
@@ -386,7 +387,8 @@ def _regression(sums: tuple[np.ndarray, ...], n: int) -> np.ndarray:
     Where a replicate's ``Cov(H)`` is provably that well conditioned, its
     pseudo-inverse is its inverse, applied through a Cholesky factor ``Cov(H) = LLᵀ``
     (a tenth of the cost of the eigendecomposition): with ``λ_min ≥ 1/‖L⁻¹‖_F²`` and
-    ``λ_max ≤ tr Cov(H)``, no eigenvalue is dropped if ``1/‖L⁻¹‖_F² > 10⁻¹⁰ tr Cov(H)``.
+    ``λ_max ≤ tr Cov(H)``, no eigenvalue is dropped if
+    ``1/‖L⁻¹‖_F² > 10⁻¹⁰ tr Cov(H)``.
     The other replicates (those whose factorisation fails included) get the
     pseudo-inverse from the eigendecomposition. The choice is made per replicate, so
     a replicate's estimate does not depend on the others in its pass.
@@ -462,10 +464,10 @@ def _factor_row(L: np.ndarray, U: np.ndarray, k: int, cov: np.ndarray) -> None:
 class _Family:
     """One hat family's samples in one pass (or chunk), member by member.
 
-    ``normals[:, j]`` (rows of the pass's block of normals), ``inputs[:, j]`` and
-    ``hats[:, j]`` (each (K, M)) are member ``j``'s standard normal, the ``Z^x`` it
-    multiplies (valid when ``ready[j]``; the
-    family's input stack, see :class:`_Schedule`) and its ``Ẑ``; hats exist for a prefix of ``nhats`` members. ``gram``/``hsum`` hold the
+    ``normals[:, j]`` (rows of the pass's block of normals), ``inputs[:, j]`` (the
+    family's input stack, see :class:`_Schedule`) and ``hats[:, j]`` (each (K, M)) are
+    member ``j``'s standard normal, the ``Z^x`` it multiplies (valid when ``ready[j]``)
+    and its ``Ẑ``; hats exist for a prefix of ``nhats`` members. ``gram``/``hsum`` hold the
     sample sums ``Σ Ẑ_i Ẑ_j`` and ``Σ Ẑ_i`` for the first ``ngram`` members, filled on
     demand (each member once: ``O(M k)``, not ``O(M k²)`` per regression).
     """
@@ -685,7 +687,8 @@ class MonteCarloPass(Interpreter):
         return self._init[:, self.der.init_index[instr.out]]
 
     def init_scalar(self, instr: InitScalar) -> Any:
-        return self._set_const(instr.out, float(self.schedule.known[self.schedule.cid[instr.out]]))
+        sched = self.schedule
+        return self._set_const(instr.out, float(sched.known[sched.cid[instr.out]]))
 
     def scalar_fn(self, instr: ScalarFn) -> Any:
         params = self._params(instr)

@@ -209,10 +209,10 @@ def normal_quantile(u: Any, out: np.ndarray | None = None) -> np.ndarray:
     """``Φ⁻¹(u)``, the standard normal quantile, for ``0 < u < 1`` (AS 241, ~1e-16).
 
     Block by block of :data:`_BLOCK` elements (so that the passes stay in cache): the
-    central range ``|u − ½| ≤ 0.425``, a rational function of ``r = 0.180625 − (u − ½)²``,
-    is evaluated on every element, then the tails (rational functions of
-    ``t = √(−log min(u, 1−u))`` up to 5, and beyond) on the others. ``out`` (contiguous,
-    float64) may be ``u`` itself.
+    central range ``|u − ½| ≤ 0.425``, a rational function of
+    ``r = 0.180625 − (u − ½)²``, is evaluated on every element, then the tails
+    (rational functions of ``t = √(−log min(u, 1−u))`` up to 5, and beyond) on the
+    others. ``out`` (contiguous, float64) may be ``u`` itself.
 
     Examples
     --------
