@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import MethodUnavailableError
+
 __all__ = ["BITS", "MAX_DIM", "direction_numbers", "scramble", "sobol_points", "sobol_uniforms",
            "normal_quantile", "sobol_normals"]
 
@@ -45,10 +47,13 @@ def _joe_kuo() -> tuple[np.ndarray, np.ndarray]:
     """The table's primitive polynomials (full bit patterns, leading and trailing 1
     included; dimension 0 is 1) and initial direction numbers ``m_1, m_2, …``."""
     spec = importlib.util.find_spec("scipy")
-    if spec is None or not spec.submodule_search_locations:  # pragma: no cover - a dependency
-        raise ImportError("randomised quasi-Monte Carlo needs SciPy's Sobol' direction numbers")
-    path = os.path.join(spec.submodule_search_locations[0], "stats",
-                        "_sobol_direction_numbers.npz")
+    where = spec.submodule_search_locations if spec is not None else None
+    path = os.path.join(where[0], "stats", "_sobol_direction_numbers.npz") if where else ""
+    if not os.path.exists(path):  # pragma: no cover - SciPy has shipped it since 1.7
+        raise MethodUnavailableError(
+            "randomised quasi-Monte Carlo needs the Sobol' direction numbers that SciPy "
+            f"installs with scipy.stats (not found at {path!r}); pass qmc=False for iid "
+            "Monte Carlo samples")
     with np.load(path) as table:
         return table["poly"], table["vinit"]
 
