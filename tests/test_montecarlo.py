@@ -304,3 +304,45 @@ def test_a_moment_before_the_hat_covariance_it_shares():
     for name in ("xy", "s"):
         assert ref.method(name) != "montecarlo"
         assert abs(mc_lim[name] - ref[name]) <= 4 * mc_lim.stderr(name), name
+
+
+def test_a_vector_multiplied_by_two_matrices():
+    """x and tanh(x) are inputs of both W's and V's families: they live in W's stack and
+    V's copies them; a Moment of the pair is shared with W's covariance only."""
+    p = tp.Program("two")
+    W, V = p.matrix("W", var=1.3), p.matrix("V", var=0.7)
+    x = p.vector("x")
+    y = tp.tanh(x)
+    a, b = W @ x, W @ y
+    c, d = V @ x, V @ y
+    tp.inner(x, y, name="xy")
+    tp.mean(tp.tanh(a) * tp.tanh(b), name="ab")
+    tp.mean(tp.tanh(c) * tp.tanh(d), name="cd")
+    tp.mean(tp.relu(a) * tp.relu(c + d), name="ac")
+    ref = p.limit()  # quadrature: every expectation has at most 2 linear forms
+    lim = p.limit(method="montecarlo", samples=2**15, seed=4)
+    for name in ("xy", "ab", "cd", "ac"):
+        assert ref.method(name) != "montecarlo"
+        assert abs(lim[name] - ref[name]) <= 4 * lim.stderr(name) + 1e-12, name
+
+
+def test_programs_with_more_base_gaussians_than_sobol_dimensions(monkeypatch):
+    """Dimensions beyond the direction-number table are sampled iid (here the table is
+    cut to 2 of the program's 5 base Gaussians): still unbiased, with error bars."""
+    import tensorprog.engine.montecarlo as mc
+    import tensorprog.engine.qmc as qmc
+
+    p = tp.Program("wide")
+    W = p.matrix("W")
+    xs = p.vectors("x", cov=np.eye(2) + 0.3)
+    hs = [W @ tp.tanh(x) for x in xs]
+    g = W.T @ tp.relu(hs[0] + hs[1])
+    tp.mean(tp.relu(g) * tp.tanh(hs[1]), name="m")
+    tp.mean(tp.tanh(hs[0]) * tp.tanh(hs[1]), name="k")
+    ref = p.limit(method="montecarlo", samples=2**17, seed=1)
+    monkeypatch.setattr(mc, "MAX_DIM", 2)
+    monkeypatch.setattr(qmc, "MAX_DIM", 2)
+    assert len(Derivation(p).bases) > 2
+    lim = p.limit(method="montecarlo", samples=2**15, seed=2)
+    for name in ("m", "k"):
+        assert abs(lim[name] - ref[name]) <= 4 * math.hypot(lim.stderr(name), ref.stderr(name))
