@@ -20,6 +20,7 @@ independent of everything else in it.
 from __future__ import annotations
 
 import functools
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -152,6 +153,7 @@ class Derivation(Interpreter):
         self._fam_ids: dict[Any, int] = {}
         self._layouts: dict[tuple[int, ...], Layout] = {}
         self._parities: dict[tuple[Var, int], int] = {}
+        self._alone_memo: dict[frozenset[int], tuple[int, ...]] = {}
         self.run()
         #: Per base: its initial vector's index (-1 for hats) and σ² of its family
         #: (0 for initial vectors), for vectorised gathers over batches of requests.
@@ -439,16 +441,26 @@ class Derivation(Interpreter):
     def _odd_derivative(self, x: Var, k: int) -> bool:
         """Whether ``∂Z^x/∂g_k`` is odd in some centred ``g_j`` independent of the rest of
         ``supp(Z^x)`` (``∂/∂g_k`` keeps the parity in ``g_j ≠ g_k`` and flips it in ``g_k``)."""
-        sup = self.nodes[x].support
-        for j in sup:
-            bj = self.bases[j]
-            if self.base_mean(j) != 0.0 or not all(
-                    self.independent(bj, self.bases[o]) for o in sup if o != j):
-                continue
+        for j in self._alone(self.nodes[x].support):
             par = self._parity(x, j)
             if (par == -1 and j != k) or (par == 1 and j == k):
                 return True
         return False
+
+    def _alone(self, sup: frozenset[int]) -> tuple[int, ...]:
+        """The centred base Gaussians of ``sup`` independent of all the others in it
+        (memoised by ``sup``): a hat alone of its family in ``sup``, an initial vector
+        uncorrelated with the other initial vectors in ``sup``."""
+        out = self._alone_memo.get(sup)
+        if out is None:
+            bases = [self.bases[b] for b in sup]
+            families = Counter(b.family for b in bases)
+            inits = [b for b in bases if b.family is None]
+            out = tuple(b.bid for b in bases if self.base_mean(b.bid) == 0.0 and (
+                families[b.family] == 1 if b.family is not None else
+                all(self.independent(b, o) for o in inits if o is not b)))
+            self._alone_memo[sup] = out
+        return out
 
     def _parity(self, v: Var, j: int) -> int:
         """Parity of ``Z^v`` in the base Gaussian ``g_j``: 1 even, -1 odd, 0 neither."""
