@@ -121,7 +121,7 @@ def target(quick: bool) -> dict:
            "program": size(run),
            "reference": {"method": "montecarlo (randomised QMC)", "samples": ref_samples,
                          "time_s": t_ref, "max_stderr": float(ref.stderr[1:].max())}}
-    repeats = 2 if quick else 3
+    repeats = 2 if quick else 5
     for name, kw in samplers.items():
         runs = [timed(run.limit, method="montecarlo", samples=100_000, seed=s, **kw)
                 for s in seeds]
