@@ -338,34 +338,33 @@ class Derivation(Interpreter):
             else:
                 if self.nodes[r].size > limit:  # (before building its structure)
                     return None
-                parts.append(self._local(r)[:3])
+                parts.append(self._local(r))
         return _merge(parts)
 
     def _local(self, v: Var) -> tuple:
-        """``(lid, bids, cids, size)`` of ``Z^v`` in its own numbering (memoised).
+        """``(lid, bids, cids)`` of ``Z^v`` in its own numbering (memoised).
 
         ``lid`` interns the local structure (an int: keys stay shallow and hash fast);
-        :meth:`_local_expr` turns it back into a sympy expression.
+        :meth:`_local_expr` turns it back into a sympy expression. (The tree's size is
+        ``self.nodes[v].size``.)
         """
         loc = self._locals.get(v)
         if loc is not None:
             return loc
         node = self.nodes[v]
         if node.kind == "base":
-            loc = (_LID_G, (node.base.bid,), (), 1)
+            loc = (_LID_G, (node.base.bid,), ())
         elif node.kind == "fn":
             kids = [self._local(a) for a in node.args]
             own = [(_LID_Q, (), (c.cid,)) for c in node.consts]
-            key, bids, cids = _merge([k[:3] for k in kids] + own)
-            loc = (self._intern(("f", node.fn._uid, len(kids)) + key), bids, cids,
-                   1 + sum(k[3] for k in kids))
+            key, bids, cids = _merge(kids + own)
+            loc = (self._intern(("f", node.fn._uid, len(kids)) + key), bids, cids)
         else:
             kids = [self._local(y) for _, y in node.dot]
             hat = (_LID_G, (node.base.bid,), ())
             consts = [(_LID_Q, (), (c.cid,)) for c, _ in node.dot]
-            key, bids, cids = _merge([hat] + consts + [k[:3] for k in kids])
-            loc = (self._intern(("m", len(node.dot)) + key), bids, cids,
-                   1 + sum(k[3] for k in kids))
+            key, bids, cids = _merge([hat] + consts + kids)
+            loc = (self._intern(("m", len(node.dot)) + key), bids, cids)
         self._locals[v] = loc
         return loc
 
