@@ -77,6 +77,7 @@ from tensorprog.errors import (
 
 __all__ = [
     "psd_factor",
+    "equilibration",
     "default_degree",
     "gauss_hermite_expectation",
     "trapezoid_expectation",
@@ -219,19 +220,38 @@ def psd_factor(cov: ArrayLike, *, tol: float = PSD_TOL, what: str = "covariance"
             f"max |C - C^T| = {float(np.max(asym)):.6g}; a covariance must be a "
             "symmetric positive semidefinite matrix"
         )
-    eigval, eigvec = np.linalg.eigh(0.5 * (c + ct))
+    s = equilibration(c)
+    eigval, eigvec = np.linalg.eigh(0.5 * (c + ct) / (s[..., :, None] * s[..., None, :]))
     lam_min = eigval[..., 0]
     threshold = tol * np.maximum(1.0, eigval[..., -1])
     bad = lam_min < -threshold
     if np.any(bad):
         worst = float(np.min(np.where(bad, lam_min, np.inf)))
         raise NonPSDError(
-            f"{what} is not positive semidefinite{_batch_index_text(bad)}: its "
-            f"smallest eigenvalue is {worst:.6g}; a covariance must be positive "
-            "semidefinite"
+            f"{what} is not positive semidefinite{_batch_index_text(bad)}: the smallest "
+            f"eigenvalue of its correlation matrix is {worst:.6g}; a covariance must be "
+            "positive semidefinite"
         )
-    eigval = np.maximum(eigval, 0.0)
-    return eigvec * np.sqrt(eigval)[..., None, :]
+    # eigenvalues within rounding of the largest are zero (a singular matrix's factor
+    # keeps its exact rank instead of a noise column of size √ε)
+    noise = 8 * c.shape[-1] * np.finfo(float).eps * eigval[..., -1:]
+    eigval = np.where(eigval > noise, eigval, 0.0)
+    return s[..., :, None] * eigvec * np.sqrt(eigval)[..., None, :]
+
+
+def equilibration(cov: np.ndarray) -> np.ndarray:
+    r"""The scales :math:`s_i=\sqrt{C_{ii}}` (1 where :math:`C_{ii}\le0`) of covariances
+    ``(..., k, k)``.
+
+    Eigen-decompositions are taken of the correlation matrix :math:`D^{-1}CD^{-1}`,
+    :math:`D=\operatorname{diag}(s)`, never of :math:`C` itself: a backward-pass
+    Gaussian of variance :math:`10^{17}` next to a forward one of variance 8 (a deep,
+    high-gain network) would otherwise lose every digit of the small block to the
+    large eigenvalue's rounding (:math:`\epsilon\lambda_{\max}\approx 10`), while
+    the correlation matrix keeps each coordinate accurate relative to its own scale.
+    """
+    d = np.diagonal(cov, axis1=-2, axis2=-1)
+    return np.sqrt(np.where(d > 0, d, 1.0))
 
 
 # --------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import numpy as np
 import sympy
 
 from ..errors import DivergenceError, MethodUnavailableError, NumericalError, TensorProgramError
-from ..gaussian import gauss_hermite_expectation, trapezoid_expectation
+from ..gaussian import PSD_TOL, equilibration, gauss_hermite_expectation, trapezoid_expectation
 from ..interpreter import annotate
 from ..nonlin import _NUMPY_MODULES
 from .exact import affine_parts, coefficient_fn, exact_evaluator, independent_blocks
@@ -393,17 +393,24 @@ COMPUTED_PSD_TOL = 1e-8
 def _nearest_psd(cov: np.ndarray) -> np.ndarray:
     """Clip rounding-level negative eigenvalues of computed covariances (B, d, d).
 
-    A genuinely indefinite matrix is left as it is (``psd_factor`` then reports it).
+    A genuinely indefinite matrix is left as it is (``psd_factor`` then reports it),
+    and so is one whose negative eigenvalues are within ``PSD_TOL`` (what every consumer
+    tolerates): rebuilding a singular matrix from its eigen-decomposition would move an
+    exact correlation of ±1 by an ulp, and arcsine/arccosine kernels turn one ulp there
+    into ``10⁻⁸`` (an exact ``ξ, −ξ`` symmetry broken). Eigenvalues are those of the
+    correlation matrix (:func:`~tensorprog.gaussian.equilibration`).
     """
-    w, V = np.linalg.eigh(cov)
+    s = equilibration(cov)
+    ss = s[:, :, None] * s[:, None, :]
+    w, V = np.linalg.eigh(cov / ss)
     scale = np.maximum(1.0, np.abs(w).max(axis=-1, keepdims=True))
     fix = (w < 0) & (w >= -COMPUTED_PSD_TOL * scale)
-    if not fix.any():
+    rows = fix.any(axis=-1) & (w.min(axis=-1) < -PSD_TOL * scale[:, 0])
+    if not rows.any():
         return cov
-    rows = fix.any(axis=-1)
     w = np.where(fix, 0.0, w)
     out = cov.copy()
-    out[rows] = np.einsum("bij,bj,bkj->bik", V[rows], w[rows], V[rows])
+    out[rows] = np.einsum("bij,bj,bkj->bik", V[rows], w[rows], V[rows]) * ss[rows]
     return out
 
 
