@@ -289,7 +289,8 @@ def loads(text: str, *, source: str = "<string>", max_bytes: int = MAX_BYTES) ->
             f"column {exc.colno} ({exc.msg})"
         ) from None
     except _JSONValueError as exc:
-        raise CorruptFileError(f"{source} is not a tensorprog file: {exc}") from None
+        raise CorruptFileError(f"{source} is not a tensorprog file: {exc} "
+                               f"({_locate(text, exc.pattern)})") from None
     except RecursionError:  # pragma: no cover - _check_json_depth refuses deep nesting first
         raise CorruptFileError(f"{source}: JSON nested too deeply") from None
     return from_dict(data, source=source)
@@ -848,18 +849,32 @@ def _cap(max_bytes: Any, what: str) -> int:
 class _JSONValueError(ValueError):
     """A JSON literal outside the format's bounds (raised from the decoder's hooks)."""
 
+    def __init__(self, msg: str, pattern: str) -> None:
+        super().__init__(msg)
+        self.pattern = pattern  # finds the literal in the text, for the error message
+
 
 def _json_int(s: str) -> int:
     digits = len(s.lstrip("-"))
     if digits > MAX_INT_DIGITS:
         raise _JSONValueError(f"a JSON integer has {digits} digits; at most {MAX_INT_DIGITS} "
-                              f"are valid")
+                              f"are valid", rf"\d{{{MAX_INT_DIGITS + 1},}}")
     return int(s)
 
 
 def _json_constant(s: str) -> float:
     raise _JSONValueError(f"the JSON literal {s} is not valid (numbers must be finite; a saved "
-                          f"limit writes non-finite numbers as strings)")
+                          f"limit writes non-finite numbers as strings)", re.escape(s))
+
+
+def _locate(text: str, pattern: str) -> str:
+    """``line L, column C`` of the first match of ``pattern`` outside JSON strings."""
+    blank = _JSON_STRING.sub(lambda m: " " * len(m.group()), text)
+    m = re.search(pattern, blank)
+    if m is None:  # pragma: no cover - the decoder saw it
+        return "position unknown"
+    pos = m.start()
+    return f"line {text.count(chr(10), 0, pos) + 1}, column {pos - text.rfind(chr(10), 0, pos)}"
 
 
 _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
@@ -989,6 +1004,14 @@ class _Builder:
 
     def __init__(self, functions: Callable[[str], Any]) -> None:
         self.functions = functions
+        self._free: dict[int, tuple[Any, bool]] = {}  # id -> (object, has free symbols)
+
+    def has_symbols(self, expr: Any) -> bool:
+        """Whether ``expr`` has free symbols (memoised for the objects built here)."""
+        hit = self._free.get(id(expr))
+        if hit is None:
+            hit = self._free[id(expr)] = (expr, bool(getattr(expr, "free_symbols", ())))
+        return hit[1]
 
     def build(self, node: ast.AST, depth: int) -> Any:
         if depth > MAX_EXPR_DEPTH:
@@ -1114,9 +1137,26 @@ class _Builder:
         elif cls is sympy.DiracDelta and len(args) == 2 and args[1].is_Number:
             _check_exponent(args[1])
 
-    @staticmethod
-    def _checked(expr: Any) -> Any:
-        """Bounds on what sympy built (numbers, exponents), looking one level down."""
+    def _checked(self, expr: Any) -> Any:
+        """Bounds on what sympy built (numbers, exponents), looking one level down.
+
+        A constant (symbol-free) expression must be a finite real float64 number: by
+        induction every constant argument sympy meets is moderate, so its own automatic
+        evaluation (comparisons in ``Max``, ``Heaviside``, relations) stays cheap —
+        ``exp(exp(10**39))`` is refused at the inner ``exp``.
+        """
+        free = any(self.has_symbols(a) for a in expr.args) if expr.args else bool(
+            getattr(expr, "free_symbols", ()))
+        self._free[id(expr)] = (expr, free)
+        if not free and isinstance(expr, sympy.Expr):
+            value = expr if expr.is_Number else expr.evalf(15)
+            try:
+                ok = bool(value.is_Number and value.is_real and math.isfinite(float(value)))
+            except (TypeError, OverflowError):
+                ok = False
+            if not ok:
+                raise FormatError(f"the constant {str(expr)[:60]} is not a finite real float64 "
+                                  f"number (≈ {str(value)[:30]})")
         for part in (expr, *getattr(expr, "args", ())):
             for x in (part, *(part.args[:1] if isinstance(part, sympy.Mul) else ())):
                 if isinstance(x, sympy.Rational) and _bits(x) > MAX_NUMBER_BITS:
