@@ -229,6 +229,19 @@ def load(path: str | os.PathLike, *, max_bytes: int = MAX_BYTES) -> Any:
     FileAccessError
         (also an ``OSError``) if it cannot be read (permission, ...).
 
+    Notes
+    -----
+    A file is data, never code. Accepted: at most ``max_bytes``; JSON nested at most
+    32 levels, integers of at most 40 digits, no ``NaN``/``Infinity`` literals;
+    expressions (sympy ``srepr`` text, read without evaluation) that call only the
+    sympy classes of :data:`SYMPY_CLASSES` (numbers, ``Symbol``, ``Add``, ``Mul``,
+    ``Pow``, elementary functions, ``Piecewise`` and relations) and
+    ``Function('name')`` for a builtin nonlinearity or one declared earlier in the
+    file (a Python identifier), with numeric exponents within ±100, rationals of at
+    most 4096 bits, constants that are finite float64 numbers, at most 100 000 nodes
+    and 100 levels of calls; safe LaTeX names (no ``\\input``, ``#``, ``%``, ``^^``);
+    saved limits with finite values, finite standard errors ≥ 0 and known methods.
+
     Examples
     --------
     >>> import os, tempfile
