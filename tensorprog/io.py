@@ -347,7 +347,7 @@ def from_dict(data: Any, *, source: str = "<dict>") -> Any:
 
         written = data.get("library_version", "?")
         raise FormatVersionError(
-            f"{source} has format version {version}, written by tensorprog "
+            f"{source} has format version {_short(version)}, written by tensorprog "
             f"{_short(written, 40) if not isinstance(written, str) else written[:40]}; tensorprog "
             f"{__version__} reads versions ≤ {VERSION}. Upgrade tensorprog to load it."
         )
@@ -565,7 +565,7 @@ def _program_from_dict(d: dict[str, Any], r: "_Reader") -> Any:
             elif op in ("nonlin", "moment", "scalar_fn"):
                 k = r.field(dd, "fn", int, at)
                 if not 0 <= k < len(fns):
-                    raise r.corrupt(f"{at}: fn {k} is not an index into the nonlinearities "
+                    raise r.corrupt(f"{at}: fn {_short(k)} is not an index into the nonlinearities "
                                     f"(0 … {len(fns) - 1})", at.sub("fn").path)
                 fn = fns[k]
                 args = () if op == "scalar_fn" else refs(dd, at, "args", ("vector",))
@@ -804,7 +804,10 @@ class _Reader:
             return float(x)
         if isinstance(x, bool) or not isinstance(x, (int, float)):
             raise self.corrupt(f'{at}: "{key}" must be a number, got {_jtype(x)} {_short(x)}', path)
-        return float(x)
+        try:
+            return float(x)
+        except OverflowError:
+            raise self.corrupt(f'{at}: "{key}" {_short(x)} is beyond float64', path) from None
 
     def expr(self, text: Any, at: _At, names: _Names | None) -> Any:
         if not isinstance(text, str):

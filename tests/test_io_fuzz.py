@@ -24,13 +24,11 @@ examples). ``max_examples`` keeps the suite to a few seconds in CI; run more wit
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import functools
 import json
 import os
 import re
-import signal
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -44,6 +42,7 @@ import tensorprog as tp
 from tensorprog import io as tio
 
 sys.path.insert(0, str(Path(__file__).parent))
+from test_io import _no_hang as no_hang  # noqa: E402
 from test_io import custom_program, rich_program  # noqa: E402
 
 MARKER = Path(os.environ.get("TMPDIR", "/tmp")) / f"tensorprog_fuzz_marker_{os.getpid()}"
@@ -64,20 +63,6 @@ def seeds() -> tuple[dict, ...]:
                        lr=0.5, steps=1)
     lim = custom_program().limit(method="montecarlo", samples=256, seed=0)
     return tuple(tio.to_dict(x) for x in (custom_program(), rich_program(), run.program, lim))
-
-
-@contextlib.contextmanager
-def no_hang(seconds: int = 30):
-    def alarm(*_):
-        raise AssertionError(f"the loader did not return within {seconds} s")
-
-    old = signal.signal(signal.SIGALRM, alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def check_loader(text: str) -> None:
