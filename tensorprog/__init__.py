@@ -13,7 +13,9 @@ infinite-width limit by the Master Theorem [TP4 §7].
 from .autodiff import grad as grad
 from .errors import (
     DivergenceError,
+    FileAccessError,
     ForeignHandleError,
+    FormatError,
     FormatVersionError,
     MethodUnavailableError,
     NonPSDError,
@@ -89,4 +91,6 @@ __all__ = [
     "ResourceError",
     "MethodUnavailableError",
     "FormatVersionError",
+    "FormatError",
+    "FileAccessError",
 ]

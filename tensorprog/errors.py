@@ -20,6 +20,8 @@ __all__ = [
     "ResourceError",
     "MethodUnavailableError",
     "FormatVersionError",
+    "FormatError",
+    "FileAccessError",
 ]
 
 
@@ -66,5 +68,23 @@ class MethodUnavailableError(ProgramValueError):
     """A forced evaluation method cannot evaluate an expectation (e.g. no exact form)."""
 
 
-class FormatVersionError(ProgramValueError):
+class FormatError(TensorProgramError, ValueError):
+    """A saved file (or text given to ``tp.io.loads``) is not a valid tensorprog file.
+
+    Raised for anything outside the format's whitelist: bad JSON, a missing or mistyped
+    field, a sympy class or function name the library does not write, an integer or
+    exponent beyond the bounds, too large a file, too deep a nesting. The message names
+    the field by its JSON path (e.g. ``program.nonlinearities[0].body``) and says what
+    would be valid.
+    """
+
+
+class FormatVersionError(FormatError, ProgramValueError):
     """A saved file has an unknown (newer) format version."""
+
+
+class FileAccessError(TensorProgramError, OSError):
+    """A file cannot be read or written (missing folder, no permission, not a directory).
+
+    The message names the path; the original ``OSError`` is chained as ``__cause__``.
+    """

@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import functools
 import itertools
+import keyword
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import sympy
+from sympy.core.function import AppliedUndef
 
 from .errors import ProgramTypeError, ProgramValueError, UnknownNameError
 
@@ -57,6 +59,47 @@ _counter = itertools.count()
 
 def _arg_symbols(k: int, prefix: str = "x") -> tuple[sympy.Symbol, ...]:
     return tuple(sympy.Symbol(f"{prefix}{i}", real=True) for i in range(k))
+
+
+def sympify_strict(value: Any, what: str) -> Any:
+    """``sympy.sympify(value, strict=True)``: numbers and sympy objects, never a string.
+
+    ``sympify`` of a string (or of an object converted through its ``str``) parses and
+    evaluates it as Python code; tensorprog refuses strings instead of parsing them, so
+    that no public API runs code from text.
+    """
+    if isinstance(value, (str, bytes)):
+        raise ProgramTypeError(
+            f"{what}: got the string {value!r:.60}; tensorprog never evaluates a string as "
+            f"code — give a number or a sympy expression (e.g. sympy.Rational(1, 3), "
+            f"sympy.tanh(x), tp.n**-0.5)"
+        )
+    return sympy.sympify(value, strict=True)
+
+
+def codegen_functions(expr: sympy.Basic) -> dict[str, Callable[..., Any]]:
+    """``{code name: numpy form}`` of the nonlinearities applied in ``expr``, for lambdify.
+
+    The guard in front of every numpy code generation: ``lambdify`` prints function
+    names into Python source, so each must be a tp.Nonlinearity (whose
+    :attr:`~Nonlinearity.code_name` is a checked identifier) or a sympy function;
+    an undefined ``sympy.Function('…')`` or a foreign Function class is refused.
+    """
+    fns: dict[str, Callable[..., Any]] = {}
+    for f in expr.atoms(sympy.Function):
+        cls = type(f)
+        nl = getattr(cls, "nonlinearity", None)
+        if nl is not None:
+            if not nl.code_name.isidentifier() or keyword.iskeyword(nl.code_name):
+                raise ProgramValueError(f"nonlinearity {nl.name!r}: code name {nl.code_name!r} "
+                                        f"is not a Python identifier")  # pragma: no cover
+            fns[nl.code_name] = nl.numpy
+        elif isinstance(f, AppliedUndef) or not str(cls.__module__).startswith("sympy."):
+            raise ProgramValueError(
+                f"cannot evaluate the function {cls.__name__!r:.60} numerically: it is neither a "
+                f"sympy function nor a tp.Nonlinearity; define it as a tp.Nonlinearity"
+            )
+    return fns
 
 
 def _heaviside(x: Any, h0: Any = 0.5) -> Any:
@@ -100,7 +143,7 @@ _NUMPY_MODULES: list[Any] = [
 def _lambdify_body(body: sympy.Expr, nargs: int, nparams: int) -> Callable[..., Any]:
     """numpy form of a canonical body in ``x0…``/``p0…`` (shared by equal bodies)."""
     syms = _arg_symbols(nargs, "x") + _arg_symbols(nparams, "p")
-    return sympy.lambdify(syms, body, modules=_NUMPY_MODULES)
+    return sympy.lambdify(syms, body, modules=[codegen_functions(body), *_NUMPY_MODULES])
 
 
 class Nonlinearity:
@@ -143,7 +186,9 @@ class Nonlinearity:
         if not isinstance(name, str) or not name:
             raise ProgramTypeError(f"a nonlinearity needs a non-empty str name, got {name!r}")
         try:
-            body = sympy.sympify(body)
+            body = sympify_strict(body, f"nonlinearity {name!r}: its body")
+        except ProgramTypeError:
+            raise
         except (sympy.SympifyError, TypeError, SyntaxError) as exc:
             raise ProgramTypeError(
                 f"nonlinearity {name!r}: its body must be a sympy expression, got {body!r:.80} ({exc})"
@@ -244,8 +289,10 @@ class Nonlinearity:
             return owner.derivative(argindex - 1).apply(*self.args)
 
         def _latex(self: sympy.Function, printer: Any) -> str:
+            from .latex import function_latex  # a name from a file never reaches LaTeX raw
+
             inner = ", ".join(printer._print(a) for a in self.args)
-            return rf"{owner.latex_name}\left({inner}\right)"
+            return rf"{function_latex(owner)}\left({inner}\right)"
 
         def _sympystr(self: sympy.Function, printer: Any) -> str:
             return f"{owner.name}({', '.join(printer._print(a) for a in self.args)})"
@@ -418,7 +465,9 @@ def nonlinearity(fn: Callable[..., Any], arity: int, nparams: int = 0, *,
     args = _arg_symbols(arity, "x")
     params = _arg_symbols(nparams, "p")
     try:
-        body = sympy.sympify(fn(*args, *params))
+        body = sympify_strict(fn(*args, *params), f"nonlinearity {name!r}")
+    except ProgramTypeError:
+        raise
     except Exception as exc:  # noqa: BLE001 - any failure means "not traceable"
         raise ProgramTypeError(
             f"nonlinearity {name!r} is not traceable by sympy: calling it on sympy symbols "

@@ -54,7 +54,7 @@ from .ir import (
     Var,
     format_instruction,
 )
-from .nonlin import Nonlinearity, _arg_symbols, identity
+from .nonlin import Nonlinearity, _arg_symbols, identity, sympify_strict
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -308,7 +308,9 @@ class Program:
         """
         what = f"scalar {name!r}"
         try:
-            val = sympy.sympify(value)
+            val = sympify_strict(value, what)
+        except ProgramTypeError:
+            raise
         except (sympy.SympifyError, TypeError) as exc:
             raise ProgramTypeError(f"{what}: value must be a number or sympy expression, got {value!r}") from exc
         if not isinstance(val, sympy.Expr):
@@ -810,7 +812,9 @@ def nonlin(fn: Callable[..., Any] | Nonlinearity, *inputs: Any, name: str | None
     syms = [sympy.Dummy(f"a{i}", real=True) for i in range(len(inputs))]
     label = fn_name or name or (getattr(fn, "__name__", "phi") if getattr(fn, "__name__", "") != "<lambda>" else "phi")
     try:
-        body = sympy.sympify(fn(*syms))
+        body = sympify_strict(fn(*syms), f"tp.nonlin {label!r}")
+    except ProgramTypeError:
+        raise
     except Exception as exc:  # noqa: BLE001
         raise ProgramTypeError(
             f"tp.nonlin {label!r}: the function is not traceable by sympy (calling it on "

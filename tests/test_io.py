@@ -8,9 +8,13 @@ the builtin objects so their closed forms still apply. Bad files raise clear err
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import re
+import signal
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -518,3 +522,458 @@ def test_dumps_loads_in_memory():
     assert str(tio.loads(text)) == str(p)
     with pytest.raises(tp.ProgramTypeError):
         tio.loads(b"{}")
+
+
+# ------------------------------------------------- a file is data, never code (issue 13)
+#
+# Each case of issue 13 ("Code execution and injection from files and strings", the
+# loader cases of "Unbounded work" and "Raw errors") reproduced: before the fix the code
+# ran, the load never returned, or a raw ValueError/RecursionError/OSError came out.
+
+
+@contextlib.contextmanager
+def _no_hang(seconds=60):
+    """Fail (instead of hanging the suite) if the block runs longer than ``seconds``."""
+
+    def alarm(*_):
+        raise AssertionError(f"did not return within {seconds} s")
+
+    old = signal.signal(signal.SIGALRM, alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def _tanh2_program():
+    p = tp.Program("t")
+    x = p.vector("x")
+    tp.mean(tp.tanh(x) ** 2, name="m")
+    return p
+
+
+def _with_body(body, program=None):
+    d = tio.to_dict(program or _tanh2_program())
+    d["program"]["nonlinearities"][0]["body"] = body
+    return d
+
+
+def _format_error(d, *needles):
+    """Load ``d`` (via JSON text): a FormatError whose message has every needle."""
+    with _no_hang(), pytest.raises(tp.FormatError) as info:
+        tio.loads(json.dumps(d), source="f.json")
+    err = info.value
+    assert isinstance(err, tp.TensorProgramError) and isinstance(err, ValueError)
+    for needle in needles:
+        assert needle in str(err), f"{needle!r} not in {str(err)!r}"
+    return err
+
+
+def _marker_code(path):
+    """Python source that, if ever evaluated, creates ``path``."""
+    return f"open({str(path)!r}, 'w').close() or 1"
+
+
+def test_function_name_with_code_in_a_body_is_refused_and_never_runs(tmp_path):
+    marker = tmp_path / "ran"
+    body = f"Function({_marker_code(marker)!r})(Symbol('x0', real=True))"
+    _format_error(_with_body(body), "program.nonlinearities[0].body", "Function(",
+                  "builtin nonlinearity", "relu", "declared earlier", "identifier")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("name", ["lambda", "x y", "os.system", "", "f'", "undeclared"])
+def test_function_names_must_be_builtin_or_declared_identifiers(name):
+    body = f"Function({name!r})(Symbol('x0', real=True))"
+    _format_error(_with_body(body), "program.nonlinearities[0].body", "identifier")
+
+
+def test_function_referring_to_a_builtin_is_that_builtin():
+    d = _with_body("Pow(Function('tanh')(Symbol('x0', real=True)), Integer(2))")
+    d["program"]["nonlinearities"][0]["name"] = "sq_tanh"
+    q = tio.loads(json.dumps(d))
+    fn = next(i.fn for i in q if getattr(i, "fn", None) and i.fn.name == "sq_tanh")
+    (inner,) = [f.func.nonlinearity for f in fn.body.atoms(sympy.Function)]
+    assert inner is tp.tanh
+    # m = mean(sq_tanh(x)²) → E[tanh(Z)⁴], Z ~ N(0, 1), by an independent quadrature
+    from scipy import integrate
+
+    ref = integrate.quad(lambda z: math.tanh(z) ** 4 * math.exp(-z * z / 2) / math.sqrt(2 * math.pi),
+                         -40, 40, epsabs=1e-14)[0]
+    assert q.limit()["m"] == pytest.approx(ref, rel=1e-9)
+
+
+def test_nested_nonlinearities_roundtrip_by_name(tmp_path):
+    """A body applying tp.relu and a user nonlinearity is written with Function('name')
+    references (the user one declared first) and evaluates after loading (before: the
+    numpy form raised NameError and the program could not be saved)."""
+    a = sympy.Symbol("a", real=True)
+    soft = tp.Nonlinearity("softplus", sympy.log(1 + sympy.exp(a)), [a])
+    p = tp.Program("nest")
+    x = p.vector("x", var=0.7)
+    y = tp.nonlin(lambda u: tp.relu.apply(u) * 2 + soft.apply(u), x, name="y", fn_name="mix")
+    tp.mean(y, name="m")
+    q, path = _roundtrip(p, tmp_path)
+    fns = json.loads(path.read_text(encoding="utf-8"))["program"]["nonlinearities"]
+    assert [f["name"] for f in fns][:2] == ["softplus", "mix"]
+    assert "Function('relu')" in fns[1]["body"] and "Function('softplus')" in fns[1]["body"]
+    assert q.simulate(64, seed=3).scalars == p.simulate(64, seed=3).scalars
+    lq = q.limit()
+    assert lq.values == p.limit().values
+    # E[2 relu(X) + softplus(X)], X ~ N(0, 0.7), by quadrature written here
+    from scipy import integrate
+
+    s = math.sqrt(0.7)
+    dens = lambda z: math.exp(-z * z / 2) / math.sqrt(2 * math.pi)  # noqa: E731
+    ref = integrate.quad(lambda z: (2 * max(s * z, 0) + math.log1p(math.exp(s * z))) * dens(z),
+                         -30, 30, epsabs=1e-13, points=[0])[0]
+    assert lq["m"] == pytest.approx(ref, abs=max(5 * lq.error("m"), 1e-9))
+
+
+def test_forward_and_ambiguous_function_references_are_refused():
+    d = tio.to_dict(custom_program())
+    fns = d["program"]["nonlinearities"]
+    fns[0]["body"] = f"Function({fns[1]['name']!r})(Symbol('x0', real=True))"  # declared later
+    _format_error(d, "program.nonlinearities[0].body", "declared earlier")
+
+
+def test_undefined_functions_never_reach_code_generation(tmp_path):
+    marker = tmp_path / "ran"
+    for fname in ("f", _marker_code(marker)):
+        p = tp.Program("undef")
+        v = p.vector("v")
+        tp.mean(tp.nonlin(lambda a: sympy.Function(fname)(a) + a, v), name="m")  # noqa: B023
+        with pytest.raises(tp.ProgramValueError, match="tp.Nonlinearity"):
+            p.simulate(8, seed=0)
+        with pytest.raises(tp.TensorProgramError):
+            p.limit(method="montecarlo", samples=256, seed=0)
+        with pytest.raises(tp.ProgramValueError, match="cannot save"):
+            p.save(tmp_path / "u.json")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("call", ["scalar", "Nonlinearity", "nonlin", "nonlinearity"])
+def test_no_public_api_evaluates_a_string(call, tmp_path):
+    marker = tmp_path / "ran"
+    code = _marker_code(marker)
+    p = tp.Program()
+    v = p.vector("v")
+    with pytest.raises(tp.ProgramTypeError, match="never evaluates a string"):
+        if call == "scalar":
+            p.scalar("c", code)
+        elif call == "Nonlinearity":
+            tp.Nonlinearity("f", code, [sympy.Symbol("x")])
+        elif call == "nonlin":
+            tp.nonlin(lambda a: code, v)
+        else:
+            from tensorprog.nonlin import nonlinearity
+
+            nonlinearity(lambda a: code, 1)
+    assert not marker.exists()
+    # numbers and sympy expressions are still fine
+    assert p.scalar("c", 0.5).name == "c"
+
+
+# (id, body srepr) bodies whose evaluation was unbounded: load now refuses each at once
+_X0 = "Symbol('x0', real=True)"
+UNBOUNDED = [
+    ("Pow(10, 10**9)", f"Mul({_X0}, Pow(Integer(10), Integer(1000000000)))", "exponent"),
+    ("2**2**2**30", f"Mul({_X0}, Pow(Integer(2), Pow(Integer(2), Pow(Integer(2), Integer(30)))))",
+     "exponent"),
+    ("factorial(10**8)", f"Mul({_X0}, factorial(Integer(100000000)))", "'factorial' is not allowed"),
+    ("Sum(x0**k, k ≤ 10**12)",
+     f"Sum(Pow({_X0}, Symbol('k', integer=True)), Tuple(Symbol('k', integer=True), Integer(0), "
+     f"Integer(1000000000000)))", "'Sum' is not allowed"),
+    ("exp(exp(10**39))", f"Mul({_X0}, exp(exp(Integer({'9' * 39}))))", "float64"),
+    ("Max of near-equal towers",
+     f"Max({_X0}, exp(exp(Integer({'9' * 39}))), exp(exp(Add(Integer({'9' * 39}), Integer(1)))))",
+     "float64"),
+    ("x0**(10**6) by nesting", f"Pow(Pow(Pow({_X0}, Integer(100)), Integer(100)), Integer(100))",
+     "exponent"),
+    ("41-digit integer", f"Mul({_X0}, Integer({'1' * 41}))", "41 digits"),
+    ("huge product", "Mul(" + ", ".join([f"Integer({'9' * 40})"] * 120) + f", {_X0})", "bits"),
+    ("huge Float", f"Mul({_X0}, Float('1e400', precision=53))", "float64"),
+    ("Float precision", f"Mul({_X0}, Float('0.5', precision=10000000))", "precision"),
+    ("deep nesting", "Add(" * 150 + _X0 + ")" * 150, "nest"),
+    ("Dirac order", f"DiracDelta({_X0}, Integer(100000))", "exponent"),
+]
+
+
+@pytest.mark.parametrize("case", UNBOUNDED, ids=[c[0] for c in UNBOUNDED])
+def test_unbounded_expressions_are_refused_at_load(case):
+    _, body, needle = case
+    _format_error(_with_body(body), "program.nonlinearities[0].body", needle)
+
+
+def test_bounds_admit_what_they_state():
+    """The stated bounds are inclusive: |exponent| = 100, 40-digit integers load."""
+    big = int("9" * 40)
+    for body, ref in ((f"Pow({_X0}, Integer(100))", "x0**100"),
+                      (f"Mul({_X0}, Rational(1, {big}))", f"x0/{big}")):
+        d = _with_body(body)
+        d["program"]["nonlinearities"][0]["name"] = "ok"
+        q = tio.loads(json.dumps(d))
+        fn = next(i.fn for i in q if getattr(i, "fn", None) and i.fn.name == "ok")
+        assert str(fn.body) == ref
+
+
+@pytest.mark.parametrize(
+    "body,needle",
+    [("__import__('os').getcwd()", "not allowed"),
+     ("Symbol('x0', real=True).__class__", "Attribute"),
+     ("Symbol('x0', evaluate=True)", "assumptions"),
+     ("Symbol('x0', real='yes')", "assumptions"),
+     ("Add(Symbol('x0', real=True), I)", "'I' is not allowed"),
+     ("Mul(Symbol('x0', real=True), oo)", "'oo' is not allowed"),
+     ("Float('nan')", "Float"),
+     ("Rational(1, 0)", "denominator 0"),
+     ("Mul(Symbol('x0', real=True), log(Integer(0)))", "finite real"),
+     ("Max(" + ", ".join(f"Symbol('x{i}', real=True)" for i in range(65)) + ")", "at most 64"),
+     ("lambda: 1", "Lambda"), ("[Integer(1)]", "List")],
+    ids=["import", "attribute", "symbol kwarg", "assumption value", "I", "oo", "nan", "1/0",
+         "log 0", "Max args", "lambda", "list"],
+)
+def test_expressions_outside_the_whitelist(body, needle):
+    _format_error(_with_body(body), "program.nonlinearities[0].body", needle)
+
+
+def test_the_whitelist_is_what_the_writer_uses():
+    """Every sympy class name written for the library's own programs (builtins and their
+    derivatives, training programs with Piecewise, tp.n scalars) is in the whitelist, and
+    nothing the whitelist allows is a code path (only sympy classes, no Function class)."""
+    from tensorprog import nn
+
+    net = nn.MLP(d_in=2, depth=2, nonlin="tanh", param=nn.NTK(depth=2))  # writes Piecewise
+    run = nn.train_sgd(net, np.array([[1.0, 0.5], [-0.3, 1.2]]), np.array([1.0, -1.0]),
+                       lr=0.5, steps=1)
+    p = rich_program()
+    for name in ("gelu", "sigmoid", "sign", "abs", "exp", "sqrt", "erf"):
+        tp.mean(tp.get_nonlinearity(name).derivative()(p["y"]))
+    used = set()
+    for prog in (p, run.program, custom_program()):
+        d = tio.to_dict(prog)
+        texts = [f["body"] for f in d["program"]["nonlinearities"]] + [
+            i["value"] for i in d["program"]["instructions"] if i["op"] == "init_scalar"]
+        for t in texts:
+            used |= set(re.findall(r"([A-Za-z_]\w*)\(", t)) | set(re.findall(r"\b(pi|E|true|false)\b", t))
+    allowed = set(tio.SYMPY_CLASSES) | set(tio.SYMPY_CONSTANTS) | {"Function"}
+    assert used <= allowed, used - allowed
+    assert {"Piecewise", "Heaviside", "DiracDelta", "Max", "erf", "Equality"} <= used
+    assert all(isinstance(c, type) and c.__module__.startswith("sympy.")
+               for c in tio.SYMPY_CLASSES.values())
+
+
+def test_unwritable_expressions_are_refused_before_writing(tmp_path):
+    p = tp.Program("gamma")
+    x = p.vector("x")
+    tp.mean(tp.nonlin(lambda a: sympy.gamma(a * a + 1), x, fn_name="g"), name="m")
+    with pytest.raises(tp.ProgramValueError, match="nonlinearity 'g'.*'gamma' is not allowed"):
+        p.save(tmp_path / "g.json")
+    assert os.listdir(tmp_path) == []
+
+
+# -------------------------------------------------------------------------- LaTeX
+
+
+def test_latex_field_from_a_file_must_be_safe():
+    for bad in (r"\input{/etc/hostname}", r"\operatorname{f}\write18{ls}", "a%b", "f^^5cinput",
+                "#1", r"\def\x{y}", "{unbalanced", "a\nb"):
+        d = tio.to_dict(_tanh2_program())
+        d["program"]["nonlinearities"][0]["latex"] = bad
+        _format_error(d, "program.nonlinearities[0].latex", "not safe LaTeX")
+
+
+def test_unsafe_function_names_are_escaped_in_latex(tmp_path):
+    """fn_name went into \\operatorname{…} raw; now an unsafe name is printed as escaped
+    text by every printer, and the file stores the escaped form (which loads)."""
+    p = tp.Program("inj")
+    v = p.vector("v")
+    y = tp.nonlin(lambda a: a * a, v, name="y", fn_name=r"f}\input{/etc/hostname")
+    tp.mean(y, name="m")
+    lim = p.limit()
+    for tex in (p.latex(), lim.latex(), sympy.latex(lim.Z(y))):
+        assert r"\input" not in tex
+        assert r"\text{f\}\textbackslash{}input\{/etc/hostname}" in tex
+    q, _ = _roundtrip(p, tmp_path)
+    assert q.latex() == p.latex()
+
+
+@pytest.mark.parametrize("tex,safe", [
+    (r"\operatorname{softplus}", True), (r"\zeta", True), (r"\tanh'", True),
+    (r"\partial_{0}\operatorname{phi}", True), (r"\operatorname{Δtanh}", True),
+    (r"\operatorname{\text{a\_b\{\}}}", True), (r"\mathrm{relu}^{2}", True),
+    (r"\input{x}", False), (r"\include{x}", False), (r"\immediate\write18{x}", False),
+    (r"\catcode`\%=12", False), ("^^5c", False), ("a\x00", False), ("}{", False),
+    (r"\csname input\endcsname", False), ("x" * 501, False), (r"a\\b", False),
+])
+def test_is_safe_latex(tex, safe):
+    from tensorprog.latex import is_safe_latex
+
+    assert is_safe_latex(tex) is safe
+
+
+# ------------------------------------------------------------------------ saved limits
+
+
+@pytest.mark.parametrize("field,value,needle", [
+    ("value", "nan", "value nan is not finite"),
+    ("value", "inf", "value inf is not finite"),
+    ("stderr", -1.0, "standard error -1.0"),
+    ("stderr", "inf", "standard error inf"),
+    ("stderr", "nan", "standard error nan"),
+    ("error", -0.5, "error estimate -0.5"),
+    ("error", "nan", "error estimate nan"),
+    ("method", "guess", "unknown method 'guess'; valid: exact, quadrature, montecarlo"),
+])
+def test_saved_limits_are_validated(field, value, needle):
+    d = tio.to_dict(_tanh2_program().limit())
+    d["limit"]["scalars"][0][field] = value
+    _format_error(d, "limit.scalars[0]", needle)
+
+
+def test_an_unknown_error_bound_loads_as_inf():
+    d = tio.to_dict(_tanh2_program().limit())
+    d["limit"]["scalars"][0]["error"] = "inf"
+    loaded = tio.loads(json.dumps(d))
+    assert loaded.error("m") == math.inf and math.isfinite(loaded["m"])
+
+
+def test_limit_meta_must_be_plain_values():
+    d = tio.to_dict(_tanh2_program().limit())
+    d["limit"]["meta"]["seed"] = [[[1]]]
+    _format_error(d, "limit.meta.seed")
+
+
+def test_a_huge_seed_is_saved_as_text():
+    p = _tanh2_program()
+    lim = p.limit(method="montecarlo", samples=512, seed=10**60)
+    loaded = tio.loads(tio.dumps(lim))
+    assert loaded.seed == hex(10**60) and loaded.values == lim.values
+
+
+# ---------------------------------------------------------------- sizes and raw errors
+
+
+def test_dev_zero_is_refused_after_max_bytes():
+    with _no_hang(), pytest.raises(tp.FormatError, match="larger than max_bytes=1024"):
+        tp.load("/dev/zero", max_bytes=1024)
+
+
+def test_dev_zero_with_the_default_cap():
+    with _no_hang(), pytest.raises(tp.FormatError, match=f"max_bytes={tio.MAX_BYTES}"):
+        tp.load("/dev/zero")
+
+
+def test_large_regular_file_is_refused_without_reading(tmp_path, monkeypatch):
+    path = tmp_path / "big.json"
+    custom_program().save(path)
+    size = path.stat().st_size
+    assert tp.load(path, max_bytes=size).name == "custom"
+    reads = []
+    real_open = open
+
+    class Spy:
+        def __init__(self, fh):
+            self.fh = fh
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            self.fh.close()
+
+        def fileno(self):
+            return self.fh.fileno()
+
+        def read(self, n=-1):
+            reads.append(n)
+            return self.fh.read(n)
+
+    monkeypatch.setattr("builtins.open", lambda *a, **k: Spy(real_open(*a, **k)))
+    with pytest.raises(tp.FormatError, match=f"max_bytes={size - 1}"):
+        tp.load(path, max_bytes=size - 1)
+    assert reads == []
+    monkeypatch.undo()
+    with pytest.raises(tp.FormatError, match="max_bytes=10 characters"):
+        tio.loads(path.read_text(encoding="utf-8"), max_bytes=10)
+    with pytest.raises(tp.ProgramValueError, match="max_bytes"):
+        tp.load(path, max_bytes=0)
+
+
+def test_5000_digit_json_integer():
+    text = tio.dumps(custom_program()).replace('"fn": 0', '"fn": ' + "7" * 5000, 1)
+    with pytest.raises(tp.FormatError, match=r"5000 digits; at most 40 .* \(line \d+, column \d+\)"):
+        tio.loads(text)
+
+
+def test_nan_and_infinity_json_literals():
+    text = tio.dumps(custom_program()).replace('"var": 1.0', '"var": Infinity', 1)
+    with pytest.raises(tp.FormatError, match="Infinity is not valid"):
+        tio.loads(text)
+
+
+@pytest.mark.parametrize("depth", [100_000, tio.MAX_JSON_DEPTH + 1])
+def test_deep_json_nesting(depth):
+    text = tio.dumps(custom_program()).replace('"cov": []', '"cov": ' + "[" * depth + "]" * depth, 1)
+    with _no_hang(), pytest.raises(tp.FormatError, match=f"deeper than {tio.MAX_JSON_DEPTH}"):
+        tio.loads(text)
+
+
+def test_nesting_at_the_bound_is_a_field_error_not_a_depth_error():
+    inner = tio.MAX_JSON_DEPTH - 4  # the cov list already sits 4 levels deep
+    text = tio.dumps(custom_program()).replace('"cov": []', '"cov": ' + "[" * inner + "]" * inner, 1)
+    with pytest.raises(tio.CorruptFileError, match=r"cov entries .*program\.instructions\[1\]\.cov\[0\]"):
+        tio.loads(text)
+
+
+def test_error_hierarchy():
+    assert issubclass(tio.CorruptFileError, tp.FormatError)
+    assert issubclass(tp.FormatVersionError, tp.FormatError)
+    assert issubclass(tp.FormatError, tp.TensorProgramError) and issubclass(tp.FormatError, ValueError)
+    assert issubclass(tp.FileAccessError, tp.TensorProgramError) and issubclass(tp.FileAccessError, OSError)
+    assert issubclass(tio.MissingFileError, tp.FileAccessError)
+    assert issubclass(tio.MissingFileError, FileNotFoundError)
+
+
+def test_save_into_a_missing_folder_names_the_path(tmp_path):
+    target = tmp_path / "missing" / "p.json"
+    with pytest.raises(tio.MissingFileError) as info:
+        custom_program().save(target)
+    assert isinstance(info.value, tp.FileAccessError) and isinstance(info.value, OSError)
+    assert str(target.parent) in str(info.value)
+
+
+def test_save_below_a_file_names_the_path(tmp_path):
+    (tmp_path / "afile").write_text("x", encoding="utf-8")
+    with pytest.raises(tp.FileAccessError, match="is not a directory") as info:
+        custom_program().save(tmp_path / "afile" / "p.json")
+    assert "afile" in str(info.value)
+
+
+def _read_only_folder(tmp_path):
+    """A folder this process cannot write into (for root: /sys, read-only nearly everywhere)."""
+    if os.geteuid() != 0:
+        folder = tmp_path / "ro"
+        folder.mkdir()
+        folder.chmod(0o555)
+        return folder
+    try:
+        fd = os.open("/sys/.tp_probe", os.O_CREAT | os.O_WRONLY)
+    except OSError:
+        return Path("/sys")
+    os.close(fd)
+    os.unlink("/sys/.tp_probe")
+    pytest.skip("no read-only folder available to root here")
+
+
+def test_save_into_a_read_only_folder_names_the_path(tmp_path):
+    folder = _read_only_folder(tmp_path)
+    target = folder / "p.json"
+    with pytest.raises(tp.FileAccessError) as info:
+        custom_program().save(target)
+    err = info.value
+    assert isinstance(err, OSError) and isinstance(err.__cause__, OSError)
+    assert str(target) in str(err) and "writable" in str(err)
+    assert not target.exists()

@@ -21,7 +21,7 @@ import sympy
 from ..errors import DivergenceError, MethodUnavailableError, NumericalError, TensorProgramError
 from ..gaussian import PSD_TOL, equilibration, gauss_hermite_expectation, trapezoid_expectation
 from ..interpreter import annotate
-from ..nonlin import _NUMPY_MODULES
+from ..nonlin import _NUMPY_MODULES, codegen_functions
 from .exact import affine_parts, coefficient_fn, exact_evaluator, independent_blocks
 from .plan import Plan, Request
 from .symbols import GaussSym, g, q
@@ -544,11 +544,7 @@ def factorised_plan(expr: sympy.Expr, d: int, m: int, centred: bool, groups: tup
 
 def _lambdify(expr: sympy.Expr, d: int, m: int) -> Any:
     syms = [g(k) for k in range(d)] + [q(j) for j in range(m)]
-    fns = {}
-    for f in expr.atoms(sympy.Function):
-        nl = getattr(f.func, "nonlinearity", None)
-        if nl is not None:
-            fns[nl.code_name] = nl.numpy
+    fns = codegen_functions(expr)  # refuses any name that is not a checked identifier
     return _lambdify_cached(expr, tuple(syms), tuple(sorted(fns.items(), key=lambda kv: kv[0])))
 
 

@@ -24,7 +24,7 @@ import numpy as np
 import sympy
 
 from ..gaussian import gaussian_moment
-from ..nonlin import _NUMPY_MODULES, CLOSED_FORMS
+from ..nonlin import _NUMPY_MODULES, CLOSED_FORMS, codegen_functions
 from .symbols import ConstSym, GaussSym, g, q
 
 __all__ = ["exact_evaluator", "independent_blocks"]
@@ -69,8 +69,7 @@ def _lam_q(expr: sympy.Expr, qs: list[sympy.Symbol]) -> Callable[[np.ndarray], n
         v = float(expr)
         return lambda qv: np.full(qv.shape[0], v)
     # opaque nonlinearities may appear with constant arguments (tanh(θ̊), tanh(0))
-    fns = {f.func.nonlinearity.code_name: f.func.nonlinearity.numpy
-           for f in expr.atoms(sympy.Function) if hasattr(f.func, "nonlinearity")}
+    fns = codegen_functions(expr)  # refuses any name that is not a checked identifier
     f = sympy.lambdify(qs, expr, modules=[fns, *_NUMPY_MODULES])
     return lambda qv: np.broadcast_to(np.asarray(f(*qv.T), dtype=float), (qv.shape[0],))
 
