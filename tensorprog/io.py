@@ -371,7 +371,6 @@ def _program_to_dict(p: Any) -> dict[str, Any]:
     p.check()
     fns: list[Nonlinearity] = []
     index: dict[int, int] = {}
-    names: dict[str, Any] = {}  # name -> the declared Nonlinearity it refers to (None: ambiguous)
 
     def fn_id(fn: Nonlinearity) -> int:
         if id(fn) not in index:
@@ -380,7 +379,6 @@ def _program_to_dict(p: Any) -> dict[str, Any]:
                     fn_id(inner)
             index[id(fn)] = len(fns)
             fns.append(fn)
-            names[fn.name] = fn if fn.name not in names else None
         return index[id(fn)]
 
     instrs = []
@@ -421,7 +419,10 @@ def _nested(expr: sympy.Basic) -> list[Nonlinearity]:
 def _fn_to_dict(f: Nonlinearity, declared: "_Names") -> dict[str, Any]:
     from .latex import function_latex
 
-    what = f"nonlinearity {f.name!r}"
+    what = f"nonlinearity {f.name!r:.80}"
+    if not _valid_fn_name(f.name):
+        raise ProgramValueError(f"cannot save {what}: a saved name has 1 to {_MAX_NAME} "
+                                f"printable characters; rename it")
     return {
         "name": f.name,
         "args": [_srepr(s, what, {}) for s in f.args],
@@ -448,10 +449,10 @@ class _Names:
             return None
         return BUILTINS.get(name) or self._declared.get(name)
 
-    def functions(self, f: Nonlinearity | None, what: str) -> dict[str, Any]:
+    def functions(self, f: Nonlinearity, what: str) -> dict[str, Any]:
         """``{name: function class}`` for the nonlinearities applied in ``f``'s body."""
         out = {}
-        for inner in _nested(f.body) if f is not None else ():
+        for inner in _nested(f.body):
             if self.resolve(inner.name) is not inner:
                 raise ProgramValueError(
                     f"cannot save {what}: it applies the nonlinearity {inner.name!r}, which a "
@@ -466,8 +467,12 @@ class _Names:
             return None if fn is None else fn.function
         return lookup
 
-    def valid(self) -> str:
-        return ", ".join(sorted(BUILTINS) + sorted(k for k, v in self._declared.items() if v))
+
+_MAX_NAME = 1000
+
+
+def _valid_fn_name(name: str) -> bool:
+    return 0 < len(name) <= _MAX_NAME and name.isprintable()
 
 
 def _referable(name: str) -> bool:
@@ -605,8 +610,8 @@ def _fn_from_dict(spec: Any, at: "_At", names: _Names, r: "_Reader") -> Nonlinea
     if not isinstance(spec, dict):
         raise r.corrupt(f"{at} must be a JSON object, got {_jtype(spec)}", at.path)
     name = r.field(spec, "name", str, at)
-    if not name or not name.isprintable() or len(name) > 200:
-        raise r.corrupt(f"{at}: the name must be 1 to 200 printable characters, got "
+    if not _valid_fn_name(name):
+        raise r.corrupt(f"{at}: the name must be 1 to {_MAX_NAME} printable characters, got "
                         f"{name!r:.80}", at.sub("name").path)
     at = _At(f"nonlinearity {at.desc.split()[-1]} ({name!r})", at.path)
     args = [r.expr(s, at.sub(f"args[{j}]"), None)
