@@ -16,6 +16,7 @@ from .errors import (
     ForeignHandleError,
     FormatVersionError,
     MethodUnavailableError,
+    MonteCarloWarning,
     NonPSDError,
     NumericalError,
     ProgramTypeError,
@@ -89,4 +90,5 @@ __all__ = [
     "ResourceError",
     "MethodUnavailableError",
     "FormatVersionError",
+    "MonteCarloWarning",
 ]

@@ -20,6 +20,7 @@ __all__ = [
     "ResourceError",
     "MethodUnavailableError",
     "FormatVersionError",
+    "MonteCarloWarning",
 ]
 
 
@@ -68,3 +69,8 @@ class MethodUnavailableError(ProgramValueError):
 
 class FormatVersionError(ProgramValueError):
     """A saved file has an unknown (newer) format version."""
+
+
+class MonteCarloWarning(UserWarning):
+    """A value the caller expects to be deterministic was estimated by Monte Carlo
+    (e.g. a kernel entry whose quadrature did not reach its tolerance)."""

@@ -678,7 +678,8 @@ def _legendre_rule(n: int) -> tuple[np.ndarray, np.ndarray]:
     return leggauss(n)
 
 
-def _panel_nodes(A0: np.ndarray, A: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+def _panel_nodes(A0: np.ndarray, A: np.ndarray, n: int, kinks: Sequence[bool]
+                 ) -> tuple[np.ndarray, np.ndarray]:
     """Nested composite Gauss–Legendre nodes ``z`` (b, N, k) and weights (b, N) of the
     standard normal law, with panel edges at the features ``A0 + A z`` (b, F), (b, F, k)
     and at the ladder around them (see :func:`panel_expectation`)."""
@@ -695,14 +696,27 @@ def _panel_nodes(A0: np.ndarray, A: np.ndarray, n: int) -> tuple[np.ndarray, np.
             scale = float(np.max(np.abs(aj[:, f]))) if b else 0.0
             if scale == 0.0:
                 continue  # this feature does not move along z_j
-            # the ladder where it is finer than the grid (spacing < 1 in z units)
-            t = ladder[: int(np.sum(spacing < scale))]
-            offs = np.concatenate([[0.0], t, -t])
+            # Integrating the later coordinates out smooths the feature over its
+            # conditional spread τ (argument units): a transition of width τ. The
+            # ladder's unit is max(1, τ), plus, for a kink or jump, a second ladder of
+            # unit τ when 1e-9 < τ < 1 (the kink blurred at that scale).
+            tau = np.sqrt(np.sum(A[:, f, j + 1:] ** 2, axis=-1))
+            units = [np.maximum(1.0, tau)]
+            small = (tau > 1e-9) & (tau < 1.0)
+            if kinks[f] and small.any():
+                units.append(np.where(small, tau, np.nan))
+            offs = [np.zeros((b, 1))]
+            for unit in units:
+                # the ladder where it is finer than the grid (spacing < 1 in z units)
+                umin = float(np.nanmin(unit))
+                t = ladder[: int(np.sum(spacing * umin < scale))]
+                offs += [unit[:, None] * t, -unit[:, None] * t]
+            offs = np.concatenate(offs, axis=1)  # (b, T); NaN: not used by that element
             pos = A0[:, f, None] + np.einsum("bi,bni->bn", A[:, f, :j], z)  # (b, N)
             a = aj[:, f, None, None]
             with np.errstate(divide="ignore", invalid="ignore"):
-                e = (offs[None, None, :] - pos[:, :, None]) / a
-            edges.append(np.where(a != 0.0, e, -TRAPEZOID_HALF_WIDTH))
+                e = (offs[:, None, :] - pos[:, :, None]) / a
+            edges.append(np.where((a != 0.0) & np.isfinite(e), e, -TRAPEZOID_HALF_WIDTH))
         e = np.sort(np.clip(np.concatenate(edges, axis=-1), -TRAPEZOID_HALF_WIDTH,
                             TRAPEZOID_HALF_WIDTH), axis=-1)
         half = 0.5 * (e[..., 1:] - e[..., :-1])
@@ -721,6 +735,7 @@ def panel_expectation(
     cov: ArrayLike,
     features: ArrayLike,
     *,
+    kinks: Sequence[bool] | None = None,
     nodes: tuple[int, int] = (10, 7),
     params: ArrayLike | None = None,
     what: str = "covariance",
@@ -761,6 +776,11 @@ def panel_expectation(
     features : array_like, shape (B, F, k + 1)
         Rows ``[c, w_1, …, w_k]`` of the affine functions :math:`a(X)=c+w^\top X`
         whose level sets near 0 the panels follow (``F`` may be 0).
+    kinks : sequence of bool, optional
+        Per feature: whether it is a kink or jump (True, the default) rather than a
+        smooth transition. A kink whose argument also depends on later coordinates is
+        blurred over their spread :math:`\tau`; when :math:`\tau<1` a second ladder of
+        unit :math:`\tau` resolves it.
     nodes : (int, int), default (10, 7)
         Gauss--Legendre nodes per panel of the fine and the coarse rule.
     params : array_like, shape (B, m), optional
@@ -807,6 +827,10 @@ def panel_expectation(
     if feats.ndim != 3 or feats.shape[0] != B or feats.shape[2] != k + 1:
         raise ProgramValueError(f"features must have shape (B, F, k + 1) = ({B}, F, {k + 1}); "
                                 f"got {feats.shape}")
+    kinks = [True] * feats.shape[1] if kinks is None else [bool(x) for x in kinks]
+    if len(kinks) != feats.shape[1]:
+        raise ProgramValueError(f"kinks must have one entry per feature ({feats.shape[1]}); "
+                                f"got {len(kinks)}")
     if not (np.all(np.isfinite(mean_arr)) and np.all(np.isfinite(feats))):
         raise NumericalError("mean or features contain NaN or inf entries")
     psd_factor(cov_arr, what=what)  # validates (raises NonPSDError)
@@ -819,14 +843,14 @@ def panel_expectation(
     lo = 0
     while lo < B:
         # the chunk's node count (with its ladders) decides the chunk size
-        probe = _panel_nodes(A0[lo:lo + 1], A[lo:lo + 1], max(nodes))[0].shape[1]
+        probe = _panel_nodes(A0[lo:lo + 1], A[lo:lo + 1], max(nodes), kinks)[0].shape[1]
         if probe > MAX_PANEL_NODES:
             raise ResourceError(f"the panel rule needs {probe} nodes for one expectation "
                                 f"(limit {MAX_PANEL_NODES})")
         hi = min(B, lo + max(1, _CHUNK_BYTES // (8 * probe * (2 * k + 4))))
         sl = slice(lo, hi)
         for r, n in enumerate(nodes):
-            z, w = _panel_nodes(A0[sl], A[sl], n)
+            z, w = _panel_nodes(A0[sl], A[sl], n, kinks)
             if z.shape[1] > MAX_PANEL_NODES:
                 raise ResourceError(f"the panel rule needs {z.shape[1]} nodes for one "
                                     f"expectation (limit {MAX_PANEL_NODES})")

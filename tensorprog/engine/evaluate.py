@@ -53,6 +53,11 @@ REFINED_DEGREE = {1: 1000, 2: 400, 3: 80, 4: 28}
 #: 37 … 289 nodes per dimension on [-9, 9]; none in 4-D, where Gauss–Hermite is cheaper).
 TRAPEZOID_STEPS = {1: (0.5, 0.25, 0.125, 0.0625), 2: (0.5, 0.25, 0.125, 0.0625),
                    3: (0.5, 0.25)}
+#: The trapezoid rules are tried on elements whose features (:func:`panel_features`)
+#: have standard deviations at most this (tanh's poles at ±iπ/2 are then ≥ 0.5 away
+#: from the real axis in standard coordinates: converged by the step 1/8); sharper ones
+#: go straight to the panel rule.
+TRAPEZOID_MAX_SCALE = 3.0
 #: Dimensions in which the panel rule (:func:`~tensorprog.gaussian.panel_expectation`,
 #: composite Gauss–Legendre with edges at the integrand's kinks and transitions, scaled
 #: to the covariance) is tried: first for integrands with kinks, after the trapezoid
@@ -282,7 +287,14 @@ class Deterministic:
         val, err = np.full(B, np.nan), np.full(B, np.inf)
         done = np.zeros(B, dtype=bool)
         if d in TRAPEZOID_STEPS and is_analytic(expr):
-            val, err, done = self._trapezoid(integrand, d, mean, cov, qv)
+            # Features sharper than TRAPEZOID_MAX_SCALE in standard coordinates would
+            # need steps below the finest one: those elements go to the panel rule.
+            feats = panel_features(expr, d, m)(qv)[:, :, 1:]
+            scale = np.sqrt(np.einsum("bfi,bij,bfj->bf", feats, cov, feats)).max(axis=1, initial=0.0)
+            smooth = np.flatnonzero(scale <= TRAPEZOID_MAX_SCALE)
+            if smooth.size:
+                v, e, ok = self._trapezoid(integrand, d, mean[smooth], cov[smooth], qv[smooth])
+                val[smooth], err[smooth], done[smooth] = v, e, ok
         if d in PANEL_DIMS and not done.all():
             rest = np.flatnonzero(~done)
             v2, e2, ok = self._panel(integrand, expr, d, m, mean[rest], cov[rest], qv[rest])
@@ -310,9 +322,10 @@ class Deterministic:
         B = len(mean)
         fail = (np.full(B, np.nan), np.full(B, np.inf), np.zeros(B, dtype=bool))
         try:
-            fine, coarse, tail = panel_expectation(integrand, mean, cov,
-                                                   panel_features(expr, d, m)(qv),
-                                                   nodes=PANEL_NODES[d], params=qv)
+            feats = panel_features(expr, d, m)
+            fine, coarse, tail = panel_expectation(integrand, mean, cov, feats(qv),
+                                                   kinks=feats.kinks, nodes=PANEL_NODES[d],
+                                                   params=qv)
         except (NumericalError, ResourceError):
             return fail
         e = np.abs(fine - coarse)
@@ -569,16 +582,18 @@ def panel_features(expr: sympy.Expr, d: int, m: int) -> Any:
     ``gelu(a)`` the feature ``a/√2`` of its erf).
 
     Returns ``qv (B, m) -> (B, F, d + 1)``, rows ``[c, w₀, …]`` for
-    :func:`~tensorprog.gaussian.panel_expectation`.
+    :func:`~tensorprog.gaussian.panel_expectation`, with the attribute ``kinks``
+    (per feature: a kink or jump rather than a smooth transition).
     """
     gs, qs = [g(k) for k in range(d)], [q(j) for j in range(m)]
     gset = set(gs)
-    found: dict[sympy.Expr, None] = {}
+    found: dict[sympy.Expr, bool] = {}
 
-    def add(arg: sympy.Expr) -> None:
+    def add(arg: sympy.Expr, kink: bool = True) -> None:
         parts = affine_parts(arg, gs)
         if parts is not None and parts[0]:
-            found.setdefault(sympy.expand(arg), None)
+            key = sympy.expand(arg)
+            found[key] = found.get(key, False) or kink
 
     def walk(e: sympy.Expr) -> None:
         if not (e.free_symbols & gset):
@@ -595,8 +610,10 @@ def panel_features(expr: sympy.Expr, d: int, m: int) -> Any:
                     add(rel.lhs - rel.rhs)
         elif isinstance(e, sympy.Pow) and not e.exp.is_Integer:
             add(e.base)
-        elif isinstance(e, (sympy.Function, *_KINKED)) and e.args:
+        elif isinstance(e, _KINKED):
             add(e.args[0])
+        elif isinstance(e, sympy.Function) and e.args:
+            add(e.args[0], kink=not isinstance(e, _ANALYTIC))
         for a in e.args:
             walk(a)
 
@@ -613,6 +630,7 @@ def panel_features(expr: sympy.Expr, d: int, m: int) -> Any:
             out[:, f, 1:] = w(qv)
         return out
 
+    features.kinks = tuple(found.values())  # type: ignore[attr-defined]
     return features
 
 
