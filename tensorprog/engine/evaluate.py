@@ -559,6 +559,8 @@ def is_analytic(expr: sympy.Expr) -> bool:
     if isinstance(expr, (sympy.Add, sympy.Mul)):
         return all(is_analytic(a) for a in expr.args)
     if isinstance(expr, sympy.Pow):
+        if not (expr.base.free_symbols or expr.exp.free_symbols):
+            return True  # a constant such as √2 (gelu's x/√2)
         return bool(expr.exp.is_Integer) and is_analytic(expr.base)
     if isinstance(expr, _ANALYTIC):
         return all(is_analytic(a) for a in expr.args)
