@@ -815,7 +815,7 @@ def panel_expectation(
     >>> from tensorprog.gaussian import panel_expectation
     >>> fine, coarse, tail = panel_expectation(lambda z: np.maximum(z[..., 0] + 0.2, 0.0),
     ...                                        [[0.0]], [[[1.0]]], [[[0.2, 1.0]]])
-    >>> abs(fine[0] - (0.2 * norm.cdf(0.2) + norm.pdf(0.2))) < 1e-14
+    >>> bool(abs(fine[0] - (0.2 * norm.cdf(0.2) + norm.pdf(0.2))) < 1e-14)
     True
     """
     mean_arr, cov_arr, k = _rule_arguments(f, mean, cov, what)

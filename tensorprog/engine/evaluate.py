@@ -61,10 +61,11 @@ TRAPEZOID_MAX_SCALE = 3.0
 #: Dimensions in which the panel rule (:func:`~tensorprog.gaussian.panel_expectation`,
 #: composite Gauss–Legendre with edges at the integrand's kinks and transitions, scaled
 #: to the covariance) is tried: first for integrands with kinks, after the trapezoid
-#: rules for analytic ones, before Gauss–Hermite.
-PANEL_DIMS = (1, 2, 3)
+#: rules for analytic ones, before Gauss–Hermite. (In 3-D its ≥ 16 panels of ≥ 5 nodes
+#: per coordinate would already exceed MAX_PANEL_NODES.)
+PANEL_DIMS = (1, 2)
 #: Gauss–Legendre nodes per panel of the panel rule's fine and coarse rules, by dimension.
-PANEL_NODES = {1: (16, 12), 2: (7, 5), 3: (5, 4)}
+PANEL_NODES = {1: (16, 12), 2: (7, 5)}
 #: In ``auto`` mode a quadrature value whose estimated relative error exceeds this
 #: is not trusted: the request (and what depends on it) goes to Monte Carlo.
 QUADRATURE_RTOL = 1e-7

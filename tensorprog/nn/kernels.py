@@ -340,6 +340,9 @@ def kernels(
     array([1.45773438, 1.07713069, 0.71741663])
     >>> np.round(ntk[0], 8)
     array([4.34195312, 2.25999961, 0.59056138])
+    >>> res = kernels(X, depth=2, nonlin="relu", W_std=1.5, b_std=0.1, return_info=True)
+    >>> str(res.method["ntk"][0, 1]), float(res.error["ntk"][0, 1]), res.montecarlo
+    ('exact', 0.0, 0)
     """
     X, depth, phi, W_std, b_std = _validate(X, depth, nonlin, W_std, b_std, "kernels")
     if not isinstance(return_info, bool):
