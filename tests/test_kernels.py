@@ -371,6 +371,36 @@ def test_tanh_high_gain_depth1_matches_adaptive_quadrature():
     assert {m for k in ("nngp", "ntk") for m in res.method[k].ravel()} == {"quadrature"}
 
 
+def _relu_mean(mu, sd):
+    """𝔼 relu(μ + σG) = μΦ(μ/σ) + σφ(μ/σ) (the truncated normal's first moment)."""
+    t = mu / sd
+    return mu * 0.5 * math.erfc(-t / SQ2) + sd * math.exp(-t * t / 2) / math.sqrt(2 * math.pi)
+
+
+def test_noncentred_kinks_are_quadrature_not_monte_carlo():
+    """𝔼[relu(h + 0.2)] (issue #22: Monte Carlo before), the same at variance 400, and a
+    2-D 𝔼[step(h + 0.2) relu(g - 0.5)] with Cov(h, g) = 0.6: every kink is a panel
+    edge, so the values are exact to rounding. References: the closed form above, and
+    for the pair the conditional closed form of 𝔼[relu(g - 0.5) | h] integrated over
+    h > -0.2 by scipy's adaptive quadrature."""
+    p = tp.Program("noncentred")
+    h = p.vector("h")
+    g = p.vector("g", var=2.0, cov={h: 0.6})
+    w = p.vector("w", var=400.0)
+    a = tp.mean(tp.relu(h + 0.2), name="a")
+    b = tp.mean(tp.relu(w - 3.0), name="b")
+    c = tp.mean(tp.step(h + 0.2) * tp.relu(g - 0.5), name="c")
+    lim = p.limit()
+    tau = math.sqrt(2.0 - 0.36)
+    ref_c = sum(integrate.quad(lambda x: math.exp(-x * x / 2) / math.sqrt(2 * math.pi)
+                               * _relu_mean(0.6 * x - 0.5, tau), lo, hi, epsabs=1e-14,
+                               epsrel=1e-13, limit=200)[0]
+                for lo, hi in [(-0.2, 0.5 / 0.6), (0.5 / 0.6, 3.0), (3.0, 12.0)])
+    for k, ref in [(a, _relu_mean(0.2, 1.0)), (b, _relu_mean(-3.0, 20.0)), (c, ref_c)]:
+        assert lim.method(k) == "quadrature"
+        assert abs(lim[k] - ref) <= 1e-12 * abs(ref), (k.name, lim[k], ref)
+
+
 def test_monte_carlo_entries_are_visible(monkeypatch):
     """When quadrature cannot be trusted (here: a zero tolerance), ``auto`` hands the
     entries to Monte Carlo — and says so: a MonteCarloWarning with the count and the
