@@ -18,6 +18,7 @@ from .errors import (
     FormatError,
     FormatVersionError,
     MethodUnavailableError,
+    MonteCarloWarning,
     NonPSDError,
     NumericalError,
     ProgramTypeError,
@@ -93,4 +94,5 @@ __all__ = [
     "FormatVersionError",
     "FormatError",
     "FileAccessError",
+    "MonteCarloWarning",
 ]

@@ -22,6 +22,7 @@ __all__ = [
     "FormatVersionError",
     "FormatError",
     "FileAccessError",
+    "MonteCarloWarning",
 ]
 
 
@@ -88,3 +89,8 @@ class FileAccessError(TensorProgramError, OSError):
 
     The message names the path; the original ``OSError`` is chained as ``__cause__``.
     """
+
+
+class MonteCarloWarning(UserWarning):
+    """A value the caller expects to be deterministic was estimated by Monte Carlo
+    (e.g. a kernel entry whose quadrature did not reach its tolerance)."""

@@ -1,4 +1,4 @@
-"""Compute NNGP / NTK kernels of a ReLU/Erf MLP with neural-tangents 0.6.5.
+"""Compute NNGP / NTK kernels of a ReLU/Erf/GELU MLP with neural-tangents 0.6.5.
 
 Run with the side venv's interpreter (see setup_env.sh):
 
@@ -38,7 +38,7 @@ _T_IMPORT = time.perf_counter() - _T0
 
 
 def build_kernel_fn(depth, nonlin, W_std, b_std, width=512):
-    act = {"relu": stax.Relu, "erf": stax.Erf}[nonlin]()
+    act = {"relu": stax.Relu, "erf": stax.Erf, "gelu": stax.Gelu}[nonlin]()
     layers = [stax.Dense(width, W_std=W_std, b_std=b_std,
                          parameterization="ntk"), act] * depth
     layers.append(stax.Dense(1, W_std=W_std, b_std=b_std,
@@ -56,7 +56,7 @@ def main(argv=None):
                    help="number of inputs B (ignored with --inputs)")
     p.add_argument("--dim", type=int, default=None,
                    help="input dimension d (ignored with --inputs)")
-    p.add_argument("--nonlin", choices=["relu", "erf"], required=True)
+    p.add_argument("--nonlin", choices=["relu", "erf", "gelu"], required=True)
     p.add_argument("--W-std", dest="W_std", type=float, required=True)
     p.add_argument("--b-std", dest="b_std", type=float, required=True)
     p.add_argument("--seed", type=int, default=0)

@@ -1,5 +1,6 @@
 """Deterministic evaluation of a plan: exact forms, then quadrature (trapezoid rules for
-analytic integrands, Gauss–Hermite for the rest and as the fallback).
+analytic integrands, panel rules scaled to the covariance with edges at the integrand's
+kinks and transitions, Gauss–Hermite for the rest and as the fallback).
 
 Requests are evaluated level by level (a level only depends on earlier levels);
 within a level, requests with the same ``sig`` (integrand and layout of base
@@ -18,11 +19,23 @@ from typing import Any
 import numpy as np
 import sympy
 
-from ..errors import DivergenceError, MethodUnavailableError, NumericalError, TensorProgramError
-from ..gaussian import PSD_TOL, equilibration, gauss_hermite_expectation, trapezoid_expectation
+from ..errors import (
+    DivergenceError,
+    MethodUnavailableError,
+    NumericalError,
+    ResourceError,
+    TensorProgramError,
+)
+from ..gaussian import (
+    PSD_TOL,
+    equilibration,
+    gauss_hermite_expectation,
+    panel_expectation,
+    trapezoid_expectation,
+)
 from ..interpreter import annotate
 from ..nonlin import _NUMPY_MODULES, codegen_functions
-from .exact import affine_parts, coefficient_fn, exact_evaluator, independent_blocks
+from .exact import _lam_q, affine_parts, coefficient_fn, exact_evaluator, independent_blocks
 from .plan import Plan, Request
 from .symbols import GaussSym, g, q
 
@@ -40,6 +53,19 @@ REFINED_DEGREE = {1: 1000, 2: 400, 3: 80, 4: 28}
 #: 37 … 289 nodes per dimension on [-9, 9]; none in 4-D, where Gauss–Hermite is cheaper).
 TRAPEZOID_STEPS = {1: (0.5, 0.25, 0.125, 0.0625), 2: (0.5, 0.25, 0.125, 0.0625),
                    3: (0.5, 0.25)}
+#: The trapezoid rules are tried on elements whose features (:func:`panel_features`)
+#: have standard deviations at most this (tanh's poles at ±iπ/2 are then ≥ 0.5 away
+#: from the real axis in standard coordinates: converged by the step 1/8); sharper ones
+#: go straight to the panel rule.
+TRAPEZOID_MAX_SCALE = 3.0
+#: Dimensions in which the panel rule (:func:`~tensorprog.gaussian.panel_expectation`,
+#: composite Gauss–Legendre with edges at the integrand's kinks and transitions, scaled
+#: to the covariance) is tried: first for integrands with kinks, after the trapezoid
+#: rules for analytic ones, before Gauss–Hermite. (In 3-D its ≥ 16 panels of ≥ 5 nodes
+#: per coordinate would already exceed MAX_PANEL_NODES.)
+PANEL_DIMS = (1, 2)
+#: Gauss–Legendre nodes per panel of the panel rule's fine and coarse rules, by dimension.
+PANEL_NODES = {1: (16, 12), 2: (7, 5)}
 #: In ``auto`` mode a quadrature value whose estimated relative error exceeds this
 #: is not trusted: the request (and what depends on it) goes to Monte Carlo.
 QUADRATURE_RTOL = 1e-7
@@ -256,20 +282,56 @@ class Deterministic:
             cols = [pts[..., k] for k in range(d)] + [params[:, j, None] for j in range(m)]
             return np.broadcast_to(f(*cols), pts.shape[:-1])
 
-        if self.degree is None and d in TRAPEZOID_STEPS and is_analytic(expr):
-            val, err, done = self._trapezoid(integrand, d, mean, cov, qv)
-            if done.all():
-                return val, err, None
-            if done.any():  # the rest by Gauss–Hermite, as below
-                rest = np.flatnonzero(~done)
-                v2, e2, g2 = self._quadrature_gh(integrand, d, mean[rest], cov[rest], qv[rest])
-                val[rest], err[rest] = v2, e2
-                growth = None
-                if g2 is not None:
-                    growth = np.zeros(len(val), dtype=bool)
-                    growth[rest] = g2
-                return val, err, growth
-        return self._quadrature_gh(integrand, d, mean, cov, qv)
+        if self.degree is not None:  # an explicit Gauss–Hermite degree: that rule only
+            return self._quadrature_gh(integrand, d, mean, cov, qv)
+        B = len(mean)
+        val, err = np.full(B, np.nan), np.full(B, np.inf)
+        done = np.zeros(B, dtype=bool)
+        if d in TRAPEZOID_STEPS and is_analytic(expr):
+            # Features sharper than TRAPEZOID_MAX_SCALE in standard coordinates would
+            # need steps below the finest one: those elements go to the panel rule.
+            feats = panel_features(expr, d, m)(qv)[:, :, 1:]
+            scale = np.sqrt(np.einsum("bfi,bij,bfj->bf", feats, cov, feats)).max(axis=1, initial=0.0)
+            smooth = np.flatnonzero(scale <= TRAPEZOID_MAX_SCALE)
+            if smooth.size:
+                v, e, ok = self._trapezoid(integrand, d, mean[smooth], cov[smooth], qv[smooth])
+                val[smooth], err[smooth], done[smooth] = v, e, ok
+        if d in PANEL_DIMS and not done.all():
+            rest = np.flatnonzero(~done)
+            v2, e2, ok = self._panel(integrand, expr, d, m, mean[rest], cov[rest], qv[rest])
+            val[rest[ok]], err[rest[ok]] = v2[ok], e2[ok]
+            done[rest[ok]] = True
+        if done.all():
+            return val, err, None
+        # the rest by Gauss–Hermite (with its divergence check)
+        rest = np.flatnonzero(~done)
+        v2, e2, g2 = self._quadrature_gh(integrand, d, mean[rest], cov[rest], qv[rest])
+        val[rest], err[rest] = v2, e2
+        growth = None
+        if g2 is not None:
+            growth = np.zeros(B, dtype=bool)
+            growth[rest] = g2
+        return val, err, growth
+
+    def _panel(self, integrand: Any, expr: sympy.Expr, d: int, m: int, mean: np.ndarray,
+               cov: np.ndarray, qv: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The panel rule (edges at the integrand's features, :func:`panel_features`):
+        values, error estimates (fine vs coarse rule) and the mask of elements whose
+        estimate passes ``QUADRATURE_RTOL`` with a negligible tail; the others are
+        left to Gauss–Hermite (also all of them when the rule is too big or a value is
+        not finite)."""
+        B = len(mean)
+        fail = (np.full(B, np.nan), np.full(B, np.inf), np.zeros(B, dtype=bool))
+        try:
+            feats = panel_features(expr, d, m)
+            fine, coarse, tail = panel_expectation(integrand, mean, cov, feats(qv),
+                                                   kinks=feats.kinks, nodes=PANEL_NODES[d],
+                                                   params=qv)
+        except (NumericalError, ResourceError):
+            return fail
+        e = np.abs(fine - coarse)
+        ok = ((e <= QUADRATURE_RTOL * np.abs(fine)) | (e <= 1e-14)) & (tail < 1e-12)
+        return fine, e, ok
 
     def _trapezoid(self, integrand: Any, d: int, mean: np.ndarray, cov: np.ndarray,
                    qv: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -498,6 +560,8 @@ def is_analytic(expr: sympy.Expr) -> bool:
     if isinstance(expr, (sympy.Add, sympy.Mul)):
         return all(is_analytic(a) for a in expr.args)
     if isinstance(expr, sympy.Pow):
+        if not (expr.base.free_symbols or expr.exp.free_symbols):
+            return True  # a constant such as √2 (gelu's x/√2)
         return bool(expr.exp.is_Integer) and is_analytic(expr.base)
     if isinstance(expr, _ANALYTIC):
         return all(is_analytic(a) for a in expr.args)
@@ -505,6 +569,72 @@ def is_analytic(expr: sympy.Expr) -> bool:
     if nl is not None:
         return is_analytic(nl.body) and all(is_analytic(a) for a in expr.args)
     return False
+
+
+#: sympy functions with a kink or jump where their (first) argument is 0.
+_KINKED = (sympy.Heaviside, sympy.Abs, sympy.sign, sympy.DiracDelta)
+
+
+@functools.lru_cache(maxsize=4096)
+def panel_features(expr: sympy.Expr, d: int, m: int) -> Any:
+    """The features of an integrand over ``g0 … g(d-1)``: affine functions ``c + wᵀg``
+    whose level set 0 is a kink (relu, step, abs, sign, sqrt, a ``Piecewise``
+    condition, ``Max``/``Min``) or the centre of a transition (every other function of
+    an affine argument: tanh, erf, sigmoid, …), found inside the bodies of
+    nonlinearities too (``relu(g₀ + 0.2)`` has the feature ``g₀ + 0.2``;
+    ``gelu(a)`` the feature ``a/√2`` of its erf).
+
+    Returns ``qv (B, m) -> (B, F, d + 1)``, rows ``[c, w₀, …]`` for
+    :func:`~tensorprog.gaussian.panel_expectation`, with the attribute ``kinks``
+    (per feature: a kink or jump rather than a smooth transition).
+    """
+    gs, qs = [g(k) for k in range(d)], [q(j) for j in range(m)]
+    gset = set(gs)
+    found: dict[sympy.Expr, bool] = {}
+
+    def add(arg: sympy.Expr, kink: bool = True) -> None:
+        parts = affine_parts(arg, gs)
+        if parts is not None and parts[0]:
+            key = sympy.expand(arg)
+            found[key] = found.get(key, False) or kink
+
+    def walk(e: sympy.Expr) -> None:
+        if not (e.free_symbols & gset):
+            return
+        nl = getattr(e.func, "nonlinearity", None)
+        if nl is not None:  # its body, on these arguments
+            walk(nl.body.xreplace(dict(zip(nl.args + nl.params, e.args))))
+            return
+        if isinstance(e, (sympy.Max, sympy.Min)) and len(e.args) == 2:
+            add(e.args[0] - e.args[1])
+        elif isinstance(e, sympy.Piecewise):
+            for _, cond in e.args:
+                for rel in cond.atoms(sympy.core.relational.Relational):
+                    add(rel.lhs - rel.rhs)
+        elif isinstance(e, sympy.Pow) and not e.exp.is_Integer:
+            add(e.base)
+        elif isinstance(e, _KINKED):
+            add(e.args[0])
+        elif isinstance(e, sympy.Function) and e.args:
+            add(e.args[0], kink=not isinstance(e, _ANALYTIC))
+        for a in e.args:
+            walk(a)
+
+    walk(expr)
+    rows = []
+    for arg in found:
+        lin, const = affine_parts(arg, gs)
+        rows.append((_lam_q(const, qs), coefficient_fn(arg - const, gs, qs)))
+
+    def features(qv: np.ndarray) -> np.ndarray:
+        out = np.zeros((qv.shape[0], len(rows), d + 1))
+        for f, (c, w) in enumerate(rows):
+            out[:, f, 0] = c(qv)
+            out[:, f, 1:] = w(qv)
+        return out
+
+    features.kinks = tuple(found.values())  # type: ignore[attr-defined]
+    return features
 
 
 def quadrature_dim(expr: sympy.Expr, d: int, m: int) -> int:

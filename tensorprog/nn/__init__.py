@@ -37,6 +37,6 @@ from .training import (  # noqa: E402
 
 __all__ += ["MLP", "train_sgd", "TrainingRun", "TrainingLimit", "TrainingSimulation", "Exponents"]
 
-from .kernels import kernel_program, kernels  # noqa: E402  (the function shadows the module)
+from .kernels import KernelResult, kernel_program, kernels  # noqa: E402  (the function shadows the module)
 
-__all__ += ["kernels", "kernel_program"]
+__all__ += ["kernels", "kernel_program", "KernelResult"]

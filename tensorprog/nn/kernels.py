@@ -24,18 +24,20 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any
+import warnings
+from dataclasses import dataclass
+from typing import Any, Iterator
 
 import numpy as np
 import sympy
 
 from .. import program as _program
 from .._gc import paused_gc
-from ..errors import ProgramTypeError, ProgramValueError
+from ..errors import MonteCarloWarning, ProgramTypeError, ProgramValueError
 from ..nonlin import BUILTINS, Nonlinearity, get_nonlinearity
 from ..program import Program, inner
 
-__all__ = ["kernel_program", "kernels"]
+__all__ = ["kernel_program", "kernels", "KernelResult"]
 
 
 def kernel_program(
@@ -207,14 +209,61 @@ def _readout_sums(depth: int, w2: float, b2: float) -> tuple[Nonlinearity, Nonli
     return nngp, ntk
 
 
+@dataclass(frozen=True, eq=False)
+class KernelResult:
+    r"""NNGP and NTK with the method and the error of every entry
+    (``kernels(..., return_info=True)``).
+
+    Attributes
+    ----------
+    nngp, ntk : numpy.ndarray, shape (B, B)
+        The kernels.
+    method : dict of str to numpy.ndarray
+        ``method["nngp"]``, ``method["ntk"]``: (B, B) arrays of ``"exact"``,
+        ``"quadrature"`` or ``"montecarlo"`` — the least precise method among the
+        expectations the entry depends on (:meth:`tensorprog.Limit.method`).
+    error : dict of str to numpy.ndarray
+        (B, B) estimated absolute errors: the Monte Carlo standard error of an entry
+        computed by Monte Carlo; otherwise the first-order sum
+        :math:`\sum_m |\partial\,\mathrm{entry}/\partial m|\,e_m` of the error
+        estimates :math:`e_m` of the entry's Moments (0 for exact ones; for quadrature
+        the difference of two rules, usually far above the actual error).
+    stderr : dict of str to numpy.ndarray
+        (B, B) Monte Carlo standard errors (0 where no Monte Carlo was used).
+    limit : tensorprog.Limit
+        The limit of :func:`kernel_program`'s program, for everything else.
+
+    Iterating yields ``nngp, ntk``, so ``nngp, ntk = kernels(..., return_info=True)``
+    unpacks like the plain result.
+    """
+
+    nngp: np.ndarray
+    ntk: np.ndarray
+    method: dict[str, np.ndarray]
+    error: dict[str, np.ndarray]
+    stderr: dict[str, np.ndarray]
+    limit: Any
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return iter((self.nngp, self.ntk))
+
+    @property
+    def montecarlo(self) -> int:
+        """Number of distinct entries (``i ≤ j``, both kernels) computed by Monte Carlo."""
+        iu = np.triu_indices(self.nngp.shape[0])
+        return int(sum(np.count_nonzero(m[iu] == "montecarlo") for m in self.method.values()))
+
+
 def kernels(
     X: Any,
     depth: int,
     nonlin: str | Nonlinearity = "relu",
     W_std: float = 1.0,
     b_std: float = 0.0,
+    *,
+    return_info: bool = False,
     **limit_kw: Any,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray] | KernelResult:
     r"""NNGP and NTK of a deep MLP as the infinite-width limit of its tensor program.
 
     Builds :func:`kernel_program` and evaluates ``program.limit(**limit_kw)``.
@@ -232,6 +281,9 @@ def kernels(
         is ``σ_w/√fan_in · W x + σ_b b`` with ``W, b`` iid ``N(0, 1)``).
     b_std : float, default 0.0
         ``σ_b ≥ 0`` of every Dense layer (0: no bias).
+    return_info : bool, default False
+        Return a :class:`KernelResult` with the method and the estimated error of
+        every entry instead of the pair of arrays.
     **limit_kw
         Passed to :meth:`tensorprog.Program.limit` (``method``, ``samples``,
         ``seed``, …).
@@ -239,7 +291,15 @@ def kernels(
     Returns
     -------
     nngp, ntk : numpy.ndarray, shape (B, B)
-        ``K^{(L+1)}`` and ``Θ^{(L+1)}`` on the inputs.
+        ``K^{(L+1)}`` and ``Θ^{(L+1)}`` on the inputs; or, with ``return_info=True``,
+        a :class:`KernelResult` (which also unpacks as ``nngp, ntk``).
+
+    Warns
+    -----
+    tensorprog.MonteCarloWarning
+        With the default ``method="auto"``, when some entry could not be computed
+        deterministically (exact form or quadrature) and was estimated by Monte
+        Carlo: the warning names how many entries and the largest standard error.
 
     Notes
     -----
@@ -258,8 +318,11 @@ def kernels(
     ``kernel_fn(X, None, ("nngp", "ntk"))``). These values are *not* computed
     from this recursion: they are the limits of the program's Moments, and the
     recursion is what the Master Theorem makes of them. ReLU and erf kernels are
-    exact (arc-cosine and Williams closed forms); other activations use
-    Gauss–Hermite quadrature (``lim.method`` says which).
+    exact (arc-cosine and Williams closed forms); other activations (tanh, gelu,
+    sigmoid, …) use quadrature over the one or two Gaussians of each expectation,
+    at any depth and gain: the rules are scaled to the covariance (docs: *How limits
+    are evaluated*), so Monte Carlo is a last resort — and never a silent one
+    (``return_info=True`` gives every entry's method and error).
 
     Raises
     ------
@@ -277,19 +340,67 @@ def kernels(
     array([1.45773438, 1.07713069, 0.71741663])
     >>> np.round(ntk[0], 8)
     array([4.34195312, 2.25999961, 0.59056138])
+    >>> res = kernels(X, depth=2, nonlin="relu", W_std=1.5, b_std=0.1, return_info=True)
+    >>> str(res.method["ntk"][0, 1]), float(res.error["ntk"][0, 1]), res.montecarlo
+    ('exact', 0.0, 0)
     """
     X, depth, phi, W_std, b_std = _validate(X, depth, nonlin, W_std, b_std, "kernels")
+    if not isinstance(return_info, bool):
+        raise ProgramTypeError(f"kernels: return_info must be a bool, got {return_info!r}")
     with paused_gc():  # one pause for building and the limit (see tensorprog._gc)
         p, nngp_h, ntk_h = kernel_program(X, depth, phi, W_std, b_std)
         lim = p.limit(**limit_kw)
-    B = X.shape[0]
-    nngp = np.empty((B, B))
-    ntk = np.empty((B, B))
+    res = _result(lim, p, X.shape[0], depth, nngp_h, ntk_h, W_std * W_std, b_std * b_std,
+                  with_errors=return_info)
+    if limit_kw.get("method", "auto") == "auto" and res.montecarlo:
+        iu = np.triu_indices(X.shape[0])
+        worst = max(float(s[iu].max()) for s in res.stderr.values())
+        warnings.warn(
+            f"kernels: {res.montecarlo} of {2 * len(iu[0])} kernel entries were estimated by "
+            f"Monte Carlo (largest standard error {worst:.3g}): some expectation has no "
+            f"exact form and quadrature did not reach its tolerance; use "
+            f"return_info=True for every entry's method and error",
+            MonteCarloWarning, stacklevel=2)
+    return res if return_info else (res.nngp, res.ntk)
+
+
+def _result(lim: Any, p: Program, B: int, depth: int, nngp_h: np.ndarray, ntk_h: np.ndarray,
+            w2: float, b2: float, with_errors: bool) -> KernelResult:
+    """Values, methods, standard errors and (with ``with_errors``, first-order) errors of
+    both kernels. Tables are read once (a B = 64, depth-10 program has 52 000 scalars)."""
+    values, methods, stderrs = lim.values, lim.methods, lim.stderrs
+    value = {k: np.empty((B, B)) for k in ("nngp", "ntk")}
+    method = {k: np.empty((B, B), dtype=object) for k in ("nngp", "ntk")}
+    stderr = {k: np.zeros((B, B)) for k in ("nngp", "ntk")}
+    error = {k: np.zeros((B, B)) for k in ("nngp", "ntk")}
     for i in range(B):
         for j in range(i, B):
-            nngp[i, j] = nngp[j, i] = lim[nngp_h[i, j]]
-            ntk[i, j] = ntk[j, i] = lim[ntk_h[i, j]]
-    return nngp, ntk
+            for kind, h in (("nngp", nngp_h[i, j]), ("ntk", ntk_h[i, j])):
+                name = h.name
+                value[kind][i, j] = value[kind][j, i] = values[name]
+                method[kind][i, j] = method[kind][j, i] = methods[name]
+                stderr[kind][i, j] = stderr[kind][j, i] = stderrs[name]
+            if with_errors:
+                first = _first_order_errors(lim, i, j, depth, w2, b2)
+                for kind in ("nngp", "ntk"):
+                    e = stderr[kind][i, j] if method[kind][i, j] == "montecarlo" else first[kind]
+                    error[kind][i, j] = error[kind][j, i] = e
+    return KernelResult(value["nngp"], value["ntk"], {k: v.astype(str) for k, v in method.items()},
+                        error, stderr, lim)
+
+
+def _first_order_errors(lim: Any, i: int, j: int, depth: int, w2: float, b2: float
+                        ) -> dict[str, float]:
+    """``Σ_m |∂entry/∂m| e_m`` over the Moments ``m`` of entry ``(i, j)``:
+    ``nngp = w2 F^L + b2`` and ``ntk = K¹D¹ + Σ_{l≥2} (w2 F^{l-1} + b2) D^l + w2 F^L + b2``."""
+    F = [lim[f"F{k}_{i}_{j}"] for k in range(1, depth + 1)]
+    D = [lim[f"D{k}_{i}_{j}"] for k in range(1, depth + 1)]
+    eF = [lim.error(f"F{k}_{i}_{j}") for k in range(1, depth + 1)]
+    eD = [lim.error(f"D{k}_{i}_{j}") for k in range(1, depth + 1)]
+    K = [lim[f"K1_{i}_{j}"]] + [w2 * f + b2 for f in F]
+    ntk = (sum(abs(K[k]) * eD[k] for k in range(depth))
+           + w2 * sum(abs(D[k + 1]) * eF[k] for k in range(depth - 1)) + w2 * eF[-1])
+    return {"nngp": w2 * eF[-1], "ntk": ntk}
 
 
 # ---------------------------------------------------------------------------------------
