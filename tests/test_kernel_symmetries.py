@@ -18,8 +18,11 @@ value is needed, only the symmetry of the network), so they catch any cancellati
   all entries are equal (the a.e. derivative is 0, as in a finite network).
 
 Inputs are exactly representable (dyadic), so the input kernel itself is exact and the
-identities test the engine's arithmetic, to a relative 10⁻¹² (closed forms and
-quadrature alike: the two entries of an identity are computed by different integrals).
+identities test the engine's arithmetic: to a relative 10⁻¹² where every expectation has
+a closed form, and to 10⁻⁹ where layers are integrated by quadrature (tanh, sigmoid,
+gelu: the two sides of an identity are different integrals — a singular 2-D one and a
+1-D one — each accurate to ~10⁻¹², and twenty layers compound them; 10⁻⁹ is the
+accuracy #22 asks of these kernels).
 """
 
 from __future__ import annotations
@@ -40,7 +43,8 @@ REAL_BUILTINS = ("relu", "step", "tanh", "erf", "sigmoid", "gelu", "sin", "cos",
 #: Depth and gain at which each network's kernels are representable in float64 (exp's
 #: kernel is a tower of exponentials: exp(exp(…)) overflows at depth 3).
 DEEP = {"exp": (2, 1.0)}
-RTOL = 1e-12
+#: Nonlinearities whose kernel expectations are integrated by quadrature.
+QUADRATURE = ("tanh", "sigmoid", "gelu")
 
 
 def _deep(phi: str) -> tuple[int, float]:
@@ -48,7 +52,8 @@ def _deep(phi: str) -> tuple[int, float]:
 
 
 def _close(a: float, b: float, what: str) -> None:
-    assert abs(a - b) <= RTOL * max(abs(a), abs(b)), f"{what}: {a!r} != {b!r}"
+    rtol = 1e-9 if what.split()[0] in QUADRATURE else 1e-12
+    assert abs(a - b) <= rtol * max(abs(a), abs(b)), f"{what}: {a!r} != {b!r}"
 
 
 @pytest.mark.parametrize("b_std", [0.0, 0.5])
