@@ -462,6 +462,8 @@ def _nearest_psd(cov: np.ndarray) -> np.ndarray:
     into ``10⁻⁸`` (an exact ``ξ, −ξ`` symmetry broken). Eigenvalues are those of the
     correlation matrix (:func:`~tensorprog.gaussian.equilibration`).
     """
+    if not np.all(np.isfinite(cov)):
+        return cov  # overflowed: reported by name where it is used
     s = equilibration(cov)
     ss = s[:, :, None] * s[:, None, :]
     w, V = np.linalg.eigh(cov / ss)
