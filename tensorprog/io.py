@@ -28,7 +28,7 @@ Loading accepts only a whitelist, and everything else is a
 
 * **size**: at most ``max_bytes`` (default :data:`MAX_BYTES` = 64 MiB) are read; a
   larger file (or ``/dev/zero``) is refused after reading ``max_bytes + 1`` bytes;
-  JSON nests at most :data:`MAX_JSON_DEPTH` levels (files written nest 7) and JSON
+  JSON nests at most :data:`MAX_JSON_DEPTH` levels (files written nest 6) and JSON
   integers have at most :data:`MAX_INT_DIGITS` digits; ``NaN``/``Infinity`` literals
   are refused.
 * **expressions** are ``srepr`` text read by a parser that never evaluates code
@@ -42,8 +42,8 @@ Loading accepts only a whitelist, and everything else is a
   (and Dirac-delta orders) are at most :data:`MAX_EXPONENT` in absolute value, no
   rational built while reading exceeds :data:`MAX_NUMBER_BITS` bits (checked
   *before* a power or product is computed), floats are finite float64 numbers, an
-  expression has at most :data:`MAX_EXPR_NODES` nodes and nests at most
-  :data:`MAX_EXPR_DEPTH` calls.
+  expression has at most :data:`MAX_EXPR_CHARS` characters and :data:`MAX_EXPR_NODES`
+  nodes and nests at most :data:`MAX_EXPR_DEPTH` calls.
 * **LaTeX names** of nonlinearities must be safe (:func:`tensorprog.latex.is_safe_latex`:
   letters, digits, punctuation and a whitelist of math macros; no ``\\input``,
   ``\\write``, ``#``, ``%``, ``^^``).
@@ -109,6 +109,7 @@ __all__ = [
     "MAX_EXPONENT",
     "MAX_NUMBER_BITS",
     "MAX_EXPR_NODES",
+    "MAX_EXPR_CHARS",
     "MAX_EXPR_DEPTH",
     "METHODS",
     "SYMPY_CLASSES",
@@ -132,7 +133,7 @@ VERSION = 1
 
 #: Default cap on the bytes :func:`load` reads (and characters :func:`loads` accepts).
 MAX_BYTES = 64 * 2**20
-#: Deepest JSON nesting accepted (the files :func:`save` writes nest 7 levels).
+#: Deepest JSON nesting accepted (the files :func:`save` writes nest 6 levels).
 MAX_JSON_DEPTH = 32
 #: Most digits of an integer, in JSON or in an expression (2¹²⁸ has 39).
 MAX_INT_DIGITS = 40
@@ -140,8 +141,10 @@ MAX_INT_DIGITS = 40
 MAX_EXPONENT = 100
 #: Largest bit length of a numerator or denominator built while reading an expression.
 MAX_NUMBER_BITS = 4096
-#: Most nodes (calls, names, literals) of one expression.
+#: Most nodes (calls and names) of one expression.
 MAX_EXPR_NODES = 100_000
+#: Longest ``srepr`` text of one expression (the longest the library writes: ~3000).
+MAX_EXPR_CHARS = 2_000_000
 #: Deepest nesting of calls in one expression (Python's parser stops at 200).
 MAX_EXPR_DEPTH = 100
 #: Most arguments of ``Max``, ``Min``, ``Piecewise``, ``And``, ``Or``.
@@ -238,8 +241,8 @@ def load(path: str | os.PathLike, *, max_bytes: int = MAX_BYTES) -> Any:
     ``Pow``, elementary functions, ``Piecewise`` and relations) and
     ``Function('name')`` for a builtin nonlinearity or one declared earlier in the
     file (a Python identifier), with numeric exponents within ±100, rationals of at
-    most 4096 bits, constants that are finite float64 numbers, at most 100 000 nodes
-    and 100 levels of calls; safe LaTeX names (no ``\\input``, ``#``, ``%``, ``^^``);
+    most 4096 bits, constants that are finite float64 numbers, at most 2 000 000
+    characters, 100 000 nodes and 100 levels of calls per expression; safe LaTeX names (no ``\\input``, ``#``, ``%``, ``^^``);
     saved limits with finite values, finite standard errors ≥ 0 and known methods.
 
     Examples
@@ -293,7 +296,6 @@ def loads(text: str, *, source: str = "<string>", max_bytes: int = MAX_BYTES) ->
     if len(text) > max_bytes:
         raise CorruptFileError(f"{source} is longer than max_bytes={max_bytes} characters; pass "
                                f"a larger max_bytes to read it anyway")
-    _check_json_depth(text, source)
     try:
         data = json.loads(text, parse_int=_json_int, parse_constant=_json_constant)
     except json.JSONDecodeError as exc:
@@ -304,8 +306,10 @@ def loads(text: str, *, source: str = "<string>", max_bytes: int = MAX_BYTES) ->
     except _JSONValueError as exc:
         raise CorruptFileError(f"{source} is not a tensorprog file: {exc} "
                                f"({_locate(text, exc.pattern)})") from None
-    except RecursionError:  # pragma: no cover - _check_json_depth refuses deep nesting first
-        raise CorruptFileError(f"{source}: JSON nested too deeply") from None
+    except RecursionError:  # the decoder's own guard, far beyond MAX_JSON_DEPTH
+        raise CorruptFileError(
+            f"{source} is not a tensorprog file: JSON nested deeper than {MAX_JSON_DEPTH} "
+            f"levels ({_locate_depth(text)}; a tensorprog file nests 6)") from None
     return from_dict(data, source=source)
 
 
@@ -336,6 +340,7 @@ def from_dict(data: Any, *, source: str = "<dict>") -> Any:
     top = _At("the file", "")
     if not isinstance(data, dict):
         raise r.corrupt(f"the top level must be a JSON object, got {_jtype(data)}")
+    _check_json_depth(data, r)
     if data.get("format") != FORMAT:
         raise r.corrupt(f'it has no "format": "{FORMAT}" header (got {_short(data.get("format"))})',
                         "format")
@@ -901,23 +906,29 @@ def _locate(text: str, pattern: str) -> str:
 _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
 
 
-def _check_json_depth(text: str, source: str) -> None:
-    """Refuse JSON nested deeper than :data:`MAX_JSON_DEPTH` (before ``json.loads`` recurses)."""
-    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
-        return
+def _check_json_depth(data: Any, r: "_Reader") -> None:
+    """Refuse JSON nested deeper than :data:`MAX_JSON_DEPTH`, naming the path (iterative)."""
+    stack = [(data, 1, "")]  # (value, level of the containers around it + 1, path)
+    while stack:
+        node, level, path = stack.pop()
+        if level > MAX_JSON_DEPTH and isinstance(node, (dict, list)):
+            raise r.corrupt(f"JSON nested deeper than {MAX_JSON_DEPTH} levels (a tensorprog "
+                            f"file nests 6)", path or None)
+        if isinstance(node, dict):
+            stack += [(v, level + 1, f"{path}.{k}" if path else str(k)) for k, v in node.items()]
+        elif isinstance(node, list):
+            stack += [(v, level + 1, f"{path}[{i}]") for i, v in enumerate(node)]
+
+
+def _locate_depth(text: str) -> str:
+    """``line L, column C`` where ``text`` first nests deeper than :data:`MAX_JSON_DEPTH`."""
     blank = _JSON_STRING.sub(lambda m: " " * len(m.group()), text)
     codes = np.frombuffer(blank.encode("ascii", "replace"), dtype=np.uint8)
     step = np.isin(codes, (ord("["), ord("{"))).astype(np.int32)
     step -= np.isin(codes, (ord("]"), ord("}")))
-    depth = np.cumsum(step)
-    deep = np.flatnonzero(depth > MAX_JSON_DEPTH)
-    if deep.size:
-        pos = int(deep[0])
-        line = text.count("\n", 0, pos) + 1
-        col = pos - text.rfind("\n", 0, pos)
-        raise CorruptFileError(
-            f"{source} is not a tensorprog file: JSON nested deeper than {MAX_JSON_DEPTH} levels "
-            f"at line {line}, column {col} (a tensorprog file nests 7)")
+    deep = np.flatnonzero(np.cumsum(step) > MAX_JSON_DEPTH)
+    pos = int(deep[0]) if deep.size else 0
+    return f"line {text.count(chr(10), 0, pos) + 1}, column {pos - text.rfind(chr(10), 0, pos)}"
 
 
 def _as_path(path: Any, what: str) -> Path:
@@ -996,6 +1007,9 @@ def parse_srepr(text: str, *, functions: Callable[[str], Any] | None = None) -> 
     """
     if not isinstance(text, str):
         raise FormatError(f"a saved expression must be a string, got {type(text).__name__}")
+    if len(text) > MAX_EXPR_CHARS:
+        raise FormatError(f"the expression has {len(text)} characters; at most {MAX_EXPR_CHARS} "
+                          f"are valid")
     m = _LONG_DIGITS.search(text)
     if m:
         raise FormatError(f"a number with {len(m.group())} digits; at most {MAX_INT_DIGITS} "
@@ -1005,10 +1019,6 @@ def parse_srepr(text: str, *, functions: Callable[[str], Any] | None = None) -> 
     except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
         msg = getattr(exc, "msg", None) or type(exc).__name__
         raise FormatError(f"not a sympy srepr expression ({msg}): {text!r:.80}") from None
-    nodes = 0
-    for nodes, _ in enumerate(ast.walk(tree), 1):
-        if nodes > MAX_EXPR_NODES:
-            raise FormatError(f"the expression has more than {MAX_EXPR_NODES} nodes")
     try:
         return _Builder(functions or (lambda name: None)).build(tree.body, 0)
     except FormatError:
@@ -1025,6 +1035,7 @@ class _Builder:
 
     def __init__(self, functions: Callable[[str], Any]) -> None:
         self.functions = functions
+        self.nodes = 0
         self._free: dict[int, tuple[Any, bool]] = {}  # id -> (object, has free symbols)
 
     def has_symbols(self, expr: Any) -> bool:
@@ -1035,6 +1046,9 @@ class _Builder:
         return hit[1]
 
     def build(self, node: ast.AST, depth: int) -> Any:
+        self.nodes += 1
+        if self.nodes > MAX_EXPR_NODES:
+            raise FormatError(f"the expression has more than {MAX_EXPR_NODES} nodes")
         if depth > MAX_EXPR_DEPTH:
             raise FormatError(f"the expression nests more than {MAX_EXPR_DEPTH} calls deep")
         if isinstance(node, ast.Name):
