@@ -1028,34 +1028,38 @@ def _chunked_replicate(plan: Plan, ss: np.random.SeedSequence, M: int, C: int, D
 
 def _estimate_seconds(plan: Plan, schedule: _Schedule, K: int, M: int, C: int | None,
                       qmc: bool, workers: int) -> float:
-    """Wall time of a Monte Carlo run, extrapolated from two small timed passes.
+    """Wall time of a Monte Carlo run, extrapolated from small timed passes.
 
     A pass of ``m`` samples takes about ``a + b m`` (``a``: the interpreter's walk,
-    ``b``: the array work per sample); passes of ``m₀`` and ``2m₀`` samples (one
-    replicate, throwaway seed) give ``a`` and ``b``. The run makes ``⌈K/workers⌉``
-    rounds of ``K M`` samples spread over the workers, or, in chunks of ``C``, one
-    walk per chunk and sweep (sweeps counted on two chunks). A rough guide (machine
-    load changes it), printed before a long run starts.
+    ``b``: the array work per sample). After a warm-up pass (code generation, caches),
+    passes of ``m₁`` and ``m₂ = 4m₁`` samples (one replicate, a throwaway seed) give
+    ``b = (t₂ − t₁)/(m₂ − m₁)`` and ``a = t₁ − b m₁``. Whole replicates: ``K M`` samples
+    over ``workers`` threads plus one walk per pass. In chunks of ``C``: every sweep
+    walks all ``⌈M/C⌉`` chunks of a replicate again (sweeps counted on a two-chunk
+    replicate). A rough guide (machine load changes it), printed before a long run.
     """
     D = schedule.D
-    m0 = int(min(M, 1024))
     ss = np.random.SeedSequence(0)
-    times = []
-    sweeps: list[int] = []
-    for m in (m0, 2 * m0):
+
+    def timed(m: int) -> float:
         t0 = time.perf_counter()
-        if C is None:
-            MonteCarloPass(plan, 1, m, _normal_source([ss], m, D, qmc), schedule=schedule).run()
-        else:
-            _chunked_replicate(plan, ss, m, max(1, m // 2), D, qmc, schedule, sweeps)
-        times.append(time.perf_counter() - t0)
-    walks = 2 * (sweeps[-1] if sweeps else 1)  # walks in a calibration pass
-    b = max((times[1] - times[0]) / m0, times[0] / m0 / 4)
-    a = max(times[0] - b * m0, 0.0) / walks
+        MonteCarloPass(plan, 1, m, _normal_source([ss], m, D, qmc), schedule=schedule).run()
+        return time.perf_counter() - t0
+
+    m2 = int(min(M, 8192))
+    m1 = max(1, m2 // 4)
+    timed(min(m1, 256))  # warm-up
+    t1, t2 = timed(m1), timed(m2)
+    b = (t2 - t1) / (m2 - m1) if m2 > m1 else t2 / m2
+    if b <= 0:  # noise: charge everything to the samples
+        b = t2 / m2
+    a = max(t1 - b * m1, 0.0)
     if C is None:
-        return (K * M * b) / workers + a * -(-K // workers)
-    nchunks = -(-M // C)
-    return K * (M * b + a * nchunks * (sweeps[-1] if sweeps else 1))
+        step = max(1, min(K, _PASS_SAMPLES // M))
+        return (K * M * b + a * -(-K // step)) / workers
+    sweeps: list[int] = []
+    _chunked_replicate(plan, ss, 2 * min(C, 64), min(C, 64), D, qmc, schedule, sweeps)
+    return K * sweeps[0] * (M * b + a * -(-M // C))
 
 
 def _duration(seconds: float) -> str:
