@@ -13,20 +13,26 @@ Monte Carlo) asks :func:`available_memory`, which takes the smallest of
   cgroup and its ancestors;
 
 and :func:`refuse` turns a request that does not fit into a :class:`ResourceError`
-naming the argument that would make it fit.
+naming the argument that would make it fit. :func:`deep_recursion` gives sympy's
+recursive printers the stack depth a deep expression (a 1000-layer chain) needs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
+import sys
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .errors import ResourceError
 
 __all__ = ["MemoryBudget", "memory_budget", "available_memory", "available_cpus", "refuse",
-           "gib"]
+           "gib", "expression_depth", "recursion_room", "deep_recursion"]
 
 _CGROUP_ROOT = Path("/sys/fs/cgroup")
 _UNLIMITED = 2**60  # cgroup v1 writes "no limit" as a huge page-aligned number
@@ -221,3 +227,73 @@ def refuse(what: str, need: int, knob: str, advice: str, limit: int | None = Non
                         f"({source}); {advice}")
     err.knob, err.need, err.limit = knob, int(need), int(limit)
     return err
+
+
+# ---------------------------------------------------------------------------------------
+# recursion depth (sympy's printers recurse once per level of an expression)
+
+_FRAMES_PER_LEVEL = 8  # printer._print, _print_<Class>/_sympystr, a generator, ... per level
+#: Deepest expression walked: sympy's queries recurse through generators, a few C
+#: frames per level (measured: 5000 levels print within the default 8 MiB stack).
+_MAX_DEPTH = 5_000
+_printing = threading.local()
+
+
+def expression_depth(expr: Any) -> int:
+    """Nesting depth of a sympy expression (an atom: 1), without recursion."""
+    depth: dict[int, int] = {}
+    stack = [(expr, False)]
+    while stack:
+        e, done = stack.pop()
+        key = id(e)
+        if done:
+            depth[key] = 1 + max((depth[id(a)] for a in e.args), default=0)
+        elif key not in depth:
+            stack.append((e, True))
+            stack.extend((a, False) for a in e.args if id(a) not in depth)
+    return depth[id(expr)]
+
+
+@contextlib.contextmanager
+def recursion_room(depth: int) -> Iterator[None]:
+    """Room on Python's stack for a recursive walk ``depth`` levels deep (sympy's
+    printers and assumption queries recurse once per level of an expression).
+
+    Raises the recursion limit by what such a walk needs, for the duration (nested
+    uses cost nothing). Deeper than :data:`_MAX_DEPTH` levels is refused with a
+    ``ResourceError`` rather than risk the C stack.
+    """
+    if depth > _MAX_DEPTH:
+        err = ResourceError(f"an expression {depth} levels deep is too deep for sympy's "
+                            f"recursive printing and queries (at most {_MAX_DEPTH}); work "
+                            f"with its parts (e.g. lim.Z of an intermediate vector)")
+        err.knob = "depth"
+        raise err
+    frame, used = sys._getframe(), 0
+    while frame is not None:
+        used, frame = used + 1, frame.f_back
+    want = _FRAMES_PER_LEVEL * depth + 200 + used
+    old = sys.getrecursionlimit()
+    if want <= old:
+        yield
+        return
+    sys.setrecursionlimit(want)
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(old)
+
+
+@contextlib.contextmanager
+def deep_recursion(expr: Any) -> Iterator[None]:
+    """:func:`recursion_room` for a walk of the sympy expression ``expr`` (its depth is
+    measured once, by the outermost of nested uses)."""
+    if getattr(_printing, "active", False):
+        yield
+        return
+    _printing.active = True
+    try:
+        with recursion_room(expression_depth(expr)):
+            yield
+    finally:
+        _printing.active = False

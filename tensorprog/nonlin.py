@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import sympy
 
+from ._resources import deep_recursion
 from .errors import ProgramTypeError, ProgramValueError, UnknownNameError
 
 __all__ = [
@@ -243,12 +244,15 @@ class Nonlinearity:
         def fdiff(self: sympy.Function, argindex: int = 1) -> sympy.Expr:
             return owner.derivative(argindex - 1).apply(*self.args)
 
-        def _latex(self: sympy.Function, printer: Any) -> str:
-            inner = ", ".join(printer._print(a) for a in self.args)
-            return rf"{owner.latex_name}\left({inner}\right)"
+        def _latex(self: sympy.Function, printer: Any, exp: Any = None) -> str:
+            with deep_recursion(self):  # (a deep chain: one frame per level)
+                inner = ", ".join(printer._print(a) for a in self.args)
+            out = rf"{owner.latex_name}\left({inner}\right)"
+            return out if exp is None else rf"{{{out}}}^{{{exp}}}"  # (printing a power)
 
         def _sympystr(self: sympy.Function, printer: Any) -> str:
-            return f"{owner.name}({', '.join(printer._print(a) for a in self.args)})"
+            with deep_recursion(self):
+                return f"{owner.name}({', '.join(printer._print(a) for a in self.args)})"
 
         cls = type(
             self.code_name,

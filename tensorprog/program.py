@@ -415,6 +415,17 @@ class Program:
             )
         return h.var
 
+    def _taken_before(self, v: Var, size: int, what: str) -> Var:
+        """``v`` if it is among the first ``size`` instructions (those a result such as a
+        Limit or a Simulation was computed from); else an :class:`UnknownNameError`
+        saying that ``v`` was added afterwards."""
+        if v.id < size:
+            return v
+        raise UnknownNameError(
+            f"{what}: {v.name} was added to program {self.name!r} after this {what} was "
+            f"computed (from its first {size} instructions; it now has "
+            f"{len(self.instructions)}); compute it again to include {v.name}")
+
     def _new_name(self, cls: type, name: str | None) -> str:
         if name is None:
             while True:

@@ -47,6 +47,7 @@ class Simulation:
 
     def __init__(self, program: Any, n: int, seed: Any, env: dict[Var, Any]) -> None:
         self.program = program
+        self._size = len(program.instructions)  # a grown program's new handles are not here
         self.n = n
         self.seed = seed
         self._env = env
@@ -54,9 +55,9 @@ class Simulation:
     def _var(self, key: Any) -> Var:
         from .program import Handle
 
-        if isinstance(key, Handle):
-            return self.program._own(key, "Simulation lookup")
-        return self.program[key].var
+        v = (self.program._own(key, "Simulation lookup") if isinstance(key, Handle)
+             else self.program[key].var)
+        return self.program._taken_before(v, self._size, "simulation")
 
     def __getitem__(self, key: Any) -> Any:
         v = self._var(key)
