@@ -35,6 +35,7 @@ __all__ = ["MemoryBudget", "memory_budget", "available_memory", "available_cpus"
            "gib", "expression_depth", "recursion_room", "deep_recursion"]
 
 _CGROUP_ROOT = Path("/sys/fs/cgroup")
+_PROC_CGROUP = Path("/proc/self/cgroup")
 _UNLIMITED = 2**60  # cgroup v1 writes "no limit" as a huge page-aligned number
 
 
@@ -119,7 +120,7 @@ def _cgroup_dirs(controller: str | None) -> list[Path]:
     base = _CGROUP_ROOT if controller is None else _CGROUP_ROOT / controller
     rel = None
     try:
-        for line in Path("/proc/self/cgroup").read_text().splitlines():
+        for line in _PROC_CGROUP.read_text().splitlines():
             hid, ctrls, path = line.split(":", 2)
             if (controller is None and hid == "0" and ctrls == "") or (
                     controller is not None and controller in ctrls.split(",")):

@@ -385,3 +385,52 @@ def test_programs_with_more_base_gaussians_than_sobol_dimensions(monkeypatch):
     lim = p.limit(method="montecarlo", samples=2**15, seed=2)
     for name in ("m", "k"):
         assert abs(lim[name] - ref[name]) <= 4 * math.hypot(lim.stderr(name), ref.stderr(name))
+
+
+# ------------------------------------------------------------------ resources (issue #13)
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_progress_says_what_a_long_run_costs_before_it_starts(monkeypatch, capsys):
+    """samples=10¹⁰ used to start a long run without a word: with progress=True a line
+    gives replicates, samples, chunks, threads, memory and an estimated time (from
+    small timed passes) before the first replicate runs."""
+    import tensorprog.engine.montecarlo as mc
+
+    original = mc._chunked_replicate
+
+    def stop_real_runs(*args, sweeps=None, **kw):
+        if sweeps is None:  # (the estimate's calibration passes a list to count sweeps)
+            raise _Stop
+        return original(*args, sweeps=sweeps, **kw)
+
+    monkeypatch.setattr(mc, "_chunked_replicate", stop_real_runs)
+    with pytest.raises(_Stop):
+        tanh_Wt().limit("montecarlo", samples=10**10, progress=True)
+    err = capsys.readouterr().err
+    line = next(ln for ln in err.splitlines() if ln.startswith("Monte Carlo:"))
+    assert "16 replicates × 625000000 samples, chunks of" in line
+    assert "GiB of sample arrays" in line and "estimated time" in line
+    # the time is given in hours: 10¹⁰ samples at ≥ 10 ns each are ≥ 100 s per core
+    assert line.rstrip().endswith((" h", " min")), line
+
+
+def test_monte_carlo_plan_that_does_not_fit_names_max_memory(monkeypatch):
+    import tensorprog.engine.montecarlo as mc
+    from tensorprog._resources import MemoryBudget
+
+    p = tanh_Wt()
+    monkeypatch.setattr(mc, "memory_budget", lambda: MemoryBudget(2**20, "cgroup memory.max"))
+    with pytest.raises(tp.ResourceError) as info:
+        p.limit("montecarlo", samples=10**7)  # 1 GiB of chunks by default
+    assert info.value.knob == "max_memory" and isinstance(info.value, MemoryError)
+    assert "max_memory" in str(info.value) and "cgroup" in str(info.value)
+    # a max_memory that fits runs in chunks instead
+    lim = p.limit("montecarlo", samples=64_000, max_memory=2**19)
+    assert np.isfinite(lim["gx"])
+    # and a max_memory below one sample is refused, naming the minimum
+    with pytest.raises(tp.ResourceError, match="max_memory ≥"):
+        p.limit("montecarlo", samples=64_000, max_memory=8)

@@ -1058,7 +1058,7 @@ def _estimate_seconds(plan: Plan, schedule: _Schedule, K: int, M: int, C: int | 
         step = max(1, min(K, _PASS_SAMPLES // M))
         return (K * M * b + a * -(-K // step)) / workers
     sweeps: list[int] = []
-    _chunked_replicate(plan, ss, 2 * min(C, 64), min(C, 64), D, qmc, schedule, sweeps)
+    _chunked_replicate(plan, ss, 2 * min(C, 64), min(C, 64), D, qmc, schedule, sweeps=sweeps)
     return K * sweeps[0] * (M * b + a * -(-M // C))
 
 
