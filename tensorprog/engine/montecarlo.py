@@ -929,8 +929,8 @@ def run_montecarlo(plan: Plan, samples: int, seed: Any, *, batches: int = 16, qm
     if need > budget.bytes:
         raise refuse(f"Monte Carlo ({K} replicates × {M} samples, {per_sample} bytes per "
                      f"sample)", need, "max_memory",
-                     f"pass a smaller max_memory= (long replicates then run in chunks, with "
-                     f"the same estimates) or fewer samples=", budget.bytes, budget.source)
+                     "pass a smaller max_memory= (long replicates then run in chunks, with "
+                     "the same estimates) or fewer samples=", budget.bytes, budget.source)
     ss = np.random.SeedSequence(seed) if not isinstance(seed, np.random.Generator) else \
         np.random.SeedSequence(int(seed.integers(2**63)))
     children = ss.spawn(K)
