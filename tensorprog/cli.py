@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -98,6 +99,53 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 1
     if args.command == "latex":
-        return args.func(args)
+        return _latex_command(args)
     parser.print_help()
     return 0
+
+
+def _latex_command(args: argparse.Namespace) -> int:
+    """``latex FILE.py [-o OUT.tex]``: the output checked before anything is computed,
+    a syntax error in FILE.py or a failed write reported in one line (exit 1)."""
+    out = args.output
+    if out is None and args.pdf:
+        out = Path(args.file).with_suffix(".tex").name
+    if out is not None and out != "-":
+        problem = _unwritable(Path(out))
+        if problem:
+            print(f"error: -o {out}: {problem}; nothing was computed", file=sys.stderr)
+            return 2
+    try:
+        return args.func(args)
+    except SyntaxError as exc:
+        where = f"{exc.filename}:{exc.lineno}" if exc.lineno else str(exc.filename)
+        print(f"error: {where}: syntax error: {exc.msg}", file=sys.stderr)
+        if exc.text:
+            print(f"    {exc.text.rstrip()}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # e.g. the disk filled up while writing
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _unwritable(path: Path) -> str | None:
+    """Why ``path`` cannot be written (a missing or read-only folder, a directory, a
+    read-only file), or None. Probes by creating a temporary file next to it (root may
+    pass ``os.access`` checks and still fail), and leaves an existing file untouched."""
+    import tempfile
+
+    if path.is_dir():
+        return "is a directory"
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        return f"folder {folder} does not exist"
+    try:
+        if path.exists():
+            with open(path, "a"):
+                pass
+        else:
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".tensorprog-", delete=True):
+                pass
+    except OSError as exc:
+        return f"cannot be written ({exc.strerror or exc})"
+    return None

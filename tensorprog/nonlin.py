@@ -32,6 +32,7 @@ import numpy as np
 import sympy
 from sympy.core.function import AppliedUndef
 
+from ._resources import deep_recursion
 from .errors import ProgramTypeError, ProgramValueError, UnknownNameError
 
 __all__ = [
@@ -288,14 +289,17 @@ class Nonlinearity:
         def fdiff(self: sympy.Function, argindex: int = 1) -> sympy.Expr:
             return owner.derivative(argindex - 1).apply(*self.args)
 
-        def _latex(self: sympy.Function, printer: Any) -> str:
+        def _latex(self: sympy.Function, printer: Any, exp: Any = None) -> str:
             from .latex import function_latex  # a name from a file never reaches LaTeX raw
 
-            inner = ", ".join(printer._print(a) for a in self.args)
-            return rf"{function_latex(owner)}\left({inner}\right)"
+            with deep_recursion(self):  # (a deep chain: one frame per level)
+                inner = ", ".join(printer._print(a) for a in self.args)
+            out = rf"{function_latex(owner)}\left({inner}\right)"
+            return out if exp is None else rf"{{{out}}}^{{{exp}}}"  # (printing a power)
 
         def _sympystr(self: sympy.Function, printer: Any) -> str:
-            return f"{owner.name}({', '.join(printer._print(a) for a in self.args)})"
+            with deep_recursion(self):
+                return f"{owner.name}({', '.join(printer._print(a) for a in self.args)})"
 
         cls = type(
             self.code_name,

@@ -254,6 +254,8 @@ class Program:
         what = f"vectors {name!r}"
         if not isinstance(name, str):
             raise ProgramTypeError(f"{what}: name must be a str (the vectors are named name_i)")
+        _refuse_complex(cov, "cov", what)
+        _refuse_complex(mean, "mean", what)
         try:
             K = np.asarray(cov, dtype=float)
         except (TypeError, ValueError):
@@ -307,6 +309,7 @@ class Program:
         >>> r = p.scalar("r", tp.n ** -0.5)   # tends to 0
         """
         what = f"scalar {name!r}"
+        _refuse_complex(value, "value", what, ProgramValueError)  # (as 1 + 2·I below)
         try:
             val = sympify_strict(value, what)
         except ProgramTypeError:
@@ -417,6 +420,17 @@ class Program:
             )
         return h.var
 
+    def _taken_before(self, v: Var, size: int, what: str) -> Var:
+        """``v`` if it is among the first ``size`` instructions (those a result such as a
+        Limit or a Simulation was computed from); else an :class:`UnknownNameError`
+        saying that ``v`` was added afterwards."""
+        if v.id < size:
+            return v
+        raise UnknownNameError(
+            f"{what}: {v.name} was added to program {self.name!r} after this {what} was "
+            f"computed (from its first {size} instructions; it now has "
+            f"{len(self.instructions)}); compute it again to include {v.name}")
+
     def _new_name(self, cls: type, name: str | None) -> str:
         if name is None:
             while True:
@@ -512,6 +526,13 @@ class Handle:
     def __bool__(self) -> bool:
         return True
 
+    # numpy: an array operand must not broadcast over handles (an object array, one
+    # instruction per entry); numpy defers every operator and ufunc to this method.
+    __array_priority__ = 1000
+
+    def __array_ufunc__(self, ufunc: Any, method: str, *inputs: Any, **kwargs: Any) -> Any:
+        return _numpy_ufunc(ufunc, method, inputs, kwargs)
+
 
 class Matrix(Handle):
     """Handle of an initial n×n matrix; supports ``W @ x`` and ``W.T @ x``."""
@@ -566,6 +587,11 @@ class Transposed:
 
     def __repr__(self) -> str:
         return f"<Transposed {self.matrix.name}.T>"
+
+    __array_priority__ = 1000
+
+    def __array_ufunc__(self, ufunc: Any, method: str, *inputs: Any, **kwargs: Any) -> Any:
+        return _numpy_ufunc(ufunc, method, inputs, kwargs)
 
 
 class _Arith(Handle):
@@ -657,6 +683,50 @@ def _matmul(W: Matrix, x: Any, *, transpose: bool, name: str | None = None) -> V
         raise ProgramTypeError(f"`{W.name}{t} @ {_describe(x)}`: the right operand must be a vector")
     xv = p._own(x, lambda: f"`{W.name}{t} @ {x.name}`")
     return p._append(MatMul, name, matrix=W.var, arg=xv, transpose=transpose)  # type: ignore[return-value]
+
+
+#: numpy ufuncs that are DSL arithmetic when every other operand is a numpy scalar
+_NUMPY_ARITH = {np.add: "add", np.subtract: "sub", np.multiply: "mul", np.true_divide: "div",
+                np.power: "pow"}
+
+
+def _numpy_ufunc(ufunc: Any, method: str, inputs: tuple, kwargs: dict) -> Any:
+    """A numpy ufunc (or operator) with a handle among its operands.
+
+    Numpy scalars (``np.float64(2.0) * x``, 0-d arrays) are numbers: arithmetic
+    proceeds as with Python numbers. Arrays are refused — numpy would broadcast the
+    handle into an object array, adding one instruction per entry — and so are other
+    ufuncs (``np.exp(x)``: the DSL has ``tp.exp``).
+    """
+    def number(x: Any) -> Any:
+        if isinstance(x, np.ndarray) and x.ndim == 0:
+            return x[()]
+        return x
+
+    args = [number(x) for x in inputs]
+    shown = ", ".join(_describe(x) if isinstance(x, (Handle, Transposed)) else
+                      f"array of shape {x.shape}" if isinstance(x, np.ndarray) else repr(x)
+                      for x in args)
+    arrays = [x for x in args if isinstance(x, np.ndarray)]
+    if arrays:
+        raise ProgramTypeError(
+            f"numpy {ufunc.__name__}({shown}): a numpy array cannot be combined with program "
+            f"handles (numpy would broadcast the handle into an object array); operands are "
+            f"vectors, scalars and numbers — use a float, or build vectors with p.vector")
+    if method == "__call__" and not kwargs:
+        if ufunc in _NUMPY_ARITH and len(args) == 2:
+            return _arith(_NUMPY_ARITH[ufunc], *args)
+        if ufunc is np.negative and len(args) == 1:
+            return _arith("mul", -1, args[0])
+        if ufunc is np.positive and len(args) == 1:
+            return args[0]
+    import tensorprog
+
+    alt = f"; use tp.{ufunc.__name__}" if hasattr(tensorprog, ufunc.__name__) else ""
+    raise ProgramTypeError(
+        f"numpy {ufunc.__name__}{'' if method == '__call__' else '.' + method}({shown}): "
+        f"numpy functions do not apply to program handles{alt} (the DSL's nonlinearities, "
+        f"tp.nonlin or tp.Nonlinearity), or +, -, *, /, ** with numbers")
 
 
 _OPS: dict[str, Callable[[Any, Any], Any]] = {
@@ -873,9 +943,26 @@ def inner(x: Any, y: Any, name: str | None = None) -> Scalar:
 # helpers
 
 
+def _refuse_complex(x: Any, arg: str, what: str, cls: type = ProgramTypeError) -> None:
+    """A complex number or array (even with imaginary part 0) is refused, not truncated
+    to its real part."""
+    if isinstance(x, (complex, np.complexfloating)) or (
+            not isinstance(x, (numbers.Number, sympy.Basic, str)) and _complex_array(x)):
+        raise cls(f"{what}: {arg} must be real, got a complex value {x!r:.80}; "
+                               f"covariances, means and values of a Tensor Program are real")
+
+
+def _complex_array(x: Any) -> bool:
+    try:
+        return bool(np.iscomplexobj(np.asarray(x)))
+    except (TypeError, ValueError):  # ragged or odd input: the caller's checks say why
+        return False
+
+
 def _finite_float(x: Any, arg: str, what: str) -> float:
     if isinstance(x, (bool, np.bool_)):
         raise ProgramTypeError(f"{what}: {arg} must be a real number, got {x!r}")
+    _refuse_complex(x, arg, what)
     try:
         f = float(x)
     except (TypeError, ValueError):

@@ -7,12 +7,12 @@ as ``n → ∞``, with fluctuations of order ``n^{-1/2}`` [TP4b Thm 2.6.10].
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
 
-from .errors import NumericalError, ProgramTypeError, ProgramValueError, ResourceError
+from ._resources import available_memory, memory_budget, refuse
+from .errors import NumericalError, ProgramTypeError, ProgramValueError
 from .gaussian import psd_factor
 from .interpreter import Interpreter
 from .ir import (
@@ -31,21 +31,6 @@ from .rng import as_generator
 __all__ = ["simulate", "Simulation", "available_memory"]
 
 
-def available_memory() -> int:
-    """Bytes of memory available to this process (MemAvailable, else physical memory)."""
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:  # pragma: no cover - non-Linux
-        pass
-    try:  # pragma: no cover - non-Linux
-        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    except (ValueError, OSError, AttributeError):  # pragma: no cover
-        return 8 * 2**30
-
-
 def memory_needed(program: Any, n: int) -> int:
     """Bytes ``simulate(n)`` holds at its peak: matrices (n² each) plus vectors (n each)."""
     n_mat = sum(isinstance(i, InitMatrix) for i in program.instructions)
@@ -62,6 +47,7 @@ class Simulation:
 
     def __init__(self, program: Any, n: int, seed: Any, env: dict[Var, Any]) -> None:
         self.program = program
+        self._size = len(program.instructions)  # a grown program's new handles are not here
         self.n = n
         self.seed = seed
         self._env = env
@@ -69,9 +55,9 @@ class Simulation:
     def _var(self, key: Any) -> Var:
         from .program import Handle
 
-        if isinstance(key, Handle):
-            return self.program._own(key, "Simulation lookup")
-        return self.program[key].var
+        v = (self.program._own(key, "Simulation lookup") if isinstance(key, Handle)
+             else self.program[key].var)
+        return self.program._taken_before(v, self._size, "simulation")
 
     def __getitem__(self, key: Any) -> Any:
         v = self._var(key)
@@ -193,7 +179,9 @@ def simulate(program: Any, n: int, seed: Any = 0, *, max_memory: int | None = No
     seed : int or numpy.random.Generator, default 0
         Randomness; the same seed gives bit-identical results.
     max_memory : int, optional
-        Bytes the simulation may use; default 80% of the memory available now.
+        Bytes the simulation may use, at most 80% of the memory this process may
+        still allocate (free memory, ``RLIMIT_AS`` and cgroup limits), which is the
+        default.
 
     Returns
     -------
@@ -202,7 +190,8 @@ def simulate(program: Any, n: int, seed: Any = 0, *, max_memory: int | None = No
     Raises
     ------
     ResourceError
-        if the matrices of width ``n`` would not fit in ``max_memory``.
+        if the matrices of width ``n`` would not fit in that memory (before anything is
+        allocated; ``err.knob == "n"``).
 
     Examples
     --------
@@ -228,13 +217,15 @@ def simulate(program: Any, n: int, seed: Any = 0, *, max_memory: int | None = No
                and not isinstance(max_memory, (bool, np.bool_)) else ProgramTypeError)(
             f"simulate: max_memory must be a positive int (bytes) or None, got {max_memory!r}")
     need = memory_needed(program, n)
-    limit = int(0.8 * available_memory()) if max_memory is None else int(max_memory)
+    budget = memory_budget()
+    limit, source = int(0.8 * budget.bytes), f"80% of {budget.source}"
+    if max_memory is not None and int(max_memory) < limit:
+        limit, source = int(max_memory), "max_memory"
     if need > limit:
-        raise ResourceError(
-            f"simulate(n={n}) of {program.name!r} needs about {need / 2**30:.3g} GiB "
-            f"(8·n² bytes per matrix) but only {limit / 2**30:.3g} GiB may be used; "
-            f"choose a smaller n (or pass max_memory=)"
-        )
+        raise refuse(f"simulate(n={n}) of {program.name!r} (8·n² bytes per matrix)", need, "n",
+                     "choose a smaller width n" + (" (or a larger max_memory)"
+                                                   if source == "max_memory" else ""),
+                     limit, source)
     program.check()
     rng = as_generator(seed, "simulate")
     env = FiniteWidth(program, n, rng).run()

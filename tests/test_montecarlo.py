@@ -89,16 +89,55 @@ def test_chunked_replicates_equal_whole_ones_on_the_same_points(build):
         assert chunked[cid][1] == pytest.approx(se, rel=1e-9, abs=1e-13), cid
 
 
-def test_chunked_plain_montecarlo_is_another_valid_estimate():
-    """Without QMC chunks draw other streams: agreement within the standard errors."""
+@pytest.mark.parametrize("qmc", [False, True], ids=["mc", "qmc"])
+def test_a_sample_draws_the_same_normals_whatever_the_chunking(qmc):
+    """The normals of sample ``s`` of a replicate depend on (seed, replicate, s) only:
+    chunks of 1000, 4096 and 3000 samples (straddling the iid blocks of 4096, or not)
+    concatenate bit for bit to what the whole replicate draws (issue #13: iid Monte
+    Carlo differed whole vs chunked)."""
+    from tensorprog.engine.montecarlo import _normal_source
+
+    ss = np.random.SeedSequence(11).spawn(3)[2]
+    D, M = 5, 9000
+    whole = _normal_source([ss], M, D, qmc)()[0]
+    for C in (1000, 4096, 3000):
+        parts = [_normal_source([ss], min(C, M - a), D, qmc, a)()[0] for a in range(0, M, C)]
+        assert np.array_equal(np.concatenate(parts, axis=1), whole), C
+    # and the draws are standard normals: mean and variance within 5 standard errors
+    assert abs(whole.mean()) < 5 / math.sqrt(whole.size)
+    assert abs(whole.var() - 1) < 5 * math.sqrt(2 / whole.size)
+    # another replicate's stream is another draw
+    other = _normal_source([np.random.SeedSequence(11).spawn(3)[1]], M, D, qmc)()[0]
+    assert not np.array_equal(other, whole)
+
+
+def test_chunked_plain_montecarlo_equals_whole_replicates():
+    """iid normals drawn by sample index: a limit computed in chunks (max_memory of 700
+    samples: chunks of 512) is the whole-replicate limit up to the order of summation
+    (as for QMC above), not another estimate."""
     p = tanh_Wt()
     per_sample = _bytes_per_sample(Derivation(p))
     a = p.limit(method="montecarlo", samples=64_000, seed=1, qmc=False)
     b = p.limit(method="montecarlo", samples=64_000, seed=1, max_memory=700 * per_sample,
                 qmc=False)
     for name in ("gx", "t2"):
-        assert a[name] != b[name]
-        assert abs(a[name] - b[name]) <= 4.5 * math.hypot(a.stderr(name), b.stderr(name)), name
+        assert b[name] == pytest.approx(a[name], rel=1e-11), name
+        assert b.stderr(name) == pytest.approx(a.stderr(name), rel=1e-9), name
+
+
+@pytest.mark.parametrize("qmc", [False, True], ids=["mc", "qmc"])
+def test_thread_count_changes_nothing_iid_or_qmc(qmc, monkeypatch):
+    """1, 2 or 4 concurrent passes, iid or QMC: the same bits (every pass has its own
+    replicates and streams)."""
+    import tensorprog.engine.montecarlo as mc
+
+    plan = planned(tanh_Wt())
+    runs = []
+    for workers in (1, 2, 4):
+        monkeypatch.setattr(mc, "_MAX_WORKERS", workers)
+        monkeypatch.setattr(mc, "available_cpus", lambda: 4)
+        runs.append(run_montecarlo(plan, 8_000, 5, batches=8, qmc=qmc))
+    assert runs[0] == runs[1] == runs[2]
 
 
 # --------------------------------------------------------------- errors per replicate
@@ -209,7 +248,7 @@ def test_concurrent_passes_change_nothing(workers, monkeypatch):
     monkeypatch.setattr(mc, "_MAX_WORKERS", 1)
     serial = run_montecarlo(plan, 20_000, 7, batches=6)
     monkeypatch.setattr(mc, "_MAX_WORKERS", workers)
-    monkeypatch.setattr(mc.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(mc, "available_cpus", lambda: 4)
     assert run_montecarlo(plan, 20_000, 7, batches=6) == serial
 
 
@@ -346,3 +385,52 @@ def test_programs_with_more_base_gaussians_than_sobol_dimensions(monkeypatch):
     lim = p.limit(method="montecarlo", samples=2**15, seed=2)
     for name in ("m", "k"):
         assert abs(lim[name] - ref[name]) <= 4 * math.hypot(lim.stderr(name), ref.stderr(name))
+
+
+# ------------------------------------------------------------------ resources (issue #13)
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_progress_says_what_a_long_run_costs_before_it_starts(monkeypatch, capsys):
+    """samples=10¹⁰ used to start a long run without a word: with progress=True a line
+    gives replicates, samples, chunks, threads, memory and an estimated time (from
+    small timed passes) before the first replicate runs."""
+    import tensorprog.engine.montecarlo as mc
+
+    original = mc._chunked_replicate
+
+    def stop_real_runs(*args, sweeps=None, **kw):
+        if sweeps is None:  # (the estimate's calibration passes a list to count sweeps)
+            raise _Stop
+        return original(*args, sweeps=sweeps, **kw)
+
+    monkeypatch.setattr(mc, "_chunked_replicate", stop_real_runs)
+    with pytest.raises(_Stop):
+        tanh_Wt().limit("montecarlo", samples=10**10, progress=True)
+    err = capsys.readouterr().err
+    line = next(ln for ln in err.splitlines() if ln.startswith("Monte Carlo:"))
+    assert "16 replicates × 625000000 samples, chunks of" in line
+    assert "GiB of sample arrays" in line and "estimated time" in line
+    # the time is given in hours: 10¹⁰ samples at ≥ 10 ns each are ≥ 100 s per core
+    assert line.rstrip().endswith((" h", " min")), line
+
+
+def test_monte_carlo_plan_that_does_not_fit_names_max_memory(monkeypatch):
+    import tensorprog.engine.montecarlo as mc
+    from tensorprog._resources import MemoryBudget
+
+    p = tanh_Wt()
+    monkeypatch.setattr(mc, "memory_budget", lambda: MemoryBudget(2**20, "cgroup memory.max"))
+    with pytest.raises(tp.ResourceError) as info:
+        p.limit("montecarlo", samples=10**7)  # 1 GiB of chunks by default
+    assert info.value.knob == "max_memory" and isinstance(info.value, MemoryError)
+    assert "max_memory" in str(info.value) and "cgroup" in str(info.value)
+    # a max_memory that fits runs in chunks instead
+    lim = p.limit("montecarlo", samples=64_000, max_memory=2**19)
+    assert np.isfinite(lim["gx"])
+    # and a max_memory below one sample is refused, naming the minimum
+    with pytest.raises(tp.ResourceError, match="max_memory ≥"):
+        p.limit("montecarlo", samples=64_000, max_memory=8)

@@ -659,3 +659,316 @@ def test_opaque_nonlinearity_of_a_constant_argument():
     assert lim["tc"] == pytest.approx(math.tanh(0.5), rel=1e-15)
     assert lim["mix"] == pytest.approx(math.erf(0.5), rel=1e-15)
     assert p.simulate(16)["tc"] == pytest.approx(math.tanh(0.5), rel=1e-15)
+
+
+# ====================================================================================
+# Issue #13: bounded resources, no raw errors, determinism
+# ====================================================================================
+
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from tensorprog import _resources  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_python(code, **env):
+    """Run ``code`` in a fresh interpreter on this checkout; its stdout."""
+    full = {**os.environ, "PYTHONPATH": str(REPO), **env}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=full, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout
+
+
+def test_memory_guards_respect_rlimit_as():
+    """With ``ulimit -v`` at 256 MiB above what the process has mapped, the guards of
+    simulate, nn.kernels and Monte Carlo refuse, naming their knob, where free machine
+    memory (GiBs) would have let them start and die with a raw MemoryError."""
+    out = run_python("""
+import resource, numpy as np, tensorprog as tp
+from tensorprog import _resources
+from tensorprog.nn import kernels
+resource.setrlimit(resource.RLIMIT_AS, (_resources._vm_size() + 2**28, resource.RLIM_INFINITY))
+b = _resources.memory_budget()
+assert b.source.startswith("RLIMIT_AS") and b.bytes <= 2**28, b
+p = tp.Program("big"); W = p.matrix("W"); x = p.vector("x"); tp.mean(tp.tanh(W @ x), name="k")
+for call, knob in [(lambda: p.simulate(8000), "n"),  # 0.5 GiB for W
+                   (lambda: kernels(np.ones((200, 2)), 2), "X"),  # 140,700 instructions
+                   (lambda: p.limit("montecarlo", samples=16 * 10**7), "max_memory")]:
+    try:
+        call()
+    except tp.ResourceError as e:
+        assert isinstance(e, MemoryError) and e.knob == knob and "RLIMIT_AS" in str(e), e
+        print(knob, "refused")
+""")
+    assert out.split("\n")[:3] == ["n refused", "X refused", "max_memory refused"]
+
+
+def _fake_cgroups(root, monkeypatch, v2=None, v1=None):
+    """A cgroup tree under ``root``: v2 files in ``root/unified/app``, v1 in
+    ``root/memory/app``; ``/proc/self/cgroup`` pointing at them."""
+    lines = []
+    if v2 is not None:
+        d = root / "app"
+        d.mkdir(parents=True)
+        for name, val in v2.items():
+            (d / name).write_text(val)
+        lines.append("0::/app")
+    if v1 is not None:
+        d = root / "memory" / "app"
+        d.mkdir(parents=True)
+        (root / "memory" / "memory.limit_in_bytes").write_text("9223372036854771712\n")
+        for name, val in v1.items():
+            (d / name).write_text(val)
+        lines.append("4:memory:/app")
+    (root / "cgroup").write_text("\n".join(lines) + "\n")
+    monkeypatch.setattr(_resources, "_CGROUP_ROOT", root)
+    monkeypatch.setattr(_resources, "_PROC_CGROUP", root / "cgroup")
+
+
+GiB = 2**30
+
+
+@pytest.mark.parametrize("version", ["v2", "v1"])
+def test_memory_budget_reads_the_cgroup_limit(version, tmp_path, monkeypatch):
+    """limit − usage + inactive file cache: 2 − 1.5 + 0.25 = 0.75 GiB; and simulate
+    refuses a width needing 1 GiB there, naming the cgroup and the knob n."""
+    if version == "v2":
+        _fake_cgroups(tmp_path, monkeypatch, v2={
+            "memory.max": f"{2 * GiB}\n", "memory.current": f"{3 * GiB // 2}\n",
+            "memory.stat": f"anon 1\ninactive_file {GiB // 4}\nactive_file 5\n"})
+    else:
+        _fake_cgroups(tmp_path, monkeypatch, v1={
+            "memory.limit_in_bytes": f"{2 * GiB}\n", "memory.usage_in_bytes": f"{3 * GiB // 2}\n",
+            "memory.stat": f"cache 1\ntotal_inactive_file {GiB // 4}\n"})
+    b = _resources.memory_budget()
+    assert b.bytes == 3 * GiB // 4 and b.source.startswith("cgroup"), b
+    p = tp.Program("w")
+    W = p.matrix("W")
+    tp.mean(W @ p.vector("x"), name="k")
+    with pytest.raises(tp.ResourceError) as info:
+        p.simulate(11586)  # 8·n² = 1.0 GiB > 80% of 0.75 GiB
+    check_error(info, tp.ResourceError, MemoryError, "n=11586", "cgroup", "smaller width n")
+    assert info.value.knob == "n" and info.value.need >= GiB
+
+
+def test_an_unlimited_cgroup_is_no_limit(tmp_path, monkeypatch):
+    _fake_cgroups(tmp_path, monkeypatch, v2={"memory.max": "max\n", "memory.current": "5\n"},
+                  v1={"memory.limit_in_bytes": "9223372036854771712\n"})
+    assert _resources._cgroup_free() is None
+
+
+def test_kernels_refuse_before_building_a_program_that_does_not_fit(monkeypatch):
+    """B = 2000 inputs at depth 2: 14,007,000 instructions, ~53 GiB at the measured
+    ≤ 4 KiB per instruction; refused at once with the estimate and the knob X."""
+    from tensorprog.nn.kernels import kernel_program, kernel_program_size
+
+    monkeypatch.setattr(_resources, "memory_budget",
+                        lambda: _resources.MemoryBudget(8 * GiB, "MemAvailable"))
+    with pytest.raises(tp.ResourceError) as info:
+        tp.nn.kernels(np.ones((2000, 3)), 2)
+    check_error(info, tp.ResourceError, MemoryError, "B=2000", "14,007,000 instructions",
+                "53.4 GiB", "fewer inputs")
+    assert info.value.knob == "X"
+    # the size formula against an actual program: exact up to O(B·depth) vectors
+    for B, depth in [(3, 1), (5, 3)]:
+        p, _, _ = kernel_program(np.eye(B, 2) + 0.5, depth, "tanh", 1.2, 0.3)
+        extra = len(p.instructions) - kernel_program_size(B, depth)
+        assert 0 <= extra <= 8 * B * depth + 8, (B, depth, extra)
+
+
+@pytest.mark.parametrize("kw, needles", [
+    ({"W_std": 1e200}, ["W_std=1e+200", "input kernel", "W_std or the inputs X"]),
+    ({"b_std": 1e200}, ["b_std=1e+200", "input kernel", "scale b_std"]),
+    ({"X": np.eye(2) * 1e200}, ["input kernel", "the inputs X"]),
+])
+def test_kernels_input_kernel_overflow_names_the_users_argument(kw, needles):
+    """Not `vectors 'h1': cov has non-finite entries` (an internal vector)."""
+    args = {"X": np.eye(2), "depth": 2, **kw}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no RuntimeWarning on the way
+        with pytest.raises(tp.ProgramValueError) as info:
+            tp.nn.kernels(**args)
+    check_error(info, tp.ProgramValueError, ValueError, *needles)
+    assert "h1" not in str(info.value)
+
+
+def test_a_handle_added_after_the_limit_is_named_not_a_keyerror():
+    p = tp.Program("grow")
+    A, v = p.matrix("A"), p.vector("v")
+    k = tp.inner(v, A.T @ (A @ v), name="k")
+    lim, sim = p.limit(), p.simulate(64)
+    w = A @ p.vector("w")
+    k2 = tp.inner(w, w, name="k2")
+    for lookup in (lambda: lim[k2], lambda: lim["k2"], lambda: lim.stderr(k2),
+                   lambda: lim.Z(w), lambda: lim.expr(k2), lambda: sim[k2], lambda: sim["k2"],
+                   lambda: sim.vector(w), lambda: lim.latex()):
+        with pytest.raises(tp.UnknownNameError) as info:
+            lookup()
+        check_error(info, tp.UnknownNameError, KeyError, "was added to program 'grow' after",
+                    "compute it again")
+    assert k2 not in lim and lim._repr_latex_() is None
+    assert lim[k] == 1.0 and np.isfinite(sim[k])  # what the limit has is still there
+    assert p.limit()[k2] == 1.0  # 𝔼[(Ẑ^{Aw})²] = σ² 𝔼[w²]
+
+
+def test_deep_programs_derive_print_and_differentiate():
+    """A 1000-step chain x ← tanh(x): Z, the Moment's expression, their str and LaTeX,
+    the program's printouts and tp.grad, with the recursion limit left as it was."""
+    import sympy as sp
+
+    p = tp.Program("chain")
+    x0 = x = p.vector("x")
+    for _ in range(1000):
+        x = tp.tanh(x)
+    s = tp.mean(x * x, name="s")
+    limit_before = sys.getrecursionlimit()
+    lim = p.limit("montecarlo", samples=64)
+    z = lim.Z(x)
+    assert str(z) == "tanh(" * 1000 + "Z^{x}" + ")" * 1000
+    assert str(lim.expr(s)).count("tanh(") == 1000
+    assert sp.latex(lim.expr(s)).count(r"\tanh\left(") == 1000
+    assert len(str(p).splitlines()) > 1000 and p.latex().count(r"\tanh") >= 1000
+    g = tp.grad(s, x0)
+    assert isinstance(g, tp.Vector)
+    assert sys.getrecursionlimit() == limit_before
+    # a 300-layer residual network: the derivation's parity walk needs no recursion
+    from tensorprog.engine.derivation import Derivation
+
+    q = tp.Program("resnet")
+    W = q.matrix("W")
+    h = q.vector("h")
+    for _ in range(300):
+        h = tp.tanh(W @ h) + h
+    tp.mean(h * h, name="out")
+    Derivation(q)
+    # beyond what sympy's recursion can take on the C stack: a clear refusal
+    with pytest.raises(tp.ResourceError, match="too deep"):
+        with _resources.recursion_room(10**6):
+            pass
+
+
+# -------------------------------------------------------------------- CLI
+
+
+def _no_limit(monkeypatch):
+    def refuse(*a, **k):
+        raise AssertionError("the limit was computed")
+
+    monkeypatch.setattr(tp.Program, "limit", refuse)
+
+
+@pytest.mark.parametrize("out, needle", [("missing/out.tex", "does not exist"),
+                                         (".", "is a directory")])
+def test_cli_latex_bad_output_is_refused_before_computing(out, needle, tmp_path, capsys,
+                                                          monkeypatch):
+    src = tmp_path / "prog.py"
+    src.write_text("import tensorprog as tp\np = tp.Program('a')\nv = p.vector('v')\n"
+                   "tp.inner(v, v, name='k')\n")
+    _no_limit(monkeypatch)
+    assert cli_main(["latex", str(src), "-o", str(tmp_path / out)]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "nothing was computed" in err and "Traceback" not in err
+
+
+def test_cli_latex_syntax_error_is_one_clear_line(tmp_path, capsys, monkeypatch):
+    src = tmp_path / "broken.py"
+    src.write_text("import tensorprog as tp\np = tp.Program(\n")
+    _no_limit(monkeypatch)
+    assert cli_main(["latex", str(src), "-o", str(tmp_path / "out.tex")]) == 1
+    err = capsys.readouterr().err
+    assert f"{src}:2: syntax error" in err and "never closed" in err
+    assert "Traceback" not in err and not (tmp_path / "out.tex").exists()
+
+
+# -------------------------------------------------------------------- numpy operands
+
+
+@pytest.mark.parametrize("op", [
+    lambda x: np.array([1.0]) * x,
+    lambda x: np.ones(3) + x,
+    lambda x: x + np.ones(3),
+    lambda x: np.ones((2, 2)) / x,
+    lambda x: np.ones(3) @ x.program["W"],
+    lambda x: np.ones(3) @ x.program["W"].T,
+    lambda x: np.exp(x),
+    lambda x: np.maximum(x, 0.0),
+], ids=["arr*x", "ones+x", "x+ones", "ones/x", "ones@W", "ones@W.T", "np.exp", "np.maximum"])
+def test_numpy_arrays_and_ufuncs_are_refused(op):
+    """Not an object array of handles, nor one instruction per array entry."""
+    p = tp.Program("np")
+    p.matrix("W")
+    x = p.vector("x")
+    before = len(p.instructions)
+    with pytest.raises(tp.ProgramTypeError) as info:
+        op(x)
+    check_error(info, tp.ProgramTypeError, TypeError)
+    msg = str(info.value)
+    assert "numpy" in msg or "ndarray" in msg
+    assert len(p.instructions) == before
+
+
+def test_numpy_scalars_are_numbers():
+    p = tp.Program("np")
+    x, c = p.vector("x"), p.scalar("c", 3.0)
+    for y in (np.float64(2.0) * x, x * np.float64(2.0), np.array(2.0) * x, np.int64(2) * x):
+        assert str(y.instruction.fn.body.subs(dict(zip(y.instruction.fn.args, [1])))) == "2"
+    assert str(np.float32(0.5) + c) .startswith("<Scalar")
+    assert "use tp.tanh" in _message(lambda: np.tanh(x))
+    assert np.negative(x).instruction.args == (x.var,)
+
+
+def _message(f):
+    try:
+        f()
+    except tp.TensorProgramError as e:
+        return str(e)
+    raise AssertionError("no error")
+
+
+# -------------------------------------------------------------------- complex numbers
+
+
+@pytest.mark.parametrize("call, cls", [
+    (lambda p: p.vectors("z", cov=np.array([[1, 0.5j], [-0.5j, 1]])), TE),
+    (lambda p: p.vectors("z", cov=np.eye(2, dtype=complex)), TE),  # imaginary part 0
+    (lambda p: p.vectors("z", cov=np.eye(2), mean=[1j, 0.0]), TE),
+    (lambda p: p.vector("w", cov={p["x"]: 0.3j}), TE),
+    (lambda p: p.vector("w", cov={p["x"]: np.complex128(0.3j)}), TE),
+    (lambda p: p.vector("w", var=np.complex128(1.0)), TE),
+    (lambda p: p.scalar("c", 1 + 0j), VE),
+    (lambda p: p.scalar("c", np.complex128(2.0)), VE),
+], ids=["cov", "cov-real-valued", "mean", "cov-dict", "cov-dict-numpy", "var", "scalar",
+        "scalar-numpy"])
+def test_complex_values_are_refused_not_truncated(call, cls):
+    p = tp.Program("c")
+    p.vector("x")
+    before = len(p.instructions)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # (numpy's ComplexWarning was the only trace)
+        with pytest.raises(cls) as info:
+            call(p)
+    check_error(info, cls, TypeError if cls is TE else ValueError, "real", "complex")
+    assert len(p.instructions) == before
+
+
+# -------------------------------------------------------------------- determinism
+
+_KERNEL_BITS = """
+import numpy as np
+from tensorprog.nn import kernels
+X = np.array([[1.0, 0.0], [0.6, 0.8], [-1.0, 1.0]])
+a, b = kernels(X, depth=3, nonlin="tanh", W_std=1.5, b_std=0.1)
+print(np.concatenate([a.ravel(), b.ravel()]).tobytes().hex())
+"""
+
+
+def test_kernels_do_not_depend_on_pythonhashseed():
+    """The quadrature's linear forms were numbered in set order (string hashes): with
+    PYTHONHASHSEED 0 and 2 the tanh kernels differed by 1–2 ulp (issue #13)."""
+    bits = {run_python(_KERNEL_BITS, PYTHONHASHSEED=s) for s in ("0", "2")}
+    assert len(bits) == 1

@@ -70,11 +70,18 @@ def limit(
         from the replicates' spread, and usually far more accurate than iid points;
         see :mod:`tensorprog.engine.qmc`). ``False``: iid normals.
     progress : bool, default False
-        Show a tqdm progress bar for Monte Carlo.
+        Show a tqdm progress bar for Monte Carlo, after a line on standard error saying
+        what the run will cost (replicates, samples, memory of the sample arrays, and a
+        time estimated from small timed passes) before it starts.
     degree : int, optional
         Gauss–Hermite nodes per dimension (default by dimension).
     max_memory : int, default 1 GiB
-        Bound on Monte Carlo memory; more replicates are used to stay under it.
+        Bound on the Monte Carlo sample arrays: replicates that do not fit run in
+        chunks (the same estimates, up to the order of summation). A plan that does
+        not fit in the memory this process may use (free memory, ``RLIMIT_AS``, cgroup
+        limits) raises :class:`~tensorprog.ResourceError` naming ``max_memory`` before
+        anything runs. Monte Carlo passes run in at most 4 threads, no more than the
+        cores this process may use; results do not depend on the thread count.
 
     Returns
     -------

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import sympy
 
+from .._resources import recursion_room
 from ..errors import ProgramValueError
 from ..interpreter import Interpreter
 from ..ir import (
@@ -462,44 +463,89 @@ class Derivation(Interpreter):
         return out
 
     def _parity(self, v: Var, j: int) -> int:
-        """Parity of ``Z^v`` in the base Gaussian ``g_j``: 1 even, -1 odd, 0 neither."""
+        """Parity of ``Z^v`` in the base Gaussian ``g_j``: 1 even, -1 odd, 0 neither.
+
+        Memoised per ``(v, j)`` and evaluated with an explicit stack (a deep network
+        needs no Python frame per layer).
+        """
         memo = self._parities
         out = memo.get((v, j))
         if out is not None:
             return out
-        node = self.nodes[v]
-        if j not in node.support:
-            out = 1
-        elif node.kind == "base":
-            out = -1 if node.base.bid == j else 1
-        elif node.kind == "matmul":  # Ẑ + Σ c_i Z^{y_i}: a sum of parts
-            parts = {-1 if node.base.bid == j else 1} | {self._parity(y, j) for _, y in node.dot}
-            out = parts.pop() if len(parts) == 1 else 0
-        else:
-            pars = tuple(self._parity(a, j) for a in node.args)
-            out = 0 if 0 in pars else _fn_parity(node.fn, tuple(p == -1 for p in pars))
-        memo[(v, j)] = out
-        return out
+        nodes = self.nodes
+        stack = [v]
+        while stack:
+            u = stack[-1]
+            if (u, j) in memo:
+                stack.pop()
+                continue
+            node = nodes[u]
+            if j not in node.support:
+                memo[(u, j)] = 1
+                stack.pop()
+                continue
+            if node.kind == "base":
+                memo[(u, j)] = -1 if node.base.bid == j else 1
+                stack.pop()
+                continue
+            below = [y for _, y in node.dot] if node.kind == "matmul" else list(node.args)
+            todo = [w for w in below if (w, j) not in memo]
+            if todo:
+                stack.extend(todo)
+                continue
+            stack.pop()
+            if node.kind == "matmul":  # Ẑ + Σ c_i Z^{y_i}: a sum of parts
+                parts = {-1 if node.base.bid == j else 1} | {memo[(y, j)] for y in below}
+                memo[(u, j)] = parts.pop() if len(parts) == 1 else 0
+            else:
+                pars = tuple(memo[(a, j)] for a in below)
+                memo[(u, j)] = 0 if 0 in pars else _fn_parity(node.fn,
+                                                             tuple(p == -1 for p in pars))
+        return memo[(v, j)]
 
     # -- display -------------------------------------------------------------------
     def Z(self, v: Var, expand_dot: bool = False) -> sympy.Expr:
-        """``Z^v`` over base Gaussians and θ̊ (Ż kept as a symbol unless expanded)."""
-        memo: dict[Var, sympy.Expr] = {}
+        """``Z^v`` over base Gaussians and θ̊ (Ż kept as a symbol unless expanded).
 
-        def z(u: Var) -> sympy.Expr:
-            if u in memo:
-                return memo[u]
-            node = self.nodes[u]
+        Built bottom-up, without recursion: the vectors ``Z^v`` reads are collected
+        with an explicit stack and their expressions formed in program order (a
+        1000-layer chain needs no Python frame per layer).
+        """
+        nodes = self.nodes
+        needed: set[Var] = set()
+        stack = [v]
+        while stack:
+            u = stack.pop()
+            if u in needed:
+                continue
+            needed.add(u)
+            node = nodes[u]
+            if node.kind == "fn":
+                stack.extend(node.args)
+            elif node.kind == "matmul" and expand_dot:
+                stack.extend(y for _, y in node.dot)
+        memo: dict[Var, sympy.Expr] = {}
+        depth: dict[int, int] = {}  # sympy depth of the expressions made (by id)
+        for u in sorted(needed, key=lambda w: w.id):
+            node = nodes[u]
             if node.kind == "base":
                 e = node.base.symbol
-            elif node.kind == "fn":
-                e = node.fn.apply(*[z(a) for a in node.args], *[c.symbol for c in node.consts])
-            else:
-                e = node.base.symbol + (self.Zdot(u, z) if expand_dot else ZDot(node.base.symbol._label, node.base.symbol._latex_label))
+            else:  # sympy queries its arguments recursively while it builds (is_number)
+                below = (node.args if node.kind == "fn" else
+                         [y for _, y in node.dot] if expand_dot else [])
+                with recursion_room(8 + max((depth[id(memo[a])] for a in below), default=0)):
+                    if node.kind == "fn":
+                        e = node.fn.apply(*[memo[a] for a in node.args],
+                                          *[c.symbol for c in node.consts])
+                    elif expand_dot:
+                        e = node.base.symbol + self.Zdot(u, memo.__getitem__)
+                    else:
+                        e = node.base.symbol + ZDot(node.base.symbol._label,
+                                                    node.base.symbol._latex_label)
+                    e.is_commutative  # noqa: B018 - cached now, bottom-up
             memo[u] = e
-            return e
-
-        return z(v)
+            _depth_over(e, depth)
+        return memo[v]
 
     def Zdot(self, h: Var, z: Any = None) -> sympy.Expr:
         """``Ż^{Wx} = σ_W² Σ_i 𝔼[∂Z^x/∂Ẑ^{Wᵀy^i}] Z^{y^i}`` (0 when no term survives)."""
@@ -509,6 +555,21 @@ class Derivation(Interpreter):
         z = z or (lambda u: self.Z(u))
         s2 = sympy.Float(self.sigma2_of(node.base.family)) if node.dot else 0
         return s2 * sympy.Add(*[c.symbol * z(y) for c, y in node.dot])
+
+
+def _depth_over(e: sympy.Basic, known: dict[int, int]) -> int:
+    """Depth of ``e``, recorded in ``known`` (depths by ``id`` of live subexpressions)
+    with those of its parts, without recursion (visits only nodes not yet known)."""
+    stack = [(e, False)]
+    out = known
+    while stack:
+        x, done = stack.pop()
+        if done:
+            out[id(x)] = 1 + max((out[id(a)] for a in x.args), default=0)
+        elif id(x) not in out:
+            stack.append((x, True))
+            stack.extend((a, False) for a in x.args if id(a) not in out)
+    return out[id(e)]
 
 
 def _merge(parts: list[tuple]) -> tuple:

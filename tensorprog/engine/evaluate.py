@@ -531,7 +531,9 @@ def linear_forms(expr: sympy.Expr, d: int, m: int) -> Reduction | None:
         return form(tuple(lin.get(gk, sympy.S.Zero) for gk in gs)) + rest
 
     repl = {}
-    for app in expr.atoms(sympy.Function):
+    # Canonical order (a set's order follows string hashes, PYTHONHASHSEED): the forms'
+    # numbering fixes the order of the quadrature's dimensions, hence its last bits.
+    for app in sorted(expr.atoms(sympy.Function), key=sympy.default_sort_key):
         args = [affine(a) if a.free_symbols & gset else None for a in app.args]
         if any(a is not None for a in args):
             repl[app] = app.func(*[n if n is not None else a for n, a in zip(args, app.args)])

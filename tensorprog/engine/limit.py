@@ -6,6 +6,7 @@ from typing import Any
 
 import sympy
 
+from .._resources import deep_recursion, expression_depth, recursion_room
 from ..errors import ProgramTypeError, ProgramValueError, TensorProgramError
 from ..ir import InitScalar, Moment, ScalarFn, Var
 from .derivation import Derivation
@@ -19,10 +20,12 @@ class Expectation(sympy.Function):
     """``𝔼[·]`` over the base Gaussians (unevaluated; used for display)."""
 
     def _sympystr(self, printer: Any) -> str:
-        return f"𝔼[{printer._print(self.args[0])}]"
+        with deep_recursion(self):  # (a deep chain: one frame per level)
+            return f"𝔼[{printer._print(self.args[0])}]"
 
     def _latex(self, printer: Any) -> str:
-        return rf"\mathbb{{E}}\left[{printer._print(self.args[0])}\right]"
+        with deep_recursion(self):
+            return rf"\mathbb{{E}}\left[{printer._print(self.args[0])}\right]"
 
 
 class ScalarTable:
@@ -34,6 +37,7 @@ class ScalarTable:
     def __init__(self, program: Any, values: dict[str, float], stderrs: dict[str, float],
                  errors: dict[str, float], methods: dict[str, str], meta: dict[str, Any]) -> None:
         self.program = program
+        self._size = len(program.instructions)  # a grown program's new handles are not here
         self._values = values
         self._stderr = stderrs
         self._error = errors
@@ -48,6 +52,7 @@ class ScalarTable:
         from ..program import Handle
 
         v = self.program._own(key, "limit lookup") if isinstance(key, Handle) else self.program[key].var
+        v = self.program._taken_before(v, self._size, "limit")
         if v.kind != "scalar":
             hint = " (use lim.Z(v) for a vector's limit law)" if v.kind == "vector" else ""
             raise ProgramTypeError(f"{v.name} is a {v.kind}, not a scalar{hint}")
@@ -138,6 +143,7 @@ class Limit(ScalarTable):
         from ..program import Handle
 
         v = self.program._own(key, "Limit lookup") if isinstance(key, Handle) else self.program[key].var
+        v = self.program._taken_before(v, self._size, "limit")
         if v.kind != kind:
             hint = " (use lim.Z(v) for a vector's limit law)" if v.kind == "vector" else ""
             raise ProgramTypeError(f"{v.name} is a {v.kind}, not a {kind}{hint}")
@@ -181,7 +187,9 @@ class Limit(ScalarTable):
         if isinstance(instr, ScalarFn):
             return instr.fn.apply(*consts)
         assert isinstance(instr, Moment)
-        return Expectation(instr.fn.apply(*[der.Z(a) for a in instr.args], *consts))
+        zs = [der.Z(a) for a in instr.args]
+        with recursion_room(8 + max(expression_depth(z) for z in zs)):  # sympy recurses
+            return Expectation(instr.fn.apply(*zs, *consts))
 
     def coefficient(self, h: Any, y: Any) -> float:
         """``𝔼[∂Z^x/∂Ẑ^{Wᵀy}]`` of the ZDot term of MatMul ``h = Wx`` along ``Wᵀy``."""
@@ -206,11 +214,16 @@ class Limit(ScalarTable):
         """The Master Theorem derivation as LaTeX (``document=True``: standalone)."""
         from ..latex import limit_latex
 
+        if len(self.program.instructions) > self._size:
+            last = self.program.instructions[-1].out.name
+            self.program._taken_before(self.program[last].var, self._size, "limit")
         return limit_latex(self, document=document)
 
-    def _repr_latex_(self) -> str:
+    def _repr_latex_(self) -> str | None:
         from ..latex import limit_repr_latex
 
+        if len(self.program.instructions) > self._size:  # grown since: no derivation
+            return None
         return limit_repr_latex(self)
 
     def _repr_html_(self) -> str:

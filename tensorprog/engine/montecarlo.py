@@ -41,7 +41,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
+import sys
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -49,6 +50,7 @@ from typing import Any
 import numpy as np
 import sympy
 
+from .._resources import available_cpus, gib, memory_budget, refuse
 from ..errors import NumericalError, TensorProgramError
 from ..gaussian import psd_factor
 from ..interpreter import Interpreter, annotate
@@ -65,8 +67,14 @@ _RCOND = 1e-10  # regression: eigenvalues of Cov(Ẑ_S) below this × the larges
 #: beyond it the interpreter's overhead is already amortised and bigger arrays only
 #: stream from slower memory.
 _PASS_SAMPLES = 2**16
-#: Concurrent passes (threads) at most; also bounded by the number of cores.
+#: Concurrent passes (threads) at most; also bounded by the cores this process may use.
 _MAX_WORKERS = 4
+#: iid normals come in blocks of this many samples, one generator each
+#: (:func:`_iid_normals`); chunks of long replicates are multiples of it.
+_IID_BLOCK = 4096
+#: Normals per call of the iid generator at most (512 KiB of float64: the temporary
+#: stays in cache for its transposed copy).
+_IID_SCRATCH = 2**16
 
 
 class _Block:
@@ -906,16 +914,23 @@ def run_montecarlo(plan: Plan, samples: int, seed: Any, *, batches: int = 16, qm
     # kernels; the training benchmark's limit takes 0.33 s with two threads against
     # 0.42 s with one); each gets its share of max_memory. Results do not depend on the
     # scheduling: every pass has its own replicates and streams.
-    workers = max(1, min(os.cpu_count() or 1, _MAX_WORKERS, K))
+    workers = max(1, min(available_cpus(), _MAX_WORKERS, K))
     fit = int(max_memory) // (per_sample * M * workers)  # whole replicates per pass
     if not fit:
         workers = 1
         fit = int(max_memory) // (per_sample * M)
-    C = max(1, int(max_memory) // per_sample)  # samples per chunk, when none fits
+    C = _chunk_size(int(max_memory) // per_sample, per_sample, max_memory)
     step = max(1, min(K, fit, _PASS_SAMPLES // M))
     if workers > 1:  # balanced passes, at least one per worker
         npass = max(workers, -(-K // step))
         step = -(-K // npass)
+    need = per_sample * (min(workers, -(-K // step)) * step * M if fit else C)
+    budget = memory_budget()
+    if need > budget.bytes:
+        raise refuse(f"Monte Carlo ({K} replicates × {M} samples, {per_sample} bytes per "
+                     f"sample)", need, "max_memory",
+                     "pass a smaller max_memory= (long replicates then run in chunks, with "
+                     "the same estimates) or fewer samples=", budget.bytes, budget.source)
     ss = np.random.SeedSequence(seed) if not isinstance(seed, np.random.Generator) else \
         np.random.SeedSequence(int(seed.integers(2**63)))
     children = ss.spawn(K)
@@ -924,6 +939,10 @@ def run_montecarlo(plan: Plan, samples: int, seed: Any, *, batches: int = 16, qm
         from tqdm.auto import tqdm
 
         chunks = f", chunks of {C}" if not fit else ""
+        seconds = _estimate_seconds(plan, schedule, K, M, C if not fit else None, qmc, workers)
+        tqdm.write(f"Monte Carlo: {K} replicates × {M} samples{chunks} on {workers} "
+                   f"thread(s), about {gib(need)} of sample arrays; estimated time "
+                   f"{_duration(seconds)}", file=sys.stderr)
         bar = tqdm(total=K, desc=f"Monte Carlo ({K}×{M} samples{chunks})", leave=False)
     def one_pass(seeds: Sequence[np.random.SeedSequence]) -> dict[int, Any]:
         if not fit:
@@ -961,35 +980,107 @@ def _bytes_per_sample(der: Any) -> int:
     return 8 * (len(der.program) + 4 * len(der.bases) + 4)
 
 
+def _chunk_size(fit: int, per_sample: int, max_memory: int) -> int:
+    """Samples per chunk of a replicate that does not fit whole: ``fit`` (what
+    ``max_memory`` holds) rounded down to a multiple of :data:`_IID_BLOCK` (a chunk then
+    draws whole blocks of iid normals), or to a power of two below it (a divisor).
+
+    Raises
+    ------
+    ResourceError
+        when ``max_memory`` does not hold one sample.
+    """
+    if fit < 1:
+        raise refuse("Monte Carlo (one sample of every vector)", per_sample, "max_memory",
+                     f"pass max_memory ≥ {per_sample} bytes", int(max_memory), "max_memory")
+    if fit >= _IID_BLOCK:
+        return fit - fit % _IID_BLOCK
+    return 1 << (fit.bit_length() - 1)
+
+
 def _chunked_replicate(plan: Plan, ss: np.random.SeedSequence, M: int, C: int, D: int,
-                       qmc: bool, schedule: _Schedule) -> dict[int, Any]:
-    """One replicate of ``M`` samples in chunks of at most ``C``: sweeps until complete."""
+                       qmc: bool, schedule: _Schedule, sweeps: list[int] | None = None
+                       ) -> dict[int, Any]:
+    """One replicate of ``M`` samples in chunks of at most ``C``: sweeps until complete.
+
+    Chunk ``j`` draws samples ``jC … jC + C − 1`` of the replicate's stream (the same
+    normals the whole replicate would draw there, iid or QMC). ``sweeps``, if given,
+    gets the number of sweeps appended.
+    """
     sizes = [C] * (M // C) + ([M % C] if M % C else [])
-    chunk_ss = ss.spawn(len(sizes))
     state = _Estimates(M)
+    n = 0
     while True:
         complete = True
+        n += 1
         for j, size in enumerate(sizes):
-            seeds = [ss] if qmc else [chunk_ss[j]]  # QMC: one sequence, chunk j's points
-            mc = MonteCarloPass(plan, 1, size, _normal_source(seeds, size, D, qmc, j * C), state,
+            mc = MonteCarloPass(plan, 1, size, _normal_source([ss], size, D, qmc, j * C), state,
                                 schedule)
             mc.run()
             complete = complete and not mc.pending
         if complete:
+            if sweeps is not None:
+                sweeps.append(n)
             return mc.const
         if state.finish() == 0:  # pragma: no cover - would loop forever
             raise NumericalError("Monte Carlo in chunks made no progress (internal error)")
+
+
+def _estimate_seconds(plan: Plan, schedule: _Schedule, K: int, M: int, C: int | None,
+                      qmc: bool, workers: int) -> float:
+    """Wall time of a Monte Carlo run, extrapolated from small timed passes.
+
+    A pass of ``m`` samples takes about ``a + b m`` (``a``: the interpreter's walk,
+    ``b``: the array work per sample). After a warm-up pass (code generation, caches),
+    passes of ``m₁`` and ``m₂ = 4m₁`` samples (one replicate, a throwaway seed) give
+    ``b = (t₂ − t₁)/(m₂ − m₁)`` and ``a = t₁ − b m₁``. Whole replicates: ``K M`` samples
+    over ``workers`` threads plus one walk per pass. In chunks of ``C``: every sweep
+    walks all ``⌈M/C⌉`` chunks of a replicate again (sweeps counted on a two-chunk
+    replicate). A rough guide (machine load changes it), printed before a long run.
+    """
+    D = schedule.D
+    ss = np.random.SeedSequence(0)
+
+    def timed(m: int) -> float:
+        t0 = time.perf_counter()
+        MonteCarloPass(plan, 1, m, _normal_source([ss], m, D, qmc), schedule=schedule).run()
+        return time.perf_counter() - t0
+
+    m2 = int(min(M, 8192))
+    m1 = max(1, m2 // 4)
+    timed(min(m1, 256))  # warm-up
+    t1, t2 = timed(m1), timed(m2)
+    b = (t2 - t1) / (m2 - m1) if m2 > m1 else t2 / m2
+    if b <= 0:  # noise: charge everything to the samples
+        b = t2 / m2
+    a = max(t1 - b * m1, 0.0)
+    if C is None:
+        step = max(1, min(K, _PASS_SAMPLES // M))
+        return (K * M * b + a * -(-K // step)) / workers
+    sweeps: list[int] = []
+    _chunked_replicate(plan, ss, 2 * min(C, 64), min(C, 64), D, qmc, schedule, sweeps=sweeps)
+    return K * sweeps[0] * (M * b + a * -(-M // C))
+
+
+def _duration(seconds: float) -> str:
+    """``seconds`` for humans: ``"0.4 s"``, ``"35 min"``, ``"2.1 h"``."""
+    if seconds < 90:
+        return f"{seconds:.2g} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.2g} h"
 
 
 def _normal_source(seeds: Sequence[np.random.SeedSequence], M: int, D: int, qmc: bool,
                    start: int = 0) -> Callable[[], np.ndarray]:
     """``() -> (K, D, M)`` standard normals, ``[r]`` from stream ``seeds[r]``.
 
-    Identical on every call with the same arguments (fresh generators). iid: the first
-    ``D·M`` normals of the stream. With ``qmc``: points ``start … start+M−1`` of a
+    Identical on every call with the same arguments (fresh generators), and a function
+    of the sample index alone: the chunks of a replicate are pieces of what the whole
+    replicate draws. iid: samples ``start … start+M−1`` of the stream's blocks
+    (:func:`_iid_normals`). With ``qmc``: points ``start … start+M−1`` of a
     ``D``-dimensional Sobol' sequence scrambled by the stream (:mod:`.qmc`; row ``d``
-    is coordinate ``d`` through the normal quantile), so that the chunks of a replicate
-    are pieces of one sequence.
+    is coordinate ``d`` through the normal quantile).
     """
     K = len(seeds)
 
@@ -1004,7 +1095,36 @@ def _normal_source(seeds: Sequence[np.random.SeedSequence], M: int, D: int, qmc:
             if qmc:
                 sobol_normals(D, M, rng, start, out=out[r])
             else:
-                rng.standard_normal(out=out[r])
+                _iid_normals(s, start, out[r])
         return out
 
     return draw
+
+
+def _iid_normals(ss: np.random.SeedSequence, start: int, out: np.ndarray) -> None:
+    """Fill ``out`` (D, m) with the iid normals of samples ``start … start+m−1``.
+
+    Samples come in blocks of :data:`_IID_BLOCK`: block ``b`` draws from its own
+    generator, ``default_rng`` of the child ``b`` of ``ss`` (``spawn_key + (b,)``),
+    sample after sample, ``D`` normals each (one per base Gaussian). The normals of a
+    sample depend only on the seed, the replicate and the sample's index, never on how
+    a replicate is cut into chunks or how many replicates share a pass. (A chunk that
+    starts inside a block draws and drops the block's earlier samples; chunks are
+    multiples or divisors of a block, see :func:`_chunk_size`.)
+    """
+    D, m = out.shape
+    S = _IID_BLOCK
+    piece = max(1, _IID_SCRATCH // D)  # samples per call: a bounded temporary
+    end = start + m
+    for b in range(start // S, -(-end // S)):
+        lo, hi = max(start, b * S), min(end, (b + 1) * S)
+        rng = np.random.default_rng(np.random.SeedSequence(
+            ss.entropy, spawn_key=ss.spawn_key + (b,), pool_size=ss.pool_size))
+        skip = lo - b * S
+        while skip:
+            n = min(skip, piece)
+            rng.standard_normal((n, D))
+            skip -= n
+        for a in range(lo, hi, piece):
+            n = min(hi - a, piece)
+            out[:, a - start:a - start + n] = rng.standard_normal((n, D)).T

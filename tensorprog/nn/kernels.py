@@ -456,7 +456,50 @@ def _validate(X: Any, depth: Any, nonlin: Any, W_std: Any, b_std: Any,
     b_std = _real(b_std, "b_std", where)
     if b_std < 0:
         raise ProgramValueError(f"{where}: b_std must be ≥ 0, got {b_std}")
+    _check_input_kernel(arr, W_std, b_std, where)
+    _check_memory(arr.shape[0], int(depth), where)
     return arr, int(depth), phi, W_std, b_std
+
+
+def _check_input_kernel(X: np.ndarray, W_std: float, b_std: float, where: str) -> None:
+    """``K¹ = σ_w² XXᵀ/d + σ_b²`` (the first layer's covariance) must be finite."""
+    with np.errstate(all="ignore"):
+        w2, b2 = W_std * W_std, b_std * b_std
+        sq = np.einsum("ij,ij->i", X, X) / X.shape[1]  # the diagonal bounds |K¹_ij|
+        k1 = w2 * sq.max() + b2
+    if not math.isfinite(k1):
+        big = ("the inputs X" if not math.isfinite(sq.max()) else
+               "W_std or the inputs X" if not math.isfinite(w2 * sq.max()) else "b_std")
+        raise ProgramValueError(
+            f"{where}: the input kernel K¹ = W_std²·ξᵀξ/d + b_std² overflows float64 "
+            f"(W_std={W_std:g}, b_std={b_std:g}, max ξᵀξ/d={sq.max():g}); "
+            f"scale {big} down")
+
+
+#: Peak bytes per instruction of the kernel program through its limit (program,
+#: derivation, plan, values), measured with ``ru_maxrss`` at B = 60…200, depth 2–4:
+#: ~2.0 KiB for relu (closed forms), ~3.9 KiB for tanh (quadrature); the larger is used.
+_BYTES_PER_INSTRUCTION = 4096
+
+
+def kernel_program_size(B: int, depth: int) -> int:
+    """Instructions of :func:`kernel_program` on ``B`` inputs, to within ``O(B·depth)``:
+    ``B(B+1)/2`` kernel entries of ``2·depth + 3`` scalars each (two Moments per layer,
+    the input kernel and the two readouts)."""
+    return B * (B + 1) // 2 * (2 * depth + 3)
+
+
+def _check_memory(B: int, depth: int, where: str) -> None:
+    """Refuse, before building anything, a kernel program that would not fit in memory."""
+    from .._resources import memory_budget, refuse
+
+    need = _BYTES_PER_INSTRUCTION * kernel_program_size(B, depth)
+    budget = memory_budget()
+    if need > budget.bytes:
+        raise refuse(f"{where} on B={B} inputs at depth {depth} "
+                     f"({kernel_program_size(B, depth):,} instructions)", need, "X",
+                     "pass fewer inputs (rows of X) at a time, e.g. blocks of the kernel "
+                     "matrix", budget.bytes, budget.source)
 
 
 def _real(x: Any, arg: str, where: str) -> float:
