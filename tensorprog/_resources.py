@@ -31,7 +31,8 @@ from typing import Any
 
 from .errors import ResourceError
 
-__all__ = ["MemoryBudget", "memory_budget", "available_memory", "available_cpus", "refuse",
+__all__ = ["MemoryBudget", "memory_budget", "available_memory", "available_cpus", "require",
+           "refuse",
            "gib", "expression_depth", "recursion_room", "deep_recursion"]
 
 _CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -201,6 +202,13 @@ def available_cpus() -> int:
 def gib(nbytes: float) -> str:
     """``nbytes`` in GiB for messages (``"2.79 GiB"``)."""
     return f"{nbytes / 2**30:.3g} GiB"
+
+
+def require(what: str, need: int, knob: str, advice: str) -> None:
+    """Raise :func:`refuse`'s error if ``need`` bytes exceed :func:`memory_budget`."""
+    b = memory_budget()
+    if need > b.bytes:
+        raise refuse(what, need, knob, advice, b.bytes, b.source)
 
 
 def refuse(what: str, need: int, knob: str, advice: str, limit: int | None = None,

@@ -179,9 +179,9 @@ def simulate(program: Any, n: int, seed: Any = 0, *, max_memory: int | None = No
     seed : int or numpy.random.Generator, default 0
         Randomness; the same seed gives bit-identical results.
     max_memory : int, optional
-        Bytes the simulation may use, at most 80% of the memory this process may
-        still allocate (free memory, ``RLIMIT_AS`` and cgroup limits), which is the
-        default.
+        Bytes the simulation may use; default 80% of the memory this process may still
+        allocate (the smallest of free memory, ``RLIMIT_AS`` and cgroup limits), and
+        never more than all of it.
 
     Returns
     -------
@@ -218,9 +218,12 @@ def simulate(program: Any, n: int, seed: Any = 0, *, max_memory: int | None = No
             f"simulate: max_memory must be a positive int (bytes) or None, got {max_memory!r}")
     need = memory_needed(program, n)
     budget = memory_budget()
-    limit, source = int(0.8 * budget.bytes), f"80% of {budget.source}"
-    if max_memory is not None and int(max_memory) < limit:
+    if max_memory is None:
+        limit, source = int(0.8 * budget.bytes), f"80% of {budget.source}"
+    elif int(max_memory) <= budget.bytes:
         limit, source = int(max_memory), "max_memory"
+    else:  # more than the process may allocate: a MemoryError (or the OOM killer) later
+        limit, source = budget.bytes, budget.source
     if need > limit:
         raise refuse(f"simulate(n={n}) of {program.name!r} (8·n² bytes per matrix)", need, "n",
                      "choose a smaller width n" + (" (or a larger max_memory)"

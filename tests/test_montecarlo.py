@@ -419,11 +419,11 @@ def test_progress_says_what_a_long_run_costs_before_it_starts(monkeypatch, capsy
 
 
 def test_monte_carlo_plan_that_does_not_fit_names_max_memory(monkeypatch):
-    import tensorprog.engine.montecarlo as mc
-    from tensorprog._resources import MemoryBudget
+    from tensorprog import _resources
 
     p = tanh_Wt()
-    monkeypatch.setattr(mc, "memory_budget", lambda: MemoryBudget(2**20, "cgroup memory.max"))
+    monkeypatch.setattr(_resources, "memory_budget",
+                        lambda: _resources.MemoryBudget(2**20, "cgroup memory.max"))
     with pytest.raises(tp.ResourceError) as info:
         p.limit("montecarlo", samples=10**7)  # 1 GiB of chunks by default
     assert info.value.knob == "max_memory" and isinstance(info.value, MemoryError)

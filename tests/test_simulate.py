@@ -595,3 +595,28 @@ def test_simulate_rejects_bad_seed(seed, cls, builtin):
     assert isinstance(info.value, builtin) and isinstance(info.value, tp.TensorProgramError)
     msg = str(info.value)
     assert "seed" in msg and repr(seed) in msg, msg
+
+
+def test_max_memory_cannot_exceed_what_the_process_may_allocate(monkeypatch):
+    """An explicit max_memory may use the whole budget (not only the default 80%), but
+    not more: beyond it the allocation would fail with a raw MemoryError (issue #13).
+    Needs: 8·(n² + 4n) bytes (one matrix, two vectors + 2): 829,440 at n = 320 and
+    1,048,320 at n = 360, against a budget of 10⁶ bytes."""
+    import sys
+
+    from tensorprog import _resources
+
+    simulate_module = sys.modules["tensorprog.simulate"]  # (tp.simulate is the function)
+
+    monkeypatch.setattr(simulate_module, "memory_budget",
+                        lambda: _resources.MemoryBudget(10**6, "RLIMIT_AS (ulimit -v)"))
+    p = tp.Program("m")
+    W = p.matrix("W")
+    tp.mean(W @ p.vector("x"), name="k")
+    with pytest.raises(tp.ResourceError, match="80% of RLIMIT_AS"):
+        p.simulate(320)
+    assert np.isfinite(p.simulate(320, max_memory=10**6)["k"])
+    with pytest.raises(tp.ResourceError, match="RLIMIT_AS") as info:
+        p.simulate(360, max_memory=10**9)
+    assert info.value.knob == "n" and info.value.limit == 10**6
+    assert info.value.need == 8 * (360**2 + 4 * 360)

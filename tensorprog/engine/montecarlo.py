@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 import sympy
 
-from .._resources import available_cpus, gib, memory_budget, refuse
+from .._resources import available_cpus, gib, refuse, require
 from ..errors import NumericalError, TensorProgramError
 from ..gaussian import psd_factor
 from ..interpreter import Interpreter, annotate
@@ -925,12 +925,9 @@ def run_montecarlo(plan: Plan, samples: int, seed: Any, *, batches: int = 16, qm
         npass = max(workers, -(-K // step))
         step = -(-K // npass)
     need = per_sample * (min(workers, -(-K // step)) * step * M if fit else C)
-    budget = memory_budget()
-    if need > budget.bytes:
-        raise refuse(f"Monte Carlo ({K} replicates × {M} samples, {per_sample} bytes per "
-                     f"sample)", need, "max_memory",
-                     "pass a smaller max_memory= (long replicates then run in chunks, with "
-                     "the same estimates) or fewer samples=", budget.bytes, budget.source)
+    require(f"Monte Carlo ({K} replicates × {M} samples, {per_sample} bytes per sample)",
+            need, "max_memory", "pass a smaller max_memory= (long replicates then run in "
+            "chunks, with the same estimates) or fewer samples=")
     ss = np.random.SeedSequence(seed) if not isinstance(seed, np.random.Generator) else \
         np.random.SeedSequence(int(seed.integers(2**63)))
     children = ss.spawn(K)

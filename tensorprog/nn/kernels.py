@@ -491,15 +491,12 @@ def kernel_program_size(B: int, depth: int) -> int:
 
 def _check_memory(B: int, depth: int, where: str) -> None:
     """Refuse, before building anything, a kernel program that would not fit in memory."""
-    from .._resources import memory_budget, refuse
+    from .._resources import require
 
-    need = _BYTES_PER_INSTRUCTION * kernel_program_size(B, depth)
-    budget = memory_budget()
-    if need > budget.bytes:
-        raise refuse(f"{where} on B={B} inputs at depth {depth} "
-                     f"({kernel_program_size(B, depth):,} instructions)", need, "X",
-                     "pass fewer inputs (rows of X) at a time, e.g. blocks of the kernel "
-                     "matrix", budget.bytes, budget.source)
+    size = kernel_program_size(B, depth)
+    require(f"{where} on B={B} inputs at depth {depth} ({size:,} instructions)",
+            _BYTES_PER_INSTRUCTION * size, "X",
+            "pass fewer inputs (rows of X) at a time, e.g. blocks of the kernel matrix")
 
 
 def _real(x: Any, arg: str, where: str) -> float:
