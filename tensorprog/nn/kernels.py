@@ -450,6 +450,7 @@ def _validate(X: Any, depth: Any, nonlin: Any, W_std: Any, b_std: Any,
             f"{where}: nonlin must be a function of one argument without parameters, "
             f"got {phi.name} with {phi.arity} argument(s) and {phi.nparams} parameter(s)"
         )
+    _real_on_the_line(phi, where)
     W_std = _real(W_std, "W_std", where)
     if not W_std > 0:
         raise ProgramValueError(f"{where}: W_std must be > 0, got {W_std}")
@@ -497,6 +498,28 @@ def _check_memory(B: int, depth: int, where: str) -> None:
     require(f"{where} on B={B} inputs at depth {depth} ({size:,} instructions)",
             _BYTES_PER_INSTRUCTION * size, "X",
             "pass fewer inputs (rows of X) at a time, e.g. blocks of the kernel matrix")
+
+
+#: Where φ is probed: a preactivation is Gaussian, so it takes every real value (the grid
+#: avoids 0, where e.g. log|h| has an integrable singularity).
+_PROBE = np.linspace(-8.0, 8.0, 64)
+
+
+def _real_on_the_line(phi: Nonlinearity, where: str) -> None:
+    """Refuse a ``φ`` that is not real and finite on the real line (e.g. ``sqrt``): its
+    kernels would be integrals of complex or undefined values."""
+    with np.errstate(all="ignore"):
+        vals = np.asarray(phi.numpy(_PROBE))
+    bad = np.iscomplexobj(vals) and np.any(vals.imag != 0)
+    bad_at = np.flatnonzero(~np.isfinite(vals.real)) if not bad else \
+        np.flatnonzero(vals.imag != 0)
+    if bad or bad_at.size:
+        h = float(_PROBE[bad_at[0]])
+        raise ProgramValueError(
+            f"{where}: nonlin {phi.name} is not a finite real number at h = {h:g}; a "
+            f"Gaussian preactivation takes every real value, so the kernels need a φ "
+            f"defined on the whole real line (e.g. relu, tanh, gelu, or a custom "
+            f"tensorprog.Nonlinearity)")
 
 
 def _real(x: Any, arg: str, where: str) -> float:
