@@ -23,6 +23,7 @@ from .errors import (
     ResourceError,
     TensorProgramError,
     UnknownNameError,
+    UnreliableValueWarning,
 )
 from .io import load
 from .ir import WIDTH as n
@@ -89,4 +90,5 @@ __all__ = [
     "ResourceError",
     "MethodUnavailableError",
     "FormatVersionError",
+    "UnreliableValueWarning",
 ]

@@ -20,6 +20,7 @@ __all__ = [
     "ResourceError",
     "MethodUnavailableError",
     "FormatVersionError",
+    "UnreliableValueWarning",
 ]
 
 
@@ -68,3 +69,9 @@ class MethodUnavailableError(ProgramValueError):
 
 class FormatVersionError(ProgramValueError):
     """A saved file has an unknown (newer) format version."""
+
+
+class UnreliableValueWarning(UserWarning):
+    """A limit value was computed but is not trusted: its expectation is not proven to
+    exist, or its Monte Carlo integrand is too heavy-tailed for the standard error to
+    mean anything (``Limit.trusted(k)`` is False and ``Limit.warnings`` says why)."""

@@ -802,3 +802,11 @@ def check_requests(det: Any, reqs: list[Any], mean: np.ndarray, cov: np.ndarray,
             det.unproven[r.rid] = _named(fnd.reason, det.plan.der, r, expr, d, m)
         else:
             det.proven.add(r.rid)
+
+
+def exists_for_every_law(plan: Any, req: Any) -> bool:
+    """Whether a request's expectation exists whatever the law of its Gaussians: no
+    singular set and at most exp-linear growth (:attr:`Structure.trivial`). Used when
+    the law is only known to Monte Carlo (hats in ``method="montecarlo"``)."""
+    expr = integrand(plan, req)
+    return expr is not None and structure(expr, len(req.bids), len(req.cids)).trivial

@@ -20,10 +20,11 @@ Functions here work on a batch of rows (one per Monte Carlo replicate), vectoris
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
-__all__ = ["gpd_fit", "pareto_khat", "tail_size", "KHAT_UNRELIABLE", "KHAT_INFINITE_MEAN",
+__all__ = ["gpd_fit", "pareto_khat", "tail_size", "assess", "KHAT_UNRELIABLE", "KHAT_INFINITE_MEAN",
            "KHAT_INFINITE_VARIANCE"]
 
 #: ``k̂`` at or above which a Monte Carlo mean is not trusted (Vehtari et al. 2024 §3.2.4:
@@ -154,3 +155,54 @@ def khat_of_tops(tops: np.ndarray) -> np.ndarray:
     """``k̂`` per row from the ``M + 1`` largest values (threshold included)."""
     t = np.sort(tops, axis=-1)
     return gpd_fit(t[:, 1:] - t[:, :1])[0]
+
+
+def assess(plan: Any, proven: set[int], unproven: dict[int, str], khat: dict[int, float]
+           ) -> dict[int, str]:
+    """Which requests' values are not trusted, and why (by request id).
+
+    Rules, in dependency order:
+
+    * a Monte Carlo Moment whose integrand has ``k̂ ≥ 1`` and whose existence was not
+      proven (:mod:`.existence`, for its law or for every law) raises :class:`~tensorprog.errors.DivergenceError`:
+      its samples look like those of a variable without a mean;
+    * ``k̂ ≥ 0.7`` (:data:`KHAT_UNRELIABLE`): flagged — the sample mean may be far off
+      and its replicate standard error does not say by how much (Vehtari et al. 2024,
+      §3.2.4). A proven mean with ``k̂ ≥ 1`` (``𝔼 e^{5Ẑ}`` sampled without a tilt) is
+      flagged, not refused;
+    * an expectation neither proven nor refuted: flagged with the reason;
+    * a value computed from a flagged one: flagged.
+    """
+    from ..errors import DivergenceError
+    from ..interpreter import annotate
+    from .existence import exists_for_every_law
+
+    rid_of = plan.const_req
+    k_by_rid = {rid_of[c]: k for c, k in khat.items() if c in rid_of}
+    flags: dict[int, str] = {}
+    for req in plan.requests:
+        k = k_by_rid.get(req.rid)
+        name = req.var.name if req.var is not None else req.kind
+        if k is not None and k >= KHAT_INFINITE_MEAN and req.rid not in proven and not \
+                exists_for_every_law(plan, req):
+            exc = DivergenceError(
+                f"the limit of {name} looks infinite: the Monte Carlo samples of its "
+                f"|integrand| have a Pareto tail with k̂ = {k:.2f} ≥ 1, the tail of a "
+                f"variable without a mean (Vehtari et al. 2024), and its existence could not "
+                f"be proven{': ' + unproven[req.rid] if req.rid in unproven else ''}")
+            instr = plan.der.program.definition(req.var) if req.var is not None else None
+            raise annotate(exc, instr, "Limit") if instr is not None else exc
+        if k is not None and k >= KHAT_UNRELIABLE:
+            flags[req.rid] = (f"Monte Carlo integrand with a heavy tail (Pareto k̂ = {k:.2f} "
+                              f"≥ {KHAT_UNRELIABLE}): the mean and its standard error are not "
+                              f"reliable")
+        elif req.rid in unproven:
+            flags[req.rid] = f"existence not proven ({unproven[req.rid]})"
+        else:
+            bad = next((d for d in req.deps if d in flags), None)
+            if bad is not None:
+                src = plan.requests[bad]
+                flags[req.rid] = (f"computed from "
+                                  f"{src.var.name if src.var is not None else 'a value'}"
+                                  f" that is not trusted")
+    return flags
