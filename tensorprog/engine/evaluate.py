@@ -145,8 +145,8 @@ class Deterministic:
                     not self.needs_montecarlo or all(requests[d].deterministic for d in req.deps))
                 if not req.deterministic:
                     self.needs_montecarlo = True
-                    if req.method == "montecarlo" and all(requests[d].deterministic
-                                                          for d in req.deps):
+                    if req.method == "montecarlo" and req.layout is not None and all(
+                            requests[d].deterministic for d in req.deps):
                         to_check[req.sig].append(req)
                     continue
                 if req.kind == "scalar_fn":
