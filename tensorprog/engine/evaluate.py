@@ -11,6 +11,7 @@ Quadrature integrates over the linear forms an integrand depends on
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections import defaultdict
 from typing import Any
@@ -156,7 +157,7 @@ class Deterministic:
                 else:
                     groups[(req.method, req.sig)].append(req)
             for reqs in to_check.values():
-                self._existence(reqs)
+                self._existence(reqs, law_only=True)
             for (method, _), reqs in groups.items():
                 if method == "scalar_fn":
                     self._scalar_fns(reqs)
@@ -233,16 +234,21 @@ class Deterministic:
                 continue
             self._store(r, float(v), float(e))
 
-    def _existence(self, reqs: list[Request]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _existence(self, reqs: list[Request], law_only: bool = False
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Laws of a group's base Gaussians and constants, after deciding that every
         request's expectation exists (:func:`~.existence.check_requests`: a divergent
         one raises ``DivergenceError`` naming its instruction; unproven ones are recorded
-        in ``self.unproven``, and ``auto`` sends them to Monte Carlo)."""
+        in ``self.unproven``, and ``auto`` sends them to Monte Carlo). ``law_only``: a
+        group bound for Monte Carlo, checked when its law is finite (else Monte Carlo
+        reports the overflow by name)."""
         r0 = reqs[0]
         d, m = len(r0.bids), len(r0.cids)
-        mean, cov = self._support_laws(reqs, d, r0.groups)
+        with np.errstate(all="ignore") if law_only else contextlib.nullcontext():
+            mean, cov = self._support_laws(reqs, d, r0.groups)
         qv = self.values[np.array([r.deps[:m] for r in reqs], dtype=np.intp).reshape(len(reqs), m)]
-        check_requests(self, reqs, mean, cov, qv)
+        if not law_only or (np.isfinite(cov).all() and np.isfinite(qv).all()):
+            check_requests(self, reqs, mean, cov, qv)
         return mean, cov, qv
 
     def _factorised(self, expr: sympy.Expr, d: int, m: int, centred: bool, groups: tuple[int, ...],

@@ -791,7 +791,12 @@ def check_requests(det: Any, reqs: list[Any], mean: np.ndarray, cov: np.ndarray,
     if expr is None:
         return
     d, m = len(r0.bids), len(r0.cids)
-    finds = decide(expr, d, m, mean, cov, qv)
+    finite = np.isfinite(cov).all(axis=(1, 2)) & np.isfinite(mean).all(axis=1) & \
+        np.isfinite(qv).all(axis=1)  # (an overflow is reported by the evaluation, by name)
+    reqs = [r for r, ok in zip(reqs, finite) if ok]
+    if not reqs:
+        return
+    finds = decide(expr, d, m, mean[finite], cov[finite], qv[finite])
     for r, fnd in zip(reqs, finds):
         if fnd.verdict is Verdict.DIVERGES:
             exc = DivergenceError(f"the {_describe(r)} does not exist: "
