@@ -280,19 +280,45 @@ def _build(spec):
     return _FACTORS[spec[0]](*spec[1:])
 
 
+def _rule(lo, hi, pts, eps, step, ratio, n):
+    """Gauss–Legendre nodes and weights on ``[lo, hi]`` minus ``ε``-neighbourhoods of
+    ``pts``: segments of a grid of spacing ``step`` plus geometric ones (ratio ``ratio``)
+    towards every point, so that each segment is smooth relative to its length."""
+    nodes, weights = np.polynomial.legendre.leggauss(n)
+    brk = set(np.linspace(lo, hi, int((hi - lo) / step) + 1).tolist())
+    geo = 10.0 ** np.arange(math.log10(eps), 0.01, math.log10(ratio))
+    for x in pts:
+        brk.update((x - geo).tolist() + (x + geo).tolist())
+    brk = np.array(sorted(y for y in brk if lo <= y <= hi
+                          and all(abs(y - x) >= eps * 0.999 for x in pts)))
+    a, b = brk[:-1], brk[1:]
+    keep = np.ones(len(a), dtype=bool)
+    for x in pts:  # drop the segments that straddle a cut-out neighbourhood
+        keep &= ~((a < x) & (b > x))
+    a, b = a[keep], b[keep]
+    xs = (a[:, None] + b[:, None]) / 2 + (b - a)[:, None] / 2 * nodes[None]
+    return xs.ravel(), ((b - a)[:, None] / 2 * weights[None]).ravel()
+
+
+def _stages_diverge(vals):
+    """From the integrals at the four stages: the last increment stays ≥ half the previous
+    one (divergent: log-divergent integrals grow by a constant per stage, worse ones
+    faster) or falls below a fifth of it (convergent: |u|^{-1/2} falls by 10 per stage,
+    Gaussian tails far faster); None when neither (too close to call: skipped)."""
+    if any(not np.isfinite(v) for v in vals):
+        return True
+    d2, d3 = vals[2] - vals[1], vals[3] - vals[2]
+    if d3 <= 1e-10 * max(1.0, vals[3]) or d3 < 0.2 * d2:
+        return False
+    if d3 >= 0.5 * d2 and d3 > 1e-8:
+        return True
+    return None
+
+
 def _reference_diverges(logf, points, mu, sd, tan):
     """Whether ∫ |f| dN(μ, σ²) diverges, from quadrature over ``|u − μ| < R`` minus
     ``ε``-neighbourhoods of the singular points, at ``(ε, R) = (10^{-2-2s}, (5 + 5s)σ)``,
-    ``s = 0…3``: the last increment stays ≥ half the previous one (a divergent integral:
-    log-divergent ones grow by a constant per stage, worse ones faster) or falls below a
-    fifth of it (a convergent one: |u|^{-1/2} falls by 10 per stage, Gaussian tails far
-    faster). None when neither (too close to call: the example is skipped)."""
-    def dens(x):
-        with np.errstate(all="ignore"):
-            v = np.exp(logf(x) - (x - mu) ** 2 / (2 * sd * sd)) / (sd * math.sqrt(2 * math.pi))
-        return v
-
-    nodes, weights = np.polynomial.legendre.leggauss(24)
+    ``s = 0…3`` (:func:`_stages_diverge`)."""
     vals = []
     for s in range(4):
         eps, R = 10.0 ** (-2 - 2 * s), (5 + 5 * s) * sd
@@ -302,30 +328,11 @@ def _reference_diverges(logf, points, mu, sd, tan):
             j0, j1 = math.floor((lo - math.pi / 2) / math.pi), math.ceil((hi - math.pi / 2) / math.pi)
             pts += [math.pi / 2 + j * math.pi for j in range(j0, j1 + 1)]
         pts = sorted(x for x in set(pts) if lo < x < hi)
-        # Gauss–Legendre on segments: a grid of σ/4 plus geometric ones (ratio √10) towards
-        # every singular point, which makes each segment smooth relative to its length
-        brk = set(np.linspace(lo, hi, int(8 * R / sd) + 1).tolist())
-        geo = 10.0 ** np.arange(math.log10(eps), 0.01, 0.5)
-        for x in pts:
-            brk.update((x - geo).tolist() + (x + geo).tolist())
-        brk = np.array(sorted(y for y in brk if lo <= y <= hi and all(abs(y - x) >= eps * 0.999
-                                                                          for x in pts)))
-        a_, b_ = brk[:-1], brk[1:]
-        keep = np.ones(len(a_), dtype=bool)
-        for x in pts:  # drop the segments that straddle a cut-out neighbourhood
-            keep &= ~((a_ < x) & (b_ > x))
-        a_, b_ = a_[keep], b_[keep]
-        xs = (a_[:, None] + b_[:, None]) / 2 + (b_ - a_)[:, None] / 2 * nodes[None]
-        total = float(np.sum(dens(xs) * weights[None] * (b_ - a_)[:, None] / 2))
-        if not np.isfinite(total):
-            return True
-        vals.append(total)
-    d2, d3 = vals[2] - vals[1], vals[3] - vals[2]
-    if d3 <= 1e-10 * max(1.0, vals[3]) or d3 < 0.2 * d2:
-        return False
-    if d3 >= 0.5 * d2 and d3 > 1e-8:
-        return True
-    return None
+        xs, ws = _rule(lo, hi, pts, eps, sd / 8, math.sqrt(10), 24)
+        with np.errstate(all="ignore"):
+            dens = np.exp(logf(xs) - (xs - mu) ** 2 / (2 * sd * sd)) / (sd * math.sqrt(2 * math.pi))
+        vals.append(float(np.sum(dens * ws)))
+    return _stages_diverge(vals)
 
 
 @settings(max_examples=40, deadline=None, derandomize=True,
@@ -367,46 +374,21 @@ _factor2 = st.one_of(
 
 def _reference_diverges_2d(logA, logB, pA, pB, C):
     """As :func:`_reference_diverges`, in 2-D: ``∫∫ |A(s) B(t)| dN(0, C)`` over the box
-    ``|s|, |t| < R`` minus ``ε``-strips around the singular lines, tensor Gauss–Legendre
-    on segments (a grid plus geometric segments towards the lines)."""
-    nodes, weights = np.polynomial.legendre.leggauss(8)
+    ``|s|, |t| < R`` minus ``ε``-strips around the singular lines (tensor rules)."""
     Ci = np.linalg.inv(C)
     norm = 1 / (2 * math.pi * math.sqrt(np.linalg.det(C)))
     vals = []
     for s in range(4):
         eps = 10.0 ** (-2 - 2 * s)
-        axes = []
-        for pts, sd in ((pA, math.sqrt(C[0, 0])), (pB, math.sqrt(C[1, 1]))):
-            R = (5 + 4 * s) * sd
-            brk = set(np.linspace(-R, R, int(2 * R / sd) + 1).tolist())
-            geo = 10.0 ** np.arange(math.log10(eps), 0.01, 1.0)
-            for x in pts:
-                brk.update((x - geo).tolist() + (x + geo).tolist())
-            brk = np.array(sorted(y for y in brk if -R <= y <= R and all(
-                abs(y - x) >= eps * 0.999 for x in pts)))
-            a_, b_ = brk[:-1], brk[1:]
-            keep = np.ones(len(a_), dtype=bool)
-            for x in pts:
-                keep &= ~((a_ < x) & (b_ > x))
-            a_, b_ = a_[keep], b_[keep]
-            xs = ((a_[:, None] + b_[:, None]) / 2 + (b_ - a_)[:, None] / 2 * nodes[None]).ravel()
-            ws = ((b_ - a_)[:, None] / 2 * weights[None]).ravel()
-            axes.append((xs, ws))
-        (xs, wx), (ys, wy) = axes
+        (xs, wx), (ys, wy) = [
+            _rule(-(5 + 4 * s) * sd, (5 + 4 * s) * sd, pts, eps, sd / 2, 10.0, 8)
+            for pts, sd in ((pA, math.sqrt(C[0, 0])), (pB, math.sqrt(C[1, 1])))]
         S, T = np.meshgrid(xs, ys, indexing="ij")
         with np.errstate(all="ignore"):
             q = Ci[0, 0] * S * S + 2 * Ci[0, 1] * S * T + Ci[1, 1] * T * T
             v = np.exp(logA(S) + logB(T) - q / 2) * norm
-        total = float(np.einsum("i,ij,j->", wx, v, wy))
-        if not np.isfinite(total):
-            return True
-        vals.append(total)
-    d2, d3 = vals[2] - vals[1], vals[3] - vals[2]
-    if d3 <= 1e-10 * max(1.0, vals[3]) or d3 < 0.2 * d2:
-        return False
-    if d3 >= 0.5 * d2 and d3 > 1e-8:
-        return True
-    return None
+        vals.append(float(np.einsum("i,ij,j->", wx, v, wy)))
+    return _stages_diverge(vals)
 
 
 @settings(max_examples=20, deadline=None, derandomize=True,

@@ -19,8 +19,8 @@ from .derivation import Derivation
 from .evaluate import Deterministic
 from .limit import Expectation, Limit
 from .montecarlo import run_montecarlo
-from .tails import assess
 from .plan import Plan
+from .tails import assess
 
 __all__ = ["limit", "Limit", "Expectation", "METHODS"]
 

@@ -141,8 +141,8 @@ class Limit(ScalarTable):
     def trusted(self, key: Any) -> bool:
         """Whether ``lim[key]`` is right within its stated error as far as tensorprog can
         tell: False when its expectation (or one it depends on) is not proven to exist,
-        or was sampled with a heavy-tailed integrand (Pareto ``k̂ ≥ 0.7``, see
-        :meth:`khat`). :attr:`warnings` says why."""
+        or was sampled with a heavy-tailed integrand (Pareto ``k̂ ≥ 1/2``: an infinite
+        variance, see :meth:`khat`). :attr:`warnings` says why."""
         return self._name(key) not in self._flags
 
     @property
@@ -153,7 +153,7 @@ class Limit(ScalarTable):
     def khat(self, key: Any) -> float | None:
         """Pareto ``k̂`` of the Monte Carlo samples of a Moment's integrand (the mean over
         replicates; Vehtari et al., "Pareto smoothed importance sampling", 2024), or None
-        when the Moment was not sampled. Below 0.5 the variance looks finite; from 0.7
+        when the Moment was not sampled. Below 1/2 the variance looks finite; from 1/2
         the value is not trusted; from 1 the mean looks infinite (refused unless its
         existence is proven)."""
         return self._khat.get(self._name(key))

@@ -54,8 +54,8 @@ from ..gaussian import psd_factor
 from ..interpreter import Interpreter, annotate
 from ..ir import InitMatrix, InitScalar, InitVector, MatMul, Moment, Nonlin, ScalarFn
 from .plan import Plan
-from .tails import khat_of_tops, merge_tops, tail_size, top_values
 from .qmc import MAX_DIM, normal_quantile, sobol_normals, sobol_uniforms
+from .tails import khat_of_tops, merge_tops, tail_size, top_values
 
 __all__ = ["MonteCarloPass", "run_montecarlo"]
 
