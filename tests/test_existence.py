@@ -137,7 +137,8 @@ def test_exp5v_montecarlo_is_calibrated():
 
 
 @pytest.mark.parametrize("name, body, ref", [
-    # 𝔼|Z|^p = 2^{p/2} Γ((p+1)/2)/√π, p = −1/2
+    # 𝔼|Z|^p = 2^{p/2} Γ((p+1)/2)/√π, p = −1/2; its variance 𝔼|Z|^{-1} is infinite (k = 1/2):
+    # the value is computed, and flagged (its standard error is only indicative)
     ("|v|^-1/2", lambda v: tp.abs(v) ** -0.5, 2 ** -0.25 * special.gamma(0.25) / math.sqrt(math.pi)),
     # 𝔼[sin Z/Z] = ∫₀¹ 𝔼 cos(tZ) dt = ∫₀¹ e^{−t²/2} dt
     ("sin(v)/v", lambda v: tp.sin(v) / v, math.sqrt(math.pi / 2) * special.erf(1 / math.sqrt(2))),
@@ -147,7 +148,7 @@ def test_exp5v_montecarlo_is_calibrated():
 ])
 def test_integrable_singularities_get_values(name, body, ref):
     lim, k = _limit(lambda p: tp.mean(body(p.vector("v")), name="k"), samples=2**16)
-    assert lim.trusted(k)
+    assert lim.trusted(k) == (name != "|v|^-1/2"), lim.warnings
     tol = 6 * lim.stderr(k) if lim.method(k) == "montecarlo" else 1e-6
     assert abs(lim[k] - ref) <= tol
 

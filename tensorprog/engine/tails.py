@@ -38,6 +38,8 @@ KHAT_UNRELIABLE = 0.5
 #: ``k̂`` at or above which the mean of ``|f|`` looks infinite (GPD shape ``k ≥ 1``).
 KHAT_INFINITE_MEAN = 1.0
 
+#: Fewest positive exceedances a tail fit is made from (fewer: the top is an atom).
+MIN_EXCEEDANCES = 10
 #: Zhang–Stephens prior: the grid of ``θ`` is scaled by ``1/(3 x_{(n/4)})`` (their §3).
 _ZS_PRIOR_SCALE = 3.0
 #: Weakly informative prior on ``k`` (Vehtari et al. 2024, Appendix C): ``k`` is shrunk
@@ -129,12 +131,8 @@ def pareto_khat(values: np.ndarray, tail: int | None = None) -> np.ndarray:
     a = np.abs(np.asarray(values, dtype=float))
     if a.ndim == 1:
         a = a[None]
-    S = a.shape[1]
-    M = tail if tail is not None else tail_size(S)
-    M = min(M, S - 1)
-    top = np.partition(a, S - M - 1, axis=1)[:, S - M - 1:]  # threshold and the M largest
-    top.sort(axis=1)
-    return gpd_fit(top[:, 1:] - top[:, :1])[0]
+    M = tail if tail is not None else tail_size(a.shape[1])
+    return khat_of_tops(top_values(a, min(M, a.shape[1] - 1)))
 
 
 def top_values(values: np.ndarray, M: int) -> np.ndarray:
@@ -155,9 +153,24 @@ def merge_tops(a: np.ndarray | None, b: np.ndarray, M: int) -> np.ndarray:
 
 
 def khat_of_tops(tops: np.ndarray) -> np.ndarray:
-    """``k̂`` per row from the ``M + 1`` largest values (threshold included)."""
+    """``k̂`` per row from the ``M + 1`` largest values (threshold included).
+
+    Exceedances of 0 (draws tied with the threshold: an atom, e.g. the zeros of a
+    product of relus that are rarely both positive) carry no tail information and are
+    dropped; a row left with fewer than :data:`MIN_EXCEEDANCES` positive ones is
+    bounded at its top (``−inf``)."""
     t = np.sort(tops, axis=-1)
-    return gpd_fit(t[:, 1:] - t[:, :1])[0]
+    exc = t[:, 1:] - t[:, :1]
+    out = np.full(t.shape[0], -np.inf)
+    tied = (exc <= 0).any(axis=1)
+    full = np.flatnonzero(~tied)
+    if full.size:
+        out[full] = gpd_fit(exc[full])[0]
+    for r in np.flatnonzero(tied):
+        pos = exc[r][exc[r] > 0]
+        if pos.size >= MIN_EXCEEDANCES:
+            out[r] = gpd_fit(pos[None])[0][0]
+    return out
 
 
 def assess(plan: Any, proven: set[int], unproven: dict[int, str], khat: dict[int, float]
