@@ -413,8 +413,10 @@ class _Estimates:
         self.L: dict[Any, np.ndarray] = {}
         self.U: dict[Any, np.ndarray] = {}
         self.factored: dict[Any, int] = {}
-        #: Moment const id -> the ``tail_size(M) + 1`` largest |integrand| values per
-        #: replicate (K, ·), merged over chunks: the tail diagnostic (:mod:`.tails`).
+        #: Moment const id -> the ``tail + 1`` largest |integrand| values per replicate
+        #: (K, ·), merged over chunks: the tail diagnostic (:mod:`.tails`). ``tail`` is
+        #: that of all the run's samples (set by :func:`run_montecarlo`), so that the
+        #: replicates' tops hold the run's.
         self.tops: dict[int, np.ndarray] = {}
         self.tail = tail_size(M)
 
@@ -422,10 +424,6 @@ class _Estimates:
         """Merge a chunk's samples (K, C) of Moment ``cid``'s integrand into its tail."""
         self.tops[cid] = merge_tops(self.tops.get(cid), top_values(values, self.tail),
                                     self.tail)
-
-    def khats(self) -> dict[int, np.ndarray]:
-        """Pareto ``k̂`` per replicate (K,) of every Moment's integrand."""
-        return {cid: khat_of_tops(t) for cid, t in self.tops.items()}
 
     def add(self, key: Any, sums: tuple[np.ndarray, ...]) -> None:
         """Add one chunk's sums to the running sums of ``key``."""
@@ -998,8 +996,9 @@ def run_montecarlo(plan: Plan, samples: int, seed: Any, *, batches: int = 16, qm
         the result does not depend on ``max_memory`` beyond floating-point summation
         order.
     tails : dict, optional
-        Filled with ``{const id: k̂}`` for every Moment estimated: the mean over
-        replicates of the Pareto ``k̂`` of its integrand's samples (:mod:`.tails`).
+        Filled with ``{const id: k̂}`` for every Moment estimated: the Pareto ``k̂`` of
+        its integrand's samples, fitted to the largest ``min(S/5, 3√S)`` of all
+        ``S = K·M`` (:mod:`.tails`).
 
     Returns
     -------
@@ -1030,6 +1029,7 @@ def run_montecarlo(plan: Plan, samples: int, seed: Any, *, batches: int = 16, qm
     ss = np.random.SeedSequence(seed) if not isinstance(seed, np.random.Generator) else \
         np.random.SeedSequence(int(seed.integers(2**63)))
     children = ss.spawn(K)
+    T = tail_size(K * M)  # draws in the fitted tail, of all K·M (Vehtari et al. 2024 §3)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -1038,11 +1038,13 @@ def run_montecarlo(plan: Plan, samples: int, seed: Any, *, batches: int = 16, qm
         bar = tqdm(total=K, desc=f"Monte Carlo ({K}×{M} samples{chunks})", leave=False)
     def one_pass(seeds: Sequence[np.random.SeedSequence]) -> tuple[dict[int, Any], dict]:
         if not fit:
-            return _chunked_replicate(plan, seeds[0], M, C, D, qmc, schedule)
-        mc = MonteCarloPass(plan, len(seeds), M, _normal_source(seeds, M, D, qmc),
+            return _chunked_replicate(plan, seeds[0], M, C, D, qmc, schedule, T)
+        state = _Estimates(M)
+        state.tail = T
+        mc = MonteCarloPass(plan, len(seeds), M, _normal_source(seeds, M, D, qmc), state,
                             schedule=schedule)
         mc.run()
-        return mc.const, mc.state.khats()
+        return mc.const, state.tops
 
     groups = [children[start:start + step] for start in range(0, K, step)]
     values: dict[int, list[np.ndarray]] = {}
@@ -1052,12 +1054,12 @@ def run_montecarlo(plan: Plan, samples: int, seed: Any, *, batches: int = 16, qm
             consts = pool.map(one_pass, groups)  # in order, whatever finishes first
         else:
             consts = map(one_pass, groups)
-        khats: dict[int, list[np.ndarray]] = {}
-        for seeds, (const, kh) in zip(groups, consts):
+        tops: dict[int, list[np.ndarray]] = {}
+        for seeds, (const, tp_) in zip(groups, consts):
             for cid, v in const.items():
                 values.setdefault(cid, []).append(np.broadcast_to(np.ravel(v), (len(seeds),)))
-            for cid, k in kh.items():
-                khats.setdefault(cid, []).append(k)
+            for cid, t in tp_.items():
+                tops.setdefault(cid, []).append(t)
             if bar is not None:
                 bar.update(len(seeds))
     if bar is not None:
@@ -1065,10 +1067,11 @@ def run_montecarlo(plan: Plan, samples: int, seed: Any, *, batches: int = 16, qm
     cids = list(values)
     vals = np.array([np.concatenate(values[c]) for c in cids]).reshape(len(cids), K)
     means, ses = vals.mean(axis=1), vals.std(axis=1, ddof=1) / np.sqrt(K)
-    if tails is not None:
-        for cid, ks in khats.items():
-            k = np.concatenate(ks)
-            tails[cid] = float(k.mean()) if len(k) == K else float("nan")
+    # k̂ of every Moment: one fit (batched over Moments) to the largest of all K·M draws
+    full = [c for c, ts in tops.items() if sum(len(t) for t in ts) == K]
+    if tails is not None and full:
+        pooled = np.stack([top_values(np.concatenate(tops[c], axis=0).ravel(), T) for c in full])
+        tails.update(zip(full, khat_of_tops(pooled).tolist()))
     return {c: (m, e) for c, m, e in zip(cids, means.tolist(), ses.tolist())}
 
 
@@ -1080,11 +1083,14 @@ def _bytes_per_sample(der: Any) -> int:
 
 
 def _chunked_replicate(plan: Plan, ss: np.random.SeedSequence, M: int, C: int, D: int,
-                       qmc: bool, schedule: _Schedule) -> tuple[dict[int, Any], dict]:
-    """One replicate of ``M`` samples in chunks of at most ``C``: sweeps until complete."""
+                       qmc: bool, schedule: _Schedule, tail: int
+                       ) -> tuple[dict[int, Any], dict]:
+    """One replicate of ``M`` samples in chunks of at most ``C``: sweeps until complete.
+    Returns its estimates and the tops of its Moments' integrands (``tail + 1`` each)."""
     sizes = [C] * (M // C) + ([M % C] if M % C else [])
     chunk_ss = ss.spawn(len(sizes))
     state = _Estimates(M)
+    state.tail = tail
     while True:
         complete = True
         for j, size in enumerate(sizes):
@@ -1094,7 +1100,7 @@ def _chunked_replicate(plan: Plan, ss: np.random.SeedSequence, M: int, C: int, D
             mc.run()
             complete = complete and not mc.pending
         if complete:
-            return mc.const, state.khats()
+            return mc.const, state.tops
         if state.finish() == 0:  # pragma: no cover - would loop forever
             raise NumericalError("Monte Carlo in chunks made no progress (internal error)")
 
