@@ -384,9 +384,9 @@ def test_pareto_khat_of_gaussian_functions():
 
 
 def test_every_montecarlo_moment_carries_khat_and_heavy_ones_are_flagged():
-    """𝔼 e^{4 relu(v)} exists (e^{8}Φ(4) + 1/2) but its samples have k̂ ≈ 1.3 at 12,500
-    per replicate: flagged (not refused, since existence is proven), with a warning;
-    tanh's k̂ is negative and trusted."""
+    """𝔼 e^{4 relu(v)} exists (e^{8}Φ(4) + 1/2) but its 200,000 samples have k̂ ≈ 1.1:
+    flagged (not refused, since existence is proven), with a warning; tanh's k̂ is
+    negative and trusted."""
     p = tp.Program("heavy")
     v = p.vector("v")
     t = tp.mean(tp.tanh(v) ** 2, name="t")

@@ -151,8 +151,9 @@ class Limit(ScalarTable):
         return dict(self._flags)
 
     def khat(self, key: Any) -> float | None:
-        """Pareto ``k̂`` of the Monte Carlo samples of a Moment's integrand (the mean over
-        replicates; Vehtari et al., "Pareto smoothed importance sampling", 2024), or None
+        """Pareto ``k̂`` of the Monte Carlo samples of a Moment's integrand (fitted to the
+        largest of all of them; Vehtari et al., "Pareto smoothed importance sampling",
+        2024), or None
         when the Moment was not sampled. Below 1/2 the variance looks finite; from 1/2
         the value is not trusted; from 1 the mean looks infinite (refused unless its
         existence is proven)."""
