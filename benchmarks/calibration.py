@@ -6,8 +6,9 @@ For every program and both samplers (randomised QMC and iid), ``limit(method=
 "montecarlo")`` is run with ``--seeds`` seeds. Reported per cell:
 
 * ``ratio`` — (standard deviation of the estimates over seeds) / (mean reported
-  standard error): 1 when the reported errors are honest. With 30 seeds its own
-  sampling spread is about ``1/√(2·29) ≈ 0.13``, so [0.8, 1.25] is a ≈ 2σ band;
+  standard error): 1 when the reported errors are honest. With 100 seeds its own
+  sampling spread is about ``1/√(2·99) ≈ 0.07`` for normal estimates (more for the
+  skewed ones of heavy integrands), so [0.8, 1.25] is a ≈ 3σ band;
 * ``frac_z2`` — the fraction of seeds with ``|estimate − reference| > 2 s.e.`` (about
   6 % expected with 16 replicates: the t distribution with 15 degrees of freedom);
 * ``khat`` — the mean Pareto ``k̂`` of the integrand's samples, and whether the value
