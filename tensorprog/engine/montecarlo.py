@@ -1054,12 +1054,16 @@ def run_montecarlo(plan: Plan, samples: int, seed: Any, *, batches: int = 16, qm
             consts = pool.map(one_pass, groups)  # in order, whatever finishes first
         else:
             consts = map(one_pass, groups)
-        tops: dict[int, list[np.ndarray]] = {}
+        # the largest draws of each Moment's integrand over the replicates so far
+        # (O(√(K·M)) memory per Moment, merged as passes finish)
+        tops: dict[int, np.ndarray] = {}
+        seen: dict[int, int] = {}
         for seeds, (const, tp_) in zip(groups, consts):
             for cid, v in const.items():
                 values.setdefault(cid, []).append(np.broadcast_to(np.ravel(v), (len(seeds),)))
             for cid, t in tp_.items():
-                tops.setdefault(cid, []).append(t)
+                tops[cid] = merge_tops(tops.get(cid), t.reshape(1, -1), T)
+                seen[cid] = seen.get(cid, 0) + len(t)
             if bar is not None:
                 bar.update(len(seeds))
     if bar is not None:
@@ -1068,10 +1072,9 @@ def run_montecarlo(plan: Plan, samples: int, seed: Any, *, batches: int = 16, qm
     vals = np.array([np.concatenate(values[c]) for c in cids]).reshape(len(cids), K)
     means, ses = vals.mean(axis=1), vals.std(axis=1, ddof=1) / np.sqrt(K)
     # k̂ of every Moment: one fit (batched over Moments) to the largest of all K·M draws
-    full = [c for c, ts in tops.items() if sum(len(t) for t in ts) == K]
+    full = [c for c, n in seen.items() if n == K]
     if tails is not None and full:
-        pooled = np.stack([top_values(np.concatenate(tops[c], axis=0).ravel(), T) for c in full])
-        tails.update(zip(full, khat_of_tops(pooled).tolist()))
+        tails.update(zip(full, khat_of_tops(np.concatenate([tops[c] for c in full])).tolist()))
     return {c: (m, e) for c, m, e in zip(cids, means.tolist(), ses.tolist())}
 
 
