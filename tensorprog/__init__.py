@@ -26,6 +26,7 @@ from .errors import (
     ResourceError,
     TensorProgramError,
     UnknownNameError,
+    UnreliableValueWarning,
 )
 from .io import load
 from .ir import WIDTH as n
@@ -95,4 +96,5 @@ __all__ = [
     "FormatError",
     "FileAccessError",
     "MonteCarloWarning",
+    "UnreliableValueWarning",
 ]

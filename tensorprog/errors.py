@@ -23,6 +23,7 @@ __all__ = [
     "FormatError",
     "FileAccessError",
     "MonteCarloWarning",
+    "UnreliableValueWarning",
 ]
 
 
@@ -105,3 +106,9 @@ class FileAccessError(TensorProgramError, OSError):
 class MonteCarloWarning(UserWarning):
     """A value the caller expects to be deterministic was estimated by Monte Carlo
     (e.g. a kernel entry whose quadrature did not reach its tolerance)."""
+
+
+class UnreliableValueWarning(UserWarning):
+    """A limit value was computed but is not trusted: its expectation is not proven to
+    exist, or its Monte Carlo integrand is too heavy-tailed for the standard error to
+    mean anything (``Limit.trusted(k)`` is False and ``Limit.warnings`` says why)."""

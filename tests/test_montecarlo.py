@@ -434,3 +434,131 @@ def test_monte_carlo_plan_that_does_not_fit_names_max_memory(monkeypatch):
     # and a max_memory below one sample is refused, naming the minimum
     with pytest.raises(tp.ResourceError, match="max_memory ≥"):
         p.limit("montecarlo", samples=64_000, max_memory=8)
+
+
+# -- tail diagnostics (Pareto k̂) and calibration ------------------------------------------
+def test_gpd_fit_matches_scipy_and_known_shapes():
+    """Zhang–Stephens fit vs scipy's maximum likelihood on the same samples (the two
+    estimators differ by O(1/√n) sampling noise: 0.05 at n = 1000 is ~2 of scipy's own
+    standard errors √((1+k)²/n) ≈ 0.04), and vs the true shape over 40 replicates
+    (mean within 4 standard errors of the replicate spread, plus the prior's shrinkage
+    of 10/(n + 10) towards 1/2)."""
+    from scipy import stats
+
+    from tensorprog.engine.tails import gpd_fit
+
+    rng = np.random.default_rng(0)
+    n = 1000
+    for k in (-0.3, 0.2, 0.5, 0.9, 1.3):
+        x = np.sort(stats.genpareto.rvs(k, scale=2.0, size=(40, n), random_state=rng), axis=1)
+        kk, ss = gpd_fit(x)
+        c, _, sc = stats.genpareto.fit(x[0], floc=0)
+        assert kk[0] == pytest.approx(c, abs=0.05) and ss[0] == pytest.approx(sc, rel=0.1)
+        shrink = 10 / (n + 10) * abs(0.5 - k)
+        assert abs(kk.mean() - k) <= 4 * kk.std(ddof=1) / math.sqrt(40) + shrink
+
+
+def test_pareto_khat_of_gaussian_functions():
+    """Known tails: |1/Z| has P(|1/Z| > t) ~ t⁻¹ (k = 1), Z⁻² k = 2, |Z|^{-1/2} k = 1/2 — on
+    12,500 draws per replicate, 16 replicates, within 0.1 (the estimator's spread at this
+    tail size, ~0.05, is checked in the GPD test); tanh is bounded (k < 0)."""
+    from tensorprog.engine.tails import pareto_khat
+
+    z = np.random.default_rng(1).standard_normal((16, 12_500))
+    assert pareto_khat(1 / z).mean() == pytest.approx(1.0, abs=0.1)
+    assert pareto_khat(z**-2.0).mean() == pytest.approx(2.0, abs=0.1)
+    assert pareto_khat(np.abs(z) ** -0.5).mean() == pytest.approx(0.5, abs=0.1)
+    assert pareto_khat(np.tanh(z)).mean() < 0
+
+
+def test_every_montecarlo_moment_carries_khat_and_heavy_ones_are_flagged():
+    """𝔼 e^{4 relu(v)} exists (e^{8}Φ(4) + 1/2) but its 200,000 samples have k̂ ≈ 1.1:
+    flagged (not refused, since existence is proven), with a warning; tanh's k̂ is
+    negative and trusted."""
+    p = tp.Program("heavy")
+    v = p.vector("v")
+    t = tp.mean(tp.tanh(v) ** 2, name="t")
+    k = tp.mean(tp.exp(4 * tp.relu(v)), name="k")
+    with pytest.warns(tp.UnreliableValueWarning, match="k̂ = "):
+        lim = p.limit(method="montecarlo")
+    assert lim.khat(t) < 0 and lim.trusted(t)
+    assert lim.khat(k) > 0.7 and not lim.trusted(k) and "heavy tail" in lim.warnings["k"]
+
+
+def test_khat_of_chunked_replicates_equals_whole_ones():
+    """A replicate's tail is merged over its chunks: the same k̂ (QMC: the same points)."""
+    p = tp.Program("chunks")
+    v = p.vector("v")
+    tp.mean(tp.exp(2 * tp.relu(v)), name="k")
+    plan = planned(p)
+    per_sample = _bytes_per_sample(plan.der)
+    a, b = {}, {}
+    run_montecarlo(plan, 16 * 1024, 3, qmc=True, tails=a)
+    run_montecarlo(plan, 16 * 1024, 3, qmc=True, max_memory=128 * per_sample, tails=b)
+    assert a and a == b
+
+
+@pytest.mark.parametrize("qmc", [True, False], ids=["qmc", "mc"])
+def test_tilted_moments_are_exact_changes_of_measure(qmc):
+    """𝔼[tanh(v)² e^{2v}] for v ~ N(0.3, 0.8) and 𝔼[e^{v w/2}] (v, w iid N(0, 1)) by Monte
+    Carlo under the exponential tilt vs scipy quadrature: within 5 standard errors."""
+    from scipy import integrate
+
+    p = tp.Program("tilt")
+    v = p.vector("v", mean=0.3, var=0.8)
+    x, y = p.vector("x"), p.vector("y")
+    a = tp.mean(tp.tanh(v) ** 2 * tp.exp(2 * v), name="a")
+    b = tp.mean(tp.exp(0.5 * x * y), name="b")
+    lim = p.limit(method="montecarlo", samples=2**14, qmc=qmc, seed=5)
+    s = math.sqrt(0.8)
+    ref_a = integrate.quad(lambda u: np.tanh(u) ** 2 * np.exp(2 * u - (u - 0.3) ** 2 / 1.6)
+                           / (s * math.sqrt(2 * math.pi)), -30, 30, limit=200)[0]
+    ref_b = 1 / math.sqrt(1 - 0.25)  # 𝔼_y e^{y²/8} = (1 − 1/4)^{-1/2}
+    assert abs(lim[a] - ref_a) <= 5 * lim.stderr(a)
+    assert abs(lim[b] - ref_b) <= 5 * lim.stderr(b) + 1e-12
+
+
+def _calibration(build, qmc, seeds=30, samples=2**12):
+    """(spread of estimates over seeds)/(mean reported stderr), and the fraction of
+    |z| > 2, against the exact value ``build`` returns."""
+    p, k, exact = build()
+    est, se = [], []
+    for s in range(seeds):
+        lim = p.limit(method="montecarlo", samples=samples, seed=s, qmc=qmc)
+        est.append(lim[k])
+        se.append(lim.stderr(k))
+    est, se = np.array(est), np.array(se)
+    return est.std(ddof=1) / se.mean(), float(np.mean(np.abs(est - exact) > 2 * se))
+
+
+def _lognormal_times_tanh():
+    p = tp.Program("ln")
+    v = p.vector("v")
+    k = tp.mean(tp.exp(2 * v) * tp.tanh(v) ** 2, name="k")
+    from scipy import integrate
+
+    exact = integrate.quad(lambda u: np.exp(2 * u) * np.tanh(u) ** 2 * np.exp(-u * u / 2)
+                           / math.sqrt(2 * math.pi), -40, 40, limit=200)[0]
+    return p, k, exact
+
+
+def _relu_product():
+    p = tp.Program("rp")
+    W, x = p.matrix("W"), p.vector("x")
+    h = W @ x
+    k = tp.mean(tp.relu(h) * tp.relu(h), name="k")
+    return p, k, 0.5  # 𝔼 relu(Z)² = Var/2
+
+
+@pytest.mark.parametrize("build", [_lognormal_times_tanh, _relu_product],
+                         ids=["exp(2v)tanh(v)^2", "relu^2"])
+@pytest.mark.parametrize("qmc", [True, False], ids=["qmc", "mc"])
+def test_replicate_stderr_is_calibrated(build, qmc):
+    """Cheap version of ``benchmarks/calibration.py``: over 30 seeds the spread of the
+    estimates matches the mean reported standard error. With normal replicate means the
+    ratio's sampling spread over 30 seeds is ≈ 1/√58 ≈ 0.13 (plus the scatter of the
+    reported stderrs themselves), so [0.6, 1.5] is a ≈ 3σ band; |z| > 2 happens for 6 %
+    of seeds with 15 degrees of freedom, and > 30 % of 30 is a ≈ 4σ excess."""
+    ratio, frac = _calibration(build, qmc)
+    assert 0.6 <= ratio <= 1.5, ratio
+    assert frac <= 0.3, frac

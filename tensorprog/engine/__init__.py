@@ -20,6 +20,7 @@ from .evaluate import Deterministic
 from .limit import Expectation, Limit
 from .montecarlo import run_montecarlo
 from .plan import Plan
+from .tails import assess
 
 __all__ = ["limit", "Limit", "Expectation", "METHODS"]
 
@@ -138,9 +139,11 @@ def _limit(program: Any, method: str, samples: int, seed: Any, batches: int, qmc
     det = Deterministic(plan, method, degree)
     det.run()
     mc: dict[int, tuple[float, float]] = {}
+    khat: dict[int, float] = {}
     if det.needs_montecarlo:
         mc = run_montecarlo(plan, samples, seed, batches=batches, qmc=qmc, progress=progress,
-                            max_memory=max_memory)
+                            max_memory=max_memory, tails=khat)
+    flags = assess(plan, det.proven, det.unproven, khat)
     # The effective method of a request is the least precise along its dependencies.
     rank = {"exact": 0, "direct": 0, "quadrature": 1, "factorised": 1, "montecarlo": 2}
     names = ("exact", "quadrature", "montecarlo")
@@ -177,4 +180,10 @@ def _limit(program: Any, method: str, samples: int, seed: Any, batches: int, qmc
         coefficients[c.cid] = (val / s2 if s2 else 0.0, se / s2 if s2 else 0.0, effective[req.rid])
     meta = {"method": method, "samples": samples if mc else None, "seed": seed if mc else None,
             "batches": batches if mc else None, "qmc": qmc}
-    return Limit(program, der, plan, values, stderrs, errors, methods, coefficients, meta)
+    names = {cid: v.name for v, c in scalar_const.items() for cid in [c.cid]}
+    warned = {requests[const_req[scalar_const[v].cid]].rid: v.name for v in scalar_const}
+    lim = Limit(program, der, plan, values, stderrs, errors, methods, coefficients, meta,
+                flags={warned[r]: why for r, why in flags.items() if r in warned},
+                khat={names[c]: k for c, k in khat.items() if c in names})
+    lim._warn()
+    return lim

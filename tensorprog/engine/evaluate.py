@@ -12,6 +12,7 @@ Quadrature integrates over the linear forms an integrand depends on
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections import defaultdict
 from typing import Any
@@ -36,6 +37,7 @@ from ..gaussian import (
 from ..interpreter import annotate
 from ..nonlin import _NUMPY_MODULES, codegen_functions
 from .exact import _lam_q, affine_parts, coefficient_fn, exact_evaluator, independent_blocks
+from .existence import check_requests, tilted
 from .plan import Plan, Request
 from .symbols import GaussSym, g, q
 
@@ -95,6 +97,10 @@ class Deterministic:
         self.degree = degree
         self.needs_montecarlo = False
         self._chosen: dict[int, str] = {}  # sig -> method
+        #: Existence (:mod:`.existence`): request ids proven to exist, and the reasons of
+        #: those neither proven nor refuted (evaluated, but flagged on the Limit).
+        self.proven: set[int] = set()
+        self.unproven: dict[int, str] = {}
         #: Values of every request by id (NaN until evaluated), for vectorised gathers.
         self.values = np.full(len(plan.requests), np.nan)
         for r in plan.requests:
@@ -159,12 +165,16 @@ class Deterministic:
         requests = self.plan.requests
         for level in sorted(levels):
             groups: dict[Any, list[Request]] = defaultdict(list)
+            to_check: dict[Any, list[Request]] = defaultdict(list)  # Monte Carlo's, laws known
             for req in levels[level]:
                 # (while nothing went to Monte Carlo, every dependency is deterministic)
                 req.deterministic = req.method != "montecarlo" and (
                     not self.needs_montecarlo or all(requests[d].deterministic for d in req.deps))
                 if not req.deterministic:
                     self.needs_montecarlo = True
+                    if req.method == "montecarlo" and req.layout is not None and all(
+                            requests[d].deterministic for d in req.deps):
+                        to_check[req.sig].append(req)
                     continue
                 if req.kind == "scalar_fn":
                     groups[("scalar_fn", req.extra)].append(req)
@@ -172,6 +182,8 @@ class Deterministic:
                     self._direct(req)
                 else:
                     groups[(req.method, req.sig)].append(req)
+            for reqs in to_check.values():
+                self._existence(reqs, law_only=True)
             for (method, _), reqs in groups.items():
                 if method == "scalar_fn":
                     self._scalar_fns(reqs)
@@ -209,8 +221,7 @@ class Deterministic:
 
     def _group(self, key: Any, reqs: list[Request]) -> None:
         method, expr, d, m, centred, indep = key
-        mean, cov = self._support_laws(reqs, d, indep)
-        qv = self.values[np.array([r.deps[:m] for r in reqs], dtype=np.intp).reshape(len(reqs), m)]
+        mean, cov, qv = self._existence(reqs)
         try:
             if method == "exact":
                 f = exact_evaluator(expr, d, m, centred, indep)
@@ -223,7 +234,7 @@ class Deterministic:
                 vals, errs = self._factorised(expr, d, m, centred, indep, mean, cov, qv)
                 growth = None
             else:
-                vals, errs, growth = self._quadrature(expr, d, m, mean, cov, qv)
+                vals, errs, growth = tilted(self._quadrature, expr, d, m, mean, cov, qv)
         except TensorProgramError as exc:
             instr = self._instruction(reqs[0])
             raise (annotate(exc, instr, "Limit") if instr is not None else exc) from exc
@@ -241,12 +252,30 @@ class Deterministic:
                     f"against the Gaussian (e.g. exp(Z²) with Var Z ≥ 1/2)"
                 )
                 raise annotate(exc, instr, "Limit") if instr is not None else exc
-            if method != "exact" and self.method == "auto" and e > QUADRATURE_RTOL * max(1.0, abs(v)):
+            if method != "exact" and self.method == "auto" and (
+                    e > QUADRATURE_RTOL * max(1.0, abs(v)) or r.rid in self.unproven):
                 r.deterministic = False  # not trusted: Monte Carlo takes over
                 r.method = "montecarlo"
                 self.needs_montecarlo = True
                 continue
             self._store(r, float(v), float(e))
+
+    def _existence(self, reqs: list[Request], law_only: bool = False
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Laws of a group's base Gaussians and constants, after deciding that every
+        request's expectation exists (:func:`~.existence.check_requests`: a divergent
+        one raises ``DivergenceError`` naming its instruction; unproven ones are recorded
+        in ``self.unproven``, and ``auto`` sends them to Monte Carlo). ``law_only``: a
+        group bound for Monte Carlo, checked when its law is finite (else Monte Carlo
+        reports the overflow by name)."""
+        r0 = reqs[0]
+        d, m = len(r0.bids), len(r0.cids)
+        with np.errstate(all="ignore") if law_only else contextlib.nullcontext():
+            mean, cov = self._support_laws(reqs, d, r0.groups)
+        qv = self.values[np.array([r.deps[:m] for r in reqs], dtype=np.intp).reshape(len(reqs), m)]
+        if not law_only or (np.isfinite(cov).all() and np.isfinite(qv).all()):
+            check_requests(self, reqs, mean, cov, qv)
+        return mean, cov, qv
 
     def _factorised(self, expr: sympy.Expr, d: int, m: int, centred: bool, groups: tuple[int, ...],
                     mean: np.ndarray, cov: np.ndarray, qv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

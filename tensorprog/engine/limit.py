@@ -132,11 +132,55 @@ class Limit(ScalarTable):
 
     def __init__(self, program: Any, der: Derivation, plan: Plan, values: dict[str, float],
                  stderrs: dict[str, float], errors: dict[str, float], methods: dict[str, str],
-                 coefficients: dict[int, tuple[float, float, str]], meta: dict[str, Any]) -> None:
+                 coefficients: dict[int, tuple[float, float, str]], meta: dict[str, Any],
+                 flags: dict[str, str] | None = None, khat: dict[str, float] | None = None
+                 ) -> None:
         super().__init__(program, values, stderrs, errors, methods, meta)
         self.derivation = der
         self.plan = plan
         self._coef = coefficients
+        self._flags = dict(flags or {})
+        self._khat = dict(khat or {})
+
+    # -- reliability -------------------------------------------------------------------
+    def trusted(self, key: Any) -> bool:
+        """Whether ``lim[key]`` is right within its stated error as far as tensorprog can
+        tell: False when its expectation (or one it depends on) is not proven to exist,
+        or was sampled with a heavy-tailed integrand (Pareto ``k̂ ≥ 1/2``: an infinite
+        variance, see :meth:`khat`). :attr:`warnings` says why."""
+        return self._name(key) not in self._flags
+
+    @property
+    def warnings(self) -> dict[str, str]:
+        """Why each untrusted value is not trusted, by name (empty when all are)."""
+        return dict(self._flags)
+
+    def khat(self, key: Any) -> float | None:
+        """Pareto ``k̂`` of the Monte Carlo samples of a Moment's integrand (fitted to the
+        largest of all of them; Vehtari et al., "Pareto smoothed importance sampling",
+        2024), or None
+        when the Moment was not sampled. Below 1/2 the variance looks finite; from 1/2
+        the value is not trusted; from 1 the mean looks infinite (refused unless its
+        existence is proven)."""
+        return self._khat.get(self._name(key))
+
+    def _warn(self) -> None:
+        if self._flags:
+            import warnings
+
+            from ..errors import UnreliableValueWarning
+
+            lines = "; ".join(f"{k}: {why}" for k, why in self._flags.items())
+            warnings.warn(f"{len(self._flags)} limit value(s) of {self.program.name!r} are not "
+                          f"trusted — {lines}", UnreliableValueWarning, stacklevel=4)
+
+    def __repr__(self) -> str:
+        lines = [self._title()]
+        for name, val, err, m in self.table():
+            e = f" ± {err:.2g}" if err else ""
+            flag = ", not trusted" if name in self._flags else ""
+            lines.append(f"  {name} = {val:.10g}{e}  [{m}{flag}]")
+        return "\n".join(lines)
 
     # -- lookup ----------------------------------------------------------------------
     def _var(self, key: Any, kind: str = "scalar") -> Var:

@@ -57,6 +57,7 @@ from ..interpreter import Interpreter, annotate
 from ..ir import InitMatrix, InitScalar, InitVector, MatMul, Moment, Nonlin, ScalarFn
 from .plan import Plan
 from .qmc import MAX_DIM, normal_quantile, sobol_normals, sobol_uniforms
+from .tails import khat_of_tops, merge_tops, tail_size, top_values
 
 __all__ = ["MonteCarloPass", "run_montecarlo"]
 
@@ -187,6 +188,8 @@ class _Schedule:
                 self.dead[i].append(v)
         self.pairs = {i: self.pair(i.args[0], i.args[-1]) for i in instructions
                       if isinstance(i, Moment) and _is_product(i.fn)}
+        #: Moments sampled under an exponential tilt (:func:`_tilts`)
+        self.tilts = _tilts(plan, self.known)
         self.home: dict[Any, tuple[int, int]] = {}
         self.sizes: list[int] = []
         self.family_stack: dict[Any, int] = {}
@@ -273,6 +276,68 @@ class _Schedule:
         return ("p", a.id, b.id) if a.id <= b.id else ("p", b.id, a.id)
 
 
+class _MCTilt:
+    """A Moment ``𝔼[h(g) e^{P(g)}]`` over initial vectors ``g = μ + Fξ`` sampled under
+    the tilted law: with ``P(μ + Fξ) = ξᵀAξ + βᵀξ + γ``,
+    ``𝔼[h e^P] = e^c 𝔼[h(μ + Fξ')]``, ``ξ' ~ N(Sβ, S)``, ``S = (I − 2A)⁻¹``,
+    ``c = γ + βᵀSβ/2 + log det S / 2`` (see :meth:`.existence.Tilt.law`).
+
+    For ``e^{aᵀg}`` this shifts the normals by ``Fᵀa`` (importance sampling with the
+    zero-variance proposal of the exponential factor): ``𝔼 e^{5v}`` is exact, and
+    ``𝔼[tanh(v)² e^{2v}]`` samples where the integrand's mass is, instead of averaging
+    a lognormal whose Pareto ``k̂`` is 0.6 (an untrustworthy replicate spread).
+    """
+
+    __slots__ = ("h", "cids", "mean", "F", "shift", "L", "scale")
+
+    def __init__(self, h: Any, cids: tuple[int, ...], mean: np.ndarray, F: np.ndarray,
+                 shift: np.ndarray, L: np.ndarray, scale: float) -> None:
+        self.h, self.cids, self.mean, self.F = h, cids, mean, F
+        self.shift, self.L, self.scale = shift, L, scale
+
+
+def _tilts(plan: Plan, known: dict[int, Any]) -> dict[Any, _MCTilt]:
+    """The Moments Monte Carlo estimates under an exponential tilt: integrands
+    ``h·exp(P)`` (:func:`.existence.tilt`, ``P`` with numeric coefficients, of degree 1
+    or 2) of initial vectors only, whose tilted law exists."""
+    from .evaluate import _lambdify
+    from .existence import _quadratic_parts, integrand, tilt
+    from .symbols import g
+
+    der = plan.der
+    out: dict[Any, _MCTilt] = {}
+    F_init = None
+    for instr in der.program.instructions:
+        if not isinstance(instr, Moment):
+            continue
+        cid = der.scalar_const[instr.out].cid
+        req = plan.requests[plan.const_req[cid]]
+        if cid in known or req.layout is None or not req.bids or any(
+                gr >= 0 for gr in req.groups):
+            continue
+        expr = integrand(plan, req)
+        d, m = len(req.bids), len(req.cids)
+        tl = tilt(expr, d, m) if expr is not None else None
+        if tl is None or tl.P.free_symbols - {g(i) for i in range(d)}:
+            continue
+        if F_init is None:
+            F_init = psd_factor(der.init_cov, what="initial vectors' covariance")
+        idx = der.base_init_index[np.array(req.bids, dtype=np.intp)]
+        mean = np.asarray(der.init_mean, dtype=float)[idx]
+        F = F_init[idx]
+        A, beta, gamma = _quadratic_parts(tl.P, d, m, mean[None], F[None], np.zeros((1, m)))
+        A, beta = A[0], beta[0]
+        if np.linalg.eigvalsh(A)[-1] >= 0.5 - 1e-6:
+            continue  # (not integrable: refused by the existence check)
+        S = np.linalg.inv(np.eye(A.shape[0]) - 2 * A)
+        S = 0.5 * (S + S.T)
+        shift = S @ beta
+        logc = gamma[0] + 0.5 * beta @ shift + 0.5 * np.linalg.slogdet(S)[1]
+        out[instr] = _MCTilt(_lambdify(tl.h, d, m), tuple(req.cids), mean, F, shift,
+                             np.linalg.cholesky(S), float(np.exp(logc)))
+    return out
+
+
 def _is_product(fn: Any) -> bool:
     """Whether ``fn`` is ``x0·x1`` or ``x0²`` (no parameters)."""
     if fn.nparams or fn.arity not in (1, 2):
@@ -356,6 +421,17 @@ class _Estimates:
         self.L: dict[Any, np.ndarray] = {}
         self.U: dict[Any, np.ndarray] = {}
         self.factored: dict[Any, int] = {}
+        #: Moment const id -> the ``tail + 1`` largest |integrand| values per replicate
+        #: (K, ·), merged over chunks: the tail diagnostic (:mod:`.tails`). ``tail`` is
+        #: that of all the run's samples (set by :func:`run_montecarlo`), so that the
+        #: replicates' tops hold the run's.
+        self.tops: dict[int, np.ndarray] = {}
+        self.tail = tail_size(M)
+
+    def add_tail(self, cid: int, values: np.ndarray) -> None:
+        """Merge a chunk's samples (K, C) of Moment ``cid``'s integrand into its tail."""
+        self.tops[cid] = merge_tops(self.tops.get(cid), top_values(values, self.tail),
+                                    self.tail)
 
     def add(self, key: Any, sums: tuple[np.ndarray, ...]) -> None:
         """Add one chunk's sums to the running sums of ``key``."""
@@ -725,25 +801,54 @@ class MonteCarloPass(Interpreter):
         known = sched.known.get(cid)
         if known is not None:
             return self._set_const(instr.out, known)
+        tl = sched.tilts.get(instr)
+        if tl is not None:
+            return self._tilted_moment(instr, cid, tl)
         key = sched.pairs.get(instr)
         if key is not None:  # Σ Z^a Z^b in one pass, no temporary
             val = self.state.final.get(key)
             if val is not None:  # (estimated for a hat covariance, and checked there)
+                if self.whole:  # (its tail: chunked replicates have none)
+                    a, b = self.env[instr.args[0]], self.env[instr.args[-1]]
+                    if self._ready(a, b):
+                        self.state.add_tail(cid, a * b)
                 return self._record(cid, val)
         args = [self.env[a] for a in instr.args]
         params = self._params(instr)
         ready = self._ready(*args, *params)
         if key is not None:
             def products() -> tuple[np.ndarray]:
+                self.state.add_tail(cid, args[0] * args[-1])
                 return (_inner(args[0][:, None], args[-1]),)
 
             return self._set_const(instr.out, self._estimate(key, products if ready else None))
 
         def sums() -> tuple[np.ndarray]:
-            vals = instr.fn.numpy(*args, *params)
-            return (np.broadcast_to(vals, self.shape).sum(axis=-1, keepdims=True),)
+            vals = np.broadcast_to(instr.fn.numpy(*args, *params), self.shape)
+            self.state.add_tail(cid, vals)
+            return (vals.sum(axis=-1, keepdims=True),)
 
         return self._set_const(instr.out, self._estimate(("m", cid), sums if ready else None))
+
+    def _tilted_moment(self, instr: Moment, cid: int, tl: "_MCTilt") -> Any:
+        """``𝔼[h e^P] = e^c 𝔼[h(μ + F ξ')]`` with ``ξ' ~ N(m', S)`` (:class:`_MCTilt`),
+        from the pass's own normals ``ξ'= m' + Lξ``: an exact change of measure."""
+        consts = [self.const.get(c, _PENDING) for c in tl.cids]
+        if not self._ready(*consts):
+            return self._set_const(instr.out, self._estimate(("m", cid), None))
+
+        def sums() -> tuple[np.ndarray]:
+            xi = self._normals()[:, : tl.L.shape[0]]
+            z = tl.shift[None, :, None] + np.einsum("rs,ksm->krm", tl.L, xi)
+            gs = tl.mean[None, :, None] + np.einsum("dr,krm->kdm", tl.F, z)
+            cols = [gs[:, j] for j in range(gs.shape[1])] + [
+                np.broadcast_to(np.asarray(c, dtype=float).reshape(-1, 1)
+                                if np.ndim(c) else c, (self.shape[0], 1)) for c in consts]
+            vals = np.broadcast_to(np.asarray(tl.h(*cols), dtype=float), self.shape)
+            self.state.add_tail(cid, vals)
+            return (tl.scale * vals.sum(axis=-1, keepdims=True),)
+
+        return self._set_const(instr.out, self._estimate(("m", cid), sums))
 
     def matmul(self, instr: MatMul) -> Any:
         node = self.der.nodes[instr.out]
@@ -872,7 +977,8 @@ class MonteCarloPass(Interpreter):
 
 
 def run_montecarlo(plan: Plan, samples: int, seed: Any, *, batches: int = 16, qmc: bool = True,
-                   progress: bool = False, max_memory: int = 2**30) -> dict[int, tuple[float, float]]:
+                   progress: bool = False, max_memory: int = 2**30,
+                   tails: dict[int, float] | None = None) -> dict[int, tuple[float, float]]:
     """Replicated Monte Carlo passes; returns ``{const id: (mean, standard error)}``.
 
     Parameters
@@ -897,6 +1003,10 @@ def run_montecarlo(plan: Plan, samples: int, seed: Any, *, batches: int = 16, qm
         (see :class:`MonteCarloPass`). The estimates are those of whole replicates, so
         the result does not depend on ``max_memory`` beyond floating-point summation
         order.
+    tails : dict, optional
+        Filled with ``{const id: k̂}`` for every Moment estimated: the Pareto ``k̂`` of
+        its integrand's samples, fitted to the largest ``min(S/5, 3√S)`` of all
+        ``S = K·M`` (:mod:`.tails`).
 
     Returns
     -------
@@ -931,6 +1041,7 @@ def run_montecarlo(plan: Plan, samples: int, seed: Any, *, batches: int = 16, qm
     ss = np.random.SeedSequence(seed) if not isinstance(seed, np.random.Generator) else \
         np.random.SeedSequence(int(seed.integers(2**63)))
     children = ss.spawn(K)
+    T = tail_size(K * M)  # draws in the fitted tail, of all K·M (Vehtari et al. 2024 §3)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -941,13 +1052,15 @@ def run_montecarlo(plan: Plan, samples: int, seed: Any, *, batches: int = 16, qm
                    f"thread(s), about {gib(need)} of sample arrays; estimated time "
                    f"{_duration(seconds)}", file=sys.stderr)
         bar = tqdm(total=K, desc=f"Monte Carlo ({K}×{M} samples{chunks})", leave=False)
-    def one_pass(seeds: Sequence[np.random.SeedSequence]) -> dict[int, Any]:
+    def one_pass(seeds: Sequence[np.random.SeedSequence]) -> tuple[dict[int, Any], dict]:
         if not fit:
-            return _chunked_replicate(plan, seeds[0], M, C, D, qmc, schedule)
-        mc = MonteCarloPass(plan, len(seeds), M, _normal_source(seeds, M, D, qmc),
+            return _chunked_replicate(plan, seeds[0], M, C, D, qmc, schedule, T)
+        state = _Estimates(M)
+        state.tail = T
+        mc = MonteCarloPass(plan, len(seeds), M, _normal_source(seeds, M, D, qmc), state,
                             schedule=schedule)
         mc.run()
-        return mc.const
+        return mc.const, state.tops
 
     groups = [children[start:start + step] for start in range(0, K, step)]
     values: dict[int, list[np.ndarray]] = {}
@@ -957,9 +1070,16 @@ def run_montecarlo(plan: Plan, samples: int, seed: Any, *, batches: int = 16, qm
             consts = pool.map(one_pass, groups)  # in order, whatever finishes first
         else:
             consts = map(one_pass, groups)
-        for seeds, const in zip(groups, consts):
+        # the largest draws of each Moment's integrand over the replicates so far
+        # (O(√(K·M)) memory per Moment, merged as passes finish)
+        tops: dict[int, np.ndarray] = {}
+        seen: dict[int, int] = {}
+        for seeds, (const, tp_) in zip(groups, consts):
             for cid, v in const.items():
                 values.setdefault(cid, []).append(np.broadcast_to(np.ravel(v), (len(seeds),)))
+            for cid, t in tp_.items():
+                tops[cid] = merge_tops(tops.get(cid), t.reshape(1, -1), T)
+                seen[cid] = seen.get(cid, 0) + len(t)
             if bar is not None:
                 bar.update(len(seeds))
     if bar is not None:
@@ -967,6 +1087,10 @@ def run_montecarlo(plan: Plan, samples: int, seed: Any, *, batches: int = 16, qm
     cids = list(values)
     vals = np.array([np.concatenate(values[c]) for c in cids]).reshape(len(cids), K)
     means, ses = vals.mean(axis=1), vals.std(axis=1, ddof=1) / np.sqrt(K)
+    # k̂ of every Moment: one fit (batched over Moments) to the largest of all K·M draws
+    full = [c for c, n in seen.items() if n == K]
+    if tails is not None and full:
+        tails.update(zip(full, khat_of_tops(np.concatenate([tops[c] for c in full])).tolist()))
     return {c: (m, e) for c, m, e in zip(cids, means.tolist(), ses.tolist())}
 
 
@@ -996,17 +1120,19 @@ def _chunk_size(fit: int, per_sample: int, max_memory: int) -> int:
 
 
 def _chunked_replicate(plan: Plan, ss: np.random.SeedSequence, M: int, C: int, D: int,
-                       qmc: bool, schedule: _Schedule, sweeps: list[int] | None = None
-                       ) -> dict[int, Any]:
+                       qmc: bool, schedule: _Schedule, tail: int,
+                       sweeps: list[int] | None = None) -> tuple[dict[int, Any], dict]:
     """One replicate of ``M`` samples in chunks of at most ``C``: sweeps until complete.
 
     Chunk ``j`` draws samples ``jC … jC + C − 1`` of the replicate's stream (the same
-    normals the whole replicate would draw there, iid or QMC). ``sweeps``, if given,
-    gets the number of sweeps appended.
+    normals the whole replicate would draw there, iid or QMC). Returns its estimates and
+    the tops of its Moments' integrands (``tail + 1`` each). ``sweeps``, if given, gets
+    the number of sweeps appended.
     """
     sizes = [C] * (M // C) + ([M % C] if M % C else [])
     state = _Estimates(M)
     n = 0
+    state.tail = tail
     while True:
         complete = True
         n += 1
@@ -1018,7 +1144,7 @@ def _chunked_replicate(plan: Plan, ss: np.random.SeedSequence, M: int, C: int, D
         if complete:
             if sweeps is not None:
                 sweeps.append(n)
-            return mc.const
+            return mc.const, state.tops
         if state.finish() == 0:  # pragma: no cover - would loop forever
             raise NumericalError("Monte Carlo in chunks made no progress (internal error)")
 
@@ -1055,7 +1181,8 @@ def _estimate_seconds(plan: Plan, schedule: _Schedule, K: int, M: int, C: int | 
         step = max(1, min(K, _PASS_SAMPLES // M))
         return (K * M * b + a * -(-K // step)) / workers
     sweeps: list[int] = []
-    _chunked_replicate(plan, ss, 2 * min(C, 64), min(C, 64), D, qmc, schedule, sweeps=sweeps)
+    _chunked_replicate(plan, ss, 2 * min(C, 64), min(C, 64), D, qmc, schedule,
+                       tail_size(2 * min(C, 64)), sweeps=sweeps)
     return K * sweeps[0] * (M * b + a * -(-M // C))
 
 
