@@ -658,7 +658,7 @@ def psd_cholesky(cov: np.ndarray) -> np.ndarray:
     """
     s = equilibration(cov)
     R = cov / (s[:, :, None] * s[:, None, :])
-    B, k = R.shape[0], R.shape[-1]
+    k = R.shape[-1]
     L = np.zeros_like(R)
     for j in range(k):
         piv = R[:, j, j] - np.einsum("bi,bi->b", L[:, j, :j], L[:, j, :j])
