@@ -87,11 +87,16 @@ __all__ = ["train_sgd", "TrainingRun", "TrainingLimit", "TrainingSimulation", "E
 
 @functools.cache
 def _backward_fn(phi: Nonlinearity) -> Nonlinearity:
-    """``(g, h) ↦ g·φ'(h)``, transparent (so the Dirac delta of relu'' stays visible)."""
+    """``(g, h) ↦ g·φ'(h)`` with backprop's almost-everywhere ``φ'`` (sign' = 0).
+
+    Transparent, so ``Z = Z^g·φ'(Z^h)`` is a product the engine factorises; ``φ'`` stays
+    an opaque application (relu' is the registered ``step``, whose Dirac delta the
+    engine still sees when it differentiates; sympy never re-evaluates ``gelu'``'s erf
+    body inside large training integrands).
+    """
     g, h = _arg_symbols(2, "x")
-    (x,) = phi.args
-    body = g * sympy.diff(phi.body, x).xreplace({x: h})
-    return Nonlinearity(f"d{phi.name}", body, (g, h), opaque=False)
+    return Nonlinearity(f"d{phi.name}", g * phi.derivative(ae=True).apply(h), (g, h),
+                        opaque=False)
 
 
 @functools.cache
