@@ -24,7 +24,7 @@ from ..interpreter import annotate
 from ..ir import Moment, Nonlin
 from ..nonlin import _NUMPY_MODULES
 from .exact import (affine_parts, applications, coefficient_fn, exact_evaluator,
-                    expand_terms, gaussians, independent_blocks, shape)
+                    expand_terms, gaussians, independent_blocks, is_affine, shape)
 from .plan import Plan, Request
 from .symbols import GaussSym, g, q
 
@@ -493,32 +493,24 @@ def linear_forms(expr: sympy.Expr, d: int, m: int) -> Reduction | None:
             us.append(sympy.Dummy(f"u{len(us)}"))
         return us[index[coeffs]]
 
-    memo: dict = {}
-    gset = gaussians(gs, memo)
-
-    def affine(arg: sympy.Expr) -> sympy.Expr | None:
-        parts = affine_parts(arg, gs, memo)
-        if parts is None or not parts[0]:
-            return None
-        lin, rest = parts
-        return form(tuple(lin.get(gk, sympy.S.Zero) for gk in gs)) + rest
-
-    new_args, kept = {}, {}
+    gset = gaussians(gs)
+    # Which arguments are substituted (affine ones, read from the tree) and which
+    # Gaussians stay outside them: the forms are bounded below before any coefficient is
+    # built (distinct supports are distinct forms) and counted before any function is
+    # rebuilt (sympy re-evaluates each one).
+    apps = {}  # application -> which of its arguments are affine in the g's
     for app in applications(expr):
-        args = [affine(a) for a in app.args]
-        if any(a is not None for a in args):
-            new_args[app] = [n if n is not None else a for n, a in zip(args, app.args)]
-            kept[app] = frozenset().union(*(gset(a) for n, a in zip(args, app.args) if n is None))
-    # The forms, counted before any function is rebuilt (sympy re-evaluates each one):
-    # the Gaussians left by the substitution below are those outside every substituted
-    # application and inside its non-affine arguments.
+        flags = [bool(gset(a)) and is_affine(a, gset) for a in app.args]
+        if any(flags):
+            apps[app] = flags
     left_memo: dict = {}
 
     def left_of(e: sympy.Basic) -> frozenset:
+        """The Gaussians of ``e`` outside the substituted arguments."""
         r = left_memo.get(e)
         if r is None:
-            if e in kept:
-                r = kept[e]
+            if e in apps:
+                r = frozenset().union(*(gset(a) for a, f in zip(e.args, apps[e]) if not f))
             elif isinstance(e, GaussSym):
                 r = gset(e)
             else:
@@ -526,12 +518,26 @@ def linear_forms(expr: sympy.Expr, d: int, m: int) -> Reduction | None:
             left_memo[e] = r
         return r
 
-    unit = {tuple(sympy.S.One if h == gk else sympy.S.Zero for h in gs) for gk in left_of(expr)}
+    left = sorted(left_of(expr), key=lambda s: s.name)
+    supports = {gset(a) for app, flags in apps.items() for a, f in zip(app.args, flags) if f}
+    bound = len(supports | {frozenset((gk,)) for gk in left})
+    if bound > MAX_QUADRATURE_DIM or bound >= d:
+        return None
+    new_args = {}
+    for app, flags in apps.items():
+        args = list(app.args)
+        for i, f in enumerate(flags):
+            if f:
+                lin, rest = affine_parts(args[i], gs)
+                if not lin:  # (cancelled to a constant: no reduction attempted)
+                    return None
+                args[i] = form(tuple(lin.get(gk, sympy.S.Zero) for gk in gs)) + rest
+        new_args[app] = args
+    unit = {tuple(sympy.S.One if h == gk else sympy.S.Zero for h in gs) for gk in left}
     k = len(index.keys() | unit)
     if k == 0 or k >= d or k > MAX_QUADRATURE_DIM:
         return None
     out = expr.xreplace({app: app.func(*args) for app, args in new_args.items()})
-    left = sorted(left_of(expr), key=lambda s: s.name)
     out = out.xreplace({gk: form(tuple(sympy.S.One if h == gk else sympy.S.Zero for h in gs))
                         for gk in left})
     out = out.xreplace({u: g(j) for j, u in enumerate(us)})

@@ -37,7 +37,7 @@ from ..nonlin import _NUMPY_MODULES, CLOSED_FORMS
 from .symbols import ConstSym, GaussSym, g, q
 
 __all__ = ["exact_evaluator", "independent_blocks", "shape", "Shape", "expand_terms", "MAX_TERMS",
-           "affine_parts", "applications", "gaussians"]
+           "affine_parts", "applications", "gaussians", "is_affine"]
 
 Evaluator = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
@@ -139,13 +139,12 @@ def shape(expr: sympy.Expr) -> Shape:
             ga = gset(a)
             if not ga:
                 continue
-            parts = _affine(a, gset)
-            if parts is None:
+            if not is_affine(a):
                 ok = False
                 if not polynomial:
                     entangled.add(ga)
                 visit_inner(a)
-            elif parts[1] != 0:
+            elif not is_affine(a, linear=True):
                 ok = False
         if not ok:
             blocked[0] = True
@@ -370,70 +369,106 @@ def applications(expr: sympy.Expr) -> set[sympy.Function]:
     return out
 
 
-def affine_parts(arg: sympy.Expr, gs: list[GaussSym], memo: dict | None = None
+def affine_parts(arg: sympy.Expr, gs: list[GaussSym]
                  ) -> tuple[dict[GaussSym, sympy.Expr], sympy.Expr] | None:
     """``arg = Σ_k a_k g_k + c`` as ``({g_k: a_k}, c)`` (``a_k``, ``c`` free of the
     ``g``'s, expanded), or None if ``arg`` is not affine in them.
 
     Read from the expression tree (sums, and products with one Gaussian-dependent
-    factor), never by expanding ``arg``: a non-affine argument is refused at its first
-    product of two Gaussian-dependent factors or function of a Gaussian. (An argument
-    affine only after cancellation, ``g₀(g₁+1) − g₀g₁``, counts as non-affine.)
-    ``memo`` (node → its Gaussians among ``gs``) may be shared by calls with equal ``gs``.
+    factor), never by expanding ``arg``: a non-affine argument is refused by
+    :func:`is_affine` before any coefficient is built. (An argument affine only after
+    cancellation, ``g₀(g₁+1) − g₀g₁``, counts as non-affine.)
     """
-    return _affine(arg, gaussians(gs, memo))
-
-
-def gaussians(gs: list[GaussSym] | None = None, memo: dict | None = None
-              ) -> Callable[[sympy.Basic], frozenset]:
-    """``e ↦`` the base Gaussians (among ``gs``; all when None) that ``e`` contains,
-    memoised in ``memo`` (shared subtrees are visited once)."""
-    wanted = None if gs is None else set(gs)
-    memo = {} if memo is None else memo
-
-    def gset(e: sympy.Basic) -> frozenset:
-        r = memo.get(e)
-        if r is None:
-            if isinstance(e, GaussSym):
-                r = frozenset((e,)) if wanted is None or e in wanted else frozenset()
-            elif not e.args:
-                r = frozenset()
-            else:
-                r = frozenset().union(*(gset(a) for a in e.args))
-            memo[e] = r
-        return r
-
-    return gset
-
-
-def _affine(arg: sympy.Expr, gset: Callable[[sympy.Basic], frozenset]
-            ) -> tuple[dict[GaussSym, sympy.Expr], sympy.Expr] | None:
-    """:func:`affine_parts` with a caller's (memoised) map ``gset`` of node → Gaussians."""
+    gset = _all_gaussians if _all_gaussians(arg) <= frozenset(gs) else gaussians(gs)
+    if not is_affine(arg, gset):
+        return None
     lin: dict[GaussSym, list[sympy.Expr]] = {}
     const: list[sympy.Expr] = []
     stack: list[tuple[sympy.Expr, tuple[sympy.Expr, ...]]] = [(arg, ())]
     while stack:
         e, scale = stack.pop()
-        dep = gset(e)
-        if not dep:
+        if not gset(e):
             const.append(sympy.Mul(*scale, e))
         elif isinstance(e, GaussSym):
             lin.setdefault(e, []).append(sympy.Mul(*scale))
         elif isinstance(e, sympy.Add):
             stack.extend((a, scale) for a in e.args)
-        elif isinstance(e, sympy.Mul):
+        else:  # a product with one Gaussian-dependent factor (is_affine)
             inner = [a for a in e.args if gset(a)]
-            if len(inner) != 1:
-                return None
             stack.append((inner[0], scale + tuple(a for a in e.args if not gset(a))))
-        else:
-            return None
 
     def tidy(parts: list[sympy.Expr]) -> sympy.Expr:
         return sympy.expand(sympy.Add(*parts), power_exp=False, log=False)
 
     coeffs = {k: tidy(v) for k, v in lin.items()}
     return {k: v for k, v in coeffs.items() if v != 0}, tidy(const)
+
+
+#: Per-node caches of the tree walks (sympy expressions are immutable, so entries never
+#: go stale; the caches are emptied when they grow past ``_CACHE_SIZE`` nodes).
+_GAUSSIANS: dict[sympy.Basic, frozenset] = {}
+_AFFINE: dict[tuple[sympy.Basic, bool], bool] = {}
+_CACHE_SIZE = 1 << 18
+_NONE: frozenset = frozenset()
+
+
+def _all_gaussians(e: sympy.Basic) -> frozenset:
+    r = _GAUSSIANS.get(e)
+    if r is None:
+        if isinstance(e, GaussSym):
+            r = frozenset((e,))
+        else:
+            r = _NONE
+            for a in e.args:
+                ga = _all_gaussians(a)
+                if ga:
+                    r = ga if not r else r | ga
+        if len(_GAUSSIANS) > _CACHE_SIZE:
+            _GAUSSIANS.clear()
+        _GAUSSIANS[e] = r
+    return r
+
+
+def gaussians(gs: list[GaussSym] | None = None) -> Callable[[sympy.Basic], frozenset]:
+    """``e ↦`` the base Gaussians ``g_k`` (those in ``gs``; all when None) in ``e``, by a
+    walk cached per node (shared subtrees, and repeated calls, are visited once)."""
+    if gs is None:
+        return _all_gaussians
+    wanted = frozenset(gs)
+
+    def gset(e: sympy.Basic) -> frozenset:
+        r = _all_gaussians(e)
+        return r if r <= wanted else r & wanted
+
+    return gset
+
+
+def is_affine(e: sympy.Expr, gset: Callable[[sympy.Basic], frozenset] = _all_gaussians,
+              linear: bool = False) -> bool:
+    """Whether ``e`` is affine in the Gaussians of ``gset`` read from its tree: free of
+    them, one of them, a sum of affine terms, or a product with exactly one dependent
+    factor, itself affine. ``linear``: also without a constant term (every term of a
+    sum depends on a Gaussian). Cached per node for the default ``gset``."""
+    if not gset(e):
+        return not linear
+    cached = gset is _all_gaussians
+    key = (e, linear)
+    r = _AFFINE.get(key) if cached else None
+    if r is None:
+        if isinstance(e, GaussSym):
+            r = True
+        elif isinstance(e, sympy.Add):
+            r = all(is_affine(a, gset, linear) for a in e.args)
+        elif isinstance(e, sympy.Mul):
+            dep = [a for a in e.args if gset(a)]
+            r = len(dep) == 1 and is_affine(dep[0], gset, linear)
+        else:
+            r = False
+        if cached:
+            if len(_AFFINE) > _CACHE_SIZE:
+                _AFFINE.clear()
+            _AFFINE[key] = r
+    return r
 
 
 def _linear(arg: sympy.Expr, gs: list[GaussSym]) -> bool:
