@@ -67,8 +67,7 @@ from typing import Any
 import sympy
 
 from .errors import ProgramTypeError, ProgramValueError
-from .ir import (InitMatrix, InitScalar, InitVector, MatMul, Moment, Nonlin, ScalarFn, Var,
-                 format_instruction)
+from .ir import InitMatrix, InitScalar, InitVector, MatMul, Moment, Nonlin, ScalarFn, Var
 from .nonlin import Nonlinearity, _arg_symbols
 from .program import Handle, Program, Scalar, Vector, apply_nonlinearity
 
@@ -447,6 +446,8 @@ def _check_scalar_targets(f: Scalar, scalars: list[Scalar], instrs: list[Any],
                           edges: Any) -> None:
     """A scalar target that reaches ``f`` through a Nonlin+/Moment *parameter* needs
     ``through_scalars=True`` (otherwise that path would silently count as constant)."""
+    from .ir import format_instruction
+
     need = {f.var}
     for instr in reversed(instrs):
         if instr.out in need:

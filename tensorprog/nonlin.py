@@ -291,7 +291,9 @@ class Nonlinearity:
                 f"{self.name} has {self.arity} arguments and {self.nparams} parameters; "
                 f"no derivative index {i}"
             )
-        return _derivative(self, i, bool(ae))
+        D = _derivative(self, i)
+        # one object where the two agree (closed forms are registered by object: erf')
+        return _derivative(self, i, True) if ae and D.is_distribution else D
 
     @functools.cached_property
     def function(self) -> type[sympy.Function]:

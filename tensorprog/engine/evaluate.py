@@ -23,8 +23,17 @@ from ..gaussian import PSD_TOL, equilibration, gauss_hermite_expectation, trapez
 from ..interpreter import annotate
 from ..ir import Moment, Nonlin
 from ..nonlin import _NUMPY_MODULES
-from .exact import (affine_parts, applications, coefficient_fn, exact_evaluator,
-                    expand_terms, gaussians, independent_blocks, is_affine, shape)
+from .exact import (
+    affine_parts,
+    applications,
+    coefficient_fn,
+    exact_evaluator,
+    expand_terms,
+    gaussians,
+    independent_blocks,
+    is_affine,
+    shape,
+)
 from .plan import Plan, Request
 from .symbols import GaussSym, g, q
 
