@@ -37,7 +37,7 @@ from ..nonlin import _NUMPY_MODULES, CLOSED_FORMS
 from .symbols import ConstSym, GaussSym, g, q
 
 __all__ = ["exact_evaluator", "independent_blocks", "shape", "Shape", "expand_terms", "MAX_TERMS",
-           "affine_parts", "applications", "gaussians", "is_affine"]
+           "affine_parts", "applications", "gaussians", "is_affine", "g_monomials"]
 
 Evaluator = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
@@ -188,6 +188,8 @@ def exact_evaluator(expr: sympy.Expr, d: int, m: int, centred: bool,
     sh = shape(expr)
     if not sh.exact_factors or (sh.opaque and not centred):
         return None
+    if not sh.opaque:  # a polynomial in the g's: by its g-monomials, whatever its size
+        return _wick_polynomial(expr, d, m)
     if sh.opaque > 2 and (groups is None or len(set(groups)) < 2):
         return None  # more than two closed-form factors in a term, and nothing factorises
     terms = expand_terms(expr)
@@ -209,6 +211,93 @@ def exact_evaluator(expr: sympy.Expr, d: int, m: int, centred: bool,
         return out
 
     return evaluate
+
+
+class _TooBig(Exception):
+    pass
+
+
+def g_monomials(expr: sympy.Expr, gs: list[GaussSym], max_terms: int = MAX_TERMS
+                ) -> dict[tuple[int, ...], sympy.Expr] | None:
+    """A polynomial in the g's as ``{exponents: coefficient}``, the coefficients (free of
+    the g's) multiplied and added but never expanded — a linear network's integrand
+    ``(Σ_k c_k(q) g_k)²`` has d(d+1)/2 monomials however long its ``c_k`` are. None when
+    ``expr`` is not such a polynomial or has more than ``max_terms`` monomials.
+    """
+    pos = {gk: i for i, gk in enumerate(gs)}
+    zero = (0,) * len(gs)
+    memo: dict[sympy.Basic, dict] = {}
+
+    def mul(a: dict, b: dict) -> dict:
+        out: dict = {}
+        for ma, ca in a.items():
+            for mb, cb in b.items():
+                key = tuple(x + y for x, y in zip(ma, mb))
+                out[key] = out[key] + ca * cb if key in out else ca * cb
+        if len(out) > max_terms:
+            raise _TooBig
+        return out
+
+    def walk(e: sympy.Basic) -> dict:
+        r = memo.get(e)
+        if r is not None:
+            return r
+        if not _all_gaussians(e):
+            r = {zero: e}
+        elif isinstance(e, GaussSym):
+            if e not in pos:
+                raise _TooBig
+            r = {tuple(int(i == pos[e]) for i in range(len(gs))): sympy.S.One}
+        elif isinstance(e, sympy.Add):
+            r = {}
+            for a in e.args:
+                for k, c in walk(a).items():
+                    r[k] = r[k] + c if k in r else c
+            if len(r) > max_terms:
+                raise _TooBig
+        elif isinstance(e, sympy.Mul):
+            r = {zero: sympy.S.One}
+            for a in e.args:
+                r = mul(r, walk(a))
+        elif isinstance(e, sympy.Pow) and e.exp.is_Integer and e.exp > 0:
+            base, r = walk(e.base), {zero: sympy.S.One}
+            for _ in range(int(e.exp)):
+                r = mul(r, base)
+        else:
+            raise _TooBig
+        memo[e] = r
+        return r
+
+    try:
+        return walk(expr)
+    except _TooBig:
+        return None
+
+
+def _wick_polynomial(expr: sympy.Expr, d: int, m: int) -> Evaluator | None:
+    """``𝔼[P(g)]`` of a polynomial by Wick/Isserlis per g-monomial (coefficients kept
+    as they are), compiled into one function of ``(mean, cov, q)``."""
+    gs = [g(k) for k in range(d)]
+    mono = g_monomials(expr, gs)
+    if mono is None:
+        return None
+    mus = sympy.symbols(f"mu0:{d}", real=True)
+    sig = sympy.Matrix(d, d, lambda i, j: sympy.Symbol(f"S{min(i, j)}_{max(i, j)}", real=True))
+    formula = sympy.Add(*[c * gaussian_moment(sympy.Mul(*[gk**e for gk, e in zip(gs, mon)]),
+                                              gs, list(mus), sig)
+                          for mon, c in mono.items()])
+    qs = [q(j) for j in range(m)]
+    syms = list(mus) + [sig[i, j] for i in range(d) for j in range(i, d)] + qs
+    fns = {f.func.nonlinearity.code_name: f.func.nonlinearity.numpy
+           for f in applications(formula) if hasattr(f.func, "nonlinearity")}
+    f = sympy.lambdify(syms, formula, modules=[fns, *_NUMPY_MODULES])
+    iu = np.triu_indices(d)
+
+    def wick(mean: np.ndarray, cov: np.ndarray, qv: np.ndarray) -> np.ndarray:
+        args = list(mean.T) + list(cov[:, iu[0], iu[1]].T) + list(qv.T)
+        return np.broadcast_to(np.asarray(f(*args), dtype=float), (mean.shape[0],))
+
+    return wick
 
 
 def _lam_q(expr: sympy.Expr, qs: list[sympy.Symbol]) -> Callable[[np.ndarray], np.ndarray]:
