@@ -14,7 +14,9 @@ Eqs. (10)–(12)], [TP4 §5.3]:
 * ``h = W x``  (MatMul)          →  ``dx += Wᵀ dh``  (a MatMul with the transpose;
   ``h = Wᵀ x`` gives ``dx += W dh``);
 * ``y = φ(x¹,…,xᵏ; θ)`` (Nonlin) →  ``dxʲ += dy ⊙ ∂ⱼφ(x¹,…,xᵏ; θ)``, with ``∂ⱼφ``
-  from :meth:`tensorprog.Nonlinearity.derivative` (so relu' is ``step``);
+  the almost-everywhere derivative of :meth:`tensorprog.Nonlinearity.derivative`
+  (``ae=True``: relu' is ``step``, sign' and step' are 0 — as in a finite network;
+  the Master Theorem still treats a jump *inside* the program by Stein's lemma);
 * ``m = (1/n) Σ_α φ(x_α; θ)`` (Moment) with adjoint ``m̄ = ∂f/∂m``
   →  ``dxʲ += m̄ · ∂ⱼφ(x; θ)``;
 * ``s = ψ(θ¹,…)`` (scalar function) →  ``θ̄ⁱ += s̄ · ∂ᵢψ``;
@@ -221,12 +223,14 @@ def _as_handle(c: Coef) -> Coef:
 
 
 def _partial(fn: Nonlinearity, i: int, args: list[Vector], params: list[Scalar]) -> tuple[str, Any]:
-    """``∂ᵢφ`` at the instruction's inputs.
+    """``∂ᵢφ`` at the instruction's inputs: the almost-everywhere derivative (a Dirac
+    delta is 0, e.g. sign' = step' = 0), which is what backpropagation through a finite
+    network computes (see :meth:`~tensorprog.Nonlinearity.derivative`).
 
     Returns ``("zero", None)``, ``("coef", c)`` when the derivative does not depend on
     the vector arguments (a number or a Scalar), or ``("vec", v)`` (a Vector).
     """
-    D = fn.derivative(i)
+    D = fn.derivative(i, ae=True)
     body = D.body
     k = len(fn.args)
     argsyms = D.args[:k]
@@ -266,9 +270,11 @@ def grad(
     ----------
     f : Scalar
         The output: a Moment, or a scalar function of Moments (e.g. a loss).
-    wrt : Vector or sequence of Vector
-        The vectors to differentiate with respect to (any vectors of the program:
-        initial vectors, MatMul or Nonlin outputs).
+    wrt : Vector, Scalar, or a sequence of them
+        What to differentiate with respect to: any vectors of the program (initial
+        vectors, MatMul or Nonlin outputs), and any scalars (initial scalars, Moments,
+        scalar functions). A scalar that reaches ``f`` through a Nonlin+/Moment
+        parameter needs ``through_scalars=True``.
     through_scalars : bool, default False
         ``False``: scalar parameters of Nonlin+/Moment instructions are constants
         (TP4's frozen Nonlin+ parameters). ``True``: differentiate through them too
@@ -276,9 +282,10 @@ def grad(
 
     Returns
     -------
-    Vector or list of Vector
-        ``n ∂f/∂x`` for each ``x`` (a single vector if ``wrt`` was one vector). A
-        vector ``f`` does not depend on gets a zero vector.
+    Vector, Scalar, or a list of them
+        ``n ∂f/∂x`` for each vector ``x`` and ``∂f/∂c`` (no factor ``n``) for each scalar
+        ``c`` (a single result if ``wrt`` was one handle). A vector ``f`` does not depend
+        on gets a zero vector; a scalar, the number ``0.0``.
 
     Notes
     -----
@@ -303,26 +310,29 @@ def grad(
             f"grad: f must be a Scalar of a program (a Moment or a function of Moments), "
             f"got {type(f).__name__}"
         )
-    single = isinstance(wrt, Vector)
+    single = isinstance(wrt, (Vector, Scalar))
     targets = [wrt] if single else list(wrt)  # type: ignore[list-item]
     if not targets:
-        raise ProgramValueError("grad: wrt must name at least one vector")
+        raise ProgramValueError("grad: wrt must name at least one vector or scalar")
     p = f.program
     for x in targets:
-        if not isinstance(x, Vector):
-            raise ProgramTypeError(f"grad: wrt must be vectors, got {x!r}")
+        if not isinstance(x, (Vector, Scalar)):
+            raise ProgramTypeError(f"grad: wrt must be Vectors or Scalars of the program, got {x!r}")
         p._own(x, "grad(wrt=…)")
     instrs = p.instructions[: f.var.id + 1]
 
-    def edges(instr: Any) -> tuple[Var, ...]:
+    def edges(instr: Any, through: bool = through_scalars) -> tuple[Var, ...]:
         """Inputs through which the derivative flows."""
         if isinstance(instr, MatMul):
             return (instr.arg,)
         if isinstance(instr, (Nonlin, Moment)):
-            return instr.args + (instr.params if through_scalars else ())
+            return instr.args + (instr.params if through else ())
         if isinstance(instr, ScalarFn):
             return instr.params
         return ()
+
+    if not through_scalars:
+        _check_scalar_targets(f, [x for x in targets if isinstance(x, Scalar)], instrs, edges)
 
     # Variables on a path wrt → f.
     reach = {x.var for x in targets}
@@ -419,14 +429,40 @@ def grad(
                     elif kind == "coef":
                         add_scal(v, _smul(_mean(dy), d))
 
-    out: list[Vector] = []
+    out: list[Any] = []
     for x in targets:
         g = done.get(x.var)
-        if g is None:
+        if g is None and isinstance(x, Scalar):
+            terms = scal_adj.get(x.var)
+            g = scalar_lincomb(terms) if terms else 0.0
+        elif g is None:
             terms = vec_adj.get(x.var)
             g = lincomb(terms) if terms else x * 0
         out.append(g)
     return out[0] if single else out
+
+
+def _check_scalar_targets(f: Scalar, scalars: list[Scalar], instrs: list[Any],
+                          edges: Any) -> None:
+    """A scalar target that reaches ``f`` through a Nonlin+/Moment *parameter* needs
+    ``through_scalars=True`` (otherwise that path would silently count as constant)."""
+    from .ir import format_instruction
+
+    need = {f.var}
+    for instr in reversed(instrs):
+        if instr.out in need:
+            need.update(edges(instr, True))
+    for c in scalars:
+        reach = {c.var}
+        for instr in instrs:
+            if instr.out not in reach and any(v in reach for v in edges(instr, True)):
+                if (isinstance(instr, (Nonlin, Moment)) and instr.out in need
+                        and any(v in reach for v in instr.params)):
+                    raise ProgramValueError(
+                        f"grad: the scalar {c.var.name} enters `{format_instruction(instr)}` "
+                        f"as a Nonlin+/Moment parameter; the gradient with respect to it "
+                        f"flows through parameters only with through_scalars=True")
+                reach.add(instr.out)
 
 
 def _ones_like(x: Vector) -> Vector:

@@ -142,7 +142,9 @@ _NUMPY_MODULES: list[Any] = [
 
 @functools.lru_cache(maxsize=8192)
 def _lambdify_body(body: sympy.Expr, nargs: int, nparams: int) -> Callable[..., Any]:
-    """numpy form of a canonical body in ``x0…``/``p0…`` (shared by equal bodies)."""
+    """numpy form of a canonical body in ``x0…``/``p0…`` (shared by equal bodies); other
+    nonlinearities applied inside it (e.g. the backward ``g·φ'(h)`` of a training run)
+    by their own numpy forms (:func:`codegen_functions`)."""
     syms = _arg_symbols(nargs, "x") + _arg_symbols(nparams, "p")
     return sympy.lambdify(syms, body, modules=[codegen_functions(body), *_NUMPY_MODULES])
 
@@ -268,18 +270,67 @@ class Nonlinearity:
         return bool(self.body.has(sympy.DiracDelta))
 
     @functools.cached_property
+    def divisors(self) -> tuple[sympy.Expr, ...]:
+        """Denominators of the body that depend on the parameters alone (``x/θ`` → ``θ``,
+        ``x/√θ`` → ``θ``): where one vanishes, ``φ`` is undefined for every argument.
+        (Inside a ``Piecewise`` a denominator may be guarded, so none is read there.)
+
+        Examples
+        --------
+        >>> x, t = sympy.symbols("x t", real=True)
+        >>> Nonlinearity("f", x / sympy.sqrt(t) + 1 / (x + t), [x], [t]).divisors
+        (p0,)
+        """
+        args = set(self.args)
+        out: list[sympy.Expr] = []
+        stack = [self.body]
+        while stack:
+            e = stack.pop()
+            if isinstance(e, sympy.Piecewise):
+                continue
+            if (isinstance(e, sympy.Pow) and e.exp.is_negative
+                    and not (e.base.free_symbols & args) and e.base.free_symbols):
+                if e.base not in out:
+                    out.append(e.base)
+                continue
+            stack.extend(e.args)
+        return tuple(out)
+
+    @functools.cached_property
     def is_polynomial(self) -> bool:
         """True when the body is a polynomial in the vector arguments."""
         return bool(self.body.is_polynomial(*self.args))
 
-    def derivative(self, i: int = 0) -> "Nonlinearity":
-        """``∂φ/∂xⁱ`` as a Nonlinearity (a builtin when it is one, e.g. relu' = step)."""
+    def derivative(self, i: int = 0, ae: bool = False) -> "Nonlinearity":
+        """``∂φ/∂xⁱ`` as a Nonlinearity (a builtin when it is one, e.g. relu' = step).
+
+        Parameters
+        ----------
+        i : int, default 0
+            Index among the arguments, then the parameters.
+        ae : bool, default False
+            ``False``: the distributional derivative — ``step' = δ``, ``sign' = 2δ``,
+            what the Master Theorem's ``𝔼[∂Z/∂Ẑ]`` needs (by Stein's lemma, [TP4
+            Remark F.2]). ``True``: the **almost-everywhere** derivative — every Dirac
+            delta dropped (``step' = sign' = 0``), what backpropagation through a finite
+            network computes, and what the backward passes of :func:`tensorprog.grad`
+            and :func:`tensorprog.nn.kernels` use (as neural-tangents does).
+
+        Examples
+        --------
+        >>> sign.derivative().body, sign.derivative(ae=True).body
+        (2*DiracDelta(x0), 0)
+        >>> relu.derivative(ae=True) is step
+        True
+        """
         if not 0 <= i < self.arity + self.nparams:
             raise ProgramValueError(
                 f"{self.name} has {self.arity} arguments and {self.nparams} parameters; "
                 f"no derivative index {i}"
             )
-        return _derivative(self, i)
+        D = _derivative(self, i)
+        # one object where the two agree (closed forms are registered by object: erf')
+        return _derivative(self, i, True) if ae and D.is_distribution else D
 
     @functools.cached_property
     def function(self) -> type[sympy.Function]:
@@ -339,15 +390,17 @@ class Nonlinearity:
         return apply_nonlinearity(self, inputs, name=name)
 
 
-_DERIVATIVES: dict[tuple[int, int], Nonlinearity] = {}
+_DERIVATIVES: dict[tuple[int, int, bool], Nonlinearity] = {}
 
 
-def _derivative(f: Nonlinearity, i: int) -> Nonlinearity:
-    cache_key = (f._uid, i)
+def _derivative(f: Nonlinearity, i: int, ae: bool = False) -> Nonlinearity:
+    cache_key = (f._uid, i, ae)
     if cache_key in _DERIVATIVES:
         return _DERIVATIVES[cache_key]
     syms = f.args + f.params
     body = sympy.diff(f.body, syms[i])
+    if ae:  # the almost-everywhere derivative: Dirac deltas (and their derivatives) are 0
+        body = body.replace(sympy.DiracDelta, lambda *_: sympy.S.Zero)
     candidate = Nonlinearity(
         f"{f.name}'" if f.arity + f.nparams == 1 else f"∂{i}{f.name}",
         body,

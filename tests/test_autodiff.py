@@ -178,11 +178,102 @@ def test_bad_arguments():
     p, f, vs = _two_layer()
     with pytest.raises(tp.ProgramTypeError, match="f must be a Scalar"):
         tp.grad(vs["x"], [vs["h"]])
-    with pytest.raises(tp.ProgramTypeError, match="wrt"):
-        tp.grad(f, [f])
+    with pytest.raises(tp.ProgramTypeError, match="wrt must be Vectors or Scalars"):
+        tp.grad(f, [p["W"]])
     with pytest.raises(tp.ProgramValueError, match="wrt"):
         tp.grad(f, [])
     q = tp.Program("other")
     y = q.vector("y")
     with pytest.raises(tp.ForeignHandleError):
         tp.grad(f, [y])
+
+
+# ---------------------------------------------------------------------------------------
+# Piecewise-constant φ: backprop uses the almost-everywhere derivative (sign' = 0)
+
+
+def test_grad_through_sign_is_the_finite_network_backprop():
+    """f = ⟨v, sign(h) tanh(h)⟩, h = W x: dx = Wᵀ(v ⊙ sign(h) tanh'(h)) (sign' = 0 a.e.),
+    exactly the numpy backprop at finite width; its limit 𝔼[dx²] = σ²𝔼[v²]𝔼[tanh'(h)²]
+    (sign² = 1; no Ż term: 𝔼_v[v·…] = 0) by Gauss–Hermite quadrature here."""
+    p = tp.Program("sign_backprop")
+    W, x, v = p.matrix("W", var=1.5), p.vector("x", var=0.8), p.vector("v")
+    h = W @ x
+    f = tp.inner(v, tp.sign(h) * tp.tanh(h))
+    dx = tp.grad(f, x)
+    k = tp.mean(dx * dx, name="k")
+    sim = p.simulate(N, seed=4)
+    Wn, xn, vn = sim.matrix("W"), sim.vector("x"), sim.vector("v")
+    hn = Wn @ xn
+    ref = Wn.T @ (vn * np.sign(hn) * (1 - np.tanh(hn) ** 2))
+    np.testing.assert_allclose(sim.vector(dx), ref, rtol=1e-12, atol=1e-13)
+    z, w = np.polynomial.hermite_e.hermegauss(200)
+    var_h = 1.5 * 0.8
+    expected = 1.5 * np.sum(w * (1 - np.tanh(np.sqrt(var_h) * z) ** 2) ** 2) / math.sqrt(2 * math.pi)
+    assert p.limit()[k] == pytest.approx(expected, rel=1e-9)
+
+
+def test_sign_kernels_match_the_arcsine_recursion():
+    """neural-tangents' ``Sign`` kernel: K^{l+1} = σ_w² (2/π) arcsin ρ^l + σ_b², and the
+    NTK recursion Θ^{l+1} = K^{l+1} + σ_w² Σ̇ Θ^l with Σ̇ = 𝔼[sign'·sign'] = 0 (a.e.), so
+    Θ = K. Inputs include ξ and −ξ (ρ = −1); diagonals use ρ = 1 exactly."""
+    X = np.array([[1.0, 0.5, -0.3], [-0.2, 0.9, 0.4], [0.7, -0.1, 0.6], [-1.0, -0.5, 0.3]])
+    for depth, b_std in ((1, 0.0), (3, 0.2)):
+        nngp, ntk = nn.kernels(X, depth=depth, nonlin="sign", W_std=1.3, b_std=b_std)
+        w2, b2 = 1.3**2, b_std**2
+        K = w2 * X @ X.T / X.shape[1] + b2
+        for _ in range(depth):
+            d = np.sqrt(np.diag(K))
+            rho = np.clip(K / np.outer(d, d), -1, 1)
+            np.fill_diagonal(rho, 1.0)
+            K = w2 * (2 / np.pi) * np.arcsin(rho) + b2
+        np.testing.assert_allclose(nngp, K, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(ntk, K, rtol=0, atol=1e-12)
+
+
+def test_sign_inside_the_program_keeps_the_dirac_stein_form():
+    """Ż of sign *inside* the program is the distributional 𝔼[∂Z/∂Ẑ] = 2𝔼δ(h)·…, not 0:
+    y = Wᵀ sign(W x) has 𝔼[x y] = 𝔼[∂ sign(Ẑ^{Wx})/∂Ẑ^{Wx}]·σ²𝔼[x²] = 2φ_σ(0)σ²𝔼x²,
+    φ_σ(0) = 1/√(2πσ²𝔼x²) the density of h = Wx at 0."""
+    p = tp.Program("sign_zdot")
+    W, x = p.matrix("W", var=2.0), p.vector("x", var=0.5)
+    y = W.T @ tp.sign(W @ x)
+    m = tp.inner(x, y, name="m")
+    var_h = 2.0 * 0.5
+    assert p.limit()[m] == pytest.approx(2 / math.sqrt(2 * math.pi * var_h) * 2.0 * 0.5, rel=1e-9)
+    assert tp.sign.derivative(ae=True).body == 0
+    assert tp.sign.derivative().is_distribution
+
+
+# ---------------------------------------------------------------------------------------
+# Gradients with respect to scalars
+
+
+def test_grad_wrt_scalars():
+    """f = (m − d)² with m = mean(tanh(c x)²): ∂f/∂d = −2(m − d) and, through the
+    Nonlin+ parameter c, ∂f/∂c = 2(m − d)·mean(2 tanh(cx) tanh'(cx) x) — numpy at finite
+    width (same draws), and the limit by Gauss–Hermite quadrature."""
+    p = tp.Program("scalar_grad")
+    x, c, d = p.vector("x", var=1.3), p.scalar("c", 0.7), p.scalar("d", 0.3)
+    m = tp.mean(tp.tanh(x * c) ** 2, name="m")
+    f = (m - d) ** 2
+    dm, dd = tp.grad(f, [m, d])
+    dc = tp.grad(f, c, through_scalars=True)
+    with pytest.raises(tp.ProgramValueError, match="scalar c enters .* through_scalars=True"):
+        tp.grad(f, c)
+    assert tp.grad(tp.mean(x * x), d) == 0.0
+    sim = p.simulate(N, seed=5)
+    xn = sim.vector("x")
+    t = np.tanh(0.7 * xn)
+    mn = np.mean(t**2)
+    assert sim[dd] == pytest.approx(-2 * (mn - 0.3), rel=1e-12)
+    assert sim[dm] == pytest.approx(2 * (mn - 0.3), rel=1e-12)
+    assert sim[dc] == pytest.approx(2 * (mn - 0.3) * np.mean(2 * t * (1 - t**2) * xn), rel=1e-10)
+    z, w = np.polynomial.hermite_e.hermegauss(200)
+    xs, w = math.sqrt(1.3) * z, w / math.sqrt(2 * math.pi)
+    ts = np.tanh(0.7 * xs)
+    m_lim = np.sum(w * ts**2)
+    lim = p.limit()
+    assert lim[dd] == pytest.approx(-2 * (m_lim - 0.3), rel=1e-9)
+    assert lim[dc] == pytest.approx(2 * (m_lim - 0.3) * np.sum(w * 2 * ts * (1 - ts**2) * xs),
+                                    rel=1e-9)

@@ -486,3 +486,100 @@ def test_zdot_through_step_uses_stein():
     assert lim["k"] == pytest.approx(1 / math.sqrt(2 * math.pi), rel=1e-10)
     vals = [p.simulate(1500, seed=s)["k"] for s in range(8)]
     assert abs(np.mean(vals) - lim["k"]) <= 4 * np.std(vals, ddof=1) / np.sqrt(8) + 0.01
+
+
+# ---------------------------------------------------------------------------------------
+# Structure read before expansion (#22: training limits that do not stall)
+
+
+def _gaussians(d):
+    from tensorprog.engine.symbols import g, q
+
+    return [g(k) for k in range(d)], [q(j) for j in range(3)]
+
+
+def test_affine_parts_agree_with_expansion():
+    """Coefficients from the tree walk equal those of the fully expanded argument
+    (sympy.Poly, degree ≤ 1 in the g's); non-affine arguments are refused."""
+    from tensorprog.engine.exact import affine_parts
+
+    gs, qs = _gaussians(3)
+    g0, g1, g2 = gs
+    q0, q1, _ = qs
+    affine = [q0 * (g0 + 2 * g1) - (g2 - 1) / 3 + sympy.tanh(q1),
+              (q0 + q1) * (g1 * q1 + 2 * (g0 - q0)) + g2 * q0 ** 2,
+              sympy.Rational(1, 2) * (g0 - g1 + q0 * (g0 + g1))]
+    for arg in affine:
+        lin, const = affine_parts(arg, gs)
+        P = sympy.Poly(sympy.expand(arg), *gs)
+        assert P.total_degree() <= 1
+        for gk in gs:
+            assert sympy.simplify(lin.get(gk, 0) - P.coeff_monomial(gk)) == 0
+        assert sympy.simplify(const - P.coeff_monomial(1)) == 0
+    for arg in (g0 * g1 + q0, sympy.tanh(g0) + g1, (g0 + q0) ** 2, g0 / g1):
+        assert affine_parts(arg, gs) is None
+
+
+def test_shape_bounds_the_expansion_and_finds_entangled_gaussians():
+    from tensorprog.engine.exact import shape
+
+    gs, qs = _gaussians(6)
+    relu = tp.relu.function
+    for e in ((gs[0] + gs[1]) * (gs[2] - qs[0] * gs[3]) ** 3 + gs[4] * relu(gs[5]),
+              relu(gs[0] + gs[1]) * relu(gs[2]) * (1 + gs[3]) ** 2):
+        n = len(sympy.Add.make_args(sympy.expand(e, deep=False)))
+        assert n <= shape(e).terms
+    s = shape(relu(gs[0] + gs[1]) * relu(gs[2] - gs[3]))
+    assert s.exact_factors and s.opaque == 2 and s.entangled == ()
+    inner = gs[0] + qs[0] * gs[1] * relu(gs[2] + gs[3]) + gs[4]
+    s = shape(sympy.tanh(inner) * gs[5])
+    assert not s.exact_factors
+    assert s.needs_dims() == 5 and s.needs_dims(gs[2]) == 5 and s.needs_dims(gs[5]) == 0
+
+
+def test_linear_forms_counted_before_substitution():
+    """A product of φ'(·) of many distinct forms is refused (no reduction below the
+    quadrature limit); a few shared forms are still found."""
+    from tensorprog.engine.evaluate import MAX_QUADRATURE_DIM, linear_forms
+
+    gs, _ = _gaussians(8)
+    dtanh = tp.tanh.derivative().function
+    many = sympy.Mul(*[dtanh(gs[k] + gs[k + 1]) for k in range(7)])
+    assert linear_forms(many, 8, 3) is None
+    few = dtanh(2 * gs[0] + gs[1]) * dtanh(gs[1] + 2 * gs[2]) * dtanh(2 * gs[0] + gs[1]) ** 2
+    red = linear_forms(few, 3, 3)
+    assert red is not None and red.k == 2 <= MAX_QUADRATURE_DIM
+
+
+def test_training_run_default_limit_is_montecarlo_where_nothing_else_applies():
+    """μP, two tanh layers, two steps: integrands of the second step (tanh of a
+    pre-activation that carries tanh' of the first) go to Monte Carlo at once, and the
+    deterministic ones keep their methods; default and forced Monte Carlo agree."""
+    from tensorprog import nn
+
+    X = np.array([[1.0, 0.3], [-0.5, 1.0]])
+    run = nn.train_sgd(nn.MLP(d_in=2, depth=2, nonlin="tanh", param=nn.muP(2)), X,
+                       np.array([0.5, -0.3]), lr=1.0, steps=2, feature_kernels=False)
+    a = run.limit(samples=20_000, seed=1)
+    b = run.limit(method="montecarlo", samples=20_000, seed=2)
+    se = np.sqrt(a.stderr ** 2 + b.stderr ** 2)
+    assert np.all(np.abs(a.outputs - b.outputs) <= 4 * se + 1e-12)
+    assert list(a.method[0]) == ["quadrature"] * 2  # f_0: 1-D tanh expectations
+    assert list(a.method[-1]) == ["montecarlo"] * 2
+
+
+def test_division_by_a_vanishing_scalar_names_it():
+    """x / ⟨x, y⟩ with x, y independent: the divisor's limit is exactly 0, so the
+    Nonlin+ has no limit — an error naming the scalar, not a quadrature failure."""
+    for wrap in (lambda z: z, tp.tanh):
+        p = tp.Program()
+        x, y = p.vector("x"), p.vector("y")
+        m = tp.mean(x * y, name="m")
+        tp.mean(wrap(x / m) * x, name="k")
+        with pytest.raises(tp.NumericalError, match=r"divides by m, whose limit is 0 \(m → 0\)"):
+            p.limit()
+    p = tp.Program()  # a non-vanishing divisor is fine: 𝔼[x tanh(x/√𝔼x²)]
+    x = p.vector("x", var=2.0)
+    k = tp.mean(tp.tanh(x / tp.sqrt(tp.mean(x * x))) * x, name="k")
+    assert p.limit()[k] == pytest.approx(gauss1(lambda z: z * math.tanh(z / math.sqrt(2)), 2.0),
+                                         rel=1e-9)

@@ -341,7 +341,7 @@ def _nan_programs():
         x = p.vector("x")
         k = tp.mean(x, name="k")  # exactly 0
         tp.mean(tp.nonlin(lambda a, s: a / s, x, k, name="xk"), name="m")
-        return p, "m = mean(xk)", ("auto",)
+        return p, "xk = xk(x, k)", ("auto",)  # the instruction that divides by k → 0
 
     def scalar_fn_division_by_zero():
         p = tp.Program("div2")

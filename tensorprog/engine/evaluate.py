@@ -35,8 +35,20 @@ from ..gaussian import (
     trapezoid_expectation,
 )
 from ..interpreter import annotate
+from ..ir import Moment, Nonlin
 from ..nonlin import _NUMPY_MODULES, codegen_functions
-from .exact import _lam_q, affine_parts, coefficient_fn, exact_evaluator, independent_blocks
+from .exact import (
+    _lam_q,
+    affine_parts,
+    applications,
+    coefficient_fn,
+    exact_evaluator,
+    expand_terms,
+    gaussians,
+    independent_blocks,
+    is_affine,
+    shape,
+)
 from .existence import check_requests, tilted
 from .plan import Plan, Request
 from .symbols import GaussSym, g, q
@@ -157,7 +169,37 @@ class Deterministic:
         return self.der.program.definition(var) if var is not None else None
 
     # -- evaluation -----------------------------------------------------------------
+    def _check_divisors(self) -> None:
+        """A Nonlin+/Moment that divides by a function of its parameters that vanishes at
+        their (deterministic) limits has no limit: an error naming the scalars, instead of
+        an integrand that is infinite everywhere. Vanishing means within the first-order
+        error of the computed limits (exactly 0 for exact ones)."""
+        der, requests, left = self.der, self.plan.requests, []
+        for instr, fn in self._divides:
+            rids = [self.plan.const_req[der.scalar_const[v].cid] for v in instr.params]
+            if any(np.isnan(self.values[r]) or not requests[r].deterministic for r in rids):
+                left.append((instr, fn))
+                continue
+            at = dict(zip(fn.params, (requests[r].value for r in rids)))
+            err = dict(zip(fn.params, (requests[r].error for r in rids)))
+            for D in fn.divisors:
+                val = float(D.xreplace(at))
+                slack = sum(abs(float(sympy.diff(D, t).xreplace(at))) * err[t]
+                            for t in D.free_symbols)
+                if abs(val) <= slack:
+                    used = [(t, v, r) for t, v, r in zip(fn.params, instr.params, rids)
+                            if t in D.free_symbols]
+                    named = D.xreplace({t: sympy.Symbol(v.name) for t, v, _ in used})
+                    limits = ", ".join(f"{v.name} → {requests[r].value:.6g}" for _, v, r in used)
+                    raise annotate(NumericalError(
+                        f"{fn.name} divides by {named}, whose limit is 0 ({limits}): the "
+                        f"instruction has no infinite-width limit"), instr, "Limit")
+        self._divides = left
+
     def run(self) -> None:
+        prog = self.der.program
+        self._divides = [(i, i.fn) for i in prog.instructions
+                         if isinstance(i, (Nonlin, Moment)) and i.params and i.fn.divisors]
         levels: dict[int, list[Request]] = defaultdict(list)
         for req in self.plan.requests:
             req.method = self._choose(req)
@@ -191,6 +233,8 @@ class Deterministic:
                 r0 = reqs[0]
                 self._group((method, r0.expr, len(r0.bids), len(r0.cids), r0.centred, r0.groups),
                             reqs)
+            if self._divides:
+                self._check_divisors()
 
     def _support_laws(self, reqs: list[Request], d: int, groups: tuple[int, ...]
                       ) -> tuple[np.ndarray, np.ndarray]:
@@ -537,10 +581,10 @@ def linear_forms(expr: sympy.Expr, d: int, m: int) -> Reduction | None:
     ``aᵀg + c``, becomes ``u_j + c`` with one ``u_j`` per distinct ``a``; a ``g`` left
     anywhere else is a form of its own. E.g. ``φ'(2g₁ + g₂) φ'(g₂ + 2g₃)`` (an NTK
     entry with biases) is a 2-D integral, not a 3-D one. None when there are as many
-    forms as Gaussians (nothing to gain).
+    forms as Gaussians (nothing to gain) or more than :data:`MAX_QUADRATURE_DIM` (no
+    rule would use them) — decided by walks of the expression before any substitution.
     """
     gs = [g(k) for k in range(d)]
-    gset = set(gs)
     rows: list[tuple[sympy.Expr, ...]] = []
     index: dict[tuple[sympy.Expr, ...], int] = {}
     us: list[sympy.Dummy] = []
@@ -552,30 +596,58 @@ def linear_forms(expr: sympy.Expr, d: int, m: int) -> Reduction | None:
             us.append(sympy.Dummy(f"u{len(us)}"))
         return us[index[coeffs]]
 
-    def affine(arg: sympy.Expr) -> sympy.Expr | None:
-        parts = affine_parts(arg, gs)
-        if parts is None:
-            return None
-        lin, rest = parts
-        return form(tuple(lin.get(gk, sympy.S.Zero) for gk in gs)) + rest
-
-    repl = {}
+    gset = gaussians(gs)
+    # Which arguments are substituted (affine ones, read from the tree) and which
+    # Gaussians stay outside them: the forms are bounded below before any coefficient is
+    # built (distinct supports are distinct forms) and counted before any function is
+    # rebuilt (sympy re-evaluates each one).
+    apps = {}  # application -> which of its arguments are affine in the g's
     # Canonical order (a set's order follows string hashes, PYTHONHASHSEED): the forms'
     # numbering fixes the order of the quadrature's dimensions, hence its last bits.
-    for app in sorted(expr.atoms(sympy.Function), key=sympy.default_sort_key):
-        args = [affine(a) if a.free_symbols & gset else None for a in app.args]
-        if any(a is not None for a in args):
-            repl[app] = app.func(*[n if n is not None else a for n, a in zip(args, app.args)])
-    out = expr.xreplace(repl)
-    left = sorted(out.free_symbols & gset, key=lambda s: s.name)
+    for app in sorted(applications(expr), key=sympy.default_sort_key):
+        flags = [bool(gset(a)) and is_affine(a, gset) for a in app.args]
+        if any(flags):
+            apps[app] = flags
+    left_memo: dict = {}
+
+    def left_of(e: sympy.Basic) -> frozenset:
+        """The Gaussians of ``e`` outside the substituted arguments."""
+        r = left_memo.get(e)
+        if r is None:
+            if e in apps:
+                r = frozenset().union(*(gset(a) for a, f in zip(e.args, apps[e]) if not f))
+            elif isinstance(e, GaussSym):
+                r = gset(e)
+            else:
+                r = frozenset().union(*(left_of(a) for a in e.args)) if gset(e) else frozenset()
+            left_memo[e] = r
+        return r
+
+    left = sorted(left_of(expr), key=lambda s: s.name)
+    supports = {gset(a) for app, flags in apps.items() for a, f in zip(app.args, flags) if f}
+    bound = len(supports | {frozenset((gk,)) for gk in left})
+    if bound > MAX_QUADRATURE_DIM or bound >= d:
+        return None
+    new_args = {}
+    for app, flags in apps.items():
+        args = list(app.args)
+        for i, f in enumerate(flags):
+            if f:
+                lin, rest = affine_parts(args[i], gs)
+                if not lin:  # (cancelled to a constant: no reduction attempted)
+                    return None
+                args[i] = form(tuple(lin.get(gk, sympy.S.Zero) for gk in gs)) + rest
+        new_args[app] = args
+    unit = {tuple(sympy.S.One if h == gk else sympy.S.Zero for h in gs) for gk in left}
+    k = len(index.keys() | unit)
+    if k == 0 or k >= d or k > MAX_QUADRATURE_DIM:
+        return None
+    out = expr.xreplace({app: app.func(*args) for app, args in new_args.items()})
     out = out.xreplace({gk: form(tuple(sympy.S.One if h == gk else sympy.S.Zero for h in gs))
                         for gk in left})
-    k = len(rows)
-    if k == 0 or k >= d:
-        return None
     out = out.xreplace({u: g(j) for j, u in enumerate(us)})
     forms = [sympy.Add(*[c * gk for c, gk in zip(row, gs)]) for row in rows]
-    return Reduction(out, k, d, forms, m)
+    return Reduction(out, len(rows), d, forms, m)
 
 
 #: Functions whose integrands the trapezoid rule may take (analytic near the real axis).
@@ -685,11 +757,13 @@ def factorised_plan(expr: sympy.Expr, d: int, m: int, centred: bool, groups: tup
     for a quadrature of that (lower) dimension. None when nothing factorises or a
     non-exact block has more than :data:`MAX_QUADRATURE_DIM` Gaussians.
     """
-    if len(set(groups)) < 2:
-        return None
+    if len(set(groups)) < 2 or shape(expr).needs_dims() > MAX_QUADRATURE_DIM:
+        return None  # (a function of a non-affine argument of too many Gaussians)
     plan, split = [], False
-    expanded = sympy.expand(expr, deep=False, power_exp=False, log=False)
-    for term in sympy.Add.make_args(expanded):
+    terms = expand_terms(expr)
+    if terms is None:
+        return None
+    for term in terms:
         parts = independent_blocks(term, d, groups)
         split = split or len(parts) > 2
         row = []

@@ -12,12 +12,21 @@ is expanded into a sum of terms ``c(q) · P(g) · Π φ_i(a_iᵀ g)``. A term is
 :func:`exact_evaluator` compiles an integrand once into a function vectorised over a
 batch of ``(mean, cov, q)`` — how structurally identical expectations (e.g. the B²
 entries of a kernel) are evaluated in one numpy call.
+
+Before anything is expanded, :func:`shape` reads the integrand's structure in one walk
+of its expression DAG (linear time, no sympy algebra): the base Gaussians inside
+non-affine arguments of functions, how many terms an expansion would produce, whether
+every function factor is one the exact forms accept. An integrand that cannot be exact
+— e.g. ``tanh`` of a training step's pre-activation, whose argument carries ``φ'`` of
+earlier steps — is refused from that, so an unrolled training run never waits for
+sympy to expand (or differentiate) an expression that no exact form could use.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -27,9 +36,141 @@ from ..gaussian import gaussian_moment
 from ..nonlin import _NUMPY_MODULES, CLOSED_FORMS, codegen_functions
 from .symbols import ConstSym, GaussSym, g, q
 
-__all__ = ["exact_evaluator", "independent_blocks"]
+__all__ = ["exact_evaluator", "independent_blocks", "shape", "Shape", "expand_terms", "MAX_TERMS",
+           "affine_parts", "applications", "gaussians", "is_affine", "g_monomials"]
 
 Evaluator = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+
+#: An integrand whose expansion would have more terms than this is not expanded: every
+#: term costs a compiled Wick formula or closed form, and sympy's ``expand`` of a product
+#: of sums grows like the number of terms. (The largest exact integrands of the test
+#: programs expand to 35 terms; 𝔼[Z⁴] of a sum of 8 Gaussians has 330.)
+MAX_TERMS = 512
+
+
+@dataclass(frozen=True)
+class Shape:
+    """Structure of an integrand over base Gaussians ``g_k``, read without expanding it.
+
+    Attributes
+    ----------
+    terms : int
+        Upper bound on the number of terms of ``expand(expr, deep=False)`` (function
+        applications counted as atoms; capped at ``10⁹``).
+    opaque : int
+        Upper bound on the number of function factors (with Gaussian arguments) in one
+        term of the expansion.
+    exact_factors : bool
+        Whether every Gaussian-dependent factor is a polynomial or a registered closed
+        form of a parameter-free nonlinearity of a *linear* form ``aᵀg`` — what
+        :func:`exact_evaluator` accepts term by term.
+    entangled : tuple of frozenset
+        For every application of a non-polynomial function to a non-affine argument
+        (e.g. ``tanh(g₀ + q·tanh'(g₁)g₂)``), the base Gaussians of that argument. The
+        integrand depends on them through no fewer than that many linear forms, and so
+        does every derivative ``∂/∂g_k`` with ``g_k`` among them (the chain rule keeps
+        ``φ'`` of the same argument).
+    """
+
+    terms: int
+    opaque: int
+    exact_factors: bool
+    entangled: tuple[frozenset, ...]
+
+    def needs_dims(self, k: GaussSym | None = None) -> int:
+        """A lower bound on the quadrature dimension of the integrand (``k=None``) or of
+        its derivative ``∂/∂g_k``: the largest entangled set (containing ``g_k``)."""
+        return max((len(s) for s in self.entangled if k is None or k in s), default=0)
+
+
+_CAP = 10**9
+
+
+@functools.lru_cache(maxsize=4096)
+def shape(expr: sympy.Expr) -> Shape:
+    """:class:`Shape` of ``expr`` by one memoised walk of its DAG (shared subtrees once).
+
+    Examples
+    --------
+    >>> from tensorprog.engine.symbols import g
+    >>> s = shape(sympy.tanh(g(0) + g(1) * g(2)) * (g(0) + g(3)) ** 2)
+    >>> s.terms, s.opaque, s.exact_factors, s.needs_dims()  # (g₀+g₃)² bounded by 2² terms
+    (4, 1, False, 3)
+    """
+    gset = gaussians()
+    facts: dict[sympy.Basic, tuple[int, int]] = {}  # node -> (terms, opaque)
+    entangled: set[frozenset] = set()
+    blocked = [False]
+
+    def visit(e: sympy.Basic) -> tuple[int, int]:
+        r = facts.get(e)
+        if r is not None:
+            return r
+        if not gset(e):
+            r = (1, 0)
+        elif isinstance(e, sympy.Add):
+            parts = [visit(a) for a in e.args]
+            r = (min(_CAP, sum(t for t, _ in parts)), max(o for _, o in parts))
+        elif isinstance(e, sympy.Mul):
+            t, o = 1, 0
+            for a in e.args:
+                ta, oa = visit(a)
+                t, o = min(_CAP, t * ta), o + oa
+            r = (t, o)
+        elif isinstance(e, sympy.Pow) and e.exp.is_Integer and e.exp > 0:
+            tb, ob = visit(e.base)
+            n = int(e.exp)
+            r = (min(_CAP, tb ** min(n, 30)), n * ob)
+        elif isinstance(e, GaussSym):
+            r = (1, 0)
+        else:
+            r = (1, 1)
+            _function(e)
+        facts[e] = r
+        return r
+
+    def _function(e: sympy.Basic) -> None:
+        fn = getattr(e.func, "nonlinearity", None)
+        polynomial = fn is not None and fn.is_polynomial
+        ok = (isinstance(e, sympy.Function) and fn is not None and not fn.nparams
+              and len(e.args) == 1 and fn in CLOSED_FORMS)
+        for a in e.args:
+            ga = gset(a)
+            if not ga:
+                continue
+            if not is_affine(a):
+                ok = False
+                if not polynomial:
+                    entangled.add(ga)
+                visit_inner(a)
+            elif not is_affine(a, linear=True):
+                ok = False
+        if not ok:
+            blocked[0] = True
+
+    inner_seen: set[sympy.Basic] = set()
+
+    def visit_inner(e: sympy.Basic) -> None:
+        # functions nested in a non-affine argument are entangled in their own right
+        for a in e.args:
+            if gset(a) and a not in inner_seen:
+                inner_seen.add(a)
+                if isinstance(a, (sympy.Add, sympy.Mul, sympy.Pow)) or not a.args:
+                    visit_inner(a)
+                else:
+                    visit(a)
+
+    t, o = visit(expr)
+    return Shape(t, o, not blocked[0], tuple(sorted(entangled, key=len, reverse=True)))
+
+
+def expand_terms(expr: sympy.Expr, max_terms: int = MAX_TERMS) -> tuple[sympy.Expr, ...] | None:
+    """The terms of ``expand(expr, deep=False)``, or None when :func:`shape` bounds their
+    number above ``max_terms`` (the expansion is then not attempted)."""
+    if shape(expr).terms > max_terms:
+        return None
+    return sympy.Add.make_args(sympy.expand(expr, deep=False, power_exp=False, log=False))
 
 
 @functools.lru_cache(maxsize=4096)
@@ -44,11 +185,20 @@ def exact_evaluator(expr: sympy.Expr, d: int, m: int, centred: bool,
     ``𝔼[Π_blocks F_b] = Π_b 𝔼[F_b]``, and each block may be exact on its own —
     e.g. the NTK's ``𝔼[Ẑ^{Wᵀ·}Ẑ^{Wᵀ·} step(Ẑ^{W·}) step(Ẑ^{W·})]``.
     """
+    sh = shape(expr)
+    if not sh.exact_factors or (sh.opaque and not centred):
+        return None
+    if not sh.opaque:  # a polynomial in the g's: by its g-monomials, whatever its size
+        return _wick_polynomial(expr, d, m)
+    if sh.opaque > 2 and (groups is None or len(set(groups)) < 2):
+        return None  # more than two closed-form factors in a term, and nothing factorises
+    terms = expand_terms(expr)
+    if terms is None:
+        return None
     gs = [g(k) for k in range(d)]
     qs = [q(j) for j in range(m)]
-    expr = sympy.expand(expr, deep=False, power_exp=False, log=False)
     parts: list[Evaluator] = []
-    for term in sympy.Add.make_args(expr):
+    for term in terms:
         ev = _factorised(term, gs, qs, centred, groups)
         if ev is None:
             return None
@@ -61,6 +211,93 @@ def exact_evaluator(expr: sympy.Expr, d: int, m: int, centred: bool,
         return out
 
     return evaluate
+
+
+class _TooBig(Exception):
+    pass
+
+
+def g_monomials(expr: sympy.Expr, gs: list[GaussSym], max_terms: int = MAX_TERMS
+                ) -> dict[tuple[int, ...], sympy.Expr] | None:
+    """A polynomial in the g's as ``{exponents: coefficient}``, the coefficients (free of
+    the g's) multiplied and added but never expanded — a linear network's integrand
+    ``(Σ_k c_k(q) g_k)²`` has d(d+1)/2 monomials however long its ``c_k`` are. None when
+    ``expr`` is not such a polynomial or has more than ``max_terms`` monomials.
+    """
+    pos = {gk: i for i, gk in enumerate(gs)}
+    zero = (0,) * len(gs)
+    memo: dict[sympy.Basic, dict] = {}
+
+    def mul(a: dict, b: dict) -> dict:
+        out: dict = {}
+        for ma, ca in a.items():
+            for mb, cb in b.items():
+                key = tuple(x + y for x, y in zip(ma, mb))
+                out[key] = out[key] + ca * cb if key in out else ca * cb
+        if len(out) > max_terms:
+            raise _TooBig
+        return out
+
+    def walk(e: sympy.Basic) -> dict:
+        r = memo.get(e)
+        if r is not None:
+            return r
+        if not _all_gaussians(e):
+            r = {zero: e}
+        elif isinstance(e, GaussSym):
+            if e not in pos:
+                raise _TooBig
+            r = {tuple(int(i == pos[e]) for i in range(len(gs))): sympy.S.One}
+        elif isinstance(e, sympy.Add):
+            r = {}
+            for a in e.args:
+                for k, c in walk(a).items():
+                    r[k] = r[k] + c if k in r else c
+            if len(r) > max_terms:
+                raise _TooBig
+        elif isinstance(e, sympy.Mul):
+            r = {zero: sympy.S.One}
+            for a in e.args:
+                r = mul(r, walk(a))
+        elif isinstance(e, sympy.Pow) and e.exp.is_Integer and e.exp > 0:
+            base, r = walk(e.base), {zero: sympy.S.One}
+            for _ in range(int(e.exp)):
+                r = mul(r, base)
+        else:
+            raise _TooBig
+        memo[e] = r
+        return r
+
+    try:
+        return walk(expr)
+    except _TooBig:
+        return None
+
+
+def _wick_polynomial(expr: sympy.Expr, d: int, m: int) -> Evaluator | None:
+    """``𝔼[P(g)]`` of a polynomial by Wick/Isserlis per g-monomial (coefficients kept
+    as they are), compiled into one function of ``(mean, cov, q)``."""
+    gs = [g(k) for k in range(d)]
+    mono = g_monomials(expr, gs)
+    if mono is None:
+        return None
+    mus = sympy.symbols(f"mu0:{d}", real=True)
+    sig = sympy.Matrix(d, d, lambda i, j: sympy.Symbol(f"S{min(i, j)}_{max(i, j)}", real=True))
+    formula = sympy.Add(*[c * gaussian_moment(sympy.Mul(*[gk**e for gk, e in zip(gs, mon)]),
+                                              gs, list(mus), sig)
+                          for mon, c in mono.items()])
+    qs = [q(j) for j in range(m)]
+    syms = list(mus) + [sig[i, j] for i in range(d) for j in range(i, d)] + qs
+    fns = {f.func.nonlinearity.code_name: f.func.nonlinearity.numpy
+           for f in applications(formula) if hasattr(f.func, "nonlinearity")}
+    f = sympy.lambdify(syms, formula, modules=[fns, *_NUMPY_MODULES])
+    iu = np.triu_indices(d)
+
+    def wick(mean: np.ndarray, cov: np.ndarray, qv: np.ndarray) -> np.ndarray:
+        args = list(mean.T) + list(cov[:, iu[0], iu[1]].T) + list(qv.T)
+        return np.broadcast_to(np.asarray(f(*args), dtype=float), (mean.shape[0],))
+
+    return wick
 
 
 def _lam_q(expr: sympy.Expr, qs: list[sympy.Symbol]) -> Callable[[np.ndarray], np.ndarray]:
@@ -203,22 +440,123 @@ def _term(term: sympy.Expr, gs: list[GaussSym], qs: list[sympy.Symbol], centred:
     return two
 
 
+def applications(expr: sympy.Expr) -> set[sympy.Function]:
+    """Every function application in ``expr`` (as ``expr.atoms(sympy.Function)``), by a
+    walk that visits shared subtrees once."""
+    seen: set[sympy.Basic] = set()
+    out: set[sympy.Function] = set()
+    stack = [expr]
+    while stack:
+        e = stack.pop()
+        if e in seen or not e.args:
+            continue
+        seen.add(e)
+        if isinstance(e, sympy.Function):
+            out.add(e)
+        stack.extend(e.args)
+    return out
+
+
 def affine_parts(arg: sympy.Expr, gs: list[GaussSym]
                  ) -> tuple[dict[GaussSym, sympy.Expr], sympy.Expr] | None:
     """``arg = Σ_k a_k g_k + c`` as ``({g_k: a_k}, c)`` (``a_k``, ``c`` free of the
-    ``g``'s), or None if ``arg`` is not affine in them."""
-    gset = set(gs)
-    lin: dict[GaussSym, sympy.Expr] = {}
-    rest = []
-    for t in sympy.Add.make_args(sympy.expand(arg, power_exp=False, log=False)):
-        c, dep = t.as_independent(*gs, as_Add=False)
-        if dep == 1:
-            rest.append(t)
-        elif dep in gset:
-            lin[dep] = lin.get(dep, 0) + c
+    ``g``'s, expanded), or None if ``arg`` is not affine in them.
+
+    Read from the expression tree (sums, and products with one Gaussian-dependent
+    factor), never by expanding ``arg``: a non-affine argument is refused by
+    :func:`is_affine` before any coefficient is built. (An argument affine only after
+    cancellation, ``g₀(g₁+1) − g₀g₁``, counts as non-affine.)
+    """
+    gset = _all_gaussians if _all_gaussians(arg) <= frozenset(gs) else gaussians(gs)
+    if not is_affine(arg, gset):
+        return None
+    lin: dict[GaussSym, list[sympy.Expr]] = {}
+    const: list[sympy.Expr] = []
+    stack: list[tuple[sympy.Expr, tuple[sympy.Expr, ...]]] = [(arg, ())]
+    while stack:
+        e, scale = stack.pop()
+        if not gset(e):
+            const.append(sympy.Mul(*scale, e))
+        elif isinstance(e, GaussSym):
+            lin.setdefault(e, []).append(sympy.Mul(*scale))
+        elif isinstance(e, sympy.Add):
+            stack.extend((a, scale) for a in e.args)
+        else:  # a product with one Gaussian-dependent factor (is_affine)
+            inner = [a for a in e.args if gset(a)]
+            stack.append((inner[0], scale + tuple(a for a in e.args if not gset(a))))
+
+    def tidy(parts: list[sympy.Expr]) -> sympy.Expr:
+        return sympy.expand(sympy.Add(*parts), power_exp=False, log=False)
+
+    coeffs = {k: tidy(v) for k, v in lin.items()}
+    return {k: v for k, v in coeffs.items() if v != 0}, tidy(const)
+
+
+#: Per-node caches of the tree walks (sympy expressions are immutable, so entries never
+#: go stale; the caches are emptied when they grow past ``_CACHE_SIZE`` nodes).
+_GAUSSIANS: dict[sympy.Basic, frozenset] = {}
+_AFFINE: dict[tuple[sympy.Basic, bool], bool] = {}
+_CACHE_SIZE = 1 << 18
+_NONE: frozenset = frozenset()
+
+
+def _all_gaussians(e: sympy.Basic) -> frozenset:
+    r = _GAUSSIANS.get(e)
+    if r is None:
+        if isinstance(e, GaussSym):
+            r = frozenset((e,))
         else:
-            return None
-    return lin, sympy.Add(*rest)
+            r = _NONE
+            for a in e.args:
+                ga = _all_gaussians(a)
+                if ga:
+                    r = ga if not r else r | ga
+        if len(_GAUSSIANS) > _CACHE_SIZE:
+            _GAUSSIANS.clear()
+        _GAUSSIANS[e] = r
+    return r
+
+
+def gaussians(gs: list[GaussSym] | None = None) -> Callable[[sympy.Basic], frozenset]:
+    """``e ↦`` the base Gaussians ``g_k`` (those in ``gs``; all when None) in ``e``, by a
+    walk cached per node (shared subtrees, and repeated calls, are visited once)."""
+    if gs is None:
+        return _all_gaussians
+    wanted = frozenset(gs)
+
+    def gset(e: sympy.Basic) -> frozenset:
+        r = _all_gaussians(e)
+        return r if r <= wanted else r & wanted
+
+    return gset
+
+
+def is_affine(e: sympy.Expr, gset: Callable[[sympy.Basic], frozenset] = _all_gaussians,
+              linear: bool = False) -> bool:
+    """Whether ``e`` is affine in the Gaussians of ``gset`` read from its tree: free of
+    them, one of them, a sum of affine terms, or a product with exactly one dependent
+    factor, itself affine. ``linear``: also without a constant term (every term of a
+    sum depends on a Gaussian). Cached per node for the default ``gset``."""
+    if not gset(e):
+        return not linear
+    cached = gset is _all_gaussians
+    key = (e, linear)
+    r = _AFFINE.get(key) if cached else None
+    if r is None:
+        if isinstance(e, GaussSym):
+            r = True
+        elif isinstance(e, sympy.Add):
+            r = all(is_affine(a, gset, linear) for a in e.args)
+        elif isinstance(e, sympy.Mul):
+            dep = [a for a in e.args if gset(a)]
+            r = len(dep) == 1 and is_affine(dep[0], gset, linear)
+        else:
+            r = False
+        if cached:
+            if len(_AFFINE) > _CACHE_SIZE:
+                _AFFINE.clear()
+            _AFFINE[key] = r
+    return r
 
 
 def _linear(arg: sympy.Expr, gs: list[GaussSym]) -> bool:

@@ -29,6 +29,7 @@ import sympy
 
 from ..ir import WIDTH, InitScalar, MatMul, Moment, ScalarFn, Var
 from .derivation import Base, Const, Derivation, Layout, register_fn
+from .exact import shape
 from .symbols import g
 
 __all__ = ["Request", "Plan"]
@@ -109,6 +110,7 @@ class Plan:
         """A request ``𝔼[combine(Z^{roots})]`` with its dependencies.
 
         ``tag`` identifies ``combine``; the integrand is built once per (tag, structure).
+        ``combine=None``: no integrand (Monte Carlo estimates the request).
         """
         der = self.der
         res = der.canonical(roots)
@@ -123,7 +125,7 @@ class Plan:
         # The very same expectation is one request, keyed by its integrand when there is
         # one: the Moment ⟨x, y⟩ and the Ẑ covariance 𝔼[Z^x Z^y] share it. "dot" requests
         # store σ²·value and are never shared.
-        if self.symbolic:
+        if self.symbolic and combine is not None:
             tk = (tag, key)
             expr = self._exprs.get(tk)
             if expr is None:
@@ -238,20 +240,26 @@ class Plan:
         hb = c.base
         assert hb is not None
         res = self.der.canonical((x,))
-        if not self.symbolic:  # Monte Carlo fits every coefficient by regression
-            self.const_req[c.cid] = self._expectation("dot", (x,), None, ("diff", hb.bid),
-                                                      const=c).rid
-            return
-        if res is not None:
+        regression = not self.symbolic  # Monte Carlo fits every coefficient by regression
+        if res is not None and self.symbolic:
             key, bids, _ = res
             k = bids.index(hb.bid)
             (ex,) = self.der.expr_of_key(key)
-            deriv = sympy.diff(ex, g(k))
-            if not _is_distribution(deriv):
-                req = self._expectation("dot", (x,), lambda e: sympy.diff(e, g(k)), ("diff", k),
-                                        const=c)
-                self.const_req[c.cid] = req.rid
-                return
+            if shape(ex).needs_dims(g(k)) > _max_quadrature_dim():
+                # φ' of a non-affine argument of many Gaussians: no deterministic method
+                # (exact.shape), so it is not differentiated; Monte Carlo regresses it.
+                regression = True
+            else:
+                deriv = sympy.diff(ex, g(k))
+                if not _is_distribution(deriv):
+                    req = self._expectation("dot", (x,), lambda e: sympy.diff(e, g(k)),
+                                            ("diff", k), const=c)
+                    self.const_req[c.cid] = req.rid
+                    return
+        if regression:
+            self.const_req[c.cid] = self._expectation("dot", (x,), None, ("diff", hb.bid),
+                                                      const=c).rid
+            return
         # Stein form: 𝔼∇_S Z^x = Cov(Ẑ_S)⁺ 𝔼[Ẑ_S Z^x] over the family hats S in supp(x).
         fam = hb.family
         S = [self.der.bases[b] for b in sorted(self.der.nodes[x].support)
@@ -260,6 +268,12 @@ class Plan:
         deps += [self.cov(bi, bj) for i, bi in enumerate(S) for bj in S[i:]]
         req = self._add(Request(-1, "stein", deps=deps, const=c, extra=S, method="direct"))
         self.const_req[c.cid] = req.rid
+
+
+def _max_quadrature_dim() -> int:
+    from .evaluate import MAX_QUADRATURE_DIM  # (evaluate imports this module)
+
+    return MAX_QUADRATURE_DIM
 
 
 def _mul(a: sympy.Expr, b: sympy.Expr) -> sympy.Expr:

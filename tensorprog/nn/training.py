@@ -87,11 +87,16 @@ __all__ = ["train_sgd", "TrainingRun", "TrainingLimit", "TrainingSimulation", "E
 
 @functools.cache
 def _backward_fn(phi: Nonlinearity) -> Nonlinearity:
-    """``(g, h) ↦ g·φ'(h)``, transparent (so the Dirac delta of relu'' stays visible)."""
-    g, h = _arg_symbols(2, "x")
-    (x,) = phi.args
-    body = g * sympy.diff(phi.body, x).xreplace({x: h})
-    return Nonlinearity(f"d{phi.name}", body, (g, h), opaque=False)
+    """``(g, d) ↦ g·d``, applied to ``d = φ'(h)``, backprop's almost-everywhere ``φ'``
+    (sign' = 0), written as its own Nonlin.
+
+    Transparent, so ``Z = Z^g·φ'(Z^h)`` is a product the engine factorises; ``φ'`` stays
+    an opaque application (relu' is the registered ``step``, whose Dirac delta the
+    engine still sees when it differentiates; sympy never re-evaluates ``gelu'``'s erf
+    body inside large training integrands).
+    """
+    g, d = _arg_symbols(2, "x")
+    return Nonlinearity(f"d{phi.name}", g * d, (g, d), opaque=False)
 
 
 @functools.cache
@@ -457,7 +462,9 @@ class _Unroll:
             if self.linear:
                 dh = g
             else:
-                dh = _backward_fn(self.phi)(g, self.h[t][ell][i], name=f"dh{ell + 1}_{tag}")
+                dphi = self.phi.derivative(ae=True)(self.h[t][ell][i],
+                                                    name=f"dphi{ell + 1}_{tag}")
+                dh = _backward_fn(self.phi)(g, dphi, name=f"dh{ell + 1}_{tag}")
             self.dh[t][ell][i] = dh
             if ell == 0:
                 break
