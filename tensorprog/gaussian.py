@@ -133,8 +133,9 @@ __all__ = [
 PSD_TOL = 1e-10
 #: Relative tolerance for the symmetry of a covariance matrix.
 _SYM_TOL = 1e-9
-#: Largest number of jointly Gaussian variables handled by quadrature.
-_MAX_QUADRATURE_DIM = 4
+#: Largest number of jointly Gaussian variables (or linear forms of them) handled by
+#: quadrature; the engine sends integrands of more to Monte Carlo.
+MAX_QUADRATURE_DIM = 4
 #: Default Gauss--Hermite degree per dimension (see :func:`default_degree`).
 _DEFAULT_DEGREE = {1: 120, 2: 100, 3: 46, 4: 18}
 #: Largest tensor-product rule :func:`gauss_hermite_expectation` will build.
@@ -297,9 +298,9 @@ def default_degree(k: int) -> int:
     k = int(k)
     if k < 1:
         raise ProgramValueError(f"quadrature needs at least one Gaussian variable; got k={k}")
-    if k > _MAX_QUADRATURE_DIM:
+    if k > MAX_QUADRATURE_DIM:
         raise ProgramValueError(
-            f"Gauss-Hermite quadrature is limited to {_MAX_QUADRATURE_DIM} Gaussians; "
+            f"Gauss-Hermite quadrature is limited to {MAX_QUADRATURE_DIM} Gaussians; "
             f"this expectation involves k={k} jointly Gaussian variables, use Monte "
             "Carlo instead"
         )

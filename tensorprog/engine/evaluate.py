@@ -28,6 +28,7 @@ from ..errors import (
     TensorProgramError,
 )
 from ..gaussian import (
+    MAX_QUADRATURE_DIM,
     PSD_TOL,
     equilibration,
     gauss_hermite_expectation,
@@ -36,27 +37,22 @@ from ..gaussian import (
 )
 from ..interpreter import annotate
 from ..ir import Moment, Nonlin
-from ..nonlin import _NUMPY_MODULES, codegen_functions
 from .exact import (
     _lam_q,
     affine_parts,
-    applications,
     coefficient_fn,
     exact_evaluator,
     expand_terms,
-    gaussians,
     independent_blocks,
-    is_affine,
     shape,
 )
 from .existence import check_requests, tilted
-from .plan import Plan, Request
+from .forms import lambdify_integrand, linear_forms, quadrature_dim
+from .plan import Plan, Request, describe
 from .symbols import GaussSym, g, q
 
 __all__ = ["Deterministic", "MAX_QUADRATURE_DIM", "QUADRATURE_RTOL"]
 
-#: Quadrature is used for integrands of at most this many base Gaussians.
-MAX_QUADRATURE_DIM = 4
 #: Gauss–Hermite nodes per dimension, by dimension. Smooth integrands with poles near
 #: the real axis (tanh, sigmoid at large variance) converge like exp(-c√degree), so the
 #: rule is generous where it is cheap; the estimate (vs 3/4 of the degree) decides.
@@ -157,7 +153,7 @@ class Deterministic:
     def _unavailable(self, req: Request, method: str, why: str) -> TensorProgramError:
         instr = self._instruction(req)
         exc = MethodUnavailableError(
-            f"method={method!r} cannot evaluate the {_describe(req)}: {why}; "
+            f"method={method!r} cannot evaluate the {describe(req)}: {why}; "
             f"use method='auto' or 'montecarlo'"
         )
         return annotate(exc, instr, "Limit") if instr is not None else exc
@@ -285,12 +281,12 @@ class Deterministic:
         for pos, (r, v, e) in enumerate(zip(reqs, vals, errs)):
             if not np.isfinite(v):
                 instr = self._instruction(r)
-                exc = NumericalError(f"the {_describe(r)} is not finite ({v}); the expectation diverges or overflows")
+                exc = NumericalError(f"the {describe(r)} is not finite ({v}); the expectation diverges or overflows")
                 raise annotate(exc, instr, "Limit") if instr is not None else exc
             if method == "quadrature" and growth is not None and growth[pos]:
                 instr = self._instruction(r)
                 exc = DivergenceError(
-                    f"the {_describe(r)} does not converge: Gauss–Hermite estimates grow steadily "
+                    f"the {describe(r)} does not converge: Gauss–Hermite estimates grow steadily "
                     f"with the degree (last change {e:.3g}, value {v:.6g}); the integrand is not "
                     f"integrable "
                     f"against the Gaussian (e.g. exp(Z²) with Var Z ≥ 1/2)"
@@ -349,7 +345,7 @@ class Deterministic:
             mean, cov = red.reduce(mean, cov, qv)
             cov = _nearest_psd(cov)
             expr, d = red.expr, red.k
-        f = _lambdify(expr, d, m)
+        f = lambdify_integrand(expr, d, m)
 
         def integrand(pts: np.ndarray, params: np.ndarray) -> np.ndarray:
             cols = [pts[..., k] for k in range(d)] + [params[:, j, None] for j in range(m)]
@@ -551,105 +547,6 @@ def _nearest_psd(cov: np.ndarray) -> np.ndarray:
     return out
 
 
-class Reduction:
-    """An integrand rewritten over ``k < d`` linear forms ``u = A(q) g`` of its Gaussians.
-
-    ``expr`` is over ``g0 … g(k-1)`` standing for the forms; ``matrix(qv)`` gives
-    ``A`` per request, shape (B, k, d), so ``u ~ N(A μ, A Σ Aᵀ)``.
-    """
-
-    def __init__(self, expr: sympy.Expr, k: int, d: int, forms: list[sympy.Expr],
-                 m: int) -> None:
-        self.expr, self.k, self.d = expr, k, d
-        gs, qs = [g(i) for i in range(d)], [q(j) for j in range(m)]
-        rows = [coefficient_fn(a, gs, qs) for a in forms]
-        self.matrix = lambda qv: np.stack([row(qv) for row in rows], axis=1)
-
-    def reduce(self, mean: np.ndarray, cov: np.ndarray, qv: np.ndarray
-               ) -> tuple[np.ndarray, np.ndarray]:
-        """The forms' means (B, k) and covariances (B, k, k)."""
-        A = self.matrix(qv)
-        return (np.einsum("bkd,bd->bk", A, mean),
-                np.einsum("bkd,bde,ble->bkl", A, cov, A))
-
-
-@functools.lru_cache(maxsize=4096)
-def linear_forms(expr: sympy.Expr, d: int, m: int) -> Reduction | None:
-    """``expr`` as a function of fewer linear forms of its ``d`` Gaussians, if it is one.
-
-    Every argument of a function application that is affine in the ``g``'s,
-    ``aᵀg + c``, becomes ``u_j + c`` with one ``u_j`` per distinct ``a``; a ``g`` left
-    anywhere else is a form of its own. E.g. ``φ'(2g₁ + g₂) φ'(g₂ + 2g₃)`` (an NTK
-    entry with biases) is a 2-D integral, not a 3-D one. None when there are as many
-    forms as Gaussians (nothing to gain) or more than :data:`MAX_QUADRATURE_DIM` (no
-    rule would use them) — decided by walks of the expression before any substitution.
-    """
-    gs = [g(k) for k in range(d)]
-    rows: list[tuple[sympy.Expr, ...]] = []
-    index: dict[tuple[sympy.Expr, ...], int] = {}
-    us: list[sympy.Dummy] = []
-
-    def form(coeffs: tuple[sympy.Expr, ...]) -> sympy.Dummy:
-        if coeffs not in index:
-            index[coeffs] = len(rows)
-            rows.append(coeffs)
-            us.append(sympy.Dummy(f"u{len(us)}"))
-        return us[index[coeffs]]
-
-    gset = gaussians(gs)
-    # Which arguments are substituted (affine ones, read from the tree) and which
-    # Gaussians stay outside them: the forms are bounded below before any coefficient is
-    # built (distinct supports are distinct forms) and counted before any function is
-    # rebuilt (sympy re-evaluates each one).
-    apps = {}  # application -> which of its arguments are affine in the g's
-    # Canonical order (a set's order follows string hashes, PYTHONHASHSEED): the forms'
-    # numbering fixes the order of the quadrature's dimensions, hence its last bits.
-    for app in sorted(applications(expr), key=sympy.default_sort_key):
-        flags = [bool(gset(a)) and is_affine(a, gset) for a in app.args]
-        if any(flags):
-            apps[app] = flags
-    left_memo: dict = {}
-
-    def left_of(e: sympy.Basic) -> frozenset:
-        """The Gaussians of ``e`` outside the substituted arguments."""
-        r = left_memo.get(e)
-        if r is None:
-            if e in apps:
-                r = frozenset().union(*(gset(a) for a, f in zip(e.args, apps[e]) if not f))
-            elif isinstance(e, GaussSym):
-                r = gset(e)
-            else:
-                r = frozenset().union(*(left_of(a) for a in e.args)) if gset(e) else frozenset()
-            left_memo[e] = r
-        return r
-
-    left = sorted(left_of(expr), key=lambda s: s.name)
-    supports = {gset(a) for app, flags in apps.items() for a, f in zip(app.args, flags) if f}
-    bound = len(supports | {frozenset((gk,)) for gk in left})
-    if bound > MAX_QUADRATURE_DIM or bound >= d:
-        return None
-    new_args = {}
-    for app, flags in apps.items():
-        args = list(app.args)
-        for i, f in enumerate(flags):
-            if f:
-                lin, rest = affine_parts(args[i], gs)
-                if not lin:  # (cancelled to a constant: no reduction attempted)
-                    return None
-                args[i] = form(tuple(lin.get(gk, sympy.S.Zero) for gk in gs)) + rest
-        new_args[app] = args
-    unit = {tuple(sympy.S.One if h == gk else sympy.S.Zero for h in gs) for gk in left}
-    k = len(index.keys() | unit)
-    if k == 0 or k >= d or k > MAX_QUADRATURE_DIM:
-        return None
-    out = expr.xreplace({app: app.func(*args) for app, args in new_args.items()})
-    out = out.xreplace({gk: form(tuple(sympy.S.One if h == gk else sympy.S.Zero for h in gs))
-                        for gk in left})
-    out = out.xreplace({u: g(j) for j, u in enumerate(us)})
-    forms = [sympy.Add(*[c * gk for c, gk in zip(row, gs)]) for row in rows]
-    return Reduction(out, len(rows), d, forms, m)
-
-
 #: Functions whose integrands the trapezoid rule may take (analytic near the real axis).
 _ANALYTIC = (sympy.exp, sympy.log, sympy.sin, sympy.cos, sympy.tanh, sympy.sinh, sympy.cosh,
              sympy.atan, sympy.erf, sympy.erfc)
@@ -742,12 +639,6 @@ def panel_features(expr: sympy.Expr, d: int, m: int) -> Any:
     return features
 
 
-def quadrature_dim(expr: sympy.Expr, d: int, m: int) -> int:
-    """Dimension of the Gauss–Hermite rule ``expr`` needs (after :func:`linear_forms`)."""
-    red = linear_forms(expr, d, m)
-    return red.k if red is not None else d
-
-
 @functools.lru_cache(maxsize=4096)
 def factorised_plan(expr: sympy.Expr, d: int, m: int, centred: bool, groups: tuple[int, ...]
                     ) -> tuple | None:
@@ -777,30 +668,3 @@ def factorised_plan(expr: sympy.Expr, d: int, m: int, centred: bool, groups: tup
             row.append((block, dims, ev))
         plan.append(tuple(row))
     return tuple(plan) if split else None
-
-
-def _lambdify(expr: sympy.Expr, d: int, m: int) -> Any:
-    syms = [g(k) for k in range(d)] + [q(j) for j in range(m)]
-    fns = codegen_functions(expr)  # refuses any name that is not a checked identifier
-    return _lambdify_cached(expr, tuple(syms), tuple(sorted(fns.items(), key=lambda kv: kv[0])))
-
-
-_LAMBDA_CACHE: dict[Any, Any] = {}
-
-
-def _lambdify_cached(expr: sympy.Expr, syms: tuple, fns: tuple) -> Any:
-    key = (expr, syms)
-    if key not in _LAMBDA_CACHE:
-        _LAMBDA_CACHE[key] = sympy.lambdify(list(syms), expr, modules=[dict(fns)] + _NUMPY_MODULES)
-    return _LAMBDA_CACHE[key]
-
-
-def _describe(req: Request) -> str:
-    if req.kind == "moment":
-        return f"limit of {req.var.name}"
-    if req.kind == "cov":
-        a, b = req.pair
-        return f"covariance of {a.symbol} and {b.symbol}"
-    if req.kind in ("dot", "stein_b", "stein"):
-        return f"ZDot coefficient {req.const.symbol}"
-    return f"value of {req.var.name}" if req.var is not None else req.kind

@@ -54,6 +54,8 @@ import sympy
 
 from ..gaussian import psd_factor
 from .exact import _lam_q
+from .forms import lambdify_integrand, linear_forms
+from .plan import describe
 from .symbols import g, q
 
 __all__ = ["Verdict", "Finding", "decide", "structure", "tilt", "tilted", "Tilt", "inline",
@@ -150,7 +152,7 @@ class Structure:
     ``|f| ≲ Σ poly·exp(P)`` that are quadratic (linear ones never matter);
     ``unknown``: reasons why the analysis is incomplete; ``expr``/``k``: the
     integrand over its ``k`` variables (the linear forms, see
-    :func:`~.evaluate.linear_forms`); ``reduction``: the forms (or None: the ``g``'s).
+    :func:`~.forms.linear_forms`); ``reduction``: the forms (or None: the ``g``'s).
     """
 
     expr: sympy.Expr
@@ -329,7 +331,6 @@ def _denominator(b: sympy.Expr, order: float, us: list[sympy.Symbol], out: list[
 @functools.lru_cache(maxsize=4096)
 def structure(expr: sympy.Expr, d: int, m: int) -> Structure:
     """The law-independent part of the existence analysis of ``𝔼 expr(g0…; q0…)``."""
-    from .evaluate import linear_forms
 
     red = linear_forms(expr, d, m)
     e, k = (red.expr, red.k) if red is not None else (expr, d)
@@ -406,9 +407,8 @@ def decide(expr: sympy.Expr, d: int, m: int, mean: np.ndarray, cov: np.ndarray,
 @functools.lru_cache(maxsize=1024)
 def _numeric(e: sympy.Expr, k: int, m: int) -> Any:
     """``|f|`` at points: ``(u (B, P, k), qv (B, m)) -> (B, P)`` (numpy, no warnings)."""
-    from .evaluate import _lambdify
 
-    fn = _lambdify(e, k, m)
+    fn = lambdify_integrand(e, k, m)
 
     def ev(u: np.ndarray, qv: np.ndarray) -> np.ndarray:
         cols = [u[..., j] for j in range(k)] + [qv[:, j, None] * np.ones(u.shape[:-1])
@@ -600,9 +600,8 @@ def _check_root(s: _Root, k: int, m: int, f: Any, mu: np.ndarray, F: np.ndarray,
         pts = np.repeat(mu[i][None], grid.size, axis=0)
         pts[:, j] = grid
         # signed values: |base| is what _numeric gives; recover the sign numerically
-        from .evaluate import _lambdify
 
-        raw = _lambdify(s.base, k, m)
+        raw = lambdify_integrand(s.base, k, m)
         cols = [pts[:, c] for c in range(k)] + [np.full(grid.size, qv[i, c]) for c in range(m)]
         with np.errstate(all="ignore"):
             v = np.broadcast_to(np.asarray(raw(*cols), dtype=float), grid.shape)
@@ -784,7 +783,6 @@ def check_requests(det: Any, reqs: list[Any], mean: np.ndarray, cov: np.ndarray,
     """
     from ..errors import DivergenceError
     from ..interpreter import annotate
-    from .evaluate import _describe
 
     r0 = reqs[0]
     expr = integrand(det.plan, r0)
@@ -799,7 +797,7 @@ def check_requests(det: Any, reqs: list[Any], mean: np.ndarray, cov: np.ndarray,
     finds = decide(expr, d, m, mean[finite], cov[finite], qv[finite])
     for r, fnd in zip(reqs, finds):
         if fnd.verdict is Verdict.DIVERGES:
-            exc = DivergenceError(f"the {_describe(r)} does not exist: "
+            exc = DivergenceError(f"the {describe(r)} does not exist: "
                                   f"{_named(fnd.reason, det.plan.der, r, expr, d, m)}")
             instr = det._instruction(r)
             raise annotate(exc, instr, "Limit") if instr is not None else exc

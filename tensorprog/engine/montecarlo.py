@@ -55,6 +55,8 @@ from ..errors import NumericalError, TensorProgramError
 from ..gaussian import psd_factor
 from ..interpreter import Interpreter, annotate
 from ..ir import InitMatrix, InitScalar, InitVector, MatMul, Moment, Nonlin, ScalarFn
+from .existence import _quadratic_parts, integrand, tilt
+from .forms import lambdify_integrand
 from .plan import Plan
 from .qmc import MAX_DIM, normal_quantile, sobol_normals, sobol_uniforms
 from .tails import khat_of_tops, merge_tops, tail_size, top_values
@@ -300,8 +302,6 @@ def _tilts(plan: Plan, known: dict[int, Any]) -> dict[Any, _MCTilt]:
     """The Moments Monte Carlo estimates under an exponential tilt: integrands
     ``h·exp(P)`` (:func:`.existence.tilt`, ``P`` with numeric coefficients, of degree 1
     or 2) of initial vectors only, whose tilted law exists."""
-    from .evaluate import _lambdify
-    from .existence import _quadratic_parts, integrand, tilt
     from .symbols import g
 
     der = plan.der
@@ -333,7 +333,7 @@ def _tilts(plan: Plan, known: dict[int, Any]) -> dict[Any, _MCTilt]:
         S = 0.5 * (S + S.T)
         shift = S @ beta
         logc = gamma[0] + 0.5 * beta @ shift + 0.5 * np.linalg.slogdet(S)[1]
-        out[instr] = _MCTilt(_lambdify(tl.h, d, m), tuple(req.cids), mean, F, shift,
+        out[instr] = _MCTilt(lambdify_integrand(tl.h, d, m), tuple(req.cids), mean, F, shift,
                              np.linalg.cholesky(S), float(np.exp(logc)))
     return out
 

@@ -27,6 +27,7 @@ from typing import Any
 
 import sympy
 
+from ..gaussian import MAX_QUADRATURE_DIM
 from ..ir import WIDTH, InitScalar, MatMul, Moment, ScalarFn, Var
 from .derivation import Base, Const, Derivation, Layout, register_fn
 from .exact import shape
@@ -245,7 +246,7 @@ class Plan:
             key, bids, _ = res
             k = bids.index(hb.bid)
             (ex,) = self.der.expr_of_key(key)
-            if shape(ex).needs_dims(g(k)) > _max_quadrature_dim():
+            if shape(ex).needs_dims(g(k)) > MAX_QUADRATURE_DIM:
                 # φ' of a non-affine argument of many Gaussians: no deterministic method
                 # (exact.shape), so it is not differentiated; Monte Carlo regresses it.
                 regression = True
@@ -270,12 +271,6 @@ class Plan:
         self.const_req[c.cid] = req.rid
 
 
-def _max_quadrature_dim() -> int:
-    from .evaluate import MAX_QUADRATURE_DIM  # (evaluate imports this module)
-
-    return MAX_QUADRATURE_DIM
-
-
 def _mul(a: sympy.Expr, b: sympy.Expr) -> sympy.Expr:
     return a * b
 
@@ -286,3 +281,15 @@ def _is_distribution(e: sympy.Expr) -> bool:
         return True
     return any(getattr(getattr(f.func, "nonlinearity", None), "is_distribution", False)
                for f in e.atoms(sympy.Function))
+
+
+def describe(req: Request) -> str:
+    """What a request computes, for messages (``"limit of k"``, ``"covariance of …"``)."""
+    if req.kind == "moment":
+        return f"limit of {req.var.name}"
+    if req.kind == "cov":
+        a, b = req.pair
+        return f"covariance of {a.symbol} and {b.symbol}"
+    if req.kind in ("dot", "stein_b", "stein"):
+        return f"ZDot coefficient {req.const.symbol}"
+    return f"value of {req.var.name}" if req.var is not None else req.kind

@@ -25,6 +25,10 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import DivergenceError
+from ..interpreter import annotate
+from .existence import exists_for_every_law
+
 __all__ = ["gpd_fit", "pareto_khat", "tail_size", "assess", "KHAT_UNRELIABLE",
            "KHAT_INFINITE_MEAN"]
 
@@ -222,10 +226,6 @@ def assess(plan: Any, proven: set[int], unproven: dict[int, str], khat: dict[int
     * an expectation neither proven nor refuted: flagged with the reason;
     * a value computed from a flagged one: flagged.
     """
-    from ..errors import DivergenceError
-    from ..interpreter import annotate
-    from .existence import exists_for_every_law
-
     rid_of = plan.const_req
     k_by_rid = {rid_of[c]: k for c, k in khat.items() if c in rid_of}
     flags: dict[int, str] = {}
