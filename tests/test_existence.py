@@ -414,3 +414,4 @@ def test_fuzz_existence_2d(a, b, rho, summed):
         assert got.verdict != Verdict.EXISTS, (expr, rho)
     else:
         assert got.verdict != Verdict.DIVERGES, (expr, rho, got.reason)
+
