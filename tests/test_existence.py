@@ -415,3 +415,17 @@ def test_fuzz_existence_2d(a, b, rho, summed):
     else:
         assert got.verdict != Verdict.DIVERGES, (expr, rho, got.reason)
 
+
+
+def test_piecewise_bodies_are_analysed_through_their_branches():
+    """A Piecewise adds only jumps; its branches carry any singularity. (Every NTK/SP
+    training limit has the Piecewise Nonlin+ Δφ, and was flagged as unproven.)"""
+    p = tp.Program("pw")
+    v = p.vector("v", var=4.0)
+    k = tp.mean(tp.nonlin(lambda a: sympy.Piecewise((a, a > 0), (0, True)), v), name="k")
+    lim = p.limit()
+    assert lim.trusted(k) and not lim.warnings
+    assert abs(lim[k] - 2.0 / math.sqrt(2 * math.pi)) <= 1e-12  # 𝔼 relu(2G) = 2/√(2π)
+    tp.mean(tp.nonlin(lambda a: sympy.Piecewise((1 / a, a > 0), (0, True)), v), name="bad")
+    with pytest.raises(tp.DivergenceError, match="bad"):
+        p.limit()

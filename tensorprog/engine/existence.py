@@ -295,7 +295,8 @@ def _singular(e: sympy.Expr, us: list[sympy.Symbol], qs: list[sympy.Symbol],
                 unknown.append(f"{node.func.__name__}({arg}): its poles are not located")
         elif isinstance(node, sympy.Function) and not isinstance(
                 node, _BOUNDED + (sympy.exp, sympy.log, sympy.Abs, sympy.Max, sympy.Min,
-                                  sympy.sinh, sympy.cosh)):
+                                  sympy.sinh, sympy.cosh, sympy.Piecewise)):
+            # (a Piecewise adds jumps only: its branches are visited as its children)
             unknown.append(f"{node.func}: its singularities are not analysed")
 
 
