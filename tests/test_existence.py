@@ -185,6 +185,22 @@ def test_unproven_is_flagged_and_warned():
     assert "not trusted" in repr(lim)
 
 
+def test_forced_quadrature_of_an_unproven_value_does_not_vouch_for_it():
+    """method='quadrature' computes what it is asked to, but an unproven expectation gets
+    no stderr of 0 and no finite error: NaN and inf, with the flag."""
+    p = tp.Program("unproven_q")
+    v = p.vector("v")
+    k = tp.mean(1 / (v ** 4 - v + 2), name="k")
+    with pytest.warns(tp.UnreliableValueWarning):
+        lim = p.limit("quadrature")
+    ref = integrate.quad(lambda u: np.exp(-u * u / 2) / math.sqrt(2 * math.pi) / (u**4 - u + 2),
+                         -np.inf, np.inf)[0]
+    assert lim.method(k) == "quadrature" and abs(lim[k] - ref) <= 1e-9
+    assert not lim.trusted(k)
+    assert math.isnan(lim.stderr(k)) and lim.error(k) == math.inf
+    assert math.isnan(lim.stderrs["k"])
+
+
 def test_flag_propagates_to_dependents():
     p = tp.Program("prop")
     v = p.vector("v")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from typing import Any
 
 import sympy
@@ -42,6 +44,7 @@ class ScalarTable:
         self._stderr = stderrs
         self._error = errors
         self._method = methods
+        self._flags: dict[str, str] = {}  # name -> why the value is not trusted (Limit)
         self.meta = meta
         self.method_requested = meta.get("method")
         self.samples = meta.get("samples")
@@ -69,12 +72,20 @@ class ScalarTable:
             return False
 
     def stderr(self, key: Any) -> float:
-        """Monte Carlo standard error of ``lim[key]`` (0.0 for exact and quadrature values)."""
-        return self._stderr[self._name(key)]
+        """Monte Carlo standard error of ``lim[key]`` (0.0 for exact and quadrature values;
+        NaN for an exact or quadrature value that is not :meth:`trusted`: never a 0 that
+        would vouch for it)."""
+        k = self._name(key)
+        if k in self._flags and self._method[k] != "montecarlo":
+            return math.nan
+        return self._stderr[k]
 
     def error(self, key: Any) -> float:
-        """Estimated absolute error: 0 (exact), degree-comparison estimate (quadrature), s.e. (MC)."""
+        """Estimated absolute error: 0 (exact), rule-comparison estimate (quadrature), s.e.
+        (MC); ``inf`` for a value that is not :meth:`trusted` (its error is unknown)."""
         k = self._name(key)
+        if k in self._flags:
+            return math.inf
         return max(self._error[k], self._stderr[k])
 
     def method(self, key: Any) -> str:
@@ -88,8 +99,8 @@ class ScalarTable:
 
     @property
     def stderrs(self) -> dict[str, float]:
-        """All standard errors by name."""
-        return dict(self._stderr)
+        """All standard errors by name (as :meth:`stderr`)."""
+        return {k: self.stderr(k) for k in self._stderr}
 
     @property
     def errors(self) -> dict[str, float]:
