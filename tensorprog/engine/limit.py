@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-
 from typing import Any
 
 import sympy
@@ -168,7 +167,7 @@ class Limit(ScalarTable):
 
     def khat(self, key: Any) -> float | None:
         """Pareto ``k̂`` of the Monte Carlo samples of a Moment's integrand (fitted to the
-        largest of all of them; Vehtari et al., "Pareto smoothed importance sampling",
+        largest of them, of at most 2¹⁴ evenly strided draws; Vehtari et al., "Pareto smoothed importance sampling",
         2024), or None
         when the Moment was not sampled. Below 1/2 the variance looks finite; from 1/2
         the value is not trusted; from 1 the mean looks infinite (refused unless its

@@ -64,6 +64,11 @@ from .tails import khat_of_tops, merge_tops, tail_size, top_values
 __all__ = ["MonteCarloPass", "run_montecarlo"]
 
 _PENDING = None  # a value not computable in this sweep (chunked replicates only)
+#: Draws of a Monte Carlo run that the Pareto k̂ of a Moment is fitted to (a strided
+#: subsample of larger runs): the sample size at which its thresholds were calibrated
+#: (``benchmarks/calibration.py``, 2¹⁴ samples), and a bounded cost — a partial sort of
+#: every Moment's samples was half of a 100,000-sample training limit.
+TAIL_DRAWS = 2**14
 _RTOL_PIVOT = 1e-12  # Cholesky: pivots / remainders below this × max(1, |var|) are zero
 _RCOND = 1e-10  # regression: eigenvalues of Cov(Ẑ_S) below this × the largest are dropped
 #: Replicates per pass are capped at this many samples in all (a vector of 512 KiB):
@@ -427,6 +432,8 @@ class _Estimates:
         #: replicates' tops hold the run's.
         self.tops: dict[int, np.ndarray] = {}
         self.tail = tail_size(M)
+        #: Every ``stride``-th sample enters the tails (:data:`TAIL_DRAWS`).
+        self.stride = 1
 
     def add_tail(self, cid: int, values: np.ndarray) -> None:
         """Merge a chunk's samples (K, C) of Moment ``cid``'s integrand into its tail."""
@@ -811,21 +818,23 @@ class MonteCarloPass(Interpreter):
                 if self.whole:  # (its tail: chunked replicates have none)
                     a, b = self.env[instr.args[0]], self.env[instr.args[-1]]
                     if self._ready(a, b):
-                        self.state.add_tail(cid, a * b)
+                        st = self.state.stride
+                        self.state.add_tail(cid, a[..., ::st] * b[..., ::st])
                 return self._record(cid, val)
         args = [self.env[a] for a in instr.args]
         params = self._params(instr)
         ready = self._ready(*args, *params)
         if key is not None:
             def products() -> tuple[np.ndarray]:
-                self.state.add_tail(cid, args[0] * args[-1])
+                st = self.state.stride
+                self.state.add_tail(cid, args[0][..., ::st] * args[-1][..., ::st])
                 return (_inner(args[0][:, None], args[-1]),)
 
             return self._set_const(instr.out, self._estimate(key, products if ready else None))
 
         def sums() -> tuple[np.ndarray]:
             vals = np.broadcast_to(instr.fn.numpy(*args, *params), self.shape)
-            self.state.add_tail(cid, vals)
+            self.state.add_tail(cid, vals[..., ::self.state.stride])
             return (vals.sum(axis=-1, keepdims=True),)
 
         return self._set_const(instr.out, self._estimate(("m", cid), sums if ready else None))
@@ -1041,7 +1050,11 @@ def run_montecarlo(plan: Plan, samples: int, seed: Any, *, batches: int = 16, qm
     ss = np.random.SeedSequence(seed) if not isinstance(seed, np.random.Generator) else \
         np.random.SeedSequence(int(seed.integers(2**63)))
     children = ss.spawn(K)
-    T = tail_size(K * M)  # draws in the fitted tail, of all K·M (Vehtari et al. 2024 §3)
+    # The tail diagnostic sees every stride-th sample of whole replicates (at most
+    # TAIL_DRAWS in all; chunks: every sample), its fitted tail T of them (Vehtari et al.
+    # 2024 §3).
+    stride = max(1, -(-K * M // TAIL_DRAWS)) if fit else 1
+    T = tail_size(K * len(range(0, M, stride)))
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -1056,7 +1069,7 @@ def run_montecarlo(plan: Plan, samples: int, seed: Any, *, batches: int = 16, qm
         if not fit:
             return _chunked_replicate(plan, seeds[0], M, C, D, qmc, schedule, T)
         state = _Estimates(M)
-        state.tail = T
+        state.tail, state.stride = T, stride
         mc = MonteCarloPass(plan, len(seeds), M, _normal_source(seeds, M, D, qmc), state,
                             schedule=schedule)
         mc.run()
@@ -1087,7 +1100,7 @@ def run_montecarlo(plan: Plan, samples: int, seed: Any, *, batches: int = 16, qm
     cids = list(values)
     vals = np.array([np.concatenate(values[c]) for c in cids]).reshape(len(cids), K)
     means, ses = vals.mean(axis=1), vals.std(axis=1, ddof=1) / np.sqrt(K)
-    # k̂ of every Moment: one fit (batched over Moments) to the largest of all K·M draws
+    # k̂ of every Moment: one fit (batched over Moments) to the largest of its tail draws
     full = [c for c, n in seen.items() if n == K]
     if tails is not None and full:
         tails.update(zip(full, khat_of_tops(np.concatenate([tops[c] for c in full])).tolist()))
