@@ -949,7 +949,7 @@ def _refuse_complex(x: Any, arg: str, what: str, cls: type = ProgramTypeError) -
     if isinstance(x, (complex, np.complexfloating)) or (
             not isinstance(x, (numbers.Number, sympy.Basic, str)) and _complex_array(x)):
         raise cls(f"{what}: {arg} must be real, got a complex value {x!r:.80}; "
-                               f"covariances, means and values of a Tensor Program are real")
+                  f"covariances, means and values of a Tensor Program are real")
 
 
 def _complex_array(x: Any) -> bool:
