@@ -281,16 +281,20 @@ def _wick_polynomial(expr: sympy.Expr, d: int, m: int) -> Evaluator | None:
     mono = g_monomials(expr, gs)
     if mono is None:
         return None
-    mus = sympy.symbols(f"mu0:{d}", real=True)
+    return _compiled_moment(d, m, lambda mus, sig: sympy.Add(*[
+        c * gaussian_moment(sympy.Mul(*[gk**e for gk, e in zip(gs, mon)]), gs, mus, sig)
+        for mon, c in mono.items()]))
+
+
+def _compiled_moment(d: int, m: int, moment: Callable[[list, sympy.Matrix], sympy.Expr]
+                     ) -> Evaluator:
+    """A Gaussian moment ``moment(μ, Σ)`` (a formula in symbolic means ``μ``, covariances
+    ``Σ`` and the constants ``q``) compiled into one function of ``(mean, cov, q)``."""
+    mus = list(sympy.symbols(f"mu0:{d}", real=True))
     sig = sympy.Matrix(d, d, lambda i, j: sympy.Symbol(f"S{min(i, j)}_{max(i, j)}", real=True))
-    formula = sympy.Add(*[c * gaussian_moment(sympy.Mul(*[gk**e for gk, e in zip(gs, mon)]),
-                                              gs, list(mus), sig)
-                          for mon, c in mono.items()])
-    qs = [q(j) for j in range(m)]
-    syms = list(mus) + [sig[i, j] for i in range(d) for j in range(i, d)] + qs
-    fns = {f.func.nonlinearity.code_name: f.func.nonlinearity.numpy
-           for f in applications(formula) if hasattr(f.func, "nonlinearity")}
-    f = sympy.lambdify(syms, formula, modules=[fns, *_NUMPY_MODULES])
+    formula = moment(mus, sig)
+    syms = mus + [sig[i, j] for i in range(d) for j in range(i, d)] + [q(j) for j in range(m)]
+    f = sympy.lambdify(syms, formula, modules=[codegen_functions(formula), *_NUMPY_MODULES])
     iu = np.triu_indices(d)
 
     def wick(mean: np.ndarray, cov: np.ndarray, qv: np.ndarray) -> np.ndarray:
@@ -388,19 +392,8 @@ def _term(term: sympy.Expr, gs: list[GaussSym], qs: list[sympy.Symbol], centred:
     c = _lam_q(coef, qs)
     if not opaque:
         P = sympy.Mul(*poly)
-        mus = sympy.symbols(f"mu0:{len(gs)}", real=True)
-        sig = sympy.Matrix(len(gs), len(gs), lambda i, j: sympy.Symbol(f"S{min(i, j)}_{max(i, j)}", real=True))
-        formula = gaussian_moment(P, gs, list(mus), sig)
-        syms = list(mus) + [sig[i, j] for i in range(len(gs)) for j in range(i, len(gs))] + list(qs)
-        f = sympy.lambdify(syms, formula, modules=_NUMPY_MODULES)
-        iu = np.triu_indices(len(gs))
-
-        def wick(mean: np.ndarray, cov: np.ndarray, qv: np.ndarray) -> np.ndarray:
-            args = list(mean.T) + list(cov[:, iu[0], iu[1]].T) + list(qv.T)
-            val = np.broadcast_to(np.asarray(f(*args), dtype=float), (mean.shape[0],))
-            return c(qv) * val
-
-        return wick
+        w = _compiled_moment(len(gs), len(qs), lambda mus, sig: gaussian_moment(P, gs, mus, sig))
+        return lambda mean, cov, qv: c(qv) * w(mean, cov, qv)
     P = sympy.Mul(*poly)
     if centred and len(opaque) == 1 and P.free_symbols & gset and _linear(P, gs):
         # 𝔼[(aᵀg) φ(bᵀg)]: the ("identity", φ) pair closed form.
