@@ -55,7 +55,7 @@ from ..errors import NumericalError, TensorProgramError
 from ..gaussian import psd_factor
 from ..interpreter import Interpreter, annotate
 from ..ir import InitMatrix, InitScalar, InitVector, MatMul, Moment, Nonlin, ScalarFn
-from .existence import _quadratic_parts, integrand, tilt
+from .existence import integrand, tilt
 from .forms import lambdify_integrand
 from .plan import Plan
 from .qmc import MAX_DIM, normal_quantile, sobol_normals, sobol_uniforms
@@ -284,23 +284,21 @@ class _Schedule:
 
 
 class _MCTilt:
-    """A Moment ``𝔼[h(g) e^{P(g)}]`` over initial vectors ``g = μ + Fξ`` sampled under
-    the tilted law: with ``P(μ + Fξ) = ξᵀAξ + βᵀξ + γ``,
-    ``𝔼[h e^P] = e^c 𝔼[h(μ + Fξ')]``, ``ξ' ~ N(Sβ, S)``, ``S = (I − 2A)⁻¹``,
-    ``c = γ + βᵀSβ/2 + log det S / 2`` (see :meth:`.existence.Tilt.law`).
+    """A Moment ``𝔼[h(g) e^{P(g)}]`` over initial vectors sampled under the tilted law:
+    ``𝔼[h e^P] = e^c 𝔼[h(g')]``, ``g' = μ' + F'ξ ~ N(μ', Σ')`` (the exact change of
+    measure of :meth:`.existence.Tilt.law`).
 
-    For ``e^{aᵀg}`` this shifts the normals by ``Fᵀa`` (importance sampling with the
+    For ``e^{aᵀg}`` this shifts the mean by ``Σa`` (importance sampling with the
     zero-variance proposal of the exponential factor): ``𝔼 e^{5v}`` is exact, and
     ``𝔼[tanh(v)² e^{2v}]`` samples where the integrand's mass is, instead of averaging
     a lognormal whose Pareto ``k̂`` is 0.6 (an untrustworthy replicate spread).
     """
 
-    __slots__ = ("h", "cids", "mean", "F", "shift", "L", "scale")
+    __slots__ = ("h", "cids", "mean", "F", "scale")
 
     def __init__(self, h: Any, cids: tuple[int, ...], mean: np.ndarray, F: np.ndarray,
-                 shift: np.ndarray, L: np.ndarray, scale: float) -> None:
-        self.h, self.cids, self.mean, self.F = h, cids, mean, F
-        self.shift, self.L, self.scale = shift, L, scale
+                 scale: float) -> None:
+        self.h, self.cids, self.mean, self.F, self.scale = h, cids, mean, F, scale
 
 
 def _tilts(plan: Plan, known: dict[int, Any]) -> dict[Any, _MCTilt]:
@@ -311,7 +309,6 @@ def _tilts(plan: Plan, known: dict[int, Any]) -> dict[Any, _MCTilt]:
 
     der = plan.der
     out: dict[Any, _MCTilt] = {}
-    F_init = None
     for instr in der.program.instructions:
         if not isinstance(instr, Moment):
             continue
@@ -325,21 +322,15 @@ def _tilts(plan: Plan, known: dict[int, Any]) -> dict[Any, _MCTilt]:
         tl = tilt(expr, d, m) if expr is not None else None
         if tl is None or tl.P.free_symbols - {g(i) for i in range(d)}:
             continue
-        if F_init is None:
-            F_init = psd_factor(der.init_cov, what="initial vectors' covariance")
         idx = der.base_init_index[np.array(req.bids, dtype=np.intp)]
         mean = np.asarray(der.init_mean, dtype=float)[idx]
-        F = F_init[idx]
-        A, beta, gamma = _quadratic_parts(tl.P, d, m, mean[None], F[None], np.zeros((1, m)))
-        A, beta = A[0], beta[0]
-        if np.linalg.eigvalsh(A)[-1] >= 0.5 - 1e-6:
+        cov = np.asarray(der.init_cov, dtype=float)[np.ix_(idx, idx)]
+        law = tl.law(mean[None], cov[None], np.zeros((1, m)))
+        if law is None:
             continue  # (not integrable: refused by the existence check)
-        S = np.linalg.inv(np.eye(A.shape[0]) - 2 * A)
-        S = 0.5 * (S + S.T)
-        shift = S @ beta
-        logc = gamma[0] + 0.5 * beta @ shift + 0.5 * np.linalg.slogdet(S)[1]
-        out[instr] = _MCTilt(lambdify_integrand(tl.h, d, m), tuple(req.cids), mean, F, shift,
-                             np.linalg.cholesky(S), float(np.exp(logc)))
+        mean2, cov2, c = law
+        out[instr] = _MCTilt(lambdify_integrand(tl.h, d, m), tuple(req.cids), mean2[0],
+                             psd_factor(cov2[0], what="tilted law"), float(np.exp(c[0])))
     return out
 
 
@@ -840,16 +831,15 @@ class MonteCarloPass(Interpreter):
         return self._set_const(instr.out, self._estimate(("m", cid), sums if ready else None))
 
     def _tilted_moment(self, instr: Moment, cid: int, tl: "_MCTilt") -> Any:
-        """``𝔼[h e^P] = e^c 𝔼[h(μ + F ξ')]`` with ``ξ' ~ N(m', S)`` (:class:`_MCTilt`),
-        from the pass's own normals ``ξ'= m' + Lξ``: an exact change of measure."""
+        """``𝔼[h e^P] = e^c 𝔼[h(μ' + F'ξ)]`` (:class:`_MCTilt`) from the pass's own
+        normals ``ξ``: an exact change of measure."""
         consts = [self.const.get(c, _PENDING) for c in tl.cids]
         if not self._ready(*consts):
             return self._set_const(instr.out, self._estimate(("m", cid), None))
 
         def sums() -> tuple[np.ndarray]:
-            xi = self._normals()[:, : tl.L.shape[0]]
-            z = tl.shift[None, :, None] + np.einsum("rs,ksm->krm", tl.L, xi)
-            gs = tl.mean[None, :, None] + np.einsum("dr,krm->kdm", tl.F, z)
+            xi = self._normals()[:, : tl.F.shape[1]]
+            gs = tl.mean[None, :, None] + np.einsum("dr,krm->kdm", tl.F, xi)
             cols = [gs[:, j] for j in range(gs.shape[1])] + [
                 np.broadcast_to(np.asarray(c, dtype=float).reshape(-1, 1)
                                 if np.ndim(c) else c, (self.shape[0], 1)) for c in consts]
