@@ -635,16 +635,20 @@ def _check_root(s: _Root, k: int, m: int, f: Any, mu: np.ndarray, F: np.ndarray,
     return out
 
 
-def _concave(P: sympy.Expr, k: int, m: int, qv: np.ndarray) -> np.ndarray:
+def _coefficients(P: sympy.Expr, k: int, m: int, qv: np.ndarray) -> np.ndarray:
+    """The quadratic part ``C`` (B, k, k) of ``P`` in the ``g``'s themselves."""
+    B = qv.shape[0]
+    return _quadratic_parts(P, k, m, np.zeros((B, k)), np.broadcast_to(np.eye(k), (B, k, k)),
+                            qv)[0]
+
+
+def _concave(C: np.ndarray) -> np.ndarray:
     """Whether the quadratic part ``C`` of ``P`` (in the ``g``'s themselves) is negative
     semidefinite, per batch element: then ``exp(P)`` is bounded by ``exp`` of a linear
     function under *any* law of the ``g``'s, decided on ``C``'s own scale. (Its image
     ``A = FᵀCF`` in whitened coordinates is negative semidefinite too, but computing its
     eigenvalues there loses ``ε‖A‖``: ``−8Ẑ²`` with ``Var Ẑ = 6·10¹⁶`` — a deep gelu
     network's backward pass — shows a spurious eigenvalue ``+50 > 1/2``.)"""
-    B = qv.shape[0]
-    C = _quadratic_parts(P, k, m, np.zeros((B, k)), np.broadcast_to(np.eye(k), (B, k, k)),
-                         qv)[0]
     w = np.linalg.eigvalsh(C)
     return w[:, -1] <= 16 * np.finfo(float).eps * np.abs(w).max(axis=1, initial=0.0)
 
@@ -657,7 +661,7 @@ def _check_growth(P: sympy.Expr, k: int, m: int, f: Any, mu: np.ndarray, F: np.n
     w, V = np.linalg.eigh(A)
     lam = w[:, -1]
     out: list[Finding] = []
-    concave = _concave(P, k, m, qv)
+    concave = _concave(_coefficients(P, k, m, qv))
     for i in range(mu.shape[0]):
         if concave[i] or lam[i] < 0.5 - _EIG_TOL:
             out.append(EXISTS)
@@ -710,13 +714,11 @@ class Tilt:
             F = psd_factor(0.5 * (cov + np.swapaxes(cov, 1, 2)), what="covariance")
         A, beta, gamma = _quadratic_parts(self.P, self.d, self.m, mean, F, qv)
         r = F.shape[2]
-        if _concave(self.P, self.d, self.m, qv).all():
+        C = _coefficients(self.P, self.d, self.m, qv)
+        if _concave(C).all():
             # C = −LLᵀ, A = −GGᵀ (G = FᵀL): S = (I + 2GGᵀ)⁻¹ from the SVD of G, exact in
             # structure (A's eigenvalues computed from A itself carry ε‖A‖ of rounding,
             # enough to make I − 2A indefinite when Var is ~10¹⁶)
-            B = qv.shape[0]
-            C = _quadratic_parts(self.P, self.d, self.m, np.zeros((B, self.d)),
-                                 np.broadcast_to(np.eye(self.d), (B, self.d, self.d)), qv)[0]
             w, V = np.linalg.eigh(-C)
             G = np.einsum("bkr,bkl->brl", F, V * np.sqrt(np.maximum(w, 0.0))[:, None, :])
             U, sig, _ = np.linalg.svd(G, full_matrices=False)
