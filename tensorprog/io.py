@@ -87,6 +87,7 @@ from sympy.functions.elementary.piecewise import ExprCondPair
 from sympy.printing.repr import ReprPrinter
 
 from .engine.limit import ScalarTable
+from .engine.tails import StableError
 from .errors import (
     FileAccessError,
     FormatError,
@@ -673,12 +674,20 @@ def _limit_to_dict(lim: Any) -> dict[str, Any]:
         v = ins.out
         if v.kind != "scalar":
             continue
-        row = {"name": v.name, "value": float(lim[v.name]), "stderr": float(lim.stderr(v.name)),
-               "error": float(lim.error(v.name)), "method": lim.method(v.name)}
+        name = v.name
+        row = {"name": name, "value": float(lim[name]), "stderr": float(lim._stderr[name]),
+               "error": float(lim._error[name]), "method": lim.method(name)}
         problem = _limit_row_problem(row)
         if problem:
-            raise NumericalError(f"cannot save the limit of {v.name!r}: {problem}")
+            raise NumericalError(f"cannot save the limit of {name!r}: {problem}")
         row["error"] = _float_out(row["error"])
+        if name in lim._flags:
+            row["warning"] = lim._flags[name]
+        if name in lim._khat:
+            row["khat"] = _float_out(float(lim._khat[name]))
+        if name in lim._stable:
+            e = lim._stable[name]
+            row["stable"] = {"alpha": e.alpha, "scale": e.scale}
         scalars.append(row)
     return {"meta": {k: _jsonable(x) for k, x in meta.items()}, "scalars": scalars}
 
@@ -705,6 +714,7 @@ def _limit_from_dict(d: dict[str, Any], program: Any, head: dict, r: "_Reader") 
                             f"null, got {_jtype(x)}", f"limit.meta.{k:.40}")
     rows = r.field(d, "scalars", list, at)
     values, stderr, errors, methods = {}, {}, {}, {}
+    flags, khat, stable = {}, {}, {}
     for i, row in enumerate(rows):
         at = _At(f"limit scalar {i}", f"limit.scalars[{i}]")
         if not isinstance(row, dict):
@@ -722,8 +732,38 @@ def _limit_from_dict(d: dict[str, Any], program: Any, head: dict, r: "_Reader") 
             raise r.corrupt(f"{at}: {problem}", at.path)
         values[name], stderr[name], errors[name] = got["value"], got["stderr"], got["error"]
         methods[name] = got["method"]
+        if "warning" in row:
+            flags[name] = r.field(row, "warning", str, at)
+            if len(flags[name]) > _MAX_WARNING:
+                raise r.corrupt(f"{at}: its warning is longer than {_MAX_WARNING} characters",
+                                at.sub("warning").path)
+        if "khat" in row:
+            khat[name] = r.number(row, "khat", at, nonfinite=True)
+            if math.isnan(khat[name]) or khat[name] == math.inf:
+                raise r.corrupt(f"{at}: its Pareto k̂ must be a number or -inf, got "
+                                f"{khat[name]}", at.sub("khat").path)
+        if "stable" in row:
+            stable[name] = _stable_from_dict(row, at, r)
+            if name not in flags:
+                raise r.corrupt(f"{at}: a heavy-tailed error law belongs to a value that is "
+                                f"not trusted (no warning is saved)", at.sub("stable").path)
     return LoadedLimit(program, values, stderr, errors, methods, dict(meta),
-                       head.get("library_version"), r.source)
+                       head.get("library_version"), r.source, flags, khat, stable)
+
+
+#: Longest warning a saved limit row may carry (characters).
+_MAX_WARNING = 2000
+
+
+def _stable_from_dict(row: dict[str, Any], at: "_At", r: "_Reader") -> StableError:
+    """A row's ``"stable"`` error law, validated: ``1 < alpha ≤ 2``, ``scale ≥ 0`` finite."""
+    d = r.field(row, "stable", dict, at)
+    at = _At(f"{at} stable", at.sub("stable").path)
+    alpha, scale = (r.number(d, f, at) for f in ("alpha", "scale"))
+    if not (1 < alpha <= 2 and 0 <= scale < math.inf):
+        raise r.corrupt(f"{at}: needs 1 < alpha ≤ 2 and 0 ≤ scale < inf; got alpha={alpha}, "
+                        f"scale={scale}", at.path)
+    return StableError(alpha, scale)
 
 
 class LoadedLimit(ScalarTable):
@@ -749,8 +789,10 @@ class LoadedLimit(ScalarTable):
 
     def __init__(self, program: Any, values: dict[str, float], stderrs: dict[str, float],
                  errors: dict[str, float], methods: dict[str, str], meta: dict[str, Any],
-                 library_version: str | None, source: str) -> None:
-        super().__init__(program, values, stderrs, errors, methods, meta)
+                 library_version: str | None, source: str, flags: dict[str, str] | None = None,
+                 khat: dict[str, float] | None = None,
+                 stable: dict[str, StableError] | None = None) -> None:
+        super().__init__(program, values, stderrs, errors, methods, meta, flags, khat, stable)
         self.library_version = library_version
         self.source = source
 

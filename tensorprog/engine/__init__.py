@@ -140,9 +140,10 @@ def _limit(program: Any, method: str, samples: int, seed: Any, batches: int, qmc
     det.run()
     mc: dict[int, tuple[float, float]] = {}
     khat: dict[int, float] = {}
+    stable: dict[int, Any] = {}
     if det.needs_montecarlo:
         mc = run_montecarlo(plan, samples, seed, batches=batches, qmc=qmc, progress=progress,
-                            max_memory=max_memory, tails=khat)
+                            max_memory=max_memory, tails=khat, stable=stable)
     flags = assess(plan, det.proven, det.unproven, khat)
     # The effective method of a request is the least precise along its dependencies.
     rank = {"exact": 0, "direct": 0, "quadrature": 1, "factorised": 1, "montecarlo": 2}
@@ -184,6 +185,7 @@ def _limit(program: Any, method: str, samples: int, seed: Any, batches: int, qmc
     warned = {requests[const_req[scalar_const[v].cid]].rid: v.name for v in scalar_const}
     lim = Limit(program, der, plan, values, stderrs, errors, methods, coefficients, meta,
                 flags={warned[r]: why for r, why in flags.items() if r in warned},
-                khat={names[c]: k for c, k in khat.items() if c in names})
+                khat={names[c]: k for c, k in khat.items() if c in names},
+                stable={names[c]: e for c, e in stable.items() if c in names})
     lim._warn()
     return lim

@@ -700,6 +700,9 @@ class Tilt:
     P: sympy.Expr
     d: int
     m: int
+    #: Whether ``P`` took the growing branch of a ``max``/``min`` (``h`` then still grows
+    #: on the other side, and Monte Carlo samples a defensive mixture, :mod:`.montecarlo`).
+    branched: bool = False
 
     def law(self, mean: np.ndarray, cov: np.ndarray, qv: np.ndarray
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
@@ -739,22 +742,64 @@ class Tilt:
 
 
 @functools.lru_cache(maxsize=4096)
-def tilt(expr: sympy.Expr, d: int, m: int) -> Tilt | None:
+def tilt(expr: sympy.Expr, d: int, m: int, branches: bool = False) -> Tilt | None:
     """``expr`` as ``h · exp(P)`` (``P`` of degree 1 or 2 in the ``g``'s, the product of
-    every such ``exp`` factor of a top-level product), or None."""
+    every such ``exp`` factor of a top-level product), or None.
+
+    ``branches``: also take the growing branch of ``max``/``min`` terms of an exponent
+    (:func:`_growing_part`). Monte Carlo does (the samples of ``h`` then have light
+    tails); quadrature does not (``h`` keeps the kink, now off the tilted law's centre,
+    where the panel rule of the untilted integrand resolves it better)."""
     gs = [g(i) for i in range(d)]
     e = inline(expr)
     P = sympy.S.Zero
     rest = []
+    branched = False
     for fac in sympy.Mul.make_args(e):
-        if isinstance(fac, sympy.exp) and fac.args[0].is_polynomial(*gs) and \
-                0 < sympy.Poly(fac.args[0], *gs).total_degree() <= 2:
-            P += fac.args[0]
-        else:
+        part = _growing_part(fac.args[0], gs, branches) if isinstance(fac, sympy.exp) \
+            else None
+        if part is None:
             rest.append(fac)
+            continue
+        P += part
+        if part != fac.args[0]:
+            rest.append(sympy.exp(fac.args[0] - part))
+            branched = branched or not (fac.args[0] - part).is_polynomial(*gs)
     if P == 0:
         return None
-    return Tilt(sympy.Mul(*rest), sympy.expand(P), d, m)
+    return Tilt(sympy.Mul(*rest), sympy.expand(P), d, m, branched)
+
+
+def _growing_part(E: sympy.Expr, gs: list[sympy.Symbol], branches: bool
+                  ) -> sympy.Expr | None:
+    """The part of an exponent ``E`` a tilt takes out: its polynomial terms of degree ≤ 2,
+    and ``c·L`` for each term ``c·max(L, a)`` (``c > 0``) or ``c·min(L, a)`` (``c < 0``)
+    with ``L`` affine — the branch along which ``e^{E}`` grows (``e^{2 relu(v)}``: the
+    tilt ``e^{2v}`` leaves ``h = e^{2 relu(−v)}``, whose every moment under the tilted law
+    is small, where the samples of ``e^{2 relu(v)}`` look heavy-tailed, k̂ ≈ 0.6). None
+    when there is no such part of degree 1 or 2.
+
+    Any split is exact (``𝔼[h e^P] = e^c 𝔼'[h]`` for every ``h``); the choice only
+    decides how concentrated ``h`` is under the tilted law. Without ``branches``, only a
+    polynomial ``E`` is taken."""
+    if not branches:
+        ok = E.is_polynomial(*gs) and 0 < sympy.Poly(E, *gs).total_degree() <= 2
+        return E if ok else None
+    part = sympy.S.Zero
+    for t in sympy.Add.make_args(E):
+        if t.is_polynomial(*gs):
+            part += t
+            continue
+        c, f = t.as_coeff_Mul()
+        if isinstance(f, (sympy.Max, sympy.Min)) and len(f.args) == 2 and c.is_number \
+                and (c > 0) == isinstance(f, sympy.Max):
+            lin = [a for a in f.args if not a.is_number]
+            if len(lin) == 1 and lin[0].is_polynomial(*gs) and \
+                    sympy.Poly(lin[0], *gs).total_degree() == 1:
+                part += c * lin[0]
+    if part == 0 or not 0 < sympy.Poly(part, *gs).total_degree() <= 2:
+        return None
+    return part
 
 
 def tilted(quadrature: Any, expr: sympy.Expr, d: int, m: int, mean: np.ndarray,

@@ -12,6 +12,7 @@ from ..errors import ProgramTypeError, ProgramValueError, TensorProgramError
 from ..ir import InitScalar, Moment, ScalarFn, Var
 from .derivation import Derivation
 from .plan import Plan
+from .tails import StableError
 
 __all__ = ["Limit", "ScalarTable", "Expectation"]
 
@@ -36,14 +37,18 @@ class ScalarTable:
     """
 
     def __init__(self, program: Any, values: dict[str, float], stderrs: dict[str, float],
-                 errors: dict[str, float], methods: dict[str, str], meta: dict[str, Any]) -> None:
+                 errors: dict[str, float], methods: dict[str, str], meta: dict[str, Any],
+                 flags: dict[str, str] | None = None, khat: dict[str, float] | None = None,
+                 stable: dict[str, StableError] | None = None) -> None:
         self.program = program
         self._size = len(program.instructions)  # a grown program's new handles are not here
         self._values = values
         self._stderr = stderrs
         self._error = errors
         self._method = methods
-        self._flags: dict[str, str] = {}  # name -> why the value is not trusted (Limit)
+        self._flags = dict(flags or {})  # name -> why the value is not trusted
+        self._khat = dict(khat or {})  # name -> Pareto k̂ of a sampled Moment
+        self._stable = dict(stable or {})  # name -> error law of a heavy-tailed Moment
         self.meta = meta
         self.method_requested = meta.get("method")
         self.samples = meta.get("samples")
@@ -91,6 +96,60 @@ class ScalarTable:
         """How ``lim[key]`` was obtained: ``"exact"``, ``"quadrature"`` or ``"montecarlo"``."""
         return self._method[self._name(key)]
 
+    def interval(self, key: Any, level: float = 0.95) -> tuple[float, float]:
+        """An interval that holds the limit of ``key`` with probability ``level``.
+
+        * exact: ``(v, v)``; quadrature: ``v ± error`` (the rule-comparison estimate);
+        * Monte Carlo: ``v ± t·stderr``, ``t`` the ``(1 + level)/2`` quantile of Student's
+          t with ``batches − 1`` degrees of freedom (the replicates are independent and,
+          with a finite variance, close to normal);
+        * a Monte Carlo Moment flagged for a heavy tail (``1/2 ≤ k̂ < 1``: a mean but no
+          variance): the robust interval of the generalized central limit theorem,
+          skewed like the error (:class:`~tensorprog.engine.tails.StableError`) — or
+          ``(−inf, inf)`` when the tail is too heavy for any interval to be trusted;
+        * any other value that is not :meth:`trusted`: ``(−inf, inf)``.
+
+        The calibration of these intervals over seeds is measured in
+        ``benchmarks/calibration.py``.
+        """
+        k = self._name(key)
+        if not (isinstance(level, (int, float)) and 0 < level < 1):
+            raise ProgramValueError(f"interval: level must be a number in (0, 1), got {level!r}")
+        v = self._values[k]
+        if k in self._stable:
+            return self._stable[k].interval(v, float(level))
+        if k in self._flags:
+            return -math.inf, math.inf
+        if self._method[k] == "montecarlo":
+            from scipy.stats import t
+
+            se = self._stderr[k]
+            half = se * float(t.ppf((1 + level) / 2, (self.meta.get("batches") or 16) - 1))
+        else:
+            half = self._error[k]
+        return v - half, v + half
+
+    # -- reliability -------------------------------------------------------------------
+    def trusted(self, key: Any) -> bool:
+        """Whether ``lim[key]`` is right within its stated error as far as tensorprog can
+        tell: False when its expectation (or one it depends on) is not proven to exist,
+        or was sampled with a heavy-tailed integrand (Pareto ``k̂ ≥ 1/2``: an infinite
+        variance, see :meth:`khat`). :attr:`warnings` says why."""
+        return self._name(key) not in self._flags
+
+    @property
+    def warnings(self) -> dict[str, str]:
+        """Why each untrusted value is not trusted, by name (empty when all are)."""
+        return dict(self._flags)
+
+    def khat(self, key: Any) -> float | None:
+        """Pareto ``k̂`` of the Monte Carlo samples of a Moment's integrand (fitted to the
+        largest of them, of at most 2¹⁴ draws; Vehtari et al., "Pareto smoothed importance
+        sampling", 2024), or None when the Moment was not sampled. Below 1/2 the variance
+        looks finite; from 1/2 the value is not trusted; from 1 the mean looks infinite
+        (refused unless its existence is proven)."""
+        return self._khat.get(self._name(key))
+
     @property
     def values(self) -> dict[str, float]:
         """All scalar limits by name, in program order."""
@@ -118,11 +177,21 @@ class ScalarTable:
     def _title(self) -> str:
         return f"Limit of {self.program.name!r} (method={self.method_requested!r})"
 
+    def _robust(self, name: str) -> str:
+        """`` (95 % robust interval [a, b])`` for a heavy-tailed Moment, else ``""``."""
+        if name not in self._stable:
+            return ""
+        lo, hi = self.interval(name)
+        if not math.isfinite(lo):
+            return " (no interval can be trusted at this sample size)"
+        return f" (95 % robust interval [{lo:.6g}, {hi:.6g}], Limit.interval)"
+
     def __repr__(self) -> str:
         lines = [self._title()]
         for name, val, err, m in self.table():
             e = f" ± {err:.2g}" if err else ""
-            lines.append(f"  {name} = {val:.10g}{e}  [{m}]")
+            flag = ", not trusted" + self._robust(name) if name in self._flags else ""
+            lines.append(f"  {name} = {val:.10g}{e}  [{m}{flag}]")
         return "\n".join(lines)
 
 
@@ -143,36 +212,12 @@ class Limit(ScalarTable):
     def __init__(self, program: Any, der: Derivation, plan: Plan, values: dict[str, float],
                  stderrs: dict[str, float], errors: dict[str, float], methods: dict[str, str],
                  coefficients: dict[int, tuple[float, float, str]], meta: dict[str, Any],
-                 flags: dict[str, str] | None = None, khat: dict[str, float] | None = None
-                 ) -> None:
-        super().__init__(program, values, stderrs, errors, methods, meta)
+                 flags: dict[str, str] | None = None, khat: dict[str, float] | None = None,
+                 stable: dict[str, StableError] | None = None) -> None:
+        super().__init__(program, values, stderrs, errors, methods, meta, flags, khat, stable)
         self.derivation = der
         self.plan = plan
         self._coef = coefficients
-        self._flags = dict(flags or {})
-        self._khat = dict(khat or {})
-
-    # -- reliability -------------------------------------------------------------------
-    def trusted(self, key: Any) -> bool:
-        """Whether ``lim[key]`` is right within its stated error as far as tensorprog can
-        tell: False when its expectation (or one it depends on) is not proven to exist,
-        or was sampled with a heavy-tailed integrand (Pareto ``k̂ ≥ 1/2``: an infinite
-        variance, see :meth:`khat`). :attr:`warnings` says why."""
-        return self._name(key) not in self._flags
-
-    @property
-    def warnings(self) -> dict[str, str]:
-        """Why each untrusted value is not trusted, by name (empty when all are)."""
-        return dict(self._flags)
-
-    def khat(self, key: Any) -> float | None:
-        """Pareto ``k̂`` of the Monte Carlo samples of a Moment's integrand (fitted to the
-        largest of them, of at most 2¹⁴ evenly strided draws; Vehtari et al., "Pareto smoothed importance sampling",
-        2024), or None
-        when the Moment was not sampled. Below 1/2 the variance looks finite; from 1/2
-        the value is not trusted; from 1 the mean looks infinite (refused unless its
-        existence is proven)."""
-        return self._khat.get(self._name(key))
 
     def _warn(self) -> None:
         if self._flags:
@@ -180,17 +225,9 @@ class Limit(ScalarTable):
 
             from ..errors import UnreliableValueWarning
 
-            lines = "; ".join(f"{k}: {why}" for k, why in self._flags.items())
+            lines = "; ".join(f"{k}: {why}{self._robust(k)}" for k, why in self._flags.items())
             warnings.warn(f"{len(self._flags)} limit value(s) of {self.program.name!r} are not "
                           f"trusted — {lines}", UnreliableValueWarning, stacklevel=4)
-
-    def __repr__(self) -> str:
-        lines = [self._title()]
-        for name, val, err, m in self.table():
-            e = f" ± {err:.2g}" if err else ""
-            flag = ", not trusted" if name in self._flags else ""
-            lines.append(f"  {name} = {val:.10g}{e}  [{m}{flag}]")
-        return "\n".join(lines)
 
     # -- lookup ----------------------------------------------------------------------
     def _var(self, key: Any, kind: str = "scalar") -> Var:

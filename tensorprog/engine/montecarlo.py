@@ -48,6 +48,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
+import scipy.special
 import sympy
 
 from .._resources import available_cpus, gib, refuse, require
@@ -59,15 +60,20 @@ from .existence import integrand, tilt
 from .forms import lambdify_integrand
 from .plan import Plan
 from .qmc import MAX_DIM, normal_quantile, sobol_normals, sobol_uniforms
-from .tails import khat_of_tops, merge_tops, tail_size, top_values
+from .tails import StableError, khat_of_tops, merge_tops, stable_errors, tail_size, top_values
 
 __all__ = ["MonteCarloPass", "run_montecarlo"]
 
 _PENDING = None  # a value not computable in this sweep (chunked replicates only)
-#: Draws of a Monte Carlo run that the Pareto k̂ of a Moment is fitted to (a strided
-#: subsample of larger runs): the sample size at which its thresholds were calibrated
-#: (``benchmarks/calibration.py``, 2¹⁴ samples), and a bounded cost — a partial sort of
-#: every Moment's samples was half of a 100,000-sample training limit.
+#: Draws of a Monte Carlo run that the Pareto k̂ of a Moment is fitted to (the first
+#: ``⌈TAIL_DRAWS/K⌉`` samples of each of the ``K`` replicates of larger runs): the sample
+#: size at which its thresholds were calibrated (``benchmarks/calibration.py``, 2¹⁴
+#: samples), and a bounded cost — a partial sort of every Moment's samples was half of a
+#: 100,000-sample training limit. A *prefix*, not a strided subsample: every 2^j-th point
+#: of a Sobol' sequence lies in one slab of width 2^{−j} of its first coordinate, which
+#: may miss the singularity that makes a tail heavy (𝔼|v|^{−0.7} looked light-tailed,
+#: k̂ ≈ −0.9, on 4 of 20 QMC seeds); a prefix of a scrambled Sobol' sequence is spread
+#: over the whole cube.
 TAIL_DRAWS = 2**14
 _RTOL_PIVOT = 1e-12  # Cholesky: pivots / remainders below this × max(1, |var|) are zero
 _RCOND = 1e-10  # regression: eigenvalues of Cov(Ẑ_S) below this × the largest are dropped
@@ -292,13 +298,27 @@ class _MCTilt:
     zero-variance proposal of the exponential factor): ``𝔼 e^{5v}`` is exact, and
     ``𝔼[tanh(v)² e^{2v}]`` samples where the integrand's mass is, instead of averaging
     a lognormal whose Pareto ``k̂`` is 0.6 (an untrustworthy replicate spread).
+
+    When the tilt took the growing branch of a ``max`` (``e^{a relu(v)} = e^{av}·h``,
+    ``h = e^{a relu(−v)}``), ``h`` still grows where the tilted law rarely looks, and the
+    samples are a *defensive mixture* instead (Hesterberg, "Weighted average importance
+    sampling and defensive mixture distributions", Technometrics 37, 1995; Owen & Zhou,
+    "Safe and effective importance sampling", JASA 95, 2000): each normal ``ξ`` gives
+    ``g₀ = μ + Fξ`` under the original law and ``g₁ = μ' + F'ξ`` under the tilted one,
+    and with the mixture ``q = (p₀ + p₁)/2`` and ``t = P − c`` (so ``p₁/p₀ = e^t``),
+    ``𝔼 f = e^c 𝔼[h(g₀) σ(t(g₀)) + h(g₁) σ(t(g₁))]`` (``σ`` the logistic function;
+    ``f p₀/q = 2e^c h σ(t)``). Each term is bounded by both ``f`` and ``e^c h``: the
+    weights are bounded where either law alone leaves a heavy tail.
     """
 
-    __slots__ = ("h", "cids", "mean", "F", "scale")
+    __slots__ = ("h", "cids", "mean", "F", "scale", "P", "mean0", "F0", "logc")
 
     def __init__(self, h: Any, cids: tuple[int, ...], mean: np.ndarray, F: np.ndarray,
-                 scale: float) -> None:
+                 scale: float, mixture: tuple[Any, np.ndarray, np.ndarray, float] | None = None
+                 ) -> None:
         self.h, self.cids, self.mean, self.F, self.scale = h, cids, mean, F, scale
+        #: the defensive mixture's ``P`` (numeric), original law ``(μ, F)`` and ``c``
+        self.P, self.mean0, self.F0, self.logc = mixture or (None, None, None, 0.0)
 
 
 def _tilts(plan: Plan, known: dict[int, Any]) -> dict[Any, _MCTilt]:
@@ -319,7 +339,7 @@ def _tilts(plan: Plan, known: dict[int, Any]) -> dict[Any, _MCTilt]:
             continue
         expr = integrand(plan, req)
         d, m = len(req.bids), len(req.cids)
-        tl = tilt(expr, d, m) if expr is not None else None
+        tl = tilt(expr, d, m, branches=True) if expr is not None else None
         if tl is None or tl.P.free_symbols - {g(i) for i in range(d)}:
             continue
         idx = der.base_init_index[np.array(req.bids, dtype=np.intp)]
@@ -329,8 +349,13 @@ def _tilts(plan: Plan, known: dict[int, Any]) -> dict[Any, _MCTilt]:
         if law is None:
             continue  # (not integrable: refused by the existence check)
         mean2, cov2, c = law
+        mixture = None
+        if tl.branched:
+            F0 = psd_factor(cov, what="covariance")
+            mixture = (lambdify_integrand(tl.P, d, 0), mean, F0, float(c[0]))
         out[instr] = _MCTilt(lambdify_integrand(tl.h, d, m), tuple(req.cids), mean2[0],
-                             psd_factor(cov2[0], what="tilted law"), float(np.exp(c[0])))
+                             psd_factor(cov2[0], what="tilted law"), float(np.exp(c[0])),
+                             mixture)
     return out
 
 
@@ -417,19 +442,22 @@ class _Estimates:
         self.L: dict[Any, np.ndarray] = {}
         self.U: dict[Any, np.ndarray] = {}
         self.factored: dict[Any, int] = {}
-        #: Moment const id -> the ``tail + 1`` largest |integrand| values per replicate
-        #: (K, ·), merged over chunks: the tail diagnostic (:mod:`.tails`). ``tail`` is
-        #: that of all the run's samples (set by :func:`run_montecarlo`), so that the
-        #: replicates' tops hold the run's.
+        #: Moment const id -> the ``tail + 1`` largest |integrand| values of the pass's
+        #: replicates (1, ·), merged over chunks: the tail diagnostic (:mod:`.tails`).
+        #: ``tail`` is that of all the run's tail draws (set by :func:`run_montecarlo`), so
+        #: that the passes' tops hold the run's.
         self.tops: dict[int, np.ndarray] = {}
         self.tail = tail_size(M)
-        #: Every ``stride``-th sample enters the tails (:data:`TAIL_DRAWS`).
-        self.stride = 1
+        #: The first ``prefix`` samples of each replicate enter the tails (None: all;
+        #: :data:`TAIL_DRAWS`).
+        self.prefix: int | None = None
 
     def add_tail(self, cid: int, values: np.ndarray) -> None:
-        """Merge a chunk's samples (K, C) of Moment ``cid``'s integrand into its tail."""
-        self.tops[cid] = merge_tops(self.tops.get(cid), top_values(values, self.tail),
-                                    self.tail)
+        """Merge a chunk's samples (K, C) of Moment ``cid``'s integrand into its tail (of
+        all the chunk's replicates together: a partition of K·C values for the largest
+        ``tail + 1``, instead of one per replicate that kept a third of each)."""
+        self.tops[cid] = merge_tops(self.tops.get(cid),
+                                    top_values(values.reshape(1, -1), self.tail), self.tail)
 
     def add(self, key: Any, sums: tuple[np.ndarray, ...]) -> None:
         """Add one chunk's sums to the running sums of ``key``."""
@@ -809,23 +837,23 @@ class MonteCarloPass(Interpreter):
                 if self.whole:  # (its tail: chunked replicates have none)
                     a, b = self.env[instr.args[0]], self.env[instr.args[-1]]
                     if self._ready(a, b):
-                        st = self.state.stride
-                        self.state.add_tail(cid, a[..., ::st] * b[..., ::st])
+                        pre = self.state.prefix
+                        self.state.add_tail(cid, a[..., :pre] * b[..., :pre])
                 return self._record(cid, val)
         args = [self.env[a] for a in instr.args]
         params = self._params(instr)
         ready = self._ready(*args, *params)
         if key is not None:
             def products() -> tuple[np.ndarray]:
-                st = self.state.stride
-                self.state.add_tail(cid, args[0][..., ::st] * args[-1][..., ::st])
+                pre = self.state.prefix
+                self.state.add_tail(cid, args[0][..., :pre] * args[-1][..., :pre])
                 return (_inner(args[0][:, None], args[-1]),)
 
             return self._set_const(instr.out, self._estimate(key, products if ready else None))
 
         def sums() -> tuple[np.ndarray]:
             vals = np.broadcast_to(instr.fn.numpy(*args, *params), self.shape)
-            self.state.add_tail(cid, vals[..., ::self.state.stride])
+            self.state.add_tail(cid, vals[..., :self.state.prefix])
             return (vals.sum(axis=-1, keepdims=True),)
 
         return self._set_const(instr.out, self._estimate(("m", cid), sums if ready else None))
@@ -837,14 +865,25 @@ class MonteCarloPass(Interpreter):
         if not self._ready(*consts):
             return self._set_const(instr.out, self._estimate(("m", cid), None))
 
+        qs = [np.broadcast_to(np.asarray(c, dtype=float).reshape(-1, 1)
+                              if np.ndim(c) else c, (self.shape[0], 1)) for c in consts]
+
+        def h(mean: np.ndarray, F: np.ndarray, xi: np.ndarray, P: Any = None) -> np.ndarray:
+            gs = mean[None, :, None] + np.einsum("dr,krm->kdm", F, xi[:, : F.shape[1]])
+            cols = [gs[:, j] for j in range(gs.shape[1])]
+            out = np.broadcast_to(np.asarray(tl.h(*cols, *qs), dtype=float), self.shape)
+            if P is None:
+                return out
+            return out * scipy.special.expit(np.asarray(P(*cols), dtype=float) - tl.logc)
+
         def sums() -> tuple[np.ndarray]:
-            xi = self._normals()[:, : tl.F.shape[1]]
-            gs = tl.mean[None, :, None] + np.einsum("dr,krm->kdm", tl.F, xi)
-            cols = [gs[:, j] for j in range(gs.shape[1])] + [
-                np.broadcast_to(np.asarray(c, dtype=float).reshape(-1, 1)
-                                if np.ndim(c) else c, (self.shape[0], 1)) for c in consts]
-            vals = np.broadcast_to(np.asarray(tl.h(*cols), dtype=float), self.shape)
-            self.state.add_tail(cid, vals)
+            xi = self._normals()
+            if tl.P is None:
+                vals = h(tl.mean, tl.F, xi)
+            else:  # the defensive mixture: both laws from the same ξ
+                with np.errstate(over="ignore"):
+                    vals = h(tl.mean, tl.F, xi, tl.P) + h(tl.mean0, tl.F0, xi, tl.P)
+            self.state.add_tail(cid, vals[..., :self.state.prefix])
             return (tl.scale * vals.sum(axis=-1, keepdims=True),)
 
         return self._set_const(instr.out, self._estimate(("m", cid), sums))
@@ -977,7 +1016,9 @@ class MonteCarloPass(Interpreter):
 
 def run_montecarlo(plan: Plan, samples: int, seed: Any, *, batches: int = 16, qmc: bool = True,
                    progress: bool = False, max_memory: int = 2**30,
-                   tails: dict[int, float] | None = None) -> dict[int, tuple[float, float]]:
+                   tails: dict[int, float] | None = None,
+                   stable: dict[int, StableError] | None = None
+                   ) -> dict[int, tuple[float, float]]:
     """Replicated Monte Carlo passes; returns ``{const id: (mean, standard error)}``.
 
     Parameters
@@ -1005,7 +1046,12 @@ def run_montecarlo(plan: Plan, samples: int, seed: Any, *, batches: int = 16, qm
     tails : dict, optional
         Filled with ``{const id: k̂}`` for every Moment estimated: the Pareto ``k̂`` of
         its integrand's samples, fitted to the largest ``min(S/5, 3√S)`` of all
-        ``S = K·M`` (:mod:`.tails`).
+        ``S = K·M`` (:mod:`.tails`; at most :data:`TAIL_DRAWS` of them, a prefix of each
+        replicate).
+    stable : dict, optional
+        Filled with ``{const id: StableError}`` for the Moments whose ``k̂`` is in
+        ``[1/2, 1)`` (a mean without a variance): the law of their estimate's error, from
+        which :meth:`.limit.Limit.interval` gives a robust interval.
 
     Returns
     -------
@@ -1040,11 +1086,10 @@ def run_montecarlo(plan: Plan, samples: int, seed: Any, *, batches: int = 16, qm
     ss = np.random.SeedSequence(seed) if not isinstance(seed, np.random.Generator) else \
         np.random.SeedSequence(int(seed.integers(2**63)))
     children = ss.spawn(K)
-    # The tail diagnostic sees every stride-th sample of whole replicates (at most
-    # TAIL_DRAWS in all; chunks: every sample), its fitted tail T of them (Vehtari et al.
-    # 2024 §3).
-    stride = max(1, -(-K * M // TAIL_DRAWS)) if fit else 1
-    T = tail_size(K * len(range(0, M, stride)))
+    # The tail diagnostic sees a prefix of each whole replicate (at most TAIL_DRAWS in
+    # all; chunks: every sample), its fitted tail T of them (Vehtari et al. 2024 §3).
+    prefix = min(M, -(-TAIL_DRAWS // K)) if fit else M
+    T = tail_size(K * prefix)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -1059,7 +1104,7 @@ def run_montecarlo(plan: Plan, samples: int, seed: Any, *, batches: int = 16, qm
         if not fit:
             return _chunked_replicate(plan, seeds[0], M, C, D, qmc, schedule, T)
         state = _Estimates(M)
-        state.tail, state.stride = T, stride
+        state.tail, state.prefix = T, prefix
         mc = MonteCarloPass(plan, len(seeds), M, _normal_source(seeds, M, D, qmc), state,
                             schedule=schedule)
         mc.run()
@@ -1082,7 +1127,7 @@ def run_montecarlo(plan: Plan, samples: int, seed: Any, *, batches: int = 16, qm
                 values.setdefault(cid, []).append(np.broadcast_to(np.ravel(v), (len(seeds),)))
             for cid, t in tp_.items():
                 tops[cid] = merge_tops(tops.get(cid), t.reshape(1, -1), T)
-                seen[cid] = seen.get(cid, 0) + len(t)
+                seen[cid] = seen.get(cid, 0) + len(seeds)
             if bar is not None:
                 bar.update(len(seeds))
     if bar is not None:
@@ -1093,7 +1138,12 @@ def run_montecarlo(plan: Plan, samples: int, seed: Any, *, batches: int = 16, qm
     # k̂ of every Moment: one fit (batched over Moments) to the largest of its tail draws
     full = [c for c, n in seen.items() if n == K]
     if tails is not None and full:
-        tails.update(zip(full, khat_of_tops(np.concatenate([tops[c] for c in full])).tolist()))
+        top = np.concatenate([tops[c] for c in full])
+        kh = khat_of_tops(top)
+        tails.update(zip(full, kh.tolist()))
+        if stable is not None:
+            errs = stable_errors(top, kh, T / (K * prefix), K * M)
+            stable.update((c, e) for c, e in zip(full, errs) if e is not None)
     return {c: (m, e) for c, m, e in zip(cids, means.tolist(), ses.tolist())}
 
 

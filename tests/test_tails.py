@@ -1,0 +1,168 @@
+"""Heavy tails in Monte Carlo: the defensive mixture for ``e^{a·relu}``, robust intervals
+for values without a variance, the tail draws of QMC runs, and rounding noise.
+
+References: closed forms written here — ``𝔼|Z|^p = 2^{p/2} Γ((p+1)/2)/√π`` and, for
+``v ~ N(μ, s²)``, ``𝔼 e^{a relu(v)} = Φ(−μ/s) + e^{aμ + a²s²/2} Φ(μ/s + as)``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+
+import numpy as np
+import pytest
+import sympy
+from scipy.special import gamma, ndtr
+from scipy.stats import t as student_t
+
+import tensorprog as tp
+from tensorprog.engine.tails import khat_of_tops
+
+
+def abs_moment(p: float) -> float:
+    """𝔼|Z|^p, Z ~ N(0, 1), p > −1."""
+    return 2 ** (p / 2) * gamma((p + 1) / 2) / math.sqrt(math.pi)
+
+
+def exp_relu_mean(a: float, mu: float, s: float) -> float:
+    return ndtr(-mu / s) + math.exp(a * mu + a * a * s * s / 2) * ndtr(mu / s + a * s)
+
+
+def heavy_program(power: float = 0.7):
+    p = tp.Program("heavy")
+    v = p.vector("v")
+    k = tp.mean(tp.abs(v) ** -power, name="k")
+    t = tp.mean(tp.tanh(v) ** 2, name="t")
+    return p, k, t
+
+
+@pytest.mark.parametrize("qmc", [True, False], ids=["qmc", "iid"])
+@pytest.mark.parametrize("a", [2.0, 4.0])
+def test_exp_relu_is_sampled_from_a_defensive_mixture(a, qmc):
+    """𝔼 e^{a relu(v)}: the tilt e^{av} leaves h = e^{a relu(−v)}, which the mixture of the
+    two laws keeps bounded — a light tail (k̂ < 1/2, trusted) and a value within 5
+    standard errors of the closed form. Without the mixture, a = 2 gave k̂ ≈ 0.65
+    (flagged) and a = 4 missed by 2.5 of its standard errors."""
+    p = tp.Program("exprelu")
+    v = p.vector("v", mean=0.3, var=0.8)
+    k = tp.mean(tp.exp(a * tp.relu(v)), name="k")
+    lim = p.limit(method="montecarlo", samples=2**16, seed=3, qmc=qmc)
+    ref = exp_relu_mean(a, 0.3, math.sqrt(0.8))
+    assert lim.trusted(k) and lim.khat(k) < 0.5
+    assert abs(lim[k] - ref) <= 5 * lim.stderr(k)
+    assert lim.stderr(k) < 3e-3 * ref  # (the untilted estimate's is ~0.4 % at a = 2, QMC)
+
+
+def test_robust_interval_of_a_value_without_variance():
+    """𝔼|v|^{−0.7} (k = 0.7) is flagged, and its interval (the generalized CLT's)
+    contains the closed form on most seeds: 95 % nominal, ≥ 7 of 8 asked here (the
+    benchmark measures 94 % over 100 seeds). A trusted value's interval is Student's t
+    with batches − 1 degrees of freedom."""
+    p, k, t = heavy_program()
+    ref = abs_moment(-0.7)
+    hits, finite = 0, 0
+    for seed in range(8):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", tp.UnreliableValueWarning)
+            lim = p.limit(method="montecarlo", samples=2**16, seed=seed, qmc=seed % 2 == 0)
+        lo, hi = lim.interval(k)
+        assert lo < lim[k] < hi
+        if lim.trusted(k):  # (k̂ below 1/2 by chance)
+            hits += lo <= ref <= hi
+            continue
+        finite += math.isfinite(hi)
+        hits += lo <= ref <= hi
+        lo_t, hi_t = lim.interval(t)
+        half = student_t.ppf(0.975, 15) * lim.stderr(t)
+        assert (lo_t, hi_t) == pytest.approx((lim[t] - half, lim[t] + half), rel=1e-12)
+    assert hits >= 7 and finite >= 4
+
+
+def test_interval_of_exact_and_quadrature_values_and_bad_levels():
+    p = tp.Program("det")
+    W, x = p.matrix("W", var=2.0), p.vector("x")
+    k = tp.inner(x, W.T @ (W @ x), name="k")
+    q = tp.mean(tp.tanh(W @ x) ** 2, name="q")
+    lim = p.limit()
+    assert lim.interval(k) == (2.0, 2.0)
+    lo, hi = lim.interval(q)
+    assert lo <= lim[q] <= hi and hi - lo == pytest.approx(2 * lim.error(q))
+    for bad in (0, 1, 1.5, "0.9", float("nan")):
+        with pytest.raises(tp.TensorProgramError, match="level"):
+            lim.interval(k, bad)
+
+
+def test_saved_limits_keep_flags_khat_and_intervals(tmp_path):
+    p, k, t = heavy_program()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", tp.UnreliableValueWarning)
+        lim = p.limit(method="montecarlo", samples=2**16, seed=0)
+    assert not lim.trusted(k)
+    path = tmp_path / "heavy.json"
+    tp.io.save(lim, path)
+    back = tp.load(path)
+    for name in ("k", "t"):
+        assert back.trusted(name) == lim.trusted(name)
+        assert back.khat(name) == lim.khat(name)
+        assert back.interval(name) == lim.interval(name)
+        assert back.stderr(name) == lim.stderr(name) and back.error(name) == lim.error(name)
+    assert back.warnings == lim.warnings
+    assert "not trusted" in repr(back)
+    doc = json.loads(path.read_text())
+    row = next(r for r in doc["limit"]["scalars"] if r["name"] == "k")
+    for bad in ({"alpha": 0.9, "scale": 0.1}, {"alpha": 1.5, "scale": -1.0},
+                {"alpha": 1.5}, "x"):
+        row["stable"] = bad
+        path.write_text(json.dumps(doc))
+        with pytest.raises(tp.FormatError, match="stable|scale|alpha"):
+            tp.load(path)
+    row["stable"] = {"alpha": 1.5, "scale": 0.1}
+    del row["warning"]
+    path.write_text(json.dumps(doc))
+    with pytest.raises(tp.FormatError, match="not trusted"):
+        tp.load(path)
+
+
+def test_a_flagged_quadrature_value_can_be_saved(tmp_path):
+    """An unproven expectation computed by quadrature has stderr NaN in the API (never a
+    0 that vouches for it); saving it used to fail on that NaN."""
+    p = tp.Program("unproven")
+    v = p.vector("v")
+    k = tp.mean(tp.nonlin(lambda z: 1 / (2 + sympy.sin(z)), v), name="k")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lim = p.limit(method="quadrature")
+    assert not lim.trusted(k) and math.isnan(lim.stderr(k))
+    path = tmp_path / "u.json"
+    tp.io.save(lim, path)
+    back = tp.load(path)
+    assert back[k.name] == lim[k] and back.trusted("k") == lim.trusted(k)
+
+
+def test_qmc_tail_draws_see_the_singularity():
+    """The tail diagnostic of a QMC run sees a prefix of each replicate: every 16th point
+    of a Sobol' sequence lies in one slab of width 1/16 of its first coordinate and
+    missed v = 0 — 𝔼|v|^{−0.7} then looked light-tailed (k̂ ≈ −0.9, trusted, 9 standard
+    errors off) on 4 of 20 seeds."""
+    p, k, _ = heavy_program()
+    for seed in range(6):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", tp.UnreliableValueWarning)
+            lim = p.limit(method="montecarlo", samples=2**18, seed=seed, qmc=True)
+        assert lim.khat(k) > 0.4, seed
+
+
+def test_rounding_noise_is_not_a_heavy_tail():
+    """Tops with only a few distinct values (rounding noise of an integrand that is 0 in
+    exact arithmetic) are an atom, not a Pareto tail: a fit to two values gave 6·10¹⁵."""
+    tops = np.concatenate([np.full(334, 7.9e-31), np.full(51, 3.2e-30)])[None]  # (as seen)
+    assert khat_of_tops(tops)[0] == -np.inf
+    p = tp.Program("noise")
+    W, x = p.matrix("W", var=1.5), p.vector("x")
+    h1, h2 = W @ x, W @ (2 * x)
+    z = tp.mean(tp.tanh(h2 - 2 * h1) ** 2, name="zero")
+    for seed in (4, 6, 7):  # (the seeds that were flagged)
+        lim = p.limit(method="montecarlo", seed=seed)
+        assert lim.trusted(z) and abs(lim[z]) < 1e-25
