@@ -1,57 +1,20 @@
-r"""Expectations under (jointly) Gaussian laws.
+r"""Expectations :math:`\mathbb E f(X)`, :math:`X\sim\mathcal N(\mu,C)`, by quadrature.
 
-Pure numerics used by the interpreters of a Tensor Program: the Master Theorem
-turns every limit scalar into an expectation :math:`\mathbb E\,\phi(Z)` over a
-centred or shifted Gaussian vector :math:`Z` [TP4 §7 Def 7.3]. This module offers
-three ways of computing such an expectation and nothing else (no IR, no
-nonlinearity objects; the engine wires these functions to its registries):
+Three rules over a PSD factor of the covariance (:func:`psd_factor`, valid for
+singular :math:`C`), for up to :data:`MAX_QUADRATURE_DIM` Gaussians [THEORY.md §6.2,
+"General φ"]:
 
-* :func:`gauss_hermite_expectation` -- tensor-product Gauss--Hermite quadrature
-  over a PSD factor of the covariance (:func:`psd_factor`), for up to 4 Gaussians
-  [THEORY.md §6.2, "General φ"].
-* :func:`gaussian_moment` -- exact moments of polynomials (Isserlis/Wick theorem
-  generalised to nonzero means), numeric or symbolic.
-* Closed forms for a centred bivariate Gaussian :math:`(u, v)` with
-  :math:`\operatorname{Var}u=k_{11}`, :math:`\operatorname{Var}v=k_{22}`,
-  :math:`\operatorname{Cov}(u,v)=k_{12}` (e.g. :func:`relu_relu`, :func:`erf_erf`),
-  and one-variable means (e.g. :func:`mean_relu`), collected in
-  :data:`PAIR_CLOSED_FORMS` and :data:`SINGLE_CLOSED_FORMS`.
+* :func:`gauss_hermite_expectation` -- tensor-product Gauss--Hermite rules, degrees
+  per dimension in :data:`DEFAULT_DEGREE` (and the finer :data:`REFINED_DEGREE`);
+* :func:`trapezoid_expectation` -- the trapezoid rule in standard coordinates, for
+  integrands analytic near the real axis;
+* :func:`panel_expectation` -- composite Gauss--Legendre panels whose edges follow
+  the integrand's kinks and transitions, scaled to the covariance.
 
-Conventions
------------
-* :math:`\mathrm{step}(z)=\mathbb 1[z>0]` for :math:`z\neq0` and
-  :math:`\mathrm{step}(0)=\tfrac12` (``sympy.Heaviside``'s default ``H(0)=1/2``).
-  This only matters for a zero-variance argument: :math:`\mathbb E\,\mathrm{step}(u)
-  =\tfrac12` for every centred :math:`u`, including :math:`u\equiv0`.
-* :math:`\mathrm{sign}(0)=0` (numpy and sympy), so that
-  :math:`\mathrm{sign}=2\,\mathrm{step}-1` everywhere.
-* :math:`\mathrm{derf}(z)=\mathrm{erf}'(z)=\tfrac{2}{\sqrt\pi}e^{-z^2}`.
-* :math:`\rho=k_{12}/\sqrt{k_{11}k_{22}}` is clipped to :math:`[-1,1]`; when
-  :math:`k_{11}k_{22}=0` the pair is degenerate, :math:`k_{12}` must be (numerically)
-  zero and :math:`\rho:=0` is used, which gives the correct limit in every closed
-  form below (a zero-variance centred Gaussian is the constant 0).
-* Covariances are accepted when they are PSD up to a tolerance: an eigenvalue
-  :math:`\lambda\ge-10^{-10}\max(1,\lambda_{\max})` is treated as 0; below that a
-  :class:`~tensorprog.errors.NonPSDError` is raised, never clipped silently.
-* Closed forms behave like numpy ufuncs: they broadcast their arguments and return
-  a numpy scalar for scalar input. Every function raises
-  :class:`~tensorprog.errors.NumericalError` instead of returning NaN or inf.
-
-References
-----------
-* [TP4] G. Yang, E. Hu, *Feature Learning in Infinite-Width Neural Networks*, 2021.
-* [CS09] Y. Cho, L. Saul, *Kernel Methods for Deep Learning*, NeurIPS 2009
-  (arc-cosine kernels of degree 0 and 1).
-* [W97] C. K. I. Williams, *Computing with Infinite Networks*, NeurIPS 1997 (erf).
-* [NT] neural-tangents, ``neural_tangents/_src/stax/elementwise.py``: ``ABRelu`` and
-  ``Erf`` (summarised in THEORY.md §6.2--§6.3), ``Abs = ABRelu(-1, 1)`` and ``Sign``
-  (``nngp = 1 - 2 angle / pi``).
-* Stein's lemma: :math:`\mathbb E[u\,g(v)]=\operatorname{Cov}(u,v)\,\mathbb E[g'(v)]`
-  for centred jointly Gaussian :math:`(u,v)`; formulas marked *DERIVED* follow from it,
-  from :math:`\mathrm{relu}(z)=(z+|z|)/2`, :math:`\mathrm{step}=(1+\mathrm{sign})/2`,
-  or from the characteristic function :math:`\mathbb E\,e^{tu+sv}=
-  e^{(t^2k_{11}+2tsk_{12}+s^2k_{22})/2}` (also for complex :math:`t,s`), and are
-  checked against independent quadrature in ``tests/test_gaussian.py``.
+Covariances are accepted when they are PSD up to a tolerance (:mod:`tensorprog.psd`):
+an eigenvalue of the correlation matrix :math:`\lambda\ge-10^{-10}\max(1,\lambda_{\max})`
+is treated as 0; below that a :class:`~tensorprog.errors.NonPSDError` is raised, never
+clipped silently.
 """
 
 from __future__ import annotations
@@ -59,85 +22,40 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Sequence
-from fractions import Fraction
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
-import sympy
 from numpy.polynomial.hermite_e import hermegauss
-from sympy.polys.polyerrors import BasePolynomialError
 
-from tensorprog.errors import (
-    NonPSDError,
-    NumericalError,
-    ProgramTypeError,
-    ProgramValueError,
-    ResourceError,
-)
+from ..errors import NumericalError, ProgramTypeError, ProgramValueError, ResourceError
+from ..psd import PSD_TOL, batch_index_text, equilibration, psd_eigh
 
 __all__ = [
+    "PSD_TOL",
+    "MAX_QUADRATURE_DIM",
+    "DEFAULT_DEGREE",
+    "REFINED_DEGREE",
     "psd_factor",
+    "psd_cholesky",
     "equilibration",
     "default_degree",
     "gauss_hermite_expectation",
+    "TRAPEZOID_HALF_WIDTH",
     "trapezoid_expectation",
+    "PANEL_LADDER",
+    "MAX_PANEL_NODES",
     "panel_expectation",
-    "psd_cholesky",
-    "gaussian_moment",
-    "PAIR_CLOSED_FORMS",
-    "SINGLE_CLOSED_FORMS",
-    # pairs
-    "identity_identity",
-    "identity_relu",
-    "identity_step",
-    "identity_sign",
-    "identity_abs",
-    "identity_erf",
-    "identity_derf",
-    "identity_sin",
-    "identity_cos",
-    "identity_exp",
-    "relu_relu",
-    "relu_step",
-    "relu_sign",
-    "relu_abs",
-    "step_step",
-    "step_sign",
-    "step_abs",
-    "sign_sign",
-    "sign_abs",
-    "abs_abs",
-    "erf_erf",
-    "erf_derf",
-    "derf_derf",
-    "sin_sin",
-    "sin_cos",
-    "cos_cos",
-    "exp_exp",
-    "exp_sin",
-    "exp_cos",
-    # means
-    "mean_identity",
-    "mean_relu",
-    "mean_step",
-    "mean_sign",
-    "mean_abs",
-    "mean_erf",
-    "mean_derf",
-    "mean_sin",
-    "mean_cos",
-    "mean_exp",
 ]
 
-#: Relative tolerance below which a negative eigenvalue is treated as rounding.
-PSD_TOL = 1e-10
-#: Relative tolerance for the symmetry of a covariance matrix.
-_SYM_TOL = 1e-9
 #: Largest number of jointly Gaussian variables (or linear forms of them) handled by
 #: quadrature; the engine sends integrands of more to Monte Carlo.
 MAX_QUADRATURE_DIM = 4
-#: Default Gauss--Hermite degree per dimension (see :func:`default_degree`).
-_DEFAULT_DEGREE = {1: 120, 2: 100, 3: 46, 4: 18}
+#: Gauss--Hermite nodes per dimension, by number of Gaussians (see :func:`default_degree`):
+#: the rules of :func:`gauss_hermite_expectation` and of the Master Theorem engine.
+DEFAULT_DEGREE = {1: 320, 2: 160, 3: 56, 4: 22}
+#: The finer rules the engine uses where the default one has not converged
+#: (at most 5·10⁵ nodes).
+REFINED_DEGREE = {1: 1000, 2: 400, 3: 80, 4: 28}
 #: Largest tensor-product rule :func:`gauss_hermite_expectation` will build.
 _MAX_NODES = 2**20
 #: Memory budget of one chunk of quadrature points (and of f's output).
@@ -147,21 +65,11 @@ _SQRT_2PI = math.sqrt(2.0 * math.pi)
 _TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
 
 ArrayLike = Any
-PairForm = Callable[[ArrayLike, ArrayLike, ArrayLike], Any]
-SingleForm = Callable[[ArrayLike], Any]
 
 
 # --------------------------------------------------------------------------------------
 # PSD factor
 # --------------------------------------------------------------------------------------
-
-
-def _batch_index_text(mask: np.ndarray) -> str:
-    """Describe the first True entry of a batch mask (empty for unbatched input)."""
-    if mask.ndim == 0:
-        return ""
-    idx = np.unravel_index(int(np.argmax(mask)), mask.shape)
-    return f" (at batch index {tuple(int(i) for i in idx)})"
 
 
 def psd_factor(cov: ArrayLike, *, tol: float = PSD_TOL, what: str = "covariance") -> np.ndarray:
@@ -200,61 +108,14 @@ def psd_factor(cov: ArrayLike, *, tol: float = PSD_TOL, what: str = "covariance"
     ProgramValueError
         If ``cov`` does not have shape (..., k, k).
     """
-    if np.iscomplexobj(cov):
-        raise ProgramTypeError(f"{what} must be real; got a complex array")
-    c = np.asarray(cov, dtype=float)
-    if c.ndim < 2 or c.shape[-1] != c.shape[-2]:
-        raise ProgramValueError(
-            f"{what} must be an array of square matrices, shape (..., k, k); got shape {c.shape}"
-        )
-    if not tol >= 0:
-        raise ProgramValueError(f"tol must be a nonnegative number; got {tol!r}")
-    if not np.all(np.isfinite(c)):
-        raise NumericalError(f"{what} contains NaN or inf entries")
-    if c.shape[-1] == 0:
-        return c.copy()
-    ct = np.swapaxes(c, -1, -2)
-    scale = np.max(np.abs(c), axis=(-2, -1))
-    asym = np.max(np.abs(c - ct), axis=(-2, -1))
-    bad = asym > _SYM_TOL * scale
-    if np.any(bad):
-        raise NonPSDError(
-            f"{what} is not symmetric{_batch_index_text(bad)}: "
-            f"max |C - C^T| = {float(np.max(asym)):.6g}; a covariance must be a "
-            "symmetric positive semidefinite matrix"
-        )
-    s = equilibration(c)
-    eigval, eigvec = np.linalg.eigh(0.5 * (c + ct) / (s[..., :, None] * s[..., None, :]))
-    lam_min = eigval[..., 0]
-    threshold = tol * np.maximum(1.0, eigval[..., -1])
-    bad = lam_min < -threshold
-    if np.any(bad):
-        worst = float(np.min(np.where(bad, lam_min, np.inf)))
-        raise NonPSDError(
-            f"{what} is not positive semidefinite{_batch_index_text(bad)}: the smallest "
-            f"eigenvalue of its correlation matrix is {worst:.6g}; a covariance must be "
-            "positive semidefinite"
-        )
+    s, eigval, eigvec = psd_eigh(cov, tol=tol, what=what)
+    if eigval.shape[-1] == 0:
+        return eigvec
     # eigenvalues within rounding of the largest are zero (a singular matrix's factor
     # keeps its exact rank instead of a noise column of size √ε)
-    noise = 8 * c.shape[-1] * np.finfo(float).eps * eigval[..., -1:]
+    noise = 8 * eigval.shape[-1] * np.finfo(float).eps * eigval[..., -1:]
     eigval = np.where(eigval > noise, eigval, 0.0)
     return s[..., :, None] * eigvec * np.sqrt(eigval)[..., None, :]
-
-
-def equilibration(cov: np.ndarray) -> np.ndarray:
-    r"""The scales :math:`s_i=\sqrt{C_{ii}}` (1 where :math:`C_{ii}\le0`) of covariances
-    ``(..., k, k)``.
-
-    Eigen-decompositions are taken of the correlation matrix :math:`D^{-1}CD^{-1}`,
-    :math:`D=\operatorname{diag}(s)`, never of :math:`C` itself: a backward-pass
-    Gaussian of variance :math:`10^{17}` next to a forward one of variance 8 (a deep,
-    high-gain network) would otherwise lose every digit of the small block to the
-    large eigenvalue's rounding (:math:`\epsilon\lambda_{\max}\approx 10`), while
-    the correlation matrix keeps each coordinate accurate relative to its own scale.
-    """
-    d = np.diagonal(cov, axis1=-2, axis2=-1)
-    return np.sqrt(np.where(d > 0, d, 1.0))
 
 
 # --------------------------------------------------------------------------------------
@@ -265,19 +126,24 @@ def equilibration(cov: np.ndarray) -> np.ndarray:
 def default_degree(k: int) -> int:
     r"""Default number of Gauss--Hermite nodes per dimension for ``k`` Gaussians.
 
-    ``{1: 120, 2: 100, 3: 46, 4: 18}``: at most about :math:`10^5` tensor-product
-    nodes. A rule of degree :math:`n` integrates polynomials of degree :math:`<2n`
-    exactly and converges fast for entire integrands: measured relative errors of
-    :math:`\mathbb E[\mathrm{erf}(u)\mathrm{erf}(v)]` at unit variances are
-    :math:`\sim10^{-15}` with the rules for :math:`k\le3` but :math:`8\cdot10^{-7}`
-    with the :math:`k=4` rule (:math:`3\cdot10^{-5}` at variance 2). Integrands with complex poles near the real axis converge only like
-    :math:`e^{-c\sqrt n}`; measured relative errors of
-    :math:`\mathbb E\tanh^2(\sigma G)` are, for :math:`\sigma=1`: :math:`1\cdot10^{-12}`
-    (:math:`n=120`), :math:`2\cdot10^{-11}` (100), :math:`3\cdot10^{-7}` (46),
-    :math:`4\cdot10^{-4}` (18); for :math:`\sigma=2`: :math:`2\cdot10^{-6}` (120),
-    :math:`8\cdot10^{-6}` (100), :math:`8\cdot10^{-4}` (46). For a product of such
-    factors in :math:`k` dimensions the error is roughly that of the worst direction.
-    Pass ``degree`` explicitly (or use Monte Carlo) when that is not enough.
+    :data:`DEFAULT_DEGREE`, ``{1: 320, 2: 160, 3: 56, 4: 22}`` (at most
+    :math:`2.4\cdot10^5` tensor-product nodes), the rules of the Master Theorem
+    engine too. A rule of degree :math:`n` integrates polynomials of degree
+    :math:`<2n` exactly and converges fast for entire integrands: measured relative
+    errors of :math:`\mathbb E[\mathrm{erf}(u)\mathrm{erf}(v)]` at unit variances and
+    correlation 1/2 are :math:`9\cdot10^{-16}` with the :math:`k=2` rule,
+    :math:`3\cdot10^{-14}` with the :math:`k=3` rule and :math:`3\cdot10^{-6}` with the
+    :math:`k=4` rule (:math:`3\cdot10^{-4}` at variance 2). Integrands with complex
+    poles near the real axis converge only like :math:`e^{-c\sqrt n}`; measured
+    relative errors of :math:`\mathbb E\tanh^2(\sigma G)` are, for :math:`\sigma=1`:
+    :math:`7\cdot10^{-15}` (:math:`n=320`), :math:`4\cdot10^{-15}` (160),
+    :math:`3\cdot10^{-8}` (56), :math:`1\cdot10^{-4}` (22); for :math:`\sigma=2`:
+    :math:`6\cdot10^{-11}` (320), :math:`2\cdot10^{-7}` (160), :math:`3\cdot10^{-4}` (56).
+    For a product of such factors in :math:`k` dimensions the error is roughly that of
+    the worst direction (measured by ``benchmarks/gaussian_degrees.py``).
+    Pass ``degree`` explicitly (or use Monte Carlo) when that is not enough; the
+    engine estimates the error against a rule of 3/4 the degree and refines to
+    :data:`REFINED_DEGREE`.
 
     Parameters
     ----------
@@ -304,7 +170,7 @@ def default_degree(k: int) -> int:
             f"this expectation involves k={k} jointly Gaussian variables, use Monte "
             "Carlo instead"
         )
-    return _DEFAULT_DEGREE[k]
+    return DEFAULT_DEGREE[k]
 
 
 def _hermite_rule(degree: int) -> tuple[np.ndarray, np.ndarray]:
@@ -542,7 +408,7 @@ def _on_rule(f: Callable[..., Any], mean_arr: np.ndarray, cov_arr: np.ndarray,
     finite = np.isfinite(result)
     if not np.all(finite):
         bad = ~finite if not vector else ~np.all(finite, axis=1)
-        where = _batch_index_text(bad.reshape(batch)) if batch else ""
+        where = batch_index_text(bad.reshape(batch)) if batch else ""
         raise NumericalError(
             f"{rule} expectation is not finite{where}: the integrand "
             "overflowed or returned NaN/inf (is it integrable under the Gaussian?)"
@@ -870,776 +736,3 @@ def panel_expectation(
         raise NumericalError("panel-rule expectation is not finite: the integrand overflowed "
                              "or returned NaN/inf (is it integrable under the Gaussian?)")
     return out[0], out[1], out[2]
-
-
-# --------------------------------------------------------------------------------------
-# Exact polynomial moments
-# --------------------------------------------------------------------------------------
-
-
-def _is_symbolic(x: Any) -> bool:
-    """True if ``x`` is a sympy object or a (nested) container holding one."""
-    if isinstance(x, (sympy.Basic, sympy.MatrixBase)):
-        return True
-    if isinstance(x, np.ndarray):
-        return x.dtype == object and any(isinstance(e, sympy.Basic) for e in x.flat)
-    if isinstance(x, (list, tuple)):
-        return any(_is_symbolic(e) for e in x)
-    return False
-
-
-def _sympy_entries(x: Any, shape: tuple[int, ...], name: str) -> list[Any]:
-    """Flatten ``x`` row-major into a list of sympy objects of the given shape."""
-    try:
-        mat = sympy.Matrix(x) if not isinstance(x, sympy.MatrixBase) else x
-    except (TypeError, ValueError, sympy.SympifyError) as exc:
-        raise ProgramTypeError(f"{name} could not be read as a sympy matrix") from exc
-    n = math.prod(shape)
-    if len(shape) == 1:
-        ok = mat.shape in ((n, 1), (1, n)) or (n == 0 and 0 in mat.shape)
-    else:
-        ok = mat.shape == shape
-    if not ok:
-        raise ProgramValueError(
-            f"{name} must have shape {shape} for {shape[0]} Gaussians; got shape {mat.shape}"
-        )
-    return [sympy.sympify(e) for e in mat]
-
-
-def _moment_table(
-    mu: Sequence[Any],
-    sigma: Sequence[Sequence[Any]],
-    zero: Any,
-    one: Any,
-    normalize: Callable[[Any], Any],
-    is_zero: Callable[[Any], bool],
-) -> Callable[[tuple[int, ...]], Any]:
-    r"""Return a memoised map from exponent tuples :math:`a` to :math:`\mathbb E X^a`.
-
-    Uses Stein's identity for :math:`X\sim\mathcal N(\mu,\Sigma)`,
-    :math:`\mathbb E[x_i\,m(X)]=\mu_i\,\mathbb E[m(X)]+\sum_j\Sigma_{ij}\,
-    \mathbb E[\partial_jm(X)]`, with :math:`x_i` the first variable of the monomial.
-    The recursion is evaluated with an explicit stack (no recursion limit).
-    """
-    k = len(mu)
-    partners = [[j for j in range(k) if not is_zero(sigma[i][j])] for i in range(k)]
-    mean_zero = [is_zero(m) for m in mu]
-    memo: dict[tuple[int, ...], Any] = {(0,) * k: one}
-
-    def children(a: tuple[int, ...]) -> list[tuple[Any, tuple[int, ...]]]:
-        i = next(idx for idx, e in enumerate(a) if e)
-        b = list(a)
-        b[i] -= 1
-        out = []
-        if not mean_zero[i]:
-            out.append((mu[i], tuple(b)))
-        for j in partners[i]:
-            if b[j]:
-                c = list(b)
-                c[j] -= 1
-                out.append((sigma[i][j] * b[j], tuple(c)))
-        return out
-
-    def moment(target: tuple[int, ...]) -> Any:
-        stack = [target]
-        while stack:
-            a = stack[-1]
-            if a in memo:
-                stack.pop()
-                continue
-            terms = children(a)
-            missing = [t for _, t in terms if t not in memo]
-            if missing:
-                stack.extend(missing)
-                continue
-            value = zero
-            for coeff, t in terms:
-                value = value + coeff * memo[t]
-            memo[a] = normalize(value)
-            stack.pop()
-        return memo[target]
-
-    return moment
-
-
-def _numeric_moment(terms: list[tuple[tuple[int, ...], Any]], mean: Any, cov: Any, k: int) -> float:
-    """Numeric branch of :func:`gaussian_moment` (float arithmetic)."""
-    mu = np.asarray(mean, dtype=float)
-    sig = np.asarray(cov, dtype=float)
-    if mu.shape != (k,) or sig.shape != (k, k):
-        raise ProgramValueError(
-            f"for {k} Gaussians mean must have shape ({k},) and cov shape ({k}, {k}); "
-            f"got {mu.shape} and {sig.shape}"
-        )
-    if not (np.all(np.isfinite(mu)) and np.all(np.isfinite(sig))):
-        raise NumericalError("mean or cov contains NaN or inf entries")
-    psd_factor(sig, what="covariance")  # validation only
-    sig = 0.5 * (sig + sig.T)
-    coeffs = []
-    for _, c in terms:
-        try:
-            coeffs.append(float(c))
-        except TypeError:
-            raise ProgramValueError(
-                f"the coefficient {c} of the polynomial is not a number; pass mean "
-                "and cov as sympy objects to get a symbolic moment"
-            ) from None
-    moment = _moment_table(
-        [float(v) for v in mu],
-        [[float(v) for v in row] for row in sig],
-        0.0,
-        1.0,
-        lambda v: v,
-        lambda v: v == 0.0,
-    )
-    total = math.fsum(c * moment(m) for c, (m, _) in zip(coeffs, terms, strict=True))
-    if not math.isfinite(total):
-        raise NumericalError("the Gaussian moment overflowed (result is not finite)")
-    return float(total)
-
-
-def _symbolic_moment(
-    terms: list[tuple[tuple[int, ...], Any]], mean: Any, cov: Any, k: int
-) -> sympy.Expr:
-    """Symbolic branch of :func:`gaussian_moment` (exact rationals via Fraction)."""
-    mu = _sympy_entries(mean, (k,), "mean")
-    flat = _sympy_entries(cov, (k, k), "cov")
-    sig = [flat[i * k : (i + 1) * k] for i in range(k)]
-    for i in range(k):
-        for j in range(i + 1, k):
-            if sympy.expand(sig[i][j] - sig[j][i]) != 0:
-                raise NonPSDError(
-                    f"covariance is not symmetric: entries ({i}, {j}) = {sig[i][j]} "
-                    f"and ({j}, {i}) = {sig[j][i]} differ; a covariance must be a "
-                    "symmetric positive semidefinite matrix"
-                )
-    if all(e.is_number for e in flat):
-        try:
-            numeric = np.array([[complex(e) for e in row] for row in sig])
-        except TypeError:
-            numeric = None
-        if numeric is not None and np.all(numeric.imag == 0):
-            psd_factor(numeric.real, what="covariance")  # validation only
-    coeffs = [sympy.sympify(c) for _, c in terms]
-    if all(isinstance(e, sympy.Rational) for e in (*mu, *flat, *coeffs)):
-
-        def frac(r: sympy.Rational) -> Fraction:
-            return Fraction(int(r.p), int(r.q))
-
-        moment = _moment_table(
-            [frac(v) for v in mu],
-            [[frac(v) for v in row] for row in sig],
-            Fraction(0),
-            Fraction(1),
-            lambda v: v,
-            lambda v: v == 0,
-        )
-        total = sum(
-            (frac(c) * moment(m) for c, (m, _) in zip(coeffs, terms, strict=True)),
-            Fraction(0),
-        )
-        return sympy.Rational(total.numerator, total.denominator)
-    moment = _moment_table(mu, sig, sympy.S.Zero, sympy.S.One, sympy.expand, lambda v: v == 0)
-    total = sympy.Add(*(c * moment(m) for c, (m, _) in zip(coeffs, terms, strict=True)))
-    return sympy.expand(total)
-
-
-def gaussian_moment(
-    expr: Any, variables: Sequence[sympy.Symbol], mean: Any, cov: Any
-) -> float | sympy.Expr:
-    r"""Exact moment :math:`\mathbb E\,p(X)` of a polynomial, :math:`X\sim\mathcal N(\mu,\Sigma)`.
-
-    Monomials are reduced with Stein's identity (Isserlis/Wick's theorem
-    generalised to nonzero means),
-
-    .. math::
-        \mathbb E[x_i\,m(X)]=\mu_i\,\mathbb E[m(X)]
-        +\sum_j\Sigma_{ij}\,\mathbb E[\partial_j m(X)],\qquad \mathbb E[1]=1,
-
-    memoised on exponent tuples, so all sub-moments of a polynomial are computed
-    once (a dense polynomial of degree 12 in 6 variables takes about 0.1 s). E.g.
-    :math:`\mathbb E x^4=3\sigma^4` and :math:`\mathbb E(m+\sigma g)^2=m^2+\sigma^2`.
-
-    Parameters
-    ----------
-    expr : sympy expression or sympy.Poly
-        Polynomial in ``variables``; coefficients may contain other symbols when
-        the result is symbolic.
-    variables : sequence of sympy.Symbol
-        The Gaussian variables :math:`x_1,\dots,x_k` (distinct).
-    mean : array_like or sympy matrix, length k
-        :math:`\mu`.
-    cov : array_like or sympy matrix, shape (k, k)
-        :math:`\Sigma` (symmetric; PSD is checked whenever it is numeric).
-
-    Returns
-    -------
-    float or sympy.Expr
-        A Python ``float`` when ``mean`` and ``cov`` are numeric (numpy arrays,
-        lists of Python numbers); otherwise (any sympy object in them) an expanded
-        sympy expression, which is an exact ``sympy.Rational`` when every entry and
-        coefficient is rational.
-
-    Raises
-    ------
-    ProgramValueError
-        If ``expr`` is not a polynomial in ``variables``, shapes do not match, or
-        (numeric case) a coefficient is symbolic.
-    NonPSDError
-        If the covariance is not symmetric, or numeric and not PSD.
-    NumericalError
-        If numeric inputs are not finite or the result overflows.
-    """
-    try:
-        gens = tuple(sympy.sympify(v) for v in variables)
-    except sympy.SympifyError as exc:
-        raise ProgramTypeError("variables must be sympy symbols") from exc
-    for v in gens:
-        if not isinstance(v, sympy.Symbol):
-            raise ProgramTypeError(f"variables must be sympy symbols; got {v!r}")
-    if len(set(gens)) != len(gens):
-        raise ProgramValueError(f"variables must be distinct; got {gens}")
-    k = len(gens)
-    symbolic = _is_symbolic(mean) or _is_symbolic(cov)
-    if isinstance(expr, sympy.Poly):
-        if k == 0:
-            expr = expr.as_expr()
-    else:
-        try:
-            expr = sympy.sympify(expr)
-        except sympy.SympifyError as exc:
-            raise ProgramTypeError(f"expr could not be read as a sympy expression: {exc}") from exc
-    if k == 0:
-        terms: list[tuple[tuple[int, ...], Any]] = [((), expr)]
-    else:
-        try:
-            poly = sympy.Poly(expr, *gens)  # also re-reads a Poly in these generators
-        except BasePolynomialError:
-            raise ProgramValueError(
-                f"{expr} is not a polynomial in the given Gaussians {gens}; exact "
-                "moments need a polynomial, use quadrature or a closed form instead"
-            ) from None
-        terms = poly.terms()
-    if symbolic:
-        return _symbolic_moment(terms, mean, cov, k)
-    return _numeric_moment(terms, mean, cov, k)
-
-
-# --------------------------------------------------------------------------------------
-# Closed forms: validation helpers
-# --------------------------------------------------------------------------------------
-
-
-def _finish(value: np.ndarray, name: str) -> Any:
-    """Raise on NaN/inf; return a numpy scalar for 0-d results (ufunc-like)."""
-    if not np.all(np.isfinite(value)):
-        raise NumericalError(
-            f"{name}: the closed form is not finite (overflow for these variances)"
-        )
-    return value[()] if value.ndim == 0 else value
-
-
-def _variance(k: ArrayLike, name: str) -> np.ndarray:
-    """Validate a variance (finite, >= -PSD_TOL) and clip it at 0."""
-    a = np.asarray(k, dtype=float)
-    if not np.all(np.isfinite(a)):
-        raise NumericalError(f"{name}: the variance contains NaN or inf")
-    bad = a < -PSD_TOL
-    if np.any(bad):
-        raise NonPSDError(
-            f"{name}: negative variance {float(np.min(a)):.6g}"
-            f"{_batch_index_text(bad)}; a covariance must be positive semidefinite"
-        )
-    return np.maximum(a, 0.0)
-
-
-class _Pair(NamedTuple):
-    """A validated centred pair: variances, std devs, correlation, covariance."""
-
-    k11: np.ndarray
-    k22: np.ndarray
-    s1: np.ndarray
-    s2: np.ndarray
-    s: np.ndarray
-    rho: np.ndarray
-    k12: np.ndarray
-
-
-def _pair(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike, name: str) -> _Pair:
-    r"""Validate :math:`\begin{pmatrix}k_{11}&k_{12}\\k_{12}&k_{22}\end{pmatrix}`.
-
-    Returns the arrays broadcast together, with variances clipped at 0,
-    :math:`s_i=\sqrt{k_{ii}}`, :math:`s=\sqrt{k_{11}k_{22}}`, :math:`\rho=k_{12}/s`
-    clipped to :math:`[-1,1]` (:math:`\rho:=0` where :math:`s=0`) and the clipped
-    covariance :math:`k_{12}\in[-s,s]` (0 where :math:`s=0`).
-
-    :math:`s` is computed as ``sqrt(k11 * k22)`` (not ``sqrt(k11) * sqrt(k22)``), so
-    that ``k11 == k12 == k22`` gives :math:`\rho=1` exactly: arccos/arcsin have
-    infinite slope at :math:`\pm1`, where one ulp in :math:`\rho` costs
-    :math:`10^{-8}` in the kernel.
-    """
-    a11, a12, a22 = np.broadcast_arrays(*(np.asarray(x, dtype=float) for x in (k11, k12, k22)))
-    if not all(np.all(np.isfinite(a)) for a in (a11, a12, a22)):
-        raise NumericalError(f"{name}: k11, k12, k22 must be finite")
-    half_trace = 0.5 * (a11 + a22)
-    radius = np.hypot(0.5 * (a11 - a22), a12)
-    lam_min = half_trace - radius
-    bad = lam_min < -PSD_TOL * np.maximum(1.0, half_trace + radius)
-    if np.any(bad):
-        raise NonPSDError(
-            f"{name}: the covariance [[k11, k12], [k12, k22]] is not positive "
-            f"semidefinite{_batch_index_text(bad)}: its smallest eigenvalue is "
-            f"{float(np.min(np.where(bad, lam_min, np.inf))):.6g}; a covariance must "
-            "be positive semidefinite"
-        )
-    v1 = np.maximum(a11, 0.0)
-    v2 = np.maximum(a22, 0.0)
-    s1 = np.sqrt(v1)
-    s2 = np.sqrt(v2)
-    with np.errstate(over="ignore", under="ignore"):
-        prod = v1 * v2
-    normal = (prod >= np.finfo(float).tiny) & np.isfinite(prod)
-    # fall back to s1 * s2 where the product under- or overflows
-    s = np.where(normal, np.sqrt(np.where(normal, prod, 1.0)), s1 * s2)
-    pos = s > 0
-    rho = np.clip(np.where(pos, a12 / np.where(pos, s, 1.0), 0.0), -1.0, 1.0)
-    c = np.where(pos, np.clip(a12, -s, s), 0.0)
-    return _Pair(v1, v2, s1, s2, s, rho, c)
-
-
-# --------------------------------------------------------------------------------------
-# Closed forms: the piecewise-linear family (identity, relu, step, sign, abs)
-# --------------------------------------------------------------------------------------
-
-
-def identity_identity(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
-    r""":math:`\mathbb E[uv]=k_{12}` (after validating the covariance)."""
-    p = _pair(k11, k12, k22, "identity_identity")
-    return _finish(p.k12, "identity_identity")
-
-
-def identity_relu(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
-    r""":math:`\mathbb E[u\,\mathrm{relu}(v)]=k_{12}/2`.
-
-    Stein: :math:`k_{12}\,\mathbb E[\mathrm{step}(v)]` (DERIVED).
-    """
-    p = _pair(k11, k12, k22, "identity_relu")
-    return _finish(0.5 * p.k12, "identity_relu")
-
-
-def identity_step(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
-    r""":math:`\mathbb E[u\,\mathrm{step}(v)]=\rho\sqrt{k_{11}}/\sqrt{2\pi}`.
-
-    Stein: :math:`k_{12}\,\mathbb E[\delta(v)]=k_{12}/\sqrt{2\pi k_{22}}`; 0 if
-    :math:`k_{22}=0` (DERIVED).
-    """
-    p = _pair(k11, k12, k22, "identity_step")
-    return _finish(p.rho * p.s1 / _SQRT_2PI, "identity_step")
-
-
-def identity_sign(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
-    r""":math:`\mathbb E[u\,\mathrm{sign}(v)]=\rho\sqrt{2k_{11}/\pi}`.
-
-    :math:`\mathrm{sign}=2\,\mathrm{step}-1` and :func:`identity_step` (DERIVED).
-    """
-    p = _pair(k11, k12, k22, "identity_sign")
-    return _finish(2.0 * p.rho * p.s1 / _SQRT_2PI, "identity_sign")
-
-
-def identity_abs(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
-    r""":math:`\mathbb E[u\,|v|]=0` (odd under :math:`(u,v)\mapsto-(u,v)`)."""
-    p = _pair(k11, k12, k22, "identity_abs")
-    return _finish(np.zeros_like(p.k11), "identity_abs")
-
-
-def relu_relu(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
-    r"""Arc-cosine kernel of degree 1: :math:`\mathbb E[\mathrm{relu}(u)\mathrm{relu}(v)]`.
-
-    .. math::
-        \frac{\sqrt{k_{11}k_{22}}}{2\pi}\big(\sin\vartheta+(\pi-\vartheta)\cos\vartheta
-        \big),\qquad\vartheta=\arccos\rho,
-
-    [CS09], THEORY.md §6.2, [NT] ``ABRelu(0, 1)``. Diagonal: :math:`k/2`; 0 when a
-    variance is 0.
-    """
-    p = _pair(k11, k12, k22, "relu_relu")
-    theta = np.arccos(p.rho)
-    value = p.s / (2.0 * np.pi) * (np.sqrt(1.0 - p.rho**2) + (np.pi - theta) * p.rho)
-    return _finish(value, "relu_relu")
-
-
-def relu_step(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
-    r""":math:`\mathbb E[\mathrm{relu}(u)\mathrm{step}(v)]=\sqrt{k_{11}}(1+\rho)/(2\sqrt{2\pi})`.
-
-    Stein's lemma in :math:`u` gives
-    :math:`\mathbb E[u\,\mathbb 1_{u>0}\mathbb 1_{v>0}]=\sqrt{k_{11}}(1+\rho)/(2\sqrt{2\pi})`
-    (DERIVED; it is :math:`\partial/\partial\sqrt{k_{22}}` of the degree-1 arc-cosine
-    kernel [CS09]). With :math:`k_{22}=0`, :math:`\mathrm{step}(0)=\tfrac12`.
-    """
-    p = _pair(k11, k12, k22, "relu_step")
-    return _finish(p.s1 * (1.0 + p.rho) / (2.0 * _SQRT_2PI), "relu_step")
-
-
-def relu_sign(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
-    r""":math:`\mathbb E[\mathrm{relu}(u)\,\mathrm{sign}(v)]=\rho\sqrt{k_{11}}/\sqrt{2\pi}`.
-
-    :math:`2\,\mathrm{relu\_step}-\mathbb E\,\mathrm{relu}(u)` (DERIVED).
-    """
-    p = _pair(k11, k12, k22, "relu_sign")
-    return _finish(p.rho * p.s1 / _SQRT_2PI, "relu_sign")
-
-
-def relu_abs(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
-    r""":math:`\mathbb E[\mathrm{relu}(u)\,|v|]=\tfrac12\,\mathbb E[|u||v|]`.
-
-    :math:`\mathrm{relu}(u)=(u+|u|)/2` and :math:`\mathbb E[u|v|]=0` (DERIVED).
-    """
-    p = _pair(k11, k12, k22, "relu_abs")
-    return _finish(0.5 * _abs_abs(p.s, p.rho), "relu_abs")
-
-
-def step_step(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
-    r"""Arc-cosine kernel of degree 0: :math:`\mathbb E[\mathrm{step}(u)\mathrm{step}(v)]`.
-
-    .. math::
-        \mathbb E[\mathrm{step}(u)\mathrm{step}(v)]=\frac{\pi-\vartheta}{2\pi},
-        \qquad\vartheta=\arccos\rho,
-
-
-    :math:`\vartheta=\arccos\rho` [CS09], THEORY.md §6.2, [NT] ``ABRelu`` ntk factor.
-    Diagonal :math:`\tfrac12`. With a zero variance (:math:`\mathrm{step}(0)=\tfrac12`)
-    the value is :math:`\tfrac14`, which is the formula at :math:`\rho=0`.
-    """
-    p = _pair(k11, k12, k22, "step_step")
-    return _finish((np.pi - np.arccos(p.rho)) / (2.0 * np.pi), "step_step")
-
-
-def step_sign(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
-    r""":math:`\mathbb E[\mathrm{step}(u)\,\mathrm{sign}(v)]=\arcsin(\rho)/\pi`.
-
-    Half of :func:`sign_sign`, since :math:`\mathrm{step}=(1+\mathrm{sign})/2` (DERIVED).
-    """
-    p = _pair(k11, k12, k22, "step_sign")
-    return _finish(np.arcsin(p.rho) / np.pi, "step_sign")
-
-
-def step_abs(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
-    r""":math:`\mathbb E[\mathrm{step}(u)\,|v|]=\sqrt{k_{22}/(2\pi)}`, independent of :math:`\rho`.
-
-    :math:`\mathrm{step}=(1+\mathrm{sign})/2` and :math:`\mathbb E[\mathrm{sign}(u)|v|]=0`
-    (DERIVED).
-    """
-    p = _pair(k11, k12, k22, "step_abs")
-    return _finish(p.s2 / _SQRT_2PI, "step_abs")
-
-
-def sign_sign(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
-    r""":math:`\mathbb E[\mathrm{sign}(u)\mathrm{sign}(v)]=\tfrac2\pi\arcsin\rho`.
-
-    Grothendieck/Sheppard identity; [NT] ``Sign()``: :math:`1-\tfrac2\pi\arccos\rho`.
-    0 when a variance is 0 (:math:`\mathrm{sign}(0)=0`).
-    """
-    p = _pair(k11, k12, k22, "sign_sign")
-    return _finish(2.0 / np.pi * np.arcsin(p.rho), "sign_sign")
-
-
-def sign_abs(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
-    r""":math:`\mathbb E[\mathrm{sign}(u)\,|v|]=0` (odd under :math:`(u,v)\mapsto-(u,v)`)."""
-    p = _pair(k11, k12, k22, "sign_abs")
-    return _finish(np.zeros_like(p.k11), "sign_abs")
-
-
-def _abs_abs(s: np.ndarray, rho: np.ndarray) -> np.ndarray:
-    return s * 2.0 / np.pi * (np.sqrt(1.0 - rho**2) + rho * np.arcsin(rho))
-
-
-def abs_abs(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
-    r"""Absolute-value kernel :math:`\mathbb E[|u||v|]`.
-
-    .. math::
-        \mathbb E[|u||v|]=\frac2\pi\sqrt{k_{11}k_{22}}\big(\sqrt{1-\rho^2}+\rho\arcsin\rho\big),
-
-
-    :math:`|z|=\mathrm{relu}(z)+\mathrm{relu}(-z)`, i.e. [NT] ``ABRelu(-1, 1)`` (= ``Abs``),
-    from the arc-cosine kernel [CS09]. Diagonal :math:`k`.
-    """
-    p = _pair(k11, k12, k22, "abs_abs")
-    return _finish(_abs_abs(p.s, p.rho), "abs_abs")
-
-
-# --------------------------------------------------------------------------------------
-# Closed forms: the erf family (identity, erf, derf)
-# --------------------------------------------------------------------------------------
-
-
-def identity_erf(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
-    r""":math:`\mathbb E[u\,\mathrm{erf}(v)]=\frac{2k_{12}}{\sqrt{\pi(1+2k_{22})}}`.
-
-    Stein: :math:`k_{12}\,\mathbb E[\mathrm{erf}'(v)]` and :func:`mean_derf` (DERIVED).
-    """
-    p = _pair(k11, k12, k22, "identity_erf")
-    value = p.k12 * _TWO_OVER_SQRT_PI / np.sqrt(1.0 + 2.0 * p.k22)
-    return _finish(value, "identity_erf")
-
-
-def identity_derf(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
-    r""":math:`\mathbb E[u\,\mathrm{erf}'(v)]=0` (odd under :math:`(u,v)\mapsto-(u,v)`)."""
-    p = _pair(k11, k12, k22, "identity_derf")
-    return _finish(np.zeros_like(p.k11), "identity_derf")
-
-
-def erf_erf(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
-    r"""Arcsine kernel :math:`\mathbb E[\mathrm{erf}(u)\mathrm{erf}(v)]`.
-
-    .. math::
-        \mathbb E[\mathrm{erf}(u)\mathrm{erf}(v)]
-        =\frac2\pi\arcsin\frac{2k_{12}}{\sqrt{(1+2k_{11})(1+2k_{22})}},
-
-
-    [W97], THEORY.md §6.2; evaluated as in [NT] ``Erf`` with
-    :math:`\arctan2\big(2k_{12},\sqrt{(1+2k_{11})(1+2k_{22})-4k_{12}^2}\big)`.
-    """
-    p = _pair(k11, k12, k22, "erf_erf")
-    c = p.k12
-    den = np.sqrt((1.0 + 2.0 * p.k11) * (1.0 + 2.0 * p.k22) - 4.0 * c**2)
-    return _finish(2.0 / np.pi * np.arctan2(2.0 * c, den), "erf_erf")
-
-
-def erf_derf(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
-    r""":math:`\mathbb E[\mathrm{erf}(u)\mathrm{erf}'(v)]=0` (odd under :math:`(u,v)\to-(u,v)`)."""
-    p = _pair(k11, k12, k22, "erf_derf")
-    return _finish(np.zeros_like(p.k11), "erf_derf")
-
-
-def derf_derf(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
-    r"""Kernel of the derivative :math:`\mathbb E[\mathrm{erf}'(u)\mathrm{erf}'(v)]`.
-
-    .. math::
-        \mathbb E[\mathrm{erf}'(u)\mathrm{erf}'(v)]
-        =\frac4\pi\big((1+2k_{11})(1+2k_{22})-4k_{12}^2\big)^{-1/2},
-
-
-    :math:`\mathrm{erf}'(z)=\tfrac2{\sqrt\pi}e^{-z^2}`; [W97], THEORY.md §6.2, the ntk
-    factor of [NT] ``Erf``. Equals :math:`4/\pi` when both variances are 0.
-    """
-    p = _pair(k11, k12, k22, "derf_derf")
-    c = p.k12
-    value = 4.0 / np.pi / np.sqrt((1.0 + 2.0 * p.k11) * (1.0 + 2.0 * p.k22) - 4.0 * c**2)
-    return _finish(value, "derf_derf")
-
-
-# --------------------------------------------------------------------------------------
-# Closed forms: the trigonometric / exponential family (identity, sin, cos, exp)
-# --------------------------------------------------------------------------------------
-
-
-def identity_sin(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
-    r""":math:`\mathbb E[u\sin v]=k_{12}e^{-k_{22}/2}` (Stein, :math:`\mathbb E\cos v`; DERIVED)."""
-    p = _pair(k11, k12, k22, "identity_sin")
-    return _finish(p.k12 * np.exp(-0.5 * p.k22), "identity_sin")
-
-
-def identity_cos(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
-    r""":math:`\mathbb E[u\cos v]=0` (odd under :math:`(u,v)\mapsto-(u,v)`)."""
-    p = _pair(k11, k12, k22, "identity_cos")
-    return _finish(np.zeros_like(p.k11), "identity_cos")
-
-
-def identity_exp(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
-    r""":math:`\mathbb E[u\,e^v]=k_{12}e^{k_{22}/2}` (Stein with :func:`mean_exp`; DERIVED)."""
-    p = _pair(k11, k12, k22, "identity_exp")
-    with np.errstate(over="ignore", invalid="ignore"):
-        value = p.k12 * np.exp(0.5 * p.k22)
-    return _finish(value, "identity_exp")
-
-
-def sin_sin(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
-    r""":math:`\mathbb E[\sin u\sin v]=e^{-(k_{11}+k_{22})/2}\sinh k_{12}`.
-
-    From :math:`\mathbb E\cos(u\mp v)=e^{-(k_{11}\mp2k_{12}+k_{22})/2}`
-    (characteristic function; DERIVED), evaluated as a difference of two
-    exponentials with nonpositive exponents, so it cannot overflow.
-    """
-    p = _pair(k11, k12, k22, "sin_sin")
-    c = p.k12
-    h = 0.5 * (p.k11 + p.k22)
-    return _finish(0.5 * (np.exp(c - h) - np.exp(-c - h)), "sin_sin")
-
-
-def cos_cos(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
-    r""":math:`\mathbb E[\cos u\cos v]=e^{-(k_{11}+k_{22})/2}\cosh k_{12}` (see :func:`sin_sin`)."""
-    p = _pair(k11, k12, k22, "cos_cos")
-    c = p.k12
-    h = 0.5 * (p.k11 + p.k22)
-    return _finish(0.5 * (np.exp(c - h) + np.exp(-c - h)), "cos_cos")
-
-
-def sin_cos(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
-    r""":math:`\mathbb E[\sin u\cos v]=0` for a centred pair (odd under :math:`(u,v)\to-(u,v)`)."""
-    p = _pair(k11, k12, k22, "sin_cos")
-    return _finish(np.zeros_like(p.k11), "sin_cos")
-
-
-def exp_exp(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
-    r""":math:`\mathbb E[e^ue^v]=e^{(k_{11}+2k_{12}+k_{22})/2}` (moment generating function).
-
-    Raises :class:`~tensorprog.errors.NumericalError` on overflow.
-    """
-    p = _pair(k11, k12, k22, "exp_exp")
-    with np.errstate(over="ignore"):
-        value = np.exp(0.5 * (p.k11 + p.k22) + p.k12)
-    return _finish(value, "exp_exp")
-
-
-def exp_sin(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
-    r""":math:`\mathbb E[e^u\sin v]=e^{(k_{11}-k_{22})/2}\sin k_{12}`.
-
-    Imaginary part of :math:`\mathbb E\,e^{u+iv}=e^{(k_{11}-k_{22})/2+ik_{12}}` (DERIVED).
-    """
-    p = _pair(k11, k12, k22, "exp_sin")
-    with np.errstate(over="ignore", invalid="ignore"):
-        value = np.exp(0.5 * (p.k11 - p.k22)) * np.sin(p.k12)
-    return _finish(value, "exp_sin")
-
-
-def exp_cos(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
-    r""":math:`\mathbb E[e^u\cos v]=e^{(k_{11}-k_{22})/2}\cos k_{12}` (see :func:`exp_sin`)."""
-    p = _pair(k11, k12, k22, "exp_cos")
-    with np.errstate(over="ignore", invalid="ignore"):
-        value = np.exp(0.5 * (p.k11 - p.k22)) * np.cos(p.k12)
-    return _finish(value, "exp_cos")
-
-
-# --------------------------------------------------------------------------------------
-# One-variable means of a centred Gaussian u ~ N(0, k)
-# --------------------------------------------------------------------------------------
-
-
-def mean_identity(k: ArrayLike) -> Any:
-    r""":math:`\mathbb E\,u=0`."""
-    return _finish(np.zeros_like(_variance(k, "mean_identity")), "mean_identity")
-
-
-def mean_relu(k: ArrayLike) -> Any:
-    r""":math:`\mathbb E\,\mathrm{relu}(u)=\sqrt{k/(2\pi)}` (half-normal mean)."""
-    return _finish(np.sqrt(_variance(k, "mean_relu")) / _SQRT_2PI, "mean_relu")
-
-
-def mean_step(k: ArrayLike) -> Any:
-    r""":math:`\mathbb E\,\mathrm{step}(u)=\tfrac12`, also for :math:`k=0` (step(0) = 1/2)."""
-    return _finish(np.full_like(_variance(k, "mean_step"), 0.5), "mean_step")
-
-
-def mean_sign(k: ArrayLike) -> Any:
-    r""":math:`\mathbb E\,\mathrm{sign}(u)=0`."""
-    return _finish(np.zeros_like(_variance(k, "mean_sign")), "mean_sign")
-
-
-def mean_abs(k: ArrayLike) -> Any:
-    r""":math:`\mathbb E\,|u|=\sqrt{2k/\pi}` (half-normal mean)."""
-    return _finish(2.0 * np.sqrt(_variance(k, "mean_abs")) / _SQRT_2PI, "mean_abs")
-
-
-def mean_erf(k: ArrayLike) -> Any:
-    r""":math:`\mathbb E\,\mathrm{erf}(u)=0` (odd)."""
-    return _finish(np.zeros_like(_variance(k, "mean_erf")), "mean_erf")
-
-
-def mean_derf(k: ArrayLike) -> Any:
-    r""":math:`\mathbb E\,\mathrm{erf}'(u)=\tfrac{2}{\sqrt\pi}(1+2k)^{-1/2}`.
-
-    From :math:`\mathbb E\,e^{-u^2}=(1+2k)^{-1/2}` (Gaussian integral).
-    """
-    v = _variance(k, "mean_derf")
-    return _finish(_TWO_OVER_SQRT_PI / np.sqrt(1.0 + 2.0 * v), "mean_derf")
-
-
-def mean_sin(k: ArrayLike) -> Any:
-    r""":math:`\mathbb E\sin u=0` (odd)."""
-    return _finish(np.zeros_like(_variance(k, "mean_sin")), "mean_sin")
-
-
-def mean_cos(k: ArrayLike) -> Any:
-    r""":math:`\mathbb E\cos u=e^{-k/2}` (characteristic function)."""
-    return _finish(np.exp(-0.5 * _variance(k, "mean_cos")), "mean_cos")
-
-
-def mean_exp(k: ArrayLike) -> Any:
-    r""":math:`\mathbb E\,e^u=e^{k/2}` (moment generating function); raises on overflow."""
-    v = _variance(k, "mean_exp")
-    with np.errstate(over="ignore"):
-        value = np.exp(0.5 * v)
-    return _finish(value, "mean_exp")
-
-
-# --------------------------------------------------------------------------------------
-# Tables
-# --------------------------------------------------------------------------------------
-
-
-def _swapped(fn: PairForm, first: str, second: str) -> PairForm:
-    """``(k11, k12, k22) -> fn(k22, k12, k11)``: the pair form with u and v exchanged."""
-
-    def swapped(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
-        return fn(k22, k12, k11)
-
-    swapped.__name__ = swapped.__qualname__ = f"{first}_{second}"
-    swapped.__doc__ = (
-        f"E[{first}(u) {second}(v)] = ``{fn.__name__}(k22, k12, k11)`` "
-        f"(:func:`{fn.__name__}` with u and v exchanged)."
-    )
-    return swapped
-
-
-_CANONICAL_PAIRS: dict[tuple[str, str], PairForm] = {
-    ("identity", "identity"): identity_identity,
-    ("identity", "relu"): identity_relu,
-    ("identity", "step"): identity_step,
-    ("identity", "sign"): identity_sign,
-    ("identity", "abs"): identity_abs,
-    ("identity", "erf"): identity_erf,
-    ("identity", "derf"): identity_derf,
-    ("identity", "sin"): identity_sin,
-    ("identity", "cos"): identity_cos,
-    ("identity", "exp"): identity_exp,
-    ("relu", "relu"): relu_relu,
-    ("relu", "step"): relu_step,
-    ("relu", "sign"): relu_sign,
-    ("relu", "abs"): relu_abs,
-    ("step", "step"): step_step,
-    ("step", "sign"): step_sign,
-    ("step", "abs"): step_abs,
-    ("sign", "sign"): sign_sign,
-    ("sign", "abs"): sign_abs,
-    ("abs", "abs"): abs_abs,
-    ("erf", "erf"): erf_erf,
-    ("erf", "derf"): erf_derf,
-    ("derf", "derf"): derf_derf,
-    ("sin", "sin"): sin_sin,
-    ("sin", "cos"): sin_cos,
-    ("cos", "cos"): cos_cos,
-    ("exp", "exp"): exp_exp,
-    ("exp", "sin"): exp_sin,
-    ("exp", "cos"): exp_cos,
-}
-
-#: ``(name_u, name_v) -> f(k11, k12, k22)`` giving :math:`\mathbb E[\phi(u)\psi(v)]`
-#: for a centred pair; both orders of every pair are present.
-PAIR_CLOSED_FORMS: dict[tuple[str, str], PairForm] = {
-    **_CANONICAL_PAIRS,
-    **{(b, a): _swapped(fn, b, a) for (a, b), fn in _CANONICAL_PAIRS.items() if a != b},
-}
-
-#: ``name -> f(k)`` giving :math:`\mathbb E\,\phi(u)` for :math:`u\sim\mathcal N(0,k)`.
-SINGLE_CLOSED_FORMS: dict[str, SingleForm] = {
-    "identity": mean_identity,
-    "relu": mean_relu,
-    "step": mean_step,
-    "sign": mean_sign,
-    "abs": mean_abs,
-    "erf": mean_erf,
-    "derf": mean_derf,
-    "sin": mean_sin,
-    "cos": mean_cos,
-    "exp": mean_exp,
-}
