@@ -37,6 +37,7 @@ from sympy.core.function import AppliedUndef
 
 from ._resources import deep_recursion
 from .errors import ProgramTypeError, ProgramValueError, UnknownNameError
+from .texnames import function_latex
 
 __all__ = [
     "Nonlinearity",
@@ -424,11 +425,9 @@ class Nonlinearity:
             return owner.derivative(argindex - 1).apply(*self.args)
 
         def _latex(self: sympy.Function, printer: Any, exp: Any = None) -> str:
-            from .latex import function_latex  # a name from a file never reaches LaTeX raw
-
             with deep_recursion(self):  # (a deep chain: one frame per level)
                 inner = ", ".join(printer._print(a) for a in self.args)
-            out = rf"{function_latex(owner)}\left({inner}\right)"
+            out = rf"{function_latex(owner)}\left({inner}\right)"  # a file's name: escaped
             return out if exp is None else rf"{{{out}}}^{{{exp}}}"  # (printing a power)
 
         def _sympystr(self: sympy.Function, printer: Any) -> str:
@@ -472,10 +471,16 @@ class Nonlinearity:
         return self.body.xreplace(dict(zip(self.args + self.params, exprs)))
 
     def __call__(self, *inputs: Any, name: str | None = None) -> Any:
-        """Apply to DSL handles: vectors (then scalars) record a Nonlin instruction."""
-        from .program import apply_nonlinearity
+        """Apply to DSL handles: vectors (then scalars) record a Nonlin instruction.
 
-        return apply_nonlinearity(self, inputs, name=name)
+        The handles' program records it (``Handle._apply_nonlinearity``, i.e.
+        :func:`tensorprog.program.apply_nonlinearity`): the DSL sits above this module.
+        """
+        for x in inputs:
+            record = getattr(type(x), "_apply_nonlinearity", None)
+            if record is not None:
+                return record(self, inputs, name=name)
+        raise ProgramTypeError(f"{self.name}(…) needs at least one vector or scalar of a program")
 
 
 _DERIVATIVES: dict[tuple[int, int, bool], Nonlinearity] = {}

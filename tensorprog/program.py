@@ -527,6 +527,12 @@ class Handle:
     def __bool__(self) -> bool:
         return True
 
+    @staticmethod
+    def _apply_nonlinearity(fn: Nonlinearity, inputs: Sequence[Any], *,
+                            name: str | None = None) -> "Handle":
+        """How ``fn(*handles)`` (:meth:`Nonlinearity.__call__`) reaches the DSL."""
+        return apply_nonlinearity(fn, inputs, name=name)
+
     # numpy: an array operand must not broadcast over handles (an object array, one
     # instruction per entry); numpy defers every operator and ufunc to this method.
     __array_priority__ = 1000

@@ -62,9 +62,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .. import nonlin as nl
 from ..errors import NonPSDError, NumericalError, ProgramTypeError, ProgramValueError
-from ..nonlin import Nonlinearity
+from ..nonlin import Nonlinearity, cos, erf, exp, identity, relu, sign, sin, step
+from ..nonlin import abs as abs_
 from ..psd import PSD_TOL, batch_index_text
 
 __all__ = [
@@ -291,7 +291,7 @@ def on_register(callback: Callable[[], None]) -> None:
 
 
 #: :math:`\mathrm{erf}'`, the object ``tp.erf.derivative()`` (the NTK of an erf network).
-derf = nl.erf.derivative()
+derf = erf.derivative()
 
 def _finish(value: np.ndarray, name: str) -> Any:
     """Raise on NaN/inf; return a numpy scalar for 0-d results (ufunc-like)."""
@@ -375,14 +375,14 @@ def _pair(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike, name: str) -> _Pair:
 # --------------------------------------------------------------------------------------
 
 
-@pair_closed_form(nl.identity, nl.identity)
+@pair_closed_form(identity, identity)
 def identity_identity(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
     r""":math:`\mathbb E[uv]=k_{12}` (after validating the covariance)."""
     p = _pair(k11, k12, k22, "identity_identity")
     return _finish(p.k12, "identity_identity")
 
 
-@pair_closed_form(nl.identity, nl.relu)
+@pair_closed_form(identity, relu)
 def identity_relu(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
     r""":math:`\mathbb E[u\,\mathrm{relu}(v)]=k_{12}/2`.
 
@@ -392,7 +392,7 @@ def identity_relu(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
     return _finish(0.5 * p.k12, "identity_relu")
 
 
-@pair_closed_form(nl.identity, nl.step)
+@pair_closed_form(identity, step)
 def identity_step(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
     r""":math:`\mathbb E[u\,\mathrm{step}(v)]=\rho\sqrt{k_{11}}/\sqrt{2\pi}`.
 
@@ -403,7 +403,7 @@ def identity_step(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
     return _finish(p.rho * p.s1 / _SQRT_2PI, "identity_step")
 
 
-@pair_closed_form(nl.identity, nl.sign)
+@pair_closed_form(identity, sign)
 def identity_sign(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
     r""":math:`\mathbb E[u\,\mathrm{sign}(v)]=\rho\sqrt{2k_{11}/\pi}`.
 
@@ -413,14 +413,14 @@ def identity_sign(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
     return _finish(2.0 * p.rho * p.s1 / _SQRT_2PI, "identity_sign")
 
 
-@pair_closed_form(nl.identity, nl.abs)
+@pair_closed_form(identity, abs_)
 def identity_abs(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
     r""":math:`\mathbb E[u\,|v|]=0` (odd under :math:`(u,v)\mapsto-(u,v)`)."""
     p = _pair(k11, k12, k22, "identity_abs")
     return _finish(np.zeros_like(p.k11), "identity_abs")
 
 
-@pair_closed_form(nl.relu, nl.relu)
+@pair_closed_form(relu, relu)
 def relu_relu(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
     r"""Arc-cosine kernel of degree 1: :math:`\mathbb E[\mathrm{relu}(u)\mathrm{relu}(v)]`.
 
@@ -437,7 +437,7 @@ def relu_relu(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
     return _finish(value, "relu_relu")
 
 
-@pair_closed_form(nl.relu, nl.step)
+@pair_closed_form(relu, step)
 def relu_step(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
     r""":math:`\mathbb E[\mathrm{relu}(u)\mathrm{step}(v)]=\sqrt{k_{11}}(1+\rho)/(2\sqrt{2\pi})`.
 
@@ -450,7 +450,7 @@ def relu_step(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
     return _finish(p.s1 * (1.0 + p.rho) / (2.0 * _SQRT_2PI), "relu_step")
 
 
-@pair_closed_form(nl.relu, nl.sign)
+@pair_closed_form(relu, sign)
 def relu_sign(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
     r""":math:`\mathbb E[\mathrm{relu}(u)\,\mathrm{sign}(v)]=\rho\sqrt{k_{11}}/\sqrt{2\pi}`.
 
@@ -460,7 +460,7 @@ def relu_sign(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
     return _finish(p.rho * p.s1 / _SQRT_2PI, "relu_sign")
 
 
-@pair_closed_form(nl.relu, nl.abs)
+@pair_closed_form(relu, abs_)
 def relu_abs(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
     r""":math:`\mathbb E[\mathrm{relu}(u)\,|v|]=\tfrac12\,\mathbb E[|u||v|]`.
 
@@ -470,7 +470,7 @@ def relu_abs(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
     return _finish(0.5 * _abs_abs(p.s, p.rho), "relu_abs")
 
 
-@pair_closed_form(nl.step, nl.step)
+@pair_closed_form(step, step)
 def step_step(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
     r"""Arc-cosine kernel of degree 0: :math:`\mathbb E[\mathrm{step}(u)\mathrm{step}(v)]`.
 
@@ -487,7 +487,7 @@ def step_step(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
     return _finish((np.pi - np.arccos(p.rho)) / (2.0 * np.pi), "step_step")
 
 
-@pair_closed_form(nl.step, nl.sign)
+@pair_closed_form(step, sign)
 def step_sign(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
     r""":math:`\mathbb E[\mathrm{step}(u)\,\mathrm{sign}(v)]=\arcsin(\rho)/\pi`.
 
@@ -497,7 +497,7 @@ def step_sign(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
     return _finish(np.arcsin(p.rho) / np.pi, "step_sign")
 
 
-@pair_closed_form(nl.step, nl.abs)
+@pair_closed_form(step, abs_)
 def step_abs(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
     r""":math:`\mathbb E[\mathrm{step}(u)\,|v|]=\sqrt{k_{22}/(2\pi)}`, independent of :math:`\rho`.
 
@@ -508,7 +508,7 @@ def step_abs(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
     return _finish(p.s2 / _SQRT_2PI, "step_abs")
 
 
-@pair_closed_form(nl.sign, nl.sign)
+@pair_closed_form(sign, sign)
 def sign_sign(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
     r""":math:`\mathbb E[\mathrm{sign}(u)\mathrm{sign}(v)]=\tfrac2\pi\arcsin\rho`.
 
@@ -519,7 +519,7 @@ def sign_sign(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
     return _finish(2.0 / np.pi * np.arcsin(p.rho), "sign_sign")
 
 
-@pair_closed_form(nl.sign, nl.abs)
+@pair_closed_form(sign, abs_)
 def sign_abs(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
     r""":math:`\mathbb E[\mathrm{sign}(u)\,|v|]=0` (odd under :math:`(u,v)\mapsto-(u,v)`)."""
     p = _pair(k11, k12, k22, "sign_abs")
@@ -530,7 +530,7 @@ def _abs_abs(s: np.ndarray, rho: np.ndarray) -> np.ndarray:
     return s * 2.0 / np.pi * (np.sqrt(1.0 - rho**2) + rho * np.arcsin(rho))
 
 
-@pair_closed_form(nl.abs, nl.abs)
+@pair_closed_form(abs_, abs_)
 def abs_abs(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
     r"""Absolute-value kernel :math:`\mathbb E[|u||v|]`.
 
@@ -550,7 +550,7 @@ def abs_abs(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
 # --------------------------------------------------------------------------------------
 
 
-@pair_closed_form(nl.identity, nl.erf)
+@pair_closed_form(identity, erf)
 def identity_erf(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
     r""":math:`\mathbb E[u\,\mathrm{erf}(v)]=\frac{2k_{12}}{\sqrt{\pi(1+2k_{22})}}`.
 
@@ -561,14 +561,14 @@ def identity_erf(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
     return _finish(value, "identity_erf")
 
 
-@pair_closed_form(nl.identity, derf)
+@pair_closed_form(identity, derf)
 def identity_derf(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
     r""":math:`\mathbb E[u\,\mathrm{erf}'(v)]=0` (odd under :math:`(u,v)\mapsto-(u,v)`)."""
     p = _pair(k11, k12, k22, "identity_derf")
     return _finish(np.zeros_like(p.k11), "identity_derf")
 
 
-@pair_closed_form(nl.erf, nl.erf)
+@pair_closed_form(erf, erf)
 def erf_erf(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
     r"""Arcsine kernel :math:`\mathbb E[\mathrm{erf}(u)\mathrm{erf}(v)]`.
 
@@ -586,7 +586,7 @@ def erf_erf(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
     return _finish(2.0 / np.pi * np.arctan2(2.0 * c, den), "erf_erf")
 
 
-@pair_closed_form(nl.erf, derf)
+@pair_closed_form(erf, derf)
 def erf_derf(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
     r""":math:`\mathbb E[\mathrm{erf}(u)\mathrm{erf}'(v)]=0` (odd under :math:`(u,v)\to-(u,v)`)."""
     p = _pair(k11, k12, k22, "erf_derf")
@@ -616,21 +616,21 @@ def derf_derf(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
 # --------------------------------------------------------------------------------------
 
 
-@pair_closed_form(nl.identity, nl.sin)
+@pair_closed_form(identity, sin)
 def identity_sin(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
     r""":math:`\mathbb E[u\sin v]=k_{12}e^{-k_{22}/2}` (Stein, :math:`\mathbb E\cos v`; DERIVED)."""
     p = _pair(k11, k12, k22, "identity_sin")
     return _finish(p.k12 * np.exp(-0.5 * p.k22), "identity_sin")
 
 
-@pair_closed_form(nl.identity, nl.cos)
+@pair_closed_form(identity, cos)
 def identity_cos(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
     r""":math:`\mathbb E[u\cos v]=0` (odd under :math:`(u,v)\mapsto-(u,v)`)."""
     p = _pair(k11, k12, k22, "identity_cos")
     return _finish(np.zeros_like(p.k11), "identity_cos")
 
 
-@pair_closed_form(nl.identity, nl.exp)
+@pair_closed_form(identity, exp)
 def identity_exp(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
     r""":math:`\mathbb E[u\,e^v]=k_{12}e^{k_{22}/2}` (Stein with :func:`mean_exp`; DERIVED)."""
     p = _pair(k11, k12, k22, "identity_exp")
@@ -639,7 +639,7 @@ def identity_exp(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
     return _finish(value, "identity_exp")
 
 
-@pair_closed_form(nl.sin, nl.sin)
+@pair_closed_form(sin, sin)
 def sin_sin(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
     r""":math:`\mathbb E[\sin u\sin v]=e^{-(k_{11}+k_{22})/2}\sinh k_{12}`.
 
@@ -653,7 +653,7 @@ def sin_sin(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
     return _finish(0.5 * (np.exp(c - h) - np.exp(-c - h)), "sin_sin")
 
 
-@pair_closed_form(nl.cos, nl.cos)
+@pair_closed_form(cos, cos)
 def cos_cos(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
     r""":math:`\mathbb E[\cos u\cos v]=e^{-(k_{11}+k_{22})/2}\cosh k_{12}` (see :func:`sin_sin`)."""
     p = _pair(k11, k12, k22, "cos_cos")
@@ -662,14 +662,14 @@ def cos_cos(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
     return _finish(0.5 * (np.exp(c - h) + np.exp(-c - h)), "cos_cos")
 
 
-@pair_closed_form(nl.sin, nl.cos)
+@pair_closed_form(sin, cos)
 def sin_cos(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
     r""":math:`\mathbb E[\sin u\cos v]=0` for a centred pair (odd under :math:`(u,v)\to-(u,v)`)."""
     p = _pair(k11, k12, k22, "sin_cos")
     return _finish(np.zeros_like(p.k11), "sin_cos")
 
 
-@pair_closed_form(nl.exp, nl.exp)
+@pair_closed_form(exp, exp)
 def exp_exp(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
     r""":math:`\mathbb E[e^ue^v]=e^{(k_{11}+2k_{12}+k_{22})/2}` (moment generating function).
 
@@ -681,7 +681,7 @@ def exp_exp(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
     return _finish(value, "exp_exp")
 
 
-@pair_closed_form(nl.exp, nl.sin)
+@pair_closed_form(exp, sin)
 def exp_sin(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
     r""":math:`\mathbb E[e^u\sin v]=e^{(k_{11}-k_{22})/2}\sin k_{12}`.
 
@@ -693,7 +693,7 @@ def exp_sin(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
     return _finish(value, "exp_sin")
 
 
-@pair_closed_form(nl.exp, nl.cos)
+@pair_closed_form(exp, cos)
 def exp_cos(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
     r""":math:`\mathbb E[e^u\cos v]=e^{(k_{11}-k_{22})/2}\cos k_{12}` (see :func:`exp_sin`)."""
     p = _pair(k11, k12, k22, "exp_cos")
@@ -707,37 +707,37 @@ def exp_cos(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
 # --------------------------------------------------------------------------------------
 
 
-@mean_closed_form(nl.identity)
+@mean_closed_form(identity)
 def mean_identity(k: ArrayLike) -> Any:
     r""":math:`\mathbb E\,u=0`."""
     return _finish(np.zeros_like(_variance(k, "mean_identity")), "mean_identity")
 
 
-@mean_closed_form(nl.relu)
+@mean_closed_form(relu)
 def mean_relu(k: ArrayLike) -> Any:
     r""":math:`\mathbb E\,\mathrm{relu}(u)=\sqrt{k/(2\pi)}` (half-normal mean)."""
     return _finish(np.sqrt(_variance(k, "mean_relu")) / _SQRT_2PI, "mean_relu")
 
 
-@mean_closed_form(nl.step)
+@mean_closed_form(step)
 def mean_step(k: ArrayLike) -> Any:
     r""":math:`\mathbb E\,\mathrm{step}(u)=\tfrac12`, also for :math:`k=0` (step(0) = 1/2)."""
     return _finish(np.full_like(_variance(k, "mean_step"), 0.5), "mean_step")
 
 
-@mean_closed_form(nl.sign)
+@mean_closed_form(sign)
 def mean_sign(k: ArrayLike) -> Any:
     r""":math:`\mathbb E\,\mathrm{sign}(u)=0`."""
     return _finish(np.zeros_like(_variance(k, "mean_sign")), "mean_sign")
 
 
-@mean_closed_form(nl.abs)
+@mean_closed_form(abs_)
 def mean_abs(k: ArrayLike) -> Any:
     r""":math:`\mathbb E\,|u|=\sqrt{2k/\pi}` (half-normal mean)."""
     return _finish(2.0 * np.sqrt(_variance(k, "mean_abs")) / _SQRT_2PI, "mean_abs")
 
 
-@mean_closed_form(nl.erf)
+@mean_closed_form(erf)
 def mean_erf(k: ArrayLike) -> Any:
     r""":math:`\mathbb E\,\mathrm{erf}(u)=0` (odd)."""
     return _finish(np.zeros_like(_variance(k, "mean_erf")), "mean_erf")
@@ -753,19 +753,19 @@ def mean_derf(k: ArrayLike) -> Any:
     return _finish(_TWO_OVER_SQRT_PI / np.sqrt(1.0 + 2.0 * v), "mean_derf")
 
 
-@mean_closed_form(nl.sin)
+@mean_closed_form(sin)
 def mean_sin(k: ArrayLike) -> Any:
     r""":math:`\mathbb E\sin u=0` (odd)."""
     return _finish(np.zeros_like(_variance(k, "mean_sin")), "mean_sin")
 
 
-@mean_closed_form(nl.cos)
+@mean_closed_form(cos)
 def mean_cos(k: ArrayLike) -> Any:
     r""":math:`\mathbb E\cos u=e^{-k/2}` (characteristic function)."""
     return _finish(np.exp(-0.5 * _variance(k, "mean_cos")), "mean_cos")
 
 
-@mean_closed_form(nl.exp)
+@mean_closed_form(exp)
 def mean_exp(k: ArrayLike) -> Any:
     r""":math:`\mathbb E\,e^u=e^{k/2}` (moment generating function); raises on overflow."""
     v = _variance(k, "mean_exp")
