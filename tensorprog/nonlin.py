@@ -11,8 +11,11 @@ truth is a sympy expression (its *body*); everything else is derived from it:
   the Master Theorem's ``Ż`` rule [TP4 Eq. (31)];
 * the sympy function symbol that appears in ``Z`` expressions (``relu(Ẑ^{Wx})``) and
   its LaTeX;
-* the key under which closed-form Gaussian expectations are registered
-  (:data:`CLOSED_FORMS`), next to the builtin definitions at the end of this module.
+* its smoothness (:attr:`~Nonlinearity.is_analytic`; the kinks, jumps and
+  transitions of an expression, :func:`local_features`), which decides the quadrature rule.
+
+Closed-form Gaussian expectations are registered under the Nonlinearity *objects*
+(``@pair_closed_form(relu, relu)`` on the formula, :mod:`tensorprog.gaussian.closed_forms`).
 
 *Transparent* nonlinearities (arithmetic produced by ``+ - * / **`` in the DSL) are
 substituted into ``Z`` expressions; *opaque* ones (``relu``, ``tanh``, user
@@ -34,6 +37,7 @@ from sympy.core.function import AppliedUndef
 
 from ._resources import deep_recursion
 from .errors import ProgramTypeError, ProgramValueError, UnknownNameError
+from .texnames import function_latex
 
 __all__ = [
     "Nonlinearity",
@@ -147,6 +151,74 @@ def _lambdify_body(body: sympy.Expr, nargs: int, nparams: int) -> Callable[..., 
     by their own numpy forms (:func:`codegen_functions`)."""
     syms = _arg_symbols(nargs, "x") + _arg_symbols(nparams, "p")
     return sympy.lambdify(syms, body, modules=[codegen_functions(body), *_NUMPY_MODULES])
+
+
+#: sympy functions analytic in a strip around the real axis (entire, or with their
+#: singularities off it: tanh's poles at ±iπ/2), where quadrature on a uniform grid
+#: converges geometrically.
+ANALYTIC_FUNCTIONS: tuple[type, ...] = (sympy.exp, sympy.log, sympy.sin, sympy.cos, sympy.tanh,
+                                        sympy.sinh, sympy.cosh, sympy.atan, sympy.erf, sympy.erfc)
+#: sympy functions with a kink or jump where their (first) argument is 0.
+KINKED_FUNCTIONS: tuple[type, ...] = (sympy.Heaviside, sympy.Abs, sympy.sign, sympy.DiracDelta)
+
+
+@functools.lru_cache(maxsize=4096)
+def is_analytic(expr: sympy.Expr) -> bool:
+    """Whether ``expr`` is built of sums, products, integer powers, the functions of
+    :data:`ANALYTIC_FUNCTIONS` and nonlinearities whose bodies are — no kinks (relu,
+    abs), jumps (step, sign), branch points (sqrt) or piecewise definitions.
+
+    Examples
+    --------
+    >>> x = sympy.Symbol("x", real=True)
+    >>> is_analytic(sympy.tanh(x) ** 2 * gelu.apply(x)), is_analytic(relu.apply(x) + x)
+    (True, False)
+    """
+    if expr.is_Atom:
+        return True
+    if isinstance(expr, (sympy.Add, sympy.Mul)):
+        return all(is_analytic(a) for a in expr.args)
+    if isinstance(expr, sympy.Pow):
+        if not (expr.base.free_symbols or expr.exp.free_symbols):
+            return True  # a constant such as √2 (gelu's x/√2)
+        return bool(expr.exp.is_Integer) and is_analytic(expr.base)
+    if isinstance(expr, ANALYTIC_FUNCTIONS):
+        return all(is_analytic(a) for a in expr.args)
+    nl = getattr(expr.func, "nonlinearity", None)
+    if nl is not None:
+        return nl.is_analytic and all(is_analytic(a) for a in expr.args)
+    return False
+
+
+def local_features(e: sympy.Expr) -> tuple[tuple[sympy.Expr, bool], ...]:
+    """Where the head of ``e`` (not its arguments) is not smooth, or changes fast:
+    ``(a, kink)`` pairs whose level set ``a = 0`` is a kink or jump (``kink=True``: the
+    arguments of relu, step, abs, sign, sqrt, a ``Piecewise`` condition, ``Max``/``Min``)
+    or the centre of a smooth transition (``kink=False``: tanh, erf, … of ``a``).
+
+    A nonlinearity's application has none of its own: its body carries them
+    (:meth:`Nonlinearity.inline`).
+
+    Examples
+    --------
+    >>> x, y = sympy.symbols("x y", real=True)
+    >>> local_features(sympy.Max(x, y)), local_features(sympy.tanh(x + 1)), local_features(x * y)
+    (((x - y, True),), ((x + 1, False),), ())
+    """
+    if getattr(e.func, "nonlinearity", None) is not None:
+        return ()
+    if isinstance(e, (sympy.Max, sympy.Min)) and len(e.args) == 2:
+        return ((e.args[0] - e.args[1], True),)
+    if isinstance(e, sympy.Piecewise):
+        return tuple((rel.lhs - rel.rhs, True) for _, cond in e.args
+                     for rel in cond.atoms(sympy.core.relational.Relational))
+    if isinstance(e, sympy.Pow) and not e.exp.is_Integer:
+        return ((e.base, True),)
+    if isinstance(e, KINKED_FUNCTIONS):
+        return ((e.args[0], True),)
+    if isinstance(e, sympy.Function) and e.args:
+        return ((e.args[0], not isinstance(e, ANALYTIC_FUNCTIONS)),)
+    return ()
 
 
 class Nonlinearity:
@@ -297,6 +369,18 @@ class Nonlinearity:
         return tuple(out)
 
     @functools.cached_property
+    def is_analytic(self) -> bool:
+        """True when the body is analytic near the real axis (:func:`is_analytic`): no
+        kinks, jumps, branch points or piecewise definitions.
+
+        Examples
+        --------
+        >>> tanh.is_analytic, gelu.is_analytic, relu.is_analytic, sqrt.is_analytic
+        (True, True, False, False)
+        """
+        return is_analytic(self.body)
+
+    @functools.cached_property
     def is_polynomial(self) -> bool:
         """True when the body is a polynomial in the vector arguments."""
         return bool(self.body.is_polynomial(*self.args))
@@ -341,11 +425,9 @@ class Nonlinearity:
             return owner.derivative(argindex - 1).apply(*self.args)
 
         def _latex(self: sympy.Function, printer: Any, exp: Any = None) -> str:
-            from .latex import function_latex  # a name from a file never reaches LaTeX raw
-
             with deep_recursion(self):  # (a deep chain: one frame per level)
                 inner = ", ".join(printer._print(a) for a in self.args)
-            out = rf"{function_latex(owner)}\left({inner}\right)"
+            out = rf"{function_latex(owner)}\left({inner}\right)"  # a file's name: escaped
             return out if exp is None else rf"{{{out}}}^{{{exp}}}"  # (printing a power)
 
         def _sympystr(self: sympy.Function, printer: Any) -> str:
@@ -381,13 +463,24 @@ class Nonlinearity:
             )
         if self.opaque:
             return self.function(*exprs)
+        return self.inline(*exprs)
+
+    def inline(self, *exprs: Any) -> sympy.Expr:
+        """The body with the arguments then parameters replaced by ``exprs`` (what
+        :meth:`apply` gives a transparent nonlinearity, for any)."""
         return self.body.xreplace(dict(zip(self.args + self.params, exprs)))
 
     def __call__(self, *inputs: Any, name: str | None = None) -> Any:
-        """Apply to DSL handles: vectors (then scalars) record a Nonlin instruction."""
-        from .program import apply_nonlinearity
+        """Apply to DSL handles: vectors (then scalars) record a Nonlin instruction.
 
-        return apply_nonlinearity(self, inputs, name=name)
+        The handles' program records it (``Handle._apply_nonlinearity``, i.e.
+        :func:`tensorprog.program.apply_nonlinearity`): the DSL sits above this module.
+        """
+        for x in inputs:
+            record = getattr(type(x), "_apply_nonlinearity", None)
+            if record is not None:
+                return record(self, inputs, name=name)
+        raise ProgramTypeError(f"{self.name}(…) needs at least one vector or scalar of a program")
 
 
 _DERIVATIVES: dict[tuple[int, int, bool], Nonlinearity] = {}
@@ -535,21 +628,6 @@ def nonlinearity(fn: Callable[..., Any], arity: int, nparams: int = 0, *,
         raise ProgramTypeError(f"nonlinearity {name!r} must return a sympy expression, got {body!r}")
     return Nonlinearity(name, body, args, params, latex=latex)
 
-
-#: Closed-form Gaussian expectations, keyed by nonlinearity: the name under which
-#: :data:`tensorprog.gaussian.PAIR_CLOSED_FORMS` / ``SINGLE_CLOSED_FORMS`` hold
-#: ``𝔼[φ(u)ψ(v)]`` and ``𝔼 φ(u)`` for centred Gaussians (THEORY §6.2).
-CLOSED_FORMS: dict[Nonlinearity, str] = {
-    relu: "relu",
-    step: "step",
-    erf: "erf",
-    erf.derivative(): "derf",
-    sign: "sign",
-    abs: "abs",
-    sin: "sin",
-    cos: "cos",
-    exp: "exp",
-}
 
 for _name, _doc in _DOCS.items():
     BUILTINS[_name].__doc__ = _doc

@@ -55,6 +55,7 @@ from .ir import (
     format_instruction,
 )
 from .nonlin import Nonlinearity, _arg_symbols, identity, sympify_strict
+from .psd import check_psd
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -281,7 +282,7 @@ class Program:
             self._new_name(InitVector, f"{name}_{i}")
         # The block is uncorrelated with earlier initial vectors, so the joint covariance
         # is PSD iff K is: one eigendecomposition for the block, not one per vector.
-        _assert_psd(K, what)
+        check_psd(K, what)
         out: list[Vector] = []
         for i in range(B):
             cov_i = tuple((out[j].var, float(K[i, j])) for j in range(i) if K[i, j] != 0.0)
@@ -362,7 +363,7 @@ class Program:
                                             f"not defined earlier in {self.name!r}")
             _check_types(self, instr)
         if self._init_vectors and len(self._init_vectors) != getattr(self, "_checked_inits", 0):
-            _assert_psd(self._init_cov, "the initial vectors' joint covariance")
+            check_psd(self._init_cov, "the initial vectors' joint covariance")
         self._checked_upto = len(instrs)
         self._checked_inits = len(self._init_vectors)
 
@@ -456,7 +457,7 @@ class Program:
 
     def _check_init_cov(self, var: float, cov: dict[Var, float], what: str) -> None:
         K = self._extended_cov(var, cov)
-        _assert_psd(K, f"{what}: the joint covariance with earlier initial vectors")
+        check_psd(K, f"{what}: the joint covariance with earlier initial vectors")
 
     def _extended_cov(self, var: float, cov: dict[Var, float]) -> np.ndarray:
         m = len(self._init_vectors)
@@ -525,6 +526,12 @@ class Handle:
 
     def __bool__(self) -> bool:
         return True
+
+    @staticmethod
+    def _apply_nonlinearity(fn: Nonlinearity, inputs: Sequence[Any], *,
+                            name: str | None = None) -> "Handle":
+        """How ``fn(*handles)`` (:meth:`Nonlinearity.__call__`) reaches the DSL."""
+        return apply_nonlinearity(fn, inputs, name=name)
 
     # numpy: an array operand must not broadcast over handles (an object array, one
     # instruction per entry); numpy defers every operator and ufunc to this method.
@@ -977,18 +984,6 @@ def _nonneg_float(x: Any, arg: str, what: str) -> float:
     if f < 0:
         raise ProgramValueError(f"{what}: {arg} must be ≥ 0 (a variance), got {f}")
     return f
-
-
-def _assert_psd(K: np.ndarray, what: str) -> None:
-    if K.size == 0:
-        return
-    w = np.linalg.eigvalsh(K)
-    tol = 1e-10 * max(1.0, float(np.max(np.abs(w))))
-    if w[0] < -tol:
-        raise NonPSDError(
-            f"{what} is not positive semidefinite (smallest eigenvalue {w[0]:.3g}); "
-            f"a covariance must satisfy |cov(x,y)| ≤ √(var x · var y) jointly"
-        )
 
 
 def _limit_in_n(val: sympy.Expr) -> sympy.Expr:

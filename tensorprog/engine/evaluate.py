@@ -30,13 +30,17 @@ from ..errors import (
 from ..gaussian import (
     MAX_QUADRATURE_DIM,
     PSD_TOL,
+    REFINED_DEGREE,
+    default_degree,
     equilibration,
     gauss_hermite_expectation,
+    on_register,
     panel_expectation,
     trapezoid_expectation,
 )
 from ..interpreter import annotate
 from ..ir import Moment, Nonlin
+from ..nonlin import is_analytic, local_features
 from .exact import (
     _lam_q,
     affine_parts,
@@ -53,12 +57,6 @@ from .symbols import GaussSym, g, q
 
 __all__ = ["Deterministic", "MAX_QUADRATURE_DIM", "QUADRATURE_RTOL"]
 
-#: Gauss–Hermite nodes per dimension, by dimension. Smooth integrands with poles near
-#: the real axis (tanh, sigmoid at large variance) converge like exp(-c√degree), so the
-#: rule is generous where it is cheap; the estimate (vs 3/4 of the degree) decides.
-QUADRATURE_DEGREE = {1: 320, 2: 160, 3: 56, 4: 22}
-#: The finer rule used when the default one has not converged (≤ 5·10⁵ nodes).
-REFINED_DEGREE = {1: 1000, 2: 400, 3: 80, 4: 28}
 #: Steps of the trapezoid rules tried, in turn, on analytic integrands (by dimension;
 #: 37 … 289 nodes per dimension on [-9, 9]; none in 4-D, where Gauss–Hermite is cheaper).
 TRAPEZOID_STEPS = {1: (0.5, 0.25, 0.125, 0.0625), 2: (0.5, 0.25, 0.125, 0.0625),
@@ -437,7 +435,7 @@ class Deterministic:
                        qv: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Gauss–Hermite at the default degree, error vs 3/4 of it, divergence check,
         and one finer rule where the estimate is not good enough."""
-        deg = self.degree or QUADRATURE_DEGREE[d]
+        deg = self.degree or default_degree(d)
         lo = min(max(2, int(round(deg * 0.75))), deg - 1)  # always a different rule
         hi_val = gauss_hermite_expectation(integrand, mean, cov, degree=deg, params=qv)
         lo_val = gauss_hermite_expectation(integrand, mean, cov, degree=lo, params=qv)
@@ -547,36 +545,6 @@ def _nearest_psd(cov: np.ndarray) -> np.ndarray:
     return out
 
 
-#: Functions whose integrands the trapezoid rule may take (analytic near the real axis).
-_ANALYTIC = (sympy.exp, sympy.log, sympy.sin, sympy.cos, sympy.tanh, sympy.sinh, sympy.cosh,
-             sympy.atan, sympy.erf, sympy.erfc)
-
-
-@functools.lru_cache(maxsize=4096)
-def is_analytic(expr: sympy.Expr) -> bool:
-    """Whether ``expr`` is built of sums, products, integer powers, the functions in
-    ``_ANALYTIC`` and nonlinearities whose bodies are — no kinks (relu, abs), jumps
-    (step, sign), branch points (sqrt) or piecewise definitions."""
-    if expr.is_Atom:
-        return True
-    if isinstance(expr, (sympy.Add, sympy.Mul)):
-        return all(is_analytic(a) for a in expr.args)
-    if isinstance(expr, sympy.Pow):
-        if not (expr.base.free_symbols or expr.exp.free_symbols):
-            return True  # a constant such as √2 (gelu's x/√2)
-        return bool(expr.exp.is_Integer) and is_analytic(expr.base)
-    if isinstance(expr, _ANALYTIC):
-        return all(is_analytic(a) for a in expr.args)
-    nl = getattr(expr.func, "nonlinearity", None)
-    if nl is not None:
-        return is_analytic(nl.body) and all(is_analytic(a) for a in expr.args)
-    return False
-
-
-#: sympy functions with a kink or jump where their (first) argument is 0.
-_KINKED = (sympy.Heaviside, sympy.Abs, sympy.sign, sympy.DiracDelta)
-
-
 @functools.lru_cache(maxsize=4096)
 def panel_features(expr: sympy.Expr, d: int, m: int) -> Any:
     """The features of an integrand over ``g0 … g(d-1)``: affine functions ``c + wᵀg``
@@ -605,20 +573,10 @@ def panel_features(expr: sympy.Expr, d: int, m: int) -> Any:
             return
         nl = getattr(e.func, "nonlinearity", None)
         if nl is not None:  # its body, on these arguments
-            walk(nl.body.xreplace(dict(zip(nl.args + nl.params, e.args))))
+            walk(nl.inline(*e.args))
             return
-        if isinstance(e, (sympy.Max, sympy.Min)) and len(e.args) == 2:
-            add(e.args[0] - e.args[1])
-        elif isinstance(e, sympy.Piecewise):
-            for _, cond in e.args:
-                for rel in cond.atoms(sympy.core.relational.Relational):
-                    add(rel.lhs - rel.rhs)
-        elif isinstance(e, sympy.Pow) and not e.exp.is_Integer:
-            add(e.base)
-        elif isinstance(e, _KINKED):
-            add(e.args[0])
-        elif isinstance(e, sympy.Function) and e.args:
-            add(e.args[0], kink=not isinstance(e, _ANALYTIC))
+        for arg, kink in local_features(e):
+            add(arg, kink)
         for a in e.args:
             walk(a)
 
@@ -668,3 +626,6 @@ def factorised_plan(expr: sympy.Expr, d: int, m: int, centred: bool, groups: tup
             row.append((block, dims, ev))
         plan.append(tuple(row))
     return tuple(plan) if split else None
+
+
+on_register(factorised_plan.cache_clear)  # a later closed form makes blocks exact

@@ -6,8 +6,9 @@ is expanded into a sum of terms ``c(q) · P(g) · Π φ_i(a_iᵀ g)``. A term is
 * it has no opaque nonlinearity: ``𝔼 P(g)`` by Isserlis/Wick with means
   (:func:`tensorprog.gaussian.gaussian_moment`), for any degree; or
 * ``P`` is constant and there are one or two opaque factors of *linear* forms of
-  centred Gaussians with a registered closed form (:data:`tensorprog.nonlin.CLOSED_FORMS`,
-  e.g. the arc-cosine kernels of relu/step [Cho & Saul 2009], erf [Williams 1997]).
+  centred Gaussians with a closed form registered under their nonlinearity objects
+  (:mod:`tensorprog.gaussian.closed_forms`, e.g. the arc-cosine kernels of relu/step
+  [Cho & Saul 2009], erf [Williams 1997]).
 
 :func:`exact_evaluator` compiles an integrand once into a function vectorised over a
 batch of ``(mean, cov, q)`` — how structurally identical expectations (e.g. the B²
@@ -32,8 +33,8 @@ from typing import Any
 import numpy as np
 import sympy
 
-from ..gaussian import gaussian_moment
-from ..nonlin import _NUMPY_MODULES, CLOSED_FORMS, codegen_functions
+from ..gaussian import gaussian_moment, has_closed_form, mean_form, on_register, pair_form
+from ..nonlin import _NUMPY_MODULES, codegen_functions, identity
 from .symbols import ConstSym, GaussSym, g, q
 
 __all__ = ["exact_evaluator", "independent_blocks", "shape", "Shape", "expand_terms", "MAX_TERMS",
@@ -134,7 +135,7 @@ def shape(expr: sympy.Expr) -> Shape:
         fn = getattr(e.func, "nonlinearity", None)
         polynomial = fn is not None and fn.is_polynomial
         ok = (isinstance(e, sympy.Function) and fn is not None and not fn.nparams
-              and len(e.args) == 1 and fn in CLOSED_FORMS)
+              and len(e.args) == 1 and has_closed_form(fn))
         for a in e.args:
             ga = gset(a)
             if not ga:
@@ -211,6 +212,11 @@ def exact_evaluator(expr: sympy.Expr, d: int, m: int, centred: bool,
         return out
 
     return evaluate
+
+
+# a closed form registered later changes what is exact: forget the compiled verdicts
+on_register(shape.cache_clear)
+on_register(exact_evaluator.cache_clear)
 
 
 class _TooBig(Exception):
@@ -396,39 +402,32 @@ def _term(term: sympy.Expr, gs: list[GaussSym], qs: list[sympy.Symbol], centred:
         return lambda mean, cov, qv: c(qv) * w(mean, cov, qv)
     P = sympy.Mul(*poly)
     if centred and len(opaque) == 1 and P.free_symbols & gset and _linear(P, gs):
-        # 𝔼[(aᵀg) φ(bᵀg)]: the ("identity", φ) pair closed form.
-        opaque.insert(0, (None, P))
+        # 𝔼[(aᵀg) φ(bᵀg)]: the (identity, φ) pair closed form.
+        opaque.insert(0, (identity, P))
         poly = []
     if not centred or len(opaque) > 2 or sympy.Mul(*poly).free_symbols & gset:
         return None
-    names = ["identity" if fn is None else CLOSED_FORMS.get(fn) for fn, _ in opaque]
-    if any(nm is None for nm in names):
+    fns = [fn for fn, _ in opaque]
+    form = mean_form(fns[0]) if len(fns) == 1 else pair_form(fns[0], fns[1])
+    if form is None:
         return None
-    from ..gaussian import PAIR_CLOSED_FORMS, SINGLE_CLOSED_FORMS
-
     Pc = _lam_q(sympy.Mul(*poly), qs)
     coeffs = [coefficient_fn(arg, gs, qs) for _, arg in opaque]
     if len(opaque) == 1:
-        single = SINGLE_CLOSED_FORMS.get(names[0])
-        if single is None:
-            return None
 
         def one(mean: np.ndarray, cov: np.ndarray, qv: np.ndarray) -> np.ndarray:
             a = coeffs[0](qv)
             k = np.einsum("bi,bij,bj->b", a, cov, a)
-            return c(qv) * Pc(qv) * single(k)
+            return c(qv) * Pc(qv) * form(k)
 
         return one
-    pair = PAIR_CLOSED_FORMS.get((names[0], names[1]))
-    if pair is None:
-        return None
 
     def two(mean: np.ndarray, cov: np.ndarray, qv: np.ndarray) -> np.ndarray:
         a, b = coeffs[0](qv), coeffs[1](qv)
         k11 = np.einsum("bi,bij,bj->b", a, cov, a)
         k12 = np.einsum("bi,bij,bj->b", a, cov, b)
         k22 = np.einsum("bi,bij,bj->b", b, cov, b)
-        return c(qv) * Pc(qv) * pair(k11, k12, k22)
+        return c(qv) * Pc(qv) * form(k11, k12, k22)
 
     return two
 
