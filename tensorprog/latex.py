@@ -820,7 +820,8 @@ __name__ == "__tensorprog_latex__", so an `if __name__ == "__main__":` block is
 skipped).
 
 Without -o the document goes to standard output; with --pdf (which needs a file,
-FILE.tex in the current directory by default) pdflatex is run on it.
+FILE.tex in the current directory by default) pdflatex is run on it in a temporary
+folder, and only OUT.pdf is written beside OUT.tex (no .aux or .log files).
 """
 
 
@@ -870,7 +871,7 @@ def load_programs(path: str | Path) -> list[Any]:
     if not progs:
         raise ProgramValueError(
             f"{path}: defines no build() function and no module-level tp.Program; "
-            f"see `python -m tensorprog latex --help`")
+            f"see `tensorprog latex --help`")
     return progs
 
 

@@ -144,3 +144,15 @@ def test_grad_of_a_program_with_repeats():
     Wm, xv, vv = sim.matrix("W"), sim.vector("x"), sim.vector("v")
     d = Wm.T @ (vv * (1 - np.tanh(Wm @ xv) ** 2))  # n·∂f/∂x
     assert sim[k] == pytest.approx(np.mean(d * d), rel=1e-10)
+
+
+def test_a_bad_alias_in_a_file_is_a_format_error():
+    p = tp.Program("bad")
+    tp.relu(p.vector("x"), name="a")
+    data = json.loads(tp.io.dumps(p))
+    for aliases, msg in (([["b", "nowhere"]], "not defined earlier"), ([["x", "a"]], "already used"),
+                         (["b"], r"must be \[alias, name\]")):
+        data["program"]["aliases"] = aliases
+        with pytest.raises(tp.FormatError, match=msg) as err:
+            tp.io.loads(json.dumps(data))
+        assert "alias 0" in str(err.value)
