@@ -21,6 +21,7 @@ from .errors import (
     MonteCarloWarning,
     NonPSDError,
     NumericalError,
+    OptionalDependencyError,
     ProgramTypeError,
     ProgramValueError,
     ResourceError,
@@ -95,6 +96,7 @@ __all__ = [
     "FormatVersionError",
     "FormatError",
     "FileAccessError",
+    "OptionalDependencyError",
     "MonteCarloWarning",
     "UnreliableValueWarning",
 ]

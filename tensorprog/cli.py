@@ -1,4 +1,4 @@
-"""Command line: ``python -m tensorprog {demo,…}``."""
+"""Command line: ``tensorprog {demo,latex} …`` (also ``python -m tensorprog …``)."""
 
 from __future__ import annotations
 
@@ -74,12 +74,17 @@ def _int_at_least(lo: int):
     return parse
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m tensorprog``."""
+def main(argv: Sequence[str] | None = None, prog: str = "tensorprog") -> int:
+    """Entry point of the ``tensorprog`` console script (and, with ``prog="python -m
+    tensorprog"``, of ``python -m tensorprog``): ``prog`` is how usage and help name
+    the command (argparse would otherwise show ``__main__.py`` or ``cli.py``)."""
+    from . import __version__
+
     parser = argparse.ArgumentParser(
-        prog="python -m tensorprog",
+        prog=prog,
         description="tensorprog: compile Tensor Programs to their infinite-width limits.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     d = sub.add_parser("demo", help="run a small demonstration: programs, finite widths, limits")
     d.add_argument("--widths", type=_int_at_least(1), nargs="+", default=[256, 1024, 4096],

@@ -22,6 +22,7 @@ __all__ = [
     "FormatVersionError",
     "FormatError",
     "FileAccessError",
+    "OptionalDependencyError",
     "MonteCarloWarning",
     "UnreliableValueWarning",
 ]
@@ -101,6 +102,11 @@ class FileAccessError(TensorProgramError, OSError):
 
     The message names the path; the original ``OSError`` is chained as ``__cause__``.
     """
+
+
+class OptionalDependencyError(TensorProgramError, ImportError):
+    """An optional dependency is not installed (e.g. pandas for ``to_pandas()``); the
+    message names the pip extra that installs it."""
 
 
 class MonteCarloWarning(UserWarning):

@@ -17,7 +17,8 @@ File layout (``"version": 1``)::
 
     {"format": "tensorprog", "version": 1, "kind": "program" | "limit",
      "library_version": "0.1.0",
-     "program": {"name": ..., "nonlinearities": [...], "instructions": [...]},
+     "program": {"name": ..., "nonlinearities": [...], "instructions": [...],
+                 "aliases": [[alias, name], ...]},          # only if Program.aliases
      "limit": {...}}                                    # kind "limit" only
 
 A file is data, never code
@@ -409,7 +410,10 @@ def _program_to_dict(p: Any) -> dict[str, Any]:
     for f in fns:
         out.append(_fn_to_dict(f, declared))
         declared.declare(f)
-    return {"name": p.name, "nonlinearities": out, "instructions": instrs}
+    d = {"name": p.name, "nonlinearities": out, "instructions": instrs}
+    if p.aliases:  # second names of repeated computations (Program.aliases)
+        d["aliases"] = [[a, nm] for a, nm in p.aliases.items()]
+    return d
 
 
 def _nested(expr: sympy.Basic) -> list[Nonlinearity]:
@@ -600,9 +604,19 @@ def _program_from_dict(d: dict[str, Any], r: "_Reader") -> Any:
             raise
         except TensorProgramError as exc:  # the DSL's own validation of a bad value
             raise r.corrupt(f"{at}: {exc}", at.path) from None
-        if h.name != out:  # pragma: no cover - names are given explicitly
+        if p[out].var is not h.var:  # (a repeated computation's name is an alias of the first)
             raise r.corrupt(f"{at}: could not restore the name", at.path)
         handles[out] = h
+    for j, item in enumerate(d.get("aliases", [])):
+        at = _At(f"alias {j}", f"program.aliases[{j}]")
+        if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)):
+            raise r.corrupt(f"{at} must be [alias, name], got {_short(item)}", at.path)
+        target = ref(item[1], at, "name", ("matrix", "vector", "scalar"))
+        try:
+            p._alias(item[0], target.var)
+        except TensorProgramError as exc:
+            raise r.corrupt(f"{at}: {exc}", at.path) from None
+        handles[item[0]] = target
     try:
         p.check()
     except TensorProgramError as exc:
@@ -730,6 +744,8 @@ def _limit_from_dict(d: dict[str, Any], program: Any, head: dict, r: "_Reader") 
         problem = _limit_row_problem(got)
         if problem:
             raise r.corrupt(f"{at}: {problem}", at.path)
+        if program[name].name != name:  # a repeated computation (an older file): one row
+            continue
         values[name], stderr[name], errors[name] = got["value"], got["stderr"], got["error"]
         methods[name] = got["method"]
         if "warning" in row:

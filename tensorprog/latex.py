@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import html
 import math
 import re
 import runpy
@@ -700,17 +699,9 @@ def limit_repr_latex(limit: Any) -> str:
 
 
 def limit_html(limit: Any) -> str:
-    """An HTML table of every scalar limit: name, value, ± error, method."""
-    rows = []
-    for name, val, err, method in limit.table():
-        e = f"± {err:.2g}" if err else ""
-        rows.append(f"<tr><td><code>{html.escape(name)}</code></td><td>{val:.10g}</td>"
-                    f"<td>{e}</td><td>{html.escape(method)}</td></tr>")
-    title = html.escape(f"Limit of {limit.program.name!r} (method={limit.method_requested!r})")
-    return ("<table>\n"
-            f"<caption>{title}</caption>\n"
-            "<thead><tr><th>name</th><th>value</th><th>± error</th><th>method</th></tr></thead>\n"
-            "<tbody>\n" + "\n".join(rows) + "\n</tbody>\n</table>")
+    """An HTML table of every scalar limit: name, value, ± error, method
+    (:meth:`tensorprog.engine.Limit.tabulate` rendered by :mod:`tensorprog.tables`)."""
+    return limit.tabulate().html()
 
 
 # ---------------------------------------------------------------------------------------
@@ -728,7 +719,8 @@ __name__ == "__tensorprog_latex__", so an `if __name__ == "__main__":` block is
 skipped).
 
 Without -o the document goes to standard output; with --pdf (which needs a file,
-FILE.tex in the current directory by default) pdflatex is run on it.
+FILE.tex in the current directory by default) pdflatex is run on it in a temporary
+folder, and only OUT.pdf is written beside OUT.tex (no .aux or .log files).
 """
 
 
@@ -778,12 +770,21 @@ def load_programs(path: str | Path) -> list[Any]:
     if not progs:
         raise ProgramValueError(
             f"{path}: defines no build() function and no module-level tp.Program; "
-            f"see `python -m tensorprog latex --help`")
+            f"see `tensorprog latex --help`")
     return progs
 
 
 def compile_pdf(tex_path: str | Path) -> Path:
-    """Run pdflatex on ``tex_path`` (in its directory); the PDF's path, or a clear error."""
+    """Run pdflatex on ``tex_path`` and write the PDF beside it; the PDF's path, or a
+    clear error.
+
+    pdflatex runs in the file's folder (so relative ``\\input`` paths resolve) with a
+    temporary ``-output-directory``: its ``.aux`` and ``.log`` files are deleted with
+    that folder, and only ``FILE.pdf`` is copied next to ``FILE.tex`` (on failure, the
+    error shows the log's last lines and nothing is left behind).
+    """
+    import tempfile
+
     from .errors import ResourceError
 
     tex_path = Path(tex_path).resolve()
@@ -791,13 +792,17 @@ def compile_pdf(tex_path: str | Path) -> Path:
     if exe is None:
         raise ResourceError(f"pdflatex was not found on PATH; install TeX Live "
                             f"(Debian/Ubuntu: {PDFLATEX_INSTALL}) or drop --pdf")
-    proc = subprocess.run([exe, "-interaction=nonstopmode", "-halt-on-error", tex_path.name],
-                          cwd=tex_path.parent, capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL, timeout=600)
     pdf = tex_path.with_suffix(".pdf")
-    if proc.returncode != 0 or not pdf.exists():
-        tail = "\n".join(proc.stdout.splitlines()[-20:])
-        raise ResourceError(f"pdflatex failed on {tex_path} (exit {proc.returncode}):\n{tail}")
+    with tempfile.TemporaryDirectory(prefix="tensorprog-latex-") as tmp:
+        proc = subprocess.run([exe, "-interaction=nonstopmode", "-halt-on-error",
+                               f"-output-directory={tmp}", tex_path.name],
+                              cwd=tex_path.parent, capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL, timeout=600)
+        built = Path(tmp) / pdf.name
+        if proc.returncode != 0 or not built.exists():
+            tail = "\n".join(proc.stdout.splitlines()[-20:])
+            raise ResourceError(f"pdflatex failed on {tex_path} (exit {proc.returncode}):\n{tail}")
+        shutil.copyfile(built, pdf)
     return pdf
 
 

@@ -1,8 +1,10 @@
 """The tracing DSL: :class:`Program` and the handles it hands out.
 
 Operator overloading is thin sugar over explicit construction of IR records
-(:mod:`tensorprog.ir`): every operation on handles appends exactly one
-instruction to the handles' program.
+(:mod:`tensorprog.ir`): every operation on handles appends one instruction to the
+handles' program, unless the program already computes the same thing (then the
+earlier variable is returned: ``tp.relu(h)`` twice is one instruction; see
+:attr:`Program.aliases` for a computation given a second name).
 
 Examples
 --------
@@ -107,6 +109,12 @@ class Program:
     The program is append-only: instructions are never changed or removed, so every
     handle stays valid and the instruction list is already in topological order.
 
+    A repeated computation is recorded once: ``W @ x``, ``tp.relu(h)``, ``2 * x`` or
+    ``tp.mean(x)`` applied again to the same variables returns the earlier handle, so
+    printed programs and derivations are not padded (initial matrices, vectors and
+    scalars are independent objects and always new). Given a new name, the repeated
+    computation's name becomes an alias of the earlier variable (:attr:`aliases`).
+
     Examples
     --------
     >>> import tensorprog as tp
@@ -128,6 +136,8 @@ class Program:
         self._init_vectors: list[Var] = []
         self._init_cov = np.zeros((0, 0))
         self._version = 0
+        self._computed: dict[tuple, Var] = {}  # computation key -> its variable (CSE)
+        self._aliases: dict[str, Var] = {}
 
     # -- container protocol -------------------------------------------------------
     @property
@@ -448,12 +458,57 @@ class Program:
         return name
 
     def _append(self, cls: type, name: str | None, **fields: Any) -> "Handle":
+        """Record one instruction, or return the variable of an identical earlier one.
+
+        Common-subexpression elimination at recording time: a MatMul, Nonlin, Moment or
+        ScalarFn whose :func:`_computation` key (instruction class, operands, and the
+        function with its name and constants) equals an earlier instruction's is the same
+        deterministic function of the same inputs, so it is not recorded again; a new
+        ``name`` becomes an alias of the earlier variable (:attr:`aliases`). Initial
+        objects (independent draws) are always recorded.
+        """
+        key = _computation(cls, fields)
+        if key is not None:
+            same = self._computed.get(key)
+            if same is not None:
+                if name is not None and name != same.name:
+                    self._alias(name, same)
+                return _handle(self, same)
         var = Var(len(self._instructions), _KIND[cls], self._new_name(cls, name))  # type: ignore[arg-type]
         instr = cls(out=var, **fields)
         self._instructions.append(instr)
         self._by_name[var.name] = instr
+        if key is not None:
+            self._computed[key] = var
         self._version += 1
         return _handle(self, var)
+
+    def _alias(self, name: str, var: Var) -> None:
+        """Make ``name`` a second name of ``var`` (no instruction is recorded)."""
+        instr = self.definition(var)
+        self._new_name(type(instr), name)  # a valid name, not yet used
+        self._by_name[name] = instr
+        self._aliases[name] = var
+
+    @property
+    def aliases(self) -> dict[str, str]:
+        """Second names of variables: ``{alias: name}``, in the order they were given.
+
+        A computation recorded again under a new name (``tp.relu(h, name="a")`` after
+        ``tp.relu(h, name="b")``) is not a new instruction; its name is an alias: ``p["a"]``
+        is the handle of ``b``, and results (``lim["a"]``, ``sim["a"]``) are looked up by
+        either name. Aliases are saved with the program.
+
+        Examples
+        --------
+        >>> import tensorprog as tp
+        >>> p = tp.Program()
+        >>> h = p.vector("h")
+        >>> a, b = tp.relu(h, name="a"), tp.relu(h, name="b")
+        >>> a is not b and a == b, len(p), p.aliases
+        (True, 2, {'b': 'a'})
+        """
+        return {k: v.name for k, v in self._aliases.items()}
 
     def _check_init_cov(self, var: float, cov: dict[Var, float], what: str) -> None:
         K = self._extended_cov(var, cov)
@@ -984,6 +1039,28 @@ def _nonneg_float(x: Any, arg: str, what: str) -> float:
     if f < 0:
         raise ProgramValueError(f"{what}: {arg} must be ≥ 0 (a variance), got {f}")
     return f
+
+
+def _computation(cls: type, fields: Mapping[str, Any]) -> tuple | None:
+    """What an instruction computes, as a hashable key; None for initial objects.
+
+    Two instructions with equal keys compute the same thing: the same class, the same
+    operand variables in the same order (Vars compare by identity), and for Nonlin,
+    Moment and ScalarFn the same function — its printed name, LaTeX name, opacity and
+    structural :attr:`~tensorprog.Nonlinearity.key` (arity, parameter count and the
+    ``srepr`` of its body). Constants live in the body (``2*x`` is ``mul`` with body
+    ``2*x0``); ``srepr`` writes a Float with all its digits, so two floating constants
+    share a key only when they are the same number. Operand order is kept (``x + y``
+    and ``y + x`` are two instructions), and so is a function's name (a user's
+    ``myrelu`` and :data:`tensorprog.relu` are two).
+    """
+    if cls is MatMul:
+        return (MatMul, fields["matrix"], fields["arg"], bool(fields["transpose"]))
+    if cls in (Nonlin, Moment, ScalarFn):
+        fn = fields["fn"]
+        return (cls, fn.name, fn.latex_name, fn.opaque, fn.key,
+                tuple(fields.get("args", ())), tuple(fields["params"]))
+    return None
 
 
 def _limit_in_n(val: sympy.Expr) -> sympy.Expr:

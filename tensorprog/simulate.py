@@ -94,6 +94,28 @@ class Simulation:
     def __repr__(self) -> str:
         return f"<Simulation of {self.program.name!r} at n={self.n}, seed={self.seed!r}>"
 
+    def tabulate(self) -> Any:
+        """Every scalar as a :class:`tensorprog.tables.Table` row, in program order:
+        name, value, n, seed (vectors are not tabulated: ``sim.vector(v)``)."""
+        from .tables import Column, Table, code, number
+
+        cols = (Column("name", "name", code), Column("value", "value", number),
+                Column("n"), Column("seed"))
+        return Table(f"Simulation of {self.program.name!r} at n={self.n}, seed={self.seed!r}",
+                     cols, tuple((k, x, self.n, self.seed) for k, x in self.scalars.items()))
+
+    def to_pandas(self) -> Any:
+        """A ``pandas.DataFrame`` with one row per scalar: ``name, value, n, seed``
+        (``pd.concat`` over widths and seeds gives a convergence study in one frame).
+
+        Needs pandas (``pip install 'tensorprog[notebook]'``); without it an
+        :class:`~tensorprog.errors.OptionalDependencyError` says so.
+        """
+        return self.tabulate().to_pandas()
+
+    def _repr_html_(self) -> str:
+        return self.tabulate().html()
+
 
 class FiniteWidth(Interpreter):
     """Samples the initial objects per the program's law and executes it at width n."""

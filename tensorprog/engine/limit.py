@@ -194,6 +194,34 @@ class ScalarTable:
             lines.append(f"  {name} = {val:.10g}{e}  [{m}{flag}]")
         return "\n".join(lines)
 
+    # -- tables --------------------------------------------------------------------
+    _khat: dict[str, float] = {}  # (a Limit's Pareto k̂ of sampled Moments)
+
+    def _cells(self, key: Any) -> tuple[Any, ...]:
+        """One scalar's cells under :data:`tensorprog.tables.LIMIT_COLUMNS`: value,
+        stderr, error, method, trusted, k̂ (NaN when not sampled), warning ("" if none)."""
+        k = self._name(key)
+        khat = self._khat.get(k)
+        return (self._values[k], self.stderr(k), self.error(k), self._method[k],
+                k not in self._flags, math.nan if khat is None else khat, self._flags.get(k, ""))
+
+    def tabulate(self) -> Any:
+        """Every scalar as a :class:`tensorprog.tables.Table` row, in program order:
+        name, value, stderr, error, method, trusted, khat, warning."""
+        from ..tables import LIMIT_COLUMNS, Column, Table, code
+
+        return Table(self._title(), (Column("name", "name", code),) + LIMIT_COLUMNS,
+                     tuple((k,) + self._cells(k) for k in self._values))
+
+    def to_pandas(self) -> Any:
+        """A ``pandas.DataFrame`` with one row per scalar (as :meth:`tabulate`): columns
+        ``name, value, stderr, error, method, trusted, khat, warning``.
+
+        Needs pandas (``pip install 'tensorprog[notebook]'``); without it an
+        :class:`~tensorprog.errors.OptionalDependencyError` says so.
+        """
+        return self.tabulate().to_pandas()
+
 
 class Limit(ScalarTable):
     """The infinite-width limit of a program.

@@ -506,6 +506,29 @@ class TrainingLimit:
     feature_kernels: np.ndarray | None
     feature_kernels_stderr: np.ndarray | None
     limit: Any = field(repr=False)
+    run: Any = field(default=None, repr=False)  # the TrainingRun (its handles)
+
+    def tabulate(self) -> Any:
+        """Every recorded scalar as a :class:`tensorprog.tables.Table` row: ``quantity``
+        (``"output"``, ``"eval_output"``, ``"feature_kernel"``), ``step`` t, ``layer``
+        l, ``i``, ``j``, ``name``, then the limit's ``value, stderr, error, method,
+        trusted, khat, warning`` (:meth:`tensorprog.engine.Limit.tabulate`)."""
+        from ..tables import INDEX_COLUMNS, LIMIT_COLUMNS, Table
+
+        return Table(f"Training limit of {self.limit.program.name!r}", INDEX_COLUMNS + LIMIT_COLUMNS,
+                     tuple(_indexed(self.run, "TrainingLimit", self.limit._cells)))
+
+    def to_pandas(self) -> Any:
+        """A ``pandas.DataFrame``, one row per output, evaluation output and feature
+        kernel entry (long format, as :meth:`tabulate`); e.g. the outputs' curves:
+        ``df[df.quantity == "output"].pivot(index="step", columns="i", values="value")``.
+
+        Needs pandas (``pip install 'tensorprog[notebook]'``).
+        """
+        return self.tabulate().to_pandas()
+
+    def _repr_html_(self) -> str:
+        return self.tabulate().html()
 
 
 @dataclass
@@ -525,6 +548,29 @@ class TrainingSimulation:
     eval_outputs: np.ndarray
     feature_kernels: np.ndarray | None
     simulation: Any = field(repr=False)
+    run: Any = field(default=None, repr=False)  # the TrainingRun (its handles)
+
+    def tabulate(self) -> Any:
+        """Every recorded scalar as a :class:`tensorprog.tables.Table` row: ``quantity,
+        step, layer, i, j, name`` (as :meth:`TrainingLimit.tabulate`), ``value``, and
+        the width ``n`` and ``seed``."""
+        from ..tables import INDEX_COLUMNS, Column, Table, number
+
+        sim = self.simulation
+        return Table(f"Training run {sim.program.name!r} at n={sim.n}, seed={sim.seed!r}",
+                     INDEX_COLUMNS + (Column("value", "value", number), Column("n"), Column("seed")),
+                     tuple(_indexed(self.run, "TrainingSimulation",
+                                    lambda h: (sim[h], sim.n, sim.seed))))
+
+    def to_pandas(self) -> Any:
+        """A ``pandas.DataFrame``, one row per recorded scalar (as :meth:`tabulate`).
+
+        Needs pandas (``pip install 'tensorprog[notebook]'``).
+        """
+        return self.tabulate().to_pandas()
+
+    def _repr_html_(self) -> str:
+        return self.tabulate().html()
 
     @property
     def n(self) -> int:
@@ -541,6 +587,19 @@ class TrainingSimulation:
 
     def __getitem__(self, key: Any) -> Any:
         return self.simulation[key]
+
+
+def _indexed(run: Any, what: str, per_scalar: Any) -> list[tuple[Any, ...]]:
+    """The rows of :func:`tensorprog.tables.indexed_rows` for a run's recorded scalars."""
+    if run is None:
+        raise ProgramValueError(f"{what}.tabulate: this result was built without its run "
+                                f"(run=None); use run.limit() or run.simulate(n)")
+    from ..tables import indexed_rows
+
+    return indexed_rows([("output", run.outputs, ("step", "i")),
+                         ("eval_output", run.eval_outputs, ("step", "i")),
+                         ("feature_kernel", run.feature_kernels, ("step", "layer", "i", "j"))],
+                        per_scalar)
 
 
 def _values(handles: np.ndarray | None, get: Any) -> np.ndarray | None:
@@ -615,6 +674,7 @@ class TrainingRun:
             feature_kernels=_values(self.feature_kernels, lim.__getitem__),
             feature_kernels_stderr=_values(self.feature_kernels, lim.stderr),
             limit=lim,
+            run=self,
         )
 
     def simulate(self, n: int, seed: Any = 0, **kw: Any) -> TrainingSimulation:
@@ -625,6 +685,7 @@ class TrainingRun:
             eval_outputs=_values(self.eval_outputs, sim.__getitem__),
             feature_kernels=_values(self.feature_kernels, sim.__getitem__),
             simulation=sim,
+            run=self,
         )
 
 
