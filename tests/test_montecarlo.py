@@ -473,15 +473,17 @@ def test_pareto_khat_of_gaussian_functions():
 
 def test_every_montecarlo_moment_carries_khat_and_heavy_ones_are_flagged():
     """𝔼|v|^{−0.7} exists (order 0.7 < 1 at v = 0) but has no variance (Pareto k = 0.7):
-    flagged (not refused, since existence is proven), with a warning; tanh's k̂ is
-    negative and trusted."""
+    flagged (not refused, since existence is proven), with a warning; a sigmoid's k̂ is
+    negative and trusted; tanh(v)², proven bounded, needs no fit (k̂ None)."""
     p = tp.Program("heavy")
     v = p.vector("v")
-    t = tp.mean(tp.tanh(v) ** 2, name="t")
+    t = tp.mean(tp.sigmoid(v) ** 2, name="t")
+    b = tp.mean(tp.tanh(v) ** 2, name="b")
     k = tp.mean(tp.abs(v) ** -0.7, name="k")
     with pytest.warns(tp.UnreliableValueWarning, match="k̂ = "):
         lim = p.limit(method="montecarlo")
     assert lim.khat(t) < 0 and lim.trusted(t)
+    assert lim.khat(b) is None and lim.trusted(b)
     assert lim.khat(k) > 0.5 and not lim.trusted(k) and "heavy tail" in lim.warnings["k"]
 
 

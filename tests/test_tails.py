@@ -18,6 +18,8 @@ from scipy.special import gamma, ndtr
 from scipy.stats import t as student_t
 
 import tensorprog as tp
+from tensorprog.engine.derivation import Derivation
+from tensorprog.engine.growth import degree, moment_degrees
 from tensorprog.engine.tails import khat_of_tops
 
 
@@ -166,3 +168,22 @@ def test_rounding_noise_is_not_a_heavy_tail():
     for seed in (4, 6, 7):  # (the seeds that were flagged)
         lim = p.limit(method="montecarlo", seed=seed)
         assert lim.trusted(z) and abs(lim[z]) < 1e-25
+
+
+def test_polynomial_degree_of_moment_integrands():
+    """Degrees read off the Z-DAG: tanh² is bounded (0), |v|^{−0.7} and e^v have no
+    polynomial bound, relu(Wv)·Wᵀrelu(Wv) is of degree 2 (Ż = c·v), v⁶ of degree 6;
+    a sum takes the largest, a product adds."""
+    p = tp.Program("deg")
+    v, W = p.vector("v"), p.matrix("W")
+    h = tp.relu(W @ v)
+    names = {"a": tp.tanh(v) ** 2, "b": tp.abs(v) ** -0.7, "c": tp.exp(v),
+             "d": h * (W.T @ h), "e": v**6, "f": tp.sigmoid(v) + v * tp.tanh(v) * v}
+    for name, vec in names.items():
+        tp.mean(vec, name=name)
+    got = {k.name: d for k, d in moment_degrees(Derivation(p)).items()}
+    assert got == {"a": 0.0, "b": None, "c": None, "d": 2.0, "e": 6.0, "f": None}
+    x, y = sympy.symbols("x y")
+    assert degree(x**2 * y + sympy.Max(x, 0), {x: 1.0, y: 2.0}) == 4.0
+    assert degree(sympy.sqrt(x**2 + 1), {x: 1.0}) == 1.0
+    assert degree(1 / (1 + x**2), {x: 1.0}) is None  # (not read as bounded: refused)

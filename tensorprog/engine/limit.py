@@ -145,9 +145,12 @@ class ScalarTable:
     def khat(self, key: Any) -> float | None:
         """Pareto ``k̂`` of the Monte Carlo samples of a Moment's integrand (fitted to the
         largest of them, of at most 2¹⁴ draws; Vehtari et al., "Pareto smoothed importance
-        sampling", 2024), or None when the Moment was not sampled. Below 1/2 the variance
-        looks finite; from 1/2 the value is not trusted; from 1 the mean looks infinite
-        (refused unless its existence is proven)."""
+        sampling", 2024), or None when the Moment was not sampled or needs no fit: an
+        integrand proven polynomially bounded (degree ≤ 4: the relu and tanh networks'
+        inner products, :mod:`~tensorprog.engine.growth`) has every moment finite and
+        a light tail. Below 1/2 the variance looks finite; from 1/2 the value is not
+        trusted; from 1 the mean looks infinite (refused unless its existence is
+        proven)."""
         return self._khat.get(self._name(key))
 
     @property

@@ -58,6 +58,7 @@ from ..interpreter import Interpreter, annotate
 from ..ir import InitMatrix, InitScalar, InitVector, MatMul, Moment, Nonlin, ScalarFn
 from .existence import integrand, tilt
 from .forms import lambdify_integrand
+from .growth import POLY_TAIL_DEGREE, moment_degrees
 from .plan import Plan
 from .qmc import MAX_DIM, normal_quantile, sobol_normals, sobol_uniforms
 from .tails import StableError, khat_of_tops, merge_tops, stable_errors, tail_size, top_values
@@ -203,6 +204,10 @@ class _Schedule:
                       if isinstance(i, Moment) and _is_product(i.fn)}
         #: Moments sampled under an exponential tilt (:func:`_tilts`)
         self.tilts = _tilts(plan, self.known)
+        #: Moments whose integrands grow at most polynomially (degree ≤
+        #: :data:`~.growth.POLY_TAIL_DEGREE`): light tails, no Pareto fit
+        self.light = {self.cid[v] for v, p in moment_degrees(plan.der).items()
+                      if p is not None and p <= POLY_TAIL_DEGREE and v in self.cid}
         self.home: dict[Any, tuple[int, int]] = {}
         self.sizes: list[int] = []
         self.family_stack: dict[Any, int] = {}
@@ -834,7 +839,7 @@ class MonteCarloPass(Interpreter):
         if key is not None:  # Σ Z^a Z^b in one pass, no temporary
             val = self.state.final.get(key)
             if val is not None:  # (estimated for a hat covariance, and checked there)
-                if self.whole:  # (its tail: chunked replicates have none)
+                if self.whole and cid not in sched.light:  # (chunks: no tail here)
                     a, b = self.env[instr.args[0]], self.env[instr.args[-1]]
                     if self._ready(a, b):
                         pre = self.state.prefix
@@ -846,14 +851,16 @@ class MonteCarloPass(Interpreter):
         if key is not None:
             def products() -> tuple[np.ndarray]:
                 pre = self.state.prefix
-                self.state.add_tail(cid, args[0][..., :pre] * args[-1][..., :pre])
+                if cid not in sched.light:
+                    self.state.add_tail(cid, args[0][..., :pre] * args[-1][..., :pre])
                 return (_inner(args[0][:, None], args[-1]),)
 
             return self._set_const(instr.out, self._estimate(key, products if ready else None))
 
         def sums() -> tuple[np.ndarray]:
             vals = np.broadcast_to(instr.fn.numpy(*args, *params), self.shape)
-            self.state.add_tail(cid, vals[..., :self.state.prefix])
+            if cid not in sched.light:
+                self.state.add_tail(cid, vals[..., :self.state.prefix])
             return (vals.sum(axis=-1, keepdims=True),)
 
         return self._set_const(instr.out, self._estimate(("m", cid), sums if ready else None))
