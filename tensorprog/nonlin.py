@@ -538,7 +538,7 @@ def nonlinearity(fn: Callable[..., Any], arity: int, nparams: int = 0, *,
 
 #: Closed-form Gaussian expectations, keyed by nonlinearity: the name under which
 #: :data:`tensorprog.gaussian.PAIR_CLOSED_FORMS` / ``SINGLE_CLOSED_FORMS`` hold
-#: ``𝔼[φ(u)ψ(v)]`` and ``𝔼 φ(u)`` for centred Gaussians (THEORY §6.2).
+#: ``𝔼[φ(u)ψ(v)]`` and ``𝔼 φ(u)`` for centred Gaussians (docs/concepts/kernel-limits.md, "Closed forms").
 CLOSED_FORMS: dict[Nonlinearity, str] = {
     relu: "relu",
     step: "step",
