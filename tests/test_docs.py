@@ -258,6 +258,13 @@ def _sources() -> list[tuple[str, str, Path]]:
     return out
 
 
+def test_every_notebook_is_a_page_of_the_site():
+    nav = _nav_pages()
+    missing = [nb.name for nb in sorted((ROOT / "notebooks").glob("*.ipynb"))
+               if f"notebooks/{nb.stem}.md" not in nav]
+    assert not missing, f"notebooks without an entry in the nav of mkdocs.yml: {missing}"
+
+
 def _anchors(md: Path) -> set[str]:
     from markdown.extensions.toc import slugify
 
@@ -352,3 +359,31 @@ def test_mkdocs_build_strict(tmp_path: Path):
     }
     leftovers = {k: v for k, v in leftovers.items() if v}
     assert not leftovers, f"reST roles left in the rendered API reference: {leftovers}"
+
+    # every notebook is rendered as a page, and the gallery links to the pages
+    gallery = (site / "gallery" / "index.html").read_text(encoding="utf-8")
+    for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        page = site / "notebooks" / nb.stem / "index.html"
+        assert page.is_file(), f"the notebook {nb.name} has no rendered page"
+        assert f'href="../notebooks/{nb.stem}/"' in gallery, f"the gallery does not link to {nb.stem}"
+        assert f'href="../{nb.name}"' in page.read_text(encoding="utf-8"), f"{page} has no download link"
+
+    # the site stands alone: nothing is loaded from another host, and MathJax is served
+    external = []
+    for html in site.rglob("*.html"):
+        for tag in re.findall(r"<(?:script|link|img|iframe|source)\b[^>]*>", html.read_text(encoding="utf-8")):
+            if re.search(r"""\b(?:src|href)\s*=\s*["']?(?:https?:)?//""", tag) and (
+                    not tag.startswith("<link") or re.search(r"rel=[\"']?(?:stylesheet|preconnect|preload|icon|modulepreload)", tag)):
+                external.append(f"{html.relative_to(site)}: {tag}")
+    for css in site.rglob("*.css"):
+        for url in re.findall(r"""(?:@import\s+|url\()\s*["']?((?:https?:)?//[^"')\s]+)""",
+                              css.read_text(encoding="utf-8", errors="replace")):
+            external.append(f"{css.relative_to(site)}: {url}")
+    assert not external, "the site loads resources from another host:\n" + "\n".join(sorted(set(external))[:20])
+    master = (site / "concepts" / "master-theorem" / "index.html").read_text(encoding="utf-8")
+    assert re.search(r'<script src="[./]*assets/mathjax/MathJax\.js"', master), "MathJax is not loaded from the site"
+    assert 'class="arithmatex"' in master
+    for part in ("MathJax.js", "config/TeX-AMS-MML_HTMLorMML-full.js", "extensions/tex2jax.js",
+                 "jax/output/HTML-CSS/fonts/STIX-Web/fontdata.js",
+                 "fonts/HTML-CSS/STIX-Web/woff/STIXMathJax_Main-Regular.woff"):
+        assert (site / "assets" / "mathjax" / part).is_file(), f"the site has no assets/mathjax/{part}"

@@ -1,10 +1,11 @@
 """MkDocs hook: serve MathJax from the ``jupyter-server-mathjax`` package, never a CDN.
 
-The site renders its formulas with MathJax 2.7 (TeX input, SVG output with the STIX-Web
-glyphs, which are plain JavaScript: no web fonts, so math renders from ``file://`` and
-without a network). The files come from the PyPI package ``jupyter-server-mathjax``
-(BSD-3 wrapper of MathJax, Apache-2.0), a dependency of the ``dev`` extra; this hook adds
-the parts of it the site uses to the build under ``assets/mathjax/``. ``mkdocs.yml`` loads
+The site renders its formulas with MathJax 2.7 — the combined configuration
+``TeX-AMS-MML_HTMLorMML-full`` (TeX input, HTML-CSS output) with the STIX-Web fonts, as
+the classic Jupyter notebook serves it. The files come from the PyPI package
+``jupyter-server-mathjax`` (BSD-3 wrapper of MathJax, Apache-2.0), a dependency of the
+``dev`` extra; this hook adds them to the build under ``assets/mathjax/`` (all but the
+translations of MathJax's menus). ``mkdocs.yml`` loads
 ``javascripts/mathjax.js`` (the configuration) and then ``assets/mathjax/MathJax.js``.
 
 ``tests/test_docs.py`` checks that the built site loads no script or style sheet from
@@ -22,11 +23,9 @@ from mkdocs.structure.files import File, Files
 #: where the assets go in the site (``extra_javascript`` of mkdocs.yml points here)
 DEST = "assets/mathjax"
 
-#: the parts of MathJax 2.7 loaded by javascripts/mathjax.js (TeX → SVG, no menu, no
-#: localisation): the loader, the TeX input jax and its extensions, the element jax
-#: (MathML internal form) and the SVG output jax with its STIX-Web glyph tables
-_PARTS = ("MathJax.js", "LICENSE", "extensions", "jax/input/TeX", "jax/element",
-          "jax/output/SVG")
+#: the parts of MathJax 2.7 that javascripts/mathjax.js loads: the loader, the combined
+#: configuration (input and output jax), the extensions, the jax' data and the fonts
+_PARTS = ("MathJax.js", "LICENSE", "config", "extensions", "jax", "fonts")
 
 
 def mathjax_root() -> Path:

@@ -2,11 +2,11 @@
 // served by the site (assets/mathjax/, copied from the jupyter-server-mathjax package by
 // docs/_hooks/mathjax.py): formulas render offline. Loaded before assets/mathjax/MathJax.js.
 window.MathJax = {
-  jax: ["input/TeX", "output/SVG"],
+  // TeX input, HTML-CSS output with the STIX-Web fonts (the files that
+  // jupyter-server-mathjax ships); AMS math and symbols are part of this configuration
+  config: ["TeX-AMS-MML_HTMLorMML-full.js"],
+  jax: ["input/TeX", "output/HTML-CSS"],
   extensions: ["tex2jax.js"],
-  TeX: {
-    extensions: ["AMSmath.js", "AMSsymbols.js", "noErrors.js", "noUndefined.js"],
-  },
   tex2jax: {
     inlineMath: [["\\(", "\\)"]],
     displayMath: [["\\[", "\\]"]],
@@ -16,7 +16,12 @@ window.MathJax = {
     ignoreClass: ".*|",
     processClass: "arithmatex",
   },
-  SVG: { font: "STIX-Web", linebreaks: { automatic: false } },
+  "HTML-CSS": {
+    availableFonts: ["STIX-Web"],
+    preferredFont: "STIX-Web",
+    webFont: "STIX-Web",
+    imageFont: null,
+  },
   showMathMenu: false,
   messageStyle: "none",
 };
