@@ -199,6 +199,27 @@ def test_python_examples_in_the_docs_run_and_show_what_they_print(page: Path):
     assert not failures, "\n".join(failures)
 
 
+@pytest.mark.slow  # ≈ 5 s of CPU: four simulations at each of n = 256, 1024, 4096
+def test_the_demo_printout_shown_in_getting_started(monkeypatch):
+    """The ``text`` block that follows the demo command of getting-started.md is the start of what
+    ``python -m tensorprog demo`` prints (its first program, run here alone)."""
+    from tensorprog import cli
+
+    text = (ROOT / "docs" / "getting-started.md").read_text(encoding="utf-8")
+    blocks = list(_FENCE.finditer(text))
+    shown = [nxt["body"] for cmd, nxt in zip(blocks, blocks[1:])
+             if cmd["lang"] == "bash" and "python -m tensorprog demo" in cmd["body"]
+             and nxt["lang"] == "text"]
+    assert len(shown) == 1, "getting-started.md shows the demo's printout after its command"
+    first = cli.demo_programs()[:1]
+    monkeypatch.setattr(cli, "demo_programs", lambda: first)
+    out = io.StringIO()
+    assert cli.demo(out=out) == 0
+    shown_lines = shown[0].rstrip("\n").splitlines()
+    got = out.getvalue().rstrip("\n").splitlines()[:len(shown_lines)]
+    assert len(got) == len(shown_lines) and all(map(shows, shown_lines, got)), out.getvalue()
+
+
 def test_the_shown_value_convention():
     assert shows("(2.0, 'exact')", "(2.0, 'exact')")
     assert shows("(2.0, 'exact')", "(1.9999999999999996, 'exact')")
@@ -233,17 +254,13 @@ def _nav_pages() -> set[str]:
     _Loader.add_multi_constructor("", lambda loader, suffix, node: None)
     config = yaml.load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"), Loader=_Loader)  # noqa: S506
 
-    def walk(node):
+    def walk(node):  # the nav is a list of pages and of {title: page or list}
         if isinstance(node, str):
-            yield node
-        elif isinstance(node, dict):
-            for v in node.values():
-                yield from walk(v)
-        elif isinstance(node, list):
-            for v in node:
-                yield from walk(v)
+            return {node}
+        items = node.values() if isinstance(node, dict) else node
+        return set().union(*map(walk, items))
 
-    return set(walk(config["nav"]))
+    return walk(config["nav"])
 
 
 def _sources() -> list[tuple[str, str, Path]]:
