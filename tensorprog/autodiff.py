@@ -26,7 +26,7 @@ Normalisation
 -------------
 A Moment is an average ``(1/n) Σ_α``, so ``∂m/∂x_α = O(1/n)``. Multiplying by ``n``
 makes every gradient vector have ``Θ(1)`` coordinates, which is what the Master
-Theorem needs (THEORY §3.2: ``∇_h f = θ_f · dh``). Concretely the program computes
+Theorem needs ([TP4 App H.3]: ``∇_h f = θ_f · dh``; docs/concepts/parametrizations.md). Concretely the program computes
 
 * for every vector ``y`` on a path to ``f``: ``dy = n ∂f/∂y`` (Θ(1) coordinates);
 * for every scalar ``s`` on a path to ``f``: ``s̄ = ∂f/∂s`` (no factor ``n``).
@@ -39,7 +39,7 @@ Scalars (``through_scalars=False``, the default)
 ------------------------------------------------
 Scalars that enter a Nonlin+ or a Moment as *parameters* are treated as constants:
 the derivative does not flow through them. This is TP4's convention (Nonlin+
-parameters are frozen at their limits, THEORY §2.1 note 4) and is exactly what
+parameters are frozen at their limits [TP4 Def 7.3, ZNonlin+]) and is exactly what
 backprop computes when those scalars are constants (learning rates, width powers,
 loss derivatives χ). Scalar functions *on top of* Moments (``f = ⟨v,x⟩ − y``,
 ``(f − y)²/2``) are the output head and are differentiated.
@@ -49,7 +49,7 @@ a parameter ``θ`` of ``y = φ(x; θ)`` receives ``θ̄ += (1/n) Σ_α dy_α ∂
 so the result is the full finite-width gradient ``n ∂f/∂x`` (e.g. through a
 LayerNorm-style ``x/√(mean x²)``, or through the rank-one update terms
 ``⟨x_s, x⟩ dh_s`` of an unrolled SGD step, whose gradient is ``⟨dh_s, dh⟩ x_s``, the
-``ΔWᵀ`` correction of THEORY §3.2).
+``ΔWᵀ`` correction [TP4 App H.3]).
 
 References
 ----------

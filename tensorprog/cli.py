@@ -13,7 +13,8 @@ __all__ = ["main", "demo_programs"]
 
 
 def demo_programs() -> list:
-    """The demo's programs: ``AᵀAv`` [THEORY §2.2] and a two-layer ReLU network."""
+    """The demo's programs: ``AᵀAv`` [TP3 Examples 2.5, 2.8] (docs/concepts/master-theorem.md)
+    and a two-layer ReLU network."""
     import tensorprog as tp
 
     p1 = tp.Program("AtAv")

@@ -7,7 +7,7 @@ Two sympy printers (subclasses of :class:`sympy.printing.latex.LatexPrinter`, on
   instruction in the papers' notation [TP4 §7 Def 7.1]: ``W_{αβ} ∼ 𝒩(0, σ²/n)``,
   ``h = W x``, ``h = W^⊤ x``, ``x = φ(h)``, ``θ = (1/n) Σ_α φ(x_α)``;
 * :class:`DerivationLatexPrinter` prints a :class:`~tensorprog.engine.Limit` as the
-  Master Theorem rule applied to each instruction [TP4 Def 7.3, THEORY §2.1]: ZInit,
+  Master Theorem rule applied to each instruction [TP4 Def 7.3] (docs/concepts/master-theorem.md): ZInit,
   ZNonlin, ZMatMul ``Z^{Wx} = \hat Z^{Wx} + \dot Z^{Wx}``, ZHat covariances
   ``Cov(\hat Z^{Wx}, \hat Z^{Wy}) = σ_W² 𝔼[Z^x Z^y]`` and ZDot
   ``\dot Z^{Wx} = σ_W² Σ_i 𝔼[∂Z^x/∂\hat Z^{W^⊤y^i}] Z^{y^i}`` with their values, and
@@ -443,7 +443,7 @@ def _bracketed(opening: str, terms: list[str], left: str = r"\bigl(", right: str
 class DerivationLatexPrinter(ProgramLatexPrinter):
     r"""Prints a :class:`~tensorprog.engine.Limit` as the Master Theorem applied rule by rule.
 
-    Per instruction [TP4 Def 7.3, THEORY §2.1], with the rule named in the right column:
+    Per instruction [TP4 Def 7.3] (docs/concepts/master-theorem.md), with the rule named in the right column:
 
     * setup / ZInit: ``W_{\alpha\beta} \sim \mathcal{N}(0, \sigma_W^2/n)``, the law of the
       initial vectors' ``Z``, the limits of initial scalars;

@@ -13,7 +13,7 @@ ZDot [TP4 Eq. (31)] ``Ż^{Wx} = σ_W² Σ_i Z^{y^i} 𝔼[∂Z^x/∂Ẑ^{Wᵀy^i}
 ``Wᵀ``-family hats that ``Z^x`` actually depends on (its *support*): the derivative
 with respect to any other hat is zero. A coefficient is dropped (shown as 0) when it
 vanishes identically, e.g. in the first backward pass (gradient independence,
-[TP2 §6], THEORY §2.6): the derivative is odd in a centred base Gaussian that is
+[TP2 §6]; docs/concepts/master-theorem.md): the derivative is odd in a centred base Gaussian that is
 independent of everything else in it.
 """
 
@@ -418,7 +418,7 @@ class Derivation(Interpreter):
 
         * *Parity* (any size, on the DAG): ``∂Z^x/∂Ẑ`` is odd in a centred base Gaussian
           independent of every other base Gaussian of ``Z^x`` (e.g. the readout in the
-          first backward pass [TP2 §6], THEORY §2.6) — flipping its sign leaves the law
+          first backward pass [TP2 §6]) — flipping its sign leaves the law
           unchanged and negates the integrand.
         * *Termwise* (integrands of at most :data:`VANISH_TREE` nodes, with sympy): every
           term of the expanded derivative is odd in a centred Gaussian independent of

@@ -13,7 +13,7 @@ paid once per pass, not once per replicate):
   (incremental, rank-tolerant Cholesky of ``σ_W² 𝔼[Z^x Z^{x'}]``, one factor per
   replicate), then ``Z = Ẑ + Σ_i c_i Z^{y^i}`` with ``c = σ_W² 𝔼[∂Z^x/∂Ẑ_S]`` from the
   Stein/regression form ``Cov(Ẑ_S)⁻¹ 𝔼[Ẑ_S Z^x]`` (a least-squares fit of ``Z^x`` on the
-  hats it depends on) [TP4 Remark F.2, THEORY §2.1 note 3] — valid for relu and step;
+  hats it depends on) [TP4 Remark F.2], [TP3 Remark 2.12] — valid for relu and step;
 * Moments are sample means; a Moment ``𝔼[Z^a Z^b]`` and the hat covariance of the same
   two vectors are one estimate.
 

@@ -7,7 +7,7 @@ over base Gaussians whose covariance involves earlier unknowns:
 * ``𝔼[Z^x Z^y]`` for two inputs of one matrix (the Ẑ covariance, [TP4 ZHat]);
 * ZDot coefficients ``𝔼[∂Z^x/∂Ẑ^{Wᵀy}]`` [TP4 Eq. (31)] — directly when the
   derivative is a function, by Stein's lemma ``Cov(Ẑ_S)⁻¹ 𝔼[Ẑ_S Z^x]`` when it is
-  a distribution (relu', step) [TP4 Remark F.2, THEORY §2.1 note 3];
+  a distribution (relu', step) [TP4 Remark F.2] (docs/concepts/master-theorem.md, "Fine print");
 * θ̊ of scalar functions and initial scalars (no expectation).
 
 A request's integrand is a *canonical* sympy expression over placeholders ``g_k`` (its

@@ -9,7 +9,7 @@ no IR, DSL or engine; the engine wires these functions to its plan):
 * :mod:`tensorprog.gaussian.quadrature` -- :func:`gauss_hermite_expectation`
   (tensor-product Gauss--Hermite over a PSD factor of the covariance,
   :func:`psd_factor`), :func:`trapezoid_expectation` and :func:`panel_expectation`,
-  for up to 4 Gaussians [THEORY.md §6.2, "General φ"].
+  for up to 4 Gaussians (``docs/concepts/evaluation.md``).
 * :mod:`tensorprog.gaussian.moments` -- :func:`gaussian_moment`, exact moments of
   polynomials (Isserlis/Wick theorem generalised to nonzero means), numeric or
   symbolic.

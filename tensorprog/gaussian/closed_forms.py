@@ -44,7 +44,7 @@ References
   (arc-cosine kernels of degree 0 and 1).
 * [W97] C. K. I. Williams, *Computing with Infinite Networks*, NeurIPS 1997 (erf).
 * [NT] neural-tangents, ``neural_tangents/_src/stax/elementwise.py``: ``ABRelu`` and
-  ``Erf`` (summarised in THEORY.md §6.2--§6.3), ``Abs = ABRelu(-1, 1)`` and ``Sign``
+  ``Erf`` (summarised in ``docs/concepts/kernel-limits.md``), ``Abs = ABRelu(-1, 1)`` and ``Sign``
   (``nngp = 1 - 2 angle / pi``).
 * Stein's lemma: :math:`\mathbb E[u\,g(v)]=\operatorname{Cov}(u,v)\,\mathbb E[g'(v)]`
   for centred jointly Gaussian :math:`(u,v)`; formulas marked *DERIVED* follow from it,
@@ -428,7 +428,7 @@ def relu_relu(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
         \frac{\sqrt{k_{11}k_{22}}}{2\pi}\big(\sin\vartheta+(\pi-\vartheta)\cos\vartheta
         \big),\qquad\vartheta=\arccos\rho,
 
-    [CS09], THEORY.md §6.2, [NT] ``ABRelu(0, 1)``. Diagonal: :math:`k/2`; 0 when a
+    [CS09], [NT] ``ABRelu(0, 1)`` (docs/concepts/kernel-limits.md). Diagonal: :math:`k/2`; 0 when a
     variance is 0.
     """
     p = _pair(k11, k12, k22, "relu_relu")
@@ -479,7 +479,7 @@ def step_step(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
         \qquad\vartheta=\arccos\rho,
 
 
-    :math:`\vartheta=\arccos\rho` [CS09], THEORY.md §6.2, [NT] ``ABRelu`` ntk factor.
+    :math:`\vartheta=\arccos\rho` [CS09], [NT] ``ABRelu`` ntk factor (docs/concepts/kernel-limits.md).
     Diagonal :math:`\tfrac12`. With a zero variance (:math:`\mathrm{step}(0)=\tfrac12`)
     the value is :math:`\tfrac14`, which is the formula at :math:`\rho=0`.
     """
@@ -577,7 +577,7 @@ def erf_erf(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
         =\frac2\pi\arcsin\frac{2k_{12}}{\sqrt{(1+2k_{11})(1+2k_{22})}},
 
 
-    [W97], THEORY.md §6.2; evaluated as in [NT] ``Erf`` with
+    [W97] (docs/concepts/kernel-limits.md); evaluated as in [NT] ``Erf`` with
     :math:`\arctan2\big(2k_{12},\sqrt{(1+2k_{11})(1+2k_{22})-4k_{12}^2}\big)`.
     """
     p = _pair(k11, k12, k22, "erf_erf")
@@ -602,7 +602,7 @@ def derf_derf(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
         =\frac4\pi\big((1+2k_{11})(1+2k_{22})-4k_{12}^2\big)^{-1/2},
 
 
-    :math:`\mathrm{erf}'(z)=\tfrac2{\sqrt\pi}e^{-z^2}`; [W97], THEORY.md §6.2, the ntk
+    :math:`\mathrm{erf}'(z)=\tfrac2{\sqrt\pi}e^{-z^2}`; [W97] (docs/concepts/kernel-limits.md), the ntk
     factor of [NT] ``Erf``. Equals :math:`4/\pi` when both variances are 0.
     """
     p = _pair(k11, k12, k22, "derf_derf")

@@ -1,8 +1,8 @@
 r"""Expectations :math:`\mathbb E f(X)`, :math:`X\sim\mathcal N(\mu,C)`, by quadrature.
 
 Three rules over a PSD factor of the covariance (:func:`psd_factor`, valid for
-singular :math:`C`), for up to :data:`MAX_QUADRATURE_DIM` Gaussians [THEORY.md §6.2,
-"General φ"]:
+singular :math:`C`), for up to :data:`MAX_QUADRATURE_DIM` Gaussians
+(``docs/concepts/evaluation.md``):
 
 * :func:`gauss_hermite_expectation` -- tensor-product Gauss--Hermite rules, degrees
   per dimension in :data:`DEFAULT_DEGREE` (and the finer :data:`REFINED_DEGREE`);
@@ -265,7 +265,7 @@ def gauss_hermite_expectation(
     where :math:`(x_i,w_i)` is the probabilists' Gauss--Hermite rule of the given
     degree, normalised so that :math:`\sum_iw_i=1`
     (``numpy.polynomial.hermite_e.hermegauss`` weights divided by
-    :math:`\sqrt{2\pi}`) [THEORY.md §6.2, "General φ"]. The rule is exact for
+    :math:`\sqrt{2\pi}`) (``docs/concepts/evaluation.md``). The rule is exact for
     polynomials of degree :math:`<2\cdot\mathrm{degree}` in :math:`G`.
 
     Parameters

@@ -4,10 +4,10 @@ r"""NNGP and NTK of deep MLPs, derived through a tensor program.
 ``B`` inputs and its backward pass with transposed weights — whose Moments are the
 entries of the two kernels; :func:`kernels` takes its infinite-width limit with
 :meth:`tensorprog.Program.limit`. Nothing here is a hand-written kernel recursion:
-the recursions of THEORY §6.1 come out of the Master Theorem [TP2 §4–6], [TP4 §7].
+the recursions of docs/concepts/kernel-limits.md come out of the Master Theorem [TP2 §4–6], [TP4 §7].
 
 Conventions (neural-tangents' ``stax.Dense(W_std, b_std, parameterization="ntk")``
-after every hidden layer and for the readout, THEORY §6.3): with ``W, b`` iid
+after every hidden layer and for the readout, [NT]; docs/concepts/kernel-limits.md): with ``W, b`` iid
 ``N(0, 1)``,
 
 .. math::
@@ -82,7 +82,7 @@ def kernel_program(
     **The program** (all vectors in ``ℝⁿ``, matrices ``W^l`` with iid
     ``N(0, 1/n)`` entries, i.e. ``p.matrix(var=1.0)``):
 
-    * *Inputs.* Input data never enters as a vector (THEORY §1.1): the first
+    * *Inputs.* Input data never enters as a vector [TP1 §4] (docs/concepts/tensor-programs.md): the first
       layer's preactivations ``h¹(ξ_i) = σ_w/√d · W¹ξ_i + σ_b b¹`` are ``B``
       jointly Gaussian initial vectors with coordinatewise covariance
       ``K¹_{ij} = σ_w² ξ_iᵀξ_j/d + σ_b²`` — the ``1/d`` is NT's input scaling
@@ -111,11 +111,11 @@ def kernel_program(
 
       In the limit ``⟨dh^l_i, dh^l_j⟩ → σ_w² Σ̇^{(l)} ⟨dh^{l+1}_i, dh^{l+1}_j⟩``
       (``⟨dh^{L+1}⟩ := 1``) and this is the unrolled recursion
-      ``Θ^{(l+1)} = K^{(l+1)} + σ_w² Σ̇^{(l)} Θ^{(l)}`` of THEORY §6.1.
+      ``Θ^{(l+1)} = K^{(l+1)} + σ_w² Σ̇^{(l)} Θ^{(l)}`` [TP2 §4] (docs/concepts/kernel-limits.md).
 
     The readout is independent of the forward pass and centred, so the program is
     BP-like and every ``Ż`` of the backward pass is zero (gradient independence,
-    THEORY §2.6): ``Z^{dx^{l-1}} = Ẑ^{W^{l\top} dh^l}``, and each backward
+    [TP2 Def A.3, Thm 7.2]; docs/concepts/master-theorem.md): ``Z^{dx^{l-1}} = Ẑ^{W^{l\top} dh^l}``, and each backward
     expectation is the product of a Gaussian moment and a bivariate
     ``𝔼[φ'(u)φ'(v)]``.
 
@@ -314,7 +314,7 @@ def kernels(
         \Theta^{(l+1)} = K^{(l+1)}
             + \sigma_w^2\,\mathbb E[\phi'(u)\phi'(v)]\,\Theta^{(l)},
 
-    and ``nngp = K^{(L+1)}``, ``ntk = Θ^{(L+1)}`` (THEORY §6.1; neural-tangents'
+    and ``nngp = K^{(L+1)}``, ``ntk = Θ^{(L+1)}`` ([TP2 §4]; docs/concepts/kernel-limits.md; neural-tangents'
     ``stax.serial([Dense(·, W_std, b_std), act] * depth, Dense(1, W_std, b_std))``,
     ``kernel_fn(X, None, ("nngp", "ntk"))``). These values are *not* computed
     from this recursion: they are the limits of the program's Moments, and the

@@ -2,7 +2,7 @@ r"""The multilayer perceptron that :func:`tensorprog.nn.train_sgd` unrolls.
 
 :class:`MLP` is a *description* (no weights): input dimension :math:`d`, depth
 :math:`L` (hidden layers), nonlinearity :math:`\phi` and an abc-parametrization
-[TP4 §3.2]. The finite network it stands for is fixed by DESIGN.md:
+[TP4 §3.2]. The finite network it stands for (``docs/training.md``, "The finite network"):
 
 .. math::
 

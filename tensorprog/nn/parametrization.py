@@ -15,8 +15,8 @@ is *abc-parametrized* by exponents :math:`\{a_l,b_l\}_{l=1}^{L+1}\cup\{c\}` [TP4
   width-independent ``init_std`` constant, 1 in TP4);
 * (c) SGD with learning rate :math:`\eta\,n^{-c}`, :math:`\eta` width-independent.
 
-This is exactly the finite network that ``tensorprog.nn`` trains (DESIGN.md, "Neural
-networks"). The module provides
+This is exactly the finite network that ``tensorprog.nn`` trains (``docs/training.md``,
+"The finite network"). The module provides
 
 * :class:`ABC` — a validated, immutable parametrization with exact rational exponents,
   the symmetry :math:`(a,b,c)\to(a+\theta,b-\theta,c-2\theta)` [TP4 Eq. (5)], a canonical
@@ -311,7 +311,7 @@ class ABC:
 
         For SGD, :math:`f_t(\xi)` is unchanged for every :math:`t` and :math:`\xi`
         [TP4 Eq. (5)]: :math:`W^l_0` has the same law and every update
-        :math:`\Delta W^l=-\eta n^{-c-2a_l}(\cdots)` is unchanged (THEORY §3.2). The
+        :math:`\Delta W^l=-\eta n^{-c-2a_l}(\cdots)` is unchanged [TP4 §5.3] (docs/concepts/parametrizations.md). The
         ``name`` and the ``init_std`` constants are kept.
 
         Parameters
@@ -341,7 +341,7 @@ class ABC:
         width dependence in the multipliers :math:`n^{-a_l}` and initializations
         :math:`n^{-b_l}`. μP, NTP and SP (with :math:`c=0`) are already canonical; the
         mean-field parametrization MF (:math:`c=-1`) maps to μP with :math:`L=1`
-        (THEORY §4.1).
+        [TP4 §5.2] (docs/concepts/parametrizations.md).
 
         Returns
         -------
@@ -417,7 +417,7 @@ def muP(depth: int, *, init_std: float | Sequence[float] | None = None) -> ABC:
     r"""The maximal-update parametrization μP for SGD [TP4 §5, Def 5.1].
 
     :math:`a_1=-\tfrac12`, :math:`a_2=\dots=a_L=0`, :math:`a_{L+1}=\tfrac12`;
-    :math:`b_l=\tfrac12` for all :math:`l`; :math:`c=0` (THEORY §4.3). It is the unique
+    :math:`b_l=\tfrac12` for all :math:`l`; :math:`c=0` [TP4 Table 1] (docs/concepts/parametrizations.md). It is the unique
     stable abc-parametrization in which every :math:`W^l` is updated maximally and
     :math:`W^{L+1}` is initialized maximally [TP4 Thm 5.6].
 
@@ -449,7 +449,7 @@ def SP(
     :math:`a_l=0` for all :math:`l`; :math:`b_1=0`, :math:`b_l=\tfrac12` for
     :math:`l\ge2` [TP4 Table 1]. With :math:`c=0` it is unstable (:math:`r=-1` for
     :math:`L\ge2`); :math:`c=1` is the largest stable learning rate and gives a kernel
-    limit [TP4 Thm 4.1] (THEORY §4.3).
+    limit [TP4 Thm 4.1] (docs/concepts/parametrizations.md).
 
     Parameters
     ----------
@@ -504,7 +504,7 @@ def MF(*, init_std: float | Sequence[float] | None = None) -> ABC:
     :math:`a=(0,1)`, :math:`b=(0,0)`, :math:`c=-1`, i.e.
     :math:`f=\tfrac1n\sum_\alpha v_\alpha\phi(u_\alpha^\top\xi)` trained with learning rate
     :math:`\eta n`. It is μP with :math:`L=1` shifted by :math:`\theta=\tfrac12`
-    (THEORY §4.1, §4.3).
+    [TP4 Eq. (5), §5.2] (docs/concepts/parametrizations.md).
 
     Parameters
     ----------
@@ -641,7 +641,7 @@ class Classification:
         :math:`\theta'_{Lf}=n^{1-(s+r)}`.
     f0_gaussian : bool
         :math:`s=\tfrac12`: :math:`f_0` converges to a nondegenerate Gaussian process
-        (CLT), THEORY §3.3 [TP4 App H.4.1].
+        (CLT) [TP4 App H.4.1] (docs/concepts/parametrizations.md, "SGD as a Tensor Program").
     f0_vanishes : bool
         :math:`s>\tfrac12`: :math:`f_0\to0` almost surely.
     equivalent_to : tuple of str
@@ -967,7 +967,7 @@ def classify(param: ABC) -> Classification:
 
 @dataclass(frozen=True)
 class LayerScaling:
-    r"""Width scalings of one layer :math:`l` of the finite network (DESIGN.md).
+    r"""Width scalings of one layer :math:`l` of the finite network (``docs/training.md``).
 
     The finite network trained by ``tensorprog.nn`` is :math:`W^l=n^{-a_l}w^l`,
     :math:`w^l_{ij}\sim\mathcal N\big(0,(\sigma_l n^{-b_l})^2\big)`, and plain SGD on
@@ -1032,7 +1032,7 @@ def scalings(param: ABC) -> tuple[LayerScaling, ...]:
     (:math:`W^l=n^{-a_l}w^l`), init std exponent :math:`-b_l`
     (:math:`w^l_{ij}\sim\mathcal N(0,\sigma_l^2n^{-2b_l})`), and learning-rate exponent
     :math:`-c` (learning rate :math:`\eta\,n^{-c}`) [TP4 §3.2]. This is the network
-    ``nn.train_sgd`` unrolls (DESIGN.md): :math:`h^1=W^1\xi`, :math:`x^l=\phi(h^l)`,
+    ``nn.train_sgd`` unrolls (``docs/training.md``): :math:`h^1=W^1\xi`, :math:`x^l=\phi(h^l)`,
     :math:`h^{l+1}=W^{l+1}x^l`, :math:`f=W^{L+1}x^L`, full-batch SGD on every
     :math:`w^l`.
 

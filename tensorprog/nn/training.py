@@ -2,7 +2,7 @@ r"""Full-batch SGD of an abc-parametrized MLP, unrolled into one Tensor Program.
 
 :func:`train_sgd` writes the whole training run of :class:`~tensorprog.nn.MLP` — every
 forward pass, backward pass and weight update — as *one* program of the public DSL
-(THEORY §3.2–§3.4, [TP4 App H.3–H.5]). Only the **initial** weights enter MatMul:
+([TP4 App H.3–H.5]; docs/concepts/parametrizations.md, "SGD as a Tensor Program"). Only the **initial** weights enter MatMul:
 
 .. math::
 
@@ -12,12 +12,12 @@ forward pass, backward pass and weight update — as *one* program of the public
 a MatMul of the initial Gaussian matrix plus a Nonlin+ of earlier vectors whose
 coefficients are Moments. Width powers are initial scalars depending on ``tp.n``: the
 finite-width simulator evaluates them at ``n`` (so ``run.simulate(n)`` *is* the finite
-network of DESIGN.md, up to rounding), the engine takes ``n → ∞`` (so ``run.limit()``
+network of ``docs/training.md``, up to rounding), the engine takes ``n → ∞`` (so ``run.limit()``
 is its infinite-width limit by the Master Theorem). See ``docs/training.md``.
 
 The program (exponents ``s_l = a_l + b_l``, ``e_l = c + 2a_l``; ``m = min(s_{L+1}, e_{L+1})``)
 ------------------------------------------------------------------------------------------
-Initial objects (THEORY §3.3):
+Initial objects [TP4 App H.3]:
 
 * ``u0 … u{d-1}``: the columns of ``W¹_0`` (``s_1 = 0``), coordinates ``N(0, σ_1²)``;
 * ``W2 … WL``: the hidden ``W^l_0`` (``s_l = 1/2``), entries ``N(0, σ_l²/n)``;
@@ -50,7 +50,7 @@ The initial output and ``center``
 ---------------------------------
 ``f_0 = n^{1-s_{L+1}}⟨v, x^L_0⟩`` is a Moment with a bounded coefficient only when
 ``a_{L+1}+b_{L+1} ≥ 1``. For ``a_{L+1}+b_{L+1} < 1`` (``= 1/2`` in SP/NTK: ``f_0``
-converges to a Gaussian process, THEORY §3.3) the run is **centred**: the trained
+converges to a Gaussian process [TP4 App H.4.1]) the run is **centred**: the trained
 function is ``f_t − f_0`` (TP4b §5.1), written as
 ``n^{1-s_{L+1}-r}⟨v, Δx^L_t⟩ + (−η n^{1-e_{L+1}}) Σ_{s<t,i} χ_{s,i}⟨x^L_s(ξ_i), x^L_t⟩``,
 and the finite network is trained on the loss of ``f − f_0`` (the gradient of ``f_0``
@@ -210,7 +210,7 @@ class _Lin:
     exactly at every width. Keeping the coefficients as scalars of the program (instead
     of nesting Nonlin+ instructions) keeps every ``Z`` a flat linear form: the limit's
     Moments are Gram entries ``⟨a, b⟩`` of atoms (exact by Wick) and the coefficient
-    algebra is scalar functions — the ``A, B, C, D`` recursion of THEORY §3.6 comes out
+    algebra is scalar functions — the ``A, B, C, D`` recursion [TP4 Thm D.1] (docs/concepts/parametrizations.md) comes out
     of the program instead of an exponentially large polynomial.
     """
 
@@ -797,7 +797,7 @@ def train_sgd(
         raise ProgramValueError(
             f"train_sgd: center=False needs a_{{L+1}}+b_{{L+1}} ≥ 1, but it is {s_out}: f_0 = "
             f"n^{1 - s_out}⟨v, x^L_0⟩ is a Gaussian-process fluctuation, not a Moment with a bounded "
-            f"coefficient (THEORY §3.3); use center=True (trains f − f_0)")
+            f"coefficient [TP4 App H.4.1]; use center=True (trains f − f_0)")
     if not isinstance(feature_kernels, (bool, np.bool_)):
         raise ProgramTypeError(f"train_sgd: feature_kernels must be a bool, got {feature_kernels!r}")
     pname = name if name is not None else f"sgd_{net.param.name or 'abc'}_L{net.depth}_{net.phi.name}"
