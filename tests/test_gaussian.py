@@ -14,7 +14,6 @@ Conventions under test: ``step(0) = 1/2`` (``np.heaviside(z, 0.5)``, sympy's
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pytest
@@ -589,23 +588,22 @@ def test_moment_polynomial_in_three_variables_matches_quadrature():
     np.testing.assert_allclose(got, gh_reference(poly_fn, mean, cov), rtol=1e-10)
 
 
-def test_moment_degree_12_in_6_variables_is_fast():
+def test_moment_degree_12_in_6_variables():
+    """A dense degree-12 polynomial in 6 variables, exactly (its timing is in
+    ``benchmarks/gaussian.py``: wall-clock limits do not belong in tests)."""
     xs = sympy.symbols("x1:7")
     rng = np.random.default_rng(5)
     a = rng.normal(size=(6, 6)) * 0.4
     cov = a @ a.T
     mean = rng.normal(size=6) * 0.3
     poly = sympy.Poly(sum(xs), *xs) ** 12
-    start = time.perf_counter()
     got = tg.gaussian_moment(poly, xs, mean, cov)
-    elapsed = time.perf_counter() - start
     big_m, var = float(mean.sum()), float(cov.sum())  # sum(x) ~ N(M, 1'C1)
     ref = sum(
         math.comb(12, 2 * j) * big_m ** (12 - 2 * j) * var**j * double_factorial(2 * j - 1)
         for j in range(7)
     )
     assert got == pytest.approx(ref, rel=1e-10)
-    assert elapsed < 5.0
 
 
 def test_moment_errors():
