@@ -38,8 +38,10 @@ def main() -> None:
         start = time.perf_counter()
         got = tg.gaussian_moment(poly, xs, mean, cov)
         elapsed = time.perf_counter() - start
-        ref = sum(math.comb(d, 2 * j) * big_m ** (d - 2 * j) * var**j * double_factorial(2 * j - 1)
-                  for j in range(d // 2 + 1))
+        ref = sum(
+            math.comb(d, 2 * j) * big_m ** (d - 2 * j) * var**j * double_factorial(2 * j - 1)
+            for j in range(d // 2 + 1)
+        )
         print(f"{d:>6} {math.comb(d + 6, 6):>8} {elapsed:>8.3f} {abs(got - ref) / abs(ref):>11.1e}")
 
 

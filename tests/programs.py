@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import sympy
@@ -74,8 +74,9 @@ def gauss2(f: Callable[[float, float], float], k11: float, k12: float, k22: floa
             return f(x, b * z1)
         cut = -b * z1 / c
         g = lambda z2: f(x, b * z1 + c * z2) * math.exp(-z2 * z2 / 2) / SQ2PI  # noqa: E731
-        return (integrate.quad(g, -np.inf, cut, **QUAD)[0]
-                + integrate.quad(g, cut, np.inf, **QUAD)[0])
+        return (
+            integrate.quad(g, -np.inf, cut, **QUAD)[0] + integrate.quad(g, cut, np.inf, **QUAD)[0]
+        )
 
     h = lambda z1: inner(z1) * math.exp(-z1 * z1 / 2) / SQ2PI  # noqa: E731
     return integrate.quad(h, -np.inf, 0.0, **QUAD)[0] + integrate.quad(h, 0.0, np.inf, **QUAD)[0]
@@ -182,8 +183,10 @@ def tanh_Wt() -> tuple[tp.Program, dict[str, float]]:
 
 @functools.cache
 def _tanh_Wt_ref(s2: float) -> tuple[float, float]:
-    return (s2 * gauss1(lambda z: 1 - math.tanh(z) ** 2, s2),
-            gauss1(lambda z: math.tanh(z) ** 2, s2))
+    return (
+        s2 * gauss1(lambda z: 1 - math.tanh(z) ** 2, s2),
+        gauss1(lambda z: math.tanh(z) ** 2, s2),
+    )
 
 
 def two_Wt() -> tuple[tp.Program, dict[str, float]]:
@@ -234,7 +237,9 @@ def relu_pair(k11: float, k12: float, k22: float) -> tuple[float, float]:
     √(k11 k22)(sin θ + (π − θ) cos θ)/2π and (π − θ)/2π."""
     r = math.sqrt(k11 * k22)
     t = math.acos(max(-1.0, min(1.0, k12 / r)))
-    return r * (math.sin(t) + (math.pi - t) * math.cos(t)) / (2 * math.pi), (math.pi - t) / (2 * math.pi)
+    return r * (math.sin(t) + (math.pi - t) * math.cos(t)) / (2 * math.pi), (math.pi - t) / (
+        2 * math.pi
+    )
 
 
 def erf_pair(k11: float, k12: float, k22: float) -> tuple[float, float]:
@@ -242,18 +247,23 @@ def erf_pair(k11: float, k12: float, k22: float) -> tuple[float, float]:
     (1+2k22))) [W97 Eq. (11)], and, with erf' = (2/√π) e^{-x²}, (4/π) det(I + 2K)^{-1/2}
     (the Gaussian integral of e^{-u²-v²})."""
     d = (1 + 2 * k11) * (1 + 2 * k22)
-    return (2 / math.pi * math.asin(2 * k12 / math.sqrt(d)),
-            4 / math.pi / math.sqrt(d - 4 * k12 * k12))
+    return (
+        2 / math.pi * math.asin(2 * k12 / math.sqrt(d)),
+        4 / math.pi / math.sqrt(d - 4 * k12 * k12),
+    )
 
 
 def tanh_pair(k11: float, k12: float, k22: float) -> tuple[float, float]:
     """(𝔼 tanh(u) tanh(v), 𝔼 tanh'(u) tanh'(v)) by nested scipy quadrature."""
-    return (gauss2(lambda u, v: math.tanh(u) * math.tanh(v), k11, k12, k22),
-            gauss2(lambda u, v: (1 - math.tanh(u) ** 2) * (1 - math.tanh(v) ** 2), k11, k12, k22))
+    return (
+        gauss2(lambda u, v: math.tanh(u) * math.tanh(v), k11, k12, k22),
+        gauss2(lambda u, v: (1 - math.tanh(u) ** 2) * (1 - math.tanh(v) ** 2), k11, k12, k22),
+    )
 
 
-def kernel_reference(X: np.ndarray, depth: int, pair: Callable, w: float, b: float
-                     ) -> tuple[np.ndarray, np.ndarray]:
+def kernel_reference(
+    X: np.ndarray, depth: int, pair: Callable, w: float, b: float
+) -> tuple[np.ndarray, np.ndarray]:
     r"""NNGP K^{(L+1)} and NTK Θ^{(L+1)} of an L-hidden-layer MLP in the NT "ntk"
     parameterization [NT20 §3; J18 Thm 1]: K¹ = σ_w² XXᵀ/d + σ_b², Θ¹ = K¹ and, with
     (Σ, Σ̇) = 𝔼[φφ], 𝔼[φ'φ'] under N(0, K^{(l)}), K^{(l+1)} = σ_w² Σ + σ_b²,
@@ -338,8 +348,13 @@ def moment_algebra():
     xx, y4 = tp.mean(x * x, name="xx"), tp.mean(y**4, name="y4")
     tp.nonlin(lambda a, b: a * b, xx, y4, name="prod")
     tp.nonlin(lambda a, b: a / b, tp.mean(x**4, name="x4"), xx, name="ratio")
-    tp.nonlin(lambda a, b, d: a - b * d, tp.mean(x * x * y * y, name="x2y2"), xx,
-              tp.mean(y * y, name="yy"), name="cov2")
+    tp.nonlin(
+        lambda a, b, d: a - b * d,
+        tp.mean(x * x * y * y, name="x2y2"),
+        xx,
+        tp.mean(y * y, name="yy"),
+        name="cov2",
+    )
     return p, {"prod": sx * 3 * sy**2, "ratio": 3 * sx, "cov2": 2 * c * c}
 
 
@@ -365,8 +380,7 @@ def moment_functions():
 
 @functools.cache
 def _moment_functions_ref(theta):
-    return (gauss1(lambda z: math.tanh(z) ** 2),
-            gauss1(lambda z: math.tanh(theta * z) ** 2, 2.0))
+    return (gauss1(lambda z: math.tanh(z) ** 2), gauss1(lambda z: math.tanh(theta * z) ** 2, 2.0))
 
 
 def normalised():
@@ -499,7 +513,7 @@ def muP_step_reference(xi: float, degree: int = 64) -> tuple[float, float]:
         kappa = d + c01
         cov = np.array([[1.0, 0, 0], [0, q0, c01], [0, c01, q1]])
 
-        def f(v, g0, g1):
+        def f(v, g0, g1, kappa=kappa):
             return (v + np.tanh(g0)) * np.tanh(g1 + kappa * v / np.cosh(g0) ** 2)
 
         out.append(hermite_nd(f, cov, deg))
@@ -507,18 +521,29 @@ def muP_step_reference(xi: float, degree: int = 64) -> tuple[float, float]:
 
 
 #: A library defect found by this table (tensorprog's LaTeX of the builtin sqrt).
-SQRT_LATEX = (r"tp.sqrt prints as \sqrt\left(…\right) (no braces): pdflatex stops with "
-              r"'Missing { inserted' (program and limit documents)")
+SQRT_LATEX = (
+    r"tp.sqrt prints as \sqrt\left(…\right) (no braces): pdflatex stops with "
+    r"'Missing { inserted' (program and limit documents)"
+)
 
 TABLE: list[Entry] = [
     Entry("AtAv", atav, exact=True, width=256),
     Entry("tanh_Wt", tanh_Wt, ref_error=1e-11, width=256),
     Entry("two_Wt", two_Wt, exact=True, width=256, seeds=12),
     Entry("Wt_then_other", Wt_then_other, ref_error=1e-11, width=256),
-    Entry("relu_kernels", relu_kernels, exact=True, width=256, bugs={"quadrature": (
-        "method='quadrature' on the relu NTK: the step·step Moments D1_0_1, D2_0_1 are off by "
-        "6e-3 and 1.9e-2 with lim.error 3e-4 and 1.3e-3, and ntk_0_1 (a ScalarFn of them) is "
-        "off by 1.2e-2 with lim.error 0.0: errors are not propagated to scalar functions")}),
+    Entry(
+        "relu_kernels",
+        relu_kernels,
+        exact=True,
+        width=256,
+        bugs={
+            "quadrature": (
+                "method='quadrature' on the relu NTK: the step·step Moments D1_0_1, D2_0_1 are off by "
+                "6e-3 and 1.9e-2 with lim.error 3e-4 and 1.3e-3, and ntk_0_1 (a ScalarFn of them) is "
+                "off by 1.2e-2 with lim.error 0.0: errors are not propagated to scalar functions"
+            )
+        },
+    ),
     Entry("erf_kernels", erf_kernels, exact=True, width=256),
     Entry("tanh_kernels", tanh_kernels, ref_error=1e-10, width=256),
     Entry("correlated_pair", correlated_pair, ref_error=1e-10),
@@ -526,13 +551,27 @@ TABLE: list[Entry] = [
     Entry("moment_functions", moment_functions, ref_error=1e-11),
     Entry("normalised", normalised, exact=True, width=256, bugs={"pdflatex": SQRT_LATEX}),
     Entry("lognormal", lognormal),
-    Entry("ratio_exists", ratio_exists, bugs={"quadrature": (
-        "quadrature error estimate not conservative for x²/(x²+y²) (bounded, discontinuous "
-        "at the origin): |Δ| = 1.9e-3 = 3.0 × lim.error")}),
-    Entry("singular_moment", singular_moment, bugs={"quadrature": (
-        "method='quadrature' on 𝔼|x|^(-1/2) returns 1.5680 (trusted, lim.error 0.011) for "
-        "1.7201: off by 13 × its error estimate (auto rightly uses Monte Carlo)"),
-        "pdflatex": SQRT_LATEX}),
+    Entry(
+        "ratio_exists",
+        ratio_exists,
+        bugs={
+            "quadrature": (
+                "quadrature error estimate not conservative for x²/(x²+y²) (bounded, discontinuous "
+                "at the origin): |Δ| = 1.9e-3 = 3.0 × lim.error"
+            )
+        },
+    ),
+    Entry(
+        "singular_moment",
+        singular_moment,
+        bugs={
+            "quadrature": (
+                "method='quadrature' on 𝔼|x|^(-1/2) returns 1.5680 (trusted, lim.error 0.011) for "
+                "1.7201: off by 13 × its error estimate (auto rightly uses Monte Carlo)"
+            ),
+            "pdflatex": SQRT_LATEX,
+        },
+    ),
     Entry("ratio_diverges", ratio_diverges, diverges=True),
     Entry("mf_one_step", mf_one_step, ref_error=1e-8),
     Entry("muP_two_layer_step", muP_two_layer_step, ref_error=1e-7, width=256),

@@ -37,10 +37,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from programs import REFERENCE_ACCURACY, TABLE, Entry
 from scipy import stats
 
 import tensorprog as tp
-from programs import REFERENCE_ACCURACY, TABLE, Entry
 
 Z_MC = 5.0
 SIM_FALSE_ALARM = 1e-4
@@ -57,7 +57,9 @@ def _params(backend: str, *, diverging: bool = True) -> list:
     for e in TABLE:
         if e.diverges and not diverging:
             continue
-        marks = [pytest.mark.xfail(strict=True, reason=e.bugs[backend])] if backend in e.bugs else []
+        marks = (
+            [pytest.mark.xfail(strict=True, reason=e.bugs[backend])] if backend in e.bugs else []
+        )
         out.append(pytest.param(e, id=e.name, marks=marks))
     return out
 
@@ -79,8 +81,10 @@ def assert_matches(lim, refs: dict[str, float], entry: Entry) -> None:
             assert lim.stderr(name) == 0.0, name
             tol = lim.error(name) + _floor(entry, ref)
         if not abs(val - ref) <= tol:
-            bad.append(f"{name} [{method}]: {val!r} vs reference {ref!r}, |Δ| = "
-                       f"{abs(val - ref):.3g} > tolerance {tol:.3g}")
+            bad.append(
+                f"{name} [{method}]: {val!r} vs reference {ref!r}, |Δ| = "
+                f"{abs(val - ref):.3g} > tolerance {tol:.3g}"
+            )
     assert not bad, "\n".join(bad)
 
 
@@ -108,8 +112,11 @@ def test_auto(entry):
 def test_exact(entry):
     p, refs = entry.build()
     if not entry.exact:
-        errors = (tp.MethodUnavailableError, tp.DivergenceError) if entry.diverges \
+        errors = (
+            (tp.MethodUnavailableError, tp.DivergenceError)
+            if entry.diverges
             else tp.MethodUnavailableError
+        )
         with pytest.raises(errors, match="exact"):
             p.limit("exact")
         return
@@ -169,10 +176,16 @@ def test_finite_width(entry):
         vals = np.array([r[name] for r in runs])
         assert np.all(np.isfinite(vals)), name
         sd = vals.std(ddof=1)
-        tol = t * sd / math.sqrt(entry.seeds) + BIAS * sd / math.sqrt(entry.width) + _floor(entry, ref)
+        tol = (
+            t * sd / math.sqrt(entry.seeds)
+            + BIAS * sd / math.sqrt(entry.width)
+            + _floor(entry, ref)
+        )
         if not abs(vals.mean() - ref) <= tol:
-            bad.append(f"{name}: seed mean {vals.mean():.6g} ± {sd / math.sqrt(entry.seeds):.2g} "
-                       f"vs limit {ref:.6g} (tolerance {tol:.3g})")
+            bad.append(
+                f"{name}: seed mean {vals.mean():.6g} ± {sd / math.sqrt(entry.seeds):.2g} "
+                f"vs limit {ref:.6g} (tolerance {tol:.3g})"
+            )
     assert not bad, "\n".join(bad)
     # a run is reproducible from its seed
     assert all(p.simulate(entry.width, seed=0)[k] == runs[0][k] for k in refs)
@@ -231,12 +244,19 @@ def _compile_groups() -> list:
     on its own (a strict xfail)."""
     ok = [e for e in TABLE if "pdflatex" not in e.bugs]
     return [pytest.param(ok, id="table")] + [
-        pytest.param([e], id=e.name, marks=pytest.mark.xfail(strict=True, reason=e.bugs["pdflatex"]))
-        for e in TABLE if "pdflatex" in e.bugs]
+        pytest.param(
+            [e], id=e.name, marks=pytest.mark.xfail(strict=True, reason=e.bugs["pdflatex"])
+        )
+        for e in TABLE
+        if "pdflatex" in e.bugs
+    ]
 
 
-@pytest.mark.skipif(PDFLATEX is None, reason="pdflatex is not installed (apt-get install -y "
-                    "texlive-latex-base texlive-latex-recommended); CI installs it")
+@pytest.mark.skipif(
+    PDFLATEX is None,
+    reason="pdflatex is not installed (apt-get install -y "
+    "texlive-latex-base texlive-latex-recommended); CI installs it",
+)
 @pytest.mark.parametrize("entries", _compile_groups())
 def test_latex_compiles(entries, tmp_path: Path):
     """One pdflatex run over the program and limit documents of ``entries`` (their
@@ -251,13 +271,22 @@ def test_latex_compiles(entries, tmp_path: Path):
             bodies.append(rest.rsplit("\\end{document}", 1)[0])
     classes = [ln for ln in preamble if ln.lstrip().startswith("\\documentclass")]
     assert len(classes) == 1, classes
-    tex = "\n".join(preamble) + "\n\\begin{document}\n" + "\n\\clearpage\n".join(bodies) \
+    tex = (
+        "\n".join(preamble)
+        + "\n\\begin{document}\n"
+        + "\n\\clearpage\n".join(bodies)
         + "\n\\end{document}\n"
+    )
     f = tmp_path / "table.tex"
     f.write_text(tex, encoding="utf-8")
-    proc = subprocess.run([PDFLATEX, "-interaction=nonstopmode", "-halt-on-error", f.name],
-                          cwd=tmp_path, capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL, timeout=300)
+    proc = subprocess.run(
+        [PDFLATEX, "-interaction=nonstopmode", "-halt-on-error", f.name],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=300,
+    )
     log = (tmp_path / "table.log").read_text(encoding="latin-1")
     assert proc.returncode == 0, log[-3000:]
     assert (tmp_path / "table.pdf").stat().st_size > 0

@@ -21,9 +21,9 @@ import math
 import numpy as np
 import pytest
 from numpy.polynomial.hermite_e import hermegauss
+from programs import muP_step_reference
 
 import tensorprog as tp
-from programs import muP_step_reference
 from tensorprog import nn
 
 # ------------------------------------------------------------------ references

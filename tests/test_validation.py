@@ -330,7 +330,7 @@ def _deep600():
     q, bound = 1.0, 0.0
     for _ in range(600):
         s = math.sqrt(q)
-        val, err = integrate.quad(lambda z: math.tanh(s * z) ** 2 * math.exp(-z * z / 2),
+        val, err = integrate.quad(lambda z, s=s: math.tanh(s * z) ** 2 * math.exp(-z * z / 2),
                                   -np.inf, np.inf, epsabs=1e-15, epsrel=1e-13, limit=200)
         q, bound = val / math.sqrt(2 * math.pi), bound + err / math.sqrt(2 * math.pi)
     # (sanity check of the reference: q_l = (1/2l)(1 + O(log l / l)), log 600/600 ≈ 1%)
