@@ -164,7 +164,7 @@ def atav() -> tuple[tp.Program, dict[str, float]]:
 
 
 def tanh_Wt() -> tuple[tp.Program, dict[str, float]]:
-    r"""x = tanh(Wᵀy), h = W x, σ_W² = 2 [TP3 Box 1, ZDot].
+    r"""x = tanh(Wᵀy), h = W x, σ_W² = 2 [TP3 Box 1, ZDot; THEORY §2.2].
 
     Ẑ^{Wᵀy} ~ N(0, σ²); Z^h = Ẑ^{Wx} + σ² 𝔼[tanh'(Ẑ^{Wᵀy})] Z^y with
     Ẑ^{Wx} ~ N(0, σ² 𝔼 tanh²) independent of Z^y: ⟨y, h⟩ → c := σ² 𝔼 tanh'(Ẑ),
@@ -174,11 +174,12 @@ def tanh_Wt() -> tuple[tp.Program, dict[str, float]]:
     p = tp.Program("tanh_Wt")
     W = p.matrix("W", var=s2)
     y = p.vector("y")
-    h = W @ tp.tanh(W.T @ y)
-    tp.inner(y, h, name="yh")
-    tp.mean(h * h, name="hh")
+    x = tp.tanh(W.T @ y)
+    h = W @ x
+    tp.inner(y, h, name="yWx")
+    tp.mean(h * h, name="WxWx")
     c, t2 = _tanh_Wt_ref(s2)
-    return p, {"yh": c, "hh": s2 * t2 + c * c}
+    return p, {"yWx": c, "WxWx": s2 * t2 + c * c}
 
 
 @functools.cache
@@ -280,6 +281,36 @@ def kernel_reference(
         K = w * w * S + b * b
         T = K + w * w * Sd * T
     return K, T
+
+
+def relu_layer_kernel():
+    r"""One relu layer between correlated inputs of unequal variance: ξ ~ N(0, [[1, ρ],
+    [ρ, 1.5]]), ρ = 0.6, h_i = W relu(ξ_i), σ_W² = 2: ⟨relu h₀, relu h₁⟩ and ⟨relu² h₁⟩
+    by the arc-cosine kernel [CS09] twice (𝔼 relu² = Var/2)."""
+    rho, s2 = 0.6, 2.0
+    p = tp.Program("relu_kernel")
+    W = p.matrix("W", var=s2)
+    xs = p.vectors("xi", cov=[[1.0, rho], [rho, 1.5]])
+    h = [W @ tp.relu(x) for x in xs]
+    tp.inner(tp.relu(h[0]), tp.relu(h[1]), name="K01")
+    tp.mean(tp.relu(h[1]) ** 2, name="K11")
+    k01 = s2 * relu_pair(1.0, rho, 1.5)[0]
+    k00, k11 = s2 * 0.5, s2 * 0.75
+    return p, {"K01": relu_pair(k00, k01, k11)[0], "K11": k11 / 2}
+
+
+def erf_layer_kernel():
+    r"""One erf layer between correlated inputs, ξ ~ N(0, [[0.8, ρ], [ρ, 1.2]]), ρ = −0.3,
+    σ_W² = 1.5: ⟨erf h₀, erf h₁⟩ by the erf kernel [W97] twice."""
+    rho, s2 = -0.3, 1.5
+    p = tp.Program("erf_kernel")
+    W = p.matrix("W", var=s2)
+    xs = p.vectors("xi", cov=[[0.8, rho], [rho, 1.2]])
+    h = [W @ tp.erf(x) for x in xs]
+    tp.inner(tp.erf(h[0]), tp.erf(h[1]), name="E01")
+    k01 = s2 * erf_pair(0.8, rho, 1.2)[0]
+    k00, k11 = s2 * erf_pair(0.8, 0.8, 0.8)[0], s2 * erf_pair(1.2, 1.2, 1.2)[0]
+    return p, {"E01": erf_pair(k00, k01, k11)[0]}
 
 
 def _kernels(nonlin: str, pair: Callable, depth: int, w: float, b: float):

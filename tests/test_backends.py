@@ -95,15 +95,35 @@ def _limit(p: tp.Program, entry: Entry, method: str):
 # ------------------------------------------------------------------------------ limits
 
 
-@pytest.mark.parametrize("entry", _params("auto"))
-def test_auto(entry):
+def _params_by_method(methods: tuple[str, ...]) -> list:
+    """(entry, method) pairs; a known bug of that method is a strict xfail."""
+    return [
+        pytest.param(
+            e,
+            m,
+            id=f"{e.name}-{m}",
+            marks=[pytest.mark.xfail(strict=True, reason=e.bugs[m])] if m in e.bugs else [],
+        )
+        for m in methods
+        for e in TABLE
+    ]
+
+
+@pytest.mark.parametrize("entry, method", _params_by_method(("auto", "montecarlo")))
+def test_auto_and_montecarlo(entry, method):
+    """``auto`` takes the exact form wherever there is one; ``montecarlo`` gives every
+    scalar a standard error and the same bits for the same seed."""
     p, refs = entry.build()
     if entry.diverges:
         with pytest.raises(tp.DivergenceError):
-            _limit(p, entry, "auto")
+            _limit(p, entry, method)
         return
-    lim = _limit(p, entry, "auto")
-    if entry.exact:  # auto takes the exact form wherever there is one
+    lim = _limit(p, entry, method)
+    if method == "montecarlo":
+        assert {lim.method(k) for k in refs} == {"montecarlo"}
+        again = _limit(p, entry, method)
+        assert all(again[k] == lim[k] and again.stderr(k) == lim.stderr(k) for k in refs)
+    elif entry.exact:
         assert {lim.method(k) for k in refs} == {"exact"}
     assert_matches(lim, refs, entry)
 
@@ -141,22 +161,6 @@ def test_quadrature(entry):
     assert {lim.method(k) for k in refs} == {"quadrature"}
     assert all(lim.trusted(k) for k in refs)
     assert_matches(lim, refs, entry)
-
-
-@pytest.mark.parametrize("entry", _params("montecarlo"))
-def test_montecarlo(entry):
-    p, refs = entry.build()
-    if entry.diverges:
-        with pytest.raises(tp.DivergenceError):
-            _limit(p, entry, "montecarlo")
-        return
-    lim = _limit(p, entry, "montecarlo")
-    assert {lim.method(k) for k in refs} == {"montecarlo"}
-    assert all(lim.stderr(k) >= 0.0 for k in refs)
-    assert_matches(lim, refs, entry)
-    # same seed, same bits
-    again = _limit(p, entry, "montecarlo")
-    assert all(again[k] == lim[k] and again.stderr(k) == lim.stderr(k) for k in refs)
 
 
 # -------------------------------------------------------------------------- finite width

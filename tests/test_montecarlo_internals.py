@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 import pytest
+from test_montecarlo import tanh_Wt
 
 import tensorprog as tp
 from tensorprog.engine.derivation import Derivation
@@ -25,18 +26,6 @@ def planned(p):
     plan = Plan(Derivation(p), symbolic=False)
     Deterministic(plan, "montecarlo").run()
     return plan
-
-
-def tanh_Wt():
-    """Wᵀ after W (a Ż term by the regression form, a non-product Moment)."""
-    p = tp.Program("tanh_Wt")
-    W = p.matrix("W", var=2.0)
-    x = p.vector("x")
-    h = W @ x
-    g = W.T @ tp.tanh(h)
-    tp.mean(g * x, name="gx")
-    tp.mean(tp.tanh(g) ** 2, name="t2")
-    return p
 
 
 # --------------------------------------------------------------- errors per replicate
