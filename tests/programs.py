@@ -2,7 +2,7 @@ r"""The shared table of programs with independently known limits (issue #14, poi
 
 Every :class:`Entry` builds one program through the public API only (``import
 tensorprog as tp``, ``tensorprog.nn``) and gives the limits of some of its scalars from
-a reference that imports nothing from tensorprog: a closed form (with its source), a
+a reference computed without tensorprog: a closed form (with its source), a
 scipy/numpy quadrature written here, or a derivation by the Z-calculus written out in
 the docstring [TP3 Box 1; TP4 §7 Def 7.3] whose remaining one- to three-dimensional
 Gaussian integrals are computed here. ``tests/test_backends.py`` drives every backend
@@ -21,6 +21,7 @@ Hongler 2018, *Neural Tangent Kernel*, NeurIPS (Thm 1: the NTK recursion);
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -427,6 +428,24 @@ def normalised():
     return p, {"m2": 1.0, "m4": 3.0, "mcos": math.exp(-0.5)}
 
 
+def cos_product():
+    r"""𝔼 ∏ᵢ cos xᵢ for five correlated x ~ N(0, C): more linear forms than quadrature
+    takes (Monte Carlo only). Product to sum, ∏ cos xᵢ = 2⁻⁵ Σ_{s ∈ {±1}⁵} cos(sᵀx), and
+    𝔼 cos(sᵀx) = e^{-sᵀCs/2} (the Gaussian characteristic function)."""
+    rng = np.random.default_rng(3)
+    A = rng.normal(size=(5, 5)) * 0.5
+    C = A @ A.T + 0.3 * np.eye(5)
+    p = tp.Program("cos_product")
+    xs = p.vectors("x", cov=C)
+    prod = tp.cos(xs[0])
+    for x in xs[1:]:
+        prod = prod * tp.cos(x)
+    tp.mean(prod, name="c5")
+    signs = np.array(list(itertools.product((1.0, -1.0), repeat=5)))
+    ref = float(np.mean(np.exp(-np.einsum("si,ij,sj->s", signs, C, signs) / 2)))
+    return p, {"c5": ref}
+
+
 def lognormal():
     r"""v ~ N(μ, σ²) = N(0.3, 0.8): 𝔼 e^v = e^{μ+σ²/2} (the lognormal mean) and, by
     Stein's lemma, 𝔼[v e^v] = (μ + σ²) e^{μ+σ²/2}."""
@@ -582,6 +601,7 @@ TABLE: list[Entry] = [
     Entry("moment_functions", moment_functions, ref_error=1e-11),
     Entry("normalised", normalised, exact=True, width=256, bugs={"pdflatex": SQRT_LATEX}),
     Entry("lognormal", lognormal),
+    Entry("cos_product", cos_product, quadrature=False),
     Entry(
         "ratio_exists",
         ratio_exists,
