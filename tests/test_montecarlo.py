@@ -138,6 +138,8 @@ def test_khat_of_chunked_replicates_equals_whole_ones():
 
 def _on_one_core_and_on_all(qmc):
     """(limit on the cores this process may use, the same limit on one core)."""
+    if not hasattr(os, "sched_setaffinity"):
+        pytest.skip("no CPU affinity on this platform")
     cores = os.sched_getaffinity(0)
     if len(cores) < 2:
         pytest.skip("one core: nothing to compare")
