@@ -1,9 +1,9 @@
-"""The Master Theorem engine against independently known limits.
+"""The Master Theorem engine against independently known limits: structure (Ẑ/Ż),
+Ż after a μP step, Monte Carlo calibration, finite-width convergence, lookups.
 
-Every reference below is computed in this file from formulas (THEORY §2.2, §6.2,
-§10.3, §10.5) with scipy/numpy, never with tensorprog's own code. Exact and
-quadrature values must agree to ≤1e-8 relative; Monte Carlo within 4 reported
-standard errors; finite width converges to the limit.
+Every reference is computed from formulas (THEORY §2.2, §6.2, §10.3, §10.5) with
+scipy/numpy — here or in the shared table ``tests/programs.py`` (whose programs every
+backend runs in ``tests/test_backends.py``) — never with tensorprog's own code.
 """
 
 from __future__ import annotations
@@ -13,173 +13,18 @@ import math
 import numpy as np
 import pytest
 import sympy
-from scipy import integrate
+from programs import Wt_then_other as prog_Wt_then_other
+from programs import atav as prog_AtAv
+from programs import gauss1
+from programs import relu_layer_kernel as prog_relu_kernel
+from programs import tanh_Wt as prog_tanh_Wt
+from programs import two_Wt as prog_two_Wt
 
 import tensorprog as tp
 
-SQ2PI = math.sqrt(2 * math.pi)
-
-
-def gauss1(f, var=1.0):
-    """𝔼 f(√var G), G ~ N(0,1), by adaptive quadrature on the density."""
-    s = math.sqrt(var)
-    val, _ = integrate.quad(lambda z: f(s * z) * math.exp(-z * z / 2) / SQ2PI, -np.inf, np.inf,
-                            epsabs=1e-13, epsrel=1e-12, limit=200)
-    return val
-
-
-def arccos_relu(k11, k12, k22):
-    """Cho & Saul (2009): 𝔼[relu(u) relu(v)] for centred (u, v)."""
-    rho = np.clip(k12 / math.sqrt(k11 * k22), -1, 1)
-    t = math.acos(rho)
-    return math.sqrt(k11 * k22) / (2 * math.pi) * (math.sin(t) + (math.pi - t) * math.cos(t))
-
-
-def williams_erf(k11, k12, k22):
-    """Williams (1997): 𝔼[erf(u) erf(v)] for centred (u, v)."""
-    return 2 / math.pi * math.asin(2 * k12 / math.sqrt((1 + 2 * k11) * (1 + 2 * k22)))
-
-
 # ---------------------------------------------------------------------------- programs
-
-
-def prog_AtAv(s2=2.0):
-    p = tp.Program("AtAv")
-    A = p.matrix("A", var=s2)
-    v = p.vector("v")
-    x = A.T @ (A @ v)
-    tp.inner(v, x, name="k")
-    tp.mean(x * x, name="kk")
-    return p, {"k": s2, "kk": 2 * s2**2}
-
-
-def prog_tanh_Wt(s2=2.0):
-    """THEORY §2.2/§10.5: x = tanh(Wᵀy)."""
-    p = tp.Program("tanh_Wt")
-    W = p.matrix("W", var=s2)
-    y = p.vector("y")
-    x = tp.tanh(W.T @ y)
-    h = W @ x
-    tp.inner(y, h, name="yWx")
-    tp.mean(h * h, name="WxWx")
-    c = s2 * gauss1(lambda z: 1 - math.tanh(z) ** 2, s2)
-    return p, {"yWx": c, "WxWx": s2 * gauss1(lambda z: math.tanh(z) ** 2, s2) + c**2}
-
-
-def prog_relu_kernel(rho=0.6, s2=2.0):
-    p = tp.Program("relu_kernel")
-    W = p.matrix("W", var=s2)
-    xs = p.vectors("xi", cov=[[1.0, rho], [rho, 1.5]])
-    h = [W @ tp.relu(x) for x in xs]
-    tp.inner(tp.relu(h[0]), tp.relu(h[1]), name="K01")
-    tp.mean(tp.relu(h[1]) ** 2, name="K11")
-    k01 = s2 * arccos_relu(1.0, rho, 1.5)
-    k00, k11 = s2 * 0.5, s2 * 0.75
-    return p, {"K01": arccos_relu(k00, k01, k11), "K11": k11 / 2}
-
-
-def prog_erf_kernel(rho=-0.3, s2=1.5):
-    p = tp.Program("erf_kernel")
-    W = p.matrix("W", var=s2)
-    xs = p.vectors("xi", cov=[[0.8, rho], [rho, 1.2]])
-    h = [W @ tp.erf(x) for x in xs]
-    tp.inner(tp.erf(h[0]), tp.erf(h[1]), name="E01")
-    k01 = s2 * williams_erf(0.8, rho, 1.2)
-    k00 = s2 * williams_erf(0.8, 0.8, 0.8)
-    k11 = s2 * williams_erf(1.2, 1.2, 1.2)
-    return p, {"E01": williams_erf(k00, k01, k11)}
-
-
-def prog_normalised(s2=3.0):
-    """Nonlin+ with a Moment parameter: x = h/√(mean h²) has mean(x²)=1, mean(x⁴)=3."""
-    p = tp.Program("normalised")
-    W = p.matrix("W", var=s2)
-    v = p.vector("v", var=0.5)
-    h = W @ v
-    s = tp.sqrt(tp.mean(h * h))
-    x = h / s
-    tp.mean(x * x, name="m2")
-    tp.mean(x**4, name="m4")
-    tp.mean(tp.cos(x), name="mcos")
-    return p, {"m2": 1.0, "m4": 3.0, "mcos": math.exp(-0.5)}
-
-
-def prog_two_Wt(s2=2.0):
-    """Products of several Wᵀ outputs: u1 = Wᵀh, u2 = Wᵀh³ with h = Wv: 𝔼[u1 u2] = 6σ⁶."""
-    p = tp.Program("two_Wt")
-    W = p.matrix("W", var=s2)
-    v = p.vector("v")
-    h = W @ v
-    u1 = W.T @ h
-    u2 = W.T @ (h**3)
-    tp.inner(u1, u2, name="u1u2")
-    tp.inner(u2, v, name="u2v")
-    return p, {"u1u2": 6 * s2**3, "u2v": 3 * s2**2}
-
-
-def prog_Wt_then_other(s2a=2.0, s2b=0.5):
-    """Aᵀy followed by a different matrix B: Ż^{B·} must be zero."""
-    p = tp.Program("Wt_then_other")
-    A = p.matrix("A", var=s2a)
-    B = p.matrix("B", var=s2b)
-    y = p.vector("y", var=1.5)
-    u = A.T @ y
-    z = B @ tp.tanh(u)
-    tp.mean(z * z, name="zz")
-    tp.inner(z, u, name="zu")
-    return p, {"zz": s2b * gauss1(lambda t: math.tanh(t) ** 2, s2a * 1.5), "zu": 0.0}
-
-
-TABLE = [prog_AtAv, prog_tanh_Wt, prog_relu_kernel, prog_erf_kernel, prog_normalised,
-         prog_two_Wt, prog_Wt_then_other]
-
-
-@pytest.mark.parametrize("build", TABLE, ids=lambda b: b.__name__)
-def test_auto_matches_reference(build):
-    p, ref = build()
-    lim = p.limit()
-    for name, val in ref.items():
-        assert lim.method(name) in ("exact", "quadrature")
-        assert lim[name] == pytest.approx(val, rel=1e-8, abs=1e-10), name
-        assert lim.stderr(name) == 0.0
-
-
-@pytest.mark.parametrize("build", [prog_AtAv, prog_relu_kernel, prog_erf_kernel, prog_two_Wt],
-                         ids=lambda b: b.__name__)
-def test_exact_method(build):
-    p, ref = build()
-    lim = p.limit(method="exact")
-    for name, val in ref.items():
-        assert lim.method(name) == "exact"
-        assert lim[name] == pytest.approx(val, rel=1e-10, abs=1e-12), name
-
-
-@pytest.mark.parametrize("build", [prog_AtAv, prog_tanh_Wt, prog_erf_kernel, prog_normalised,
-                                   prog_two_Wt, prog_Wt_then_other], ids=lambda b: b.__name__)
-def test_quadrature_method(build):
-    p, ref = build()
-    lim = p.limit(method="quadrature")
-    for name, val in ref.items():
-        assert lim.method(name) == "quadrature"
-        assert lim[name] == pytest.approx(val, rel=1e-8, abs=1e-10), name
-
-
-def test_quadrature_relu_kernel_is_close():
-    # relu has a kink: Gauss–Hermite converges, but slowly; the estimate says so.
-    p, ref = prog_relu_kernel()
-    lim = p.limit(method="quadrature")
-    for name, val in ref.items():
-        assert abs(lim[name] - val) <= max(1e-4, 10 * lim.error(name))
-
-
-@pytest.mark.parametrize("build", TABLE, ids=lambda b: b.__name__)
-def test_montecarlo_within_4_se(build):
-    p, ref = build()
-    lim = p.limit(method="montecarlo", samples=100_000, seed=1)
-    for name, val in ref.items():
-        se = lim.stderr(name)
-        assert lim.method(name) == "montecarlo"
-        assert abs(lim[name] - val) <= 4 * se + 1e-12, (name, lim[name], val, se)
+# The programs with reference limits are the shared table's (tests/programs.py): every
+# backend runs them in tests/test_backends.py; here they serve the structural tests.
 
 
 def test_exact_unavailable_is_an_error():
@@ -484,8 +329,12 @@ def test_zdot_through_step_uses_stein():
     lim = p.limit()
     # 𝔼[Z^y Ż] = 𝔼[step'(Ẑ)] with Ẑ ~ N(0, 1): the standard normal density at 0.
     assert lim["k"] == pytest.approx(1 / math.sqrt(2 * math.pi), rel=1e-10)
+    # finite width: 8 seeds at n = 1500; the seed mean's fluctuation has standard error
+    # sd/√8 (Student-t, 7 d.o.f.: |t| > 7.9 with probability 1e-4), and its O(1/n) bias
+    # is allowed up to 4× the fluctuation constant sd·√n, i.e. 4·sd/√n
     vals = [p.simulate(1500, seed=s)["k"] for s in range(8)]
-    assert abs(np.mean(vals) - lim["k"]) <= 4 * np.std(vals, ddof=1) / np.sqrt(8) + 0.01
+    sd = np.std(vals, ddof=1)
+    assert abs(np.mean(vals) - lim["k"]) <= 7.9 * sd / np.sqrt(8) + 4 * sd / np.sqrt(1500)
 
 
 # ---------------------------------------------------------------------------------------

@@ -590,6 +590,8 @@ def test_moment_polynomial_in_three_variables_matches_quadrature():
 
 
 def test_moment_degree_12_in_6_variables():
+    """A dense degree-12 polynomial in 6 variables, exactly (its timing is in
+    ``benchmarks/gaussian.py``: wall-clock limits do not belong in tests)."""
     xs = sympy.symbols("x1:7")
     rng = np.random.default_rng(5)
     a = rng.normal(size=(6, 6)) * 0.4

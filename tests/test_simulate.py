@@ -21,7 +21,7 @@ deterministic, and the bounds are not tuned to the draws.
 from __future__ import annotations
 
 import math
-import time
+import tracemalloc
 import types
 
 import numpy as np
@@ -416,10 +416,24 @@ def test_simulate_refuses_widths_that_do_not_fit():
     W, V = p.matrix("W"), p.matrix("V")
     x = p.vector("x")
     tp.mean(V @ (W @ x), name="k")
-    t0 = time.perf_counter()
-    with pytest.raises(tp.ResourceError) as info:
-        p.simulate(10**6, seed=0)
-    assert time.perf_counter() - t0 < 5.0  # refused before allocating anything
+    # refused before allocating anything: one vector of width 10⁶ is 8 MB, and the
+    # refusal allocates (as numpy reports to tracemalloc) under 1 MiB at its peak
+    tracemalloc.start()
+    try:
+        with pytest.raises(tp.ResourceError) as info:
+            p.simulate(10**6, seed=0)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**20, peak
+    # (tracemalloc does see numpy's arrays: a width-400 run allocates its 1.3 MB matrices)
+    tracemalloc.start()
+    try:
+        p.simulate(400, seed=0)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak > 400 * 400 * 8, peak
     err = info.value
     assert isinstance(err, MemoryError) and isinstance(err, tp.TensorProgramError)
     msg = str(err)

@@ -21,6 +21,7 @@ import math
 import numpy as np
 import pytest
 from numpy.polynomial.hermite_e import hermegauss
+from programs import muP_step_reference
 
 import tensorprog as tp
 from tensorprog import nn
@@ -198,12 +199,16 @@ def test_tanh_one_layer_montecarlo():
 
 
 def test_zdot_after_one_step():
-    """THEORY §10.3: 2 hidden layers, one μP step; f̊_1(0.7) = 0.5185 ± 0.0005 needs Ż."""
+    """THEORY §10.3: 2 hidden layers, one μP step; f̊_1(0.7) needs Ż. Reference: the
+    Z-calculus of TP4 Thm 6.4 written out in ``tests/programs.py``
+    (:func:`muP_step_reference`, Gauss–Hermite with its degree-comparison accuracy);
+    tolerance: that accuracy plus the quadrature's own error estimate."""
     net = nn.MLP(d_in=1, depth=2, nonlin="tanh", param=nn.muP(2))
     run = nn.train_sgd(net, [[1.0]], [1.0], lr=1.0, steps=1, X_eval=[[0.7]])
     lim = run.limit()
     f1 = lim.eval_outputs[1, 0]
-    assert abs(f1 - 0.5185) <= 0.0005
+    ref, accuracy = muP_step_reference(0.7)
+    assert abs(f1 - ref) <= accuracy + lim.limit.error(run.eval_outputs[1, 0])
     assert lim.limit.method(run.eval_outputs[1, 0]) == "quadrature"
     assert abs(f1 - 0.377) > 0.1  # the value without Ż
     # Ż^{W2 x1_1} along W2ᵀ dh2_0 is present.
