@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["Method", "REQUESTABLE", "RESULT_METHODS", "least_precise"]
+__all__ = ["Method", "REQUESTABLE", "RESULT_METHODS"]
 
 
 class Method(str, enum.Enum):
@@ -54,7 +54,3 @@ REQUESTABLE = (Method.AUTO, Method.EXACT, Method.QUADRATURE, Method.MONTECARLO)
 #: The methods a result reports, by :attr:`Method.rank`.
 RESULT_METHODS = (Method.EXACT, Method.QUADRATURE, Method.MONTECARLO)
 
-
-def least_precise(methods: list[Method]) -> Method:
-    """The least precise of some methods, as reported (``exact`` for none)."""
-    return RESULT_METHODS[max((m.rank for m in methods), default=0)]

@@ -30,7 +30,7 @@ import sympy
 
 from ..gaussian import MAX_QUADRATURE_DIM
 from ..ir import WIDTH, InitScalar, MatMul, Moment, ScalarFn, Var
-from .derivation import Base, Derivation, DotConst, Layout, ScalarConst, register_fn
+from .derivation import Base, Derivation, DotConst, Layout, register_fn
 from .exact import shape
 from .methods import Method
 from .symbols import g

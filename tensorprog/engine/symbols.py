@@ -119,28 +119,30 @@ class DotCoef(sympy.Symbol):
                 rf"{sympy.latex(self.hat)}\right]")
 
 
-class GaussSym(sympy.Symbol):
+class _Placeholder(sympy.Symbol):
+    """A real placeholder ``<prefix><index>`` of a canonical integrand."""
+
+    _prefix = ""
+
+    def __new__(cls, index: int) -> Any:
+        obj = super().__new__(cls, f"{cls._prefix}{index}", real=True)
+        obj.index = index
+        return obj
+
+    def __getnewargs_ex__(self) -> Any:
+        return ((self.index,), {})
+
+
+class GaussSym(_Placeholder):
     """Canonical placeholder ``g_k`` for the k-th base Gaussian of an integrand."""
 
-    def __new__(cls, index: int) -> Any:
-        obj = super().__new__(cls, f"g{index}", real=True)
-        obj.index = index
-        return obj
-
-    def __getnewargs_ex__(self) -> Any:
-        return ((self.index,), {})
+    _prefix = "g"
 
 
-class ConstSym(sympy.Symbol):
+class ConstSym(_Placeholder):
     """Canonical placeholder ``q_j`` for the j-th constant of an integrand."""
 
-    def __new__(cls, index: int) -> Any:
-        obj = super().__new__(cls, f"q{index}", real=True)
-        obj.index = index
-        return obj
-
-    def __getnewargs_ex__(self) -> Any:
-        return ((self.index,), {})
+    _prefix = "q"
 
 
 _G_CACHE: list[GaussSym] = []
