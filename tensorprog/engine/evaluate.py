@@ -52,7 +52,7 @@ from .methods import Method
 from .plan import (
     CovRequest,
     DotRequest,
-    Expectation,
+    ExpectationRequest,
     InitScalarRequest,
     Plan,
     Request,
@@ -125,7 +125,7 @@ class Deterministic:
 
     # -- which method per request -----------------------------------------------------
     def _choose(self, req: Request) -> Method:
-        if not isinstance(req, Expectation):
+        if not isinstance(req, ExpectationRequest):
             return Method.DIRECT
         if self.method is Method.MONTECARLO:
             return Method.MONTECARLO
@@ -135,7 +135,7 @@ class Deterministic:
             method = self._chosen[req.sig] = self._decide(req)
         return method
 
-    def _decide(self, req: Expectation) -> Method:
+    def _decide(self, req: ExpectationRequest) -> Method:
         d, m = len(req.bids), len(req.cids)
         exact = req.expr is not None and exact_evaluator(
             req.expr, d, m, req.centred, req.groups) is not None
@@ -216,9 +216,9 @@ class Deterministic:
             methods[req.rid] = self._choose(req)
             levels[req.level].append(req)
         for level in sorted(levels):
-            groups: dict[Any, list[Expectation]] = defaultdict(list)
+            groups: dict[Any, list[ExpectationRequest]] = defaultdict(list)
             fns: dict[Any, list[ScalarFnRequest]] = defaultdict(list)  # by function
-            to_check: dict[Any, list[Expectation]] = defaultdict(list)  # Monte Carlo's, laws known
+            to_check: dict[Any, list[ExpectationRequest]] = defaultdict(list)  # Monte Carlo's, laws known
             for req in levels[level]:
                 rid = req.rid
                 method = methods[rid]
@@ -522,7 +522,7 @@ class Deterministic:
                 return
         raise AssertionError(type(req).__name__)  # pragma: no cover
 
-    def _store(self, req: Expectation, value: float, error: float) -> None:
+    def _store(self, req: ExpectationRequest, value: float, error: float) -> None:
         if isinstance(req, DotRequest):  # stored as the full coefficient σ_W² 𝔼[∂Z^x/∂Ẑ]
             value, error = req.const.full(value), req.const.full(error)
         self.values[req.rid] = value

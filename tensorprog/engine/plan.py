@@ -35,7 +35,7 @@ from .exact import shape
 from .methods import Method
 from .symbols import g
 
-__all__ = ["Request", "Expectation", "MomentRequest", "CovRequest", "SteinBRequest",
+__all__ = ["Request", "ExpectationRequest", "MomentRequest", "CovRequest", "SteinBRequest",
            "DotRequest", "SteinRequest", "ScalarFnRequest", "InitScalarRequest", "Plan",
            "describe", "scalar_var"]
 
@@ -52,7 +52,7 @@ class Request:
 
 
 @dataclass(frozen=True, eq=False, slots=True)
-class Expectation(Request):
+class ExpectationRequest(Request):
     """An unknown that is an expectation ``𝔼 f(g; q)`` over base Gaussians.
 
     ``expr`` is the canonical integrand over ``g_k`` (the bases ``bids``) and ``q_j``
@@ -84,14 +84,14 @@ class Expectation(Request):
 
 
 @dataclass(frozen=True, eq=False, slots=True)
-class MomentRequest(Expectation):
+class MomentRequest(ExpectationRequest):
     """θ̊ of a Moment ``var``: ``𝔼 φ(Z^{x¹}, …; θ̊…)`` [TP4 ZMoment]."""
 
     var: Var
 
 
 @dataclass(frozen=True, eq=False, slots=True)
-class CovRequest(Expectation):
+class CovRequest(ExpectationRequest):
     """``𝔼[Z^x Z^y]`` of the arguments of two hats ``pair = (Ẑ^{Wx}, Ẑ^{Wy})`` of one
     family; their covariance is ``σ_W²`` times it [TP4 ZHat]."""
 
@@ -99,7 +99,7 @@ class CovRequest(Expectation):
 
 
 @dataclass(frozen=True, eq=False, slots=True)
-class SteinBRequest(Expectation):
+class SteinBRequest(ExpectationRequest):
     """``𝔼[Ẑ Z^x]`` of a hat ``base`` and a vector ``x``: a numerator of Stein's lemma."""
 
     x: Var
@@ -107,7 +107,7 @@ class SteinBRequest(Expectation):
 
 
 @dataclass(frozen=True, eq=False, slots=True)
-class DotRequest(Expectation):
+class DotRequest(ExpectationRequest):
     """A ZDot coefficient ``const`` as the expectation of a derivative (or regressed by
     Monte Carlo when ``expr`` is None). Its value is the *full* coefficient
     ``σ_W² 𝔼[∂Z^x/∂Ẑ^{Wᵀy}]`` (:meth:`~.derivation.DotConst.full`)."""
@@ -195,13 +195,13 @@ class Plan:
         self.requests.append(req)
         return req
 
-    def _expectation(self, cls: type[Expectation], roots: tuple[Any, ...], combine: Any,
+    def _expectation(self, cls: type[ExpectationRequest], roots: tuple[Any, ...], combine: Any,
                      tag: Any, **fields: Any) -> Request:
         """A request ``𝔼[combine(Z^{roots})]`` of class ``cls`` with its dependencies.
 
         ``tag`` identifies ``combine``; the integrand is built once per (tag, structure).
         ``combine=None``: no integrand (Monte Carlo estimates the request). ``fields``:
-        those of ``cls`` beyond :class:`Expectation`'s.
+        those of ``cls`` beyond :class:`ExpectationRequest`'s.
         """
         der = self.der
         res = der.canonical(roots)
@@ -368,7 +368,7 @@ class Plan:
         """A request's canonical integrand: ``req.expr``, or built now for Moments and
         products when the plan was made without integrands (``symbolic=False``); None
         for the other requests and when the tree is too big."""
-        if not isinstance(req, Expectation):
+        if not isinstance(req, ExpectationRequest):
             return None
         if req.expr is not None:
             return req.expr
