@@ -232,10 +232,10 @@ def assess(plan: Any, proven: set[int], unproven: dict[int, str], khat: dict[int
     flags: dict[int, str] = {}
     for req in plan.requests:
         k = k_by_rid.get(req.rid)
-        var = scalar_var(req)
-        name = var.name if var is not None else describe(req)
         if k is not None and k >= KHAT_INFINITE_MEAN and req.rid not in proven and not \
                 exists_for_every_law(plan, req):
+            var = scalar_var(req)
+            name = var.name if var is not None else describe(req)
             exc = DivergenceError(
                 f"the limit of {name} looks infinite: the Monte Carlo samples of its "
                 f"|integrand| have a Pareto tail with k̂ = {k:.2f} ≥ 1, the tail of a "
