@@ -18,7 +18,7 @@ from ..ir import InitScalar
 from .derivation import Derivation, DotConst
 from .evaluate import Deterministic
 from .limit import Expectation, Limit
-from .methods import REQUESTABLE, RESULT_METHODS, Method
+from .methods import RANK, REQUESTABLE, RESULT_METHODS, Method
 from .montecarlo import run_montecarlo
 from .plan import Plan
 from .tails import assess
@@ -147,9 +147,10 @@ def _limit(program: Any, method: Method, samples: int, seed: Any, batches: int, 
                             max_memory=max_memory, tails=khat)
     flags = assess(plan, det.proven, det.unproven, khat)
     # The effective method of a request is the least precise along its dependencies.
+    sampled = RANK[Method.MONTECARLO]
     eff: list[int] = []
     for req, m, ok in zip(plan.requests, plan.methods, plan.deterministic):
-        r = m.rank if ok else Method.MONTECARLO.rank
+        r = RANK[m] if ok else sampled
         for d in req.deps:
             if eff[d] > r:
                 r = eff[d]

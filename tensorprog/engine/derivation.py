@@ -369,15 +369,15 @@ class Derivation(Interpreter):
 
     def _canonical(self, roots: tuple[Any, ...], limit: int) -> tuple | None:
         parts = []
-        for r in roots:
-            if isinstance(r, Base):
-                parts.append((_LID_G, (r.bid,), ()))
-            elif isinstance(r, Const):
-                parts.append((_LID_Q, (), (r.cid,)))
-            else:
+        for r in roots:  # Vars, Bases or ScalarConsts
+            if isinstance(r, Var):
                 if self.nodes[r].size > limit:  # (before building its structure)
                     return None
                 parts.append(self._local(r))
+            elif isinstance(r, Base):
+                parts.append((_LID_G, (r.bid,), ()))
+            else:
+                parts.append((_LID_Q, (), (r.cid,)))
         return _merge(parts)
 
     def _local(self, v: Var) -> tuple:

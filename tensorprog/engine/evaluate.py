@@ -48,7 +48,7 @@ from .exact import (
 )
 from .existence import check_requests, tilted
 from .forms import lambdify_integrand, linear_forms, quadrature_dim
-from .methods import Method
+from .methods import AUTO, DIRECT, EXACT, FACTORISED, MONTECARLO, QUADRATURE, Method
 from .plan import (
     CovRequest,
     DotRequest,
@@ -126,9 +126,9 @@ class Deterministic:
     # -- which method per request -----------------------------------------------------
     def _choose(self, req: Request) -> Method:
         if not isinstance(req, ExpectationRequest):
-            return Method.DIRECT
-        if self.method is Method.MONTECARLO:
-            return Method.MONTECARLO
+            return DIRECT
+        if self.method is MONTECARLO:
+            return MONTECARLO
         # Requests of one sig share integrand, dimensions and layout: one decision each.
         method = self._chosen.get(req.sig)
         if method is None:
@@ -139,24 +139,24 @@ class Deterministic:
         d, m = len(req.bids), len(req.cids)
         exact = req.expr is not None and exact_evaluator(
             req.expr, d, m, req.centred, req.groups) is not None
-        if self.method is Method.EXACT:
+        if self.method is EXACT:
             if not exact:
-                raise self._unavailable(req, Method.EXACT, "no exact form (Wick polynomial or registered closed form) exists")
-            return Method.EXACT
-        if self.method is Method.QUADRATURE:
+                raise self._unavailable(req, EXACT, "no exact form (Wick polynomial or registered closed form) exists")
+            return EXACT
+        if self.method is QUADRATURE:
             if req.expr is None or quadrature_dim(req.expr, d, m) > MAX_QUADRATURE_DIM:
                 raise self._unavailable(
-                    req, Method.QUADRATURE, f"it depends on {d} base Gaussians through more than "
+                    req, QUADRATURE, f"it depends on {d} base Gaussians through more than "
                     f"{MAX_QUADRATURE_DIM} linear forms (quadrature handles ≤ {MAX_QUADRATURE_DIM})"
                 )
-            return Method.QUADRATURE
+            return QUADRATURE
         if exact:
-            return Method.EXACT
+            return EXACT
         if req.expr is not None and factorised_plan(req.expr, d, m, req.centred, req.groups):
-            return Method.FACTORISED
+            return FACTORISED
         if req.expr is not None and quadrature_dim(req.expr, d, m) <= MAX_QUADRATURE_DIM:
-            return Method.QUADRATURE
-        return Method.MONTECARLO
+            return QUADRATURE
+        return MONTECARLO
 
     def _unavailable(self, req: Request, method: Method, why: str) -> TensorProgramError:
         instr = self._instruction(req)
@@ -223,17 +223,17 @@ class Deterministic:
                 rid = req.rid
                 method = methods[rid]
                 # (while nothing went to Monte Carlo, every dependency is deterministic)
-                ok = det[rid] = method is not Method.MONTECARLO and (
+                ok = det[rid] = method is not MONTECARLO and (
                     not self.needs_montecarlo or all(det[d] for d in req.deps))
                 if not ok:
                     self.needs_montecarlo = True
-                    if method is Method.MONTECARLO and req.layout is not None and all(
+                    if method is MONTECARLO and req.layout is not None and all(
                             det[d] for d in req.deps):
                         to_check[req.sig].append(req)
                     continue
                 if isinstance(req, ScalarFnRequest):
                     fns[req.fn].append(req)
-                elif method is Method.DIRECT:
+                elif method is DIRECT:
                     self._direct(req)
                 else:
                     groups[(method, req.sig)].append(req)
@@ -279,14 +279,14 @@ class Deterministic:
         method, expr, d, m, centred, indep = key
         mean, cov, qv = self._existence(reqs)
         try:
-            if method is Method.EXACT:
+            if method is EXACT:
                 f = exact_evaluator(expr, d, m, centred, indep)
                 assert f is not None
                 with np.errstate(all="ignore"):
                     vals = np.asarray(f(mean, cov, qv), dtype=float)
                 errs = np.zeros(len(reqs))
                 growth = None
-            elif method is Method.FACTORISED:
+            elif method is FACTORISED:
                 vals, errs = self._factorised(expr, d, m, centred, indep, mean, cov, qv)
                 growth = None
             else:
@@ -299,7 +299,7 @@ class Deterministic:
                 instr = self._instruction(r)
                 exc = NumericalError(f"the {describe(r)} is not finite ({v}); the expectation diverges or overflows")
                 raise annotate(exc, instr, "Limit") if instr is not None else exc
-            if method is Method.QUADRATURE and growth is not None and growth[pos]:
+            if method is QUADRATURE and growth is not None and growth[pos]:
                 instr = self._instruction(r)
                 exc = DivergenceError(
                     f"the {describe(r)} does not converge: Gauss–Hermite estimates grow steadily "
@@ -308,10 +308,10 @@ class Deterministic:
                     f"against the Gaussian (e.g. exp(Z²) with Var Z ≥ 1/2)"
                 )
                 raise annotate(exc, instr, "Limit") if instr is not None else exc
-            if method is not Method.EXACT and self.method is Method.AUTO and (
+            if method is not EXACT and self.method is AUTO and (
                     e > QUADRATURE_RTOL * max(1.0, abs(v)) or r.rid in self.unproven):
                 self.plan.deterministic[r.rid] = False  # not trusted: Monte Carlo takes over
-                self.plan.methods[r.rid] = Method.MONTECARLO
+                self.plan.methods[r.rid] = MONTECARLO
                 self.needs_montecarlo = True
                 continue
             self._store(r, float(v), float(e))
