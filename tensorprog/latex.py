@@ -676,8 +676,11 @@ def latex(obj: Any, *, derivation: Any = None, **settings: Any) -> str:
     >>> A, v = p.matrix("A", var=2.0), p.vector("v")
     >>> x = A.T.matmul(A.matmul(v, name="y"), name="x")
     >>> lim = p.limit()
-    >>> latex(lim.Z(x), derivation=lim.derivation)
+    >>> latex(lim.Z(x))
     '\\dot{Z}^{A^{\\top} y} + \\hat{Z}^{A^{\\top} y}'
+
+    ``derivation`` is accepted for compatibility and not needed: the Z symbols carry
+    their variables.
     """
     from .engine.limit import Limit
 

@@ -15,6 +15,11 @@ with respect to any other hat is zero. A coefficient is dropped (shown as 0) whe
 vanishes identically, e.g. in the first backward pass (gradient independence,
 [TP2 §6], THEORY §2.6): the derivative is odd in a centred base Gaussian that is
 independent of everything else in it.
+
+Records: a vector's ``Z`` is a :class:`BaseNode`, :class:`FnNode` or :class:`MatMulNode`;
+a constant a :class:`ScalarConst` (θ̊) or a :class:`DotConst` (a ZDot coefficient, which
+states the σ² convention: :meth:`DotConst.full`). The ZDot candidates of a MatMul are
+:meth:`Derivation.dot_candidates`.
 """
 
 from __future__ import annotations
