@@ -219,8 +219,8 @@ class ProgramLatexPrinter(LatexPrinter):
     ----------
     settings : dict, optional
     derivation : Derivation, optional
-        Resolves ``\hat Z``/``\dot Z`` and ZDot-coefficient symbols to their instructions
-        (without it their labels are parsed).
+        Not needed (kept for compatibility): the ``\hat Z``/``\dot Z`` and
+        ZDot-coefficient symbols carry their variables.
 
     Examples
     --------
@@ -243,24 +243,6 @@ class ProgramLatexPrinter(LatexPrinter):
 
     def __init__(self, settings: dict[str, Any] | None = None, *, derivation: Any = None) -> None:
         super().__init__(settings)
-        self._hats: dict[str, tuple[Var, bool, Var, Var | None]] = {}
-        self._dotcoefs: dict[sympy.Symbol, tuple[Var, Any]] = {}
-        if derivation is not None:
-            self._index_derivation(derivation)
-
-    def _index_derivation(self, der: Any) -> None:
-        seen: set[tuple[int, bool, int]] = set()
-        for b in der.bases:
-            if b.family is None:
-                continue
-            instr = der.program.definition(b.var)
-            key = (instr.matrix.id, instr.transpose, instr.arg.id)
-            self._hats[b.symbol._label] = (instr.matrix, instr.transpose, instr.arg,
-                                           b.var if key in seen else None)
-            seen.add(key)
-        for c in der.consts:
-            if c.kind == "dot":
-                self._dotcoefs[c.symbol] = (der.program.definition(c.var).arg, c.base)
 
     # -- names and numbers ------------------------------------------------------------
     def _print_Symbol(self, expr: sympy.Symbol, style: str = "plain") -> str:
@@ -292,39 +274,28 @@ class ProgramLatexPrinter(LatexPrinter):
         tex = latex_name(W if isinstance(W, str) else W.name)
         return tex + (r"^{\top}" if transpose else "")
 
-    def _hat_label(self, label: str) -> str:
-        """``W^{\\top} x`` for the hat/dot symbol of a MatMul."""
-        if label in self._hats:
-            W, t, x, dup = self._hats[label]
-            tex = f"{self._matrix(W, t)} {latex_name(x.name)}"
-            return tex + (rf" \,({latex_name(dup.name)})" if dup is not None else "")
-        wpart, _, rest = label.partition(" ")
-        xname, _, out = rest.partition("|")
-        t = wpart.endswith("^T")
-        tex = f"{self._matrix(wpart[:-2] if t else wpart, t)} {latex_name(xname)}"
-        return tex + (rf" \,({latex_name(out)})" if out else "")
+    def _hat_label(self, expr: ZHat | ZDot) -> str:
+        """``W^{\\top} x`` for the hat/dot symbol of a MatMul (``\\,(h)`` added for a
+        second MatMul of the same matrix and argument, ``h`` its output)."""
+        tex = f"{self._matrix(expr.matrix, expr.transpose)} {latex_name(expr.arg)}"
+        return tex + (rf" \,({latex_name(expr.out)})" if expr.out else "")
 
     def _print_ZSym(self, expr: ZSym) -> str:
-        return rf"Z^{{{latex_name(expr._label)}}}"
+        return rf"Z^{{{latex_name(expr.var)}}}"
 
     def _print_ZHat(self, expr: ZHat) -> str:
-        return rf"\hat{{Z}}^{{{self._hat_label(expr._label)}}}"
+        return rf"\hat{{Z}}^{{{self._hat_label(expr)}}}"
 
     def _print_ZDot(self, expr: ZDot) -> str:
-        return rf"\dot{{Z}}^{{{self._hat_label(expr._label)}}}"
+        return rf"\dot{{Z}}^{{{self._hat_label(expr)}}}"
 
     def _print_Theta(self, expr: Theta) -> str:
-        return latex_name(expr._label, accent="mathring")
+        return latex_name(expr.var, accent="mathring")
 
     def _print_DotCoef(self, expr: DotCoef) -> str:
-        if expr in self._dotcoefs:
-            return self._dotcoef(*self._dotcoefs[expr])
-        return expr._latex(self)
-
-    def _dotcoef(self, x: Var, base: Any) -> str:
         r"""``\mathbb{E}[\partial Z^{x}/\partial \hat Z^{W^\top y}]``."""
-        return (rf"\mathbb{{E}}\bigl[\partial Z^{{{latex_name(x.name)}}}/\partial "
-                rf"{self._print(base.symbol)}\bigr]")
+        return (rf"\mathbb{{E}}\bigl[\partial Z^{{{latex_name(expr.x)}}}/\partial "
+                rf"{self._print(expr.hat)}\bigr]")
 
     # -- layout --------------------------------------------------------------------------
     def _rows(self, lhs: str, *segments: Sequence[str]) -> list[str]:
@@ -460,9 +431,8 @@ class DerivationLatexPrinter(ProgramLatexPrinter):
     """
 
     def __init__(self, limit: Any, settings: dict[str, Any] | None = None) -> None:
-        super().__init__(settings, derivation=limit.derivation)
+        super().__init__(settings)
         self.limit = limit
-        self.der = limit.derivation
 
     @staticmethod
     def _tagged(rows: list[str], rule: str) -> list[str]:
@@ -535,69 +505,55 @@ class DerivationLatexPrinter(ProgramLatexPrinter):
         return self._group(self._tagged(rows, "ZMoment"))
 
     def _print_MatMul(self, instr: MatMul) -> str:
-        node = self.der.nodes[instr.out]
-        hat = node.base.symbol
-        dot = ZDot(hat._label)
-        rows = self._tagged(self._rows(self._Z(instr.out), [f"= {self._print(hat)} + {self._print(dot)}"]),
-                            "ZMatMul")
-        rows += self._hat_rows(instr, node.base)
-        rows += self._dot_rows(instr, node)
+        hat = self.limit.Zhat(instr.out.name)
+        rows = self._tagged(
+            self._rows(self._Z(instr.out), [f"= {self._print(hat)} + {self._print(hat.dot())}"]),
+            "ZMatMul")
+        rows += self._hat_rows(instr, hat)
+        rows += self._dot_rows(instr, hat)
         return self._group(rows)
 
-    def _hat_rows(self, instr: MatMul, base: Any) -> list[str]:
+    def _hat_rows(self, instr: MatMul, hat: Any) -> list[str]:
         """ZHat: ``Var`` of the new hat, then its covariances with earlier hats of its family."""
-        der, plan = self.der, self.limit.plan
-        s2 = der.sigma2_of(base.family)
-        earlier = [b for b in der.families[base.family] if b.bid < base.bid]
         out: list[str] = []
-        for other in [base, *earlier]:
-            rid = plan.cov_req.get((other.bid, base.bid))
-            if other is not base and rid is None:
-                continue  # needed by no limit: omitted
-            y = der.program.definition(other.var).arg
-            chain = [rf"= {self._sigma2(instr.matrix)}\,\mathbb{{E}}[{self._Z(instr.arg)} {self._Z(y)}]"]
-            req = plan.requests[rid] if rid is not None else None
-            if req is not None and req.deterministic and req.value is not None:
-                chain.append(f"= {self._num(s2 * req.value)}")
-            elif req is not None:
-                chain.append(rf"\quad(\text{{{_METHOD_TEXT['montecarlo']}}})")
-            if other is base:
-                lhs = rf"\mathrm{{Var}}\,{self._print(base.symbol)}"
+        for cov in self.limit.hat_covariances(instr.out.name):
+            chain = [rf"= {self._sigma2(instr.matrix)}\,\mathbb{{E}}[{self._Z(instr.arg)} {self._Z(cov.y)}]"]
+            if cov.value is not None:
+                chain.append(f"= {self._num(cov.value)}")
+            elif cov.method is not None:
+                chain.append(rf"\quad(\text{{{_METHOD_TEXT[cov.method]}}})")
+            if cov.hat is hat:
+                lhs = rf"\mathrm{{Var}}\,{self._print(hat)}"
                 out += self._tagged(self._rows(lhs, chain), "ZHat")
             else:
-                cov = rf"\mathrm{{Cov}}\bigl({self._print(base.symbol)}, {self._print(other.symbol)}\bigr)"
-                out += self._rows("", [r"\quad " + cov, *chain])
+                covariance = rf"\mathrm{{Cov}}\bigl({self._print(hat)}, {self._print(cov.hat)}\bigr)"
+                out += self._rows("", [r"\quad " + covariance, *chain])
         return out
 
-    def _dot_rows(self, instr: MatMul, node: Any) -> list[str]:
+    def _dot_rows(self, instr: MatMul, hat: Any) -> list[str]:
         """ZDot [TP4 Eq. (31)]: the candidate terms, then the surviving ones with their values."""
-        der = self.der
-        lhs = self._print(ZDot(node.base.symbol._label))
-        fam = (instr.matrix, not instr.transpose)
-        cands = [der.bases[b] for b in sorted(der.nodes[instr.arg].support)
-                 if der.bases[b].family == fam]
-        if not cands:
+        lhs = self._print(hat.dot())
+        terms = self.limit.zdot_terms(instr.out.name)
+        if not terms:
             return self._tagged(self._rows(lhs, ["= 0"]), "ZDot")
-        terms = [f"{self._dotcoef(instr.arg, b)} {self._Z(der.program.definition(b.var).arg)}"
-                 for b in cands]
-        symbolic = _bracketed(rf"= {self._sigma2(instr.matrix)}\,", [terms[0]] + [f"+ {t}" for t in terms[1:]])
-        return self._tagged(self._rows(lhs, symbolic, self._dot_values(node)), "ZDot")
+        cands = [f"{self._print(t.coefficient)} {self._Z(t.y)}" for t in terms]
+        symbolic = _bracketed(rf"= {self._sigma2(instr.matrix)}\,", [cands[0]] + [f"+ {t}" for t in cands[1:]])
+        return self._tagged(self._rows(lhs, symbolic, self._dot_values(terms)), "ZDot")
 
-    def _dot_values(self, node: Any) -> list[str]:
+    def _dot_values(self, terms: list[Any]) -> list[str]:
         """``= c_1 Z^{y^1} + …`` with ``c_i = \\sigma_W^2 \\mathbb{E}[\\partial Z^x/\\partial \\hat Z^{W^\\top y^i}]``."""
-        sigma2 = self.der.sigma2_of(node.base.family)
-        coef = getattr(self.limit, "_coef", {})
         out: list[str] = []
         approx = False
-        for c, y in node.dot:
-            val, se, method = coef.get(c.cid, (self.limit.coefficient(c.var.name, y.name), 0.0, "exact"))
-            approx |= method != "exact"
-            s = _fmt_pm(sigma2 * val, sigma2 * se, self._settings["digits"])
-            neg = s.startswith("-") and not se
+        for t in terms:
+            if t.vanishes:
+                continue
+            approx |= t.method != "exact"
+            s = _fmt_pm(t.value, t.stderr, self._settings["digits"])
+            neg = s.startswith("-") and not t.stderr
             s = s[1:] if neg else s
-            s = rf"\left({s}\right) " if se else ("" if s == "1" else s + " ")
+            s = rf"\left({s}\right) " if t.stderr else ("" if s == "1" else s + " ")
             sign = ("- " if neg else "+ ") if out else ("-" if neg else "")
-            out.append(f"{sign}{s}{self._Z(y)}")
+            out.append(f"{sign}{s}{self._Z(t.y)}")
         if not out:
             return ["= 0"]
         out[0] = (r"\approx " if approx else "= ") + out[0]
@@ -618,8 +574,11 @@ def latex(obj: Any, *, derivation: Any = None, **settings: Any) -> str:
     >>> A, v = p.matrix("A", var=2.0), p.vector("v")
     >>> x = A.T.matmul(A.matmul(v, name="y"), name="x")
     >>> lim = p.limit()
-    >>> latex(lim.Z(x), derivation=lim.derivation)
+    >>> latex(lim.Z(x))
     '\\dot{Z}^{A^{\\top} y} + \\hat{Z}^{A^{\\top} y}'
+
+    ``derivation`` is accepted for compatibility and not needed: the Z symbols carry
+    their variables.
     """
     from .engine.limit import Limit
 

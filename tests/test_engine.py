@@ -246,7 +246,7 @@ def test_parity_alone_finds_the_first_backward_pass(monkeypatch):
     p, _, _ = kernel_program(np.random.default_rng(0).standard_normal((3, 4)), 3, "tanh",
                              1.5, 0.1)
     der = derivation.Derivation(p)
-    assert all(not n.dot for n in der.nodes.values() if n.kind == "matmul")
+    assert all(not n.dot for n in der.nodes.values() if isinstance(n, derivation.MatMulNode))
 
 
 def test_termwise_vanishing_shortcut_agrees_with_the_full_test():
@@ -432,3 +432,93 @@ def test_division_by_a_vanishing_scalar_names_it():
     k = tp.mean(tp.tanh(x / tp.sqrt(tp.mean(x * x))) * x, name="k")
     assert p.limit()[k] == pytest.approx(gauss1(lambda z: z * math.tanh(z / math.sqrt(2)), 2.0),
                                          rel=1e-9)
+
+
+# ---------------------------------------------------------------------------------------
+# the public view of a derivation (what the printer reads) and the typed records
+
+
+def test_limit_hat_covariances_and_zdot_terms_atav():
+    """AᵀAv with σ_A² = 2, v ~ N(0, 1), y = Av, x = Aᵀy. By hand [TP4 ZHat, Eq. (31)]:
+    Var Ẑ^{Av} = σ² 𝔼[v²] = 2; Var Ẑ^{Aᵀy} = σ² 𝔼[(Z^y)²] = σ² · 2 = 4; Ż^{Aᵀy} has the one
+    candidate Ẑ^{Av} with 𝔼[∂Z^y/∂Ẑ^{Av}] = 1, i.e. the full coefficient σ² · 1 = 2; so
+    𝔼[(Z^x)²] = 𝔼[(Ẑ^{Aᵀy} + 2 Z^v)²] = 4 + 4 = 8. Without a limit that needs it, a
+    variance is listed without a value or method."""
+    p = tp.Program("atav")
+    A, v = p.matrix("A", var=2.0), p.vector("v")
+    y = A.matmul(v, name="y")
+    x = A.T.matmul(y, name="x")
+    unused = A.matmul(x, name="z")
+    tp.inner(x, x, name="k")
+    lim = p.limit()
+    assert lim["k"] == 8.0
+    (var_z,) = lim.hat_covariances(unused)[:1]
+    assert (var_z.value, var_z.method) == (None, None)
+    (var_y,) = lim.hat_covariances(y)
+    assert (var_y.hat, var_y.y, var_y.value, var_y.method) == (lim.Zhat(y), v.var, 2.0, "exact")
+    (var_x,) = lim.hat_covariances("x")
+    assert var_x.hat == lim.Zhat(x) and var_x.value == 4.0
+    (term,) = lim.zdot_terms(x)
+    assert term.hat == lim.Zhat(y) and term.y is v.var and not term.vanishes
+    assert (term.value, term.stderr, term.method) == (2.0, 0.0, "exact")
+    assert lim.coefficient(x, v) == 1.0  # the expectation alone, without σ²
+    assert lim.zdot_terms(y) == []  # no transposed hat before the first MatMul
+    with pytest.raises(tp.TensorProgramError, match="MatMul"):
+        lim.zdot_terms(v)
+
+
+def test_limit_zdot_terms_mark_vanishing_candidates():
+    """The first backward pass dx = Wᵀ(v ⊙ Wx): the one candidate Ẑ^{Wx} has
+    𝔼[∂(Z^v Ẑ^{Wx})/∂Ẑ^{Wx}] = 𝔼[Z^v] = 0 (gradient independence [TP2 §6])."""
+    p = tp.Program("backward")
+    W, x, v = p.matrix("W", var=2.0), p.vector("x"), p.vector("v")
+    h = W.matmul(x, name="h")
+    W.T.matmul(v * h, name="dx")
+    lim = p.limit()
+    (term,) = lim.zdot_terms("dx")
+    assert term.vanishes and term.value == 0.0 and term.hat == lim.Zhat(h)
+    assert lim.Zdot("dx") == 0
+
+
+def test_methods_are_plain_strings_outside_the_engine():
+    """``lim.method`` returns str (not the engine's enum); the enum is accepted as input."""
+    from tensorprog.engine import Method
+
+    p = tp.Program()
+    v = p.vector("v")
+    k = tp.inner(v, v, name="k")
+    lim = p.limit(method=Method.EXACT)
+    assert type(lim.method(k)) is str and lim.method(k) == "exact"
+    assert all(type(m) is str for m in lim.methods.values())
+    assert lim.method_requested == "exact" and type(lim.method_requested) is str
+
+
+def test_symbols_carry_their_variables():
+    """Hat, dot and coefficient symbols and the placeholders ``g_k`` know what they stand
+    for (no name is parsed back) and survive pickling with it."""
+    import pickle
+
+    from tensorprog.engine.symbols import DotCoef, ZHat, g
+
+    h = ZHat("W", True, "x", "h2")
+    assert (h.matrix, h.transpose, h.arg, h.out) == ("W", True, "x", "h2")
+    assert str(h) == "Ẑ^{W^T x|h2}" and str(h.dot()) == "Ż^{W^T x|h2}"
+    c = pickle.loads(pickle.dumps(DotCoef("y", h)))
+    assert c.x == "y" and c.hat.out == "h2"
+    assert pickle.loads(pickle.dumps(g(7))).index == 7
+
+
+def test_dot_constants_state_the_sigma2_convention():
+    """Every ZDot constant converts between 𝔼[∂Z^x/∂Ẑ] and the full coefficient σ²·𝔼 of
+    Z^y in Ż (σ_W² = 3 here), and 𝔼 is 0 for σ_W² = 0."""
+    from tensorprog.engine.derivation import Derivation, DotConst
+
+    p = tp.Program()
+    A, v = p.matrix("A", var=3.0), p.vector("v")
+    A.T.matmul(A.matmul(v, name="y"), name="x")
+    B = p.matrix("B", var=0.0)
+    B.T.matmul(B.matmul(v, name="u"), name="w")
+    dots = [c for c in Derivation(p).consts if isinstance(c, DotConst)]
+    assert [c.sigma2 for c in dots] == [3.0, 0.0]
+    assert dots[0].full(0.5) == 1.5 and dots[0].expectation(1.5) == 0.5
+    assert dots[1].expectation(0.0) == 0.0

@@ -15,16 +15,18 @@ import numpy as np
 from .._gc import paused_gc
 from ..errors import ProgramTypeError, ProgramValueError, UnknownNameError
 from ..ir import InitScalar
-from .derivation import Derivation
+from .derivation import Derivation, DotConst
 from .evaluate import Deterministic
 from .limit import Expectation, Limit
+from .methods import RANK, REQUESTABLE, RESULT_METHODS, Method
 from .montecarlo import run_montecarlo
 from .plan import Plan
 from .tails import assess
 
-__all__ = ["limit", "Limit", "Expectation", "METHODS"]
+__all__ = ["limit", "Limit", "Expectation", "METHODS", "Method"]
 
-METHODS = ("auto", "exact", "quadrature", "montecarlo")
+#: The ``method`` names :func:`limit` accepts.
+METHODS = tuple(m.value for m in REQUESTABLE)
 
 
 def _positive_int(x: Any, name: str) -> int:
@@ -128,14 +130,14 @@ def limit(
     if not isinstance(program, Program):
         raise ProgramTypeError(f"limit: program must be a tp.Program, got {type(program).__name__}")
     with paused_gc():
-        return _limit(program, method, samples, seed, batches, qmc, progress, degree, max_memory)
+        return _limit(program, Method(method), samples, seed, batches, qmc, progress, degree, max_memory)
 
 
-def _limit(program: Any, method: str, samples: int, seed: Any, batches: int, qmc: bool,
+def _limit(program: Any, method: Method, samples: int, seed: Any, batches: int, qmc: bool,
            progress: bool, degree: int | None, max_memory: int) -> Limit:
     program.check()
     der = Derivation(program)
-    plan = Plan(der, symbolic=method != "montecarlo")
+    plan = Plan(der, symbolic=method is not Method.MONTECARLO)
     det = Deterministic(plan, method, degree)
     det.run()
     mc: dict[int, tuple[float, float]] = {}
@@ -146,43 +148,42 @@ def _limit(program: Any, method: str, samples: int, seed: Any, batches: int, qmc
                             max_memory=max_memory, tails=khat, stable=stable)
     flags = assess(plan, det.proven, det.unproven, khat)
     # The effective method of a request is the least precise along its dependencies.
-    rank = {"exact": 0, "direct": 0, "quadrature": 1, "factorised": 1, "montecarlo": 2}
-    names = ("exact", "quadrature", "montecarlo")
+    sampled = RANK[Method.MONTECARLO]
     eff: list[int] = []
-    for req in plan.requests:
-        r = rank[req.method] if req.deterministic else 2
+    for req, m, ok in zip(plan.requests, plan.methods, plan.deterministic):
+        r = RANK[m] if ok else sampled
         for d in req.deps:
             if eff[d] > r:
                 r = eff[d]
         eff.append(r)
-    effective = [names[r] for r in eff]
+    reported = [m.value for m in RESULT_METHODS]
     values, stderrs, errors, methods = {}, {}, {}, {}
-    requests, const_req, scalar_const = plan.requests, plan.const_req, der.scalar_const
+    const_req, scalar_const = plan.const_req, der.scalar_const
     for instr in program.instructions:
         v = instr.out
         if v.kind != "scalar":
             continue
         cid = scalar_const[v].cid
-        req = requests[const_req[cid]]
+        rid = const_req[cid]
         name = v.name
-        if req.deterministic:
-            values[name], stderrs[name], errors[name] = req.value, 0.0, req.error
+        if plan.deterministic[rid]:
+            values[name], stderrs[name], errors[name] = (float(plan.values[rid]), 0.0,
+                                                         float(plan.errors[rid]))
         else:
             values[name], stderrs[name] = mc[cid]
             errors[name] = 0.0
-        methods[name] = "exact" if isinstance(instr, InitScalar) else effective[req.rid]
+        methods[name] = Method.EXACT.value if isinstance(instr, InitScalar) else reported[eff[rid]]
     coefficients = {}
     for c in der.consts:
-        if c.kind != "dot":
+        if not isinstance(c, DotConst):
             continue
-        req = plan.requests[plan.const_req[c.cid]]
-        s2 = der.sigma2_of(der.nodes[c.var].base.family)
-        val, se = (req.value, 0.0) if req.deterministic else mc[c.cid]
-        coefficients[c.cid] = (val / s2 if s2 else 0.0, se / s2 if s2 else 0.0, effective[req.rid])
-    meta = {"method": method, "samples": samples if mc else None, "seed": seed if mc else None,
-            "batches": batches if mc else None, "qmc": qmc}
+        rid = const_req[c.cid]
+        val, se = (float(plan.values[rid]), 0.0) if plan.deterministic[rid] else mc[c.cid]
+        coefficients[c.cid] = (c.expectation(val), c.expectation(se), reported[eff[rid]])
+    meta = {"method": method.value, "samples": samples if mc else None,
+            "seed": seed if mc else None, "batches": batches if mc else None, "qmc": qmc}
     names = {cid: v.name for v, c in scalar_const.items() for cid in [c.cid]}
-    warned = {requests[const_req[scalar_const[v].cid]].rid: v.name for v in scalar_const}
+    warned = {const_req[scalar_const[v].cid]: v.name for v in scalar_const}
     lim = Limit(program, der, plan, values, stderrs, errors, methods, coefficients, meta,
                 flags={warned[r]: why for r, why in flags.items() if r in warned},
                 khat={names[c]: k for c, k in khat.items() if c in names},

@@ -15,13 +15,18 @@ with respect to any other hat is zero. A coefficient is dropped (shown as 0) whe
 vanishes identically, e.g. in the first backward pass (gradient independence,
 [TP2 §6]; docs/concepts/master-theorem.md): the derivative is odd in a centred base Gaussian that is
 independent of everything else in it.
+
+Records: a vector's ``Z`` is a :class:`BaseNode`, :class:`FnNode` or :class:`MatMulNode`;
+a constant a :class:`ScalarConst` (θ̊) or a :class:`DotConst` (a ZDot coefficient, which
+states the σ² convention: :meth:`DotConst.full`). The ZDot candidates of a MatMul are
+:meth:`Derivation.dot_candidates`.
 """
 
 from __future__ import annotations
 
 import functools
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -40,9 +45,10 @@ from ..ir import (
     ScalarFn,
     Var,
 )
-from .symbols import DotCoef, Theta, ZDot, ZHat, ZSym, g, q
+from .symbols import DotCoef, GaussSym, Theta, ZHat, ZSym, g, q
 
-__all__ = ["Derivation", "Base", "Const", "Node", "Layout"]
+__all__ = ["Derivation", "Base", "Const", "ScalarConst", "DotConst", "Node", "BaseNode", "FnNode",
+           "MatMulNode", "Layout"]
 
 _LID_G, _LID_Q = 0, 1  # interned local structures of a bare base Gaussian / constant
 
@@ -65,20 +71,47 @@ class Base:
 
 
 @dataclass(frozen=True, eq=False)
-class Const:
-    """A deterministic constant of the limit: a scalar's θ̊ or a ZDot coefficient."""
+class ScalarConst:
+    """The limit ``θ̊`` of a scalar of the program (a constant of every ``Z`` using it)."""
 
     cid: int
-    kind: str  # "scalar" | "dot"
-    var: Var  # the scalar; for "dot", the MatMul output Wx
-    base: Base | None = None  # for "dot": the Wᵀ-family hat differentiated against
-    y: Var | None = None  # for "dot": the vector y of that hat (Ẑ^{Wᵀy})
-    dot_symbol: sympy.Symbol | None = None
+    var: Var  # the scalar
 
     @functools.cached_property
-    def symbol(self) -> sympy.Symbol:
-        """``θ̊`` of a scalar, or the ``𝔼[∂Z^x/∂Ẑ^{Wᵀy}]`` symbol of a ZDot coefficient."""
-        return self.dot_symbol if self.kind == "dot" else Theta(self.var.name)
+    def symbol(self) -> Theta:
+        """``θ̊`` of the scalar."""
+        return Theta(self.var.name)
+
+
+@dataclass(frozen=True, eq=False)
+class DotConst:
+    """A ZDot coefficient of MatMul ``Wx`` along the hat ``Ẑ^{Wᵀy}`` [TP4 Eq. (31)].
+
+    Convention: ``Ż^{Wx} = Σ_i c_i Z^{y^i}`` with the *full* coefficient
+    ``c_i = σ_W² 𝔼[∂Z^x/∂Ẑ^{Wᵀy^i}]``; :attr:`symbol` stands for the expectation
+    ``𝔼[∂Z^x/∂Ẑ^{Wᵀy^i}]`` alone. :meth:`full` and :meth:`expectation` convert
+    between the two: every backend and printer goes through them.
+    """
+
+    cid: int
+    var: Var  # the MatMul output Wx
+    x: Var  # its argument
+    base: Base  # the Wᵀ-family hat differentiated against, Ẑ^{Wᵀy}
+    y: Var  # the vector y of that hat
+    sigma2: float  # σ_W² of the MatMul's matrix
+    symbol: DotCoef  # 𝔼[∂Z^x/∂Ẑ^{Wᵀy}]
+
+    def full(self, expectation: Any) -> Any:
+        """``c = σ_W² 𝔼[∂Z^x/∂Ẑ^{Wᵀy}]`` from the expectation (floats or arrays)."""
+        return self.sigma2 * expectation
+
+    def expectation(self, full: Any) -> Any:
+        """``𝔼[∂Z^x/∂Ẑ^{Wᵀy}] = c / σ_W²`` from the full coefficient (0 when ``σ_W² = 0``)."""
+        return full / self.sigma2 if self.sigma2 else 0.0
+
+
+#: A deterministic constant of the limit.
+Const = ScalarConst | DotConst
 
 
 @dataclass(frozen=True, eq=False)
@@ -107,23 +140,41 @@ def _make_layout(codes: tuple[int, ...]) -> Layout:
     return Layout(tuple(groups), not any(c & 2 for c in codes), pairs)
 
 
-@dataclass(eq=False)
-class Node:
-    """``Z`` of one vector as one DAG node.
+@dataclass(frozen=True, eq=False, slots=True)
+class BaseNode:
+    """``Z^x = g``: an initial vector, its own base Gaussian."""
 
-    kind ``"base"``: ``Z = g`` (an initial vector); ``"fn"``: ``Z = fn(Z^{args}; consts)``;
-    ``"matmul"``: ``Z = Ẑ + Σ_i c_i Z^{y_i}`` with ``dot = ((const, y), …)``.
-    """
-
-    kind: str
-    base: Base | None = None
-    fn: Any = None
-    args: tuple[Any, ...] = ()  # Vars or Bases
-    consts: tuple[Const, ...] = ()
-    dot: tuple[tuple[Const, Var], ...] = ()
-    support: frozenset[int] = field(default_factory=frozenset)
+    base: Base
+    support: frozenset[int]  # bids of the base Gaussians Z depends on
     polynomial: bool = True
     size: int = 1  # nodes of Z's expression tree, shared subtrees counted each time
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class FnNode:
+    """``Z^x = fn(Z^{args}; θ̊ of consts)`` [TP4 ZNonlin]."""
+
+    fn: Any  # the Nonlinearity
+    args: tuple[Var, ...]
+    consts: tuple[ScalarConst, ...]
+    support: frozenset[int]
+    polynomial: bool
+    size: int
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class MatMulNode:
+    """``Z^{Wx} = Ẑ^{Wx} + Σ_i c_i Z^{y_i}`` with ``dot = ((c_i, y_i), …)`` [TP4 ZMatMul]."""
+
+    base: Base  # Ẑ^{Wx}
+    dot: tuple[tuple[DotConst, Var], ...]
+    support: frozenset[int]
+    polynomial: bool
+    size: int
+
+
+#: ``Z`` of one vector as one node of the Z-DAG (its arguments are earlier vectors).
+Node = BaseNode | FnNode | MatMulNode
 
 
 class Derivation(Interpreter):
@@ -134,7 +185,7 @@ class Derivation(Interpreter):
         self.bases: list[Base] = []
         self.consts: list[Const] = []
         self.nodes: dict[Var, Node] = {}
-        self.scalar_const: dict[Var, Const] = {}
+        self.scalar_const: dict[Var, ScalarConst] = {}
         self.families: dict[Any, list[Base]] = {}
         self.sigma2: dict[Var, float] = {}
         self.init_index = {v: j for j, v in enumerate(program.initial_vectors)}
@@ -142,7 +193,7 @@ class Derivation(Interpreter):
         self.init_cov = program.initial_covariance
         self.hat_of: dict[Var, Base] = {}
         self.hat_arg: dict[int, Var] = {}  # bid of Ẑ^{Wx} -> x
-        self._labels: dict[Any, set[str]] = {}  # family -> its hats' labels
+        self._hat_args: dict[Any, set[Var]] = {}  # family -> arguments of its hats
         self._canon_cache: dict[Any, Any] = {}
         self._canon_roots: dict[tuple, Any] = {}
         self._locals: dict[Var, tuple] = {}
@@ -171,74 +222,55 @@ class Derivation(Interpreter):
 
     def init_vector(self, instr: InitVector) -> Node:
         b = self._new_base(instr.out, None, ZSym(instr.out.name))
-        node = Node("base", base=b, support=frozenset([b.bid]))
+        node = BaseNode(b, frozenset([b.bid]))
         self.nodes[instr.out] = node
         return node
 
-    def init_scalar(self, instr: InitScalar) -> Const:
+    def init_scalar(self, instr: InitScalar) -> ScalarConst:
         return self._scalar_const(instr.out)
 
-    def scalar_fn(self, instr: ScalarFn) -> Const:
+    def scalar_fn(self, instr: ScalarFn) -> ScalarConst:
         return self._scalar_const(instr.out)
 
-    def moment(self, instr: Moment) -> Const:
+    def moment(self, instr: Moment) -> ScalarConst:
         return self._scalar_const(instr.out)
 
     def nonlin(self, instr: Nonlin) -> Node:
         register_fn(instr.fn)
         sup: frozenset[int] = frozenset().union(*(self.nodes[a].support for a in instr.args))
         poly = instr.fn.is_polynomial and all(self.nodes[a].polynomial for a in instr.args)
-        node = Node(
-            "fn",
-            fn=instr.fn,
-            args=instr.args,
-            consts=tuple(self.scalar_const[p] for p in instr.params),
-            support=sup,
-            polynomial=poly,
-            size=1 + sum(self.nodes[a].size for a in instr.args),
+        node = FnNode(
+            instr.fn,
+            instr.args,
+            tuple(self.scalar_const[p] for p in instr.params),
+            sup,
+            poly,
+            1 + sum(self.nodes[a].size for a in instr.args),
         )
         self.nodes[instr.out] = node
         return node
 
     def matmul(self, instr: MatMul) -> Node:
         W, t = instr.matrix, instr.transpose
-        label = f"{W.name}{'^T' if t else ''} {instr.arg.name}"
-        top = r"^{\top}" if t else ""
-        latex_label = f"{W.name}{top} {instr.arg.name}"
-        labels = self._labels.setdefault((W, t), set())
-        if label in labels:
-            label = f"{label}|{instr.out.name}"
-            latex_label = f"{latex_label},{instr.out.name}"
-        labels.add(label)
-        b = self._new_base(instr.out, (W, t), ZHat(label, latex_label))
+        seen = self._hat_args.setdefault((W, t), set())
+        dup = instr.out.name if instr.arg in seen else None  # a second W x: named by its output
+        seen.add(instr.arg)
+        b = self._new_base(instr.out, (W, t), ZHat(W.name, t, instr.arg.name, dup))
         self.hat_of[instr.out] = b
         self.hat_arg[b.bid] = instr.arg
-        x = self.nodes[instr.arg]
-        # ZDot: the transposed family's hats that Z^x depends on.
-        other = {c.bid for c in self.families[(W, not t)]}
-        dot: list[tuple[Const, Var]] = []
-        for bid in sorted(x.support & other):
-            hb = self.bases[bid]
-            y = self.program.definition(hb.var).arg
+        s2 = self.sigma2_of((W, t))
+        dot: list[tuple[DotConst, Var]] = []
+        for hb in self.dot_candidates(instr):
             if self._dot_vanishes(instr.arg, hb):
                 continue
-            c = Const(
-                len(self.consts),
-                "dot",
-                instr.out,
-                base=hb,
-                y=y,
-                dot_symbol=DotCoef(
-                    f"Z^{{{instr.arg.name}}}/∂{hb.symbol.name}",
-                    rf"\partial Z^{{{instr.arg.name}}}/\partial {sympy.latex(hb.symbol)}",
-                ),
-            )
+            y = self.hat_arg[hb.bid]
+            c = DotConst(len(self.consts), instr.out, instr.arg, hb, y, s2,
+                         DotCoef(instr.arg.name, hb.symbol))
             self.consts.append(c)
             dot.append((c, y))
         sup = frozenset([b.bid]).union(*(self.nodes[y].support for _, y in dot))
         poly = all(self.nodes[y].polynomial for _, y in dot)
-        node = Node("matmul", base=b, dot=tuple(dot), support=sup, polynomial=poly,
-                    size=1 + sum(self.nodes[y].size for _, y in dot))
+        node = MatMulNode(b, tuple(dot), sup, poly, 1 + sum(self.nodes[y].size for _, y in dot))
         self.nodes[instr.out] = node
         return node
 
@@ -250,8 +282,19 @@ class Derivation(Interpreter):
         fam.append(b)
         return b
 
-    def _scalar_const(self, v: Var) -> Const:
-        c = Const(len(self.consts), "scalar", v)
+    def dot_candidates(self, instr: MatMul) -> list[Base]:
+        """The hats the ZDot sum of ``instr`` (``Wx``) runs over [TP4 Eq. (31)]: those of
+        the transposed family (``Wᵀ``'s hats for ``Wx``, ``W``'s for ``Wᵀx``) that ``Z^x``
+        depends on, in order of creation; ``∂Z^x/∂Ẑ`` is 0 for every other hat.
+
+        A candidate whose coefficient vanishes identically (:meth:`_dot_vanishes`) has
+        no :class:`DotConst` in the MatMul's node.
+        """
+        sup = self.nodes[instr.arg].support
+        return [b for b in self.families[(instr.matrix, not instr.transpose)] if b.bid in sup]
+
+    def _scalar_const(self, v: Var) -> ScalarConst:
+        c = ScalarConst(len(self.consts), v)
         self.consts.append(c)
         self.scalar_const[v] = c
         return c
@@ -331,15 +374,15 @@ class Derivation(Interpreter):
 
     def _canonical(self, roots: tuple[Any, ...], limit: int) -> tuple | None:
         parts = []
-        for r in roots:
-            if isinstance(r, Base):
-                parts.append((_LID_G, (r.bid,), ()))
-            elif isinstance(r, Const):
-                parts.append((_LID_Q, (), (r.cid,)))
-            else:
+        for r in roots:  # Vars, Bases or ScalarConsts
+            if isinstance(r, Var):
                 if self.nodes[r].size > limit:  # (before building its structure)
                     return None
                 parts.append(self._local(r))
+            elif isinstance(r, Base):
+                parts.append((_LID_G, (r.bid,), ()))
+            else:
+                parts.append((_LID_Q, (), (r.cid,)))
         return _merge(parts)
 
     def _local(self, v: Var) -> tuple:
@@ -353,9 +396,9 @@ class Derivation(Interpreter):
         if loc is not None:
             return loc
         node = self.nodes[v]
-        if node.kind == "base":
+        if isinstance(node, BaseNode):
             loc = (_LID_G, (node.base.bid,), ())
-        elif node.kind == "fn":
+        elif isinstance(node, FnNode):
             kids = [self._local(a) for a in node.args]
             own = [(_LID_Q, (), (c.cid,)) for c in node.consts]
             key, bids, cids = _merge(kids + own)
@@ -484,17 +527,17 @@ class Derivation(Interpreter):
                 memo[(u, j)] = 1
                 stack.pop()
                 continue
-            if node.kind == "base":
+            if isinstance(node, BaseNode):
                 memo[(u, j)] = -1 if node.base.bid == j else 1
                 stack.pop()
                 continue
-            below = [y for _, y in node.dot] if node.kind == "matmul" else list(node.args)
+            below = [y for _, y in node.dot] if isinstance(node, MatMulNode) else list(node.args)
             todo = [w for w in below if (w, j) not in memo]
             if todo:
                 stack.extend(todo)
                 continue
             stack.pop()
-            if node.kind == "matmul":  # Ẑ + Σ c_i Z^{y_i}: a sum of parts
+            if isinstance(node, MatMulNode):  # Ẑ + Σ c_i Z^{y_i}: a sum of parts
                 parts = {-1 if node.base.bid == j else 1} | {memo[(y, j)] for y in below}
                 memo[(u, j)] = parts.pop() if len(parts) == 1 else 0
             else:
@@ -520,28 +563,27 @@ class Derivation(Interpreter):
                 continue
             needed.add(u)
             node = nodes[u]
-            if node.kind == "fn":
+            if isinstance(node, FnNode):
                 stack.extend(node.args)
-            elif node.kind == "matmul" and expand_dot:
+            elif isinstance(node, MatMulNode) and expand_dot:
                 stack.extend(y for _, y in node.dot)
         memo: dict[Var, sympy.Expr] = {}
         depth: dict[int, int] = {}  # sympy depth of the expressions made (by id)
         for u in sorted(needed, key=lambda w: w.id):
             node = nodes[u]
-            if node.kind == "base":
+            if isinstance(node, BaseNode):
                 e = node.base.symbol
             else:  # sympy queries its arguments recursively while it builds (is_number)
-                below = (node.args if node.kind == "fn" else
+                below = (node.args if isinstance(node, FnNode) else
                          [y for _, y in node.dot] if expand_dot else [])
                 with recursion_room(8 + max((depth[id(memo[a])] for a in below), default=0)):
-                    if node.kind == "fn":
+                    if isinstance(node, FnNode):
                         e = node.fn.apply(*[memo[a] for a in node.args],
                                           *[c.symbol for c in node.consts])
                     elif expand_dot:
                         e = node.base.symbol + self.Zdot(u, memo.__getitem__)
                     else:
-                        e = node.base.symbol + ZDot(node.base.symbol._label,
-                                                    node.base.symbol._latex_label)
+                        e = node.base.symbol + node.base.symbol.dot()
                     e.is_commutative  # noqa: B018 - cached now, bottom-up
             memo[u] = e
             _depth_over(e, depth)
@@ -550,11 +592,10 @@ class Derivation(Interpreter):
     def Zdot(self, h: Var, z: Any = None) -> sympy.Expr:
         """``Ż^{Wx} = σ_W² Σ_i 𝔼[∂Z^x/∂Ẑ^{Wᵀy^i}] Z^{y^i}`` (0 when no term survives)."""
         node = self.nodes[h]
-        if node.kind != "matmul":
+        if not isinstance(node, MatMulNode):
             raise ProgramValueError(f"{h.name} is not a MatMul; only MatMuls have Ż")
         z = z or (lambda u: self.Z(u))
-        s2 = sympy.Float(self.sigma2_of(node.base.family)) if node.dot else 0
-        return s2 * sympy.Add(*[c.symbol * z(y) for c, y in node.dot])
+        return sympy.Add(*[c.full(c.symbol) * z(y) for c, y in node.dot])
 
 
 def _depth_over(e: sympy.Basic, known: dict[int, int]) -> int:
@@ -672,16 +713,16 @@ def _wrapped_symbols(expr: sympy.Expr) -> set[sympy.Symbol] | None:
 
 def _term_vanishes(term: sympy.Expr, centred: tuple[bool, ...], indep: tuple[bool, ...],
                    n: int) -> bool:
-    for s in {s for s in term.free_symbols if s.name.startswith("g")}:
-        i = int(s.name[1:])
+    for s in {s for s in term.free_symbols if isinstance(s, GaussSym)}:
+        i = s.index
         if not centred[i]:
             continue
         # s must occur only as an odd power factor of the term, nowhere else.
         coeff, rest = _split_power(term, s)
         if coeff is None or coeff % 2 == 0 or rest.has(s):
             continue
-        if all(indep[i * n + int(o.name[1:])] for o in rest.free_symbols
-               if o.name.startswith("g")):
+        if all(indep[i * n + o.index] for o in rest.free_symbols
+               if isinstance(o, GaussSym)):
             return True
     return False
 

@@ -52,7 +52,19 @@ from .exact import (
 )
 from .existence import check_requests, tilted
 from .forms import lambdify_integrand, linear_forms, quadrature_dim
-from .plan import Plan, Request, describe
+from .methods import AUTO, DIRECT, EXACT, FACTORISED, MONTECARLO, QUADRATURE, Method
+from .plan import (
+    CovRequest,
+    DotRequest,
+    ExpectationRequest,
+    InitScalarRequest,
+    Plan,
+    Request,
+    ScalarFnRequest,
+    SteinRequest,
+    describe,
+    scalar_var,
+)
 from .symbols import GaussSym, g, q
 
 __all__ = ["Deterministic", "MAX_QUADRATURE_DIM", "QUADRATURE_RTOL"]
@@ -82,8 +94,6 @@ QUADRATURE_RTOL = 1e-7
 #: (three degrees) is treated as a divergent expectation (an error, never a value).
 DIVERGENCE_RTOL = 0.05
 
-EXPECTATION_KINDS = ("moment", "cov", "dot", "stein_b")
-
 
 class Deterministic:
     """Evaluates every request of a plan that needs no Monte Carlo.
@@ -91,75 +101,78 @@ class Deterministic:
     Parameters
     ----------
     plan : Plan
-    method : {"auto", "exact", "quadrature", "montecarlo"}
+    method : Method or {"auto", "exact", "quadrature", "montecarlo"}
     degree : int, optional
         Gauss–Hermite nodes per dimension (default by dimension).
     """
 
-    def __init__(self, plan: Plan, method: str, degree: int | None = None) -> None:
+    def __init__(self, plan: Plan, method: Method | str, degree: int | None = None) -> None:
         self.plan = plan
         self.der = plan.der
-        self.method = method
+        self.method = Method(method)
         self.degree = degree
         self.needs_montecarlo = False
-        self._chosen: dict[int, str] = {}  # sig -> method
+        self._chosen: dict[int, Method] = {}  # sig -> method
         #: Existence (:mod:`.existence`): request ids proven to exist, and the reasons of
         #: those neither proven nor refuted (evaluated, but flagged on the Limit).
         self.proven: set[int] = set()
         self.unproven: dict[int, str] = {}
-        #: Values of every request by id (NaN until evaluated), for vectorised gathers.
-        self.values = np.full(len(plan.requests), np.nan)
-        for r in plan.requests:
-            if r.value is not None:  # initial scalars
-                self.values[r.rid] = r.value
+        #: Values of every request by id (NaN until evaluated), for vectorised gathers:
+        #: the plan's results (initial scalars known from the start).
+        self.values = plan.values
 
     # -- which method per request -----------------------------------------------------
-    def _choose(self, req: Request) -> str:
-        if req.kind not in EXPECTATION_KINDS:
-            return "direct"
-        if self.method == "montecarlo":
-            return "montecarlo"
+    def _choose(self, req: Request) -> Method:
+        if not isinstance(req, ExpectationRequest):
+            return DIRECT
+        if self.method is MONTECARLO:
+            return MONTECARLO
         # Requests of one sig share integrand, dimensions and layout: one decision each.
         method = self._chosen.get(req.sig)
         if method is None:
             method = self._chosen[req.sig] = self._decide(req)
         return method
 
-    def _decide(self, req: Request) -> str:
+    def _decide(self, req: ExpectationRequest) -> Method:
         d, m = len(req.bids), len(req.cids)
         exact = req.expr is not None and exact_evaluator(
             req.expr, d, m, req.centred, req.groups) is not None
-        if self.method == "exact":
+        if self.method is EXACT:
             if not exact:
-                raise self._unavailable(req, "exact", "no exact form (Wick polynomial or registered closed form) exists")
-            return "exact"
-        if self.method == "quadrature":
+                raise self._unavailable(req, EXACT, "no exact form (Wick polynomial or registered closed form) exists")
+            return EXACT
+        if self.method is QUADRATURE:
             if req.expr is None or quadrature_dim(req.expr, d, m) > MAX_QUADRATURE_DIM:
                 raise self._unavailable(
-                    req, "quadrature", f"it depends on {d} base Gaussians through more than "
+                    req, QUADRATURE, f"it depends on {d} base Gaussians through more than "
                     f"{MAX_QUADRATURE_DIM} linear forms (quadrature handles ≤ {MAX_QUADRATURE_DIM})"
                 )
-            return "quadrature"
+            return QUADRATURE
         if exact:
-            return "exact"
+            return EXACT
         if req.expr is not None and factorised_plan(req.expr, d, m, req.centred, req.groups):
-            return "factorised"
+            return FACTORISED
         if req.expr is not None and quadrature_dim(req.expr, d, m) <= MAX_QUADRATURE_DIM:
-            return "quadrature"
-        return "montecarlo"
+            return QUADRATURE
+        return MONTECARLO
 
-    def _unavailable(self, req: Request, method: str, why: str) -> TensorProgramError:
+    def _unavailable(self, req: Request, method: Method, why: str) -> TensorProgramError:
         instr = self._instruction(req)
         exc = MethodUnavailableError(
-            f"method={method!r} cannot evaluate the {describe(req)}: {why}; "
+            f"method={method.value!r} cannot evaluate the {describe(req)}: {why}; "
             f"use method='auto' or 'montecarlo'"
         )
         return annotate(exc, instr, "Limit") if instr is not None else exc
 
     def _instruction(self, req: Request) -> Any:
-        var = req.var if req.var is not None else (req.const.var if req.const is not None else None)
-        if var is None and req.pair is not None:
-            var = req.pair[1].var
+        """The instruction a request belongs to (for error messages), if any."""
+        match req:
+            case DotRequest() | SteinRequest():
+                var = req.const.var
+            case CovRequest():
+                var = req.pair[1].var
+            case _:
+                var = scalar_var(req)
         return self.der.program.definition(var) if var is not None else None
 
     # -- evaluation -----------------------------------------------------------------
@@ -168,14 +181,14 @@ class Deterministic:
         their (deterministic) limits has no limit: an error naming the scalars, instead of
         an integrand that is infinite everywhere. Vanishing means within the first-order
         error of the computed limits (exactly 0 for exact ones)."""
-        der, requests, left = self.der, self.plan.requests, []
+        der, plan, left = self.der, self.plan, []
         for instr, fn in self._divides:
-            rids = [self.plan.const_req[der.scalar_const[v].cid] for v in instr.params]
-            if any(np.isnan(self.values[r]) or not requests[r].deterministic for r in rids):
+            rids = [plan.const_req[der.scalar_const[v].cid] for v in instr.params]
+            if any(np.isnan(self.values[r]) or not plan.deterministic[r] for r in rids):
                 left.append((instr, fn))
                 continue
-            at = dict(zip(fn.params, (requests[r].value for r in rids)))
-            err = dict(zip(fn.params, (requests[r].error for r in rids)))
+            at = dict(zip(fn.params, (float(plan.values[r]) for r in rids)))
+            err = dict(zip(fn.params, (float(plan.errors[r]) for r in rids)))
             for D in fn.divisors:
                 val = float(D.xreplace(at))
                 slack = sum(abs(float(sympy.diff(D, t).xreplace(at))) * err[t]
@@ -184,7 +197,7 @@ class Deterministic:
                     used = [(t, v, r) for t, v, r in zip(fn.params, instr.params, rids)
                             if t in D.free_symbols]
                     named = D.xreplace({t: sympy.Symbol(v.name) for t, v, _ in used})
-                    limits = ", ".join(f"{v.name} → {requests[r].value:.6g}" for _, v, r in used)
+                    limits = ", ".join(f"{v.name} → {plan.values[r]:.6g}" for _, v, r in used)
                     raise annotate(NumericalError(
                         f"{fn.name} divides by {named}, whose limit is 0 ({limits}): the "
                         f"instruction has no infinite-width limit"), instr, "Limit")
@@ -194,36 +207,39 @@ class Deterministic:
         prog = self.der.program
         self._divides = [(i, i.fn) for i in prog.instructions
                          if isinstance(i, (Nonlin, Moment)) and i.params and i.fn.divisors]
+        plan = self.plan
+        methods, det = plan.methods, plan.deterministic
         levels: dict[int, list[Request]] = defaultdict(list)
-        for req in self.plan.requests:
-            req.method = self._choose(req)
+        for req in plan.requests:
+            methods[req.rid] = self._choose(req)
             levels[req.level].append(req)
-        requests = self.plan.requests
         for level in sorted(levels):
-            groups: dict[Any, list[Request]] = defaultdict(list)
-            to_check: dict[Any, list[Request]] = defaultdict(list)  # Monte Carlo's, laws known
+            groups: dict[Any, list[ExpectationRequest]] = defaultdict(list)
+            fns: dict[Any, list[ScalarFnRequest]] = defaultdict(list)  # by function
+            to_check: dict[Any, list[ExpectationRequest]] = defaultdict(list)  # Monte Carlo's, laws known
             for req in levels[level]:
+                rid = req.rid
+                method = methods[rid]
                 # (while nothing went to Monte Carlo, every dependency is deterministic)
-                req.deterministic = req.method != "montecarlo" and (
-                    not self.needs_montecarlo or all(requests[d].deterministic for d in req.deps))
-                if not req.deterministic:
+                ok = det[rid] = method is not MONTECARLO and (
+                    not self.needs_montecarlo or all(det[d] for d in req.deps))
+                if not ok:
                     self.needs_montecarlo = True
-                    if req.method == "montecarlo" and req.layout is not None and all(
-                            requests[d].deterministic for d in req.deps):
+                    if method is MONTECARLO and req.layout is not None and all(
+                            det[d] for d in req.deps):
                         to_check[req.sig].append(req)
                     continue
-                if req.kind == "scalar_fn":
-                    groups[("scalar_fn", req.extra)].append(req)
-                elif req.method == "direct":
+                if isinstance(req, ScalarFnRequest):
+                    fns[req.fn].append(req)
+                elif method is DIRECT:
                     self._direct(req)
                 else:
-                    groups[(req.method, req.sig)].append(req)
+                    groups[(method, req.sig)].append(req)
             for reqs in to_check.values():
                 self._existence(reqs, law_only=True)
+            for reqs in fns.values():
+                self._scalar_fns(reqs)
             for (method, _), reqs in groups.items():
-                if method == "scalar_fn":
-                    self._scalar_fns(reqs)
-                    continue
                 r0 = reqs[0]
                 self._group((method, r0.expr, len(r0.bids), len(r0.cids), r0.centred, r0.groups),
                             reqs)
@@ -261,14 +277,14 @@ class Deterministic:
         method, expr, d, m, centred, indep = key
         mean, cov, qv = self._existence(reqs)
         try:
-            if method == "exact":
+            if method is EXACT:
                 f = exact_evaluator(expr, d, m, centred, indep)
                 assert f is not None
                 with np.errstate(all="ignore"):
                     vals = np.asarray(f(mean, cov, qv), dtype=float)
                 errs = np.zeros(len(reqs))
                 growth = None
-            elif method == "factorised":
+            elif method is FACTORISED:
                 vals, errs = self._factorised(expr, d, m, centred, indep, mean, cov, qv)
                 growth = None
             else:
@@ -281,7 +297,7 @@ class Deterministic:
                 instr = self._instruction(r)
                 exc = NumericalError(f"the {describe(r)} is not finite ({v}); the expectation diverges or overflows")
                 raise annotate(exc, instr, "Limit") if instr is not None else exc
-            if method == "quadrature" and growth is not None and growth[pos]:
+            if method is QUADRATURE and growth is not None and growth[pos]:
                 instr = self._instruction(r)
                 exc = DivergenceError(
                     f"the {describe(r)} does not converge: Gauss–Hermite estimates grow steadily "
@@ -290,10 +306,10 @@ class Deterministic:
                     f"against the Gaussian (e.g. exp(Z²) with Var Z ≥ 1/2)"
                 )
                 raise annotate(exc, instr, "Limit") if instr is not None else exc
-            if method != "exact" and self.method == "auto" and (
+            if method is not EXACT and self.method is AUTO and (
                     e > QUADRATURE_RTOL * max(1.0, abs(v)) or r.rid in self.unproven):
-                r.deterministic = False  # not trusted: Monte Carlo takes over
-                r.method = "montecarlo"
+                self.plan.deterministic[r.rid] = False  # not trusted: Monte Carlo takes over
+                self.plan.methods[r.rid] = MONTECARLO
                 self.needs_montecarlo = True
                 continue
             self._store(r, float(v), float(e))
@@ -476,9 +492,9 @@ class Deterministic:
             hi_val[idx] = fine
         return hi_val, err, growth
 
-    def _scalar_fns(self, reqs: list[Request]) -> None:
+    def _scalar_fns(self, reqs: list[ScalarFnRequest]) -> None:
         """ScalarFns of one function (one level): ``fn(θ̊…)`` in one vectorised call."""
-        fn = reqs[0].extra
+        fn = reqs[0].fn
         params = self.values[np.array([r.deps for r in reqs], dtype=np.intp).reshape(len(reqs), -1)]
         with np.errstate(all="ignore"):  # numpy semantics: 1/0 is inf (an error below)
             vals = np.broadcast_to(np.asarray(fn.numpy(*params.T), dtype=float), (len(reqs),))
@@ -487,31 +503,28 @@ class Deterministic:
             instr = self.der.program.definition(reqs[bad[0]].var)
             raise annotate(NumericalError(
                 f"{fn.name} of the limit scalars is not finite ({vals[bad[0]]})"), instr, "Limit")
-        for r, v in zip(reqs, vals.tolist()):
-            r.value = v
         self.values[[r.rid for r in reqs]] = vals
 
     def _direct(self, req: Request) -> None:
-        if req.kind == "init_scalar":
-            return
-        if req.kind == "stein":
-            S = req.extra
-            c = req.const
-            b = np.array([self.plan.requests[self.plan.stein_b(x=self.der.program.definition(c.var).arg, base=s)].value
-                          for s in S])
-            C = np.array([[self.plan.requests[self.plan.cov(si, sj)].value for sj in S] for si in S])
-            coef = np.linalg.pinv(C, rcond=1e-10, hermitian=True) @ b
-            req.value = float(coef[S.index(c.base)])
-            self.values[req.rid] = req.value
-            return
-        raise AssertionError(req.kind)  # pragma: no cover
+        match req:
+            case InitScalarRequest():
+                return
+            case SteinRequest():
+                # Stein's lemma [TP4 Remark F.2]: 𝔼∇_S Z^x = Cov(Ẑ_S)⁺ 𝔼[Ẑ_S Z^x], with
+                # Cov(Ẑ_i, Ẑ_j) = σ² 𝔼[Z^{x_i} Z^{x_j}] (the covariance requests).
+                c = req.const
+                b = self.values[np.array(req.b_rids, dtype=np.intp)]
+                C = c.sigma2 * self.values[np.array(req.cov_rids, dtype=np.intp)]
+                grad = np.linalg.pinv(C, rcond=1e-10, hermitian=True) @ b
+                self.values[req.rid] = c.full(float(grad[req.hats.index(c.base)]))
+                return
+        raise AssertionError(type(req).__name__)  # pragma: no cover
 
-    def _store(self, req: Request, value: float, error: float) -> None:
-        if req.kind == "dot":  # stored as the full coefficient σ_W² 𝔼[∂Z^x/∂Ẑ]
-            s2 = self.der.sigma2_of(self.der.nodes[req.const.var].base.family)
-            value, error = s2 * value, s2 * error
-        req.value, req.error = value, error
+    def _store(self, req: ExpectationRequest, value: float, error: float) -> None:
+        if isinstance(req, DotRequest):  # stored as the full coefficient σ_W² 𝔼[∂Z^x/∂Ẑ]
+            value, error = req.const.full(value), req.const.full(error)
         self.values[req.rid] = value
+        self.plan.errors[req.rid] = error
 
 
 #: Hat covariances are computed (by quadrature, to ~1e-9): eigenvalues down to this
@@ -617,7 +630,7 @@ def factorised_plan(expr: sympy.Expr, d: int, m: int, centred: bool, groups: tup
         split = split or len(parts) > 2
         row = []
         for block in parts:
-            dims = sorted(int(s.name[1:]) for s in block.free_symbols if isinstance(s, GaussSym))
+            dims = sorted(s.index for s in block.free_symbols if isinstance(s, GaussSym))
             ev = exact_evaluator(block, d, m, centred, None)
             if ev is None:
                 block = block.xreplace({g(k): g(i) for i, k in enumerate(dims)})

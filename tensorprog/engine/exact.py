@@ -341,7 +341,7 @@ def independent_blocks(term: sympy.Expr, d: int, groups: tuple[int, ...]) -> lis
 
     labels = []
     for f in factors:
-        gr = sorted({groups[int(s.name[1:])] for s in f.free_symbols if isinstance(s, GaussSym)})
+        gr = sorted({groups[s.index] for s in f.free_symbols if isinstance(s, GaussSym)})
         for a in gr[1:]:
             parent[find(a)] = find(gr[0])
         labels.append(gr[0] if gr else None)

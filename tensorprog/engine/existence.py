@@ -821,20 +821,8 @@ def tilted(quadrature: Any, expr: sympy.Expr, d: int, m: int, mean: np.ndarray,
 
 # -- the hook of the evaluator ------------------------------------------------------------
 def integrand(plan: Any, req: Any) -> sympy.Expr | None:
-    """A request's canonical integrand: ``req.expr``, or rebuilt for Moments and
-    products when the plan was made without integrands (``method="montecarlo"``)."""
-    if req.expr is not None:
-        return req.expr
-    der = plan.der
-    if req.kind not in ("moment", "cov", "stein_b") or req.extra is None:
-        return None
-    res = der.canonical(req.extra)
-    if res is None:
-        return None
-    exprs = der.expr_of_key(res[0])
-    if req.kind == "moment":
-        return der.program.definition(req.var).fn.apply(*exprs)
-    return exprs[0] * exprs[1]
+    """A request's canonical integrand (:meth:`~.plan.Plan.integrand`)."""
+    return plan.integrand(req)
 
 
 def _named(reason: str, der: Any, req: Any, expr: sympy.Expr, d: int, m: int) -> str:

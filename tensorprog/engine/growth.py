@@ -24,6 +24,7 @@ from typing import Any
 import sympy
 
 from ..ir import Moment
+from .derivation import FnNode, MatMulNode
 from .existence import inline
 
 __all__ = ["degree", "moment_degrees", "POLY_TAIL_DEGREE"]
@@ -80,20 +81,20 @@ def moment_degrees(der: Any) -> dict[Any, float | None]:
     deg: dict[Any, float | None] = {}
 
     def of(x: Any) -> float | None:
-        return deg.get(x, 1.0)  # (a Base, i.e. a hat Ẑ or an initial Gaussian: 1)
+        return deg.get(x, 1.0)
 
     out: dict[Any, float | None] = {}
     for instr in der.program.instructions:
         v = instr.out
         node = der.nodes.get(v)
         if node is not None:
-            if node.kind == "matmul":
+            if isinstance(node, MatMulNode):
                 ds = [of(y) for _, y in node.dot]
                 deg[v] = None if any(d is None for d in ds) else max([1.0, *ds])
-            elif node.kind == "fn":
+            elif isinstance(node, FnNode):
                 ds = tuple(of(a) for a in node.args)
                 deg[v] = None if any(d is None for d in ds) else _fn_degree(node.fn, ds)
-            else:
+            else:  # BaseNode: an initial Gaussian
                 deg[v] = 1.0
         elif isinstance(instr, Moment):
             ds = tuple(of(a) for a in instr.args)

@@ -3,18 +3,77 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import sympy
 
 from .._resources import deep_recursion, expression_depth, recursion_room
 from ..errors import ProgramTypeError, ProgramValueError, TensorProgramError
-from ..ir import InitScalar, Moment, ScalarFn, Var
-from .derivation import Derivation
-from .plan import Plan
+from ..ir import InitScalar, MatMul, Moment, ScalarFn, Var
+from .methods import Method
+from .symbols import DotCoef, ZHat
 from .tails import StableError
 
-__all__ = ["Limit", "ScalarTable", "Expectation"]
+if TYPE_CHECKING:
+    from .derivation import Derivation
+    from .plan import Plan
+
+__all__ = ["Limit", "ScalarTable", "Expectation", "HatCovariance", "ZDotTerm"]
+
+
+@dataclass(frozen=True)
+class HatCovariance:
+    """``Cov(Ẑ^{Wx}, Ẑ^{Wy}) = σ_W² 𝔼[Z^x Z^y]`` of a MatMul's hat ``Ẑ^{Wx}`` and a hat
+    of the same family [TP4 ZHat] (:meth:`Limit.hat_covariances`).
+
+    Attributes
+    ----------
+    hat : ZHat
+        ``Ẑ^{Wy}`` (the MatMul's own hat for its variance).
+    y : Var
+        The argument of that hat.
+    value : float or None
+        ``σ_W² 𝔼[Z^x Z^y]``; None when it was estimated by Monte Carlo or not needed.
+    method : str or None
+        ``"exact"``, ``"quadrature"`` or ``"montecarlo"``; None when no limit needed it.
+    """
+
+    hat: ZHat
+    y: Var
+    value: float | None
+    method: str | None
+
+
+@dataclass(frozen=True)
+class ZDotTerm:
+    """One candidate term ``σ_W² 𝔼[∂Z^x/∂Ẑ^{Wᵀy}] Z^y`` of ``Ż^{Wx}`` [TP4 Eq. (31)]
+    (:meth:`Limit.zdot_terms`).
+
+    Attributes
+    ----------
+    coefficient : DotCoef
+        The symbol ``𝔼[∂Z^x/∂Ẑ^{Wᵀy}]``.
+    hat : ZHat
+        ``Ẑ^{Wᵀy}``, the hat differentiated against.
+    y : Var
+        The vector multiplying the term.
+    vanishes : bool
+        The coefficient is identically 0 (the term is not in ``Ż``).
+    value, stderr : float
+        The full coefficient ``σ_W² 𝔼[∂Z^x/∂Ẑ^{Wᵀy}]`` and its Monte Carlo standard
+        error (0 when not sampled, and both 0 when it vanishes).
+    method : str
+        How the value was obtained (``"exact"`` when it vanishes).
+    """
+
+    coefficient: DotCoef
+    hat: ZHat
+    y: Var
+    vanishes: bool
+    value: float
+    stderr: float
+    method: str
 
 
 
@@ -80,7 +139,7 @@ class ScalarTable:
         NaN for an exact or quadrature value that is not :meth:`trusted`: never a 0 that
         would vouch for it)."""
         k = self._name(key)
-        if k in self._flags and self._method[k] != "montecarlo":
+        if k in self._flags and self._method[k] != Method.MONTECARLO:
             return math.nan
         return self._stderr[k]
 
@@ -286,10 +345,58 @@ class Limit(ScalarTable):
     def Zhat(self, key: Any) -> sympy.Expr:
         """``Ẑ`` of a MatMul output."""
         v = self._var(key, "vector")
-        node = self.derivation.nodes[v]
-        if node.kind != "matmul":
+        if not isinstance(self.program.definition(v), MatMul):
             raise ProgramValueError(f"{v.name} is not a MatMul output; only MatMuls have Ẑ")
-        return node.base.symbol
+        return self.derivation.hat_of[v].symbol
+
+    def hat_covariances(self, key: Any) -> list[HatCovariance]:
+        """``Cov(Ẑ^{Wx}, Ẑ^{Wy})`` of the hat of MatMul ``key = Wx`` with itself (its
+        variance, first) and with each earlier hat of its family that a limit needed,
+        in order of creation."""
+        v = self._matmul(key)
+        der, plan = self.derivation, self.plan
+        base = der.hat_of[v]
+        s2 = der.sigma2_of(base.family)
+        out = []
+        for other in [base, *(b for b in der.families[base.family] if b.bid < base.bid)]:
+            rid = plan.cov_req.get((other.bid, base.bid))
+            if other is not base and rid is None:
+                continue  # needed by no limit
+            value = method = None
+            if rid is not None:
+                if plan.deterministic[rid]:
+                    value = s2 * float(plan.values[rid])
+                    method = plan.methods[rid].reported.value
+                else:
+                    method = Method.MONTECARLO.value
+            out.append(HatCovariance(other.symbol, der.hat_arg[other.bid], value, method))
+        return out
+
+    def zdot_terms(self, key: Any) -> list[ZDotTerm]:
+        """Every candidate term of ``Ż`` of MatMul ``key = Wx`` [TP4 Eq. (31)]: one per
+        hat of the transposed family that ``Z^x`` depends on, in order of creation, with
+        its value (terms that vanish identically included, marked)."""
+        v = self._matmul(key)
+        der = self.derivation
+        instr = self.program.definition(v)
+        kept = {c.base.bid: c for c, _ in der.nodes[v].dot}
+        out = []
+        for b in der.dot_candidates(instr):
+            y = der.hat_arg[b.bid]
+            c = kept.get(b.bid)
+            if c is None:
+                out.append(ZDotTerm(DotCoef(instr.arg.name, b.symbol), b.symbol, y, True, 0.0,
+                                    0.0, Method.EXACT.value))
+                continue
+            val, se, method = self._coef[c.cid]
+            out.append(ZDotTerm(c.symbol, b.symbol, y, False, c.full(val), c.full(se), method))
+        return out
+
+    def _matmul(self, key: Any) -> Var:
+        v = self._var(key, "vector")
+        if not isinstance(self.program.definition(v), MatMul):
+            raise ProgramValueError(f"{v.name} is not a MatMul output; only MatMuls have Ẑ and Ż")
+        return v
 
     def Zdot(self, key: Any, *, numeric: bool = False) -> sympy.Expr:
         """``Ż^{Wx} = σ_W² Σ_i 𝔼[∂Z^x/∂Ẑ^{Wᵀy^i}] Z^{y^i}`` (0 when every term vanishes)."""

@@ -45,6 +45,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -187,10 +188,10 @@ class _Schedule:
         der = plan.der
         instructions = der.program.instructions
         self.cid = {v: c.cid for v, c in der.scalar_const.items()}
-        self.known = {c.cid: plan.requests[rid].value for c in der.consts
-                      for rid in [plan.const_req[c.cid]] if plan.requests[rid].deterministic}
-        known_pairs = {k: plan.requests[rid].value for k, rid in plan.cov_req.items()
-                       if plan.requests[rid].deterministic}  # (bid, bid), ascending
+        self.known = {c.cid: float(plan.values[rid]) for c in der.consts
+                      for rid in [plan.const_req[c.cid]] if plan.deterministic[rid]}
+        known_pairs = {k: float(plan.values[rid]) for k, rid in plan.cov_req.items()
+                       if plan.deterministic[rid]}  # (bid, bid), ascending
         last: dict[Any, int] = {}
         for i, instr in enumerate(instructions):
             last[instr.out] = i
@@ -219,7 +220,7 @@ class _Schedule:
                     sid = self.family_stack[b.family] = self._new_stack(0)
                     self.sizes[sid] = len(der.families[b.family])
                 self.home.setdefault(instr.arg, (sid, b.index))
-        self.cov_keys: dict[int, list[tuple[str, int, int]]] = {}
+        self.cov_keys: dict[int, list[PairKey]] = {}
         self.cov_known: dict[int, list[float | None]] = {}
         for bs in der.families.values():
             for b in bs:
@@ -289,9 +290,9 @@ class _Schedule:
         loose = [(i, c, P) for i, c, P in scaled if home.get(instr.args[i]) not in blocked]
         return _Linear(base, blocks, loose)
 
-    def pair(self, a: Any, b: Any) -> tuple[str, int, int]:
+    def pair(self, a: Any, b: Any) -> PairKey:
         """The estimate key of ``𝔼[Z^a Z^b]`` (unordered)."""
-        return ("p", a.id, b.id) if a.id <= b.id else ("p", b.id, a.id)
+        return PairKey(a.id, b.id) if a.id <= b.id else PairKey(b.id, a.id)
 
 
 class _MCTilt:
@@ -428,13 +429,35 @@ def _combine(lin: _Linear, args: list[Any], params: list[Any], theta: np.ndarray
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class MomentKey:
+    """Estimate key: the mean of the Moment of constant ``cid``."""
+
+    cid: int
+
+
+@dataclass(frozen=True, slots=True)
+class PairKey:
+    """Estimate key: ``𝔼[Z^a Z^b]`` of the vectors with ids ``i ≤ j``."""
+
+    i: int
+    j: int
+
+
+@dataclass(frozen=True, slots=True)
+class DotKey:
+    """Estimate key: the ZDot regression coefficients of the MatMul whose hat is ``bid``."""
+
+    bid: int
+
+
 class _Estimates:
     """The replicates' estimates so far (shared by the chunks and sweeps of one pass).
 
-    Keys: ``("m", cid)`` a Moment's mean; ``("p", i, j)`` the second moment
-    ``𝔼[Z^a Z^b]`` of the vectors with ids ``i ≤ j`` (a product Moment, or the covariance
-    of two hats of one family: the same sums serve both); ``("d", bid)`` the regression
-    coefficients of MatMul ``bid``'s ZDot. ``acc`` holds this sweep's sums over samples,
+    Keys: :class:`MomentKey` a Moment's mean; :class:`PairKey` the second moment
+    ``𝔼[Z^a Z^b]`` of two vectors (a product Moment, or the covariance of two hats of
+    one family: the same sums serve both); :class:`DotKey` the regression coefficients
+    of a MatMul's ZDot. ``acc`` holds this sweep's sums over samples,
     ``final`` finished estimates (arrays with the replicate axis first), ``L[family]``
     the ``(K, n, n)`` factor of the family's hat covariance with ``factored[family]``
     rows done, ``U[family]`` its rank-tolerant inverse (see :func:`_factor_row`).
@@ -475,7 +498,7 @@ class _Estimates:
         keys = list(self.acc) if key is None else [key]
         for k in keys:
             sums = self.acc.pop(k)
-            self.final[k] = _regression(sums, self.M) if k[0] == "d" else sums[0] / self.M
+            self.final[k] = _regression(sums, self.M) if isinstance(k, DotKey) else sums[0] / self.M
         return len(keys)
 
 
@@ -863,14 +886,14 @@ class MonteCarloPass(Interpreter):
                 self.state.add_tail(cid, vals[..., :self.state.prefix])
             return (vals.sum(axis=-1, keepdims=True),)
 
-        return self._set_const(instr.out, self._estimate(("m", cid), sums if ready else None))
+        return self._set_const(instr.out, self._estimate(MomentKey(cid), sums if ready else None))
 
     def _tilted_moment(self, instr: Moment, cid: int, tl: "_MCTilt") -> Any:
         """``𝔼[h e^P] = e^c 𝔼[h(μ' + F'ξ)]`` (:class:`_MCTilt`) from the pass's own
         normals ``ξ``: an exact change of measure."""
         consts = [self.const.get(c, _PENDING) for c in tl.cids]
         if not self._ready(*consts):
-            return self._set_const(instr.out, self._estimate(("m", cid), None))
+            return self._set_const(instr.out, self._estimate(MomentKey(cid), None))
 
         qs = [np.broadcast_to(np.asarray(c, dtype=float).reshape(-1, 1)
                               if np.ndim(c) else c, (self.shape[0], 1)) for c in consts]
@@ -893,7 +916,7 @@ class MonteCarloPass(Interpreter):
             self.state.add_tail(cid, vals[..., :self.state.prefix])
             return (tl.scale * vals.sum(axis=-1, keepdims=True),)
 
-        return self._set_const(instr.out, self._estimate(("m", cid), sums))
+        return self._set_const(instr.out, self._estimate(MomentKey(cid), sums))
 
     def matmul(self, instr: MatMul) -> Any:
         node = self.der.nodes[instr.out]
@@ -966,7 +989,7 @@ class MonteCarloPass(Interpreter):
         """``𝔼[Z^x Z^{x_j}]`` of member ``b``'s input with members ``j ≤ b.index``' inputs,
         (K, k + 1); pending while an estimate is.
 
-        Each entry is a pair estimate (``("p", …)`` in :class:`_Estimates`), shared with
+        Each entry is a pair estimate (:class:`PairKey` in :class:`_Estimates`), shared with
         the product Moments of the same vectors; the missing ones come from one pass
         over the family's input stack.
         """
@@ -1014,11 +1037,11 @@ class MonteCarloPass(Interpreter):
                     hz[:, idx])
 
         ready = fam is not None and fam.nhats >= j
-        beta = self._estimate(("d", node.base.bid), sums if ready else None)
+        beta = self._estimate(DotKey(node.base.bid), sums if ready else None)
         if beta is _PENDING:
             return _PENDING
-        s2 = self.der.sigma2_of(node.base.family)
-        return [v if v is not None else s2 * beta[:, i, None] for i, v in enumerate(known)]
+        return [v if v is not None else c.full(beta[:, i, None])
+                for i, (v, (c, _)) in enumerate(zip(known, node.dot))]
 
 
 def run_montecarlo(plan: Plan, samples: int, seed: Any, *, batches: int = 16, qmc: bool = True,

@@ -22,42 +22,55 @@ on) is known at creation.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import sympy
 
 from ..gaussian import MAX_QUADRATURE_DIM
 from ..ir import WIDTH, InitScalar, MatMul, Moment, ScalarFn, Var
-from .derivation import Base, Const, Derivation, Layout, register_fn
+from .derivation import Base, Derivation, DotConst, Layout, register_fn
 from .exact import shape
+from .methods import Method
 from .symbols import g
 
-__all__ = ["Request", "Plan"]
+__all__ = ["Request", "ExpectationRequest", "MomentRequest", "CovRequest", "SteinBRequest",
+           "DotRequest", "SteinRequest", "ScalarFnRequest", "InitScalarRequest", "Plan",
+           "describe", "scalar_var"]
 
 
-@dataclass(eq=False, slots=True)
+# -- the requests: one frozen record per kind of unknown -----------------------------
+@dataclass(frozen=True, eq=False, slots=True)
 class Request:
-    """One deterministic unknown of the limit and how to obtain it."""
+    """One deterministic unknown of the limit: its id, the requests it is computed
+    from and its level (1 + the deepest level of ``deps``; 0 without any)."""
 
     rid: int
-    kind: str  # "moment" | "cov" | "dot" | "stein_b" | "stein" | "scalar_fn" | "init_scalar"
-    expr: sympy.Expr | None = None  # canonical integrand (expectation kinds)
-    bids: tuple[int, ...] = ()  # base Gaussians g0, g1, … of expr
-    cids: tuple[int, ...] = ()  # constants q0, q1, … of expr
-    deps: list[int] = field(default_factory=list)
-    level: int = 0
-    var: Var | None = None  # the scalar (moment, scalar_fn, init_scalar)
-    const: Const | None = None  # the ZDot coefficient (dot, stein)
-    pair: tuple[Base, Base] | None = None  # the hat pair (cov)
-    extra: Any = None
-    method: str = ""  # planned: exact | quadrature | montecarlo | direct
-    deterministic: bool = True  # no Monte Carlo anywhere upstream
-    layout: Layout | None = None  # groups, centring and hat pairs of bids
-    slot_rids: tuple[int, ...] = ()  # the cov request of each of layout.pairs
-    sig: int = -1  # requests with equal sig share integrand, m and layout (one batch)
-    value: float | None = None
-    error: float = 0.0
+    deps: tuple[int, ...]
+    level: int
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class ExpectationRequest(Request):
+    """An unknown that is an expectation ``𝔼 f(g; q)`` over base Gaussians.
+
+    ``expr`` is the canonical integrand over ``g_k`` (the bases ``bids``) and ``q_j``
+    (the constants ``cids``), None when not built (Monte Carlo estimates it).
+    ``roots`` are the Z-DAG items (Vars, Bases, ScalarConsts) the integrand is a
+    function of. Without ``layout`` the request has no canonical form (its tree is too
+    big) and only Monte Carlo evaluates it; ``slot_rids`` are the covariance requests
+    of ``layout.pairs`` and requests of equal ``sig`` share integrand, constants and
+    layout (one batch).
+    """
+
+    roots: tuple[Any, ...]
+    expr: sympy.Expr | None
+    bids: tuple[int, ...]
+    cids: tuple[int, ...]
+    layout: Layout | None
+    slot_rids: tuple[int, ...]
+    sig: int
 
     @property
     def groups(self) -> tuple[int, ...]:
@@ -70,8 +83,76 @@ class Request:
         return self.layout.centred if self.layout is not None else True
 
 
+@dataclass(frozen=True, eq=False, slots=True)
+class MomentRequest(ExpectationRequest):
+    """θ̊ of a Moment ``var``: ``𝔼 φ(Z^{x¹}, …; θ̊…)`` [TP4 ZMoment]."""
+
+    var: Var
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class CovRequest(ExpectationRequest):
+    """``𝔼[Z^x Z^y]`` of the arguments of two hats ``pair = (Ẑ^{Wx}, Ẑ^{Wy})`` of one
+    family; their covariance is ``σ_W²`` times it [TP4 ZHat]."""
+
+    pair: tuple[Base, Base]
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class SteinBRequest(ExpectationRequest):
+    """``𝔼[Ẑ Z^x]`` of a hat ``base`` and a vector ``x``: a numerator of Stein's lemma."""
+
+    x: Var
+    base: Base
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class DotRequest(ExpectationRequest):
+    """A ZDot coefficient ``const`` as the expectation of a derivative (or regressed by
+    Monte Carlo when ``expr`` is None). Its value is the *full* coefficient
+    ``σ_W² 𝔼[∂Z^x/∂Ẑ^{Wᵀy}]`` (:meth:`~.derivation.DotConst.full`)."""
+
+    const: DotConst
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class SteinRequest(Request):
+    """A ZDot coefficient ``const`` by Stein's lemma, when the derivative is a
+    distribution [TP4 Remark F.2]: ``𝔼∇_S Z^x = Cov(Ẑ_S)⁺ 𝔼[Ẑ_S Z^x]`` over the
+    candidate hats ``S`` (``hats``); ``b_rids`` are the :class:`SteinBRequest` of each,
+    ``cov_rids[i][j]`` the :class:`CovRequest` of each pair."""
+
+    const: DotConst
+    hats: tuple[Base, ...]
+    b_rids: tuple[int, ...]
+    cov_rids: tuple[tuple[int, ...], ...]
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class ScalarFnRequest(Request):
+    """θ̊ of a ScalarFn ``var``: ``fn`` of its parameters' limits (``deps``, in order)."""
+
+    var: Var
+    fn: Any
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class InitScalarRequest(Request):
+    """θ̊ of an initial scalar ``var``: its value at ``n → ∞``."""
+
+    var: Var
+    value: float
+
+
 class Plan:
-    """All requests of a program, created in program (dependency) order."""
+    """All requests of a program, created in program (dependency) order.
+
+    After creation, the plan also holds the results by request id, filled by the
+    evaluators (:class:`~.evaluate.Deterministic`, then Monte Carlo): ``values`` (NaN
+    until known; a :class:`DotRequest`'s is the full coefficient), ``errors``
+    (estimated absolute error), ``methods`` (the :class:`~.methods.Method` used) and
+    ``deterministic`` (no Monte Carlo anywhere upstream).
+    """
 
     def __init__(self, der: Derivation, symbolic: bool = True) -> None:
         #: False when every expectation goes to Monte Carlo: integrands are not built
@@ -87,7 +168,7 @@ class Plan:
         self._sigs: dict[Any, int] = {}
         self._combines: dict[Any, Any] = {}  # ("fn", uid, k) -> integrand builder
         for instr in der.program.instructions:
-            if isinstance(instr, (Moment,)):
+            if isinstance(instr, Moment):
                 self._moment(instr)
             elif isinstance(instr, ScalarFn):
                 self._scalar_fn(instr)
@@ -96,35 +177,44 @@ class Plan:
             elif isinstance(instr, MatMul):
                 for c, _y in der.nodes[instr.out].dot:
                     self._dot(c)
+        n = len(self.requests)
+        self.values = np.full(n, np.nan)
+        self.errors = np.zeros(n)
+        self.methods: list[Method] = [Method.DIRECT] * n
+        self.deterministic: list[bool] = [True] * n
+        for r in self.requests:
+            if isinstance(r, InitScalarRequest):
+                self.values[r.rid] = r.value
 
     # -- creation --------------------------------------------------------------------
-    def _add(self, req: Request) -> Request:
-        req.rid = len(self.requests)
+    def _level(self, deps: tuple[int, ...]) -> int:
         reqs = self.requests
-        req.level = 1 + max([reqs[d].level for d in req.deps], default=-1)
-        reqs.append(req)
+        return 1 + max([reqs[d].level for d in deps], default=-1)
+
+    def _add(self, req: Request) -> Request:
+        self.requests.append(req)
         return req
 
-    def _expectation(self, kind: str, roots: tuple[Any, ...], combine: Any, tag: Any,
-                     var: Var | None = None, const: Const | None = None,
-                     pair: tuple[Base, Base] | None = None) -> Request:
-        """A request ``𝔼[combine(Z^{roots})]`` with its dependencies.
+    def _expectation(self, cls: type[ExpectationRequest], roots: tuple[Any, ...], combine: Any,
+                     tag: Any, **fields: Any) -> Request:
+        """A request ``𝔼[combine(Z^{roots})]`` of class ``cls`` with its dependencies.
 
         ``tag`` identifies ``combine``; the integrand is built once per (tag, structure).
-        ``combine=None``: no integrand (Monte Carlo estimates the request).
+        ``combine=None``: no integrand (Monte Carlo estimates the request). ``fields``:
+        those of ``cls`` beyond :class:`ExpectationRequest`'s.
         """
         der = self.der
         res = der.canonical(roots)
         if res is None:
-            req = Request(-1, kind, extra=roots, var=var, const=const, pair=pair)
-            req.bids = tuple(sorted(frozenset().union(
+            bids = tuple(sorted(frozenset().union(
                 *(der.nodes[r].support for r in roots if isinstance(r, Var)))))
             # Monte Carlo evaluates it whatever its inputs: no dependency is needed to
             # order it, and what depends on it lists it (and so is not deterministic).
-            return self._add(req)
+            return self._add(cls(len(self.requests), (), 0, roots, None, bids, (), None, (), -1,
+                                 **fields))
         key, bids, cids = res
         # The very same expectation is one request, keyed by its integrand when there is
-        # one: the Moment ⟨x, y⟩ and the Ẑ covariance 𝔼[Z^x Z^y] share it. "dot" requests
+        # one: the Moment ⟨x, y⟩ and the Ẑ covariance 𝔼[Z^x Z^y] share it. DotRequests
         # store σ²·value and are never shared.
         if self.symbolic and combine is not None:
             tk = (tag, key)
@@ -134,7 +224,7 @@ class Plan:
             ident: Any = expr
         else:
             expr, ident = None, (("numeric", tag), key)
-        shared = None if kind == "dot" else (ident, bids, cids)
+        shared = None if cls is DotRequest else (ident, bids, cids)
         if shared is not None:
             same = self._same.get(shared)
             if same is not None:
@@ -142,14 +232,14 @@ class Plan:
         lay = der.layout(bids)
         slot_rids = self._slot_rids(bids, lay) if lay.pairs else ()
         cq = self.const_req
-        deps = [cq[c] for c in cids] + list(slot_rids) if cids else list(slot_rids)
-        req = Request(-1, kind, expr, bids, cids, deps, extra=roots, var=var, const=const,
-                      pair=pair, layout=lay, slot_rids=slot_rids)
+        deps = tuple([cq[c] for c in cids]) + slot_rids if cids else slot_rids
         sigs = self._sigs
-        req.sig = sigs.setdefault((ident, len(cids), lay), len(sigs))
+        sig = sigs.setdefault((ident, len(cids), lay), len(sigs))
+        rid = len(self.requests)
         if shared is not None:
-            self._same[shared] = len(self.requests)
-        return self._add(req)
+            self._same[shared] = rid
+        return self._add(cls(rid, deps, self._level(deps), roots, expr, bids, cids, lay,
+                             slot_rids, sig, **fields))
 
     def _slot_rids(self, bids: tuple[int, ...], lay: Layout) -> tuple[int, ...]:
         """The covariance request of every same-family hat pair of ``bids``."""
@@ -193,7 +283,7 @@ class Plan:
     def _cov_one(self, k: tuple[int, int]) -> int:
         bi, bj = self.der.bases[k[0]], self.der.bases[k[1]]
         arg = self.der.hat_arg
-        req = self._expectation("cov", (arg[k[0]], arg[k[1]]), _mul, "mul", pair=(bi, bj))
+        req = self._expectation(CovRequest, (arg[k[0]], arg[k[1]]), _mul, "mul", pair=(bi, bj))
         self.cov_req[k] = req.rid
         return req.rid
 
@@ -201,12 +291,12 @@ class Plan:
         """The request for ``𝔼[Ẑ Z^x]`` (Stein's lemma numerator)."""
         k = (x, base.bid)
         if k not in self._stein:
-            self._stein[k] = self._expectation("stein_b", (base, x), _mul, "mul").rid
+            self._stein[k] = self._expectation(SteinBRequest, (base, x), _mul, "mul", x=x,
+                                               base=base).rid
         return self._stein[k]
 
-    def _moment(self, instr: Moment) -> None:
-        sc = self.der.scalar_const
-        roots = instr.args + tuple([sc[p] for p in instr.params]) if instr.params else instr.args
+    def _moment_combine(self, instr: Moment) -> tuple[Any, Any]:
+        """``(tag, combine)``: the integrand builder of a Moment, ``φ(Z…; θ̊…)``."""
         fn = instr.fn
         tag = ("fn", fn._uid, len(instr.args))
         combine = self._combines.get(tag)
@@ -218,28 +308,31 @@ class Plan:
                 return fn.apply(*exprs[:k], *exprs[k:])
 
             self._combines[tag] = combine
-        req = self._expectation("moment", roots, combine, tag, var=instr.out)
+        return tag, combine
+
+    def _moment(self, instr: Moment) -> None:
+        sc = self.der.scalar_const
+        roots = instr.args + tuple([sc[p] for p in instr.params]) if instr.params else instr.args
+        tag, combine = self._moment_combine(instr)
+        req = self._expectation(MomentRequest, roots, combine, tag, var=instr.out)
         self.const_req[sc[instr.out].cid] = req.rid
 
     def _scalar_fn(self, instr: ScalarFn) -> None:
-        deps = [self.const_req[self.der.scalar_const[p].cid] for p in instr.params]
-        req = self._add(Request(-1, "scalar_fn", deps=deps, var=instr.out, extra=instr.fn,
-                                method="direct"))
+        deps = tuple([self.const_req[self.der.scalar_const[p].cid] for p in instr.params])
+        req = self._add(ScalarFnRequest(len(self.requests), deps, self._level(deps),
+                                        instr.out, instr.fn))
         self.const_req[self.der.scalar_const[instr.out].cid] = req.rid
 
     def _init_scalar(self, instr: InitScalar) -> None:
         val = instr.value
         if WIDTH in val.free_symbols:
             val = sympy.limit(val, WIDTH, sympy.oo)
-        req = self._add(Request(-1, "init_scalar", var=instr.out, method="direct"))
-        req.value = float(val)
+        req = self._add(InitScalarRequest(len(self.requests), (), 0, instr.out, float(val)))
         self.const_req[self.der.scalar_const[instr.out].cid] = req.rid
 
-    def _dot(self, c: Const) -> None:
+    def _dot(self, c: DotConst) -> None:
         """``𝔼[∂Z^x/∂Ẑ^{Wᵀy}]`` for the ZDot term ``c`` of the MatMul ``Wx``."""
-        x = self.der.program.definition(c.var).arg
-        hb = c.base
-        assert hb is not None
+        x, hb = c.x, c.base
         res = self.der.canonical((x,))
         regression = not self.symbolic  # Monte Carlo fits every coefficient by regression
         if res is not None and self.symbolic:
@@ -253,22 +346,40 @@ class Plan:
             else:
                 deriv = sympy.diff(ex, g(k))
                 if not _is_distribution(deriv):
-                    req = self._expectation("dot", (x,), lambda e: sympy.diff(e, g(k)),
+                    req = self._expectation(DotRequest, (x,), lambda e: sympy.diff(e, g(k)),
                                             ("diff", k), const=c)
                     self.const_req[c.cid] = req.rid
                     return
         if regression:
-            self.const_req[c.cid] = self._expectation("dot", (x,), None, ("diff", hb.bid),
+            self.const_req[c.cid] = self._expectation(DotRequest, (x,), None, ("diff", hb.bid),
                                                       const=c).rid
             return
-        # Stein form: 𝔼∇_S Z^x = Cov(Ẑ_S)⁺ 𝔼[Ẑ_S Z^x] over the family hats S in supp(x).
-        fam = hb.family
-        S = [self.der.bases[b] for b in sorted(self.der.nodes[x].support)
-             if self.der.bases[b].family == fam]
-        deps = [self.stein_b(x, b) for b in S]
-        deps += [self.cov(bi, bj) for i, bi in enumerate(S) for bj in S[i:]]
-        req = self._add(Request(-1, "stein", deps=deps, const=c, extra=S, method="direct"))
+        # Stein form: 𝔼∇_S Z^x = Cov(Ẑ_S)⁺ 𝔼[Ẑ_S Z^x] over the candidate hats S.
+        S = tuple(self.der.dot_candidates(self.der.program.definition(c.var)))
+        b_rids = tuple(self.stein_b(x, b) for b in S)
+        cov_rids = tuple(tuple(self.cov(bi, bj) for bj in S) for bi in S)
+        deps = b_rids + tuple(cov_rids[i][j] for i in range(len(S)) for j in range(i, len(S)))
+        req = self._add(SteinRequest(len(self.requests), deps, self._level(deps), c, S, b_rids,
+                                     cov_rids))
         self.const_req[c.cid] = req.rid
+
+    # -- reading -----------------------------------------------------------------------
+    def integrand(self, req: Request) -> sympy.Expr | None:
+        """A request's canonical integrand: ``req.expr``, or built now for Moments and
+        products when the plan was made without integrands (``symbolic=False``); None
+        for the other requests and when the tree is too big."""
+        if not isinstance(req, ExpectationRequest):
+            return None
+        if req.expr is not None:
+            return req.expr
+        if isinstance(req, MomentRequest):
+            combine = self._moment_combine(self.der.program.definition(req.var))[1]
+        elif isinstance(req, (CovRequest, SteinBRequest)):
+            combine = _mul
+        else:
+            return None
+        res = self.der.canonical(req.roots)
+        return None if res is None else combine(*self.der.expr_of_key(res[0]))
 
 
 def _mul(a: sympy.Expr, b: sympy.Expr) -> sympy.Expr:
@@ -283,13 +394,25 @@ def _is_distribution(e: sympy.Expr) -> bool:
                for f in e.atoms(sympy.Function))
 
 
+def scalar_var(req: Request) -> Var | None:
+    """The scalar whose limit a request is (Moments, ScalarFns, initial scalars), else None."""
+    if isinstance(req, (MomentRequest, ScalarFnRequest, InitScalarRequest)):
+        return req.var
+    return None
+
+
 def describe(req: Request) -> str:
     """What a request computes, for messages (``"limit of k"``, ``"covariance of …"``)."""
-    if req.kind == "moment":
-        return f"limit of {req.var.name}"
-    if req.kind == "cov":
-        a, b = req.pair
-        return f"covariance of {a.symbol} and {b.symbol}"
-    if req.kind in ("dot", "stein_b", "stein"):
-        return f"ZDot coefficient {req.const.symbol}"
-    return f"value of {req.var.name}" if req.var is not None else req.kind
+    match req:
+        case MomentRequest():
+            return f"limit of {req.var.name}"
+        case CovRequest():
+            a, b = req.pair
+            return f"covariance of {a.symbol} and {b.symbol}"
+        case DotRequest() | SteinRequest():
+            return f"ZDot coefficient {req.const.symbol}"
+        case SteinBRequest():
+            return f"Stein numerator 𝔼[{req.base.symbol} Z^{{{req.x.name}}}]"
+        case ScalarFnRequest() | InitScalarRequest():
+            return f"value of {req.var.name}"
+    raise TypeError(f"not a request: {req!r}")  # pragma: no cover

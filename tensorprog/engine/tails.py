@@ -29,6 +29,7 @@ import numpy as np
 from ..errors import DivergenceError
 from ..interpreter import annotate
 from .existence import exists_for_every_law
+from .plan import describe, scalar_var
 
 __all__ = ["gpd_fit", "pareto_khat", "tail_size", "assess", "stable_errors", "StableError",
            "KHAT_UNRELIABLE", "KHAT_INFINITE_MEAN", "KHAT_NO_INTERVAL"]
@@ -328,15 +329,16 @@ def assess(plan: Any, proven: set[int], unproven: dict[int, str], khat: dict[int
     flags: dict[int, str] = {}
     for req in plan.requests:
         k = k_by_rid.get(req.rid)
-        name = req.var.name if req.var is not None else req.kind
         if k is not None and k >= KHAT_INFINITE_MEAN and req.rid not in proven and not \
                 exists_for_every_law(plan, req):
+            var = scalar_var(req)
+            name = var.name if var is not None else describe(req)
             exc = DivergenceError(
                 f"the limit of {name} looks infinite: the Monte Carlo samples of its "
                 f"|integrand| have a Pareto tail with k̂ = {k:.2f} ≥ 1, the tail of a "
                 f"variable without a mean (Vehtari et al. 2024), and its existence could not "
                 f"be proven{': ' + unproven[req.rid] if req.rid in unproven else ''}")
-            instr = plan.der.program.definition(req.var) if req.var is not None else None
+            instr = plan.der.program.definition(var) if var is not None else None
             raise annotate(exc, instr, "Limit") if instr is not None else exc
         if k is not None and k >= KHAT_UNRELIABLE:
             flags[req.rid] = (f"Monte Carlo integrand with a heavy tail (Pareto k̂ = {k:.2f} "
@@ -347,8 +349,8 @@ def assess(plan: Any, proven: set[int], unproven: dict[int, str], khat: dict[int
         else:
             bad = next((d for d in req.deps if d in flags), None)
             if bad is not None:
-                src = plan.requests[bad]
+                src = scalar_var(plan.requests[bad])
                 flags[req.rid] = (f"computed from "
-                                  f"{src.var.name if src.var is not None else 'a value'}"
+                                  f"{src.name if src is not None else 'a value'}"
                                   f" that is not trusted")
     return flags
