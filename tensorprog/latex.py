@@ -70,7 +70,7 @@ from .ir import (
     ScalarFn,
     Var,
 )
-from .texnames import SAFE_MACROS, escape_text, function_latex, is_safe_latex  # noqa: F401
+from .texnames import SAFE_MACROS, call_latex, escape_text, function_latex, is_safe_latex  # noqa: F401
 
 __all__ = [
     "ProgramLatexPrinter",
@@ -262,7 +262,7 @@ class ProgramLatexPrinter(LatexPrinter):
         if fn is None:
             return super()._print_Function(expr, exp)
         inner = ", ".join(self._print(a) for a in expr.args)
-        tex = rf"{function_latex(fn)}\left({inner}\right)"
+        tex = call_latex(fn, inner)
         return rf"{tex}^{{{exp}}}" if exp is not None else tex
 
     def _print_Expectation(self, expr: Any, exp: str | None = None) -> str:

@@ -37,7 +37,7 @@ from sympy.core.function import AppliedUndef
 
 from ._resources import deep_recursion
 from .errors import ProgramTypeError, ProgramValueError, UnknownNameError
-from .texnames import function_latex
+from .texnames import call_latex
 
 __all__ = [
     "Nonlinearity",
@@ -427,7 +427,7 @@ class Nonlinearity:
         def _latex(self: sympy.Function, printer: Any, exp: Any = None) -> str:
             with deep_recursion(self):  # (a deep chain: one frame per level)
                 inner = ", ".join(printer._print(a) for a in self.args)
-            out = rf"{function_latex(owner)}\left({inner}\right)"  # a file's name: escaped
+            out = call_latex(owner, inner)  # (a file's name: escaped)
             return out if exp is None else rf"{{{out}}}^{{{exp}}}"  # (printing a power)
 
         def _sympystr(self: sympy.Function, printer: Any) -> str:

@@ -115,3 +115,23 @@ def function_latex(fn: Any) -> str:
     if is_safe_latex(tex):
         return tex
     return rf"\operatorname{{\text{{{escape_text(fn.name)}}}}}"
+
+
+#: LaTeX names that are macros of one argument: applied as ``\sqrt{x}``, not
+#: ``\sqrt\left(x\right)`` (which does not compile: ``\sqrt`` needs a braced argument).
+_ARGUMENT_MACROS = frozenset({r"\sqrt"})
+
+
+def call_latex(fn: Any, inner: str) -> str:
+    r"""The LaTeX of ``fn`` applied to arguments already printed as ``inner``.
+
+    Examples
+    --------
+    >>> import tensorprog as tp
+    >>> call_latex(tp.tanh, "x"), call_latex(tp.sqrt, "x")
+    ('\\tanh\\left(x\\right)', '\\sqrt{x}')
+    """
+    name = function_latex(fn)
+    if name in _ARGUMENT_MACROS:
+        return rf"{name}{{{inner}}}"
+    return rf"{name}\left({inner}\right)"

@@ -570,12 +570,6 @@ def muP_step_reference(xi: float, degree: int = 64) -> tuple[float, float]:
     return out[1], abs(out[1] - out[0])
 
 
-#: A library defect found by this table (tensorprog's LaTeX of the builtin sqrt).
-SQRT_LATEX = (
-    r"tp.sqrt prints as \sqrt\left(…\right) (no braces): pdflatex stops with "
-    r"'Missing { inserted' (program and limit documents)"
-)
-
 TABLE: list[Entry] = [
     Entry("AtAv", atav, exact=True, width=256),
     Entry("tanh_Wt", tanh_Wt, ref_error=1e-11, width=256),
@@ -586,42 +580,22 @@ TABLE: list[Entry] = [
         relu_kernels,
         exact=True,
         width=256,
-        bugs={
-            "quadrature": (
-                "method='quadrature' on the relu NTK: the step·step Moments D1_0_1, D2_0_1 are off by "
-                "6e-3 and 1.9e-2 with lim.error 3e-4 and 1.3e-3, and ntk_0_1 (a ScalarFn of them) is "
-                "off by 1.2e-2 with lim.error 0.0: errors are not propagated to scalar functions"
-            )
-        },
     ),
     Entry("erf_kernels", erf_kernels, exact=True, width=256),
     Entry("tanh_kernels", tanh_kernels, ref_error=1e-10, width=256),
     Entry("correlated_pair", correlated_pair, ref_error=1e-10),
     Entry("moment_algebra", moment_algebra, exact=True),
     Entry("moment_functions", moment_functions, ref_error=1e-11),
-    Entry("normalised", normalised, exact=True, width=256, bugs={"pdflatex": SQRT_LATEX}),
+    Entry("normalised", normalised, exact=True, width=256),
     Entry("lognormal", lognormal),
     Entry("cos_product", cos_product, quadrature=False),
     Entry(
         "ratio_exists",
         ratio_exists,
-        bugs={
-            "quadrature": (
-                "quadrature error estimate not conservative for x²/(x²+y²) (bounded, discontinuous "
-                "at the origin): |Δ| = 1.9e-3 = 3.0 × lim.error"
-            )
-        },
     ),
     Entry(
         "singular_moment",
         singular_moment,
-        bugs={
-            "quadrature": (
-                "method='quadrature' on 𝔼|x|^(-1/2) returns 1.5680 (trusted, lim.error 0.011) for "
-                "1.7201: off by 13 × its error estimate (auto rightly uses Monte Carlo)"
-            ),
-            "pdflatex": SQRT_LATEX,
-        },
     ),
     Entry("ratio_diverges", ratio_diverges, diverges=True),
     Entry("mf_one_step", mf_one_step, ref_error=1e-8),

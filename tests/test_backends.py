@@ -157,10 +157,15 @@ def test_quadrature(entry):
         with pytest.raises(tp.MethodUnavailableError, match="quadrature"):
             p.limit("quadrature")
         return
-    lim = p.limit("quadrature")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", tp.UnreliableValueWarning)
+        lim = p.limit("quadrature")
     assert {lim.method(k) for k in refs} == {"quadrature"}
-    assert all(lim.trusted(k) for k in refs)
-    assert_matches(lim, refs, entry)
+    # a value quadrature cannot vouch for (an integrable singularity: 𝔼|x|^{-1/2} came
+    # out 1.5680 ± 0.011 for 1.7201) must say so, not carry a small error
+    doubtful = {k for k in refs if not lim.trusted(k)}
+    assert all(lim.error(k) == math.inf and lim.warnings[k] for k in doubtful)
+    assert_matches(lim, {k: v for k, v in refs.items() if k not in doubtful}, entry)
 
 
 # -------------------------------------------------------------------------- finite width

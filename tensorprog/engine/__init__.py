@@ -146,7 +146,7 @@ def _limit(program: Any, method: Method, samples: int, seed: Any, batches: int, 
     if det.needs_montecarlo:
         mc = run_montecarlo(plan, samples, seed, batches=batches, qmc=qmc, progress=progress,
                             max_memory=max_memory, tails=khat, stable=stable)
-    flags = assess(plan, det.proven, det.unproven, khat)
+    flags = assess(plan, det.proven, det.unproven, khat, det.inexact)
     # The effective method of a request is the least precise along its dependencies.
     sampled = RANK[Method.MONTECARLO]
     eff: list[int] = []

@@ -308,8 +308,8 @@ def stable_errors(tops: np.ndarray, khat: np.ndarray, fraction: float, draws: in
     return out
 
 
-def assess(plan: Any, proven: set[int], unproven: dict[int, str], khat: dict[int, float]
-           ) -> dict[int, str]:
+def assess(plan: Any, proven: set[int], unproven: dict[int, str], khat: dict[int, float],
+           inexact: dict[int, str] | None = None) -> dict[int, str]:
     """Which requests' values are not trusted, and why (by request id).
 
     Rules, in dependency order:
@@ -322,6 +322,8 @@ def assess(plan: Any, proven: set[int], unproven: dict[int, str], khat: dict[int
       be. A proven mean with ``k̂ ≥ 1`` (``𝔼 e^{5Ẑ}`` sampled without a tilt) is
       flagged, not refused;
     * an expectation neither proven nor refuted: flagged with the reason;
+    * a value whose error estimate does not hold (``inexact``: forced quadrature of an
+      integrable singularity): flagged with the reason;
     * a value computed from a flagged one: flagged.
     """
     rid_of = plan.const_req
@@ -346,6 +348,8 @@ def assess(plan: Any, proven: set[int], unproven: dict[int, str], khat: dict[int
                               f"reliable")
         elif req.rid in unproven:
             flags[req.rid] = f"existence not proven ({unproven[req.rid]})"
+        elif inexact and req.rid in inexact:
+            flags[req.rid] = inexact[req.rid]
         else:
             bad = next((d for d in req.deps if d in flags), None)
             if bad is not None:
