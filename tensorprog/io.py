@@ -602,7 +602,7 @@ def _program_from_dict(d: dict[str, Any], r: "_Reader") -> Any:
             raise
         except TensorProgramError as exc:  # the DSL's own validation of a bad value
             raise r.corrupt(f"{at}: {exc}", at.path) from None
-        if p[out].var is not h.var:  # (a repeated computation's name is an alias of the first)
+        if p.var(out) is not h.var:  # (a repeated computation's name is an alias of the first)
             raise r.corrupt(f"{at}: could not restore the name", at.path)
         handles[out] = h
     for j, item in enumerate(d.get("aliases", [])):
