@@ -122,8 +122,8 @@ class Program:
     >>> W = p.matrix("W", var=2.0)
     >>> x = p.vector("x")
     >>> k = tp.mean(tp.relu(W @ x) ** 2, name="k")
-    >>> len(p)
-    5
+    >>> len(p)  # W, x, W @ x, relu(·), (·)**2, mean(·)
+    6
     """
 
     def __init__(self, name: str = "program") -> None:

