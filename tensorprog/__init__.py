@@ -10,6 +10,11 @@ infinite-width limit by the Master Theorem [TP4 §7].
 >>> k = tp.inner(v, A.T @ (A @ v), name="k")
 """
 
+# The modules implementing methods of lower layers (p.limit(), lim.latex(), p.save(), ...)
+# register them in tensorprog.hooks when imported: engine and latex here, io and simulate
+# below.
+from . import engine, latex  # noqa: F401
+from ._version import __version__ as __version__
 from .autodiff import grad as grad
 from .errors import (
     DivergenceError,
@@ -51,8 +56,6 @@ from .nonlin import (
 )
 from .program import Handle, Matrix, Program, Scalar, Vector, inner, mean, nonlin
 from .simulate import Simulation, simulate
-
-__version__ = "0.1.0"
 
 __all__ = [
     "Program",

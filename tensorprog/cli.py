@@ -79,7 +79,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "tensorprog") -> int:
     """Entry point of the ``tensorprog`` console script (and, with ``prog="python -m
     tensorprog"``, of ``python -m tensorprog``): ``prog`` is how usage and help name
     the command (argparse would otherwise show ``__main__.py`` or ``cli.py``)."""
-    from . import __version__
+    from ._version import __version__
 
     parser = argparse.ArgumentParser(
         prog=prog,

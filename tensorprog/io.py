@@ -87,7 +87,9 @@ from sympy.core.assumptions import _assume_defined
 from sympy.functions.elementary.piecewise import ExprCondPair
 from sympy.printing.repr import ReprPrinter
 
-from .engine.limit import ScalarTable
+from . import hooks
+from ._version import __version__
+from .engine.limit import Limit, ScalarTable
 from .engine.tails import StableError
 from .errors import (
     FileAccessError,
@@ -101,6 +103,8 @@ from .errors import (
 )
 from .ir import INSTRUCTIONS, InitMatrix, InitScalar, InitVector, MatMul, Moment, Nonlin, ScalarFn
 from .nonlin import BUILTINS, Nonlinearity
+from .program import Program
+from .texnames import function_latex, is_safe_latex
 
 __all__ = [
     "FORMAT",
@@ -212,6 +216,10 @@ def save(obj: Any, path: str | os.PathLike) -> None:
             os.unlink(tmp)
 
 
+hooks.save.register(Program, save)  # p.save(path)
+hooks.save.register(Limit, save)  # lim.save(path)
+
+
 def load(path: str | os.PathLike, *, max_bytes: int = MAX_BYTES) -> Any:
     """Read a file written by ``save``: a :class:`Program` or a :class:`LoadedLimit`.
 
@@ -317,10 +325,6 @@ def loads(text: str, *, source: str = "<string>", max_bytes: int = MAX_BYTES) ->
 
 def to_dict(obj: Any) -> dict[str, Any]:
     """The JSON-ready dict of a Program or Limit."""
-    from . import __version__
-    from .engine.limit import Limit
-    from .program import Program
-
     head = {"format": FORMAT, "version": VERSION}
     if isinstance(obj, Program):
         return {**head, "kind": "program", "library_version": __version__,
@@ -350,8 +354,6 @@ def from_dict(data: Any, *, source: str = "<dict>") -> Any:
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise r.corrupt(f'"version" must be a positive int, got {_short(version)}', "version")
     if version > VERSION:
-        from . import __version__
-
         written = data.get("library_version", "?")
         raise FormatVersionError(
             f"{source} has format version {_short(version)}, written by tensorprog "
@@ -427,8 +429,6 @@ def _nested(expr: sympy.Basic) -> list[Nonlinearity]:
 
 
 def _fn_to_dict(f: Nonlinearity, declared: "_Names") -> dict[str, Any]:
-    from .latex import function_latex
-
     what = f"nonlinearity {f.name!r:.80}"
     if not _valid_fn_name(f.name):
         raise ProgramValueError(f"cannot save {what}: a saved name has 1 to {_MAX_NAME} "
@@ -519,8 +519,6 @@ def _srepr(expr: Any, what: str, functions: Mapping[str, Any]) -> str:
 
 
 def _program_from_dict(d: dict[str, Any], r: "_Reader") -> Any:
-    from .program import Program
-
     at = _At("the program", "program")
     name = r.field(d, "name", str, at)
     fn_specs = r.field(d, "nonlinearities", list, at)
@@ -604,7 +602,7 @@ def _program_from_dict(d: dict[str, Any], r: "_Reader") -> Any:
             raise
         except TensorProgramError as exc:  # the DSL's own validation of a bad value
             raise r.corrupt(f"{at}: {exc}", at.path) from None
-        if p[out].var is not h.var:  # (a repeated computation's name is an alias of the first)
+        if p.var(out) is not h.var:  # (a repeated computation's name is an alias of the first)
             raise r.corrupt(f"{at}: could not restore the name", at.path)
         handles[out] = h
     for j, item in enumerate(d.get("aliases", [])):
@@ -625,8 +623,6 @@ def _program_from_dict(d: dict[str, Any], r: "_Reader") -> Any:
 
 
 def _fn_from_dict(spec: Any, at: "_At", names: _Names, r: "_Reader") -> Nonlinearity:
-    from .latex import is_safe_latex
-
     if not isinstance(spec, dict):
         raise r.corrupt(f"{at} must be a JSON object, got {_jtype(spec)}", at.path)
     name = r.field(spec, "name", str, at)
@@ -735,7 +731,7 @@ def _limit_from_dict(d: dict[str, Any], program: Any, head: dict, r: "_Reader") 
             raise r.corrupt(f"{at} must be a JSON object, got {_jtype(row)}", at.path)
         name = r.field(row, "name", str, at)
         at = _At(f"limit scalar {i} ({name!r:.80})", at.path)
-        if name not in program or program[name].var.kind != "scalar":
+        if name not in program or program.var(name).kind != "scalar":
             raise r.corrupt(f"{at} is not a scalar of the saved program", at.sub("name").path)
         got = {"value": r.number(row, "value", at, nonfinite=True),
                "stderr": r.number(row, "stderr", at, nonfinite=True),

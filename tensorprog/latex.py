@@ -58,7 +58,10 @@ from sympy.printing.latex import LatexPrinter
 from sympy.printing.latex import translate as _translate
 from sympy.printing.precedence import PRECEDENCE
 
+from . import hooks
+from .engine.limit import Limit
 from .engine.symbols import DotCoef, Theta, ZDot, ZHat, ZSym
+from .errors import ProgramTypeError, ProgramValueError, ResourceError, TensorProgramError
 from .ir import (
     WIDTH,
     InitMatrix,
@@ -70,6 +73,7 @@ from .ir import (
     ScalarFn,
     Var,
 )
+from .program import Program
 from .texnames import SAFE_MACROS, call_latex, escape_text, function_latex, is_safe_latex  # noqa: F401
 
 __all__ = [
@@ -580,8 +584,6 @@ def latex(obj: Any, *, derivation: Any = None, **settings: Any) -> str:
     ``derivation`` is accepted for compatibility and not needed: the Z symbols carry
     their variables.
     """
-    from .engine.limit import Limit
-
     if isinstance(obj, Limit):
         return DerivationLatexPrinter(obj, settings).doprint(obj)
     return ProgramLatexPrinter(settings, derivation=derivation).doprint(obj)
@@ -663,6 +665,14 @@ def limit_html(limit: Any) -> str:
     return limit.tabulate().html()
 
 
+# p.latex(), lim.latex(), and their notebook displays (tensorprog.hooks)
+hooks.latex.register(Program, program_latex)
+hooks.latex.register(Limit, limit_latex)
+hooks.repr_latex.register(Program, program_repr_latex)
+hooks.repr_latex.register(Limit, limit_repr_latex)
+hooks.html.register(Limit, limit_html)
+
+
 # ---------------------------------------------------------------------------------------
 # command line: python -m tensorprog latex FILE.py
 
@@ -700,9 +710,6 @@ def add_cli_parser(sub: Any) -> argparse.ArgumentParser:
 
 def load_programs(path: str | Path) -> list[Any]:
     """The programs a Python file defines (its ``build()`` result, else module-level Programs)."""
-    from .errors import ProgramTypeError, ProgramValueError
-    from .program import Program
-
     path = Path(path)
     if not path.is_file():
         raise ProgramValueError(f"{path}: no such file")
@@ -744,8 +751,6 @@ def compile_pdf(tex_path: str | Path) -> Path:
     """
     import tempfile
 
-    from .errors import ResourceError
-
     tex_path = Path(tex_path).resolve()
     exe = shutil.which("pdflatex")
     if exe is None:
@@ -767,8 +772,6 @@ def compile_pdf(tex_path: str | Path) -> Path:
 
 def run_cli(args: argparse.Namespace) -> int:
     """The ``latex`` subcommand."""
-    from .errors import TensorProgramError
-
     try:
         progs = load_programs(args.file)
         sections: list[tuple[str, str]] = []

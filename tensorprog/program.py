@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import sympy
 
-from . import ir
+from . import hooks, ir
 from .errors import (
     ForeignHandleError,
     NonPSDError,
@@ -56,7 +56,7 @@ from .ir import (
     Var,
     format_instruction,
 )
-from .nonlin import Nonlinearity, _arg_symbols, identity, sympify_strict
+from .nonlin import BUILTINS, Nonlinearity, _arg_symbols, identity, sympify_strict
 from .psd import check_psd
 
 if TYPE_CHECKING:
@@ -122,8 +122,8 @@ class Program:
     >>> W = p.matrix("W", var=2.0)
     >>> x = p.vector("x")
     >>> k = tp.mean(tp.relu(W @ x) ** 2, name="k")
-    >>> len(p)
-    5
+    >>> len(p)  # W, x, W @ x, relu(·), (·)**2, mean(·)
+    6
     """
 
     def __init__(self, name: str = "program") -> None:
@@ -153,16 +153,66 @@ class Program:
 
     def __getitem__(self, name: str) -> "Handle":
         """Look a handle up by name: ``p["k"]``."""
-        if isinstance(name, Handle):
-            return _handle(self, self._own(name, f"{self.name}[…]"))
-        try:
-            instr = self._by_name[name]
-        except (KeyError, TypeError):
-            some = ", ".join(list(self._by_name)[:12])
-            raise UnknownNameError(
-                f"program {self.name!r} has no variable named {name!r}; names include: {some}"
-            ) from None
-        return _handle(self, instr.out)
+        return _handle(self, self.var(name, f"{self.name}[…]"))
+
+    def var(self, key: "Handle | str", what: str | Callable[[], str] = "Program.var", *,
+            before: int | None = None) -> Var:
+        """The variable that ``key``, a handle of this program or a name, stands for.
+
+        The one lookup "handle or name → :class:`~tensorprog.ir.Var`": ``p[key]``, the
+        lookups of a Limit (``lim[k]``, ``lim.Z(x)``, ...), of a Simulation and of a saved
+        limit all go through it.
+
+        Parameters
+        ----------
+        key : Handle or str
+            A handle of this program, or the name of one of its variables (an alias
+            names the variable it aliases, :attr:`aliases`).
+        what : str or callable, optional
+            The operation, named at the start of an error message (a callable is called
+            only on error, to format it).
+        before : int, optional
+            For a result computed from the program's first ``before`` instructions (a
+            Limit, a Simulation): a variable defined later is an error saying so.
+
+        Returns
+        -------
+        Var
+
+        Raises
+        ------
+        ForeignHandleError
+            ``key`` is a handle of another program.
+        UnknownNameError
+            No variable has the name ``key``, or (with ``before``) the variable was added
+            after the result was computed.
+
+        Examples
+        --------
+        >>> import tensorprog as tp
+        >>> p = tp.Program()
+        >>> v = p.vector("v")
+        >>> p.var(v) is p.var("v") is v.var
+        True
+        """
+        if isinstance(key, Handle):
+            v = self._own(key, what)
+        else:
+            try:
+                v = self._by_name[key].out
+            except (KeyError, TypeError):
+                some = ", ".join(list(self._by_name)[:12])
+                raise UnknownNameError(
+                    f"program {self.name!r} has no variable named {key!r}; names include: {some}"
+                ) from None
+        if before is None or v.id < before:
+            return v
+        if callable(what):
+            what = what()
+        raise UnknownNameError(
+            f"{what}: {v.name} was added to program {self.name!r} after this {what} was "
+            f"computed (from its first {before} instructions; it now has "
+            f"{len(self.instructions)}); compute it again to include {v.name}")
 
     def __contains__(self, name: object) -> bool:
         return name in self._by_name
@@ -377,32 +427,24 @@ class Program:
         self._checked_upto = len(instrs)
         self._checked_inits = len(self._init_vectors)
 
-    # -- interpreters (implemented in their own modules) ----------------------------
+    # -- interpreters (implemented in higher layers, reached through tensorprog.hooks) --
     def simulate(self, n: int, seed: Any = 0, **kwargs: Any) -> Any:
         """Run the program at finite width ``n``; see :func:`tensorprog.simulate`."""
-        from .simulate import simulate
-
-        return simulate(self, n, seed=seed, **kwargs)
+        return hooks.simulate(self, n, seed=seed, **kwargs)
 
     def limit(self, method: str = "auto", **kwargs: Any) -> Any:
         """The infinite-width limit by the Master Theorem.
 
         ``p.limit(method, **options)`` is :func:`tensorprog.engine.limit` applied to ``p``.
         """
-        from .engine import limit
-
-        return limit(self, method=method, **kwargs)
+        return hooks.limit(self, method=method, **kwargs)
 
     def latex(self, document: bool = False) -> str:
         """The program as LaTeX (``document=True``: standalone); see :mod:`tensorprog.latex`."""
-        from .latex import program_latex
-
-        return program_latex(self, document=document)
+        return hooks.latex(self, document=document)
 
     def _repr_latex_(self) -> str:
-        from .latex import program_repr_latex
-
-        return program_repr_latex(self)
+        return hooks.repr_latex(self)
 
     def save(self, path: Any) -> None:
         """Write the whole program to ``path`` (versioned JSON); read it back with ``tp.load``.
@@ -410,9 +452,7 @@ class Program:
         Lossless: the loaded program prints the same instructions, has the same names
         and the same limit. See :mod:`tensorprog.io`.
         """
-        from .io import save
-
-        save(self, path)
+        hooks.save(self, path)
 
     # -- internals ------------------------------------------------------------------
     def _own(self, h: Any, what: str | Callable[[], str]) -> Var:
@@ -430,17 +470,6 @@ class Program:
                 f"handles of different programs cannot be mixed"
             )
         return h.var
-
-    def _taken_before(self, v: Var, size: int, what: str) -> Var:
-        """``v`` if it is among the first ``size`` instructions (those a result such as a
-        Limit or a Simulation was computed from); else an :class:`UnknownNameError`
-        saying that ``v`` was added afterwards."""
-        if v.id < size:
-            return v
-        raise UnknownNameError(
-            f"{what}: {v.name} was added to program {self.name!r} after this {what} was "
-            f"computed (from its first {size} instructions; it now has "
-            f"{len(self.instructions)}); compute it again to include {v.name}")
 
     def _new_name(self, cls: type, name: str | None) -> str:
         if name is None:
@@ -782,9 +811,7 @@ def _numpy_ufunc(ufunc: Any, method: str, inputs: tuple, kwargs: dict) -> Any:
             return _arith("mul", -1, args[0])
         if ufunc is np.positive and len(args) == 1:
             return args[0]
-    import tensorprog
-
-    alt = f"; use tp.{ufunc.__name__}" if hasattr(tensorprog, ufunc.__name__) else ""
+    alt = f"; use tp.{ufunc.__name__}" if ufunc.__name__ in BUILTINS else ""
     raise ProgramTypeError(
         f"numpy {ufunc.__name__}{'' if method == '__call__' else '.' + method}({shown}): "
         f"numpy functions do not apply to program handles{alt} (the DSL's nonlinearities, "

@@ -39,14 +39,14 @@ def test_python_dash_m_names_itself(tmp_path):
 
 def test_the_package_declares_its_license_types_and_version():
     """What `pip wheel .` packs (checked by building one: see the report of issue #21):
-    LICENSE as a license file, py.typed as package data, the version from __version__."""
+    LICENSE as a license file, py.typed as package data, the version from tensorprog/_version.py."""
     tomllib = pytest.importorskip("tomllib")  # (Python ≥ 3.11)
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     assert meta["project"]["license"] == "MIT" and meta["project"]["license-files"] == ["LICENSE"]
     assert "MIT License" in (ROOT / "LICENSE").read_text(encoding="utf-8")
     assert "py.typed" in meta["tool"]["setuptools"]["package-data"]["tensorprog"]
     assert (ROOT / "tensorprog" / "py.typed").is_file()
-    assert meta["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "tensorprog.__version__"}
+    assert meta["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "tensorprog._version.__version__"}
     assert meta["project"]["scripts"]["tensorprog"] == "tensorprog.cli:main"
     extras = meta["project"]["optional-dependencies"]
     assert {d.split(">")[0] for d in extras["notebook"]} == {"pandas", "ipywidgets"}

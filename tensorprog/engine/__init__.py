@@ -12,9 +12,11 @@ from typing import Any
 
 import numpy as np
 
+from .. import hooks
 from .._gc import paused_gc
 from ..errors import ProgramTypeError, ProgramValueError, UnknownNameError
 from ..ir import InitScalar
+from ..program import Program
 from .derivation import Derivation, DotConst
 from .evaluate import Deterministic
 from .limit import Expectation, Limit
@@ -125,12 +127,13 @@ def limit(
     for flag, val in (("progress", progress), ("qmc", qmc)):
         if not isinstance(val, (bool, np.bool_)):
             raise ProgramTypeError(f"limit: {flag} must be True or False, got {val!r}")
-    from ..program import Program
-
     if not isinstance(program, Program):
         raise ProgramTypeError(f"limit: program must be a tp.Program, got {type(program).__name__}")
     with paused_gc():
         return _limit(program, Method(method), samples, seed, batches, qmc, progress, degree, max_memory)
+
+
+hooks.limit.register(Program, limit)  # p.limit()
 
 
 def _limit(program: Any, method: Method, samples: int, seed: Any, batches: int, qmc: bool,

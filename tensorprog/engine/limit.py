@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import sympy
 
+from .. import hooks
 from .._resources import deep_recursion, expression_depth, recursion_room
 from ..errors import ProgramTypeError, ProgramValueError, TensorProgramError
 from ..ir import InitScalar, MatMul, Moment, ScalarFn, Var
@@ -113,16 +114,18 @@ class ScalarTable:
         self.samples = meta.get("samples")
         self.seed = meta.get("seed")
 
+    def _var(self, key: Any, kind: str = "scalar") -> Var:
+        """The variable of ``key`` (handle or name, :meth:`Program.var`), checked to be
+        of ``kind`` and computed here; errors name the key and what would be valid."""
+        v = self.program.var(key, "limit", before=self._size)
+        if v.kind != kind:
+            hint = " (use lim.Z(v) for a vector's limit law)" if v.kind == "vector" else ""
+            raise ProgramTypeError(f"{v.name} is a {v.kind}, not a {kind}{hint}")
+        return v
+
     def _name(self, key: Any) -> str:
         """The scalar's name; errors name the key and what would be valid."""
-        from ..program import Handle
-
-        v = self.program._own(key, "limit lookup") if isinstance(key, Handle) else self.program[key].var
-        v = self.program._taken_before(v, self._size, "limit")
-        if v.kind != "scalar":
-            hint = " (use lim.Z(v) for a vector's limit law)" if v.kind == "vector" else ""
-            raise ProgramTypeError(f"{v.name} is a {v.kind}, not a scalar{hint}")
-        return v.name
+        return self._var(key).name
 
     def __getitem__(self, key: Any) -> float:
         return self._values[self._name(key)]
@@ -319,17 +322,6 @@ class Limit(ScalarTable):
             warnings.warn(f"{len(self._flags)} limit value(s) of {self.program.name!r} are not "
                           f"trusted — {lines}", UnreliableValueWarning, stacklevel=4)
 
-    # -- lookup ----------------------------------------------------------------------
-    def _var(self, key: Any, kind: str = "scalar") -> Var:
-        from ..program import Handle
-
-        v = self.program._own(key, "Limit lookup") if isinstance(key, Handle) else self.program[key].var
-        v = self.program._taken_before(v, self._size, "limit")
-        if v.kind != kind:
-            hint = " (use lim.Z(v) for a vector's limit law)" if v.kind == "vector" else ""
-            raise ProgramTypeError(f"{v.name} is a {v.kind}, not a {kind}{hint}")
-        return v
-
     # -- symbolic views ------------------------------------------------------------------
     def Z(self, key: Any, *, expand_dot: bool = False, numeric: bool = False) -> sympy.Expr:
         """``Z`` of a vector over base Gaussians (``Z^{x}``, ``Ẑ^{Wx}``) and limit scalars.
@@ -438,33 +430,24 @@ class Limit(ScalarTable):
             subs[der.consts[cid].symbol] = sympy.Float(val)
         return e.xreplace(subs)
 
-    # -- display -------------------------------------------------------------------
+    # -- display (implemented by the printers and io, reached through tensorprog.hooks) --
     def latex(self, document: bool = False) -> str:
         """The Master Theorem derivation as LaTeX (``document=True``: standalone)."""
-        from ..latex import limit_latex
-
         if len(self.program.instructions) > self._size:
-            last = self.program.instructions[-1].out.name
-            self.program._taken_before(self.program[last].var, self._size, "limit")
-        return limit_latex(self, document=document)
+            self.program.var(self.program.instructions[-1].out.name, "limit", before=self._size)
+        return hooks.latex(self, document=document)
 
     def _repr_latex_(self) -> str | None:
-        from ..latex import limit_repr_latex
-
         if len(self.program.instructions) > self._size:  # grown since: no derivation
             return None
-        return limit_repr_latex(self)
+        return hooks.repr_latex(self)
 
     def _repr_html_(self) -> str:
-        from ..latex import limit_html
-
-        return limit_html(self)
+        return hooks.html(self)
 
     def save(self, path: Any) -> None:
         """Write values, errors, methods, settings and the program to ``path`` (JSON).
 
         ``tp.load(path)`` returns a :class:`tensorprog.io.LoadedLimit`.
         """
-        from ..io import save
-
-        save(self, path)
+        hooks.save(self, path)
