@@ -52,17 +52,17 @@ import numpy as np
 import scipy.special
 import sympy
 
-from .._resources import available_cpus, gib, refuse, require
-from ..errors import NumericalError, TensorProgramError
-from ..gaussian import psd_factor
-from ..interpreter import Interpreter, annotate
-from ..ir import InitMatrix, InitScalar, InitVector, MatMul, Moment, Nonlin, ScalarFn
-from .existence import integrand, tilt
-from .forms import lambdify_integrand
-from .growth import POLY_TAIL_DEGREE, moment_degrees
-from .plan import Plan
-from .qmc import MAX_DIM, normal_quantile, sobol_normals, sobol_uniforms
-from .tails import StableError, khat_of_tops, merge_tops, stable_errors, tail_size, top_values
+from ..._resources import available_cpus, gib, refuse, require
+from ...errors import NumericalError, TensorProgramError
+from ...gaussian import psd_factor
+from ...interpreter import Interpreter, annotate
+from ...ir import InitMatrix, InitScalar, InitVector, MatMul, Moment, Nonlin, ScalarFn
+from ..existence import integrand, tilt
+from ..forms import lambdify_integrand
+from ..growth import POLY_TAIL_DEGREE, moment_degrees
+from ..plan import Plan
+from ..qmc import MAX_DIM, normal_quantile, sobol_normals, sobol_uniforms
+from ..tails import StableError, khat_of_tops, merge_tops, stable_errors, tail_size, top_values
 
 __all__ = ["MonteCarloPass", "run_montecarlo"]
 
@@ -331,7 +331,7 @@ def _tilts(plan: Plan, known: dict[int, Any]) -> dict[Any, _MCTilt]:
     """The Moments Monte Carlo estimates under an exponential tilt: integrands
     ``h·exp(P)`` (:func:`.existence.tilt`, ``P`` with numeric coefficients, of degree 1
     or 2) of initial vectors only, whose tilted law exists."""
-    from .symbols import g
+    from ..symbols import g
 
     der = plan.der
     out: dict[Any, _MCTilt] = {}
