@@ -100,14 +100,14 @@ class _Pass(Interpreter):
         found by explicit checks (on Nonlin outputs, ``Z`` of MatMuls and every
         estimate) and reported by name.
         """
-        sched, env, stacks = self.schedule, self.env, self.stacks
-        home = sched.home
+        sched, env, stacks, fams = self.schedule, self.env, self.stacks, self.fam
+        home, stack_family, init_last = sched.home, sched.stack_family, sched.init_last
         table = {cls: getattr(self, name) for cls, name in self.rules.items()}
         instr = None
         try:
             with np.errstate(all="ignore"):
-                for instr, dead, release in zip(self.program.instructions, sched.dead,
-                                                sched.release):
+                for i, (instr, dead, release) in enumerate(zip(
+                        self.program.instructions, sched.dead, sched.release)):
                     val = table[type(instr)](instr)
                     h = home.get(instr.out)
                     if h is not None and val is not _PENDING:
@@ -119,6 +119,9 @@ class _Pass(Interpreter):
                         del env[v]
                     for sid in release:
                         stacks.pop(sid, None)  # (never allocated if all pending)
+                        fams.pop(stack_family.get(sid), None)
+                    if i == init_last:
+                        self._init = None
         except TensorProgramError as exc:
             raise annotate(exc, instr, type(self).__name__) from exc.__cause__
         return env

@@ -87,7 +87,15 @@ class _Schedule:
         Per instruction, the vectors read for the last time there (or never read):
         a pass drops them, so that later vectors reuse their memory.
     release : list of list of int
-        Per instruction, the combination stacks whose members are all dead after it.
+        Per instruction, the stacks not read after it: a combination stack whose
+        members are all dead, a family's stack once its members are dead and its last
+        MatMul (its own, or one whose Ż reads its inputs and hats) is done. A pass
+        frees them with the family's hats and sums (last uses computed once per
+        schedule, as torch.fx's ``Interpreter`` does with ``user_to_last_uses``).
+    stack_family : dict
+        Family stack id -> its hat family.
+    init_last : int
+        The instruction after which no initial vector is read (their block is freed).
     home : dict
         ``Var -> (stack id, row)`` for the vectors that live in a stack.
     sizes : list of int
@@ -174,10 +182,17 @@ class _Schedule:
                 terms = _linear_terms(instr.fn)
                 if terms is not None:
                     self.linear[instr] = self._plan_linear(instr, terms, families)
-        members: dict[int, int] = {}  # combination stack -> last use of its members
+        members: dict[int, int] = {}  # stack -> last use of its members and family
         for v, (sid, _) in self.home.items():
-            if sid >= families:
-                members[sid] = max(members.get(sid, -1), last[v])
+            members[sid] = max(members.get(sid, -1), last[v])
+        self.stack_family = {sid: fam for fam, sid in self.family_stack.items()}
+        for i, instr in enumerate(instructions):
+            if isinstance(instr, MatMul):  # its family's and the Ż's family's data
+                node = der.nodes[instr.out]
+                for fam in [node.base.family, *(c.base.family for c, _ in node.dot)]:
+                    sid = self.family_stack[fam]
+                    members[sid] = max(members.get(sid, -1), i)
+        self.init_last = max((last[v] for v in der.init_index), default=-1)
         self.release: list[list[int]] = [[] for _ in instructions]
         for sid, i in members.items():
             self.release[i].append(sid)
