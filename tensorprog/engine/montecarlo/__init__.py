@@ -7,7 +7,7 @@ paid once per pass, not once per replicate):
 
 * the samples of every base Gaussian are standard normals drawn up front, one row
   per base Gaussian: by default randomised quasi-Monte Carlo points (an independently
-  scrambled Sobol' sequence per replicate, :mod:`.qmc`), else iid;
+  scrambled Sobol' sequence per replicate, :mod:`..qmc`), else iid;
 * initial vectors: the joint law's factor times their rows;
 * MatMul ``Wx``: ``Ẑ^{Wx}`` is drawn conditionally on the earlier hats of its family
   (incremental, rank-tolerant Cholesky of ``σ_W² 𝔼[Z^x Z^{x'}]``, one factor per

@@ -56,7 +56,7 @@ class _Estimates:
         self.U: dict[Any, np.ndarray] = {}
         self.factored: dict[Any, int] = {}
         #: Moment const id -> the ``tail + 1`` largest |integrand| values of the pass's
-        #: replicates (1, ·), merged over chunks: the tail diagnostic (:mod:`.tails`).
+        #: replicates (1, ·), merged over chunks: the tail diagnostic (:mod:`..tails`).
         #: ``tail`` is that of all the run's tail draws (set by :func:`run_montecarlo`), so
         #: that the passes' tops hold the run's.
         self.tops: dict[int, np.ndarray] = {}

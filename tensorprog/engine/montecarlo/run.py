@@ -61,7 +61,7 @@ def run_montecarlo(plan: Plan, samples: int, seed: Any, *, batches: int = 16, qm
     batches : int, default 16
         Replicates ``K``; the standard error is their spread over ``√K``.
     qmc : bool, default True
-        Randomised quasi-Monte Carlo (scrambled Sobol' points, :mod:`.qmc`); False:
+        Randomised quasi-Monte Carlo (scrambled Sobol' points, :mod:`..qmc`); False:
         iid normals.
     progress : bool, default False
         Show a progress bar over the replicates.
@@ -74,12 +74,12 @@ def run_montecarlo(plan: Plan, samples: int, seed: Any, *, batches: int = 16, qm
     tails : dict, optional
         Filled with ``{const id: k̂}`` for every Moment estimated: the Pareto ``k̂`` of
         its integrand's samples, fitted to the largest ``min(S/5, 3√S)`` of all
-        ``S = K·M`` (:mod:`.tails`; at most :data:`TAIL_DRAWS` of them, a prefix of each
+        ``S = K·M`` (:mod:`..tails`; at most :data:`TAIL_DRAWS` of them, a prefix of each
         replicate).
     stable : dict, optional
         Filled with ``{const id: StableError}`` for the Moments whose ``k̂`` is in
         ``[1/2, 1)`` (a mean without a variance): the law of their estimate's error, from
-        which :meth:`.limit.Limit.interval` gives a robust interval.
+        which :meth:`..limit.Limit.interval` gives a robust interval.
 
     Returns
     -------

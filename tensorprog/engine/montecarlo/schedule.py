@@ -144,7 +144,7 @@ class _Schedule:
         #: Moments sampled under an exponential tilt (:func:`_tilts`)
         self.tilts = _tilts(plan, self.known)
         #: Moments whose integrands grow at most polynomially (degree ≤
-        #: :data:`~.growth.POLY_TAIL_DEGREE`): light tails, no Pareto fit
+        #: :data:`~..growth.POLY_TAIL_DEGREE`): light tails, no Pareto fit
         self.light = {self.cid[v] for v, p in moment_degrees(plan.der).items()
                       if p is not None and p <= POLY_TAIL_DEGREE and v in self.cid}
         self.home: dict[Any, tuple[int, int]] = {}
@@ -243,7 +243,7 @@ class _Schedule:
 class _MCTilt:
     """A Moment ``𝔼[h(g) e^{P(g)}]`` over initial vectors sampled under the tilted law:
     ``𝔼[h e^P] = e^c 𝔼[h(g')]``, ``g' = μ' + F'ξ ~ N(μ', Σ')`` (the exact change of
-    measure of :meth:`.existence.Tilt.law`).
+    measure of :meth:`..existence.Tilt.law`).
 
     For ``e^{aᵀg}`` this shifts the mean by ``Σa`` (importance sampling with the
     zero-variance proposal of the exponential factor): ``𝔼 e^{5v}`` is exact, and
@@ -274,7 +274,7 @@ class _MCTilt:
 
 def _tilts(plan: Plan, known: dict[int, Any]) -> dict[Any, _MCTilt]:
     """The Moments Monte Carlo estimates under an exponential tilt: integrands
-    ``h·exp(P)`` (:func:`.existence.tilt`, ``P`` with numeric coefficients, of degree 1
+    ``h·exp(P)`` (:func:`..existence.tilt`, ``P`` with numeric coefficients, of degree 1
     or 2) of initial vectors only, whose tilted law exists."""
     from ..symbols import g
 

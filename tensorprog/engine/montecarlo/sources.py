@@ -25,7 +25,7 @@ def _normal_source(seeds: Sequence[np.random.SeedSequence], M: int, D: int, qmc:
     of the sample index alone: the chunks of a replicate are pieces of what the whole
     replicate draws. iid: samples ``start … start+M−1`` of the stream's blocks
     (:func:`_iid_normals`). With ``qmc``: points ``start … start+M−1`` of a
-    ``D``-dimensional Sobol' sequence scrambled by the stream (:mod:`.qmc`; row ``d``
+    ``D``-dimensional Sobol' sequence scrambled by the stream (:mod:`..qmc`; row ``d``
     is coordinate ``d`` through the normal quantile).
     """
     K = len(seeds)
