@@ -137,7 +137,7 @@ def test_regression_from_sums_is_least_squares_per_replicate():
 def test_programs_with_more_base_gaussians_than_sobol_dimensions(monkeypatch):
     """Dimensions beyond the direction-number table are sampled iid (here the table is
     cut to 2 of the program's 5 base Gaussians): still unbiased, with error bars."""
-    import tensorprog.engine.montecarlo as mc
+    import tensorprog.engine.montecarlo.sources as mc
     import tensorprog.engine.qmc as qmc
 
     p = tp.Program("wide")
@@ -167,7 +167,7 @@ def test_progress_says_what_a_long_run_costs_before_it_starts(monkeypatch, capsy
     """samples=10¹⁰ used to start a long run without a word: with progress=True a line
     gives replicates, samples, chunks, threads, memory and an estimated time (from
     small timed passes) before the first replicate runs."""
-    import tensorprog.engine.montecarlo as mc
+    import tensorprog.engine.montecarlo.run as mc
 
     original = mc._chunked_replicate
 
