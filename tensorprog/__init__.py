@@ -11,6 +11,7 @@ infinite-width limit by the Master Theorem [TP4 §7].
 """
 
 from .autodiff import grad as grad
+from .autodiff import lincomb, scalar_lincomb
 from .errors import (
     DivergenceError,
     FileAccessError,
@@ -63,6 +64,9 @@ __all__ = [
     "nonlin",
     "mean",
     "inner",
+    "grad",
+    "lincomb",
+    "scalar_lincomb",
     "simulate",
     "Simulation",
     "load",
