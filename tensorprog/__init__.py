@@ -10,6 +10,8 @@ infinite-width limit by the Master Theorem [TP4 §7].
 >>> k = tp.inner(v, A.T @ (A @ v), name="k")
 """
 
+from ._gc import paused_gc
+from ._resources import require as require_memory
 from .autodiff import grad as grad
 from .autodiff import lincomb, scalar_lincomb
 from .errors import (
@@ -67,6 +69,8 @@ __all__ = [
     "grad",
     "lincomb",
     "scalar_lincomb",
+    "paused_gc",
+    "require_memory",
     "simulate",
     "Simulation",
     "load",

@@ -271,9 +271,43 @@ def _is_zero(c: Coef) -> bool:
 # Partial derivatives of one instruction's function
 
 
-def _partial(fn: Nonlinearity, i: int, args: list[Vector], params: list[Scalar],
-             name: str | None = None) -> tuple[Coef, Vector | None] | None:
-    """``∂ᵢφ`` at the instruction's inputs, as ``coefficient × vector``.
+@functools.cache
+def _monomials(fn: Nonlinearity) -> dict[int, list[tuple[float, tuple[int, ...], int | None]]] | None:
+    """The partial derivatives of a body ``Σ_k a_k Π_{j∈J_k} θ_j · x_{i_k}`` (at most one
+    argument per term, every symbol to the first power), or ``None`` for any other body.
+
+    Every linear combination (:func:`lincomb`, the DSL's ``+ − ·``) has this form, and
+    its partials are read off the terms instead of by symbolic differentiation:
+    ``result[i]`` (input ``i``: the arguments, then the parameters) lists the terms of
+    ``∂ᵢφ`` as ``(a, parameter indices, argument index or None)``.
+    """
+    k = len(fn.args)
+    arg_index = {x: i for i, x in enumerate(fn.args)}
+    param_index = {x: j for j, x in enumerate(fn.params)}
+    partials: dict[int, list[tuple[float, tuple[int, ...], int | None]]] = {}
+    for term in sympy.Add.make_args(fn.body):
+        num, ps, arg = 1.0, [], None
+        for fac in sympy.Mul.make_args(term):
+            if fac.is_Number:
+                num *= float(fac)
+            elif fac in param_index and param_index[fac] not in ps:
+                ps.append(param_index[fac])
+            elif fac in arg_index and arg is None:
+                arg = arg_index[fac]
+            else:
+                return None
+        ps.sort()
+        if arg is not None:
+            partials.setdefault(arg, []).append((num, tuple(ps), None))
+        for j in ps:
+            partials.setdefault(k + j, []).append((num, tuple(q for q in ps if q != j), arg))
+    return partials
+
+
+def _partial(fn: Nonlinearity, i: int, args: Sequence[Var], params: Sequence[Var],
+             handle: Any, name: str | None = None) -> tuple[Coef, Vector | None] | None:
+    """``∂ᵢφ`` at the instruction's inputs (``args``, ``params``; ``handle`` makes a
+    handle of a Var), as ``coefficient × vector``.
 
     The almost-everywhere derivative (a Dirac delta is 0, e.g. sign' = step' = 0) —
     what backpropagation through a finite network computes (see
@@ -282,31 +316,34 @@ def _partial(fn: Nonlinearity, i: int, args: list[Vector], params: list[Scalar],
     Returns ``None`` for a zero derivative, else ``(c, v)``: ``c`` a coefficient
     (``None`` = 1, a number, a Scalar or a tuple of them) and ``v`` a Vector, or
     ``None`` when the derivative does not depend on the vector arguments. A monomial
-    ``a · Π θ · x_k`` (every derivative of a linear combination) records nothing:
-    ``c = a·Πθ`` and ``v = x_k`` are inputs of the instruction. Anything else is one
-    new Nonlin (``v = ∂ᵢφ(x; θ)``, named ``name``) or ScalarFn (``c = ∂ᵢφ(θ)``).
+    ``a · Π θ · x_k`` (every derivative of a linear combination, see
+    :func:`_monomials`) records nothing: ``c = a·Πθ`` and ``v = x_k`` are inputs of
+    the instruction, in their order. Anything else is one new Nonlin
+    (``v = ∂ᵢφ(x; θ)``, named ``name``) or ScalarFn (``c = ∂ᵢφ(θ)``).
     """
+    partials = _monomials(fn)
+    if partials is not None:
+        hits = partials.get(i)
+        if not hits:
+            return None
+        if len(hits) == 1:
+            a, ps, arg = hits[0]
+            coef = _smul(a, tuple(handle(params[j]) for j in ps))
+            return coef, None if arg is None else handle(args[arg])
     D = fn.derivative(i, ae=True)
     body = D.body
     if body == 0:
         return None
     argsyms = D.args[: len(fn.args)]
-    num, hs, vec = 1.0, [], None
-    for fac in sympy.Mul.make_args(body):
-        if fac.is_Number:
-            num *= float(fac)
-        elif fac in D.params:
-            hs.append(D.params.index(fac))
-        elif fac in argsyms and vec is None:
-            vec = args[argsyms.index(fac)]
-        else:
-            break
-    else:  # parameters in the instruction's order (sympy sorts p10 before p9)
-        return _smul(num, tuple(params[j] for j in sorted(hs))), vec
+    hs = [handle(v) for v in params]
     if not body.free_symbols & set(argsyms):
+        if body.is_Number:
+            return float(body), None
         f2 = Nonlinearity(f"{D.name}", body, (), D.params, opaque=False)
-        return apply_nonlinearity(f2, params), None
-    return None, apply_nonlinearity(D, list(args) + list(params), name=name)  # type: ignore[return-value]
+        return apply_nonlinearity(f2, hs), None
+    if body in argsyms:
+        return None, handle(args[argsyms.index(body)])
+    return None, apply_nonlinearity(D, [handle(v) for v in args] + hs, name=name)  # type: ignore[return-value]
 
 
 @functools.cache
@@ -625,13 +662,12 @@ class _Sweep:
     def nonlin(self, instr: Nonlin) -> None:
         """``y = φ(x¹,…; θ)``: ``dxʲ += dy ⊙ ∂ⱼφ``; through scalars ``θ̄ⁱ += ⟨dy, ∂_θφ⟩``."""
         k, dy = self.vec[instr.out]
-        args = [self.handle(v) for v in instr.args]
-        params = [self.handle(v) for v in instr.params]
-        key = instr.out.id
-        for j, v in enumerate(instr.args):
+        args, params, key = instr.args, instr.params, instr.out.id
+        for j, v in enumerate(args):
             if not self._wanted(v):
                 continue
-            part = _partial(instr.fn, j, args, params, self.jacobian_name(instr.out, v))
+            part = _partial(instr.fn, j, args, params, self.handle,
+                            self.jacobian_name(instr.out, v))
             if part is None:
                 continue
             c, d = part
@@ -640,10 +676,10 @@ class _Sweep:
             else:
                 self.add_vec(v, key, c, (self.vector(instr.out), d))  # dy ⊙ ∂ⱼφ
         if self.through:
-            for j, v in enumerate(instr.params):
+            for j, v in enumerate(params):
                 if not self._wanted(v):
                     continue
-                part = _partial(instr.fn, len(args) + j, args, params)
+                part = _partial(instr.fn, len(args) + j, args, params, self.handle)
                 if part is None:
                     continue
                 c, d = part
@@ -651,32 +687,30 @@ class _Sweep:
 
     def scalar_fn(self, instr: ScalarFn, bar: Coef) -> None:
         """``s = ψ(θ)``: ``θ̄ⁱ += s̄ ∂ᵢψ``."""
-        params = [self.handle(v) for v in instr.params]
         for i, v in enumerate(instr.params):
             if not self._wanted(v):
                 continue
-            part = _partial(instr.fn, i, [], params)
+            part = _partial(instr.fn, i, (), instr.params, self.handle)
             if part is not None:
                 self.add_scal(v, instr.out.id, _smul(bar, part[0]))
 
     def moment(self, instr: Moment, bar: Coef) -> None:
         """``m = mean φ(x; θ)``: ``dxʲ += m̄ ∂ⱼφ``; through scalars ``θ̄ += m̄ mean ∂_θφ``."""
-        args = [self.handle(v) for v in instr.args]
-        params = [self.handle(v) for v in instr.params]
-        key = instr.out.id
-        for j, v in enumerate(instr.args):
+        args, params, key = instr.args, instr.params, instr.out.id
+        for j, v in enumerate(args):
             if not self._wanted(v):
                 continue
-            part = _partial(instr.fn, j, args, params)
+            part = _partial(instr.fn, j, args, params, self.handle)
             if part is not None:
                 c, d = part
                 # ∂ⱼφ constant in x: n ∂F/∂x = m̄ · c · 1 (a constant vector).
-                self.add_vec(v, key, _smul(bar, c), _ones_like(args[j]) if d is None else d)
+                self.add_vec(v, key, _smul(bar, c),
+                             _ones_like(self.handle(v)) if d is None else d)
         if self.through:
-            for j, v in enumerate(instr.params):
+            for j, v in enumerate(params):
                 if not self._wanted(v):
                     continue
-                part = _partial(instr.fn, len(args) + j, args, params)
+                part = _partial(instr.fn, len(args) + j, args, params, self.handle)
                 if part is not None:
                     c, d = part
                     self.add_scal(v, key, _smul(bar, c, None if d is None else mean(d)))

@@ -44,8 +44,9 @@ from .. import (
     grad,
     inner,
     lincomb,
+    paused_gc,
+    require_memory,
 )
-from .._gc import paused_gc
 
 __all__ = ["kernel_program", "kernels", "KernelResult"]
 
@@ -506,12 +507,10 @@ def kernel_program_size(B: int, depth: int) -> int:
 
 def _check_memory(B: int, depth: int, where: str) -> None:
     """Refuse, before building anything, a kernel program that would not fit in memory."""
-    from .._resources import require
-
     size = kernel_program_size(B, depth)
-    require(f"{where} on B={B} inputs at depth {depth} ({size:,} instructions)",
-            _BYTES_PER_INSTRUCTION * size, "X",
-            "pass fewer inputs (rows of X) at a time, e.g. blocks of the kernel matrix")
+    require_memory(f"{where} on B={B} inputs at depth {depth} ({size:,} instructions)",
+                   _BYTES_PER_INSTRUCTION * size, "X",
+                   "pass fewer inputs (rows of X) at a time, e.g. blocks of the kernel matrix")
 
 
 #: Where φ is probed: a preactivation is Gaussian, so it takes every real value (the grid

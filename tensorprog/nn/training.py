@@ -40,7 +40,9 @@ move by ``θ_l = n^{-ρ_l}``, ``ρ_l = min_{k≤l} w_k`` (``ρ_L = r`` of [TP4 D
   layer multiplies ``W^{l+1}_0`` with ``Δx^l_t`` (TP4 Eq. (55)).
 * Backward pass at every training input:
   ``dh^L_t = ŵ_t ⊙ φ'(h^L_t)``, ``dx^{l-1}_t = W^{lᵀ}_0 dh^l_t + (−η θ_{W^l}) Σ_{s<t,j}
-  χ_{s,j} ⟨dh^l_s(ξ_j), dh^l_t⟩ x^{l-1}_s(ξ_j)``, ``dh^{l-1}_t = dx^{l-1}_t ⊙ φ'(h^{l-1}_t)``.
+  χ_{s,j} ⟨dh^l_s(ξ_j), dh^l_t⟩ x^{l-1}_s(ξ_j)``, ``dh^{l-1}_t = dx^{l-1}_t ⊙ φ'(h^{l-1}_t)``,
+  by :func:`tensorprog.grad` (vector–Jacobian products from the cotangent ``ŵ_t``; see
+  :meth:`_Unroll.backward` for the layers where the ``dx`` line is written out).
 * Readout: ``ŵ_{t+1} = ŵ_t + (−η n^{m-e_{L+1}}) Σ_i χ_{t,i} x^L_t(ξ_i)``,
   ``ŵ_0 = n^{m-s_{L+1}} v``; first layer:
   ``h^1_t(ξ) = Σ_j ξ_j u_j + (−η θ_{W^1}) Σ_{s<t,i} χ_{s,i} (ξ_i·ξ) dh^1_s(ξ_i)``.
