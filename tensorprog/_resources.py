@@ -211,16 +211,8 @@ def require(what: str, need: int, knob: str, advice: str) -> None:
     :func:`tensorprog.nn.kernels`) refuses it *before* building, with the same
     :class:`~tensorprog.ResourceError` as the library's own checks.
 
-    Parameters
-    ----------
-    what : str
-        The request, e.g. ``"kernels on B=4096 inputs"``.
-    need : int
-        Its estimated peak memory in bytes.
-    knob : str
-        The argument that makes it fit (stored on the error as ``knob``).
-    advice : str
-        What to do with it.
+    The parameters are :func:`refuse`'s: the request ``what``, its peak memory ``need``
+    in bytes, the argument ``knob`` that makes it fit, and the ``advice``.
 
     Examples
     --------
