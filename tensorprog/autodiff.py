@@ -22,6 +22,26 @@ Eqs. (10)–(12)], [TP4 §5.3]:
 * ``s = ψ(θ¹,…)`` (scalar function) →  ``θ̄ⁱ += s̄ · ∂ᵢψ``;
 * several uses of one variable: contributions are **added** (one Nonlin per sum).
 
+Vector–Jacobian products
+------------------------
+``grad(y, wrt, cotangent=c)`` starts the sweep from given cotangents instead of a
+scalar: for vector outputs ``y_k`` with cotangent vectors ``c_k`` (and scalar outputs
+with cotangent numbers or Scalars) it is the gradient of ``F = Σ_k ⟨c_k, y_k⟩ (+ Σ c_k
+y_k)``, without recording that Moment. A network's backward pass is one such product
+per layer, from the readout's cotangent (:func:`tensorprog.nn.kernels`,
+:func:`tensorprog.nn.train_sgd`).
+
+What is recorded
+----------------
+Only the instructions on a path from ``wrt`` to the outputs are visited. Scalar
+factors are carried as coefficients (a number, a Scalar, or a tuple = their product)
+into the next linear combination, through MatMuls (``Wᵀ(c·v) = c·Wᵀv``) and Moments,
+so they cost no ScalarFn of their own; the partial derivatives of linear combinations
+are read off their monomials, not computed symbolically. A contribution to an adjoint
+(``dy ⊙ ∂φ``, ``Wᵀ dy``) is recorded when the adjoint is complete, so a gradient made
+of one contribution is that instruction, named by ``names=``; contributions are
+summed in program order of their consumers. ``∂φ`` vectors are named ``d{y}_d{x}``.
+
 Normalisation
 -------------
 A Moment is an average ``(1/n) Σ_α``, so ``∂m/∂x_α = O(1/n)``. Multiplying by ``n``
