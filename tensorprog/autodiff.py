@@ -389,28 +389,31 @@ def _edges(instr: Any, through: bool) -> tuple[Var, ...]:
 
 
 def _on_paths(p: Program, outs: Sequence[Var], starts: Sequence[Var], through: bool
-              ) -> list[Var]:
-    """The variables on a path from ``starts`` to ``outs``, in program order.
+              ) -> list[Any]:
+    """The instructions of the variables on a path from ``starts`` to ``outs``, in
+    program order.
 
     Only the ancestors of ``outs`` defined at or after the first start are visited,
     so the cost is that of the paths, not of the program.
     """
     lo = min(v.id for v in starts)
     define = p.definition
-    need: set[Var] = set()
+    need: dict[Var, tuple[Any, tuple[Var, ...]]] = {}
     stack = [v for v in outs if v.id >= lo]
     while stack:
         v = stack.pop()
         if v in need:
             continue
-        need.add(v)
-        stack.extend(u for u in _edges(define(v), through) if u.id >= lo and u not in need)
+        instr = define(v)
+        need[v] = (instr, _edges(instr, through))
+        stack.extend(u for u in need[v][1] if u.id >= lo and u not in need)
     reach = set(starts)
     on = []
     for v in sorted(need, key=lambda v: v.id):
-        if v in reach or any(u in reach for u in _edges(define(v), through)):
+        instr, ins = need[v]
+        if v in reach or any(u in reach for u in ins):
             reach.add(v)
-            on.append(v)
+            on.append(instr)
     return on
 
 
@@ -651,11 +654,10 @@ class _Sweep:
         return bar
 
     # -- the sweep ------------------------------------------------------------------
-    def run(self, on_paths: list[Var]) -> None:
-        self.on = set(on_paths)
-        define = self.p.definition
-        for v in reversed(on_paths):
-            instr = define(v)
+    def run(self, on_paths: list[Any]) -> None:
+        self.on = {instr.out for instr in on_paths}
+        for instr in reversed(on_paths):
+            v = instr.out
             if v.kind == "scalar":
                 if v not in self.scal_terms:
                     continue
@@ -765,9 +767,8 @@ def _check_scalar_targets(p: Program, outs: list[Var], scalars: list[Scalar]) ->
     needs ``through_scalars=True`` (otherwise that path would silently count as constant)."""
     for c in scalars:
         on = _on_paths(p, outs, [c.var], True)
-        reached = set(on) | {c.var}
-        for v in on:
-            instr = p.definition(v)
+        reached = {instr.out for instr in on} | {c.var}
+        for instr in on:
             if isinstance(instr, (Nonlin, Moment)) and any(u in reached for u in instr.params):
                 raise ProgramValueError(
                     f"grad: the scalar {c.var.name} enters `{format_instruction(instr)}` "
