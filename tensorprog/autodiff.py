@@ -257,9 +257,15 @@ def _smul(*cs: Coef) -> Coef:
     """The product of coefficients (``None`` = 1), recording no instruction: numbers are
     multiplied, Scalar handles collected into a tuple (a product that :func:`lincomb`
     and :func:`scalar_lincomb` turn into parameters of their one instruction)."""
+    live = [c for c in cs if c is not None]
+    if not live:
+        return None
+    if len(live) == 1 and not isinstance(live[0], tuple):  # the common case
+        c = live[0]
+        return None if type(c) in (float, int) and c == 1 else c
     num = 1.0
     hs: list[Scalar] = []
-    for c in cs:
+    for c in live:
         for x in (c if isinstance(c, tuple) else (c,)):
             if x is None:
                 continue
@@ -284,7 +290,7 @@ def _as_scalar(c: Coef, name: str | None = None) -> Scalar | float:
 
 
 def _is_zero(c: Coef) -> bool:
-    return _is_number(c) and float(c) == 0.0
+    return type(c) in (float, int) and c == 0  # coefficients are None, float, Scalar, tuple
 
 
 # ---------------------------------------------------------------------------------------
@@ -292,35 +298,37 @@ def _is_zero(c: Coef) -> bool:
 
 
 @functools.cache
-def _monomials(fn: Nonlinearity) -> dict[int, list[tuple[float, tuple[int, ...], int | None]]] | None:
-    """The partial derivatives of a body ``Σ_k a_k Π_{j∈J_k} θ_j · x_{i_k}`` (at most one
-    argument per term, every symbol to the first power), or ``None`` for any other body.
+def _monomials(fn: Nonlinearity) -> dict[int, list[tuple[float, tuple[int, ...], tuple[int, ...]]]] | None:
+    """The partial derivatives of a multilinear body ``Σ_k a_k Π_{j∈J_k} θ_j Π_{i∈I_k} x_i``
+    (every symbol to the first power), or ``None`` for any other body.
 
-    Every linear combination (:func:`lincomb`, the DSL's ``+ − ·``) has this form, and
-    its partials are read off the terms instead of by symbolic differentiation:
-    ``result[i]`` (input ``i``: the arguments, then the parameters) lists the terms of
-    ``∂ᵢφ`` as ``(a, parameter indices, argument index or None)``.
+    Every linear combination (:func:`lincomb`, the DSL's ``+ − ·``) and every product
+    Moment ``⟨x, y⟩`` has this form, and its partials are read off the terms instead of
+    by symbolic differentiation: ``result[i]`` (input ``i``: the arguments, then the
+    parameters) lists the terms of ``∂ᵢφ`` as ``(a, parameter indices, argument
+    indices)``.
     """
     k = len(fn.args)
     arg_index = {x: i for i, x in enumerate(fn.args)}
     param_index = {x: j for j, x in enumerate(fn.params)}
-    partials: dict[int, list[tuple[float, tuple[int, ...], int | None]]] = {}
+    partials: dict[int, list[tuple[float, tuple[int, ...], tuple[int, ...]]]] = {}
     for term in sympy.Add.make_args(fn.body):
-        num, ps, arg = 1.0, [], None
+        num, ps, xs = 1.0, [], []
         for fac in sympy.Mul.make_args(term):
             if fac.is_Number:
                 num *= float(fac)
             elif fac in param_index and param_index[fac] not in ps:
                 ps.append(param_index[fac])
-            elif fac in arg_index and arg is None:
-                arg = arg_index[fac]
+            elif fac in arg_index and arg_index[fac] not in xs:
+                xs.append(arg_index[fac])
             else:
                 return None
         ps.sort()
-        if arg is not None:
-            partials.setdefault(arg, []).append((num, tuple(ps), None))
+        xs.sort()
+        for i in xs:
+            partials.setdefault(i, []).append((num, tuple(ps), tuple(q for q in xs if q != i)))
         for j in ps:
-            partials.setdefault(k + j, []).append((num, tuple(q for q in ps if q != j), arg))
+            partials.setdefault(k + j, []).append((num, tuple(q for q in ps if q != j), tuple(xs)))
     return partials
 
 
@@ -346,10 +354,11 @@ def _partial(fn: Nonlinearity, i: int, args: Sequence[Var], params: Sequence[Var
         hits = partials.get(i)
         if not hits:
             return None
-        if len(hits) == 1:
-            a, ps, arg = hits[0]
-            coef = _smul(a, tuple(handle(params[j]) for j in ps))
-            return coef, None if arg is None else handle(args[arg])
+        if len(hits) == 1 and len(hits[0][2]) <= 1:
+            a, ps, xs = hits[0]
+            coef = _smul(a, tuple(handle(params[j]) for j in ps)) if ps else \
+                (None if a == 1.0 else a)
+            return coef, handle(args[xs[0]]) if xs else None
     D = fn.derivative(i, ae=True)
     body = D.body
     if body == 0:
@@ -606,6 +615,7 @@ class _Sweep:
         self.vec: dict[Var, tuple[Coef, Vector]] = {}
         self.scal: dict[Var, Coef] = {}
         self.on: set[Var] = set()
+        self.handles: dict[Var, Any] = {}
 
     def add_vec(self, v: Var, key: int, coef: Coef, term: Term) -> None:
         if not _is_zero(coef):
@@ -616,7 +626,10 @@ class _Sweep:
             self.scal_terms.setdefault(v, []).append((key, coef))
 
     def handle(self, v: Var) -> Any:
-        return self.p[v.name]
+        h = self.handles.get(v)
+        if h is None:
+            h = self.handles[v] = self.p[v.name]
+        return h
 
     # -- adjoints -------------------------------------------------------------------
     def finish_vec(self, v: Var) -> tuple[Coef, Vector] | None:
