@@ -15,7 +15,10 @@ infinite-width limit by the Master Theorem [TP4 §7].
 # below.
 from . import engine, latex  # noqa: F401
 from ._version import __version__ as __version__
+from ._gc import paused_gc
+from ._resources import require as require_memory
 from .autodiff import grad as grad
+from .autodiff import lincomb, scalar_lincomb
 from .errors import (
     DivergenceError,
     FileAccessError,
@@ -67,6 +70,11 @@ __all__ = [
     "nonlin",
     "mean",
     "inner",
+    "grad",
+    "lincomb",
+    "scalar_lincomb",
+    "paused_gc",
+    "require_memory",
     "simulate",
     "Simulation",
     "load",

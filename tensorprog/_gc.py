@@ -26,6 +26,9 @@ __all__ = ["paused_gc"]
 def paused_gc() -> Iterator[None]:
     """Disable the cyclic collector inside the block; re-enable it if it was enabled.
 
+    Public as ``tensorprog.paused_gc``, for code that records a large program (e.g.
+    :func:`tensorprog.nn.kernels`, ``B²`` records) and takes its limit in one pause.
+
     Examples
     --------
     >>> import gc

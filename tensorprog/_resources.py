@@ -205,7 +205,25 @@ def gib(nbytes: float) -> str:
 
 
 def require(what: str, need: int, knob: str, advice: str) -> None:
-    """Raise :func:`refuse`'s error if ``need`` bytes exceed :func:`memory_budget`."""
+    """Raise :func:`refuse`'s error if ``need`` bytes exceed :func:`memory_budget`.
+
+    Public as ``tensorprog.require_memory``: code that builds a large program (e.g.
+    :func:`tensorprog.nn.kernels`) refuses it *before* building, with the same
+    :class:`~tensorprog.ResourceError` as the library's own checks.
+
+    The parameters are :func:`refuse`'s: the request ``what``, its peak memory ``need``
+    in bytes, the argument ``knob`` that makes it fit, and the ``advice``.
+
+    Examples
+    --------
+    >>> import tensorprog as tp
+    >>> tp.require_memory("a tiny request", 1024, "n", "choose a smaller n")  # fits: no error
+    >>> try:
+    ...     tp.require_memory("an impossible request", 2**80, "n", "choose a smaller n")
+    ... except tp.ResourceError as e:
+    ...     print(e.knob)
+    n
+    """
     b = memory_budget()
     if need > b.bytes:
         raise refuse(what, need, knob, advice, b.bytes, b.source)

@@ -22,6 +22,26 @@ Eqs. (10)–(12)], [TP4 §5.3]:
 * ``s = ψ(θ¹,…)`` (scalar function) →  ``θ̄ⁱ += s̄ · ∂ᵢψ``;
 * several uses of one variable: contributions are **added** (one Nonlin per sum).
 
+Vector–Jacobian products
+------------------------
+``grad(y, wrt, cotangent=c)`` starts the sweep from given cotangents instead of a
+scalar: for vector outputs ``y_k`` with cotangent vectors ``c_k`` (and scalar outputs
+with cotangent numbers or Scalars) it is the gradient of ``F = Σ_k ⟨c_k, y_k⟩ (+ Σ c_k
+y_k)``, without recording that Moment. A network's backward pass is one such product
+per layer, from the readout's cotangent (:func:`tensorprog.nn.kernels`,
+:func:`tensorprog.nn.train_sgd`).
+
+What is recorded
+----------------
+Only the instructions on a path from ``wrt`` to the outputs are visited. Scalar
+factors are carried as coefficients (a number, a Scalar, or a tuple = their product)
+into the next linear combination, through MatMuls (``Wᵀ(c·v) = c·Wᵀv``) and Moments,
+so they cost no ScalarFn of their own; the partial derivatives of linear combinations
+are read off their monomials, not computed symbolically. A contribution to an adjoint
+(``dy ⊙ ∂φ``, ``Wᵀ dy``) is recorded when the adjoint is complete, so a gradient made
+of one contribution is that instruction, named by ``names=``; contributions are
+summed in program order of their consumers. ``∂φ`` vectors are named ``d{y}_d{x}``.
+
 Normalisation
 -------------
 A Moment is an average ``(1/n) Σ_α``, so ``∂m/∂x_α = O(1/n)``. Multiplying by ``n``
@@ -62,18 +82,21 @@ from __future__ import annotations
 import functools
 import numbers
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import sympy
 
 from .errors import ProgramTypeError, ProgramValueError
-from .ir import InitMatrix, InitScalar, InitVector, MatMul, Moment, Nonlin, ScalarFn, Var
+from .ir import MatMul, Moment, Nonlin, ScalarFn, Var, format_instruction
 from .nonlin import Nonlinearity, _arg_symbols
-from .program import Handle, Program, Scalar, Vector, apply_nonlinearity
+from .program import Handle, Program, Scalar, Vector, apply_nonlinearity, inner, mean
 
 __all__ = ["grad", "lincomb", "scalar_lincomb"]
 
-# A coefficient: None (= 1), a Python number, or a Scalar handle.
+# A coefficient: None (= 1), a Python number, a Scalar handle, or a tuple of Scalar
+# handles and numbers (their product, kept unevaluated until it is an instruction's
+# parameter list).
 Coef = Any
 
 
@@ -81,38 +104,45 @@ Coef = Any
 # Linear combinations as single Nonlin / ScalarFn instructions
 
 
+def _pattern_coef(entry: Any, ps: list[sympy.Symbol]) -> Any:
+    """The sympy coefficient of one pattern entry, consuming its parameters from ``ps``:
+    an int ``j`` is the product of the next ``j`` parameters (``0``: the coefficient 1),
+    ``("c", value)`` a constant, ``("c", value, j)`` a constant times ``j`` parameters."""
+    if isinstance(entry, int):
+        return sympy.Mul(*[ps.pop(0) for _ in range(entry)])
+    value = sympy.sympify(entry[1])
+    if len(entry) == 2:
+        return value
+    return value * sympy.Mul(*[ps.pop(0) for _ in range(entry[2])])
+
+
+def _pattern_params(pattern: tuple[Any, ...]) -> int:
+    return sum(c if isinstance(c, int) else (c[2] if len(c) == 3 else 0) for c in pattern)
+
+
 @functools.cache
 def _lincomb_fn(pattern: tuple[Any, ...]) -> Nonlinearity:
     """``Σ_k c_k x_k`` as one transparent Nonlinearity.
 
-    ``pattern[k]`` is the coefficient of the k-th vector: an int ``j`` = the product
-    of the next ``j`` scalar parameters (0 means coefficient 1), or a tuple
-    ``("c", value)`` for a numeric constant.
+    ``pattern[k]`` is the coefficient of the k-th vector (see :func:`_pattern_coef`).
     """
     xs = _arg_symbols(len(pattern), "x")
-    nparams = sum(c for c in pattern if isinstance(c, int))
+    nparams = _pattern_params(pattern)
     ps = list(_arg_symbols(nparams, "p"))
     body = sympy.Integer(0)
     for x, c in zip(xs, pattern):
-        if isinstance(c, int):
-            coef = sympy.Mul(*[ps.pop(0) for _ in range(c)])
-        else:
-            coef = sympy.sympify(c[1])
-        body = body + coef * x
+        body = body + _pattern_coef(c, ps) * x
     return Nonlinearity("lincomb", body, xs, _arg_symbols(nparams, "p"), opaque=False)
 
 
 @functools.cache
 def _scalar_lincomb_fn(pattern: tuple[Any, ...]) -> Nonlinearity:
     """``Σ_k c_k Π_j θ_{k,j}`` over scalars only (same pattern convention, no vectors)."""
-    nparams = sum(c for c in pattern if isinstance(c, int))
+    nparams = _pattern_params(pattern)
     ps = list(_arg_symbols(nparams, "p"))
     body = sympy.Integer(0)
     for c in pattern:
-        if isinstance(c, int):
-            body = body + sympy.Mul(*[ps.pop(0) for _ in range(c)])
-        else:
-            body = body + sympy.sympify(c[1])
+        body = body + _pattern_coef(c, ps)
     return Nonlinearity("sum", body, (), _arg_symbols(nparams, "p"), opaque=False)
 
 
@@ -123,13 +153,24 @@ def _split(coef: Coef) -> tuple[Any, list[Scalar]]:
     if isinstance(coef, Scalar):
         return 1, [coef]
     if isinstance(coef, (tuple, list)):
-        hs = [c for c in coef if c is not None]
-        if not all(isinstance(c, Scalar) for c in hs):
-            raise ProgramTypeError("a product coefficient must be a tuple of Scalar handles")
-        return len(hs), hs
-    if isinstance(coef, numbers.Real) and not isinstance(coef, bool):
+        hs = [c for c in coef if isinstance(c, Scalar)]
+        nums = [c for c in coef if c is not None and not isinstance(c, Scalar)]
+        if not all(_is_number(c) for c in nums):
+            raise ProgramTypeError(
+                "a product coefficient must be a tuple of Scalar handles (and numbers)")
+        if not nums:
+            return len(hs), hs
+        value = 1.0
+        for c in nums:
+            value *= float(c)
+        return (("c", _exact(value), len(hs)) if hs else ("c", _exact(value))), hs
+    if _is_number(coef):
         return ("c", _exact(coef)), []
     raise ProgramTypeError(f"a coefficient must be None, a number or a Scalar, got {coef!r}")
+
+
+def _is_number(c: Any) -> bool:
+    return isinstance(c, numbers.Real) and not isinstance(c, bool)
 
 
 def _exact(c: numbers.Real) -> Any:
@@ -144,7 +185,7 @@ def lincomb(terms: Sequence[tuple[Coef, Vector]], name: str | None = None) -> Ve
     ----------
     terms : sequence of (coefficient, Vector)
         Each coefficient is ``None`` (1), a number, a Scalar handle, or a tuple of
-        Scalar handles (their product).
+        Scalar handles and numbers (their product).
     name : str, optional
 
     Examples
@@ -152,7 +193,7 @@ def lincomb(terms: Sequence[tuple[Coef, Vector]], name: str | None = None) -> Ve
     >>> import tensorprog as tp
     >>> p = tp.Program()
     >>> x, y, c = p.vector("x"), p.vector("y"), p.scalar("c", 0.5)
-    >>> z = lincomb([(None, x), (c, y), (2.0, y)], name="z")
+    >>> z = tp.lincomb([(None, x), (c, y), (2.0, y)], name="z")
     >>> print(p.definition(z))  # doctest: +ELLIPSIS
     Nonlin(out=z, fn=Nonlinearity(lincomb: (x0, x1, x2; p0) ↦ ...
     """
@@ -174,9 +215,29 @@ def lincomb(terms: Sequence[tuple[Coef, Vector]], name: str | None = None) -> Ve
 
 
 def scalar_lincomb(terms: Sequence[Coef], name: str | None = None) -> Scalar | float:
-    """``Σ_k c_k`` of scalar terms (numbers, Scalars, tuples of Scalars = products).
+    """``Σ_k c_k`` of scalar terms (numbers, Scalars, tuples of Scalars and numbers =
+    products) as **one** scalar-function instruction.
 
-    Returns a number when no term is a handle.
+    Parameters
+    ----------
+    terms : sequence
+        Each term is a number, a Scalar handle, or a tuple of Scalar handles and
+        numbers (their product).
+    name : str, optional
+
+    Returns
+    -------
+    Scalar or float
+        A number when no term is a handle (nothing is recorded).
+
+    Examples
+    --------
+    >>> import tensorprog as tp
+    >>> p = tp.Program()
+    >>> a, b = p.scalar("a", 2.0), p.scalar("b", 3.0)
+    >>> s = tp.scalar_lincomb([(a, b), 0.5, (a, 4.0)], name="s")   # a·b + 0.5 + 4a
+    >>> p.limit()["s"]
+    14.5
     """
     terms = [t for t in terms if not (isinstance(t, numbers.Real) and t == 0)]
     if all(isinstance(t, numbers.Real) for t in terms):
@@ -192,107 +253,277 @@ def scalar_lincomb(terms: Sequence[Coef], name: str | None = None) -> Scalar | f
     return apply_nonlinearity(fn, params, name=name)  # type: ignore[return-value]
 
 
-def _smul(a: Coef, b: Coef) -> Coef:
-    """Product of two coefficients (None = 1), as a number, a Scalar or a tuple."""
-    if a is None:
-        return b
-    if b is None:
-        return a
-    if isinstance(a, numbers.Real) and isinstance(b, numbers.Real):
-        return float(a) * float(b)
-    if isinstance(a, numbers.Real):
-        a, b = b, a
-    if isinstance(b, numbers.Real):
-        if b == 1:
-            return a
-        return a * float(b)  # Scalar arithmetic: one ScalarFn
-    ta = a if isinstance(a, tuple) else (a,)
-    tb = b if isinstance(b, tuple) else (b,)
-    return ta + tb
+def _smul(*cs: Coef) -> Coef:
+    """The product of coefficients (``None`` = 1), recording no instruction: numbers are
+    multiplied, Scalar handles collected into a tuple (a product that :func:`lincomb`
+    and :func:`scalar_lincomb` turn into parameters of their one instruction)."""
+    live = [c for c in cs if c is not None]
+    if not live:
+        return None
+    if len(live) == 1 and not isinstance(live[0], tuple):  # the common case
+        c = live[0]
+        return None if type(c) in (float, int) and c == 1 else c
+    num = 1.0
+    hs: list[Scalar] = []
+    for c in live:
+        for x in (c if isinstance(c, tuple) else (c,)):
+            if x is None:
+                continue
+            if isinstance(x, Scalar):
+                hs.append(x)
+            else:
+                num *= float(x)
+    if not hs:
+        return None if num == 1.0 else num
+    if num != 1.0:
+        hs.append(num)  # type: ignore[arg-type]
+    return hs[0] if len(hs) == 1 else tuple(hs)
 
 
-def _as_handle(c: Coef) -> Coef:
-    """Collapse a tuple product to one Scalar handle (numbers and None unchanged)."""
-    if isinstance(c, tuple):
-        return scalar_lincomb([c])
-    return c
+def _as_scalar(c: Coef, name: str | None = None) -> Scalar | float:
+    """A coefficient as a value of the program: a number, or one Scalar handle."""
+    if c is None:
+        return 1.0
+    if isinstance(c, Scalar):
+        return c
+    return scalar_lincomb([c], name=name) if isinstance(c, tuple) else float(c)
+
+
+def _is_zero(c: Coef) -> bool:
+    return type(c) in (float, int) and c == 0  # coefficients are None, float, Scalar, tuple
 
 
 # ---------------------------------------------------------------------------------------
 # Partial derivatives of one instruction's function
 
 
-def _partial(fn: Nonlinearity, i: int, args: list[Vector], params: list[Scalar]) -> tuple[str, Any]:
-    """``∂ᵢφ`` at the instruction's inputs: the almost-everywhere derivative (a Dirac
-    delta is 0, e.g. sign' = step' = 0), which is what backpropagation through a finite
-    network computes (see :meth:`~tensorprog.Nonlinearity.derivative`).
+@functools.cache
+def _monomials(fn: Nonlinearity) -> dict[int, list[tuple[float, tuple[int, ...], tuple[int, ...]]]] | None:
+    """The partial derivatives of a multilinear body ``Σ_k a_k Π_{j∈J_k} θ_j Π_{i∈I_k} x_i``
+    (every symbol to the first power), or ``None`` for any other body.
 
-    Returns ``("zero", None)``, ``("coef", c)`` when the derivative does not depend on
-    the vector arguments (a number or a Scalar), or ``("vec", v)`` (a Vector).
+    Every linear combination (:func:`lincomb`, the DSL's ``+ − ·``) and every product
+    Moment ``⟨x, y⟩`` has this form, and its partials are read off the terms instead of
+    by symbolic differentiation: ``result[i]`` (input ``i``: the arguments, then the
+    parameters) lists the terms of ``∂ᵢφ`` as ``(a, parameter indices, argument
+    indices)``.
     """
+    k = len(fn.args)
+    arg_index = {x: i for i, x in enumerate(fn.args)}
+    param_index = {x: j for j, x in enumerate(fn.params)}
+    partials: dict[int, list[tuple[float, tuple[int, ...], tuple[int, ...]]]] = {}
+    for term in sympy.Add.make_args(fn.body):
+        num, ps, xs = 1.0, [], []
+        for fac in sympy.Mul.make_args(term):
+            if fac.is_Number:
+                num *= float(fac)
+            elif fac in param_index and param_index[fac] not in ps:
+                ps.append(param_index[fac])
+            elif fac in arg_index and arg_index[fac] not in xs:
+                xs.append(arg_index[fac])
+            else:
+                return None
+        ps.sort()
+        xs.sort()
+        for i in xs:
+            partials.setdefault(i, []).append((num, tuple(ps), tuple(q for q in xs if q != i)))
+        for j in ps:
+            partials.setdefault(k + j, []).append((num, tuple(q for q in ps if q != j), tuple(xs)))
+    return partials
+
+
+def _partial(fn: Nonlinearity, i: int, args: Sequence[Var], params: Sequence[Var],
+             handle: Any, name: str | None = None) -> tuple[Coef, Vector | None] | None:
+    """``∂ᵢφ`` at the instruction's inputs (``args``, ``params``; ``handle`` makes a
+    handle of a Var), as ``coefficient × vector``.
+
+    The almost-everywhere derivative (a Dirac delta is 0, e.g. sign' = step' = 0) —
+    what backpropagation through a finite network computes (see
+    :meth:`~tensorprog.Nonlinearity.derivative`).
+
+    Returns ``None`` for a zero derivative, else ``(c, v)``: ``c`` a coefficient
+    (``None`` = 1, a number, a Scalar or a tuple of them) and ``v`` a Vector, or
+    ``None`` when the derivative does not depend on the vector arguments. A monomial
+    ``a · Π θ · x_k`` (every derivative of a linear combination, see
+    :func:`_monomials`) records nothing: ``c = a·Πθ`` and ``v = x_k`` are inputs of
+    the instruction, in their order. Anything else is one new Nonlin
+    (``v = ∂ᵢφ(x; θ)``, named ``name``) or ScalarFn (``c = ∂ᵢφ(θ)``).
+    """
+    partials = _monomials(fn)
+    if partials is not None:
+        hits = partials.get(i)
+        if not hits:
+            return None
+        if len(hits) == 1 and len(hits[0][2]) <= 1:
+            a, ps, xs = hits[0]
+            coef = _smul(a, tuple(handle(params[j]) for j in ps)) if ps else \
+                (None if a == 1.0 else a)
+            return coef, handle(args[xs[0]]) if xs else None
     D = fn.derivative(i, ae=True)
     body = D.body
-    k = len(fn.args)
-    argsyms = D.args[:k]
     if body == 0:
-        return "zero", None
+        return None
+    argsyms = D.args[: len(fn.args)]
+    hs = [handle(v) for v in params]
     if not body.free_symbols & set(argsyms):
         if body.is_Number:
-            return "coef", float(body)
-        if body in D.params:
-            return "coef", params[D.params.index(body)]
+            return float(body), None
         f2 = Nonlinearity(f"{D.name}", body, (), D.params, opaque=False)
-        return "coef", apply_nonlinearity(f2, params)
+        return apply_nonlinearity(f2, hs), None
     if body in argsyms:
-        return "vec", args[argsyms.index(body)]
-    if fn.arity == 0:  # pragma: no cover - scalar functions have no vector arguments
-        raise AssertionError
-    return "vec", apply_nonlinearity(D, list(args) + list(params))
+        return None, handle(args[argsyms.index(body)])
+    return None, apply_nonlinearity(D, [handle(v) for v in args] + hs, name=name)  # type: ignore[return-value]
+
+
+@functools.cache
+def _product_fn() -> Nonlinearity:
+    """``(x0, x1) ↦ x0·x1``: the chain rule's ``dy ⊙ ∂φ`` as one transparent Nonlin."""
+    x0, x1 = _arg_symbols(2, "x")
+    return Nonlinearity("mul", x0 * x1, (x0, x1), opaque=False)
 
 
 # ---------------------------------------------------------------------------------------
 # grad
 
 
-def _handle(p: Program, v: Var) -> Handle:
-    return p[v.name]
+def _edges(instr: Any, through: bool) -> tuple[Var, ...]:
+    """The inputs of ``instr`` through which the derivative flows."""
+    if isinstance(instr, MatMul):
+        return (instr.arg,)
+    if isinstance(instr, (Nonlin, Moment)):
+        return instr.args + (instr.params if through else ())
+    if isinstance(instr, ScalarFn):
+        return instr.params
+    return ()
+
+
+def _on_paths(p: Program, outs: Sequence[Var], starts: Sequence[Var], through: bool
+              ) -> list[Any]:
+    """The instructions of the variables on a path from ``starts`` to ``outs``, in
+    program order.
+
+    Only the ancestors of ``outs`` defined at or after the first start are visited,
+    so the cost is that of the paths, not of the program.
+    """
+    lo = min(v.id for v in starts)
+    define = p.definition
+    need: dict[Var, tuple[Any, tuple[Var, ...]]] = {}
+    stack = [v for v in outs if v.id >= lo]
+    while stack:
+        v = stack.pop()
+        if v in need:
+            continue
+        instr = define(v)
+        need[v] = (instr, _edges(instr, through))
+        stack.extend(u for u in need[v][1] if u.id >= lo and u not in need)
+    reach = set(starts)
+    on = []
+    for v in sorted(need, key=lambda v: v.id):
+        instr, ins = need[v]
+        if v in reach or any(u in reach for u in ins):
+            reach.add(v)
+            on.append(instr)
+    return on
+
+
+def _outputs(f: Any, cotangent: Any) -> tuple[list[Handle], list[Any]]:
+    """The outputs and their cotangents, validated (see :func:`grad`)."""
+    if cotangent is None:
+        if not isinstance(f, Scalar):
+            raise ProgramTypeError(
+                f"grad: f must be a Scalar of a program (a Moment or a function of Moments), "
+                f"got {type(f).__name__}; a Vector output needs a cotangent")
+        return [f], [None]
+    single = isinstance(f, (Vector, Scalar))
+    outs = [f] if single else list(f) if isinstance(f, (list, tuple)) else None
+    cots = [cotangent] if single else list(cotangent) if isinstance(cotangent, (list, tuple)) \
+        else None
+    if outs is None or cots is None or len(outs) != len(cots) or not outs:
+        raise ProgramTypeError(
+            "grad: with a cotangent, f is a Vector or Scalar (or a non-empty list of them) "
+            "and cotangent is one cotangent per output (a list when f is a list)")
+    p = outs[0].program if isinstance(outs[0], Handle) else None
+    for y, c in zip(outs, cots):
+        if isinstance(y, Vector):
+            if not isinstance(c, Vector):
+                raise ProgramTypeError(
+                    f"grad: the cotangent of the vector {y.name} must be a Vector of its "
+                    f"program, got {c!r}")
+            p._own(c, "grad(cotangent=…)")  # type: ignore[union-attr]
+        elif isinstance(y, Scalar):
+            if not (isinstance(c, Scalar) or _is_number(c)):
+                raise ProgramTypeError(
+                    f"grad: the cotangent of the scalar {y.name} must be a number or a "
+                    f"Scalar, got {c!r}")
+            if isinstance(c, Scalar):
+                p._own(c, "grad(cotangent=…)")  # type: ignore[union-attr]
+        else:
+            raise ProgramTypeError(f"grad: outputs must be Vectors or Scalars, got {y!r}")
+        p._own(y, "grad(f=…)")  # type: ignore[union-attr]
+    return outs, cots
 
 
 def grad(
-    f: Scalar,
-    wrt: Sequence[Vector] | Vector,
+    f: Any,
+    wrt: Sequence[Vector | Scalar] | Vector | Scalar,
     *,
+    cotangent: Any = None,
     through_scalars: bool = False,
-) -> list[Vector] | Vector:
-    r"""Append the normalised gradients ``dx = n ∂f/∂x`` of a scalar ``f`` to its program.
+    names: Sequence[str | None] | str | None = None,
+) -> Any:
+    r"""Append the normalised gradients ``dx = n ∂F/∂x`` to the program of ``f``.
 
     Parameters
     ----------
-    f : Scalar
-        The output: a Moment, or a scalar function of Moments (e.g. a loss).
+    f : Scalar, or (with ``cotangent``) a Vector, Scalar, or a list of them
+        The output. Without ``cotangent``: a scalar ``F = f`` (a Moment, or a scalar
+        function of Moments such as a loss). With ``cotangent``: outputs ``y_k``
+        whose vector–Jacobian product is asked for (below).
     wrt : Vector, Scalar, or a sequence of them
         What to differentiate with respect to: any vectors of the program (initial
         vectors, MatMul or Nonlin outputs), and any scalars (initial scalars, Moments,
         scalar functions). A scalar that reaches ``f`` through a Nonlin+/Moment
         parameter needs ``through_scalars=True``.
+    cotangent : Vector, number, Scalar, or a list of them, optional
+        One per output: the **vector–Jacobian product** of the outputs with these
+        cotangents, i.e. the gradient of
+
+        .. math::
+
+            F = \sum_{k:\,y_k\text{ vector}} \langle c_k, y_k\rangle
+                + \sum_{k:\,y_k\text{ scalar}} c_k\, y_k ,
+            \qquad \langle c, y\rangle = \tfrac1n c^\top y ,
+
+        so ``n ∂F/∂y_k = c_k`` for a vector output (the cotangent is the normalised
+        gradient flowing into ``y_k``, e.g. ``n^{m}∇_{x^L} f`` of a network's
+        readout) and ``∂F/∂y_k = c_k`` for a scalar one. The Moment ``⟨c, y⟩`` is
+        not recorded.
     through_scalars : bool, default False
         ``False``: scalar parameters of Nonlin+/Moment instructions are constants
         (TP4's frozen Nonlin+ parameters). ``True``: differentiate through them too
         (the full finite-width gradient).
+    names : str or sequence of (str or None), optional
+        Names of the gradient vectors and scalars, one per ``wrt`` (a str when
+        ``wrt`` is one handle). A gradient that is an existing variable of the
+        program (e.g. the cotangent itself, passed through unchanged) keeps its name.
 
     Returns
     -------
-    Vector, Scalar, or a list of them
-        ``n ∂f/∂x`` for each vector ``x`` and ``∂f/∂c`` (no factor ``n``) for each scalar
-        ``c`` (a single result if ``wrt`` was one handle). A vector ``f`` does not depend
-        on gets a zero vector; a scalar, the number ``0.0``.
+    Vector, Scalar, float, or a list of them
+        ``n ∂F/∂x`` for each vector ``x`` and ``∂F/∂c`` (no factor ``n``) for each
+        scalar ``c`` (a single result if ``wrt`` was one handle). A vector ``F`` does
+        not depend on gets a zero vector; a scalar, the number ``0.0``.
 
     Notes
     -----
-    Reverse mode over the instruction list: every variable on a path from ``wrt``
-    to ``f`` gets one adjoint, the sum of its consumers' contributions (see the
-    module docstring for the rules and the normalisation). The number of appended
-    instructions is O(number of instructions on those paths).
+    Reverse mode over the instructions on a path from ``wrt`` to the outputs (only
+    those are visited, so one call costs O(number of instructions on those paths),
+    not O(program)): every such variable gets one adjoint, the sum of its consumers'
+    contributions in program order of the consumers. Scalar factors are carried
+    unevaluated — as coefficients of the next linear combination, through MatMuls
+    (``Wᵀ(c·v) = c·Wᵀv``) and Moments — so a coefficient costs no instruction of its
+    own; a vector used by one consumer passes its contribution on unchanged. See
+    the module docstring for the rules and the normalisation.
 
     Examples
     --------
@@ -304,178 +535,259 @@ def grad(
     >>> k = tp.mean(dx * dx, name="k")
     >>> p.limit()["k"] > 0
     True
+
+    A vector–Jacobian product: the backward pass of ``y = tanh(W x)`` from the
+    cotangent ``v`` is the same gradient, without the Moment ``f``:
+
+    >>> y = tp.tanh(W @ x)
+    >>> dx2 = tp.grad(y, x, cotangent=v, names="dx2")
+    >>> print(p.definition(dx2))  # doctest: +ELLIPSIS
+    MatMul(out=dx2, matrix=W, arg=..., transpose=True)
     """
-    if not isinstance(f, Scalar):
-        raise ProgramTypeError(
-            f"grad: f must be a Scalar of a program (a Moment or a function of Moments), "
-            f"got {type(f).__name__}"
-        )
+    outs, cots = _outputs(f, cotangent)
+    p = outs[0].program
     single = isinstance(wrt, (Vector, Scalar))
-    targets = [wrt] if single else list(wrt)  # type: ignore[list-item]
+    targets = [wrt] if single else list(wrt)  # type: ignore[list-item,arg-type]
     if not targets:
         raise ProgramValueError("grad: wrt must name at least one vector or scalar")
-    p = f.program
     for x in targets:
         if not isinstance(x, (Vector, Scalar)):
             raise ProgramTypeError(f"grad: wrt must be Vectors or Scalars of the program, got {x!r}")
         p._own(x, "grad(wrt=…)")
-    instrs = p.instructions[: f.var.id + 1]
-
-    def edges(instr: Any, through: bool = through_scalars) -> tuple[Var, ...]:
-        """Inputs through which the derivative flows."""
-        if isinstance(instr, MatMul):
-            return (instr.arg,)
-        if isinstance(instr, (Nonlin, Moment)):
-            return instr.args + (instr.params if through else ())
-        if isinstance(instr, ScalarFn):
-            return instr.params
-        return ()
-
+    if names is None:
+        labels: list[str | None] = [None] * len(targets)
+    else:
+        labels = [names] if isinstance(names, str) else list(names)  # type: ignore[list-item]
+        if len(labels) != len(targets) or not all(s is None or isinstance(s, str) for s in labels):
+            raise ProgramTypeError(
+                f"grad: names must give one str (or None) per wrt handle ({len(targets)}), "
+                f"got {names!r}")
+    out_vars = [y.var for y in outs]
     if not through_scalars:
-        _check_scalar_targets(f, [x for x in targets if isinstance(x, Scalar)], instrs, edges)
+        _check_scalar_targets(p, out_vars, [x for x in targets if isinstance(x, Scalar)])
+    sweep = _Sweep(p, through_scalars, {x.var: s for x, s in zip(targets, labels) if s})
+    end = len(p)
+    for y, c in zip(outs, cots):
+        if isinstance(y, Vector):
+            sweep.add_vec(y.var, end, None, c)
+        else:
+            sweep.add_scal(y.var, end, c)
+    sweep.run(_on_paths(p, out_vars, [x.var for x in targets], through_scalars))
+    res = [sweep.result(x) for x in targets]
+    return res[0] if single else res
 
-    # Variables on a path wrt → f.
-    reach = {x.var for x in targets}
-    for instr in instrs:
-        if instr.out not in reach and any(v in reach for v in edges(instr)):
-            reach.add(instr.out)
-    need = {f.var}
-    for instr in reversed(instrs):
-        if instr.out in need:
-            need.update(edges(instr))
-    relevant = reach & need
 
-    vec_adj: dict[Var, list[tuple[Coef, Vector]]] = {}
-    scal_adj: dict[Var, list[Coef]] = {f.var: [1.0]}
-    done: dict[Var, Any] = {}
+@dataclass(frozen=True)
+class _Transposed:
+    """The MatMul rule's ``Wᵀ dy`` (``W dy`` for ``h = Wᵀx``), recorded when the adjoint
+    it contributes to is complete."""
 
-    def add_vec(v: Var, coef: Coef, vec: Vector) -> None:
-        if v in relevant:
-            vec_adj.setdefault(v, []).append((coef, vec))
+    W: Any
+    transpose: bool
+    dy: Vector
 
-    def add_scal(v: Var, coef: Coef) -> None:
-        if v in relevant and coef is not None:
-            scal_adj.setdefault(v, []).append(coef)
 
-    for instr in reversed(instrs):
-        out = instr.out
-        if out not in relevant or isinstance(instr, (InitMatrix, InitVector, InitScalar)):
-            continue
-        if out.kind == "scalar":
-            terms = scal_adj.get(out)
-            if not terms:
-                continue
-            bar = scalar_lincomb(terms) if len(terms) > 1 else _as_handle(terms[0])
-            done[out] = bar
-            if isinstance(instr, ScalarFn):
-                params = [_handle(p, v) for v in instr.params]
-                for i, v in enumerate(instr.params):
-                    if v not in relevant:
-                        continue
-                    kind, d = _partial(instr.fn, i, [], params)
-                    if kind == "coef":
-                        add_scal(v, _smul(bar, d))
-            elif isinstance(instr, Moment):
-                args = [_handle(p, v) for v in instr.args]
-                params = [_handle(p, v) for v in instr.params]
-                for j, v in enumerate(instr.args):
-                    if v not in relevant:
-                        continue
-                    kind, d = _partial(instr.fn, j, args, params)
-                    if kind == "vec":
-                        add_vec(v, _as_handle(bar) if bar != 1.0 else None, d)
-                    elif kind == "coef":
-                        # ∂ⱼφ is constant in x: n ∂f/∂x = m̄ · c · 1 (a constant vector).
-                        c = _smul(bar, d)
-                        add_vec(v, _as_handle(c), _ones_like(args[j]))
-                if through_scalars:
-                    for j, v in enumerate(instr.params):
-                        if v not in relevant:
-                            continue
-                        kind, d = _partial(instr.fn, len(args) + j, args, params)
-                        if kind == "vec":
-                            add_scal(v, _smul(bar, _mean(d)))
-                        elif kind == "coef":
-                            add_scal(v, _smul(bar, d))
-            continue
-        # a vector
-        terms = vec_adj.get(out)
+#: A contribution to a vector's adjoint: a Vector, a product ``(dy, ∂φ)``, or a MatMul.
+Term = Any
+
+
+def _record(term: Term, name: str | None = None) -> Vector:
+    """The instruction of a contribution (none for a Vector)."""
+    if isinstance(term, Vector):
+        return term
+    if isinstance(term, _Transposed):
+        M = term.W if term.transpose else term.W.T
+        return M.matmul(term.dy, name=name)
+    return apply_nonlinearity(_product_fn(), term, name=name)  # type: ignore[return-value]
+
+
+class _Sweep:
+    """The reverse sweep of :func:`grad`: adjoints, rules, and their instructions.
+
+    A vector's adjoint is kept as ``(coefficient, Vector)`` and a scalar's as a
+    coefficient until an instruction needs them as one value (see :func:`_smul`).
+    """
+
+    def __init__(self, p: Program, through: bool, labels: dict[Var, str]) -> None:
+        self.p, self.through, self.labels = p, through, labels
+        self.vec_terms: dict[Var, list[tuple[int, Coef, Term]]] = {}
+        self.scal_terms: dict[Var, list[tuple[int, Coef]]] = {}
+        self.vec: dict[Var, tuple[Coef, Vector]] = {}
+        self.scal: dict[Var, Coef] = {}
+        self.on: set[Var] = set()
+        self.handles: dict[Var, Any] = {}
+
+    def add_vec(self, v: Var, key: int, coef: Coef, term: Term) -> None:
+        if not _is_zero(coef):
+            self.vec_terms.setdefault(v, []).append((key, coef, term))
+
+    def add_scal(self, v: Var, key: int, coef: Coef) -> None:
+        if not _is_zero(coef):
+            self.scal_terms.setdefault(v, []).append((key, coef))
+
+    def handle(self, v: Var) -> Any:
+        h = self.handles.get(v)
+        if h is None:
+            h = self.handles[v] = self.p[v.name]
+        return h
+
+    # -- adjoints -------------------------------------------------------------------
+    def finish_vec(self, v: Var) -> tuple[Coef, Vector] | None:
+        """Sum the contributions to ``v``'s adjoint (in program order of the consumers).
+
+        A contribution's instruction (a product ``dy ⊙ ∂φ``, a MatMul ``Wᵀdy``) is
+        recorded here, so a gradient made of one contribution is that instruction,
+        named after ``names``."""
+        terms = self.vec_terms.pop(v, None)
         if not terms:
-            continue
-        dy = lincomb(terms) if not (len(terms) == 1 and terms[0][0] is None) else terms[0][1]
-        done[out] = dy
-        if isinstance(instr, MatMul):
-            if instr.arg in relevant:
-                W = _handle(p, instr.matrix)
-                add_vec(instr.arg, None, (W @ dy) if instr.transpose else (W.T @ dy))
-        elif isinstance(instr, Nonlin):
-            args = [_handle(p, v) for v in instr.args]
-            params = [_handle(p, v) for v in instr.params]
-            for j, v in enumerate(instr.args):
-                if v not in relevant:
+            return None
+        terms.sort(key=lambda t: t[0])
+        label = self.labels.get(v)
+        if len(terms) == 1:
+            _, c, term = terms[0]
+            adj = (c, _record(term, label if c is None else None))
+        else:
+            adj = (None, lincomb([(c, _record(term)) for _, c, term in terms], name=label))
+        self.vec[v] = adj
+        return adj
+
+    def vector(self, v: Var) -> Vector:
+        """``v``'s adjoint as one vector (a coefficient becomes one Nonlin)."""
+        c, x = self.vec[v]
+        if c is not None:
+            x = lincomb([(c, x)], name=self.labels.get(v))
+            self.vec[v] = (None, x)
+        return x
+
+    def finish_scal(self, v: Var) -> Coef:
+        terms = self.scal_terms.pop(v)
+        terms.sort(key=lambda t: t[0])
+        bar = terms[0][1] if len(terms) == 1 else scalar_lincomb([c for _, c in terms])
+        self.scal[v] = bar
+        return bar
+
+    # -- the sweep ------------------------------------------------------------------
+    def run(self, on_paths: list[Any]) -> None:
+        self.on = {instr.out for instr in on_paths}
+        for instr in reversed(on_paths):
+            v = instr.out
+            if v.kind == "scalar":
+                if v not in self.scal_terms:
                     continue
-                kind, d = _partial(instr.fn, j, args, params)
-                if kind == "vec":
-                    add_vec(v, None, dy * d)
-                elif kind == "coef":
-                    add_vec(v, None if d == 1.0 else _as_handle(d), dy)
-            if through_scalars:
-                for j, v in enumerate(instr.params):
-                    if v not in relevant:
-                        continue
-                    kind, d = _partial(instr.fn, len(args) + j, args, params)
-                    if kind == "vec":
-                        add_scal(v, _inner_or_mean(dy, d))
-                    elif kind == "coef":
-                        add_scal(v, _smul(_mean(dy), d))
+                bar = self.finish_scal(v)
+                if isinstance(instr, ScalarFn):
+                    self.scalar_fn(instr, bar)
+                elif isinstance(instr, Moment):
+                    self.moment(instr, bar)
+            elif self.finish_vec(v) is not None:
+                if isinstance(instr, MatMul):
+                    self.matmul(instr)
+                elif isinstance(instr, Nonlin):
+                    self.nonlin(instr)
 
-    out: list[Any] = []
-    for x in targets:
-        g = done.get(x.var)
-        if g is None and isinstance(x, Scalar):
-            terms = scal_adj.get(x.var)
-            g = scalar_lincomb(terms) if terms else 0.0
-        elif g is None:
-            terms = vec_adj.get(x.var)
-            g = lincomb(terms) if terms else x * 0
-        out.append(g)
-    return out[0] if single else out
+    def matmul(self, instr: MatMul) -> None:
+        """``h = W x``: ``dx += Wᵀ dh`` (``h = Wᵀx``: ``dx += W dh``); a coefficient of
+        ``dh`` moves past the MatMul."""
+        if not self._wanted(instr.arg):
+            return
+        c, dh = self.vec[instr.out]
+        W = self.handle(instr.matrix)
+        self.add_vec(instr.arg, instr.out.id, c, _Transposed(W, instr.transpose, dh))
+
+    def nonlin(self, instr: Nonlin) -> None:
+        """``y = φ(x¹,…; θ)``: ``dxʲ += dy ⊙ ∂ⱼφ``; through scalars ``θ̄ⁱ += ⟨dy, ∂_θφ⟩``."""
+        k, dy = self.vec[instr.out]
+        args, params, key = instr.args, instr.params, instr.out.id
+        for j, v in enumerate(args):
+            if not self._wanted(v):
+                continue
+            part = _partial(instr.fn, j, args, params, self.handle,
+                            self.jacobian_name(instr.out, v))
+            if part is None:
+                continue
+            c, d = part
+            if d is None:
+                self.add_vec(v, key, _smul(k, c), dy)
+            else:
+                self.add_vec(v, key, c, (self.vector(instr.out), d))  # dy ⊙ ∂ⱼφ
+        if self.through:
+            for j, v in enumerate(params):
+                if not self._wanted(v):
+                    continue
+                part = _partial(instr.fn, len(args) + j, args, params, self.handle)
+                if part is None:
+                    continue
+                c, d = part
+                self.add_scal(v, key, _smul(k, c, mean(dy) if d is None else inner(d, dy)))
+
+    def scalar_fn(self, instr: ScalarFn, bar: Coef) -> None:
+        """``s = ψ(θ)``: ``θ̄ⁱ += s̄ ∂ᵢψ``."""
+        for i, v in enumerate(instr.params):
+            if not self._wanted(v):
+                continue
+            part = _partial(instr.fn, i, (), instr.params, self.handle)
+            if part is not None:
+                self.add_scal(v, instr.out.id, _smul(bar, part[0]))
+
+    def moment(self, instr: Moment, bar: Coef) -> None:
+        """``m = mean φ(x; θ)``: ``dxʲ += m̄ ∂ⱼφ``; through scalars ``θ̄ += m̄ mean ∂_θφ``."""
+        args, params, key = instr.args, instr.params, instr.out.id
+        for j, v in enumerate(args):
+            if not self._wanted(v):
+                continue
+            part = _partial(instr.fn, j, args, params, self.handle)
+            if part is not None:
+                c, d = part
+                # ∂ⱼφ constant in x: n ∂F/∂x = m̄ · c · 1 (a constant vector).
+                self.add_vec(v, key, _smul(bar, c),
+                             _ones_like(self.handle(v)) if d is None else d)
+        if self.through:
+            for j, v in enumerate(params):
+                if not self._wanted(v):
+                    continue
+                part = _partial(instr.fn, len(args) + j, args, params, self.handle)
+                if part is not None:
+                    c, d = part
+                    self.add_scal(v, key, _smul(bar, c, None if d is None else mean(d)))
+
+    def jacobian_name(self, y: Var, x: Var) -> str | None:
+        """``d{y}_d{x}`` for the vector ``∂y/∂x = ∂φ(x)`` (unless the name is taken)."""
+        name = f"d{y.name}_d{x.name}"
+        return None if name in self.p else name
+
+    # -- results --------------------------------------------------------------------
+    def _wanted(self, v: Var) -> bool:
+        return v in self.on
+
+    def result(self, x: Vector | Scalar) -> Any:
+        v = x.var
+        label = self.labels.get(v)
+        if isinstance(x, Scalar):
+            if v in self.scal_terms:  # a target not on any path, or an output
+                self.finish_scal(v)
+            if v not in self.scal:
+                return 0.0
+            return _as_scalar(self.scal[v], label)
+        if v in self.vec_terms:
+            self.finish_vec(v)
+        if v not in self.vec:
+            return x * 0
+        return self.vector(v)
 
 
-def _check_scalar_targets(f: Scalar, scalars: list[Scalar], instrs: list[Any],
-                          edges: Any) -> None:
-    """A scalar target that reaches ``f`` through a Nonlin+/Moment *parameter* needs
-    ``through_scalars=True`` (otherwise that path would silently count as constant)."""
-    from .ir import format_instruction
-
-    need = {f.var}
-    for instr in reversed(instrs):
-        if instr.out in need:
-            need.update(edges(instr, True))
+def _check_scalar_targets(p: Program, outs: list[Var], scalars: list[Scalar]) -> None:
+    """A scalar target that reaches the outputs through a Nonlin+/Moment *parameter*
+    needs ``through_scalars=True`` (otherwise that path would silently count as constant)."""
     for c in scalars:
-        reach = {c.var}
-        for instr in instrs:
-            if instr.out not in reach and any(v in reach for v in edges(instr, True)):
-                if (isinstance(instr, (Nonlin, Moment)) and instr.out in need
-                        and any(v in reach for v in instr.params)):
-                    raise ProgramValueError(
-                        f"grad: the scalar {c.var.name} enters `{format_instruction(instr)}` "
-                        f"as a Nonlin+/Moment parameter; the gradient with respect to it "
-                        f"flows through parameters only with through_scalars=True")
-                reach.add(instr.out)
+        on = _on_paths(p, outs, [c.var], True)
+        reached = {instr.out for instr in on} | {c.var}
+        for instr in on:
+            if isinstance(instr, (Nonlin, Moment)) and any(u in reached for u in instr.params):
+                raise ProgramValueError(
+                    f"grad: the scalar {c.var.name} enters `{format_instruction(instr)}` "
+                    f"as a Nonlin+/Moment parameter; the gradient with respect to it "
+                    f"flows through parameters only with through_scalars=True")
 
 
 def _ones_like(x: Vector) -> Vector:
     return x * 0 + 1
-
-
-def _mean(v: Vector) -> Scalar:
-    from .program import mean
-
-    return mean(v)
-
-
-def _inner_or_mean(a: Vector, b: Vector) -> Scalar:
-    from .program import inner
-
-    return inner(a, b)

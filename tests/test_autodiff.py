@@ -154,8 +154,10 @@ def test_limit_of_a_gradient_first_backward_pass():
 
 
 def test_reproduces_the_backward_pass_of_an_unrolled_sgd_run():
-    """In μP (θ_f = 1/n) the explicit backward pass of train_sgd is n ∂f_t/∂h^l_t —
-    including the rank-one ΔWᵀ corrections, which flow through the Moment parameters."""
+    """In μP (θ_f = 1/n) train_sgd's backward pass — vector–Jacobian products from the
+    cotangent ŵ_t, layer by layer — is the gradient n ∂f_t/∂h^l_t of the scalar output,
+    including the rank-one ΔWᵀ corrections, which flow through the Moment parameters.
+    (tests/test_training.py checks both against a numpy network.)"""
     X = np.array([[1.0, -0.4], [0.3, 0.9]])
     net = nn.MLP(d_in=2, depth=2, nonlin="tanh", param=nn.muP(2))
     run = nn.train_sgd(net, X, [0.5, -0.5], lr=0.8, steps=2, feature_kernels=False)
@@ -277,3 +279,103 @@ def test_grad_wrt_scalars():
     assert lim[dd] == pytest.approx(-2 * (m_lim - 0.3), rel=1e-9)
     assert lim[dc] == pytest.approx(2 * (m_lim - 0.3) * np.sum(w * 2 * ts * (1 - ts**2) * xs),
                                     rel=1e-9)
+
+
+# ---------------------------------------------------------------------------------------
+# Vector–Jacobian products (cotangent=), several outputs, names, recorded instructions
+
+
+def _ancestors(p, handles):
+    seen, stack = set(), [h.var for h in handles]
+    while stack:
+        v = stack.pop()
+        if v in seen:
+            continue
+        seen.add(v)
+        d = p.definition(v)
+        stack += [u for u in (getattr(d, "args", ()) + getattr(d, "params", ())
+                              + ((d.arg, d.matrix) if hasattr(d, "arg") else ()))]
+    return seen
+
+
+def test_vector_jacobian_products_match_numpy_backprop():
+    """grad(y, x, cotangent=c) = n ∂⟨c, y⟩/∂x, and several outputs add up:
+    y = tanh(W x) ⊙ x, s = mean(x²) (∂s/∂x = 2x/n): numpy backprop on the same draws."""
+    p = tp.Program("vjp")
+    W, x, c = p.matrix("W", var=1.5), p.vector("x"), p.vector("c", var=0.7)
+    h = W @ x
+    y = tp.tanh(h) * x
+    s = tp.mean(x * x)
+    g = p.scalar("g", 0.3)
+    dx, dh = tp.grad(y, [x, h], cotangent=c, names=["dx", "dh"])
+    both = tp.grad([y, s], x, cotangent=[c, g])
+    via_moment = tp.grad(tp.inner(c, y), x)
+    sim = p.simulate(N, seed=7)
+    Wn, xn, cn = sim.matrix("W"), sim.vector("x"), sim.vector("c")
+    hn = Wn @ xn
+    dh_ref = cn * xn * (1 - np.tanh(hn) ** 2)
+    dx_ref = Wn.T @ dh_ref + cn * np.tanh(hn)
+    np.testing.assert_allclose(sim.vector(dh), dh_ref, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(sim.vector(dx), dx_ref, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(sim.vector(both), dx_ref + 0.3 * 2 * xn, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(sim.vector(via_moment), dx_ref, rtol=1e-10, atol=1e-12)
+    assert dx.name == "dx" and dh.name == "dh"
+
+
+def test_records_only_what_the_gradients_use():
+    """Every instruction grad appends is an ancestor of a returned gradient; a target
+    whose own inputs are off the paths records nothing beyond its gradient. For
+    h = W x (a MatMul) and cotangent c: exactly one MatMul Wᵀc, named as asked."""
+    p, f, vs = _two_layer()
+    before = len(p)
+    grads = tp.grad(f, [vs["x"], vs["h"], vs["z"]], through_scalars=True)
+    new = {ins.out for ins in p.instructions[before:]}
+    assert new <= _ancestors(p, grads)
+    q = tp.Program("matmul_vjp")
+    W, x, c = q.matrix("W"), q.vector("x"), q.vector("c")
+    h = W @ x
+    n0 = len(q)
+    dx = tp.grad(h, x, cotangent=c, names="dx")
+    assert len(q) == n0 + 1
+    d = q.definition(dx)
+    assert (d.matrix, d.arg, d.transpose, d.out.name) == (W.var, c.var, True, "dx")
+    dh = tp.grad(h, h, cotangent=c)  # the cotangent itself: no instruction
+    assert dh is c or dh.var is c.var
+    assert len(q) == n0 + 1
+
+
+def test_coefficients_ride_along_without_instructions():
+    """The scalar factors of a linear chain (σ·W x, then a Moment's adjoint) become
+    coefficients of the gradient's one instruction, not ScalarFn instructions."""
+    p = tp.Program("coefs")
+    W, x, v = p.matrix("W"), p.vector("x"), p.vector("v")
+    a, b = p.scalar("a", 0.5), p.scalar("b", 2.0)
+    h = tp.lincomb([((a, b), W @ x)])  # a·b·(W x)
+    f = tp.inner(v, h) * 3.0
+    n0 = len(p)
+    dx = tp.grad(f, x)
+    added = p.instructions[n0:]
+    assert [type(i).__name__ for i in added] == ["MatMul", "Nonlin"]  # Wᵀv, then 3ab·(Wᵀv)
+    sim = p.simulate(N, seed=1)
+    ref = 3.0 * 0.5 * 2.0 * sim.matrix("W").T @ sim.vector("v")
+    np.testing.assert_allclose(sim.vector(dx), ref, rtol=1e-12)
+
+
+def test_bad_cotangents_and_names():
+    p = tp.Program("bad")
+    W, x, c = p.matrix("W"), p.vector("x"), p.vector("c")
+    y = W @ x
+    s = tp.mean(x * x)
+    with pytest.raises(tp.ProgramTypeError, match="needs a cotangent"):
+        tp.grad(y, x)
+    with pytest.raises(tp.ProgramTypeError, match="cotangent of the vector"):
+        tp.grad(y, x, cotangent=1.0)
+    with pytest.raises(tp.ProgramTypeError, match="cotangent of the scalar"):
+        tp.grad(s, x, cotangent=c)
+    with pytest.raises(tp.ProgramTypeError, match="one cotangent per output"):
+        tp.grad([y, s], x, cotangent=[c])
+    with pytest.raises(tp.ProgramTypeError, match="names must give one str"):
+        tp.grad(y, [x], cotangent=c, names=["a", "b"])
+    q = tp.Program("other")
+    with pytest.raises(tp.ForeignHandleError):
+        tp.grad(y, x, cotangent=q.vector("c2"))

@@ -421,3 +421,29 @@ def test_bad_networks():
     with pytest.raises(tp.UnknownNameError):
         nn.MLP(d_in=2, depth=1, nonlin="swishy")
     assert math.isclose(nn.MLP(2, 1).param.c, 0)
+
+
+def test_nn_imports_only_public_names():
+    """``tensorprog.nn`` is built on the public API: every import of tensorprog in its
+    modules is ``from .. import name`` (or ``from tensorprog import name``) with ``name``
+    exported by ``tensorprog.__all__`` — no submodule, no underscore name."""
+    import ast
+    import pathlib
+
+    offenders = []
+    for path in sorted(pathlib.Path(nn.__file__).parent.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.level == 1 or node.module == "__future__"):
+                continue  # nn's own modules, __future__
+            if isinstance(node, ast.ImportFrom):
+                top = node.level == 2 and node.module is None or node.module == "tensorprog"
+                names = [a.name for a in node.names]
+                bad = [f"{path.name}: from {'.' * node.level}{node.module or ''} import {nm}"
+                       for nm in names if not top or nm not in tp.__all__]
+                if node.level == 0 and not (node.module or "").startswith("tensorprog"):
+                    bad = []  # numpy, sympy, the standard library
+                offenders += bad
+            elif isinstance(node, ast.Import):
+                offenders += [f"{path.name}: import {a.name}" for a in node.names
+                              if a.name.startswith("tensorprog")]
+    assert not offenders, offenders

@@ -32,11 +32,21 @@ from typing import Any
 import numpy as np
 import sympy
 
-from .. import program as _program
-from .._gc import paused_gc
-from ..errors import MonteCarloWarning, ProgramTypeError, ProgramValueError
-from ..nonlin import BUILTINS, Nonlinearity, get_nonlinearity
-from ..program import Program, inner
+from .. import (
+    BUILTINS,
+    Handle,
+    MonteCarloWarning,
+    Nonlinearity,
+    Program,
+    ProgramTypeError,
+    ProgramValueError,
+    get_nonlinearity,
+    grad,
+    inner,
+    lincomb,
+    paused_gc,
+    require_memory,
+)
 
 __all__ = ["kernel_program", "kernels", "KernelResult"]
 
@@ -94,8 +104,11 @@ def kernel_program(
       initial ``N(0, 1)`` vector, used only in the backward pass (its output is
       never formed; its second moment is the NNGP). Hence
       ``nngp_{ij} = σ_w² ⟨x^L_i, x^L_j⟩ + σ_b²`` (Moments ``⟨a, b⟩ = aᵀb/n``).
-    * *Backward* (gradients scaled by ``√n`` so coordinates are ``Θ(1)``):
-      ``dx^L_i = σ_w v``, ``dh^l_i = dx^l_i ⊙ φ'(h^l_i)``,
+    * *Backward* (gradients scaled by ``√n`` so coordinates are ``Θ(1)``), by
+      :func:`tensorprog.grad`: from the cotangent ``dx^L_i = σ_w v`` of ``x^L_i``,
+      the vector–Jacobian products of ``x^l = φ(h^l)`` and ``h^l = σ_w W^l x^{l-1}
+      + σ_b b^l``, layer by layer: ``dh^l_i = dx^l_i ⊙ φ'(h^l_i)`` (``φ'`` the
+      almost-everywhere derivative, as backprop computes it),
       ``dx^{l-1}_i = σ_w (W^{l})ᵀ dh^l_i``, so ``∂f/∂h^l = dh^l/√n``.
     * *NTK* ``= Σ_θ ∂f(ξ_i)/∂θ · ∂f(ξ_j)/∂θ``, summed per layer: the weights of
       layer ``l`` give ``σ_w² ⟨x^{l-1}_i, x^{l-1}_j⟩ · ⟨dh^l_i, dh^l_j⟩`` and its
@@ -125,7 +138,7 @@ def kernel_program(
     >>> from tensorprog.nn.kernels import kernel_program
     >>> X = np.array([[1.0, 0.0], [0.6, 0.8]])
     >>> p, nngp, ntk = kernel_program(X, depth=2)
-    >>> p.definition(p["W2t_dh2_0"]).transpose     # backward: W²ᵀ dh²(ξ_0)
+    >>> p.definition(p["dx1_0"]).transpose     # backward: W²ᵀ dh²(ξ_0)
     True
     >>> lim = p.limit()
     >>> round(lim[nngp[0, 0]], 12), round(lim[ntk[0, 0]], 12)
@@ -141,7 +154,6 @@ def kernel_program(
 def _build(X: np.ndarray, depth: int, phi: Nonlinearity, W_std: float, b_std: float
            ) -> tuple[Program, np.ndarray, np.ndarray]:
     B, d = X.shape
-    dphi = phi.derivative(ae=True)  # backprop's a.e. derivative: sign' = 0
     w2, b2 = W_std * W_std, b_std * b_std
     K1 = w2 * (X @ X.T) / d + b2
     K1 = (K1 + K1.T) / 2
@@ -166,15 +178,17 @@ def _build(X: np.ndarray, depth: int, phi: Nonlinearity, W_std: float, b_std: fl
                          else dense0(Wx, name=f"h{ell}_{i}"))
         hs.append(layer)
         xs.append([phi(h, name=f"x{ell}_{i}") for i, h in enumerate(layer)])
-    # Backward pass (the first one: readout v independent of the forward pass).
+    # Backward pass (the first one: readout v independent of the forward pass), by
+    # tp.grad: the cotangent of x^L is σ_w v, then one vector–Jacobian product per layer
+    # and input, layer by layer (the program order of the kernels' Moments below).
     v = p.vector("v")
-    dx = [W_std * v] * B
+    dx = [lincomb([(W_std, v)], name=f"dx{depth}")] * B  # n^{1/2} ∂f/∂x^L, every input
     dhs: list[list[Any]] = [[] for _ in range(depth)]
     for ell in range(depth, 0, -1):
-        dhs[ell - 1] = [dx[i] * dphi(hs[ell - 1][i], name=f"dphi{ell}_{i}") for i in range(B)]
+        dhs[ell - 1] = [grad(xs[ell - 1][i], hs[ell - 1][i], cotangent=dx[i],
+                             names=f"dh{ell}_{i}") for i in range(B)]
         if ell > 1:
-            W = Ws[ell - 2]
-            dx = [W_std * W.T.matmul(dh, name=f"W{ell}t_dh{ell}_{i}")
+            dx = [grad(hs[ell - 1][i], xs[ell - 2][i], cotangent=dh, names=f"dx{ell - 1}_{i}")
                   for i, dh in enumerate(dhs[ell - 1])]
 
     # Moments and the kernels, for i ≤ j (one ScalarFn per kernel entry).
@@ -410,7 +424,7 @@ def _first_order_errors(lim: Any, i: int, j: int, depth: int, w2: float, b2: flo
 
 def _validate(X: Any, depth: Any, nonlin: Any, W_std: Any, b_std: Any,
               where: str) -> tuple[np.ndarray, int, Nonlinearity, float, float]:
-    if isinstance(X, _program.Handle):
+    if isinstance(X, Handle):
         raise ProgramTypeError(
             f"{where}: X must be a (B, d) array of inputs, got a program handle")
     try:
@@ -493,12 +507,10 @@ def kernel_program_size(B: int, depth: int) -> int:
 
 def _check_memory(B: int, depth: int, where: str) -> None:
     """Refuse, before building anything, a kernel program that would not fit in memory."""
-    from .._resources import require
-
     size = kernel_program_size(B, depth)
-    require(f"{where} on B={B} inputs at depth {depth} ({size:,} instructions)",
-            _BYTES_PER_INSTRUCTION * size, "X",
-            "pass fewer inputs (rows of X) at a time, e.g. blocks of the kernel matrix")
+    require_memory(f"{where} on B={B} inputs at depth {depth} ({size:,} instructions)",
+                   _BYTES_PER_INSTRUCTION * size, "X",
+                   "pass fewer inputs (rows of X) at a time, e.g. blocks of the kernel matrix")
 
 
 #: Where φ is probed: a preactivation is Gaussian, so it takes every real value (the grid

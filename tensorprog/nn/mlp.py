@@ -22,8 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ProgramTypeError, ProgramValueError
-from ..nonlin import Nonlinearity, get_nonlinearity
+from .. import Nonlinearity, ProgramTypeError, ProgramValueError, get_nonlinearity
 from .parametrization import ABC, Classification, LayerScaling, classify, muP, scalings
 
 __all__ = ["MLP"]

@@ -47,7 +47,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from tensorprog.errors import ProgramTypeError, ProgramValueError
+from .. import ProgramTypeError, ProgramValueError
 
 __all__ = [
     "ABC",
