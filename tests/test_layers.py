@@ -56,14 +56,16 @@ LAYERS: list[tuple[str, list[tuple[str, ...]]]] = [
     ("finite width, printers, file format", [
         ("simulate", "latex", "io"),
     ]),
+    ("package", [
+        ("",),
+    ]),
+    # nn is built on the public API (``from .. import name``: test_training.py) and the
+    # package does not import it
     ("nn", [
         ("nn.parametrization",),
         ("nn.mlp",),
         ("nn.training", "nn.kernels"),
         ("nn",),
-    ]),
-    ("package", [
-        ("",),
     ]),
     ("command line", [
         ("cli",),
