@@ -14,9 +14,9 @@ infinite-width limit by the Master Theorem [TP4 §7].
 # register them in tensorprog.hooks when imported: engine and latex here, io and simulate
 # below.
 from . import engine, latex  # noqa: F401
-from ._version import __version__ as __version__
 from ._gc import paused_gc
 from ._resources import require as require_memory
+from ._version import __version__ as __version__
 from .autodiff import grad as grad
 from .autodiff import lincomb, scalar_lincomb
 from .errors import (

@@ -910,24 +910,28 @@ def apply_nonlinearity(fn: Nonlinearity, inputs: Sequence[Any], *, name: str | N
     if not handles:
         raise ProgramTypeError(f"{fn.name}(…) needs at least one vector or scalar of a program")
     program = handles[0].program
-    what = f"{fn.name}({', '.join(_describe(x) for x in inputs)})"
+
+    def describe() -> str:  # (only on the error paths: it was a third of a kernel build)
+        return f"{fn.name}({', '.join(_describe(x) for x in inputs)})"
+
     for x in inputs:
         if not isinstance(x, (Vector, Scalar)):
-            raise ProgramTypeError(f"`{what}`: arguments must be vectors or scalars, got {_describe(x)}")
-        program._own(x, lambda: f"`{what}`")
+            raise ProgramTypeError(f"`{describe()}`: arguments must be vectors or scalars, "
+                                   f"got {_describe(x)}")
+        program._own(x, lambda: f"`{describe()}`")
     vecs = tuple(x.var for x in inputs if isinstance(x, Vector))
     scal = tuple(x.var for x in inputs if isinstance(x, Scalar))
     if inputs != tuple(x for x in inputs if isinstance(x, Vector)) + tuple(
         x for x in inputs if isinstance(x, Scalar)
     ):
-        raise ProgramTypeError(f"`{what}`: give the vectors first, then the scalar parameters")
+        raise ProgramTypeError(f"`{describe()}`: give the vectors first, then the scalar parameters")
     if len(vecs) + len(scal) != fn.arity + fn.nparams:
         raise ProgramValueError(
-            f"`{what}`: {fn.name} takes {fn.arity + fn.nparams} inputs, got {len(inputs)}"
+            f"`{describe()}`: {fn.name} takes {fn.arity + fn.nparams} inputs, got {len(inputs)}"
         )
     if vecs and len(vecs) != fn.arity:
         raise ProgramValueError(
-            f"`{what}`: {fn.name} takes {fn.arity} vector argument(s) and {fn.nparams} scalar "
+            f"`{describe()}`: {fn.name} takes {fn.arity} vector argument(s) and {fn.nparams} scalar "
             f"parameter(s); got {len(vecs)} vectors and {len(scal)} scalars"
         )
     if not vecs:

@@ -22,13 +22,12 @@ _T0 = time.perf_counter()  # as early as possible, before importing jax
 import argparse
 import json
 import os
-import sys
 
 # Keep TensorFlow (pulled in by neural-tangents via tf2jax) quiet.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np
 import jax
+import numpy as np
 
 jax.config.update("jax_enable_x64", True)
 
