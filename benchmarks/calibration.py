@@ -141,7 +141,7 @@ def abs_pow():
     """𝔼|Z|^{−0.7} = 2^{−0.35}Γ(0.15)/√π: a mean but no variance (k = 0.7)."""
     p = tp.Program("abs_pow")
     k = tp.mean(tp.abs(p.vector("v")) ** -0.7, name="k")
-    return p, k, 2 ** -0.35 * math.gamma(0.15) / math.sqrt(math.pi)
+    return p, k, 2**-0.35 * math.gamma(0.15) / math.sqrt(math.pi)
 
 
 def abs_pow_hat():
@@ -149,11 +149,23 @@ def abs_pow_hat():
     p = tp.Program("abs_pow_hat")
     W, x = p.matrix("W"), p.vector("x")
     k = tp.mean(tp.abs(W @ x) ** -0.6, name="k")
-    return p, k, 2 ** -0.3 * math.gamma(0.2) / math.sqrt(math.pi)
+    return p, k, 2**-0.3 * math.gamma(0.2) / math.sqrt(math.pi)
 
 
-PANEL = [lognormal, exp5, lognormal_tanh, exp_relu, exp_hat, relu_product, tanh_sq, tanh_Wt,
-         training, exp4_relu, abs_pow, abs_pow_hat]
+PANEL = [
+    lognormal,
+    exp5,
+    lognormal_tanh,
+    exp_relu,
+    exp_hat,
+    relu_product,
+    tanh_sq,
+    tanh_Wt,
+    training,
+    exp4_relu,
+    abs_pow,
+    abs_pow_hat,
+]
 
 
 def reference(p, k, exact):
@@ -212,8 +224,9 @@ def main() -> None:
     args = ap.parse_args()
     res = {"seeds": args.seeds, "samples": args.samples, "batches": 16, "programs": {}}
     floor = 0.95 - 2 * math.sqrt(0.95 * 0.05 / args.seeds)
-    print(f"{'program':16s} {'sampler':7s} {'ratio':>7s} {'|z|>2':>6s} {'k̂':>6s} "
-          f"{'cover':>6s}  note")
+    print(
+        f"{'program':16s} {'sampler':7s} {'ratio':>7s} {'|z|>2':>6s} {'k̂':>6s} {'cover':>6s}  note"
+    )
     for build in PANEL:
         p, k, exact = build()
         ref, how = reference(p, k, exact)
@@ -221,22 +234,32 @@ def main() -> None:
         for qmc in (True, False):
             c = cell(p, k, ref, qmc, args.seeds, args.samples)
             row["qmc" if qmc else "iid"] = c
-            note = ("exact (stderr 0, error {:.1e})".format(c["max_abs_error"]) if c["exact"]
-                    else "" if c["trusted"] else
-                    f"flagged on {c['flagged']:.0%} of seeds, infinite interval on "
-                    f"{c['infinite']:.0%}")
+            note = (
+                "exact (stderr 0, error {:.1e})".format(c["max_abs_error"])
+                if c["exact"]
+                else ""
+                if c["trusted"]
+                else f"flagged on {c['flagged']:.0%} of seeds, infinite interval on "
+                f"{c['infinite']:.0%}"
+            )
             if c["exact"]:
                 bad = ""
             elif c["trusted"]:
                 bad = "" if 0.8 <= c["ratio"] <= 1.25 else "  OUTSIDE [0.8, 1.25]"
             else:
-                bad = "" if c["coverage"] is None or c["coverage"] >= floor else \
-                    f"  COVERAGE BELOW {floor:.2f}"
+                bad = (
+                    ""
+                    if c["coverage"] is None or c["coverage"] >= floor
+                    else f"  COVERAGE BELOW {floor:.2f}"
+                )
             ratio = "   —  " if c["ratio"] is None else f"{c['ratio']:7.3f}"
             kh = "  —  " if c["khat"] is None else f"{c['khat']:6.2f}"
             cov = "  —  " if c["coverage"] is None else f"{c['coverage']:6.2f}"
-            print(f"{build.__name__:16s} {'qmc' if qmc else 'iid':7s} {ratio} "
-                  f"{c['frac_z2']:6.2f} {kh} {cov}  {note}{bad}", flush=True)
+            print(
+                f"{build.__name__:16s} {'qmc' if qmc else 'iid':7s} {ratio} "
+                f"{c['frac_z2']:6.2f} {kh} {cov}  {note}{bad}",
+                flush=True,
+            )
         res["programs"][build.__name__] = row
     OUT.mkdir(exist_ok=True)
     (OUT / "calibration.json").write_text(json.dumps(res, indent=2))
@@ -262,8 +285,10 @@ def main() -> None:
     ax.axhspan(0.8, 1.25, color="0.9", zorder=0)
     ax.set_xticks(np.arange(len(names)), names, rotation=30, ha="right")
     ax.set_ylabel("spread over seeds / RMS stderr")
-    ax.set_title(f"Monte Carlo calibration, {args.seeds} seeds, {args.samples} samples "
-                 "(hatched: exact; faded: flagged)")
+    ax.set_title(
+        f"Monte Carlo calibration, {args.seeds} seeds, {args.samples} samples "
+        "(hatched: exact; faded: flagged)"
+    )
     ax.legend()
     fig.tight_layout()
     fig.savefig(OUT / "calibration.png", dpi=120)

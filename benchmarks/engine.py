@@ -67,9 +67,16 @@ def throughput():
         t = time.perf_counter()
         lim = p.limit(method="montecarlo", samples=samples, seed=0)
         dt = time.perf_counter() - t
-        rows.append({"samples": samples, "instructions": len(p), "seconds": dt,
-                     "samples_x_instructions_per_s": samples * len(p) / dt,
-                     "f1": lim["f1"], "stderr": lim.stderr("f1")})
+        rows.append(
+            {
+                "samples": samples,
+                "instructions": len(p),
+                "seconds": dt,
+                "samples_x_instructions_per_s": samples * len(p) / dt,
+                "f1": lim["f1"],
+                "stderr": lim.stderr("f1"),
+            }
+        )
     return rows
 
 
@@ -81,14 +88,24 @@ def accuracy_vs_time():
         t = time.perf_counter()
         vals = [p.limit(method="montecarlo", samples=samples, seed=s)["K"] for s in range(5)]
         dt = (time.perf_counter() - t) / 5
-        mc.append({"samples": samples, "seconds": dt,
-                   "rms_error": float(np.sqrt(np.mean((np.array(vals) - exact) ** 2)))})
+        mc.append(
+            {
+                "samples": samples,
+                "seconds": dt,
+                "rms_error": float(np.sqrt(np.mean((np.array(vals) - exact) ** 2))),
+            }
+        )
     for n in (256, 512, 1024, 2048, 4096):
         t = time.perf_counter()
         vals = [p.simulate(n, seed=s)["K"] for s in range(5)]
         dt = (time.perf_counter() - t) / 5
-        fw.append({"n": n, "seconds": dt,
-                   "rms_error": float(np.sqrt(np.mean((np.array(vals) - exact) ** 2)))})
+        fw.append(
+            {
+                "n": n,
+                "seconds": dt,
+                "rms_error": float(np.sqrt(np.mean((np.array(vals) - exact) ** 2))),
+            }
+        )
     return exact, mc, fw
 
 
@@ -96,10 +113,14 @@ def main():
     OUT.mkdir(exist_ok=True)
     tp_rows = throughput()
     print("Monte Carlo throughput (deep_step program):")
-    print(f"{'samples':>9} {'instr':>6} {'seconds':>8} {'samples·instr/s':>16} {'f1':>10} {'s.e.':>8}")
+    print(
+        f"{'samples':>9} {'instr':>6} {'seconds':>8} {'samples·instr/s':>16} {'f1':>10} {'s.e.':>8}"
+    )
     for r in tp_rows:
-        print(f"{r['samples']:>9} {r['instructions']:>6} {r['seconds']:>8.3f} "
-              f"{r['samples_x_instructions_per_s']:>16.3g} {r['f1']:>10.5f} {r['stderr']:>8.1e}")
+        print(
+            f"{r['samples']:>9} {r['instructions']:>6} {r['seconds']:>8.3f} "
+            f"{r['samples_x_instructions_per_s']:>16.3g} {r['f1']:>10.5f} {r['stderr']:>8.1e}"
+        )
     exact, mc, fw = accuracy_vs_time()
     print(f"\nTwo-layer ReLU kernel, exact limit K = {exact:.10f}")
     print("Monte Carlo on the limit:          finite-width simulation:")
@@ -116,7 +137,12 @@ def main():
     except ImportError:
         return
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.loglog([r["seconds"] for r in mc], [r["rms_error"] for r in mc], "o-", label="Monte Carlo on the limit")
+    ax.loglog(
+        [r["seconds"] for r in mc],
+        [r["rms_error"] for r in mc],
+        "o-",
+        label="Monte Carlo on the limit",
+    )
     ax.loglog([r["seconds"] for r in fw], [r["rms_error"] for r in fw], "s-", label="finite width")
     ax.set_xlabel("seconds per estimate")
     ax.set_ylabel("RMS error vs exact limit")

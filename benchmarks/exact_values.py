@@ -4,6 +4,7 @@ otherwise) and nn.kernels(method="exact"), as repr strings to compare two commit
     PYTHONPATH=. python benchmarks/exact_values.py before.json   # at one commit
     PYTHONPATH=. python benchmarks/exact_values.py after.json    # at another; cmp the files
 """
+
 import json
 import sys
 
@@ -17,8 +18,18 @@ xs = p.vectors("x", cov=np.array([[1.3, 0.4], [0.4, 0.7]]))
 W = p.matrix("W", var=1.7)
 h = [W @ x for x in xs]
 derf = tp.erf.derivative()
-fns = {"identity": tp.identity, "relu": tp.relu, "step": tp.step, "sign": tp.sign, "abs": tp.abs,
-       "erf": tp.erf, "derf": derf, "sin": tp.sin, "cos": tp.cos, "exp": tp.exp}
+fns = {
+    "identity": tp.identity,
+    "relu": tp.relu,
+    "step": tp.step,
+    "sign": tp.sign,
+    "abs": tp.abs,
+    "erf": tp.erf,
+    "derf": derf,
+    "sin": tp.sin,
+    "cos": tp.cos,
+    "exp": tp.exp,
+}
 acts = {nm: [f(hh) for hh in h] for nm, f in fns.items()}
 names = list(fns)
 for a in names:

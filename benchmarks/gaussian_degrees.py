@@ -4,6 +4,7 @@ dimensions against the arcsine kernel, E tanh(sigma G)^2 against mpmath quadratu
 
     PYTHONPATH=. python benchmarks/gaussian_degrees.py
 """
+
 import mpmath as mp
 import numpy as np
 from scipy.special import erf
@@ -17,15 +18,16 @@ for var in (1.0, 2.0):
             continue
         c = np.eye(k) * var
         c[0, 1] = c[1, 0] = 0.5 * var
-        v = gauss_hermite_expectation(lambda x: erf(x[..., 0]) * erf(x[..., 1]), np.zeros(k), c,
-                                      degree=d)
+        v = gauss_hermite_expectation(
+            lambda x: erf(x[..., 0]) * erf(x[..., 1]), np.zeros(k), c, degree=d
+        )
         print(f"erf*erf var={var} k={k} degree={d}: rel err {abs(v - ref) / ref:.1e}")
 mp.mp.dps = 30
 for s in (1.0, 2.0):
-    ref = mp.quad(lambda t, s=s: mp.tanh(s * t) ** 2 * mp.exp(-t * t / 2),
-                  [-mp.inf, 0, mp.inf]) / mp.sqrt(2 * mp.pi)
+    ref = mp.quad(
+        lambda t, s=s: mp.tanh(s * t) ** 2 * mp.exp(-t * t / 2), [-mp.inf, 0, mp.inf]
+    ) / mp.sqrt(2 * mp.pi)
     for d in sorted(set(DEFAULT_DEGREE.values()), reverse=True):
-        v = gauss_hermite_expectation(lambda x: np.tanh(x[..., 0]) ** 2, [0.0], [[s * s]],
-                                      degree=d)
+        v = gauss_hermite_expectation(lambda x: np.tanh(x[..., 0]) ** 2, [0.0], [[s * s]], degree=d)
         err = abs(float(v) - float(ref)) / float(ref)
         print(f"tanh^2 sigma={s} degree={d}: rel err {err:.1e}")

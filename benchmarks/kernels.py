@@ -78,8 +78,17 @@ def worker(args: argparse.Namespace) -> None:
     kernels(X, args.depth, args.nonlin, args.W_std, args.b_std)
     t_second = time.perf_counter() - t
     np.savez(args.save, nngp=nngp, ntk=ntk)
-    print(json.dumps({"t_import": t_import, "t_build_only": t_build, "t_first_call": t_first,
-                      "t_second_call": t_second, "instructions": n_instr}))
+    print(
+        json.dumps(
+            {
+                "t_import": t_import,
+                "t_build_only": t_build,
+                "t_first_call": t_first,
+                "t_second_call": t_second,
+                "instructions": n_instr,
+            }
+        )
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -89,13 +98,15 @@ def worker(args: argparse.Namespace) -> None:
 def _env(pythonpath: str | None) -> dict[str, str]:
     env = dict(os.environ)
     if pythonpath:
-        env["PYTHONPATH"] = os.pathsep.join(
-            [pythonpath, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        env["PYTHONPATH"] = os.pathsep.join([pythonpath, env.get("PYTHONPATH", "")]).rstrip(
+            os.pathsep
+        )
     return env
 
 
-def _run(cmd: list[str], timeout: float, env: dict[str, str] | None = None,
-         cwd: Path | None = None) -> dict[str, Any]:
+def _run(
+    cmd: list[str], timeout: float, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> dict[str, Any]:
     """Run ``cmd``; wall time, return code, last stdout line (parsed as JSON if it is).
 
     ``cwd`` is a scratch directory, so ``python -c`` (which puts the working directory
@@ -103,8 +114,9 @@ def _run(cmd: list[str], timeout: float, env: dict[str, str] | None = None,
     """
     t = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
-                              cwd=cwd)
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd
+        )
     except subprocess.TimeoutExpired:
         return {"status": "timeout", "wall": None, "timeout": timeout}
     wall = time.perf_counter() - t
@@ -125,25 +137,54 @@ def measure(depth: int, B: int, a: argparse.Namespace, tmp: Path) -> dict[str, A
     env = _env(a.pythonpath)
     row: dict[str, Any] = {"depth": depth, "B": B, "d": a.dim, "load_before": os.getloadavg()[0]}
 
-    code = FRESH_CODE.format(path=str(xpath), depth=depth, nonlin=a.nonlin, W_std=a.W_std,
-                             b_std=a.b_std)
-    fresh = [_run([sys.executable, "-c", code], a.timeout, env, tmp)
-             for _ in range(a.fresh_repeats)]
+    code = FRESH_CODE.format(
+        path=str(xpath), depth=depth, nonlin=a.nonlin, W_std=a.W_std, b_std=a.b_std
+    )
+    fresh = [
+        _run([sys.executable, "-c", code], a.timeout, env, tmp) for _ in range(a.fresh_repeats)
+    ]
     row["tp_fresh"] = fresh
     walls = [f["wall"] for f in fresh if f["status"] == "ok"]
     row["tp_fresh_min"] = min(walls) if walls else None
 
     save = tmp / f"tp_{depth}_{B}.npz"
-    wcmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--inputs", str(xpath),
-            "--depth", str(depth), "--nonlin", a.nonlin, "--W-std", repr(a.W_std),
-            "--b-std", repr(a.b_std), "--save", str(save)]
+    wcmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--worker",
+        "--inputs",
+        str(xpath),
+        "--depth",
+        str(depth),
+        "--nonlin",
+        a.nonlin,
+        "--W-std",
+        repr(a.W_std),
+        "--b-std",
+        repr(a.b_std),
+        "--save",
+        str(save),
+    ]
     row["tp_inprocess"] = _run(wcmd, a.timeout, env, tmp)
 
     if a.nt and NT_PYTHON.exists():
         nt_out = tmp / f"nt_{depth}_{B}.npz"
-        ncmd = [str(NT_PYTHON), str(NT_SCRIPT), "--depth", str(depth), "--inputs", str(xpath),
-                "--nonlin", a.nonlin, "--W-std", repr(a.W_std), "--b-std", repr(a.b_std),
-                "--out", str(nt_out)]
+        ncmd = [
+            str(NT_PYTHON),
+            str(NT_SCRIPT),
+            "--depth",
+            str(depth),
+            "--inputs",
+            str(xpath),
+            "--nonlin",
+            a.nonlin,
+            "--W-std",
+            repr(a.W_std),
+            "--b-std",
+            repr(a.b_std),
+            "--out",
+            str(nt_out),
+        ]
         nt_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
         nt_env.pop("PYTHONPATH", None)
         nts = [_run(ncmd, a.timeout, nt_env, tmp) for _ in range(a.fresh_repeats)]
@@ -167,8 +208,9 @@ def measure(depth: int, B: int, a: argparse.Namespace, tmp: Path) -> dict[str, A
     return row
 
 
-def mpmath_reference(X: np.ndarray, depth: int, nonlin: str, W_std: float, b_std: float,
-                     pairs: list[tuple[int, int]]) -> dict[tuple[int, int], tuple[float, float]]:
+def mpmath_reference(
+    X: np.ndarray, depth: int, nonlin: str, W_std: float, b_std: float, pairs: list[tuple[int, int]]
+) -> dict[tuple[int, int], tuple[float, float]]:
     """``(nngp, ntk)`` of the given entries by the THEORY §6.1 recursion, 50 digits."""
     import mpmath as mp
 
@@ -215,21 +257,35 @@ def _fmt(x: Any, spec: str = ".2f") -> str:
 
 
 def table(rows: list[dict[str, Any]], timeout: float) -> str:
-    head = ("| depth | B | tp fresh (s) | tp 1st call | tp 2nd call | #instr | NT fresh (s) | "
-            "NT 1st | NT 2nd | tp/NT fresh | max|Δ| NNGP | max|Δ| NTK | "
-            "NTK tp−mpmath | NTK NT−mpmath |")
+    head = (
+        "| depth | B | tp fresh (s) | tp 1st call | tp 2nd call | #instr | NT fresh (s) | "
+        "NT 1st | NT 2nd | tp/NT fresh | max|Δ| NNGP | max|Δ| NTK | "
+        "NTK tp−mpmath | NTK NT−mpmath |"
+    )
     lines = [head, "|" + "---|" * 14]
     for r in rows:
         ip = r.get("tp_inprocess", {})
         nt = next((x for x in r.get("nt", []) if x.get("status") == "ok"), {})
         fresh = r.get("tp_fresh_min")
-        fresh_s = _fmt(fresh) if fresh is not None else (
-            f">{timeout:.0f} (timeout)" if any(f["status"] == "timeout" for f in r["tp_fresh"])
-            else "error")
+        fresh_s = (
+            _fmt(fresh)
+            if fresh is not None
+            else (
+                f">{timeout:.0f} (timeout)"
+                if any(f["status"] == "timeout" for f in r["tp_fresh"])
+                else "error"
+            )
+        )
         first = ip.get("t_first_call")
-        first_s = _fmt(first) if first is not None else (
-            f">{timeout:.0f} (timeout)" if ip.get("status") == "timeout"
-            else ip.get("status", "—"))
+        first_s = (
+            _fmt(first)
+            if first is not None
+            else (
+                f">{timeout:.0f} (timeout)"
+                if ip.get("status") == "timeout"
+                else ip.get("status", "—")
+            )
+        )
         lines.append(
             f"| {r['depth']} | {r['B']} | {fresh_s} | {first_s} | "
             f"{_fmt(ip.get('t_second_call'))} | "
@@ -262,9 +318,12 @@ def figure(rows: list[dict[str, Any]], path: Path, label: str) -> bool:
             "tensorprog 2nd call": [r.get("tp_inprocess", {}).get("t_second_call") for r in rs],
             "neural-tangents fresh process": [r.get("nt_fresh_min") for r in rs],
             "neural-tangents 1st call": [
-                next((x.get("t_first_call") for x in r.get("nt", []) if x.get("status") == "ok"),
-                     None)
-                for r in rs],
+                next(
+                    (x.get("t_first_call") for x in r.get("nt", []) if x.get("status") == "ok"),
+                    None,
+                )
+                for r in rs
+            ],
         }
         for name, ys in series.items():
             pts = [(b, y) for b, y in zip(Bs, ys) if y is not None]
@@ -286,8 +345,9 @@ def figure(rows: list[dict[str, Any]], path: Path, label: str) -> bool:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--depths", type=int, nargs="+", default=[1, 3, 10])
     ap.add_argument("--batches", type=int, nargs="+", default=[8, 64, 256])
     ap.add_argument("--dim", type=int, default=32)
@@ -296,11 +356,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--b-std", dest="b_std", type=float, default=0.1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds per subprocess")
-    ap.add_argument("--fresh-repeats", type=int, default=1,
-                    help="fresh-process runs per configuration (the minimum is reported)")
+    ap.add_argument(
+        "--fresh-repeats",
+        type=int,
+        default=1,
+        help="fresh-process runs per configuration (the minimum is reported)",
+    )
     ap.add_argument("--no-nt", dest="nt", action="store_false", help="skip neural-tangents")
-    ap.add_argument("--pythonpath", default=None,
-                    help="prepend to PYTHONPATH of the tensorprog subprocesses (another tree)")
+    ap.add_argument(
+        "--pythonpath",
+        default=None,
+        help="prepend to PYTHONPATH of the tensorprog subprocesses (another tree)",
+    )
     ap.add_argument("--label", default="current", help="key of this run in the JSON file")
     ap.add_argument("--note", default="", help="free text stored with the run")
     ap.add_argument("--out", default=str(RESULTS / "kernels.json"))
@@ -320,11 +387,13 @@ def main(argv: list[str] | None = None) -> None:
             for B in a.batches:
                 row = measure(depth, B, a, Path(tmpdir))
                 rows.append(row)
-                print(f"depth={depth:>2} B={B:>3}: tp fresh {_fmt(row.get('tp_fresh_min'))} s, "
-                      f"first {_fmt(row['tp_inprocess'].get('t_first_call'))} s "
-                      f"[{row['tp_inprocess']['status']}], "
-                      f"NT fresh {_fmt(row.get('nt_fresh_min'))} s",
-                      flush=True)
+                print(
+                    f"depth={depth:>2} B={B:>3}: tp fresh {_fmt(row.get('tp_fresh_min'))} s, "
+                    f"first {_fmt(row['tp_inprocess'].get('t_first_call'))} s "
+                    f"[{row['tp_inprocess']['status']}], "
+                    f"NT fresh {_fmt(row.get('nt_fresh_min'))} s",
+                    flush=True,
+                )
     text = table(rows, a.timeout)
     print()
     print(text)
@@ -338,14 +407,24 @@ def main(argv: list[str] | None = None) -> None:
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
         "pythonpath": a.pythonpath,
         "note": a.note,
-        "settings": {"nonlin": a.nonlin, "W_std": a.W_std, "b_std": a.b_std, "d": a.dim,
-                     "seed": a.seed, "timeout": a.timeout, "fresh_repeats": a.fresh_repeats},
+        "settings": {
+            "nonlin": a.nonlin,
+            "W_std": a.W_std,
+            "b_std": a.b_std,
+            "d": a.dim,
+            "seed": a.seed,
+            "timeout": a.timeout,
+            "fresh_repeats": a.fresh_repeats,
+        },
         "rows": rows,
         "table": text,
     }
     out.write_text(json.dumps(data, indent=2))
-    png = (out.with_suffix(".png") if a.label == "current"
-           else out.with_name(f"{out.stem}_{a.label}.png"))
+    png = (
+        out.with_suffix(".png")
+        if a.label == "current"
+        else out.with_name(f"{out.stem}_{a.label}.png")
+    )
     made = figure(rows, png, a.label)
     print(f"\nsaved {out}" + (f" and {png}" if made else " (matplotlib not installed: no figure)"))
 

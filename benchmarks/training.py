@@ -66,9 +66,11 @@ def build(T=8, B=3, depth=2, nonlin="relu", param=None):
 
 def size(run):
     ins = run.program.instructions
-    return {"instructions": len(ins),
-            "matmuls": sum(isinstance(i, MatMul) for i in ins),
-            "moments": sum(isinstance(i, Moment) for i in ins)}
+    return {
+        "instructions": len(ins),
+        "matmuls": sum(isinstance(i, MatMul) for i in ins),
+        "moments": sum(isinstance(i, Moment) for i in ins),
+    }
 
 
 def timed(fn, *a, **k):
@@ -94,8 +96,14 @@ def fresh(call: str, repeats: int) -> float:
     import sys
 
     code = FRESH.format(here=str(pathlib.Path(__file__).parent), call=call)
-    ts = [float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                               check=True).stdout.split()[-1]) for _ in range(repeats)]
+    ts = [
+        float(
+            subprocess.run(
+                [sys.executable, "-c", code], capture_output=True, text=True, check=True
+            ).stdout.split()[-1]
+        )
+        for _ in range(repeats)
+    ]
     return float(np.median(ts))
 
 
@@ -117,34 +125,45 @@ def target(quick: bool) -> dict:
     def rms(vals):
         return float(np.sqrt(np.mean([(v - ref.outputs)[1:] ** 2 for v in vals])))
 
-    res = {"config": "relu, muP(2), d=2, B=3, T=8, lr=1, feature_kernels=False",
-           "program": size(run),
-           "reference": {"method": "montecarlo (randomised QMC)", "samples": ref_samples,
-                         "time_s": t_ref, "max_stderr": float(ref.stderr[1:].max())}}
+    res = {
+        "config": "relu, muP(2), d=2, B=3, T=8, lr=1, feature_kernels=False",
+        "program": size(run),
+        "reference": {
+            "method": "montecarlo (randomised QMC)",
+            "samples": ref_samples,
+            "time_s": t_ref,
+            "max_stderr": float(ref.stderr[1:].max()),
+        },
+    }
     repeats = 2 if quick else 5
     for name, kw in samplers.items():
-        runs = [timed(run.limit, method="montecarlo", samples=100_000, seed=s, **kw)
-                for s in seeds]
+        runs = [timed(run.limit, method="montecarlo", samples=100_000, seed=s, **kw) for s in seeds]
         call = f"run.limit(method='montecarlo', samples=100_000, seed=0, **{kw!r})"
         res[f"mc_100k_{name}"] = {
             "time_s": float(np.median([t for _, t in runs])),
             "fresh_process_s": fresh(call, repeats),
             "rms_error": rms([m.outputs for m, _ in runs]),
             "rms_reported_stderr": float(np.sqrt(np.mean([m.stderr[1:] ** 2 for m, _ in runs]))),
-            "runs": len(runs)}
+            "runs": len(runs),
+        }
     sims = [timed(run.simulate, 4096, seed=s) for s in seeds]
-    res["sim_4096"] = {"time_s": float(np.median([t for _, t in sims])),
-                       "fresh_process_s": fresh("run.simulate(4096, seed=0)", repeats),
-                       "rms_error": rms([s.outputs for s, _ in sims]), "seeds": len(sims)}
+    res["sim_4096"] = {
+        "time_s": float(np.median([t for _, t in sims])),
+        "fresh_process_s": fresh("run.simulate(4096, seed=0)", repeats),
+        "rms_error": rms([s.outputs for s, _ in sims]),
+        "seeds": len(sims),
+    }
     sim = res["sim_4096"]
     for name in samplers:
         mc = res[f"mc_100k_{name}"]
         mc["time_ratio_mc_over_sim"] = mc["time_s"] / sim["time_s"]
         mc["fresh_ratio_mc_over_sim"] = mc["fresh_process_s"] / sim["fresh_process_s"]
         mc["accuracy_ratio_sim_over_mc"] = sim["rms_error"] / mc["rms_error"]
-        mc["target_met"] = bool(mc["time_ratio_mc_over_sim"] < 1
-                                and mc["fresh_ratio_mc_over_sim"] < 1
-                                and mc["accuracy_ratio_sim_over_mc"] >= 5)
+        mc["target_met"] = bool(
+            mc["time_ratio_mc_over_sim"] < 1
+            and mc["fresh_ratio_mc_over_sim"] < 1
+            and mc["accuracy_ratio_sim_over_mc"] >= 5
+        )
     res["target_met"] = res["mc_100k_rqmc"]["target_met"]  # the default sampler
     return res
 
@@ -162,8 +181,13 @@ def phases() -> dict:
         det = Deterministic(plan, "montecarlo")
         _, t_det = timed(det.run)
         _, t_mc = timed(run_montecarlo, plan, 100_000, 0)
-    return {"derivation_s": t_der, "plan_s": t_plan, "deterministic_s": t_det,
-            "montecarlo_passes_s": t_mc, "requests": len(plan.requests)}
+    return {
+        "derivation_s": t_der,
+        "plan_s": t_plan,
+        "deterministic_s": t_det,
+        "montecarlo_passes_s": t_mc,
+        "requests": len(plan.requests),
+    }
 
 
 def scaling(quick: bool) -> list[dict]:
@@ -178,16 +202,34 @@ def scaling(quick: bool) -> list[dict]:
         run, t_build = timed(build, **cfg)
         lim, t_lim = timed(run.limit, method="montecarlo", samples=samples, seed=0)
         sim, t_sim = timed(run.simulate, 1024, seed=0)
-        rows.append({"vary": what, **cfg, **size(run), "build_s": t_build,
-                     "mc_samples": samples, "mc_time_s": t_lim,
-                     "mc_mean_stderr": float(lim.stderr[1:].mean()),
-                     "sim_1024_time_s": t_sim,
-                     "sim_1024_abs_dev": float(np.abs(sim.outputs - lim.outputs)[1:].mean())})
+        rows.append(
+            {
+                "vary": what,
+                **cfg,
+                **size(run),
+                "build_s": t_build,
+                "mc_samples": samples,
+                "mc_time_s": t_lim,
+                "mc_mean_stderr": float(lim.stderr[1:].mean()),
+                "sim_1024_time_s": t_sim,
+                "sim_1024_abs_dev": float(np.abs(sim.outputs - lim.outputs)[1:].mean()),
+            }
+        )
     run = build(T=4, B=2)
-    for M in ([10_000, 30_000, 100_000, 300_000] if not quick else [10_000, 30_000]):
+    for M in [10_000, 30_000, 100_000, 300_000] if not quick else [10_000, 30_000]:
         lim, t = timed(run.limit, method="montecarlo", samples=M, seed=0)
-        rows.append({"vary": "samples", "T": 4, "B": 2, "depth": 2, **size(run), "mc_samples": M,
-                     "mc_time_s": t, "mc_mean_stderr": float(lim.stderr[1:].mean())})
+        rows.append(
+            {
+                "vary": "samples",
+                "T": 4,
+                "B": 2,
+                "depth": 2,
+                **size(run),
+                "mc_samples": M,
+                "mc_time_s": t,
+                "mc_mean_stderr": float(lim.stderr[1:].mean()),
+            }
+        )
     return rows
 
 
@@ -199,24 +241,37 @@ def main() -> None:
     t = res["target"]
     sim = t["sim_4096"]
     print("1. target: relu μP, L=2, B=3, T=8 (RMS error over seeds vs a 2^20-sample reference)")
-    for name, label in (("rqmc", "MC 100k (default, randomised QMC)"), ("iid", "MC 100k, iid (qmc=False)")):
+    for name, label in (
+        ("rqmc", "MC 100k (default, randomised QMC)"),
+        ("iid", "MC 100k, iid (qmc=False)"),
+    ):
         mc = t[f"mc_100k_{name}"]
-        print(f"   {label:34s}: {mc['time_s']:5.2f} s (fresh {mc['fresh_process_s']:.2f} s)  "
-              f"RMS error {mc['rms_error']:.2e} (reported s.e. {mc['rms_reported_stderr']:.2e})  "
-              f"time/sim {mc['time_ratio_mc_over_sim']:.2f} (fresh {mc['fresh_ratio_mc_over_sim']:.2f}), "
-              f"accuracy ×{mc['accuracy_ratio_sim_over_mc']:.1f}, target met: {mc['target_met']}")
-    print(f"   {'one simulation, n=4096':34s}: {sim['time_s']:5.2f} s (fresh {sim['fresh_process_s']:.2f} s)  "
-          f"RMS error {sim['rms_error']:.2e}")
+        print(
+            f"   {label:34s}: {mc['time_s']:5.2f} s (fresh {mc['fresh_process_s']:.2f} s)  "
+            f"RMS error {mc['rms_error']:.2e} (reported s.e. {mc['rms_reported_stderr']:.2e})  "
+            f"time/sim {mc['time_ratio_mc_over_sim']:.2f} (fresh {mc['fresh_ratio_mc_over_sim']:.2f}), "
+            f"accuracy ×{mc['accuracy_ratio_sim_over_mc']:.1f}, target met: {mc['target_met']}"
+        )
+    print(
+        f"   {'one simulation, n=4096':34s}: {sim['time_s']:5.2f} s (fresh {sim['fresh_process_s']:.2f} s)  "
+        f"RMS error {sim['rms_error']:.2e}"
+    )
     ph = res["phases"]
-    print("2. phases of the MC limit (100k samples): " + ", ".join(
-        f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in ph.items()))
+    print(
+        "2. phases of the MC limit (100k samples): "
+        + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in ph.items())
+    )
     print("3. scaling (MC 20k samples; sim n=1024)")
-    print(f"   {'vary':>7} {'T':>2} {'B':>2} {'L':>2} {'instr':>6} {'matmul':>6} {'moment':>6} "
-          f"{'M':>7} {'MC s':>7} {'MC se':>9} {'sim s':>6}")
+    print(
+        f"   {'vary':>7} {'T':>2} {'B':>2} {'L':>2} {'instr':>6} {'matmul':>6} {'moment':>6} "
+        f"{'M':>7} {'MC s':>7} {'MC se':>9} {'sim s':>6}"
+    )
     for r in res["scaling"]:
-        print(f"   {r['vary']:>7} {r['T']:>2} {r['B']:>2} {r['depth']:>2} {r['instructions']:>6} "
-              f"{r['matmuls']:>6} {r['moments']:>6} {r['mc_samples']:>7} {r['mc_time_s']:7.2f} "
-              f"{r['mc_mean_stderr']:9.2e} {r.get('sim_1024_time_s', float('nan')):6.2f}")
+        print(
+            f"   {r['vary']:>7} {r['T']:>2} {r['B']:>2} {r['depth']:>2} {r['instructions']:>6} "
+            f"{r['matmuls']:>6} {r['moments']:>6} {r['mc_samples']:>7} {r['mc_time_s']:7.2f} "
+            f"{r['mc_mean_stderr']:9.2e} {r.get('sim_1024_time_s', float('nan')):6.2f}"
+        )
     OUT.mkdir(exist_ok=True)
     (OUT / "training.json").write_text(json.dumps(res, indent=2))
     print(f"wrote {OUT / 'training.json'}")

@@ -77,14 +77,20 @@ print(json.dumps(out))
 def measure(param: str, L: int, phi: str, T: int, cap: int) -> dict:
     code = CHILD.format(param=param, L=L, phi=phi, T=T, cap=cap)
     try:
-        p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                           timeout=3 * cap + 120)
+        p = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=3 * cap + 120
+        )
     except subprocess.TimeoutExpired:  # the alarm could not interrupt (inside C code)
-        return {"montecarlo": {"time_s": None, "capped": True},
-                "default": {"time_s": float(cap), "capped": True}}
+        return {
+            "montecarlo": {"time_s": None, "capped": True},
+            "default": {"time_s": float(cap), "capped": True},
+        }
     if p.returncode != 0:
-        return {"error": p.stderr[-2000:], "montecarlo": {"time_s": None, "capped": False},
-                "default": {"time_s": None, "capped": False}}
+        return {
+            "error": p.stderr[-2000:],
+            "montecarlo": {"time_s": None, "capped": False},
+            "default": {"time_s": None, "capped": False},
+        }
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
@@ -94,8 +100,12 @@ def main() -> None:
     ap.add_argument("--out", default="training_default")
     ap.add_argument("--steps", type=int, nargs="+", default=[4])
     ap.add_argument("--params", nargs="+", default=[name for name, _ in GRID])
-    ap.add_argument("--table", nargs=2, metavar=("BEFORE", "AFTER"),
-                    help="print the before/after table of two result files (no run)")
+    ap.add_argument(
+        "--table",
+        nargs=2,
+        metavar=("BEFORE", "AFTER"),
+        help="print the before/after table of two result files (no run)",
+    )
     args = ap.parse_args()
     if args.table:
         print(table(*(json.loads(pathlib.Path(f).read_text()) for f in args.table)))
@@ -104,7 +114,9 @@ def main() -> None:
     path = OUT / f"{args.out}.json"
     # an existing result file is updated: rows of the configurations run now are replaced
     rows = json.loads(path.read_text())["rows"] if path.exists() else []
-    print(f"{'param':>5} {'L':>2} {'phi':>5} {'T':>2} {'MC s':>7} {'default s':>10} {'ratio':>6}  methods")
+    print(
+        f"{'param':>5} {'L':>2} {'phi':>5} {'T':>2} {'MC s':>7} {'default s':>10} {'ratio':>6}  methods"
+    )
     for T in args.steps:
         for param, depths in GRID:
             if param not in args.params:
@@ -113,12 +125,28 @@ def main() -> None:
                 for phi in NONLINS:
                     r = measure(param, L, phi, T, args.cap)
                     mc, de = r["montecarlo"], r["default"]
-                    ratio = (de["time_s"] / mc["time_s"]
-                             if mc.get("time_s") and de.get("time_s") else None)
-                    rows = [x for x in rows
-                            if (x["param"], x["L"], x["phi"], x["T"]) != (param, L, phi, T)]
-                    rows.append({"param": param, "L": L, "phi": phi, "T": T, "B": 3,
-                                 "cap_s": args.cap, **r, "ratio": ratio})
+                    ratio = (
+                        de["time_s"] / mc["time_s"]
+                        if mc.get("time_s") and de.get("time_s")
+                        else None
+                    )
+                    rows = [
+                        x
+                        for x in rows
+                        if (x["param"], x["L"], x["phi"], x["T"]) != (param, L, phi, T)
+                    ]
+                    rows.append(
+                        {
+                            "param": param,
+                            "L": L,
+                            "phi": phi,
+                            "T": T,
+                            "B": 3,
+                            "cap_s": args.cap,
+                            **r,
+                            "ratio": ratio,
+                        }
+                    )
                     path.write_text(json.dumps({"cap_s": args.cap, "rows": rows}, indent=1))
                     print(_row(rows[-1], args.cap), flush=True)
     print(f"wrote {path}")
@@ -127,15 +155,22 @@ def main() -> None:
 def table(before: dict, after: dict) -> str:
     """A Markdown table: Monte Carlo and default times before and after, and the ratios."""
     old = {(r["param"], r["L"], r["phi"], r["T"]): r for r in before["rows"]}
-    lines = ["| param | L | φ | T | MC before | default before | MC after | default after "
-             "| default/MC after |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| param | L | φ | T | MC before | default before | MC after | default after "
+        "| default/MC after |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in after["rows"]:
         b = old.get((r["param"], r["L"], r["phi"], r["T"]))
-        cells = [_fmt(b["montecarlo"], b["cap_s"]), _fmt(b["default"], b["cap_s"])] if b else ["", ""]
+        cells = (
+            [_fmt(b["montecarlo"], b["cap_s"]), _fmt(b["default"], b["cap_s"])] if b else ["", ""]
+        )
         ratio = "" if r["ratio"] is None else f"{r['ratio']:.2f}"
-        lines.append(f"| {r['param']} | {r['L']} | {r['phi']} | {r['T']} | {cells[0]} | {cells[1]} "
-                     f"| {_fmt(r['montecarlo'], r['cap_s'])} | {_fmt(r['default'], r['cap_s'])} "
-                     f"| {ratio} |")
+        lines.append(
+            f"| {r['param']} | {r['L']} | {r['phi']} | {r['T']} | {cells[0]} | {cells[1]} "
+            f"| {_fmt(r['montecarlo'], r['cap_s'])} | {_fmt(r['default'], r['cap_s'])} "
+            f"| {ratio} |"
+        )
     return "\n".join(lines)
 
 
@@ -148,8 +183,10 @@ def _fmt(m: dict, cap: int) -> str:
 def _row(r: dict, cap: int) -> str:
     mc, de = r["montecarlo"], r["default"]
     ratio = "" if r["ratio"] is None else (">" if de["capped"] else "") + f"{r['ratio']:.2f}"
-    return (f"{r['param']:>5} {r['L']:>2} {r['phi']:>5} {r['T']:>2} {_fmt(mc, cap):>7} "
-            f"{_fmt(de, cap):>10} {ratio:>6}  {','.join(de.get('methods', []))}")
+    return (
+        f"{r['param']:>5} {r['L']:>2} {r['phi']:>5} {r['T']:>2} {_fmt(mc, cap):>7} "
+        f"{_fmt(de, cap):>10} {ratio:>6}  {','.join(de.get('methods', []))}"
+    )
 
 
 if __name__ == "__main__":

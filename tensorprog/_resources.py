@@ -31,9 +31,18 @@ from typing import Any
 
 from .errors import ResourceError
 
-__all__ = ["MemoryBudget", "memory_budget", "available_memory", "available_cpus", "require",
-           "refuse",
-           "gib", "expression_depth", "recursion_room", "deep_recursion"]
+__all__ = [
+    "MemoryBudget",
+    "memory_budget",
+    "available_memory",
+    "available_cpus",
+    "require",
+    "refuse",
+    "gib",
+    "expression_depth",
+    "recursion_room",
+    "deep_recursion",
+]
 
 _CGROUP_ROOT = Path("/sys/fs/cgroup")
 _PROC_CGROUP = Path("/proc/self/cgroup")
@@ -124,7 +133,8 @@ def _cgroup_dirs(controller: str | None) -> list[Path]:
         for line in _PROC_CGROUP.read_text().splitlines():
             hid, ctrls, path = line.split(":", 2)
             if (controller is None and hid == "0" and ctrls == "") or (
-                    controller is not None and controller in ctrls.split(",")):
+                controller is not None and controller in ctrls.split(",")
+            ):
                 rel = path.lstrip("/")
                 break
     except (OSError, ValueError):
@@ -156,8 +166,9 @@ def _cgroup_free() -> tuple[int, str] | None:
         if limit is None or limit >= _UNLIMITED:
             continue
         usage = _read_int(d / "memory.usage_in_bytes") or 0
-        free = limit - usage + _stat_value(d / "memory.stat",
-                                           ("total_inactive_file", "inactive_file"))
+        free = (
+            limit - usage + _stat_value(d / "memory.stat", ("total_inactive_file", "inactive_file"))
+        )
         if best is None or free < best[0]:
             best = (free, "cgroup memory.limit_in_bytes")
     return best
@@ -172,8 +183,7 @@ def memory_budget() -> MemoryBudget:
         cands = [(info["MemTotal"], "MemTotal")]
     else:  # pragma: no cover - non-Linux
         try:
-            cands = [(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
-                      "physical memory")]
+            cands = [(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "physical memory")]
         except (ValueError, OSError, AttributeError):
             cands = [(8 * 2**30, "an assumed 8 GiB")]
     soft, _hard = resource.getrlimit(resource.RLIMIT_AS)
@@ -229,8 +239,14 @@ def require(what: str, need: int, knob: str, advice: str) -> None:
         raise refuse(what, need, knob, advice, b.bytes, b.source)
 
 
-def refuse(what: str, need: int, knob: str, advice: str, limit: int | None = None,
-           source: str | None = None) -> ResourceError:
+def refuse(
+    what: str,
+    need: int,
+    knob: str,
+    advice: str,
+    limit: int | None = None,
+    source: str | None = None,
+) -> ResourceError:
     """The error for a request of ``need`` bytes that does not fit.
 
     Parameters
@@ -250,8 +266,9 @@ def refuse(what: str, need: int, knob: str, advice: str, limit: int | None = Non
     if limit is None:
         b = memory_budget()
         limit, source = b.bytes, b.source
-    err = ResourceError(f"{what} needs about {gib(need)} but only {gib(limit)} may be used "
-                        f"({source}); {advice}")
+    err = ResourceError(
+        f"{what} needs about {gib(need)} but only {gib(limit)} may be used ({source}); {advice}"
+    )
     err.knob, err.need, err.limit = knob, int(need), int(limit)
     return err
 
@@ -291,9 +308,11 @@ def recursion_room(depth: int) -> Iterator[None]:
     ``ResourceError`` rather than risk the C stack.
     """
     if depth > _MAX_DEPTH:
-        err = ResourceError(f"an expression {depth} levels deep is too deep for sympy's "
-                            f"recursive printing and queries (at most {_MAX_DEPTH}); work "
-                            f"with its parts (e.g. lim.Z of an intermediate vector)")
+        err = ResourceError(
+            f"an expression {depth} levels deep is too deep for sympy's "
+            f"recursive printing and queries (at most {_MAX_DEPTH}); work "
+            f"with its parts (e.g. lim.Z of an intermediate vector)"
+        )
         err.knob = "depth"
         raise err
     frame, used = sys._getframe(), 0

@@ -157,7 +157,8 @@ def _split(coef: Coef) -> tuple[Any, list[Scalar]]:
         nums = [c for c in coef if c is not None and not isinstance(c, Scalar)]
         if not all(_is_number(c) for c in nums):
             raise ProgramTypeError(
-                "a product coefficient must be a tuple of Scalar handles (and numbers)")
+                "a product coefficient must be a tuple of Scalar handles (and numbers)"
+            )
         if not nums:
             return len(hs), hs
         value = 1.0
@@ -266,7 +267,7 @@ def _smul(*cs: Coef) -> Coef:
     num = 1.0
     hs: list[Scalar] = []
     for c in live:
-        for x in (c if isinstance(c, tuple) else (c,)):
+        for x in c if isinstance(c, tuple) else (c,):
             if x is None:
                 continue
             if isinstance(x, Scalar):
@@ -298,7 +299,9 @@ def _is_zero(c: Coef) -> bool:
 
 
 @functools.cache
-def _monomials(fn: Nonlinearity) -> dict[int, list[tuple[float, tuple[int, ...], tuple[int, ...]]]] | None:
+def _monomials(
+    fn: Nonlinearity,
+) -> dict[int, list[tuple[float, tuple[int, ...], tuple[int, ...]]]] | None:
     """The partial derivatives of a multilinear body ``Σ_k a_k Π_{j∈J_k} θ_j Π_{i∈I_k} x_i``
     (every symbol to the first power), or ``None`` for any other body.
 
@@ -332,8 +335,14 @@ def _monomials(fn: Nonlinearity) -> dict[int, list[tuple[float, tuple[int, ...],
     return partials
 
 
-def _partial(fn: Nonlinearity, i: int, args: Sequence[Var], params: Sequence[Var],
-             handle: Any, name: str | None = None) -> tuple[Coef, Vector | None] | None:
+def _partial(
+    fn: Nonlinearity,
+    i: int,
+    args: Sequence[Var],
+    params: Sequence[Var],
+    handle: Any,
+    name: str | None = None,
+) -> tuple[Coef, Vector | None] | None:
     """``∂ᵢφ`` at the instruction's inputs (``args``, ``params``; ``handle`` makes a
     handle of a Var), as ``coefficient × vector``.
 
@@ -356,8 +365,9 @@ def _partial(fn: Nonlinearity, i: int, args: Sequence[Var], params: Sequence[Var
             return None
         if len(hits) == 1 and len(hits[0][2]) <= 1:
             a, ps, xs = hits[0]
-            coef = _smul(a, tuple(handle(params[j]) for j in ps)) if ps else \
-                (None if a == 1.0 else a)
+            coef = (
+                _smul(a, tuple(handle(params[j]) for j in ps)) if ps else (None if a == 1.0 else a)
+            )
             return coef, handle(args[xs[0]]) if xs else None
     D = fn.derivative(i, ae=True)
     body = D.body
@@ -397,8 +407,7 @@ def _edges(instr: Any, through: bool) -> tuple[Var, ...]:
     return ()
 
 
-def _on_paths(p: Program, outs: Sequence[Var], starts: Sequence[Var], through: bool
-              ) -> list[Any]:
+def _on_paths(p: Program, outs: Sequence[Var], starts: Sequence[Var], through: bool) -> list[Any]:
     """The instructions of the variables on a path from ``starts`` to ``outs``, in
     program order.
 
@@ -432,29 +441,34 @@ def _outputs(f: Any, cotangent: Any) -> tuple[list[Handle], list[Any]]:
         if not isinstance(f, Scalar):
             raise ProgramTypeError(
                 f"grad: f must be a Scalar of a program (a Moment or a function of Moments), "
-                f"got {type(f).__name__}; a Vector output needs a cotangent")
+                f"got {type(f).__name__}; a Vector output needs a cotangent"
+            )
         return [f], [None]
     single = isinstance(f, (Vector, Scalar))
     outs = [f] if single else list(f) if isinstance(f, (list, tuple)) else None
-    cots = [cotangent] if single else list(cotangent) if isinstance(cotangent, (list, tuple)) \
-        else None
+    cots = (
+        [cotangent] if single else list(cotangent) if isinstance(cotangent, (list, tuple)) else None
+    )
     if outs is None or cots is None or len(outs) != len(cots) or not outs:
         raise ProgramTypeError(
             "grad: with a cotangent, f is a Vector or Scalar (or a non-empty list of them) "
-            "and cotangent is one cotangent per output (a list when f is a list)")
+            "and cotangent is one cotangent per output (a list when f is a list)"
+        )
     p = outs[0].program if isinstance(outs[0], Handle) else None
     for y, c in zip(outs, cots):
         if isinstance(y, Vector):
             if not isinstance(c, Vector):
                 raise ProgramTypeError(
                     f"grad: the cotangent of the vector {y.name} must be a Vector of its "
-                    f"program, got {c!r}")
+                    f"program, got {c!r}"
+                )
             p._own(c, "grad(cotangent=…)")  # type: ignore[union-attr]
         elif isinstance(y, Scalar):
             if not (isinstance(c, Scalar) or _is_number(c)):
                 raise ProgramTypeError(
                     f"grad: the cotangent of the scalar {y.name} must be a number or a "
-                    f"Scalar, got {c!r}")
+                    f"Scalar, got {c!r}"
+                )
             if isinstance(c, Scalar):
                 p._own(c, "grad(cotangent=…)")  # type: ignore[union-attr]
         else:
@@ -552,7 +566,9 @@ def grad(
         raise ProgramValueError("grad: wrt must name at least one vector or scalar")
     for x in targets:
         if not isinstance(x, (Vector, Scalar)):
-            raise ProgramTypeError(f"grad: wrt must be Vectors or Scalars of the program, got {x!r}")
+            raise ProgramTypeError(
+                f"grad: wrt must be Vectors or Scalars of the program, got {x!r}"
+            )
         p._own(x, "grad(wrt=…)")
     if names is None:
         labels: list[str | None] = [None] * len(targets)
@@ -561,7 +577,8 @@ def grad(
         if len(labels) != len(targets) or not all(s is None or isinstance(s, str) for s in labels):
             raise ProgramTypeError(
                 f"grad: names must give one str (or None) per wrt handle ({len(targets)}), "
-                f"got {names!r}")
+                f"got {names!r}"
+            )
     out_vars = [y.var for y in outs]
     if not through_scalars:
         _check_scalar_targets(p, out_vars, [x for x in targets if isinstance(x, Scalar)])
@@ -701,8 +718,9 @@ class _Sweep:
         for j, v in enumerate(args):
             if not self._wanted(v):
                 continue
-            part = _partial(instr.fn, j, args, params, self.handle,
-                            self.jacobian_name(instr.out, v))
+            part = _partial(
+                instr.fn, j, args, params, self.handle, self.jacobian_name(instr.out, v)
+            )
             if part is None:
                 continue
             c, d = part
@@ -739,8 +757,7 @@ class _Sweep:
             if part is not None:
                 c, d = part
                 # ∂ⱼφ constant in x: n ∂F/∂x = m̄ · c · 1 (a constant vector).
-                self.add_vec(v, key, _smul(bar, c),
-                             _ones_like(self.handle(v)) if d is None else d)
+                self.add_vec(v, key, _smul(bar, c), _ones_like(self.handle(v)) if d is None else d)
         if self.through:
             for j, v in enumerate(params):
                 if not self._wanted(v):
@@ -786,7 +803,8 @@ def _check_scalar_targets(p: Program, outs: list[Var], scalars: list[Scalar]) ->
                 raise ProgramValueError(
                     f"grad: the scalar {c.var.name} enters `{format_instruction(instr)}` "
                     f"as a Nonlin+/Moment parameter; the gradient with respect to it "
-                    f"flows through parameters only with through_scalars=True")
+                    f"flows through parameters only with through_scalars=True"
+                )
 
 
 def _ones_like(x: Vector) -> Vector:

@@ -44,7 +44,11 @@ def demo(widths: Sequence[int] = (256, 1024, 4096), seeds: int = 4, out=None) ->
     out = out or sys.stdout
     for p in demo_programs():
         print(p, file=out)
-        names = [i.out.name for i in p.instructions if i.out.kind == "scalar" and not i.out.name.startswith("s")]
+        names = [
+            i.out.name
+            for i in p.instructions
+            if i.out.kind == "scalar" and not i.out.name.startswith("s")
+        ]
         header = "  {:>8}".format("n") + "".join(f"{nm:>22}" for nm in names)
         print(f"\nfinite width (mean ± s.e. over {seeds} seeds) and the limit n → ∞:", file=out)
         print(header, file=out)
@@ -53,8 +57,11 @@ def demo(widths: Sequence[int] = (256, 1024, 4096), seeds: int = 4, out=None) ->
             m, se = vals.mean(0), vals.std(0, ddof=1) / np.sqrt(seeds)
             print(f"  {n:>8}" + "".join(f"{a:>13.4f} ± {b:<6.4f}" for a, b in zip(m, se)), file=out)
         lim = p.limit()
-        print("  {:>8}".format("∞") + "".join(f"{lim[nm]:>13.4f} {lim.method(nm):<8}" for nm in names),
-              file=out)
+        print(
+            "  {:>8}".format("∞")
+            + "".join(f"{lim[nm]:>13.4f} {lim.method(nm):<8}" for nm in names),
+            file=out,
+        )
         print(file=out)
     return 0
 
@@ -88,10 +95,19 @@ def main(argv: Sequence[str] | None = None, prog: str = "tensorprog") -> int:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     d = sub.add_parser("demo", help="run a small demonstration: programs, finite widths, limits")
-    d.add_argument("--widths", type=_int_at_least(1), nargs="+", default=[256, 1024, 4096],
-                   help="widths to simulate, positive ints (default: 256 1024 4096)")
-    d.add_argument("--seeds", type=_int_at_least(2), default=4,
-                   help="seeds per width, ≥ 2 for a standard error (default: 4)")
+    d.add_argument(
+        "--widths",
+        type=_int_at_least(1),
+        nargs="+",
+        default=[256, 1024, 4096],
+        help="widths to simulate, positive ints (default: 256 1024 4096)",
+    )
+    d.add_argument(
+        "--seeds",
+        type=_int_at_least(2),
+        default=4,
+        help="seeds per width, ≥ 2 for a standard error (default: 4)",
+    )
     from .latex import add_cli_parser
 
     add_cli_parser(sub)  # `latex FILE.py [-o out.tex] [--pdf]`

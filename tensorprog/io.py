@@ -209,8 +209,8 @@ def save(obj: Any, path: str | os.PathLike) -> None:
         tmp = None
     except OSError as exc:
         raise FileAccessError(
-            f"tp.save: cannot write {str(path)!r} ({exc.strerror or exc}); choose a "
-            f"writable folder") from exc
+            f"tp.save: cannot write {str(path)!r} ({exc.strerror or exc}); choose a writable folder"
+        ) from exc
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
@@ -279,17 +279,24 @@ def load(path: str | os.PathLike, *, max_bytes: int = MAX_BYTES) -> Any:
     except FileNotFoundError:
         raise MissingFileError(f"tp.load: no such file {str(path)!r}") from None
     except IsADirectoryError:
-        raise ProgramValueError(f"tp.load: {str(path)!r} is a directory, not a saved file") from None
+        raise ProgramValueError(
+            f"tp.load: {str(path)!r} is a directory, not a saved file"
+        ) from None
     except OSError as exc:
-        raise FileAccessError(f"tp.load: cannot read {str(path)!r} ({exc.strerror or exc})") from exc
+        raise FileAccessError(
+            f"tp.load: cannot read {str(path)!r} ({exc.strerror or exc})"
+        ) from exc
     if raw is None or len(raw) > max_bytes:
         raise CorruptFileError(
             f"tp.load: {str(path)!r} is larger than max_bytes={max_bytes} bytes; a tensorprog "
-            f"file that large is unusual — pass a larger max_bytes to load it anyway")
+            f"file that large is unusual — pass a larger max_bytes to load it anyway"
+        )
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise CorruptFileError(f"tp.load: {str(path)!r} is not a tensorprog file (not UTF-8 text: {exc})") from None
+        raise CorruptFileError(
+            f"tp.load: {str(path)!r} is not a tensorprog file (not UTF-8 text: {exc})"
+        ) from None
     return loads(text, source=str(path), max_bytes=max_bytes)
 
 
@@ -304,8 +311,10 @@ def loads(text: str, *, source: str = "<string>", max_bytes: int = MAX_BYTES) ->
         raise ProgramTypeError(f"tp.io.loads needs a str, got {type(text).__name__}")
     max_bytes = _cap(max_bytes, "tp.io.loads")
     if len(text) > max_bytes:
-        raise CorruptFileError(f"{source} is longer than max_bytes={max_bytes} characters; pass "
-                               f"a larger max_bytes to read it anyway")
+        raise CorruptFileError(
+            f"{source} is longer than max_bytes={max_bytes} characters; pass "
+            f"a larger max_bytes to read it anyway"
+        )
     try:
         data = json.loads(text, parse_int=_json_int, parse_constant=_json_constant)
     except json.JSONDecodeError as exc:
@@ -314,12 +323,14 @@ def loads(text: str, *, source: str = "<string>", max_bytes: int = MAX_BYTES) ->
             f"column {exc.colno} ({exc.msg})"
         ) from None
     except _JSONValueError as exc:
-        raise CorruptFileError(f"{source} is not a tensorprog file: {exc} "
-                               f"({_locate(text, exc.pattern)})") from None
+        raise CorruptFileError(
+            f"{source} is not a tensorprog file: {exc} ({_locate(text, exc.pattern)})"
+        ) from None
     except RecursionError:  # the decoder's own guard, far beyond MAX_JSON_DEPTH
         raise CorruptFileError(
             f"{source} is not a tensorprog file: JSON nested deeper than {MAX_JSON_DEPTH} "
-            f"levels ({_locate_depth(text)}; a tensorprog file nests 6)") from None
+            f"levels ({_locate_depth(text)}; a tensorprog file nests 6)"
+        ) from None
     return from_dict(data, source=source)
 
 
@@ -327,11 +338,20 @@ def to_dict(obj: Any) -> dict[str, Any]:
     """The JSON-ready dict of a Program or Limit."""
     head = {"format": FORMAT, "version": VERSION}
     if isinstance(obj, Program):
-        return {**head, "kind": "program", "library_version": __version__,
-                "program": _program_to_dict(obj)}
+        return {
+            **head,
+            "kind": "program",
+            "library_version": __version__,
+            "program": _program_to_dict(obj),
+        }
     if isinstance(obj, Limit):
-        return {**head, "kind": "limit", "library_version": __version__,
-                "program": _program_to_dict(obj.program), "limit": _limit_to_dict(obj)}
+        return {
+            **head,
+            "kind": "limit",
+            "library_version": __version__,
+            "program": _program_to_dict(obj.program),
+            "limit": _limit_to_dict(obj),
+        }
     raise ProgramTypeError(
         f"tp.save: can save a tp.Program or a Limit (p.limit()), got {type(obj).__name__}"
     )
@@ -348,8 +368,9 @@ def from_dict(data: Any, *, source: str = "<dict>") -> Any:
         raise r.corrupt(f"the top level must be a JSON object, got {_jtype(data)}")
     _check_json_depth(data, r)
     if data.get("format") != FORMAT:
-        raise r.corrupt(f'it has no "format": "{FORMAT}" header (got {_short(data.get("format"))})',
-                        "format")
+        raise r.corrupt(
+            f'it has no "format": "{FORMAT}" header (got {_short(data.get("format"))})', "format"
+        )
     version = data.get("version")
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise r.corrupt(f'"version" must be a positive int, got {_short(version)}', "version")
@@ -401,7 +422,11 @@ def _program_to_dict(p: Any) -> dict[str, Any]:
         elif isinstance(ins, InitScalar):
             d["value"] = _srepr(ins.value, f"the value of scalar {ins.out.name!r}", {})
         elif isinstance(ins, MatMul):
-            d["matrix"], d["arg"], d["transpose"] = ins.matrix.name, ins.arg.name, bool(ins.transpose)
+            d["matrix"], d["arg"], d["transpose"] = (
+                ins.matrix.name,
+                ins.arg.name,
+                bool(ins.transpose),
+            )
         else:
             d["fn"] = fn_id(ins.fn)
             if not isinstance(ins, ScalarFn):
@@ -431,8 +456,9 @@ def _nested(expr: sympy.Basic) -> list[Nonlinearity]:
 def _fn_to_dict(f: Nonlinearity, declared: "_Names") -> dict[str, Any]:
     what = f"nonlinearity {f.name!r:.80}"
     if not _valid_fn_name(f.name):
-        raise ProgramValueError(f"cannot save {what}: a saved name has 1 to {_MAX_NAME} "
-                                f"printable characters; rename it")
+        raise ProgramValueError(
+            f"cannot save {what}: a saved name has 1 to {_MAX_NAME} printable characters; rename it"
+        )
     return {
         "name": f.name,
         "args": [_srepr(s, what, {}) for s in f.args],
@@ -467,7 +493,8 @@ class _Names:
                 raise ProgramValueError(
                     f"cannot save {what}: it applies the nonlinearity {inner.name!r}, which a "
                     f"file can only refer to by a unique name that is a Python identifier "
-                    f"(and not the name of a different builtin); rename it")
+                    f"(and not the name of a different builtin); rename it"
+                )
             out[inner.name] = inner.function
         return out
 
@@ -475,6 +502,7 @@ class _Names:
         def lookup(name: str) -> Any:
             fn = self.resolve(name)
             return None if fn is None else fn.function
+
         return lookup
 
 
@@ -508,7 +536,8 @@ def _srepr(expr: Any, what: str, functions: Mapping[str, Any]) -> str:
         raise ProgramValueError(
             f"cannot save {what}: its expression {str(expr):.200} cannot be written in the "
             f"tensorprog format ({exc}); write it with the sympy functions listed in "
-            f"tensorprog.io.SYMPY_CLASSES") from None
+            f"tensorprog.io.SYMPY_CLASSES"
+        ) from None
     if back != expr:
         raise ProgramValueError(
             f"cannot save {what}: its expression {str(expr):.200} does not survive a round trip "
@@ -539,8 +568,9 @@ def _program_from_dict(d: dict[str, Any], r: "_Reader") -> Any:
         if h is None:
             raise r.corrupt(f"{at}: {key} {nm!r:.80} is not defined earlier", at.path)
         if h.var.kind not in kinds:
-            raise r.corrupt(f"{at}: {key} {nm!r} is a {h.var.kind}, expected a "
-                            f"{' or '.join(kinds)}", at.path)
+            raise r.corrupt(
+                f"{at}: {key} {nm!r} is a {h.var.kind}, expected a {' or '.join(kinds)}", at.path
+            )
         return h
 
     def refs(dd: dict, at: _At, key: str, kinds: tuple[str, ...]) -> tuple[Any, ...]:
@@ -563,10 +593,14 @@ def _program_from_dict(d: dict[str, Any], r: "_Reader") -> Any:
                 for j, item in enumerate(cov_list):
                     cat = at.sub(f"cov[{j}]")
                     if not (isinstance(item, list) and len(item) == 2):
-                        raise r.corrupt(f"{at}: cov entries must be [name, number], got "
-                                        f"{_short(item)}", cat.path)
+                        raise r.corrupt(
+                            f"{at}: cov entries must be [name, number], got {_short(item)}",
+                            cat.path,
+                        )
                     cov[ref(item[0], cat, "cov", ("vector",))] = r.number({1: item[1]}, 1, cat)
-                h = p.vector(out, mean=r.number(dd, "mean", at), var=r.number(dd, "var", at), cov=cov)
+                h = p.vector(
+                    out, mean=r.number(dd, "mean", at), var=r.number(dd, "var", at), cov=cov
+                )
             elif op == "init_scalar":
                 value = r.expr(r.field(dd, "value", str, at), at.sub("value"), None)
                 h = p.scalar(out, value)
@@ -578,8 +612,11 @@ def _program_from_dict(d: dict[str, Any], r: "_Reader") -> Any:
             elif op in ("nonlin", "moment", "scalar_fn"):
                 k = r.field(dd, "fn", int, at)
                 if not 0 <= k < len(fns):
-                    raise r.corrupt(f"{at}: fn {_short(k)} is not an index into the nonlinearities "
-                                    f"(0 … {len(fns) - 1})", at.sub("fn").path)
+                    raise r.corrupt(
+                        f"{at}: fn {_short(k)} is not an index into the nonlinearities "
+                        f"(0 … {len(fns) - 1})",
+                        at.sub("fn").path,
+                    )
                 fn = fns[k]
                 args = () if op == "scalar_fn" else refs(dd, at, "args", ("vector",))
                 params = refs(dd, at, "params", ("scalar",))
@@ -587,7 +624,8 @@ def _program_from_dict(d: dict[str, Any], r: "_Reader") -> Any:
                     raise r.corrupt(
                         f"{at}: nonlinearity {fn.name!r} takes {fn.arity} vector(s) and "
                         f"{fn.nparams} scalar(s), the instruction gives {len(args)} and {len(params)}",
-                        at.path)
+                        at.path,
+                    )
                 if op == "nonlin" and not args:
                     raise r.corrupt(f"{at}: a nonlin needs at least one vector argument", at.path)
                 cls = {"nonlin": Nonlin, "moment": Moment, "scalar_fn": ScalarFn}[op]
@@ -596,8 +634,11 @@ def _program_from_dict(d: dict[str, Any], r: "_Reader") -> Any:
                     fields["args"] = tuple(h.var for h in args)
                 h = p._append(cls, out, **fields)
             else:
-                raise r.corrupt(f"{at}: unknown op {op!r:.80}; valid: "
-                                f"{', '.join(cls.opname for cls in INSTRUCTIONS)}", at.sub("op").path)
+                raise r.corrupt(
+                    f"{at}: unknown op {op!r:.80}; valid: "
+                    f"{', '.join(cls.opname for cls in INSTRUCTIONS)}",
+                    at.sub("op").path,
+                )
         except FormatError:
             raise
         except TensorProgramError as exc:  # the DSL's own validation of a bad value
@@ -627,13 +668,18 @@ def _fn_from_dict(spec: Any, at: "_At", names: _Names, r: "_Reader") -> Nonlinea
         raise r.corrupt(f"{at} must be a JSON object, got {_jtype(spec)}", at.path)
     name = r.field(spec, "name", str, at)
     if not _valid_fn_name(name):
-        raise r.corrupt(f"{at}: the name must be 1 to {_MAX_NAME} printable characters, got "
-                        f"{name!r:.80}", at.sub("name").path)
+        raise r.corrupt(
+            f"{at}: the name must be 1 to {_MAX_NAME} printable characters, got {name!r:.80}",
+            at.sub("name").path,
+        )
     at = _At(f"nonlinearity {at.desc.split()[-1]} ({name!r})", at.path)
-    args = [r.expr(s, at.sub(f"args[{j}]"), None)
-            for j, s in enumerate(r.field(spec, "args", list, at))]
-    params = [r.expr(s, at.sub(f"params[{j}]"), None)
-              for j, s in enumerate(r.field(spec, "params", list, at))]
+    args = [
+        r.expr(s, at.sub(f"args[{j}]"), None) for j, s in enumerate(r.field(spec, "args", list, at))
+    ]
+    params = [
+        r.expr(s, at.sub(f"params[{j}]"), None)
+        for j, s in enumerate(r.field(spec, "params", list, at))
+    ]
     if not all(isinstance(s, sympy.Symbol) for s in args + params):
         raise r.corrupt(f"{at}: args and params must be sympy Symbols", at.path)
     body = r.expr(r.field(spec, "body", str, at), at.sub("body"), names)
@@ -643,7 +689,9 @@ def _fn_from_dict(spec: Any, at: "_At", names: _Names, r: "_Reader") -> Nonlinea
         raise r.corrupt(
             f"{at}: the LaTeX name {latex!r:.80} is not safe LaTeX (valid: letters, digits, "
             f"punctuation, balanced braces and math macros such as \\operatorname, \\mathrm, "
-            f"Greek letters; no \\input, #, %, ^^)", at.sub("latex").path)
+            f"Greek letters; no \\input, #, %, ^^)",
+            at.sub("latex").path,
+        )
     try:
         fn = Nonlinearity(name, body, args, params, opaque=opaque, latex=latex)
     except TensorProgramError as exc:
@@ -655,8 +703,12 @@ def _builtin_like(fn: Nonlinearity) -> Nonlinearity | None:
     """The builtin (or derivative of a builtin, up to 2nd order) identical to ``fn``."""
 
     def same(b: Nonlinearity) -> bool:
-        return (b.name == fn.name and b.key == fn.key and b.opaque == fn.opaque
-                and b.latex_name == fn.latex_name)
+        return (
+            b.name == fn.name
+            and b.key == fn.key
+            and b.opaque == fn.opaque
+            and b.latex_name == fn.latex_name
+        )
 
     for b in BUILTINS.values():
         cands = [b]
@@ -685,8 +737,13 @@ def _limit_to_dict(lim: Any) -> dict[str, Any]:
         if v.kind != "scalar":
             continue
         name = v.name
-        row = {"name": name, "value": float(lim[name]), "stderr": float(lim._stderr[name]),
-               "error": float(lim._error[name]), "method": lim.method(name)}
+        row = {
+            "name": name,
+            "value": float(lim[name]),
+            "stderr": float(lim._stderr[name]),
+            "error": float(lim._error[name]),
+            "method": lim.method(name),
+        }
         problem = _limit_row_problem(row)
         if problem:
             raise NumericalError(f"cannot save the limit of {name!r}: {problem}")
@@ -720,8 +777,11 @@ def _limit_from_dict(d: dict[str, Any], program: Any, head: dict, r: "_Reader") 
     meta = r.field(d, "meta", dict, at)
     for k, x in meta.items():
         if not (x is None or isinstance(x, (bool, int, float, str))):
-            raise r.corrupt(f'the limit\'s meta "{k:.40}" must be a number, string, boolean or '
-                            f"null, got {_jtype(x)}", f"limit.meta.{k:.40}")
+            raise r.corrupt(
+                f'the limit\'s meta "{k:.40}" must be a number, string, boolean or '
+                f"null, got {_jtype(x)}",
+                f"limit.meta.{k:.40}",
+            )
     rows = r.field(d, "scalars", list, at)
     values, stderr, errors, methods = {}, {}, {}, {}
     flags, khat, stable = {}, {}, {}
@@ -733,10 +793,12 @@ def _limit_from_dict(d: dict[str, Any], program: Any, head: dict, r: "_Reader") 
         at = _At(f"limit scalar {i} ({name!r:.80})", at.path)
         if name not in program or program.var(name).kind != "scalar":
             raise r.corrupt(f"{at} is not a scalar of the saved program", at.sub("name").path)
-        got = {"value": r.number(row, "value", at, nonfinite=True),
-               "stderr": r.number(row, "stderr", at, nonfinite=True),
-               "error": r.number(row, "error", at, nonfinite=True),
-               "method": r.field(row, "method", str, at)}
+        got = {
+            "value": r.number(row, "value", at, nonfinite=True),
+            "stderr": r.number(row, "stderr", at, nonfinite=True),
+            "error": r.number(row, "error", at, nonfinite=True),
+            "method": r.field(row, "method", str, at),
+        }
         problem = _limit_row_problem(got)
         if problem:
             raise r.corrupt(f"{at}: {problem}", at.path)
@@ -747,20 +809,38 @@ def _limit_from_dict(d: dict[str, Any], program: Any, head: dict, r: "_Reader") 
         if "warning" in row:
             flags[name] = r.field(row, "warning", str, at)
             if len(flags[name]) > _MAX_WARNING:
-                raise r.corrupt(f"{at}: its warning is longer than {_MAX_WARNING} characters",
-                                at.sub("warning").path)
+                raise r.corrupt(
+                    f"{at}: its warning is longer than {_MAX_WARNING} characters",
+                    at.sub("warning").path,
+                )
         if "khat" in row:
             khat[name] = r.number(row, "khat", at, nonfinite=True)
             if math.isnan(khat[name]) or khat[name] == math.inf:
-                raise r.corrupt(f"{at}: its Pareto k̂ must be a number or -inf, got "
-                                f"{khat[name]}", at.sub("khat").path)
+                raise r.corrupt(
+                    f"{at}: its Pareto k̂ must be a number or -inf, got {khat[name]}",
+                    at.sub("khat").path,
+                )
         if "stable" in row:
             stable[name] = _stable_from_dict(row, at, r)
             if name not in flags:
-                raise r.corrupt(f"{at}: a heavy-tailed error law belongs to a value that is "
-                                f"not trusted (no warning is saved)", at.sub("stable").path)
-    return LoadedLimit(program, values, stderr, errors, methods, dict(meta),
-                       head.get("library_version"), r.source, flags, khat, stable)
+                raise r.corrupt(
+                    f"{at}: a heavy-tailed error law belongs to a value that is "
+                    f"not trusted (no warning is saved)",
+                    at.sub("stable").path,
+                )
+    return LoadedLimit(
+        program,
+        values,
+        stderr,
+        errors,
+        methods,
+        dict(meta),
+        head.get("library_version"),
+        r.source,
+        flags,
+        khat,
+        stable,
+    )
 
 
 #: Longest warning a saved limit row may carry (characters).
@@ -773,8 +853,10 @@ def _stable_from_dict(row: dict[str, Any], at: "_At", r: "_Reader") -> StableErr
     at = _At(f"{at} stable", at.sub("stable").path)
     alpha, scale = (r.number(d, f, at) for f in ("alpha", "scale"))
     if not (1 < alpha <= 2 and 0 <= scale < math.inf):
-        raise r.corrupt(f"{at}: needs 1 < alpha ≤ 2 and 0 ≤ scale < inf; got alpha={alpha}, "
-                        f"scale={scale}", at.path)
+        raise r.corrupt(
+            f"{at}: needs 1 < alpha ≤ 2 and 0 ≤ scale < inf; got alpha={alpha}, scale={scale}",
+            at.path,
+        )
     return StableError(alpha, scale)
 
 
@@ -799,11 +881,20 @@ class LoadedLimit(ScalarTable):
         The tensorprog version that saved the file.
     """
 
-    def __init__(self, program: Any, values: dict[str, float], stderrs: dict[str, float],
-                 errors: dict[str, float], methods: dict[str, str], meta: dict[str, Any],
-                 library_version: str | None, source: str, flags: dict[str, str] | None = None,
-                 khat: dict[str, float] | None = None,
-                 stable: dict[str, StableError] | None = None) -> None:
+    def __init__(
+        self,
+        program: Any,
+        values: dict[str, float],
+        stderrs: dict[str, float],
+        errors: dict[str, float],
+        methods: dict[str, str],
+        meta: dict[str, Any],
+        library_version: str | None,
+        source: str,
+        flags: dict[str, str] | None = None,
+        khat: dict[str, float] | None = None,
+        stable: dict[str, StableError] | None = None,
+    ) -> None:
         super().__init__(program, values, stderrs, errors, methods, meta, flags, khat, stable)
         self.library_version = library_version
         self.source = source
@@ -811,12 +902,16 @@ class LoadedLimit(ScalarTable):
     def _name(self, key: Any) -> str:
         name = super()._name(key)
         if name not in self._values:  # pragma: no cover - a saved limit holds every scalar
-            raise UnknownNameError(f"the saved limit of {self.program.name!r} has no scalar {name!r}")
+            raise UnknownNameError(
+                f"the saved limit of {self.program.name!r} has no scalar {name!r}"
+            )
         return name
 
     def _title(self) -> str:
-        return (f"Saved limit of {self.program.name!r} (method={self.method_requested!r}, "
-                f"tensorprog {self.library_version})")
+        return (
+            f"Saved limit of {self.program.name!r} (method={self.method_requested!r}, "
+            f"tensorprog {self.library_version})"
+        )
 
 
 # ---------------------------------------------------------------------------------------
@@ -855,8 +950,11 @@ class _Reader:
         x = d[key]
         ok = isinstance(x, typ) and not (typ is int and isinstance(x, bool))
         if not ok:
-            raise self.corrupt(f'{at}: "{key}" must be a {_JTYPES.get(typ, typ.__name__)}, '
-                               f"got {_jtype(x)} {_short(x)}", at.sub(key).path)
+            raise self.corrupt(
+                f'{at}: "{key}" must be a {_JTYPES.get(typ, typ.__name__)}, '
+                f"got {_jtype(x)} {_short(x)}",
+                at.sub(key).path,
+            )
         return x
 
     def number(self, d: Mapping, key: Any, at: _At, nonfinite: bool = False) -> float:
@@ -888,8 +986,14 @@ _JTYPES = {dict: "JSON object", list: "JSON array", str: "string", int: "integer
 def _jtype(x: Any) -> str:
     if x is None:
         return "null"
-    for t, nm in ((bool, "boolean"), (int, "integer"), (float, "number"), (str, "string"),
-                  (list, "JSON array"), (dict, "JSON object")):
+    for t, nm in (
+        (bool, "boolean"),
+        (int, "integer"),
+        (float, "number"),
+        (str, "string"),
+        (list, "JSON array"),
+        (dict, "JSON object"),
+    ):
         if isinstance(x, t):
             return nm
     return type(x).__name__
@@ -937,14 +1041,19 @@ class _JSONValueError(ValueError):
 def _json_int(s: str) -> int:
     digits = len(s.lstrip("-"))
     if digits > MAX_INT_DIGITS:
-        raise _JSONValueError(f"a JSON integer has {digits} digits; at most {MAX_INT_DIGITS} "
-                              f"are valid", rf"\d{{{MAX_INT_DIGITS + 1},}}")
+        raise _JSONValueError(
+            f"a JSON integer has {digits} digits; at most {MAX_INT_DIGITS} are valid",
+            rf"\d{{{MAX_INT_DIGITS + 1},}}",
+        )
     return int(s)
 
 
 def _json_constant(s: str) -> float:
-    raise _JSONValueError(f"the JSON literal {s} is not valid (numbers must be finite; a saved "
-                          f"limit writes non-finite numbers as strings)", re.escape(s))
+    raise _JSONValueError(
+        f"the JSON literal {s} is not valid (numbers must be finite; a saved "
+        f"limit writes non-finite numbers as strings)",
+        re.escape(s),
+    )
 
 
 def _locate(text: str, pattern: str) -> str:
@@ -966,8 +1075,10 @@ def _check_json_depth(data: Any, r: "_Reader") -> None:
     while stack:
         node, level, path = stack.pop()
         if level > MAX_JSON_DEPTH and isinstance(node, (dict, list)):
-            raise r.corrupt(f"JSON nested deeper than {MAX_JSON_DEPTH} levels (a tensorprog "
-                            f"file nests 6)", path or None)
+            raise r.corrupt(
+                f"JSON nested deeper than {MAX_JSON_DEPTH} levels (a tensorprog file nests 6)",
+                path or None,
+            )
         if isinstance(node, dict):
             stack += [(v, level + 1, f"{path}.{k}" if path else str(k)) for k, v in node.items()]
         elif isinstance(node, list):
@@ -991,34 +1102,78 @@ def _as_path(path: Any, what: str) -> Path:
         if str(p) == "" or str(p) == ".":
             raise ProgramValueError(f"tp.{what}: path must name a file, got {path!r}")
         return p
-    raise ProgramTypeError(f"tp.{what}: path must be a str or os.PathLike, got {type(path).__name__}")
+    raise ProgramTypeError(
+        f"tp.{what}: path must be a str or os.PathLike, got {type(path).__name__}"
+    )
 
 
 # ---------------------------------------------------------------------------------------
 # a whitelisting reader of sympy srepr text (never evaluates code)
 
 _FUNCTIONS = (
-    sympy.exp, sympy.log, sympy.sin, sympy.cos, sympy.tan, sympy.asin, sympy.acos, sympy.atan,
-    sympy.atan2, sympy.sinh, sympy.cosh, sympy.tanh, sympy.asinh, sympy.acosh, sympy.atanh,
-    sympy.erf, sympy.erfc, sympy.Abs, sympy.sign, sympy.Heaviside,
-    sympy.DiracDelta, sympy.Max, sympy.Min,
+    sympy.exp,
+    sympy.log,
+    sympy.sin,
+    sympy.cos,
+    sympy.tan,
+    sympy.asin,
+    sympy.acos,
+    sympy.atan,
+    sympy.atan2,
+    sympy.sinh,
+    sympy.cosh,
+    sympy.tanh,
+    sympy.asinh,
+    sympy.acosh,
+    sympy.atanh,
+    sympy.erf,
+    sympy.erfc,
+    sympy.Abs,
+    sympy.sign,
+    sympy.Heaviside,
+    sympy.DiracDelta,
+    sympy.Max,
+    sympy.Min,
 )
 _LOGIC = (
-    sympy.Piecewise, ExprCondPair, sympy.Equality, sympy.Unequality, sympy.StrictGreaterThan,
-    sympy.StrictLessThan, sympy.GreaterThan, sympy.LessThan, sympy.And, sympy.Or, sympy.Not,
+    sympy.Piecewise,
+    ExprCondPair,
+    sympy.Equality,
+    sympy.Unequality,
+    sympy.StrictGreaterThan,
+    sympy.StrictLessThan,
+    sympy.GreaterThan,
+    sympy.LessThan,
+    sympy.And,
+    sympy.Or,
+    sympy.Not,
 )
 #: The sympy classes a saved expression may call, by ``srepr`` name: numbers, symbols,
 #: arithmetic, the elementary functions the builtins and numpy code generation use, and
 #: ``Piecewise`` with relations (written by ``tp.nn`` training programs).
 SYMPY_CLASSES: dict[str, Any] = {
     c.__name__: c
-    for c in (sympy.Integer, sympy.Rational, sympy.Float, sympy.Symbol, sympy.Add, sympy.Mul,
-              sympy.Pow, *_FUNCTIONS, *_LOGIC)
+    for c in (
+        sympy.Integer,
+        sympy.Rational,
+        sympy.Float,
+        sympy.Symbol,
+        sympy.Add,
+        sympy.Mul,
+        sympy.Pow,
+        *_FUNCTIONS,
+        *_LOGIC,
+    )
 }
 #: The sympy constants a saved expression may name.
 SYMPY_CONSTANTS: dict[str, Any] = {
-    "pi": sympy.pi, "E": sympy.E, "EulerGamma": sympy.EulerGamma, "Catalan": sympy.Catalan,
-    "GoldenRatio": sympy.GoldenRatio, "true": sympy.true, "false": sympy.false,
+    "pi": sympy.pi,
+    "E": sympy.E,
+    "EulerGamma": sympy.EulerGamma,
+    "Catalan": sympy.Catalan,
+    "GoldenRatio": sympy.GoldenRatio,
+    "true": sympy.true,
+    "false": sympy.false,
 }
 _VARIADIC = {sympy.Max, sympy.Min, sympy.Piecewise, sympy.And, sympy.Or}
 _FLOAT_TEXT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d{1,4})?")
@@ -1062,12 +1217,15 @@ def parse_srepr(text: str, *, functions: Callable[[str], Any] | None = None) -> 
     if not isinstance(text, str):
         raise FormatError(f"a saved expression must be a string, got {type(text).__name__}")
     if len(text) > MAX_EXPR_CHARS:
-        raise FormatError(f"the expression has {len(text)} characters; at most {MAX_EXPR_CHARS} "
-                          f"are valid")
+        raise FormatError(
+            f"the expression has {len(text)} characters; at most {MAX_EXPR_CHARS} are valid"
+        )
     m = _LONG_DIGITS.search(text)
     if m:
-        raise FormatError(f"a number with {len(m.group())} digits; at most {MAX_INT_DIGITS} "
-                          f"digits are valid in a saved expression")
+        raise FormatError(
+            f"a number with {len(m.group())} digits; at most {MAX_INT_DIGITS} "
+            f"digits are valid in a saved expression"
+        )
     try:
         tree = ast.parse(text, mode="eval")
     except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
@@ -1080,8 +1238,9 @@ def parse_srepr(text: str, *, functions: Callable[[str], Any] | None = None) -> 
     except RecursionError:  # pragma: no cover - MAX_EXPR_DEPTH is far below the limit
         raise FormatError(f"the expression nests too deeply: {text!r:.80}") from None
     except Exception as exc:  # noqa: BLE001 - sympy refused whitelisted arguments
-        raise FormatError(f"invalid sympy expression {text!r:.80} ({type(exc).__name__}: "
-                          f"{str(exc)[:200]})") from None
+        raise FormatError(
+            f"invalid sympy expression {text!r:.80} ({type(exc).__name__}: {str(exc)[:200]})"
+        ) from None
 
 
 class _Builder:
@@ -1108,15 +1267,21 @@ class _Builder:
         if isinstance(node, ast.Name):
             if node.id in SYMPY_CONSTANTS:
                 return SYMPY_CONSTANTS[node.id]
-            raise FormatError(f"the name {node.id!r:.60} is not allowed in a saved expression; "
-                              f"valid constants: {', '.join(SYMPY_CONSTANTS)}")
+            raise FormatError(
+                f"the name {node.id!r:.60} is not allowed in a saved expression; "
+                f"valid constants: {', '.join(SYMPY_CONSTANTS)}"
+            )
         if not isinstance(node, ast.Call):
             what = type(node).__name__
             if isinstance(node, ast.Constant):
-                kind = {str: "string", int: "integer", float: "number"}.get(type(node.value), "literal")
+                kind = {str: "string", int: "integer", float: "number"}.get(
+                    type(node.value), "literal"
+                )
                 what = f"{kind} {node.value!r:.40}"
-            raise FormatError(f"unexpected {what} in a saved expression "
-                              f"(valid: calls of {', '.join(SYMPY_CLASSES)} and Function('name'))")
+            raise FormatError(
+                f"unexpected {what} in a saved expression "
+                f"(valid: calls of {', '.join(SYMPY_CLASSES)} and Function('name'))"
+            )
         if isinstance(node.func, ast.Call):  # Function('name')(args)
             cls = self._function(node.func)
             if node.keywords:
@@ -1124,8 +1289,10 @@ class _Builder:
             return self._checked(cls(*[self.build(a, depth + 1) for a in node.args]))
         if not isinstance(node.func, ast.Name) or node.func.id not in SYMPY_CLASSES:
             what = node.func.id if isinstance(node.func, ast.Name) else type(node.func).__name__
-            raise FormatError(f"{what!r:.60} is not allowed in a saved expression; valid: "
-                              f"{', '.join(SYMPY_CLASSES)}, Function('name')")
+            raise FormatError(
+                f"{what!r:.60} is not allowed in a saved expression; valid: "
+                f"{', '.join(SYMPY_CLASSES)}, Function('name')"
+            )
         cls = SYMPY_CLASSES[node.func.id]
         if cls is sympy.Symbol:
             return self._symbol(node)
@@ -1136,17 +1303,23 @@ class _Builder:
         if node.keywords:
             raise FormatError(f"{cls.__name__} takes no keyword arguments in a saved expression")
         if cls in _VARIADIC and len(node.args) > _MAX_VARIADIC:
-            raise FormatError(f"{cls.__name__} has {len(node.args)} arguments; at most "
-                              f"{_MAX_VARIADIC} are valid")
+            raise FormatError(
+                f"{cls.__name__} has {len(node.args)} arguments; at most {_MAX_VARIADIC} are valid"
+            )
         args = [self.build(a, depth + 1) for a in node.args]
         self._precheck(cls, args)
         return self._checked(cls(*args))
 
     # -- leaves -------------------------------------------------------------------------
     def _function(self, node: ast.Call) -> Any:
-        ok = (isinstance(node.func, ast.Name) and node.func.id == "Function" and len(node.args) == 1
-              and not node.keywords and isinstance(node.args[0], ast.Constant)
-              and isinstance(node.args[0].value, str))
+        ok = (
+            isinstance(node.func, ast.Name)
+            and node.func.id == "Function"
+            and len(node.args) == 1
+            and not node.keywords
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        )
         if not ok:
             raise FormatError("only Function('name')(…) may be applied in a saved expression")
         name = node.args[0].value
@@ -1155,36 +1328,61 @@ class _Builder:
             raise FormatError(
                 f"Function({name!r:.60}) is not valid: a saved expression may apply only a builtin "
                 f"nonlinearity ({', '.join(sorted(BUILTINS))}) or a nonlinearity declared earlier "
-                f"in the file, by a name that is a Python identifier")
+                f"in the file, by a name that is a Python identifier"
+            )
         return cls
 
     def _symbol(self, node: ast.Call) -> sympy.Symbol:
-        if not (len(node.args) == 1 and isinstance(node.args[0], ast.Constant)
-                and isinstance(node.args[0].value, str)):
+        if not (
+            len(node.args) == 1
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
             raise FormatError("Symbol takes one name (a string) in a saved expression")
         name = node.args[0].value
         if not (0 < len(name) <= 200 and name.isprintable()):
-            raise FormatError(f"a Symbol name must be 1 to 200 printable characters, got {name!r:.60}")
+            raise FormatError(
+                f"a Symbol name must be 1 to 200 printable characters, got {name!r:.60}"
+            )
         kw = {}
         for k in node.keywords:
-            if k.arg not in _assume_defined or not (isinstance(k.value, ast.Constant)
-                                                   and isinstance(k.value.value, bool)):
-                raise FormatError(f"Symbol({name!r:.40}): {k.arg}=… is not valid; valid: "
-                                  f"assumptions such as real=True, positive=True")
+            if k.arg not in _assume_defined or not (
+                isinstance(k.value, ast.Constant) and isinstance(k.value.value, bool)
+            ):
+                raise FormatError(
+                    f"Symbol({name!r:.40}): {k.arg}=… is not valid; valid: "
+                    f"assumptions such as real=True, positive=True"
+                )
             kw[k.arg] = k.value.value
         return sympy.Symbol(name, **kw)
 
     def _float(self, node: ast.Call) -> sympy.Float:
-        ok = (len(node.args) == 1 and isinstance(node.args[0], ast.Constant)
-              and isinstance(node.args[0].value, str) and len(node.args[0].value) <= 64
-              and _FLOAT_TEXT.fullmatch(node.args[0].value))
+        ok = (
+            len(node.args) == 1
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+            and len(node.args[0].value) <= 64
+            and _FLOAT_TEXT.fullmatch(node.args[0].value)
+        )
         kw = {k.arg: k.value for k in node.keywords}
         prec = kw.get("precision")
-        ok = ok and set(kw) <= {"precision"} and (prec is None or (
-            isinstance(prec, ast.Constant) and type(prec.value) is int and 1 <= prec.value <= 1024))
+        ok = (
+            ok
+            and set(kw) <= {"precision"}
+            and (
+                prec is None
+                or (
+                    isinstance(prec, ast.Constant)
+                    and type(prec.value) is int
+                    and 1 <= prec.value <= 1024
+                )
+            )
+        )
         if not ok:
-            raise FormatError("Float takes a decimal literal (a string of at most 64 characters) "
-                              "and precision=1…1024 in a saved expression")
+            raise FormatError(
+                "Float takes a decimal literal (a string of at most 64 characters) "
+                "and precision=1…1024 in a saved expression"
+            )
         text = node.args[0].value
         value = sympy.Float(text, precision=prec.value) if prec is not None else sympy.Float(text)
         if not math.isfinite(float(value)):
@@ -1200,7 +1398,9 @@ class _Builder:
                 raise FormatError(f"{cls.__name__} takes integer literals in a saved expression")
             ints.append(-c.value if neg else c.value)
         if node.keywords or len(ints) != (1 if cls is sympy.Integer else 2):
-            raise FormatError(f"{cls.__name__} takes {'one integer' if cls is sympy.Integer else 'two integers'}")
+            raise FormatError(
+                f"{cls.__name__} takes {'one integer' if cls is sympy.Integer else 'two integers'}"
+            )
         if cls is sympy.Rational and ints[1] == 0:
             raise FormatError("Rational with denominator 0 is not a finite number")
         return cls(*ints)
@@ -1216,13 +1416,17 @@ class _Builder:
                 if base.is_Rational and e.is_Rational:
                     bits = max(_bits(base), 1) * abs(int(e.p))
                     if bits > MAX_NUMBER_BITS:
-                        raise FormatError(f"the power {base}**{e} would have about {bits} bits; "
-                                          f"at most {MAX_NUMBER_BITS} are valid")
+                        raise FormatError(
+                            f"the power {base}**{e} would have about {bits} bits; "
+                            f"at most {MAX_NUMBER_BITS} are valid"
+                        )
         elif cls in (sympy.Add, sympy.Mul):
             bits = sum(_bits(a) for a in args if a.is_Rational)
             if bits > MAX_NUMBER_BITS:
-                raise FormatError(f"the numbers of a {cls.__name__} have {bits} bits together; at "
-                                  f"most {MAX_NUMBER_BITS} are valid")
+                raise FormatError(
+                    f"the numbers of a {cls.__name__} have {bits} bits together; at "
+                    f"most {MAX_NUMBER_BITS} are valid"
+                )
         elif cls is sympy.DiracDelta and len(args) == 2 and args[1].is_Number:
             _check_exponent(args[1])
 
@@ -1234,8 +1438,11 @@ class _Builder:
         evaluation (comparisons in ``Max``, ``Heaviside``, relations) stays cheap —
         ``exp(exp(10**39))`` is refused at the inner ``exp``.
         """
-        free = any(self.has_symbols(a) for a in expr.args) if expr.args else bool(
-            getattr(expr, "free_symbols", ()))
+        free = (
+            any(self.has_symbols(a) for a in expr.args)
+            if expr.args
+            else bool(getattr(expr, "free_symbols", ()))
+        )
         self._free[id(expr)] = (expr, free)
         if not free and isinstance(expr, sympy.Expr):
             value = expr if expr.is_Number else expr.evalf(15)
@@ -1244,15 +1451,20 @@ class _Builder:
             except (TypeError, OverflowError):
                 ok = False
             if not ok:
-                raise FormatError(f"the constant {str(expr)[:60]} is not a finite real float64 "
-                                  f"number (≈ {str(value)[:30]})")
+                raise FormatError(
+                    f"the constant {str(expr)[:60]} is not a finite real float64 "
+                    f"number (≈ {str(value)[:30]})"
+                )
         for part in (expr, *getattr(expr, "args", ())):
             for x in (part, *(part.args[:1] if isinstance(part, sympy.Mul) else ())):
                 if isinstance(x, sympy.Rational) and _bits(x) > MAX_NUMBER_BITS:
-                    raise FormatError(f"a number of {_bits(x)} bits; at most {MAX_NUMBER_BITS} "
-                                      f"are valid")
+                    raise FormatError(
+                        f"a number of {_bits(x)} bits; at most {MAX_NUMBER_BITS} are valid"
+                    )
                 if isinstance(x, sympy.Float) and not math.isfinite(float(x)):
-                    raise FormatError(f"the number {str(x)[:30]} is beyond float64; valid: finite numbers")
+                    raise FormatError(
+                        f"the number {str(x)[:30]} is beyond float64; valid: finite numbers"
+                    )
             if isinstance(part, sympy.Pow) and part.exp.is_Number:
                 _check_exponent(part.exp)
         return expr

@@ -162,7 +162,14 @@ class ScalarFn(Instruction):
 #: The instruction set. Each class's ``opname`` names it everywhere: the interpreter
 #: method that runs it and the ``op`` field of saved programs.
 INSTRUCTIONS: tuple[type[Instruction], ...] = (
-    InitMatrix, InitVector, InitScalar, MatMul, Nonlin, Moment, ScalarFn)
+    InitMatrix,
+    InitVector,
+    InitScalar,
+    MatMul,
+    Nonlin,
+    Moment,
+    ScalarFn,
+)
 
 
 def format_instruction(instr: Instruction) -> str:

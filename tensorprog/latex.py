@@ -104,6 +104,8 @@ _METHOD_TEXT = {"exact": "exact", "quadrature": "quadrature", "montecarlo": "Mon
 
 
 _SIMPLE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]*(_[A-Za-z0-9]+)*\Z")
+
+
 def _greek_word(ch: str) -> str | None:
     """``"theta"`` for ``θ``, ``"Theta"`` for ``Θ`` (Greek letters only), else None."""
     m = re.fullmatch(r"GREEK (SMALL|CAPITAL) LETTER ([A-Z]+)", unicodedata.name(ch, ""))
@@ -190,8 +192,9 @@ def _visible(tex: str) -> float:
     s = re.sub(r"\\(sum|quad)(?![A-Za-z])", "xx", tex)
     s = re.sub(r"\\qquad(?![A-Za-z])", "xxxx", s)
     s = re.sub(r"\\text\{([^{}]*)\}", lambda m: "x" * int(len(m.group(1)) * 0.8 + 1), s)
-    s = _CMD_WRAPPERS.sub(lambda m: "x" if m.group(1) in ("partial", "cdot", "pm", "sim", "top")
-                          else "", s)
+    s = _CMD_WRAPPERS.sub(
+        lambda m: "x" if m.group(1) in ("partial", "cdot", "pm", "sim", "top") else "", s
+    )
     s = re.sub(r"\\[A-Za-z]+", "x", s)
     s = re.sub(r"\\[,;:! ]", "", s)
     # sub/superscripts are printed small: count them at 70 %
@@ -298,8 +301,10 @@ class ProgramLatexPrinter(LatexPrinter):
 
     def _print_DotCoef(self, expr: DotCoef) -> str:
         r"""``\mathbb{E}[\partial Z^{x}/\partial \hat Z^{W^\top y}]``."""
-        return (rf"\mathbb{{E}}\bigl[\partial Z^{{{latex_name(expr.x)}}}/\partial "
-                rf"{self._print(expr.hat)}\bigr]")
+        return (
+            rf"\mathbb{{E}}\bigl[\partial Z^{{{latex_name(expr.x)}}}/\partial "
+            rf"{self._print(expr.hat)}\bigr]"
+        )
 
     # -- layout --------------------------------------------------------------------------
     def _rows(self, lhs: str, *segments: Sequence[str]) -> list[str]:
@@ -364,12 +369,16 @@ class ProgramLatexPrinter(LatexPrinter):
 
     def _print_InitMatrix(self, instr: InitMatrix) -> str:
         W = latex_name(instr.out.name, sub=r"\alpha\beta")
-        return self._group(self._rows(W, [rf"\sim \mathcal{{N}}\left(0, {self._num(instr.var)}/n\right)"]))
+        return self._group(
+            self._rows(W, [rf"\sim \mathcal{{N}}\left(0, {self._num(instr.var)}/n\right)"])
+        )
 
     def _law(self, instr: InitVector, covs: list[str]) -> list[str]:
         """``\\sim 𝒩(μ, σ²), \\quad Cov(…) = c, …`` as breakable chunks."""
         law = rf"\sim \mathcal{{N}}\left({self._num(instr.mean)}, {self._num(instr.var)}\right)"
-        chunks = [law] + [rf"\mathrm{{Cov}}\bigl({a}, {b}\bigr) = {self._num(c)}" for a, b, c in covs]
+        chunks = [law] + [
+            rf"\mathrm{{Cov}}\bigl({a}, {b}\bigr) = {self._num(c)}" for a, b, c in covs
+        ]
         for i in range(len(chunks) - 1):
             chunks[i] += ","
         if covs:
@@ -390,21 +399,31 @@ class ProgramLatexPrinter(LatexPrinter):
 
     def _apply(self, instr: Nonlin | Moment | ScalarFn, arg: type = sympy.Symbol) -> sympy.Expr:
         args = getattr(instr, "args", ())
-        return instr.fn.apply(*[arg(v.name) for v in args], *[sympy.Symbol(v.name) for v in instr.params])
+        return instr.fn.apply(
+            *[arg(v.name) for v in args], *[sympy.Symbol(v.name) for v in instr.params]
+        )
 
     def _print_Nonlin(self, instr: Nonlin) -> str:
-        return self._group(self._rows(latex_name(instr.out.name), self._relation("=", self._apply(instr))))
+        return self._group(
+            self._rows(latex_name(instr.out.name), self._relation("=", self._apply(instr)))
+        )
 
     def _print_ScalarFn(self, instr: ScalarFn) -> str:
         return self._print_Nonlin(instr)  # type: ignore[arg-type]
 
     def _print_Moment(self, instr: Moment) -> str:
         mean = r"= \frac{1}{n} \sum_{\alpha=1}^{n} "
-        return self._group(self._rows(latex_name(instr.out.name),
-                                      _bracketed(mean, self._terms(self._apply(instr, Coordinate)))))
+        return self._group(
+            self._rows(
+                latex_name(instr.out.name),
+                _bracketed(mean, self._terms(self._apply(instr, Coordinate))),
+            )
+        )
 
 
-def _bracketed(opening: str, terms: list[str], left: str = r"\bigl(", right: str = r"\bigr)") -> list[str]:
+def _bracketed(
+    opening: str, terms: list[str], left: str = r"\bigl(", right: str = r"\bigr)"
+) -> list[str]:
     """``opening (t1 + t2 …)`` as chunks (brackets only around a sum)."""
     if len(terms) == 1:
         return [opening + terms[0]]
@@ -464,9 +483,13 @@ class DerivationLatexPrinter(ProgramLatexPrinter):
 
     def _print_InitMatrix(self, instr: InitMatrix) -> str:
         W = instr.out
-        rows = self._rows(latex_name(W.name, sub=r"\alpha\beta"),
-                          [rf"\sim \mathcal{{N}}\left(0, {self._sigma2(W)}/n\right),",
-                           rf"\quad {self._sigma2(W)} = {self._num(instr.var)}"])
+        rows = self._rows(
+            latex_name(W.name, sub=r"\alpha\beta"),
+            [
+                rf"\sim \mathcal{{N}}\left(0, {self._sigma2(W)}/n\right),",
+                rf"\quad {self._sigma2(W)} = {self._num(instr.var)}",
+            ],
+        )
         return self._group(self._tagged(rows, "setup"))
 
     def _print_InitVector(self, instr: InitVector) -> str:
@@ -494,8 +517,11 @@ class DerivationLatexPrinter(ProgramLatexPrinter):
         return self._group(self._tagged(rows, "ZNonlin"))
 
     def _print_ScalarFn(self, instr: ScalarFn) -> str:
-        rows = self._rows(latex_name(instr.out.name, accent="mathring"),
-                          self._relation("=", self._symbolic(instr)), [self._value(instr.out)])
+        rows = self._rows(
+            latex_name(instr.out.name, accent="mathring"),
+            self._relation("=", self._symbolic(instr)),
+            [self._value(instr.out)],
+        )
         return self._group(self._tagged(rows, "ZNonlin"))
 
     def _print_Moment(self, instr: Moment) -> str:
@@ -504,15 +530,17 @@ class DerivationLatexPrinter(ProgramLatexPrinter):
             chain = [rf"= \mathbb{{E}}\left[{terms[0]}\right]"]
         else:
             chain = _bracketed(r"= \mathbb{E}", terms, r"\bigl[", r"\bigr]")
-        rows = self._rows(latex_name(instr.out.name, accent="mathring"), chain,
-                          [self._value(instr.out)])
+        rows = self._rows(
+            latex_name(instr.out.name, accent="mathring"), chain, [self._value(instr.out)]
+        )
         return self._group(self._tagged(rows, "ZMoment"))
 
     def _print_MatMul(self, instr: MatMul) -> str:
         hat = self.limit.Zhat(instr.out.name)
         rows = self._tagged(
             self._rows(self._Z(instr.out), [f"= {self._print(hat)} + {self._print(hat.dot())}"]),
-            "ZMatMul")
+            "ZMatMul",
+        )
         rows += self._hat_rows(instr, hat)
         rows += self._dot_rows(instr, hat)
         return self._group(rows)
@@ -521,7 +549,9 @@ class DerivationLatexPrinter(ProgramLatexPrinter):
         """ZHat: ``Var`` of the new hat, then its covariances with earlier hats of its family."""
         out: list[str] = []
         for cov in self.limit.hat_covariances(instr.out.name):
-            chain = [rf"= {self._sigma2(instr.matrix)}\,\mathbb{{E}}[{self._Z(instr.arg)} {self._Z(cov.y)}]"]
+            chain = [
+                rf"= {self._sigma2(instr.matrix)}\,\mathbb{{E}}[{self._Z(instr.arg)} {self._Z(cov.y)}]"
+            ]
             if cov.value is not None:
                 chain.append(f"= {self._num(cov.value)}")
             elif cov.method is not None:
@@ -530,7 +560,9 @@ class DerivationLatexPrinter(ProgramLatexPrinter):
                 lhs = rf"\mathrm{{Var}}\,{self._print(hat)}"
                 out += self._tagged(self._rows(lhs, chain), "ZHat")
             else:
-                covariance = rf"\mathrm{{Cov}}\bigl({self._print(hat)}, {self._print(cov.hat)}\bigr)"
+                covariance = (
+                    rf"\mathrm{{Cov}}\bigl({self._print(hat)}, {self._print(cov.hat)}\bigr)"
+                )
                 out += self._rows("", [r"\quad " + covariance, *chain])
         return out
 
@@ -541,7 +573,9 @@ class DerivationLatexPrinter(ProgramLatexPrinter):
         if not terms:
             return self._tagged(self._rows(lhs, ["= 0"]), "ZDot")
         cands = [f"{self._print(t.coefficient)} {self._Z(t.y)}" for t in terms]
-        symbolic = _bracketed(rf"= {self._sigma2(instr.matrix)}\,", [cands[0]] + [f"+ {t}" for t in cands[1:]])
+        symbolic = _bracketed(
+            rf"= {self._sigma2(instr.matrix)}\,", [cands[0]] + [f"+ {t}" for t in cands[1:]]
+        )
         return self._tagged(self._rows(lhs, symbolic, self._dot_values(terms)), "ZDot")
 
     def _dot_values(self, terms: list[Any]) -> list[str]:
@@ -615,8 +649,10 @@ def _limit_sections(limit: Any) -> list[tuple[str, str]]:
     how = "" if method in (None, "auto") else f" (method={method})"
     return [
         (f"Tensor Program {_texttt(p.name)}", ProgramLatexPrinter().doprint(p)),
-        (f"Infinite-width limit of {_texttt(p.name)}{escape_text(how)}",
-         DerivationLatexPrinter(limit).doprint(limit)),
+        (
+            f"Infinite-width limit of {_texttt(p.name)}{escape_text(how)}",
+            DerivationLatexPrinter(limit).doprint(limit),
+        ),
     ]
 
 
@@ -631,10 +667,12 @@ _PREAMBLE = r"""\documentclass[10pt]{article}
 \allowdisplaybreaks
 """
 
-_NOTE = (r"Notation of Greg Yang's Tensor Programs: $Z^{x}$ is the limit coordinate "
-         r"distribution of a vector $x$, $\hat{Z}^{Wx}$ and $\dot{Z}^{Wx}$ the Gaussian and "
-         r"correction parts of a MatMul, $\mathring{\theta}$ the limit of a scalar $\theta$ "
-         r"(Master Theorem, TP4 Def.~7.3).")
+_NOTE = (
+    r"Notation of Greg Yang's Tensor Programs: $Z^{x}$ is the limit coordinate "
+    r"distribution of a vector $x$, $\hat{Z}^{Wx}$ and $\dot{Z}^{Wx}$ the Gaussian and "
+    r"correction parts of a MatMul, $\mathring{\theta}$ the limit of a scalar $\theta$ "
+    r"(Master Theorem, TP4 Def.~7.3)."
+)
 
 
 def document(sections: Sequence[tuple[str, str]]) -> str:
@@ -695,15 +733,32 @@ folder, and only OUT.pdf is written beside OUT.tex (no .aux or .log files).
 
 def add_cli_parser(sub: Any) -> argparse.ArgumentParser:
     """Register the ``latex`` subcommand on an argparse sub-parsers object."""
-    ap = sub.add_parser("latex", help="export the programs of a Python file as a LaTeX document",
-                        description=CLI_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("file", metavar="FILE.py", help="Python file defining build() or tp.Program objects")
-    ap.add_argument("-o", "--output", metavar="OUT.tex", default=None,
-                    help="where to write the document (default: standard output, or FILE.tex with --pdf)")
+    ap = sub.add_parser(
+        "latex",
+        help="export the programs of a Python file as a LaTeX document",
+        description=CLI_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument(
+        "file", metavar="FILE.py", help="Python file defining build() or tp.Program objects"
+    )
+    ap.add_argument(
+        "-o",
+        "--output",
+        metavar="OUT.tex",
+        default=None,
+        help="where to write the document (default: standard output, or FILE.tex with --pdf)",
+    )
     ap.add_argument("--pdf", action="store_true", help="also run pdflatex to produce OUT.pdf")
-    ap.add_argument("--method", default="auto", choices=("auto", "exact", "quadrature", "montecarlo"),
-                    help="method of the limits (default: auto)")
-    ap.add_argument("--no-limit", action="store_true", help="export the programs only, no derivation")
+    ap.add_argument(
+        "--method",
+        default="auto",
+        choices=("auto", "exact", "quadrature", "montecarlo"),
+        help="method of the limits (default: auto)",
+    )
+    ap.add_argument(
+        "--no-limit", action="store_true", help="export the programs only, no derivation"
+    )
     ap.set_defaults(func=run_cli)
     return ap
 
@@ -724,10 +779,17 @@ def load_programs(path: str | Path) -> list[Any]:
     build = ns.get("build")
     if callable(build):
         res = build()
-        progs = [res] if isinstance(res, Program) else list(res) if isinstance(res, (list, tuple)) else None
+        progs = (
+            [res]
+            if isinstance(res, Program)
+            else list(res)
+            if isinstance(res, (list, tuple))
+            else None
+        )
         if progs is None or not progs or not all(isinstance(p, Program) for p in progs):
             raise ProgramTypeError(
-                f"{path}: build() must return a tp.Program or a non-empty list of them, got {res!r}")
+                f"{path}: build() must return a tp.Program or a non-empty list of them, got {res!r}"
+            )
         return progs
     progs = []
     for v in ns.values():
@@ -736,7 +798,8 @@ def load_programs(path: str | Path) -> list[Any]:
     if not progs:
         raise ProgramValueError(
             f"{path}: defines no build() function and no module-level tp.Program; "
-            f"see `tensorprog latex --help`")
+            f"see `tensorprog latex --help`"
+        )
     return progs
 
 
@@ -754,14 +817,26 @@ def compile_pdf(tex_path: str | Path) -> Path:
     tex_path = Path(tex_path).resolve()
     exe = shutil.which("pdflatex")
     if exe is None:
-        raise ResourceError(f"pdflatex was not found on PATH; install TeX Live "
-                            f"(Debian/Ubuntu: {PDFLATEX_INSTALL}) or drop --pdf")
+        raise ResourceError(
+            f"pdflatex was not found on PATH; install TeX Live "
+            f"(Debian/Ubuntu: {PDFLATEX_INSTALL}) or drop --pdf"
+        )
     pdf = tex_path.with_suffix(".pdf")
     with tempfile.TemporaryDirectory(prefix="tensorprog-latex-") as tmp:
-        proc = subprocess.run([exe, "-interaction=nonstopmode", "-halt-on-error",
-                               f"-output-directory={tmp}", tex_path.name],
-                              cwd=tex_path.parent, capture_output=True, text=True,
-                              stdin=subprocess.DEVNULL, timeout=600)
+        proc = subprocess.run(
+            [
+                exe,
+                "-interaction=nonstopmode",
+                "-halt-on-error",
+                f"-output-directory={tmp}",
+                tex_path.name,
+            ],
+            cwd=tex_path.parent,
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=600,
+        )
         built = Path(tmp) / pdf.name
         if proc.returncode != 0 or not built.exists():
             tail = "\n".join(proc.stdout.splitlines()[-20:])
@@ -777,7 +852,9 @@ def run_cli(args: argparse.Namespace) -> int:
         sections: list[tuple[str, str]] = []
         for p in progs:
             if args.no_limit:
-                sections.append((f"Tensor Program {_texttt(p.name)}", ProgramLatexPrinter().doprint(p)))
+                sections.append(
+                    (f"Tensor Program {_texttt(p.name)}", ProgramLatexPrinter().doprint(p))
+                )
             else:
                 sections += _limit_sections(p.limit(method=args.method))
         doc = document(sections)

@@ -96,8 +96,10 @@ def codegen_functions(expr: sympy.Basic) -> dict[str, Callable[..., Any]]:
         nl = getattr(cls, "nonlinearity", None)
         if nl is not None:
             if not nl.code_name.isidentifier() or keyword.iskeyword(nl.code_name):
-                raise ProgramValueError(f"nonlinearity {nl.name!r}: code name {nl.code_name!r} "
-                                        f"is not a Python identifier")  # pragma: no cover
+                raise ProgramValueError(
+                    f"nonlinearity {nl.name!r}: code name {nl.code_name!r} "
+                    f"is not a Python identifier"
+                )  # pragma: no cover
             fns[nl.code_name] = nl.numpy
         elif isinstance(f, AppliedUndef) or not str(cls.__module__).startswith("sympy."):
             raise ProgramValueError(
@@ -156,8 +158,18 @@ def _lambdify_body(body: sympy.Expr, nargs: int, nparams: int) -> Callable[..., 
 #: sympy functions analytic in a strip around the real axis (entire, or with their
 #: singularities off it: tanh's poles at ±iπ/2), where quadrature on a uniform grid
 #: converges geometrically.
-ANALYTIC_FUNCTIONS: tuple[type, ...] = (sympy.exp, sympy.log, sympy.sin, sympy.cos, sympy.tanh,
-                                        sympy.sinh, sympy.cosh, sympy.atan, sympy.erf, sympy.erfc)
+ANALYTIC_FUNCTIONS: tuple[type, ...] = (
+    sympy.exp,
+    sympy.log,
+    sympy.sin,
+    sympy.cos,
+    sympy.tanh,
+    sympy.sinh,
+    sympy.cosh,
+    sympy.atan,
+    sympy.erf,
+    sympy.erfc,
+)
 #: sympy functions with a kink or jump where their (first) argument is 0.
 KINKED_FUNCTIONS: tuple[type, ...] = (sympy.Heaviside, sympy.Abs, sympy.sign, sympy.DiracDelta)
 
@@ -210,8 +222,11 @@ def local_features(e: sympy.Expr) -> tuple[tuple[sympy.Expr, bool], ...]:
     if isinstance(e, (sympy.Max, sympy.Min)) and len(e.args) == 2:
         return ((e.args[0] - e.args[1], True),)
     if isinstance(e, sympy.Piecewise):
-        return tuple((rel.lhs - rel.rhs, True) for _, cond in e.args
-                     for rel in cond.atoms(sympy.core.relational.Relational))
+        return tuple(
+            (rel.lhs - rel.rhs, True)
+            for _, cond in e.args
+            for rel in cond.atoms(sympy.core.relational.Relational)
+        )
     if isinstance(e, sympy.Pow) and not e.exp.is_Integer:
         return ((e.base, True),)
     if isinstance(e, KINKED_FUNCTIONS):
@@ -269,8 +284,10 @@ class Nonlinearity:
                 f"nonlinearity {name!r}: its body must be a sympy expression, got {body!r:.80} ({exc})"
             ) from None
         if not isinstance(body, sympy.Expr):
-            raise ProgramTypeError(f"nonlinearity {name!r}: its body must be a sympy expression, "
-                                   f"got {type(body).__name__}")
+            raise ProgramTypeError(
+                f"nonlinearity {name!r}: its body must be a sympy expression, "
+                f"got {type(body).__name__}"
+            )
         # Canonical real symbols x0.., p0.. so that bodies compare structurally.
         new_args = _arg_symbols(len(args), "x")
         new_params = _arg_symbols(len(params), "p")
@@ -333,8 +350,14 @@ class Nonlinearity:
     @functools.cached_property
     def as_scalar_function(self) -> "Nonlinearity":
         """The same function with every input a scalar parameter (for ``ScalarFn``)."""
-        return Nonlinearity(self.name, self.body, (), self.args + self.params,
-                            opaque=self.opaque, latex=self.latex_name)
+        return Nonlinearity(
+            self.name,
+            self.body,
+            (),
+            self.args + self.params,
+            opaque=self.opaque,
+            latex=self.latex_name,
+        )
 
     @functools.cached_property
     def is_distribution(self) -> bool:
@@ -360,8 +383,12 @@ class Nonlinearity:
             e = stack.pop()
             if isinstance(e, sympy.Piecewise):
                 continue
-            if (isinstance(e, sympy.Pow) and e.exp.is_negative
-                    and not (e.base.free_symbols & args) and e.base.free_symbols):
+            if (
+                isinstance(e, sympy.Pow)
+                and e.exp.is_negative
+                and not (e.base.free_symbols & args)
+                and e.base.free_symbols
+            ):
                 if e.base not in out:
                     out.append(e.base)
                 continue
@@ -501,9 +528,7 @@ def _derivative(f: Nonlinearity, i: int, ae: bool = False) -> Nonlinearity:
         f.params,
         opaque=f.opaque,
         latex=(
-            f"{f.latex_name}'"
-            if f.arity + f.nparams == 1
-            else rf"\partial_{{{i}}}{f.latex_name}"
+            f"{f.latex_name}'" if f.arity + f.nparams == 1 else rf"\partial_{{{i}}}{f.latex_name}"
         ),
     )
     result = _BY_KEY.get(candidate.key, candidate) if f.opaque else candidate
@@ -517,8 +542,9 @@ _BY_KEY: dict[tuple, Nonlinearity] = {}
 BUILTINS: dict[str, Nonlinearity] = {}
 
 
-def _builtin(name: str, body_fn: Callable[[sympy.Symbol], Any], latex: str | None = None,
-             opaque: bool = True) -> Nonlinearity:
+def _builtin(
+    name: str, body_fn: Callable[[sympy.Symbol], Any], latex: str | None = None, opaque: bool = True
+) -> Nonlinearity:
     x = sympy.Symbol("x", real=True)
     f = Nonlinearity(name, body_fn(x), [x], opaque=opaque, latex=latex)
     _BY_KEY.setdefault(f.key, f)
@@ -586,8 +612,14 @@ def get_nonlinearity(spec: Any) -> Nonlinearity:
     )
 
 
-def nonlinearity(fn: Callable[..., Any], arity: int, nparams: int = 0, *,
-                 name: str | None = None, latex: str | None = None) -> Nonlinearity:
+def nonlinearity(
+    fn: Callable[..., Any],
+    arity: int,
+    nparams: int = 0,
+    *,
+    name: str | None = None,
+    latex: str | None = None,
+) -> Nonlinearity:
     """Build a Nonlinearity by tracing a Python function with sympy symbols.
 
     Parameters
@@ -625,7 +657,9 @@ def nonlinearity(fn: Callable[..., Any], arity: int, nparams: int = 0, *,
             f"(sympy.tanh, sympy.exp, …), not numpy."
         ) from exc
     if not isinstance(body, sympy.Expr):
-        raise ProgramTypeError(f"nonlinearity {name!r} must return a sympy expression, got {body!r}")
+        raise ProgramTypeError(
+            f"nonlinearity {name!r} must return a sympy expression, got {body!r}"
+        )
     return Nonlinearity(name, body, args, params, latex=latex)
 
 

@@ -155,8 +155,13 @@ class Program:
         """Look a handle up by name: ``p["k"]``."""
         return _handle(self, self.var(name, f"{self.name}[…]"))
 
-    def var(self, key: "Handle | str", what: str | Callable[[], str] = "Program.var", *,
-            before: int | None = None) -> Var:
+    def var(
+        self,
+        key: "Handle | str",
+        what: str | Callable[[], str] = "Program.var",
+        *,
+        before: int | None = None,
+    ) -> Var:
         """The variable that ``key``, a handle of this program or a name, stands for.
 
         The one lookup "handle or name → :class:`~tensorprog.ir.Var`": ``p[key]``, the
@@ -212,7 +217,8 @@ class Program:
         raise UnknownNameError(
             f"{what}: {v.name} was added to program {self.name!r} after this {what} was "
             f"computed (from its first {before} instructions; it now has "
-            f"{len(self.instructions)}); compute it again to include {v.name}")
+            f"{len(self.instructions)}); compute it again to include {v.name}"
+        )
 
     def __contains__(self, name: object) -> bool:
         return name in self._by_name
@@ -221,8 +227,10 @@ class Program:
         """The instruction that defines ``var``."""
         v = var.var if isinstance(var, Handle) else var
         if not isinstance(v, Var):
-            raise ProgramTypeError(f"definition: expected a handle or Var of program {self.name!r}, "
-                                   f"got {type(var).__name__}")
+            raise ProgramTypeError(
+                f"definition: expected a handle or Var of program {self.name!r}, "
+                f"got {type(var).__name__}"
+            )
         instr = self._instructions[v.id] if 0 <= v.id < len(self._instructions) else None
         if instr is None or instr.out is not v:
             raise ForeignHandleError(f"{v.name} is not a variable of program {self.name!r}")
@@ -324,7 +332,9 @@ class Program:
                 f"{what}: cov must be a square matrix of real numbers, got {cov!r:.80}"
             ) from None
         if K.ndim != 2 or K.shape[0] != K.shape[1] or K.shape[0] == 0:
-            raise ProgramValueError(f"{what}: cov must be a non-empty square matrix, got shape {K.shape}")
+            raise ProgramValueError(
+                f"{what}: cov must be a non-empty square matrix, got shape {K.shape}"
+            )
         if not np.all(np.isfinite(K)):
             raise ProgramValueError(f"{what}: cov has non-finite entries")
         if not np.allclose(K, K.T, rtol=1e-10, atol=1e-12):
@@ -346,8 +356,15 @@ class Program:
         out: list[Vector] = []
         for i in range(B):
             cov_i = tuple((out[j].var, float(K[i, j])) for j in range(i) if K[i, j] != 0.0)
-            out.append(self._append(InitVector, f"{name}_{i}", mean=float(means[i]),  # type: ignore[arg-type]
-                                    var=float(K[i, i]), cov=cov_i))
+            out.append(
+                self._append(
+                    InitVector,
+                    f"{name}_{i}",
+                    mean=float(means[i]),  # type: ignore[arg-type]
+                    var=float(K[i, i]),
+                    cov=cov_i,
+                )
+            )
         m = len(self._init_vectors)
         joint = np.zeros((m + B, m + B))
         joint[:m, :m] = self._init_cov
@@ -376,9 +393,13 @@ class Program:
         except ProgramTypeError:
             raise
         except (sympy.SympifyError, TypeError) as exc:
-            raise ProgramTypeError(f"{what}: value must be a number or sympy expression, got {value!r}") from exc
+            raise ProgramTypeError(
+                f"{what}: value must be a number or sympy expression, got {value!r}"
+            ) from exc
         if not isinstance(val, sympy.Expr):
-            raise ProgramTypeError(f"{what}: value must be a number or sympy expression, got {value!r}")
+            raise ProgramTypeError(
+                f"{what}: value must be a number or sympy expression, got {value!r}"
+            )
         free = val.free_symbols - {ir.WIDTH}
         if free:
             raise ProgramValueError(
@@ -387,7 +408,9 @@ class Program:
             )
         lim = _limit_in_n(val)
         if not (lim.is_number and lim.is_real and lim.is_finite):
-            raise ProgramValueError(f"{what}: value {val} must have a finite real limit as n → ∞, got {lim}")
+            raise ProgramValueError(
+                f"{what}: value {val} must have a finite real limit as n → ∞, got {lim}"
+            )
         return self._append(InitScalar, name, value=val)  # type: ignore[return-value]
 
     # -- analysis -------------------------------------------------------------------
@@ -416,11 +439,14 @@ class Program:
             instr = instrs[pos]
             if instr.out.id != pos:  # (ids are positions: no variable is defined twice)
                 raise ProgramValueError(
-                    f"`{format_instruction(instr)}`: variable defined twice or out of order")
+                    f"`{format_instruction(instr)}`: variable defined twice or out of order"
+                )
             for v in instr.inputs:
                 if v.id >= pos or instrs[v.id].out is not v:
-                    raise ProgramValueError(f"`{format_instruction(instr)}`: input {v.name} is "
-                                            f"not defined earlier in {self.name!r}")
+                    raise ProgramValueError(
+                        f"`{format_instruction(instr)}`: input {v.name} is "
+                        f"not defined earlier in {self.name!r}"
+                    )
             _check_types(self, instr)
         if self._init_vectors and len(self._init_vectors) != getattr(self, "_checked_inits", 0):
             check_psd(self._init_cov, "the initial vectors' joint covariance")
@@ -463,7 +489,9 @@ class Program:
         if callable(what):
             what = what()
         if not isinstance(h, Handle):
-            raise ProgramTypeError(f"{what}: expected a handle of program {self.name!r}, got {type(h).__name__}")
+            raise ProgramTypeError(
+                f"{what}: expected a handle of program {self.name!r}, got {type(h).__name__}"
+            )
         if h.program is not self:
             raise ForeignHandleError(
                 f"{what}: {h.name} belongs to program {h.program.name!r}, not {self.name!r}; "
@@ -599,11 +627,7 @@ class Handle:
         return hash((id(self.program), self.var.id))
 
     def __eq__(self, other: object) -> bool:
-        return (
-            isinstance(other, Handle)
-            and other.program is self.program
-            and other.var is self.var
-        )
+        return isinstance(other, Handle) and other.program is self.program and other.var is self.var
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}: {format_instruction(self.instruction)}>"
@@ -612,8 +636,9 @@ class Handle:
         return True
 
     @staticmethod
-    def _apply_nonlinearity(fn: Nonlinearity, inputs: Sequence[Any], *,
-                            name: str | None = None) -> "Handle":
+    def _apply_nonlinearity(
+        fn: Nonlinearity, inputs: Sequence[Any], *, name: str | None = None
+    ) -> "Handle":
         """How ``fn(*handles)`` (:meth:`Nonlinearity.__call__`) reaches the DSL."""
         return apply_nonlinearity(fn, inputs, name=name)
 
@@ -771,14 +796,21 @@ def _matmul(W: Matrix, x: Any, *, transpose: bool, name: str | None = None) -> V
             f"Program; multiply a vector instead ({W.name}{t} @ ({x.name} @ v))"
         )
     if not isinstance(x, Vector):
-        raise ProgramTypeError(f"`{W.name}{t} @ {_describe(x)}`: the right operand must be a vector")
+        raise ProgramTypeError(
+            f"`{W.name}{t} @ {_describe(x)}`: the right operand must be a vector"
+        )
     xv = p._own(x, lambda: f"`{W.name}{t} @ {x.name}`")
     return p._append(MatMul, name, matrix=W.var, arg=xv, transpose=transpose)  # type: ignore[return-value]
 
 
 #: numpy ufuncs that are DSL arithmetic when every other operand is a numpy scalar
-_NUMPY_ARITH = {np.add: "add", np.subtract: "sub", np.multiply: "mul", np.true_divide: "div",
-                np.power: "pow"}
+_NUMPY_ARITH = {
+    np.add: "add",
+    np.subtract: "sub",
+    np.multiply: "mul",
+    np.true_divide: "div",
+    np.power: "pow",
+}
 
 
 def _numpy_ufunc(ufunc: Any, method: str, inputs: tuple, kwargs: dict) -> Any:
@@ -789,21 +821,28 @@ def _numpy_ufunc(ufunc: Any, method: str, inputs: tuple, kwargs: dict) -> Any:
     handle into an object array, adding one instruction per entry — and so are other
     ufuncs (``np.exp(x)``: the DSL has ``tp.exp``).
     """
+
     def number(x: Any) -> Any:
         if isinstance(x, np.ndarray) and x.ndim == 0:
             return x[()]
         return x
 
     args = [number(x) for x in inputs]
-    shown = ", ".join(_describe(x) if isinstance(x, (Handle, Transposed)) else
-                      f"array of shape {x.shape}" if isinstance(x, np.ndarray) else repr(x)
-                      for x in args)
+    shown = ", ".join(
+        _describe(x)
+        if isinstance(x, (Handle, Transposed))
+        else f"array of shape {x.shape}"
+        if isinstance(x, np.ndarray)
+        else repr(x)
+        for x in args
+    )
     arrays = [x for x in args if isinstance(x, np.ndarray)]
     if arrays:
         raise ProgramTypeError(
             f"numpy {ufunc.__name__}({shown}): a numpy array cannot be combined with program "
             f"handles (numpy would broadcast the handle into an object array); operands are "
-            f"vectors, scalars and numbers — use a float, or build vectors with p.vector")
+            f"vectors, scalars and numbers — use a float, or build vectors with p.vector"
+        )
     if method == "__call__" and not kwargs:
         if ufunc in _NUMPY_ARITH and len(args) == 2:
             return _arith(_NUMPY_ARITH[ufunc], *args)
@@ -815,7 +854,8 @@ def _numpy_ufunc(ufunc: Any, method: str, inputs: tuple, kwargs: dict) -> Any:
     raise ProgramTypeError(
         f"numpy {ufunc.__name__}{'' if method == '__call__' else '.' + method}({shown}): "
         f"numpy functions do not apply to program handles{alt} (the DSL's nonlinearities, "
-        f"tp.nonlin or tp.Nonlinearity), or +, -, *, /, ** with numbers")
+        f"tp.nonlin or tp.Nonlinearity), or +, -, *, /, ** with numbers"
+    )
 
 
 _OPS: dict[str, Callable[[Any, Any], Any]] = {
@@ -899,7 +939,9 @@ def _arith(op: str, a: Any, b: Any) -> Handle:
     return program._append(ScalarFn, None, fn=fn, params=tuple(scal))
 
 
-def apply_nonlinearity(fn: Nonlinearity, inputs: Sequence[Any], *, name: str | None = None) -> Handle:
+def apply_nonlinearity(
+    fn: Nonlinearity, inputs: Sequence[Any], *, name: str | None = None
+) -> Handle:
     """Record ``fn(*inputs)``: a Nonlin of vectors (ScalarFn when all are scalars).
 
     Inputs are vectors followed by scalar parameters, matching ``fn.args`` then
@@ -916,15 +958,18 @@ def apply_nonlinearity(fn: Nonlinearity, inputs: Sequence[Any], *, name: str | N
 
     for x in inputs:
         if not isinstance(x, (Vector, Scalar)):
-            raise ProgramTypeError(f"`{describe()}`: arguments must be vectors or scalars, "
-                                   f"got {_describe(x)}")
+            raise ProgramTypeError(
+                f"`{describe()}`: arguments must be vectors or scalars, got {_describe(x)}"
+            )
         program._own(x, lambda: f"`{describe()}`")
     vecs = tuple(x.var for x in inputs if isinstance(x, Vector))
     scal = tuple(x.var for x in inputs if isinstance(x, Scalar))
     if inputs != tuple(x for x in inputs if isinstance(x, Vector)) + tuple(
         x for x in inputs if isinstance(x, Scalar)
     ):
-        raise ProgramTypeError(f"`{describe()}`: give the vectors first, then the scalar parameters")
+        raise ProgramTypeError(
+            f"`{describe()}`: give the vectors first, then the scalar parameters"
+        )
     if len(vecs) + len(scal) != fn.arity + fn.nparams:
         raise ProgramValueError(
             f"`{describe()}`: {fn.name} takes {fn.arity + fn.nparams} inputs, got {len(inputs)}"
@@ -940,8 +985,12 @@ def apply_nonlinearity(fn: Nonlinearity, inputs: Sequence[Any], *, name: str | N
     return program._append(Nonlin, name, fn=fn, args=vecs, params=scal)
 
 
-def nonlin(fn: Callable[..., Any] | Nonlinearity, *inputs: Any, name: str | None = None,
-           fn_name: str | None = None) -> Handle:
+def nonlin(
+    fn: Callable[..., Any] | Nonlinearity,
+    *inputs: Any,
+    name: str | None = None,
+    fn_name: str | None = None,
+) -> Handle:
     """A custom coordinatewise nonlinearity of several vectors (and scalars).
 
     Parameters
@@ -968,12 +1017,20 @@ def nonlin(fn: Callable[..., Any] | Nonlinearity, *inputs: Any, name: str | None
     if isinstance(fn, Nonlinearity):
         return apply_nonlinearity(fn, inputs, name=name)
     if not callable(fn):
-        raise ProgramTypeError(f"tp.nonlin needs a callable traceable by sympy, got {type(fn).__name__}")
+        raise ProgramTypeError(
+            f"tp.nonlin needs a callable traceable by sympy, got {type(fn).__name__}"
+        )
     for x in inputs:
         if not isinstance(x, (Vector, Scalar)):
-            raise ProgramTypeError(f"tp.nonlin: inputs must be vectors or scalars, got {_describe(x)}")
+            raise ProgramTypeError(
+                f"tp.nonlin: inputs must be vectors or scalars, got {_describe(x)}"
+            )
     syms = [sympy.Dummy(f"a{i}", real=True) for i in range(len(inputs))]
-    label = fn_name or name or (getattr(fn, "__name__", "phi") if getattr(fn, "__name__", "") != "<lambda>" else "phi")
+    label = (
+        fn_name
+        or name
+        or (getattr(fn, "__name__", "phi") if getattr(fn, "__name__", "") != "<lambda>" else "phi")
+    )
     try:
         body = sympify_strict(fn(*syms), f"tp.nonlin {label!r}")
     except ProgramTypeError:
@@ -984,10 +1041,14 @@ def nonlin(fn: Callable[..., Any] | Nonlinearity, *inputs: Any, name: str | None
             f"symbols raised {type(exc).__name__}: {exc}); write it with sympy functions"
         ) from exc
     if not isinstance(body, sympy.Expr):
-        raise ProgramTypeError(f"tp.nonlin {label!r}: the function must return an expression, got {body!r}")
+        raise ProgramTypeError(
+            f"tp.nonlin {label!r}: the function must return an expression, got {body!r}"
+        )
     vec_syms = [s for s, x in zip(syms, inputs) if isinstance(x, Vector)]
     par_syms = [s for s, x in zip(syms, inputs) if isinstance(x, Scalar)]
-    ordered = [x for x in inputs if isinstance(x, Vector)] + [x for x in inputs if isinstance(x, Scalar)]
+    ordered = [x for x in inputs if isinstance(x, Vector)] + [
+        x for x in inputs if isinstance(x, Scalar)
+    ]
     f = Nonlinearity(label, body, vec_syms, par_syms)
     return apply_nonlinearity(f, ordered, name=name)
 
@@ -1040,9 +1101,12 @@ def _refuse_complex(x: Any, arg: str, what: str, cls: type = ProgramTypeError) -
     """A complex number or array (even with imaginary part 0) is refused, not truncated
     to its real part."""
     if isinstance(x, (complex, np.complexfloating)) or (
-            not isinstance(x, (numbers.Number, sympy.Basic, str)) and _complex_array(x)):
-        raise cls(f"{what}: {arg} must be real, got a complex value {x!r:.80}; "
-                  f"covariances, means and values of a Tensor Program are real")
+        not isinstance(x, (numbers.Number, sympy.Basic, str)) and _complex_array(x)
+    ):
+        raise cls(
+            f"{what}: {arg} must be real, got a complex value {x!r:.80}; "
+            f"covariances, means and values of a Tensor Program are real"
+        )
 
 
 def _complex_array(x: Any) -> bool:
@@ -1089,8 +1153,15 @@ def _computation(cls: type, fields: Mapping[str, Any]) -> tuple | None:
         return (MatMul, fields["matrix"], fields["arg"], bool(fields["transpose"]))
     if cls in (Nonlin, Moment, ScalarFn):
         fn = fields["fn"]
-        return (cls, fn.name, fn.latex_name, fn.opaque, fn.key,
-                tuple(fields.get("args", ())), tuple(fields["params"]))
+        return (
+            cls,
+            fn.name,
+            fn.latex_name,
+            fn.opaque,
+            fn.key,
+            tuple(fields.get("args", ())),
+            tuple(fields["params"]),
+        )
     return None
 
 
@@ -1105,7 +1176,9 @@ def _check_types(p: Program, instr: Instruction) -> None:
         return
     if isinstance(instr, MatMul):
         if instr.matrix.kind != "matrix" or instr.arg.kind != "vector":  # type: ignore[union-attr]
-            raise ProgramTypeError(f"`{format_instruction(instr)}`: MatMul needs an initial matrix and a vector")
+            raise ProgramTypeError(
+                f"`{format_instruction(instr)}`: MatMul needs an initial matrix and a vector"
+            )
         return
     fn = instr.fn  # type: ignore[attr-defined]
     args = getattr(instr, "args", ())

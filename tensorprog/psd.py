@@ -52,8 +52,9 @@ def equilibration(cov: np.ndarray) -> np.ndarray:
     return np.sqrt(np.where(d > 0, d, 1.0))
 
 
-def psd_eigh(cov: Any, *, tol: float = PSD_TOL, what: str = "covariance"
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def psd_eigh(
+    cov: Any, *, tol: float = PSD_TOL, what: str = "covariance"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     r"""Validate a batch of covariances and return their equilibrated eigen-decomposition.
 
     Parameters

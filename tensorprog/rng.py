@@ -16,7 +16,9 @@ def as_generator(seed: Any, where: str) -> np.random.Generator:
     if isinstance(seed, np.random.Generator):
         return seed
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise ProgramTypeError(f"{where}: seed must be an int ≥ 0 or a numpy Generator, got {seed!r}")
+        raise ProgramTypeError(
+            f"{where}: seed must be an int ≥ 0 or a numpy Generator, got {seed!r}"
+        )
     if seed < 0:
         raise ProgramValueError(f"{where}: seed must be ≥ 0, got {seed}")
     return np.random.default_rng(int(seed))

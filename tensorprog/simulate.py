@@ -97,10 +97,17 @@ class Simulation:
         name, value, n, seed (vectors are not tabulated: ``sim.vector(v)``)."""
         from .tables import Column, Table, code, number
 
-        cols = (Column("name", "name", code), Column("value", "value", number),
-                Column("n"), Column("seed"))
-        return Table(f"Simulation of {self.program.name!r} at n={self.n}, seed={self.seed!r}",
-                     cols, tuple((k, x, self.n, self.seed) for k, x in self.scalars.items()))
+        cols = (
+            Column("name", "name", code),
+            Column("value", "value", number),
+            Column("n"),
+            Column("seed"),
+        )
+        return Table(
+            f"Simulation of {self.program.name!r} at n={self.n}, seed={self.seed!r}",
+            cols,
+            tuple((k, x, self.n, self.seed) for k, x in self.scalars.items()),
+        )
 
     def to_pandas(self) -> Any:
         """A ``pandas.DataFrame`` with one row per scalar: ``name, value, n, seed``
@@ -143,8 +150,10 @@ class FiniteWidth(Interpreter):
         try:
             x = float(val)
         except TypeError:  # complex or undefined at this n (e.g. sqrt(n - 10) at n = 4)
-            raise NumericalError(f"{instr.out.name} = {instr.value} is not a real number at "
-                                 f"width n={self.n} (got {val})") from None
+            raise NumericalError(
+                f"{instr.out.name} = {instr.value} is not a real number at "
+                f"width n={self.n} (got {val})"
+            ) from None
         return _finite(x, instr)
 
     def matmul(self, instr: MatMul) -> np.ndarray:
@@ -228,12 +237,20 @@ def simulate(program: Any, n: int, seed: Any = 0, *, max_memory: int | None = No
         raise ProgramValueError(f"simulate: width n must be a positive int, got {n}")
     n = int(n)
     if not isinstance(program, Program):
-        raise ProgramTypeError(f"simulate: program must be a tp.Program, got {type(program).__name__}")
-    if max_memory is not None and (isinstance(max_memory, (bool, np.bool_))
-                                   or not isinstance(max_memory, (int, np.integer)) or max_memory < 1):
-        raise (ProgramValueError if isinstance(max_memory, (int, np.integer))
-               and not isinstance(max_memory, (bool, np.bool_)) else ProgramTypeError)(
-            f"simulate: max_memory must be a positive int (bytes) or None, got {max_memory!r}")
+        raise ProgramTypeError(
+            f"simulate: program must be a tp.Program, got {type(program).__name__}"
+        )
+    if max_memory is not None and (
+        isinstance(max_memory, (bool, np.bool_))
+        or not isinstance(max_memory, (int, np.integer))
+        or max_memory < 1
+    ):
+        raise (
+            ProgramValueError
+            if isinstance(max_memory, (int, np.integer))
+            and not isinstance(max_memory, (bool, np.bool_))
+            else ProgramTypeError
+        )(f"simulate: max_memory must be a positive int (bytes) or None, got {max_memory!r}")
     need = memory_needed(program, n)
     budget = memory_budget()
     if max_memory is None:
@@ -243,10 +260,15 @@ def simulate(program: Any, n: int, seed: Any = 0, *, max_memory: int | None = No
     else:  # more than the process may allocate: a MemoryError (or the OOM killer) later
         limit, source = budget.bytes, budget.source
     if need > limit:
-        raise refuse(f"simulate(n={n}) of {program.name!r} (8·n² bytes per matrix)", need, "n",
-                     "choose a smaller width n" + (" (or a larger max_memory)"
-                                                   if source == "max_memory" else ""),
-                     limit, source)
+        raise refuse(
+            f"simulate(n={n}) of {program.name!r} (8·n² bytes per matrix)",
+            need,
+            "n",
+            "choose a smaller width n"
+            + (" (or a larger max_memory)" if source == "max_memory" else ""),
+            limit,
+            source,
+        )
     program.check()
     rng = as_generator(seed, "simulate")
     env = FiniteWidth(program, n, rng).run()

@@ -34,7 +34,8 @@ def require_pandas() -> Any:
     except ImportError as exc:
         raise OptionalDependencyError(
             f"to_pandas() needs pandas, an optional dependency of tensorprog; install it "
-            f"with `pip install 'tensorprog[{EXTRA}]'` (or `pip install pandas`)") from exc
+            f"with `pip install 'tensorprog[{EXTRA}]'` (or `pip install pandas`)"
+        ) from exc
     return pandas
 
 
@@ -112,18 +113,23 @@ class Table:
         body = []
         for k, row in enumerate(rows[:half] + rows[-half:] if skipped else rows):
             if skipped and k == half:
-                body.append(f'<tr><td colspan="{len(shown)}">… {skipped} more rows '
-                            f"(to_pandas() has them all) …</td></tr>")
+                body.append(
+                    f'<tr><td colspan="{len(shown)}">… {skipped} more rows '
+                    f"(to_pandas() has them all) …</td></tr>"
+                )
             body.append("<tr>" + "".join(f"<td>{c.cell(row[j])}</td>" for j, c in shown) + "</tr>")
         head = "".join(f"<th>{html.escape(c.header)}</th>" for _, c in shown)  # type: ignore[arg-type]
-        return ("<table>\n"
-                f"<caption>{html.escape(self.title)}</caption>\n"
-                f"<thead><tr>{head}</tr></thead>\n"
-                "<tbody>\n" + "\n".join(body) + "\n</tbody>\n</table>")
+        return (
+            "<table>\n"
+            f"<caption>{html.escape(self.title)}</caption>\n"
+            f"<thead><tr>{head}</tr></thead>\n"
+            "<tbody>\n" + "\n".join(body) + "\n</tbody>\n</table>"
+        )
 
 
-def indexed_rows(arrays: Sequence[tuple[str, Any, Sequence[str]]],
-                 per_scalar: Callable[[Any], tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+def indexed_rows(
+    arrays: Sequence[tuple[str, Any, Sequence[str]]], per_scalar: Callable[[Any], tuple[Any, ...]]
+) -> list[tuple[Any, ...]]:
     """Rows ``(quantity, step, layer, i, j, name, *per_scalar(handle))`` of arrays of
     scalar handles, in array order.
 
@@ -146,19 +152,31 @@ def indexed_rows(arrays: Sequence[tuple[str, Any, Sequence[str]]],
                 at["layer"] += 1
             if h.name not in cache:
                 cache[h.name] = per_scalar(h)
-            out.append((quantity, at.get("step"), at.get("layer"), at.get("i"), at.get("j"),
-                        h.name) + cache[h.name])
+            out.append(
+                (quantity, at.get("step"), at.get("layer"), at.get("i"), at.get("j"), h.name)
+                + cache[h.name]
+            )
     return out
 
 
 #: The index columns of :func:`indexed_rows`.
-INDEX_COLUMNS = (Column("quantity", "quantity"),
-                 *(Column(k, h, dtype="Int64") for k, h in
-                   (("step", "t"), ("layer", "layer"), ("i", "i"), ("j", "j"))),
-                 Column("name", "name", code))
+INDEX_COLUMNS = (
+    Column("quantity", "quantity"),
+    *(
+        Column(k, h, dtype="Int64")
+        for k, h in (("step", "t"), ("layer", "layer"), ("i", "i"), ("j", "j"))
+    ),
+    Column("name", "name", code),
+)
 
 #: The columns of a table of limit scalars (:meth:`tensorprog.engine.Limit.tabulate`):
 #: the HTML shows name, value, ± error and method.
-LIMIT_COLUMNS = (Column("value", "value", number), Column("stderr"),
-                 Column("error", "± error", plusminus), Column("method", "method"),
-                 Column("trusted"), Column("khat"), Column("warning"))
+LIMIT_COLUMNS = (
+    Column("value", "value", number),
+    Column("stderr"),
+    Column("error", "± error", plusminus),
+    Column("method", "method"),
+    Column("trusted"),
+    Column("khat"),
+    Column("warning"),
+)

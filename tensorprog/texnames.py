@@ -48,14 +48,16 @@ _GREEK = (
     "Theta Lambda Xi Pi Sigma Upsilon Phi Psi Omega"
 )
 #: Macros a nonlinearity's LaTeX name may use (letters, fonts, accents, operators).
-SAFE_MACROS = frozenset((
-    _GREEK + " operatorname mathrm mathit mathbf mathsf mathtt mathcal mathbb mathfrak "
-    "mathscr boldsymbol text textrm textit textbf textsf texttt textbackslash textasciitilde "
-    "textasciicircum sin cos tan cot sec csc sinh cosh tanh coth arcsin arccos arctan exp log "
-    "ln lg max min sup inf arg sqrt partial prime nabla ell infty cdot circ ast star dagger "
-    "hat tilde bar dot ddot check breve acute grave vec mathring widehat widetilde overline "
-    "underline left right big Big bigl bigr Bigl Bigr langle rangle lvert rvert vert quad qquad"
-).split())
+SAFE_MACROS = frozenset(
+    (
+        _GREEK + " operatorname mathrm mathit mathbf mathsf mathtt mathcal mathbb mathfrak "
+        "mathscr boldsymbol text textrm textit textbf textsf texttt textbackslash textasciitilde "
+        "textasciicircum sin cos tan cot sec csc sinh cosh tanh coth arcsin arccos arctan exp log "
+        "ln lg max min sup inf arg sqrt partial prime nabla ell infty cdot circ ast star dagger "
+        "hat tilde bar dot ddot check breve acute grave vec mathring widehat widetilde overline "
+        "underline left right big Big bigl bigr Bigl Bigr langle rangle lvert rvert vert quad qquad"
+    ).split()
+)
 _LATEX_TOKEN = re.compile(r"\\[A-Za-z]+\*?|\\.|.", re.DOTALL)
 _SAFE_SYMBOLS = frozenset(["\\" + c for c in ",;:! {}#$%&_|"])
 _UNSAFE_CHARS = frozenset("%#$&\\")

@@ -14,10 +14,19 @@ from hypothesis import HealthCheck, settings
 _SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large]
 
 settings.register_profile(
-    "ci", derandomize=True, max_examples=25, deadline=None, print_blob=True, database=None,
+    "ci",
+    derandomize=True,
+    max_examples=25,
+    deadline=None,
+    print_blob=True,
+    database=None,
     suppress_health_check=_SLOW_OK,
 )
 settings.register_profile(
-    "dev", max_examples=300, deadline=None, print_blob=True, suppress_health_check=_SLOW_OK,
+    "dev",
+    max_examples=300,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=_SLOW_OK,
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

@@ -146,8 +146,12 @@ def test_limit_of_a_gradient_first_backward_pass():
     lim = p.limit()
     assert lim.Zdot(dx) == 0
     q = math.sqrt(2.0)  # h ~ N(0, σ² 𝔼x²) = N(0, 2)
-    ref, _ = integrate.quad(lambda z: (1 - math.tanh(q * z) ** 2) ** 2 * math.exp(-z * z / 2)
-                            / math.sqrt(2 * math.pi), -np.inf, np.inf, epsabs=1e-13)
+    ref, _ = integrate.quad(
+        lambda z: (1 - math.tanh(q * z) ** 2) ** 2 * math.exp(-z * z / 2) / math.sqrt(2 * math.pi),
+        -np.inf,
+        np.inf,
+        epsabs=1e-13,
+    )
     assert lim[g] == pytest.approx(2.0 * ref, rel=1e-8)
     sims = [p.simulate(2048, seed=s)[g] for s in range(4)]
     assert abs(np.mean(sims) - lim[g]) < 4 * np.std(sims, ddof=1) / 2 + 0.02
@@ -211,7 +215,9 @@ def test_grad_through_sign_is_the_finite_network_backprop():
     np.testing.assert_allclose(sim.vector(dx), ref, rtol=1e-12, atol=1e-13)
     z, w = np.polynomial.hermite_e.hermegauss(200)
     var_h = 1.5 * 0.8
-    expected = 1.5 * np.sum(w * (1 - np.tanh(np.sqrt(var_h) * z) ** 2) ** 2) / math.sqrt(2 * math.pi)
+    expected = (
+        1.5 * np.sum(w * (1 - np.tanh(np.sqrt(var_h) * z) ** 2) ** 2) / math.sqrt(2 * math.pi)
+    )
     assert p.limit()[k] == pytest.approx(expected, rel=1e-9)
 
 
@@ -277,8 +283,9 @@ def test_grad_wrt_scalars():
     m_lim = np.sum(w * ts**2)
     lim = p.limit()
     assert lim[dd] == pytest.approx(-2 * (m_lim - 0.3), rel=1e-9)
-    assert lim[dc] == pytest.approx(2 * (m_lim - 0.3) * np.sum(w * 2 * ts * (1 - ts**2) * xs),
-                                    rel=1e-9)
+    assert lim[dc] == pytest.approx(
+        2 * (m_lim - 0.3) * np.sum(w * 2 * ts * (1 - ts**2) * xs), rel=1e-9
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -293,8 +300,14 @@ def _ancestors(p, handles):
             continue
         seen.add(v)
         d = p.definition(v)
-        stack += [u for u in (getattr(d, "args", ()) + getattr(d, "params", ())
-                              + ((d.arg, d.matrix) if hasattr(d, "arg") else ()))]
+        stack += [
+            u
+            for u in (
+                getattr(d, "args", ())
+                + getattr(d, "params", ())
+                + ((d.arg, d.matrix) if hasattr(d, "arg") else ())
+            )
+        ]
     return seen
 
 

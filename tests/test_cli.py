@@ -29,11 +29,21 @@ def test_version_and_usage_name_the_console_script(capsys):
 
 
 def test_python_dash_m_names_itself(tmp_path):
-    res = subprocess.run([sys.executable, "-m", "tensorprog", "--version"], cwd=tmp_path,
-                         capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-m", "tensorprog", "--version"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 0 and res.stdout == f"python -m tensorprog {tensorprog.__version__}\n"
-    res = subprocess.run([sys.executable, "-m", "tensorprog", "latex", "--help"], cwd=tmp_path,
-                         capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-m", "tensorprog", "latex", "--help"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.stdout.startswith("usage: python -m tensorprog latex")
 
 
@@ -46,7 +56,9 @@ def test_the_package_declares_its_license_types_and_version():
     assert "MIT License" in (ROOT / "LICENSE").read_text(encoding="utf-8")
     assert "py.typed" in meta["tool"]["setuptools"]["package-data"]["tensorprog"]
     assert (ROOT / "tensorprog" / "py.typed").is_file()
-    assert meta["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "tensorprog._version.__version__"}
+    assert meta["tool"]["setuptools"]["dynamic"]["version"] == {
+        "attr": "tensorprog._version.__version__"
+    }
     assert meta["project"]["scripts"]["tensorprog"] == "tensorprog.cli:main"
     extras = meta["project"]["optional-dependencies"]
     assert {d.split(">")[0] for d in extras["notebook"]} == {"pandas", "ipywidgets"}

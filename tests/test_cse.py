@@ -150,8 +150,11 @@ def test_a_bad_alias_in_a_file_is_a_format_error():
     p = tp.Program("bad")
     tp.relu(p.vector("x"), name="a")
     data = json.loads(tp.io.dumps(p))
-    for aliases, msg in (([["b", "nowhere"]], "not defined earlier"), ([["x", "a"]], "already used"),
-                         (["b"], r"must be \[alias, name\]")):
+    for aliases, msg in (
+        ([["b", "nowhere"]], "not defined earlier"),
+        ([["x", "a"]], "already used"),
+        (["b"], r"must be \[alias, name\]"),
+    ):
         data["program"]["aliases"] = aliases
         with pytest.raises(tp.FormatError, match=msg) as err:
             tp.io.loads(json.dumps(data))

@@ -82,8 +82,9 @@ DOC_PAGES = ROOT_PAGES + sorted((ROOT / "docs").rglob("*.md"))
 #: a fenced code block: its language and its body
 _FENCE = re.compile(r"^```(?P<lang>[\w-]*)[^\n]*\n(?P<body>.*?)^```[ \t]*$", re.S | re.M)
 _NUMBER = r"[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?"
-_SHOWN_TOKEN = re.compile(rf"(?P<num>{_NUMBER})(?P<trunc>…)?|(?P<any>…)|(?P<space>\s+)|(?P<char>.)",
-                          re.S)
+_SHOWN_TOKEN = re.compile(
+    rf"(?P<num>{_NUMBER})(?P<trunc>…)?|(?P<any>…)|(?P<space>\s+)|(?P<char>.)", re.S
+)
 #: a trailing comment that starts like a value but is not marked ``# =>``
 _UNMARKED_VALUE = re.compile(r"#\s*(?:[-+]?\d|\(|\[|\{|'|\"|array\(|True\b|False\b|None\b|≈)")
 
@@ -96,11 +97,11 @@ def _number_agrees(shown: str, truncated: bool, actual: str) -> bool:
     s, v = float(shown), float(actual)
     mantissa, _, exponent = shown.lower().partition("e")
     if "." not in mantissa and not exponent and not truncated:
-        return s == v                                   # an integer is shown exactly
+        return s == v  # an integer is shown exactly
     decimals = len(mantissa.partition(".")[2])
     unit = 10.0 ** (int(exponent or 0) - decimals)
     slack = 1e-9 * unit + 1e-12
-    if truncated:                                       # the digits of v, cut after the last shown
+    if truncated:  # the digits of v, cut after the last shown
         lo, hi = (s, s + unit) if shown.lstrip()[0] != "-" else (s - unit, s)
         return lo - slack <= v < hi + slack
     return abs(v - s) <= 0.5 * unit + slack
@@ -161,8 +162,10 @@ def _run_block(block: str, ns: dict, where: str) -> tuple[str, list[str]]:
                 if not any(shows(shown, text) for text in (repr(value), str(value))):
                     failures.append(f"{line}: shows {shown!r}, but the value is {value!r}")
             elif _UNMARKED_VALUE.match(comment):
-                failures.append(f"{line}: {comment!r} looks like a shown value; write '# => …' "
-                                "so that it is checked, or write it as prose")
+                failures.append(
+                    f"{line}: {comment!r} looks like a shown value; write '# => …' "
+                    "so that it is checked, or write it as prose"
+                )
     return out.getvalue(), failures
 
 
@@ -188,12 +191,18 @@ def test_python_examples_in_the_docs_run_and_show_what_they_print(page: Path):
                 raise
             failures += bad
             nxt = blocks[i + 1] if i + 1 < len(blocks) else None
-            if nxt is not None and nxt["lang"] in {"text", "latex"} and not text[block.end():nxt.start()].strip():
+            if (
+                nxt is not None
+                and nxt["lang"] in {"text", "latex"}
+                and not text[block.end() : nxt.start()].strip()
+            ):
                 shown = nxt["body"].rstrip("\n").splitlines()
                 got = stdout.rstrip("\n").splitlines()
                 if len(shown) != len(got) or not all(map(shows, shown, got)):
-                    failures.append(f"{_page_id(page)}[block {i + 1}] shows a printout that differs "
-                                    f"from the output of block {i}:\n{stdout}")
+                    failures.append(
+                        f"{_page_id(page)}[block {i + 1}] shows a printout that differs "
+                        f"from the output of block {i}:\n{stdout}"
+                    )
     finally:
         os.chdir(cwd)
     assert not failures, "\n".join(failures)
@@ -207,16 +216,20 @@ def test_the_demo_printout_shown_in_getting_started(monkeypatch):
 
     text = (ROOT / "docs" / "getting-started.md").read_text(encoding="utf-8")
     blocks = list(_FENCE.finditer(text))
-    shown = [nxt["body"] for cmd, nxt in zip(blocks, blocks[1:])
-             if cmd["lang"] == "bash" and "python -m tensorprog demo" in cmd["body"]
-             and nxt["lang"] == "text"]
+    shown = [
+        nxt["body"]
+        for cmd, nxt in zip(blocks, blocks[1:])
+        if cmd["lang"] == "bash"
+        and "python -m tensorprog demo" in cmd["body"]
+        and nxt["lang"] == "text"
+    ]
     assert len(shown) == 1, "getting-started.md shows the demo's printout after its command"
     first = cli.demo_programs()[:1]
     monkeypatch.setattr(cli, "demo_programs", lambda: first)
     out = io.StringIO()
     assert cli.demo(out=out) == 0
     shown_lines = shown[0].rstrip("\n").splitlines()
-    got = out.getvalue().rstrip("\n").splitlines()[:len(shown_lines)]
+    got = out.getvalue().rstrip("\n").splitlines()[: len(shown_lines)]
     assert len(got) == len(shown_lines) and all(map(shows, shown_lines, got)), out.getvalue()
 
 
@@ -233,14 +246,20 @@ def test_the_shown_value_convention():
     assert shows("the limit of r does not exist: …", "the limit of r does not exist: 1/(Z^{y})")
     assert shows("2.0*Z^{v}", "2.0*Z^{v}") and not shows("2.0·Z^{v}", "2.0*Z^{v}")
     stdout, failures = _run_block("x = 2\nx + 1  # => 3\nx  # 2\nx  # => 4\n", {}, "t")
-    assert len(failures) == 2 and "looks like a shown value" in failures[0] and "shows '4'" in failures[1]
+    assert (
+        len(failures) == 2
+        and "looks like a shown value" in failures[0]
+        and "shows '4'" in failures[1]
+    )
 
 
 # ------------------------------------------------------------------ references
 
 
 #: documents of the project that a user cannot open: they must never be cited
-_INTERNAL = re.compile(r"\bTHEORY\b|\bDESIGN(?:\.md)?\b|(?:\.\./)+shared\b|\bshared/(?:THEORY|DESIGN|STYLE)")
+_INTERNAL = re.compile(
+    r"\bTHEORY\b|\bDESIGN(?:\.md)?\b|(?:\.\./)+shared\b|\bshared/(?:THEORY|DESIGN|STYLE)"
+)
 _MD_LINK = re.compile(r"\]\((?P<target>[^)\s]+?\.md)(?P<anchor>#[^)\s]*)?\)")
 _DOCS_PATH = re.compile(r"\bdocs/(?P<path>[\w./-]+?\.md)\b")
 
@@ -277,8 +296,11 @@ def _sources() -> list[tuple[str, str, Path]]:
 
 def test_every_notebook_is_a_page_of_the_site():
     nav = _nav_pages()
-    missing = [nb.name for nb in sorted((ROOT / "notebooks").glob("*.ipynb"))
-               if f"notebooks/{nb.stem}.md" not in nav]
+    missing = [
+        nb.name
+        for nb in sorted((ROOT / "notebooks").glob("*.ipynb"))
+        if f"notebooks/{nb.stem}.md" not in nav
+    ]
     assert not missing, f"notebooks without an entry in the nav of mkdocs.yml: {missing}"
 
 
@@ -305,18 +327,24 @@ def test_no_reference_to_a_document_outside_the_site():
             in_docs = path.is_relative_to(docs)
             rel = path.relative_to(docs).as_posix() if in_docs else None
             if in_docs and rel not in nav and rel not in generated:
-                problems.append(f"{where}: links to {target!r}, which the site does not build "
-                                "(not in the nav of mkdocs.yml)")
+                problems.append(
+                    f"{where}: links to {target!r}, which the site does not build "
+                    "(not in the nav of mkdocs.yml)"
+                )
             elif path.is_file():
                 anchor = (m["anchor"] or "#")[1:]
                 if anchor and anchor not in _anchors(path):
-                    problems.append(f"{where}: links to {target}#{anchor}, a heading that does not exist")
+                    problems.append(
+                        f"{where}: links to {target}#{anchor}, a heading that does not exist"
+                    )
             elif rel not in generated:
                 problems.append(f"{where}: links to {target!r}, which does not exist")
         if where.endswith(".py"):
             for m in _DOCS_PATH.finditer(text):
                 if not (docs / m["path"]).is_file() or m["path"] not in nav:
-                    problems.append(f"{where}: refers to docs/{m['path']}, which is not a page of the site")
+                    problems.append(
+                        f"{where}: refers to docs/{m['path']}, which is not a page of the site"
+                    )
     assert not problems, "\n".join(problems)
 
 
@@ -354,20 +382,35 @@ def test_mkdocs_build_strict(tmp_path: Path):
     env = dict(os.environ, NO_MKDOCS_2_WARNING="1")
     proc = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(site)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600, env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
     )
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"mkdocs build --strict failed:\n{log}"
 
-    for page in ("index.html", "getting-started/index.html", "kernels/index.html",
-                 "training/index.html", "gallery/index.html", "api/tensorprog/index.html",
-                 "api/nn/index.html", "api/gaussian/index.html", "api/latex/index.html",
-                 "api/engine/index.html", "notebooks/01_quickstart.ipynb",
-                 "notebooks/02_master_theorem.ipynb"):
+    for page in (
+        "index.html",
+        "getting-started/index.html",
+        "kernels/index.html",
+        "training/index.html",
+        "gallery/index.html",
+        "api/tensorprog/index.html",
+        "api/nn/index.html",
+        "api/gaussian/index.html",
+        "api/latex/index.html",
+        "api/engine/index.html",
+        "notebooks/01_quickstart.ipynb",
+        "notebooks/02_master_theorem.ipynb",
+    ):
         assert (site / page).is_file(), f"the site has no {page}"
 
-    api = {p: (site / "api" / p / "index.html").read_text(encoding="utf-8")
-           for p in ("tensorprog", "nn", "gaussian", "latex", "engine")}
+    api = {
+        p: (site / "api" / p / "index.html").read_text(encoding="utf-8")
+        for p in ("tensorprog", "nn", "gaussian", "latex", "engine")
+    }
     assert 'id="tensorprog.Program"' in api["tensorprog"]
     assert 'id="tensorprog.engine.Limit"' in api["engine"]
     leftovers = {
@@ -382,25 +425,45 @@ def test_mkdocs_build_strict(tmp_path: Path):
     for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
         page = site / "notebooks" / nb.stem / "index.html"
         assert page.is_file(), f"the notebook {nb.name} has no rendered page"
-        assert f'href="../notebooks/{nb.stem}/"' in gallery, f"the gallery does not link to {nb.stem}"
-        assert f'href="../{nb.name}"' in page.read_text(encoding="utf-8"), f"{page} has no download link"
+        assert f'href="../notebooks/{nb.stem}/"' in gallery, (
+            f"the gallery does not link to {nb.stem}"
+        )
+        assert f'href="../{nb.name}"' in page.read_text(encoding="utf-8"), (
+            f"{page} has no download link"
+        )
 
     # the site stands alone: nothing is loaded from another host, and MathJax is served
     external = []
     for html in site.rglob("*.html"):
-        for tag in re.findall(r"<(?:script|link|img|iframe|source)\b[^>]*>", html.read_text(encoding="utf-8")):
+        for tag in re.findall(
+            r"<(?:script|link|img|iframe|source)\b[^>]*>", html.read_text(encoding="utf-8")
+        ):
             if re.search(r"""\b(?:src|href)\s*=\s*["']?(?:https?:)?//""", tag) and (
-                    not tag.startswith("<link") or re.search(r"rel=[\"']?(?:stylesheet|preconnect|preload|icon|modulepreload)", tag)):
+                not tag.startswith("<link")
+                or re.search(r"rel=[\"']?(?:stylesheet|preconnect|preload|icon|modulepreload)", tag)
+            ):
                 external.append(f"{html.relative_to(site)}: {tag}")
     for css in site.rglob("*.css"):
-        for url in re.findall(r"""(?:@import\s+|url\()\s*["']?((?:https?:)?//[^"')\s]+)""",
-                              css.read_text(encoding="utf-8", errors="replace")):
+        for url in re.findall(
+            r"""(?:@import\s+|url\()\s*["']?((?:https?:)?//[^"')\s]+)""",
+            css.read_text(encoding="utf-8", errors="replace"),
+        ):
             external.append(f"{css.relative_to(site)}: {url}")
-    assert not external, "the site loads resources from another host:\n" + "\n".join(sorted(set(external))[:20])
+    assert not external, "the site loads resources from another host:\n" + "\n".join(
+        sorted(set(external))[:20]
+    )
     master = (site / "concepts" / "master-theorem" / "index.html").read_text(encoding="utf-8")
-    assert re.search(r'<script src="[./]*assets/mathjax/MathJax\.js"', master), "MathJax is not loaded from the site"
+    assert re.search(r'<script src="[./]*assets/mathjax/MathJax\.js"', master), (
+        "MathJax is not loaded from the site"
+    )
     assert 'class="arithmatex"' in master
-    for part in ("MathJax.js", "config/TeX-AMS-MML_HTMLorMML-full.js", "extensions/tex2jax.js",
-                 "jax/output/HTML-CSS/fonts/STIX-Web/fontdata.js",
-                 "fonts/HTML-CSS/STIX-Web/woff/STIXMathJax_Main-Regular.woff"):
-        assert (site / "assets" / "mathjax" / part).is_file(), f"the site has no assets/mathjax/{part}"
+    for part in (
+        "MathJax.js",
+        "config/TeX-AMS-MML_HTMLorMML-full.js",
+        "extensions/tex2jax.js",
+        "jax/output/HTML-CSS/fonts/STIX-Web/fontdata.js",
+        "fonts/HTML-CSS/STIX-Web/woff/STIXMathJax_Main-Regular.woff",
+    ):
+        assert (site / "assets" / "mathjax" / part).is_file(), (
+            f"the site has no assets/mathjax/{part}"
+        )

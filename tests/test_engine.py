@@ -152,7 +152,9 @@ def test_qmc_within_4_se():
 # ---------------------------------------------------------- finite width converges
 
 
-@pytest.mark.parametrize("build", [prog_AtAv, prog_relu_kernel, prog_two_Wt], ids=lambda b: b.__name__)
+@pytest.mark.parametrize(
+    "build", [prog_AtAv, prog_relu_kernel, prog_two_Wt], ids=lambda b: b.__name__
+)
 def test_finite_width_converges(build):
     p, ref = build()
     lim = p.limit()
@@ -190,8 +192,6 @@ def test_custom_nonlinearity_of_two_vectors():
     assert lim["m"] == pytest.approx(ref, rel=1e-8)
 
 
-
-
 def test_integrand_of_few_linear_forms_is_integrated_over_the_forms():
     """𝔼[tanh(x₁+x₂+x₃) tanh(x₃+x₄−2x₅)] over 5 Gaussians is a 2-D integral over the two
     linear forms (u, v), Cov = A K Aᵀ: quadrature, although 5 > MAX_QUADRATURE_DIM."""
@@ -211,11 +211,12 @@ def test_integrand_of_few_linear_forms_is_integrated_over_the_forms():
     C = A @ K @ A.T
     # independent reference: (u, v) = (a z₁, b z₁ + c z₂), Gauss–Legendre on [-9, 9]²
     z, w = np.polynomial.legendre.leggauss(300)
-    z, w = 9 * z, 9 * w * np.exp(-(9 * z) ** 2 / 2) / math.sqrt(2 * math.pi)
+    z, w = 9 * z, 9 * w * np.exp(-((9 * z) ** 2) / 2) / math.sqrt(2 * math.pi)
     a = math.sqrt(C[0, 0])
     b, c = C[0, 1] / a, math.sqrt(C[1, 1] - C[0, 1] ** 2 / C[0, 0])
-    ref = np.sum(w[:, None] * w[None, :] * np.tanh(a * z[:, None])
-                 * np.tanh(b * z[:, None] + c * z[None, :]))
+    ref = np.sum(
+        w[:, None] * w[None, :] * np.tanh(a * z[:, None]) * np.tanh(b * z[:, None] + c * z[None, :])
+    )
     assert lim[m] == pytest.approx(ref, rel=1e-7)
     assert lim.error(m) < 1e-7
 
@@ -243,8 +244,7 @@ def test_parity_alone_finds_the_first_backward_pass(monkeypatch):
     from tensorprog.nn.kernels import kernel_program
 
     monkeypatch.setattr(derivation, "VANISH_TREE", 0)
-    p, _, _ = kernel_program(np.random.default_rng(0).standard_normal((3, 4)), 3, "tanh",
-                             1.5, 0.1)
+    p, _, _ = kernel_program(np.random.default_rng(0).standard_normal((3, 4)), 3, "tanh", 1.5, 0.1)
     der = derivation.Derivation(p)
     assert all(not n.dot for n in der.nodes.values() if isinstance(n, derivation.MatMulNode))
 
@@ -277,8 +277,9 @@ def test_termwise_vanishing_shortcut_agrees_with_the_full_test():
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(D, "_wrapped_symbols", lambda e: None)
             assert full(*args) is expected, expr
-    identity_opaque = tp.Nonlinearity("lin", 2 * sympy.Symbol("x", real=True),
-                                      [sympy.Symbol("x", real=True)])
+    identity_opaque = tp.Nonlinearity(
+        "lin", 2 * sympy.Symbol("x", real=True), [sympy.Symbol("x", real=True)]
+    )
     assert D._wrapped_symbols(identity_opaque.function(g0) * g1) is None  # linear: no shortcut
     assert D._wrapped_symbols(relu(g0) * g1 + g2**2) == {g0}
 
@@ -355,9 +356,11 @@ def test_affine_parts_agree_with_expansion():
     gs, qs = _gaussians(3)
     g0, g1, g2 = gs
     q0, q1, _ = qs
-    affine = [q0 * (g0 + 2 * g1) - (g2 - 1) / 3 + sympy.tanh(q1),
-              (q0 + q1) * (g1 * q1 + 2 * (g0 - q0)) + g2 * q0 ** 2,
-              sympy.Rational(1, 2) * (g0 - g1 + q0 * (g0 + g1))]
+    affine = [
+        q0 * (g0 + 2 * g1) - (g2 - 1) / 3 + sympy.tanh(q1),
+        (q0 + q1) * (g1 * q1 + 2 * (g0 - q0)) + g2 * q0**2,
+        sympy.Rational(1, 2) * (g0 - g1 + q0 * (g0 + g1)),
+    ]
     for arg in affine:
         lin, const = affine_parts(arg, gs)
         P = sympy.Poly(sympy.expand(arg), *gs)
@@ -374,8 +377,10 @@ def test_shape_bounds_the_expansion_and_finds_entangled_gaussians():
 
     gs, qs = _gaussians(6)
     relu = tp.relu.function
-    for e in ((gs[0] + gs[1]) * (gs[2] - qs[0] * gs[3]) ** 3 + gs[4] * relu(gs[5]),
-              relu(gs[0] + gs[1]) * relu(gs[2]) * (1 + gs[3]) ** 2):
+    for e in (
+        (gs[0] + gs[1]) * (gs[2] - qs[0] * gs[3]) ** 3 + gs[4] * relu(gs[5]),
+        relu(gs[0] + gs[1]) * relu(gs[2]) * (1 + gs[3]) ** 2,
+    ):
         n = len(sympy.Add.make_args(sympy.expand(e, deep=False)))
         assert n <= shape(e).terms
     s = shape(relu(gs[0] + gs[1]) * relu(gs[2] - gs[3]))
@@ -407,11 +412,17 @@ def test_training_run_default_limit_is_montecarlo_where_nothing_else_applies():
     from tensorprog import nn
 
     X = np.array([[1.0, 0.3], [-0.5, 1.0]])
-    run = nn.train_sgd(nn.MLP(d_in=2, depth=2, nonlin="tanh", param=nn.muP(2)), X,
-                       np.array([0.5, -0.3]), lr=1.0, steps=2, feature_kernels=False)
+    run = nn.train_sgd(
+        nn.MLP(d_in=2, depth=2, nonlin="tanh", param=nn.muP(2)),
+        X,
+        np.array([0.5, -0.3]),
+        lr=1.0,
+        steps=2,
+        feature_kernels=False,
+    )
     a = run.limit(samples=20_000, seed=1)
     b = run.limit(method="montecarlo", samples=20_000, seed=2)
-    se = np.sqrt(a.stderr ** 2 + b.stderr ** 2)
+    se = np.sqrt(a.stderr**2 + b.stderr**2)
     assert np.all(np.abs(a.outputs - b.outputs) <= 4 * se + 1e-12)
     assert list(a.method[0]) == ["quadrature"] * 2  # f_0: 1-D tanh expectations
     assert list(a.method[-1]) == ["montecarlo"] * 2
@@ -430,8 +441,9 @@ def test_division_by_a_vanishing_scalar_names_it():
     p = tp.Program()  # a non-vanishing divisor is fine: 𝔼[x tanh(x/√𝔼x²)]
     x = p.vector("x", var=2.0)
     k = tp.mean(tp.tanh(x / tp.sqrt(tp.mean(x * x))) * x, name="k")
-    assert p.limit()[k] == pytest.approx(gauss1(lambda z: z * math.tanh(z / math.sqrt(2)), 2.0),
-                                         rel=1e-9)
+    assert p.limit()[k] == pytest.approx(
+        gauss1(lambda z: z * math.tanh(z / math.sqrt(2)), 2.0), rel=1e-9
+    )
 
 
 # ---------------------------------------------------------------------------------------

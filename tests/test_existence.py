@@ -20,8 +20,9 @@ import tensorprog as tp
 from tensorprog.engine.existence import Verdict, decide
 from tensorprog.engine.symbols import g
 
-TAN = tp.Nonlinearity("tan", sympy.tan(sympy.Symbol("a", real=True)),
-                      [sympy.Symbol("a", real=True)])
+TAN = tp.Nonlinearity(
+    "tan", sympy.tan(sympy.Symbol("a", real=True)), [sympy.Symbol("a", real=True)]
+)
 
 
 def _limit(build, **kw):
@@ -79,13 +80,22 @@ def _exp_sq(var):
     def build(p):
         v = p.vector("v", var=var)
         return tp.mean(tp.exp(v * v), name="k")
+
     return build
 
 
 DIVERGENT = {
-    "1/v": _inv, "1/(Wx)": _inv_hat, "x/y": _cauchy, "tan": _tan, "1/|v|": _inv_abs,
-    "step(v)/v": _step_over, "(x/y)^2": _cauchy_sq, "v^-2": _inv_sq, "1/sum6": _inv_sum6,
-    "exp(v^2), Var 1": _exp_sq(1.0), "exp(v^2), Var 1/2": _exp_sq(0.5),
+    "1/v": _inv,
+    "1/(Wx)": _inv_hat,
+    "x/y": _cauchy,
+    "tan": _tan,
+    "1/|v|": _inv_abs,
+    "step(v)/v": _step_over,
+    "(x/y)^2": _cauchy_sq,
+    "v^-2": _inv_sq,
+    "1/sum6": _inv_sum6,
+    "exp(v^2), Var 1": _exp_sq(1.0),
+    "exp(v^2), Var 1/2": _exp_sq(0.5),
 }
 
 
@@ -107,6 +117,7 @@ def test_hat_pole_refused_by_tail_diagnostic_in_montecarlo():
     """In forced Monte Carlo the law of ``Ẑ^{Wx}`` is unknown before sampling; the samples
     of ``|Ẑ|^{-3/2}`` have a Pareto tail ``P(|Ẑ|^{-3/2} > t) ~ t^{-2/3}``, i.e. shape
     k = 3/2: refused by k̂."""
+
     def build(p):
         W, x = p.matrix("W"), p.vector("x")
         return tp.mean(tp.abs(W @ x) ** -1.5, name="k")
@@ -128,6 +139,7 @@ def test_exp_square_at_variance_049_is_computed():
 
 def test_exp5v_montecarlo_is_calibrated():
     """𝔼 e^{5v} = e^{12.5} (previously 74844 ± 19190 by Monte Carlo, 10 s.e. off)."""
+
     def build(p):
         return tp.mean(tp.exp(5 * p.vector("v")), name="k")
 
@@ -136,16 +148,30 @@ def test_exp5v_montecarlo_is_calibrated():
         assert abs(lim[k] - math.exp(12.5)) <= 5 * lim.stderr(k) + 1e-9 * math.exp(12.5)
 
 
-@pytest.mark.parametrize("name, body, ref", [
-    # 𝔼|Z|^p = 2^{p/2} Γ((p+1)/2)/√π, p = −1/2; its variance 𝔼|Z|^{-1} is infinite (k = 1/2):
-    # the value is computed, and flagged (its standard error is only indicative)
-    ("|v|^-1/2", lambda v: tp.abs(v) ** -0.5, 2 ** -0.25 * special.gamma(0.25) / math.sqrt(math.pi)),
-    # 𝔼[sin Z/Z] = ∫₀¹ 𝔼 cos(tZ) dt = ∫₀¹ e^{−t²/2} dt
-    ("sin(v)/v", lambda v: tp.sin(v) / v, math.sqrt(math.pi / 2) * special.erf(1 / math.sqrt(2))),
-    # 𝔼 log|Z| = −(γ + log 2)/2
-    ("log|v|", lambda v: tp.nonlin(lambda a: sympy.log(sympy.Abs(a)), v, name="logabs"),
-     -(np.euler_gamma + math.log(2)) / 2),
-])
+@pytest.mark.parametrize(
+    "name, body, ref",
+    [
+        # 𝔼|Z|^p = 2^{p/2} Γ((p+1)/2)/√π, p = −1/2; its variance 𝔼|Z|^{-1} is infinite (k = 1/2):
+        # the value is computed, and flagged (its standard error is only indicative)
+        (
+            "|v|^-1/2",
+            lambda v: tp.abs(v) ** -0.5,
+            2**-0.25 * special.gamma(0.25) / math.sqrt(math.pi),
+        ),
+        # 𝔼[sin Z/Z] = ∫₀¹ 𝔼 cos(tZ) dt = ∫₀¹ e^{−t²/2} dt
+        (
+            "sin(v)/v",
+            lambda v: tp.sin(v) / v,
+            math.sqrt(math.pi / 2) * special.erf(1 / math.sqrt(2)),
+        ),
+        # 𝔼 log|Z| = −(γ + log 2)/2
+        (
+            "log|v|",
+            lambda v: tp.nonlin(lambda a: sympy.log(sympy.Abs(a)), v, name="logabs"),
+            -(np.euler_gamma + math.log(2)) / 2,
+        ),
+    ],
+)
 def test_integrable_singularities_get_values(name, body, ref):
     lim, k = _limit(lambda p: tp.mean(body(p.vector("v")), name="k"), samples=2**16)
     assert lim.trusted(k) == (name != "|v|^-1/2"), lim.warnings
@@ -155,11 +181,13 @@ def test_integrable_singularities_get_values(name, body, ref):
 
 def test_degenerate_form_is_a_constant():
     """x = −y exactly: 1/(x + y) is infinite almost surely; 1/(x + y + 1) is 1."""
+
     def build(shift):
         def b(p):
             x = p.vector("x")
             y = p.vector("y", cov={x: -1.0})
             return tp.mean(1 / (x + y + shift), name="k")
+
         return b
 
     with pytest.raises(tp.DivergenceError, match="probability 1"):
@@ -174,13 +202,14 @@ def test_unproven_is_flagged_and_warned():
     is computed by Monte Carlo (never with stderr 0), flagged and warned about."""
     p = tp.Program("unproven")
     v = p.vector("v")
-    k = tp.mean(1 / (v ** 4 - v + 2), name="k")
+    k = tp.mean(1 / (v**4 - v + 2), name="k")
     with pytest.warns(tp.UnreliableValueWarning, match="existence not proven"):
         lim = p.limit(samples=2**14)
     assert not lim.trusted(k) and "existence not proven" in lim.warnings["k"]
     assert lim.method(k) == "montecarlo" and lim.stderr(k) > 0
-    ref = integrate.quad(lambda u: np.exp(-u * u / 2) / math.sqrt(2 * math.pi) / (u**4 - u + 2),
-                         -np.inf, np.inf)[0]
+    ref = integrate.quad(
+        lambda u: np.exp(-u * u / 2) / math.sqrt(2 * math.pi) / (u**4 - u + 2), -np.inf, np.inf
+    )[0]
     assert abs(lim[k] - ref) <= 6 * lim.stderr(k)
     assert "not trusted" in repr(lim)
 
@@ -190,11 +219,12 @@ def test_forced_quadrature_of_an_unproven_value_does_not_vouch_for_it():
     no stderr of 0 and no finite error: NaN and inf, with the flag."""
     p = tp.Program("unproven_q")
     v = p.vector("v")
-    k = tp.mean(1 / (v ** 4 - v + 2), name="k")
+    k = tp.mean(1 / (v**4 - v + 2), name="k")
     with pytest.warns(tp.UnreliableValueWarning):
         lim = p.limit("quadrature")
-    ref = integrate.quad(lambda u: np.exp(-u * u / 2) / math.sqrt(2 * math.pi) / (u**4 - u + 2),
-                         -np.inf, np.inf)[0]
+    ref = integrate.quad(
+        lambda u: np.exp(-u * u / 2) / math.sqrt(2 * math.pi) / (u**4 - u + 2), -np.inf, np.inf
+    )[0]
     assert lim.method(k) == "quadrature" and abs(lim[k] - ref) <= 1e-9
     assert not lim.trusted(k)
     assert math.isnan(lim.stderr(k)) and lim.error(k) == math.inf
@@ -204,7 +234,7 @@ def test_forced_quadrature_of_an_unproven_value_does_not_vouch_for_it():
 def test_flag_propagates_to_dependents():
     p = tp.Program("prop")
     v = p.vector("v")
-    a = tp.mean(1 / (v ** 4 - v + 2), name="a")
+    a = tp.mean(1 / (v**4 - v + 2), name="a")
     b = tp.mean(a * v * v, name="b")
     with pytest.warns(tp.UnreliableValueWarning):
         lim = p.limit(samples=2**12)
@@ -224,33 +254,39 @@ def test_ordinary_programs_are_proven_and_unflagged():
 
 
 # -- the decision itself, on integrands over g0, g1 ---------------------------------------
-@pytest.mark.parametrize("expr, var, verdict", [
-    (1 / g(0), 1.0, Verdict.DIVERGES),
-    (sympy.Abs(g(0)) ** sympy.Rational(-1, 2), 1.0, Verdict.EXISTS),
-    (sympy.sin(g(0)) / g(0), 1.0, Verdict.EXISTS),
-    (sympy.tan(g(0)) * sympy.cos(g(0)), 1.0, Verdict.EXISTS),
-    (sympy.exp(g(0) ** 2), 0.49, Verdict.EXISTS),
-    (sympy.exp(g(0) ** 2), 0.5, Verdict.DIVERGES),
-    # at Var 1/2 the density cancels exp(u²) exactly and ∫ du/(1 + u²) is finite: the
-    # boundary case is left unproven (|f|·density ~ r^-2 along the ray), never refused
-    (sympy.exp(g(0) ** 2) / (1 + g(0) ** 2), 0.5, Verdict.UNPROVEN),
-    (sympy.exp(-g(0) ** 2) * sympy.exp(g(0) ** 2 / 2), 4.0, Verdict.EXISTS),
-    (1 / (1 + sympy.exp(-g(0))), 1.0, Verdict.EXISTS),
-    (1 / sympy.tanh(g(0)), 1.0, Verdict.DIVERGES),
-])
+@pytest.mark.parametrize(
+    "expr, var, verdict",
+    [
+        (1 / g(0), 1.0, Verdict.DIVERGES),
+        (sympy.Abs(g(0)) ** sympy.Rational(-1, 2), 1.0, Verdict.EXISTS),
+        (sympy.sin(g(0)) / g(0), 1.0, Verdict.EXISTS),
+        (sympy.tan(g(0)) * sympy.cos(g(0)), 1.0, Verdict.EXISTS),
+        (sympy.exp(g(0) ** 2), 0.49, Verdict.EXISTS),
+        (sympy.exp(g(0) ** 2), 0.5, Verdict.DIVERGES),
+        # at Var 1/2 the density cancels exp(u²) exactly and ∫ du/(1 + u²) is finite: the
+        # boundary case is left unproven (|f|·density ~ r^-2 along the ray), never refused
+        (sympy.exp(g(0) ** 2) / (1 + g(0) ** 2), 0.5, Verdict.UNPROVEN),
+        (sympy.exp(-(g(0) ** 2)) * sympy.exp(g(0) ** 2 / 2), 4.0, Verdict.EXISTS),
+        (1 / (1 + sympy.exp(-g(0))), 1.0, Verdict.EXISTS),
+        (1 / sympy.tanh(g(0)), 1.0, Verdict.DIVERGES),
+    ],
+)
 def test_decide_1d(expr, var, verdict):
     got = decide(expr, 1, 0, np.zeros((1, 1)), np.full((1, 1, 1), var), np.zeros((1, 0)))[0]
     assert got.verdict == verdict, got.reason
 
 
-@pytest.mark.parametrize("expr, cov, verdict", [
-    (1 / (g(0) ** 2 + g(1) ** 2), np.eye(2), Verdict.DIVERGES),  # ∫ r^-2 r dr
-    (1 / sympy.sqrt(g(0) ** 2 + g(1) ** 2), np.eye(2), Verdict.EXISTS),
-    (g(0) / g(1), [[1, 0.5], [0.5, 1]], Verdict.DIVERGES),
-    (1 / (g(0) - g(1)), [[1, 1], [1, 1]], Verdict.DIVERGES),  # 0 almost surely
-    (sympy.exp(g(0) * g(1)), np.eye(2), Verdict.DIVERGES),  # 𝔼_w e^{w²/2}
-    (sympy.exp(g(0) * g(1) / 2), np.eye(2), Verdict.EXISTS),  # 1/√(1 − 1/4)
-])
+@pytest.mark.parametrize(
+    "expr, cov, verdict",
+    [
+        (1 / (g(0) ** 2 + g(1) ** 2), np.eye(2), Verdict.DIVERGES),  # ∫ r^-2 r dr
+        (1 / sympy.sqrt(g(0) ** 2 + g(1) ** 2), np.eye(2), Verdict.EXISTS),
+        (g(0) / g(1), [[1, 0.5], [0.5, 1]], Verdict.DIVERGES),
+        (1 / (g(0) - g(1)), [[1, 1], [1, 1]], Verdict.DIVERGES),  # 0 almost surely
+        (sympy.exp(g(0) * g(1)), np.eye(2), Verdict.DIVERGES),  # 𝔼_w e^{w²/2}
+        (sympy.exp(g(0) * g(1) / 2), np.eye(2), Verdict.EXISTS),  # 1/√(1 − 1/4)
+    ],
+)
 def test_decide_2d(expr, cov, verdict):
     got = decide(expr, 2, 0, np.zeros((1, 2)), np.asarray(cov, float)[None], np.zeros((1, 0)))[0]
     assert got.verdict == verdict, got.reason
@@ -262,28 +298,45 @@ from hypothesis import strategies as st  # noqa: E402
 
 #: Factors of the grammar: (sympy builder of u, numpy log|·| of u, singular points).
 _FACTORS = {
-    "pow": (lambda n: (lambda u: u ** n, lambda x: n * np.log(np.abs(x)), [])),
-    "pole": (lambda a, k: (lambda u: (u - a) ** -k,
-                           lambda x: -k * np.log(np.abs(x - float(a))), [a])),
-    "abspow": (lambda a, p: (lambda u: sympy.Abs(u - a) ** -sympy.Rational(p),
-                             lambda x: -float(sympy.Rational(p)) * np.log(np.abs(x - float(a))),
-                             [a])),
-    "expq": (lambda c: (lambda u: sympy.exp(sympy.Rational(c) * u ** 2),
-                        lambda x: float(sympy.Rational(c)) * x * x, [])),
+    "pow": (lambda n: (lambda u: u**n, lambda x: n * np.log(np.abs(x)), [])),
+    "pole": (
+        lambda a, k: (lambda u: (u - a) ** -k, lambda x: -k * np.log(np.abs(x - float(a))), [a])
+    ),
+    "abspow": (
+        lambda a, p: (
+            lambda u: sympy.Abs(u - a) ** -sympy.Rational(p),
+            lambda x: -float(sympy.Rational(p)) * np.log(np.abs(x - float(a))),
+            [a],
+        )
+    ),
+    "expq": (
+        lambda c: (
+            lambda u: sympy.exp(sympy.Rational(c) * u**2),
+            lambda x: float(sympy.Rational(c)) * x * x,
+            [],
+        )
+    ),
     "expl": (lambda b: (lambda u: sympy.exp(b * u), lambda x: b * x, [])),
     "tan": (lambda: (lambda u: sympy.tan(u), lambda x: np.log(np.abs(np.tan(x))), "tan")),
-    "log": (lambda a: (lambda u: sympy.log(sympy.Abs(u - a)),
-                       lambda x: np.log(np.abs(np.log(np.abs(x - float(a))))), [a])),
-    "relu": (lambda: (lambda u: tp.relu.function(u),
-                      lambda x: np.log(np.maximum(x, 0.0)), [])),
+    "log": (
+        lambda a: (
+            lambda u: sympy.log(sympy.Abs(u - a)),
+            lambda x: np.log(np.abs(np.log(np.abs(x - float(a))))),
+            [a],
+        )
+    ),
+    "relu": (lambda: (lambda u: tp.relu.function(u), lambda x: np.log(np.maximum(x, 0.0)), [])),
     "tanh": (lambda: (lambda u: tp.tanh.function(u), lambda x: np.log(np.abs(np.tanh(x))), [])),
 }
 
 _factor = st.one_of(
     st.tuples(st.just("pow"), st.sampled_from([1, 2, 3])),
     st.tuples(st.just("pole"), st.sampled_from([0, sympy.Rational(1, 2)]), st.sampled_from([1, 2])),
-    st.tuples(st.just("abspow"), st.sampled_from([0, sympy.Rational(1, 2)]),
-              st.sampled_from(["3/10", "1/2", "1", "3/2"])),
+    st.tuples(
+        st.just("abspow"),
+        st.sampled_from([0, sympy.Rational(1, 2)]),
+        st.sampled_from(["3/10", "1/2", "1", "3/2"]),
+    ),
     st.tuples(st.just("expq"), st.sampled_from(["-3/10", "1/10", "3/10", "3/5", "1"])),
     st.tuples(st.just("expl"), st.sampled_from([-2, 1, 3])),
     st.tuples(st.just("tan")),
@@ -306,8 +359,9 @@ def _rule(lo, hi, pts, eps, step, ratio, n):
     geo = 10.0 ** np.arange(math.log10(eps), 0.01, math.log10(ratio))
     for x in pts:
         brk.update((x - geo).tolist() + (x + geo).tolist())
-    brk = np.array(sorted(y for y in brk if lo <= y <= hi
-                          and all(abs(y - x) >= eps * 0.999 for x in pts)))
+    brk = np.array(
+        sorted(y for y in brk if lo <= y <= hi and all(abs(y - x) >= eps * 0.999 for x in pts))
+    )
     a, b = brk[:-1], brk[1:]
     keep = np.ones(len(a), dtype=bool)
     for x in pts:  # drop the segments that straddle a cut-out neighbourhood
@@ -342,7 +396,10 @@ def _reference_diverges(logf, points, mu, sd, tan):
         lo, hi = mu - R, mu + R
         pts = [float(a) for a in points]
         if tan:
-            j0, j1 = math.floor((lo - math.pi / 2) / math.pi), math.ceil((hi - math.pi / 2) / math.pi)
+            j0, j1 = (
+                math.floor((lo - math.pi / 2) / math.pi),
+                math.ceil((hi - math.pi / 2) / math.pi),
+            )
             pts += [math.pi / 2 + j * math.pi for j in range(j0, j1 + 1)]
         pts = sorted(x for x in set(pts) if lo < x < hi)
         xs, ws = _rule(lo, hi, pts, eps, sd / 8, math.sqrt(10), 24)
@@ -352,10 +409,17 @@ def _reference_diverges(logf, points, mu, sd, tan):
     return _stages_diverge(vals)
 
 
-@settings(max_examples=40, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
-@given(specs=st.lists(_factor, min_size=1, max_size=2), mu=st.sampled_from([0.0, 0.3]),
-       sd=st.sampled_from([0.5, 1.0, 1.5]))
+@settings(
+    max_examples=40,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+@given(
+    specs=st.lists(_factor, min_size=1, max_size=2),
+    mu=st.sampled_from([0.0, 0.3]),
+    sd=st.sampled_from([0.5, 1.0, 1.5]),
+)
 def test_fuzz_existence_1d(specs, mu, sd):
     u = g(0)
     built = [_build(s) for s in specs]
@@ -370,8 +434,7 @@ def test_fuzz_existence_1d(specs, mu, sd):
 
     ref = _reference_diverges(logf, points, mu, sd, tan)
     assume(ref is not None)
-    got = decide(expr, 1, 0, np.full((1, 1), mu), np.full((1, 1, 1), sd * sd),
-                 np.zeros((1, 0)))[0]
+    got = decide(expr, 1, 0, np.full((1, 1), mu), np.full((1, 1, 1), sd * sd), np.zeros((1, 0)))[0]
     if ref:
         assert got.verdict != Verdict.EXISTS, (expr, mu, sd)
     else:
@@ -399,7 +462,8 @@ def _reference_diverges_2d(logA, logB, pA, pB, C):
         eps = 10.0 ** (-2 - 2 * s)
         (xs, wx), (ys, wy) = [
             _rule(-(5 + 4 * s) * sd, (5 + 4 * s) * sd, pts, eps, sd / 2, 10.0, 8)
-            for pts, sd in ((pA, math.sqrt(C[0, 0])), (pB, math.sqrt(C[1, 1])))]
+            for pts, sd in ((pA, math.sqrt(C[0, 0])), (pB, math.sqrt(C[1, 1])))
+        ]
         S, T = np.meshgrid(xs, ys, indexing="ij")
         with np.errstate(all="ignore"):
             q = Ci[0, 0] * S * S + 2 * Ci[0, 1] * S * T + Ci[1, 1] * T * T
@@ -408,8 +472,12 @@ def _reference_diverges_2d(logA, logB, pA, pB, C):
     return _stages_diverge(vals)
 
 
-@settings(max_examples=20, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@settings(
+    max_examples=20,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
 @given(a=_factor2, b=_factor2, rho=st.sampled_from([0.0, 0.6]), summed=st.booleans())
 def test_fuzz_existence_2d(a, b, rho, summed):
     """``A(g0)·B(t)`` with ``t = g1`` or ``g0 + g1``, ``Corr(g0, g1) = ρ``."""
@@ -422,15 +490,15 @@ def test_fuzz_existence_2d(a, b, rho, summed):
     T = np.array([[1.0, 0.0], [1.0, 1.0]]) if summed else np.eye(2)
     C = T @ cov @ T.T  # law of (s, t) = (g0, t)
     with np.errstate(all="ignore"):
-        ref = _reference_diverges_2d(A[1], B[1], [float(x) for x in A[2]],
-                                     [float(x) for x in B[2]], C)
+        ref = _reference_diverges_2d(
+            A[1], B[1], [float(x) for x in A[2]], [float(x) for x in B[2]], C
+        )
     assume(ref is not None)
     got = decide(expr, 2, 0, np.zeros((1, 2)), cov[None], np.zeros((1, 0)))[0]
     if ref:
         assert got.verdict != Verdict.EXISTS, (expr, rho)
     else:
         assert got.verdict != Verdict.DIVERGES, (expr, rho, got.reason)
-
 
 
 def test_piecewise_bodies_are_analysed_through_their_branches():

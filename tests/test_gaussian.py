@@ -275,22 +275,26 @@ def test_trapezoid_converges_exponentially_for_analytic_integrands():
     f = lambda x: np.tanh(x[..., 0]) ** 2  # noqa: E731
     with mp.workdps(30):
         ref = float(mp.quad(lambda z: mp.tanh(2 * z) ** 2 * mp.npdf(z), [-mp.inf, 0, mp.inf]))
-    errs = [abs(float(tg.trapezoid_expectation(f, [0.0], [[4.0]], step=h)[0]) - ref)
-            for h in (0.5, 0.25, 0.125)]
+    errs = [
+        abs(float(tg.trapezoid_expectation(f, [0.0], [[4.0]], step=h)[0]) - ref)
+        for h in (0.5, 0.25, 0.125)
+    ]
     assert errs[0] > 1e-4 and errs[1] < 10 * errs[0] ** 2 and errs[2] < 1e-13
 
 
 def test_trapezoid_matches_dblquad_and_flags_heavy_tails():
     m = [0.3, -0.2]
     c = [[1.0, 0.4], [0.4, 0.7]]
-    v, tail = tg.trapezoid_expectation(lambda x: np.tanh(x[..., 0]) * np.tanh(x[..., 1]), m, c,
-                                       step=0.125)
+    v, tail = tg.trapezoid_expectation(
+        lambda x: np.tanh(x[..., 0]) * np.tanh(x[..., 1]), m, c, step=0.125
+    )
     ref = dblquad_expect(lambda u, v: math.tanh(u) * math.tanh(v), m, c)
     np.testing.assert_allclose(v, ref, rtol=1e-9)
     assert tail < 1e-12
     # E exp(0.4 G²) = 1/√0.2 is finite, but the box [-9, 9] cuts a visible tail
-    heavy, tail = tg.trapezoid_expectation(lambda x: np.exp(0.4 * x[..., 0] ** 2), [0.0],
-                                           [[1.0]], step=0.125)
+    heavy, tail = tg.trapezoid_expectation(
+        lambda x: np.exp(0.4 * x[..., 0] ** 2), [0.0], [[1.0]], step=0.125
+    )
     assert tail > 1e-6 and abs(float(heavy) - 1 / math.sqrt(0.2)) > 1e-6
 
 
@@ -300,8 +304,9 @@ def test_trapezoid_matches_dblquad_and_flags_heavy_tails():
 
 
 def _panel(f, mean, cov, features):
-    fine, coarse, tail = tg.panel_expectation(f, np.atleast_2d(mean), np.asarray(cov)[None],
-                                              np.asarray(features, dtype=float)[None])
+    fine, coarse, tail = tg.panel_expectation(
+        f, np.atleast_2d(mean), np.asarray(cov)[None], np.asarray(features, dtype=float)[None]
+    )
     return float(fine[0]), abs(float(fine[0] - coarse[0])), float(tail[0])
 
 
@@ -310,9 +315,10 @@ def test_panel_noncentred_relu_closed_form():
     moments of the normal distribution*, eq. for the truncated first moment), at unit
     and large σ: the kink at -μ is a panel edge, so the rule is exact to rounding."""
     for mu, sd in [(0.2, 1.0), (-0.7, 0.3), (0.2, 40.0), (3.0, 1e4)]:
-        ref = mu * special.ndtr(mu / sd) + sd * math.exp(-0.5 * (mu / sd) ** 2) / math.sqrt(2 * math.pi)
-        v, err, tail = _panel(lambda x: np.maximum(x[..., 0], 0.0), [mu], [[sd * sd]],
-                              [[0.0, 1.0]])
+        ref = mu * special.ndtr(mu / sd) + sd * math.exp(-0.5 * (mu / sd) ** 2) / math.sqrt(
+            2 * math.pi
+        )
+        v, err, tail = _panel(lambda x: np.maximum(x[..., 0], 0.0), [mu], [[sd * sd]], [[0.0, 1.0]])
         assert abs(v - ref) <= 1e-13 * abs(ref) and err <= 1e-12 * abs(ref) and tail < 1e-12
 
 
@@ -325,16 +331,23 @@ def test_panel_large_variance_matches_closed_forms():
     s1 = np.array([sd for sd, _ in law])
     s2 = 1.7 * s1
     rho = np.array([r for _, r in law])
-    cov = np.stack([np.stack([s1 * s1, rho * s1 * s2], -1), np.stack([rho * s1 * s2, s2 * s2], -1)],
-                   axis=1)
+    cov = np.stack(
+        [np.stack([s1 * s1, rho * s1 * s2], -1), np.stack([rho * s1 * s2, s2 * s2], -1)], axis=1
+    )
     feats = np.broadcast_to([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]], (len(law), 2, 3))
     th = np.arccos(rho)
     a = (1 + 2 * s1 * s1) * (1 + 2 * s2 * s2)
-    cases = [(lambda x: np.maximum(x[..., 0], 0) * np.maximum(x[..., 1], 0),
-              s1 * s2 / (2 * np.pi) * (np.sin(th) + (np.pi - th) * rho)),
-             (lambda x: (x[..., 0] > 0) * (x[..., 1] > 0.0), (np.pi - th) / (2 * np.pi)),
-             (lambda x: special.erf(x[..., 0]) * special.erf(x[..., 1]),
-              2 / np.pi * np.arcsin(2 * rho * s1 * s2 / np.sqrt(a)))]
+    cases = [
+        (
+            lambda x: np.maximum(x[..., 0], 0) * np.maximum(x[..., 1], 0),
+            s1 * s2 / (2 * np.pi) * (np.sin(th) + (np.pi - th) * rho),
+        ),
+        (lambda x: (x[..., 0] > 0) * (x[..., 1] > 0.0), (np.pi - th) / (2 * np.pi)),
+        (
+            lambda x: special.erf(x[..., 0]) * special.erf(x[..., 1]),
+            2 / np.pi * np.arcsin(2 * rho * s1 * s2 / np.sqrt(a)),
+        ),
+    ]
     for f, ref in cases:
         fine, coarse, tail = tg.panel_expectation(f, np.zeros((len(law), 2)), cov, feats)
         scale = np.maximum(1.0, np.abs(ref))
@@ -350,8 +363,11 @@ def test_panel_tanh_at_large_variance_matches_adaptive_quadrature():
     k = 28.587
     with mp.workdps(30):
         s = mp.sqrt(k)
-        ref = float(mp.quad(lambda z: mp.tanh(s * z) ** 2 * mp.npdf(z),
-                            [-mp.inf, -1, -0.2, 0, 0.2, 1, mp.inf]))
+        ref = float(
+            mp.quad(
+                lambda z: mp.tanh(s * z) ** 2 * mp.npdf(z), [-mp.inf, -1, -0.2, 0, 0.2, 1, mp.inf]
+            )
+        )
     v, err, tail = _panel(lambda x: np.tanh(x[..., 0]) ** 2, [0.0], [[k]], [[0.0, 1.0]])
     assert abs(v - ref) <= 1e-13 and err < 1e-9 and tail < 1e-12
 
@@ -654,13 +670,23 @@ REQUIRED_PAIRS = [
 
 
 #: The builtin nonlinearity objects the registries are keyed by, named as in PHI.
-NL = {"identity": tp.identity, "relu": tp.relu, "step": tp.step, "sign": tp.sign,
-      "abs": tp.abs, "erf": tp.erf, "derf": tp.erf.derivative(), "sin": tp.sin,
-      "cos": tp.cos, "exp": tp.exp}
+NL = {
+    "identity": tp.identity,
+    "relu": tp.relu,
+    "step": tp.step,
+    "sign": tp.sign,
+    "abs": tp.abs,
+    "erf": tp.erf,
+    "derf": tp.erf.derivative(),
+    "sin": tp.sin,
+    "cos": tp.cos,
+    "exp": tp.exp,
+}
 NAME = {fn: name for name, fn in NL.items()}
 #: the registered builtin pairs, by name (user registrations elsewhere are left out)
-BUILTIN_PAIRS = sorted((NAME[a], NAME[b]) for a, b in tg.PAIR_CLOSED_FORMS
-                       if a in NAME and b in NAME)
+BUILTIN_PAIRS = sorted(
+    (NAME[a], NAME[b]) for a, b in tg.PAIR_CLOSED_FORMS if a in NAME and b in NAME
+)
 
 
 def test_tables_cover_required_names():

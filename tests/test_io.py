@@ -161,8 +161,12 @@ def test_builtins_and_their_derivatives_come_back_as_the_builtin_objects(tmp_pat
     # 𝔼u² = 2 𝔼tanh² + 4 (𝔼tanh')² 𝔼relu(ξ₀)², 𝔼[u ξ₁] = 2 𝔼tanh' · Cov(ξ₀,ξ₁) 𝔼[step(ξ₀)].
     from scipy import integrate
 
-    e_tanh2 = integrate.quad(lambda z: math.tanh(z) ** 2 * math.exp(-z * z / 2)
-                             / math.sqrt(2 * math.pi), -40, 40, epsabs=1e-14)[0]
+    e_tanh2 = integrate.quad(
+        lambda z: math.tanh(z) ** 2 * math.exp(-z * z / 2) / math.sqrt(2 * math.pi),
+        -40,
+        40,
+        epsabs=1e-14,
+    )[0]
     e_dtanh = 1 - e_tanh2
     e_u2 = 2 * e_tanh2 + 4 * e_dtanh**2 * 0.5
     e_uxi1 = 2 * e_dtanh * 0.3 * 0.5
@@ -178,7 +182,12 @@ def test_custom_nonlinearities_keep_name_latex_opacity_and_params(tmp_path):
     for new, old in ((a, pa), (b, pb)):
         assert new is not old
         assert (new.name, new.opaque, new.latex_name, new.arity, new.nparams) == (
-            old.name, old.opaque, old.latex_name, old.arity, old.nparams)
+            old.name,
+            old.opaque,
+            old.latex_name,
+            old.arity,
+            old.nparams,
+        )
         assert new.body == old.body and new.args == old.args and new.params == old.params
     assert a.latex_name == r"\zeta" and a.opaque and not b.opaque
     assert b.nparams == 1
@@ -190,8 +199,16 @@ def test_custom_nonlinearities_keep_name_latex_opacity_and_params(tmp_path):
 def test_width_dependent_scalars_roundtrip_exactly(tmp_path):
     p = tp.Program("widths")
     x = p.vector("x")
-    vals = [tp.n**-0.5, 1 + 3 / tp.n, sympy.log(tp.n) / tp.n, sympy.Float(0.1), sympy.Rational(2, 7),
-            sympy.sqrt(2) + sympy.pi, 1e-300, -2.5e10]
+    vals = [
+        tp.n**-0.5,
+        1 + 3 / tp.n,
+        sympy.log(tp.n) / tp.n,
+        sympy.Float(0.1),
+        sympy.Rational(2, 7),
+        sympy.sqrt(2) + sympy.pi,
+        1e-300,
+        -2.5e10,
+    ]
     for i, v in enumerate(vals):
         tp.mean(x * p.scalar(f"c{i}", v), name=f"m{i}")
     q, _ = _roundtrip(p, tmp_path)
@@ -302,7 +319,7 @@ def test_limit_save_and_load(tmp_path):
 
 
 def test_deterministic_limit_records_no_seed(tmp_path):
-    p, = [custom_program()]
+    (p,) = [custom_program()]
     lim = p.limit(method="quadrature")
     lim.save(tmp_path / "l.json")
     loaded = tp.load(tmp_path / "l.json")
@@ -355,6 +372,7 @@ def _mutate(path_list, value):
         else:
             target[path_list[-1]] = value
         return d
+
     return f
 
 
@@ -375,20 +393,39 @@ CORRUPT = [
     ("missing field", _mutate(_INS + [0, "var"], _DELETE), ["instruction 0", "'W'", '"var"']),
     ("negative var", _mutate(_INS + [0, "var"], -1.0), ["instruction 0", "'W'", "var", "≥ 0"]),
     ("var as string", _mutate(_INS + [1, "var"], "0.5"), ["instruction 1", "'x'", "number"]),
-    ("undefined ref", _mutate(_INS + [2, "arg"], "ghost"), ["instruction 2", "ghost", "not defined"]),
+    (
+        "undefined ref",
+        _mutate(_INS + [2, "arg"], "ghost"),
+        ["instruction 2", "ghost", "not defined"],
+    ),
     ("wrong kind ref", _mutate(_INS + [2, "arg"], "W"), ["instruction 2", "'W'", "matrix"]),
     ("transpose not bool", _mutate(_INS + [2, "transpose"], "yes"), ["instruction 2", "transpose"]),
     ("fn index", _mutate(_INS + [5, "fn"], 99), ["instruction 5", "99"]),
-    ("bad srepr", _mutate(["program", "nonlinearities", 0, "body"], "Add(Symbol('x0'"),
-     ["nonlinearity 0", "srepr"]),
-    ("code in srepr", _mutate(["program", "nonlinearities", 0, "body"], "__import__('os').getcwd()"),
-     ["nonlinearity 0"]),
-    ("sympified string", _mutate(["program", "nonlinearities", 0, "body"], "tanh('x0 + 1')"),
-     ["nonlinearity 0", "string"]),
-    ("free symbol", _mutate(["program", "nonlinearities", 0, "body"], "Symbol('zz', real=True)"),
-     ["nonlinearity 0", "zz"]),
-    ("arity mismatch", _mutate(["program", "nonlinearities", 0, "args"], []),
-     ["nonlinearity 0", "softplus", "x0"]),
+    (
+        "bad srepr",
+        _mutate(["program", "nonlinearities", 0, "body"], "Add(Symbol('x0'"),
+        ["nonlinearity 0", "srepr"],
+    ),
+    (
+        "code in srepr",
+        _mutate(["program", "nonlinearities", 0, "body"], "__import__('os').getcwd()"),
+        ["nonlinearity 0"],
+    ),
+    (
+        "sympified string",
+        _mutate(["program", "nonlinearities", 0, "body"], "tanh('x0 + 1')"),
+        ["nonlinearity 0", "string"],
+    ),
+    (
+        "free symbol",
+        _mutate(["program", "nonlinearities", 0, "body"], "Symbol('zz', real=True)"),
+        ["nonlinearity 0", "zz"],
+    ),
+    (
+        "arity mismatch",
+        _mutate(["program", "nonlinearities", 0, "args"], []),
+        ["nonlinearity 0", "softplus", "x0"],
+    ),
     ("duplicate name", _mutate(_INS + [1, "out"], "W"), ["instruction 1", "'W'", "already used"]),
 ]
 
@@ -410,14 +447,24 @@ def test_corrupt_files_are_clear_errors(case, tmp_path):
 def test_the_custom_program_fixture_layout_matches_the_corruption_table():
     """The CORRUPT table indexes instructions 0, 1, 2, 5: check they are what it assumes."""
     ins = _good()["program"]["instructions"]
-    assert [ins[i]["op"] for i in (0, 1, 2, 5)] == ["init_matrix", "init_vector", "matmul", "nonlin"]
+    assert [ins[i]["op"] for i in (0, 1, 2, 5)] == [
+        "init_matrix",
+        "init_vector",
+        "matmul",
+        "nonlin",
+    ]
     assert _good()["program"]["nonlinearities"][0]["name"] == "softplus"
 
 
 @pytest.mark.parametrize(
     "text,needle",
-    [("", "invalid JSON"), ("{not json", "invalid JSON"), ("[1, 2]", "JSON object"),
-     ("null", "JSON object"), ('{"format": "tensorprog"}', "version")],
+    [
+        ("", "invalid JSON"),
+        ("{not json", "invalid JSON"),
+        ("[1, 2]", "JSON object"),
+        ("null", "JSON object"),
+        ('{"format": "tensorprog"}', "version"),
+    ],
     ids=["empty", "garbage", "list", "null", "header only"],
 )
 def test_non_tensorprog_files(text, needle, tmp_path):
@@ -461,7 +508,9 @@ def test_limit_file_errors(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(tio.MissingFileError) as info:
         tp.load(tmp_path / "nope.json")
-    assert isinstance(info.value, FileNotFoundError) and isinstance(info.value, tp.TensorProgramError)
+    assert isinstance(info.value, FileNotFoundError) and isinstance(
+        info.value, tp.TensorProgramError
+    )
     assert "nope.json" in str(info.value)
 
 
@@ -579,8 +628,15 @@ def _marker_code(path):
 def test_function_name_with_code_in_a_body_is_refused_and_never_runs(tmp_path):
     marker = tmp_path / "ran"
     body = f"Function({_marker_code(marker)!r})(Symbol('x0', real=True))"
-    _format_error(_with_body(body), "program.nonlinearities[0].body", "Function(",
-                  "builtin nonlinearity", "relu", "declared earlier", "identifier")
+    _format_error(
+        _with_body(body),
+        "program.nonlinearities[0].body",
+        "Function(",
+        "builtin nonlinearity",
+        "relu",
+        "declared earlier",
+        "identifier",
+    )
     assert not marker.exists()
 
 
@@ -600,8 +656,12 @@ def test_function_referring_to_a_builtin_is_that_builtin():
     # m = mean(sq_tanh(x)²) → E[tanh(Z)⁴], Z ~ N(0, 1), by an independent quadrature
     from scipy import integrate
 
-    ref = integrate.quad(lambda z: math.tanh(z) ** 4 * math.exp(-z * z / 2) / math.sqrt(2 * math.pi),
-                         -40, 40, epsabs=1e-14)[0]
+    ref = integrate.quad(
+        lambda z: math.tanh(z) ** 4 * math.exp(-z * z / 2) / math.sqrt(2 * math.pi),
+        -40,
+        40,
+        epsabs=1e-14,
+    )[0]
     assert q.limit()["m"] == pytest.approx(ref, rel=1e-9)
 
 
@@ -627,8 +687,13 @@ def test_nested_nonlinearities_roundtrip_by_name(tmp_path):
 
     s = math.sqrt(0.7)
     dens = lambda z: math.exp(-z * z / 2) / math.sqrt(2 * math.pi)  # noqa: E731
-    ref = integrate.quad(lambda z: (2 * max(s * z, 0) + math.log1p(math.exp(s * z))) * dens(z),
-                         -30, 30, epsabs=1e-13, points=[0])[0]
+    ref = integrate.quad(
+        lambda z: (2 * max(s * z, 0) + math.log1p(math.exp(s * z))) * dens(z),
+        -30,
+        30,
+        epsabs=1e-13,
+        points=[0],
+    )[0]
     assert lq["m"] == pytest.approx(ref, abs=max(5 * lq.error("m"), 1e-9))
 
 
@@ -680,18 +745,33 @@ def test_no_public_api_evaluates_a_string(call, tmp_path):
 _X0 = "Symbol('x0', real=True)"
 UNBOUNDED = [
     ("Pow(10, 10**9)", f"Mul({_X0}, Pow(Integer(10), Integer(1000000000)))", "exponent"),
-    ("2**2**2**30", f"Mul({_X0}, Pow(Integer(2), Pow(Integer(2), Pow(Integer(2), Integer(30)))))",
-     "exponent"),
-    ("factorial(10**8)", f"Mul({_X0}, factorial(Integer(100000000)))", "'factorial' is not allowed"),
-    ("Sum(x0**k, k ≤ 10**12)",
-     f"Sum(Pow({_X0}, Symbol('k', integer=True)), Tuple(Symbol('k', integer=True), Integer(0), "
-     f"Integer(1000000000000)))", "'Sum' is not allowed"),
+    (
+        "2**2**2**30",
+        f"Mul({_X0}, Pow(Integer(2), Pow(Integer(2), Pow(Integer(2), Integer(30)))))",
+        "exponent",
+    ),
+    (
+        "factorial(10**8)",
+        f"Mul({_X0}, factorial(Integer(100000000)))",
+        "'factorial' is not allowed",
+    ),
+    (
+        "Sum(x0**k, k ≤ 10**12)",
+        f"Sum(Pow({_X0}, Symbol('k', integer=True)), Tuple(Symbol('k', integer=True), Integer(0), "
+        f"Integer(1000000000000)))",
+        "'Sum' is not allowed",
+    ),
     ("exp(exp(10**39))", f"Mul({_X0}, exp(exp(Integer({'9' * 39}))))", "float64"),
-    ("Max of near-equal towers",
-     f"Max({_X0}, exp(exp(Integer({'9' * 39}))), exp(exp(Add(Integer({'9' * 39}), Integer(1)))))",
-     "float64"),
-    ("x0**(10**6) by nesting", f"Pow(Pow(Pow({_X0}, Integer(100)), Integer(100)), Integer(100))",
-     "exponent"),
+    (
+        "Max of near-equal towers",
+        f"Max({_X0}, exp(exp(Integer({'9' * 39}))), exp(exp(Add(Integer({'9' * 39}), Integer(1)))))",
+        "float64",
+    ),
+    (
+        "x0**(10**6) by nesting",
+        f"Pow(Pow(Pow({_X0}, Integer(100)), Integer(100)), Integer(100))",
+        "exponent",
+    ),
     ("41-digit integer", f"Mul({_X0}, Integer({'1' * 41}))", "41 digits"),
     ("huge product", "Mul(" + ", ".join([f"Integer({'9' * 40})"] * 120) + f", {_X0})", "bits"),
     ("huge Float", f"Mul({_X0}, Float('1e400', precision=53))", "float64"),
@@ -710,8 +790,10 @@ def test_unbounded_expressions_are_refused_at_load(case):
 def test_bounds_admit_what_they_state():
     """The stated bounds are inclusive: |exponent| = 100, 40-digit integers load."""
     big = int("9" * 40)
-    for body, ref in ((f"Pow({_X0}, Integer(100))", "x0**100"),
-                      (f"Mul({_X0}, Rational(1, {big}))", f"x0/{big}")):
+    for body, ref in (
+        (f"Pow({_X0}, Integer(100))", "x0**100"),
+        (f"Mul({_X0}, Rational(1, {big}))", f"x0/{big}"),
+    ):
         d = _with_body(body)
         d["program"]["nonlinearities"][0]["name"] = "ok"
         q = tio.loads(json.dumps(d))
@@ -721,19 +803,34 @@ def test_bounds_admit_what_they_state():
 
 @pytest.mark.parametrize(
     "body,needle",
-    [("__import__('os').getcwd()", "not allowed"),
-     ("Symbol('x0', real=True).__class__", "Attribute"),
-     ("Symbol('x0', evaluate=True)", "assumptions"),
-     ("Symbol('x0', real='yes')", "assumptions"),
-     ("Add(Symbol('x0', real=True), I)", "'I' is not allowed"),
-     ("Mul(Symbol('x0', real=True), oo)", "'oo' is not allowed"),
-     ("Float('nan')", "Float"),
-     ("Rational(1, 0)", "denominator 0"),
-     ("Mul(Symbol('x0', real=True), log(Integer(0)))", "finite real"),
-     ("Max(" + ", ".join(f"Symbol('x{i}', real=True)" for i in range(65)) + ")", "at most 64"),
-     ("lambda: 1", "Lambda"), ("[Integer(1)]", "List")],
-    ids=["import", "attribute", "symbol kwarg", "assumption value", "I", "oo", "nan", "1/0",
-         "log 0", "Max args", "lambda", "list"],
+    [
+        ("__import__('os').getcwd()", "not allowed"),
+        ("Symbol('x0', real=True).__class__", "Attribute"),
+        ("Symbol('x0', evaluate=True)", "assumptions"),
+        ("Symbol('x0', real='yes')", "assumptions"),
+        ("Add(Symbol('x0', real=True), I)", "'I' is not allowed"),
+        ("Mul(Symbol('x0', real=True), oo)", "'oo' is not allowed"),
+        ("Float('nan')", "Float"),
+        ("Rational(1, 0)", "denominator 0"),
+        ("Mul(Symbol('x0', real=True), log(Integer(0)))", "finite real"),
+        ("Max(" + ", ".join(f"Symbol('x{i}', real=True)" for i in range(65)) + ")", "at most 64"),
+        ("lambda: 1", "Lambda"),
+        ("[Integer(1)]", "List"),
+    ],
+    ids=[
+        "import",
+        "attribute",
+        "symbol kwarg",
+        "assumption value",
+        "I",
+        "oo",
+        "nan",
+        "1/0",
+        "log 0",
+        "Max args",
+        "lambda",
+        "list",
+    ],
 )
 def test_expressions_outside_the_whitelist(body, needle):
     _format_error(_with_body(body), "program.nonlinearities[0].body", needle)
@@ -746,8 +843,9 @@ def test_the_whitelist_is_what_the_writer_uses():
     from tensorprog import nn
 
     net = nn.MLP(d_in=2, depth=2, nonlin="tanh", param=nn.NTK(depth=2))  # writes Piecewise
-    run = nn.train_sgd(net, np.array([[1.0, 0.5], [-0.3, 1.2]]), np.array([1.0, -1.0]),
-                       lr=0.5, steps=1)
+    run = nn.train_sgd(
+        net, np.array([[1.0, 0.5], [-0.3, 1.2]]), np.array([1.0, -1.0]), lr=0.5, steps=1
+    )
     p = rich_program()
     for name in ("gelu", "sigmoid", "sign", "abs", "exp", "sqrt", "erf"):
         tp.mean(tp.get_nonlinearity(name).derivative()(p["y"]))
@@ -755,14 +853,19 @@ def test_the_whitelist_is_what_the_writer_uses():
     for prog in (p, run.program, custom_program()):
         d = tio.to_dict(prog)
         texts = [f["body"] for f in d["program"]["nonlinearities"]] + [
-            i["value"] for i in d["program"]["instructions"] if i["op"] == "init_scalar"]
+            i["value"] for i in d["program"]["instructions"] if i["op"] == "init_scalar"
+        ]
         for t in texts:
-            used |= set(re.findall(r"([A-Za-z_]\w*)\(", t)) | set(re.findall(r"\b(pi|E|true|false)\b", t))
+            used |= set(re.findall(r"([A-Za-z_]\w*)\(", t)) | set(
+                re.findall(r"\b(pi|E|true|false)\b", t)
+            )
     allowed = set(tio.SYMPY_CLASSES) | set(tio.SYMPY_CONSTANTS) | {"Function"}
     assert used <= allowed, used - allowed
     assert {"Piecewise", "Heaviside", "DiracDelta", "Max", "erf", "Equality"} <= used
-    assert all(isinstance(c, type) and c.__module__.startswith("sympy.")
-               for c in tio.SYMPY_CLASSES.values())
+    assert all(
+        isinstance(c, type) and c.__module__.startswith("sympy.")
+        for c in tio.SYMPY_CLASSES.values()
+    )
 
 
 def test_unwritable_expressions_are_refused_before_writing(tmp_path):
@@ -778,8 +881,16 @@ def test_unwritable_expressions_are_refused_before_writing(tmp_path):
 
 
 def test_latex_field_from_a_file_must_be_safe():
-    for bad in (r"\input{/etc/hostname}", r"\operatorname{f}\write18{ls}", "a%b", "f^^5cinput",
-                "#1", r"\def\x{y}", "{unbalanced", "a\nb"):
+    for bad in (
+        r"\input{/etc/hostname}",
+        r"\operatorname{f}\write18{ls}",
+        "a%b",
+        "f^^5cinput",
+        "#1",
+        r"\def\x{y}",
+        "{unbalanced",
+        "a\nb",
+    ):
         d = tio.to_dict(_tanh2_program())
         d["program"]["nonlinearities"][0]["latex"] = bad
         _format_error(d, "program.nonlinearities[0].latex", "not safe LaTeX")
@@ -800,14 +911,28 @@ def test_unsafe_function_names_are_escaped_in_latex(tmp_path):
     assert q.latex() == p.latex()
 
 
-@pytest.mark.parametrize("tex,safe", [
-    (r"\operatorname{softplus}", True), (r"\zeta", True), (r"\tanh'", True),
-    (r"\partial_{0}\operatorname{phi}", True), (r"\operatorname{Δtanh}", True),
-    (r"\operatorname{\text{a\_b\{\}}}", True), (r"\mathrm{relu}^{2}", True),
-    (r"\input{x}", False), (r"\include{x}", False), (r"\immediate\write18{x}", False),
-    (r"\catcode`\%=12", False), ("^^5c", False), ("a\x00", False), ("}{", False),
-    (r"\csname input\endcsname", False), ("x" * 501, False), (r"a\\b", False),
-])
+@pytest.mark.parametrize(
+    "tex,safe",
+    [
+        (r"\operatorname{softplus}", True),
+        (r"\zeta", True),
+        (r"\tanh'", True),
+        (r"\partial_{0}\operatorname{phi}", True),
+        (r"\operatorname{Δtanh}", True),
+        (r"\operatorname{\text{a\_b\{\}}}", True),
+        (r"\mathrm{relu}^{2}", True),
+        (r"\input{x}", False),
+        (r"\include{x}", False),
+        (r"\immediate\write18{x}", False),
+        (r"\catcode`\%=12", False),
+        ("^^5c", False),
+        ("a\x00", False),
+        ("}{", False),
+        (r"\csname input\endcsname", False),
+        ("x" * 501, False),
+        (r"a\\b", False),
+    ],
+)
 def test_is_safe_latex(tex, safe):
     from tensorprog.latex import is_safe_latex
 
@@ -817,16 +942,19 @@ def test_is_safe_latex(tex, safe):
 # ------------------------------------------------------------------------ saved limits
 
 
-@pytest.mark.parametrize("field,value,needle", [
-    ("value", "nan", "value nan is not finite"),
-    ("value", "inf", "value inf is not finite"),
-    ("stderr", -1.0, "standard error -1.0"),
-    ("stderr", "inf", "standard error inf"),
-    ("stderr", "nan", "standard error nan"),
-    ("error", -0.5, "error estimate -0.5"),
-    ("error", "nan", "error estimate nan"),
-    ("method", "guess", "unknown method 'guess'; valid: exact, quadrature, montecarlo"),
-])
+@pytest.mark.parametrize(
+    "field,value,needle",
+    [
+        ("value", "nan", "value nan is not finite"),
+        ("value", "inf", "value inf is not finite"),
+        ("stderr", -1.0, "standard error -1.0"),
+        ("stderr", "inf", "standard error inf"),
+        ("stderr", "nan", "standard error nan"),
+        ("error", -0.5, "error estimate -0.5"),
+        ("error", "nan", "error estimate nan"),
+        ("method", "guess", "unknown method 'guess'; valid: exact, quadrature, montecarlo"),
+    ],
+)
 def test_saved_limits_are_validated(field, value, needle):
     d = tio.to_dict(_tanh2_program().limit())
     d["limit"]["scalars"][0][field] = value
@@ -904,7 +1032,9 @@ def test_large_regular_file_is_refused_without_reading(tmp_path, monkeypatch):
 
 def test_5000_digit_json_integer():
     text = tio.dumps(custom_program()).replace('"fn": 0', '"fn": ' + "7" * 5000, 1)
-    with pytest.raises(tp.FormatError, match=r"5000 digits; at most 40 .* \(line \d+, column \d+\)"):
+    with pytest.raises(
+        tp.FormatError, match=r"5000 digits; at most 40 .* \(line \d+, column \d+\)"
+    ):
         tio.loads(text)
 
 
@@ -916,23 +1046,33 @@ def test_nan_and_infinity_json_literals():
 
 @pytest.mark.parametrize("depth", [100_000, tio.MAX_JSON_DEPTH + 1])
 def test_deep_json_nesting(depth):
-    text = tio.dumps(custom_program()).replace('"cov": []', '"cov": ' + "[" * depth + "]" * depth, 1)
+    text = tio.dumps(custom_program()).replace(
+        '"cov": []', '"cov": ' + "[" * depth + "]" * depth, 1
+    )
     with _no_hang(), pytest.raises(tp.FormatError, match=f"deeper than {tio.MAX_JSON_DEPTH}"):
         tio.loads(text)
 
 
 def test_nesting_at_the_bound_is_a_field_error_not_a_depth_error():
     inner = tio.MAX_JSON_DEPTH - 4  # the cov list already sits 4 levels deep
-    text = tio.dumps(custom_program()).replace('"cov": []', '"cov": ' + "[" * inner + "]" * inner, 1)
-    with pytest.raises(tio.CorruptFileError, match=r"cov entries .*program\.instructions\[1\]\.cov\[0\]"):
+    text = tio.dumps(custom_program()).replace(
+        '"cov": []', '"cov": ' + "[" * inner + "]" * inner, 1
+    )
+    with pytest.raises(
+        tio.CorruptFileError, match=r"cov entries .*program\.instructions\[1\]\.cov\[0\]"
+    ):
         tio.loads(text)
 
 
 def test_error_hierarchy():
     assert issubclass(tio.CorruptFileError, tp.FormatError)
     assert issubclass(tp.FormatVersionError, tp.FormatError)
-    assert issubclass(tp.FormatError, tp.TensorProgramError) and issubclass(tp.FormatError, ValueError)
-    assert issubclass(tp.FileAccessError, tp.TensorProgramError) and issubclass(tp.FileAccessError, OSError)
+    assert issubclass(tp.FormatError, tp.TensorProgramError) and issubclass(
+        tp.FormatError, ValueError
+    )
+    assert issubclass(tp.FileAccessError, tp.TensorProgramError) and issubclass(
+        tp.FileAccessError, OSError
+    )
     assert issubclass(tio.MissingFileError, tp.FileAccessError)
     assert issubclass(tio.MissingFileError, FileNotFoundError)
 

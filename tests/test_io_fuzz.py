@@ -50,8 +50,11 @@ _SCALE = 10 if os.environ.get("HYPOTHESIS_PROFILE") == "dev" else 1
 
 
 def fuzz_settings(n: int):
-    return settings(max_examples=n * _SCALE, deadline=timedelta(seconds=10),
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    return settings(
+        max_examples=n * _SCALE,
+        deadline=timedelta(seconds=10),
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
 
 
 @functools.cache
@@ -59,8 +62,9 @@ def seeds() -> tuple[dict, ...]:
     from tensorprog import nn
 
     net = nn.MLP(d_in=2, depth=2, nonlin="tanh", param=nn.NTK(depth=2))
-    run = nn.train_sgd(net, np.array([[1.0, 0.5], [-0.3, 1.2]]), np.array([1.0, -1.0]),
-                       lr=0.5, steps=1)
+    run = nn.train_sgd(
+        net, np.array([[1.0, 0.5], [-0.3, 1.2]]), np.array([1.0, -1.0]), lr=0.5, steps=1
+    )
     lim = custom_program().limit(method="montecarlo", samples=256, seed=0)
     return tuple(tio.to_dict(x) for x in (custom_program(), rich_program(), run.program, lim))
 
@@ -83,23 +87,44 @@ def check_loader(text: str) -> None:
 
 # ------------------------------------------------------------------------ strategies
 
-CODE = [f"open({str(MARKER)!r}, 'w').close()", f"__import__('os').system('touch {MARKER}')",
-        "x0 + 1", "1/0", "Integer(1)", "Symbol('x0', real=True)", "exp(Integer(1000))"]
+CODE = [
+    f"open({str(MARKER)!r}, 'w').close()",
+    f"__import__('os').system('touch {MARKER}')",
+    "x0 + 1",
+    "1/0",
+    "Integer(1)",
+    "Symbol('x0', real=True)",
+    "exp(Integer(1000))",
+]
 SCALARS = st.one_of(
-    st.none(), st.booleans(),
-    st.integers(-3, 3), st.integers(-(10**60), 10**60), st.sampled_from([2**53, -(2**63), 10**40]),
+    st.none(),
+    st.booleans(),
+    st.integers(-3, 3),
+    st.integers(-(10**60), 10**60),
+    st.sampled_from([2**53, -(2**63), 10**40]),
     st.floats(allow_nan=True, allow_infinity=True),
-    st.text(max_size=12), st.sampled_from(CODE + ["nan", "inf", "-inf", "relu", "matmul"]),
+    st.text(max_size=12),
+    st.sampled_from(CODE + ["nan", "inf", "-inf", "relu", "matmul"]),
 )
-JSON = st.recursive(SCALARS, lambda inner: st.one_of(
-    st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=6), inner, max_size=3)),
-    max_leaves=6)
+JSON = st.recursive(
+    SCALARS,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
 
 
 def paths(node, prefix=()):
     """Every path (tuple of keys/indices) to a value inside ``node``, the root excluded."""
     out = []
-    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    items = (
+        node.items()
+        if isinstance(node, dict)
+        else enumerate(node)
+        if isinstance(node, list)
+        else ()
+    )
     for k, v in items:
         out.append(prefix + (k,))
         out += paths(v, prefix + (k,))
@@ -151,10 +176,37 @@ def _strings(node):
             yield from _strings(v)
 
 
-CLASSES = ["Sum", "factorial", "Function('f')", "Function('relu')", "Function('lambda')",
-           f"Function({CODE[0]!r})", "__import__", "eval", "Lambda", "Integral", "Tuple", "I",
-           "oo", "zoo", "nan", "Symbol", "Integer", "Pow", "exp", "Max", "Heaviside", "gamma",
-           "Piecewise", "Float", "Rational", "tanh", "DiracDelta", "Dummy", "Wild"]
+CLASSES = [
+    "Sum",
+    "factorial",
+    "Function('f')",
+    "Function('relu')",
+    "Function('lambda')",
+    f"Function({CODE[0]!r})",
+    "__import__",
+    "eval",
+    "Lambda",
+    "Integral",
+    "Tuple",
+    "I",
+    "oo",
+    "zoo",
+    "nan",
+    "Symbol",
+    "Integer",
+    "Pow",
+    "exp",
+    "Max",
+    "Heaviside",
+    "gamma",
+    "Piecewise",
+    "Float",
+    "Rational",
+    "tanh",
+    "DiracDelta",
+    "Dummy",
+    "Wild",
+]
 INTS = ["0", "-1", "100", "101", "1000000000", "9" * 40, "9" * 41, "1" * 5000, "2**2**30"]
 
 
@@ -213,13 +265,18 @@ def test_mutated_expressions_load_or_are_a_format_error(data):
 @fuzz_settings(25)
 @given(st.data())
 def test_damaged_text_loads_or_is_a_format_error(data):
-    text = json.dumps(data.draw(st.sampled_from(seeds()), label="seed"), indent=1, ensure_ascii=False)
+    text = json.dumps(
+        data.draw(st.sampled_from(seeds()), label="seed"), indent=1, ensure_ascii=False
+    )
     pos = data.draw(st.integers(0, len(text)), label="position")
     if data.draw(st.booleans(), label="truncate"):
         text = text[:pos]
     else:
-        text = text[:pos] + data.draw(st.sampled_from(list('[]{}",:0\\e-') + ["NaN", "\x00"]),
-                                      label="insert") + text[pos:]
+        text = (
+            text[:pos]
+            + data.draw(st.sampled_from(list('[]{}",:0\\e-') + ["NaN", "\x00"]), label="insert")
+            + text[pos:]
+        )
     check_loader(text)
 
 

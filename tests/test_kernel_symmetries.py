@@ -38,8 +38,20 @@ ODD = ("tanh", "erf", "sin", "sign", "identity")
 EVEN = ("cos", "abs")
 HOMOGENEOUS = {"relu": 1, "identity": 1, "abs": 1, "step": 0, "sign": 0}
 #: Every builtin with a real value at every real preactivation (sqrt is refused below).
-REAL_BUILTINS = ("relu", "step", "tanh", "erf", "sigmoid", "gelu", "sin", "cos", "abs",
-                 "sign", "identity", "exp")
+REAL_BUILTINS = (
+    "relu",
+    "step",
+    "tanh",
+    "erf",
+    "sigmoid",
+    "gelu",
+    "sin",
+    "cos",
+    "abs",
+    "sign",
+    "identity",
+    "exp",
+)
 #: Depth and gain at which each network's kernels are representable in float64 (exp's
 #: kernel is a tower of exponentials: exp(exp(…)) overflows at depth 3).
 DEEP = {"exp": (2, 1.0)}
@@ -88,9 +100,17 @@ def test_homogeneous_networks_at_collinear_inputs(phi, alpha):
         _close(K[1, 1], diag * K[0, 0], f"{phi} {name}[αξ, αξ]")
 
 
-@pytest.mark.parametrize("phi,alpha,factor", [
-    ("relu", 2.0, 2.0), ("identity", -1.0, -1.0), ("abs", -1.0, 1.0),
-    ("sin", -1.0, -1.0), ("erf", -1.0, -1.0), ("cos", -1.0, 1.0)])
+@pytest.mark.parametrize(
+    "phi,alpha,factor",
+    [
+        ("relu", 2.0, 2.0),
+        ("identity", -1.0, -1.0),
+        ("abs", -1.0, 1.0),
+        ("sin", -1.0, -1.0),
+        ("erf", -1.0, -1.0),
+        ("cos", -1.0, 1.0),
+    ],
+)
 def test_identities_at_depth_50_gain_8(phi, alpha, factor):
     """The extreme corner: forward and backward scales 10⁷⁵ apart (relu, abs,
     identity) or chaotic correlation maps (sin, cos, erf), where any perturbation of a

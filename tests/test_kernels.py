@@ -34,40 +34,76 @@ X_FIX = np.array([[1.0, 0.0], [0.6, 0.8], [-1.0, 1.0]])
 SQ2 = math.sqrt(2.0)
 FIXTURES = {
     ("relu", 1, 1.0, 0.0): (
-        [[0.25000000, 0.16938689, 0.01707747], [0.16938689, 0.25000000, 0.13866682],
-         [0.01707747, 0.13866682, 0.50000000]],
-        [[0.50000000, 0.27511181, -0.04542253], [0.27511181, 0.50000000, 0.16592518],
-         [-0.04542253, 0.16592518, 1.00000000]],
+        [
+            [0.25000000, 0.16938689, 0.01707747],
+            [0.16938689, 0.25000000, 0.13866682],
+            [0.01707747, 0.13866682, 0.50000000],
+        ],
+        [
+            [0.50000000, 0.27511181, -0.04542253],
+            [0.27511181, 0.50000000, 0.16592518],
+            [-0.04542253, 0.16592518, 1.00000000],
+        ],
     ),
     ("relu", 2, 1.5, 0.1): (
-        [[1.45773438, 1.07713069, 0.71741663], [1.07713069, 1.45773438, 1.11728273],
-         [0.71741663, 1.11728273, 2.88156250]],
-        [[4.34195312, 2.25999961, 0.59056138], [2.25999961, 4.34195312, 1.73179554],
-         [0.59056138, 1.73179554, 8.61343750]],
+        [
+            [1.45773438, 1.07713069, 0.71741663],
+            [1.07713069, 1.45773438, 1.11728273],
+            [0.71741663, 1.11728273, 2.88156250],
+        ],
+        [
+            [4.34195312, 2.25999961, 0.59056138],
+            [2.25999961, 4.34195312, 1.73179554],
+            [0.59056138, 1.73179554, 8.61343750],
+        ],
     ),
     ("relu", 3, SQ2, 0.0): (
-        [[1.00000000, 0.77531243, 0.71930055], [0.77531243, 1.00000000, 0.89863934],
-         [0.71930055, 0.89863934, 2.00000000]],
-        [[4.00000000, 1.95228669, 0.95847408], [1.95228669, 4.00000000, 1.70226536],
-         [0.95847408, 1.70226536, 8.00000000]],
+        [
+            [1.00000000, 0.77531243, 0.71930055],
+            [0.77531243, 1.00000000, 0.89863934],
+            [0.71930055, 0.89863934, 2.00000000],
+        ],
+        [
+            [4.00000000, 1.95228669, 0.95847408],
+            [1.95228669, 4.00000000, 1.70226536],
+            [0.95847408, 1.70226536, 8.00000000],
+        ],
     ),
     ("erf", 1, 1.0, 0.0): (
-        [[0.33333333, 0.19397337, -0.26772047], [0.19397337, 0.33333333, 0.05203772],
-         [-0.26772047, 0.05203772, 0.46455905]],
-        [[0.70088593, 0.39418102, -0.55242549], [0.39418102, 0.70088593, 0.10419164],
-         [-0.55242549, 0.10419164, 1.03396909]],
+        [
+            [0.33333333, 0.19397337, -0.26772047],
+            [0.19397337, 0.33333333, 0.05203772],
+            [-0.26772047, 0.05203772, 0.46455905],
+        ],
+        [
+            [0.70088593, 0.39418102, -0.55242549],
+            [0.39418102, 0.70088593, 0.10419164],
+            [-0.55242549, 0.10419164, 1.03396909],
+        ],
     ),
     ("erf", 2, 1.5, 0.1): (
-        [[1.09929076, 0.58549471, -0.65671255], [0.58549471, 1.09929076, 0.14906678],
-         [-0.65671255, 0.14906678, 1.19191708]],
-        [[4.15935718, 1.83334822, -2.18928046], [1.83334822, 4.15935718, 0.42035245],
-         [-2.18928046, 0.42035245, 5.03242448]],
+        [
+            [1.09929076, 0.58549471, -0.65671255],
+            [0.58549471, 1.09929076, 0.14906678],
+            [-0.65671255, 0.14906678, 1.19191708],
+        ],
+        [
+            [4.15935718, 1.83334822, -2.18928046],
+            [1.83334822, 4.15935718, 0.42035245],
+            [-2.18928046, 0.42035245, 5.03242448],
+        ],
     ),
     ("erf", 3, SQ2, 0.0): (
-        [[0.88949129, 0.44322112, -0.53362272], [0.44322112, 0.88949129, 0.09551887],
-         [-0.53362272, 0.09551887, 0.92596508]],
-        [[4.83638024, 1.90470074, -2.39163224], [1.90470074, 4.83638024, 0.38342146],
-         [-2.39163224, 0.38342146, 5.55999474]],
+        [
+            [0.88949129, 0.44322112, -0.53362272],
+            [0.44322112, 0.88949129, 0.09551887],
+            [-0.53362272, 0.09551887, 0.92596508],
+        ],
+        [
+            [4.83638024, 1.90470074, -2.39163224],
+            [1.90470074, 4.83638024, 0.38342146],
+            [-2.39163224, 0.38342146, 5.55999474],
+        ],
     ),
 }
 #: The fixtures are rounded to 8 decimals: half a unit of the last place, plus 1e-8.
@@ -110,7 +146,7 @@ def _identity_expectations(K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 _GL_X, _GL_W = np.polynomial.legendre.leggauss(240)
 _GL_Z = 9.0 * _GL_X  # nodes on [-9, 9] (the normal tail beyond carries < 1e-18)
-_GL_WZ = 9.0 * _GL_W * np.exp(-_GL_Z**2 / 2) / math.sqrt(2 * math.pi)
+_GL_WZ = 9.0 * _GL_W * np.exp(-(_GL_Z**2) / 2) / math.sqrt(2 * math.pi)
 
 
 def _quadrature_expectations(phi, dphi):
@@ -201,8 +237,7 @@ def exact_backward():
 # (a) THEORY §10.4 fixtures
 
 
-@pytest.mark.parametrize("key", list(FIXTURES),
-                         ids=lambda k: f"{k[0]}-L{k[1]}-W{k[2]:.3g}-b{k[3]}")
+@pytest.mark.parametrize("key", list(FIXTURES), ids=lambda k: f"{k[0]}-L{k[1]}-W{k[2]:.3g}-b{k[3]}")
 def test_theory_fixtures(key, exact_backward):
     act, depth, W_std, b_std = key
     nngp_ref, ntk_ref = (np.array(m) for m in FIXTURES[key])
@@ -236,10 +271,12 @@ def test_closed_form_recursion(act, W_std, b_std, seed, request):
     for depth in range(1, 6):
         nngp_ref, ntk_ref = reference_kernels(X, depth, act, W_std, b_std)
         nngp, ntk = kernels(X, depth, act, W_std, b_std)
-        np.testing.assert_allclose(nngp, nngp_ref, rtol=1e-10, atol=1e-13,
-                                   err_msg=f"NNGP, depth {depth}")
-        np.testing.assert_allclose(ntk, ntk_ref, rtol=1e-10, atol=1e-13,
-                                   err_msg=f"NTK, depth {depth}")
+        np.testing.assert_allclose(
+            nngp, nngp_ref, rtol=1e-10, atol=1e-13, err_msg=f"NNGP, depth {depth}"
+        )
+        np.testing.assert_allclose(
+            ntk, ntk_ref, rtol=1e-10, atol=1e-13, err_msg=f"NTK, depth {depth}"
+        )
         assert np.array_equal(nngp, nngp.T) and np.array_equal(ntk, ntk.T)
 
 
@@ -356,13 +393,16 @@ def test_tanh_high_gain_depth1_matches_adaptive_quadrature():
         def integrand(z):
             return f(sg[i] * s[i] * z) * g(sg[j] * s[j] * z) * math.exp(-z * z / 2)
 
-        return sum(integrate.quad(integrand, a, b, epsabs=1e-14, epsrel=1e-13, limit=200)[0]
-                   for a, b in [(-12, -1), (-1, 0), (0, 1), (1, 12)]) / math.sqrt(2 * math.pi)
+        return sum(
+            integrate.quad(integrand, a, b, epsabs=1e-14, epsrel=1e-13, limit=200)[0]
+            for a, b in [(-12, -1), (-1, 0), (0, 1), (1, 12)]
+        ) / math.sqrt(2 * math.pi)
 
     K1 = W * W * (X @ X.T) / 3
     nngp_ref = np.array([[W * W * e1(np.tanh, np.tanh, i, j) for j in range(3)] for i in range(3)])
-    ntk_ref = nngp_ref + W * W * np.array(
-        [[e1(dt, dt, i, j) for j in range(3)] for i in range(3)]) * K1
+    ntk_ref = (
+        nngp_ref + W * W * np.array([[e1(dt, dt, i, j) for j in range(3)] for i in range(3)]) * K1
+    )
     res = kernels(X, 1, "tanh", W, 0.0, return_info=True)
     np.testing.assert_allclose(res.nngp, nngp_ref, rtol=1e-10, atol=0)
     np.testing.assert_allclose(res.ntk, ntk_ref, rtol=1e-10, atol=0)
@@ -391,10 +431,19 @@ def test_noncentred_kinks_are_quadrature_not_monte_carlo():
     c = tp.mean(tp.step(h + 0.2) * tp.relu(g - 0.5), name="c")
     lim = p.limit()
     tau = math.sqrt(2.0 - 0.36)
-    ref_c = sum(integrate.quad(lambda x: math.exp(-x * x / 2) / math.sqrt(2 * math.pi)
-                               * _relu_mean(0.6 * x - 0.5, tau), lo, hi, epsabs=1e-14,
-                               epsrel=1e-13, limit=200)[0]
-                for lo, hi in [(-0.2, 0.5 / 0.6), (0.5 / 0.6, 3.0), (3.0, 12.0)])
+    ref_c = sum(
+        integrate.quad(
+            lambda x: (
+                math.exp(-x * x / 2) / math.sqrt(2 * math.pi) * _relu_mean(0.6 * x - 0.5, tau)
+            ),
+            lo,
+            hi,
+            epsabs=1e-14,
+            epsrel=1e-13,
+            limit=200,
+        )[0]
+        for lo, hi in [(-0.2, 0.5 / 0.6), (0.5 / 0.6, 3.0), (3.0, 12.0)]
+    )
     for k, ref in [(a, _relu_mean(0.2, 1.0)), (b, _relu_mean(-3.0, 20.0)), (c, ref_c)]:
         assert lim.method(k) == "quadrature"
         assert abs(lim[k] - ref) <= 1e-12 * abs(ref), (k.name, lim[k], ref)
@@ -511,8 +560,9 @@ def test_kernel_program_is_the_computation(exact_backward):
     # with covariance σ_w² ξᵀξ'/d + σ_b².
     h1 = [p[f"h1_{i}"].var for i in range(3)]
     idx = [p.initial_vectors.index(v) for v in h1]
-    np.testing.assert_allclose(p.initial_covariance[np.ix_(idx, idx)],
-                               1.5**2 * X @ X.T / 4 + 0.01, rtol=1e-14)
+    np.testing.assert_allclose(
+        p.initial_covariance[np.ix_(idx, idx)], 1.5**2 * X @ X.T / 4 + 0.01, rtol=1e-14
+    )
 
 
 def test_nonlin_accepts_objects_and_limit_options(exact_backward):

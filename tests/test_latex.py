@@ -240,7 +240,10 @@ def test_zdot_value_is_the_engines():
     lim = atav().limit()
     assert latex(lim.Zdot("x", numeric=True), derivation=lim.derivation) == "2 Z^{v}"
     assert lim.coefficient("x", "v") == 1.0
-    assert latex(lim.Z("x"), derivation=lim.derivation) == r"\dot{Z}^{A^{\top} y} + \hat{Z}^{A^{\top} y}"
+    assert (
+        latex(lim.Z("x"), derivation=lim.derivation)
+        == r"\dot{Z}^{A^{\top} y} + \hat{Z}^{A^{\top} y}"
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -277,7 +280,10 @@ def test_printer_dispatches_on_instruction_classes():
     W = p.matrix("W", var=0.5)
     h = W.T.matmul(p.vector("x", mean=1.0, var=3.0), name="h")
     printer = ProgramLatexPrinter()
-    assert printer.doprint(p.definition(W)) == r"W_{\alpha\beta} &\sim \mathcal{N}\left(0, 0.5/n\right)"
+    assert (
+        printer.doprint(p.definition(W))
+        == r"W_{\alpha\beta} &\sim \mathcal{N}\left(0, 0.5/n\right)"
+    )
     assert printer.doprint(p.definition(h)) == r"h &= W^{\top} x"
     assert printer.doprint(p.instructions[1]) == r"x_{\alpha} &\sim \mathcal{N}\left(1, 3\right)"
 
@@ -285,7 +291,9 @@ def test_printer_dispatches_on_instruction_classes():
 def test_montecarlo_values_show_error_and_method():
     lim = long_sums().limit(method="montecarlo", samples=4000, seed=0)
     tex = lim.latex()
-    m = re.search(r"\\mathring\{m\} &= .*\\approx (-?[0-9.]+) \\pm ([0-9.]+)\\ \(\\text\{Monte Carlo\}\)", tex)
+    m = re.search(
+        r"\\mathring\{m\} &= .*\\approx (-?[0-9.]+) \\pm ([0-9.]+)\\ \(\\text\{Monte Carlo\}\)", tex
+    )
     assert m, tex
     assert float(m.group(2)) == pytest.approx(lim.stderr("m"), rel=0.05)
     assert r"\mathring{r} &= \lim_{n\to\infty} n^{-0.5} = 0" in tex
@@ -343,9 +351,14 @@ def _overfull(log: str) -> list[float]:
 def _compile(tmp_path: Path, name: str, tex: str) -> str:
     f = tmp_path / f"{name}.tex"
     f.write_text(tex, encoding="utf-8")
-    proc = subprocess.run([PDFLATEX, "-interaction=nonstopmode", "-halt-on-error", f.name],
-                          cwd=tmp_path, capture_output=True, text=True, stdin=subprocess.DEVNULL,
-                          timeout=300)
+    proc = subprocess.run(
+        [PDFLATEX, "-interaction=nonstopmode", "-halt-on-error", f.name],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=300,
+    )
     log = (tmp_path / f"{name}.log").read_text(encoding="latin-1")
     assert proc.returncode == 0, log[-3000:]
     assert (tmp_path / f"{name}.pdf").exists()
@@ -355,14 +368,22 @@ def _compile(tmp_path: Path, name: str, tex: str) -> str:
 @needs_pdflatex
 @pytest.mark.parametrize(
     "make, kw",
-    [(atav, {}), (relu_net, {}), (backward, {}), (deep_batch, {}),
-     (long_sums, {"method": "montecarlo", "samples": 4000}), (odd_names, {})],
+    [
+        (atav, {}),
+        (relu_net, {}),
+        (backward, {}),
+        (deep_batch, {}),
+        (long_sums, {"method": "montecarlo", "samples": 4000}),
+        (odd_names, {}),
+    ],
     ids=["atav", "relu", "backward", "deep_batch", "long_sums", "odd_names"],
 )
 def test_documents_compile_with_pdflatex(tmp_path, make, kw):
     p = make()
-    for kind, tex in [("program", p.latex(document=True)),
-                      ("limit", p.limit(**kw).latex(document=True))]:
+    for kind, tex in [
+        ("program", p.latex(document=True)),
+        ("limit", p.limit(**kw).latex(document=True)),
+    ]:
         log = _compile(tmp_path, kind, tex)
         bad = [w for w in _overfull(log) if w > 20.0]
         assert not bad, f"{p.name} {kind}: overfull lines {bad}"
@@ -380,12 +401,18 @@ def test_compile_pdf_helper(tmp_path):
 
 
 def _run_cli(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tensorprog", "latex", *args], cwd=cwd,
-                          capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300,
-                          env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "tensorprog", "latex", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=300,
+        env=env,
+    )
 
 
-BUILD_FILE = textwrap.dedent('''
+BUILD_FILE = textwrap.dedent("""
     import tensorprog as tp
 
     def build():
@@ -401,9 +428,9 @@ BUILD_FILE = textwrap.dedent('''
         return [p, q]
 
     print("chatter that must not end up in the document")
-''')
+""")
 
-MODULE_FILE = textwrap.dedent('''
+MODULE_FILE = textwrap.dedent("""
     import tensorprog as tp
 
     first = tp.Program("first")
@@ -413,7 +440,7 @@ MODULE_FILE = textwrap.dedent('''
     alias = first  # listed once
     if __name__ == "__main__":
         raise SystemExit("the main block must not run")
-''')
+""")
 
 
 def test_cli_build_convention(tmp_path):
@@ -449,8 +476,13 @@ def test_cli_errors(tmp_path):
 
 
 def test_cli_help_documents_the_convention(tmp_path):
-    res = subprocess.run([sys.executable, "-m", "tensorprog", "latex", "--help"], cwd=tmp_path,
-                         capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-m", "tensorprog", "latex", "--help"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 0
     assert "build()" in res.stdout and "module-level tp.Program" in res.stdout
     assert "--pdf" in res.stdout

@@ -22,55 +22,79 @@ ROOT = Path(__file__).resolve().parents[1] / "tensorprog"
 # ``tensorprog``; "" is the package ``__init__``), lowest first. An entry covers the
 # module and, if it is a package not listed further, its submodules.
 LAYERS: list[tuple[str, list[tuple[str, ...]]]] = [
-    ("core", [
-        ("errors", "texnames", "_version", "_gc"),
-        ("_resources", "rng", "psd", "tables", "hooks"),
-        ("nonlin",),
-        ("ir",),
-        ("interpreter",),
-    ]),
-    ("dsl", [
-        ("program",),
-        ("autodiff",),
-    ]),
-    ("gaussian", [
-        ("gaussian.quadrature", "gaussian.moments", "gaussian.closed_forms"),
-        ("gaussian",),
-    ]),
-    ("engine", [
-        ("engine.symbols", "engine.methods", "engine.qmc"),
-        ("engine.derivation", "engine.exact"),
-        ("engine.forms",),
-        ("engine.plan",),
-        ("engine.existence",),
-        ("engine.tails", "engine.growth"),
-        ("engine.montecarlo.linalg", "engine.montecarlo.sources"),
-        ("engine.montecarlo.estimates",),
-        ("engine.montecarlo.schedule",),
-        ("engine.montecarlo.passes",),
-        ("engine.montecarlo.rules",),
-        ("engine.montecarlo.run",),
-        ("engine.evaluate", "engine.montecarlo", "engine.limit"),
-        ("engine",),
-    ]),
-    ("finite width, printers, file format", [
-        ("simulate", "latex", "io"),
-    ]),
-    ("package", [
-        ("",),
-    ]),
+    (
+        "core",
+        [
+            ("errors", "texnames", "_version", "_gc"),
+            ("_resources", "rng", "psd", "tables", "hooks"),
+            ("nonlin",),
+            ("ir",),
+            ("interpreter",),
+        ],
+    ),
+    (
+        "dsl",
+        [
+            ("program",),
+            ("autodiff",),
+        ],
+    ),
+    (
+        "gaussian",
+        [
+            ("gaussian.quadrature", "gaussian.moments", "gaussian.closed_forms"),
+            ("gaussian",),
+        ],
+    ),
+    (
+        "engine",
+        [
+            ("engine.symbols", "engine.methods", "engine.qmc"),
+            ("engine.derivation", "engine.exact"),
+            ("engine.forms",),
+            ("engine.plan",),
+            ("engine.existence",),
+            ("engine.tails", "engine.growth"),
+            ("engine.montecarlo.linalg", "engine.montecarlo.sources"),
+            ("engine.montecarlo.estimates",),
+            ("engine.montecarlo.schedule",),
+            ("engine.montecarlo.passes",),
+            ("engine.montecarlo.rules",),
+            ("engine.montecarlo.run",),
+            ("engine.evaluate", "engine.montecarlo", "engine.limit"),
+            ("engine",),
+        ],
+    ),
+    (
+        "finite width, printers, file format",
+        [
+            ("simulate", "latex", "io"),
+        ],
+    ),
+    (
+        "package",
+        [
+            ("",),
+        ],
+    ),
     # nn is built on the public API (``from .. import name``: test_training.py) and the
     # package does not import it
-    ("nn", [
-        ("nn.parametrization",),
-        ("nn.mlp",),
-        ("nn.training", "nn.kernels"),
-        ("nn",),
-    ]),
-    ("command line", [
-        ("cli",),
-        ("__main__",),
-    ]),
+    (
+        "nn",
+        [
+            ("nn.parametrization",),
+            ("nn.mlp",),
+            ("nn.training", "nn.kernels"),
+            ("nn",),
+        ],
+    ),
+    (
+        "command line",
+        [
+            ("cli",),
+            ("__main__",),
+        ],
+    ),
 ]
 
 
@@ -89,14 +113,15 @@ def _modules() -> dict[str, Path]:
 def _is_type_checking(node: ast.If) -> bool:
     t = node.test
     return (isinstance(t, ast.Name) and t.id == "TYPE_CHECKING") or (
-        isinstance(t, ast.Attribute) and t.attr == "TYPE_CHECKING")
+        isinstance(t, ast.Attribute) and t.attr == "TYPE_CHECKING"
+    )
 
 
 def _relative(dotted: str) -> str | None:
     """``tensorprog.a.b`` -> ``a.b`` (``tensorprog`` -> ""); None outside the package."""
     if dotted == "tensorprog":
         return ""
-    return dotted[len("tensorprog."):] if dotted.startswith("tensorprog.") else None
+    return dotted[len("tensorprog.") :] if dotted.startswith("tensorprog.") else None
 
 
 def _module_of(rel: str | None, modules: set[str]) -> str | None:
@@ -139,8 +164,10 @@ def imports(source: str, name: str, is_package: bool, modules: set[str]) -> set[
 def _graph() -> dict[str, set[str]]:
     mods = _modules()
     names = set(mods)
-    return {m: imports(p.read_text(encoding="utf-8"), m, p.name == "__init__.py", names)
-            for m, p in mods.items()}
+    return {
+        m: imports(p.read_text(encoding="utf-8"), m, p.name == "__init__.py", names)
+        for m, p in mods.items()
+    }
 
 
 def _levels() -> dict[str, tuple[int, str, str]]:
@@ -165,8 +192,10 @@ def _place(module: str, table: dict[str, tuple[int, str, str]]) -> tuple[int, st
         if not m:
             break
         m = m.rpartition(".")[0]
-    raise AssertionError(f"tensorprog.{module} is in no layer: add it to LAYERS in "
-                         f"{Path(__file__).name} (and to docs/concepts/architecture.md)")
+    raise AssertionError(
+        f"tensorprog.{module} is in no layer: add it to LAYERS in "
+        f"{Path(__file__).name} (and to docs/concepts/architecture.md)"
+    )
 
 
 def _show(m: str) -> str:
@@ -192,8 +221,10 @@ def test_imports_go_only_to_lower_layers():
             if entry_t == entry_m and entry_m != m:
                 continue  # inside a package listed as one entry
             if lt >= lm:
-                bad.append(f"{_show(m)} ({layer_m}) imports {_show(t)} ({layer_t}), which is "
-                           f"{'at the same level' if lt == lm else 'above it'}")
+                bad.append(
+                    f"{_show(m)} ({layer_m}) imports {_show(t)} ({layer_t}), which is "
+                    f"{'at the same level' if lt == lm else 'above it'}"
+                )
     assert not bad, "imports against the layer order:\n" + "\n".join(bad)
 
 
@@ -202,8 +233,9 @@ def test_no_import_cycle():
     try:
         list(graphlib.TopologicalSorter(graph).static_order())
     except graphlib.CycleError as exc:
-        pytest.fail("modules import each other in a circle: "
-                    + " -> ".join(_show(m) for m in exc.args[1]))
+        pytest.fail(
+            "modules import each other in a circle: " + " -> ".join(_show(m) for m in exc.args[1])
+        )
 
 
 def test_the_import_parser_counts_function_level_imports_and_skips_type_checking():
@@ -223,8 +255,9 @@ def test_the_import_parser_counts_function_level_imports_and_skips_type_checking
     mods = {"", "hooks", "ir", "errors", "program", "engine", "engine.plan"}
     assert imports(source, "program", False, mods) == {"hooks", "ir", "errors", "engine", ""}
     # relative imports from inside a subpackage
-    assert imports("from ..ir import Var\nfrom .plan import Plan\n", "engine.limit", False,
-                   mods) == {"ir", "engine.plan"}
+    assert imports(
+        "from ..ir import Var\nfrom .plan import Plan\n", "engine.limit", False, mods
+    ) == {"ir", "engine.plan"}
     # and an upward import is reported
     table = _levels()
     assert _place("program", table)[0] < _place("engine", table)[0]
@@ -238,9 +271,14 @@ def test_every_hook_is_implemented_once_tensorprog_is_imported():
     from tensorprog import hooks
     from tensorprog.engine.limit import Limit
 
-    want = {hooks.simulate: {tp.Program}, hooks.limit: {tp.Program},
-            hooks.latex: {tp.Program, Limit}, hooks.repr_latex: {tp.Program, Limit},
-            hooks.html: {Limit}, hooks.save: {tp.Program, Limit}}
+    want = {
+        hooks.simulate: {tp.Program},
+        hooks.limit: {tp.Program},
+        hooks.latex: {tp.Program, Limit},
+        hooks.repr_latex: {tp.Program, Limit},
+        hooks.html: {Limit},
+        hooks.save: {tp.Program, Limit},
+    }
     assert set(want) == {getattr(hooks, h) for h in hooks.__all__}
     for hook, classes in want.items():
         assert set(hook.registry) - {object} == classes, hook.__name__

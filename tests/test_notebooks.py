@@ -21,7 +21,9 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 EXPECTED = {"01_quickstart.ipynb", "02_master_theorem.ipynb"}
 CELL_TIMEOUT = 600  # seconds per cell; the notebooks take well under a minute in total
 
-nbformat = pytest.importorskip("nbformat", reason="nbformat is needed to read notebooks (pip install -e '.[dev]')")
+nbformat = pytest.importorskip(
+    "nbformat", reason="nbformat is needed to read notebooks (pip install -e '.[dev]')"
+)
 
 
 def test_the_tutorial_notebooks_exist():
@@ -33,7 +35,8 @@ def test_notebook_is_committed_clean(path: Path):
     nb = nbformat.read(path, as_version=4)
     nbformat.validate(nb)
     dirty = [
-        i for i, c in enumerate(nb.cells)
+        i
+        for i, c in enumerate(nb.cells)
         if c.cell_type == "code" and (c.get("outputs") or c.get("execution_count") is not None)
     ]
     assert not dirty, f"{path.name}: cells {dirty} have outputs or execution counts; strip them"
@@ -42,15 +45,23 @@ def test_notebook_is_committed_clean(path: Path):
 @pytest.fixture(scope="module")
 def kernel_name() -> str:
     """The ``python3`` kernel; its spec is installed (user-level) only when missing."""
-    pytest.importorskip("nbclient", reason="nbclient is needed to execute notebooks (pip install -e '.[dev]')")
-    pytest.importorskip("ipykernel", reason="ipykernel is needed to execute notebooks (pip install -e '.[dev]')")
+    pytest.importorskip(
+        "nbclient", reason="nbclient is needed to execute notebooks (pip install -e '.[dev]')"
+    )
+    pytest.importorskip(
+        "ipykernel", reason="ipykernel is needed to execute notebooks (pip install -e '.[dev]')"
+    )
     from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
     try:
         KernelSpecManager().get_kernel_spec("python3")
     except NoSuchKernel:
-        subprocess.run([sys.executable, "-m", "ipykernel", "install", "--user"],
-                       check=True, capture_output=True, text=True)
+        subprocess.run(
+            [sys.executable, "-m", "ipykernel", "install", "--user"],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
     return "python3"
 
 
@@ -87,9 +98,13 @@ def test_notebook_executes(path: Path, kernel_name: str):
     images = [o for o in outputs if "image/png" in o.get("data", {})]
     assert images, f"{path.name}: no figure (image/png output) was produced"
     checks = [
-        line for o in outputs
+        line
+        for o in outputs
         if o.output_type == "stream" and o.name == "stdout"
-        for line in o.text.splitlines() if "check" in line.lower()
+        for line in o.text.splitlines()
+        if "check" in line.lower()
     ]
     assert checks, f"{path.name}: no printed check (a stdout line containing 'check')"
-    print(f"{path.name}: executed in {elapsed:.1f} s, {len(images)} figure(s), {len(checks)} check(s)")
+    print(
+        f"{path.name}: executed in {elapsed:.1f} s, {len(images)} figure(s), {len(checks)} check(s)"
+    )

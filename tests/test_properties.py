@@ -54,8 +54,11 @@ def program_specs(draw):
     for _ in range(draw(st.integers(2, 6))):
         nv = len(deg)
         i = draw(st.integers(0, nv - 1))
-        kind = draw(st.sampled_from(["matmul", "matmul", "matmul", "act", "act", "poly", "mul",
-                                     "lin", "plus"]))
+        kind = draw(
+            st.sampled_from(
+                ["matmul", "matmul", "matmul", "act", "act", "poly", "mul", "lin", "plus"]
+            )
+        )
         if kind == "matmul":
             ops.append(("matmul", draw(st.integers(0, n_mat - 1)), draw(st.booleans()), i))
             deg.append(deg[i])
@@ -208,11 +211,18 @@ def test_strategy_covers_the_intended_features():
     from hypothesis import Phase, find, settings
 
     def has(pred):
-        return find(program_specs(), pred, settings=settings(
-            max_examples=2000, database=None, derandomize=True, phases=[Phase.generate]))
+        return find(
+            program_specs(),
+            pred,
+            settings=settings(
+                max_examples=2000, database=None, derandomize=True, phases=[Phase.generate]
+            ),
+        )
 
     assert has(lambda s: any(o[0] == "matmul" and o[2] for o in s["ops"]))  # transposes
-    assert has(lambda s: len(s["mats"]) >= 2 and len({o[1] for o in s["ops"] if o[0] == "matmul"}) >= 2)
+    assert has(
+        lambda s: len(s["mats"]) >= 2 and len({o[1] for o in s["ops"] if o[0] == "matmul"}) >= 2
+    )
     assert has(lambda s: any(o[0] == "plus" for o in s["ops"]))  # Moments feeding Nonlin+
     assert has(lambda s: any(o[0] == "poly" for o in s["ops"]))
     assert has(lambda s: any(o[0] == "act" and o[1] == "relu" for o in s["ops"]))

@@ -44,8 +44,9 @@ def test_points_of_a_range_are_pieces_of_one_sequence():
     v, shift = qmc.scramble(qmc.direction_numbers(9), rng)
     whole = qmc.sobol_points(v, shift, 0, 1000)
     for start, M in [(0, 1), (1, 7), (125, 125), (640, 360), (999, 1)]:
-        np.testing.assert_array_equal(qmc.sobol_points(v, shift, start, M),
-                                      whole[:, start:start + M])
+        np.testing.assert_array_equal(
+            qmc.sobol_points(v, shift, start, M), whole[:, start : start + M]
+        )
 
 
 def test_scrambled_points_keep_the_net_structure():
@@ -57,7 +58,7 @@ def test_scrambled_points_keep_the_net_structure():
     for d in range(20):
         assert len(np.unique(np.floor(x[:, d] * 1024))) == 1024
     for a in range(11):  # boxes 2^-a × 2^-(10-a) hold one point each
-        cells = np.floor(x[:, 0] * 2**a) * 2**(10 - a) + np.floor(x[:, 1] * 2**(10 - a))
+        cells = np.floor(x[:, 0] * 2**a) * 2 ** (10 - a) + np.floor(x[:, 1] * 2 ** (10 - a))
         assert len(np.unique(cells)) == 1024
     v2, _ = qmc.scramble(qmc.direction_numbers(20), rng)
     assert not np.array_equal(v, v2)  # another scramble
@@ -79,8 +80,9 @@ def test_every_scrambled_point_is_uniform():
 def test_normal_quantile_against_ndtri_and_erfc():
     from scipy.special import ndtri
 
-    u = np.concatenate([np.logspace(-300, -1, 400), np.linspace(0.01, 0.99, 2001),
-                        1 - np.logspace(-16, -1, 200)])
+    u = np.concatenate(
+        [np.logspace(-300, -1, 400), np.linspace(0.01, 0.99, 2001), 1 - np.logspace(-16, -1, 200)]
+    )
     ours, ref = qmc.normal_quantile(u), ndtri(u)
     np.testing.assert_allclose(ours, ref, rtol=2e-15, atol=4e-16)
     upper = u[u > 0.5]

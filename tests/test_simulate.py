@@ -622,8 +622,11 @@ def test_max_memory_cannot_exceed_what_the_process_may_allocate(monkeypatch):
 
     simulate_module = sys.modules["tensorprog.simulate"]  # (tp.simulate is the function)
 
-    monkeypatch.setattr(simulate_module, "memory_budget",
-                        lambda: _resources.MemoryBudget(10**6, "RLIMIT_AS (ulimit -v)"))
+    monkeypatch.setattr(
+        simulate_module,
+        "memory_budget",
+        lambda: _resources.MemoryBudget(10**6, "RLIMIT_AS (ulimit -v)"),
+    )
     p = tp.Program("m")
     W = p.matrix("W")
     tp.mean(W @ p.vector("x"), name="k")

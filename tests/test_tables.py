@@ -25,8 +25,9 @@ LIMIT_COLUMNS = ["name", "value", "stderr", "error", "method", "trusted", "khat"
 
 def _quartic() -> float:
     """𝔼[1/(v⁴ − v + 2)], v ~ N(0, 1), by scipy quadrature."""
-    return integrate.quad(lambda u: math.exp(-u * u / 2) / math.sqrt(2 * math.pi)
-                          / (u ** 4 - u + 2), -np.inf, np.inf)[0]
+    return integrate.quad(
+        lambda u: math.exp(-u * u / 2) / math.sqrt(2 * math.pi) / (u**4 - u + 2), -np.inf, np.inf
+    )[0]
 
 
 def test_limit_to_pandas_one_row_per_scalar():
@@ -35,7 +36,7 @@ def test_limit_to_pandas_one_row_per_scalar():
     p = tp.Program("table")
     W, x, v = p.matrix("W", var=2.0), p.vector("x"), p.vector("v")
     tp.mean(tp.relu(W @ x) ** 2, name="k")
-    tp.mean(1 / (v ** 4 - v + 2), name="q")
+    tp.mean(1 / (v**4 - v + 2), name="q")
     with pytest.warns(tp.UnreliableValueWarning):
         lim = p.limit("quadrature")
     df = lim.to_pandas()
@@ -48,8 +49,11 @@ def test_limit_to_pandas_one_row_per_scalar():
     assert not q.trusted and "existence not proven" in q.warning
     assert math.isnan(q.stderr) and q.error == math.inf
     for row in df.itertuples():  # the same numbers as the accessors
-        assert (row.value, row.method, row.trusted) == (lim[row.name], lim.method(row.name),
-                                                         lim.trusted(row.name))
+        assert (row.value, row.method, row.trusted) == (
+            lim[row.name],
+            lim.method(row.name),
+            lim.trusted(row.name),
+        )
         assert row.error == lim.error(row.name)
 
 
@@ -62,8 +66,11 @@ def test_limit_to_pandas_montecarlo_stderr_and_khat():
     tp.mean(tp.sigmoid(v) ** 2, name="t")
     lim = p.limit(method="montecarlo", samples=2**14, seed=1)
     row = lim.to_pandas().iloc[0]
-    ref = integrate.quad(lambda u: math.exp(-u * u / 2) / math.sqrt(2 * math.pi)
-                         * special.expit(u) ** 2, -np.inf, np.inf)[0]
+    ref = integrate.quad(
+        lambda u: math.exp(-u * u / 2) / math.sqrt(2 * math.pi) * special.expit(u) ** 2,
+        -np.inf,
+        np.inf,
+    )[0]
     assert row.method == "montecarlo" and row.stderr == lim.stderr("t") > 0
     assert abs(row.value - ref) <= 6 * row.stderr
     assert row.khat == lim.khat("t") and row.khat < 0.5 and row.trusted
@@ -127,8 +134,11 @@ def test_training_tables_hold_the_arrays(run):
         got[fk.step, fk.layer - 1, fk.i, fk.j] = fk.value
         np.testing.assert_array_equal(got, res.feature_kernels)
         assert res._repr_html_().startswith("<table>")
-    stderr = lim.to_pandas().query("quantity == 'output'").pivot(index="step", columns="i",
-                                                                  values="stderr")
+    stderr = (
+        lim.to_pandas()
+        .query("quantity == 'output'")
+        .pivot(index="step", columns="i", values="stderr")
+    )
     np.testing.assert_array_equal(stderr.to_numpy(), lim.stderr)
     f1 = run.outputs[1]  # the rows are the Simulation's own values, in array order
     assert [sim.simulation[h] for h in f1] == list(sim.to_pandas().value[2:4])

@@ -114,8 +114,7 @@ def test_saved_limits_keep_flags_khat_and_intervals(tmp_path):
     assert "not trusted" in repr(back)
     doc = json.loads(path.read_text())
     row = next(r for r in doc["limit"]["scalars"] if r["name"] == "k")
-    for bad in ({"alpha": 0.9, "scale": 0.1}, {"alpha": 1.5, "scale": -1.0},
-                {"alpha": 1.5}, "x"):
+    for bad in ({"alpha": 0.9, "scale": 0.1}, {"alpha": 1.5, "scale": -1.0}, {"alpha": 1.5}, "x"):
         row["stable"] = bad
         path.write_text(json.dumps(doc))
         with pytest.raises(tp.FormatError, match="stable|scale|alpha"):
@@ -177,8 +176,14 @@ def test_polynomial_degree_of_moment_integrands():
     p = tp.Program("deg")
     v, W = p.vector("v"), p.matrix("W")
     h = tp.relu(W @ v)
-    names = {"a": tp.tanh(v) ** 2, "b": tp.abs(v) ** -0.7, "c": tp.exp(v),
-             "d": h * (W.T @ h), "e": v**6, "f": tp.sigmoid(v) + v * tp.tanh(v) * v}
+    names = {
+        "a": tp.tanh(v) ** 2,
+        "b": tp.abs(v) ** -0.7,
+        "c": tp.exp(v),
+        "d": h * (W.T @ h),
+        "e": v**6,
+        "f": tp.sigmoid(v) + v * tp.tanh(v) * v,
+    }
     for name, vec in names.items():
         tp.mean(vec, name=name)
     got = {k.name: d for k, d in moment_degrees(Derivation(p)).items()}
@@ -204,9 +209,15 @@ def test_errors_of_scalar_functions_are_propagated():
     assert em > 0
     assert lim.error(s) == pytest.approx(em / (2 * math.sqrt(lim[m])), rel=1e-9)
     assert lim.error(q) == pytest.approx(6 * lim[m] * em, rel=1e-9)
-    ref = integrate.quad(lambda u: math.exp(-u * u / 4) / math.sqrt(4 * math.pi)
-                         * math.copysign(max(u + 0.3, 0.0), u), -40, 40, points=[-0.3, 0.0],
-                         epsabs=1e-13)[0]
+    ref = integrate.quad(
+        lambda u: (
+            math.exp(-u * u / 4) / math.sqrt(4 * math.pi) * math.copysign(max(u + 0.3, 0.0), u)
+        ),
+        -40,
+        40,
+        points=[-0.3, 0.0],
+        epsabs=1e-13,
+    )[0]
     assert abs(lim[m] - ref) <= em
     assert abs(lim[s] - math.sqrt(ref)) <= lim.error(s) + 1e-15
     assert abs(lim[q] - 3 * ref**2) <= lim.error(q) + 1e-15

@@ -166,9 +166,13 @@ def test_linear_muP_is_exact():
     assert np.all(lim.method == "exact")
     ref = abcd_linear(X3, Y3, 0.5, 5)
     np.testing.assert_allclose(lim.outputs, ref, atol=1e-8, rtol=0)
-    table = [[0.6666666667, 0.1666666667, -0.75], [0.8590856481, 0.1541682742, -0.9967729231],
-             [0.8890941532, 0.1086235788, -1.0570559020], [0.8902913425, 0.0780538404, -1.0738372580],
-             [0.8897466535, 0.0617225093, -1.0813220622]]
+    table = [
+        [0.6666666667, 0.1666666667, -0.75],
+        [0.8590856481, 0.1541682742, -0.9967729231],
+        [0.8890941532, 0.1086235788, -1.0570559020],
+        [0.8902913425, 0.0780538404, -1.0738372580],
+        [0.8897466535, 0.0617225093, -1.0813220622],
+    ]
     np.testing.assert_allclose(lim.outputs[1:], table, atol=1e-9)
     assert np.all(lim.stderr == 0)
 
@@ -271,8 +275,10 @@ def test_two_hidden_layers_muP_limit_vs_finite_width(phi):
         return np.polyfit(np.log(widths), np.log(rms), 1)[0]
 
     s0 = slope([errs[n] for n in widths])
-    boot = [slope([errs[n][rng.integers(0, len(errs[n]), len(errs[n]))] for n in widths])
-            for _ in range(200)]
+    boot = [
+        slope([errs[n][rng.integers(0, len(errs[n]), len(errs[n]))] for n in widths])
+        for _ in range(200)
+    ]
     assert abs(s0 + 0.5) <= 4 * np.std(boot), (s0, np.std(boot))
 
 
@@ -313,10 +319,17 @@ def test_kernel_regime_follows_the_ntk():
     assert np.all(np.abs(lim.outputs - ref) <= 4 * lim.stderr + 1e-12)
 
 
-@pytest.mark.parametrize("param", [
-    nn.muP(2), nn.NTK(2), nn.SP(2, c=1), nn.abc([-0.5, 0, 0.5], [0.5, 0.5, 0.5], 1),
-    nn.abc([-0.5, 0, 0.5], [0.5, 0.5, 1.0], 0),
-], ids=["muP", "NTK", "SP_c1", "trivial", "muP_small_readout"])
+@pytest.mark.parametrize(
+    "param",
+    [
+        nn.muP(2),
+        nn.NTK(2),
+        nn.SP(2, c=1),
+        nn.abc([-0.5, 0, 0.5], [0.5, 0.5, 0.5], 1),
+        nn.abc([-0.5, 0, 0.5], [0.5, 0.5, 1.0], 0),
+    ],
+    ids=["muP", "NTK", "SP_c1", "trivial", "muP_small_readout"],
+)
 def test_classify_agrees_with_the_limit(param):
     """Feature learning ⇔ the feature kernel moves; kernel/trivial ⇔ it does not;
     nontrivial ⇔ f moves (TP4 Thms 3.4, 3.6, 3.8)."""
@@ -335,8 +348,10 @@ def test_classify_agrees_with_the_limit(param):
 
 def test_mean_field_is_muP_by_symmetry():
     """MF ≡ μP (L=1) modulo (a+θ, b−θ, c−2θ): same limit, same finite network."""
-    runs = [nn.train_sgd(nn.MLP(1, 1, "tanh", p), [[1.0], [-0.5]], [1.0, 0.2], lr=1.0, steps=2)
-            for p in (nn.MF(), nn.muP(1))]
+    runs = [
+        nn.train_sgd(nn.MLP(1, 1, "tanh", p), [[1.0], [-0.5]], [1.0, 0.2], lr=1.0, steps=2)
+        for p in (nn.MF(), nn.muP(1))
+    ]
     a, b = (r.limit(method="quadrature").outputs for r in runs)
     np.testing.assert_allclose(a, b, atol=1e-12)
     a, b = (r.simulate(64, seed=1).outputs for r in runs)
@@ -390,20 +405,23 @@ def test_center_option():
         nn.train_sgd(nn.MLP(2, 2, "relu", nn.NTK(2)), X2, Y2, lr=1.0, steps=1, center=False)
 
 
-@pytest.mark.parametrize("kwargs,exc,match", [
-    (dict(X=[1.0, 2.0]), tp.ProgramValueError, "X must be 2-D"),
-    (dict(X=np.ones((2, 3))), tp.ProgramValueError, "X has 3 columns"),
-    (dict(Y=[1.0, 2.0, 3.0]), tp.ProgramValueError, "Y must have shape"),
-    (dict(Y=[[1.0], [2.0]]), tp.ProgramValueError, "Y must have shape"),
-    (dict(lr=0.0), tp.ProgramValueError, "lr"),
-    (dict(lr=-1.0), tp.ProgramValueError, "lr"),
-    (dict(lr="big"), tp.ProgramTypeError, "lr"),
-    (dict(steps=0), tp.ProgramValueError, "steps"),
-    (dict(steps=-2), tp.ProgramValueError, "steps"),
-    (dict(steps=1.5), tp.ProgramTypeError, "steps"),
-    (dict(X_eval=[0.1, 0.2]), tp.ProgramValueError, "X_eval must be 2-D"),
-    (dict(net="mlp"), tp.ProgramTypeError, "net"),
-])
+@pytest.mark.parametrize(
+    "kwargs,exc,match",
+    [
+        (dict(X=[1.0, 2.0]), tp.ProgramValueError, "X must be 2-D"),
+        (dict(X=np.ones((2, 3))), tp.ProgramValueError, "X has 3 columns"),
+        (dict(Y=[1.0, 2.0, 3.0]), tp.ProgramValueError, "Y must have shape"),
+        (dict(Y=[[1.0], [2.0]]), tp.ProgramValueError, "Y must have shape"),
+        (dict(lr=0.0), tp.ProgramValueError, "lr"),
+        (dict(lr=-1.0), tp.ProgramValueError, "lr"),
+        (dict(lr="big"), tp.ProgramTypeError, "lr"),
+        (dict(steps=0), tp.ProgramValueError, "steps"),
+        (dict(steps=-2), tp.ProgramValueError, "steps"),
+        (dict(steps=1.5), tp.ProgramTypeError, "steps"),
+        (dict(X_eval=[0.1, 0.2]), tp.ProgramValueError, "X_eval must be 2-D"),
+        (dict(net="mlp"), tp.ProgramTypeError, "net"),
+    ],
+)
 def test_bad_inputs_name_the_argument(kwargs, exc, match):
     args = dict(net=nn.MLP(2, 1, "tanh"), X=X2, Y=Y2, lr=0.5, steps=2)
     args.update(kwargs)
@@ -436,20 +454,27 @@ def test_nn_imports_only_public_names():
     offenders = []
     for path in sorted(pathlib.Path(nn.__file__).parent.glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and (node.level == 1 or node.module == "__future__"):
+            if isinstance(node, ast.ImportFrom) and (
+                node.level == 1 or node.module == "__future__"
+            ):
                 continue  # nn's own modules, __future__
             if isinstance(node, ast.ImportFrom):
                 top = node.level == 2 and node.module is None or node.module == "tensorprog"
                 sub = (node.module or "").removeprefix("tensorprog.")
                 names = [a.name for a in node.names]
-                bad = [f"{path.name}: from {'.' * node.level}{node.module or ''} import {nm}"
-                       for nm in names
-                       if not (top and nm in tp.__all__)
-                       and not (sub in public_modules and not nm.startswith("_"))]
+                bad = [
+                    f"{path.name}: from {'.' * node.level}{node.module or ''} import {nm}"
+                    for nm in names
+                    if not (top and nm in tp.__all__)
+                    and not (sub in public_modules and not nm.startswith("_"))
+                ]
                 if node.level == 0 and not (node.module or "").startswith("tensorprog"):
                     bad = []  # numpy, sympy, the standard library
                 offenders += bad
             elif isinstance(node, ast.Import):
-                offenders += [f"{path.name}: import {a.name}" for a in node.names
-                              if a.name.startswith("tensorprog")]
+                offenders += [
+                    f"{path.name}: import {a.name}"
+                    for a in node.names
+                    if a.name.startswith("tensorprog")
+                ]
     assert not offenders, offenders

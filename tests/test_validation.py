@@ -32,8 +32,14 @@ SQ2PI = math.sqrt(2 * math.pi)
 def gauss1(f, var=1.0):
     """𝔼 f(√var G), G ~ N(0, 1), by adaptive quadrature (independent of tensorprog)."""
     s = math.sqrt(var)
-    return integrate.quad(lambda z: f(s * z) * math.exp(-z * z / 2) / SQ2PI, -np.inf, np.inf,
-                          epsabs=1e-13, epsrel=1e-12, limit=200)[0]
+    return integrate.quad(
+        lambda z: f(s * z) * math.exp(-z * z / 2) / SQ2PI,
+        -np.inf,
+        np.inf,
+        epsabs=1e-13,
+        epsrel=1e-12,
+        limit=200,
+    )[0]
 
 
 def atav():
@@ -74,7 +80,13 @@ TE, VE = tp.ProgramTypeError, tp.ProgramValueError
 # (id, kwargs of limit, class, builtin, needles)
 LIMIT_ARGS = [
     ("method int", dict(method=3), TE, TypeError, ["method", "auto", "3"]),
-    ("method unknown", dict(method="exactly"), tp.UnknownNameError, KeyError, ["exactly", "quadrature"]),
+    (
+        "method unknown",
+        dict(method="exactly"),
+        tp.UnknownNameError,
+        KeyError,
+        ["exactly", "quadrature"],
+    ),
     ("samples 0", dict(samples=0), VE, ValueError, ["samples", "positive int", "0"]),
     ("samples float", dict(samples=1e5), TE, TypeError, ["samples", "100000.0"]),
     ("samples bool", dict(samples=True), TE, TypeError, ["samples", "True"]),
@@ -105,8 +117,9 @@ def test_limit_rejects_bad_arguments(case):
 
 
 def test_limit_accepts_numpy_integers():
-    lim = tanh_prog().limit(method="montecarlo", samples=np.int64(4000), batches=np.int32(4),
-                            max_memory=np.int64(2**24))
+    lim = tanh_prog().limit(
+        method="montecarlo", samples=np.int64(4000), batches=np.int32(4), max_memory=np.int64(2**24)
+    )
     assert lim.samples == 4000 and isinstance(lim.samples, int)
 
 
@@ -124,8 +137,13 @@ def test_limit_and_simulate_need_a_program(bad):
 
 @pytest.mark.parametrize(
     "mm,cls,builtin",
-    [(0, VE, ValueError), (-1, VE, ValueError), (2.5, TE, TypeError), ("8G", TE, TypeError),
-     (True, TE, TypeError)],
+    [
+        (0, VE, ValueError),
+        (-1, VE, ValueError),
+        (2.5, TE, TypeError),
+        ("8G", TE, TypeError),
+        (True, TE, TypeError),
+    ],
     ids=["0", "-1", "float", "str", "bool"],
 )
 def test_simulate_rejects_bad_max_memory(mm, cls, builtin):
@@ -145,14 +163,35 @@ def _lookups():
 LOOKUPS = [
     ("lim[vector]", lambda p, o, lim, s: lim["x"], TE, TypeError, ["x is a vector", "lim.Z"]),
     ("lim[matrix]", lambda p, o, lim, s: lim["A"], TE, TypeError, ["A is a matrix"]),
-    ("lim[foreign]", lambda p, o, lim, s: lim[o["k"]], tp.ForeignHandleError, ValueError,
-     ["k", "different programs"]),
-    ("lim.stderr unknown", lambda p, o, lim, s: lim.stderr("kk"), tp.UnknownNameError, KeyError,
-     ["'kk'", "names include"]),
-    ("lim.method foreign", lambda p, o, lim, s: lim.method(o["k"]), tp.ForeignHandleError, ValueError,
-     ["k"]),
+    (
+        "lim[foreign]",
+        lambda p, o, lim, s: lim[o["k"]],
+        tp.ForeignHandleError,
+        ValueError,
+        ["k", "different programs"],
+    ),
+    (
+        "lim.stderr unknown",
+        lambda p, o, lim, s: lim.stderr("kk"),
+        tp.UnknownNameError,
+        KeyError,
+        ["'kk'", "names include"],
+    ),
+    (
+        "lim.method foreign",
+        lambda p, o, lim, s: lim.method(o["k"]),
+        tp.ForeignHandleError,
+        ValueError,
+        ["k"],
+    ),
     ("lim.Z(scalar)", lambda p, o, lim, s: lim.Z("k"), TE, TypeError, ["k is a scalar", "vector"]),
-    ("lim.Z(foreign)", lambda p, o, lim, s: lim.Z(o["x"]), tp.ForeignHandleError, ValueError, ["x"]),
+    (
+        "lim.Z(foreign)",
+        lambda p, o, lim, s: lim.Z(o["x"]),
+        tp.ForeignHandleError,
+        ValueError,
+        ["x"],
+    ),
     ("lim.Zhat(initial)", lambda p, o, lim, s: lim.Zhat("v"), VE, ValueError, ["v", "MatMul"]),
     ("lim.Zdot(scalar)", lambda p, o, lim, s: lim.Zdot("k"), TE, TypeError, ["k"]),
     ("lim.expr(vector)", lambda p, o, lim, s: lim.expr("y"), TE, TypeError, ["y is a vector"]),
@@ -163,8 +202,13 @@ LOOKUPS = [
     ("sim[foreign]", lambda p, o, lim, s: s[o["x"]], tp.ForeignHandleError, ValueError, ["x"]),
     ("sim[unknown]", lambda p, o, lim, s: s["nope"], tp.UnknownNameError, KeyError, ["'nope'"]),
     ("definition(int)", lambda p, o, lim, s: p.definition(3), TE, TypeError, ["definition", "int"]),
-    ("definition(foreign)", lambda p, o, lim, s: p.definition(o["k"]), tp.ForeignHandleError,
-     ValueError, ["k", "AtAv"]),
+    (
+        "definition(foreign)",
+        lambda p, o, lim, s: p.definition(o["k"]),
+        tp.ForeignHandleError,
+        ValueError,
+        ["k", "AtAv"],
+    ),
 ]
 
 
@@ -186,27 +230,88 @@ def _p():
 DSL = [
     ("matrix var bool", lambda p: p.matrix("M", var=True), TE, TypeError, ["'M'", "var", "True"]),
     ("vector mean bool", lambda p: p.vector("z", mean=False), TE, TypeError, ["'z'", "mean"]),
-    ("vector cov list", lambda p: p.vector("z", cov=[0.1]), TE, TypeError, ["'z'", "cov", "dict", "p.vectors"]),
-    ("vector cov name", lambda p: p.vector("z", cov={"x": 0.1}), TE, TypeError, ["'z'", "handle", "str"]),
-    ("vectors cov str", lambda p: p.vectors("xs", cov="identity"), TE, TypeError, ["'xs'", "cov", "square matrix"]),
-    ("vectors cov ragged", lambda p: p.vectors("xs", cov=[[1.0], [0.0, 1.0]]), TE, TypeError, ["'xs'", "cov"]),
-    ("vectors name int", lambda p: p.vectors(3, cov=[[1.0]]), TE, TypeError, ["name must be a str"]),
+    (
+        "vector cov list",
+        lambda p: p.vector("z", cov=[0.1]),
+        TE,
+        TypeError,
+        ["'z'", "cov", "dict", "p.vectors"],
+    ),
+    (
+        "vector cov name",
+        lambda p: p.vector("z", cov={"x": 0.1}),
+        TE,
+        TypeError,
+        ["'z'", "handle", "str"],
+    ),
+    (
+        "vectors cov str",
+        lambda p: p.vectors("xs", cov="identity"),
+        TE,
+        TypeError,
+        ["'xs'", "cov", "square matrix"],
+    ),
+    (
+        "vectors cov ragged",
+        lambda p: p.vectors("xs", cov=[[1.0], [0.0, 1.0]]),
+        TE,
+        TypeError,
+        ["'xs'", "cov"],
+    ),
+    (
+        "vectors name int",
+        lambda p: p.vectors(3, cov=[[1.0]]),
+        TE,
+        TypeError,
+        ["name must be a str"],
+    ),
     ("scalar None", lambda p: p.scalar("s", None), TE, TypeError, ["'s'", "value", "None"]),
     ("scalar list", lambda p: p.scalar("s", [1.0, 2.0]), TE, TypeError, ["'s'", "value"]),
-    ("scalar oscillating", lambda p: p.scalar("s", sympy.sin(tp.n)), VE, ValueError,
-     ["'s'", "sin(n)", "finite real limit"]),
+    (
+        "scalar oscillating",
+        lambda p: p.scalar("s", sympy.sin(tp.n)),
+        VE,
+        ValueError,
+        ["'s'", "sin(n)", "finite real limit"],
+    ),
     ("scalar complex", lambda p: p.scalar("s", 1 + 2j), VE, ValueError, ["'s'", "real"]),
     ("x * complex", lambda p: p["x"] * 1j, VE, ValueError, ["mul", "real number"]),
     ("x + sympy.I", lambda p: p["x"] + sympy.I, VE, ValueError, ["add", "real number", "I"]),
-    ("complex nonlin", lambda p: tp.nonlin(lambda a: sympy.I * a, p["x"], name="ci"), VE, ValueError,
-     ["'ci'", "complex"]),
-    ("Nonlinearity bad body", lambda p: tp.Nonlinearity("f", "a +* b", []), TE, TypeError,
-     ["'f'", "sympy expression"]),
-    ("Nonlinearity tuple body", lambda p: tp.Nonlinearity("f", (1, 2), []), TE, TypeError,
-     ["'f'", "sympy expression"]),
-    ("nonlinearity by unknown name", lambda p: tp.get_nonlinearity("reLU"), tp.UnknownNameError, KeyError,
-     ["'reLU'", "relu", "tanh"]),
-    ("nonlinearity by int", lambda p: tp.get_nonlinearity(3), TE, TypeError, ["nonlinearity", "int"]),
+    (
+        "complex nonlin",
+        lambda p: tp.nonlin(lambda a: sympy.I * a, p["x"], name="ci"),
+        VE,
+        ValueError,
+        ["'ci'", "complex"],
+    ),
+    (
+        "Nonlinearity bad body",
+        lambda p: tp.Nonlinearity("f", "a +* b", []),
+        TE,
+        TypeError,
+        ["'f'", "sympy expression"],
+    ),
+    (
+        "Nonlinearity tuple body",
+        lambda p: tp.Nonlinearity("f", (1, 2), []),
+        TE,
+        TypeError,
+        ["'f'", "sympy expression"],
+    ),
+    (
+        "nonlinearity by unknown name",
+        lambda p: tp.get_nonlinearity("reLU"),
+        tp.UnknownNameError,
+        KeyError,
+        ["'reLU'", "relu", "tanh"],
+    ),
+    (
+        "nonlinearity by int",
+        lambda p: tp.get_nonlinearity(3),
+        TE,
+        TypeError,
+        ["nonlinearity", "int"],
+    ),
     ("Program name", lambda p: tp.Program(None), TE, TypeError, ["Program name", "NoneType"]),
 ]
 
@@ -227,12 +332,14 @@ def test_dsl_input_errors(case):
 
 @pytest.mark.parametrize(
     "argv,needle",
-    [(["demo", "--widths", "0"], "--widths: 0 is not ≥ 1"),
-     (["demo", "--widths", "64", "-8"], "--widths: -8 is not ≥ 1"),
-     (["demo", "--widths", "abc"], "--widths: 'abc' is not an int"),
-     (["demo", "--seeds", "1"], "--seeds: 1 is not ≥ 2"),
-     (["demo", "--seeds", "2.5"], "--seeds: '2.5' is not an int"),
-     (["frobnicate"], "invalid choice: 'frobnicate'")],
+    [
+        (["demo", "--widths", "0"], "--widths: 0 is not ≥ 1"),
+        (["demo", "--widths", "64", "-8"], "--widths: -8 is not ≥ 1"),
+        (["demo", "--widths", "abc"], "--widths: 'abc' is not an int"),
+        (["demo", "--seeds", "1"], "--seeds: 1 is not ≥ 2"),
+        (["demo", "--seeds", "2.5"], "--seeds: '2.5' is not an int"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+    ],
     ids=["width 0", "width negative", "width str", "seeds 1", "seeds float", "command"],
 )
 def test_cli_usage_errors(argv, needle, capsys):
@@ -330,8 +437,14 @@ def _deep600():
     q, bound = 1.0, 0.0
     for _ in range(600):
         s = math.sqrt(q)
-        val, err = integrate.quad(lambda z, s=s: math.tanh(s * z) ** 2 * math.exp(-z * z / 2),
-                                  -np.inf, np.inf, epsabs=1e-15, epsrel=1e-13, limit=200)
+        val, err = integrate.quad(
+            lambda z, s=s: math.tanh(s * z) ** 2 * math.exp(-z * z / 2),
+            -np.inf,
+            np.inf,
+            epsabs=1e-15,
+            epsrel=1e-13,
+            limit=200,
+        )
         q, bound = val / math.sqrt(2 * math.pi), bound + err / math.sqrt(2 * math.pi)
     # (sanity check of the reference: q_l = (1/2l)(1 + O(log l / l)), log 600/600 ≈ 1%)
     assert q == pytest.approx(1 / 1200, rel=math.log(600) / 600)
@@ -384,8 +497,15 @@ def _nan_programs():
         tp.mean(tp.sqrt(h, name="root") * h, name="m")
         return p, "root = sqrt", ("montecarlo",)
 
-    return [quadrature_log, montecarlo_log, scalar_division_by_zero, scalar_fn_division_by_zero,
-            scalar_fn_nan, exact_overflow, montecarlo_nonlin_nan]
+    return [
+        quadrature_log,
+        montecarlo_log,
+        scalar_division_by_zero,
+        scalar_fn_division_by_zero,
+        scalar_fn_nan,
+        exact_overflow,
+        montecarlo_nonlin_nan,
+    ]
 
 
 @pytest.mark.parametrize("make", _nan_programs(), ids=lambda f: f.__name__)
@@ -420,7 +540,11 @@ def _agree(p, ref, *, samples=100_000, n=512, seeds=6, sim_tol=None):
     mc = p.limit(method="montecarlo", samples=samples, seed=1)
     for name, val in ref.items():
         assert auto[name] == pytest.approx(val, rel=1e-9, abs=1e-12), (name, auto.method(name))
-        assert abs(mc[name] - val) <= 4.5 * mc.stderr(name) + 1e-12, (name, mc[name], mc.stderr(name))
+        assert abs(mc[name] - val) <= 4.5 * mc.stderr(name) + 1e-12, (
+            name,
+            mc[name],
+            mc.stderr(name),
+        )
     sims = {name: np.array([p.simulate(n, seed=s)[name] for s in range(seeds)]) for name in ref}
     for name, val in ref.items():
         v = sims[name]
@@ -443,8 +567,14 @@ def test_same_matmul_twice():
     tp.inner(W.T @ a, x, name="vx")  # Ż^{Wᵀa} = σ² x 𝔼[∂a/∂Ẑ^a] = 2x: 2
     # Ż^{Wᵀ(relu a + relu b)} = σ²(𝔼 step(a) + 𝔼 step(b)) x = 2x (Stein form, singular Cov)
     tp.inner(W.T @ (tp.relu(a) + tp.relu(b)), x, name="wx")
-    ref = {"ab": 2.0, "rr": 1.0, "tb": 2.0 * gauss1(lambda z: 1 - math.tanh(z) ** 2, 2.0),
-           "uu": 0.0, "vx": 2.0, "wx": 2.0}
+    ref = {
+        "ab": 2.0,
+        "rr": 1.0,
+        "tb": 2.0 * gauss1(lambda z: 1 - math.tanh(z) ** 2, 2.0),
+        "uu": 0.0,
+        "vx": 2.0,
+        "wx": 2.0,
+    }
     auto, _ = _agree(p, ref)
     assert auto.method("ab") == auto.method("rr") == auto.method("vx") == "exact"
     sim = p.simulate(64, seed=0)
@@ -465,8 +595,14 @@ def test_linearly_dependent_inputs_of_one_matrix():
     tp.mean(tp.tanh(h1) * tp.tanh(h5), name="t15")  # h5 = h1: 𝔼 tanh(N(0,1.5))²
     # Stein with singular C = 𝔼[(x,2x)ᵀ(x,2x)]: Ż = 1.5(x 𝔼step(h1) + 2x 𝔼step(h2)) = 2.25 x
     tp.inner(W.T @ (tp.relu(h1) + tp.relu(h2)), x, name="dot")
-    ref = {"k12": 3.0, "k3": 6.0, "r": 3.0, "zero": 0.0,
-           "t15": gauss1(lambda z: math.tanh(z) ** 2, 1.5), "dot": 2.25}
+    ref = {
+        "k12": 3.0,
+        "k3": 6.0,
+        "r": 3.0,
+        "zero": 0.0,
+        "t15": gauss1(lambda z: math.tanh(z) ** 2, 1.5),
+        "dot": 2.25,
+    }
     _agree(p, ref)
 
 
@@ -488,8 +624,16 @@ def test_zero_variance_vectors():
     tp.mean(tp.tanh(W.T @ tp.relu(g)) ** 2, name="tg")  # 0
     xs = p.vectors("xi", cov=[[1.0, 1.0], [1.0, 1.0]])  # two identical vectors
     tp.inner(tp.relu(W @ xs[0]), tp.relu(W @ xs[1]), name="kk")  # 𝔼 relu(N(0,1))² = 1/2
-    ref = {"hh": 0.25, "rh": 0.5 / SQ2PI, "th": 0.0, "rz": 0.5, "gz": 0.25, "sg": 0.5, "tg": 0.0,
-           "kk": 0.5}
+    ref = {
+        "hh": 0.25,
+        "rh": 0.5 / SQ2PI,
+        "th": 0.0,
+        "rz": 0.5,
+        "gz": 0.25,
+        "sg": 0.5,
+        "tg": 0.0,
+        "kk": 0.5,
+    }
     _agree(p, ref)
 
 
@@ -576,7 +720,9 @@ def test_progress_bar_only_when_asked(capsys, recwarn):
 # ====================================================================================
 
 
-@pytest.mark.parametrize("kw", [dict(), dict(qmc=True), dict(batches=4)], ids=["plain", "qmc", "batches"])
+@pytest.mark.parametrize(
+    "kw", [dict(), dict(qmc=True), dict(batches=4)], ids=["plain", "qmc", "batches"]
+)
 def test_montecarlo_same_seed_bit_identical_other_seed_different(kw):
     p = tanh_prog()
     run = lambda seed: p.limit(method="montecarlo", samples=8192, seed=seed, **kw)  # noqa: E731
@@ -691,8 +837,9 @@ REPO = Path(__file__).resolve().parents[1]
 def run_python(code, **env):
     """Run ``code`` in a fresh interpreter on this checkout; its stdout."""
     full = {**os.environ, "PYTHONPATH": str(REPO), **env}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env=full, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=full, timeout=300
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     return out.stdout
 
@@ -751,13 +898,25 @@ def test_memory_budget_reads_the_cgroup_limit(version, tmp_path, monkeypatch):
     """limit − usage + inactive file cache: 2 − 1.5 + 0.25 = 0.75 GiB; and simulate
     refuses a width needing 1 GiB there, naming the cgroup and the knob n."""
     if version == "v2":
-        _fake_cgroups(tmp_path, monkeypatch, v2={
-            "memory.max": f"{2 * GiB}\n", "memory.current": f"{3 * GiB // 2}\n",
-            "memory.stat": f"anon 1\ninactive_file {GiB // 4}\nactive_file 5\n"})
+        _fake_cgroups(
+            tmp_path,
+            monkeypatch,
+            v2={
+                "memory.max": f"{2 * GiB}\n",
+                "memory.current": f"{3 * GiB // 2}\n",
+                "memory.stat": f"anon 1\ninactive_file {GiB // 4}\nactive_file 5\n",
+            },
+        )
     else:
-        _fake_cgroups(tmp_path, monkeypatch, v1={
-            "memory.limit_in_bytes": f"{2 * GiB}\n", "memory.usage_in_bytes": f"{3 * GiB // 2}\n",
-            "memory.stat": f"cache 1\ntotal_inactive_file {GiB // 4}\n"})
+        _fake_cgroups(
+            tmp_path,
+            monkeypatch,
+            v1={
+                "memory.limit_in_bytes": f"{2 * GiB}\n",
+                "memory.usage_in_bytes": f"{3 * GiB // 2}\n",
+                "memory.stat": f"cache 1\ntotal_inactive_file {GiB // 4}\n",
+            },
+        )
     b = _resources.memory_budget()
     assert b.bytes == 3 * GiB // 4 and b.source.startswith("cgroup"), b
     p = tp.Program("w")
@@ -770,8 +929,12 @@ def test_memory_budget_reads_the_cgroup_limit(version, tmp_path, monkeypatch):
 
 
 def test_an_unlimited_cgroup_is_no_limit(tmp_path, monkeypatch):
-    _fake_cgroups(tmp_path, monkeypatch, v2={"memory.max": "max\n", "memory.current": "5\n"},
-                  v1={"memory.limit_in_bytes": "9223372036854771712\n"})
+    _fake_cgroups(
+        tmp_path,
+        monkeypatch,
+        v2={"memory.max": "max\n", "memory.current": "5\n"},
+        v1={"memory.limit_in_bytes": "9223372036854771712\n"},
+    )
     assert _resources._cgroup_free() is None
 
 
@@ -780,12 +943,20 @@ def test_kernels_refuse_before_building_a_program_that_does_not_fit(monkeypatch)
     ≤ 4 KiB per instruction; refused at once with the estimate and the knob X."""
     from tensorprog.nn.kernels import kernel_program, kernel_program_size
 
-    monkeypatch.setattr(_resources, "memory_budget",
-                        lambda: _resources.MemoryBudget(8 * GiB, "MemAvailable"))
+    monkeypatch.setattr(
+        _resources, "memory_budget", lambda: _resources.MemoryBudget(8 * GiB, "MemAvailable")
+    )
     with pytest.raises(tp.ResourceError) as info:
         tp.nn.kernels(np.ones((2000, 3)), 2)
-    check_error(info, tp.ResourceError, MemoryError, "B=2000", "14,007,000 instructions",
-                "53.4 GiB", "fewer inputs")
+    check_error(
+        info,
+        tp.ResourceError,
+        MemoryError,
+        "B=2000",
+        "14,007,000 instructions",
+        "53.4 GiB",
+        "fewer inputs",
+    )
     assert info.value.knob == "X"
     # the size formula against an actual program: exact up to O(B·depth) vectors
     for B, depth in [(3, 1), (5, 3)]:
@@ -794,11 +965,14 @@ def test_kernels_refuse_before_building_a_program_that_does_not_fit(monkeypatch)
         assert 0 <= extra <= 8 * B * depth + 8, (B, depth, extra)
 
 
-@pytest.mark.parametrize("kw, needles", [
-    ({"W_std": 1e200}, ["W_std=1e+200", "input kernel", "W_std or the inputs X"]),
-    ({"b_std": 1e200}, ["b_std=1e+200", "input kernel", "scale b_std"]),
-    ({"X": np.eye(2) * 1e200}, ["input kernel", "the inputs X"]),
-])
+@pytest.mark.parametrize(
+    "kw, needles",
+    [
+        ({"W_std": 1e200}, ["W_std=1e+200", "input kernel", "W_std or the inputs X"]),
+        ({"b_std": 1e200}, ["b_std=1e+200", "input kernel", "scale b_std"]),
+        ({"X": np.eye(2) * 1e200}, ["input kernel", "the inputs X"]),
+    ],
+)
 def test_kernels_input_kernel_overflow_names_the_users_argument(kw, needles):
     """Not `vectors 'h1': cov has non-finite entries` (an internal vector)."""
     args = {"X": np.eye(2), "depth": 2, **kw}
@@ -817,13 +991,26 @@ def test_a_handle_added_after_the_limit_is_named_not_a_keyerror():
     lim, sim = p.limit(), p.simulate(64)
     w = A @ p.vector("w")
     k2 = tp.inner(w, w, name="k2")
-    for lookup in (lambda: lim[k2], lambda: lim["k2"], lambda: lim.stderr(k2),
-                   lambda: lim.Z(w), lambda: lim.expr(k2), lambda: sim[k2], lambda: sim["k2"],
-                   lambda: sim.vector(w), lambda: lim.latex()):
+    for lookup in (
+        lambda: lim[k2],
+        lambda: lim["k2"],
+        lambda: lim.stderr(k2),
+        lambda: lim.Z(w),
+        lambda: lim.expr(k2),
+        lambda: sim[k2],
+        lambda: sim["k2"],
+        lambda: sim.vector(w),
+        lambda: lim.latex(),
+    ):
         with pytest.raises(tp.UnknownNameError) as info:
             lookup()
-        check_error(info, tp.UnknownNameError, KeyError, "was added to program 'grow' after",
-                    "compute it again")
+        check_error(
+            info,
+            tp.UnknownNameError,
+            KeyError,
+            "was added to program 'grow' after",
+            "compute it again",
+        )
     assert k2 not in lim and lim._repr_latex_() is None
     assert lim[k] == 1.0 and np.isfinite(sim[k])  # what the limit has is still there
     assert p.limit()[k2] == 1.0  # 𝔼[(Ẑ^{Aw})²] = σ² 𝔼[w²]
@@ -875,13 +1062,17 @@ def _no_limit(monkeypatch):
     monkeypatch.setattr(tp.Program, "limit", refuse)
 
 
-@pytest.mark.parametrize("out, needle", [("missing/out.tex", "does not exist"),
-                                         (".", "is a directory")])
-def test_cli_latex_bad_output_is_refused_before_computing(out, needle, tmp_path, capsys,
-                                                          monkeypatch):
+@pytest.mark.parametrize(
+    "out, needle", [("missing/out.tex", "does not exist"), (".", "is a directory")]
+)
+def test_cli_latex_bad_output_is_refused_before_computing(
+    out, needle, tmp_path, capsys, monkeypatch
+):
     src = tmp_path / "prog.py"
-    src.write_text("import tensorprog as tp\np = tp.Program('a')\nv = p.vector('v')\n"
-                   "tp.inner(v, v, name='k')\n")
+    src.write_text(
+        "import tensorprog as tp\np = tp.Program('a')\nv = p.vector('v')\n"
+        "tp.inner(v, v, name='k')\n"
+    )
     _no_limit(monkeypatch)
     assert cli_main(["latex", str(src), "-o", str(tmp_path / out)]) == 2
     err = capsys.readouterr().err
@@ -901,16 +1092,20 @@ def test_cli_latex_syntax_error_is_one_clear_line(tmp_path, capsys, monkeypatch)
 # -------------------------------------------------------------------- numpy operands
 
 
-@pytest.mark.parametrize("op", [
-    lambda x: np.array([1.0]) * x,
-    lambda x: np.ones(3) + x,
-    lambda x: x + np.ones(3),
-    lambda x: np.ones((2, 2)) / x,
-    lambda x: np.ones(3) @ x.program["W"],
-    lambda x: np.ones(3) @ x.program["W"].T,
-    lambda x: np.exp(x),
-    lambda x: np.maximum(x, 0.0),
-], ids=["arr*x", "ones+x", "x+ones", "ones/x", "ones@W", "ones@W.T", "np.exp", "np.maximum"])
+@pytest.mark.parametrize(
+    "op",
+    [
+        lambda x: np.array([1.0]) * x,
+        lambda x: np.ones(3) + x,
+        lambda x: x + np.ones(3),
+        lambda x: np.ones((2, 2)) / x,
+        lambda x: np.ones(3) @ x.program["W"],
+        lambda x: np.ones(3) @ x.program["W"].T,
+        lambda x: np.exp(x),
+        lambda x: np.maximum(x, 0.0),
+    ],
+    ids=["arr*x", "ones+x", "x+ones", "ones/x", "ones@W", "ones@W.T", "np.exp", "np.maximum"],
+)
 def test_numpy_arrays_and_ufuncs_are_refused(op):
     """Not an object array of handles, nor one instruction per array entry."""
     p = tp.Program("np")
@@ -930,7 +1125,7 @@ def test_numpy_scalars_are_numbers():
     x, c = p.vector("x"), p.scalar("c", 3.0)
     for y in (np.float64(2.0) * x, x * np.float64(2.0), np.array(2.0) * x, np.int64(2) * x):
         assert str(y.instruction.fn.body.subs(dict(zip(y.instruction.fn.args, [1])))) == "2"
-    assert str(np.float32(0.5) + c) .startswith("<Scalar")
+    assert str(np.float32(0.5) + c).startswith("<Scalar")
     assert "use tp.tanh" in _message(lambda: np.tanh(x))
     assert np.negative(x).instruction.args == (x.var,)
 
@@ -946,17 +1141,29 @@ def _message(f):
 # -------------------------------------------------------------------- complex numbers
 
 
-@pytest.mark.parametrize("call, cls", [
-    (lambda p: p.vectors("z", cov=np.array([[1, 0.5j], [-0.5j, 1]])), TE),
-    (lambda p: p.vectors("z", cov=np.eye(2, dtype=complex)), TE),  # imaginary part 0
-    (lambda p: p.vectors("z", cov=np.eye(2), mean=[1j, 0.0]), TE),
-    (lambda p: p.vector("w", cov={p["x"]: 0.3j}), TE),
-    (lambda p: p.vector("w", cov={p["x"]: np.complex128(0.3j)}), TE),
-    (lambda p: p.vector("w", var=np.complex128(1.0)), TE),
-    (lambda p: p.scalar("c", 1 + 0j), VE),
-    (lambda p: p.scalar("c", np.complex128(2.0)), VE),
-], ids=["cov", "cov-real-valued", "mean", "cov-dict", "cov-dict-numpy", "var", "scalar",
-        "scalar-numpy"])
+@pytest.mark.parametrize(
+    "call, cls",
+    [
+        (lambda p: p.vectors("z", cov=np.array([[1, 0.5j], [-0.5j, 1]])), TE),
+        (lambda p: p.vectors("z", cov=np.eye(2, dtype=complex)), TE),  # imaginary part 0
+        (lambda p: p.vectors("z", cov=np.eye(2), mean=[1j, 0.0]), TE),
+        (lambda p: p.vector("w", cov={p["x"]: 0.3j}), TE),
+        (lambda p: p.vector("w", cov={p["x"]: np.complex128(0.3j)}), TE),
+        (lambda p: p.vector("w", var=np.complex128(1.0)), TE),
+        (lambda p: p.scalar("c", 1 + 0j), VE),
+        (lambda p: p.scalar("c", np.complex128(2.0)), VE),
+    ],
+    ids=[
+        "cov",
+        "cov-real-valued",
+        "mean",
+        "cov-dict",
+        "cov-dict-numpy",
+        "var",
+        "scalar",
+        "scalar-numpy",
+    ],
+)
 def test_complex_values_are_refused_not_truncated(call, cls):
     p = tp.Program("c")
     p.vector("x")

@@ -7,6 +7,7 @@ NTK parameterization. Run with the side venv:
 
 Exits non-zero if max |diff| > 1e-7 (the fixture has 8 decimal digits).
 """
+
 import json
 import os
 import sys
@@ -22,12 +23,20 @@ jax.config.update("jax_enable_x64", True)
 from nt_kernels import build_kernel_fn  # noqa: E402
 
 X = np.array([[1.0, 0.0], [0.6, 0.8], [-1.0, 1.0]])
-NNGP_REF = np.array([[1.45773438, 1.07713069, 0.71741663],
-                     [1.07713069, 1.45773438, 1.11728273],
-                     [0.71741663, 1.11728273, 2.88156250]])
-NTK_REF = np.array([[4.34195312, 2.25999961, 0.59056138],
-                    [2.25999961, 4.34195312, 1.73179554],
-                    [0.59056138, 1.73179554, 8.61343750]])
+NNGP_REF = np.array(
+    [
+        [1.45773438, 1.07713069, 0.71741663],
+        [1.07713069, 1.45773438, 1.11728273],
+        [0.71741663, 1.11728273, 2.88156250],
+    ]
+)
+NTK_REF = np.array(
+    [
+        [4.34195312, 2.25999961, 0.59056138],
+        [2.25999961, 4.34195312, 1.73179554],
+        [0.59056138, 1.73179554, 8.61343750],
+    ]
+)
 
 kernel_fn = build_kernel_fn(depth=2, nonlin="relu", W_std=1.5, b_std=0.1)
 k = kernel_fn(X, None, ("nngp", "ntk"))
@@ -38,6 +47,9 @@ np.set_printoptions(precision=10, suppress=True)
 print("nngp =\n", nngp)
 print("ntk =\n", ntk)
 ok = max(d_nngp, d_ntk) <= 1e-7
-print(json.dumps({"max_abs_diff_nngp": d_nngp, "max_abs_diff_ntk": d_ntk,
-                  "dtype": str(nngp.dtype), "ok": ok}))
+print(
+    json.dumps(
+        {"max_abs_diff_nngp": d_nngp, "max_abs_diff_ntk": d_ntk, "dtype": str(nngp.dtype), "ok": ok}
+    )
+)
 sys.exit(0 if ok else 1)

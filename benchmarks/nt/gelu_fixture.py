@@ -46,14 +46,26 @@ def main(out: str) -> None:
         k = build_kernel_fn(depth, "gelu", W_std, b_std)(X, None, ("nngp", "ntk"))
         nngp, ntk = np.asarray(k.nngp), np.asarray(k.ntk)
         assert nngp.dtype == np.float64 and ntk.dtype == np.float64
-        cases.append({"name": name, "X": X.tolist(), "depth": depth, "W_std": W_std,
-                      "b_std": b_std, "nonlin": "gelu",
-                      "nngp": nngp.tolist(), "ntk": ntk.tolist()})
+        cases.append(
+            {
+                "name": name,
+                "X": X.tolist(),
+                "depth": depth,
+                "W_std": W_std,
+                "b_std": b_std,
+                "nonlin": "gelu",
+                "nngp": nngp.tolist(),
+                "ntk": ntk.tolist(),
+            }
+        )
     doc = {
         "source": "neural-tangents stax.Gelu closed-form kernel (parameterization='ntk'), float64",
         "produced_by": "benchmarks/nt/.venv/bin/python benchmarks/nt/gelu_fixture.py " + out,
-        "versions": {"neural_tangents": neural_tangents.__version__, "jax": jax.__version__,
-                     "numpy": np.__version__},
+        "versions": {
+            "neural_tangents": neural_tangents.__version__,
+            "jax": jax.__version__,
+            "numpy": np.__version__,
+        },
         "cases": cases,
     }
     with open(out, "w") as fh:

@@ -15,6 +15,7 @@ Prints one JSON line with timings (seconds):
  --jit times the jax.jit-wrapped kernel_fn instead, so the first call includes
  XLA compilation).
 """
+
 import time
 
 _T0 = time.perf_counter()  # as early as possible, before importing jax
@@ -38,36 +39,42 @@ _T_IMPORT = time.perf_counter() - _T0
 
 def build_kernel_fn(depth, nonlin, W_std, b_std, width=512):
     act = {"relu": stax.Relu, "erf": stax.Erf, "gelu": stax.Gelu}[nonlin]()
-    layers = [stax.Dense(width, W_std=W_std, b_std=b_std,
-                         parameterization="ntk"), act] * depth
-    layers.append(stax.Dense(1, W_std=W_std, b_std=b_std,
-                             parameterization="ntk"))
+    layers = [stax.Dense(width, W_std=W_std, b_std=b_std, parameterization="ntk"), act] * depth
+    layers.append(stax.Dense(1, W_std=W_std, b_std=b_std, parameterization="ntk"))
     _, _, kernel_fn = stax.serial(*layers)
     return kernel_fn
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--depth", type=int, required=True,
-                   help="number of hidden Dense+activation blocks")
-    p.add_argument("--batch", type=int, default=None,
-                   help="number of inputs B (ignored with --inputs)")
-    p.add_argument("--dim", type=int, default=None,
-                   help="input dimension d (ignored with --inputs)")
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--depth", type=int, required=True, help="number of hidden Dense+activation blocks"
+    )
+    p.add_argument(
+        "--batch", type=int, default=None, help="number of inputs B (ignored with --inputs)"
+    )
+    p.add_argument(
+        "--dim", type=int, default=None, help="input dimension d (ignored with --inputs)"
+    )
     p.add_argument("--nonlin", choices=["relu", "erf", "gelu"], required=True)
     p.add_argument("--W-std", dest="W_std", type=float, required=True)
     p.add_argument("--b-std", dest="b_std", type=float, required=True)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--inputs", default=None,
-                   help=".npy file with a (B, d) array used as X instead of the rng")
-    p.add_argument("--out", default=None,
-                   help=".npz file to save X, nngp, ntk (float64)")
-    p.add_argument("--repeat", type=int, default=2,
-                   help="number of kernel_fn calls (>= 2; default 2)")
-    p.add_argument("--jit", action="store_true",
-                   help="wrap kernel_fn in jax.jit(..., static_argnames='get'); "
-                        "then t_first_call includes compilation")
+    p.add_argument(
+        "--inputs", default=None, help=".npy file with a (B, d) array used as X instead of the rng"
+    )
+    p.add_argument("--out", default=None, help=".npz file to save X, nngp, ntk (float64)")
+    p.add_argument(
+        "--repeat", type=int, default=2, help="number of kernel_fn calls (>= 2; default 2)"
+    )
+    p.add_argument(
+        "--jit",
+        action="store_true",
+        help="wrap kernel_fn in jax.jit(..., static_argnames='get'); "
+        "then t_first_call includes compilation",
+    )
     a = p.parse_args(argv)
 
     if a.inputs is not None:
@@ -101,10 +108,17 @@ def main(argv=None):
         np.savez(a.out, X=X, nngp=nngp, ntk=ntk)
 
     rec = {
-        "depth": a.depth, "batch": int(X.shape[0]), "dim": int(X.shape[1]),
-        "nonlin": a.nonlin, "W_std": a.W_std, "b_std": a.b_std,
-        "seed": a.seed, "inputs": a.inputs, "jit": a.jit,
-        "jax": jax.__version__, "backend": jax.default_backend(),
+        "depth": a.depth,
+        "batch": int(X.shape[0]),
+        "dim": int(X.shape[1]),
+        "nonlin": a.nonlin,
+        "W_std": a.W_std,
+        "b_std": a.b_std,
+        "seed": a.seed,
+        "inputs": a.inputs,
+        "jit": a.jit,
+        "jax": jax.__version__,
+        "backend": jax.default_backend(),
         "t_import": _T_IMPORT,
         "t_first_call": times[0],
         "t_second_call": times[1],

@@ -85,7 +85,7 @@ def _doctest_blocks(text: str) -> str:
             indent = line[: len(line) - len(line.lstrip())]
             block = []
             while i < len(lines) and lines[i].strip():
-                block.append(lines[i][len(indent):] if lines[i].startswith(indent) else lines[i])
+                block.append(lines[i][len(indent) :] if lines[i].startswith(indent) else lines[i])
                 i += 1
             out += [f"{indent}```pycon", *(f"{indent}{b}" for b in block), f"{indent}```"]
             continue
@@ -165,8 +165,10 @@ class RestToMarkdown(griffe.Extension):
             return
         src = self._engine_limit_doc
         meth.docstring = griffe.Docstring(
-            _program_limit_doc(src.value), parent=meth,
-            parser=src.parser, parser_options=src.parser_options,
+            _program_limit_doc(src.value),
+            parent=meth,
+            parser=src.parser,
+            parser_options=src.parser_options,
         )
 
     def on_package(self, *, pkg: griffe.Module, **kwargs: Any) -> None:  # griffe >= 2

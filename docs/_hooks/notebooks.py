@@ -37,7 +37,7 @@ def notebook_page(path: Path) -> str:
             parts.append(src)
             if i == 0:
                 parts.append(
-                    f"!!! note \"The notebook\"\n    [Download `{path.name}`]({path.name}) and run "
+                    f'!!! note "The notebook"\n    [Download `{path.name}`]({path.name}) and run '
                     "it (`jupyter lab notebooks/`). It is stored without outputs; the test "
                     "suite runs it from top to bottom, and the figures it makes are shown "
                     "at the end of this page."
@@ -49,6 +49,7 @@ def notebook_page(path: Path) -> str:
         parts.append("## Figures made by this notebook")
         parts += [f"![{fig.stem}](../assets/gallery/{fig.name})" for fig in figures]
     return "\n\n".join(parts) + "\n"
+
 
 _STANDIN = {
     "kernels.md": (
@@ -70,8 +71,12 @@ def on_files(files: Files, config, **kwargs) -> Files:  # noqa: ANN001 - mkdocs 
         uri = f"notebooks/{nb.name}"
         if files.get_file_from_path(uri) is None:
             files.append(
-                File(uri, src_dir=str(ROOT), dest_dir=config["site_dir"],
-                     use_directory_urls=config["use_directory_urls"])
+                File(
+                    uri,
+                    src_dir=str(ROOT),
+                    dest_dir=config["site_dir"],
+                    use_directory_urls=config["use_directory_urls"],
+                )
             )
         page = f"notebooks/{nb.stem}.md"
         if files.get_file_from_path(page) is None:

@@ -33,8 +33,11 @@ METHODS = tuple(m.value for m in REQUESTABLE)
 
 def _positive_int(x: Any, name: str) -> int:
     if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, np.integer)) or x < 1:
-        raise (ProgramTypeError if not isinstance(x, (int, np.integer)) or isinstance(x, (bool, np.bool_))
-               else ProgramValueError)(f"limit: {name} must be a positive int, got {x!r}")
+        raise (
+            ProgramTypeError
+            if not isinstance(x, (int, np.integer)) or isinstance(x, (bool, np.bool_))
+            else ProgramValueError
+        )(f"limit: {name} must be a positive int, got {x!r}")
     return int(x)
 
 
@@ -114,12 +117,15 @@ def limit(
     if samples < 2 * batches:
         raise ProgramValueError(
             f"limit: samples={samples} is too few for batches={batches} Monte Carlo replicates; "
-            f"give samples ≥ 2·batches = {2 * batches}")
+            f"give samples ≥ 2·batches = {2 * batches}"
+        )
     if degree is not None:
         degree = _positive_int(degree, "degree")
         if degree < 2:
-            raise ProgramValueError(f"limit: degree must be ≥ 2 Gauss–Hermite nodes per dimension "
-                                    f"(its error estimate compares two degrees), got {degree}")
+            raise ProgramValueError(
+                f"limit: degree must be ≥ 2 Gauss–Hermite nodes per dimension "
+                f"(its error estimate compares two degrees), got {degree}"
+            )
     from ..rng import as_generator
 
     as_generator(seed, "limit")  # validates
@@ -130,14 +136,25 @@ def limit(
     if not isinstance(program, Program):
         raise ProgramTypeError(f"limit: program must be a tp.Program, got {type(program).__name__}")
     with paused_gc():
-        return _limit(program, Method(method), samples, seed, batches, qmc, progress, degree, max_memory)
+        return _limit(
+            program, Method(method), samples, seed, batches, qmc, progress, degree, max_memory
+        )
 
 
 hooks.limit.register(Program, limit)  # p.limit()
 
 
-def _limit(program: Any, method: Method, samples: int, seed: Any, batches: int, qmc: bool,
-           progress: bool, degree: int | None, max_memory: int) -> Limit:
+def _limit(
+    program: Any,
+    method: Method,
+    samples: int,
+    seed: Any,
+    batches: int,
+    qmc: bool,
+    progress: bool,
+    degree: int | None,
+    max_memory: int,
+) -> Limit:
     program.check()
     der = Derivation(program)
     plan = Plan(der, symbolic=method is not Method.MONTECARLO)
@@ -147,8 +164,17 @@ def _limit(program: Any, method: Method, samples: int, seed: Any, batches: int, 
     khat: dict[int, float] = {}
     stable: dict[int, Any] = {}
     if det.needs_montecarlo:
-        mc = run_montecarlo(plan, samples, seed, batches=batches, qmc=qmc, progress=progress,
-                            max_memory=max_memory, tails=khat, stable=stable)
+        mc = run_montecarlo(
+            plan,
+            samples,
+            seed,
+            batches=batches,
+            qmc=qmc,
+            progress=progress,
+            max_memory=max_memory,
+            tails=khat,
+            stable=stable,
+        )
     flags = assess(plan, det.proven, det.unproven, khat, det.inexact)
     # The effective method of a request is the least precise along its dependencies.
     sampled = RANK[Method.MONTECARLO]
@@ -170,8 +196,11 @@ def _limit(program: Any, method: Method, samples: int, seed: Any, batches: int, 
         rid = const_req[cid]
         name = v.name
         if plan.deterministic[rid]:
-            values[name], stderrs[name], errors[name] = (float(plan.values[rid]), 0.0,
-                                                         float(plan.errors[rid]))
+            values[name], stderrs[name], errors[name] = (
+                float(plan.values[rid]),
+                0.0,
+                float(plan.errors[rid]),
+            )
         else:
             values[name], stderrs[name] = mc[cid]
             errors[name] = 0.0
@@ -183,13 +212,28 @@ def _limit(program: Any, method: Method, samples: int, seed: Any, batches: int, 
         rid = const_req[c.cid]
         val, se = (float(plan.values[rid]), 0.0) if plan.deterministic[rid] else mc[c.cid]
         coefficients[c.cid] = (c.expectation(val), c.expectation(se), reported[eff[rid]])
-    meta = {"method": method.value, "samples": samples if mc else None,
-            "seed": seed if mc else None, "batches": batches if mc else None, "qmc": qmc}
+    meta = {
+        "method": method.value,
+        "samples": samples if mc else None,
+        "seed": seed if mc else None,
+        "batches": batches if mc else None,
+        "qmc": qmc,
+    }
     names = {cid: v.name for v, c in scalar_const.items() for cid in [c.cid]}
     warned = {const_req[scalar_const[v].cid]: v.name for v in scalar_const}
-    lim = Limit(program, der, plan, values, stderrs, errors, methods, coefficients, meta,
-                flags={warned[r]: why for r, why in flags.items() if r in warned},
-                khat={names[c]: k for c, k in khat.items() if c in names},
-                stable={names[c]: e for c, e in stable.items() if c in names})
+    lim = Limit(
+        program,
+        der,
+        plan,
+        values,
+        stderrs,
+        errors,
+        methods,
+        coefficients,
+        meta,
+        flags={warned[r]: why for r, why in flags.items() if r in warned},
+        khat={names[c]: k for c, k in khat.items() if c in names},
+        stable={names[c]: e for c, e in stable.items() if c in names},
+    )
     lim._warn()
     return lim

@@ -47,8 +47,18 @@ from ..ir import (
 )
 from .symbols import DotCoef, GaussSym, Theta, ZHat, ZSym, g, q
 
-__all__ = ["Derivation", "Base", "Const", "ScalarConst", "DotConst", "Node", "BaseNode", "FnNode",
-           "MatMulNode", "Layout"]
+__all__ = [
+    "Derivation",
+    "Base",
+    "Const",
+    "ScalarConst",
+    "DotConst",
+    "Node",
+    "BaseNode",
+    "FnNode",
+    "MatMulNode",
+    "Layout",
+]
 
 _LID_G, _LID_Q = 0, 1  # interned local structures of a bare base Gaussian / constant
 
@@ -135,8 +145,13 @@ def _make_layout(codes: tuple[int, ...]) -> Layout:
     groups = []
     for c in codes:
         groups.append(-1 - (c >> 2) if c & 1 else fam.setdefault(c, len(fam)))
-    pairs = tuple((i, j) for i, a in enumerate(codes) if not a & 1
-                  for j in range(i, len(codes)) if codes[j] == a)
+    pairs = tuple(
+        (i, j)
+        for i, a in enumerate(codes)
+        if not a & 1
+        for j in range(i, len(codes))
+        if codes[j] == a
+    )
     return Layout(tuple(groups), not any(c & 2 for c in codes), pairs)
 
 
@@ -210,9 +225,11 @@ class Derivation(Interpreter):
         #: Per base: its initial vector's index (-1 for hats) and σ² of its family
         #: (0 for initial vectors), for vectorised gathers over batches of requests.
         self.base_init_index = np.array(
-            [self.init_index[b.var] if b.family is None else -1 for b in self.bases], dtype=np.intp)
+            [self.init_index[b.var] if b.family is None else -1 for b in self.bases], dtype=np.intp
+        )
         self.base_sigma2 = np.array(
-            [0.0 if b.family is None else self.sigma2_of(b.family) for b in self.bases])
+            [0.0 if b.family is None else self.sigma2_of(b.family) for b in self.bases]
+        )
 
     # -- instructions ------------------------------------------------------------
     def init_matrix(self, instr: InitMatrix) -> None:
@@ -264,8 +281,15 @@ class Derivation(Interpreter):
             if self._dot_vanishes(instr.arg, hb):
                 continue
             y = self.hat_arg[hb.bid]
-            c = DotConst(len(self.consts), instr.out, instr.arg, hb, y, s2,
-                         DotCoef(instr.arg.name, hb.symbol))
+            c = DotConst(
+                len(self.consts),
+                instr.out,
+                instr.arg,
+                hb,
+                y,
+                s2,
+                DotCoef(instr.arg.name, hb.symbol),
+            )
             self.consts.append(c)
             dot.append((c, y))
         sup = frozenset([b.bid]).union(*(self.nodes[y].support for _, y in dot))
@@ -347,7 +371,7 @@ class Derivation(Interpreter):
                         comp = [b if c == a else c for c in comp]
             self._init_components = comp
         fam_ids: dict[Any, int] = self._fam_ids
-        for base in self.bases[len(self._codes):]:
+        for base in self.bases[len(self._codes) :]:
             if base.family is None:
                 c = self._init_components[self.init_index[base.var]]
                 self._codes.append(4 * c + 1 + (2 if self.base_mean(base.bid) != 0.0 else 0))
@@ -452,7 +476,7 @@ class Derivation(Interpreter):
         else:  # ("m", k, hat, c_1..c_k, y_1..y_k): Ẑ + Σ_i c_i Z^{y_i}
             k = lkey[1]
             parts = [self._place(p) for p in lkey[2:]]
-            e = parts[0] + sympy.Add(*[c * y for c, y in zip(parts[1:1 + k], parts[1 + k:])])
+            e = parts[0] + sympy.Add(*[c * y for c, y in zip(parts[1 : 1 + k], parts[1 + k :])])
         self._lexprs[lid] = e
         return e
 
@@ -499,9 +523,16 @@ class Derivation(Interpreter):
             bases = [self.bases[b] for b in sup]
             families = Counter(b.family for b in bases)
             inits = [b for b in bases if b.family is None]
-            out = tuple(b.bid for b in bases if self.base_mean(b.bid) == 0.0 and (
-                families[b.family] == 1 if b.family is not None else
-                all(self.independent(b, o) for o in inits if o is not b)))
+            out = tuple(
+                b.bid
+                for b in bases
+                if self.base_mean(b.bid) == 0.0
+                and (
+                    families[b.family] == 1
+                    if b.family is not None
+                    else all(self.independent(b, o) for o in inits if o is not b)
+                )
+            )
             self._alone_memo[sup] = out
         return out
 
@@ -542,8 +573,7 @@ class Derivation(Interpreter):
                 memo[(u, j)] = parts.pop() if len(parts) == 1 else 0
             else:
                 pars = tuple(memo[(a, j)] for a in below)
-                memo[(u, j)] = 0 if 0 in pars else _fn_parity(node.fn,
-                                                             tuple(p == -1 for p in pars))
+                memo[(u, j)] = 0 if 0 in pars else _fn_parity(node.fn, tuple(p == -1 for p in pars))
         return memo[(v, j)]
 
     # -- display -------------------------------------------------------------------
@@ -574,12 +604,18 @@ class Derivation(Interpreter):
             if isinstance(node, BaseNode):
                 e = node.base.symbol
             else:  # sympy queries its arguments recursively while it builds (is_number)
-                below = (node.args if isinstance(node, FnNode) else
-                         [y for _, y in node.dot] if expand_dot else [])
+                below = (
+                    node.args
+                    if isinstance(node, FnNode)
+                    else [y for _, y in node.dot]
+                    if expand_dot
+                    else []
+                )
                 with recursion_room(8 + max((depth[id(memo[a])] for a in below), default=0)):
                     if isinstance(node, FnNode):
-                        e = node.fn.apply(*[memo[a] for a in node.args],
-                                          *[c.symbol for c in node.consts])
+                        e = node.fn.apply(
+                            *[memo[a] for a in node.args], *[c.symbol for c in node.consts]
+                        )
                     elif expand_dot:
                         e = node.base.symbol + self.Zdot(u, memo.__getitem__)
                     else:
@@ -621,8 +657,10 @@ def _merge(parts: list[tuple]) -> tuple:
     """
     bpos: dict[int, int] = {}
     cpos: dict[int, int] = {}
-    key = [(pk, _renumber(pb, bpos) if pb else (), _renumber(pc, cpos) if pc else ())
-           for pk, pb, pc in parts]
+    key = [
+        (pk, _renumber(pb, bpos) if pb else (), _renumber(pc, cpos) if pc else ())
+        for pk, pb, pc in parts
+    ]
     return tuple(key), tuple(bpos), tuple(cpos)
 
 
@@ -661,8 +699,7 @@ def _fn_parity(fn: Any, flipped: tuple[bool, ...]) -> int:
 
 
 @functools.lru_cache(maxsize=4096)
-def _vanishes(expr: sympy.Expr, k: int, centred: tuple[bool, ...], indep: tuple[bool, ...]
-              ) -> bool:
+def _vanishes(expr: sympy.Expr, k: int, centred: tuple[bool, ...], indep: tuple[bool, ...]) -> bool:
     """Whether ``𝔼[∂expr/∂g_k] = 0`` because every term of the derivative is odd in a
     centred Gaussian independent of the rest of the term (``indep``: row-major
     independence of ``g_i, g_j``). Memoised across programs: sympy's derivative and
@@ -672,7 +709,8 @@ def _vanishes(expr: sympy.Expr, k: int, centred: tuple[bool, ...], indep: tuple[
         return True
     inside = _wrapped_symbols(expr)
     if inside is not None and not any(
-            c and g(i) in free and g(i) not in inside for i, c in enumerate(centred)):
+        c and g(i) in free and g(i) not in inside for i, c in enumerate(centred)
+    ):
         return False  # no term can have a centred Gaussian as a bare odd factor
     d = sympy.diff(expr, g(k))
     if d == 0:
@@ -711,8 +749,9 @@ def _wrapped_symbols(expr: sympy.Expr) -> set[sympy.Symbol] | None:
     return out
 
 
-def _term_vanishes(term: sympy.Expr, centred: tuple[bool, ...], indep: tuple[bool, ...],
-                   n: int) -> bool:
+def _term_vanishes(
+    term: sympy.Expr, centred: tuple[bool, ...], indep: tuple[bool, ...], n: int
+) -> bool:
     for s in {s for s in term.free_symbols if isinstance(s, GaussSym)}:
         i = s.index
         if not centred[i]:
@@ -721,8 +760,7 @@ def _term_vanishes(term: sympy.Expr, centred: tuple[bool, ...], indep: tuple[boo
         coeff, rest = _split_power(term, s)
         if coeff is None or coeff % 2 == 0 or rest.has(s):
             continue
-        if all(indep[i * n + o.index] for o in rest.free_symbols
-               if isinstance(o, GaussSym)):
+        if all(indep[i * n + o.index] for o in rest.free_symbols if isinstance(o, GaussSym)):
             return True
     return False
 
@@ -740,4 +778,3 @@ def _split_power(term: sympy.Expr, s: sympy.Symbol) -> tuple[int | None, sympy.E
     if k == 0:
         return None, term
     return k, sympy.Mul(*rest)
-

@@ -71,8 +71,7 @@ __all__ = ["Deterministic", "MAX_QUADRATURE_DIM", "QUADRATURE_RTOL"]
 
 #: Steps of the trapezoid rules tried, in turn, on analytic integrands (by dimension;
 #: 37 … 289 nodes per dimension on [-9, 9]; none in 4-D, where Gauss–Hermite is cheaper).
-TRAPEZOID_STEPS = {1: (0.5, 0.25, 0.125, 0.0625), 2: (0.5, 0.25, 0.125, 0.0625),
-                   3: (0.5, 0.25)}
+TRAPEZOID_STEPS = {1: (0.5, 0.25, 0.125, 0.0625), 2: (0.5, 0.25, 0.125, 0.0625), 3: (0.5, 0.25)}
 #: The trapezoid rules are tried on elements whose features (:func:`panel_features`)
 #: have standard deviations at most this (tanh's poles at ±iπ/2 are then ≥ 0.5 away
 #: from the real axis in standard coordinates: converged by the step 1/8); sharper ones
@@ -138,17 +137,23 @@ class Deterministic:
 
     def _decide(self, req: ExpectationRequest) -> Method:
         d, m = len(req.bids), len(req.cids)
-        exact = req.expr is not None and exact_evaluator(
-            req.expr, d, m, req.centred, req.groups) is not None
+        exact = (
+            req.expr is not None
+            and exact_evaluator(req.expr, d, m, req.centred, req.groups) is not None
+        )
         if self.method is EXACT:
             if not exact:
-                raise self._unavailable(req, EXACT, "no exact form (Wick polynomial or registered closed form) exists")
+                raise self._unavailable(
+                    req, EXACT, "no exact form (Wick polynomial or registered closed form) exists"
+                )
             return EXACT
         if self.method is QUADRATURE:
             if req.expr is None or quadrature_dim(req.expr, d, m) > MAX_QUADRATURE_DIM:
                 raise self._unavailable(
-                    req, QUADRATURE, f"it depends on {d} base Gaussians through more than "
-                    f"{MAX_QUADRATURE_DIM} linear forms (quadrature handles ≤ {MAX_QUADRATURE_DIM})"
+                    req,
+                    QUADRATURE,
+                    f"it depends on {d} base Gaussians through more than "
+                    f"{MAX_QUADRATURE_DIM} linear forms (quadrature handles ≤ {MAX_QUADRATURE_DIM})",
                 )
             return QUADRATURE
         if exact:
@@ -194,22 +199,34 @@ class Deterministic:
             err = dict(zip(fn.params, (float(plan.errors[r]) for r in rids)))
             for D in fn.divisors:
                 val = float(D.xreplace(at))
-                slack = sum(abs(float(sympy.diff(D, t).xreplace(at))) * err[t]
-                            for t in D.free_symbols)
+                slack = sum(
+                    abs(float(sympy.diff(D, t).xreplace(at))) * err[t] for t in D.free_symbols
+                )
                 if abs(val) <= slack:
-                    used = [(t, v, r) for t, v, r in zip(fn.params, instr.params, rids)
-                            if t in D.free_symbols]
+                    used = [
+                        (t, v, r)
+                        for t, v, r in zip(fn.params, instr.params, rids)
+                        if t in D.free_symbols
+                    ]
                     named = D.xreplace({t: sympy.Symbol(v.name) for t, v, _ in used})
                     limits = ", ".join(f"{v.name} → {plan.values[r]:.6g}" for _, v, r in used)
-                    raise annotate(NumericalError(
-                        f"{fn.name} divides by {named}, whose limit is 0 ({limits}): the "
-                        f"instruction has no infinite-width limit"), instr, "Limit")
+                    raise annotate(
+                        NumericalError(
+                            f"{fn.name} divides by {named}, whose limit is 0 ({limits}): the "
+                            f"instruction has no infinite-width limit"
+                        ),
+                        instr,
+                        "Limit",
+                    )
         self._divides = left
 
     def run(self) -> None:
         prog = self.der.program
-        self._divides = [(i, i.fn) for i in prog.instructions
-                         if isinstance(i, (Nonlin, Moment)) and i.params and i.fn.divisors]
+        self._divides = [
+            (i, i.fn)
+            for i in prog.instructions
+            if isinstance(i, (Nonlin, Moment)) and i.params and i.fn.divisors
+        ]
         plan = self.plan
         methods, det = plan.methods, plan.deterministic
         levels: dict[int, list[Request]] = defaultdict(list)
@@ -219,17 +236,23 @@ class Deterministic:
         for level in sorted(levels):
             groups: dict[Any, list[ExpectationRequest]] = defaultdict(list)
             fns: dict[Any, list[ScalarFnRequest]] = defaultdict(list)  # by function
-            to_check: dict[Any, list[ExpectationRequest]] = defaultdict(list)  # Monte Carlo's, laws known
+            to_check: dict[Any, list[ExpectationRequest]] = defaultdict(
+                list
+            )  # Monte Carlo's, laws known
             for req in levels[level]:
                 rid = req.rid
                 method = methods[rid]
                 # (while nothing went to Monte Carlo, every dependency is deterministic)
                 ok = det[rid] = method is not MONTECARLO and (
-                    not self.needs_montecarlo or all(det[d] for d in req.deps))
+                    not self.needs_montecarlo or all(det[d] for d in req.deps)
+                )
                 if not ok:
                     self.needs_montecarlo = True
-                    if method is MONTECARLO and req.layout is not None and all(
-                            det[d] for d in req.deps):
+                    if (
+                        method is MONTECARLO
+                        and req.layout is not None
+                        and all(det[d] for d in req.deps)
+                    ):
                         to_check[req.sig].append(req)
                     continue
                 if isinstance(req, ScalarFnRequest):
@@ -244,13 +267,15 @@ class Deterministic:
                 self._scalar_fns(reqs)
             for (method, _), reqs in groups.items():
                 r0 = reqs[0]
-                self._group((method, r0.expr, len(r0.bids), len(r0.cids), r0.centred, r0.groups),
-                            reqs)
+                self._group(
+                    (method, r0.expr, len(r0.bids), len(r0.cids), r0.centred, r0.groups), reqs
+                )
             if self._divides:
                 self._check_divisors()
 
-    def _support_laws(self, reqs: list[Request], d: int, groups: tuple[int, ...]
-                      ) -> tuple[np.ndarray, np.ndarray]:
+    def _support_laws(
+        self, reqs: list[Request], d: int, groups: tuple[int, ...]
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Means (B, d) and covariances (B, d, d) of a group's base Gaussians, gathered
         with numpy: requests of one group share their layout."""
         der, B = self.der, len(reqs)
@@ -298,7 +323,9 @@ class Deterministic:
         for pos, (r, v, e) in enumerate(zip(reqs, vals, errs)):
             if not np.isfinite(v):
                 instr = self._instruction(r)
-                exc = NumericalError(f"the {describe(r)} is not finite ({v}); the expectation diverges or overflows")
+                exc = NumericalError(
+                    f"the {describe(r)} is not finite ({v}); the expectation diverges or overflows"
+                )
                 raise annotate(exc, instr, "Limit") if instr is not None else exc
             if method is QUADRATURE and growth is not None and growth[pos]:
                 instr = self._instruction(r)
@@ -313,23 +340,30 @@ class Deterministic:
             # slowly there, and their two-degree comparison under-states the error (1.568
             # ± 0.011 for 1.720)
             singular = method is not EXACT and bool(structure(expr, d, m).singular)
-            if method is not EXACT and self.method is AUTO and (
-                    e > QUADRATURE_RTOL * max(1.0, abs(v)) or r.rid in self.unproven
-                    or singular):
+            if (
+                method is not EXACT
+                and self.method is AUTO
+                and (e > QUADRATURE_RTOL * max(1.0, abs(v)) or r.rid in self.unproven or singular)
+            ):
                 self.plan.deterministic[r.rid] = False  # not trusted: Monte Carlo takes over
                 self.plan.methods[r.rid] = MONTECARLO
                 self.needs_montecarlo = True
                 continue
             if singular:
-                self.inexact[r.rid] = ("the integrand has an integrable singularity, where "
-                                       "the quadrature error estimate does not hold")
+                self.inexact[r.rid] = (
+                    "the integrand has an integrable singularity, where "
+                    "the quadrature error estimate does not hold"
+                )
             elif not np.isfinite(e):
-                self.inexact[r.rid] = ("the integrand jumps along lines the quadrature "
-                                       "rule is not aligned with: no error estimate")
+                self.inexact[r.rid] = (
+                    "the integrand jumps along lines the quadrature "
+                    "rule is not aligned with: no error estimate"
+                )
             self._store(r, float(v), float(e))
 
-    def _existence(self, reqs: list[Request], law_only: bool = False
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _existence(
+        self, reqs: list[Request], law_only: bool = False
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Laws of a group's base Gaussians and constants, after deciding that every
         request's expectation exists (:func:`~.existence.check_requests`: a divergent
         one raises ``DivergenceError`` naming its instruction; unproven ones are recorded
@@ -345,8 +379,17 @@ class Deterministic:
             check_requests(self, reqs, mean, cov, qv)
         return mean, cov, qv
 
-    def _factorised(self, expr: sympy.Expr, d: int, m: int, centred: bool, groups: tuple[int, ...],
-                    mean: np.ndarray, cov: np.ndarray, qv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _factorised(
+        self,
+        expr: sympy.Expr,
+        d: int,
+        m: int,
+        centred: bool,
+        groups: tuple[int, ...],
+        mean: np.ndarray,
+        cov: np.ndarray,
+        qv: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Σ_terms Π_blocks 𝔼[block]: each independent block exact or by its own (lower-
         dimensional) quadrature; the error estimate propagates the blocks' estimates."""
         total = np.zeros(mean.shape[0])
@@ -366,8 +409,9 @@ class Deterministic:
             err += np.abs(val) * rel
         return total, err
 
-    def _quadrature(self, expr: sympy.Expr, d: int, m: int, mean: np.ndarray, cov: np.ndarray,
-                    qv: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    def _quadrature(
+        self, expr: sympy.Expr, d: int, m: int, mean: np.ndarray, cov: np.ndarray, qv: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         red = linear_forms(expr, d, m)
         if red is not None:  # integrate over the k < d linear forms the integrand depends on
             mean, cov = red.reduce(mean, cov, qv)
@@ -388,7 +432,9 @@ class Deterministic:
             # Features sharper than TRAPEZOID_MAX_SCALE in standard coordinates would
             # need steps below the finest one: those elements go to the panel rule.
             feats = panel_features(expr, d, m)(qv)[:, :, 1:]
-            scale = np.sqrt(np.einsum("bfi,bij,bfj->bf", feats, cov, feats)).max(axis=1, initial=0.0)
+            scale = np.sqrt(np.einsum("bfi,bij,bfj->bf", feats, cov, feats)).max(
+                axis=1, initial=0.0
+            )
             smooth = np.flatnonzero(scale <= TRAPEZOID_MAX_SCALE)
             if smooth.size:
                 v, e, ok = self._trapezoid(integrand, d, mean[smooth], cov[smooth], qv[smooth])
@@ -415,8 +461,16 @@ class Deterministic:
             growth[rest] = g2
         return val, err, growth
 
-    def _panel(self, integrand: Any, expr: sympy.Expr, d: int, m: int, mean: np.ndarray,
-               cov: np.ndarray, qv: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _panel(
+        self,
+        integrand: Any,
+        expr: sympy.Expr,
+        d: int,
+        m: int,
+        mean: np.ndarray,
+        cov: np.ndarray,
+        qv: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The panel rule (edges at the integrand's features, :func:`panel_features`):
         values, error estimates (fine vs coarse rule) and the mask of elements whose
         estimate passes ``QUADRATURE_RTOL`` with a negligible tail; the others are
@@ -426,17 +480,18 @@ class Deterministic:
         fail = (np.full(B, np.nan), np.full(B, np.inf), np.zeros(B, dtype=bool))
         try:
             feats = panel_features(expr, d, m)
-            fine, coarse, tail = panel_expectation(integrand, mean, cov, feats(qv),
-                                                   kinks=feats.kinks, nodes=PANEL_NODES[d],
-                                                   params=qv)
+            fine, coarse, tail = panel_expectation(
+                integrand, mean, cov, feats(qv), kinks=feats.kinks, nodes=PANEL_NODES[d], params=qv
+            )
         except (NumericalError, ResourceError):
             return fail
         e = np.abs(fine - coarse)
         ok = ((e <= QUADRATURE_RTOL * np.abs(fine)) | (e <= 1e-14)) & (tail < 1e-12)
         return fine, e, ok
 
-    def _trapezoid(self, integrand: Any, d: int, mean: np.ndarray, cov: np.ndarray,
-                   qv: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _trapezoid(
+        self, integrand: Any, d: int, mean: np.ndarray, cov: np.ndarray, qv: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Trapezoid rules of halving steps (analytic integrands): each element stops
         when two successive rules agree to ``QUADRATURE_RTOL`` relative (the finer one's
         error is then about the square of that) and the box's tails are negligible.
@@ -451,8 +506,9 @@ class Deterministic:
         prev = None
         try:
             for step in TRAPEZOID_STEPS[d]:
-                v, tail = trapezoid_expectation(integrand, mean[todo], cov[todo], step=step,
-                                                params=qv[todo])
+                v, tail = trapezoid_expectation(
+                    integrand, mean[todo], cov[todo], step=step, params=qv[todo]
+                )
                 if prev is not None:
                     e = np.abs(v - prev)
                     ok = ((e <= QUADRATURE_RTOL * np.abs(v)) | (e <= 1e-14)) & (tail < 1e-12)
@@ -466,8 +522,9 @@ class Deterministic:
             pass
         return val, err, done
 
-    def _quadrature_gh(self, integrand: Any, d: int, mean: np.ndarray, cov: np.ndarray,
-                       qv: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    def _quadrature_gh(
+        self, integrand: Any, d: int, mean: np.ndarray, cov: np.ndarray, qv: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Gauss–Hermite at the default degree, error vs 3/4 of it, divergence check,
         and one finer rule where the estimate is not good enough."""
         deg = self.degree or default_degree(d)
@@ -486,24 +543,37 @@ class Deterministic:
             if np.any(growth):
                 # Values at round-off level of 𝔼|f| (a mean that cancels, e.g. odd in a
                 # centred Gaussian) fluctuate at random; they are not growing.
-                scale = gauss_hermite_expectation(lambda pts, params: np.abs(integrand(pts, params)),
-                                                  mean, cov, degree=deg, params=qv)
+                scale = gauss_hermite_expectation(
+                    lambda pts, params: np.abs(integrand(pts, params)),
+                    mean,
+                    cov,
+                    degree=deg,
+                    params=qv,
+                )
                 growth &= c > 1e-9 * np.abs(scale)
         # Refined where the *relative* error is too big (a factor of a product must be
         # precise relative to itself), unless it is at round-off level.
-        refine = (err > QUADRATURE_RTOL * np.abs(hi_val)) & (err > 1e-14) & ~(
-            growth if growth is not None else False)
+        refine = (
+            (err > QUADRATURE_RTOL * np.abs(hi_val))
+            & (err > 1e-14)
+            & ~(growth if growth is not None else False)
+        )
         if self.degree is None and np.any(refine) and REFINED_DEGREE[d] > deg:
             # Slowly converging (tanh-like poles near the real axis): a finer rule for the
             # elements that need it. Its error is estimated like the default one's (vs
             # 3/4 of its degree) while the estimates keep converging, else vs the default.
             idx = np.flatnonzero(refine)
             top = REFINED_DEGREE[d]
-            fine = gauss_hermite_expectation(integrand, mean[idx], cov[idx], degree=top,
-                                             params=qv[idx])
-            mid = gauss_hermite_expectation(integrand, mean[idx], cov[idx],
-                                            degree=max(deg + 1, int(round(top * 0.75))),
-                                            params=qv[idx])
+            fine = gauss_hermite_expectation(
+                integrand, mean[idx], cov[idx], degree=top, params=qv[idx]
+            )
+            mid = gauss_hermite_expectation(
+                integrand,
+                mean[idx],
+                cov[idx],
+                degree=max(deg + 1, int(round(top * 0.75))),
+                params=qv[idx],
+            )
             e_fine, e_mid = np.abs(fine - mid), np.abs(mid - hi_val[idx])
             err = err.copy()
             err[idx] = np.where(e_fine < e_mid, e_fine, np.abs(fine - hi_val[idx]))
@@ -520,13 +590,20 @@ class Deterministic:
         bad = np.flatnonzero(~np.isfinite(vals))
         if bad.size:
             instr = self.der.program.definition(reqs[bad[0]].var)
-            raise annotate(NumericalError(
-                f"{fn.name} of the limit scalars is not finite ({vals[bad[0]]})"), instr, "Limit")
+            raise annotate(
+                NumericalError(f"{fn.name} of the limit scalars is not finite ({vals[bad[0]]})"),
+                instr,
+                "Limit",
+            )
         rids = [r.rid for r in reqs]
         self.values[rids] = vals
         self.plan.errors[rids] = _propagated_error(
-            fn, params, self.plan.errors[np.array([r.deps for r in reqs], dtype=np.intp)
-                                         .reshape(len(reqs), -1)])
+            fn,
+            params,
+            self.plan.errors[
+                np.array([r.deps for r in reqs], dtype=np.intp).reshape(len(reqs), -1)
+            ],
+        )
 
     def _direct(self, req: Request) -> None:
         match req:
@@ -567,8 +644,9 @@ def _propagated_error(fn: Any, params: np.ndarray, errors: np.ndarray) -> np.nda
         if not e.any():
             continue
         with np.errstate(all="ignore"):
-            d = np.broadcast_to(np.asarray(fn.derivative(i, ae=True).numpy(*params.T),
-                                           dtype=float), out.shape)
+            d = np.broadcast_to(
+                np.asarray(fn.derivative(i, ae=True).numpy(*params.T), dtype=float), out.shape
+            )
             term = np.abs(d) * e
         out += np.where(e > 0, np.where(np.isfinite(term), term, np.inf), 0.0)
     return out
@@ -665,8 +743,9 @@ def panel_features(expr: sympy.Expr, d: int, m: int) -> Any:
 
 
 @functools.lru_cache(maxsize=4096)
-def factorised_plan(expr: sympy.Expr, d: int, m: int, centred: bool, groups: tuple[int, ...]
-                    ) -> tuple | None:
+def factorised_plan(
+    expr: sympy.Expr, d: int, m: int, centred: bool, groups: tuple[int, ...]
+) -> tuple | None:
     """Terms of ``expr`` as products of independent blocks ``(block, dims, exact or None)``.
 
     Blocks without an exact form are renumbered onto their own base Gaussians ``dims``

@@ -37,8 +37,19 @@ from ..gaussian import gaussian_moment, has_closed_form, mean_form, on_register,
 from ..nonlin import _NUMPY_MODULES, codegen_functions, identity
 from .symbols import ConstSym, GaussSym, g, q
 
-__all__ = ["exact_evaluator", "independent_blocks", "shape", "Shape", "expand_terms", "MAX_TERMS",
-           "affine_parts", "applications", "gaussians", "is_affine", "g_monomials"]
+__all__ = [
+    "exact_evaluator",
+    "independent_blocks",
+    "shape",
+    "Shape",
+    "expand_terms",
+    "MAX_TERMS",
+    "affine_parts",
+    "applications",
+    "gaussians",
+    "is_affine",
+    "g_monomials",
+]
 
 Evaluator = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
@@ -134,8 +145,13 @@ def shape(expr: sympy.Expr) -> Shape:
     def _function(e: sympy.Basic) -> None:
         fn = getattr(e.func, "nonlinearity", None)
         polynomial = fn is not None and fn.is_polynomial
-        ok = (isinstance(e, sympy.Function) and fn is not None and not fn.nparams
-              and len(e.args) == 1 and has_closed_form(fn))
+        ok = (
+            isinstance(e, sympy.Function)
+            and fn is not None
+            and not fn.nparams
+            and len(e.args) == 1
+            and has_closed_form(fn)
+        )
         for a in e.args:
             ga = gset(a)
             if not ga:
@@ -175,8 +191,9 @@ def expand_terms(expr: sympy.Expr, max_terms: int = MAX_TERMS) -> tuple[sympy.Ex
 
 
 @functools.lru_cache(maxsize=4096)
-def exact_evaluator(expr: sympy.Expr, d: int, m: int, centred: bool,
-                    groups: tuple[int, ...] | None = None) -> Evaluator | None:
+def exact_evaluator(
+    expr: sympy.Expr, d: int, m: int, centred: bool, groups: tuple[int, ...] | None = None
+) -> Evaluator | None:
     """Compile ``𝔼[expr]`` into ``f(mean (B,d), cov (B,d,d), q (B,m)) -> (B,)``.
 
     Returns None when some term has no exact form. ``centred`` says whether every
@@ -223,8 +240,9 @@ class _TooBig(Exception):
     pass
 
 
-def g_monomials(expr: sympy.Expr, gs: list[GaussSym], max_terms: int = MAX_TERMS
-                ) -> dict[tuple[int, ...], sympy.Expr] | None:
+def g_monomials(
+    expr: sympy.Expr, gs: list[GaussSym], max_terms: int = MAX_TERMS
+) -> dict[tuple[int, ...], sympy.Expr] | None:
     """A polynomial in the g's as ``{exponents: coefficient}``, the coefficients (free of
     the g's) multiplied and added but never expanded — a linear network's integrand
     ``(Σ_k c_k(q) g_k)²`` has d(d+1)/2 monomials however long its ``c_k`` are. None when
@@ -287,13 +305,21 @@ def _wick_polynomial(expr: sympy.Expr, d: int, m: int) -> Evaluator | None:
     mono = g_monomials(expr, gs)
     if mono is None:
         return None
-    return _compiled_moment(d, m, lambda mus, sig: sympy.Add(*[
-        c * gaussian_moment(sympy.Mul(*[gk**e for gk, e in zip(gs, mon)]), gs, mus, sig)
-        for mon, c in mono.items()]))
+    return _compiled_moment(
+        d,
+        m,
+        lambda mus, sig: sympy.Add(
+            *[
+                c * gaussian_moment(sympy.Mul(*[gk**e for gk, e in zip(gs, mon)]), gs, mus, sig)
+                for mon, c in mono.items()
+            ]
+        ),
+    )
 
 
-def _compiled_moment(d: int, m: int, moment: Callable[[list, sympy.Matrix], sympy.Expr]
-                     ) -> Evaluator:
+def _compiled_moment(
+    d: int, m: int, moment: Callable[[list, sympy.Matrix], sympy.Expr]
+) -> Evaluator:
     """A Gaussian moment ``moment(μ, Σ)`` (a formula in symbolic means ``μ``, covariances
     ``Σ`` and the constants ``q``) compiled into one function of ``(mean, cov, q)``."""
     mus = list(sympy.symbols(f"mu0:{d}", real=True))
@@ -352,8 +378,13 @@ def independent_blocks(term: sympy.Expr, d: int, groups: tuple[int, ...]) -> lis
     return [const] + [sympy.Mul(*fs) for fs in blocks.values()]
 
 
-def _factorised(term: sympy.Expr, gs: list[GaussSym], qs: list[sympy.Symbol], centred: bool,
-                groups: tuple[int, ...] | None) -> Evaluator | None:
+def _factorised(
+    term: sympy.Expr,
+    gs: list[GaussSym],
+    qs: list[sympy.Symbol],
+    centred: bool,
+    groups: tuple[int, ...] | None,
+) -> Evaluator | None:
     """``𝔼[term]`` as a product over blocks of mutually independent Gaussians."""
     if groups is None or len(set(groups)) < 2:
         return _term(term, gs, qs, centred)
@@ -373,7 +404,9 @@ def _factorised(term: sympy.Expr, gs: list[GaussSym], qs: list[sympy.Symbol], ce
     return product
 
 
-def _term(term: sympy.Expr, gs: list[GaussSym], qs: list[sympy.Symbol], centred: bool) -> Evaluator | None:
+def _term(
+    term: sympy.Expr, gs: list[GaussSym], qs: list[sympy.Symbol], centred: bool
+) -> Evaluator | None:
     gset = set(gs)
     if not (term.free_symbols & gset):
         c = _lam_q(term, qs)
@@ -449,8 +482,9 @@ def applications(expr: sympy.Expr) -> set[sympy.Function]:
     return out
 
 
-def affine_parts(arg: sympy.Expr, gs: list[GaussSym]
-                 ) -> tuple[dict[GaussSym, sympy.Expr], sympy.Expr] | None:
+def affine_parts(
+    arg: sympy.Expr, gs: list[GaussSym]
+) -> tuple[dict[GaussSym, sympy.Expr], sympy.Expr] | None:
     """``arg = Σ_k a_k g_k + c`` as ``({g_k: a_k}, c)`` (``a_k``, ``c`` free of the
     ``g``'s, expanded), or None if ``arg`` is not affine in them.
 
@@ -523,8 +557,9 @@ def gaussians(gs: list[GaussSym] | None = None) -> Callable[[sympy.Basic], froze
     return gset
 
 
-def is_affine(e: sympy.Expr, gset: Callable[[sympy.Basic], frozenset] = _all_gaussians,
-              linear: bool = False) -> bool:
+def is_affine(
+    e: sympy.Expr, gset: Callable[[sympy.Basic], frozenset] = _all_gaussians, linear: bool = False
+) -> bool:
     """Whether ``e`` is affine in the Gaussians of ``gset`` read from its tree: free of
     them, one of them, a sum of affine terms, or a product with exactly one dependent
     factor, itself affine. ``linear``: also without a constant term (every term of a
@@ -557,7 +592,9 @@ def _linear(arg: sympy.Expr, gs: list[GaussSym]) -> bool:
     return parts is not None and bool(parts[0]) and parts[1] == 0
 
 
-def coefficient_fn(arg: sympy.Expr, gs: list[GaussSym], qs: list[sympy.Symbol]) -> Callable[[np.ndarray], np.ndarray]:
+def coefficient_fn(
+    arg: sympy.Expr, gs: list[GaussSym], qs: list[sympy.Symbol]
+) -> Callable[[np.ndarray], np.ndarray]:
     """The coefficient vector ``a(q)`` of a linear form, vectorised: (B, m) -> (B, d)."""
     fs = [_lam_q(arg.coeff(gk), qs) for gk in gs]
     return lambda qv: np.stack([f(qv) for f in fs], axis=1)

@@ -58,8 +58,18 @@ from .forms import lambdify_integrand, linear_forms
 from .plan import describe
 from .symbols import g, q
 
-__all__ = ["Verdict", "Finding", "decide", "structure", "tilt", "tilted", "Tilt", "inline",
-           "integrand", "check_requests"]
+__all__ = [
+    "Verdict",
+    "Finding",
+    "decide",
+    "structure",
+    "tilt",
+    "tilted",
+    "Tilt",
+    "inline",
+    "integrand",
+    "check_requests",
+]
 
 
 class Verdict(enum.IntEnum):
@@ -93,10 +103,22 @@ _EIG_TOL = 1e-9
 #: At most this many exp-bounds per integrand (products multiply their number).
 _MAX_BOUNDS = 64
 
-_BOUNDED = (sympy.tanh, sympy.sin, sympy.cos, sympy.erf, sympy.erfc, sympy.atan,
-            sympy.Heaviside, sympy.sign)
-_POLES = {sympy.tan: (math.pi / 2, math.pi), sympy.sec: (math.pi / 2, math.pi),
-          sympy.cot: (0.0, math.pi), sympy.csc: (0.0, math.pi)}
+_BOUNDED = (
+    sympy.tanh,
+    sympy.sin,
+    sympy.cos,
+    sympy.erf,
+    sympy.erfc,
+    sympy.atan,
+    sympy.Heaviside,
+    sympy.sign,
+)
+_POLES = {
+    sympy.tan: (math.pi / 2, math.pi),
+    sympy.sec: (math.pi / 2, math.pi),
+    sympy.cot: (0.0, math.pi),
+    sympy.csc: (0.0, math.pi),
+}
 
 
 # -- symbolic structure -----------------------------------------------------------------
@@ -197,8 +219,7 @@ def _poly_degree(e: sympy.Expr, us: list[sympy.Symbol]) -> float | None:
 def _poly_like(b: sympy.Expr, us: list[sympy.Symbol]) -> bool:
     """``b`` is a polynomial, or ``|·|`` or a positive power of one: ``1/b`` is bounded
     away from the zero set of the polynomial."""
-    while isinstance(b, sympy.Abs) or (isinstance(b, sympy.Pow) and b.exp.is_number
-                                        and b.exp > 0):
+    while isinstance(b, sympy.Abs) or (isinstance(b, sympy.Pow) and b.exp.is_number and b.exp > 0):
         b = b.args[0]
     return bool(b.is_polynomial(*us))
 
@@ -274,8 +295,13 @@ def _bound(e: sympy.Expr, us: list[sympy.Symbol]) -> list[sympy.Expr] | None:
     return None
 
 
-def _singular(e: sympy.Expr, us: list[sympy.Symbol], qs: list[sympy.Symbol],
-              out: list[Any], unknown: list[str]) -> None:
+def _singular(
+    e: sympy.Expr,
+    us: list[sympy.Symbol],
+    qs: list[sympy.Symbol],
+    out: list[Any],
+    unknown: list[str],
+) -> None:
     """Collect candidate singular sets of ``e`` (see :class:`Structure`)."""
     uset = set(us)
     for node in sympy.preorder_traversal(e):
@@ -288,20 +314,37 @@ def _singular(e: sympy.Expr, us: list[sympy.Symbol], qs: list[sympy.Symbol],
             if arg.is_polynomial(*us) and sympy.Poly(arg, *us).total_degree() == 1:
                 first, period = _POLES[type(node)]
                 for c in (first, first - period, first + period):
-                    out.append(_Pole(tuple(arg.coeff(u) for u in us),
-                                     arg.as_independent(*us, as_Add=True)[0] - c, 1.0,
-                                     f"{node.func.__name__} has a pole where {arg} = {c:.6g}"))
+                    out.append(
+                        _Pole(
+                            tuple(arg.coeff(u) for u in us),
+                            arg.as_independent(*us, as_Add=True)[0] - c,
+                            1.0,
+                            f"{node.func.__name__} has a pole where {arg} = {c:.6g}",
+                        )
+                    )
             else:
                 unknown.append(f"{node.func.__name__}({arg}): its poles are not located")
         elif isinstance(node, sympy.Function) and not isinstance(
-                node, _BOUNDED + (sympy.exp, sympy.log, sympy.Abs, sympy.Max, sympy.Min,
-                                  sympy.sinh, sympy.cosh, sympy.Piecewise)):
+            node,
+            _BOUNDED
+            + (
+                sympy.exp,
+                sympy.log,
+                sympy.Abs,
+                sympy.Max,
+                sympy.Min,
+                sympy.sinh,
+                sympy.cosh,
+                sympy.Piecewise,
+            ),
+        ):
             # (a Piecewise adds jumps only: its branches are visited as its children)
             unknown.append(f"{node.func}: its singularities are not analysed")
 
 
-def _denominator(b: sympy.Expr, order: float, us: list[sympy.Symbol], out: list[Any],
-                 unknown: list[str]) -> None:
+def _denominator(
+    b: sympy.Expr, order: float, us: list[sympy.Symbol], out: list[Any], unknown: list[str]
+) -> None:
     """Zero sets of a denominator ``b`` raised to ``order``."""
     while isinstance(b, sympy.Abs):
         b = b.args[0]
@@ -315,8 +358,14 @@ def _denominator(b: sympy.Expr, order: float, us: list[sympy.Symbol], out: list[
             deg = sympy.Poly(fac, *us).total_degree()
             what = f"1/({fac})" + (f"^{order * mult:g}" if order * mult != 1 else "")
             if deg == 1:
-                out.append(_Pole(tuple(fac.coeff(u) for u in us), fac.as_independent(*us, as_Add=True)[0],
-                                 order * mult, what))
+                out.append(
+                    _Pole(
+                        tuple(fac.coeff(u) for u in us),
+                        fac.as_independent(*us, as_Add=True)[0],
+                        order * mult,
+                        what,
+                    )
+                )
             elif deg == 2:
                 out.append(_QuadZero(fac, order * mult, what))
             else:
@@ -344,8 +393,9 @@ def structure(expr: sympy.Expr, d: int, m: int) -> Structure:
     bounds = _bound(e, us)
     exps: tuple[sympy.Expr, ...] = ()
     if bounds is None:
-        unknown.append(f"the growth of {_short(e)} at infinity is not bounded by exp of a "
-                       f"quadratic")
+        unknown.append(
+            f"the growth of {_short(e)} at infinity is not bounded by exp of a quadratic"
+        )
     else:
         exps = tuple(P for P in bounds if P != 0 and sympy.Poly(P, *us).total_degree() == 2)
     return Structure(e, k, red, tuple(dict.fromkeys(singular)), exps, tuple(unknown))
@@ -357,8 +407,9 @@ def _short(e: sympy.Expr) -> str:
 
 
 # -- decisions for given laws -------------------------------------------------------------
-def decide(expr: sympy.Expr, d: int, m: int, mean: np.ndarray, cov: np.ndarray,
-           qv: np.ndarray) -> list[Finding]:
+def decide(
+    expr: sympy.Expr, d: int, m: int, mean: np.ndarray, cov: np.ndarray, qv: np.ndarray
+) -> list[Finding]:
     """Whether ``𝔼 expr`` exists, for each element of a batch of laws.
 
     Parameters
@@ -412,8 +463,9 @@ def _numeric(e: sympy.Expr, k: int, m: int) -> Any:
     fn = lambdify_integrand(e, k, m)
 
     def ev(u: np.ndarray, qv: np.ndarray) -> np.ndarray:
-        cols = [u[..., j] for j in range(k)] + [qv[:, j, None] * np.ones(u.shape[:-1])
-                                                for j in range(m)]
+        cols = [u[..., j] for j in range(k)] + [
+            qv[:, j, None] * np.ones(u.shape[:-1]) for j in range(m)
+        ]
         with np.errstate(all="ignore"):
             try:
                 val = np.asarray(fn(*cols), dtype=float)
@@ -429,8 +481,7 @@ def _points(B: int, r: int) -> np.ndarray:
     return np.random.default_rng(12345).standard_normal((1, _POINTS, r)).repeat(B, axis=0)
 
 
-def _order_finding(seen: np.ndarray, order_sym: float, codim: int, what: str
-                   ) -> list[Finding]:
+def _order_finding(seen: np.ndarray, order_sym: float, codim: int, what: str) -> list[Finding]:
     """Verdicts from measured local orders (B,) at a singular set of codimension
     ``codim`` (NaN: ``f`` vanishes next to it; inf: ``f`` is infinite next to it).
 
@@ -444,19 +495,34 @@ def _order_finding(seen: np.ndarray, order_sym: float, codim: int, what: str
             out.append(EXISTS)
         elif abs(s - order_sym) <= _ORDER_TOL or s == np.inf:
             o = order_sym if s != np.inf else s
-            out.append(EXISTS if o < codim else Finding(
-                Verdict.DIVERGES, f"{what}: near a singular set of codimension {codim} that "
-                f"the Gaussian charges, |integrand| grows like dist^-{o:g}, and "
-                f"∫ dist^-a d(dist^{codim}) is infinite for a ≥ {codim}"))
+            out.append(
+                EXISTS
+                if o < codim
+                else Finding(
+                    Verdict.DIVERGES,
+                    f"{what}: near a singular set of codimension {codim} that "
+                    f"the Gaussian charges, |integrand| grows like dist^-{o:g}, and "
+                    f"∫ dist^-a d(dist^{codim}) is infinite for a ≥ {codim}",
+                )
+            )
         elif s > codim + _ORDER_MARGIN:
-            out.append(Finding(Verdict.DIVERGES, f"{what}: near a singular set of codimension "
-                               f"{codim}, |integrand| grows like dist^-{s:.3g} (measured), "
-                               f"not integrable"))
+            out.append(
+                Finding(
+                    Verdict.DIVERGES,
+                    f"{what}: near a singular set of codimension "
+                    f"{codim}, |integrand| grows like dist^-{s:.3g} (measured), "
+                    f"not integrable",
+                )
+            )
         elif s < codim - _ORDER_MARGIN:
             out.append(EXISTS)
         else:
-            out.append(Finding(Verdict.UNPROVEN, f"{what}: the measured local order {s:.3g} is "
-                               f"too close to {codim} to decide"))
+            out.append(
+                Finding(
+                    Verdict.UNPROVEN,
+                    f"{what}: the measured local order {s:.3g} is too close to {codim} to decide",
+                )
+            )
     return out
 
 
@@ -479,8 +545,9 @@ def _local_order(f: Any, u0: np.ndarray, direction: np.ndarray, qv: np.ndarray) 
     return np.where(np.isneginf(worst), np.nan, worst)
 
 
-def _check_singular(s: Any, k: int, m: int, f: Any, mu: np.ndarray, F: np.ndarray,
-                    qv: np.ndarray) -> list[Finding]:
+def _check_singular(
+    s: Any, k: int, m: int, f: Any, mu: np.ndarray, F: np.ndarray, qv: np.ndarray
+) -> list[Finding]:
     B = mu.shape[0]
     qs = [q(j) for j in range(m)]
     if isinstance(s, _Pole):
@@ -495,9 +562,11 @@ def _check_singular(s: Any, k: int, m: int, f: Any, mu: np.ndarray, F: np.ndarra
         live = np.flatnonzero(~degenerate)
         for i in np.flatnonzero(degenerate):
             if abs(L0[i]) <= 1e-12 * max(1.0, np.abs(a[i]).max() * np.abs(mu[i]).max(initial=0)):
-                out[i] = Finding(Verdict.DIVERGES,
-                                 f"{s.what}: the denominator is 0 with probability 1 "
-                                 f"(a linear form of variance 0 and value 0)")
+                out[i] = Finding(
+                    Verdict.DIVERGES,
+                    f"{s.what}: the denominator is 0 with probability 1 "
+                    f"(a linear form of variance 0 and value 0)",
+                )
         if live.size:
             nh = n[live] / nn[live, None]
             z = _points(live.size, F.shape[2])
@@ -516,8 +585,9 @@ def _check_singular(s: Any, k: int, m: int, f: Any, mu: np.ndarray, F: np.ndarra
     raise AssertionError(s)  # pragma: no cover
 
 
-def _quadratic_parts(P: sympy.Expr, k: int, m: int, mu: np.ndarray, F: np.ndarray,
-                     qv: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _quadratic_parts(
+    P: sympy.Expr, k: int, m: int, mu: np.ndarray, F: np.ndarray, qv: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``P(μ + Fz) = zᵀAz + βᵀz + γ``: (A (B, r, r), β (B, r), γ (B,))."""
     us, qs = [g(i) for i in range(k)], [q(j) for j in range(m)]
     poly = sympy.Poly(P, *us)
@@ -545,16 +615,21 @@ def _quadratic_parts(P: sympy.Expr, k: int, m: int, mu: np.ndarray, F: np.ndarra
     return A, beta, gamma
 
 
-def _check_quadratic(s: _QuadZero, k: int, m: int, f: Any, mu: np.ndarray, F: np.ndarray,
-                     qv: np.ndarray) -> list[Finding]:
+def _check_quadratic(
+    s: _QuadZero, k: int, m: int, f: Any, mu: np.ndarray, F: np.ndarray, qv: np.ndarray
+) -> list[Finding]:
     A, beta, gamma = _quadratic_parts(s.poly, k, m, mu, F, qv)
     out: list[Finding] = []
     for i in range(mu.shape[0]):
         w, V = np.linalg.eigh(A[i])
         scale = max(1.0, np.abs(w).max())
         if w.min() < -1e-10 * scale and w.max() > 1e-10 * scale:
-            out.append(Finding(Verdict.UNPROVEN, f"{s.what}: the zero set of an indefinite "
-                                                 f"quadratic is not analysed"))
+            out.append(
+                Finding(
+                    Verdict.UNPROVEN,
+                    f"{s.what}: the zero set of an indefinite quadratic is not analysed",
+                )
+            )
             continue
         sgn = 1.0 if w.max() > 1e-10 * scale else -1.0
         Ai, bi, ci = sgn * A[i], sgn * beta[i], sgn * gamma[i]
@@ -563,8 +638,12 @@ def _check_quadratic(s: _QuadZero, k: int, m: int, f: Any, mu: np.ndarray, F: np
         resid = np.linalg.norm(2 * Ai @ zstar + bi)
         tol = 1e-10 * max(1.0, abs(ci), float(np.linalg.norm(bi)))
         if resid > 1e-8 * max(1.0, np.linalg.norm(bi)) or qmin < -tol:
-            out.append(Finding(Verdict.UNPROVEN, f"{s.what}: a quadratic whose zero set is a "
-                                                 f"hypersurface is not analysed"))
+            out.append(
+                Finding(
+                    Verdict.UNPROVEN,
+                    f"{s.what}: a quadratic whose zero set is a hypersurface is not analysed",
+                )
+            )
             continue
         if qmin > tol:
             out.append(EXISTS)  # never 0 on the support
@@ -578,13 +657,14 @@ def _check_quadratic(s: _QuadZero, k: int, m: int, f: Any, mu: np.ndarray, F: np
             z0 = z0 + (_points(1, null.shape[1]) @ null.T)
         u0 = mu[i, None, None] + z0 @ F[i].T
         du = (F[i] @ dirn)[None, None]
-        seen = _local_order(f, u0, du, qv[i:i + 1])
+        seen = _local_order(f, u0, du, qv[i : i + 1])
         out += _order_finding(seen, 2 * s.order, rank, s.what)
     return out
 
 
-def _check_root(s: _Root, k: int, m: int, f: Any, mu: np.ndarray, F: np.ndarray,
-                qv: np.ndarray) -> list[Finding]:
+def _check_root(
+    s: _Root, k: int, m: int, f: Any, mu: np.ndarray, F: np.ndarray, qv: np.ndarray
+) -> list[Finding]:
     """Zeros of a function of one variable ``u_j``: scanned on a grid over
     ``μ_j ± 40σ_j``, refined by bisection, then the local order of ``|f|`` there."""
     base = _numeric(s.base, k, m)
@@ -593,9 +673,12 @@ def _check_root(s: _Root, k: int, m: int, f: Any, mu: np.ndarray, F: np.ndarray,
     for i in range(mu.shape[0]):
         sd = float(np.linalg.norm(F[i, j]))
         if sd == 0.0:
-            val = base(mu[i][None, None], qv[i:i + 1])[0, 0]
-            out.append(Finding(Verdict.DIVERGES, f"{s.what}: the denominator is 0 with "
-                                                 f"probability 1") if val == 0 else EXISTS)
+            val = base(mu[i][None, None], qv[i : i + 1])[0, 0]
+            out.append(
+                Finding(Verdict.DIVERGES, f"{s.what}: the denominator is 0 with probability 1")
+                if val == 0
+                else EXISTS
+            )
             continue
         grid = mu[i, j] + sd * np.linspace(-40, 40, 8001)
         pts = np.repeat(mu[i][None], grid.size, axis=0)
@@ -608,8 +691,12 @@ def _check_root(s: _Root, k: int, m: int, f: Any, mu: np.ndarray, F: np.ndarray,
             v = np.broadcast_to(np.asarray(raw(*cols), dtype=float), grid.shape)
         roots = list(np.flatnonzero((v[:-1] == 0) | (np.sign(v[:-1]) * np.sign(v[1:]) < 0)))
         if not roots:
-            out.append(Finding(Verdict.UNPROVEN, f"{s.what}: no zero of the denominator found "
-                                                 f"within 40σ, but none is excluded"))
+            out.append(
+                Finding(
+                    Verdict.UNPROVEN,
+                    f"{s.what}: no zero of the denominator found within 40σ, but none is excluded",
+                )
+            )
             continue
         lo, hi = grid[roots[0]], grid[roots[0] + 1]
         flo = v[roots[0]]
@@ -630,7 +717,7 @@ def _check_root(s: _Root, k: int, m: int, f: Any, mu: np.ndarray, F: np.ndarray,
         z = z - ((z @ nh) - (root - mu[i, j]) / sd)[:, None] * nh[None]
         u0 = (mu[i][None] + z @ Fi.T)[None]
         du = (Fi @ nh)[None, None]
-        seen = _local_order(f, u0, du, qv[i:i + 1])
+        seen = _local_order(f, u0, du, qv[i : i + 1])
         out += _order_finding(seen, s.order, 1, s.what)
     return out
 
@@ -638,8 +725,7 @@ def _check_root(s: _Root, k: int, m: int, f: Any, mu: np.ndarray, F: np.ndarray,
 def _coefficients(P: sympy.Expr, k: int, m: int, qv: np.ndarray) -> np.ndarray:
     """The quadratic part ``C`` (B, k, k) of ``P`` in the ``g``'s themselves."""
     B = qv.shape[0]
-    return _quadratic_parts(P, k, m, np.zeros((B, k)), np.broadcast_to(np.eye(k), (B, k, k)),
-                            qv)[0]
+    return _quadratic_parts(P, k, m, np.zeros((B, k)), np.broadcast_to(np.eye(k), (B, k, k)), qv)[0]
 
 
 def _concave(C: np.ndarray) -> np.ndarray:
@@ -653,8 +739,9 @@ def _concave(C: np.ndarray) -> np.ndarray:
     return w[:, -1] <= 16 * np.finfo(float).eps * np.abs(w).max(axis=1, initial=0.0)
 
 
-def _check_growth(P: sympy.Expr, k: int, m: int, f: Any, mu: np.ndarray, F: np.ndarray,
-                  qv: np.ndarray) -> list[Finding]:
+def _check_growth(
+    P: sympy.Expr, k: int, m: int, f: Any, mu: np.ndarray, F: np.ndarray, qv: np.ndarray
+) -> list[Finding]:
     """``𝔼 exp(P)`` finite iff ``λ_max(A) < 1/2``; failures confirmed along the
     eigenvector (``|f|`` must grow like ``exp(λ r²)`` there)."""
     A, beta, gamma = _quadratic_parts(P, k, m, mu, F, qv)
@@ -672,7 +759,7 @@ def _check_growth(P: sympy.Expr, k: int, m: int, f: Any, mu: np.ndarray, F: np.n
         for side in (1.0, -1.0):
             u = mu[i][None, None] + (side * rs[:, None] * e[None]) @ F[i].T[None]
             with np.errstate(all="ignore"):
-                lf = np.log(f(u, qv[i:i + 1])[0])
+                lf = np.log(f(u, qv[i : i + 1])[0])
             if np.any(np.isposinf(lf)) or np.any(np.isnan(lf)):
                 worst = np.inf  # overflow (or inf − inf) far out: it grows
             elif np.all(np.isfinite(lf)):
@@ -680,14 +767,18 @@ def _check_growth(P: sympy.Expr, k: int, m: int, f: Any, mu: np.ndarray, F: np.n
                 # integral along the ray diverges iff this power is ≥ −1
                 h = lf - rs**2 / 2
                 worst = max(worst, (h[1] - h[0]) / math.log(rs[1] / rs[0]))
-        what = (f"exp({_short(P)}) grows like exp({lam[i]:.6g} r²) along a direction where "
-                f"the Gaussian density decays like exp(−r²/2)")
+        what = (
+            f"exp({_short(P)}) grows like exp({lam[i]:.6g} r²) along a direction where "
+            f"the Gaussian density decays like exp(−r²/2)"
+        )
         if worst >= -1.0 + _ORDER_MARGIN:
-            out.append(Finding(Verdict.DIVERGES, what + ": 𝔼 exp(c u²) is finite only for "
-                                                        "c·Var(u) < 1/2"))
+            out.append(
+                Finding(Verdict.DIVERGES, what + ": 𝔼 exp(c u²) is finite only for c·Var(u) < 1/2")
+            )
         else:
-            out.append(Finding(Verdict.UNPROVEN, what + ", and the integrand does not follow "
-                                                        "this bound"))
+            out.append(
+                Finding(Verdict.UNPROVEN, what + ", and the integrand does not follow this bound")
+            )
     return out
 
 
@@ -704,8 +795,9 @@ class Tilt:
     #: on the other side, and Monte Carlo samples a defensive mixture, :mod:`.montecarlo`).
     branched: bool = False
 
-    def law(self, mean: np.ndarray, cov: np.ndarray, qv: np.ndarray
-            ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    def law(
+        self, mean: np.ndarray, cov: np.ndarray, qv: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         """``(μ', Σ', c)`` with ``𝔼_{N(μ,Σ)}[h e^P] = e^c 𝔼_{N(μ',Σ')}[h]``.
 
         With ``g = μ + Fz`` and ``P = zᵀAz + βᵀz + γ``: ``S = (I − 2A)⁻¹``,
@@ -756,8 +848,7 @@ def tilt(expr: sympy.Expr, d: int, m: int, branches: bool = False) -> Tilt | Non
     rest = []
     branched = False
     for fac in sympy.Mul.make_args(e):
-        part = _growing_part(fac.args[0], gs, branches) if isinstance(fac, sympy.exp) \
-            else None
+        part = _growing_part(fac.args[0], gs, branches) if isinstance(fac, sympy.exp) else None
         if part is None:
             rest.append(fac)
             continue
@@ -770,8 +861,7 @@ def tilt(expr: sympy.Expr, d: int, m: int, branches: bool = False) -> Tilt | Non
     return Tilt(sympy.Mul(*rest), sympy.expand(P), d, m, branched)
 
 
-def _growing_part(E: sympy.Expr, gs: list[sympy.Symbol], branches: bool
-                  ) -> sympy.Expr | None:
+def _growing_part(E: sympy.Expr, gs: list[sympy.Symbol], branches: bool) -> sympy.Expr | None:
     """The part of an exponent ``E`` a tilt takes out: its polynomial terms of degree ≤ 2,
     and ``c·L`` for each term ``c·max(L, a)`` (``c > 0``) or ``c·min(L, a)`` (``c < 0``)
     with ``L`` affine — the branch along which ``e^{E}`` grows (``e^{2 relu(v)}``: the
@@ -791,19 +881,33 @@ def _growing_part(E: sympy.Expr, gs: list[sympy.Symbol], branches: bool
             part += t
             continue
         c, f = t.as_coeff_Mul()
-        if isinstance(f, (sympy.Max, sympy.Min)) and len(f.args) == 2 and c.is_number \
-                and (c > 0) == isinstance(f, sympy.Max):
+        if (
+            isinstance(f, (sympy.Max, sympy.Min))
+            and len(f.args) == 2
+            and c.is_number
+            and (c > 0) == isinstance(f, sympy.Max)
+        ):
             lin = [a for a in f.args if not a.is_number]
-            if len(lin) == 1 and lin[0].is_polynomial(*gs) and \
-                    sympy.Poly(lin[0], *gs).total_degree() == 1:
+            if (
+                len(lin) == 1
+                and lin[0].is_polynomial(*gs)
+                and sympy.Poly(lin[0], *gs).total_degree() == 1
+            ):
                 part += c * lin[0]
     if part == 0 or not 0 < sympy.Poly(part, *gs).total_degree() <= 2:
         return None
     return part
 
 
-def tilted(quadrature: Any, expr: sympy.Expr, d: int, m: int, mean: np.ndarray,
-           cov: np.ndarray, qv: np.ndarray) -> tuple[np.ndarray, np.ndarray, Any]:
+def tilted(
+    quadrature: Any,
+    expr: sympy.Expr,
+    d: int,
+    m: int,
+    mean: np.ndarray,
+    cov: np.ndarray,
+    qv: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, Any]:
     """``quadrature(expr, d, m, mean, cov, qv)`` after the change of measure of
     :func:`tilt` when ``expr = h·exp(P)``: ``h`` under ``N(μ', Σ')``, times ``e^c``
     (values and error estimates). ``𝔼 exp(v²)`` at ``Var v = 0.49`` is ``√50 · 𝔼[1]``
@@ -833,12 +937,16 @@ def _named(reason: str, der: Any, req: Any, expr: sympy.Expr, d: int, m: int) ->
     if structure(expr, d, m).reduction is not None:
         return reason
     syms = [str(der.bases[b].symbol) for b in req.bids]
-    return re.sub(r"\bg(\d+)\b", lambda mt: syms[int(mt.group(1))]
-                  if int(mt.group(1)) < len(syms) else mt.group(0), reason)
+    return re.sub(
+        r"\bg(\d+)\b",
+        lambda mt: syms[int(mt.group(1))] if int(mt.group(1)) < len(syms) else mt.group(0),
+        reason,
+    )
 
 
-def check_requests(det: Any, reqs: list[Any], mean: np.ndarray, cov: np.ndarray,
-                   qv: np.ndarray) -> None:
+def check_requests(
+    det: Any, reqs: list[Any], mean: np.ndarray, cov: np.ndarray, qv: np.ndarray
+) -> None:
     """Decide the existence of a group of requests (one integrand) before evaluation.
 
     A divergent one raises :class:`~tensorprog.errors.DivergenceError` naming its
@@ -853,16 +961,21 @@ def check_requests(det: Any, reqs: list[Any], mean: np.ndarray, cov: np.ndarray,
     if expr is None:
         return
     d, m = len(r0.bids), len(r0.cids)
-    finite = np.isfinite(cov).all(axis=(1, 2)) & np.isfinite(mean).all(axis=1) & \
-        np.isfinite(qv).all(axis=1)  # (an overflow is reported by the evaluation, by name)
+    finite = (
+        np.isfinite(cov).all(axis=(1, 2))
+        & np.isfinite(mean).all(axis=1)
+        & np.isfinite(qv).all(axis=1)
+    )  # (an overflow is reported by the evaluation, by name)
     reqs = [r for r, ok in zip(reqs, finite) if ok]
     if not reqs:
         return
     finds = decide(expr, d, m, mean[finite], cov[finite], qv[finite])
     for r, fnd in zip(reqs, finds):
         if fnd.verdict is Verdict.DIVERGES:
-            exc = DivergenceError(f"the {describe(r)} does not exist: "
-                                  f"{_named(fnd.reason, det.plan.der, r, expr, d, m)}")
+            exc = DivergenceError(
+                f"the {describe(r)} does not exist: "
+                f"{_named(fnd.reason, det.plan.der, r, expr, d, m)}"
+            )
             instr = det._instruction(r)
             raise annotate(exc, instr, "Limit") if instr is not None else exc
         if fnd.verdict is Verdict.UNPROVEN:

@@ -30,19 +30,18 @@ class Reduction:
     ``A`` per request, shape (B, k, d), so ``u ~ N(A μ, A Σ Aᵀ)``.
     """
 
-    def __init__(self, expr: sympy.Expr, k: int, d: int, forms: list[sympy.Expr],
-                 m: int) -> None:
+    def __init__(self, expr: sympy.Expr, k: int, d: int, forms: list[sympy.Expr], m: int) -> None:
         self.expr, self.k, self.d = expr, k, d
         gs, qs = [g(i) for i in range(d)], [q(j) for j in range(m)]
         rows = [coefficient_fn(a, gs, qs) for a in forms]
         self.matrix = lambda qv: np.stack([row(qv) for row in rows], axis=1)
 
-    def reduce(self, mean: np.ndarray, cov: np.ndarray, qv: np.ndarray
-               ) -> tuple[np.ndarray, np.ndarray]:
+    def reduce(
+        self, mean: np.ndarray, cov: np.ndarray, qv: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The forms' means (B, k) and covariances (B, k, k)."""
         A = self.matrix(qv)
-        return (np.einsum("bkd,bd->bk", A, mean),
-                np.einsum("bkd,bde,ble->bkl", A, cov, A))
+        return (np.einsum("bkd,bd->bk", A, mean), np.einsum("bkd,bde,ble->bkl", A, cov, A))
 
 
 @functools.lru_cache(maxsize=4096)
@@ -115,8 +114,9 @@ def linear_forms(expr: sympy.Expr, d: int, m: int) -> Reduction | None:
     if k == 0 or k >= d or k > MAX_QUADRATURE_DIM:
         return None
     out = expr.xreplace({app: app.func(*args) for app, args in new_args.items()})
-    out = out.xreplace({gk: form(tuple(sympy.S.One if h == gk else sympy.S.Zero for h in gs))
-                        for gk in left})
+    out = out.xreplace(
+        {gk: form(tuple(sympy.S.One if h == gk else sympy.S.Zero for h in gs)) for gk in left}
+    )
     out = out.xreplace({u: g(j) for j, u in enumerate(us)})
     forms = [sympy.Add(*[c * gk for c, gk in zip(row, gs)]) for row in rows]
     return Reduction(out, len(rows), d, forms, m)

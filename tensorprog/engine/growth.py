@@ -35,8 +35,16 @@ __all__ = ["degree", "moment_degrees", "POLY_TAIL_DEGREE"]
 #: replicates of thousands of samples is already that of a normal mean.
 POLY_TAIL_DEGREE = 4.0
 
-_BOUNDED = (sympy.tanh, sympy.sin, sympy.cos, sympy.erf, sympy.erfc, sympy.atan,
-            sympy.Heaviside, sympy.sign)
+_BOUNDED = (
+    sympy.tanh,
+    sympy.sin,
+    sympy.cos,
+    sympy.erf,
+    sympy.erfc,
+    sympy.atan,
+    sympy.Heaviside,
+    sympy.sign,
+)
 
 
 def degree(e: sympy.Expr, weights: dict[sympy.Symbol, float]) -> float | None:

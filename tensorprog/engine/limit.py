@@ -77,7 +77,6 @@ class ZDotTerm:
     method: str
 
 
-
 class Expectation(sympy.Function):
     """``𝔼[·]`` over the base Gaussians (unevaluated; used for display)."""
 
@@ -96,10 +95,18 @@ class ScalarTable:
     Shared by :class:`Limit` and the saved limits of :func:`tensorprog.load`.
     """
 
-    def __init__(self, program: Any, values: dict[str, float], stderrs: dict[str, float],
-                 errors: dict[str, float], methods: dict[str, str], meta: dict[str, Any],
-                 flags: dict[str, str] | None = None, khat: dict[str, float] | None = None,
-                 stable: dict[str, StableError] | None = None) -> None:
+    def __init__(
+        self,
+        program: Any,
+        values: dict[str, float],
+        stderrs: dict[str, float],
+        errors: dict[str, float],
+        methods: dict[str, str],
+        meta: dict[str, Any],
+        flags: dict[str, str] | None = None,
+        khat: dict[str, float] | None = None,
+        stable: dict[str, StableError] | None = None,
+    ) -> None:
         self.program = program
         self._size = len(program.instructions)  # a grown program's new handles are not here
         self._values = values
@@ -267,16 +274,26 @@ class ScalarTable:
         stderr, error, method, trusted, k̂ (NaN when not sampled), warning ("" if none)."""
         k = self._name(key)
         khat = self._khat.get(k)
-        return (self._values[k], self.stderr(k), self.error(k), self._method[k],
-                k not in self._flags, math.nan if khat is None else khat, self._flags.get(k, ""))
+        return (
+            self._values[k],
+            self.stderr(k),
+            self.error(k),
+            self._method[k],
+            k not in self._flags,
+            math.nan if khat is None else khat,
+            self._flags.get(k, ""),
+        )
 
     def tabulate(self) -> Any:
         """Every scalar as a :class:`tensorprog.tables.Table` row, in program order:
         name, value, stderr, error, method, trusted, khat, warning."""
         from ..tables import LIMIT_COLUMNS, Column, Table, code
 
-        return Table(self._title(), (Column("name", "name", code),) + LIMIT_COLUMNS,
-                     tuple((k,) + self._cells(k) for k in self._values))
+        return Table(
+            self._title(),
+            (Column("name", "name", code),) + LIMIT_COLUMNS,
+            tuple((k,) + self._cells(k) for k in self._values),
+        )
 
     def to_pandas(self) -> Any:
         """A ``pandas.DataFrame`` with one row per scalar (as :meth:`tabulate`): columns
@@ -302,11 +319,21 @@ class Limit(ScalarTable):
         Monte Carlo settings (used only if some value needed Monte Carlo).
     """
 
-    def __init__(self, program: Any, der: Derivation, plan: Plan, values: dict[str, float],
-                 stderrs: dict[str, float], errors: dict[str, float], methods: dict[str, str],
-                 coefficients: dict[int, tuple[float, float, str]], meta: dict[str, Any],
-                 flags: dict[str, str] | None = None, khat: dict[str, float] | None = None,
-                 stable: dict[str, StableError] | None = None) -> None:
+    def __init__(
+        self,
+        program: Any,
+        der: Derivation,
+        plan: Plan,
+        values: dict[str, float],
+        stderrs: dict[str, float],
+        errors: dict[str, float],
+        methods: dict[str, str],
+        coefficients: dict[int, tuple[float, float, str]],
+        meta: dict[str, Any],
+        flags: dict[str, str] | None = None,
+        khat: dict[str, float] | None = None,
+        stable: dict[str, StableError] | None = None,
+    ) -> None:
         super().__init__(program, values, stderrs, errors, methods, meta, flags, khat, stable)
         self.derivation = der
         self.plan = plan
@@ -319,8 +346,12 @@ class Limit(ScalarTable):
             from ..errors import UnreliableValueWarning
 
             lines = "; ".join(f"{k}: {why}{self._robust(k)}" for k, why in self._flags.items())
-            warnings.warn(f"{len(self._flags)} limit value(s) of {self.program.name!r} are not "
-                          f"trusted — {lines}", UnreliableValueWarning, stacklevel=4)
+            warnings.warn(
+                f"{len(self._flags)} limit value(s) of {self.program.name!r} are not "
+                f"trusted — {lines}",
+                UnreliableValueWarning,
+                stacklevel=4,
+            )
 
     # -- symbolic views ------------------------------------------------------------------
     def Z(self, key: Any, *, expand_dot: bool = False, numeric: bool = False) -> sympy.Expr:
@@ -377,8 +408,17 @@ class Limit(ScalarTable):
             y = der.hat_arg[b.bid]
             c = kept.get(b.bid)
             if c is None:
-                out.append(ZDotTerm(DotCoef(instr.arg.name, b.symbol), b.symbol, y, True, 0.0,
-                                    0.0, Method.EXACT.value))
+                out.append(
+                    ZDotTerm(
+                        DotCoef(instr.arg.name, b.symbol),
+                        b.symbol,
+                        y,
+                        True,
+                        0.0,
+                        0.0,
+                        Method.EXACT.value,
+                    )
+                )
                 continue
             val, se, method = self._coef[c.cid]
             out.append(ZDotTerm(c.symbol, b.symbol, y, False, c.full(val), c.full(se), method))
@@ -403,7 +443,11 @@ class Limit(ScalarTable):
         der = self.derivation
         if isinstance(instr, InitScalar):
             val = instr.value
-            return sympy.limit(val, sympy.Symbol("n", positive=True), sympy.oo) if val.free_symbols else val
+            return (
+                sympy.limit(val, sympy.Symbol("n", positive=True), sympy.oo)
+                if val.free_symbols
+                else val
+            )
         consts = [der.scalar_const[p].symbol for p in instr.params]
         if isinstance(instr, ScalarFn):
             return instr.fn.apply(*consts)

@@ -9,8 +9,18 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["Method", "AUTO", "EXACT", "QUADRATURE", "MONTECARLO", "FACTORISED", "DIRECT",
-           "REQUESTABLE", "RESULT_METHODS", "RANK"]
+__all__ = [
+    "Method",
+    "AUTO",
+    "EXACT",
+    "QUADRATURE",
+    "MONTECARLO",
+    "FACTORISED",
+    "DIRECT",
+    "REQUESTABLE",
+    "RESULT_METHODS",
+    "RANK",
+]
 
 
 class Method(str, enum.Enum):
@@ -56,4 +66,3 @@ RANK = {EXACT: 0, DIRECT: 0, QUADRATURE: 1, FACTORISED: 1, MONTECARLO: 2}
 REQUESTABLE = (Method.AUTO, Method.EXACT, Method.QUADRATURE, Method.MONTECARLO)
 #: The methods a result reports, by :data:`RANK`.
 RESULT_METHODS = (Method.EXACT, Method.QUADRATURE, Method.MONTECARLO)
-

@@ -35,9 +35,20 @@ from .exact import shape
 from .methods import Method
 from .symbols import g
 
-__all__ = ["Request", "ExpectationRequest", "MomentRequest", "CovRequest", "SteinBRequest",
-           "DotRequest", "SteinRequest", "ScalarFnRequest", "InitScalarRequest", "Plan",
-           "describe", "scalar_var"]
+__all__ = [
+    "Request",
+    "ExpectationRequest",
+    "MomentRequest",
+    "CovRequest",
+    "SteinBRequest",
+    "DotRequest",
+    "SteinRequest",
+    "ScalarFnRequest",
+    "InitScalarRequest",
+    "Plan",
+    "describe",
+    "scalar_var",
+]
 
 
 # -- the requests: one frozen record per kind of unknown -----------------------------
@@ -195,8 +206,14 @@ class Plan:
         self.requests.append(req)
         return req
 
-    def _expectation(self, cls: type[ExpectationRequest], roots: tuple[Any, ...], combine: Any,
-                     tag: Any, **fields: Any) -> Request:
+    def _expectation(
+        self,
+        cls: type[ExpectationRequest],
+        roots: tuple[Any, ...],
+        combine: Any,
+        tag: Any,
+        **fields: Any,
+    ) -> Request:
         """A request ``𝔼[combine(Z^{roots})]`` of class ``cls`` with its dependencies.
 
         ``tag`` identifies ``combine``; the integrand is built once per (tag, structure).
@@ -206,12 +223,16 @@ class Plan:
         der = self.der
         res = der.canonical(roots)
         if res is None:
-            bids = tuple(sorted(frozenset().union(
-                *(der.nodes[r].support for r in roots if isinstance(r, Var)))))
+            bids = tuple(
+                sorted(
+                    frozenset().union(*(der.nodes[r].support for r in roots if isinstance(r, Var)))
+                )
+            )
             # Monte Carlo evaluates it whatever its inputs: no dependency is needed to
             # order it, and what depends on it lists it (and so is not deterministic).
-            return self._add(cls(len(self.requests), (), 0, roots, None, bids, (), None, (), -1,
-                                 **fields))
+            return self._add(
+                cls(len(self.requests), (), 0, roots, None, bids, (), None, (), -1, **fields)
+            )
         key, bids, cids = res
         # The very same expectation is one request, keyed by its integrand when there is
         # one: the Moment ⟨x, y⟩ and the Ẑ covariance 𝔼[Z^x Z^y] share it. DotRequests
@@ -238,8 +259,11 @@ class Plan:
         rid = len(self.requests)
         if shared is not None:
             self._same[shared] = rid
-        return self._add(cls(rid, deps, self._level(deps), roots, expr, bids, cids, lay,
-                             slot_rids, sig, **fields))
+        return self._add(
+            cls(
+                rid, deps, self._level(deps), roots, expr, bids, cids, lay, slot_rids, sig, **fields
+            )
+        )
 
     def _slot_rids(self, bids: tuple[int, ...], lay: Layout) -> tuple[int, ...]:
         """The covariance request of every same-family hat pair of ``bids``."""
@@ -291,8 +315,9 @@ class Plan:
         """The request for ``𝔼[Ẑ Z^x]`` (Stein's lemma numerator)."""
         k = (x, base.bid)
         if k not in self._stein:
-            self._stein[k] = self._expectation(SteinBRequest, (base, x), _mul, "mul", x=x,
-                                               base=base).rid
+            self._stein[k] = self._expectation(
+                SteinBRequest, (base, x), _mul, "mul", x=x, base=base
+            ).rid
         return self._stein[k]
 
     def _moment_combine(self, instr: Moment) -> tuple[Any, Any]:
@@ -319,8 +344,9 @@ class Plan:
 
     def _scalar_fn(self, instr: ScalarFn) -> None:
         deps = tuple([self.const_req[self.der.scalar_const[p].cid] for p in instr.params])
-        req = self._add(ScalarFnRequest(len(self.requests), deps, self._level(deps),
-                                        instr.out, instr.fn))
+        req = self._add(
+            ScalarFnRequest(len(self.requests), deps, self._level(deps), instr.out, instr.fn)
+        )
         self.const_req[self.der.scalar_const[instr.out].cid] = req.rid
 
     def _init_scalar(self, instr: InitScalar) -> None:
@@ -346,21 +372,24 @@ class Plan:
             else:
                 deriv = sympy.diff(ex, g(k))
                 if not _is_distribution(deriv):
-                    req = self._expectation(DotRequest, (x,), lambda e: sympy.diff(e, g(k)),
-                                            ("diff", k), const=c)
+                    req = self._expectation(
+                        DotRequest, (x,), lambda e: sympy.diff(e, g(k)), ("diff", k), const=c
+                    )
                     self.const_req[c.cid] = req.rid
                     return
         if regression:
-            self.const_req[c.cid] = self._expectation(DotRequest, (x,), None, ("diff", hb.bid),
-                                                      const=c).rid
+            self.const_req[c.cid] = self._expectation(
+                DotRequest, (x,), None, ("diff", hb.bid), const=c
+            ).rid
             return
         # Stein form: 𝔼∇_S Z^x = Cov(Ẑ_S)⁺ 𝔼[Ẑ_S Z^x] over the candidate hats S.
         S = tuple(self.der.dot_candidates(self.der.program.definition(c.var)))
         b_rids = tuple(self.stein_b(x, b) for b in S)
         cov_rids = tuple(tuple(self.cov(bi, bj) for bj in S) for bi in S)
         deps = b_rids + tuple(cov_rids[i][j] for i in range(len(S)) for j in range(i, len(S)))
-        req = self._add(SteinRequest(len(self.requests), deps, self._level(deps), c, S, b_rids,
-                                     cov_rids))
+        req = self._add(
+            SteinRequest(len(self.requests), deps, self._level(deps), c, S, b_rids, cov_rids)
+        )
         self.const_req[c.cid] = req.rid
 
     # -- reading -----------------------------------------------------------------------
@@ -390,8 +419,10 @@ def _is_distribution(e: sympy.Expr) -> bool:
     """Whether ``e`` involves a Dirac delta, directly or inside an opaque nonlinearity."""
     if e.has(sympy.DiracDelta):
         return True
-    return any(getattr(getattr(f.func, "nonlinearity", None), "is_distribution", False)
-               for f in e.atoms(sympy.Function))
+    return any(
+        getattr(getattr(f.func, "nonlinearity", None), "is_distribution", False)
+        for f in e.atoms(sympy.Function)
+    )
 
 
 def scalar_var(req: Request) -> Var | None:

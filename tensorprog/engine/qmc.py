@@ -33,8 +33,16 @@ import numpy as np
 
 from ..errors import MethodUnavailableError
 
-__all__ = ["BITS", "MAX_DIM", "direction_numbers", "scramble", "sobol_points", "sobol_uniforms",
-           "normal_quantile", "sobol_normals"]
+__all__ = [
+    "BITS",
+    "MAX_DIM",
+    "direction_numbers",
+    "scramble",
+    "sobol_points",
+    "sobol_uniforms",
+    "normal_quantile",
+    "sobol_normals",
+]
 
 #: Binary digits per coordinate: points lie on the grid ``(x + ½) 2^-32``, so a normal
 #: sample is never infinite (``|z| ≤ 6.4``; the mass beyond is 2·10⁻¹⁰).
@@ -53,7 +61,8 @@ def _joe_kuo() -> tuple[np.ndarray, np.ndarray]:
         raise MethodUnavailableError(
             "randomised quasi-Monte Carlo needs the Sobol' direction numbers that SciPy "
             f"installs with scipy.stats (not found at {path!r}); pass qmc=False for iid "
-            "Monte Carlo samples")
+            "Monte Carlo samples"
+        )
     with np.load(path) as table:
         return table["poly"], table["vinit"]
 
@@ -131,8 +140,9 @@ def scramble(v: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.nd
     return v_scr, shift
 
 
-def sobol_points(v: np.ndarray, shift: np.ndarray, start: int, M: int,
-                 out: np.ndarray | None = None) -> np.ndarray:
+def sobol_points(
+    v: np.ndarray, shift: np.ndarray, start: int, M: int, out: np.ndarray | None = None
+) -> np.ndarray:
     """Points ``start … start+M−1`` of the (scrambled) Sobol' sequence, as digits.
 
     Point ``n`` is ``⊕_{b: bit b of n} v[:, b] ⊕ shift`` (the natural order). The range
@@ -158,37 +168,79 @@ def sobol_points(v: np.ndarray, shift: np.ndarray, start: int, M: int,
     D = v.shape[0]
     T = np.zeros((D, 1 << P), dtype=np.uint64)
     for b in range(P):
-        np.bitwise_xor(T[:, : 1 << b], v[:, b, None], out=T[:, 1 << b: 2 << b])
+        np.bitwise_xor(T[:, : 1 << b], v[:, b, None], out=T[:, 1 << b : 2 << b])
     out = np.empty((D, M), dtype=np.uint64) if out is None else out
     pos = 0
     for a, p in blocks:
         bits = [b for b in range(BITS) if a >> b & 1]
         xa = np.bitwise_xor.reduce(v[:, bits], axis=1) if bits else np.zeros(D, np.uint64)
-        np.bitwise_xor(T[:, : 1 << p], (xa ^ shift)[:, None], out=out[:, pos: pos + (1 << p)])
+        np.bitwise_xor(T[:, : 1 << p], (xa ^ shift)[:, None], out=out[:, pos : pos + (1 << p)])
         pos += 1 << p
     return out
 
 
 # Wichura's AS 241 (PPND16), Applied Statistics 37 (1988) 477–484: the normal quantile
 # to about 1e-16, by rational functions in three ranges of the tail probability.
-_A = (3.3871328727963666080e0, 1.3314166789178437745e2, 1.9715909503065514427e3,
-      1.3731693765509461125e4, 4.5921953931549871457e4, 6.7265770927008700853e4,
-      3.3430575583588128105e4, 2.5090809287301226727e3)
-_B = (1.0, 4.2313330701600911252e1, 6.8718700749205790830e2, 5.3941960214247511077e3,
-      2.1213794301586595867e4, 3.9307895800092710610e4, 2.8729085735721942674e4,
-      5.2264952788528545610e3)
-_C = (1.42343711074968357734e0, 4.63033784615654529590e0, 5.76949722146069140550e0,
-      3.64784832476320460504e0, 1.27045825245236838258e0, 2.41780725177450611770e-1,
-      2.27238449892691845833e-2, 7.74545014278341407640e-4)
-_D = (1.0, 2.05319162663775882187e0, 1.67638483018380384940e0, 6.89767334985100004550e-1,
-      1.48103976427480074590e-1, 1.51986665636164571966e-2, 5.47593808499534494600e-4,
-      1.05075007164441684324e-9)
-_E = (6.65790464350110377720e0, 5.46378491116411436990e0, 1.78482653991729133580e0,
-      2.96560571828504891230e-1, 2.65321895265761230930e-2, 1.24266094738807843860e-3,
-      2.71155556874348757815e-5, 2.01033439929228813265e-7)
-_F = (1.0, 5.99832206555887937690e-1, 1.36929880922735805310e-1, 1.48753612908506148525e-2,
-      7.86869131145613259100e-4, 1.84631831751005468180e-5, 1.42151175831644588870e-7,
-      2.04426310338993978564e-15)
+_A = (
+    3.3871328727963666080e0,
+    1.3314166789178437745e2,
+    1.9715909503065514427e3,
+    1.3731693765509461125e4,
+    4.5921953931549871457e4,
+    6.7265770927008700853e4,
+    3.3430575583588128105e4,
+    2.5090809287301226727e3,
+)
+_B = (
+    1.0,
+    4.2313330701600911252e1,
+    6.8718700749205790830e2,
+    5.3941960214247511077e3,
+    2.1213794301586595867e4,
+    3.9307895800092710610e4,
+    2.8729085735721942674e4,
+    5.2264952788528545610e3,
+)
+_C = (
+    1.42343711074968357734e0,
+    4.63033784615654529590e0,
+    5.76949722146069140550e0,
+    3.64784832476320460504e0,
+    1.27045825245236838258e0,
+    2.41780725177450611770e-1,
+    2.27238449892691845833e-2,
+    7.74545014278341407640e-4,
+)
+_D = (
+    1.0,
+    2.05319162663775882187e0,
+    1.67638483018380384940e0,
+    6.89767334985100004550e-1,
+    1.48103976427480074590e-1,
+    1.51986665636164571966e-2,
+    5.47593808499534494600e-4,
+    1.05075007164441684324e-9,
+)
+_E = (
+    6.65790464350110377720e0,
+    5.46378491116411436990e0,
+    1.78482653991729133580e0,
+    2.96560571828504891230e-1,
+    2.65321895265761230930e-2,
+    1.24266094738807843860e-3,
+    2.71155556874348757815e-5,
+    2.01033439929228813265e-7,
+)
+_F = (
+    1.0,
+    5.99832206555887937690e-1,
+    1.36929880922735805310e-1,
+    1.48753612908506148525e-2,
+    7.86869131145613259100e-4,
+    1.84631831751005468180e-5,
+    1.42151175831644588870e-7,
+    2.04426310338993978564e-15,
+)
 
 
 #: numerators and denominators of the three ranges, as rows of matrices
@@ -232,7 +284,7 @@ def normal_quantile(u: Any, out: np.ndarray | None = None) -> np.ndarray:
     n = min(_BLOCK, flat.size)
     q, r, powers = np.empty(n), np.empty(n), np.empty((len(_A), n))
     for s in range(0, flat.size, _BLOCK):
-        ub, ob = flat[s:s + _BLOCK], res[s:s + _BLOCK]
+        ub, ob = flat[s : s + _BLOCK], res[s : s + _BLOCK]
         k = len(ub)
         qb, rb = q[:k], r[:k]
         np.subtract(ub, 0.5, out=qb)
@@ -256,8 +308,9 @@ def normal_quantile(u: Any, out: np.ndarray | None = None) -> np.ndarray:
     return out[()] if out.ndim == 0 else out
 
 
-def sobol_uniforms(d: int, M: int, rng: np.random.Generator, start: int = 0,
-                   out: np.ndarray | None = None) -> np.ndarray:
+def sobol_uniforms(
+    d: int, M: int, rng: np.random.Generator, start: int = 0, out: np.ndarray | None = None
+) -> np.ndarray:
     """Uniforms (d, M) in (0, 1): points ``start …`` of one random scramble of the first
     ``d ≤`` :data:`MAX_DIM` Sobol' dimensions (the centres of their ``2^-BITS`` cells).
 
@@ -274,8 +327,9 @@ def sobol_uniforms(d: int, M: int, rng: np.random.Generator, start: int = 0,
     return out
 
 
-def sobol_normals(D: int, M: int, rng: np.random.Generator, start: int = 0,
-                  out: np.ndarray | None = None) -> np.ndarray:
+def sobol_normals(
+    D: int, M: int, rng: np.random.Generator, start: int = 0, out: np.ndarray | None = None
+) -> np.ndarray:
     """Standard normals (D, M): :func:`sobol_uniforms` through :func:`normal_quantile`.
 
     Dimensions beyond :data:`MAX_DIM` are iid normals from a stream seeded by ``rng``

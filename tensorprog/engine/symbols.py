@@ -115,8 +115,10 @@ class DotCoef(sympy.Symbol):
         return self.name
 
     def _latex(self, printer: Any) -> str:
-        return (rf"\mathbb{{E}}\left[\partial Z^{{{self.x}}}/\partial "
-                rf"{sympy.latex(self.hat)}\right]")
+        return (
+            rf"\mathbb{{E}}\left[\partial Z^{{{self.x}}}/\partial "
+            rf"{sympy.latex(self.hat)}\right]"
+        )
 
 
 class _Placeholder(sympy.Symbol):

@@ -31,8 +31,17 @@ from ..interpreter import annotate
 from .existence import exists_for_every_law
 from .plan import describe, scalar_var
 
-__all__ = ["gpd_fit", "pareto_khat", "tail_size", "assess", "stable_errors", "StableError",
-           "KHAT_UNRELIABLE", "KHAT_INFINITE_MEAN", "KHAT_NO_INTERVAL"]
+__all__ = [
+    "gpd_fit",
+    "pareto_khat",
+    "tail_size",
+    "assess",
+    "stable_errors",
+    "StableError",
+    "KHAT_UNRELIABLE",
+    "KHAT_INFINITE_MEAN",
+    "KHAT_NO_INTERVAL",
+]
 
 #: ``k̂`` at or above which a Monte Carlo value is not trusted: ``k ≥ 1/2`` is an infinite
 #: variance, and the replicate standard error needs a finite one. Vehtari et al. (2024,
@@ -110,15 +119,16 @@ def gpd_fit(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     j = np.arange(1, m + 1, dtype=float)
     quart = xs[:, max(0, int(n / 4 + 0.5) - 1)]
     quart = np.where(quart > 0, quart, xs[:, -1])  # (a tail of mostly ties)
-    theta = (1.0 - np.sqrt(m / (j - 0.5)))[None, :] / (_ZS_PRIOR_SCALE * quart[:, None]) \
-        + 1.0 / xs[:, -1, None]  # (b, m), all < 1/x_(n): 1 − θx > 0
+    theta = (1.0 - np.sqrt(m / (j - 0.5)))[None, :] / (_ZS_PRIOR_SCALE * quart[:, None]) + 1.0 / xs[
+        :, -1, None
+    ]  # (b, m), all < 1/x_(n): 1 − θx > 0
     kt = np.empty_like(theta)  # k̃(θ) = mean log(1 − θx), in blocks of ≤ _BLOCK numbers
     step = max(1, _BLOCK // n)
     with np.errstate(divide="ignore", invalid="ignore"):
         for r in range(theta.shape[0]):
             for j in range(0, m, step):
-                t = np.multiply(theta[r, j:j + step, None], -xs[r, None, :])
-                kt[r, j:j + step] = np.log1p(t, out=t).mean(axis=-1)
+                t = np.multiply(theta[r, j : j + step, None], -xs[r, None, :])
+                kt[r, j : j + step] = np.log1p(t, out=t).mean(axis=-1)
         ll = n * (np.log(-theta / kt) - kt - 1.0)
     ll = np.where(np.isfinite(ll), ll, -np.inf)
     w = np.exp(ll - ll.max(axis=1, keepdims=True))
@@ -164,7 +174,7 @@ def top_values(values: np.ndarray, M: int) -> np.ndarray:
     if S <= M + 1:
         return a
     a.partition(S - M - 1, axis=-1)
-    return a[..., S - M - 1:].copy()
+    return a[..., S - M - 1 :].copy()
 
 
 def merge_tops(a: np.ndarray | None, b: np.ndarray, M: int) -> np.ndarray:
@@ -268,8 +278,9 @@ class StableError:
         return float(value - half), float(value + half)
 
 
-def stable_errors(tops: np.ndarray, khat: np.ndarray, fraction: float, draws: int
-                  ) -> list[StableError | None]:
+def stable_errors(
+    tops: np.ndarray, khat: np.ndarray, fraction: float, draws: int
+) -> list[StableError | None]:
     """:class:`StableError` of each row whose ``k̂`` is in ``[1/2, 1)``, else None.
 
     The tail constant ``C`` comes from the same generalized Pareto fit as ``k̂``: above
@@ -308,8 +319,13 @@ def stable_errors(tops: np.ndarray, khat: np.ndarray, fraction: float, draws: in
     return out
 
 
-def assess(plan: Any, proven: set[int], unproven: dict[int, str], khat: dict[int, float],
-           inexact: dict[int, str] | None = None) -> dict[int, str]:
+def assess(
+    plan: Any,
+    proven: set[int],
+    unproven: dict[int, str],
+    khat: dict[int, float],
+    inexact: dict[int, str] | None = None,
+) -> dict[int, str]:
     """Which requests' values are not trusted, and why (by request id).
 
     Rules, in dependency order:
@@ -331,21 +347,28 @@ def assess(plan: Any, proven: set[int], unproven: dict[int, str], khat: dict[int
     flags: dict[int, str] = {}
     for req in plan.requests:
         k = k_by_rid.get(req.rid)
-        if k is not None and k >= KHAT_INFINITE_MEAN and req.rid not in proven and not \
-                exists_for_every_law(plan, req):
+        if (
+            k is not None
+            and k >= KHAT_INFINITE_MEAN
+            and req.rid not in proven
+            and not exists_for_every_law(plan, req)
+        ):
             var = scalar_var(req)
             name = var.name if var is not None else describe(req)
             exc = DivergenceError(
                 f"the limit of {name} looks infinite: the Monte Carlo samples of its "
                 f"|integrand| have a Pareto tail with k̂ = {k:.2f} ≥ 1, the tail of a "
                 f"variable without a mean (Vehtari et al. 2024), and its existence could not "
-                f"be proven{': ' + unproven[req.rid] if req.rid in unproven else ''}")
+                f"be proven{': ' + unproven[req.rid] if req.rid in unproven else ''}"
+            )
             instr = plan.der.program.definition(var) if var is not None else None
             raise annotate(exc, instr, "Limit") if instr is not None else exc
         if k is not None and k >= KHAT_UNRELIABLE:
-            flags[req.rid] = (f"Monte Carlo integrand with a heavy tail (Pareto k̂ = {k:.2f} "
-                              f"≥ {KHAT_UNRELIABLE}): the mean and its standard error are not "
-                              f"reliable")
+            flags[req.rid] = (
+                f"Monte Carlo integrand with a heavy tail (Pareto k̂ = {k:.2f} "
+                f"≥ {KHAT_UNRELIABLE}): the mean and its standard error are not "
+                f"reliable"
+            )
         elif req.rid in unproven:
             flags[req.rid] = f"existence not proven ({unproven[req.rid]})"
         elif inexact and req.rid in inexact:
@@ -354,7 +377,9 @@ def assess(plan: Any, proven: set[int], unproven: dict[int, str], khat: dict[int
             bad = next((d for d in req.deps if d in flags), None)
             if bad is not None:
                 src = scalar_var(plan.requests[bad])
-                flags[req.rid] = (f"computed from "
-                                  f"{src.name if src is not None else 'a value'}"
-                                  f" that is not trusted")
+                flags[req.rid] = (
+                    f"computed from "
+                    f"{src.name if src is not None else 'a value'}"
+                    f" that is not trusted"
+                )
     return flags

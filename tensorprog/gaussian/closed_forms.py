@@ -158,8 +158,9 @@ def _one_variable(fn: Any, who: str) -> Nonlinearity:
 def _register(table: dict, key: Any, form: Callable[..., Any], who: str) -> None:
     old = table.get(key)
     if old is not None and old is not form and getattr(old, "__wrapped__", None) is not form:
-        raise ProgramValueError(f"{who}: a closed form is already registered "
-                                f"({getattr(old, '__name__', old)!s})")
+        raise ProgramValueError(
+            f"{who}: a closed form is already registered ({getattr(old, '__name__', old)!s})"
+        )
     table[key] = form
 
 
@@ -224,12 +225,17 @@ def pair_closed_form(phi: Nonlinearity, psi: Nonlinearity) -> Callable[[PairForm
 
     def register(form: PairForm) -> PairForm:
         if not callable(form):
-            raise ProgramTypeError(f"{who}({phi.name}, {psi.name}) decorates a function, "
-                                   f"got {type(form).__name__}")
+            raise ProgramTypeError(
+                f"{who}({phi.name}, {psi.name}) decorates a function, got {type(form).__name__}"
+            )
         _register(PAIR_CLOSED_FORMS, (phi, psi), form, f"{who}({phi.name}, {psi.name})")
         if psi is not phi:
-            _register(PAIR_CLOSED_FORMS, (psi, phi), _swapped(form, psi, phi),
-                      f"{who}({psi.name}, {phi.name})")
+            _register(
+                PAIR_CLOSED_FORMS,
+                (psi, phi),
+                _swapped(form, psi, phi),
+                f"{who}({psi.name}, {phi.name})",
+            )
         _changed(phi, psi)
         return form
 
@@ -260,8 +266,9 @@ def mean_closed_form(phi: Nonlinearity) -> Callable[[MeanForm], MeanForm]:
 
     def register(form: MeanForm) -> MeanForm:
         if not callable(form):
-            raise ProgramTypeError(f"{who}({phi.name}) decorates a function, "
-                                   f"got {type(form).__name__}")
+            raise ProgramTypeError(
+                f"{who}({phi.name}) decorates a function, got {type(form).__name__}"
+            )
         _register(SINGLE_CLOSED_FORMS, phi, form, f"{who}({phi.name})")
         _changed(phi)
         return form
@@ -292,6 +299,7 @@ def on_register(callback: Callable[[], None]) -> None:
 
 #: :math:`\mathrm{erf}'`, the object ``tp.erf.derivative()`` (the NTK of an erf network).
 derf = erf.derivative()
+
 
 def _finish(value: np.ndarray, name: str) -> Any:
     """Raise on NaN/inf; return a numpy scalar for 0-d results (ufunc-like)."""

@@ -331,8 +331,9 @@ def gauss_hermite_expectation(
     return _on_rule(f, mean_arr, cov_arr, nodes, weights, params, what, "Gauss-Hermite")[0]
 
 
-def _rule_arguments(f: Any, mean: ArrayLike, cov: ArrayLike, what: str
-                    ) -> tuple[np.ndarray, np.ndarray, int]:
+def _rule_arguments(
+    f: Any, mean: ArrayLike, cov: ArrayLike, what: str
+) -> tuple[np.ndarray, np.ndarray, int]:
     """Validated ``(mean, cov, k)`` of a quadrature call (shapes ``(..., k)``, ``(..., k, k)``)."""
     if not callable(f):
         raise ProgramTypeError(f"f must be callable; got {type(f).__name__}")
@@ -344,13 +345,22 @@ def _rule_arguments(f: Any, mean: ArrayLike, cov: ArrayLike, what: str
     if mean_arr.ndim < 1 or mean_arr.shape[-1] != k:
         raise ProgramValueError(
             f"mean must have shape (..., {k}) to match {what} of shape "
-            f"{cov_arr.shape}; got shape {mean_arr.shape}")
+            f"{cov_arr.shape}; got shape {mean_arr.shape}"
+        )
     return mean_arr, cov_arr, k
 
 
-def _on_rule(f: Callable[..., Any], mean_arr: np.ndarray, cov_arr: np.ndarray,
-             nodes: np.ndarray, weights: np.ndarray, params: ArrayLike | None, what: str,
-             rule: str, shell: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+def _on_rule(
+    f: Callable[..., Any],
+    mean_arr: np.ndarray,
+    cov_arr: np.ndarray,
+    nodes: np.ndarray,
+    weights: np.ndarray,
+    params: ArrayLike | None,
+    what: str,
+    rule: str,
+    shell: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
     """``Σ_i w_i f(μ + F z_i)`` over a batch (see :func:`gauss_hermite_expectation`).
 
     With ``shell`` (a boolean mask of nodes), also the fraction of ``Σ_i w_i |f|`` that
@@ -492,11 +502,12 @@ def trapezoid_expectation(
     if not (step > 0 and abs(n - round(n)) < 1e-9):
         raise ProgramValueError(f"step must divide {TRAPEZOID_HALF_WIDTH}; got {step}")
     if (2 * round(n) + 1) ** k > _MAX_NODES:
-        raise ResourceError(f"a trapezoid rule of step {step} in {k} dimensions has more "
-                            f"than {_MAX_NODES} nodes; use a larger step")
+        raise ResourceError(
+            f"a trapezoid rule of step {step} in {k} dimensions has more "
+            f"than {_MAX_NODES} nodes; use a larger step"
+        )
     nodes, weights, shell = _trapezoid_rule(float(step), k)
-    values, frac = _on_rule(f, mean_arr, cov_arr, nodes, weights, params, what, "trapezoid",
-                            shell)
+    values, frac = _on_rule(f, mean_arr, cov_arr, nodes, weights, params, what, "trapezoid", shell)
     return values, frac
 
 
@@ -507,8 +518,9 @@ PANEL_LADDER = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
 #: Edges of the panels in every standard coordinate (the Gaussian weight's own scale):
 #: the integers of ``[-6, 6]``, then ``±7.5`` and ``±L``, ``L`` =
 #: :data:`TRAPEZOID_HALF_WIDTH`.
-_PANEL_GRID = np.concatenate([[-TRAPEZOID_HALF_WIDTH, -7.5], np.arange(-6.0, 6.5, 1.0),
-                              [7.5, TRAPEZOID_HALF_WIDTH]])
+_PANEL_GRID = np.concatenate(
+    [[-TRAPEZOID_HALF_WIDTH, -7.5], np.arange(-6.0, 6.5, 1.0), [7.5, TRAPEZOID_HALF_WIDTH]]
+)
 #: Largest number of nodes of one panel rule per batch element.
 MAX_PANEL_NODES = 2**19
 
@@ -545,8 +557,9 @@ def _legendre_rule(n: int) -> tuple[np.ndarray, np.ndarray]:
     return leggauss(n)
 
 
-def _panel_nodes(A0: np.ndarray, A: np.ndarray, n: int, kinks: Sequence[bool]
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def _panel_nodes(
+    A0: np.ndarray, A: np.ndarray, n: int, kinks: Sequence[bool]
+) -> tuple[np.ndarray, np.ndarray]:
     """Nested composite Gauss–Legendre nodes ``z`` (b, N, k) and weights (b, N) of the
     standard normal law, with panel edges at the features ``A0 + A z`` (b, F), (b, F, k)
     and at the ladder around them (see :func:`panel_expectation`)."""
@@ -567,7 +580,7 @@ def _panel_nodes(A0: np.ndarray, A: np.ndarray, n: int, kinks: Sequence[bool]
             # conditional spread τ (argument units): a transition of width τ. The
             # ladder's unit is max(1, τ), plus, for a kink or jump, a second ladder of
             # unit τ when 1e-9 < τ < 1 (the kink blurred at that scale).
-            tau = np.sqrt(np.sum(A[:, f, j + 1:] ** 2, axis=-1))
+            tau = np.sqrt(np.sum(A[:, f, j + 1 :] ** 2, axis=-1))
             units = [np.maximum(1.0, tau)]
             small = (tau > 1e-9) & (tau < 1.0)
             if kinks[f] and small.any():
@@ -584,8 +597,10 @@ def _panel_nodes(A0: np.ndarray, A: np.ndarray, n: int, kinks: Sequence[bool]
             with np.errstate(divide="ignore", invalid="ignore"):
                 e = (offs[:, None, :] - pos[:, :, None]) / a
             edges.append(np.where((a != 0.0) & np.isfinite(e), e, -TRAPEZOID_HALF_WIDTH))
-        e = np.sort(np.clip(np.concatenate(edges, axis=-1), -TRAPEZOID_HALF_WIDTH,
-                            TRAPEZOID_HALF_WIDTH), axis=-1)
+        e = np.sort(
+            np.clip(np.concatenate(edges, axis=-1), -TRAPEZOID_HALF_WIDTH, TRAPEZOID_HALF_WIDTH),
+            axis=-1,
+        )
         half = 0.5 * (e[..., 1:] - e[..., :-1])
         mid = 0.5 * (e[..., 1:] + e[..., :-1])
         zj = (mid[..., None] + half[..., None] * xg).reshape(b, z.shape[1], -1)
@@ -687,17 +702,21 @@ def panel_expectation(
     """
     mean_arr, cov_arr, k = _rule_arguments(f, mean, cov, what)
     if mean_arr.ndim != 2 or cov_arr.ndim != 3 or cov_arr.shape[0] != mean_arr.shape[0]:
-        raise ProgramValueError(f"mean and {what} must have shapes (B, k) and (B, k, k); got "
-                                f"{mean_arr.shape} and {cov_arr.shape}")
+        raise ProgramValueError(
+            f"mean and {what} must have shapes (B, k) and (B, k, k); got "
+            f"{mean_arr.shape} and {cov_arr.shape}"
+        )
     feats = np.asarray(features, dtype=float)
     B = mean_arr.shape[0]
     if feats.ndim != 3 or feats.shape[0] != B or feats.shape[2] != k + 1:
-        raise ProgramValueError(f"features must have shape (B, F, k + 1) = ({B}, F, {k + 1}); "
-                                f"got {feats.shape}")
+        raise ProgramValueError(
+            f"features must have shape (B, F, k + 1) = ({B}, F, {k + 1}); got {feats.shape}"
+        )
     kinks = [True] * feats.shape[1] if kinks is None else [bool(x) for x in kinks]
     if len(kinks) != feats.shape[1]:
-        raise ProgramValueError(f"kinks must have one entry per feature ({feats.shape[1]}); "
-                                f"got {len(kinks)}")
+        raise ProgramValueError(
+            f"kinks must have one entry per feature ({feats.shape[1]}); got {len(kinks)}"
+        )
     if not (np.all(np.isfinite(mean_arr)) and np.all(np.isfinite(feats))):
         raise NumericalError("mean or features contain NaN or inf entries")
     psd_factor(cov_arr, what=what)  # validates (raises NonPSDError)
@@ -710,17 +729,20 @@ def panel_expectation(
     lo = 0
     while lo < B:
         # the chunk's node count (with its ladders) decides the chunk size
-        probe = _panel_nodes(A0[lo:lo + 1], A[lo:lo + 1], max(nodes), kinks)[0].shape[1]
+        probe = _panel_nodes(A0[lo : lo + 1], A[lo : lo + 1], max(nodes), kinks)[0].shape[1]
         if probe > MAX_PANEL_NODES:
-            raise ResourceError(f"the panel rule needs {probe} nodes for one expectation "
-                                f"(limit {MAX_PANEL_NODES})")
+            raise ResourceError(
+                f"the panel rule needs {probe} nodes for one expectation (limit {MAX_PANEL_NODES})"
+            )
         hi = min(B, lo + max(1, _CHUNK_BYTES // (8 * probe * (2 * k + 4))))
         sl = slice(lo, hi)
         for r, n in enumerate(nodes):
             z, w = _panel_nodes(A0[sl], A[sl], n, kinks)
             if z.shape[1] > MAX_PANEL_NODES:
-                raise ResourceError(f"the panel rule needs {z.shape[1]} nodes for one "
-                                    f"expectation (limit {MAX_PANEL_NODES})")
+                raise ResourceError(
+                    f"the panel rule needs {z.shape[1]} nodes for one "
+                    f"expectation (limit {MAX_PANEL_NODES})"
+                )
             pts = mean_arr[sl, None, :] + np.matmul(z, np.swapaxes(L[sl], -1, -2))
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
                 vals = f(pts) if params_b is None else f(pts, params_b[sl])
@@ -730,9 +752,12 @@ def panel_expectation(
                     aw = np.abs(vals) * w
                     shell = np.abs(z).max(axis=-1) >= TRAPEZOID_HALF_WIDTH - 1.0
                     out[2, sl] = np.where(shell, aw, 0.0).sum(axis=1) / np.maximum(
-                        aw.sum(axis=1), 1e-300)
+                        aw.sum(axis=1), 1e-300
+                    )
         lo = hi
     if not np.all(np.isfinite(out[:2])):
-        raise NumericalError("panel-rule expectation is not finite: the integrand overflowed "
-                             "or returned NaN/inf (is it integrable under the Gaussian?)")
+        raise NumericalError(
+            "panel-rule expectation is not finite: the integrand overflowed "
+            "or returned NaN/inf (is it integrable under the Gaussian?)"
+        )
     return out[0], out[1], out[2]

@@ -151,8 +151,9 @@ def kernel_program(
         return _build(X, depth, phi, W_std, b_std)
 
 
-def _build(X: np.ndarray, depth: int, phi: Nonlinearity, W_std: float, b_std: float
-           ) -> tuple[Program, np.ndarray, np.ndarray]:
+def _build(
+    X: np.ndarray, depth: int, phi: Nonlinearity, W_std: float, b_std: float
+) -> tuple[Program, np.ndarray, np.ndarray]:
     B, d = X.shape
     w2, b2 = W_std * W_std, b_std * b_std
     K1 = w2 * (X @ X.T) / d + b2
@@ -174,8 +175,11 @@ def _build(X: np.ndarray, depth: int, phi: Nonlinearity, W_std: float, b_std: fl
         layer = []
         for i, x in enumerate(xs[-1]):
             Wx = W.matmul(x, name=f"W{ell}x{ell - 1}_{i}")
-            layer.append(dense(Wx, b, name=f"h{ell}_{i}") if b is not None
-                         else dense0(Wx, name=f"h{ell}_{i}"))
+            layer.append(
+                dense(Wx, b, name=f"h{ell}_{i}")
+                if b is not None
+                else dense0(Wx, name=f"h{ell}_{i}")
+            )
         hs.append(layer)
         xs.append([phi(h, name=f"x{ell}_{i}") for i, h in enumerate(layer)])
     # Backward pass (the first one: readout v independent of the forward pass), by
@@ -185,11 +189,15 @@ def _build(X: np.ndarray, depth: int, phi: Nonlinearity, W_std: float, b_std: fl
     dx = [lincomb([(W_std, v)], name=f"dx{depth}")] * B  # n^{1/2} ∂f/∂x^L, every input
     dhs: list[list[Any]] = [[] for _ in range(depth)]
     for ell in range(depth, 0, -1):
-        dhs[ell - 1] = [grad(xs[ell - 1][i], hs[ell - 1][i], cotangent=dx[i],
-                             names=f"dh{ell}_{i}") for i in range(B)]
+        dhs[ell - 1] = [
+            grad(xs[ell - 1][i], hs[ell - 1][i], cotangent=dx[i], names=f"dh{ell}_{i}")
+            for i in range(B)
+        ]
         if ell > 1:
-            dx = [grad(hs[ell - 1][i], xs[ell - 2][i], cotangent=dh, names=f"dx{ell - 1}_{i}")
-                  for i, dh in enumerate(dhs[ell - 1])]
+            dx = [
+                grad(hs[ell - 1][i], xs[ell - 2][i], cotangent=dh, names=f"dx{ell - 1}_{i}")
+                for i, dh in enumerate(dhs[ell - 1])
+            ]
 
     # Moments and the kernels, for i ≤ j (one ScalarFn per kernel entry).
     nngp_fn, ntk_fn = _readout_sums(depth, w2, b2)
@@ -365,8 +373,17 @@ def kernels(
     with paused_gc():  # one pause for building and the limit (see tensorprog._gc)
         p, nngp_h, ntk_h = kernel_program(X, depth, phi, W_std, b_std)
         lim = p.limit(**limit_kw)
-    res = _result(lim, p, X.shape[0], depth, nngp_h, ntk_h, W_std * W_std, b_std * b_std,
-                  with_errors=return_info)
+    res = _result(
+        lim,
+        p,
+        X.shape[0],
+        depth,
+        nngp_h,
+        ntk_h,
+        W_std * W_std,
+        b_std * b_std,
+        with_errors=return_info,
+    )
     if limit_kw.get("method", "auto") == "auto" and res.montecarlo:
         iu = np.triu_indices(X.shape[0])
         worst = max(float(s[iu].max()) for s in res.stderr.values())
@@ -375,12 +392,23 @@ def kernels(
             f"Monte Carlo (largest standard error {worst:.3g}): some expectation has no "
             f"exact form and quadrature did not reach its tolerance; use "
             f"return_info=True for every entry's method and error",
-            MonteCarloWarning, stacklevel=2)
+            MonteCarloWarning,
+            stacklevel=2,
+        )
     return res if return_info else (res.nngp, res.ntk)
 
 
-def _result(lim: Any, p: Program, B: int, depth: int, nngp_h: np.ndarray, ntk_h: np.ndarray,
-            w2: float, b2: float, with_errors: bool) -> KernelResult:
+def _result(
+    lim: Any,
+    p: Program,
+    B: int,
+    depth: int,
+    nngp_h: np.ndarray,
+    ntk_h: np.ndarray,
+    w2: float,
+    b2: float,
+    with_errors: bool,
+) -> KernelResult:
     """Values, methods, standard errors and (with ``with_errors``, first-order) errors of
     both kernels. Tables are read once (a B = 64, depth-10 program has 52 000 scalars)."""
     values, methods, stderrs = lim.values, lim.methods, lim.stderrs
@@ -400,12 +428,19 @@ def _result(lim: Any, p: Program, B: int, depth: int, nngp_h: np.ndarray, ntk_h:
                 for kind in ("nngp", "ntk"):
                     e = stderr[kind][i, j] if method[kind][i, j] == "montecarlo" else first[kind]
                     error[kind][i, j] = error[kind][j, i] = e
-    return KernelResult(value["nngp"], value["ntk"], {k: v.astype(str) for k, v in method.items()},
-                        error, stderr, lim)
+    return KernelResult(
+        value["nngp"],
+        value["ntk"],
+        {k: v.astype(str) for k, v in method.items()},
+        error,
+        stderr,
+        lim,
+    )
 
 
-def _first_order_errors(lim: Any, i: int, j: int, depth: int, w2: float, b2: float
-                        ) -> dict[str, float]:
+def _first_order_errors(
+    lim: Any, i: int, j: int, depth: int, w2: float, b2: float
+) -> dict[str, float]:
     """``Σ_m |∂entry/∂m| e_m`` over the Moments ``m`` of entry ``(i, j)``:
     ``nngp = w2 F^L + b2`` and ``ntk = K¹D¹ + Σ_{l≥2} (w2 F^{l-1} + b2) D^l + w2 F^L + b2``."""
     F = [lim[f"F{k}_{i}_{j}"] for k in range(1, depth + 1)]
@@ -413,8 +448,11 @@ def _first_order_errors(lim: Any, i: int, j: int, depth: int, w2: float, b2: flo
     eF = [lim.error(f"F{k}_{i}_{j}") for k in range(1, depth + 1)]
     eD = [lim.error(f"D{k}_{i}_{j}") for k in range(1, depth + 1)]
     K = [lim[f"K1_{i}_{j}"]] + [w2 * f + b2 for f in F]
-    ntk = (sum(abs(K[k]) * eD[k] for k in range(depth))
-           + w2 * sum(abs(D[k + 1]) * eF[k] for k in range(depth - 1)) + w2 * eF[-1])
+    ntk = (
+        sum(abs(K[k]) * eD[k] for k in range(depth))
+        + w2 * sum(abs(D[k + 1]) * eF[k] for k in range(depth - 1))
+        + w2 * eF[-1]
+    )
     return {"nngp": w2 * eF[-1], "ntk": ntk}
 
 
@@ -422,18 +460,22 @@ def _first_order_errors(lim: Any, i: int, j: int, depth: int, w2: float, b2: flo
 # validation
 
 
-def _validate(X: Any, depth: Any, nonlin: Any, W_std: Any, b_std: Any,
-              where: str) -> tuple[np.ndarray, int, Nonlinearity, float, float]:
+def _validate(
+    X: Any, depth: Any, nonlin: Any, W_std: Any, b_std: Any, where: str
+) -> tuple[np.ndarray, int, Nonlinearity, float, float]:
     if isinstance(X, Handle):
-        raise ProgramTypeError(
-            f"{where}: X must be a (B, d) array of inputs, got a program handle")
+        raise ProgramTypeError(f"{where}: X must be a (B, d) array of inputs, got a program handle")
     try:
         arr = np.asarray(X)
     except Exception as exc:  # noqa: BLE001 - any failure means "not an array"
         raise ProgramTypeError(
-            f"{where}: X must be a (B, d) array of real numbers ({exc})") from None
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool) \
-            or np.iscomplexobj(arr):
+            f"{where}: X must be a (B, d) array of real numbers ({exc})"
+        ) from None
+    if (
+        arr.dtype == object
+        or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool)
+        or np.iscomplexobj(arr)
+    ):
         raise ProgramTypeError(
             f"{where}: X must be a (B, d) array of real numbers, got dtype {arr.dtype}"
         )
@@ -484,12 +526,18 @@ def _check_input_kernel(X: np.ndarray, W_std: float, b_std: float, where: str) -
         sq = np.einsum("ij,ij->i", X, X) / X.shape[1]  # the diagonal bounds |K¹_ij|
         k1 = w2 * sq.max() + b2
     if not math.isfinite(k1):
-        big = ("the inputs X" if not math.isfinite(sq.max()) else
-               "W_std or the inputs X" if not math.isfinite(w2 * sq.max()) else "b_std")
+        big = (
+            "the inputs X"
+            if not math.isfinite(sq.max())
+            else "W_std or the inputs X"
+            if not math.isfinite(w2 * sq.max())
+            else "b_std"
+        )
         raise ProgramValueError(
             f"{where}: the input kernel K¹ = W_std²·ξᵀξ/d + b_std² overflows float64 "
             f"(W_std={W_std:g}, b_std={b_std:g}, max ξᵀξ/d={sq.max():g}); "
-            f"scale {big} down")
+            f"scale {big} down"
+        )
 
 
 #: Peak bytes per instruction of the kernel program through its limit (program,
@@ -508,9 +556,12 @@ def kernel_program_size(B: int, depth: int) -> int:
 def _check_memory(B: int, depth: int, where: str) -> None:
     """Refuse, before building anything, a kernel program that would not fit in memory."""
     size = kernel_program_size(B, depth)
-    require_memory(f"{where} on B={B} inputs at depth {depth} ({size:,} instructions)",
-                   _BYTES_PER_INSTRUCTION * size, "X",
-                   "pass fewer inputs (rows of X) at a time, e.g. blocks of the kernel matrix")
+    require_memory(
+        f"{where} on B={B} inputs at depth {depth} ({size:,} instructions)",
+        _BYTES_PER_INSTRUCTION * size,
+        "X",
+        "pass fewer inputs (rows of X) at a time, e.g. blocks of the kernel matrix",
+    )
 
 
 #: Where φ is probed: a preactivation is Gaussian, so it takes every real value (the grid
@@ -524,15 +575,15 @@ def _real_on_the_line(phi: Nonlinearity, where: str) -> None:
     with np.errstate(all="ignore"):
         vals = np.asarray(phi.numpy(_PROBE))
     bad = np.iscomplexobj(vals) and np.any(vals.imag != 0)
-    bad_at = np.flatnonzero(~np.isfinite(vals.real)) if not bad else \
-        np.flatnonzero(vals.imag != 0)
+    bad_at = np.flatnonzero(~np.isfinite(vals.real)) if not bad else np.flatnonzero(vals.imag != 0)
     if bad or bad_at.size:
         h = float(_PROBE[bad_at[0]])
         raise ProgramValueError(
             f"{where}: nonlin {phi.name} is not a finite real number at h = {h:g}; a "
             f"Gaussian preactivation takes every real value, so the kernels need a φ "
             f"defined on the whole real line (e.g. relu, tanh, gelu, or a custom "
-            f"tensorprog.Nonlinearity)")
+            f"tensorprog.Nonlinearity)"
+        )
 
 
 def _real(x: Any, arg: str, where: str) -> float:

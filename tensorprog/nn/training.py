@@ -179,7 +179,9 @@ def _matrix(X: Any, what: str) -> np.ndarray:
             f"train_sgd: {what} must be 2-D, shape (B, d) (one input per row), got shape {A.shape}"
         )
     if A.shape[0] == 0:
-        raise ProgramValueError(f"train_sgd: {what} must have at least one row, got shape {A.shape}")
+        raise ProgramValueError(
+            f"train_sgd: {what} must have at least one row, got shape {A.shape}"
+        )
     if not np.all(np.isfinite(A)):
         raise ProgramValueError(f"train_sgd: {what} must be finite")
     return A
@@ -227,8 +229,18 @@ class _Lin:
 class _Unroll:
     """Writes the program; see the module docstring for the equations."""
 
-    def __init__(self, net: MLP, X: np.ndarray, Y: np.ndarray, lr: float, steps: int,
-                 X_eval: np.ndarray, center: bool, kernels: bool, name: str) -> None:
+    def __init__(
+        self,
+        net: MLP,
+        X: np.ndarray,
+        Y: np.ndarray,
+        lr: float,
+        steps: int,
+        X_eval: np.ndarray,
+        center: bool,
+        kernels: bool,
+        name: str,
+    ) -> None:
         self.net, self.X, self.Y, self.lr, self.T = net, X, Y, lr, steps
         self.Xall = np.vstack([X, X_eval]) if X_eval.size else X
         self.B, self.K = X.shape[0], self.Xall.shape[0]
@@ -250,20 +262,33 @@ class _Unroll:
         self.v = p.vector("v", var=std[L] ** 2)
         # data
         lab = self.label
-        self.xi = [[p.scalar(f"xi{lab(k)}_{j}", float(self.Xall[k, j])) for j in range(d)]
-                   for k in range(self.K)]
-        self.G = [[p.scalar(f"G{lab(i)}_{lab(k)}", float(self.X[i] @ self.Xall[k]))
-                   for k in range(self.K)] for i in range(self.B)]
+        self.xi = [
+            [p.scalar(f"xi{lab(k)}_{j}", float(self.Xall[k, j])) for j in range(d)]
+            for k in range(self.K)
+        ]
+        self.G = [
+            [
+                p.scalar(f"G{lab(i)}_{lab(k)}", float(self.X[i] @ self.Xall[k]))
+                for k in range(self.K)
+            ]
+            for i in range(self.B)
+        ]
         # coefficients: −η n^{-w_l} (backward), −η n^{-(w_l−ρ_l)} (forward)
         self.c_bwd = [self.power(f"eta_W{ell + 1}", ex.w[ell], -lr) for ell in range(L)]
-        self.c_fwd = [self.c_bwd[ell] if ex.rho[ell] == 0 else
-                      self.power(f"eta_W{ell + 1}_fwd", ex.w[ell] - ex.rho[ell], -lr)
-                      for ell in range(L)]
-        self.theta = [self.power(f"theta{ell + 1}", ex.rho[ell]) if self.delta[ell] else None
-                      for ell in range(L)]
+        self.c_fwd = [
+            self.c_bwd[ell]
+            if ex.rho[ell] == 0
+            else self.power(f"eta_W{ell + 1}_fwd", ex.w[ell] - ex.rho[ell], -lr)
+            for ell in range(L)
+        ]
+        self.theta = [
+            self.power(f"theta{ell + 1}", ex.rho[ell]) if self.delta[ell] else None
+            for ell in range(L)
+        ]
         self.ratio = [None] + [
             self.power(f"theta{ell}/theta{ell + 1}", ex.rho[ell - 1] - ex.rho[ell], opt=True)
-            for ell in range(1, L)]
+            for ell in range(1, L)
+        ]
         sL, uL = ex.s[L], ex.e[L]
         self.theta_v = self.power("theta_v", sL - ex.m, opt=True)
         self.c_out = self.power("eta_out", uL - ex.m, -lr)
@@ -306,8 +331,11 @@ class _Unroll:
         if opt and expo == 0 and factor == 1.0:
             return None
         if name not in self._scalars:
-            val = sympy.Float(factor) * WIDTH ** sympy.Rational(-expo.numerator, expo.denominator) \
-                if expo != 0 else sympy.Float(factor)
+            val = (
+                sympy.Float(factor) * WIDTH ** sympy.Rational(-expo.numerator, expo.denominator)
+                if expo != 0
+                else sympy.Float(factor)
+            )
             self._scalars[name] = self.p.scalar(name, val)
         return self._scalars[name]
 
@@ -337,8 +365,11 @@ class _Unroll:
             return z
         if z.vec is None:
             terms = [(c, a) for a, c in z.coef.items()]
-            z.vec = lincomb(terms, name=name) if (len(terms) > 1 or terms[0][0] is not None) \
+            z.vec = (
+                lincomb(terms, name=name)
+                if (len(terms) > 1 or terms[0][0] is not None)
                 else terms[0][1]
+            )
         return z.vec
 
     def matmul(self, M: Any, z: Any, name: str) -> Any:
@@ -372,9 +403,14 @@ class _Unroll:
             w = v if self.theta_v is None else self.comb([(self.theta_v, v)])
         else:
             L = self.L
-            w = self.comb([(None, self.w[t - 1])] + [
-                ((self.c_out, self.chi[t - 1, i]), self.x[t - 1][L - 1][i]) for i in range(self.B)],
-                name=f"w_{t}")
+            w = self.comb(
+                [(None, self.w[t - 1])]
+                + [
+                    ((self.c_out, self.chi[t - 1, i]), self.x[t - 1][L - 1][i])
+                    for i in range(self.B)
+                ],
+                name=f"w_{t}",
+            )
         self.w.append(w)
 
     def forward(self, t: int, k: int) -> None:
@@ -383,11 +419,16 @@ class _Unroll:
         for ell in range(L):
             name = f"h{ell + 1}_{tag}"
             if ell == 0:
-                U = [((self.c_fwd[0], self.chi[s, i], self.G[i][k]), self.dh[s][0][i])
-                     for s in range(t) for i in range(B)]
+                U = [
+                    ((self.c_fwd[0], self.chi[s, i], self.G[i][k]), self.dh[s][0][i])
+                    for s in range(t)
+                    for i in range(B)
+                ]
                 if t == 0:
-                    h = self.comb([((self.xi[k][j],), self.atom(uj)) for j, uj in enumerate(self.u)],
-                                  name=name)
+                    h = self.comb(
+                        [((self.xi[k][j],), self.atom(uj)) for j, uj in enumerate(self.u)],
+                        name=name,
+                    )
                     self.h0[0][k] = h
                 elif delta[0]:
                     Dh = self.comb(U, name=f"Dh1_{tag}")
@@ -396,10 +437,18 @@ class _Unroll:
                 else:
                     h = self.comb([(None, self.h0[0][k])] + U, name=name)
             else:
-                src = self.Dx[t][ell - 1][k] if (t > 0 and delta[ell - 1]) else self.x[t][ell - 1][k]
+                src = (
+                    self.Dx[t][ell - 1][k] if (t > 0 and delta[ell - 1]) else self.x[t][ell - 1][k]
+                )
                 y = self.matmul(self.M[ell], src, name=f"W{ell + 1}x{ell}_{tag}")
-                U = [((self.c_fwd[ell], self.chi[s, i], self.inner("x", ell - 1, (s, i), (t, k))),
-                      self.dh[s][ell][i]) for s in range(t) for i in range(B)]
+                U = [
+                    (
+                        (self.c_fwd[ell], self.chi[s, i], self.inner("x", ell - 1, (s, i), (t, k))),
+                        self.dh[s][ell][i],
+                    )
+                    for s in range(t)
+                    for i in range(B)
+                ]
                 if t == 0:
                     h = y
                     self.h0[ell][k] = h
@@ -408,15 +457,25 @@ class _Unroll:
                     self.Dh[t][ell][k] = Dh
                     h = self.comb([(None, self.h0[ell][k]), (self.theta[ell], Dh)], name=name)
                 elif delta[ell - 1]:
-                    h = self.comb([(None, self.h0[ell][k]), (self.theta[ell - 1], y)] + U, name=name)
+                    h = self.comb(
+                        [(None, self.h0[ell][k]), (self.theta[ell - 1], y)] + U, name=name
+                    )
                 else:
                     h = self.comb([(None, y)] + U, name=name)
             self.h[t][ell][k] = h
             x = h if self.linear else self.phi(h, name=f"x{ell + 1}_{tag}")
             self.x[t][ell][k] = x
             if t > 0 and delta[ell] and (ell < L - 1 or self.center):
-                self.Dx[t][ell][k] = self.Dh[t][ell][k] if self.linear else _delta_fn(self.phi)(
-                    self.h0[ell][k], self.Dh[t][ell][k], self.theta[ell], name=f"Dx{ell + 1}_{tag}")
+                self.Dx[t][ell][k] = (
+                    self.Dh[t][ell][k]
+                    if self.linear
+                    else _delta_fn(self.phi)(
+                        self.h0[ell][k],
+                        self.Dh[t][ell][k],
+                        self.theta[ell],
+                        name=f"Dx{ell + 1}_{tag}",
+                    )
+                )
 
     def output(self, t: int, k: int) -> None:
         ex, L = self.ex, self.L
@@ -431,8 +490,11 @@ class _Unroll:
             a = self.power("theta_f", ex.s[L] + ex.r - 1)
             c = self.power("eta_f", ex.e[L] - 1, -self.lr)
             terms = [(a, self.dot(self.atom(self.v), self.Dx[t][L - 1][k]))]
-            terms += [(c, self.chi[s, i], self.inner("x", L - 1, (s, i), (t, k)))
-                      for s in range(t) for i in range(self.B)]
+            terms += [
+                (c, self.chi[s, i], self.inner("x", L - 1, (s, i), (t, k)))
+                for s in range(t)
+                for i in range(self.B)
+            ]
             self.f[t, k] = scalar_lincomb(terms, name=name)
             return
         scale = self.power("n^(1-m)", ex.m - 1, opt=True)
@@ -454,7 +516,9 @@ class _Unroll:
         for ell in range(self.L):
             for i in range(self.B):
                 for j in range(i, self.B):
-                    K = self.dot(self.x[t][ell][i], self.x[t][ell][j], name=f"K{ell + 1}_{t}_{i}_{j}")
+                    K = self.dot(
+                        self.x[t][ell][i], self.x[t][ell][j], name=f"K{ell + 1}_{t}_{i}_{j}"
+                    )
                     self.kern[t, ell, i, j] = self.kern[t, ell, j, i] = K
 
     def backward(self, t: int, i: int) -> None:
@@ -475,16 +539,22 @@ class _Unroll:
             if self.linear:
                 dh = g
             else:
-                dh = grad(self.x[t][ell][i], self.h[t][ell][i], cotangent=g,
-                          names=f"dh{ell + 1}_{tag}")
+                dh = grad(
+                    self.x[t][ell][i], self.h[t][ell][i], cotangent=g, names=f"dh{ell + 1}_{tag}"
+                )
             self.dh[t][ell][i] = dh
             if ell == 0:
                 break
             if self.linear or (t > 0 and self.delta[ell - 1]):
                 g = self.transposed_update(ell, t, i)
             else:
-                g = grad(self.h[t][ell][i], self.x[t][ell - 1][i], cotangent=dh,
-                         through_scalars=True, names=f"dx{ell}_{tag}")
+                g = grad(
+                    self.h[t][ell][i],
+                    self.x[t][ell - 1][i],
+                    cotangent=dh,
+                    through_scalars=True,
+                    names=f"dx{ell}_{tag}",
+                )
 
     def transposed_update(self, ell: int, t: int, i: int) -> Any:
         r"""``W^{l}_t{}^\top dh^l_t(ξ_i) = W^{l\top}_0 dh + (−η θ_{W^l}) Σ_{s<t,j} χ_{s,j}
@@ -509,8 +579,14 @@ class _Unroll:
         B, tag = self.B, f"{t}_{i}"
         dh = self.dh[t][ell][i]
         y = self.matmul(self.M[ell].T, dh, name=f"W{ell + 1}Tdh{ell + 1}_{tag}")
-        U = [((self.c_bwd[ell], self.chi[s, j], self.inner("dh", ell, (s, j), (t, i))),
-              self.x[s][ell - 1][j]) for s in range(t) for j in range(B)]
+        U = [
+            (
+                (self.c_bwd[ell], self.chi[s, j], self.inner("dh", ell, (s, j), (t, i))),
+                self.x[s][ell - 1][j],
+            )
+            for s in range(t)
+            for j in range(B)
+        ]
         return self.comb([(None, y)] + U, name=f"dx{ell}_{tag}" if U else None)
 
 
@@ -555,8 +631,11 @@ class TrainingLimit:
         trusted, khat, warning`` (:meth:`tensorprog.engine.Limit.tabulate`)."""
         from ..tables import INDEX_COLUMNS, LIMIT_COLUMNS, Table
 
-        return Table(f"Training limit of {self.limit.program.name!r}", INDEX_COLUMNS + LIMIT_COLUMNS,
-                     tuple(_indexed(self.run, "TrainingLimit", self.limit._cells)))
+        return Table(
+            f"Training limit of {self.limit.program.name!r}",
+            INDEX_COLUMNS + LIMIT_COLUMNS,
+            tuple(_indexed(self.run, "TrainingLimit", self.limit._cells)),
+        )
 
     def to_pandas(self) -> Any:
         """A ``pandas.DataFrame``, one row per output, evaluation output and feature
@@ -597,10 +676,11 @@ class TrainingSimulation:
         from ..tables import INDEX_COLUMNS, Column, Table, number
 
         sim = self.simulation
-        return Table(f"Training run {sim.program.name!r} at n={sim.n}, seed={sim.seed!r}",
-                     INDEX_COLUMNS + (Column("value", "value", number), Column("n"), Column("seed")),
-                     tuple(_indexed(self.run, "TrainingSimulation",
-                                    lambda h: (sim[h], sim.n, sim.seed))))
+        return Table(
+            f"Training run {sim.program.name!r} at n={sim.n}, seed={sim.seed!r}",
+            INDEX_COLUMNS + (Column("value", "value", number), Column("n"), Column("seed")),
+            tuple(_indexed(self.run, "TrainingSimulation", lambda h: (sim[h], sim.n, sim.seed))),
+        )
 
     def to_pandas(self) -> Any:
         """A ``pandas.DataFrame``, one row per recorded scalar (as :meth:`tabulate`).
@@ -632,14 +712,20 @@ class TrainingSimulation:
 def _indexed(run: Any, what: str, per_scalar: Any) -> list[tuple[Any, ...]]:
     """The rows of :func:`tensorprog.tables.indexed_rows` for a run's recorded scalars."""
     if run is None:
-        raise ProgramValueError(f"{what}.tabulate: this result was built without its run "
-                                f"(run=None); use run.limit() or run.simulate(n)")
+        raise ProgramValueError(
+            f"{what}.tabulate: this result was built without its run "
+            f"(run=None); use run.limit() or run.simulate(n)"
+        )
     from ..tables import indexed_rows
 
-    return indexed_rows([("output", run.outputs, ("step", "i")),
-                         ("eval_output", run.eval_outputs, ("step", "i")),
-                         ("feature_kernel", run.feature_kernels, ("step", "layer", "i", "j"))],
-                        per_scalar)
+    return indexed_rows(
+        [
+            ("output", run.outputs, ("step", "i")),
+            ("eval_output", run.eval_outputs, ("step", "i")),
+            ("feature_kernel", run.feature_kernels, ("step", "layer", "i", "j")),
+        ],
+        per_scalar,
+    )
 
 
 def _values(handles: np.ndarray | None, get: Any) -> np.ndarray | None:
@@ -677,8 +763,17 @@ class TrainingRun:
     center : bool
     """
 
-    def __init__(self, net: MLP, X: np.ndarray, Y: np.ndarray, lr: float, steps: int,
-                 X_eval: np.ndarray, center: bool, builder: _Unroll) -> None:
+    def __init__(
+        self,
+        net: MLP,
+        X: np.ndarray,
+        Y: np.ndarray,
+        lr: float,
+        steps: int,
+        X_eval: np.ndarray,
+        center: bool,
+        builder: _Unroll,
+    ) -> None:
         self.net, self.X, self.Y, self.lr, self.steps, self.X_eval = net, X, Y, lr, steps, X_eval
         self.center = center
         self.program = builder.p
@@ -688,12 +783,17 @@ class TrainingRun:
         self.feature_kernels = builder.kern
         self.chi = builder.chi
         self.exponents = builder.ex
-        self.initial = {"W1_columns": list(builder.u), "hidden": {ell + 1: M for ell, M in builder.M.items()},
-                        "readout": builder.v}
+        self.initial = {
+            "W1_columns": list(builder.u),
+            "hidden": {ell + 1: M for ell, M in builder.M.items()},
+            "readout": builder.v,
+        }
 
     def __repr__(self) -> str:
-        return (f"<TrainingRun of {self.net!r}: B={self.X.shape[0]}, steps={self.steps}, "
-                f"lr={self.lr}, center={self.center}; {len(self.program)} instructions>")
+        return (
+            f"<TrainingRun of {self.net!r}: B={self.X.shape[0]}, steps={self.steps}, "
+            f"lr={self.lr}, center={self.center}; {len(self.program)} instructions>"
+        )
 
     def limit(self, **kw: Any) -> TrainingLimit:
         """The infinite-width limit (keywords as :meth:`tensorprog.Program.limit`)."""
@@ -796,14 +896,16 @@ def train_sgd(
     B, d = Xa.shape
     if d != net.d_in:
         raise ProgramValueError(
-            f"train_sgd: X has {d} columns but the network's input dimension d_in is {net.d_in}")
+            f"train_sgd: X has {d} columns but the network's input dimension d_in is {net.d_in}"
+        )
     try:
         Ya = np.asarray(Y, dtype=float)
     except (TypeError, ValueError):
         raise ProgramTypeError(f"train_sgd: Y must be a numeric array, got {Y!r}") from None
     if Ya.shape != (B,):
         raise ProgramValueError(
-            f"train_sgd: Y must have shape (B,) = ({B},), one target per row of X, got shape {Ya.shape}")
+            f"train_sgd: Y must have shape (B,) = ({B},), one target per row of X, got shape {Ya.shape}"
+        )
     if not np.all(np.isfinite(Ya)):
         raise ProgramValueError("train_sgd: Y must be finite")
     lr = _positive(lr, "lr")
@@ -818,14 +920,16 @@ def train_sgd(
         Xe = _matrix(X_eval, "X_eval")
         if Xe.shape[1] != d:
             raise ProgramValueError(
-                f"train_sgd: X_eval must have d_in = {d} columns like X, got shape {Xe.shape}")
+                f"train_sgd: X_eval must have d_in = {d} columns like X, got shape {Xe.shape}"
+            )
     cls = classify(net.param)  # type: ignore[arg-type]
     if not cls.stable:
         failing = [k for k, ok in cls.conditions.items() if not ok]
         raise ProgramValueError(
             f"train_sgd: param {net.param!r} is unstable (fails {', '.join(failing)}; "
             f"nn.classify(param) explains): its training diverges as n → ∞, so the run has no "
-            f"infinite-width limit and cannot be written with bounded scalars")
+            f"infinite-width limit and cannot be written with bounded scalars"
+        )
     ex = Exponents.of(net.param)
     assert ex.r == cls.r, (ex.r, cls.r)
     s_out = ex.s[-1]
@@ -837,9 +941,14 @@ def train_sgd(
         raise ProgramValueError(
             f"train_sgd: center=False needs a_{{L+1}}+b_{{L+1}} ≥ 1, but it is {s_out}: f_0 = "
             f"n^{1 - s_out}⟨v, x^L_0⟩ is a Gaussian-process fluctuation, not a Moment with a bounded "
-            f"coefficient [TP4 App H.4.1]; use center=True (trains f − f_0)")
+            f"coefficient [TP4 App H.4.1]; use center=True (trains f − f_0)"
+        )
     if not isinstance(feature_kernels, (bool, np.bool_)):
-        raise ProgramTypeError(f"train_sgd: feature_kernels must be a bool, got {feature_kernels!r}")
-    pname = name if name is not None else f"sgd_{net.param.name or 'abc'}_L{net.depth}_{net.phi.name}"
+        raise ProgramTypeError(
+            f"train_sgd: feature_kernels must be a bool, got {feature_kernels!r}"
+        )
+    pname = (
+        name if name is not None else f"sgd_{net.param.name or 'abc'}_L{net.depth}_{net.phi.name}"
+    )
     builder = _Unroll(net, Xa, Ya, lr, steps, Xe, bool(center), bool(feature_kernels), pname)
     return TrainingRun(net, Xa, Ya, lr, steps, Xe, bool(center), builder)

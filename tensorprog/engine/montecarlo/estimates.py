@@ -69,8 +69,9 @@ class _Estimates:
         """Merge a chunk's samples (K, C) of Moment ``cid``'s integrand into its tail (of
         all the chunk's replicates together: a partition of K·C values for the largest
         ``tail + 1``, instead of one per replicate that kept a third of each)."""
-        self.tops[cid] = merge_tops(self.tops.get(cid),
-                                    top_values(values.reshape(1, -1), self.tail), self.tail)
+        self.tops[cid] = merge_tops(
+            self.tops.get(cid), top_values(values.reshape(1, -1), self.tail), self.tail
+        )
 
     def add(self, key: Any, sums: tuple[np.ndarray, ...]) -> None:
         """Add one chunk's sums to the running sums of ``key``."""

@@ -46,14 +46,20 @@ def _inner(stack: np.ndarray, z: np.ndarray) -> np.ndarray:
     return np.einsum("rjm,rm->rj", stack, z)
 
 
-def _combine(lin: _Linear, args: list[Any], params: list[Any], theta: np.ndarray,
-             stacks: dict[int, np.ndarray], shape: tuple[int, int]) -> np.ndarray:
+def _combine(
+    lin: _Linear,
+    args: list[Any],
+    params: list[Any],
+    theta: np.ndarray,
+    stacks: dict[int, np.ndarray],
+    shape: tuple[int, int],
+) -> np.ndarray:
     """The linear Nonlin planned as ``lin`` (see :class:`_Schedule`), in one new array:
     each block by one batched product, then its base argument and the loose terms
     accumulated in place."""
     out = None
     for blk in lin.blocks:
-        part = _combination(blk.coefficients(theta), stacks[blk.sid][:, blk.lo:blk.hi])
+        part = _combination(blk.coefficients(theta), stacks[blk.sid][:, blk.lo : blk.hi])
         if out is None:
             out = part
         else:
@@ -74,7 +80,6 @@ def _combine(lin: _Linear, args: list[Any], params: list[Any], theta: np.ndarray
             tmp = np.multiply(args[i], coef, out=tmp if tmp is not None else np.empty(shape))
             out += tmp
     return out
-
 
 
 def _regression(sums: tuple[np.ndarray, ...], n: int) -> np.ndarray:
@@ -112,15 +117,17 @@ def _regression(sums: tuple[np.ndarray, ...], n: int) -> np.ndarray:
         cov_hz = shz / n - sh * sz / n**2
         beta = np.empty_like(cov_hz)
         Linv = _cholesky_inverse(cov_h)
-        good = 1.0 / np.einsum("rij,rij->r", Linv, Linv) > _RCOND * np.trace(cov_h, axis1=1,
-                                                                            axis2=2)
+        good = 1.0 / np.einsum("rij,rij->r", Linv, Linv) > _RCOND * np.trace(
+            cov_h, axis1=1, axis2=2
+        )
         if good.any():
             Lg = Linv[good]
             beta[good] = (Lg.transpose(0, 2, 1) @ (Lg @ cov_hz[good, :, None]))[:, :, 0]
         bad = ~good
         if bad.any():
-            beta[bad] = (np.linalg.pinv(cov_h[bad], rcond=_RCOND, hermitian=True)
-                         @ cov_hz[bad, :, None])[:, :, 0]
+            beta[bad] = (
+                np.linalg.pinv(cov_h[bad], rcond=_RCOND, hermitian=True) @ cov_hz[bad, :, None]
+            )[:, :, 0]
     return beta
 
 

@@ -66,8 +66,15 @@ class _Pass(Interpreter):
     """The machinery of a pass (see :class:`~.rules.MonteCarloPass`, which adds one rule
     per instruction class): storage, freeing, normals, scalars and pending estimates."""
 
-    def __init__(self, plan: Plan, K: int, M: int, normals: Callable[..., np.ndarray],
-                 state: _Estimates | None = None, schedule: _Schedule | None = None) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        K: int,
+        M: int,
+        normals: Callable[..., np.ndarray],
+        state: _Estimates | None = None,
+        schedule: _Schedule | None = None,
+    ) -> None:
         super().__init__(plan.der.program)
         self.plan = plan
         self.der = plan.der
@@ -106,8 +113,9 @@ class _Pass(Interpreter):
         instr = None
         try:
             with np.errstate(all="ignore"):
-                for i, (instr, dead, release) in enumerate(zip(
-                        self.program.instructions, sched.dead, sched.release)):
+                for i, (instr, dead, release) in enumerate(
+                    zip(self.program.instructions, sched.dead, sched.release)
+                ):
                     val = table[type(instr)](instr)
                     h = home.get(instr.out)
                     if h is not None and val is not _PENDING:
@@ -172,7 +180,8 @@ class _Pass(Interpreter):
             finite = math.isfinite(value)
         if not finite:
             raise NumericalError(
-                f"Monte Carlo estimate of {v.name} is not finite ({_first_bad(value)})")
+                f"Monte Carlo estimate of {v.name} is not finite ({_first_bad(value)})"
+            )
         return self._record(self.schedule.cid[v], value)
 
     def _record(self, cid: int, value: Any) -> Any:

@@ -89,9 +89,11 @@ class MonteCarloPass(_Pass):
         if not self._ready(*args, *params):
             return self._wait()
         lin = self.schedule.linear.get(instr)
-        out = (_combine(lin, args, params, self.theta, self.stacks, self.shape)
-               if lin is not None else
-               np.asarray(instr.fn.numpy(*args, *params), dtype=float))
+        out = (
+            _combine(lin, args, params, self.theta, self.stacks, self.shape)
+            if lin is not None
+            else np.asarray(instr.fn.numpy(*args, *params), dtype=float)
+        )
         if out.shape != self.shape:
             out = np.broadcast_to(out, self.shape)
         if not np.isfinite(out).all():
@@ -121,6 +123,7 @@ class MonteCarloPass(_Pass):
         params = self._params(instr)
         ready = self._ready(*args, *params)
         if key is not None:
+
             def products() -> tuple[np.ndarray]:
                 pre = self.state.prefix
                 if cid not in sched.light:
@@ -132,7 +135,7 @@ class MonteCarloPass(_Pass):
         def sums() -> tuple[np.ndarray]:
             vals = np.broadcast_to(instr.fn.numpy(*args, *params), self.shape)
             if cid not in sched.light:
-                self.state.add_tail(cid, vals[..., :self.state.prefix])
+                self.state.add_tail(cid, vals[..., : self.state.prefix])
             return (vals.sum(axis=-1, keepdims=True),)
 
         return self._set_const(instr.out, self._estimate(MomentKey(cid), sums if ready else None))
@@ -144,8 +147,12 @@ class MonteCarloPass(_Pass):
         if not self._ready(*consts):
             return self._set_const(instr.out, self._estimate(MomentKey(cid), None))
 
-        qs = [np.broadcast_to(np.asarray(c, dtype=float).reshape(-1, 1)
-                              if np.ndim(c) else c, (self.shape[0], 1)) for c in consts]
+        qs = [
+            np.broadcast_to(
+                np.asarray(c, dtype=float).reshape(-1, 1) if np.ndim(c) else c, (self.shape[0], 1)
+            )
+            for c in consts
+        ]
 
         def h(mean: np.ndarray, F: np.ndarray, xi: np.ndarray, P: Any = None) -> np.ndarray:
             gs = mean[None, :, None] + np.einsum("dr,krm->kdm", F, xi[:, : F.shape[1]])
@@ -162,7 +169,7 @@ class MonteCarloPass(_Pass):
             else:  # the defensive mixture: both laws from the same ξ
                 with np.errstate(over="ignore"):
                     vals = h(tl.mean, tl.F, xi, tl.P) + h(tl.mean0, tl.F0, xi, tl.P)
-            self.state.add_tail(cid, vals[..., :self.state.prefix])
+            self.state.add_tail(cid, vals[..., : self.state.prefix])
             return (tl.scale * vals.sum(axis=-1, keepdims=True),)
 
         return self._set_const(instr.out, self._estimate(MomentKey(cid), sums))
@@ -176,7 +183,8 @@ class MonteCarloPass(_Pass):
         if fam is None:
             row = self.schedule.rows[b.family]
             fam = self.fam[b.family] = _Family(
-                self._stack(sid), self._normals()[:, row:row + self.schedule.sizes[sid]])
+                self._stack(sid), self._normals()[:, row : row + self.schedule.sizes[sid]]
+            )
         zx = self.env[instr.arg]
         fam.ready[k] = zx is not _PENDING
         if fam.ready[k] and self.schedule.home[instr.arg] != (sid, k):
@@ -208,8 +216,10 @@ class MonteCarloPass(_Pass):
         if not np.isfinite(z).all():
             r = int(np.argmin(np.isfinite(z).all(axis=-1)))  # the first bad replicate
             bad = [float(np.broadcast_to(c, (self.shape[0], 1))[r, 0]) for c in coefs]
-            raise NumericalError(f"Z^{{{instr.out.name}}} is not finite on Monte Carlo samples "
-                                 f"(its ZDot coefficients: {bad})")
+            raise NumericalError(
+                f"Z^{{{instr.out.name}}} is not finite on Monte Carlo samples "
+                f"(its ZDot coefficients: {bad})"
+            )
         return z
 
     def _factor(self, b: Any, fam: _Family) -> bool:
@@ -229,7 +239,8 @@ class MonteCarloPass(_Pass):
         if not np.isfinite(cov).all():
             raise NumericalError(
                 f"the covariance of {b.symbol} is not finite (variance {_first_bad(cov[:, k])}); "
-                f"the expectation diverges or overflows")
+                f"the expectation diverges or overflows"
+            )
         _factor_row(st.L[b.family], st.U[b.family], k, cov)
         st.factored[b.family] = k + 1
         return True
@@ -282,12 +293,18 @@ class MonteCarloPass(_Pass):
         def sums() -> tuple[np.ndarray, ...]:
             gram, hsum = fam.sums(j)
             hz = _inner(fam.hats[:, :j], zx)
-            return (hsum[:, idx], zx.sum(axis=-1, keepdims=True), gram[:, idx[:, None], idx],
-                    hz[:, idx])
+            return (
+                hsum[:, idx],
+                zx.sum(axis=-1, keepdims=True),
+                gram[:, idx[:, None], idx],
+                hz[:, idx],
+            )
 
         ready = fam is not None and fam.nhats >= j
         beta = self._estimate(DotKey(node.base.bid), sums if ready else None)
         if beta is _PENDING:
             return _PENDING
-        return [v if v is not None else c.full(beta[:, i, None])
-                for i, (v, (c, _)) in enumerate(zip(known, node.dot))]
+        return [
+            v if v is not None else c.full(beta[:, i, None])
+            for i, (v, (c, _)) in enumerate(zip(known, node.dot))
+        ]

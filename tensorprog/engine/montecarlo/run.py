@@ -42,11 +42,18 @@ _PASS_SAMPLES = 2**16
 _MAX_WORKERS = 4
 
 
-def run_montecarlo(plan: Plan, samples: int, seed: Any, *, batches: int = 16, qmc: bool = True,
-                   progress: bool = False, max_memory: int = 2**30,
-                   tails: dict[int, float] | None = None,
-                   stable: dict[int, StableError] | None = None
-                   ) -> dict[int, tuple[float, float]]:
+def run_montecarlo(
+    plan: Plan,
+    samples: int,
+    seed: Any,
+    *,
+    batches: int = 16,
+    qmc: bool = True,
+    progress: bool = False,
+    max_memory: int = 2**30,
+    tails: dict[int, float] | None = None,
+    stable: dict[int, StableError] | None = None,
+) -> dict[int, tuple[float, float]]:
     """Replicated Monte Carlo passes; returns ``{const id: (mean, standard error)}``.
 
     Parameters
@@ -108,11 +115,18 @@ def run_montecarlo(plan: Plan, samples: int, seed: Any, *, batches: int = 16, qm
         npass = max(workers, -(-K // step))
         step = -(-K // npass)
     need = per_sample * (min(workers, -(-K // step)) * step * M if fit else C)
-    require(f"Monte Carlo ({K} replicates × {M} samples, {per_sample} bytes per sample)",
-            need, "max_memory", "pass a smaller max_memory= (long replicates then run in "
-            "chunks, with the same estimates) or fewer samples=")
-    ss = np.random.SeedSequence(seed) if not isinstance(seed, np.random.Generator) else \
-        np.random.SeedSequence(int(seed.integers(2**63)))
+    require(
+        f"Monte Carlo ({K} replicates × {M} samples, {per_sample} bytes per sample)",
+        need,
+        "max_memory",
+        "pass a smaller max_memory= (long replicates then run in "
+        "chunks, with the same estimates) or fewer samples=",
+    )
+    ss = (
+        np.random.SeedSequence(seed)
+        if not isinstance(seed, np.random.Generator)
+        else np.random.SeedSequence(int(seed.integers(2**63)))
+    )
     children = ss.spawn(K)
     # The tail diagnostic sees a prefix of each whole replicate (at most TAIL_DRAWS in
     # all; chunks: every sample), its fitted tail T of them (Vehtari et al. 2024 §3).
@@ -124,21 +138,26 @@ def run_montecarlo(plan: Plan, samples: int, seed: Any, *, batches: int = 16, qm
 
         chunks = f", chunks of {C}" if not fit else ""
         seconds = _estimate_seconds(plan, schedule, K, M, C if not fit else None, qmc, workers)
-        tqdm.write(f"Monte Carlo: {K} replicates × {M} samples{chunks} on {workers} "
-                   f"thread(s), about {gib(need)} of sample arrays; estimated time "
-                   f"{_duration(seconds)}", file=sys.stderr)
+        tqdm.write(
+            f"Monte Carlo: {K} replicates × {M} samples{chunks} on {workers} "
+            f"thread(s), about {gib(need)} of sample arrays; estimated time "
+            f"{_duration(seconds)}",
+            file=sys.stderr,
+        )
         bar = tqdm(total=K, desc=f"Monte Carlo ({K}×{M} samples{chunks})", leave=False)
+
     def one_pass(seeds: Sequence[np.random.SeedSequence]) -> tuple[dict[int, Any], dict]:
         if not fit:
             return _chunked_replicate(plan, seeds[0], M, C, D, qmc, schedule, T)
         state = _Estimates(M)
         state.tail, state.prefix = T, prefix
-        mc = MonteCarloPass(plan, len(seeds), M, _normal_source(seeds, M, D, qmc), state,
-                            schedule=schedule)
+        mc = MonteCarloPass(
+            plan, len(seeds), M, _normal_source(seeds, M, D, qmc), state, schedule=schedule
+        )
         mc.run()
         return mc.const, state.tops
 
-    groups = [children[start:start + step] for start in range(0, K, step)]
+    groups = [children[start : start + step] for start in range(0, K, step)]
     values: dict[int, list[np.ndarray]] = {}
     with contextlib.ExitStack() as stack:
         if workers > 1 and len(groups) > 1:
@@ -193,16 +212,30 @@ def _chunk_size(fit: int, per_sample: int, max_memory: int) -> int:
         when ``max_memory`` does not hold one sample.
     """
     if fit < 1:
-        raise refuse("Monte Carlo (one sample of every vector)", per_sample, "max_memory",
-                     f"pass max_memory ≥ {per_sample} bytes", int(max_memory), "max_memory")
+        raise refuse(
+            "Monte Carlo (one sample of every vector)",
+            per_sample,
+            "max_memory",
+            f"pass max_memory ≥ {per_sample} bytes",
+            int(max_memory),
+            "max_memory",
+        )
     if fit >= _IID_BLOCK:
         return fit - fit % _IID_BLOCK
     return 1 << (fit.bit_length() - 1)
 
 
-def _chunked_replicate(plan: Plan, ss: np.random.SeedSequence, M: int, C: int, D: int,
-                       qmc: bool, schedule: _Schedule, tail: int,
-                       sweeps: list[int] | None = None) -> tuple[dict[int, Any], dict]:
+def _chunked_replicate(
+    plan: Plan,
+    ss: np.random.SeedSequence,
+    M: int,
+    C: int,
+    D: int,
+    qmc: bool,
+    schedule: _Schedule,
+    tail: int,
+    sweeps: list[int] | None = None,
+) -> tuple[dict[int, Any], dict]:
     """One replicate of ``M`` samples in chunks of at most ``C``: sweeps until complete.
 
     Chunk ``j`` draws samples ``jC … jC + C − 1`` of the replicate's stream (the same
@@ -218,8 +251,9 @@ def _chunked_replicate(plan: Plan, ss: np.random.SeedSequence, M: int, C: int, D
         complete = True
         n += 1
         for j, size in enumerate(sizes):
-            mc = MonteCarloPass(plan, 1, size, _normal_source([ss], size, D, qmc, j * C), state,
-                                schedule)
+            mc = MonteCarloPass(
+                plan, 1, size, _normal_source([ss], size, D, qmc, j * C), state, schedule
+            )
             mc.run()
             complete = complete and not mc.pending
         if complete:
@@ -230,8 +264,9 @@ def _chunked_replicate(plan: Plan, ss: np.random.SeedSequence, M: int, C: int, D
             raise NumericalError("Monte Carlo in chunks made no progress (internal error)")
 
 
-def _estimate_seconds(plan: Plan, schedule: _Schedule, K: int, M: int, C: int | None,
-                      qmc: bool, workers: int) -> float:
+def _estimate_seconds(
+    plan: Plan, schedule: _Schedule, K: int, M: int, C: int | None, qmc: bool, workers: int
+) -> float:
     """Wall time of a Monte Carlo run, extrapolated from small timed passes.
 
     A pass of ``m`` samples takes about ``a + b m`` (``a``: the interpreter's walk,
@@ -262,8 +297,17 @@ def _estimate_seconds(plan: Plan, schedule: _Schedule, K: int, M: int, C: int | 
         step = max(1, min(K, _PASS_SAMPLES // M))
         return (K * M * b + a * -(-K // step)) / workers
     sweeps: list[int] = []
-    _chunked_replicate(plan, ss, 2 * min(C, 64), min(C, 64), D, qmc, schedule,
-                       tail_size(2 * min(C, 64)), sweeps=sweeps)
+    _chunked_replicate(
+        plan,
+        ss,
+        2 * min(C, 64),
+        min(C, 64),
+        D,
+        qmc,
+        schedule,
+        tail_size(2 * min(C, 64)),
+        sweeps=sweeps,
+    )
     return K * sweeps[0] * (M * b + a * -(-M // C))
 
 

@@ -40,8 +40,9 @@ class _Block:
         self.sid, self.lo, self.hi = sid, terms[0][0], terms[-1][0] + 1
         self.numbers = np.array([c for _, c, _ in terms])
         width = max(len(P) for _, _, P in terms)
-        self.consts = np.array([list(P) + [-1] * (width - len(P)) for _, _, P in terms],
-                               dtype=np.intp).reshape(len(terms), width)
+        self.consts = np.array(
+            [list(P) + [-1] * (width - len(P)) for _, _, P in terms], dtype=np.intp
+        ).reshape(len(terms), width)
 
     def coefficients(self, theta: np.ndarray) -> np.ndarray:
         """``C`` of shape (K, m) from the table of scalars ``theta`` (K, constants + 1)."""
@@ -58,8 +59,12 @@ class _Linear:
 
     __slots__ = ("base", "blocks", "loose")
 
-    def __init__(self, base: int | None, blocks: list[_Block],
-                 loose: list[tuple[int, float, tuple[int, ...]]]) -> None:
+    def __init__(
+        self,
+        base: int | None,
+        blocks: list[_Block],
+        loose: list[tuple[int, float, tuple[int, ...]]],
+    ) -> None:
         self.base, self.blocks, self.loose = base, blocks, loose
 
 
@@ -126,10 +131,15 @@ class _Schedule:
         der = plan.der
         instructions = der.program.instructions
         self.cid = {v: c.cid for v, c in der.scalar_const.items()}
-        self.known = {c.cid: float(plan.values[rid]) for c in der.consts
-                      for rid in [plan.const_req[c.cid]] if plan.deterministic[rid]}
-        known_pairs = {k: float(plan.values[rid]) for k, rid in plan.cov_req.items()
-                       if plan.deterministic[rid]}  # (bid, bid), ascending
+        self.known = {
+            c.cid: float(plan.values[rid])
+            for c in der.consts
+            for rid in [plan.const_req[c.cid]]
+            if plan.deterministic[rid]
+        }
+        known_pairs = {
+            k: float(plan.values[rid]) for k, rid in plan.cov_req.items() if plan.deterministic[rid]
+        }  # (bid, bid), ascending
         last: dict[Any, int] = {}
         for i, instr in enumerate(instructions):
             last[instr.out] = i
@@ -139,14 +149,20 @@ class _Schedule:
         for v, i in last.items():
             if v.kind == "vector":
                 self.dead[i].append(v)
-        self.pairs = {i: self.pair(i.args[0], i.args[-1]) for i in instructions
-                      if isinstance(i, Moment) and _is_product(i.fn)}
+        self.pairs = {
+            i: self.pair(i.args[0], i.args[-1])
+            for i in instructions
+            if isinstance(i, Moment) and _is_product(i.fn)
+        }
         #: Moments sampled under an exponential tilt (:func:`_tilts`)
         self.tilts = _tilts(plan, self.known)
         #: Moments whose integrands grow at most polynomially (degree ≤
         #: :data:`~..growth.POLY_TAIL_DEGREE`): light tails, no Pareto fit
-        self.light = {self.cid[v] for v, p in moment_degrees(plan.der).items()
-                      if p is not None and p <= POLY_TAIL_DEGREE and v in self.cid}
+        self.light = {
+            self.cid[v]
+            for v, p in moment_degrees(plan.der).items()
+            if p is not None and p <= POLY_TAIL_DEGREE and v in self.cid
+        }
         self.home: dict[Any, tuple[int, int]] = {}
         self.sizes: list[int] = []
         self.family_stack: dict[Any, int] = {}
@@ -201,8 +217,9 @@ class _Schedule:
         self.sizes.append(size)
         return len(self.sizes) - 1
 
-    def _plan_linear(self, instr: Any, terms: list[tuple[int, float, tuple[int, ...]]],
-                     families: int) -> _Linear:
+    def _plan_linear(
+        self, instr: Any, terms: list[tuple[int, float, tuple[int, ...]]], families: int
+    ) -> _Linear:
         base = next((i for i, c, P in terms if c == 1.0 and not P), None)
         scaled = [t for t in terms if t[0] != base]
         vecs = [instr.args[i] for i, _, _ in scaled]
@@ -213,8 +230,13 @@ class _Schedule:
             for v in vecs:
                 if v in home:
                     rows.setdefault(home[v][0], []).append(home[v][1])
-            tails = [sid for sid, r in rows.items() if sid >= families
-                     and max(r) == self.sizes[sid] - 1 and len(r) == max(r) - min(r) + 1]
+            tails = [
+                sid
+                for sid, r in rows.items()
+                if sid >= families
+                and max(r) == self.sizes[sid] - 1
+                and len(r) == max(r) - min(r) + 1
+            ]
             if new and (tails or len(new) > 1):
                 sid = tails[0] if tails else self._new_stack(0)
                 for v in new:
@@ -264,9 +286,15 @@ class _MCTilt:
 
     __slots__ = ("h", "cids", "mean", "F", "scale", "P", "mean0", "F0", "logc")
 
-    def __init__(self, h: Any, cids: tuple[int, ...], mean: np.ndarray, F: np.ndarray,
-                 scale: float, mixture: tuple[Any, np.ndarray, np.ndarray, float] | None = None
-                 ) -> None:
+    def __init__(
+        self,
+        h: Any,
+        cids: tuple[int, ...],
+        mean: np.ndarray,
+        F: np.ndarray,
+        scale: float,
+        mixture: tuple[Any, np.ndarray, np.ndarray, float] | None = None,
+    ) -> None:
         self.h, self.cids, self.mean, self.F, self.scale = h, cids, mean, F, scale
         #: the defensive mixture's ``P`` (numeric), original law ``(μ, F)`` and ``c``
         self.P, self.mean0, self.F0, self.logc = mixture or (None, None, None, 0.0)
@@ -285,8 +313,7 @@ def _tilts(plan: Plan, known: dict[int, Any]) -> dict[Any, _MCTilt]:
             continue
         cid = der.scalar_const[instr.out].cid
         req = plan.requests[plan.const_req[cid]]
-        if cid in known or req.layout is None or not req.bids or any(
-                gr >= 0 for gr in req.groups):
+        if cid in known or req.layout is None or not req.bids or any(gr >= 0 for gr in req.groups):
             continue
         expr = integrand(plan, req)
         d, m = len(req.bids), len(req.cids)
@@ -304,9 +331,14 @@ def _tilts(plan: Plan, known: dict[int, Any]) -> dict[Any, _MCTilt]:
         if tl.branched:
             F0 = psd_factor(cov, what="covariance")
             mixture = (lambdify_integrand(tl.P, d, 0), mean, F0, float(c[0]))
-        out[instr] = _MCTilt(lambdify_integrand(tl.h, d, m), tuple(req.cids), mean2[0],
-                             psd_factor(cov2[0], what="tilted law"), float(np.exp(c[0])),
-                             mixture)
+        out[instr] = _MCTilt(
+            lambdify_integrand(tl.h, d, m),
+            tuple(req.cids),
+            mean2[0],
+            psd_factor(cov2[0], what="tilted law"),
+            float(np.exp(c[0])),
+            mixture,
+        )
     return out
 
 

@@ -17,8 +17,9 @@ _IID_BLOCK = 4096
 _IID_SCRATCH = 2**16
 
 
-def _normal_source(seeds: Sequence[np.random.SeedSequence], M: int, D: int, qmc: bool,
-                   start: int = 0) -> Callable[[], np.ndarray]:
+def _normal_source(
+    seeds: Sequence[np.random.SeedSequence], M: int, D: int, qmc: bool, start: int = 0
+) -> Callable[[], np.ndarray]:
     """``() -> (K, D, M)`` standard normals, ``[r]`` from stream ``seeds[r]``.
 
     Identical on every call with the same arguments (fresh generators), and a function
@@ -64,8 +65,11 @@ def _iid_normals(ss: np.random.SeedSequence, start: int, out: np.ndarray) -> Non
     end = start + m
     for b in range(start // S, -(-end // S)):
         lo, hi = max(start, b * S), min(end, (b + 1) * S)
-        rng = np.random.default_rng(np.random.SeedSequence(
-            ss.entropy, spawn_key=ss.spawn_key + (b,), pool_size=ss.pool_size))
+        rng = np.random.default_rng(
+            np.random.SeedSequence(
+                ss.entropy, spawn_key=ss.spawn_key + (b,), pool_size=ss.pool_size
+            )
+        )
         skip = lo - b * S
         while skip:
             n = min(skip, piece)
@@ -73,4 +77,4 @@ def _iid_normals(ss: np.random.SeedSequence, start: int, out: np.ndarray) -> Non
             skip -= n
         for a in range(lo, hi, piece):
             n = min(hi - a, piece)
-            out[:, a - start:a - start + n] = rng.standard_normal((n, D)).T
+            out[:, a - start : a - start + n] = rng.standard_normal((n, D)).T
