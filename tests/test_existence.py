@@ -513,3 +513,14 @@ def test_piecewise_bodies_are_analysed_through_their_branches():
     tp.mean(tp.nonlin(lambda a: sympy.Piecewise((1 / a, a > 0), (0, True)), v), name="bad")
     with pytest.raises(tp.DivergenceError, match="bad"):
         p.limit()
+
+
+def test_a_pole_hidden_on_part_of_its_set_is_found():
+    """relu(g₁)/|g₀| at Corr(g₀, g₁) = 0.6 diverges (g₁ > 0 on half of {g₀ = 0}); with 3
+    sample points on the set, all had g₁ < 0 and the pole was missed (found by the
+    hypothesis fuzzer)."""
+    g0, g1 = g(0), g(1)
+    cov = np.array([[1.0, 0.6], [0.6, 1.0]])
+    expr = tp.relu.apply(g1) / sympy.Abs(g0)
+    got = decide(expr, 2, 0, np.zeros((1, 2)), cov[None], np.zeros((1, 0)))[0]
+    assert got.verdict == Verdict.DIVERGES

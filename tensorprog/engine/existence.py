@@ -96,8 +96,11 @@ _T1, _T2 = 1e-4, 1e-6
 _ORDER_TOL = 0.02
 #: Otherwise an order is decided only if at least this far from the threshold 1.
 _ORDER_MARGIN = 0.05
-#: Sample points on each singular set (fixed seed: decisions are reproducible).
-_POINTS = 3
+#: Sample points on each singular set (fixed seed: decisions are reproducible). The worst
+#: order over them counts, so a numerator that vanishes on part of the set must vanish at
+#: all of them to hide the pole: with 3, relu(g₁)/|g₀| at Corr 0.6 was declared to exist
+#: (g₁ < 0 at all three points of {g₀ = 0}, a 1-in-8 chance); with 16, 1 in 65536.
+_POINTS = 16
 #: Eigenvalues within this of 1/2 are the boundary case (decided by the polynomial factor).
 _EIG_TOL = 1e-9
 #: At most this many exp-bounds per integrand (products multiply their number).
