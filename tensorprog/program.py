@@ -956,20 +956,23 @@ def apply_nonlinearity(
     def describe() -> str:  # (only on the error paths: it was a third of a kernel build)
         return f"{fn.name}({', '.join(_describe(x) for x in inputs)})"
 
-    for x in inputs:
-        if not isinstance(x, (Vector, Scalar)):
+    vec_list: list[Var] = []
+    scal_list: list[Var] = []
+    for x in inputs:  # (one pass: this is on the path of every recorded Nonlin)
+        if isinstance(x, Vector):
+            if scal_list:
+                raise ProgramTypeError(
+                    f"`{describe()}`: give the vectors first, then the scalar parameters"
+                )
+            vec_list.append(x.var)
+        elif isinstance(x, Scalar):
+            scal_list.append(x.var)
+        else:
             raise ProgramTypeError(
                 f"`{describe()}`: arguments must be vectors or scalars, got {_describe(x)}"
             )
         program._own(x, lambda: f"`{describe()}`")
-    vecs = tuple(x.var for x in inputs if isinstance(x, Vector))
-    scal = tuple(x.var for x in inputs if isinstance(x, Scalar))
-    if inputs != tuple(x for x in inputs if isinstance(x, Vector)) + tuple(
-        x for x in inputs if isinstance(x, Scalar)
-    ):
-        raise ProgramTypeError(
-            f"`{describe()}`: give the vectors first, then the scalar parameters"
-        )
+    vecs, scal = tuple(vec_list), tuple(scal_list)
     if len(vecs) + len(scal) != fn.arity + fn.nparams:
         raise ProgramValueError(
             f"`{describe()}`: {fn.name} takes {fn.arity + fn.nparams} inputs, got {len(inputs)}"
