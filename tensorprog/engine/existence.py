@@ -106,6 +106,7 @@ _EIG_TOL = 1e-9
 #: At most this many exp-bounds per integrand (products multiply their number).
 _MAX_BOUNDS = 64
 
+#: Functions bounded on the real line (also the growth degrees' 0, :mod:`.growth`).
 _BOUNDED = (
     sympy.tanh,
     sympy.sin,

@@ -25,7 +25,7 @@ import sympy
 
 from ..ir import Moment
 from .derivation import FnNode, MatMulNode
-from .existence import inline
+from .existence import _BOUNDED, inline
 
 __all__ = ["degree", "moment_degrees", "POLY_TAIL_DEGREE"]
 
@@ -34,17 +34,6 @@ __all__ = ["degree", "moment_degrees", "POLY_TAIL_DEGREE"]
 #: relu/linear vectors; the replicate standard error of ``Z⁴`` (kurtosis 184) over
 #: replicates of thousands of samples is already that of a normal mean.
 POLY_TAIL_DEGREE = 4.0
-
-_BOUNDED = (
-    sympy.tanh,
-    sympy.sin,
-    sympy.cos,
-    sympy.erf,
-    sympy.erfc,
-    sympy.atan,
-    sympy.Heaviside,
-    sympy.sign,
-)
 
 
 def degree(e: sympy.Expr, weights: dict[sympy.Symbol, float]) -> float | None:
