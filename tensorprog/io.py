@@ -754,7 +754,7 @@ def _limit_to_dict(lim: Any) -> dict[str, Any]:
             row["khat"] = _float_out(float(lim._khat[name]))
         if name in lim._stable:
             e = lim._stable[name]
-            row["stable"] = {"alpha": e.alpha, "scale": e.scale}
+            row["stable"] = {"alpha": e.alpha, "scale": _float_out(e.scale)}
         scalars.append(row)
     return {"meta": {k: _jsonable(x) for k, x in meta.items()}, "scalars": scalars}
 
@@ -848,13 +848,16 @@ _MAX_WARNING = 2000
 
 
 def _stable_from_dict(row: dict[str, Any], at: "_At", r: "_Reader") -> StableError:
-    """A row's ``"stable"`` error law, validated: ``1 < alpha ≤ 2``, ``scale ≥ 0`` finite."""
+    """A row's ``"stable"`` error law, validated: ``0 < alpha ≤ 2``, ``scale ≥ 0`` (inf when
+    no interval is given)."""
     d = r.field(row, "stable", dict, at)
     at = _At(f"{at} stable", at.sub("stable").path)
-    alpha, scale = (r.number(d, f, at) for f in ("alpha", "scale"))
-    if not (1 < alpha <= 2 and 0 <= scale < math.inf):
+    alpha = r.number(d, "alpha", at)
+    scale = r.number(d, "scale", at, nonfinite=True)  # (inf: no interval)
+    if not (0 < alpha <= 2 and 0 <= scale):
         raise r.corrupt(
-            f"{at}: needs 1 < alpha ≤ 2 and 0 ≤ scale < inf; got alpha={alpha}, scale={scale}",
+            f"{at}: needs 0 < alpha ≤ 2 and scale ≥ 0 (inf: no interval); got alpha={alpha}, "
+            f"scale={scale}",
             at.path,
         )
     return StableError(alpha, scale)

@@ -114,7 +114,13 @@ def test_saved_limits_keep_flags_khat_and_intervals(tmp_path):
     assert "not trusted" in repr(back)
     doc = json.loads(path.read_text())
     row = next(r for r in doc["limit"]["scalars"] if r["name"] == "k")
-    for bad in ({"alpha": 0.9, "scale": 0.1}, {"alpha": 1.5, "scale": -1.0}, {"alpha": 1.5}, "x"):
+    for bad in (
+        {"alpha": 2.5, "scale": 0.1},
+        {"alpha": 0.0, "scale": 0.1},
+        {"alpha": 1.5, "scale": -1.0},
+        {"alpha": 1.5},
+        "x",
+    ):
         row["stable"] = bad
         path.write_text(json.dumps(doc))
         with pytest.raises(tp.FormatError, match="stable|scale|alpha"):

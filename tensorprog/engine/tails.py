@@ -269,7 +269,7 @@ class StableError:
         one-standard-error margin): there the stable law is a poor guide at any sample
         size one can afford (its bulk moves away from the mean as ``k → 1``), and no
         interval is given rather than a wrong one."""
-        if self.alpha * KHAT_NO_INTERVAL <= 1.0:
+        if self.alpha * KHAT_NO_INTERVAL <= 1.0 or not math.isfinite(self.scale):
             return -math.inf, math.inf
         from scipy.stats import levy_stable
 
@@ -309,9 +309,12 @@ def stable_errors(
         # the tail at the largest draw, as fitted; beyond it, the index one standard
         # error heavier (Var k̂ ≈ (1 + k)²/T, Smith 1987): a k̂ low by chance would make
         # the interval too short
-        p_top = fraction * (1 + k * exc[-1] / sigma) ** (-1 / k)
         k_up = k + (1 + k) / math.sqrt(exc.size)
         alpha = 1.0 / k_up
+        if k_up >= KHAT_NO_INTERVAL or not sigma > 0:
+            out.append(StableError(alpha, math.inf))  # (no interval: see interval())
+            continue
+        p_top = fraction * (1 + k * exc[-1] / sigma) ** (-1 / k)
         C = p_top * row[-1] ** alpha
         C_alpha = (1 - alpha) / (math.gamma(2 - alpha) * math.cos(math.pi * alpha / 2))
         gamma = (C / C_alpha) ** (1 / alpha)
