@@ -373,17 +373,7 @@ def kernels(
     with paused_gc():  # one pause for building and the limit (see tensorprog._gc)
         p, nngp_h, ntk_h = kernel_program(X, depth, phi, W_std, b_std)
         lim = p.limit(**limit_kw)
-    res = _result(
-        lim,
-        p,
-        X.shape[0],
-        depth,
-        nngp_h,
-        ntk_h,
-        W_std * W_std,
-        b_std * b_std,
-        with_errors=return_info,
-    )
+    res = _result(lim, X.shape[0], nngp_h, ntk_h, with_errors=return_info)
     if limit_kw.get("method", "auto") == "auto" and res.montecarlo:
         iu = np.triu_indices(X.shape[0])
         worst = max(float(s[iu].max()) for s in res.stderr.values())
@@ -399,19 +389,14 @@ def kernels(
 
 
 def _result(
-    lim: Any,
-    p: Program,
-    B: int,
-    depth: int,
-    nngp_h: np.ndarray,
-    ntk_h: np.ndarray,
-    w2: float,
-    b2: float,
-    with_errors: bool,
+    lim: Any, B: int, nngp_h: np.ndarray, ntk_h: np.ndarray, with_errors: bool
 ) -> KernelResult:
-    """Values, methods, standard errors and (with ``with_errors``, first-order) errors of
-    both kernels. Tables are read once (a B = 64, depth-10 program has 52 000 scalars)."""
+    """Values, methods, standard errors and (with ``with_errors``) errors of both kernels:
+    the limit's own, which carry the first-order errors of the Moments through the
+    readout sums (``Σ_m |∂entry/∂m| e_m``). Tables are read once (a B = 64, depth-10
+    program has 52 000 scalars)."""
     values, methods, stderrs = lim.values, lim.methods, lim.stderrs
+    errors = lim.errors if with_errors else {}
     value = {k: np.empty((B, B)) for k in ("nngp", "ntk")}
     method = {k: np.empty((B, B), dtype=object) for k in ("nngp", "ntk")}
     stderr = {k: np.zeros((B, B)) for k in ("nngp", "ntk")}
@@ -423,11 +408,8 @@ def _result(
                 value[kind][i, j] = value[kind][j, i] = values[name]
                 method[kind][i, j] = method[kind][j, i] = methods[name]
                 stderr[kind][i, j] = stderr[kind][j, i] = stderrs[name]
-            if with_errors:
-                first = _first_order_errors(lim, i, j, depth, w2, b2)
-                for kind in ("nngp", "ntk"):
-                    e = stderr[kind][i, j] if method[kind][i, j] == "montecarlo" else first[kind]
-                    error[kind][i, j] = error[kind][j, i] = e
+                if with_errors:
+                    error[kind][i, j] = error[kind][j, i] = errors[name]
     return KernelResult(
         value["nngp"],
         value["ntk"],
@@ -436,24 +418,6 @@ def _result(
         stderr,
         lim,
     )
-
-
-def _first_order_errors(
-    lim: Any, i: int, j: int, depth: int, w2: float, b2: float
-) -> dict[str, float]:
-    """``Σ_m |∂entry/∂m| e_m`` over the Moments ``m`` of entry ``(i, j)``:
-    ``nngp = w2 F^L + b2`` and ``ntk = K¹D¹ + Σ_{l≥2} (w2 F^{l-1} + b2) D^l + w2 F^L + b2``."""
-    F = [lim[f"F{k}_{i}_{j}"] for k in range(1, depth + 1)]
-    D = [lim[f"D{k}_{i}_{j}"] for k in range(1, depth + 1)]
-    eF = [lim.error(f"F{k}_{i}_{j}") for k in range(1, depth + 1)]
-    eD = [lim.error(f"D{k}_{i}_{j}") for k in range(1, depth + 1)]
-    K = [lim[f"K1_{i}_{j}"]] + [w2 * f + b2 for f in F]
-    ntk = (
-        sum(abs(K[k]) * eD[k] for k in range(depth))
-        + w2 * sum(abs(D[k + 1]) * eF[k] for k in range(depth - 1))
-        + w2 * eF[-1]
-    )
-    return {"nngp": w2 * eF[-1], "ntk": ntk}
 
 
 # ---------------------------------------------------------------------------------------
