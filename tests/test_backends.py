@@ -30,13 +30,12 @@ from __future__ import annotations
 
 import math
 import re
-import shutil
-import subprocess
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
+from pdflatex import PDFLATEX, compile_tex
 from programs import REFERENCE_ACCURACY, TABLE, Entry
 from scipy import stats
 
@@ -47,8 +46,6 @@ SIM_FALSE_ALARM = 1e-4
 BIAS = 4.0
 #: A scalar whose value is not trusted by the library may warn; that is tested elsewhere.
 pytestmark = pytest.mark.filterwarnings("ignore::tensorprog.UnreliableValueWarning")
-
-PDFLATEX = shutil.which("pdflatex")
 
 
 def _params(backend: str, *, diverging: bool = True) -> list:
@@ -286,19 +283,7 @@ def test_latex_compiles(entries, tmp_path: Path):
         + "\n\\clearpage\n".join(bodies)
         + "\n\\end{document}\n"
     )
-    f = tmp_path / "table.tex"
-    f.write_text(tex, encoding="utf-8")
-    proc = subprocess.run(
-        [PDFLATEX, "-interaction=nonstopmode", "-halt-on-error", f.name],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        timeout=300,
-    )
-    log = (tmp_path / "table.log").read_text(encoding="latin-1")
-    assert proc.returncode == 0, log[-3000:]
-    assert (tmp_path / "table.pdf").stat().st_size > 0
+    compile_tex(tmp_path, "table", tex)
 
 
 # --------------------------------------------------------------------------- save / load

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pdflatex import compile_tex, needs_pdflatex
 
 import tensorprog as tp
 from tensorprog.latex import (
@@ -29,14 +29,6 @@ from tensorprog.latex import (
     latex,
     latex_name,
 )
-
-PDFLATEX = shutil.which("pdflatex")
-needs_pdflatex = pytest.mark.skipif(
-    PDFLATEX is None,
-    reason="pdflatex is not installed (apt-get install -y texlive-latex-base "
-    "texlive-latex-recommended); CI installs it",
-)
-
 
 # ---------------------------------------------------------------------------------------
 # programs
@@ -348,23 +340,6 @@ def _overfull(log: str) -> list[float]:
     return [float(x) for x in re.findall(r"Overfull \\hbox \(([0-9.]+)pt too wide\)", log)]
 
 
-def _compile(tmp_path: Path, name: str, tex: str) -> str:
-    f = tmp_path / f"{name}.tex"
-    f.write_text(tex, encoding="utf-8")
-    proc = subprocess.run(
-        [PDFLATEX, "-interaction=nonstopmode", "-halt-on-error", f.name],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        timeout=300,
-    )
-    log = (tmp_path / f"{name}.log").read_text(encoding="latin-1")
-    assert proc.returncode == 0, log[-3000:]
-    assert (tmp_path / f"{name}.pdf").exists()
-    return log
-
-
 @needs_pdflatex
 @pytest.mark.parametrize(
     "make, kw",
@@ -384,7 +359,7 @@ def test_documents_compile_with_pdflatex(tmp_path, make, kw):
         ("program", p.latex(document=True)),
         ("limit", p.limit(**kw).latex(document=True)),
     ]:
-        log = _compile(tmp_path, kind, tex)
+        log = compile_tex(tmp_path, kind, tex)
         bad = [w for w in _overfull(log) if w > 20.0]
         assert not bad, f"{p.name} {kind}: overfull lines {bad}"
 
