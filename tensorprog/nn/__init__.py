@@ -40,3 +40,7 @@ __all__ += ["MLP", "train_sgd", "TrainingRun", "TrainingLimit", "TrainingSimulat
 from .kernels import KernelResult, kernel_program, kernels  # noqa: E402  (the function shadows the module)
 
 __all__ += ["kernels", "kernel_program", "KernelResult"]
+
+from .norms import layernorm, rmsnorm  # noqa: E402
+
+__all__ += ["layernorm", "rmsnorm"]
