@@ -47,7 +47,8 @@ def layernorm(h: Vector, eps: float = 1e-5, name: str | None = None) -> Vector:
     >>> p = tp.Program()
     >>> h = p.vector("h", var=4.0)
     >>> y = nn.layernorm(h, name="y")
-    >>> round(float(p.limit()[tp.mean(y * y)]), 6)  # = 4/(4 + 1e-5)
+    >>> k = tp.mean(y * y)
+    >>> round(float(p.limit()[k]), 6)  # = 4/(4 + 1e-5)
     0.999998
     """
     _check(h, eps, "layernorm")
