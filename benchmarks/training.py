@@ -48,11 +48,11 @@ import time
 import numpy as np
 
 from tensorprog import nn
+from tensorprog.core.ir import MatMul, Moment
 from tensorprog.engine.derivation import Derivation
 from tensorprog.engine.evaluate import Deterministic
 from tensorprog.engine.montecarlo import run_montecarlo
 from tensorprog.engine.plan import Plan
-from tensorprog.ir import MatMul, Moment
 
 OUT = pathlib.Path(__file__).parent / "results"
 X = np.array([[1.0, 0.3], [-0.5, 1.0], [0.2, -0.8], [0.7, 0.7]])
@@ -170,7 +170,7 @@ def target(quick: bool) -> dict:
 
 def phases() -> dict:
     """Where the time of one (warm) MC limit goes, as ``Program.limit`` runs it."""
-    from tensorprog._gc import paused_gc
+    from tensorprog.core._gc import paused_gc
 
     run = build()
     p = run.program

@@ -11,15 +11,13 @@ infinite-width limit by the Master Theorem [TP4 §7].
 """
 
 # The modules implementing methods of lower layers (p.limit(), lim.latex(), p.save(), ...)
-# register them in tensorprog.hooks when imported: engine and latex here, io and simulate
+# register them in tensorprog.core.hooks when imported: engine and latex here, io and simulate
 # below.
 from . import engine, latex  # noqa: F401
-from ._gc import paused_gc
-from ._resources import require as require_memory
 from ._version import __version__ as __version__
-from .autodiff import grad as grad
-from .autodiff import lincomb, scalar_lincomb
-from .errors import (
+from .core._gc import paused_gc
+from .core._resources import require as require_memory
+from .core.errors import (
     DivergenceError,
     FileAccessError,
     ForeignHandleError,
@@ -37,9 +35,8 @@ from .errors import (
     UnknownNameError,
     UnreliableValueWarning,
 )
-from .io import load
-from .ir import WIDTH as n
-from .nonlin import (
+from .core.ir import WIDTH as n
+from .core.nonlin import (
     BUILTINS,
     Nonlinearity,
     abs,
@@ -57,7 +54,10 @@ from .nonlin import (
     step,
     tanh,
 )
-from .program import Handle, Matrix, Program, Scalar, Vector, inner, mean, nonlin
+from .dsl.autodiff import grad as grad
+from .dsl.autodiff import lincomb, scalar_lincomb
+from .dsl.program import Handle, Matrix, Program, Scalar, Vector, inner, mean, nonlin
+from .io import load
 from .simulate import Simulation, simulate
 
 __all__ = [

@@ -113,7 +113,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "tensorprog") -> int:
     add_cli_parser(sub)  # `latex FILE.py [-o out.tex] [--pdf]`
     args = parser.parse_args(argv)
     if args.command == "demo":
-        from .errors import TensorProgramError
+        from .core.errors import TensorProgramError
 
         try:
             return demo(args.widths, args.seeds)

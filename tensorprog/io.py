@@ -87,11 +87,9 @@ from sympy.core.assumptions import _assume_defined
 from sympy.functions.elementary.piecewise import ExprCondPair
 from sympy.printing.repr import ReprPrinter
 
-from . import hooks
 from ._version import __version__
-from .engine.limit import Limit, ScalarTable
-from .engine.tails import StableError
-from .errors import (
+from .core import hooks
+from .core.errors import (
     FileAccessError,
     FormatError,
     FormatVersionError,
@@ -101,10 +99,21 @@ from .errors import (
     TensorProgramError,
     UnknownNameError,
 )
-from .ir import INSTRUCTIONS, InitMatrix, InitScalar, InitVector, MatMul, Moment, Nonlin, ScalarFn
-from .nonlin import BUILTINS, Nonlinearity
-from .program import Program
-from .texnames import function_latex, is_safe_latex
+from .core.ir import (
+    INSTRUCTIONS,
+    InitMatrix,
+    InitScalar,
+    InitVector,
+    MatMul,
+    Moment,
+    Nonlin,
+    ScalarFn,
+)
+from .core.nonlin import BUILTINS, Nonlinearity
+from .core.texnames import function_latex, is_safe_latex
+from .dsl.program import Program
+from .engine.limit import Limit, ScalarTable
+from .engine.tails import StableError
 
 __all__ = [
     "FORMAT",
@@ -1215,7 +1224,7 @@ def parse_srepr(text: str, *, functions: Callable[[str], Any] | None = None) -> 
     >>> parse_srepr("Sum(Symbol('k'), Tuple(Symbol('k'), Integer(0), Integer(10)))")
     Traceback (most recent call last):
     ...
-    tensorprog.errors.FormatError: 'Sum' is not allowed in a saved expression; valid: ...
+    tensorprog.core.errors.FormatError: 'Sum' is not allowed in a saved expression; valid: ...
     """
     if not isinstance(text, str):
         raise FormatError(f"a saved expression must be a string, got {type(text).__name__}")

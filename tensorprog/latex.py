@@ -58,11 +58,9 @@ from sympy.printing.latex import LatexPrinter
 from sympy.printing.latex import translate as _translate
 from sympy.printing.precedence import PRECEDENCE
 
-from . import hooks
-from .engine.limit import Limit
-from .engine.symbols import DotCoef, Theta, ZDot, ZHat, ZSym
-from .errors import ProgramTypeError, ProgramValueError, ResourceError, TensorProgramError
-from .ir import (
+from .core import hooks
+from .core.errors import ProgramTypeError, ProgramValueError, ResourceError, TensorProgramError
+from .core.ir import (
     WIDTH,
     InitMatrix,
     InitScalar,
@@ -73,8 +71,10 @@ from .ir import (
     ScalarFn,
     Var,
 )
-from .program import Program
-from .texnames import SAFE_MACROS, call_latex, escape_text, function_latex, is_safe_latex  # noqa: F401
+from .core.texnames import SAFE_MACROS, call_latex, escape_text, function_latex, is_safe_latex  # noqa: F401
+from .dsl.program import Program
+from .engine.limit import Limit
+from .engine.symbols import DotCoef, Theta, ZDot, ZHat, ZSym
 
 __all__ = [
     "ProgramLatexPrinter",
@@ -699,11 +699,11 @@ def limit_repr_latex(limit: Any) -> str:
 
 def limit_html(limit: Any) -> str:
     """An HTML table of every scalar limit: name, value, ± error, method
-    (:meth:`tensorprog.engine.Limit.tabulate` rendered by :mod:`tensorprog.tables`)."""
+    (:meth:`tensorprog.engine.Limit.tabulate` rendered by :mod:`tensorprog.core.tables`)."""
     return limit.tabulate().html()
 
 
-# p.latex(), lim.latex(), and their notebook displays (tensorprog.hooks)
+# p.latex(), lim.latex(), and their notebook displays (tensorprog.core.hooks)
 hooks.latex.register(Program, program_latex)
 hooks.latex.register(Limit, limit_latex)
 hooks.repr_latex.register(Program, program_repr_latex)

@@ -11,12 +11,11 @@ from typing import Any
 
 import numpy as np
 
-from . import hooks
-from ._resources import available_memory, memory_budget, refuse
-from .errors import NumericalError, ProgramTypeError, ProgramValueError
-from .gaussian import psd_factor
-from .interpreter import Interpreter
-from .ir import (
+from .core import hooks
+from .core._resources import available_memory, memory_budget, refuse
+from .core.errors import NumericalError, ProgramTypeError, ProgramValueError
+from .core.interpreter import Interpreter
+from .core.ir import (
     WIDTH,
     InitMatrix,
     InitScalar,
@@ -27,8 +26,9 @@ from .ir import (
     ScalarFn,
     Var,
 )
-from .program import Program
-from .rng import as_generator
+from .core.rng import as_generator
+from .dsl.program import Program
+from .gaussian import psd_factor
 
 __all__ = ["simulate", "Simulation", "available_memory"]
 
@@ -93,9 +93,9 @@ class Simulation:
         return f"<Simulation of {self.program.name!r} at n={self.n}, seed={self.seed!r}>"
 
     def tabulate(self) -> Any:
-        """Every scalar as a :class:`tensorprog.tables.Table` row, in program order:
+        """Every scalar as a :class:`tensorprog.core.tables.Table` row, in program order:
         name, value, n, seed (vectors are not tabulated: ``sim.vector(v)``)."""
-        from .tables import Column, Table, code, number
+        from .core.tables import Column, Table, code, number
 
         cols = (
             Column("name", "name", code),
@@ -114,7 +114,7 @@ class Simulation:
         (``pd.concat`` over widths and seeds gives a convergence study in one frame).
 
         Needs pandas (``pip install 'tensorprog[notebook]'``); without it an
-        :class:`~tensorprog.errors.OptionalDependencyError` says so.
+        :class:`~tensorprog.core.errors.OptionalDependencyError` says so.
         """
         return self.tabulate().to_pandas()
 

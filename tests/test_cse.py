@@ -15,7 +15,7 @@ import pytest
 import sympy
 
 import tensorprog as tp
-from tensorprog.ir import MatMul, Nonlin
+from tensorprog.core.ir import MatMul, Nonlin
 
 
 def _counts(p: tp.Program) -> dict[type, int]:

@@ -23,7 +23,7 @@ from scipy import integrate, special
 
 import tensorprog as tp
 from tensorprog import gaussian as tg
-from tensorprog.errors import NonPSDError, NumericalError, ProgramValueError
+from tensorprog.core.errors import NonPSDError, NumericalError, ProgramValueError
 
 # --------------------------------------------------------------------------------------
 # Independent references

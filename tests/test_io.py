@@ -733,7 +733,7 @@ def test_no_public_api_evaluates_a_string(call, tmp_path):
         elif call == "nonlin":
             tp.nonlin(lambda a: code, v)
         else:
-            from tensorprog.nonlin import nonlinearity
+            from tensorprog.core.nonlin import nonlinearity
 
             nonlinearity(lambda a: code, 1)
     assert not marker.exists()

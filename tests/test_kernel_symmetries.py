@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tensorprog.errors import TensorProgramError
+from tensorprog.core.errors import TensorProgramError
 from tensorprog.nn.kernels import kernel_program, kernels
 
 XI = np.array([1.0, 0.5, -0.25])

@@ -24,7 +24,7 @@ from scipy import integrate
 from scipy.special import erf as sp_erf
 
 import tensorprog as tp
-from tensorprog.ir import MatMul
+from tensorprog.core.ir import MatMul
 from tensorprog.nn.kernels import KernelResult, kernel_program, kernels
 
 # ---------------------------------------------------------------------------------------

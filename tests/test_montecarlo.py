@@ -267,7 +267,7 @@ def test_a_vector_multiplied_by_two_matrices():
 
 
 def test_monte_carlo_plan_that_does_not_fit_names_max_memory(monkeypatch):
-    from tensorprog import _resources
+    from tensorprog.core import _resources
 
     p = tanh_Wt()
     monkeypatch.setattr(

@@ -15,7 +15,7 @@ from fractions import Fraction as F
 import numpy as np
 import pytest
 
-from tensorprog.errors import ProgramTypeError, ProgramValueError
+from tensorprog.core.errors import ProgramTypeError, ProgramValueError
 from tensorprog.nn.parametrization import (
     ABC,
     MF,

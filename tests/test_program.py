@@ -1,4 +1,4 @@
-"""Tests of the tracing DSL (:mod:`tensorprog.program`), the IR and the nonlinearities.
+"""Tests of the tracing DSL (:mod:`tensorprog.dsl.program`), the IR and the nonlinearities.
 
 Issue "Foundation" acceptance, part 1 (every DSL operation) and part 2 (every
 validation error). The simulator is tested in ``test_simulate.py``.

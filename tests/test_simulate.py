@@ -618,7 +618,7 @@ def test_max_memory_cannot_exceed_what_the_process_may_allocate(monkeypatch):
     1,048,320 at n = 360, against a budget of 10⁶ bytes."""
     import sys
 
-    from tensorprog import _resources
+    from tensorprog.core import _resources
 
     simulate_module = sys.modules["tensorprog.simulate"]  # (tp.simulate is the function)
 

@@ -16,7 +16,7 @@ from scipy import integrate, special
 
 import tensorprog as tp
 from tensorprog import nn
-from tensorprog.tables import Column, Table, code, number
+from tensorprog.core.tables import Column, Table, code, number
 
 pd = pytest.importorskip("pandas", reason="pandas is in the notebook and dev extras")
 

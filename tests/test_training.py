@@ -374,7 +374,7 @@ def test_program_structure_and_results():
     net = nn.MLP(d_in=2, depth=2, nonlin="tanh", param=nn.NTK(2))
     run = nn.train_sgd(net, X2, Y2, lr=0.5, steps=2, X_eval=[[0.1, 0.2]])
     p = run.program
-    from tensorprog.ir import InitMatrix, InitScalar, MatMul
+    from tensorprog.core.ir import InitMatrix, InitScalar, MatMul
 
     matrices = {i.out for i in p.instructions if isinstance(i, InitMatrix)}
     assert all(i.matrix in matrices for i in p.instructions if isinstance(i, MatMul))
@@ -445,9 +445,9 @@ def test_nn_imports_only_public_names():
     """``tensorprog.nn`` is built on the public API: every import of tensorprog in its
     modules is ``from .. import name`` (or ``from tensorprog import name``) with ``name``
     exported by ``tensorprog.__all__``, or a public name of a public module
-    (:mod:`tensorprog.tables`, the one table renderer of every result) — no other
+    (:mod:`tensorprog.core.tables`, the one table renderer of every result) — no other
     submodule, no underscore name."""
-    public_modules = {"tables"}
+    public_modules = {"core.tables"}
     import ast
     import pathlib
 

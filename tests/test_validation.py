@@ -829,7 +829,7 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from tensorprog import _resources  # noqa: E402
+from tensorprog.core import _resources  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -850,7 +850,7 @@ def test_memory_guards_respect_rlimit_as():
     memory (GiBs) would have let them start and die with a raw MemoryError."""
     out = run_python("""
 import resource, numpy as np, tensorprog as tp
-from tensorprog import _resources
+from tensorprog.core import _resources
 from tensorprog.nn import kernels
 resource.setrlimit(resource.RLIMIT_AS, (_resources._vm_size() + 2**28, resource.RLIM_INFINITY))
 b = _resources.memory_budget()

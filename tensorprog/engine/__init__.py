@@ -12,11 +12,11 @@ from typing import Any
 
 import numpy as np
 
-from .. import hooks
-from .._gc import paused_gc
-from ..errors import ProgramTypeError, ProgramValueError, UnknownNameError
-from ..ir import InitScalar
-from ..program import Program
+from ..core import hooks
+from ..core._gc import paused_gc
+from ..core.errors import ProgramTypeError, ProgramValueError, UnknownNameError
+from ..core.ir import InitScalar
+from ..dsl.program import Program
 from .derivation import Derivation, DotConst
 from .evaluate import Deterministic
 from .limit import Expectation, Limit
@@ -126,7 +126,7 @@ def limit(
                 f"limit: degree must be ≥ 2 Gauss–Hermite nodes per dimension "
                 f"(its error estimate compares two degrees), got {degree}"
             )
-    from ..rng import as_generator
+    from ..core.rng import as_generator
 
     as_generator(seed, "limit")  # validates
     max_memory = _positive_int(max_memory, "max_memory (bytes)")

@@ -32,10 +32,10 @@ from typing import Any
 import numpy as np
 import sympy
 
-from .._resources import recursion_room
-from ..errors import ProgramValueError
-from ..interpreter import Interpreter
-from ..ir import (
+from ..core._resources import recursion_room
+from ..core.errors import ProgramValueError
+from ..core.interpreter import Interpreter
+from ..core.ir import (
     InitMatrix,
     InitScalar,
     InitVector,

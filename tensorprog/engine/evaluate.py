@@ -20,13 +20,16 @@ from typing import Any
 import numpy as np
 import sympy
 
-from ..errors import (
+from ..core.errors import (
     DivergenceError,
     MethodUnavailableError,
     NumericalError,
     ResourceError,
     TensorProgramError,
 )
+from ..core.interpreter import annotate
+from ..core.ir import Moment, Nonlin
+from ..core.nonlin import is_analytic, local_features
 from ..gaussian import (
     MAX_QUADRATURE_DIM,
     PSD_TOL,
@@ -38,9 +41,6 @@ from ..gaussian import (
     panel_expectation,
     trapezoid_expectation,
 )
-from ..interpreter import annotate
-from ..ir import Moment, Nonlin
-from ..nonlin import is_analytic, local_features
 from .exact import (
     _lam_q,
     affine_parts,

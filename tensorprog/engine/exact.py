@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 import sympy
 
+from ..core.nonlin import _NUMPY_MODULES, codegen_functions, identity
 from ..gaussian import gaussian_moment, has_closed_form, mean_form, on_register, pair_form
-from ..nonlin import _NUMPY_MODULES, codegen_functions, identity
 from .symbols import ConstSym, GaussSym, g, q
 
 __all__ = [

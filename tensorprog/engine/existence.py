@@ -953,12 +953,12 @@ def check_requests(
 ) -> None:
     """Decide the existence of a group of requests (one integrand) before evaluation.
 
-    A divergent one raises :class:`~tensorprog.errors.DivergenceError` naming its
+    A divergent one raises :class:`~tensorprog.core.errors.DivergenceError` naming its
     instruction and why; the others are recorded in ``det.proven`` or, with the
     reason, ``det.unproven`` (see :class:`~.evaluate.Deterministic`).
     """
-    from ..errors import DivergenceError
-    from ..interpreter import annotate
+    from ..core.errors import DivergenceError
+    from ..core.interpreter import annotate
 
     r0 = reqs[0]
     expr = integrand(det.plan, r0)

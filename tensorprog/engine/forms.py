@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import sympy
 
+from ..core.nonlin import _NUMPY_MODULES, codegen_functions
 from ..gaussian import MAX_QUADRATURE_DIM
-from ..nonlin import _NUMPY_MODULES, codegen_functions
 from .exact import affine_parts, applications, coefficient_fn, gaussians, is_affine
 from .symbols import GaussSym, g, q
 
@@ -130,7 +130,7 @@ def quadrature_dim(expr: sympy.Expr, d: int, m: int) -> int:
 
 def lambdify_integrand(expr: sympy.Expr, d: int, m: int) -> Any:
     """numpy form ``f(g0, …, g(d-1), q0, …, q(m-1))`` of an integrand (cached; function
-    names pass the code-generation guard :func:`~tensorprog.nonlin.codegen_functions`)."""
+    names pass the code-generation guard :func:`~tensorprog.core.nonlin.codegen_functions`)."""
     syms = [g(k) for k in range(d)] + [q(j) for j in range(m)]
     fns = codegen_functions(expr)  # refuses any name that is not a checked identifier
     return _lambdify_cached(expr, tuple(syms), tuple(sorted(fns.items(), key=lambda kv: kv[0])))

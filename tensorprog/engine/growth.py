@@ -23,7 +23,7 @@ from typing import Any
 
 import sympy
 
-from ..ir import Moment
+from ..core.ir import Moment
 from .derivation import FnNode, MatMulNode
 from .existence import _BOUNDED, inline
 

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Any
 
 import sympy
 
-from .. import hooks
-from .._resources import deep_recursion, expression_depth, recursion_room
-from ..errors import ProgramTypeError, ProgramValueError, TensorProgramError
-from ..ir import InitScalar, MatMul, Moment, ScalarFn, Var
+from ..core import hooks
+from ..core._resources import deep_recursion, expression_depth, recursion_room
+from ..core.errors import ProgramTypeError, ProgramValueError, TensorProgramError
+from ..core.ir import InitScalar, MatMul, Moment, ScalarFn, Var
 from .methods import Method
 from .symbols import DotCoef, ZHat
 from .tails import StableError
@@ -270,7 +270,7 @@ class ScalarTable:
     _khat: dict[str, float] = {}  # (a Limit's Pareto k̂ of sampled Moments)
 
     def _cells(self, key: Any) -> tuple[Any, ...]:
-        """One scalar's cells under :data:`tensorprog.tables.LIMIT_COLUMNS`: value,
+        """One scalar's cells under :data:`tensorprog.core.tables.LIMIT_COLUMNS`: value,
         stderr, error, method, trusted, k̂ (NaN when not sampled), warning ("" if none)."""
         k = self._name(key)
         khat = self._khat.get(k)
@@ -285,9 +285,9 @@ class ScalarTable:
         )
 
     def tabulate(self) -> Any:
-        """Every scalar as a :class:`tensorprog.tables.Table` row, in program order:
+        """Every scalar as a :class:`tensorprog.core.tables.Table` row, in program order:
         name, value, stderr, error, method, trusted, khat, warning."""
-        from ..tables import LIMIT_COLUMNS, Column, Table, code
+        from ..core.tables import LIMIT_COLUMNS, Column, Table, code
 
         return Table(
             self._title(),
@@ -300,7 +300,7 @@ class ScalarTable:
         ``name, value, stderr, error, method, trusted, khat, warning``.
 
         Needs pandas (``pip install 'tensorprog[notebook]'``); without it an
-        :class:`~tensorprog.errors.OptionalDependencyError` says so.
+        :class:`~tensorprog.core.errors.OptionalDependencyError` says so.
         """
         return self.tabulate().to_pandas()
 
@@ -343,7 +343,7 @@ class Limit(ScalarTable):
         if self._flags:
             import warnings
 
-            from ..errors import UnreliableValueWarning
+            from ..core.errors import UnreliableValueWarning
 
             lines = "; ".join(f"{k}: {why}{self._robust(k)}" for k, why in self._flags.items())
             warnings.warn(
@@ -474,7 +474,7 @@ class Limit(ScalarTable):
             subs[der.consts[cid].symbol] = sympy.Float(val)
         return e.xreplace(subs)
 
-    # -- display (implemented by the printers and io, reached through tensorprog.hooks) --
+    # -- display (implemented by the printers and io, reached through tensorprog.core.hooks) --
     def latex(self, document: bool = False) -> str:
         """The Master Theorem derivation as LaTeX (``document=True``: standalone)."""
         if len(self.program.instructions) > self._size:

@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 import sympy
 
+from ..core.ir import WIDTH, InitScalar, MatMul, Moment, ScalarFn, Var
 from ..gaussian import MAX_QUADRATURE_DIM
-from ..ir import WIDTH, InitScalar, MatMul, Moment, ScalarFn, Var
 from .derivation import Base, Derivation, DotConst, Layout, register_fn
 from .exact import shape
 from .methods import Method

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import MethodUnavailableError
+from ..core.errors import MethodUnavailableError
 
 __all__ = [
     "BITS",

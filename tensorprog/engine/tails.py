@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DivergenceError
-from ..interpreter import annotate
+from ..core.errors import DivergenceError
+from ..core.interpreter import annotate
 from .existence import exists_for_every_law
 from .plan import describe, scalar_var
 
@@ -335,7 +335,7 @@ def assess(
     Rules, in dependency order:
 
     * a Monte Carlo Moment whose integrand has ``k̂ ≥ 1`` and whose existence was not
-      proven (:mod:`.existence`, for its law or for every law) raises :class:`~tensorprog.errors.DivergenceError`:
+      proven (:mod:`.existence`, for its law or for every law) raises :class:`~tensorprog.core.errors.DivergenceError`:
       its samples look like those of a variable without a mean;
     * ``k̂ ≥ 0.5`` (:data:`KHAT_UNRELIABLE`): flagged — an infinite variance (at this
       sample size): the replicate standard error does not say how far off the mean may

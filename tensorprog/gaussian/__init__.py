@@ -22,7 +22,7 @@ no IR, DSL or engine; the engine wires these functions to its plan):
 
 Every name of the three modules is exported here. The test "is this a covariance"
 (symmetric, PSD up to :data:`PSD_TOL` after :func:`equilibration`) is
-:mod:`tensorprog.psd`, shared with the DSL.
+:mod:`tensorprog.core.psd`, shared with the DSL.
 
 References
 ----------

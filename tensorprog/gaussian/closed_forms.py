@@ -32,11 +32,11 @@ Conventions
   zero and :math:`\rho:=0` is used, which gives the correct limit in every closed
   form below (a zero-variance centred Gaussian is the constant 0).
 * Covariances are accepted when they are PSD up to the tolerance
-  :data:`~tensorprog.psd.PSD_TOL` (relative); below that a
-  :class:`~tensorprog.errors.NonPSDError` is raised, never clipped silently.
+  :data:`~tensorprog.core.psd.PSD_TOL` (relative); below that a
+  :class:`~tensorprog.core.errors.NonPSDError` is raised, never clipped silently.
 * Closed forms behave like numpy ufuncs: they broadcast their arguments and return
   a numpy scalar for scalar input. Every function raises
-  :class:`~tensorprog.errors.NumericalError` instead of returning NaN or inf.
+  :class:`~tensorprog.core.errors.NumericalError` instead of returning NaN or inf.
 
 References
 ----------
@@ -62,10 +62,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..errors import NonPSDError, NumericalError, ProgramTypeError, ProgramValueError
-from ..nonlin import Nonlinearity, cos, erf, exp, identity, relu, sign, sin, step
-from ..nonlin import abs as abs_
-from ..psd import PSD_TOL, batch_index_text
+from ..core.errors import NonPSDError, NumericalError, ProgramTypeError, ProgramValueError
+from ..core.nonlin import Nonlinearity, cos, erf, exp, identity, relu, sign, sin, step
+from ..core.nonlin import abs as abs_
+from ..core.psd import PSD_TOL, batch_index_text
 
 __all__ = [
     "PAIR_CLOSED_FORMS",
@@ -681,7 +681,7 @@ def sin_cos(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
 def exp_exp(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
     r""":math:`\mathbb E[e^ue^v]=e^{(k_{11}+2k_{12}+k_{22})/2}` (moment generating function).
 
-    Raises :class:`~tensorprog.errors.NumericalError` on overflow.
+    Raises :class:`~tensorprog.core.errors.NumericalError` on overflow.
     """
     p = _pair(k11, k12, k22, "exp_exp")
     with np.errstate(over="ignore"):

@@ -17,8 +17,8 @@ import numpy as np
 import sympy
 from sympy.polys.polyerrors import BasePolynomialError
 
-from ..errors import NonPSDError, NumericalError, ProgramTypeError, ProgramValueError
-from ..psd import check_psd
+from ..core.errors import NonPSDError, NumericalError, ProgramTypeError, ProgramValueError
+from ..core.psd import check_psd
 
 __all__ = ["gaussian_moment"]
 

@@ -11,9 +11,9 @@ singular :math:`C`), for up to :data:`MAX_QUADRATURE_DIM` Gaussians
 * :func:`panel_expectation` -- composite Gauss--Legendre panels whose edges follow
   the integrand's kinks and transitions, scaled to the covariance.
 
-Covariances are accepted when they are PSD up to a tolerance (:mod:`tensorprog.psd`):
+Covariances are accepted when they are PSD up to a tolerance (:mod:`tensorprog.core.psd`):
 an eigenvalue of the correlation matrix :math:`\lambda\ge-10^{-10}\max(1,\lambda_{\max})`
-is treated as 0; below that a :class:`~tensorprog.errors.NonPSDError` is raised, never
+is treated as 0; below that a :class:`~tensorprog.core.errors.NonPSDError` is raised, never
 clipped silently.
 """
 
@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 from numpy.polynomial.hermite_e import hermegauss
 
-from ..errors import NumericalError, ProgramTypeError, ProgramValueError, ResourceError
-from ..psd import PSD_TOL, batch_index_text, equilibration, psd_eigh
+from ..core.errors import NumericalError, ProgramTypeError, ProgramValueError, ResourceError
+from ..core.psd import PSD_TOL, batch_index_text, equilibration, psd_eigh
 
 __all__ = [
     "PSD_TOL",

@@ -147,7 +147,7 @@ def kernel_program(
     True
     """
     X, depth, phi, W_std, b_std = _validate(X, depth, nonlin, W_std, b_std, "kernel_program")
-    with paused_gc():  # B²·(2·depth + 3) records: see tensorprog._gc
+    with paused_gc():  # B²·(2·depth + 3) records: see tensorprog.core._gc
         return _build(X, depth, phi, W_std, b_std)
 
 
@@ -370,7 +370,7 @@ def kernels(
     X, depth, phi, W_std, b_std = _validate(X, depth, nonlin, W_std, b_std, "kernels")
     if not isinstance(return_info, bool):
         raise ProgramTypeError(f"kernels: return_info must be a bool, got {return_info!r}")
-    with paused_gc():  # one pause for building and the limit (see tensorprog._gc)
+    with paused_gc():  # one pause for building and the limit (see tensorprog.core._gc)
         p, nngp_h, ntk_h = kernel_program(X, depth, phi, W_std, b_std)
         lim = p.limit(**limit_kw)
     res = _result(lim, X.shape[0], nngp_h, ntk_h, with_errors=return_info)

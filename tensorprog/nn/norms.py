@@ -72,6 +72,16 @@ def rmsnorm(h: Vector, eps: float = 1e-5, name: str | None = None) -> Vector:
     -------
     tensorprog.Vector
         ``h / sqrt(mean(h²) + eps)``.
+
+    Examples
+    --------
+    >>> import tensorprog as tp
+    >>> from tensorprog import nn
+    >>> p = tp.Program()
+    >>> h = p.vector("h", var=3.0)
+    >>> k = tp.mean(nn.rmsnorm(h + 1.0, eps=0.0) ** 2)
+    >>> round(float(p.limit()[k]), 12)  # E[(h+1)²]/E[(h+1)²]
+    1.0
     """
     _check(h, eps, "rmsnorm")
     return _divide(h, sqrt(mean(h * h) + eps), name)

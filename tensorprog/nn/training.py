@@ -625,11 +625,11 @@ class TrainingLimit:
     run: Any = field(default=None, repr=False)  # the TrainingRun (its handles)
 
     def tabulate(self) -> Any:
-        """Every recorded scalar as a :class:`tensorprog.tables.Table` row: ``quantity``
+        """Every recorded scalar as a :class:`tensorprog.core.tables.Table` row: ``quantity``
         (``"output"``, ``"eval_output"``, ``"feature_kernel"``), ``step`` t, ``layer``
         l, ``i``, ``j``, ``name``, then the limit's ``value, stderr, error, method,
         trusted, khat, warning`` (:meth:`tensorprog.engine.Limit.tabulate`)."""
-        from ..tables import INDEX_COLUMNS, LIMIT_COLUMNS, Table
+        from ..core.tables import INDEX_COLUMNS, LIMIT_COLUMNS, Table
 
         return Table(
             f"Training limit of {self.limit.program.name!r}",
@@ -670,10 +670,10 @@ class TrainingSimulation:
     run: Any = field(default=None, repr=False)  # the TrainingRun (its handles)
 
     def tabulate(self) -> Any:
-        """Every recorded scalar as a :class:`tensorprog.tables.Table` row: ``quantity,
+        """Every recorded scalar as a :class:`tensorprog.core.tables.Table` row: ``quantity,
         step, layer, i, j, name`` (as :meth:`TrainingLimit.tabulate`), ``value``, and
         the width ``n`` and ``seed``."""
-        from ..tables import INDEX_COLUMNS, Column, Table, number
+        from ..core.tables import INDEX_COLUMNS, Column, Table, number
 
         sim = self.simulation
         return Table(
@@ -710,13 +710,13 @@ class TrainingSimulation:
 
 
 def _indexed(run: Any, what: str, per_scalar: Any) -> list[tuple[Any, ...]]:
-    """The rows of :func:`tensorprog.tables.indexed_rows` for a run's recorded scalars."""
+    """The rows of :func:`tensorprog.core.tables.indexed_rows` for a run's recorded scalars."""
     if run is None:
         raise ProgramValueError(
             f"{what}.tabulate: this result was built without its run "
             f"(run=None); use run.limit() or run.simulate(n)"
         )
-    from ..tables import indexed_rows
+    from ..core.tables import indexed_rows
 
     return indexed_rows(
         [

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import NumericalError, TensorProgramError
-from ...interpreter import Interpreter, annotate
+from ...core.errors import NumericalError, TensorProgramError
+from ...core.interpreter import Interpreter, annotate
 from ..plan import Plan
 from .estimates import _PENDING, _Estimates
 from .linalg import _inner

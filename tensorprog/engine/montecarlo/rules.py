@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import scipy.special
 
-from ...errors import NumericalError
+from ...core.errors import NumericalError
+from ...core.ir import InitMatrix, InitScalar, InitVector, MatMul, Moment, Nonlin, ScalarFn
 from ...gaussian import psd_factor
-from ...ir import InitMatrix, InitScalar, InitVector, MatMul, Moment, Nonlin, ScalarFn
 from .estimates import _PENDING, DotKey, MomentKey
 from .linalg import _combination, _combine, _factor_row, _inner
 from .passes import _Family, _first_bad, _Pass

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from ..._resources import available_cpus, gib, refuse, require
-from ...errors import NumericalError
+from ...core._resources import available_cpus, gib, refuse, require
+from ...core.errors import NumericalError
 from ..plan import Plan
 from ..tails import StableError, khat_of_tops, merge_tops, stable_errors, tail_size
 from .estimates import _Estimates

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import sympy
 
+from ...core.ir import MatMul, Moment, Nonlin
 from ...gaussian import psd_factor
-from ...ir import MatMul, Moment, Nonlin
 from ..existence import integrand, tilt
 from ..forms import lambdify_integrand
 from ..growth import POLY_TAIL_DEGREE, moment_degrees

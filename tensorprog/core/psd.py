@@ -1,6 +1,6 @@
 r"""The one test of "is this a covariance": symmetric and positive semidefinite.
 
-A core module (numpy and :mod:`tensorprog.errors` only), so that the DSL
+A core module (numpy and :mod:`tensorprog.core.errors` only), so that the DSL
 (:meth:`tensorprog.Program.vectors`, whose initial law must be a covariance) and the
 Gaussian numerics (:func:`tensorprog.gaussian.psd_factor`, which factors one) apply
 the same rule with the same tolerance and the same message:
@@ -10,7 +10,7 @@ the same rule with the same tolerance and the same message:
   :math:`D=\operatorname{diag}(\sqrt{C_{ii}})` (:func:`equilibration`), are
   :math:`\ge-\mathrm{tol}\cdot\max(1,\lambda_{\max})`, ``tol`` = :data:`PSD_TOL`;
   above that they are rounding of a singular matrix, below it the matrix is refused
-  with a :class:`~tensorprog.errors.NonPSDError` naming it, never clipped silently.
+  with a :class:`~tensorprog.core.errors.NonPSDError` naming it, never clipped silently.
 """
 
 from __future__ import annotations
@@ -139,6 +139,6 @@ def check_psd(cov: Any, what: str) -> None:
     >>> check_psd([[1.0, 2.0], [2.0, 1.0]], "vectors 'xi': cov")
     Traceback (most recent call last):
     ...
-    tensorprog.errors.NonPSDError: vectors 'xi': cov is not positive semidefinite: the smallest eigenvalue of its correlation matrix is -1; a covariance must be positive semidefinite
+    tensorprog.core.errors.NonPSDError: vectors 'xi': cov is not positive semidefinite: the smallest eigenvalue of its correlation matrix is -1; a covariance must be positive semidefinite
     """
     psd_eigh(cov, what=what)

@@ -1,7 +1,7 @@
 """The tracing DSL: :class:`Program` and the handles it hands out.
 
 Operator overloading is thin sugar over explicit construction of IR records
-(:mod:`tensorprog.ir`): every operation on handles appends one instruction to the
+(:mod:`tensorprog.core.ir`): every operation on handles appends one instruction to the
 handles' program, unless the program already computes the same thing (then the
 earlier variable is returned: ``tp.relu(h)`` twice is one instruction; see
 :attr:`Program.aliases` for a computation given a second name).
@@ -36,15 +36,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import sympy
 
-from . import hooks, ir
-from .errors import (
+from ..core import hooks, ir
+from ..core.errors import (
     ForeignHandleError,
     NonPSDError,
     ProgramTypeError,
     ProgramValueError,
     UnknownNameError,
 )
-from .ir import (
+from ..core.ir import (
     InitMatrix,
     InitScalar,
     InitVector,
@@ -56,8 +56,8 @@ from .ir import (
     Var,
     format_instruction,
 )
-from .nonlin import BUILTINS, Nonlinearity, _arg_symbols, identity, sympify_strict
-from .psd import check_psd
+from ..core.nonlin import BUILTINS, Nonlinearity, _arg_symbols, identity, sympify_strict
+from ..core.psd import check_psd
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -164,7 +164,7 @@ class Program:
     ) -> Var:
         """The variable that ``key``, a handle of this program or a name, stands for.
 
-        The one lookup "handle or name → :class:`~tensorprog.ir.Var`": ``p[key]``, the
+        The one lookup "handle or name → :class:`~tensorprog.core.ir.Var`": ``p[key]``, the
         lookups of a Limit (``lim[k]``, ``lim.Z(x)``, ...), of a Simulation and of a saved
         limit all go through it.
 
@@ -453,7 +453,7 @@ class Program:
         self._checked_upto = len(instrs)
         self._checked_inits = len(self._init_vectors)
 
-    # -- interpreters (implemented in higher layers, reached through tensorprog.hooks) --
+    # -- interpreters (implemented in higher layers, reached through tensorprog.core.hooks) --
     def simulate(self, n: int, seed: Any = 0, **kwargs: Any) -> Any:
         """Run the program at finite width ``n``; see :func:`tensorprog.simulate`."""
         return hooks.simulate(self, n, seed=seed, **kwargs)

@@ -32,7 +32,7 @@ def paused_gc() -> Iterator[None]:
     Examples
     --------
     >>> import gc
-    >>> from tensorprog._gc import paused_gc
+    >>> from tensorprog.core._gc import paused_gc
     >>> with paused_gc():
     ...     gc.isenabled()
     False

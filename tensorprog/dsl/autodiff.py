@@ -87,9 +87,9 @@ from typing import Any
 
 import sympy
 
-from .errors import ProgramTypeError, ProgramValueError
-from .ir import MatMul, Moment, Nonlin, ScalarFn, Var, format_instruction
-from .nonlin import Nonlinearity, _arg_symbols
+from ..core.errors import ProgramTypeError, ProgramValueError
+from ..core.ir import MatMul, Moment, Nonlin, ScalarFn, Var, format_instruction
+from ..core.nonlin import Nonlinearity, _arg_symbols
 from .program import Handle, Program, Scalar, Vector, apply_nonlinearity, inner, mean
 
 __all__ = ["grad", "lincomb", "scalar_lincomb"]

@@ -67,7 +67,7 @@ class ResourceError(TensorProgramError, MemoryError):
     """A request would not fit in memory (e.g. ``simulate`` at too large a width).
 
     Raised before any allocation, against the memory this process may use (free memory,
-    ``RLIMIT_AS`` and cgroup limits: ``tensorprog._resources``). Where it comes from a
+    ``RLIMIT_AS`` and cgroup limits: ``tensorprog.core._resources``). Where it comes from a
     memory guard, ``knob`` names the argument that makes the request fit (``"n"``,
     ``"X"``, ``"max_memory"``, ...), ``need`` and ``limit`` are the bytes estimated and
     allowed.

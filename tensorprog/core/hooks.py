@@ -1,7 +1,7 @@
 """Methods of lower layers whose implementations live in higher layers.
 
 tensorprog's layers import downward only (``docs/concepts/architecture.md``;
-``tests/test_layers.py`` checks it): the DSL (:mod:`tensorprog.program`) never imports
+``tests/test_layers.py`` checks it): the DSL (:mod:`tensorprog.dsl.program`) never imports
 the engine or the finite-width simulator, and the engine's
 :class:`~tensorprog.engine.limit.Limit` never imports the LaTeX printer or the file
 format. For convenience, their objects still have the methods ``p.simulate(n)``,

@@ -501,7 +501,7 @@ class Nonlinearity:
         """Apply to DSL handles: vectors (then scalars) record a Nonlin instruction.
 
         The handles' program records it (``Handle._apply_nonlinearity``, i.e.
-        :func:`tensorprog.program.apply_nonlinearity`): the DSL sits above this module.
+        :func:`tensorprog.dsl.program.apply_nonlinearity`): the DSL sits above this module.
         """
         for x in inputs:
             record = getattr(type(x), "_apply_nonlinearity", None)

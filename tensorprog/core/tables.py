@@ -27,7 +27,7 @@ EXTRA = "notebook"
 
 
 def require_pandas() -> Any:
-    """The ``pandas`` module, or an :class:`~tensorprog.errors.OptionalDependencyError`
+    """The ``pandas`` module, or an :class:`~tensorprog.core.errors.OptionalDependencyError`
     naming the extra that installs it."""
     try:
         import pandas

@@ -1,0 +1,1 @@
+"""The DSL that records programs: Program, handles and reverse-mode differentiation."""
