@@ -411,3 +411,57 @@ def test_replicate_stderr_is_calibrated(build, qmc):
     ratio, frac = _calibration(build, qmc)
     assert 0.6 <= ratio <= 1.5, ratio
     assert frac <= 0.3, frac
+
+
+# ------------------------------------------------- default memory and threads (#19.4)
+
+
+def test_the_default_max_memory_is_a_share_of_what_the_process_may_allocate(monkeypatch):
+    """Without ``max_memory`` the sample arrays may take MONTECARLO_SHARE of the memory
+    budget: a replicate runs whole when the budget's share holds it and in chunks when
+    it does not — and the estimates are those of an explicit ``max_memory`` of that
+    share."""
+    from tensorprog.core import _resources
+
+    p = tanh_Wt()
+    per = bytes_per_sample(p)
+    kw = {"samples": 2**12, "batches": 4, "seed": 3, "progress": True}
+    M = kw["samples"] // kw["batches"]
+    lines = []
+    monkeypatch.setattr("tqdm.auto.tqdm.write", lambda s, file=None: lines.append(s))
+    monkeypatch.setattr(_resources, "_MONTECARLO_FLOOR", 1)
+    for budget, chunked in ((per * M // 2, True), (per * M * 64, False)):
+        monkeypatch.setattr(
+            _resources, "memory_budget", lambda b=budget: _resources.MemoryBudget(b, "test")
+        )
+        share = int(_resources.MONTECARLO_SHARE * budget)
+        assert _resources.montecarlo_memory() == share
+        lines.clear()
+        default = p.limit("montecarlo", **kw)
+        assert ("chunks of" in lines[0]) is chunked, lines
+        explicit = p.limit("montecarlo", max_memory=share, **kw)
+        assert estimates(default) == estimates(explicit)
+
+
+def test_blas_threads_leave_one_core_per_pass(monkeypatch):
+    """While ``w`` passes run, the BLAS library gets ``cores // w`` threads; afterwards
+    its own setting is back."""
+    import numpy as np  # noqa: F401  (loads the BLAS library threadpoolctl inspects)
+    from threadpoolctl import threadpool_info
+
+    from tensorprog.core import _resources
+
+    def blas():
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    before = blas()
+    if not before:
+        pytest.skip("no BLAS library that threadpoolctl can control")
+    monkeypatch.setattr(_resources, "available_cpus", lambda: 4)
+    with _resources.blas_threads(2):
+        assert blas() == [2] * len(before)
+    with _resources.blas_threads(4):
+        assert blas() == [1] * len(before)
+    with _resources.blas_threads(1):
+        assert blas() == before
+    assert blas() == before

@@ -846,7 +846,8 @@ def run_python(code, **env):
 
 def test_memory_guards_respect_rlimit_as():
     """With ``ulimit -v`` at 256 MiB above what the process has mapped, the guards of
-    simulate, nn.kernels and Monte Carlo refuse, naming their knob, where free machine
+    simulate, nn.kernels and Monte Carlo (given a ``max_memory`` above the budget; its
+    default is a share of the budget) refuse, naming their knob, where free machine
     memory (GiBs) would have let them start and die with a raw MemoryError."""
     out = run_python("""
 import resource, numpy as np, tensorprog as tp
@@ -858,7 +859,8 @@ assert b.source.startswith("RLIMIT_AS") and b.bytes <= 2**28, b
 p = tp.Program("big"); W = p.matrix("W"); x = p.vector("x"); tp.mean(tp.tanh(W @ x), name="k")
 for call, knob in [(lambda: p.simulate(8000), "n"),  # 0.5 GiB for W
                    (lambda: kernels(np.ones((200, 2)), 2), "X"),  # 140,700 instructions
-                   (lambda: p.limit("montecarlo", samples=16 * 10**7), "max_memory")]:
+                   (lambda: p.limit("montecarlo", samples=16 * 10**7, max_memory=2**30),
+                    "max_memory")]:
     try:
         call()
     except tp.ResourceError as e:

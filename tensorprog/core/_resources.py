@@ -13,7 +13,11 @@ Monte Carlo) asks :func:`available_memory`, which takes the smallest of
   cgroup and its ancestors;
 
 and :func:`refuse` turns a request that does not fit into a :class:`ResourceError`
-naming the argument that would make it fit. :func:`deep_recursion` gives sympy's
+naming the argument that would make it fit. Monte Carlo takes, unless told otherwise,
+:data:`MONTECARLO_SHARE` of that memory for its sample arrays
+(:func:`montecarlo_memory`), and runs its threads with :func:`blas_threads` so that
+they and the BLAS library's own threads never oversubscribe the cores.
+:func:`deep_recursion` gives sympy's
 recursive printers the stack depth a deep expression (a 1000-layer chain) needs.
 """
 
@@ -32,6 +36,9 @@ from typing import Any
 from .errors import ResourceError
 
 __all__ = [
+    "MONTECARLO_SHARE",
+    "blas_threads",
+    "montecarlo_memory",
     "MemoryBudget",
     "memory_budget",
     "available_memory",
@@ -207,6 +214,43 @@ def available_cpus() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):  # pragma: no cover - non-Linux
         return max(1, os.cpu_count() or 1)
+
+
+#: Share of :func:`memory_budget` that Monte Carlo's sample arrays take by default.
+MONTECARLO_SHARE = 0.5
+#: ... and never less than this, if the budget holds it.
+_MONTECARLO_FLOOR = 2**28
+
+
+def montecarlo_memory() -> int:
+    """The default ``max_memory`` of Monte Carlo: :data:`MONTECARLO_SHARE` of what the
+    process may allocate (:func:`memory_budget`, so cgroup and ``RLIMIT_AS`` limits
+    count), at least 256 MiB if the budget holds that much.
+
+    A fixed budget made the cost of Monte Carlo jump where a replicate stopped fitting
+    (replicates then run in chunks, one sweep over the chunks per round of dependent
+    Moments); a share of the machine moves that point as far as the machine allows.
+    """
+    free = memory_budget().bytes
+    return max(min(_MONTECARLO_FLOOR, free), int(MONTECARLO_SHARE * free))
+
+
+@contextlib.contextmanager
+def blas_threads(workers: int) -> Iterator[None]:
+    """Limit the BLAS library's threads to ``cores // workers`` while ``workers``
+    threads of ours run numpy: ``workers`` threads each calling a BLAS that starts one
+    thread per core would run ``workers × cores`` threads on ``cores`` cores.
+
+    Uses ``threadpoolctl`` (process-wide, restored on exit); ``workers ≤ 1`` changes
+    nothing.
+    """
+    if workers <= 1:
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=max(1, available_cpus() // workers), user_api="blas"):
+        yield
 
 
 def gib(nbytes: float) -> str:

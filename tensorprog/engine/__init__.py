@@ -51,7 +51,7 @@ def limit(
     qmc: bool = True,
     progress: bool = False,
     degree: int | None = None,
-    max_memory: int = 2**30,
+    max_memory: int | None = None,
 ) -> Limit:
     """The infinite-width limit of a program by the Master Theorem.
 
@@ -83,13 +83,18 @@ def limit(
         time estimated from small timed passes) before it starts.
     degree : int, optional
         Gauss–Hermite nodes per dimension (default by dimension).
-    max_memory : int, default 1 GiB
-        Bound on the Monte Carlo sample arrays: replicates that do not fit run in
-        chunks (the same estimates, up to the order of summation). A plan that does
+    max_memory : int, optional
+        Bound on the Monte Carlo sample arrays; default: half of the memory this
+        process may allocate (free memory, ``RLIMIT_AS``, cgroup limits), at least
+        256 MiB. Replicates that do not fit run in chunks (the same estimates, up to the
+        order of summation, but one sweep over the chunks per round of dependent
+        Moments: slower). A plan that does
         not fit in the memory this process may use (free memory, ``RLIMIT_AS``, cgroup
         limits) raises :class:`~tensorprog.ResourceError` naming ``max_memory`` before
         anything runs. Monte Carlo passes run in at most 4 threads, no more than the
-        cores this process may use; results do not depend on the thread count.
+        cores this process may use, with the BLAS library's threads limited so that
+        the two never oversubscribe the cores; results do not depend on the thread
+        count.
 
     Returns
     -------
@@ -129,7 +134,8 @@ def limit(
     from ..core.rng import as_generator
 
     as_generator(seed, "limit")  # validates
-    max_memory = _positive_int(max_memory, "max_memory (bytes)")
+    if max_memory is not None:
+        max_memory = _positive_int(max_memory, "max_memory (bytes)")
     for flag, val in (("progress", progress), ("qmc", qmc)):
         if not isinstance(val, (bool, np.bool_)):
             raise ProgramTypeError(f"limit: {flag} must be True or False, got {val!r}")
@@ -153,7 +159,7 @@ def _limit(
     qmc: bool,
     progress: bool,
     degree: int | None,
-    max_memory: int,
+    max_memory: int | None,
 ) -> Limit:
     program.check()
     der = Derivation(program)

@@ -33,8 +33,11 @@ Replicate ``r`` draws its normals from its own stream in the same order however 
 replicates are grouped into passes, so the result depends on ``max_memory`` only
 through floating-point summation order. Passes run concurrently, one thread per core
 (numpy releases the GIL inside its kernels; the interpreter's share, about 10 ms a pass
-for 900 instructions, does not overlap); each has its own replicates, so the result
-does not depend on the scheduling either.
+for 900 instructions, does not overlap), with the BLAS library's threads limited to
+the cores left per pass (:func:`~tensorprog.core._resources.blas_threads`); each has
+its own replicates, so the result does not depend on the scheduling either. The default
+``max_memory`` is a share of what the process may allocate
+(:func:`~tensorprog.core._resources.montecarlo_memory`).
 
 The package reads by idea: :mod:`.rules` (one method per instruction class),
 :mod:`.schedule` (stacks, families, pairs, tilts, last uses), :mod:`.linalg` (batched

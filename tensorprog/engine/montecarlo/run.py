@@ -13,7 +13,14 @@ from typing import Any
 
 import numpy as np
 
-from ...core._resources import available_cpus, gib, refuse, require
+from ...core._resources import (
+    available_cpus,
+    blas_threads,
+    gib,
+    montecarlo_memory,
+    refuse,
+    require,
+)
 from ...core.errors import NumericalError
 from ..plan import Plan
 from ..tails import StableError, khat_of_tops, merge_tops, stable_errors, tail_size
@@ -50,7 +57,7 @@ def run_montecarlo(
     batches: int = 16,
     qmc: bool = True,
     progress: bool = False,
-    max_memory: int = 2**30,
+    max_memory: int | None = None,
     tails: dict[int, float] | None = None,
     stable: dict[int, StableError] | None = None,
 ) -> dict[int, tuple[float, float]]:
@@ -72,8 +79,9 @@ def run_montecarlo(
         iid normals.
     progress : bool, default False
         Show a progress bar over the replicates.
-    max_memory : int, default 1 GiB
-        Bytes for the sample arrays. As many replicates as fit run in one pass (at
+    max_memory : int, optional
+        Bytes for the sample arrays (default: half of what the process may allocate,
+        :func:`~tensorprog.core._resources.montecarlo_memory`). As many replicates as fit run in one pass (at
         least one); a replicate that does not fit alone runs in chunks of ``C`` samples
         (see :class:`MonteCarloPass`). The estimates are those of whole replicates, so
         the result does not depend on ``max_memory`` beyond floating-point summation
@@ -100,6 +108,8 @@ def run_montecarlo(
     D = schedule.D
     K = int(batches)
     M = max(2, samples // K)
+    if max_memory is None:
+        max_memory = montecarlo_memory()
     # Passes run concurrently on the cores (in threads: numpy releases the GIL inside its
     # kernels; the training benchmark's limit takes 0.33 s with two threads against
     # 0.42 s with one); each gets its share of max_memory. Results do not depend on the
@@ -161,6 +171,7 @@ def run_montecarlo(
     values: dict[int, list[np.ndarray]] = {}
     with contextlib.ExitStack() as stack:
         if workers > 1 and len(groups) > 1:
+            stack.enter_context(blas_threads(min(workers, len(groups))))
             pool = stack.enter_context(ThreadPoolExecutor(min(workers, len(groups))))
             consts = pool.map(one_pass, groups)  # in order, whatever finishes first
         else:
