@@ -125,9 +125,10 @@ class _ScopedProgram(Program):
         super().__init__(name)
         self._scope: tuple[int, int] | None = None
         self._scoped: dict[str, dict[tuple[int, int], str]] = {}
+        self._nn_names: set[str] = set()  # names nn.train gives while a forward runs
 
     def _new_name(self, cls: type, name: str | None) -> str:
-        if name is None or self._scope is None:
+        if name is None or self._scope is None or name in self._nn_names:
             return super()._new_name(cls, name)
         t, i = self._scope
         per = self._scoped.setdefault(name, {})
@@ -139,6 +140,7 @@ class _ScopedProgram(Program):
         scoped = super()._new_name(cls, f"{name}[{t},{i}]")
         per[(t, i)] = scoped
         return scoped
+
 
 
 # ---------------------------------------------------------------------------------------
@@ -506,8 +508,12 @@ class _Builder:
         return self._powers[key]
 
     def fresh(self, label: str) -> str | None:
-        """``label`` as a name if it is free, else ``None`` (a generated name)."""
-        return None if label in self.p else label
+        """``label`` as a name of nn.train's own (never scoped by a forward call) if it is
+        free, else ``None`` (a generated name)."""
+        if label in self.p:
+            return None
+        self.p._nn_names.add(label)
+        return label
 
     def const(self, v: float) -> Any:
         """The number ``v`` as a shared initial scalar (``None`` for 1)."""
