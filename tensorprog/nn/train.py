@@ -453,6 +453,7 @@ class _Builder:
         self._powers: dict[tuple[Fraction, float], Any] = {}
         self._consts: dict[float, Scalar] = {}
         self._inner: dict[tuple[int, int], Scalar] = {}
+        self._fns: dict[tuple, Any] = {}
         self.uses: list[Any] = []
         self.params = {
             nm: _Param(self, spec, scalings[nm]) for nm, spec in model.params.items()
@@ -571,30 +572,43 @@ class _Builder:
                 )
             self.Y = Y.astype(int)
 
+    def scalar_fn(self, key: tuple, body: Any, args: list[Scalar], name: str | None = None) -> Scalar:
+        """``body(*args)`` as one scalar function; its Nonlinearity is traced by sympy
+        once per ``key`` (loss and loss derivatives repeat at every step)."""
+        fn = self._fns.get(key)
+        if fn is None:
+            out = nonlin(body, *args, name=name, fn_name=key[0])
+            self._fns[key] = self.p.definition(out).fn
+            return out  # type: ignore[return-value]
+        return nonlin(fn, *args, name=name)  # type: ignore[return-value]
+
     def loss_of(self, rows: Any, fs: Any, name: str | None = None) -> Scalar:
+        """The loss of outputs ``fs`` over ``rows`` (module docstring)."""
         rows = list(rows)
         args = [s for i in rows for s in fs[i]]
-        K, m = self.d_out, len(rows)
-        Y = self.Y
+        K, m, Y = self.d_out, len(rows), self.Y
         if self.loss_name == "mse":
+            ys = tuple(float(Y[i, k]) for i in rows for k in range(K))
 
             def body(*a: Any) -> Any:
-                return sum(
-                    (a[j * K + k] - float(Y[i, k])) ** 2 for j, i in enumerate(rows) for k in range(K)
-                ) / (2 * m)
+                return sum((a[j] - ys[j]) ** 2 for j in range(len(a))) / (2 * m)
 
+            key: tuple = ("mse", ys)
         else:
+            ys = tuple(int(Y[i]) for i in rows)
 
             def body(*a: Any) -> Any:
                 return sum(
-                    sympy.log(sum(sympy.exp(a[j * K + k] - a[j * K + Y[i]]) for k in range(K)))
-                    for j, i in enumerate(rows)
+                    sympy.log(sum(sympy.exp(a[j * K + k] - a[j * K + y]) for k in range(K)))
+                    for j, y in enumerate(ys)
                 ) / m
 
-        return nonlin(body, *args, name=name, fn_name=self.loss_name)  # type: ignore[return-value]
+            key = ("xent", K, ys)
+        return self.scalar_fn(key, body, args, name=name)
 
     def chis(self, t: int, rows: np.ndarray) -> dict[int, list[Any]]:
-        """``χ_{t,i,k} = ∂L_t/∂f_k(ξ_i)`` for the rows of step ``t``."""
+        """``χ_{t,i,k} = ∂L_t/∂f_k(ξ_i)`` for the rows of step ``t``: ``(f − y)/B``
+        (mse), ``(softmax(f)_k − 1[k = y_i])/B`` (xent)."""
         m, K, out = len(rows), self.d_out, {}
         for i in rows:
             fs = self.f[t, i]
@@ -602,17 +616,17 @@ class _Builder:
                 out[i] = [
                     scalar_lincomb([(fs[k], 1.0 / m), -float(self.Y[i, k]) / m]) for k in range(K)
                 ]
-            else:
-                y = int(self.Y[i])
-                out[i] = [
-                    nonlin(
-                        lambda *a, k=k: 1 / (m * sum(sympy.exp(a[j] - a[k]) for j in range(K)))
-                        - (1.0 / m if k == y else 0),
-                        *fs,
-                        fn_name="dxent",
-                    )
-                    for k in range(K)
-                ]
+                continue
+            y = int(self.Y[i])
+            row = []
+            for k in range(K):
+                hit = 1.0 / m if k == y else 0.0
+
+                def body(*a: Any, k: int = k, hit: float = hit) -> Any:
+                    return 1 / (m * sum(sympy.exp(a[j] - a[k]) for j in range(K))) - hit
+
+                row.append(self.scalar_fn(("dxent", K, k, hit, m), body, list(fs)))
+            out[i] = row
         return out
 
     # -- backward --------------------------------------------------------------------
