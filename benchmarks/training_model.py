@@ -24,10 +24,11 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
+from training import X, Y, build  # noqa: E402
+
 import tensorprog as tp  # noqa: E402
 from tensorprog import nn  # noqa: E402
 from tensorprog.ir import MatMul, Moment, Nonlin, ScalarFn  # noqa: E402
-from training import X, Y, build  # noqa: E402
 
 OUT = pathlib.Path(__file__).parent / "results"
 

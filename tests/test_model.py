@@ -16,7 +16,7 @@ X3 = np.array([[1.0, 0.3], [-0.5, 1.0], [0.2, -0.8]])
 
 
 # ---------------------------------------------------------------------------------------
-# numpy reference networks (independent of the library: written from DESIGN's finite
+# numpy reference networks (independent of the library: written from docs/training-any-model.md's finite
 # network — entries as drawn, μP learning rates lr·n (input, vector-like), lr (hidden,
 # scalar-like), lr/n (output); SGD buf ← μ buf + g, w ← w − lr_P buf)
 
@@ -169,7 +169,12 @@ def test_simulation_is_the_numpy_network_layernorm_reuse_xent():
     Y = np.array([2, 0, 1])
     batches = [[0, 1, 2], [2, 0], [1]]
     run = nn.train(
-        ln_rnn(), X3, Y, steps=3, loss="xent", optimizer=nn.SGD(0.9, momentum=0.3),
+        ln_rnn(),
+        X3,
+        Y,
+        steps=3,
+        loss="xent",
+        optimizer=nn.SGD(0.9, momentum=0.3),
         batches=batches,
     )
     n = 48
@@ -180,8 +185,6 @@ def test_simulation_is_the_numpy_network_layernorm_reuse_xent():
     np.testing.assert_allclose(sim.outputs, outs, rtol=1e-9, atol=1e-11)
     q = sim.named("q")
     assert q.shape == (4, 3)
-
-
 
 
 def test_abcd_with_multipliers_is_the_numpy_network():
@@ -222,7 +225,7 @@ def test_limit_agrees_with_finite_widths():
 
 
 def test_muP_per_class_table():
-    """nn.muP() gives DESIGN's (TP5 Table 3) exponents per class: v = n^{-2b}(/d), s = n^{-c}."""
+    """nn.muP() gives TP5 Table 3's exponents per class: v = n^{-2b}(/d), s = n^{-c}."""
     P = nn.muP()
     C = nn.ParamClass
     expect = {  # class: (b, c, variance divided by d)
@@ -288,7 +291,9 @@ def test_mf_abc_on_a_model():
     a = nn.train(m, X, Y, steps=2, optimizer=nn.SGD(0.8), param=nn.MF()).limit()
     b = nn.train_sgd(nn.MLP(d_in=1, depth=1, nonlin="tanh", param=nn.MF()), X, Y, lr=0.8, steps=2)
     lb = b.limit()
-    np.testing.assert_allclose(a.outputs[..., 0], lb.outputs, atol=4 * (a.stderr[..., 0] + lb.stderr).max() + 1e-12)
+    np.testing.assert_allclose(
+        a.outputs[..., 0], lb.outputs, atol=4 * (a.stderr[..., 0] + lb.stderr).max() + 1e-12
+    )
     with pytest.raises(tp.ProgramValueError, match="no hidden"):
         nn.train(ln_rnn(), X3, [0, 1, 2], steps=1, loss="xent", param=nn.MF())
 
@@ -317,7 +322,10 @@ def _one_layer():
         ({"batches": [[0], [1]]}, "each of the 1 steps"),
         ({"steps": 0}, "steps must be an int"),
         ({"param": nn.abcd({"W_in": (0, 0, -1, 0)})}, "no exponents for parameter 'W_out'"),
-        ({"param": nn.abcd({"W_in": (0, 0, -1, 0), "W_out": (0, 1, 1, 0), "V": (0, 0, 0, 0)})}, "unknown parameters"),
+        (
+            {"param": nn.abcd({"W_in": (0, 0, -1, 0), "W_out": (0, 1, 1, 0), "V": (0, 0, 0, 0)})},
+            "unknown parameters",
+        ),
         ({"optimizer": "sgd"}, "optimizer must be nn.SGD"),
         ({"X": [[1.0, 2.0, 3.0]] * 3}, "length 2"),
     ],

@@ -80,7 +80,9 @@ def _number(x: Any, what: str, lo: float | None = None) -> float:
     f = float(x)
     if not math.isfinite(f) or (lo is not None and f < lo):
         raise ProgramValueError(
-            f"{what} must be a finite number" + (f" ≥ {lo}" if lo is not None else "") + f", got {x!r}"
+            f"{what} must be a finite number"
+            + (f" ≥ {lo}" if lo is not None else "")
+            + f", got {x!r}"
         )
     return f
 
@@ -102,7 +104,7 @@ def _shape(shape: Any, name: str) -> tuple:
         elif isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 1:
             out.append(int(s))
         else:
-            raise ProgramValueError(f"{what} entries must be \"n\" or positive ints; got {shape!r}")
+            raise ProgramValueError(f'{what} entries must be "n" or positive ints; got {shape!r}')
     ok = len(out) <= 2 and not (len(out) == 2 and WIDTH_DIM not in out)
     if not ok:
         raise ProgramValueError(f"{what} {shape!r} is not one of {valid}")

@@ -2,12 +2,12 @@ r"""Optimizers of :func:`tensorprog.nn.train`: typed records of an update rule.
 
 An optimizer is a small frozen record; :func:`tensorprog.nn.train` unrolls its update
 rule into the program. Each optimizer is its own class, so entrywise optimizers
-(``Adam``, ``SignSGD``: THEORY §7.1, the ``adam_c``/``adam_d`` columns of the presets'
+(``Adam``, ``SignSGD``: [TP4b §2.1], the ``adam_c``/``adam_d`` columns of the presets'
 tables in :mod:`tensorprog.nn.parametrization`) slot in later as new classes with their
 own rule; only :class:`SGD` exists today.
 
-SGD with momentum (DESIGN, "Training any model")
------------------------------------------------
+SGD with momentum (docs/training-any-model.md)
+----------------------------------------------
 With ``g_t`` the gradient of the loss at step ``t`` and ``μ`` the momentum,
 
 .. math::

@@ -26,7 +26,12 @@ This is exactly the finite network that ``tensorprog.nn`` trains (``docs/trainin
   [TP4 Prop 5.3], stability [TP4 Thm 3.3], nontriviality [TP4 Thm 3.4], the dynamical
   dichotomy [TP4 Thms 3.6, 3.8, Cor 3.9], the NNGP limit [TP4 Cor H.35] and maximality
   [TP4 Props 5.3, 5.5, Thm 5.6], returned as a :class:`Classification`;
-* :func:`scalings` — the per-layer width exponents used by the training compiler.
+* :func:`scalings` — the per-layer width exponents used by the training compiler;
+* for :func:`tensorprog.nn.train` (any model): :class:`ParamClass` (a parameter's class
+  by shape [TP5 App B]), the per-class tables :data:`MUP_TABLE`, :data:`SP_TABLE`,
+  :data:`NTK_TABLE` returned as :class:`PerClass` presets by ``muP()``, ``SP()``,
+  ``NTK()`` *without* a depth, per-parameter :func:`abcd`, and :class:`Scaling`, the
+  exponents one parameter gets.
 
 All exponents are stored and compared as :class:`fractions.Fraction`, so the equalities in
 the theorems (e.g. :math:`r=0`, :math:`2a_{L+1}+c=1`) are decided exactly.
@@ -35,6 +40,10 @@ References
 ----------
 [TP4] G. Yang and E. J. Hu, *Feature Learning in Infinite-Width Neural Networks*, ICML 2021,
 arXiv:2011.14522.
+[TP4b] G. Yang, E. Littwin, *Tensor Programs IVb: Adaptive Optimization in the
+Infinite-Width Limit*, arXiv:2308.01814, 2023.
+[TP5] G. Yang et al., *Tensor Programs V: Tuning Large Neural Networks via Zero-Shot
+Hyperparameter Transfer*, NeurIPS 2021, arXiv:2203.03466.
 """
 
 from __future__ import annotations
@@ -1119,7 +1128,7 @@ def scalings(param: ABC) -> tuple[LayerScaling, ...]:
 # --------------------------------------------------------------------------------------
 #
 # nn.train (tensorprog/nn/train.py) trains any nn.Model. Its parameters are classified by
-# shape [TP5 App B] (THEORY §5.1) and each class gets width exponents from a table; a
+# shape [TP5 App B] and each class gets width exponents from a table; a
 # parameter's exponents are one record, Scaling, whatever their source (a preset, an
 # nn.abcd mapping, or the layers of a TP4 ABC).
 
@@ -1179,7 +1188,7 @@ class ClassRule:
     fan_in_d : bool
         Divide the variance by the finite fan-in ``d`` (input weights in TP5's tables).
     adam_c, adam_d : Fraction or None
-        Adam/SignSGD (entrywise optimizers, THEORY §7.2): learning-rate factor
+        Adam/SignSGD (entrywise optimizers, [TP4b Def 2.2.1]): learning-rate factor
         ``n^{-adam_c}`` and ``ε_P = eps · n^{-adam_d}``; ``None`` where the preset does
         not tabulate them (data for the optimizers to come; SGD ignores them).
     """
@@ -1204,11 +1213,11 @@ _I, _H, _O, _V, _S = (
     ParamClass.SCALAR,
 )
 
-#: μP without multipliers [TP5 Table 3] (THEORY §5.2). SGD ``(v, s)``: input
+#: μP without multipliers [TP5 Table 3]. SGD ``(v, s)``: input
 #: ``(1/d, n)``, vector-like ``(1, n)``, output ``(1/n², 1/n)``, hidden ``(1/n, 1)``,
 #: scalar-like ``(1, 1)``. Adam/SignSGD learning-rate factors input 1, vector-like 1,
 #: output ``1/n``, hidden ``1/n``; ``ε_P = eps·n^{-d}`` with ``d = 1`` for input,
-#: vector-like and hidden, ``0`` for output (DESIGN, "Training any model").
+#: vector-like and hidden, ``0`` for output (ε scales like the gradient entries [TP4b §2.2]).
 MUP_TABLE: dict[ParamClass, ClassRule] = {
     _I: _rule(0, -1, True, (0, 1)),
     _V: _rule(0, -1, False, (0, 1)),
@@ -1246,7 +1255,7 @@ _TABLE_NAMES = {id(MUP_TABLE): "muP", id(SP_TABLE): "SP", id(NTK_TABLE): "NTK"}
 @dataclass(frozen=True)
 class Scaling:
     r"""The width exponents of one parameter of an :class:`~tensorprog.nn.Model`
-    (THEORY §7.2, abcd): the parameter is ``P = n^{-a} w``, ``w`` iid
+    ([TP4b Def 2.2.1], abcd): the parameter is ``P = n^{-a} w``, ``w`` iid
     ``N(init_mean, init_std² · var_factor · n^{-2b})``, SGD learning rate of ``w``
     ``lr · lr_mult · n^{-c}``, ``ε_P = eps · n^{-d}`` for entrywise optimizers.
 
@@ -1365,7 +1374,9 @@ def abcd(exponents: dict) -> PerParameter:
             raise ProgramValueError(
                 f"nn.abcd[{k!r}] must be four exponents (a, b, c, d), got {v!r}"
             )
-        out[k] = tuple(_to_fraction(x, f"nn.abcd[{k!r}][{j}] ({'abcd'[j]})") for j, x in enumerate(vals))
+        out[k] = tuple(
+            _to_fraction(x, f"nn.abcd[{k!r}][{j}] ({'abcd'[j]})") for j, x in enumerate(vals)
+        )
     return PerParameter(out)
 
 

@@ -8,8 +8,8 @@ the optimizer's updates — forward, backward and updates of every step in one
 ``run.simulate(n, seed)`` *is* the finite network below (to rounding) and
 ``run.limit()`` its infinite-width limit by the Master Theorem [TP4 App H.3], [TP4b §2].
 
-Deviations from DESIGN.md ("Training any model")
-------------------------------------------------
+Choices where this API departs from the plan of issue #15
+---------------------------------------------------------
 * ``nn.MF()`` keeps returning TP4's depth-1 :class:`~tensorprog.nn.ABC` (its existing
   users are unchanged); :func:`train` accepts an ABC and reads the per-class exponents
   off its layers (:func:`~tensorprog.nn.parametrization.abc_scaling`): ``nn.MF()`` is the
@@ -42,7 +42,7 @@ is; ``χ_{t,i,k} = ∂L_t/∂f_k(ξ_i)`` (a Scalar). Per class (``⟨a,b⟩ = a�
   ``P_0 = n^{1/2−s} M``; a use ``h = P_t x`` is
   ``n^{1/2−s} M x + Σ_{r<t} (−lr κ_{t−r} n^{-e}) Σ χ_{r,i,k} ⟨x_u, x⟩ dh_u`` over the
   uses ``u`` (input ``i``, output ``k``) of step ``r`` — only ``M`` enters MatMul, the
-  update is rank-B (THEORY §3.2), and ``tp.grad`` through the Moments ``⟨x_u, x⟩`` gives
+  update is rank-B ([TP4 §5.3, App H.3]), and ``tp.grad`` through the Moments ``⟨x_u, x⟩`` gives
   the ``ΔPᵀ`` corrections ``⟨dh_u, dh⟩ x_u``;
 * **input** ``("n", d)``: its ``d`` columns are initial vectors ``u_j``,
   ``P_t a = n^{-s} Σ_j a_j u_j + Σ_{r<t} (−lr κ_{t−r} n^{-(e+1)}) Σ χ (ξ_u·a) dh_u``;
@@ -68,6 +68,15 @@ A ``name=`` given inside the forward is recorded per step and input as
 ``lim.named(name)`` / ``lim.named_stderr(name)`` the limits of named scalars and
 ``sim.named(name)`` the values at width ``n`` (``(steps+1, B)`` for a scalar,
 ``(steps+1, B, n)`` for a vector).
+
+References
+----------
+[TP4] G. Yang, E. J. Hu, *Feature Learning in Infinite-Width Neural Networks*, ICML 2021,
+arXiv:2011.14522.
+[TP4b] G. Yang, E. Littwin, *Tensor Programs IVb: Adaptive Optimization in the
+Infinite-Width Limit*, arXiv:2308.01814, 2023.
+[TP5] G. Yang et al., *Tensor Programs V: Tuning Large Neural Networks via Zero-Shot
+Hyperparameter Transfer*, NeurIPS 2021, arXiv:2203.03466.
 """
 
 from __future__ import annotations
@@ -142,7 +151,6 @@ class _ScopedProgram(Program):
         return scoped
 
 
-
 # ---------------------------------------------------------------------------------------
 # Width powers
 
@@ -209,13 +217,14 @@ class _Param:
         elif cls is ParamClass.OUTPUT:
             self.u = [p.vector(f"{name}_{k}", mean=mean, var=std2) for k in range(spec.finite)]
             theta = b.power(
-                sc.s - 1, 1.0, self, "the output f = n^(1-s)·⟨u, x⟩",
+                sc.s - 1,
+                1.0,
+                self,
+                "the output f = n^(1-s)·⟨u, x⟩",
                 " (the initial output is a Gaussian-process fluctuation [TP4 App H.4.1]; "
                 "nn.train does not centre it)",
             )
-            self.value.append(
-                [u if theta is None else lincomb([(theta, u)]) for u in self.u]
-            )
+            self.value.append([u if theta is None else lincomb([(theta, u)]) for u in self.u])
         else:  # SCALAR: P_0 = n^{-a}·init_mean, its own initial scalar per entry
             diverges = mean != 0.0 and sc.a < 0
             if diverges:
@@ -255,7 +264,9 @@ class _Param:
         cls, sc = self.spec.cls, self.sc
         if cls is ParamClass.VECTOR:
             terms = self.step_terms(t, sc.e + 1)
-            self.value.append(lincomb([(None, self.value[-1])] + terms) if terms else self.value[-1])
+            self.value.append(
+                lincomb([(None, self.value[-1])] + terms) if terms else self.value[-1]
+            )
         elif cls is ParamClass.OUTPUT:
             rows = []
             for k, w in enumerate(self.value[-1]):
@@ -305,9 +316,7 @@ class _Param:
             )
         key = arr.tobytes()
         if key not in self._h0:
-            terms = [
-                (_prod(self.theta, b.const(v)), u) for v, u in zip(arr, self.u) if v != 0.0
-            ]
+            terms = [(_prod(self.theta, b.const(v)), u) for v, u in zip(arr, self.u) if v != 0.0]
             self._h0[key] = lincomb(terms) if terms else self.u[0] * 0.0
         terms = [(None, self._h0[key])]
         for r in range(t):
@@ -445,7 +454,12 @@ class _Builder:
         name: str,
     ) -> None:
         self.model, self.X, self.Y, self.T, self.loss_name, self.opt = (
-            model, X, Y, steps, loss, opt,
+            model,
+            X,
+            Y,
+            steps,
+            loss,
+            opt,
         )
         self.batches = batches
         self.p = _ScopedProgram(name)
@@ -455,9 +469,7 @@ class _Builder:
         self._inner: dict[tuple[int, int], Scalar] = {}
         self._fns: dict[tuple, Any] = {}
         self.uses: list[Any] = []
-        self.params = {
-            nm: _Param(self, spec, scalings[nm]) for nm, spec in model.params.items()
-        }
+        self.params = {nm: _Param(self, spec, scalings[nm]) for nm, spec in model.params.items()}
         B, T = X.shape[0], steps
         self.d_out: int | None = None
         self.f = np.empty((T + 1, B), dtype=object)
@@ -484,9 +496,7 @@ class _Builder:
                 self.backward(t, uses)
 
     # -- scalars ---------------------------------------------------------------------
-    def power(
-        self, expo: Fraction, factor: float, P: _Param, what: str, why: str = ""
-    ) -> Any:
+    def power(self, expo: Fraction, factor: float, P: _Param, what: str, why: str = "") -> Any:
         """The scalar ``factor·n^{-expo}`` (``None`` for 1), shared by all its uses; a
         diverging one (``expo < 0``) is recorded as a problem of ``P`` and written as
         ``factor / n^{expo}``, a scalar function of a vanishing initial scalar (so the
@@ -572,7 +582,9 @@ class _Builder:
                 )
             self.Y = Y.astype(int)
 
-    def scalar_fn(self, key: tuple, body: Any, args: list[Scalar], name: str | None = None) -> Scalar:
+    def scalar_fn(
+        self, key: tuple, body: Any, args: list[Scalar], name: str | None = None
+    ) -> Scalar:
         """``body(*args)`` as one scalar function; its Nonlinearity is traced by sympy
         once per ``key`` (loss and loss derivatives repeat at every step)."""
         fn = self._fns.get(key)
@@ -598,10 +610,13 @@ class _Builder:
             ys = tuple(int(Y[i]) for i in rows)
 
             def body(*a: Any) -> Any:
-                return sum(
-                    sympy.log(sum(sympy.exp(a[j * K + k] - a[j * K + y]) for k in range(K)))
-                    for j, y in enumerate(ys)
-                ) / m
+                return (
+                    sum(
+                        sympy.log(sum(sympy.exp(a[j * K + k] - a[j * K + y]) for k in range(K)))
+                        for j, y in enumerate(ys)
+                    )
+                    / m
+                )
 
             key = ("xent", K, ys)
         return self.scalar_fn(key, body, args, name=name)
