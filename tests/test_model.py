@@ -276,17 +276,22 @@ def test_sp_output_variance():
     assert abs(W.var() * 4096 - 1) < 5 * np.sqrt(2 / W.size)
 
 
-def test_mf_abc_on_a_model():
-    """nn.MF() (TP4's depth-1 ABC) on a model: the per-class exponents of its layers; the
-    same limit as nn.train_sgd's MF network; a hidden weight has no MF exponents."""
-    m = nn.Model("mf")
-    m.param("W_in", ("n", 1))
-    m.param("W_out", (1, "n"))
+def _one_layer(d=2, k=2, phi=tp.relu):
+    m = nn.Model("one")
+    m.param("W_in", ("n", d))
+    m.param("W_out", (k, "n"))
 
     @m.forward
     def f(p, xi):
-        return p.W_out @ tp.tanh(p.W_in @ xi)
+        return p.W_out @ phi(p.W_in @ xi)
 
+    return m
+
+
+def test_mf_abc_on_a_model():
+    """nn.MF() (TP4's depth-1 ABC) on a model: the per-class exponents of its layers; the
+    same limit as nn.train_sgd's MF network; a hidden weight has no MF exponents."""
+    m = _one_layer(d=1, k=1, phi=tp.tanh)
     X, Y = [[1.0]], [1.0]
     a = nn.train(m, X, Y, steps=2, optimizer=nn.SGD(0.8), param=nn.MF()).limit()
     b = nn.train_sgd(nn.MLP(d_in=1, depth=1, nonlin="tanh", param=nn.MF()), X, Y, lr=0.8, steps=2)
@@ -296,18 +301,6 @@ def test_mf_abc_on_a_model():
     )
     with pytest.raises(tp.ProgramValueError, match="no hidden"):
         nn.train(ln_rnn(), X3, [0, 1, 2], steps=1, loss="xent", param=nn.MF())
-
-
-def _one_layer():
-    m = nn.Model("one")
-    m.param("W_in", ("n", 2))
-    m.param("W_out", (2, "n"))
-
-    @m.forward
-    def f(p, xi):
-        return p.W_out @ tp.relu(p.W_in @ xi)
-
-    return m
 
 
 @pytest.mark.parametrize(

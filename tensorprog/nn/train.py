@@ -856,24 +856,18 @@ class TrainRun:
                 "nn.train: this run has no infinite-width limit: " + "; ".join(self.problems)
             )
         lim = self.program.limit(**kw)
+        handles = {"outputs": self.outputs, "loss": self.loss}
+        vals = {k: _values(h, lim.__getitem__) for k, h in handles.items()}
+        errs = {k: _values(h, lim.stderr) for k, h in handles.items()}
         return TrainLimit(
-            outputs=_values(self.outputs, lim.__getitem__),
-            stderr=_values(self.outputs, lim.stderr),
-            loss=_values(self.loss, lim.__getitem__),
-            loss_stderr=_values(self.loss, lim.stderr),
-            limit=lim,
-            run=self,
+            vals["outputs"], errs["outputs"], vals["loss"], errs["loss"], limit=lim, run=self
         )
 
     def simulate(self, n: int, seed: Any = 0, **kw: Any) -> TrainSimulation:
         """The same run at finite width ``n`` (keywords as :meth:`tensorprog.Program.simulate`)."""
         sim = self.program.simulate(n, seed=seed, **kw)
-        return TrainSimulation(
-            outputs=_values(self.outputs, sim.__getitem__),
-            loss=_values(self.loss, sim.__getitem__),
-            simulation=sim,
-            run=self,
-        )
+        out, loss = (_values(h, sim.__getitem__) for h in (self.outputs, self.loss))
+        return TrainSimulation(out, loss, simulation=sim, run=self)
 
 
 # ---------------------------------------------------------------------------------------
