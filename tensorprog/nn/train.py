@@ -405,6 +405,8 @@ class _View:
         object.__setattr__(self, "_t", t)
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):  # copy, pickle, IPython probe these
+            raise AttributeError(name)
         b, t = self._b, self._t
         if name not in b.params:
             raise ProgramValueError(
