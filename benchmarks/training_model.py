@@ -57,6 +57,14 @@ def size(program: tp.Program) -> dict:
     }
 
 
+def requests(program: tp.Program) -> int:
+    """The number of expectations the limit evaluates (the plan's requests)."""
+    from tensorprog.engine.derivation import Derivation
+    from tensorprog.engine.plan import Plan
+
+    return len(Plan(Derivation(program), symbolic=False).requests)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=5)
@@ -82,6 +90,7 @@ def main() -> None:
     z = np.abs(a.outputs - b.outputs[..., 0])[se > 0] / se[se > 0]  # t = 0: both exactly 0
     res = {
         "size": {"train_sgd": size(sgd.program), "nn.train": size(run.program)},
+        "limit_requests": {"train_sgd": requests(sgd.program), "nn.train": requests(run.program)},
         "build_s": {"train_sgd": t_build_sgd, "nn.train": t_build_model},
         "limit_s": times,
         "limit_median_s": {k: float(np.median(v)) for k, v in times.items()},
