@@ -380,3 +380,25 @@ def test_named_scalars_and_reproducibility():
         lim.named("h")
     with pytest.raises(tp.ProgramValueError, match="no parameter"):
         s1.param("V")
+
+
+def test_same_network_as_train_sgd():
+    """The MLP of nn.train_sgd (μP, L = 2, relu), written as an nn.Model with nn.abcd
+    giving its exponents (a+b, c+2a per layer), is the same finite network: from the same
+    seed the simulations agree to rounding (train_sgd is checked against its own numpy
+    network in tests/test_training.py)."""
+    m = nn.Model("mlp2")
+    m.param("W_in", ("n", 2))
+    m.param("W_2", ("n", "n"))
+    m.param("W_out", (1, "n"))
+
+    @m.forward
+    def f(p, xi):
+        return p.W_out @ tp.relu(p.W_2 @ tp.relu(p.W_in @ xi))
+
+    Y = np.array([0.5, -0.3, 0.8])
+    param = nn.abcd({"W_in": (0, 0, -1, 0), "W_2": (0, "1/2", 0, 0), "W_out": (0, 1, 1, 0)})
+    run = nn.train(m, X3, Y, steps=3, optimizer=nn.SGD(0.8), param=param)
+    ref = nn.train_sgd(nn.MLP(d_in=2, depth=2, nonlin="relu", param=nn.muP(2)), X3, Y, 0.8, 3)
+    a, b = run.simulate(64, seed=4), ref.simulate(64, seed=4)
+    np.testing.assert_allclose(a.outputs[..., 0], b.outputs, rtol=1e-12, atol=1e-13)
