@@ -402,3 +402,44 @@ def test_same_network_as_train_sgd():
     ref = nn.train_sgd(nn.MLP(d_in=2, depth=2, nonlin="relu", param=nn.muP(2)), X3, Y, 0.8, 3)
     a, b = run.simulate(64, seed=4), ref.simulate(64, seed=4)
     np.testing.assert_allclose(a.outputs[..., 0], b.outputs, rtol=1e-12, atol=1e-13)
+
+
+def test_transposed_use_of_a_hidden_weight():
+    """A hidden weight used as W and as Wᵀ (tied): ∂L/∂W collects both uses (the Wᵀ use
+    contributes ``a dzᵀ``); simulate(n) equals the numpy network from the same draws."""
+    m = nn.Model("tied")
+    m.param("W_in", ("n", 2), init_std=np.sqrt(2))
+    m.param("W", ("n", "n"))
+    m.param("W_out", (1, "n"))
+
+    @m.forward
+    def f(p, xi):
+        a = tp.tanh(p.W @ (p.W_in @ xi))
+        return p.W_out @ tp.tanh(p.W.T @ a)
+
+    Y = np.array([0.5, -0.3, 0.8])
+    run = nn.train(m, X3, Y, steps=3, optimizer=nn.SGD(0.6))
+    n = 40
+    sim = run.simulate(n, seed=2)
+    P = {k: sim.param(k) for k in ("W_in", "W", "W_out")}
+    lrs = {"W_in": 0.6 * n, "W": 0.6, "W_out": 0.6 / n}
+    outs = []
+    for _ in range(4):
+        G = {k: np.zeros_like(v) for k, v in P.items()}
+        F = np.zeros(3)
+        for i, xi in enumerate(X3):
+            h = P["W_in"] @ xi
+            a = np.tanh(P["W"] @ h)
+            bb = np.tanh(P["W"].T @ a)
+            F[i] = P["W_out"][0] @ bb
+            df = (F[i] - Y[i]) / 3
+            G["W_out"][0] += df * bb
+            dz = df * P["W_out"][0] * (1 - bb**2)
+            G["W"] += np.outer(a, dz)  # the Wᵀ use
+            dha = (P["W"] @ dz) * (1 - a**2)
+            G["W"] += np.outer(dha, h)
+            G["W_in"] += np.outer(P["W"].T @ dha, xi)
+        outs.append(F)
+        for k in P:
+            P[k] = P[k] - lrs[k] * G[k]
+    np.testing.assert_allclose(sim.outputs[..., 0], np.array(outs), rtol=1e-9, atol=1e-11)

@@ -6,7 +6,8 @@ A model declares its parameters with shapes over the width ``"n"`` and finite di
 and training input, with a *parameter view* ``p`` whose attributes are the parameters
 at that step:
 
-* ``p.W @ v`` for a hidden weight ``("n", "n")`` and a vector ``v``;
+* ``p.W @ v`` for a hidden weight ``("n", "n")`` and a vector ``v`` (``p.W.T @ v``: its
+  transpose, e.g. for tied weights);
 * ``p.W_in @ xi`` for an input weight ``("n", d)`` and a numeric vector ``xi`` of length
   ``d`` (a row of the finite input, or part of it);
 * ``p.W_out @ v`` for an output weight ``(k, "n")``: ``k`` Scalars (a Scalar if ``k = 1``);

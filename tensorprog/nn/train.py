@@ -281,23 +281,30 @@ class _Param:
             self.value.append(vals)
 
     # -- uses (called by the parameter view) -----------------------------------------
-    def hidden(self, t: int, x: Any) -> Vector:
+    def hidden(self, t: int, x: Any, transpose: bool = False) -> Vector:
+        """``P_t x`` (``P_tᵀ x`` if ``transpose``). Each gradient term of step ``r`` is
+        a rank-one ``(1/n)·left·rightᵀ`` stored as ``(χ, right, left)``: a use ``h = P z``
+        gives ``left = dh, right = z``, a use ``h = Pᵀ z`` gives ``left = z, right = dh``;
+        so ``P_t x ∋ c χ ⟨right, x⟩ left`` and ``P_tᵀ x ∋ c χ ⟨left, x⟩ right``."""
         b = self.b
         if not isinstance(x, Vector) or x.program is not b.p:
+            op = ".T @" if transpose else " @"
             raise ProgramTypeError(
-                f"p.{self.spec.name} @ x: x must be a vector of the model's program (a Vector "
-                f"computed in the forward), got {type(x).__name__}"
+                f"p.{self.spec.name}{op} x: x must be a vector of the model's program (a "
+                f"Vector computed in the forward), got {type(x).__name__}"
             )
-        y = self.M.matmul(x)
+        y = (self.M.T if transpose else self.M).matmul(x)
         terms = [(self.theta, y)]
         for r in range(t):
             c = self.coef(self.sc.e, b.opt.kappa(t - r))
             if c == 0.0:
                 continue
-            for g, xu, dh in self.grads[r]:
-                terms.append((_prod(c, g, b.inner(xu, x)), dh))
+            for g, right, left in self.grads[r]:
+                if transpose:
+                    right, left = left, right
+                terms.append((_prod(c, g, b.inner(right, x)), left))
         h = y if len(terms) == 1 and self.theta is None else lincomb(terms)
-        b.uses.append(("hidden", self, x, h))
+        b.uses.append(("hidden_T" if transpose else "hidden", self, x, h))
         return h
 
     def input(self, t: int, a: Any) -> Vector:
@@ -374,13 +381,21 @@ class _HiddenUse:
 
     @property
     def T(self) -> Any:
-        raise ProgramTypeError(
-            f"p.{self.param.spec.name}.T: transposed uses of a hidden weight are not "
-            f"supported by nn.train yet"
-        )
+        if self.param.spec.cls is not ParamClass.HIDDEN:
+            raise ProgramTypeError(
+                f"p.{self.param.spec.name}.T: only hidden weights have a transposed use in nn.train"
+            )
+        return _TransposedUse(self.param, self.t)
 
     def __repr__(self) -> str:
         return f"<{self.param.spec.name} at step {self.t}: hidden weights; use p.W @ vector>"
+
+
+class _TransposedUse(_HiddenUse):
+    __slots__ = ()
+
+    def __matmul__(self, x: Any) -> Vector:
+        return self.param.hidden(self.t, x, transpose=True)
 
 
 class _InputUse(_HiddenUse):
@@ -669,6 +684,8 @@ class _Builder:
                     g = gmap[h.var.id]
                     if kind in ("hidden", "input"):
                         grads[id(P)].append((c, arg, g))
+                    elif kind == "hidden_T":
+                        grads[id(P)].append((c, g, arg))
                     elif kind == "vector":
                         grads[id(P)].append((c, None, g))
                     elif kind == "output":
