@@ -316,6 +316,8 @@ class _Param:
                 f"p.{spec.name} @ xi: xi must be a numeric vector of length {spec.finite} (a "
                 f"row of the finite input), got {a!r}"
             ) from None
+        if arr.shape == () and spec.finite == 1:
+            arr = arr.reshape(1)
         if arr.shape != (spec.finite,) or not np.all(np.isfinite(arr)):
             raise ProgramValueError(
                 f"p.{spec.name} @ xi: xi must be a finite numeric vector of length "
