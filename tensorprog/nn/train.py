@@ -205,11 +205,10 @@ class _Param:
         if cls is ParamClass.HIDDEN:
             self.M = p.matrix(name, var=std2)
             self.theta = b.power(sc.s - _HALF, 1.0, self, "initial value n^(1/2-s)·M")
-            self._h0: dict[Any, Any] = {}
         elif cls is ParamClass.INPUT:
             self.u = [p.vector(f"{name}_{j}", mean=mean, var=std2) for j in range(spec.finite)]
             self.theta = b.power(sc.s, 1.0, self, "initial columns n^(-s)·u")
-            self._h0 = {}
+            self._h0: dict[bytes, Vector] = {}  # P_0 ξ per distinct ξ
         elif cls is ParamClass.VECTOR:
             self.u = [p.vector(name, mean=mean, var=std2)]
             theta = b.power(sc.s, 1.0, self, "initial value n^(-s)·u")
@@ -472,15 +471,8 @@ class _Builder:
         batches: list[np.ndarray],
         name: str,
     ) -> None:
-        self.model, self.X, self.Y, self.T, self.loss_name, self.opt = (
-            model,
-            X,
-            Y,
-            steps,
-            loss,
-            opt,
-        )
-        self.batches = batches
+        self.model, self.X, self.Y, self.T = model, X, Y, steps
+        self.loss_name, self.opt, self.batches = loss, opt, batches
         self.p = _ScopedProgram(name)
         self.problems: list[_Problem] = []
         self._powers: dict[tuple[Fraction, float], Any] = {}
