@@ -374,6 +374,11 @@ def test_named_scalars_and_reproducibility():
     lim = run.limit(seed=0, samples=20_000)
     q, qe = lim.named("q"), lim.named_stderr("q")
     assert q.shape == qe.shape == (2, 3) and np.all(q > 0) and np.all(qe >= 0)
+    assert lim.method.shape == (2, 3, 2) and set(lim.method.flat) <= {
+        "exact",
+        "quadrature",
+        "montecarlo",
+    }
     with pytest.raises(tp.ProgramValueError, match="is a vector"):
         lim.named("x")
     with pytest.raises(tp.ProgramValueError, match="named no quantity"):

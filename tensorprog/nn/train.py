@@ -728,6 +728,15 @@ class TrainLimit:
         """Their standard errors: shape (steps+1, B)."""
         return _values(self.run._named_scalars(name), self.limit.stderr)
 
+    @property
+    def method(self) -> np.ndarray:
+        """How each output was obtained (``"exact" | "quadrature" | "montecarlo"``),
+        shape (steps+1, B, d_out)."""
+        out = np.empty(self.run.outputs.shape, dtype=object)
+        for idx, h in np.ndenumerate(self.run.outputs):
+            out[idx] = self.limit.method(h)
+        return out
+
 
 @dataclass
 class TrainSimulation:
