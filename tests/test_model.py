@@ -387,22 +387,24 @@ def test_named_scalars_and_reproducibility():
         s1.param("V")
 
 
+def _three_layer(name, in_std, forward):
+    """Input weights (d = 2, init_std ``in_std``), a hidden weight W, one output."""
+    m = nn.Model(name)
+    m.param("W_in", ("n", 2), init_std=in_std)
+    m.param("W", ("n", "n"))
+    m.param("W_out", (1, "n"))
+    m.forward(forward)
+    return m
+
+
 def test_same_network_as_train_sgd():
     """The MLP of nn.train_sgd (μP, L = 2, relu), written as an nn.Model with nn.abcd
     giving its exponents (a+b, c+2a per layer), is the same finite network: from the same
     seed the simulations agree to rounding (train_sgd is checked against its own numpy
     network in tests/test_training.py)."""
-    m = nn.Model("mlp2")
-    m.param("W_in", ("n", 2))
-    m.param("W_2", ("n", "n"))
-    m.param("W_out", (1, "n"))
-
-    @m.forward
-    def f(p, xi):
-        return p.W_out @ tp.relu(p.W_2 @ tp.relu(p.W_in @ xi))
-
+    m = _three_layer("mlp2", 1.0, lambda p, xi: p.W_out @ tp.relu(p.W @ tp.relu(p.W_in @ xi)))
     Y = np.array([0.5, -0.3, 0.8])
-    param = nn.abcd({"W_in": (0, 0, -1, 0), "W_2": (0, "1/2", 0, 0), "W_out": (0, 1, 1, 0)})
+    param = nn.abcd({"W_in": (0, 0, -1, 0), "W": (0, "1/2", 0, 0), "W_out": (0, 1, 1, 0)})
     run = nn.train(m, X3, Y, steps=3, optimizer=nn.SGD(0.8), param=param)
     ref = nn.train_sgd(nn.MLP(d_in=2, depth=2, nonlin="relu", param=nn.muP(2)), X3, Y, 0.8, 3)
     a, b = run.simulate(64, seed=4), ref.simulate(64, seed=4)
@@ -412,15 +414,9 @@ def test_same_network_as_train_sgd():
 def test_transposed_use_of_a_hidden_weight():
     """A hidden weight used as W and as Wᵀ (tied): ∂L/∂W collects both uses (the Wᵀ use
     contributes ``a dzᵀ``); simulate(n) equals the numpy network from the same draws."""
-    m = nn.Model("tied")
-    m.param("W_in", ("n", 2), init_std=np.sqrt(2))
-    m.param("W", ("n", "n"))
-    m.param("W_out", (1, "n"))
-
-    @m.forward
-    def f(p, xi):
-        a = tp.tanh(p.W @ (p.W_in @ xi))
-        return p.W_out @ tp.tanh(p.W.T @ a)
+    m = _three_layer(
+        "tied", np.sqrt(2), lambda p, xi: p.W_out @ tp.tanh(p.W.T @ tp.tanh(p.W @ (p.W_in @ xi)))
+    )
 
     Y = np.array([0.5, -0.3, 0.8])
     run = nn.train(m, X3, Y, steps=3, optimizer=nn.SGD(0.6))

@@ -89,19 +89,9 @@ from typing import Any
 import numpy as np
 import sympy
 
-from .. import (
-    Program,
-    ProgramTypeError,
-    ProgramValueError,
-    Scalar,
-    Vector,
-    grad,
-    inner,
-    lincomb,
-    nonlin,
-    scalar_lincomb,
-)
+from .. import Program, Scalar, Vector, grad, inner, lincomb, nonlin, scalar_lincomb
 from .. import n as WIDTH
+from ..errors import ProgramTypeError, ProgramValueError
 from .model import Model, ParamSpec
 from .optim import SGD, Optimizer
 from .parametrization import (
