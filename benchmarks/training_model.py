@@ -7,7 +7,9 @@ B = 3, 8 SGD steps, lr = 1) written as an ``nn.Model`` under ``nn.muP()`` (TP4's
 columns have variance σ² = 1; TP5 Table 3's input variance is ``init_std²/d``, so
 ``init_std = √d``). In one process: program sizes; the default Monte Carlo limit's wall
 time, alternating the two runs, medians over ``--repeats`` seeds (after one untimed call
-each); and the two limits' agreement in units of their combined standard error.
+each), wall and CPU time (the machine may be shared: CPU time of this process is the
+steadier measure); and the two limits' agreement in units of their combined standard
+error.
 
 Writes ``benchmarks/results/training_model.json``.
 """
@@ -78,12 +80,14 @@ def main() -> None:
     sgd.limit(seed=100)  # warm (sympy compilation)
     run.limit(seed=100)
     times: dict[str, list[float]] = {"train_sgd": [], "nn.train": []}
+    cpu: dict[str, list[float]] = {"train_sgd": [], "nn.train": []}
     lims = {}
     for seed in range(args.repeats):
         for key, r in (("train_sgd", sgd), ("nn.train", run)):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             lim = r.limit(seed=seed)
             times[key].append(time.perf_counter() - t0)
+            cpu[key].append(time.process_time() - c0)
             lims[key] = lim
     a, b = lims["train_sgd"], lims["nn.train"]
     se = np.sqrt(a.stderr**2 + b.stderr[..., 0] ** 2)
@@ -95,6 +99,8 @@ def main() -> None:
         "limit_s": times,
         "limit_median_s": {k: float(np.median(v)) for k, v in times.items()},
         "ratio_median": float(np.median(times["nn.train"]) / np.median(times["train_sgd"])),
+        "limit_cpu_median_s": {k: float(np.median(v)) for k, v in cpu.items()},
+        "cpu_ratio_median": float(np.median(cpu["nn.train"]) / np.median(cpu["train_sgd"])),
         "max_abs_z": float(z.max()),
     }
     OUT.mkdir(exist_ok=True)
