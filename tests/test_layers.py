@@ -84,8 +84,9 @@ LAYERS: list[tuple[str, list[tuple[str, ...]]]] = [
         "nn",
         [
             ("nn.parametrization",),
-            ("nn.mlp", "nn.norms"),
+            ("nn.mlp", "nn.model", "nn.optim", "nn.norms"),
             ("nn.training", "nn.kernels"),
+            ("nn.train",),
             ("nn",),
         ],
     ),

@@ -1,4 +1,5 @@
-"""Neural networks built on the public DSL: parametrizations, NNGP/NTK kernels, MLP training."""
+"""Neural networks built on the public DSL: parametrizations, NNGP/NTK kernels, MLP training,
+and the training compiler of any model (``nn.Model``, ``nn.train``)."""
 
 from .parametrization import (
     ABC,
@@ -44,3 +45,29 @@ __all__ += ["kernels", "kernel_program", "KernelResult"]
 from .norms import layernorm, rmsnorm  # noqa: E402
 
 __all__ += ["layernorm", "rmsnorm"]
+
+from .parametrization import (  # noqa: E402
+    ClassRule,
+    ParamClass,
+    PerClass,
+    PerParameter,
+    Scaling,
+    abcd,
+)
+
+__all__ += ["ParamClass", "ClassRule", "Scaling", "PerClass", "PerParameter", "abcd"]
+
+from .model import Model, ParamSpec  # noqa: E402
+from .optim import SGD, Optimizer  # noqa: E402
+from .train import TrainLimit, TrainRun, TrainSimulation, train  # noqa: E402
+
+__all__ += [
+    "Model",
+    "ParamSpec",
+    "SGD",
+    "Optimizer",
+    "train",
+    "TrainRun",
+    "TrainLimit",
+    "TrainSimulation",
+]

@@ -26,7 +26,12 @@ This is exactly the finite network that ``tensorprog.nn`` trains (``docs/trainin
   [TP4 Prop 5.3], stability [TP4 Thm 3.3], nontriviality [TP4 Thm 3.4], the dynamical
   dichotomy [TP4 Thms 3.6, 3.8, Cor 3.9], the NNGP limit [TP4 Cor H.35] and maximality
   [TP4 Props 5.3, 5.5, Thm 5.6], returned as a :class:`Classification`;
-* :func:`scalings` — the per-layer width exponents used by the training compiler.
+* :func:`scalings` — the per-layer width exponents used by the training compiler;
+* for :func:`tensorprog.nn.train` (any model): :class:`ParamClass` (a parameter's class
+  by shape [TP5 App B]), the per-class tables :data:`MUP_TABLE`, :data:`SP_TABLE`,
+  :data:`NTK_TABLE` returned as :class:`PerClass` presets by ``muP()``, ``SP()``,
+  ``NTK()`` *without* a depth, per-parameter :func:`abcd`, and :class:`Scaling`, the
+  exponents one parameter gets.
 
 All exponents are stored and compared as :class:`fractions.Fraction`, so the equalities in
 the theorems (e.g. :math:`r=0`, :math:`2a_{L+1}+c=1`) are decided exactly.
@@ -35,6 +40,10 @@ References
 ----------
 [TP4] G. Yang and E. J. Hu, *Feature Learning in Infinite-Width Neural Networks*, ICML 2021,
 arXiv:2011.14522.
+[TP4b] G. Yang, E. Littwin, *Tensor Programs IVb: Adaptive Optimization in the
+Infinite-Width Limit*, arXiv:2308.01814, 2023.
+[TP5] G. Yang et al., *Tensor Programs V: Tuning Large Neural Networks via Zero-Shot
+Hyperparameter Transfer*, NeurIPS 2021, arXiv:2203.03466.
 """
 
 from __future__ import annotations
@@ -43,6 +52,7 @@ import math
 import numbers
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from fractions import Fraction
 
 import numpy as np
@@ -60,6 +70,15 @@ __all__ = [
     "MF",
     "classify",
     "scalings",
+    "ParamClass",
+    "ClassRule",
+    "Scaling",
+    "PerClass",
+    "PerParameter",
+    "abcd",
+    "MUP_TABLE",
+    "SP_TABLE",
+    "NTK_TABLE",
 ]
 
 #: Anything accepted where an exponent is expected.
@@ -413,8 +432,14 @@ def abc(
     return ABC(a=a, b=b, c=c, name=name, init_std=init_std)  # type: ignore[arg-type]
 
 
-def muP(depth: int, *, init_std: float | Sequence[float] | None = None) -> ABC:
+def muP(
+    depth: int | None = None, *, init_std: float | Sequence[float] | None = None
+) -> ABC | PerClass:
     r"""The maximal-update parametrization μP for SGD [TP4 §5, Def 5.1].
+
+    ``muP()`` without a depth is the per-class preset of :func:`tensorprog.nn.train`
+    (TP5 Table 3, :data:`MUP_TABLE`); ``muP(depth)`` is TP4's abc-parametrization of an
+    :class:`~tensorprog.nn.MLP`, described here.
 
     :math:`a_1=-\tfrac12`, :math:`a_2=\dots=a_L=0`, :math:`a_{L+1}=\tfrac12`;
     :math:`b_l=\tfrac12` for all :math:`l`; :math:`c=0` [TP4 Table 1] (docs/concepts/parametrizations.md). It is the unique
@@ -432,19 +457,27 @@ def muP(depth: int, *, init_std: float | Sequence[float] | None = None) -> ABC:
     --------
     >>> muP(2)
     ABC(name='muP', a=(-1/2, 0, 1/2), b=(1/2, 1/2, 1/2), c=0)
+    >>> muP()
+    PerClass('muP')
     """
+    if depth is None:
+        return _per_class(MUP_TABLE, init_std)
     L = _check_depth(depth)
     a = (Fraction(-1, 2),) + (Fraction(0),) * (L - 1) + (_HALF,)
     return ABC(a=a, b=(_HALF,) * (L + 1), c=Fraction(0), name="muP", init_std=init_std)
 
 
 def SP(
-    depth: int,
+    depth: int | None = None,
     c: ExponentLike = 0,
     *,
     init_std: float | Sequence[float] | None = None,
-) -> ABC:
+) -> ABC | PerClass:
     r"""Standard parametrization (PyTorch default) with learning rate :math:`\eta n^{-c}`.
+
+    ``SP()`` without a depth is the per-class preset of :func:`tensorprog.nn.train`
+    (:data:`SP_TABLE`; ``c`` must then be 0); ``SP(depth, c)`` is TP4's
+    abc-parametrization of an :class:`~tensorprog.nn.MLP`, described here.
 
     :math:`a_l=0` for all :math:`l`; :math:`b_1=0`, :math:`b_l=\tfrac12` for
     :math:`l\ge2` [TP4 Table 1]. With :math:`c=0` it is unstable (:math:`r=-1` for
@@ -467,13 +500,27 @@ def SP(
     >>> classify(SP(2)).regime, classify(SP(2, c=1)).regime
     ('unstable', 'kernel')
     """
+    if depth is None:
+        if _to_fraction(c, "SP: c") != 0:
+            raise ProgramValueError(
+                f"nn.SP(c={c!r}) without a depth: the per-class preset of nn.train has the "
+                f"learning rates of TP5 Table 3 (c = 0); use nn.abcd for other exponents, "
+                f"or nn.SP(depth, c) for an nn.MLP"
+            )
+        return _per_class(SP_TABLE, init_std)
     L = _check_depth(depth)
     b = (Fraction(0),) + (_HALF,) * L
     return ABC(a=(Fraction(0),) * (L + 1), b=b, c=c, name="SP", init_std=init_std)  # type: ignore[arg-type]
 
 
-def NTK(depth: int, *, init_std: float | Sequence[float] | None = None) -> ABC:
+def NTK(
+    depth: int | None = None, *, init_std: float | Sequence[float] | None = None
+) -> ABC | PerClass:
     r"""The neural tangent parametrization NTP [TP4 Table 1].
+
+    ``NTK()`` without a depth is the per-class preset of :func:`tensorprog.nn.train`
+    (:data:`NTK_TABLE`); ``NTK(depth)`` is TP4's abc-parametrization of an
+    :class:`~tensorprog.nn.MLP`, described here.
 
     :math:`a_1=0`, :math:`a_l=\tfrac12` for :math:`l\ge2`; :math:`b_l=0`; :math:`c=0`.
     It is in the kernel regime with :math:`r=\tfrac12` and equals
@@ -493,6 +540,8 @@ def NTK(depth: int, *, init_std: float | Sequence[float] | None = None) -> ABC:
     >>> classify(NTK(2)).r
     Fraction(1, 2)
     """
+    if depth is None:
+        return _per_class(NTK_TABLE, init_std)
     L = _check_depth(depth)
     a = (Fraction(0),) + (_HALF,) * L
     return ABC(a=a, b=(Fraction(0),) * (L + 1), c=Fraction(0), name="NTK", init_std=init_std)
@@ -1072,3 +1121,297 @@ def scalings(param: ABC) -> tuple[LayerScaling, ...]:
             )
         )
     return tuple(out)
+
+
+# --------------------------------------------------------------------------------------
+# Per-class presets and per-parameter abcd for nn.train (any model)
+# --------------------------------------------------------------------------------------
+#
+# nn.train (tensorprog/nn/train.py) trains any nn.Model. Its parameters are classified by
+# shape [TP5 App B] and each class gets width exponents from a table; a
+# parameter's exponents are one record, Scaling, whatever their source (a preset, an
+# nn.abcd mapping, or the layers of a TP4 ABC).
+
+
+class ParamClass(Enum):
+    r"""The class of a parameter, decided by its shape [TP5 App B].
+
+    ``"n"`` is the width (an infinite dimension), an int a finite one:
+
+    ========== ============== ===============================================
+    class      shape          examples
+    ========== ============== ===============================================
+    INPUT      ``("n", d)``   input weights (finite → infinite)
+    HIDDEN     ``("n", "n")`` hidden weights (matrix-like)
+    OUTPUT     ``(k, "n")``   output weights, ``k`` logits (infinite → finite)
+    VECTOR     ``("n",)``     biases, LayerNorm gains (vector-like)
+    SCALAR     ``()``, ``(k,)`` no infinite dimension (an output bias, a scale)
+    ========== ============== ===============================================
+    """
+
+    INPUT = "input weights"
+    HIDDEN = "hidden weights"
+    OUTPUT = "output weights"
+    VECTOR = "vector-like"
+    SCALAR = "scalar-like"
+
+
+#: The width dimension in a parameter's shape.
+WIDTH_DIM = "n"
+
+
+def param_class(shape: tuple) -> ParamClass:
+    """The :class:`ParamClass` of a validated shape (see :meth:`nn.Model.param`)."""
+    inf = tuple(s == WIDTH_DIM for s in shape)
+    table = {
+        (True, False): ParamClass.INPUT,
+        (True, True): ParamClass.HIDDEN,
+        (False, True): ParamClass.OUTPUT,
+        (True,): ParamClass.VECTOR,
+    }
+    return table.get(inf, ParamClass.SCALAR)
+
+
+@dataclass(frozen=True)
+class ClassRule:
+    r"""One row of a per-class table: the exponents of one parameter class.
+
+    The parameter ``P`` (no multiplier, ``a = 0``) has entries iid
+    ``N(init_mean, init_std² · v)`` with ``v = n^{-2b}`` (times ``1/d`` when
+    ``fan_in_d``: the fan-in ``d`` of input weights), and SGD learning rate
+    ``lr · lr_mult · s`` with ``s = n^{-c}``.
+
+    Attributes
+    ----------
+    b, c : Fraction
+        SGD exponents: ``v = n^{-2b}`` (``/d``), ``s = n^{-c}``.
+    fan_in_d : bool
+        Divide the variance by the finite fan-in ``d`` (input weights in TP5's tables).
+    adam_c, adam_d : Fraction or None
+        Adam/SignSGD (entrywise optimizers, [TP4b Def 2.2.1]): learning-rate factor
+        ``n^{-adam_c}`` and ``ε_P = eps · n^{-adam_d}``; ``None`` where the preset does
+        not tabulate them (data for the optimizers to come; SGD ignores them).
+    """
+
+    b: Fraction
+    c: Fraction
+    fan_in_d: bool = False
+    adam_c: Fraction | None = None
+    adam_d: Fraction | None = None
+
+
+def _rule(b: object, c: object, fan_in_d: bool = False, adam: tuple | None = None) -> ClassRule:
+    ac, ad = (None, None) if adam is None else (Fraction(adam[0]), Fraction(adam[1]))
+    return ClassRule(Fraction(b), Fraction(c), fan_in_d, ac, ad)
+
+
+_I, _H, _O, _V, _S = (
+    ParamClass.INPUT,
+    ParamClass.HIDDEN,
+    ParamClass.OUTPUT,
+    ParamClass.VECTOR,
+    ParamClass.SCALAR,
+)
+
+#: μP without multipliers [TP5 Table 3]. SGD ``(v, s)``: input
+#: ``(1/d, n)``, vector-like ``(1, n)``, output ``(1/n², 1/n)``, hidden ``(1/n, 1)``,
+#: scalar-like ``(1, 1)``. Adam/SignSGD learning-rate factors input 1, vector-like 1,
+#: output ``1/n``, hidden ``1/n``; ``ε_P = eps·n^{-d}`` with ``d = 1`` for input,
+#: vector-like and hidden, ``0`` for output (ε scales like the gradient entries [TP4b §2.2]).
+MUP_TABLE: dict[ParamClass, ClassRule] = {
+    _I: _rule(0, -1, True, (0, 1)),
+    _V: _rule(0, -1, False, (0, 1)),
+    _O: _rule(1, 1, False, (1, 0)),
+    _H: _rule(Fraction(1, 2), 0, False, (1, 1)),
+    _S: _rule(0, 0, False, (0, 0)),
+}
+
+#: Standard parametrization [TP5 Table 3, values in parentheses]: SGD ``(v, s)``: input
+#: ``(1/d, 1)``, vector-like ``(1, 1)``, output ``(1/n, 1)``, hidden ``(1/n, 1)``,
+#: scalar-like ``(1, 1)``; Adam learning rate 1 and ``ε`` constant for every class.
+SP_TABLE: dict[ParamClass, ClassRule] = {
+    _I: _rule(0, 0, True, (0, 0)),
+    _V: _rule(0, 0, False, (0, 0)),
+    _O: _rule(Fraction(1, 2), 0, False, (0, 0)),
+    _H: _rule(Fraction(1, 2), 0, False, (0, 0)),
+    _S: _rule(0, 0, False, (0, 0)),
+}
+
+#: Neural tangent parametrization [TP4 Table 1] written without multipliers: a weight
+#: ``n^{-1/2} w`` (``w`` iid ``N(0,1)``, learning rate ``η``) is ``P`` with ``v = 1/n`` and
+#: ``s = 1/n``. SGD ``(v, s)``: input ``(1/d, 1)``, vector-like ``(1, 1)``, output
+#: ``(1/n, 1/n)``, hidden ``(1/n, 1/n)``, scalar-like ``(1, 1)``. Adam: not tabulated.
+NTK_TABLE: dict[ParamClass, ClassRule] = {
+    _I: _rule(0, 0, True),
+    _V: _rule(0, 0),
+    _O: _rule(Fraction(1, 2), 1),
+    _H: _rule(Fraction(1, 2), 1),
+    _S: _rule(0, 0),
+}
+
+_TABLE_NAMES = {id(MUP_TABLE): "muP", id(SP_TABLE): "SP", id(NTK_TABLE): "NTK"}
+
+
+@dataclass(frozen=True)
+class Scaling:
+    r"""The width exponents of one parameter of an :class:`~tensorprog.nn.Model`
+    ([TP4b Def 2.2.1], abcd): the parameter is ``P = n^{-a} w``, ``w`` iid
+    ``N(init_mean, init_std² · var_factor · n^{-2b})``, SGD learning rate of ``w``
+    ``lr · lr_mult · n^{-c}``, ``ε_P = eps · n^{-d}`` for entrywise optimizers.
+
+    Only two combinations matter for SGD: ``P_0`` has entries of size ``n^{-s}``,
+    ``s = a + b``, and ``ΔP = −lr·lr_mult·n^{-e} ∂L/∂P``, ``e = c + 2a``.
+    """
+
+    a: Fraction
+    b: Fraction
+    c: Fraction
+    d: Fraction | None = None
+    var_factor: float = 1.0
+
+    @property
+    def s(self) -> Fraction:
+        """``a + b``: the size exponent of the initial entries."""
+        return self.a + self.b
+
+    @property
+    def e(self) -> Fraction:
+        """``c + 2a``: the exponent of the effective learning rate of ``P``."""
+        return self.c + 2 * self.a
+
+
+@dataclass(frozen=True)
+class PerClass:
+    """A per-class preset for :func:`tensorprog.nn.train` (``nn.muP()``, ``nn.SP()``,
+    ``nn.NTK()``): exponents by :class:`ParamClass` from a table of :class:`ClassRule`.
+
+    Attributes
+    ----------
+    name : str
+    table : dict
+        ``{ParamClass: ClassRule}``.
+    """
+
+    name: str
+    table: dict = field(repr=False, compare=False)
+
+    def __repr__(self) -> str:
+        return f"PerClass({self.name!r})"
+
+    def scaling(self, name: str, cls: ParamClass, fan_in: int) -> Scaling:
+        """The :class:`Scaling` of parameter ``name`` of class ``cls`` (``fan_in``: the
+        finite fan-in ``d`` of an input weight)."""
+        rule = self.table[cls]
+        vf = 1.0 / fan_in if rule.fan_in_d else 1.0
+        return Scaling(Fraction(0), rule.b, rule.c, rule.adam_d, vf)
+
+
+def _per_class(table: dict, init_std: object) -> PerClass:
+    if init_std is not None:
+        raise ProgramValueError(
+            "init_std is a per-layer constant of the depth-taking presets (nn.MLP); the "
+            "per-class presets of nn.train take it per parameter: m.param(..., init_std=...)"
+        )
+    return PerClass(_TABLE_NAMES[id(table)], table)
+
+
+@dataclass(frozen=True)
+class PerParameter:
+    """Per-parameter abcd exponents for :func:`tensorprog.nn.train` (``nn.abcd``).
+
+    Attributes
+    ----------
+    exponents : dict
+        ``{parameter name: (a, b, c, d)}`` as Fractions.
+    """
+
+    exponents: dict
+
+    def __repr__(self) -> str:
+        body = ", ".join(f"{k!r}: ({', '.join(map(_fmt, v))})" for k, v in self.exponents.items())
+        return f"abcd({{{body}}})"
+
+    def scaling(self, name: str, cls: ParamClass, fan_in: int) -> Scaling:
+        """The :class:`Scaling` of parameter ``name`` (``cls``, ``fan_in`` unused: abcd
+        exponents carry no fan-in factor — put it in ``init_std``)."""
+        if name not in self.exponents:
+            raise ProgramValueError(
+                f"nn.abcd gives no exponents for parameter {name!r}; it has "
+                f"{sorted(self.exponents)} — give (a, b, c, d) for every parameter of the model"
+            )
+        a, b, c, d = self.exponents[name]
+        return Scaling(a, b, c, d)
+
+
+def abcd(exponents: dict) -> PerParameter:
+    r"""Per-parameter abcd exponents for :func:`tensorprog.nn.train` [TP4b Def 2.2.1].
+
+    Parameter ``P = n^{-a} w`` with ``w`` iid ``N(init_mean, init_std² · n^{-2b})`` (no
+    fan-in factor: put it in ``init_std``), SGD learning rate ``lr · lr_mult · n^{-c}``,
+    ``ε_P = eps · n^{-d}`` for entrywise optimizers (SGD ignores ``d``).
+
+    Parameters
+    ----------
+    exponents : dict
+        ``{name: (a, b, c, d)}`` for every parameter of the model (exponents as ints,
+        floats, Fractions or strings such as ``"1/2"``).
+
+    Examples
+    --------
+    >>> abcd({"W_in": (0, 0, -1, 0), "W_out": (0, 1, 1, 0)})
+    abcd({'W_in': (0, 0, -1, 0), 'W_out': (0, 1, 1, 0)})
+    """
+    if not isinstance(exponents, dict):
+        raise ProgramTypeError(
+            f"nn.abcd needs a dict {{parameter name: (a, b, c, d)}}, got {type(exponents).__name__}"
+        )
+    out = {}
+    for k, v in exponents.items():
+        if not isinstance(k, str):
+            raise ProgramTypeError(f"nn.abcd: keys are parameter names (str), got {k!r}")
+        vals = _as_sequence(v, f"nn.abcd[{k!r}]")
+        if len(vals) != 4:
+            raise ProgramValueError(
+                f"nn.abcd[{k!r}] must be four exponents (a, b, c, d), got {v!r}"
+            )
+        out[k] = tuple(
+            _to_fraction(x, f"nn.abcd[{k!r}][{j}] ({'abcd'[j]})") for j, x in enumerate(vals)
+        )
+    return PerParameter(out)
+
+
+def abc_scaling(param: ABC, name: str, cls: ParamClass) -> Scaling:
+    r"""The exponents a TP4 :class:`ABC` gives a parameter of class ``cls``.
+
+    Input weights and vector-like parameters (biases are input-like, [TP4 App C.1]) take
+    layer 1's ``(a_1, b_1)``, output weights layer ``L+1``'s, hidden weights layer 2's
+    (all hidden layers must then share exponents), scalar-like parameters ``(0, 0)``;
+    every class learns at ``η n^{-c}``. ``init_std`` σ_l of the ABC must be 1 (the model
+    gives its own per parameter). So ``nn.MF()`` is the mean-field preset of a model
+    without hidden weights: input/vector-like ``(v, s) = (1, n)``, output ``(1/n², 1/n)``.
+    """
+    L = param.depth
+    if any(s != 1.0 for s in param.init_std):
+        raise ProgramValueError(
+            f"nn.train: the ABC {param!r} has init_std {param.init_std}; with nn.train give "
+            f"init_std per parameter (m.param(..., init_std=...))"
+        )
+    if cls is ParamClass.HIDDEN:
+        if L < 2:
+            raise ProgramValueError(
+                f"nn.train: parameter {name!r} is a hidden weight but {param!r} has no hidden "
+                f"layer exponents (depth 1); use nn.muP() or nn.abcd"
+            )
+        if len({(param.a[ell], param.b[ell]) for ell in range(1, L)}) > 1:
+            raise ProgramValueError(
+                f"nn.train: {param!r} has different exponents per hidden layer; a model's "
+                f"hidden weights are not numbered — use nn.abcd per parameter"
+            )
+        ell = 1
+    elif cls in (ParamClass.INPUT, ParamClass.VECTOR):
+        ell = 0
+    elif cls is ParamClass.OUTPUT:
+        ell = L
+    else:
+        return Scaling(Fraction(0), Fraction(0), param.c)
+    return Scaling(param.a[ell], param.b[ell], param.c)

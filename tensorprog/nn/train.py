@@ -1,0 +1,1060 @@
+r"""``nn.train``: the training of any :class:`~tensorprog.nn.Model`, unrolled into one program.
+
+:func:`train` calls the model's forward at every step on every training input, records
+the loss and its derivatives, differentiates with :func:`tensorprog.grad` (one backprop
+implementation, through every Moment and scalar: ``through_scalars=True``), and writes
+the optimizer's updates — forward, backward and updates of every step in one
+:class:`tensorprog.Program`. Width powers are initial scalars in ``tp.n``, so
+``run.simulate(n, seed)`` *is* the finite network below (to rounding) and
+``run.limit()`` its infinite-width limit by the Master Theorem [TP4 App H.3], [TP4b §2].
+
+Choices where this API departs from the plan of issue #15
+---------------------------------------------------------
+* ``nn.MF()`` keeps returning TP4's depth-1 :class:`~tensorprog.nn.ABC` (its existing
+  users are unchanged); :func:`train` accepts an ABC and reads the per-class exponents
+  off its layers (:func:`~tensorprog.nn.parametrization.abc_scaling`): ``nn.MF()`` is the
+  mean-field preset of a model without hidden weights.
+* Kernel-regime/unstable runs are **refused**, not centred: a run whose program would
+  need a diverging width power (SP/NTK's output weights: ``f_0`` is a Gaussian-process
+  fluctuation) raises naming the parameter and the exponent; ``allow_unstable=True``
+  builds it anyway (``simulate`` works, ``limit`` refuses with the reason).
+* ``loss[t]`` is the loss of ``f_t`` over **all** rows of ``X`` (the full-batch
+  objective), also when ``batches=`` selects the rows of each gradient step.
+
+The finite network
+------------------
+Parameter ``P`` (class by shape, :class:`~tensorprog.nn.ParamClass`) with scaling
+``(a, b, c)``: ``P = n^{-a} w``, ``w`` iid ``N(init_mean, init_std²·v·n^{-2b})``, SGD on
+``w`` with learning rate ``lr·lr_mult·n^{-c}``; so ``P_0`` has entries of size
+``n^{-s}``, ``s = a+b``, and ``ΔP = −lr·lr_mult·n^{-e}·∂L/∂P``, ``e = c+2a``. Losses
+``"mse"``: ``(1/2B) Σ_i ‖f(ξ_i) − y_i‖²``; ``"xent"``: ``(1/B) Σ_i [logsumexp f(ξ_i) −
+f(ξ_i)_{y_i}]`` (B: the rows of the step). SGD with momentum μ is linear in the
+gradients: ``P_t = P_0 − lr_P Σ_{r<t} κ_{t−r} ∂L_r/∂P``, ``κ_j = Σ_{q<j} μ^q``
+(:class:`~tensorprog.nn.SGD`).
+
+The program (every vector Θ(1) coordinates, every coefficient a power ``n^{-k}``, k ≥ 0)
+------------------------------------------------------------------------------------
+Gradients are normalised as in μP: for an output ``f_k`` and a vector ``z`` of the
+forward, ``dz := n ∂f_k/∂z`` (what :func:`tensorprog.grad` returns), Θ(1) when ``f_k``
+is; ``χ_{t,i,k} = ∂L_t/∂f_k(ξ_i)`` (a Scalar). Per class (``⟨a,b⟩ = aᵀb/n``):
+
+* **hidden** ``("n","n")``: one initial matrix ``M`` (entries ``N(0, σ²v/n)``),
+  ``P_0 = n^{1/2−s} M``; a use ``h = P_t x`` is
+  ``n^{1/2−s} M x + Σ_{r<t} (−lr κ_{t−r} n^{-e}) Σ χ_{r,i,k} ⟨x_u, x⟩ dh_u`` over the
+  uses ``u`` (input ``i``, output ``k``) of step ``r`` — only ``M`` enters MatMul, the
+  update is rank-B ([TP4 §5.3, App H.3]), and ``tp.grad`` through the Moments ``⟨x_u, x⟩`` gives
+  the ``ΔPᵀ`` corrections ``⟨dh_u, dh⟩ x_u``;
+* **input** ``("n", d)``: its ``d`` columns are initial vectors ``u_j``,
+  ``P_t a = n^{-s} Σ_j a_j u_j + Σ_{r<t} (−lr κ_{t−r} n^{-(e+1)}) Σ χ (ξ_u·a) dh_u``;
+* **vector-like** ``("n",)``: ``b_0 = n^{-s} u``,
+  ``b_{t+1} = b_t + Σ_{r≤t} (−lr μ^{t−r} n^{-(e+1)}) Σ χ db_r``;
+* **output** ``(k, "n")``: rows carried as ``ŵ = n P`` (``ŵ_0 = n^{1−s} u_k``), so
+  ``P_k v = ⟨ŵ_k, v⟩`` exactly (a Moment), and
+  ``ŵ_{t+1} = ŵ_t + Σ_{r≤t} (−lr μ^{t−r} n^{1−e}) Σ ḡ v_u`` with
+  ``ḡ = Σ_k' χ_{k'} ∂f_{k'}/∂(P_k v_u)``;
+* **scalar-like**: program scalars ``c_0 = n^{-a}·init_mean``,
+  ``c_{t+1} = c_t + Σ_{r≤t} (−lr μ^{t−r} n^{-e}) ∂L_r/∂c``.
+
+The exponents ``1/2−s, e`` (hidden), ``s, e+1`` (input, vector-like), ``s−1, e−1``
+(output), ``a, e`` (scalar-like) must be ``≥ 0``: every parametrization whose
+parameters are initialised and updated no more than μP's qualifies (μP, MF, any abcd
+with Θ(1) everything; smaller ones give vanishing coefficients — a lazier but exact
+limit). A negative one is a width power diverging with ``n``: refused (see above).
+
+Names
+-----
+A ``name=`` given inside the forward is recorded per step and input as
+``{name}[{t},{i}]``; ``run.named[name]`` holds the handles (``(steps+1, B)``),
+``lim.named(name)`` / ``lim.named_stderr(name)`` the limits of named scalars and
+``sim.named(name)`` the values at width ``n`` (``(steps+1, B)`` for a scalar,
+``(steps+1, B, n)`` for a vector).
+
+References
+----------
+[TP4] G. Yang, E. J. Hu, *Feature Learning in Infinite-Width Neural Networks*, ICML 2021,
+arXiv:2011.14522.
+[TP4b] G. Yang, E. Littwin, *Tensor Programs IVb: Adaptive Optimization in the
+Infinite-Width Limit*, arXiv:2308.01814, 2023.
+[TP5] G. Yang et al., *Tensor Programs V: Tuning Large Neural Networks via Zero-Shot
+Hyperparameter Transfer*, NeurIPS 2021, arXiv:2203.03466.
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+import sympy
+
+from .. import (
+    Program,
+    ProgramTypeError,
+    ProgramValueError,
+    Scalar,
+    Vector,
+    grad,
+    inner,
+    lincomb,
+    nonlin,
+    scalar_lincomb,
+)
+from .. import n as WIDTH
+from .model import Model, ParamSpec
+from .optim import SGD, Optimizer
+from .parametrization import (
+    ABC,
+    ParamClass,
+    PerClass,
+    PerParameter,
+    Scaling,
+    abc_scaling,
+    muP,
+)
+from .training import _values
+
+__all__ = ["train", "TrainRun", "TrainLimit", "TrainSimulation"]
+
+_LOSSES = ("mse", "xent")
+_HALF = Fraction(1, 2)
+
+
+# ---------------------------------------------------------------------------------------
+# A program whose names given inside a forward call are scoped by (step, input)
+
+
+class _ScopedProgram(Program):
+    """A :class:`~tensorprog.Program` that renames ``name=`` given inside a forward call
+    to ``{name}[{t},{i}]`` (the forward runs once per step and input; names must be
+    unique) and remembers them for :attr:`TrainRun.named`."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self._scope: tuple[int, int] | None = None
+        self._scoped: dict[str, dict[tuple[int, int], str]] = {}
+        self._nn_names: set[str] = set()  # names nn.train gives while a forward runs
+
+    def _new_name(self, cls: type, name: str | None) -> str:
+        if name is None or self._scope is None or name in self._nn_names:
+            return super()._new_name(cls, name)
+        t, i = self._scope
+        per = self._scoped.setdefault(name, {})
+        if (t, i) in per:
+            raise ProgramValueError(
+                f"nn.train: the forward gives the name {name!r} twice in one call (step {t}, "
+                f"input {i}); use distinct names, e.g. f'h{{k}}' in a loop"
+            )
+        scoped = super()._new_name(cls, f"{name}[{t},{i}]")
+        per[(t, i)] = scoped
+        return scoped
+
+
+# ---------------------------------------------------------------------------------------
+# Width powers
+
+
+def _fmt_expo(x: Fraction) -> str:
+    return str(x) if x.denominator == 1 else f"({x})"
+
+
+def _power_expr(k: Fraction) -> Any:
+    """``n^k`` as a sympy expression (``1`` for ``k = 0``)."""
+    return WIDTH ** sympy.Rational(k.numerator, k.denominator) if k != 0 else sympy.Integer(1)
+
+
+@dataclass(frozen=True)
+class _Problem:
+    """A coefficient ``n^{-k}`` with ``k < 0``: it diverges with the width."""
+
+    param: str
+    cls: ParamClass
+    what: str
+    expo: Fraction
+    why: str
+
+    def __str__(self) -> str:
+        return (
+            f"parameter {self.param!r} ({self.cls.value}): {self.what} has width power "
+            f"n^{_fmt_expo(-self.expo)}, which diverges{self.why}"
+        )
+
+
+# ---------------------------------------------------------------------------------------
+# Per-parameter state of the unroll
+
+
+class _Param:
+    """A parameter in the unroll: its initial objects, its value per step (vector-like,
+    output, scalar-like) and the gradient terms of each step (``grads[r]``)."""
+
+    def __init__(self, b: _Builder, spec: ParamSpec, sc: Scaling) -> None:
+        self.b, self.spec, self.sc = b, spec, sc
+        self.grads: list[list[tuple[Any, Any, Any]]] = []
+        self.value: list[Any] = []
+        p, name, std2 = b.p, spec.name, spec.init_std**2 * sc.var_factor
+        cls = spec.cls
+        mean = spec.init_mean
+        if mean != 0.0 and sc.b != 0 and cls is not ParamClass.SCALAR:
+            raise ProgramValueError(
+                f"nn.train: parameter {name!r} has init_mean {mean} and b = {sc.b} ≠ 0; a "
+                f"nonzero mean is supported with b = 0 (the presets' form), where "
+                f"P_0 = n^(-a)·(Θ(1) entries)"
+            )
+        if cls is ParamClass.HIDDEN:
+            self.M = p.matrix(name, var=std2)
+            self.theta = b.power(sc.s - _HALF, 1.0, self, "initial value n^(1/2-s)·M")
+        elif cls is ParamClass.INPUT:
+            self.u = [p.vector(f"{name}_{j}", mean=mean, var=std2) for j in range(spec.finite)]
+            self.theta = b.power(sc.s, 1.0, self, "initial columns n^(-s)·u")
+            self._h0: dict[bytes, Vector] = {}  # P_0 ξ per distinct ξ
+        elif cls is ParamClass.VECTOR:
+            self.u = [p.vector(name, mean=mean, var=std2)]
+            theta = b.power(sc.s, 1.0, self, "initial value n^(-s)·u")
+            self.value.append(self.u[0] if theta is None else lincomb([(theta, self.u[0])]))
+        elif cls is ParamClass.OUTPUT:
+            self.u = [p.vector(f"{name}_{k}", mean=mean, var=std2) for k in range(spec.finite)]
+            theta = b.power(
+                sc.s - 1,
+                1.0,
+                self,
+                "the output f = n^(1-s)·⟨u, x⟩",
+                " (the initial output is a Gaussian-process fluctuation [TP4 App H.4.1]; "
+                "nn.train does not centre it)",
+            )
+            self.value.append([u if theta is None else lincomb([(theta, u)]) for u in self.u])
+        else:  # SCALAR: P_0 = n^{-a}·init_mean, its own initial scalar per entry
+            diverges = mean != 0.0 and sc.a < 0
+            if diverges:
+                b.problems.append(
+                    _Problem(name, cls, "the initial value n^(-a)·init_mean", sc.a, "")
+                )
+            vals = []
+            for k in range(spec.finite):
+                nm = name if spec.shape == () else f"{name}_{k}"
+                if diverges:
+                    vals.append(mean / p.scalar(nm, _power_expr(sc.a)))
+                else:
+                    vals.append(p.scalar(nm, sympy.Float(mean) * _power_expr(-sc.a)))
+            self.value.append(vals)
+
+    # -- update coefficients ---------------------------------------------------------
+    def coef(self, expo: Fraction, weight: float) -> Any:
+        """``−lr·lr_mult·weight·n^{-expo}`` (``None`` never: a Scalar or ``0.0``)."""
+        f = -self.b.opt.lr * self.spec.lr_mult * weight
+        if f == 0.0:
+            return 0.0
+        return self.b.power(expo, f, self, "the learning-rate coefficient")
+
+    def step_terms(self, t: int, expo: Fraction) -> list[tuple[Any, Any]]:
+        """The update ``P_{t} − P_{t−1}`` as (coefficient, vector-or-scalar) terms."""
+        out = []
+        for r in range(t):
+            c = self.coef(expo, self.b.opt.decay(t - 1 - r))
+            if c == 0.0:
+                continue
+            for g, _, z in self.grads[r]:
+                out.append((_prod(c, g), z))
+        return out
+
+    def begin_step(self, t: int) -> None:
+        """The value at step ``t ≥ 1`` of a vector-like, output or scalar-like parameter."""
+        cls, sc = self.spec.cls, self.sc
+        if cls is ParamClass.VECTOR:
+            terms = self.step_terms(t, sc.e + 1)
+            self.value.append(
+                lincomb([(None, self.value[-1])] + terms) if terms else self.value[-1]
+            )
+        elif cls is ParamClass.OUTPUT:
+            rows = []
+            for k, w in enumerate(self.value[-1]):
+                terms = [(c, z) for c, (kk, z) in self.step_terms(t, sc.e - 1) if kk == k]
+                rows.append(lincomb([(None, w)] + terms) if terms else w)
+            self.value.append(rows)
+        elif cls is ParamClass.SCALAR:
+            vals = []
+            for k, c0 in enumerate(self.value[-1]):
+                terms = [c for c, kk in self.step_terms(t, sc.e) if kk == k]
+                vals.append(scalar_lincomb([c0] + terms) if terms else c0)
+            self.value.append(vals)
+
+    # -- uses (called by the parameter view) -----------------------------------------
+    def hidden(self, t: int, x: Any, transpose: bool = False) -> Vector:
+        """``P_t x`` (``P_tᵀ x`` if ``transpose``). Each gradient term of step ``r`` is
+        a rank-one ``(1/n)·left·rightᵀ`` stored as ``(χ, right, left)``: a use ``h = P z``
+        gives ``left = dh, right = z``, a use ``h = Pᵀ z`` gives ``left = z, right = dh``;
+        so ``P_t x ∋ c χ ⟨right, x⟩ left`` and ``P_tᵀ x ∋ c χ ⟨left, x⟩ right``."""
+        b = self.b
+        if not isinstance(x, Vector) or x.program is not b.p:
+            op = ".T @" if transpose else " @"
+            raise ProgramTypeError(
+                f"p.{self.spec.name}{op} x: x must be a vector of the model's program (a "
+                f"Vector computed in the forward), got {type(x).__name__}"
+            )
+        y = (self.M.T if transpose else self.M).matmul(x)
+        terms = [(self.theta, y)]
+        for r in range(t):
+            c = self.coef(self.sc.e, b.opt.kappa(t - r))
+            if c == 0.0:
+                continue
+            for g, right, left in self.grads[r]:
+                if transpose:
+                    right, left = left, right
+                terms.append((_prod(c, g, b.inner(right, x)), left))
+        h = y if len(terms) == 1 and self.theta is None else lincomb(terms)
+        b.uses.append(("hidden_T" if transpose else "hidden", self, x, h))
+        return h
+
+    def input(self, t: int, a: Any) -> Vector:
+        b, spec = self.b, self.spec
+        try:
+            arr = np.asarray(a, dtype=float)
+        except (TypeError, ValueError):
+            raise ProgramTypeError(
+                f"p.{spec.name} @ xi: xi must be a numeric vector of length {spec.finite} (a "
+                f"row of the finite input), got {a!r}"
+            ) from None
+        if arr.shape == () and spec.finite == 1:
+            arr = arr.reshape(1)
+        if arr.shape != (spec.finite,) or not np.all(np.isfinite(arr)):
+            raise ProgramValueError(
+                f"p.{spec.name} @ xi: xi must be a finite numeric vector of length "
+                f"{spec.finite} (the input weight has shape {spec.shape}), got shape {arr.shape}"
+            )
+        key = arr.tobytes()
+        if key not in self._h0:
+            terms = [(_prod(self.theta, b.const(v)), u) for v, u in zip(arr, self.u) if v != 0.0]
+            self._h0[key] = lincomb(terms) if terms else self.u[0] * 0.0
+        terms = [(None, self._h0[key])]
+        for r in range(t):
+            c = self.coef(self.sc.e + 1, b.opt.kappa(t - r))
+            if c == 0.0:
+                continue
+            for g, xu, dh in self.grads[r]:
+                dot = float(xu @ arr)
+                if dot != 0.0:
+                    terms.append((_prod(c, g, b.const(dot)), dh))
+        h = lincomb(terms) if len(terms) > 1 else terms[0][1]
+        b.uses.append(("input", self, arr, h))
+        return h
+
+    def output(self, t: int, v: Any) -> Any:
+        b, spec = self.b, self.spec
+        if not isinstance(v, Vector) or v.program is not b.p:
+            raise ProgramTypeError(
+                f"p.{spec.name} @ v: v must be a vector of the model's program, got "
+                f"{type(v).__name__}"
+            )
+        gs = [inner(w, v) for w in self.value[t]]
+        b.uses.append(("output", self, v, gs))
+        return gs[0] if len(gs) == 1 else gs
+
+
+def _prod(*cs: Any) -> Any:
+    """The product of coefficients (``None`` = 1; Scalars, numbers, tuples) as a tuple."""
+    out: list[Any] = []
+    for c in cs:
+        if c is None:
+            continue
+        if isinstance(c, tuple):
+            out.extend(x for x in c if x is not None)
+        elif isinstance(c, numbers.Real) and not isinstance(c, Scalar):
+            if c != 1.0:
+                out.append(float(c))
+        else:
+            out.append(c)
+    return None if not out else out[0] if len(out) == 1 else tuple(out)
+
+
+# ---------------------------------------------------------------------------------------
+# The parameter view
+
+
+class _HiddenUse:
+    __slots__ = ("param", "t")
+
+    def __init__(self, param: _Param, t: int) -> None:
+        self.param, self.t = param, t
+
+    def __matmul__(self, x: Any) -> Vector:
+        return self.param.hidden(self.t, x)
+
+    @property
+    def T(self) -> Any:
+        if self.param.spec.cls is not ParamClass.HIDDEN:
+            raise ProgramTypeError(
+                f"p.{self.param.spec.name}.T: only hidden weights have a transposed use in nn.train"
+            )
+        return _TransposedUse(self.param, self.t)
+
+    def __repr__(self) -> str:
+        return f"<{self.param.spec.name} at step {self.t}: hidden weights; use p.W @ vector>"
+
+
+class _TransposedUse(_HiddenUse):
+    __slots__ = ()
+
+    def __matmul__(self, x: Any) -> Vector:
+        return self.param.hidden(self.t, x, transpose=True)
+
+
+class _InputUse(_HiddenUse):
+    __slots__ = ()
+
+    def __matmul__(self, a: Any) -> Vector:  # type: ignore[override]
+        return self.param.input(self.t, a)
+
+
+class _OutputUse(_HiddenUse):
+    __slots__ = ()
+
+    def __matmul__(self, v: Any) -> Any:
+        return self.param.output(self.t, v)
+
+
+class _View:
+    """The parameters at step ``t`` (the ``p`` of ``forward(p, xi)``)."""
+
+    def __init__(self, b: _Builder, t: int) -> None:
+        object.__setattr__(self, "_b", b)
+        object.__setattr__(self, "_t", t)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):  # copy, pickle, IPython probe these
+            raise AttributeError(name)
+        b, t = self._b, self._t
+        if name not in b.params:
+            raise ProgramValueError(
+                f"p.{name}: model {b.model.name!r} has no parameter {name!r}; its parameters "
+                f"are {list(b.params)}"
+            )
+        P = b.params[name]
+        cls = P.spec.cls
+        if cls is ParamClass.HIDDEN:
+            return _HiddenUse(P, t)
+        if cls is ParamClass.INPUT:
+            return _InputUse(P, t)
+        if cls is ParamClass.OUTPUT:
+            return _OutputUse(P, t)
+        if cls is ParamClass.VECTOR:
+            b.uses.append(("vector", P, None, P.value[t]))
+            return P.value[t]
+        vals = P.value[t]
+        b.uses.append(("scalar", P, None, vals))
+        if P.spec.shape == ():
+            return vals[0]
+        arr = np.empty(len(vals), dtype=object)
+        arr[:] = vals
+        return arr
+
+    __getitem__ = __getattr__
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise ProgramTypeError("the parameter view p is read-only")
+
+
+# ---------------------------------------------------------------------------------------
+# The builder
+
+
+class _Builder:
+    def __init__(
+        self,
+        model: Model,
+        X: np.ndarray,
+        Y: np.ndarray,
+        steps: int,
+        loss: str,
+        opt: SGD,
+        scalings: dict[str, Scaling],
+        batches: list[np.ndarray],
+        name: str,
+    ) -> None:
+        self.model, self.X, self.Y, self.T = model, X, Y, steps
+        self.loss_name, self.opt, self.batches = loss, opt, batches
+        self.p = _ScopedProgram(name)
+        self.problems: list[_Problem] = []
+        self._powers: dict[tuple[Fraction, float], Any] = {}
+        self._consts: dict[float, Scalar] = {}
+        self._inner: dict[tuple[int, int], Scalar] = {}
+        self._fns: dict[tuple, Any] = {}
+        self.uses: list[Any] = []
+        self.params = {nm: _Param(self, spec, scalings[nm]) for nm, spec in model.params.items()}
+        B, T = X.shape[0], steps
+        self.d_out: int | None = None
+        self.f = np.empty((T + 1, B), dtype=object)
+        self.loss = np.empty(T + 1, dtype=object)
+        self.chi: list[dict[int, list[Any]]] = []
+        for t in range(T + 1):
+            if t > 0:
+                for P in self.params.values():
+                    P.begin_step(t)
+            uses = []
+            for i in range(B):
+                self.uses = []
+                self.p._scope = (t, i)
+                try:
+                    out = model.fn(_View(self, t), X[i].copy())  # type: ignore[misc]
+                finally:
+                    self.p._scope = None
+                self.f[t, i] = self.outputs(out, t, i)
+                uses.append(self.uses)
+            if t == 0:
+                self.check_targets()
+            self.loss[t] = self.loss_of(range(B), self.f[t], name=f"loss_{t}")
+            if t < T:
+                self.backward(t, uses)
+
+    # -- scalars ---------------------------------------------------------------------
+    def power(self, expo: Fraction, factor: float, P: _Param, what: str, why: str = "") -> Any:
+        """The scalar ``factor·n^{-expo}`` (``None`` for 1), shared by all its uses; a
+        diverging one (``expo < 0``) is recorded as a problem of ``P`` and written as
+        ``factor / n^{expo}``, a scalar function of a vanishing initial scalar (so the
+        finite network still simulates; the limit is refused)."""
+        if expo == 0 and factor == 1.0:
+            return None
+        if expo < 0:
+            prob = _Problem(P.spec.name, P.spec.cls, what, expo, why)
+            if prob not in self.problems:
+                self.problems.append(prob)
+        key = (expo, factor)
+        if key not in self._powers:
+            lab = f"{factor:g}" + ("" if expo == 0 else f"n^{_fmt_expo(-expo)}")
+            if expo >= 0:
+                val = sympy.Float(factor) * _power_expr(-expo)
+                self._powers[key] = self.p.scalar(self.fresh(lab), val)
+            else:
+                inv = self.p.scalar(self.fresh(f"n^{_fmt_expo(expo)}"), _power_expr(expo))
+                self._powers[key] = factor / inv
+        return self._powers[key]
+
+    def fresh(self, label: str) -> str | None:
+        """``label`` as a name of nn.train's own (never scoped by a forward call) if it is
+        free, else ``None`` (a generated name)."""
+        if label in self.p:
+            return None
+        self.p._nn_names.add(label)
+        return label
+
+    def const(self, v: float) -> Any:
+        """The number ``v`` as a shared initial scalar (``None`` for 1)."""
+        v = float(v)
+        if v == 1.0:
+            return None
+        if v not in self._consts:
+            self._consts[v] = self.p.scalar(self.fresh(f"{v:g}"), v)
+        return self._consts[v]
+
+    def inner(self, a: Vector, b: Vector) -> Scalar:
+        key = (a.var.id, b.var.id) if a.var.id <= b.var.id else (b.var.id, a.var.id)
+        if key not in self._inner:
+            self._inner[key] = inner(a, b)
+        return self._inner[key]
+
+    # -- outputs and loss ------------------------------------------------------------
+    def outputs(self, out: Any, t: int, i: int) -> list[Scalar]:
+        outs = [out] if isinstance(out, Scalar) else out
+        try:
+            outs = list(outs)
+        except TypeError:
+            outs = None
+        if not outs or not all(isinstance(s, Scalar) and s.program is self.p for s in outs):
+            raise ProgramTypeError(
+                f"nn.train: the forward of model {self.model.name!r} must return its outputs "
+                f"as a Scalar or a sequence of Scalars of the program (e.g. p.W_out @ x); "
+                f"got {out!r}"
+            )
+        if self.d_out is None:
+            self.d_out = len(outs)
+        elif len(outs) != self.d_out:
+            raise ProgramValueError(
+                f"nn.train: the forward returned {len(outs)} outputs at step {t}, input {i}, "
+                f"but {self.d_out} before; d_out must not change"
+            )
+        return outs
+
+    def check_targets(self) -> None:
+        Y, K, B = self.Y, self.d_out, self.X.shape[0]
+        if self.loss_name == "mse":
+            if Y.ndim == 1 and K == 1:
+                self.Y = Y.reshape(B, 1)
+            elif Y.shape != (B, K):
+                raise ProgramValueError(
+                    f"nn.train: Y must have shape (B, d_out) = ({B}, {K})"
+                    + (f" or ({B},)" if K == 1 else "")
+                    + f" for loss='mse', got {Y.shape}"
+                )
+        else:
+            if Y.shape != (B,) or not np.all(Y == np.round(Y)) or Y.min() < 0 or Y.max() >= K:
+                raise ProgramValueError(
+                    f"nn.train: Y must be integer labels in [0, d_out) = [0, {K}), shape "
+                    f"({B},), for loss='xent'; got {Y!r}"
+                )
+            self.Y = Y.astype(int)
+
+    def scalar_fn(
+        self, key: tuple, body: Any, args: list[Scalar], name: str | None = None
+    ) -> Scalar:
+        """``body(*args)`` as one scalar function; its Nonlinearity is traced by sympy
+        once per ``key`` (loss and loss derivatives repeat at every step)."""
+        fn = self._fns.get(key)
+        if fn is None:
+            out = nonlin(body, *args, name=name, fn_name=key[0])
+            self._fns[key] = self.p.definition(out).fn
+            return out  # type: ignore[return-value]
+        return nonlin(fn, *args, name=name)  # type: ignore[return-value]
+
+    def loss_of(self, rows: Any, fs: Any, name: str | None = None) -> Scalar:
+        """The loss of outputs ``fs`` over ``rows`` (module docstring)."""
+        rows = list(rows)
+        args = [s for i in rows for s in fs[i]]
+        K, m, Y = self.d_out, len(rows), self.Y
+        if self.loss_name == "mse":
+            ys = tuple(float(Y[i, k]) for i in rows for k in range(K))
+
+            def body(*a: Any) -> Any:
+                return sum((a[j] - ys[j]) ** 2 for j in range(len(a))) / (2 * m)
+
+            key: tuple = ("mse", ys)
+        else:
+            ys = tuple(int(Y[i]) for i in rows)
+
+            def body(*a: Any) -> Any:
+                return (
+                    sum(
+                        sympy.log(sum(sympy.exp(a[j * K + k] - a[j * K + y]) for k in range(K)))
+                        for j, y in enumerate(ys)
+                    )
+                    / m
+                )
+
+            key = ("xent", K, ys)
+        return self.scalar_fn(key, body, args, name=name)
+
+    def chis(self, t: int, rows: np.ndarray) -> dict[int, list[Any]]:
+        """``χ_{t,i,k} = ∂L_t/∂f_k(ξ_i)`` for the rows of step ``t``: ``(f − y)/B``
+        (mse), ``(softmax(f)_k − 1[k = y_i])/B`` (xent)."""
+        m, K, out = len(rows), self.d_out, {}
+        for i in rows:
+            fs = self.f[t, i]
+            if self.loss_name == "mse":
+                out[i] = [
+                    scalar_lincomb([(fs[k], 1.0 / m), -float(self.Y[i, k]) / m]) for k in range(K)
+                ]
+                continue
+            y = int(self.Y[i])
+            row = []
+            for k in range(K):
+                hit = 1.0 / m if k == y else 0.0
+
+                def body(*a: Any, k: int = k, hit: float = hit) -> Any:
+                    return 1 / (m * sum(sympy.exp(a[j] - a[k]) for j in range(K))) - hit
+
+                row.append(self.scalar_fn(("dxent", K, k, hit, m), body, list(fs)))
+            out[i] = row
+        return out
+
+    # -- backward --------------------------------------------------------------------
+    def backward(self, t: int, uses: list[list[Any]]) -> None:
+        rows = self.batches[t]
+        chi = self.chis(t, rows)
+        self.chi.append(chi)
+        grads: dict[int, list[Any]] = {id(P): [] for P in self.params.values()}
+        for i in rows:
+            # One record per handle: a use repeated with the same operands is one variable
+            # (the program records a computation once), and a vector-/scalar-like
+            # parameter read several times is one value per step.
+            recs: dict[int, tuple[Any, ...]] = {}
+            for kind, P, arg, val in uses[i]:
+                for k, h in enumerate(val if isinstance(val, list) else [val]):
+                    recs.setdefault(h.var.id, (kind, P, arg, k, h))
+            wrt = [rec[4] for rec in recs.values()]
+            for k_out in range(self.d_out):  # type: ignore[arg-type]
+                g_all = grad(self.f[t, i][k_out], wrt, through_scalars=True)
+                gmap = {h.var.id: g for h, g in zip(wrt, g_all)}
+                c = chi[i][k_out]
+                for kind, P, arg, k, h in recs.values():
+                    g = gmap[h.var.id]
+                    if kind in ("hidden", "input"):
+                        grads[id(P)].append((c, arg, g))
+                    elif kind == "hidden_T":
+                        grads[id(P)].append((c, g, arg))
+                    elif kind == "vector":
+                        grads[id(P)].append((c, None, g))
+                    elif kind == "output":
+                        if isinstance(g, numbers.Real) and g == 0.0:
+                            continue
+                        grads[id(P)].append((_prod(c, g), None, (k, arg)))
+                    else:  # scalar-like: gradient of entry k
+                        if isinstance(g, numbers.Real) and g == 0.0:
+                            continue
+                        grads[id(P)].append((_prod(c, g), None, k))
+        for P in self.params.values():
+            P.grads.append(grads[id(P)])
+
+
+# ---------------------------------------------------------------------------------------
+# Results
+
+
+@dataclass
+class TrainLimit:
+    """The infinite-width limit of a :class:`TrainRun` (``run.limit()``).
+
+    Attributes
+    ----------
+    outputs, stderr : ndarray, shape (steps+1, B, d_out)
+        ``f̊_t(ξ_i)`` (before update ``t+1``) and its Monte Carlo standard error (0 for
+        exact and quadrature values).
+    loss, loss_stderr : ndarray, shape (steps+1,)
+        The loss of ``f̊_t`` over all rows.
+    limit : tensorprog Limit
+        The underlying :class:`tensorprog.engine.Limit`.
+    """
+
+    outputs: np.ndarray
+    stderr: np.ndarray
+    loss: np.ndarray
+    loss_stderr: np.ndarray
+    limit: Any = field(repr=False)
+    run: Any = field(default=None, repr=False)
+
+    def named(self, name: str) -> np.ndarray:
+        """The limits of a scalar the forward named: shape (steps+1, B)."""
+        return _values(self.run._named_scalars(name), self.limit.__getitem__)
+
+    def named_stderr(self, name: str) -> np.ndarray:
+        """Their standard errors: shape (steps+1, B)."""
+        return _values(self.run._named_scalars(name), self.limit.stderr)
+
+    @property
+    def method(self) -> np.ndarray:
+        """How each output was obtained (``"exact" | "quadrature" | "montecarlo"``),
+        shape (steps+1, B, d_out)."""
+        out = np.empty(self.run.outputs.shape, dtype=object)
+        for idx, h in np.ndenumerate(self.run.outputs):
+            out[idx] = self.limit.method(h)
+        return out
+
+
+@dataclass
+class TrainSimulation:
+    """A :class:`TrainRun` at finite width ``n`` (``run.simulate(n, seed)``).
+
+    Attributes
+    ----------
+    outputs : ndarray, shape (steps+1, B, d_out)
+    loss : ndarray, shape (steps+1,)
+    simulation : tensorprog.Simulation
+        Every variable of the program at this width.
+    """
+
+    outputs: np.ndarray
+    loss: np.ndarray
+    simulation: Any = field(repr=False)
+    run: Any = field(default=None, repr=False)
+
+    @property
+    def n(self) -> int:
+        """The width."""
+        return self.simulation.n
+
+    def named(self, name: str) -> np.ndarray:
+        """A quantity the forward named, at this width: shape (steps+1, B) for a scalar,
+        (steps+1, B, n) for a vector."""
+        H = self.run._named(name)
+        sim = self.simulation
+        if isinstance(H.flat[0], Scalar):
+            return _values(H, sim.__getitem__)
+        return np.stack([np.stack([sim.vector(h) for h in row]) for row in H])
+
+    def param(self, name: str) -> Any:
+        """The parameter's **initial** value at this width as it enters the forward
+        (``P_0 = n^{-a} w_0``; numpy, shape with ``"n"`` replaced by ``n``; a float for
+        shape ``()``)."""
+        P = self.run._param(name)
+        n, sim, sc, cls = self.n, self.simulation, P.sc, P.spec.cls
+        scale = float(n) ** (-float(sc.s))
+        if cls is ParamClass.HIDDEN:
+            return float(n) ** (0.5 - float(sc.s)) * sim.matrix(P.M)
+        if cls is ParamClass.INPUT:
+            return scale * np.stack([sim.vector(u) for u in P.u], axis=1)
+        if cls is ParamClass.VECTOR:
+            return scale * sim.vector(P.u[0])
+        if cls is ParamClass.OUTPUT:
+            return scale * np.stack([sim.vector(u) for u in P.u])
+        vals = np.array([sim[c] for c in P.value[0]])
+        return float(vals[0]) if P.spec.shape == () else vals
+
+
+class TrainRun:
+    """The unrolled training of a model (returned by :func:`train`).
+
+    Attributes
+    ----------
+    program : tensorprog.Program
+        Forward passes, backward passes and updates of every step.
+    outputs : ndarray of Scalar, shape (steps+1, B, d_out)
+        ``f_t(ξ_i)`` before update ``t+1``.
+    loss : ndarray of Scalar, shape (steps+1,)
+        The loss of ``f_t`` over all rows of ``X``.
+    named : dict
+        ``{name: ndarray of handles, shape (steps+1, B)}`` for every ``name=`` given in
+        the forward.
+    problems : tuple of str
+        Why the limit does not exist (diverging width powers); empty for stable runs.
+    scalings : dict
+        ``{parameter name: Scaling}``: the exponents each parameter got.
+    """
+
+    def __init__(self, model: Model, builder: _Builder, scalings: dict[str, Scaling]) -> None:
+        self.model = model
+        self.program = builder.p
+        T, B = builder.f.shape
+        K = builder.d_out
+        self.outputs = np.empty((T, B, K), dtype=object)
+        for idx, fs in np.ndenumerate(builder.f):
+            self.outputs[idx] = fs
+        self.loss = builder.loss
+        self.scalings = scalings
+        self.problems = tuple(str(p) for p in builder.problems)
+        self._params = builder.params
+        self.named: dict[str, np.ndarray] = {}
+        for nm, per in builder.p._scoped.items():
+            H = np.empty((T, B), dtype=object)
+            for (t, i), scoped in per.items():
+                H[t, i] = builder.p[scoped]
+            if any(h is None for h in H.flat):
+                raise ProgramValueError(
+                    f"nn.train: the forward names {nm!r} in some calls only; a named quantity "
+                    f"must be named at every step and input"
+                )
+            self.named[nm] = H
+
+    def __repr__(self) -> str:
+        T, B, K = self.outputs.shape
+        return (
+            f"<TrainRun of model {self.model.name!r}: steps={T - 1}, B={B}, d_out={K}; "
+            f"{len(self.program)} instructions>"
+        )
+
+    def _named(self, name: str) -> np.ndarray:
+        if name not in self.named:
+            raise ProgramValueError(
+                f"the forward named no quantity {name!r}; named: {sorted(self.named)}"
+            )
+        return self.named[name]
+
+    def _named_scalars(self, name: str) -> np.ndarray:
+        H = self._named(name)
+        if not isinstance(H.flat[0], Scalar):
+            raise ProgramValueError(
+                f"{name!r} is a vector: its limit is a distribution, not a number; name a "
+                f"Moment of it in the forward (e.g. tp.mean(h * h, name=...)) or read "
+                f"sim.named({name!r}) at finite width"
+            )
+        return H
+
+    def _param(self, name: str) -> _Param:
+        if name not in self._params:
+            raise ProgramValueError(
+                f"model {self.model.name!r} has no parameter {name!r}; its parameters are "
+                f"{list(self._params)}"
+            )
+        return self._params[name]
+
+    def limit(self, **kw: Any) -> TrainLimit:
+        """The infinite-width limit (keywords as :meth:`tensorprog.Program.limit`).
+
+        Raises
+        ------
+        ProgramValueError
+            If the run was built with ``allow_unstable=True`` and has diverging width
+            powers (:attr:`problems`).
+        """
+        if self.problems:
+            raise ProgramValueError(
+                "nn.train: this run has no infinite-width limit: " + "; ".join(self.problems)
+            )
+        lim = self.program.limit(**kw)
+        handles = {"outputs": self.outputs, "loss": self.loss}
+        vals = {k: _values(h, lim.__getitem__) for k, h in handles.items()}
+        errs = {k: _values(h, lim.stderr) for k, h in handles.items()}
+        return TrainLimit(
+            vals["outputs"], errs["outputs"], vals["loss"], errs["loss"], limit=lim, run=self
+        )
+
+    def simulate(self, n: int, seed: Any = 0, **kw: Any) -> TrainSimulation:
+        """The same run at finite width ``n`` (keywords as :meth:`tensorprog.Program.simulate`)."""
+        sim = self.program.simulate(n, seed=seed, **kw)
+        out, loss = (_values(h, sim.__getitem__) for h in (self.outputs, self.loss))
+        return TrainSimulation(out, loss, simulation=sim, run=self)
+
+
+# ---------------------------------------------------------------------------------------
+# Entry point
+
+
+def _scaling(param: Any, spec: ParamSpec) -> Scaling:
+    if isinstance(param, (PerClass, PerParameter)):
+        return param.scaling(spec.name, spec.cls, spec.finite)
+    if isinstance(param, ABC):
+        return abc_scaling(param, spec.name, spec.cls)
+    raise ProgramTypeError(
+        f"nn.train: param must be a per-class preset (nn.muP(), nn.SP(), nn.NTK()), "
+        f"nn.abcd({{...}}) or an nn.ABC (e.g. nn.MF()); got {param!r}"
+    )
+
+
+def train(
+    model: Model,
+    X: Any,
+    Y: Any,
+    steps: int,
+    *,
+    loss: str = "mse",
+    optimizer: Optimizer | None = None,
+    param: Any = None,
+    batches: Any = None,
+    allow_unstable: bool = False,
+    name: str | None = None,
+) -> TrainRun:
+    r"""Unroll ``steps`` optimizer steps of ``model`` on ``(X, Y)`` into one program.
+
+    Parameters
+    ----------
+    model : nn.Model
+        Parameters and forward (``m.forward``).
+    X : array_like, shape (B, d_x)
+        Inputs; row ``i`` is passed to the forward as ``xi`` (numpy).
+    Y : array_like
+        ``"mse"``: targets, shape ``(B, d_out)`` (or ``(B,)`` when ``d_out = 1``);
+        ``"xent"``: integer labels in ``[0, d_out)``, shape ``(B,)``.
+    steps : int
+        ``T ≥ 1``; outputs and loss are recorded at ``t = 0..T``.
+    loss : {"mse", "xent"}
+        ``(1/2B) Σ_i ‖f(ξ_i) − y_i‖²`` or ``(1/B) Σ_i [logsumexp f(ξ_i) − f(ξ_i)_{y_i}]``.
+    optimizer : nn.SGD, default nn.SGD(1.0)
+    param : default nn.muP()
+        ``nn.muP()``, ``nn.SP()``, ``nn.NTK()`` (per-class presets), ``nn.abcd({...})``
+        (per parameter) or an ``nn.ABC`` such as ``nn.MF()`` (per layer; see the module
+        docstring).
+    batches : sequence of ``steps`` sequences of row indices, optional
+        The rows of each gradient step (default: all rows).
+    allow_unstable : bool, default False
+        Build a run whose program needs diverging width powers (its finite network
+        simulates; ``limit()`` refuses, naming the parameters and exponents).
+    name : str, optional
+        Name of the program.
+
+    Returns
+    -------
+    TrainRun
+
+    Raises
+    ------
+    ProgramTypeError, ProgramValueError
+        Bad arguments (the message names the argument), or a run without a limit
+        (unless ``allow_unstable``).
+
+    Examples
+    --------
+    >>> import numpy as np, tensorprog as tp
+    >>> from tensorprog import nn
+    >>> m = nn.Model("mf")
+    >>> _ = m.param("W_in", ("n", 1))
+    >>> _ = m.param("W_out", (1, "n"))
+    >>> @m.forward
+    ... def f(p, xi):
+    ...     return p.W_out @ tp.tanh(p.W_in @ xi)
+    >>> run = nn.train(m, [[1.0]], [1.0], steps=1, optimizer=nn.SGD(1.0), param=nn.MF())
+    >>> np.round(run.limit().outputs[:, 0, 0], 6)
+    array([0.      , 0.708191])
+    """
+    if not isinstance(model, Model):
+        raise ProgramTypeError(f"nn.train: model must be an nn.Model, got {type(model).__name__}")
+    if model.fn is None:
+        raise ProgramValueError(
+            f"nn.train: model {model.name!r} has no forward; decorate one with @m.forward"
+        )
+    if not model.params:
+        raise ProgramValueError(f"nn.train: model {model.name!r} declares no parameters")
+    try:
+        Xa = np.asarray(X, dtype=float)
+    except (TypeError, ValueError):
+        raise ProgramTypeError(f"nn.train: X must be a numeric array, got {X!r}") from None
+    if Xa.ndim != 2 or Xa.shape[0] == 0 or not np.all(np.isfinite(Xa)):
+        raise ProgramValueError(
+            f"nn.train: X must be a finite 2-D array, shape (B, d_x) with B ≥ 1, got shape "
+            f"{Xa.shape}"
+        )
+    B = Xa.shape[0]
+    try:
+        Ya = np.asarray(Y, dtype=float)
+    except (TypeError, ValueError):
+        raise ProgramTypeError(f"nn.train: Y must be a numeric array, got {Y!r}") from None
+    if Ya.ndim == 0 or Ya.shape[0] != B or not np.all(np.isfinite(Ya)):
+        raise ProgramValueError(
+            f"nn.train: Y must be finite with one row per row of X ({B}), got shape {Ya.shape}"
+        )
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
+        raise ProgramValueError(f"nn.train: steps must be an int ≥ 1, got {steps!r}")
+    steps = int(steps)
+    if loss not in _LOSSES:
+        raise ProgramValueError(f"nn.train: loss must be one of {_LOSSES}, got {loss!r}")
+    opt = SGD(1.0) if optimizer is None else optimizer
+    if not isinstance(opt, SGD):
+        raise ProgramTypeError(
+            f"nn.train: optimizer must be nn.SGD(lr, momentum) (the only optimizer so far), "
+            f"got {optimizer!r}"
+        )
+    param = muP() if param is None else param
+    if isinstance(param, PerParameter):
+        extra = sorted(set(param.exponents) - set(model.params))
+        if extra:
+            raise ProgramValueError(
+                f"nn.train: nn.abcd names unknown parameters {extra}; model {model.name!r} "
+                f"has {list(model.params)}"
+            )
+    scalings = {nm: _scaling(param, spec) for nm, spec in model.params.items()}
+    if batches is None:
+        rows = [np.arange(B)] * steps
+    else:
+        try:
+            rows = [np.asarray(r) for r in batches]
+        except TypeError:
+            raise ProgramTypeError(
+                f"nn.train: batches must be a sequence of {steps} sequences of row indices"
+            ) from None
+        if len(rows) != steps:
+            raise ProgramValueError(
+                f"nn.train: batches must give the rows of each of the {steps} steps, got "
+                f"{len(rows)} entries"
+            )
+        for t, r in enumerate(rows):
+            ok = (
+                r.ndim == 1
+                and r.size > 0
+                and np.issubdtype(r.dtype, np.integer)
+                and r.min() >= 0
+                and r.max() < B
+                and len(set(r.tolist())) == r.size
+            )
+            if not ok:
+                raise ProgramValueError(
+                    f"nn.train: batches[{t}] must be a non-empty sequence of distinct row "
+                    f"indices in [0, {B}), got {r.tolist()!r}"
+                )
+        rows = [np.asarray(r, dtype=int) for r in rows]
+    if not isinstance(allow_unstable, (bool, np.bool_)):
+        raise ProgramTypeError(f"nn.train: allow_unstable must be a bool, got {allow_unstable!r}")
+    builder = _Builder(
+        model, Xa, Ya, steps, loss, opt, scalings, rows, name or f"train_{model.name}"
+    )
+    if builder.problems and not allow_unstable:
+        raise ProgramValueError(
+            "nn.train: the run has no infinite-width limit (pass allow_unstable=True to "
+            "simulate it anyway): " + "; ".join(str(p) for p in builder.problems)
+        )
+    return TrainRun(model, builder, scalings)
