@@ -18,7 +18,8 @@ File layout (``"version": 1``)::
     {"format": "tensorprog", "version": 1, "kind": "program" | "limit",
      "library_version": "0.1.0",
      "program": {"name": ..., "nonlinearities": [...], "instructions": [...],
-                 "aliases": [[alias, name], ...]},          # only if Program.aliases
+                 "aliases": [[alias, name], ...],           # only if Program.aliases
+                 "sections": [[start, title], ...]},        # only if Program.sections
      "limit": {...}}                                    # kind "limit" only
 
 A file is data, never code
@@ -449,6 +450,8 @@ def _program_to_dict(p: Any) -> dict[str, Any]:
     d = {"name": p.name, "nonlinearities": out, "instructions": instrs}
     if p.aliases:  # second names of repeated computations (Program.aliases)
         d["aliases"] = [[a, nm] for a, nm in p.aliases.items()]
+    if p.sections:  # headings of the printouts (Program.section)
+        d["sections"] = [[start, title] for title, start, _stop in p.sections]
     return d
 
 
@@ -665,6 +668,29 @@ def _program_from_dict(d: dict[str, Any], r: "_Reader") -> Any:
         except TensorProgramError as exc:
             raise r.corrupt(f"{at}: {exc}", at.path) from None
         handles[item[0]] = target
+    sections = d.get("sections", [])
+    if not isinstance(sections, list):
+        raise r.corrupt(f"sections must be a list, got {_short(sections)}", "program.sections")
+    last = -1
+    for j, item in enumerate(sections):
+        at = _At(f"section {j}", f"program.sections[{j}]")
+        ok = (
+            isinstance(item, list)
+            and len(item) == 2
+            and type(item[0]) is int
+            and last < item[0] <= len(p)
+            and isinstance(item[1], str)
+            and item[1].strip() != ""
+            and "\n" not in item[1]
+        )
+        if not ok:
+            raise r.corrupt(
+                f"{at} must be [start, title] (a one-line title) with starts increasing "
+                f"within the {len(p)} instructions, got {_short(item)}",
+                at.path,
+            )
+        last = item[0]
+        p._sections.append((item[0], item[1]))
     try:
         p.check()
     except TensorProgramError as exc:

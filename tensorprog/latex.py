@@ -115,6 +115,12 @@ def _greek_word(ch: str) -> str | None:
     return word if m.group(1) == "SMALL" else word.capitalize()
 
 
+_NUMBER_NAME = re.compile(r"^-?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+_INDEXED_NAME = re.compile(
+    r"^(?P<base>[A-Za-z][A-Za-z0-9]*)\[(?P<idx>\d+(,\d+)*)\](?P<rest>(_[A-Za-z0-9]+)*)$"
+)
+
+
 def latex_name(name: str, *, accent: str | None = None, sub: str | None = None) -> str:
     r"""The LaTeX of a variable name, in sympy's conventions with unambiguous subscripts.
 
@@ -130,7 +136,22 @@ def latex_name(name: str, *, accent: str | None = None, sub: str | None = None) 
     ('h_{1,0}', '\\xi_{0}', 'W_{1}', '\\mathrm{vx}')
     >>> latex_name("K12", accent="mathring"), latex_name("h1", sub=r"\alpha")
     ('\\mathring{K}_{12}', 'h_{1,\\alpha}')
+
+    A name indexed by brackets gets the indices as subscripts, and a name that is a
+    number (a constant named by its value) prints as the number:
+
+    >>> latex_name("x[0,1]"), latex_name("x[2,0]", sub=r"\alpha"), latex_name("-0.5")
+    ('x_{[0,1]}', 'x_{[2,0],\\alpha}', '\\left(-0.5\\right)')
     """
+    if _NUMBER_NAME.match(name):  # a constant named by its value (nn.train's data)
+        tex = _fmt(float(name))
+        return rf"\left({tex}\right)" if tex.startswith("-") else tex
+    indexed = _INDEXED_NAME.match(name)
+    if indexed:  # x[t,i] (a name recorded per step and input) -> x_{[t,i]}
+        idx = f"[{indexed.group('idx')}]"
+        inner = indexed.group("base") + indexed.group("rest")
+        more = idx if sub is None else f"{idx},{sub}"
+        return latex_name(inner, accent=accent, sub=more)
     if not name.isascii():
         words = [c if c.isascii() else _greek_word(c) for c in name]
         if all(words):
@@ -365,7 +386,15 @@ class ProgramLatexPrinter(LatexPrinter):
 
     # -- instructions as program lines [TP4 §7 Def 7.1] ----------------------------------
     def _print_Program(self, p: Any) -> str:
-        return self._environment([self._print(instr) for instr in p.instructions])
+        return self._environment(self._sectioned(p))
+
+    def _sectioned(self, p: Any) -> list[str]:
+        """The rows of every instruction of ``p``, a heading row before each section
+        (:meth:`tensorprog.Program.section`)."""
+        rows = [self._print(instr) for instr in p.instructions]
+        for title, start, _stop in reversed(p.sections):
+            rows.insert(start, rf"&\textbf{{{escape_text(title)}}}")
+        return rows
 
     def _print_InitMatrix(self, instr: InitMatrix) -> str:
         W = latex_name(instr.out.name, sub=r"\alpha\beta")
@@ -479,7 +508,7 @@ class DerivationLatexPrinter(ProgramLatexPrinter):
         return rf"\approx {pm}\ (\text{{{_METHOD_TEXT.get(m, m)}}})"
 
     def _print_Limit(self, lim: Any) -> str:
-        return self._environment([self._print(instr) for instr in lim.program.instructions])
+        return self._environment(self._sectioned(lim.program))
 
     def _print_InitMatrix(self, instr: InitMatrix) -> str:
         W = instr.out

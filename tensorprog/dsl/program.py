@@ -138,6 +138,7 @@ class Program:
         self._version = 0
         self._computed: dict[tuple, Var] = {}  # computation key -> its variable (CSE)
         self._aliases: dict[str, Var] = {}
+        self._sections: list[tuple[int, str]] = []  # (first instruction index, title)
 
     # -- container protocol -------------------------------------------------------
     @property
@@ -238,8 +239,58 @@ class Program:
 
     def __str__(self) -> str:
         lines = [f"Program {self.name!r}"]
-        lines += ["  " + format_instruction(i) for i in self._instructions]
+        starts = dict(self._sections)
+        for k, instr in enumerate(self._instructions):
+            if k in starts:
+                lines.append(f"  # {starts[k]}")
+            lines.append("  " + format_instruction(instr))
         return "\n".join(lines)
+
+    # -- sections -----------------------------------------------------------------------
+    def section(self, title: str) -> None:
+        """Start a section: the instructions recorded from now on, until the next
+        section, belong to ``title`` (e.g. one step of an unrolled training run).
+
+        Sections change nothing but the printouts: ``str(p)`` shows ``# title`` lines,
+        the LaTeX of the program and of its limit a heading per section. They are
+        saved with the program.
+
+        Parameters
+        ----------
+        title : str
+            A one-line title (printed as text).
+
+        Examples
+        --------
+        >>> import tensorprog as tp
+        >>> p = tp.Program()
+        >>> h = p.vector("h")
+        >>> p.section("step 1")
+        >>> x = tp.relu(h, name="x")
+        >>> print(p)
+        Program 'program'
+          h : vector, coordinates N(0, 1)
+          # step 1
+          x = relu(h)
+        >>> p.sections
+        (('step 1', 1, 2),)
+        """
+        if not isinstance(title, str) or not title.strip() or "\n" in title:
+            raise ProgramTypeError(
+                f"section: title must be a one-line, non-empty str, got {title!r}"
+            )
+        at = len(self._instructions)
+        if self._sections and self._sections[-1][0] == at:
+            self._sections[-1] = (at, title)  # an empty section is replaced
+        else:
+            self._sections.append((at, title))
+
+    @property
+    def sections(self) -> tuple[tuple[str, int, int], ...]:
+        """``(title, start, stop)`` of every section: its instructions are
+        ``p.instructions[start:stop]``."""
+        ends = [k for k, _ in self._sections[1:]] + [len(self._instructions)]
+        return tuple((title, k, e) for (k, title), e in zip(self._sections, ends))
 
     def __repr__(self) -> str:
         return f"<Program {self.name!r}: {len(self)} instructions>"

@@ -474,6 +474,7 @@ class _Builder:
         self.model, self.X, self.Y, self.T = model, X, Y, steps
         self.loss_name, self.opt, self.batches = loss, opt, batches
         self.p = _ScopedProgram(name)
+        self.p.section("initial parameters")
         self.problems: list[_Problem] = []
         self._powers: dict[tuple[Fraction, float], Any] = {}
         self._consts: dict[float, Scalar] = {}
@@ -487,6 +488,7 @@ class _Builder:
         self.loss = np.empty(T + 1, dtype=object)
         self.chi: list[dict[int, list[Any]]] = []
         for t in range(T + 1):
+            self.p.section(f"step {t}: forward pass on {B} input{'s' * (B > 1)}, loss")
             if t > 0:
                 for P in self.params.values():
                     P.begin_step(t)
@@ -504,6 +506,7 @@ class _Builder:
                 self.check_targets()
             self.loss[t] = self.loss_of(range(B), self.f[t], name=f"loss_{t}")
             if t < T:
+                self.p.section(f"step {t}: backward pass, update {t + 1}")
                 self.backward(t, uses)
 
     # -- scalars ---------------------------------------------------------------------
