@@ -257,6 +257,7 @@ class _Unroll:
         ex, L, std = self.ex, self.L, net.param.init_std
         d = X.shape[1]
         # initial objects
+        p.section("initial weights")
         self.u = [p.vector(f"u{j}", var=std[0] ** 2) for j in range(d)]
         self.M = {ell: p.matrix(f"W{ell + 1}", var=std[ell] ** 2) for ell in range(1, L)}
         self.v = p.vector("v", var=std[L] ** 2)
@@ -307,6 +308,7 @@ class _Unroll:
         self.F0: list[Any] = []
         self.zero: Scalar | None = None
         for t in range(T + 1):
+            p.section(f"step {t}: forward pass, outputs")
             self.readout(t)
             for k in range(K):
                 self.forward(t, k)
@@ -315,6 +317,7 @@ class _Unroll:
             if kernels:
                 self.kernels(t)
             if t < T:
+                p.section(f"step {t}: loss derivatives, backward pass")
                 for i in range(B):
                     self.chi[t, i] = (self.f[t, i] - float(self.Y[i])) / B
                 for i in range(B):
