@@ -1,4 +1,5 @@
-r"""Closed-form Gaussian expectations, registered by nonlinearity object.
+r"""Closed-form Gaussian expectations, registered by nonlinearity object (with means where
+they exist).
 
 Each formula below is registered, by a decorator placed on it, under the
 :class:`~tensorprog.Nonlinearity` objects it integrates:
@@ -8,7 +9,16 @@ Each formula below is registered, by a decorator placed on it, under the
   :math:`\operatorname{Var}v=k_{22}`, :math:`\operatorname{Cov}(u,v)=k_{12}` (e.g.
   :func:`relu_relu`, :func:`erf_erf`); the pair :math:`(\psi,\phi)` is registered with it;
 * ``@mean_closed_form(φ)`` on ``f(k)`` -- :math:`\mathbb E\,\phi(u)`,
-  :math:`u\sim\mathcal N(0,k)` (e.g. :func:`mean_relu`).
+  :math:`u\sim\mathcal N(0,k)` (e.g. :func:`mean_relu`);
+* with ``means=True`` the form also takes the means, ``f(k11, k12, k22, m1=0, m2=0)``
+  or ``f(k, m=0)``, and the exact evaluation uses it for non-centred terms too (a vector
+  declared with a mean, an argument ``bᵀg + c``); the piecewise-linear functions, erf,
+  sin, cos, exp and gelu's one-variable forms take means;
+* :func:`register_combination` -- closed forms of a function that is a sum of
+  ``c·f(s·x)`` of functions that have them (``ab_relu``, ``rbf``, ``cos'``);
+* the parametrised families of :mod:`tensorprog.nonlin` (``ab_relu``, ``rbf``,
+  ``gaussian_bump``, ``rectified_monomial``) get their forms when a member is made
+  (``Family.on_create``).
 
 Adding a closed form is this one edit: a function with its decorator (here, or in a
 user's code for a user's nonlinearity). The registries :data:`PAIR_CLOSED_FORMS` and
@@ -45,7 +55,15 @@ References
 * [W97] C. K. I. Williams, *Computing with Infinite Networks*, NeurIPS 1997 (erf).
 * [NT] neural-tangents, ``neural_tangents/_src/stax/elementwise.py``: ``ABRelu`` and
   ``Erf`` (summarised in ``docs/concepts/kernel-limits.md``), ``Abs = ABRelu(-1, 1)`` and ``Sign``
-  (``nngp = 1 - 2 angle / pi``).
+  (``nngp = 1 - 2 angle / pi``), ``Gelu``, ``Rbf``, ``Gaussian``, ``RectifiedMonomial``.
+* [T21] R. Tsuchida et al., *Avoiding kernel fixed points: computing with ELU and GELU
+  infinite networks*, AAAI 2021 (gelu).
+* [TRG18] R. Tsuchida, F. Roosta, M. Gallagher, *Invariance of weight distributions in
+  rectified MLPs*, ICML 2018 (leaky relu).
+* [R61] S. Rosenbaum, *Moments of a truncated bivariate normal distribution*, J. R. Stat.
+  Soc. B 23 (1961) (relu and step with means).
+* [O56] D. B. Owen, *Tables for computing bivariate normal probabilities*, Ann. Math.
+  Statist. 27 (1956) (Owen's T, the bivariate normal CDF).
 * Stein's lemma: :math:`\mathbb E[u\,g(v)]=\operatorname{Cov}(u,v)\,\mathbb E[g'(v)]`
   for centred jointly Gaussian :math:`(u,v)`; formulas marked *DERIVED* follow from it,
   from :math:`\mathrm{relu}(z)=(z+|z|)/2`, :math:`\mathrm{step}=(1+\mathrm{sign})/2`,
@@ -493,9 +511,8 @@ def bivariate_normal_cdf(h: ArrayLike, k: ArrayLike, rho: ArrayLike) -> Any:
         a_h=\frac{k-\rho h}{h\sqrt{1-\rho^2}},\;a_k=\frac{h-\rho k}{k\sqrt{1-\rho^2}},
 
     :math:`\beta=\tfrac12` when :math:`hk<0`, or :math:`hk=0` and :math:`h+k<0`, else 0
-    [D. B. Owen, *Tables for computing bivariate normal probabilities*, Ann. Math.
-    Statist. 27 (1956) 1075-1090, Eq. (2.1) and the relation of :math:`L(h,k,\rho)` to
-    :math:`T` in §2]; at :math:`h=0` (:math:`k=0`) the limit :math:`a_h=\pm\infty`
+    [O56] (D. B. Owen, *Tables for computing bivariate normal probabilities*, Ann. Math.
+    Statist. 27 (1956): the relation of :math:`L(h,k,\rho)` to :math:`T(h,a)`); at :math:`h=0` (:math:`k=0`) the limit :math:`a_h=\pm\infty`
     (:math:`T(0,\pm\infty)=\pm\tfrac14`) is used, and
     :math:`\Phi_2(0,0;\rho)=\tfrac14+\arcsin(\rho)/(2\pi)` (Sheppard). ``scipy.special.owens_t``
     evaluates :math:`T` to about machine precision.
@@ -533,9 +550,10 @@ def _pl_moments(p: _Pair, m1: np.ndarray, m2: np.ndarray) -> dict[tuple, np.ndar
 
     With :math:`u=m_1+\sigma_1X`, :math:`v=m_2+\sigma_2Y`, :math:`h=m_1/\sigma_1`,
     :math:`k=m_2/\sigma_2`, :math:`r=\sqrt{1-\rho^2}` and :math:`A=\{X>-h,Y>-k\}`
-    [S. Rosenbaum, *Moments of a truncated bivariate normal distribution*, J. R. Stat.
-    Soc. B 23 (1961) 405-408, Eqs. (3)-(5), written for the lower truncation points
-    :math:`-h,-k`]:
+    [R61] (S. Rosenbaum, *Moments of a truncated bivariate normal distribution*, J. R.
+    Stat. Soc. B 23 (1961): the first and second moments, written for the lower
+    truncation points :math:`-h,-k`; checked against quadrature in
+    ``tests/test_closed_forms_nt.py``):
 
     .. math::
         L&=P(A)=\Phi_2(h,k;\rho),\\
@@ -1265,8 +1283,8 @@ def gelu_gelu(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
         \delta^2=(1+k_{11})(1+k_{22})-k_{12}^2,
 
     [T21] (Tsuchida, Pearce, van der Heide, Roosta & Gallagher, *Avoiding kernel fixed
-    points: computing with ELU and GELU infinite networks*, AAAI 2021, the GELU kernel of
-    §3), in the form evaluated by [NT] ``Gelu``; checked against quadrature in
+    points: computing with ELU and GELU infinite networks*, AAAI 2021: the GELU kernel),
+    in the form evaluated by [NT] ``Gelu``; checked against quadrature in
     ``tests/test_closed_forms_nt.py``. :math:`\delta\ge1`, so it is finite for every
     covariance.
     """
@@ -1281,7 +1299,9 @@ def gelu_gelu(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
 def _gelu_delta(p: _Pair) -> tuple[np.ndarray, ...]:
     r""":math:`(k_{12},1+k_{11},1+k_{22},\delta^2)` with
     :math:`\delta^2=(1+k_{11})(1+k_{22})-k_{12}^2` evaluated as
-    :math:`1+k_{11}+k_{22}+k_{11}k_{22}(1-ho)(1+ho)`: no cancellation when
+    :math:`1+k_{11}+k_{22}+k_{11}k_{22}(1-
+ho)(1+
+ho)`: no cancellation when
     :math:`k_{12}pprox\sqrt{k_{11}k_{22}}` is large (deep networks)."""
     c, a1, a2 = p.k12, 1.0 + p.k11, 1.0 + p.k22
     d2 = 1.0 + p.k11 + p.k22 + p.s**2 * (1.0 - p.rho) * (1.0 + p.rho)
@@ -1542,7 +1562,8 @@ def _rectified_monomial_forms(phi: Nonlinearity, n: int) -> None:
         \Big(\frac1{\sin\vartheta}\frac{\partial}{\partial\vartheta}\Big)^n
         \frac{\pi-\vartheta}{\sin\vartheta},
 
-    :math:`\vartheta=\arccos\rho` [CS09, Eqs. (3)-(4)] (:math:`\mathbb E` is half their
+    :math:`\vartheta=\arccos\rho` [CS09] (their arc-cosine kernel of degree n;
+    :math:`\mathbb E` is half their
     :math:`k_n`, whose weights are :math:`\mathcal N(0,I)` with a factor 2); :math:`J_n`
     is differentiated and simplified by sympy once per degree into a trigonometric
     polynomial in :math:`\vartheta` (no division by :math:`\sin\vartheta`, unlike [NT]
