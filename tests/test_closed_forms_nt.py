@@ -81,7 +81,9 @@ def ref_pair(f, g, k11, k12, k22, m1=0.0, m2=0.0, kf=0.0, kg=0.0):
     pts = [-_L, _L] + ([] if kf is None else [(kf - m1) / s1])
     if rho != 0 and kg is not None:  # where v's kink crosses z = 0, graded by the width r/|rho|
         c, width = (kg - m2) / (s2 * rho), r / abs(rho)
-        pts += [c] + [c + sg * width * 2.0**j for j in range(60) if width * 2.0**j <= 1 for sg in (-1, 1)]
+        pts += [c] + [
+            c + sg * width * 2.0**j for j in range(60) if width * 2.0**j <= 1 for sg in (-1, 1)
+        ]
     x, w = _panels(pts)
     a, b = m2 + s2 * rho * x, s2 * r
     if b == 0:
@@ -244,7 +246,9 @@ FAMILIES = {
 def _numeric(fn):
     """The numpy form of a nonlinearity's body, made here by sympy (not by tensorprog)."""
     x = fn.args[0]
-    return sympy.lambdify(x, fn.body, modules=[{"Heaviside": lambda z, h0=0.5: np.heaviside(z, 0.5)}, np])
+    return sympy.lambdify(
+        x, fn.body, modules=[{"Heaviside": lambda z, h0=0.5: np.heaviside(z, 0.5)}, np]
+    )
 
 
 @pytest.mark.parametrize("name", list(FAMILIES))
@@ -262,7 +266,12 @@ def test_family_closed_forms(name):
     ident = lambda z: z  # noqa: E731
     covs = [(1.3, 0.4, 0.7, 0.6, -0.5), (4.0, 3.999, 4.0, 0.0, 0.0), (0.9, -0.6, 2.0, -1.0, 0.3)]
     for k11, k12, k22, m1, m2 in covs:
-        for (a, fa), (b, fb) in [((fn, f), (fn, f)), ((d, df), (d, df)), ((tp.identity, ident), (fn, f)), ((tp.identity, ident), (d, df))]:
+        for (a, fa), (b, fb) in [
+            ((fn, f), (fn, f)),
+            ((d, df), (d, df)),
+            ((tp.identity, ident), (fn, f)),
+            ((tp.identity, ident), (d, df)),
+        ]:
             form = tg.pair_form(a, b)
             assert form is not None, (a.name, b.name)
             means = tg.pair_form(a, b, centred=False) is not None
@@ -355,7 +364,11 @@ def test_kernels_match_neural_tangents(case):
     RectifiedMonomial diagonal is NaN, recorded as null, and not compared)."""
     phi = _nonlinearity(case["nonlin"])
     res = nn.kernels(
-        np.array(case["X"]), case["depth"], nonlin=phi, W_std=case["W_std"], b_std=case["b_std"],
+        np.array(case["X"]),
+        case["depth"],
+        nonlin=phi,
+        W_std=case["W_std"],
+        b_std=case["b_std"],
         return_info=True,
     )
     for kind in ("nngp", "ntk"):

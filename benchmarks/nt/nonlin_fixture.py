@@ -46,14 +46,46 @@ CASES = [
     ("rbf_0.5", stax.Rbf(0.5), ("rbf", [0.5]), 3, 1.0, 0.2, 9),
     ("exp", stax.Exp(), ("exp", []), 2, 0.5, 0.1, 10),
     ("gaussian_1_-1", stax.Gaussian(1.0, -1.0), ("gaussian_bump", [1.0, -1.0]), 3, 1.5, 0.3, 11),
-    ("gaussian_0.7_-0.4", stax.Gaussian(0.7, -0.4), ("gaussian_bump", [0.7, -0.4]), 3, 1.5, 0.3, 12),
+    (
+        "gaussian_0.7_-0.4",
+        stax.Gaussian(0.7, -0.4),
+        ("gaussian_bump", [0.7, -0.4]),
+        3,
+        1.5,
+        0.3,
+        12,
+    ),
     ("monomial_2", stax.Monomial(2), ("monomial", [2]), 2, 0.8, 0.3, 13),
     ("monomial_3", stax.Monomial(3), ("monomial", [3]), 1, 0.8, 0.3, 14),
     # depth 1: neural-tangents' RectifiedMonomial divides by sin θ, which is 0 on the
     # diagonal (θ = 0), so its diagonal is NaN and every deeper layer with it
-    ("rectified_monomial_2", stax.RectifiedMonomial(2), ("rectified_monomial", [2]), 1, 1.2, 0.3, 15),
-    ("rectified_monomial_3", stax.RectifiedMonomial(3), ("rectified_monomial", [3]), 1, 1.0, 0.3, 16),
-    ("polynomial", stax.Polynomial([0.5, -1.0, 0.25]), ("polynomial", [[0.5, -1.0, 0.25]]), 2, 1.0, 0.3, 17),
+    (
+        "rectified_monomial_2",
+        stax.RectifiedMonomial(2),
+        ("rectified_monomial", [2]),
+        1,
+        1.2,
+        0.3,
+        15,
+    ),
+    (
+        "rectified_monomial_3",
+        stax.RectifiedMonomial(3),
+        ("rectified_monomial", [3]),
+        1,
+        1.0,
+        0.3,
+        16,
+    ),
+    (
+        "polynomial",
+        stax.Polynomial([0.5, -1.0, 0.25]),
+        ("polynomial", [[0.5, -1.0, 0.25]]),
+        2,
+        1.0,
+        0.3,
+        17,
+    ),
 ]
 
 

@@ -216,9 +216,7 @@ def _changed(*fns: Nonlinearity) -> None:
         callback()
 
 
-def _swapped(
-    fn: PairForm, first: Nonlinearity, second: Nonlinearity, means: bool
-) -> PairForm:
+def _swapped(fn: PairForm, first: Nonlinearity, second: Nonlinearity, means: bool) -> PairForm:
     """``(k11, k12, k22[, m1, m2]) -> fn(k22, k12, k11[, m2, m1])``: the pair form with u
     and v exchanged."""
 
@@ -1298,11 +1296,11 @@ def gelu_gelu(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike) -> Any:
 
 def _gelu_delta(p: _Pair) -> tuple[np.ndarray, ...]:
     r""":math:`(k_{12},1+k_{11},1+k_{22},\delta^2)` with
-    :math:`\delta^2=(1+k_{11})(1+k_{22})-k_{12}^2` evaluated as
-    :math:`1+k_{11}+k_{22}+k_{11}k_{22}(1-
-ho)(1+
-ho)`: no cancellation when
-    :math:`k_{12}pprox\sqrt{k_{11}k_{22}}` is large (deep networks)."""
+        :math:`\delta^2=(1+k_{11})(1+k_{22})-k_{12}^2` evaluated as
+        :math:`1+k_{11}+k_{22}+k_{11}k_{22}(1-
+    ho)(1+
+    ho)`: no cancellation when
+        :math:`k_{12}pprox\sqrt{k_{11}k_{22}}` is large (deep networks)."""
     c, a1, a2 = p.k12, 1.0 + p.k11, 1.0 + p.k22
     d2 = 1.0 + p.k11 + p.k22 + p.s**2 * (1.0 - p.rho) * (1.0 + p.rho)
     return c, a1, a2, d2
@@ -1581,7 +1579,9 @@ def _rectified_monomial_forms(phi: Nonlinearity, n: int) -> None:
         return _finish(p.s**n / (2.0 * np.pi) * J(theta), f"{phi.name}_{phi.name}")
 
     def half_abs_moment(k: np.ndarray, j: int) -> np.ndarray:
-        return 0.5 * k ** (0.5 * j) * 2.0 ** (0.5 * j) * math.gamma(0.5 * (j + 1)) / math.sqrt(np.pi)
+        return (
+            0.5 * k ** (0.5 * j) * 2.0 ** (0.5 * j) * math.gamma(0.5 * (j + 1)) / math.sqrt(np.pi)
+        )
 
     def mean(k: ArrayLike) -> Any:
         return _finish(half_abs_moment(_variance(k, phi.name), n), f"mean_{phi.name}")
@@ -1620,18 +1620,18 @@ def _arccos_J(n: int) -> Callable[[np.ndarray], np.ndarray]:
     from numpy.polynomial import polynomial as P
 
     terms: dict[tuple[int, int], np.ndarray] = {(1, -1): np.array([1.0])}
+
+    def add(out: dict[tuple[int, int], np.ndarray], key: tuple[int, int], poly: np.ndarray) -> None:
+        out[key] = P.polyadd(out.get(key, np.zeros(1)), poly)
+
     for _ in range(n):
         new: dict[tuple[int, int], np.ndarray] = {}
-
-        def add(key: tuple[int, int], poly: np.ndarray) -> None:
-            new[key] = P.polyadd(new.get(key, np.zeros(1)), poly)
-
         for (kind, power), poly in terms.items():
-            add((kind, power), P.polyder(poly))
+            add(new, (kind, power), P.polyder(poly))
             if kind:
-                add((0, power - 1), poly)
+                add(new, (0, power - 1), poly)
             if power:
-                add((kind, power - 2), P.polymul(poly, [0.0, -float(power)]))
+                add(new, (kind, power - 2), P.polymul(poly, [0.0, -float(power)]))
         terms = new
     final = [(k, p + 2 * n + 1, poly) for (k, p), poly in terms.items() if np.any(poly)]
     assert all(p >= 0 for _, p, _ in final)
