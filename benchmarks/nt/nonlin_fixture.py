@@ -18,7 +18,6 @@ tests read it, nothing executes it.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -29,8 +28,10 @@ import numpy as np  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
-import neural_tangents  # noqa: E402
 from neural_tangents import stax  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _fixture_io import write_fixture  # noqa: E402
 
 # (case name, stax layer, tensorprog nonlinearity {name, params}, depth, W_std, b_std, seed)
 CASES = [
@@ -125,20 +126,13 @@ def main(out: str) -> None:
                 "ntk": _finite_or_none(ntk),
             }
         )
-    doc = {
-        "source": "neural-tangents stax nonlinearities, closed-form kernels "
+    write_fixture(
+        out,
+        "neural-tangents stax nonlinearities, closed-form kernels "
         "(parameterization='ntk'), float64",
-        "produced_by": "benchmarks/nt/.venv/bin/python benchmarks/nt/nonlin_fixture.py " + out,
-        "versions": {
-            "neural_tangents": neural_tangents.__version__,
-            "jax": jax.__version__,
-            "numpy": np.__version__,
-        },
-        "cases": cases,
-    }
-    with open(out, "w") as fh:
-        json.dump(doc, fh, indent=1)
-        fh.write("\n")
+        "nonlin_fixture.py",
+        cases,
+    )
 
 
 if __name__ == "__main__":
