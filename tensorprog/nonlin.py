@@ -715,8 +715,15 @@ class Family:
     Parameters
     ----------
     build : callable
-        ``build(*params) -> (Nonlinearity or builtin, key)``: validates the parameters
-        and returns the member and the tuple that identifies it.
+        ``build(*params) -> (member, key, new)``: validates the parameters and returns
+        the member, the tuple of parameters that identifies it, and whether it is a new
+        object (False for a builtin or another family's member, whose closed forms
+        exist already).
+
+    Examples
+    --------
+    >>> leaky_relu(0.2) is leaky_relu(0.2), leaky_relu(0.2) in ab_relu.members
+    (True, True)
     """
 
     def __init__(self, build: Callable[..., tuple[Nonlinearity, tuple, bool]]) -> None:
