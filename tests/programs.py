@@ -587,7 +587,7 @@ TABLE: list[Entry] = [
     Entry("moment_algebra", moment_algebra, exact=True),
     Entry("moment_functions", moment_functions, ref_error=1e-11),
     Entry("normalised", normalised, exact=True, width=256),
-    Entry("lognormal", lognormal),
+    Entry("lognormal", lognormal, exact=True),  # exp with a mean: a closed form (issue #21)
     Entry("cos_product", cos_product, quadrature=False),
     Entry(
         "ratio_exists",

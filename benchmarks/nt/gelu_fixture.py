@@ -16,7 +16,6 @@ file round-trips exactly). The file is data: tests read it, nothing executes it.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -27,9 +26,9 @@ import numpy as np  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
-import neural_tangents  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _fixture_io import write_fixture  # noqa: E402
 from nt_kernels import build_kernel_fn  # noqa: E402
 
 CASES = [
@@ -58,19 +57,12 @@ def main(out: str) -> None:
                 "ntk": ntk.tolist(),
             }
         )
-    doc = {
-        "source": "neural-tangents stax.Gelu closed-form kernel (parameterization='ntk'), float64",
-        "produced_by": "benchmarks/nt/.venv/bin/python benchmarks/nt/gelu_fixture.py " + out,
-        "versions": {
-            "neural_tangents": neural_tangents.__version__,
-            "jax": jax.__version__,
-            "numpy": np.__version__,
-        },
-        "cases": cases,
-    }
-    with open(out, "w") as fh:
-        json.dump(doc, fh, indent=1)
-        fh.write("\n")
+    write_fixture(
+        out,
+        "neural-tangents stax.Gelu closed-form kernel (parameterization='ntk'), float64",
+        "gelu_fixture.py",
+        cases,
+    )
 
 
 if __name__ == "__main__":

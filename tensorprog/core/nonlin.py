@@ -57,6 +57,14 @@ __all__ = [
     "identity",
     "sqrt",
     "exp",
+    "Family",
+    "ab_relu",
+    "leaky_relu",
+    "rbf",
+    "gaussian_bump",
+    "rectified_monomial",
+    "monomial",
+    "polynomial",
 ]
 
 _counter = itertools.count()
@@ -666,3 +674,253 @@ def nonlinearity(
 for _name, _doc in _DOCS.items():
     BUILTINS[_name].__doc__ = _doc
 del _name, _doc
+
+
+# --------------------------------------------------------------------------------------
+# Parametrised builtins: one Nonlinearity object per parameter value
+# --------------------------------------------------------------------------------------
+
+
+def _real(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ProgramTypeError(f"{what} must be a real number, got {type(value).__name__}")
+    v = float(value)
+    if not np.isfinite(v):
+        raise ProgramValueError(f"{what} must be finite, got {v!r}")
+    return v
+
+
+def _degree(value: Any, what: str, low: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ProgramValueError(f"{what} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+def _num(v: float) -> sympy.Expr:
+    """A parameter in a body: an integer-valued float as an Integer (so ``ab_relu(0, 1)``
+    simplifies to relu's body), otherwise the exact binary value as a Float."""
+    return sympy.Integer(int(v)) if float(v).is_integer() else sympy.Float(v)
+
+
+class Family:
+    """A family of nonlinearities ``φ_θ`` built from parameters, one object per value.
+
+    Calling the family returns the *same* :class:`Nonlinearity` for equal parameters
+    (closed forms are registered by object), and calls every hook registered with
+    :meth:`on_create` on each new member -- how :mod:`tensorprog.gaussian.closed_forms`
+    attaches a member's closed forms beside the formulas, without this module
+    importing that one. A member equal to a builtin (``ab_relu(0, 1)`` is ``relu``)
+    is that builtin, whose closed forms exist already.
+
+    Parameters
+    ----------
+    build : callable
+        ``build(*params) -> (member, key, new)``: validates the parameters and returns
+        the member, the tuple of parameters that identifies it, and whether it is a new
+        object (False for a builtin or another family's member, whose closed forms
+        exist already).
+
+    Examples
+    --------
+    >>> leaky_relu(0.2) is leaky_relu(0.2), leaky_relu(0.2) in ab_relu.members
+    (True, True)
+    """
+
+    def __init__(self, build: Callable[..., tuple[Nonlinearity, tuple, bool]]) -> None:
+        self._build = build
+        self._members: dict[tuple, Nonlinearity] = {}
+        self._hooks: list[Callable[..., None]] = []
+        functools.update_wrapper(self, build)
+
+    def __call__(self, *params: Any) -> Nonlinearity:
+        phi, key, new = self._build(*params)
+        old = self._members.get(key)
+        if old is not None:
+            return old
+        self._members[key] = phi
+        if new:
+            for hook in self._hooks:
+                hook(phi, *key)
+        return phi
+
+    def on_create(self, hook: Callable[..., None]) -> Callable[..., None]:
+        """Decorator: call ``hook(φ, *params)`` for every new member (also those made
+        before the hook was registered)."""
+        self._hooks.append(hook)
+        for key, phi in list(self._members.items()):
+            if not _is_builtin(phi):
+                hook(phi, *key)
+        return hook
+
+    @property
+    def members(self) -> tuple[Nonlinearity, ...]:
+        """The members made so far."""
+        return tuple(self._members.values())
+
+
+def _is_builtin(phi: Nonlinearity) -> bool:
+    return BUILTINS.get(phi.name) is phi
+
+
+def _member(name: str, body: sympy.Expr, x: sympy.Symbol, latex: str, opaque: bool = True):
+    f = Nonlinearity(name, body, [x], opaque=opaque, latex=latex)
+    same = _BY_KEY.get(f.key)
+    if same is not None and opaque:
+        return same, False
+    return f, True
+
+
+def _tag(v: float) -> str:
+    return repr(int(v)) if float(v).is_integer() else repr(v)
+
+
+@Family
+def ab_relu(a: float, b: float) -> tuple[Nonlinearity, tuple, bool]:
+    r"""The piecewise-linear :math:`\phi(x)=a\min(x,0)+b\max(x,0)` (slope ``a`` left of 0,
+    ``b`` right of it; neural-tangents' ``stax.ABRelu(a, b)``).
+
+    ``ab_relu(0, 1)`` is :data:`relu`, ``ab_relu(-1, 1)`` is :data:`abs`. Its
+    derivative is :math:`a\,\mathrm{step}(-x)+b\,\mathrm{step}(x)`; the Gaussian
+    expectations of both are exact, also for nonzero means
+    (docs/concepts/kernel-limits.md).
+
+    Examples
+    --------
+    >>> ab_relu(0, 1) is relu, ab_relu(-0.5, 2) is ab_relu(-0.5, 2.0)
+    (True, True)
+    >>> ab_relu(-0.5, 2).derivative().body
+    -0.5*Heaviside(-x0) + 2*Heaviside(x0)
+    """
+    a, b = _real(a, "ab_relu: a"), _real(b, "ab_relu: b")
+    if (a, b) == (-1.0, 1.0):
+        return abs, (a, b), False
+    x = sympy.Symbol("x", real=True)
+    body = _num(a) * sympy.Min(x, 0) + _num(b) * sympy.Max(x, 0)
+    name = f"ab_relu[{_tag(a)},{_tag(b)}]"
+    phi, new = _member(name, body, x, rf"\operatorname{{ab\_relu}}_{{{_tag(a)},{_tag(b)}}}")
+    return phi, (a, b), new
+
+
+@Family
+def leaky_relu(alpha: float) -> tuple[Nonlinearity, tuple, bool]:
+    r"""Leaky relu :math:`\phi(x)=\max(x,0)+\alpha\min(x,0)` (neural-tangents'
+    ``stax.LeakyRelu(alpha)``): the member ``ab_relu(alpha, 1)`` of :data:`ab_relu`.
+
+    Examples
+    --------
+    >>> leaky_relu(0.1) is ab_relu(0.1, 1), leaky_relu(0) is relu
+    (True, True)
+    """
+    alpha = _real(alpha, "leaky_relu: alpha")
+    phi = ab_relu(alpha, 1.0)
+    return phi, (alpha,), False
+
+
+@Family
+def rbf(gamma: float = 1.0) -> tuple[Nonlinearity, tuple, bool]:
+    r"""The activation of the RBF kernel, :math:`\phi(x)=\sqrt2\sin(\sqrt{2\gamma}\,x+\pi/4)`
+    (neural-tangents' ``stax.Rbf(gamma)``), ``γ > 0``.
+
+    For a centred pair :math:`\mathbb E[\phi(u)\phi(v)]=e^{-\gamma(k_{11}-2k_{12}+k_{22})}`:
+    one layer on inputs with :math:`k=\xi^\top\xi'/d` gives the RBF kernel
+    :math:`e^{-\gamma\|\xi-\xi'\|^2/d}`.
+
+    Examples
+    --------
+    >>> rbf(0.5).body, rbf(2).body
+    (sqrt(2)*sin(x0 + pi/4), sqrt(2)*sin(2*x0 + pi/4))
+    """
+    gamma = _real(gamma, "rbf: gamma")
+    if gamma <= 0:
+        raise ProgramValueError(f"rbf: gamma must be > 0, got {gamma!r}")
+    x = sympy.Symbol("x", real=True)
+    beta = np.sqrt(2.0 * gamma)
+    body = sympy.sqrt(2) * sympy.sin(_num(beta) * x + sympy.pi / 4)
+    phi, new = _member(f"rbf[{_tag(gamma)}]", body, x, rf"\operatorname{{rbf}}_{{{_tag(gamma)}}}")
+    return phi, (gamma,), new
+
+
+@Family
+def gaussian_bump(a: float = 1.0, b: float = -1.0) -> tuple[Nonlinearity, tuple, bool]:
+    r"""The Gaussian function :math:`\phi(x)=a\,e^{bx^2}` (neural-tangents'
+    ``stax.Gaussian(a, b)``; called ``gaussian_bump`` here because ``tp.gaussian`` is
+    the package of Gaussian expectations).
+
+    For ``b > 0`` the expectations :math:`\mathbb E\,\phi(u)^2` are finite only while
+    :math:`4bk<1`; beyond, evaluation raises :class:`~tensorprog.core.errors.NumericalError`.
+
+    Examples
+    --------
+    >>> gaussian_bump().body
+    exp(-x0**2)
+    """
+    a, b = _real(a, "gaussian_bump: a"), _real(b, "gaussian_bump: b")
+    x = sympy.Symbol("x", real=True)
+    body = _num(a) * sympy.exp(_num(b) * x**2)
+    name = f"gaussian_bump[{_tag(a)},{_tag(b)}]"
+    phi, new = _member(name, body, x, rf"\operatorname{{gauss}}_{{{_tag(a)},{_tag(b)}}}")
+    return phi, (a, b), new
+
+
+@Family
+def rectified_monomial(degree: int) -> tuple[Nonlinearity, tuple, bool]:
+    r"""The rectified monomial :math:`\phi(x)=\max(x,0)^k` (neural-tangents'
+    ``stax.RectifiedMonomial(k)``; the activation of Cho & Saul's arc-cosine kernel of
+    degree ``k``). ``rectified_monomial(0)`` is :data:`step`, ``rectified_monomial(1)``
+    is :data:`relu`.
+
+    Examples
+    --------
+    >>> rectified_monomial(1) is relu, rectified_monomial(2).derivative().body
+    (True, 2*Heaviside(x0)*Max(0, x0))
+    """
+    k = _degree(degree, "rectified_monomial: degree")
+    if k == 0:
+        return step, (k,), False
+    x = sympy.Symbol("x", real=True)
+    name = f"rectified_monomial[{k}]"
+    phi, new = _member(name, sympy.Max(x, 0) ** k, x, rf"\operatorname{{relu}}^{{{k}}}")
+    return phi, (k,), new
+
+
+@Family
+def polynomial(coef: Sequence[float]) -> tuple[Nonlinearity, tuple, bool]:
+    r"""The polynomial :math:`\phi(x)=\sum_i c_i x^i` of ``coef = (c_0, c_1, …)``
+    (neural-tangents' ``stax.Polynomial(coef)``).
+
+    *Transparent*: ``Z`` expressions show the polynomial itself, and every Gaussian
+    expectation of it (any degree, any means) is exact by Isserlis' theorem
+    (:func:`tensorprog.gaussian.gaussian_moment`).
+
+    Examples
+    --------
+    >>> polynomial([0.5, -1, 0.25]).body
+    0.25*x0**2 - x0 + 0.5
+    """
+    if isinstance(coef, (str, bytes)) or not hasattr(coef, "__len__") or len(coef) == 0:
+        raise ProgramValueError(
+            f"polynomial: coef must be a non-empty sequence of real numbers, got {coef!r:.60}"
+        )
+    cs = tuple(_real(c, f"polynomial: coef[{i}]") for i, c in enumerate(coef))
+    x = sympy.Symbol("x", real=True)
+    body = sympy.Add(*[_num(c) * x**i for i, c in enumerate(cs)])
+    name = "polynomial[" + ",".join(map(_tag, cs)) + "]"
+    phi, new = _member(name, body, x, r"\operatorname{poly}", opaque=False)
+    return phi, cs, new
+
+
+@Family
+def monomial(degree: int) -> tuple[Nonlinearity, tuple, bool]:
+    r"""The monomial :math:`\phi(x)=x^k` (neural-tangents' ``stax.Monomial(k)``):
+    transparent, like :data:`polynomial`, so its expectations are exact by Isserlis'
+    theorem for any means.
+
+    Examples
+    --------
+    >>> monomial(3).body, monomial(3).derivative().body
+    (x0**3, 3*x0**2)
+    """
+    k = _degree(degree, "monomial: degree")
+    x = sympy.Symbol("x", real=True)
+    phi, new = _member(f"monomial[{k}]", x**k, x, rf"(\cdot)^{{{k}}}", opaque=False)
+    return phi, (k,), new

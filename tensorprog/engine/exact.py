@@ -35,6 +35,7 @@ import sympy
 
 from ..core.nonlin import _NUMPY_MODULES, codegen_functions, identity
 from ..gaussian import gaussian_moment, has_closed_form, mean_form, on_register, pair_form
+from ..gaussian.closed_forms import takes_means as _takes_means
 from .symbols import ConstSym, GaussSym, g, q
 
 __all__ = [
@@ -161,8 +162,8 @@ def shape(expr: sympy.Expr) -> Shape:
                 if not polynomial:
                     entangled.add(ga)
                 visit_inner(a)
-            elif not is_affine(a, linear=True):
-                ok = False
+            elif not is_affine(a, linear=True) and fn is not None and not _takes_means(fn):
+                ok = False  # a constant shift is a mean: only forms that take means
         if not ok:
             blocked[0] = True
 
@@ -204,7 +205,7 @@ def exact_evaluator(
     e.g. the NTK's ``𝔼[Ẑ^{Wᵀ·}Ẑ^{Wᵀ·} step(Ẑ^{W·}) step(Ẑ^{W·})]``.
     """
     sh = shape(expr)
-    if not sh.exact_factors or (sh.opaque and not centred):
+    if not sh.exact_factors:
         return None
     if not sh.opaque:  # a polynomial in the g's: by its g-monomials, whatever its size
         return _wick_polynomial(expr, d, m)
@@ -415,7 +416,8 @@ def _term(
     if any(not isinstance(s, (GaussSym, ConstSym)) for s in term.free_symbols):
         return None
     poly: list[sympy.Expr] = []
-    opaque: list[tuple[Any, sympy.Expr]] = []  # (nonlinearity, linear argument)
+    opaque: list[tuple[Any, sympy.Expr]] = []  # (nonlinearity, affine argument)
+    shifted = False  # some argument is bᵀg + c with a constant c
     for factor in sympy.Mul.make_args(rest):
         base, e = factor.as_base_exp()
         if factor.is_polynomial(*gs):
@@ -425,8 +427,11 @@ def _term(
         if fn is None or fn.nparams or len(base.args) != 1 or not e.is_Integer or e < 1:
             return None
         arg = base.args[0]
-        if not _linear(arg, gs):
+        parts = affine_parts(arg, gs)
+        if parts is None or not parts[0]:
             return None
+        if parts[1] != 0:
+            shifted = True
         opaque += [(fn, arg)] * int(e)
     c = _lam_q(coef, qs)
     if not opaque:
@@ -434,24 +439,35 @@ def _term(
         w = _compiled_moment(len(gs), len(qs), lambda mus, sig: gaussian_moment(P, gs, mus, sig))
         return lambda mean, cov, qv: c(qv) * w(mean, cov, qv)
     P = sympy.Mul(*poly)
-    if centred and len(opaque) == 1 and P.free_symbols & gset and _linear(P, gs):
+    if len(opaque) == 1 and P.free_symbols & gset and _linear(P, gs):
         # 𝔼[(aᵀg) φ(bᵀg)]: the (identity, φ) pair closed form.
         opaque.insert(0, (identity, P))
         poly = []
-    if not centred or len(opaque) > 2 or sympy.Mul(*poly).free_symbols & gset:
+    if len(opaque) > 2 or sympy.Mul(*poly).free_symbols & gset:
         return None
+    # with nonzero means (or a constant shift bᵀg + c) only forms that take the means
+    # of the linear forms, m = bᵀμ + c, apply
+    plain = centred and not shifted
     fns = [fn for fn, _ in opaque]
-    form = mean_form(fns[0]) if len(fns) == 1 else pair_form(fns[0], fns[1])
+    form = mean_form(fns[0], plain) if len(fns) == 1 else pair_form(fns[0], fns[1], plain)
     if form is None:
         return None
     Pc = _lam_q(sympy.Mul(*poly), qs)
-    coeffs = [coefficient_fn(arg, gs, qs) for _, arg in opaque]
+    parts = [affine_parts(arg, gs) for _, arg in opaque]
+    coeffs = [_coefficients(lin, gs, qs) for lin, _ in parts]  # type: ignore[misc]
+    shifts = [_lam_q(shift, qs) for _, shift in parts]  # type: ignore[misc]
+
+    def means(a: np.ndarray, i: int, mean: np.ndarray, qv: np.ndarray) -> np.ndarray:
+        return np.einsum("bi,bi->b", a, mean) + shifts[i](qv)
+
     if len(opaque) == 1:
 
         def one(mean: np.ndarray, cov: np.ndarray, qv: np.ndarray) -> np.ndarray:
             a = coeffs[0](qv)
             k = np.einsum("bi,bij,bj->b", a, cov, a)
-            return c(qv) * Pc(qv) * form(k)
+            if plain:
+                return c(qv) * Pc(qv) * form(k)
+            return c(qv) * Pc(qv) * form(k, means(a, 0, mean, qv))
 
         return one
 
@@ -460,7 +476,10 @@ def _term(
         k11 = np.einsum("bi,bij,bj->b", a, cov, a)
         k12 = np.einsum("bi,bij,bj->b", a, cov, b)
         k22 = np.einsum("bi,bij,bj->b", b, cov, b)
-        return c(qv) * Pc(qv) * form(k11, k12, k22)
+        if plain:
+            return c(qv) * Pc(qv) * form(k11, k12, k22)
+        m1, m2 = means(a, 0, mean, qv), means(b, 1, mean, qv)
+        return c(qv) * Pc(qv) * form(k11, k12, k22, m1, m2)
 
     return two
 
@@ -590,6 +609,14 @@ def _linear(arg: sympy.Expr, gs: list[GaussSym]) -> bool:
     """Whether ``arg`` is ``Σ a_k g_k`` (no constant term; a_k free of g)."""
     parts = affine_parts(arg, gs)
     return parts is not None and bool(parts[0]) and parts[1] == 0
+
+
+def _coefficients(
+    lin: dict[GaussSym, sympy.Expr], gs: list[GaussSym], qs: list[sympy.Symbol]
+) -> Callable[[np.ndarray], np.ndarray]:
+    """The coefficient vector ``a(q)`` of ``Σ_k a_k g_k`` given as ``{g_k: a_k}``: (B, m) -> (B, d)."""
+    fs = [_lam_q(lin.get(gk, sympy.S.Zero), qs) for gk in gs]
+    return lambda qv: np.stack([f(qv) for f in fs], axis=1)
 
 
 def coefficient_fn(
