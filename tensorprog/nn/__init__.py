@@ -44,3 +44,8 @@ __all__ += ["kernels", "kernel_program", "KernelResult"]
 from .norms import layernorm, rmsnorm  # noqa: E402
 
 __all__ += ["layernorm", "rmsnorm"]
+
+# neural-tangents users' vocabulary: stax layer combinators and kernel-regime predictions
+from . import predict, stax  # noqa: E402
+
+__all__ += ["stax", "predict"]

@@ -121,10 +121,14 @@ class _Vecs:
 @dataclass
 class _Tape:
     """One layer applied to every input: ``outs[i]`` is a function of the vectors
-    ``ins[i]`` (what the backward pass differentiates)."""
+    ``ins[i]`` (what the backward pass differentiates). ``is_sum``: ``outs[i]`` is the
+    sum of ``ins[i]``, whose cotangents are then ``outs[i]``'s own (``tp.grad`` with
+    respect to several inputs would also follow the paths between them: a skip
+    connection's input reaches the sum through the other branch too)."""
 
     outs: list[Vector]
     ins: list[list[Vector]]
+    is_sum: bool = False
 
 
 @dataclass
@@ -609,8 +613,8 @@ class _FanInSum(Layer):
         for i in range(len(flow[0].vecs)):
             xs = [f.vecs[i] for f in flow]
             outs.append(lincomb([(None, x) for x in xs], name=f"{base}_{i}"))
-            ins.append(list({x.name: x for x in xs}.values()))
-        b.tape.append(_Tape(outs, ins))
+            ins.append(xs)  # a vector twice is counted twice (its cotangent too)
+        b.tape.append(_Tape(outs, ins, is_sum=True))
         return _Vecs(base, outs)
 
 
@@ -878,8 +882,11 @@ def _backward(b: _Builder, flow: _Vecs, W_std: float) -> None:
             c = adjoint(out)
             if c is None:  # not on a path to the readout
                 continue
-            names = [f"d{x.name}" if users[x.name] == 1 else None for x in ins]
-            gs = grad(out, ins, cotangent=c, names=names)
+            if entry.is_sum:
+                gs = [c] * len(ins)
+            else:
+                (x,) = ins
+                gs = [grad(out, x, cotangent=c, names=f"d{x.name}" if users[x.name] == 1 else None)]
             for x, g in zip(ins, gs):
                 parts.setdefault(x.name, []).append(g)
     b.adjoints = {t.index: [adjoint(h) for h in t.hs] for t in b.terms}  # type: ignore[attr-defined]
