@@ -85,8 +85,9 @@ def gradient_descent_mse(
     predict_fn(t=None, fx_train_0=0., fx_test_0=None, k_test_train=None)
         ``t``: a time or an array of times ``≥ 0``, ``None`` for ``t = ∞``;
         ``fx_train_0``, ``fx_test_0``: outputs at ``t = 0`` on the training and test
-        inputs (``None``: do not predict there; ``0.`` for the mean over initialisations
-        of a centred network); ``k_test_train``: ``Θ(X_test, X)``, needed with
+        inputs (``None``: do not predict there — with ``fx_train_0=None`` the test
+        predictions are those for ``f_0(X) = 0``, as in neural-tangents; ``0.`` for the
+        mean over initialisations of a centred network); ``k_test_train``: ``Θ(X_test, X)``, needed with
         ``fx_test_0``. Returns ``fx_train_t``, ``fx_test_t``, or both as a tuple
         (train first) — with the shape of ``t`` in front. At ``t = None`` the training
         predictions are ``y_train`` (as in neural-tangents, also with ``diag_reg``).
