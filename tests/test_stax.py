@@ -104,9 +104,14 @@ def test_fan_in_sum_of_correlated_branches_is_the_sum_not_the_sum_of_kernels():
     kernels (neural-tangents' FanInSum, which assumes independent branches) would give
     2K instead of 4K."""
     X = np.random.default_rng(1).standard_normal((3, 2))
-    skip = stax.serial(stax.Dense(1.0, 0.0), stax.FanOut(2),
-                       stax.parallel(stax.Identity(), stax.Identity()), stax.FanInSum(),
-                       stax.Relu(), stax.Dense(1.0, 0.3))
+    skip = stax.serial(
+        stax.Dense(1.0, 0.0),
+        stax.FanOut(2),
+        stax.parallel(stax.Identity(), stax.Identity()),
+        stax.FanInSum(),
+        stax.Relu(),
+        stax.Dense(1.0, 0.3),
+    )
     doubled = stax.serial(stax.Dense(2.0, 0.0), stax.Relu(), stax.Dense(1.0, 0.3))
     a, b = skip.kernel_fn(X), doubled.kernel_fn(X)
     np.testing.assert_allclose(a.nngp, b.nngp, rtol=1e-14)
@@ -122,9 +127,15 @@ def test_residual_layernorm_program_against_finite_width():
     backward pass jump at the LayerNorm's mean, off the axes of its quadrature rule, so it
     has no error estimate; the simulation is the check.)"""
     X = np.array([[1.0, 0.2, -0.5], [0.3, -1.0, 0.8]])
-    net = stax.serial(stax.Dense(1.2, 0.1), stax.Relu(), stax.LayerNorm(), stax.FanOut(2),
-                      stax.parallel(stax.serial(stax.Relu(), stax.Dense(1.3, 0.2)), stax.Identity()),
-                      stax.FanInSum(), stax.Dense(1.1, 0.05))
+    net = stax.serial(
+        stax.Dense(1.2, 0.1),
+        stax.Relu(),
+        stax.LayerNorm(),
+        stax.FanOut(2),
+        stax.parallel(stax.serial(stax.Relu(), stax.Dense(1.3, 0.2)), stax.Identity()),
+        stax.FanInSum(),
+        stax.Dense(1.1, 0.05),
+    )
     p, nngp_h, ntk_h = net.program(X)
     lim = p.limit()
     handles = [h for h in np.concatenate([nngp_h.ravel(), ntk_h.ravel()])]
@@ -144,24 +155,52 @@ def test_residual_layernorm_program_against_finite_width():
         (lambda: stax.Elementwise("nope"), tp.ProgramValueError, ["nonlin", "nope"]),
         (lambda: stax.Gelu(approximate=True), tp.ProgramValueError, ["approximate"]),
         (lambda: stax.FanOut(0), tp.ProgramValueError, ["FanOut", "num"]),
-        (lambda: stax.serial(stax.Dense(), stax.Relu()).kernel_fn(np.eye(2)),
-         tp.ProgramValueError, ["must end with a Dense"]),
-        (lambda: stax.serial(stax.Relu(), stax.Dense()).kernel_fn(np.eye(2)),
-         tp.ProgramValueError, ["start", "Dense"]),
-        (lambda: stax.serial(stax.Dense(), stax.FanOut(2), stax.Dense()).kernel_fn(np.eye(2)),
-         tp.ProgramValueError, ["FanInSum"]),
-        (lambda: stax.serial(stax.Dense(), stax.FanInSum(), stax.Dense()).kernel_fn(np.eye(2)),
-         tp.ProgramValueError, ["FanInSum", "branches"]),
-        (lambda: stax.serial(stax.Dense()).kernel_fn(np.eye(2), np.eye(3)),
-         tp.ProgramValueError, ["x2", "columns"]),
-        (lambda: stax.serial(stax.Dense()).kernel_fn(np.eye(2), get="cov"),
-         tp.ProgramValueError, ["get"]),
-        (lambda: stax.serial(stax.Dense()).kernel_fn([[np.nan]]), tp.ProgramValueError, ["x1", "finite"]),
+        (
+            lambda: stax.serial(stax.Dense(), stax.Relu()).kernel_fn(np.eye(2)),
+            tp.ProgramValueError,
+            ["must end with a Dense"],
+        ),
+        (
+            lambda: stax.serial(stax.Relu(), stax.Dense()).kernel_fn(np.eye(2)),
+            tp.ProgramValueError,
+            ["start", "Dense"],
+        ),
+        (
+            lambda: stax.serial(stax.Dense(), stax.FanOut(2), stax.Dense()).kernel_fn(np.eye(2)),
+            tp.ProgramValueError,
+            ["FanInSum"],
+        ),
+        (
+            lambda: stax.serial(stax.Dense(), stax.FanInSum(), stax.Dense()).kernel_fn(np.eye(2)),
+            tp.ProgramValueError,
+            ["FanInSum", "branches"],
+        ),
+        (
+            lambda: stax.serial(stax.Dense()).kernel_fn(np.eye(2), np.eye(3)),
+            tp.ProgramValueError,
+            ["x2", "columns"],
+        ),
+        (
+            lambda: stax.serial(stax.Dense()).kernel_fn(np.eye(2), get="cov"),
+            tp.ProgramValueError,
+            ["get"],
+        ),
+        (
+            lambda: stax.serial(stax.Dense()).kernel_fn([[np.nan]]),
+            tp.ProgramValueError,
+            ["x1", "finite"],
+        ),
         (lambda: nn.kernels(np.eye(2)), tp.ProgramTypeError, ["depth", "required"]),
-        (lambda: nn.kernels(np.eye(2), 2, "relu", nonlin="tanh"), tp.ProgramTypeError,
-         ["nonlin", "both"]),
-        (lambda: nn.kernels(np.eye(2), np.ones((1, 3)), depth=1), tp.ProgramValueError,
-         ["X2", "columns"]),
+        (
+            lambda: nn.kernels(np.eye(2), 2, "relu", nonlin="tanh"),
+            tp.ProgramTypeError,
+            ["nonlin", "both"],
+        ),
+        (
+            lambda: nn.kernels(np.eye(2), np.ones((1, 3)), depth=1),
+            tp.ProgramValueError,
+            ["X2", "columns"],
+        ),
         (lambda: nn.kernels(np.eye(2), "x", depth=1), tp.ProgramTypeError, ["X2"]),
     ],
 )

@@ -77,16 +77,42 @@ CASES = [
     ("relu_mlp_cross", mlp(3, "Relu", 1.5, 0.1), (4, 3, 3)),
     ("erf_mlp_cross", mlp(2, "Erf", 1.5, 0.05), (3, 4, 2)),
     ("relu_mlp_square", mlp(2, "Relu", 1.2, 0.3), (4, None, 5)),
-    ("layernorm", [["Dense", 1.2, 0.1], ["LayerNorm"], ["Relu"], ["Dense", 1.4, 0.2], ["Erf"],
-                   ["Dense", 1.1, 0.0]], (3, 2, 3)),
-    ("residual", [["Dense", 1.0, 0.1], *RES_BLOCK, *RES_BLOCK, ["Relu"], ["Dense", 1.1, 0.05]],
-     (3, 3, 4)),
-    ("residual_layernorm", [["Dense", 1.0, 0.1], *RES_BLOCK, ["LayerNorm"], ["Erf"],
-                            ["Dense", 1.1, 0.05]], (3, None, 4)),
+    (
+        "layernorm",
+        [
+            ["Dense", 1.2, 0.1],
+            ["LayerNorm"],
+            ["Relu"],
+            ["Dense", 1.4, 0.2],
+            ["Erf"],
+            ["Dense", 1.1, 0.0],
+        ],
+        (3, 2, 3),
+    ),
+    (
+        "residual",
+        [["Dense", 1.0, 0.1], *RES_BLOCK, *RES_BLOCK, ["Relu"], ["Dense", 1.1, 0.05]],
+        (3, 3, 4),
+    ),
+    (
+        "residual_layernorm",
+        [["Dense", 1.0, 0.1], *RES_BLOCK, ["LayerNorm"], ["Erf"], ["Dense", 1.1, 0.05]],
+        (3, None, 4),
+    ),
 ] + [
     (f"{act[0].lower()}_cross", mlp(2, act, 1.3, 0.2), (3, 2, 3))
-    for act in (["Abs"], ["Sign"], ["LeakyRelu", 0.2], ["ABRelu", -0.3, 1.1], ["Gelu"],
-                ["Sigmoid_like"], ["Sin"], ["Cos"], ["Exp", 1.0, 0.5], ["Rbf", 0.7])
+    for act in (
+        ["Abs"],
+        ["Sign"],
+        ["LeakyRelu", 0.2],
+        ["ABRelu", -0.3, 1.1],
+        ["Gelu"],
+        ["Sigmoid_like"],
+        ["Sin"],
+        ["Cos"],
+        ["Exp", 1.0, 0.5],
+        ["Rbf", 0.7],
+    )
 ]
 
 
@@ -122,13 +148,23 @@ def predict_docs(rng):
         ts = [0.0, 0.5, 3.0, 40.0]
         fx, gx = predict_fn(np.array(ts), f0, g0, kt)
         fi, gi = predict_fn(None, f0, g0, kt)
-        out.append({
-            "name": name, "k_train_train": k.tolist(), "k_test_train": kt.tolist(),
-            "y_train": np.asarray(y).tolist(), "learning_rate": lr, "diag_reg": reg,
-            "fx_train_0": f0, "fx_test_0": g0, "t": ts,
-            "fx_train_t": np.asarray(fx).tolist(), "fx_test_t": np.asarray(gx).tolist(),
-            "fx_train_inf": np.asarray(fi).tolist(), "fx_test_inf": np.asarray(gi).tolist(),
-        })
+        out.append(
+            {
+                "name": name,
+                "k_train_train": k.tolist(),
+                "k_test_train": kt.tolist(),
+                "y_train": np.asarray(y).tolist(),
+                "learning_rate": lr,
+                "diag_reg": reg,
+                "fx_train_0": f0,
+                "fx_test_0": g0,
+                "t": ts,
+                "fx_train_t": np.asarray(fx).tolist(),
+                "fx_test_t": np.asarray(gx).tolist(),
+                "fx_train_inf": np.asarray(fi).tolist(),
+                "fx_test_inf": np.asarray(gi).tolist(),
+            }
+        )
     return out
 
 
@@ -142,14 +178,19 @@ def cookbook():
     test_xs = np.linspace(-np.pi, np.pi, test_points).reshape(-1, 1)
     specs = mlp(2, "Erf", 1.5, 0.05)
     _, _, kernel_fn = network(specs, readout=True)
-    predict_fn = nt.predict.gradient_descent_mse_ensemble(kernel_fn, train_xs, train_ys, diag_reg=1e-4)
+    predict_fn = nt.predict.gradient_descent_mse_ensemble(
+        kernel_fn, train_xs, train_ys, diag_reg=1e-4
+    )
     nngp_mean = predict_fn(x_test=test_xs, get="nngp")
     ntk_mean = predict_fn(x_test=test_xs, get="ntk")
     return {
-        "layers": specs, "diag_reg": 1e-4,
-        "train_xs": np.asarray(train_xs).tolist(), "train_ys": np.asarray(train_ys).tolist(),
+        "layers": specs,
+        "diag_reg": 1e-4,
+        "train_xs": np.asarray(train_xs).tolist(),
+        "train_ys": np.asarray(train_ys).tolist(),
         "test_xs": test_xs.tolist(),
-        "nngp_mean": np.asarray(nngp_mean).tolist(), "ntk_mean": np.asarray(ntk_mean).tolist(),
+        "nngp_mean": np.asarray(nngp_mean).tolist(),
+        "ntk_mean": np.asarray(ntk_mean).tolist(),
     }
 
 
@@ -163,13 +204,32 @@ def main(stax_out, predict_out):
     rng = np.random.default_rng(2026)
     versions = {"neural_tangents": nt.__version__, "jax": jax.__version__, "numpy": np.__version__}
     produced = "benchmarks/nt/.venv/bin/python benchmarks/nt/stax_fixture.py"
-    dump({"source": "neural-tangents stax kernel_fn (parameterization='ntk'), float64",
-          "produced_by": produced, "versions": versions,
-          "cases": [case_doc(n, s, sh, rng) for n, s, sh in CASES]}, stax_out)
-    dump({"source": "neural-tangents predict.gradient_descent_mse(_ensemble), float64",
-          "produced_by": produced, "versions": versions,
-          "cases": predict_docs(rng), "cookbook": cookbook()}, predict_out)
+    dump(
+        {
+            "source": "neural-tangents stax kernel_fn (parameterization='ntk'), float64",
+            "produced_by": produced,
+            "versions": versions,
+            "cases": [case_doc(n, s, sh, rng) for n, s, sh in CASES],
+        },
+        stax_out,
+    )
+    dump(
+        {
+            "source": "neural-tangents predict.gradient_descent_mse(_ensemble), float64",
+            "produced_by": produced,
+            "versions": versions,
+            "cases": predict_docs(rng),
+            "cookbook": cookbook(),
+        },
+        predict_out,
+    )
 
 
 if __name__ == "__main__":
-    main(*(sys.argv[1:3] if len(sys.argv) > 2 else ("tests/data/nt_stax.json", "tests/data/nt_predict.json")))
+    main(
+        *(
+            sys.argv[1:3]
+            if len(sys.argv) > 2
+            else ("tests/data/nt_stax.json", "tests/data/nt_predict.json")
+        )
+    )

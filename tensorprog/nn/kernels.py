@@ -158,8 +158,13 @@ def kernel_program(
 
 
 def _build(
-    X: np.ndarray, B1: int, pairs: list[tuple[int, int]], depth: int, phi: Nonlinearity,
-    W_std: float, b_std: float,
+    X: np.ndarray,
+    B1: int,
+    pairs: list[tuple[int, int]],
+    depth: int,
+    phi: Nonlinearity,
+    W_std: float,
+    b_std: float,
 ) -> tuple[Program, np.ndarray, np.ndarray]:
     """The MLP as ``stax.serial(*[Dense(W_std, b_std), Elementwise(φ)] * depth,
     Dense(W_std, b_std))``, written by the one program builder of
@@ -391,8 +396,14 @@ def _result(lim: Any, nngp_h: np.ndarray, ntk_h: np.ndarray, with_errors: bool) 
 
 
 def _arguments(
-    where: str, X: Any, X2: Any, positional: tuple[Any, ...], depth: Any, nonlin: Any,
-    W_std: Any, b_std: Any,
+    where: str,
+    X: Any,
+    X2: Any,
+    positional: tuple[Any, ...],
+    depth: Any,
+    nonlin: Any,
+    W_std: Any,
+    b_std: Any,
 ) -> tuple[np.ndarray, int, list[tuple[int, int]], int, Nonlinearity, float, float]:
     """Validated ``(X stacked with X2, B, pairs, depth, φ, W_std, b_std)`` of
     ``kernels``/``kernel_program``; ``depth, nonlin, W_std, b_std`` may come
@@ -412,7 +423,9 @@ def _arguments(
             raise ProgramTypeError(f"{where}: {name} given both positionally and by keyword")
         given[name] = value
     if given["depth"] is None:
-        raise ProgramTypeError(f"{where}: depth (the number of hidden layers, an int ≥ 1) is required")
+        raise ProgramTypeError(
+            f"{where}: depth (the number of hidden layers, an int ≥ 1) is required"
+        )
     Xs, B, pairs = _validate_inputs(X, X2, where, ("X", "X2"))
     depth = given["depth"]
     if isinstance(depth, bool) or not isinstance(depth, numbers.Integral):
@@ -454,7 +467,9 @@ def _validate_inputs(
 def _matrix(X: Any, arg: str, where: str) -> np.ndarray:
     """A finite (B, d) float array, or an error naming ``arg``."""
     if isinstance(X, Handle):
-        raise ProgramTypeError(f"{where}: {arg} must be a (B, d) array of inputs, got a program handle")
+        raise ProgramTypeError(
+            f"{where}: {arg} must be a (B, d) array of inputs, got a program handle"
+        )
     try:
         arr = np.asarray(X)
     except Exception as exc:  # noqa: BLE001 - any failure means "not an array"
@@ -545,8 +560,7 @@ def _check_memory(entries: int, dense: int, what: str, knob: str) -> None:
         f"{what} ({size:,} instructions)",
         _BYTES_PER_INSTRUCTION * size,
         knob,
-        "pass fewer inputs at a time, e.g. blocks of the kernel matrix (cross-kernels "
-        "with X2)",
+        "pass fewer inputs at a time, e.g. blocks of the kernel matrix (cross-kernels with X2)",
     )
 
 

@@ -13,7 +13,7 @@ neural-tangents' normalisation) with learning rate ``η``:
       f_t(X) = y + e^{-\eta t\,\Theta/N}\,(f_0(X) - y),\qquad
       f_t(x) = f_0(x) + \Theta(x, X)\,\Theta^{-1}\big(e^{-\eta t\,\Theta/N} - I\big)(f_0(X) - y);
 
-* **gradient descent** (:func:`gradient_descent_mse_steps`, ``t`` whole steps):
+* **gradient descent** (``gradient_descent_mse(..., discrete=True)``, ``t`` whole steps):
   ``f_{t+1}(x) = f_t(x) − (η/N) Θ(x, X)(f_t(X) − y)``, i.e. the same formulas with
   ``e^{-ηtλ/N}`` replaced by ``(1 − ηλ/N)^t`` on each eigenvalue ``λ`` of ``Θ``.
 
@@ -28,7 +28,7 @@ Relation to :func:`tensorprog.nn.train_sgd`
 ``train_sgd(MLP(d, L, φ, NTK(L, init_std=σ)), X, Y, lr=η, steps=T).limit()`` — full-batch
 SGD on ``(1/2B) Σ (f − y)²`` of the centred network ``f − f_0``, no biases, first layer
 ``h¹ = w¹ξ`` with ``w¹`` iid ``N(0, σ²)`` (no ``1/√d``) — is, step for step,
-``gradient_descent_mse_steps(Θ, Y, learning_rate=η)(t, 0., 0., Θ_test)`` with
+``gradient_descent_mse(Θ, Y, learning_rate=η, discrete=True)(t, 0., 0., Θ_test)`` with
 
 .. math::
 
@@ -52,7 +52,7 @@ import scipy.linalg
 
 from .. import ProgramTypeError, ProgramValueError
 
-__all__ = ["gradient_descent_mse", "gradient_descent_mse_steps"]
+__all__ = ["gradient_descent_mse"]
 
 PredictFn = Callable[..., Any]
 
@@ -63,8 +63,10 @@ def gradient_descent_mse(
     learning_rate: float = 1.0,
     diag_reg: float = 0.0,
     diag_reg_absolute_scale: bool = False,
+    *,
+    discrete: bool = False,
 ) -> PredictFn:
-    r"""Mean predictions under gradient flow on the MSE (neural-tangents'
+    r"""Mean predictions under gradient flow (or descent) on the MSE (neural-tangents'
     ``predict.gradient_descent_mse``).
 
     Parameters
@@ -79,6 +81,14 @@ def gradient_descent_mse(
         ``ε ≥ 0``: ``Θ(X, X) + ε·(tr Θ / B)·I`` is used (``ε·I`` with
         ``diag_reg_absolute_scale=True``).
     diag_reg_absolute_scale : bool, default False
+    discrete : bool, default False
+        ``True``: ``t`` counts whole steps of gradient descent,
+        ``f_{t+1}(x) = f_t(x) − (η/N) Θ(x, X)(f_t(X) − y)`` — what
+        :func:`tensorprog.nn.train_sgd` computes in the infinite-width limit of an
+        NTK-parametrized MLP (module docstring: the mapping of the kernels);
+        neural-tangents has no discrete-time predictor. ``t = None`` is then the limit
+        ``t → ∞``, which exists when ``η λ_max/N < 2`` (otherwise a
+        :class:`tensorprog.ProgramValueError` names ``learning_rate``).
 
     Returns
     -------
@@ -99,6 +109,7 @@ def gradient_descent_mse(
     ``f_t(x) = f_0(x) + Θ(x, X) V diag((e^{-ηtλ/N} − 1)/λ) Vᵀ r``, with
     ``(e^{-ηtλ/N} − 1)/λ → −ηt/N`` at ``λ = 0`` (where neural-tangents divides 0
     by 0); negative eigenvalues (rounding) are set to 0 [Lee et al. 2019, Eq. (11)].
+    With ``discrete=True``, ``e^{-ηtλ/N}`` becomes ``(1 − ηλ/N)^t``.
 
     Examples
     --------
@@ -114,49 +125,21 @@ def gradient_descent_mse(
     >>> fx_train, fx_test = predict(None, 0.0, 0.0, k_test)   # kernel regression at t = ∞
     >>> np.allclose(fx_test, k_test @ np.linalg.solve(ntk, y))
     True
-    """
-    return _Predictor(
-        "gradient_descent_mse", k_train_train, y_train, learning_rate, diag_reg,
-        diag_reg_absolute_scale, _flow,
-    ).predict_fn
-
-
-def gradient_descent_mse_steps(
-    k_train_train: Any,
-    y_train: Any,
-    learning_rate: float = 1.0,
-    diag_reg: float = 0.0,
-    diag_reg_absolute_scale: bool = False,
-) -> PredictFn:
-    r"""Mean predictions after ``t`` steps of full-batch gradient descent on the MSE.
-
-    The discrete-time counterpart of :func:`gradient_descent_mse` (same arguments and
-    returned ``predict_fn``, but ``t`` counts whole steps):
-    ``f_{t+1}(x) = f_t(x) − (η/N) Θ(x, X)(f_t(X) − y)``. This is what
-    :func:`tensorprog.nn.train_sgd` computes in the infinite-width limit of an
-    NTK-parametrized MLP (module docstring: the mapping of the kernels);
-    neural-tangents has no discrete-time predictor.
-
-    Notes
-    -----
-    ``f_t(X) = f_0(X) + V diag((1 − ηλ/N)^t − 1) Vᵀ r`` and
-    ``f_t(x) = f_0(x) + Θ(x, X) V diag(((1 − ηλ/N)^t − 1)/λ) Vᵀ r`` (``→ −ηt/N`` at
-    ``λ = 0``). ``t = None`` is the limit ``t → ∞``, which exists when
-    ``η λ_max/N < 2`` (otherwise a :class:`tensorprog.ProgramValueError` names
-    ``learning_rate``).
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from tensorprog import nn
-    >>> K = np.array([[2.0, 0.5], [0.5, 1.0]]); y = np.array([1.0, 0.0])
-    >>> f1 = nn.predict.gradient_descent_mse_steps(K, y, learning_rate=0.5)(1)
+    >>> K = np.array([[2.0, 0.5], [0.5, 1.0]])
+    >>> f1 = nn.predict.gradient_descent_mse(K, y, learning_rate=0.5, discrete=True)(1)
     >>> np.allclose(f1, 0.0 - 0.5 / 2 * K @ (0.0 - y))   # one step by hand
     True
     """
+    if not isinstance(discrete, (bool, np.bool_)):
+        raise ProgramTypeError(f"gradient_descent_mse: discrete must be a bool, got {discrete!r}")
     return _Predictor(
-        "gradient_descent_mse_steps", k_train_train, y_train, learning_rate, diag_reg,
-        diag_reg_absolute_scale, _steps,
+        "gradient_descent_mse",
+        k_train_train,
+        y_train,
+        learning_rate,
+        diag_reg,
+        diag_reg_absolute_scale,
+        _steps if discrete else _flow,
     ).predict_fn
 
 
@@ -174,7 +157,9 @@ def _flow(a: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _steps(a: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(1 − a)^t − 1`` and its quotient by ``a`` (``→ −t`` at ``a = 0``)."""
     with np.errstate(invalid="ignore", divide="ignore"):
-        g = np.where(a < 1, np.expm1(t * np.log1p(-np.minimum(a, 1.0 - 1e-300))), (1.0 - a) ** t - 1.0)
+        g = np.where(
+            a < 1, np.expm1(t * np.log1p(-np.minimum(a, 1.0 - 1e-300))), (1.0 - a) ** t - 1.0
+        )
     safe = np.where(a > 0, a, 1.0)
     return g, np.where(a > 0, g / safe, -t + 0 * a)
 
@@ -184,7 +169,13 @@ class _Predictor:
     ``predict_fn`` of both predictors."""
 
     def __init__(
-        self, where: str, K: Any, y: Any, lr: Any, diag_reg: Any, absolute: Any,
+        self,
+        where: str,
+        K: Any,
+        y: Any,
+        lr: Any,
+        diag_reg: Any,
+        absolute: Any,
         spectral: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
     ) -> None:
         self.where = where
@@ -205,7 +196,9 @@ class _Predictor:
         self.lr = _number(lr, "learning_rate", where, positive=True)
         reg = _number(diag_reg, "diag_reg", where)
         if not isinstance(absolute, (bool, np.bool_)):
-            raise ProgramTypeError(f"{where}: diag_reg_absolute_scale must be a bool, got {absolute!r}")
+            raise ProgramTypeError(
+                f"{where}: diag_reg_absolute_scale must be a bool, got {absolute!r}"
+            )
         scale = 1.0 if absolute else float(np.trace(K)) / B
         self.K = (K + K.T) / 2 + reg * scale * np.eye(B)
         self.y, self.N = y, y.size
@@ -311,10 +304,14 @@ def _array(x: Any, arg: str, where: str) -> np.ndarray:
         a = np.asarray(x)
     except Exception as exc:  # noqa: BLE001 - any failure means "not an array"
         raise ProgramTypeError(f"{where}: {arg} must be an array of real numbers ({exc})") from None
-    if a.dtype == object or np.iscomplexobj(a) or not (
-        np.issubdtype(a.dtype, np.number) or a.dtype == bool
+    if (
+        a.dtype == object
+        or np.iscomplexobj(a)
+        or not (np.issubdtype(a.dtype, np.number) or a.dtype == bool)
     ):
-        raise ProgramTypeError(f"{where}: {arg} must be an array of real numbers, got dtype {a.dtype}")
+        raise ProgramTypeError(
+            f"{where}: {arg} must be an array of real numbers, got dtype {a.dtype}"
+        )
     a = a.astype(float)
     if not np.all(np.isfinite(a)):
         raise ProgramValueError(f"{where}: {arg} must be finite; it has NaN or inf entries")
@@ -326,7 +323,9 @@ def _number(x: Any, arg: str, where: str, positive: bool = False) -> float:
         raise ProgramTypeError(f"{where}: {arg} must be a real number, got {x!r}")
     f = float(x)
     if not math.isfinite(f) or f < 0 or (positive and f == 0):
-        raise ProgramValueError(f"{where}: {arg} must be a finite number {'>' if positive else '≥'} 0, got {f}")
+        raise ProgramValueError(
+            f"{where}: {arg} must be a finite number {'>' if positive else '≥'} 0, got {f}"
+        )
     return f
 
 
@@ -338,6 +337,6 @@ def _times(t: Any, where: str, integer: bool) -> np.ndarray:
     if integer and np.any(ts != np.round(ts)):
         raise ProgramValueError(
             f"{where}: t counts gradient-descent steps and must be whole numbers, got {t!r} "
-            f"(gradient_descent_mse is the continuous-time predictor)"
+            f"(with discrete=True; discrete=False is the continuous-time predictor)"
         )
     return ts

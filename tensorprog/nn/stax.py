@@ -313,7 +313,9 @@ def _parse_get(get: Any) -> str | tuple[str, ...]:
         return _GET
     if isinstance(get, str):
         if get not in _GET:
-            raise ProgramValueError(f"kernel_fn: get must be 'nngp', 'ntk' or a tuple of them, got {get!r}")
+            raise ProgramValueError(
+                f"kernel_fn: get must be 'nngp', 'ntk' or a tuple of them, got {get!r}"
+            )
         return get
     if isinstance(get, (tuple, list)) and get and all(isinstance(g, str) for g in get):
         bad = [g for g in get if g not in _GET]
@@ -418,7 +420,9 @@ class Dense(Layer):
     coordinate).
     """
 
-    def __init__(self, W_std: float = 1.0, b_std: float = 0.0, parameterization: str = "ntk") -> None:
+    def __init__(
+        self, W_std: float = 1.0, b_std: float = 0.0, parameterization: str = "ntk"
+    ) -> None:
         W_std = _real(W_std, "W_std", "Dense")
         if not W_std > 0:
             raise ProgramValueError(f"Dense: W_std must be > 0, got {W_std}")
@@ -453,7 +457,9 @@ class Dense(Layer):
         hs = []
         for i, x in enumerate(flow.vecs):
             Wx = W.matmul(x, name=f"W{ell}{flow.base}_{i}")
-            hs.append(fn(Wx, bias, name=f"{base}_{i}") if bias is not None else fn(Wx, name=f"{base}_{i}"))
+            hs.append(
+                fn(Wx, bias, name=f"{base}_{i}") if bias is not None else fn(Wx, name=f"{base}_{i}")
+            )
         b.tape.append(_Tape(hs, [[x] for x in flow.vecs]))
         b.terms.append(_DenseTerm(ell, flow.vecs, hs, w2, b2))
         return _Vecs(base, hs)
@@ -680,7 +686,9 @@ def Erf(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> Layer:  # noqa: N802
 def Sigmoid_like() -> Layer:  # noqa: N802
     """``erf(x/2.4020563531719796)/2 + 1/2``, neural-tangents' erf stand-in for the
     logistic sigmoid."""
-    return _custom("sigmoid_like", sympy.erf(_X / sympy.Float("2.4020563531719796")) / 2 + sympy.Rational(1, 2))
+    return _custom(
+        "sigmoid_like", sympy.erf(_X / sympy.Float("2.4020563531719796")) / 2 + sympy.Rational(1, 2)
+    )
 
 
 def Sigmoid() -> Layer:  # noqa: N802
@@ -735,7 +743,9 @@ def Rbf(gamma: float = 1.0) -> Layer:  # noqa: N802
     gamma = _coef(gamma, "gamma", "Rbf")
     if not gamma > 0:
         raise ProgramValueError(f"Rbf: gamma must be > 0, got {gamma}")
-    return _custom(f"rbf_{gamma:g}", sympy.sqrt(2) * sympy.sin(sympy.sqrt(2 * gamma) * _X + sympy.pi / 4))
+    return _custom(
+        f"rbf_{gamma:g}", sympy.sqrt(2) * sympy.sin(sympy.sqrt(2 * gamma) * _X + sympy.pi / 4)
+    )
 
 
 def _degree(degree: Any, where: str) -> int:
@@ -760,9 +770,13 @@ def RectifiedMonomial(degree: int) -> Layer:  # noqa: N802
 def Polynomial(coef: Sequence[float]) -> Layer:  # noqa: N802
     """``coef[0] + coef[1]·x + … + coef[k]·x^k`` (neural-tangents' ``stax.Polynomial``)."""
     if isinstance(coef, (str, bytes)) or not isinstance(coef, Sequence) or not coef:
-        raise ProgramTypeError(f"Polynomial: coef must be a non-empty sequence of numbers, got {coef!r}")
+        raise ProgramTypeError(
+            f"Polynomial: coef must be a non-empty sequence of numbers, got {coef!r}"
+        )
     cs = [_coef(c, f"coef[{k}]", "Polynomial") for k, c in enumerate(coef)]
-    return _custom("polynomial_" + "_".join(f"{c:g}" for c in cs), sum(c * _X**k for k, c in enumerate(cs)))
+    return _custom(
+        "polynomial_" + "_".join(f"{c:g}" for c in cs), sum(c * _X**k for k, c in enumerate(cs))
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -795,7 +809,12 @@ def _split_readout(network: Any) -> tuple[list[Layer], Dense]:
 
 
 def _build(
-    body: list[Layer], readout: Dense, X: np.ndarray, B1: int, pairs: list[tuple[int, int]], name: str
+    body: list[Layer],
+    readout: Dense,
+    X: np.ndarray,
+    B1: int,
+    pairs: list[tuple[int, int]],
+    name: str,
 ) -> tuple[Program, np.ndarray, np.ndarray]:
     """Write the program: forward on every row of ``X`` (stacked ``x1``, ``x2``), the
     backward pass from the readout, and the kernel entries of ``pairs`` (stacked row
@@ -874,7 +893,9 @@ def _backward(b: _Builder, flow: _Vecs, W_std: float) -> None:
     def adjoint(y: Vector) -> Vector | None:
         if y.name not in total and y.name in parts:
             ps = parts.pop(y.name)
-            total[y.name] = ps[0] if len(ps) == 1 else lincomb([(None, q) for q in ps], name=f"d{y.name}")
+            total[y.name] = (
+                ps[0] if len(ps) == 1 else lincomb([(None, q) for q in ps], name=f"d{y.name}")
+            )
         return total.get(y.name)
 
     for entry in reversed(b.tape):
@@ -901,7 +922,9 @@ def _readout_sums(b: _Builder, w2: float, b2: float) -> tuple[Nonlinearity, Nonl
     their parameters, in order: per term ``[K_l,] D_l, [F_l]``, then the readout's ``F``.
     """
     adjoints = getattr(b, "adjoints", {})
-    terms = [(t, adjoints[t.index]) for t in b.terms if adjoints.get(t.index, [None])[0] is not None]
+    terms = [
+        (t, adjoints[t.index]) for t in b.terms if adjoints.get(t.index, [None])[0] is not None
+    ]
     F = sympy.Symbol("F", real=True)
     nngp = w2 * F + b2
     params: list[sympy.Symbol] = []
