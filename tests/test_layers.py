@@ -82,8 +82,9 @@ LAYERS: list[tuple[str, list[tuple[str, ...]]]] = [
     (
         "nn",
         [
-            ("nn.parametrization",),
-            ("nn.mlp",),
+            ("nn.parametrization", "nn.predict"),
+            ("nn.mlp", "nn.norms"),
+            ("nn.stax",),
             ("nn.training", "nn.kernels"),
             ("nn",),
         ],

@@ -22,27 +22,32 @@ after every hidden layer and for the readout, [NT]; docs/concepts/kernel-limits.
 
 from __future__ import annotations
 
-import math
 import numbers
 import warnings
-from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from .. import (
-    BUILTINS,
-    Handle,
     MonteCarloWarning,
     Nonlinearity,
     Program,
     ProgramTypeError,
     ProgramValueError,
-    get_nonlinearity,
     paused_gc,
-    require_memory,
 )
+from .stax import (
+    Dense,
+    Elementwise,
+    KernelResult,
+    _check_input_kernel,
+    _check_memory,
+    _check_nonlin,
+    _real,
+    _result,
+    _validate_inputs,
+)
+from .stax import _build as build
 
 __all__ = ["kernel_program", "kernels", "KernelResult"]
 
@@ -169,69 +174,9 @@ def _build(
     """The MLP as ``stax.serial(*[Dense(W_std, b_std), Elementwise(φ)] * depth,
     Dense(W_std, b_std))``, written by the one program builder of
     :mod:`tensorprog.nn.stax`."""
-    from .stax import Dense, Elementwise
-    from .stax import _build as build
 
     body = [Dense(W_std, b_std), Elementwise(phi)] * depth
     return build(body, Dense(W_std, b_std), X, B1, pairs, f"mlp_kernels_{phi.name}_L{depth}")
-
-
-@dataclass(frozen=True, eq=False)
-class KernelResult:
-    r"""NNGP and NTK with the method and the error of every entry
-    (``kernels(..., return_info=True)``, ``kernel_fn(..., return_info=True)``).
-
-    Attributes
-    ----------
-    nngp, ntk : numpy.ndarray, shape (B, B) or (B1, B2)
-        The kernels.
-    method : dict of str to numpy.ndarray
-        ``method["nngp"]``, ``method["ntk"]``: arrays of ``"exact"``,
-        ``"quadrature"`` or ``"montecarlo"`` — the least precise method among the
-        expectations the entry depends on (:meth:`tensorprog.Limit.method`).
-    error : dict of str to numpy.ndarray
-        Estimated absolute errors: the Monte Carlo standard error of an entry
-        computed by Monte Carlo; otherwise the first-order sum
-        :math:`\sum_m |\partial\,\mathrm{entry}/\partial m|\,e_m` of the error
-        estimates :math:`e_m` of the entry's Moments (0 for exact ones; for quadrature
-        the difference of two rules, usually far above the actual error).
-    stderr : dict of str to numpy.ndarray
-        Monte Carlo standard errors (0 where no Monte Carlo was used).
-    limit : tensorprog.Limit
-        The limit of :func:`kernel_program`'s program, for everything else.
-    symmetric : bool
-        ``True`` for the kernel of one set of inputs with itself (entries ``[i, j]``
-        and ``[j, i]`` are one scalar), ``False`` for a cross-kernel.
-
-    Iterating yields ``nngp, ntk``, so ``nngp, ntk = kernels(..., return_info=True)``
-    unpacks like the plain result.
-    """
-
-    nngp: np.ndarray
-    ntk: np.ndarray
-    method: dict[str, np.ndarray]
-    error: dict[str, np.ndarray]
-    stderr: dict[str, np.ndarray]
-    limit: Any
-    symmetric: bool = True
-
-    def __iter__(self) -> Iterator[np.ndarray]:
-        return iter((self.nngp, self.ntk))
-
-    def _distinct(self, a: np.ndarray) -> np.ndarray:
-        return a[np.triu_indices(a.shape[0])] if self.symmetric else a.ravel()
-
-    @property
-    def entries(self) -> int:
-        """Number of distinct entries of one kernel (``B(B+1)/2`` or ``B1·B2``)."""
-        return int(self._distinct(self.nngp).size)
-
-    @property
-    def montecarlo(self) -> int:
-        """Number of distinct entries (both kernels) computed by Monte Carlo."""
-        return int(
-            sum(np.count_nonzero(self._distinct(m) == "montecarlo") for m in self.method.values())
-        )
 
 
 def kernels(
@@ -356,41 +301,6 @@ def kernels(
     return res if return_info else (res.nngp, res.ntk)
 
 
-def _result(lim: Any, nngp_h: np.ndarray, ntk_h: np.ndarray, with_errors: bool) -> KernelResult:
-    """Values, methods, standard errors and (with ``with_errors``) errors of both kernels
-    (arrays of Scalar handles of one shape; a handle may sit at several places): the
-    limit's own, which carry the first-order errors of the Moments through the
-    readout sums (``Σ_m |∂entry/∂m| e_m``). Tables are read once (a B = 64, depth-10
-    program has 52 000 scalars)."""
-    values, methods, stderrs = lim.values, lim.methods, lim.stderrs
-    errors = lim.errors if with_errors else {}
-    shape = nngp_h.shape
-    value = {k: np.empty(shape) for k in ("nngp", "ntk")}
-    method = {k: np.empty(shape, dtype=object) for k in ("nngp", "ntk")}
-    stderr = {k: np.zeros(shape) for k in ("nngp", "ntk")}
-    error = {k: np.zeros(shape) for k in ("nngp", "ntk")}
-    for kind, handles in (("nngp", nngp_h), ("ntk", ntk_h)):
-        for idx, h in np.ndenumerate(handles):
-            name = h.name
-            value[kind][idx] = values[name]
-            method[kind][idx] = methods[name]
-            stderr[kind][idx] = stderrs[name]
-            if with_errors:
-                error[kind][idx] = errors[name]
-    symmetric = shape[0] == shape[1] and all(
-        h[i, j] is h[j, i] for h in (nngp_h,) for i in range(shape[0]) for j in range(i)
-    )
-    return KernelResult(
-        value["nngp"],
-        value["ntk"],
-        {k: v.astype(str) for k, v in method.items()},
-        error,
-        stderr,
-        lim,
-        symmetric,
-    )
-
-
 # ---------------------------------------------------------------------------------------
 # validation
 
@@ -445,151 +355,8 @@ def _arguments(
     return Xs, B, pairs, int(depth), phi, W, b
 
 
-def _validate_inputs(
-    X1: Any, X2: Any, where: str, names: tuple[str, str]
-) -> tuple[np.ndarray, int, list[tuple[int, int]]]:
-    """``(X1 stacked on X2, B1, pairs)``: the stacked row indices ``(i, j)`` of the
-    kernel entries (``i ≤ j < B1`` without ``X2``, ``i < B1 ≤ j`` with it)."""
-    A = _matrix(X1, names[0], where)
-    B1 = A.shape[0]
-    if X2 is None:
-        return A, B1, [(i, j) for i in range(B1) for j in range(i, B1)]
-    A2 = _matrix(X2, names[1], where)
-    if A2.shape[1] != A.shape[1]:
-        raise ProgramValueError(
-            f"{where}: {names[1]} must have as many columns (features) as {names[0]}: "
-            f"{names[0]} has shape {A.shape}, {names[1]} has shape {A2.shape}"
-        )
-    B = B1 + A2.shape[0]
-    return np.vstack([A, A2]), B1, [(i, j) for i in range(B1) for j in range(B1, B)]
-
-
-def _matrix(X: Any, arg: str, where: str) -> np.ndarray:
-    """A finite (B, d) float array, or an error naming ``arg``."""
-    if isinstance(X, Handle):
-        raise ProgramTypeError(
-            f"{where}: {arg} must be a (B, d) array of inputs, got a program handle"
-        )
-    try:
-        arr = np.asarray(X)
-    except Exception as exc:  # noqa: BLE001 - any failure means "not an array"
-        raise ProgramTypeError(
-            f"{where}: {arg} must be a (B, d) array of real numbers ({exc})"
-        ) from None
-    if (
-        arr.dtype == object
-        or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool)
-        or np.iscomplexobj(arr)
-    ):
-        raise ProgramTypeError(
-            f"{where}: {arg} must be a (B, d) array of real numbers, got dtype {arr.dtype}"
-        )
-    if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise ProgramValueError(
-            f"{where}: {arg} must be a non-empty 2-D array (B inputs as rows, d features), "
-            f"got shape {arr.shape}"
-        )
-    arr = arr.astype(float)
-    if not np.all(np.isfinite(arr)):
-        raise ProgramValueError(f"{where}: {arg} must be finite; it has NaN or inf entries")
-    return arr
-
-
-def _check_nonlin(nonlin: Any, where: str) -> Nonlinearity:
-    """A one-argument nonlinearity without parameters, real and finite on the line."""
-    if isinstance(nonlin, str) and nonlin not in BUILTINS:
-        raise ProgramValueError(
-            f"{where}: nonlin: unknown nonlinearity {nonlin!r}; valid names: "
-            f"{', '.join(sorted(BUILTINS))}, or a tensorprog.Nonlinearity"
-        )
-    if not isinstance(nonlin, (str, Nonlinearity)):
-        raise ProgramTypeError(
-            f"{where}: nonlin must be a nonlinearity name or a tensorprog.Nonlinearity, "
-            f"got {type(nonlin).__name__}"
-        )
-    phi = get_nonlinearity(nonlin)
-    if phi.arity != 1 or phi.nparams != 0:
-        raise ProgramValueError(
-            f"{where}: nonlin must be a function of one argument without parameters, "
-            f"got {phi.name} with {phi.arity} argument(s) and {phi.nparams} parameter(s)"
-        )
-    _real_on_the_line(phi, where)
-    return phi
-
-
-def _check_input_kernel(X: np.ndarray, W_std: float, b_std: float, where: str) -> None:
-    """``K¹ = σ_w² XXᵀ/d + σ_b²`` (the first layer's covariance) must be finite."""
-    with np.errstate(all="ignore"):
-        w2, b2 = W_std * W_std, b_std * b_std
-        sq = np.einsum("ij,ij->i", X, X) / X.shape[1]  # the diagonal bounds |K¹_ij|
-        k1 = w2 * sq.max() + b2
-    if not math.isfinite(k1):
-        big = (
-            "the inputs X"
-            if not math.isfinite(sq.max())
-            else "W_std or the inputs X"
-            if not math.isfinite(w2 * sq.max())
-            else "b_std"
-        )
-        raise ProgramValueError(
-            f"{where}: the input kernel K¹ = W_std²·ξᵀξ/d + b_std² overflows float64 "
-            f"(W_std={W_std:g}, b_std={b_std:g}, max ξᵀξ/d={sq.max():g}); "
-            f"scale {big} down"
-        )
-
-
-#: Peak bytes per instruction of the kernel program through its limit (program,
-#: derivation, plan, values), measured with ``ru_maxrss`` at B = 60…200, depth 2–4:
-#: ~2.0 KiB for relu (closed forms), ~3.9 KiB for tanh (quadrature); the larger is used.
-_BYTES_PER_INSTRUCTION = 4096
-
-
 def kernel_program_size(B: int, depth: int) -> int:
     """Instructions of :func:`kernel_program` on ``B`` inputs, to within ``O(B·depth)``:
     ``B(B+1)/2`` kernel entries of ``2·depth + 3`` scalars each (two Moments per layer,
     the input kernel and the two readouts)."""
     return B * (B + 1) // 2 * (2 * depth + 3)
-
-
-def _check_memory(entries: int, dense: int, what: str, knob: str) -> None:
-    """Refuse, before building anything, a kernel program that would not fit in memory:
-    ``entries`` kernel entries of ``2·dense + 1`` scalars each (two Moments per Dense
-    layer and the two readouts; ``dense`` Dense layers, the readout included)."""
-    size = entries * (2 * dense + 1)
-    require_memory(
-        f"{what} ({size:,} instructions)",
-        _BYTES_PER_INSTRUCTION * size,
-        knob,
-        "pass fewer inputs at a time, e.g. blocks of the kernel matrix (cross-kernels with X2)",
-    )
-
-
-#: Where φ is probed: a preactivation is Gaussian, so it takes every real value (the grid
-#: avoids 0, where e.g. log|h| has an integrable singularity).
-_PROBE = np.linspace(-8.0, 8.0, 64)
-
-
-def _real_on_the_line(phi: Nonlinearity, where: str) -> None:
-    """Refuse a ``φ`` that is not real and finite on the real line (e.g. ``sqrt``): its
-    kernels would be integrals of complex or undefined values."""
-    with np.errstate(all="ignore"):
-        vals = np.asarray(phi.numpy(_PROBE))
-    bad = np.iscomplexobj(vals) and np.any(vals.imag != 0)
-    bad_at = np.flatnonzero(~np.isfinite(vals.real)) if not bad else np.flatnonzero(vals.imag != 0)
-    if bad or bad_at.size:
-        h = float(_PROBE[bad_at[0]])
-        raise ProgramValueError(
-            f"{where}: nonlin {phi.name} is not a finite real number at h = {h:g}; a "
-            f"Gaussian preactivation takes every real value, so the kernels need a φ "
-            f"defined on the whole real line (e.g. relu, tanh, gelu, or a custom "
-            f"tensorprog.Nonlinearity)"
-        )
-
-
-def _real(x: Any, arg: str, where: str) -> float:
-    if isinstance(x, bool) or not isinstance(x, numbers.Real):
-        raise ProgramTypeError(f"{where}: {arg} must be a real number, got {x!r}")
-    f = float(x)
-    if not math.isfinite(f):
-        raise ProgramValueError(f"{where}: {arg} must be finite, got {f}")
-    return f

@@ -35,10 +35,11 @@ References
 
 from __future__ import annotations
 
+import math
 import numbers
 import warnings
 from collections import namedtuple
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,25 +47,20 @@ import numpy as np
 import sympy
 
 from .. import (
+    BUILTINS,
+    Handle,
     MonteCarloWarning,
     Nonlinearity,
     Program,
     ProgramTypeError,
     ProgramValueError,
     Vector,
+    get_nonlinearity,
     grad,
     inner,
     lincomb,
     paused_gc,
-)
-from .kernels import (
-    KernelResult,
-    _check_input_kernel,
-    _check_memory,
-    _check_nonlin,
-    _real,
-    _result,
-    _validate_inputs,
+    require_memory,
 )
 from .norms import layernorm
 
@@ -154,6 +150,8 @@ class _Builder:
         self.tape: list[_Tape] = []
         self.terms: list[_DenseTerm] = []
         self.bases: set[str] = set()
+        #: ``dh`` (``√n ∂f/∂h``, None off the readout's paths) of every Dense layer's outputs
+        self.adjoints: dict[int, list[Vector | None]] = {}
 
     def fresh(self, base: str) -> str:
         """``base``, or ``base`` with a letter appended if it is taken."""
@@ -644,10 +642,6 @@ def _custom(name: str, body: Any) -> Layer:
     return Elementwise(Nonlinearity(name, body, [_X]))
 
 
-def _coef(x: Any, arg: str, where: str) -> float:
-    return _real(x, arg, where)
-
-
 def Relu() -> Layer:  # noqa: N802
     """``max(x, 0)`` (builtin ``relu``; arc-cosine closed form)."""
     return Elementwise("relu")
@@ -655,13 +649,13 @@ def Relu() -> Layer:  # noqa: N802
 
 def ABRelu(a: float, b: float) -> Layer:  # noqa: N802
     """``a·min(x, 0) + b·max(x, 0)`` (neural-tangents' ``stax.ABRelu``)."""
-    a, b = _coef(a, "a", "ABRelu"), _coef(b, "b", "ABRelu")
+    a, b = _real(a, "a", "ABRelu"), _real(b, "b", "ABRelu")
     return _custom(f"abrelu_{a:g}_{b:g}", a * sympy.Min(_X, 0) + b * sympy.Max(_X, 0))
 
 
 def LeakyRelu(alpha: float) -> Layer:  # noqa: N802
     """``α·min(x, 0) + max(x, 0)`` (neural-tangents' ``stax.LeakyRelu``)."""
-    alpha = _coef(alpha, "alpha", "LeakyRelu")
+    alpha = _real(alpha, "alpha", "LeakyRelu")
     return _custom(f"leaky_relu_{alpha:g}", alpha * sympy.Min(_X, 0) + sympy.Max(_X, 0))
 
 
@@ -677,7 +671,7 @@ def Sign() -> Layer:  # noqa: N802
 
 def Erf(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> Layer:  # noqa: N802
     """``a·erf(b·x) + c`` (neural-tangents' ``stax.Erf``; builtin ``erf`` by default)."""
-    a, b, c = (_coef(v, k, "Erf") for v, k in ((a, "a"), (b, "b"), (c, "c")))
+    a, b, c = (_real(v, k, "Erf") for v, k in ((a, "a"), (b, "b"), (c, "c")))
     if (a, b, c) == (1.0, 1.0, 0.0):
         return Elementwise("erf")
     return _custom(f"erf_{a:g}_{b:g}_{c:g}", a * sympy.erf(b * _X) + c)
@@ -715,7 +709,7 @@ def Gelu(approximate: bool = False) -> Layer:  # noqa: N802
 
 def Sin(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> Layer:  # noqa: N802
     """``a·sin(b·x + c)`` (neural-tangents' ``stax.Sin``; builtin ``sin`` by default)."""
-    a, b, c = (_coef(v, k, "Sin") for v, k in ((a, "a"), (b, "b"), (c, "c")))
+    a, b, c = (_real(v, k, "Sin") for v, k in ((a, "a"), (b, "b"), (c, "c")))
     if (a, b, c) == (1.0, 1.0, 0.0):
         return Elementwise("sin")
     return _custom(f"sin_{a:g}_{b:g}_{c:g}", a * sympy.sin(b * _X + c))
@@ -723,7 +717,7 @@ def Sin(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> Layer:  # noqa: N802
 
 def Cos(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> Layer:  # noqa: N802
     """``a·cos(b·x + c)`` (neural-tangents' ``stax.Cos``; builtin ``cos`` by default)."""
-    a, b, c = (_coef(v, k, "Cos") for v, k in ((a, "a"), (b, "b"), (c, "c")))
+    a, b, c = (_real(v, k, "Cos") for v, k in ((a, "a"), (b, "b"), (c, "c")))
     if (a, b, c) == (1.0, 1.0, 0.0):
         return Elementwise("cos")
     return _custom(f"cos_{a:g}_{b:g}_{c:g}", a * sympy.cos(b * _X + c))
@@ -731,7 +725,7 @@ def Cos(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> Layer:  # noqa: N802
 
 def Exp(a: float = 1.0, b: float = 1.0) -> Layer:  # noqa: N802
     """``a·exp(b·x)`` (neural-tangents' ``stax.Exp``; builtin ``exp`` by default)."""
-    a, b = _coef(a, "a", "Exp"), _coef(b, "b", "Exp")
+    a, b = _real(a, "a", "Exp"), _real(b, "b", "Exp")
     if (a, b) == (1.0, 1.0):
         return Elementwise("exp")
     return _custom(f"exp_{a:g}_{b:g}", a * sympy.exp(b * _X))
@@ -740,7 +734,7 @@ def Exp(a: float = 1.0, b: float = 1.0) -> Layer:  # noqa: N802
 def Rbf(gamma: float = 1.0) -> Layer:  # noqa: N802
     """``√2·sin(√(2γ)·x + π/4)``, neural-tangents' ``stax.Rbf`` (its NNGP is the RBF
     kernel of the layer's input)."""
-    gamma = _coef(gamma, "gamma", "Rbf")
+    gamma = _real(gamma, "gamma", "Rbf")
     if not gamma > 0:
         raise ProgramValueError(f"Rbf: gamma must be > 0, got {gamma}")
     return _custom(
@@ -773,7 +767,7 @@ def Polynomial(coef: Sequence[float]) -> Layer:  # noqa: N802
         raise ProgramTypeError(
             f"Polynomial: coef must be a non-empty sequence of numbers, got {coef!r}"
         )
-    cs = [_coef(c, f"coef[{k}]", "Polynomial") for k, c in enumerate(coef)]
+    cs = [_real(c, f"coef[{k}]", "Polynomial") for k, c in enumerate(coef)]
     return _custom(
         "polynomial_" + "_".join(f"{c:g}" for c in cs), sum(c * _X**k for k, c in enumerate(cs))
     )
@@ -910,7 +904,7 @@ def _backward(b: _Builder, flow: _Vecs, W_std: float) -> None:
                 gs = [grad(out, x, cotangent=c, names=f"d{x.name}" if users[x.name] == 1 else None)]
             for x, g in zip(ins, gs):
                 parts.setdefault(x.name, []).append(g)
-    b.adjoints = {t.index: [adjoint(h) for h in t.hs] for t in b.terms}  # type: ignore[attr-defined]
+    b.adjoints = {t.index: [adjoint(h) for h in t.hs] for t in b.terms}
 
 
 def _readout_sums(b: _Builder, w2: float, b2: float) -> tuple[Nonlinearity, Nonlinearity, list]:
@@ -921,7 +915,7 @@ def _readout_sums(b: _Builder, w2: float, b2: float) -> tuple[Nonlinearity, Nonl
     Returns the two scalar functions and the terms ``(term, dh)`` whose Moments are
     their parameters, in order: per term ``[K_l,] D_l, [F_l]``, then the readout's ``F``.
     """
-    adjoints = getattr(b, "adjoints", {})
+    adjoints = b.adjoints
     terms = [
         (t, adjoints[t.index]) for t in b.terms if adjoints.get(t.index, [None])[0] is not None
     ]
@@ -944,3 +938,243 @@ def _readout_sums(b: _Builder, w2: float, b2: float) -> tuple[Nonlinearity, Nonl
         Nonlinearity("ntk", body, [], params + [F], opaque=False),
         terms,
     )
+
+
+# ---------------------------------------------------------------------------------------
+# Results and validation (shared with tensorprog.nn.kernels)
+
+
+@dataclass(frozen=True, eq=False)
+class KernelResult:
+    r"""NNGP and NTK with the method and the error of every entry
+    (``kernels(..., return_info=True)``, ``kernel_fn(..., return_info=True)``).
+
+    Attributes
+    ----------
+    nngp, ntk : numpy.ndarray, shape (B, B) or (B1, B2)
+        The kernels.
+    method : dict of str to numpy.ndarray
+        ``method["nngp"]``, ``method["ntk"]``: arrays of ``"exact"``,
+        ``"quadrature"`` or ``"montecarlo"`` — the least precise method among the
+        expectations the entry depends on (:meth:`tensorprog.Limit.method`).
+    error : dict of str to numpy.ndarray
+        Estimated absolute errors: the Monte Carlo standard error of an entry
+        computed by Monte Carlo; otherwise the first-order sum
+        :math:`\sum_m |\partial\,\mathrm{entry}/\partial m|\,e_m` of the error
+        estimates :math:`e_m` of the entry's Moments (0 for exact ones; for quadrature
+        the difference of two rules, usually far above the actual error).
+    stderr : dict of str to numpy.ndarray
+        Monte Carlo standard errors (0 where no Monte Carlo was used).
+    limit : tensorprog.Limit
+        The limit of :func:`kernel_program`'s program, for everything else.
+    symmetric : bool
+        ``True`` for the kernel of one set of inputs with itself (entries ``[i, j]``
+        and ``[j, i]`` are one scalar), ``False`` for a cross-kernel.
+
+    Iterating yields ``nngp, ntk``, so ``nngp, ntk = kernels(..., return_info=True)``
+    unpacks like the plain result.
+    """
+
+    nngp: np.ndarray
+    ntk: np.ndarray
+    method: dict[str, np.ndarray]
+    error: dict[str, np.ndarray]
+    stderr: dict[str, np.ndarray]
+    limit: Any
+    symmetric: bool = True
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return iter((self.nngp, self.ntk))
+
+    def _distinct(self, a: np.ndarray) -> np.ndarray:
+        return a[np.triu_indices(a.shape[0])] if self.symmetric else a.ravel()
+
+    @property
+    def entries(self) -> int:
+        """Number of distinct entries of one kernel (``B(B+1)/2`` or ``B1·B2``)."""
+        return int(self._distinct(self.nngp).size)
+
+    @property
+    def montecarlo(self) -> int:
+        """Number of distinct entries (both kernels) computed by Monte Carlo."""
+        return int(
+            sum(np.count_nonzero(self._distinct(m) == "montecarlo") for m in self.method.values())
+        )
+
+
+def _result(lim: Any, nngp_h: np.ndarray, ntk_h: np.ndarray, with_errors: bool) -> KernelResult:
+    """Values, methods, standard errors and (with ``with_errors``) errors of both kernels
+    (arrays of Scalar handles of one shape; a handle may sit at several places): the
+    limit's own, which carry the first-order errors of the Moments through the
+    readout sums (``Σ_m |∂entry/∂m| e_m``). Tables are read once (a B = 64, depth-10
+    program has 52 000 scalars)."""
+    values, methods, stderrs = lim.values, lim.methods, lim.stderrs
+    errors = lim.errors if with_errors else {}
+    shape = nngp_h.shape
+    value = {k: np.empty(shape) for k in ("nngp", "ntk")}
+    method = {k: np.empty(shape, dtype=object) for k in ("nngp", "ntk")}
+    stderr = {k: np.zeros(shape) for k in ("nngp", "ntk")}
+    error = {k: np.zeros(shape) for k in ("nngp", "ntk")}
+    for kind, handles in (("nngp", nngp_h), ("ntk", ntk_h)):
+        for idx, h in np.ndenumerate(handles):
+            name = h.name
+            value[kind][idx] = values[name]
+            method[kind][idx] = methods[name]
+            stderr[kind][idx] = stderrs[name]
+            if with_errors:
+                error[kind][idx] = errors[name]
+    symmetric = shape[0] == shape[1] and all(
+        h[i, j] is h[j, i] for h in (nngp_h,) for i in range(shape[0]) for j in range(i)
+    )
+    return KernelResult(
+        value["nngp"],
+        value["ntk"],
+        {k: v.astype(str) for k, v in method.items()},
+        error,
+        stderr,
+        lim,
+        symmetric,
+    )
+
+
+def _validate_inputs(
+    X1: Any, X2: Any, where: str, names: tuple[str, str]
+) -> tuple[np.ndarray, int, list[tuple[int, int]]]:
+    """``(X1 stacked on X2, B1, pairs)``: the stacked row indices ``(i, j)`` of the
+    kernel entries (``i ≤ j < B1`` without ``X2``, ``i < B1 ≤ j`` with it)."""
+    A = _matrix(X1, names[0], where)
+    B1 = A.shape[0]
+    if X2 is None:
+        return A, B1, [(i, j) for i in range(B1) for j in range(i, B1)]
+    A2 = _matrix(X2, names[1], where)
+    if A2.shape[1] != A.shape[1]:
+        raise ProgramValueError(
+            f"{where}: {names[1]} must have as many columns (features) as {names[0]}: "
+            f"{names[0]} has shape {A.shape}, {names[1]} has shape {A2.shape}"
+        )
+    B = B1 + A2.shape[0]
+    return np.vstack([A, A2]), B1, [(i, j) for i in range(B1) for j in range(B1, B)]
+
+
+def _matrix(X: Any, arg: str, where: str) -> np.ndarray:
+    """A finite (B, d) float array, or an error naming ``arg``."""
+    if isinstance(X, Handle):
+        raise ProgramTypeError(
+            f"{where}: {arg} must be a (B, d) array of inputs, got a program handle"
+        )
+    try:
+        arr = np.asarray(X)
+    except Exception as exc:  # noqa: BLE001 - any failure means "not an array"
+        raise ProgramTypeError(
+            f"{where}: {arg} must be a (B, d) array of real numbers ({exc})"
+        ) from None
+    if (
+        arr.dtype == object
+        or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool)
+        or np.iscomplexobj(arr)
+    ):
+        raise ProgramTypeError(
+            f"{where}: {arg} must be a (B, d) array of real numbers, got dtype {arr.dtype}"
+        )
+    if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ProgramValueError(
+            f"{where}: {arg} must be a non-empty 2-D array (B inputs as rows, d features), "
+            f"got shape {arr.shape}"
+        )
+    arr = arr.astype(float)
+    if not np.all(np.isfinite(arr)):
+        raise ProgramValueError(f"{where}: {arg} must be finite; it has NaN or inf entries")
+    return arr
+
+
+def _check_nonlin(nonlin: Any, where: str) -> Nonlinearity:
+    """A one-argument nonlinearity without parameters, real and finite on the line."""
+    if isinstance(nonlin, str) and nonlin not in BUILTINS:
+        raise ProgramValueError(
+            f"{where}: nonlin: unknown nonlinearity {nonlin!r}; valid names: "
+            f"{', '.join(sorted(BUILTINS))}, or a tensorprog.Nonlinearity"
+        )
+    if not isinstance(nonlin, (str, Nonlinearity)):
+        raise ProgramTypeError(
+            f"{where}: nonlin must be a nonlinearity name or a tensorprog.Nonlinearity, "
+            f"got {type(nonlin).__name__}"
+        )
+    phi = get_nonlinearity(nonlin)
+    if phi.arity != 1 or phi.nparams != 0:
+        raise ProgramValueError(
+            f"{where}: nonlin must be a function of one argument without parameters, "
+            f"got {phi.name} with {phi.arity} argument(s) and {phi.nparams} parameter(s)"
+        )
+    _real_on_the_line(phi, where)
+    return phi
+
+
+def _check_input_kernel(X: np.ndarray, W_std: float, b_std: float, where: str) -> None:
+    """``K¹ = σ_w² XXᵀ/d + σ_b²`` (the first layer's covariance) must be finite."""
+    with np.errstate(all="ignore"):
+        w2, b2 = W_std * W_std, b_std * b_std
+        sq = np.einsum("ij,ij->i", X, X) / X.shape[1]  # the diagonal bounds |K¹_ij|
+        k1 = w2 * sq.max() + b2
+    if not math.isfinite(k1):
+        big = (
+            "the inputs X"
+            if not math.isfinite(sq.max())
+            else "W_std or the inputs X"
+            if not math.isfinite(w2 * sq.max())
+            else "b_std"
+        )
+        raise ProgramValueError(
+            f"{where}: the input kernel K¹ = W_std²·ξᵀξ/d + b_std² overflows float64 "
+            f"(W_std={W_std:g}, b_std={b_std:g}, max ξᵀξ/d={sq.max():g}); "
+            f"scale {big} down"
+        )
+
+
+#: Peak bytes per instruction of the kernel program through its limit (program,
+#: derivation, plan, values), measured with ``ru_maxrss`` at B = 60…200, depth 2–4:
+#: ~2.0 KiB for relu (closed forms), ~3.9 KiB for tanh (quadrature); the larger is used.
+_BYTES_PER_INSTRUCTION = 4096
+
+
+def _check_memory(entries: int, dense: int, what: str, knob: str) -> None:
+    """Refuse, before building anything, a kernel program that would not fit in memory:
+    ``entries`` kernel entries of ``2·dense + 1`` scalars each (two Moments per Dense
+    layer and the two readouts; ``dense`` Dense layers, the readout included)."""
+    size = entries * (2 * dense + 1)
+    require_memory(
+        f"{what} ({size:,} instructions)",
+        _BYTES_PER_INSTRUCTION * size,
+        knob,
+        "pass fewer inputs at a time, e.g. blocks of the kernel matrix (cross-kernels with X2)",
+    )
+
+
+#: Where φ is probed: a preactivation is Gaussian, so it takes every real value (the grid
+#: avoids 0, where e.g. log|h| has an integrable singularity).
+_PROBE = np.linspace(-8.0, 8.0, 64)
+
+
+def _real_on_the_line(phi: Nonlinearity, where: str) -> None:
+    """Refuse a ``φ`` that is not real and finite on the real line (e.g. ``sqrt``): its
+    kernels would be integrals of complex or undefined values."""
+    with np.errstate(all="ignore"):
+        vals = np.asarray(phi.numpy(_PROBE))
+    bad = np.iscomplexobj(vals) and np.any(vals.imag != 0)
+    bad_at = np.flatnonzero(~np.isfinite(vals.real)) if not bad else np.flatnonzero(vals.imag != 0)
+    if bad or bad_at.size:
+        h = float(_PROBE[bad_at[0]])
+        raise ProgramValueError(
+            f"{where}: nonlin {phi.name} is not a finite real number at h = {h:g}; a "
+            f"Gaussian preactivation takes every real value, so the kernels need a φ "
+            f"defined on the whole real line (e.g. relu, tanh, gelu, or a custom "
+            f"tensorprog.Nonlinearity)"
+        )
+
+
+def _real(x: Any, arg: str, where: str) -> float:
+    if isinstance(x, bool) or not isinstance(x, numbers.Real):
+        raise ProgramTypeError(f"{where}: {arg} must be a real number, got {x!r}")
+    f = float(x)
+    if not math.isfinite(f):
+        raise ProgramValueError(f"{where}: {arg} must be finite, got {f}")
+    return f
