@@ -83,8 +83,9 @@ LAYERS: list[tuple[str, list[tuple[str, ...]]]] = [
     (
         "nn",
         [
-            ("nn.parametrization",),
+            ("nn.parametrization", "nn.predict"),
             ("nn.mlp", "nn.model", "nn.optim", "nn.norms"),
+            ("nn.stax",),
             ("nn.training", "nn.kernels"),
             ("nn.train",),
             ("nn",),

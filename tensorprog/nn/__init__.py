@@ -71,3 +71,8 @@ __all__ += [
     "TrainLimit",
     "TrainSimulation",
 ]
+
+# neural-tangents users' vocabulary: stax layer combinators and kernel-regime predictions
+from . import predict, stax  # noqa: E402
+
+__all__ += ["stax", "predict"]

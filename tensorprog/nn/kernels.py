@@ -22,38 +22,41 @@ after every hidden layer and for the readout, [NT]; docs/concepts/kernel-limits.
 
 from __future__ import annotations
 
-import math
 import numbers
 import warnings
-from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import sympy
 
 from .. import (
-    BUILTINS,
-    Handle,
     MonteCarloWarning,
     Nonlinearity,
     Program,
     ProgramTypeError,
     ProgramValueError,
-    get_nonlinearity,
-    grad,
-    inner,
-    lincomb,
     paused_gc,
-    require_memory,
 )
+from .stax import (
+    Dense,
+    Elementwise,
+    KernelResult,
+    _check_input_kernel,
+    _check_memory,
+    _check_nonlin,
+    _real,
+    _result,
+    _validate_inputs,
+)
+from .stax import _build as build
 
 __all__ = ["kernel_program", "kernels", "KernelResult"]
 
 
 def kernel_program(
     X: Any,
-    depth: int,
+    X2: Any = None,
+    *positional: Any,
+    depth: int | None = None,
     nonlin: str | Nonlinearity = "relu",
     W_std: float = 1.0,
     b_std: float = 0.0,
@@ -64,6 +67,14 @@ def kernel_program(
     ----------
     X : array_like, shape (B, d)
         The inputs ``ξ_1, …, ξ_B`` (rows), finite real numbers.
+    X2 : array_like, shape (B2, d), optional
+        Second inputs: the program holds only the ``B × B2`` cross-kernel entries
+        (the forward and backward pass run on all ``B + B2`` inputs). ``None``: the
+        ``B × B`` kernel of ``X``.
+    *positional
+        ``depth, nonlin, W_std, b_std`` may also be given positionally, after ``X2`` or
+        in place of it: an integer second argument is the depth (the former signature
+        ``kernel_program(X, depth, nonlin, W_std, b_std)``).
     depth : int
         Number of hidden layers ``L ≥ 1`` (Dense + nonlinearity blocks); the
         readout is one more Dense layer.
@@ -81,10 +92,10 @@ def kernel_program(
     Returns
     -------
     program : tensorprog.Program
-    nngp : numpy.ndarray of Scalar handles, shape (B, B)
+    nngp : numpy.ndarray of Scalar handles, shape (B, B) or (B, B2)
         ``nngp[i, j]`` is the scalar whose limit is ``K^{(L+1)}(ξ_i, ξ_j)``
-        (the same handle at ``[i, j]`` and ``[j, i]``).
-    ntk : numpy.ndarray of Scalar handles, shape (B, B)
+        (without ``X2``, the same handle at ``[i, j]`` and ``[j, i]``).
+    ntk : numpy.ndarray of Scalar handles, shape (B, B) or (B, B2)
         ``ntk[i, j]`` is the scalar whose limit is ``Θ^{(L+1)}(ξ_i, ξ_j)``.
 
     Notes
@@ -146,144 +157,36 @@ def kernel_program(
     >>> nngp[0, 1] is nngp[1, 0]
     True
     """
-    X, depth, phi, W_std, b_std = _validate(X, depth, nonlin, W_std, b_std, "kernel_program")
+    args = _arguments("kernel_program", X, X2, positional, depth, nonlin, W_std, b_std)
     with paused_gc():  # B²·(2·depth + 3) records: see tensorprog.core._gc
-        return _build(X, depth, phi, W_std, b_std)
+        return _build(*args)
 
 
 def _build(
-    X: np.ndarray, depth: int, phi: Nonlinearity, W_std: float, b_std: float
+    X: np.ndarray,
+    B1: int,
+    pairs: list[tuple[int, int]],
+    depth: int,
+    phi: Nonlinearity,
+    W_std: float,
+    b_std: float,
 ) -> tuple[Program, np.ndarray, np.ndarray]:
-    B, d = X.shape
-    w2, b2 = W_std * W_std, b_std * b_std
-    K1 = w2 * (X @ X.T) / d + b2
-    K1 = (K1 + K1.T) / 2
+    """The MLP as ``stax.serial(*[Dense(W_std, b_std), Elementwise(φ)] * depth,
+    Dense(W_std, b_std))``, written by the one program builder of
+    :mod:`tensorprog.nn.stax`."""
 
-    p = Program(f"mlp_kernels_{phi.name}_L{depth}")
-    # Forward pass: hs[k][i] = h^{k+1}(ξ_i), xs[k][i] = x^{k+1}(ξ_i).
-    hs = [p.vectors("h1", cov=K1)]
-    xs = [[phi(h, name=f"x1_{i}") for i, h in enumerate(hs[0])]]
-    # h = σ_w·(W x) + σ_b·b as one transparent (linear) Nonlin.
-    a, c = sympy.symbols("a c", real=True)
-    dense = Nonlinearity("dense", W_std * a + b_std * c, [a, c], opaque=False)
-    dense0 = Nonlinearity("dense", W_std * a, [a], opaque=False)
-    Ws = []
-    for ell in range(2, depth + 1):
-        W = p.matrix(f"W{ell}", var=1.0)
-        Ws.append(W)
-        b = p.vector(f"b{ell}") if b_std else None
-        layer = []
-        for i, x in enumerate(xs[-1]):
-            Wx = W.matmul(x, name=f"W{ell}x{ell - 1}_{i}")
-            layer.append(
-                dense(Wx, b, name=f"h{ell}_{i}")
-                if b is not None
-                else dense0(Wx, name=f"h{ell}_{i}")
-            )
-        hs.append(layer)
-        xs.append([phi(h, name=f"x{ell}_{i}") for i, h in enumerate(layer)])
-    # Backward pass (the first one: readout v independent of the forward pass), by
-    # tp.grad: the cotangent of x^L is σ_w v, then one vector–Jacobian product per layer
-    # and input, layer by layer (the program order of the kernels' Moments below).
-    v = p.vector("v")
-    dx = [lincomb([(W_std, v)], name=f"dx{depth}")] * B  # n^{1/2} ∂f/∂x^L, every input
-    dhs: list[list[Any]] = [[] for _ in range(depth)]
-    for ell in range(depth, 0, -1):
-        dhs[ell - 1] = [
-            grad(xs[ell - 1][i], hs[ell - 1][i], cotangent=dx[i], names=f"dh{ell}_{i}")
-            for i in range(B)
-        ]
-        if ell > 1:
-            dx = [
-                grad(hs[ell - 1][i], xs[ell - 2][i], cotangent=dh, names=f"dx{ell - 1}_{i}")
-                for i, dh in enumerate(dhs[ell - 1])
-            ]
-
-    # Moments and the kernels, for i ≤ j (one ScalarFn per kernel entry).
-    nngp_fn, ntk_fn = _readout_sums(depth, w2, b2)
-    nngp = np.empty((B, B), dtype=object)
-    ntk = np.empty((B, B), dtype=object)
-    for i in range(B):
-        for j in range(i, B):
-            k1 = inner(hs[0][i], hs[0][j], name=f"K1_{i}_{j}")
-            DF = []
-            for k in range(depth):
-                DF.append(inner(dhs[k][i], dhs[k][j], name=f"D{k + 1}_{i}_{j}"))
-                DF.append(inner(xs[k][i], xs[k][j], name=f"F{k + 1}_{i}_{j}"))
-            nngp[i, j] = nngp[j, i] = nngp_fn(DF[-1], name=f"nngp_{i}_{j}")
-            ntk[i, j] = ntk[j, i] = ntk_fn(k1, *DF, name=f"ntk_{i}_{j}")
-    return p, nngp, ntk
-
-
-def _readout_sums(depth: int, w2: float, b2: float) -> tuple[Nonlinearity, Nonlinearity]:
-    """``nngp(F^L) = σ_w² F^L + σ_b²`` and ``ntk(K¹, D¹, F¹, …, D^L, F^L)``.
-
-    ``ntk = Σ_{l=1}^{L} K^l D^l + K^{L+1}`` with ``K^{l} = σ_w² F^{l-1} + σ_b²`` for
-    ``l ≥ 2`` (weights + bias of layer ``l``) and ``K¹`` the input kernel.
-    """
-    K1 = sympy.Symbol("K1", real=True)
-    D = sympy.symbols(f"D1:{depth + 1}", real=True)
-    F = sympy.symbols(f"F1:{depth + 1}", real=True)
-    K = [K1] + [w2 * F[k] + b2 for k in range(depth)]  # K[k] = K^{(k+1)}
-    body = sum((K[k] * D[k] for k in range(depth)), K[depth])
-    params = [K1] + [s for k in range(depth) for s in (D[k], F[k])]
-    nngp = Nonlinearity("nngp", K[depth], [], [F[depth - 1]], opaque=False)
-    ntk = Nonlinearity("ntk", body, [], params, opaque=False)
-    return nngp, ntk
-
-
-@dataclass(frozen=True, eq=False)
-class KernelResult:
-    r"""NNGP and NTK with the method and the error of every entry
-    (``kernels(..., return_info=True)``).
-
-    Attributes
-    ----------
-    nngp, ntk : numpy.ndarray, shape (B, B)
-        The kernels.
-    method : dict of str to numpy.ndarray
-        ``method["nngp"]``, ``method["ntk"]``: (B, B) arrays of ``"exact"``,
-        ``"quadrature"`` or ``"montecarlo"`` — the least precise method among the
-        expectations the entry depends on (:meth:`tensorprog.Limit.method`).
-    error : dict of str to numpy.ndarray
-        (B, B) estimated absolute errors: the Monte Carlo standard error of an entry
-        computed by Monte Carlo; otherwise the first-order sum
-        :math:`\sum_m |\partial\,\mathrm{entry}/\partial m|\,e_m` of the error
-        estimates :math:`e_m` of the entry's Moments (0 for exact ones; for quadrature
-        the difference of two rules, usually far above the actual error).
-    stderr : dict of str to numpy.ndarray
-        (B, B) Monte Carlo standard errors (0 where no Monte Carlo was used).
-    limit : tensorprog.Limit
-        The limit of :func:`kernel_program`'s program, for everything else.
-
-    Iterating yields ``nngp, ntk``, so ``nngp, ntk = kernels(..., return_info=True)``
-    unpacks like the plain result.
-    """
-
-    nngp: np.ndarray
-    ntk: np.ndarray
-    method: dict[str, np.ndarray]
-    error: dict[str, np.ndarray]
-    stderr: dict[str, np.ndarray]
-    limit: Any
-
-    def __iter__(self) -> Iterator[np.ndarray]:
-        return iter((self.nngp, self.ntk))
-
-    @property
-    def montecarlo(self) -> int:
-        """Number of distinct entries (``i ≤ j``, both kernels) computed by Monte Carlo."""
-        iu = np.triu_indices(self.nngp.shape[0])
-        return int(sum(np.count_nonzero(m[iu] == "montecarlo") for m in self.method.values()))
+    body = [Dense(W_std, b_std), Elementwise(phi)] * depth
+    return build(body, Dense(W_std, b_std), X, B1, pairs, f"mlp_kernels_{phi.name}_L{depth}")
 
 
 def kernels(
     X: Any,
-    depth: int,
+    X2: Any = None,
+    *positional: Any,
+    depth: int | None = None,
     nonlin: str | Nonlinearity = "relu",
     W_std: float = 1.0,
     b_std: float = 0.0,
-    *,
     return_info: bool = False,
     **limit_kw: Any,
 ) -> tuple[np.ndarray, np.ndarray] | KernelResult:
@@ -295,8 +198,16 @@ def kernels(
     ----------
     X : array_like, shape (B, d)
         Inputs (rows), finite.
+    X2 : array_like, shape (B2, d), optional
+        Second inputs: return the ``B × B2`` cross-kernels ``K(ξ_i, ξ'_j)`` (neural-
+        tangents' ``kernel_fn(x1, x2)``); the program holds only those entries.
+        ``None``: the ``B × B`` kernels of ``X``.
+    *positional
+        ``depth, nonlin, W_std, b_std`` may also be given positionally, after ``X2`` or
+        in place of it: an integer second argument is the depth, so the former
+        signature ``kernels(X, depth, nonlin, W_std, b_std)`` still works.
     depth : int
-        Number of hidden layers ``L ≥ 1``.
+        Number of hidden layers ``L ≥ 1`` (required).
     nonlin : str or tensorprog.Nonlinearity, default "relu"
         The activation ``φ`` (a builtin name or a one-argument nonlinearity).
     W_std : float, default 1.0
@@ -313,7 +224,7 @@ def kernels(
 
     Returns
     -------
-    nngp, ntk : numpy.ndarray, shape (B, B)
+    nngp, ntk : numpy.ndarray, shape (B, B) or (B, B2)
         ``K^{(L+1)}`` and ``Θ^{(L+1)}`` on the inputs; or, with ``return_info=True``,
         a :class:`KernelResult` (which also unpacks as ``nngp, ntk``).
 
@@ -338,19 +249,20 @@ def kernels(
 
     and ``nngp = K^{(L+1)}``, ``ntk = Θ^{(L+1)}`` ([TP2 §4]; docs/concepts/kernel-limits.md; neural-tangents'
     ``stax.serial([Dense(·, W_std, b_std), act] * depth, Dense(1, W_std, b_std))``,
-    ``kernel_fn(X, None, ("nngp", "ntk"))``). These values are *not* computed
+    ``kernel_fn(X, X2, ("nngp", "ntk"))``). These values are *not* computed
     from this recursion: they are the limits of the program's Moments, and the
     recursion is what the Master Theorem makes of them. ReLU and erf kernels are
     exact (arc-cosine and Williams closed forms); other activations (tanh, gelu,
     sigmoid, …) use quadrature over the one or two Gaussians of each expectation,
     at any depth and gain: the rules are scaled to the covariance (docs: *How limits
     are evaluated*), so Monte Carlo is a last resort — and never a silent one
-    (``return_info=True`` gives every entry's method and error).
+    (``return_info=True`` gives every entry's method and error). Other architectures
+    (residual blocks, LayerNorm): :mod:`tensorprog.nn.stax`.
 
     Raises
     ------
     tensorprog.ProgramTypeError, tensorprog.ProgramValueError
-        For invalid ``X``, ``depth``, ``nonlin``, ``W_std`` or ``b_std``; the
+        For invalid ``X``, ``X2``, ``depth``, ``nonlin``, ``W_std`` or ``b_std``; the
         message names the argument.
 
     Examples
@@ -366,19 +278,20 @@ def kernels(
     >>> res = kernels(X, depth=2, nonlin="relu", W_std=1.5, b_std=0.1, return_info=True)
     >>> str(res.method["ntk"][0, 1]), float(res.error["ntk"][0, 1]), res.montecarlo
     ('exact', 0.0, 0)
+    >>> np.round(kernels(X[:1], X[1:], depth=2, W_std=1.5, b_std=0.1)[1], 8)  # cross-kernel
+    array([[2.25999961, 0.59056138]])
     """
-    X, depth, phi, W_std, b_std = _validate(X, depth, nonlin, W_std, b_std, "kernels")
+    args = _arguments("kernels", X, X2, positional, depth, nonlin, W_std, b_std)
     if not isinstance(return_info, bool):
         raise ProgramTypeError(f"kernels: return_info must be a bool, got {return_info!r}")
     with paused_gc():  # one pause for building and the limit (see tensorprog.core._gc)
-        p, nngp_h, ntk_h = kernel_program(X, depth, phi, W_std, b_std)
+        p, nngp_h, ntk_h = _build(*args)
         lim = p.limit(**limit_kw)
-    res = _result(lim, X.shape[0], nngp_h, ntk_h, with_errors=return_info)
+    res = _result(lim, nngp_h, ntk_h, with_errors=return_info)
     if limit_kw.get("method", "auto") == "auto" and res.montecarlo:
-        iu = np.triu_indices(X.shape[0])
-        worst = max(float(s[iu].max()) for s in res.stderr.values())
+        worst = max(float(s.max()) for s in res.stderr.values())
         warnings.warn(
-            f"kernels: {res.montecarlo} of {2 * len(iu[0])} kernel entries were estimated by "
+            f"kernels: {res.montecarlo} of {2 * res.entries} kernel entries were estimated by "
             f"Monte Carlo (largest standard error {worst:.3g}): some expectation has no "
             f"exact form and quadrature did not reach its tolerance; use "
             f"return_info=True for every entry's method and error",
@@ -388,126 +301,58 @@ def kernels(
     return res if return_info else (res.nngp, res.ntk)
 
 
-def _result(
-    lim: Any, B: int, nngp_h: np.ndarray, ntk_h: np.ndarray, with_errors: bool
-) -> KernelResult:
-    """Values, methods, standard errors and (with ``with_errors``) errors of both kernels:
-    the limit's own, which carry the first-order errors of the Moments through the
-    readout sums (``Σ_m |∂entry/∂m| e_m``). Tables are read once (a B = 64, depth-10
-    program has 52 000 scalars)."""
-    values, methods, stderrs = lim.values, lim.methods, lim.stderrs
-    errors = lim.errors if with_errors else {}
-    value = {k: np.empty((B, B)) for k in ("nngp", "ntk")}
-    method = {k: np.empty((B, B), dtype=object) for k in ("nngp", "ntk")}
-    stderr = {k: np.zeros((B, B)) for k in ("nngp", "ntk")}
-    error = {k: np.zeros((B, B)) for k in ("nngp", "ntk")}
-    for i in range(B):
-        for j in range(i, B):
-            for kind, h in (("nngp", nngp_h[i, j]), ("ntk", ntk_h[i, j])):
-                name = h.name
-                value[kind][i, j] = value[kind][j, i] = values[name]
-                method[kind][i, j] = method[kind][j, i] = methods[name]
-                stderr[kind][i, j] = stderr[kind][j, i] = stderrs[name]
-                if with_errors:
-                    error[kind][i, j] = error[kind][j, i] = errors[name]
-    return KernelResult(
-        value["nngp"],
-        value["ntk"],
-        {k: v.astype(str) for k, v in method.items()},
-        error,
-        stderr,
-        lim,
-    )
-
-
 # ---------------------------------------------------------------------------------------
 # validation
 
 
-def _validate(
-    X: Any, depth: Any, nonlin: Any, W_std: Any, b_std: Any, where: str
-) -> tuple[np.ndarray, int, Nonlinearity, float, float]:
-    if isinstance(X, Handle):
-        raise ProgramTypeError(f"{where}: X must be a (B, d) array of inputs, got a program handle")
-    try:
-        arr = np.asarray(X)
-    except Exception as exc:  # noqa: BLE001 - any failure means "not an array"
+def _arguments(
+    where: str,
+    X: Any,
+    X2: Any,
+    positional: tuple[Any, ...],
+    depth: Any,
+    nonlin: Any,
+    W_std: Any,
+    b_std: Any,
+) -> tuple[np.ndarray, int, list[tuple[int, int]], int, Nonlinearity, float, float]:
+    """Validated ``(X stacked with X2, B, pairs, depth, φ, W_std, b_std)`` of
+    ``kernels``/``kernel_program``; ``depth, nonlin, W_std, b_std`` may come
+    positionally (an integer ``X2`` is the depth: the former signature)."""
+    if isinstance(X2, numbers.Integral) and not isinstance(X2, (bool, np.bool_)):
+        positional, X2 = (X2, *positional), None
+    names = ("depth", "nonlin", "W_std", "b_std")
+    if len(positional) > len(names):
         raise ProgramTypeError(
-            f"{where}: X must be a (B, d) array of real numbers ({exc})"
-        ) from None
-    if (
-        arr.dtype == object
-        or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool)
-        or np.iscomplexobj(arr)
-    ):
+            f"{where}: takes at most {len(names)} positional arguments after X and X2 "
+            f"({', '.join(names)}), got {len(positional)}"
+        )
+    given = {"depth": depth, "nonlin": nonlin, "W_std": W_std, "b_std": b_std}
+    defaults = {"depth": None, "nonlin": "relu", "W_std": 1.0, "b_std": 0.0}
+    for name, value in zip(names, positional):
+        if given[name] is not defaults[name] and given[name] != defaults[name]:
+            raise ProgramTypeError(f"{where}: {name} given both positionally and by keyword")
+        given[name] = value
+    if given["depth"] is None:
         raise ProgramTypeError(
-            f"{where}: X must be a (B, d) array of real numbers, got dtype {arr.dtype}"
+            f"{where}: depth (the number of hidden layers, an int ≥ 1) is required"
         )
-    if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise ProgramValueError(
-            f"{where}: X must be a non-empty 2-D array (B inputs as rows, d features), "
-            f"got shape {arr.shape}"
-        )
-    arr = arr.astype(float)
-    if not np.all(np.isfinite(arr)):
-        raise ProgramValueError(f"{where}: X must be finite; it has NaN or inf entries")
+    Xs, B, pairs = _validate_inputs(X, X2, where, ("X", "X2"))
+    depth = given["depth"]
     if isinstance(depth, bool) or not isinstance(depth, numbers.Integral):
         raise ProgramTypeError(f"{where}: depth must be an int ≥ 1, got {depth!r}")
     if depth < 1:
         raise ProgramValueError(f"{where}: depth must be an int ≥ 1 (hidden layers), got {depth}")
-    if isinstance(nonlin, str) and nonlin not in BUILTINS:
-        raise ProgramValueError(
-            f"{where}: nonlin: unknown nonlinearity {nonlin!r}; valid names: "
-            f"{', '.join(sorted(BUILTINS))}, or a tensorprog.Nonlinearity"
-        )
-    if not isinstance(nonlin, (str, Nonlinearity)):
-        raise ProgramTypeError(
-            f"{where}: nonlin must be a nonlinearity name or a tensorprog.Nonlinearity, "
-            f"got {type(nonlin).__name__}"
-        )
-    phi = get_nonlinearity(nonlin)
-    if phi.arity != 1 or phi.nparams != 0:
-        raise ProgramValueError(
-            f"{where}: nonlin must be a function of one argument without parameters, "
-            f"got {phi.name} with {phi.arity} argument(s) and {phi.nparams} parameter(s)"
-        )
-    _real_on_the_line(phi, where)
-    W_std = _real(W_std, "W_std", where)
-    if not W_std > 0:
-        raise ProgramValueError(f"{where}: W_std must be > 0, got {W_std}")
-    b_std = _real(b_std, "b_std", where)
-    if b_std < 0:
-        raise ProgramValueError(f"{where}: b_std must be ≥ 0, got {b_std}")
-    _check_input_kernel(arr, W_std, b_std, where)
-    _check_memory(arr.shape[0], int(depth), where)
-    return arr, int(depth), phi, W_std, b_std
-
-
-def _check_input_kernel(X: np.ndarray, W_std: float, b_std: float, where: str) -> None:
-    """``K¹ = σ_w² XXᵀ/d + σ_b²`` (the first layer's covariance) must be finite."""
-    with np.errstate(all="ignore"):
-        w2, b2 = W_std * W_std, b_std * b_std
-        sq = np.einsum("ij,ij->i", X, X) / X.shape[1]  # the diagonal bounds |K¹_ij|
-        k1 = w2 * sq.max() + b2
-    if not math.isfinite(k1):
-        big = (
-            "the inputs X"
-            if not math.isfinite(sq.max())
-            else "W_std or the inputs X"
-            if not math.isfinite(w2 * sq.max())
-            else "b_std"
-        )
-        raise ProgramValueError(
-            f"{where}: the input kernel K¹ = W_std²·ξᵀξ/d + b_std² overflows float64 "
-            f"(W_std={W_std:g}, b_std={b_std:g}, max ξᵀξ/d={sq.max():g}); "
-            f"scale {big} down"
-        )
-
-
-#: Peak bytes per instruction of the kernel program through its limit (program,
-#: derivation, plan, values), measured with ``ru_maxrss`` at B = 60…200, depth 2–4:
-#: ~2.0 KiB for relu (closed forms), ~3.9 KiB for tanh (quadrature); the larger is used.
-_BYTES_PER_INSTRUCTION = 4096
+    phi = _check_nonlin(given["nonlin"], where)
+    W = _real(given["W_std"], "W_std", where)
+    if not W > 0:
+        raise ProgramValueError(f"{where}: W_std must be > 0, got {W}")
+    b = _real(given["b_std"], "b_std", where)
+    if b < 0:
+        raise ProgramValueError(f"{where}: b_std must be ≥ 0, got {b}")
+    _check_input_kernel(Xs, W, b, where)
+    rows = f"B={B}" if X2 is None else f"B={B}×{Xs.shape[0] - B}"
+    _check_memory(len(pairs), int(depth) + 1, f"{where} on {rows} inputs at depth {depth}", "X")
+    return Xs, B, pairs, int(depth), phi, W, b
 
 
 def kernel_program_size(B: int, depth: int) -> int:
@@ -515,45 +360,3 @@ def kernel_program_size(B: int, depth: int) -> int:
     ``B(B+1)/2`` kernel entries of ``2·depth + 3`` scalars each (two Moments per layer,
     the input kernel and the two readouts)."""
     return B * (B + 1) // 2 * (2 * depth + 3)
-
-
-def _check_memory(B: int, depth: int, where: str) -> None:
-    """Refuse, before building anything, a kernel program that would not fit in memory."""
-    size = kernel_program_size(B, depth)
-    require_memory(
-        f"{where} on B={B} inputs at depth {depth} ({size:,} instructions)",
-        _BYTES_PER_INSTRUCTION * size,
-        "X",
-        "pass fewer inputs (rows of X) at a time, e.g. blocks of the kernel matrix",
-    )
-
-
-#: Where φ is probed: a preactivation is Gaussian, so it takes every real value (the grid
-#: avoids 0, where e.g. log|h| has an integrable singularity).
-_PROBE = np.linspace(-8.0, 8.0, 64)
-
-
-def _real_on_the_line(phi: Nonlinearity, where: str) -> None:
-    """Refuse a ``φ`` that is not real and finite on the real line (e.g. ``sqrt``): its
-    kernels would be integrals of complex or undefined values."""
-    with np.errstate(all="ignore"):
-        vals = np.asarray(phi.numpy(_PROBE))
-    bad = np.iscomplexobj(vals) and np.any(vals.imag != 0)
-    bad_at = np.flatnonzero(~np.isfinite(vals.real)) if not bad else np.flatnonzero(vals.imag != 0)
-    if bad or bad_at.size:
-        h = float(_PROBE[bad_at[0]])
-        raise ProgramValueError(
-            f"{where}: nonlin {phi.name} is not a finite real number at h = {h:g}; a "
-            f"Gaussian preactivation takes every real value, so the kernels need a φ "
-            f"defined on the whole real line (e.g. relu, tanh, gelu, or a custom "
-            f"tensorprog.Nonlinearity)"
-        )
-
-
-def _real(x: Any, arg: str, where: str) -> float:
-    if isinstance(x, bool) or not isinstance(x, numbers.Real):
-        raise ProgramTypeError(f"{where}: {arg} must be a real number, got {x!r}")
-    f = float(x)
-    if not math.isfinite(f):
-        raise ProgramValueError(f"{where}: {arg} must be finite, got {f}")
-    return f

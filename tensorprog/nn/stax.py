@@ -1,0 +1,1180 @@
+r"""neural-tangents' ``stax`` vocabulary, compiled to one tensor program per call.
+
+A network is described with layer combinators — :func:`serial`, :func:`Dense`,
+nonlinearities (:func:`Relu`, :func:`Erf`, :func:`Gelu`, …, or any
+:class:`tensorprog.Nonlinearity` through :func:`Elementwise`), :func:`LayerNorm`, and the
+residual plumbing :func:`FanOut`, :func:`parallel`, :func:`FanInSum`, :func:`Identity` —
+and its infinite-width NNGP and NTK are obtained as in :func:`tensorprog.nn.kernels`:
+:meth:`Layer.program` writes the network's forward pass on the inputs and its backward
+pass (:func:`tensorprog.grad`, one vector–Jacobian product per layer) as *one* tensor
+program whose Moments are the kernel entries, and :meth:`Layer.kernel_fn` takes its limit
+(the Master Theorem [TP2 §4–6], [TP4 §7]). No layer carries a kernel rule: the
+recursions of neural-tangents ([NT] Novak et al. 2020) are what the limit makes of
+the program.
+
+Conventions ([NT] ``parameterization="ntk"``): every weight and bias is iid
+``N(0, 1)`` and the scales sit in the forward pass. ``Dense(W_std, b_std)`` on a
+vector ``x`` of the width-``n`` network is ``W_std/√n · W x + b_std · b``; on the
+inputs ``ξ ∈ ℝᵈ`` it is ``W_std/√d · W ξ + b_std · b`` (NT's ``x1 @ x2.T / d``). Every
+hidden layer is infinitely wide; the network's last layer is a ``Dense``, the readout,
+and the kernels are those of one output coordinate (the output dimension of NT's
+``Dense(out_dim, …)`` does not change them).
+
+The NTK is ``Σ_θ ∂f(ξ)/∂θ · ∂f(ξ')/∂θ`` summed per Dense layer ``l`` with input ``x``
+and output ``h``: ``(W_std² ⟨x_i, x_j⟩ + b_std²)·⟨dh_i, dh_j⟩`` with ``dh = √n ∂f/∂h``
+(the input kernel ``W_std² ξ_iᵀξ_j/d + b_std²`` for a layer that reads the inputs, and
+``dh = 1`` for the readout), as in :func:`tensorprog.nn.kernel_program`.
+
+References
+----------
+[NT] R. Novak, L. Xiao, J. Hron, J. Lee, A. A. Alemi, J. Sohl-Dickstein, S. S. Schoenholz,
+*Neural Tangents: Fast and Easy Infinite Neural Networks in Python*, ICLR 2020.
+[TP2] G. Yang, *Tensor Programs II: Neural Tangent Kernel for Any Architecture*, 2020.
+[TP4] G. Yang, E. Hu, *Feature Learning in Infinite-Width Neural Networks*, 2021.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+from collections import namedtuple
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import sympy
+
+from .. import (
+    BUILTINS,
+    Handle,
+    MonteCarloWarning,
+    Nonlinearity,
+    Program,
+    ProgramTypeError,
+    ProgramValueError,
+    Vector,
+    get_nonlinearity,
+    grad,
+    inner,
+    lincomb,
+    paused_gc,
+    require_memory,
+)
+from .norms import layernorm
+
+__all__ = [
+    "Layer",
+    "serial",
+    "parallel",
+    "Dense",
+    "Elementwise",
+    "Identity",
+    "FanOut",
+    "FanInSum",
+    "LayerNorm",
+    "Relu",
+    "LeakyRelu",
+    "ABRelu",
+    "Abs",
+    "Sign",
+    "Erf",
+    "Sigmoid_like",
+    "Sigmoid",
+    "Tanh",
+    "Gelu",
+    "Sin",
+    "Cos",
+    "Exp",
+    "Rbf",
+    "Monomial",
+    "RectifiedMonomial",
+    "Polynomial",
+]
+
+
+# ---------------------------------------------------------------------------------------
+# What flows between layers while the program is written
+
+
+class _Data:
+    """The raw inputs ``ξ`` (rows of X): not vectors of the program [TP1 §4]; only a
+    :func:`Dense` layer can read them."""
+
+
+_DATA = _Data()
+
+
+@dataclass
+class _Vecs:
+    """One vector per input, named ``f"{base}_{i}"``."""
+
+    base: str
+    vecs: list[Vector]
+
+
+@dataclass
+class _Tape:
+    """One layer applied to every input: ``outs[i]`` is a function of the vectors
+    ``ins[i]`` (what the backward pass differentiates). ``is_sum``: ``outs[i]`` is the
+    sum of ``ins[i]``, whose cotangents are then ``outs[i]``'s own (``tp.grad`` with
+    respect to several inputs would also follow the paths between them: a skip
+    connection's input reaches the sum through the other branch too)."""
+
+    outs: list[Vector]
+    ins: list[list[Vector]]
+    is_sum: bool = False
+
+
+@dataclass
+class _DenseTerm:
+    """A Dense layer: its NTK term ``(W_std²⟨x_i, x_j⟩ + b_std²)·⟨dh_i, dh_j⟩``; ``xs`` is
+    ``None`` for a layer that reads the inputs (its output's covariance is the factor)."""
+
+    index: int
+    xs: list[Vector] | None
+    hs: list[Vector]
+    w2: float
+    b2: float
+
+
+class _Builder:
+    """State of one program being written: the program, the tape of the forward pass,
+    the Dense layers (NTK terms) and the names in use."""
+
+    def __init__(self, X: np.ndarray, name: str) -> None:
+        self.p = Program(name)
+        self.X = X
+        self.dense = 0
+        self.tape: list[_Tape] = []
+        self.terms: list[_DenseTerm] = []
+        self.bases: set[str] = set()
+        #: ``dh`` (``√n ∂f/∂h``, None off the readout's paths) of every Dense layer's outputs
+        self.adjoints: dict[int, list[Vector | None]] = {}
+
+    def fresh(self, base: str) -> str:
+        """``base``, or ``base`` with a letter appended if it is taken."""
+        name, k = base, 0
+        while name in self.bases:
+            name = f"{base}{chr(ord('a') + k % 26)}{k // 26 or ''}"
+            k += 1
+        self.bases.add(name)
+        return name
+
+
+# ---------------------------------------------------------------------------------------
+# Layers
+
+
+class Layer:
+    """A layer or a network of layers: a description, without weights.
+
+    Every combinator of this module returns a :class:`Layer`; a network whose last
+    layer is a :func:`Dense` (the readout) has kernels (:meth:`kernel_fn`).
+    """
+
+    def _apply(self, b: _Builder, flow: Any) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _flat(self) -> list[Layer]:
+        return [self]
+
+    # -- the network as a whole -----------------------------------------------------------
+
+    def program(self, x1: Any, x2: Any = None) -> tuple[Program, np.ndarray, np.ndarray]:
+        r"""The tensor program of the network's forward and backward pass.
+
+        Parameters
+        ----------
+        x1 : array_like, shape (B1, d)
+            Inputs (rows), finite.
+        x2 : array_like, shape (B2, d), optional
+            Second inputs: the program holds the ``B1 × B2`` cross-kernel entries.
+            ``None``: the ``B1 × B1`` kernel of ``x1`` (entries ``i ≤ j``).
+
+        Returns
+        -------
+        program : tensorprog.Program
+        nngp, ntk : numpy.ndarray of Scalar handles, shape (B1, B2) or (B1, B1)
+            ``nngp[i, j]`` has limit ``K(x1_i, x2_j)``, ``ntk[i, j]`` has limit
+            ``Θ(x1_i, x2_j)``. Without ``x2`` the same handle sits at ``[i, j]`` and
+            ``[j, i]``.
+
+        Notes
+        -----
+        The forward pass runs on all ``B1 + B2`` inputs; the Moments (and kernel
+        entries) are only those of the requested pairs. Their limits need the
+        diagonal ``K(ξ, ξ)`` of every layer, which the Master Theorem's recursion
+        computes by itself (variances of the ``Ẑ``), without Moments of their own.
+        """
+        X, B1, pairs = _validate_inputs(x1, x2, "kernel_fn", ("x1", "x2"))
+        body, readout = _split_readout(self)
+        dense = sum(isinstance(la, Dense) for la in _flat_all(self))
+        _check_memory(len(pairs), dense, f"kernel_fn on {len(pairs):,} kernel entries", "x1")
+        with paused_gc():  # see tensorprog.core._gc
+            return _build(body, readout, X, B1, pairs, f"stax_{len(body) + 1}_layers")
+
+    def kernel_fn(
+        self,
+        x1: Any,
+        x2: Any = None,
+        get: str | Sequence[str] | None = None,
+        *,
+        return_info: bool = False,
+        **limit_kw: Any,
+    ) -> Any:
+        r"""The NNGP and NTK of the network on ``x1`` (and ``x2``), as neural-tangents'
+        ``kernel_fn(x1, x2, get)``.
+
+        Parameters
+        ----------
+        x1 : array_like, shape (B1, d)
+        x2 : array_like, shape (B2, d), optional
+            ``None``: the kernel of ``x1`` with itself.
+        get : {"nngp", "ntk"} or a tuple of them, optional
+            A str returns that kernel (an array); a tuple returns a namedtuple with
+            those fields in that order; ``None`` returns both (``.nngp``, ``.ntk``).
+        return_info : bool, default False
+            Return a :class:`tensorprog.nn.KernelResult` (both kernels with every
+            entry's method and error) instead.
+        **limit_kw
+            Passed to :meth:`tensorprog.Program.limit`.
+
+        Returns
+        -------
+        numpy.ndarray, namedtuple or KernelResult
+            Shape ``(B1, B2)`` (``(B1, B1)`` without ``x2``).
+
+        Warns
+        -----
+        tensorprog.MonteCarloWarning
+            If some entry had to be estimated by Monte Carlo (``method="auto"``).
+
+        Raises
+        ------
+        tensorprog.ProgramTypeError, tensorprog.ProgramValueError
+            Bad inputs or ``get`` (the message names the argument), or a network that
+            does not end in a Dense readout or feeds raw inputs to a non-Dense layer.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from tensorprog.nn import stax
+        >>> net = stax.serial(stax.Dense(1.5, 0.1), stax.Relu(), stax.Dense(1.5, 0.1),
+        ...                   stax.Relu(), stax.Dense(1.5, 0.1))
+        >>> X = np.array([[1.0, 0.0], [0.6, 0.8], [-1.0, 1.0]])
+        >>> np.round(net.kernel_fn(X, get="ntk")[0], 8)
+        array([4.34195312, 2.25999961, 0.59056138])
+        >>> k = net.kernel_fn(X[:1], X[1:], get=("nngp", "ntk"))
+        >>> np.round(k.nngp, 8), k.ntk.shape
+        (array([[1.07713069, 0.71741663]]), (1, 2))
+        """
+        kinds = _parse_get(get)
+        if not isinstance(return_info, bool):
+            raise ProgramTypeError(f"kernel_fn: return_info must be a bool, got {return_info!r}")
+        with paused_gc():
+            p, nngp_h, ntk_h = self.program(x1, x2)
+            lim = p.limit(**limit_kw)
+        res = _result(lim, nngp_h, ntk_h, with_errors=return_info)
+        _warn_montecarlo(res, limit_kw, "kernel_fn")
+        if return_info:
+            return res
+        if isinstance(kinds, str):
+            return getattr(res, kinds)
+        return _namedtuple(kinds)(*(getattr(res, k) for k in kinds))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+def _warn_montecarlo(res: KernelResult, limit_kw: dict[str, Any], where: str) -> None:
+    """Say so when some entry was estimated by Monte Carlo (never silently)."""
+    if limit_kw.get("method", "auto") != "auto" or not res.montecarlo:
+        return
+    worst = max(float(s.max()) for s in res.stderr.values())
+    warnings.warn(
+        f"{where}: {res.montecarlo} of {2 * res.entries} kernel entries were estimated by "
+        f"Monte Carlo (largest standard error {worst:.3g}): some expectation has no "
+        f"exact form and quadrature did not reach its tolerance; use "
+        f"return_info=True for every entry's method and error",
+        MonteCarloWarning,
+        stacklevel=3,
+    )
+
+
+_GET = ("nngp", "ntk")
+
+
+def _parse_get(get: Any) -> str | tuple[str, ...]:
+    if get is None:
+        return _GET
+    if isinstance(get, str):
+        if get not in _GET:
+            raise ProgramValueError(
+                f"kernel_fn: get must be 'nngp', 'ntk' or a tuple of them, got {get!r}"
+            )
+        return get
+    if isinstance(get, (tuple, list)) and get and all(isinstance(g, str) for g in get):
+        bad = [g for g in get if g not in _GET]
+        if bad or len(set(get)) != len(get):
+            raise ProgramValueError(
+                f"kernel_fn: get must name 'nngp' and/or 'ntk', each once, got {tuple(get)!r}"
+            )
+        return tuple(get)
+    raise ProgramTypeError(f"kernel_fn: get must be a str, a tuple of str or None, got {get!r}")
+
+
+_NAMEDTUPLES: dict[tuple[str, ...], type] = {}
+
+
+def _namedtuple(kinds: tuple[str, ...]) -> type:
+    """``Kernel(nngp, ntk)`` (fields in the order asked for), one class per order."""
+    if kinds not in _NAMEDTUPLES:
+        _NAMEDTUPLES[kinds] = namedtuple("Kernel", kinds)  # type: ignore[misc]
+    return _NAMEDTUPLES[kinds]
+
+
+class _Serial(Layer):
+    def __init__(self, layers: tuple[Layer, ...]) -> None:
+        self.layers = layers
+
+    def _apply(self, b: _Builder, flow: Any) -> Any:
+        for layer in self.layers:
+            flow = layer._apply(b, flow)
+        return flow
+
+    def _flat(self) -> list[Layer]:
+        return [x for layer in self.layers for x in layer._flat()]
+
+    def __repr__(self) -> str:
+        return f"serial({', '.join(map(repr, self.layers))})"
+
+
+class _Parallel(Layer):
+    def __init__(self, layers: tuple[Layer, ...]) -> None:
+        self.layers = layers
+
+    def _apply(self, b: _Builder, flow: Any) -> Any:
+        if not isinstance(flow, tuple) or len(flow) != len(self.layers):
+            got = f"{len(flow)} branches" if isinstance(flow, tuple) else "one input"
+            raise ProgramValueError(
+                f"{self!r}: needs {len(self.layers)} branches (from FanOut({len(self.layers)})), "
+                f"got {got}"
+            )
+        return tuple(layer._apply(b, f) for layer, f in zip(self.layers, flow))
+
+    def __repr__(self) -> str:
+        return f"parallel({', '.join(map(repr, self.layers))})"
+
+
+def _layers(layers: tuple[Any, ...], where: str) -> tuple[Layer, ...]:
+    if not layers:
+        raise ProgramValueError(f"{where}: needs at least one layer")
+    for k, layer in enumerate(layers):
+        if not isinstance(layer, Layer):
+            raise ProgramTypeError(
+                f"{where}: layer {k} must be a tensorprog.nn.stax layer (Dense(…), Relu(), …), "
+                f"got {type(layer).__name__}"
+            )
+    return layers
+
+
+def serial(*layers: Layer) -> Layer:
+    """The layers one after the other (neural-tangents' ``stax.serial``).
+
+    Returns a :class:`Layer`; with a :func:`Dense` readout last it has
+    :meth:`Layer.kernel_fn` (there is no ``init_fn``/``apply_fn``: a finite network of
+    the same program is :meth:`tensorprog.Program.simulate` of :meth:`Layer.program`).
+    """
+    return _Serial(_layers(layers, "serial"))
+
+
+def parallel(*layers: Layer) -> Layer:
+    """One layer per branch of a :func:`FanOut` (neural-tangents' ``stax.parallel``)."""
+    return _Parallel(_layers(layers, "parallel"))
+
+
+class Dense(Layer):
+    r"""A fully connected layer, neural-tangents' ``Dense(·, W_std, b_std,
+    parameterization="ntk")``: ``W_std/√fan_in · W x + b_std · b`` with ``W, b`` iid
+    ``N(0, 1)``.
+
+    Parameters
+    ----------
+    W_std : float, default 1.0
+        ``σ_w > 0``. ``fan_in`` is the width ``n → ∞`` after the first layer and the
+        input dimension ``d`` for a layer that reads the inputs.
+    b_std : float, default 0.0
+        ``σ_b ≥ 0`` (0: no bias).
+    parameterization : {"ntk"}
+        Only NT's ``"ntk"`` parameterization (the one whose NTK has a limit without
+        rescaling the learning rate) is written.
+
+    Notes
+    -----
+    There is no width argument: hidden layers are infinitely wide, and the output
+    dimension of the readout does not change the kernels (they are per output
+    coordinate).
+    """
+
+    def __init__(
+        self, W_std: float = 1.0, b_std: float = 0.0, parameterization: str = "ntk"
+    ) -> None:
+        W_std = _real(W_std, "W_std", "Dense")
+        if not W_std > 0:
+            raise ProgramValueError(f"Dense: W_std must be > 0, got {W_std}")
+        b_std = _real(b_std, "b_std", "Dense")
+        if b_std < 0:
+            raise ProgramValueError(f"Dense: b_std must be ≥ 0, got {b_std}")
+        if parameterization != "ntk":
+            raise ProgramValueError(
+                f"Dense: parameterization must be 'ntk' (neural-tangents' NTK "
+                f"parameterization: weights N(0, 1), scales W_std/√fan_in in the forward "
+                f"pass), got {parameterization!r}"
+            )
+        self.W_std, self.b_std = W_std, b_std
+
+    def _apply(self, b: _Builder, flow: Any) -> Any:
+        if isinstance(flow, tuple):
+            raise ProgramValueError(
+                f"{self!r}: got {len(flow)} branches; combine them with FanInSum() first"
+            )
+        b.dense += 1
+        ell = b.dense
+        base = b.fresh(f"h{ell}")
+        w2, b2 = self.W_std**2, self.b_std**2
+        if flow is _DATA:
+            _check_input_kernel(b.X, self.W_std, self.b_std, "kernel_fn")
+            hs = b.p.vectors(base, cov=_input_kernel(b.X, w2, b2))
+            b.terms.append(_DenseTerm(ell, None, hs, w2, b2))
+            return _Vecs(base, hs)
+        W = b.p.matrix(f"W{ell}", var=1.0)
+        bias = b.p.vector(f"b{ell}") if self.b_std else None
+        fn = _dense_fn(self.W_std, self.b_std if bias is not None else None)
+        hs = []
+        for i, x in enumerate(flow.vecs):
+            Wx = W.matmul(x, name=f"W{ell}{flow.base}_{i}")
+            hs.append(
+                fn(Wx, bias, name=f"{base}_{i}") if bias is not None else fn(Wx, name=f"{base}_{i}")
+            )
+        b.tape.append(_Tape(hs, [[x] for x in flow.vecs]))
+        b.terms.append(_DenseTerm(ell, flow.vecs, hs, w2, b2))
+        return _Vecs(base, hs)
+
+    def __repr__(self) -> str:
+        return f"Dense({self.W_std:g}, {self.b_std:g})"
+
+
+def _input_kernel(X: np.ndarray, w2: float, b2: float) -> np.ndarray:
+    """``σ_w² XXᵀ/d + σ_b²``, symmetrised."""
+    K = w2 * (X @ X.T) / X.shape[1] + b2
+    return (K + K.T) / 2
+
+
+def _dense_fn(W_std: float, b_std: float | None) -> Nonlinearity:
+    """``h = σ_w·(Wx) + σ_b·b`` as one transparent (linear) Nonlin."""
+    a, c = sympy.symbols("a c", real=True)
+    if b_std is None:
+        return Nonlinearity("dense", W_std * a, [a], opaque=False)
+    return Nonlinearity("dense", W_std * a + b_std * c, [a, c], opaque=False)
+
+
+class _Vectorwise(Layer):
+    """A layer that maps each input's vector to one vector (needs a vector flow)."""
+
+    def _apply(self, b: _Builder, flow: Any) -> Any:
+        if flow is _DATA:
+            raise ProgramValueError(
+                f"{self!r}: reads the raw inputs; every path from the inputs must start "
+                f"with Dense(…) (data enters a tensor program through its first layer's "
+                f"Gaussian preactivations)"
+            )
+        if isinstance(flow, tuple):
+            raise ProgramValueError(
+                f"{self!r}: got {len(flow)} branches; combine them with FanInSum() first"
+            )
+        base = b.fresh(self._base(b))
+        outs = [self._one(x, f"{base}_{i}") for i, x in enumerate(flow.vecs)]
+        b.tape.append(_Tape(outs, [[x] for x in flow.vecs]))
+        return _Vecs(base, outs)
+
+    def _base(self, b: _Builder) -> str:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _one(self, x: Vector, name: str) -> Vector:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class Elementwise(_Vectorwise):
+    """A coordinatewise nonlinearity ``x ↦ φ(x)``: any one-argument
+    :class:`tensorprog.Nonlinearity` or builtin name (neural-tangents'
+    ``stax.Elementwise``; its backward pass uses ``φ'`` as backprop does).
+
+    Parameters
+    ----------
+    fn : str or tensorprog.Nonlinearity
+        ``φ``, real and finite on the whole real line.
+    """
+
+    def __init__(self, fn: str | Nonlinearity) -> None:
+        self.phi = _check_nonlin(fn, "Elementwise")
+
+    def _base(self, b: _Builder) -> str:
+        return f"x{b.dense}"
+
+    def _one(self, x: Vector, name: str) -> Vector:
+        return self.phi(x, name=name)
+
+    def __repr__(self) -> str:
+        return f"Elementwise({self.phi.name})"
+
+
+class _LayerNorm(_Vectorwise):
+    def __init__(self, eps: float) -> None:
+        eps = _real(eps, "eps", "LayerNorm")
+        if eps < 0:
+            raise ProgramValueError(f"LayerNorm: eps must be ≥ 0, got {eps}")
+        self.eps = eps
+
+    def _base(self, b: _Builder) -> str:
+        return f"ln{b.dense}"
+
+    def _one(self, x: Vector, name: str) -> Vector:
+        return layernorm(x, eps=self.eps, name=name)
+
+    def __repr__(self) -> str:
+        return f"LayerNorm(eps={self.eps:g})"
+
+
+def LayerNorm(eps: float = 1e-12) -> Layer:  # noqa: N802 - NT's name
+    r"""Layer normalisation over the width: ``(h − mean h)/√(var h + ε)``
+    (:func:`tensorprog.nn.layernorm`; neural-tangents' ``stax.LayerNorm(axis=-1)``).
+
+    Parameters
+    ----------
+    eps : float, default 1e-12
+        ``ε ≥ 0`` (neural-tangents' default).
+
+    Notes
+    -----
+    The mean and variance are Moments of the program; in the limit they converge to
+    ``𝔼Z`` and ``Var Z`` [TP2 §3]. The backward pass treats them as constants (TP4's
+    frozen Nonlin+ parameters): their gradient terms vanish as ``n → ∞``, because the
+    backward vectors are centred and independent of the forward ones. For a centred
+    input (e.g. after a Dense layer) this is neural-tangents' kernel
+    ``K_ij/√((K_ii + ε)(K_jj + ε))``; neural-tangents refuses non-Gaussian inputs
+    (e.g. after a Relu), which the program handles (the mean is subtracted).
+    """
+    return _LayerNorm(eps)
+
+
+class _Identity(Layer):
+    def _apply(self, b: _Builder, flow: Any) -> Any:
+        return flow
+
+
+def Identity() -> Layer:  # noqa: N802 - NT's name
+    """The identity layer (neural-tangents' ``stax.Identity``), e.g. the skip branch of
+    a residual block."""
+    return _Identity()
+
+
+class _FanOut(Layer):
+    def __init__(self, num: int) -> None:
+        if isinstance(num, bool) or not isinstance(num, numbers.Integral) or num < 1:
+            raise ProgramValueError(f"FanOut: num must be an int ≥ 1, got {num!r}")
+        self.num = int(num)
+
+    def _apply(self, b: _Builder, flow: Any) -> Any:
+        if isinstance(flow, tuple):
+            raise ProgramValueError(f"{self!r}: got {len(flow)} branches; combine them first")
+        return (flow,) * self.num
+
+    def __repr__(self) -> str:
+        return f"FanOut({self.num})"
+
+
+def FanOut(num: int) -> Layer:  # noqa: N802 - NT's name
+    """``num`` copies of the input, one per branch of the following :func:`parallel`
+    (neural-tangents' ``stax.FanOut``)."""
+    return _FanOut(num)
+
+
+class _FanInSum(Layer):
+    def _apply(self, b: _Builder, flow: Any) -> Any:
+        if not isinstance(flow, tuple):
+            raise ProgramValueError("FanInSum(): needs branches (FanOut, parallel), got one input")
+        if any(f is _DATA for f in flow):
+            raise ProgramValueError(
+                "FanInSum(): a branch carries the raw inputs; start every branch that reads "
+                "the inputs with Dense(…)"
+            )
+        if any(isinstance(f, tuple) for f in flow):
+            raise ProgramValueError("FanInSum(): nested branches; combine the inner ones first")
+        base = b.fresh(f"s{b.dense}")
+        outs, ins = [], []
+        for i in range(len(flow[0].vecs)):
+            xs = [f.vecs[i] for f in flow]
+            outs.append(lincomb([(None, x) for x in xs], name=f"{base}_{i}"))
+            ins.append(xs)  # a vector twice is counted twice (its cotangent too)
+        b.tape.append(_Tape(outs, ins, is_sum=True))
+        return _Vecs(base, outs)
+
+
+def FanInSum() -> Layer:  # noqa: N802 - NT's name
+    r"""The sum of the branches (neural-tangents' ``stax.FanInSum``).
+
+    The program computes the kernel of the sum itself, cross-covariances of the
+    branches included; neural-tangents adds the branches' kernels, which is the same
+    when the branches are uncorrelated (e.g. a skip ``Identity()`` beside a branch that
+    ends in a Dense layer).
+    """
+    return _FanInSum()
+
+
+# -- nonlinearities (neural-tangents' definitions) ----------------------------------------
+
+_X = sympy.Symbol("x", real=True)
+
+
+def _custom(name: str, body: Any) -> Layer:
+    return Elementwise(Nonlinearity(name, body, [_X]))
+
+
+def Relu() -> Layer:  # noqa: N802
+    """``max(x, 0)`` (builtin ``relu``; arc-cosine closed form)."""
+    return Elementwise("relu")
+
+
+def ABRelu(a: float, b: float) -> Layer:  # noqa: N802
+    """``a·min(x, 0) + b·max(x, 0)`` (neural-tangents' ``stax.ABRelu``)."""
+    a, b = _real(a, "a", "ABRelu"), _real(b, "b", "ABRelu")
+    return _custom(f"abrelu_{a:g}_{b:g}", a * sympy.Min(_X, 0) + b * sympy.Max(_X, 0))
+
+
+def LeakyRelu(alpha: float) -> Layer:  # noqa: N802
+    """``α·min(x, 0) + max(x, 0)`` (neural-tangents' ``stax.LeakyRelu``)."""
+    alpha = _real(alpha, "alpha", "LeakyRelu")
+    return _custom(f"leaky_relu_{alpha:g}", alpha * sympy.Min(_X, 0) + sympy.Max(_X, 0))
+
+
+def Abs() -> Layer:  # noqa: N802
+    """``|x|`` (builtin ``abs``)."""
+    return Elementwise("abs")
+
+
+def Sign() -> Layer:  # noqa: N802
+    """``sign(x)`` (builtin ``sign``; its backprop derivative is 0)."""
+    return Elementwise("sign")
+
+
+def Erf(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> Layer:  # noqa: N802
+    """``a·erf(b·x) + c`` (neural-tangents' ``stax.Erf``; builtin ``erf`` by default)."""
+    a, b, c = (_real(v, k, "Erf") for v, k in ((a, "a"), (b, "b"), (c, "c")))
+    if (a, b, c) == (1.0, 1.0, 0.0):
+        return Elementwise("erf")
+    return _custom(f"erf_{a:g}_{b:g}_{c:g}", a * sympy.erf(b * _X) + c)
+
+
+def Sigmoid_like() -> Layer:  # noqa: N802
+    """``erf(x/2.4020563531719796)/2 + 1/2``, neural-tangents' erf stand-in for the
+    logistic sigmoid."""
+    return _custom(
+        "sigmoid_like", sympy.erf(_X / sympy.Float("2.4020563531719796")) / 2 + sympy.Rational(1, 2)
+    )
+
+
+def Sigmoid() -> Layer:  # noqa: N802
+    """The logistic sigmoid ``1/(1 + e^{-x})`` (builtin ``sigmoid``; not in
+    neural-tangents, whose ``Sigmoid_like`` is an erf)."""
+    return Elementwise("sigmoid")
+
+
+def Tanh() -> Layer:  # noqa: N802
+    """``tanh`` (builtin; neural-tangents has it only as ``ElementwiseNumerical``)."""
+    return Elementwise("tanh")
+
+
+def Gelu(approximate: bool = False) -> Layer:  # noqa: N802
+    """The exact GELU ``x Φ(x)`` (builtin ``gelu``; neural-tangents' ``stax.Gelu``)."""
+    if approximate is not False:
+        raise ProgramValueError(
+            f"Gelu: approximate must be False (the builtin gelu is the exact x·Φ(x); the "
+            f"tanh approximation is a different function — pass it to Elementwise), got "
+            f"{approximate!r}"
+        )
+    return Elementwise("gelu")
+
+
+def Sin(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> Layer:  # noqa: N802
+    """``a·sin(b·x + c)`` (neural-tangents' ``stax.Sin``; builtin ``sin`` by default)."""
+    a, b, c = (_real(v, k, "Sin") for v, k in ((a, "a"), (b, "b"), (c, "c")))
+    if (a, b, c) == (1.0, 1.0, 0.0):
+        return Elementwise("sin")
+    return _custom(f"sin_{a:g}_{b:g}_{c:g}", a * sympy.sin(b * _X + c))
+
+
+def Cos(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> Layer:  # noqa: N802
+    """``a·cos(b·x + c)`` (neural-tangents' ``stax.Cos``; builtin ``cos`` by default)."""
+    a, b, c = (_real(v, k, "Cos") for v, k in ((a, "a"), (b, "b"), (c, "c")))
+    if (a, b, c) == (1.0, 1.0, 0.0):
+        return Elementwise("cos")
+    return _custom(f"cos_{a:g}_{b:g}_{c:g}", a * sympy.cos(b * _X + c))
+
+
+def Exp(a: float = 1.0, b: float = 1.0) -> Layer:  # noqa: N802
+    """``a·exp(b·x)`` (neural-tangents' ``stax.Exp``; builtin ``exp`` by default)."""
+    a, b = _real(a, "a", "Exp"), _real(b, "b", "Exp")
+    if (a, b) == (1.0, 1.0):
+        return Elementwise("exp")
+    return _custom(f"exp_{a:g}_{b:g}", a * sympy.exp(b * _X))
+
+
+def Rbf(gamma: float = 1.0) -> Layer:  # noqa: N802
+    """``√2·sin(√(2γ)·x + π/4)``, neural-tangents' ``stax.Rbf`` (its NNGP is the RBF
+    kernel of the layer's input)."""
+    gamma = _real(gamma, "gamma", "Rbf")
+    if not gamma > 0:
+        raise ProgramValueError(f"Rbf: gamma must be > 0, got {gamma}")
+    return _custom(
+        f"rbf_{gamma:g}", sympy.sqrt(2) * sympy.sin(sympy.sqrt(2 * gamma) * _X + sympy.pi / 4)
+    )
+
+
+def _degree(degree: Any, where: str) -> int:
+    if isinstance(degree, bool) or not isinstance(degree, numbers.Integral) or degree < 0:
+        raise ProgramValueError(f"{where}: degree must be an int ≥ 0, got {degree!r}")
+    return int(degree)
+
+
+def Monomial(degree: int) -> Layer:  # noqa: N802
+    """``x^degree`` (neural-tangents' ``stax.Monomial``)."""
+    k = _degree(degree, "Monomial")
+    return _custom(f"monomial_{k}", _X**k)
+
+
+def RectifiedMonomial(degree: int) -> Layer:  # noqa: N802
+    """``1[x ≥ 0]·x^degree`` (neural-tangents' ``stax.RectifiedMonomial``)."""
+    k = _degree(degree, "RectifiedMonomial")
+    body = sympy.Max(_X, 0) ** k if k else sympy.Heaviside(_X, 1)
+    return _custom(f"rectified_monomial_{k}", body)
+
+
+def Polynomial(coef: Sequence[float]) -> Layer:  # noqa: N802
+    """``coef[0] + coef[1]·x + … + coef[k]·x^k`` (neural-tangents' ``stax.Polynomial``)."""
+    if isinstance(coef, (str, bytes)) or not isinstance(coef, Sequence) or not coef:
+        raise ProgramTypeError(
+            f"Polynomial: coef must be a non-empty sequence of numbers, got {coef!r}"
+        )
+    cs = [_real(c, f"coef[{k}]", "Polynomial") for k, c in enumerate(coef)]
+    return _custom(
+        "polynomial_" + "_".join(f"{c:g}" for c in cs), sum(c * _X**k for k, c in enumerate(cs))
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# The program
+
+
+def _flat_all(layer: Layer) -> list[Layer]:
+    """Every layer of the network, branches included."""
+    out: list[Layer] = []
+    for la in layer._flat():
+        if isinstance(la, _Parallel):
+            for sub in la.layers:
+                out += _flat_all(sub)
+        else:
+            out.append(la)
+    return out
+
+
+def _split_readout(network: Any) -> tuple[list[Layer], Dense]:
+    if not isinstance(network, Layer):
+        raise ProgramTypeError(f"expected a tensorprog.nn.stax layer, got {type(network).__name__}")
+    flat = network._flat()
+    if not isinstance(flat[-1], Dense):
+        raise ProgramValueError(
+            f"{network!r}: the network must end with a Dense layer, its readout (the "
+            f"kernels are those of the readout's output; neural-tangents' "
+            f"Dense(out_dim, …) last), got {flat[-1]!r} last"
+        )
+    return flat[:-1], flat[-1]
+
+
+def _build(
+    body: list[Layer],
+    readout: Dense,
+    X: np.ndarray,
+    B1: int,
+    pairs: list[tuple[int, int]],
+    name: str,
+) -> tuple[Program, np.ndarray, np.ndarray]:
+    """Write the program: forward on every row of ``X`` (stacked ``x1``, ``x2``), the
+    backward pass from the readout, and the kernel entries of ``pairs`` (stacked row
+    indices ``(i, j)``; entry ``[i, j - B1]`` of a cross-kernel, ``[i, j]`` and ``[j, i]``
+    of a symmetric one)."""
+    b = _Builder(X, name)
+    flow: Any = _DATA
+    for layer in body:
+        flow = layer._apply(b, flow)
+    if isinstance(flow, tuple):
+        raise ProgramValueError(
+            f"the readout {readout!r} gets {len(flow)} branches; combine them with FanInSum() first"
+        )
+    b.dense += 1
+    w2, b2 = readout.W_std**2, readout.b_std**2
+    if flow is _DATA:  # a single Dense layer: its output's covariance is the kernel
+        hs = b.p.vectors(b.fresh(f"h{b.dense}"), cov=_input_kernel(X, w2, b2))
+        flow, w2, b2 = _Vecs(f"h{b.dense}", hs), 1.0, 0.0
+    else:
+        _backward(b, flow, readout.W_std)
+    xs = flow.vecs
+    # Kernel entries: one Moment per (pair, factor), one ScalarFn per kernel entry.
+    nngp_fn, ntk_fn, terms = _readout_sums(b, w2, b2)
+    moments: dict[tuple[str, str], Any] = {}
+
+    def moment(u: Vector, v: Vector, label: str) -> Any:
+        key = (u.name, v.name)
+        if key not in moments:
+            moments[key] = inner(u, v, name=label)
+        return moments[key]
+
+    B = X.shape[0]
+    shape = (B1, B1) if B == B1 else (B1, B - B1)
+    nngp = np.empty(shape, dtype=object)
+    ntk = np.empty(shape, dtype=object)
+    for i, j in pairs:
+        args = []
+        for t, dhs in terms:
+            lab = f"{i}_{j}"
+            if t.xs is None:
+                args.append(moment(t.hs[i], t.hs[j], f"K{t.index}_{lab}"))
+            args.append(moment(dhs[i], dhs[j], f"D{t.index}_{lab}"))
+            if t.xs is not None:
+                args.append(moment(t.xs[i], t.xs[j], f"F{t.index - 1}_{lab}"))
+        f = moment(xs[i], xs[j], f"F{b.dense - 1}_{i}_{j}")
+        n_ij = nngp_fn(f, name=f"nngp_{i}_{j}")
+        t_ij = ntk_fn(*args, f, name=f"ntk_{i}_{j}")
+        if B == B1:
+            nngp[i, j] = nngp[j, i] = n_ij
+            ntk[i, j] = ntk[j, i] = t_ij
+        else:
+            nngp[i, j - B1] = n_ij
+            ntk[i, j - B1] = t_ij
+    return b.p, nngp, ntk
+
+
+def _backward(b: _Builder, flow: _Vecs, W_std: float) -> None:
+    """The backward pass by :func:`tensorprog.grad`: from the readout's cotangent
+    ``W_std·v`` of its input, one vector–Jacobian product per layer and input in
+    reverse order of the tape; cotangents of a vector used twice (FanOut) are summed.
+    Stores ``dh`` (``√n ∂f/∂h``) of every Dense output on its term."""
+    users: dict[str, int] = {}
+    for entry in b.tape:
+        for ins in entry.ins:
+            for x in ins:
+                users[x.name] = users.get(x.name, 0) + 1
+    for x in flow.vecs:
+        users[x.name] = users.get(x.name, 0) + 1
+    parts: dict[str, list[Vector]] = {}
+    total: dict[str, Vector] = {}
+    v = b.p.vector("v")
+    dx = lincomb([(W_std, v)], name=f"d{flow.base}")  # √n ∂f/∂x of every input
+    for x in flow.vecs:
+        parts.setdefault(x.name, []).append(dx)
+
+    def adjoint(y: Vector) -> Vector | None:
+        if y.name not in total and y.name in parts:
+            ps = parts.pop(y.name)
+            total[y.name] = (
+                ps[0] if len(ps) == 1 else lincomb([(None, q) for q in ps], name=f"d{y.name}")
+            )
+        return total.get(y.name)
+
+    for entry in reversed(b.tape):
+        for out, ins in zip(entry.outs, entry.ins):
+            c = adjoint(out)
+            if c is None:  # not on a path to the readout
+                continue
+            if entry.is_sum:
+                gs = [c] * len(ins)
+            else:
+                (x,) = ins
+                gs = [grad(out, x, cotangent=c, names=f"d{x.name}" if users[x.name] == 1 else None)]
+            for x, g in zip(ins, gs):
+                parts.setdefault(x.name, []).append(g)
+    b.adjoints = {t.index: [adjoint(h) for h in t.hs] for t in b.terms}
+
+
+def _readout_sums(b: _Builder, w2: float, b2: float) -> tuple[Nonlinearity, Nonlinearity, list]:
+    r"""``nngp(F) = σ_w² F + σ_b²`` (the readout's input kernel ``F``) and
+    ``ntk = Σ_l (σ_w² F_l + σ_b²) D_l + nngp`` over the Dense layers on a path to the
+    readout (``K_l D_l`` for a layer reading the inputs, ``K_l`` its output covariance).
+
+    Returns the two scalar functions and the terms ``(term, dh)`` whose Moments are
+    their parameters, in order: per term ``[K_l,] D_l, [F_l]``, then the readout's ``F``.
+    """
+    adjoints = b.adjoints
+    terms = [
+        (t, adjoints[t.index]) for t in b.terms if adjoints.get(t.index, [None])[0] is not None
+    ]
+    F = sympy.Symbol("F", real=True)
+    nngp = w2 * F + b2
+    params: list[sympy.Symbol] = []
+    body = nngp
+    for k, (t, _) in enumerate(terms):
+        D = sympy.Symbol(f"D{k}", real=True)
+        if t.xs is None:
+            K = sympy.Symbol(f"K{k}", real=True)
+            params += [K, D]
+            body += K * D
+        else:
+            Fk = sympy.Symbol(f"F{k}", real=True)
+            params += [D, Fk]
+            body += (t.w2 * Fk + t.b2) * D
+    return (
+        Nonlinearity("nngp", nngp, [], [F], opaque=False),
+        Nonlinearity("ntk", body, [], params + [F], opaque=False),
+        terms,
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Results and validation (shared with tensorprog.nn.kernels)
+
+
+@dataclass(frozen=True, eq=False)
+class KernelResult:
+    r"""NNGP and NTK with the method and the error of every entry
+    (``kernels(..., return_info=True)``, ``kernel_fn(..., return_info=True)``).
+
+    Attributes
+    ----------
+    nngp, ntk : numpy.ndarray, shape (B, B) or (B1, B2)
+        The kernels.
+    method : dict of str to numpy.ndarray
+        ``method["nngp"]``, ``method["ntk"]``: arrays of ``"exact"``,
+        ``"quadrature"`` or ``"montecarlo"`` — the least precise method among the
+        expectations the entry depends on (:meth:`tensorprog.Limit.method`).
+    error : dict of str to numpy.ndarray
+        Estimated absolute errors: the Monte Carlo standard error of an entry
+        computed by Monte Carlo; otherwise the first-order sum
+        :math:`\sum_m |\partial\,\mathrm{entry}/\partial m|\,e_m` of the error
+        estimates :math:`e_m` of the entry's Moments (0 for exact ones; for quadrature
+        the difference of two rules, usually far above the actual error).
+    stderr : dict of str to numpy.ndarray
+        Monte Carlo standard errors (0 where no Monte Carlo was used).
+    limit : tensorprog.Limit
+        The limit of :func:`kernel_program`'s program, for everything else.
+    symmetric : bool
+        ``True`` for the kernel of one set of inputs with itself (entries ``[i, j]``
+        and ``[j, i]`` are one scalar), ``False`` for a cross-kernel.
+
+    Iterating yields ``nngp, ntk``, so ``nngp, ntk = kernels(..., return_info=True)``
+    unpacks like the plain result.
+    """
+
+    nngp: np.ndarray
+    ntk: np.ndarray
+    method: dict[str, np.ndarray]
+    error: dict[str, np.ndarray]
+    stderr: dict[str, np.ndarray]
+    limit: Any
+    symmetric: bool = True
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return iter((self.nngp, self.ntk))
+
+    def _distinct(self, a: np.ndarray) -> np.ndarray:
+        return a[np.triu_indices(a.shape[0])] if self.symmetric else a.ravel()
+
+    @property
+    def entries(self) -> int:
+        """Number of distinct entries of one kernel (``B(B+1)/2`` or ``B1·B2``)."""
+        return int(self._distinct(self.nngp).size)
+
+    @property
+    def montecarlo(self) -> int:
+        """Number of distinct entries (both kernels) computed by Monte Carlo."""
+        return int(
+            sum(np.count_nonzero(self._distinct(m) == "montecarlo") for m in self.method.values())
+        )
+
+
+def _result(lim: Any, nngp_h: np.ndarray, ntk_h: np.ndarray, with_errors: bool) -> KernelResult:
+    """Values, methods, standard errors and (with ``with_errors``) errors of both kernels
+    (arrays of Scalar handles of one shape; a handle may sit at several places): the
+    limit's own, which carry the first-order errors of the Moments through the
+    readout sums (``Σ_m |∂entry/∂m| e_m``). Tables are read once (a B = 64, depth-10
+    program has 52 000 scalars)."""
+    values, methods, stderrs = lim.values, lim.methods, lim.stderrs
+    errors = lim.errors if with_errors else {}
+    shape = nngp_h.shape
+    value = {k: np.empty(shape) for k in ("nngp", "ntk")}
+    method = {k: np.empty(shape, dtype=object) for k in ("nngp", "ntk")}
+    stderr = {k: np.zeros(shape) for k in ("nngp", "ntk")}
+    error = {k: np.zeros(shape) for k in ("nngp", "ntk")}
+    for kind, handles in (("nngp", nngp_h), ("ntk", ntk_h)):
+        for idx, h in np.ndenumerate(handles):
+            name = h.name
+            value[kind][idx] = values[name]
+            method[kind][idx] = methods[name]
+            stderr[kind][idx] = stderrs[name]
+            if with_errors:
+                error[kind][idx] = errors[name]
+    symmetric = shape[0] == shape[1] and all(
+        h[i, j] is h[j, i] for h in (nngp_h,) for i in range(shape[0]) for j in range(i)
+    )
+    return KernelResult(
+        value["nngp"],
+        value["ntk"],
+        {k: v.astype(str) for k, v in method.items()},
+        error,
+        stderr,
+        lim,
+        symmetric,
+    )
+
+
+def _validate_inputs(
+    X1: Any, X2: Any, where: str, names: tuple[str, str]
+) -> tuple[np.ndarray, int, list[tuple[int, int]]]:
+    """``(X1 stacked on X2, B1, pairs)``: the stacked row indices ``(i, j)`` of the
+    kernel entries (``i ≤ j < B1`` without ``X2``, ``i < B1 ≤ j`` with it)."""
+    A = _matrix(X1, names[0], where)
+    B1 = A.shape[0]
+    if X2 is None:
+        return A, B1, [(i, j) for i in range(B1) for j in range(i, B1)]
+    A2 = _matrix(X2, names[1], where)
+    if A2.shape[1] != A.shape[1]:
+        raise ProgramValueError(
+            f"{where}: {names[1]} must have as many columns (features) as {names[0]}: "
+            f"{names[0]} has shape {A.shape}, {names[1]} has shape {A2.shape}"
+        )
+    B = B1 + A2.shape[0]
+    return np.vstack([A, A2]), B1, [(i, j) for i in range(B1) for j in range(B1, B)]
+
+
+def _matrix(X: Any, arg: str, where: str) -> np.ndarray:
+    """A finite (B, d) float array, or an error naming ``arg``."""
+    if isinstance(X, Handle):
+        raise ProgramTypeError(
+            f"{where}: {arg} must be a (B, d) array of inputs, got a program handle"
+        )
+    try:
+        arr = np.asarray(X)
+    except Exception as exc:  # noqa: BLE001 - any failure means "not an array"
+        raise ProgramTypeError(
+            f"{where}: {arg} must be a (B, d) array of real numbers ({exc})"
+        ) from None
+    if (
+        arr.dtype == object
+        or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool)
+        or np.iscomplexobj(arr)
+    ):
+        raise ProgramTypeError(
+            f"{where}: {arg} must be a (B, d) array of real numbers, got dtype {arr.dtype}"
+        )
+    if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ProgramValueError(
+            f"{where}: {arg} must be a non-empty 2-D array (B inputs as rows, d features), "
+            f"got shape {arr.shape}"
+        )
+    arr = arr.astype(float)
+    if not np.all(np.isfinite(arr)):
+        raise ProgramValueError(f"{where}: {arg} must be finite; it has NaN or inf entries")
+    return arr
+
+
+def _check_nonlin(nonlin: Any, where: str) -> Nonlinearity:
+    """A one-argument nonlinearity without parameters, real and finite on the line."""
+    if isinstance(nonlin, str) and nonlin not in BUILTINS:
+        raise ProgramValueError(
+            f"{where}: nonlin: unknown nonlinearity {nonlin!r}; valid names: "
+            f"{', '.join(sorted(BUILTINS))}, or a tensorprog.Nonlinearity"
+        )
+    if not isinstance(nonlin, (str, Nonlinearity)):
+        raise ProgramTypeError(
+            f"{where}: nonlin must be a nonlinearity name or a tensorprog.Nonlinearity, "
+            f"got {type(nonlin).__name__}"
+        )
+    phi = get_nonlinearity(nonlin)
+    if phi.arity != 1 or phi.nparams != 0:
+        raise ProgramValueError(
+            f"{where}: nonlin must be a function of one argument without parameters, "
+            f"got {phi.name} with {phi.arity} argument(s) and {phi.nparams} parameter(s)"
+        )
+    _real_on_the_line(phi, where)
+    return phi
+
+
+def _check_input_kernel(X: np.ndarray, W_std: float, b_std: float, where: str) -> None:
+    """``K¹ = σ_w² XXᵀ/d + σ_b²`` (the first layer's covariance) must be finite."""
+    with np.errstate(all="ignore"):
+        w2, b2 = W_std * W_std, b_std * b_std
+        sq = np.einsum("ij,ij->i", X, X) / X.shape[1]  # the diagonal bounds |K¹_ij|
+        k1 = w2 * sq.max() + b2
+    if not math.isfinite(k1):
+        big = (
+            "the inputs X"
+            if not math.isfinite(sq.max())
+            else "W_std or the inputs X"
+            if not math.isfinite(w2 * sq.max())
+            else "b_std"
+        )
+        raise ProgramValueError(
+            f"{where}: the input kernel K¹ = W_std²·ξᵀξ/d + b_std² overflows float64 "
+            f"(W_std={W_std:g}, b_std={b_std:g}, max ξᵀξ/d={sq.max():g}); "
+            f"scale {big} down"
+        )
+
+
+#: Peak bytes per instruction of the kernel program through its limit (program,
+#: derivation, plan, values), measured with ``ru_maxrss`` at B = 60…200, depth 2–4:
+#: ~2.0 KiB for relu (closed forms), ~3.9 KiB for tanh (quadrature); the larger is used.
+_BYTES_PER_INSTRUCTION = 4096
+
+
+def _check_memory(entries: int, dense: int, what: str, knob: str) -> None:
+    """Refuse, before building anything, a kernel program that would not fit in memory:
+    ``entries`` kernel entries of ``2·dense + 1`` scalars each (two Moments per Dense
+    layer and the two readouts; ``dense`` Dense layers, the readout included)."""
+    size = entries * (2 * dense + 1)
+    require_memory(
+        f"{what} ({size:,} instructions)",
+        _BYTES_PER_INSTRUCTION * size,
+        knob,
+        "pass fewer inputs at a time, e.g. blocks of the kernel matrix (cross-kernels with X2)",
+    )
+
+
+#: Where φ is probed: a preactivation is Gaussian, so it takes every real value (the grid
+#: avoids 0, where e.g. log|h| has an integrable singularity).
+_PROBE = np.linspace(-8.0, 8.0, 64)
+
+
+def _real_on_the_line(phi: Nonlinearity, where: str) -> None:
+    """Refuse a ``φ`` that is not real and finite on the real line (e.g. ``sqrt``): its
+    kernels would be integrals of complex or undefined values."""
+    with np.errstate(all="ignore"):
+        vals = np.asarray(phi.numpy(_PROBE))
+    bad = np.iscomplexobj(vals) and np.any(vals.imag != 0)
+    bad_at = np.flatnonzero(~np.isfinite(vals.real)) if not bad else np.flatnonzero(vals.imag != 0)
+    if bad or bad_at.size:
+        h = float(_PROBE[bad_at[0]])
+        raise ProgramValueError(
+            f"{where}: nonlin {phi.name} is not a finite real number at h = {h:g}; a "
+            f"Gaussian preactivation takes every real value, so the kernels need a φ "
+            f"defined on the whole real line (e.g. relu, tanh, gelu, or a custom "
+            f"tensorprog.Nonlinearity)"
+        )
+
+
+def _real(x: Any, arg: str, where: str) -> float:
+    if isinstance(x, bool) or not isinstance(x, numbers.Real):
+        raise ProgramTypeError(f"{where}: {arg} must be a real number, got {x!r}")
+    f = float(x)
+    if not math.isfinite(f):
+        raise ProgramValueError(f"{where}: {arg} must be finite, got {f}")
+    return f
