@@ -115,9 +115,7 @@ def worker(case: str, tree: Path) -> dict[str, Any]:
         _, row["warm_wall"], row["warm_cpu"] = _timed(kernel_program, *args)
     else:
         (nngp, ntk), row["first_wall"], row["first_cpu"] = _timed(kernels, *args)
-        row["sha"] = hashlib.sha256(np.round(np.stack([nngp, ntk]), 10).tobytes()).hexdigest()[
-            :16
-        ]
+        row["sha"] = hashlib.sha256(np.round(np.stack([nngp, ntk]), 10).tobytes()).hexdigest()[:16]
     return row
 
 
@@ -258,15 +256,14 @@ def main() -> None:
 
 def _commit(tree: Path) -> str:
     """The tree's HEAD commit, with ``+dirty`` if it has uncommitted changes."""
+
+    def git(*args: str) -> str:
+        cmd = ["git", "-C", str(tree), *args]
+        return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip()
+
     try:
-        head = subprocess.run(
-            ["git", "-C", str(tree), "rev-parse", "--short", "HEAD"],
-            capture_output=True, text=True, check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(tree), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, check=True,
-        ).stdout.strip()
+        head = git("rev-parse", "--short", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.CalledProcessError):
         return "?"
     return head + ("+dirty" if dirty else "")
