@@ -29,7 +29,9 @@ same program show the same ``sha``.
     python benchmarks/build.py --tree A=/path/one --tree B=/path/two --cases train,kprog10
 
 Results: a table on stdout and ``benchmarks/results/build.json`` (runs keyed by
-``--label``; other labels in the file are kept). This is a measurement, not a test.
+``--label``; other labels in the file are kept; rewritten after every repeat, so an
+interrupted run keeps its complete repeats; ``--table LABEL`` prints a stored run's
+table). This is a measurement, not a test.
 """
 
 from __future__ import annotations
@@ -203,13 +205,21 @@ def table(summary: dict[str, Any], labels: list[str]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--tree", action="append", required=True, help="[LABEL=]PATH")
+    ap.add_argument("--tree", action="append", default=[], help="[LABEL=]PATH")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--cases", default=",".join(CASES))
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--timeout", type=float, default=600.0)
     ap.add_argument("--label", default="latest", help="key of this run in build.json")
+    ap.add_argument("--table", metavar="LABEL", help="print the table of a stored run")
     a = ap.parse_args()
+    if a.table:
+        rec = json.loads((RESULTS / "build.json").read_text())[a.table]
+        print(f"{a.table}: {rec['repeats']} repeats, trees {rec['commits']}")
+        print(table(rec["summary"], list(rec["trees"])))
+        return
+    if not a.tree:
+        ap.error("give the source trees to compare with --tree")
     if a.worker:
         print(json.dumps(worker(a.worker, Path(a.tree[0]))))
         return
@@ -224,6 +234,14 @@ def main() -> None:
             ap.error(f"unknown case {c!r}; cases are {', '.join(CASES)}")
     runs: dict[str, dict[str, list[dict]]] = {c: {lab: [] for lab in labels} for c in cases}
     t0 = time.time()
+    record = {
+        "trees": {lab: str(p) for lab, p in trees.items()},
+        "commits": {lab: _commit(p) for lab, p in trees.items()},
+        "repeats": 0,
+        "kernel_inputs": KERNEL_ARGS,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t0)),
+    }
     for r in range(a.repeats):
         order = labels if r % 2 == 0 else labels[::-1]
         for c in cases:
@@ -233,25 +251,21 @@ def main() -> None:
                     raise RuntimeError(f"{c} on {lab} ({trees[lab]}): {res}")
                 res["repeat"], res["load"] = r, os.getloadavg()[0]
                 runs[c][lab].append(res)
+        # saved after every repeat: an interrupted run keeps its complete repeats
+        record.update(repeats=r + 1, summary=summarize(runs, labels), runs=runs)
+        _save(a.label, record)
         print(f"repeat {r + 1}/{a.repeats} done ({time.time() - t0:.0f} s)", file=sys.stderr)
-    summary = summarize(runs, labels)
-    print(table(summary, labels))
-    record = {
-        "trees": {lab: str(p) for lab, p in trees.items()},
-        "commits": {lab: _commit(p) for lab, p in trees.items()},
-        "repeats": a.repeats,
-        "kernel_inputs": KERNEL_ARGS,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t0)),
-        "summary": summary,
-        "runs": runs,
-    }
+    print(table(record["summary"], labels))
+    print(f"saved {RESULTS / 'build.json'} [{a.label}]")
+
+
+def _save(label: str, record: dict[str, Any]) -> None:
+    """Store ``record`` under ``label`` in ``results/build.json`` (other labels kept)."""
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / "build.json"
     data = json.loads(path.read_text()) if path.exists() else {}
-    data[a.label] = record
+    data[label] = record
     path.write_text(json.dumps(data, indent=1))
-    print(f"saved {path} [{a.label}]")
 
 
 def _commit(tree: Path) -> str:

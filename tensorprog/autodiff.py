@@ -297,13 +297,16 @@ def _smul(*cs: Coef) -> Coef:
     num = 1.0
     hs: list[Scalar] = []
     for c in live:
-        for x in c if isinstance(c, tuple) else (c,):
-            if x is None:
-                continue
-            if isinstance(x, Scalar):
-                hs.append(x)
-            else:
-                num *= float(x)
+        if isinstance(c, tuple):
+            for x in c:
+                if isinstance(x, Scalar):
+                    hs.append(x)
+                elif x is not None:
+                    num *= float(x)
+        elif isinstance(c, Scalar):
+            hs.append(c)
+        else:
+            num *= float(c)
     if not hs:
         return None if num == 1.0 else num
     if num != 1.0:
@@ -529,18 +532,17 @@ def _on_paths(p: Program, outs: Sequence[Var], starts: Sequence[Var], through: b
     so the cost is that of the paths, not of the program.
     """
     lo = min(v.id for v in starts)
-    define = p.definition
+    instructions = p._instructions  # (Vars of p: outs and starts are checked handles)
     need: dict[Var, tuple[Any, tuple[Var, ...]]] = {}
     stack = [v for v in outs if v.id >= lo]
     while stack:
         v = stack.pop()
         if v in need:
             continue
-        instr = define(v)
-        ins = need[v] = (instr, _edges(instr, through))
-        for u in ins[1]:
-            if u.id >= lo and u not in need:
-                stack.append(u)
+        instr = instructions[v.id]
+        ins = _edges(instr, through)
+        need[v] = (instr, ins)
+        stack += [u for u in ins if u.id >= lo and u not in need]
     reach = set(starts)
     on = []
     for v in sorted(need, key=_var_id):

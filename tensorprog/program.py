@@ -1094,7 +1094,8 @@ def inner(x: Any, y: Any, name: str | None = None) -> Scalar:
         if not isinstance(v, Vector):
             raise ProgramTypeError(f"tp.inner needs two vectors, got {_describe(v)}")
     p = x.program
-    p._own(y, lambda: f"tp.inner({x.name}, {_describe(y)})")
+    if y.program is not p:  # (the closure of the error message only then)
+        p._own(y, lambda: f"tp.inner({x.name}, {_describe(y)})")
     fn = _arith_fn("mul", ("v", "v"), ())
     return p._append(Moment, name, fn=fn, args=(x.var, y.var), params=())  # type: ignore[return-value]
 
