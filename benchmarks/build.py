@@ -211,10 +211,11 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--timeout", type=float, default=600.0)
     ap.add_argument("--label", default="latest", help="key of this run in build.json")
+    ap.add_argument("--output", type=Path, default=RESULTS / "build.json", help="results file")
     ap.add_argument("--table", metavar="LABEL", help="print the table of a stored run")
     a = ap.parse_args()
     if a.table:
-        rec = json.loads((RESULTS / "build.json").read_text())[a.table]
+        rec = json.loads(a.output.read_text())[a.table]
         print(f"{a.table}: {rec['repeats']} repeats, trees {rec['commits']}")
         print(table(rec["summary"], list(rec["trees"])))
         return
@@ -253,16 +254,15 @@ def main() -> None:
                 runs[c][lab].append(res)
         # saved after every repeat: an interrupted run keeps its complete repeats
         record.update(repeats=r + 1, summary=summarize(runs, labels), runs=runs)
-        _save(a.label, record)
+        _save(a.output, a.label, record)
         print(f"repeat {r + 1}/{a.repeats} done ({time.time() - t0:.0f} s)", file=sys.stderr)
     print(table(record["summary"], labels))
-    print(f"saved {RESULTS / 'build.json'} [{a.label}]")
+    print(f"saved {a.output} [{a.label}]")
 
 
-def _save(label: str, record: dict[str, Any]) -> None:
-    """Store ``record`` under ``label`` in ``results/build.json`` (other labels kept)."""
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / "build.json"
+def _save(path: Path, label: str, record: dict[str, Any]) -> None:
+    """Store ``record`` under ``label`` in the results file ``path`` (other labels kept)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     data = json.loads(path.read_text()) if path.exists() else {}
     data[label] = record
     path.write_text(json.dumps(data, indent=1))
