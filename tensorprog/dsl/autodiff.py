@@ -81,7 +81,8 @@ from __future__ import annotations
 
 import functools
 import numbers
-from collections.abc import Sequence
+import operator
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,7 +91,16 @@ import sympy
 from ..core.errors import ProgramTypeError, ProgramValueError
 from ..core.ir import MatMul, Moment, Nonlin, ScalarFn, Var, format_instruction
 from ..core.nonlin import Nonlinearity, _arg_symbols
-from .program import Handle, Program, Scalar, Vector, apply_nonlinearity, inner, mean
+from .program import (
+    Handle,
+    Program,
+    Scalar,
+    Vector,
+    _handle,
+    apply_nonlinearity,
+    inner,
+    mean,
+)
 
 __all__ = ["grad", "lincomb", "scalar_lincomb"]
 
@@ -129,9 +139,9 @@ def _lincomb_fn(pattern: tuple[Any, ...]) -> Nonlinearity:
     xs = _arg_symbols(len(pattern), "x")
     nparams = _pattern_params(pattern)
     ps = list(_arg_symbols(nparams, "p"))
-    body = sympy.Integer(0)
-    for x, c in zip(xs, pattern):
-        body = body + _pattern_coef(c, ps) * x
+    # one Add of all terms (the same canonical sum as adding them one by one, in
+    # linear instead of quadratic time)
+    body = sympy.Add(*[_pattern_coef(c, ps) * x for x, c in zip(xs, pattern)])
     return Nonlinearity("lincomb", body, xs, _arg_symbols(nparams, "p"), opaque=False)
 
 
@@ -140,9 +150,7 @@ def _scalar_lincomb_fn(pattern: tuple[Any, ...]) -> Nonlinearity:
     """``Σ_k c_k Π_j θ_{k,j}`` over scalars only (same pattern convention, no vectors)."""
     nparams = _pattern_params(pattern)
     ps = list(_arg_symbols(nparams, "p"))
-    body = sympy.Integer(0)
-    for c in pattern:
-        body = body + _pattern_coef(c, ps)
+    body = sympy.Add(*[_pattern_coef(c, ps) for c in pattern])
     return Nonlinearity("sum", body, (), _arg_symbols(nparams, "p"), opaque=False)
 
 
@@ -153,17 +161,20 @@ def _split(coef: Coef) -> tuple[Any, list[Scalar]]:
     if isinstance(coef, Scalar):
         return 1, [coef]
     if isinstance(coef, (tuple, list)):
-        hs = [c for c in coef if isinstance(c, Scalar)]
-        nums = [c for c in coef if c is not None and not isinstance(c, Scalar)]
-        if not all(_is_number(c) for c in nums):
-            raise ProgramTypeError(
-                "a product coefficient must be a tuple of Scalar handles (and numbers)"
-            )
-        if not nums:
+        hs: list[Scalar] = []
+        value, numeric = 1.0, False
+        for c in coef:  # (one pass: every adjoint's coefficient comes through here)
+            if isinstance(c, Scalar):
+                hs.append(c)
+            elif c is not None:
+                if not _is_number(c):
+                    raise ProgramTypeError(
+                        "a product coefficient must be a tuple of Scalar handles (and numbers)"
+                    )
+                value *= float(c)
+                numeric = True
+        if not numeric:
             return len(hs), hs
-        value = 1.0
-        for c in nums:
-            value *= float(c)
         return (("c", _exact(value), len(hs)) if hs else ("c", _exact(value))), hs
     if _is_number(coef):
         return ("c", _exact(coef)), []
@@ -175,7 +186,12 @@ def _is_number(c: Any) -> bool:
 
 
 def _exact(c: numbers.Real) -> Any:
-    f = float(c)
+    return _exact_float(float(c))
+
+
+@functools.lru_cache(maxsize=4096)
+def _exact_float(f: float) -> Any:
+    """``f`` as a sympy number: an Integer when it is one (``2.0`` → ``2``), else a Float."""
     return sympy.Integer(int(f)) if f.is_integer() and abs(f) < 2**53 else sympy.Float(f)
 
 
@@ -203,13 +219,21 @@ def lincomb(terms: Sequence[tuple[Coef, Vector]], name: str | None = None) -> Ve
         raise ProgramValueError("lincomb needs at least one term")
     if len(terms) == 1 and terms[0][0] is None and name is None:
         return terms[0][1]
-    pattern, params, vecs = [], [], []
+    pattern: list[Any] = []
+    params: list[Scalar] = []
+    vecs: list[Vector] = []
     for coef, v in terms:
         if not isinstance(v, Vector):
             raise ProgramTypeError(f"lincomb terms must be (coefficient, Vector), got {v!r}")
-        entry, hs = _split(coef)
-        pattern.append(entry)
-        params += hs
+        if coef is None:  # (the two common cases of _split, inline)
+            pattern.append(0)
+        elif isinstance(coef, Scalar):
+            pattern.append(1)
+            params.append(coef)
+        else:
+            entry, hs = _split(coef)
+            pattern.append(entry)
+            params += hs
         vecs.append(v)
     fn = _lincomb_fn(tuple(pattern))
     return apply_nonlinearity(fn, vecs + params, name=name)  # type: ignore[return-value]
@@ -258,22 +282,31 @@ def _smul(*cs: Coef) -> Coef:
     """The product of coefficients (``None`` = 1), recording no instruction: numbers are
     multiplied, Scalar handles collected into a tuple (a product that :func:`lincomb`
     and :func:`scalar_lincomb` turn into parameters of their one instruction)."""
+    if len(cs) == 2:  # the common case: one coefficient times another, often None
+        a, b = cs
+        if b is None and not isinstance(a, tuple):
+            return None if type(a) in (float, int) and a == 1 else a
+        if a is None and not isinstance(b, tuple):
+            return None if type(b) in (float, int) and b == 1 else b
     live = [c for c in cs if c is not None]
     if not live:
         return None
-    if len(live) == 1 and not isinstance(live[0], tuple):  # the common case
+    if len(live) == 1 and not isinstance(live[0], tuple):
         c = live[0]
         return None if type(c) in (float, int) and c == 1 else c
     num = 1.0
     hs: list[Scalar] = []
     for c in live:
-        for x in c if isinstance(c, tuple) else (c,):
-            if x is None:
-                continue
-            if isinstance(x, Scalar):
-                hs.append(x)
-            else:
-                num *= float(x)
+        if isinstance(c, tuple):
+            for x in c:
+                if isinstance(x, Scalar):
+                    hs.append(x)
+                elif x is not None:
+                    num *= float(x)
+        elif isinstance(c, Scalar):
+            hs.append(c)
+        else:
+            num *= float(c)
     if not hs:
         return None if num == 1.0 else num
     if num != 1.0:
@@ -335,54 +368,138 @@ def _monomials(
     return partials
 
 
-def _partial(
-    fn: Nonlinearity,
-    i: int,
-    args: Sequence[Var],
-    params: Sequence[Var],
-    handle: Any,
-    name: str | None = None,
-) -> tuple[Coef, Vector | None] | None:
-    """``∂ᵢφ`` at the instruction's inputs (``args``, ``params``; ``handle`` makes a
-    handle of a Var), as ``coefficient × vector``.
+class _Rule:
+    """How ``∂ᵢφ`` of one function and input index is formed at an instruction's inputs
+    (:func:`_partial_rule`); :meth:`at` gives it as ``coefficient × vector``."""
+
+    __slots__ = ()
+
+    def at(
+        self,
+        args: Sequence[Var],
+        params: Sequence[Var],
+        handle: Callable[[Var], Any],
+        name: Callable[[], str | None],
+    ) -> tuple[Coef, Vector | None] | None:
+        raise NotImplementedError
+
+
+class _Zero(_Rule):
+    """``∂ᵢφ = 0`` (also a derivative that is a Dirac delta almost everywhere)."""
+
+    __slots__ = ()
+
+    def at(self, args, params, handle, name):  # type: ignore[no-untyped-def]
+        return None
+
+
+class _Monomial(_Rule):
+    """``∂ᵢφ = a · Π_{j∈J} θ_j · x_k`` (or without ``x_k``): a term of a linear
+    combination, read off :func:`_monomials`; it records nothing, its factors are
+    inputs of the instruction."""
+
+    __slots__ = ("a", "params", "arg")
+
+    def __init__(self, a: float, params: tuple[int, ...], arg: int | None) -> None:
+        self.a, self.params, self.arg = a, params, arg
+
+    def at(self, args, params, handle, name):  # type: ignore[no-untyped-def]
+        a = self.a
+        if self.params:  # the product a·Πθ (see _smul): the handles, then a unless it is 1
+            hs = [handle(params[j]) for j in self.params]
+            if a != 1.0:
+                hs.append(a)
+            coef = hs[0] if len(hs) == 1 else tuple(hs)
+        else:
+            coef = None if a == 1.0 else a
+        return coef, (None if self.arg is None else handle(args[self.arg]))
+
+
+class _Constant(_Rule):
+    """``∂ᵢφ`` is a number."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+    def at(self, args, params, handle, name):  # type: ignore[no-untyped-def]
+        return self.value, None
+
+
+class _Argument(_Rule):
+    """``∂ᵢφ = x_k``, one of the vector arguments."""
+
+    __slots__ = ("k",)
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+
+    def at(self, args, params, handle, name):  # type: ignore[no-untyped-def]
+        return None, handle(args[self.k])
+
+
+class _OfParams(_Rule):
+    """``∂ᵢφ = ψ(θ)`` depends on the parameters only: one ScalarFn."""
+
+    __slots__ = ("D",)
+
+    def __init__(self, D: Nonlinearity) -> None:
+        self.D = D
+
+    def at(self, args, params, handle, name):  # type: ignore[no-untyped-def]
+        D = self.D
+        f2 = Nonlinearity(f"{D.name}", D.body, (), D.params, opaque=False)
+        return apply_nonlinearity(f2, [handle(v) for v in params]), None
+
+
+class _Jacobian(_Rule):
+    """``∂ᵢφ(x; θ)`` as one new Nonlin of the instruction's inputs."""
+
+    __slots__ = ("D",)
+
+    def __init__(self, D: Nonlinearity) -> None:
+        self.D = D
+
+    def at(self, args, params, handle, name):  # type: ignore[no-untyped-def]
+        inputs = [handle(v) for v in args] + [handle(v) for v in params]
+        return None, apply_nonlinearity(self.D, inputs, name=name())  # type: ignore[return-value]
+
+
+_ZERO = _Zero()
+
+
+@functools.cache
+def _partial_rule(fn: Nonlinearity, i: int) -> _Rule:
+    """How ``∂ᵢφ`` is formed (once per function and input index; the rule then applies
+    at every instruction of ``fn``).
 
     The almost-everywhere derivative (a Dirac delta is 0, e.g. sign' = step' = 0) —
     what backpropagation through a finite network computes (see
-    :meth:`~tensorprog.Nonlinearity.derivative`).
-
-    Returns ``None`` for a zero derivative, else ``(c, v)``: ``c`` a coefficient
-    (``None`` = 1, a number, a Scalar or a tuple of them) and ``v`` a Vector, or
-    ``None`` when the derivative does not depend on the vector arguments. A monomial
-    ``a · Π θ · x_k`` (every derivative of a linear combination, see
-    :func:`_monomials`) records nothing: ``c = a·Πθ`` and ``v = x_k`` are inputs of
-    the instruction, in their order. Anything else is one new Nonlin
-    (``v = ∂ᵢφ(x; θ)``, named ``name``) or ScalarFn (``c = ∂ᵢφ(θ)``).
+    :meth:`~tensorprog.Nonlinearity.derivative`). A monomial ``a · Π θ · x_k`` (every
+    derivative of a linear combination, see :func:`_monomials`) records nothing:
+    ``c = a·Πθ`` and ``v = x_k`` are inputs of the instruction, in their order. Anything
+    else is a number, an argument, or one new ScalarFn (``c = ∂ᵢφ(θ)``) or Nonlin
+    (``v = ∂ᵢφ(x; θ)``).
     """
     partials = _monomials(fn)
     if partials is not None:
         hits = partials.get(i)
         if not hits:
-            return None
+            return _ZERO
         if len(hits) == 1 and len(hits[0][2]) <= 1:
             a, ps, xs = hits[0]
-            coef = (
-                _smul(a, tuple(handle(params[j]) for j in ps)) if ps else (None if a == 1.0 else a)
-            )
-            return coef, handle(args[xs[0]]) if xs else None
+            return _Monomial(a, ps, xs[0] if xs else None)
     D = fn.derivative(i, ae=True)
     body = D.body
     if body == 0:
-        return None
+        return _ZERO
     argsyms = D.args[: len(fn.args)]
-    hs = [handle(v) for v in params]
     if not body.free_symbols & set(argsyms):
-        if body.is_Number:
-            return float(body), None
-        f2 = Nonlinearity(f"{D.name}", body, (), D.params, opaque=False)
-        return apply_nonlinearity(f2, hs), None
+        return _Constant(float(body)) if body.is_Number else _OfParams(D)
     if body in argsyms:
-        return None, handle(args[argsyms.index(body)])
-    return None, apply_nonlinearity(D, [handle(v) for v in args] + hs, name=name)  # type: ignore[return-value]
+        return _Argument(argsyms.index(body))
+    return _Jacobian(D)
 
 
 @functools.cache
@@ -415,24 +532,28 @@ def _on_paths(p: Program, outs: Sequence[Var], starts: Sequence[Var], through: b
     so the cost is that of the paths, not of the program.
     """
     lo = min(v.id for v in starts)
-    define = p.definition
+    instructions = p._instructions  # (Vars of p: outs and starts are checked handles)
     need: dict[Var, tuple[Any, tuple[Var, ...]]] = {}
     stack = [v for v in outs if v.id >= lo]
     while stack:
         v = stack.pop()
         if v in need:
             continue
-        instr = define(v)
-        need[v] = (instr, _edges(instr, through))
-        stack.extend(u for u in need[v][1] if u.id >= lo and u not in need)
+        instr = instructions[v.id]
+        ins = _edges(instr, through)
+        need[v] = (instr, ins)
+        stack += [u for u in ins if u.id >= lo and u not in need]
     reach = set(starts)
     on = []
-    for v in sorted(need, key=lambda v: v.id):
+    for v in sorted(need, key=_var_id):
         instr, ins = need[v]
-        if v in reach or any(u in reach for u in ins):
+        if v in reach or not reach.isdisjoint(ins):
             reach.add(v)
             on.append(instr)
     return on
+
+
+_var_id = operator.attrgetter("id")
 
 
 def _outputs(f: Any, cotangent: Any) -> tuple[list[Handle], list[Any]]:
@@ -636,16 +757,25 @@ class _Sweep:
 
     def add_vec(self, v: Var, key: int, coef: Coef, term: Term) -> None:
         if not _is_zero(coef):
-            self.vec_terms.setdefault(v, []).append((key, coef, term))
+            terms = self.vec_terms.get(v)
+            if terms is None:
+                self.vec_terms[v] = [(key, coef, term)]
+            else:
+                terms.append((key, coef, term))
 
     def add_scal(self, v: Var, key: int, coef: Coef) -> None:
         if not _is_zero(coef):
-            self.scal_terms.setdefault(v, []).append((key, coef))
+            terms = self.scal_terms.get(v)
+            if terms is None:
+                self.scal_terms[v] = [(key, coef)]
+            else:
+                terms.append((key, coef))
 
     def handle(self, v: Var) -> Any:
+        """The handle of a variable of the program (one per variable and sweep)."""
         h = self.handles.get(v)
         if h is None:
-            h = self.handles[v] = self.p[v.name]
+            h = self.handles[v] = _handle(self.p, v)
         return h
 
     # -- adjoints -------------------------------------------------------------------
@@ -658,7 +788,8 @@ class _Sweep:
         terms = self.vec_terms.pop(v, None)
         if not terms:
             return None
-        terms.sort(key=lambda t: t[0])
+        if len(terms) > 1:
+            terms.sort(key=_first)
         label = self.labels.get(v)
         if len(terms) == 1:
             _, c, term = terms[0]
@@ -678,7 +809,8 @@ class _Sweep:
 
     def finish_scal(self, v: Var) -> Coef:
         terms = self.scal_terms.pop(v)
-        terms.sort(key=lambda t: t[0])
+        if len(terms) > 1:
+            terms.sort(key=_first)
         bar = terms[0][1] if len(terms) == 1 else scalar_lincomb([c for _, c in terms])
         self.scal[v] = bar
         return bar
@@ -705,7 +837,7 @@ class _Sweep:
     def matmul(self, instr: MatMul) -> None:
         """``h = W x``: ``dx += Wᵀ dh`` (``h = Wᵀx``: ``dx += W dh``); a coefficient of
         ``dh`` moves past the MatMul."""
-        if not self._wanted(instr.arg):
+        if instr.arg not in self.on:
             return
         c, dh = self.vec[instr.out]
         W = self.handle(instr.matrix)
@@ -714,12 +846,13 @@ class _Sweep:
     def nonlin(self, instr: Nonlin) -> None:
         """``y = φ(x¹,…; θ)``: ``dxʲ += dy ⊙ ∂ⱼφ``; through scalars ``θ̄ⁱ += ⟨dy, ∂_θφ⟩``."""
         k, dy = self.vec[instr.out]
-        args, params, key = instr.args, instr.params, instr.out.id
+        fn, args, params, y = instr.fn, instr.args, instr.params, instr.out
+        key, on, handle = y.id, self.on, self.handle
         for j, v in enumerate(args):
-            if not self._wanted(v):
+            if v not in on:
                 continue
-            part = _partial(
-                instr.fn, j, args, params, self.handle, self.jacobian_name(instr.out, v)
+            part = _partial_rule(fn, j).at(
+                args, params, handle, lambda v=v: self.jacobian_name(y, v)
             )
             if part is None:
                 continue
@@ -727,12 +860,13 @@ class _Sweep:
             if d is None:
                 self.add_vec(v, key, _smul(k, c), dy)
             else:
-                self.add_vec(v, key, c, (self.vector(instr.out), d))  # dy ⊙ ∂ⱼφ
+                self.add_vec(v, key, c, (self.vector(y), d))  # dy ⊙ ∂ⱼφ
         if self.through:
+            n = len(args)
             for j, v in enumerate(params):
-                if not self._wanted(v):
+                if v not in on:
                     continue
-                part = _partial(instr.fn, len(args) + j, args, params, self.handle)
+                part = _partial_rule(fn, n + j).at(args, params, handle, _no_name)
                 if part is None:
                     continue
                 c, d = part
@@ -740,29 +874,32 @@ class _Sweep:
 
     def scalar_fn(self, instr: ScalarFn, bar: Coef) -> None:
         """``s = ψ(θ)``: ``θ̄ⁱ += s̄ ∂ᵢψ``."""
-        for i, v in enumerate(instr.params):
-            if not self._wanted(v):
+        fn, params, on = instr.fn, instr.params, self.on
+        for i, v in enumerate(params):
+            if v not in on:
                 continue
-            part = _partial(instr.fn, i, (), instr.params, self.handle)
+            part = _partial_rule(fn, i).at((), params, self.handle, _no_name)
             if part is not None:
                 self.add_scal(v, instr.out.id, _smul(bar, part[0]))
 
     def moment(self, instr: Moment, bar: Coef) -> None:
         """``m = mean φ(x; θ)``: ``dxʲ += m̄ ∂ⱼφ``; through scalars ``θ̄ += m̄ mean ∂_θφ``."""
-        args, params, key = instr.args, instr.params, instr.out.id
+        fn, args, params, key = instr.fn, instr.args, instr.params, instr.out.id
+        on, handle = self.on, self.handle
         for j, v in enumerate(args):
-            if not self._wanted(v):
+            if v not in on:
                 continue
-            part = _partial(instr.fn, j, args, params, self.handle)
+            part = _partial_rule(fn, j).at(args, params, handle, _no_name)
             if part is not None:
                 c, d = part
                 # ∂ⱼφ constant in x: n ∂F/∂x = m̄ · c · 1 (a constant vector).
-                self.add_vec(v, key, _smul(bar, c), _ones_like(self.handle(v)) if d is None else d)
+                self.add_vec(v, key, _smul(bar, c), _ones_like(handle(v)) if d is None else d)
         if self.through:
+            n = len(args)
             for j, v in enumerate(params):
-                if not self._wanted(v):
+                if v not in on:
                     continue
-                part = _partial(instr.fn, len(args) + j, args, params, self.handle)
+                part = _partial_rule(fn, n + j).at(args, params, handle, _no_name)
                 if part is not None:
                     c, d = part
                     self.add_scal(v, key, _smul(bar, c, None if d is None else mean(d)))
@@ -773,9 +910,6 @@ class _Sweep:
         return None if name in self.p else name
 
     # -- results --------------------------------------------------------------------
-    def _wanted(self, v: Var) -> bool:
-        return v in self.on
-
     def result(self, x: Vector | Scalar) -> Any:
         v = x.var
         label = self.labels.get(v)
@@ -790,6 +924,13 @@ class _Sweep:
         if v not in self.vec:
             return x * 0
         return self.vector(v)
+
+
+_first = operator.itemgetter(0)
+
+
+def _no_name() -> None:
+    return None
 
 
 def _check_scalar_targets(p: Program, outs: list[Var], scalars: list[Scalar]) -> None:

@@ -137,6 +137,7 @@ class Program:
         self._init_cov = np.zeros((0, 0))
         self._version = 0
         self._computed: dict[tuple, Var] = {}  # computation key -> its variable (CSE)
+        self._functions = _Functions()  # the functions of those keys, up to equality
         self._aliases: dict[str, Var] = {}
         self._sections: list[tuple[int, str]] = []  # (first instruction index, title)
 
@@ -575,7 +576,7 @@ class Program:
         ``name`` becomes an alias of the earlier variable (:attr:`aliases`). Initial
         objects (independent draws) are always recorded.
         """
-        key = _computation(cls, fields)
+        key = _computation(cls, fields, self._functions)
         if key is not None:
             same = self._computed.get(key)
             if same is not None:
@@ -821,9 +822,11 @@ class Scalar(_Arith):
     __slots__ = ()
 
 
+_HANDLE_CLASS: dict[str, type[Handle]] = {"matrix": Matrix, "vector": Vector, "scalar": Scalar}
+
+
 def _handle(program: Program, var: Var) -> Handle:
-    cls = {"matrix": Matrix, "vector": Vector, "scalar": Scalar}[var.kind]
-    return cls(program, var)
+    return _HANDLE_CLASS[var.kind](program, var)
 
 
 # ---------------------------------------------------------------------------------------
@@ -999,10 +1002,9 @@ def apply_nonlinearity(
     ``fn.params``.
     """
     inputs = tuple(inputs)
-    handles = [x for x in inputs if isinstance(x, Handle)]
-    if not handles:
+    program = next((x.program for x in inputs if isinstance(x, Handle)), None)
+    if program is None:
         raise ProgramTypeError(f"{fn.name}(…) needs at least one vector or scalar of a program")
-    program = handles[0].program
 
     def describe() -> str:  # (only on the error paths: it was a third of a kernel build)
         return f"{fn.name}({', '.join(_describe(x) for x in inputs)})"
@@ -1022,7 +1024,8 @@ def apply_nonlinearity(
             raise ProgramTypeError(
                 f"`{describe()}`: arguments must be vectors or scalars, got {_describe(x)}"
             )
-        program._own(x, lambda: f"`{describe()}`")
+        if x.program is not program:  # (the closure of the error message only then)
+            program._own(x, lambda: f"`{describe()}`")
     vecs, scal = tuple(vec_list), tuple(scal_list)
     if len(vecs) + len(scal) != fn.arity + fn.nparams:
         raise ProgramValueError(
@@ -1142,7 +1145,8 @@ def inner(x: Any, y: Any, name: str | None = None) -> Scalar:
         if not isinstance(v, Vector):
             raise ProgramTypeError(f"tp.inner needs two vectors, got {_describe(v)}")
     p = x.program
-    p._own(y, lambda: f"tp.inner({x.name}, {_describe(y)})")
+    if y.program is not p:  # (the closure of the error message only then)
+        p._own(y, lambda: f"tp.inner({x.name}, {_describe(y)})")
     fn = _arith_fn("mul", ("v", "v"), ())
     return p._append(Moment, name, fn=fn, args=(x.var, y.var), params=())  # type: ignore[return-value]
 
@@ -1190,33 +1194,62 @@ def _nonneg_float(x: Any, arg: str, what: str) -> float:
     return f
 
 
-def _computation(cls: type, fields: Mapping[str, Any]) -> tuple | None:
+def _computation(cls: type, fields: Mapping[str, Any], functions: _Functions) -> tuple | None:
     """What an instruction computes, as a hashable key; None for initial objects.
 
     Two instructions with equal keys compute the same thing: the same class, the same
     operand variables in the same order (Vars compare by identity), and for Nonlin,
-    Moment and ScalarFn the same function — its printed name, LaTeX name, opacity and
-    structural :attr:`~tensorprog.Nonlinearity.key` (arity, parameter count and the
-    ``srepr`` of its body). Constants live in the body (``2*x`` is ``mul`` with body
-    ``2*x0``); ``srepr`` writes a Float with all its digits, so two floating constants
-    share a key only when they are the same number. Operand order is kept (``x + y``
-    and ``y + x`` are two instructions), and so is a function's name (a user's
-    ``myrelu`` and :data:`tensorprog.relu` are two).
+    Moment and ScalarFn the same function (``functions.representative``: the same
+    printed name, LaTeX name, opacity and structural
+    :attr:`~tensorprog.Nonlinearity.key` — arity, parameter count and the ``srepr`` of
+    its body). Constants live in the body (``2*x`` is ``mul`` with body ``2*x0``);
+    ``srepr`` writes a Float with all its digits, so two floating constants share a key
+    only when they are the same number. Operand order is kept (``x + y`` and ``y + x``
+    are two instructions), and so is a function's name (a user's ``myrelu`` and
+    :data:`tensorprog.relu` are two).
     """
     if cls is MatMul:
         return (MatMul, fields["matrix"], fields["arg"], bool(fields["transpose"]))
     if cls in (Nonlin, Moment, ScalarFn):
-        fn = fields["fn"]
         return (
             cls,
-            fn.name,
-            fn.latex_name,
-            fn.opaque,
-            fn.key,
+            functions.representative(fields["fn"]),
             tuple(fields.get("args", ())),
             tuple(fields["params"]),
         )
     return None
+
+
+class _Functions:
+    """The functions met by one program's :func:`_computation` keys, up to equality.
+
+    Two functions are equal when their name, LaTeX name, opacity and structural
+    :attr:`~tensorprog.Nonlinearity.key` are; :meth:`representative` maps each to the
+    first equal one met. The structural key writes the body with ``srepr`` (slow for
+    a long linear combination), so functions are first grouped by a cheap signature —
+    name, LaTeX name, opacity, arity, parameter count and the body's structural hash,
+    which equal keys share — and keys are computed only to tell apart two functions
+    of one group.
+    """
+
+    __slots__ = ("_representative", "_groups")
+
+    def __init__(self) -> None:
+        self._representative: dict[Nonlinearity, Nonlinearity] = {}  # by identity
+        self._groups: dict[tuple, list[Nonlinearity]] = {}
+
+    def representative(self, fn: Nonlinearity) -> Nonlinearity:
+        """The first function met that is equal to ``fn`` (``fn`` itself if none is)."""
+        rep = self._representative.get(fn)
+        if rep is None:
+            signature = (fn.name, fn.latex_name, fn.opaque, fn.arity, fn.nparams, hash(fn.body))
+            group = self._groups.setdefault(signature, [])
+            rep = next((g for g in group if g.key == fn.key), None)
+            if rep is None:
+                group.append(fn)
+                rep = fn
+            self._representative[fn] = rep
+        return rep
 
 
 def _limit_in_n(val: sympy.Expr) -> sympy.Expr:
