@@ -274,7 +274,8 @@ def test_monte_carlo_plan_that_does_not_fit_names_max_memory(monkeypatch):
         _resources, "memory_budget", lambda: _resources.MemoryBudget(2**20, "cgroup memory.max")
     )
     with pytest.raises(tp.ResourceError) as info:
-        p.limit("montecarlo", samples=10**7)  # 1 GiB of chunks by default
+        # an explicit max_memory above the budget (the default is a share of the budget)
+        p.limit("montecarlo", samples=10**7, max_memory=2**30)
     assert info.value.knob == "max_memory" and isinstance(info.value, MemoryError)
     assert "max_memory" in str(info.value) and "cgroup" in str(info.value)
     # a max_memory that fits runs in chunks instead
