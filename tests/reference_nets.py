@@ -178,6 +178,12 @@ class RefModel:
     extra: dict = field(default_factory=dict)
 
 
+def _readout_vjp(g: dict, P: dict, dF: np.ndarray, X: np.ndarray) -> np.ndarray:
+    """For ``F = X W_outᵀ``: store ``∂/∂W_out = dFᵀ X`` in ``g``, return ``∂/∂X = dF W_out``."""
+    g["W_out"] = mm(dF.T, X)
+    return mm(dF, P["W_out"])
+
+
 def _resmlp_forward(P, X):
     H = mm(X, P["W_in"].T) + P["b"]
     U, ln = layernorm(H)
@@ -189,8 +195,8 @@ def _resmlp_forward(P, X):
 
 def _resmlp_backward(P, cache, dF):
     X, U, ln, A, H2, Xo = cache
-    g = {"W_out": mm(dF.T, Xo), "c": dF.sum(axis=0)}
-    dH2 = mm(dF, P["W_out"]) * step(H2)
+    g = {"c": dF.sum(axis=0)}
+    dH2 = _readout_vjp(g, P, dF, Xo) * step(H2)
     dM = 0.5 * dH2
     g["W_hid"] = mm(dM.T, A)
     dU = mm(dM, P["W_hid"]) * step(U)
@@ -223,8 +229,8 @@ def _mlp_forward(P, X):
 
 def _mlp_backward(P, cache, dF):
     X, H1, X1, H2, X2 = cache
-    g = {"W_out": mm(dF.T, X2)}
-    dH2 = mm(dF, P["W_out"]) * tanh_d(H2)
+    g = {}
+    dH2 = _readout_vjp(g, P, dF, X2) * tanh_d(H2)
     g["W_hid"] = mm(dH2.T, X1)
     dH1 = mm(dH2, P["W_hid"]) * tanh_d(H1)
     g["W_in"] = mm(dH1.T, X)
@@ -252,8 +258,8 @@ def _gain_forward(P, X):
 
 def _gain_backward(P, cache, dF):
     X, U, ln, Yg, Xo = cache
-    g = {"W_out": mm(dF.T, Xo)}
-    dY = mm(dF, P["W_out"]) * tanh_d(Yg)
+    g = {}
+    dY = _readout_vjp(g, P, dF, Xo) * tanh_d(Yg)
     g["g"] = (dY * U).sum(axis=0)
     dH = layernorm_vjp(dY * P["g"], ln)
     g["W_in"] = mm(dH.T, X)
@@ -288,8 +294,8 @@ def _rnn_forward(P, X):
 
 def _rnn_backward(P, cache, dF):
     xs, pre, hs = cache
-    g = {"W_out": mm(dF.T, hs[-1]), "W_hid": 0.0, "W_in": 0.0}
-    dH = mm(dF, P["W_out"])
+    g = {"W_hid": 0.0, "W_in": 0.0}
+    dH = _readout_vjp(g, P, dF, hs[-1])
     for t in reversed(range(RNN_STEPS)):
         dZ = dH * tanh_d(pre[t])
         g["W_in"] = g["W_in"] + mm(dZ.T, xs[:, t])
