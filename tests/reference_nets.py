@@ -27,7 +27,7 @@ LayerNorm ``(h − h̄)/√(mean((h − h̄)²) + ε)``, means over the ``n`` co
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -175,7 +175,6 @@ class RefModel:
     d_out: int
     forward: Callable
     backward: Callable
-    extra: dict = field(default_factory=dict)
 
 
 def _readout_vjp(g: dict, P: dict, dF: np.ndarray, X: np.ndarray) -> np.ndarray:
