@@ -131,6 +131,20 @@ def mm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.einsum("ij,jk->ik", a, b)
 
 
+def rmsnorm(h: np.ndarray, eps: float = 1e-5):
+    """RMSNorm without gain over the last axis, and its cache."""
+    s = np.sqrt(np.mean(h * h, axis=-1, keepdims=True) + eps)
+    y = h / s
+    return y, (y, s)
+
+
+def rmsnorm_vjp(dy: np.ndarray, cache) -> np.ndarray:
+    r"""``∂L/∂h`` from ``∂L/∂y`` for ``y = h/s``, ``s² = mean(h²) + ε``:
+    ``∂s/∂h_j = h_j/(n s)``, so :math:`(dy − y\,\overline{dy\,y})/s`."""
+    y, s = cache
+    return (dy - y * np.mean(dy * y, axis=-1, keepdims=True)) / s
+
+
 # ------------------------------------------------------------------ losses
 
 
@@ -274,6 +288,39 @@ def lngain() -> RefModel:
         Spec("W_out", (1, "n")),
     ]
     return RefModel("lngain", specs, 2, 1, _gain_forward, _gain_backward)
+
+
+def _rms_forward(P, X):
+    U, rms = rmsnorm(mm(X, P["W_in"].T))
+    H = mm(U, P["W_hid"].T) + P["b"]
+    Xo = relu(H)
+    return mm(Xo, P["W_out"].T) + P["c"], (X, rms, U, H, Xo)
+
+
+def _rms_backward(P, cache, dF):
+    X, rms, U, H, Xo = cache
+    g = {"c": dF.sum(axis=0)}
+    dH = _readout_vjp(g, P, dF, Xo) * step(H)
+    g["b"] = dH.sum(axis=0)
+    g["W_hid"] = mm(dH.T, U)
+    dX = rmsnorm_vjp(mm(dH, P["W_hid"]), rms)
+    g["W_in"] = mm(dX.T, X)
+    return g
+
+
+def rmsmlp() -> RefModel:
+    """(e) RMSNorm, a randomly initialised hidden bias and a trained output bias with its own
+    learning-rate multiplier, 2 outputs:
+    ``f = W_out relu(W_hid RMS(W_in ξ) + b) + c``, ``b ~ N(0, 0.5²)``, ``c₀ = 0.3``,
+    ``lr_mult(c) = 0.5``."""
+    specs = [
+        Spec("W_in", ("n", 2)),
+        Spec("W_hid", ("n", "n")),
+        Spec("b", ("n",), init_std=0.5),
+        Spec("W_out", (2, "n")),
+        Spec("c", (2,), init_mean=0.3, init_std=0.0, lr_mult=0.5),
+    ]
+    return RefModel("rmsmlp", specs, 2, 2, _rms_forward, _rms_backward)
 
 
 RNN_STEPS, RNN_D = 3, 2

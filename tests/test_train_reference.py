@@ -7,7 +7,8 @@ hand-written backprop, SGD with momentum, written from the definition of the fin
 (a) a residual MLP with LayerNorm, a hidden bias and an output bias, 3-way cross-entropy;
 (b) a two-hidden-layer tanh MLP with 2 outputs under mse, SGD momentum 0.9, ``lr_mult``;
 (c) a trained LayerNorm gain (``init_mean=1, init_std=0``), mse on 1 output, mini-batches;
-(d) a weight-shared tanh RNN over 3 time steps (one input row of 6 = three steps of 2).
+(d) a weight-shared tanh RNN over 3 time steps (one input row of 6 = three steps of 2);
+(e) beyond the acceptance list: RMSNorm, a random hidden bias, an output bias with ``lr_mult``.
 
 Checks:
 
@@ -38,7 +39,7 @@ HAS_MODEL = hasattr(nn, "Model") and hasattr(nn, "train")
 needs_model = pytest.mark.skipif(not HAS_MODEL, reason="nn.Model / nn.train not built yet")
 
 
-# ------------------------------------------------------------------ the four cases
+# ------------------------------------------------------------------ the cases
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,14 @@ CASES = {
         batches=((0, 1), (2, 3), (0, 3)),
     ),
     "rnn_xent": Case(ref.rnn(), _inputs(2, 6, 14), np.array([0, 1]), "xent", 2, 1.0),
+    "rmsmlp_mse": Case(
+        ref.rmsmlp(),
+        _inputs(3, 2, 15),
+        np.array([[0.5, -1.0], [1.0, 0.0], [-0.5, 0.5]]),
+        "mse",
+        2,
+        1.0,
+    ),
 }
 
 
@@ -189,6 +198,13 @@ def tp_model(model: ref.RefModel):
         def f(p, xi):
             return p.W_out @ tp.tanh(p.g * nn.layernorm(p.W_in @ xi))
 
+    elif model.name == "rmsmlp":
+
+        @m.forward
+        def f(p, xi):
+            x = tp.relu(p.W_hid @ nn.rmsnorm(p.W_in @ xi) + p.b)
+            return [o + c for o, c in zip(p.W_out @ x, p.c)]
+
     elif model.name == "rnn":
 
         @m.forward
@@ -270,7 +286,7 @@ def test_simulate_is_the_numpy_network(name):
 
 
 @needs_model
-@pytest.mark.parametrize("name", ["resmlp_xent", "lngain_batches"])
+@pytest.mark.parametrize("name", ["resmlp_xent", "lngain_batches", "rmsmlp_mse"])
 def test_simulate_draws_follow_the_table(name):
     """``sim.param`` entries are iid ``N(init_mean, init_std² v)``, v from TP5 Table 3:
     sample mean and variance within 5 standard errors (``σ/√N`` and ``σ²√(2/N)``);
