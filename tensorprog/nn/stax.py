@@ -162,6 +162,49 @@ class _Builder:
         self.bases.add(name)
         return name
 
+    def dense_layer(self, layer: Dense, flow: Any) -> _Vecs:
+        """A Dense layer on ``flow`` (the inputs or one vector per input)."""
+        b = self
+        b.dense += 1
+        ell = b.dense
+        base = b.fresh(f"h{ell}")
+        w2, b2 = layer.W_std**2, layer.b_std**2
+        if flow is _DATA:
+            _check_input_kernel(b.X, layer.W_std, layer.b_std, "kernel_fn")
+            hs = b.p.vectors(base, cov=_input_kernel(b.X, w2, b2))
+            b.terms.append(_DenseTerm(ell, None, hs, w2, b2))
+            return _Vecs(base, hs)
+        W = b.p.matrix(f"W{ell}", var=1.0)
+        bias = b.p.vector(f"b{ell}") if layer.b_std else None
+        fn = _dense_fn(layer.W_std, layer.b_std if bias is not None else None)
+        hs = []
+        for i, x in enumerate(flow.vecs):
+            Wx = W.matmul(x, name=f"W{ell}{flow.base}_{i}")
+            hs.append(
+                fn(Wx, bias, name=f"{base}_{i}") if bias is not None else fn(Wx, name=f"{base}_{i}")
+            )
+        b.tape.append(_Tape(hs, [[x] for x in flow.vecs]))
+        b.terms.append(_DenseTerm(ell, flow.vecs, hs, w2, b2))
+        return _Vecs(base, hs)
+
+    def vectorwise(self, layer: _Vectorwise, flow: _Vecs) -> _Vecs:
+        """A coordinatewise layer (nonlinearity, LayerNorm) on every input's vector."""
+        base = self.fresh(layer._base(self.dense))
+        outs = [layer._one(x, f"{base}_{i}") for i, x in enumerate(flow.vecs)]
+        self.tape.append(_Tape(outs, [[x] for x in flow.vecs]))
+        return _Vecs(base, outs)
+
+    def fan_in_sum(self, flow: tuple[_Vecs, ...]) -> _Vecs:
+        """The sum of the branches, per input."""
+        base = self.fresh(f"s{self.dense}")
+        outs, ins = [], []
+        for i in range(len(flow[0].vecs)):
+            xs = [f.vecs[i] for f in flow]
+            outs.append(lincomb([(None, x) for x in xs], name=f"{base}_{i}"))
+            ins.append(xs)  # a vector twice is counted twice (its cotangent too)
+        self.tape.append(_Tape(outs, ins, is_sum=True))
+        return _Vecs(base, outs)
+
 
 # ---------------------------------------------------------------------------------------
 # Layers
@@ -174,7 +217,7 @@ class Layer:
     layer is a :func:`Dense` (the readout) has kernels (:meth:`kernel_fn`).
     """
 
-    def _apply(self, b: _Builder, flow: Any) -> Any:  # pragma: no cover - abstract
+    def _apply(self, b: Any, flow: Any) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def _flat(self) -> list[Layer]:
@@ -339,7 +382,7 @@ class _Serial(Layer):
     def __init__(self, layers: tuple[Layer, ...]) -> None:
         self.layers = layers
 
-    def _apply(self, b: _Builder, flow: Any) -> Any:
+    def _apply(self, b: Any, flow: Any) -> Any:
         for layer in self.layers:
             flow = layer._apply(b, flow)
         return flow
@@ -355,7 +398,7 @@ class _Parallel(Layer):
     def __init__(self, layers: tuple[Layer, ...]) -> None:
         self.layers = layers
 
-    def _apply(self, b: _Builder, flow: Any) -> Any:
+    def _apply(self, b: Any, flow: Any) -> Any:
         if not isinstance(flow, tuple) or len(flow) != len(self.layers):
             got = f"{len(flow)} branches" if isinstance(flow, tuple) else "one input"
             raise ProgramValueError(
@@ -435,32 +478,12 @@ class Dense(Layer):
             )
         self.W_std, self.b_std = W_std, b_std
 
-    def _apply(self, b: _Builder, flow: Any) -> Any:
+    def _apply(self, b: Any, flow: Any) -> Any:
         if isinstance(flow, tuple):
             raise ProgramValueError(
                 f"{self!r}: got {len(flow)} branches; combine them with FanInSum() first"
             )
-        b.dense += 1
-        ell = b.dense
-        base = b.fresh(f"h{ell}")
-        w2, b2 = self.W_std**2, self.b_std**2
-        if flow is _DATA:
-            _check_input_kernel(b.X, self.W_std, self.b_std, "kernel_fn")
-            hs = b.p.vectors(base, cov=_input_kernel(b.X, w2, b2))
-            b.terms.append(_DenseTerm(ell, None, hs, w2, b2))
-            return _Vecs(base, hs)
-        W = b.p.matrix(f"W{ell}", var=1.0)
-        bias = b.p.vector(f"b{ell}") if self.b_std else None
-        fn = _dense_fn(self.W_std, self.b_std if bias is not None else None)
-        hs = []
-        for i, x in enumerate(flow.vecs):
-            Wx = W.matmul(x, name=f"W{ell}{flow.base}_{i}")
-            hs.append(
-                fn(Wx, bias, name=f"{base}_{i}") if bias is not None else fn(Wx, name=f"{base}_{i}")
-            )
-        b.tape.append(_Tape(hs, [[x] for x in flow.vecs]))
-        b.terms.append(_DenseTerm(ell, flow.vecs, hs, w2, b2))
-        return _Vecs(base, hs)
+        return b.dense_layer(self, flow)
 
     def __repr__(self) -> str:
         return f"Dense({self.W_std:g}, {self.b_std:g})"
@@ -483,7 +506,7 @@ def _dense_fn(W_std: float, b_std: float | None) -> Nonlinearity:
 class _Vectorwise(Layer):
     """A layer that maps each input's vector to one vector (needs a vector flow)."""
 
-    def _apply(self, b: _Builder, flow: Any) -> Any:
+    def _apply(self, b: Any, flow: Any) -> Any:
         if flow is _DATA:
             raise ProgramValueError(
                 f"{self!r}: reads the raw inputs; every path from the inputs must start "
@@ -494,12 +517,9 @@ class _Vectorwise(Layer):
             raise ProgramValueError(
                 f"{self!r}: got {len(flow)} branches; combine them with FanInSum() first"
             )
-        base = b.fresh(self._base(b))
-        outs = [self._one(x, f"{base}_{i}") for i, x in enumerate(flow.vecs)]
-        b.tape.append(_Tape(outs, [[x] for x in flow.vecs]))
-        return _Vecs(base, outs)
+        return b.vectorwise(self, flow)
 
-    def _base(self, b: _Builder) -> str:  # pragma: no cover - abstract
+    def _base(self, dense: int) -> str:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def _one(self, x: Vector, name: str) -> Vector:  # pragma: no cover - abstract
@@ -520,8 +540,8 @@ class Elementwise(_Vectorwise):
     def __init__(self, fn: str | Nonlinearity) -> None:
         self.phi = _check_nonlin(fn, "Elementwise")
 
-    def _base(self, b: _Builder) -> str:
-        return f"x{b.dense}"
+    def _base(self, dense: int) -> str:
+        return f"x{dense}"
 
     def _one(self, x: Vector, name: str) -> Vector:
         return self.phi(x, name=name)
@@ -537,8 +557,8 @@ class _LayerNorm(_Vectorwise):
             raise ProgramValueError(f"LayerNorm: eps must be ≥ 0, got {eps}")
         self.eps = eps
 
-    def _base(self, b: _Builder) -> str:
-        return f"ln{b.dense}"
+    def _base(self, dense: int) -> str:
+        return f"ln{dense}"
 
     def _one(self, x: Vector, name: str) -> Vector:
         return layernorm(x, eps=self.eps, name=name)
@@ -570,7 +590,7 @@ def LayerNorm(eps: float = 1e-12) -> Layer:  # noqa: N802 - NT's name
 
 
 class _Identity(Layer):
-    def _apply(self, b: _Builder, flow: Any) -> Any:
+    def _apply(self, b: Any, flow: Any) -> Any:
         return flow
 
 
@@ -586,7 +606,7 @@ class _FanOut(Layer):
             raise ProgramValueError(f"FanOut: num must be an int ≥ 1, got {num!r}")
         self.num = int(num)
 
-    def _apply(self, b: _Builder, flow: Any) -> Any:
+    def _apply(self, b: Any, flow: Any) -> Any:
         if isinstance(flow, tuple):
             raise ProgramValueError(f"{self!r}: got {len(flow)} branches; combine them first")
         return (flow,) * self.num
@@ -602,7 +622,7 @@ def FanOut(num: int) -> Layer:  # noqa: N802 - NT's name
 
 
 class _FanInSum(Layer):
-    def _apply(self, b: _Builder, flow: Any) -> Any:
+    def _apply(self, b: Any, flow: Any) -> Any:
         if not isinstance(flow, tuple):
             raise ProgramValueError("FanInSum(): needs branches (FanOut, parallel), got one input")
         if any(f is _DATA for f in flow):
@@ -612,14 +632,7 @@ class _FanInSum(Layer):
             )
         if any(isinstance(f, tuple) for f in flow):
             raise ProgramValueError("FanInSum(): nested branches; combine the inner ones first")
-        base = b.fresh(f"s{b.dense}")
-        outs, ins = [], []
-        for i in range(len(flow[0].vecs)):
-            xs = [f.vecs[i] for f in flow]
-            outs.append(lincomb([(None, x) for x in xs], name=f"{base}_{i}"))
-            ins.append(xs)  # a vector twice is counted twice (its cotangent too)
-        b.tape.append(_Tape(outs, ins, is_sum=True))
-        return _Vecs(base, outs)
+        return b.fan_in_sum(flow)
 
 
 def FanInSum() -> Layer:  # noqa: N802 - NT's name
