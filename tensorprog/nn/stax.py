@@ -62,6 +62,7 @@ from .. import (
     paused_gc,
     require_memory,
 )
+from .model import Model
 from .norms import layernorm
 
 __all__ = [
@@ -139,19 +140,14 @@ class _DenseTerm:
     b2: float
 
 
-class _Builder:
-    """State of one program being written: the program, the tape of the forward pass,
-    the Dense layers (NTK terms) and the names in use."""
+class _Writer:
+    """What every compiler of a network keeps: the Dense layers seen so far and the
+    names in use. A layer validates its flow and calls the writer's ``dense_layer``,
+    ``vectorwise`` or ``fan_in_sum``."""
 
-    def __init__(self, X: np.ndarray, name: str) -> None:
-        self.p = Program(name)
-        self.X = X
+    def __init__(self) -> None:
         self.dense = 0
-        self.tape: list[_Tape] = []
-        self.terms: list[_DenseTerm] = []
         self.bases: set[str] = set()
-        #: ``dh`` (``√n ∂f/∂h``, None off the readout's paths) of every Dense layer's outputs
-        self.adjoints: dict[int, list[Vector | None]] = {}
 
     def fresh(self, base: str) -> str:
         """``base``, or ``base`` with a letter appended if it is taken."""
@@ -161,6 +157,20 @@ class _Builder:
             k += 1
         self.bases.add(name)
         return name
+
+
+class _Builder(_Writer):
+    """State of one kernel program being written: the program, the tape of the forward
+    pass and the Dense layers (NTK terms)."""
+
+    def __init__(self, X: np.ndarray, name: str) -> None:
+        super().__init__()
+        self.p = Program(name)
+        self.X = X
+        self.tape: list[_Tape] = []
+        self.terms: list[_DenseTerm] = []
+        #: ``dh`` (``√n ∂f/∂h``, None off the readout's paths) of every Dense layer's outputs
+        self.adjoints: dict[int, list[Vector | None]] = {}
 
     def dense_layer(self, layer: Dense, flow: Any) -> _Vecs:
         """A Dense layer on ``flow`` (the inputs or one vector per input)."""
@@ -326,6 +336,96 @@ class Layer:
         if isinstance(kinds, str):
             return getattr(res, kinds)
         return _namedtuple(kinds)(*(getattr(res, k) for k in kinds))
+
+
+    def model(self, d_in: int, d_out: int = 1, name: str = "stax") -> Model:
+        r"""The network as an :class:`~tensorprog.nn.Model`, for :func:`tensorprog.nn.train`.
+
+        Dense layer ``l`` (counted from 1 in the order the network is written, branches
+        included) declares a weight ``W{l}`` and, if ``b_std > 0``, a bias ``b{l}``
+        (shape ``("n",)``): ``("n", d_in)`` (an input weight) when it reads the inputs,
+        ``("n", "n")`` (a hidden weight) otherwise, and ``(d_out, "n")`` (the output
+        weight) for the readout. Its forward is the network's: ``P x (+ b)`` per Dense
+        layer, the nonlinearities and :func:`tensorprog.nn.layernorm` coordinatewise,
+        :func:`FanInSum` the sum of the branches.
+
+        The scales become initialisations: ``W_std`` is the weights' ``init_std``,
+        ``b_std`` the biases', multiplying the variance ``v`` of the parametrization
+        ``nn.train`` is given, so entries are ``N(0, W_std² v)``. Under ``nn.muP()``
+        [TP5 Table 3] that is ``N(0, W_std²/d_in)`` for an input weight,
+        ``N(0, W_std²/n)`` for a hidden weight, ``N(0, W_std²/n²)`` for the readout and
+        ``N(0, b_std²)`` for a bias. The hidden layers are those of the network of
+        :meth:`kernel_fn` (neural-tangents' ``W_std/√fan_in · W x + b_std · b``, the same
+        distribution); the readout is μP's, smaller by ``√n``: the output starts at 0 in
+        the limit and its features move (feature learning, [TP4 §3]) — the kernel regime
+        of :meth:`kernel_fn` is not a limit of ``nn.train`` (it refuses it).
+
+        Parameters
+        ----------
+        d_in : int
+            Input dimension ``d``: rows of ``X`` have ``d`` features.
+        d_out : int, default 1
+            Outputs ``k`` of the readout (neural-tangents' ``Dense(out_dim, …)`` last).
+        name : str, default "stax"
+            The model's name.
+
+        Returns
+        -------
+        tensorprog.nn.Model
+
+        Raises
+        ------
+        tensorprog.ProgramValueError
+            Naming the layer: a network that does not end with a Dense readout, a
+            readout with ``b_std > 0`` (an output bias would be a random draw of
+            ``d_out`` numbers, which has no deterministic limit; ``nn.Model`` allows
+            scalar-like parameters only with ``init_std=0``), a readout reading the inputs
+            (no hidden layer), a non-Dense layer or a sum reading the inputs, branches
+            not combined by :func:`FanInSum`; bad ``d_in``, ``d_out``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from tensorprog import nn
+        >>> from tensorprog.nn import stax
+        >>> net = stax.serial(stax.Dense(1.5, 0.1), stax.Relu(), stax.Dense(1.0))
+        >>> m = net.model(2)
+        >>> m
+        <Model 'stax': W1 ('n', 2) input weights, b1 ('n',) vector-like, W2 (1, 'n') output weights>
+        >>> X, Y = np.array([[1.0, 0.0], [0.6, 0.8]]), np.array([0.5, -0.5])
+        >>> run = nn.train(m, X, Y, steps=2, optimizer=nn.SGD(0.5), param=nn.muP())
+        >>> run.simulate(64, seed=0).outputs.shape
+        (3, 2, 1)
+        """
+        d_in, d_out = _positive_int(d_in, "d_in"), _positive_int(d_out, "d_out")
+        body, readout = _split_readout(self)
+        w = _ModelWriter(Model(name), d_in)
+        flow: Any = _DATA
+        for layer in body:
+            flow = layer._apply(w, flow)
+        if isinstance(flow, tuple):
+            raise ProgramValueError(
+                f"model: the readout {readout!r} gets {len(flow)} branches; combine them "
+                f"with FanInSum() first"
+            )
+        if flow is _DATA:
+            raise ProgramValueError(
+                f"model: the readout {readout!r} reads the inputs; a model needs a hidden "
+                f"layer (e.g. serial(Dense(…), Relu(), {readout!r})): an output weight "
+                f'(d_out, "n") reads width-n vectors'
+            )
+        if readout.b_std:
+            raise ProgramValueError(
+                f"model: the readout {readout!r} has b_std={readout.b_std:g} > 0; an output "
+                f"bias drawn at random (d_out numbers) has no deterministic limit "
+                f"(nn.Model's scalar-like parameters need init_std=0); use "
+                f"Dense({readout.W_std:g}, 0.0) last"
+            )
+        w.dense += 1
+        out = f"W{w.dense}"
+        w.model.param(out, (d_out, "n"), init_std=readout.W_std)
+        w.model.forward(w.forward(out))
+        return w.model
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -951,6 +1051,102 @@ def _readout_sums(b: _Builder, w2: float, b2: float) -> tuple[Nonlinearity, Nonl
         Nonlinearity("ntk", body, [], params + [F], opaque=False),
         terms,
     )
+
+
+# ---------------------------------------------------------------------------------------
+# The network as an nn.Model
+
+
+@dataclass(frozen=True)
+class _Reg:
+    """A vector of the model's forward, by the name it is stored under."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class _DenseOp:
+    """``dst = P_weight · src (+ P_bias)``; ``src`` None: the input row ``ξ``."""
+
+    weight: str
+    bias: str | None
+    src: str | None
+    dst: str
+
+
+@dataclass(frozen=True)
+class _MapOp:
+    """``dst = layer(src)`` coordinatewise (a nonlinearity or LayerNorm)."""
+
+    layer: _Vectorwise
+    src: str
+    dst: str
+
+
+@dataclass(frozen=True)
+class _SumOp:
+    """``dst = Σ srcs`` (FanInSum)."""
+
+    srcs: tuple[str, ...]
+    dst: str
+
+
+class _ModelWriter(_Writer):
+    """Compiles a network into the parameters of an :class:`~tensorprog.nn.Model` and a
+    list of operations its forward replays."""
+
+    def __init__(self, model: Model, d_in: int) -> None:
+        super().__init__()
+        self.model = model
+        self.d_in = d_in
+        self.ops: list[_DenseOp | _MapOp | _SumOp] = []
+
+    def dense_layer(self, layer: Dense, flow: Any) -> _Reg:
+        self.dense += 1
+        ell = self.dense
+        shape = ("n", self.d_in) if flow is _DATA else ("n", "n")
+        self.model.param(f"W{ell}", shape, init_std=layer.W_std)
+        bias = f"b{ell}" if layer.b_std else None
+        if bias is not None:
+            self.model.param(bias, ("n",), init_std=layer.b_std)
+        dst = self.fresh(f"h{ell}")
+        self.ops.append(_DenseOp(f"W{ell}", bias, None if flow is _DATA else flow.name, dst))
+        return _Reg(dst)
+
+    def vectorwise(self, layer: _Vectorwise, flow: _Reg) -> _Reg:
+        dst = self.fresh(layer._base(self.dense))
+        self.ops.append(_MapOp(layer, flow.name, dst))
+        return _Reg(dst)
+
+    def fan_in_sum(self, flow: tuple[_Reg, ...]) -> _Reg:
+        dst = self.fresh(f"s{self.dense}")
+        self.ops.append(_SumOp(tuple(f.name for f in flow), dst))
+        return _Reg(dst)
+
+    def forward(self, readout: str) -> Any:
+        """The forward ``f(p, ξ)``: the operations, then ``P_readout · x``."""
+        ops = tuple(self.ops)
+        last = ops[-1].dst
+
+        def f(p: Any, xi: np.ndarray) -> Any:
+            env: dict[str, Any] = {}
+            for op in ops:
+                if isinstance(op, _DenseOp):
+                    h = getattr(p, op.weight) @ (xi if op.src is None else env[op.src])
+                    env[op.dst] = h if op.bias is None else h + getattr(p, op.bias)
+                elif isinstance(op, _MapOp):
+                    env[op.dst] = op.layer._one(env[op.src], op.dst)
+                else:
+                    env[op.dst] = lincomb([(None, env[s]) for s in op.srcs], name=op.dst)
+            return getattr(p, readout) @ env[last]
+
+        return f
+
+
+def _positive_int(x: Any, arg: str) -> int:
+    if isinstance(x, bool) or not isinstance(x, numbers.Integral) or x < 1:
+        raise ProgramValueError(f"model: {arg} must be an int ≥ 1, got {x!r}")
+    return int(x)
 
 
 # ---------------------------------------------------------------------------------------
