@@ -150,7 +150,10 @@ def test_limit_agrees_with_finite_widths():
 @pytest.mark.parametrize(
     ("net", "match"),
     [
-        (stax.serial(stax.Dense(1.0), stax.Relu()), r"end with a Dense layer.*Elementwise\(relu\) last"),
+        (
+            stax.serial(stax.Dense(1.0), stax.Relu()),
+            r"end with a Dense layer.*Elementwise\(relu\) last",
+        ),
         (stax.serial(stax.Dense(1.0)), r"readout Dense\(1, 0\) reads the inputs"),
         (stax.serial(stax.Relu(), stax.Dense(1.0)), r"Elementwise\(relu\): reads the raw inputs"),
         (

@@ -25,12 +25,21 @@ and output ``h``: ``(W_std² ⟨x_i, x_j⟩ + b_std²)·⟨dh_i, dh_j⟩`` with 
 (the input kernel ``W_std² ξ_iᵀξ_j/d + b_std²`` for a layer that reads the inputs, and
 ``dh = 1`` for the readout), as in :func:`tensorprog.nn.kernel_program`.
 
+Training: :meth:`Layer.model` compiles the same network into an
+:class:`~tensorprog.nn.Model` (one weight ``W{l}`` and bias ``b{l}`` per Dense layer,
+``W_std``/``b_std`` as their ``init_std``) for :func:`tensorprog.nn.train`, whose
+feature-learning runs (μP [TP5 Table 3]) have a limit; the same forward is written by a
+second writer of the layers (a layer checks what flows into it and asks the writer — the
+kernel program's or the model's — to write itself).
+
 References
 ----------
 [NT] R. Novak, L. Xiao, J. Hron, J. Lee, A. A. Alemi, J. Sohl-Dickstein, S. S. Schoenholz,
 *Neural Tangents: Fast and Easy Infinite Neural Networks in Python*, ICLR 2020.
 [TP2] G. Yang, *Tensor Programs II: Neural Tangent Kernel for Any Architecture*, 2020.
 [TP4] G. Yang, E. Hu, *Feature Learning in Infinite-Width Neural Networks*, 2021.
+[TP5] G. Yang et al., *Tensor Programs V: Tuning Large Neural Networks via Zero-Shot
+Hyperparameter Transfer*, NeurIPS 2021, arXiv:2203.03466.
 """
 
 from __future__ import annotations
@@ -224,7 +233,8 @@ class Layer:
     """A layer or a network of layers: a description, without weights.
 
     Every combinator of this module returns a :class:`Layer`; a network whose last
-    layer is a :func:`Dense` (the readout) has kernels (:meth:`kernel_fn`).
+    layer is a :func:`Dense` (the readout) has kernels (:meth:`kernel_fn`) and, with a
+    hidden layer and no readout bias, a trainable :meth:`model`.
     """
 
     def _apply(self, b: Any, flow: Any) -> Any:  # pragma: no cover - abstract
@@ -336,7 +346,6 @@ class Layer:
         if isinstance(kinds, str):
             return getattr(res, kinds)
         return _namedtuple(kinds)(*(getattr(res, k) for k in kinds))
-
 
     def model(self, d_in: int, d_out: int = 1, name: str = "stax") -> Model:
         r"""The network as an :class:`~tensorprog.nn.Model`, for :func:`tensorprog.nn.train`.
@@ -528,7 +537,8 @@ def serial(*layers: Layer) -> Layer:
 
     Returns a :class:`Layer`; with a :func:`Dense` readout last it has
     :meth:`Layer.kernel_fn` (there is no ``init_fn``/``apply_fn``: a finite network of
-    the same program is :meth:`tensorprog.Program.simulate` of :meth:`Layer.program`).
+    the same program is :meth:`tensorprog.Program.simulate` of :meth:`Layer.program`,
+    and :meth:`Layer.model` is the network to train with :func:`tensorprog.nn.train`).
     """
     return _Serial(_layers(layers, "serial"))
 
