@@ -409,14 +409,7 @@ class Layer:
         d_in, d_out = _positive_int(d_in, "d_in"), _positive_int(d_out, "d_out")
         body, readout = _split_readout(self)
         w = _ModelWriter(Model(name), d_in)
-        flow: Any = _DATA
-        for layer in body:
-            flow = layer._apply(w, flow)
-        if isinstance(flow, tuple):
-            raise ProgramValueError(
-                f"model: the readout {readout!r} gets {len(flow)} branches; combine them "
-                f"with FanInSum() first"
-            )
+        flow = _write_body(w, body, readout, "model: ")
         if flow is _DATA:
             raise ProgramValueError(
                 f"model: the readout {readout!r} reads the inputs; a model needs a hidden "
@@ -925,6 +918,20 @@ def _split_readout(network: Any) -> tuple[list[Layer], Dense]:
     return flat[:-1], flat[-1]
 
 
+def _write_body(w: _Writer, body: list[Layer], readout: Dense, where: str) -> Any:
+    """The layers before the readout, written by ``w``: what flows into the readout (the
+    inputs or one vector per input; branches are refused)."""
+    flow: Any = _DATA
+    for layer in body:
+        flow = layer._apply(w, flow)
+    if isinstance(flow, tuple):
+        raise ProgramValueError(
+            f"{where}the readout {readout!r} gets {len(flow)} branches; combine them with "
+            f"FanInSum() first"
+        )
+    return flow
+
+
 def _build(
     body: list[Layer],
     readout: Dense,
@@ -938,13 +945,7 @@ def _build(
     indices ``(i, j)``; entry ``[i, j - B1]`` of a cross-kernel, ``[i, j]`` and ``[j, i]``
     of a symmetric one)."""
     b = _Builder(X, name)
-    flow: Any = _DATA
-    for layer in body:
-        flow = layer._apply(b, flow)
-    if isinstance(flow, tuple):
-        raise ProgramValueError(
-            f"the readout {readout!r} gets {len(flow)} branches; combine them with FanInSum() first"
-        )
+    flow = _write_body(b, body, readout, "")
     b.dense += 1
     w2, b2 = readout.W_std**2, readout.b_std**2
     if flow is _DATA:  # a single Dense layer: its output's covariance is the kernel
