@@ -64,11 +64,17 @@ from .. import (
     ProgramTypeError,
     ProgramValueError,
     Vector,
+    ab_relu,
     get_nonlinearity,
     grad,
     inner,
+    leaky_relu,
     lincomb,
+    monomial,
     paused_gc,
+    polynomial,
+    rbf,
+    rectified_monomial,
     require_memory,
 )
 from .model import Model
@@ -758,21 +764,49 @@ def _custom(name: str, body: Any) -> Layer:
     return Elementwise(Nonlinearity(name, body, [_X]))
 
 
+class _Scaled(_Vectorwise):
+    """``x ↦ Σ_k c_k φ_k(b·x)`` for builtin ``φ_k`` (neural-tangents' ``Exp(a, b)``,
+    ``Sin(a, b, c)``, ``Cos(a, b, c)``, ``Erf(a, b)``): written with the builtins, whose
+    closed forms then apply to the Gaussian ``b·x``."""
+
+    def __init__(self, label: str, b: float, terms: tuple[tuple[float, Nonlinearity], ...]):
+        self.label, self.b = label, b
+        self.terms = tuple((c, phi) for c, phi in terms if c != 0.0)
+
+    def _base(self, dense: int) -> str:
+        return f"x{dense}"
+
+    def _one(self, x: Vector, name: str) -> Vector:
+        y = x if self.b == 1.0 else lincomb([(self.b, x)])
+        if len(self.terms) == 1 and self.terms[0][0] == 1.0:
+            return self.terms[0][1](y, name=name)
+        return lincomb([(c, phi(y)) for c, phi in self.terms], name=name)
+
+    def __repr__(self) -> str:
+        return self.label
+
+
+def _abc(where: str, **values: float) -> list[float]:
+    return [_real(v, k, where) for k, v in values.items()]
+
+
 def Relu() -> Layer:  # noqa: N802
     """``max(x, 0)`` (builtin ``relu``; arc-cosine closed form)."""
     return Elementwise("relu")
 
 
 def ABRelu(a: float, b: float) -> Layer:  # noqa: N802
-    """``a·min(x, 0) + b·max(x, 0)`` (neural-tangents' ``stax.ABRelu``)."""
-    a, b = _real(a, "a", "ABRelu"), _real(b, "b", "ABRelu")
-    return _custom(f"abrelu_{a:g}_{b:g}", a * sympy.Min(_X, 0) + b * sympy.Max(_X, 0))
+    """``a·min(x, 0) + b·max(x, 0)`` (neural-tangents' ``stax.ABRelu``; the member
+    :func:`tensorprog.ab_relu` ``(a, b)``, closed forms)."""
+    a, b = _abc("ABRelu", a=a, b=b)
+    return Elementwise(ab_relu(a, b))
 
 
 def LeakyRelu(alpha: float) -> Layer:  # noqa: N802
-    """``α·min(x, 0) + max(x, 0)`` (neural-tangents' ``stax.LeakyRelu``)."""
-    alpha = _real(alpha, "alpha", "LeakyRelu")
-    return _custom(f"leaky_relu_{alpha:g}", alpha * sympy.Min(_X, 0) + sympy.Max(_X, 0))
+    """``α·min(x, 0) + max(x, 0)`` (neural-tangents' ``stax.LeakyRelu``;
+    :func:`tensorprog.leaky_relu`, closed forms)."""
+    (alpha,) = _abc("LeakyRelu", alpha=alpha)
+    return Elementwise(leaky_relu(alpha))
 
 
 def Abs() -> Layer:  # noqa: N802
@@ -786,10 +820,11 @@ def Sign() -> Layer:  # noqa: N802
 
 
 def Erf(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> Layer:  # noqa: N802
-    """``a·erf(b·x) + c`` (neural-tangents' ``stax.Erf``; builtin ``erf`` by default)."""
-    a, b, c = (_real(v, k, "Erf") for v, k in ((a, "a"), (b, "b"), (c, "c")))
-    if (a, b, c) == (1.0, 1.0, 0.0):
-        return Elementwise("erf")
+    """``a·erf(b·x) + c`` (neural-tangents' ``stax.Erf``): the builtin ``erf`` of
+    ``b·x`` when ``c = 0``; otherwise one sympy function (quadrature)."""
+    a, b, c = _abc("Erf", a=a, b=b, c=c)
+    if c == 0.0:
+        return _Scaled(f"Erf({a:g}, {b:g})", b, ((a, BUILTINS["erf"]),))
     return _custom(f"erf_{a:g}_{b:g}_{c:g}", a * sympy.erf(b * _X) + c)
 
 
@@ -824,38 +859,35 @@ def Gelu(approximate: bool = False) -> Layer:  # noqa: N802
 
 
 def Sin(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> Layer:  # noqa: N802
-    """``a·sin(b·x + c)`` (neural-tangents' ``stax.Sin``; builtin ``sin`` by default)."""
-    a, b, c = (_real(v, k, "Sin") for v, k in ((a, "a"), (b, "b"), (c, "c")))
-    if (a, b, c) == (1.0, 1.0, 0.0):
-        return Elementwise("sin")
-    return _custom(f"sin_{a:g}_{b:g}_{c:g}", a * sympy.sin(b * _X + c))
+    """``a·sin(b·x + c) = a cos c · sin(b·x) + a sin c · cos(b·x)`` (neural-tangents'
+    ``stax.Sin``), written with the builtins ``sin``, ``cos`` (closed forms)."""
+    a, b, c = _abc("Sin", a=a, b=b, c=c)
+    terms = ((a * math.cos(c), BUILTINS["sin"]), (a * math.sin(c), BUILTINS["cos"]))
+    return _Scaled(f"Sin({a:g}, {b:g}, {c:g})", b, terms)
 
 
 def Cos(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> Layer:  # noqa: N802
-    """``a·cos(b·x + c)`` (neural-tangents' ``stax.Cos``; builtin ``cos`` by default)."""
-    a, b, c = (_real(v, k, "Cos") for v, k in ((a, "a"), (b, "b"), (c, "c")))
-    if (a, b, c) == (1.0, 1.0, 0.0):
-        return Elementwise("cos")
-    return _custom(f"cos_{a:g}_{b:g}_{c:g}", a * sympy.cos(b * _X + c))
+    """``a·cos(b·x + c) = a cos c · cos(b·x) − a sin c · sin(b·x)`` (neural-tangents'
+    ``stax.Cos``), written with the builtins ``cos``, ``sin`` (closed forms)."""
+    a, b, c = _abc("Cos", a=a, b=b, c=c)
+    terms = ((a * math.cos(c), BUILTINS["cos"]), (-a * math.sin(c), BUILTINS["sin"]))
+    return _Scaled(f"Cos({a:g}, {b:g}, {c:g})", b, terms)
 
 
 def Exp(a: float = 1.0, b: float = 1.0) -> Layer:  # noqa: N802
-    """``a·exp(b·x)`` (neural-tangents' ``stax.Exp``; builtin ``exp`` by default)."""
-    a, b = _real(a, "a", "Exp"), _real(b, "b", "Exp")
-    if (a, b) == (1.0, 1.0):
-        return Elementwise("exp")
-    return _custom(f"exp_{a:g}_{b:g}", a * sympy.exp(b * _X))
+    """``a·exp(b·x)`` (neural-tangents' ``stax.Exp``): the builtin ``exp`` of ``b·x``
+    (closed forms)."""
+    a, b = _abc("Exp", a=a, b=b)
+    return _Scaled(f"Exp({a:g}, {b:g})", b, ((a, BUILTINS["exp"]),))
 
 
 def Rbf(gamma: float = 1.0) -> Layer:  # noqa: N802
     """``√2·sin(√(2γ)·x + π/4)``, neural-tangents' ``stax.Rbf`` (its NNGP is the RBF
-    kernel of the layer's input)."""
-    gamma = _real(gamma, "gamma", "Rbf")
+    kernel of the layer's input; :func:`tensorprog.rbf`, closed forms)."""
+    (gamma,) = _abc("Rbf", gamma=gamma)
     if not gamma > 0:
         raise ProgramValueError(f"Rbf: gamma must be > 0, got {gamma}")
-    return _custom(
-        f"rbf_{gamma:g}", sympy.sqrt(2) * sympy.sin(sympy.sqrt(2 * gamma) * _X + sympy.pi / 4)
-    )
+    return Elementwise(rbf(gamma))
 
 
 def _degree(degree: Any, where: str) -> int:
@@ -865,28 +897,25 @@ def _degree(degree: Any, where: str) -> int:
 
 
 def Monomial(degree: int) -> Layer:  # noqa: N802
-    """``x^degree`` (neural-tangents' ``stax.Monomial``)."""
-    k = _degree(degree, "Monomial")
-    return _custom(f"monomial_{k}", _X**k)
+    """``x^degree`` (neural-tangents' ``stax.Monomial``; :func:`tensorprog.monomial`)."""
+    return Elementwise(monomial(_degree(degree, "Monomial")))
 
 
 def RectifiedMonomial(degree: int) -> Layer:  # noqa: N802
-    """``1[x ≥ 0]·x^degree`` (neural-tangents' ``stax.RectifiedMonomial``)."""
-    k = _degree(degree, "RectifiedMonomial")
-    body = sympy.Max(_X, 0) ** k if k else sympy.Heaviside(_X, 1)
-    return _custom(f"rectified_monomial_{k}", body)
+    """``1[x ≥ 0]·x^degree`` (neural-tangents' ``stax.RectifiedMonomial``;
+    :func:`tensorprog.rectified_monomial`)."""
+    return Elementwise(rectified_monomial(_degree(degree, "RectifiedMonomial")))
 
 
 def Polynomial(coef: Sequence[float]) -> Layer:  # noqa: N802
-    """``coef[0] + coef[1]·x + … + coef[k]·x^k`` (neural-tangents' ``stax.Polynomial``)."""
+    """``coef[0] + coef[1]·x + … + coef[k]·x^k`` (neural-tangents' ``stax.Polynomial``;
+    :func:`tensorprog.polynomial`)."""
     if isinstance(coef, (str, bytes)) or not isinstance(coef, Sequence) or not coef:
         raise ProgramTypeError(
             f"Polynomial: coef must be a non-empty sequence of numbers, got {coef!r}"
         )
     cs = [_real(c, f"coef[{k}]", "Polynomial") for k, c in enumerate(coef)]
-    return _custom(
-        "polynomial_" + "_".join(f"{c:g}" for c in cs), sum(c * _X**k for k, c in enumerate(cs))
-    )
+    return Elementwise(polynomial(cs))
 
 
 # ---------------------------------------------------------------------------------------
