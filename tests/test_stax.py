@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import sympy
 
 import tensorprog as tp
 from tensorprog import nn
@@ -44,8 +45,10 @@ def arr(x):
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_kernel_fn_agrees_with_neural_tangents(name):
-    """1e-10 for exact entries. Quadrature entries (e.g. leaky relu, gelu, exp until
-    their closed forms land) are within 1e-10 + 10× their estimated error. On the
+    """1e-10 (relative to max(1, |entry|): exp's entries reach 3.5e7) for exact entries,
+    which every case but sigmoid_like and a LayerNorm after a Relu is (exp, rbf,
+    leaky/AB-relu included); quadrature entries are within that + 10× their estimated
+    error. On the
     diagonal of a kernel of x1 with itself neural-tangents clips the correlation inside
     its arccos, which costs it ~3e-9 relative per layer (docs/kernels.md, 'Diagonal
     entries'): there 1e-7 relative."""
@@ -54,7 +57,7 @@ def test_kernel_fn_agrees_with_neural_tangents(name):
     for kind in ("nngp", "ntk"):
         ours, ref = getattr(res, kind), np.array(case[kind])
         assert ours.shape == ref.shape
-        tol = 1e-10 + 10 * res.error[kind]
+        tol = 1e-10 * np.maximum(1.0, np.abs(ref)) + 10 * res.error[kind]
         off = ~np.eye(*ref.shape, dtype=bool) if case["x2"] is None else np.ones(ref.shape, bool)
         np.testing.assert_array_less(np.abs(ours - ref)[off], tol[off], err_msg=f"{name} {kind}")
         if case["x2"] is None:
@@ -220,3 +223,33 @@ def test_single_dense_network_is_the_input_kernel():
     K = 1.5**2 * X @ X.T / 2 + 0.09
     np.testing.assert_allclose(k.nngp, K, rtol=1e-14)
     np.testing.assert_allclose(k.ntk, K, rtol=1e-14)
+
+
+@pytest.mark.parametrize(
+    ("layer", "body"),
+    [
+        (stax.Sin(0.8, 1.3, 0.4), lambda x: 0.8 * sympy.sin(1.3 * x + 0.4)),
+        (stax.Cos(1.2, 0.7, -0.9), lambda x: 1.2 * sympy.cos(0.7 * x - 0.9)),
+        (stax.Exp(0.6, -0.4), lambda x: 0.6 * sympy.exp(-0.4 * x)),
+        (stax.Erf(2.0, 0.5), lambda x: 2.0 * sympy.erf(0.5 * x)),
+    ],
+)
+def test_scaled_nonlinearities_are_exact_and_the_function_they_name(layer, body):
+    """NT's a·φ(b·x + c) layers are written with builtins of b·x (closed forms: every
+    entry exact); the same function as one sympy nonlinearity (quadrature) gives the
+    same kernels within its estimated error."""
+    X = np.array([[1.0, 0.0], [0.6, 0.8], [-1.0, 1.0]])
+    x = sympy.Symbol("x", real=True)
+    ref_layer = stax.Elementwise(tp.Nonlinearity(f"ref_{layer!r}", body(x), [x]))
+
+    def net(la):
+        return stax.serial(stax.Dense(1.3, 0.2), la, stax.Dense(1.1, 0.1), la, stax.Dense(0.9))
+
+    ours = net(layer).kernel_fn(X, return_info=True)
+    ref = net(ref_layer).kernel_fn(X, return_info=True)
+    for kind in ("nngp", "ntk"):
+        assert set(ours.method[kind].ravel()) == {"exact"}
+        tol = 1e-10 * np.maximum(1.0, np.abs(getattr(ref, kind)))
+        np.testing.assert_array_less(
+            np.abs(getattr(ours, kind) - getattr(ref, kind)), tol + 10 * ref.error[kind]
+        )

@@ -25,12 +25,21 @@ and output ``h``: ``(W_std² ⟨x_i, x_j⟩ + b_std²)·⟨dh_i, dh_j⟩`` with 
 (the input kernel ``W_std² ξ_iᵀξ_j/d + b_std²`` for a layer that reads the inputs, and
 ``dh = 1`` for the readout), as in :func:`tensorprog.nn.kernel_program`.
 
+Training: :meth:`Layer.model` compiles the same network into an
+:class:`~tensorprog.nn.Model` (one weight ``W{l}`` and bias ``b{l}`` per Dense layer,
+``W_std``/``b_std`` as their ``init_std``) for :func:`tensorprog.nn.train`, whose
+feature-learning runs (μP [TP5 Table 3]) have a limit; the same forward is written by a
+second writer of the layers (a layer checks what flows into it and asks the writer — the
+kernel program's or the model's — to write itself).
+
 References
 ----------
 [NT] R. Novak, L. Xiao, J. Hron, J. Lee, A. A. Alemi, J. Sohl-Dickstein, S. S. Schoenholz,
 *Neural Tangents: Fast and Easy Infinite Neural Networks in Python*, ICLR 2020.
 [TP2] G. Yang, *Tensor Programs II: Neural Tangent Kernel for Any Architecture*, 2020.
 [TP4] G. Yang, E. Hu, *Feature Learning in Infinite-Width Neural Networks*, 2021.
+[TP5] G. Yang et al., *Tensor Programs V: Tuning Large Neural Networks via Zero-Shot
+Hyperparameter Transfer*, NeurIPS 2021, arXiv:2203.03466.
 """
 
 from __future__ import annotations
@@ -55,13 +64,20 @@ from .. import (
     ProgramTypeError,
     ProgramValueError,
     Vector,
+    ab_relu,
     get_nonlinearity,
     grad,
     inner,
+    leaky_relu,
     lincomb,
+    monomial,
     paused_gc,
+    polynomial,
+    rbf,
+    rectified_monomial,
     require_memory,
 )
+from .model import Model
 from .norms import layernorm
 
 __all__ = [
@@ -139,19 +155,14 @@ class _DenseTerm:
     b2: float
 
 
-class _Builder:
-    """State of one program being written: the program, the tape of the forward pass,
-    the Dense layers (NTK terms) and the names in use."""
+class _Writer:
+    """What every compiler of a network keeps: the Dense layers seen so far and the
+    names in use. A layer validates its flow and calls the writer's ``dense_layer``,
+    ``vectorwise`` or ``fan_in_sum``."""
 
-    def __init__(self, X: np.ndarray, name: str) -> None:
-        self.p = Program(name)
-        self.X = X
+    def __init__(self) -> None:
         self.dense = 0
-        self.tape: list[_Tape] = []
-        self.terms: list[_DenseTerm] = []
         self.bases: set[str] = set()
-        #: ``dh`` (``√n ∂f/∂h``, None off the readout's paths) of every Dense layer's outputs
-        self.adjoints: dict[int, list[Vector | None]] = {}
 
     def fresh(self, base: str) -> str:
         """``base``, or ``base`` with a letter appended if it is taken."""
@@ -163,6 +174,63 @@ class _Builder:
         return name
 
 
+class _Builder(_Writer):
+    """State of one kernel program being written: the program, the tape of the forward
+    pass and the Dense layers (NTK terms)."""
+
+    def __init__(self, X: np.ndarray, name: str) -> None:
+        super().__init__()
+        self.p = Program(name)
+        self.X = X
+        self.tape: list[_Tape] = []
+        self.terms: list[_DenseTerm] = []
+        #: ``dh`` (``√n ∂f/∂h``, None off the readout's paths) of every Dense layer's outputs
+        self.adjoints: dict[int, list[Vector | None]] = {}
+
+    def dense_layer(self, layer: Dense, flow: Any) -> _Vecs:
+        """A Dense layer on ``flow`` (the inputs or one vector per input)."""
+        b = self
+        b.dense += 1
+        ell = b.dense
+        base = b.fresh(f"h{ell}")
+        w2, b2 = layer.W_std**2, layer.b_std**2
+        if flow is _DATA:
+            _check_input_kernel(b.X, layer.W_std, layer.b_std, "kernel_fn")
+            hs = b.p.vectors(base, cov=_input_kernel(b.X, w2, b2))
+            b.terms.append(_DenseTerm(ell, None, hs, w2, b2))
+            return _Vecs(base, hs)
+        W = b.p.matrix(f"W{ell}", var=1.0)
+        bias = b.p.vector(f"b{ell}") if layer.b_std else None
+        fn = _dense_fn(layer.W_std, layer.b_std if bias is not None else None)
+        hs = []
+        for i, x in enumerate(flow.vecs):
+            Wx = W.matmul(x, name=f"W{ell}{flow.base}_{i}")
+            hs.append(
+                fn(Wx, bias, name=f"{base}_{i}") if bias is not None else fn(Wx, name=f"{base}_{i}")
+            )
+        b.tape.append(_Tape(hs, [[x] for x in flow.vecs]))
+        b.terms.append(_DenseTerm(ell, flow.vecs, hs, w2, b2))
+        return _Vecs(base, hs)
+
+    def vectorwise(self, layer: _Vectorwise, flow: _Vecs) -> _Vecs:
+        """A coordinatewise layer (nonlinearity, LayerNorm) on every input's vector."""
+        base = self.fresh(layer._base(self.dense))
+        outs = [layer._one(x, f"{base}_{i}") for i, x in enumerate(flow.vecs)]
+        self.tape.append(_Tape(outs, [[x] for x in flow.vecs]))
+        return _Vecs(base, outs)
+
+    def fan_in_sum(self, flow: tuple[_Vecs, ...]) -> _Vecs:
+        """The sum of the branches, per input."""
+        base = self.fresh(f"s{self.dense}")
+        outs, ins = [], []
+        for i in range(len(flow[0].vecs)):
+            xs = [f.vecs[i] for f in flow]
+            outs.append(lincomb([(None, x) for x in xs], name=f"{base}_{i}"))
+            ins.append(xs)  # a vector twice is counted twice (its cotangent too)
+        self.tape.append(_Tape(outs, ins, is_sum=True))
+        return _Vecs(base, outs)
+
+
 # ---------------------------------------------------------------------------------------
 # Layers
 
@@ -171,10 +239,11 @@ class Layer:
     """A layer or a network of layers: a description, without weights.
 
     Every combinator of this module returns a :class:`Layer`; a network whose last
-    layer is a :func:`Dense` (the readout) has kernels (:meth:`kernel_fn`).
+    layer is a :func:`Dense` (the readout) has kernels (:meth:`kernel_fn`) and, with a
+    hidden layer and no readout bias, a trainable :meth:`model`.
     """
 
-    def _apply(self, b: _Builder, flow: Any) -> Any:  # pragma: no cover - abstract
+    def _apply(self, b: Any, flow: Any) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def _flat(self) -> list[Layer]:
@@ -284,6 +353,88 @@ class Layer:
             return getattr(res, kinds)
         return _namedtuple(kinds)(*(getattr(res, k) for k in kinds))
 
+    def model(self, d_in: int, d_out: int = 1, name: str = "stax") -> Model:
+        r"""The network as an :class:`~tensorprog.nn.Model`, for :func:`tensorprog.nn.train`.
+
+        Dense layer ``l`` (counted from 1 in the order the network is written, branches
+        included) declares a weight ``W{l}`` and, if ``b_std > 0``, a bias ``b{l}``
+        (shape ``("n",)``): ``("n", d_in)`` (an input weight) when it reads the inputs,
+        ``("n", "n")`` (a hidden weight) otherwise, and ``(d_out, "n")`` (the output
+        weight) for the readout. Its forward is the network's: ``P x (+ b)`` per Dense
+        layer, the nonlinearities and :func:`tensorprog.nn.layernorm` coordinatewise,
+        :func:`FanInSum` the sum of the branches.
+
+        The scales become initialisations: ``W_std`` is the weights' ``init_std``,
+        ``b_std`` the biases', multiplying the variance ``v`` of the parametrization
+        ``nn.train`` is given, so entries are ``N(0, W_std² v)``. Under ``nn.muP()``
+        [TP5 Table 3] that is ``N(0, W_std²/d_in)`` for an input weight,
+        ``N(0, W_std²/n)`` for a hidden weight, ``N(0, W_std²/n²)`` for the readout and
+        ``N(0, b_std²)`` for a bias. The hidden layers are those of the network of
+        :meth:`kernel_fn` (neural-tangents' ``W_std/√fan_in · W x + b_std · b``, the same
+        distribution); the readout is μP's, smaller by ``√n``: the output starts at 0 in
+        the limit and its features move (feature learning, [TP4 §3]) — the kernel regime
+        of :meth:`kernel_fn` is not a limit of ``nn.train`` (it refuses it).
+
+        Parameters
+        ----------
+        d_in : int
+            Input dimension ``d``: rows of ``X`` have ``d`` features.
+        d_out : int, default 1
+            Outputs ``k`` of the readout (neural-tangents' ``Dense(out_dim, …)`` last).
+        name : str, default "stax"
+            The model's name.
+
+        Returns
+        -------
+        tensorprog.nn.Model
+
+        Raises
+        ------
+        tensorprog.ProgramValueError
+            Naming the layer: a network that does not end with a Dense readout, a
+            readout with ``b_std > 0`` (an output bias would be a random draw of
+            ``d_out`` numbers, which has no deterministic limit; ``nn.Model`` allows
+            scalar-like parameters only with ``init_std=0``), a readout reading the inputs
+            (no hidden layer), a non-Dense layer or a sum reading the inputs, branches
+            not combined by :func:`FanInSum`; bad ``d_in``, ``d_out``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from tensorprog import nn
+        >>> from tensorprog.nn import stax
+        >>> net = stax.serial(stax.Dense(1.5, 0.1), stax.Relu(), stax.Dense(1.0))
+        >>> m = net.model(2)
+        >>> m
+        <Model 'stax': W1 ('n', 2) input weights, b1 ('n',) vector-like, W2 (1, 'n') output weights>
+        >>> X, Y = np.array([[1.0, 0.0], [0.6, 0.8]]), np.array([0.5, -0.5])
+        >>> run = nn.train(m, X, Y, steps=2, optimizer=nn.SGD(0.5), param=nn.muP())
+        >>> run.simulate(64, seed=0).outputs.shape
+        (3, 2, 1)
+        """
+        d_in, d_out = _positive_int(d_in, "d_in"), _positive_int(d_out, "d_out")
+        body, readout = _split_readout(self)
+        w = _ModelWriter(Model(name), d_in)
+        flow = _write_body(w, body, readout, "model: ")
+        if flow is _DATA:
+            raise ProgramValueError(
+                f"model: the readout {readout!r} reads the inputs; a model needs a hidden "
+                f"layer (e.g. serial(Dense(…), Relu(), {readout!r})): an output weight "
+                f'(d_out, "n") reads width-n vectors'
+            )
+        if readout.b_std:
+            raise ProgramValueError(
+                f"model: the readout {readout!r} has b_std={readout.b_std:g} > 0; an output "
+                f"bias drawn at random (d_out numbers) has no deterministic limit "
+                f"(nn.Model's scalar-like parameters need init_std=0); use "
+                f"Dense({readout.W_std:g}, 0.0) last"
+            )
+        w.dense += 1
+        out = f"W{w.dense}"
+        w.model.param(out, (d_out, "n"), init_std=readout.W_std)
+        w.model.forward(w.forward(out))
+        return w.model
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
@@ -339,7 +490,7 @@ class _Serial(Layer):
     def __init__(self, layers: tuple[Layer, ...]) -> None:
         self.layers = layers
 
-    def _apply(self, b: _Builder, flow: Any) -> Any:
+    def _apply(self, b: Any, flow: Any) -> Any:
         for layer in self.layers:
             flow = layer._apply(b, flow)
         return flow
@@ -355,7 +506,7 @@ class _Parallel(Layer):
     def __init__(self, layers: tuple[Layer, ...]) -> None:
         self.layers = layers
 
-    def _apply(self, b: _Builder, flow: Any) -> Any:
+    def _apply(self, b: Any, flow: Any) -> Any:
         if not isinstance(flow, tuple) or len(flow) != len(self.layers):
             got = f"{len(flow)} branches" if isinstance(flow, tuple) else "one input"
             raise ProgramValueError(
@@ -385,7 +536,8 @@ def serial(*layers: Layer) -> Layer:
 
     Returns a :class:`Layer`; with a :func:`Dense` readout last it has
     :meth:`Layer.kernel_fn` (there is no ``init_fn``/``apply_fn``: a finite network of
-    the same program is :meth:`tensorprog.Program.simulate` of :meth:`Layer.program`).
+    the same program is :meth:`tensorprog.Program.simulate` of :meth:`Layer.program`,
+    and :meth:`Layer.model` is the network to train with :func:`tensorprog.nn.train`).
     """
     return _Serial(_layers(layers, "serial"))
 
@@ -435,32 +587,12 @@ class Dense(Layer):
             )
         self.W_std, self.b_std = W_std, b_std
 
-    def _apply(self, b: _Builder, flow: Any) -> Any:
+    def _apply(self, b: Any, flow: Any) -> Any:
         if isinstance(flow, tuple):
             raise ProgramValueError(
                 f"{self!r}: got {len(flow)} branches; combine them with FanInSum() first"
             )
-        b.dense += 1
-        ell = b.dense
-        base = b.fresh(f"h{ell}")
-        w2, b2 = self.W_std**2, self.b_std**2
-        if flow is _DATA:
-            _check_input_kernel(b.X, self.W_std, self.b_std, "kernel_fn")
-            hs = b.p.vectors(base, cov=_input_kernel(b.X, w2, b2))
-            b.terms.append(_DenseTerm(ell, None, hs, w2, b2))
-            return _Vecs(base, hs)
-        W = b.p.matrix(f"W{ell}", var=1.0)
-        bias = b.p.vector(f"b{ell}") if self.b_std else None
-        fn = _dense_fn(self.W_std, self.b_std if bias is not None else None)
-        hs = []
-        for i, x in enumerate(flow.vecs):
-            Wx = W.matmul(x, name=f"W{ell}{flow.base}_{i}")
-            hs.append(
-                fn(Wx, bias, name=f"{base}_{i}") if bias is not None else fn(Wx, name=f"{base}_{i}")
-            )
-        b.tape.append(_Tape(hs, [[x] for x in flow.vecs]))
-        b.terms.append(_DenseTerm(ell, flow.vecs, hs, w2, b2))
-        return _Vecs(base, hs)
+        return b.dense_layer(self, flow)
 
     def __repr__(self) -> str:
         return f"Dense({self.W_std:g}, {self.b_std:g})"
@@ -483,7 +615,7 @@ def _dense_fn(W_std: float, b_std: float | None) -> Nonlinearity:
 class _Vectorwise(Layer):
     """A layer that maps each input's vector to one vector (needs a vector flow)."""
 
-    def _apply(self, b: _Builder, flow: Any) -> Any:
+    def _apply(self, b: Any, flow: Any) -> Any:
         if flow is _DATA:
             raise ProgramValueError(
                 f"{self!r}: reads the raw inputs; every path from the inputs must start "
@@ -494,12 +626,9 @@ class _Vectorwise(Layer):
             raise ProgramValueError(
                 f"{self!r}: got {len(flow)} branches; combine them with FanInSum() first"
             )
-        base = b.fresh(self._base(b))
-        outs = [self._one(x, f"{base}_{i}") for i, x in enumerate(flow.vecs)]
-        b.tape.append(_Tape(outs, [[x] for x in flow.vecs]))
-        return _Vecs(base, outs)
+        return b.vectorwise(self, flow)
 
-    def _base(self, b: _Builder) -> str:  # pragma: no cover - abstract
+    def _base(self, dense: int) -> str:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def _one(self, x: Vector, name: str) -> Vector:  # pragma: no cover - abstract
@@ -520,8 +649,8 @@ class Elementwise(_Vectorwise):
     def __init__(self, fn: str | Nonlinearity) -> None:
         self.phi = _check_nonlin(fn, "Elementwise")
 
-    def _base(self, b: _Builder) -> str:
-        return f"x{b.dense}"
+    def _base(self, dense: int) -> str:
+        return f"x{dense}"
 
     def _one(self, x: Vector, name: str) -> Vector:
         return self.phi(x, name=name)
@@ -537,8 +666,8 @@ class _LayerNorm(_Vectorwise):
             raise ProgramValueError(f"LayerNorm: eps must be ≥ 0, got {eps}")
         self.eps = eps
 
-    def _base(self, b: _Builder) -> str:
-        return f"ln{b.dense}"
+    def _base(self, dense: int) -> str:
+        return f"ln{dense}"
 
     def _one(self, x: Vector, name: str) -> Vector:
         return layernorm(x, eps=self.eps, name=name)
@@ -570,7 +699,7 @@ def LayerNorm(eps: float = 1e-12) -> Layer:  # noqa: N802 - NT's name
 
 
 class _Identity(Layer):
-    def _apply(self, b: _Builder, flow: Any) -> Any:
+    def _apply(self, b: Any, flow: Any) -> Any:
         return flow
 
 
@@ -586,7 +715,7 @@ class _FanOut(Layer):
             raise ProgramValueError(f"FanOut: num must be an int ≥ 1, got {num!r}")
         self.num = int(num)
 
-    def _apply(self, b: _Builder, flow: Any) -> Any:
+    def _apply(self, b: Any, flow: Any) -> Any:
         if isinstance(flow, tuple):
             raise ProgramValueError(f"{self!r}: got {len(flow)} branches; combine them first")
         return (flow,) * self.num
@@ -602,7 +731,7 @@ def FanOut(num: int) -> Layer:  # noqa: N802 - NT's name
 
 
 class _FanInSum(Layer):
-    def _apply(self, b: _Builder, flow: Any) -> Any:
+    def _apply(self, b: Any, flow: Any) -> Any:
         if not isinstance(flow, tuple):
             raise ProgramValueError("FanInSum(): needs branches (FanOut, parallel), got one input")
         if any(f is _DATA for f in flow):
@@ -612,14 +741,7 @@ class _FanInSum(Layer):
             )
         if any(isinstance(f, tuple) for f in flow):
             raise ProgramValueError("FanInSum(): nested branches; combine the inner ones first")
-        base = b.fresh(f"s{b.dense}")
-        outs, ins = [], []
-        for i in range(len(flow[0].vecs)):
-            xs = [f.vecs[i] for f in flow]
-            outs.append(lincomb([(None, x) for x in xs], name=f"{base}_{i}"))
-            ins.append(xs)  # a vector twice is counted twice (its cotangent too)
-        b.tape.append(_Tape(outs, ins, is_sum=True))
-        return _Vecs(base, outs)
+        return b.fan_in_sum(flow)
 
 
 def FanInSum() -> Layer:  # noqa: N802 - NT's name
@@ -642,21 +764,49 @@ def _custom(name: str, body: Any) -> Layer:
     return Elementwise(Nonlinearity(name, body, [_X]))
 
 
+class _Scaled(_Vectorwise):
+    """``x ↦ Σ_k c_k φ_k(b·x)`` for builtin ``φ_k`` (neural-tangents' ``Exp(a, b)``,
+    ``Sin(a, b, c)``, ``Cos(a, b, c)``, ``Erf(a, b)``): written with the builtins, whose
+    closed forms then apply to the Gaussian ``b·x``."""
+
+    def __init__(self, label: str, b: float, terms: tuple[tuple[float, Nonlinearity], ...]):
+        self.label, self.b = label, b
+        self.terms = tuple((c, phi) for c, phi in terms if c != 0.0)
+
+    def _base(self, dense: int) -> str:
+        return f"x{dense}"
+
+    def _one(self, x: Vector, name: str) -> Vector:
+        y = x if self.b == 1.0 else lincomb([(self.b, x)])
+        if len(self.terms) == 1 and self.terms[0][0] == 1.0:
+            return self.terms[0][1](y, name=name)
+        return lincomb([(c, phi(y)) for c, phi in self.terms], name=name)
+
+    def __repr__(self) -> str:
+        return self.label
+
+
+def _abc(where: str, **values: float) -> list[float]:
+    return [_real(v, k, where) for k, v in values.items()]
+
+
 def Relu() -> Layer:  # noqa: N802
     """``max(x, 0)`` (builtin ``relu``; arc-cosine closed form)."""
     return Elementwise("relu")
 
 
 def ABRelu(a: float, b: float) -> Layer:  # noqa: N802
-    """``a·min(x, 0) + b·max(x, 0)`` (neural-tangents' ``stax.ABRelu``)."""
-    a, b = _real(a, "a", "ABRelu"), _real(b, "b", "ABRelu")
-    return _custom(f"abrelu_{a:g}_{b:g}", a * sympy.Min(_X, 0) + b * sympy.Max(_X, 0))
+    """``a·min(x, 0) + b·max(x, 0)`` (neural-tangents' ``stax.ABRelu``; the member
+    :func:`tensorprog.ab_relu` ``(a, b)``, closed forms)."""
+    a, b = _abc("ABRelu", a=a, b=b)
+    return Elementwise(ab_relu(a, b))
 
 
 def LeakyRelu(alpha: float) -> Layer:  # noqa: N802
-    """``α·min(x, 0) + max(x, 0)`` (neural-tangents' ``stax.LeakyRelu``)."""
-    alpha = _real(alpha, "alpha", "LeakyRelu")
-    return _custom(f"leaky_relu_{alpha:g}", alpha * sympy.Min(_X, 0) + sympy.Max(_X, 0))
+    """``α·min(x, 0) + max(x, 0)`` (neural-tangents' ``stax.LeakyRelu``;
+    :func:`tensorprog.leaky_relu`, closed forms)."""
+    (alpha,) = _abc("LeakyRelu", alpha=alpha)
+    return Elementwise(leaky_relu(alpha))
 
 
 def Abs() -> Layer:  # noqa: N802
@@ -670,10 +820,11 @@ def Sign() -> Layer:  # noqa: N802
 
 
 def Erf(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> Layer:  # noqa: N802
-    """``a·erf(b·x) + c`` (neural-tangents' ``stax.Erf``; builtin ``erf`` by default)."""
-    a, b, c = (_real(v, k, "Erf") for v, k in ((a, "a"), (b, "b"), (c, "c")))
-    if (a, b, c) == (1.0, 1.0, 0.0):
-        return Elementwise("erf")
+    """``a·erf(b·x) + c`` (neural-tangents' ``stax.Erf``): the builtin ``erf`` of
+    ``b·x`` when ``c = 0``; otherwise one sympy function (quadrature)."""
+    a, b, c = _abc("Erf", a=a, b=b, c=c)
+    if c == 0.0:
+        return _Scaled(f"Erf({a:g}, {b:g})", b, ((a, BUILTINS["erf"]),))
     return _custom(f"erf_{a:g}_{b:g}_{c:g}", a * sympy.erf(b * _X) + c)
 
 
@@ -708,38 +859,35 @@ def Gelu(approximate: bool = False) -> Layer:  # noqa: N802
 
 
 def Sin(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> Layer:  # noqa: N802
-    """``a·sin(b·x + c)`` (neural-tangents' ``stax.Sin``; builtin ``sin`` by default)."""
-    a, b, c = (_real(v, k, "Sin") for v, k in ((a, "a"), (b, "b"), (c, "c")))
-    if (a, b, c) == (1.0, 1.0, 0.0):
-        return Elementwise("sin")
-    return _custom(f"sin_{a:g}_{b:g}_{c:g}", a * sympy.sin(b * _X + c))
+    """``a·sin(b·x + c) = a cos c · sin(b·x) + a sin c · cos(b·x)`` (neural-tangents'
+    ``stax.Sin``), written with the builtins ``sin``, ``cos`` (closed forms)."""
+    a, b, c = _abc("Sin", a=a, b=b, c=c)
+    terms = ((a * math.cos(c), BUILTINS["sin"]), (a * math.sin(c), BUILTINS["cos"]))
+    return _Scaled(f"Sin({a:g}, {b:g}, {c:g})", b, terms)
 
 
 def Cos(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> Layer:  # noqa: N802
-    """``a·cos(b·x + c)`` (neural-tangents' ``stax.Cos``; builtin ``cos`` by default)."""
-    a, b, c = (_real(v, k, "Cos") for v, k in ((a, "a"), (b, "b"), (c, "c")))
-    if (a, b, c) == (1.0, 1.0, 0.0):
-        return Elementwise("cos")
-    return _custom(f"cos_{a:g}_{b:g}_{c:g}", a * sympy.cos(b * _X + c))
+    """``a·cos(b·x + c) = a cos c · cos(b·x) − a sin c · sin(b·x)`` (neural-tangents'
+    ``stax.Cos``), written with the builtins ``cos``, ``sin`` (closed forms)."""
+    a, b, c = _abc("Cos", a=a, b=b, c=c)
+    terms = ((a * math.cos(c), BUILTINS["cos"]), (-a * math.sin(c), BUILTINS["sin"]))
+    return _Scaled(f"Cos({a:g}, {b:g}, {c:g})", b, terms)
 
 
 def Exp(a: float = 1.0, b: float = 1.0) -> Layer:  # noqa: N802
-    """``a·exp(b·x)`` (neural-tangents' ``stax.Exp``; builtin ``exp`` by default)."""
-    a, b = _real(a, "a", "Exp"), _real(b, "b", "Exp")
-    if (a, b) == (1.0, 1.0):
-        return Elementwise("exp")
-    return _custom(f"exp_{a:g}_{b:g}", a * sympy.exp(b * _X))
+    """``a·exp(b·x)`` (neural-tangents' ``stax.Exp``): the builtin ``exp`` of ``b·x``
+    (closed forms)."""
+    a, b = _abc("Exp", a=a, b=b)
+    return _Scaled(f"Exp({a:g}, {b:g})", b, ((a, BUILTINS["exp"]),))
 
 
 def Rbf(gamma: float = 1.0) -> Layer:  # noqa: N802
     """``√2·sin(√(2γ)·x + π/4)``, neural-tangents' ``stax.Rbf`` (its NNGP is the RBF
-    kernel of the layer's input)."""
-    gamma = _real(gamma, "gamma", "Rbf")
+    kernel of the layer's input; :func:`tensorprog.rbf`, closed forms)."""
+    (gamma,) = _abc("Rbf", gamma=gamma)
     if not gamma > 0:
         raise ProgramValueError(f"Rbf: gamma must be > 0, got {gamma}")
-    return _custom(
-        f"rbf_{gamma:g}", sympy.sqrt(2) * sympy.sin(sympy.sqrt(2 * gamma) * _X + sympy.pi / 4)
-    )
+    return Elementwise(rbf(gamma))
 
 
 def _degree(degree: Any, where: str) -> int:
@@ -749,28 +897,25 @@ def _degree(degree: Any, where: str) -> int:
 
 
 def Monomial(degree: int) -> Layer:  # noqa: N802
-    """``x^degree`` (neural-tangents' ``stax.Monomial``)."""
-    k = _degree(degree, "Monomial")
-    return _custom(f"monomial_{k}", _X**k)
+    """``x^degree`` (neural-tangents' ``stax.Monomial``; :func:`tensorprog.monomial`)."""
+    return Elementwise(monomial(_degree(degree, "Monomial")))
 
 
 def RectifiedMonomial(degree: int) -> Layer:  # noqa: N802
-    """``1[x ≥ 0]·x^degree`` (neural-tangents' ``stax.RectifiedMonomial``)."""
-    k = _degree(degree, "RectifiedMonomial")
-    body = sympy.Max(_X, 0) ** k if k else sympy.Heaviside(_X, 1)
-    return _custom(f"rectified_monomial_{k}", body)
+    """``1[x ≥ 0]·x^degree`` (neural-tangents' ``stax.RectifiedMonomial``;
+    :func:`tensorprog.rectified_monomial`)."""
+    return Elementwise(rectified_monomial(_degree(degree, "RectifiedMonomial")))
 
 
 def Polynomial(coef: Sequence[float]) -> Layer:  # noqa: N802
-    """``coef[0] + coef[1]·x + … + coef[k]·x^k`` (neural-tangents' ``stax.Polynomial``)."""
+    """``coef[0] + coef[1]·x + … + coef[k]·x^k`` (neural-tangents' ``stax.Polynomial``;
+    :func:`tensorprog.polynomial`)."""
     if isinstance(coef, (str, bytes)) or not isinstance(coef, Sequence) or not coef:
         raise ProgramTypeError(
             f"Polynomial: coef must be a non-empty sequence of numbers, got {coef!r}"
         )
     cs = [_real(c, f"coef[{k}]", "Polynomial") for k, c in enumerate(coef)]
-    return _custom(
-        "polynomial_" + "_".join(f"{c:g}" for c in cs), sum(c * _X**k for k, c in enumerate(cs))
-    )
+    return Elementwise(polynomial(cs))
 
 
 # ---------------------------------------------------------------------------------------
@@ -802,6 +947,20 @@ def _split_readout(network: Any) -> tuple[list[Layer], Dense]:
     return flat[:-1], flat[-1]
 
 
+def _write_body(w: _Writer, body: list[Layer], readout: Dense, where: str) -> Any:
+    """The layers before the readout, written by ``w``: what flows into the readout (the
+    inputs or one vector per input; branches are refused)."""
+    flow: Any = _DATA
+    for layer in body:
+        flow = layer._apply(w, flow)
+    if isinstance(flow, tuple):
+        raise ProgramValueError(
+            f"{where}the readout {readout!r} gets {len(flow)} branches; combine them with "
+            f"FanInSum() first"
+        )
+    return flow
+
+
 def _build(
     body: list[Layer],
     readout: Dense,
@@ -815,13 +974,7 @@ def _build(
     indices ``(i, j)``; entry ``[i, j - B1]`` of a cross-kernel, ``[i, j]`` and ``[j, i]``
     of a symmetric one)."""
     b = _Builder(X, name)
-    flow: Any = _DATA
-    for layer in body:
-        flow = layer._apply(b, flow)
-    if isinstance(flow, tuple):
-        raise ProgramValueError(
-            f"the readout {readout!r} gets {len(flow)} branches; combine them with FanInSum() first"
-        )
+    flow = _write_body(b, body, readout, "")
     b.dense += 1
     w2, b2 = readout.W_std**2, readout.b_std**2
     if flow is _DATA:  # a single Dense layer: its output's covariance is the kernel
@@ -938,6 +1091,102 @@ def _readout_sums(b: _Builder, w2: float, b2: float) -> tuple[Nonlinearity, Nonl
         Nonlinearity("ntk", body, [], params + [F], opaque=False),
         terms,
     )
+
+
+# ---------------------------------------------------------------------------------------
+# The network as an nn.Model
+
+
+@dataclass(frozen=True)
+class _Reg:
+    """A vector of the model's forward, by the name it is stored under."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class _DenseOp:
+    """``dst = P_weight · src (+ P_bias)``; ``src`` None: the input row ``ξ``."""
+
+    weight: str
+    bias: str | None
+    src: str | None
+    dst: str
+
+
+@dataclass(frozen=True)
+class _MapOp:
+    """``dst = layer(src)`` coordinatewise (a nonlinearity or LayerNorm)."""
+
+    layer: _Vectorwise
+    src: str
+    dst: str
+
+
+@dataclass(frozen=True)
+class _SumOp:
+    """``dst = Σ srcs`` (FanInSum)."""
+
+    srcs: tuple[str, ...]
+    dst: str
+
+
+class _ModelWriter(_Writer):
+    """Compiles a network into the parameters of an :class:`~tensorprog.nn.Model` and a
+    list of operations its forward replays."""
+
+    def __init__(self, model: Model, d_in: int) -> None:
+        super().__init__()
+        self.model = model
+        self.d_in = d_in
+        self.ops: list[_DenseOp | _MapOp | _SumOp] = []
+
+    def dense_layer(self, layer: Dense, flow: Any) -> _Reg:
+        self.dense += 1
+        ell = self.dense
+        shape = ("n", self.d_in) if flow is _DATA else ("n", "n")
+        self.model.param(f"W{ell}", shape, init_std=layer.W_std)
+        bias = f"b{ell}" if layer.b_std else None
+        if bias is not None:
+            self.model.param(bias, ("n",), init_std=layer.b_std)
+        dst = self.fresh(f"h{ell}")
+        self.ops.append(_DenseOp(f"W{ell}", bias, None if flow is _DATA else flow.name, dst))
+        return _Reg(dst)
+
+    def vectorwise(self, layer: _Vectorwise, flow: _Reg) -> _Reg:
+        dst = self.fresh(layer._base(self.dense))
+        self.ops.append(_MapOp(layer, flow.name, dst))
+        return _Reg(dst)
+
+    def fan_in_sum(self, flow: tuple[_Reg, ...]) -> _Reg:
+        dst = self.fresh(f"s{self.dense}")
+        self.ops.append(_SumOp(tuple(f.name for f in flow), dst))
+        return _Reg(dst)
+
+    def forward(self, readout: str) -> Any:
+        """The forward ``f(p, ξ)``: the operations, then ``P_readout · x``."""
+        ops = tuple(self.ops)
+        last = ops[-1].dst
+
+        def f(p: Any, xi: np.ndarray) -> Any:
+            env: dict[str, Any] = {}
+            for op in ops:
+                if isinstance(op, _DenseOp):
+                    h = getattr(p, op.weight) @ (xi if op.src is None else env[op.src])
+                    env[op.dst] = h if op.bias is None else h + getattr(p, op.bias)
+                elif isinstance(op, _MapOp):
+                    env[op.dst] = op.layer._one(env[op.src], op.dst)
+                else:
+                    env[op.dst] = lincomb([(None, env[s]) for s in op.srcs], name=op.dst)
+            return getattr(p, readout) @ env[last]
+
+        return f
+
+
+def _positive_int(x: Any, arg: str) -> int:
+    if isinstance(x, bool) or not isinstance(x, numbers.Integral) or x < 1:
+        raise ProgramValueError(f"model: {arg} must be an int ≥ 1, got {x!r}")
+    return int(x)
 
 
 # ---------------------------------------------------------------------------------------
