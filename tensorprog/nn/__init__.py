@@ -50,12 +50,21 @@ from .parametrization import (  # noqa: E402
     ClassRule,
     ParamClass,
     PerClass,
+    ParamExponents,
     PerParameter,
     Scaling,
     abcd,
 )
 
-__all__ += ["ParamClass", "ClassRule", "Scaling", "PerClass", "PerParameter", "abcd"]
+__all__ += [
+    "ParamClass",
+    "ClassRule",
+    "Scaling",
+    "PerClass",
+    "PerParameter",
+    "abcd",
+    "ParamExponents",
+]
 
 from .model import Model, ParamSpec  # noqa: E402
 from .optim import SGD, Optimizer  # noqa: E402

@@ -54,6 +54,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from fractions import Fraction
+from typing import Any
 
 import numpy as np
 
@@ -79,6 +80,8 @@ __all__ = [
     "MUP_TABLE",
     "SP_TABLE",
     "NTK_TABLE",
+    "ParamExponents",
+    "classify_model",
 ]
 
 #: Anything accepted where an exponent is expected.
@@ -697,6 +700,23 @@ class Classification:
         The standard parametrizations equal to ``param`` modulo the symmetry
         [TP4 Eq. (5)]: ``"muP"``, ``"MF"`` (L = 1), ``"NTK"``, ``"SP(c=...)"``,
         ``"UP_s"`` (:math:`s\in[0,\tfrac12]`, [TP4 Thm G.4]).
+    model : str or None
+        Set by :func:`classify_model` (``nn.classify(model, param, optimizer)``): the
+        model's name. The fields below are also only set there; for a model, ``param`` is
+        the preset or ``nn.abcd``, ``r_layers`` lists :math:`r_P` of the trained input,
+        hidden and vector-like parameters and ``maximal_updates`` /
+        ``contributing_layers`` / ``feature_learning_layers`` refer to the parameters in
+        declaration order (as TP4's layers for a chain such as an MLP); ``r`` and
+        ``readout_2ac`` may be ``math.inf`` (nothing moves the features / an untrained
+        readout).
+    parameters : tuple of ParamExponents
+        Per parameter: its scaling and the exponents of its initial value and its update.
+    contributing_params : tuple of str
+        Parameters whose updates move :math:`f` by :math:`\Theta(1)`.
+    limit_supported : bool or None
+        Whether :func:`tensorprog.nn.train` builds the limit (no diverging width power).
+    limit_problems : tuple of str
+        Why it refuses (the parameter, the term and its width power).
 
     Notes
     -----
@@ -725,11 +745,16 @@ class Classification:
     f0_gaussian: bool
     f0_vanishes: bool
     equivalent_to: tuple[str, ...]
+    model: str | None = None
+    parameters: tuple = ()
+    contributing_params: tuple[str, ...] = ()
+    limit_supported: bool | None = None
+    limit_problems: tuple[str, ...] = ()
 
     @property
-    def depth(self) -> int:
-        """The number :math:`L` of hidden layers."""
-        return self.param.depth
+    def depth(self) -> int | None:
+        """The number :math:`L` of hidden layers (``None`` for a model's classification)."""
+        return None if self.model is not None else self.param.depth
 
     @property
     def is_muP(self) -> bool:
@@ -740,6 +765,12 @@ class Classification:
         return self.stable and all(self.maximal_updates) and self.initialized_maximally
 
     def __repr__(self) -> str:
+        if self.model is not None:
+            return (
+                f"Classification(model {self.model!r}, {self.param!r}; "
+                f"regime={self.regime!r}; r={_fmt(self.r)}; stable={self.stable}; "
+                f"nontrivial={self.nontrivial}; limit_supported={self.limit_supported})"
+            )
         who = self.param.name or (self.equivalent_to[0] if self.equivalent_to else "abc")
         facets = [
             f
@@ -773,6 +804,8 @@ class Classification:
         str
             A multi-line report.
         """
+        if self.model is not None:
+            return _explain_model(self)
         p = self.param
         L = p.depth
         a, b, c = p.a, p.b, p.c
@@ -899,8 +932,12 @@ class Classification:
         return "\n".join(lines)
 
 
-def classify(param: ABC) -> Classification:
+def classify(param: Any, *args: Any, **kwargs: Any) -> Classification:
     r"""Classify an abc-parametrization by the theorems of [TP4 §3.2, §5.3].
+
+    ``classify(model, param, optimizer)`` with an :class:`~tensorprog.nn.Model` first
+    classifies the training of any model by parameter class: see
+    :func:`classify_model` (it agrees with this function on MLPs).
 
     With :math:`s=a_{L+1}+b_{L+1}` and :math:`u=2a_{L+1}+c`:
 
@@ -941,6 +978,16 @@ def classify(param: ABC) -> Classification:
     >>> classify(SP(2, c=1)).r
     Fraction(1, 2)
     """
+    from .model import Model
+
+    if isinstance(param, Model):
+        return classify_model(param, *args, **kwargs)
+    if args or kwargs:
+        raise ProgramTypeError(
+            "nn.classify takes one ABC (nn.classify(nn.muP(L))) or a model with its "
+            "parametrization and optimizer (nn.classify(model, param, optimizer)); got "
+            f"{type(param).__name__} with {len(args) + len(kwargs)} more arguments"
+        )
     if not isinstance(param, ABC):
         raise ProgramTypeError(
             "param must be an ABC parametrization (build one with nn.abc(a, b, c), "
@@ -1415,3 +1462,384 @@ def abc_scaling(param: ABC, name: str, cls: ParamClass) -> Scaling:
     else:
         return Scaling(Fraction(0), Fraction(0), param.c)
     return Scaling(param.a[ell], param.b[ell], param.c)
+
+
+# --------------------------------------------------------------------------------------
+# Classification of any model by parameter class (nn.classify(model, param, optimizer))
+# --------------------------------------------------------------------------------------
+
+# Extra stability conditions of a model beyond the six of [TP4 Thm 3.3] (only listed
+# when the model has such parameters).
+_COND_VECTOR = "vector-like a+b>=0"
+_COND_SCALAR = "scalar-like a>=0 (nonzero mean), c+2a>=0"
+
+
+@dataclass(frozen=True)
+class ParamExponents:
+    r"""The width exponents of one parameter of a model, as :func:`classify` reads them.
+
+    Every exponent ``k`` means "size :math:`\Theta(n^{-k})`" (so ``k > 0`` vanishes,
+    ``k < 0`` diverges); ``None`` means "no such term" (an untrained parameter, a class
+    that does not feed the features). With ``s = a+b``, ``e = c+2a`` (:class:`Scaling`)
+    and ``m = min over output weights of min(s_out, e_out)`` (the size exponent of the
+    entries of :math:`\partial f/\partial x`, [TP4 Def 3.2]):
+
+    ========== ================== ========================= ==========================
+    class      init (``init``)    feature update ``r_P``     output update
+    ========== ================== ========================= ==========================
+    INPUT      ``s``              ``e + m``                 ``s_out + r_P − 1``
+    HIDDEN     ``s − 1/2``        ``e + m − 1``             ``s_out + r_P − 1``
+    VECTOR     ``s``              ``e + m``                 ``s_out + r_P − 1``
+    OUTPUT     ``s − 1/2`` (f_0)  —                         ``e − 1``
+    SCALAR     ``a`` (None: 0)    —                         ``e``
+    ========== ================== ========================= ==========================
+
+    For the layers of an MLP these are TP4's quantities: ``r_P`` is :math:`r_l`
+    [TP4 Prop 5.3], ``e − 1`` of the readout is :math:`2a_{L+1}+c-1` and the output
+    update of a feature parameter :math:`a_{L+1}+b_{L+1}+r_l-1` [TP4 Thm 3.3, Prop 5.5].
+
+    Attributes
+    ----------
+    name : str
+    cls : ParamClass
+    scaling : Scaling
+        Its ``(a, b, c)`` from the parametrization.
+    init : Fraction or None
+        Size exponent of the initial contribution (to the features it produces, or
+        ``f_0`` for output weights, the value itself for scalar-like ones).
+    feature_update : Fraction or None
+        ``r_P``: :math:`\Delta(P x)=\Theta(n^{-r_P})` in the features it produces.
+    output_update : Fraction or None
+        Size exponent of its update's contribution to :math:`f_t-f_0`.
+    """
+
+    name: str
+    cls: ParamClass
+    scaling: Scaling
+    init: Fraction | None
+    feature_update: Fraction | None
+    output_update: Fraction | None
+
+
+def _limit_problems(spec: object, sc: Scaling) -> list[str]:
+    """Why ``nn.train`` refuses the limit of parameter ``spec`` with scaling ``sc``.
+
+    The coefficients of its program are ``n^{-k}`` for the exponents ``k`` listed in
+    :mod:`tensorprog.nn.train` ("The program"); each must be ``≥ 0``.
+    """
+    cls, trained = spec.cls, spec.lr_mult != 0.0
+    s, e = sc.s, sc.e
+    need = {
+        ParamClass.HIDDEN: [("initial value n^(1/2-s)·M", s - _HALF), ("learning rate", e)],
+        ParamClass.INPUT: [("initial columns n^(-s)·u", s), ("learning rate", e + 1)],
+        ParamClass.VECTOR: [("initial value n^(-s)·u", s), ("learning rate", e + 1)],
+        ParamClass.OUTPUT: [
+            ("the output f = n^(1-s)·⟨u, x⟩ (f_0 a Gaussian-process fluctuation, not centred)",
+             s - 1),
+            ("learning rate", e - 1),
+        ],
+        ParamClass.SCALAR: [("initial value n^(-a)·init_mean", sc.a if spec.init_mean else 0),
+                            ("learning rate", e)],
+    }[cls]
+    return [
+        f"{spec.name!r} ({cls.value}): {what} has width power {_fmt_power(-k)}"
+        for what, k in need
+        if k < 0 and (trained or what != "learning rate")
+    ]
+
+
+def _model_failures(rows: Sequence[ParamExponents], r: Fraction | float) -> dict:
+    """Per stability condition of a model (see :func:`classify_model`), the names of the
+    parameters that violate it (empty: the condition holds)."""
+
+    def bad(cls: ParamClass, ok: Any) -> tuple[str, ...]:
+        return tuple(x.name for x in rows if x.cls is cls and not ok(x))
+
+    O = ParamClass.OUTPUT
+    out = {
+        _COND_INPUT: bad(ParamClass.INPUT, lambda x: x.scaling.s == 0),
+        _COND_HIDDEN: bad(ParamClass.HIDDEN, lambda x: x.scaling.s == _HALF),
+        _COND_READOUT_INIT: bad(O, lambda x: x.scaling.s >= _HALF),
+        _COND_R: tuple(
+            x.name for x in rows if x.feature_update is not None and x.feature_update < 0
+        ),
+        _COND_READOUT_UPDATE: bad(O, lambda x: x.output_update is None or x.output_update >= 0),
+        _COND_LOGITS: bad(O, lambda x: x.scaling.s + r >= 1),
+    }
+    if any(x.cls is ParamClass.VECTOR for x in rows):
+        out[_COND_VECTOR] = bad(ParamClass.VECTOR, lambda x: x.scaling.s >= 0)
+    if any(x.cls is ParamClass.SCALAR for x in rows):
+        out[_COND_SCALAR] = bad(
+            ParamClass.SCALAR,
+            lambda x: (x.init is None or x.init >= 0)
+            and (x.output_update is None or x.output_update >= 0),
+        )
+    return out
+
+
+def classify_model(model: object, param: object = None, optimizer: object = None) -> Classification:
+    r"""Classify the training of any :class:`~tensorprog.nn.Model` by parameter class.
+
+    The classification of [TP4 §3.2] generalised from MLP layers to the parameter classes
+    of [TP5 App B] (:class:`ParamClass`); used by :func:`classify` when it is given a model.
+    Each parameter gets its ``(a, b, c)`` from ``param`` (the same :class:`Scaling`
+    :func:`tensorprog.nn.train` uses), hence ``s = a+b`` (its initial entries are
+    :math:`\Theta(n^{-s})`) and ``e = c+2a`` (its effective learning rate
+    :math:`n^{-e}`), and the exponents of :class:`ParamExponents`. With
+    :math:`m=\min_{\text{out}}\min(s_{\rm out},e_{\rm out})` the size exponent of
+    :math:`\partial f/\partial x` [TP4 Def 3.2]:
+
+    * :math:`r=\min_P r_P` over input, hidden and vector-like parameters
+      (:math:`r_P=e_P+m` for input/vector-like, :math:`e_P+m-1` for hidden — TP4's
+      :math:`r_l`, [TP4 Def 3.2, Prop 5.3]); :math:`\Delta x_t=\Theta(n^{-r})`;
+    * stable [TP4 Thm 3.3] iff every input weight has :math:`s=0`, every hidden weight
+      :math:`s=\tfrac12`, every output weight :math:`s\ge\tfrac12`, :math:`e\ge1` and
+      :math:`s+r\ge1`, and :math:`r\ge0`; moreover vector-like parameters (biases and
+      gains, input-like [TP4 App C.1]) need :math:`s\ge0`, scalar-like ones
+      :math:`e\ge0` (and :math:`a\ge0` if their mean is nonzero) — they feed :math:`f`
+      or the features directly;
+    * nontrivial [TP4 Thm 3.4, Prop 5.5] iff stable and an output weight is initialized
+      maximally (:math:`s+r=1`) or updated maximally (:math:`e=1`), or a scalar-like
+      parameter is updated by :math:`\Theta(1)` (:math:`e=0`);
+    * feature learning iff stable, nontrivial and :math:`r=0` [TP4 Thm 3.6]; kernel
+      regime iff :math:`r>0` [TP4 Thm 3.8, Cor 3.9].
+
+    For the MLP ``W_in, W_h…, W_out`` of an :class:`ABC` this is exactly
+    ``classify(abc)`` (tested over μP, SP, NTK, MF and random abc). The presets are
+    TP5's Table 3 (App B); μP classifies as feature learning with every parameter
+    updated maximally. ``limit_supported`` says whether :func:`tensorprog.nn.train`
+    builds the limit: it refuses diverging width powers (SP/NTK: :math:`f_0` is a
+    Gaussian-process fluctuation it does not centre), so a TP4-stable kernel-regime run
+    may have ``limit_supported = False``; ``limit_problems`` says why. Conversely
+    nn.train accepts smaller (vanishing) initialisations than Thm 3.3's equalities,
+    which are degenerate (e.g. :math:`h_0\to0`) and classify as unstable.
+
+    SGD with momentum :math:`\mu<1` has the same exponents (its updates are fixed linear
+    combinations of the gradients). Only :class:`~tensorprog.nn.SGD` is classified so
+    far (Adam's column of TP5 Table 3 needs [TP4b §2.8]'s classification).
+
+    Parameters
+    ----------
+    model : nn.Model
+        With at least one output weight ``(k, "n")`` (the readout).
+    param : default ``nn.muP()``
+        ``nn.muP()``, ``nn.SP()``, ``nn.NTK()``, ``nn.abcd({...})`` or an
+        :class:`ABC` (as for :func:`tensorprog.nn.train`).
+    optimizer : nn.SGD, default ``nn.SGD(1.0)``
+
+    Returns
+    -------
+    Classification
+        With ``parameters`` (one :class:`ParamExponents` each), ``model``,
+        ``limit_supported`` and ``limit_problems`` set; ``r_layers`` and
+        ``maximal_updates`` follow the order of ``model.params`` (feature parameters,
+        then every parameter).
+
+    Raises
+    ------
+    ProgramTypeError
+        ``optimizer`` is not an ``nn.SGD``, ``param`` not a parametrization.
+    ProgramValueError
+        The model has no output weight.
+
+    Examples
+    --------
+    >>> import tensorprog as tp
+    >>> from tensorprog import nn
+    >>> m = nn.Model("mlp")
+    >>> _ = m.param("W_in", ("n", 2)); _ = m.param("W", ("n", "n")); _ = m.param("W_out", (1, "n"))
+    >>> @m.forward
+    ... def f(p, xi):
+    ...     return p.W_out @ tp.tanh(p.W @ tp.tanh(p.W_in @ xi))
+    >>> nn.classify(m, nn.muP(), nn.SGD(0.5)).regime
+    'feature learning'
+    >>> c = nn.classify(m, nn.SP(), nn.SGD(0.5))
+    >>> c.regime, c.limit_supported
+    ('unstable', False)
+    """
+    from .model import Model
+    from .optim import SGD
+    from .train import _scaling
+
+    if not isinstance(model, Model):
+        raise ProgramTypeError(
+            f"nn.classify(model, param, optimizer): model must be an nn.Model, got "
+            f"{type(model).__name__}"
+        )
+    opt = SGD(1.0) if optimizer is None else optimizer
+    if not isinstance(opt, SGD):
+        raise ProgramTypeError(
+            f"nn.classify: optimizer must be nn.SGD(lr, momentum) — only SGD is classified so "
+            f"far (Adam needs the entrywise classification of TP4b §2.8); got {optimizer!r}"
+        )
+    param = muP() if param is None else param
+    specs = list(model.params.values())
+    outs = [sp for sp in specs if sp.cls is ParamClass.OUTPUT]
+    if not outs:
+        raise ProgramValueError(
+            f"nn.classify: model {model.name!r} has no output weight (shape (k, 'n')); the "
+            f"classification reads the readout's exponents [TP4 Thm 3.3]"
+        )
+    sc = {sp.name: _scaling(param, sp) for sp in specs}
+    trained = {sp.name: sp.lr_mult != 0.0 for sp in specs}
+    inf = None  # no update
+
+    def upd(name: str, k: Fraction) -> Fraction | None:
+        return k if trained[name] else inf
+
+    # readout: the output weights giving the largest d f / d x and f_0, updates
+    s_out = min(sc[o.name].s for o in outs)
+    e_outs = [sc[o.name].e for o in outs if trained[o.name]]
+    u = min(e_outs) if e_outs else math.inf  # an untrained readout is never updated
+    m = min(s_out, u)
+    feat = (ParamClass.INPUT, ParamClass.HIDDEN, ParamClass.VECTOR)
+    rows = []
+    for sp in specs:
+        g = sc[sp.name]
+        if sp.cls in feat:
+            r_p = upd(sp.name, g.e + m - (1 if sp.cls is ParamClass.HIDDEN else 0))
+            init = g.s - _HALF if sp.cls is ParamClass.HIDDEN else g.s
+            out = None if r_p is None else s_out + r_p - 1
+        elif sp.cls is ParamClass.OUTPUT:
+            r_p, init, out = None, g.s - _HALF, upd(sp.name, g.e - 1)
+        else:
+            init = g.a if sp.init_mean != 0.0 else None  # P_0 = n^{-a}·init_mean
+            r_p, out = None, upd(sp.name, g.e)
+        rows.append(ParamExponents(sp.name, sp.cls, g, init, r_p, out))
+    r_feat = [x.feature_update for x in rows if x.feature_update is not None]
+    # no trained parameter feeds the features: they never move, r = +inf
+    r = min(r_feat) if r_feat else math.inf
+    failing = _model_failures(rows, r)
+    conditions = {k: not v for k, v in failing.items()}
+    stable = all(conditions.values())
+    init_max = s_out + r == 1
+    upd_max = u == 1
+    scalar_moves = any(x.cls is ParamClass.SCALAR and x.output_update == 0 for x in rows)
+    nontrivial = stable and (init_max or upd_max or scalar_moves)
+    if not stable:
+        regime = "unstable"
+    elif not nontrivial:
+        regime = "trivial"
+    elif r == 0:
+        regime = "feature learning"
+    else:
+        regime = "kernel"
+    kernel = regime == "kernel"
+    maximal = tuple(
+        (x.feature_update == 0) if x.cls in feat else (x.output_update == 0) for x in rows
+    )
+    contributing = (
+        tuple(x.name for x in rows if x.output_update == 0) if nontrivial else ()
+    )
+    problems = tuple(p for sp in specs for p in _limit_problems(sp, sc[sp.name]))
+    return Classification(
+        param=param,
+        r=r,
+        r_layers=tuple(r_feat),
+        readout_ab=s_out,
+        readout_2ac=u,
+        readout_abr=s_out + r,
+        conditions=conditions,
+        stable=stable,
+        initialized_maximally=init_max,
+        updated_maximally=upd_max,
+        nontrivial=nontrivial,
+        feature_learning=regime == "feature learning",
+        kernel=kernel,
+        nngp=kernel and s_out + r > 1 and upd_max,
+        regime=regime,
+        maximal_updates=maximal,
+        feature_learning_layers=tuple(
+            i for i, x in enumerate([y for y in rows if y.feature_update is not None], 1)
+            if nontrivial and min(r_feat[:i]) == 0
+        ),
+        contributing_layers=tuple(
+            i for i, x in enumerate(rows, 1) if nontrivial and x.output_update == 0
+        ),
+        f0_gaussian=s_out == _HALF,
+        f0_vanishes=s_out > _HALF,
+        equivalent_to=(),
+        model=model.name,
+        parameters=tuple(rows),
+        contributing_params=contributing,
+        limit_supported=not problems,
+        limit_problems=problems,
+    )
+
+
+def _explain_model(c: Classification) -> str:
+    """:meth:`Classification.explain` for :func:`classify_model`."""
+
+    def fx(x: Any) -> str:
+        return "-" if x is None else _fmt(x)
+
+    rows = c.parameters
+    lines = [f"model {c.model!r} under {c.param!r}, SGD"]
+    lines.append("  parameter        class            a     b     c   | init  r_P   f-update")
+    for x in rows:
+        g = x.scaling
+        lines.append(
+            f"  {x.name:<16} {x.cls.value:<15} {_fmt(g.a):>5} {_fmt(g.b):>5} {_fmt(g.c):>5} | "
+            f"{fx(x.init):>5} {fx(x.feature_update):>5} {fx(x.output_update):>5}"
+        )
+    lines.append(
+        "  (exponents k of Theta(n^-k): init of P_0's contribution, r_P of the feature "
+        "update, f-update of the update's contribution to f_t - f_0)"
+    )
+    feats = [x for x in rows if x.feature_update is not None]
+    if feats:
+        who = ", ".join(x.name for x in feats if x.feature_update == c.r)
+        lines.append(
+            f"r = min_P r_P = {_fmt(c.r)}, decided by {who}  [TP4 Def 3.2, Prop 5.3]"
+        )
+    else:
+        lines.append("r = inf: no trained parameter feeds the features  [TP4 Def 3.2]")
+    failing = _model_failures(rows, c.r)
+    n_bad = sum(1 for v in failing.values() if v)
+    lines.append(
+        "stable: yes (every condition of Thm 3.3 holds, by parameter class)"
+        if c.stable
+        else f"stable: no ({n_bad} of the {len(failing)} conditions of Thm 3.3 fail)"
+    )
+    for name, bad in failing.items():
+        mark = "FAIL" if bad else "ok  "
+        lines.append(f"  [{mark}] {name}" + (f"  (violated by {', '.join(bad)})" if bad else ""))
+    outs = [x for x in rows if x.cls is ParamClass.OUTPUT]
+    im = [x.name for x in outs if x.scaling.s + c.r == 1]
+    um = [x.name for x in outs if x.output_update == 0]
+    sm = [x.name for x in rows if x.cls is ParamClass.SCALAR and x.output_update == 0]
+    if not c.stable:
+        lines.append("regime: unstable (nontriviality, Thm 3.4, concerns stable ones)")
+    elif not c.nontrivial:
+        lines.append(
+            "regime: trivial (no output weight has s+r = 1 or c+2a = 1, Thm 3.4): "
+            "f_t - f_0 -> 0"
+        )
+    else:
+        why = []
+        if im:
+            why.append("initialized maximally (s+r = 1): " + ", ".join(im))
+        if um:
+            why.append("updated maximally (c+2a = 1): " + ", ".join(um))
+        if sm:
+            why.append("scalar-like updated by Theta(1): " + ", ".join(sm))
+        lines.append("nontrivial: yes (Thm 3.4, Prop 5.5) — " + "; ".join(why))
+        if c.feature_learning:
+            zero = ", ".join(x.name for x in feats if x.feature_update == 0)
+            lines.append(
+                f"regime: feature learning (r = 0, Thm 3.6): the updates of {zero} move "
+                "the features by Theta(1)"
+            )
+        else:
+            lines.append(
+                f"regime: kernel (r = {_fmt(c.r)} > 0, Thm 3.8): features do not move in "
+                "the limit; f moves through " + ", ".join(c.contributing_params)
+            )
+    if c.limit_supported:
+        lines.append("nn.train: builds the limit (no diverging width power)")
+    else:
+        lines.append(
+            "nn.train: refuses the limit (allow_unstable=True simulates it): "
+            + "; ".join(c.limit_problems)
+        )
+    return "\n".join(lines)
