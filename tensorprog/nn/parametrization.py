@@ -31,7 +31,9 @@ This is exactly the finite network that ``tensorprog.nn`` trains (``docs/trainin
   by shape [TP5 App B]), the per-class tables :data:`MUP_TABLE`, :data:`SP_TABLE`,
   :data:`NTK_TABLE` returned as :class:`PerClass` presets by ``muP()``, ``SP()``,
   ``NTK()`` *without* a depth, per-parameter :func:`abcd`, and :class:`Scaling`, the
-  exponents one parameter gets.
+  exponents one parameter gets;
+* :func:`classify_model` (``nn.classify(model, param, optimizer)``) — the classification
+  above by parameter class for any model, per parameter :class:`ParamExponents`.
 
 All exponents are stored and compared as :class:`fractions.Fraction`, so the equalities in
 the theorems (e.g. :math:`r=0`, :math:`2a_{L+1}+c=1`) are decided exactly.
