@@ -49,8 +49,8 @@ __all__ += ["layernorm", "rmsnorm"]
 from .parametrization import (  # noqa: E402
     ClassRule,
     ParamClass,
-    PerClass,
     ParamExponents,
+    PerClass,
     PerParameter,
     Scaling,
     abcd,

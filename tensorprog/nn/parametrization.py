@@ -1536,12 +1536,16 @@ def _limit_problems(spec: object, sc: Scaling) -> list[str]:
         ParamClass.INPUT: [("initial columns n^(-s)·u", s), ("learning rate", e + 1)],
         ParamClass.VECTOR: [("initial value n^(-s)·u", s), ("learning rate", e + 1)],
         ParamClass.OUTPUT: [
-            ("the output f = n^(1-s)·⟨u, x⟩ (f_0 a Gaussian-process fluctuation, not centred)",
-             s - 1),
+            (
+                "the output f = n^(1-s)·⟨u, x⟩ (f_0 a Gaussian-process fluctuation, not centred)",
+                s - 1,
+            ),
             ("learning rate", e - 1),
         ],
-        ParamClass.SCALAR: [("initial value n^(-a)·init_mean", sc.a if spec.init_mean else 0),
-                            ("learning rate", e)],
+        ParamClass.SCALAR: [
+            ("initial value n^(-a)·init_mean", sc.a if spec.init_mean else 0),
+            ("learning rate", e),
+        ],
     }[cls]
     return [
         f"{spec.name!r} ({cls.value}): {what} has width power {_fmt_power(-k)}"
@@ -1557,24 +1561,28 @@ def _model_failures(rows: Sequence[ParamExponents], r: Fraction | float) -> dict
     def bad(cls: ParamClass, ok: Any) -> tuple[str, ...]:
         return tuple(x.name for x in rows if x.cls is cls and not ok(x))
 
-    O = ParamClass.OUTPUT
+    out_cls = ParamClass.OUTPUT
     out = {
         _COND_INPUT: bad(ParamClass.INPUT, lambda x: x.scaling.s == 0),
         _COND_HIDDEN: bad(ParamClass.HIDDEN, lambda x: x.scaling.s == _HALF),
-        _COND_READOUT_INIT: bad(O, lambda x: x.scaling.s >= _HALF),
+        _COND_READOUT_INIT: bad(out_cls, lambda x: x.scaling.s >= _HALF),
         _COND_R: tuple(
             x.name for x in rows if x.feature_update is not None and x.feature_update < 0
         ),
-        _COND_READOUT_UPDATE: bad(O, lambda x: x.output_update is None or x.output_update >= 0),
-        _COND_LOGITS: bad(O, lambda x: x.scaling.s + r >= 1),
+        _COND_READOUT_UPDATE: bad(
+            out_cls, lambda x: x.output_update is None or x.output_update >= 0
+        ),
+        _COND_LOGITS: bad(out_cls, lambda x: x.scaling.s + r >= 1),
     }
     if any(x.cls is ParamClass.VECTOR for x in rows):
         out[_COND_VECTOR] = bad(ParamClass.VECTOR, lambda x: x.scaling.s >= 0)
     if any(x.cls is ParamClass.SCALAR for x in rows):
         out[_COND_SCALAR] = bad(
             ParamClass.SCALAR,
-            lambda x: (x.init is None or x.init >= 0)
-            and (x.output_update is None or x.output_update >= 0),
+            lambda x: (
+                (x.init is None or x.init >= 0)
+                and (x.output_update is None or x.output_update >= 0)
+            ),
         )
     return out
 
@@ -1730,9 +1738,7 @@ def classify_model(model: object, param: object = None, optimizer: object = None
     maximal = tuple(
         (x.feature_update == 0) if x.cls in feat else (x.output_update == 0) for x in rows
     )
-    contributing = (
-        tuple(x.name for x in rows if x.output_update == 0) if nontrivial else ()
-    )
+    contributing = tuple(x.name for x in rows if x.output_update == 0) if nontrivial else ()
     problems = tuple(p for sp in specs for p in _limit_problems(sp, sc[sp.name]))
     return Classification(
         param=param,
@@ -1752,7 +1758,8 @@ def classify_model(model: object, param: object = None, optimizer: object = None
         regime=regime,
         maximal_updates=maximal,
         feature_learning_layers=tuple(
-            i for i, x in enumerate([y for y in rows if y.feature_update is not None], 1)
+            i
+            for i, x in enumerate([y for y in rows if y.feature_update is not None], 1)
             if nontrivial and min(r_feat[:i]) == 0
         ),
         contributing_layers=tuple(
@@ -1767,6 +1774,19 @@ def classify_model(model: object, param: object = None, optimizer: object = None
         limit_supported=not problems,
         limit_problems=problems,
     )
+
+
+# The conditions of [TP4 Thm 3.3] as they read for a model's parameter classes.
+_MODEL_COND_TEXT = {
+    _COND_INPUT: "input weights: a+b = 0",
+    _COND_HIDDEN: "hidden weights: a+b = 1/2",
+    _COND_READOUT_INIT: "output weights: a+b >= 1/2",
+    _COND_R: "r >= 0",
+    _COND_READOUT_UPDATE: "output weights: c+2a >= 1",
+    _COND_LOGITS: "output weights: a+b+r >= 1",
+    _COND_VECTOR: "vector-like: a+b >= 0",
+    _COND_SCALAR: "scalar-like: a >= 0 (nonzero mean), c+2a >= 0",
+}
 
 
 def _explain_model(c: Classification) -> str:
@@ -1791,9 +1811,7 @@ def _explain_model(c: Classification) -> str:
     feats = [x for x in rows if x.feature_update is not None]
     if feats:
         who = ", ".join(x.name for x in feats if x.feature_update == c.r)
-        lines.append(
-            f"r = min_P r_P = {_fmt(c.r)}, decided by {who}  [TP4 Def 3.2, Prop 5.3]"
-        )
+        lines.append(f"r = min_P r_P = {_fmt(c.r)}, decided by {who}  [TP4 Def 3.2, Prop 5.3]")
     else:
         lines.append("r = inf: no trained parameter feeds the features  [TP4 Def 3.2]")
     failing = _model_failures(rows, c.r)
@@ -1805,7 +1823,12 @@ def _explain_model(c: Classification) -> str:
     )
     for name, bad in failing.items():
         mark = "FAIL" if bad else "ok  "
-        lines.append(f"  [{mark}] {name}" + (f"  (violated by {', '.join(bad)})" if bad else ""))
+        text = (
+            f"{_MODEL_COND_TEXT[name]:<30} [TP4: {name}]"
+            if name in STABILITY_CONDITIONS
+            else (_MODEL_COND_TEXT[name])
+        )
+        lines.append(f"  [{mark}] {text}" + (f"  (violated by {', '.join(bad)})" if bad else ""))
     outs = [x for x in rows if x.cls is ParamClass.OUTPUT]
     im = [x.name for x in outs if x.scaling.s + c.r == 1]
     um = [x.name for x in outs if x.output_update == 0]
@@ -1814,8 +1837,7 @@ def _explain_model(c: Classification) -> str:
         lines.append("regime: unstable (nontriviality, Thm 3.4, concerns stable ones)")
     elif not c.nontrivial:
         lines.append(
-            "regime: trivial (no output weight has s+r = 1 or c+2a = 1, Thm 3.4): "
-            "f_t - f_0 -> 0"
+            "regime: trivial (no output weight has s+r = 1 or c+2a = 1, Thm 3.4): f_t - f_0 -> 0"
         )
     else:
         why = []
