@@ -934,6 +934,44 @@ class Classification:
         return "\n".join(lines)
 
 
+def _verdicts(
+    conditions: dict, s: Fraction, u: Fraction | float, r: Fraction | float, moves: bool = False
+) -> dict:
+    """The verdict fields of :class:`Classification` from the readout's ``s = a+b``,
+    ``u = c+2a``, ``r`` and the stability conditions [TP4 Thms 3.3–3.8, Cor 3.9, H.35];
+    ``moves``: something besides the readout moves ``f`` by Θ(1) (a scalar-like
+    parameter of a model)."""
+    stable = all(conditions.values())
+    init_max, upd_max = s + r == 1, u == 1
+    nontrivial = stable and (init_max or upd_max or moves)
+    regime = (
+        "unstable"
+        if not stable
+        else "trivial"
+        if not nontrivial
+        else "feature learning"
+        if r == 0
+        else "kernel"
+    )
+    kernel = regime == "kernel"
+    return dict(
+        readout_ab=s,
+        readout_2ac=u,
+        readout_abr=s + r,
+        conditions=conditions,
+        stable=stable,
+        initialized_maximally=init_max,
+        updated_maximally=upd_max,
+        nontrivial=nontrivial,
+        feature_learning=regime == "feature learning",
+        kernel=kernel,
+        nngp=kernel and s + r > 1 and upd_max,
+        regime=regime,
+        f0_gaussian=s == _HALF,
+        f0_vanishes=s > _HALF,
+    )
+
+
 def classify(param: Any, *args: Any, **kwargs: Any) -> Classification:
     r"""Classify an abc-parametrization by the theorems of [TP4 §3.2, §5.3].
 
@@ -1010,21 +1048,8 @@ def classify(param: Any, *args: Any, **kwargs: Any) -> Classification:
         _COND_READOUT_UPDATE: u >= 1,
         _COND_LOGITS: s + r >= 1,
     }
-    stable = all(conditions.values())
-    init_max = s + r == 1
-    upd_max = u == 1
-    nontrivial = stable and (init_max or upd_max)
-    feature_learning = nontrivial and r == 0
-    kernel = nontrivial and r > 0
-    nngp = kernel and s + r > 1 and upd_max
-    if not stable:
-        regime = "unstable"
-    elif not nontrivial:
-        regime = "trivial"
-    elif r == 0:
-        regime = "feature learning"
-    else:
-        regime = "kernel"
+    v = _verdicts(conditions, s, u, r)
+    nontrivial, upd_max = v["nontrivial"], v["updated_maximally"]
     maximal_updates = tuple(x == 0 for x in r_layers) + (upd_max,)
     if nontrivial:
         fl_layers = tuple(ell for ell in range(1, L + 1) if min(r_layers[:ell]) == 0)
@@ -1037,23 +1062,10 @@ def classify(param: Any, *args: Any, **kwargs: Any) -> Classification:
         param=param,
         r=r,
         r_layers=r_layers,
-        readout_ab=s,
-        readout_2ac=u,
-        readout_abr=s + r,
-        conditions=conditions,
-        stable=stable,
-        initialized_maximally=init_max,
-        updated_maximally=upd_max,
-        nontrivial=nontrivial,
-        feature_learning=feature_learning,
-        kernel=kernel,
-        nngp=nngp,
-        regime=regime,
         maximal_updates=maximal_updates,
         feature_learning_layers=fl_layers,
         contributing_layers=contributing,
-        f0_gaussian=s == _HALF,
-        f0_vanishes=s > _HALF,
+        **v,
         equivalent_to=_named_equivalents(param),
     )
 
@@ -1721,20 +1733,9 @@ def classify_model(model: object, param: object = None, optimizer: object = None
     r = min(r_feat) if r_feat else math.inf
     failing = _model_failures(rows, r)
     conditions = {k: not v for k, v in failing.items()}
-    stable = all(conditions.values())
-    init_max = s_out + r == 1
-    upd_max = u == 1
     scalar_moves = any(x.cls is ParamClass.SCALAR and x.output_update == 0 for x in rows)
-    nontrivial = stable and (init_max or upd_max or scalar_moves)
-    if not stable:
-        regime = "unstable"
-    elif not nontrivial:
-        regime = "trivial"
-    elif r == 0:
-        regime = "feature learning"
-    else:
-        regime = "kernel"
-    kernel = regime == "kernel"
+    v = _verdicts(conditions, s_out, u, r, scalar_moves)
+    nontrivial = v["nontrivial"]
     maximal = tuple(
         (x.feature_update == 0) if x.cls in feat else (x.output_update == 0) for x in rows
     )
@@ -1744,18 +1745,6 @@ def classify_model(model: object, param: object = None, optimizer: object = None
         param=param,
         r=r,
         r_layers=tuple(r_feat),
-        readout_ab=s_out,
-        readout_2ac=u,
-        readout_abr=s_out + r,
-        conditions=conditions,
-        stable=stable,
-        initialized_maximally=init_max,
-        updated_maximally=upd_max,
-        nontrivial=nontrivial,
-        feature_learning=regime == "feature learning",
-        kernel=kernel,
-        nngp=kernel and s_out + r > 1 and upd_max,
-        regime=regime,
         maximal_updates=maximal,
         feature_learning_layers=tuple(
             i
@@ -1765,8 +1754,7 @@ def classify_model(model: object, param: object = None, optimizer: object = None
         contributing_layers=tuple(
             i for i, x in enumerate(rows, 1) if nontrivial and x.output_update == 0
         ),
-        f0_gaussian=s_out == _HALF,
-        f0_vanishes=s_out > _HALF,
+        **v,
         equivalent_to=(),
         model=model.name,
         parameters=tuple(rows),
