@@ -80,6 +80,13 @@ def _grid():
         else:
             b = [halves[i] for i in rng.integers(0, len(halves), L + 1)]
         out.append(nn.abc(a, b, halves[rng.integers(len(halves))]))
+    # every one-hidden-layer parametrization with a_1 + b_1 = 0 on the lattice of halves
+    # (c in {0, 1}: by the symmetry of TP4 Eq. (5) every class has a member with c = 0)
+    for a1 in halves:
+        for a2 in halves:
+            for b2 in halves:
+                for c in (0, 1):
+                    out.append(nn.abc([a1, a2], [-a1, b2], c))
     return out
 
 
@@ -112,7 +119,7 @@ def _train_refuses(model, param) -> bool:
     return False
 
 
-@pytest.mark.parametrize("k", range(0, 60, 3))
+@pytest.mark.parametrize("k", [*range(0, 60, 3), *range(len(GRID) - 432, len(GRID), 29)])
 def test_limit_supported_is_what_nn_train_accepts(k):
     # presets (k < 13) and random abc; nn.train finds the diverging powers by building
     param = GRID[k]
