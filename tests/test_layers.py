@@ -87,6 +87,7 @@ LAYERS: list[tuple[str, list[tuple[str, ...]]]] = [
             ("nn.mlp", "nn.model", "nn.optim", "nn.norms"),
             ("nn.training", "nn.kernels"),
             ("nn.train",),
+            ("nn.classification",),
             ("nn",),
         ],
     ),

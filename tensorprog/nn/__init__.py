@@ -9,7 +9,6 @@ from .parametrization import (
     Classification,
     LayerScaling,
     abc,
-    classify,
     muP,
     scalings,
 )
@@ -66,6 +65,7 @@ __all__ += [
     "ParamExponents",
 ]
 
+from .classification import classify  # noqa: E402  (an MLP ABC, or any model)
 from .model import Model, ParamSpec  # noqa: E402
 from .optim import SGD, Optimizer  # noqa: E402
 from .train import TrainLimit, TrainRun, TrainSimulation, train  # noqa: E402
