@@ -9,7 +9,6 @@ from .parametrization import (
     Classification,
     LayerScaling,
     abc,
-    classify,
     muP,
     scalings,
 )
@@ -49,14 +48,24 @@ __all__ += ["layernorm", "rmsnorm"]
 from .parametrization import (  # noqa: E402
     ClassRule,
     ParamClass,
+    ParamExponents,
     PerClass,
     PerParameter,
     Scaling,
     abcd,
 )
 
-__all__ += ["ParamClass", "ClassRule", "Scaling", "PerClass", "PerParameter", "abcd"]
+__all__ += [
+    "ParamClass",
+    "ClassRule",
+    "Scaling",
+    "PerClass",
+    "PerParameter",
+    "abcd",
+    "ParamExponents",
+]
 
+from .classification import classify  # noqa: E402  (an MLP ABC, or any model)
 from .model import Model, ParamSpec  # noqa: E402
 from .optim import SGD, Optimizer  # noqa: E402
 from .train import TrainLimit, TrainRun, TrainSimulation, train  # noqa: E402

@@ -31,7 +31,9 @@ This is exactly the finite network that ``tensorprog.nn`` trains (``docs/trainin
   by shape [TP5 App B]), the per-class tables :data:`MUP_TABLE`, :data:`SP_TABLE`,
   :data:`NTK_TABLE` returned as :class:`PerClass` presets by ``muP()``, ``SP()``,
   ``NTK()`` *without* a depth, per-parameter :func:`abcd`, and :class:`Scaling`, the
-  exponents one parameter gets.
+  exponents one parameter gets;
+* :class:`ParamExponents` and the explanation of ``nn.classify(model, param, optimizer)``
+  (:mod:`tensorprog.nn.classification`), the classification above by parameter class.
 
 All exponents are stored and compared as :class:`fractions.Fraction`, so the equalities in
 the theorems (e.g. :math:`r=0`, :math:`2a_{L+1}+c=1`) are decided exactly.
@@ -54,6 +56,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from fractions import Fraction
+from typing import Any
 
 import numpy as np
 
@@ -79,6 +82,7 @@ __all__ = [
     "MUP_TABLE",
     "SP_TABLE",
     "NTK_TABLE",
+    "ParamExponents",
 ]
 
 #: Anything accepted where an exponent is expected.
@@ -697,6 +701,23 @@ class Classification:
         The standard parametrizations equal to ``param`` modulo the symmetry
         [TP4 Eq. (5)]: ``"muP"``, ``"MF"`` (L = 1), ``"NTK"``, ``"SP(c=...)"``,
         ``"UP_s"`` (:math:`s\in[0,\tfrac12]`, [TP4 Thm G.4]).
+    model : str or None
+        Set by :func:`~tensorprog.nn.classification.classify_model` (``nn.classify(model, param, optimizer)``): the
+        model's name. The fields below are also only set there; for a model, ``param`` is
+        the preset or ``nn.abcd``, ``r_layers`` lists :math:`r_P` of the trained input,
+        hidden and vector-like parameters and ``maximal_updates`` /
+        ``contributing_layers`` / ``feature_learning_layers`` refer to the parameters in
+        declaration order (as TP4's layers for a chain such as an MLP); ``r`` and
+        ``readout_2ac`` may be ``math.inf`` (nothing moves the features / an untrained
+        readout).
+    parameters : tuple of ParamExponents
+        Per parameter: its scaling and the exponents of its initial value and its update.
+    contributing_params : tuple of str
+        Parameters whose updates move :math:`f` by :math:`\Theta(1)`.
+    limit_supported : bool or None
+        Whether :func:`tensorprog.nn.train` builds the limit (no diverging width power).
+    limit_problems : tuple of str
+        Why it refuses (the parameter, the term and its width power).
 
     Notes
     -----
@@ -725,11 +746,16 @@ class Classification:
     f0_gaussian: bool
     f0_vanishes: bool
     equivalent_to: tuple[str, ...]
+    model: str | None = None
+    parameters: tuple = ()
+    contributing_params: tuple[str, ...] = ()
+    limit_supported: bool | None = None
+    limit_problems: tuple[str, ...] = ()
 
     @property
-    def depth(self) -> int:
-        """The number :math:`L` of hidden layers."""
-        return self.param.depth
+    def depth(self) -> int | None:
+        """The number :math:`L` of hidden layers (``None`` for a model's classification)."""
+        return None if self.model is not None else self.param.depth
 
     @property
     def is_muP(self) -> bool:
@@ -740,6 +766,12 @@ class Classification:
         return self.stable and all(self.maximal_updates) and self.initialized_maximally
 
     def __repr__(self) -> str:
+        if self.model is not None:
+            return (
+                f"Classification(model {self.model!r}, {self.param!r}; "
+                f"regime={self.regime!r}; r={_fmt(self.r)}; stable={self.stable}; "
+                f"nontrivial={self.nontrivial}; limit_supported={self.limit_supported})"
+            )
         who = self.param.name or (self.equivalent_to[0] if self.equivalent_to else "abc")
         facets = [
             f
@@ -773,6 +805,8 @@ class Classification:
         str
             A multi-line report.
         """
+        if self.model is not None:
+            return _explain_model(self)
         p = self.param
         L = p.depth
         a, b, c = p.a, p.b, p.c
@@ -899,8 +933,51 @@ class Classification:
         return "\n".join(lines)
 
 
+def _verdicts(
+    conditions: dict, s: Fraction, u: Fraction | float, r: Fraction | float, moves: bool = False
+) -> dict:
+    """The verdict fields of :class:`Classification` from the readout's ``s = a+b``,
+    ``u = c+2a``, ``r`` and the stability conditions [TP4 Thms 3.3–3.8, Cor 3.9, H.35];
+    ``moves``: something besides the readout moves ``f`` by Θ(1) (a scalar-like
+    parameter of a model)."""
+    stable = all(conditions.values())
+    init_max, upd_max = s + r == 1, u == 1
+    nontrivial = stable and (init_max or upd_max or moves)
+    regime = (
+        "unstable"
+        if not stable
+        else "trivial"
+        if not nontrivial
+        else "feature learning"
+        if r == 0
+        else "kernel"
+    )
+    kernel = regime == "kernel"
+    return dict(
+        readout_ab=s,
+        readout_2ac=u,
+        readout_abr=s + r,
+        conditions=conditions,
+        stable=stable,
+        initialized_maximally=init_max,
+        updated_maximally=upd_max,
+        nontrivial=nontrivial,
+        feature_learning=regime == "feature learning",
+        kernel=kernel,
+        nngp=kernel and s + r > 1 and upd_max,
+        regime=regime,
+        f0_gaussian=s == _HALF,
+        f0_vanishes=s > _HALF,
+    )
+
+
 def classify(param: ABC) -> Classification:
     r"""Classify an abc-parametrization by the theorems of [TP4 §3.2, §5.3].
+
+    ``nn.classify(model, param, optimizer)`` (with an :class:`~tensorprog.nn.Model`
+    first) is :func:`tensorprog.nn.classification.classify_model`, the same
+    classification by parameter class for any model (it agrees with this function on
+    MLPs).
 
     With :math:`s=a_{L+1}+b_{L+1}` and :math:`u=2a_{L+1}+c`:
 
@@ -961,21 +1038,8 @@ def classify(param: ABC) -> Classification:
         _COND_READOUT_UPDATE: u >= 1,
         _COND_LOGITS: s + r >= 1,
     }
-    stable = all(conditions.values())
-    init_max = s + r == 1
-    upd_max = u == 1
-    nontrivial = stable and (init_max or upd_max)
-    feature_learning = nontrivial and r == 0
-    kernel = nontrivial and r > 0
-    nngp = kernel and s + r > 1 and upd_max
-    if not stable:
-        regime = "unstable"
-    elif not nontrivial:
-        regime = "trivial"
-    elif r == 0:
-        regime = "feature learning"
-    else:
-        regime = "kernel"
+    v = _verdicts(conditions, s, u, r)
+    nontrivial, upd_max = v["nontrivial"], v["updated_maximally"]
     maximal_updates = tuple(x == 0 for x in r_layers) + (upd_max,)
     if nontrivial:
         fl_layers = tuple(ell for ell in range(1, L + 1) if min(r_layers[:ell]) == 0)
@@ -988,23 +1052,10 @@ def classify(param: ABC) -> Classification:
         param=param,
         r=r,
         r_layers=r_layers,
-        readout_ab=s,
-        readout_2ac=u,
-        readout_abr=s + r,
-        conditions=conditions,
-        stable=stable,
-        initialized_maximally=init_max,
-        updated_maximally=upd_max,
-        nontrivial=nontrivial,
-        feature_learning=feature_learning,
-        kernel=kernel,
-        nngp=nngp,
-        regime=regime,
         maximal_updates=maximal_updates,
         feature_learning_layers=fl_layers,
         contributing_layers=contributing,
-        f0_gaussian=s == _HALF,
-        f0_vanishes=s > _HALF,
+        **v,
         equivalent_to=_named_equivalents(param),
     )
 
@@ -1415,3 +1466,217 @@ def abc_scaling(param: ABC, name: str, cls: ParamClass) -> Scaling:
     else:
         return Scaling(Fraction(0), Fraction(0), param.c)
     return Scaling(param.a[ell], param.b[ell], param.c)
+
+
+# --------------------------------------------------------------------------------------
+# Classification of any model by parameter class (nn.classify(model, param, optimizer))
+# --------------------------------------------------------------------------------------
+
+# Extra stability conditions of a model beyond the six of [TP4 Thm 3.3] (only listed
+# when the model has such parameters).
+_COND_VECTOR = "vector-like a+b>=0"
+_COND_SCALAR = "scalar-like a>=0 (nonzero mean), c+2a>=0"
+
+
+@dataclass(frozen=True)
+class ParamExponents:
+    r"""The width exponents of one parameter of a model, as ``nn.classify(model, ...)`` reads them.
+
+    Every exponent ``k`` means "size :math:`\Theta(n^{-k})`" (so ``k > 0`` vanishes,
+    ``k < 0`` diverges); ``None`` means "no such term" (an untrained parameter, a class
+    that does not feed the features). With ``s = a+b``, ``e = c+2a`` (:class:`Scaling`)
+    and ``m = min over output weights of min(s_out, e_out)`` (the size exponent of the
+    entries of :math:`\partial f/\partial x`, [TP4 Def 3.2]):
+
+    ========== ================== ========================= ==========================
+    class      init (``init``)    feature update ``r_P``     output update
+    ========== ================== ========================= ==========================
+    INPUT      ``s``              ``e + m``                 ``s_out + r_P − 1``
+    HIDDEN     ``s − 1/2``        ``e + m − 1``             ``s_out + r_P − 1``
+    VECTOR     ``s``              ``e + m``                 ``s_out + r_P − 1``
+    OUTPUT     ``s − 1/2`` (f_0)  —                         ``e − 1``
+    SCALAR     ``a`` (None: 0)    —                         ``e``
+    ========== ================== ========================= ==========================
+
+    For the layers of an MLP these are TP4's quantities: ``r_P`` is :math:`r_l`
+    [TP4 Prop 5.3], ``e − 1`` of the readout is :math:`2a_{L+1}+c-1` and the output
+    update of a feature parameter :math:`a_{L+1}+b_{L+1}+r_l-1` [TP4 Thm 3.3, Prop 5.5].
+
+    Attributes
+    ----------
+    name : str
+    cls : ParamClass
+    scaling : Scaling
+        Its ``(a, b, c)`` from the parametrization.
+    init : Fraction or None
+        Size exponent of the initial contribution (to the features it produces, or
+        ``f_0`` for output weights, the value itself for scalar-like ones).
+    feature_update : Fraction or None
+        ``r_P``: :math:`\Delta(P x)=\Theta(n^{-r_P})` in the features it produces.
+    output_update : Fraction or None
+        Size exponent of its update's contribution to :math:`f_t-f_0`.
+    """
+
+    name: str
+    cls: ParamClass
+    scaling: Scaling
+    init: Fraction | None
+    feature_update: Fraction | None
+    output_update: Fraction | None
+
+
+def _limit_problems(spec: object, sc: Scaling) -> list[str]:
+    """Why ``nn.train`` refuses the limit of parameter ``spec`` with scaling ``sc``.
+
+    The coefficients of its program are ``n^{-k}`` for the exponents ``k`` listed in
+    :mod:`tensorprog.nn.train` ("The program"); each must be ``≥ 0``.
+    """
+    cls, trained = spec.cls, spec.lr_mult != 0.0
+    s, e = sc.s, sc.e
+    need = {
+        ParamClass.HIDDEN: [("initial value n^(1/2-s)·M", s - _HALF), ("learning rate", e)],
+        ParamClass.INPUT: [("initial columns n^(-s)·u", s), ("learning rate", e + 1)],
+        ParamClass.VECTOR: [("initial value n^(-s)·u", s), ("learning rate", e + 1)],
+        ParamClass.OUTPUT: [
+            (
+                "the output f = n^(1-s)·⟨u, x⟩ (f_0 a Gaussian-process fluctuation, not centred)",
+                s - 1,
+            ),
+            ("learning rate", e - 1),
+        ],
+        ParamClass.SCALAR: [
+            ("initial value n^(-a)·init_mean", sc.a if spec.init_mean else 0),
+            ("learning rate", e),
+        ],
+    }[cls]
+    return [
+        f"{spec.name!r} ({cls.value}): {what} has width power {_fmt_power(-k)}"
+        for what, k in need
+        if k < 0 and (trained or what != "learning rate")
+    ]
+
+
+def _model_failures(rows: Sequence[ParamExponents], r: Fraction | float) -> dict:
+    """Per stability condition of a model (see :func:`classify_model`), the names of the
+    parameters that violate it (empty: the condition holds)."""
+
+    def bad(cls: ParamClass, ok: Any) -> tuple[str, ...]:
+        return tuple(x.name for x in rows if x.cls is cls and not ok(x))
+
+    out_cls = ParamClass.OUTPUT
+    out = {
+        _COND_INPUT: bad(ParamClass.INPUT, lambda x: x.scaling.s == 0),
+        _COND_HIDDEN: bad(ParamClass.HIDDEN, lambda x: x.scaling.s == _HALF),
+        _COND_READOUT_INIT: bad(out_cls, lambda x: x.scaling.s >= _HALF),
+        _COND_R: tuple(
+            x.name for x in rows if x.feature_update is not None and x.feature_update < 0
+        ),
+        _COND_READOUT_UPDATE: bad(
+            out_cls, lambda x: x.output_update is None or x.output_update >= 0
+        ),
+        _COND_LOGITS: bad(out_cls, lambda x: x.scaling.s + r >= 1),
+    }
+    if any(x.cls is ParamClass.VECTOR for x in rows):
+        out[_COND_VECTOR] = bad(ParamClass.VECTOR, lambda x: x.scaling.s >= 0)
+    if any(x.cls is ParamClass.SCALAR for x in rows):
+        out[_COND_SCALAR] = bad(
+            ParamClass.SCALAR,
+            lambda x: (
+                (x.init is None or x.init >= 0)
+                and (x.output_update is None or x.output_update >= 0)
+            ),
+        )
+    return out
+
+
+# The conditions of [TP4 Thm 3.3] as they read for a model's parameter classes.
+_MODEL_COND_TEXT = {
+    _COND_INPUT: "input weights: a+b = 0",
+    _COND_HIDDEN: "hidden weights: a+b = 1/2",
+    _COND_READOUT_INIT: "output weights: a+b >= 1/2",
+    _COND_R: "r >= 0",
+    _COND_READOUT_UPDATE: "output weights: c+2a >= 1",
+    _COND_LOGITS: "output weights: a+b+r >= 1",
+    _COND_VECTOR: "vector-like: a+b >= 0",
+    _COND_SCALAR: "scalar-like: a >= 0 (nonzero mean), c+2a >= 0",
+}
+
+
+def _explain_model(c: Classification) -> str:
+    """:meth:`Classification.explain` for :func:`classify_model`."""
+
+    def fx(x: Any) -> str:
+        return "-" if x is None else _fmt(x)
+
+    rows = c.parameters
+    lines = [f"model {c.model!r} under {c.param!r}, SGD"]
+    lines.append("  parameter        class            a     b     c   | init  r_P   f-update")
+    for x in rows:
+        g = x.scaling
+        lines.append(
+            f"  {x.name:<16} {x.cls.value:<15} {_fmt(g.a):>5} {_fmt(g.b):>5} {_fmt(g.c):>5} | "
+            f"{fx(x.init):>5} {fx(x.feature_update):>5} {fx(x.output_update):>5}"
+        )
+    lines.append(
+        "  (exponents k of Theta(n^-k): init of P_0's contribution, r_P of the feature "
+        "update, f-update of the update's contribution to f_t - f_0)"
+    )
+    feats = [x for x in rows if x.feature_update is not None]
+    if feats:
+        who = ", ".join(x.name for x in feats if x.feature_update == c.r)
+        lines.append(f"r = min_P r_P = {_fmt(c.r)}, decided by {who}  [TP4 Def 3.2, Prop 5.3]")
+    else:
+        lines.append("r = inf: no trained parameter feeds the features  [TP4 Def 3.2]")
+    failing = _model_failures(rows, c.r)
+    n_bad = sum(1 for v in failing.values() if v)
+    lines.append(
+        "stable: yes (every condition of Thm 3.3 holds, by parameter class)"
+        if c.stable
+        else f"stable: no ({n_bad} of the {len(failing)} conditions of Thm 3.3 fail)"
+    )
+    for name, bad in failing.items():
+        mark = "FAIL" if bad else "ok  "
+        text = (
+            f"{_MODEL_COND_TEXT[name]:<30} [TP4: {name}]"
+            if name in STABILITY_CONDITIONS
+            else (_MODEL_COND_TEXT[name])
+        )
+        lines.append(f"  [{mark}] {text}" + (f"  (violated by {', '.join(bad)})" if bad else ""))
+    outs = [x for x in rows if x.cls is ParamClass.OUTPUT]
+    im = [x.name for x in outs if x.scaling.s + c.r == 1]
+    um = [x.name for x in outs if x.output_update == 0]
+    sm = [x.name for x in rows if x.cls is ParamClass.SCALAR and x.output_update == 0]
+    if not c.stable:
+        lines.append("regime: unstable (nontriviality, Thm 3.4, concerns stable ones)")
+    elif not c.nontrivial:
+        lines.append(
+            "regime: trivial (no output weight has s+r = 1 or c+2a = 1, Thm 3.4): f_t - f_0 -> 0"
+        )
+    else:
+        why = []
+        if im:
+            why.append("initialized maximally (s+r = 1): " + ", ".join(im))
+        if um:
+            why.append("updated maximally (c+2a = 1): " + ", ".join(um))
+        if sm:
+            why.append("scalar-like updated by Theta(1): " + ", ".join(sm))
+        lines.append("nontrivial: yes (Thm 3.4, Prop 5.5) — " + "; ".join(why))
+        if c.feature_learning:
+            zero = ", ".join(x.name for x in feats if x.feature_update == 0)
+            lines.append(
+                f"regime: feature learning (r = 0, Thm 3.6): the updates of {zero} move "
+                "the features by Theta(1)"
+            )
+        else:
+            lines.append(
+                f"regime: kernel (r = {_fmt(c.r)} > 0, Thm 3.8): features do not move in "
+                "the limit; f moves through " + ", ".join(c.contributing_params)
+            )
+    if c.limit_supported:
+        lines.append("nn.train: builds the limit (no diverging width power)")
+    else:
+        lines.append(
+            "nn.train: refuses the limit (allow_unstable=True simulates it): "
+            + "; ".join(c.limit_problems)
+        )
+    return "\n".join(lines)
