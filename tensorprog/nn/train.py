@@ -55,7 +55,7 @@ is; ``χ_{t,i,k} = ∂L_t/∂f_k(ξ_i)`` (a Scalar). Per class (``⟨a,b⟩ = a�
 * **scalar-like**: program scalars ``c_0 = n^{-a}·init_mean``,
   ``c_{t+1} = c_t + Σ_{r≤t} (−lr μ^{t−r} n^{-e}) ∂L_r/∂c``.
 
-The exponents ``1/2−s, e`` (hidden), ``s, e+1`` (input, vector-like), ``s−1, e−1``
+The exponents ``k`` of the powers ``n^{-k}``: ``s−1/2, e`` (hidden), ``s, e+1`` (input, vector-like), ``s−1, e−1``
 (output), ``a, e`` (scalar-like) must be ``≥ 0``: every parametrization whose
 parameters are initialised and updated no more than μP's qualifies (μP, MF, any abcd
 with Θ(1) everything; smaller ones give vanishing coefficients — a lazier but exact
