@@ -112,7 +112,7 @@ from .core.ir import (
 )
 from .core.nonlin import BUILTINS, Nonlinearity
 from .core.texnames import function_latex, is_safe_latex
-from .dsl.program import Program
+from .dsl.program import Program, _check_section_title
 from .engine.limit import Limit, ScalarTable
 from .engine.tails import StableError
 
@@ -679,16 +679,17 @@ def _program_from_dict(d: dict[str, Any], r: "_Reader") -> Any:
             and len(item) == 2
             and type(item[0]) is int
             and last < item[0] <= len(p)
-            and isinstance(item[1], str)
-            and item[1].strip() != ""
-            and "\n" not in item[1]
         )
         if not ok:
             raise r.corrupt(
-                f"{at} must be [start, title] (a one-line title) with starts increasing "
-                f"within the {len(p)} instructions, got {_short(item)}",
+                f"{at} must be [start, title] with starts increasing within the "
+                f"{len(p)} instructions, got {_short(item)}",
                 at.path,
             )
+        try:
+            _check_section_title(item[1])
+        except TensorProgramError as exc:
+            raise r.corrupt(f"{at}: {exc}", at.path) from None
         last = item[0]
         p._sections.append((item[0], item[1]))
     try:

@@ -276,10 +276,7 @@ class Program:
         >>> p.sections
         (('step 1', 1, 2),)
         """
-        if not isinstance(title, str) or not title.strip() or "\n" in title:
-            raise ProgramTypeError(
-                f"section: title must be a one-line, non-empty str, got {title!r}"
-            )
+        _check_section_title(title)
         at = len(self._instructions)
         if self._sections and self._sections[-1][0] == at:
             self._sections[-1] = (at, title)  # an empty section is replaced
@@ -1108,6 +1105,13 @@ def nonlin(
     ]
     f = Nonlinearity(label, body, vec_syms, par_syms)
     return apply_nonlinearity(f, ordered, name=name)
+
+
+def _check_section_title(title: Any) -> None:
+    """A section title is a one-line, non-empty str (:meth:`Program.section`; also
+    checked when a saved program is loaded)."""
+    if not isinstance(title, str) or not title.strip() or "\n" in title:
+        raise ProgramTypeError(f"section: title must be a one-line, non-empty str, got {title!r}")
 
 
 def mean(x: Any, name: str | None = None) -> Scalar:
