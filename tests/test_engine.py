@@ -536,3 +536,31 @@ def test_dot_constants_state_the_sigma2_convention():
     assert [c.sigma2 for c in dots] == [3.0, 0.0]
     assert dots[0].full(0.5) == 1.5 and dots[0].expectation(1.5) == 0.5
     assert dots[1].expectation(0.0) == 0.0
+
+
+def test_auto_sends_four_dimensional_quadrature_to_a_monte_carlo_run():
+    """``auto`` is cost-aware (``AUTO_MONTECARLO_DIM``): a 4-D quadrature is done when
+    nothing needs Monte Carlo, and joins Monte Carlo when the program runs it anyway —
+    where its value agrees with the quadrature within 4 standard errors."""
+    from tensorprog.engine.evaluate import AUTO_MONTECARLO_DIM
+
+    assert AUTO_MONTECARLO_DIM == 4
+    K = 0.5 * np.eye(5) + 0.5
+
+    def program(with_five: bool):
+        p = tp.Program("cost")
+        xs = p.vectors("x", cov=K)
+        ts = [tp.cos(x + 0.3) for x in xs]
+        k4 = tp.mean(ts[0] * ts[1] * ts[2] * ts[3], name="k4")
+        if with_five:
+            tp.mean(ts[0] * ts[1] * ts[2] * ts[3] * ts[4], name="k5")
+        return p, k4
+
+    p1, a = program(False)
+    lim1 = p1.limit()
+    assert lim1.method(a) == "quadrature"
+    p2, b = program(True)
+    lim2 = p2.limit(samples=200_000, seed=1)
+    assert lim2.method(p2["k5"]) == "montecarlo"
+    assert lim2.method(b) == "montecarlo"
+    assert abs(lim2[b] - lim1[a]) <= 4 * lim2.stderr(b)

@@ -67,7 +67,7 @@ from .plan import (
 )
 from .symbols import GaussSym, g, q
 
-__all__ = ["Deterministic", "MAX_QUADRATURE_DIM", "QUADRATURE_RTOL"]
+__all__ = ["AUTO_MONTECARLO_DIM", "Deterministic", "MAX_QUADRATURE_DIM", "QUADRATURE_RTOL"]
 
 #: Steps of the trapezoid rules tried, in turn, on analytic integrands (by dimension;
 #: 37 … 289 nodes per dimension on [-9, 9]; none in 4-D, where Gauss–Hermite is cheaper).
@@ -85,6 +85,13 @@ TRAPEZOID_MAX_SCALE = 3.0
 PANEL_DIMS = (1, 2)
 #: Gauss–Legendre nodes per panel of the panel rule's fine and coarse rules, by dimension.
 PANEL_NODES = {1: (16, 12), 2: (7, 5)}
+#: In ``auto`` mode, when Monte Carlo runs anyway (some request has no deterministic
+#: method), expectations that need a quadrature in this many dimensions join it: their
+#: tensor-product rules cost about 10⁶ integrand evaluations per request with the
+#: refinement, against one more integrand on Monte Carlo's samples (an nn.train run
+#: with LayerNorm spent 13.7 of its 16 s on twelve 4-D rules, four of which then missed
+#: the tolerance and went to Monte Carlo all the same).
+AUTO_MONTECARLO_DIM = 4
 #: In ``auto`` mode a quadrature value whose estimated relative error exceeds this
 #: is not trusted: the request (and what depends on it) goes to Monte Carlo.
 QUADRATURE_RTOL = 1e-7
@@ -112,6 +119,7 @@ class Deterministic:
         self.degree = degree
         self.needs_montecarlo = False
         self._chosen: dict[int, Method] = {}  # sig -> method
+        self._costly_sigs: dict[int, bool] = {}  # sig -> quadrature of ≥ AUTO_MONTECARLO_DIM
         #: Existence (:mod:`.existence`): request ids proven to exist, and the reasons of
         #: those neither proven nor refuted (evaluated, but flagged on the Limit).
         self.proven: set[int] = set()
@@ -163,6 +171,25 @@ class Deterministic:
         if req.expr is not None and quadrature_dim(req.expr, d, m) <= MAX_QUADRATURE_DIM:
             return QUADRATURE
         return MONTECARLO
+
+    def _costly(self, req: ExpectationRequest) -> bool:
+        """Whether the request's quadrature (or a factorised block's) has at least
+        :data:`AUTO_MONTECARLO_DIM` dimensions (one decision per sig)."""
+        hit = self._costly_sigs.get(req.sig)
+        if hit is None:
+            d, m = len(req.bids), len(req.cids)
+            plan = factorised_plan(req.expr, d, m, req.centred, req.groups)
+            if plan is None:
+                dims = [quadrature_dim(req.expr, d, m)]
+            else:
+                dims = [
+                    quadrature_dim(block, len(ds), m)
+                    for term in plan
+                    for block, ds, ev in term
+                    if ev is None
+                ]
+            hit = self._costly_sigs[req.sig] = max(dims, default=0) >= AUTO_MONTECARLO_DIM
+        return bool(hit)
 
     def _unavailable(self, req: Request, method: Method, why: str) -> TensorProgramError:
         instr = self._instruction(req)
@@ -233,6 +260,10 @@ class Deterministic:
         for req in plan.requests:
             methods[req.rid] = self._choose(req)
             levels[req.level].append(req)
+        if self.method is AUTO and any(v is MONTECARLO for v in methods):
+            for req in plan.requests:
+                if methods[req.rid] in (QUADRATURE, FACTORISED) and self._costly(req):
+                    methods[req.rid] = MONTECARLO
         for level in sorted(levels):
             groups: dict[Any, list[ExpectationRequest]] = defaultdict(list)
             fns: dict[Any, list[ScalarFnRequest]] = defaultdict(list)  # by function

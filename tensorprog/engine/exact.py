@@ -34,7 +34,7 @@ import numpy as np
 import sympy
 
 from ..core.nonlin import _NUMPY_MODULES, codegen_functions, identity
-from ..gaussian import gaussian_moment, has_closed_form, mean_form, on_register, pair_form
+from ..gaussian import has_closed_form, mean_form, moment_table, on_register, pair_form
 from ..gaussian.closed_forms import takes_means as _takes_means
 from .symbols import ConstSym, GaussSym, g, q
 
@@ -301,38 +301,27 @@ def g_monomials(
 
 def _wick_polynomial(expr: sympy.Expr, d: int, m: int) -> Evaluator | None:
     """``𝔼[P(g)]`` of a polynomial by Wick/Isserlis per g-monomial (coefficients kept
-    as they are), compiled into one function of ``(mean, cov, q)``."""
-    gs = [g(k) for k in range(d)]
-    mono = g_monomials(expr, gs)
-    if mono is None:
-        return None
-    return _compiled_moment(
-        d,
-        m,
-        lambda mus, sig: sympy.Add(
-            *[
-                c * gaussian_moment(sympy.Mul(*[gk**e for gk, e in zip(gs, mon)]), gs, mus, sig)
-                for mon, c in mono.items()
-            ]
-        ),
-    )
+    as they are)."""
+    mono = g_monomials(expr, [g(k) for k in range(d)])
+    return None if mono is None else _wick(mono, m)
 
 
-def _compiled_moment(
-    d: int, m: int, moment: Callable[[list, sympy.Matrix], sympy.Expr]
-) -> Evaluator:
-    """A Gaussian moment ``moment(μ, Σ)`` (a formula in symbolic means ``μ``, covariances
-    ``Σ`` and the constants ``q``) compiled into one function of ``(mean, cov, q)``."""
-    mus = list(sympy.symbols(f"mu0:{d}", real=True))
-    sig = sympy.Matrix(d, d, lambda i, j: sympy.Symbol(f"S{min(i, j)}_{max(i, j)}", real=True))
-    formula = moment(mus, sig)
-    syms = mus + [sig[i, j] for i in range(d) for j in range(i, d)] + [q(j) for j in range(m)]
-    f = sympy.lambdify(syms, formula, modules=[codegen_functions(formula), *_NUMPY_MODULES])
-    iu = np.triu_indices(d)
+def _wick(mono: dict[tuple[int, ...], sympy.Expr], m: int) -> Evaluator:
+    """``𝔼[Σ_a c_a(q) gᵃ]`` for a polynomial given by its g-monomials: the moments
+    ``𝔼 gᵃ`` by Stein's recursion on the batch's numpy arrays
+    (:func:`~tensorprog.gaussian.moment_table`), the coefficients compiled as functions
+    of the constants only. Nothing of the size of the expanded moment formula is ever
+    built: an eight-dimensional quartic with generated code took seconds to compile."""
+    exps = list(mono)
+    coeffs = _lam_q_many(list(mono.values()), [q(j) for j in range(m)])
 
     def wick(mean: np.ndarray, cov: np.ndarray, qv: np.ndarray) -> np.ndarray:
-        args = list(mean.T) + list(cov[:, iu[0], iu[1]].T) + list(qv.T)
-        return np.broadcast_to(np.asarray(f(*args), dtype=float), (mean.shape[0],))
+        table = moment_table(mean, cov)
+        c = coeffs(qv)
+        out = np.zeros(mean.shape[0])
+        for k, a in enumerate(exps):
+            out = out + c[k] * table(a)
+        return out
 
     return wick
 
@@ -346,6 +335,64 @@ def _lam_q(expr: sympy.Expr, qs: list[sympy.Symbol]) -> Callable[[np.ndarray], n
     fns = codegen_functions(expr)  # refuses any name that is not a checked identifier
     f = sympy.lambdify(qs, expr, modules=[fns, *_NUMPY_MODULES])
     return lambda qv: np.broadcast_to(np.asarray(f(*qv.T), dtype=float), (qv.shape[0],))
+
+
+def _lam_q_many(
+    exprs: list[sympy.Expr], qs: list[sympy.Symbol]
+) -> Callable[[np.ndarray], np.ndarray]:
+    """``[expr_k(q)]`` vectorised over a batch of constants: ``qv (B, m) ↦ (K, B)``.
+
+    The expressions are evaluated by walking their DAG once per call (each distinct
+    subexpression one numpy operation), not by generated code: the coefficients of a
+    polynomial's monomials are built from shared products, and printing them for
+    :func:`sympy.lambdify` (even with common-subexpression elimination) took seconds per
+    polynomial. Function nodes are compiled one function at a time (:func:`_lam_q`
+    on the node, its arguments already numbers).
+    """
+    index = {s: j for j, s in enumerate(qs)}
+    funcs: dict[sympy.Expr, Callable[[np.ndarray], np.ndarray]] = {}
+
+    def coeffs(qv: np.ndarray) -> np.ndarray:
+        B = qv.shape[0]
+        memo: dict[sympy.Basic, Any] = {}
+        stack = list(exprs)
+        while stack:
+            e = stack[-1]
+            if e in memo:
+                stack.pop()
+                continue
+            if e.is_Number:
+                memo[e] = float(e)
+            elif e in index:
+                memo[e] = qv[:, index[e]]
+            elif isinstance(e, (sympy.Add, sympy.Mul, sympy.Pow)):
+                todo = [a for a in e.args if a not in memo]
+                if todo:
+                    stack.extend(todo)
+                    continue
+                vals = [memo[a] for a in e.args]
+                if isinstance(e, sympy.Add):
+                    memo[e] = sum(vals[1:], vals[0])
+                elif isinstance(e, sympy.Mul):
+                    v = vals[0]
+                    for w in vals[1:]:
+                        v = v * w
+                    memo[e] = v
+                else:
+                    with np.errstate(divide="ignore", invalid="ignore"):
+                        memo[e] = np.power(vals[0], vals[1])
+            else:  # a function or anything else: compiled on its own, once
+                f = funcs.get(e)
+                if f is None:
+                    f = funcs[e] = _lam_q(e, qs)
+                memo[e] = f(qv)
+            stack.pop()
+        out = np.empty((len(exprs), B))
+        for k, e in enumerate(exprs):
+            out[k] = memo[e]
+        return out
+
+    return coeffs
 
 
 def independent_blocks(term: sympy.Expr, d: int, groups: tuple[int, ...]) -> list[sympy.Expr]:
@@ -435,8 +482,10 @@ def _term(
         opaque += [(fn, arg)] * int(e)
     c = _lam_q(coef, qs)
     if not opaque:
-        P = sympy.Mul(*poly)
-        w = _compiled_moment(len(gs), len(qs), lambda mus, sig: gaussian_moment(P, gs, mus, sig))
+        mono = g_monomials(sympy.Mul(*poly), gs)
+        if mono is None:
+            return None
+        w = _wick(mono, len(qs))
         return lambda mean, cov, qv: c(qv) * w(mean, cov, qv)
     P = sympy.Mul(*poly)
     if len(opaque) == 1 and P.free_symbols & gset and _linear(P, gs):

@@ -53,7 +53,7 @@ import numpy as np
 import sympy
 
 from ..gaussian import psd_factor
-from .exact import _lam_q
+from .exact import _lam_q, g_monomials
 from .forms import lambdify_integrand, linear_forms
 from .plan import describe
 from .symbols import g, q
@@ -126,11 +126,17 @@ _POLES = {
 
 
 # -- symbolic structure -----------------------------------------------------------------
-def inline(expr: sympy.Expr) -> sympy.Expr:
+def inline(expr: sympy.Expr, of: frozenset | None = None) -> sympy.Expr:
     """``expr`` with every opaque nonlinearity replaced by its sympy body (recursively):
-    ``relu(u)`` → ``Max(u, 0)``, ``sigmoid(u)`` → ``1/(1 + e^{−u})``."""
+    ``relu(u)`` → ``Max(u, 0)``, ``sigmoid(u)`` → ``1/(1 + e^{−u})``. With ``of``,
+    only the applications to arguments involving those symbols: the others are
+    constants of the analysis (inlining them only costs time)."""
     for _ in range(64):
-        apps = [a for a in expr.atoms(sympy.Function) if hasattr(a.func, "nonlinearity")]
+        apps = [
+            a
+            for a in expr.atoms(sympy.Function)
+            if hasattr(a.func, "nonlinearity") and (of is None or a.free_symbols & of)
+        ]
         if not apps:
             return expr
         repl = {}
@@ -385,11 +391,14 @@ def _denominator(
 @functools.lru_cache(maxsize=4096)
 def structure(expr: sympy.Expr, d: int, m: int) -> Structure:
     """The law-independent part of the existence analysis of ``𝔼 expr(g0…; q0…)``."""
-
+    if g_monomials(expr, [g(i) for i in range(d)]) is not None:
+        # a polynomial in the Gaussians: every moment exists, whatever the law (and
+        # inlining the bodies of nonlinearities of its constants costs seconds)
+        return Structure(expr, d, None, (), (), ())
     red = linear_forms(expr, d, m)
     e, k = (red.expr, red.k) if red is not None else (expr, d)
-    e = inline(e)
     us = [g(i) for i in range(k)]
+    e = inline(e, of=frozenset(us))
     qs = [q(j) for j in range(m)]
     singular: list[Any] = []
     unknown: list[str] = []
