@@ -110,7 +110,7 @@ from .core.ir import (
     Nonlin,
     ScalarFn,
 )
-from .core.nonlin import BUILTINS, Nonlinearity
+from .core.nonlin import BUILTINS, FAMILIES, Nonlinearity
 from .core.texnames import function_latex, is_safe_latex
 from .dsl.program import Program, _check_section_title
 from .engine.limit import Limit, ScalarTable
@@ -471,7 +471,7 @@ def _fn_to_dict(f: Nonlinearity, declared: "_Names") -> dict[str, Any]:
         raise ProgramValueError(
             f"cannot save {what}: a saved name has 1 to {_MAX_NAME} printable characters; rename it"
         )
-    return {
+    d = {
         "name": f.name,
         "args": [_srepr(s, what, {}) for s in f.args],
         "params": [_srepr(s, what, {}) for s in f.params],
@@ -479,6 +479,24 @@ def _fn_to_dict(f: Nonlinearity, declared: "_Names") -> dict[str, Any]:
         "opaque": bool(f.opaque),
         "latex": function_latex(f),  # what the printers show: an unsafe name escaped
     }
+    if BUILTINS.get(f.name) is not f:
+        for fam_name, fam in FAMILIES.items():
+            found = fam.origin(f)
+            if found is not None:  # rebuilt by its family on load, closed forms and all
+                d["family"] = [fam_name, _json_params(found[0]), found[1]]
+                break
+    return d
+
+
+def _json_params(params: tuple) -> list:
+    """A family member's parameters as JSON numbers (a sequence as a list)."""
+
+    def num(v: Any) -> int | float:
+        return int(v) if isinstance(v, (int, np.integer)) and not isinstance(v, bool) else float(v)
+
+    return [
+        [num(c) for c in v] if isinstance(v, (list, tuple, np.ndarray)) else num(v) for v in params
+    ]
 
 
 class _Names:
@@ -732,29 +750,80 @@ def _fn_from_dict(spec: Any, at: "_At", names: _Names, r: "_Reader") -> Nonlinea
         fn = Nonlinearity(name, body, args, params, opaque=opaque, latex=latex)
     except TensorProgramError as exc:
         raise r.corrupt(f"{at}: {exc}", at.path) from None
+    if "family" in spec:
+        return _family_member(spec["family"], fn, at.sub("family"), r)
     return _builtin_like(fn) or fn
+
+
+def _same_function(a: Nonlinearity, b: Nonlinearity) -> bool:
+    """Same name, body, opacity and LaTeX name: ``b`` may stand for ``a``."""
+    return (
+        a.name == b.name
+        and a.key == b.key
+        and a.opaque == b.opaque
+        and a.latex_name == b.latex_name
+    )
 
 
 def _builtin_like(fn: Nonlinearity) -> Nonlinearity | None:
     """The builtin (or derivative of a builtin, up to 2nd order) identical to ``fn``."""
-
-    def same(b: Nonlinearity) -> bool:
-        return (
-            b.name == fn.name
-            and b.key == fn.key
-            and b.opaque == fn.opaque
-            and b.latex_name == fn.latex_name
-        )
-
     for b in BUILTINS.values():
         cands = [b]
         if b.arity + b.nparams == 1 and fn.name.startswith(b.name):
             d1 = b.derivative()
             cands += [d1, d1.derivative()]
         for c in cands:
-            if same(c):
+            if _same_function(fn, c):
                 return c
     return None
+
+
+def _family_member(rec: Any, fn: Nonlinearity, at: "_At", r: "_Reader") -> Nonlinearity:
+    """The member of a registered family (:data:`~tensorprog.core.nonlin.FAMILIES`)
+    that ``rec = [family, params, k]`` names — its ``k``-th derivative — checked to be
+    ``fn``, the nonlinearity the file's body defines. Parameters are numbers (or lists
+    of numbers): the family's own validation runs on them, nothing else."""
+
+    def number(v: Any) -> bool:
+        return type(v) in (int, float) and math.isfinite(v)
+
+    ok = (
+        isinstance(rec, list)
+        and len(rec) == 3
+        and isinstance(rec[0], str)
+        and isinstance(rec[1], list)
+        and len(rec[1]) <= 8
+        and all(
+            number(v) or (isinstance(v, list) and 0 < len(v) <= 64 and all(map(number, v)))
+            for v in rec[1]
+        )
+        and type(rec[2]) is int
+        and 0 <= rec[2] <= 2
+    )
+    if not ok:
+        raise r.corrupt(
+            f"{at} must be [family name, [parameters: numbers or lists of numbers], "
+            f"derivative order 0..2], got {_short(rec)}",
+            at.path,
+        )
+    fam = FAMILIES.get(rec[0])
+    if fam is None:
+        raise r.corrupt(
+            f"{at}: no family {rec[0]!r:.60}; valid: {', '.join(sorted(FAMILIES))}", at.path
+        )
+    try:
+        member = fam(*rec[1])
+        for _ in range(rec[2]):
+            member = member.derivative()
+    except (TensorProgramError, TypeError) as exc:  # (TypeError: a wrong parameter count)
+        raise r.corrupt(f"{at}: {exc}", at.path) from None
+    if not _same_function(fn, member):
+        raise r.corrupt(
+            f"{at}: {rec[0]}{tuple(rec[1])} (derivative {rec[2]}) is {member.name!r}, not the "
+            f"nonlinearity this record defines ({fn.name!r})",
+            at.path,
+        )
+    return member
 
 
 # ---------------------------------------------------------------------------------------

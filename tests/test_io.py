@@ -1117,3 +1117,60 @@ def test_save_into_a_read_only_folder_names_the_path(tmp_path):
     assert isinstance(err, OSError) and isinstance(err.__cause__, OSError)
     assert str(target) in str(err) and "writable" in str(err)
     assert not target.exists()
+
+
+def _family_program():
+    phi = tp.ab_relu(-0.5, 2)
+    p = tp.Program("fam")
+    x = p.vector("x", var=1.3)
+    W = p.matrix("W")
+    h = W @ x
+    tp.mean(phi(h) * tp.relu(h), name="k")
+    tp.mean(phi.derivative()(h) * h, name="k1")
+    return p, phi
+
+
+def test_family_members_load_as_themselves(tmp_path):
+    """A family member (and its derivative) is rebuilt by its family on load, so its
+    registered closed forms apply: the loaded limit is exact, as the original's. The
+    same file stripped of the family records loads look-alikes of the bodies, which
+    quadrature evaluates (the difference the records make)."""
+    p, phi = _family_program()
+    lim = p.limit()
+    path = tmp_path / "fam.json"
+    p.save(path)
+    q = tp.load(path)
+    fns = {i.fn for i in q.instructions if hasattr(i, "fn")}
+    assert phi in fns and phi.derivative() in fns
+    lq = q.limit()
+    for k in ("k", "k1"):
+        assert lim.method(p[k]) == lq.method(q[k]) == "exact"
+        assert lq[q[k]] == lim[p[k]]
+    # 𝔼[φ(h) relu(h)] = 2·𝔼[h²; h > 0] = Var h = 1.3 (φ = relu's slope 2 where relu ≠ 0)
+    assert lim[p["k"]] == pytest.approx(1.3, rel=1e-12)
+    d = json.loads(path.read_text())
+    for spec in d["program"]["nonlinearities"]:
+        spec.pop("family", None)
+    bare = tp.load(_write(tmp_path, d))
+    assert bare.limit().method(bare["k"]) == "quadrature"
+
+
+@pytest.mark.parametrize(
+    "record,needle",
+    [
+        (["no_such_family", [1.0], 0], "valid: ab_relu"),
+        (["ab_relu", [-0.5], 0], "ab_relu"),
+        (["ab_relu", [-0.25, 2.0], 0], "not the nonlinearity this record defines"),
+        (["ab_relu", [-0.5, 2.0], 3], "derivative order 0..2"),
+        (["ab_relu", ["__import__('os')", 2.0], 0], "numbers or lists of numbers"),
+    ],
+    ids=["unknown", "arity", "mismatch", "order", "not-a-number"],
+)
+def test_corrupt_family_records_are_clear_errors(record, needle, tmp_path):
+    p, _ = _family_program()
+    d = json.loads(json.dumps(tio.to_dict(p)))
+    specs = [s for s in d["program"]["nonlinearities"] if "family" in s]
+    assert [s["family"][2] for s in specs] == [0, 1]
+    specs[0]["family"] = record
+    with pytest.raises(tio.CorruptFileError, match=re.escape(needle)):
+        tp.load(_write(tmp_path, d))

@@ -58,6 +58,7 @@ __all__ = [
     "sqrt",
     "exp",
     "Family",
+    "FAMILIES",
     "ab_relu",
     "leaky_relu",
     "rbf",
@@ -729,8 +730,10 @@ class Family:
     def __init__(self, build: Callable[..., tuple[Nonlinearity, tuple, bool]]) -> None:
         self._build = build
         self._members: dict[tuple, Nonlinearity] = {}
+        self._calls: dict[tuple, tuple] = {}  # key -> the parameters it was first built from
         self._hooks: list[Callable[..., None]] = []
         functools.update_wrapper(self, build)
+        FAMILIES[build.__name__] = self
 
     def __call__(self, *params: Any) -> Nonlinearity:
         phi, key, new = self._build(*params)
@@ -738,6 +741,7 @@ class Family:
         if old is not None:
             return old
         self._members[key] = phi
+        self._calls[key] = params
         if new:
             for hook in self._hooks:
                 hook(phi, *key)
@@ -756,6 +760,28 @@ class Family:
     def members(self) -> tuple[Nonlinearity, ...]:
         """The members made so far."""
         return tuple(self._members.values())
+
+    def origin(self, fn: Nonlinearity) -> tuple[tuple, int] | None:
+        """``(params, k)`` when ``fn`` is the ``k``-th derivative (``k ≤ 2``, the
+        distributional one of :meth:`Nonlinearity.derivative`) of the member built from
+        ``params``, else None: what a file records so that loading rebuilds the member,
+        closed forms included, instead of a look-alike of its body."""
+        for key, phi in self._members.items():
+            if not fn.name.startswith(phi.name):
+                continue
+            d = phi
+            for k in range(3):
+                if d is fn:
+                    return self._calls[key], k
+                if d.arity + d.nparams != 1:
+                    break
+                d = d.derivative()
+        return None
+
+
+#: The families by name (:class:`Family`): a saved member records its family and
+#: parameters, and :func:`tensorprog.load` rebuilds it through this table.
+FAMILIES: dict[str, Family] = {}
 
 
 def _is_builtin(phi: Nonlinearity) -> bool:
