@@ -114,6 +114,7 @@ from .core.nonlin import BUILTINS, FAMILIES, Nonlinearity
 from .core.texnames import function_latex, is_safe_latex
 from .dsl.program import Program, _check_section_title
 from .engine.limit import Limit, ScalarTable
+from .engine.methods import RESULT_METHODS
 from .engine.tails import StableError
 
 __all__ = [
@@ -166,7 +167,7 @@ MAX_EXPR_DEPTH = 100
 #: Most arguments of ``Max``, ``Min``, ``Piecewise``, ``And``, ``Or``.
 _MAX_VARIADIC = 64
 #: The methods a saved limit may name.
-METHODS = ("exact", "quadrature", "montecarlo")
+METHODS = tuple(m.value for m in RESULT_METHODS)
 
 
 class CorruptFileError(FormatError, ProgramValueError):

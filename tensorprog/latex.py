@@ -74,6 +74,7 @@ from .core.ir import (
 from .core.texnames import SAFE_MACROS, call_latex, escape_text, function_latex, is_safe_latex  # noqa: F401
 from .dsl.program import Program
 from .engine.limit import Limit
+from .engine.methods import REQUESTABLE
 from .engine.symbols import DotCoef, Theta, ZDot, ZHat, ZSym
 
 __all__ = [
@@ -782,7 +783,7 @@ def add_cli_parser(sub: Any) -> argparse.ArgumentParser:
     ap.add_argument(
         "--method",
         default="auto",
-        choices=("auto", "exact", "quadrature", "montecarlo"),
+        choices=[m.value for m in REQUESTABLE],
         help="method of the limits (default: auto)",
     )
     ap.add_argument(
