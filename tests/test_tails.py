@@ -19,7 +19,8 @@ from scipy.stats import t as student_t
 
 import tensorprog as tp
 from tensorprog.engine.derivation import Derivation
-from tensorprog.engine.growth import degree, moment_degrees
+from tensorprog.engine.existence import degree
+from tensorprog.engine.growth import moment_degrees
 from tensorprog.engine.tails import khat_of_tops
 
 
@@ -194,10 +195,13 @@ def test_polynomial_degree_of_moment_integrands():
         tp.mean(vec, name=name)
     got = {k.name: d for k, d in moment_degrees(Derivation(p)).items()}
     assert got == {"a": 0.0, "b": None, "c": None, "d": 2.0, "e": 6.0, "f": None}
-    x, y = sympy.symbols("x y")
+    x, y = sympy.symbols("x y", real=True)
     assert degree(x**2 * y + sympy.Max(x, 0), {x: 1.0, y: 2.0}) == 4.0
     assert degree(sympy.sqrt(x**2 + 1), {x: 1.0}) == 1.0
-    assert degree(1 / (1 + x**2), {x: 1.0}) is None  # (not read as bounded: refused)
+    assert degree(1 / (1 + x**2), {x: 1.0}) == 0.0  # 1 + x² ≥ 1: bounded
+    assert degree(1 / x, {x: 1.0}) is None  # a pole at 0
+    assert degree(sympy.log(1 + x**2), {x: 1.0}) is None  # (log: at infinity only)
+    assert degree(sympy.log(1 + x**2), {x: 1.0}, at_infinity=True) == 1.0
 
 
 def test_errors_of_scalar_functions_are_propagated():

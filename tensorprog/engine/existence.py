@@ -200,29 +200,49 @@ class Structure:
         return not (self.singular or self.exps or self.unknown)
 
 
-def _poly_degree(e: sympy.Expr, us: list[sympy.Symbol]) -> float | None:
-    """A bound ``p`` with ``|e| ≤ C (1 + |u|)^p`` at infinity, or None (faster growth)."""
-    if not (e.free_symbols & set(us)):
+def degree(
+    e: sympy.Expr, weights: dict[sympy.Symbol, float], at_infinity: bool = False
+) -> float | None:
+    """A ``p`` with ``|e| ≤ C (1 + |u|)^p`` when each symbol ``s`` grows like
+    ``|u|^{weights[s]}`` (other symbols are constants), or None when no such bound is
+    known: sums take the largest degree, products add, ``x^a`` multiplies by ``a``,
+    bounded functions are 0, ``1/b`` is 0 when ``b`` is bounded below by a positive
+    constant, and ``exp``, other inverses, unknown functions have no bound.
+
+    ``at_infinity=False`` also asks for no singular set (``e`` bounded on compacts:
+    what the tails of :mod:`.growth` need); ``True`` bounds the growth at infinity only
+    (this module locates singular sets separately), where ``log`` has degree 1 and a
+    bounded function of anything is bounded.
+    """
+    if e.is_number:
+        return 0.0 if e.is_finite else None
+    if not (e.free_symbols & weights.keys()):
         return 0.0
     if e.is_Symbol:
-        return 1.0
-    if e.is_polynomial(*us):
-        return float(sympy.Poly(e, *us).total_degree())
-    if isinstance(e, sympy.Add) or isinstance(e, (sympy.Abs, sympy.Max, sympy.Min)):
-        ds = [_poly_degree(a, us) for a in e.args]
-        return None if any(x is None for x in ds) else max(ds)
-    if isinstance(e, sympy.Mul):
-        ds = [_poly_degree(a, us) for a in e.args]
-        return None if any(x is None for x in ds) else sum(ds)
+        return weights[e]
+    if at_infinity and all(weights.get(s, 1.0) == 1.0 for s in e.free_symbols):
+        us = [s for s in e.free_symbols if s in weights]
+        if e.is_polynomial(*us):
+            return float(sympy.Poly(e, *us).total_degree())
+    if isinstance(e, (sympy.Add, sympy.Max, sympy.Min, sympy.Abs, sympy.Mul)):
+        ds = [degree(a, weights, at_infinity) for a in e.args]
+        if any(d is None for d in ds):
+            return None
+        return sum(ds) if isinstance(e, sympy.Mul) else max(ds)
     if isinstance(e, sympy.Pow) and e.exp.is_number:
-        d = _poly_degree(e.base, us)
+        d = degree(e.base, weights, at_infinity)
         if d is None:
             return None
         return d * float(e.exp) if e.exp > 0 else 0.0 if _bounded_below(e.base) else None
     if isinstance(e, _BOUNDED):
-        return 0.0
-    if isinstance(e, sympy.log):
-        return 1.0 if _poly_degree(e.args[0], us) is not None else None
+        if at_infinity:
+            return 0.0
+        return 0.0 if all(degree(a, weights) is not None for a in e.args) else None
+    if isinstance(e, sympy.Piecewise):
+        ds = [degree(a, weights, at_infinity) for a, _ in e.args]
+        return None if any(d is None for d in ds) else max(ds)
+    if isinstance(e, sympy.log) and at_infinity:
+        return 1.0 if degree(e.args[0], weights, True) is not None else None
     return None
 
 
@@ -257,7 +277,7 @@ def _bound(e: sympy.Expr, us: list[sympy.Symbol]) -> list[sympy.Expr] | None:
             if deg <= 1:
                 return [sympy.S.Zero]
             return [sympy.expand(x)] if deg == 2 else None
-        d = _poly_degree(x, us)
+        d = degree(x, dict.fromkeys(us, 1.0), at_infinity=True)
         return [sympy.S.Zero] if d is not None and d <= 1 else None
     if isinstance(e, (sympy.sinh, sympy.cosh)):
         b1, b2 = _bound(sympy.exp(e.args[0]), us), _bound(sympy.exp(-e.args[0]), us)

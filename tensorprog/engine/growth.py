@@ -11,7 +11,7 @@ all inner products of relu/tanh vectors (degree ≤ 2).
 The degree is propagated through the program: an initial vector or a hat ``Ẑ`` has
 degree 1, ``Z = Ẑ + Σ cᵢ Z^{yᵢ}`` the largest of 1 and the ``yᵢ``'s, and a
 nonlinearity's body is read with its arguments weighted by their degrees
-(:func:`degree`: sums take the largest, products add, ``x^a`` multiplies by ``a``,
+(:func:`.existence.degree`: sums take the largest, products add, ``x^a`` multiplies by ``a``,
 bounded functions are 0, anything else — ``exp``, ``1/x``, ``log``, an unknown
 function — has no polynomial bound).
 """
@@ -21,50 +21,17 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-import sympy
-
 from ..core.ir import Moment
 from .derivation import FnNode, MatMulNode
-from .existence import _BOUNDED, inline
+from .existence import degree, inline
 
-__all__ = ["degree", "moment_degrees", "POLY_TAIL_DEGREE"]
+__all__ = ["moment_degrees", "POLY_TAIL_DEGREE"]
 
 #: Moments whose integrand grows at most like ``|g|^p`` with ``p`` ≤ this get no Pareto
 #: fit (their tails are light: :mod:`.growth`). Degree 4 covers products of four
 #: relu/linear vectors; the replicate standard error of ``Z⁴`` (kurtosis 184) over
 #: replicates of thousands of samples is already that of a normal mean.
 POLY_TAIL_DEGREE = 4.0
-
-
-def degree(e: sympy.Expr, weights: dict[sympy.Symbol, float]) -> float | None:
-    """A ``p`` with ``|e| ≤ C (1 + |u|)^p`` when each symbol ``s`` grows like
-    ``|u|^{weights[s]}`` (other symbols are constants), and ``e`` has no singularity;
-    None when no such bound is known."""
-    if e.is_number:
-        return 0.0 if e.is_finite else None
-    if e.is_Symbol:
-        return weights.get(e, 0.0)
-    if isinstance(e, (sympy.Add, sympy.Max, sympy.Min, sympy.Abs)):
-        ds = [degree(a, weights) for a in e.args]
-        return None if any(d is None for d in ds) else max(ds)
-    if isinstance(e, sympy.Mul):
-        ds = [degree(a, weights) for a in e.args]
-        return None if any(d is None for d in ds) else sum(ds)
-    if isinstance(e, sympy.Pow):
-        if not e.exp.is_number:
-            return None
-        d = degree(e.base, weights)
-        if d is None:
-            return None
-        if e.exp > 0:
-            return d * float(e.exp)
-        return 0.0 if d == 0.0 and not (e.base.free_symbols & set(weights)) else None
-    if isinstance(e, _BOUNDED):
-        return 0.0 if all(degree(a, weights) is not None for a in e.args) else None
-    if isinstance(e, sympy.Piecewise):
-        ds = [degree(a, weights) for a, _ in e.args]
-        return None if any(d is None for d in ds) else max(ds)
-    return None
 
 
 @functools.lru_cache(maxsize=8192)
