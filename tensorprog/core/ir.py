@@ -236,7 +236,7 @@ def outer_body(instr: OuterNonlin) -> str:
         + [sympy.Symbol(f"{v.name}_β") for v in instr.cols]
         + [sympy.Symbol(v.name) for v in instr.params]
     )
-    return f"mean_β({instr.fn.inline(*syms)})"  # type: ignore[union-attr]
+    return f"mean_β({instr.fn.apply(*syms)})"  # type: ignore[union-attr]
 
 
 def _num(x: float) -> str:

@@ -1147,7 +1147,8 @@ def outer_nonlin(
     name : str, optional
         Name of the new vector.
     fn_name : str, optional
-        Name of ``ψ`` in printouts (defaults to ``fn``'s name, else ``"psi"``).
+        Name of ``ψ`` in printouts (defaults to ``fn``'s name). A lambda without
+        ``fn_name`` is printed by its body.
 
     Returns
     -------
@@ -1233,15 +1234,9 @@ def outer_nonlin(
             kept = [p for p, c in zip(fn.params, consts) if c is None]
             fn = Nonlinearity(fn.name, body, fn.args, kept, opaque=fn.opaque, latex=fn.latex_name)
     elif callable(fn):
-        label = (
-            fn_name
-            or (
-                getattr(fn, "__name__", "psi")
-                if getattr(fn, "__name__", "") != "<lambda>"
-                else None
-            )
-            or "psi"
-        )
+        own = getattr(fn, "__name__", None)
+        named = fn_name is not None or (isinstance(own, str) and own.isidentifier())
+        label = fn_name or (own if named else "psi")
         xs = [sympy.Dummy(f"a{i}", real=True) for i in range(k)]
         ps = [sympy.Dummy(f"p{j}", real=True) for j, c in enumerate(consts) if c is None]
         it = iter(ps)
@@ -1259,7 +1254,8 @@ def outer_nonlin(
             raise ProgramTypeError(
                 f"{what} {label!r}: the function must return an expression, got {body!r}"
             )
-        fn = Nonlinearity(label, body, xs, ps)
+        # Named (a def or fn_name): printed by its name; a lambda: by its body.
+        fn = Nonlinearity(label, body, xs, ps, opaque=named)
     else:
         raise ProgramTypeError(
             f"{what} needs a callable traceable by sympy or a Nonlinearity, got {type(fn).__name__}"
