@@ -469,9 +469,7 @@ class ProgramLatexPrinter(LatexPrinter):
         )
         mean = r"= \frac{1}{n} \sum_{\beta=1}^{n} "
         return self._group(
-            self._rows(
-                latex_name(instr.out.name, sub=_ALPHA), _bracketed(mean, self._terms(body))
-            )
+            self._rows(latex_name(instr.out.name, sub=_ALPHA), _bracketed(mean, self._terms(body)))
         )
 
     def _print_Moment(self, instr: Moment) -> str:
@@ -596,7 +594,9 @@ class DerivationLatexPrinter(ProgramLatexPrinter):
             inner = ", ".join(self._print(x) for x in xs)
             return rf"\bigl({inner}\bigr)" if len(xs) > 1 else inner
 
-        rows = self._tagged(self._rows(self._Z(instr.out), self._relation("=", expr)), "ZOuterNonlin")
+        rows = self._tagged(
+            self._rows(self._Z(instr.out), self._relation("=", expr)), "ZOuterNonlin"
+        )
         rows += self._rows(
             "", [rf"\quad {tup(copies)} \overset{{\text{{iid}}}}{{\sim}} {tup(originals)}"]
         )
