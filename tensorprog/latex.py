@@ -75,7 +75,7 @@ from .core.ir import (
 from .core.texnames import SAFE_MACROS, call_latex, escape_text, function_latex, is_safe_latex  # noqa: F401
 from .dsl.program import Program
 from .engine.limit import Limit
-from .engine.symbols import CopyExpectation, DotCoef, Theta, ZCopy, ZDot, ZHat, ZSym
+from .engine.symbols import CopyExpectation, CopyMoment, DotCoef, Theta, ZCopy, ZDot, ZHat, ZSym
 
 __all__ = [
     "ProgramLatexPrinter",
@@ -330,6 +330,10 @@ class ProgramLatexPrinter(LatexPrinter):
 
     def _print_Theta(self, expr: Theta) -> str:
         return latex_name(expr.var, accent="mathring")
+
+    def _print_CopyMoment(self, expr: CopyMoment) -> str:
+        r"""``\mathbb{E}[m(Z^{x'})]``: a moment of an OuterNonlin's cols."""
+        return rf"\mathbb{{E}}\left[{self._print(expr.expr)}\right]"
 
     def _print_ZCopy(self, expr: ZCopy) -> str:
         r"""``Z^{x\,(1)}``: the iid copy of ``Z^x`` [TP4b Def 2.6.5]."""
@@ -594,12 +598,33 @@ class DerivationLatexPrinter(ProgramLatexPrinter):
             inner = ", ".join(self._print(x) for x in xs)
             return rf"\bigl({inner}\bigr)" if len(xs) > 1 else inner
 
-        rows = self._tagged(
-            self._rows(self._Z(instr.out), self._relation("=", expr)), "ZOuterNonlin"
-        )
+        segments = [self._relation("=", expr)]
+        der, plan = self.limit.derivation, self.limit.plan
+        moments = der.copy_moments.get(instr.out)
+        if moments is not None:  # ψ polynomial in the cols: through their moments
+            G = der.nodes[instr.out].fn
+            segments.append(
+                self._relation(
+                    "=",
+                    G.apply(
+                        *[ZSym(v.name) for v in instr.rows],
+                        *[Theta(v.name) for v in instr.params],
+                        *[c.symbol for c in moments],
+                    ),
+                )
+            )
+        rows = self._tagged(self._rows(self._Z(instr.out), *segments), "ZOuterNonlin")
         rows += self._rows(
             "", [rf"\quad {tup(copies)} \overset{{\text{{iid}}}}{{\sim}} {tup(originals)}"]
         )
+        for c in moments or ():
+            rid = plan.const_req[c.cid]
+            value = (
+                f"= {self._num(float(plan.values[rid]))}"
+                if plan.deterministic[rid]
+                else rf"\quad(\text{{{_METHOD_TEXT['montecarlo']}}})"
+            )
+            rows += self._rows("", [rf"\quad {self._print(c.symbol)}", value])
         return self._group(rows)
 
     def _print_ScalarFn(self, instr: ScalarFn) -> str:

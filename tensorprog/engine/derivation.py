@@ -46,7 +46,19 @@ from ..core.ir import (
     ScalarFn,
     Var,
 )
-from .symbols import CopyExpectation, DotCoef, GaussSym, Theta, ZCopy, ZHat, ZSym, g, q
+from ..core.nonlin import Nonlinearity
+from .symbols import (
+    CopyExpectation,
+    CopyMoment,
+    DotCoef,
+    GaussSym,
+    Theta,
+    ZCopy,
+    ZHat,
+    ZSym,
+    g,
+    q,
+)
 
 __all__ = [
     "Derivation",
@@ -54,6 +66,7 @@ __all__ = [
     "Const",
     "ScalarConst",
     "DotConst",
+    "CopyMomentConst",
     "Node",
     "BaseNode",
     "FnNode",
@@ -122,8 +135,29 @@ class DotConst:
         return full / self.sigma2 if self.sigma2 else 0.0
 
 
+@dataclass(frozen=True, eq=False)
+class CopyMomentConst:
+    """``𝔼[m(Z^{cols})]`` for a monomial ``m`` of an OuterNonlin's ψ in its cols.
+
+    When ψ is a polynomial in its col arguments, ``ψ = Σ_k A_k(rows; θ) m_k(cols)``
+    and the OuterNonlin rule [TP4b Def 2.6.5] is
+    ``Z^y = Σ_k A_k(Z^{rows}; θ̊) 𝔼[m_k(Z^{cols})]``: a Nonlin of the rows whose
+    parameters include these moments (ordinary expectations of the cols' ``Z``).
+    """
+
+    cid: int
+    var: Var  # the OuterNonlin's output
+    cols: tuple[Var, ...]
+    fn: Any  # the monomial m_k as a (transparent) Nonlinearity of the cols
+
+    @functools.cached_property
+    def symbol(self) -> CopyMoment:
+        """``𝔼[m_k(Z^{cols})]``."""
+        return CopyMoment(self.fn.inline(*[ZSym(c.name) for c in self.cols]))
+
+
 #: A deterministic constant of the limit.
-Const = ScalarConst | DotConst
+Const = ScalarConst | DotConst | CopyMomentConst
 
 
 @dataclass(frozen=True, eq=False)
@@ -228,6 +262,8 @@ class Derivation(Interpreter):
         self.init_mean = program.initial_mean
         self.init_cov = program.initial_covariance
         self.hat_of: dict[Var, Base] = {}
+        #: OuterNonlin output -> the col moments its Z uses (ψ polynomial in the cols)
+        self.copy_moments: dict[Var, tuple[CopyMomentConst, ...]] = {}
         self.hat_arg: dict[int, Var] = {}  # bid of Ẑ^{Wx} -> x
         self._hat_args: dict[Any, set[Var]] = {}  # family -> arguments of its hats
         self._canon_cache: dict[Any, Any] = {}
@@ -291,11 +327,33 @@ class Derivation(Interpreter):
     def outer_nonlin(self, instr: OuterNonlin) -> Node:
         register_fn(instr.fn)
         sup: frozenset[int] = frozenset().union(*(self.nodes[a].support for a in instr.rows))
+        params = tuple(self.scalar_const[p] for p in instr.params)
+        split = separate_cols(instr.fn, len(instr.rows))
+        if split is not None:  # Z^y = G(Z^{rows}; θ̊, 𝔼 m_k(Z^{cols})): a Nonlin of the rows
+            G, monomials = split
+            register_fn(G)
+            moments = []
+            for m in monomials:
+                register_fn(m)
+                c = CopyMomentConst(len(self.consts), instr.out, instr.cols, m)
+                self.consts.append(c)
+                moments.append(c)
+            self.copy_moments[instr.out] = tuple(moments)
+            node: Node = FnNode(
+                G,
+                instr.rows,
+                params + tuple(moments),
+                sup,
+                G.is_polynomial and all(self.nodes[a].polynomial for a in instr.rows),
+                1 + sum(self.nodes[a].size for a in instr.rows),
+            )
+            self.nodes[instr.out] = node
+            return node
         node = OuterNode(
             instr.fn,
             instr.rows,
             instr.cols,
-            tuple(self.scalar_const[p] for p in instr.params),
+            params,
             sup,
         )
         self.nodes[instr.out] = node
@@ -350,6 +408,29 @@ class Derivation(Interpreter):
         """
         sup = self.nodes[instr.arg].support
         return [b for b in self.families[(instr.matrix, not instr.transpose)] if b.bid in sup]
+
+    def outer_upstream(self, roots: tuple[Any, ...]) -> Var | None:
+        """The first OuterNonlin (by program order) without a canonical integrand
+        (:class:`OuterNode`) that the ``Z`` of the vectors among ``roots`` reads, if any
+        (for messages: why a request has no exact form)."""
+        nodes, seen = self.nodes, set()
+        stack = [r for r in roots if isinstance(r, Var)]
+        found: list[Var] = []
+        while stack:
+            v = stack.pop()
+            if v in seen:
+                continue
+            seen.add(v)
+            node = nodes[v]
+            if isinstance(node, OuterNode):
+                found.append(v)
+                stack.extend(node.rows + node.cols)
+            elif isinstance(node, FnNode):
+                stack.extend(node.args)
+            elif isinstance(node, MatMulNode):
+                stack.append(self.hat_arg[node.base.bid])
+                stack.extend(y for _, y in node.dot)
+        return min(found, key=lambda v: v.id) if found else None
 
     def _scalar_const(self, v: Var) -> ScalarConst:
         c = ScalarConst(len(self.consts), v)
@@ -728,6 +809,40 @@ def _renumber(ids: tuple[int, ...], pos: dict[int, int]) -> tuple[int, ...]:
             i = pos[b] = len(pos)
         out.append(i)
     return tuple(out)
+
+
+@functools.lru_cache(maxsize=1024)
+def separate_cols(fn: Nonlinearity, nrows: int) -> tuple[Nonlinearity, tuple] | None:
+    """ψ polynomial in its col arguments, split as ``Σ_k A_k(rows; θ) m_k(cols)``.
+
+    Returns ``(G, monomials)``: ``G(rows; θ, μ_1, …) = Σ_k A_k(rows; θ) μ_k`` (``μ_k``
+    standing for ``𝔼 m_k(Z^{cols})``; a constant monomial is its number) and the
+    non-constant monomials ``m_k`` as Nonlinearities of the cols; ``None`` when ψ is
+    not a polynomial in the cols (then its inner expectation is a Monte Carlo average).
+    """
+    body, rows, cols = fn.body, fn.args[:nrows], fn.args[nrows:]
+    if not cols or not body.is_polynomial(*cols):
+        return None
+    try:
+        poly = sympy.Poly(body, *cols)
+    except sympy.PolynomialError:  # pragma: no cover - is_polynomial said it is
+        return None
+    col_syms = [sympy.Symbol(f"x{i}", real=True) for i in range(len(cols))]
+    mus: list[sympy.Symbol] = []
+    monomials: list[Nonlinearity] = []
+    total = sympy.Integer(0)
+    for exps, coef in poly.terms():
+        coef = sympy.sympify(coef)
+        if not any(exps):
+            total += coef
+            continue
+        mu = sympy.Symbol(f"mu{len(mus)}", real=True)
+        mus.append(mu)
+        mono = sympy.Mul(*[s**e for s, e in zip(col_syms, exps)])
+        monomials.append(Nonlinearity(f"{fn.name}_m{len(monomials)}", mono, col_syms, opaque=False))
+        total += coef * mu
+    G = Nonlinearity(f"E1_{fn.name}", total, rows, fn.params + tuple(mus), opaque=False)
+    return G, tuple(monomials)
 
 
 _FN_BY_UID: dict[int, Any] = {}

@@ -28,9 +28,9 @@ from typing import Any
 import numpy as np
 import sympy
 
-from ..core.ir import WIDTH, InitScalar, MatMul, Moment, ScalarFn, Var
+from ..core.ir import WIDTH, InitScalar, MatMul, Moment, OuterNonlin, ScalarFn, Var
 from ..gaussian import MAX_QUADRATURE_DIM
-from .derivation import Base, Derivation, DotConst, Layout, register_fn
+from .derivation import Base, CopyMomentConst, Derivation, DotConst, Layout, register_fn
 from .exact import shape
 from .methods import Method
 from .symbols import g
@@ -39,6 +39,7 @@ __all__ = [
     "Request",
     "ExpectationRequest",
     "MomentRequest",
+    "CopyMomentRequest",
     "CovRequest",
     "SteinBRequest",
     "DotRequest",
@@ -99,6 +100,14 @@ class MomentRequest(ExpectationRequest):
     """θ̊ of a Moment ``var``: ``𝔼 φ(Z^{x¹}, …; θ̊…)`` [TP4 ZMoment]."""
 
     var: Var
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class CopyMomentRequest(ExpectationRequest):
+    """``𝔼[m(Z^{cols})]`` of a monomial ``m`` of an OuterNonlin's ψ polynomial in its
+    cols (``const``): a constant of the OuterNonlin's ``Z`` [TP4b Def 2.6.5]."""
+
+    const: CopyMomentConst
 
 
 @dataclass(frozen=True, eq=False, slots=True)
@@ -188,6 +197,9 @@ class Plan:
             elif isinstance(instr, MatMul):
                 for c, _y in der.nodes[instr.out].dot:
                     self._dot(c)
+            elif isinstance(instr, OuterNonlin):
+                for c in der.copy_moments.get(instr.out, ()):
+                    self._copy_moment(c)
         n = len(self.requests)
         self.values = np.full(n, np.nan)
         self.errors = np.zeros(n)
@@ -342,6 +354,21 @@ class Plan:
         req = self._expectation(MomentRequest, roots, combine, tag, var=instr.out)
         self.const_req[sc[instr.out].cid] = req.rid
 
+    def _copy_combine(self, c: CopyMomentConst) -> tuple[Any, Any]:
+        """``(tag, combine)``: the integrand builder of a col moment, ``m(Z^{cols})``."""
+        fn = c.fn
+        tag = ("fn", fn._uid, len(c.cols))
+        combine = self._combines.get(tag)
+        if combine is None:
+            register_fn(fn)
+            combine = self._combines[tag] = fn.apply
+        return tag, combine
+
+    def _copy_moment(self, c: CopyMomentConst) -> None:
+        tag, combine = self._copy_combine(c)
+        req = self._expectation(CopyMomentRequest, c.cols, combine, tag, const=c)
+        self.const_req[c.cid] = req.rid
+
     def _scalar_fn(self, instr: ScalarFn) -> None:
         deps = tuple([self.const_req[self.der.scalar_const[p].cid] for p in instr.params])
         req = self._add(
@@ -403,6 +430,8 @@ class Plan:
             return req.expr
         if isinstance(req, MomentRequest):
             combine = self._moment_combine(self.der.program.definition(req.var))[1]
+        elif isinstance(req, CopyMomentRequest):
+            combine = self._copy_combine(req.const)[1]
         elif isinstance(req, (CovRequest, SteinBRequest)):
             combine = _mul
         else:
@@ -437,6 +466,8 @@ def describe(req: Request) -> str:
     match req:
         case MomentRequest():
             return f"limit of {req.var.name}"
+        case CopyMomentRequest():
+            return f"moment {req.const.symbol} of the cols of {req.const.var.name}"
         case CovRequest():
             a, b = req.pair
             return f"covariance of {a.symbol} and {b.symbol}"

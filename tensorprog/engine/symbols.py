@@ -19,6 +19,7 @@ __all__ = [
     "ZSym",
     "ZCopy",
     "CopyExpectation",
+    "CopyMoment",
     "ZHat",
     "ZDot",
     "Theta",
@@ -76,6 +77,25 @@ class CopyExpectation(sympy.Function):
     def _latex(self, printer: Any, exp: Any = None) -> str:
         out = rf"\mathbb{{E}}^{{(1)}}\left[{printer._print(self.args[0])}\right]"
         return rf"\left({out}\right)^{{{exp}}}" if exp is not None else out
+
+
+class CopyMoment(sympy.Symbol):
+    """``𝔼[m(Z^{x'})]``: a moment of an OuterNonlin's cols, the constant its limit has
+    when ψ is a polynomial in the cols (``expr`` is ``m`` over the cols' ``Z``)."""
+
+    def __new__(cls, expr: sympy.Expr) -> Any:
+        obj = super().__new__(cls, f"𝔼[{expr}]", real=True)
+        obj.expr = expr
+        return obj
+
+    def __getnewargs_ex__(self) -> Any:
+        return ((self.expr,), {})
+
+    def _sympystr(self, printer: Any) -> str:
+        return self.name
+
+    def _latex(self, printer: Any) -> str:
+        return rf"\mathbb{{E}}\left[{printer._print(self.expr)}\right]"
 
 
 class Theta(_VarSymbol):

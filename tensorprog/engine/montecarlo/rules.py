@@ -118,6 +118,16 @@ class MonteCarloPass(_Pass):
         rows = [self.env[a] for a in instr.rows]
         cols = [self.env[a] for a in instr.cols]
         params = self._params(instr)
+        moments = self.der.copy_moments.get(instr.out)
+        if moments is not None:  # ψ polynomial in the cols: Z^y = G(Z^{rows}; θ̊, 𝔼 m_k)
+            mus = [self._copy_moment(c, cols) for c in moments]
+            if not self._ready(*rows, *params, *mus):
+                return self._wait()
+            G = self.der.nodes[instr.out].fn
+            out = np.broadcast_to(np.asarray(G.numpy(*rows, *params, *mus), dtype=float), self.shape)
+            if not np.isfinite(out).all():
+                raise NumericalError(f"{instr.fn.name} produced NaN or inf on Monte Carlo samples")  # type: ignore[union-attr]
+            return out
         if not self._ready(*rows, *cols, *params):
             return self._wait()
         m = inner_size(self.state.M)
@@ -125,6 +135,24 @@ class MonteCarloPass(_Pass):
         if not np.isfinite(out).all():
             raise NumericalError(f"{instr.fn.name} produced NaN or inf on Monte Carlo samples")  # type: ignore[union-attr]
         return out
+
+    def _copy_moment(self, c: Any, cols: list[Any]) -> Any:
+        """``𝔼 m(Z^{cols})`` of a col monomial (:class:`~..derivation.CopyMomentConst`):
+        known, or the replicate's sample mean."""
+        known = self.schedule.known.get(c.cid)
+        if known is not None:
+            return self._record(c.cid, np.float64(known))
+
+        def sums() -> tuple[np.ndarray]:
+            vals = np.broadcast_to(c.fn.numpy(*cols), self.shape)
+            return (vals.sum(axis=-1, keepdims=True),)
+
+        val = self._estimate(MomentKey(c.cid), sums if self._ready(*cols) else None)
+        if val is _PENDING:
+            return self._wait()
+        if not np.isfinite(val).all():
+            raise NumericalError(f"the Monte Carlo estimate of {c.symbol} is not finite")
+        return self._record(c.cid, val)
 
     def moment(self, instr: Moment) -> Any:
         sched = self.schedule
