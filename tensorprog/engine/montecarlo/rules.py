@@ -124,7 +124,9 @@ class MonteCarloPass(_Pass):
             if not self._ready(*rows, *params, *mus):
                 return self._wait()
             G = self.der.nodes[instr.out].fn
-            out = np.broadcast_to(np.asarray(G.numpy(*rows, *params, *mus), dtype=float), self.shape)
+            out = np.broadcast_to(
+                np.asarray(G.numpy(*rows, *params, *mus), dtype=float), self.shape
+            )
             if not np.isfinite(out).all():
                 raise NumericalError(f"{instr.fn.name} produced NaN or inf on Monte Carlo samples")  # type: ignore[union-attr]
             return out
