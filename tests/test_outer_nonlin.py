@@ -11,6 +11,8 @@ References, none of which imports the code under test:
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import sympy
@@ -143,3 +145,159 @@ def test_grad_refuses_outer_nonlin():
         tp.grad(f, x)
     g = tp.mean(h * h, name="g")  # upstream of it: fine
     assert tp.grad(g, x) is not None
+
+
+# ---------------------------------------------------------------------------------------
+# ψ polynomial in its cols: the inner expectation is a moment (closed forms below)
+
+S2 = 1.5  # σ_W²
+
+
+def _separable() -> tuple[tp.Program, dict[str, float]]:
+    """ψ = a·b²: Z^y = Z^{row} 𝔼[(Z^{col})²]. With v, u ~ N(0, 1), N(0, 2), h = W v
+    (Var Ẑ = σ²): y1 = v·𝔼u² = 2v, y2 = h·𝔼u² = 2h, y3 = h·𝔼h² = σ² h; ZDot through
+    the rows only: Ż^{Wᵀy2} = σ²·2·v, Ż^{Wᵀy3} = σ²·σ²·v."""
+    p = tp.Program("separable")
+    W = p.matrix("W", var=S2)
+    v, u = p.vector("v"), p.vector("u", var=2.0)
+    h = W.matmul(v, name="h")
+    psi = lambda a, b: a * b**2  # noqa: E731
+    y1 = tp.outer_nonlin(psi, [v], [u], name="y1")
+    y2 = tp.outer_nonlin(psi, [h], [u], name="y2")
+    y3 = tp.outer_nonlin(psi, [h], [h], name="y3")
+    tp.inner(y1, v, name="k1")
+    tp.inner(W.T.matmul(y2, name="z2"), v, name="k2")
+    tp.inner(W.T.matmul(y3, name="z3"), v, name="k3")
+    tp.mean(y3 * y3, name="k4")
+    closed = {"k1": 2.0, "k2": S2 * 2.0, "k3": S2 * S2, "k4": S2**2 * S2}
+    return p, closed
+
+
+def test_separable_exact_equals_closed_form():
+    p, closed = _separable()
+    lim = p.limit(method="exact")
+    for k, val in closed.items():
+        assert lim.method(k) == "exact"
+        assert lim[k] == pytest.approx(val, rel=1e-12, abs=1e-12), k
+    mc = p.limit(method="montecarlo", samples=2**14, seed=1)
+    for k, val in closed.items():
+        assert abs(mc[k] - val) <= 4 * mc.stderr(k), (k, mc[k], val, mc.stderr(k))
+
+
+def test_exact_refuses_naming_the_outer_nonlin():
+    p = tp.Program()
+    x = p.vector("x")
+    y = tp.outer_nonlin(lambda a, b: sympy.sign(a - b), [x], [x + 1], name="y")
+    tp.mean(y * x, name="k")
+    for method in ("exact", "quadrature"):
+        with pytest.raises(tp.MethodUnavailableError, match=r"OuterNonlin y(.|\n)*`y = mean_β"):
+            p.limit(method=method)
+    assert p.limit(samples=2**12).method("k") == "montecarlo"  # auto falls back
+
+
+# ---------------------------------------------------------------------------------------
+# honest standard errors: coverage over seeds against closed forms
+
+
+def test_standard_error_coverage():
+    """ψ = sign(a − b), rows h = W v (Var σ²), cols u ~ N(0, 1): Z^y = 2Φ(Z^h) − 1.
+    𝔼[y²] and 𝔼[y h] by scipy quadrature, ⟨Wᵀy, v⟩ = σ² 𝔼[2φ(Z^h)] = 2σ²/√(2π(1+σ²)).
+    Over 12 seeds each, QMC and iid, (estimate − truth)/stderr behaves like a t with
+    15 degrees of freedom: 𝔼z² = 15/13 (the bound 2.75 allows three standard
+    deviations, √(Var t²/12) = 0.53, of the mean of 12 values) and |z| < 2.5 with
+    probability 0.975 (at least 10 of 12). A bias of the inner average that the
+    replicates do not show would fail it."""
+    from scipy import integrate
+    from scipy.stats import norm
+
+    p = tp.Program("coverage")
+    W = p.matrix("W", var=S2)
+    v, u = p.vector("v"), p.vector("u")
+    h = W @ v
+    y = tp.outer_nonlin(lambda a, b: sympy.sign(a - b), [h], [u], name="y")
+    ks = [tp.mean(y * y, name="k1"), tp.inner(y, h, name="k2"), tp.inner(W.T @ y, v, name="k3")]
+
+    def gauss(f):
+        dens = lambda x: np.exp(-x * x / (2 * S2)) / np.sqrt(2 * np.pi * S2)  # noqa: E731
+        return integrate.quad(lambda x: f(x) * dens(x), -np.inf, np.inf, epsabs=1e-13)[0]
+
+    truth = [
+        gauss(lambda x: (2 * norm.cdf(x) - 1) ** 2),
+        gauss(lambda x: (2 * norm.cdf(x) - 1) * x),
+        2 * S2 / np.sqrt(2 * np.pi * (1 + S2)),
+    ]
+    for qmc in (True, False):
+        z = np.array(
+            [
+                [(lim[k] - t) / lim.stderr(k) for k, t in zip(ks, truth)]
+                for lim in (p.limit(samples=2**12, seed=s, qmc=qmc) for s in range(12))
+            ]
+        )
+        assert (z**2).mean(axis=0).max() <= 2.75, (qmc, z)
+        assert (abs(z) < 2.5).mean(axis=0).min() >= 10 / 12, (qmc, z)
+
+
+# ---------------------------------------------------------------------------------------
+# LaTeX (golden) and save/load
+
+
+def test_latex_golden():
+    p = tp.Program("latex")
+    W = p.matrix("W")
+    v = p.vector("v")
+    th = p.scalar("th", 0.5)
+    h = W.matmul(v, name="h")
+    y = tp.outer_nonlin(lambda r, s, w, t: sympy.sign(r * s) * w * t, [h], [h, v], [th], name="y")
+    y2 = tp.outer_nonlin(lambda r, s: r * s**2, [v], [h], name="y2")
+    tp.inner(y, v, name="k")
+    tp.inner(y2, v, name="k2")
+    assert p.latex() == (
+        "\\begin{align*}\n"
+        "W_{\\alpha\\beta} &\\sim \\mathcal{N}\\left(0, 1/n\\right) \\\\\n"
+        "v_{\\alpha} &\\sim \\mathcal{N}\\left(0, 1\\right) \\\\\n"
+        "\\mathrm{th} &= 0.5 \\\\\n"
+        "h &= W v \\\\\n"
+        "y_{\\alpha} &= \\frac{1}{n} \\sum_{\\beta=1}^{n} v_{\\beta} \\mathrm{th} "
+        "\\operatorname{sign}{\\left(h_{\\beta} h_{\\alpha} \\right)} \\\\\n"
+        "y_{2,\\alpha} &= \\frac{1}{n} \\sum_{\\beta=1}^{n} h_{\\beta}^{2} v_{\\alpha} \\\\\n"
+        "k &= \\frac{1}{n} \\sum_{\\alpha=1}^{n} v_{\\alpha} y_{\\alpha} \\\\\n"
+        "k_{2} &= \\frac{1}{n} \\sum_{\\alpha=1}^{n} v_{\\alpha} y_{2,\\alpha}\n"
+        "\\end{align*}"
+    )
+    rows = p.limit(samples=2**12).latex().split(" \\\\\n")
+    outer = [i for i, r in enumerate(rows) if "ZOuterNonlin" in r]
+    assert [rows[i] for i in outer] == [
+        "Z^{y} &= \\mathbb{E}^{(1)}\\left[\\mathring{\\mathrm{th}} Z^{v\\,(1)} "
+        "\\operatorname{sign}{\\left(Z^{h\\,(1)} Z^{h} \\right)}\\right] && \\text{ZOuterNonlin}",
+        "Z^{y_{2}} &= \\mathbb{E}^{(1)}\\left[\\left(Z^{h\\,(1)}\\right)^{2} Z^{v}\\right] "
+        "= \\mathbb{E}\\left[\\left(Z^{h}\\right)^{2}\\right] Z^{v} && \\text{ZOuterNonlin}",
+    ]
+    assert rows[outer[0] + 1] == (
+        "&\\quad \\bigl(Z^{h\\,(1)}, Z^{v\\,(1)}\\bigr) \\overset{\\text{iid}}{\\sim} "
+        "\\bigl(Z^{h}, Z^{v}\\bigr)"
+    )
+    assert rows[outer[1] + 1 : outer[1] + 3] == [
+        "&\\quad Z^{h\\,(1)} \\overset{\\text{iid}}{\\sim} Z^{h}",
+        "&\\quad \\mathbb{E}\\left[\\left(Z^{h}\\right)^{2}\\right] = 1",
+    ]
+
+
+def test_save_load_roundtrip(tmp_path):
+    p, ks = _program()
+    path = tmp_path / "outer.json"
+    p.save(path)
+    q = tp.load(path)
+    assert str(q) == str(p) and q.latex() == p.latex()
+    a, b = p.limit(samples=2**12, seed=5), q.limit(samples=2**12, seed=5)
+    assert [a[k.name] for k in ks] == [b[k.name] for k in ks]
+    s, t = _separable()[0], None
+    s.save(path)
+    t = tp.load(path)
+    assert t.limit(method="exact").values == s.limit(method="exact").values
+    saved = json.loads(path.read_text())["program"]["instructions"]
+    outer = [d for d in saved if d["op"] == "outer_nonlin"]
+    assert [(d["rows"], d["cols"]) for d in outer] == [
+        (["v"], ["u"]),
+        (["h"], ["u"]),
+        (["h"], ["h"]),
+    ]
