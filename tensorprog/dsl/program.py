@@ -1181,10 +1181,22 @@ def outer_nonlin(
     --------
     >>> import sympy, tensorprog as tp
     >>> p = tp.Program()
-    >>> x, z = p.vector("x"), p.vector("z")
-    >>> y = tp.outer_nonlin(lambda a, b, c: sympy.sign(a * b) * c, [x], [x, z], name="y")
-    >>> print(p.definition(y).out, "=", str(p).splitlines()[-1].split(" = ")[1])
-    y = mean_β(z_β*sign(x*x_β))
+    >>> x, z = p.vector("x"), p.vector("z", var=2.0)
+    >>> y = tp.outer_nonlin(lambda a, b: a * b**2, [x], [z], name="y")
+    >>> k = tp.inner(y, x, name="k")
+    >>> print(p)
+    Program 'program'
+      x : vector, coordinates N(0, 1)
+      z : vector, coordinates N(0, 2)
+      y = mean_β(x*z_β**2)
+      k = mean(x*y)
+    >>> lim = p.limit()  # Z^y = Z^x 𝔼[(Z^z)²]: ψ is a polynomial in its col
+    >>> lim[k], lim.method(k)
+    (2.0, 'exact')
+    >>> s = tp.outer_nonlin(lambda a, b: sympy.sign(a - b), [x], [z], name="s")
+    >>> m = tp.inner(s, x, name="m")  # 𝔼[Z^x (2Φ(Z^x/√2) − 1)] = √(2/(3π)) = 0.46066…
+    >>> round(p.limit(samples=2**14)[m], 3)
+    0.461
     """
     what = "tp.outer_nonlin"
     groups: dict[str, tuple] = {}
