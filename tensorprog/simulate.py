@@ -40,10 +40,12 @@ OUTER_BLOCK = 2**20
 
 
 def memory_needed(program: Any, n: int) -> int:
-    """Bytes ``simulate(n)`` holds at its peak: matrices (n² each) plus vectors (n each)."""
+    """Bytes ``simulate(n)`` holds at its peak: matrices (n² each) plus vectors (n each),
+    and an OuterNonlin's block of ψ values (two arrays of ≤ ``OUTER_BLOCK + n`` floats)."""
     n_mat = sum(isinstance(i, InitMatrix) for i in program.instructions)
     n_vec = sum(i.out.kind == "vector" for i in program.instructions)
-    return 8 * (n_mat * n * n + (n_vec + 2) * n)
+    outer = any(isinstance(i, OuterNonlin) for i in program.instructions)
+    return 8 * (n_mat * n * n + (n_vec + 2) * n + (2 * (OUTER_BLOCK + n) if outer else 0))
 
 
 class Simulation:

@@ -1089,19 +1089,7 @@ def nonlin(
         or name
         or (getattr(fn, "__name__", "phi") if getattr(fn, "__name__", "") != "<lambda>" else "phi")
     )
-    try:
-        body = sympify_strict(fn(*syms), f"tp.nonlin {label!r}")
-    except ProgramTypeError:
-        raise
-    except Exception as exc:  # noqa: BLE001
-        raise ProgramTypeError(
-            f"tp.nonlin {label!r}: the function is not traceable by sympy (calling it on "
-            f"symbols raised {type(exc).__name__}: {exc}); write it with sympy functions"
-        ) from exc
-    if not isinstance(body, sympy.Expr):
-        raise ProgramTypeError(
-            f"tp.nonlin {label!r}: the function must return an expression, got {body!r}"
-        )
+    body = _trace(fn, syms, f"tp.nonlin {label!r}")
     vec_syms = [s for s, x in zip(syms, inputs) if isinstance(x, Vector)]
     par_syms = [s for s, x in zip(syms, inputs) if isinstance(x, Scalar)]
     ordered = [x for x in inputs if isinstance(x, Vector)] + [
@@ -1253,19 +1241,7 @@ def outer_nonlin(
         ps = [sympy.Dummy(f"p{j}", real=True) for j, c in enumerate(consts) if c is None]
         it = iter(ps)
         scalar_args = [c if c is not None else next(it) for c in consts]
-        try:
-            body = sympify_strict(fn(*xs, *scalar_args), f"{what} {label!r}")
-        except ProgramTypeError:
-            raise
-        except Exception as exc:  # noqa: BLE001
-            raise ProgramTypeError(
-                f"{what} {label!r}: the function is not traceable by sympy (calling it on "
-                f"symbols raised {type(exc).__name__}: {exc}); write it with sympy functions"
-            ) from exc
-        if not isinstance(body, sympy.Expr):
-            raise ProgramTypeError(
-                f"{what} {label!r}: the function must return an expression, got {body!r}"
-            )
+        body = _trace(fn, [*xs, *scalar_args], f"{what} {label!r}")
         # Named (a def or fn_name): printed by its name; a lambda: by its body.
         fn = Nonlinearity(label, body, xs, ps, opaque=named)
     else:
@@ -1281,6 +1257,22 @@ def outer_nonlin(
         cols=tuple(x.var for x in cols_),
         params=params,
     )
+
+
+def _trace(fn: Callable[..., Any], args: Sequence[Any], what: str) -> sympy.Expr:
+    """``fn(*args)`` on sympy symbols, as a sympy expression (``what`` names it in errors)."""
+    try:
+        body = sympify_strict(fn(*args), what)
+    except ProgramTypeError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise ProgramTypeError(
+            f"{what}: the function is not traceable by sympy (calling it on "
+            f"symbols raised {type(exc).__name__}: {exc}); write it with sympy functions"
+        ) from exc
+    if not isinstance(body, sympy.Expr):
+        raise ProgramTypeError(f"{what}: the function must return an expression, got {body!r}")
+    return body
 
 
 def _check_section_title(title: Any) -> None:

@@ -411,26 +411,17 @@ class Derivation(Interpreter):
 
     def outer_upstream(self, roots: tuple[Any, ...]) -> Var | None:
         """The first OuterNonlin (by program order) without a canonical integrand
-        (:class:`OuterNode`) that the ``Z`` of the vectors among ``roots`` reads, if any
-        (for messages: why a request has no exact form)."""
-        nodes, seen = self.nodes, set()
-        stack = [r for r in roots if isinstance(r, Var)]
-        found: list[Var] = []
-        while stack:
-            v = stack.pop()
-            if v in seen:
-                continue
-            seen.add(v)
-            node = nodes[v]
-            if isinstance(node, OuterNode):
-                found.append(v)
-                stack.extend(node.rows + node.cols)
-            elif isinstance(node, FnNode):
-                stack.extend(node.args)
-            elif isinstance(node, MatMulNode):
-                stack.append(self.hat_arg[node.base.bid])
-                stack.extend(y for _, y in node.dot)
-        return min(found, key=lambda v: v.id) if found else None
+        (:class:`OuterNode`) upstream of the vectors among ``roots``, if any (for
+        messages: why a request has no exact form)."""
+        import networkx as nx
+
+        graph = self.program.graph
+        above: set[str] = set()
+        for r in roots:
+            if isinstance(r, Var):
+                above |= nx.ancestors(graph, r.name) | {r.name}
+        outer = [v for v, node in self.nodes.items() if isinstance(node, OuterNode)]
+        return next((v for v in outer if v.name in above), None)
 
     def _scalar_const(self, v: Var) -> ScalarConst:
         c = ScalarConst(len(self.consts), v)

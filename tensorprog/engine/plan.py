@@ -332,40 +332,25 @@ class Plan:
             ).rid
         return self._stein[k]
 
-    def _moment_combine(self, instr: Moment) -> tuple[Any, Any]:
-        """``(tag, combine)``: the integrand builder of a Moment, ``φ(Z…; θ̊…)``."""
-        fn = instr.fn
-        tag = ("fn", fn._uid, len(instr.args))
-        combine = self._combines.get(tag)
-        if combine is None:
-            register_fn(fn)
-            k = len(instr.args)
-
-            def combine(*exprs: sympy.Expr) -> sympy.Expr:
-                return fn.apply(*exprs[:k], *exprs[k:])
-
-            self._combines[tag] = combine
-        return tag, combine
-
-    def _moment(self, instr: Moment) -> None:
-        sc = self.der.scalar_const
-        roots = instr.args + tuple([sc[p] for p in instr.params]) if instr.params else instr.args
-        tag, combine = self._moment_combine(instr)
-        req = self._expectation(MomentRequest, roots, combine, tag, var=instr.out)
-        self.const_req[sc[instr.out].cid] = req.rid
-
-    def _copy_combine(self, c: CopyMomentConst) -> tuple[Any, Any]:
-        """``(tag, combine)``: the integrand builder of a col moment, ``m(Z^{cols})``."""
-        fn = c.fn
-        tag = ("fn", fn._uid, len(c.cols))
+    def _combine(self, fn: Any, k: int) -> tuple[Any, Any]:
+        """``(tag, combine)``: the integrand builder ``fn(Z…; θ̊…)`` of a Moment (or of an
+        OuterNonlin's col moment) of ``k`` vectors."""
+        tag = ("fn", fn._uid, k)
         combine = self._combines.get(tag)
         if combine is None:
             register_fn(fn)
             combine = self._combines[tag] = fn.apply
         return tag, combine
 
+    def _moment(self, instr: Moment) -> None:
+        sc = self.der.scalar_const
+        roots = instr.args + tuple([sc[p] for p in instr.params]) if instr.params else instr.args
+        tag, combine = self._combine(instr.fn, len(instr.args))
+        req = self._expectation(MomentRequest, roots, combine, tag, var=instr.out)
+        self.const_req[sc[instr.out].cid] = req.rid
+
     def _copy_moment(self, c: CopyMomentConst) -> None:
-        tag, combine = self._copy_combine(c)
+        tag, combine = self._combine(c.fn, len(c.cols))
         req = self._expectation(CopyMomentRequest, c.cols, combine, tag, const=c)
         self.const_req[c.cid] = req.rid
 
@@ -429,9 +414,10 @@ class Plan:
         if req.expr is not None:
             return req.expr
         if isinstance(req, MomentRequest):
-            combine = self._moment_combine(self.der.program.definition(req.var))[1]
+            instr = self.der.program.definition(req.var)
+            combine = self._combine(instr.fn, len(instr.args))[1]
         elif isinstance(req, CopyMomentRequest):
-            combine = self._copy_combine(req.const)[1]
+            combine = self._combine(req.const.fn, len(req.const.cols))[1]
         elif isinstance(req, (CovRequest, SteinBRequest)):
             combine = _mul
         else:

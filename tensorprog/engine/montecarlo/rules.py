@@ -15,17 +15,9 @@ from typing import Any
 import numpy as np
 import scipy.special
 
+from ...core import ir
 from ...core.errors import NumericalError
-from ...core.ir import (
-    InitMatrix,
-    InitScalar,
-    InitVector,
-    MatMul,
-    Moment,
-    Nonlin,
-    OuterNonlin,
-    ScalarFn,
-)
+from ...core.ir import InitMatrix, InitScalar, InitVector, MatMul, Moment, Nonlin, ScalarFn
 from ...gaussian import psd_factor
 from .estimates import _PENDING, DotKey, MomentKey
 from .linalg import _combination, _combine, _factor_row, _inner
@@ -114,7 +106,7 @@ class MonteCarloPass(_Pass):
             raise NumericalError(f"{instr.fn.name} produced NaN or inf on Monte Carlo samples")
         return out
 
-    def outer_nonlin(self, instr: OuterNonlin) -> Any:
+    def outer_nonlin(self, instr: ir.OuterNonlin) -> Any:
         rows = [self.env[a] for a in instr.rows]
         cols = [self.env[a] for a in instr.cols]
         params = self._params(instr)

@@ -22,6 +22,7 @@ from ...core._resources import (
     require,
 )
 from ...core.errors import NumericalError
+from ...core.ir import OuterNonlin
 from ..plan import Plan
 from ..tails import StableError, khat_of_tops, merge_tops, stable_errors, tail_size
 from .estimates import _Estimates
@@ -208,8 +209,17 @@ def run_montecarlo(
 def _bytes_per_sample(der: Any) -> int:
     """Memory bound per sample of one replicate (float64): every vector (stacked or
     not), each base Gaussian's normal, a family member's input copy (for a vector that
-    lives in another stack) and hat, and a few temporaries."""
-    return 8 * (len(der.program) + 4 * len(der.bases) + 4)
+    lives in another stack) and hat, and a few temporaries (an OuterNonlin's inner
+    average: its cols extended by the window, ≤ 2 per col, and the sum)."""
+    outer = max(
+        (
+            2 * len(i.cols) + 2
+            for i in der.program.instructions
+            if isinstance(i, OuterNonlin) and i.out not in der.copy_moments
+        ),
+        default=0,
+    )
+    return 8 * (len(der.program) + 4 * len(der.bases) + 4 + outer)
 
 
 def _chunk_size(fit: int, per_sample: int, max_memory: int) -> int:
