@@ -56,6 +56,9 @@ class MonteCarloPass(_Pass):
         by default a fresh one for ``M`` samples.
     schedule : _Schedule, optional
         The program's evaluation schedule (computed if not given).
+    inner : int, default 0
+        OuterNonlins average over blocks ``2^inner`` times smaller than
+        :func:`inner_size` (the coarse level of their bias bound).
 
     Notes
     -----
@@ -124,8 +127,10 @@ class MonteCarloPass(_Pass):
             return out
         if not self._ready(*rows, *cols, *params):
             return self._wait()
-        m = inner_size(self.state.M)
-        out = outer_average(instr.fn.numpy, rows, cols, params, self.shape, m)  # type: ignore[union-attr]
+        qmc = getattr(self.normals, "qmc", True)
+        m = max(2, inner_size(self.state.M, qmc) >> self.inner)
+        start = getattr(self.normals, "start", 0)
+        out = outer_average(instr.fn.numpy, rows, cols, params, self.shape, m, start, qmc)  # type: ignore[union-attr]
         if not np.isfinite(out).all():
             raise NumericalError(f"{instr.fn.name} produced NaN or inf on Monte Carlo samples")  # type: ignore[union-attr]
         return out
@@ -358,16 +363,18 @@ class MonteCarloPass(_Pass):
         ]
 
 
-def inner_size(M: int) -> int:
-    """Samples ``m`` an OuterNonlin's inner average uses in a replicate of ``M``:
-    ``min(M − 1, max(INNER_SAMPLES, ⌈16√M⌉))``.
+def inner_size(M: int, qmc: bool) -> int:
+    """The block ``m`` of an OuterNonlin's inner average in a replicate of ``M`` samples:
+    ``min(M, max(INNER_SAMPLES, ⌈16√M⌉))``, rounded down to a power of two with ``qmc``
+    (a block is then a scrambled ``(t, log₂m, s)``-net).
 
-    Why ``16√M``: a smooth statistic of the averages is biased by ``c/m`` (``c`` about
-    the inner variance of ψ), against a standard error ``σ/√(K M)`` over ``K``
+    Why ``16√M``: a smooth statistic of the averages is biased by ``c/m`` (iid: ``c``
+    about the inner variance of ψ), against a standard error ``σ/√(K M)`` over ``K``
     replicates; with the default ``K = 16`` the ratio is ``(c/σ)·4√M/m ≤ (c/σ)/4``,
-    growing no faster than the error it is compared with. Cost ``K·M·m ≈ 16 K M^{3/2}``.
+    and it does not grow with ``M``. Cost ``K·M·m ≈ 16 K M^{3/2}`` evaluations of ψ.
     """
-    return int(min(M - 1, max(INNER_SAMPLES, int(np.ceil(16 * np.sqrt(M))))))
+    m = int(min(M, max(INNER_SAMPLES, int(np.ceil(16 * np.sqrt(M))))))
+    return 1 << (m.bit_length() - 1) if qmc else m
 
 
 def outer_average(
@@ -376,44 +383,63 @@ def outer_average(
     cols: list[np.ndarray],
     params: list[Any],
     shape: tuple[int, int],
-    inner: int,
+    m: int,
+    start: int = 0,
+    qmc: bool = True,
 ) -> np.ndarray:
-    r"""``Z^y = 𝔼^{(1)} ψ(Z^{rows}; Z^{cols (1)}; θ̊)`` at each sample, by an incomplete
-    U-statistic over the pass's own samples [TP4b Def 2.6.5].
+    r"""``Z^y = 𝔼^{(1)} ψ(Z^{rows}; Z^{cols (1)}; θ̊)`` at each sample: ψ averaged over
+    the cols of the other samples of its block [TP4b Def 2.6.5].
 
-    Sample ``a`` of a replicate (``M`` samples, shape ``(K, M)``) gets
+    The samples of a replicate (shape ``(K, M)``, sample ``a`` of the pass being sample
+    ``start + a`` of the replicate) are cut into aligned blocks ``B`` of ``m``
+    (:func:`inner_size`; the pieces at a chunk's ends are shorter, and a piece of one
+    sample joins its neighbour), and sample ``a ∈ B`` gets
 
-    .. math:: \hat Z^y_a = \frac1m \sum_{j=1}^{m}
-              \psi\big(Z^{rows}_a;\ Z^{cols}_{(a+j) \bmod M};\ \mathring\theta\big),
-              \qquad m = \min(M-1,\ \texttt{inner}),
+    .. math:: \hat Z^y_a = \frac{1}{|S_a|} \sum_{b \in S_a}
+              \psi\big(Z^{rows}_a;\ Z^{cols}_b;\ \mathring\theta\big),
+              \qquad S_a = B \setminus \{a\}\ \text{(iid)},\quad S_a = B\ \text{(QMC)}.
 
-    the ``m`` cyclically next samples of the pass (``m`` from :func:`inner_size`;
-    a replicate run in chunks averages within its chunk; ``m = M − 1``: the complete U-statistic
-    ``(1/(M−1)) Σ_{b≠a}``). Consistency: the samples of a replicate are identically
-    distributed draws of the joint law of every ``Z`` (given the replicate's estimated
-    constants), and ``(a + j) mod M ≠ a``; for iid samples the ``Z^{cols}_b`` averaged
-    are independent of sample ``a`` and of each other, so ``Ẑ^y_a`` is unbiased for
-    ``Z^y_a`` given ``Z^{rows}_a``, with variance ``Var^{(1)}ψ / m`` — a smooth statistic
-    of the ``Ẑ^y`` is biased by ``O(1/m)``, which the replicates' spread does not show
-    (with randomised QMC points the average is a QMC estimate over ``m`` points of one
-    scrambled sequence, biased by ``O(1/m)`` too); a linear statistic is unbiased. Each
-    replicate stays an independent draw of the whole estimator, so the standard error
-    over replicates is that of its mean. Cost: ``K·M·m`` evaluations of ``ψ`` in ``m``
-    vectorised calls over ``(K, M)`` arrays (memory: ``(K, M + m)`` per col).
+    *iid samples* (a U-statistic): the ``Z^{cols}_b``, ``b ≠ a``, are independent draws
+    of the cols' joint law (given the replicate's estimated constants), independent of
+    sample ``a``: ``Ẑ^y_a`` is unbiased for ``Z^y_a`` given ``Z^{rows}_a`` with variance
+    ``Var^{(1)}ψ/(m − 1)``, so a linear statistic of ``y`` is unbiased and a smooth one is
+    biased by ``O(1/m)``. *Randomised QMC* (a V-statistic): the points of an aligned
+    block of a scrambled Sobol' sequence form a net, and averaging over the whole net —
+    ``a`` included — is the product rule of the net with itself for the double
+    integral, unbiased up to the points' pairwise dependence (of the order of the QMC
+    variance); dropping ``a`` instead would bias every statistic by ``O(1/m)`` times
+    ``𝔼[g(Z^{rows})(ψ(Z^{rows}; Z^{cols}) − 𝔼^{(1)}ψ)]``, since a net without one of its
+    points is unbalanced. Each replicate stays an independent draw of the whole
+    estimator, so the standard error over replicates is that of its mean (checked by
+    coverage over seeds in the tests). Cost: ``K·M·m`` evaluations of ψ in about
+    ``m`` vectorised calls over ``(K, M)`` arrays (memory ``2 (K, M)`` per col).
     """
     K, M = shape
-    m = min(M - 1, inner)
-    if m < 1:
+    cuts = sorted({0, M} | {c - start for c in range(-(-start // m) * m, start + M, m)})
+    pieces = [(lo, hi) for lo, hi in zip(cuts, cuts[1:]) if hi > lo]
+    if len(pieces) > 1 and pieces[-1][1] - pieces[-1][0] == 1:
+        pieces[-2:] = [(pieces[-2][0], pieces[-1][1])]
+    if len(pieces) > 1 and pieces[0][1] - pieces[0][0] == 1:
+        pieces[:2] = [(pieces[0][0], pieces[1][1])]
+    if not qmc and M < 2:
         raise NumericalError(
             "an OuterNonlin's inner expectation needs at least 2 Monte Carlo samples per "
             "replicate (or chunk); pass more samples= or a larger max_memory="
         )
-    ext = []
-    for c in cols:
-        c = np.broadcast_to(c, shape)
-        ext.append(np.concatenate([c, c[:, :m]], axis=1))
-    acc = np.zeros(shape)
-    for j in range(1, m + 1):
-        acc += fn(*rows, *[e[:, j : j + M] for e in ext], *params)
-    acc /= m
-    return acc
+    rows = [np.broadcast_to(r, shape) for r in rows]
+    cols = [np.broadcast_to(c, shape) for c in cols]
+    params = [p[:, :, None] if np.ndim(p) == 2 else p for p in params]  # (K, 1, 1)
+    out = np.empty(shape)
+    full = [(lo, hi) for lo, hi in pieces if hi - lo == m]
+    groups = [(full[0][0], full[-1][1], m)] if full else []  # contiguous whole blocks
+    groups += [(lo, hi, hi - lo) for lo, hi in pieces if hi - lo != m]
+    for lo, hi, L in groups:
+        nb = (hi - lo) // L
+        R = [r[:, lo:hi].reshape(K, nb, L) for r in rows]
+        ext = [np.concatenate([c[:, lo:hi].reshape(K, nb, L)] * 2, axis=2) for c in cols]
+        acc = np.zeros((K, nb, L))
+        shifts = range(L) if qmc else range(1, L)
+        for j in shifts:
+            acc += fn(*R, *[e[:, :, j : j + L] for e in ext], *params)
+        out[:, lo:hi] = (acc / len(shifts)).reshape(K, hi - lo)
+    return out
