@@ -1156,10 +1156,15 @@ def outer_nonlin(
     *Cost.* Finite width (:func:`~tensorprog.simulate`): exact, ``n²`` evaluations of
     ``ψ`` per OuterNonlin, in blocks of ``⌈2²⁰/n⌉`` rows (memory ``O(2²⁰ + n)``
     floats). Monte Carlo limit: each of the ``N`` samples of a replicate averages
-    ``ψ`` over ``m = min(N − 1, 1024)`` other samples of its own replicate (an
-    incomplete U-statistic), ``N·m`` evaluations; when ``ψ`` is a polynomial in the
-    col arguments the inner expectation is a sum of moments of the cols, computed
-    exactly (``method="exact"``) or by one sample mean each, and no inner sum runs.
+    ``ψ`` over the cols of the samples of its block of ``m ≈ min(N, max(1024,
+    16√N))`` samples of the same replicate (a U-statistic for iid samples, a
+    V-statistic over Sobol' nets for QMC; see
+    ``tensorprog.engine.montecarlo.rules.outer_average``), ``N·m`` evaluations per
+    replicate, and once more with blocks of ``m/2`` (``N·m/2``): the difference of the
+    two bounds the bias of the inner average, which joins the standard error. When
+    ``ψ`` is a polynomial in the col arguments the inner expectation is a sum of
+    moments of the cols, computed exactly (``method="exact"``) or by one sample mean
+    each, and no inner sum runs.
 
     *Gradients.* :func:`tensorprog.grad` refuses to differentiate through an
     OuterNonlin (a :class:`~tensorprog.ProgramTypeError`): the entrywise optimizers
