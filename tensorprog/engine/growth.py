@@ -88,8 +88,15 @@ def moment_degrees(der: Any) -> dict[Any, float | None]:
             if isinstance(node, MatMulNode):
                 ds = [of(y) for _, y in node.dot]
                 deg[v] = None if any(d is None for d in ds) else max([1.0, *ds])
-            elif isinstance(node, OuterNode):  # 𝔼^{(1)}ψ: growth in the rows not known
-                deg[v] = None
+            elif isinstance(node, OuterNode):
+                # |ψ(r; c)| ≤ C(c)(1 + |r|)^p ⇒ |𝔼^{(1)}ψ(r; ·)| ≤ 𝔼C · (1 + |r|)^p: the
+                # degree in the rows with the cols held fixed (their moments: existence)
+                ds = tuple(of(a) for a in node.rows)
+                deg[v] = (
+                    None
+                    if any(d is None for d in ds)
+                    else _fn_degree(node.fn, ds + (0.0,) * len(node.cols))
+                )
             elif isinstance(node, FnNode):
                 ds = tuple(of(a) for a in node.args)
                 deg[v] = None if any(d is None for d in ds) else _fn_degree(node.fn, ds)
