@@ -87,6 +87,7 @@ def _extrapolate(widths: list[int], seeds: dict[int, int]) -> tuple[np.ndarray, 
     return np.array(out), np.array(se)
 
 
+@pytest.mark.slow  # ≈ 2 s idle: 60 numpy networks (n ≤ 1024) and one limit
 def test_limit_matches_finite_width_extrapolated():
     """sign(a·b)·t and a·b/√(a²b²+ε²): the Monte Carlo limit (inner expectation over the
     replicate's other samples) against numpy networks at n = 128 … 1024."""
@@ -199,6 +200,7 @@ def test_exact_refuses_naming_the_outer_nonlin():
 # honest standard errors: coverage over seeds against closed forms
 
 
+@pytest.mark.slow  # ≈ 4 s idle: 24 limits, each run at two inner block sizes
 def test_standard_error_coverage():
     """ψ = sign(a − b), rows h = W v (Var σ²), cols u ~ N(0, 1): Z^y = 2Φ(Z^h) − 1.
     𝔼[y²] and 𝔼[y h] by scipy quadrature, ⟨Wᵀy, v⟩ = σ² 𝔼[2φ(Z^h)] = 2σ²/√(2π(1+σ²)).
