@@ -16,9 +16,13 @@ vanishes identically, e.g. in the first backward pass (gradient independence,
 [TP2 §6]; docs/concepts/master-theorem.md): the derivative is odd in a centred base Gaussian that is
 independent of everything else in it.
 
-Records: a vector's ``Z`` is a :class:`BaseNode`, :class:`FnNode` or :class:`MatMulNode`;
-a constant a :class:`ScalarConst` (θ̊) or a :class:`DotConst` (a ZDot coefficient, which
-states the σ² convention: :meth:`DotConst.full`). The ZDot candidates of a MatMul are
+Records: a vector's ``Z`` is a :class:`BaseNode`, :class:`FnNode`, :class:`MatMulNode` or
+:class:`OuterNode`; a constant a :class:`ScalarConst` (θ̊), a :class:`DotConst` (a ZDot
+coefficient, which states the σ² convention: :meth:`DotConst.full`) or a
+:class:`CopyMomentConst`. An OuterNonlin [TP4b Def 2.6.5] is a function of its rows
+only: an :class:`FnNode` whose parameters include moments of its cols
+(:class:`CopyMomentConst`) when ψ is a polynomial in the cols, else an
+:class:`OuterNode` (no canonical integrand: Monte Carlo). The ZDot candidates of a MatMul are
 :meth:`Derivation.dot_candidates`.
 """
 

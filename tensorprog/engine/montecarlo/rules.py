@@ -26,8 +26,8 @@ from .schedule import _MCTilt
 
 __all__ = ["MonteCarloPass", "INNER_SAMPLES", "inner_size", "outer_average"]
 
-#: An OuterNonlin's inner expectation 𝔼^{(1)} averages ψ over ``m = min(M − 1,
-#: max(INNER_SAMPLES, ⌈16√M⌉))`` other samples of a replicate of ``M`` samples
+#: An OuterNonlin's inner expectation 𝔼^{(1)} averages ψ over blocks of about
+#: ``m = min(M, max(INNER_SAMPLES, ⌈16√M⌉))`` samples of a replicate of ``M``
 #: (:func:`inner_size`, :func:`outer_average`): ``M·m`` evaluations of ψ per replicate.
 INNER_SAMPLES = 1024
 
@@ -410,8 +410,10 @@ def outer_average(
     variance); dropping ``a`` instead would bias every statistic by ``O(1/m)`` times
     ``𝔼[g(Z^{rows})(ψ(Z^{rows}; Z^{cols}) − 𝔼^{(1)}ψ)]``, since a net without one of its
     points is unbalanced. Each replicate stays an independent draw of the whole
-    estimator, so the standard error over replicates is that of its mean (checked by
-    coverage over seeds in the tests). Cost: ``K·M·m`` evaluations of ψ in about
+    estimator, so the standard error over replicates is that of its mean; the bias of
+    a smooth statistic, shared by every replicate, is bounded by running the replicates
+    again with blocks of ``m/2`` (:func:`~.run.inner_bias`; both checked by coverage
+    over seeds in the tests). Cost: ``K·M·m`` evaluations of ψ in about
     ``m`` vectorised calls over ``(K, M)`` arrays (memory ``2 (K, M)`` per col).
     """
     K, M = shape
