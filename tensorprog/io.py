@@ -108,6 +108,7 @@ from .core.ir import (
     MatMul,
     Moment,
     Nonlin,
+    OuterNonlin,
     ScalarFn,
 )
 from .core.nonlin import BUILTINS, FAMILIES, Nonlinearity
@@ -438,6 +439,11 @@ def _program_to_dict(p: Any) -> dict[str, Any]:
                 ins.arg.name,
                 bool(ins.transpose),
             )
+        elif isinstance(ins, OuterNonlin):  # ψ stored like a Nonlin's (data, no code)
+            d["fn"] = fn_id(ins.fn)  # type: ignore[arg-type]
+            d["rows"] = [v.name for v in ins.rows]
+            d["cols"] = [v.name for v in ins.cols]
+            d["params"] = [v.name for v in ins.params]
         else:
             d["fn"] = fn_id(ins.fn)
             if not isinstance(ins, ScalarFn):
@@ -608,6 +614,16 @@ def _program_from_dict(d: dict[str, Any], r: "_Reader") -> Any:
         items = r.field(dd, key, list, at)
         return tuple(ref(nm, at.sub(f"{key}[{j}]"), key, kinds) for j, nm in enumerate(items))
 
+    def fn_of(dd: dict, at: _At) -> Nonlinearity:
+        k = r.field(dd, "fn", int, at)
+        if not 0 <= k < len(fns):
+            raise r.corrupt(
+                f"{at}: fn {_short(k)} is not an index into the nonlinearities "
+                f"(0 … {len(fns) - 1})",
+                at.sub("fn").path,
+            )
+        return fns[k]
+
     for i, dd in enumerate(instrs):
         at = _At(f"instruction {i}", f"program.instructions[{i}]")
         if not isinstance(dd, dict):
@@ -640,15 +656,33 @@ def _program_from_dict(d: dict[str, Any], r: "_Reader") -> Any:
                 x = ref(r.field(dd, "arg", str, at), at.sub("arg"), "arg", ("vector",))
                 transpose = r.field(dd, "transpose", bool, at)
                 h = (W.T if transpose else W).matmul(x, name=out)
-            elif op in ("nonlin", "moment", "scalar_fn"):
-                k = r.field(dd, "fn", int, at)
-                if not 0 <= k < len(fns):
+            elif op == "outer_nonlin":
+                fn = fn_of(dd, at)
+                rows = refs(dd, at, "rows", ("vector",))
+                cols = refs(dd, at, "cols", ("vector",))
+                params = refs(dd, at, "params", ("scalar",))
+                if not rows or not cols:
                     raise r.corrupt(
-                        f"{at}: fn {_short(k)} is not an index into the nonlinearities "
-                        f"(0 … {len(fns) - 1})",
-                        at.sub("fn").path,
+                        f"{at}: an outer_nonlin needs at least one row and one col vector",
+                        at.path,
                     )
-                fn = fns[k]
+                if fn.arity != len(rows) + len(cols) or fn.nparams != len(params):
+                    raise r.corrupt(
+                        f"{at}: nonlinearity {fn.name!r} takes {fn.arity} vector(s) and "
+                        f"{fn.nparams} scalar(s), the instruction gives {len(rows)} row(s) + "
+                        f"{len(cols)} col(s) and {len(params)}",
+                        at.path,
+                    )
+                h = p._append(
+                    OuterNonlin,
+                    out,
+                    fn=fn,
+                    rows=tuple(x.var for x in rows),
+                    cols=tuple(x.var for x in cols),
+                    params=tuple(x.var for x in params),
+                )
+            elif op in ("nonlin", "moment", "scalar_fn"):
+                fn = fn_of(dd, at)
                 args = () if op == "scalar_fn" else refs(dd, at, "args", ("vector",))
                 params = refs(dd, at, "params", ("scalar",))
                 if fn.arity != len(args) or fn.nparams != len(params):

@@ -68,6 +68,7 @@ from .core.ir import (
     MatMul,
     Moment,
     Nonlin,
+    OuterNonlin,
     ScalarFn,
     Var,
 )
@@ -75,7 +76,7 @@ from .core.texnames import SAFE_MACROS, call_latex, escape_text, function_latex,
 from .dsl.program import Program
 from .engine.limit import Limit
 from .engine.methods import REQUESTABLE
-from .engine.symbols import DotCoef, Theta, ZDot, ZHat, ZSym
+from .engine.symbols import CopyExpectation, CopyMoment, DotCoef, Theta, ZCopy, ZDot, ZHat, ZSym
 
 __all__ = [
     "ProgramLatexPrinter",
@@ -232,6 +233,13 @@ class Coordinate(sympy.Symbol):
     r"""The ``α``-th coordinate of a vector, printed ``x_{\alpha}`` (used in Moments)."""
 
 
+class ColCoordinate(sympy.Symbol):
+    r"""The ``β``-th coordinate of a vector, printed ``x_{\beta}`` (an OuterNonlin's cols)."""
+
+
+_BETA = r"\beta"
+
+
 # ---------------------------------------------------------------------------------------
 # the program printer
 
@@ -280,6 +288,9 @@ class ProgramLatexPrinter(LatexPrinter):
     def _print_Coordinate(self, expr: Coordinate) -> str:
         return latex_name(expr.name, sub=_ALPHA)
 
+    def _print_ColCoordinate(self, expr: ColCoordinate) -> str:
+        return latex_name(expr.name, sub=_BETA)
+
     def _print_Float(self, expr: sympy.Float) -> str:
         return self._num(float(expr))
 
@@ -320,6 +331,19 @@ class ProgramLatexPrinter(LatexPrinter):
 
     def _print_Theta(self, expr: Theta) -> str:
         return latex_name(expr.var, accent="mathring")
+
+    def _print_CopyMoment(self, expr: CopyMoment) -> str:
+        r"""``\mathbb{E}[m(Z^{x'})]``: a moment of an OuterNonlin's cols."""
+        return rf"\mathbb{{E}}\left[{self._print(expr.expr)}\right]"
+
+    def _print_ZCopy(self, expr: ZCopy) -> str:
+        r"""``Z^{x\,(1)}``: the iid copy of ``Z^x`` [TP4b Def 2.6.5]."""
+        return rf"Z^{{{latex_name(expr.var)}\,(1)}}"
+
+    def _print_CopyExpectation(self, expr: CopyExpectation, exp: str | None = None) -> str:
+        r"""``\mathbb{E}^{(1)}[…]``: the expectation over the iid copy only."""
+        tex = rf"\mathbb{{E}}^{{(1)}}\left[{self._print(expr.args[0])}\right]"
+        return rf"\left({tex}\right)^{{{exp}}}" if exp is not None else tex
 
     def _print_DotCoef(self, expr: DotCoef) -> str:
         r"""``\mathbb{E}[\partial Z^{x}/\partial \hat Z^{W^\top y}]``."""
@@ -441,6 +465,18 @@ class ProgramLatexPrinter(LatexPrinter):
     def _print_ScalarFn(self, instr: ScalarFn) -> str:
         return self._print_Nonlin(instr)  # type: ignore[arg-type]
 
+    def _print_OuterNonlin(self, instr: OuterNonlin) -> str:
+        r"""``y_{\alpha} = \frac1n \sum_{\beta=1}^n \psi(x_{\alpha}; x'_{\beta}; θ)`` [TP4b Def 2.6.1]."""
+        body = instr.fn.apply(  # type: ignore[union-attr]
+            *[Coordinate(v.name) for v in instr.rows],
+            *[ColCoordinate(v.name) for v in instr.cols],
+            *[sympy.Symbol(v.name) for v in instr.params],
+        )
+        mean = r"= \frac{1}{n} \sum_{\beta=1}^{n} "
+        return self._group(
+            self._rows(latex_name(instr.out.name, sub=_ALPHA), _bracketed(mean, self._terms(body)))
+        )
+
     def _print_Moment(self, instr: Moment) -> str:
         mean = r"= \frac{1}{n} \sum_{\alpha=1}^{n} "
         return self._group(
@@ -545,6 +581,52 @@ class DerivationLatexPrinter(ProgramLatexPrinter):
     def _print_Nonlin(self, instr: Nonlin) -> str:
         rows = self._rows(self._Z(instr.out), self._relation("=", self._symbolic(instr)))
         return self._group(self._tagged(rows, "ZNonlin"))
+
+    def _print_OuterNonlin(self, instr: OuterNonlin) -> str:
+        r"""ZOuterNonlin [TP4b Def 2.6.5]: ``Z^y = \mathbb{E}^{(1)} \psi(Z^{x}; Z^{x'(1)};
+        \mathring\theta)``, then the copy: ``(Z^{x'(1)}, …)`` iid as ``(Z^{x'}, …)``."""
+        copies = [ZCopy(v.name) for v in instr.cols]
+        originals = [ZSym(v.name) for v in instr.cols]
+        expr = CopyExpectation(
+            instr.fn.apply(  # type: ignore[union-attr]
+                *[ZSym(v.name) for v in instr.rows],
+                *copies,
+                *[Theta(v.name) for v in instr.params],
+            )
+        )
+
+        def tup(xs: list[Any]) -> str:
+            inner = ", ".join(self._print(x) for x in xs)
+            return rf"\bigl({inner}\bigr)" if len(xs) > 1 else inner
+
+        segments = [self._relation("=", expr)]
+        der, plan = self.limit.derivation, self.limit.plan
+        moments = der.copy_moments.get(instr.out)
+        if moments is not None:  # ψ polynomial in the cols: through their moments
+            G = der.nodes[instr.out].fn
+            segments.append(
+                self._relation(
+                    "=",
+                    G.apply(
+                        *[ZSym(v.name) for v in instr.rows],
+                        *[Theta(v.name) for v in instr.params],
+                        *[c.symbol for c in moments],
+                    ),
+                )
+            )
+        rows = self._tagged(self._rows(self._Z(instr.out), *segments), "ZOuterNonlin")
+        rows += self._rows(
+            "", [rf"\quad {tup(copies)} \overset{{\text{{iid}}}}{{\sim}} {tup(originals)}"]
+        )
+        for c in moments or ():
+            rid = plan.const_req[c.cid]
+            value = (
+                f"= {self._num(float(plan.values[rid]))}"
+                if plan.deterministic[rid]
+                else rf"\quad(\text{{{_METHOD_TEXT['montecarlo']}}})"
+            )
+            rows += self._rows("", [rf"\quad {self._print(c.symbol)}", value])
+        return self._group(rows)
 
     def _print_ScalarFn(self, instr: ScalarFn) -> str:
         rows = self._rows(

@@ -89,7 +89,7 @@ from typing import Any
 import sympy
 
 from ..core.errors import ProgramTypeError, ProgramValueError
-from ..core.ir import MatMul, Moment, Nonlin, ScalarFn, Var, format_instruction
+from ..core.ir import MatMul, Moment, Nonlin, OuterNonlin, ScalarFn, Var, format_instruction
 from ..core.nonlin import Nonlinearity, _arg_symbols
 from .program import (
     Handle,
@@ -521,6 +521,8 @@ def _edges(instr: Any, through: bool) -> tuple[Var, ...]:
         return instr.args + (instr.params if through else ())
     if isinstance(instr, ScalarFn):
         return instr.params
+    if isinstance(instr, OuterNonlin):  # (found on a path, then refused by the sweep)
+        return instr.rows + instr.cols + (instr.params if through else ())
     return ()
 
 
@@ -659,6 +661,10 @@ def grad(
     (``Wᵀ(c·v) = c·Wᵀv``) and Moments — so a coefficient costs no instruction of its
     own; a vector used by one consumer passes its contribution on unchanged. See
     the module docstring for the rules and the normalisation.
+
+    A path through an OuterNonlin (:func:`tensorprog.outer_nonlin`) is refused with a
+    :class:`~tensorprog.ProgramTypeError`: entrywise optimizers (Adam, SignSGD) apply
+    OuterNonlins to gradients and never differentiate them.
 
     Examples
     --------
@@ -817,6 +823,14 @@ class _Sweep:
 
     # -- the sweep ------------------------------------------------------------------
     def run(self, on_paths: list[Any]) -> None:
+        for instr in on_paths:
+            if isinstance(instr, OuterNonlin):
+                raise ProgramTypeError(
+                    f"grad: the derivative would flow through the OuterNonlin "
+                    f"`{format_instruction(instr)}`, which tp.grad does not differentiate "
+                    f"(entrywise optimizers apply OuterNonlins to gradients, never "
+                    f"differentiate them); take the gradient of a quantity upstream of it"
+                )
         self.on = {instr.out for instr in on_paths}
         for instr in reversed(on_paths):
             v = instr.out

@@ -16,9 +16,13 @@ vanishes identically, e.g. in the first backward pass (gradient independence,
 [TP2 §6]; docs/concepts/master-theorem.md): the derivative is odd in a centred base Gaussian that is
 independent of everything else in it.
 
-Records: a vector's ``Z`` is a :class:`BaseNode`, :class:`FnNode` or :class:`MatMulNode`;
-a constant a :class:`ScalarConst` (θ̊) or a :class:`DotConst` (a ZDot coefficient, which
-states the σ² convention: :meth:`DotConst.full`). The ZDot candidates of a MatMul are
+Records: a vector's ``Z`` is a :class:`BaseNode`, :class:`FnNode`, :class:`MatMulNode` or
+:class:`OuterNode`; a constant a :class:`ScalarConst` (θ̊), a :class:`DotConst` (a ZDot
+coefficient, which states the σ² convention: :meth:`DotConst.full`) or a
+:class:`CopyMomentConst`. An OuterNonlin [TP4b Def 2.6.5] is a function of its rows
+only: an :class:`FnNode` whose parameters include moments of its cols
+(:class:`CopyMomentConst`) when ψ is a polynomial in the cols, else an
+:class:`OuterNode` (no canonical integrand: Monte Carlo). The ZDot candidates of a MatMul are
 :meth:`Derivation.dot_candidates`.
 """
 
@@ -42,10 +46,23 @@ from ..core.ir import (
     MatMul,
     Moment,
     Nonlin,
+    OuterNonlin,
     ScalarFn,
     Var,
 )
-from .symbols import DotCoef, GaussSym, Theta, ZHat, ZSym, g, q
+from ..core.nonlin import Nonlinearity
+from .symbols import (
+    CopyExpectation,
+    CopyMoment,
+    DotCoef,
+    GaussSym,
+    Theta,
+    ZCopy,
+    ZHat,
+    ZSym,
+    g,
+    q,
+)
 
 __all__ = [
     "Derivation",
@@ -53,10 +70,12 @@ __all__ = [
     "Const",
     "ScalarConst",
     "DotConst",
+    "CopyMomentConst",
     "Node",
     "BaseNode",
     "FnNode",
     "MatMulNode",
+    "OuterNode",
     "Layout",
 ]
 
@@ -120,8 +139,29 @@ class DotConst:
         return full / self.sigma2 if self.sigma2 else 0.0
 
 
+@dataclass(frozen=True, eq=False)
+class CopyMomentConst:
+    """``𝔼[m(Z^{cols})]`` for a monomial ``m`` of an OuterNonlin's ψ in its cols.
+
+    When ψ is a polynomial in its col arguments, ``ψ = Σ_k A_k(rows; θ) m_k(cols)``
+    and the OuterNonlin rule [TP4b Def 2.6.5] is
+    ``Z^y = Σ_k A_k(Z^{rows}; θ̊) 𝔼[m_k(Z^{cols})]``: a Nonlin of the rows whose
+    parameters include these moments (ordinary expectations of the cols' ``Z``).
+    """
+
+    cid: int
+    var: Var  # the OuterNonlin's output
+    cols: tuple[Var, ...]
+    fn: Any  # the monomial m_k as a (transparent) Nonlinearity of the cols
+
+    @functools.cached_property
+    def symbol(self) -> CopyMoment:
+        """``𝔼[m_k(Z^{cols})]``."""
+        return CopyMoment(self.fn.inline(*[ZSym(c.name) for c in self.cols]))
+
+
 #: A deterministic constant of the limit.
-Const = ScalarConst | DotConst
+Const = ScalarConst | DotConst | CopyMomentConst
 
 
 @dataclass(frozen=True, eq=False)
@@ -188,8 +228,27 @@ class MatMulNode:
     size: int
 
 
+@dataclass(frozen=True, eq=False, slots=True)
+class OuterNode:
+    """``Z^y = 𝔼^{(1)} fn(Z^{rows}; Z^{cols (1)}; θ̊ of consts)`` [TP4b Def 2.6.5].
+
+    A deterministic function of the rows' ``Z`` (the expectation runs over an iid
+    copy of the cols' joint law): ``support`` is the rows', so ZDot differentiates
+    through the rows only. It has no canonical integrand (``size`` is beyond
+    :data:`MAX_TREE`): expectations of it go to Monte Carlo.
+    """
+
+    fn: Any  # the Nonlinearity ψ (rows, then cols, then parameters)
+    rows: tuple[Var, ...]
+    cols: tuple[Var, ...]
+    consts: tuple[ScalarConst, ...]
+    support: frozenset[int]
+    polynomial: bool = False
+    size: int = MAX_TREE + 1
+
+
 #: ``Z`` of one vector as one node of the Z-DAG (its arguments are earlier vectors).
-Node = BaseNode | FnNode | MatMulNode
+Node = BaseNode | FnNode | MatMulNode | OuterNode
 
 
 class Derivation(Interpreter):
@@ -207,6 +266,8 @@ class Derivation(Interpreter):
         self.init_mean = program.initial_mean
         self.init_cov = program.initial_covariance
         self.hat_of: dict[Var, Base] = {}
+        #: OuterNonlin output -> the col moments its Z uses (ψ polynomial in the cols)
+        self.copy_moments: dict[Var, tuple[CopyMomentConst, ...]] = {}
         self.hat_arg: dict[int, Var] = {}  # bid of Ẑ^{Wx} -> x
         self._hat_args: dict[Any, set[Var]] = {}  # family -> arguments of its hats
         self._canon_cache: dict[Any, Any] = {}
@@ -267,6 +328,41 @@ class Derivation(Interpreter):
         self.nodes[instr.out] = node
         return node
 
+    def outer_nonlin(self, instr: OuterNonlin) -> Node:
+        register_fn(instr.fn)
+        sup: frozenset[int] = frozenset().union(*(self.nodes[a].support for a in instr.rows))
+        params = tuple(self.scalar_const[p] for p in instr.params)
+        split = separate_cols(instr.fn, len(instr.rows))
+        if split is not None:  # Z^y = G(Z^{rows}; θ̊, 𝔼 m_k(Z^{cols})): a Nonlin of the rows
+            G, monomials = split
+            register_fn(G)
+            moments = []
+            for m in monomials:
+                register_fn(m)
+                c = CopyMomentConst(len(self.consts), instr.out, instr.cols, m)
+                self.consts.append(c)
+                moments.append(c)
+            self.copy_moments[instr.out] = tuple(moments)
+            node: Node = FnNode(
+                G,
+                instr.rows,
+                params + tuple(moments),
+                sup,
+                G.is_polynomial and all(self.nodes[a].polynomial for a in instr.rows),
+                1 + sum(self.nodes[a].size for a in instr.rows),
+            )
+            self.nodes[instr.out] = node
+            return node
+        node = OuterNode(
+            instr.fn,
+            instr.rows,
+            instr.cols,
+            params,
+            sup,
+        )
+        self.nodes[instr.out] = node
+        return node
+
     def matmul(self, instr: MatMul) -> Node:
         W, t = instr.matrix, instr.transpose
         seen = self._hat_args.setdefault((W, t), set())
@@ -316,6 +412,20 @@ class Derivation(Interpreter):
         """
         sup = self.nodes[instr.arg].support
         return [b for b in self.families[(instr.matrix, not instr.transpose)] if b.bid in sup]
+
+    def outer_upstream(self, roots: tuple[Any, ...]) -> Var | None:
+        """The first OuterNonlin (by program order) without a canonical integrand
+        (:class:`OuterNode`) upstream of the vectors among ``roots``, if any (for
+        messages: why a request has no exact form)."""
+        import networkx as nx
+
+        graph = self.program.graph
+        above: set[str] = set()
+        for r in roots:
+            if isinstance(r, Var):
+                above |= nx.ancestors(graph, r.name) | {r.name}
+        outer = [v for v, node in self.nodes.items() if isinstance(node, OuterNode)]
+        return next((v for v in outer if v.name in above), None)
 
     def _scalar_const(self, v: Var) -> ScalarConst:
         c = ScalarConst(len(self.consts), v)
@@ -562,7 +672,13 @@ class Derivation(Interpreter):
                 memo[(u, j)] = -1 if node.base.bid == j else 1
                 stack.pop()
                 continue
-            below = [y for _, y in node.dot] if isinstance(node, MatMulNode) else list(node.args)
+            below = (
+                [y for _, y in node.dot]
+                if isinstance(node, MatMulNode)
+                else list(node.rows)
+                if isinstance(node, OuterNode)
+                else list(node.args)
+            )
             todo = [w for w in below if (w, j) not in memo]
             if todo:
                 stack.extend(todo)
@@ -571,9 +687,12 @@ class Derivation(Interpreter):
             if isinstance(node, MatMulNode):  # Ẑ + Σ c_i Z^{y_i}: a sum of parts
                 parts = {-1 if node.base.bid == j else 1} | {memo[(y, j)] for y in below}
                 memo[(u, j)] = parts.pop() if len(parts) == 1 else 0
-            else:
+            else:  # (an OuterNode's copies do not flip: they are independent of g_j)
                 pars = tuple(memo[(a, j)] for a in below)
-                memo[(u, j)] = 0 if 0 in pars else _fn_parity(node.fn, tuple(p == -1 for p in pars))
+                flips = tuple(p == -1 for p in pars)
+                if isinstance(node, OuterNode):
+                    flips += (False,) * len(node.cols)
+                memo[(u, j)] = 0 if 0 in pars else _fn_parity(node.fn, flips)
         return memo[(v, j)]
 
     # -- display -------------------------------------------------------------------
@@ -595,6 +714,8 @@ class Derivation(Interpreter):
             node = nodes[u]
             if isinstance(node, FnNode):
                 stack.extend(node.args)
+            elif isinstance(node, OuterNode):
+                stack.extend(node.rows)
             elif isinstance(node, MatMulNode) and expand_dot:
                 stack.extend(y for _, y in node.dot)
         memo: dict[Var, sympy.Expr] = {}
@@ -607,12 +728,22 @@ class Derivation(Interpreter):
                 below = (
                     node.args
                     if isinstance(node, FnNode)
+                    else node.rows
+                    if isinstance(node, OuterNode)
                     else [y for _, y in node.dot]
                     if expand_dot
                     else []
                 )
                 with recursion_room(8 + max((depth[id(memo[a])] for a in below), default=0)):
-                    if isinstance(node, FnNode):
+                    if isinstance(node, OuterNode):
+                        e = CopyExpectation(
+                            node.fn.inline(
+                                *[memo[a] for a in node.rows],
+                                *[ZCopy(c.name) for c in node.cols],
+                                *[c.symbol for c in node.consts],
+                            )
+                        )
+                    elif isinstance(node, FnNode):
                         e = node.fn.apply(
                             *[memo[a] for a in node.args], *[c.symbol for c in node.consts]
                         )
@@ -673,6 +804,40 @@ def _renumber(ids: tuple[int, ...], pos: dict[int, int]) -> tuple[int, ...]:
             i = pos[b] = len(pos)
         out.append(i)
     return tuple(out)
+
+
+@functools.lru_cache(maxsize=1024)
+def separate_cols(fn: Nonlinearity, nrows: int) -> tuple[Nonlinearity, tuple] | None:
+    """ψ polynomial in its col arguments, split as ``Σ_k A_k(rows; θ) m_k(cols)``.
+
+    Returns ``(G, monomials)``: ``G(rows; θ, μ_1, …) = Σ_k A_k(rows; θ) μ_k`` (``μ_k``
+    standing for ``𝔼 m_k(Z^{cols})``; a constant monomial is its number) and the
+    non-constant monomials ``m_k`` as Nonlinearities of the cols; ``None`` when ψ is
+    not a polynomial in the cols (then its inner expectation is a Monte Carlo average).
+    """
+    body, rows, cols = fn.body, fn.args[:nrows], fn.args[nrows:]
+    if not cols or not body.is_polynomial(*cols):
+        return None
+    try:
+        poly = sympy.Poly(body, *cols)
+    except sympy.PolynomialError:  # pragma: no cover - is_polynomial said it is
+        return None
+    col_syms = [sympy.Symbol(f"x{i}", real=True) for i in range(len(cols))]
+    mus: list[sympy.Symbol] = []
+    monomials: list[Nonlinearity] = []
+    total = sympy.Integer(0)
+    for exps, coef in poly.terms():
+        coef = sympy.sympify(coef)
+        if not any(exps):
+            total += coef
+            continue
+        mu = sympy.Symbol(f"mu{len(mus)}", real=True)
+        mus.append(mu)
+        mono = sympy.Mul(*[s**e for s, e in zip(col_syms, exps)])
+        monomials.append(Nonlinearity(f"{fn.name}_m{len(monomials)}", mono, col_syms, opaque=False))
+        total += coef * mu
+    G = Nonlinearity(f"E1_{fn.name}", total, rows, fn.params + tuple(mus), opaque=False)
+    return G, tuple(monomials)
 
 
 _FN_BY_UID: dict[int, Any] = {}

@@ -54,6 +54,7 @@ from .existence import check_requests, inline, structure, tilted
 from .forms import lambdify_integrand, linear_forms, quadrature_dim
 from .methods import AUTO, DIRECT, EXACT, FACTORISED, MONTECARLO, QUADRATURE, Method
 from .plan import (
+    CopyMomentRequest,
     CovRequest,
     DotRequest,
     ExpectationRequest,
@@ -149,6 +150,17 @@ class Deterministic:
             req.expr is not None
             and exact_evaluator(req.expr, d, m, req.centred, req.groups) is not None
         )
+        if self.method in (EXACT, QUADRATURE) and req.expr is None:
+            outer = self.der.outer_upstream(req.roots)
+            if outer is not None:
+                raise self._unavailable(
+                    req,
+                    self.method,
+                    f"it depends on the OuterNonlin {outer.name}, whose inner expectation "
+                    f"𝔼^(1) over the iid copy of its cols is not a finite sum of moments "
+                    f"(ψ is not a polynomial in its col arguments)",
+                    self.der.program.definition(outer),
+                )
         if self.method is EXACT:
             if not exact:
                 raise self._unavailable(
@@ -191,8 +203,10 @@ class Deterministic:
             hit = self._costly_sigs[req.sig] = max(dims, default=0) >= AUTO_MONTECARLO_DIM
         return bool(hit)
 
-    def _unavailable(self, req: Request, method: Method, why: str) -> TensorProgramError:
-        instr = self._instruction(req)
+    def _unavailable(
+        self, req: Request, method: Method, why: str, instr: Any = None
+    ) -> TensorProgramError:
+        instr = instr if instr is not None else self._instruction(req)
         exc = MethodUnavailableError(
             f"method={method.value!r} cannot evaluate the {describe(req)}: {why}; "
             f"use method='auto' or 'montecarlo'"
@@ -206,6 +220,8 @@ class Deterministic:
                 var = req.const.var
             case CovRequest():
                 var = req.pair[1].var
+            case CopyMomentRequest():
+                var = req.const.var
             case _:
                 var = scalar_var(req)
         return self.der.program.definition(var) if var is not None else None

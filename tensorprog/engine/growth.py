@@ -22,7 +22,7 @@ import functools
 from typing import Any
 
 from ..core.ir import Moment
-from .derivation import FnNode, MatMulNode
+from .derivation import FnNode, MatMulNode, OuterNode
 from .existence import degree, inline
 
 __all__ = ["moment_degrees", "POLY_TAIL_DEGREE"]
@@ -55,6 +55,15 @@ def moment_degrees(der: Any) -> dict[Any, float | None]:
             if isinstance(node, MatMulNode):
                 ds = [of(y) for _, y in node.dot]
                 deg[v] = None if any(d is None for d in ds) else max([1.0, *ds])
+            elif isinstance(node, OuterNode):
+                # |ψ(r; c)| ≤ C(c)(1 + |r|)^p ⇒ |𝔼^{(1)}ψ(r; ·)| ≤ 𝔼C · (1 + |r|)^p: the
+                # degree in the rows with the cols held fixed (their moments: existence)
+                ds = tuple(of(a) for a in node.rows)
+                deg[v] = (
+                    None
+                    if any(d is None for d in ds)
+                    else _fn_degree(node.fn, ds + (0.0,) * len(node.cols))
+                )
             elif isinstance(node, FnNode):
                 ds = tuple(of(a) for a in node.args)
                 deg[v] = None if any(d is None for d in ds) else _fn_degree(node.fn, ds)

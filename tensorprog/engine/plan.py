@@ -28,9 +28,9 @@ from typing import Any
 import numpy as np
 import sympy
 
-from ..core.ir import WIDTH, InitScalar, MatMul, Moment, ScalarFn, Var
+from ..core.ir import WIDTH, InitScalar, MatMul, Moment, OuterNonlin, ScalarFn, Var
 from ..gaussian import MAX_QUADRATURE_DIM
-from .derivation import Base, Derivation, DotConst, Layout, register_fn
+from .derivation import Base, CopyMomentConst, Derivation, DotConst, Layout, register_fn
 from .exact import shape
 from .methods import Method
 from .symbols import g
@@ -39,6 +39,7 @@ __all__ = [
     "Request",
     "ExpectationRequest",
     "MomentRequest",
+    "CopyMomentRequest",
     "CovRequest",
     "SteinBRequest",
     "DotRequest",
@@ -99,6 +100,14 @@ class MomentRequest(ExpectationRequest):
     """θ̊ of a Moment ``var``: ``𝔼 φ(Z^{x¹}, …; θ̊…)`` [TP4 ZMoment]."""
 
     var: Var
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class CopyMomentRequest(ExpectationRequest):
+    """``𝔼[m(Z^{cols})]`` of a monomial ``m`` of an OuterNonlin's ψ polynomial in its
+    cols (``const``): a constant of the OuterNonlin's ``Z`` [TP4b Def 2.6.5]."""
+
+    const: CopyMomentConst
 
 
 @dataclass(frozen=True, eq=False, slots=True)
@@ -188,6 +197,9 @@ class Plan:
             elif isinstance(instr, MatMul):
                 for c, _y in der.nodes[instr.out].dot:
                     self._dot(c)
+            elif isinstance(instr, OuterNonlin):
+                for c in der.copy_moments.get(instr.out, ()):
+                    self._copy_moment(c)
         n = len(self.requests)
         self.values = np.full(n, np.nan)
         self.errors = np.zeros(n)
@@ -320,27 +332,27 @@ class Plan:
             ).rid
         return self._stein[k]
 
-    def _moment_combine(self, instr: Moment) -> tuple[Any, Any]:
-        """``(tag, combine)``: the integrand builder of a Moment, ``φ(Z…; θ̊…)``."""
-        fn = instr.fn
-        tag = ("fn", fn._uid, len(instr.args))
+    def _combine(self, fn: Any, k: int) -> tuple[Any, Any]:
+        """``(tag, combine)``: the integrand builder ``fn(Z…; θ̊…)`` of a Moment (or of an
+        OuterNonlin's col moment) of ``k`` vectors."""
+        tag = ("fn", fn._uid, k)
         combine = self._combines.get(tag)
         if combine is None:
             register_fn(fn)
-            k = len(instr.args)
-
-            def combine(*exprs: sympy.Expr) -> sympy.Expr:
-                return fn.apply(*exprs[:k], *exprs[k:])
-
-            self._combines[tag] = combine
+            combine = self._combines[tag] = fn.apply
         return tag, combine
 
     def _moment(self, instr: Moment) -> None:
         sc = self.der.scalar_const
         roots = instr.args + tuple([sc[p] for p in instr.params]) if instr.params else instr.args
-        tag, combine = self._moment_combine(instr)
+        tag, combine = self._combine(instr.fn, len(instr.args))
         req = self._expectation(MomentRequest, roots, combine, tag, var=instr.out)
         self.const_req[sc[instr.out].cid] = req.rid
+
+    def _copy_moment(self, c: CopyMomentConst) -> None:
+        tag, combine = self._combine(c.fn, len(c.cols))
+        req = self._expectation(CopyMomentRequest, c.cols, combine, tag, const=c)
+        self.const_req[c.cid] = req.rid
 
     def _scalar_fn(self, instr: ScalarFn) -> None:
         deps = tuple([self.const_req[self.der.scalar_const[p].cid] for p in instr.params])
@@ -402,7 +414,10 @@ class Plan:
         if req.expr is not None:
             return req.expr
         if isinstance(req, MomentRequest):
-            combine = self._moment_combine(self.der.program.definition(req.var))[1]
+            instr = self.der.program.definition(req.var)
+            combine = self._combine(instr.fn, len(instr.args))[1]
+        elif isinstance(req, CopyMomentRequest):
+            combine = self._combine(req.const.fn, len(req.const.cols))[1]
         elif isinstance(req, (CovRequest, SteinBRequest)):
             combine = _mul
         else:
@@ -437,6 +452,8 @@ def describe(req: Request) -> str:
     match req:
         case MomentRequest():
             return f"limit of {req.var.name}"
+        case CopyMomentRequest():
+            return f"moment {req.const.symbol} of the cols of {req.const.var.name}"
         case CovRequest():
             a, b = req.pair
             return f"covariance of {a.symbol} and {b.symbol}"

@@ -74,8 +74,12 @@ class _Pass(Interpreter):
         normals: Callable[..., np.ndarray],
         state: _Estimates | None = None,
         schedule: _Schedule | None = None,
+        inner: int = 0,
     ) -> None:
         super().__init__(plan.der.program)
+        #: OuterNonlins' inner blocks are halved this many times (the coarser level of
+        #: their bias bound, :func:`~.run.run_montecarlo`)
+        self.inner = inner
         self.plan = plan
         self.der = plan.der
         self.shape = (K, M)

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import scipy.special
 
+from ...core import ir
 from ...core.errors import NumericalError
 from ...core.ir import InitMatrix, InitScalar, InitVector, MatMul, Moment, Nonlin, ScalarFn
 from ...gaussian import psd_factor
@@ -23,7 +24,12 @@ from .linalg import _combination, _combine, _factor_row, _inner
 from .passes import _Family, _first_bad, _Pass
 from .schedule import _MCTilt
 
-__all__ = ["MonteCarloPass"]
+__all__ = ["MonteCarloPass", "INNER_SAMPLES", "inner_size", "outer_average"]
+
+#: An OuterNonlin's inner expectation 𝔼^{(1)} averages ψ over blocks of about
+#: ``m = min(M, max(INNER_SAMPLES, ⌈16√M⌉))`` samples of a replicate of ``M``
+#: (:func:`inner_size`, :func:`outer_average`): ``M·m`` evaluations of ψ per replicate.
+INNER_SAMPLES = 1024
 
 
 class MonteCarloPass(_Pass):
@@ -50,6 +56,9 @@ class MonteCarloPass(_Pass):
         by default a fresh one for ``M`` samples.
     schedule : _Schedule, optional
         The program's evaluation schedule (computed if not given).
+    inner : int, default 0
+        OuterNonlins average over blocks ``2^inner`` times smaller than
+        :func:`inner_size` (the coarse level of their bias bound).
 
     Notes
     -----
@@ -99,6 +108,50 @@ class MonteCarloPass(_Pass):
         if not np.isfinite(out).all():
             raise NumericalError(f"{instr.fn.name} produced NaN or inf on Monte Carlo samples")
         return out
+
+    def outer_nonlin(self, instr: ir.OuterNonlin) -> Any:
+        rows = [self.env[a] for a in instr.rows]
+        cols = [self.env[a] for a in instr.cols]
+        params = self._params(instr)
+        moments = self.der.copy_moments.get(instr.out)
+        if moments is not None:  # ψ polynomial in the cols: Z^y = G(Z^{rows}; θ̊, 𝔼 m_k)
+            mus = [self._copy_moment(c, cols) for c in moments]
+            if not self._ready(*rows, *params, *mus):
+                return self._wait()
+            G = self.der.nodes[instr.out].fn
+            out = np.broadcast_to(
+                np.asarray(G.numpy(*rows, *params, *mus), dtype=float), self.shape
+            )
+            if not np.isfinite(out).all():
+                raise NumericalError(f"{instr.fn.name} produced NaN or inf on Monte Carlo samples")  # type: ignore[union-attr]
+            return out
+        if not self._ready(*rows, *cols, *params):
+            return self._wait()
+        qmc = getattr(self.normals, "qmc", True)
+        m = max(2, inner_size(self.state.M, qmc) >> self.inner)
+        start = getattr(self.normals, "start", 0)
+        out = outer_average(instr.fn.numpy, rows, cols, params, self.shape, m, start, qmc)  # type: ignore[union-attr]
+        if not np.isfinite(out).all():
+            raise NumericalError(f"{instr.fn.name} produced NaN or inf on Monte Carlo samples")  # type: ignore[union-attr]
+        return out
+
+    def _copy_moment(self, c: Any, cols: list[Any]) -> Any:
+        """``𝔼 m(Z^{cols})`` of a col monomial (:class:`~..derivation.CopyMomentConst`):
+        known, or the replicate's sample mean."""
+        known = self.schedule.known.get(c.cid)
+        if known is not None:
+            return self._record(c.cid, np.float64(known))
+
+        def sums() -> tuple[np.ndarray]:
+            vals = np.broadcast_to(c.fn.numpy(*cols), self.shape)
+            return (vals.sum(axis=-1, keepdims=True),)
+
+        val = self._estimate(MomentKey(c.cid), sums if self._ready(*cols) else None)
+        if val is _PENDING:
+            return self._wait()
+        if not np.isfinite(val).all():
+            raise NumericalError(f"the Monte Carlo estimate of {c.symbol} is not finite")
+        return self._record(c.cid, val)
 
     def moment(self, instr: Moment) -> Any:
         sched = self.schedule
@@ -308,3 +361,87 @@ class MonteCarloPass(_Pass):
             v if v is not None else c.full(beta[:, i, None])
             for i, (v, (c, _)) in enumerate(zip(known, node.dot))
         ]
+
+
+def inner_size(M: int, qmc: bool) -> int:
+    """The block ``m`` of an OuterNonlin's inner average in a replicate of ``M`` samples:
+    ``min(M, max(INNER_SAMPLES, ⌈16√M⌉))``, rounded down to a power of two with ``qmc``
+    (a block is then a scrambled ``(t, log₂m, s)``-net).
+
+    Why ``16√M``: a smooth statistic of the averages is biased by ``c/m`` (iid: ``c``
+    about the inner variance of ψ), against a standard error ``σ/√(K M)`` over ``K``
+    replicates; with the default ``K = 16`` the ratio is ``(c/σ)·4√M/m ≤ (c/σ)/4``,
+    and it does not grow with ``M``. Cost ``K·M·m ≈ 16 K M^{3/2}`` evaluations of ψ.
+    """
+    m = int(min(M, max(INNER_SAMPLES, int(np.ceil(16 * np.sqrt(M))))))
+    return 1 << (m.bit_length() - 1) if qmc else m
+
+
+def outer_average(
+    fn: Any,
+    rows: list[np.ndarray],
+    cols: list[np.ndarray],
+    params: list[Any],
+    shape: tuple[int, int],
+    m: int,
+    start: int = 0,
+    qmc: bool = True,
+) -> np.ndarray:
+    r"""``Z^y = 𝔼^{(1)} ψ(Z^{rows}; Z^{cols (1)}; θ̊)`` at each sample: ψ averaged over
+    the cols of the other samples of its block [TP4b Def 2.6.5].
+
+    The samples of a replicate (shape ``(K, M)``, sample ``a`` of the pass being sample
+    ``start + a`` of the replicate) are cut into aligned blocks ``B`` of ``m``
+    (:func:`inner_size`; the pieces at a chunk's ends are shorter, and a piece of one
+    sample joins its neighbour), and sample ``a ∈ B`` gets
+
+    .. math:: \hat Z^y_a = \frac{1}{|S_a|} \sum_{b \in S_a}
+              \psi\big(Z^{rows}_a;\ Z^{cols}_b;\ \mathring\theta\big),
+              \qquad S_a = B \setminus \{a\}\ \text{(iid)},\quad S_a = B\ \text{(QMC)}.
+
+    *iid samples* (a U-statistic): the ``Z^{cols}_b``, ``b ≠ a``, are independent draws
+    of the cols' joint law (given the replicate's estimated constants), independent of
+    sample ``a``: ``Ẑ^y_a`` is unbiased for ``Z^y_a`` given ``Z^{rows}_a`` with variance
+    ``Var^{(1)}ψ/(m − 1)``, so a linear statistic of ``y`` is unbiased and a smooth one is
+    biased by ``O(1/m)``. *Randomised QMC* (a V-statistic): the points of an aligned
+    block of a scrambled Sobol' sequence form a net, and averaging over the whole net —
+    ``a`` included — is the product rule of the net with itself for the double
+    integral, unbiased up to the points' pairwise dependence (of the order of the QMC
+    variance); dropping ``a`` instead would bias every statistic by ``O(1/m)`` times
+    ``𝔼[g(Z^{rows})(ψ(Z^{rows}; Z^{cols}) − 𝔼^{(1)}ψ)]``, since a net without one of its
+    points is unbalanced. Each replicate stays an independent draw of the whole
+    estimator, so the standard error over replicates is that of its mean; the bias of
+    a smooth statistic, shared by every replicate, is bounded by running the replicates
+    again with blocks of ``m/2`` (:func:`~.run.inner_bias`; both checked by coverage
+    over seeds in the tests). Cost: ``K·M·m`` evaluations of ψ in about
+    ``m`` vectorised calls over ``(K, M)`` arrays (memory ``2 (K, M)`` per col).
+    """
+    K, M = shape
+    cuts = sorted({0, M} | {c - start for c in range(-(-start // m) * m, start + M, m)})
+    pieces = [(lo, hi) for lo, hi in zip(cuts, cuts[1:]) if hi > lo]
+    if len(pieces) > 1 and pieces[-1][1] - pieces[-1][0] == 1:
+        pieces[-2:] = [(pieces[-2][0], pieces[-1][1])]
+    if len(pieces) > 1 and pieces[0][1] - pieces[0][0] == 1:
+        pieces[:2] = [(pieces[0][0], pieces[1][1])]
+    if not qmc and M < 2:
+        raise NumericalError(
+            "an OuterNonlin's inner expectation needs at least 2 Monte Carlo samples per "
+            "replicate (or chunk); pass more samples= or a larger max_memory="
+        )
+    rows = [np.broadcast_to(r, shape) for r in rows]
+    cols = [np.broadcast_to(c, shape) for c in cols]
+    params = [p[:, :, None] if np.ndim(p) == 2 else p for p in params]  # (K, 1, 1)
+    out = np.empty(shape)
+    full = [(lo, hi) for lo, hi in pieces if hi - lo == m]
+    groups = [(full[0][0], full[-1][1], m)] if full else []  # contiguous whole blocks
+    groups += [(lo, hi, hi - lo) for lo, hi in pieces if hi - lo != m]
+    for lo, hi, L in groups:
+        nb = (hi - lo) // L
+        R = [r[:, lo:hi].reshape(K, nb, L) for r in rows]
+        ext = [np.concatenate([c[:, lo:hi].reshape(K, nb, L)] * 2, axis=2) for c in cols]
+        acc = np.zeros((K, nb, L))
+        shifts = range(L) if qmc else range(1, L)
+        for j in shifts:
+            acc += fn(*R, *[e[:, :, j : j + L] for e in ext], *params)
+        out[:, lo:hi] = (acc / len(shifts)).reshape(K, hi - lo)
+    return out

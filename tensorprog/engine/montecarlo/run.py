@@ -22,6 +22,7 @@ from ...core._resources import (
     require,
 )
 from ...core.errors import NumericalError
+from ...core.ir import OuterNonlin
 from ..plan import Plan
 from ..tails import StableError, khat_of_tops, merge_tops, stable_errors, tail_size
 from .estimates import _Estimates
@@ -100,7 +101,9 @@ def run_montecarlo(
     -------
     dict
         ``{const id: (mean over replicates, std(ddof=1) / √K)}`` for every scalar and
-        ZDot coefficient.
+        ZDot coefficient. A program with an OuterNonlin whose inner expectation is
+        sampled runs every replicate twice, the second time with half-size inner
+        blocks, and its standard errors include :func:`inner_bias` in quadrature.
     """
     der = plan.der
     per_sample = _bytes_per_sample(der)
@@ -142,12 +145,15 @@ def run_montecarlo(
     # all; chunks: every sample), its fitted tail T of them (Vehtari et al. 2024 §3).
     prefix = min(M, -(-TAIL_DRAWS // K)) if fit else M
     T = tail_size(K * prefix)
+    levels = (0, 1) if sampled_outer(der) else (0,)
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         chunks = f", chunks of {C}" if not fit else ""
-        seconds = _estimate_seconds(plan, schedule, K, M, C if not fit else None, qmc, workers)
+        seconds = len(levels) * _estimate_seconds(  # (the coarse level: at most as long)
+            plan, schedule, K, M, C if not fit else None, qmc, workers
+        )
         tqdm.write(
             f"Monte Carlo: {K} replicates × {M} samples{chunks} on {workers} "
             f"thread(s), about {gib(need)} of sample arrays; estimated time "
@@ -156,19 +162,35 @@ def run_montecarlo(
         )
         bar = tqdm(total=K, desc=f"Monte Carlo ({K}×{M} samples{chunks})", leave=False)
 
-    def one_pass(seeds: Sequence[np.random.SeedSequence]) -> tuple[dict[int, Any], dict]:
-        if not fit:
-            return _chunked_replicate(plan, seeds[0], M, C, D, qmc, schedule, T)
-        state = _Estimates(M)
-        state.tail, state.prefix = T, prefix
-        mc = MonteCarloPass(
-            plan, len(seeds), M, _normal_source(seeds, M, D, qmc), state, schedule=schedule
-        )
-        mc.run()
-        return mc.const, state.tops
+    def one_pass(seeds: Sequence[np.random.SeedSequence]) -> tuple[list[dict[int, Any]], dict]:
+        out: list[dict[int, Any]] = []
+        tops: dict = {}
+        for inner in levels:  # (the coarse level: same normals, half-size inner blocks)
+            if not fit:
+                const, t = _chunked_replicate(
+                    plan, seeds[0], M, C, D, qmc, schedule, T, inner=inner
+                )
+            else:
+                state = _Estimates(M)
+                state.tail, state.prefix = T, prefix
+                mc = MonteCarloPass(
+                    plan,
+                    len(seeds),
+                    M,
+                    _normal_source(seeds, M, D, qmc),
+                    state,
+                    schedule=schedule,
+                    inner=inner,
+                )
+                mc.run()
+                const, t = mc.const, state.tops
+            out.append(const)
+            tops = tops or t
+        return out, tops
 
     groups = [children[start : start + step] for start in range(0, K, step)]
     values: dict[int, list[np.ndarray]] = {}
+    coarse: dict[int, list[np.ndarray]] = {}
     with contextlib.ExitStack() as stack:
         if workers > 1 and len(groups) > 1:
             stack.enter_context(blas_threads(min(workers, len(groups))))
@@ -181,8 +203,10 @@ def run_montecarlo(
         tops: dict[int, np.ndarray] = {}
         seen: dict[int, int] = {}
         for seeds, (const, tp_) in zip(groups, consts):
-            for cid, v in const.items():
+            for cid, v in const[0].items():
                 values.setdefault(cid, []).append(np.broadcast_to(np.ravel(v), (len(seeds),)))
+            for cid, v in const[-1].items():
+                coarse.setdefault(cid, []).append(np.broadcast_to(np.ravel(v), (len(seeds),)))
             for cid, t in tp_.items():
                 tops[cid] = merge_tops(tops.get(cid), t.reshape(1, -1), T)
                 seen[cid] = seen.get(cid, 0) + len(seeds)
@@ -193,6 +217,9 @@ def run_montecarlo(
     cids = list(values)
     vals = np.array([np.concatenate(values[c]) for c in cids]).reshape(len(cids), K)
     means, ses = vals.mean(axis=1), vals.std(axis=1, ddof=1) / np.sqrt(K)
+    if len(levels) > 1:  # an OuterNonlin's inner average: its bias bound joins the error
+        half = np.array([np.concatenate(coarse[c]) for c in cids]).reshape(len(cids), K)
+        ses = np.hypot(ses, inner_bias(vals, half))
     # k̂ of every Moment: one fit (batched over Moments) to the largest of its tail draws
     full = [c for c, n in seen.items() if n == K]
     if tails is not None and full:
@@ -205,11 +232,45 @@ def run_montecarlo(
     return {c: (m, e) for c, m, e in zip(cids, means.tolist(), ses.tolist())}
 
 
+def sampled_outer(der: Any) -> bool:
+    """Whether an OuterNonlin's inner expectation is a Monte Carlo average (ψ not a
+    polynomial in its cols)."""
+    return any(
+        isinstance(i, OuterNonlin) and i.out not in der.copy_moments
+        for i in der.program.instructions
+    )
+
+
+def inner_bias(fine: np.ndarray, coarse: np.ndarray) -> np.ndarray:
+    """A bound on the bias of estimates downstream of OuterNonlins' inner averages:
+    ``|mean_r(T_r(m) − T_r(m/2))|`` per row, from the same replicates ``r`` run with
+    inner blocks of ``m`` (``fine``, the estimates) and ``m/2`` (``coarse``).
+
+    The inner average's error makes a smooth statistic ``T(m)`` biased by ``b(m)``,
+    which the replicates' spread does not show (every replicate shares it). iid
+    samples (a U-statistic): ``b(m) = c/(m − 1)``, so ``T(m/2) − T(m) ≈ b(m)``;
+    randomised QMC (a V-statistic over nets): ``b`` falls faster than ``1/m`` and the
+    difference bounds it from above. Added in quadrature to the standard error, it is
+    negligible next to it unless the statistic barely varies (e.g. ``𝔼[y²]`` for a
+    ``y`` that is almost constant), where it is what keeps the error honest.
+    """
+    return np.abs((fine - coarse).mean(axis=1))
+
+
 def _bytes_per_sample(der: Any) -> int:
     """Memory bound per sample of one replicate (float64): every vector (stacked or
     not), each base Gaussian's normal, a family member's input copy (for a vector that
-    lives in another stack) and hat, and a few temporaries."""
-    return 8 * (len(der.program) + 4 * len(der.bases) + 4)
+    lives in another stack) and hat, and a few temporaries (an OuterNonlin's inner
+    average: its cols extended by the window, ≤ 2 per col, and the sum)."""
+    outer = max(
+        (
+            2 * len(i.cols) + 2
+            for i in der.program.instructions
+            if isinstance(i, OuterNonlin) and i.out not in der.copy_moments
+        ),
+        default=0,
+    )
+    return 8 * (len(der.program) + 4 * len(der.bases) + 4 + outer)
 
 
 def _chunk_size(fit: int, per_sample: int, max_memory: int) -> int:
@@ -246,6 +307,7 @@ def _chunked_replicate(
     schedule: _Schedule,
     tail: int,
     sweeps: list[int] | None = None,
+    inner: int = 0,
 ) -> tuple[dict[int, Any], dict]:
     """One replicate of ``M`` samples in chunks of at most ``C``: sweeps until complete.
 
@@ -263,7 +325,7 @@ def _chunked_replicate(
         n += 1
         for j, size in enumerate(sizes):
             mc = MonteCarloPass(
-                plan, 1, size, _normal_source([ss], size, D, qmc, j * C), state, schedule
+                plan, 1, size, _normal_source([ss], size, D, qmc, j * C), state, schedule, inner
             )
             mc.run()
             complete = complete and not mc.pending

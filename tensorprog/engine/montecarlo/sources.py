@@ -27,7 +27,8 @@ def _normal_source(
     replicate draws. iid: samples ``start … start+M−1`` of the stream's blocks
     (:func:`_iid_normals`). With ``qmc``: points ``start … start+M−1`` of a
     ``D``-dimensional Sobol' sequence scrambled by the stream (:mod:`..qmc`; row ``d``
-    is coordinate ``d`` through the normal quantile).
+    is coordinate ``d`` through the normal quantile). The function carries ``qmc`` and
+    ``start`` as attributes (an OuterNonlin's inner average depends on both).
     """
     K = len(seeds)
 
@@ -45,6 +46,7 @@ def _normal_source(
                 _iid_normals(s, start, out[r])
         return out
 
+    draw.qmc, draw.start = bool(qmc), start  # type: ignore[attr-defined]
     return draw
 
 
