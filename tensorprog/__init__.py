@@ -63,7 +63,17 @@ from .core.nonlin import (
 )
 from .dsl.autodiff import grad as grad
 from .dsl.autodiff import lincomb, scalar_lincomb
-from .dsl.program import Handle, Matrix, Program, Scalar, Vector, inner, mean, nonlin
+from .dsl.program import (
+    Handle,
+    Matrix,
+    Program,
+    Scalar,
+    Vector,
+    inner,
+    mean,
+    nonlin,
+    outer_nonlin,
+)
 from .io import load
 from .simulate import Simulation, simulate
 
@@ -75,6 +85,7 @@ __all__ = [
     "Scalar",
     "Nonlinearity",
     "nonlin",
+    "outer_nonlin",
     "mean",
     "inner",
     "grad",

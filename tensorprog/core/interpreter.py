@@ -20,6 +20,7 @@ from .ir import (
     MatMul,
     Moment,
     Nonlin,
+    OuterNonlin,
     ScalarFn,
     Var,
     format_instruction,
@@ -43,7 +44,7 @@ class Interpreter:
     """Walks a program in order and calls one method per instruction.
 
     Subclasses implement ``init_matrix``, ``init_vector``, ``init_scalar``,
-    ``matmul``, ``nonlin``, ``moment`` and ``scalar_fn``; each receives the
+    ``matmul``, ``nonlin``, ``outer_nonlin``, ``moment`` and ``scalar_fn``; each receives the
     instruction and returns the value to bind to ``instr.out`` in :attr:`env`.
     """
 
@@ -92,6 +93,9 @@ class Interpreter:
         raise NotImplementedError
 
     def nonlin(self, instr: Nonlin) -> Any:
+        raise NotImplementedError
+
+    def outer_nonlin(self, instr: OuterNonlin) -> Any:
         raise NotImplementedError
 
     def moment(self, instr: Moment) -> Any:

@@ -9,6 +9,7 @@ instructions, each defining one new variable from earlier ones:
 ``InitScalar``   ``c``: a scalar with a deterministic limit ``c̊``
 ``MatMul``       ``W x`` or ``Wᵀ x``
 ``Nonlin``       ``φ(x¹,…,xᵏ; θ¹,…,θˡ)`` coordinatewise (Nonlin+)
+``OuterNonlin``  ``y_α = (1/n) Σ_β ψ(x_α; x'_β; θ)`` (NE⊗OR⊤, order 2)
 ``Moment``       ``(1/n) Σ_α φ(x¹_α,…,xᵏ_α; θ¹,…,θˡ)`` → scalar
 ``ScalarFn``     ``ψ(θ¹,…,θˡ)``, a deterministic function of scalars
 ===============  ==========================================================
@@ -34,6 +35,7 @@ __all__ = [
     "InitScalar",
     "MatMul",
     "Nonlin",
+    "OuterNonlin",
     "Moment",
     "ScalarFn",
     "INSTRUCTIONS",
@@ -133,6 +135,29 @@ class Nonlin(Instruction):
 
 
 @dataclass(frozen=True, eq=False)
+class OuterNonlin(Instruction):
+    """The nonlinear outer product ``y_α = (1/n) Σ_β fn(rows_α…; cols_β…; params…)``.
+
+    NE⊗OR⊤'s OuterNonlin of order ``r + 1 = 2`` [TP4b Def 2.6.1]: ``rows`` are read at
+    the output's own coordinate ``α``, ``cols`` at the summed coordinate ``β``; ``fn``
+    takes the rows, then the cols (``fn.arity = len(rows) + len(cols)``), then the
+    scalar ``params``. Its limit [TP4b Def 2.6.5] is the deterministic function of the
+    rows ``Z^y = 𝔼^{(1)} fn(Z^{rows}; Z^{cols (1)}; θ̊)``, the expectation over an iid
+    copy ``(1)`` of the cols' joint law.
+    """
+
+    fn: Nonlinearity | None = None
+    rows: tuple[Var, ...] = ()
+    cols: tuple[Var, ...] = ()
+    params: tuple[Var, ...] = ()
+    opname: ClassVar[str] = "outer_nonlin"
+
+    @property
+    def inputs(self) -> tuple[Var, ...]:
+        return self.rows + self.cols + self.params
+
+
+@dataclass(frozen=True, eq=False)
 class Moment(Instruction):
     """``(1/n) Σ_α fn(args_α…; params…)`` → scalar."""
 
@@ -167,6 +192,7 @@ INSTRUCTIONS: tuple[type[Instruction], ...] = (
     InitScalar,
     MatMul,
     Nonlin,
+    OuterNonlin,
     Moment,
     ScalarFn,
 )
@@ -187,6 +213,8 @@ def format_instruction(instr: Instruction) -> str:
     if isinstance(instr, MatMul):
         t = ".T" if instr.transpose else ""
         return f"{o} = {instr.matrix.name}{t} @ {instr.arg.name}"  # type: ignore[union-attr]
+    if isinstance(instr, OuterNonlin):
+        return f"{o} = {outer_body(instr)}"
     if isinstance(instr, (Nonlin, Moment, ScalarFn)):
         fn = instr.fn
         assert fn is not None
@@ -198,6 +226,17 @@ def format_instruction(instr: Instruction) -> str:
             rhs = f"mean({rhs})"
         return f"{o} = {rhs}"
     return f"{o} = {instr!r}"  # pragma: no cover
+
+
+def outer_body(instr: OuterNonlin) -> str:
+    """``mean_β(ψ(x; x'_β; θ))``: an OuterNonlin's right-hand side, the cols subscripted
+    by the summed coordinate ``β``."""
+    syms = (
+        [sympy.Symbol(v.name) for v in instr.rows]
+        + [sympy.Symbol(f"{v.name}_β") for v in instr.cols]
+        + [sympy.Symbol(v.name) for v in instr.params]
+    )
+    return f"mean_β({instr.fn.inline(*syms)})"  # type: ignore[union-attr]
 
 
 def _num(x: float) -> str:

@@ -52,6 +52,7 @@ from ..core.ir import (
     MatMul,
     Moment,
     Nonlin,
+    OuterNonlin,
     ScalarFn,
     Var,
     format_instruction,
@@ -73,6 +74,7 @@ __all__ = [
     "mean",
     "inner",
     "nonlin",
+    "outer_nonlin",
     "apply_nonlinearity",
 ]
 
@@ -82,6 +84,7 @@ _PREFIX = {
     InitScalar: "c",
     MatMul: "h",
     Nonlin: "x",
+    OuterNonlin: "o",
     Moment: "m",
     ScalarFn: "s",
 }
@@ -91,6 +94,7 @@ _KIND = {
     InitScalar: "scalar",
     MatMul: "vector",
     Nonlin: "vector",
+    OuterNonlin: "vector",
     Moment: "scalar",
     ScalarFn: "scalar",
 }
@@ -1107,6 +1111,170 @@ def nonlin(
     return apply_nonlinearity(f, ordered, name=name)
 
 
+def outer_nonlin(
+    fn: Callable[..., Any] | Nonlinearity,
+    rows: Sequence[Any],
+    cols: Sequence[Any],
+    scalars: Sequence[Any] = (),
+    name: str | None = None,
+    fn_name: str | None = None,
+) -> Vector:
+    r"""A nonlinear outer product: ``y_α = (1/n) Σ_β ψ(rows_α; cols_β; θ)``.
+
+    The OuterNonlin instruction of NE⊗OR⊤ (order 2) [TP4b Def 2.6.1]: with
+    :math:`\mathbf x_\alpha` the ``α``-th coordinates of the ``rows`` and
+    :math:`\mathbf x'_\beta` those of the ``cols``,
+
+    .. math:: y_\alpha = \frac1n \sum_{\beta=1}^n
+              \psi(\mathbf x_\alpha;\ \mathbf x'_\beta;\ \theta).
+
+    It expresses "(an entrywise-processed outer product) × vector", e.g. Adam's
+    update of a hidden weight applied to a vector, which Nonlin+ cannot.
+
+    Parameters
+    ----------
+    fn : callable or Nonlinearity
+        ``fn(*row_args, *col_args, *scalar_args)`` written with sympy functions (it is
+        traced once with sympy symbols, like :func:`nonlin`'s callable), or a
+        :class:`~tensorprog.Nonlinearity` of arity ``len(rows) + len(cols)`` with
+        ``len(scalars)`` parameters.
+    rows : sequence of Vector
+        The vectors read at the output's coordinate ``α`` (at least one).
+    cols : sequence of Vector
+        The vectors read at the summed coordinate ``β`` (at least one).
+    scalars : sequence of Scalar or number, optional
+        Parameters ``θ``; a number is a constant of ``ψ``.
+    name : str, optional
+        Name of the new vector.
+    fn_name : str, optional
+        Name of ``ψ`` in printouts (defaults to ``fn``'s name, else ``"psi"``).
+
+    Returns
+    -------
+    Vector
+
+    Notes
+    -----
+    *Limit* [TP4b Def 2.6.5, OuterNonlin rule]: ``Z^y`` is the deterministic function
+    of the rows
+
+    .. math:: Z^y = \mathbb E^{(1)}\,\psi(Z^{\mathbf x};\ Z^{\mathbf x'(1)};\
+              \mathring\theta),
+
+    the expectation over an iid copy ``(1)`` of the cols' joint law, independent of
+    everything unmarked. For ZDot, ``∂Z^y/∂Ẑ`` goes through the rows only.
+
+    *Cost.* Finite width (:func:`~tensorprog.simulate`): exact, ``n²`` evaluations of
+    ``ψ`` per OuterNonlin, in blocks of ``⌈2²⁰/n⌉`` rows (memory ``O(2²⁰ + n)``
+    floats). Monte Carlo limit: each of the ``N`` samples of a replicate averages
+    ``ψ`` over ``m = min(N − 1, 1024)`` other samples of its own replicate (an
+    incomplete U-statistic), ``N·m`` evaluations; when ``ψ`` is a polynomial in the
+    col arguments the inner expectation is a sum of moments of the cols, computed
+    exactly (``method="exact"``) or by one sample mean each, and no inner sum runs.
+
+    *Gradients.* :func:`tensorprog.grad` refuses to differentiate through an
+    OuterNonlin (a :class:`~tensorprog.ProgramTypeError`): the entrywise optimizers
+    that need it (Adam, SignSGD) apply it to gradients, never differentiate it.
+
+    Examples
+    --------
+    >>> import sympy, tensorprog as tp
+    >>> p = tp.Program()
+    >>> x, z = p.vector("x"), p.vector("z")
+    >>> y = tp.outer_nonlin(lambda a, b, c: sympy.sign(a * b) * c, [x], [x, z], name="y")
+    >>> print(p.definition(y).out, "=", str(p).splitlines()[-1].split(" = ")[1])
+    y = mean_β(z_β*sign(x*x_β))
+    """
+    what = "tp.outer_nonlin"
+    groups: dict[str, tuple] = {}
+    for arg, seq in (("rows", rows), ("cols", cols), ("scalars", scalars)):
+        if isinstance(seq, Handle):
+            seq = (seq,)
+        if isinstance(seq, (str, bytes, Transposed)):
+            raise ProgramTypeError(f"{what}: {arg} must be a sequence, got {_describe(seq)}")
+        try:
+            groups[arg] = tuple(seq)
+        except TypeError:
+            raise ProgramTypeError(
+                f"{what}: {arg} must be a sequence, got {type(seq).__name__}"
+            ) from None
+    rows_, cols_, scal_ = groups["rows"], groups["cols"], groups["scalars"]
+    for arg, seq in (("rows", rows_), ("cols", cols_)):
+        if not seq:
+            raise ProgramValueError(
+                f"{what}: {arg} is empty; an OuterNonlin needs at least one row vector and one "
+                f"col vector (a function of the cols only is tp.mean of a Nonlin)"
+            )
+        for x in seq:
+            if not isinstance(x, Vector):
+                raise ProgramTypeError(f"{what}: {arg} must be vectors, got {_describe(x)}")
+    program = rows_[0].program
+    for x in rows_ + cols_ + tuple(h for h in scal_ if isinstance(h, Handle)):
+        program._own(x, what)
+    consts: list[sympy.Expr | None] = []  # per scalar: its number, or None for a Scalar
+    for x in scal_:
+        if isinstance(x, Scalar):
+            consts.append(None)
+        elif isinstance(x, Handle):
+            raise ProgramTypeError(
+                f"{what}: scalars must be scalars or numbers, got {_describe(x)}"
+            )
+        else:
+            consts.append(_as_number(x, f"{what} (scalars)"))
+    k = len(rows_) + len(cols_)
+    if isinstance(fn, Nonlinearity):
+        if fn.arity != k or fn.nparams != len(scal_):
+            raise ProgramValueError(
+                f"{what}: {fn.name} takes {fn.arity} vector(s) and {fn.nparams} scalar(s); got "
+                f"{len(rows_)} row(s) + {len(cols_)} col(s) and {len(scal_)} scalar(s)"
+            )
+        if any(c is not None for c in consts):
+            body = fn.body.xreplace({p: c for p, c in zip(fn.params, consts) if c is not None})
+            kept = [p for p, c in zip(fn.params, consts) if c is None]
+            fn = Nonlinearity(fn.name, body, fn.args, kept, opaque=fn.opaque, latex=fn.latex_name)
+    elif callable(fn):
+        label = (
+            fn_name
+            or (
+                getattr(fn, "__name__", "psi")
+                if getattr(fn, "__name__", "") != "<lambda>"
+                else None
+            )
+            or "psi"
+        )
+        xs = [sympy.Dummy(f"a{i}", real=True) for i in range(k)]
+        ps = [sympy.Dummy(f"p{j}", real=True) for j, c in enumerate(consts) if c is None]
+        it = iter(ps)
+        scalar_args = [c if c is not None else next(it) for c in consts]
+        try:
+            body = sympify_strict(fn(*xs, *scalar_args), f"{what} {label!r}")
+        except ProgramTypeError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise ProgramTypeError(
+                f"{what} {label!r}: the function is not traceable by sympy (calling it on "
+                f"symbols raised {type(exc).__name__}: {exc}); write it with sympy functions"
+            ) from exc
+        if not isinstance(body, sympy.Expr):
+            raise ProgramTypeError(
+                f"{what} {label!r}: the function must return an expression, got {body!r}"
+            )
+        fn = Nonlinearity(label, body, xs, ps)
+    else:
+        raise ProgramTypeError(
+            f"{what} needs a callable traceable by sympy or a Nonlinearity, got {type(fn).__name__}"
+        )
+    params = tuple(x.var for x in scal_ if isinstance(x, Scalar))
+    return program._append(  # type: ignore[return-value]
+        OuterNonlin,
+        name,
+        fn=fn,
+        rows=tuple(x.var for x in rows_),
+        cols=tuple(x.var for x in cols_),
+        params=params,
+    )
+
+
 def _check_section_title(title: Any) -> None:
     """A section title is a one-line, non-empty str (:meth:`Program.section`; also
     checked when a saved program is loaded)."""
@@ -1214,6 +1382,14 @@ def _computation(cls: type, fields: Mapping[str, Any], functions: _Functions) ->
     """
     if cls is MatMul:
         return (MatMul, fields["matrix"], fields["arg"], bool(fields["transpose"]))
+    if cls is OuterNonlin:
+        return (
+            cls,
+            functions.representative(fields["fn"]),
+            tuple(fields["rows"]),
+            tuple(fields["cols"]),
+            tuple(fields["params"]),
+        )
     if cls in (Nonlin, Moment, ScalarFn):
         return (
             cls,
@@ -1272,7 +1448,15 @@ def _check_types(p: Program, instr: Instruction) -> None:
             )
         return
     fn = instr.fn  # type: ignore[attr-defined]
-    args = getattr(instr, "args", ())
+    if isinstance(instr, OuterNonlin):
+        args = instr.rows + instr.cols
+        if not instr.rows or not instr.cols:
+            raise ProgramValueError(
+                f"`{format_instruction(instr)}`: an OuterNonlin needs at least one row "
+                f"and one col vector"
+            )
+    else:
+        args = getattr(instr, "args", ())
     params = instr.params  # type: ignore[attr-defined]
     for v in args:
         if v.kind != "vector":

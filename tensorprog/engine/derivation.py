@@ -42,10 +42,11 @@ from ..core.ir import (
     MatMul,
     Moment,
     Nonlin,
+    OuterNonlin,
     ScalarFn,
     Var,
 )
-from .symbols import DotCoef, GaussSym, Theta, ZHat, ZSym, g, q
+from .symbols import CopyExpectation, DotCoef, GaussSym, Theta, ZCopy, ZHat, ZSym, g, q
 
 __all__ = [
     "Derivation",
@@ -57,6 +58,7 @@ __all__ = [
     "BaseNode",
     "FnNode",
     "MatMulNode",
+    "OuterNode",
     "Layout",
 ]
 
@@ -188,8 +190,27 @@ class MatMulNode:
     size: int
 
 
+@dataclass(frozen=True, eq=False, slots=True)
+class OuterNode:
+    """``Z^y = 𝔼^{(1)} fn(Z^{rows}; Z^{cols (1)}; θ̊ of consts)`` [TP4b Def 2.6.5].
+
+    A deterministic function of the rows' ``Z`` (the expectation runs over an iid
+    copy of the cols' joint law): ``support`` is the rows', so ZDot differentiates
+    through the rows only. It has no canonical integrand (``size`` is beyond
+    :data:`MAX_TREE`): expectations of it go to Monte Carlo.
+    """
+
+    fn: Any  # the Nonlinearity ψ (rows, then cols, then parameters)
+    rows: tuple[Var, ...]
+    cols: tuple[Var, ...]
+    consts: tuple[ScalarConst, ...]
+    support: frozenset[int]
+    polynomial: bool = False
+    size: int = MAX_TREE + 1
+
+
 #: ``Z`` of one vector as one node of the Z-DAG (its arguments are earlier vectors).
-Node = BaseNode | FnNode | MatMulNode
+Node = BaseNode | FnNode | MatMulNode | OuterNode
 
 
 class Derivation(Interpreter):
@@ -263,6 +284,19 @@ class Derivation(Interpreter):
             sup,
             poly,
             1 + sum(self.nodes[a].size for a in instr.args),
+        )
+        self.nodes[instr.out] = node
+        return node
+
+    def outer_nonlin(self, instr: OuterNonlin) -> Node:
+        register_fn(instr.fn)
+        sup: frozenset[int] = frozenset().union(*(self.nodes[a].support for a in instr.rows))
+        node = OuterNode(
+            instr.fn,
+            instr.rows,
+            instr.cols,
+            tuple(self.scalar_const[p] for p in instr.params),
+            sup,
         )
         self.nodes[instr.out] = node
         return node
@@ -562,7 +596,13 @@ class Derivation(Interpreter):
                 memo[(u, j)] = -1 if node.base.bid == j else 1
                 stack.pop()
                 continue
-            below = [y for _, y in node.dot] if isinstance(node, MatMulNode) else list(node.args)
+            below = (
+                [y for _, y in node.dot]
+                if isinstance(node, MatMulNode)
+                else list(node.rows)
+                if isinstance(node, OuterNode)
+                else list(node.args)
+            )
             todo = [w for w in below if (w, j) not in memo]
             if todo:
                 stack.extend(todo)
@@ -571,9 +611,12 @@ class Derivation(Interpreter):
             if isinstance(node, MatMulNode):  # Ẑ + Σ c_i Z^{y_i}: a sum of parts
                 parts = {-1 if node.base.bid == j else 1} | {memo[(y, j)] for y in below}
                 memo[(u, j)] = parts.pop() if len(parts) == 1 else 0
-            else:
+            else:  # (an OuterNode's copies do not flip: they are independent of g_j)
                 pars = tuple(memo[(a, j)] for a in below)
-                memo[(u, j)] = 0 if 0 in pars else _fn_parity(node.fn, tuple(p == -1 for p in pars))
+                flips = tuple(p == -1 for p in pars)
+                if isinstance(node, OuterNode):
+                    flips += (False,) * len(node.cols)
+                memo[(u, j)] = 0 if 0 in pars else _fn_parity(node.fn, flips)
         return memo[(v, j)]
 
     # -- display -------------------------------------------------------------------
@@ -595,6 +638,8 @@ class Derivation(Interpreter):
             node = nodes[u]
             if isinstance(node, FnNode):
                 stack.extend(node.args)
+            elif isinstance(node, OuterNode):
+                stack.extend(node.rows)
             elif isinstance(node, MatMulNode) and expand_dot:
                 stack.extend(y for _, y in node.dot)
         memo: dict[Var, sympy.Expr] = {}
@@ -607,12 +652,22 @@ class Derivation(Interpreter):
                 below = (
                     node.args
                     if isinstance(node, FnNode)
+                    else node.rows
+                    if isinstance(node, OuterNode)
                     else [y for _, y in node.dot]
                     if expand_dot
                     else []
                 )
                 with recursion_room(8 + max((depth[id(memo[a])] for a in below), default=0)):
-                    if isinstance(node, FnNode):
+                    if isinstance(node, OuterNode):
+                        e = CopyExpectation(
+                            node.fn.inline(
+                                *[memo[a] for a in node.rows],
+                                *[ZCopy(c.name) for c in node.cols],
+                                *[c.symbol for c in node.consts],
+                            )
+                        )
+                    elif isinstance(node, FnNode):
                         e = node.fn.apply(
                             *[memo[a] for a in node.args], *[c.symbol for c in node.consts]
                         )

@@ -24,7 +24,7 @@ from typing import Any
 import sympy
 
 from ..core.ir import Moment
-from .derivation import FnNode, MatMulNode
+from .derivation import FnNode, MatMulNode, OuterNode
 from .existence import _BOUNDED, inline
 
 __all__ = ["degree", "moment_degrees", "POLY_TAIL_DEGREE"]
@@ -88,6 +88,8 @@ def moment_degrees(der: Any) -> dict[Any, float | None]:
             if isinstance(node, MatMulNode):
                 ds = [of(y) for _, y in node.dot]
                 deg[v] = None if any(d is None for d in ds) else max([1.0, *ds])
+            elif isinstance(node, OuterNode):  # 𝔼^{(1)}ψ: growth in the rows not known
+                deg[v] = None
             elif isinstance(node, FnNode):
                 ds = tuple(of(a) for a in node.args)
                 deg[v] = None if any(d is None for d in ds) else _fn_degree(node.fn, ds)

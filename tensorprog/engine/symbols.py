@@ -15,7 +15,17 @@ from typing import Any
 
 import sympy
 
-__all__ = ["ZSym", "ZHat", "ZDot", "Theta", "DotCoef", "GaussSym", "ConstSym"]
+__all__ = [
+    "ZSym",
+    "ZCopy",
+    "CopyExpectation",
+    "ZHat",
+    "ZDot",
+    "Theta",
+    "DotCoef",
+    "GaussSym",
+    "ConstSym",
+]
 
 
 class _VarSymbol(sympy.Symbol):
@@ -44,6 +54,28 @@ class ZSym(_VarSymbol):
 
     _str_fmt = "Z^{{{}}}"
     _latex_fmt = "Z^{{{}}}"
+
+
+class ZCopy(_VarSymbol):
+    """``Z^{x(1)}``: the iid copy ``(1)`` of ``Z^x`` that an OuterNonlin's limit averages
+    over, independent of every unmarked ``Z`` [TP4b Def 2.6.5]."""
+
+    _str_fmt = "Z^{{{} (1)}}"
+    _latex_fmt = r"Z^{{{}\,(1)}}"
+
+
+class CopyExpectation(sympy.Function):
+    """``𝔼^{(1)}[e]``: the expectation over the iid copy ``(1)`` only (the unmarked
+    ``Z`` held fixed) — ``Z`` of an OuterNonlin [TP4b Def 2.6.5]. Never evaluated."""
+
+    nargs = 1
+
+    def _sympystr(self, printer: Any) -> str:
+        return f"𝔼⁽¹⁾[{printer._print(self.args[0])}]"
+
+    def _latex(self, printer: Any, exp: Any = None) -> str:
+        out = rf"\mathbb{{E}}^{{(1)}}\left[{printer._print(self.args[0])}\right]"
+        return rf"\left({out}\right)^{{{exp}}}" if exp is not None else out
 
 
 class Theta(_VarSymbol):

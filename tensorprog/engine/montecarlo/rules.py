@@ -16,14 +16,28 @@ import numpy as np
 import scipy.special
 
 from ...core.errors import NumericalError
-from ...core.ir import InitMatrix, InitScalar, InitVector, MatMul, Moment, Nonlin, ScalarFn
+from ...core.ir import (
+    InitMatrix,
+    InitScalar,
+    InitVector,
+    MatMul,
+    Moment,
+    Nonlin,
+    OuterNonlin,
+    ScalarFn,
+)
 from ...gaussian import psd_factor
 from .estimates import _PENDING, DotKey, MomentKey
 from .linalg import _combination, _combine, _factor_row, _inner
 from .passes import _Family, _first_bad, _Pass
 from .schedule import _MCTilt
 
-__all__ = ["MonteCarloPass"]
+__all__ = ["MonteCarloPass", "INNER_SAMPLES", "inner_size", "outer_average"]
+
+#: An OuterNonlin's inner expectation 𝔼^{(1)} averages ψ over ``m = min(M − 1,
+#: max(INNER_SAMPLES, ⌈16√M⌉))`` other samples of a replicate of ``M`` samples
+#: (:func:`inner_size`, :func:`outer_average`): ``M·m`` evaluations of ψ per replicate.
+INNER_SAMPLES = 1024
 
 
 class MonteCarloPass(_Pass):
@@ -98,6 +112,18 @@ class MonteCarloPass(_Pass):
             out = np.broadcast_to(out, self.shape)
         if not np.isfinite(out).all():
             raise NumericalError(f"{instr.fn.name} produced NaN or inf on Monte Carlo samples")
+        return out
+
+    def outer_nonlin(self, instr: OuterNonlin) -> Any:
+        rows = [self.env[a] for a in instr.rows]
+        cols = [self.env[a] for a in instr.cols]
+        params = self._params(instr)
+        if not self._ready(*rows, *cols, *params):
+            return self._wait()
+        m = inner_size(self.state.M)
+        out = outer_average(instr.fn.numpy, rows, cols, params, self.shape, m)  # type: ignore[union-attr]
+        if not np.isfinite(out).all():
+            raise NumericalError(f"{instr.fn.name} produced NaN or inf on Monte Carlo samples")  # type: ignore[union-attr]
         return out
 
     def moment(self, instr: Moment) -> Any:
@@ -308,3 +334,64 @@ class MonteCarloPass(_Pass):
             v if v is not None else c.full(beta[:, i, None])
             for i, (v, (c, _)) in enumerate(zip(known, node.dot))
         ]
+
+
+def inner_size(M: int) -> int:
+    """Samples ``m`` an OuterNonlin's inner average uses in a replicate of ``M``:
+    ``min(M − 1, max(INNER_SAMPLES, ⌈16√M⌉))``.
+
+    Why ``16√M``: a smooth statistic of the averages is biased by ``c/m`` (``c`` about
+    the inner variance of ψ), against a standard error ``σ/√(K M)`` over ``K``
+    replicates; with the default ``K = 16`` the ratio is ``(c/σ)·4√M/m ≤ (c/σ)/4``,
+    growing no faster than the error it is compared with. Cost ``K·M·m ≈ 16 K M^{3/2}``.
+    """
+    return int(min(M - 1, max(INNER_SAMPLES, int(np.ceil(16 * np.sqrt(M))))))
+
+
+def outer_average(
+    fn: Any,
+    rows: list[np.ndarray],
+    cols: list[np.ndarray],
+    params: list[Any],
+    shape: tuple[int, int],
+    inner: int,
+) -> np.ndarray:
+    r"""``Z^y = 𝔼^{(1)} ψ(Z^{rows}; Z^{cols (1)}; θ̊)`` at each sample, by an incomplete
+    U-statistic over the pass's own samples [TP4b Def 2.6.5].
+
+    Sample ``a`` of a replicate (``M`` samples, shape ``(K, M)``) gets
+
+    .. math:: \hat Z^y_a = \frac1m \sum_{j=1}^{m}
+              \psi\big(Z^{rows}_a;\ Z^{cols}_{(a+j) \bmod M};\ \mathring\theta\big),
+              \qquad m = \min(M-1,\ \texttt{inner}),
+
+    the ``m`` cyclically next samples of the pass (``m`` from :func:`inner_size`;
+    a replicate run in chunks averages within its chunk; ``m = M − 1``: the complete U-statistic
+    ``(1/(M−1)) Σ_{b≠a}``). Consistency: the samples of a replicate are identically
+    distributed draws of the joint law of every ``Z`` (given the replicate's estimated
+    constants), and ``(a + j) mod M ≠ a``; for iid samples the ``Z^{cols}_b`` averaged
+    are independent of sample ``a`` and of each other, so ``Ẑ^y_a`` is unbiased for
+    ``Z^y_a`` given ``Z^{rows}_a``, with variance ``Var^{(1)}ψ / m`` — a smooth statistic
+    of the ``Ẑ^y`` is biased by ``O(1/m)``, which the replicates' spread does not show
+    (with randomised QMC points the average is a QMC estimate over ``m`` points of one
+    scrambled sequence, biased by ``O(1/m)`` too); a linear statistic is unbiased. Each
+    replicate stays an independent draw of the whole estimator, so the standard error
+    over replicates is that of its mean. Cost: ``K·M·m`` evaluations of ``ψ`` in ``m``
+    vectorised calls over ``(K, M)`` arrays (memory: ``(K, M + m)`` per col).
+    """
+    K, M = shape
+    m = min(M - 1, inner)
+    if m < 1:
+        raise NumericalError(
+            "an OuterNonlin's inner expectation needs at least 2 Monte Carlo samples per "
+            "replicate (or chunk); pass more samples= or a larger max_memory="
+        )
+    ext = []
+    for c in cols:
+        c = np.broadcast_to(c, shape)
+        ext.append(np.concatenate([c, c[:, :m]], axis=1))
+    acc = np.zeros(shape)
+    for j in range(1, m + 1):
+        acc += fn(*rows, *[e[:, j : j + M] for e in ext], *params)
+    acc /= m
+    return acc
