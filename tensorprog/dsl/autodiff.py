@@ -89,7 +89,7 @@ from typing import Any
 import sympy
 
 from ..core.errors import ProgramTypeError, ProgramValueError
-from ..core.ir import MatMul, Moment, Nonlin, ScalarFn, Var, format_instruction
+from ..core.ir import MatMul, Moment, Nonlin, OuterNonlin, ScalarFn, Var, format_instruction
 from ..core.nonlin import Nonlinearity, _arg_symbols
 from .program import (
     Handle,
@@ -521,6 +521,8 @@ def _edges(instr: Any, through: bool) -> tuple[Var, ...]:
         return instr.args + (instr.params if through else ())
     if isinstance(instr, ScalarFn):
         return instr.params
+    if isinstance(instr, OuterNonlin):
+        return instr.rows + instr.cols + (instr.params if through else ())
     return ()
 
 
@@ -833,6 +835,8 @@ class _Sweep:
                     self.matmul(instr)
                 elif isinstance(instr, Nonlin):
                     self.nonlin(instr)
+                elif isinstance(instr, OuterNonlin):
+                    self.outer_nonlin(instr)
 
     def matmul(self, instr: MatMul) -> None:
         """``h = W x``: ``dx += Wᵀ dh`` (``h = Wᵀx``: ``dx += W dh``); a coefficient of
@@ -871,6 +875,51 @@ class _Sweep:
                     continue
                 c, d = part
                 self.add_scal(v, key, _smul(k, c, mean(dy) if d is None else inner(d, dy)))
+
+    def outer_nonlin(self, instr: OuterNonlin) -> None:
+        r"""``y_α = (1/n) Σ_β ψ(R_α; C_β; θ)`` [TP4b Def 2.6.1]: with ``dy`` the adjoint,
+
+        * a col: ``dC_{j,β} += (1/n) Σ_α dy_α ∂_{C_j}ψ(R_α; C_β; θ)`` — an OuterNonlin
+          with the roles swapped (rows ``C``, cols ``R`` and ``dy``);
+        * a row: ``dR_{i,α} += dy_α · (1/n) Σ_β ∂_{R_i}ψ(R_α; C_β; θ)``;
+        * through scalars: ``θ̄ += ⟨dy, (1/n) Σ_β ∂_θψ⟩``.
+
+        (The normalised adjoints ``n ∂F/∂z`` obey the same formulas, the ``1/n`` of the
+        sum being the ``1/n`` of ``∂y_α/∂C_β``.)"""
+        from .program import outer_nonlin
+
+        fn, rows, cols, params = instr.fn, instr.rows, instr.cols, instr.params
+        on, handle, key = self.on, self.handle, instr.out.id
+        dy = self.vector(instr.out)
+        nr, nc = len(rows), len(cols)
+        R, C, P = fn.args[:nr], fn.args[nr:], fn.params
+        hs = [[handle(v) for v in grp] for grp in (rows, cols, params)]
+        w = sympy.Dummy("dy", real=True)
+        for j, v in enumerate(cols):
+            if v not in on:
+                continue
+            d = sympy.diff(fn.body, C[j])
+            if d == 0:
+                continue
+            g = Nonlinearity(f"d{fn.name}_dc{j}", w * d, list(C) + list(R) + [w], list(P))
+            self.add_vec(v, key, None, outer_nonlin(g, hs[1], hs[0] + [dy], hs[2]))
+        for i, v in enumerate(rows):
+            if v not in on:
+                continue
+            d = sympy.diff(fn.body, R[i])
+            if d == 0:
+                continue
+            g = Nonlinearity(f"d{fn.name}_dr{i}", d, list(R) + list(C), list(P))
+            self.add_vec(v, key, None, (dy, outer_nonlin(g, hs[0], hs[1], hs[2])))
+        if self.through:
+            for j, v in enumerate(params):
+                if v not in on:
+                    continue
+                d = sympy.diff(fn.body, P[j])
+                if d == 0:
+                    continue
+                g = Nonlinearity(f"d{fn.name}_dp{j}", d, list(R) + list(C), list(P))
+                self.add_scal(v, key, inner(outer_nonlin(g, hs[0], hs[1], hs[2]), dy))
 
     def scalar_fn(self, instr: ScalarFn, bar: Coef) -> None:
         """``s = ψ(θ)``: ``θ̄ⁱ += s̄ ∂ᵢψ``."""
