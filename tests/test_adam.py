@@ -13,6 +13,8 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import numpy as np
 import pytest
 import reference_nets as ref
@@ -287,3 +289,75 @@ def test_vanishing_epsilon_is_refused_naming_the_parameter():
     run = nn.train(mlp1_model(), X1, Y1, steps=1, optimizer=nn.SignSGD(0.1, 0.3),
                    param=nn.abcd(expo), allow_unstable=True)  # fmt: skip
     assert np.all(np.isfinite(run.simulate(32).outputs.astype(float)))
+
+
+# ------------------------------------------------------------------ classification [TP4b §2.8]
+
+
+def mlp2_model():
+    m = nn.Model("mlp")
+    m.param("W_in", ("n", 2))
+    m.param("W", ("n", "n"))
+    m.param("W_out", (1, "n"))
+
+    @m.forward
+    def f(p, xi):
+        return p.W_out @ tp.tanh(p.W @ tp.tanh(p.W_in @ xi))
+
+    return m
+
+
+def test_classify_presets_with_adam():
+    """μP: feature learning, faithful, every parameter updated maximally, limit built;
+    NTK (TP4b's NTP without multipliers): the operator regime with r = 1/2 (TP4b §2.4),
+    refused by nn.train for the same reason as SGD's kernel runs (f₀ a Gaussian process);
+    SP with Adam's learning rate Θ(1): unstable (r = −1: hidden lr·n diverges) and
+    unfaithful (ε constant, gradient entries n^{-1/2})."""
+    m = mlp2_model()
+    mu = nn.classify(m, nn.muP(), nn.Adam(0.01))
+    assert (mu.regime, mu.r, mu.stable, mu.limit_supported) == ("feature learning", 0, True, True)
+    assert all(mu.faithful.values()) and all(mu.maximal_updates)
+    ntk = nn.classify(m, nn.NTK(), nn.SignSGD(0.01, eps=0.1))
+    assert (ntk.regime, ntk.r, ntk.stable) == ("operator", Fraction(1, 2), True)
+    assert all(ntk.faithful.values()) and ntk.feature_learning_layers == ()
+    assert not ntk.limit_supported and "Gaussian-process" in ntk.limit_problems[0]
+    with pytest.raises(ProgramValueError, match="W_out.*Gaussian-process"):
+        nn.train(m, X1, Y1, steps=1, optimizer=nn.Adam(0.01), param=nn.NTK())
+    sp = nn.classify(m, nn.SP(), nn.Adam(0.01))
+    assert sp.regime == "unstable" and sp.r == -1
+    assert sp.faithful == {"W_in": False, "W": False, "W_out": True}
+
+
+def test_classify_sp_with_lr_one_over_n_learns_features():
+    """[TP4b Remark 2.2.7]: SP with learning rate Θ(1/n) (c = 1; faithful d = a + 1/2)
+    has r = 0 under Adam — the hidden features move by Θ(1) — and classify says so; with
+    SGD the same learning rate is the kernel regime [TP4 Thm 4.1]."""
+    m = mlp2_model()
+    h = Fraction(1, 2)
+    sp = nn.abcd({"W_in": (0, 0, 1, h), "W": (0, h, 1, h), "W_out": (0, h, 1, 0)})
+    c = nn.classify(m, sp, nn.Adam(0.01))
+    assert c.r == 0 and c.r_layers == (1, 0) and c.feature_learning_layers == (2,)
+    assert "Remark 2.2.7" in c.explain() and "hidden features move by Theta(1)" in c.explain()
+    sgd = nn.classify(m, nn.abcd({"W_in": (0, 0, 1, 0), "W": (0, h, 1, 0), "W_out": (0, h, 1, 0)}))
+    assert sgd.r > 0
+
+
+def test_classify_limit_problems_agree_with_train():
+    """``limit_supported`` is exactly whether nn.train builds the limit, on a grid of abcd
+    exponents of the one-hidden-layer model (learning rates and epsilons)."""
+    m = mlp1_model()
+    seen = set()
+    # (c, d) of W_in, c of W_out: μP; lr diverging; ε vanishing; ε large (a lazy limit);
+    # the readout's lr diverging
+    for c_in, d_in, c_out in ((0, 1, 1), (-1, 1, 1), (0, 2, 1), (1, 0, 1), (0, 1, 0)):
+        expo = {"W_in": (0, 0, c_in, d_in), "b": (0, 0, 0, 1),
+                "W_out": (0, 1, c_out, 0), "c": (0, 0, 0, 0)}  # fmt: skip
+        cls = nn.classify(m, nn.abcd(expo), nn.SignSGD(0.1, 0.3))
+        try:
+            nn.train(m, X1, Y1, steps=1, optimizer=nn.SignSGD(0.1, 0.3), param=nn.abcd(expo))
+            built = True
+        except ProgramValueError:
+            built = False
+        assert cls.limit_supported == built, expo
+        seen.add(built)
+    assert seen == {True, False}
