@@ -100,6 +100,7 @@ from .program import (
     apply_nonlinearity,
     inner,
     mean,
+    outer_nonlin,
 )
 
 __all__ = ["grad", "lincomb", "scalar_lincomb"]
@@ -886,12 +887,10 @@ class _Sweep:
 
         (The normalised adjoints ``n ∂F/∂z`` obey the same formulas, the ``1/n`` of the
         sum being the ``1/n`` of ``∂y_α/∂C_β``.)"""
-        from .program import outer_nonlin
-
         fn, rows, cols, params = instr.fn, instr.rows, instr.cols, instr.params
         on, handle, key = self.on, self.handle, instr.out.id
         dy = self.vector(instr.out)
-        nr, nc = len(rows), len(cols)
+        nr = len(rows)
         R, C, P = fn.args[:nr], fn.args[nr:], fn.params
         hs = [[handle(v) for v in grp] for grp in (rows, cols, params)]
         w = sympy.Dummy("dy", real=True)

@@ -33,9 +33,9 @@ from .parametrization import (
     Classification,
     ParamClass,
     ParamExponents,
+    _fmt,
     _limit_problems,
     _model_failures,
-    _fmt,
     _verdicts,
     muP,
 )
@@ -237,7 +237,9 @@ def classify_model(model: object, param: object = None, optimizer: object = None
 _COND_OUT_BC = "output weights: b <= c"
 # the readout's update condition reads c+a >= 1 for entrywise updates (r_{L+1} >= 0, [TP4b Def 2.8.5])
 _ENTRYWISE_COND_TEXT = {_pz._COND_READOUT_UPDATE: "output weights: c+a >= 1 (r_{L+1} >= 0)"}
-_COND_FAITHFUL = "faithful at init: d = a + s_out (input, vector-like, hidden), d = a (output, scalar-like)"
+_COND_FAITHFUL = (
+    "faithful at init: d = a + s_out (input, vector-like, hidden), d = a (output, scalar-like)"
+)
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
@@ -312,7 +314,9 @@ def _entrywise_limit_problems(spec: Any, sc: Any) -> list[str]:
     out = [p for p in _limit_problems(spec, sc) if "learning rate" not in p]
     k_lr, k_eps = _entrywise_expos(spec.cls, sc)
     if spec.lr_mult != 0.0 and k_lr < 0:
-        out.append(f"{spec.name!r} ({spec.cls.value}): learning rate has width power n^{_fmt(-k_lr)}")
+        out.append(
+            f"{spec.name!r} ({spec.cls.value}): learning rate has width power n^{_fmt(-k_lr)}"
+        )
     if spec.lr_mult != 0.0 and k_eps > 0:
         out.append(
             f"{spec.name!r} ({spec.cls.value}): ε_P relative to its gradient entries has width "
@@ -324,54 +328,54 @@ def _entrywise_limit_problems(spec: Any, sc: Any) -> list[str]:
 def classify_entrywise(model: Model, param: object, opt: Entrywise) -> EntrywiseClassification:
     r"""Classify a model's training with an entrywise optimizer [TP4b §2.8].
 
-    Each parameter ``P = n^{-a} w`` with abcd exponents (:class:`Scaling`; presets: the
-    Adam columns of the tables in :mod:`tensorprog.nn.parametrization`). Its update
-    ``ΔP = −η n^{-(a+c)} Q(…)`` has entries :math:`\Theta(n^{-(a+c)})` whatever the size of
-    the gradients (``Q`` is scale-invariant up to ``ε``), so, in the no-multiplier form of
-    TP5 Table 3 and with :math:`s_{
-m out}=\min_{
-m out}(a+b)`:
+        Each parameter ``P = n^{-a} w`` with abcd exponents (:class:`Scaling`; presets: the
+        Adam columns of the tables in :mod:`tensorprog.nn.parametrization`). Its update
+        ``ΔP = −η n^{-(a+c)} Q(…)`` has entries :math:`\Theta(n^{-(a+c)})` whatever the size of
+        the gradients (``Q`` is scale-invariant up to ``ε``), so, in the no-multiplier form of
+        TP5 Table 3 and with :math:`s_{
+    m out}=\min_{
+    m out}(a+b)`:
 
-    * :math:`r_P=c+a` (input weights, vector-like), :math:`c+a-1` (hidden weights: the sum
-      over the fan-in is coherent) — [TP4b Def 2.8.5]'s :math:`r_1=c_1+a_1`,
-      :math:`r_l=c_l+a_l-1`; :math:`r=\min_P r_P`;
-    * output weights move :math:`f` by :math:`\Theta(n^{-(c+a-1)})`, scalar-like ones by
-      :math:`\Theta(n^{-(c+a)})`;
-    * faithful at init iff :math:`d=a+s_{
-m out}` for input, vector-like and hidden
-      weights and :math:`d=a` for output weights [TP4b Def 2.8.8, Lemma 2.8.11, there
-      :math:`d_l=a_l+a_{L+1}+b_{L+1}`, :math:`d_{L+1}=a_{L+1}`] (and scalar-like);
-    * stable iff stable at init (the conditions of SGD's classification on ``a+b``),
-      :math:`r\ge0`, output weights :math:`c+a\ge1`, :math:`s_{
-m out}+r\ge1` and
-      :math:`b\le c` [TP4b Thm 2.8.12];
-    * nontrivial iff an output weight has :math:`a+c=1` or :math:`s_{
-m out}+r=1`
-      [TP4b Thm 2.8.15]; feature learning iff :math:`r=0`, else the **operator regime**
-      :math:`f_{t+1}-f_t-\eta\mathcal K(f_t)	o0` [TP4b Thm 2.8.19, Cor 2.8.20]
-      (``regime = "operator"``).
+        * :math:`r_P=c+a` (input weights, vector-like), :math:`c+a-1` (hidden weights: the sum
+          over the fan-in is coherent) — [TP4b Def 2.8.5]'s :math:`r_1=c_1+a_1`,
+          :math:`r_l=c_l+a_l-1`; :math:`r=\min_P r_P`;
+        * output weights move :math:`f` by :math:`\Theta(n^{-(c+a-1)})`, scalar-like ones by
+          :math:`\Theta(n^{-(c+a)})`;
+        * faithful at init iff :math:`d=a+s_{
+    m out}` for input, vector-like and hidden
+          weights and :math:`d=a` for output weights [TP4b Def 2.8.8, Lemma 2.8.11, there
+          :math:`d_l=a_l+a_{L+1}+b_{L+1}`, :math:`d_{L+1}=a_{L+1}`] (and scalar-like);
+        * stable iff stable at init (the conditions of SGD's classification on ``a+b``),
+          :math:`r\ge0`, output weights :math:`c+a\ge1`, :math:`s_{
+    m out}+r\ge1` and
+          :math:`b\le c` [TP4b Thm 2.8.12];
+        * nontrivial iff an output weight has :math:`a+c=1` or :math:`s_{
+    m out}+r=1`
+          [TP4b Thm 2.8.15]; feature learning iff :math:`r=0`, else the **operator regime**
+          :math:`f_{t+1}-f_t-\eta\mathcal K(f_t)	o0` [TP4b Thm 2.8.19, Cor 2.8.20]
+          (``regime = "operator"``).
 
-    The theorems assume faithfulness at init; an unfaithful parametrization is reported
-    (``faithful``) and classified as unstable. [TP4b Remark 2.2.7]: SP with learning rate
-    :math:`\Theta(1/n)` (``c = 1``) has :math:`r=0` — its hidden features move by
-    :math:`\Theta(1)` under Adam (under SGD it is in the kernel regime) — noted in
-    ``notes``; its logits are not stable (:math:`s_{
-m out}+r=	frac12`).
+        The theorems assume faithfulness at init; an unfaithful parametrization is reported
+        (``faithful``) and classified as unstable. [TP4b Remark 2.2.7]: SP with learning rate
+        :math:`\Theta(1/n)` (``c = 1``) has :math:`r=0` — its hidden features move by
+        :math:`\Theta(1)` under Adam (under SGD it is in the kernel regime) — noted in
+        ``notes``; its logits are not stable (:math:`s_{
+    m out}+r=	frac12`).
 
-    Examples
-    --------
-    >>> import tensorprog as tp
-    >>> from tensorprog import nn
-    >>> m = nn.Model("mlp")
-    >>> _ = m.param("W_in", ("n", 2)); _ = m.param("W", ("n", "n")); _ = m.param("W_out", (1, "n"))
-    >>> @m.forward
-    ... def f(p, xi):
-    ...     return p.W_out @ tp.tanh(p.W @ tp.tanh(p.W_in @ xi))
-    >>> c = nn.classify(m, nn.muP(), nn.Adam(0.01))
-    >>> c.regime, c.r, c.limit_supported
-    ('feature learning', Fraction(0, 1), True)
-    >>> nn.classify(m, nn.NTK(), nn.Adam(0.01)).regime
-    'operator'
+        Examples
+        --------
+        >>> import tensorprog as tp
+        >>> from tensorprog import nn
+        >>> m = nn.Model("mlp")
+        >>> _ = m.param("W_in", ("n", 2)); _ = m.param("W", ("n", "n")); _ = m.param("W_out", (1, "n"))
+        >>> @m.forward
+        ... def f(p, xi):
+        ...     return p.W_out @ tp.tanh(p.W @ tp.tanh(p.W_in @ xi))
+        >>> c = nn.classify(m, nn.muP(), nn.Adam(0.01))
+        >>> c.regime, c.r, c.limit_supported
+        ('feature learning', Fraction(0, 1), True)
+        >>> nn.classify(m, nn.NTK(), nn.Adam(0.01)).regime
+        'operator'
     """
     param = muP() if param is None else param
     specs = list(model.params.values())
@@ -414,11 +418,13 @@ m out}+r=	frac12`).
         _ENTRYWISE_COND_TEXT.get(k, _MODEL_COND_TEXT.get(k, k)): not v
         for k, v in _model_failures(rows, r).items()
     }
-    conditions[_COND_OUT_BC] = all(
-        sc[o.name].b <= sc[o.name].c for o in outs if trained[o.name]
-    )
+    conditions[_COND_OUT_BC] = all(sc[o.name].b <= sc[o.name].c for o in outs if trained[o.name])
     conditions[_COND_FAITHFUL] = all(faithful[sp.name] for sp in specs if trained[sp.name])
-    u_outs = [x.output_update + 1 for x in rows if x.cls is ParamClass.OUTPUT and x.output_update is not None]
+    u_outs = [
+        x.output_update + 1
+        for x in rows
+        if x.cls is ParamClass.OUTPUT and x.output_update is not None
+    ]
     u = min(u_outs) if u_outs else math.inf
     scalar_moves = any(x.cls is ParamClass.SCALAR and x.output_update == 0 for x in rows)
     v = _verdicts(conditions, s_out, u, r, scalar_moves)
@@ -457,7 +463,9 @@ m out}+r=	frac12`).
         equivalent_to=(),
         model=model.name,
         parameters=tuple(rows),
-        contributing_params=tuple(x.name for x in rows if x.output_update == 0) if nontrivial else (),
+        contributing_params=tuple(x.name for x in rows if x.output_update == 0)
+        if nontrivial
+        else (),
         limit_supported=not problems,
         limit_problems=problems,
         optimizer=type(opt).__name__,

@@ -130,7 +130,9 @@ class Entrywise(Optimizer):
         """The steps ``s ≤ t`` whose gradients ``Q_t`` reads."""
         raise NotImplementedError
 
-    def q(self, t: int, gs: Sequence[Any], eps: Any, sqrt: Callable[[Any], Any] = sympy.sqrt) -> Any:
+    def q(
+        self, t: int, gs: Sequence[Any], eps: Any, sqrt: Callable[[Any], Any] = sympy.sqrt
+    ) -> Any:
         """``Q_t`` of the gradients ``gs`` (one per step of :meth:`memory`) with epsilon
         ``eps``; ``sqrt`` is ``sympy.sqrt`` for the program, ``numpy.sqrt`` for arrays."""
         raise NotImplementedError
@@ -193,7 +195,9 @@ class Adam(Entrywise):
             out.append(tuple((1.0 - b) * b ** (t - s) / norm for s in range(t + 1)))
         return out[0], out[1]
 
-    def q(self, t: int, gs: Sequence[Any], eps: Any, sqrt: Callable[[Any], Any] = sympy.sqrt) -> Any:
+    def q(
+        self, t: int, gs: Sequence[Any], eps: Any, sqrt: Callable[[Any], Any] = sympy.sqrt
+    ) -> Any:
         """``m̂_t/√(v̂_t + ε²)`` of the history ``gs = (g_0, …, g_t)``."""
         w1, w2 = self.weights(t)
         m = sum(w * g for w, g in zip(w1, gs))
@@ -231,7 +235,9 @@ class SignSGD(Entrywise):
         """Only step ``t`` (memoryless)."""
         return (t,)
 
-    def q(self, t: int, gs: Sequence[Any], eps: Any, sqrt: Callable[[Any], Any] = sympy.sqrt) -> Any:
+    def q(
+        self, t: int, gs: Sequence[Any], eps: Any, sqrt: Callable[[Any], Any] = sympy.sqrt
+    ) -> Any:
         """``g_t/√(g_t² + ε²)``."""
         (g,) = gs
         return g / sqrt(g * g + eps * eps)

@@ -328,9 +328,7 @@ class _Param:
                 terms = [c for c, _, kk in rec if kk == k]
                 G.append(scalar_lincomb(terms) if terms else None)
         self.hist.append(G)
-        self.upd.append(
-            [b.apply_q(self, r, [h[j] for h in self.hist]) for j in range(len(G))]
-        )
+        self.upd.append([b.apply_q(self, r, [h[j] for h in self.hist]) for j in range(len(G))])
 
     def begin_step(self, t: int) -> None:
         """The value at step ``t ≥ 1`` of a vector-like, output or scalar-like parameter."""
