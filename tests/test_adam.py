@@ -237,7 +237,7 @@ def test_limit_is_the_mean_field_particle_system(rule):
     """``run.limit()`` (Monte Carlo) against 10⁶ particles: every output within 4 combined
     standard errors ``√(stderr_limit² + se_particles²)`` (the particles' bias from
     ``n = 10⁶`` is ``O(1/n)``, far below); and the training moved ``f`` by many of them."""
-    lim = mlp1_run(rule).limit(method="montecarlo", samples=200_000, seed=0)
+    lim = mlp1_run(rule).limit(method="montecarlo", samples=100_000, seed=0)
     got, err = np.asarray(lim.outputs, float)[:, :, 0], np.asarray(lim.stderr, float)[:, :, 0]
     f, se = particles(rule, 1_000_000, seed=5)
     z = np.abs(got - f) / np.sqrt(err**2 + se**2 + 1e-30)
@@ -361,3 +361,34 @@ def test_classify_limit_problems_agree_with_train():
         assert cls.limit_supported == built, expo
         seen.add(built)
     assert seen == {True, False}
+
+
+@pytest.mark.slow  # ≈ 5 s: a Monte Carlo limit with OuterNonlins and 48 numpy networks
+def test_two_hidden_layer_limit_against_finite_widths():
+    """The small version of ``benchmarks/adam.py``: two hidden layers, Adam, μP, one step
+    (the forward of step 1 multiplies ``W_1 = W_0 + ΔW_0`` through a nonlinear outer
+    product): ``run.limit()`` against the numpy network's seed means at n = 128, 256, 512
+    (16 seeds each) extrapolated in 1/n, within 4 combined standard errors."""
+    model = ref.mlp2()
+    X = np.random.default_rng(12).standard_normal((2, 2))
+    Y = np.array([[1.0, -0.5], [-0.5, 0.5]])
+    lr = 0.2
+    run = nn.train(tp_model(model), X, Y, steps=1, optimizer=_opt("adam", lr), param=nn.muP())
+    lim = run.limit(method="montecarlo", samples=8_000, seed=0)
+    got, err = np.asarray(lim.outputs, float).ravel(), np.asarray(lim.stderr, float).ravel()
+    widths = (128, 256, 512)
+    runs = []
+    for n in widths:
+        lrs, epss = ref.adam_settings(model.specs, n, lr, EPS)
+        vals = []
+        for seed in range(16):
+            P0 = ref.init_params(model.specs, n, np.random.default_rng([n, seed, 2]))
+            outs, _ = ref.train_entrywise(
+                model, P0, lrs, epss, X, Y, loss="mse", steps=1, rule="adam", betas=BETAS
+            )
+            vals.append(outs.ravel())
+        runs.append(np.array(vals))
+    a, se_fit = extrapolate(widths, runs)
+    z = np.abs(got - a) / np.sqrt(se_fit**2 + err**2 + 1e-24)
+    assert z.max() < 4, (z, got, a)
+    assert np.abs(got[4:]).max() > 10 * np.sqrt(se_fit**2 + err**2).max()  # it moved
