@@ -436,6 +436,21 @@ def adam_settings(specs: Sequence[Spec], n: int, lr: float, eps: float) -> tuple
     return lrs, epss
 
 
+class _Record:
+    """Outputs and loss over all rows of ``X``, appended at every call (``f_t`` before
+    update ``t+1``)."""
+
+    def __init__(self, model: RefModel, X, Y, loss: str) -> None:
+        self.model, self.X, self.Y, self.loss = model, X, Y, loss
+        self.outs: list = []
+        self.losses: list = []
+
+    def __call__(self, P: dict) -> None:
+        F = outputs_of(self.model, P, self.X)
+        self.outs.append(F)
+        self.losses.append(LOSSES[self.loss](F, self.Y)[0])
+
+
 def train_entrywise(
     model: RefModel,
     P0: dict,
@@ -458,13 +473,9 @@ def train_entrywise(
     m1 = {k: np.zeros_like(v) for k, v in P.items()}
     m2 = {k: np.zeros_like(v) for k, v in P.items()}
     b1, b2 = betas
-    outs, losses = [], []
-    for t in range(steps + 1):
-        F = outputs_of(model, P, X)
-        outs.append(F)
-        losses.append(LOSSES[loss](F, Y)[0])
-        if t == steps:
-            break
+    record = _Record(model, X, Y, loss)
+    for t in range(steps):
+        record(P)
         _, G = loss_and_grad(model, P, X, Y, loss, None if batches is None else batches[t])
         for k in P:
             g, e2 = G[k], epss[k] ** 2
@@ -477,7 +488,8 @@ def train_entrywise(
             else:
                 raise ValueError(f"rule must be 'adam' or 'sign', got {rule!r}")
             P[k] = P[k] - lrs[k] * upd
-    return np.array(outs), np.array(losses)
+    record(P)
+    return np.array(record.outs), np.array(record.losses)
 
 
 def _mlp1_forward(P, X):

@@ -294,26 +294,13 @@ def test_vanishing_epsilon_is_refused_naming_the_parameter():
 # ------------------------------------------------------------------ classification [TP4b §2.8]
 
 
-def mlp2_model():
-    m = nn.Model("mlp")
-    m.param("W_in", ("n", 2))
-    m.param("W", ("n", "n"))
-    m.param("W_out", (1, "n"))
-
-    @m.forward
-    def f(p, xi):
-        return p.W_out @ tp.tanh(p.W @ tp.tanh(p.W_in @ xi))
-
-    return m
-
-
 def test_classify_presets_with_adam():
     """μP: feature learning, faithful, every parameter updated maximally, limit built;
     NTK (TP4b's NTP without multipliers): the operator regime with r = 1/2 (TP4b §2.4),
     refused by nn.train for the same reason as SGD's kernel runs (f₀ a Gaussian process);
     SP with Adam's learning rate Θ(1): unstable (r = −1: hidden lr·n diverges) and
     unfaithful (ε constant, gradient entries n^{-1/2})."""
-    m = mlp2_model()
+    m = tp_model(ref.mlp2())
     mu = nn.classify(m, nn.muP(), nn.Adam(0.01))
     assert (mu.regime, mu.r, mu.stable, mu.limit_supported) == ("feature learning", 0, True, True)
     assert all(mu.faithful.values()) and all(mu.maximal_updates)
@@ -322,23 +309,25 @@ def test_classify_presets_with_adam():
     assert all(ntk.faithful.values()) and ntk.feature_learning_layers == ()
     assert not ntk.limit_supported and "Gaussian-process" in ntk.limit_problems[0]
     with pytest.raises(ProgramValueError, match="W_out.*Gaussian-process"):
-        nn.train(m, X1, Y1, steps=1, optimizer=nn.Adam(0.01), param=nn.NTK())
+        nn.train(m, X1, np.zeros((2, 2)), steps=1, optimizer=nn.Adam(0.01), param=nn.NTK())
     sp = nn.classify(m, nn.SP(), nn.Adam(0.01))
     assert sp.regime == "unstable" and sp.r == -1
-    assert sp.faithful == {"W_in": False, "W": False, "W_out": True}
+    assert sp.faithful == {"W_in": False, "W_hid": False, "W_out": True}
 
 
 def test_classify_sp_with_lr_one_over_n_learns_features():
     """[TP4b Remark 2.2.7]: SP with learning rate Θ(1/n) (c = 1; faithful d = a + 1/2)
     has r = 0 under Adam — the hidden features move by Θ(1) — and classify says so; with
     SGD the same learning rate is the kernel regime [TP4 Thm 4.1]."""
-    m = mlp2_model()
+    m = tp_model(ref.mlp2())
     h = Fraction(1, 2)
-    sp = nn.abcd({"W_in": (0, 0, 1, h), "W": (0, h, 1, h), "W_out": (0, h, 1, 0)})
+    sp = nn.abcd({"W_in": (0, 0, 1, h), "W_hid": (0, h, 1, h), "W_out": (0, h, 1, 0)})
     c = nn.classify(m, sp, nn.Adam(0.01))
     assert c.r == 0 and c.r_layers == (1, 0) and c.feature_learning_layers == (2,)
     assert "Remark 2.2.7" in c.explain() and "hidden features move by Theta(1)" in c.explain()
-    sgd = nn.classify(m, nn.abcd({"W_in": (0, 0, 1, 0), "W": (0, h, 1, 0), "W_out": (0, h, 1, 0)}))
+    sgd = nn.classify(
+        m, nn.abcd({"W_in": (0, 0, 1, 0), "W_hid": (0, h, 1, 0), "W_out": (0, h, 1, 0)})
+    )
     assert sgd.r > 0
 
 

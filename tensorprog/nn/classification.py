@@ -162,13 +162,7 @@ def classify_model(model: object, param: object = None, optimizer: object = None
             f"nn.SignSGD(...); got {optimizer!r}"
         )
     param = muP() if param is None else param
-    specs = list(model.params.values())
-    outs = [sp for sp in specs if sp.cls is ParamClass.OUTPUT]
-    if not outs:
-        raise ProgramValueError(
-            f"nn.classify: model {model.name!r} has no output weight (shape (k, 'n')); the "
-            f"classification reads the readout's exponents [TP4 Thm 3.3]"
-        )
+    specs, outs = _specs_and_outputs(model, "[TP4 Thm 3.3]")
     sc = {sp.name: _scaling(param, sp) for sp in specs}
     trained = {sp.name: sp.lr_mult != 0.0 for sp in specs}
     inf = None  # no update
@@ -202,32 +196,52 @@ def classify_model(model: object, param: object = None, optimizer: object = None
     conditions = {k: not v for k, v in failing.items()}
     scalar_moves = any(x.cls is ParamClass.SCALAR and x.output_update == 0 for x in rows)
     v = _verdicts(conditions, s_out, u, r, scalar_moves)
-    nontrivial = v["nontrivial"]
-    maximal = tuple(
-        (x.feature_update == 0) if x.cls in feat else (x.output_update == 0) for x in rows
-    )
-    contributing = tuple(x.name for x in rows if x.output_update == 0) if nontrivial else ()
     problems = tuple(p for sp in specs for p in _limit_problems(sp, sc[sp.name]))
     return Classification(
         param=param,
         r=r,
-        r_layers=tuple(r_feat),
-        maximal_updates=maximal,
-        feature_learning_layers=tuple(
-            i
-            for i, x in enumerate([y for y in rows if y.feature_update is not None], 1)
-            if nontrivial and min(r_feat[:i]) == 0
-        ),
-        contributing_layers=tuple(
-            i for i, x in enumerate(rows, 1) if nontrivial and x.output_update == 0
-        ),
+        **_layer_fields(rows, v["nontrivial"], v["nontrivial"]),
         **v,
         equivalent_to=(),
         model=model.name,
         parameters=tuple(rows),
-        contributing_params=contributing,
         limit_supported=not problems,
         limit_problems=problems,
+    )
+
+
+def _specs_and_outputs(model: Model, ref: str) -> tuple[list, list]:
+    """The model's parameter specs and its output weights (at least one: the readout's
+    exponents decide stability, ``ref``)."""
+    specs = list(model.params.values())
+    outs = [sp for sp in specs if sp.cls is ParamClass.OUTPUT]
+    if not outs:
+        raise ProgramValueError(
+            f"nn.classify: model {model.name!r} has no output weight (shape (k, 'n')); the "
+            f"classification reads the readout's exponents {ref}"
+        )
+    return specs, outs
+
+
+def _layer_fields(rows: list, nontrivial: bool, features_move: bool) -> dict:
+    """The per-parameter fields of a model's :class:`Classification` (declaration
+    order): ``r_layers``, ``maximal_updates``, ``feature_learning_layers`` (when
+    ``features_move``), ``contributing_layers`` and ``contributing_params``."""
+    feats = [x for x in rows if x.feature_update is not None]
+    r_feat = [x.feature_update for x in feats]
+    return dict(
+        r_layers=tuple(r_feat),
+        maximal_updates=tuple(
+            (x.feature_update == 0) if x.feature_update is not None else (x.output_update == 0)
+            for x in rows
+        ),
+        feature_learning_layers=tuple(
+            i for i in range(1, len(feats) + 1) if features_move and min(r_feat[:i]) == 0
+        ),
+        contributing_layers=tuple(
+            i for i, x in enumerate(rows, 1) if nontrivial and x.output_update == 0
+        ),
+        contributing_params=tuple(x.name for x in rows if nontrivial and x.output_update == 0),
     )
 
 
@@ -352,25 +366,25 @@ def classify_entrywise(model: Model, param: object, opt: Entrywise) -> Entrywise
         * nontrivial iff an output weight has :math:`a+c=1` or :math:`s_{
     m out}+r=1`
           [TP4b Thm 2.8.15]; feature learning iff :math:`r=0`, else the **operator regime**
-          :math:`f_{t+1}-f_t-\eta\mathcal K(f_t)	o0` [TP4b Thm 2.8.19, Cor 2.8.20]
+          :math:`f_{t+1}-f_t-\eta\mathcal K(f_t)\to0` [TP4b Thm 2.8.19, Cor 2.8.20]
           (``regime = "operator"``).
 
         The theorems assume faithfulness at init; an unfaithful parametrization is reported
         (``faithful``) and classified as unstable. [TP4b Remark 2.2.7]: SP with learning rate
         :math:`\Theta(1/n)` (``c = 1``) has :math:`r=0` — its hidden features move by
         :math:`\Theta(1)` under Adam (under SGD it is in the kernel regime) — noted in
-        ``notes``; its logits are not stable (:math:`s_{
-    m out}+r=	frac12`).
+        ``notes``; its logits are not stable (:math:`s_{\rm out}+r=\tfrac12`).
 
         Examples
         --------
         >>> import tensorprog as tp
         >>> from tensorprog import nn
-        >>> m = nn.Model("mlp")
-        >>> _ = m.param("W_in", ("n", 2)); _ = m.param("W", ("n", "n")); _ = m.param("W_out", (1, "n"))
+        >>> m = nn.Model("relu2")
+        >>> for name, shape in [("U", ("n", 3)), ("V", ("n", "n")), ("w", (1, "n"))]:
+        ...     _ = m.param(name, shape)
         >>> @m.forward
         ... def f(p, xi):
-        ...     return p.W_out @ tp.tanh(p.W @ tp.tanh(p.W_in @ xi))
+        ...     return p.w @ tp.relu(p.V @ tp.relu(p.U @ xi))
         >>> c = nn.classify(m, nn.muP(), nn.Adam(0.01))
         >>> c.regime, c.r, c.limit_supported
         ('feature learning', Fraction(0, 1), True)
@@ -378,13 +392,7 @@ def classify_entrywise(model: Model, param: object, opt: Entrywise) -> Entrywise
         'operator'
     """
     param = muP() if param is None else param
-    specs = list(model.params.values())
-    outs = [sp for sp in specs if sp.cls is ParamClass.OUTPUT]
-    if not outs:
-        raise ProgramValueError(
-            f"nn.classify: model {model.name!r} has no output weight (shape (k, 'n')); the "
-            f"classification reads the readout's exponents [TP4b Thm 2.8.12]"
-        )
+    specs, outs = _specs_and_outputs(model, "[TP4b Thm 2.8.12]")
     sc = {sp.name: _scaling(param, sp, opt) for sp in specs}
     for sp in specs:
         if sc[sp.name].d is None:
@@ -443,29 +451,14 @@ def classify_entrywise(model: Model, param: object, opt: Entrywise) -> Entrywise
             "(a+b+r = 1/2 < 1)"
         )
     problems = tuple(p for sp in specs for p in _entrywise_limit_problems(sp, sc[sp.name]))
-    maximal = tuple(
-        (x.feature_update == 0) if x.cls in feat else (x.output_update == 0) for x in rows
-    )
     return EntrywiseClassification(
         param=param,
         r=r,
-        r_layers=tuple(r_feat),
-        maximal_updates=maximal,
-        feature_learning_layers=tuple(
-            i
-            for i, x in enumerate([y for y in rows if y.feature_update is not None], 1)
-            if min(r_feat[:i]) == 0 and (nontrivial or notes)
-        ),
-        contributing_layers=tuple(
-            i for i, x in enumerate(rows, 1) if nontrivial and x.output_update == 0
-        ),
+        **_layer_fields(rows, nontrivial, nontrivial or bool(notes)),
         **v,
         equivalent_to=(),
         model=model.name,
         parameters=tuple(rows),
-        contributing_params=tuple(x.name for x in rows if x.output_update == 0)
-        if nontrivial
-        else (),
         limit_supported=not problems,
         limit_problems=problems,
         optimizer=type(opt).__name__,
