@@ -55,6 +55,32 @@ is; ``χ_{t,i,k} = ∂L_t/∂f_k(ξ_i)`` (a Scalar). Per class (``⟨a,b⟩ = a�
 * **scalar-like**: program scalars ``c_0 = n^{-a}·init_mean``,
   ``c_{t+1} = c_t + Σ_{r≤t} (−lr μ^{t−r} n^{-e}) ∂L_r/∂c``.
 
+Entrywise optimizers (Adam, SignSGD)
+------------------------------------
+:class:`~tensorprog.nn.Adam` and :class:`~tensorprog.nn.SignSGD` move ``w`` by
+``−lr·lr_mult·n^{-c}·Q_t(g_0..g_t; ε_P)``, ``ε_P = eps·n^{-d}`` [TP4b §2.1, Def 2.2.1]; on
+``P = n^{-a}w`` that is ``−lr·lr_mult·n^{-(c+a)}·Q_t(n^{-a}∂L/∂P; eps·n^{-d})``. ``Q`` is
+scale-equivariant (``Q(λg; λε) = Q(g; ε)``), so with the program's Θ(1) gradients
+``Ĝ`` — ``∂L/∂P = Ĝ/n`` for input, vector-like and hidden weights (``k = 1``),
+``= Ĝ`` for output and scalar-like ones (``k = 0``) — the update is
+``Q_t(Ĝ_0..Ĝ_t; eps·n^{-k_ε})`` with ``k_ε = d − a − k`` (0 in μP: :func:`_entrywise_expos`):
+
+* **vector-like**, **input** (per column ``j``: ``Ĝ_{r,j} = Σ χ ξ_{u,j} dh_u``),
+  **output** (per row, on ``ŵ = nP``) and **scalar-like** parameters: ``Ĝ_r`` is one
+  vector (scalar) per step and ``U_r = Q_r(Ĝ_0..Ĝ_r)`` an ordinary Nonlin (scalar
+  function); ``P_{r+1} = P_r + (−lr·lr_mult·n^{-k_lr}) U_r`` with ``k_lr = c+a``
+  (``c+a−1`` for ``ŵ``), so ``P_t ξ = P_0 ξ + Σ_{r<t} Σ_j coef·ξ_j·U_{r,j}``;
+* **hidden**: ``(ΔP_t x)_α = −lr·lr_mult·n^{-(c+a−1)}·(1/n) Σ_β Σ_{r<t}
+  Q_r(Ĝ_{0,αβ}..Ĝ_{r,αβ}) x_β``, ``Ĝ_{s,αβ} = Σ_u χ_u dh_{u,α} x_{u,β}``: one
+  ``tp.outer_nonlin`` per use (rows the ``dh_u``, cols the ``x_u`` and ``x``; swapped for
+  ``P_tᵀ y``) — NE⊗OR⊤'s nonlinear outer product [TP4b Def 2.6.1, Thm 2.7.1]; ``tp.grad``
+  differentiates through it, so the backward pass carries ``ΔP_tᵀ dh``.
+
+``k_ε > 0`` (``ε_P`` vanishing against the gradients: ``Q`` tends to a sign, outside the
+Master Theorem's smoothness) is refused like a diverging power; ``k_ε < 0`` is written
+``Q(n^{k_ε}Ĝ; eps)``, an exact, lazier limit. The learning-rate powers ``n^{-k_lr}``
+replace SGD's update powers in the refusals below.
+
 The exponents ``k`` of the powers ``n^{-k}``: ``s−1/2, e`` (hidden), ``s, e+1`` (input, vector-like), ``s−1, e−1``
 (output), ``a, e`` (scalar-like) must be ``≥ 0``: every parametrization whose
 parameters are initialised and updated no more than μP's qualifies (μP, MF, any abcd
@@ -1159,7 +1185,9 @@ def train(
         ``T ≥ 1``; outputs and loss are recorded at ``t = 0..T``.
     loss : {"mse", "xent"}
         ``(1/2B) Σ_i ‖f(ξ_i) − y_i‖²`` or ``(1/B) Σ_i [logsumexp f(ξ_i) − f(ξ_i)_{y_i}]``.
-    optimizer : nn.SGD, default nn.SGD(1.0)
+    optimizer : nn.SGD, nn.Adam or nn.SignSGD, default nn.SGD(1.0)
+        Entrywise optimizers need abcd exponents with ``d`` (a preset's Adam column or
+        ``nn.abcd``; see "Entrywise optimizers" above).
     param : default nn.muP()
         ``nn.muP()``, ``nn.SP()``, ``nn.NTK()`` (per-class presets), ``nn.abcd({...})``
         (per parameter) or an ``nn.ABC`` such as ``nn.MF()`` (per layer; see the module
