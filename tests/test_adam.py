@@ -163,6 +163,22 @@ def test_simulate_is_the_numpy_network_layernorm_gain_batches():
 
 
 @needs_outer
+@pytest.mark.parametrize("name", ["resmlp", "rnn"])
+def test_simulate_is_the_numpy_network_residual_and_recurrent(name):
+    """Adam on (a) a residual MLP with LayerNorm, a bias, a hidden weight and a 3-logit
+    output bias under cross-entropy, (b) a weight-shared RNN (one hidden weight used at two
+    time steps: its gradient history sums both uses, inside ``Q``): 1e-10."""
+    model = ref.resmlp() if name == "resmlp" else ref.rnn()
+    rng = np.random.default_rng(11)
+    X = rng.standard_normal((2, model.d_in))
+    Y = np.array([0, 2]) if name == "resmlp" else np.array([0, 1])
+    run = nn.train(
+        tp_model(model), X, Y, steps=2, loss="xent", optimizer=_opt("adam", 0.1), param=nn.muP()
+    )
+    _check_exact(run, model, X, Y, "xent", 2, 0.1, "adam", 32)
+
+
+@needs_outer
 @pytest.mark.parametrize("rule", ["adam", "sign"])
 def test_simulate_is_the_numpy_network_two_hidden_layers(rule):
     """Two hidden layers (an n×n weight with ``lr_mult = 0.5``): ``ΔW x`` is a nonlinear

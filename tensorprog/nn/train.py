@@ -457,8 +457,9 @@ class _Param:
         hist: list[list[tuple[int, int, int]]] = []  # per step: (row, col, χ) indices
 
         def index(lst: list, h: Any) -> int:
+            handle = isinstance(h, (Vector, Scalar))
             for i, z in enumerate(lst):
-                if z is h or (isinstance(z, (Vector, Scalar)) and z.var.id == h.var.id):
+                if z is h or (handle and isinstance(z, (Vector, Scalar)) and z.var.id == h.var.id):
                     return i
             lst.append(h)
             return len(lst) - 1
@@ -471,6 +472,8 @@ class _Param:
                 ks = tuple(index(scal, z) for z in coefs)
                 step.append((index(rows, row), index(cols, col), ks))
             hist.append(step)
+        if not rows:  # no gradient reached this weight: ΔP = 0
+            return []
         ix = len(cols)
         cols.append(x)
         extra = [z for z in (eps, lam) if isinstance(z, Scalar)]
