@@ -228,7 +228,7 @@ def particles(rule: str, N: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
     fs, ses = [], []
     for t in range(STEPS1 + 1):
-        H = u @ X1.T + b[:, None]  # (N, B)
+        H = u[:, :1] * X1[:, 0] + u[:, 1:] * X1[:, 1] + b[:, None]  # (N, B), no threaded BLAS
         A = np.tanh(H)
         contrib = v[:, None] * A
         f = contrib.mean(axis=0) + c
@@ -239,8 +239,8 @@ def particles(rule: str, N: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
             break
         chi = (f - Y1) / len(Y1)
         dH = (1 - A**2) * v[:, None] * chi  # Σ_i over columns below
-        gu, gb = dH @ X1, dH.sum(axis=1)
-        gv, gc = A @ chi, chi.sum()
+        gu = np.stack([dH @ X1[:, 0], dH @ X1[:, 1]], axis=1)
+        gb, gv, gc = dH.sum(axis=1), A @ chi, chi.sum()
         u = u - LR1 * Q("u", gu, t)
         b = b - LR1 * Q("b", gb, t)
         v = v - LR1 * Q("v", gv, t)

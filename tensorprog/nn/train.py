@@ -362,6 +362,10 @@ class _Param:
         if isinstance(self.b.opt, Entrywise):
             if cls is ParamClass.HIDDEN:
                 return
+            if self.spec.lr_mult == 0.0:  # untrained: no history, no update
+                if cls is not ParamClass.INPUT:
+                    self.value.append(self.value[-1])
+                return
             self.entrywise_step(t)
             if cls is ParamClass.INPUT:
                 return
