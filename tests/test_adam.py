@@ -397,3 +397,38 @@ def test_two_hidden_layer_limit_against_finite_widths():
     z = np.abs(got - a) / np.sqrt(se_fit**2 + err**2 + 1e-24)
     assert z.max() < 4, (z, got, a)
     assert np.abs(got[4:]).max() > 10 * np.sqrt(se_fit**2 + err**2).max()  # it moved
+
+
+# ------------------------------------------------------------------ tp.grad through an OuterNonlin
+
+
+@needs_outer
+def test_grad_through_outer_nonlin_is_finite_differences():
+    r"""``F = ⟨y, z⟩``, ``y_α = (1/n) Σ_β tanh(θ x_α x_β) z_β`` (x a row and a col, z a col,
+    θ a scalar): ``tp.grad`` at ``n = 24`` against central differences of the same function
+    in numpy (step 1e-6: truncation ~1e-12, rounding ~1e-10), for ``n ∂F/∂x``,
+    ``n ∂F/∂z`` and ``∂F/∂θ``."""
+    import sympy
+
+    p = tp.Program("outer_grad")
+    x, z = p.vector("x"), p.vector("z")
+    th = p.scalar("th", 0.7)
+    y = tp.outer_nonlin(lambda a, b, c, t: sympy.tanh(t * a * b) * c, [x], [x, z], [th])
+    F = tp.inner(y, z)
+    gx, gz, gth = tp.grad(F, [x, z, th], through_scalars=True)
+    n = 24
+    sim = p.simulate(n, seed=1)
+    X, Z = sim.vector(x), sim.vector(z)
+
+    def f(X, Z, t):
+        Y = (np.tanh(t * X[:, None] * X[None, :]) * Z[None, :]).mean(axis=1)
+        return float(np.mean(Y * Z))
+
+    h = 1e-6
+    eye = np.eye(n)
+    fx = np.array([(f(X + h * e, Z, 0.7) - f(X - h * e, Z, 0.7)) / (2 * h) for e in eye])
+    fz = np.array([(f(X, Z + h * e, 0.7) - f(X, Z - h * e, 0.7)) / (2 * h) for e in eye])
+    ft = (f(X, Z, 0.7 + h) - f(X, Z, 0.7 - h)) / (2 * h)
+    np.testing.assert_allclose(sim.vector(gx), n * fx, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(sim.vector(gz), n * fz, rtol=1e-6, atol=1e-8)
+    assert sim[gth] == pytest.approx(ft, rel=1e-6, abs=1e-9)
