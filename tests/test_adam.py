@@ -22,9 +22,8 @@ from test_train_reference import extrapolate, tp_model
 
 import tensorprog as tp
 from tensorprog import ProgramTypeError, ProgramValueError, nn
-from tensorprog.dsl import program as _dsl_program
 
-HAS_OUTER = hasattr(_dsl_program, "outer_nonlin")
+HAS_OUTER = hasattr(tp, "outer_nonlin")
 needs_outer = pytest.mark.skipif(
     not HAS_OUTER,
     reason="hidden weights under Adam/SignSGD need the OuterNonlin instruction "

@@ -125,10 +125,10 @@ from .. import (
     inner,
     lincomb,
     nonlin,
+    outer_nonlin,
     scalar_lincomb,
 )
 from .. import n as WIDTH
-from ..dsl import program as _dsl_program
 from .model import Model, ParamSpec
 from .optim import SGD, Entrywise, Optimizer
 from .parametrization import (
@@ -444,13 +444,6 @@ class _Param:
         ``tp.outer_nonlin`` with rows the left vectors of the history, columns the right
         vectors and ``x``, parameters the ``χ``'s, ``ε`` and ``λ``."""
         b = self.b
-        outer = getattr(_dsl_program, "outer_nonlin", None)
-        if outer is None:
-            raise ProgramValueError(
-                f"nn.train: {type(b.opt).__name__} on the hidden weight {self.spec.name!r} "
-                f"needs the instruction tp.outer_nonlin (NE⊗OR⊤'s nonlinear outer product "
-                f"[TP4b Def 2.6.1]), which this build of tensorprog does not have"
-            )
         c = self.coef(self.entrywise_expos()[0], 1.0)
         if c == 0.0:
             return []
@@ -504,7 +497,7 @@ class _Param:
             return out * C[ix]
 
         params = [z if isinstance(z, Scalar) else float(z) for z in scal] + extra
-        y = outer(psi, rows, cols, params, fn_name=f"{type(opt).__name__}_dW")
+        y = outer_nonlin(psi, rows, cols, params, fn_name=f"{type(opt).__name__}_dW")
         return [(c, y)]
 
     def input(self, t: int, a: Any) -> Vector:
