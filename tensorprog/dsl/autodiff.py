@@ -894,31 +894,22 @@ class _Sweep:
         R, C, P = fn.args[:nr], fn.args[nr:], fn.params
         hs = [[handle(v) for v in grp] for grp in (rows, cols, params)]
         w = sympy.Dummy("dy", real=True)
-        for j, v in enumerate(cols):
-            if v not in on:
-                continue
-            d = sympy.diff(fn.body, C[j])
-            if d == 0:
-                continue
-            g = Nonlinearity(f"d{fn.name}_dc{j}", w * d, list(C) + list(R) + [w], list(P))
-            self.add_vec(v, key, None, outer_nonlin(g, hs[1], hs[0] + [dy], hs[2]))
-        for i, v in enumerate(rows):
-            if v not in on:
-                continue
-            d = sympy.diff(fn.body, R[i])
-            if d == 0:
-                continue
-            g = Nonlinearity(f"d{fn.name}_dr{i}", d, list(R) + list(C), list(P))
-            self.add_vec(v, key, None, (dy, outer_nonlin(g, hs[0], hs[1], hs[2])))
-        if self.through:
-            for j, v in enumerate(params):
-                if v not in on:
-                    continue
-                d = sympy.diff(fn.body, P[j])
+        groups = [("c", cols, C), ("r", rows, R)] + [("p", params, P)] * self.through
+        for kind, grp, syms in groups:
+            for j, v in enumerate(grp):
+                d = sympy.diff(fn.body, syms[j]) if v in on else 0
                 if d == 0:
                     continue
-                g = Nonlinearity(f"d{fn.name}_dp{j}", d, list(R) + list(C), list(P))
-                self.add_scal(v, key, inner(outer_nonlin(g, hs[0], hs[1], hs[2]), dy))
+                name = f"d{fn.name}_d{kind}{j}"
+                if kind == "c":  # rows C, cols R and dy
+                    g = Nonlinearity(name, w * d, list(C) + list(R) + [w], list(P))
+                    self.add_vec(v, key, None, outer_nonlin(g, hs[1], hs[0] + [dy], hs[2]))
+                    continue
+                z = outer_nonlin(Nonlinearity(name, d, list(R) + list(C), list(P)), *hs)
+                if kind == "r":
+                    self.add_vec(v, key, None, (dy, z))
+                else:
+                    self.add_scal(v, key, inner(z, dy))
 
     def scalar_fn(self, instr: ScalarFn, bar: Coef) -> None:
         """``s = ψ(θ)``: ``θ̄ⁱ += s̄ ∂ᵢψ``."""
