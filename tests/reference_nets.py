@@ -407,3 +407,113 @@ def train(
             buf[k] = momentum * buf[k] + G[k] if momentum else G[k]
             P[k] = P[k] - lrs[k] * buf[k]
     return np.array(outs), np.array(losses)
+
+
+# ------------------------------------------------------------------ entrywise optimizers
+# Adam and SignSGD on the same finite networks (docs/concepts/finite-network.md, "The presets
+# for Adam and SignSGD" and "Updates"): μP without multipliers [TP5 Table 3, Adam column],
+# with each parameter's epsilon ε_P = ε·n^{-e} [TP4b Remark 2.2.6].
+
+
+def mup_adam(spec: Spec, n: int) -> tuple[float, float]:
+    """``(s, e)``: learning-rate factor and epsilon exponent of μP for Adam/SignSGD."""
+    return {
+        "input": (1.0, 1.0),
+        "vector": (1.0, 1.0),
+        "output": (1.0 / n, 0.0),
+        "hidden": (1.0 / n, 1.0),
+        "scalar": (1.0, 0.0),
+    }[spec.cls]
+
+
+def adam_settings(specs: Sequence[Spec], n: int, lr: float, eps: float) -> tuple[dict, dict]:
+    """``({name: lr·lr_mult·s}, {name: ε·n^{-e}})`` per parameter (μP, Adam/SignSGD)."""
+    lrs, epss = {}, {}
+    for s in specs:
+        f, e = mup_adam(s, n)
+        lrs[s.name] = lr * s.lr_mult * f
+        epss[s.name] = eps * float(n) ** (-e)
+    return lrs, epss
+
+
+class _Record:
+    """Outputs and loss over all rows of ``X``, appended at every call (``f_t`` before
+    update ``t+1``)."""
+
+    def __init__(self, model: RefModel, X, Y, loss: str) -> None:
+        self.model, self.X, self.Y, self.loss = model, X, Y, loss
+        self.outs: list = []
+        self.losses: list = []
+
+    def __call__(self, P: dict) -> None:
+        F = outputs_of(self.model, P, self.X)
+        self.outs.append(F)
+        self.losses.append(LOSSES[self.loss](F, self.Y)[0])
+
+
+def train_entrywise(
+    model: RefModel,
+    P0: dict,
+    lrs: dict,
+    epss: dict,
+    X,
+    Y,
+    *,
+    loss: str,
+    steps: int,
+    rule: str,
+    betas: tuple[float, float] = (0.9, 0.999),
+    batches=None,
+):
+    """Adam (``rule="adam"``: ``m ← β₁m + (1−β₁)g``, ``v ← β₂v + (1−β₂)g²``,
+    ``w ← w − lr_P (m/(1−β₁^{t+1}))/√(v/(1−β₂^{t+1}) + ε_P²)``) or SignSGD
+    (``rule="sign"``: ``w ← w − lr_P g/√(g² + ε_P²)``) from ``P0``, entry by entry [TP4b §2.1];
+    returns ``outputs (steps+1, B, d_out)`` and ``loss (steps+1,)`` over all rows."""
+    P = {k: np.array(v, float) for k, v in P0.items()}
+    m1 = {k: np.zeros_like(v) for k, v in P.items()}
+    m2 = {k: np.zeros_like(v) for k, v in P.items()}
+    b1, b2 = betas
+    record = _Record(model, X, Y, loss)
+    for t in range(steps):
+        record(P)
+        _, G = loss_and_grad(model, P, X, Y, loss, None if batches is None else batches[t])
+        for k in P:
+            g, e2 = G[k], epss[k] ** 2
+            if rule == "sign":
+                upd = g / np.sqrt(g * g + e2)
+            elif rule == "adam":
+                m1[k] = b1 * m1[k] + (1 - b1) * g
+                m2[k] = b2 * m2[k] + (1 - b2) * g * g
+                upd = (m1[k] / (1 - b1 ** (t + 1))) / np.sqrt(m2[k] / (1 - b2 ** (t + 1)) + e2)
+            else:
+                raise ValueError(f"rule must be 'adam' or 'sign', got {rule!r}")
+            P[k] = P[k] - lrs[k] * upd
+    record(P)
+    return np.array(record.outs), np.array(record.losses)
+
+
+def _mlp1_forward(P, X):
+    H = mm(X, P["W_in"].T) + P["b"]
+    A = np.tanh(H)
+    return mm(A, P["W_out"].T) + P["c"], (X, H, A)
+
+
+def _mlp1_backward(P, cache, dF):
+    X, H, A = cache
+    g = {"c": dF.sum()}  # c has shape (): one output
+    dH = _readout_vjp(g, P, dF, A) * tanh_d(H)
+    g["W_in"] = mm(dH.T, X)
+    g["b"] = dH.sum(axis=0)
+    return g
+
+
+def mlp1() -> RefModel:
+    """(f) One hidden layer (no n×n weight) with a random bias and a scalar output bias:
+    ``f = W_out tanh(W_in ξ + b) + c``, ``b ~ N(0, 0.5²)``, ``c₀ = 0.1``."""
+    specs = [
+        Spec("W_in", ("n", 2)),
+        Spec("b", ("n",), init_std=0.5),
+        Spec("W_out", (1, "n")),
+        Spec("c", (), init_mean=0.1, init_std=0.0),
+    ]
+    return RefModel("mlp1", specs, 2, 1, _mlp1_forward, _mlp1_backward)

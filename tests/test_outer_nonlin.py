@@ -136,18 +136,6 @@ def test_dsl_errors():
     assert tp.outer_nonlin(lambda a, b: a * b**2, [x], [x]) == y
 
 
-def test_grad_refuses_outer_nonlin():
-    p = tp.Program()
-    W, x = p.matrix("W"), p.vector("x")
-    h = W @ x
-    y = tp.outer_nonlin(lambda a, b: a * sympy.tanh(b), [h], [x], name="y")
-    f = tp.mean(y * y, name="f")
-    with pytest.raises(tp.ProgramTypeError, match="through the OuterNonlin `y = "):
-        tp.grad(f, x)
-    g = tp.mean(h * h, name="g")  # upstream of it: fine
-    assert tp.grad(g, x) is not None
-
-
 # ---------------------------------------------------------------------------------------
 # ψ polynomial in its cols: the inner expectation is a moment (closed forms below)
 

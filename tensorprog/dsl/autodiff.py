@@ -100,6 +100,7 @@ from .program import (
     apply_nonlinearity,
     inner,
     mean,
+    outer_nonlin,
 )
 
 __all__ = ["grad", "lincomb", "scalar_lincomb"]
@@ -521,7 +522,7 @@ def _edges(instr: Any, through: bool) -> tuple[Var, ...]:
         return instr.args + (instr.params if through else ())
     if isinstance(instr, ScalarFn):
         return instr.params
-    if isinstance(instr, OuterNonlin):  # (found on a path, then refused by the sweep)
+    if isinstance(instr, OuterNonlin):
         return instr.rows + instr.cols + (instr.params if through else ())
     return ()
 
@@ -662,9 +663,10 @@ def grad(
     own; a vector used by one consumer passes its contribution on unchanged. See
     the module docstring for the rules and the normalisation.
 
-    A path through an OuterNonlin (:func:`tensorprog.outer_nonlin`) is refused with a
-    :class:`~tensorprog.ProgramTypeError`: entrywise optimizers (Adam, SignSGD) apply
-    OuterNonlins to gradients and never differentiate them.
+    A path through an OuterNonlin (:func:`tensorprog.outer_nonlin`) is differentiated
+    through its rows (a Nonlin of them, by ψ's partial derivatives averaged over the
+    cols), its cols (an OuterNonlin with the roles exchanged) and its scalars: the
+    backward pass of a network trained by Adam crosses the hidden weights' updates.
 
     Examples
     --------
@@ -823,14 +825,6 @@ class _Sweep:
 
     # -- the sweep ------------------------------------------------------------------
     def run(self, on_paths: list[Any]) -> None:
-        for instr in on_paths:
-            if isinstance(instr, OuterNonlin):
-                raise ProgramTypeError(
-                    f"grad: the derivative would flow through the OuterNonlin "
-                    f"`{format_instruction(instr)}`, which tp.grad does not differentiate "
-                    f"(entrywise optimizers apply OuterNonlins to gradients, never "
-                    f"differentiate them); take the gradient of a quantity upstream of it"
-                )
         self.on = {instr.out for instr in on_paths}
         for instr in reversed(on_paths):
             v = instr.out
@@ -847,6 +841,8 @@ class _Sweep:
                     self.matmul(instr)
                 elif isinstance(instr, Nonlin):
                     self.nonlin(instr)
+                elif isinstance(instr, OuterNonlin):
+                    self.outer_nonlin(instr)
 
     def matmul(self, instr: MatMul) -> None:
         """``h = W x``: ``dx += Wᵀ dh`` (``h = Wᵀx``: ``dx += W dh``); a coefficient of
@@ -885,6 +881,40 @@ class _Sweep:
                     continue
                 c, d = part
                 self.add_scal(v, key, _smul(k, c, mean(dy) if d is None else inner(d, dy)))
+
+    def outer_nonlin(self, instr: OuterNonlin) -> None:
+        r"""``y_α = (1/n) Σ_β ψ(R_α; C_β; θ)`` [TP4b Def 2.6.1]: with ``dy`` the adjoint,
+
+        * a col: ``dC_{j,β} += (1/n) Σ_α dy_α ∂_{C_j}ψ(R_α; C_β; θ)`` — an OuterNonlin
+          with the roles swapped (rows ``C``, cols ``R`` and ``dy``);
+        * a row: ``dR_{i,α} += dy_α · (1/n) Σ_β ∂_{R_i}ψ(R_α; C_β; θ)``;
+        * through scalars: ``θ̄ += ⟨dy, (1/n) Σ_β ∂_θψ⟩``.
+
+        (The normalised adjoints ``n ∂F/∂z`` obey the same formulas, the ``1/n`` of the
+        sum being the ``1/n`` of ``∂y_α/∂C_β``.)"""
+        fn, rows, cols, params = instr.fn, instr.rows, instr.cols, instr.params
+        on, handle, key = self.on, self.handle, instr.out.id
+        dy = self.vector(instr.out)
+        nr = len(rows)
+        R, C, P = fn.args[:nr], fn.args[nr:], fn.params
+        hs = [[handle(v) for v in grp] for grp in (rows, cols, params)]
+        w = sympy.Dummy("dy", real=True)
+        groups = [("c", cols, C), ("r", rows, R)] + [("p", params, P)] * self.through
+        for kind, grp, syms in groups:
+            for j, v in enumerate(grp):
+                d = sympy.diff(fn.body, syms[j]) if v in on else 0
+                if d == 0:
+                    continue
+                name = f"d{fn.name}_d{kind}{j}"
+                if kind == "c":  # rows C, cols R and dy
+                    g = Nonlinearity(name, w * d, list(C) + list(R) + [w], list(P))
+                    self.add_vec(v, key, None, outer_nonlin(g, hs[1], hs[0] + [dy], hs[2]))
+                    continue
+                z = outer_nonlin(Nonlinearity(name, d, list(R) + list(C), list(P)), *hs)
+                if kind == "r":
+                    self.add_vec(v, key, None, (dy, z))
+                else:
+                    self.add_scal(v, key, inner(z, dy))
 
     def scalar_fn(self, instr: ScalarFn, bar: Coef) -> None:
         """``s = ψ(θ)``: ``θ̄ⁱ += s̄ ∂ᵢψ``."""

@@ -1166,9 +1166,10 @@ def outer_nonlin(
     moments of the cols, computed exactly (``method="exact"``) or by one sample mean
     each, and no inner sum runs.
 
-    *Gradients.* :func:`tensorprog.grad` refuses to differentiate through an
-    OuterNonlin (a :class:`~tensorprog.ProgramTypeError`): the entrywise optimizers
-    that need it (Adam, SignSGD) apply it to gradients, never differentiate it.
+    *Gradients.* :func:`tensorprog.grad` differentiates through an OuterNonlin: its
+    rows by ψ's partial derivatives averaged over the cols (a Nonlin of the rows), its
+    cols by an OuterNonlin with the roles exchanged, and its scalars — the backward
+    pass of a network trained by Adam crosses the hidden weights' updates.
 
     Examples
     --------

@@ -67,13 +67,16 @@ __all__ += [
 
 from .classification import classify  # noqa: E402  (an MLP ABC, or any model)
 from .model import Model, ParamSpec  # noqa: E402
-from .optim import SGD, Optimizer  # noqa: E402
+from .optim import SGD, Adam, Entrywise, Optimizer, SignSGD  # noqa: E402
 from .train import TrainLimit, TrainRun, TrainSimulation, train  # noqa: E402
 
 __all__ += [
     "Model",
     "ParamSpec",
     "SGD",
+    "Adam",
+    "SignSGD",
+    "Entrywise",
     "Optimizer",
     "train",
     "TrainRun",

@@ -12,10 +12,13 @@ References
 arXiv:2011.14522.
 [TP5] G. Yang et al., *Tensor Programs V: Tuning Large Neural Networks via Zero-Shot
 Hyperparameter Transfer*, NeurIPS 2021, arXiv:2203.03466.
+[TP4b] G. Yang, E. Littwin, *Tensor Programs IVb: Adaptive Optimization in the
+Infinite-Width Limit*, arXiv:2308.01814, 2023.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from fractions import Fraction
 from typing import Any
@@ -23,20 +26,22 @@ from typing import Any
 from .. import ProgramTypeError, ProgramValueError
 from . import parametrization as _pz
 from .model import Model
-from .optim import SGD
+from .optim import SGD, Entrywise
 from .parametrization import (
     _HALF,
+    _MODEL_COND_TEXT,
     Classification,
     ParamClass,
     ParamExponents,
+    _fmt,
     _limit_problems,
     _model_failures,
     _verdicts,
     muP,
 )
-from .train import _scaling
+from .train import _entrywise_expos, _scaling
 
-__all__ = ["classify", "classify_model"]
+__all__ = ["classify", "classify_model", "EntrywiseClassification"]
 
 
 def classify(param: Any, *args: Any, **kwargs: Any) -> Classification:
@@ -100,8 +105,9 @@ def classify_model(model: object, param: object = None, optimizer: object = None
     which are degenerate (e.g. :math:`h_0\to0`) and classify as unstable.
 
     SGD with momentum :math:`\mu<1` has the same exponents (its updates are fixed linear
-    combinations of the gradients). Only :class:`~tensorprog.nn.SGD` is classified so
-    far (Adam's column of TP5 Table 3 needs [TP4b §2.8]'s classification).
+    combinations of the gradients). Entrywise optimizers (:class:`~tensorprog.nn.Adam`,
+    :class:`~tensorprog.nn.SignSGD`) are classified by :func:`classify_entrywise`
+    [TP4b §2.8].
 
     Parameters
     ----------
@@ -110,7 +116,7 @@ def classify_model(model: object, param: object = None, optimizer: object = None
     param : default ``nn.muP()``
         ``nn.muP()``, ``nn.SP()``, ``nn.NTK()``, ``nn.abcd({...})`` or an
         :class:`ABC` (as for :func:`tensorprog.nn.train`).
-    optimizer : nn.SGD, default ``nn.SGD(1.0)``
+    optimizer : nn.SGD, nn.Adam or nn.SignSGD, default ``nn.SGD(1.0)``
 
     Returns
     -------
@@ -148,19 +154,15 @@ def classify_model(model: object, param: object = None, optimizer: object = None
             f"{type(model).__name__}"
         )
     opt = SGD(1.0) if optimizer is None else optimizer
+    if isinstance(opt, Entrywise):
+        return classify_entrywise(model, param, opt)
     if not isinstance(opt, SGD):
         raise ProgramTypeError(
-            f"nn.classify: optimizer must be nn.SGD(lr, momentum) — only SGD is classified so "
-            f"far (Adam needs the entrywise classification of TP4b §2.8); got {optimizer!r}"
+            f"nn.classify: optimizer must be nn.SGD(lr, momentum), nn.Adam(...) or "
+            f"nn.SignSGD(...); got {optimizer!r}"
         )
     param = muP() if param is None else param
-    specs = list(model.params.values())
-    outs = [sp for sp in specs if sp.cls is ParamClass.OUTPUT]
-    if not outs:
-        raise ProgramValueError(
-            f"nn.classify: model {model.name!r} has no output weight (shape (k, 'n')); the "
-            f"classification reads the readout's exponents [TP4 Thm 3.3]"
-        )
+    specs, outs = _specs_and_outputs(model, "[TP4 Thm 3.3]")
     sc = {sp.name: _scaling(param, sp) for sp in specs}
     trained = {sp.name: sp.lr_mult != 0.0 for sp in specs}
     inf = None  # no update
@@ -194,30 +196,272 @@ def classify_model(model: object, param: object = None, optimizer: object = None
     conditions = {k: not v for k, v in failing.items()}
     scalar_moves = any(x.cls is ParamClass.SCALAR and x.output_update == 0 for x in rows)
     v = _verdicts(conditions, s_out, u, r, scalar_moves)
-    nontrivial = v["nontrivial"]
-    maximal = tuple(
-        (x.feature_update == 0) if x.cls in feat else (x.output_update == 0) for x in rows
-    )
-    contributing = tuple(x.name for x in rows if x.output_update == 0) if nontrivial else ()
     problems = tuple(p for sp in specs for p in _limit_problems(sp, sc[sp.name]))
     return Classification(
         param=param,
         r=r,
-        r_layers=tuple(r_feat),
-        maximal_updates=maximal,
-        feature_learning_layers=tuple(
-            i
-            for i, x in enumerate([y for y in rows if y.feature_update is not None], 1)
-            if nontrivial and min(r_feat[:i]) == 0
-        ),
-        contributing_layers=tuple(
-            i for i, x in enumerate(rows, 1) if nontrivial and x.output_update == 0
-        ),
+        **_layer_fields(rows, v["nontrivial"], v["nontrivial"]),
         **v,
         equivalent_to=(),
         model=model.name,
         parameters=tuple(rows),
-        contributing_params=contributing,
         limit_supported=not problems,
         limit_problems=problems,
+    )
+
+
+def _specs_and_outputs(model: Model, ref: str) -> tuple[list, list]:
+    """The model's parameter specs and its output weights (at least one: the readout's
+    exponents decide stability, ``ref``)."""
+    specs = list(model.params.values())
+    outs = [sp for sp in specs if sp.cls is ParamClass.OUTPUT]
+    if not outs:
+        raise ProgramValueError(
+            f"nn.classify: model {model.name!r} has no output weight (shape (k, 'n')); the "
+            f"classification reads the readout's exponents {ref}"
+        )
+    return specs, outs
+
+
+def _layer_fields(rows: list, nontrivial: bool, features_move: bool) -> dict:
+    """The per-parameter fields of a model's :class:`Classification` (declaration
+    order): ``r_layers``, ``maximal_updates``, ``feature_learning_layers`` (when
+    ``features_move``), ``contributing_layers`` and ``contributing_params``."""
+    feats = [x for x in rows if x.feature_update is not None]
+    r_feat = [x.feature_update for x in feats]
+    return dict(
+        r_layers=tuple(r_feat),
+        maximal_updates=tuple(
+            (x.feature_update == 0) if x.feature_update is not None else (x.output_update == 0)
+            for x in rows
+        ),
+        feature_learning_layers=tuple(
+            i for i in range(1, len(feats) + 1) if features_move and min(r_feat[:i]) == 0
+        ),
+        contributing_layers=tuple(
+            i for i, x in enumerate(rows, 1) if nontrivial and x.output_update == 0
+        ),
+        contributing_params=tuple(x.name for x in rows if nontrivial and x.output_update == 0),
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Entrywise optimizers (Adam, SignSGD) [TP4b §2.8]
+
+_COND_OUT_BC = "output weights: b <= c"
+# the readout's update condition reads c+a >= 1 for entrywise updates (r_{L+1} >= 0, [TP4b Def 2.8.5])
+_ENTRYWISE_COND_TEXT = {_pz._COND_READOUT_UPDATE: "output weights: c+a >= 1 (r_{L+1} >= 0)"}
+_COND_FAITHFUL = (
+    "faithful at init: d = a + s_out (input, vector-like, hidden), d = a (output, scalar-like)"
+)
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class EntrywiseClassification(Classification):
+    """:class:`~tensorprog.nn.parametrization.Classification` of a training with an
+    entrywise optimizer (:func:`classify_entrywise`).
+
+    Attributes
+    ----------
+    optimizer : str
+        ``"Adam"`` or ``"SignSGD"``.
+    faithful : dict
+        ``{parameter: bool}``: its ``ε_P`` is of the size of its gradient entries at
+        initialization [TP4b Def 2.8.8, Lemma 2.8.11].
+    notes : tuple of str
+        Remarks, e.g. [TP4b Remark 2.2.7] for SP with learning rate Θ(1/n).
+    """
+
+    optimizer: str = "Adam"
+    faithful: dict = dataclasses.field(default_factory=dict, hash=False)
+    notes: tuple[str, ...] = ()
+
+    def explain(self) -> str:
+        """Explain the verdict with the exponents and [TP4b §2.8]'s theorem numbers."""
+        rows = self.parameters
+
+        def fx(x: Any) -> str:
+            return "-" if x is None else _fmt(x)
+
+        lines = [f"model {self.model!r} under {self.param!r}, {self.optimizer} (entrywise)"]
+        lines.append(
+            "  parameter        class            a     b     c     d  | init  r_P   f-update faithful"
+        )
+        for x in rows:
+            g = x.scaling
+            lines.append(
+                f"  {x.name:<16} {x.cls.value:<15} {_fmt(g.a):>5} {_fmt(g.b):>5} {_fmt(g.c):>5} "
+                f"{fx(g.d):>5} | {fx(x.init):>5} {fx(x.feature_update):>5} "
+                f"{fx(x.output_update):>5}    {'yes' if self.faithful.get(x.name) else 'NO'}"
+            )
+        lines.append(
+            "  (exponents k of Theta(n^-k); Q keeps each update entry Theta(1): r_P = c+a for "
+            "input and vector-like, c+a-1 for hidden weights; f-update of output weights "
+            "c+a-1  [TP4b Def 2.8.5])"
+        )
+        lines.append(f"r = {fx(self.r) if self.r != math.inf else 'inf'}")
+        for name, ok in self.conditions.items():
+            lines.append(f"  [{'ok  ' if ok else 'FAIL'}] {name}")
+        lines.append(f"stable: {'yes' if self.stable else 'no'}  [TP4b Thm 2.8.12]")
+        if self.stable:
+            lines.append(f"nontrivial: {'yes' if self.nontrivial else 'no'}  [TP4b Thm 2.8.15]")
+        lines.append(
+            f"regime: {self.regime}"
+            + {
+                "feature learning": " (r = 0)  [TP4b Thm 2.8.19]",
+                "operator": f" (r = {_fmt(self.r) if self.r != math.inf else 'inf'} > 0: f_(t+1) - f_t "
+                "- eta K(f_t) -> 0, a nonlinear kernel)  [TP4b Thm 2.8.19, Cor 2.8.20]",
+            }.get(self.regime, "")
+        )
+        lines.extend(self.notes)
+        if self.limit_supported:
+            lines.append("nn.train: builds the limit")
+        else:
+            lines.append("nn.train: refuses the limit: " + "; ".join(self.limit_problems))
+        return "\n".join(lines)
+
+
+def _entrywise_limit_problems(spec: Any, sc: Any) -> list[str]:
+    """Why :func:`tensorprog.nn.train` refuses the limit of an entrywise run: the
+    initial-value powers of SGD's program, a diverging learning-rate power ``n^{-k_lr}``,
+    a vanishing ``ε_P`` relative to the program's gradients (``k_ε > 0``)."""
+    out = [p for p in _limit_problems(spec, sc) if "learning rate" not in p]
+    k_lr, k_eps = _entrywise_expos(spec.cls, sc)
+    if spec.lr_mult != 0.0 and k_lr < 0:
+        out.append(
+            f"{spec.name!r} ({spec.cls.value}): learning rate has width power n^{_fmt(-k_lr)}"
+        )
+    if spec.lr_mult != 0.0 and k_eps > 0:
+        out.append(
+            f"{spec.name!r} ({spec.cls.value}): ε_P relative to its gradient entries has width "
+            f"power n^{_fmt(-k_eps)} (vanishes: Q becomes sign-like)"
+        )
+    return out
+
+
+def classify_entrywise(model: Model, param: object, opt: Entrywise) -> EntrywiseClassification:
+    r"""Classify a model's training with an entrywise optimizer [TP4b §2.8].
+
+        Each parameter ``P = n^{-a} w`` with abcd exponents (:class:`Scaling`; presets: the
+        Adam columns of the tables in :mod:`tensorprog.nn.parametrization`). Its update
+        ``ΔP = −η n^{-(a+c)} Q(…)`` has entries :math:`\Theta(n^{-(a+c)})` whatever the size of
+        the gradients (``Q`` is scale-invariant up to ``ε``), so, in the no-multiplier form of
+        TP5 Table 3 and with :math:`s_{
+    m out}=\min_{
+    m out}(a+b)`:
+
+        * :math:`r_P=c+a` (input weights, vector-like), :math:`c+a-1` (hidden weights: the sum
+          over the fan-in is coherent) — [TP4b Def 2.8.5]'s :math:`r_1=c_1+a_1`,
+          :math:`r_l=c_l+a_l-1`; :math:`r=\min_P r_P`;
+        * output weights move :math:`f` by :math:`\Theta(n^{-(c+a-1)})`, scalar-like ones by
+          :math:`\Theta(n^{-(c+a)})`;
+        * faithful at init iff :math:`d=a+s_{
+    m out}` for input, vector-like and hidden
+          weights and :math:`d=a` for output weights [TP4b Def 2.8.8, Lemma 2.8.11, there
+          :math:`d_l=a_l+a_{L+1}+b_{L+1}`, :math:`d_{L+1}=a_{L+1}`] (and scalar-like);
+        * stable iff stable at init (the conditions of SGD's classification on ``a+b``),
+          :math:`r\ge0`, output weights :math:`c+a\ge1`, :math:`s_{
+    m out}+r\ge1` and
+          :math:`b\le c` [TP4b Thm 2.8.12];
+        * nontrivial iff an output weight has :math:`a+c=1` or :math:`s_{
+    m out}+r=1`
+          [TP4b Thm 2.8.15]; feature learning iff :math:`r=0`, else the **operator regime**
+          :math:`f_{t+1}-f_t-\eta\mathcal K(f_t)\to0` [TP4b Thm 2.8.19, Cor 2.8.20]
+          (``regime = "operator"``).
+
+        The theorems assume faithfulness at init; an unfaithful parametrization is reported
+        (``faithful``) and classified as unstable. [TP4b Remark 2.2.7]: SP with learning rate
+        :math:`\Theta(1/n)` (``c = 1``) has :math:`r=0` — its hidden features move by
+        :math:`\Theta(1)` under Adam (under SGD it is in the kernel regime) — noted in
+        ``notes``; its logits are not stable (:math:`s_{\rm out}+r=\tfrac12`).
+
+        Examples
+        --------
+        >>> import tensorprog as tp
+        >>> from tensorprog import nn
+        >>> m = nn.Model("relu2")
+        >>> for name, shape in [("U", ("n", 3)), ("V", ("n", "n")), ("w", (1, "n"))]:
+        ...     _ = m.param(name, shape)
+        >>> @m.forward
+        ... def f(p, xi):
+        ...     return p.w @ tp.relu(p.V @ tp.relu(p.U @ xi))
+        >>> c = nn.classify(m, nn.muP(), nn.Adam(0.01))
+        >>> c.regime, c.r, c.limit_supported
+        ('feature learning', Fraction(0, 1), True)
+        >>> nn.classify(m, nn.NTK(), nn.Adam(0.01)).regime
+        'operator'
+    """
+    param = muP() if param is None else param
+    specs, outs = _specs_and_outputs(model, "[TP4b Thm 2.8.12]")
+    sc = {sp.name: _scaling(param, sp, opt) for sp in specs}
+    for sp in specs:
+        if sc[sp.name].d is None:
+            raise ProgramValueError(
+                f"nn.classify: parameter {sp.name!r} has no exponent d (ε_P = eps·n^(-d)) for "
+                f"{type(opt).__name__}; use a preset with an Adam column or nn.abcd"
+            )
+    trained = {sp.name: sp.lr_mult != 0.0 for sp in specs}
+    s_out = min(sc[o.name].s for o in outs)
+    feat = (ParamClass.INPUT, ParamClass.HIDDEN, ParamClass.VECTOR)
+    rows, faithful = [], {}
+    for sp in specs:
+        g = sc[sp.name]
+        k = g.c + g.a
+        if sp.cls in feat:
+            r_p = (k - (1 if sp.cls is ParamClass.HIDDEN else 0)) if trained[sp.name] else None
+            init = g.s - _HALF if sp.cls is ParamClass.HIDDEN else g.s
+            out = None if r_p is None else s_out + r_p - 1
+            faithful[sp.name] = g.d == g.a + s_out
+        elif sp.cls is ParamClass.OUTPUT:
+            r_p, init, out = None, g.s - _HALF, (k - 1 if trained[sp.name] else None)
+            faithful[sp.name] = g.d == g.a
+        else:
+            init = g.a if sp.init_mean != 0.0 else None
+            r_p, out = None, (k if trained[sp.name] else None)
+            faithful[sp.name] = g.d == g.a
+        rows.append(ParamExponents(sp.name, sp.cls, g, init, r_p, out))
+    r_feat = [x.feature_update for x in rows if x.feature_update is not None]
+    r = min(r_feat) if r_feat else math.inf
+    conditions = {
+        _ENTRYWISE_COND_TEXT.get(k, _MODEL_COND_TEXT.get(k, k)): not v
+        for k, v in _model_failures(rows, r).items()
+    }
+    conditions[_COND_OUT_BC] = all(sc[o.name].b <= sc[o.name].c for o in outs if trained[o.name])
+    conditions[_COND_FAITHFUL] = all(faithful[sp.name] for sp in specs if trained[sp.name])
+    u_outs = [
+        x.output_update + 1
+        for x in rows
+        if x.cls is ParamClass.OUTPUT and x.output_update is not None
+    ]
+    u = min(u_outs) if u_outs else math.inf
+    scalar_moves = any(x.cls is ParamClass.SCALAR and x.output_update == 0 for x in rows)
+    v = _verdicts(conditions, s_out, u, r, scalar_moves)
+    if v["regime"] == "kernel":
+        v["regime"] = "operator"
+    v["nngp"] = False
+    nontrivial = v["nontrivial"]
+    notes = []
+    hidden = [x for x in rows if x.cls is ParamClass.HIDDEN and x.feature_update == 0]
+    if hidden and s_out == _HALF:
+        notes.append(
+            "note [TP4b Remark 2.2.7]: with output weights of SP's size (a+b = 1/2) and hidden "
+            "learning rate Theta(1/n), the hidden features move by Theta(1) under an entrywise "
+            "optimizer (r = 0: feature learning in the hidden layers, unlike SGD, where SP with "
+            "LR Theta(1/n) is in the kernel regime); the logits then grow like n^(1/2) "
+            "(a+b+r = 1/2 < 1)"
+        )
+    problems = tuple(p for sp in specs for p in _entrywise_limit_problems(sp, sc[sp.name]))
+    return EntrywiseClassification(
+        param=param,
+        r=r,
+        **_layer_fields(rows, nontrivial, nontrivial or bool(notes)),
+        **v,
+        equivalent_to=(),
+        model=model.name,
+        parameters=tuple(rows),
+        limit_supported=not problems,
+        limit_problems=problems,
+        optimizer=type(opt).__name__,
+        faithful=faithful,
+        notes=tuple(notes),
     )

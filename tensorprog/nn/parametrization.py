@@ -1291,13 +1291,17 @@ SP_TABLE: dict[ParamClass, ClassRule] = {
 #: Neural tangent parametrization [TP4 Table 1] written without multipliers: a weight
 #: ``n^{-1/2} w`` (``w`` iid ``N(0,1)``, learning rate ``η``) is ``P`` with ``v = 1/n`` and
 #: ``s = 1/n``. SGD ``(v, s)``: input ``(1/d, 1)``, vector-like ``(1, 1)``, output
-#: ``(1/n, 1/n)``, hidden ``(1/n, 1/n)``, scalar-like ``(1, 1)``. Adam: not tabulated.
+#: ``(1/n, 1/n)``, hidden ``(1/n, 1/n)``, scalar-like ``(1, 1)``. Adam/SignSGD: TP4b's NTP
+#: [TP4b Def 2.4.1] ``(a, b, c, d)`` = input ``(0, 0, 1/2, 1/2)``, hidden ``(1/2, 0, 1, 1)``,
+#: output ``(1/2, 0, 1/2, 1/2)`` without multipliers (``θ = −a`` in
+#: ``(a+θ, b−θ, c−θ, d+θ)``, [TP4b Prop 2.2.3]): learning-rate factors input/vector-like
+#: ``n^{-1/2}``, output ``n^{-1}``, hidden ``n^{-3/2}``; ``d`` = 1/2, 1/2, 0, 1/2.
 NTK_TABLE: dict[ParamClass, ClassRule] = {
-    _I: _rule(0, 0, True),
-    _V: _rule(0, 0),
-    _O: _rule(Fraction(1, 2), 1),
-    _H: _rule(Fraction(1, 2), 1),
-    _S: _rule(0, 0),
+    _I: _rule(0, 0, True, (Fraction(1, 2), Fraction(1, 2))),
+    _V: _rule(0, 0, False, (Fraction(1, 2), Fraction(1, 2))),
+    _O: _rule(Fraction(1, 2), 1, False, (1, 0)),
+    _H: _rule(Fraction(1, 2), 1, False, (Fraction(3, 2), Fraction(1, 2))),
+    _S: _rule(0, 0, False, (0, 0)),
 }
 
 _TABLE_NAMES = {id(MUP_TABLE): "muP", id(SP_TABLE): "SP", id(NTK_TABLE): "NTK"}
@@ -1349,11 +1353,19 @@ class PerClass:
     def __repr__(self) -> str:
         return f"PerClass({self.name!r})"
 
-    def scaling(self, name: str, cls: ParamClass, fan_in: int) -> Scaling:
+    def scaling(self, name: str, cls: ParamClass, fan_in: int, entrywise: bool = False) -> Scaling:
         """The :class:`Scaling` of parameter ``name`` of class ``cls`` (``fan_in``: the
-        finite fan-in ``d`` of an input weight)."""
+        finite fan-in ``d`` of an input weight); ``entrywise``: the learning-rate exponent
+        of the Adam/SignSGD column (``adam_c``) instead of SGD's."""
         rule = self.table[cls]
         vf = 1.0 / fan_in if rule.fan_in_d else 1.0
+        if entrywise:
+            if rule.adam_c is None or rule.adam_d is None:
+                raise ProgramValueError(
+                    f"the preset {self.name} has no Adam/SignSGD exponents for {cls.value}; "
+                    f"give them per parameter with nn.abcd"
+                )
+            return Scaling(Fraction(0), rule.b, rule.adam_c, rule.adam_d, vf)
         return Scaling(Fraction(0), rule.b, rule.c, rule.adam_d, vf)
 
 
@@ -1382,9 +1394,10 @@ class PerParameter:
         body = ", ".join(f"{k!r}: ({', '.join(map(_fmt, v))})" for k, v in self.exponents.items())
         return f"abcd({{{body}}})"
 
-    def scaling(self, name: str, cls: ParamClass, fan_in: int) -> Scaling:
-        """The :class:`Scaling` of parameter ``name`` (``cls``, ``fan_in`` unused: abcd
-        exponents carry no fan-in factor — put it in ``init_std``)."""
+    def scaling(self, name: str, cls: ParamClass, fan_in: int, entrywise: bool = False) -> Scaling:
+        """The :class:`Scaling` of parameter ``name`` (``cls``, ``fan_in``, ``entrywise``
+        unused: abcd exponents carry no fan-in factor — put it in ``init_std`` — and one
+        ``c`` for every optimizer)."""
         if name not in self.exponents:
             raise ProgramValueError(
                 f"nn.abcd gives no exponents for parameter {name!r}; it has "

@@ -55,6 +55,32 @@ is; ``χ_{t,i,k} = ∂L_t/∂f_k(ξ_i)`` (a Scalar). Per class (``⟨a,b⟩ = a�
 * **scalar-like**: program scalars ``c_0 = n^{-a}·init_mean``,
   ``c_{t+1} = c_t + Σ_{r≤t} (−lr μ^{t−r} n^{-e}) ∂L_r/∂c``.
 
+Entrywise optimizers (Adam, SignSGD)
+------------------------------------
+:class:`~tensorprog.nn.Adam` and :class:`~tensorprog.nn.SignSGD` move ``w`` by
+``−lr·lr_mult·n^{-c}·Q_t(g_0..g_t; ε_P)``, ``ε_P = eps·n^{-d}`` [TP4b §2.1, Def 2.2.1]; on
+``P = n^{-a}w`` that is ``−lr·lr_mult·n^{-(c+a)}·Q_t(n^{-a}∂L/∂P; eps·n^{-d})``. ``Q`` is
+scale-equivariant (``Q(λg; λε) = Q(g; ε)``), so with the program's Θ(1) gradients
+``Ĝ`` — ``∂L/∂P = Ĝ/n`` for input, vector-like and hidden weights (``k = 1``),
+``= Ĝ`` for output and scalar-like ones (``k = 0``) — the update is
+``Q_t(Ĝ_0..Ĝ_t; eps·n^{-k_ε})`` with ``k_ε = d − a − k`` (0 in μP: :func:`_entrywise_expos`):
+
+* **vector-like**, **input** (per column ``j``: ``Ĝ_{r,j} = Σ χ ξ_{u,j} dh_u``),
+  **output** (per row, on ``ŵ = nP``) and **scalar-like** parameters: ``Ĝ_r`` is one
+  vector (scalar) per step and ``U_r = Q_r(Ĝ_0..Ĝ_r)`` an ordinary Nonlin (scalar
+  function); ``P_{r+1} = P_r + (−lr·lr_mult·n^{-k_lr}) U_r`` with ``k_lr = c+a``
+  (``c+a−1`` for ``ŵ``), so ``P_t ξ = P_0 ξ + Σ_{r<t} Σ_j coef·ξ_j·U_{r,j}``;
+* **hidden**: ``(ΔP_t x)_α = −lr·lr_mult·n^{-(c+a−1)}·(1/n) Σ_β Σ_{r<t}
+  Q_r(Ĝ_{0,αβ}..Ĝ_{r,αβ}) x_β``, ``Ĝ_{s,αβ} = Σ_u χ_u dh_{u,α} x_{u,β}``: one
+  ``tp.outer_nonlin`` per use (rows the ``dh_u``, cols the ``x_u`` and ``x``; swapped for
+  ``P_tᵀ y``) — NE⊗OR⊤'s nonlinear outer product [TP4b Def 2.6.1, Thm 2.7.1]; ``tp.grad``
+  differentiates through it, so the backward pass carries ``ΔP_tᵀ dh``.
+
+``k_ε > 0`` (``ε_P`` vanishing against the gradients: ``Q`` tends to a sign, outside the
+Master Theorem's smoothness) is refused like a diverging power; ``k_ε < 0`` is written
+``Q(n^{k_ε}Ĝ; eps)``, an exact, lazier limit. The learning-rate powers ``n^{-k_lr}``
+replace SGD's update powers in the refusals below.
+
 The exponents ``k`` of the powers ``n^{-k}``: ``s−1/2, e`` (hidden), ``s, e+1`` (input, vector-like), ``s−1, e−1``
 (output), ``a, e`` (scalar-like) must be ``≥ 0``: every parametrization whose
 parameters are initialised and updated no more than μP's qualifies (μP, MF, any abcd
@@ -99,11 +125,12 @@ from .. import (
     inner,
     lincomb,
     nonlin,
+    outer_nonlin,
     scalar_lincomb,
 )
 from .. import n as WIDTH
 from .model import Model, ParamSpec
-from .optim import SGD, Optimizer
+from .optim import SGD, Entrywise, Optimizer
 from .parametrization import (
     ABC,
     ParamClass,
@@ -181,6 +208,25 @@ class _Problem:
         )
 
 
+@dataclass(frozen=True)
+class _Unfaithful:
+    """An entrywise optimizer's ``ε_P`` vanishing relative to the gradient entries it is
+    compared with: ``Q`` tends to a discontinuous (sign-like) function, outside the
+    Master Theorem's smoothness [TP4b Setup 2.6.3, Def 2.8.8]."""
+
+    param: str
+    cls: ParamClass
+    expo: Fraction
+
+    def __str__(self) -> str:
+        return (
+            f"parameter {self.param!r} ({self.cls.value}): ε_P relative to its gradient "
+            f"entries has width power n^{_fmt_expo(-self.expo)}, which vanishes (Q becomes "
+            f"sign-like, not smooth: raise d or use nn.abcd with d = a + 1 for input, "
+            f"vector-like and hidden, d = a for output and scalar-like parameters)"
+        )
+
+
 # ---------------------------------------------------------------------------------------
 # Per-parameter state of the unroll
 
@@ -193,6 +239,9 @@ class _Param:
         self.b, self.spec, self.sc = b, spec, sc
         self.grads: list[list[tuple[Any, Any, Any]]] = []
         self.value: list[Any] = []
+        self.hist: list[Any] = []  # entrywise: the gradient G_r per step (per column/row/entry)
+        self.upd: list[Any] = []  # entrywise: the update Q_r(G_0..G_r) per step
+        self._q: tuple[Any, Any] | None = None
         p, name, std2 = b.p, spec.name, spec.init_std**2 * sc.var_factor
         cls = spec.cls
         mean = spec.init_mean
@@ -258,9 +307,80 @@ class _Param:
                 out.append((_prod(c, g), z))
         return out
 
+    # -- entrywise optimizers (Adam, SignSGD): module docstring, "Entrywise optimizers" --
+    def entrywise_expos(self) -> tuple[Fraction, Fraction]:
+        """``(k_lr, k_ε)``: the update is ``−lr·lr_mult·n^{-k_lr}·Q(Ĝ; eps·n^{-k_ε})`` on the
+        program's value of the parameter, ``k_lr = c+a`` (``c+a−1`` for output and hidden
+        weights), ``k_ε = d−a−k`` with ``k = 1`` (input, vector-like, hidden: raw gradient
+        entries ``Ĝ/n``) or ``0`` (output, scalar-like)."""
+        return _entrywise_expos(self.spec.cls, self.sc)
+
+    def q_scalars(self) -> tuple[Any, Any]:
+        """``(ε, λ)`` of ``Q(λĜ; ε)``: ``ε = eps·n^{-k_ε}`` (a number when ``k_ε ≤ 0``)
+        and ``λ = n^{k_ε}`` when ``k_ε < 0`` (``Q(Ĝ; eps·n^{|k_ε|}) = Q(n^{-|k_ε|}Ĝ; eps)``
+        by scale-equivariance), else ``None``."""
+        if self._q is None:
+            b, (_, ke) = self.b, self.entrywise_expos()
+            eps: Any = b.opt.eps
+            lam = None
+            if ke > 0:
+                b.problems.append(_Unfaithful(self.spec.name, self.spec.cls, ke))
+                eps = b.power(ke, eps, self, "ε_P")
+            elif ke < 0:
+                lam = b.power(-ke, 1.0, self, "the gradient scale in Q")
+            self._q = (eps, lam)
+        return self._q
+
+    def entrywise_step(self, t: int) -> None:
+        """The gradient ``G_{t−1}`` and update ``Q_{t−1}(G_0..G_{t−1})`` of the step just
+        taken, per column (input), row (output) or entry (scalar-like)."""
+        cls, r, b = self.spec.cls, t - 1, self.b
+        rec = self.grads[r]
+        if cls is ParamClass.VECTOR:
+            G = [lincomb([(c, z) for c, _, z in rec]) if rec else None]
+        elif cls is ParamClass.INPUT:
+            G = []
+            for j in range(self.spec.finite):
+                terms = [(_prod(c, b.const(xu[j])), dh) for c, xu, dh in rec if xu[j] != 0.0]
+                G.append(lincomb(terms) if terms else None)
+        elif cls is ParamClass.OUTPUT:
+            G = []
+            for k in range(self.spec.finite):
+                terms = [(c, z) for c, _, (kk, z) in rec if kk == k]
+                G.append(lincomb(terms) if terms else None)
+        else:
+            G = []
+            for k in range(self.spec.finite):
+                terms = [c for c, _, kk in rec if kk == k]
+                G.append(scalar_lincomb(terms) if terms else None)
+        self.hist.append(G)
+        self.upd.append([b.apply_q(self, r, [h[j] for h in self.hist]) for j in range(len(G))])
+
     def begin_step(self, t: int) -> None:
         """The value at step ``t ≥ 1`` of a vector-like, output or scalar-like parameter."""
         cls, sc = self.spec.cls, self.sc
+        if isinstance(self.b.opt, Entrywise):
+            if cls is ParamClass.HIDDEN:
+                return
+            if self.spec.lr_mult == 0.0:  # untrained: no history, no update
+                if cls is not ParamClass.INPUT:
+                    self.value.append(self.value[-1])
+                return
+            self.entrywise_step(t)
+            if cls is ParamClass.INPUT:
+                return
+            c = self.coef(self.entrywise_expos()[0], 1.0)
+            vec = cls is ParamClass.VECTOR
+            new = []
+            for w, U in zip([self.value[-1]] if vec else self.value[-1], self.upd[-1]):
+                if U is None or c == 0.0:
+                    new.append(w)
+                elif cls is ParamClass.SCALAR:
+                    new.append(scalar_lincomb([w, _prod(c, U)]))
+                else:
+                    new.append(lincomb([(None, w), (c, U)]))
+            self.value.append(new[0] if vec else new)
+            return
         if cls is ParamClass.VECTOR:
             terms = self.step_terms(t, sc.e + 1)
             self.value.append(
@@ -294,7 +414,9 @@ class _Param:
             )
         y = (self.M.T if transpose else self.M).matmul(x)
         terms = [(self.theta, y)]
-        for r in range(t):
+        if isinstance(b.opt, Entrywise) and t > 0:
+            terms += self.hidden_entrywise(t, x, transpose)
+        for r in range(t if isinstance(b.opt, SGD) else 0):
             c = self.coef(self.sc.e, b.opt.kappa(t - r))
             if c == 0.0:
                 continue
@@ -305,6 +427,78 @@ class _Param:
         h = y if len(terms) == 1 and self.theta is None else lincomb(terms)
         b.uses.append(("hidden_T" if transpose else "hidden", self, x, h))
         return h
+
+    def hidden_entrywise(self, t: int, x: Vector, transpose: bool) -> list[tuple[Any, Any]]:
+        r"""``ΔP_t x = P_t x − P_0 x`` under an entrywise optimizer: a nonlinear outer
+        product [TP4b §2.6–2.7, Def 2.6.1],
+
+        .. math::
+
+            (\Delta P_t x)_\alpha = -\mathrm{lr}\,n^{-k_{lr}}\,\frac1n\sum_\beta
+            \sum_{r<t} Q_r\big(\hat G_{0,\alpha\beta},\dots,\hat G_{r,\alpha\beta};
+            \varepsilon\big)\,x_\beta,\qquad
+            \hat G_{s,\alpha\beta} = \sum_u \chi_u\,\mathrm{left}_{u,\alpha}\,
+            \mathrm{right}_{u,\beta}
+
+        (uses ``u`` of step ``s``; for ``P_tᵀ x`` the roles of left and right swap): one
+        ``tp.outer_nonlin`` with rows the left vectors of the history, columns the right
+        vectors and ``x``, parameters the ``χ``'s, ``ε`` and ``λ``."""
+        b = self.b
+        c = self.coef(self.entrywise_expos()[0], 1.0)
+        if c == 0.0:
+            return []
+        eps, lam = self.q_scalars()
+        rows: list[Vector] = []
+        cols: list[Vector] = []
+        scal: list[Any] = []
+        hist: list[list[tuple[int, int, int]]] = []  # per step: (row, col, χ) indices
+
+        def index(lst: list, h: Any) -> int:
+            handle = isinstance(h, (Vector, Scalar))
+            for i, z in enumerate(lst):
+                if z is h or (handle and isinstance(z, (Vector, Scalar)) and z.var.id == h.var.id):
+                    return i
+            lst.append(h)
+            return len(lst) - 1
+
+        for r in range(t):
+            step = []
+            for g, right, left in self.grads[r]:
+                row, col = (right, left) if transpose else (left, right)
+                coefs = g if isinstance(g, tuple) else (g,)
+                ks = tuple(index(scal, z) for z in coefs)
+                step.append((index(rows, row), index(cols, col), ks))
+            hist.append(step)
+        if not rows:  # no gradient reached this weight: ΔP = 0
+            return []
+        ix = len(cols)
+        cols.append(x)
+        extra = [z for z in (eps, lam) if isinstance(z, Scalar)]
+        nr, nc, ns = len(rows), len(cols), len(scal)
+        opt = b.opt
+
+        def psi(*a: Any) -> Any:
+            R, C, S = a[:nr], a[nr : nr + nc], list(a[nr + nc :])
+            th = S[:ns]
+            e = S[ns] if isinstance(eps, Scalar) else eps
+            lm = S[-1] if lam is not None else 1
+            G = []
+            for step in hist:
+                tot = 0
+                for i, j, ks in step:
+                    term = R[i] * C[j]
+                    for k in ks:
+                        term = term * th[k]
+                    tot = tot + term
+                G.append(tot * lm)
+            out = 0
+            for r in range(t):
+                out = out + opt.q(r, [G[s] for s in opt.memory(r)], e)
+            return out * C[ix]
+
+        params = [z if isinstance(z, Scalar) else float(z) for z in scal] + extra
+        y = outer_nonlin(psi, rows, cols, params, fn_name=f"{type(opt).__name__}_dW")
+        return [(c, y)]
 
     def input(self, t: int, a: Any) -> Vector:
         b, spec = self.b, self.spec
@@ -327,7 +521,13 @@ class _Param:
             terms = [(_prod(self.theta, b.const(v)), u) for v, u in zip(arr, self.u) if v != 0.0]
             self._h0[key] = lincomb(terms) if terms else self.u[0] * 0.0
         terms = [(None, self._h0[key])]
-        for r in range(t):
+        if isinstance(b.opt, Entrywise):  # P_t a = P_0 a + Σ_{r<t} Σ_j coef·a_j·U_{r,j}
+            c = self.coef(self.entrywise_expos()[0], 1.0)
+            for U in self.upd[:t]:
+                for v, Uj in zip(arr, U):
+                    if v != 0.0 and Uj is not None and c != 0.0:
+                        terms.append((_prod(c, b.const(v)), Uj))
+        for r in range(t if isinstance(b.opt, SGD) else 0):
             c = self.coef(self.sc.e + 1, b.opt.kappa(t - r))
             if c == 0.0:
                 continue
@@ -349,6 +549,19 @@ class _Param:
         gs = [inner(w, v) for w in self.value[t]]
         b.uses.append(("output", self, v, gs))
         return gs[0] if len(gs) == 1 else gs
+
+
+def _entrywise_expos(cls: ParamClass, sc: Scaling) -> tuple[Fraction, Fraction]:
+    """``(k_lr, k_ε)`` of a parameter of class ``cls`` under an entrywise optimizer
+    (:meth:`_Param.entrywise_expos`; module docstring, "Entrywise optimizers")."""
+    if sc.d is None:
+        raise ProgramValueError(
+            f"nn.train: an entrywise optimizer needs the exponent d of every parameter "
+            f"(ε_P = eps·n^(-d)); got {sc}"
+        )
+    k = 0 if cls in (ParamClass.OUTPUT, ParamClass.SCALAR) else 1
+    lr = sc.c + sc.a - (1 if cls in (ParamClass.OUTPUT, ParamClass.HIDDEN) else 0)
+    return lr, sc.d - sc.a - k
 
 
 def _prod(*cs: Any) -> Any:
@@ -466,7 +679,7 @@ class _Builder:
         Y: np.ndarray,
         steps: int,
         loss: str,
-        opt: SGD,
+        opt: Optimizer,
         scalings: dict[str, Scaling],
         batches: list[np.ndarray],
         name: str,
@@ -607,6 +820,33 @@ class _Builder:
             self._fns[key] = self.p.definition(out).fn
             return out  # type: ignore[return-value]
         return nonlin(fn, *args, name=name)  # type: ignore[return-value]
+
+    def apply_q(self, P: _Param, t: int, hist: list[Any]) -> Any:
+        """``Q_t(λ G_s for s in memory(t); ε)`` of an entrywise optimizer, coordinatewise
+        (a Nonlin of the gradient vectors) or on scalars (a scalar function). A history
+        entry that is a number (``None``: 0) is a constant gradient; ``None`` if no entry
+        is a handle (the gradients are identically 0 and so is ``Q``)."""
+        opt = self.opt
+        gs = [hist[s] for s in opt.memory(t)]
+        handle = tuple(isinstance(g, (Vector, Scalar)) for g in gs)
+        if not any(handle):
+            return None
+        consts = tuple(None if h else float(g or 0.0) for g, h in zip(gs, handle))
+        eps, lam = P.q_scalars()
+        args = [g for g, h in zip(gs, handle) if h]
+        extra = [z for z in (eps, lam) if isinstance(z, Scalar)]
+        na = len(args)
+
+        def body(*a: Any) -> Any:
+            it, rest = iter(a[:na]), list(a[na:])
+            e = rest.pop(0) if isinstance(eps, Scalar) else eps
+            lm = rest.pop(0) if lam is not None else 1
+            g = [(next(it) if c is None else c) * lm for c in consts]
+            return opt.q(t, g, e)
+
+        e_key = "eps" if isinstance(eps, Scalar) else eps
+        key = (type(opt).__name__, opt, t, consts, e_key, lam is not None, args[0].__class__)
+        return self.scalar_fn(key, body, args + extra)
 
     def loss_of(self, rows: Any, fs: Any, name: str | None = None) -> Scalar:
         """The loss of outputs ``fs`` over ``rows`` (module docstring)."""
@@ -899,10 +1139,17 @@ class TrainRun:
 # Entry point
 
 
-def _scaling(param: Any, spec: ParamSpec) -> Scaling:
+def _scaling(param: Any, spec: ParamSpec, opt: Optimizer | None = None) -> Scaling:
+    entrywise = isinstance(opt, Entrywise)
     if isinstance(param, (PerClass, PerParameter)):
-        return param.scaling(spec.name, spec.cls, spec.finite)
+        return param.scaling(spec.name, spec.cls, spec.finite, entrywise)
     if isinstance(param, ABC):
+        if entrywise:
+            raise ProgramTypeError(
+                f"nn.train: {type(opt).__name__} needs abcd exponents (ε_P = eps·n^(-d)); an "
+                f"nn.ABC such as nn.MF() has none — use nn.muP() (for one hidden layer it is "
+                f"the mean-field parametrization) or nn.abcd({{...}})"
+            )
         return abc_scaling(param, spec.name, spec.cls)
     raise ProgramTypeError(
         f"nn.train: param must be a per-class preset (nn.muP(), nn.SP(), nn.NTK()), "
@@ -938,7 +1185,9 @@ def train(
         ``T ≥ 1``; outputs and loss are recorded at ``t = 0..T``.
     loss : {"mse", "xent"}
         ``(1/2B) Σ_i ‖f(ξ_i) − y_i‖²`` or ``(1/B) Σ_i [logsumexp f(ξ_i) − f(ξ_i)_{y_i}]``.
-    optimizer : nn.SGD, default nn.SGD(1.0)
+    optimizer : nn.SGD, nn.Adam or nn.SignSGD, default nn.SGD(1.0)
+        Entrywise optimizers need abcd exponents with ``d`` (a preset's Adam column or
+        ``nn.abcd``; see "Entrywise optimizers" above).
     param : default nn.muP()
         ``nn.muP()``, ``nn.SP()``, ``nn.NTK()`` (per-class presets), ``nn.abcd({...})``
         (per parameter) or an ``nn.ABC`` such as ``nn.MF()`` (per layer; see the module
@@ -1007,10 +1256,10 @@ def train(
     if loss not in _LOSSES:
         raise ProgramValueError(f"nn.train: loss must be one of {_LOSSES}, got {loss!r}")
     opt = SGD(1.0) if optimizer is None else optimizer
-    if not isinstance(opt, SGD):
+    if not isinstance(opt, (SGD, Entrywise)):
         raise ProgramTypeError(
-            f"nn.train: optimizer must be nn.SGD(lr, momentum) (the only optimizer so far), "
-            f"got {optimizer!r}"
+            f"nn.train: optimizer must be nn.SGD(lr, momentum), nn.Adam(lr, betas, eps) or "
+            f"nn.SignSGD(lr, eps), got {optimizer!r}"
         )
     param = muP() if param is None else param
     if isinstance(param, PerParameter):
@@ -1020,7 +1269,7 @@ def train(
                 f"nn.train: nn.abcd names unknown parameters {extra}; model {model.name!r} "
                 f"has {list(model.params)}"
             )
-    scalings = {nm: _scaling(param, spec) for nm, spec in model.params.items()}
+    scalings = {nm: _scaling(param, spec, opt) for nm, spec in model.params.items()}
     if batches is None:
         rows = [np.arange(B)] * steps
     else:
