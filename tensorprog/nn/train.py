@@ -90,6 +90,7 @@ import numpy as np
 import sympy
 
 from .. import (
+    Nonlinearity,
     Program,
     ProgramTypeError,
     ProgramValueError,
@@ -102,6 +103,8 @@ from .. import (
     scalar_lincomb,
 )
 from .. import n as WIDTH
+from ..core.ir import InitScalar, Moment, Nonlin, ScalarFn, format_instruction
+from ..dsl.program import _handle
 from .model import Model, ParamSpec
 from .optim import SGD, Optimizer
 from .parametrization import (
@@ -195,7 +198,23 @@ class _Param:
         self.value: list[Any] = []
         p, name, std2 = b.p, spec.name, spec.init_std**2 * sc.var_factor
         cls = spec.cls
+        # the exponent k of the learning-rate coefficient n^{-k} of this parameter's
+        # update in the program (gradients normalised by n^m, see "Kernel-regime runs")
+        self.upd = {
+            ParamClass.HIDDEN: sc.e + b.m - 1,
+            ParamClass.INPUT: sc.e + b.m,
+            ParamClass.VECTOR: sc.e + b.m,
+            ParamClass.OUTPUT: sc.e - b.m,
+            ParamClass.SCALAR: sc.e,
+        }[cls]
         mean = spec.init_mean
+        if b.kernel and cls is ParamClass.SCALAR and spec.lr_mult != 0.0:
+            raise ProgramValueError(
+                f"nn.train cannot centre this kernel-regime run: the trained scalar-like "
+                f"parameter {name!r} has gradient n^(1-m)·∂⟨ŵ, x⟩/∂{name} (m = {b.m}), the "
+                f"Gaussian-process fluctuation of f_0 [TP4 App H.4.1] seen through a scalar; "
+                f"freeze it (lr_mult=0) or use a parametrization with a_out+b_out ≥ 1 (muP)"
+            )
         if mean != 0.0 and sc.b != 0 and cls is not ParamClass.SCALAR:
             raise ProgramValueError(
                 f"nn.train: parameter {name!r} has init_mean {mean} and b = {sc.b} ≠ 0; a "
@@ -216,12 +235,12 @@ class _Param:
         elif cls is ParamClass.OUTPUT:
             self.u = [p.vector(f"{name}_{k}", mean=mean, var=std2) for k in range(spec.finite)]
             theta = b.power(
-                sc.s - 1,
+                sc.s - b.m,
                 1.0,
                 self,
                 "the output f = n^(1-s)·⟨u, x⟩",
                 " (the initial output is a Gaussian-process fluctuation [TP4 App H.4.1]; "
-                "nn.train does not centre it)",
+                "nn.train centres it only with center=True)",
             )
             self.value.append([u if theta is None else lincomb([(theta, u)]) for u in self.u])
         else:  # SCALAR: P_0 = n^{-a}·init_mean, its own initial scalar per entry
@@ -262,20 +281,20 @@ class _Param:
         """The value at step ``t ≥ 1`` of a vector-like, output or scalar-like parameter."""
         cls, sc = self.spec.cls, self.sc
         if cls is ParamClass.VECTOR:
-            terms = self.step_terms(t, sc.e + 1)
+            terms = self.step_terms(t, self.upd)
             self.value.append(
                 lincomb([(None, self.value[-1])] + terms) if terms else self.value[-1]
             )
         elif cls is ParamClass.OUTPUT:
             rows = []
             for k, w in enumerate(self.value[-1]):
-                terms = [(c, z) for c, (kk, z) in self.step_terms(t, sc.e - 1) if kk == k]
+                terms = [(c, z) for c, (kk, z) in self.step_terms(t, self.upd) if kk == k]
                 rows.append(lincomb([(None, w)] + terms) if terms else w)
             self.value.append(rows)
         elif cls is ParamClass.SCALAR:
             vals = []
             for k, c0 in enumerate(self.value[-1]):
-                terms = [c for c, kk in self.step_terms(t, sc.e) if kk == k]
+                terms = [c for c, kk in self.step_terms(t, self.upd) if kk == k]
                 vals.append(scalar_lincomb([c0] + terms) if terms else c0)
             self.value.append(vals)
 
@@ -295,7 +314,7 @@ class _Param:
         y = (self.M.T if transpose else self.M).matmul(x)
         terms = [(self.theta, y)]
         for r in range(t):
-            c = self.coef(self.sc.e, b.opt.kappa(t - r))
+            c = self.coef(self.upd, b.opt.kappa(t - r))
             if c == 0.0:
                 continue
             for g, right, left in self.grads[r]:
@@ -304,6 +323,7 @@ class _Param:
                 terms.append((_prod(c, g, b.inner(right, x)), left))
         h = y if len(terms) == 1 and self.theta is None else lincomb(terms)
         b.uses.append(("hidden_T" if transpose else "hidden", self, x, h))
+        b.leaves.setdefault(h.var.id, ("hidden", self, x, transpose, t))
         return h
 
     def input(self, t: int, a: Any) -> Vector:
@@ -328,7 +348,7 @@ class _Param:
             self._h0[key] = lincomb(terms) if terms else self.u[0] * 0.0
         terms = [(None, self._h0[key])]
         for r in range(t):
-            c = self.coef(self.sc.e + 1, b.opt.kappa(t - r))
+            c = self.coef(self.upd, b.opt.kappa(t - r))
             if c == 0.0:
                 continue
             for g, xu, dh in self.grads[r]:
@@ -337,6 +357,7 @@ class _Param:
                     terms.append((_prod(c, g, b.const(dot)), dh))
         h = lincomb(terms) if len(terms) > 1 else terms[0][1]
         b.uses.append(("input", self, arr, h))
+        b.leaves.setdefault(h.var.id, ("input", self, arr, None, t))
         return h
 
     def output(self, t: int, v: Any) -> Any:
@@ -348,7 +369,79 @@ class _Param:
             )
         gs = [inner(w, v) for w in self.value[t]]
         b.uses.append(("output", self, v, gs))
+        for k, g in enumerate(gs):
+            b.out_uses.setdefault(g.var.id, (self, k, v))
         return gs[0] if len(gs) == 1 else gs
+
+    # -- kernel-regime runs (module docstring, "Kernel-regime runs") ----------------
+    def cumulative(self, t: int, expo: Fraction) -> list[tuple[Any, tuple[Any, Any, Any]]]:
+        """``(P_t − P_0)`` as ``(coefficient, gradient record)`` pairs: the record of step
+        ``r < t`` with ``−lr·lr_mult·κ_{t−r}·n^{-expo}`` times its ``χ``."""
+        out = []
+        for r in range(t):
+            c = self.coef(expo, self.b.opt.kappa(t - r))
+            if c == 0.0:
+                continue
+            out.extend((_prod(c, rec[0]), rec) for rec in self.grads[r])
+        return out
+
+    def change(self, kind: str, arg: Any, transpose: bool, t: int, h: Any) -> tuple:
+        """``(h_0, Δh, ρ)`` for a use ``h`` of this parameter at step ``t`` (leaf of
+        :meth:`_Builder.delta`): ``h_t = h_0 + n^{-ρ} Δh``."""
+        b = self.b
+        if kind == "vector":
+            terms = [(c, rec[2]) for c, rec in self.cumulative(t, Fraction(0))]
+            return self.value[0], (lincomb(terms) if terms else None), self.upd
+        if kind == "input":
+            h0 = self._h0[arg.tobytes()]
+            terms = []
+            for c, (_, xu, dh) in self.cumulative(t, Fraction(0)):
+                dot = float(xu @ arg)
+                if dot != 0.0:
+                    terms.append((_prod(c, b.const(dot)), dh))
+            return h0, (lincomb(terms) if terms else None), self.upd
+        # hidden: h_t − h_0 = n^{1/2−s} M (x_t − x_0) + (the rank-B updates)
+        M = self.M.T if transpose else self.M
+        x0, dx, rx = b.delta(arg)
+        y0 = M.matmul(x0)
+        h0 = y0 if self.theta is None else lincomb([(self.theta, y0)])
+        upd = self.cumulative(t, Fraction(0))
+        rhos = ([self.sc.s - _HALF + rx] if dx is not None else []) + ([self.upd] if upd else [])
+        if not rhos:
+            return h0, None, None
+        rho = min(rhos)
+        terms = []
+        if dx is not None:
+            what = "the change n^(1/2-s)·M(x_t − x_0) relative to its use"
+            terms.append((b.power(self.sc.s - _HALF + rx - rho, 1.0, self, what), M.matmul(dx)))
+        ratio = b.power(self.upd - rho, 1.0, self, "the learning-rate coefficient") if upd else None
+        for c, (_, right, left) in upd:
+            if transpose:
+                right, left = left, right
+            terms.append((_prod(ratio, c, b.inner(right, arg)), left))
+        return h0, lincomb(terms), rho
+
+    def centred_output(self, t: int, k: int, v: Vector) -> Any:
+        """``f_t − f_0`` of row ``k`` applied to ``v_t`` (``t ≥ 1``):
+        ``n^{1−m−ρ}⟨ŵ_0, Δv⟩ + Σ_{r<t} (−lr κ_{t−r} n^{1−e}) Σ χ ḡ ⟨v_u, v_t⟩``."""
+        b = self.b
+        _, dv, rho = b.delta(v)
+        terms = []
+        if dv is not None:
+            a = b.power(
+                rho - (1 - b.m),
+                1.0,
+                self,
+                "the output's change n^(1-m)·⟨ŵ_0, v_t − v_0⟩",
+                " (its input vector moves more than the initial output weights allow)",
+            )
+            terms.append(_prod(a, b.inner(self.value[0][k], dv)))
+        for r in range(t):
+            c = self.coef(self.sc.e - 1, b.opt.kappa(t - r))
+            if c == 0.0:
+                continue
+            terms.extend(_prod(c, g, b.inner(z, v)) for g, _, (kk, z) in self.grads[r] if kk == k)
+        return scalar_lincomb(terms) if terms else b.zero()
 
 
 def _prod(*cs: Any) -> Any:
@@ -439,6 +532,7 @@ class _View:
             return _OutputUse(P, t)
         if cls is ParamClass.VECTOR:
             b.uses.append(("vector", P, None, P.value[t]))
+            b.leaves.setdefault(P.value[t].var.id, ("vector", P, None, None, t))
             return P.value[t]
         vals = P.value[t]
         b.uses.append(("scalar", P, None, vals))
@@ -470,8 +564,20 @@ class _Builder:
         scalings: dict[str, Scaling],
         batches: list[np.ndarray],
         name: str,
+        center: bool = False,
+        kernel: bool = False,
+        m: Fraction = Fraction(1),
     ) -> None:
         self.model, self.X, self.Y, self.T = model, X, Y, steps
+        # center: train f − f_0; kernel: centred by carrying the changes (v_0, Δv), with
+        # gradients normalised by n^m (m < 1) — module docstring, "Kernel-regime runs"
+        self.center, self.kernel, self.m = center, kernel, m
+        self.leaves: dict[int, tuple] = {}
+        self.out_uses: dict[int, tuple] = {}
+        self._delta: dict[int, tuple] = {}
+        self._delta_fns: dict[tuple, Any] = {}
+        self._zero: Scalar | None = None
+        self.step1 = 0  # the first variable of step 1 (earlier ones are step-0 objects)
         self.loss_name, self.opt, self.batches = loss, opt, batches
         self.p = _ScopedProgram(name)
         self.p.section("initial parameters")
@@ -484,11 +590,14 @@ class _Builder:
         self.params = {nm: _Param(self, spec, scalings[nm]) for nm, spec in model.params.items()}
         B, T = X.shape[0], steps
         self.d_out: int | None = None
-        self.f = np.empty((T + 1, B), dtype=object)
+        self.f = np.empty((T + 1, B), dtype=object)  # the outputs trained on
+        self.g = np.empty((T + 1, B), dtype=object)  # what the forward returned (grad)
         self.loss = np.empty(T + 1, dtype=object)
         self.chi: list[dict[int, list[Any]]] = []
         for t in range(T + 1):
             self.p.section(f"step {t}: forward pass on {B} input{'s' * (B > 1)}, loss")
+            if t == 1:
+                self.step1 = len(self.p)
             if t > 0:
                 for P in self.params.values():
                     P.begin_step(t)
@@ -500,7 +609,8 @@ class _Builder:
                     out = model.fn(_View(self, t), X[i].copy())  # type: ignore[misc]
                 finally:
                     self.p._scope = None
-                self.f[t, i] = self.outputs(out, t, i)
+                self.g[t, i] = self.outputs(out, t, i)
+                self.f[t, i] = self.centred(t, i) if center else self.g[t, i]
                 uses.append(self.uses)
             if t == 0:
                 self.check_targets()
@@ -510,14 +620,16 @@ class _Builder:
                 self.backward(t, uses)
 
     # -- scalars ---------------------------------------------------------------------
-    def power(self, expo: Fraction, factor: float, P: _Param, what: str, why: str = "") -> Any:
+    def power(
+        self, expo: Fraction, factor: float, P: _Param | None, what: str, why: str = ""
+    ) -> Any:
         """The scalar ``factor·n^{-expo}`` (``None`` for 1), shared by all its uses; a
         diverging one (``expo < 0``) is recorded as a problem of ``P`` and written as
         ``factor / n^{expo}``, a scalar function of a vanishing initial scalar (so the
         finite network still simulates; the limit is refused)."""
         if expo == 0 and factor == 1.0:
             return None
-        if expo < 0:
+        if expo < 0 and P is not None:  # (P None: a θ of a change whose cause is recorded)
             prob = _Problem(P.spec.name, P.spec.cls, what, expo, why)
             if prob not in self.problems:
                 self.problems.append(prob)
@@ -554,6 +666,147 @@ class _Builder:
         if key not in self._inner:
             self._inner[key] = inner(a, b)
         return self._inner[key]
+
+    # -- centring (module docstring, "Kernel-regime runs") ----------------------------
+    def zero(self) -> Scalar:
+        """The centred initial output ``f_0 − f_0 = 0`` (one shared scalar)."""
+        if self._zero is None:
+            self._zero = self.p.scalar(self.fresh("f_0_centred"), 0)
+        return self._zero
+
+    def centred(self, t: int, i: int) -> list[Any]:
+        """The outputs trained on in a centred run: ``f_t − f_0``."""
+        gs = self.g[t, i]
+        if self.kernel:
+            rows = []
+            for j, g in enumerate(gs):
+                use = self.out_uses.get(g.var.id)
+                if use is None:
+                    raise ProgramValueError(
+                        f"nn.train cannot centre this kernel-regime run: output {j} of the "
+                        f"forward of model {self.model.name!r} is not an output weight's use "
+                        f"p.W_out @ v itself; centring subtracts the Gaussian-process "
+                        f"fluctuation f_0 [TP4 App H.4.1] from each P_k v, so the forward must "
+                        f"return those Scalars unchanged (no output bias, multiplier or "
+                        f"function of them)"
+                    )
+                rows.append(use)
+            if t == 0:
+                return [self.zero()] * len(gs)
+            return [P.centred_output(t, k, v) for P, k, v in rows]
+        # f_0 is a bounded Moment: the difference itself
+        if t == 0:
+            return [self.zero()] * len(gs)
+        return [scalar_lincomb([g, (g0, -1.0)]) for g, g0 in zip(gs, self.g[0, i])]
+
+    def delta(self, h: Any) -> tuple[Any, Any, Any]:
+        r"""``(h_0, Δh, ρ)`` for a quantity ``h`` of a forward at step ``t ≥ 1``:
+        ``h_t = h_0 + n^{-ρ}Δh`` with ``h_0`` its step-0 counterpart and ``Δh`` Θ(1)
+        (``Δh = None``: ``h`` does not change).
+
+        Leaves are the parameters' uses (:meth:`_Param.change`) and step-0 objects; an
+        instruction ``y = ψ(x…; c…)`` of the forward is replayed on the counterparts
+        (``y_0 = ψ(x_0…; c_0…)``, the step-0 variable itself by the program's
+        common-subexpression elimination) and its change is
+        ``Δy = (ψ(x_0 + θ r Δx…; c_0 + θ r Δc…) − ψ(x_0…; c_0…))/θ`` with
+        ``θ = n^{-ρ_y}``, ``ρ_y`` the smallest ``ρ`` of the inputs and
+        ``r = n^{-(ρ_x − ρ_y)}`` (:meth:`delta_fn`): a Nonlin+ for a Nonlin, a Moment of
+        it for a Moment (``⟨a_t, b_t⟩ − ⟨a_0, b_0⟩`` keeps its Θ(1) parts), a scalar
+        function for a scalar function.
+        """
+        key = h.var.id
+        hit = self._delta.get(key)
+        if hit is not None:
+            return hit
+        if key < self.step1:
+            out: tuple = (h, None, None)
+        elif key in self.leaves:
+            kind, P, arg, transpose, t = self.leaves[key]
+            out = P.change(kind, arg, transpose, t, h)
+        else:
+            out = self._replay(h)
+        self._delta[key] = out
+        return out
+
+    def _replay(self, h: Any) -> tuple[Any, Any, Any]:
+        p = self.p
+        instr = p.definition(h)
+        if isinstance(instr, InitScalar):  # a constant of the forward
+            return h, None, None
+        if not isinstance(instr, (Nonlin, Moment, ScalarFn)):
+            raise ProgramValueError(
+                f"nn.train cannot centre this kernel-regime run: the forward computes "
+                f"`{format_instruction(instr)}`, which is neither a parameter's use nor a "
+                f"Nonlin, Moment or scalar function of them (an initial object or a MatMul "
+                f"of a matrix that is not a parameter has no change to carry)"
+            )
+        args = instr.args if not isinstance(instr, ScalarFn) else ()
+        ra = [self.delta(_handle(p, v)) for v in args]
+        rp = [self.delta(_handle(p, v)) for v in instr.params]
+        fields: dict[str, Any] = {"fn": instr.fn, "params": tuple(r[0].var for r in rp)}
+        if not isinstance(instr, ScalarFn):
+            fields["args"] = tuple(r[0].var for r in ra)
+        h0 = p._append(type(instr), None, **fields)
+        rhos = [r[2] for r in ra + rp if r[1] is not None]
+        if not rhos:
+            return h0, None, None
+        rho = min(rhos)
+        ratios = tuple(None if r[1] is None else r[2] - rho for r in ra + rp)
+        fn = self.delta_fn(instr.fn, len(ra), ratios)
+        theta = self.power(rho, 1.0, None, "θ") if rho != 0 else self.one()
+        extra = [self.power(k, 1.0, None, "θ") for k in ratios if k]
+        d_args = tuple(r[1].var for r in ra if r[1] is not None)
+        d_pars = tuple(r[1].var for r in rp if r[1] is not None)
+        fields["params"] += d_pars + (theta.var,) + tuple(x.var for x in extra)
+        if not isinstance(instr, ScalarFn):
+            fields["args"] += d_args
+        fields["fn"] = fn
+        return h0, p._append(type(instr), None, **fields), rho
+
+    def one(self) -> Scalar:
+        """The number 1 as an initial scalar (θ of a change that is not small)."""
+        if 1.0 not in self._consts:
+            self._consts[1.0] = self.p.scalar(self.fresh("1"), 1.0)
+        return self._consts[1.0]
+
+    def delta_fn(self, fn: Nonlinearity, nargs: int, ratios: tuple) -> Nonlinearity:
+        """``(x_0…, Δx…; c_0…, Δc…, θ, r…) ↦ (ψ(x_0 + θ r Δx; c_0 + θ r Δc) − ψ(x_0; c_0))/θ``
+        for ``ψ = fn`` (its first ``nargs`` inputs vectors; ``ratios[j]``: ``None`` for an
+        input that does not change, else the exponent of ``r_j``, no ``r_j`` for 0).
+        Polynomial ``ψ``: the quotient expanded; else a Piecewise whose ``θ = 0`` branch
+        is the directional derivative ``Σ ∂_jψ · r_j Δ_j`` (the value of ``θ̊ = 0``), as
+        ``train_sgd``'s ``Δφ``. One object per (ψ, ratios): shared by every step."""
+        key = (fn, ratios)
+        hit = self._delta_fns.get(key)
+        if hit is not None:
+            return hit
+        ins = fn.args + fn.params
+        th = sympy.Symbol("theta_", real=True)
+        ds, rs, sub = [], [], {}
+        for j, (s, k) in enumerate(zip(ins, ratios)):
+            if k is None:
+                continue
+            d = sympy.Symbol(f"d_{j}", real=True)
+            ds.append(d)
+            r = 1
+            if k:
+                r = sympy.Symbol(f"r_{j}", real=True)
+                rs.append(r)
+            sub[s] = (s, d, r)
+        shifted = fn.body.xreplace({s: s + th * r * d for s, (_, d, r) in sub.items()})
+        quotient = (shifted - fn.body) / th
+        poly = fn.body.is_polynomial(*ins)
+        if poly:
+            body = sympy.expand(sympy.cancel(quotient))
+        else:
+            slope = sum(sympy.diff(fn.body, s) * r * d for s, (_, d, r) in sub.items())
+            body = sympy.Piecewise((slope, sympy.Eq(th, 0)), (quotient, True))
+        n_d_args = sum(1 for k in ratios[:nargs] if k is not None)
+        args = list(fn.args) + ds[:n_d_args]
+        params = list(fn.params) + ds[n_d_args:] + [th] + rs
+        out = Nonlinearity(f"Δ{fn.name}", body, args, params, opaque=not poly)
+        self._delta_fns[key] = out
+        return out
 
     # -- outputs and loss ------------------------------------------------------------
     def outputs(self, out: Any, t: int, i: int) -> list[Scalar]:
@@ -674,7 +927,7 @@ class _Builder:
                     recs.setdefault(h.var.id, (kind, P, arg, k, h))
             wrt = [rec[4] for rec in recs.values()]
             for k_out in range(self.d_out):  # type: ignore[arg-type]
-                g_all = grad(self.f[t, i][k_out], wrt, through_scalars=True)
+                g_all = grad(self.g[t, i][k_out], wrt, through_scalars=True)
                 gmap = {h.var.id: g for h, g in zip(wrt, g_all)}
                 c = chi[i][k_out]
                 for kind, P, arg, k, h in recs.values():
@@ -809,6 +1062,8 @@ class TrainRun:
         Why the limit does not exist (diverging width powers); empty for stable runs.
     scalings : dict
         ``{parameter name: Scaling}``: the exponents each parameter got.
+    center : bool
+        Whether the outputs (and the loss) are of ``f_t − f_0``.
     """
 
     def __init__(self, model: Model, builder: _Builder, scalings: dict[str, Scaling]) -> None:
@@ -821,6 +1076,7 @@ class TrainRun:
             self.outputs[idx] = fs
         self.loss = builder.loss
         self.scalings = scalings
+        self.center = builder.center
         self.problems = tuple(str(p) for p in builder.problems)
         self._params = builder.params
         self.named: dict[str, np.ndarray] = {}
@@ -899,6 +1155,41 @@ class TrainRun:
 # Entry point
 
 
+def _centring(
+    model: Model, scalings: dict[str, Scaling], center: Any = None
+) -> tuple[bool, bool, Fraction]:
+    """``(center, kernel, m)`` of a run (module docstring, "Kernel-regime runs").
+
+    The rule: with ``s_out`` the smallest ``s = a+b`` of the output weights and ``e_out``
+    the smallest ``e = c+2a`` of the trained ones, the initial output
+    ``n^{1−s}⟨u, x_0⟩`` does not vanish when ``s_out < 1`` (a Gaussian-process
+    fluctuation [TP4 App H.4.1]); such a run is centred by default when its readout is
+    updated stably (``e_out ≥ 1``) — NTK, SP with ``lr·n^{-1}`` — and then ``kernel``
+    (carried as changes) with ``m = min(s_out, e_out)``. ``center=True`` with
+    ``s_out ≥ 1`` trains ``f_t − f_0`` as the difference of the outputs (``m = 1``).
+    """
+    outs = [nm for nm, sp in model.params.items() if sp.cls is ParamClass.OUTPUT]
+    s_out = min((scalings[o].s for o in outs), default=None)
+    trained = [scalings[o].e for o in outs if model.params[o].lr_mult != 0.0]
+    e_out = min(trained, default=None)
+    gp = s_out is not None and s_out < 1  # f_0 does not vanish
+    if center is None:
+        center = gp and (e_out is None or e_out >= 1)
+    elif not isinstance(center, (bool, np.bool_)):
+        raise ProgramTypeError(f"nn.train: center must be a bool or None, got {center!r}")
+    elif not center and gp and (e_out is None or e_out >= 1):
+        raise ProgramValueError(
+            f"nn.train: center=False needs a_out+b_out ≥ 1 for every output weight, but it "
+            f"is {s_out}: f_0 = n^{1 - s_out}·⟨u, x_0⟩ is a Gaussian-process fluctuation, not a "
+            f"Moment with a bounded coefficient [TP4 App H.4.1]; use center=True (trains "
+            f"f − f_0)"
+        )
+    center = bool(center)
+    kernel = center and gp
+    m = min([s_out] + ([e_out] if e_out is not None else [])) if kernel else Fraction(1)
+    return center, kernel, Fraction(m)
+
+
 def _scaling(param: Any, spec: ParamSpec) -> Scaling:
     if isinstance(param, (PerClass, PerParameter)):
         return param.scaling(spec.name, spec.cls, spec.finite)
@@ -921,6 +1212,7 @@ def train(
     param: Any = None,
     batches: Any = None,
     allow_unstable: bool = False,
+    center: bool | None = None,
     name: str | None = None,
 ) -> TrainRun:
     r"""Unroll ``steps`` optimizer steps of ``model`` on ``(X, Y)`` into one program.
@@ -948,6 +1240,12 @@ def train(
     allow_unstable : bool, default False
         Build a run whose program needs diverging width powers (its finite network
         simulates; ``limit()`` refuses, naming the parameters and exponents).
+    center : bool, optional
+        Train ``f − f_0`` instead of ``f`` (``outputs[0] = 0``). Default: ``True`` exactly
+        when an output weight has ``a+b < 1`` (``f_0`` a Gaussian-process fluctuation,
+        e.g. NTK, SP with ``lr·n^{-1}``) and the output weights are updated stably
+        (``c+2a ≥ 1``); ``False`` there raises. See "Kernel-regime runs" in the module
+        docstring.
     name : str, optional
         Name of the program.
 
@@ -1052,8 +1350,20 @@ def train(
         rows = [np.asarray(r, dtype=int) for r in rows]
     if not isinstance(allow_unstable, (bool, np.bool_)):
         raise ProgramTypeError(f"nn.train: allow_unstable must be a bool, got {allow_unstable!r}")
+    center, kernel, m = _centring(model, scalings, center)
     builder = _Builder(
-        model, Xa, Ya, steps, loss, opt, scalings, rows, name or f"train_{model.name}"
+        model,
+        Xa,
+        Ya,
+        steps,
+        loss,
+        opt,
+        scalings,
+        rows,
+        name or f"train_{model.name}",
+        center=center,
+        kernel=kernel,
+        m=m,
     )
     if builder.problems and not allow_unstable:
         raise ProgramValueError(
