@@ -407,3 +407,59 @@ def train(
             buf[k] = momentum * buf[k] + G[k] if momentum else G[k]
             P[k] = P[k] - lrs[k] * buf[k]
     return np.array(outs), np.array(losses)
+
+
+# ------------------------------------------------------------------ kernel-regime runs
+
+
+def _mlpb_forward(P, X):
+    H1 = mm(X, P["W_in"].T) + P["b1"]
+    X1 = np.tanh(H1)
+    H2 = mm(X1, P["W_hid"].T) + P["b2"]
+    X2 = np.tanh(H2)
+    return mm(X2, P["W_out"].T), (X, H1, X1, H2, X2)
+
+
+def _mlpb_backward(P, cache, dF):
+    X, H1, X1, H2, X2 = cache
+    g = {}
+    dH2 = _readout_vjp(g, P, dF, X2) * tanh_d(H2)
+    g["b2"] = dH2.sum(axis=0)
+    g["W_hid"] = mm(dH2.T, X1)
+    dH1 = mm(dH2, P["W_hid"]) * tanh_d(H1)
+    g["b1"] = dH1.sum(axis=0)
+    g["W_in"] = mm(dH1.T, X)
+    return g
+
+
+def mlp_bias2() -> RefModel:
+    """(e) Two-hidden-layer tanh MLP with biases, 2 inputs, 1 output (the kernel-regime
+    runs): ``f = W_out tanh(W_hid tanh(W_in ξ + b1) + b2)``."""
+    specs = [
+        Spec("W_in", ("n", 2)),
+        Spec("b1", ("n",)),
+        Spec("W_hid", ("n", "n")),
+        Spec("b2", ("n",)),
+        Spec("W_out", (1, "n")),
+    ]
+    return RefModel("mlp_bias2", specs, 2, 1, _mlpb_forward, _mlpb_backward)
+
+
+def train_centred(model: RefModel, P0: dict, lrs: dict, X, Y, *, loss: str, steps: int):
+    """Full-batch SGD of the centred network ``f − f_0`` (``f_0``: the outputs of
+    ``P0``, a constant): the loss is of ``f(ξ) − f_0(ξ)`` and its gradient is
+    ``∂L/∂F · ∂f/∂P``. Returns the outputs ``f_t − f_0`` ``(steps+1, B, d_out)``."""
+    P = {k: np.array(v, float) for k, v in P0.items()}
+    X = np.asarray(X, float)
+    F0 = outputs_of(model, P, X)
+    outs = []
+    for t in range(steps + 1):
+        F, cache = model.forward(P, X)
+        outs.append(F - F0)
+        if t == steps:
+            break
+        _, dF = LOSSES[loss](F - F0, Y)
+        G = model.backward(P, cache, dF)
+        for k in P:
+            P[k] = P[k] - lrs[k] * np.broadcast_to(G[k], P[k].shape)
+    return np.array(outs)

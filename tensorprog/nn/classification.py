@@ -34,7 +34,7 @@ from .parametrization import (
     _verdicts,
     muP,
 )
-from .train import _scaling
+from .train import _centring, _scaling
 
 __all__ = ["classify", "classify_model"]
 
@@ -199,7 +199,8 @@ def classify_model(model: object, param: object = None, optimizer: object = None
         (x.feature_update == 0) if x.cls in feat else (x.output_update == 0) for x in rows
     )
     contributing = tuple(x.name for x in rows if x.output_update == 0) if nontrivial else ()
-    problems = tuple(p for sp in specs for p in _limit_problems(sp, sc[sp.name]))
+    _, kernel, m_prog = _centring(model, sc)  # nn.train's default centring
+    problems = tuple(p for sp in specs for p in _limit_problems(sp, sc[sp.name], m_prog, kernel))
     return Classification(
         param=param,
         r=r,
