@@ -14,10 +14,11 @@ Choices where this API departs from the plan of issue #15
   users are unchanged); :func:`train` accepts an ABC and reads the per-class exponents
   off its layers (:func:`~tensorprog.nn.parametrization.abc_scaling`): ``nn.MF()`` is the
   mean-field preset of a model without hidden weights.
-* Kernel-regime/unstable runs are **refused**, not centred: a run whose program would
-  need a diverging width power (SP/NTK's output weights: ``f_0`` is a Gaussian-process
-  fluctuation) raises naming the parameter and the exponent; ``allow_unstable=True``
-  builds it anyway (``simulate`` works, ``limit`` refuses with the reason).
+* Kernel-regime runs (NTK, SP with ``lr·n^{-1}``) are **centred** as ``train_sgd``
+  does: they train ``f_t − f_0`` ("Kernel-regime runs" below). Unstable runs are
+  refused: a run whose program would need a diverging width power raises naming the
+  parameter and the exponent; ``allow_unstable=True`` builds it anyway (``simulate``
+  works, ``limit`` refuses with the reason).
 * ``loss[t]`` is the loss of ``f_t`` over **all** rows of ``X`` (the full-batch
   objective), also when ``batches=`` selects the rows of each gradient step.
 
@@ -60,6 +61,39 @@ The exponents ``k`` of the powers ``n^{-k}``: ``s−1/2, e`` (hidden), ``s, e+1`
 parameters are initialised and updated no more than μP's qualifies (μP, MF, any abcd
 with Θ(1) everything; smaller ones give vanishing coefficients — a lazier but exact
 limit). A negative one is a width power diverging with ``n``: refused (see above).
+
+Kernel-regime runs
+------------------
+When an output weight has ``s < 1`` its initial output ``n^{1−s}⟨u, x_0⟩`` converges to
+a Gaussian process, not a number [TP4 App H.4.1]. If the output weights are updated
+stably (``e ≥ 1`` for every trained one: NTK, SP with ``lr·n^{-1}``, any abcd in the
+kernel regime) the run is **centred** by default (``center=``): it trains
+``f − f_0`` (the loss of ``f_t − f_0``; ``f_0`` is a constant, so the gradients are
+those of ``f``) [TP4b §5.1], and ``outputs[0] = 0``. The program then normalises
+gradients by ``n^m``, ``m = min(s, e)`` over the output weights (``dz := n^m ∂f/∂z``,
+``ŵ = n^m P``): the exponents above become ``e+m−1`` (hidden), ``e+m`` (input,
+vector-like), ``m−s, e−m`` (output). Every quantity ``v`` of a forward at step
+``t ≥ 1`` also carries its change: ``v_t = v_0 + θ·Δv``, ``θ = n^{-ρ}`` with ``ρ``
+found while tracing (:meth:`_Builder.delta`):
+
+* a parameter's use: ``P_t ξ − P_0 ξ`` and ``b_t − b_0`` are the (rank-B) updates,
+  ``ρ = e+m``; ``P_t x_t − P_0 x_0 = n^{1/2−s}·n^{-ρ_x} M Δx + (updates, n^{-(e+m−1)})``
+  — the initial matrix applied to ``Δx`` separately [TP4 Eq. (55)];
+* an instruction of the forward ``y = ψ(x…; c…)`` (Nonlin, Nonlin+, Moment, scalar
+  function) is replayed: ``y_0 = ψ(x_0…; c_0…)`` (the step-0 variable itself) and
+  ``Δy = (ψ(x_0 + θ r Δx; c_0 + θ r Δc) − ψ(x_0; c_0))/θ``, ``ρ_y = min ρ``,
+  ``r = n^{-(ρ_x − ρ_y)}``, whose ``θ̊ = 0`` value is the directional derivative (e.g.
+  ``φ'(h_0)Δh``); a Moment's change is the Moment of that function, so LayerNorm's
+  mean and variance keep their Θ(1) changes;
+* the centred output of ``P_k v``:
+  ``f_t − f_0 = n^{1−m−ρ_v}⟨ŵ_{0,k}, Δv⟩ + Σ_{r<t} (−lr κ_{t−r} n^{1−e}) Σ χ ḡ ⟨v_u, v_t⟩``.
+
+The plain forward is traced as well (it is what :func:`tensorprog.grad` differentiates).
+What cannot be centred is refused (:class:`~tensorprog.ProgramValueError`): an output
+that is not an output weight's use ``P_k v`` itself (an output bias or a function of
+the outputs would act on ``f_0``) and a trained scalar-like parameter (its gradient
+``n^{1−m}∂⟨ŵ, x⟩/∂c`` is a Gaussian fluctuation). ``center=True`` when every output has
+``s ≥ 1`` (``f_0 → 0``) trains the difference ``f_t − f_0`` of the outputs.
 
 Names
 -----
