@@ -445,21 +445,37 @@ def mlp_bias2() -> RefModel:
     return RefModel("mlp_bias2", specs, 2, 1, _mlpb_forward, _mlpb_backward)
 
 
-def train_centred(model: RefModel, P0: dict, lrs: dict, X, Y, *, loss: str, steps: int):
-    """Full-batch SGD of the centred network ``f − f_0`` (``f_0``: the outputs of
-    ``P0``, a constant): the loss is of ``f(ξ) − f_0(ξ)`` and its gradient is
-    ``∂L/∂F · ∂f/∂P``. Returns the outputs ``f_t − f_0`` ``(steps+1, B, d_out)``."""
+def train_centred(
+    model: RefModel,
+    P0: dict,
+    lrs: dict,
+    X,
+    Y,
+    *,
+    loss: str,
+    steps: int,
+    momentum: float = 0.0,
+    batches=None,
+):
+    """SGD with momentum of the centred network ``f − f_0`` (``f_0``: the outputs of
+    ``P0``, a constant): the loss over the rows of each step is of ``f(ξ) − f_0(ξ)`` and
+    its gradient is ``∂L/∂F · ∂f/∂P``. Returns the outputs ``f_t − f_0`` over all rows,
+    ``(steps+1, B, d_out)``."""
     P = {k: np.array(v, float) for k, v in P0.items()}
+    buf = {k: np.zeros_like(v) for k, v in P.items()}
     X = np.asarray(X, float)
     F0 = outputs_of(model, P, X)
     outs = []
     for t in range(steps + 1):
-        F, cache = model.forward(P, X)
-        outs.append(F - F0)
+        outs.append(outputs_of(model, P, X) - F0)
         if t == steps:
             break
-        _, dF = LOSSES[loss](F - F0, Y)
+        rows = np.arange(len(X)) if batches is None else np.asarray(batches[t])
+        F, cache = model.forward(P, X[rows])
+        _, dF = LOSSES[loss](F - F0[rows], np.asarray(Y)[rows])
         G = model.backward(P, cache, dF)
         for k in P:
-            P[k] = P[k] - lrs[k] * np.broadcast_to(G[k], P[k].shape)
+            g = np.broadcast_to(G[k], P[k].shape)
+            buf[k] = momentum * buf[k] + g if momentum else g
+            P[k] = P[k] - lrs[k] * buf[k]
     return np.array(outs)

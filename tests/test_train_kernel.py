@@ -136,3 +136,56 @@ def test_ntk_limit_is_kernel_gradient_descent():
     assert np.all(np.abs(got - np.array(pred)) <= 4 * se + 1e-12), (got, pred, se)
     # and the features do not move: the change of the output is all kernel
     assert np.all(se[1:] > 0)
+
+
+@pytest.mark.parametrize("name", ["mlp_momentum_mse", "lngain_batches", "rnn_xent"])
+def test_simulate_generic_models_ntk(name):
+    """The models of tests/test_train_reference.py under nn.NTK() — momentum, two outputs
+    and a hidden lr_mult; LayerNorm with a trained gain and mini-batches; a weight-shared
+    RNN over 3 time steps with xent — centred: simulate(n) is the numpy network trained
+    on f − f_0 (NTK learning rates: lr for input and vector-like, lr/n for hidden and
+    output, times lr_mult)."""
+    from test_train_reference import CASES as REF, tp_model
+
+    case = REF[name]
+    kw = {} if case.batches is None else {"batches": [list(b) for b in case.batches]}
+    opt = nn.SGD(lr=case.lr, momentum=case.momentum)
+    run = nn.train(
+        tp_model(case.ref), case.X, case.Y, steps=case.steps, loss=case.loss,
+        optimizer=opt, param=nn.NTK(), **kw,
+    )
+    assert run.center and not run.problems
+    n = 64
+    sim = run.simulate(n, seed=5)
+    P0 = {s.name: np.asarray(sim.param(s.name), float) for s in case.ref.specs}
+    per_n = {"input": 1.0, "vector": 1.0, "hidden": 1.0 / n, "output": 1.0 / n}
+    lrs = {s.name: case.lr * s.lr_mult * per_n[s.cls] for s in case.ref.specs}
+    outs = train_centred(
+        case.ref, P0, lrs, case.X, case.Y, loss=case.loss, steps=case.steps,
+        momentum=case.momentum, batches=case.batches,
+    )
+    np.testing.assert_allclose(sim.outputs, outs, rtol=1e-9, atol=1e-11 * np.abs(outs).max())
+    assert np.abs(outs[-1]).max() > 1e-3  # it trains
+
+
+def test_what_cannot_be_centred_is_refused():
+    """An output bias acts on f_0; a trained scalar-like parameter's gradient is a
+    Gaussian fluctuation: both refused under NTK, naming what and why."""
+
+    def model(c_lr):
+        m = nn.Model("outbias")
+        m.param("W_in", ("n", 2))
+        m.param("W_out", (1, "n"))
+        m.param("c", (), init_std=0.0, lr_mult=c_lr)
+
+        @m.forward
+        def f(p, xi):
+            return (p.W_out @ tp.relu(p.W_in @ xi)) + p.c
+
+        return m
+
+    with pytest.raises(tp.ProgramValueError, match="not an output weight's use"):
+        nn.train(model(0.0), X, Y, steps=1, param=nn.NTK())
+    with pytest.raises(tp.ProgramValueError, match="scalar-like parameter 'c'"):
+        nn.train(model(1.0), X, Y, steps=1, param=nn.NTK())
+    assert not nn.classify(model(1.0), nn.NTK(), nn.SGD(0.5)).limit_supported

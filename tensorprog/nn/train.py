@@ -345,6 +345,8 @@ class _Param:
                 f"p.{self.spec.name}{op} x: x must be a vector of the model's program (a "
                 f"Vector computed in the forward), got {type(x).__name__}"
             )
+        if b.kernel and t > 0:
+            return self.hidden_kernel(t, x, transpose)
         y = (self.M.T if transpose else self.M).matmul(x)
         terms = [(self.theta, y)]
         for r in range(t):
@@ -357,8 +359,37 @@ class _Param:
                 terms.append((_prod(c, g, b.inner(right, x)), left))
         h = y if len(terms) == 1 and self.theta is None else lincomb(terms)
         b.uses.append(("hidden_T" if transpose else "hidden", self, x, h))
-        b.leaves.setdefault(h.var.id, ("hidden", self, x, transpose, t))
         return h
+
+    def hidden_kernel(self, t: int, x: Vector, transpose: bool) -> Vector:
+        """``P_t x`` in a kernel-regime run: ``h_0 + n^{-ρ}Δh`` (:meth:`change`), with no
+        MatMul of ``x`` itself; the backward pass crosses it by :meth:`vjp`."""
+        b = self.b
+        h0, dh, rho = self.change("hidden", x, transpose, t)
+        if dh is None:
+            h = h0
+        else:
+            h = lincomb([(None, h0), (b.power(rho, 1.0, None, "θ"), dh)])
+            b._delta.setdefault(h.var.id, (h0, dh, rho))
+            b.cut[h.var.id] = (self, x, transpose, t)
+        b.uses.append(("hidden_T" if transpose else "hidden", self, x, h))
+        return h
+
+    def vjp(self, t: int, x: Vector, c: Vector, transpose: bool) -> Vector:
+        """``P_tᵀ c`` (``P_t c`` for a transposed use): the cotangent of ``x`` from that
+        of ``h = P_t x``: ``n^{1/2−s} Mᵀ c + Σ coef χ ⟨left, c⟩ right`` (the transpose of
+        :meth:`hidden`'s rank-one terms)."""
+        b = self.b
+        terms = [(self.theta, (self.M if transpose else self.M.T).matmul(c))]
+        for r in range(t):
+            co = self.coef(self.upd, b.opt.kappa(t - r))
+            if co == 0.0:
+                continue
+            for g, right, left in self.grads[r]:
+                if transpose:
+                    right, left = left, right
+                terms.append((_prod(co, g, b.inner(left, c)), right))
+        return lincomb(terms)
 
     def input(self, t: int, a: Any) -> Vector:
         b, spec = self.b, self.spec
@@ -401,10 +432,13 @@ class _Param:
                 f"p.{spec.name} @ v: v must be a vector of the model's program, got "
                 f"{type(v).__name__}"
             )
-        gs = [inner(w, v) for w in self.value[t]]
+        if b.kernel:  # the centred output itself (module docstring, "Kernel-regime runs")
+            gs = [self.centred_output(t, k, v) for k in range(len(self.value[t]))]
+            for k, g in enumerate(gs):
+                b.out_uses.setdefault(g.var.id, (self, k, v))
+        else:
+            gs = [inner(w, v) for w in self.value[t]]
         b.uses.append(("output", self, v, gs))
-        for k, g in enumerate(gs):
-            b.out_uses.setdefault(g.var.id, (self, k, v))
         return gs[0] if len(gs) == 1 else gs
 
     # -- kernel-regime runs (module docstring, "Kernel-regime runs") ----------------
@@ -419,7 +453,7 @@ class _Param:
             out.extend((_prod(c, rec[0]), rec) for rec in self.grads[r])
         return out
 
-    def change(self, kind: str, arg: Any, transpose: bool, t: int, h: Any) -> tuple:
+    def change(self, kind: str, arg: Any, transpose: bool, t: int) -> tuple:
         """``(h_0, Δh, ρ)`` for a use ``h`` of this parameter at step ``t`` (leaf of
         :meth:`_Builder.delta`): ``h_t = h_0 + n^{-ρ} Δh``."""
         b = self.b
@@ -449,16 +483,23 @@ class _Param:
             what = "the change n^(1/2-s)·M(x_t − x_0) relative to its use"
             terms.append((b.power(self.sc.s - _HALF + rx - rho, 1.0, self, what), M.matmul(dx)))
         ratio = b.power(self.upd - rho, 1.0, self, "the learning-rate coefficient") if upd else None
+        theta_x = b.power(rx, 1.0, None, "θ") if dx is not None else None
         for c, (_, right, left) in upd:
             if transpose:
                 right, left = left, right
-            terms.append((_prod(ratio, c, b.inner(right, arg)), left))
+            # ⟨right, x_t⟩ = ⟨right, x_0⟩ + θ_x⟨right, Δx⟩: the changes never refer to the
+            # vectors of the step's own forward pass (what tp.grad differentiates)
+            terms.append((_prod(ratio, c, b.inner(right, x0)), left))
+            if dx is not None:
+                terms.append((_prod(ratio, c, theta_x, b.inner(right, dx)), left))
         return h0, lincomb(terms), rho
 
     def centred_output(self, t: int, k: int, v: Vector) -> Any:
         """``f_t − f_0`` of row ``k`` applied to ``v_t`` (``t ≥ 1``):
         ``n^{1−m−ρ}⟨ŵ_0, Δv⟩ + Σ_{r<t} (−lr κ_{t−r} n^{1−e}) Σ χ ḡ ⟨v_u, v_t⟩``."""
         b = self.b
+        if t == 0:  # f_0 − f_0 (one scalar per use and row: the backward pass tells them apart)
+            return b.p.scalar(None, 0)
         _, dv, rho = b.delta(v)
         terms = []
         if dv is not None:
@@ -475,7 +516,7 @@ class _Param:
             if c == 0.0:
                 continue
             terms.extend(_prod(c, g, b.inner(z, v)) for g, _, (kk, z) in self.grads[r] if kk == k)
-        return scalar_lincomb(terms) if terms else b.zero()
+        return scalar_lincomb(terms) if terms else b.p.scalar(None, 0)
 
 
 def _prod(*cs: Any) -> Any:
@@ -607,6 +648,7 @@ class _Builder:
         # gradients normalised by n^m (m < 1) — module docstring, "Kernel-regime runs"
         self.center, self.kernel, self.m = center, kernel, m
         self.leaves: dict[int, tuple] = {}
+        self.cut: dict[int, tuple] = {}  # hidden uses P_t x carried as h_0 + θΔh
         self.out_uses: dict[int, tuple] = {}
         self._delta: dict[int, tuple] = {}
         self._delta_fns: dict[tuple, Any] = {}
@@ -626,6 +668,7 @@ class _Builder:
         self.d_out: int | None = None
         self.f = np.empty((T + 1, B), dtype=object)  # the outputs trained on
         self.g = np.empty((T + 1, B), dtype=object)  # what the forward returned (grad)
+        self.rows = np.empty((T + 1, B), dtype=object)  # kernel runs: (P, k, v) per output
         self.loss = np.empty(T + 1, dtype=object)
         self.chi: list[dict[int, list[Any]]] = []
         for t in range(T + 1):
@@ -711,7 +754,7 @@ class _Builder:
     def centred(self, t: int, i: int) -> list[Any]:
         """The outputs trained on in a centred run: ``f_t − f_0``."""
         gs = self.g[t, i]
-        if self.kernel:
+        if self.kernel:  # the outputs are the output weights' centred uses
             rows = []
             for j, g in enumerate(gs):
                 use = self.out_uses.get(g.var.id)
@@ -725,9 +768,8 @@ class _Builder:
                         f"function of them)"
                     )
                 rows.append(use)
-            if t == 0:
-                return [self.zero()] * len(gs)
-            return [P.centred_output(t, k, v) for P, k, v in rows]
+            self.rows[t, i] = rows
+            return gs
         # f_0 is a bounded Moment: the difference itself
         if t == 0:
             return [self.zero()] * len(gs)
@@ -756,7 +798,7 @@ class _Builder:
             out: tuple = (h, None, None)
         elif key in self.leaves:
             kind, P, arg, transpose, t = self.leaves[key]
-            out = P.change(kind, arg, transpose, t, h)
+            out = P.change(kind, arg, transpose, t)
         else:
             out = self._replay(h)
         self._delta[key] = out
@@ -959,11 +1001,18 @@ class _Builder:
             for kind, P, arg, val in uses[i]:
                 for k, h in enumerate(val if isinstance(val, list) else [val]):
                     recs.setdefault(h.var.id, (kind, P, arg, k, h))
+            if self.kernel:
+                recs = {key: rec for key, rec in recs.items() if rec[0] != "output"}
             wrt = [rec[4] for rec in recs.values()]
             for k_out in range(self.d_out):  # type: ignore[arg-type]
-                g_all = grad(self.g[t, i][k_out], wrt, through_scalars=True)
-                gmap = {h.var.id: g for h, g in zip(wrt, g_all)}
                 c = chi[i][k_out]
+                if self.kernel:
+                    gmap = self.kernel_grads(t, i, k_out, recs, wrt)
+                    P_o, kk, v = self.rows[t, i][k_out]
+                    grads[id(P_o)].append((c, None, (kk, v)))
+                else:
+                    g_all = grad(self.g[t, i][k_out], wrt, through_scalars=True)
+                    gmap = {h.var.id: g for h, g in zip(wrt, g_all)}
                 for kind, P, arg, k, h in recs.values():
                     g = gmap[h.var.id]
                     if kind in ("hidden", "input"):
@@ -982,6 +1031,35 @@ class _Builder:
                         grads[id(P)].append((_prod(c, g), None, k))
         for P in self.params.values():
             P.grads.append(grads[id(P)])
+
+    def kernel_grads(
+        self, t: int, i: int, k_out: int, recs: dict[int, tuple], wrt: list[Any]
+    ) -> dict[int, Any]:
+        """``n^m ∂f_k/∂z`` for the uses ``z`` of a kernel-regime forward: backpropagation
+        from the cotangent ``ŵ_{t,k}`` of the output's vector, crossing each hidden use
+        ``h = h_0 + θΔh`` (whose recorded inputs are changes, not ``x``) by
+        :meth:`_Param.vjp`, from the last use to the first (so each path is counted
+        once); elsewhere :func:`tensorprog.grad` through the forward's own instructions."""
+        P_o, kk, v = self.rows[t, i][k_out]
+        pending: dict[int, list[Any]] = {v.var.id: [v, P_o.value[t][kk]]}
+
+        def outs() -> tuple[list[Any], list[Any]]:
+            return [x for x, *_ in pending.values()], [
+                cs[0] if len(cs) == 1 else lincomb([(None, c) for c in cs])
+                for _, *cs in pending.values()
+            ]
+
+        gmap: dict[int, Any] = {}
+        for kind, P, x, _, h in reversed([r for r in recs.values() if r[4].var.id in self.cut]):
+            ys, cs = outs()
+            gh = grad(ys, h, cotangent=cs, through_scalars=True)
+            gmap[h.var.id] = gh
+            pending.setdefault(x.var.id, [x]).append(P.vjp(t, x, gh, kind == "hidden_T"))
+        rest = [h for h in wrt if h.var.id not in gmap]
+        if rest:
+            ys, cs = outs()
+            gmap.update((h.var.id, g) for h, g in zip(rest, grad(ys, rest, cotangent=cs, through_scalars=True)))
+        return gmap
 
 
 # ---------------------------------------------------------------------------------------
