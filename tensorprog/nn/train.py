@@ -483,15 +483,13 @@ class _Param:
             what = "the change n^(1/2-s)·M(x_t − x_0) relative to its use"
             terms.append((b.power(self.sc.s - _HALF + rx - rho, 1.0, self, what), M.matmul(dx)))
         ratio = b.power(self.upd - rho, 1.0, self, "the learning-rate coefficient") if upd else None
-        theta_x = b.power(rx, 1.0, None, "θ") if dx is not None else None
+        # ⟨right, x_t⟩ of x_t = x_0 + θ_x Δx written from the change: the changes never
+        # refer to the vectors of the step's own forward pass (what tp.grad differentiates)
+        xt = b.rebuilt(x0, dx, rx) if upd else None
         for c, (_, right, left) in upd:
             if transpose:
                 right, left = left, right
-            # ⟨right, x_t⟩ = ⟨right, x_0⟩ + θ_x⟨right, Δx⟩: the changes never refer to the
-            # vectors of the step's own forward pass (what tp.grad differentiates)
-            terms.append((_prod(ratio, c, b.inner(right, x0)), left))
-            if dx is not None:
-                terms.append((_prod(ratio, c, theta_x, b.inner(right, dx)), left))
+            terms.append((_prod(ratio, c, b.inner(right, xt)), left))
         return h0, lincomb(terms), rho
 
     def centred_output(self, t: int, k: int, v: Vector) -> Any:
@@ -838,6 +836,16 @@ class _Builder:
             fields["args"] += d_args
         fields["fn"] = fn
         return h0, p._append(type(instr), None, **fields), rho
+
+    def rebuilt(self, v0: Vector, dv: Any, rho: Any) -> Vector:
+        """``v_0 + n^{-ρ}Δv`` as a vector of its own (``v_0`` if ``Δv`` is None), one per
+        change."""
+        if dv is None:
+            return v0
+        key = ("rebuilt", dv.var.id)
+        if key not in self._delta:
+            self._delta[key] = lincomb([(None, v0), (self.power(rho, 1.0, None, "θ"), dv)])
+        return self._delta[key]
 
     def one(self) -> Scalar:
         """The number 1 as an initial scalar (θ of a change that is not small)."""
