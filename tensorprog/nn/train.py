@@ -133,12 +133,11 @@ from .. import (
     grad,
     inner,
     lincomb,
+    mean,
     nonlin,
     scalar_lincomb,
 )
 from .. import n as WIDTH
-from ..core.ir import InitScalar, Moment, Nonlin, ScalarFn, format_instruction
-from ..dsl.program import _handle
 from .model import Model, ParamSpec
 from .optim import SGD, Optimizer
 from .parametrization import (
@@ -517,6 +516,14 @@ class _Param:
         return scalar_lincomb(terms) if terms else b.p.scalar(None, 0)
 
 
+def _mean_or_inner(fn: Nonlinearity) -> bool:
+    """Whether a Moment's function is ``tp.mean``'s ``x`` or ``tp.inner``'s ``x·y``."""
+    if fn.nparams:
+        return False
+    x = fn.args
+    return (len(x) == 1 and fn.body == x[0]) or (len(x) == 2 and fn.body == x[0] * x[1])
+
+
 def _prod(*cs: Any) -> Any:
     """The product of coefficients (``None`` = 1; Scalars, numbers, tuples) as a tuple."""
     out: list[Any] = []
@@ -805,22 +812,26 @@ class _Builder:
     def _replay(self, h: Any) -> tuple[Any, Any, Any]:
         p = self.p
         instr = p.definition(h)
-        if isinstance(instr, InitScalar):  # a constant of the forward
+        op = instr.opname
+        if op == "init_scalar":  # a constant of the forward
             return h, None, None
-        if not isinstance(instr, (Nonlin, Moment, ScalarFn)):
+        moment = op == "moment"
+        if op not in ("nonlin", "moment", "scalar_fn") or (moment and not _mean_or_inner(instr.fn)):
             raise ProgramValueError(
                 f"nn.train cannot centre this kernel-regime run: the forward computes "
-                f"`{format_instruction(instr)}`, which is neither a parameter's use nor a "
-                f"Nonlin, Moment or scalar function of them (an initial object or a MatMul "
-                f"of a matrix that is not a parameter has no change to carry)"
+                f"{h.name} = {instr.opname}({', '.join(v.name for v in instr.inputs)}), which "
+                f"is not a parameter's use, a Nonlin (Nonlin+) or scalar function of them, or "
+                f"a Moment tp.mean / tp.inner (an initial object or a MatMul of a matrix "
+                f"that is not a parameter has no change to carry)"
             )
-        args = instr.args if not isinstance(instr, ScalarFn) else ()
-        ra = [self.delta(_handle(p, v)) for v in args]
-        rp = [self.delta(_handle(p, v)) for v in instr.params]
-        fields: dict[str, Any] = {"fn": instr.fn, "params": tuple(r[0].var for r in rp)}
-        if not isinstance(instr, ScalarFn):
-            fields["args"] = tuple(r[0].var for r in ra)
-        h0 = p._append(type(instr), None, **fields)
+        args = instr.args if op != "scalar_fn" else ()
+        ra = [self.delta(p[v.name]) for v in args]
+        rp = [self.delta(p[v.name]) for v in instr.params]
+        a0, p0 = [r[0] for r in ra], [r[0] for r in rp]
+        if moment:  # tp.mean or tp.inner: the step-0 Moment itself
+            h0 = mean(a0[0]) if len(a0) == 1 else inner(a0[0], a0[1])
+        else:
+            h0 = nonlin(instr.fn, *a0, *p0)
         rhos = [r[2] for r in ra + rp if r[1] is not None]
         if not rhos:
             return h0, None, None
@@ -829,13 +840,10 @@ class _Builder:
         fn = self.delta_fn(instr.fn, len(ra), ratios)
         theta = self.power(rho, 1.0, None, "θ") if rho != 0 else self.one()
         extra = [self.power(k, 1.0, None, "θ") for k in ratios if k]
-        d_args = tuple(r[1].var for r in ra if r[1] is not None)
-        d_pars = tuple(r[1].var for r in rp if r[1] is not None)
-        fields["params"] += d_pars + (theta.var,) + tuple(x.var for x in extra)
-        if not isinstance(instr, ScalarFn):
-            fields["args"] += d_args
-        fields["fn"] = fn
-        return h0, p._append(type(instr), None, **fields), rho
+        d_args = [r[1] for r in ra if r[1] is not None]
+        d_pars = [r[1] for r in rp if r[1] is not None]
+        d = nonlin(fn, *a0, *d_args, *p0, *d_pars, theta, *extra)
+        return h0, (mean(d) if moment else d), rho
 
     def rebuilt(self, v0: Vector, dv: Any, rho: Any) -> Vector:
         """``v_0 + n^{-ρ}Δv`` as a vector of its own (``v_0`` if ``Δv`` is None), one per
