@@ -19,13 +19,17 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
+import sys
 import time
 
 import numpy as np
 
-import tensorprog as tp
-from tensorprog import nn
-from tensorprog.core.ir import MatMul, Moment
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+
+from training_model import size  # noqa: E402
+
+import tensorprog as tp  # noqa: E402
+from tensorprog import nn  # noqa: E402
 
 OUT = pathlib.Path(__file__).parent / "results"
 X = np.array([[1.0, 0.3], [-0.5, 1.0], [0.2, -0.8]])
@@ -55,22 +59,18 @@ def model(depth: int, phi) -> nn.Model:
     return m
 
 
-def size(program: tp.Program) -> dict:
-    ins = program.instructions
-    return {
-        "instructions": len(ins),
-        "matmuls": sum(isinstance(i, MatMul) for i in ins),
-        "moments": sum(isinstance(i, Moment) for i in ins),
-    }
-
-
 def compare(phi: str, pname: str, depth: int, steps: int, repeats: int) -> dict:
     sgd = nn.train_sgd(
-        nn.MLP(2, depth, phi, param(pname, depth)), X, Y, lr=0.5, steps=steps,
+        nn.MLP(2, depth, phi, param(pname, depth)),
+        X,
+        Y,
+        lr=0.5,
+        steps=steps,
         feature_kernels=False,
     )
-    run = nn.train(model(depth, PHI[phi]), X, Y, steps=steps, optimizer=nn.SGD(0.5),
-                   param=param(pname, depth))
+    run = nn.train(
+        model(depth, PHI[phi]), X, Y, steps=steps, optimizer=nn.SGD(0.5), param=param(pname, depth)
+    )
     kw = {"method": "montecarlo", "samples": 100_000}
     sgd.limit(seed=100, **kw)  # warm (sympy compilation)
     run.limit(seed=100, **kw)

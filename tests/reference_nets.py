@@ -412,23 +412,27 @@ def train(
 # ------------------------------------------------------------------ kernel-regime runs
 
 
+_MLPB_LAYERS = (("W_in", "b1"), ("W_hid", "b2"))
+
+
 def _mlpb_forward(P, X):
-    H1 = mm(X, P["W_in"].T) + P["b1"]
-    X1 = np.tanh(H1)
-    H2 = mm(X1, P["W_hid"].T) + P["b2"]
-    X2 = np.tanh(H2)
-    return mm(X2, P["W_out"].T), (X, H1, X1, H2, X2)
+    cache, x = [X], X
+    for W, b in _MLPB_LAYERS:
+        h = mm(x, P[W].T) + P[b]
+        x = np.tanh(h)
+        cache += [h, x]
+    return mm(x, P["W_out"].T), cache
 
 
 def _mlpb_backward(P, cache, dF):
-    X, H1, X1, H2, X2 = cache
     g = {}
-    dH2 = _readout_vjp(g, P, dF, X2) * tanh_d(H2)
-    g["b2"] = dH2.sum(axis=0)
-    g["W_hid"] = mm(dH2.T, X1)
-    dH1 = mm(dH2, P["W_hid"]) * tanh_d(H1)
-    g["b1"] = dH1.sum(axis=0)
-    g["W_in"] = mm(dH1.T, X)
+    dx = _readout_vjp(g, P, dF, cache[-1])
+    for k in reversed(range(len(_MLPB_LAYERS))):
+        W, b = _MLPB_LAYERS[k]
+        dh = dx * tanh_d(cache[2 * k + 1])
+        g[b] = dh.sum(axis=0)
+        g[W] = mm(dh.T, cache[2 * k])
+        dx = mm(dh, P[W])
     return g
 
 
@@ -445,37 +449,18 @@ def mlp_bias2() -> RefModel:
     return RefModel("mlp_bias2", specs, 2, 1, _mlpb_forward, _mlpb_backward)
 
 
-def train_centred(
-    model: RefModel,
-    P0: dict,
-    lrs: dict,
-    X,
-    Y,
-    *,
-    loss: str,
-    steps: int,
-    momentum: float = 0.0,
-    batches=None,
-):
-    """SGD with momentum of the centred network ``f − f_0`` (``f_0``: the outputs of
-    ``P0``, a constant): the loss over the rows of each step is of ``f(ξ) − f_0(ξ)`` and
-    its gradient is ``∂L/∂F · ∂f/∂P``. Returns the outputs ``f_t − f_0`` over all rows,
-    ``(steps+1, B, d_out)``."""
-    P = {k: np.array(v, float) for k, v in P0.items()}
-    buf = {k: np.zeros_like(v) for k, v in P.items()}
+def train_centred(model: RefModel, P0: dict, lrs: dict, X, Y, **kw):
+    """:func:`train` (same keywords) of the centred network ``f − f_0`` (``f_0``: the
+    outputs of ``P0`` on each input row, a constant: the loss is of ``f − f_0``, its
+    gradient ``∂L/∂F · ∂f/∂P``). Returns the outputs ``f_t − f_0`` ``(steps+1, B, d_out)``."""
     X = np.asarray(X, float)
-    F0 = outputs_of(model, P, X)
-    outs = []
-    for t in range(steps + 1):
-        outs.append(outputs_of(model, P, X) - F0)
-        if t == steps:
-            break
-        rows = np.arange(len(X)) if batches is None else np.asarray(batches[t])
-        F, cache = model.forward(P, X[rows])
-        _, dF = LOSSES[loss](F - F0[rows], np.asarray(Y)[rows])
-        G = model.backward(P, cache, dF)
-        for k in P:
-            g = np.broadcast_to(G[k], P[k].shape)
-            buf[k] = momentum * buf[k] + g if momentum else g
-            P[k] = P[k] - lrs[k] * buf[k]
-    return np.array(outs)
+    F0 = {x.tobytes(): f for x, f in zip(X, outputs_of(model, P0, X))}
+
+    def forward(P, rows):
+        F, cache = model.forward(P, rows)
+        return F - np.array([F0[x.tobytes()] for x in rows]), cache
+
+    centred = RefModel(
+        model.name + "_centred", model.specs, model.d_in, model.d_out, forward, model.backward
+    )
+    return train(centred, P0, lrs, X, Y, **kw)[0]

@@ -16,11 +16,10 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from reference_nets import mlp_bias2, train_centred
 
 import tensorprog as tp
 from tensorprog import nn
-
-from reference_nets import mlp_bias2, train_centred
 
 X = np.array([[1.0, 0.3], [-0.4, 0.8]])
 Y = np.array([0.5, -0.3])
@@ -145,14 +144,21 @@ def test_simulate_generic_models_ntk(name):
     RNN over 3 time steps with xent — centred: simulate(n) is the numpy network trained
     on f − f_0 (NTK learning rates: lr for input and vector-like, lr/n for hidden and
     output, times lr_mult)."""
-    from test_train_reference import CASES as REF, tp_model
+    from test_train_reference import CASES as REF
+    from test_train_reference import tp_model
 
     case = REF[name]
     kw = {} if case.batches is None else {"batches": [list(b) for b in case.batches]}
     opt = nn.SGD(lr=case.lr, momentum=case.momentum)
     run = nn.train(
-        tp_model(case.ref), case.X, case.Y, steps=case.steps, loss=case.loss,
-        optimizer=opt, param=nn.NTK(), **kw,
+        tp_model(case.ref),
+        case.X,
+        case.Y,
+        steps=case.steps,
+        loss=case.loss,
+        optimizer=opt,
+        param=nn.NTK(),
+        **kw,
     )
     assert run.center and not run.problems
     n = 64
@@ -160,10 +166,8 @@ def test_simulate_generic_models_ntk(name):
     P0 = {s.name: np.asarray(sim.param(s.name), float) for s in case.ref.specs}
     per_n = {"input": 1.0, "vector": 1.0, "hidden": 1.0 / n, "output": 1.0 / n}
     lrs = {s.name: case.lr * s.lr_mult * per_n[s.cls] for s in case.ref.specs}
-    outs = train_centred(
-        case.ref, P0, lrs, case.X, case.Y, loss=case.loss, steps=case.steps,
-        momentum=case.momentum, batches=case.batches,
-    )
+    kw = {k: getattr(case, k) for k in ("loss", "steps", "momentum", "batches")}
+    outs = train_centred(case.ref, P0, lrs, case.X, case.Y, **kw)
     np.testing.assert_allclose(sim.outputs, outs, rtol=1e-9, atol=1e-11 * np.abs(outs).max())
     assert np.abs(outs[-1]).max() > 1e-3  # it trains
 

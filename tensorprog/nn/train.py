@@ -312,7 +312,7 @@ class _Param:
 
     def begin_step(self, t: int) -> None:
         """The value at step ``t ≥ 1`` of a vector-like, output or scalar-like parameter."""
-        cls, sc = self.spec.cls, self.sc
+        cls = self.spec.cls
         if cls is ParamClass.VECTOR:
             terms = self.step_terms(t, self.upd)
             self.value.append(
@@ -348,14 +348,8 @@ class _Param:
             return self.hidden_kernel(t, x, transpose)
         y = (self.M.T if transpose else self.M).matmul(x)
         terms = [(self.theta, y)]
-        for r in range(t):
-            c = self.coef(self.upd, b.opt.kappa(t - r))
-            if c == 0.0:
-                continue
-            for g, right, left in self.grads[r]:
-                if transpose:
-                    right, left = left, right
-                terms.append((_prod(c, g, b.inner(right, x)), left))
+        for c, right, left in self.cumulative(t, self.upd, transpose):
+            terms.append((_prod(c, b.inner(right, x)), left))
         h = y if len(terms) == 1 and self.theta is None else lincomb(terms)
         b.uses.append(("hidden_T" if transpose else "hidden", self, x, h))
         return h
@@ -380,14 +374,8 @@ class _Param:
         :meth:`hidden`'s rank-one terms)."""
         b = self.b
         terms = [(self.theta, (self.M if transpose else self.M.T).matmul(c))]
-        for r in range(t):
-            co = self.coef(self.upd, b.opt.kappa(t - r))
-            if co == 0.0:
-                continue
-            for g, right, left in self.grads[r]:
-                if transpose:
-                    right, left = left, right
-                terms.append((_prod(co, g, b.inner(left, c)), right))
+        for co, right, left in self.cumulative(t, self.upd, transpose):
+            terms.append((_prod(co, b.inner(left, c)), right))
         return lincomb(terms)
 
     def input(self, t: int, a: Any) -> Vector:
@@ -441,15 +429,21 @@ class _Param:
         return gs[0] if len(gs) == 1 else gs
 
     # -- kernel-regime runs (module docstring, "Kernel-regime runs") ----------------
-    def cumulative(self, t: int, expo: Fraction) -> list[tuple[Any, tuple[Any, Any, Any]]]:
-        """``(P_t − P_0)`` as ``(coefficient, gradient record)`` pairs: the record of step
-        ``r < t`` with ``−lr·lr_mult·κ_{t−r}·n^{-expo}`` times its ``χ``."""
+    def cumulative(
+        self, t: int, expo: Fraction, transpose: bool = False
+    ) -> list[tuple[Any, Any, Any]]:
+        """``P_t − P_0`` as ``(coefficient, right, left)`` terms: each gradient record
+        ``(χ, right, left)`` of step ``r < t`` (hidden: the rank-one ``(1/n)·left·rightᵀ``,
+        swapped for a transposed use) with ``−lr·lr_mult·κ_{t−r}·n^{-expo}·χ``."""
         out = []
         for r in range(t):
             c = self.coef(expo, self.b.opt.kappa(t - r))
             if c == 0.0:
                 continue
-            out.extend((_prod(c, rec[0]), rec) for rec in self.grads[r])
+            for g, right, left in self.grads[r]:
+                if transpose:
+                    right, left = left, right
+                out.append((_prod(c, g), right, left))
         return out
 
     def change(self, kind: str, arg: Any, transpose: bool, t: int) -> tuple:
@@ -457,12 +451,12 @@ class _Param:
         :meth:`_Builder.delta`): ``h_t = h_0 + n^{-ρ} Δh``."""
         b = self.b
         if kind == "vector":
-            terms = [(c, rec[2]) for c, rec in self.cumulative(t, Fraction(0))]
+            terms = [(c, z) for c, _, z in self.cumulative(t, Fraction(0))]
             return self.value[0], (lincomb(terms) if terms else None), self.upd
         if kind == "input":
             h0 = self._h0[arg.tobytes()]
             terms = []
-            for c, (_, xu, dh) in self.cumulative(t, Fraction(0)):
+            for c, xu, dh in self.cumulative(t, Fraction(0)):
                 dot = float(xu @ arg)
                 if dot != 0.0:
                     terms.append((_prod(c, b.const(dot)), dh))
@@ -472,7 +466,7 @@ class _Param:
         x0, dx, rx = b.delta(arg)
         y0 = M.matmul(x0)
         h0 = y0 if self.theta is None else lincomb([(self.theta, y0)])
-        upd = self.cumulative(t, Fraction(0))
+        upd = self.cumulative(t, Fraction(0), transpose)
         rhos = ([self.sc.s - _HALF + rx] if dx is not None else []) + ([self.upd] if upd else [])
         if not rhos:
             return h0, None, None
@@ -485,9 +479,7 @@ class _Param:
         # ⟨right, x_t⟩ of x_t = x_0 + θ_x Δx written from the change: the changes never
         # refer to the vectors of the step's own forward pass (what tp.grad differentiates)
         xt = b.rebuilt(x0, dx, rx) if upd else None
-        for c, (_, right, left) in upd:
-            if transpose:
-                right, left = left, right
+        for c, right, left in upd:
             terms.append((_prod(ratio, c, b.inner(right, xt)), left))
         return h0, lincomb(terms), rho
 
@@ -1074,7 +1066,10 @@ class _Builder:
         rest = [h for h in wrt if h.var.id not in gmap]
         if rest:
             ys, cs = outs()
-            gmap.update((h.var.id, g) for h, g in zip(rest, grad(ys, rest, cotangent=cs, through_scalars=True)))
+            gmap.update(
+                (h.var.id, g)
+                for h, g in zip(rest, grad(ys, rest, cotangent=cs, through_scalars=True))
+            )
         return gmap
 
 
