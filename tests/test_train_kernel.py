@@ -77,7 +77,8 @@ def test_classified_kernel_and_centred(case):
     assert c.regime == "kernel" and c.r == HALF and c.limit_supported, c.limit_problems
     run = nn.train(m, X, Y, steps=2, optimizer=nn.SGD(LR), param=param())
     assert run.center and not run.problems
-    with pytest.raises(tp.ProgramValueError, match="center=False"):
+    # uncentred, f_0 = n^{1/2}⟨u, x_0⟩ has no limit: refused (simulated with allow_unstable)
+    with pytest.raises(tp.ProgramValueError, match="Gaussian-process"):
         nn.train(m, X, Y, steps=2, optimizer=nn.SGD(LR), param=param(), center=False)
 
 
@@ -174,7 +175,8 @@ def test_simulate_generic_models_ntk(name):
 
 def test_what_cannot_be_centred_is_refused():
     """An output bias acts on f_0; a trained scalar-like parameter's gradient is a
-    Gaussian fluctuation: both refused under NTK, naming what and why."""
+    Gaussian fluctuation: the default is then the uncentred run, refused with both
+    reasons (f_0 a Gaussian process, why it is not centred); center=True raises why."""
 
     def model(c_lr):
         m = nn.Model("outbias")
@@ -188,8 +190,12 @@ def test_what_cannot_be_centred_is_refused():
 
         return m
 
-    with pytest.raises(tp.ProgramValueError, match="not an output weight's use"):
+    with pytest.raises(tp.ProgramValueError, match="Gaussian-process.*not an output weight's"):
         nn.train(model(0.0), X, Y, steps=1, param=nn.NTK())
+    with pytest.raises(tp.ProgramValueError, match="not an output weight's use"):
+        nn.train(model(0.0), X, Y, steps=1, param=nn.NTK(), center=True)
     with pytest.raises(tp.ProgramValueError, match="scalar-like parameter 'c'"):
-        nn.train(model(1.0), X, Y, steps=1, param=nn.NTK())
+        nn.train(model(1.0), X, Y, steps=1, param=nn.NTK(), center=True)
+    run = nn.train(model(1.0), X, Y, steps=1, param=nn.NTK(), allow_unstable=True)
+    assert not run.center and run.problems
     assert not nn.classify(model(1.0), nn.NTK(), nn.SGD(0.5)).limit_supported

@@ -1559,11 +1559,6 @@ def _limit_problems(
         for what, k in need
         if k < 0 and (trained or what != "learning rate")
     ]
-    if kernel and cls is ParamClass.SCALAR and trained:
-        out.append(
-            f"{spec.name!r} ({cls.value}): a trained scalar-like parameter cannot be centred "
-            f"(its gradient carries the Gaussian-process fluctuation of f_0)"
-        )
     return out
 
 

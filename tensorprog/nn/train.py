@@ -242,7 +242,7 @@ class _Param:
         }[cls]
         mean = spec.init_mean
         if b.kernel and cls is ParamClass.SCALAR and spec.lr_mult != 0.0:
-            raise ProgramValueError(
+            raise _NotCentrable(
                 f"nn.train cannot centre this kernel-regime run: the trained scalar-like "
                 f"parameter {name!r} has gradient n^(1-m)·∂⟨ŵ, x⟩/∂{name} (m = {b.m}), the "
                 f"Gaussian-process fluctuation of f_0 [TP4 App H.4.1] seen through a scalar; "
@@ -756,7 +756,7 @@ class _Builder:
             for j, g in enumerate(gs):
                 use = self.out_uses.get(g.var.id)
                 if use is None:
-                    raise ProgramValueError(
+                    raise _NotCentrable(
                         f"nn.train cannot centre this kernel-regime run: output {j} of the "
                         f"forward of model {self.model.name!r} is not an output weight's use "
                         f"p.W_out @ v itself; centring subtracts the Gaussian-process "
@@ -809,7 +809,7 @@ class _Builder:
             return h, None, None
         moment = op == "moment"
         if op not in ("nonlin", "moment", "scalar_fn") or (moment and not _mean_or_inner(instr.fn)):
-            raise ProgramValueError(
+            raise _NotCentrable(
                 f"nn.train cannot centre this kernel-regime run: the forward computes "
                 f"{h.name} = {instr.opname}({', '.join(v.name for v in instr.inputs)}), which "
                 f"is not a parameter's use, a Nonlin (Nonlin+) or scalar function of them, or "
@@ -1278,6 +1278,10 @@ class TrainRun:
 # Entry point
 
 
+class _NotCentrable(ProgramValueError):
+    """A kernel-regime forward that cannot be centred (module docstring)."""
+
+
 def _centring(
     model: Model, scalings: dict[str, Scaling], center: Any = None
 ) -> tuple[bool, bool, Fraction]:
@@ -1287,8 +1291,10 @@ def _centring(
     the smallest ``e = c+2a`` of the trained ones, the initial output
     ``n^{1−s}⟨u, x_0⟩`` does not vanish when ``s_out < 1`` (a Gaussian-process
     fluctuation [TP4 App H.4.1]); such a run is centred by default when its readout is
-    updated stably (``e_out ≥ 1``) — NTK, SP with ``lr·n^{-1}`` — and then ``kernel``
-    (carried as changes) with ``m = min(s_out, e_out)``. ``center=True`` with
+    updated stably (``e_out ≥ 1``) — NTK, SP with ``lr·n^{-1}`` — and no trained
+    scalar-like parameter needs a gradient that centring cannot give (and, seen only when
+    the forward is traced, its outputs are the output weights' uses themselves); then
+    ``kernel`` (carried as changes) with ``m = min(s_out, e_out)``. ``center=True`` with
     ``s_out ≥ 1`` trains ``f_t − f_0`` as the difference of the outputs (``m = 1``).
     """
     outs = [nm for nm, sp in model.params.items() if sp.cls is ParamClass.OUTPUT]
@@ -1296,17 +1302,13 @@ def _centring(
     trained = [scalings[o].e for o in outs if model.params[o].lr_mult != 0.0]
     e_out = min(trained, default=None)
     gp = s_out is not None and s_out < 1  # f_0 does not vanish
+    scalar_trained = any(
+        sp.cls is ParamClass.SCALAR and sp.lr_mult != 0.0 for sp in model.params.values()
+    )
     if center is None:
-        center = gp and (e_out is None or e_out >= 1)
+        center = gp and (e_out is None or e_out >= 1) and not scalar_trained
     elif not isinstance(center, (bool, np.bool_)):
         raise ProgramTypeError(f"nn.train: center must be a bool or None, got {center!r}")
-    elif not center and gp and (e_out is None or e_out >= 1):
-        raise ProgramValueError(
-            f"nn.train: center=False needs a_out+b_out ≥ 1 for every output weight, but it "
-            f"is {s_out}: f_0 = n^{1 - s_out}·⟨u, x_0⟩ is a Gaussian-process fluctuation, not a "
-            f"Moment with a bounded coefficient [TP4 App H.4.1]; use center=True (trains "
-            f"f − f_0)"
-        )
     center = bool(center)
     kernel = center and gp
     m = min([s_out] + ([e_out] if e_out is not None else [])) if kernel else Fraction(1)
@@ -1366,9 +1368,10 @@ def train(
     center : bool, optional
         Train ``f − f_0`` instead of ``f`` (``outputs[0] = 0``). Default: ``True`` exactly
         when an output weight has ``a+b < 1`` (``f_0`` a Gaussian-process fluctuation,
-        e.g. NTK, SP with ``lr·n^{-1}``) and the output weights are updated stably
-        (``c+2a ≥ 1``); ``False`` there raises. See "Kernel-regime runs" in the module
-        docstring.
+        e.g. NTK, SP with ``lr·n^{-1}``), the output weights are updated stably
+        (``c+2a ≥ 1``) and the run can be centred; ``False`` there builds the uncentred
+        run, whose diverging ``f_0`` is refused unless ``allow_unstable``. See
+        "Kernel-regime runs" in the module docstring.
     name : str, optional
         Name of the program.
 
@@ -1473,24 +1476,22 @@ def train(
         rows = [np.asarray(r, dtype=int) for r in rows]
     if not isinstance(allow_unstable, (bool, np.bool_)):
         raise ProgramTypeError(f"nn.train: allow_unstable must be a bool, got {allow_unstable!r}")
+    args = (model, Xa, Ya, steps, loss, opt, scalings, rows, name or f"train_{model.name}")
+    center_given = center
     center, kernel, m = _centring(model, scalings, center)
-    builder = _Builder(
-        model,
-        Xa,
-        Ya,
-        steps,
-        loss,
-        opt,
-        scalings,
-        rows,
-        name or f"train_{model.name}",
-        center=center,
-        kernel=kernel,
-        m=m,
-    )
+    why_not = ""
+    try:
+        builder = _Builder(*args, center=center, kernel=kernel, m=m)
+    except _NotCentrable as exc:
+        if center_given is not None:
+            raise
+        # the default centring does not apply to this forward: the uncentred run (its
+        # f_0 is then a diverging power, a problem like any other)
+        why_not = f" ({exc})"
+        builder = _Builder(*args)
     if builder.problems and not allow_unstable:
         raise ProgramValueError(
             "nn.train: the run has no infinite-width limit (pass allow_unstable=True to "
-            "simulate it anyway): " + "; ".join(str(p) for p in builder.problems)
+            "simulate it anyway): " + "; ".join(str(p) for p in builder.problems) + why_not
         )
     return TrainRun(model, builder, scalings)
