@@ -500,11 +500,10 @@ class _Param:
                 " (its input vector moves more than the initial output weights allow)",
             )
             terms.append(_prod(a, b.inner(self.value[0][k], dv)))
-        for r in range(t):
-            c = self.coef(self.sc.e - 1, b.opt.kappa(t - r))
-            if c == 0.0:
-                continue
-            terms.extend(_prod(c, g, b.inner(z, v)) for g, _, (kk, z) in self.grads[r] if kk == k)
+        # n^{1−m}⟨ŵ_t − ŵ_0, v_t⟩: the readout's updates, n^{m−e} each
+        for c, _, (kk, z) in self.cumulative(t, self.sc.e - 1):
+            if kk == k:
+                terms.append(_prod(c, b.inner(z, v)))
         return scalar_lincomb(terms) if terms else b.p.scalar(None, 0)
 
 
