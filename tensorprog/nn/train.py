@@ -88,7 +88,13 @@ found while tracing (:meth:`_Builder.delta`):
 * the centred output of ``P_k v``:
   ``f_t − f_0 = n^{1−m−ρ_v}⟨ŵ_{0,k}, Δv⟩ + Σ_{r<t} (−lr κ_{t−r} n^{1−e}) Σ χ ḡ ⟨v_u, v_t⟩``.
 
-The plain forward is traced as well (it is what :func:`tensorprog.grad` differentiates).
+The forward's own vectors ``v_t`` stay in the program (its Nonlins of ``h_t = h_0 +
+θΔh``, named quantities, the Moments ``⟨v_u, v_t⟩`` of the updates), and
+:func:`tensorprog.grad` differentiates them from the cotangent ``ŵ_{t,k}`` of the output's
+vector, crossing each hidden use by ``P_tᵀ c = n^{1/2−s}Mᵀc + (its rank-B transpose)``
+(:meth:`_Builder.kernel_grads`); the changes never refer to ``v_t`` (the update Moments
+of a change use ``v_0 + θΔv``), so each path is counted once. For an MLP this is
+``nn.train_sgd``'s program: as many MatMuls and Moments, the same limits.
 What cannot be centred is refused (:class:`~tensorprog.ProgramValueError`): an output
 that is not an output weight's use ``P_k v`` itself (an output bias or a function of
 the outputs would act on ``f_0``) and a trained scalar-like parameter (its gradient
