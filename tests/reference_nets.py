@@ -517,3 +517,60 @@ def mlp1() -> RefModel:
         Spec("c", (), init_mean=0.1, init_std=0.0),
     ]
     return RefModel("mlp1", specs, 2, 1, _mlp1_forward, _mlp1_backward)
+
+
+# ------------------------------------------------------------------ kernel-regime runs
+
+
+_MLPB_LAYERS = (("W_in", "b1"), ("W_hid", "b2"))
+
+
+def _mlpb_forward(P, X):
+    cache, x = [X], X
+    for W, b in _MLPB_LAYERS:
+        h = mm(x, P[W].T) + P[b]
+        x = np.tanh(h)
+        cache += [h, x]
+    return mm(x, P["W_out"].T), cache
+
+
+def _mlpb_backward(P, cache, dF):
+    g = {}
+    dx = _readout_vjp(g, P, dF, cache[-1])
+    for k in reversed(range(len(_MLPB_LAYERS))):
+        W, b = _MLPB_LAYERS[k]
+        dh = dx * tanh_d(cache[2 * k + 1])
+        g[b] = dh.sum(axis=0)
+        g[W] = mm(dh.T, cache[2 * k])
+        dx = mm(dh, P[W])
+    return g
+
+
+def mlp_bias2() -> RefModel:
+    """(e) Two-hidden-layer tanh MLP with biases, 2 inputs, 1 output (the kernel-regime
+    runs): ``f = W_out tanh(W_hid tanh(W_in ξ + b1) + b2)``."""
+    specs = [
+        Spec("W_in", ("n", 2)),
+        Spec("b1", ("n",)),
+        Spec("W_hid", ("n", "n")),
+        Spec("b2", ("n",)),
+        Spec("W_out", (1, "n")),
+    ]
+    return RefModel("mlp_bias2", specs, 2, 1, _mlpb_forward, _mlpb_backward)
+
+
+def train_centred(model: RefModel, P0: dict, lrs: dict, X, Y, **kw):
+    """:func:`train` (same keywords) of the centred network ``f − f_0`` (``f_0``: the
+    outputs of ``P0`` on each input row, a constant: the loss is of ``f − f_0``, its
+    gradient ``∂L/∂F · ∂f/∂P``). Returns the outputs ``f_t − f_0`` ``(steps+1, B, d_out)``."""
+    X = np.asarray(X, float)
+    F0 = {x.tobytes(): f for x, f in zip(X, outputs_of(model, P0, X))}
+
+    def forward(P, rows):
+        F, cache = model.forward(P, rows)
+        return F - np.array([F0[x.tobytes()] for x in rows]), cache
+
+    centred = RefModel(
+        model.name + "_centred", model.specs, model.d_in, model.d_out, forward, model.backward
+    )
+    return train(centred, P0, lrs, X, Y, **kw)[0]

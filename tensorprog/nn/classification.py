@@ -39,7 +39,7 @@ from .parametrization import (
     _verdicts,
     muP,
 )
-from .train import _entrywise_expos, _scaling
+from .train import _centring, _entrywise_expos, _scaling
 
 __all__ = ["classify", "classify_model", "EntrywiseClassification"]
 
@@ -98,9 +98,13 @@ def classify_model(model: object, param: object = None, optimizer: object = None
     ``classify(abc)`` (tested over μP, SP, NTK, MF and random abc). The presets are
     TP5's Table 3 (App B); μP classifies as feature learning with every parameter
     updated maximally. ``limit_supported`` says whether :func:`tensorprog.nn.train`
-    builds the limit: it refuses diverging width powers (SP/NTK: :math:`f_0` is a
-    Gaussian-process fluctuation it does not centre), so a TP4-stable kernel-regime run
-    may have ``limit_supported = False``; ``limit_problems`` says why. Conversely
+    builds the limit: it refuses diverging width powers, with the exponents of the
+    program it builds — kernel-regime runs (NTK, SP with ``lr·n^{-1}``) are centred
+    (``f_t − f_0``, gradients normalised by :math:`n^m`; see :func:`tensorprog.nn.train`),
+    but a trained scalar-like parameter cannot be centred, so a TP4-stable kernel-regime
+    run may have ``limit_supported = False``; ``limit_problems`` says why. (Whether the
+    forward returns the output weights' uses unchanged, which centring needs, is seen
+    only when nn.train traces it.) Conversely
     nn.train accepts smaller (vanishing) initialisations than Thm 3.3's equalities,
     which are degenerate (e.g. :math:`h_0\to0`) and classify as unstable.
 
@@ -196,7 +200,8 @@ def classify_model(model: object, param: object = None, optimizer: object = None
     conditions = {k: not v for k, v in failing.items()}
     scalar_moves = any(x.cls is ParamClass.SCALAR and x.output_update == 0 for x in rows)
     v = _verdicts(conditions, s_out, u, r, scalar_moves)
-    problems = tuple(p for sp in specs for p in _limit_problems(sp, sc[sp.name]))
+    _, kernel, m_prog = _centring(model, sc)  # nn.train's default centring
+    problems = tuple(p for sp in specs for p in _limit_problems(sp, sc[sp.name], m_prog, kernel))
     return Classification(
         param=param,
         r=r,

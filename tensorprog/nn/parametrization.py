@@ -1538,35 +1538,41 @@ class ParamExponents:
     output_update: Fraction | None
 
 
-def _limit_problems(spec: object, sc: Scaling) -> list[str]:
+def _limit_problems(
+    spec: object, sc: Scaling, m: Fraction = Fraction(1), kernel: bool = False
+) -> list[str]:
     """Why ``nn.train`` refuses the limit of parameter ``spec`` with scaling ``sc``.
 
     The coefficients of its program are ``n^{-k}`` for the exponents ``k`` listed in
-    :mod:`tensorprog.nn.train` ("The program"); each must be ``≥ 0``.
+    :mod:`tensorprog.nn.train` ("The program"; gradients normalised by ``n^m``, ``m < 1``
+    in a centred kernel-regime run, ``kernel``); each must be ``≥ 0``.
     """
     cls, trained = spec.cls, spec.lr_mult != 0.0
     s, e = sc.s, sc.e
+    out_init = (
+        ("the initial output weights n^(m-s)·u", s - m)
+        if kernel
+        else (
+            "the output f = n^(1-s)·⟨u, x⟩ (f_0 a Gaussian-process fluctuation, not centred)",
+            s - 1,
+        )
+    )
     need = {
-        ParamClass.HIDDEN: [("initial value n^(1/2-s)·M", s - _HALF), ("learning rate", e)],
-        ParamClass.INPUT: [("initial columns n^(-s)·u", s), ("learning rate", e + 1)],
-        ParamClass.VECTOR: [("initial value n^(-s)·u", s), ("learning rate", e + 1)],
-        ParamClass.OUTPUT: [
-            (
-                "the output f = n^(1-s)·⟨u, x⟩ (f_0 a Gaussian-process fluctuation, not centred)",
-                s - 1,
-            ),
-            ("learning rate", e - 1),
-        ],
+        ParamClass.HIDDEN: [("initial value n^(1/2-s)·M", s - _HALF), ("learning rate", e + m - 1)],
+        ParamClass.INPUT: [("initial columns n^(-s)·u", s), ("learning rate", e + m)],
+        ParamClass.VECTOR: [("initial value n^(-s)·u", s), ("learning rate", e + m)],
+        ParamClass.OUTPUT: [out_init, ("learning rate", e - m)],
         ParamClass.SCALAR: [
             ("initial value n^(-a)·init_mean", sc.a if spec.init_mean else 0),
             ("learning rate", e),
         ],
     }[cls]
-    return [
+    out = [
         f"{spec.name!r} ({cls.value}): {what} has width power {_fmt_power(-k)}"
         for what, k in need
         if k < 0 and (trained or what != "learning rate")
     ]
+    return out
 
 
 def _model_failures(rows: Sequence[ParamExponents], r: Fraction | float) -> dict:

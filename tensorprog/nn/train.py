@@ -14,10 +14,11 @@ Choices where this API departs from the plan of issue #15
   users are unchanged); :func:`train` accepts an ABC and reads the per-class exponents
   off its layers (:func:`~tensorprog.nn.parametrization.abc_scaling`): ``nn.MF()`` is the
   mean-field preset of a model without hidden weights.
-* Kernel-regime/unstable runs are **refused**, not centred: a run whose program would
-  need a diverging width power (SP/NTK's output weights: ``f_0`` is a Gaussian-process
-  fluctuation) raises naming the parameter and the exponent; ``allow_unstable=True``
-  builds it anyway (``simulate`` works, ``limit`` refuses with the reason).
+* Kernel-regime runs (NTK, SP with ``lr·n^{-1}``) are **centred** as ``train_sgd``
+  does: they train ``f_t − f_0`` ("Kernel-regime runs" below). Unstable runs are
+  refused: a run whose program would need a diverging width power raises naming the
+  parameter and the exponent; ``allow_unstable=True`` builds it anyway (``simulate``
+  works, ``limit`` refuses with the reason).
 * ``loss[t]`` is the loss of ``f_t`` over **all** rows of ``X`` (the full-batch
   objective), also when ``batches=`` selects the rows of each gradient step.
 
@@ -87,6 +88,45 @@ parameters are initialised and updated no more than μP's qualifies (μP, MF, an
 with Θ(1) everything; smaller ones give vanishing coefficients — a lazier but exact
 limit). A negative one is a width power diverging with ``n``: refused (see above).
 
+Kernel-regime runs
+------------------
+When an output weight has ``s < 1`` its initial output ``n^{1−s}⟨u, x_0⟩`` converges to
+a Gaussian process, not a number [TP4 App H.4.1]. If the output weights are updated
+stably (``e ≥ 1`` for every trained one: NTK, SP with ``lr·n^{-1}``, any abcd in the
+kernel regime) the run is **centred** by default (``center=``): it trains
+``f − f_0`` (the loss of ``f_t − f_0``; ``f_0`` is a constant, so the gradients are
+those of ``f``) [TP4b §5.1], and ``outputs[0] = 0``. The program then normalises
+gradients by ``n^m``, ``m = min(s, e)`` over the output weights (``dz := n^m ∂f/∂z``,
+``ŵ = n^m P``): the exponents above become ``e+m−1`` (hidden), ``e+m`` (input,
+vector-like), ``m−s, e−m`` (output). Every quantity ``v`` of a forward at step
+``t ≥ 1`` also carries its change: ``v_t = v_0 + θ·Δv``, ``θ = n^{-ρ}`` with ``ρ``
+found while tracing (:meth:`_Builder.delta`):
+
+* a parameter's use: ``P_t ξ − P_0 ξ`` and ``b_t − b_0`` are the (rank-B) updates,
+  ``ρ = e+m``; ``P_t x_t − P_0 x_0 = n^{1/2−s}·n^{-ρ_x} M Δx + (updates, n^{-(e+m−1)})``
+  — the initial matrix applied to ``Δx`` separately [TP4 Eq. (55)];
+* an instruction of the forward ``y = ψ(x…; c…)`` (Nonlin, Nonlin+, Moment, scalar
+  function) is replayed: ``y_0 = ψ(x_0…; c_0…)`` (the step-0 variable itself) and
+  ``Δy = (ψ(x_0 + θ r Δx; c_0 + θ r Δc) − ψ(x_0; c_0))/θ``, ``ρ_y = min ρ``,
+  ``r = n^{-(ρ_x − ρ_y)}``, whose ``θ̊ = 0`` value is the directional derivative (e.g.
+  ``φ'(h_0)Δh``); a Moment's change is the Moment of that function, so LayerNorm's
+  mean and variance keep their Θ(1) changes;
+* the centred output of ``P_k v``:
+  ``f_t − f_0 = n^{1−m−ρ_v}⟨ŵ_{0,k}, Δv⟩ + Σ_{r<t} (−lr κ_{t−r} n^{1−e}) Σ χ ḡ ⟨v_u, v_t⟩``.
+
+The forward's own vectors ``v_t`` stay in the program (its Nonlins of ``h_t = h_0 +
+θΔh``, named quantities, the Moments ``⟨v_u, v_t⟩`` of the updates), and
+:func:`tensorprog.grad` differentiates them from the cotangent ``ŵ_{t,k}`` of the output's
+vector, crossing each hidden use by ``P_tᵀ c = n^{1/2−s}Mᵀc + (its rank-B transpose)``
+(:meth:`_Builder.kernel_grads`); the changes never refer to ``v_t`` (the update Moments
+of a change use ``v_0 + θΔv``), so each path is counted once. For an MLP this is
+``nn.train_sgd``'s program: as many MatMuls and Moments, the same limits.
+What cannot be centred is refused (:class:`~tensorprog.ProgramValueError`): an output
+that is not an output weight's use ``P_k v`` itself (an output bias or a function of
+the outputs would act on ``f_0``) and a trained scalar-like parameter (its gradient
+``n^{1−m}∂⟨ŵ, x⟩/∂c`` is a Gaussian fluctuation). ``center=True`` when every output has
+``s ≥ 1`` (``f_0 → 0``) trains the difference ``f_t − f_0`` of the outputs.
+
 Names
 -----
 A ``name=`` given inside the forward is recorded per step and input as
@@ -116,6 +156,7 @@ import numpy as np
 import sympy
 
 from .. import (
+    Nonlinearity,
     Program,
     ProgramTypeError,
     ProgramValueError,
@@ -124,6 +165,7 @@ from .. import (
     grad,
     inner,
     lincomb,
+    mean,
     nonlin,
     outer_nonlin,
     scalar_lincomb,
@@ -244,7 +286,23 @@ class _Param:
         self._q: tuple[Any, Any] | None = None
         p, name, std2 = b.p, spec.name, spec.init_std**2 * sc.var_factor
         cls = spec.cls
+        # the exponent k of the learning-rate coefficient n^{-k} of this parameter's
+        # update in the program (gradients normalised by n^m, see "Kernel-regime runs")
+        self.k_sgd = {
+            ParamClass.HIDDEN: sc.e + b.m - 1,
+            ParamClass.INPUT: sc.e + b.m,
+            ParamClass.VECTOR: sc.e + b.m,
+            ParamClass.OUTPUT: sc.e - b.m,
+            ParamClass.SCALAR: sc.e,
+        }[cls]
         mean = spec.init_mean
+        if b.kernel and cls is ParamClass.SCALAR and spec.lr_mult != 0.0:
+            raise _NotCentrable(
+                f"nn.train cannot centre this kernel-regime run: the trained scalar-like "
+                f"parameter {name!r} has gradient n^(1-m)·∂⟨ŵ, x⟩/∂{name} (m = {b.m}), the "
+                f"Gaussian-process fluctuation of f_0 [TP4 App H.4.1] seen through a scalar; "
+                f"freeze it (lr_mult=0) or use a parametrization with a_out+b_out ≥ 1 (muP)"
+            )
         if mean != 0.0 and sc.b != 0 and cls is not ParamClass.SCALAR:
             raise ProgramValueError(
                 f"nn.train: parameter {name!r} has init_mean {mean} and b = {sc.b} ≠ 0; a "
@@ -265,12 +323,12 @@ class _Param:
         elif cls is ParamClass.OUTPUT:
             self.u = [p.vector(f"{name}_{k}", mean=mean, var=std2) for k in range(spec.finite)]
             theta = b.power(
-                sc.s - 1,
+                sc.s - b.m,
                 1.0,
                 self,
                 "the output f = n^(1-s)·⟨u, x⟩",
                 " (the initial output is a Gaussian-process fluctuation [TP4 App H.4.1]; "
-                "nn.train does not centre it)",
+                "nn.train centres it only with center=True)",
             )
             self.value.append([u if theta is None else lincomb([(theta, u)]) for u in self.u])
         else:  # SCALAR: P_0 = n^{-a}·init_mean, its own initial scalar per entry
@@ -358,7 +416,7 @@ class _Param:
 
     def begin_step(self, t: int) -> None:
         """The value at step ``t ≥ 1`` of a vector-like, output or scalar-like parameter."""
-        cls, sc = self.spec.cls, self.sc
+        cls = self.spec.cls
         if isinstance(self.b.opt, Entrywise):
             if cls is ParamClass.HIDDEN:
                 return
@@ -382,20 +440,20 @@ class _Param:
             self.value.append(new[0] if vec else new)
             return
         if cls is ParamClass.VECTOR:
-            terms = self.step_terms(t, sc.e + 1)
+            terms = self.step_terms(t, self.k_sgd)
             self.value.append(
                 lincomb([(None, self.value[-1])] + terms) if terms else self.value[-1]
             )
         elif cls is ParamClass.OUTPUT:
             rows = []
             for k, w in enumerate(self.value[-1]):
-                terms = [(c, z) for c, (kk, z) in self.step_terms(t, sc.e - 1) if kk == k]
+                terms = [(c, z) for c, (kk, z) in self.step_terms(t, self.k_sgd) if kk == k]
                 rows.append(lincomb([(None, w)] + terms) if terms else w)
             self.value.append(rows)
         elif cls is ParamClass.SCALAR:
             vals = []
             for k, c0 in enumerate(self.value[-1]):
-                terms = [c for c, kk in self.step_terms(t, sc.e) if kk == k]
+                terms = [c for c, kk in self.step_terms(t, self.k_sgd) if kk == k]
                 vals.append(scalar_lincomb([c0] + terms) if terms else c0)
             self.value.append(vals)
 
@@ -412,18 +470,16 @@ class _Param:
                 f"p.{self.spec.name}{op} x: x must be a vector of the model's program (a "
                 f"Vector computed in the forward), got {type(x).__name__}"
             )
+        if b.kernel and t > 0:
+            return self.hidden_kernel(t, x, transpose)
         y = (self.M.T if transpose else self.M).matmul(x)
         terms = [(self.theta, y)]
-        if isinstance(b.opt, Entrywise) and t > 0:
-            terms += self.hidden_entrywise(t, x, transpose)
-        for r in range(t if isinstance(b.opt, SGD) else 0):
-            c = self.coef(self.sc.e, b.opt.kappa(t - r))
-            if c == 0.0:
-                continue
-            for g, right, left in self.grads[r]:
-                if transpose:
-                    right, left = left, right
-                terms.append((_prod(c, g, b.inner(right, x)), left))
+        if isinstance(b.opt, Entrywise):
+            if t > 0:
+                terms += self.hidden_entrywise(t, x, transpose)
+        else:
+            for c, right, left in self.cumulative(t, self.k_sgd, transpose):
+                terms.append((_prod(c, b.inner(right, x)), left))
         h = y if len(terms) == 1 and self.theta is None else lincomb(terms)
         b.uses.append(("hidden_T" if transpose else "hidden", self, x, h))
         return h
@@ -500,6 +556,30 @@ class _Param:
         y = outer_nonlin(psi, rows, cols, params, fn_name=f"{type(opt).__name__}_dW")
         return [(c, y)]
 
+    def hidden_kernel(self, t: int, x: Vector, transpose: bool) -> Vector:
+        """``P_t x`` in a kernel-regime run: ``h_0 + n^{-ρ}Δh`` (:meth:`change`), with no
+        MatMul of ``x`` itself; the backward pass crosses it by :meth:`vjp`."""
+        b = self.b
+        h0, dh, rho = self.change("hidden", x, transpose, t)
+        if dh is None:
+            h = h0
+        else:
+            h = lincomb([(None, h0), (b.power(rho, 1.0, None, "θ"), dh)])
+            b._delta.setdefault(h.var.id, (h0, dh, rho))
+            b.cut[h.var.id] = (self, x, transpose, t)
+        b.uses.append(("hidden_T" if transpose else "hidden", self, x, h))
+        return h
+
+    def vjp(self, t: int, x: Vector, c: Vector, transpose: bool) -> Vector:
+        """``P_tᵀ c`` (``P_t c`` for a transposed use): the cotangent of ``x`` from that
+        of ``h = P_t x``: ``n^{1/2−s} Mᵀ c + Σ coef χ ⟨left, c⟩ right`` (the transpose of
+        :meth:`hidden`'s rank-one terms)."""
+        b = self.b
+        terms = [(self.theta, (self.M if transpose else self.M.T).matmul(c))]
+        for co, right, left in self.cumulative(t, self.k_sgd, transpose):
+            terms.append((_prod(co, b.inner(left, c)), right))
+        return lincomb(terms)
+
     def input(self, t: int, a: Any) -> Vector:
         b, spec = self.b, self.spec
         try:
@@ -528,7 +608,7 @@ class _Param:
                     if v != 0.0 and Uj is not None and c != 0.0:
                         terms.append((_prod(c, b.const(v)), Uj))
         for r in range(t if isinstance(b.opt, SGD) else 0):
-            c = self.coef(self.sc.e + 1, b.opt.kappa(t - r))
+            c = self.coef(self.k_sgd, b.opt.kappa(t - r))
             if c == 0.0:
                 continue
             for g, xu, dh in self.grads[r]:
@@ -537,6 +617,7 @@ class _Param:
                     terms.append((_prod(c, g, b.const(dot)), dh))
         h = lincomb(terms) if len(terms) > 1 else terms[0][1]
         b.uses.append(("input", self, arr, h))
+        b.leaves.setdefault(h.var.id, ("input", self, arr, None, t))
         return h
 
     def output(self, t: int, v: Any) -> Any:
@@ -546,9 +627,102 @@ class _Param:
                 f"p.{spec.name} @ v: v must be a vector of the model's program, got "
                 f"{type(v).__name__}"
             )
-        gs = [inner(w, v) for w in self.value[t]]
+        if b.kernel:  # the centred output itself (module docstring, "Kernel-regime runs")
+            gs = [self.centred_output(t, k, v) for k in range(len(self.value[t]))]
+            for k, g in enumerate(gs):
+                b.out_uses.setdefault(g.var.id, (self, k, v))
+        else:
+            gs = [inner(w, v) for w in self.value[t]]
         b.uses.append(("output", self, v, gs))
         return gs[0] if len(gs) == 1 else gs
+
+    # -- kernel-regime runs (module docstring, "Kernel-regime runs") ----------------
+    def cumulative(
+        self, t: int, expo: Fraction, transpose: bool = False
+    ) -> list[tuple[Any, Any, Any]]:
+        """``P_t − P_0`` as ``(coefficient, right, left)`` terms: each gradient record
+        ``(χ, right, left)`` of step ``r < t`` (hidden: the rank-one ``(1/n)·left·rightᵀ``,
+        swapped for a transposed use) with ``−lr·lr_mult·κ_{t−r}·n^{-expo}·χ``."""
+        out = []
+        for r in range(t):
+            c = self.coef(expo, self.b.opt.kappa(t - r))
+            if c == 0.0:
+                continue
+            for g, right, left in self.grads[r]:
+                if transpose:
+                    right, left = left, right
+                out.append((_prod(c, g), right, left))
+        return out
+
+    def change(self, kind: str, arg: Any, transpose: bool, t: int) -> tuple:
+        """``(h_0, Δh, ρ)`` for a use ``h`` of this parameter at step ``t`` (leaf of
+        :meth:`_Builder.delta`): ``h_t = h_0 + n^{-ρ} Δh``."""
+        b = self.b
+        if kind == "vector":
+            terms = [(c, z) for c, _, z in self.cumulative(t, Fraction(0))]
+            return self.value[0], (lincomb(terms) if terms else None), self.k_sgd
+        if kind == "input":
+            h0 = self._h0[arg.tobytes()]
+            terms = []
+            for c, xu, dh in self.cumulative(t, Fraction(0)):
+                dot = float(xu @ arg)
+                if dot != 0.0:
+                    terms.append((_prod(c, b.const(dot)), dh))
+            return h0, (lincomb(terms) if terms else None), self.k_sgd
+        # hidden: h_t − h_0 = n^{1/2−s} M (x_t − x_0) + (the rank-B updates)
+        M = self.M.T if transpose else self.M
+        x0, dx, rx = b.delta(arg)
+        y0 = M.matmul(x0)
+        h0 = y0 if self.theta is None else lincomb([(self.theta, y0)])
+        upd = self.cumulative(t, Fraction(0), transpose)
+        rhos = ([self.sc.s - _HALF + rx] if dx is not None else []) + ([self.k_sgd] if upd else [])
+        if not rhos:
+            return h0, None, None
+        rho = min(rhos)
+        terms = []
+        if dx is not None:
+            what = "the change n^(1/2-s)·M(x_t − x_0) relative to its use"
+            terms.append((b.power(self.sc.s - _HALF + rx - rho, 1.0, self, what), M.matmul(dx)))
+        ratio = (
+            b.power(self.k_sgd - rho, 1.0, self, "the learning-rate coefficient") if upd else None
+        )
+        # ⟨right, x_t⟩ of x_t = x_0 + θ_x Δx written from the change: the changes never
+        # refer to the vectors of the step's own forward pass (what tp.grad differentiates)
+        xt = b.rebuilt(x0, dx, rx) if upd else None
+        for c, right, left in upd:
+            terms.append((_prod(ratio, c, b.inner(right, xt)), left))
+        return h0, lincomb(terms), rho
+
+    def centred_output(self, t: int, k: int, v: Vector) -> Any:
+        """``f_t − f_0`` of row ``k`` applied to ``v_t`` (``t ≥ 1``):
+        ``n^{1−m−ρ}⟨ŵ_0, Δv⟩ + Σ_{r<t} (−lr κ_{t−r} n^{1−e}) Σ χ ḡ ⟨v_u, v_t⟩``."""
+        b = self.b
+        if t == 0:  # f_0 − f_0 (one scalar per use and row: the backward pass tells them apart)
+            return b.p.scalar(None, 0)
+        _, dv, rho = b.delta(v)
+        terms = []
+        if dv is not None:
+            a = b.power(
+                rho - (1 - b.m),
+                1.0,
+                self,
+                "the output's change n^(1-m)·⟨ŵ_0, v_t − v_0⟩",
+                " (its input vector moves more than the initial output weights allow)",
+            )
+            terms.append(_prod(a, b.inner(self.value[0][k], dv)))
+        # n^{1−m}⟨ŵ_t − ŵ_0, v_t⟩: the readout's updates, n^{m−e} each
+        for c, _, (kk, z) in self.cumulative(t, self.sc.e - 1):
+            if kk == k:
+                terms.append(_prod(c, b.inner(z, v)))
+        return scalar_lincomb(terms) if terms else b.p.scalar(None, 0)
+
+
+def _mean_or_inner(fn: Nonlinearity) -> bool:
+    """Whether a Moment's function is ``tp.mean``'s ``x`` or ``tp.inner``'s ``x·y``."""
+    if fn.nparams:
+        return False
+    x = fn.args
+    return (len(x) == 1 and fn.body == x[0]) or (len(x) == 2 and fn.body == x[0] * x[1])
 
 
 def _entrywise_expos(cls: ParamClass, sc: Scaling) -> tuple[Fraction, Fraction]:
@@ -652,6 +826,7 @@ class _View:
             return _OutputUse(P, t)
         if cls is ParamClass.VECTOR:
             b.uses.append(("vector", P, None, P.value[t]))
+            b.leaves.setdefault(P.value[t].var.id, ("vector", P, None, None, t))
             return P.value[t]
         vals = P.value[t]
         b.uses.append(("scalar", P, None, vals))
@@ -683,8 +858,21 @@ class _Builder:
         scalings: dict[str, Scaling],
         batches: list[np.ndarray],
         name: str,
+        center: bool = False,
+        kernel: bool = False,
+        m: Fraction = Fraction(1),
     ) -> None:
         self.model, self.X, self.Y, self.T = model, X, Y, steps
+        # center: train f − f_0; kernel: centred by carrying the changes (v_0, Δv), with
+        # gradients normalised by n^m (m < 1) — module docstring, "Kernel-regime runs"
+        self.center, self.kernel, self.m = center, kernel, m
+        self.leaves: dict[int, tuple] = {}
+        self.cut: dict[int, tuple] = {}  # hidden uses P_t x carried as h_0 + θΔh
+        self.out_uses: dict[int, tuple] = {}
+        self._delta: dict[int, tuple] = {}
+        self._delta_fns: dict[tuple, Any] = {}
+        self._zero: Scalar | None = None
+        self.step1 = 0  # the first variable of step 1 (earlier ones are step-0 objects)
         self.loss_name, self.opt, self.batches = loss, opt, batches
         self.p = _ScopedProgram(name)
         self.p.section("initial parameters")
@@ -697,11 +885,15 @@ class _Builder:
         self.params = {nm: _Param(self, spec, scalings[nm]) for nm, spec in model.params.items()}
         B, T = X.shape[0], steps
         self.d_out: int | None = None
-        self.f = np.empty((T + 1, B), dtype=object)
+        self.f = np.empty((T + 1, B), dtype=object)  # the outputs trained on
+        self.g = np.empty((T + 1, B), dtype=object)  # what the forward returned (grad)
+        self.rows = np.empty((T + 1, B), dtype=object)  # kernel runs: (P, k, v) per output
         self.loss = np.empty(T + 1, dtype=object)
         self.chi: list[dict[int, list[Any]]] = []
         for t in range(T + 1):
             self.p.section(f"step {t}: forward pass on {B} input{'s' * (B > 1)}, loss")
+            if t == 1:
+                self.step1 = len(self.p)
             if t > 0:
                 for P in self.params.values():
                     P.begin_step(t)
@@ -713,7 +905,8 @@ class _Builder:
                     out = model.fn(_View(self, t), X[i].copy())  # type: ignore[misc]
                 finally:
                     self.p._scope = None
-                self.f[t, i] = self.outputs(out, t, i)
+                self.g[t, i] = self.outputs(out, t, i)
+                self.f[t, i] = self.centred(t, i) if center else self.g[t, i]
                 uses.append(self.uses)
             if t == 0:
                 self.check_targets()
@@ -723,14 +916,16 @@ class _Builder:
                 self.backward(t, uses)
 
     # -- scalars ---------------------------------------------------------------------
-    def power(self, expo: Fraction, factor: float, P: _Param, what: str, why: str = "") -> Any:
+    def power(
+        self, expo: Fraction, factor: float, P: _Param | None, what: str, why: str = ""
+    ) -> Any:
         """The scalar ``factor·n^{-expo}`` (``None`` for 1), shared by all its uses; a
         diverging one (``expo < 0``) is recorded as a problem of ``P`` and written as
         ``factor / n^{expo}``, a scalar function of a vanishing initial scalar (so the
         finite network still simulates; the limit is refused)."""
         if expo == 0 and factor == 1.0:
             return None
-        if expo < 0:
+        if expo < 0 and P is not None:  # (P None: a θ of a change whose cause is recorded)
             prob = _Problem(P.spec.name, P.spec.cls, what, expo, why)
             if prob not in self.problems:
                 self.problems.append(prob)
@@ -767,6 +962,157 @@ class _Builder:
         if key not in self._inner:
             self._inner[key] = inner(a, b)
         return self._inner[key]
+
+    # -- centring (module docstring, "Kernel-regime runs") ----------------------------
+    def zero(self) -> Scalar:
+        """The centred initial output ``f_0 − f_0 = 0`` (one shared scalar)."""
+        if self._zero is None:
+            self._zero = self.p.scalar(self.fresh("f_0_centred"), 0)
+        return self._zero
+
+    def centred(self, t: int, i: int) -> list[Any]:
+        """The outputs trained on in a centred run: ``f_t − f_0``."""
+        gs = self.g[t, i]
+        if self.kernel:  # the outputs are the output weights' centred uses
+            rows = []
+            for j, g in enumerate(gs):
+                use = self.out_uses.get(g.var.id)
+                if use is None:
+                    raise _NotCentrable(
+                        f"nn.train cannot centre this kernel-regime run: output {j} of the "
+                        f"forward of model {self.model.name!r} is not an output weight's use "
+                        f"p.W_out @ v itself; centring subtracts the Gaussian-process "
+                        f"fluctuation f_0 [TP4 App H.4.1] from each P_k v, so the forward must "
+                        f"return those Scalars unchanged (no output bias, multiplier or "
+                        f"function of them)"
+                    )
+                rows.append(use)
+            self.rows[t, i] = rows
+            return gs
+        # f_0 is a bounded Moment: the difference itself
+        if t == 0:
+            return [self.zero()] * len(gs)
+        return [scalar_lincomb([g, (g0, -1.0)]) for g, g0 in zip(gs, self.g[0, i])]
+
+    def delta(self, h: Any) -> tuple[Any, Any, Any]:
+        r"""``(h_0, Δh, ρ)`` for a quantity ``h`` of a forward at step ``t ≥ 1``:
+        ``h_t = h_0 + n^{-ρ}Δh`` with ``h_0`` its step-0 counterpart and ``Δh`` Θ(1)
+        (``Δh = None``: ``h`` does not change).
+
+        Leaves are the parameters' uses (:meth:`_Param.change`) and step-0 objects; an
+        instruction ``y = ψ(x…; c…)`` of the forward is replayed on the counterparts
+        (``y_0 = ψ(x_0…; c_0…)``, the step-0 variable itself by the program's
+        common-subexpression elimination) and its change is
+        ``Δy = (ψ(x_0 + θ r Δx…; c_0 + θ r Δc…) − ψ(x_0…; c_0…))/θ`` with
+        ``θ = n^{-ρ_y}``, ``ρ_y`` the smallest ``ρ`` of the inputs and
+        ``r = n^{-(ρ_x − ρ_y)}`` (:meth:`delta_fn`): a Nonlin+ for a Nonlin, a Moment of
+        it for a Moment (``⟨a_t, b_t⟩ − ⟨a_0, b_0⟩`` keeps its Θ(1) parts), a scalar
+        function for a scalar function.
+        """
+        key = h.var.id
+        hit = self._delta.get(key)
+        if hit is not None:
+            return hit
+        if key < self.step1:
+            out: tuple = (h, None, None)
+        elif key in self.leaves:
+            kind, P, arg, transpose, t = self.leaves[key]
+            out = P.change(kind, arg, transpose, t)
+        else:
+            out = self._replay(h)
+        self._delta[key] = out
+        return out
+
+    def _replay(self, h: Any) -> tuple[Any, Any, Any]:
+        p = self.p
+        instr = p.definition(h)
+        op = instr.opname
+        if op == "init_scalar":  # a constant of the forward
+            return h, None, None
+        moment = op == "moment"
+        if op not in ("nonlin", "moment", "scalar_fn") or (moment and not _mean_or_inner(instr.fn)):
+            raise _NotCentrable(
+                f"nn.train cannot centre this kernel-regime run: the forward computes "
+                f"{h.name} = {instr.opname}({', '.join(v.name for v in instr.inputs)}), which "
+                f"is not a parameter's use, a Nonlin (Nonlin+) or scalar function of them, or "
+                f"a Moment tp.mean / tp.inner (an initial object or a MatMul of a matrix "
+                f"that is not a parameter has no change to carry)"
+            )
+        args = instr.args if op != "scalar_fn" else ()
+        ra = [self.delta(p[v.name]) for v in args]
+        rp = [self.delta(p[v.name]) for v in instr.params]
+        a0, p0 = [r[0] for r in ra], [r[0] for r in rp]
+        if moment:  # tp.mean or tp.inner: the step-0 Moment itself
+            h0 = mean(a0[0]) if len(a0) == 1 else inner(a0[0], a0[1])
+        else:
+            h0 = nonlin(instr.fn, *a0, *p0)
+        rhos = [r[2] for r in ra + rp if r[1] is not None]
+        if not rhos:
+            return h0, None, None
+        rho = min(rhos)
+        ratios = tuple(None if r[1] is None else r[2] - rho for r in ra + rp)
+        fn = self.delta_fn(instr.fn, len(ra), ratios)
+        theta = self.power(rho, 1.0, None, "θ") if rho != 0 else self.one()
+        extra = [self.power(k, 1.0, None, "θ") for k in ratios if k]
+        d_args = [r[1] for r in ra if r[1] is not None]
+        d_pars = [r[1] for r in rp if r[1] is not None]
+        d = nonlin(fn, *a0, *d_args, *p0, *d_pars, theta, *extra)
+        return h0, (mean(d) if moment else d), rho
+
+    def rebuilt(self, v0: Vector, dv: Any, rho: Any) -> Vector:
+        """``v_0 + n^{-ρ}Δv`` as a vector of its own (``v_0`` if ``Δv`` is None), one per
+        change."""
+        if dv is None:
+            return v0
+        key = ("rebuilt", dv.var.id)
+        if key not in self._delta:
+            self._delta[key] = lincomb([(None, v0), (self.power(rho, 1.0, None, "θ"), dv)])
+        return self._delta[key]
+
+    def one(self) -> Scalar:
+        """The number 1 as an initial scalar (θ of a change that is not small)."""
+        if 1.0 not in self._consts:
+            self._consts[1.0] = self.p.scalar(self.fresh("1"), 1.0)
+        return self._consts[1.0]
+
+    def delta_fn(self, fn: Nonlinearity, nargs: int, ratios: tuple) -> Nonlinearity:
+        """``(x_0…, Δx…; c_0…, Δc…, θ, r…) ↦ (ψ(x_0 + θ r Δx; c_0 + θ r Δc) − ψ(x_0; c_0))/θ``
+        for ``ψ = fn`` (its first ``nargs`` inputs vectors; ``ratios[j]``: ``None`` for an
+        input that does not change, else the exponent of ``r_j``, no ``r_j`` for 0).
+        Polynomial ``ψ``: the quotient expanded; else a Piecewise whose ``θ = 0`` branch
+        is the directional derivative ``Σ ∂_jψ · r_j Δ_j`` (the value of ``θ̊ = 0``), as
+        ``train_sgd``'s ``Δφ``. One object per (ψ, ratios): shared by every step."""
+        key = (fn, ratios)
+        hit = self._delta_fns.get(key)
+        if hit is not None:
+            return hit
+        ins = fn.args + fn.params
+        th = sympy.Symbol("theta_", real=True)
+        ds, rs, sub = [], [], {}
+        for j, (s, k) in enumerate(zip(ins, ratios)):
+            if k is None:
+                continue
+            d = sympy.Symbol(f"d_{j}", real=True)
+            ds.append(d)
+            r = 1
+            if k:
+                r = sympy.Symbol(f"r_{j}", real=True)
+                rs.append(r)
+            sub[s] = (s, d, r)
+        shifted = fn.body.xreplace({s: s + th * r * d for s, (_, d, r) in sub.items()})
+        quotient = (shifted - fn.body) / th
+        poly = fn.body.is_polynomial(*ins)
+        if poly:
+            body = sympy.expand(sympy.cancel(quotient))
+        else:
+            slope = sum(sympy.diff(fn.body, s) * r * d for s, (_, d, r) in sub.items())
+            body = sympy.Piecewise((slope, sympy.Eq(th, 0)), (quotient, True))
+        n_d_args = sum(1 for k in ratios[:nargs] if k is not None)
+        args = list(fn.args) + ds[:n_d_args]
+        params = list(fn.params) + ds[n_d_args:] + [th] + rs
+        out = Nonlinearity(f"Δ{fn.name}", body, args, params, opaque=not poly)
+        self._delta_fns[key] = out
+        return out
 
     # -- outputs and loss ------------------------------------------------------------
     def outputs(self, out: Any, t: int, i: int) -> list[Scalar]:
@@ -912,11 +1258,18 @@ class _Builder:
             for kind, P, arg, val in uses[i]:
                 for k, h in enumerate(val if isinstance(val, list) else [val]):
                     recs.setdefault(h.var.id, (kind, P, arg, k, h))
+            if self.kernel:
+                recs = {key: rec for key, rec in recs.items() if rec[0] != "output"}
             wrt = [rec[4] for rec in recs.values()]
             for k_out in range(self.d_out):  # type: ignore[arg-type]
-                g_all = grad(self.f[t, i][k_out], wrt, through_scalars=True)
-                gmap = {h.var.id: g for h, g in zip(wrt, g_all)}
                 c = chi[i][k_out]
+                if self.kernel:
+                    gmap = self.kernel_grads(t, i, k_out, recs, wrt)
+                    P_o, kk, v = self.rows[t, i][k_out]
+                    grads[id(P_o)].append((c, None, (kk, v)))
+                else:
+                    g_all = grad(self.g[t, i][k_out], wrt, through_scalars=True)
+                    gmap = {h.var.id: g for h, g in zip(wrt, g_all)}
                 for kind, P, arg, k, h in recs.values():
                     g = gmap[h.var.id]
                     if kind in ("hidden", "input"):
@@ -935,6 +1288,38 @@ class _Builder:
                         grads[id(P)].append((_prod(c, g), None, k))
         for P in self.params.values():
             P.grads.append(grads[id(P)])
+
+    def kernel_grads(
+        self, t: int, i: int, k_out: int, recs: dict[int, tuple], wrt: list[Any]
+    ) -> dict[int, Any]:
+        """``n^m ∂f_k/∂z`` for the uses ``z`` of a kernel-regime forward: backpropagation
+        from the cotangent ``ŵ_{t,k}`` of the output's vector, crossing each hidden use
+        ``h = h_0 + θΔh`` (whose recorded inputs are changes, not ``x``) by
+        :meth:`_Param.vjp`, from the last use to the first (so each path is counted
+        once); elsewhere :func:`tensorprog.grad` through the forward's own instructions."""
+        P_o, kk, v = self.rows[t, i][k_out]
+        pending: dict[int, list[Any]] = {v.var.id: [v, P_o.value[t][kk]]}
+
+        def outs() -> tuple[list[Any], list[Any]]:
+            return [x for x, *_ in pending.values()], [
+                cs[0] if len(cs) == 1 else lincomb([(None, c) for c in cs])
+                for _, *cs in pending.values()
+            ]
+
+        gmap: dict[int, Any] = {}
+        for kind, P, x, _, h in reversed([r for r in recs.values() if r[4].var.id in self.cut]):
+            ys, cs = outs()
+            gh = grad(ys, h, cotangent=cs, through_scalars=True)
+            gmap[h.var.id] = gh
+            pending.setdefault(x.var.id, [x]).append(P.vjp(t, x, gh, kind == "hidden_T"))
+        rest = [h for h in wrt if h.var.id not in gmap]
+        if rest:
+            ys, cs = outs()
+            gmap.update(
+                (h.var.id, g)
+                for h, g in zip(rest, grad(ys, rest, cotangent=cs, through_scalars=True))
+            )
+        return gmap
 
 
 # ---------------------------------------------------------------------------------------
@@ -1049,6 +1434,8 @@ class TrainRun:
         Why the limit does not exist (diverging width powers); empty for stable runs.
     scalings : dict
         ``{parameter name: Scaling}``: the exponents each parameter got.
+    center : bool
+        Whether the outputs (and the loss) are of ``f_t − f_0``.
     """
 
     def __init__(self, model: Model, builder: _Builder, scalings: dict[str, Scaling]) -> None:
@@ -1061,6 +1448,7 @@ class TrainRun:
             self.outputs[idx] = fs
         self.loss = builder.loss
         self.scalings = scalings
+        self.center = builder.center
         self.problems = tuple(str(p) for p in builder.problems)
         self._params = builder.params
         self.named: dict[str, np.ndarray] = {}
@@ -1139,6 +1527,43 @@ class TrainRun:
 # Entry point
 
 
+class _NotCentrable(ProgramValueError):
+    """A kernel-regime forward that cannot be centred (module docstring)."""
+
+
+def _centring(
+    model: Model, scalings: dict[str, Scaling], center: Any = None
+) -> tuple[bool, bool, Fraction]:
+    """``(center, kernel, m)`` of a run (module docstring, "Kernel-regime runs").
+
+    The rule: with ``s_out`` the smallest ``s = a+b`` of the output weights and ``e_out``
+    the smallest ``e = c+2a`` of the trained ones, the initial output
+    ``n^{1−s}⟨u, x_0⟩`` does not vanish when ``s_out < 1`` (a Gaussian-process
+    fluctuation [TP4 App H.4.1]); such a run is centred by default when its readout is
+    updated stably (``e_out ≥ 1``) — NTK, SP with ``lr·n^{-1}`` — and no trained
+    scalar-like parameter needs a gradient that centring cannot give (and, seen only when
+    the forward is traced, its outputs are the output weights' uses themselves); then
+    ``kernel`` (carried as changes) with ``m = min(s_out, e_out)``. ``center=True`` with
+    ``s_out ≥ 1`` trains ``f_t − f_0`` as the difference of the outputs (``m = 1``).
+    """
+    outs = [nm for nm, sp in model.params.items() if sp.cls is ParamClass.OUTPUT]
+    s_out = min((scalings[o].s for o in outs), default=None)
+    trained = [scalings[o].e for o in outs if model.params[o].lr_mult != 0.0]
+    e_out = min(trained, default=None)
+    gp = s_out is not None and s_out < 1  # f_0 does not vanish
+    scalar_trained = any(
+        sp.cls is ParamClass.SCALAR and sp.lr_mult != 0.0 for sp in model.params.values()
+    )
+    if center is None:
+        center = gp and (e_out is None or e_out >= 1) and not scalar_trained
+    elif not isinstance(center, (bool, np.bool_)):
+        raise ProgramTypeError(f"nn.train: center must be a bool or None, got {center!r}")
+    center = bool(center)
+    kernel = center and gp
+    m = min([s_out] + ([e_out] if e_out is not None else [])) if kernel else Fraction(1)
+    return center, kernel, Fraction(m)
+
+
 def _scaling(param: Any, spec: ParamSpec, opt: Optimizer | None = None) -> Scaling:
     entrywise = isinstance(opt, Entrywise)
     if isinstance(param, (PerClass, PerParameter)):
@@ -1168,6 +1593,7 @@ def train(
     param: Any = None,
     batches: Any = None,
     allow_unstable: bool = False,
+    center: bool | None = None,
     name: str | None = None,
 ) -> TrainRun:
     r"""Unroll ``steps`` optimizer steps of ``model`` on ``(X, Y)`` into one program.
@@ -1197,6 +1623,13 @@ def train(
     allow_unstable : bool, default False
         Build a run whose program needs diverging width powers (its finite network
         simulates; ``limit()`` refuses, naming the parameters and exponents).
+    center : bool, optional
+        Train ``f − f_0`` instead of ``f`` (``outputs[0] = 0``). Default: ``True`` exactly
+        when an output weight has ``a+b < 1`` (``f_0`` a Gaussian-process fluctuation,
+        e.g. NTK, SP with ``lr·n^{-1}``), the output weights are updated stably
+        (``c+2a ≥ 1``) and the run can be centred; ``False`` there builds the uncentred
+        run, whose diverging ``f_0`` is refused unless ``allow_unstable``. See
+        "Kernel-regime runs" in the module docstring.
     name : str, optional
         Name of the program.
 
@@ -1301,12 +1734,31 @@ def train(
         rows = [np.asarray(r, dtype=int) for r in rows]
     if not isinstance(allow_unstable, (bool, np.bool_)):
         raise ProgramTypeError(f"nn.train: allow_unstable must be a bool, got {allow_unstable!r}")
-    builder = _Builder(
-        model, Xa, Ya, steps, loss, opt, scalings, rows, name or f"train_{model.name}"
-    )
+    args = (model, Xa, Ya, steps, loss, opt, scalings, rows, name or f"train_{model.name}")
+    center_given = center
+    if isinstance(opt, Entrywise):
+        if center:
+            raise ProgramValueError(
+                f"nn.train: center=True centres kernel-regime SGD runs; the operator regime "
+                f"of {type(opt).__name__} [TP4b Thm 2.4.7] is not centred (its runs are "
+                f"refused with the diverging power instead)"
+            )
+        center, kernel, m = False, False, Fraction(1)
+    else:
+        center, kernel, m = _centring(model, scalings, center)
+    why_not = ""
+    try:
+        builder = _Builder(*args, center=center, kernel=kernel, m=m)
+    except _NotCentrable as exc:
+        if center_given is not None:
+            raise
+        # the default centring does not apply to this forward: the uncentred run (its
+        # f_0 is then a diverging power, a problem like any other)
+        why_not = f" ({exc})"
+        builder = _Builder(*args)
     if builder.problems and not allow_unstable:
         raise ProgramValueError(
             "nn.train: the run has no infinite-width limit (pass allow_unstable=True to "
-            "simulate it anyway): " + "; ".join(str(p) for p in builder.problems)
+            "simulate it anyway): " + "; ".join(str(p) for p in builder.problems) + why_not
         )
     return TrainRun(model, builder, scalings)
