@@ -328,7 +328,11 @@ class _Param:
                 self,
                 "the output f = n^(1-s)·⟨u, x⟩",
                 " (the initial output is a Gaussian-process fluctuation [TP4 App H.4.1]; "
-                "nn.train centres it only with center=True)",
+                + (
+                    "entrywise optimizers' operator regime is not centred)"
+                    if isinstance(b.opt, Entrywise)
+                    else "this run is not centred: see the reason given with center=True)"
+                ),
             )
             self.value.append([u if theta is None else lincomb([(theta, u)]) for u in self.u])
         else:  # SCALAR: P_0 = n^{-a}·init_mean, its own initial scalar per entry
