@@ -85,3 +85,28 @@ __all__ += [
 from . import predict, stax  # noqa: E402
 
 __all__ += ["stax", "predict"]
+
+# depth: residual networks, depthwise parametrizations, Depth-μP [TP6]
+from .depth import (  # noqa: E402
+    DepthClassification,
+    DepthParametrization,
+    GradientDiversity,
+    classify_depth,
+    depth_muP,
+    depth_ode,
+    depth_standard,
+    gradient_diversity,
+    resnet,
+)
+
+__all__ += [
+    "resnet",
+    "DepthParametrization",
+    "DepthClassification",
+    "depth_muP",
+    "depth_ode",
+    "depth_standard",
+    "classify_depth",
+    "GradientDiversity",
+    "gradient_diversity",
+]
