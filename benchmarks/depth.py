@@ -101,7 +101,15 @@ def sweep(depths: list[int]) -> dict:
                     row["diversity"] = div
             except tp.TensorProgramError as exc:  # a diverging run: say why
                 row |= {"limit_s": time.perf_counter() - t1, "status": f"error: {exc}"[:300]}
-            print(label, row["L"], row["instructions"], f"{row['limit_s']:.1f}s", row.get("loss"), row["status"][:60], flush=True)
+            print(
+                label,
+                row["L"],
+                row["instructions"],
+                f"{row['limit_s']:.1f}s",
+                row.get("loss"),
+                row["status"][:60],
+                flush=True,
+            )
             rows.append(row)
         out[label] = rows
     return out
@@ -130,7 +138,12 @@ def finite(depths=(2, 4, 8), widths=(256, 512, 1024, 2048, 4096), seeds=(24, 16,
         means, ses = [], []
         t0 = time.perf_counter()
         for n, S in zip(widths, seeds):
-            vals = np.array([np.concatenate([s.outputs.ravel(), s.loss]) for s in (run.simulate(n, seed=k) for k in range(S))])
+            vals = np.array(
+                [
+                    np.concatenate([s.outputs.ravel(), s.loss])
+                    for s in (run.simulate(n, seed=k) for k in range(S))
+                ]
+            )
             means.append(vals.mean(0))
             ses.append(vals.std(0, ddof=1) / np.sqrt(S))
         means, ses = np.array(means), np.array(ses)
@@ -154,7 +167,10 @@ def finite(depths=(2, 4, 8), widths=(256, 512, 1024, 2048, 4096), seeds=(24, 16,
 
 def _ratio(dphi) -> float:
     def e(g):
-        return sum(integrate.quad(lambda z: g(z) * stats.norm.pdf(z), a, b)[0] for a, b in ((-np.inf, 0), (0, np.inf)))
+        return sum(
+            integrate.quad(lambda z: g(z) * stats.norm.pdf(z), a, b)[0]
+            for a, b in ((-np.inf, 0), (0, np.inf))
+        )
 
     return e(dphi) ** 2 / e(lambda z: dphi(z) ** 2)
 
@@ -171,17 +187,38 @@ def diversity(depths=(4, 16, 64)) -> dict:
     for key, (phi, dphi) in named.items():
         rows = []
         for L in depths:
-            g = nn.gradient_diversity(phi, L, layers=[L // 2], seed=0, method="montecarlo", samples=200_000)
-            rows.append({"L": L, "rho_h": float(g.rho_h[0]), "rho_h_stderr": float(g.rho_h_stderr[0]), "rho_x": float(g.rho_x[0])})
+            g = nn.gradient_diversity(
+                phi, L, layers=[L // 2], seed=0, method="montecarlo", samples=200_000
+            )
+            rows.append(
+                {
+                    "L": L,
+                    "rho_h": float(g.rho_h[0]),
+                    "rho_h_stderr": float(g.rho_h_stderr[0]),
+                    "rho_x": float(g.rho_x[0]),
+                }
+            )
         # for tanh/gelu the factorisation is only approximate: h^l's variance drifts with l
         out["named"][key] = {"rows": rows, "ratio_quadrature_unit_variance": _ratio(dphi)}
         print("diversity", key, [round(r["rho_h"], 4) for r in rows], flush=True)
     for th in np.linspace(-np.pi / 2, np.pi / 2, 17):
-        q, p = (-1.0, 1.0) if np.isclose(th, -np.pi / 4) else (round(np.sin(th), 12), round(np.cos(th), 12))
-        g = nn.gradient_diversity(tp.ab_relu(q, p), 16, layers=[8], seed=0, method="montecarlo", samples=100_000)
+        q, p = (
+            (-1.0, 1.0)
+            if np.isclose(th, -np.pi / 4)
+            else (round(np.sin(th), 12), round(np.cos(th), 12))
+        )
+        g = nn.gradient_diversity(
+            tp.ab_relu(q, p), 16, layers=[8], seed=0, method="montecarlo", samples=100_000
+        )
         out["homogeneous"].append(
-            {"theta": float(th), "q": q, "p": p, "diversity": float(g.diversity[0]), "stderr": float(g.rho_h_stderr[0]),
-             "predicted": float(1 - g.rho_x[0] * (p + q) ** 2 / (2 * (p * p + q * q)))}
+            {
+                "theta": float(th),
+                "q": q,
+                "p": p,
+                "diversity": float(g.diversity[0]),
+                "stderr": float(g.rho_h_stderr[0]),
+                "predicted": float(1 - g.rho_x[0] * (p + q) ** 2 / (2 * (p * p + q * q))),
+            }
         )
     return out
 
@@ -197,20 +234,33 @@ def figure(data: dict) -> None:
     for label, rows in sw.items():
         Ls = [r["L"] for r in rows if r.get("loss")]
         ax[0, 0].plot(Ls, [r["loss"][-1] for r in rows if r.get("loss")], "o-", label=label)
-    ax[0, 0].set(xscale="log", yscale="log", xlabel="depth L", ylabel=f"limit loss after {STEPS} steps",
-                 title="loss after training vs depth (width = ∞)")
+    ax[0, 0].set(
+        xscale="log",
+        yscale="log",
+        xlabel="depth L",
+        ylabel=f"limit loss after {STEPS} steps",
+        title="loss after training vs depth (width = ∞)",
+    )
     ax[0, 0].legend(fontsize=8)
     mu = sw.get("Depth-μP (1/2, 1/2)", [])
     for r in mu:
         if r.get("loss"):
             ax[0, 1].plot(range(len(r["loss"])), r["loss"], "o-", label=f"L={r['L']}")
-    ax[0, 1].set(xlabel="step t", ylabel="limit loss", title="Depth-μP: trajectories converge as L grows")
+    ax[0, 1].set(
+        xlabel="step t", ylabel="limit loss", title="Depth-μP: trajectories converge as L grows"
+    )
     ax[0, 1].legend(fontsize=8)
     for label, rows in sw.items():
         ax[0, 2].plot([r["L"] for r in rows], [r["instructions"] for r in rows], "o-", label=label)
     ax2 = ax[0, 2].twinx()
     ax2.plot([r["L"] for r in mu], [r["limit_s"] for r in mu], "k--", label="limit time (Depth-μP)")
-    ax[0, 2].set(xscale="log", yscale="log", xlabel="depth L", ylabel="instructions", title="program size and limit time")
+    ax[0, 2].set(
+        xscale="log",
+        yscale="log",
+        xlabel="depth L",
+        ylabel="instructions",
+        title="program size and limit time",
+    )
     ax2.set(yscale="log", ylabel="seconds (shared machine)")
     ax[0, 2].legend(fontsize=7, loc="upper left")
     for label in ("Depth-μP (1/2, 1/2)", "ODE (1, 0)"):
@@ -222,8 +272,13 @@ def figure(data: dict) -> None:
     e = np.array([1 / 64, 0.5])
     ax[1, 0].plot(e, 0.3 * e, "k:", label="∝ ε (κ = 1/2)")
     ax[1, 0].plot(e, 0.3 * e**2, "k--", label="∝ ε² (κ = 0)")
-    ax[1, 0].set(xscale="log", yscale="log", xlabel="ε = k/L", ylabel="‖x^{L/2+k} − x^{L/2}‖²/n",
-                 title="feature diversity [TP6 Def 7.6]")
+    ax[1, 0].set(
+        xscale="log",
+        yscale="log",
+        xlabel="ε = k/L",
+        ylabel="‖x^{L/2+k} − x^{L/2}‖²/n",
+        title="feature diversity [TP6 Def 7.6]",
+    )
     ax[1, 0].legend(fontsize=7)
     fin = data.get("finite", {})
     for L, r in fin.items():
@@ -236,13 +291,22 @@ def figure(data: dict) -> None:
     hom = data.get("diversity", {}).get("homogeneous", [])
     if hom:
         th = [h["theta"] for h in hom]
-        ax[1, 2].errorbar(th, [h["diversity"] for h in hom], yerr=[h["stderr"] for h in hom], fmt="o", label="limit, L = 16")
+        ax[1, 2].errorbar(
+            th,
+            [h["diversity"] for h in hom],
+            yerr=[h["stderr"] for h in hom],
+            fmt="o",
+            label="limit, L = 16",
+        )
         ax[1, 2].plot(th, [h["predicted"] for h in hom], "-", label="1 − ρ_x (p+q)²/2(p²+q²)")
         for x, s in ((-np.pi / 4, "|·|"), (0, "relu"), (np.pi / 4, "identity")):
             ax[1, 2].axvline(x, color="grey", lw=0.5)
             ax[1, 2].text(x, 0.02, s)
-        ax[1, 2].set(xlabel="θ: φ = cos θ·max(z,0) + sin θ·min(z,0)", ylabel="gradient diversity 1 − ρ_h",
-                     title="TP6 §8.3: |·| maximises diversity")
+        ax[1, 2].set(
+            xlabel="θ: φ = cos θ·max(z,0) + sin θ·min(z,0)",
+            ylabel="gradient diversity 1 − ρ_h",
+            title="TP6 §8.3: |·| maximises diversity",
+        )
         ax[1, 2].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(OUT / "depth.png", dpi=110)

@@ -64,7 +64,7 @@ def ref_resnet(P, X, Y, steps, lr, n, c, Ws, phi, hidden_mult):
             d = (F[i] - Y[i]) / B
             G["V"] += d * x[None, :]
             dx = d * P["V"][0]
-            for blk, (inp, hs, ys) in zip(reversed(Ws), reversed(cache)):
+            for blk, (_inp, hs, ys) in zip(reversed(Ws), reversed(cache)):
                 dy = c * dx
                 dy = dy - dy.mean()  # MS is symmetric
                 for j in reversed(range(len(blk))):
@@ -116,7 +116,10 @@ def test_limit_agrees_with_finite_widths_L2():
     means, ses = [], []
     for n in (256, 512):
         vals = np.array(
-            [np.concatenate([s.outputs.ravel(), s.loss]) for s in (run.simulate(n, seed=k) for k in range(16))]
+            [
+                np.concatenate([s.outputs.ravel(), s.loss])
+                for s in (run.simulate(n, seed=k) for k in range(16))
+            ]
         )
         means.append(vals.mean(0))
         ses.append(vals.std(0, ddof=1) / np.sqrt(len(vals)))
@@ -136,14 +139,14 @@ def test_init_kernel_closed_form(alpha):
     the mean): the limit of the recorded Moments equals it to Monte Carlo error."""
     L = 4
     P = nn.DepthParametrization(alpha, 1 - alpha)
-    m = nn.resnet(2, 1, L, param=P, record=[(l, l) for l in range(L + 1)])
+    m = nn.resnet(2, 1, L, param=P, record=[(b, b) for b in range(L + 1)])
     run = nn.train(m, X2[:1], Y2[:1], steps=1, optimizer=nn.SGD(0.1))
     lim = run.limit(seed=1, method="montecarlo", samples=50_000)
     v = 0.5 - 1 / (2 * np.pi)
-    for l in range(L + 1):
-        q = (1 + L ** (-2 * alpha) * v) ** l  # q_0 = ‖ξ‖² = 1
-        got, se = lim.named(f"xx{l}_{l}")[0, 0], lim.named_stderr(f"xx{l}_{l}")[0, 0]
-        assert abs(got - q) < 4 * se + 1e-12, (l, got, q, se)
+    for b in range(L + 1):
+        q = (1 + L ** (-2 * alpha) * v) ** b  # q_0 = ‖ξ‖² = 1
+        got, se = lim.named(f"xx{b}_{b}")[0, 0], lim.named_stderr(f"xx{b}_{b}")[0, 0]
+        assert abs(got - q) < 4 * se + 1e-12, (b, got, q, se)
 
 
 # ---------------------------------------------------------------------------------------
@@ -220,7 +223,10 @@ def _ratio(dphi):
     """(E φ'(Z))² / E φ'(Z)², Z ~ N(0, 1), by quadrature."""
 
     def e(g):  # the two half-lines separately: φ' may jump at 0
-        return sum(integrate.quad(lambda z: g(z) * stats.norm.pdf(z), a, b)[0] for a, b in ((-np.inf, 0), (0, np.inf)))
+        return sum(
+            integrate.quad(lambda z: g(z) * stats.norm.pdf(z), a, b)[0]
+            for a, b in ((-np.inf, 0), (0, np.inf))
+        )
 
     return e(dphi) ** 2 / e(lambda z: dphi(z) ** 2)
 
@@ -248,12 +254,18 @@ def test_abs_maximises_gradient_diversity_among_homogeneous():
     (q = −p), where it is 1; it equals 1 − ρ_x·(p + q)²/(2(p² + q²)) (the quadrature-free
     closed form of (Eφ')²/Eφ'² for this family)."""
     thetas = np.linspace(-np.pi / 2, np.pi / 2, 9)  # θ = −π/4: |·|, 0: relu, π/4: identity
-    div, rho_x = [], []
+    div = []
     for th in thetas:
         q, p = np.sin(th), np.cos(th)
         q, p = (-1.0, 1.0) if np.isclose(th, -np.pi / 4) else (round(q, 12), round(p, 12))
-        g = nn.gradient_diversity(tp.ab_relu(q, p), 4, layers=[2], seed=0, method="montecarlo", samples=50_000)
+        g = nn.gradient_diversity(
+            tp.ab_relu(q, p), 4, layers=[2], seed=0, method="montecarlo", samples=50_000
+        )
         expect = 1 - g.rho_x[0] * (p + q) ** 2 / (2 * (p * p + q * q))
-        assert abs(g.diversity[0] - expect) < 4 * g.rho_h_stderr[0] + 1e-12, (th, g.diversity, expect)
+        assert abs(g.diversity[0] - expect) < 4 * g.rho_h_stderr[0] + 1e-12, (
+            th,
+            g.diversity,
+            expect,
+        )
         div.append(g.diversity[0])
     assert int(np.argmax(div)) == 2 and abs(div[2] - 1) < 0.01

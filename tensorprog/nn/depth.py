@@ -90,7 +90,9 @@ def _fraction(x: Any, what: str) -> Fraction:
     try:
         f = Fraction(x).limit_denominator(10**6) if not isinstance(x, Fraction) else x
     except (ValueError, ZeroDivisionError):
-        raise ProgramValueError(f"{what} must be a number such as 0.5 or '1/2', got {x!r}") from None
+        raise ProgramValueError(
+            f"{what} must be a number such as 0.5 or '1/2', got {x!r}"
+        ) from None
     if isinstance(x, float) and not math.isfinite(x):
         raise ProgramValueError(f"{what} must be finite, got {x!r}")
     return f
@@ -98,7 +100,9 @@ def _fraction(x: Any, what: str) -> Fraction:
 
 def _depth(depth: Any, what: str = "depth") -> int:
     if isinstance(depth, bool) or not isinstance(depth, numbers.Integral) or depth < 1:
-        raise ProgramValueError(f"{what} must be an int ≥ 1 (the number of blocks L), got {depth!r}")
+        raise ProgramValueError(
+            f"{what} must be an int ≥ 1 (the number of blocks L), got {depth!r}"
+        )
     return int(depth)
 
 
@@ -161,7 +165,11 @@ class DepthParametrization:
         optimizer : nn.SGD or another nn.Optimizer (or its class), default SGD
         """
         L = float(_depth(depth))
-        cls = SGD if optimizer is None else (optimizer if isinstance(optimizer, type) else type(optimizer))
+        cls = (
+            SGD
+            if optimizer is None
+            else (optimizer if isinstance(optimizer, type) else type(optimizer))
+        )
         if not (isinstance(cls, type) and issubclass(cls, Optimizer)):
             raise ProgramTypeError(
                 f"lr_mult: optimizer must be an nn optimizer (nn.SGD, …) or its class, got "
@@ -319,8 +327,10 @@ def classify_depth(alpha: Any, gamma: Any) -> DepthClassification:
     st1 = nt = f0 = f1 = faithful = fl = None
     kappa = None
     if not st0:
-        reasons.append("stability during training, nontriviality, faithfulness, κ: not "
-                       "classified (unstable at initialisation)")
+        reasons.append(
+            "stability during training, nontriviality, faithfulness, κ: not "
+            "classified (unstable at initialisation)"
+        )
     else:
         st1, nt = s >= 1, s <= 1
         reasons.append(
@@ -331,13 +341,12 @@ def classify_depth(alpha: Any, gamma: Any) -> DepthClassification:
             f0, f1 = a >= _HALF, a <= 1
             faithful = f0 and f1
             reasons.append(
-                f"faithful at init: {f0}, during training: {f1} — Claim 7.3: α ∈ [1/2, 1] "
-                + ("" if f1 else f"(γ = {g} < 0: the updates of W^l grow like L^{-g})")
+                f"faithful at init: {f0}, during training: {f1} — Claim 7.3: α ∈ [1/2, 1]"
+                + ("" if f1 else f" (γ = {g} < 0: the updates of W^l grow like L^{-g})")
             )
             fl = faithful
             reasons.append(
-                f"feature learning: {fl} — stable, nontrivial and faithful "
-                f"[TP6 Def 7.5, §10]"
+                f"feature learning: {fl} — stable, nontrivial and faithful [TP6 Def 7.5, §10]"
             )
             if faithful:
                 kappa = _HALF if a == _HALF else Fraction(0)
@@ -350,8 +359,10 @@ def classify_depth(alpha: Any, gamma: Any) -> DepthClassification:
             else:
                 reasons.append("κ: not classified (not faithful during training)")
         else:
-            reasons.append("faithfulness, feature learning, κ: not classified (Claim 7.3 "
-                           "needs stable and nontrivial, α + γ = 1)")
+            reasons.append(
+                "faithfulness, feature learning, κ: not classified (Claim 7.3 "
+                "needs stable and nontrivial, α + γ = 1)"
+            )
     return DepthClassification(a, g, st0, st1, nt, f0, f1, faithful, fl, kappa, tuple(reasons))
 
 
@@ -451,8 +462,14 @@ def resnet(
             f"nn.resnet: param must be a DepthParametrization (nn.depth_muP(), nn.depth_ode(), "
             f"nn.depth_standard(), nn.DepthParametrization(alpha, gamma)), got {param!r}"
         )
-    if isinstance(branch_mult, bool) or not isinstance(branch_mult, numbers.Real) or not math.isfinite(branch_mult):
-        raise ProgramTypeError(f"nn.resnet: branch_mult must be a finite real number, got {branch_mult!r}")
+    if (
+        isinstance(branch_mult, bool)
+        or not isinstance(branch_mult, numbers.Real)
+        or not math.isfinite(branch_mult)
+    ):
+        raise ProgramTypeError(
+            f"nn.resnet: branch_mult must be a finite real number, got {branch_mult!r}"
+        )
     for v, what in ((mean_subtract, "mean_subtract"), (layernorm, "layernorm")):
         if not isinstance(v, (bool, np.bool_)):
             raise ProgramTypeError(f"nn.resnet: {what} must be a bool, got {v!r}")
@@ -462,7 +479,10 @@ def resnet(
         ok = (
             isinstance(pair, (tuple, list))
             and len(pair) == 2
-            and all(isinstance(i, numbers.Integral) and not isinstance(i, bool) and 0 <= i <= L for i in pair)
+            and all(
+                isinstance(i, numbers.Integral) and not isinstance(i, bool) and 0 <= i <= L
+                for i in pair
+            )
         )
         if not ok:
             raise ProgramValueError(
@@ -473,7 +493,7 @@ def resnet(
     c = P.multiplier(L, float(branch_mult))
     m = Model(name or f"resnet{L}_{block}")
     m.param("U", ("n", int(d_in)), init_std=math.sqrt(d_in))
-    layers = [f"W{l}" for l in range(1, L + 1)]
+    layers = [f"W{b}" for b in range(1, L + 1)]
     if block == "two":
         layers = [f"{w}{s}" for w in layers for s in ("a", "b")]
     for w in layers:
@@ -486,15 +506,15 @@ def resnet(
     def forward(p: Any, xi: Any) -> Any:
         x = p.U @ xi
         xs = {0: x} if 0 in wanted else {}
-        for l in range(1, L + 1):
+        for b in range(1, L + 1):
             y = _layernorm(x) if layernorm else x
             for j in range(k):
-                y = phi(getattr(p, layers[(l - 1) * k + j]) @ y)
+                y = phi(getattr(p, layers[(b - 1) * k + j]) @ y)
             if mean_subtract:
                 y = _ms(y)
             x = x + c * y
-            if l in wanted:
-                xs[l] = x
+            if b in wanted:
+                xs[b] = x
         for i, j in pairs:
             inner(xs[i], xs[j], name=f"xx{i}_{j}")
         return p.V @ x
@@ -598,24 +618,28 @@ def gradient_diversity(
     """
     L = _depth(depth, "gradient_diversity: depth")
     if L < 2:
-        raise ProgramValueError(f"gradient_diversity: depth must be ≥ 2 (two blocks to compare), got {L}")
+        raise ProgramValueError(
+            f"gradient_diversity: depth must be ≥ 2 (two blocks to compare), got {L}"
+        )
     ls = list(range(1, L)) if layers is None else list(layers)
-    for l in ls:
-        if isinstance(l, bool) or not isinstance(l, numbers.Integral) or not 1 <= l <= L - 1:
-            raise ProgramValueError(f"gradient_diversity: layers must be ints in [1, {L - 1}], got {l!r}")
+    for b in ls:
+        if isinstance(b, bool) or not isinstance(b, numbers.Integral) or not 1 <= b <= L - 1:
+            raise ProgramValueError(
+                f"gradient_diversity: layers must be ints in [1, {L - 1}], got {b!r}"
+            )
     phi = _nonlin(nonlin)
     c = float(branch_mult) * float(L) ** -float(_fraction(alpha, "gradient_diversity: alpha"))
     p = Program(f"gradient_diversity_{L}")
     x = p.vector("x0")
     V = p.vector("V")
     hs, xs = [], [x]
-    for l in range(1, L + 1):
-        h = p.matrix(f"W{l}") @ x
+    for b in range(1, L + 1):
+        h = p.matrix(f"W{b}") @ x
         hs.append(h)
         x = x + c * _ms(phi(h))
         xs.append(x)
     f = inner(V, x, name="f")
-    need_h = sorted({i for l in ls for i in (l, l + 1)})
+    need_h = sorted({i for b in ls for i in (b, b + 1)})
     need_x = need_h
     wrt = [hs[i - 1] for i in need_h] + [xs[i] for i in need_x]
     gs = grad(f, wrt)
@@ -625,22 +649,29 @@ def gradient_diversity(
     for kind, d in (("h", dh), ("x", dx)):
         for i in need_h:
             mom[(kind, i, i)] = inner(d[i], d[i], name=f"d{kind}{i}_{i}")
-        for l in ls:
-            mom[(kind, l, l + 1)] = inner(d[l], d[l + 1], name=f"d{kind}{l}_{l + 1}")
+        for b in ls:
+            mom[(kind, b, b + 1)] = inner(d[b], d[b + 1], name=f"d{kind}{b}_{b + 1}")
     lim = p.limit(**limit_kw)
 
-    def rho(kind: str, l: int) -> tuple[float, float]:
-        a, b, cc = (mom[(kind, l, l)], mom[(kind, l + 1, l + 1)], mom[(kind, l, l + 1)])
+    def rho(kind: str, i: int) -> tuple[float, float]:
+        a, b, cc = (mom[(kind, i, i)], mom[(kind, i + 1, i + 1)], mom[(kind, i, i + 1)])
         va, vb, vc = lim[a], lim[b], lim[cc]
         r = vc / math.sqrt(va * vb)
         # delta method, errors treated as independent (a conservative bound up to √3)
-        se = abs(r) * math.sqrt(
-            (lim.stderr(cc) / vc) ** 2 + (lim.stderr(a) / (2 * va)) ** 2 + (lim.stderr(b) / (2 * vb)) ** 2
-        ) if vc != 0 else lim.stderr(cc) / math.sqrt(va * vb)
+        se = (
+            abs(r)
+            * math.sqrt(
+                (lim.stderr(cc) / vc) ** 2
+                + (lim.stderr(a) / (2 * va)) ** 2
+                + (lim.stderr(b) / (2 * vb)) ** 2
+            )
+            if vc != 0
+            else lim.stderr(cc) / math.sqrt(va * vb)
+        )
         return r, se
 
-    rh = [rho("h", l) for l in ls]
-    rx = [rho("x", l)[0] for l in ls]
+    rh = [rho("h", b) for b in ls]
+    rx = [rho("x", b)[0] for b in ls]
     return GradientDiversity(
         L,
         tuple(ls),
