@@ -185,24 +185,63 @@ class DepthParametrization:
 
 
 def depth_muP() -> DepthParametrization:
-    r"""Depth-μP: :math:`\alpha=\gamma=\tfrac12` [TP6 Claim 7.5, Table 1] — branch
-    multiplier :math:`a/\sqrt L`; SGD learning rate :math:`\eta` (independent of
-    :math:`L`), Adam :math:`\eta/\sqrt L`."""
+    r"""Depth-μP: :math:`\alpha=\gamma=\tfrac12` [TP6 Claim 7.5, Table 1].
+
+    Branch multiplier :math:`a/\sqrt L`; SGD learning rate :math:`\eta` (independent of
+    :math:`L`), Adam :math:`\eta/\sqrt L`.
+
+    Returns
+    -------
+    DepthParametrization
+
+    Examples
+    --------
+    >>> from tensorprog import nn
+    >>> P = nn.depth_muP()
+    >>> P.multiplier(4), P.lr_mult(4), P.classify().is_depth_muP
+    (0.5, 1.0, True)
+    """
     return DepthParametrization(_HALF, _HALF, "Depth-μP")
 
 
 def depth_ode() -> DepthParametrization:
-    r""":math:`(\alpha,\gamma) = (1, 0)`: the :math:`1/L` branch multiplier ("ODE scaling"
-    [TP6 §5, §10]; the branch scaling of CompleteP) — stable, nontrivial and faithful,
-    but redundant (:math:`\kappa=0`) [TP6 Claim 7.4]. SGD learning rate :math:`\eta L`,
-    Adam :math:`\eta`."""
+    r""":math:`(\alpha,\gamma) = (1, 0)`: the :math:`1/L` branch multiplier.
+
+    TP6's "ODE scaling" [TP6 §5, §10], the branch scaling of CompleteP: stable, nontrivial
+    and faithful, but redundant (:math:`\kappa=0`) [TP6 Claim 7.4]. SGD learning rate
+    :math:`\eta L`, Adam :math:`\eta`.
+
+    Returns
+    -------
+    DepthParametrization
+
+    Examples
+    --------
+    >>> from tensorprog import nn
+    >>> P = nn.depth_ode()
+    >>> P.multiplier(4), P.lr_mult(4), P.classify().redundant
+    (0.25, 4.0, True)
+    """
     return DepthParametrization(1, 0, "ODE (α = 1)")
 
 
 def depth_standard() -> DepthParametrization:
-    r""":math:`(\alpha,\gamma)=(0,0)`: branch multiplier :math:`a` and a depth-independent
-    learning rate, the standard residual network — unstable at initialisation as
-    :math:`L\to\infty` [TP6 Claim 7.1] (its features grow like :math:`e^{cL}`)."""
+    r""":math:`(\alpha,\gamma)=(0,0)`: the standard residual network.
+
+    Branch multiplier :math:`a` and a depth-independent learning rate: unstable at
+    initialisation as :math:`L\to\infty` [TP6 Claim 7.1] (its features grow like
+    :math:`e^{cL}`).
+
+    Returns
+    -------
+    DepthParametrization
+
+    Examples
+    --------
+    >>> from tensorprog import nn
+    >>> nn.depth_standard().multiplier(4), nn.depth_standard().classify().stable_init
+    (1.0, False)
+    """
     return DepthParametrization(0, 0, "standard (α = 0)")
 
 
