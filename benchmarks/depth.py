@@ -223,6 +223,14 @@ def diversity(depths=(4, 16, 64)) -> dict:
     return out
 
 
+def _label(ax, xlabel: str, ylabel: str, title: str, log: str = "xy") -> None:
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    if "x" in log:
+        ax.set_xscale("log")
+    if "y" in log:
+        ax.set_yscale("log")
+
+
 def figure(data: dict) -> None:
     import matplotlib
 
@@ -234,33 +242,19 @@ def figure(data: dict) -> None:
     for label, rows in sw.items():
         Ls = [r["L"] for r in rows if r.get("loss")]
         ax[0, 0].plot(Ls, [r["loss"][-1] for r in rows if r.get("loss")], "o-", label=label)
-    ax[0, 0].set(
-        xscale="log",
-        yscale="log",
-        xlabel="depth L",
-        ylabel=f"limit loss after {STEPS} steps",
-        title="loss after training vs depth (width = ∞)",
-    )
+    _label(ax[0, 0], "depth L", f"limit loss after {STEPS} steps", "loss after training (width ∞)")
     ax[0, 0].legend(fontsize=8)
     mu = sw.get("Depth-μP (1/2, 1/2)", [])
     for r in mu:
         if r.get("loss"):
             ax[0, 1].plot(range(len(r["loss"])), r["loss"], "o-", label=f"L={r['L']}")
-    ax[0, 1].set(
-        xlabel="step t", ylabel="limit loss", title="Depth-μP: trajectories converge as L grows"
-    )
+    _label(ax[0, 1], "step t", "limit loss", "Depth-μP: trajectories converge as L grows", "")
     ax[0, 1].legend(fontsize=8)
     for label, rows in sw.items():
         ax[0, 2].plot([r["L"] for r in rows], [r["instructions"] for r in rows], "o-", label=label)
     ax2 = ax[0, 2].twinx()
     ax2.plot([r["L"] for r in mu], [r["limit_s"] for r in mu], "k--", label="limit time (Depth-μP)")
-    ax[0, 2].set(
-        xscale="log",
-        yscale="log",
-        xlabel="depth L",
-        ylabel="instructions",
-        title="program size and limit time",
-    )
+    _label(ax[0, 2], "depth L", "instructions", "program size and limit time")
     ax2.set(yscale="log", ylabel="seconds (shared machine)")
     ax[0, 2].legend(fontsize=7, loc="upper left")
     for label in ("Depth-μP (1/2, 1/2)", "ODE (1, 0)"):
@@ -272,13 +266,7 @@ def figure(data: dict) -> None:
     e = np.array([1 / 64, 0.5])
     ax[1, 0].plot(e, 0.3 * e, "k:", label="∝ ε (κ = 1/2)")
     ax[1, 0].plot(e, 0.3 * e**2, "k--", label="∝ ε² (κ = 0)")
-    ax[1, 0].set(
-        xscale="log",
-        yscale="log",
-        xlabel="ε = k/L",
-        ylabel="‖x^{L/2+k} − x^{L/2}‖²/n",
-        title="feature diversity [TP6 Def 7.6]",
-    )
+    _label(ax[1, 0], "ε = k/L", "‖x^{L/2+k} − x^{L/2}‖²/n", "feature diversity [TP6 Def 7.6]")
     ax[1, 0].legend(fontsize=7)
     fin = data.get("finite", {})
     for L, r in fin.items():
@@ -302,11 +290,8 @@ def figure(data: dict) -> None:
         for x, s in ((-np.pi / 4, "|·|"), (0, "relu"), (np.pi / 4, "identity")):
             ax[1, 2].axvline(x, color="grey", lw=0.5)
             ax[1, 2].text(x, 0.02, s)
-        ax[1, 2].set(
-            xlabel="θ: φ = cos θ·max(z,0) + sin θ·min(z,0)",
-            ylabel="gradient diversity 1 − ρ_h",
-            title="TP6 §8.3: |·| maximises diversity",
-        )
+        xl = "θ: φ = cos θ·max(z,0) + sin θ·min(z,0)"
+        _label(ax[1, 2], xl, "gradient diversity 1 − ρ_h", "TP6 §8.3: |·| maximises it", "")
         ax[1, 2].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(OUT / "depth.png", dpi=110)

@@ -101,12 +101,12 @@ from .depth import (  # noqa: E402
 
 __all__ += [
     "resnet",
-    "DepthParametrization",
-    "DepthClassification",
     "depth_muP",
     "depth_ode",
     "depth_standard",
+    "DepthParametrization",
     "classify_depth",
-    "GradientDiversity",
+    "DepthClassification",
     "gradient_diversity",
+    "GradientDiversity",
 ]

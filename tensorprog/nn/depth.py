@@ -211,16 +211,11 @@ def depth_ode() -> DepthParametrization:
     and faithful, but redundant (:math:`\kappa=0`) [TP6 Claim 7.4]. SGD learning rate
     :math:`\eta L`, Adam :math:`\eta`.
 
-    Returns
-    -------
-    DepthParametrization
-
     Examples
     --------
     >>> from tensorprog import nn
-    >>> P = nn.depth_ode()
-    >>> P.multiplier(4), P.lr_mult(4), P.classify().redundant
-    (0.25, 4.0, True)
+    >>> [nn.depth_ode().multiplier(4), nn.depth_ode().lr_mult(4)]  # a/L, SGD: L
+    [0.25, 4.0]
     """
     return DepthParametrization(1, 0, "ODE (α = 1)")
 
@@ -232,15 +227,12 @@ def depth_standard() -> DepthParametrization:
     initialisation as :math:`L\to\infty` [TP6 Claim 7.1] (its features grow like
     :math:`e^{cL}`).
 
-    Returns
-    -------
-    DepthParametrization
-
     Examples
     --------
-    >>> from tensorprog import nn
-    >>> nn.depth_standard().multiplier(4), nn.depth_standard().classify().stable_init
-    (1.0, False)
+    >>> import tensorprog.nn as nn
+    >>> c = nn.depth_standard().classify()
+    >>> c.stable_init, c.stable_training  # the second is not classified
+    (False, None)
     """
     return DepthParametrization(0, 0, "standard (α = 0)")
 
