@@ -128,7 +128,9 @@ def _fit(ns: np.ndarray, means: np.ndarray, ses: np.ndarray) -> tuple[np.ndarray
     return np.array(f_inf), np.array(se)
 
 
-def finite(depths=(2, 4, 8), widths=(256, 512, 1024, 2048, 4096), seeds=(24, 16, 10, 6, 4)) -> dict:
+def finite(
+    depths=(2, 4, 8), widths=(256, 512, 1024, 2048, 4096), seeds=(32, 24, 16, 12, 8)
+) -> dict:
     out = {}
     for L in depths:
         run = nn.train(nn.resnet(2, 1, L), X, Y, steps=2, optimizer=nn.SGD(LR))
@@ -137,13 +139,9 @@ def finite(depths=(2, 4, 8), widths=(256, 512, 1024, 2048, 4096), seeds=(24, 16,
         lims = np.concatenate([lim.stderr.ravel(), lim.loss_stderr])
         means, ses = [], []
         t0 = time.perf_counter()
-        for n, S in zip(widths, seeds):
-            vals = np.array(
-                [
-                    np.concatenate([s.outputs.ravel(), s.loss])
-                    for s in (run.simulate(n, seed=k) for k in range(S))
-                ]
-            )
+        for i, (n, S) in enumerate(zip(widths, seeds)):  # distinct seeds per width
+            sims = (run.simulate(n, seed=1000 * i + k) for k in range(S))
+            vals = np.array([np.concatenate([s.outputs.ravel(), s.loss]) for s in sims])
             means.append(vals.mean(0))
             ses.append(vals.std(0, ddof=1) / np.sqrt(S))
         means, ses = np.array(means), np.array(ses)
@@ -155,6 +153,7 @@ def finite(depths=(2, 4, 8), widths=(256, 512, 1024, 2048, 4096), seeds=(24, 16,
             "limit": limv.tolist(),
             "limit_stderr": lims.tolist(),
             "finite_means": means.tolist(),
+            "finite_stderr": ses.tolist(),
             "extrapolated": f_inf.tolist(),
             "extrapolated_stderr": se.tolist(),
             "z": z.tolist(),
@@ -272,7 +271,10 @@ def figure(data: dict) -> None:
     for L, r in fin.items():
         ns = np.array(r["widths"], float)
         fm = np.array(r["finite_means"])
-        ax[1, 1].plot(1 / ns, fm[:, -1], "o-", label=f"L={L}: finite widths (final loss)")
+        fe = np.array(r.get("finite_stderr", np.zeros_like(fm)))
+        ax[1, 1].errorbar(
+            1 / ns, fm[:, -1], yerr=fe[:, -1], fmt="o-", label=f"L={L}: final loss, n=256…4096"
+        )
         ax[1, 1].errorbar([0], [r["limit"][-1]], yerr=[r["limit_stderr"][-1]], fmt="k*")
     ax[1, 1].set(xlabel="1/n", ylabel="loss after 2 steps", title="finite widths → the limit (★)")
     ax[1, 1].legend(fontsize=7)
@@ -293,6 +295,10 @@ def figure(data: dict) -> None:
         xl = "θ: φ = cos θ·max(z,0) + sin θ·min(z,0)"
         _label(ax[1, 2], xl, "gradient diversity 1 − ρ_h", "TP6 §8.3: |·| maximises it", "")
         ax[1, 2].legend(fontsize=7)
+    from matplotlib.ticker import NullFormatter
+
+    for a in ax.flat:
+        a.xaxis.set_minor_formatter(NullFormatter())
     fig.tight_layout()
     fig.savefig(OUT / "depth.png", dpi=110)
 
