@@ -174,6 +174,7 @@ def test_classify_depth_claims(alpha, gamma):
         return
     assert c.faithful_init and c.faithful_training == (alpha <= 1)  # Claim 7.3
     assert c.faithful == (half <= alpha <= 1)
+    assert c.feature_learning == (True if c.faithful else None)
     if half < alpha <= 1:
         assert c.kappa == 0 and c.redundant  # Claim 7.4
     assert c.is_depth_muP == (alpha == half and gamma == half)  # Claim 7.5

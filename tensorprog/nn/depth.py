@@ -89,7 +89,7 @@ def _fraction(x: Any, what: str) -> Fraction:
         raise ProgramTypeError(f"{what} must be a real number or a fraction string, got {x!r}")
     try:
         f = Fraction(x).limit_denominator(10**6) if not isinstance(x, Fraction) else x
-    except (ValueError, ZeroDivisionError):
+    except (ValueError, ZeroDivisionError, OverflowError):
         raise ProgramValueError(
             f"{what} must be a number such as 0.5 or '1/2', got {x!r}"
         ) from None
@@ -256,8 +256,9 @@ class DepthClassification:
         Claim 7.3 (given stable and nontrivial): :math:`\alpha\ge\tfrac12`, resp.
         :math:`\alpha\le1`.
     feature_learning : bool or None
-        Stable, nontrivial and faithful [TP6 Def 7.5, §5, §10: the :math:`1/\sqrt L` and
-        :math:`1/L` scalings both learn features].
+        True when stable, nontrivial and faithful [TP6 Def 7.5, §5, §10: the
+        :math:`1/\sqrt L` and :math:`1/L` scalings both learn features]; not classified
+        otherwise.
     kappa : Fraction or None
         Feature diversity exponent [TP6 Def 7.6]: :math:`\tfrac12` for Depth-μP
         (Claim 7.5), 0 (redundant) for :math:`\alpha\in(\tfrac12,1]` (Claim 7.4).
@@ -375,9 +376,11 @@ def classify_depth(alpha: Any, gamma: Any) -> DepthClassification:
                 f"faithful at init: {f0}, during training: {f1} — Claim 7.3: α ∈ [1/2, 1]"
                 + ("" if f1 else f" (γ = {g} < 0: the updates of W^l grow like L^{-g})")
             )
-            fl = faithful
+            fl = True if faithful else None
             reasons.append(
                 f"feature learning: {fl} — stable, nontrivial and faithful [TP6 Def 7.5, §10]"
+                if faithful
+                else "feature learning: not classified (not faithful during training)"
             )
             if faithful:
                 kappa = _HALF if a == _HALF else Fraction(0)
