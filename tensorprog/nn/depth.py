@@ -691,17 +691,9 @@ def gradient_diversity(
         a, b, cc = (mom[(kind, i, i)], mom[(kind, i + 1, i + 1)], mom[(kind, i, i + 1)])
         va, vb, vc = lim[a], lim[b], lim[cc]
         r = vc / math.sqrt(va * vb)
-        # delta method, errors treated as independent (a conservative bound up to √3)
-        se = (
-            abs(r)
-            * math.sqrt(
-                (lim.stderr(cc) / vc) ** 2
-                + (lim.stderr(a) / (2 * va)) ** 2
-                + (lim.stderr(b) / (2 * vb)) ** 2
-            )
-            if vc != 0
-            else lim.stderr(cc) / math.sqrt(va * vb)
-        )
+        # delta method; the three Moments' Monte Carlo errors combined as if independent
+        ea, eb = lim.stderr(a) / va, lim.stderr(b) / vb
+        se = math.sqrt(lim.stderr(cc) ** 2 + (vc / 2) ** 2 * (ea**2 + eb**2)) / math.sqrt(va * vb)
         return r, se
 
     rh = [rho("h", b) for b in ls]
