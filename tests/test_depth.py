@@ -10,6 +10,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from reference_nets import layernorm, layernorm_vjp
 from scipy import integrate, stats
 
 import tensorprog as tp
@@ -28,24 +29,24 @@ _PHI = {
 }
 
 
-def _forward(P, xi, Ws, c, phi):
-    f, df = _PHI[phi]
+def _forward(P, xi, Ws, c, phi, ln=False):
+    f, _ = _PHI[phi]
     x = P["U"] @ xi
     cache = []
     for blk in Ws:
-        inp, hs, ys = x, [], [x]
-        y = x
+        y, lnc = layernorm(x) if ln else (x, None)
+        hs, ys = [], [y]
         for w in blk:
             h = P[w] @ y
             hs.append(h)
             y = f(h)
             ys.append(y)
-        x = inp + c * (y - y.mean())
-        cache.append((inp, hs, ys))
+        x = x + c * (y - y.mean())
+        cache.append((lnc, hs, ys))
     return x, cache
 
 
-def ref_resnet(P, X, Y, steps, lr, n, c, Ws, phi, hidden_mult):
+def ref_resnet(P, X, Y, steps, lr, n, c, Ws, phi, hidden_mult, ln=False):
     """Outputs (steps+1, B) and losses of full-batch SGD."""
     P = {k: v.copy() for k, v in P.items()}
     B = X.shape[0]
@@ -53,7 +54,7 @@ def ref_resnet(P, X, Y, steps, lr, n, c, Ws, phi, hidden_mult):
     lrs = {"U": lr * n, "V": lr / n} | {w: lr * hidden_mult for blk in Ws for w in blk}
     outs, losses = [], []
     for t in range(steps + 1):
-        fw = [_forward(P, xi, Ws, c, phi) for xi in X]
+        fw = [_forward(P, xi, Ws, c, phi, ln) for xi in X]
         F = np.array([(P["V"] @ x)[0] for x, _ in fw])
         outs.append(F)
         losses.append(((F - Y) ** 2).sum() / (2 * B))
@@ -64,14 +65,14 @@ def ref_resnet(P, X, Y, steps, lr, n, c, Ws, phi, hidden_mult):
             d = (F[i] - Y[i]) / B
             G["V"] += d * x[None, :]
             dx = d * P["V"][0]
-            for blk, (_inp, hs, ys) in zip(reversed(Ws), reversed(cache)):
+            for blk, (lnc, hs, ys) in zip(reversed(Ws), reversed(cache)):
                 dy = c * dx
                 dy = dy - dy.mean()  # MS is symmetric
                 for j in reversed(range(len(blk))):
                     dh = dy * dfun(hs[j])
                     G[blk[j]] += np.outer(dh, ys[j])
                     dy = P[blk[j]].T @ dh
-                dx = dx + dy
+                dx = dx + (layernorm_vjp(dy, lnc) if ln else dy)
             G["U"] += np.outer(dx, X[i])
         for k in P:
             P[k] = P[k] - lrs[k] * G[k]
@@ -79,17 +80,19 @@ def ref_resnet(P, X, Y, steps, lr, n, c, Ws, phi, hidden_mult):
 
 
 @pytest.mark.parametrize(
-    "L, block, param, phi, lr",
+    "L, block, param, phi, lr, ln",
     [
-        (3, "one", nn.depth_muP(), "relu", 0.8),
-        (2, "two", nn.depth_ode(), "abs", 0.3),
+        (3, "one", nn.depth_muP(), "relu", 0.8, False),
+        (2, "two", nn.depth_ode(), "abs", 0.3, False),
+        (2, "one", nn.depth_muP(), "abs", 0.5, True),
     ],
 )
-def test_simulation_is_the_numpy_resnet(L, block, param, phi, lr):
+def test_simulation_is_the_numpy_resnet(L, block, param, phi, lr, ln):
     """simulate(n) equals the residual network written above from the same draws, to
     float rounding (Depth-μP relu one-layer blocks; α = 1 abs two-layer blocks, whose
-    hidden learning rate is L^{α−γ} = L times μP's)."""
-    m = nn.resnet(2, 1, L, block=block, param=param, nonlin=phi, branch_mult=0.9)
+    hidden learning rate is L^{α−γ} = L times μP's; pre-LayerNorm blocks, with the gradient
+    through LayerNorm's statistics)."""
+    m = nn.resnet(2, 1, L, block=block, param=param, nonlin=phi, branch_mult=0.9, layernorm=ln)
     run = nn.train(m, X2, Y2, steps=2, optimizer=nn.SGD(lr))
     n = 48
     sim = run.simulate(n, seed=4)
@@ -100,7 +103,7 @@ def test_simulation_is_the_numpy_resnet(L, block, param, phi, lr):
     Ws = [hidden[i : i + k] for i in range(0, len(hidden), k)]
     c = 0.9 * L ** -float(param.alpha)
     mult = float(L) ** float(param.alpha - param.gamma)
-    outs, losses = ref_resnet(P, X2, Y2, 2, lr, n, c, Ws, phi, mult)
+    outs, losses = ref_resnet(P, X2, Y2, 2, lr, n, c, Ws, phi, mult, ln)
     np.testing.assert_allclose(sim.outputs[..., 0], outs, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(sim.loss, losses, rtol=1e-9, atol=1e-12)
     assert P["U"].shape == (n, 2) and P["V"].shape == (1, n)
