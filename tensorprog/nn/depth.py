@@ -522,7 +522,8 @@ def resnet(
             raise ProgramValueError(
                 f"nn.resnet: record must hold pairs (l, m) of layers 0..{L}, got {pair!r}"
             )
-        pairs.append((int(pair[0]), int(pair[1])))
+        if (int(pair[0]), int(pair[1])) not in pairs:  # a pair named once
+            pairs.append((int(pair[0]), int(pair[1])))
     lr = P.lr_mult(L, optimizer)
     c = P.multiplier(L, float(branch_mult))
     m = Model(name or f"resnet{L}_{block}")
