@@ -88,3 +88,28 @@ __all__ += [
 from . import predict, stax  # noqa: E402
 
 __all__ += ["stax", "predict"]
+
+# depth: residual networks, depthwise parametrizations, Depth-μP [TP6]
+from .depth import (  # noqa: E402
+    DepthClassification,
+    DepthParametrization,
+    GradientDiversity,
+    classify_depth,
+    depth_muP,
+    depth_ode,
+    depth_standard,
+    gradient_diversity,
+    resnet,
+)
+
+__all__ += [
+    "resnet",
+    "depth_muP",
+    "depth_ode",
+    "depth_standard",
+    "DepthParametrization",
+    "classify_depth",
+    "DepthClassification",
+    "gradient_diversity",
+    "GradientDiversity",
+]
