@@ -85,3 +85,7 @@ __all__ += [
 from . import predict, stax  # noqa: E402
 
 __all__ += ["stax", "predict"]
+
+from .coordcheck import CoordCheck, LRSweep, coord_check, lr_sweep  # noqa: E402
+
+__all__ += ["coord_check", "CoordCheck", "lr_sweep", "LRSweep"]
