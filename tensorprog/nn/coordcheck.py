@@ -75,7 +75,6 @@ from __future__ import annotations
 import copy
 import math
 import numbers
-import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -322,10 +321,9 @@ class WidthDegrees:
         cap = max(self.deg[a], self.deg[b])
         if isinstance(ia, (InitScalar, InitVector)) or isinstance(ib, (InitScalar, InitVector)):
             return cap
-        if isinstance(ia, Nonlin) and isinstance(ib, Nonlin):
-            fa, fb = self._form(a), self._form(b)
-            if len(fa) > 1 or len(fb) > 1 or fa[0][0] != a or fb[0][0] != b:
-                return min(cap, self._forms_change(fa, fb))
+        fa, fb = self._form(a), self._form(b)
+        if len(fa) != 1 or len(fb) != 1 or fa[0][0] != a or fb[0][0] != b:
+            return min(cap, self._forms_change(fa, fb))  # a linear combination
         return min(cap, self._atoms_change(a, b))
 
     def _forms_change(self, fa: list, fb: list) -> float:
@@ -426,22 +424,26 @@ def _tracked(run: Any) -> list[Tracked]:
         add("f", run.outputs.reshape(run.outputs.shape[0], -1), False, True)
         return out
     if isinstance(run, TrainingRun):
-        pat = re.compile(r"^([hx])(\d+)_(\d+)_(\d+)$")
-        found: dict[str, dict[tuple[int, int], Any]] = {}
-        for ins in run.program.instructions:
-            m = pat.match(ins.out.name)
-            if m and int(m.group(4)) < run.X.shape[0]:
-                nm = f"{m.group(1)}{m.group(2)}"
-                found.setdefault(nm, {})[(int(m.group(3)), int(m.group(4)))] = run.program[
-                    ins.out.name
-                ]
-        T1, B = run.steps + 1, run.X.shape[0]
-        for nm in sorted(found, key=lambda s: (int(s[1:]), s[0])):
-            per = found[nm]
-            H = np.empty((T1, B), dtype=object)
-            for (t, i), h in per.items():
-                H[t, i] = h
-            add(nm, H, True, True)
+        # train_sgd's names: h{l}_{t}_{i}, x{l}_{t}_{i}; at t = 0 a hidden layer's
+        # pre-activation is the MatMul W{l}x{l-1}_0_{i} itself
+        T1, B, L = run.steps + 1, run.X.shape[0], run.net.depth
+        p = run.program
+        for ell in range(1, L + 1):
+            for kind in ("h", "x"):
+                H = np.empty((T1, B), dtype=object)
+                for t in range(T1):
+                    for i in range(B):
+                        nm = f"{kind}{ell}_{t}_{i}"
+                        if nm not in p and kind == "h" and t == 0 and ell > 1:
+                            nm = f"W{ell}x{ell - 1}_0_{i}"
+                        if nm not in p:
+                            raise ProgramValueError(
+                                f"coord_check: this train_sgd run has no vector {nm!r} (a "
+                                f"linear network keeps its vectors as linear forms); check "
+                                f"the same network written with nn.train"
+                            )
+                        H[t, i] = p[nm]
+                add(f"{kind}{ell}", H, True, True)
         add("f", run.outputs, False, not run.center)
         return out
     raise ProgramTypeError(
