@@ -538,7 +538,11 @@ def fit_exponent(widths: Sequence[int], rms: np.ndarray) -> tuple[float, float]:
     ``rms`` has shape (widths, seeds). Weighted least squares of the seed means
     ``ȳ_w`` of ``y = log RMS`` with weights ``1/v_w``, ``v_w = Var_s(y)/S``; the slope's
     standard error is ``(Σ_w (x_w − x̄)²/v_w)^{-1/2}``, ``x = log n``, ``x̄`` the weighted
-    mean. Needs ≥ 2 widths and ≥ 2 seeds."""
+    mean, times the Birge ratio ``sqrt(max(1, χ²/(W − 2)))`` (``χ² = Σ_w r_w²/v_w`` over
+    the residuals of the W width means): when the means scatter about the line more
+    than their seed variances say (a finite-width correction, or a variance estimated
+    from few seeds), the standard error grows accordingly. Needs ≥ 2 widths and ≥ 2
+    seeds."""
     x = np.log(np.asarray(widths, dtype=float))
     with np.errstate(divide="ignore"):
         y = np.log(np.asarray(rms, dtype=float))
@@ -552,7 +556,12 @@ def fit_exponent(widths: Sequence[int], rms: np.ndarray) -> tuple[float, float]:
     yb = y.mean(axis=1)
     sxx = np.sum(w * (x - xb) ** 2)
     slope = float(np.sum(w * (x - xb) * yb) / sxx)
-    return slope, float(1.0 / math.sqrt(sxx))
+    se = 1.0 / math.sqrt(sxx)
+    if len(x) > 2:  # Birge ratio: the means scatter about the line more than the seeds say
+        resid = yb - (np.sum(w * yb) / np.sum(w) + slope * (x - xb))
+        chi2 = float(np.sum(w * resid**2)) / (len(x) - 2)
+        se *= math.sqrt(max(1.0, chi2))
+    return slope, float(se)
 
 
 # ---------------------------------------------------------------------------------------
