@@ -536,7 +536,11 @@ def fit_exponent(widths: Sequence[int], rms: np.ndarray) -> tuple[float, float]:
     """The slope of ``log RMS`` on ``log n`` and its standard error.
 
     ``rms`` has shape (widths, seeds). Weighted least squares of the seed means
-    ``ȳ_w`` of ``y = log RMS`` with weights ``1/v_w``, ``v_w = Var_s(y)/S``; the slope's
+    ``ȳ_w`` of ``y = log RMS`` with weights ``1/v_w``, ``v_w = Var_s(y)/S`` (with ≥ 3
+    widths the per-width seed variances, each from only ``S − 1`` degrees of freedom,
+    are smoothed by a least-squares line of ``log Var_s(y)`` on ``log n`` — a
+    Θ(1) quantity's variance falls like a power of ``n``, a blown-up one's is flat —
+    corrected for the bias ``ψ((S−1)/2) − log((S−1)/2)`` of a log sample variance); the slope's
     standard error is ``(Σ_w (x_w − x̄)²/v_w)^{-1/2}``, ``x = log n``, ``x̄`` the weighted
     mean, times the Birge ratio ``sqrt(max(1, χ²/(W − 2)))`` (``χ² = Σ_w r_w²/v_w`` over
     the residuals of the W width means): when the means scatter about the line more
@@ -549,9 +553,15 @@ def fit_exponent(widths: Sequence[int], rms: np.ndarray) -> tuple[float, float]:
     if not np.all(np.isfinite(y)):
         return math.nan, math.nan
     S = y.shape[1]
-    v = y.var(axis=1, ddof=1) / S
-    v = np.maximum(v, 1e-30)
-    w = 1.0 / v
+    v = np.maximum(y.var(axis=1, ddof=1), 1e-300)
+    if len(x) > 2:  # smooth the noisy per-width variances: log v_w linear in log n_w
+        from scipy.special import digamma
+
+        k = S - 1  # E log(s²/σ²) = ψ(k/2) − log(k/2) for s² with k degrees of freedom
+        bias = digamma(k / 2) - math.log(k / 2)
+        b, a = np.polyfit(x, np.log(v), 1)
+        v = np.exp(a + b * x - bias)
+    w = S / v
     xb = np.sum(w * x) / np.sum(w)
     yb = y.mean(axis=1)
     sxx = np.sum(w * (x - xb) ** 2)
