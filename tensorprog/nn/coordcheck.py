@@ -913,7 +913,11 @@ def lr_sweep(
     ``log_lr_se`` is the spread of the vertex over ``bootstrap`` resamplings: at finite
     width of the seeds (with replacement; the seeds are independent networks), at width
     ∞ of the limit's values within their Monte Carlo standard errors (Gaussian; 0 for
-    exact values).
+    exact values). It is the seeds' (and the Monte Carlo's) uncertainty only: at width
+    ``n`` the mean loss exceeds the limit's by the outputs' variance, ``O(1/n)``, so the
+    finite-width argmin also differs from the limit's by an ``O(1/n)`` bias, which
+    shrinks as the width grows (μTransfer); under SP the argmin drifts like a power of
+    ``n`` instead.
 
     Parameters
     ----------
