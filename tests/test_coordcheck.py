@@ -238,3 +238,32 @@ def test_lr_sweep_mup_argmins_approach_the_limit():
     assert d_large <= 3 * large.log_lr_se + (d_small + 3 * small.log_lr_se) * 64 / 1024
     assert set(sw.data.columns) == {"width", "lr", "seed", "value", "stderr"}
     assert np.isclose(sw.best_lr.lr, np.exp(sw.best_lr.log_lr)).all()
+
+
+# ---------------------------------------------------------------------------------------
+# The command line
+
+
+def test_cli_coordcheck_writes_table_and_figure(tmp_path, capsys):
+    from tensorprog.cli import main
+
+    src = tmp_path / "net.py"
+    src.write_text(
+        "from tensorprog import nn\n"
+        "net = nn.MLP(d_in=1, depth=1, nonlin='tanh', param=nn.muP(1))\n"
+        "run = nn.train_sgd(net, [[1.0]], [1.0], lr=1.0, steps=1)\n"
+    )
+    rc = main(["coordcheck", str(src), "-o", str(tmp_path), "--widths", "64", "128", "256",
+               "--seeds", "4", "--no-limit"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "consistent" in out
+    import pandas as pd
+
+    s = pd.read_csv(tmp_path / "coordcheck.csv")
+    assert set(s.tensor) == {"h1", "Δh1", "x1", "Δx1", "f", "Δf"} and (s.verdict == "consistent").all()
+    assert (tmp_path / "coordcheck.png").stat().st_size > 1000
+    assert len(pd.read_csv(tmp_path / "coordcheck_data.csv")) == len(s) * 3 * 4
+    (tmp_path / "empty.py").write_text("x = 1\n")
+    assert main(["coordcheck", str(tmp_path / "empty.py"), "-o", str(tmp_path)]) == 1
+    assert "neither `run`" in capsys.readouterr().err
+    assert main(["coordcheck", str(src), "-o", str(tmp_path / "missing")]) == 2

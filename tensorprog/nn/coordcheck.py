@@ -607,7 +607,8 @@ class CoordCheck:
     def plot(self, tensors: Sequence[str] | None = None, axes: Any = None) -> Any:
         """mup-style panels: one per step, RMS against width (log-log), one line per
         tensor (mean over seeds ± s.e.), the predicted ``limit·n^κ`` dashed with its
-        ``±k`` s.e. band where a limit is predicted. Returns the figure."""
+        ``±k`` s.e. band where a limit is predicted (dotted); changes since
+        initialisation (``Δ…``) dashed. Returns the figure."""
         plt = _require("matplotlib.pyplot")
         d, s = self.data, self.summary
         names = list(dict.fromkeys(s.tensor)) if tensors is None else list(tensors)
@@ -620,13 +621,18 @@ class CoordCheck:
         else:
             fig = np.ravel(axes)[0].figure
         nn_ = np.asarray(self.widths, dtype=float)
+        cmap = plt.get_cmap("tab20" if len(names) > 10 else "tab10")
+        color = {nm: cmap(j % cmap.N) for j, nm in enumerate(names)}  # one colour per tensor
         for ax, t in zip(np.ravel(axes), steps):
-            for j, nm in enumerate(names):
+            for nm in names:
                 g = d[(d.tensor == nm) & (d.step == t)]
                 if g.empty:
                     continue
                 st = g.groupby("width").rms.agg(["mean", "std", "count"])
-                (line,) = ax.plot(st.index, st["mean"], "o-", ms=3, label=nm)
+                (line,) = ax.plot(
+                    st.index, st["mean"], marker="o", ms=3, label=nm, color=color[nm],
+                    ls="--" if nm.startswith("Δ") else "-",
+                )
                 ax.fill_between(
                     st.index,
                     st["mean"] - st["std"] / np.sqrt(st["count"]),
@@ -638,7 +644,7 @@ class CoordCheck:
                 if np.isfinite(row.limit):
                     kap = row.predicted_exponent
                     c = line.get_color()
-                    ax.plot(nn_, row.limit * nn_**kap, "--", color=c, lw=1)
+                    ax.plot(nn_, row.limit * nn_**kap, ":", color=c, lw=1)
                     lo = (row.limit - self.k * row.limit_se) * nn_**kap
                     hi = (row.limit + self.k * row.limit_se) * nn_**kap
                     ax.fill_between(nn_, lo, hi, color=c, alpha=0.12)
@@ -647,7 +653,14 @@ class CoordCheck:
             ax.set_title(f"step {t}")
             ax.set_xlabel("width n")
         np.ravel(axes)[0].set_ylabel("RMS coordinate size")
-        np.ravel(axes)[-1].legend(fontsize=7, loc="best")
+        handles, labels = {}, {}
+        for ax in np.ravel(axes):
+            for h, lab in zip(*ax.get_legend_handles_labels()):
+                handles.setdefault(lab, h)
+        fig.legend(
+            list(handles.values()), list(handles), fontsize=7, loc="center left",
+            bbox_to_anchor=(1.0, 0.5),
+        )
         fig.tight_layout()
         return fig
 
