@@ -171,7 +171,9 @@ def test_fit_exponent_recovers_a_power():
     rng = np.random.default_rng(0)
     ws = np.array([128, 256, 512, 1024])
     R = 2.0 * ws[:, None] ** 0.75 * np.exp(0.05 * rng.standard_normal((4, 50)))
-    e, se = fit_exponent(ws, R)
+    fit = fit_exponent(ws, R)
+    e, se = fit.exponent, fit.se
+    assert fit.dof == 4 * 49 - 2
     # se of a slope on log2-spaced widths: σ/√S / sqrt(Σ(x − x̄)²), σ = 0.05
     x = np.log(ws)
     assert se == pytest.approx(0.05 / np.sqrt(50) / np.sqrt(np.sum((x - x.mean()) ** 2)), rel=0.3)

@@ -49,18 +49,25 @@ catches both a wrong implementation and such a case.
 
 The statistic
 -------------
-Per tensor and step, with ``y_{w,s} = log RMS`` at width ``n_w`` and seed ``s``: the
-exponent is the weighted least-squares slope of ``ȳ_w`` on ``log n_w`` with weights
-``1/v_w``, ``v_w = Var_s(y_{w,s})/S`` (the seed variance of the mean; S seeds), and
-its standard error ``(Σ_w (log n_w − m)²/v_w)^{-1/2}``. ``verdict = "consistent"`` iff
+Per tensor and step, with ``y_{w,s} = log RMS`` at width ``n_w`` and seed ``s``, the
+exponent is the weighted least-squares slope of the seed means ``ȳ_w`` on ``log n_w``
+(:func:`fit_exponent`: weights the inverse seed variances of the means, smoothed across
+widths, and a Birge-ratio standard error). ``verdict = "consistent"`` iff
 
-* ``|exponent − predicted_exponent| < k·exponent_se`` (k = 3), and
-* where a limit is predicted (κ = 0 and the run has a limit): the normalised RMS at
-  the largest width, mean over seeds ``± sd/√S``, is within ``k`` combined standard
-  errors of ``limit ± limit_se``. Its finite-width error is a fluctuation of order
-  ``n^{-1/2}`` (what the seed spread measures) and a bias of order ``1/n`` [TP4 App H];
-  at the largest width the bias is smaller than the fluctuation's standard error for
-  the widths and seeds of a coordinate check, so ``k`` standard errors bound it.
+* ``z_exponent = |exponent − predicted_exponent| / exponent_se`` is below the
+  threshold, and
+* where a limit is predicted (κ = 0 and the run has a limit):
+  ``z_limit = |normalised − limit| / sqrt(normalised_se² + limit_se²)`` is below it,
+  with ``normalised`` the mean over seeds of ``n^{-κ}·RMS`` at the largest width and
+  ``normalised_se`` its standard error from the smoothed seed variance. Its
+  finite-width error is a fluctuation of order ``n^{-1/2}`` (what the seeds measure)
+  and a bias of order ``1/n`` [TP4 App H], smaller than the fluctuation's standard
+  error at the widths and seeds of a coordinate check.
+
+The threshold is ``k = 3`` standard errors as a two-sided level (99.73%), taken as the
+Student-t quantile with the variances' degrees of freedom (``W(S−1) − 2`` for W widths
+and S seeds): standard errors estimated from a few seeds have heavier tails than known
+ones (with 4 seeds at one width, 3 degrees of freedom, the quantile would be 9.2).
 
 References
 ----------
@@ -92,7 +99,9 @@ from .optim import SGD
 from .train import TrainRun, train
 from .training import TrainingRun
 
-__all__ = ["coord_check", "CoordCheck", "lr_sweep", "LRSweep", "WidthDegrees"]
+__all__ = [
+    "coord_check", "CoordCheck", "lr_sweep", "LRSweep", "WidthDegrees", "fit_exponent", "ExponentFit"
+]
 
 _NEG = -math.inf
 _K = 3.0  # standard errors of the verdict
@@ -532,46 +541,85 @@ def _limits(run: Any, rows: list[Tracked], kappa: list[float], kw: dict) -> tupl
 # The fit
 
 
-def fit_exponent(widths: Sequence[int], rms: np.ndarray) -> tuple[float, float]:
+@dataclass(frozen=True)
+class ExponentFit:
+    """The fit of ``log RMS = κ log n + c`` (:func:`fit_exponent`).
+
+    Attributes
+    ----------
+    exponent, se : float
+        ``κ`` and its standard error.
+    var : ndarray
+        The (smoothed) seed variance of ``log RMS`` at each width.
+    dof : int
+        Degrees of freedom of the variances: ``W(S−1) − 2`` when smoothed, else ``S − 1``.
+    """
+
+    exponent: float
+    se: float
+    var: np.ndarray
+    dof: int
+
+
+def fit_exponent(widths: Sequence[int], rms: np.ndarray) -> ExponentFit:
     """The slope of ``log RMS`` on ``log n`` and its standard error.
 
     ``rms`` has shape (widths, seeds). Weighted least squares of the seed means
-    ``ȳ_w`` of ``y = log RMS`` with weights ``1/v_w``, ``v_w = Var_s(y)/S`` (with ≥ 3
+    ``ȳ_w`` of ``y = log RMS`` with weights ``1/v_w``, ``v_w = Var_s(y)/S``. With ≥ 3
     widths the per-width seed variances, each from only ``S − 1`` degrees of freedom,
-    are smoothed by a least-squares line of ``log Var_s(y)`` on ``log n`` — a
-    Θ(1) quantity's variance falls like a power of ``n``, a blown-up one's is flat —
-    corrected for the bias ``ψ((S−1)/2) − log((S−1)/2)`` of a log sample variance); the slope's
-    standard error is ``(Σ_w (x_w − x̄)²/v_w)^{-1/2}``, ``x = log n``, ``x̄`` the weighted
-    mean, times the Birge ratio ``sqrt(max(1, χ²/(W − 2)))`` (``χ² = Σ_w r_w²/v_w`` over
-    the residuals of the W width means): when the means scatter about the line more
-    than their seed variances say (a finite-width correction, or a variance estimated
-    from few seeds), the standard error grows accordingly. Needs ≥ 2 widths and ≥ 2
-    seeds."""
+    are smoothed by a least-squares line of ``log Var_s(y)`` on ``log n`` (a Θ(1)
+    quantity's variance falls like a power of ``n``, a blown-up one's is flat),
+    corrected for the bias ``ψ((S−1)/2) − log((S−1)/2)`` of a log sample variance. The
+    slope's standard error is ``(Σ_w (x_w − x̄)²/v_w)^{-1/2}``, ``x = log n``, ``x̄`` the
+    weighted mean, times the Birge ratio ``sqrt(max(1, χ²/(W − 2)))`` (``χ² = Σ_w
+    r_w²/v_w`` over the residuals of the W width means): when the means scatter about
+    the line more than their seed variances say (a finite-width correction), the
+    standard error grows accordingly. Needs ≥ 2 widths and ≥ 2 seeds.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> ws = np.array([128, 256, 512])
+    >>> fit = fit_exponent(ws, np.outer(ws**0.5, [0.9, 1.0, 1.1]))
+    >>> round(fit.exponent, 6)
+    0.5
+    """
     x = np.log(np.asarray(widths, dtype=float))
     with np.errstate(divide="ignore"):
         y = np.log(np.asarray(rms, dtype=float))
+    W, S = y.shape
     if not np.all(np.isfinite(y)):
-        return math.nan, math.nan
-    S = y.shape[1]
+        return ExponentFit(math.nan, math.nan, np.full(W, np.nan), S - 1)
     v = np.maximum(y.var(axis=1, ddof=1), 1e-300)
-    if len(x) > 2:  # smooth the noisy per-width variances: log v_w linear in log n_w
+    dof = S - 1
+    if W > 2:  # smooth the noisy per-width variances: log v_w linear in log n_w
         from scipy.special import digamma
 
         k = S - 1  # E log(s²/σ²) = ψ(k/2) − log(k/2) for s² with k degrees of freedom
         bias = digamma(k / 2) - math.log(k / 2)
         b, a = np.polyfit(x, np.log(v), 1)
         v = np.exp(a + b * x - bias)
+        dof = W * (S - 1) - 2
     w = S / v
     xb = np.sum(w * x) / np.sum(w)
     yb = y.mean(axis=1)
     sxx = np.sum(w * (x - xb) ** 2)
     slope = float(np.sum(w * (x - xb) * yb) / sxx)
     se = 1.0 / math.sqrt(sxx)
-    if len(x) > 2:  # Birge ratio: the means scatter about the line more than the seeds say
+    if W > 2:  # Birge ratio: the means scatter about the line more than the seeds say
         resid = yb - (np.sum(w * yb) / np.sum(w) + slope * (x - xb))
-        chi2 = float(np.sum(w * resid**2)) / (len(x) - 2)
+        chi2 = float(np.sum(w * resid**2)) / (W - 2)
         se *= math.sqrt(max(1.0, chi2))
-    return slope, float(se)
+    return ExponentFit(slope, float(se), v, int(dof))
+
+
+def _threshold(k: float, dof: int) -> float:
+    """The Student-t quantile with ``dof`` degrees of freedom at the two-sided level of
+    ``k`` normal standard errors (``k = 3``: 99.73%): a standard error estimated from
+    few seeds has heavier tails than a known one."""
+    from scipy.stats import norm, t
+
+    return float(t.ppf(norm.cdf(k), max(dof, 1)))
 
 
 # ---------------------------------------------------------------------------------------
@@ -589,7 +637,8 @@ class CoordCheck:
     summary : pandas.DataFrame
         Per tensor and step: ``exponent, exponent_se, predicted_exponent, limit,
         limit_se, normalised, normalised_se`` (the normalised RMS at the largest width,
-        mean ± s.e. over seeds), ``z_exponent, z_limit, verdict, blows_up, reason``.
+        mean ± s.e. over seeds), ``z_exponent, z_limit, verdict, blows_up, reason``
+        (module docstring, "The statistic").
     widths, seeds : the widths and the number of seeds.
     """
 
@@ -722,7 +771,8 @@ def coord_check(
         Compute the predicted limits (a dict: keywords of :meth:`tensorprog.Program.limit`,
         e.g. ``{"samples": 20_000}``); ``False``: the verdict uses the exponents only.
     k : float, default 3
-        Standard errors of the verdict's two tests.
+        The verdict's level in normal standard errors (the threshold is the Student-t
+        quantile at the same two-sided level).
     progress : bool
         A tqdm bar over the simulations.
 
@@ -784,11 +834,15 @@ def coord_check(
     nmax = float(ws[-1] if ws[-1] == max(ws) else max(ws))
     amax = ws.index(max(ws))
     for j, tr in enumerate(rows):
-        e, ese = fit_exponent(ws, R[j])
+        fit = fit_exponent(ws, R[j])
+        e, ese = fit.exponent, fit.se
         kp = kappa[j]
         z_e = abs(e - kp) / ese if math.isfinite(kp) and ese > 0 else math.nan
         norm = R[j, amax] * nmax ** (-kp) if math.isfinite(kp) else np.full(len(ss), np.nan)
-        nm_, nse = float(np.mean(norm)), float(np.std(norm, ddof=1) / math.sqrt(len(ss)))
+        # its standard error from the smoothed variance of log RMS at that width
+        nm_ = float(np.mean(norm))
+        nse = nm_ * math.sqrt(fit.var[amax] / len(ss)) if math.isfinite(e) else math.nan
+        thr = _threshold(k, fit.dof)
         z_l = (
             abs(nm_ - lim[j]) / math.sqrt(nse**2 + lse[j] ** 2)
             if np.isfinite(lim[j]) and (nse > 0 or lse[j] > 0)
@@ -800,7 +854,7 @@ def coord_check(
         elif not math.isfinite(e):
             verdict, reason = "inconsistent", "an RMS is 0 or not finite at some width"
         else:
-            ok = z_e < k and (not math.isfinite(z_l) or z_l < k)
+            ok = z_e < thr and (not math.isfinite(z_l) or z_l < thr)
             verdict = "consistent" if ok else "inconsistent"
         out.append(
             (tr.tensor, tr.step, e, ese, kp, lim[j], lse[j], nm_, nse, z_e, z_l, verdict,
