@@ -269,6 +269,8 @@ def _coordcheck_command(args: argparse.Namespace) -> int:
     cols = ["tensor", "step", "exponent", "exponent_se", "predicted_exponent", "verdict"]
     print(cc.summary[cols].to_string(index=False, float_format=lambda x: f"{x:.3f}"))
     bad = int((cc.summary.verdict == "inconsistent").sum())
-    print(f"\n{len(cc.summary) - bad} of {len(cc.summary)} consistent; wrote {out}/coordcheck.csv, "
-          f"{out}/coordcheck_data.csv, {out}/coordcheck.png")
+    print(
+        f"\n{len(cc.summary) - bad} of {len(cc.summary)} consistent; wrote {out}/coordcheck.csv, "
+        f"{out}/coordcheck_data.csv, {out}/coordcheck.png"
+    )
     return 1 if bad else 0

@@ -52,7 +52,12 @@ def mup_abcd(a_out):
 
 @pytest.mark.parametrize(
     "phi, L, limit",
-    [(tp.relu, 2, {"samples": 4000}), (tp.tanh, 2, False), (tp.relu, 3, False), (tp.tanh, 3, False)],
+    [
+        (tp.relu, 2, {"samples": 4000}),
+        (tp.tanh, 2, False),
+        (tp.relu, 3, False),
+        (tp.tanh, 3, False),
+    ],
 )
 def test_mup_every_tensor_consistent(phi, L, limit):
     run = nn.train(mlp(L, phi), X, [1.0], steps=2, optimizer=nn.SGD(0.5), param=nn.muP())
@@ -83,7 +88,12 @@ def test_sp_blowup_predicted_and_measured():
     # readout update ΔW_out = −η χ x2ᵀ moves f by −η χ x2ᵀ x2 ~ n, and by
     # W_out_0·Δx2 ~ ... ≤ n: f_1 − f_0 ~ n^{1}·(1 + n^{1/2}⟨x2_0, Δx2⟩/…), at most n^{3/2}.
     run = nn.train(
-        mlp(2, tp.relu), X, [4.0], steps=1, optimizer=nn.SGD(0.5), param=nn.SP(),
+        mlp(2, tp.relu),
+        X,
+        [4.0],
+        steps=1,
+        optimizer=nn.SGD(0.5),
+        param=nn.SP(),
         allow_unstable=True,
     )
     cc = nn.coord_check(run, widths=[256, 512, 1024, 2048], seeds=6, limit=False)
@@ -142,7 +152,12 @@ def test_feature_update_degree_is_tp4_r(param):
 def test_broken_mup_flagged():
     runs = {
         a: nn.train(
-            mlp(2, tp.relu), X, [4.0], steps=1, optimizer=nn.SGD(0.5), param=mup_abcd(a),
+            mlp(2, tp.relu),
+            X,
+            [4.0],
+            steps=1,
+            optimizer=nn.SGD(0.5),
+            param=mup_abcd(a),
             allow_unstable=True,
         )
         for a in (1, "1/2")
@@ -154,10 +169,15 @@ def test_broken_mup_flagged():
     flagged = bad.summary[bad.summary.blows_up]
     # every tensor after the first update blows up; nothing at initialisation
     assert set(flagged.step) == {1} and len(flagged) == len(bad.summary[bad.summary.step == 1])
-    assert (flagged.z_exponent < 3).all() and ((flagged.exponent - 3 * flagged.exponent_se) > 0).all()
+    assert (flagged.z_exponent < 3).all() and (
+        (flagged.exponent - 3 * flagged.exponent_se) > 0
+    ).all()
     # the initial output: n^{-1/2} in μP, Θ(1) (a Gaussian process) with the wrong multiplier
     # (same seeds, same draws: the broken f_0 is the μP one times n^{1/2} exactly)
-    f0 = {k: c.summary.set_index(["tensor", "step"]).loc[("f", 0)] for k, c in (("g", good), ("b", bad))}
+    f0 = {
+        k: c.summary.set_index(["tensor", "step"]).loc[("f", 0)]
+        for k, c in (("g", good), ("b", bad))
+    }
     assert f0["g"].predicted_exponent == -0.5 and f0["b"].predicted_exponent == 0.0
     assert f0["b"].exponent - f0["g"].exponent == pytest.approx(0.5, abs=1e-9)
     assert f0["g"].z_exponent < 3 and f0["b"].z_exponent < 3
@@ -227,8 +247,14 @@ def test_lr_sweep_mup_argmins_approach_the_limit():
     lrs = 2.0 ** np.arange(-0.5, 2.01, 0.5)
     Xs = np.array([[1.0, 0.5], [-0.3, 1.0]])
     sw = nn.lr_sweep(
-        mlp(1, tp.identity), Xs, [1.0, -0.5], lrs, widths=[64, 1024, None], steps=3,
-        seeds=4, param=nn.muP(),
+        mlp(1, tp.identity),
+        Xs,
+        [1.0, -0.5],
+        lrs,
+        widths=[64, 1024, None],
+        steps=3,
+        seeds=4,
+        param=nn.muP(),
     )
     b = sw.best_lr.set_index(sw.best_lr.width.fillna(0).astype(int))
     assert not b.at_edge.any()
@@ -255,14 +281,29 @@ def test_cli_coordcheck_writes_table_and_figure(tmp_path, capsys):
         "net = nn.MLP(d_in=1, depth=1, nonlin='tanh', param=nn.muP(1))\n"
         "run = nn.train_sgd(net, [[1.0]], [1.0], lr=1.0, steps=1)\n"
     )
-    rc = main(["coordcheck", str(src), "-o", str(tmp_path), "--widths", "64", "128", "256",
-               "--seeds", "4", "--no-limit"])
+    rc = main(
+        [
+            "coordcheck",
+            str(src),
+            "-o",
+            str(tmp_path),
+            "--widths",
+            "64",
+            "128",
+            "256",
+            "--seeds",
+            "4",
+            "--no-limit",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0 and "consistent" in out
     import pandas as pd
 
     s = pd.read_csv(tmp_path / "coordcheck.csv")
-    assert set(s.tensor) == {"h1", "Δh1", "x1", "Δx1", "f", "Δf"} and (s.verdict == "consistent").all()
+    assert (
+        set(s.tensor) == {"h1", "Δh1", "x1", "Δx1", "f", "Δf"} and (s.verdict == "consistent").all()
+    )
     assert (tmp_path / "coordcheck.png").stat().st_size > 1000
     assert len(pd.read_csv(tmp_path / "coordcheck_data.csv")) == len(s) * 3 * 4
     (tmp_path / "empty.py").write_text("x = 1\n")

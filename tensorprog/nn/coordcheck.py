@@ -82,13 +82,14 @@ from __future__ import annotations
 import copy
 import math
 import numbers
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import sympy
 
-from .. import ProgramTypeError, ProgramValueError, Scalar, Vector, mean
+from .. import ProgramTypeError, ProgramValueError, Vector, mean
 from .. import n as WIDTH
 from ..core.errors import OptionalDependencyError
 from ..core.ir import InitMatrix, InitScalar, InitVector, MatMul, Moment, Nonlin, ScalarFn
@@ -100,7 +101,13 @@ from .train import TrainRun, train
 from .training import TrainingRun
 
 __all__ = [
-    "coord_check", "CoordCheck", "lr_sweep", "LRSweep", "WidthDegrees", "fit_exponent", "ExponentFit"
+    "coord_check",
+    "CoordCheck",
+    "lr_sweep",
+    "LRSweep",
+    "WidthDegrees",
+    "fit_exponent",
+    "ExponentFit",
 ]
 
 _NEG = -math.inf
@@ -485,7 +492,7 @@ def _limits(run: Any, rows: list[Tracked], kappa: list[float], kw: dict) -> tupl
     why = [""] * len(rows)
     problems = getattr(run, "problems", ())
     want = []
-    for j, (tr, k) in enumerate(zip(rows, kappa)):
+    for j, k in enumerate(kappa):
         if problems:
             why[j] = "the run has no infinite-width limit: " + "; ".join(problems)
         elif not math.isfinite(k) or k != 0:
@@ -679,7 +686,12 @@ class CoordCheck:
                     continue
                 st = g.groupby("width").rms.agg(["mean", "std", "count"])
                 (line,) = ax.plot(
-                    st.index, st["mean"], marker="o", ms=3, label=nm, color=color[nm],
+                    st.index,
+                    st["mean"],
+                    marker="o",
+                    ms=3,
+                    label=nm,
+                    color=color[nm],
                     ls="--" if nm.startswith("Δ") else "-",
                 )
                 ax.fill_between(
@@ -702,12 +714,15 @@ class CoordCheck:
             ax.set_title(f"step {t}")
             ax.set_xlabel("width n")
         np.ravel(axes)[0].set_ylabel("RMS coordinate size")
-        handles, labels = {}, {}
+        handles: dict = {}
         for ax in np.ravel(axes):
             for h, lab in zip(*ax.get_legend_handles_labels()):
                 handles.setdefault(lab, h)
         fig.legend(
-            list(handles.values()), list(handles), fontsize=7, loc="center left",
+            list(handles.values()),
+            list(handles),
+            fontsize=7,
+            loc="center left",
             bbox_to_anchor=(1.0, 0.5),
         )
         fig.tight_layout()
@@ -718,7 +733,9 @@ def _check_widths(widths: Any, what: str, allow_none: bool = False) -> list:
     try:
         ws = list(widths)
     except TypeError:
-        raise ProgramTypeError(f"{what}: widths must be a sequence of ints, got {widths!r}") from None
+        raise ProgramTypeError(
+            f"{what}: widths must be a sequence of ints, got {widths!r}"
+        ) from None
     ok = all(
         (w is None and allow_none)
         or (isinstance(w, numbers.Integral) and not isinstance(w, bool) and w >= 2)
@@ -857,15 +874,40 @@ def coord_check(
             ok = z_e < thr and (not math.isfinite(z_l) or z_l < thr)
             verdict = "consistent" if ok else "inconsistent"
         out.append(
-            (tr.tensor, tr.step, e, ese, kp, lim[j], lse[j], nm_, nse, z_e, z_l, verdict,
-             bool(kp > 0), reason)
+            (
+                tr.tensor,
+                tr.step,
+                e,
+                ese,
+                kp,
+                lim[j],
+                lse[j],
+                nm_,
+                nse,
+                z_e,
+                z_l,
+                verdict,
+                bool(kp > 0),
+                reason,
+            )
         )
     summary = pd.DataFrame.from_records(
         out,
         columns=[
-            "tensor", "step", "exponent", "exponent_se", "predicted_exponent", "limit",
-            "limit_se", "normalised", "normalised_se", "z_exponent", "z_limit", "verdict",
-            "blows_up", "reason",
+            "tensor",
+            "step",
+            "exponent",
+            "exponent_se",
+            "predicted_exponent",
+            "limit",
+            "limit_se",
+            "normalised",
+            "normalised_se",
+            "z_exponent",
+            "z_limit",
+            "verdict",
+            "blows_up",
+            "reason",
         ],
     )
     return CoordCheck(data, summary, tuple(ws), len(ss), float(k), run)
@@ -913,8 +955,9 @@ class LRSweep:
                 else st["std"].fillna(0) / np.sqrt(st["count"])
             )
             (line,) = ax.plot(st.index, st["mean"], "o-", ms=3, label=lab, lw=2 if w == -1 else 1)
-            ax.fill_between(st.index, st["mean"] - err, st["mean"] + err, alpha=0.2,
-                            color=line.get_color())
+            ax.fill_between(
+                st.index, st["mean"] - err, st["mean"] + err, alpha=0.2, color=line.get_color()
+            )
             b = self.best_lr[self.best_lr.width.fillna(-1) == w]
             if len(b) and np.isfinite(b.lr.iloc[0]):
                 ax.axvline(b.lr.iloc[0], color=line.get_color(), ls=":", lw=1)
@@ -1023,7 +1066,9 @@ def lr_sweep(
     try:
         grid = np.asarray(list(lrs), dtype=float)
     except (TypeError, ValueError):
-        raise ProgramTypeError(f"lr_sweep: lrs must be a sequence of numbers, got {lrs!r}") from None
+        raise ProgramTypeError(
+            f"lr_sweep: lrs must be a sequence of numbers, got {lrs!r}"
+        ) from None
     if grid.ndim != 1 or len(grid) < 3 or not np.all(grid > 0) or not np.all(np.diff(grid) > 0):
         raise ProgramValueError(
             f"lr_sweep: lrs must be at least 3 increasing positive learning rates, got {lrs!r}"
@@ -1033,7 +1078,13 @@ def lr_sweep(
 
         def factory(lr: float) -> Any:
             return train(
-                model, X, Y, steps, loss=loss, optimizer=SGD(float(lr)), param=param,
+                model,
+                X,
+                Y,
+                steps,
+                loss=loss,
+                optimizer=SGD(float(lr)),
+                param=param,
                 allow_unstable=True,
             )
     elif callable(model_or_factory):
@@ -1088,7 +1139,9 @@ def lr_sweep(
                 best.append((None, math.nan, math.nan, math.nan, False))
                 continue
             x0, edge = _vertex(logs, y)
-            boots = [_vertex(logs, y + e * rng.standard_normal(len(y)))[0] for _ in range(bootstrap)]
+            boots = [
+                _vertex(logs, y + e * rng.standard_normal(len(y)))[0] for _ in range(bootstrap)
+            ]
         else:
             g = data[data.width == w]
             V = g.pivot(index="seed", columns="lr", values="value").to_numpy(float)
@@ -1099,5 +1152,7 @@ def lr_sweep(
                 boots.append(_vertex(logs, V[idx].mean(axis=0))[0])
         se = math.nan if edge else float(np.std(boots, ddof=1))
         best.append((w, math.exp(x0), x0, se, edge))
-    best_lr = pd.DataFrame.from_records(best, columns=["width", "lr", "log_lr", "log_lr_se", "at_edge"])
+    best_lr = pd.DataFrame.from_records(
+        best, columns=["width", "lr", "log_lr", "log_lr_se", "at_edge"]
+    )
     return LRSweep(data, best_lr, metric)
