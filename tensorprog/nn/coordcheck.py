@@ -1059,6 +1059,18 @@ def lr_sweep(
     Returns
     -------
     LRSweep
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tensorprog import nn
+    >>> m = nn.Model("linear")
+    >>> _ = m.param("W_in", ("n", 1)); _ = m.param("W_out", (1, "n"))
+    >>> _ = m.forward(lambda p, xi: p.W_out @ (p.W_in @ xi))
+    >>> lrs = 2.0 ** np.arange(-2.0, 0.01, 0.25)
+    >>> sw = nn.lr_sweep(m, [[1.0]], [1.0], lrs, widths=[64, None], steps=1, seeds=2)
+    >>> round(float(sw.best_lr.lr.iloc[-1]), 1)  # the limit: f_1 = 2·lr·y = y at lr = 1/2
+    0.5
     """
     pd = _require("pandas")
     ws = _check_widths(widths, "lr_sweep", allow_none=True)
