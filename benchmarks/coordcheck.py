@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
+import sys
 import time
 
 import numpy as np
@@ -32,28 +33,12 @@ import numpy as np
 import tensorprog as tp
 from tensorprog import nn
 
+sys.path.insert(0, str(pathlib.Path(__file__).parents[1] / "tests"))
+from test_coordcheck import mlp  # noqa: E402  (the tests' named MLP)
+
 OUT = pathlib.Path(__file__).parent / "results"
 X = np.array([[1.0, 0.5], [-0.3, 1.0]])
 Y = np.array([1.0, -0.5])
-
-
-def mlp(L: int, phi) -> nn.Model:
-    m = nn.Model(f"mlp{L}")
-    m.param("W_in", ("n", 2))
-    for ell in range(2, L + 1):
-        m.param(f"W{ell}", ("n", "n"))
-    m.param("W_out", (1, "n"))
-
-    @m.forward
-    def f(p, xi):
-        h = tp.identity(p.W_in @ xi, name="h1")
-        x = phi(h, name="x1")
-        for ell in range(2, L + 1):
-            h = tp.identity(p[f"W{ell}"] @ x, name=f"h{ell}")
-            x = phi(h, name=f"x{ell}")
-        return p.W_out @ x
-
-    return m
 
 
 def timed(fn, *args, **kw):

@@ -20,21 +20,19 @@ pytest.importorskip("pandas")
 X = np.array([[1.0, 0.5]])
 
 
-def mlp(L: int, phi, d: int = 2) -> nn.Model:
-    """An L-hidden-layer MLP that names its pre-activations h{l} and features x{l}."""
+def mlp(L: int, phi) -> nn.Model:
+    """An L-hidden-layer MLP on 2 inputs that names its pre-activations h{l} and
+    features x{l}."""
     m = nn.Model(f"mlp{L}")
-    m.param("W_in", ("n", d))
-    for ell in range(2, L + 1):
-        m.param(f"W{ell}", ("n", "n"))
+    layers = ["W_in"] + [f"W{ell}" for ell in range(2, L + 1)]
+    for name in layers:
+        m.param(name, ("n", 2) if name == "W_in" else ("n", "n"))
     m.param("W_out", (1, "n"))
 
     @m.forward
-    def f(p, xi):
-        h = tp.identity(p.W_in @ xi, name="h1")
-        x = phi(h, name="x1")
-        for ell in range(2, L + 1):
-            h = tp.identity(p[f"W{ell}"] @ x, name=f"h{ell}")
-            x = phi(h, name=f"x{ell}")
+    def f(p, x):
+        for ell, name in enumerate(layers, 1):
+            x = phi(tp.identity(p[name] @ x, name=f"h{ell}"), name=f"x{ell}")
         return p.W_out @ x
 
     return m

@@ -71,10 +71,9 @@ ones (with 4 seeds at one width, 3 degrees of freedom, the quantile would be 9.2
 
 References
 ----------
-[TP4] G. Yang, E. J. Hu, *Feature Learning in Infinite-Width Neural Networks*, ICML 2021,
-arXiv:2011.14522.
-[TP5] G. Yang et al., *Tensor Programs V: Tuning Large Neural Networks via Zero-Shot
-Hyperparameter Transfer*, NeurIPS 2021, arXiv:2203.03466.
+[TP4] Feature learning in infinite-width neural networks (G. Yang, E. J. Hu; ICML 2021;
+arXiv:2011.14522). [TP5] Tensor Programs V: tuning large neural networks via zero-shot
+hyperparameter transfer (G. Yang et al.; NeurIPS 2021; arXiv:2203.03466).
 """
 
 from __future__ import annotations
@@ -100,15 +99,7 @@ from .optim import SGD
 from .train import TrainRun, train
 from .training import TrainingRun
 
-__all__ = [
-    "coord_check",
-    "CoordCheck",
-    "lr_sweep",
-    "LRSweep",
-    "WidthDegrees",
-    "fit_exponent",
-    "ExponentFit",
-]
+__all__ = ["coord_check", "CoordCheck", "lr_sweep", "LRSweep", "WidthDegrees"]
 
 _NEG = -math.inf
 _K = 3.0  # standard errors of the verdict
