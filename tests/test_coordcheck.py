@@ -115,13 +115,17 @@ def test_sp_blowup_predicted_and_measured():
 def test_ntk_feature_updates_minus_half():
     net = nn.MLP(d_in=2, depth=2, nonlin="relu", param=nn.NTK(2))
     run = nn.train_sgd(net, X, [1.0], lr=1.0, steps=2)
-    cc = nn.coord_check(run, widths=[128, 256, 512, 1024], seeds=6, limit=False)
+    cc = nn.coord_check(run, widths=[128, 256, 512, 1024], seeds=6, limit={"samples": 4000})
     s = cc.summary
     upd = s[s.tensor.str.startswith("Δ")]
     assert set(upd.tensor) == {"Δh1", "Δx1", "Δh2", "Δx2"}
     assert (upd.predicted_exponent == -0.5).all()
     assert (upd.z_exponent < 3).all(), upd
     assert (s.verdict == "consistent").all()
+    # n^{1/2}(h_t − h_0) = Δh, the program's normalised change [TP4 Eq. (55)]: its limit,
+    # against the normalised RMS at width 1024
+    dh = upd[upd.tensor.str.startswith("Δh")]
+    assert np.isfinite(dh.limit).all() and (dh.z_limit < 3).all(), dh
 
 
 @pytest.mark.parametrize(

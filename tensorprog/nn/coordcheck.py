@@ -15,7 +15,8 @@ standard error, and sets beside it
   scalar of the program in ``tp.n``; :class:`WidthDegrees` reads them off and
   propagates them through the program (below); and
 * the **predicted limit** of the width-normalised RMS ``n^{-κ}·RMS`` from the engine
-  (a Moment ``mean(v²)`` added to a copy of the program), ± its standard error.
+  (a Moment ``mean(v²)`` added to a copy of the program; for a vanishing change, the
+  Moment of its leading order :meth:`WidthDegrees.leading`), ± its standard error.
 
 Width degrees
 -------------
@@ -88,7 +89,7 @@ from typing import Any
 import numpy as np
 import sympy
 
-from .. import ProgramTypeError, ProgramValueError, Vector, mean
+from .. import ProgramTypeError, ProgramValueError, Vector, lincomb, mean
 from .. import n as WIDTH
 from ..core.errors import OptionalDependencyError
 from ..core.ir import InitMatrix, InitScalar, InitVector, MatMul, Moment, Nonlin, ScalarFn
@@ -361,6 +362,61 @@ class WidthDegrees:
                 out = max(out, _add(self._coef_degree(d), self.deg[y]))
         return out
 
+    def leading(self, a: Any, b: Any) -> tuple[float, list] | None:
+        """The leading order of ``a − b`` as ``(κ, [(number, scalar vars, atom)])``:
+        ``n^{-κ}(a − b) → Σ number·Π scalars·atom`` (the scalars Θ(1) scalars of the
+        program, the width powers ``c·n^k`` replaced by the limit of ``c·n^k·n^{-k}``).
+        ``None`` when the difference is not a sum of such terms (a change that needs
+        the pairing of ``W x_t − W x_0`` or of two nonlinearities at leading order)."""
+        a = a.var if hasattr(a, "var") else a
+        b = b.var if hasattr(b, "var") else b
+        kappa = self.change(a, b)
+        if not math.isfinite(kappa):
+            return None
+        ca, cb = dict(self._form(a)), dict(self._form(b))
+        terms = []
+        for atom in set(ca) | set(cb):
+            c = sympy.expand(ca.get(atom, 0) - cb.get(atom, 0))
+            if c == 0:
+                continue
+            d = _add(self._coef_degree(c), self.deg[atom])
+            if d < kappa:
+                continue  # vanishes relative to the leading order
+            if (atom not in ca or atom not in cb) and any(
+                self._pairs(atom, y)
+                for y in (cb if atom in ca else ca)
+                if y not in ca or y not in cb
+            ):
+                return None  # a paired term (W x_t − W x_0): its leading order is not a monomial
+            term = self._monomial(c, kappa - self.deg[atom])
+            if term is None:
+                return None
+            terms.append((term[0], term[1], atom))
+        return (kappa, terms) if terms else None
+
+    def _monomial(self, c: sympy.Expr, k: float) -> tuple[float, list] | None:
+        """``c`` (a product of a number and scalar symbols) as ``(number, [vars])`` with
+        its width powers normalised: ``c·n^{-k}`` → number·Π vars; None otherwise."""
+        const, vars_, deg = 1.0, [], 0.0
+        for f in sympy.Mul.make_args(c):
+            base, e = f.as_base_exp()
+            if f.is_number:
+                const *= float(f)
+                continue
+            if not (base.is_Symbol and e.is_Integer and e > 0):
+                return None
+            v = self._var_of(base)
+            ins = self.instr[v]
+            if isinstance(ins, InitScalar) and sympy.sympify(ins.value).has(WIDTH):
+                kv = self.deg[v]
+                norm = sympy.limit(ins.value * WIDTH ** (-sympy.nsimplify(kv)), WIDTH, sympy.oo)
+                const *= float(norm) ** int(e)
+                deg += kv * int(e)
+            else:
+                vars_ += [v] * int(e)
+                deg += self.deg[v] * int(e)
+        return (const, vars_) if abs(deg - k) < 1e-12 else None
+
     def _pairs(self, x: Any, y: Any) -> bool:
         ix, iy = self.instr[x], self.instr[y]
         if isinstance(ix, MatMul) and isinstance(iy, MatMul):
@@ -483,9 +539,22 @@ def _limits(run: Any, rows: list[Tracked], kappa: list[float], kw: dict) -> tupl
     why = [""] * len(rows)
     problems = getattr(run, "problems", ())
     want = []
+    wd0 = WidthDegrees(run.program)
+    lead: dict[int, list] = {}  # vanishing changes: the leading terms per input
     for j, k in enumerate(kappa):
+        tr = rows[j]
         if problems:
             why[j] = "the run has no infinite-width limit: " + "; ".join(problems)
+        elif math.isfinite(k) and k < 0 and tr.vector and tr.base is not None:
+            ls = [wd0.leading(h, b) for h, b in zip(tr.now, tr.base)]
+            if all(x is not None for x in ls):
+                lead[j] = [x[1] if x[0] == k else [] for x in ls]  # (a lower-order input: 0)
+                want.append(j)
+            else:
+                why[j] = (
+                    f"predicted exponent {k:g}: the leading order of the change is not a "
+                    f"sum of width powers times vectors of the program"
+                )
         elif not math.isfinite(k) or k != 0:
             why[j] = (
                 f"predicted exponent {k:g} ≠ 0: the normalised RMS n^(-κ)·RMS has no "
@@ -500,6 +569,23 @@ def _limits(run: Any, rows: list[Tracked], kappa: list[float], kw: dict) -> tupl
     handles = {}
     for j in want:
         tr = rows[j]
+        if j in lead:  # n^{-κ}(v_t − v_0) → Σ number·Π scalars·atom, per input
+            name_of = {v.id: v.name for v in wd0.instr}
+            sq = []
+            for terms in lead[j]:
+                if not terms:
+                    continue
+                lc = [
+                    (tuple([c] + [p[name_of[v.id]] for v in vs]), p[name_of[atom.id]])
+                    for c, vs, atom in terms
+                ]
+                x = lincomb(lc)
+                sq.append(x * x)
+            s = sq[0]
+            for t in sq[1:]:
+                s = s + t
+            handles[j] = mean(s * (1.0 / len(tr.now)), name=f"_coordcheck_{j}")
+            continue
         if not tr.vector:
             if any(p[h.name].var in wd.clt for h in tr.now):
                 why[j] = (
