@@ -722,7 +722,10 @@ class CoordCheck:
         Per tensor and step: ``exponent, exponent_se, predicted_exponent, limit,
         limit_se, normalised, normalised_se`` (the normalised RMS at the largest width,
         mean ± s.e. over seeds), ``z_exponent, z_limit, verdict, blows_up, reason``
-        (module docstring, "The statistic").
+        (module docstring, "The statistic"). ``verdict`` is ``"consistent"`` or
+        ``"inconsistent"`` (also when an RMS is 0 or not finite at some width), or
+        ``"no prediction"`` when the width degree has no polynomial bound (e.g.
+        ``exp`` of a growing argument); ``reason`` says why a limit is missing.
     widths, seeds : the widths and the number of seeds.
     """
 
@@ -925,7 +928,7 @@ def coord_check(
     else:
         lim, lse, why = _limits(run, rows, kappa, {} if limit is True else dict(limit))
     out = []
-    nmax = float(ws[-1] if ws[-1] == max(ws) else max(ws))
+    nmax = float(max(ws))
     amax = ws.index(max(ws))
     for j, tr in enumerate(rows):
         fit = fit_exponent(ws, R[j])
