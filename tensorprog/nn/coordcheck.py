@@ -809,6 +809,16 @@ class CoordCheck:
         return fig
 
 
+def _width_seed(s: Any, n: int) -> Any:
+    """The randomness of seed ``s`` at width ``n``: ``numpy.random.default_rng([s, n])``
+    for an int seed, so that the widths are independent (one int seed's streams at two
+    widths share their first coordinates, which would correlate the width means the
+    fit treats as independent); any other seed as given."""
+    if isinstance(s, numbers.Integral) and not isinstance(s, bool):
+        return np.random.default_rng([int(s), int(n)])
+    return s
+
+
 def _check_widths(widths: Any, what: str, allow_none: bool = False) -> list:
     try:
         ws = list(widths)
@@ -863,7 +873,9 @@ def coord_check(
     widths : sequence of int, default (256, 512, 1024, 2048)
         At least 2 widths.
     seeds : int or sequence, default 4
-        The seeds per width (an int ``S``: ``0..S-1``); at least 2.
+        The seeds per width (an int ``S``: ``0..S-1``); at least 2. Seed ``s`` at width
+        ``n`` simulates with ``numpy.random.default_rng([s, n])``: independent widths,
+        the same bits on every call.
     limit : bool or dict, default True
         Compute the predicted limits (a dict: keywords of :meth:`tensorprog.Program.limit`,
         e.g. ``{"samples": 20_000}``); ``False``: the verdict uses the exponents only.
@@ -916,7 +928,7 @@ def coord_check(
     recs = []
     with np.errstate(over="ignore", invalid="ignore"):
         for a, n, b, s in _progress(jobs, len(jobs), "coord_check", progress):
-            sim = run.simulate(n, seed=s).simulation
+            sim = run.simulate(n, seed=_width_seed(s, n)).simulation
             for j, tr in enumerate(rows):
                 R[j, a, b] = _rms(sim, tr)
                 recs.append((tr.tensor, tr.step, n, s, R[j, a, b]))
