@@ -1,4 +1,4 @@
-"""Command line: ``tensorprog {demo,latex} …`` (also ``python -m tensorprog …``)."""
+"""Command line: ``tensorprog {demo,latex,coordcheck} …`` (also ``python -m tensorprog …``)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -111,6 +112,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "tensorprog") -> int:
     from .latex import add_cli_parser
 
     add_cli_parser(sub)  # `latex FILE.py [-o out.tex] [--pdf]`
+    _add_coordcheck_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "demo":
         from .core.errors import TensorProgramError
@@ -122,6 +124,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "tensorprog") -> int:
             return 1
     if args.command == "latex":
         return _latex_command(args)
+    if args.command == "coordcheck":
+        return _coordcheck_command(args)
     parser.print_help()
     return 0
 
@@ -171,3 +175,102 @@ def _unwritable(path: Path) -> str | None:
     except OSError as exc:
         return f"cannot be written ({exc.strerror or exc})"
     return None
+
+
+COORDCHECK_HELP = """\
+A quantitative coordinate check (nn.coord_check) of the training run a Python file
+defines. The file is executed as a script (like `python FILE.py`: run only files you
+trust) and must define `run` (an nn.train or nn.train_sgd run) or `build()` returning
+one. Writes DIR/coordcheck.csv (one row per tensor and step: fitted and predicted
+exponents, limit, verdict), DIR/coordcheck_data.csv (the RMS per width and seed) and
+DIR/coordcheck.png (the panels). Exit status 0 if every tensor is consistent, 1 if some
+is not (or on an error), 2 on bad usage."""
+
+
+def _add_coordcheck_parser(sub: Any) -> None:
+    ap = sub.add_parser(
+        "coordcheck",
+        help="coordinate check of a training run: exponents, limits, verdicts (CSV + PNG)",
+        description=COORDCHECK_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument("file", metavar="FILE.py", help="Python file defining `run` or `build()`")
+    ap.add_argument(
+        "-o", "--output", metavar="DIR", default=".", help="folder of the outputs (default: .)"
+    )
+    ap.add_argument(
+        "--widths",
+        type=_int_at_least(2),
+        nargs="+",
+        default=[256, 512, 1024, 2048],
+        help="widths (default: 256 512 1024 2048)",
+    )
+    ap.add_argument(
+        "--seeds", type=_int_at_least(2), default=4, help="seeds per width, ≥ 2 (default: 4)"
+    )
+    ap.add_argument(
+        "--samples",
+        type=_int_at_least(32),
+        default=None,
+        help="Monte Carlo samples of the limit (default: Program.limit's)",
+    )
+    ap.add_argument("--no-limit", action="store_true", help="fit the exponents only")
+    ap.add_argument("--progress", action="store_true", help="show a progress bar")
+
+
+def _coordcheck_command(args: argparse.Namespace) -> int:
+    import runpy
+
+    from .core.errors import TensorProgramError
+
+    out = Path(args.output)
+    if not out.is_dir():
+        print(f"error: -o {out}: not a folder; nothing was computed", file=sys.stderr)
+        return 2
+    problem = _unwritable(out / "coordcheck.csv")
+    if problem:
+        print(f"error: -o {out}: {problem}; nothing was computed", file=sys.stderr)
+        return 2
+    try:
+        ns = runpy.run_path(args.file, run_name="__coordcheck__")
+    except SyntaxError as exc:
+        print(f"error: {exc.filename}:{exc.lineno}: syntax error: {exc.msg}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if "run" in ns:
+        run = ns["run"]
+    elif callable(ns.get("build")):
+        run = ns["build"]()
+    else:
+        print(
+            f"error: {args.file} defines neither `run` (an nn.train or nn.train_sgd run) nor "
+            f"`build()` returning one",
+            file=sys.stderr,
+        )
+        return 1
+    from .nn import coord_check
+
+    limit: Any = False if args.no_limit else ({"samples": args.samples} if args.samples else True)
+    try:
+        cc = coord_check(
+            run, widths=args.widths, seeds=args.seeds, limit=limit, progress=args.progress
+        )
+        cc.summary.to_csv(out / "coordcheck.csv", index=False)
+        cc.data.to_csv(out / "coordcheck_data.csv", index=False)
+        import matplotlib
+
+        matplotlib.use("Agg")
+        cc.plot().savefig(out / "coordcheck.png", dpi=120, bbox_inches="tight")
+    except (TensorProgramError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    cols = ["tensor", "step", "exponent", "exponent_se", "predicted_exponent", "verdict"]
+    print(cc.summary[cols].to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+    bad = int((cc.summary.verdict == "inconsistent").sum())
+    print(
+        f"\n{len(cc.summary) - bad} of {len(cc.summary)} consistent; wrote {out}/coordcheck.csv, "
+        f"{out}/coordcheck_data.csv, {out}/coordcheck.png"
+    )
+    return 1 if bad else 0

@@ -61,7 +61,7 @@ def test_the_package_declares_its_license_types_and_version():
     }
     assert meta["project"]["scripts"]["tensorprog"] == "tensorprog.cli:main"
     extras = meta["project"]["optional-dependencies"]
-    assert {d.split(">")[0] for d in extras["notebook"]} == {"pandas", "ipywidgets"}
+    assert {d.split(">")[0] for d in extras["notebook"]} == {"pandas", "ipywidgets", "matplotlib"}
     assert "tensorprog[notebook]" in extras["dev"]
 
 

@@ -88,7 +88,7 @@ LAYERS: list[tuple[str, list[tuple[str, ...]]]] = [
             ("nn.stax",),
             ("nn.training", "nn.kernels"),
             ("nn.train",),
-            ("nn.classification", "nn.depth"),
+            ("nn.classification", "nn.depth", "nn.coordcheck"),
             ("nn",),
         ],
     ),

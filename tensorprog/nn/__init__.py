@@ -113,3 +113,7 @@ __all__ += [
     "gradient_diversity",
     "GradientDiversity",
 ]
+
+from .coordcheck import CoordCheck, LRSweep, coord_check, lr_sweep  # noqa: E402
+
+__all__ += ["coord_check", "CoordCheck", "lr_sweep", "LRSweep"]
