@@ -64,6 +64,7 @@ from .core.nonlin import (
 from .dsl.autodiff import grad as grad
 from .dsl.autodiff import lincomb, scalar_lincomb
 from .dsl.program import Handle, Matrix, Program, Scalar, Vector, inner, mean, nonlin
+from .engine.compiled import CompiledLimit, LimitBatch, compile_limit
 from .io import load
 from .simulate import Simulation, simulate
 
@@ -84,6 +85,9 @@ __all__ = [
     "require_memory",
     "simulate",
     "Simulation",
+    "compile_limit",
+    "CompiledLimit",
+    "LimitBatch",
     "load",
     "n",
     "get_nonlinearity",

@@ -17,6 +17,7 @@ from ..core._gc import paused_gc
 from ..core.errors import ProgramTypeError, ProgramValueError, UnknownNameError
 from ..core.ir import InitScalar
 from ..dsl.program import Program
+from .compiled import compile_limit
 from .derivation import Derivation, DotConst
 from .evaluate import Deterministic, effective_ranks
 from .limit import Expectation, Limit
@@ -25,7 +26,7 @@ from .montecarlo import run_montecarlo
 from .plan import Plan
 from .tails import assess
 
-__all__ = ["limit", "Limit", "Expectation", "METHODS", "Method"]
+__all__ = ["limit", "compile_limit", "Limit", "Expectation", "METHODS", "Method"]
 
 #: The ``method`` names :func:`limit` accepts.
 METHODS = tuple(m.value for m in REQUESTABLE)
