@@ -122,6 +122,9 @@ class LimitBatch:
         dependencies (the same for every set: methods are chosen when compiling).
     size : int
         ``P``, the number of sets.
+    uncertified : dict of int to str
+        With ``evaluate(..., uncertified="nan")``: the sets whose values are NaN
+        because some expectation was not certified, and why (empty otherwise).
     """
 
     def __init__(
@@ -130,8 +133,10 @@ class LimitBatch:
         values: dict[str, np.ndarray],
         errors: dict[str, np.ndarray],
         batched: bool,
+        uncertified: dict[int, str],
     ) -> None:
         self.compiled = compiled
+        self.uncertified = dict(sorted(uncertified.items()))
         self.values = values
         self.errors = errors
         self.methods = dict(compiled.methods)
@@ -241,6 +246,7 @@ class CompiledLimit:
         self._cov0 = np.asarray(der.init_cov, dtype=float)
         self._mean0 = np.asarray(der.init_mean, dtype=float)
         self._values0 = plan.values.copy()
+        self._components = _components(self._cov0 != 0.0)
         self._names = [n for n, _ in self._scalars]
         self._rids = _ix(r for _, r in self._scalars)
 
@@ -256,7 +262,9 @@ class CompiledLimit:
         )
 
     # -- evaluation ---------------------------------------------------------------------
-    def evaluate(self, cov: Any = None, mean: Any = None, scalars: Any = None) -> LimitBatch:
+    def evaluate(
+        self, cov: Any = None, mean: Any = None, scalars: Any = None, *, uncertified: str = "raise"
+    ) -> LimitBatch:
         r"""The limit for new numbers, ``P`` sets at once.
 
         Parameters
@@ -272,6 +280,12 @@ class CompiledLimit:
         scalars : dict, optional
             New limits of initial scalars, by handle or name: a float or an array
             ``(P,)`` each (the others keep the program's).
+
+        uncertified : {"raise", "nan"}, default "raise"
+            What to do with a set for which some expectation is not certified by the
+            compiled methods (quadrature off its tolerance, an existence not proven):
+            raise, or give it NaN values and name it in :attr:`LimitBatch.uncertified`
+            (for a caller that evaluates those sets with :func:`tensorprog.limit`).
 
         Returns
         -------
@@ -289,9 +303,16 @@ class CompiledLimit:
         tensorprog.NumericalError, tensorprog.DivergenceError
             As :func:`tensorprog.limit` (with the set's index).
         """
+        if uncertified not in ("raise", "nan"):
+            raise ProgramValueError(
+                f"CompiledLimit.evaluate: uncertified must be 'raise' or 'nan', got {uncertified!r}"
+            )
         C, M, Q, batched = self._numbers(cov, mean, scalars)
         values, errors, bad = self._run(C, M, Q)
-        if bad:
+        if bad and uncertified == "nan":
+            rows = _ix(bad)
+            values[rows], errors[rows] = np.nan, np.nan
+        elif bad:
             p, why = min(bad.items())
             raise MethodUnavailableError(
                 f"CompiledLimit.evaluate: set {p} of {C.shape[0]} ({len(bad)} set(s) in all): "
@@ -299,7 +320,7 @@ class CompiledLimit:
             )
         vals = {n: values[:, r].copy() for n, r in self._scalars}
         errs = {n: errors[:, r].copy() for n, r in self._scalars}
-        return LimitBatch(self, vals, errs, batched)
+        return LimitBatch(self, vals, errs, batched, bad)
 
     def _numbers(
         self, cov: Any, mean: Any, scalars: Any
@@ -376,14 +397,16 @@ class CompiledLimit:
             )
         if not np.allclose(C, np.swapaxes(C, -1, -2), rtol=0, atol=0):
             raise ProgramValueError(f"{where}: cov must be symmetric")
-        if C.shape[-1]:
-            scale = np.maximum(np.abs(C).max(axis=(1, 2)), 1e-300)
-            w = np.linalg.eigvalsh(C)
-            bad = np.flatnonzero(w[:, 0] < -PSD_TOL * scale)
+        for comp in self._components:  # independent blocks: PSD one by one
+            sub = C[:, comp[:, None], comp[None, :]]
+            scale = np.maximum(np.abs(sub).max(axis=(1, 2)), 1e-300)
+            w = sub[:, 0, 0] if len(comp) == 1 else np.linalg.eigvalsh(sub)[:, 0]
+            bad = np.flatnonzero(w < -PSD_TOL * scale)
             if bad.size:
                 raise NonPSDError(
                     f"{where}: cov of set {bad[0]} is not positive semidefinite (smallest "
-                    f"eigenvalue {w[bad[0], 0]:.3g})"
+                    f"eigenvalue {w[bad[0]]:.3g} of the block of "
+                    f"{', '.join(names[i] for i in comp)})"
                 )
         centred = self._mean0 == 0.0
         moved = np.any(M[:, centred] != 0.0, axis=0)
@@ -526,6 +549,16 @@ class CompiledLimit:
         exc = cls(f"set {p}: the {describe(req)} {what}")
         instr = self._det._instruction(req)
         return annotate(exc, instr, "CompiledLimit") if instr is not None else exc
+
+
+def _components(linked: np.ndarray) -> list[np.ndarray]:
+    """Connected components of a symmetric boolean adjacency matrix (index arrays)."""
+    n = linked.shape[0]
+    label = np.arange(n)
+    for i, j in np.argwhere(np.triu(linked, 1)):
+        a, b = label[i], label[j]
+        label[label == max(a, b)] = min(a, b)
+    return [np.flatnonzero(label == c) for c in np.unique(label)]
 
 
 def _ix(it: Any) -> np.ndarray:
