@@ -704,7 +704,7 @@ def gather_laws(
             vals = (values[:, slots] * s2).reshape(P * k, len(pairs))
         cov[:, ii, jj] = vals
         cov[:, jj, ii] = vals
-        cov = _nearest_psd(cov)
+        cov = _nearest_psd(cov, groups)
     return mean, cov
 
 
@@ -731,8 +731,9 @@ def _propagated_error(fn: Any, params: np.ndarray, errors: np.ndarray) -> np.nda
 COMPUTED_PSD_TOL = 1e-8
 
 
-def _nearest_psd(cov: np.ndarray) -> np.ndarray:
-    """Clip rounding-level negative eigenvalues of computed covariances (B, d, d).
+def _nearest_psd(cov: np.ndarray, groups: tuple[int, ...] | None = None) -> np.ndarray:
+    """Clip rounding-level negative eigenvalues of computed covariances (B, d, d)
+    (``groups``: labels of independent coordinates, as :class:`~.derivation.Layout`'s).
 
     A genuinely indefinite matrix is left as it is (``psd_factor`` then reports it),
     and so is one whose negative eigenvalues are within ``PSD_TOL`` (what every consumer
@@ -745,7 +746,30 @@ def _nearest_psd(cov: np.ndarray) -> np.ndarray:
         return cov  # overflowed: reported by name where it is used
     s = equilibration(cov)
     ss = s[:, :, None] * s[:, None, :]
-    w, V = np.linalg.eigh(cov / ss)
+    R = cov / ss
+    # Screen first: only matrices whose smallest eigenvalue may be below −PSD_TOL·scale
+    # are decomposed. The eigenvalues are those of the independent blocks (``groups``:
+    # labels of a layout), each by a closed form up to 2×2 (accurate to rounding; a
+    # margin of half the tolerance) or by its eigenvalues alone.
+    labels = np.zeros(R.shape[-1], dtype=np.intp) if groups is None else np.asarray(groups)
+    lo, hi = np.full(len(R), np.inf), np.zeros(len(R))
+    for label in np.unique(labels):
+        ix = np.flatnonzero(labels == label)
+        if len(ix) == 1:
+            b_lo = b_hi = R[:, ix[0], ix[0]]
+        elif len(ix) == 2:
+            a, c, b = R[:, ix[0], ix[0]], R[:, ix[1], ix[1]], R[:, ix[0], ix[1]]
+            m, r = (a + c) / 2, np.hypot((a - c) / 2, b)
+            b_lo, b_hi = m - r, m + r
+        else:
+            ev = np.linalg.eigvalsh(R[:, ix[:, None], ix[None, :]])
+            b_lo, b_hi = ev[:, 0], ev[:, -1]
+        lo = np.minimum(lo, b_lo)
+        hi = np.maximum(hi, np.maximum(np.abs(b_lo), np.abs(b_hi)))
+    maybe = np.flatnonzero(lo < -0.5 * PSD_TOL * np.maximum(1.0, hi))
+    if not maybe.size:
+        return cov
+    w, V = np.linalg.eigh(R[maybe])
     scale = np.maximum(1.0, np.abs(w).max(axis=-1, keepdims=True))
     fix = (w < 0) & (w >= -COMPUTED_PSD_TOL * scale)
     rows = fix.any(axis=-1) & (w.min(axis=-1) < -PSD_TOL * scale[:, 0])
@@ -753,7 +777,8 @@ def _nearest_psd(cov: np.ndarray) -> np.ndarray:
         return cov
     w = np.where(fix, 0.0, w)
     out = cov.copy()
-    out[rows] = np.einsum("bij,bj,bkj->bik", V[rows], w[rows], V[rows]) * ss[rows]
+    at = maybe[rows]
+    out[at] = np.einsum("bij,bj,bkj->bik", V[rows], w[rows], V[rows]) * ss[at]
     return out
 
 
