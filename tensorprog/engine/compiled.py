@@ -40,16 +40,16 @@ from ..core.errors import (
 from ..core.interpreter import annotate
 from ..core.ir import InitScalar, Moment, Nonlin
 from ..gaussian import PSD_TOL
+from . import evaluate
 from .derivation import Derivation
 from .evaluate import (
-    QUADRATURE_RTOL,
     Deterministic,
     _propagated_error,
     effective_ranks,
     gather_laws,
     stein_coefficients,
 )
-from .existence import Verdict, decide, structure
+from .existence import EXISTS, Verdict, decide, structure
 from .methods import AUTO, DIRECT, EXACT, MONTECARLO, RESULT_METHODS, Method
 from .plan import (
     DotRequest,
@@ -469,8 +469,9 @@ class CompiledLimit:
             & np.isfinite(qv).all(axis=1)
         )
         st = structure(expr, d, m)
-        if not st.trivial:
-            for pos, fnd in zip(np.flatnonzero(ok), decide(expr, d, m, mean[ok], cov[ok], qv[ok])):
+        finds = [] if st.trivial else decide(expr, d, m, mean[ok], cov[ok], qv[ok])
+        if finds.count(EXISTS) < len(finds):
+            for pos, fnd in zip(np.flatnonzero(ok), finds):
                 p = int(pos) // k
                 if fnd.verdict is Verdict.DIVERGES and p not in bad:
                     raise self._error(
@@ -510,7 +511,7 @@ class CompiledLimit:
             if structure(expr, d, m).singular:
                 loose = np.ones(P * k, dtype=bool)
             elif self._det.method is AUTO:
-                loose = ~(errs <= QUADRATURE_RTOL * np.maximum(1.0, np.abs(vals)))
+                loose = ~(errs <= evaluate.QUADRATURE_RTOL * np.maximum(1.0, np.abs(vals)))
             else:
                 loose = ~np.isfinite(errs)
             for pos in np.flatnonzero(loose):
