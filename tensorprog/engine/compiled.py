@@ -75,7 +75,9 @@ class _Group:
 
     ``key`` is :meth:`~.evaluate.Deterministic.expectations`'s; ``bids`` ``(k, d)``,
     ``slots`` ``(k, pairs)`` and ``qdeps`` ``(k, m)`` index the laws and constants;
-    ``scale`` ``(k,)``: 1, or ``σ_W²`` for a ZDot coefficient (stored in full)."""
+    ``scale`` ``(k,)``: 1, or ``σ_W²`` for a ZDot coefficient (stored in full). Sets
+    that agree on the numbers of ``foot`` share these requests' values: they are
+    evaluated once per distinct such numbers."""
 
     key: tuple[Any, ...]
     reqs: tuple[ExpectationRequest, ...]
@@ -84,6 +86,9 @@ class _Group:
     slots: np.ndarray
     qdeps: np.ndarray
     scale: np.ndarray | None
+    #: the initial vectors (indices ≥ 0) and initial scalars (``-1 - column``) the
+    #: requests' values depend on; None when that is all of them
+    foot: frozenset[int] | None
 
 
 @dataclass(frozen=True, eq=False)
@@ -203,6 +208,12 @@ class CompiledLimit:
                 instr = det._instruction(req)
                 raise annotate(exc, instr, "compile_limit") if instr is not None else exc
             levels[req.level].append(req)
+        init_col = {
+            r.rid: j
+            for j, r in enumerate(q for q in plan.requests if isinstance(q, InitScalarRequest))
+        }
+        feet = _footprints(plan, der.base_init_index, init_col)
+        everything = frozenset().union(*feet) if feet else frozenset()
         self._steps: list[Any] = []
         for level in sorted(levels):
             groups: dict[Any, list[ExpectationRequest]] = defaultdict(list)
@@ -218,13 +229,14 @@ class CompiledLimit:
                     )
                 else:
                     assert plan.methods[req.rid] is not DIRECT
-                    groups[(plan.methods[req.rid], req.sig)].append(req)
+                    foot = feet[req.rid] if feet[req.rid] != everything else None
+                    groups[(plan.methods[req.rid], req.sig, foot)].append(req)
             for reqs in fns.values():
                 k = len(reqs)
                 deps = np.array([r.deps for r in reqs], dtype=np.intp).reshape(k, -1)
                 self._steps.append(_Fns(reqs[0].fn, tuple(reqs), _ix(r.rid for r in reqs), deps))
-            for (meth, _), reqs in groups.items():
-                self._steps.append(_group(meth, reqs))
+            for (meth, _, foot), reqs in groups.items():
+                self._steps.append(_group(meth, reqs, foot))
         ranks = effective_ranks(plan)
         self._scalars: list[tuple[str, int]] = []
         self.methods: dict[str, str] = {}
@@ -430,9 +442,13 @@ class CompiledLimit:
         if self._init_rids:
             V[:, _ix(self._init_rids.values())] = Q
         bad: dict[int, str] = {}
+        shared: dict[frozenset[int], Any] = {}
+        memo: dict[Any, Any] = {}
         for step in self._steps:
             if isinstance(step, _Group):
-                self._group(step, V, E, C, M, bad)
+                if step.foot is not None and step.foot not in shared:
+                    shared[step.foot] = _distinct(step.foot, C, M, Q, memo)
+                self._group(step, V, E, C, M, bad, shared.get(step.foot))
             elif isinstance(step, _Fns):
                 self._fns(step, V, E, bad)
             else:
@@ -455,14 +471,28 @@ class CompiledLimit:
         C: np.ndarray,
         M: np.ndarray,
         bad: dict[int, str],
+        shared: tuple[np.ndarray, np.ndarray] | None,
     ) -> None:
+        """Evaluate one group for every set — or, with ``shared = (rows, inverse)``,
+        for the sets ``rows`` only, whose values the other sets share (``inverse``:
+        each set's position in ``rows``)."""
         method, expr, d, m, _, groups = step.key
         r0 = step.reqs[0]
-        P, k = V.shape[0], len(step.reqs)
+        rows, inverse = shared if shared is not None else (None, None)
+        Vs, Cs, Ms = (V, C, M) if rows is None else (V[rows], C[rows], M[rows])
+        P, k = Vs.shape[0], len(step.reqs)
+
+        def real(p: int) -> int:  # the set index of position p
+            return p if rows is None else int(rows[p])
+
+        def mark(p: int, why: str) -> None:
+            for s in [p] if inverse is None else np.flatnonzero(inverse == p):
+                bad.setdefault(int(s), why)
+
         mean, cov = gather_laws(
-            self.derivation, V, M, C, step.bids, step.slots, r0.layout.pairs, groups
+            self.derivation, Vs, Ms, Cs, step.bids, step.slots, r0.layout.pairs, groups
         )
-        qv = V[:, step.qdeps].reshape(P * k, m)
+        qv = Vs[:, step.qdeps].reshape(P * k, m)
         ok = (
             np.isfinite(cov).all(axis=(1, 2))
             & np.isfinite(mean).all(axis=1)
@@ -473,12 +503,15 @@ class CompiledLimit:
         if finds.count(EXISTS) < len(finds):
             for pos, fnd in zip(np.flatnonzero(ok), finds):
                 p = int(pos) // k
-                if fnd.verdict is Verdict.DIVERGES and p not in bad:
+                if fnd.verdict is Verdict.DIVERGES and real(p) not in bad:
                     raise self._error(
-                        DivergenceError, step.reqs[pos % k], p, f"does not exist: {fnd.reason}"
+                        DivergenceError,
+                        step.reqs[pos % k],
+                        real(p),
+                        f"does not exist: {fnd.reason}",
                     )
                 if fnd.verdict is Verdict.UNPROVEN:
-                    bad.setdefault(
+                    mark(
                         p,
                         f"the existence of the {describe(step.reqs[pos % k])} is not proven ({fnd.reason})",
                     )
@@ -490,7 +523,7 @@ class CompiledLimit:
             raise (annotate(exc, instr, "CompiledLimit") if instr is not None else exc) from exc
         vals, errs = np.asarray(vals, dtype=float), np.asarray(errs, dtype=float)
         for pos in np.flatnonzero(~np.isfinite(vals)):
-            p = int(pos) // k
+            p = real(int(pos) // k)
             if p not in bad:
                 raise self._error(
                     NumericalError,
@@ -500,11 +533,11 @@ class CompiledLimit:
                 )
         if growth is not None:
             for pos in np.flatnonzero(growth):
-                if int(pos) // k not in bad:
+                if real(int(pos) // k) not in bad:
                     raise self._error(
                         DivergenceError,
                         step.reqs[pos % k],
-                        int(pos) // k,
+                        real(int(pos) // k),
                         "does not converge: Gauss–Hermite estimates grow steadily with the degree",
                     )
         if method is not EXACT:
@@ -515,7 +548,7 @@ class CompiledLimit:
             else:
                 loose = ~np.isfinite(errs)
             for pos in np.flatnonzero(loose):
-                bad.setdefault(
+                mark(
                     int(pos) // k,
                     f"the {describe(step.reqs[pos % k])} is not certified by quadrature "
                     f"(error estimate {errs[pos]:.3g} for {vals[pos]:.6g})",
@@ -523,6 +556,8 @@ class CompiledLimit:
         vals, errs = vals.reshape(P, k), errs.reshape(P, k)
         if step.scale is not None:
             vals, errs = vals * step.scale, errs * step.scale
+        if inverse is not None:
+            vals, errs = vals[inverse], errs[inverse]
         V[:, step.rids], E[:, step.rids] = vals, errs
 
     def _fns(self, step: _Fns, V: np.ndarray, E: np.ndarray, bad: dict[int, str]) -> None:
@@ -562,11 +597,77 @@ def _components(linked: np.ndarray) -> list[np.ndarray]:
     return [np.flatnonzero(label == c) for c in np.unique(label)]
 
 
+def _distinct(
+    foot: frozenset[int], C: np.ndarray, M: np.ndarray, Q: np.ndarray, memo: dict
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(rows, inverse)``: one set per distinct numbers of ``foot`` (covariances and
+    means of its initial vectors, values of its initial scalars) and each set's
+    position among them; None when fewer than half the sets would be saved. Only the
+    numbers that differ between sets are compared (``memo``: by those columns)."""
+    P = C.shape[0]
+    if "varies" not in memo:
+        memo["varies"] = (
+            np.any(C != C[:1], axis=0),
+            np.any(M != M[:1], axis=0),
+            np.any(Q != Q[:1], axis=0),
+        )
+    vc, vm, vq = memo["varies"]
+    vi = np.array(sorted(i for i in foot if i >= 0), dtype=np.intp)
+    si = np.array(sorted(-1 - i for i in foot if i < 0), dtype=np.intp)
+    cells = np.argwhere(vc[vi[:, None], vi[None, :]])
+    which = (
+        tuple((int(vi[a]), int(vi[b])) for a, b in cells),
+        tuple(int(i) for i in vi[vm[vi]]),
+        tuple(int(j) for j in si[vq[si]]),
+    )
+    if which not in memo:
+        cols = [C[:, a, b] for a, b in which[0]] + [M[:, i] for i in which[1]]
+        cols += [Q[:, j] for j in which[2]]
+        memo[which] = _unique_rows(np.stack(cols, axis=1) if cols else np.zeros((P, 0)))
+    return memo[which]
+
+
+def _unique_rows(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """First row of each distinct row of ``keys`` (P, c) and each row's position among
+    them (exact float comparison); None when more than half the rows are distinct."""
+    P = keys.shape[0]
+    if keys.shape[1] == 0:
+        return np.zeros(1, dtype=np.intp), np.zeros(P, dtype=np.intp)
+    order = np.lexsort(keys.T[::-1])
+    ordered = keys[order]
+    new = np.ones(P, dtype=bool)
+    new[1:] = np.any(ordered[1:] != ordered[:-1], axis=1)
+    if 2 * int(new.sum()) > P:
+        return None
+    label = np.cumsum(new) - 1
+    inverse = np.empty(P, dtype=np.intp)
+    inverse[order] = label
+    rows = order[new]  # lexsort is stable: the first set of each class
+    return rows, inverse
+
+
 def _ix(it: Any) -> np.ndarray:
     return np.fromiter(it, dtype=np.intp)
 
 
-def _group(method: Method, reqs: list[ExpectationRequest]) -> _Group:
+def _footprints(
+    plan: Plan, init_index: np.ndarray, init_col: dict[int, int]
+) -> list[frozenset[int]]:
+    """Per request, the initial vectors (their indices) and initial scalars
+    (``-1 - column``) its value depends on: those of its own base Gaussians and of the
+    requests it is computed from."""
+    feet: list[frozenset[int]] = []
+    for req in plan.requests:
+        own: set[int] = set()
+        if isinstance(req, ExpectationRequest):
+            own = {int(init_index[b]) for b in req.bids if init_index[b] >= 0}
+        elif isinstance(req, InitScalarRequest):
+            own = {-1 - init_col[req.rid]}
+        feet.append(frozenset(own).union(*(feet[d] for d in req.deps)))
+    return feet
+
+
+def _group(method: Method, reqs: list[ExpectationRequest], foot: frozenset[int] | None) -> _Group:
     r0 = reqs[0]
     k, d, m = len(reqs), len(r0.bids), len(r0.cids)
     npairs = len(r0.layout.pairs)
@@ -579,6 +680,7 @@ def _group(method: Method, reqs: list[ExpectationRequest]) -> _Group:
         np.array([r.slot_rids for r in reqs], dtype=np.intp).reshape(k, npairs),
         np.array([r.deps[:m] for r in reqs], dtype=np.intp).reshape(k, m),
         np.array(dots) if any(isinstance(r, DotRequest) for r in reqs) else None,
+        foot,
     )
 
 
