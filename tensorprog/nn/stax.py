@@ -1305,7 +1305,8 @@ def _pairwise_kernels(
             f"{'their methods and errors, ' if return_info else ''}and blocks of {size:,} entries)",
             result + block,
             knob,
-            "pass fewer inputs at a time, e.g. blocks of the kernel matrix (cross-kernels)",
+            "pass fewer inputs at a time (cross-kernels of blocks of them), or a smaller "
+            "batch_size if the kernels alone fit",
         )
     else:
         require_memory(
