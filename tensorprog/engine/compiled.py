@@ -407,7 +407,7 @@ class CompiledLimit:
                 f"with {names[i]} and {names[j]} independent (a structural fact of its "
                 f"limit); compile a program in which they are correlated"
             )
-        if not np.allclose(C, np.swapaxes(C, -1, -2), rtol=0, atol=0):
+        if not np.array_equal(C, np.swapaxes(C, -1, -2)):
             raise ProgramValueError(f"{where}: cov must be symmetric")
         for comp in self._components:  # independent blocks: PSD one by one
             sub = C[:, comp[:, None], comp[None, :]]
