@@ -1163,9 +1163,13 @@ _PAIRWISE_METHODS = ("auto", "exact", "quadrature")
 DEFAULT_BATCH_SIZE = 8192
 #: Peak bytes per kernel entry and request of its compiled program while a block is
 #: evaluated (values, errors, gathered laws, the evaluators' temporaries), measured with
-#: tracemalloc at block sizes 1024–8192: ≤ 150 (relu, depth 10) and ≤ 390 (tanh, depth
-#: 3, quadrature); the larger, with room.
+#: tracemalloc at blocks of 256 and 2048 entries: 57 and 36 (relu, depth 10), 232 and 81
+#: (erf, depth 3), 267 and 104 (gelu, depth 2); twice the largest.
 _BYTES_PER_ENTRY_REQUEST = 512
+#: Quadrature evaluates its points in chunks of at most 64 MiB (and as much for the
+#: integrand's values): a fixed allowance when the entry program uses quadrature
+#: (measured: 81 MiB peak for a tanh block of 256 entries, 97 MiB for 780).
+_QUADRATURE_BYTES = 2 * 64 * 2**20
 #: Compiled entry programs by architecture, most recently used last.
 _COMPILED: OrderedDict[Any, _Pairwise | None] = OrderedDict()
 _COMPILED_SIZE = 16
@@ -1297,6 +1301,8 @@ def _pairwise_kernels(
     entries = B1 * (B1 + 1) // 2 if symmetric else B1 * (B - B1)
     size = min(batch_size or DEFAULT_BATCH_SIZE, max(entries, 1))
     block = size * (_BYTES_PER_ENTRY_REQUEST * cross.compiled.requests + 8 * cross.cov.size)
+    if "quadrature" in cross.compiled.methods.values():
+        block += _QUADRATURE_BYTES
     result = 8 * shape[0] * shape[1] * (8 if return_info else 2)
     shown = f"B={B1}" if symmetric else f"B={B1}×{B - B1}"
     if batch_size is None or result > block:
