@@ -69,9 +69,11 @@ def worker(a: argparse.Namespace) -> None:
     t = time.perf_counter()
     nngp, ntk = kernels(X, **kw)
     t_first = time.perf_counter() - t
-    t = time.perf_counter()
-    kernels(X2, **kw)
-    t_repeat = time.perf_counter() - t
+    t_repeat = None
+    if not a.no_repeat:
+        t = time.perf_counter()
+        kernels(X2, **kw)
+        t_repeat = time.perf_counter() - t
     np.savez(a.save, nngp=nngp, ntk=ntk)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(
@@ -152,6 +154,8 @@ def measure(cfg: str, a: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--inputs", str(xp)]
     cmd += ["--inputs2", str(xp2), "--save", str(save), "--depth", str(depth)]
     cmd += ["--nonlin", nonlin, "--W-std", repr(a.W_std), "--b-std", repr(a.b_std)]
+    if B > a.repeat_max_B:
+        cmd.append("--no-repeat")
     row["tp"] = _run(cmd, a.timeout, env, tmp)
     nt_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     nt_env.pop("PYTHONPATH", None)
@@ -268,7 +272,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--pythonpath", default=None)
     ap.add_argument("--label", default="current")
     ap.add_argument("--out", default=str(RESULTS / "kernels_scale.json"))
+    ap.add_argument(
+        "--repeat-max-B",
+        dest="repeat_max_B",
+        type=int,
+        default=10**9,
+        help="largest B whose tensorprog process also makes the repeated call",
+    )
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--no-repeat", dest="no_repeat", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--inputs", help=argparse.SUPPRESS)
     ap.add_argument("--inputs2", help=argparse.SUPPRESS)
     ap.add_argument("--save", help=argparse.SUPPRESS)
@@ -295,7 +307,7 @@ def main(argv: list[str] | None = None) -> None:
         "settings": {
             k: v
             for k, v in vars(a).items()
-            if k not in ("worker", "inputs", "inputs2", "save", "depth", "nonlin")
+            if k not in ("worker", "inputs", "inputs2", "save", "depth", "nonlin", "no_repeat")
         },
         "rows": rows,
         "table": text,
