@@ -203,27 +203,33 @@ def table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         tp_, nt = r["tp"], r.get("nt", {})
         status = tp_["status"] if tp_["status"] != "ok" else ""
-        lines.append(
-            f"| {r['nonlin']}, {r['depth']} | {r['B']} | {_f(tp_.get('wall'))}{status} | "
-            f"{_f(nt.get('wall'))} | {_f(r.get('ratio_fresh'))} | "
-            f"{_f(tp_.get('t_first_call'))} | {_f(tp_.get('t_repeat_call'), '.3f')} | "
-            f"{_f(nt.get('t_first_call'))} | {_f(r.get('nt_jit_warm'), '.4f')} | "
-            f"{_f(r.get('max_abs_diff_nngp'), '.1e')} / {_f(r.get('max_abs_diff_ntk'), '.1e')} | "
-            f"{_f(r.get('tp_vs_mpmath_ntk'), '.1e')} / {_f(r.get('nt_vs_mpmath_ntk'), '.1e')} | "
-            f"{_f(tp_.get('peak_rss', 0) / 2**30)} / {_f(nt.get('peak_rss', 0) / 2**30 if nt else None)} | "
-            f"{r['load']:.1f} |"
-        )
+        nt_peak = nt.get("peak_rss", 0) / 2**30 if nt else None
+        cells = [
+            f"{r['nonlin']}, {r['depth']}",
+            str(r["B"]),
+            _f(tp_.get("wall")) + status,
+            _f(nt.get("wall")),
+            _f(r.get("ratio_fresh")),
+            _f(tp_.get("t_first_call")),
+            _f(tp_.get("t_repeat_call"), ".3f"),
+            _f(nt.get("t_first_call")),
+            _f(r.get("nt_jit_warm"), ".4f"),
+            f"{_f(r.get('max_abs_diff_nngp'), '.1e')} / {_f(r.get('max_abs_diff_ntk'), '.1e')}",
+            f"{_f(r.get('tp_vs_mpmath_ntk'), '.1e')} / {_f(r.get('nt_vs_mpmath_ntk'), '.1e')}",
+            f"{_f(tp_.get('peak_rss', 0) / 2**30)} / {_f(nt_peak)}",
+            f"{r['load']:.1f}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def figure(rows: list[dict[str, Any]], path: Path, label: str) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    """Times against B per (nonlinearity, depth); False without matplotlib."""
+    if importlib.util.find_spec("matplotlib") is None:
         return False
+    import matplotlib.pyplot as plt
+
+    plt.switch_backend("Agg")
     kinds = sorted({(r["nonlin"], r["depth"]) for r in rows})
     fig, axes = plt.subplots(1, len(kinds), figsize=(4.6 * len(kinds), 3.8), squeeze=False)
     for ax, (nonlin, depth) in zip(axes[0], kinds):
@@ -242,24 +248,19 @@ def figure(rows: list[dict[str, Any]], path: Path, label: str) -> bool:
                 ax.plot(
                     *zip(*pts), "--" if name.startswith("neural") else "-", marker="o", label=name
                 )
+        ax.set(yscale="log", xlabel="inputs B", ylabel="seconds", title=f"{nonlin}, depth {depth}")
         ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel("inputs B")
-        ax.set_ylabel("seconds")
-        ax.set_title(f"{nonlin}, depth {depth}")
         ax.grid(True, which="both", alpha=0.3)
-    axes[0][0].legend(fontsize=7)
+        ax.legend(fontsize=7)
     fig.suptitle(f"NNGP + NTK, d = 32 ({label}; shared machine, see load)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return True
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    fmt = argparse.RawDescriptionHelpFormatter
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=fmt)
     ap.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS, help="nonlin:depth:B")
     ap.add_argument("--repeat-B", dest="repeat_B", type=int, nargs="+", default=[64])
     ap.add_argument("--dim", type=int, default=32)
@@ -279,17 +280,14 @@ def main(argv: list[str] | None = None) -> None:
         default=10**9,
         help="largest B whose tensorprog process also makes the repeated call",
     )
-    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("--no-repeat", dest="no_repeat", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("--inputs", help=argparse.SUPPRESS)
-    ap.add_argument("--inputs2", help=argparse.SUPPRESS)
-    ap.add_argument("--save", help=argparse.SUPPRESS)
+    for flag in ("--worker", "--no-repeat"):  # the worker process (internal)
+        ap.add_argument(flag, action="store_true", help=argparse.SUPPRESS)
+    for flag in ("--inputs", "--inputs2", "--save", "--nonlin"):
+        ap.add_argument(flag, help=argparse.SUPPRESS)
     ap.add_argument("--depth", type=int, help=argparse.SUPPRESS)
-    ap.add_argument("--nonlin", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.worker:
-        worker(a)
-        return
+        return worker(a)
     rows = []
     with tempfile.TemporaryDirectory() as tmpdir:
         for cfg in a.configs:

@@ -1008,19 +1008,9 @@ def _write_body(w: _Writer, body: list[Layer], readout: Dense, where: str) -> An
     return flow
 
 
-def _build(
-    body: list[Layer],
-    readout: Dense,
-    X: np.ndarray,
-    B1: int,
-    pairs: list[tuple[int, int]],
-    name: str,
-) -> tuple[Program, np.ndarray, np.ndarray]:
-    """Write the program: forward on every row of ``X`` (stacked ``x1``, ``x2``), the
-    backward pass from the readout, and the kernel entries of ``pairs`` (stacked row
-    indices ``(i, j)``; entry ``[i, j - B1]`` of a cross-kernel, ``[i, j]`` and ``[j, i]``
-    of a symmetric one)."""
-    b, nngp, ntk = _write(body, readout, X, B1, pairs, name)
+def _build(*args: Any) -> tuple[Program, np.ndarray, np.ndarray]:
+    """:func:`_write`'s program and kernel entries."""
+    b, nngp, ntk = _write(*args)
     return b.p, nngp, ntk
 
 
@@ -1032,7 +1022,10 @@ def _write(
     pairs: list[tuple[int, int]],
     name: str,
 ) -> tuple[_Builder, np.ndarray, np.ndarray]:
-    """:func:`_build`, returning the builder (its program and input layers)."""
+    """Write the program: forward on every row of ``X`` (stacked ``x1``, ``x2``), the
+    backward pass from the readout, and the kernel entries of ``pairs`` (stacked row
+    indices ``(i, j)``; entry ``[i, j - B1]`` of a cross-kernel, ``[i, j]`` and ``[j, i]``
+    of a symmetric one). Returns the builder (its program and input layers)."""
     b = _Builder(X, name)
     flow = _write_body(b, body, readout, "")
     b.dense += 1
