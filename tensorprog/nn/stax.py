@@ -1589,8 +1589,10 @@ class KernelResult:
         the difference of two rules, usually far above the actual error).
     stderr : dict of str to numpy.ndarray
         Monte Carlo standard errors (0 where no Monte Carlo was used).
-    limit : tensorprog.Limit
-        The limit of :func:`kernel_program`'s program, for everything else.
+    limit : tensorprog.Limit or None
+        The limit of the one program holding every entry (``pairwise=False``, or when
+        the entry program needs Monte Carlo), for everything else; None when the entries
+        were computed one by one through a compiled limit (the default).
     symmetric : bool
         ``True`` for the kernel of one set of inputs with itself (entries ``[i, j]``
         and ``[j, i]`` are one scalar), ``False`` for a cross-kernel.
