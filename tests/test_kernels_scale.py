@@ -133,9 +133,7 @@ def test_memory_guard_names_the_knob(monkeypatch):
 
     X = np.random.default_rng(3).standard_normal((6, 2))
     kernels(X, depth=4)
-    (pw,) = [
-        v for k, v in stax._COMPILED.items() if k[0] == ("mlp", 4, tp.relu, 1.0, 0.0) and k[1]
-    ]
+    (pw,) = [v for k, v in stax._COMPILED.items() if k[0] == ("mlp", 4, tp.relu, 1.0, 0.0) and k[1]]
     entry = stax._BYTES_PER_ENTRY_REQUEST * pw.compiled.requests + 8 * pw.cov.size
     budget = res.MemoryBudget(3 * entry + 2 * 8 * 36, "a test budget")
     monkeypatch.setattr(res, "memory_budget", lambda: budget)
