@@ -74,6 +74,7 @@ from .dsl.program import (
     nonlin,
     outer_nonlin,
 )
+from .engine.compiled import CompiledLimit, LimitBatch, compile_limit
 from .io import load
 from .simulate import Simulation, simulate
 
@@ -95,6 +96,9 @@ __all__ = [
     "require_memory",
     "simulate",
     "Simulation",
+    "compile_limit",
+    "CompiledLimit",
+    "LimitBatch",
     "load",
     "n",
     "get_nonlinearity",

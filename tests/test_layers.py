@@ -63,6 +63,7 @@ LAYERS: list[tuple[str, list[tuple[str, ...]]]] = [
             ("engine.montecarlo.rules",),
             ("engine.montecarlo.run",),
             ("engine.evaluate", "engine.montecarlo", "engine.limit"),
+            ("engine.compiled",),
             ("engine",),
         ],
     ),

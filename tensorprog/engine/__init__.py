@@ -17,15 +17,16 @@ from ..core._gc import paused_gc
 from ..core.errors import ProgramTypeError, ProgramValueError, UnknownNameError
 from ..core.ir import InitScalar
 from ..dsl.program import Program
+from .compiled import compile_limit
 from .derivation import Derivation, DotConst
-from .evaluate import Deterministic
+from .evaluate import Deterministic, effective_ranks
 from .limit import Expectation, Limit
-from .methods import RANK, REQUESTABLE, RESULT_METHODS, Method
+from .methods import REQUESTABLE, RESULT_METHODS, Method
 from .montecarlo import run_montecarlo
 from .plan import Plan
 from .tails import assess
 
-__all__ = ["limit", "Limit", "Expectation", "METHODS", "Method"]
+__all__ = ["limit", "compile_limit", "Limit", "Expectation", "METHODS", "Method"]
 
 #: The ``method`` names :func:`limit` accepts.
 METHODS = tuple(m.value for m in REQUESTABLE)
@@ -182,15 +183,7 @@ def _limit(
             stable=stable,
         )
     flags = assess(plan, det.proven, det.unproven, khat, det.inexact)
-    # The effective method of a request is the least precise along its dependencies.
-    sampled = RANK[Method.MONTECARLO]
-    eff: list[int] = []
-    for req, m, ok in zip(plan.requests, plan.methods, plan.deterministic):
-        r = RANK[m] if ok else sampled
-        for d in req.deps:
-            if eff[d] > r:
-                r = eff[d]
-        eff.append(r)
+    eff = effective_ranks(plan)
     reported = [m.value for m in RESULT_METHODS]
     values, stderrs, errors, methods = {}, {}, {}, {}
     const_req, scalar_const = plan.const_req, der.scalar_const

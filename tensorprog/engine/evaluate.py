@@ -52,7 +52,7 @@ from .exact import (
 )
 from .existence import check_requests, inline, structure, tilted
 from .forms import lambdify_integrand, linear_forms, quadrature_dim
-from .methods import AUTO, DIRECT, EXACT, FACTORISED, MONTECARLO, QUADRATURE, Method
+from .methods import AUTO, DIRECT, EXACT, FACTORISED, MONTECARLO, QUADRATURE, RANK, Method
 from .plan import (
     CopyMomentRequest,
     CovRequest,
@@ -323,47 +323,46 @@ class Deterministic:
     def _support_laws(
         self, reqs: list[Request], d: int, groups: tuple[int, ...]
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Means (B, d) and covariances (B, d, d) of a group's base Gaussians, gathered
-        with numpy: requests of one group share their layout."""
+        """Means (B, d) and covariances (B, d, d) of a group's base Gaussians
+        (:func:`gather_laws`: requests of one group share their layout)."""
         der, B = self.der, len(reqs)
-        mean = np.zeros((B, d))
-        cov = np.zeros((B, d, d))
-        bids = np.array([r.bids for r in reqs], dtype=np.intp).reshape(B, d)
-        init = [i for i in range(d) if groups[i] < 0]
-        if init:
-            idx = der.base_init_index[bids[:, init]]
-            mean[:, init] = der.init_mean[idx]
-            cov[np.ix_(np.arange(B), init, init)] = der.init_cov[idx[:, :, None], idx[:, None, :]]
         pairs = reqs[0].layout.pairs
-        if pairs:
-            ii = np.array([i for i, _ in pairs])
-            jj = np.array([j for _, j in pairs])
-            rids = np.array([r.slot_rids for r in reqs], dtype=np.intp)
-            # σ² per request: a group can mix families of different matrices (same layout)
-            s2 = der.base_sigma2[bids[:, ii]]
-            with np.errstate(over="ignore", invalid="ignore"):  # inf is reported below, by name
-                vals = self.values[rids] * s2
-            cov[:, ii, jj] = vals
-            cov[:, jj, ii] = vals
-            cov = _nearest_psd(cov)
-        return mean, cov
+        bids = np.array([r.bids for r in reqs], dtype=np.intp).reshape(B, d)
+        slots = np.array([r.slot_rids for r in reqs], dtype=np.intp).reshape(B, len(pairs))
+        return gather_laws(
+            der,
+            self.values[None],
+            der.init_mean[None],
+            der.init_cov[None],
+            bids,
+            slots,
+            pairs,
+            groups,
+        )
+
+    def expectations(
+        self, key: Any, mean: np.ndarray, cov: np.ndarray, qv: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Values, error estimates and the divergence mask (None: no check) of one
+        integrand's expectations over a batch of laws ``(mean, cov, qv)``, by the
+        ``method`` of ``key = (method, expr, d, m, centred, groups)``."""
+        method, expr, d, m, centred, indep = key
+        if method is EXACT:
+            f = exact_evaluator(expr, d, m, centred, indep)
+            assert f is not None
+            with np.errstate(all="ignore"):
+                vals = np.asarray(f(mean, cov, qv), dtype=float)
+            return vals, np.zeros(len(mean)), None
+        if method is FACTORISED:
+            vals, errs = self._factorised(expr, d, m, centred, indep, mean, cov, qv)
+            return vals, errs, None
+        return tilted(self._quadrature, expr, d, m, mean, cov, qv)
 
     def _group(self, key: Any, reqs: list[Request]) -> None:
         method, expr, d, m, centred, indep = key
         mean, cov, qv = self._existence(reqs)
         try:
-            if method is EXACT:
-                f = exact_evaluator(expr, d, m, centred, indep)
-                assert f is not None
-                with np.errstate(all="ignore"):
-                    vals = np.asarray(f(mean, cov, qv), dtype=float)
-                errs = np.zeros(len(reqs))
-                growth = None
-            elif method is FACTORISED:
-                vals, errs = self._factorised(expr, d, m, centred, indep, mean, cov, qv)
-                growth = None
-            else:
-                vals, errs, growth = tilted(self._quadrature, expr, d, m, mean, cov, qv)
+            vals, errs, growth = self.expectations(key, mean, cov, qv)
         except TensorProgramError as exc:
             instr = self._instruction(reqs[0])
             raise (annotate(exc, instr, "Limit") if instr is not None else exc) from exc
@@ -659,18 +658,16 @@ class Deterministic:
             case SteinRequest():
                 # Stein's lemma [TP4 Remark F.2]: 𝔼∇_S Z^x = Cov(Ẑ_S)⁺ 𝔼[Ẑ_S Z^x], with
                 # Cov(Ẑ_i, Ẑ_j) = σ² 𝔼[Z^{x_i} Z^{x_j}] (the covariance requests).
-                c = req.const
-                b = self.values[np.array(req.b_rids, dtype=np.intp)]
-                C = c.sigma2 * self.values[np.array(req.cov_rids, dtype=np.intp)]
-                Cp = np.linalg.pinv(C, rcond=1e-10, hermitian=True)
-                grad = Cp @ b
-                j = req.hats.index(c.base)
-                self.values[req.rid] = c.full(float(grad[j]))
-                # first order: δgrad = C⁺(δb − δC grad), bounded term by term
-                eb = self.plan.errors[np.array(req.b_rids, dtype=np.intp)]
-                eC = c.sigma2 * self.plan.errors[np.array(req.cov_rids, dtype=np.intp)]
-                err = np.abs(Cp[j]) @ (eb + np.abs(eC) @ np.abs(grad))
-                self.plan.errors[req.rid] = abs(c.full(float(err)))
+                b_rids = np.array(req.b_rids, dtype=np.intp)
+                cov_rids = np.array(req.cov_rids, dtype=np.intp)
+                val, err = stein_coefficients(
+                    req,
+                    self.values[None, b_rids],
+                    self.values[None, cov_rids],
+                    self.plan.errors[None, b_rids],
+                    self.plan.errors[None, cov_rids],
+                )
+                self.values[req.rid], self.plan.errors[req.rid] = float(val[0]), float(err[0])
                 return
         raise AssertionError(type(req).__name__)  # pragma: no cover
 
@@ -679,6 +676,83 @@ class Deterministic:
             value, error = req.const.full(value), req.const.full(error)
         self.values[req.rid] = value
         self.plan.errors[req.rid] = error
+
+
+def stein_coefficients(
+    req: SteinRequest, b: np.ndarray, cov: np.ndarray, eb: np.ndarray, ecov: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """A ZDot coefficient by Stein's lemma [TP4 Remark F.2] for ``P`` sets of numbers:
+    ``𝔼∇_S Z^x = Cov(Ẑ_S)⁺ 𝔼[Ẑ_S Z^x]`` with ``Cov(Ẑ_i, Ẑ_j) = σ² 𝔼[Z^{x_i} Z^{x_j}]``.
+
+    ``b`` ``(P, S)``: the numerators ``𝔼[Ẑ_i Z^x]``; ``cov`` ``(P, S, S)``: the covariance
+    requests' values ``𝔼[Z^{x_i} Z^{x_j}]``; ``eb``, ``ecov``: their error estimates.
+    Returns the full coefficients ``(P,)`` and their first-order errors
+    ``|C⁺|(δb + |δC| |∇|)`` (from ``δ∇ = C⁺(δb − δC ∇)``, bounded term by term)."""
+    c = req.const
+    C = c.sigma2 * cov
+    Cp = np.linalg.pinv(C, rcond=1e-10, hermitian=True)
+    grad = (Cp @ b[:, :, None])[:, :, 0]
+    j = req.hats.index(c.base)
+    eC = c.sigma2 * ecov
+    err = np.einsum(
+        "pj,pj->p", np.abs(Cp[:, j]), eb + (np.abs(eC) @ np.abs(grad)[:, :, None])[:, :, 0]
+    )
+    return c.full(grad[:, j]), np.abs(c.full(err))
+
+
+def effective_ranks(plan: Plan) -> list[int]:
+    """Per request, the :data:`~.methods.RANK` of its effective method: the least precise
+    along its dependencies (a sampled request counts as Monte Carlo)."""
+    sampled = RANK[MONTECARLO]
+    eff: list[int] = []
+    for req, m, ok in zip(plan.requests, plan.methods, plan.deterministic):
+        r = RANK[m] if ok else sampled
+        for d in req.deps:
+            if eff[d] > r:
+                r = eff[d]
+        eff.append(r)
+    return eff
+
+
+def gather_laws(
+    der: Any,
+    values: np.ndarray,
+    init_mean: np.ndarray,
+    init_cov: np.ndarray,
+    bids: np.ndarray,
+    slots: np.ndarray,
+    pairs: tuple[tuple[int, int], ...],
+    groups: tuple[int, ...],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Means ``(P·k, d)`` and covariances ``(P·k, d, d)`` of the base Gaussians of ``k``
+    requests of one layout, for ``P`` sets of numbers at once (set-major).
+
+    ``values`` ``(P, n)``: every request's value per set; ``init_mean`` ``(P, N)`` and
+    ``init_cov`` ``(P, N, N)``: the initial vectors' law per set; ``bids`` ``(k, d)``:
+    the requests' base Gaussians; ``slots`` ``(k, len(pairs))``: the covariance request
+    of each same-family hat pair of the layout, whose covariance is ``σ_W²`` times its
+    value [TP4 ZHat]. Computed covariances are clipped to the nearest PSD matrix where
+    rounding made them slightly indefinite (:func:`_nearest_psd`)."""
+    P, (k, d) = values.shape[0], bids.shape
+    mean = np.zeros((P, k, d))
+    cov = np.zeros((P, k, d, d))
+    init = np.array([i for i in range(d) if groups[i] < 0], dtype=np.intp)
+    if init.size:
+        idx = der.base_init_index[bids[:, init]]
+        mean[:, :, init] = init_mean[:, idx]
+        cov[:, :, init[:, None], init[None, :]] = init_cov[:, idx[:, :, None], idx[:, None, :]]
+    mean, cov = mean.reshape(P * k, d), cov.reshape(P * k, d, d)
+    if pairs:
+        ii = np.array([i for i, _ in pairs])
+        jj = np.array([j for _, j in pairs])
+        # σ² per request: a group can mix families of different matrices (same layout)
+        s2 = der.base_sigma2[bids[:, ii]]
+        with np.errstate(over="ignore", invalid="ignore"):  # inf is reported by name
+            vals = (values[:, slots] * s2).reshape(P * k, len(pairs))
+        cov[:, ii, jj] = vals
+        cov[:, jj, ii] = vals
+        cov = _nearest_psd(cov, groups)
+    return mean, cov
 
 
 def _propagated_error(fn: Any, params: np.ndarray, errors: np.ndarray) -> np.ndarray:
@@ -704,8 +778,9 @@ def _propagated_error(fn: Any, params: np.ndarray, errors: np.ndarray) -> np.nda
 COMPUTED_PSD_TOL = 1e-8
 
 
-def _nearest_psd(cov: np.ndarray) -> np.ndarray:
-    """Clip rounding-level negative eigenvalues of computed covariances (B, d, d).
+def _nearest_psd(cov: np.ndarray, groups: tuple[int, ...] | None = None) -> np.ndarray:
+    """Clip rounding-level negative eigenvalues of computed covariances (B, d, d)
+    (``groups``: labels of independent coordinates, as :class:`~.derivation.Layout`'s).
 
     A genuinely indefinite matrix is left as it is (``psd_factor`` then reports it),
     and so is one whose negative eigenvalues are within ``PSD_TOL`` (what every consumer
@@ -718,7 +793,30 @@ def _nearest_psd(cov: np.ndarray) -> np.ndarray:
         return cov  # overflowed: reported by name where it is used
     s = equilibration(cov)
     ss = s[:, :, None] * s[:, None, :]
-    w, V = np.linalg.eigh(cov / ss)
+    R = cov / ss
+    # Screen first: only matrices whose smallest eigenvalue may be below −PSD_TOL·scale
+    # are decomposed. The eigenvalues are those of the independent blocks (``groups``:
+    # labels of a layout), each by a closed form up to 2×2 (accurate to rounding; a
+    # margin of half the tolerance) or by its eigenvalues alone.
+    labels = np.zeros(R.shape[-1], dtype=np.intp) if groups is None else np.asarray(groups)
+    lo, hi = np.full(len(R), np.inf), np.zeros(len(R))
+    for label in np.unique(labels):
+        ix = np.flatnonzero(labels == label)
+        if len(ix) == 1:
+            b_lo = b_hi = R[:, ix[0], ix[0]]
+        elif len(ix) == 2:
+            a, c, b = R[:, ix[0], ix[0]], R[:, ix[1], ix[1]], R[:, ix[0], ix[1]]
+            m, r = (a + c) / 2, np.hypot((a - c) / 2, b)
+            b_lo, b_hi = m - r, m + r
+        else:
+            ev = np.linalg.eigvalsh(R[:, ix[:, None], ix[None, :]])
+            b_lo, b_hi = ev[:, 0], ev[:, -1]
+        lo = np.minimum(lo, b_lo)
+        hi = np.maximum(hi, np.maximum(np.abs(b_lo), np.abs(b_hi)))
+    maybe = np.flatnonzero(lo < -0.5 * PSD_TOL * np.maximum(1.0, hi))
+    if not maybe.size:
+        return cov
+    w, V = np.linalg.eigh(R[maybe])
     scale = np.maximum(1.0, np.abs(w).max(axis=-1, keepdims=True))
     fix = (w < 0) & (w >= -COMPUTED_PSD_TOL * scale)
     rows = fix.any(axis=-1) & (w.min(axis=-1) < -PSD_TOL * scale[:, 0])
@@ -726,7 +824,8 @@ def _nearest_psd(cov: np.ndarray) -> np.ndarray:
         return cov
     w = np.where(fix, 0.0, w)
     out = cov.copy()
-    out[rows] = np.einsum("bij,bj,bkj->bik", V[rows], w[rows], V[rows]) * ss[rows]
+    at = maybe[rows]
+    out[at] = np.einsum("bij,bj,bkj->bik", V[rows], w[rows], V[rows]) * ss[at]
     return out
 
 

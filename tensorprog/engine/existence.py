@@ -468,6 +468,11 @@ def decide(
     if not (st.singular or st.exps):
         return out
     qv = np.asarray(qv, dtype=float).reshape(B, m)
+    qs = [q(j) for j in range(m)]
+    if not st.singular and all(
+        _concave(_coefficients(P, st.k, m, qv if P.has(*qs) else qv[:1])).all() for P in st.exps
+    ):
+        return out  # exp of concave quadratics only: integrable under every law
     if st.reduction is not None:
         mu, cu = st.reduction.reduce(mean, cov, qv)
     else:

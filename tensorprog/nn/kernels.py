@@ -23,13 +23,11 @@ after every hidden layer and for the readout, [NT]; docs/concepts/kernel-limits.
 from __future__ import annotations
 
 import numbers
-import warnings
 from typing import Any
 
 import numpy as np
 
 from .. import (
-    MonteCarloWarning,
     Nonlinearity,
     Program,
     ProgramTypeError,
@@ -43,9 +41,10 @@ from .stax import (
     _check_input_kernel,
     _check_memory,
     _check_nonlin,
+    _entry_pairs,
+    _kernels,
     _real,
-    _result,
-    _validate_inputs,
+    _stack_inputs,
 )
 from .stax import _build as build
 
@@ -157,9 +156,13 @@ def kernel_program(
     >>> nngp[0, 1] is nngp[1, 0]
     True
     """
-    args = _arguments("kernel_program", X, X2, positional, depth, nonlin, W_std, b_std)
+    Xs, B1, depth, phi, W, b = _arguments(
+        "kernel_program", X, X2, positional, depth, nonlin, W_std, b_std
+    )
+    pairs = _entry_pairs(Xs.shape[0], B1)
+    _check_size("kernel_program", Xs, B1, pairs, depth)
     with paused_gc():  # B²·(2·depth + 3) records: see tensorprog.core._gc
-        return _build(*args)
+        return _build(Xs, B1, pairs, depth, phi, W, b)
 
 
 def _build(
@@ -175,8 +178,16 @@ def _build(
     Dense(W_std, b_std))``, written by the one program builder of
     :mod:`tensorprog.nn.stax`."""
 
-    body = [Dense(W_std, b_std), Elementwise(phi)] * depth
-    return build(body, Dense(W_std, b_std), X, B1, pairs, f"mlp_kernels_{phi.name}_L{depth}")
+    return build(*_network(depth, phi, W_std, b_std), X, B1, pairs, _name(phi, depth))
+
+
+def _network(depth: int, phi: Nonlinearity, W_std: float, b_std: float) -> tuple[list, Dense]:
+    """``[Dense(W_std, b_std), Elementwise(φ)] * depth`` and the readout ``Dense``."""
+    return [Dense(W_std, b_std), Elementwise(phi)] * depth, Dense(W_std, b_std)
+
+
+def _name(phi: Nonlinearity, depth: int) -> str:
+    return f"mlp_kernels_{phi.name}_L{depth}"
 
 
 def kernels(
@@ -188,6 +199,8 @@ def kernels(
     W_std: float = 1.0,
     b_std: float = 0.0,
     return_info: bool = False,
+    batch_size: int | None = None,
+    pairwise: bool = True,
     **limit_kw: Any,
 ) -> tuple[np.ndarray, np.ndarray] | KernelResult:
     r"""NNGP and NTK of a deep MLP as the infinite-width limit of its tensor program.
@@ -218,9 +231,16 @@ def kernels(
     return_info : bool, default False
         Return a :class:`KernelResult` with the method and the estimated error of
         every entry instead of the pair of arrays.
+    batch_size : int, optional
+        Kernel entries evaluated together (neural-tangents' ``nt.batch``), default
+        8192: memory grows linearly with it.
+    pairwise : bool, default True
+        Entry by entry through a compiled limit (see Notes); ``False``: the limit of
+        :func:`kernel_program`'s one program holding every entry.
     **limit_kw
-        Passed to :meth:`tensorprog.Program.limit` (``method``, ``samples``,
-        ``seed``, …).
+        Passed to :meth:`tensorprog.Program.limit` (``method``, ``degree``, and
+        ``samples``, ``seed``, … for entries that need Monte Carlo);
+        ``progress=True`` also shows a progress bar over the kernel entries.
 
     Returns
     -------
@@ -259,11 +279,24 @@ def kernels(
     (``return_info=True`` gives every entry's method and error). Other architectures
     (residual blocks, LayerNorm): :mod:`tensorprog.nn.stax`.
 
+    Entry ``(i, j)`` of every layer depends only on ``ξ_i, ξ_j``: :func:`kernel_program`
+    on those two inputs (one on the diagonal) holds one entry, and its limit depends on
+    the inputs only through their covariance ``K¹``. That program is derived and
+    planned once per ``(depth, nonlin, W_std, b_std, method)``
+    (:func:`tensorprog.compile_limit`) and evaluated for every entry with numpy,
+    ``batch_size`` entries at a time (:meth:`tensorprog.nn.stax.Layer.kernel_fn`): a
+    repeated call on new inputs costs numpy evaluation only, and ``B`` in the
+    thousands fits in memory (the kernels and one block: estimated before anything is
+    allocated).
+
     Raises
     ------
     tensorprog.ProgramTypeError, tensorprog.ProgramValueError
-        For invalid ``X``, ``X2``, ``depth``, ``nonlin``, ``W_std`` or ``b_std``; the
-        message names the argument.
+        For invalid ``X``, ``X2``, ``depth``, ``nonlin``, ``W_std``, ``b_std``,
+        ``batch_size`` or ``pairwise``; the message names the argument.
+    tensorprog.ResourceError
+        When the kernels and a block of entries do not fit in the memory this process
+        may use (``knob`` ``"X"``: fewer inputs, or ``"batch_size"``).
 
     Examples
     --------
@@ -281,23 +314,22 @@ def kernels(
     >>> np.round(kernels(X[:1], X[1:], depth=2, W_std=1.5, b_std=0.1)[1], 8)  # cross-kernel
     array([[2.25999961, 0.59056138]])
     """
-    args = _arguments("kernels", X, X2, positional, depth, nonlin, W_std, b_std)
-    if not isinstance(return_info, bool):
-        raise ProgramTypeError(f"kernels: return_info must be a bool, got {return_info!r}")
-    with paused_gc():  # one pause for building and the limit (see tensorprog.core._gc)
-        p, nngp_h, ntk_h = _build(*args)
-        lim = p.limit(**limit_kw)
-    res = _result(lim, nngp_h, ntk_h, with_errors=return_info)
-    if limit_kw.get("method", "auto") == "auto" and res.montecarlo:
-        worst = max(float(s.max()) for s in res.stderr.values())
-        warnings.warn(
-            f"kernels: {res.montecarlo} of {2 * res.entries} kernel entries were estimated by "
-            f"Monte Carlo (largest standard error {worst:.3g}): some expectation has no "
-            f"exact form and quadrature did not reach its tolerance; use "
-            f"return_info=True for every entry's method and error",
-            MonteCarloWarning,
-            stacklevel=2,
-        )
+    Xs, B1, depth, phi, W, b = _arguments("kernels", X, X2, positional, depth, nonlin, W_std, b_std)
+    body, readout = _network(depth, phi, W, b)
+    res = _kernels(
+        ("mlp", depth, phi, W, b),
+        body,
+        readout,
+        Xs,
+        B1,
+        _name(phi, depth),
+        "kernels",
+        "X",
+        return_info,
+        batch_size,
+        pairwise,
+        limit_kw,
+    )
     return res if return_info else (res.nngp, res.ntk)
 
 
@@ -314,8 +346,8 @@ def _arguments(
     nonlin: Any,
     W_std: Any,
     b_std: Any,
-) -> tuple[np.ndarray, int, list[tuple[int, int]], int, Nonlinearity, float, float]:
-    """Validated ``(X stacked with X2, B, pairs, depth, φ, W_std, b_std)`` of
+) -> tuple[np.ndarray, int, int, Nonlinearity, float, float]:
+    """Validated ``(X stacked with X2, B, depth, φ, W_std, b_std)`` of
     ``kernels``/``kernel_program``; ``depth, nonlin, W_std, b_std`` may come
     positionally (an integer ``X2`` is the depth: the former signature)."""
     if isinstance(X2, numbers.Integral) and not isinstance(X2, (bool, np.bool_)):
@@ -336,7 +368,7 @@ def _arguments(
         raise ProgramTypeError(
             f"{where}: depth (the number of hidden layers, an int ≥ 1) is required"
         )
-    Xs, B, pairs = _validate_inputs(X, X2, where, ("X", "X2"))
+    Xs, B = _stack_inputs(X, X2, where, ("X", "X2"))
     depth = given["depth"]
     if isinstance(depth, bool) or not isinstance(depth, numbers.Integral):
         raise ProgramTypeError(f"{where}: depth must be an int ≥ 1, got {depth!r}")
@@ -350,9 +382,15 @@ def _arguments(
     if b < 0:
         raise ProgramValueError(f"{where}: b_std must be ≥ 0, got {b}")
     _check_input_kernel(Xs, W, b, where)
-    rows = f"B={B}" if X2 is None else f"B={B}×{Xs.shape[0] - B}"
-    _check_memory(len(pairs), int(depth) + 1, f"{where} on {rows} inputs at depth {depth}", "X")
-    return Xs, B, pairs, int(depth), phi, W, b
+    return Xs, B, int(depth), phi, W, b
+
+
+def _check_size(
+    where: str, Xs: np.ndarray, B: int, pairs: list[tuple[int, int]], depth: int
+) -> None:
+    """Refuse a whole-batch kernel program that would not fit in memory (naming ``X``)."""
+    rows = f"B={B}" if Xs.shape[0] == B else f"B={B}×{Xs.shape[0] - B}"
+    _check_memory(len(pairs), depth + 1, f"{where} on {rows} inputs at depth {depth}", "X")
 
 
 def kernel_program_size(B: int, depth: int) -> int:

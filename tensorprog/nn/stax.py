@@ -47,7 +47,7 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
-from collections import namedtuple
+from collections import OrderedDict, namedtuple
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -58,6 +58,7 @@ import sympy
 from .. import (
     BUILTINS,
     Handle,
+    MethodUnavailableError,
     MonteCarloWarning,
     Nonlinearity,
     Program,
@@ -65,6 +66,7 @@ from .. import (
     ProgramValueError,
     Vector,
     ab_relu,
+    compile_limit,
     get_nonlinearity,
     grad,
     inner,
@@ -186,6 +188,9 @@ class _Builder(_Writer):
         self.terms: list[_DenseTerm] = []
         #: ``dh`` (``√n ∂f/∂h``, None off the readout's paths) of every Dense layer's outputs
         self.adjoints: dict[int, list[Vector | None]] = {}
+        #: The Dense layers reading the inputs: their output vectors (one per input),
+        #: ``σ_w`` and ``σ_b`` (their covariance is ``σ_w² ξ_iᵀξ_j/d + σ_b²``)
+        self.inputs: list[tuple[list[Vector], float, float]] = []
 
     def dense_layer(self, layer: Dense, flow: Any) -> _Vecs:
         """A Dense layer on ``flow`` (the inputs or one vector per input)."""
@@ -197,6 +202,7 @@ class _Builder(_Writer):
         if flow is _DATA:
             _check_input_kernel(b.X, layer.W_std, layer.b_std, "kernel_fn")
             hs = b.p.vectors(base, cov=_input_kernel(b.X, w2, b2))
+            b.inputs.append((hs, layer.W_std, layer.b_std))
             b.terms.append(_DenseTerm(ell, None, hs, w2, b2))
             return _Vecs(base, hs)
         W = b.p.matrix(f"W{ell}", var=1.0)
@@ -291,6 +297,8 @@ class Layer:
         get: str | Sequence[str] | None = None,
         *,
         return_info: bool = False,
+        batch_size: int | None = None,
+        pairwise: bool = True,
         **limit_kw: Any,
     ) -> Any:
         r"""The NNGP and NTK of the network on ``x1`` (and ``x2``), as neural-tangents'
@@ -307,13 +315,36 @@ class Layer:
         return_info : bool, default False
             Return a :class:`tensorprog.nn.KernelResult` (both kernels with every
             entry's method and error) instead.
+        batch_size : int, optional
+            Kernel entries evaluated together (neural-tangents' ``nt.batch``); default
+            8192. Memory grows linearly with it; the time per entry barely changes
+            above a few thousand.
+        pairwise : bool, default True
+            Entry by entry (see Notes); ``False``: one program holding every entry,
+            whose limit is taken at once (:meth:`program`).
         **limit_kw
-            Passed to :meth:`tensorprog.Program.limit`.
+            Passed to :meth:`tensorprog.Program.limit` (``method``, ``degree``, and
+            the Monte Carlo options, used by entries that need it); ``progress=True``
+            also shows a progress bar over the kernel entries.
 
         Returns
         -------
         numpy.ndarray, namedtuple or KernelResult
             Shape ``(B1, B2)`` (``(B1, B1)`` without ``x2``).
+
+        Notes
+        -----
+        Entry ``(i, j)`` of every layer depends only on the inputs ``ξ_i, ξ_j``: the
+        program of :meth:`program` on two inputs (one for the diagonal) holds one
+        entry, and its limit is a function of the inputs' covariance
+        ``σ_w² ξ_iᵀξ_j/d + σ_b²`` only. That program is derived and planned once per
+        network and method (:func:`tensorprog.compile_limit`; the last 16 are kept)
+        and evaluated for all entries, ``batch_size`` at a time, with numpy: a
+        repeated call on new inputs costs numpy evaluation only. An entry whose
+        expectations the compiled methods (exact forms, quadrature) do not certify
+        gets the whole-program limit of its two inputs, which may use Monte Carlo
+        (never silently). The memory needed — the kernels, and one block of entries —
+        is estimated before anything is allocated.
 
         Warns
         -----
@@ -325,6 +356,10 @@ class Layer:
         tensorprog.ProgramTypeError, tensorprog.ProgramValueError
             Bad inputs or ``get`` (the message names the argument), or a network that
             does not end in a Dense readout or feeds raw inputs to a non-Dense layer.
+        tensorprog.ResourceError
+            When the kernels and a block of entries do not fit in the memory this
+            process may use: the error's ``knob`` is ``"x1"`` (fewer inputs) or
+            ``"batch_size"``.
 
         Examples
         --------
@@ -340,13 +375,23 @@ class Layer:
         (array([[1.07713069, 0.71741663]]), (1, 2))
         """
         kinds = _parse_get(get)
-        if not isinstance(return_info, bool):
-            raise ProgramTypeError(f"kernel_fn: return_info must be a bool, got {return_info!r}")
-        with paused_gc():
-            p, nngp_h, ntk_h = self.program(x1, x2)
-            lim = p.limit(**limit_kw)
-        res = _result(lim, nngp_h, ntk_h, with_errors=return_info)
-        _warn_montecarlo(res, limit_kw, "kernel_fn")
+        X, B1 = _stack_inputs(x1, x2, "kernel_fn", ("x1", "x2"))
+        body, readout = _split_readout(self)
+        name = f"stax_{len(body) + 1}_layers"
+        res = _kernels(
+            self,
+            body,
+            readout,
+            X,
+            B1,
+            name,
+            "kernel_fn",
+            "x1",
+            return_info,
+            batch_size,
+            pairwise,
+            limit_kw,
+        )
         if return_info:
             return res
         if isinstance(kinds, str):
@@ -439,18 +484,20 @@ class Layer:
         return f"{type(self).__name__}()"
 
 
-def _warn_montecarlo(res: KernelResult, limit_kw: dict[str, Any], where: str) -> None:
-    """Say so when some entry was estimated by Monte Carlo (never silently)."""
-    if limit_kw.get("method", "auto") != "auto" or not res.montecarlo:
+def _warn_montecarlo(
+    count: int, entries: int, worst: float, limit_kw: dict[str, Any], where: str
+) -> None:
+    """Say so when ``count`` of the ``2·entries`` distinct kernel entries were estimated
+    by Monte Carlo (never silently); ``worst``: their largest standard error."""
+    if limit_kw.get("method", "auto") != "auto" or not count:
         return
-    worst = max(float(s.max()) for s in res.stderr.values())
     warnings.warn(
-        f"{where}: {res.montecarlo} of {2 * res.entries} kernel entries were estimated by "
+        f"{where}: {count} of {2 * entries} kernel entries were estimated by "
         f"Monte Carlo (largest standard error {worst:.3g}): some expectation has no "
         f"exact form and quadrature did not reach its tolerance; use "
         f"return_info=True for every entry's method and error",
         MonteCarloWarning,
-        stacklevel=3,
+        stacklevel=4,
     )
 
 
@@ -961,24 +1008,31 @@ def _write_body(w: _Writer, body: list[Layer], readout: Dense, where: str) -> An
     return flow
 
 
-def _build(
+def _build(*args: Any) -> tuple[Program, np.ndarray, np.ndarray]:
+    """:func:`_write`'s program and kernel entries."""
+    b, nngp, ntk = _write(*args)
+    return b.p, nngp, ntk
+
+
+def _write(
     body: list[Layer],
     readout: Dense,
     X: np.ndarray,
     B1: int,
     pairs: list[tuple[int, int]],
     name: str,
-) -> tuple[Program, np.ndarray, np.ndarray]:
+) -> tuple[_Builder, np.ndarray, np.ndarray]:
     """Write the program: forward on every row of ``X`` (stacked ``x1``, ``x2``), the
     backward pass from the readout, and the kernel entries of ``pairs`` (stacked row
     indices ``(i, j)``; entry ``[i, j - B1]`` of a cross-kernel, ``[i, j]`` and ``[j, i]``
-    of a symmetric one)."""
+    of a symmetric one). Returns the builder (its program and input layers)."""
     b = _Builder(X, name)
     flow = _write_body(b, body, readout, "")
     b.dense += 1
     w2, b2 = readout.W_std**2, readout.b_std**2
     if flow is _DATA:  # a single Dense layer: its output's covariance is the kernel
         hs = b.p.vectors(b.fresh(f"h{b.dense}"), cov=_input_kernel(X, w2, b2))
+        b.inputs.append((hs, readout.W_std, readout.b_std))
         flow, w2, b2 = _Vecs(f"h{b.dense}", hs), 1.0, 0.0
     else:
         _backward(b, flow, readout.W_std)
@@ -1015,7 +1069,7 @@ def _build(
         else:
             nngp[i, j - B1] = n_ij
             ntk[i, j - B1] = t_ij
-    return b.p, nngp, ntk
+    return b, nngp, ntk
 
 
 def _backward(b: _Builder, flow: _Vecs, W_std: float) -> None:
@@ -1091,6 +1145,327 @@ def _readout_sums(b: _Builder, w2: float, b2: float) -> tuple[Nonlinearity, Nonl
         Nonlinearity("ntk", body, [], params + [F], opaque=False),
         terms,
     )
+
+
+# ---------------------------------------------------------------------------------------
+# Kernels entry by entry, through compiled limits
+
+#: The ``method`` values the pairwise path compiles (:func:`tensorprog.compile_limit`).
+_PAIRWISE_METHODS = ("auto", "exact", "quadrature")
+#: Kernel sets (entries) evaluated together by default (``batch_size``).
+DEFAULT_BATCH_SIZE = 8192
+#: Peak bytes per kernel entry and request of its compiled program while a block is
+#: evaluated (values, errors, gathered laws, the evaluators' temporaries), measured with
+#: tracemalloc at blocks of 256 and 2048 entries: 57 and 36 (relu, depth 10), 232 and 81
+#: (erf, depth 3), 267 and 104 (gelu, depth 2); twice the largest.
+_BYTES_PER_ENTRY_REQUEST = 512
+#: Quadrature evaluates its points in chunks of at most 64 MiB (and as much for the
+#: integrand's values): a fixed allowance when the entry program uses quadrature
+#: (measured: 81 MiB peak for a tanh block of 256 entries, 97 MiB for 780).
+_QUADRATURE_BYTES = 2 * 64 * 2**20
+#: Compiled entry programs by architecture, most recently used last.
+_COMPILED: OrderedDict[Any, _Pairwise | None] = OrderedDict()
+_COMPILED_SIZE = 16
+
+
+@dataclass(frozen=True, eq=False)
+class _Pairwise:
+    """The kernel program of one entry — the network's forward and backward pass on
+    two inputs (``cross``) or one (the diagonal) — compiled once per architecture.
+
+    ``inputs``: per Dense layer reading the inputs, the indices of its vectors among
+    the initial vectors, ``σ_w`` and ``σ_b``; ``nngp``, ``ntk``: the entry's scalars;
+    ``cov``: the compiled program's initial covariance (the biases' and readout's
+    variances stay, the inputs' blocks change per entry)."""
+
+    compiled: Any
+    inputs: tuple[tuple[np.ndarray, float, float], ...]
+    nngp: Any
+    ntk: Any
+    cov: np.ndarray
+
+
+def _pairwise(key: Any, body: list[Layer], readout: Dense, cross: bool, limit_kw: dict) -> Any:
+    """The compiled entry program of an architecture (cached), or None when it has no
+    compiled limit (an expectation needs Monte Carlo: the whole program's limit
+    decides)."""
+    method, degree = limit_kw.get("method", "auto"), limit_kw.get("degree")
+    k = (key, cross, method, degree)
+    if k in _COMPILED:
+        _COMPILED.move_to_end(k)
+        return _COMPILED[k]
+    # any inputs with a correlation ≠ 0: the structure of correlated inputs is the general one
+    X = np.array([[1.0], [0.5]]) if cross else np.array([[1.0]])
+    with paused_gc():
+        b, nngp, ntk = _write(body, readout, X, 1, [(0, 1)] if cross else [(0, 0)], "kernel_entry")
+        try:
+            c = compile_limit(b.p, method, degree=degree)
+        except MethodUnavailableError:
+            c = None
+    out = None
+    if c is not None:
+        at = {name: i for i, name in enumerate(c.initial_vectors)}
+        inputs = tuple(
+            (np.array([at[h.name] for h in hs], dtype=np.intp), w2, b2) for hs, w2, b2 in b.inputs
+        )
+        out = _Pairwise(c, inputs, nngp[0, 0], ntk[0, 0], b.p.initial_covariance)
+    _COMPILED[k] = out
+    while len(_COMPILED) > _COMPILED_SIZE:
+        _COMPILED.popitem(last=False)
+    return out
+
+
+def _entry_blocks(
+    B: int, B1: int, size: int, diagonal: bool
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Stacked row indices ``(rows, cols)`` of the kernel entries, ``size`` at a time: the
+    diagonal (``diagonal``), the entries ``i < j`` of a symmetric kernel, or all
+    ``i < B1 ≤ j`` of a cross-kernel — unranked from linear positions, never all at once."""
+    if diagonal:
+        for t0 in range(0, B, size):
+            idx = np.arange(t0, min(B, t0 + size))
+            yield idx, idx
+        return
+    if B != B1:
+        B2, total = B - B1, B1 * (B - B1)
+        for t0 in range(0, total, size):
+            t = np.arange(t0, min(total, t0 + size))
+            yield t // B2, B1 + t % B2
+        return
+    before = np.arange(B) * (2 * B - np.arange(B) - 1) // 2  # entries i < j in rows < i
+    total = B * (B - 1) // 2
+    for t0 in range(0, total, size):
+        t = np.arange(t0, min(total, t0 + size))
+        i = np.searchsorted(before, t, side="right") - 1
+        yield i, t - before[i] + i + 1
+
+
+def _entry_laws(
+    pw: _Pairwise, X: np.ndarray, sq: np.ndarray, rows: np.ndarray, cols: np.ndarray
+) -> np.ndarray:
+    """Initial covariances ``(P, N, N)`` of the entry program for the entries ``(rows, cols)``:
+    each input layer's block ``σ_w² ξᵀξ'/d + σ_b²`` (``sq``: every row's ``ξᵀξ``)."""
+    d = X.shape[1]
+    C = np.empty((len(rows), *pw.cov.shape))
+    C[:] = pw.cov
+    cross = None
+    for idx, W_std, b_std in pw.inputs:
+        w2, b2 = W_std**2, b_std**2
+        a = idx[0]
+        C[:, a, a] = w2 * sq[rows] / d + b2
+        if len(idx) == 2:
+            c = idx[1]
+            if cross is None:
+                cross = np.einsum("pk,pk->p", X[rows], X[cols])
+            C[:, c, c] = w2 * sq[cols] / d + b2
+            C[:, a, c] = C[:, c, a] = w2 * cross / d + b2
+    return C
+
+
+def _pairwise_kernels(
+    key: Any,
+    body: list[Layer],
+    readout: Dense,
+    X: np.ndarray,
+    B1: int,
+    where: str,
+    knob: str,
+    return_info: bool,
+    batch_size: int | None,
+    limit_kw: dict[str, Any],
+) -> tuple[KernelResult, int, float] | None:
+    """The kernels entry by entry: entry ``(i, j)`` of every layer depends only on the
+    inputs ``ξ_i, ξ_j`` (the forward and backward passes on them), so the entry program
+    of two inputs (one on the diagonal) is compiled once per architecture and evaluated
+    for every entry, ``batch_size`` entries per vectorised call. Entries whose
+    expectations the compiled methods do not certify get the whole-program limit of
+    their inputs (which may use Monte Carlo). Returns the kernels (without methods and
+    errors unless ``return_info``), how many entries were sampled and their largest
+    standard error; None when the entry program has no compiled limit."""
+    B = X.shape[0]
+    symmetric = B == B1
+    diag = _pairwise(key, body, readout, False, limit_kw) if symmetric else None
+    cross = _pairwise(key, body, readout, True, limit_kw)
+    if cross is None or (symmetric and diag is None):
+        return None
+    for _, W_std, b_std in cross.inputs:
+        _check_input_kernel(X, W_std, b_std, where)
+    shape = (B1, B1) if symmetric else (B1, B - B1)
+    entries = B1 * (B1 + 1) // 2 if symmetric else B1 * (B - B1)
+    size = min(batch_size or DEFAULT_BATCH_SIZE, max(entries, 1))
+    block = size * (_BYTES_PER_ENTRY_REQUEST * cross.compiled.requests + 8 * cross.cov.size)
+    if "quadrature" in cross.compiled.methods.values():
+        block += _QUADRATURE_BYTES
+    result = 8 * shape[0] * shape[1] * (8 if return_info else 2)
+    shown = f"B={B1}" if symmetric else f"B={B1}×{B - B1}"
+    if batch_size is None or result > block:
+        require_memory(
+            f"{where} on {shown} inputs ({entries:,} kernel entries: the kernels, "
+            f"{'their methods and errors, ' if return_info else ''}and blocks of {size:,} entries)",
+            result + block,
+            knob,
+            "pass fewer inputs at a time (cross-kernels of blocks of them), or a smaller "
+            "batch_size if the kernels alone fit",
+        )
+    else:
+        require_memory(
+            f"{where}: blocks of batch_size={size:,} kernel entries (and the {shown} kernels)",
+            result + block,
+            "batch_size",
+            "choose a smaller batch_size",
+        )
+    out = {k: np.empty(shape) for k in ("nngp", "ntk")}
+    err = {k: np.zeros(shape) for k in ("nngp", "ntk")} if return_info else None
+    sq = np.einsum("ij,ij->i", X, X)
+    redo: list[tuple[int, int]] = []
+    bar = None
+    if limit_kw.get("progress", False):
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=entries, desc=f"{where}: kernel entries", leave=False)
+    parts = [(diag, True), (cross, False)] if symmetric else [(cross, False)]
+    for pw, on_diagonal in parts:
+        for rows, cols in _entry_blocks(B, B1, size, on_diagonal):
+            res = pw.compiled.evaluate(cov=_entry_laws(pw, X, sq, rows, cols), uncertified="nan")
+            cols_c = cols if symmetric else cols - B1
+            for kind, h in (("nngp", pw.nngp), ("ntk", pw.ntk)):
+                out[kind][rows, cols_c] = res.values[h.name]
+                if symmetric:
+                    out[kind][cols_c, rows] = res.values[h.name]
+                if err is not None:
+                    err[kind][rows, cols_c] = res.errors[h.name]
+                    if symmetric:
+                        err[kind][cols_c, rows] = res.errors[h.name]
+            redo += [(int(rows[p]), int(cols[p])) for p in res.uncertified]
+            if bar is not None:
+                bar.update(len(rows))
+    if bar is not None:
+        bar.close()
+    method = stderr = None
+    if return_info:
+        method = {}
+        for kind, attr in (("nngp", "nngp"), ("ntk", "ntk")):
+            m = np.full(shape, cross.compiled.methods[getattr(cross, attr).name], dtype=object)
+            if symmetric:
+                np.fill_diagonal(m, diag.compiled.methods[getattr(diag, attr).name])
+            method[kind] = m
+        stderr = {k: np.zeros(shape) for k in ("nngp", "ntk")}
+    sampled, worst = _whole_program_entries(
+        body, readout, X, B1, redo, limit_kw, out, err, method, stderr
+    )
+    if not return_info:
+        return KernelResult(out["nngp"], out["ntk"], {}, {}, {}, None, symmetric), sampled, worst
+    assert method is not None and err is not None and stderr is not None
+    res = KernelResult(
+        out["nngp"],
+        out["ntk"],
+        {k: v.astype(str) for k, v in method.items()},
+        err,
+        stderr,
+        None,
+        symmetric,
+    )
+    return res, sampled, worst
+
+
+def _whole_program_entries(
+    body: list[Layer],
+    readout: Dense,
+    X: np.ndarray,
+    B1: int,
+    redo: list[tuple[int, int]],
+    limit_kw: dict[str, Any],
+    out: dict[str, np.ndarray],
+    err: dict[str, np.ndarray] | None,
+    method: dict[str, np.ndarray] | None,
+    stderr: dict[str, np.ndarray] | None,
+) -> tuple[int, float]:
+    """Fill the entries ``redo`` (stacked row indices) from the limit of one program on
+    their inputs only (``Program.limit(**limit_kw)``, which may use Monte Carlo); returns
+    how many of their values (both kernels) were sampled, and the largest standard error."""
+    if not redo:
+        return 0, 0.0
+    symmetric = X.shape[0] == B1
+    first = sorted({i for i, _ in redo} | ({j for _, j in redo} if symmetric else set()))
+    second = [] if symmetric else sorted({j for _, j in redo})
+    at = {r: k for k, r in enumerate(first + second)}
+    sub = X[first + second]
+    B1s = len(first)
+    pairs = [(at[i], at[j] if symmetric else B1s + second.index(j)) for i, j in redo]
+    with paused_gc():
+        p, nngp_h, ntk_h = _build(body, readout, sub, B1s, pairs, "kernel_entries")
+        lim = p.limit(**limit_kw)
+    sampled, worst = 0, 0.0
+    for (i, j), (a, b) in zip(redo, pairs):
+        jc = j if symmetric else j - B1
+        bc = b if symmetric else b - B1s
+        for kind, hs in (("nngp", nngp_h), ("ntk", ntk_h)):
+            name = hs[a, bc].name
+            cells = [(i, jc), (jc, i)] if symmetric else [(i, jc)]
+            se = lim.stderrs[name]
+            sampled += lim.methods[name] == "montecarlo"
+            worst = max(worst, se)
+            for cell in cells:
+                out[kind][cell] = lim.values[name]
+                if err is not None and method is not None and stderr is not None:
+                    err[kind][cell] = lim.errors[name]
+                    method[kind][cell] = lim.methods[name]
+                    stderr[kind][cell] = se
+    return sampled, worst
+
+
+def _kernels(
+    key: Any,
+    body: list[Layer],
+    readout: Dense,
+    X: np.ndarray,
+    B1: int,
+    name: str,
+    where: str,
+    knob: str,
+    return_info: bool,
+    batch_size: Any,
+    pairwise: Any,
+    limit_kw: dict[str, Any],
+) -> KernelResult:
+    """NNGP and NTK of the network ``body + [readout]`` on the stacked inputs ``X``
+    (``B1`` rows of the first inputs): entry by entry through compiled limits
+    (:func:`_pairwise_kernels`), or — with ``pairwise=False``, ``method="montecarlo"``,
+    or an entry program that needs Monte Carlo — as the limit of one program holding
+    every entry."""
+    if not isinstance(return_info, bool):
+        raise ProgramTypeError(f"{where}: return_info must be a bool, got {return_info!r}")
+    if not isinstance(pairwise, bool):
+        raise ProgramTypeError(f"{where}: pairwise must be a bool, got {pairwise!r}")
+    if batch_size is not None and (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, numbers.Integral)
+        or batch_size < 1
+    ):
+        raise ProgramValueError(
+            f"{where}: batch_size must be None or an int ≥ 1 (kernel entries evaluated "
+            f"together), got {batch_size!r}"
+        )
+    if pairwise and limit_kw.get("method", "auto") in _PAIRWISE_METHODS:
+        Program("limit options").limit(**limit_kw)  # validates the options, by name
+        done = _pairwise_kernels(
+            key, body, readout, X, B1, where, knob, return_info, batch_size, limit_kw
+        )
+        if done is not None:
+            res, sampled, worst = done
+            _warn_montecarlo(sampled, res.entries, worst, limit_kw, where)
+            return res
+    pairs = _entry_pairs(X.shape[0], B1)
+    dense = sum(isinstance(la, Dense) for la in _flat_all(_Serial((*body, readout))))
+    rows = f"B={B1}" if X.shape[0] == B1 else f"B={B1}×{X.shape[0] - B1}"
+    _check_memory(len(pairs), dense, f"{where} on {rows} inputs", knob)
+    with paused_gc():
+        p, nngp_h, ntk_h = _build(body, readout, X, B1, pairs, name)
+        lim = p.limit(**limit_kw)
+    res = _result(lim, nngp_h, ntk_h, with_errors=return_info)
+    worst = max(float(s.max()) for s in res.stderr.values())
+    _warn_montecarlo(res.montecarlo, res.entries, worst, limit_kw, where)
+    return res
 
 
 # ---------------------------------------------------------------------------------------
@@ -1214,8 +1589,10 @@ class KernelResult:
         the difference of two rules, usually far above the actual error).
     stderr : dict of str to numpy.ndarray
         Monte Carlo standard errors (0 where no Monte Carlo was used).
-    limit : tensorprog.Limit
-        The limit of :func:`kernel_program`'s program, for everything else.
+    limit : tensorprog.Limit or None
+        The limit of the one program holding every entry (``pairwise=False``, or when
+        the entry program needs Monte Carlo), for everything else; None when the entries
+        were computed one by one through a compiled limit (the default).
     symmetric : bool
         ``True`` for the kernel of one set of inputs with itself (entries ``[i, j]``
         and ``[j, i]`` are one scalar), ``False`` for a cross-kernel.
@@ -1291,18 +1668,30 @@ def _validate_inputs(
 ) -> tuple[np.ndarray, int, list[tuple[int, int]]]:
     """``(X1 stacked on X2, B1, pairs)``: the stacked row indices ``(i, j)`` of the
     kernel entries (``i ≤ j < B1`` without ``X2``, ``i < B1 ≤ j`` with it)."""
+    X, B1 = _stack_inputs(X1, X2, where, names)
+    return X, B1, _entry_pairs(X.shape[0], B1)
+
+
+def _entry_pairs(B: int, B1: int) -> list[tuple[int, int]]:
+    """The kernel entries' stacked row indices (:func:`_validate_inputs`)."""
+    if B == B1:
+        return [(i, j) for i in range(B1) for j in range(i, B1)]
+    return [(i, j) for i in range(B1) for j in range(B1, B)]
+
+
+def _stack_inputs(X1: Any, X2: Any, where: str, names: tuple[str, str]) -> tuple[np.ndarray, int]:
+    """``(X1 stacked on X2, B1)``, validated (errors name the argument)."""
     A = _matrix(X1, names[0], where)
     B1 = A.shape[0]
     if X2 is None:
-        return A, B1, [(i, j) for i in range(B1) for j in range(i, B1)]
+        return A, B1
     A2 = _matrix(X2, names[1], where)
     if A2.shape[1] != A.shape[1]:
         raise ProgramValueError(
             f"{where}: {names[1]} must have as many columns (features) as {names[0]}: "
             f"{names[0]} has shape {A.shape}, {names[1]} has shape {A2.shape}"
         )
-    B = B1 + A2.shape[0]
-    return np.vstack([A, A2]), B1, [(i, j) for i in range(B1) for j in range(B1, B)]
+    return np.vstack([A, A2]), B1
 
 
 def _matrix(X: Any, arg: str, where: str) -> np.ndarray:

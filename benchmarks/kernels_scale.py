@@ -1,0 +1,320 @@
+"""Benchmark: NNGP/NTK of deep MLPs at scale, tensorprog vs neural-tangents 0.6.5.
+
+For every configuration (depth, nonlinearity, B) — by default relu at depth 10 and erf
+at depth 3, B ∈ {64, 256, 1024, 4096}, d = 32, W_std = 1.5, b_std = 0.1, inputs
+``default_rng(seed).standard_normal((B, d))`` — this runs, each in a fresh process:
+
+* tensorprog (``--pythonpath`` or the installed package): ``nn.kernels`` on the inputs
+  (first call: imports done, compiling the entry programs included), then on *new*
+  inputs of the same shape (the repeated call: the compiled programs are reused); the
+  process's wall time, its peak resident memory (``ru_maxrss``) and the kernels;
+* neural-tangents 0.6.5 (``benchmarks/nt/.venv``, see ``benchmarks/nt/setup_env.sh``):
+  ``benchmarks/nt/nt_kernels.py`` on the same inputs (un-jitted ``kernel_fn``, as
+  :mod:`benchmarks.kernels`), its wall time and peak memory (``os.wait4``); for the
+  ``--repeat-B`` configurations also the jit-compiled ``kernel_fn`` called repeatedly
+  (the warm call is the minimum after the first);
+* the largest difference between the two libraries' kernels, and — relu and erf — both
+  libraries' largest difference from the closed-form recursion in 50-digit mpmath on
+  the diagonal and the first row (:func:`benchmarks.kernels.mpmath_reference`), which
+  says who is right where they differ.
+
+Results: a table on stdout, ``benchmarks/results/kernels_scale.json`` (runs keyed by
+``--label``) and ``benchmarks/results/kernels_scale.png``. Timings on a shared machine
+are noisy: compare the two libraries within one run (they run alternately, under the
+same load), and read ``load`` (the 1-minute load average before each row).
+
+    python benchmarks/kernels_scale.py
+    python benchmarks/kernels_scale.py --configs relu:10:256 erf:3:1024 --label quick
+
+This is a measurement, not a test: nothing here asserts a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+NT_PYTHON = HERE / "nt" / ".venv" / "bin" / "python"
+NT_SCRIPT = HERE / "nt" / "nt_kernels.py"
+RESULTS = HERE / "results"
+DEFAULT_CONFIGS = [f"relu:10:{B}" for B in (64, 256, 1024, 4096)] + [
+    f"erf:3:{B}" for B in (64, 256, 1024, 4096)
+]
+
+
+# ---------------------------------------------------------------------------------------
+# worker (a fresh tensorprog process)
+
+
+def worker(a: argparse.Namespace) -> None:
+    t0 = time.perf_counter()
+    from tensorprog.nn.kernels import kernels
+
+    t_import = time.perf_counter() - t0
+    X, X2 = np.load(a.inputs), np.load(a.inputs2)
+    kw = dict(depth=a.depth, nonlin=a.nonlin, W_std=a.W_std, b_std=a.b_std)
+    t = time.perf_counter()
+    nngp, ntk = kernels(X, **kw)
+    t_first = time.perf_counter() - t
+    t_repeat = None
+    if not a.no_repeat:
+        t = time.perf_counter()
+        kernels(X2, **kw)
+        t_repeat = time.perf_counter() - t
+    np.savez(a.save, nngp=nngp, ntk=ntk)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(
+        json.dumps(
+            {"t_import": t_import, "t_first_call": t_first, "t_repeat_call": t_repeat, "peak": peak}
+        )
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# driver
+
+
+def _run(cmd: list[str], timeout: float, env: dict[str, str], cwd: Path) -> dict[str, Any]:
+    """Run ``cmd``: wall time, peak RSS of the process (``os.wait4``), last JSON line."""
+    t = time.perf_counter()
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, cwd=cwd, text=True)
+        deadline = t + timeout
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.perf_counter() > deadline:
+                proc.kill()
+                os.wait4(proc.pid, 0)
+                return {"status": "timeout", "timeout": timeout}
+            time.sleep(0.05)
+        wall = time.perf_counter() - t
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    code = os.waitstatus_to_exitcode(status)
+    row: dict[str, Any] = {
+        "status": "ok" if code == 0 else "error",
+        "wall": wall,
+        "peak_rss": usage.ru_maxrss * 1024,
+    }
+    if code:
+        row["stderr"] = stderr[-2000:]
+        return row
+    lines = [ln for ln in stdout.splitlines() if ln.strip().startswith("{")]
+    if lines:
+        row.update(json.loads(lines[-1]))
+    return row
+
+
+def _reference(X: np.ndarray, depth: int, nonlin: str, W: float, b: float) -> dict:
+    spec = importlib.util.spec_from_file_location("bench_kernels", HERE / "kernels.py")
+    mod = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(mod)
+    B = X.shape[0]
+    pairs = [(i, i) for i in range(B)] + [(0, j) for j in range(1, B)]
+    return mod.mpmath_reference(X, depth, nonlin, W, b, pairs)
+
+
+def measure(cfg: str, a: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    nonlin, depth_s, B_s = cfg.split(":")
+    depth, B = int(depth_s), int(B_s)
+    rng = np.random.default_rng(a.seed)
+    X, X2 = rng.standard_normal((B, a.dim)), rng.standard_normal((B, a.dim))
+    xp, xp2 = tmp / f"X_{B}.npy", tmp / f"X2_{B}.npy"
+    np.save(xp, X)
+    np.save(xp2, X2)
+    row: dict[str, Any] = {
+        "config": cfg,
+        "nonlin": nonlin,
+        "depth": depth,
+        "B": B,
+        "d": a.dim,
+        "load": os.getloadavg()[0],
+    }
+    env = dict(os.environ)
+    if a.pythonpath:
+        env["PYTHONPATH"] = a.pythonpath
+    save = tmp / f"tp_{cfg.replace(':', '_')}.npz"
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--inputs", str(xp)]
+    cmd += ["--inputs2", str(xp2), "--save", str(save), "--depth", str(depth)]
+    cmd += ["--nonlin", nonlin, "--W-std", repr(a.W_std), "--b-std", repr(a.b_std)]
+    if B > a.repeat_max_B:
+        cmd.append("--no-repeat")
+    row["tp"] = _run(cmd, a.timeout, env, tmp)
+    nt_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    nt_env.pop("PYTHONPATH", None)
+    if a.nt and NT_PYTHON.exists():
+        nt_out = tmp / f"nt_{cfg.replace(':', '_')}.npz"
+        ncmd = [str(NT_PYTHON), str(NT_SCRIPT), "--depth", str(depth), "--inputs", str(xp)]
+        ncmd += ["--nonlin", nonlin, "--W-std", repr(a.W_std), "--b-std", repr(a.b_std)]
+        row["nt"] = _run(ncmd + ["--out", str(nt_out)], a.timeout, nt_env, tmp)
+        if B in a.repeat_B:
+            row["nt_jit"] = _run(ncmd + ["--jit", "--repeat", "6"], a.timeout, nt_env, tmp)
+        if save.exists() and nt_out.exists():
+            tk, nk = np.load(save), np.load(nt_out)
+            for k in ("nngp", "ntk"):
+                row[f"max_abs_diff_{k}"] = float(np.max(np.abs(tk[k] - nk[k])))
+            if nonlin in ("relu", "erf") and a.reference:
+                ref = _reference(X, depth, nonlin, a.W_std, a.b_std)
+                for lib, k in (("tp", tk), ("nt", nk)):
+                    row[f"{lib}_vs_mpmath_ntk"] = max(
+                        abs(float(k["ntk"][i, j]) - r[1]) for (i, j), r in ref.items()
+                    )
+                    row[f"{lib}_vs_mpmath_nngp"] = max(
+                        abs(float(k["nngp"][i, j]) - r[0]) for (i, j), r in ref.items()
+                    )
+    tp_, nt = row["tp"], row.get("nt", {})
+    if tp_.get("wall") and nt.get("wall"):
+        row["ratio_fresh"] = tp_["wall"] / nt["wall"]
+    jit = row.get("nt_jit", {})
+    if jit.get("t_calls") and tp_.get("t_repeat_call"):
+        row["nt_jit_warm"] = min(jit["t_calls"][1:])
+        row["ratio_repeat"] = tp_["t_repeat_call"] / row["nt_jit_warm"]
+    return row
+
+
+def _f(x: Any, spec: str = ".2f") -> str:
+    return "—" if x is None else format(x, spec)
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    head = (
+        "| φ, depth | B | tp process (s) | NT process (s) | tp/NT | tp 1st call | tp repeat "
+        "| NT 1st call | NT jit warm | max abs diff NNGP / NTK | NTK − mpmath tp / NT "
+        "| peak tp / NT (GiB) | load |"
+    )
+    lines = [head, "|" + "---|" * 13]
+    for r in rows:
+        tp_, nt = r["tp"], r.get("nt", {})
+        status = tp_["status"] if tp_["status"] != "ok" else ""
+        nt_peak = nt.get("peak_rss", 0) / 2**30 if nt else None
+        cells = [
+            f"{r['nonlin']}, {r['depth']}",
+            str(r["B"]),
+            _f(tp_.get("wall")) + status,
+            _f(nt.get("wall")),
+            _f(r.get("ratio_fresh")),
+            _f(tp_.get("t_first_call")),
+            _f(tp_.get("t_repeat_call"), ".3f"),
+            _f(nt.get("t_first_call")),
+            _f(r.get("nt_jit_warm"), ".4f"),
+            f"{_f(r.get('max_abs_diff_nngp'), '.1e')} / {_f(r.get('max_abs_diff_ntk'), '.1e')}",
+            f"{_f(r.get('tp_vs_mpmath_ntk'), '.1e')} / {_f(r.get('nt_vs_mpmath_ntk'), '.1e')}",
+            f"{_f(tp_.get('peak_rss', 0) / 2**30)} / {_f(nt_peak)}",
+            f"{r['load']:.1f}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def figure(rows: list[dict[str, Any]], path: Path, label: str) -> bool:
+    """Times against B per (nonlinearity, depth); False without matplotlib."""
+    if importlib.util.find_spec("matplotlib") is None:
+        return False
+    import matplotlib.pyplot as plt
+
+    plt.switch_backend("Agg")
+    kinds = sorted({(r["nonlin"], r["depth"]) for r in rows})
+    fig, axes = plt.subplots(1, len(kinds), figsize=(4.6 * len(kinds), 3.8), squeeze=False)
+    for ax, (nonlin, depth) in zip(axes[0], kinds):
+        rs = sorted(
+            (r for r in rows if (r["nonlin"], r["depth"]) == (nonlin, depth)), key=lambda r: r["B"]
+        )
+        series = {
+            "tensorprog process": [r["tp"].get("wall") for r in rs],
+            "tensorprog repeated call": [r["tp"].get("t_repeat_call") for r in rs],
+            "neural-tangents process": [r.get("nt", {}).get("wall") for r in rs],
+            "neural-tangents jit warm": [r.get("nt_jit_warm") for r in rs],
+        }
+        for name, ys in series.items():
+            pts = [(r["B"], y) for r, y in zip(rs, ys) if y is not None]
+            if pts:
+                ax.plot(
+                    *zip(*pts), "--" if name.startswith("neural") else "-", marker="o", label=name
+                )
+        ax.set(yscale="log", xlabel="inputs B", ylabel="seconds", title=f"{nonlin}, depth {depth}")
+        ax.set_xscale("log", base=2)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"NNGP + NTK, d = 32 ({label}; shared machine, see load)", fontsize=9)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return True
+
+
+def main(argv: list[str] | None = None) -> None:
+    fmt = argparse.RawDescriptionHelpFormatter
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=fmt)
+    ap.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS, help="nonlin:depth:B")
+    ap.add_argument("--repeat-B", dest="repeat_B", type=int, nargs="+", default=[64])
+    ap.add_argument("--dim", type=int, default=32)
+    ap.add_argument("--W-std", dest="W_std", type=float, default=1.5)
+    ap.add_argument("--b-std", dest="b_std", type=float, default=0.1)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--timeout", type=float, default=1800.0)
+    ap.add_argument("--no-nt", dest="nt", action="store_false")
+    ap.add_argument("--no-reference", dest="reference", action="store_false")
+    ap.add_argument("--pythonpath", default=None)
+    ap.add_argument("--label", default="current")
+    ap.add_argument("--out", default=str(RESULTS / "kernels_scale.json"))
+    ap.add_argument(
+        "--repeat-max-B",
+        dest="repeat_max_B",
+        type=int,
+        default=10**9,
+        help="largest B whose tensorprog process also makes the repeated call",
+    )
+    for flag in ("--worker", "--no-repeat"):  # the worker process (internal)
+        ap.add_argument(flag, action="store_true", help=argparse.SUPPRESS)
+    for flag in ("--inputs", "--inputs2", "--save", "--nonlin"):
+        ap.add_argument(flag, help=argparse.SUPPRESS)
+    ap.add_argument("--depth", type=int, help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    if a.worker:
+        return worker(a)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmpdir:
+        for cfg in a.configs:
+            row = measure(cfg, a, Path(tmpdir))
+            rows.append(row)
+            print(table([row]).splitlines()[-1], flush=True)
+    text = table(rows)
+    print()
+    print(text)
+    out = Path(a.out)
+    data = json.loads(out.read_text()) if out.exists() else {}
+    data[a.label] = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        "settings": {
+            k: v
+            for k, v in vars(a).items()
+            if k not in ("worker", "inputs", "inputs2", "save", "depth", "nonlin", "no_repeat")
+        },
+        "rows": rows,
+        "table": text,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(data, indent=1, default=str))
+    if figure(rows, out.with_suffix(".png"), a.label):
+        print(f"figure: {out.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    main()

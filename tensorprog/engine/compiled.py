@@ -1,0 +1,786 @@
+r"""Compile once, evaluate many: a program's limit as a function of its numbers.
+
+The Master Theorem [TP4 §7 Thm 7.4] turns a program into expectation requests
+(:mod:`.plan`) whose integrands, layouts of base Gaussians and evaluation methods
+depend on the program's *structure* only; the numbers fed to it — the initial
+vectors' means and covariances, the initial scalars — only enter as the laws
+``(μ, Σ, q)`` of those expectations. :func:`compile_limit` derives and plans a program
+once and records, level by level, which requests are evaluated together and where
+their laws are gathered from (numpy index arrays); :meth:`CompiledLimit.evaluate`
+then computes the limit for ``P`` new sets of numbers at once: every group of
+requests becomes one vectorised call over ``P × (its size)`` laws, so the cost of a
+new set is numpy work, not Python work.
+
+What a compiled limit evaluates is the limit :func:`tensorprog.limit` computes (the
+same evaluators on the same laws: equal to rounding). Its deterministic methods are
+fixed when compiling (exact forms, quadrature); a set of numbers for which one of its
+expectations is not certified (quadrature that does not reach its tolerance, an
+existence that cannot be proven) is refused by name, since only
+:func:`tensorprog.limit` may fall back to Monte Carlo.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..core.errors import (
+    DivergenceError,
+    MethodUnavailableError,
+    NonPSDError,
+    NumericalError,
+    ProgramTypeError,
+    ProgramValueError,
+    TensorProgramError,
+)
+from ..core.interpreter import annotate
+from ..core.ir import InitScalar, Moment, Nonlin
+from ..gaussian import PSD_TOL
+from . import evaluate
+from .derivation import Derivation
+from .evaluate import (
+    Deterministic,
+    _propagated_error,
+    effective_ranks,
+    gather_laws,
+    stein_coefficients,
+)
+from .existence import EXISTS, Verdict, decide, structure
+from .methods import AUTO, DIRECT, EXACT, MONTECARLO, RESULT_METHODS, Method
+from .plan import (
+    DotRequest,
+    ExpectationRequest,
+    InitScalarRequest,
+    Plan,
+    Request,
+    ScalarFnRequest,
+    SteinRequest,
+    describe,
+)
+
+__all__ = ["compile_limit", "CompiledLimit", "LimitBatch", "COMPILABLE"]
+
+#: The ``method`` names :func:`compile_limit` accepts (Monte Carlo is not compiled).
+COMPILABLE = (Method.AUTO.value, Method.EXACT.value, Method.QUADRATURE.value)
+
+
+# -- the schedule: one record per vectorised call -----------------------------------------
+@dataclass(frozen=True, eq=False)
+class _Group:
+    """Requests of one level, integrand and layout: one call of the evaluator.
+
+    ``key`` is :meth:`~.evaluate.Deterministic.expectations`'s; ``bids`` ``(k, d)``,
+    ``slots`` ``(k, pairs)`` and ``qdeps`` ``(k, m)`` index the laws and constants;
+    ``scale`` ``(k,)``: 1, or ``σ_W²`` for a ZDot coefficient (stored in full). Sets
+    that agree on the numbers of ``foot`` share these requests' values: they are
+    evaluated once per distinct such numbers."""
+
+    key: tuple[Any, ...]
+    reqs: tuple[ExpectationRequest, ...]
+    rids: np.ndarray
+    bids: np.ndarray
+    slots: np.ndarray
+    qdeps: np.ndarray
+    scale: np.ndarray | None
+    #: the initial vectors (indices ≥ 0) and initial scalars (``-1 - column``) the
+    #: requests' values depend on; None when that is all of them
+    foot: frozenset[int] | None
+
+
+@dataclass(frozen=True, eq=False)
+class _Fns:
+    """ScalarFns of one function and level: ``fn`` of their parameters (``deps``)."""
+
+    fn: Any
+    reqs: tuple[ScalarFnRequest, ...]
+    rids: np.ndarray
+    deps: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
+class _Stein:
+    """One ZDot coefficient by Stein's lemma (:func:`~.evaluate.stein_coefficients`)."""
+
+    req: SteinRequest
+    b_rids: np.ndarray
+    cov_rids: np.ndarray
+
+
+class LimitBatch:
+    """The limits of a program's scalars for ``P`` sets of numbers
+    (:meth:`CompiledLimit.evaluate`).
+
+    Index by scalar handle or name: ``batch[k]`` is the array ``(P,)`` of the limits of
+    ``k`` (a float when the numbers were given without a batch axis).
+
+    Attributes
+    ----------
+    values, errors : dict of str to numpy.ndarray
+        Every scalar's limits and estimated absolute errors (0 for exact values; for
+        quadrature the difference of two rules), shape ``(P,)``, in program order.
+    methods : dict of str to str
+        ``"exact"`` or ``"quadrature"``: the least precise method along each scalar's
+        dependencies (the same for every set: methods are chosen when compiling).
+    size : int
+        ``P``, the number of sets.
+    uncertified : dict of int to str
+        With ``evaluate(..., uncertified="nan")``: the sets whose values are NaN
+        because some expectation was not certified, and why (empty otherwise).
+    """
+
+    def __init__(
+        self,
+        compiled: CompiledLimit,
+        values: dict[str, np.ndarray],
+        errors: dict[str, np.ndarray],
+        batched: bool,
+        uncertified: dict[int, str],
+    ) -> None:
+        self.compiled = compiled
+        self.uncertified = dict(sorted(uncertified.items()))
+        self.values = values
+        self.errors = errors
+        self.methods = dict(compiled.methods)
+        self.size = next(iter(values.values())).shape[0] if values else 0
+        self._batched = batched
+
+    def _name(self, key: Any) -> str:
+        v = self.compiled.program.var(key, "LimitBatch")
+        if v.name not in self.values:
+            raise ProgramTypeError(f"{v.name} is a {v.kind}, not a scalar")
+        return v.name
+
+    def __getitem__(self, key: Any) -> Any:
+        a = self.values[self._name(key)]
+        return a if self._batched else float(a[0])
+
+    def error(self, key: Any) -> Any:
+        """Estimated absolute error(s) of ``batch[key]``."""
+        a = self.errors[self._name(key)]
+        return a if self._batched else float(a[0])
+
+    def method(self, key: Any) -> str:
+        """``"exact"`` or ``"quadrature"``."""
+        return self.methods[self._name(key)]
+
+    def __repr__(self) -> str:
+        return f"<LimitBatch of {self.compiled.program.name!r}: {self.size} set(s), {len(self.values)} scalars>"
+
+
+class CompiledLimit:
+    """A program's limit, derived and planned once, evaluated for new numbers.
+
+    Made by :func:`compile_limit`; see there. Attributes: ``program``, ``method``,
+    ``methods`` (scalar name → ``"exact"`` / ``"quadrature"``), ``initial_vectors`` and
+    ``initial_scalars`` (the names :meth:`evaluate` takes numbers for).
+    """
+
+    def __init__(self, program: Any, method: Method, degree: int | None) -> None:
+        program.check()
+        self.program = program
+        self.method = method.value
+        der = self.derivation = Derivation(program)
+        plan = self.plan = Plan(der, symbolic=True)
+        det = self._det = Deterministic(plan, method, degree)
+        for instr in program.instructions:
+            if isinstance(instr, (Nonlin, Moment)) and instr.params and instr.fn.divisors:
+                raise annotate(
+                    MethodUnavailableError(
+                        f"compile_limit: {instr.fn.name} divides by a function of limit scalars, "
+                        f"whose vanishing is decided per set of numbers; use tensorprog.limit"
+                    ),
+                    instr,
+                    "compile_limit",
+                )
+        levels: dict[int, list[Request]] = defaultdict(list)
+        for req in plan.requests:
+            m = plan.methods[req.rid] = det._choose(req)
+            if m is MONTECARLO:
+                exc = MethodUnavailableError(
+                    f"compile_limit: the {describe(req)} has no deterministic method (exact "
+                    f"form or quadrature of ≤ 4 Gaussians); a compiled limit does not run "
+                    f"Monte Carlo: use tensorprog.limit"
+                )
+                instr = det._instruction(req)
+                raise annotate(exc, instr, "compile_limit") if instr is not None else exc
+            levels[req.level].append(req)
+        init_col = {
+            r.rid: j
+            for j, r in enumerate(q for q in plan.requests if isinstance(q, InitScalarRequest))
+        }
+        feet = _footprints(plan, der.base_init_index, init_col)
+        everything = frozenset().union(*feet) if feet else frozenset()
+        self._steps: list[Any] = []
+        for level in sorted(levels):
+            groups: dict[Any, list[ExpectationRequest]] = defaultdict(list)
+            fns: dict[Any, list[ScalarFnRequest]] = defaultdict(list)
+            for req in levels[level]:
+                if isinstance(req, InitScalarRequest):
+                    continue
+                if isinstance(req, ScalarFnRequest):
+                    fns[req.fn].append(req)
+                elif isinstance(req, SteinRequest):
+                    self._steps.append(
+                        _Stein(req, _ix(req.b_rids), np.array(req.cov_rids, dtype=np.intp))
+                    )
+                else:
+                    assert plan.methods[req.rid] is not DIRECT
+                    foot = feet[req.rid] if feet[req.rid] != everything else None
+                    groups[(plan.methods[req.rid], req.sig, foot)].append(req)
+            for reqs in fns.values():
+                k = len(reqs)
+                deps = np.array([r.deps for r in reqs], dtype=np.intp).reshape(k, -1)
+                self._steps.append(_Fns(reqs[0].fn, tuple(reqs), _ix(r.rid for r in reqs), deps))
+            for (meth, _, foot), reqs in groups.items():
+                self._steps.append(_group(meth, reqs, foot))
+        ranks = effective_ranks(plan)
+        self._scalars: list[tuple[str, int]] = []
+        self.methods: dict[str, str] = {}
+        init_rids: dict[str, int] = {}
+        for instr in program.instructions:
+            v = instr.out
+            if v.kind != "scalar":
+                continue
+            rid = plan.const_req[der.scalar_const[v].cid]
+            self._scalars.append((v.name, rid))
+            exact = isinstance(instr, InitScalar)
+            self.methods[v.name] = Method.EXACT.value if exact else RESULT_METHODS[ranks[rid]].value
+            if exact:
+                init_rids[v.name] = rid
+        self._init_rids = init_rids
+        self.initial_vectors = tuple(v.name for v in program.initial_vectors)
+        self.initial_scalars = tuple(init_rids)
+        #: what the structure was derived for: independent pairs and centred vectors
+        self._cov0 = np.asarray(der.init_cov, dtype=float)
+        self._mean0 = np.asarray(der.init_mean, dtype=float)
+        self._values0 = plan.values.copy()
+        self._components = _components(self._cov0 != 0.0)
+        self._names = [n for n, _ in self._scalars]
+        self._rids = _ix(r for _, r in self._scalars)
+
+    @property
+    def requests(self) -> int:
+        """Number of expectation requests and scalars evaluated per set of numbers."""
+        return len(self.plan.requests)
+
+    def __repr__(self) -> str:
+        return (
+            f"<CompiledLimit of {self.program.name!r}: {self.requests} requests in "
+            f"{len(self._steps)} vectorised steps, method={self.method!r}>"
+        )
+
+    # -- evaluation ---------------------------------------------------------------------
+    def evaluate(
+        self, cov: Any = None, mean: Any = None, scalars: Any = None, *, uncertified: str = "raise"
+    ) -> LimitBatch:
+        r"""The limit for new numbers, ``P`` sets at once.
+
+        Parameters
+        ----------
+        cov : array_like, shape (N, N) or (P, N, N), optional
+            Covariance of the initial vectors' coordinates, rows and columns in the
+            order of :attr:`initial_vectors` (the program's
+            ``initial_covariance`` by default). Symmetric positive semidefinite, zero
+            wherever the program's is zero (independence is part of the structure).
+        mean : array_like, shape (N,) or (P, N), optional
+            Means of the initial vectors (the program's by default); zero wherever the
+            program's is zero.
+        scalars : dict, optional
+            New limits of initial scalars, by handle or name: a float or an array
+            ``(P,)`` each (the others keep the program's).
+
+        uncertified : {"raise", "nan"}, default "raise"
+            What to do with a set for which some expectation is not certified by the
+            compiled methods (quadrature off its tolerance, an existence not proven):
+            raise, or give it NaN values and name it in :attr:`LimitBatch.uncertified`
+            (for a caller that evaluates those sets with :func:`tensorprog.limit`).
+
+        Returns
+        -------
+        LimitBatch
+            With a batch axis ``P`` if some argument has one, else floats.
+
+        Raises
+        ------
+        tensorprog.ProgramTypeError, tensorprog.ProgramValueError
+            Malformed numbers (the message names the argument and what is valid).
+        tensorprog.MethodUnavailableError
+            A set for which some expectation is not certified by the compiled methods
+            (quadrature off its tolerance, an existence not proven): evaluate it with
+            :func:`tensorprog.limit`. The message names the set and the request.
+        tensorprog.NumericalError, tensorprog.DivergenceError
+            As :func:`tensorprog.limit` (with the set's index).
+        """
+        if uncertified not in ("raise", "nan"):
+            raise ProgramValueError(
+                f"CompiledLimit.evaluate: uncertified must be 'raise' or 'nan', got {uncertified!r}"
+            )
+        C, M, Q, batched = self._numbers(cov, mean, scalars)
+        values, errors, bad = self._run(C, M, Q)
+        if bad and uncertified == "nan":
+            rows = _ix(bad)
+            values[rows], errors[rows] = np.nan, np.nan
+        elif bad:
+            p, why = min(bad.items())
+            raise MethodUnavailableError(
+                f"CompiledLimit.evaluate: set {p} of {C.shape[0]} ({len(bad)} set(s) in all): "
+                f"{why}; evaluate it with tensorprog.limit, which can fall back to Monte Carlo"
+            )
+        vals = {n: values[:, r].copy() for n, r in self._scalars}
+        errs = {n: errors[:, r].copy() for n, r in self._scalars}
+        return LimitBatch(self, vals, errs, batched, bad)
+
+    def _numbers(
+        self, cov: Any, mean: Any, scalars: Any
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+        """Validated ``(cov (P, N, N), mean (P, N), init scalar values (P, S), batched)``."""
+        N = self._cov0.shape[0]
+        where = "CompiledLimit.evaluate"
+        sizes: list[tuple[str, int]] = []
+        C = self._cov0[None] if cov is None else _real_array(cov, "cov", where, (2, 3))
+        if C.shape[-2:] != (N, N):
+            raise ProgramValueError(
+                f"{where}: cov must have shape ({N}, {N}) or (P, {N}, {N}) (initial vectors "
+                f"{', '.join(self.initial_vectors) or 'none'}), got {C.shape}"
+            )
+        if cov is not None and C.ndim == 3:
+            sizes.append(("cov", C.shape[0]))
+        C = C if C.ndim == 3 else C[None]
+        M = self._mean0[None] if mean is None else _real_array(mean, "mean", where, (1, 2))
+        if M.shape[-1] != N:
+            raise ProgramValueError(
+                f"{where}: mean must have shape ({N},) or (P, {N}), got {M.shape}"
+            )
+        if mean is not None and M.ndim == 2:
+            sizes.append(("mean", M.shape[0]))
+        M = M if M.ndim == 2 else M[None]
+        given: dict[str, np.ndarray] = {}
+        if scalars is not None:
+            if not isinstance(scalars, dict):
+                raise ProgramTypeError(
+                    f"{where}: scalars must be a dict of initial scalars (handles or names) "
+                    f"to numbers, got {type(scalars).__name__}"
+                )
+            for key, val in scalars.items():
+                v = self.program.var(key, where)
+                if v.name not in self._init_rids:
+                    raise ProgramValueError(
+                        f"{where}: scalars: {v.name} is not an initial scalar; valid: "
+                        f"{', '.join(self.initial_scalars) or 'none (the program has none)'}"
+                    )
+                a = _real_array(val, f"scalars[{v.name!r}]", where, (0, 1))
+                if a.ndim == 1:
+                    sizes.append((f"scalars[{v.name!r}]", a.shape[0]))
+                given[v.name] = a
+        P = {s for _, s in sizes}
+        if len(P) > 1:
+            raise ProgramValueError(
+                f"{where}: the batch axes differ: "
+                + ", ".join(f"{a} has {s} set(s)" for a, s in sizes)
+            )
+        n = P.pop() if P else 1
+        if n < 1:
+            raise ProgramValueError(f"{where}: an empty batch (0 sets of numbers)")
+        C = np.broadcast_to(C, (n, N, N))
+        M = np.broadcast_to(M, (n, N))
+        self._check_law(C, M, where)
+        S = len(self._init_rids)
+        Q = np.empty((n, S))
+        for j, (name, rid) in enumerate(self._init_rids.items()):
+            Q[:, j] = given[name] if name in given else self._values0[rid]
+        return C, M, Q, bool(sizes)
+
+    def _check_law(self, C: np.ndarray, M: np.ndarray, where: str) -> None:
+        """Symmetric, PSD, and zero where the compiled structure assumes independence
+        or a centred vector."""
+        names = self.initial_vectors
+        zero = self._cov0 == 0.0
+        off = np.any(C[:, zero] != 0.0, axis=0) if zero.any() else np.zeros(0, dtype=bool)
+        if off.any():
+            i, j = np.argwhere(zero)[np.flatnonzero(off)[0]]
+            raise ProgramValueError(
+                f"{where}: cov[{names[i]}, {names[j]}] must be 0: the program was compiled "
+                f"with {names[i]} and {names[j]} independent (a structural fact of its "
+                f"limit); compile a program in which they are correlated"
+            )
+        if not np.array_equal(C, np.swapaxes(C, -1, -2)):
+            raise ProgramValueError(f"{where}: cov must be symmetric")
+        for comp in self._components:  # independent blocks: PSD one by one
+            sub = C[:, comp[:, None], comp[None, :]]
+            scale = np.maximum(np.abs(sub).max(axis=(1, 2)), 1e-300)
+            w = sub[:, 0, 0] if len(comp) == 1 else np.linalg.eigvalsh(sub)[:, 0]
+            bad = np.flatnonzero(w < -PSD_TOL * scale)
+            if bad.size:
+                raise NonPSDError(
+                    f"{where}: cov of set {bad[0]} is not positive semidefinite (smallest "
+                    f"eigenvalue {w[bad[0]]:.3g} of the block of "
+                    f"{', '.join(names[i] for i in comp)})"
+                )
+        centred = self._mean0 == 0.0
+        moved = np.any(M[:, centred] != 0.0, axis=0)
+        if moved.any():
+            i = np.flatnonzero(centred)[np.flatnonzero(moved)[0]]
+            raise ProgramValueError(
+                f"{where}: mean[{names[i]}] must be 0: the program was compiled with "
+                f"{names[i]} centred (a structural fact of its limit); compile a program "
+                f"in which its mean is not 0"
+            )
+
+    def _run(
+        self, C: np.ndarray, M: np.ndarray, Q: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
+        """Every request's values and errors ``(P, requests)`` for validated numbers, and
+        the sets (index → why) whose values are not certified by the compiled methods
+        (their values are then meaningless)."""
+        P = C.shape[0]
+        V = np.broadcast_to(self._values0, (P, len(self._values0))).copy()
+        E = np.zeros_like(V)
+        if self._init_rids:
+            V[:, _ix(self._init_rids.values())] = Q
+        bad: dict[int, str] = {}
+        shared: dict[frozenset[int], Any] = {}
+        memo: dict[Any, Any] = {}
+        for step in self._steps:
+            if isinstance(step, _Group):
+                if step.foot is not None and step.foot not in shared:
+                    shared[step.foot] = _distinct(step.foot, C, M, Q, memo)
+                self._group(step, V, E, C, M, bad, shared.get(step.foot))
+            elif isinstance(step, _Fns):
+                self._fns(step, V, E, bad)
+            else:
+                req = step.req
+                with np.errstate(all="ignore"):
+                    V[:, req.rid], E[:, req.rid] = stein_coefficients(
+                        req,
+                        V[:, step.b_rids],
+                        V[:, step.cov_rids],
+                        E[:, step.b_rids],
+                        E[:, step.cov_rids],
+                    )
+        return V, E, bad
+
+    def _group(
+        self,
+        step: _Group,
+        V: np.ndarray,
+        E: np.ndarray,
+        C: np.ndarray,
+        M: np.ndarray,
+        bad: dict[int, str],
+        shared: tuple[np.ndarray, np.ndarray] | None,
+    ) -> None:
+        """Evaluate one group for every set — or, with ``shared = (rows, inverse)``,
+        for the sets ``rows`` only, whose values the other sets share (``inverse``:
+        each set's position in ``rows``)."""
+        method, expr, d, m, _, groups = step.key
+        r0 = step.reqs[0]
+        rows, inverse = shared if shared is not None else (None, None)
+        Vs, Cs, Ms = (V, C, M) if rows is None else (V[rows], C[rows], M[rows])
+        P, k = Vs.shape[0], len(step.reqs)
+
+        def real(p: int) -> int:  # the set index of position p
+            return p if rows is None else int(rows[p])
+
+        def mark(p: int, why: str) -> None:
+            for s in [p] if inverse is None else np.flatnonzero(inverse == p):
+                bad.setdefault(int(s), why)
+
+        mean, cov = gather_laws(
+            self.derivation, Vs, Ms, Cs, step.bids, step.slots, r0.layout.pairs, groups
+        )
+        qv = Vs[:, step.qdeps].reshape(P * k, m)
+        ok = (
+            np.isfinite(cov).all(axis=(1, 2))
+            & np.isfinite(mean).all(axis=1)
+            & np.isfinite(qv).all(axis=1)
+        )
+        st = structure(expr, d, m)
+        finds = [] if st.trivial else decide(expr, d, m, mean[ok], cov[ok], qv[ok])
+        if finds.count(EXISTS) < len(finds):
+            for pos, fnd in zip(np.flatnonzero(ok), finds):
+                p = int(pos) // k
+                if fnd.verdict is Verdict.DIVERGES and real(p) not in bad:
+                    raise self._error(
+                        DivergenceError,
+                        step.reqs[pos % k],
+                        real(p),
+                        f"does not exist: {fnd.reason}",
+                    )
+                if fnd.verdict is Verdict.UNPROVEN:
+                    mark(
+                        p,
+                        f"the existence of the {describe(step.reqs[pos % k])} is not proven ({fnd.reason})",
+                    )
+        try:
+            with np.errstate(all="ignore"):
+                vals, errs, growth = self._det.expectations(step.key, mean, cov, qv)
+        except TensorProgramError as exc:
+            instr = self._det._instruction(r0)
+            raise (annotate(exc, instr, "CompiledLimit") if instr is not None else exc) from exc
+        vals, errs = np.asarray(vals, dtype=float), np.asarray(errs, dtype=float)
+        for pos in np.flatnonzero(~np.isfinite(vals)):
+            p = real(int(pos) // k)
+            if p not in bad:
+                raise self._error(
+                    NumericalError,
+                    step.reqs[pos % k],
+                    p,
+                    f"is not finite ({vals[pos]}); the expectation diverges or overflows",
+                )
+        if growth is not None:
+            for pos in np.flatnonzero(growth):
+                if real(int(pos) // k) not in bad:
+                    raise self._error(
+                        DivergenceError,
+                        step.reqs[pos % k],
+                        real(int(pos) // k),
+                        "does not converge: Gauss–Hermite estimates grow steadily with the degree",
+                    )
+        if method is not EXACT:
+            if structure(expr, d, m).singular:
+                loose = np.ones(P * k, dtype=bool)
+            elif self._det.method is AUTO:
+                loose = ~(errs <= evaluate.QUADRATURE_RTOL * np.maximum(1.0, np.abs(vals)))
+            else:
+                loose = ~np.isfinite(errs)
+            for pos in np.flatnonzero(loose):
+                mark(
+                    int(pos) // k,
+                    f"the {describe(step.reqs[pos % k])} is not certified by quadrature "
+                    f"(error estimate {errs[pos]:.3g} for {vals[pos]:.6g})",
+                )
+        vals, errs = vals.reshape(P, k), errs.reshape(P, k)
+        if step.scale is not None:
+            vals, errs = vals * step.scale, errs * step.scale
+        if inverse is not None:
+            vals, errs = vals[inverse], errs[inverse]
+        V[:, step.rids], E[:, step.rids] = vals, errs
+
+    def _fns(self, step: _Fns, V: np.ndarray, E: np.ndarray, bad: dict[int, str]) -> None:
+        P, k = V.shape[0], len(step.reqs)
+        params = V[:, step.deps].reshape(P * k, step.deps.shape[1])
+        with np.errstate(all="ignore"):
+            vals = np.broadcast_to(np.asarray(step.fn.numpy(*params.T), dtype=float), (P * k,))
+        for pos in np.flatnonzero(~np.isfinite(vals)):
+            p = int(pos) // k
+            if p not in bad:
+                instr = self.program.definition(step.reqs[pos % k].var)
+                raise annotate(
+                    NumericalError(
+                        f"set {p}: {step.fn.name} of the limit scalars is not finite ({vals[pos]})"
+                    ),
+                    instr,
+                    "CompiledLimit",
+                )
+        errs = _propagated_error(
+            step.fn, params, E[:, step.deps].reshape(P * k, step.deps.shape[1])
+        )
+        V[:, step.rids], E[:, step.rids] = vals.reshape(P, k), errs.reshape(P, k)
+
+    def _error(self, cls: type, req: Request, p: int, what: str) -> TensorProgramError:
+        exc = cls(f"set {p}: the {describe(req)} {what}")
+        instr = self._det._instruction(req)
+        return annotate(exc, instr, "CompiledLimit") if instr is not None else exc
+
+
+def _components(linked: np.ndarray) -> list[np.ndarray]:
+    """Connected components of a symmetric boolean adjacency matrix (index arrays)."""
+    n = linked.shape[0]
+    label = np.arange(n)
+    for i, j in np.argwhere(np.triu(linked, 1)):
+        a, b = label[i], label[j]
+        label[label == max(a, b)] = min(a, b)
+    return [np.flatnonzero(label == c) for c in np.unique(label)]
+
+
+def _distinct(
+    foot: frozenset[int], C: np.ndarray, M: np.ndarray, Q: np.ndarray, memo: dict
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(rows, inverse)``: one set per distinct numbers of ``foot`` (covariances and
+    means of its initial vectors, values of its initial scalars) and each set's
+    position among them; None when fewer than half the sets would be saved. Only the
+    numbers that differ between sets are compared (``memo``: by those columns)."""
+    P = C.shape[0]
+    if "varies" not in memo:
+        memo["varies"] = (
+            np.any(C != C[:1], axis=0),
+            np.any(M != M[:1], axis=0),
+            np.any(Q != Q[:1], axis=0),
+        )
+    vc, vm, vq = memo["varies"]
+    vi = np.array(sorted(i for i in foot if i >= 0), dtype=np.intp)
+    si = np.array(sorted(-1 - i for i in foot if i < 0), dtype=np.intp)
+    cells = np.argwhere(vc[vi[:, None], vi[None, :]])
+    which = (
+        tuple((int(vi[a]), int(vi[b])) for a, b in cells),
+        tuple(int(i) for i in vi[vm[vi]]),
+        tuple(int(j) for j in si[vq[si]]),
+    )
+    if which not in memo:
+        cols = [C[:, a, b] for a, b in which[0]] + [M[:, i] for i in which[1]]
+        cols += [Q[:, j] for j in which[2]]
+        memo[which] = _unique_rows(np.stack(cols, axis=1) if cols else np.zeros((P, 0)))
+    return memo[which]
+
+
+def _unique_rows(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """First row of each distinct row of ``keys`` (P, c) and each row's position among
+    them (exact float comparison); None when more than half the rows are distinct."""
+    P = keys.shape[0]
+    if keys.shape[1] == 0:
+        return np.zeros(1, dtype=np.intp), np.zeros(P, dtype=np.intp)
+    order = np.lexsort(keys.T[::-1])
+    ordered = keys[order]
+    new = np.ones(P, dtype=bool)
+    new[1:] = np.any(ordered[1:] != ordered[:-1], axis=1)
+    if 2 * int(new.sum()) > P:
+        return None
+    label = np.cumsum(new) - 1
+    inverse = np.empty(P, dtype=np.intp)
+    inverse[order] = label
+    rows = order[new]  # lexsort is stable: the first set of each class
+    return rows, inverse
+
+
+def _ix(it: Any) -> np.ndarray:
+    return np.fromiter(it, dtype=np.intp)
+
+
+def _footprints(
+    plan: Plan, init_index: np.ndarray, init_col: dict[int, int]
+) -> list[frozenset[int]]:
+    """Per request, the initial vectors (their indices) and initial scalars
+    (``-1 - column``) its value depends on: those of its own base Gaussians and of the
+    requests it is computed from."""
+    feet: list[frozenset[int]] = []
+    for req in plan.requests:
+        own: set[int] = set()
+        if isinstance(req, ExpectationRequest):
+            own = {int(init_index[b]) for b in req.bids if init_index[b] >= 0}
+        elif isinstance(req, InitScalarRequest):
+            own = {-1 - init_col[req.rid]}
+        feet.append(frozenset(own).union(*(feet[d] for d in req.deps)))
+    return feet
+
+
+def _group(method: Method, reqs: list[ExpectationRequest], foot: frozenset[int] | None) -> _Group:
+    r0 = reqs[0]
+    k, d, m = len(reqs), len(r0.bids), len(r0.cids)
+    npairs = len(r0.layout.pairs)
+    dots = [r.const.sigma2 if isinstance(r, DotRequest) else 1.0 for r in reqs]
+    return _Group(
+        (method, r0.expr, d, m, r0.centred, r0.groups),
+        tuple(reqs),
+        _ix(r.rid for r in reqs),
+        np.array([r.bids for r in reqs], dtype=np.intp).reshape(k, d),
+        np.array([r.slot_rids for r in reqs], dtype=np.intp).reshape(k, npairs),
+        np.array([r.deps[:m] for r in reqs], dtype=np.intp).reshape(k, m),
+        np.array(dots) if any(isinstance(r, DotRequest) for r in reqs) else None,
+        foot,
+    )
+
+
+def _real_array(x: Any, arg: str, where: str, ndims: tuple[int, ...]) -> np.ndarray:
+    """A finite float array with one of ``ndims`` dimensions, or an error naming ``arg``."""
+    if isinstance(x, (bool, np.bool_)):
+        raise ProgramTypeError(f"{where}: {arg} must be real numbers, got {x!r}")
+    try:
+        a = np.asarray(x)
+    except Exception:  # noqa: BLE001 - anything that is not an array of numbers
+        raise ProgramTypeError(f"{where}: {arg} must be an array of real numbers") from None
+    if (
+        a.dtype == object
+        or a.dtype == bool
+        or not np.issubdtype(a.dtype, np.number)
+        or np.iscomplexobj(a)
+    ):
+        raise ProgramTypeError(
+            f"{where}: {arg} must be an array of real numbers, got dtype {a.dtype}"
+        )
+    if a.ndim not in ndims:
+        dims = " or ".join(str(n) for n in ndims)
+        raise ProgramValueError(f"{where}: {arg} must have {dims} dimensions, got shape {a.shape}")
+    a = a.astype(float)
+    if not np.all(np.isfinite(a)):
+        raise ProgramValueError(f"{where}: {arg} must be finite; it has NaN or inf entries")
+    return a
+
+
+def compile_limit(
+    program: Any, method: str = "auto", *, degree: int | None = None
+) -> CompiledLimit:
+    r"""Derive and plan a program's limit once, to evaluate it for many sets of numbers.
+
+    The derivation (Z of every vector [TP4 §7]) and the plan (every limit scalar as an
+    expectation request) depend on the program's structure, not on the numbers fed to
+    it: the initial vectors' covariance and means and the initial scalars enter only as
+    the laws of the expectations. :meth:`CompiledLimit.evaluate` takes new numbers —
+    ``P`` sets at once, each argument with an optional leading batch axis — and
+    evaluates every group of structurally identical requests in one vectorised call
+    over all sets.
+
+    Parameters
+    ----------
+    program : tensorprog.Program
+    method : {"auto", "exact", "quadrature"}
+        As :func:`tensorprog.limit`, chosen once per integrand when compiling; Monte
+        Carlo is not compiled (a program that needs it raises
+        :class:`~tensorprog.MethodUnavailableError`: use :func:`tensorprog.limit`).
+    degree : int, optional
+        Gauss–Hermite nodes per dimension, as :func:`tensorprog.limit`.
+
+    Returns
+    -------
+    CompiledLimit
+
+    Raises
+    ------
+    tensorprog.ProgramTypeError, tensorprog.ProgramValueError
+        Bad arguments.
+    tensorprog.MethodUnavailableError
+        An expectation with no deterministic method, or a nonlinearity that divides by
+        a function of limit scalars (whose vanishing is decided per set).
+
+    Notes
+    -----
+    The values are those of :func:`tensorprog.limit` on a program with the same
+    instructions and these numbers (the same evaluators on the same laws; equal to
+    rounding). The structure assumes what the compiled program's numbers say about
+    independence and centring: a covariance entry that is 0 there, and a mean that is
+    0 there, must stay 0 (other entries may take any value, 0 included).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import tensorprog as tp
+    >>> p = tp.Program("relu")
+    >>> x, y = p.vectors("h", cov=[[1.0, 0.5], [0.5, 1.0]])
+    >>> k = tp.inner(tp.relu(x), tp.relu(y), name="k")
+    >>> c = tp.compile_limit(p)
+    >>> rho = np.array([-0.5, 0.0, 0.5])
+    >>> covs = np.stack([[[1.0, r], [r, 1.0]] for r in rho])
+    >>> np.round(c.evaluate(cov=covs)[k], 8)       # arc-cosine kernel at three correlations
+    array([0.05449889, 0.15915494, 0.30449889])
+    >>> round(c.evaluate()[k], 12) == round(p.limit()[k], 12)
+    True
+    """
+    from ..dsl.program import Program
+
+    if not isinstance(program, Program):
+        raise ProgramTypeError(
+            f"compile_limit: program must be a tp.Program, got {type(program).__name__}"
+        )
+    if not isinstance(method, str) or method not in COMPILABLE:
+        raise ProgramValueError(
+            f"compile_limit: method must be one of {', '.join(COMPILABLE)} (Monte Carlo is "
+            f"not compiled: use tensorprog.limit), got {method!r}"
+        )
+    if degree is not None and (
+        isinstance(degree, bool) or not isinstance(degree, numbers.Integral) or degree < 2
+    ):
+        raise ProgramValueError(f"compile_limit: degree must be an int ≥ 2, got {degree!r}")
+    return CompiledLimit(program, Method(method), None if degree is None else int(degree))
