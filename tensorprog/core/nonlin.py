@@ -59,6 +59,8 @@ __all__ = [
     "exp",
     "Family",
     "FAMILIES",
+    "BOUNDED",
+    "inline",
     "ab_relu",
     "leaky_relu",
     "rbf",
@@ -950,3 +952,37 @@ def monomial(degree: int) -> tuple[Nonlinearity, tuple, bool]:
     x = sympy.Symbol("x", real=True)
     phi, new = _member(f"monomial[{k}]", x**k, x, rf"(\cdot)^{{{k}}}", opaque=False)
     return phi, (k,), new
+
+
+#: Functions bounded on the real line (degree 0 in the growth and width analyses).
+BOUNDED = (
+    sympy.tanh,
+    sympy.sin,
+    sympy.cos,
+    sympy.erf,
+    sympy.erfc,
+    sympy.atan,
+    sympy.Heaviside,
+    sympy.sign,
+)
+
+
+def inline(expr: sympy.Expr, of: frozenset | None = None) -> sympy.Expr:
+    """``expr`` with every opaque nonlinearity replaced by its sympy body (recursively):
+    ``relu(u)`` → ``Max(u, 0)``, ``sigmoid(u)`` → ``1/(1 + e^{−u})``. With ``of``,
+    only the applications to arguments involving those symbols: the others are
+    constants of the analysis (inlining them only costs time)."""
+    for _ in range(64):
+        apps = [
+            a
+            for a in expr.atoms(sympy.Function)
+            if hasattr(a.func, "nonlinearity") and (of is None or a.free_symbols & of)
+        ]
+        if not apps:
+            return expr
+        repl = {}
+        for a in apps:
+            nl = a.func.nonlinearity
+            repl[a] = nl.body.xreplace(dict(zip(nl.args + nl.params, a.args)))
+        expr = expr.xreplace(repl)
+    return expr  # pragma: no cover - nonlinearities do not nest 64 deep

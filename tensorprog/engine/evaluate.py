@@ -29,7 +29,7 @@ from ..core.errors import (
 )
 from ..core.interpreter import annotate
 from ..core.ir import Moment, Nonlin
-from ..core.nonlin import is_analytic, local_features
+from ..core.nonlin import inline, is_analytic, local_features
 from ..gaussian import (
     MAX_QUADRATURE_DIM,
     PSD_TOL,
@@ -50,7 +50,7 @@ from .exact import (
     independent_blocks,
     shape,
 )
-from .existence import check_requests, inline, structure, tilted
+from .existence import check_requests, structure, tilted
 from .forms import lambdify_integrand, linear_forms, quadrature_dim
 from .methods import AUTO, DIRECT, EXACT, FACTORISED, MONTECARLO, QUADRATURE, RANK, Method
 from .plan import (

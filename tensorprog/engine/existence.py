@@ -52,6 +52,7 @@ from typing import Any
 import numpy as np
 import sympy
 
+from ..core.nonlin import BOUNDED, inline
 from ..gaussian import psd_factor
 from .exact import _lam_q, g_monomials
 from .forms import lambdify_integrand, linear_forms
@@ -66,7 +67,6 @@ __all__ = [
     "tilt",
     "tilted",
     "Tilt",
-    "inline",
     "integrand",
     "check_requests",
 ]
@@ -106,17 +106,6 @@ _EIG_TOL = 1e-9
 #: At most this many exp-bounds per integrand (products multiply their number).
 _MAX_BOUNDS = 64
 
-#: Functions bounded on the real line (also the growth degrees' 0, :mod:`.growth`).
-_BOUNDED = (
-    sympy.tanh,
-    sympy.sin,
-    sympy.cos,
-    sympy.erf,
-    sympy.erfc,
-    sympy.atan,
-    sympy.Heaviside,
-    sympy.sign,
-)
 _POLES = {
     sympy.tan: (math.pi / 2, math.pi),
     sympy.sec: (math.pi / 2, math.pi),
@@ -126,25 +115,6 @@ _POLES = {
 
 
 # -- symbolic structure -----------------------------------------------------------------
-def inline(expr: sympy.Expr, of: frozenset | None = None) -> sympy.Expr:
-    """``expr`` with every opaque nonlinearity replaced by its sympy body (recursively):
-    ``relu(u)`` → ``Max(u, 0)``, ``sigmoid(u)`` → ``1/(1 + e^{−u})``. With ``of``,
-    only the applications to arguments involving those symbols: the others are
-    constants of the analysis (inlining them only costs time)."""
-    for _ in range(64):
-        apps = [
-            a
-            for a in expr.atoms(sympy.Function)
-            if hasattr(a.func, "nonlinearity") and (of is None or a.free_symbols & of)
-        ]
-        if not apps:
-            return expr
-        repl = {}
-        for a in apps:
-            nl = a.func.nonlinearity
-            repl[a] = nl.body.xreplace(dict(zip(nl.args + nl.params, a.args)))
-        expr = expr.xreplace(repl)
-    return expr  # pragma: no cover - nonlinearities do not nest 64 deep
 
 
 @dataclass(frozen=True)
@@ -234,7 +204,7 @@ def degree(
         if d is None:
             return None
         return d * float(e.exp) if e.exp > 0 else 0.0 if _bounded_below(e.base) else None
-    if isinstance(e, _BOUNDED):
+    if isinstance(e, BOUNDED):
         if at_infinity:
             return 0.0
         return 0.0 if all(degree(a, weights) is not None for a in e.args) else None
@@ -318,7 +288,7 @@ def _bound(e: sympy.Expr, us: list[sympy.Symbol]) -> list[sympy.Expr] | None:
         if not (e.base.free_symbols & uset) and e.base.is_positive:
             return _bound(sympy.exp(e.exp * sympy.log(e.base)), us)
         return None
-    if isinstance(e, _BOUNDED + tuple(_POLES)):  # (poles are singular sets, not growth)
+    if isinstance(e, BOUNDED + tuple(_POLES)):  # (poles are singular sets, not growth)
         return [sympy.S.Zero]
     if isinstance(e, sympy.log):
         return [sympy.S.Zero] if _bound(e.args[0], us) is not None else None
@@ -356,7 +326,7 @@ def _singular(
                 unknown.append(f"{node.func.__name__}({arg}): its poles are not located")
         elif isinstance(node, sympy.Function) and not isinstance(
             node,
-            _BOUNDED
+            BOUNDED
             + (
                 sympy.exp,
                 sympy.log,

@@ -22,8 +22,9 @@ import functools
 from typing import Any
 
 from ..core.ir import Moment
+from ..core.nonlin import inline
 from .derivation import FnNode, MatMulNode, OuterNode
-from .existence import degree, inline
+from .existence import degree
 
 __all__ = ["moment_degrees", "POLY_TAIL_DEGREE"]
 

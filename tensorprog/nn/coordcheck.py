@@ -89,12 +89,11 @@ from typing import Any
 import numpy as np
 import sympy
 
-from .. import ProgramTypeError, ProgramValueError, Vector, lincomb, mean
+from .. import OptionalDependencyError, ProgramTypeError, ProgramValueError, Vector, lincomb, mean
 from .. import n as WIDTH
-from ..core.errors import OptionalDependencyError
 from ..core.ir import InitMatrix, InitScalar, InitVector, MatMul, Moment, Nonlin, ScalarFn
+from ..core.nonlin import BOUNDED, inline
 from ..core.tables import EXTRA
-from ..engine.existence import _BOUNDED, inline
 from .model import Model
 from .optim import SGD
 from .train import TrainRun, train
@@ -176,7 +175,7 @@ def body_degree(e: sympy.Expr, w: dict) -> float:
         ds = [body_degree(a, w) for a in e.args]
         D = max(ds)
         if D > 0:
-            return 0.0 if isinstance(e, _BOUNDED) else math.nan
+            return 0.0 if isinstance(e, BOUNDED) else math.nan
         at0 = e.func(*[sympy.Integer(0)] * len(e.args))
         return 0.0 if at0 != 0 else D  # f(0) = 0: the Taylor term f'(0)·x
     return math.nan
