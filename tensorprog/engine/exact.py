@@ -327,13 +327,24 @@ def _wick(mono: dict[tuple[int, ...], sympy.Expr], m: int) -> Evaluator:
 
 
 def _lam_q(expr: sympy.Expr, qs: list[sympy.Symbol]) -> Callable[[np.ndarray], np.ndarray]:
-    """``expr(q)`` vectorised over a batch of constants ``qv`` (B, m)."""
+    """``expr(q)`` vectorised over a batch of constants ``qv`` (B, m): a number as it is,
+    sums, products and powers by :func:`_lam_q_many`'s walk (no code generated), a
+    function application compiled on its own (:func:`_lam_node`)."""
     if expr.is_Number:  # most coefficients: no code to generate
         v = float(expr)
         return lambda qv: np.full(qv.shape[0], v)
-    # opaque nonlinearities may appear with constant arguments (tanh(θ̊), tanh(0))
+    if isinstance(expr, (sympy.Add, sympy.Mul, sympy.Pow, sympy.Symbol)):
+        many = _lam_q_many([expr], qs)
+        return lambda qv: many(qv)[0]
+    return _lam_node(expr, tuple(qs))
+
+
+@functools.lru_cache(maxsize=4096)
+def _lam_node(expr: sympy.Expr, qs: tuple[sympy.Symbol, ...]) -> Callable[[np.ndarray], np.ndarray]:
+    """``expr(q)`` by generated code, once per expression: opaque nonlinearities may appear
+    with constant arguments (``tanh(θ̊)``, ``tanh(0)``)."""
     fns = codegen_functions(expr)  # refuses any name that is not a checked identifier
-    f = sympy.lambdify(qs, expr, modules=[fns, *_NUMPY_MODULES])
+    f = sympy.lambdify(list(qs), expr, modules=[fns, *_NUMPY_MODULES])
     return lambda qv: np.broadcast_to(np.asarray(f(*qv.T), dtype=float), (qv.shape[0],))
 
 
@@ -350,7 +361,7 @@ def _lam_q_many(
     on the node, its arguments already numbers).
     """
     index = {s: j for j, s in enumerate(qs)}
-    funcs: dict[sympy.Expr, Callable[[np.ndarray], np.ndarray]] = {}
+    key = tuple(qs)
 
     def coeffs(qv: np.ndarray) -> np.ndarray:
         B = qv.shape[0]
@@ -382,10 +393,7 @@ def _lam_q_many(
                     with np.errstate(divide="ignore", invalid="ignore"):
                         memo[e] = np.power(vals[0], vals[1])
             else:  # a function or anything else: compiled on its own, once
-                f = funcs.get(e)
-                if f is None:
-                    f = funcs[e] = _lam_q(e, qs)
-                memo[e] = f(qv)
+                memo[e] = _lam_node(e, key)(qv)
             stack.pop()
         out = np.empty((len(exprs), B))
         for k, e in enumerate(exprs):
