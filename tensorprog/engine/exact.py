@@ -357,9 +357,8 @@ def _lam_q_many(
     subexpression one numpy operation), not by generated code: the coefficients of a
     polynomial's monomials are built from shared products, and printing them for
     :func:`sympy.lambdify` (even with common-subexpression elimination) took seconds per
-    polynomial. Function nodes are compiled one function at a time (:func:`_lam_q`
-    on the node, its arguments already numbers).
-    """
+    polynomial. Function applications are compiled once per expression
+    (:func:`_lam_node`, cached across calls)."""
     index = {s: j for j, s in enumerate(qs)}
     key = tuple(qs)
 
