@@ -54,7 +54,7 @@ import sympy
 
 from ..core.nonlin import BOUNDED, inline
 from ..gaussian import psd_factor
-from .exact import _lam_q, g_monomials
+from .exact import _lam_q, shape
 from .forms import lambdify_integrand, linear_forms
 from .plan import describe
 from .symbols import g, q
@@ -381,9 +381,10 @@ def _denominator(
 @functools.lru_cache(maxsize=4096)
 def structure(expr: sympy.Expr, d: int, m: int) -> Structure:
     """The law-independent part of the existence analysis of ``𝔼 expr(g0…; q0…)``."""
-    if g_monomials(expr, [g(i) for i in range(d)]) is not None:
-        # a polynomial in the Gaussians: every moment exists, whatever the law (and
-        # inlining the bodies of nonlinearities of its constants costs seconds)
+    if not shape(expr).opaque:
+        # a polynomial in the Gaussians (of any size: the exact evaluator's cached walk
+        # says so): every moment exists, whatever the law, and inlining the bodies of
+        # nonlinearities of its constants costs seconds
         return Structure(expr, d, None, (), (), ())
     red = linear_forms(expr, d, m)
     e, k = (red.expr, red.k) if red is not None else (expr, d)
