@@ -184,7 +184,7 @@ from .parametrization import (
 )
 from .training import _values
 
-__all__ = ["train", "TrainRun", "TrainLimit", "TrainSimulation"]
+__all__ = ["train", "TrainRun", "TrainLimit", "TrainSimulation", "WeightUse"]
 
 _LOSSES = ("mse", "xent")
 _HALF = Fraction(1, 2)
@@ -284,6 +284,7 @@ class _Param:
         self.hist: list[Any] = []  # entrywise: the gradient G_r per step (per column/row/entry)
         self.upd: list[Any] = []  # entrywise: the update Q_r(G_0..G_r) per step
         self._q: tuple[Any, Any] | None = None
+        self._w0dx: tuple[Any, Any] | None = None  # change(): (coefficient, M Δx) of Δh
         p, name, std2 = b.p, spec.name, spec.init_std**2 * sc.var_factor
         cls = spec.cls
         # the exponent k of the learning-rate coefficient n^{-k} of this parameter's
@@ -486,6 +487,8 @@ class _Param:
                 terms.append((_prod(c, b.inner(right, x)), left))
         h = y if len(terms) == 1 and self.theta is None else lincomb(terms)
         b.uses.append(("hidden_T" if transpose else "hidden", self, x, h))
+        if b.coordinates:
+            b.weight_use(self, t, transpose, h, [(self.theta, y)])
         return h
 
     def hidden_entrywise(self, t: int, x: Vector, transpose: bool) -> list[tuple[Any, Any]]:
@@ -572,6 +575,12 @@ class _Param:
             b._delta.setdefault(h.var.id, (h0, dh, rho))
             b.cut[h.var.id] = (self, x, transpose, t)
         b.uses.append(("hidden_T" if transpose else "hidden", self, x, h))
+        if b.coordinates:  # W_0 x_t = h_0 + θ·(the coefficient of M Δx in Δh)·M Δx
+            w0x = [(None, h0)]
+            if dh is not None and self._w0dx is not None:
+                c, mdx = self._w0dx
+                w0x.append((_prod(b.power(rho, 1.0, None, "θ"), c), mdx))
+            b.weight_use(self, t, transpose, h, w0x)
         return h
 
     def vjp(self, t: int, x: Vector, c: Vector, transpose: bool) -> Vector:
@@ -684,9 +693,11 @@ class _Param:
             return h0, None, None
         rho = min(rhos)
         terms = []
+        self._w0dx = None
         if dx is not None:
             what = "the change n^(1/2-s)·M(x_t − x_0) relative to its use"
             terms.append((b.power(self.sc.s - _HALF + rx - rho, 1.0, self, what), M.matmul(dx)))
+            self._w0dx = terms[0]  # (for coordinates=True: hidden_kernel's W_0 x_t)
         ratio = (
             b.power(self.k_sgd - rho, 1.0, self, "the learning-rate coefficient") if upd else None
         )
@@ -865,8 +876,11 @@ class _Builder:
         center: bool = False,
         kernel: bool = False,
         m: Fraction = Fraction(1),
+        coordinates: bool = False,
     ) -> None:
         self.model, self.X, self.Y, self.T = model, X, Y, steps
+        self.coordinates = coordinates
+        self.weight_uses: list[WeightUse] = []
         # center: train f − f_0; kernel: centred by carrying the changes (v_0, Δv), with
         # gradients normalised by n^m (m < 1) — module docstring, "Kernel-regime runs"
         self.center, self.kernel, self.m = center, kernel, m
@@ -918,6 +932,20 @@ class _Builder:
             if t < T:
                 self.p.section(f"step {t}: backward pass, update {t + 1}")
                 self.backward(t, uses)
+
+    def weight_use(self, P: _Param, t: int, transpose: bool, h: Vector, w0x: list) -> None:
+        """Record a hidden use ``h = P_t x`` with its ``θ·W_0 x_t`` (``coordinates=True``):
+        the existing variable when it is one, else one ``lincomb`` (named either way)."""
+        _, i = self.p._scope
+        u = sum(1 for w in self.weight_uses if (w.param, w.step, w.input) == (P.spec.name, t, i))
+        label = self.fresh(f"{P.spec.name}{'ᵀ' if transpose else ''}_0x[{t},{i},{u}]")
+        if len(w0x) == 1 and w0x[0][0] is None:
+            v = w0x[0][1]
+            if label is not None:
+                self.p._alias(label, v.var)
+        else:
+            v = lincomb(w0x, name=label)
+        self.weight_uses.append(WeightUse(P.spec.name, t, i, transpose, h, v))
 
     # -- scalars ---------------------------------------------------------------------
     def power(
@@ -1420,6 +1448,21 @@ class TrainSimulation:
         return float(vals[0]) if P.spec.shape == () else vals
 
 
+@dataclass(frozen=True)
+class WeightUse:
+    r"""A use ``h = P_t x`` (or ``P_tᵀ x``) of a hidden weight in the forward at step
+    ``t`` on input ``i``, with ``w0x = θ·W_0 x_t`` (``θ = n^{1/2−s}``, the width multiplier
+    of the initial matrix): ``h − w0x = ΔW_t x_t``, the sum of the rank-B updates
+    (module docstring). Recorded by :func:`train` with ``coordinates=True``."""
+
+    param: str
+    step: int
+    input: int
+    transpose: bool
+    h: Vector
+    w0x: Vector
+
+
 class TrainRun:
     """The unrolled training of a model (returned by :func:`train`).
 
@@ -1440,6 +1483,8 @@ class TrainRun:
         ``{parameter name: Scaling}``: the exponents each parameter got.
     center : bool
         Whether the outputs (and the loss) are of ``f_t − f_0``.
+    weight_uses : tuple of WeightUse
+        Every hidden weight's use with its ``θ·W_0 x_t`` (``coordinates=True``; else empty).
     """
 
     def __init__(self, model: Model, builder: _Builder, scalings: dict[str, Scaling]) -> None:
@@ -1455,6 +1500,7 @@ class TrainRun:
         self.center = builder.center
         self.problems = tuple(str(p) for p in builder.problems)
         self._params = builder.params
+        self.weight_uses = tuple(builder.weight_uses)
         self.named: dict[str, np.ndarray] = {}
         for nm, per in builder.p._scoped.items():
             H = np.empty((T, B), dtype=object)
@@ -1598,6 +1644,7 @@ def train(
     batches: Any = None,
     allow_unstable: bool = False,
     center: bool | None = None,
+    coordinates: bool = False,
     name: str | None = None,
 ) -> TrainRun:
     r"""Unroll ``steps`` optimizer steps of ``model`` on ``(X, Y)`` into one program.
@@ -1634,6 +1681,12 @@ def train(
         (``c+2a ≥ 1``) and the run can be centred; ``False`` there builds the uncentred
         run, whose diverging ``f_0`` is refused unless ``allow_unstable``. See
         "Kernel-regime runs" in the module docstring.
+    coordinates : bool, default False
+        Also expose, per hidden weight use, the vector ``θ·W_0 x_t`` whose difference
+        from the use is ``ΔW_t x_t`` (:attr:`TrainRun.weight_uses`, for
+        :func:`~tensorprog.nn.coord_check`): a name of the MatMul ``W_0 x_t`` where the
+        program has it, else one ``lincomb`` per use (a kernel-regime run applies ``W_0``
+        to ``x_0`` and ``Δx`` separately). ``False`` leaves the program unchanged.
     name : str, optional
         Name of the program.
 
@@ -1738,6 +1791,8 @@ def train(
         rows = [np.asarray(r, dtype=int) for r in rows]
     if not isinstance(allow_unstable, (bool, np.bool_)):
         raise ProgramTypeError(f"nn.train: allow_unstable must be a bool, got {allow_unstable!r}")
+    if not isinstance(coordinates, (bool, np.bool_)):
+        raise ProgramTypeError(f"nn.train: coordinates must be a bool, got {coordinates!r}")
     args = (model, Xa, Ya, steps, loss, opt, scalings, rows, name or f"train_{model.name}")
     center_given = center
     if isinstance(opt, Entrywise):
@@ -1752,14 +1807,14 @@ def train(
         center, kernel, m = _centring(model, scalings, center)
     why_not = ""
     try:
-        builder = _Builder(*args, center=center, kernel=kernel, m=m)
+        builder = _Builder(*args, center=center, kernel=kernel, m=m, coordinates=bool(coordinates))
     except _NotCentrable as exc:
         if center_given is not None:
             raise
         # the default centring does not apply to this forward: the uncentred run (its
         # f_0 is then a diverging power, a problem like any other)
         why_not = f" ({exc})"
-        builder = _Builder(*args)
+        builder = _Builder(*args, coordinates=bool(coordinates))
     if builder.problems and not allow_unstable:
         raise ProgramValueError(
             "nn.train: the run has no infinite-width limit (pass allow_unstable=True to "
