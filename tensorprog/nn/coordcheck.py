@@ -4,7 +4,8 @@ A *coordinate check* [TP5 §7, App D.1] simulates a training run at several widt
 plots the size of every activation against the width; under a correct μP every curve
 is flat. :func:`coord_check` replaces the eyeballed flatness by a statistic: for every
 tensor the run names (pre-activations, features, their changes since initialisation,
-the outputs and their change) and every step it measures the RMS coordinate size
+the weight updates' contributions ``ΔW x``, the outputs and their change) and every
+step it measures the RMS coordinate size
 ``‖v‖/√n`` at each width and seed, fits the exponent ``κ`` of ``RMS ∝ n^κ`` with its
 standard error, and sets beside it
 
@@ -44,6 +45,15 @@ degree. So ``h_t − h_0 = θ·Δh`` in an NTK run of :func:`~tensorprog.nn.trai
 ([TP4 Eq. (55)]: ``θ = n^{-1/2}``) has degree ``−1/2``, and ``ΔW x`` in SP with a
 width-independent learning rate the degree ``+1/2`` of ``n^{1}·n^{-1/2}``.
 
+``ΔW x`` of a hidden weight used as ``h_t = W_t x_t`` is ``h_t − θ·W_0 x_t``
+(``θ = n^{1/2−s}`` the initial matrix's width multiplier), the sum of the rank-B update
+terms ``Σ coef·⟨x_r, x_t⟩·dh_r`` [TP4 §5.3]; :func:`~tensorprog.nn.train` exposes
+``θ·W_0 x_t`` with ``coordinates=True``. Its degree is that of the same difference of
+linear forms (the ``W_0`` terms cancel exactly, the update terms keep their coefficients'
+degrees): 0 in μP; ``−1/2`` in NTK, where ``ΔW x = −η n^{-1}·(∂f/∂h)·(xᵀx)`` with
+``∂f/∂h`` of size ``n^{-1/2}`` and ``xᵀx = Θ(n)``; ``+1/2`` in SP with a
+width-independent learning rate (``−η·(∂f/∂h)·(xᵀx)``).
+
 These are upper bounds that are attained unless a cancellation the rules do not see
 occurs (e.g. a symmetric input whose features cancel); ``verdict`` is how a check
 catches both a wrong implementation and such a case.
@@ -53,27 +63,39 @@ The statistic
 Per tensor and step, with ``y_{w,s} = log RMS`` at width ``n_w`` and seed ``s``, the
 exponent is the weighted least-squares slope of the seed means ``ȳ_w`` on ``log n_w``
 (:func:`fit_exponent`: weights the inverse seed variances of the means, smoothed across
-widths, and a Birge-ratio standard error). ``verdict = "consistent"`` iff
+widths, and a Birge-ratio standard error). Each row tests up to two hypotheses:
 
-* ``z_exponent = |exponent − predicted_exponent| / exponent_se`` is below the
-  threshold, and
-* where a limit is predicted (κ = 0 and the run has a limit):
-  ``z_limit = |normalised − limit| / sqrt(normalised_se² + limit_se²)`` is below it,
-  with ``normalised`` the mean over seeds of ``n^{-κ}·RMS`` at the largest width and
+* the exponent: ``z_exponent = |exponent − predicted_exponent| / exponent_se``;
+* where a limit is predicted (κ = 0 and the run has a limit, or a vanishing change
+  whose leading order is a vector of the program):
+  ``z_limit = |normalised − limit| / sqrt(normalised_se² + limit_se²)``, with
+  ``normalised`` the mean over seeds of ``n^{-κ}·RMS`` at the largest width and
   ``normalised_se`` its standard error from the smoothed seed variance. Its
   finite-width error is a fluctuation of order ``n^{-1/2}`` (what the seeds measure)
   and a bias of order ``1/n`` [TP4 App H], smaller than the fluctuation's standard
   error at the widths and seeds of a coordinate check.
 
-The threshold is ``k = 3`` standard errors as a two-sided level (99.73%), taken as the
-Student-t quantile with the variances' degrees of freedom (``W(S−1) − 2`` for W widths
-and S seeds): standard errors estimated from a few seeds have heavier tails than known
-ones (with 4 seeds at one width, 3 degrees of freedom, the quantile would be 9.2).
+Each ``z`` has a two-sided p-value from the Student-t distribution with the variances'
+degrees of freedom (``W(S−1) − 2`` for W widths and S seeds): standard errors estimated
+from a few seeds have heavier tails than known ones.
+
+A check tests many hypotheses at once (about 50 for a 3-step MLP: W widths × S seeds
+feed every row); at a per-row level of 99.73% (3σ), one of 50 true rows would be
+flagged in one check in eight. The verdicts therefore control the **family-wise error
+rate**: with Holm's step-down rule (:func:`holm`) over all the check's p-values, the
+probability that a correct implementation gets *any* ``"inconsistent"`` row is at most
+``alpha`` (default 0.01), whatever the dependence between the rows (they share their
+simulations). A row is ``"inconsistent"`` when the smaller of its adjusted p-values
+(``p_adjusted``) is ``≤ alpha``. Holm's rule rejects everything Bonferroni's
+(``p ≤ alpha/m``) does and more, so a broken tensor, whose z grows like the square
+root of the seeds, is still found; the price of the family-wise guarantee is that a
+small deviation must be measured with more seeds to be called.
 
 References
 ----------
 [TP4] Feature learning in infinite-width neural networks (G. Yang, E. J. Hu; ICML 2021;
-arXiv:2011.14522). [TP5] Tensor Programs V: tuning large neural networks via zero-shot
+arXiv:2011.14522). [Holm] S. Holm, A simple sequentially rejective multiple test
+procedure, Scand. J. Statist. 6 (1979) 65–70. [TP5] Tensor Programs V: tuning large neural networks via zero-shot
 hyperparameter transfer (G. Yang et al.; NeurIPS 2021; arXiv:2203.03466).
 """
 
@@ -102,7 +124,7 @@ from .training import TrainingRun
 __all__ = ["coord_check", "CoordCheck", "lr_sweep", "LRSweep", "WidthDegrees"]
 
 _NEG = -math.inf
-_K = 3.0  # standard errors of the verdict
+_ALPHA = 0.01  # the family-wise error rate of a check's verdicts
 
 
 def _require(module: str) -> Any:
@@ -468,9 +490,12 @@ class Tracked:
 
 def _tracked(run: Any) -> list[Tracked]:
     """The tensors a run names: for :func:`~tensorprog.nn.train`, every ``name=`` of the
-    forward (and ``Δname``, its change since step 0, for a vector) and the outputs
-    ``f`` (and ``Δf``); for :func:`~tensorprog.nn.train_sgd`, its pre-activations
-    ``h{l}``, features ``x{l}`` (and their changes) and its outputs."""
+    forward (and ``Δname``, its change since step 0, for a vector), the outputs ``f``
+    (and ``Δf``) and, for a run built with ``coordinates=True``, ``ΔW x`` of every
+    hidden weight ``W`` (``ΔWᵀ x`` of a transposed use): ``h_t − θ·W_0 x_t`` over its
+    uses at step ``t ≥ 1``; for :func:`~tensorprog.nn.train_sgd`, its pre-activations
+    ``h{l}``, features ``x{l}`` (and their changes), ``ΔW{l} x`` where the program has
+    the MatMul ``W{l}_0 x{l-1}_t`` (an uncentred run) and its outputs."""
     out: list[Tracked] = []
 
     def add(name: str, H: np.ndarray, vector: bool, changes: bool) -> None:
@@ -484,6 +509,13 @@ def _tracked(run: Any) -> list[Tracked]:
         for nm, H in run.named.items():
             add(nm, H, isinstance(H.flat[0], Vector), isinstance(H.flat[0], Vector))
         add("f", run.outputs.reshape(run.outputs.shape[0], -1), False, True)
+        uses: dict[tuple, list] = {}
+        for u in run.weight_uses:
+            if u.step > 0:  # ΔW_0 = 0
+                uses.setdefault((u.param, u.transpose, u.step), []).append(u)
+        for (nm, tr, t), us in uses.items():
+            now, base = tuple(u.h for u in us), tuple(u.w0x for u in us)
+            out.append(Tracked(f"Δ{nm}{'ᵀ' if tr else ''} x", t, now, base, True))
         return out
     if isinstance(run, TrainingRun):
         # train_sgd's names: h{l}_{t}_{i}, x{l}_{t}_{i}; at t = 0 a hidden layer's
@@ -506,6 +538,15 @@ def _tracked(run: Any) -> list[Tracked]:
                             )
                         H[t, i] = p[nm]
                 add(f"{kind}{ell}", H, True, True)
+            for t in range(1 if ell > 1 else T1, T1):  # ΔW x = h_t − W_0 x_t (a MatMul)
+                ys = [f"W{ell}x{ell - 1}_{t}_{i}" for i in range(B)]
+                xs = [f"x{ell - 1}_{t}_{i}" for i in range(B)]
+                if all(y in p and x in p for y, x in zip(ys, xs)) and all(
+                    p.definition(p[y]).arg == p[x].var for y, x in zip(ys, xs)
+                ):
+                    ys = [p[y] for y in ys]
+                    now = tuple(p[f"h{ell}_{t}_{i}"] for i in range(B))
+                    out.append(Tracked(f"ΔW{ell} x", t, now, tuple(ys), True))
         add("f", run.outputs, False, not run.center)
         return out
     raise ProgramTypeError(
@@ -696,13 +737,38 @@ def fit_exponent(widths: Sequence[int], rms: np.ndarray) -> ExponentFit:
     return ExponentFit(slope, float(se), v, int(dof))
 
 
-def _threshold(k: float, dof: int) -> float:
-    """The Student-t quantile with ``dof`` degrees of freedom at the two-sided level of
-    ``k`` normal standard errors (``k = 3``: 99.73%): a standard error estimated from
-    few seeds has heavier tails than a known one."""
-    from scipy.stats import norm, t
+def _p_value(z: float, dof: int) -> float:
+    """The two-sided p-value ``2·P(T > z)`` of ``|estimate − prediction| / se = z``, ``T``
+    Student-t with ``dof`` degrees of freedom: a standard error estimated from few seeds
+    has heavier tails than a known one (NaN for NaN)."""
+    from scipy.stats import t
 
-    return float(t.ppf(norm.cdf(k), max(dof, 1)))
+    return float(2 * t.sf(z, max(dof, 1))) if math.isfinite(z) else math.nan
+
+
+def holm(p: Any) -> np.ndarray:
+    r"""Holm's step-down adjusted p-values (Holm 1979, *Scand. J. Statist.* 6:65–70).
+
+    With the ``m`` finite p-values sorted, ``p_{(1)} ≤ … ≤ p_{(m)}``,
+    ``p̃_{(j)} = max_{i ≤ j} min(1, (m − i + 1)·p_{(i)})``; rejecting every hypothesis
+    with ``p̃ ≤ α`` keeps the probability of rejecting any true one at most ``α``
+    whatever the dependence between the tests (the family-wise error rate). NaN
+    entries are not hypotheses and stay NaN.
+
+    Examples
+    --------
+    >>> holm([0.01, 0.04, 0.03, 0.005, float("nan")]).round(3)
+    array([0.03, 0.06, 0.06, 0.02,  nan])
+    """
+    p = np.asarray(p, dtype=float)
+    out = np.full(p.shape, np.nan)
+    idx = np.flatnonzero(np.isfinite(p))
+    m = len(idx)
+    if m:
+        order = idx[np.argsort(p[idx], kind="stable")]
+        scaled = np.minimum(1.0, (m - np.arange(m)) * p[order])
+        out[order] = np.maximum.accumulate(scaled)
+    return out
 
 
 # ---------------------------------------------------------------------------------------
@@ -720,30 +786,40 @@ class CoordCheck:
     summary : pandas.DataFrame
         Per tensor and step: ``exponent, exponent_se, predicted_exponent, limit,
         limit_se, normalised, normalised_se`` (the normalised RMS at the largest width,
-        mean ± s.e. over seeds), ``z_exponent, z_limit, verdict, blows_up, reason``
-        (module docstring, "The statistic"). ``verdict`` is ``"consistent"`` or
-        ``"inconsistent"`` (also when an RMS is 0 or not finite at some width), or
-        ``"no prediction"`` when the width degree has no polynomial bound (e.g.
-        ``exp`` of a growing argument); ``reason`` says why a limit is missing.
+        mean ± s.e. over seeds), ``z_exponent, z_limit`` and their two-sided
+        Student-t p-values ``p_exponent, p_limit``, ``p_adjusted`` (the smaller of the
+        row's two Holm-adjusted p-values), ``verdict, blows_up, reason`` (module
+        docstring, "The statistic"). ``verdict`` is ``"inconsistent"`` when
+        ``p_adjusted ≤ alpha`` (also when an RMS is 0 or not finite at some width),
+        ``"consistent"`` otherwise, or ``"no prediction"`` when the width degree has no
+        polynomial bound (e.g. ``exp`` of a growing argument); ``reason`` says why a
+        limit is missing.
     widths, seeds : the widths and the number of seeds.
+    alpha : float
+        The family-wise error rate of the verdicts.
+    hypotheses : int
+        The size of the family: the number of finite p-values (exponents and limits).
     """
 
     data: Any
     summary: Any
     widths: tuple
     seeds: int
-    k: float = _K
+    alpha: float = _ALPHA
+    hypotheses: int = 0
     run: Any = field(default=None, repr=False)
 
     def inconsistent(self) -> Any:
         """The rows of :attr:`summary` whose verdict is ``"inconsistent"``."""
         return self.summary[self.summary.verdict == "inconsistent"]
 
-    def plot(self, tensors: Sequence[str] | None = None, axes: Any = None) -> Any:
+    def plot(
+        self, tensors: Sequence[str] | None = None, axes: Any = None, band: float = 3.0
+    ) -> Any:
         """mup-style panels: one per step, RMS against width (log-log), one line per
-        tensor (mean over seeds ± s.e.), the predicted ``limit·n^κ`` dashed with its
-        ``±k`` s.e. band where a limit is predicted (dotted); changes since
-        initialisation (``Δ…``) dashed. Returns the figure."""
+        tensor (mean over seeds ± s.e.), the predicted ``limit·n^κ`` dotted with its
+        ``±band`` s.e. band where a limit is predicted; changes since initialisation
+        (``Δ…``) dashed. Returns the figure."""
         plt = _require("matplotlib.pyplot")
         d, s = self.data, self.summary
         names = list(dict.fromkeys(s.tensor)) if tensors is None else list(tensors)
@@ -785,8 +861,8 @@ class CoordCheck:
                     kap = row.predicted_exponent
                     c = line.get_color()
                     ax.plot(nn_, row.limit * nn_**kap, ":", color=c, lw=1)
-                    lo = (row.limit - self.k * row.limit_se) * nn_**kap
-                    hi = (row.limit + self.k * row.limit_se) * nn_**kap
+                    lo = (row.limit - band * row.limit_se) * nn_**kap
+                    hi = (row.limit + band * row.limit_se) * nn_**kap
                     ax.fill_between(nn_, lo, hi, color=c, alpha=0.12)
             ax.set_xscale("log", base=2)
             ax.set_yscale("log")
@@ -858,7 +934,7 @@ def coord_check(
     seeds: int | Sequence[Any] = 4,
     *,
     limit: bool | dict = True,
-    k: float = _K,
+    alpha: float = _ALPHA,
     progress: bool = False,
 ) -> CoordCheck:
     r"""A quantitative coordinate check of a training run (module docstring).
@@ -878,9 +954,10 @@ def coord_check(
     limit : bool or dict, default True
         Compute the predicted limits (a dict: keywords of :meth:`tensorprog.Program.limit`,
         e.g. ``{"samples": 20_000}``); ``False``: the verdict uses the exponents only.
-    k : float, default 3
-        The verdict's level in normal standard errors (the threshold is the Student-t
-        quantile at the same two-sided level).
+    alpha : float, default 0.01
+        The family-wise error rate: the probability that a check of a correct
+        implementation calls any row ``"inconsistent"`` is at most ``alpha`` (Holm's
+        rule over every exponent and limit test of the check; module docstring).
     progress : bool
         A tqdm bar over the simulations.
 
@@ -904,8 +981,8 @@ def coord_check(
     if len(ws) < 2:
         raise ProgramValueError(f"coord_check: give at least 2 widths to fit an exponent, got {ws}")
     ss = _check_seeds(seeds, "coord_check")
-    if isinstance(k, bool) or not isinstance(k, numbers.Real) or not k > 0:
-        raise ProgramValueError(f"coord_check: k must be a positive number, got {k!r}")
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0 < alpha < 1:
+        raise ProgramValueError(f"coord_check: alpha must be a number in (0, 1), got {alpha!r}")
     if not isinstance(limit, (bool, dict)):
         raise ProgramTypeError(
             f"coord_check: limit must be a bool or a dict of Program.limit keywords, got {limit!r}"
@@ -941,6 +1018,7 @@ def coord_check(
     out = []
     nmax = float(max(ws))
     amax = ws.index(max(ws))
+    P = np.full((len(rows), 2), np.nan)  # two-sided p-values: exponent, limit
     for j, tr in enumerate(rows):
         fit = fit_exponent(ws, R[j])
         e, ese = fit.exponent, fit.se
@@ -950,38 +1028,26 @@ def coord_check(
         # its standard error from the smoothed variance of log RMS at that width
         nm_ = float(np.mean(norm))
         nse = nm_ * math.sqrt(fit.var[amax] / len(ss)) if math.isfinite(e) else math.nan
-        thr = _threshold(k, fit.dof)
         z_l = (
             abs(nm_ - lim[j]) / math.sqrt(nse**2 + lse[j] ** 2)
             if np.isfinite(lim[j]) and (nse > 0 or lse[j] > 0)
             else math.nan
         )
+        if math.isfinite(kp) and math.isfinite(e):
+            P[j] = [_p_value(z, fit.dof) for z in (z_e, z_l)]
+        out.append([tr.tensor, tr.step, e, ese, kp, lim[j], lse[j], nm_, nse, z_e, z_l, *P[j]])
+    adj = holm(P.ravel()).reshape(P.shape)
+    for j, row in enumerate(out):
+        kp, e = kappa[j], row[2]
+        p_row = float(np.nanmin(adj[j])) if np.isfinite(adj[j]).any() else math.nan
         reason = why[j]
         if not math.isfinite(kp):
             verdict, reason = "no prediction", "the width degree has no polynomial bound"
         elif not math.isfinite(e):
             verdict, reason = "inconsistent", "an RMS is 0 or not finite at some width"
         else:
-            ok = z_e < thr and (not math.isfinite(z_l) or z_l < thr)
-            verdict = "consistent" if ok else "inconsistent"
-        out.append(
-            (
-                tr.tensor,
-                tr.step,
-                e,
-                ese,
-                kp,
-                lim[j],
-                lse[j],
-                nm_,
-                nse,
-                z_e,
-                z_l,
-                verdict,
-                bool(kp > 0),
-                reason,
-            )
-        )
+            verdict = "inconsistent" if p_row <= alpha else "consistent"
+        row += [p_row, verdict, bool(kp > 0), reason]
     summary = pd.DataFrame.from_records(
         out,
         columns=[
@@ -996,12 +1062,16 @@ def coord_check(
             "normalised_se",
             "z_exponent",
             "z_limit",
+            "p_exponent",
+            "p_limit",
+            "p_adjusted",
             "verdict",
             "blows_up",
             "reason",
         ],
     )
-    return CoordCheck(data, summary, tuple(ws), len(ss), float(k), run)
+    m = int(np.isfinite(P).sum())
+    return CoordCheck(data, summary, tuple(ws), len(ss), float(alpha), m, run)
 
 
 # ---------------------------------------------------------------------------------------
@@ -1019,9 +1089,13 @@ class LRSweep:
         ``value`` (the metric after the last step), ``stderr`` (the limit's; 0 at
         finite width).
     best_lr : pandas.DataFrame
-        Per width: ``lr`` (the argmin), ``log_lr``, ``log_lr_se`` (bootstrap),
-        ``at_edge`` (the grid's minimum is at its first or last learning rate: no
-        vertex, ``log_lr_se`` NaN).
+        Per width: ``lr`` (the argmin), ``log_lr``, ``log_lr_se`` (bootstrap, within
+        the basin), ``at_edge`` (the grid's minimum is at its first or last learning
+        rate: no vertex, ``log_lr_se`` NaN), ``points`` (the learning rates the vertex
+        was fitted to), ``basin_lo, basin_hi`` (the learning rates bounding the basin of
+        the grid minimum) and ``p_basin`` (the fraction of bootstrap resamples whose
+        minimum is in that basin; well below 1: another basin is about as deep, see
+        :func:`vertex_bootstrap`).
     """
 
     data: Any
@@ -1060,22 +1134,96 @@ class LRSweep:
         return fig
 
 
-def _vertex(logs: np.ndarray, y: np.ndarray) -> tuple[float, bool]:
-    """The vertex (in ``log lr``) of the parabola through the grid's minimum and its
-    two neighbours; ``(log lr of the minimum, True)`` when it is at the grid's edge or
-    the three points are not convex."""
+@dataclass(frozen=True)
+class VertexFit:
+    """The argmin of a sweep's curve (:func:`fit_vertex`).
+
+    Attributes
+    ----------
+    log_lr : float
+        The vertex in ``log lr`` (the grid minimum's when ``at_edge``).
+    at_edge : bool
+        No vertex: the minimum is at the grid's first or last point, or its three
+        points are not convex.
+    basin : tuple of int
+        ``(lo, hi)``, inclusive grid indices of the minimum's basin: the contiguous run
+        around it where the curve decreases strictly to the minimum and increases
+        strictly after it.
+    used : tuple of int
+        The grid indices the vertex was fitted to.
+    """
+
+    log_lr: float
+    at_edge: bool
+    basin: tuple[int, int]
+    used: tuple[int, ...]
+
+
+def _basin(y: np.ndarray, j: int, lo: int, hi: int) -> tuple[int, int]:
+    """The run ``[a, b] ⊆ [lo, hi]`` around ``j`` on which ``y`` falls strictly to ``j``
+    and rises strictly after it (NaN/inf entries end it)."""
+    a, b = j, j
+    while a > lo and np.isfinite(y[a - 1]) and y[a - 1] > y[a]:
+        a -= 1
+    while b < hi and np.isfinite(y[b + 1]) and y[b + 1] > y[b]:
+        b += 1
+    return a, b
+
+
+def fit_vertex(logs: np.ndarray, y: np.ndarray, within: tuple[int, int] | None = None) -> VertexFit:
+    r"""The argmin of a curve ``y`` on a grid ``logs`` (``log lr``), fitted in the basin
+    of the grid minimum.
+
+    The minimum ``j`` of ``y`` over the grid (over ``within = (lo, hi)``, inclusive,
+    when given) fixes the basin (:class:`VertexFit`); the argmin is the vertex of the
+    parabola through ``(logs, y)`` at ``j − 1, j, j + 1``, which lie in that basin. Near
+    a smooth minimum the curve is quadratic in ``log lr``: the three nearest points
+    resolve the vertex below the grid spacing without the bias of points farther up
+    the basin's walls, and no point of another basin enters (a parabola fitted to a
+    curve with two basins has its vertex between them, where the curve is high).
+    ``within`` is how :func:`lr_sweep`'s bootstrap keeps a resampled curve in the
+    basin of the point estimate.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.linspace(-2.0, 2.0, 9)
+    >>> y = np.minimum((x + 1) ** 2, 0.1 + (x - 1.2) ** 2)  # two basins
+    >>> fit = fit_vertex(x, y)
+    >>> round(fit.log_lr, 12), fit.basin, fit.used
+    (-1.0, (0, 4), (1, 2, 3))
+    """
     yy = np.where(np.isfinite(y), y, np.inf)
-    j = int(np.argmin(yy))
-    if j == 0 or j == len(y) - 1 or not np.all(np.isfinite(yy[j - 1 : j + 2])):
-        return float(logs[j]), True
+    lo, hi = (0, len(yy) - 1) if within is None else within
+    j = lo + int(np.argmin(yy[lo : hi + 1]))
+    basin = _basin(yy, j, lo, hi)
+    if j == 0 or j == len(yy) - 1 or not np.all(np.isfinite(yy[j - 1 : j + 2])):
+        return VertexFit(float(logs[j]), True, basin, (j,))
     x0, x1, x2 = logs[j - 1 : j + 2]
     y0, y1, y2 = yy[j - 1 : j + 2]
     den = (x0 - x1) * (x0 - x2) * (x1 - x2)
     A = (x2 * (y1 - y0) + x1 * (y0 - y2) + x0 * (y2 - y1)) / den
     Bc = (x2**2 * (y0 - y1) + x1**2 * (y2 - y0) + x0**2 * (y1 - y2)) / den
     if not A > 0:
-        return float(logs[j]), True
-    return float(np.clip(-Bc / (2 * A), x0, x2)), False
+        return VertexFit(float(logs[j]), True, basin, (j,))
+    return VertexFit(float(np.clip(-Bc / (2 * A), x0, x2)), False, basin, (j - 1, j, j + 1))
+
+
+def vertex_bootstrap(logs: np.ndarray, y: np.ndarray, draws: Any) -> tuple[VertexFit, float, float]:
+    """``(fit, se, p_basin)``: :func:`fit_vertex` of ``y``; the standard deviation of the
+    vertex over the resampled curves ``draws`` (an iterable of curves on the same grid),
+    each fitted within the basin of ``fit`` (NaN when ``fit.at_edge``); and the fraction
+    of resamples whose grid minimum lies in that basin (below 1: another basin is about
+    as deep, and ``se`` is the uncertainty *within* this one)."""
+    fit = fit_vertex(logs, y)
+    lo, hi = fit.basin
+    xs, inside = [], 0
+    for yb in draws:
+        yb = np.where(np.isfinite(yb), yb, np.inf)
+        inside += lo <= int(np.argmin(yb)) <= hi
+        xs.append(fit_vertex(logs, yb, within=fit.basin).log_lr)
+    se = math.nan if fit.at_edge or len(xs) < 2 else float(np.std(xs, ddof=1))
+    return fit, se, inside / max(len(xs), 1)
 
 
 def _metric(res: Any, run: Any, metric: str) -> float:
@@ -1108,17 +1256,23 @@ def lr_sweep(
     r"""The metric after ``steps`` steps against the learning rate, at each width and at
     width ∞ (``None`` in ``widths``: the limit), with the argmin per width.
 
-    The argmin is the vertex of the parabola through the grid's minimum and its two
-    neighbours in ``log lr`` (near a smooth minimum the metric is quadratic in
-    ``log lr``; the vertex resolves it below the grid spacing). Its standard error
-    ``log_lr_se`` is the spread of the vertex over ``bootstrap`` resamplings: at finite
-    width of the seeds (with replacement; the seeds are independent networks), at width
-    ∞ of the limit's values within their Monte Carlo standard errors (Gaussian; 0 for
-    exact values). It is the seeds' (and the Monte Carlo's) uncertainty only: at width
-    ``n`` the mean loss exceeds the limit's by the outputs' variance, ``O(1/n)``, so the
-    finite-width argmin also differs from the limit's by an ``O(1/n)`` bias, which
-    shrinks as the width grows (μTransfer); under SP the argmin drifts like a power of
-    ``n`` instead.
+    The argmin is :func:`fit_vertex`'s: the vertex of the parabola through the grid's
+    minimum and its two neighbours in ``log lr``, all in the minimum's basin (near a
+    smooth minimum the metric is quadratic in ``log lr``; the vertex resolves it below
+    the grid spacing). A curve can have two basins (the loss after a few steps of a
+    tanh network returns close to 0 at two learning rates): ``best_lr`` reports the
+    basin's bounds and the points used. Its standard error ``log_lr_se`` is the spread
+    of the vertex over ``bootstrap`` resamplings, each fitted within the same basin
+    (:func:`vertex_bootstrap`): at finite width of the seeds (with replacement; the seeds
+    are independent networks), at width ∞ of the limit's values within their Monte
+    Carlo standard errors (Gaussian; 0 for exact values); ``p_basin`` is how often a
+    resample's minimum falls in that basin. It is the seeds' (and the Monte Carlo's)
+    uncertainty only: at width ``n`` the mean loss exceeds the limit's by the outputs'
+    variance, ``O(1/n)``, so the finite-width argmin also differs from the limit's by an
+    ``O(1/n)`` bias, which shrinks as the width grows (μTransfer); under SP the argmin
+    drifts like a power of ``n`` instead. When two basins are about as deep, that bias
+    can put the finite-width minimum in one basin and the limit's in the other: compare
+    ``basin_lo, basin_hi`` before comparing argmins.
 
     Parameters
     ----------
@@ -1239,23 +1393,34 @@ def lr_sweep(
             g = data[data.width.isna()]
             y, e = g.value.to_numpy(float), g.stderr.to_numpy(float)
             if not np.any(np.isfinite(y)):
-                best.append((None, math.nan, math.nan, math.nan, False))
+                best.append((None, *[math.nan] * 3, False, (), *[math.nan] * 3))
                 continue
-            x0, edge = _vertex(logs, y)
-            boots = [
-                _vertex(logs, y + e * rng.standard_normal(len(y)))[0] for _ in range(bootstrap)
-            ]
+            draws = (y + e * rng.standard_normal(len(y)) for _ in range(bootstrap))
         else:
             g = data[data.width == w]
             V = g.pivot(index="seed", columns="lr", values="value").to_numpy(float)
-            x0, edge = _vertex(logs, V.mean(axis=0))
-            boots = []
-            for _ in range(bootstrap):
-                idx = rng.integers(0, V.shape[0], V.shape[0])
-                boots.append(_vertex(logs, V[idx].mean(axis=0))[0])
-        se = math.nan if edge else float(np.std(boots, ddof=1))
-        best.append((w, math.exp(x0), x0, se, edge))
+            y = V.mean(axis=0)
+            draws = (
+                V[rng.integers(0, V.shape[0], V.shape[0])].mean(axis=0) for _ in range(bootstrap)
+            )
+        fit, se, p_in = vertex_bootstrap(logs, y, draws)
+        lo, hi = fit.basin
+        used = tuple(float(grid[i]) for i in fit.used)
+        best.append(
+            (w, math.exp(fit.log_lr), fit.log_lr, se, fit.at_edge, used, grid[lo], grid[hi], p_in)
+        )
     best_lr = pd.DataFrame.from_records(
-        best, columns=["width", "lr", "log_lr", "log_lr_se", "at_edge"]
+        best,
+        columns=[
+            "width",
+            "lr",
+            "log_lr",
+            "log_lr_se",
+            "at_edge",
+            "points",
+            "basin_lo",
+            "basin_hi",
+            "p_basin",
+        ],
     )
     return LRSweep(data, best_lr, metric)
