@@ -13,7 +13,15 @@ import pytest
 
 import tensorprog as tp
 from tensorprog import nn
-from tensorprog.nn.coordcheck import WidthDegrees, fit_exponent
+from tensorprog.nn.coordcheck import (
+    WidthDegrees,
+    _p_value,
+    _tracked,
+    fit_exponent,
+    fit_vertex,
+    holm,
+    vertex_bootstrap,
+)
 
 pytest.importorskip("pandas")
 
@@ -58,10 +66,12 @@ def mup_abcd(a_out):
     ],
 )
 def test_mup_every_tensor_consistent(phi, L, limit):
-    run = nn.train(mlp(L, phi), X, [1.0], steps=2, optimizer=nn.SGD(0.5), param=nn.muP())
+    run = nn.train(
+        mlp(L, phi), X, [1.0], steps=2, optimizer=nn.SGD(0.5), param=nn.muP(), coordinates=True
+    )
     cc = nn.coord_check(run, widths=[128, 256, 512, 1024], seeds=6, limit=limit)
     s = cc.summary
-    assert set(s.tensor) >= {f"h{L}", f"Δx{L}", "f", "Δf"}
+    assert set(s.tensor) >= {f"h{L}", f"Δx{L}", "f", "Δf", f"ΔW{L} x"}
     assert (s.verdict == "consistent").all(), s[s.verdict != "consistent"]
     # μP: Θ(1) everything except the initial output, a CLT fluctuation n^{-1/2}
     f0 = (s.tensor == "f") & (s.step == 0)
@@ -93,14 +103,17 @@ def test_sp_blowup_predicted_and_measured():
         optimizer=nn.SGD(0.5),
         param=nn.SP(),
         allow_unstable=True,
+        coordinates=True,
     )
     cc = nn.coord_check(run, widths=[256, 512, 1024, 2048], seeds=6, limit=False)
     s = cc.summary.set_index(["tensor", "step"])
     assert s.loc[("Δh2", 1)].predicted_exponent == 0.5
+    # ΔW2 x = Δh2 − W2_0·Δx1, the second term n^{-1/2}
+    assert s.loc[("ΔW2 x", 1)].predicted_exponent == 0.5
     assert s.loc[("Δh1", 1)].predicted_exponent == -0.5  # the input layer: n^{-1/2}
     assert s.loc[("Δf", 1)].predicted_exponent == 1.5
     blow = s[s.blows_up]
-    assert set(blow.index) == {(t, 1) for t in ("h2", "Δh2", "x2", "Δx2", "f", "Δf")}
+    assert set(blow.index) == {(t, 1) for t in ("h2", "Δh2", "x2", "Δx2", "f", "Δf", "ΔW2 x")}
     # flagged with the predicted exponent matching the fitted one within 3 s.e.
     assert (blow.z_exponent < 3).all(), blow
     assert ((blow.exponent - 3 * blow.exponent_se) > 0).all()  # measured: it does blow up
@@ -145,6 +158,98 @@ def test_feature_update_degree_is_tp4_r(param):
     p = run.program
     wd = WidthDegrees(p)
     assert wd.change(p[f"x{L}_1_0"], p[f"x{L}_0_0"]) == -float(cls.r)
+
+
+# ---------------------------------------------------------------------------------------
+# ΔW x: the weight updates' contribution
+
+
+@pytest.mark.parametrize("param", [nn.muP(), nn.NTK()], ids=repr)
+def test_weight_uses_are_w0_x(param):
+    """coordinates=True exposes θ·W_0 x_t per hidden use, checked at finite width against
+    the initial matrix (sim.param: θ·M as numpy) times the use's input x1_t; off by
+    default, and free where the MatMul W_0 x_t exists (μP: names only; the centred NTK
+    run applies W_0 to x_0 and Δx separately, one lincomb per use at t ≥ 1)."""
+    Xs, kw = np.array([[1.0, 0.5], [-0.3, 1.0]]), dict(optimizer=nn.SGD(0.5), param=param)
+    off = nn.train(mlp(2, tp.tanh), Xs, [1.0, -0.5], steps=2, **kw)
+    on = nn.train(mlp(2, tp.tanh), Xs, [1.0, -0.5], steps=2, coordinates=True, **kw)
+    assert off.weight_uses == () and on.center == (param.name == "NTK")
+    assert [(u.param, u.step, u.input) for u in on.weight_uses] == [
+        ("W2", t, i) for t in range(3) for i in range(2)
+    ]
+    assert len(on.program) == len(off.program) + (4 if on.center else 0)
+    sim = on.simulate(300, seed=1)
+    W0, x1, h2 = sim.param("W2"), sim.named("x1"), sim.named("h2")
+    for u in on.weight_uses:
+        w0x = sim.simulation.vector(u.w0x)
+        np.testing.assert_allclose(w0x, W0 @ x1[u.step, u.input], rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(sim.simulation.vector(u.h), h2[u.step, u.input], rtol=1e-12)
+        assert (u.step == 0) == np.allclose(sim.simulation.vector(u.h), w0x, rtol=1e-12)
+
+
+def test_ntk_weight_updates_minus_half():
+    """NTK: ΔW x = −η n^{-1}·(∂f/∂h)·(xᵀx) = n^{-1/2}, predicted from the program and
+    measured; its normalised limit from the leading order of the rank-B updates."""
+    run = nn.train(
+        mlp(2, tp.relu), X, [1.0], steps=2, optimizer=nn.SGD(0.5), param=nn.NTK(), coordinates=True
+    )
+    cc = nn.coord_check(run, widths=[128, 256, 512, 1024], seeds=6, limit={"samples": 4000})
+    w = cc.summary[cc.summary.tensor == "ΔW2 x"]
+    assert list(w.step) == [1, 2] and (w.predicted_exponent == -0.5).all()
+    assert (w.z_exponent < 3).all() and (w.z_limit < 3).all(), w
+    assert (cc.summary.verdict == "consistent").all()
+
+
+def test_train_sgd_weight_updates():
+    """An uncentred train_sgd run names W_0 x_t (the MatMul W2x1_t_i): ΔW2 x rows, Θ(1)
+    in μP; a centred one (NTK) has no such MatMul and no ΔW rows."""
+    mup = nn.train_sgd(nn.MLP(d_in=2, depth=2, nonlin="tanh", param=nn.muP(2)), X, [1.0], 1.0, 2)
+    rows = [tr for tr in _tracked(mup) if tr.tensor == "ΔW2 x"]
+    assert [tr.step for tr in rows] == [1, 2]
+    cc = nn.coord_check(mup, widths=[128, 256, 512], seeds=4, limit=False)
+    w = cc.summary[cc.summary.tensor == "ΔW2 x"]
+    assert (w.predicted_exponent == 0).all() and (w.verdict == "consistent").all()
+    ntk = nn.train_sgd(nn.MLP(d_in=2, depth=2, nonlin="tanh", param=nn.NTK(2)), X, [1.0], 1.0, 2)
+    assert ntk.center and not any(tr.tensor.startswith("ΔW") for tr in _tracked(ntk))
+
+
+# ---------------------------------------------------------------------------------------
+# The family-wise verdict
+
+
+def test_holm_is_the_step_down_rule():
+    """holm(p) ≤ α exactly for the hypotheses Holm's sequentially rejective procedure
+    rejects at level α, written here from its definition: walk the sorted p-values,
+    reject while p_(i) ≤ α/(m − i + 1), stop at the first that is not."""
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        m = int(rng.integers(1, 12))
+        p = rng.uniform(0, 0.05, m) ** rng.uniform(0.5, 2)
+        alpha = float(rng.choice([0.01, 0.05]))
+        rejected = np.zeros(m, bool)
+        for i, j in enumerate(np.argsort(p, kind="stable")):
+            if p[j] > alpha / (m - i):
+                break
+            rejected[j] = True
+        np.testing.assert_array_equal(holm(p) <= alpha, rejected)
+
+
+def test_family_wise_error_rate_under_the_null():
+    """Families of 25 rows whose RMS has exponent 0 exactly (lognormal noise, 4 widths ×
+    4 seeds, as a 4-seed check), each row's p-value from fit_exponent: the fraction of
+    families with any row rejected by Holm at α = 0.01 is at most α (Binomial(40, 0.01)
+    exceeds 2 with probability 0.8%). The per-row 3σ rule it replaces rejects some row
+    in ~13% of such families (≥ 3 of 40 with probability 0.9)."""
+    rng = np.random.default_rng(7)
+    ws = np.array([256, 512, 1024, 2048])
+    bad = 0
+    for _ in range(40):
+        p = []
+        for _ in range(25):
+            fit = fit_exponent(ws, np.exp(0.05 * rng.standard_normal((4, 4))))
+            p.append(_p_value(abs(fit.exponent) / fit.se, fit.dof))
+        bad += bool((holm(p) <= 0.01).any())
+    assert bad <= 2
 
 
 # ---------------------------------------------------------------------------------------
@@ -210,6 +315,10 @@ def test_bad_arguments():
         nn.coord_check(run, widths=[128, 1])
     with pytest.raises(tp.ProgramValueError, match="seeds"):
         nn.coord_check(run, widths=[64, 128], seeds=1)
+    with pytest.raises(tp.ProgramValueError, match="alpha"):
+        nn.coord_check(run, widths=[64, 128], alpha=1.5)
+    with pytest.raises(tp.ProgramTypeError, match="coordinates"):
+        nn.train(mlp(1, tp.tanh), X, [1.0], steps=1, coordinates="yes")
     with pytest.raises(tp.ProgramTypeError, match="run must be"):
         nn.coord_check(run.program, widths=[64, 128])
     with pytest.raises(tp.ProgramValueError, match="lrs"):
@@ -268,6 +377,49 @@ def test_lr_sweep_mup_argmins_approach_the_limit():
     assert d_large <= 3 * large.log_lr_se + (d_small + 3 * small.log_lr_se) * 64 / 1024
     assert set(sw.data.columns) == {"width", "lr", "seed", "value", "stderr"}
     assert np.isclose(sw.best_lr.lr, np.exp(sw.best_lr.log_lr)).all()
+
+
+def test_fit_vertex_stays_in_the_basin():
+    """A curve with two basins: the parabola fitted to all points has its vertex between
+    them; fit_vertex finds the deeper basin's minimum (exact for a parabola) from the
+    points of that basin only and says which."""
+    x = np.linspace(-2.0, 2.0, 17)  # spacing 1/4
+    y = np.minimum(3 * (x + 0.9) ** 2, 0.2 + 2 * (x - 1.1) ** 2)
+    a2, a1, _ = np.polyfit(x, y, 2)
+    assert abs(-a1 / (2 * a2) - (-0.9)) > 0.5  # the global parabola is wrong
+    fit = fit_vertex(x, y)
+    assert fit.log_lr == pytest.approx(-0.9, abs=1e-12) and not fit.at_edge
+    # the basin: from the left edge down to x = -1 and up to where the branches cross
+    cross = x[np.argmax(3 * (x + 0.9) ** 2 > 0.2 + 2 * (x - 1.1) ** 2)]
+    assert fit.basin == (0, int(np.flatnonzero(x == cross)[0]) - 1)
+    assert fit.used == (3, 4, 5) and all(fit.basin[0] <= i <= fit.basin[1] for i in fit.used)
+    # restricted to the other basin: its own minimum, 1.1
+    other = fit_vertex(x, y, within=(fit.basin[1] + 1, 16))
+    assert other.log_lr == pytest.approx(1.1, abs=1e-12)
+
+
+def test_vertex_bootstrap_within_the_basin():
+    """Two basins almost as deep, 8 noisy seeds: some resamples' minimum falls in the
+    other basin (p_basin < 1); fitted within the basin, the bootstrap s.e. matches the
+    spread of the vertex over independent repetitions of the experiment (fresh seeds),
+    which a bootstrap that lets the minimum jump would overstate by the basins' distance."""
+    x = np.linspace(-2.0, 2.0, 17)
+    f = np.minimum(3 * (x + 0.9) ** 2, 0.004 + 2 * (x - 1.1) ** 2)
+    rng = np.random.default_rng(11)
+
+    def seeds():
+        return f + 0.01 * rng.standard_normal((8, len(x)))
+
+    V = seeds()
+    fit, se, p_in = vertex_bootstrap(
+        x, V.mean(axis=0), (V[rng.integers(0, 8, 8)].mean(axis=0) for _ in range(400))
+    )
+    assert 0.5 < p_in < 1.0 and fit.basin in ((0, 8), (8, 16))  # (the peak in both)
+    reps = [fit_vertex(x, seeds().mean(axis=0), within=fit.basin).log_lr for _ in range(400)]
+    # the bootstrap of 8 seeds underestimates by sqrt(7/8) on average; its own spread
+    # over data sets is ~25% (400 resamples, 8 seeds): a factor 1.6 either way
+    assert np.std(reps) / 1.6 < se < 1.6 * np.std(reps)
+    assert se < 0.1  # the basins' minima are 2.0 apart
 
 
 # ---------------------------------------------------------------------------------------
