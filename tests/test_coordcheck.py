@@ -191,11 +191,11 @@ def test_ntk_weight_updates_minus_half():
     """NTK: ΔW x = −η n^{-1}·(∂f/∂h)·(xᵀx) = n^{-1/2}, predicted from the program and
     measured; its normalised limit from the leading order of the rank-B updates."""
     run = nn.train(
-        mlp(2, tp.relu), X, [1.0], steps=2, optimizer=nn.SGD(0.5), param=nn.NTK(), coordinates=True
+        mlp(2, tp.relu), X, [1.0], steps=1, optimizer=nn.SGD(0.5), param=nn.NTK(), coordinates=True
     )
     cc = nn.coord_check(run, widths=[128, 256, 512, 1024], seeds=6, limit={"samples": 4000})
     w = cc.summary[cc.summary.tensor == "ΔW2 x"]
-    assert list(w.step) == [1, 2] and (w.predicted_exponent == -0.5).all()
+    assert list(w.step) == [1] and (w.predicted_exponent == -0.5).all()
     assert (w.z_exponent < 3).all() and (w.z_limit < 3).all(), w
     assert (cc.summary.verdict == "consistent").all()
 
