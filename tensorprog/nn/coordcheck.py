@@ -121,7 +121,18 @@ from .optim import SGD
 from .train import TrainRun, train
 from .training import TrainingRun
 
-__all__ = ["coord_check", "CoordCheck", "lr_sweep", "LRSweep", "WidthDegrees"]
+__all__ = [
+    "coord_check",
+    "CoordCheck",
+    "lr_sweep",
+    "LRSweep",
+    "WidthDegrees",
+    "fit_exponent",
+    "holm",
+    "fit_vertex",
+    "VertexFit",
+    "vertex_bootstrap",
+]
 
 _NEG = -math.inf
 _ALPHA = 0.01  # the family-wise error rate of a check's verdicts
