@@ -953,9 +953,10 @@ def coord_check(
     Parameters
     ----------
     run : TrainRun or TrainingRun
-        From :func:`~tensorprog.nn.train` (its named quantities and outputs; an
+        From :func:`~tensorprog.nn.train` (its named quantities and outputs, and
+        ``ΔW x`` of its hidden weights when built with ``coordinates=True``; an
         ``allow_unstable=True`` run too) or :func:`~tensorprog.nn.train_sgd` (its
-        ``h{l}``, ``x{l}`` and outputs).
+        ``h{l}``, ``x{l}``, ``ΔW{l} x`` unless centred, and outputs).
     widths : sequence of int, default (256, 512, 1024, 2048)
         At least 2 widths.
     seeds : int or sequence, default 4
