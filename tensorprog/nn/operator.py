@@ -59,6 +59,7 @@ from fractions import Fraction
 from typing import Any
 
 import numpy as np
+import sympy
 
 from .. import (
     MethodUnavailableError,
@@ -199,6 +200,12 @@ def _q_of(opt: Entrywise, t: int, eps: float, hist: list[Any]) -> Any:
         it = iter(a)
         return opt.q(t, [next(it) if on else 0 for on in mask], eps)
 
+    syms = sympy.symbols(f"g:{len(present)}", real=True)
+    expr = sympy.expand(body(*syms))
+    coefs = [expr.coeff(g) for g in syms]
+    if all(c.is_number for c in coefs) and sympy.expand(expr - sum(c * g for c, g in zip(coefs, syms))) == 0:
+        # a linear Q (SGD, momentum): the combination itself, which the engine expands
+        return lincomb([(float(c), g) for c, g in zip(coefs, present) if c != 0])
     return nonlin(body, *present, fn_name=f"{type(opt).__name__}_Q{t}")
 
 
@@ -402,7 +409,10 @@ class OperatorKernel:
     Attributes
     ----------
     method : str
-        ``"compiled"`` or ``"montecarlo"`` (of the last call).
+        How the last call's values were obtained: ``"compiled"`` (one compiled program
+        for every ``χ``), else the least precise method of :func:`tensorprog.limit` on
+        the program built with these ``χ`` (``"exact" | "quadrature" | "montecarlo"``;
+        a compiled quadrature that is not certified for some ``χ`` falls back to it).
     stderr : ndarray or None
         Standard errors of the last call's values (zeros when compiled).
     """
@@ -448,14 +458,25 @@ class OperatorKernel:
                 comp = None
             self._compiled[L] = (comp, out, handles)
         comp, out, handles = self._compiled[L]
+        scalar = [(idx, h) for idx, h in np.ndenumerate(out) if isinstance(h, Scalar)]
+        res, err = np.zeros(self.shape), np.zeros(self.shape)
         if comp is not None:
-            vals = comp.evaluate(scalars={h: float(v) for h, v in zip(handles, hist.ravel())})
-            self.method, self.stderr = "compiled", np.zeros(self.shape)
-            return np.vectorize(lambda h: 0.0 if not isinstance(h, Scalar) else vals[h])(out)
+            try:
+                vals = comp.evaluate(scalars={h: float(v) for h, v in zip(handles, hist.ravel())})
+            except MethodUnavailableError:  # quadrature not certified for these χ
+                vals = None
+            if vals is not None:
+                for idx, h in scalar:
+                    res[idx] = vals[h]
+                self.method, self.stderr = "compiled", err
+                return res
         prog, out, _ = self._build(hist, L)
         lim = prog.limit(**self.limit_kw)
-        self.method = "montecarlo"
-        get = np.vectorize(lambda h: 0.0 if not isinstance(h, Scalar) else lim[h])
-        err = np.vectorize(lambda h: 0.0 if not isinstance(h, Scalar) else lim.stderr(h))
-        self.stderr = err(out).astype(float)
-        return get(out).astype(float)
+        methods = set()
+        for idx, h in np.ndenumerate(out):
+            if isinstance(h, Scalar):
+                res[idx], err[idx] = lim[h], lim.stderr(h)
+                methods.add(lim.method(h))
+        self.method = "montecarlo" if "montecarlo" in methods else "quadrature" if "quadrature" in methods else "exact"
+        self.stderr = err
+        return res
