@@ -16,6 +16,7 @@ References, none of which imports the code under test:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -92,11 +93,14 @@ def _k_sign_quadrature(xi: np.ndarray, chi: float, eps: float) -> float:
     phi = lambda z: np.exp(-z * z / 2) / np.sqrt(2 * np.pi)  # noqa: E731
     out, _ = integrate.quad(lambda z: s * z * Q(chi * s * z) * phi(z), 0, np.inf, epsabs=1e-13)
     for x in xi:
-        inn, _ = integrate.quad(lambda u: u * Q(chi * u * x) * phi(u), -np.inf, np.inf, epsabs=1e-13)
+        inn, _ = integrate.quad(
+            lambda u: u * Q(chi * u * x) * phi(u), -np.inf, np.inf, epsabs=1e-13
+        )
         out += x * 0.5 * inn
     return out
 
 
+@pytest.mark.slow  # ≈ 8 s: Monte Carlo limits of three kernels (9 calls)
 def test_signsgd_batch_one_against_quadrature_and_sign_limit():
     """SignSGD, batch 1: ``K(χ)`` against scipy quadrature within 4 of the library's
     standard errors (its ``E[dh·Q(χ dh ξ_j)]`` with ``dh = u·1[h > 0]`` is a Monte Carlo
@@ -188,10 +192,12 @@ def test_simulate_is_the_centred_numpy_adam_network():
     n = 64
     sim = run.simulate(n, seed=3)
     P0 = {s.name: sim.param(s.name) for s in MODEL.specs}
-    np.testing.assert_allclose(sim.outputs.astype(float), centred_adam(P0, n), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(
+        sim.outputs.astype(float), centred_adam(P0, n), rtol=1e-10, atol=1e-12
+    )
 
 
-@pytest.mark.slow  # ≈ 8 s: a Monte Carlo limit with 6 nonlinear outer products, 24 networks
+@pytest.mark.slow  # ≈ 10 s idle (26 s under load): an MC limit with 6 outer products, 24 networks
 def test_limit_against_finite_widths():
     """The ``K_Q`` recursion against the numpy network's seed means at n = 512, 1024,
     2048 (8 seeds each), extrapolated in ``1/n``: within 4 combined standard errors; and
@@ -235,3 +241,24 @@ def test_refusals():
     run = nn.train(m, X2, Y2[:, 0], steps=1, optimizer=nn.SignSGD(0.1, EPS), param=nn.NTK(),
                    allow_unstable=True)  # fmt: skip
     assert not run.operator and run.problems
+
+
+def test_classify_agrees_with_train_in_the_operator_regime():
+    """NTP's exponents with a hidden learning rate too large by ``n^{1/2}`` (``c = 1``): the
+    hidden term of ``K_Q`` moves ``f`` by ``n^{1/2}`` — ``classify`` and ``nn.train`` both
+    refuse, naming ``W_hid``; NTP itself is built."""
+    m = tp_model(MODEL)
+    h = Fraction(1, 2)
+    ok = {"W_in": (0, 0, h, h), "W_hid": (0, h, 3 * h, h), "W_out": (0, h, 1, 0)}
+    bad = dict(ok, W_hid=(0, h, 1, h))
+    for expo, built in ((ok, True), (bad, False)):
+        param = nn.abcd(expo)
+        cls = nn.classify(m, param, nn.SignSGD(0.1, EPS))
+        assert cls.limit_supported == built
+        if built:
+            assert nn.train(
+                m, X2, Y2, steps=1, optimizer=nn.SignSGD(0.1, EPS), param=param
+            ).operator
+        else:
+            with pytest.raises(ProgramValueError, match="W_hid.*diverges"):
+                nn.train(m, X2, Y2, steps=1, optimizer=nn.SignSGD(0.1, EPS), param=param)

@@ -203,7 +203,10 @@ def _q_of(opt: Entrywise, t: int, eps: float, hist: list[Any]) -> Any:
     syms = sympy.symbols(f"g:{len(present)}", real=True)
     expr = sympy.expand(body(*syms))
     coefs = [expr.coeff(g) for g in syms]
-    if all(c.is_number for c in coefs) and sympy.expand(expr - sum(c * g for c, g in zip(coefs, syms))) == 0:
+    if (
+        all(c.is_number for c in coefs)
+        and sympy.expand(expr - sum(c * g for c, g in zip(coefs, syms))) == 0
+    ):
         # a linear Q (SGD, momentum): the combination itself, which the engine expands
         return lincomb([(float(c), g) for c, g in zip(coefs, present) if c != 0])
     return nonlin(body, *present, fn_name=f"{type(opt).__name__}_Q{t}")
@@ -298,7 +301,7 @@ def operator_step(
                 if U is not None:
                     out[u.i][u.k].append((w, inner(U, u.arg)))
         elif cls is ParamClass.HIDDEN:
-            for (u, y) in _hidden_terms(us, chis, opt, t):
+            for u, y in _hidden_terms(us, chis, opt, t):
                 out[u.i][u.k].append((w, inner(u.grad, y)))
     res = np.empty(shape, dtype=object)
     for a in range(shape[0]):
@@ -463,8 +466,9 @@ class OperatorKernel:
         if comp is not None:
             try:
                 vals = comp.evaluate(scalars={h: float(v) for h, v in zip(handles, hist.ravel())})
-            except MethodUnavailableError:  # quadrature not certified for these χ
+            except MethodUnavailableError:  # quadrature not certified: not compiled
                 vals = None
+                self._compiled[L] = (None, out, handles)
             if vals is not None:
                 for idx, h in scalar:
                     res[idx] = vals[h]
@@ -477,6 +481,12 @@ class OperatorKernel:
             if isinstance(h, Scalar):
                 res[idx], err[idx] = lim[h], lim.stderr(h)
                 methods.add(lim.method(h))
-        self.method = "montecarlo" if "montecarlo" in methods else "quadrature" if "quadrature" in methods else "exact"
+        self.method = (
+            "montecarlo"
+            if "montecarlo" in methods
+            else "quadrature"
+            if "quadrature" in methods
+            else "exact"
+        )
         self.stderr = err
         return res

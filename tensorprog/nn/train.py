@@ -1647,7 +1647,9 @@ def _operator_limit(
     (Scalars of the program, rows of step ``s``) and ``K_Q`` from the step-0 kets
     (:func:`tensorprog.nn.operator.operator_step`)."""
     kb, uses, terms = _kets(model, X, Y, loss, opt, scalings, m, f"{name}_KQ")
-    problems = [msg for ts in terms.values() for msg in ts.problems()]
+    problems = [str(p) for p in kb.problems] + [
+        msg for ts in terms.values() for msg in ts.problems()
+    ]
     B = X.shape[0]
     K = kb.d_out
     f = np.empty((steps + 1, B), dtype=object)
@@ -1663,7 +1665,9 @@ def _operator_limit(
         lr = -opt.lr
         for a in range(B):
             f[t + 1, a] = [
-                f[t, a][k] if isinstance(kq[a, k], float) else scalar_lincomb([f[t, a][k], (lr, kq[a, k])])
+                f[t, a][k]
+                if isinstance(kq[a, k], float)
+                else scalar_lincomb([f[t, a][k], (lr, kq[a, k])])
                 for k in range(K)  # type: ignore[arg-type]
             ]
         lossv[t + 1] = kb.loss_of(range(B), f[t + 1], name=f"loss_{t + 1}")
@@ -1714,7 +1718,9 @@ def operator_kernel(
     try:
         Xa = np.asarray(X, dtype=float)
     except (TypeError, ValueError):
-        raise ProgramTypeError(f"nn.operator_kernel: X must be a numeric array, got {X!r}") from None
+        raise ProgramTypeError(
+            f"nn.operator_kernel: X must be a numeric array, got {X!r}"
+        ) from None
     if Xa.ndim != 2 or Xa.shape[0] == 0 or not np.all(np.isfinite(Xa)):
         raise ProgramValueError(
             f"nn.operator_kernel: X must be a finite 2-D array (B, d_x), got shape {Xa.shape}"
@@ -1733,7 +1739,9 @@ def operator_kernel(
         # the targets are irrelevant: χ are the program's own initial scalars
         Y = np.zeros(B)
         kb, uses, terms = _kets(model, Xa, Y, "mse", optimizer, scalings, m, "operator_kernel")
-        probs = [msg for ts in terms.values() for msg in ts.problems()]
+        probs = [str(p) for p in kb.problems] + [
+            msg for ts in terms.values() for msg in ts.problems()
+        ]
         if probs:
             raise ProgramValueError("nn.operator_kernel: K_Q has no limit: " + "; ".join(probs))
         K = kb.d_out
