@@ -94,7 +94,7 @@ def _k_sign_quadrature(xi: np.ndarray, chi: float, eps: float) -> float:
     out, _ = integrate.quad(lambda z: s * z * Q(chi * s * z) * phi(z), 0, np.inf, epsabs=1e-13)
     for x in xi:
         inn, _ = integrate.quad(
-            lambda u: u * Q(chi * u * x) * phi(u), -np.inf, np.inf, epsabs=1e-13
+            lambda u, x=x: u * Q(chi * u * x) * phi(u), -np.inf, np.inf, epsabs=1e-13
         )
         out += x * 0.5 * inn
     return out

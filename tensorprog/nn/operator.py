@@ -251,7 +251,7 @@ def operator_step(
         w = ts.lr_mult
         cls = ts.cls
 
-        def hist_of(select: Callable[[KetUse], Any]) -> list[Any]:
+        def hist_of(select: Callable[[KetUse], Any], us: list[KetUse] = us) -> list[Any]:
             """Per step ``s``: ``Σ_u χ_{s,u}·select(u)`` over the uses of the batch rows
             (``select`` gives ``(coef, vector)`` or ``None``); ``None`` if empty."""
             hs = []

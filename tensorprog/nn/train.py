@@ -1707,6 +1707,20 @@ def operator_kernel(
     ProgramValueError
         A parametrization that is not in the operator regime, or a term of ``K_Q`` whose
         limit does not exist (the message names the parameter).
+
+    Examples
+    --------
+    >>> import numpy as np, tensorprog as tp
+    >>> from tensorprog import nn
+    >>> m = nn.Model("lin")
+    >>> _ = m.param("W_in", ("n", 1))
+    >>> _ = m.param("W_out", (1, "n"))
+    >>> @m.forward
+    ... def f(p, xi):
+    ...     return p.W_out @ (p.W_in @ xi)
+    >>> K = nn.operator_kernel(m, [[1.0]], nn.NTK(), nn.SignSGD(1.0, eps=0.5))
+    >>> K([[2.0]]).shape, K.method
+    ((1, 1), 'compiled')
     """
     if not isinstance(model, Model) or model.fn is None:
         raise ProgramTypeError("nn.operator_kernel: model must be an nn.Model with a forward")
