@@ -48,7 +48,8 @@ input and vector-like updates change a pre-activation by ``n^{1−m−k_f}``,
 References
 ----------
 [TP4b] G. Yang, E. Littwin, *Tensor Programs IVb: Adaptive Optimization in the
-Infinite-Width Limit*, arXiv:2308.01814, 2023.
+Infinite-Width Limit*, arXiv:2308.01814, 2023 (§1.2.1: the nonlinear outer product;
+§2.4: the neural-tangent limit; §2.8: the classification).
 """
 
 from __future__ import annotations

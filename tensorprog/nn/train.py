@@ -82,6 +82,31 @@ Master Theorem's smoothness) is refused like a diverging power; ``k_ε < 0`` is 
 ``Q(n^{k_ε}Ĝ; eps)``, an exact, lazier limit. The learning-rate powers ``n^{-k_lr}``
 replace SGD's update powers in the refusals below.
 
+Operator regime of entrywise optimizers
+---------------------------------------
+When an output weight has ``s = a+b < 1`` (NTP: ``s_out = 1/2``) the initial output is a
+Gaussian process [TP4 App H.4.1] and, under an entrywise optimizer, the features move by
+``o(1)``: TP4b's operator regime [TP4b §2.4, Thm 2.8.19]. Such a run is **centred** by
+default, like SGD's kernel-regime runs: it trains ``f − f_0`` (``outputs[0] = 0``). It
+carries two programs:
+
+* ``run.program`` (``simulate``): the finite network above — the actual Adam/SignSGD
+  network at width ``n`` trained on the loss of ``f_t − f_0`` (its powers of ``n``, among
+  them the diverging ``n^{1−s}`` of the initial output, are plain numbers at finite
+  ``n``);
+* ``run.limit_program`` (``limit``): the recursion ``f̊_0 = 0``,
+  ``f̊_{t+1} = f̊_t − lr·K_Q(χ_0..χ_t)`` of [TP4b Thm 2.4.7, 2.4.9], ``K_Q`` built from
+  the step-0 kets (one forward and one :func:`tensorprog.grad` backward pass per input,
+  gradients normalised by ``n^{s_out}``) by :func:`tensorprog.nn.operator.operator_step`
+  — a ``tp.outer_nonlin`` per step and vector multiplied for hidden weights, Nonlins of
+  the gradients for the others (that module's docstring has the formula and the width
+  exponents ``k_f``, ``k_ε`` that decide which terms remain and which are refused).
+
+``center=False`` builds the uncentred run (refused for its diverging ``f_0`` unless
+``allow_unstable``); a forward that cannot be centred (see below) is refused with the
+reason under ``center=True`` and falls back to the uncentred run by default.
+:func:`operator_kernel` returns ``K_Q`` as a callable on ``χ``.
+
 The exponents ``k`` of the powers ``n^{-k}``: ``s−1/2, e`` (hidden), ``s, e+1`` (input, vector-like), ``s−1, e−1``
 (output), ``a, e`` (scalar-like) must be ``≥ 0``: every parametrization whose
 parameters are initialised and updated no more than μP's qualifies (μP, MF, any abcd
@@ -1529,7 +1554,9 @@ class TrainRun:
         return self._params[name]
 
     def limit(self, **kw: Any) -> TrainLimit:
-        """The infinite-width limit (keywords as :meth:`tensorprog.Program.limit`).
+        """The infinite-width limit (keywords as :meth:`tensorprog.Program.limit`): the
+        limit of :attr:`limit_program` (for an operator-regime run, the ``K_Q``
+        recursion).
 
         Raises
         ------
@@ -1554,6 +1581,20 @@ class TrainRun:
         sim = self.program.simulate(n, seed=seed, **kw)
         out, loss = (_values(h, sim.__getitem__) for h in (self.outputs, self.loss))
         return TrainSimulation(out, loss, simulation=sim, run=self)
+
+
+def _inputs(X: Any, who: str) -> np.ndarray:
+    """``X`` as a finite float array of shape ``(B, d_x)``, ``B ≥ 1`` (else an error
+    naming ``who``)."""
+    try:
+        Xa = np.asarray(X, dtype=float)
+    except (TypeError, ValueError):
+        raise ProgramTypeError(f"{who}: X must be a numeric array, got {X!r}") from None
+    if Xa.ndim != 2 or Xa.shape[0] == 0 or not np.all(np.isfinite(Xa)):
+        raise ProgramValueError(
+            f"{who}: X must be a finite 2-D array, shape (B, d_x) with B ≥ 1, got shape {Xa.shape}"
+        )
+    return Xa
 
 
 def _stack(f: np.ndarray, K: int) -> np.ndarray:
@@ -1630,22 +1671,13 @@ def _kets(
     return kb, uses, terms
 
 
-def _operator_limit(
-    model: Model,
-    X: np.ndarray,
-    Y: np.ndarray,
-    steps: int,
-    loss: str,
-    opt: Entrywise,
-    scalings: dict[str, Scaling],
-    batches: list[np.ndarray],
-    name: str,
-    m: Fraction,
-) -> _OperatorLimit:
+def _operator_limit(args: tuple, m: Fraction) -> _OperatorLimit:
     r"""The limit of a centred operator-regime run [TP4b Thm 2.4.7, 2.4.9]:
     ``f̊_0 = 0``, ``f̊_{t+1} = f̊_t − lr·K_Q(χ_0..χ_t)`` with ``χ_s = ∂L/∂f`` at ``f̊_s``
     (Scalars of the program, rows of step ``s``) and ``K_Q`` from the step-0 kets
-    (:func:`tensorprog.nn.operator.operator_step`)."""
+    (:func:`tensorprog.nn.operator.operator_step`); ``args`` as :class:`_Builder`'s
+    first nine, ``m = s_out``."""
+    model, X, Y, steps, loss, opt, scalings, batches, name = args
     kb, uses, terms = _kets(model, X, Y, loss, opt, scalings, m, f"{name}_KQ")
     problems = [str(p) for p in kb.problems] + [
         msg for ts in terms.values() for msg in ts.problems()
@@ -1710,15 +1742,14 @@ def operator_kernel(
 
     Examples
     --------
-    >>> import numpy as np, tensorprog as tp
+    A linear network ``f = W_out W_in ξ`` (a compiled kernel: every expectation exact):
+
     >>> from tensorprog import nn
-    >>> m = nn.Model("lin")
-    >>> _ = m.param("W_in", ("n", 1))
-    >>> _ = m.param("W_out", (1, "n"))
-    >>> @m.forward
-    ... def f(p, xi):
-    ...     return p.W_out @ (p.W_in @ xi)
-    >>> K = nn.operator_kernel(m, [[1.0]], nn.NTK(), nn.SignSGD(1.0, eps=0.5))
+    >>> lin = nn.Model("lin")
+    >>> for name, shape in (("W_in", ("n", 1)), ("W_out", (1, "n"))):
+    ...     _ = lin.param(name, shape)
+    >>> _ = lin.forward(lambda p, xi: p.W_out @ (p.W_in @ xi))
+    >>> K = nn.operator_kernel(lin, [[1.0]], nn.NTK(), nn.SignSGD(1.0, eps=0.5))
     >>> K([[2.0]]).shape, K.method
     ((1, 1), 'compiled')
     """
@@ -1729,16 +1760,7 @@ def operator_kernel(
             f"nn.operator_kernel: optimizer must be an entrywise optimizer (nn.Adam, "
             f"nn.SignSGD), got {optimizer!r}"
         )
-    try:
-        Xa = np.asarray(X, dtype=float)
-    except (TypeError, ValueError):
-        raise ProgramTypeError(
-            f"nn.operator_kernel: X must be a numeric array, got {X!r}"
-        ) from None
-    if Xa.ndim != 2 or Xa.shape[0] == 0 or not np.all(np.isfinite(Xa)):
-        raise ProgramValueError(
-            f"nn.operator_kernel: X must be a finite 2-D array (B, d_x), got shape {Xa.shape}"
-        )
+    Xa = _inputs(X, "nn.operator_kernel")
     scalings = {nm: _scaling(param, spec, optimizer) for nm, spec in model.params.items()}
     m = _operator_m(model, scalings)
     if m is None:
@@ -1882,7 +1904,9 @@ def train(
         e.g. NTK, SP with ``lr·n^{-1}``), the output weights are updated stably
         (``c+2a ≥ 1``) and the run can be centred; ``False`` there builds the uncentred
         run, whose diverging ``f_0`` is refused unless ``allow_unstable``. See
-        "Kernel-regime runs" in the module docstring.
+        "Kernel-regime runs" in the module docstring. Entrywise optimizers: ``True`` by
+        default when an output weight has ``a+b < 1`` (the operator regime, "Operator
+        regime of entrywise optimizers").
     name : str, optional
         Name of the program.
 
@@ -1918,15 +1942,7 @@ def train(
         )
     if not model.params:
         raise ProgramValueError(f"nn.train: model {model.name!r} declares no parameters")
-    try:
-        Xa = np.asarray(X, dtype=float)
-    except (TypeError, ValueError):
-        raise ProgramTypeError(f"nn.train: X must be a numeric array, got {X!r}") from None
-    if Xa.ndim != 2 or Xa.shape[0] == 0 or not np.all(np.isfinite(Xa)):
-        raise ProgramValueError(
-            f"nn.train: X must be a finite 2-D array, shape (B, d_x) with B ≥ 1, got shape "
-            f"{Xa.shape}"
-        )
+    Xa = _inputs(X, "nn.train")
     B = Xa.shape[0]
     try:
         Ya = np.asarray(Y, dtype=float)
@@ -2005,7 +2021,7 @@ def train(
         center, kernel, m = False, False, Fraction(1)
         if m_op is not None and center_given is not False:
             try:
-                op = _operator_limit(*args[:5], opt, scalings, rows, args[-1], m_op)
+                op = _operator_limit(args, m_op)
                 center = True  # the finite network trains f − f_0 like its limit
             except _NotCentrable as exc:
                 if center_given is not None:
