@@ -262,3 +262,35 @@ def test_classify_agrees_with_train_in_the_operator_regime():
         else:
             with pytest.raises(ProgramValueError, match="W_hid.*diverges"):
                 nn.train(m, X2, Y2, steps=1, optimizer=nn.SignSGD(0.1, EPS), param=param)
+
+
+@pytest.mark.slow  # ≈ 8 s: two Monte Carlo limits
+def test_identity_q_run_is_the_sgd_kernel_regime_run_tied_weights():
+    """``Q = id`` through ``nn.train`` (the operator-regime recursion, ``K_Q`` from the
+    kets) against ``nn.SGD`` under NTP (the centred kernel-regime program of
+    ``nn.train``, built by a different construction, tested against numpy networks in
+    tests/test_train_kernel*.py): the same finite network, so the same limit, every step,
+    within 4 combined standard errors — on a model with a bias and a hidden weight used
+    twice, ``W`` and ``Wᵀ`` (the transposed nonlinear outer product)."""
+    m = nn.Model("tied")
+    m.param("W_in", ("n", 2))
+    m.param("b", ("n",))
+    m.param("W", ("n", "n"))
+    m.param("W_out", (1, "n"))
+
+    @m.forward
+    def f(p, xi):
+        x1 = tp.tanh(p.W_in @ xi + p.b)
+        return p.W_out @ tp.tanh(p.W.T @ tp.tanh(p.W @ x1))
+
+    X = np.array([[1.0, 0.5], [-0.3, 1.0]])
+    Y = np.array([0.6, -0.4])
+    r_id = nn.train(m, X, Y, steps=3, optimizer=IdentityQ(0.5, 1.0), param=nn.NTK())
+    r_sgd = nn.train(m, X, Y, steps=3, optimizer=nn.SGD(0.5), param=nn.NTK())
+    assert r_id.operator and r_sgd.center and not r_sgd.operator
+    a = r_id.limit(samples=40_000, seed=0)
+    b = r_sgd.limit(samples=40_000, seed=1)
+    ga, gb = np.asarray(a.outputs, float), np.asarray(b.outputs, float)
+    se = np.hypot(np.asarray(a.stderr, float), np.asarray(b.stderr, float))
+    assert np.all(np.abs(ga - gb) <= 4 * se + 1e-12), (ga, gb, se)
+    assert np.abs(ga[-1]).max() > 50 * se.max()

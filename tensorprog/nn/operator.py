@@ -188,9 +188,11 @@ class _Index:
         return self._pos[key]
 
 
-def _q_of(opt: Entrywise, t: int, eps: float, hist: list[Any]) -> Any:
-    """``Q_t`` of a history of gradient vectors (``None``: no gradient that step) as a
-    Nonlin; ``None`` when every entry is 0."""
+def _q_of(opt: Entrywise, t: int, hist: list[Any]) -> Any:
+    """``Q_t`` (with ``ε = opt.eps``) of a history of gradient vectors (``None``: no
+    gradient that step) as a Nonlin — as their combination when ``Q_t`` is linear;
+    ``None`` when every entry is 0."""
+    eps = opt.eps
     gs = [hist[s] for s in opt.memory(t)]
     present = [g for g in gs if g is not None]
     if not present:
@@ -270,7 +272,7 @@ def operator_step(
             return hs
 
         if cls is ParamClass.VECTOR:
-            U = _q_of(opt, t, opt.eps, hist_of(lambda u: (1.0, u.grad)))
+            U = _q_of(opt, t, hist_of(lambda u: (1.0, u.grad)))
             if U is not None:
                 for u in us:
                     out[u.i][u.k].append((w, inner(u.grad, U)))
@@ -280,7 +282,6 @@ def operator_step(
                 _q_of(
                     opt,
                     t,
-                    opt.eps,
                     hist_of(lambda u, j=j: (float(u.arg[j]), u.grad) if u.arg[j] != 0 else None),
                 )
                 for j in range(d)
@@ -292,9 +293,7 @@ def operator_step(
         elif cls is ParamClass.OUTPUT:
             rows = sorted({u.row for u in us})
             Us = {
-                r: _q_of(
-                    opt, t, opt.eps, hist_of(lambda u, r=r: (1.0, u.arg) if u.row == r else None)
-                )
+                r: _q_of(opt, t, hist_of(lambda u, r=r: (1.0, u.arg) if u.row == r else None))
                 for r in rows
             }
             for u in us:
@@ -377,7 +376,6 @@ def _outer(
     ix = cols(x)
     nr, nc, ns = len(rows.items), len(cols.items), len(scal.items)
     eps = opt.eps
-    mem = opt.memory(t)
 
     def psi(*a: Any) -> Any:
         Rv, Cv, th = a[:nr], a[nr : nr + nc], a[nr + nc : nr + nc + ns]
@@ -387,7 +385,6 @@ def _outer(
             for i, j, (kind, k) in step:
                 tot = tot + Rv[i] * Cv[j] * (th[k] if kind == "s" else consts[k])
             G.append(tot)
-        assert len(G) == len(mem)
         return opt.q(t, G, eps) * Cv[ix]
 
     return outer_nonlin(
