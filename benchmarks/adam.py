@@ -19,6 +19,13 @@ lr = 0.2, ε = 0.3, Adam betas (0.9, 0.99). For each optimizer:
   limit (its finite-width fluctuation).
 
 Writes ``benchmarks/results/adam.json``.
+
+Operator regime (``--operator``): the same model under NTP with Adam (TP4b §2.4), B = 2,
+3 steps, lr = 0.3 — ``tests/test_operator_regime.py``'s run at larger scale: the centred
+``K_Q`` recursion (``run.limit``) against the independent numpy Adam network trained on
+``f − f_0`` at ``n = 512 … 4096`` (``--seeds`` seeds each), extrapolated in ``1/n``; the
+time of the limit vs one numpy network at ``n = 4096``. Writes
+``benchmarks/results/adam_operator.json``.
 """
 
 from __future__ import annotations
@@ -106,11 +113,59 @@ def one(rule: str, samples: int, seeds: int) -> dict:
     }
 
 
+def operator_regime(samples: int, seeds: int) -> dict:
+    """NTP with Adam: the K_Q limit vs centred numpy networks (module docstring)."""
+    import test_operator_regime as opr
+
+    run = opr.adam_run()
+    lim, t_lim, c_lim = timed(lambda: run.limit(samples=samples, seed=0))
+    got = np.asarray(lim.outputs, float)[1:].ravel()
+    err = np.asarray(lim.stderr, float)[1:].ravel()
+    _, t_np, c_np = timed(
+        lambda: opr.centred_adam(opr.ntp_init(4096, np.random.default_rng(9)), 4096)
+    )
+    runs = []
+    for n in WIDTHS:
+        vals = [
+            opr.centred_adam(opr.ntp_init(n, np.random.default_rng([n, s, 77])), n)[1:].ravel()
+            for s in range(seeds)
+        ]
+        runs.append(np.array(vals))
+    a, se = extrapolate(WIDTHS, runs)
+    z = np.abs(got - a) / np.sqrt(se**2 + err**2)
+    return {
+        "setup": {
+            "model": "mlp2 under nn.NTK() with nn.Adam(0.3, (0.9, 0.99), 0.3)",
+            "B": 2,
+            "steps": opr.STEPS,
+            "widths": WIDTHS,
+            "seeds": seeds,
+            "samples": samples,
+        },
+        "limit": got.tolist(),
+        "limit_stderr": err.tolist(),
+        "extrapolated": a.tolist(),
+        "extrapolated_se": se.tolist(),
+        "seed_means_4096": runs[-1].mean(axis=0).tolist(),
+        "max_abs_z": float(z.max()),
+        "within_4_se": bool(z.max() < 4),
+        "time_s": {"limit_wall": t_lim, "limit_cpu": c_lim, "numpy_4096_wall": t_np,
+                   "numpy_4096_cpu": c_np},
+    }  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--samples", type=int, default=50_000)
     ap.add_argument("--seeds", type=int, default=16)
+    ap.add_argument("--operator", action="store_true", help="the NTP operator-regime section")
     args = ap.parse_args()
+    if args.operator:
+        res = operator_regime(args.samples, args.seeds)
+        print(json.dumps(res, indent=1), flush=True)
+        OUT.mkdir(exist_ok=True)
+        (OUT / "adam_operator.json").write_text(json.dumps(res, indent=2))
+        return
     res = {
         "setup": {
             "model": "mlp2 (tanh, 2 hidden layers, W_hid lr_mult 0.5)",

@@ -312,7 +312,7 @@ def test_vanishing_epsilon_is_refused_naming_the_parameter():
 def test_classify_presets_with_adam():
     """μP: feature learning, faithful, every parameter updated maximally, limit built;
     NTK (TP4b's NTP without multipliers): the operator regime with r = 1/2 (TP4b §2.4),
-    refused by nn.train for the same reason as SGD's kernel runs (f₀ a Gaussian process);
+    built by nn.train as the centred K_Q recursion (tests/test_operator_regime.py);
     SP with Adam's learning rate Θ(1): unstable (r = −1: hidden lr·n diverges) and
     unfaithful (ε constant, gradient entries n^{-1/2})."""
     m = tp_model(ref.mlp2())
@@ -322,9 +322,10 @@ def test_classify_presets_with_adam():
     ntk = nn.classify(m, nn.NTK(), nn.SignSGD(0.01, eps=0.1))
     assert (ntk.regime, ntk.r, ntk.stable) == ("operator", Fraction(1, 2), True)
     assert all(ntk.faithful.values()) and ntk.feature_learning_layers == ()
-    assert not ntk.limit_supported and "Gaussian-process" in ntk.limit_problems[0]
-    with pytest.raises(ProgramValueError, match="W_out.*Gaussian-process"):
-        nn.train(m, X1, np.zeros((2, 2)), steps=1, optimizer=nn.Adam(0.01), param=nn.NTK())
+    assert ntk.limit_supported and "K_Q" in ntk.explain()
+    assert nn.train(
+        m, X1, np.zeros((2, 2)), steps=1, optimizer=nn.Adam(0.01), param=nn.NTK()
+    ).operator
     sp = nn.classify(m, nn.SP(), nn.Adam(0.01))
     assert sp.regime == "unstable" and sp.r == -1
     assert sp.faithful == {"W_in": False, "W_hid": False, "W_out": True}

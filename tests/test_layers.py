@@ -86,7 +86,7 @@ LAYERS: list[tuple[str, list[tuple[str, ...]]]] = [
         [
             ("nn.parametrization", "nn.predict"),
             ("nn.mlp", "nn.model", "nn.optim", "nn.norms"),
-            ("nn.stax",),
+            ("nn.stax", "nn.operator"),
             ("nn.training", "nn.kernels"),
             ("nn.train",),
             ("nn.classification", "nn.depth", "nn.coordcheck"),

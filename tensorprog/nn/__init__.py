@@ -67,8 +67,15 @@ __all__ += [
 
 from .classification import classify  # noqa: E402  (an MLP ABC, or any model)
 from .model import Model, ParamSpec  # noqa: E402
+from .operator import OperatorKernel  # noqa: E402
 from .optim import SGD, Adam, Entrywise, Optimizer, SignSGD  # noqa: E402
-from .train import TrainLimit, TrainRun, TrainSimulation, train  # noqa: E402
+from .train import (  # noqa: E402
+    TrainLimit,
+    TrainRun,
+    TrainSimulation,
+    operator_kernel,  # noqa: E402  (TP4b's K_Q of the operator regime)
+    train,
+)
 
 __all__ += [
     "Model",
@@ -82,6 +89,8 @@ __all__ += [
     "TrainRun",
     "TrainLimit",
     "TrainSimulation",
+    "operator_kernel",
+    "OperatorKernel",
 ]
 
 # neural-tangents users' vocabulary: stax layer combinators and kernel-regime predictions

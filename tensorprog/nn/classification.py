@@ -26,6 +26,7 @@ from typing import Any
 from .. import ProgramTypeError, ProgramValueError
 from . import parametrization as _pz
 from .model import Model
+from .operator import term_scaling
 from .optim import SGD, Entrywise
 from .parametrization import (
     _HALF,
@@ -319,17 +320,38 @@ class EntrywiseClassification(Classification):
             }.get(self.regime, "")
         )
         lines.extend(self.notes)
-        if self.limit_supported:
+        if self.limit_supported and self.regime == "operator":
+            lines.append(
+                "nn.train: builds the limit of the centred run, f_t - f_0, as the K_Q "
+                "recursion  [TP4b Thm 2.4.7, 2.4.9]"
+            )
+        elif self.limit_supported:
             lines.append("nn.train: builds the limit")
         else:
             lines.append("nn.train: refuses the limit: " + "; ".join(self.limit_problems))
         return "\n".join(lines)
 
 
-def _entrywise_limit_problems(spec: Any, sc: Any) -> list[str]:
+def _entrywise_limit_problems(spec: Any, sc: Any, s_out: Any = None) -> list[str]:
     """Why :func:`tensorprog.nn.train` refuses the limit of an entrywise run: the
     initial-value powers of SGD's program, a diverging learning-rate power ``n^{-k_lr}``,
-    a vanishing ``ε_P`` relative to the program's gradients (``k_ε > 0``)."""
+    a vanishing ``ε_P`` relative to the program's gradients (``k_ε > 0``). In the operator
+    regime (``s_out < 1``: the centred ``K_Q`` recursion of :mod:`tensorprog.nn.operator`)
+    the initial values with gradients normalised by ``n^{s_out}`` and the terms of
+    ``K_Q`` (:meth:`~tensorprog.nn.operator.TermScaling.problems`); a trained scalar-like
+    parameter cannot be centred."""
+    if s_out is not None and s_out < 1:
+        out = [
+            p for p in _limit_problems(spec, sc, m=s_out, kernel=True) if "learning rate" not in p
+        ]
+        if spec.cls is ParamClass.SCALAR and spec.lr_mult != 0.0:
+            out.append(
+                f"{spec.name!r} ({spec.cls.value}): a trained scalar-like parameter sees the "
+                f"Gaussian-process f_0 through its gradient; the operator-regime run cannot be "
+                f"centred (freeze it: lr_mult=0)"
+            )
+        ts = term_scaling(spec.name, spec.cls, spec.lr_mult, sc.a, sc.c, sc.d, s_out)
+        return out + ts.problems()
     out = [p for p in _limit_problems(spec, sc) if "learning rate" not in p]
     k_lr, k_eps = _entrywise_expos(spec.cls, sc)
     if spec.lr_mult != 0.0 and k_lr < 0:
@@ -455,7 +477,7 @@ def classify_entrywise(model: Model, param: object, opt: Entrywise) -> Entrywise
             "LR Theta(1/n) is in the kernel regime); the logits then grow like n^(1/2) "
             "(a+b+r = 1/2 < 1)"
         )
-    problems = tuple(p for sp in specs for p in _entrywise_limit_problems(sp, sc[sp.name]))
+    problems = tuple(p for sp in specs for p in _entrywise_limit_problems(sp, sc[sp.name], s_out))
     return EntrywiseClassification(
         param=param,
         r=r,

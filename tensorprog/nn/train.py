@@ -82,6 +82,31 @@ Master Theorem's smoothness) is refused like a diverging power; ``k_ε < 0`` is 
 ``Q(n^{k_ε}Ĝ; eps)``, an exact, lazier limit. The learning-rate powers ``n^{-k_lr}``
 replace SGD's update powers in the refusals below.
 
+Operator regime of entrywise optimizers
+---------------------------------------
+When an output weight has ``s = a+b < 1`` (NTP: ``s_out = 1/2``) the initial output is a
+Gaussian process [TP4 App H.4.1] and, under an entrywise optimizer, the features move by
+``o(1)``: TP4b's operator regime [TP4b §2.4, Thm 2.8.19]. Such a run is **centred** by
+default, like SGD's kernel-regime runs: it trains ``f − f_0`` (``outputs[0] = 0``). It
+carries two programs:
+
+* ``run.program`` (``simulate``): the finite network above — the actual Adam/SignSGD
+  network at width ``n`` trained on the loss of ``f_t − f_0`` (its powers of ``n``, among
+  them the diverging ``n^{1−s}`` of the initial output, are plain numbers at finite
+  ``n``);
+* ``run.limit_program`` (``limit``): the recursion ``f̊_0 = 0``,
+  ``f̊_{t+1} = f̊_t − lr·K_Q(χ_0..χ_t)`` of [TP4b Thm 2.4.7, 2.4.9], ``K_Q`` built from
+  the step-0 kets (one forward and one :func:`tensorprog.grad` backward pass per input,
+  gradients normalised by ``n^{s_out}``) by :func:`tensorprog.nn.operator.operator_step`
+  — a ``tp.outer_nonlin`` per step and vector multiplied for hidden weights, Nonlins of
+  the gradients for the others (that module's docstring has the formula and the width
+  exponents ``k_f``, ``k_ε`` that decide which terms remain and which are refused).
+
+``center=False`` builds the uncentred run (refused for its diverging ``f_0`` unless
+``allow_unstable``); a forward that cannot be centred (see below) is refused with the
+reason under ``center=True`` and falls back to the uncentred run by default.
+:func:`operator_kernel` returns ``K_Q`` as a callable on ``χ``.
+
 The exponents ``k`` of the powers ``n^{-k}``: ``s−1/2, e`` (hidden), ``s, e+1`` (input, vector-like), ``s−1, e−1``
 (output), ``a, e`` (scalar-like) must be ``≥ 0``: every parametrization whose
 parameters are initialised and updated no more than μP's qualifies (μP, MF, any abcd
@@ -172,6 +197,7 @@ from .. import (
 )
 from .. import n as WIDTH
 from .model import Model, ParamSpec
+from .operator import KetUse, OperatorKernel, TermScaling, operator_step, term_scaling
 from .optim import SGD, Entrywise, Optimizer
 from .parametrization import (
     ABC,
@@ -184,7 +210,7 @@ from .parametrization import (
 )
 from .training import _values
 
-__all__ = ["train", "TrainRun", "TrainLimit", "TrainSimulation", "WeightUse"]
+__all__ = ["train", "TrainRun", "TrainLimit", "TrainSimulation", "WeightUse", "operator_kernel"]
 
 _LOSSES = ("mse", "xent")
 _HALF = Fraction(1, 2)
@@ -908,6 +934,7 @@ class _Builder:
         self.rows = np.empty((T + 1, B), dtype=object)  # kernel runs: (P, k, v) per output
         self.loss = np.empty(T + 1, dtype=object)
         self.chi: list[dict[int, list[Any]]] = []
+        self.step_uses: list[list[list[Any]]] = []  # per step, per input: the uses
         for t in range(T + 1):
             self.p.section(f"step {t}: forward pass on {B} input{'s' * (B > 1)}, loss")
             if t == 1:
@@ -926,6 +953,7 @@ class _Builder:
                 self.g[t, i] = self.outputs(out, t, i)
                 self.f[t, i] = self.centred(t, i) if center else self.g[t, i]
                 uses.append(self.uses)
+            self.step_uses.append(uses)
             if t == 0:
                 self.check_targets()
             self.loss[t] = self.loss_of(range(B), self.f[t], name=f"loss_{t}")
@@ -1382,18 +1410,18 @@ class TrainLimit:
 
     def named(self, name: str) -> np.ndarray:
         """The limits of a scalar the forward named: shape (steps+1, B)."""
-        return _values(self.run._named_scalars(name), self.limit.__getitem__)
+        return _values(self.run._named_limit(name), self.limit.__getitem__)
 
     def named_stderr(self, name: str) -> np.ndarray:
         """Their standard errors: shape (steps+1, B)."""
-        return _values(self.run._named_scalars(name), self.limit.stderr)
+        return _values(self.run._named_limit(name), self.limit.stderr)
 
     @property
     def method(self) -> np.ndarray:
         """How each output was obtained (``"exact" | "quadrature" | "montecarlo"``),
         shape (steps+1, B, d_out)."""
         out = np.empty(self.run.outputs.shape, dtype=object)
-        for idx, h in np.ndenumerate(self.run.outputs):
+        for idx, h in np.ndenumerate(self.run._lim_outputs):
             out[idx] = self.limit.method(h)
         return out
 
@@ -1485,20 +1513,37 @@ class TrainRun:
         Whether the outputs (and the loss) are of ``f_t − f_0``.
     weight_uses : tuple of WeightUse
         Every hidden weight's use with its ``θ·W_0 x_t`` (``coordinates=True``; else empty).
+    operator : bool
+        An entrywise optimizer's operator regime ("Operator regime of entrywise
+        optimizers" in the module docstring): :attr:`program` is the finite network
+        (``simulate``), :attr:`limit_program` the ``K_Q`` recursion (``limit``).
+    limit_program : tensorprog.Program
+        The program whose limit :meth:`limit` takes (:attr:`program` unless
+        :attr:`operator`).
     """
 
-    def __init__(self, model: Model, builder: _Builder, scalings: dict[str, Scaling]) -> None:
+    def __init__(
+        self,
+        model: Model,
+        builder: _Builder,
+        scalings: dict[str, Scaling],
+        op: _OperatorLimit | None = None,
+    ) -> None:
         self.model = model
         self.program = builder.p
         T, B = builder.f.shape
         K = builder.d_out
-        self.outputs = np.empty((T, B, K), dtype=object)
-        for idx, fs in np.ndenumerate(builder.f):
-            self.outputs[idx] = fs
+        self.outputs = _stack(builder.f, K)
         self.loss = builder.loss
         self.scalings = scalings
         self.center = builder.center
         self.problems = tuple(str(p) for p in builder.problems)
+        self.operator = op is not None
+        self.limit_program = builder.p if op is None else op.p
+        self._lim_outputs = self.outputs if op is None else _stack(op.f, K)
+        self._lim_loss = self.loss if op is None else op.loss
+        if op is not None:
+            self.problems = tuple(op.problems)
         self._params = builder.params
         self.weight_uses = tuple(builder.weight_uses)
         self.named: dict[str, np.ndarray] = {}
@@ -1537,6 +1582,15 @@ class TrainRun:
             )
         return H
 
+    def _named_limit(self, name: str) -> np.ndarray:
+        if self.operator:
+            raise ProgramValueError(
+                f"{name!r}: the limit of an operator-regime run is the K_Q recursion of its "
+                f"outputs only (its features stay at their step-0 values, [TP4b Thm 2.4.7]); "
+                f"read sim.named({name!r}) at finite width"
+            )
+        return self._named_scalars(name)
+
     def _param(self, name: str) -> _Param:
         if name not in self._params:
             raise ProgramValueError(
@@ -1546,7 +1600,9 @@ class TrainRun:
         return self._params[name]
 
     def limit(self, **kw: Any) -> TrainLimit:
-        """The infinite-width limit (keywords as :meth:`tensorprog.Program.limit`).
+        """The infinite-width limit (keywords as :meth:`tensorprog.Program.limit`): the
+        limit of :attr:`limit_program` (for an operator-regime run, the ``K_Q``
+        recursion).
 
         Raises
         ------
@@ -1558,8 +1614,8 @@ class TrainRun:
             raise ProgramValueError(
                 "nn.train: this run has no infinite-width limit: " + "; ".join(self.problems)
             )
-        lim = self.program.limit(**kw)
-        handles = {"outputs": self.outputs, "loss": self.loss}
+        lim = self.limit_program.limit(**kw)
+        handles = {"outputs": self._lim_outputs, "loss": self._lim_loss}
         vals = {k: _values(h, lim.__getitem__) for k, h in handles.items()}
         errs = {k: _values(h, lim.stderr) for k, h in handles.items()}
         return TrainLimit(
@@ -1571,6 +1627,221 @@ class TrainRun:
         sim = self.program.simulate(n, seed=seed, **kw)
         out, loss = (_values(h, sim.__getitem__) for h in (self.outputs, self.loss))
         return TrainSimulation(out, loss, simulation=sim, run=self)
+
+
+def _inputs(X: Any, who: str) -> np.ndarray:
+    """``X`` as a finite float array of shape ``(B, d_x)``, ``B ≥ 1`` (else an error
+    naming ``who``)."""
+    try:
+        Xa = np.asarray(X, dtype=float)
+    except (TypeError, ValueError):
+        raise ProgramTypeError(f"{who}: X must be a numeric array, got {X!r}") from None
+    if Xa.ndim != 2 or Xa.shape[0] == 0 or not np.all(np.isfinite(Xa)):
+        raise ProgramValueError(
+            f"{who}: X must be a finite 2-D array, shape (B, d_x) with B ≥ 1, got shape {Xa.shape}"
+        )
+    return Xa
+
+
+def _stack(f: np.ndarray, K: int) -> np.ndarray:
+    """``(steps+1, B)`` lists of ``K`` outputs as an array ``(steps+1, B, K)``."""
+    T, B = f.shape
+    out = np.empty((T, B, K), dtype=object)
+    for idx, fs in np.ndenumerate(f):
+        out[idx] = fs
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# The operator regime of entrywise optimizers (module docstring; nn/operator.py)
+
+
+def _operator_m(model: Model, scalings: dict[str, Scaling]) -> Fraction | None:
+    """``s_out`` (the smallest ``a+b`` of the output weights) when it is ``< 1``: the
+    initial output is a Gaussian process, and an entrywise run is compiled as the
+    operator regime (centred); ``None`` otherwise."""
+    outs = [scalings[nm].s for nm, sp in model.params.items() if sp.cls is ParamClass.OUTPUT]
+    s_out = min(outs, default=None)
+    return s_out if s_out is not None and s_out < 1 else None
+
+
+@dataclass
+class _OperatorLimit:
+    """The ``K_Q`` recursion of an operator-regime run: its program, outputs
+    ``f̊_t − f̊_0`` (``(steps+1, B)`` lists), loss and problems."""
+
+    p: Program
+    f: np.ndarray
+    loss: np.ndarray
+    problems: list[str]
+
+
+def _kets(
+    model: Model,
+    X: np.ndarray,
+    Y: np.ndarray,
+    loss: str,
+    opt: Entrywise,
+    scalings: dict[str, Scaling],
+    m: Fraction,
+    name: str,
+) -> tuple[_Builder, list[KetUse], dict[str, TermScaling]]:
+    """The step-0 kets: one forward and one :func:`tensorprog.grad` backward pass per
+    input at initialization, gradients normalised by ``n^m`` (the kernel-regime
+    builder's step 0: ``dz = n^m ∂f/∂z``, ``ŵ = n^m P``); raises :class:`_NotCentrable`
+    for a forward that cannot be centred."""
+    kb = _Builder(model, X, Y, 0, loss, opt, scalings, [], name, center=True, kernel=True, m=m)
+    uses: list[KetUse] = []
+    for i in range(X.shape[0]):
+        recs: dict[int, tuple[Any, ...]] = {}
+        for kind, P, arg, val in kb.step_uses[0][i]:
+            if kind in ("output", "scalar"):
+                continue
+            recs.setdefault(val.var.id, (kind, P, arg, 0, val))
+        wrt = [rec[4] for rec in recs.values()]
+        for k in range(kb.d_out):  # type: ignore[arg-type]
+            gmap = kb.kernel_grads(0, i, k, recs, wrt) if wrt else {}
+            for kind, P, arg, _, h in recs.values():
+                g = gmap[h.var.id]
+                if not isinstance(g, Vector):  # no path from this use to output k
+                    continue
+                uses.append(
+                    KetUse(P.spec.name, P.spec.cls, i, k, arg, g, transpose=kind == "hidden_T")
+                )
+            P_o, kk, v = kb.rows[0, i][k]
+            uses.append(KetUse(P_o.spec.name, ParamClass.OUTPUT, i, k, v, None, row=kk))
+    terms = {
+        nm: term_scaling(nm, sp.cls, sp.lr_mult, sc.a, sc.c, sc.d, m)  # type: ignore[arg-type]
+        for (nm, sp), sc in zip(model.params.items(), scalings.values())
+    }
+    return kb, uses, terms
+
+
+def _operator_limit(args: tuple, m: Fraction) -> _OperatorLimit:
+    r"""The limit of a centred operator-regime run [TP4b Thm 2.4.7, 2.4.9]:
+    ``f̊_0 = 0``, ``f̊_{t+1} = f̊_t − lr·K_Q(χ_0..χ_t)`` with ``χ_s = ∂L/∂f`` at ``f̊_s``
+    (Scalars of the program, rows of step ``s``) and ``K_Q`` from the step-0 kets
+    (:func:`tensorprog.nn.operator.operator_step`); ``args`` as :class:`_Builder`'s
+    first nine, ``m = s_out``."""
+    model, X, Y, steps, loss, opt, scalings, batches, name = args
+    kb, uses, terms = _kets(model, X, Y, loss, opt, scalings, m, f"{name}_KQ")
+    problems = [str(p) for p in kb.problems] + [
+        msg for ts in terms.values() for msg in ts.problems()
+    ]
+    B = X.shape[0]
+    K = kb.d_out
+    f = np.empty((steps + 1, B), dtype=object)
+    f[0] = kb.f[0]
+    kb.f = f
+    lossv = np.empty(steps + 1, dtype=object)
+    lossv[0] = kb.loss[0]
+    chis: list[dict[int, list[Any]]] = []
+    for t in range(steps):
+        kb.p.section(f"step {t}: K_Q(χ_0..χ_{t}) [TP4b Thm 2.4.7]")
+        chis.append(kb.chis(t, batches[t]))
+        kq = operator_step(uses, terms, chis, opt, (B, K))  # type: ignore[arg-type]
+        lr = -opt.lr
+        for a in range(B):
+            f[t + 1, a] = [
+                f[t, a][k]
+                if isinstance(kq[a, k], float)
+                else scalar_lincomb([f[t, a][k], (lr, kq[a, k])])
+                for k in range(K)  # type: ignore[arg-type]
+            ]
+        lossv[t + 1] = kb.loss_of(range(B), f[t + 1], name=f"loss_{t + 1}")
+    return _OperatorLimit(kb.p, f, lossv, problems)
+
+
+def operator_kernel(
+    model: Model, X: Any, param: Any, optimizer: Entrywise, **limit_kw: Any
+) -> OperatorKernel:
+    r"""The operator-regime kernel ``K_Q`` of a model at initialization, as a callable.
+
+    ``K = nn.operator_kernel(model, X, param, optimizer)``; ``K(chi)`` with ``chi`` of
+    shape ``(B, d_out)`` (or a history ``(t+1, B, d_out)`` for Adam) is
+    :math:`\mathcal K_Q(\chi)_a=\sum_P \mathrm{lr\_mult}_P\,\mathbb E[Z^{dh_a}
+    Q(\sum_b\chi_b Z^{dh_b}Z^{x_b(1)})Z^{x_a(1)}]` [TP4b Defs 2.4.2–2.4.4] (module
+    docstring of :mod:`tensorprog.nn.operator`), so that a centred operator-regime run
+    of :func:`train` moves by ``f̊_{t+1} − f̊_t = −lr·K(χ_0..χ_t)``. ``Q = id`` gives
+    ``χ ↦ Θχ``, ``Θ`` the NTK.
+
+    Parameters
+    ----------
+    model : nn.Model
+    X : array_like, shape (B, d_x)
+    param : a per-class preset or nn.abcd
+        Whose output weights have ``a+b < 1`` (e.g. ``nn.NTK()``).
+    optimizer : nn.Adam, nn.SignSGD or another nn.Entrywise
+        Its ``Q`` and ``ε`` (its ``lr`` is not used).
+    **limit_kw
+        Options of :func:`tensorprog.limit` for the calls that need Monte Carlo.
+
+    Returns
+    -------
+    OperatorKernel
+
+    Raises
+    ------
+    ProgramValueError
+        A parametrization that is not in the operator regime, or a term of ``K_Q`` whose
+        limit does not exist (the message names the parameter).
+
+    Examples
+    --------
+    A linear network ``f = W_out W_in ξ`` (a compiled kernel: every expectation exact):
+
+    >>> from tensorprog import nn
+    >>> lin = nn.Model("lin")
+    >>> for name, shape in (("W_in", ("n", 1)), ("W_out", (1, "n"))):
+    ...     _ = lin.param(name, shape)
+    >>> _ = lin.forward(lambda p, xi: p.W_out @ (p.W_in @ xi))
+    >>> K = nn.operator_kernel(lin, [[1.0]], nn.NTK(), nn.SignSGD(1.0, eps=0.5))
+    >>> K([[2.0]]).shape, K.method
+    ((1, 1), 'compiled')
+    """
+    if not isinstance(model, Model) or model.fn is None:
+        raise ProgramTypeError("nn.operator_kernel: model must be an nn.Model with a forward")
+    if not isinstance(optimizer, Entrywise):
+        raise ProgramTypeError(
+            f"nn.operator_kernel: optimizer must be an entrywise optimizer (nn.Adam, "
+            f"nn.SignSGD), got {optimizer!r}"
+        )
+    Xa = _inputs(X, "nn.operator_kernel")
+    scalings = {nm: _scaling(param, spec, optimizer) for nm, spec in model.params.items()}
+    m = _operator_m(model, scalings)
+    if m is None:
+        raise ProgramValueError(
+            "nn.operator_kernel: the output weights have a+b ≥ 1 under this "
+            "parametrization: f_0 → 0 and the run is not an operator-regime run with a "
+            "Gaussian-process output (use nn.NTK() or nn.abcd with a+b < 1 for the outputs)"
+        )
+    B = Xa.shape[0]
+
+    def build(hist: np.ndarray | None, L: int) -> tuple[Any, np.ndarray, list]:
+        # the targets are irrelevant: χ are the program's own initial scalars
+        Y = np.zeros(B)
+        kb, uses, terms = _kets(model, Xa, Y, "mse", optimizer, scalings, m, "operator_kernel")
+        probs = [str(p) for p in kb.problems] + [
+            msg for ts in terms.values() for msg in ts.problems()
+        ]
+        if probs:
+            raise ProgramValueError("nn.operator_kernel: K_Q has no limit: " + "; ".join(probs))
+        K = kb.d_out
+        handles, chis = [], []
+        for s in range(L):
+            row = {}
+            for i in range(B):
+                row[i] = []
+                for k in range(K):  # type: ignore[arg-type]
+                    v = 1.0 if hist is None else float(hist[s, i, k])
+                    h = kb.p.scalar(f"chi[{s},{i},{k}]", v)
+                    handles.append(h)
+                    row[i].append(h)
+            chis.append(row)
+        kq = operator_step(uses, terms, chis, optimizer, (B, K))  # type: ignore[arg-type]
+        return kb.p, kq, handles
+
+    return OperatorKernel(build, optimizer.memory(1) == (1,), limit_kw)
 
 
 # ---------------------------------------------------------------------------------------
@@ -1680,7 +1951,9 @@ def train(
         e.g. NTK, SP with ``lr·n^{-1}``), the output weights are updated stably
         (``c+2a ≥ 1``) and the run can be centred; ``False`` there builds the uncentred
         run, whose diverging ``f_0`` is refused unless ``allow_unstable``. See
-        "Kernel-regime runs" in the module docstring.
+        "Kernel-regime runs" in the module docstring. Entrywise optimizers: ``True`` by
+        default when an output weight has ``a+b < 1`` (the operator regime, "Operator
+        regime of entrywise optimizers").
     coordinates : bool, default False
         Also expose, per hidden weight use, the vector ``θ·W_0 x_t`` whose difference
         from the use is ``ΔW_t x_t`` (:attr:`TrainRun.weight_uses`, for
@@ -1722,15 +1995,7 @@ def train(
         )
     if not model.params:
         raise ProgramValueError(f"nn.train: model {model.name!r} declares no parameters")
-    try:
-        Xa = np.asarray(X, dtype=float)
-    except (TypeError, ValueError):
-        raise ProgramTypeError(f"nn.train: X must be a numeric array, got {X!r}") from None
-    if Xa.ndim != 2 or Xa.shape[0] == 0 or not np.all(np.isfinite(Xa)):
-        raise ProgramValueError(
-            f"nn.train: X must be a finite 2-D array, shape (B, d_x) with B ≥ 1, got shape "
-            f"{Xa.shape}"
-        )
+    Xa = _inputs(X, "nn.train")
     B = Xa.shape[0]
     try:
         Ya = np.asarray(Y, dtype=float)
@@ -1795,17 +2060,30 @@ def train(
         raise ProgramTypeError(f"nn.train: coordinates must be a bool, got {coordinates!r}")
     args = (model, Xa, Ya, steps, loss, opt, scalings, rows, name or f"train_{model.name}")
     center_given = center
+    op: _OperatorLimit | None = None
+    why_not = ""
     if isinstance(opt, Entrywise):
-        if center:
+        if center is not None and not isinstance(center, (bool, np.bool_)):
+            raise ProgramTypeError(f"nn.train: center must be a bool or None, got {center!r}")
+        m_op = _operator_m(model, scalings)
+        if center and m_op is None:
             raise ProgramValueError(
-                f"nn.train: center=True centres kernel-regime SGD runs; the operator regime "
-                f"of {type(opt).__name__} [TP4b Thm 2.4.7] is not centred (its runs are "
-                f"refused with the diverging power instead)"
+                f"nn.train: center=True centres runs whose initial output is a Gaussian "
+                f"process (output weights with a+b < 1: the operator regime of "
+                f"{type(opt).__name__} [TP4b Thm 2.4.7]); here f_0 → 0 and the run is "
+                f"not centred"
             )
         center, kernel, m = False, False, Fraction(1)
+        if m_op is not None and center_given is not False:
+            try:
+                op = _operator_limit(args, m_op)
+                center = True  # the finite network trains f − f_0 like its limit
+            except _NotCentrable as exc:
+                if center_given is not None:
+                    raise
+                why_not = f" ({exc})"
     else:
         center, kernel, m = _centring(model, scalings, center)
-    why_not = ""
     try:
         builder = _Builder(*args, center=center, kernel=kernel, m=m, coordinates=bool(coordinates))
     except _NotCentrable as exc:
@@ -1815,9 +2093,10 @@ def train(
         # f_0 is then a diverging power, a problem like any other)
         why_not = f" ({exc})"
         builder = _Builder(*args, coordinates=bool(coordinates))
-    if builder.problems and not allow_unstable:
+    problems = builder.problems if op is None else op.problems
+    if problems and not allow_unstable:
         raise ProgramValueError(
             "nn.train: the run has no infinite-width limit (pass allow_unstable=True to "
-            "simulate it anyway): " + "; ".join(str(p) for p in builder.problems) + why_not
+            "simulate it anyway): " + "; ".join(str(p) for p in problems) + why_not
         )
-    return TrainRun(model, builder, scalings)
+    return TrainRun(model, builder, scalings, op)
