@@ -17,7 +17,7 @@ from test_training import X3, Y3, abcd_linear
 
 import tensorprog as tp
 from tensorprog import nn
-from tensorprog.engine.exact import MAX_TERMS, exact_evaluator, g_monomials
+from tensorprog.engine.exact import exact_evaluator, g_monomials
 from tensorprog.engine.symbols import g, q
 
 D = 40
