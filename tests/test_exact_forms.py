@@ -89,10 +89,7 @@ def test_product_of_three_affine_forms_with_means_and_constants():
     _check(expr, A, [0, 1, 2], mean, cov, qv, 2, 200_000, 3)
 
 
-def test_linear_muP_nn_train_is_exact_at_every_step():
-    """The linear 1-hidden-layer μP network (d = 2, B = 3, T = 5) by nn.train: every
-    output exact and equal to the A,B,C,D recursion [TP4 §3; THEORY §3.6]. From step 4 on,
-    its integrands' trees exceed the derivation's tree limit (they double every step)."""
+def _linear_run(steps: int):
     m = nn.Model("linear")
     m.param("W_in", ("n", 2), init_std=np.sqrt(2))  # entries of variance 1
     m.param("W_out", (1, "n"))
@@ -101,11 +98,24 @@ def test_linear_muP_nn_train_is_exact_at_every_step():
     def f(p, xi):
         return p.W_out @ (p.W_in @ xi)
 
-    run = nn.train(m, X3, Y3, steps=5, optimizer=nn.SGD(0.5), param=nn.muP())
-    lim = run.limit()
+    return nn.train(m, X3, Y3, steps=steps, optimizer=nn.SGD(0.5), param=nn.muP())
+
+
+def test_linear_muP_nn_train_is_exact_at_every_step():
+    """The linear 1-hidden-layer μP network (d = 2, B = 3, T = 5) by nn.train: every
+    output exact and equal to the A,B,C,D recursion [TP4 §3; THEORY §3.6]. From step 4 on,
+    its integrands' trees exceed the derivation's tree limit (they double every step)."""
+    lim = _linear_run(5).limit()
     assert np.all(lim.method == "exact"), lim.method[..., 0]
     np.testing.assert_allclose(lim.outputs[..., 0], abcd_linear(X3, Y3, 0.5, 5), atol=1e-10, rtol=0)
     assert np.all(lim.stderr == 0)
+
+
+def test_forced_quadrature_refuses_a_polynomial_beyond_the_tree_limit():
+    """Only the exact evaluator walks a polynomial's DAG; a Gauss–Hermite rule would
+    generate code for its whole tree: refused by name, not attempted."""
+    with pytest.raises(tp.MethodUnavailableError, match="expression tree"):
+        _linear_run(4).limit(method="quadrature")
 
 
 def test_square_of_a_lincomb_of_60_initial_vectors_is_exact():

@@ -81,7 +81,9 @@ __all__ = [
 
 _LID_G, _LID_Q = 0, 1  # interned local structures of a bare base Gaussian / constant
 
-#: Canonical integrands bigger than this (tree nodes) are not built symbolically.
+#: Canonical integrands bigger than this (tree nodes) are not built symbolically —
+#: except polynomials the exact evaluator takes by walks of their DAG
+#: (:meth:`~.plan.Plan._polynomial_beyond_tree`).
 MAX_TREE = 400
 #: The termwise (sympy) test that a ZDot term vanishes runs on integrands up to this
 #: size; bigger ones (long training unrolls) rely on the parity test alone.
