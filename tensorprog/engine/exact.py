@@ -4,7 +4,10 @@ An integrand (a sympy expression over base Gaussians ``g_k`` and constants ``q_j
 is expanded into a sum of terms ``c(q) · P(g) · Π φ_i(a_iᵀ g)``. A term is exact when
 
 * it has no opaque nonlinearity: ``𝔼 P(g)`` by Isserlis/Wick with means
-  (:func:`tensorprog.gaussian.gaussian_moment`), for any degree; or
+  (:func:`tensorprog.gaussian.gaussian_moment`), for any degree — over the polynomial's
+  maximal affine forms ``L_k = a_k + c_kᵀg`` (:func:`linear_forms_of`) when they are
+  fewer than its Gaussians, so ``(Σ_i c_i g_i)²`` of hundreds of terms is a second
+  moment of one Gaussian, not ``d(d+1)/2`` monomials; or
 * ``P`` is constant and there are one or two opaque factors of *linear* forms of
   centred Gaussians with a closed form registered under their nonlinearity objects
   (:mod:`tensorprog.gaussian.closed_forms`, e.g. the arc-cosine kernels of relu/step

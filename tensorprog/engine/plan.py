@@ -188,6 +188,7 @@ class Plan:
         self._same: dict[Any, int] = {}
         self._sigs: dict[Any, int] = {}
         self._combines: dict[Any, Any] = {}  # ("fn", uid, k) -> integrand builder
+        self._sampled: list[bool] = []  # by request id: Monte Carlo whatever the method
         for instr in der.program.instructions:
             if isinstance(instr, Moment):
                 self._moment(instr)
@@ -217,6 +218,11 @@ class Plan:
 
     def _add(self, req: Request) -> Request:
         self.requests.append(req)
+        # Monte Carlo for sure: no integrand, or something it depends on is
+        self._sampled.append(
+            (isinstance(req, ExpectationRequest) and req.expr is None)
+            or any(self._sampled[d] for d in req.deps)
+        )
         return req
 
     def _expectation(
@@ -294,8 +300,8 @@ class Plan:
         its linear forms), whatever its tree size — e.g. a linear network's training
         unroll, whose ``Z`` doubles as a tree at every step while its DAG grows linearly.
         The integrand is built (the placement is memoised per distinct subexpression) only
-        when every root is a polynomial node; anything else beyond the tree limit stays a
-        Monte Carlo request.
+        when every root is a polynomial node and no constant it uses comes from Monte
+        Carlo; anything else beyond the tree limit stays a Monte Carlo request.
         """
         der = self.der
         if not all(der.nodes[r].polynomial for r in roots if isinstance(r, Var)):
@@ -304,6 +310,8 @@ class Plan:
         if res is None:  # pragma: no cover - no limit
             return None
         key, bids, cids = res
+        if any(self._sampled[self.const_req[c]] for c in cids):
+            return None  # its constants come from Monte Carlo: so would it
         expr = combine(*der.expr_of_key(key))
         if shape(expr).opaque:
             return None  # a function of the Gaussians (combine's fn): no DAG-only method
