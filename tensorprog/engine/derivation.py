@@ -81,7 +81,9 @@ __all__ = [
 
 _LID_G, _LID_Q = 0, 1  # interned local structures of a bare base Gaussian / constant
 
-#: Canonical integrands bigger than this (tree nodes) are not built symbolically.
+#: Canonical integrands bigger than this (tree nodes) are not built symbolically —
+#: except polynomials the exact evaluator takes by walks of their DAG
+#: (:meth:`~.plan.Plan._polynomial_beyond_tree`).
 MAX_TREE = 400
 #: The termwise (sympy) test that a ZDot term vanishes runs on integrands up to this
 #: size; bigger ones (long training unrolls) rely on the parity test alone.
@@ -275,7 +277,7 @@ class Derivation(Interpreter):
         self._locals: dict[Var, tuple] = {}
         self._lkeys: list[tuple] = [("g",), ("q",)]  # interned local structures, by lid
         self._lids: dict[tuple, int] = {("g",): _LID_G, ("q",): _LID_Q}
-        self._lexprs: dict[int, sympy.Expr] = {}
+        self._placed: dict[tuple, sympy.Expr] = {}  # (lid, bmap, cmap) -> expression
         self._init_components: list[int] | None = None
         self._codes: list[int] = []
         self._fam_ids: dict[Any, int] = {}
@@ -523,7 +525,7 @@ class Derivation(Interpreter):
         """``(lid, bids, cids)`` of ``Z^v`` in its own numbering (memoised).
 
         ``lid`` interns the local structure (an int: keys stay shallow and hash fast);
-        :meth:`_local_expr` turns it back into a sympy expression. (The tree's size is
+        :meth:`_place` turns it back into a sympy expression. (The tree's size is
         ``self.nodes[v].size``.)
         """
         loc = self._locals.get(v)
@@ -562,32 +564,36 @@ class Derivation(Interpreter):
         return out
 
     def _place(self, part: tuple) -> sympy.Expr:
-        """A part's local expression with its indices mapped into the merged ones."""
-        lid, bmap, cmap = part
-        e = self._local_expr(lid)
-        sub = {g(i): g(j) for i, j in enumerate(bmap) if i != j}
-        sub.update({q(i): q(j) for i, j in enumerate(cmap) if i != j})
-        return e.xreplace(sub) if sub else e
+        """A part's local expression with its indices mapped into the merged ones.
 
-    def _local_expr(self, lid: int) -> sympy.Expr:
-        e = self._lexprs.get(lid)
+        Built from the interned structure with the index maps composed on the way down
+        and memoised per ``(lid, bmap, cmap)``: an expression whose tree repeats shared
+        subtrees (a linear training unroll's ``Z`` grows like 2^t as a tree) costs its
+        number of distinct placed subexpressions, never its tree size (``xreplace``
+        walks every repetition)."""
+        e = self._placed.get(part)
         if e is not None:
             return e
+        lid, bmap, cmap = part
         lkey = self._lkeys[lid]
         tag = lkey[0]
         if tag == "g":
-            e = g(0)
+            e = g(bmap[0])
         elif tag == "q":
-            e = q(0)
-        elif tag == "f":  # ("f", uid, nargs, *parts): args, then the node's constants
-            fn, k = _FN_BY_UID[lkey[1]], lkey[2]
-            parts = [self._place(p) for p in lkey[3:]]
-            e = fn.apply(*parts[:k], *parts[k:])
-        else:  # ("m", k, hat, c_1..c_k, y_1..y_k): Ẑ + Σ_i c_i Z^{y_i}
-            k = lkey[1]
-            parts = [self._place(p) for p in lkey[2:]]
-            e = parts[0] + sympy.Add(*[c * y for c, y in zip(parts[1 : 1 + k], parts[1 + k :])])
-        self._lexprs[lid] = e
+            e = q(cmap[0])
+        else:
+            start = 3 if tag == "f" else 2
+            parts = [
+                self._place((sl, tuple(bmap[i] for i in sb), tuple(cmap[j] for j in sc)))
+                for sl, sb, sc in lkey[start:]
+            ]
+            if tag == "f":  # ("f", uid, nargs, *parts): args, then the node's constants
+                fn, k = _FN_BY_UID[lkey[1]], lkey[2]
+                e = fn.apply(*parts[:k], *parts[k:])
+            else:  # ("m", k, hat, c_1..c_k, y_1..y_k): Ẑ + Σ_i c_i Z^{y_i}
+                k = lkey[1]
+                e = parts[0] + sympy.Add(*[c * y for c, y in zip(parts[1 : 1 + k], parts[1 + k :])])
+        self._placed[part] = e
         return e
 
     def _dot_vanishes(self, x: Var, hb: Base) -> bool:

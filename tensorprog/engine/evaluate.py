@@ -41,6 +41,7 @@ from ..gaussian import (
     panel_expectation,
     trapezoid_expectation,
 )
+from .derivation import MAX_TREE
 from .exact import (
     _lam_q,
     affine_parts,
@@ -168,6 +169,14 @@ class Deterministic:
                 )
             return EXACT
         if self.method is QUADRATURE:
+            if req.expr is not None and self.der.canonical(req.roots) is None:
+                raise self._unavailable(
+                    req,
+                    QUADRATURE,
+                    f"its integrand is a polynomial whose expression tree has more than "
+                    f"{MAX_TREE} nodes: only the exact evaluator (which walks its DAG) takes "
+                    f"it (method='exact' or 'auto')",
+                )
             if req.expr is None or quadrature_dim(req.expr, d, m) > MAX_QUADRATURE_DIM:
                 raise self._unavailable(
                     req,

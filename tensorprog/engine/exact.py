@@ -4,7 +4,10 @@ An integrand (a sympy expression over base Gaussians ``g_k`` and constants ``q_j
 is expanded into a sum of terms ``c(q) · P(g) · Π φ_i(a_iᵀ g)``. A term is exact when
 
 * it has no opaque nonlinearity: ``𝔼 P(g)`` by Isserlis/Wick with means
-  (:func:`tensorprog.gaussian.gaussian_moment`), for any degree; or
+  (:func:`tensorprog.gaussian.gaussian_moment`), for any degree — over the polynomial's
+  maximal affine forms ``L_k = a_k + c_kᵀg`` (:func:`linear_forms_of`) when they are
+  fewer than its Gaussians, so ``(Σ_i c_i g_i)²`` of hundreds of terms is a second
+  moment of one Gaussian, not ``d(d+1)/2`` monomials; or
 * ``P`` is constant and there are one or two opaque factors of *linear* forms of
   centred Gaussians with a closed form registered under their nonlinearity objects
   (:mod:`tensorprog.gaussian.closed_forms`, e.g. the arc-cosine kernels of relu/step
@@ -50,6 +53,8 @@ __all__ = [
     "gaussians",
     "is_affine",
     "g_monomials",
+    "LinearForms",
+    "linear_forms_of",
 ]
 
 Evaluator = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
@@ -300,10 +305,158 @@ def g_monomials(
 
 
 def _wick_polynomial(expr: sympy.Expr, d: int, m: int) -> Evaluator | None:
-    """``𝔼[P(g)]`` of a polynomial by Wick/Isserlis per g-monomial (coefficients kept
-    as they are)."""
+    """``𝔼[P(g)]`` of a polynomial: over its affine forms (:func:`linear_forms_of`) when
+    there are fewer forms than Gaussians, else by Wick/Isserlis per g-monomial
+    (coefficients kept as they are), and over the forms when the g-monomials are too
+    many (:data:`MAX_TERMS`)."""
+    lf = linear_forms_of(expr)
+    if lf is not None and not lf.forms:
+        lf = None  # free of the Gaussians: a constant, by its one monomial
+    if lf is not None and len(lf.forms) < d:
+        ev = _forms_wick(lf, d, m)
+        if ev is not None:
+            return ev
     mono = g_monomials(expr, [g(k) for k in range(d)])
-    return None if mono is None else _wick(mono, m)
+    if mono is not None:
+        return _wick(mono, m)
+    return None if lf is None or len(lf.forms) < d else _forms_wick(lf, d, m)
+
+
+@dataclass(frozen=True)
+class LinearForms:
+    """A polynomial integrand as a polynomial in affine forms of its Gaussians.
+
+    ``expr = top(L_0, …, L_{K-1})`` with ``L_k = forms[k] = a_k(q) + Σ_i c_{ki}(q) g_i``:
+    each form is a *maximal* affine subexpression (a sum whose terms are each free of
+    the ``g``'s or one ``g`` times a ``g``-free factor, recursively — read from the
+    tree by :func:`is_affine`, never expanded), and ``top`` is a polynomial in the
+    placeholders ``g_0 … g_{K-1}`` standing for the forms (its coefficients free of the
+    Gaussians). A linear network's integrand ``Z^{x} Z^{y}`` is ``top = g_0 g_1`` over
+    two forms with hundreds of terms each.
+    """
+
+    top: sympy.Expr
+    forms: tuple[sympy.Expr, ...]
+
+
+@functools.lru_cache(maxsize=4096)
+def linear_forms_of(expr: sympy.Expr) -> LinearForms | None:
+    """:class:`LinearForms` of a polynomial in the ``g``'s (None for anything else: a
+    function of a Gaussian), by one memoised walk of the DAG above the forms.
+
+    Examples
+    --------
+    >>> from tensorprog.engine.symbols import g, q
+    >>> lf = linear_forms_of(q(0) * (g(0) + 2 * g(1)) ** 2 * (g(2) + 1))
+    >>> lf.top, lf.forms
+    (q0*g0**2*g1, (g0 + 2*g1, g2 + 1))
+    """
+    index: dict[sympy.Basic, int] = {}
+    memo: dict[sympy.Basic, sympy.Expr] = {}
+
+    def walk(e: sympy.Basic) -> sympy.Expr:
+        r = memo.get(e)
+        if r is not None:
+            return r
+        if not _all_gaussians(e):
+            r = e
+        elif is_affine(e):
+            k = index.setdefault(e, len(index))
+            r = g(k)
+        elif isinstance(e, (sympy.Add, sympy.Mul)) or (
+            isinstance(e, sympy.Pow) and e.exp.is_Integer and e.exp > 0
+        ):
+            args = [walk(a) for a in e.args]
+            r = e.func(*args)
+        else:
+            raise _TooBig
+        memo[e] = r
+        return r
+
+    try:
+        top = walk(expr)
+    except _TooBig:
+        return None
+    return LinearForms(top, tuple(index))
+
+
+def _forms_wick(lf: LinearForms, d: int, m: int) -> Evaluator | None:
+    """``𝔼[top(L)]`` by Stein's recursion on the ``K``-dimensional Gaussian vector of the
+    forms (Isserlis' theorem with means): ``L ~ N(a + Cμ, C Σ Cᵀ)``, the rows ``(a_k, c_k)``
+    from :func:`_form_rows`, then :func:`_wick` of ``top``'s monomials in ``K``
+    variables. Cost ``O(K d²)`` for the law of the forms plus the moments of degree
+    ``deg top`` in ``K`` dimensions, instead of ``O(d^deg)`` monomials [Isserlis 1918]."""
+    K = len(lf.forms)
+    mono = g_monomials(lf.top, [g(k) for k in range(K)])
+    if mono is None:
+        return None
+    rows = _form_rows(lf.forms, d, m)
+    wick = _wick(mono, m)
+
+    def forms_wick(mean: np.ndarray, cov: np.ndarray, qv: np.ndarray) -> np.ndarray:
+        A = rows(qv)  # (B, K, d + 1): constant, then coefficients of g_0 … g_{d-1}
+        C = A[:, :, 1:]
+        mu = A[:, :, 0] + np.einsum("bkd,bd->bk", C, mean)
+        sigma = np.einsum("bkd,bde,ble->bkl", C, cov, C)
+        return wick(mu, sigma, qv)
+
+    return forms_wick
+
+
+def _form_rows(forms: tuple[sympy.Expr, ...], d: int, m: int) -> Callable[[np.ndarray], np.ndarray]:
+    """``qv (B, m) ↦ (B, K, d + 1)``: the constant ``a_k(q)`` and coefficients
+    ``c_{ki}(q)`` of affine forms ``L_k = a_k + Σ_i c_{ki} g_i``.
+
+    Read from the forms' DAG (sums, and products with one Gaussian-dependent factor),
+    never expanded: the ``g``-free parts are evaluated by :func:`_lam_q_many` (one walk)
+    and each affine node once as a ``(B, d + 1)`` array."""
+    gfree: dict[sympy.Basic, int] = {}
+    ops: list[tuple[sympy.Basic, str, tuple]] = []  # affine nodes in topological order
+    done: set[sympy.Basic] = set()
+    stack: list[sympy.Basic] = list(forms)
+    while stack:
+        e = stack[-1]
+        if e in done:
+            stack.pop()
+            continue
+        if isinstance(e, GaussSym):
+            ops.append((e, "g", (e.index,)))
+        else:
+            todo = [a for a in e.args if _all_gaussians(a) and a not in done]
+            if todo:
+                stack.extend(todo)
+                continue
+            free = [gfree.setdefault(a, len(gfree)) for a in e.args if not _all_gaussians(a)]
+            dep = tuple(a for a in e.args if _all_gaussians(a))
+            kind = "add" if isinstance(e, sympy.Add) else "mul"
+            ops.append((e, kind, (tuple(free), dep)))
+        done.add(e)
+        stack.pop()
+    consts = _lam_q_many(list(gfree), [q(j) for j in range(m)])
+
+    def rows(qv: np.ndarray) -> np.ndarray:
+        B = qv.shape[0]
+        cv = consts(qv)  # (number of g-free parts, B)
+        val: dict[sympy.Basic, np.ndarray] = {}
+        for e, kind, data in ops:
+            if kind == "g":
+                v = np.zeros((B, d + 1))
+                v[:, 1 + data[0]] = 1.0
+            elif kind == "add":
+                free, dep = data
+                v = sum((val[a] for a in dep[1:]), val[dep[0]].copy())
+                for j in free:
+                    v[:, 0] += cv[j]
+            else:  # a g-free factor times the one dependent factor (is_affine)
+                free, (a,) = data
+                scale = np.ones(B)
+                for j in free:
+                    scale = scale * cv[j]
+                v = scale[:, None] * val[a]
+            val[e] = v
+        return np.stack([val[f] for f in forms], axis=1)
+
+    return rows
 
 
 def _wick(mono: dict[tuple[int, ...], sympy.Expr], m: int) -> Evaluator:

@@ -22,6 +22,7 @@ on) is known at creation.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +32,7 @@ import sympy
 from ..core.ir import WIDTH, InitScalar, MatMul, Moment, OuterNonlin, ScalarFn, Var
 from ..gaussian import MAX_QUADRATURE_DIM
 from .derivation import Base, CopyMomentConst, Derivation, DotConst, Layout, register_fn
-from .exact import shape
+from .exact import exact_evaluator, shape
 from .methods import Method
 from .symbols import g
 
@@ -187,6 +188,7 @@ class Plan:
         self._same: dict[Any, int] = {}
         self._sigs: dict[Any, int] = {}
         self._combines: dict[Any, Any] = {}  # ("fn", uid, k) -> integrand builder
+        self._sampled: list[bool] = []  # by request id: Monte Carlo whatever the method
         for instr in der.program.instructions:
             if isinstance(instr, Moment):
                 self._moment(instr)
@@ -216,6 +218,11 @@ class Plan:
 
     def _add(self, req: Request) -> Request:
         self.requests.append(req)
+        # Monte Carlo for sure: no integrand, or something it depends on is
+        self._sampled.append(
+            (isinstance(req, ExpectationRequest) and req.expr is None)
+            or any(self._sampled[d] for d in req.deps)
+        )
         return req
 
     def _expectation(
@@ -234,6 +241,11 @@ class Plan:
         """
         der = self.der
         res = der.canonical(roots)
+        big = None
+        if res is None and self.symbolic and combine is not None:
+            big = self._polynomial_beyond_tree(roots, combine)
+            if big is not None:
+                res = big[0]
         if res is None:
             bids = tuple(
                 sorted(
@@ -253,7 +265,7 @@ class Plan:
             tk = (tag, key)
             expr = self._exprs.get(tk)
             if expr is None:
-                expr = self._exprs[tk] = combine(*der.expr_of_key(key))
+                expr = self._exprs[tk] = big[1] if big else combine(*der.expr_of_key(key))
             ident: Any = expr
         else:
             expr, ident = None, (("numeric", tag), key)
@@ -276,6 +288,37 @@ class Plan:
                 rid, deps, self._level(deps), roots, expr, bids, cids, lay, slot_rids, sig, **fields
             )
         )
+
+    def _polynomial_beyond_tree(
+        self, roots: tuple[Any, ...], combine: Any
+    ) -> tuple[tuple, sympy.Expr] | None:
+        """``(canonical form, integrand)`` of roots whose trees exceed
+        :data:`~.derivation.MAX_TREE` when the integrand is a polynomial in the base
+        Gaussians with an exact evaluator (:func:`~.exact.exact_evaluator`); None otherwise.
+
+        A polynomial is evaluated exactly by walks of its expression DAG (its monomials, or
+        its linear forms), whatever its tree size — e.g. a linear network's training
+        unroll, whose ``Z`` doubles as a tree at every step while its DAG grows linearly.
+        The integrand is built (the placement is memoised per distinct subexpression) only
+        when every root is a polynomial node and no constant it uses comes from Monte
+        Carlo; anything else beyond the tree limit stays a Monte Carlo request.
+        """
+        der = self.der
+        if not all(der.nodes[r].polynomial for r in roots if isinstance(r, Var)):
+            return None
+        res = der.canonical(roots, limit=sys.maxsize)
+        if res is None:  # pragma: no cover - no limit
+            return None
+        key, bids, cids = res
+        if any(self._sampled[self.const_req[c]] for c in cids):
+            return None  # its constants come from Monte Carlo: so would it
+        expr = combine(*der.expr_of_key(key))
+        if shape(expr).opaque:
+            return None  # a function of the Gaussians (combine's fn): no DAG-only method
+        lay = der.layout(bids)
+        if exact_evaluator(expr, len(bids), len(cids), lay.centred, lay.groups) is None:
+            return None
+        return res, expr
 
     def _slot_rids(self, bids: tuple[int, ...], lay: Layout) -> tuple[int, ...]:
         """The covariance request of every same-family hat pair of ``bids``."""

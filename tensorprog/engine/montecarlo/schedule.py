@@ -16,6 +16,7 @@ import sympy
 
 from ...core.ir import MatMul, Moment, Nonlin
 from ...gaussian import psd_factor
+from ..exact import shape
 from ..existence import integrand, tilt
 from ..forms import lambdify_integrand
 from ..growth import POLY_TAIL_DEGREE, moment_degrees
@@ -317,7 +318,8 @@ def _tilts(plan: Plan, known: dict[int, Any]) -> dict[Any, _MCTilt]:
             continue
         expr = integrand(plan, req)
         d, m = len(req.bids), len(req.cids)
-        tl = tilt(expr, d, m, branches=True) if expr is not None else None
+        # (a polynomial has no exp factor to tilt by: skipped by a DAG walk, not inlined)
+        tl = tilt(expr, d, m, branches=True) if expr is not None and shape(expr).opaque else None
         if tl is None or tl.P.free_symbols - {g(i) for i in range(d)}:
             continue
         idx = der.base_init_index[np.array(req.bids, dtype=np.intp)]
