@@ -7,7 +7,7 @@ References are computed in this file, never with the code under test:
 * THEORY §10.3's published Monte Carlo value of the Ż test;
 * a plain numpy implementation of DESIGN.md's finite network (``W^l = n^{-a_l} w^l``,
   ``w^l ~ N(0, σ_l² n^{-2b_l})``, full-batch GD on ``w`` with learning rate ``η n^{-c}``),
-  rebuilt from the simulation's draws;
+  rebuilt from the simulation's draws (``tests/programs.py``: ``numpy_mlp``);
 * the NTK kernel recursion with the arc-cosine closed forms (THEORY §3.7, §6.2).
 
 Tolerances: exact/quadrature values to ≤1e-8 / 1e-6; Monte Carlo within 4 reported
@@ -21,71 +21,13 @@ import math
 import numpy as np
 import pytest
 from numpy.polynomial.hermite_e import hermegauss
-from programs import muP_step_reference
+from programs import muP_step_reference, numpy_mlp
 
 import tensorprog as tp
 from tensorprog import nn
+from tensorprog.core.ir import MatMul
 
 # ------------------------------------------------------------------ references
-
-
-NUMPY_PHI = {
-    "relu": (lambda z: np.maximum(z, 0.0), lambda z: (z > 0).astype(float)),
-    "tanh": (np.tanh, lambda z: 1.0 - np.tanh(z) ** 2),
-    "identity": (lambda z: z, np.ones_like),
-}
-
-
-def numpy_network(run, sim):
-    """DESIGN.md's finite network, rebuilt from ``sim``'s draws and trained in numpy.
-
-    Returns (outputs (T+1, B), eval outputs (T+1, E)); with ``run.center`` the network
-    is trained on, and reports, ``f − f_0``.
-    """
-    net, n = run.net, sim.n
-    L = net.depth
-    a = [float(x) for x in net.param.a]
-    b = [float(x) for x in net.param.b]
-    c = float(net.param.c)
-    phi, dphi = NUMPY_PHI[net.phi.name]
-    s = [a[ell] + b[ell] for ell in range(L + 1)]
-    # effective initial weights W^l_0 from the program's initial objects
-    W = [n ** (-s[0]) * np.stack([sim.vector(u) for u in run.initial["W1_columns"]], axis=1)]
-    for ell in range(2, L + 1):
-        W.append(n ** (0.5 - s[ell - 1]) * sim.matrix(run.initial["hidden"][ell]))
-    W.append(n ** (-s[L]) * sim.vector(run.initial["readout"])[None, :])
-    w = [n ** a[ell] * W[ell] for ell in range(L + 1)]  # the trained parameters
-    lr = run.lr * n ** (-c)
-    X, Y = run.X, run.Y
-    B = X.shape[0]
-    Xall = np.vstack([X, run.X_eval])
-    outs, f0 = [], None
-    for t in range(run.steps + 1):
-        Wt = [n ** (-a[ell]) * w[ell] for ell in range(L + 1)]
-        hs, xs, zc = [], [], Xall.T
-        for ell in range(L):
-            hs.append(Wt[ell] @ zc)
-            zc = phi(hs[-1])
-            xs.append(zc)
-        f = (Wt[L] @ zc)[0]
-        f0 = f.copy() if f0 is None else f0
-        ft = f - f0 if run.center else f
-        outs.append(ft)
-        if t == run.steps:
-            break
-        chi = (ft[:B] - Y) / B  # ∂L/∂f_i
-        grads = [None] * (L + 1)
-        grads[L] = chi[None, :] @ xs[L - 1][:, :B].T
-        g = Wt[L].T * chi[None, :]  # ∂L/∂x^L, per input
-        for ell in range(L - 1, -1, -1):
-            dh = g * dphi(hs[ell][:, :B])
-            inp = X.T if ell == 0 else xs[ell - 1][:, :B]
-            grads[ell] = dh @ inp.T  # ∂L/∂W^l
-            g = Wt[ell].T @ dh
-        # ∂L/∂w^l = n^{-a_l} ∂L/∂W^l
-        w = [w[ell] - lr * n ** (-a[ell]) * grads[ell] for ell in range(L + 1)]
-    outs = np.array(outs)
-    return outs[:, :B], outs[:, B:]
 
 
 def abcd_linear(X, Y, lr, steps):
@@ -215,8 +157,13 @@ def test_zdot_after_one_step():
     assert abs(f1 - ref) <= accuracy + lim.limit.error(run.eval_outputs[1, 0])
     assert lim.limit.method(run.eval_outputs[1, 0]) == "quadrature"
     assert abs(f1 - 0.377) > 0.1  # the value without Ż
-    # Ż^{W2 x1_1} along W2ᵀ dh2_0 is present.
-    assert lim.limit.Zdot(run.program["W2x1_1_e0"]) != 0
+    # Ż^{W2 x1_1} along W2ᵀ dh2_0 is present: the MatMul of W2 in the step-1
+    # pre-activation h2 of the evaluation input (h2 = W2 x1 + the rank-one update)
+    p = run.program
+    h2 = run.named["h2"][1, 1]
+    (mm,) = [p[v.name] for v in p.definition(h2).inputs if isinstance(p.definition(v), MatMul)]
+    assert p.definition(mm).matrix.name == "W2"
+    assert lim.limit.Zdot(mm) != 0
 
 
 # ------------------------------------------------------------------ finite width
@@ -243,7 +190,7 @@ def test_simulation_is_the_numpy_network(phi, param):
     net = nn.MLP(d_in=2, depth=param.depth, nonlin=phi, param=param)
     run = nn.train_sgd(net, X, [0.5, -0.3, 0.8], lr=0.7, steps=3, X_eval=[[0.4, 0.4]])
     sim = run.simulate(200, seed=2)
-    out, ev = numpy_network(run, sim)
+    out, ev = numpy_mlp(run, sim)
     scale = max(1.0, np.max(np.abs(out)))
     np.testing.assert_allclose(sim.outputs, out, atol=1e-10 * scale, rtol=0)
     np.testing.assert_allclose(sim.eval_outputs, ev, atol=1e-10 * scale, rtol=0)
@@ -395,7 +342,7 @@ def test_center_option():
     centred = nn.train_sgd(net, X2, Y2, lr=1.0, steps=2, center=True)
     assert not plain.center and centred.center
     sim = centred.simulate(128, seed=0)
-    np.testing.assert_allclose(sim.outputs, numpy_network(centred, sim)[0], atol=1e-10)
+    np.testing.assert_allclose(sim.outputs, numpy_mlp(centred, sim)[0], atol=1e-10)
     assert np.all(sim.outputs[0] == 0)
     # f_0 → 0 in μP, so centring does not change the limit
     a = plain.limit(method="montecarlo", samples=2**15, qmc=True, seed=0)

@@ -182,12 +182,24 @@ from .parametrization import (
     abc_scaling,
     muP,
 )
-from .training import _values
 
 __all__ = ["train", "TrainRun", "TrainLimit", "TrainSimulation"]
 
 _LOSSES = ("mse", "xent")
 _HALF = Fraction(1, 2)
+
+
+def _values(handles: np.ndarray | None, get: Any) -> np.ndarray | None:
+    """The numbers ``get(h)`` of an array of handles (one call per distinct variable)."""
+    if handles is None:
+        return None
+    out = np.empty(handles.shape)
+    cache: dict[str, Any] = {}
+    for idx, h in np.ndenumerate(handles):
+        if h.name not in cache:
+            cache[h.name] = get(h)
+        out[idx] = cache[h.name]
+    return out
 
 
 # ---------------------------------------------------------------------------------------
@@ -218,6 +230,19 @@ class _ScopedProgram(Program):
         scoped = super()._new_name(cls, f"{name}[{t},{i}]")
         per[(t, i)] = scoped
         return scoped
+
+    def label(self, h: Any, name: str | None) -> Any:
+        """Give the variable ``h`` (e.g. a parameter's use, which may be an existing
+        variable) the forward's ``name`` as a scoped second name (an alias: no
+        instruction is recorded); ``h`` itself is returned."""
+        if name is not None:
+            scoped = self._new_name(type(self.definition(h)), name)
+            scope, self._scope = self._scope, None
+            try:
+                self._alias(scoped, h.var)
+            finally:
+                self._scope = scope
+        return h
 
 
 # ---------------------------------------------------------------------------------------
@@ -771,6 +796,18 @@ class _HiddenUse:
     def __matmul__(self, x: Any) -> Vector:
         return self.param.hidden(self.t, x)
 
+    def matmul(self, x: Any, name: str | None = None) -> Any:
+        """``p.W @ x`` named ``name`` (recorded per step and input as ``{name}[{t},{i}]``,
+        like a ``name=`` of the DSL; :attr:`TrainRun.named`). The use may be a variable
+        that already exists (e.g. unchanged since step 0): the name is then a second
+        name of it, no instruction is recorded. An output weight's ``d_out > 1`` Scalars
+        are named ``{name}_{k}``."""
+        out = self @ x
+        lab = self.param.b.p.label
+        if isinstance(out, list):
+            return [lab(o, None if name is None else f"{name}_{k}") for k, o in enumerate(out)]
+        return lab(out, name)
+
     @property
     def T(self) -> Any:
         if self.param.spec.cls is not ParamClass.HIDDEN:
@@ -865,6 +902,8 @@ class _Builder:
         center: bool = False,
         kernel: bool = False,
         m: Fraction = Fraction(1),
+        X_eval: np.ndarray | None = None,
+        kernels: tuple[str, ...] = (),
     ) -> None:
         self.model, self.X, self.Y, self.T = model, X, Y, steps
         # center: train f − f_0; kernel: centred by carrying the changes (v_0, Δv), with
@@ -888,12 +927,16 @@ class _Builder:
         self.uses: list[Any] = []
         self.params = {nm: _Param(self, spec, scalings[nm]) for nm, spec in model.params.items()}
         B, T = X.shape[0], steps
+        # inputs of the forward: the training rows, then the evaluation rows (X_eval:
+        # outputs recorded at every step, never in the loss or the gradients)
+        Xall = X if X_eval is None or not len(X_eval) else np.vstack([X, X_eval])
         self.d_out: int | None = None
-        self.f = np.empty((T + 1, B), dtype=object)  # the outputs trained on
-        self.g = np.empty((T + 1, B), dtype=object)  # what the forward returned (grad)
-        self.rows = np.empty((T + 1, B), dtype=object)  # kernel runs: (P, k, v) per output
+        self.f = np.empty((T + 1, len(Xall)), dtype=object)  # the outputs (trained on: [:B])
+        self.g = np.empty((T + 1, len(Xall)), dtype=object)  # what the forward returned (grad)
+        self.rows = np.empty((T + 1, len(Xall)), dtype=object)  # kernel runs: (P, k, v)
         self.loss = np.empty(T + 1, dtype=object)
         self.chi: list[dict[int, list[Any]]] = []
+        self.kernels = {nm: np.empty((T + 1, B, B), dtype=object) for nm in kernels}
         for t in range(T + 1):
             self.p.section(f"step {t}: forward pass on {B} input{'s' * (B > 1)}, loss")
             if t == 1:
@@ -902,18 +945,19 @@ class _Builder:
                 for P in self.params.values():
                     P.begin_step(t)
             uses = []
-            for i in range(B):
+            for i in range(len(Xall)):
                 self.uses = []
                 self.p._scope = (t, i)
                 try:
-                    out = model.fn(_View(self, t), X[i].copy())  # type: ignore[misc]
+                    out = model.fn(_View(self, t), Xall[i].copy())  # type: ignore[misc]
                 finally:
                     self.p._scope = None
                 self.g[t, i] = self.outputs(out, t, i)
-                self.f[t, i] = self.centred(t, i) if center else self.g[t, i]
+                self.f[t, i] = self.centred(t, i) if center or kernel else self.g[t, i]
                 uses.append(self.uses)
             if t == 0:
                 self.check_targets()
+            self.feature_kernels(t)
             self.loss[t] = self.loss_of(range(B), self.f[t], name=f"loss_{t}")
             if t < T:
                 self.p.section(f"step {t}: backward pass, update {t + 1}")
@@ -992,6 +1036,10 @@ class _Builder:
                     )
                 rows.append(use)
             self.rows[t, i] = rows
+            if not self.center:  # uncentred, carried as changes: f_t = f_0 + (f_t − f_0)
+                if t == 0:  # f_0 = ⟨ŵ_0, v_0⟩ (m = 1: f_0 bounded)
+                    return [self.inner(P.value[0][k], v) for P, k, v in rows]
+                return [scalar_lincomb([a, b]) for a, b in zip(self.f[0, i], gs)]
             return gs
         # f_0 is a bounded Moment: the difference itself
         if t == 0:
@@ -1117,6 +1165,24 @@ class _Builder:
         out = Nonlinearity(f"Δ{fn.name}", body, args, params, opaque=not poly)
         self._delta_fns[key] = out
         return out
+
+    # -- feature kernels -------------------------------------------------------------
+    def feature_kernels(self, t: int) -> None:
+        """``⟨v_t(ξ_i), v_t(ξ_j)⟩`` (a Moment, shared with the updates' when they have it)
+        over the training rows for every vector name of ``feature_kernels=``."""
+        B = self.X.shape[0]
+        for nm, K in self.kernels.items():
+            per = self.p._scoped.get(nm, {})
+            vs = [self.p[per[(t, i)]] if (t, i) in per else None for i in range(B)]
+            if any(not isinstance(v, Vector) for v in vs):
+                raise ProgramValueError(
+                    f"nn.train: feature_kernels names {nm!r}, which the forward of model "
+                    f"{self.model.name!r} does not name as a vector at step {t} on every "
+                    f"training input (give name={nm!r} to a Vector it computes)"
+                )
+            for i in range(B):
+                for j in range(i, B):
+                    K[t, i, j] = K[t, j, i] = self.inner(vs[i], vs[j])
 
     # -- outputs and loss ------------------------------------------------------------
     def outputs(self, out: Any, t: int, i: int) -> list[Scalar]:
@@ -1343,6 +1409,8 @@ class TrainLimit:
         The loss of ``f̊_t`` over all rows.
     limit : tensorprog Limit
         The underlying :class:`tensorprog.engine.Limit`.
+    eval_outputs, eval_stderr : ndarray, shape (steps+1, E, d_out)
+        The same on the rows of ``X_eval``.
     """
 
     outputs: np.ndarray
@@ -1351,14 +1419,25 @@ class TrainLimit:
     loss_stderr: np.ndarray
     limit: Any = field(repr=False)
     run: Any = field(default=None, repr=False)
+    eval_outputs: np.ndarray | None = None
+    eval_stderr: np.ndarray | None = None
 
     def named(self, name: str) -> np.ndarray:
-        """The limits of a scalar the forward named: shape (steps+1, B)."""
+        """The limits of a scalar the forward named: shape (steps+1, B+E)."""
         return _values(self.run._named_scalars(name), self.limit.__getitem__)
 
     def named_stderr(self, name: str) -> np.ndarray:
-        """Their standard errors: shape (steps+1, B)."""
+        """Their standard errors: shape (steps+1, B+E)."""
         return _values(self.run._named_scalars(name), self.limit.stderr)
+
+    def feature_kernel(self, name: str) -> np.ndarray:
+        """The limit ``𝔼[Z^{v_t(ξ_i)} Z^{v_t(ξ_j)}]`` of a recorded feature kernel:
+        shape (steps+1, B, B)."""
+        return _values(self.run._kernel(name), self.limit.__getitem__)
+
+    def feature_kernel_stderr(self, name: str) -> np.ndarray:
+        """Its standard errors: shape (steps+1, B, B)."""
+        return _values(self.run._kernel(name), self.limit.stderr)
 
     @property
     def method(self) -> np.ndarray:
@@ -1380,12 +1459,19 @@ class TrainSimulation:
     loss : ndarray, shape (steps+1,)
     simulation : tensorprog.Simulation
         Every variable of the program at this width.
+    eval_outputs : ndarray, shape (steps+1, E, d_out)
     """
 
     outputs: np.ndarray
     loss: np.ndarray
     simulation: Any = field(repr=False)
     run: Any = field(default=None, repr=False)
+    eval_outputs: np.ndarray | None = None
+
+    def feature_kernel(self, name: str) -> np.ndarray:
+        """A recorded feature kernel ``⟨v_t(ξ_i), v_t(ξ_j)⟩`` at this width: shape
+        (steps+1, B, B)."""
+        return _values(self.run._kernel(name), self.simulation.__getitem__)
 
     @property
     def n(self) -> int:
@@ -1393,8 +1479,8 @@ class TrainSimulation:
         return self.simulation.n
 
     def named(self, name: str) -> np.ndarray:
-        """A quantity the forward named, at this width: shape (steps+1, B) for a scalar,
-        (steps+1, B, n) for a vector."""
+        """A quantity the forward named, at this width: shape (steps+1, B+E) for a scalar,
+        (steps+1, B+E, n) for a vector."""
         H = self.run._named(name)
         sim = self.simulation
         if isinstance(H.flat[0], Scalar):
@@ -1431,9 +1517,17 @@ class TrainRun:
         ``f_t(ξ_i)`` before update ``t+1``.
     loss : ndarray of Scalar, shape (steps+1,)
         The loss of ``f_t`` over all rows of ``X``.
+    eval_outputs : ndarray of Scalar, shape (steps+1, E, d_out)
+        ``f_t`` on the rows of ``X_eval`` (not trained on; E = 0 without ``X_eval``).
+    chi : ndarray of Scalar, shape (steps, B, d_out)
+        The loss derivatives ``χ_{t,i,k} = ∂L_t/∂f_k(ξ_i)`` (``None`` for rows outside
+        the step's batch).
+    feature_kernels : dict
+        ``{name: ndarray of Scalar, shape (steps+1, B, B)}``: ``⟨v_t(ξ_i), v_t(ξ_j)⟩`` for
+        each vector name of ``feature_kernels=`` (one handle at ``[t, i, j]`` and ``[t, j, i]``).
     named : dict
-        ``{name: ndarray of handles, shape (steps+1, B)}`` for every ``name=`` given in
-        the forward.
+        ``{name: ndarray of handles, shape (steps+1, B+E)}`` for every ``name=`` given in
+        the forward (the training rows, then the rows of ``X_eval``).
     problems : tuple of str
         Why the limit does not exist (diverging width powers); empty for stable runs.
     scalings : dict
@@ -1445,19 +1539,25 @@ class TrainRun:
     def __init__(self, model: Model, builder: _Builder, scalings: dict[str, Scaling]) -> None:
         self.model = model
         self.program = builder.p
-        T, B = builder.f.shape
-        K = builder.d_out
-        self.outputs = np.empty((T, B, K), dtype=object)
+        T, BE = builder.f.shape
+        K, B = builder.d_out, builder.X.shape[0]
+        every = np.empty((T, BE, K), dtype=object)
         for idx, fs in np.ndenumerate(builder.f):
-            self.outputs[idx] = fs
+            every[idx] = fs
+        self.outputs, self.eval_outputs = every[:, :B], every[:, B:]
         self.loss = builder.loss
+        self.chi = np.empty((T - 1, B, K), dtype=object)
+        for t, per in enumerate(builder.chi):
+            for i, cs in per.items():
+                self.chi[t, i] = cs
+        self.feature_kernels = builder.kernels
         self.scalings = scalings
         self.center = builder.center
         self.problems = tuple(str(p) for p in builder.problems)
         self._params = builder.params
         self.named: dict[str, np.ndarray] = {}
         for nm, per in builder.p._scoped.items():
-            H = np.empty((T, B), dtype=object)
+            H = np.empty((T, BE), dtype=object)
             for (t, i), scoped in per.items():
                 H[t, i] = builder.p[scoped]
             if any(h is None for h in H.flat):
@@ -1513,18 +1613,35 @@ class TrainRun:
                 "nn.train: this run has no infinite-width limit: " + "; ".join(self.problems)
             )
         lim = self.program.limit(**kw)
-        handles = {"outputs": self.outputs, "loss": self.loss}
+        handles = {"outputs": self.outputs, "loss": self.loss, "eval": self.eval_outputs}
         vals = {k: _values(h, lim.__getitem__) for k, h in handles.items()}
         errs = {k: _values(h, lim.stderr) for k, h in handles.items()}
         return TrainLimit(
-            vals["outputs"], errs["outputs"], vals["loss"], errs["loss"], limit=lim, run=self
+            vals["outputs"],
+            errs["outputs"],
+            vals["loss"],
+            errs["loss"],
+            limit=lim,
+            run=self,
+            eval_outputs=vals["eval"],
+            eval_stderr=errs["eval"],
         )
 
     def simulate(self, n: int, seed: Any = 0, **kw: Any) -> TrainSimulation:
         """The same run at finite width ``n`` (keywords as :meth:`tensorprog.Program.simulate`)."""
         sim = self.program.simulate(n, seed=seed, **kw)
-        out, loss = (_values(h, sim.__getitem__) for h in (self.outputs, self.loss))
-        return TrainSimulation(out, loss, simulation=sim, run=self)
+        out, loss, ev = (
+            _values(h, sim.__getitem__) for h in (self.outputs, self.loss, self.eval_outputs)
+        )
+        return TrainSimulation(out, loss, simulation=sim, run=self, eval_outputs=ev)
+
+    def _kernel(self, name: str) -> np.ndarray:
+        if name not in self.feature_kernels:
+            raise ProgramValueError(
+                f"the run records no feature kernel of {name!r}; it records "
+                f"{sorted(self.feature_kernels)} (nn.train(..., feature_kernels=[...]))"
+            )
+        return self.feature_kernels[name]
 
 
 # ---------------------------------------------------------------------------------------
@@ -1536,7 +1653,7 @@ class _NotCentrable(ProgramValueError):
 
 
 def _centring(
-    model: Model, scalings: dict[str, Scaling], center: Any = None
+    model: Model, scalings: dict[str, Scaling], center: Any = None, changes: Any = None
 ) -> tuple[bool, bool, Fraction]:
     """``(center, kernel, m)`` of a run (module docstring, "Kernel-regime runs").
 
@@ -1565,6 +1682,16 @@ def _centring(
     center = bool(center)
     kernel = center and gp
     m = min([s_out] + ([e_out] if e_out is not None else [])) if kernel else Fraction(1)
+    if changes is not None and not isinstance(changes, (bool, np.bool_)):
+        raise ProgramTypeError(f"nn.train: changes must be a bool or None, got {changes!r}")
+    if changes and not kernel:
+        if gp or e_out is None or e_out < 1:
+            raise ProgramValueError(
+                f"nn.train: changes=True carries an uncentred run as step-0 values plus "
+                f"changes; it needs every output weight with a+b ≥ 1 (a bounded f_0) and its "
+                f"updates with c+2a ≥ 1, got a+b = {s_out}, c+2a = {e_out}"
+            )
+        kernel = True  # uncentred, carried as changes (m = 1)
     return center, kernel, Fraction(m)
 
 
@@ -1598,6 +1725,9 @@ def train(
     batches: Any = None,
     allow_unstable: bool = False,
     center: bool | None = None,
+    X_eval: Any = None,
+    feature_kernels: Any = (),
+    changes: bool | None = None,
     name: str | None = None,
 ) -> TrainRun:
     r"""Unroll ``steps`` optimizer steps of ``model`` on ``(X, Y)`` into one program.
@@ -1634,6 +1764,21 @@ def train(
         (``c+2a ≥ 1``) and the run can be centred; ``False`` there builds the uncentred
         run, whose diverging ``f_0`` is refused unless ``allow_unstable``. See
         "Kernel-regime runs" in the module docstring.
+    X_eval : array_like, shape (E, d_x), optional
+        Inputs on which the forward is evaluated at every step with that step's
+        parameters (``run.eval_outputs``; centred like the outputs), never trained on.
+    feature_kernels : sequence of str, optional
+        Names of vectors the forward names (``name=``): their Gram matrices
+        ``⟨v_t(ξ_i), v_t(ξ_j)⟩`` over the training rows at every step
+        (``run.feature_kernels[name]``, ``lim.feature_kernel(name)``).
+    changes : bool, optional
+        Carry every quantity of the forward at step ``t ≥ 1`` as its step-0 value plus a
+        normalised change ("Kernel-regime runs" in the module docstring). Default: exactly
+        for the centred kernel-regime runs. ``True`` also carries an uncentred run whose
+        ``f_0`` is bounded (output weights ``a+b ≥ 1``, updated with ``c+2a ≥ 1``) so,
+        ``f_t = f_0 + (f_t − f_0)``: the same finite network, and features that move by
+        a vanishing amount have exactly their step-0 limit (not a new Gaussian of the
+        same law, as a MatMul of the initial matrix with them would be) [TP4 Eq. (55)].
     name : str, optional
         Name of the program.
 
@@ -1679,6 +1824,30 @@ def train(
             f"{Xa.shape}"
         )
     B = Xa.shape[0]
+    Xe = None
+    if X_eval is not None:
+        try:
+            Xe = np.asarray(X_eval, dtype=float)
+        except (TypeError, ValueError):
+            raise ProgramTypeError(
+                f"nn.train: X_eval must be a numeric array, got {X_eval!r}"
+            ) from None
+        if Xe.ndim != 2 or Xe.shape[1] != Xa.shape[1] or not np.all(np.isfinite(Xe)):
+            raise ProgramValueError(
+                f"nn.train: X_eval must be a finite 2-D array with the {Xa.shape[1]} columns "
+                f"of X, shape (E, {Xa.shape[1]}), got shape {Xe.shape}"
+            )
+    try:
+        kernels = tuple(dict.fromkeys(feature_kernels))
+    except TypeError:
+        kernels = None  # type: ignore[assignment]
+    if isinstance(feature_kernels, str) or kernels is None or not all(
+        isinstance(k, str) for k in kernels
+    ):
+        raise ProgramTypeError(
+            f"nn.train: feature_kernels must be a sequence of names (str) the forward gives "
+            f"to vectors, got {feature_kernels!r}"
+        )
     try:
         Ya = np.asarray(Y, dtype=float)
     except (TypeError, ValueError):
@@ -1739,8 +1908,14 @@ def train(
     if not isinstance(allow_unstable, (bool, np.bool_)):
         raise ProgramTypeError(f"nn.train: allow_unstable must be a bool, got {allow_unstable!r}")
     args = (model, Xa, Ya, steps, loss, opt, scalings, rows, name or f"train_{model.name}")
+    extra = {"X_eval": Xe, "kernels": kernels}
     center_given = center
     if isinstance(opt, Entrywise):
+        if changes:
+            raise ProgramValueError(
+                f"nn.train: changes=True is for SGD runs; {type(opt).__name__} runs are "
+                f"written directly"
+            )
         if center:
             raise ProgramValueError(
                 f"nn.train: center=True centres kernel-regime SGD runs; the operator regime "
@@ -1749,17 +1924,17 @@ def train(
             )
         center, kernel, m = False, False, Fraction(1)
     else:
-        center, kernel, m = _centring(model, scalings, center)
+        center, kernel, m = _centring(model, scalings, center, changes)
     why_not = ""
     try:
-        builder = _Builder(*args, center=center, kernel=kernel, m=m)
+        builder = _Builder(*args, center=center, kernel=kernel, m=m, **extra)
     except _NotCentrable as exc:
-        if center_given is not None:
+        if center_given is not None or changes:
             raise
         # the default centring does not apply to this forward: the uncentred run (its
         # f_0 is then a diverging power, a problem like any other)
         why_not = f" ({exc})"
-        builder = _Builder(*args)
+        builder = _Builder(*args, **extra)
     if builder.problems and not allow_unstable:
         raise ProgramValueError(
             "nn.train: the run has no infinite-width limit (pass allow_unstable=True to "

@@ -86,7 +86,10 @@ from .. import (
 )
 from .. import n as WIDTH
 from .mlp import MLP
-from .parametrization import classify
+from .model import Model
+from .optim import SGD
+from .parametrization import abcd, classify
+from .train import TrainSimulation, _values, train
 
 __all__ = ["train_sgd", "TrainingRun", "TrainingLimit", "TrainingSimulation", "Exponents"]
 
@@ -711,6 +714,38 @@ class TrainingSimulation:
     def __getitem__(self, key: Any) -> Any:
         return self.simulation[key]
 
+    def param(self, name: str) -> np.ndarray:
+        """A weight's **initial** value at this width (numpy), as the network uses it:
+        ``"W_in"`` (``W¹_0``, shape (n, d)), ``"W2"`` … ``"WL"`` (``W^l_0``, (n, n)),
+        ``"W_out"`` (``W^{L+1}_0``, (1, n)); ``W^l_0 = n^{-a_l} w^l_0`` (docs/training.md,
+        "The finite network")."""
+        run, n = self.run, float(self.n)
+        s, L = run.exponents.s, run.net.depth
+        sim, ini = self.simulation, run.initial
+        if name == "W_in":
+            return n ** -float(s[0]) * np.stack([sim.vector(u) for u in ini["W1_columns"]], 1)
+        if name == "W_out":
+            return n ** -float(s[L]) * sim.vector(ini["readout"])[None, :]
+        hidden = {f"W{ell}": ell for ell in ini["hidden"]}
+        if name in hidden:
+            ell = hidden[name]
+            return n ** (0.5 - float(s[ell - 1])) * sim.matrix(ini["hidden"][ell])
+        raise ProgramValueError(
+            f"TrainingSimulation.param: the network has weights "
+            f"{['W_in', *hidden, 'W_out']}, not {name!r}"
+        )
+
+    def named(self, name: str) -> np.ndarray:
+        """The pre-activations ``"h{l}"`` and features ``"x{l}"`` at this width, shape
+        (steps+1, B+E, n) (as :meth:`tensorprog.nn.TrainSimulation.named`)."""
+        run = self.run
+        if run.train_run is None:
+            raise ProgramValueError(
+                "TrainingSimulation.named: a linear network's run keeps its vectors as linear "
+                "forms and names none; write the network with nn.Model and nn.train"
+            )
+        return TrainSimulation(None, None, self.simulation, run.train_run).named(name)
+
 
 def _indexed(run: Any, what: str, per_scalar: Any) -> list[tuple[Any, ...]]:
     """The rows of :func:`tensorprog.core.tables.indexed_rows` for a run's recorded scalars."""
@@ -731,18 +766,6 @@ def _indexed(run: Any, what: str, per_scalar: Any) -> list[tuple[Any, ...]]:
     )
 
 
-def _values(handles: np.ndarray | None, get: Any) -> np.ndarray | None:
-    if handles is None:
-        return None
-    out = np.empty(handles.shape)
-    cache: dict[str, Any] = {}
-    for idx, h in np.ndenumerate(handles):
-        if h.name not in cache:
-            cache[h.name] = get(h)
-        out[idx] = cache[h.name]
-    return out
-
-
 class TrainingRun:
     """The unrolled training of ``net`` (returned by :func:`train_sgd`).
 
@@ -760,8 +783,19 @@ class TrainingRun:
         The loss derivatives ``χ_{t,i} = (f_t(ξ_i) − y_i)/B``.
     initial : dict
         Handles of the initial weights: ``"W1_columns"`` (list of d vectors, the
-        columns of ``W¹_0``), ``"hidden"`` ({l: Matrix}, ``W^l_0``), ``"readout"``
-        (the vector ``v``, ``W^{L+1}_0 = n^{-(a_{L+1}+b_{L+1})} vᵀ``).
+        columns of ``W¹_0`` up to ``n^{-s_1}``), ``"hidden"`` ({l: Matrix}, ``W^l_0`` up
+        to ``n^{1/2-s_l}``), ``"readout"`` (the vector ``v``,
+        ``W^{L+1}_0 = n^{-(a_{L+1}+b_{L+1})} vᵀ``). ``sim.param(name)`` gives the weights.
+    named : dict or None
+        ``{"h1": …, "x1": …, …, "hL", "xL"}``: the pre-activations and features
+        (handles, shape (steps+1, B+E): the training inputs, then ``X_eval``), as
+        :attr:`tensorprog.nn.TrainRun.named`; ``None`` for a linear network (see
+        :func:`train_sgd`).
+    train_run : tensorprog.nn.TrainRun or None
+        The :func:`tensorprog.nn.train` run this is a view of (``None`` for a linear
+        network).
+    problems : tuple of str
+        Why the limit does not exist (``allow_unstable=True`` runs); empty otherwise.
     exponents : Exponents
     center : bool
     """
@@ -774,23 +808,68 @@ class TrainingRun:
         lr: float,
         steps: int,
         X_eval: np.ndarray,
+        *,
+        program: Program,
+        outputs: np.ndarray,
+        eval_outputs: np.ndarray,
+        feature_kernels: np.ndarray | None,
+        chi: np.ndarray,
+        initial: dict,
         center: bool,
-        builder: _Unroll,
+        train_run: Any = None,
     ) -> None:
         self.net, self.X, self.Y, self.lr, self.steps, self.X_eval = net, X, Y, lr, steps, X_eval
+        self.program, self.outputs, self.eval_outputs = program, outputs, eval_outputs
+        self.feature_kernels, self.chi, self.initial = feature_kernels, chi, initial
         self.center = center
-        self.program = builder.p
-        B = X.shape[0]
-        self.outputs = builder.f[:, :B]
-        self.eval_outputs = builder.f[:, B:]
-        self.feature_kernels = builder.kern
-        self.chi = builder.chi
-        self.exponents = builder.ex
-        self.initial = {
-            "W1_columns": list(builder.u),
-            "hidden": {ell + 1: M for ell, M in builder.M.items()},
-            "readout": builder.v,
+        self.exponents = Exponents.of(net.param)
+        self.train_run = train_run
+        self.named = None if train_run is None else train_run.named
+        self.problems: tuple[str, ...] = () if train_run is None else train_run.problems
+
+    @classmethod
+    def _of_train_run(cls, net: MLP, X: Any, Y: Any, lr: float, steps: int, Xe: Any, run: Any):
+        """The view of an :func:`tensorprog.nn.train` run of :func:`_model`."""
+        L = net.depth
+        fk = None
+        if run.feature_kernels:
+            fk = np.stack([run.feature_kernels[f"x{ell}"] for ell in range(1, L + 1)], axis=1)
+        P = run._params
+        initial = {
+            "W1_columns": list(P["W_in"].u),
+            "hidden": {ell: P[f"W{ell}"].M for ell in range(2, L + 1)},
+            "readout": P["W_out"].u[0],
         }
+        return cls(
+            net, X, Y, lr, steps, Xe,
+            program=run.program,
+            outputs=run.outputs[..., 0],
+            eval_outputs=run.eval_outputs[..., 0],
+            feature_kernels=fk,
+            chi=run.chi[..., 0],
+            initial=initial,
+            center=run.center,
+            train_run=run,
+        )  # fmt: skip
+
+    @classmethod
+    def _of_unroll(cls, net: MLP, X: Any, Y: Any, lr: float, steps: int, Xe: Any, b: _Unroll):
+        """The run of the linear-network fallback :class:`_Unroll`."""
+        B = X.shape[0]
+        return cls(
+            net, X, Y, lr, steps, Xe,
+            program=b.p,
+            outputs=b.f[:, :B],
+            eval_outputs=b.f[:, B:],
+            feature_kernels=b.kern,
+            chi=b.chi,
+            initial={
+                "W1_columns": list(b.u),
+                "hidden": {ell + 1: M for ell, M in b.M.items()},
+                "readout": b.v,
+            },
+            center=b.center,
+        )  # fmt: skip
 
     def __repr__(self) -> str:
         return (
@@ -799,15 +878,22 @@ class TrainingRun:
         )
 
     def limit(self, **kw: Any) -> TrainingLimit:
-        """The infinite-width limit (keywords as :meth:`tensorprog.Program.limit`)."""
+        """The infinite-width limit (keywords as :meth:`tensorprog.Program.limit`).
+
+        Raises
+        ------
+        ProgramValueError
+            If the run was built with ``allow_unstable=True`` and has no limit
+            (:attr:`problems`).
+        """
+        if self.problems:
+            raise ProgramValueError(
+                "train_sgd: this run has no infinite-width limit: " + "; ".join(self.problems)
+            )
         lim = self.program.limit(**kw)
-
-        def method(h: Any) -> str:
-            return lim.method(h)
-
         meth = np.empty(self.outputs.shape, dtype=object)
         for idx, h in np.ndenumerate(self.outputs):
-            meth[idx] = method(h)
+            meth[idx] = lim.method(h)
         return TrainingLimit(
             outputs=_values(self.outputs, lim.__getitem__),
             stderr=_values(self.outputs, lim.stderr),
@@ -846,6 +932,7 @@ def train_sgd(
     X_eval: Any = None,
     center: bool | None = None,
     feature_kernels: bool = True,
+    allow_unstable: bool = False,
     name: str | None = None,
 ) -> TrainingRun:
     r"""Unroll ``steps`` full-batch SGD steps of ``net`` on ``(X, Y)`` into one program.
@@ -925,27 +1012,31 @@ def train_sgd(
             raise ProgramValueError(
                 f"train_sgd: X_eval must have d_in = {d} columns like X, got shape {Xe.shape}"
             )
+    if not isinstance(allow_unstable, (bool, np.bool_)):
+        raise ProgramTypeError(f"train_sgd: allow_unstable must be a bool, got {allow_unstable!r}")
     cls = classify(net.param)  # type: ignore[arg-type]
-    if not cls.stable:
+    if not cls.stable and not allow_unstable:
         failing = [k for k, ok in cls.conditions.items() if not ok]
         raise ProgramValueError(
             f"train_sgd: param {net.param!r} is unstable (fails {', '.join(failing)}; "
             f"nn.classify(param) explains): its training diverges as n → ∞, so the run has no "
-            f"infinite-width limit and cannot be written with bounded scalars"
+            f"infinite-width limit and cannot be written with bounded scalars (pass "
+            f"allow_unstable=True to simulate it anyway)"
         )
     ex = Exponents.of(net.param)
-    assert ex.r == cls.r, (ex.r, cls.r)
     s_out = ex.s[-1]
-    if center is None:
-        center = s_out < 1
-    elif not isinstance(center, (bool, np.bool_)):
+    if center is not None and not isinstance(center, (bool, np.bool_)):
         raise ProgramTypeError(f"train_sgd: center must be a bool or None, got {center!r}")
-    elif not center and s_out < 1:
-        raise ProgramValueError(
-            f"train_sgd: center=False needs a_{{L+1}}+b_{{L+1}} ≥ 1, but it is {s_out}: f_0 = "
-            f"n^{1 - s_out}⟨v, x^L_0⟩ is a Gaussian-process fluctuation, not a Moment with a bounded "
-            f"coefficient [TP4 App H.4.1]; use center=True (trains f − f_0)"
-        )
+    if cls.stable:
+        assert ex.r == cls.r, (ex.r, cls.r)
+        if center is None:
+            center = s_out < 1
+        elif not center and s_out < 1:
+            raise ProgramValueError(
+                f"train_sgd: center=False needs a_{{L+1}}+b_{{L+1}} ≥ 1, but it is {s_out}: "
+                f"f_0 = n^{1 - s_out}⟨v, x^L_0⟩ is a Gaussian-process fluctuation, not a Moment "
+                f"with a bounded coefficient [TP4 App H.4.1]; use center=True (trains f − f_0)"
+            )
     if not isinstance(feature_kernels, (bool, np.bool_)):
         raise ProgramTypeError(
             f"train_sgd: feature_kernels must be a bool, got {feature_kernels!r}"
@@ -953,5 +1044,61 @@ def train_sgd(
     pname = (
         name if name is not None else f"sgd_{net.param.name or 'abc'}_L{net.depth}_{net.phi.name}"
     )
-    builder = _Unroll(net, Xa, Ya, lr, steps, Xe, bool(center), bool(feature_kernels), pname)
-    return TrainingRun(net, Xa, Ya, lr, steps, Xe, bool(center), builder)
+    if _is_identity(net.phi) and cls.stable:
+        # TEMPORARY fallback (issue #15 point 4): nn.train's unroll of a linear network is
+        # not yet exact by Wick on linear forms (T = 5 of test_linear_muP_is_exact takes
+        # Monte Carlo); until the engine is (branch s8-linforms), a linear network keeps
+        # the hand-written _Unroll with its flat linear forms (_Lin).
+        builder = _Unroll(net, Xa, Ya, lr, steps, Xe, bool(center), bool(feature_kernels), pname)
+        return TrainingRun._of_unroll(net, Xa, Ya, lr, steps, Xe, builder)
+    run = train(
+        _model(net),
+        Xa,
+        Ya,
+        steps,
+        optimizer=SGD(lr),
+        param=_abcd(net),
+        center=center,
+        allow_unstable=bool(allow_unstable),
+        # features that move by a vanishing amount (r > 0) of an uncentred run: carried
+        # as changes, so their limit is exactly their step-0 limit [TP4 Eq. (55)]
+        changes=True if cls.stable and not center and ex.r > 0 else None,
+        X_eval=Xe if len(Xe) else None,
+        feature_kernels=[f"x{ell}" for ell in range(1, net.depth + 1)] if feature_kernels else (),
+        name=pname,
+    )
+    return TrainingRun._of_train_run(net, Xa, Ya, lr, steps, Xe, run)
+
+
+def _model(net: MLP) -> Model:
+    r"""``net`` as an :class:`~tensorprog.nn.Model`: input weights ``W_in`` ``("n", d)``,
+    hidden ``W2 … WL`` ``("n", "n")``, readout ``W_out`` ``(1, "n")``, ``init_std`` the
+    ABC's σ_l; the forward names ``h{l}`` and ``x{l} = φ(h{l})``."""
+    L, phi, std = net.depth, net.phi, net.param.init_std  # type: ignore[union-attr]
+    m = Model(f"mlp_L{L}_{phi.name}")
+    m.param("W_in", ("n", net.d_in), init_std=float(std[0]))
+    for ell in range(2, L + 1):
+        m.param(f"W{ell}", ("n", "n"), init_std=float(std[ell - 1]))
+    m.param("W_out", (1, "n"), init_std=float(std[L]))
+
+    @m.forward
+    def forward(p: Any, xi: np.ndarray) -> Any:
+        h = p.W_in.matmul(xi, name="h1")
+        x = phi(h, name="x1")
+        for ell in range(2, L + 1):
+            h = p[f"W{ell}"].matmul(x, name=f"h{ell}")
+            x = phi(h, name=f"x{ell}")
+        return p.W_out @ x
+
+    return m
+
+
+def _abcd(net: MLP) -> Any:
+    r"""TP4's per-layer ``(a_l, b_l, c)`` as per-parameter :func:`~tensorprog.nn.abcd`
+    exponents of :func:`_model`'s weights (``d`` unused by SGD: 0). ``nn.abcd`` has no
+    fan-in factor, so ``W_in``'s ``init_std`` is σ_1 itself — the TP4 input columns'
+    variance σ_1² (``σ_1√d`` under a per-class preset's TP5 Table 3 ``1/d``); learning
+    rates map one to one: ``η n^{-c}`` on every ``w^l``."""
+    prm, L = net.param, net.depth
+    names = ["W_in"] + [f"W{ell}" for ell in range(2, L + 1)] + ["W_out"]
+    return abcd({nm: (prm.a[k], prm.b[k], prm.c, 0) for k, nm in enumerate(names)})  # type: ignore[union-attr]
