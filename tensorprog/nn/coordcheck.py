@@ -326,11 +326,14 @@ class WidthDegrees:
     def _change(self, a: Any, b: Any) -> float:
         ia, ib = self.instr[a], self.instr[b]
         cap = max(self.deg[a], self.deg[b])
-        if isinstance(ia, (InitScalar, InitVector)) or isinstance(ib, (InitScalar, InitVector)):
+        if isinstance(ia, InitScalar) or isinstance(ib, InitScalar):
             return cap
         fa, fb = self._form(a), self._form(b)
         if len(fa) != 1 or len(fb) != 1 or fa[0][0] != a or fb[0][0] != b:
-            return min(cap, self._forms_change(fa, fb))  # a linear combination
+            # a linear combination (also of an initial vector, e.g. h_t = u + θ·Δh)
+            return min(cap, self._forms_change(fa, fb))
+        if isinstance(ia, InitVector) or isinstance(ib, InitVector):
+            return cap
         return min(cap, self._atoms_change(a, b))
 
     def _forms_change(self, fa: list, fb: list) -> float:
@@ -486,26 +489,15 @@ def _tracked(run: Any) -> list[Tracked]:
         add("f", run.outputs.reshape(run.outputs.shape[0], -1), False, True)
         return out
     if isinstance(run, TrainingRun):
-        # train_sgd's names: h{l}_{t}_{i}, x{l}_{t}_{i}; at t = 0 a hidden layer's
-        # pre-activation is the MatMul W{l}x{l-1}_0_{i} itself
-        T1, B, L = run.steps + 1, run.X.shape[0], run.net.depth
-        p = run.program
-        for ell in range(1, L + 1):
-            for kind in ("h", "x"):
-                H = np.empty((T1, B), dtype=object)
-                for t in range(T1):
-                    for i in range(B):
-                        nm = f"{kind}{ell}_{t}_{i}"
-                        if nm not in p and kind == "h" and t == 0 and ell > 1:
-                            nm = f"W{ell}x{ell - 1}_0_{i}"
-                        if nm not in p:
-                            raise ProgramValueError(
-                                f"coord_check: this train_sgd run has no vector {nm!r} (a "
-                                f"linear network keeps its vectors as linear forms); check "
-                                f"the same network written with nn.train"
-                            )
-                        H[t, i] = p[nm]
-                add(f"{kind}{ell}", H, True, True)
+        # train_sgd's named pre-activations h{l} and features x{l} (its nn.train run)
+        if run.named is None:
+            raise ProgramValueError(
+                "coord_check: this train_sgd run of a linear network keeps its vectors as "
+                "linear forms and names none; check the same network written with nn.train"
+            )
+        B = run.X.shape[0]
+        for nm, H in run.named.items():
+            add(nm, H[:, :B], True, True)
         add("f", run.outputs, False, not run.center)
         return out
     raise ProgramTypeError(
