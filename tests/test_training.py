@@ -427,3 +427,71 @@ def test_nn_imports_only_public_names():
                     if a.name.startswith("tensorprog")
                 ]
     assert not offenders, offenders
+
+
+# ------------------------------------------------------------------ nn.train options train_sgd uses
+
+
+def _tanh_model():
+    m = nn.Model("tanh2")
+    m.param("W_in", ("n", 2))
+    m.param("W2", ("n", "n"))
+    m.param("W_out", (1, "n"))
+
+    @m.forward
+    def f(p, xi):
+        x = tp.tanh(p.W_in.matmul(xi, name="h1"), name="x1")
+        return p.W_out @ tp.tanh(p.W2.matmul(x, name="h2"), name="x2")
+
+    return m
+
+
+@pytest.mark.parametrize("param", [nn.muP(), nn.NTK()], ids=["muP", "NTK"])
+def test_train_eval_rows_and_feature_kernels(param):
+    """X_eval rows are the forward at each step's parameters, never trained on: they equal
+    the outputs of extra rows that every batch leaves out (same draws: the initial
+    parameters come first); feature_kernels are xᵀx'/n of the named vectors at width n."""
+    Xe = np.array([[0.3, 0.6]])
+    kw = dict(steps=2, optimizer=nn.SGD(0.7), param=param)
+    run = nn.train(_tanh_model(), X2, Y2, X_eval=Xe, feature_kernels=["x1", "x2"], **kw)
+    ref = nn.train(
+        _tanh_model(), np.vstack([X2, Xe]), np.append(Y2, 9.0), batches=[[0, 1]] * 2, **kw
+    )
+    assert run.center == ref.center == (param.name == "NTK")
+    a, b = run.simulate(128, seed=3), ref.simulate(128, seed=3)
+    np.testing.assert_allclose(a.outputs, b.outputs[:, :2], atol=1e-12, rtol=0)
+    np.testing.assert_allclose(a.eval_outputs, b.outputs[:, 2:], atol=1e-12, rtol=0)
+    x2 = a.named("x2")[:, :2]  # (steps+1, B, n)
+    gram = np.einsum("tin,tjn->tij", x2, x2) / 128
+    np.testing.assert_allclose(a.feature_kernel("x2"), gram, atol=1e-12, rtol=0)
+    assert run.named["h1"].shape == (3, 3) and run.eval_outputs.shape == (3, 1, 1)
+    assert run.chi.shape == (2, 2, 1)
+
+
+def test_train_changes_is_the_same_network():
+    """changes=True (an uncentred run carried as changes) simulates the same finite network."""
+    trivial = nn.abcd({"W_in": (0, 0, 1, 0), "W2": (0, "1/2", 1, 0), "W_out": (0, 1, 2, 0)})
+    kw = dict(steps=2, optimizer=nn.SGD(0.7), param=trivial)
+    ra = nn.train(_tanh_model(), X2, Y2, changes=True, **kw)
+    rb = nn.train(_tanh_model(), X2, Y2, **kw)
+    assert not ra.center and str(ra.program) != str(rb.program)
+    a, b = ra.simulate(96, seed=1), rb.simulate(96, seed=1)
+    np.testing.assert_allclose(a.outputs, b.outputs, atol=1e-12, rtol=0)
+
+
+def test_train_option_errors():
+    m = _tanh_model()
+    with pytest.raises(tp.ProgramValueError, match="feature_kernels names 'x3'"):
+        nn.train(m, X2, Y2, steps=1, feature_kernels=["x3"])
+    with pytest.raises(tp.ProgramTypeError, match="feature_kernels"):
+        nn.train(m, X2, Y2, steps=1, feature_kernels="x1")
+    with pytest.raises(tp.ProgramValueError, match="X_eval"):
+        nn.train(m, X2, Y2, steps=1, X_eval=[[0.1, 0.2, 0.3]])
+    with pytest.raises(tp.ProgramValueError, match="changes=True"):
+        nn.train(m, X2, Y2, steps=1, param=nn.NTK(), center=False, changes=True)
+    with pytest.raises(tp.ProgramValueError, match="unstable"):
+        nn.train_sgd(nn.MLP(2, 2, "relu", nn.SP(2)), X2, Y2, lr=0.1, steps=1)
+    run = nn.train_sgd(nn.MLP(2, 2, "relu", nn.SP(2)), X2, Y2, lr=0.1, steps=1, allow_unstable=True)
+    assert run.problems and np.all(np.isfinite(run.simulate(64).outputs))
+    with pytest.raises(tp.ProgramValueError, match="no infinite-width limit"):
+        run.limit()

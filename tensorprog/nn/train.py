@@ -1841,8 +1841,10 @@ def train(
         kernels = tuple(dict.fromkeys(feature_kernels))
     except TypeError:
         kernels = None  # type: ignore[assignment]
-    if isinstance(feature_kernels, str) or kernels is None or not all(
-        isinstance(k, str) for k in kernels
+    if (
+        isinstance(feature_kernels, str)
+        or kernels is None
+        or not all(isinstance(k, str) for k in kernels)
     ):
         raise ProgramTypeError(
             f"nn.train: feature_kernels must be a sequence of names (str) the forward gives "
