@@ -434,9 +434,8 @@ def test_nn_imports_only_public_names():
 
 def _tanh_model():
     m = nn.Model("tanh2")
-    m.param("W_in", ("n", 2))
-    m.param("W2", ("n", "n"))
-    m.param("W_out", (1, "n"))
+    for name, shape in (("W_in", ("n", 2)), ("W2", ("n", "n")), ("W_out", (1, "n"))):
+        m.param(name, shape)
 
     @m.forward
     def f(p, xi):

@@ -1713,6 +1713,13 @@ def _scaling(param: Any, spec: ParamSpec, opt: Optimizer | None = None) -> Scali
     )
 
 
+def _as_floats(a: Any, what: str) -> np.ndarray:
+    try:
+        return np.asarray(a, dtype=float)
+    except (TypeError, ValueError):
+        raise ProgramTypeError(f"nn.train: {what} must be a numeric array, got {a!r}") from None
+
+
 def train(
     model: Model,
     X: Any,
@@ -1814,10 +1821,7 @@ def train(
         )
     if not model.params:
         raise ProgramValueError(f"nn.train: model {model.name!r} declares no parameters")
-    try:
-        Xa = np.asarray(X, dtype=float)
-    except (TypeError, ValueError):
-        raise ProgramTypeError(f"nn.train: X must be a numeric array, got {X!r}") from None
+    Xa = _as_floats(X, "X")
     if Xa.ndim != 2 or Xa.shape[0] == 0 or not np.all(np.isfinite(Xa)):
         raise ProgramValueError(
             f"nn.train: X must be a finite 2-D array, shape (B, d_x) with B ≥ 1, got shape "
@@ -1826,12 +1830,7 @@ def train(
     B = Xa.shape[0]
     Xe = None
     if X_eval is not None:
-        try:
-            Xe = np.asarray(X_eval, dtype=float)
-        except (TypeError, ValueError):
-            raise ProgramTypeError(
-                f"nn.train: X_eval must be a numeric array, got {X_eval!r}"
-            ) from None
+        Xe = _as_floats(X_eval, "X_eval")
         if Xe.ndim != 2 or Xe.shape[1] != Xa.shape[1] or not np.all(np.isfinite(Xe)):
             raise ProgramValueError(
                 f"nn.train: X_eval must be a finite 2-D array with the {Xa.shape[1]} columns "
@@ -1850,10 +1849,7 @@ def train(
             f"nn.train: feature_kernels must be a sequence of names (str) the forward gives "
             f"to vectors, got {feature_kernels!r}"
         )
-    try:
-        Ya = np.asarray(Y, dtype=float)
-    except (TypeError, ValueError):
-        raise ProgramTypeError(f"nn.train: Y must be a numeric array, got {Y!r}") from None
+    Ya = _as_floats(Y, "Y")
     if Ya.ndim == 0 or Ya.shape[0] != B or not np.all(np.isfinite(Ya)):
         raise ProgramValueError(
             f"nn.train: Y must be finite with one row per row of X ({B}), got shape {Ya.shape}"
