@@ -2,7 +2,14 @@ r"""Full-batch SGD of an abc-parametrized MLP, unrolled into one Tensor Program.
 
 :func:`train_sgd` writes the whole training run of :class:`~tensorprog.nn.MLP` — every
 forward pass, backward pass and weight update — as *one* program of the public DSL
-([TP4 App H.3–H.5]; docs/concepts/parametrizations.md, "SGD as a Tensor Program"). Only the **initial** weights enter MatMul:
+([TP4 App H.3–H.5]; docs/concepts/parametrizations.md, "SGD as a Tensor Program"). It is a
+thin user of :func:`tensorprog.nn.train`: the MLP becomes an :class:`~tensorprog.nn.Model`
+(:func:`_model`: ``W_in`` ``("n", d)``, hidden ``W2 … WL``, readout ``W_out`` ``(1, "n")``,
+``init_std`` the ABC's σ_l) under per-parameter :func:`~tensorprog.nn.abcd` exponents
+``(a_l, b_l, c)`` (:func:`_abcd`; no fan-in factor, so ``W_in``'s ``init_std`` is σ_1:
+TP4's input columns have variance σ_1²), trained by ``nn.SGD(lr)``; :class:`TrainingRun`
+is a view of that run. The program ``nn.train`` writes for an MLP is the following
+(``docs/training.md``). Only the **initial** weights enter MatMul:
 
 .. math::
 
@@ -41,8 +48,7 @@ move by ``θ_l = n^{-ρ_l}``, ``ρ_l = min_{k≤l} w_k`` (``ρ_L = r`` of [TP4 D
 * Backward pass at every training input:
   ``dh^L_t = ŵ_t ⊙ φ'(h^L_t)``, ``dx^{l-1}_t = W^{lᵀ}_0 dh^l_t + (−η θ_{W^l}) Σ_{s<t,j}
   χ_{s,j} ⟨dh^l_s(ξ_j), dh^l_t⟩ x^{l-1}_s(ξ_j)``, ``dh^{l-1}_t = dx^{l-1}_t ⊙ φ'(h^{l-1}_t)``,
-  by :func:`tensorprog.grad` (vector–Jacobian products from the cotangent ``ŵ_t``; see
-  :meth:`_Unroll.backward` for the layers where the ``dx`` line is written out).
+  by :func:`tensorprog.grad` through the Moment coefficients of the updates.
 * Readout: ``ŵ_{t+1} = ŵ_t + (−η n^{m-e_{L+1}}) Σ_i χ_{t,i} x^L_t(ξ_i)``,
   ``ŵ_0 = n^{m-s_{L+1}} v``; first layer:
   ``h^1_t(ξ) = Σ_j ξ_j u_j + (−η θ_{W^1}) Σ_{s<t,i} χ_{s,i} (ξ_i·ξ) dh^1_s(ξ_i)``.
@@ -57,12 +63,23 @@ function is ``f_t − f_0`` (TP4b §5.1), written as
 ``n^{1-s_{L+1}-r}⟨v, Δx^L_t⟩ + (−η n^{1-e_{L+1}}) Σ_{s<t,i} χ_{s,i}⟨x^L_s(ξ_i), x^L_t⟩``,
 and the finite network is trained on the loss of ``f − f_0`` (the gradient of ``f_0``
 with respect to the current weights is zero, so only ``χ`` changes). ``center=True``
-may also be asked for when ``a_{L+1}+b_{L+1} ≥ 1`` (then ``f̃_t = f_t − f_0``).
+may also be asked for when ``a_{L+1}+b_{L+1} ≥ 1`` (then ``f̃_t = f_t − f_0``). An uncentred
+run with ``r > 0`` is carried as changes too (``nn.train(..., changes=True)``), so that
+features which do not move have exactly their step-0 limit.
+
+Linear networks: a temporary fallback
+-------------------------------------
+``nn.train``'s unroll of a linear network (``φ = identity``) is not yet exact by Wick at
+``T = 5`` (its nested linear combinations reach Monte Carlo). Until the engine is (issue #15
+point 4; branch s8-linforms), :func:`train_sgd` of a linear network keeps the hand-written
+:class:`_Unroll`, which holds every vector as a flat linear form over atoms (:class:`_Lin`),
+so that the limit's Moments are Gram entries of atoms and the coefficient algebra is the
+``A, B, C, D`` recursion [TP4 Thm D.1]. Remove :class:`_Unroll` and :class:`_Lin` when
+``test_linear_muP_is_exact`` is exact through ``nn.train``.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 import numbers
 from dataclasses import dataclass, field
@@ -79,7 +96,6 @@ from .. import (
     ProgramValueError,
     Scalar,
     Vector,
-    grad,
     inner,
     lincomb,
     scalar_lincomb,
@@ -92,31 +108,6 @@ from .parametrization import abcd, classify
 from .train import TrainSimulation, _values, train
 
 __all__ = ["train_sgd", "TrainingRun", "TrainingLimit", "TrainingSimulation", "Exponents"]
-
-
-# ---------------------------------------------------------------------------------------
-# Nonlinearities of the unrolled program (one object per φ, shared by all instructions)
-
-
-@functools.cache
-def _delta_fn(phi: Nonlinearity) -> Nonlinearity:
-    r"""``(h₀, δ; θ) ↦ (φ(h₀+θδ) − φ(h₀))/θ``, and ``φ'(h₀)δ`` at ``θ = 0``."""
-    h0, d = sympy.symbols("x0 x1", real=True)
-    th = sympy.Symbol("p0", real=True)
-    (x,) = phi.args
-
-    def f(z: Any) -> Any:
-        return phi.body.xreplace({x: z})
-
-    quotient = (f(h0 + th * d) - f(h0)) / th
-    if phi.is_polynomial:
-        body = sympy.expand(sympy.cancel(quotient))
-    else:
-        slope = sympy.diff(phi.body, x).xreplace({x: h0}) * d
-        body = sympy.Piecewise((slope, sympy.Eq(th, 0)), (quotient, True))
-    # Opaque: h₀ and δ occur several times in the body; substituting it into Z expressions
-    # would duplicate whole sub-DAGs at every step.
-    return Nonlinearity(f"Δ{phi.name}", body, (h0, d), (th,), opaque=not phi.is_polynomial)
 
 
 def _is_identity(phi: Nonlinearity) -> bool:
@@ -230,7 +221,8 @@ class _Lin:
 
 
 class _Unroll:
-    """Writes the program; see the module docstring for the equations."""
+    """TEMPORARY: writes the program of a **linear** network on flat linear forms (module
+    docstring, "Linear networks: a temporary fallback"; the equations above with φ = id)."""
 
     def __init__(
         self,
@@ -248,8 +240,6 @@ class _Unroll:
         self.Xall = np.vstack([X, X_eval]) if X_eval.size else X
         self.B, self.K = X.shape[0], self.Xall.shape[0]
         self.L = net.depth
-        self.phi = net.phi
-        self.linear = _is_identity(self.phi)
         self.center = center
         self.ex = Exponents.of(net.param)
         self.delta = tuple(r > 0 for r in self.ex.rho)
@@ -345,14 +335,12 @@ class _Unroll:
             self._scalars[name] = self.p.scalar(name, val)
         return self._scalars[name]
 
-    # The three operations on vectors; for linear networks they act on _Lin forms.
+    # The three operations on vectors act on _Lin forms.
     def atom(self, v: Vector) -> Any:
-        return _Lin({v: None}) if self.linear else v
+        return _Lin({v: None})
 
     def comb(self, terms: list[tuple[Any, Any]], name: str | None = None) -> Any:
         """``Σ_k c_k z_k`` (``c_k``: None, a Scalar or a tuple of Scalars = product)."""
-        if not self.linear:
-            return lincomb(terms, name=name)
         out: dict[Vector, list[Any]] = {}
         for c, z in terms:
             for a, ca in z.coef.items():
@@ -367,8 +355,6 @@ class _Unroll:
 
     def vec(self, z: Any, name: str | None = None) -> Vector:
         """The vector itself (a linear form is materialised as one Nonlin)."""
-        if not self.linear:
-            return z
         if z.vec is None:
             terms = [(c, a) for a, c in z.coef.items()]
             z.vec = (
@@ -382,9 +368,7 @@ class _Unroll:
         return self.atom(M.matmul(self.vec(z), name=name))
 
     def dot(self, a: Any, b: Any, name: str | None = None) -> Scalar:
-        """``⟨a, b⟩ = aᵀb/n`` (a Moment; for linear forms, Gram entries of atoms)."""
-        if not self.linear:
-            return inner(a, b, name=name)
+        """``⟨a, b⟩ = aᵀb/n``: Gram entries of atoms."""
         terms = []
         for x, cx in a.coef.items():
             for y, cy in b.coef.items():
@@ -469,19 +453,9 @@ class _Unroll:
                 else:
                     h = self.comb([(None, y)] + U, name=name)
             self.h[t][ell][k] = h
-            x = h if self.linear else self.phi(h, name=f"x{ell + 1}_{tag}")
-            self.x[t][ell][k] = x
+            self.x[t][ell][k] = h  # φ = identity: x = h, Δx = Δh
             if t > 0 and delta[ell] and (ell < L - 1 or self.center):
-                self.Dx[t][ell][k] = (
-                    self.Dh[t][ell][k]
-                    if self.linear
-                    else _delta_fn(self.phi)(
-                        self.h0[ell][k],
-                        self.Dh[t][ell][k],
-                        self.theta[ell],
-                        name=f"Dx{ell + 1}_{tag}",
-                    )
-                )
+                self.Dx[t][ell][k] = self.Dh[t][ell][k]
 
     def output(self, t: int, k: int) -> None:
         ex, L = self.ex, self.L
@@ -528,59 +502,20 @@ class _Unroll:
                     self.kern[t, ell, i, j] = self.kern[t, ell, j, i] = K
 
     def backward(self, t: int, i: int) -> None:
-        """``dh^l_t(ξ_i) = n^m ∇_{h^l} f_t(ξ_i)`` for every layer, by :func:`tensorprog.grad`:
-        the cotangent of ``x^L_t`` is ``ŵ_t``, then per layer the vector–Jacobian products
-        of ``x^l = φ(h^l)`` and of ``h^l = W^l_t x^{l-1}``.
-
-        ``W^l_t x^{l-1}_t`` is the recorded ``h^l_t`` (a MatMul of ``W^l_0`` plus the
-        rank-``B`` updates whose coefficients are the Moments ``⟨x^{l-1}_s, x^{l-1}_t⟩``)
-        unless layer ``l-1`` carries its features as normalised changes ``Δx`` (see
-        :meth:`transposed_update`); differentiating through those Moments
-        (``through_scalars=True``) gives the ``ΔWᵀ`` corrections.
-        """
-        L = self.L
+        r"""``dh^l_t(ξ_i) = n^m ∇_{h^l} f_t(ξ_i)`` for every layer (φ' = 1): ``dh^L_t = ŵ_t``,
+        ``dh^{l-1}_t = W^{l}_t{}^\top dh^l_t`` (:meth:`transposed_update`)."""
         g = self.w[t]  # dx^L = ŵ_t
-        for ell in range(L - 1, -1, -1):
-            tag = f"{t}_{i}"
-            if self.linear:
-                dh = g
-            else:
-                dh = grad(
-                    self.x[t][ell][i], self.h[t][ell][i], cotangent=g, names=f"dh{ell + 1}_{tag}"
-                )
-            self.dh[t][ell][i] = dh
+        for ell in range(self.L - 1, -1, -1):
+            self.dh[t][ell][i] = g
             if ell == 0:
                 break
-            if self.linear or (t > 0 and self.delta[ell - 1]):
-                g = self.transposed_update(ell, t, i)
-            else:
-                g = grad(
-                    self.h[t][ell][i],
-                    self.x[t][ell - 1][i],
-                    cotangent=dh,
-                    through_scalars=True,
-                    names=f"dx{ell}_{tag}",
-                )
+            g = self.transposed_update(ell, t, i)
 
     def transposed_update(self, ell: int, t: int, i: int) -> Any:
         r"""``W^{l}_t{}^\top dh^l_t(ξ_i) = W^{l\top}_0 dh + (−η θ_{W^l}) Σ_{s<t,j} χ_{s,j}
-        ⟨dh^l_s(ξ_j), dh⟩ x^{l-1}_s(ξ_j)`` written out, where no instruction computes
-        ``W^l_t x^{l-1}_t`` for :func:`tensorprog.grad` to transpose.
-
-        Two representations have none: a layer after one with ``ρ_{l-1} > 0`` multiplies
-        ``W^l_0`` with the normalised change ``Δx^{l-1}_t = (x^{l-1}_t − x^{l-1}_0)/θ_{l-1}``
-        (the limit needs it: TP4 Eq. (55)), so the recorded path from ``x^{l-1}_t`` to
-        ``h^l_t`` carries a factor ``θ_{l-1} → 0``, and the gradient it gives,
-        ``θ_{l-1} dx``, cannot be rescaled by the divergent ``1/θ_{l-1}``; and a linear
-        network keeps its vectors as coefficient forms over atoms (:class:`_Lin`), whose
-        coefficients are Gram entries of the atoms, not Moments of ``x^{l-1}_t``.
-
-        Measured alternative: recording ``W^l_0 x^{l-1}_t + (−η θ_{W^l}) Σ χ ⟨x_s, x⟩ dh_s``
-        only so that :func:`tensorprog.grad` can transpose it gives the same network
-        (simulations equal, limits within standard errors) but one more MatMul — a new
-        ``Ẑ`` — per layer, input and step: relu NTK(2), B = 3, T = 4 grows from 27 to 36
-        MatMuls and its 100k-sample Monte Carlo limit from 2.5 s to 3.6 s (+44%; tanh
-        SP(2, c=1): +5%), medians of 3 on the shared 2-core machine, 2026-12-05.
+        ⟨dh^l_s(ξ_j), dh⟩ x^{l-1}_s(ξ_j)``, written out on the linear forms (whose
+        coefficients are Gram entries of the atoms, not Moments of ``x^{l-1}_t`` that
+        :func:`tensorprog.grad` could differentiate through).
         """
         B, tag = self.B, f"{t}_{i}"
         dh = self.dh[t][ell][i]
