@@ -14,8 +14,8 @@ Choices where this API departs from the plan of issue #15
   users are unchanged); :func:`train` accepts an ABC and reads the per-class exponents
   off its layers (:func:`~tensorprog.nn.parametrization.abc_scaling`): ``nn.MF()`` is the
   mean-field preset of a model without hidden weights.
-* Kernel-regime runs (NTK, SP with ``lr·n^{-1}``) are **centred** as ``train_sgd``
-  does: they train ``f_t − f_0`` ("Kernel-regime runs" below). Unstable runs are
+* Kernel-regime runs (NTK, SP with ``lr·n^{-1}``) are **centred**: they train
+  ``f_t − f_0`` ("Kernel-regime runs" below). Unstable runs are
   refused: a run whose program would need a diverging width power raises naming the
   parameter and the exponent; ``allow_unstable=True`` builds it anyway (``simulate``
   works, ``limit`` refuses with the reason).
@@ -119,8 +119,12 @@ The forward's own vectors ``v_t`` stay in the program (its Nonlins of ``h_t = h_
 :func:`tensorprog.grad` differentiates them from the cotangent ``ŵ_{t,k}`` of the output's
 vector, crossing each hidden use by ``P_tᵀ c = n^{1/2−s}Mᵀc + (its rank-B transpose)``
 (:meth:`_Builder.kernel_grads`); the changes never refer to ``v_t`` (the update Moments
-of a change use ``v_0 + θΔv``), so each path is counted once. For an MLP this is
-``nn.train_sgd``'s program: as many MatMuls and Moments, the same limits.
+of a change use ``v_0 + θΔv``), so each path is counted once. ``nn.train_sgd`` is this
+program for an MLP. ``changes=True`` carries an *uncentred* run the same way (output
+weights with ``s ≥ 1``, trained with ``e ≥ 1``; ``m = 1``): ``f_t = f_0 + (f_t − f_0)``
+with ``f_0 = ⟨ŵ_0, v_0⟩`` — the same finite network, in which features that move by a
+vanishing amount keep exactly their step-0 limit (a MatMul of the initial matrix with
+them would be a new Gaussian of the same law).
 What cannot be centred is refused (:class:`~tensorprog.ProgramValueError`): an output
 that is not an output weight's use ``P_k v`` itself (an output bias or a function of
 the outputs would act on ``f_0``) and a trained scalar-like parameter (its gradient
@@ -130,10 +134,13 @@ the outputs would act on ``f_0``) and a trained scalar-like parameter (its gradi
 Names
 -----
 A ``name=`` given inside the forward is recorded per step and input as
-``{name}[{t},{i}]``; ``run.named[name]`` holds the handles (``(steps+1, B)``),
+``{name}[{t},{i}]`` (a parameter's use by ``p.W.matmul(x, name=...)``; a use that is an
+existing variable gets the name as a second name); ``run.named[name]`` holds the handles
+(``(steps+1, B+E)``: the training rows, then those of ``X_eval``),
 ``lim.named(name)`` / ``lim.named_stderr(name)`` the limits of named scalars and
-``sim.named(name)`` the values at width ``n`` (``(steps+1, B)`` for a scalar,
-``(steps+1, B, n)`` for a vector).
+``sim.named(name)`` the values at width ``n`` (``(steps+1, B+E)`` for a scalar,
+``(steps+1, B+E, n)`` for a vector). ``feature_kernels=[name, …]`` records the Gram
+matrices ``⟨v_t(ξ_i), v_t(ξ_j)⟩`` of named vectors over the training rows.
 
 References
 ----------
