@@ -77,8 +77,9 @@ print(json.dumps(out))
 def child(path: str, repeats: int) -> dict:
     env = dict(os.environ, PYTHONPATH=path)
     code = CHILD.replace("{repeats}", str(repeats))
-    res = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    code += f"\nimport tensorprog; assert tensorprog.__file__.startswith({path!r})\n"
+    res = subprocess.run(  # cwd: `python -c` puts the working directory first on sys.path
+        [sys.executable, "-c", code], env=env, cwd=path, capture_output=True, text=True, check=True
     )
     return json.loads(res.stdout.splitlines()[-1])
 
@@ -89,11 +90,11 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
-    new_path = str(HERE.parent)
+    new_path = str(HERE.parent.resolve())
     runs: dict[str, list[dict]] = {"base": [], "new": []}
     t0 = time.perf_counter()
     for _ in range(args.rounds):
-        runs["base"].append(child(args.base, args.repeats))
+        runs["base"].append(child(str(pathlib.Path(args.base).resolve()), args.repeats))
         runs["new"].append(child(new_path, args.repeats))
     res = {}
     for key in runs["new"][0]:
