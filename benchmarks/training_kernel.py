@@ -1,5 +1,10 @@
 """Kernel-regime runs: ``nn.train`` (centred generically) vs ``nn.train_sgd`` (hand-written).
 
+``nn.train_sgd`` is now itself a user of ``nn.train`` (issue #15 point 4): this compares a
+model written by hand with ``train_sgd``'s own; ``results/training_kernel.json`` predates
+that change (its ``train_sgd`` column is the former hand-written unroll; the change itself is
+measured by ``benchmarks/train_sgd_thin.py``).
+
 Run:  python benchmarks/training_kernel.py [--repeats 5]
 
 The same MLP (no biases, TP4 input variance σ² = 1, so the model's ``W_in`` has

@@ -1,5 +1,9 @@
 """The training benchmark's model written with ``nn.Model`` + ``nn.train`` vs ``nn.train_sgd``.
 
+``nn.train_sgd`` is now itself a user of ``nn.train`` (issue #15 point 4); the results file
+predates that change (its ``train_sgd`` column is the former hand-written unroll; the change
+itself is measured by ``benchmarks/train_sgd_thin.py``).
+
 Run:  python benchmarks/training_model.py [--repeats 5]
 
 The model of ``benchmarks/training.py`` (``build()``: 2-hidden-layer ReLU μP network,

@@ -494,6 +494,69 @@ def ratio_diverges():
 # -- Training (nn.train_sgd) --------------------------------------------------------------
 
 
+NUMPY_PHI = {
+    "relu": (lambda z: np.maximum(z, 0.0), lambda z: (z > 0).astype(float)),
+    "tanh": (np.tanh, lambda z: 1.0 - np.tanh(z) ** 2),
+    "identity": (lambda z: z, np.ones_like),
+}
+
+
+def numpy_mlp(run, sim, grads_at=None):
+    """DESIGN.md's finite network of an ``nn.train_sgd`` run, rebuilt from ``sim``'s draws
+    (``sim.param``) and trained in plain numpy: ``W^l = n^{-a_l} w^l``, full-batch GD on
+    ``w^l`` with learning rate ``η n^{-c}``, loss ``(1/2B) Σ (f − y)²``.
+
+    Returns (outputs (T+1, B), eval outputs (T+1, E)); with ``run.center`` the network
+    is trained on, and reports, ``f − f_0``. With ``grads_at=(t, i)`` it also returns
+    ``[n ∂f_t(ξ_i)/∂h^l_t for l = 1..L]`` (each shape (n,)).
+    """
+    net, n = run.net, sim.n
+    L = net.depth
+    a = [float(x) for x in net.param.a]
+    c = float(net.param.c)
+    phi, dphi = NUMPY_PHI[net.phi.name]
+    names = ["W_in"] + [f"W{ell}" for ell in range(2, L + 1)] + ["W_out"]
+    w = [n ** a[ell] * sim.param(nm) for ell, nm in enumerate(names)]  # the trained w^l
+    lr = run.lr * n ** (-c)
+    X, Y = run.X, run.Y
+    B = X.shape[0]
+    Xall = np.vstack([X, run.X_eval])
+    outs, f0, dfdh = [], None, None
+    for t in range(run.steps + 1):
+        Wt = [n ** (-a[ell]) * w[ell] for ell in range(L + 1)]
+        hs, xs, zc = [], [], Xall.T
+        for ell in range(L):
+            hs.append(Wt[ell] @ zc)
+            zc = phi(hs[-1])
+            xs.append(zc)
+        f = (Wt[L] @ zc)[0]
+        f0 = f.copy() if f0 is None else f0
+        ft = f - f0 if run.center else f
+        outs.append(ft)
+        if grads_at is not None and grads_at[0] == t:
+            i, g, dfdh = grads_at[1], Wt[L][0], [None] * L
+            for ell in range(L - 1, -1, -1):
+                dfdh[ell] = n * g * dphi(hs[ell][:, i])
+                g = Wt[ell].T @ (dfdh[ell] / n) if ell > 0 else None
+        if t == run.steps:
+            break
+        chi = (ft[:B] - Y) / B  # ∂L/∂f_i
+        grads = [None] * (L + 1)
+        grads[L] = chi[None, :] @ xs[L - 1][:, :B].T
+        g = Wt[L].T * chi[None, :]  # ∂L/∂x^L, per input
+        for ell in range(L - 1, -1, -1):
+            dh = g * dphi(hs[ell][:, :B])
+            inp = X.T if ell == 0 else xs[ell - 1][:, :B]
+            grads[ell] = dh @ inp.T  # ∂L/∂W^l
+            g = Wt[ell].T @ dh
+        # ∂L/∂w^l = n^{-a_l} ∂L/∂W^l
+        w = [w[ell] - lr * n ** (-a[ell]) * grads[ell] for ell in range(L + 1)]
+    outs = np.array(outs)
+    if grads_at is not None:
+        return outs[:, :B], outs[:, B:], dfdh
+    return outs[:, :B], outs[:, B:]
+
+
 def mf_one_step():
     r"""One μP (= mean-field) SGD step of a 1-hidden-layer tanh net [TP4 §6.1 Thm 6.1].
 

@@ -159,26 +159,27 @@ def test_limit_of_a_gradient_first_backward_pass():
 
 
 def test_reproduces_the_backward_pass_of_an_unrolled_sgd_run():
-    """In μP (θ_f = 1/n) train_sgd's backward pass — vector–Jacobian products from the
-    cotangent ŵ_t, layer by layer — is the gradient n ∂f_t/∂h^l_t of the scalar output,
-    including the rank-one ΔWᵀ corrections, which flow through the Moment parameters.
-    (tests/test_training.py checks both against a numpy network.)"""
+    """In μP (θ_f = 1/n) tp.grad of a train_sgd run's output f_t with respect to its
+    pre-activations h^l_t is n ∂f_t/∂h^l_t of the finite network — the backward pass of a
+    numpy MLP rebuilt from the same draws (``tests/programs.py``) — including the
+    rank-one ΔWᵀ corrections, which flow through the Moment parameters."""
+    from programs import numpy_mlp
+
     X = np.array([[1.0, -0.4], [0.3, 0.9]])
     net = nn.MLP(d_in=2, depth=2, nonlin="tanh", param=nn.muP(2))
     run = nn.train_sgd(net, X, [0.5, -0.5], lr=0.8, steps=2, feature_kernels=False)
-    p = run.program
     t, i = 1, 1
     f = run.outputs[t, i]
-    hs = [p[f"h1_{t}_{i}"], p[f"h2_{t}_{i}"]]
+    hs = [run.named["h1"][t, i], run.named["h2"][t, i]]
     auto = tp.grad(f, hs, through_scalars=True)
-    explicit = [p[f"dh1_{t}_{i}"], p[f"dh2_{t}_{i}"]]
-    sim = p.simulate(300, seed=4)
+    sim = run.simulate(300, seed=4)
+    explicit = numpy_mlp(run, sim, grads_at=(t, i))[2]
     for a, e in zip(auto, explicit):
-        np.testing.assert_allclose(sim.vector(a), sim.vector(e), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(sim.vector(a), e, rtol=1e-10, atol=1e-12)
     # Frozen scalars drop the ΔWᵀ correction of layer 2 → a different dh1 at t ≥ 1.
     frozen = tp.grad(f, hs[0])
-    sim = p.simulate(300, seed=4)
-    assert np.max(np.abs(sim.vector(frozen) - sim.vector(explicit[0]))) > 1e-3
+    sim = run.simulate(300, seed=4)
+    assert np.max(np.abs(sim.vector(frozen) - explicit[0])) > 1e-3
 
 
 def test_bad_arguments():

@@ -155,9 +155,9 @@ def test_feature_update_degree_is_tp4_r(param):
     assert cls.stable
     net = nn.MLP(d_in=1, depth=L, nonlin="tanh", param=param)
     run = nn.train_sgd(net, [[1.0]], [1.0], lr=0.5, steps=1, feature_kernels=False)
-    p = run.program
-    wd = WidthDegrees(p)
-    assert wd.change(p[f"x{L}_1_0"], p[f"x{L}_0_0"]) == -float(cls.r)
+    x = run.named[f"x{L}"]
+    wd = WidthDegrees(run.program)
+    assert wd.change(x[1, 0], x[0, 0]) == -float(cls.r)
 
 
 # ---------------------------------------------------------------------------------------

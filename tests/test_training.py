@@ -7,7 +7,7 @@ References are computed in this file, never with the code under test:
 * THEORY §10.3's published Monte Carlo value of the Ż test;
 * a plain numpy implementation of DESIGN.md's finite network (``W^l = n^{-a_l} w^l``,
   ``w^l ~ N(0, σ_l² n^{-2b_l})``, full-batch GD on ``w`` with learning rate ``η n^{-c}``),
-  rebuilt from the simulation's draws;
+  rebuilt from the simulation's draws (``tests/programs.py``: ``numpy_mlp``);
 * the NTK kernel recursion with the arc-cosine closed forms (THEORY §3.7, §6.2).
 
 Tolerances: exact/quadrature values to ≤1e-8 / 1e-6; Monte Carlo within 4 reported
@@ -21,71 +21,13 @@ import math
 import numpy as np
 import pytest
 from numpy.polynomial.hermite_e import hermegauss
-from programs import muP_step_reference
+from programs import muP_step_reference, numpy_mlp
 
 import tensorprog as tp
 from tensorprog import nn
+from tensorprog.core.ir import MatMul
 
 # ------------------------------------------------------------------ references
-
-
-NUMPY_PHI = {
-    "relu": (lambda z: np.maximum(z, 0.0), lambda z: (z > 0).astype(float)),
-    "tanh": (np.tanh, lambda z: 1.0 - np.tanh(z) ** 2),
-    "identity": (lambda z: z, np.ones_like),
-}
-
-
-def numpy_network(run, sim):
-    """DESIGN.md's finite network, rebuilt from ``sim``'s draws and trained in numpy.
-
-    Returns (outputs (T+1, B), eval outputs (T+1, E)); with ``run.center`` the network
-    is trained on, and reports, ``f − f_0``.
-    """
-    net, n = run.net, sim.n
-    L = net.depth
-    a = [float(x) for x in net.param.a]
-    b = [float(x) for x in net.param.b]
-    c = float(net.param.c)
-    phi, dphi = NUMPY_PHI[net.phi.name]
-    s = [a[ell] + b[ell] for ell in range(L + 1)]
-    # effective initial weights W^l_0 from the program's initial objects
-    W = [n ** (-s[0]) * np.stack([sim.vector(u) for u in run.initial["W1_columns"]], axis=1)]
-    for ell in range(2, L + 1):
-        W.append(n ** (0.5 - s[ell - 1]) * sim.matrix(run.initial["hidden"][ell]))
-    W.append(n ** (-s[L]) * sim.vector(run.initial["readout"])[None, :])
-    w = [n ** a[ell] * W[ell] for ell in range(L + 1)]  # the trained parameters
-    lr = run.lr * n ** (-c)
-    X, Y = run.X, run.Y
-    B = X.shape[0]
-    Xall = np.vstack([X, run.X_eval])
-    outs, f0 = [], None
-    for t in range(run.steps + 1):
-        Wt = [n ** (-a[ell]) * w[ell] for ell in range(L + 1)]
-        hs, xs, zc = [], [], Xall.T
-        for ell in range(L):
-            hs.append(Wt[ell] @ zc)
-            zc = phi(hs[-1])
-            xs.append(zc)
-        f = (Wt[L] @ zc)[0]
-        f0 = f.copy() if f0 is None else f0
-        ft = f - f0 if run.center else f
-        outs.append(ft)
-        if t == run.steps:
-            break
-        chi = (ft[:B] - Y) / B  # ∂L/∂f_i
-        grads = [None] * (L + 1)
-        grads[L] = chi[None, :] @ xs[L - 1][:, :B].T
-        g = Wt[L].T * chi[None, :]  # ∂L/∂x^L, per input
-        for ell in range(L - 1, -1, -1):
-            dh = g * dphi(hs[ell][:, :B])
-            inp = X.T if ell == 0 else xs[ell - 1][:, :B]
-            grads[ell] = dh @ inp.T  # ∂L/∂W^l
-            g = Wt[ell].T @ dh
-        # ∂L/∂w^l = n^{-a_l} ∂L/∂W^l
-        w = [w[ell] - lr * n ** (-a[ell]) * grads[ell] for ell in range(L + 1)]
-    outs = np.array(outs)
-    return outs[:, :B], outs[:, B:]
 
 
 def abcd_linear(X, Y, lr, steps):
@@ -215,8 +157,13 @@ def test_zdot_after_one_step():
     assert abs(f1 - ref) <= accuracy + lim.limit.error(run.eval_outputs[1, 0])
     assert lim.limit.method(run.eval_outputs[1, 0]) == "quadrature"
     assert abs(f1 - 0.377) > 0.1  # the value without Ż
-    # Ż^{W2 x1_1} along W2ᵀ dh2_0 is present.
-    assert lim.limit.Zdot(run.program["W2x1_1_e0"]) != 0
+    # Ż^{W2 x1_1} along W2ᵀ dh2_0 is present: the MatMul of W2 in the step-1
+    # pre-activation h2 of the evaluation input (h2 = W2 x1 + the rank-one update)
+    p = run.program
+    h2 = run.named["h2"][1, 1]
+    (mm,) = [p[v.name] for v in p.definition(h2).inputs if isinstance(p.definition(v), MatMul)]
+    assert p.definition(mm).matrix.name == "W2"
+    assert lim.limit.Zdot(mm) != 0
 
 
 # ------------------------------------------------------------------ finite width
@@ -243,7 +190,7 @@ def test_simulation_is_the_numpy_network(phi, param):
     net = nn.MLP(d_in=2, depth=param.depth, nonlin=phi, param=param)
     run = nn.train_sgd(net, X, [0.5, -0.3, 0.8], lr=0.7, steps=3, X_eval=[[0.4, 0.4]])
     sim = run.simulate(200, seed=2)
-    out, ev = numpy_network(run, sim)
+    out, ev = numpy_mlp(run, sim)
     scale = max(1.0, np.max(np.abs(out)))
     np.testing.assert_allclose(sim.outputs, out, atol=1e-10 * scale, rtol=0)
     np.testing.assert_allclose(sim.eval_outputs, ev, atol=1e-10 * scale, rtol=0)
@@ -395,7 +342,7 @@ def test_center_option():
     centred = nn.train_sgd(net, X2, Y2, lr=1.0, steps=2, center=True)
     assert not plain.center and centred.center
     sim = centred.simulate(128, seed=0)
-    np.testing.assert_allclose(sim.outputs, numpy_network(centred, sim)[0], atol=1e-10)
+    np.testing.assert_allclose(sim.outputs, numpy_mlp(centred, sim)[0], atol=1e-10)
     assert np.all(sim.outputs[0] == 0)
     # f_0 → 0 in μP, so centring does not change the limit
     a = plain.limit(method="montecarlo", samples=2**15, qmc=True, seed=0)
@@ -480,3 +427,70 @@ def test_nn_imports_only_public_names():
                     if a.name.startswith("tensorprog")
                 ]
     assert not offenders, offenders
+
+
+# ------------------------------------------------------------------ nn.train options train_sgd uses
+
+
+def _tanh_model():
+    m = nn.Model("tanh2")
+    for name, shape in (("W_in", ("n", 2)), ("W2", ("n", "n")), ("W_out", (1, "n"))):
+        m.param(name, shape)
+
+    @m.forward
+    def f(p, xi):
+        x = tp.tanh(p.W_in.matmul(xi, name="h1"), name="x1")
+        return p.W_out @ tp.tanh(p.W2.matmul(x, name="h2"), name="x2")
+
+    return m
+
+
+@pytest.mark.parametrize("param", [nn.muP(), nn.NTK()], ids=["muP", "NTK"])
+def test_train_eval_rows_and_feature_kernels(param):
+    """X_eval rows are the forward at each step's parameters, never trained on: they equal
+    the outputs of extra rows that every batch leaves out (same draws: the initial
+    parameters come first); feature_kernels are xᵀx'/n of the named vectors at width n."""
+    Xe = np.array([[0.3, 0.6]])
+    kw = dict(steps=2, optimizer=nn.SGD(0.7), param=param)
+    run = nn.train(_tanh_model(), X2, Y2, X_eval=Xe, feature_kernels=["x1", "x2"], **kw)
+    ref = nn.train(
+        _tanh_model(), np.vstack([X2, Xe]), np.append(Y2, 9.0), batches=[[0, 1]] * 2, **kw
+    )
+    assert run.center == ref.center == (param.name == "NTK")
+    a, b = run.simulate(128, seed=3), ref.simulate(128, seed=3)
+    np.testing.assert_allclose(a.outputs, b.outputs[:, :2], atol=1e-12, rtol=0)
+    np.testing.assert_allclose(a.eval_outputs, b.outputs[:, 2:], atol=1e-12, rtol=0)
+    x2 = a.named("x2")[:, :2]  # (steps+1, B, n)
+    gram = np.einsum("tin,tjn->tij", x2, x2) / 128
+    np.testing.assert_allclose(a.feature_kernel("x2"), gram, atol=1e-12, rtol=0)
+    assert run.named["h1"].shape == (3, 3) and run.eval_outputs.shape == (3, 1, 1)
+    assert run.chi.shape == (2, 2, 1)
+
+
+def test_train_changes_is_the_same_network():
+    """changes=True (an uncentred run carried as changes) simulates the same finite network."""
+    trivial = nn.abcd({"W_in": (0, 0, 1, 0), "W2": (0, "1/2", 1, 0), "W_out": (0, 1, 2, 0)})
+    kw = dict(steps=2, optimizer=nn.SGD(0.7), param=trivial)
+    ra = nn.train(_tanh_model(), X2, Y2, changes=True, **kw)
+    rb = nn.train(_tanh_model(), X2, Y2, **kw)
+    assert not ra.center and str(ra.program) != str(rb.program)
+    a, b = ra.simulate(96, seed=1), rb.simulate(96, seed=1)
+    np.testing.assert_allclose(a.outputs, b.outputs, atol=1e-12, rtol=0)
+
+
+def test_train_option_errors():
+    m = _tanh_model()
+    with pytest.raises(tp.ProgramValueError, match="feature_kernels names 'x3'"):
+        nn.train(m, X2, Y2, steps=1, feature_kernels=["x3"])
+    with pytest.raises(tp.ProgramTypeError, match="feature_kernels"):
+        nn.train(m, X2, Y2, steps=1, feature_kernels="x1")
+    with pytest.raises(tp.ProgramValueError, match="X_eval"):
+        nn.train(m, X2, Y2, steps=1, X_eval=[[0.1, 0.2, 0.3]])
+    with pytest.raises(tp.ProgramValueError, match="changes=True"):
+        nn.train(m, X2, Y2, steps=1, param=nn.NTK(), center=False, changes=True)
+    with pytest.raises(tp.ProgramValueError, match="unstable"):
+        nn.train_sgd(nn.MLP(2, 2, "relu", nn.SP(2)), X2, Y2, lr=0.1, steps=1)
+    run = nn.train_sgd(nn.MLP(2, 2, "relu", nn.SP(2)), X2, Y2, lr=0.1, steps=1, allow_unstable=True)
+    assert run.problems and np.all(np.isfinite(run.simulate(64).outputs))
+    with pytest.raises(tp.ProgramValueError, match="no infinite-width limit"):
+        run.limit()

@@ -359,11 +359,14 @@ class WidthDegrees:
     def _change(self, a: Any, b: Any) -> float:
         ia, ib = self.instr[a], self.instr[b]
         cap = max(self.deg[a], self.deg[b])
-        if isinstance(ia, (InitScalar, InitVector)) or isinstance(ib, (InitScalar, InitVector)):
+        if isinstance(ia, InitScalar) or isinstance(ib, InitScalar):
             return cap
         fa, fb = self._form(a), self._form(b)
         if len(fa) != 1 or len(fb) != 1 or fa[0][0] != a or fb[0][0] != b:
-            return min(cap, self._forms_change(fa, fb))  # a linear combination
+            # a linear combination (also of an initial vector, e.g. h_t = u + θ·Δh)
+            return min(cap, self._forms_change(fa, fb))
+        if isinstance(ia, InitVector) or isinstance(ib, InitVector):
+            return cap
         return min(cap, self._atoms_change(a, b))
 
     def _forms_change(self, fa: list, fb: list) -> float:
@@ -516,48 +519,33 @@ def _tracked(run: Any) -> list[Tracked]:
             for t in range(1, H.shape[0]):
                 out.append(Tracked("Δ" + name, t, tuple(H[t].ravel()), tuple(H[0].ravel()), vector))
 
-    if isinstance(run, TrainRun):
-        for nm, H in run.named.items():
-            add(nm, H, isinstance(H.flat[0], Vector), isinstance(H.flat[0], Vector))
-        add("f", run.outputs.reshape(run.outputs.shape[0], -1), False, True)
+    def weight_rows(weight_uses: Any) -> None:
+        # ΔW x = h_t − θ·W_0 x_t per hidden weight use, from step 1 (ΔW_0 = 0)
         uses: dict[tuple, list] = {}
-        for u in run.weight_uses:
-            if u.step > 0:  # ΔW_0 = 0
+        for u in weight_uses:
+            if u.step > 0:
                 uses.setdefault((u.param, u.transpose, u.step), []).append(u)
         for (nm, tr, t), us in uses.items():
             now, base = tuple(u.h for u in us), tuple(u.w0x for u in us)
             out.append(Tracked(f"Δ{nm}{'ᵀ' if tr else ''} x", t, now, base, True))
+
+    if isinstance(run, TrainRun):
+        for nm, H in run.named.items():
+            add(nm, H, isinstance(H.flat[0], Vector), isinstance(H.flat[0], Vector))
+        add("f", run.outputs.reshape(run.outputs.shape[0], -1), False, True)
+        weight_rows(run.weight_uses)
         return out
     if isinstance(run, TrainingRun):
-        # train_sgd's names: h{l}_{t}_{i}, x{l}_{t}_{i}; at t = 0 a hidden layer's
-        # pre-activation is the MatMul W{l}x{l-1}_0_{i} itself
-        T1, B, L = run.steps + 1, run.X.shape[0], run.net.depth
-        p = run.program
-        for ell in range(1, L + 1):
-            for kind in ("h", "x"):
-                H = np.empty((T1, B), dtype=object)
-                for t in range(T1):
-                    for i in range(B):
-                        nm = f"{kind}{ell}_{t}_{i}"
-                        if nm not in p and kind == "h" and t == 0 and ell > 1:
-                            nm = f"W{ell}x{ell - 1}_0_{i}"
-                        if nm not in p:
-                            raise ProgramValueError(
-                                f"coord_check: this train_sgd run has no vector {nm!r} (a "
-                                f"linear network keeps its vectors as linear forms); check "
-                                f"the same network written with nn.train"
-                            )
-                        H[t, i] = p[nm]
-                add(f"{kind}{ell}", H, True, True)
-            for t in range(1 if ell > 1 else T1, T1):  # ΔW x = h_t − W_0 x_t (a MatMul)
-                ys = [f"W{ell}x{ell - 1}_{t}_{i}" for i in range(B)]
-                xs = [f"x{ell - 1}_{t}_{i}" for i in range(B)]
-                if all(y in p and x in p for y, x in zip(ys, xs)) and all(
-                    p.definition(p[y]).arg == p[x].var for y, x in zip(ys, xs)
-                ):
-                    ys = [p[y] for y in ys]
-                    now = tuple(p[f"h{ell}_{t}_{i}"] for i in range(B))
-                    out.append(Tracked(f"ΔW{ell} x", t, now, tuple(ys), True))
+        # train_sgd's named pre-activations h{l} and features x{l} (its nn.train run)
+        if run.named is None:
+            raise ProgramValueError(
+                "coord_check: this train_sgd run of a linear network keeps its vectors as "
+                "linear forms and names none; check the same network written with nn.train"
+            )
+        B = run.X.shape[0]
+        for nm, H in run.named.items():
+            add(nm, H[:, :B], True, True)
+        weight_rows(run.train_run.weight_uses)
         add("f", run.outputs, False, not run.center)
         return out
     raise ProgramTypeError(

@@ -14,8 +14,8 @@ Choices where this API departs from the plan of issue #15
   users are unchanged); :func:`train` accepts an ABC and reads the per-class exponents
   off its layers (:func:`~tensorprog.nn.parametrization.abc_scaling`): ``nn.MF()`` is the
   mean-field preset of a model without hidden weights.
-* Kernel-regime runs (NTK, SP with ``lr·n^{-1}``) are **centred** as ``train_sgd``
-  does: they train ``f_t − f_0`` ("Kernel-regime runs" below). Unstable runs are
+* Kernel-regime runs (NTK, SP with ``lr·n^{-1}``) are **centred**: they train
+  ``f_t − f_0`` ("Kernel-regime runs" below). Unstable runs are
   refused: a run whose program would need a diverging width power raises naming the
   parameter and the exponent; ``allow_unstable=True`` builds it anyway (``simulate``
   works, ``limit`` refuses with the reason).
@@ -144,8 +144,12 @@ The forward's own vectors ``v_t`` stay in the program (its Nonlins of ``h_t = h_
 :func:`tensorprog.grad` differentiates them from the cotangent ``ŵ_{t,k}`` of the output's
 vector, crossing each hidden use by ``P_tᵀ c = n^{1/2−s}Mᵀc + (its rank-B transpose)``
 (:meth:`_Builder.kernel_grads`); the changes never refer to ``v_t`` (the update Moments
-of a change use ``v_0 + θΔv``), so each path is counted once. For an MLP this is
-``nn.train_sgd``'s program: as many MatMuls and Moments, the same limits.
+of a change use ``v_0 + θΔv``), so each path is counted once. ``nn.train_sgd`` is this
+program for an MLP. ``changes=True`` carries an *uncentred* run the same way (output
+weights with ``s ≥ 1``, trained with ``e ≥ 1``; ``m = 1``): ``f_t = f_0 + (f_t − f_0)``
+with ``f_0 = ⟨ŵ_0, v_0⟩`` — the same finite network, in which features that move by a
+vanishing amount keep exactly their step-0 limit (a MatMul of the initial matrix with
+them would be a new Gaussian of the same law).
 What cannot be centred is refused (:class:`~tensorprog.ProgramValueError`): an output
 that is not an output weight's use ``P_k v`` itself (an output bias or a function of
 the outputs would act on ``f_0``) and a trained scalar-like parameter (its gradient
@@ -155,10 +159,13 @@ the outputs would act on ``f_0``) and a trained scalar-like parameter (its gradi
 Names
 -----
 A ``name=`` given inside the forward is recorded per step and input as
-``{name}[{t},{i}]``; ``run.named[name]`` holds the handles (``(steps+1, B)``),
+``{name}[{t},{i}]`` (a parameter's use by ``p.W.matmul(x, name=...)``; a use that is an
+existing variable gets the name as a second name); ``run.named[name]`` holds the handles
+(``(steps+1, B+E)``: the training rows, then those of ``X_eval``),
 ``lim.named(name)`` / ``lim.named_stderr(name)`` the limits of named scalars and
-``sim.named(name)`` the values at width ``n`` (``(steps+1, B)`` for a scalar,
-``(steps+1, B, n)`` for a vector).
+``sim.named(name)`` the values at width ``n`` (``(steps+1, B+E)`` for a scalar,
+``(steps+1, B+E, n)`` for a vector). ``feature_kernels=[name, …]`` records the Gram
+matrices ``⟨v_t(ξ_i), v_t(ξ_j)⟩`` of named vectors over the training rows.
 
 References
 ----------
@@ -208,12 +215,24 @@ from .parametrization import (
     abc_scaling,
     muP,
 )
-from .training import _values
 
 __all__ = ["train", "TrainRun", "TrainLimit", "TrainSimulation", "WeightUse", "operator_kernel"]
 
 _LOSSES = ("mse", "xent")
 _HALF = Fraction(1, 2)
+
+
+def _values(handles: np.ndarray | None, get: Any) -> np.ndarray | None:
+    """The numbers ``get(h)`` of an array of handles (one call per distinct variable)."""
+    if handles is None:
+        return None
+    out = np.empty(handles.shape)
+    cache: dict[str, Any] = {}
+    for idx, h in np.ndenumerate(handles):
+        if h.name not in cache:
+            cache[h.name] = get(h)
+        out[idx] = cache[h.name]
+    return out
 
 
 # ---------------------------------------------------------------------------------------
@@ -244,6 +263,19 @@ class _ScopedProgram(Program):
         scoped = super()._new_name(cls, f"{name}[{t},{i}]")
         per[(t, i)] = scoped
         return scoped
+
+    def label(self, h: Any, name: str | None) -> Any:
+        """Give the variable ``h`` (e.g. a parameter's use, which may be an existing
+        variable) the forward's ``name`` as a scoped second name (an alias: no
+        instruction is recorded); ``h`` itself is returned."""
+        if name is not None:
+            scoped = self._new_name(type(self.definition(h)), name)
+            scope, self._scope = self._scope, None
+            try:
+                self._alias(scoped, h.var)
+            finally:
+                self._scope = scope
+        return h
 
 
 # ---------------------------------------------------------------------------------------
@@ -808,6 +840,18 @@ class _HiddenUse:
     def __matmul__(self, x: Any) -> Vector:
         return self.param.hidden(self.t, x)
 
+    def matmul(self, x: Any, name: str | None = None) -> Any:
+        """``p.W @ x`` named ``name`` (recorded per step and input as ``{name}[{t},{i}]``,
+        like a ``name=`` of the DSL; :attr:`TrainRun.named`). The use may be a variable
+        that already exists (e.g. unchanged since step 0): the name is then a second
+        name of it, no instruction is recorded. An output weight's ``d_out > 1`` Scalars
+        are named ``{name}_{k}``."""
+        out = self @ x
+        lab = self.param.b.p.label
+        if isinstance(out, list):
+            return [lab(o, None if name is None else f"{name}_{k}") for k, o in enumerate(out)]
+        return lab(out, name)
+
     @property
     def T(self) -> Any:
         if self.param.spec.cls is not ParamClass.HIDDEN:
@@ -903,6 +947,8 @@ class _Builder:
         kernel: bool = False,
         m: Fraction = Fraction(1),
         coordinates: bool = False,
+        X_eval: np.ndarray | None = None,
+        kernels: tuple[str, ...] = (),
     ) -> None:
         self.model, self.X, self.Y, self.T = model, X, Y, steps
         self.coordinates = coordinates
@@ -928,13 +974,17 @@ class _Builder:
         self.uses: list[Any] = []
         self.params = {nm: _Param(self, spec, scalings[nm]) for nm, spec in model.params.items()}
         B, T = X.shape[0], steps
+        # inputs of the forward: the training rows, then the evaluation rows (X_eval:
+        # outputs recorded at every step, never in the loss or the gradients)
+        Xall = X if X_eval is None or not len(X_eval) else np.vstack([X, X_eval])
         self.d_out: int | None = None
-        self.f = np.empty((T + 1, B), dtype=object)  # the outputs trained on
-        self.g = np.empty((T + 1, B), dtype=object)  # what the forward returned (grad)
-        self.rows = np.empty((T + 1, B), dtype=object)  # kernel runs: (P, k, v) per output
+        self.f = np.empty((T + 1, len(Xall)), dtype=object)  # the outputs (trained on: [:B])
+        self.g = np.empty((T + 1, len(Xall)), dtype=object)  # what the forward returned (grad)
+        self.rows = np.empty((T + 1, len(Xall)), dtype=object)  # kernel runs: (P, k, v)
         self.loss = np.empty(T + 1, dtype=object)
         self.chi: list[dict[int, list[Any]]] = []
         self.step_uses: list[list[list[Any]]] = []  # per step, per input: the uses
+        self.kernels = {nm: np.empty((T + 1, B, B), dtype=object) for nm in kernels}
         for t in range(T + 1):
             self.p.section(f"step {t}: forward pass on {B} input{'s' * (B > 1)}, loss")
             if t == 1:
@@ -943,19 +993,20 @@ class _Builder:
                 for P in self.params.values():
                     P.begin_step(t)
             uses = []
-            for i in range(B):
+            for i in range(len(Xall)):
                 self.uses = []
                 self.p._scope = (t, i)
                 try:
-                    out = model.fn(_View(self, t), X[i].copy())  # type: ignore[misc]
+                    out = model.fn(_View(self, t), Xall[i].copy())  # type: ignore[misc]
                 finally:
                     self.p._scope = None
                 self.g[t, i] = self.outputs(out, t, i)
-                self.f[t, i] = self.centred(t, i) if center else self.g[t, i]
+                self.f[t, i] = self.centred(t, i) if center or kernel else self.g[t, i]
                 uses.append(self.uses)
             self.step_uses.append(uses)
             if t == 0:
                 self.check_targets()
+            self.feature_kernels(t)
             self.loss[t] = self.loss_of(range(B), self.f[t], name=f"loss_{t}")
             if t < T:
                 self.p.section(f"step {t}: backward pass, update {t + 1}")
@@ -1048,6 +1099,10 @@ class _Builder:
                     )
                 rows.append(use)
             self.rows[t, i] = rows
+            if not self.center:  # uncentred, carried as changes: f_t = f_0 + (f_t − f_0)
+                if t == 0:  # f_0 = ⟨ŵ_0, v_0⟩ (m = 1: f_0 bounded)
+                    return [self.inner(P.value[0][k], v) for P, k, v in rows]
+                return [scalar_lincomb([a, b]) for a, b in zip(self.f[0, i], gs)]
             return gs
         # f_0 is a bounded Moment: the difference itself
         if t == 0:
@@ -1173,6 +1228,24 @@ class _Builder:
         out = Nonlinearity(f"Δ{fn.name}", body, args, params, opaque=not poly)
         self._delta_fns[key] = out
         return out
+
+    # -- feature kernels -------------------------------------------------------------
+    def feature_kernels(self, t: int) -> None:
+        """``⟨v_t(ξ_i), v_t(ξ_j)⟩`` (a Moment, shared with the updates' when they have it)
+        over the training rows for every vector name of ``feature_kernels=``."""
+        B = self.X.shape[0]
+        for nm, K in self.kernels.items():
+            per = self.p._scoped.get(nm, {})
+            vs = [self.p[per[(t, i)]] if (t, i) in per else None for i in range(B)]
+            if any(not isinstance(v, Vector) for v in vs):
+                raise ProgramValueError(
+                    f"nn.train: feature_kernels names {nm!r}, which the forward of model "
+                    f"{self.model.name!r} does not name as a vector at step {t} on every "
+                    f"training input (give name={nm!r} to a Vector it computes)"
+                )
+            for i in range(B):
+                for j in range(i, B):
+                    K[t, i, j] = K[t, j, i] = self.inner(vs[i], vs[j])
 
     # -- outputs and loss ------------------------------------------------------------
     def outputs(self, out: Any, t: int, i: int) -> list[Scalar]:
@@ -1399,6 +1472,8 @@ class TrainLimit:
         The loss of ``f̊_t`` over all rows.
     limit : tensorprog Limit
         The underlying :class:`tensorprog.engine.Limit`.
+    eval_outputs, eval_stderr : ndarray, shape (steps+1, E, d_out)
+        The same on the rows of ``X_eval``.
     """
 
     outputs: np.ndarray
@@ -1407,14 +1482,25 @@ class TrainLimit:
     loss_stderr: np.ndarray
     limit: Any = field(repr=False)
     run: Any = field(default=None, repr=False)
+    eval_outputs: np.ndarray | None = None
+    eval_stderr: np.ndarray | None = None
 
     def named(self, name: str) -> np.ndarray:
-        """The limits of a scalar the forward named: shape (steps+1, B)."""
+        """The limits of a scalar the forward named: shape (steps+1, B+E)."""
         return _values(self.run._named_limit(name), self.limit.__getitem__)
 
     def named_stderr(self, name: str) -> np.ndarray:
-        """Their standard errors: shape (steps+1, B)."""
+        """Their standard errors: shape (steps+1, B+E)."""
         return _values(self.run._named_limit(name), self.limit.stderr)
+
+    def feature_kernel(self, name: str) -> np.ndarray:
+        """The limit ``𝔼[Z^{v_t(ξ_i)} Z^{v_t(ξ_j)}]`` of a recorded feature kernel:
+        shape (steps+1, B, B)."""
+        return _values(self.run._kernel(name), self.limit.__getitem__)
+
+    def feature_kernel_stderr(self, name: str) -> np.ndarray:
+        """Its standard errors: shape (steps+1, B, B)."""
+        return _values(self.run._kernel(name), self.limit.stderr)
 
     @property
     def method(self) -> np.ndarray:
@@ -1436,12 +1522,19 @@ class TrainSimulation:
     loss : ndarray, shape (steps+1,)
     simulation : tensorprog.Simulation
         Every variable of the program at this width.
+    eval_outputs : ndarray, shape (steps+1, E, d_out)
     """
 
     outputs: np.ndarray
     loss: np.ndarray
     simulation: Any = field(repr=False)
     run: Any = field(default=None, repr=False)
+    eval_outputs: np.ndarray | None = None
+
+    def feature_kernel(self, name: str) -> np.ndarray:
+        """A recorded feature kernel ``⟨v_t(ξ_i), v_t(ξ_j)⟩`` at this width: shape
+        (steps+1, B, B)."""
+        return _values(self.run._kernel(name), self.simulation.__getitem__)
 
     @property
     def n(self) -> int:
@@ -1449,8 +1542,8 @@ class TrainSimulation:
         return self.simulation.n
 
     def named(self, name: str) -> np.ndarray:
-        """A quantity the forward named, at this width: shape (steps+1, B) for a scalar,
-        (steps+1, B, n) for a vector."""
+        """A quantity the forward named, at this width: shape (steps+1, B+E) for a scalar,
+        (steps+1, B+E, n) for a vector."""
         H = self.run._named(name)
         sim = self.simulation
         if isinstance(H.flat[0], Scalar):
@@ -1502,9 +1595,17 @@ class TrainRun:
         ``f_t(ξ_i)`` before update ``t+1``.
     loss : ndarray of Scalar, shape (steps+1,)
         The loss of ``f_t`` over all rows of ``X``.
+    eval_outputs : ndarray of Scalar, shape (steps+1, E, d_out)
+        ``f_t`` on the rows of ``X_eval`` (not trained on; E = 0 without ``X_eval``).
+    chi : ndarray of Scalar, shape (steps, B, d_out)
+        The loss derivatives ``χ_{t,i,k} = ∂L_t/∂f_k(ξ_i)`` (``None`` for rows outside
+        the step's batch).
+    feature_kernels : dict
+        ``{name: ndarray of Scalar, shape (steps+1, B, B)}``: ``⟨v_t(ξ_i), v_t(ξ_j)⟩`` for
+        each vector name of ``feature_kernels=`` (one handle at ``[t, i, j]`` and ``[t, j, i]``).
     named : dict
-        ``{name: ndarray of handles, shape (steps+1, B)}`` for every ``name=`` given in
-        the forward.
+        ``{name: ndarray of handles, shape (steps+1, B+E)}`` for every ``name=`` given in
+        the forward (the training rows, then the rows of ``X_eval``).
     problems : tuple of str
         Why the limit does not exist (diverging width powers); empty for stable runs.
     scalings : dict
@@ -1531,10 +1632,16 @@ class TrainRun:
     ) -> None:
         self.model = model
         self.program = builder.p
-        T, B = builder.f.shape
-        K = builder.d_out
-        self.outputs = _stack(builder.f, K)
+        T, BE = builder.f.shape
+        K, B = builder.d_out, builder.X.shape[0]
+        every = _stack(builder.f, K)
+        self.outputs, self.eval_outputs = every[:, :B], every[:, B:]
         self.loss = builder.loss
+        self.chi = np.empty((T - 1, B, K), dtype=object)
+        for t, per in enumerate(builder.chi):
+            for i, cs in per.items():
+                self.chi[t, i] = cs
+        self.feature_kernels = builder.kernels
         self.scalings = scalings
         self.center = builder.center
         self.problems = tuple(str(p) for p in builder.problems)
@@ -1548,7 +1655,7 @@ class TrainRun:
         self.weight_uses = tuple(builder.weight_uses)
         self.named: dict[str, np.ndarray] = {}
         for nm, per in builder.p._scoped.items():
-            H = np.empty((T, B), dtype=object)
+            H = np.empty((T, BE), dtype=object)
             for (t, i), scoped in per.items():
                 H[t, i] = builder.p[scoped]
             if any(h is None for h in H.flat):
@@ -1614,19 +1721,42 @@ class TrainRun:
             raise ProgramValueError(
                 "nn.train: this run has no infinite-width limit: " + "; ".join(self.problems)
             )
+        if self.operator and self.eval_outputs.size:
+            raise ProgramValueError(
+                "nn.train: an operator-regime run's limit is the K_Q recursion on the training "
+                "rows; its X_eval outputs have no limit here (read sim.eval_outputs at finite "
+                "width)"
+            )
         lim = self.limit_program.limit(**kw)
-        handles = {"outputs": self._lim_outputs, "loss": self._lim_loss}
+        handles = {"outputs": self._lim_outputs, "loss": self._lim_loss, "eval": self.eval_outputs}
         vals = {k: _values(h, lim.__getitem__) for k, h in handles.items()}
         errs = {k: _values(h, lim.stderr) for k, h in handles.items()}
         return TrainLimit(
-            vals["outputs"], errs["outputs"], vals["loss"], errs["loss"], limit=lim, run=self
+            vals["outputs"],
+            errs["outputs"],
+            vals["loss"],
+            errs["loss"],
+            limit=lim,
+            run=self,
+            eval_outputs=vals["eval"],
+            eval_stderr=errs["eval"],
         )
 
     def simulate(self, n: int, seed: Any = 0, **kw: Any) -> TrainSimulation:
         """The same run at finite width ``n`` (keywords as :meth:`tensorprog.Program.simulate`)."""
         sim = self.program.simulate(n, seed=seed, **kw)
-        out, loss = (_values(h, sim.__getitem__) for h in (self.outputs, self.loss))
-        return TrainSimulation(out, loss, simulation=sim, run=self)
+        out, loss, ev = (
+            _values(h, sim.__getitem__) for h in (self.outputs, self.loss, self.eval_outputs)
+        )
+        return TrainSimulation(out, loss, simulation=sim, run=self, eval_outputs=ev)
+
+    def _kernel(self, name: str) -> np.ndarray:
+        if name not in self.feature_kernels:
+            raise ProgramValueError(
+                f"the run records no feature kernel of {name!r}; it records "
+                f"{sorted(self.feature_kernels)} (nn.train(..., feature_kernels=[...]))"
+            )
+        return self.feature_kernels[name]
 
 
 def _inputs(X: Any, who: str) -> np.ndarray:
@@ -1853,7 +1983,7 @@ class _NotCentrable(ProgramValueError):
 
 
 def _centring(
-    model: Model, scalings: dict[str, Scaling], center: Any = None
+    model: Model, scalings: dict[str, Scaling], center: Any = None, changes: Any = None
 ) -> tuple[bool, bool, Fraction]:
     """``(center, kernel, m)`` of a run (module docstring, "Kernel-regime runs").
 
@@ -1882,6 +2012,16 @@ def _centring(
     center = bool(center)
     kernel = center and gp
     m = min([s_out] + ([e_out] if e_out is not None else [])) if kernel else Fraction(1)
+    if changes is not None and not isinstance(changes, (bool, np.bool_)):
+        raise ProgramTypeError(f"nn.train: changes must be a bool or None, got {changes!r}")
+    if changes and not kernel:
+        if gp or e_out is None or e_out < 1:
+            raise ProgramValueError(
+                f"nn.train: changes=True carries an uncentred run as step-0 values plus "
+                f"changes; it needs every output weight with a+b ≥ 1 (a bounded f_0) and its "
+                f"updates with c+2a ≥ 1, got a+b = {s_out}, c+2a = {e_out}"
+            )
+        kernel = True  # uncentred, carried as changes (m = 1)
     return center, kernel, Fraction(m)
 
 
@@ -1903,6 +2043,13 @@ def _scaling(param: Any, spec: ParamSpec, opt: Optimizer | None = None) -> Scali
     )
 
 
+def _as_floats(a: Any, what: str) -> np.ndarray:
+    try:
+        return np.asarray(a, dtype=float)
+    except (TypeError, ValueError):
+        raise ProgramTypeError(f"nn.train: {what} must be a numeric array, got {a!r}") from None
+
+
 def train(
     model: Model,
     X: Any,
@@ -1916,6 +2063,9 @@ def train(
     allow_unstable: bool = False,
     center: bool | None = None,
     coordinates: bool = False,
+    X_eval: Any = None,
+    feature_kernels: Any = (),
+    changes: bool | None = None,
     name: str | None = None,
 ) -> TrainRun:
     r"""Unroll ``steps`` optimizer steps of ``model`` on ``(X, Y)`` into one program.
@@ -1960,6 +2110,21 @@ def train(
         :func:`~tensorprog.nn.coord_check`): a name of the MatMul ``W_0 x_t`` where the
         program has it, else one ``lincomb`` per use (a kernel-regime run applies ``W_0``
         to ``x_0`` and ``Δx`` separately). ``False`` leaves the program unchanged.
+    X_eval : array_like, shape (E, d_x), optional
+        Inputs on which the forward is evaluated at every step with that step's
+        parameters (``run.eval_outputs``; centred like the outputs), never trained on.
+    feature_kernels : sequence of str, optional
+        Names of vectors the forward names (``name=``): their Gram matrices
+        ``⟨v_t(ξ_i), v_t(ξ_j)⟩`` over the training rows at every step
+        (``run.feature_kernels[name]``, ``lim.feature_kernel(name)``).
+    changes : bool, optional
+        Carry every quantity of the forward at step ``t ≥ 1`` as its step-0 value plus a
+        normalised change ("Kernel-regime runs" in the module docstring). Default: exactly
+        for the centred kernel-regime runs. ``True`` also carries an uncentred run whose
+        ``f_0`` is bounded (output weights ``a+b ≥ 1``, updated with ``c+2a ≥ 1``) so,
+        ``f_t = f_0 + (f_t − f_0)``: the same finite network, and features that move by
+        a vanishing amount have exactly their step-0 limit (not a new Gaussian of the
+        same law, as a MatMul of the initial matrix with them would be) [TP4 Eq. (55)].
     name : str, optional
         Name of the program.
 
@@ -1997,10 +2162,28 @@ def train(
         raise ProgramValueError(f"nn.train: model {model.name!r} declares no parameters")
     Xa = _inputs(X, "nn.train")
     B = Xa.shape[0]
+    Xe = None
+    if X_eval is not None:
+        Xe = _as_floats(X_eval, "X_eval")
+        if Xe.ndim != 2 or Xe.shape[1] != Xa.shape[1] or not np.all(np.isfinite(Xe)):
+            raise ProgramValueError(
+                f"nn.train: X_eval must be a finite 2-D array with the {Xa.shape[1]} columns "
+                f"of X, shape (E, {Xa.shape[1]}), got shape {Xe.shape}"
+            )
     try:
-        Ya = np.asarray(Y, dtype=float)
-    except (TypeError, ValueError):
-        raise ProgramTypeError(f"nn.train: Y must be a numeric array, got {Y!r}") from None
+        kernels = tuple(dict.fromkeys(feature_kernels))
+    except TypeError:
+        kernels = None  # type: ignore[assignment]
+    if (
+        isinstance(feature_kernels, str)
+        or kernels is None
+        or not all(isinstance(k, str) for k in kernels)
+    ):
+        raise ProgramTypeError(
+            f"nn.train: feature_kernels must be a sequence of names (str) the forward gives "
+            f"to vectors, got {feature_kernels!r}"
+        )
+    Ya = _as_floats(Y, "Y")
     if Ya.ndim == 0 or Ya.shape[0] != B or not np.all(np.isfinite(Ya)):
         raise ProgramValueError(
             f"nn.train: Y must be finite with one row per row of X ({B}), got shape {Ya.shape}"
@@ -2059,10 +2242,16 @@ def train(
     if not isinstance(coordinates, (bool, np.bool_)):
         raise ProgramTypeError(f"nn.train: coordinates must be a bool, got {coordinates!r}")
     args = (model, Xa, Ya, steps, loss, opt, scalings, rows, name or f"train_{model.name}")
+    extra = {"X_eval": Xe, "kernels": kernels, "coordinates": bool(coordinates)}
     center_given = center
     op: _OperatorLimit | None = None
     why_not = ""
     if isinstance(opt, Entrywise):
+        if changes:
+            raise ProgramValueError(
+                f"nn.train: changes=True is for SGD runs; {type(opt).__name__} runs are "
+                f"written directly"
+            )
         if center is not None and not isinstance(center, (bool, np.bool_)):
             raise ProgramTypeError(f"nn.train: center must be a bool or None, got {center!r}")
         m_op = _operator_m(model, scalings)
@@ -2083,16 +2272,16 @@ def train(
                     raise
                 why_not = f" ({exc})"
     else:
-        center, kernel, m = _centring(model, scalings, center)
+        center, kernel, m = _centring(model, scalings, center, changes)
     try:
-        builder = _Builder(*args, center=center, kernel=kernel, m=m, coordinates=bool(coordinates))
+        builder = _Builder(*args, center=center, kernel=kernel, m=m, **extra)
     except _NotCentrable as exc:
-        if center_given is not None:
+        if center_given is not None or changes:
             raise
         # the default centring does not apply to this forward: the uncentred run (its
         # f_0 is then a diverging power, a problem like any other)
         why_not = f" ({exc})"
-        builder = _Builder(*args, coordinates=bool(coordinates))
+        builder = _Builder(*args, **extra)
     problems = builder.problems if op is None else op.problems
     if problems and not allow_unstable:
         raise ProgramValueError(

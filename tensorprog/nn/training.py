@@ -2,7 +2,14 @@ r"""Full-batch SGD of an abc-parametrized MLP, unrolled into one Tensor Program.
 
 :func:`train_sgd` writes the whole training run of :class:`~tensorprog.nn.MLP` — every
 forward pass, backward pass and weight update — as *one* program of the public DSL
-([TP4 App H.3–H.5]; docs/concepts/parametrizations.md, "SGD as a Tensor Program"). Only the **initial** weights enter MatMul:
+([TP4 App H.3–H.5]; docs/concepts/parametrizations.md, "SGD as a Tensor Program"). It is a
+thin user of :func:`tensorprog.nn.train`: the MLP becomes an :class:`~tensorprog.nn.Model`
+(:func:`_model`: ``W_in`` ``("n", d)``, hidden ``W2 … WL``, readout ``W_out`` ``(1, "n")``,
+``init_std`` the ABC's σ_l) under per-parameter :func:`~tensorprog.nn.abcd` exponents
+``(a_l, b_l, c)`` (:func:`_abcd`; no fan-in factor, so ``W_in``'s ``init_std`` is σ_1:
+TP4's input columns have variance σ_1²), trained by ``nn.SGD(lr)``; :class:`TrainingRun`
+is a view of that run. The program ``nn.train`` writes for an MLP is the following
+(``docs/training.md``). Only the **initial** weights enter MatMul:
 
 .. math::
 
@@ -41,8 +48,7 @@ move by ``θ_l = n^{-ρ_l}``, ``ρ_l = min_{k≤l} w_k`` (``ρ_L = r`` of [TP4 D
 * Backward pass at every training input:
   ``dh^L_t = ŵ_t ⊙ φ'(h^L_t)``, ``dx^{l-1}_t = W^{lᵀ}_0 dh^l_t + (−η θ_{W^l}) Σ_{s<t,j}
   χ_{s,j} ⟨dh^l_s(ξ_j), dh^l_t⟩ x^{l-1}_s(ξ_j)``, ``dh^{l-1}_t = dx^{l-1}_t ⊙ φ'(h^{l-1}_t)``,
-  by :func:`tensorprog.grad` (vector–Jacobian products from the cotangent ``ŵ_t``; see
-  :meth:`_Unroll.backward` for the layers where the ``dx`` line is written out).
+  by :func:`tensorprog.grad` through the Moment coefficients of the updates.
 * Readout: ``ŵ_{t+1} = ŵ_t + (−η n^{m-e_{L+1}}) Σ_i χ_{t,i} x^L_t(ξ_i)``,
   ``ŵ_0 = n^{m-s_{L+1}} v``; first layer:
   ``h^1_t(ξ) = Σ_j ξ_j u_j + (−η θ_{W^1}) Σ_{s<t,i} χ_{s,i} (ξ_i·ξ) dh^1_s(ξ_i)``.
@@ -57,12 +63,23 @@ function is ``f_t − f_0`` (TP4b §5.1), written as
 ``n^{1-s_{L+1}-r}⟨v, Δx^L_t⟩ + (−η n^{1-e_{L+1}}) Σ_{s<t,i} χ_{s,i}⟨x^L_s(ξ_i), x^L_t⟩``,
 and the finite network is trained on the loss of ``f − f_0`` (the gradient of ``f_0``
 with respect to the current weights is zero, so only ``χ`` changes). ``center=True``
-may also be asked for when ``a_{L+1}+b_{L+1} ≥ 1`` (then ``f̃_t = f_t − f_0``).
+may also be asked for when ``a_{L+1}+b_{L+1} ≥ 1`` (then ``f̃_t = f_t − f_0``). An uncentred
+run with ``r > 0`` is carried as changes too (``nn.train(..., changes=True)``), so that
+features which do not move have exactly their step-0 limit.
+
+Linear networks: a temporary fallback
+-------------------------------------
+``nn.train``'s unroll of a linear network (``φ = identity``) is not yet exact by Wick at
+``T = 5`` (its nested linear combinations reach Monte Carlo). Until the engine is (issue #15
+point 4; branch s8-linforms), :func:`train_sgd` of a linear network keeps the hand-written
+:class:`_Unroll`, which holds every vector as a flat linear form over atoms (:class:`_Lin`),
+so that the limit's Moments are Gram entries of atoms and the coefficient algebra is the
+``A, B, C, D`` recursion [TP4 Thm D.1]. Remove :class:`_Unroll` and :class:`_Lin` when
+``test_linear_muP_is_exact`` is exact through ``nn.train``.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 import numbers
 from dataclasses import dataclass, field
@@ -79,41 +96,18 @@ from .. import (
     ProgramValueError,
     Scalar,
     Vector,
-    grad,
     inner,
     lincomb,
     scalar_lincomb,
 )
 from .. import n as WIDTH
 from .mlp import MLP
-from .parametrization import classify
+from .model import Model
+from .optim import SGD
+from .parametrization import abcd, classify
+from .train import TrainSimulation, _values, train
 
 __all__ = ["train_sgd", "TrainingRun", "TrainingLimit", "TrainingSimulation", "Exponents"]
-
-
-# ---------------------------------------------------------------------------------------
-# Nonlinearities of the unrolled program (one object per φ, shared by all instructions)
-
-
-@functools.cache
-def _delta_fn(phi: Nonlinearity) -> Nonlinearity:
-    r"""``(h₀, δ; θ) ↦ (φ(h₀+θδ) − φ(h₀))/θ``, and ``φ'(h₀)δ`` at ``θ = 0``."""
-    h0, d = sympy.symbols("x0 x1", real=True)
-    th = sympy.Symbol("p0", real=True)
-    (x,) = phi.args
-
-    def f(z: Any) -> Any:
-        return phi.body.xreplace({x: z})
-
-    quotient = (f(h0 + th * d) - f(h0)) / th
-    if phi.is_polynomial:
-        body = sympy.expand(sympy.cancel(quotient))
-    else:
-        slope = sympy.diff(phi.body, x).xreplace({x: h0}) * d
-        body = sympy.Piecewise((slope, sympy.Eq(th, 0)), (quotient, True))
-    # Opaque: h₀ and δ occur several times in the body; substituting it into Z expressions
-    # would duplicate whole sub-DAGs at every step.
-    return Nonlinearity(f"Δ{phi.name}", body, (h0, d), (th,), opaque=not phi.is_polynomial)
 
 
 def _is_identity(phi: Nonlinearity) -> bool:
@@ -227,7 +221,8 @@ class _Lin:
 
 
 class _Unroll:
-    """Writes the program; see the module docstring for the equations."""
+    """TEMPORARY: writes the program of a **linear** network on flat linear forms (module
+    docstring, "Linear networks: a temporary fallback"; the equations above with φ = id)."""
 
     def __init__(
         self,
@@ -245,8 +240,6 @@ class _Unroll:
         self.Xall = np.vstack([X, X_eval]) if X_eval.size else X
         self.B, self.K = X.shape[0], self.Xall.shape[0]
         self.L = net.depth
-        self.phi = net.phi
-        self.linear = _is_identity(self.phi)
         self.center = center
         self.ex = Exponents.of(net.param)
         self.delta = tuple(r > 0 for r in self.ex.rho)
@@ -342,14 +335,12 @@ class _Unroll:
             self._scalars[name] = self.p.scalar(name, val)
         return self._scalars[name]
 
-    # The three operations on vectors; for linear networks they act on _Lin forms.
+    # The three operations on vectors act on _Lin forms.
     def atom(self, v: Vector) -> Any:
-        return _Lin({v: None}) if self.linear else v
+        return _Lin({v: None})
 
     def comb(self, terms: list[tuple[Any, Any]], name: str | None = None) -> Any:
         """``Σ_k c_k z_k`` (``c_k``: None, a Scalar or a tuple of Scalars = product)."""
-        if not self.linear:
-            return lincomb(terms, name=name)
         out: dict[Vector, list[Any]] = {}
         for c, z in terms:
             for a, ca in z.coef.items():
@@ -364,8 +355,6 @@ class _Unroll:
 
     def vec(self, z: Any, name: str | None = None) -> Vector:
         """The vector itself (a linear form is materialised as one Nonlin)."""
-        if not self.linear:
-            return z
         if z.vec is None:
             terms = [(c, a) for a, c in z.coef.items()]
             z.vec = (
@@ -379,9 +368,7 @@ class _Unroll:
         return self.atom(M.matmul(self.vec(z), name=name))
 
     def dot(self, a: Any, b: Any, name: str | None = None) -> Scalar:
-        """``⟨a, b⟩ = aᵀb/n`` (a Moment; for linear forms, Gram entries of atoms)."""
-        if not self.linear:
-            return inner(a, b, name=name)
+        """``⟨a, b⟩ = aᵀb/n``: Gram entries of atoms."""
         terms = []
         for x, cx in a.coef.items():
             for y, cy in b.coef.items():
@@ -466,19 +453,9 @@ class _Unroll:
                 else:
                     h = self.comb([(None, y)] + U, name=name)
             self.h[t][ell][k] = h
-            x = h if self.linear else self.phi(h, name=f"x{ell + 1}_{tag}")
-            self.x[t][ell][k] = x
+            self.x[t][ell][k] = h  # φ = identity: x = h, Δx = Δh
             if t > 0 and delta[ell] and (ell < L - 1 or self.center):
-                self.Dx[t][ell][k] = (
-                    self.Dh[t][ell][k]
-                    if self.linear
-                    else _delta_fn(self.phi)(
-                        self.h0[ell][k],
-                        self.Dh[t][ell][k],
-                        self.theta[ell],
-                        name=f"Dx{ell + 1}_{tag}",
-                    )
-                )
+                self.Dx[t][ell][k] = self.Dh[t][ell][k]
 
     def output(self, t: int, k: int) -> None:
         ex, L = self.ex, self.L
@@ -525,59 +502,20 @@ class _Unroll:
                     self.kern[t, ell, i, j] = self.kern[t, ell, j, i] = K
 
     def backward(self, t: int, i: int) -> None:
-        """``dh^l_t(ξ_i) = n^m ∇_{h^l} f_t(ξ_i)`` for every layer, by :func:`tensorprog.grad`:
-        the cotangent of ``x^L_t`` is ``ŵ_t``, then per layer the vector–Jacobian products
-        of ``x^l = φ(h^l)`` and of ``h^l = W^l_t x^{l-1}``.
-
-        ``W^l_t x^{l-1}_t`` is the recorded ``h^l_t`` (a MatMul of ``W^l_0`` plus the
-        rank-``B`` updates whose coefficients are the Moments ``⟨x^{l-1}_s, x^{l-1}_t⟩``)
-        unless layer ``l-1`` carries its features as normalised changes ``Δx`` (see
-        :meth:`transposed_update`); differentiating through those Moments
-        (``through_scalars=True``) gives the ``ΔWᵀ`` corrections.
-        """
-        L = self.L
+        r"""``dh^l_t(ξ_i) = n^m ∇_{h^l} f_t(ξ_i)`` for every layer (φ' = 1): ``dh^L_t = ŵ_t``,
+        ``dh^{l-1}_t = W^{l}_t{}^\top dh^l_t`` (:meth:`transposed_update`)."""
         g = self.w[t]  # dx^L = ŵ_t
-        for ell in range(L - 1, -1, -1):
-            tag = f"{t}_{i}"
-            if self.linear:
-                dh = g
-            else:
-                dh = grad(
-                    self.x[t][ell][i], self.h[t][ell][i], cotangent=g, names=f"dh{ell + 1}_{tag}"
-                )
-            self.dh[t][ell][i] = dh
+        for ell in range(self.L - 1, -1, -1):
+            self.dh[t][ell][i] = g
             if ell == 0:
                 break
-            if self.linear or (t > 0 and self.delta[ell - 1]):
-                g = self.transposed_update(ell, t, i)
-            else:
-                g = grad(
-                    self.h[t][ell][i],
-                    self.x[t][ell - 1][i],
-                    cotangent=dh,
-                    through_scalars=True,
-                    names=f"dx{ell}_{tag}",
-                )
+            g = self.transposed_update(ell, t, i)
 
     def transposed_update(self, ell: int, t: int, i: int) -> Any:
         r"""``W^{l}_t{}^\top dh^l_t(ξ_i) = W^{l\top}_0 dh + (−η θ_{W^l}) Σ_{s<t,j} χ_{s,j}
-        ⟨dh^l_s(ξ_j), dh⟩ x^{l-1}_s(ξ_j)`` written out, where no instruction computes
-        ``W^l_t x^{l-1}_t`` for :func:`tensorprog.grad` to transpose.
-
-        Two representations have none: a layer after one with ``ρ_{l-1} > 0`` multiplies
-        ``W^l_0`` with the normalised change ``Δx^{l-1}_t = (x^{l-1}_t − x^{l-1}_0)/θ_{l-1}``
-        (the limit needs it: TP4 Eq. (55)), so the recorded path from ``x^{l-1}_t`` to
-        ``h^l_t`` carries a factor ``θ_{l-1} → 0``, and the gradient it gives,
-        ``θ_{l-1} dx``, cannot be rescaled by the divergent ``1/θ_{l-1}``; and a linear
-        network keeps its vectors as coefficient forms over atoms (:class:`_Lin`), whose
-        coefficients are Gram entries of the atoms, not Moments of ``x^{l-1}_t``.
-
-        Measured alternative: recording ``W^l_0 x^{l-1}_t + (−η θ_{W^l}) Σ χ ⟨x_s, x⟩ dh_s``
-        only so that :func:`tensorprog.grad` can transpose it gives the same network
-        (simulations equal, limits within standard errors) but one more MatMul — a new
-        ``Ẑ`` — per layer, input and step: relu NTK(2), B = 3, T = 4 grows from 27 to 36
-        MatMuls and its 100k-sample Monte Carlo limit from 2.5 s to 3.6 s (+44%; tanh
-        SP(2, c=1): +5%), medians of 3 on the shared 2-core machine, 2026-12-05.
+        ⟨dh^l_s(ξ_j), dh⟩ x^{l-1}_s(ξ_j)``, written out on the linear forms (whose
+        coefficients are Gram entries of the atoms, not Moments of ``x^{l-1}_t`` that
+        :func:`tensorprog.grad` could differentiate through).
         """
         B, tag = self.B, f"{t}_{i}"
         dh = self.dh[t][ell][i]
@@ -711,6 +649,38 @@ class TrainingSimulation:
     def __getitem__(self, key: Any) -> Any:
         return self.simulation[key]
 
+    def param(self, name: str) -> np.ndarray:
+        """A weight's **initial** value at this width (numpy), as the network uses it:
+        ``"W_in"`` (``W¹_0``, shape (n, d)), ``"W2"`` … ``"WL"`` (``W^l_0``, (n, n)),
+        ``"W_out"`` (``W^{L+1}_0``, (1, n)); ``W^l_0 = n^{-a_l} w^l_0`` (docs/training.md,
+        "The finite network")."""
+        run, n = self.run, float(self.n)
+        s, L = run.exponents.s, run.net.depth
+        sim, ini = self.simulation, run.initial
+        if name == "W_in":
+            return n ** -float(s[0]) * np.stack([sim.vector(u) for u in ini["W1_columns"]], 1)
+        if name == "W_out":
+            return n ** -float(s[L]) * sim.vector(ini["readout"])[None, :]
+        hidden = {f"W{ell}": ell for ell in ini["hidden"]}
+        if name in hidden:
+            ell = hidden[name]
+            return n ** (0.5 - float(s[ell - 1])) * sim.matrix(ini["hidden"][ell])
+        raise ProgramValueError(
+            f"TrainingSimulation.param: the network has weights "
+            f"{['W_in', *hidden, 'W_out']}, not {name!r}"
+        )
+
+    def named(self, name: str) -> np.ndarray:
+        """The pre-activations ``"h{l}"`` and features ``"x{l}"`` at this width, shape
+        (steps+1, B+E, n) (as :meth:`tensorprog.nn.TrainSimulation.named`)."""
+        run = self.run
+        if run.train_run is None:
+            raise ProgramValueError(
+                "TrainingSimulation.named: a linear network's run keeps its vectors as linear "
+                "forms and names none; write the network with nn.Model and nn.train"
+            )
+        return TrainSimulation(None, None, self.simulation, run.train_run).named(name)
+
 
 def _indexed(run: Any, what: str, per_scalar: Any) -> list[tuple[Any, ...]]:
     """The rows of :func:`tensorprog.core.tables.indexed_rows` for a run's recorded scalars."""
@@ -731,18 +701,6 @@ def _indexed(run: Any, what: str, per_scalar: Any) -> list[tuple[Any, ...]]:
     )
 
 
-def _values(handles: np.ndarray | None, get: Any) -> np.ndarray | None:
-    if handles is None:
-        return None
-    out = np.empty(handles.shape)
-    cache: dict[str, Any] = {}
-    for idx, h in np.ndenumerate(handles):
-        if h.name not in cache:
-            cache[h.name] = get(h)
-        out[idx] = cache[h.name]
-    return out
-
-
 class TrainingRun:
     """The unrolled training of ``net`` (returned by :func:`train_sgd`).
 
@@ -760,8 +718,19 @@ class TrainingRun:
         The loss derivatives ``χ_{t,i} = (f_t(ξ_i) − y_i)/B``.
     initial : dict
         Handles of the initial weights: ``"W1_columns"`` (list of d vectors, the
-        columns of ``W¹_0``), ``"hidden"`` ({l: Matrix}, ``W^l_0``), ``"readout"``
-        (the vector ``v``, ``W^{L+1}_0 = n^{-(a_{L+1}+b_{L+1})} vᵀ``).
+        columns of ``W¹_0`` up to ``n^{-s_1}``), ``"hidden"`` ({l: Matrix}, ``W^l_0`` up
+        to ``n^{1/2-s_l}``), ``"readout"`` (the vector ``v``,
+        ``W^{L+1}_0 = n^{-(a_{L+1}+b_{L+1})} vᵀ``). ``sim.param(name)`` gives the weights.
+    named : dict or None
+        ``{"h1": …, "x1": …, …, "hL", "xL"}``: the pre-activations and features
+        (handles, shape (steps+1, B+E): the training inputs, then ``X_eval``), as
+        :attr:`tensorprog.nn.TrainRun.named`; ``None`` for a linear network (see
+        :func:`train_sgd`).
+    train_run : tensorprog.nn.TrainRun or None
+        The :func:`tensorprog.nn.train` run this is a view of (``None`` for a linear
+        network).
+    problems : tuple of str
+        Why the limit does not exist (``allow_unstable=True`` runs); empty otherwise.
     exponents : Exponents
     center : bool
     """
@@ -774,23 +743,68 @@ class TrainingRun:
         lr: float,
         steps: int,
         X_eval: np.ndarray,
+        *,
+        program: Program,
+        outputs: np.ndarray,
+        eval_outputs: np.ndarray,
+        feature_kernels: np.ndarray | None,
+        chi: np.ndarray,
+        initial: dict,
         center: bool,
-        builder: _Unroll,
+        train_run: Any = None,
     ) -> None:
         self.net, self.X, self.Y, self.lr, self.steps, self.X_eval = net, X, Y, lr, steps, X_eval
+        self.program, self.outputs, self.eval_outputs = program, outputs, eval_outputs
+        self.feature_kernels, self.chi, self.initial = feature_kernels, chi, initial
         self.center = center
-        self.program = builder.p
-        B = X.shape[0]
-        self.outputs = builder.f[:, :B]
-        self.eval_outputs = builder.f[:, B:]
-        self.feature_kernels = builder.kern
-        self.chi = builder.chi
-        self.exponents = builder.ex
-        self.initial = {
-            "W1_columns": list(builder.u),
-            "hidden": {ell + 1: M for ell, M in builder.M.items()},
-            "readout": builder.v,
+        self.exponents = Exponents.of(net.param)
+        self.train_run = train_run
+        self.named = None if train_run is None else train_run.named
+        self.problems: tuple[str, ...] = () if train_run is None else train_run.problems
+
+    @classmethod
+    def _of_train_run(cls, net: MLP, X: Any, Y: Any, lr: float, steps: int, Xe: Any, run: Any):
+        """The view of an :func:`tensorprog.nn.train` run of :func:`_model`."""
+        L = net.depth
+        fk = None
+        if run.feature_kernels:
+            fk = np.stack([run.feature_kernels[f"x{ell}"] for ell in range(1, L + 1)], axis=1)
+        P = run._params
+        initial = {
+            "W1_columns": list(P["W_in"].u),
+            "hidden": {ell: P[f"W{ell}"].M for ell in range(2, L + 1)},
+            "readout": P["W_out"].u[0],
         }
+        return cls(
+            net, X, Y, lr, steps, Xe,
+            program=run.program,
+            outputs=run.outputs[..., 0],
+            eval_outputs=run.eval_outputs[..., 0],
+            feature_kernels=fk,
+            chi=run.chi[..., 0],
+            initial=initial,
+            center=run.center,
+            train_run=run,
+        )  # fmt: skip
+
+    @classmethod
+    def _of_unroll(cls, net: MLP, X: Any, Y: Any, lr: float, steps: int, Xe: Any, b: _Unroll):
+        """The run of the linear-network fallback :class:`_Unroll`."""
+        B = X.shape[0]
+        return cls(
+            net, X, Y, lr, steps, Xe,
+            program=b.p,
+            outputs=b.f[:, :B],
+            eval_outputs=b.f[:, B:],
+            feature_kernels=b.kern,
+            chi=b.chi,
+            initial={
+                "W1_columns": list(b.u),
+                "hidden": {ell + 1: M for ell, M in b.M.items()},
+                "readout": b.v,
+            },
+            center=b.center,
+        )  # fmt: skip
 
     def __repr__(self) -> str:
         return (
@@ -799,15 +813,22 @@ class TrainingRun:
         )
 
     def limit(self, **kw: Any) -> TrainingLimit:
-        """The infinite-width limit (keywords as :meth:`tensorprog.Program.limit`)."""
+        """The infinite-width limit (keywords as :meth:`tensorprog.Program.limit`).
+
+        Raises
+        ------
+        ProgramValueError
+            If the run was built with ``allow_unstable=True`` and has no limit
+            (:attr:`problems`).
+        """
+        if self.problems:
+            raise ProgramValueError(
+                "train_sgd: this run has no infinite-width limit: " + "; ".join(self.problems)
+            )
         lim = self.program.limit(**kw)
-
-        def method(h: Any) -> str:
-            return lim.method(h)
-
         meth = np.empty(self.outputs.shape, dtype=object)
         for idx, h in np.ndenumerate(self.outputs):
-            meth[idx] = method(h)
+            meth[idx] = lim.method(h)
         return TrainingLimit(
             outputs=_values(self.outputs, lim.__getitem__),
             stderr=_values(self.outputs, lim.stderr),
@@ -846,6 +867,7 @@ def train_sgd(
     X_eval: Any = None,
     center: bool | None = None,
     feature_kernels: bool = True,
+    allow_unstable: bool = False,
     name: str | None = None,
 ) -> TrainingRun:
     r"""Unroll ``steps`` full-batch SGD steps of ``net`` on ``(X, Y)`` into one program.
@@ -925,27 +947,31 @@ def train_sgd(
             raise ProgramValueError(
                 f"train_sgd: X_eval must have d_in = {d} columns like X, got shape {Xe.shape}"
             )
+    if not isinstance(allow_unstable, (bool, np.bool_)):
+        raise ProgramTypeError(f"train_sgd: allow_unstable must be a bool, got {allow_unstable!r}")
     cls = classify(net.param)  # type: ignore[arg-type]
-    if not cls.stable:
+    if not cls.stable and not allow_unstable:
         failing = [k for k, ok in cls.conditions.items() if not ok]
         raise ProgramValueError(
             f"train_sgd: param {net.param!r} is unstable (fails {', '.join(failing)}; "
             f"nn.classify(param) explains): its training diverges as n → ∞, so the run has no "
-            f"infinite-width limit and cannot be written with bounded scalars"
+            f"infinite-width limit and cannot be written with bounded scalars (pass "
+            f"allow_unstable=True to simulate it anyway)"
         )
     ex = Exponents.of(net.param)
-    assert ex.r == cls.r, (ex.r, cls.r)
     s_out = ex.s[-1]
-    if center is None:
-        center = s_out < 1
-    elif not isinstance(center, (bool, np.bool_)):
+    if center is not None and not isinstance(center, (bool, np.bool_)):
         raise ProgramTypeError(f"train_sgd: center must be a bool or None, got {center!r}")
-    elif not center and s_out < 1:
-        raise ProgramValueError(
-            f"train_sgd: center=False needs a_{{L+1}}+b_{{L+1}} ≥ 1, but it is {s_out}: f_0 = "
-            f"n^{1 - s_out}⟨v, x^L_0⟩ is a Gaussian-process fluctuation, not a Moment with a bounded "
-            f"coefficient [TP4 App H.4.1]; use center=True (trains f − f_0)"
-        )
+    if cls.stable:
+        assert ex.r == cls.r, (ex.r, cls.r)
+        if center is None:
+            center = s_out < 1
+        elif not center and s_out < 1:
+            raise ProgramValueError(
+                f"train_sgd: center=False needs a_{{L+1}}+b_{{L+1}} ≥ 1, but it is {s_out}: "
+                f"f_0 = n^{1 - s_out}⟨v, x^L_0⟩ is a Gaussian-process fluctuation, not a Moment "
+                f"with a bounded coefficient [TP4 App H.4.1]; use center=True (trains f − f_0)"
+            )
     if not isinstance(feature_kernels, (bool, np.bool_)):
         raise ProgramTypeError(
             f"train_sgd: feature_kernels must be a bool, got {feature_kernels!r}"
@@ -953,5 +979,65 @@ def train_sgd(
     pname = (
         name if name is not None else f"sgd_{net.param.name or 'abc'}_L{net.depth}_{net.phi.name}"
     )
-    builder = _Unroll(net, Xa, Ya, lr, steps, Xe, bool(center), bool(feature_kernels), pname)
-    return TrainingRun(net, Xa, Ya, lr, steps, Xe, bool(center), builder)
+    if _is_identity(net.phi) and cls.stable:
+        # TEMPORARY fallback (issue #15 point 4): nn.train's unroll of a linear network is
+        # not yet exact by Wick on linear forms (T = 5 of test_linear_muP_is_exact takes
+        # Monte Carlo); until the engine is (branch s8-linforms), a linear network keeps
+        # the hand-written _Unroll with its flat linear forms (_Lin).
+        builder = _Unroll(net, Xa, Ya, lr, steps, Xe, bool(center), bool(feature_kernels), pname)
+        return TrainingRun._of_unroll(net, Xa, Ya, lr, steps, Xe, builder)
+    changes = True if cls.stable and not center and ex.r > 0 else None
+    run = train(
+        _model(net),
+        Xa,
+        Ya,
+        steps,
+        optimizer=SGD(lr),
+        param=_abcd(net),
+        center=center,
+        allow_unstable=bool(allow_unstable),
+        # features that move by a vanishing amount (r > 0) of an uncentred run: carried
+        # as changes, so their limit is exactly their step-0 limit [TP4 Eq. (55)]
+        changes=changes,
+        # names for the uses W_0 x_t that the program already has (ΔW x rows of a
+        # coordinate check); a run carried as changes would need new instructions
+        coordinates=not center and changes is None,
+        X_eval=Xe if len(Xe) else None,
+        feature_kernels=[f"x{ell}" for ell in range(1, net.depth + 1)] if feature_kernels else (),
+        name=pname,
+    )
+    return TrainingRun._of_train_run(net, Xa, Ya, lr, steps, Xe, run)
+
+
+def _model(net: MLP) -> Model:
+    r"""``net`` as an :class:`~tensorprog.nn.Model`: input weights ``W_in`` ``("n", d)``,
+    hidden ``W2 … WL`` ``("n", "n")``, readout ``W_out`` ``(1, "n")``, ``init_std`` the
+    ABC's σ_l; the forward names ``h{l}`` and ``x{l} = φ(h{l})``."""
+    L, phi, std = net.depth, net.phi, net.param.init_std  # type: ignore[union-attr]
+    m = Model(f"mlp_L{L}_{phi.name}")
+    m.param("W_in", ("n", net.d_in), init_std=float(std[0]))
+    for ell in range(2, L + 1):
+        m.param(f"W{ell}", ("n", "n"), init_std=float(std[ell - 1]))
+    m.param("W_out", (1, "n"), init_std=float(std[L]))
+
+    @m.forward
+    def forward(p: Any, xi: np.ndarray) -> Any:
+        h = p.W_in.matmul(xi, name="h1")
+        x = phi(h, name="x1")
+        for ell in range(2, L + 1):
+            h = p[f"W{ell}"].matmul(x, name=f"h{ell}")
+            x = phi(h, name=f"x{ell}")
+        return p.W_out @ x
+
+    return m
+
+
+def _abcd(net: MLP) -> Any:
+    r"""TP4's per-layer ``(a_l, b_l, c)`` as per-parameter :func:`~tensorprog.nn.abcd`
+    exponents of :func:`_model`'s weights (``d`` unused by SGD: 0). ``nn.abcd`` has no
+    fan-in factor, so ``W_in``'s ``init_std`` is σ_1 itself — the TP4 input columns'
+    variance σ_1² (``σ_1√d`` under a per-class preset's TP5 Table 3 ``1/d``); learning
+    rates map one to one: ``η n^{-c}`` on every ``w^l``."""
+    prm, L = net.param, net.depth
+    names = ["W_in"] + [f"W{ell}" for ell in range(2, L + 1)] + ["W_out"]
+    return abcd({nm: (prm.a[k], prm.b[k], prm.c, 0) for k, nm in enumerate(names)})  # type: ignore[union-attr]
