@@ -492,6 +492,9 @@ def _term(
         mono = g_monomials(sympy.Mul(*poly), gs)
         if mono is None:
             return None
+        quad = _centred_quadratic(coef, mono, len(gs)) if centred else None
+        if quad is not None:
+            return quad
         w = _wick(mono, len(qs))
         return lambda mean, cov, qv: c(qv) * w(mean, cov, qv)
     P = sympy.Mul(*poly)
@@ -512,6 +515,10 @@ def _term(
     parts = [affine_parts(arg, gs) for _, arg in opaque]
     coeffs = [_coefficients(lin, gs, qs) for lin, _ in parts]  # type: ignore[misc]
     shifts = [_lam_q(shift, qs) for _, shift in parts]  # type: ignore[misc]
+
+    fixed = _constant_forms(coef, sympy.Mul(*poly), parts, gs, form, plain)
+    if fixed is not None:
+        return fixed
 
     def means(a: np.ndarray, i: int, mean: np.ndarray, qv: np.ndarray) -> np.ndarray:
         return np.einsum("bi,bi->b", a, mean) + shifts[i](qv)
@@ -538,6 +545,95 @@ def _term(
         return c(qv) * Pc(qv) * form(k11, k12, k22, m1, m2)
 
     return two
+
+
+def _number(e: Any) -> float | None:
+    """``e`` as a float when it is a number (not a function of the constants), else None."""
+    e = sympy.sympify(e)
+    return float(e) if e.is_Number else None
+
+
+def _quadratic_weights(forms: list[np.ndarray], d: int) -> tuple[np.ndarray, np.ndarray]:
+    """Flat indices into a covariance ``(d, d)`` and weights ``(len(idx), r)`` with
+    ``cov.reshape(d·d)[idx] @ W = (aᵀ cov b for (a, b) in forms)`` — only the entries
+    some form needs (a zero weight on an overflowed entry would make NaN of inf)."""
+    full = np.stack([np.outer(a, b).reshape(d * d) for a, b in forms], axis=1)
+    idx = np.flatnonzero(np.any(full != 0.0, axis=1))
+    return idx, np.ascontiguousarray(full[idx])
+
+
+def _centred_quadratic(
+    coef: sympy.Expr, mono: dict[tuple[int, ...], sympy.Expr], d: int
+) -> Evaluator | None:
+    r"""``𝔼[c Σ_a c_a gᵃ]`` of centred Gaussians when every coefficient is a number and
+    every monomial has degree ≤ 2: ``Σ c_a`` over degree 0, nothing for degree 1
+    (centred), ``c_a Σ_ij`` for ``gᵃ = g_i g_j`` [Isserlis 1918] — one product of the
+    needed covariance entries with their weights, no moment table. None otherwise."""
+    c = _number(coef)
+    if c is None or any(sum(a) > 2 for a in mono):
+        return None
+    const, cells = 0.0, np.zeros((d, d))
+    for a, ca in mono.items():
+        w = _number(ca)
+        if w is None:
+            return None
+        at = [k for k, e in enumerate(a) for _ in range(e)]
+        if len(at) == 0:
+            const += w
+        elif len(at) == 2:
+            cells[at[0], at[1]] += w
+    idx = np.flatnonzero(cells.reshape(d * d))
+    W = cells.reshape(d * d)[idx]
+
+    def quadratic(mean: np.ndarray, cov: np.ndarray, qv: np.ndarray) -> np.ndarray:
+        return c * (cov.reshape(len(cov), d * d)[:, idx] @ W + const)
+
+    return quadratic
+
+
+def _constant_forms(
+    coef: sympy.Expr,
+    P: sympy.Expr,
+    parts: list[Any],
+    gs: list[GaussSym],
+    form: Callable[..., Any],
+    plain: bool,
+) -> Evaluator | None:
+    r"""The one- or two-function closed form ``c·P·form(k…, m…)`` of a term whose
+    coefficients ``c, P``, linear forms ``aᵀg + s`` and shifts are all numbers: the
+    variances and covariance ``aᵀΣa, aᵀΣb, bᵀΣb`` are one product of the needed
+    covariance entries with fixed weights (:func:`_quadratic_weights`), the means
+    ``aᵀμ + s`` one more — no per-call coefficient arrays. None when some coefficient
+    depends on the constants ``q`` (the general evaluators of :func:`_term` apply)."""
+    d = len(gs)
+    cp = [_number(coef), _number(P)]
+    vecs, shifts = [], []
+    for lin, shift in parts:
+        v = [_number(lin.get(gk, sympy.S.Zero)) for gk in gs]
+        s = _number(shift)
+        if s is None or any(x is None for x in v):
+            return None
+        vecs.append(np.array(v, dtype=float))
+        shifts.append(s)
+    if cp[0] is None or cp[1] is None:
+        return None
+    scale = np.float64(cp[0]) * np.float64(cp[1])  # as the general path: c(q)·P(q)
+    forms = [(vecs[0], vecs[0])] if len(vecs) == 1 else [
+        (vecs[0], vecs[0]),
+        (vecs[0], vecs[1]),
+        (vecs[1], vecs[1]),
+    ]
+    idx, W = _quadratic_weights(forms, d)
+    A, S = np.stack(vecs, axis=1), np.array(shifts)
+
+    def fixed(mean: np.ndarray, cov: np.ndarray, qv: np.ndarray) -> np.ndarray:
+        K = cov.reshape(len(cov), d * d)[:, idx] @ W
+        if plain:
+            return scale * form(*K.T)
+        M = mean @ A + S
+        return scale * form(*K.T, *M.T)
+
+    return fixed
 
 
 def applications(expr: sympy.Expr) -> set[sympy.Function]:
