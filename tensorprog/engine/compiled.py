@@ -46,6 +46,7 @@ from .evaluate import (
     Deterministic,
     _propagated_error,
     effective_ranks,
+    eigenvalue_range,
     gather_laws,
     stein_coefficients,
 )
@@ -412,7 +413,7 @@ class CompiledLimit:
         for comp in self._components:  # independent blocks: PSD one by one
             sub = C[:, comp[:, None], comp[None, :]]
             scale = np.maximum(np.abs(sub).max(axis=(1, 2)), 1e-300)
-            w = sub[:, 0, 0] if len(comp) == 1 else np.linalg.eigvalsh(sub)[:, 0]
+            w = eigenvalue_range(sub)[0]
             bad = np.flatnonzero(w < -PSD_TOL * scale)
             if bad.size:
                 raise NonPSDError(
@@ -493,13 +494,15 @@ class CompiledLimit:
             self.derivation, Vs, Ms, Cs, step.bids, step.slots, r0.layout.pairs, groups
         )
         qv = Vs[:, step.qdeps].reshape(P * k, m)
-        ok = (
-            np.isfinite(cov).all(axis=(1, 2))
-            & np.isfinite(mean).all(axis=1)
-            & np.isfinite(qv).all(axis=1)
-        )
         st = structure(expr, d, m)
-        finds = [] if st.trivial else decide(expr, d, m, mean[ok], cov[ok], qv[ok])
+        finds = []
+        if not st.trivial:
+            ok = (
+                np.isfinite(cov).all(axis=(1, 2))
+                & np.isfinite(mean).all(axis=1)
+                & np.isfinite(qv).all(axis=1)
+            )
+            finds = decide(expr, d, m, mean[ok], cov[ok], qv[ok])
         if finds.count(EXISTS) < len(finds):
             for pos, fnd in zip(np.flatnonzero(ok), finds):
                 p = int(pos) // k
@@ -522,7 +525,7 @@ class CompiledLimit:
             instr = self._det._instruction(r0)
             raise (annotate(exc, instr, "CompiledLimit") if instr is not None else exc) from exc
         vals, errs = np.asarray(vals, dtype=float), np.asarray(errs, dtype=float)
-        for pos in np.flatnonzero(~np.isfinite(vals)):
+        for pos in () if np.isfinite(vals).all() else np.flatnonzero(~np.isfinite(vals)):
             p = real(int(pos) // k)
             if p not in bad:
                 raise self._error(
