@@ -321,6 +321,25 @@ class CompiledLimit:
                 f"CompiledLimit.evaluate: uncertified must be 'raise' or 'nan', got {uncertified!r}"
             )
         C, M, Q, batched = self._numbers(cov, mean, scalars)
+        return self._batch(C, M, Q, batched, uncertified)
+
+    def _evaluate_built(self, cov: np.ndarray, uncertified: str = "raise") -> LimitBatch:
+        """:meth:`evaluate` on covariances ``(P, N, N)`` that a caller of the library built
+        itself from numbers it validated (:mod:`tensorprog.nn.stax`: the input kernels
+        of its entries) — finite floats, symmetric, zero where the compiled program's
+        are, positive semidefinite to rounding — which are not checked a second time
+        (every closed form and quadrature rule still checks its own law); the
+        program's means and initial scalars."""
+        P = cov.shape[0]
+        M = np.broadcast_to(self._mean0, (P, self._mean0.shape[0]))
+        S = [self._values0[rid] for rid in self._init_rids.values()]
+        Q = np.broadcast_to(np.array(S, dtype=float), (P, len(S)))
+        return self._batch(cov, M, Q, True, uncertified)
+
+    def _batch(
+        self, C: np.ndarray, M: np.ndarray, Q: np.ndarray, batched: bool, uncertified: str
+    ) -> LimitBatch:
+        """The :class:`LimitBatch` of validated numbers (:meth:`evaluate`)."""
         values, errors, bad = self._run(C, M, Q)
         if bad and uncertified == "nan":
             rows = _ix(bad)

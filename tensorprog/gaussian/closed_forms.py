@@ -381,7 +381,7 @@ derf = erf.derivative()
 
 def _finish(value: np.ndarray, name: str) -> Any:
     """Raise on NaN/inf; return a numpy scalar for 0-d results (ufunc-like)."""
-    if not np.all(np.isfinite(value)):
+    if not np.isfinite(value).all():
         raise NumericalError(
             f"{name}: the closed form is not finite (overflow for these variances)"
         )
@@ -452,10 +452,10 @@ def _pair(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike, name: str) -> _Pair:
     normal = (prod >= np.finfo(float).tiny) & np.isfinite(prod)
     # fall back to s1 * s2 where the product under- or overflows (the common case, all
     # normal, takes the same values without the masks)
-    if normal.all():
+    if normal.all():  # (np.minimum/np.maximum: np.clip's values, without its dispatch)
         s = np.sqrt(prod)
-        rho = np.clip(a12 / s, -1.0, 1.0)
-        c = np.clip(a12, -s, s)
+        rho = np.minimum(np.maximum(a12 / s, -1.0), 1.0)
+        c = np.minimum(np.maximum(a12, -s), s)
         return _Pair(v1, v2, s1, s2, s, rho, c)
     s = np.where(normal, np.sqrt(np.where(normal, prod, 1.0)), s1 * s2)
     pos = s > 0

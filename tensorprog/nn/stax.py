@@ -1326,7 +1326,8 @@ def _pairwise_kernels(
     parts = [(diag, True), (cross, False)] if symmetric else [(cross, False)]
     for pw, on_diagonal in parts:
         for rows, cols in _entry_blocks(B, B1, size, on_diagonal):
-            res = pw.compiled.evaluate(cov=_entry_laws(pw, X, sq, rows, cols), uncertified="nan")
+            # the entries' laws are built here from checked inputs: not validated again
+            res = pw.compiled._evaluate_built(_entry_laws(pw, X, sq, rows, cols), "nan")
             cols_c = cols if symmetric else cols - B1
             for kind, h in (("nngp", pw.nngp), ("ntk", pw.ntk)):
                 out[kind][rows, cols_c] = res.values[h.name]
