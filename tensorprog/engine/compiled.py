@@ -48,9 +48,12 @@ from .evaluate import (
     effective_ranks,
     eigenvalue_range,
     gather_laws,
+    pair_blocks,
+    plainly_psd,
     stein_coefficients,
 )
-from .existence import EXISTS, Verdict, decide, structure
+from .exact import EntryEvaluator, exact_evaluator
+from .existence import EXISTS, Verdict, decide, law_free, structure
 from .methods import AUTO, DIRECT, EXACT, MONTECARLO, RESULT_METHODS, Method
 from .plan import (
     DotRequest,
@@ -90,6 +93,36 @@ class _Group:
     #: the initial vectors (indices ≥ 0) and initial scalars (``-1 - column``) the
     #: requests' values depend on; None when that is all of them
     foot: frozenset[int] | None
+    #: the fused evaluation, when the integrand's exact evaluator reads covariance
+    #: entries only (:func:`_fuse`)
+    fused: _Fused | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class _Fused:
+    r"""A group whose exact evaluator is an :class:`~.exact.EntryEvaluator` (centred
+    closed forms and Gaussian moments with numeric coefficients) and whose existence
+    does not depend on the law: its ``n`` needed covariance entries per request are
+    gathered straight from the sets' numbers — initial covariances ``C`` (flat indices
+    ``init`` ``(k, ·)`` at positions ``init_at``), computed hat covariances ``σ_W²·V``
+    (requests ``slots``, factors ``s2``, at ``hat_at``), zeros (``zero_at``) — and the
+    evaluator's ``fn`` runs on them, without building the ``(d, d)`` covariances. The
+    entries include every variance (``var_at``) and the off-diagonal entry of every
+    2×2 independent block (``cross_at``, coordinates ``pairs``) for the PSD screen
+    (:func:`~.evaluate.plainly_psd`)."""
+
+    fn: Any
+    n: int
+    init: np.ndarray
+    init_at: np.ndarray
+    slots: np.ndarray
+    s2: np.ndarray
+    hat_at: np.ndarray
+    zero_at: np.ndarray
+    var_at: np.ndarray
+    cross_at: np.ndarray
+    pairs: np.ndarray
+    cells: np.ndarray
 
 
 @dataclass(frozen=True, eq=False)
@@ -237,7 +270,7 @@ class CompiledLimit:
                 deps = np.array([r.deps for r in reqs], dtype=np.intp).reshape(k, -1)
                 self._steps.append(_Fns(reqs[0].fn, tuple(reqs), _ix(r.rid for r in reqs), deps))
             for (meth, _, foot), reqs in groups.items():
-                self._steps.append(_group(meth, reqs, foot))
+                self._steps.append(_group(meth, reqs, foot, der))
         ranks = effective_ranks(plan)
         self._scalars: list[tuple[str, int]] = []
         self.methods: dict[str, str] = {}
@@ -496,9 +529,18 @@ class CompiledLimit:
         """Evaluate one group for every set — or, with ``shared = (rows, inverse)``,
         for the sets ``rows`` only, whose values the other sets share (``inverse``:
         each set's position in ``rows``)."""
+        rows, inverse = shared if shared is not None else (None, None)
+        if step.fused is not None:
+            Vs, Cs = (V, C) if rows is None else (V[rows], C[rows])
+            fast = _fused(step.fused, Vs, Cs)
+            if fast is not None:  # else: the general path below (which reports why)
+                vals = fast.reshape(Vs.shape[0], len(step.reqs))
+                if step.scale is not None:
+                    vals = vals * step.scale
+                V[:, step.rids] = vals if inverse is None else vals[inverse]
+                return  # exact: E stays 0
         method, expr, d, m, _, groups = step.key
         r0 = step.reqs[0]
-        rows, inverse = shared if shared is not None else (None, None)
         Vs, Cs, Ms = (V, C, M) if rows is None else (V[rows], C[rows], M[rows])
         P, k = Vs.shape[0], len(step.reqs)
 
@@ -609,6 +651,35 @@ class CompiledLimit:
         return annotate(exc, instr, "CompiledLimit") if instr is not None else exc
 
 
+def _fused(f: _Fused, V: np.ndarray, C: np.ndarray) -> np.ndarray | None:
+    """The values ``(P·k,)`` of a fused group (:class:`_Fused`) for the sets' request
+    values ``V`` and initial covariances ``C``; None when some gathered entry is not
+    finite, the covariances are not plainly PSD, or a value is not finite or raises:
+    the general path then evaluates the group (clipping rounding-level indefiniteness,
+    naming what is wrong). Otherwise the values are the general path's, bit for bit
+    (the same entries, the same evaluator)."""
+    P, k = V.shape[0], f.init.shape[0]
+    ent = np.empty((P, k, f.n))
+    if f.init_at.size:
+        ent[:, :, f.init_at] = C.reshape(P, -1)[:, f.init]
+    if f.hat_at.size:
+        with np.errstate(over="ignore", invalid="ignore"):
+            ent[:, :, f.hat_at] = V[:, f.slots] * f.s2
+    if f.zero_at.size:
+        ent[:, :, f.zero_at] = 0.0
+    ent = ent.reshape(P * k, f.n)
+    if not np.isfinite(ent).all() or not plainly_psd(
+        ent[:, f.var_at], ent[:, f.cross_at], f.pairs
+    ):
+        return None
+    try:
+        with np.errstate(all="ignore"):
+            vals = np.asarray(f.fn(ent), dtype=float)
+    except TensorProgramError:
+        return None
+    return vals if np.isfinite(vals).all() else None
+
+
 def _components(linked: np.ndarray) -> list[np.ndarray]:
     """Connected components of a symmetric boolean adjacency matrix (index arrays)."""
     n = linked.shape[0]
@@ -689,20 +760,88 @@ def _footprints(
     return feet
 
 
-def _group(method: Method, reqs: list[ExpectationRequest], foot: frozenset[int] | None) -> _Group:
+def _group(
+    method: Method, reqs: list[ExpectationRequest], foot: frozenset[int] | None, der: Derivation
+) -> _Group:
     r0 = reqs[0]
     k, d, m = len(reqs), len(r0.bids), len(r0.cids)
     npairs = len(r0.layout.pairs)
     dots = [r.const.sigma2 if isinstance(r, DotRequest) else 1.0 for r in reqs]
+    key = (method, r0.expr, d, m, r0.centred, r0.groups)
+    bids = np.array([r.bids for r in reqs], dtype=np.intp).reshape(k, d)
+    slots = np.array([r.slot_rids for r in reqs], dtype=np.intp).reshape(k, npairs)
     return _Group(
-        (method, r0.expr, d, m, r0.centred, r0.groups),
+        key,
         tuple(reqs),
         _ix(r.rid for r in reqs),
-        np.array([r.bids for r in reqs], dtype=np.intp).reshape(k, d),
-        np.array([r.slot_rids for r in reqs], dtype=np.intp).reshape(k, npairs),
+        bids,
+        slots,
         np.array([r.deps[:m] for r in reqs], dtype=np.intp).reshape(k, m),
         np.array(dots) if any(isinstance(r, DotRequest) for r in reqs) else None,
         foot,
+        _fuse(key, bids, slots, r0.layout.pairs, der),
+    )
+
+
+def _fuse(
+    key: tuple[Any, ...],
+    bids: np.ndarray,
+    slots: np.ndarray,
+    pairs: tuple[tuple[int, int], ...],
+    der: Derivation,
+) -> _Fused | None:
+    """The fused evaluation of a group (:class:`_Fused`), or None: not exact, an
+    evaluator that needs more than covariance entries, an existence that depends on
+    the law, or an independent block larger than 2×2. Each entry comes from where
+    :func:`~.evaluate.gather_laws` puts it: the initial covariance between two initial
+    base Gaussians, ``σ_W²`` times a hat pair's covariance request, else 0."""
+    method, expr, d, m, centred, groups = key
+    if method is not EXACT:
+        return None
+    ev = exact_evaluator(expr, d, m, centred, groups)
+    at = pair_blocks(groups, d)
+    if not isinstance(ev, EntryEvaluator) or at is None or not law_free(expr, d, m):
+        return None
+    screen = [i * d + i for i in range(d)] + [int(i) * d + int(j) for i, j in at]
+    cells = np.unique(np.concatenate([ev.cells, np.array(screen, dtype=np.intp)]))
+    where = {c: n for n, c in enumerate(cells.tolist())}
+    hat = {}
+    for p, (i, j) in enumerate(pairs):
+        hat[i * d + j] = hat[j * d + i] = p
+    k = bids.shape[0]
+    init_at, hat_at, zero_at = [], [], []
+    init_cols, slot_cols, s2_cols = [], [], []
+    N = der.init_cov.shape[0]
+    for c in cells.tolist():
+        a, b = divmod(c, d)
+        if groups[a] < 0 and groups[b] < 0:
+            ia, ib = der.base_init_index[bids[:, a]], der.base_init_index[bids[:, b]]
+            init_at.append(where[c])
+            init_cols.append(ia * N + ib)
+        elif c in hat:
+            p = hat[c]
+            hat_at.append(where[c])
+            slot_cols.append(slots[:, p])
+            s2_cols.append(der.base_sigma2[bids[:, pairs[p][0]]])
+        else:
+            zero_at.append(where[c])
+
+    def cols(xs: list[np.ndarray], dtype: Any) -> np.ndarray:
+        return np.stack(xs, axis=1).astype(dtype) if xs else np.zeros((k, 0), dtype=dtype)
+
+    return _Fused(
+        ev.on(cells),
+        len(cells),
+        cols(init_cols, np.intp),
+        _ix(init_at),
+        cols(slot_cols, np.intp),
+        cols(s2_cols, float),
+        _ix(hat_at),
+        _ix(zero_at),
+        _ix(where[i * d + i] for i in range(d)),
+        _ix(where[int(i) * d + int(j)] for i, j in at),
+        at,
+        cells,
     )
 
 

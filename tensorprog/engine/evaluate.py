@@ -813,22 +813,29 @@ def eigenvalue_range(M: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ev[:, 0], ev[:, -1]
 
 
-def _plainly_psd(cov: np.ndarray, blocks: tuple[np.ndarray, ...]) -> bool:
-    r"""Whether finite covariances ``(P, d, d)`` whose independent blocks are ``blocks``
-    (the larger ones; the others 1×1) are positive semidefinite by the cheapest test:
-    every variance ≥ 0 and, blocks of two, :math:`|c_{12}| ≤ \sqrt{c_{11}}\sqrt{c_{22}}`
-    (in floating point: the correlation's smallest eigenvalue is then ≥ −4ε, far from
-    the ``PSD_TOL`` screen of :func:`_nearest_psd`, which would change nothing).
-    False (the full screen decides) for larger blocks."""
-    if any(len(ix) > 2 for ix in blocks):
-        return False
-    var = np.diagonal(cov, axis1=1, axis2=2)
+def plainly_psd(var: np.ndarray, cross: np.ndarray, at: np.ndarray) -> bool:
+    r"""Whether finite covariances made of 1×1 and 2×2 independent blocks are positive
+    semidefinite by the cheapest test: every variance ≥ 0 and, per 2×2 block,
+    :math:`|c_{12}| ≤ \sqrt{c_{11}}\sqrt{c_{22}}` (in floating point: the correlation's
+    smallest eigenvalue is then ≥ −4ε, far from the ``PSD_TOL`` screen of
+    :func:`_nearest_psd`, which would change nothing).
+
+    ``var`` ``(B, d)``: the variances; ``cross`` ``(B, b)``: each 2×2 block's
+    off-diagonal entry; ``at`` ``(b, 2)``: its two coordinates."""
     if not (var >= 0.0).all():
         return False
     sd = np.sqrt(var)
-    return all(
-        (np.abs(cov[:, i, j]) <= sd[:, i] * sd[:, j]).all() for i, j in (ix for ix in blocks)
-    )
+    return bool((np.abs(cross) <= sd[:, at[:, 0]] * sd[:, at[:, 1]]).all())
+
+
+def pair_blocks(groups: tuple[int, ...] | None, d: int) -> np.ndarray | None:
+    """The coordinates ``(b, 2)`` of a layout's 2×2 independent blocks (its others
+    1×1), or None when some block is larger (:func:`plainly_psd` does not apply)."""
+    labels = (0,) * d if groups is None else tuple(groups)
+    _, blocks = _label_blocks(labels)
+    if any(len(ix) > 2 for ix in blocks):
+        return None
+    return np.array([ix for ix in blocks], dtype=np.intp).reshape(len(blocks), 2)
 
 
 def _nearest_psd(cov: np.ndarray, groups: tuple[int, ...] | None = None) -> np.ndarray:
@@ -846,7 +853,10 @@ def _nearest_psd(cov: np.ndarray, groups: tuple[int, ...] | None = None) -> np.n
         return cov  # overflowed: reported by name where it is used
     labels = (0,) * cov.shape[-1] if groups is None else tuple(groups)
     singles, blocks = _label_blocks(labels)
-    if _plainly_psd(cov, blocks):
+    at = pair_blocks(groups, cov.shape[-1])
+    if at is not None and plainly_psd(
+        np.diagonal(cov, axis1=1, axis2=2), cov[:, at[:, 0], at[:, 1]], at
+    ):
         return cov
     s = equilibration(cov)
     ss = s[:, :, None] * s[:, None, :]

@@ -223,6 +223,9 @@ def exact_evaluator(
             return None
         parts.append(ev)
 
+    if all(isinstance(ev, EntryEvaluator) for ev in parts):
+        return EntryEvaluator.combine(parts, d, np.add, zero=True)  # type: ignore[arg-type]
+
     def evaluate(mean: np.ndarray, cov: np.ndarray, qv: np.ndarray) -> np.ndarray:
         out = np.zeros(mean.shape[0])
         for ev in parts:
@@ -235,6 +238,79 @@ def exact_evaluator(
 # a closed form registered later changes what is exact: forget the compiled verdicts
 on_register(shape.cache_clear)
 on_register(exact_evaluator.cache_clear)
+
+
+class EntryEvaluator:
+    r"""An exact evaluator that reads a law only through fixed entries of its covariance:
+    ``f(mean, cov, qv) = fn(cov.reshape(B, d·d)[:, cells])`` — centred closed forms and
+    Gaussian moments whose coefficients are numbers. A caller that has those entries
+    (:class:`~.compiled.CompiledLimit`: gathered from its sets' numbers) calls ``fn`` on
+    them ``(B, len(cells))`` without building the covariances.
+
+    Attributes
+    ----------
+    d : int
+        Base Gaussians of the law.
+    cells : numpy.ndarray of int
+        Sorted flat indices ``i·d + j`` of the entries read.
+    fn : callable
+        ``entries (B, len(cells)) ↦ values (B,)``.
+    """
+
+    __slots__ = ("d", "cells", "fn", "const")
+
+    def __init__(
+        self,
+        d: int,
+        cells: np.ndarray,
+        fn: Callable[[np.ndarray], np.ndarray],
+        const: float | None = None,
+    ) -> None:
+        #: ``const``: the value, when the evaluator is a number (no entries read)
+        self.d, self.cells, self.fn, self.const = d, cells, fn, const
+
+    @staticmethod
+    def constant(d: int, v: float) -> EntryEvaluator:
+        """The number ``v``."""
+        return EntryEvaluator(d, np.zeros(0, dtype=np.intp), lambda E: np.full(len(E), v), v)
+
+    def __call__(self, mean: np.ndarray, cov: np.ndarray, qv: np.ndarray) -> np.ndarray:
+        return self.fn(cov.reshape(len(cov), self.d * self.d)[:, self.cells])
+
+    def on(self, cells: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+        """``fn`` taking the entries ``cells`` (sorted, a superset of :attr:`cells`)."""
+        if len(cells) == len(self.cells):
+            return self.fn
+        at = np.searchsorted(cells, self.cells)
+        return lambda E: self.fn(E[:, at])
+
+    @staticmethod
+    def combine(
+        parts: list[EntryEvaluator], d: int, op: Any, zero: bool = False
+    ) -> EntryEvaluator:
+        """The parts combined by ``op`` (``np.add`` from 0 when ``zero``, as a sum of
+        terms is evaluated; ``np.multiply`` from the first part) on the union of their
+        entries. A sum of one part is that part; a product that starts with a number
+        multiplies by it (``v·x`` is ``full(v)·x``, element by element)."""
+        if zero and len(parts) == 1:
+            return parts[0]
+        cells = np.unique(np.concatenate([p.cells for p in parts]))
+        first = parts[0].const if not zero else None
+        rest = parts if zero or first is None else parts[1:]
+        fns = [p.on(cells) for p in rest]
+
+        def fn(E: np.ndarray) -> np.ndarray:
+            if zero:
+                out: Any = np.zeros(len(E))
+            elif first is not None:
+                out = first
+            else:
+                out = fns[0](E)
+            for f in fns if zero or first is not None else fns[1:]:
+                out = op(out, f(E))
+            return out
+
+        return EntryEvaluator(d, cells, fn)
 
 
 class _TooBig(Exception):
@@ -449,6 +525,8 @@ def _factorised(
     evs = [_term(p, gs, qs, centred) for p in parts]
     if any(e is None for e in evs):
         return None
+    if all(isinstance(e, EntryEvaluator) for e in evs):
+        return EntryEvaluator.combine(evs, len(gs), np.multiply)  # type: ignore[arg-type]
 
     def product(mean: np.ndarray, cov: np.ndarray, qv: np.ndarray) -> np.ndarray:
         out = evs[0](mean, cov, qv)
@@ -464,6 +542,9 @@ def _term(
 ) -> Evaluator | None:
     gset = set(gs)
     if not (term.free_symbols & gset):
+        v = _number(term)
+        if v is not None:
+            return EntryEvaluator.constant(len(gs), v)
         c = _lam_q(term, qs)
         return lambda mean, cov, qv: c(qv)
     coef, rest = term.as_independent(*gs, as_Add=False)
@@ -564,7 +645,7 @@ def _quadratic_weights(forms: list[np.ndarray], d: int) -> tuple[np.ndarray, np.
 
 def _centred_quadratic(
     coef: sympy.Expr, mono: dict[tuple[int, ...], sympy.Expr], d: int
-) -> Evaluator | None:
+) -> EntryEvaluator | None:
     r"""``𝔼[c Σ_a c_a gᵃ]`` of centred Gaussians when every coefficient is a number and
     every monomial has degree ≤ 2: ``Σ c_a`` over degree 0, nothing for degree 1
     (centred), ``c_a Σ_ij`` for ``gᵃ = g_i g_j`` [Isserlis 1918] — one product of the
@@ -585,10 +666,7 @@ def _centred_quadratic(
     idx = np.flatnonzero(cells.reshape(d * d))
     W = cells.reshape(d * d)[idx]
 
-    def quadratic(mean: np.ndarray, cov: np.ndarray, qv: np.ndarray) -> np.ndarray:
-        return c * (cov.reshape(len(cov), d * d)[:, idx] @ W + const)
-
-    return quadratic
+    return EntryEvaluator(d, idx, lambda E: c * (E @ W + const))
 
 
 def _constant_forms(
@@ -624,12 +702,12 @@ def _constant_forms(
         (vecs[1], vecs[1]),
     ]
     idx, W = _quadratic_weights(forms, d)
+    if plain:  # the law enters through these covariance entries only
+        return EntryEvaluator(d, idx, lambda E: scale * form(*(E @ W).T))
     A, S = np.stack(vecs, axis=1), np.array(shifts)
 
     def fixed(mean: np.ndarray, cov: np.ndarray, qv: np.ndarray) -> np.ndarray:
         K = cov.reshape(len(cov), d * d)[:, idx] @ W
-        if plain:
-            return scale * form(*K.T)
         M = mean @ A + S
         return scale * form(*K.T, *M.T)
 

@@ -465,6 +465,21 @@ def decide(
     return out
 
 
+@functools.lru_cache(maxsize=4096)
+def law_free(expr: sympy.Expr, d: int, m: int) -> bool:
+    """Whether :func:`decide` finds that ``𝔼 expr`` exists under every law without
+    looking at it: a trivial structure, or exponentials of quadratics that are concave
+    whatever the constants (their coefficients are numbers), with nothing singular or
+    unknown."""
+    st = structure(expr, d, m)
+    if st.trivial:
+        return True
+    qs = [q(j) for j in range(m)]
+    if st.unknown or st.singular or any(P.has(*qs) for P in st.exps):
+        return False
+    return all(_concave(_coefficients(P, st.k, m, np.zeros((1, m)))).all() for P in st.exps)
+
+
 @functools.lru_cache(maxsize=1024)
 def _numeric(e: sympy.Expr, k: int, m: int) -> Any:
     """``|f|`` at points: ``(u (B, P, k), qv (B, m)) -> (B, P)`` (numpy, no warnings)."""
