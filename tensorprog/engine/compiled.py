@@ -668,9 +668,7 @@ def _fused(f: _Fused, V: np.ndarray, C: np.ndarray) -> np.ndarray | None:
     if f.zero_at.size:
         ent[:, :, f.zero_at] = 0.0
     ent = ent.reshape(P * k, f.n)
-    if not np.isfinite(ent).all() or not plainly_psd(
-        ent[:, f.var_at], ent[:, f.cross_at], f.pairs
-    ):
+    if not np.isfinite(ent).all() or not plainly_psd(ent[:, f.var_at], ent[:, f.cross_at], f.pairs):
         return None
     try:
         with np.errstate(all="ignore"):

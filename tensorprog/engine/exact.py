@@ -285,9 +285,7 @@ class EntryEvaluator:
         return lambda E: self.fn(E[:, at])
 
     @staticmethod
-    def combine(
-        parts: list[EntryEvaluator], d: int, op: Any, zero: bool = False
-    ) -> EntryEvaluator:
+    def combine(parts: list[EntryEvaluator], d: int, op: Any, zero: bool = False) -> EntryEvaluator:
         """The parts combined by ``op`` (``np.add`` from 0 when ``zero``, as a sum of
         terms is evaluated; ``np.multiply`` from the first part) on the union of their
         entries. A sum of one part is that part; a product that starts with a number
@@ -643,6 +641,15 @@ def _quadratic_weights(forms: list[np.ndarray], d: int) -> tuple[np.ndarray, np.
     return idx, np.ascontiguousarray(full[idx])
 
 
+def _weighted(E: np.ndarray, W: np.ndarray) -> np.ndarray:
+    """``E @ W`` for entries ``E`` ``(B, c)`` and weights ``(c,)`` or ``(c, r)``, summed
+    in the same order for every row whatever ``B`` (a BLAS product may block rows
+    differently by batch size, and ``batch_size`` must not change a bit)."""
+    if W.ndim == 1:
+        return (E * W).sum(axis=1)
+    return (E[:, :, None] * W).sum(axis=1)
+
+
 def _centred_quadratic(
     coef: sympy.Expr, mono: dict[tuple[int, ...], sympy.Expr], d: int
 ) -> EntryEvaluator | None:
@@ -666,7 +673,7 @@ def _centred_quadratic(
     idx = np.flatnonzero(cells.reshape(d * d))
     W = cells.reshape(d * d)[idx]
 
-    return EntryEvaluator(d, idx, lambda E: c * (E @ W + const))
+    return EntryEvaluator(d, idx, lambda E: c * (_weighted(E, W) + const))
 
 
 def _constant_forms(
@@ -696,19 +703,23 @@ def _constant_forms(
     if cp[0] is None or cp[1] is None:
         return None
     scale = np.float64(cp[0]) * np.float64(cp[1])  # as the general path: c(q)·P(q)
-    forms = [(vecs[0], vecs[0])] if len(vecs) == 1 else [
-        (vecs[0], vecs[0]),
-        (vecs[0], vecs[1]),
-        (vecs[1], vecs[1]),
-    ]
+    forms = (
+        [(vecs[0], vecs[0])]
+        if len(vecs) == 1
+        else [
+            (vecs[0], vecs[0]),
+            (vecs[0], vecs[1]),
+            (vecs[1], vecs[1]),
+        ]
+    )
     idx, W = _quadratic_weights(forms, d)
     if plain:  # the law enters through these covariance entries only
-        return EntryEvaluator(d, idx, lambda E: scale * form(*(E @ W).T))
+        return EntryEvaluator(d, idx, lambda E: scale * form(*_weighted(E, W).T))
     A, S = np.stack(vecs, axis=1), np.array(shifts)
 
     def fixed(mean: np.ndarray, cov: np.ndarray, qv: np.ndarray) -> np.ndarray:
-        K = cov.reshape(len(cov), d * d)[:, idx] @ W
-        M = mean @ A + S
+        K = _weighted(cov.reshape(len(cov), d * d)[:, idx], W)
+        M = _weighted(mean, A) + S
         return scale * form(*K.T, *M.T)
 
     return fixed

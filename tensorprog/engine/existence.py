@@ -615,8 +615,7 @@ def _poly_terms(P: sympy.Expr, k: int) -> tuple[tuple[tuple[int, ...], sympy.Exp
     monomial's factors, its coefficient) — once per polynomial, not per batch of laws."""
     poly = sympy.Poly(P, *[g(i) for i in range(k)])
     return tuple(
-        (tuple(i for i, p in enumerate(mon) for _ in range(p)), coef)
-        for mon, coef in poly.terms()
+        (tuple(i for i, p in enumerate(mon) for _ in range(p)), coef) for mon, coef in poly.terms()
     )
 
 
