@@ -659,16 +659,16 @@ def _fused(f: _Fused, V: np.ndarray, C: np.ndarray) -> np.ndarray | None:
     naming what is wrong). Otherwise the values are the general path's, bit for bit
     (the same entries, the same evaluator)."""
     P, k = V.shape[0], f.init.shape[0]
-    ent = np.empty((P, k, f.n))
+    ent = np.empty((f.n, P, k))  # one row per entry (the evaluator's layout)
     if f.init_at.size:
-        ent[:, :, f.init_at] = C.reshape(P, -1)[:, f.init]
+        ent[f.init_at] = np.moveaxis(C.reshape(P, -1)[:, f.init], 2, 0)
     if f.hat_at.size:
         with np.errstate(over="ignore", invalid="ignore"):
-            ent[:, :, f.hat_at] = V[:, f.slots] * f.s2
+            ent[f.hat_at] = np.moveaxis(V[:, f.slots] * f.s2, 2, 0)
     if f.zero_at.size:
-        ent[:, :, f.zero_at] = 0.0
-    ent = ent.reshape(P * k, f.n)
-    if not np.isfinite(ent).all() or not plainly_psd(ent[:, f.var_at], ent[:, f.cross_at], f.pairs):
+        ent[f.zero_at] = 0.0
+    ent = ent.reshape(f.n, P * k)
+    if not np.isfinite(ent).all() or not plainly_psd(ent[f.var_at].T, ent[f.cross_at].T, f.pairs):
         return None
     try:
         with np.errstate(all="ignore"):

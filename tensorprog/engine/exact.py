@@ -242,10 +242,10 @@ on_register(exact_evaluator.cache_clear)
 
 class EntryEvaluator:
     r"""An exact evaluator that reads a law only through fixed entries of its covariance:
-    ``f(mean, cov, qv) = fn(cov.reshape(B, d·d)[:, cells])`` — centred closed forms and
+    ``f(mean, cov, qv) = fn(cov.reshape(B, d·d)[:, cells].T)`` — centred closed forms and
     Gaussian moments whose coefficients are numbers. A caller that has those entries
     (:class:`~.compiled.CompiledLimit`: gathered from its sets' numbers) calls ``fn`` on
-    them ``(B, len(cells))`` without building the covariances.
+    them, one row per entry ``(len(cells), B)``, without building the covariances.
 
     Attributes
     ----------
@@ -254,7 +254,7 @@ class EntryEvaluator:
     cells : numpy.ndarray of int
         Sorted flat indices ``i·d + j`` of the entries read.
     fn : callable
-        ``entries (B, len(cells)) ↦ values (B,)``.
+        ``entries (len(cells), B) ↦ values (B,)``.
     """
 
     __slots__ = ("d", "cells", "fn", "const")
@@ -272,17 +272,17 @@ class EntryEvaluator:
     @staticmethod
     def constant(d: int, v: float) -> EntryEvaluator:
         """The number ``v``."""
-        return EntryEvaluator(d, np.zeros(0, dtype=np.intp), lambda E: np.full(len(E), v), v)
+        return EntryEvaluator(d, np.zeros(0, dtype=np.intp), lambda E: np.full(E.shape[1], v), v)
 
     def __call__(self, mean: np.ndarray, cov: np.ndarray, qv: np.ndarray) -> np.ndarray:
-        return self.fn(cov.reshape(len(cov), self.d * self.d)[:, self.cells])
+        return self.fn(cov.reshape(len(cov), self.d * self.d)[:, self.cells].T)
 
     def on(self, cells: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
         """``fn`` taking the entries ``cells`` (sorted, a superset of :attr:`cells`)."""
         if len(cells) == len(self.cells):
             return self.fn
         at = np.searchsorted(cells, self.cells)
-        return lambda E: self.fn(E[:, at])
+        return lambda E: self.fn(E[at])
 
     @staticmethod
     def combine(parts: list[EntryEvaluator], d: int, op: Any, zero: bool = False) -> EntryEvaluator:
@@ -299,7 +299,7 @@ class EntryEvaluator:
 
         def fn(E: np.ndarray) -> np.ndarray:
             if zero:
-                out: Any = np.zeros(len(E))
+                out: Any = np.zeros(E.shape[1])
             elif first is not None:
                 out = first
             else:
@@ -632,22 +632,39 @@ def _number(e: Any) -> float | None:
     return float(e) if e.is_Number else None
 
 
-def _quadratic_weights(forms: list[np.ndarray], d: int) -> tuple[np.ndarray, np.ndarray]:
-    """Flat indices into a covariance ``(d, d)`` and weights ``(len(idx), r)`` with
-    ``cov.reshape(d·d)[idx] @ W = (aᵀ cov b for (a, b) in forms)`` — only the entries
-    some form needs (a zero weight on an overflowed entry would make NaN of inf)."""
-    full = np.stack([np.outer(a, b).reshape(d * d) for a, b in forms], axis=1)
-    idx = np.flatnonzero(np.any(full != 0.0, axis=1))
-    return idx, np.ascontiguousarray(full[idx])
+def _quadratic_weights(forms: list[np.ndarray], d: int) -> tuple[np.ndarray, list[tuple]]:
+    """The flat indices into a covariance ``(d, d)`` that the quadratic forms
+    ``aᵀ cov b`` (``forms``) read — the upper triangle only, a symmetric matrix's
+    ``(j, i)`` weight added to ``(i, j)`` — and each form's terms ``((row, weight), …)``
+    over those entries (:func:`_weighted`). Zero weights are left out (on an overflowed
+    entry they would make NaN of inf)."""
+    full = []
+    for a, b in forms:
+        w = np.outer(a, b)
+        full.append(np.triu(w) + np.tril(w, -1).T)
+    cells = np.zeros((d, d), dtype=bool)
+    for w in full:
+        cells |= w != 0.0
+    idx = np.flatnonzero(cells.reshape(d * d))
+    terms = [
+        tuple((r, float(w.reshape(d * d)[c])) for r, c in enumerate(idx) if w.reshape(d * d)[c])
+        for w in full
+    ]
+    return idx, terms
 
 
-def _weighted(E: np.ndarray, W: np.ndarray) -> np.ndarray:
-    """``E @ W`` for entries ``E`` ``(B, c)`` and weights ``(c,)`` or ``(c, r)``, summed
-    in the same order for every row whatever ``B`` (a BLAS product may block rows
-    differently by batch size, and ``batch_size`` must not change a bit)."""
-    if W.ndim == 1:
-        return (E * W).sum(axis=1)
-    return (E[:, :, None] * W).sum(axis=1)
+def _weighted(E: np.ndarray, terms: tuple[tuple[int, float], ...]) -> np.ndarray:
+    """``Σ w·E[row]`` over ``terms`` for entries ``E`` ``(c, B)`` (one row per entry),
+    added in the order of the terms for every column whatever ``B`` (a BLAS product
+    may block rows differently by batch size, and ``batch_size`` must not change a
+    bit)."""
+    if not terms:
+        return np.zeros(E.shape[1])
+    (r0, w0), *rest = terms
+    out = E[r0] * w0
+    for r, w in rest:
+        out += E[r] * w
+    return out
 
 
 def _centred_quadratic(
@@ -669,11 +686,10 @@ def _centred_quadratic(
         if len(at) == 0:
             const += w
         elif len(at) == 2:
-            cells[at[0], at[1]] += w
+            cells[at[0], at[1]] += w  # at[0] ≤ at[1]: the upper triangle
     idx = np.flatnonzero(cells.reshape(d * d))
-    W = cells.reshape(d * d)[idx]
-
-    return EntryEvaluator(d, idx, lambda E: c * (_weighted(E, W) + const))
+    terms = tuple((r, float(cells.reshape(d * d)[c])) for r, c in enumerate(idx))
+    return EntryEvaluator(d, idx, lambda E: c * (_weighted(E, terms) + const))
 
 
 def _constant_forms(
@@ -686,9 +702,9 @@ def _constant_forms(
 ) -> Evaluator | None:
     r"""The one- or two-function closed form ``c·P·form(k…, m…)`` of a term whose
     coefficients ``c, P``, linear forms ``aᵀg + s`` and shifts are all numbers: the
-    variances and covariance ``aᵀΣa, aᵀΣb, bᵀΣb`` are one product of the needed
-    covariance entries with fixed weights (:func:`_quadratic_weights`), the means
-    ``aᵀμ + s`` one more — no per-call coefficient arrays. None when some coefficient
+    variances and covariance ``aᵀΣa, aᵀΣb, bᵀΣb`` are weighted sums of the needed
+    covariance entries (:func:`_quadratic_weights`), the means ``aᵀμ + s`` of the
+    means — no per-call coefficient arrays. None when some coefficient
     depends on the constants ``q`` (the general evaluators of :func:`_term` apply)."""
     d = len(gs)
     cp = [_number(coef), _number(P)]
@@ -712,15 +728,16 @@ def _constant_forms(
             (vecs[1], vecs[1]),
         ]
     )
-    idx, W = _quadratic_weights(forms, d)
+    idx, terms = _quadratic_weights(forms, d)
     if plain:  # the law enters through these covariance entries only
-        return EntryEvaluator(d, idx, lambda E: scale * form(*_weighted(E, W).T))
-    A, S = np.stack(vecs, axis=1), np.array(shifts)
+        return EntryEvaluator(d, idx, lambda E: scale * form(*(_weighted(E, t) for t in terms)))
+    lin = [tuple((i, float(v[i])) for i in range(d) if v[i]) for v in vecs]
 
     def fixed(mean: np.ndarray, cov: np.ndarray, qv: np.ndarray) -> np.ndarray:
-        K = _weighted(cov.reshape(len(cov), d * d)[:, idx], W)
-        M = _weighted(mean, A) + S
-        return scale * form(*K.T, *M.T)
+        E = cov.reshape(len(cov), d * d)[:, idx].T
+        K = [_weighted(E, t) for t in terms]
+        M = [_weighted(mean.T, t) + sh for t, sh in zip(lin, shifts)]
+        return scale * form(*K, *M)
 
     return fixed
 
