@@ -718,12 +718,24 @@ def _distinct(
     return memo[which]
 
 
+#: Rows of a batch looked at before sorting all of them (:func:`_unique_rows`).
+_SAMPLE = 256
+
+
 def _unique_rows(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """First row of each distinct row of ``keys`` (P, c) and each row's position among
-    them (exact float comparison); None when more than half the rows are distinct."""
+    them (exact float comparison); None when more than half the rows are distinct —
+    or, for ``P > 2·_SAMPLE``, when more than half of ``_SAMPLE`` evenly spaced rows are
+    (sorting all rows would save nothing; sharing values is only a saving, every set's
+    value is the same either way)."""
     P = keys.shape[0]
     if keys.shape[1] == 0:
         return np.zeros(1, dtype=np.intp), np.zeros(P, dtype=np.intp)
+    if P > 2 * _SAMPLE:
+        few = keys[:: P // _SAMPLE]
+        few = few[np.lexsort(few.T[::-1])]
+        if 2 * (1 + int(np.any(few[1:] != few[:-1], axis=1).sum())) > len(few):
+            return None
     order = np.lexsort(keys.T[::-1])
     ordered = keys[order]
     new = np.ones(P, dtype=bool)
