@@ -660,21 +660,21 @@ def _fused(f: _Fused, V: np.ndarray, C: np.ndarray) -> np.ndarray | None:
     (the same entries, the same evaluator)."""
     P, k = V.shape[0], f.init.shape[0]
     ent = np.empty((f.n, P, k))  # one row per entry (the evaluator's layout)
-    if f.init_at.size:
-        ent[f.init_at] = np.moveaxis(C.reshape(P, -1)[:, f.init], 2, 0)
-    if f.hat_at.size:
-        with np.errstate(over="ignore", invalid="ignore"):
+    with np.errstate(all="ignore"):  # an overflow is reported by the general path
+        if f.init_at.size:
+            ent[f.init_at] = np.moveaxis(C.reshape(P, -1)[:, f.init], 2, 0)
+        if f.hat_at.size:
             ent[f.hat_at] = np.moveaxis(V[:, f.slots] * f.s2, 2, 0)
-    if f.zero_at.size:
-        ent[f.zero_at] = 0.0
-    ent = ent.reshape(f.n, P * k)
-    if not np.isfinite(ent).all() or not plainly_psd(ent[f.var_at].T, ent[f.cross_at].T, f.pairs):
-        return None
-    try:
-        with np.errstate(all="ignore"):
+        if f.zero_at.size:
+            ent[f.zero_at] = 0.0
+        ent = ent.reshape(f.n, P * k)
+        var, cross = ent[f.var_at].T, ent[f.cross_at].T
+        if not np.isfinite(ent).all() or not plainly_psd(var, cross, f.pairs):
+            return None
+        try:
             vals = np.asarray(f.fn(ent), dtype=float)
-    except TensorProgramError:
-        return None
+        except TensorProgramError:
+            return None
     return vals if np.isfinite(vals).all() else None
 
 
