@@ -11,6 +11,18 @@ then computes the limit for ``P`` new sets of numbers at once: every group of
 requests becomes one vectorised call over ``P × (its size)`` laws, so the cost of a
 new set is numpy work, not Python work.
 
+Groups whose exact evaluator reads its law only through fixed covariance entries
+(:class:`~.exact.EntryEvaluator`: centred closed forms such as the arc-cosine and
+Williams kernels — Cho & Saul, NeurIPS 2009; Williams, NeurIPS 1997 — and Gaussian
+moments, with numeric coefficients), and whose existence holds under every law
+(:func:`~.existence.law_free`), are *fused*: the few entries they need are gathered
+straight from the sets' numbers — initial
+covariances, and ``σ_W²`` times computed hat covariances [TP4 ZHat] — screened for
+positive semidefiniteness and evaluated, without building each request's ``(d, d)``
+covariance; anything unusual (a non-finite entry, a covariance not plainly PSD, an
+evaluator that raises) sends the group to the general path, which reports it by name.
+Both paths give the same bits.
+
 What a compiled limit evaluates is the limit :func:`tensorprog.limit` computes (the
 same evaluators on the same laws: equal to rounding). Its deterministic methods are
 fixed when compiling (exact forms, quadrature); a set of numbers for which one of its
