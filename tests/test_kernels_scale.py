@@ -196,3 +196,70 @@ def test_bad_inputs_raise_named_errors(monkeypatch):
             kernels(X, depth=1, **kw)
     with pytest.raises(tp.ProgramValueError, match="samples"):
         kernels(X, depth=1, samples=-1)
+
+
+def _fused_steps(compiled: tp.CompiledLimit) -> tuple[int, int]:
+    """(fused groups, groups) of a compiled limit's schedule."""
+    groups = [s for s in compiled._steps if hasattr(s, "fused")]
+    return sum(s.fused is not None for s in groups), len(groups)
+
+
+@pytest.mark.parametrize(
+    "nonlin, depth, W_std, b_std",
+    [("relu", 3, 1.4, 0.2), ("relu", 2, 1.2, 0.0), ("erf", 2, 1.3, 0.1), ("tanh", 1, 1.4, 0.2)],
+)
+def test_fused_groups_equal_the_general_path(monkeypatch, nonlin, depth, W_std, b_std):
+    """Exact groups whose evaluator reads covariance entries only are evaluated from
+    entries gathered straight from the numbers (``compiled._Fused``): the same bits as
+    the general path (gather the laws, screen them, evaluate), and ≤ 1e-12 of the whole
+    program's limit (``Program.limit``, another evaluator). The inputs have a repeated
+    row (correlation 1), an opposite one and, without bias, a zero row (variance 0)."""
+    from tensorprog.engine import compiled
+
+    X = np.random.default_rng(4).standard_normal((6, 3))
+    X[3], X[4], X[5] = X[1], -X[2], 0.0
+    kw = dict(depth=depth, nonlin=nonlin, W_std=W_std, b_std=b_std)
+    fused = kernels(X, **kw)
+    cross = kernels(X[:2], X[2:], **kw)
+    (entry,) = [
+        v
+        for (arch, two, *_), v in stax._COMPILED.items()
+        if two
+        and isinstance(arch, tuple)
+        and arch[:2] == ("mlp", depth)
+        and arch[2].name == nonlin
+        and arch[3:] == (W_std, b_std)
+    ]
+    n_fused, n_groups = _fused_steps(entry.compiled)
+    # closed forms (relu, erf) are fused but for the input kernel's polynomial moments;
+    # tanh's quadrature is not
+    assert (n_fused >= n_groups - 1 and n_fused > 0) if nonlin != "tanh" else n_fused == 0
+    monkeypatch.setattr(compiled, "plainly_psd", lambda *a: False)  # every group: general
+    general = kernels(X, **kw)
+    cross_general = kernels(X[:2], X[2:], **kw)
+    whole = kernels(X, pairwise=False, **kw)
+    for a, b, w in zip(fused, general, whole):
+        assert np.array_equal(a, b)
+        np.testing.assert_allclose(a, w, rtol=1e-12, atol=1e-15)
+    for a, b in zip(cross, cross_general):
+        assert np.array_equal(a, b)
+
+
+def test_fused_batch_sizes_and_overflow_fall_back_by_name():
+    """Fused blocks are bit-identical across batch sizes (relu, erf with biases), and
+    an overflowing law leaves the fused path for the general one, which names it."""
+    X = np.random.default_rng(5).standard_normal((7, 4))
+    for nonlin in ("relu", "erf"):
+        kw = dict(depth=3, nonlin=nonlin, W_std=1.5, b_std=0.1)
+        ref = kernels(X, batch_size=10_000, **kw)
+        for size in (1, 9):
+            got = kernels(X, batch_size=size, **kw)
+            assert all(np.array_equal(a, b) for a, b in zip(got, ref))
+    # a block of more than 512 entries: whether sorting can share values is first judged
+    # on a sample of its rows (compiled._unique_rows); shared or not, the same bits
+    X = np.random.default_rng(6).standard_normal((40, 3))
+    ref = kernels(X, depth=2, W_std=1.5, b_std=0.1, batch_size=10_000)
+    got = kernels(X, depth=2, W_std=1.5, b_std=0.1, batch_size=64)
+    assert all(np.array_equal(a, b) for a, b in zip(got, ref))
+    with pytest.raises(tp.NumericalError, match="relu_relu: k11, k12, k22 must be finite"):
+        kernels(np.ones((3, 2)), depth=4, W_std=1e80)

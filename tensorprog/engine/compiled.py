@@ -11,6 +11,18 @@ then computes the limit for ``P`` new sets of numbers at once: every group of
 requests becomes one vectorised call over ``P × (its size)`` laws, so the cost of a
 new set is numpy work, not Python work.
 
+Groups whose exact evaluator reads its law only through fixed covariance entries
+(:class:`~.exact.EntryEvaluator`: centred closed forms such as the arc-cosine and
+Williams kernels — Cho & Saul, NeurIPS 2009; Williams, NeurIPS 1997 — and Gaussian
+moments, with numeric coefficients), and whose existence holds under every law
+(:func:`~.existence.law_free`), are *fused*: the few entries they need are gathered
+straight from the sets' numbers — initial
+covariances, and ``σ_W²`` times computed hat covariances [TP4 ZHat] — screened for
+positive semidefiniteness and evaluated, without building each request's ``(d, d)``
+covariance; anything unusual (a non-finite entry, a covariance not plainly PSD, an
+evaluator that raises) sends the group to the general path, which reports it by name.
+Both paths give the same bits.
+
 What a compiled limit evaluates is the limit :func:`tensorprog.limit` computes (the
 same evaluators on the same laws: equal to rounding). Its deterministic methods are
 fixed when compiling (exact forms, quadrature); a set of numbers for which one of its
@@ -46,10 +58,14 @@ from .evaluate import (
     Deterministic,
     _propagated_error,
     effective_ranks,
+    eigenvalue_range,
     gather_laws,
+    pair_blocks,
+    plainly_psd,
     stein_coefficients,
 )
-from .existence import EXISTS, Verdict, decide, structure
+from .exact import EntryEvaluator, exact_evaluator
+from .existence import EXISTS, Verdict, decide, law_free, structure
 from .methods import AUTO, DIRECT, EXACT, MONTECARLO, RESULT_METHODS, Method
 from .plan import (
     DotRequest,
@@ -89,6 +105,36 @@ class _Group:
     #: the initial vectors (indices ≥ 0) and initial scalars (``-1 - column``) the
     #: requests' values depend on; None when that is all of them
     foot: frozenset[int] | None
+    #: the fused evaluation, when the integrand's exact evaluator reads covariance
+    #: entries only (:func:`_fuse`)
+    fused: _Fused | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class _Fused:
+    r"""A group whose exact evaluator is an :class:`~.exact.EntryEvaluator` (centred
+    closed forms and Gaussian moments with numeric coefficients) and whose existence
+    does not depend on the law: its ``n`` needed covariance entries per request are
+    gathered straight from the sets' numbers — initial covariances ``C`` (flat indices
+    ``init`` ``(k, ·)`` at positions ``init_at``), computed hat covariances ``σ_W²·V``
+    (requests ``slots``, factors ``s2``, at ``hat_at``), zeros (``zero_at``) — and the
+    evaluator's ``fn`` runs on them, without building the ``(d, d)`` covariances. The
+    entries include every variance (``var_at``) and the off-diagonal entry of every
+    2×2 independent block (``cross_at``, coordinates ``pairs``) for the PSD screen
+    (:func:`~.evaluate.plainly_psd`)."""
+
+    fn: Any
+    n: int
+    init: np.ndarray
+    init_at: np.ndarray
+    slots: np.ndarray
+    s2: np.ndarray
+    hat_at: np.ndarray
+    zero_at: np.ndarray
+    var_at: np.ndarray
+    cross_at: np.ndarray
+    pairs: np.ndarray
+    cells: np.ndarray
 
 
 @dataclass(frozen=True, eq=False)
@@ -236,7 +282,7 @@ class CompiledLimit:
                 deps = np.array([r.deps for r in reqs], dtype=np.intp).reshape(k, -1)
                 self._steps.append(_Fns(reqs[0].fn, tuple(reqs), _ix(r.rid for r in reqs), deps))
             for (meth, _, foot), reqs in groups.items():
-                self._steps.append(_group(meth, reqs, foot))
+                self._steps.append(_group(meth, reqs, foot, der))
         ranks = effective_ranks(plan)
         self._scalars: list[tuple[str, int]] = []
         self.methods: dict[str, str] = {}
@@ -320,6 +366,25 @@ class CompiledLimit:
                 f"CompiledLimit.evaluate: uncertified must be 'raise' or 'nan', got {uncertified!r}"
             )
         C, M, Q, batched = self._numbers(cov, mean, scalars)
+        return self._batch(C, M, Q, batched, uncertified)
+
+    def _evaluate_built(self, cov: np.ndarray, uncertified: str = "raise") -> LimitBatch:
+        """:meth:`evaluate` on covariances ``(P, N, N)`` that a caller of the library built
+        itself from numbers it validated (:mod:`tensorprog.nn.stax`: the input kernels
+        of its entries) — finite floats, symmetric, zero where the compiled program's
+        are, positive semidefinite to rounding — which are not checked a second time
+        (every closed form and quadrature rule still checks its own law); the
+        program's means and initial scalars."""
+        P = cov.shape[0]
+        M = np.broadcast_to(self._mean0, (P, self._mean0.shape[0]))
+        S = [self._values0[rid] for rid in self._init_rids.values()]
+        Q = np.broadcast_to(np.array(S, dtype=float), (P, len(S)))
+        return self._batch(cov, M, Q, True, uncertified)
+
+    def _batch(
+        self, C: np.ndarray, M: np.ndarray, Q: np.ndarray, batched: bool, uncertified: str
+    ) -> LimitBatch:
+        """The :class:`LimitBatch` of validated numbers (:meth:`evaluate`)."""
         values, errors, bad = self._run(C, M, Q)
         if bad and uncertified == "nan":
             rows = _ix(bad)
@@ -412,7 +477,7 @@ class CompiledLimit:
         for comp in self._components:  # independent blocks: PSD one by one
             sub = C[:, comp[:, None], comp[None, :]]
             scale = np.maximum(np.abs(sub).max(axis=(1, 2)), 1e-300)
-            w = sub[:, 0, 0] if len(comp) == 1 else np.linalg.eigvalsh(sub)[:, 0]
+            w = eigenvalue_range(sub)[0]
             bad = np.flatnonzero(w < -PSD_TOL * scale)
             if bad.size:
                 raise NonPSDError(
@@ -476,9 +541,18 @@ class CompiledLimit:
         """Evaluate one group for every set — or, with ``shared = (rows, inverse)``,
         for the sets ``rows`` only, whose values the other sets share (``inverse``:
         each set's position in ``rows``)."""
+        rows, inverse = shared if shared is not None else (None, None)
+        if step.fused is not None:
+            Vs, Cs = (V, C) if rows is None else (V[rows], C[rows])
+            fast = _fused(step.fused, Vs, Cs)
+            if fast is not None:  # else: the general path below (which reports why)
+                vals = fast.reshape(Vs.shape[0], len(step.reqs))
+                if step.scale is not None:
+                    vals = vals * step.scale
+                V[:, step.rids] = vals if inverse is None else vals[inverse]
+                return  # exact: E stays 0
         method, expr, d, m, _, groups = step.key
         r0 = step.reqs[0]
-        rows, inverse = shared if shared is not None else (None, None)
         Vs, Cs, Ms = (V, C, M) if rows is None else (V[rows], C[rows], M[rows])
         P, k = Vs.shape[0], len(step.reqs)
 
@@ -493,13 +567,15 @@ class CompiledLimit:
             self.derivation, Vs, Ms, Cs, step.bids, step.slots, r0.layout.pairs, groups
         )
         qv = Vs[:, step.qdeps].reshape(P * k, m)
-        ok = (
-            np.isfinite(cov).all(axis=(1, 2))
-            & np.isfinite(mean).all(axis=1)
-            & np.isfinite(qv).all(axis=1)
-        )
         st = structure(expr, d, m)
-        finds = [] if st.trivial else decide(expr, d, m, mean[ok], cov[ok], qv[ok])
+        finds = []
+        if not st.trivial:
+            ok = (
+                np.isfinite(cov).all(axis=(1, 2))
+                & np.isfinite(mean).all(axis=1)
+                & np.isfinite(qv).all(axis=1)
+            )
+            finds = decide(expr, d, m, mean[ok], cov[ok], qv[ok])
         if finds.count(EXISTS) < len(finds):
             for pos, fnd in zip(np.flatnonzero(ok), finds):
                 p = int(pos) // k
@@ -522,7 +598,7 @@ class CompiledLimit:
             instr = self._det._instruction(r0)
             raise (annotate(exc, instr, "CompiledLimit") if instr is not None else exc) from exc
         vals, errs = np.asarray(vals, dtype=float), np.asarray(errs, dtype=float)
-        for pos in np.flatnonzero(~np.isfinite(vals)):
+        for pos in () if np.isfinite(vals).all() else np.flatnonzero(~np.isfinite(vals)):
             p = real(int(pos) // k)
             if p not in bad:
                 raise self._error(
@@ -587,6 +663,33 @@ class CompiledLimit:
         return annotate(exc, instr, "CompiledLimit") if instr is not None else exc
 
 
+def _fused(f: _Fused, V: np.ndarray, C: np.ndarray) -> np.ndarray | None:
+    """The values ``(P·k,)`` of a fused group (:class:`_Fused`) for the sets' request
+    values ``V`` and initial covariances ``C``; None when some gathered entry is not
+    finite, the covariances are not plainly PSD, or a value is not finite or raises:
+    the general path then evaluates the group (clipping rounding-level indefiniteness,
+    naming what is wrong). Otherwise the values are the general path's, bit for bit
+    (the same entries, the same evaluator)."""
+    P, k = V.shape[0], f.init.shape[0]
+    ent = np.empty((f.n, P, k))  # one row per entry (the evaluator's layout)
+    with np.errstate(all="ignore"):  # an overflow is reported by the general path
+        if f.init_at.size:
+            ent[f.init_at] = np.moveaxis(C.reshape(P, -1)[:, f.init], 2, 0)
+        if f.hat_at.size:
+            ent[f.hat_at] = np.moveaxis(V[:, f.slots] * f.s2, 2, 0)
+        if f.zero_at.size:
+            ent[f.zero_at] = 0.0
+        ent = ent.reshape(f.n, P * k)
+        var, cross = ent[f.var_at].T, ent[f.cross_at].T
+        if not np.isfinite(ent).all() or not plainly_psd(var, cross, f.pairs):
+            return None
+        try:
+            vals = np.asarray(f.fn(ent), dtype=float)
+        except TensorProgramError:
+            return None
+    return vals if np.isfinite(vals).all() else None
+
+
 def _components(linked: np.ndarray) -> list[np.ndarray]:
     """Connected components of a symmetric boolean adjacency matrix (index arrays)."""
     n = linked.shape[0]
@@ -627,12 +730,24 @@ def _distinct(
     return memo[which]
 
 
+#: Rows of a batch looked at before sorting all of them (:func:`_unique_rows`).
+_SAMPLE = 256
+
+
 def _unique_rows(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """First row of each distinct row of ``keys`` (P, c) and each row's position among
-    them (exact float comparison); None when more than half the rows are distinct."""
+    them (exact float comparison); None when more than half the rows are distinct —
+    or, for ``P > 2·_SAMPLE``, when more than half of ``_SAMPLE`` evenly spaced rows are
+    (sorting all rows would save nothing; sharing values is only a saving, every set's
+    value is the same either way)."""
     P = keys.shape[0]
     if keys.shape[1] == 0:
         return np.zeros(1, dtype=np.intp), np.zeros(P, dtype=np.intp)
+    if P > 2 * _SAMPLE:
+        few = keys[:: P // _SAMPLE]
+        few = few[np.lexsort(few.T[::-1])]
+        if 2 * (1 + int(np.any(few[1:] != few[:-1], axis=1).sum())) > len(few):
+            return None
     order = np.lexsort(keys.T[::-1])
     ordered = keys[order]
     new = np.ones(P, dtype=bool)
@@ -667,20 +782,88 @@ def _footprints(
     return feet
 
 
-def _group(method: Method, reqs: list[ExpectationRequest], foot: frozenset[int] | None) -> _Group:
+def _group(
+    method: Method, reqs: list[ExpectationRequest], foot: frozenset[int] | None, der: Derivation
+) -> _Group:
     r0 = reqs[0]
     k, d, m = len(reqs), len(r0.bids), len(r0.cids)
     npairs = len(r0.layout.pairs)
     dots = [r.const.sigma2 if isinstance(r, DotRequest) else 1.0 for r in reqs]
+    key = (method, r0.expr, d, m, r0.centred, r0.groups)
+    bids = np.array([r.bids for r in reqs], dtype=np.intp).reshape(k, d)
+    slots = np.array([r.slot_rids for r in reqs], dtype=np.intp).reshape(k, npairs)
     return _Group(
-        (method, r0.expr, d, m, r0.centred, r0.groups),
+        key,
         tuple(reqs),
         _ix(r.rid for r in reqs),
-        np.array([r.bids for r in reqs], dtype=np.intp).reshape(k, d),
-        np.array([r.slot_rids for r in reqs], dtype=np.intp).reshape(k, npairs),
+        bids,
+        slots,
         np.array([r.deps[:m] for r in reqs], dtype=np.intp).reshape(k, m),
         np.array(dots) if any(isinstance(r, DotRequest) for r in reqs) else None,
         foot,
+        _fuse(key, bids, slots, r0.layout.pairs, der),
+    )
+
+
+def _fuse(
+    key: tuple[Any, ...],
+    bids: np.ndarray,
+    slots: np.ndarray,
+    pairs: tuple[tuple[int, int], ...],
+    der: Derivation,
+) -> _Fused | None:
+    """The fused evaluation of a group (:class:`_Fused`), or None: not exact, an
+    evaluator that needs more than covariance entries, an existence that depends on
+    the law, or an independent block larger than 2×2. Each entry comes from where
+    :func:`~.evaluate.gather_laws` puts it: the initial covariance between two initial
+    base Gaussians, ``σ_W²`` times a hat pair's covariance request, else 0."""
+    method, expr, d, m, centred, groups = key
+    if method is not EXACT:
+        return None
+    ev = exact_evaluator(expr, d, m, centred, groups)
+    at = pair_blocks(groups, d)
+    if not isinstance(ev, EntryEvaluator) or at is None or not law_free(expr, d, m):
+        return None
+    screen = [i * d + i for i in range(d)] + [int(i) * d + int(j) for i, j in at]
+    cells = np.unique(np.concatenate([ev.cells, np.array(screen, dtype=np.intp)]))
+    where = {c: n for n, c in enumerate(cells.tolist())}
+    hat = {}
+    for p, (i, j) in enumerate(pairs):
+        hat[i * d + j] = hat[j * d + i] = p
+    k = bids.shape[0]
+    init_at, hat_at, zero_at = [], [], []
+    init_cols, slot_cols, s2_cols = [], [], []
+    N = der.init_cov.shape[0]
+    for c in cells.tolist():
+        a, b = divmod(c, d)
+        if groups[a] < 0 and groups[b] < 0:
+            ia, ib = der.base_init_index[bids[:, a]], der.base_init_index[bids[:, b]]
+            init_at.append(where[c])
+            init_cols.append(ia * N + ib)
+        elif c in hat:
+            p = hat[c]
+            hat_at.append(where[c])
+            slot_cols.append(slots[:, p])
+            s2_cols.append(der.base_sigma2[bids[:, pairs[p][0]]])
+        else:
+            zero_at.append(where[c])
+
+    def cols(xs: list[np.ndarray], dtype: Any) -> np.ndarray:
+        return np.stack(xs, axis=1).astype(dtype) if xs else np.zeros((k, 0), dtype=dtype)
+
+    return _Fused(
+        ev.on(cells),
+        len(cells),
+        cols(init_cols, np.intp),
+        _ix(init_at),
+        cols(slot_cols, np.intp),
+        cols(s2_cols, float),
+        _ix(hat_at),
+        _ix(zero_at),
+        _ix(where[i * d + i] for i in range(d)),
+        _ix(where[int(i) * d + int(j)] for i, j in at),
+        at,
+        cells,
     )
 
 

@@ -745,15 +745,13 @@ def gather_laws(
     P, (k, d) = values.shape[0], bids.shape
     mean = np.zeros((P, k, d))
     cov = np.zeros((P, k, d, d))
-    init = np.array([i for i in range(d) if groups[i] < 0], dtype=np.intp)
+    init, ii, jj = _layout_index(pairs, groups)
     if init.size:
         idx = der.base_init_index[bids[:, init]]
         mean[:, :, init] = init_mean[:, idx]
         cov[:, :, init[:, None], init[None, :]] = init_cov[:, idx[:, :, None], idx[:, None, :]]
     mean, cov = mean.reshape(P * k, d), cov.reshape(P * k, d, d)
     if pairs:
-        ii = np.array([i for i, _ in pairs])
-        jj = np.array([j for _, j in pairs])
         # σ² per request: a group can mix families of different matrices (same layout)
         s2 = der.base_sigma2[bids[:, ii]]
         with np.errstate(over="ignore", invalid="ignore"):  # inf is reported by name
@@ -762,6 +760,28 @@ def gather_laws(
         cov[:, jj, ii] = vals
         cov = _nearest_psd(cov, groups)
     return mean, cov
+
+
+@functools.lru_cache(maxsize=4096)
+def _layout_index(
+    pairs: tuple[tuple[int, int], ...], groups: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Of a layout: its initial base Gaussians (``groups < 0``) and the rows and columns
+    of its hat pairs, as index arrays (once per layout)."""
+    init = np.array([i for i, gr in enumerate(groups) if gr < 0], dtype=np.intp)
+    ii = np.array([i for i, _ in pairs], dtype=np.intp)
+    jj = np.array([j for _, j in pairs], dtype=np.intp)
+    return init, ii, jj
+
+
+@functools.lru_cache(maxsize=4096)
+def _label_blocks(labels: tuple[int, ...]) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+    """The coordinates alone in their label, and those of every larger label
+    (independent blocks of a layout), once per layout."""
+    lab = np.asarray(labels, dtype=np.intp)
+    blocks = [np.flatnonzero(lab == v) for v in np.unique(lab)]
+    singles = np.array([ix[0] for ix in blocks if len(ix) == 1], dtype=np.intp)
+    return singles, tuple(ix for ix in blocks if len(ix) > 1)
 
 
 def _propagated_error(fn: Any, params: np.ndarray, errors: np.ndarray) -> np.ndarray:
@@ -787,6 +807,46 @@ def _propagated_error(fn: Any, params: np.ndarray, errors: np.ndarray) -> np.nda
 COMPUTED_PSD_TOL = 1e-8
 
 
+def eigenvalue_range(M: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Smallest and largest eigenvalues of symmetric matrices ``(P, n, n)``: the entry
+    itself for ``n = 1``, ``m ∓ √(((a−c)/2)² + b²)`` with ``m = (a+c)/2`` for ``n = 2``
+    (accurate to rounding), ``numpy.linalg.eigvalsh`` beyond."""
+    n = M.shape[-1]
+    if n == 1:
+        return M[:, 0, 0], M[:, 0, 0]
+    if n == 2:
+        a, c, b = M[:, 0, 0], M[:, 1, 1], M[:, 0, 1]
+        m, r = (a + c) / 2, np.hypot((a - c) / 2, b)
+        return m - r, m + r
+    ev = np.linalg.eigvalsh(M)
+    return ev[:, 0], ev[:, -1]
+
+
+def plainly_psd(var: np.ndarray, cross: np.ndarray, at: np.ndarray) -> bool:
+    r"""Whether finite covariances made of 1×1 and 2×2 independent blocks are positive
+    semidefinite by the cheapest test: every variance ≥ 0 and, per 2×2 block,
+    :math:`|c_{12}| ≤ \sqrt{c_{11}}\sqrt{c_{22}}` (in floating point: the correlation's
+    smallest eigenvalue is then ≥ −4ε, far from the ``PSD_TOL`` screen of
+    :func:`_nearest_psd`, which would change nothing).
+
+    ``var`` ``(B, d)``: the variances; ``cross`` ``(B, b)``: each 2×2 block's
+    off-diagonal entry; ``at`` ``(b, 2)``: its two coordinates."""
+    if not (var >= 0.0).all():
+        return False
+    sd = np.sqrt(var)
+    return bool((np.abs(cross) <= sd[:, at[:, 0]] * sd[:, at[:, 1]]).all())
+
+
+def pair_blocks(groups: tuple[int, ...] | None, d: int) -> np.ndarray | None:
+    """The coordinates ``(b, 2)`` of a layout's 2×2 independent blocks (its others
+    1×1), or None when some block is larger (:func:`plainly_psd` does not apply)."""
+    labels = (0,) * d if groups is None else tuple(groups)
+    _, blocks = _label_blocks(labels)
+    if any(len(ix) > 2 for ix in blocks):
+        return None
+    return np.array([ix for ix in blocks], dtype=np.intp).reshape(len(blocks), 2)
+
+
 def _nearest_psd(cov: np.ndarray, groups: tuple[int, ...] | None = None) -> np.ndarray:
     """Clip rounding-level negative eigenvalues of computed covariances (B, d, d)
     (``groups``: labels of independent coordinates, as :class:`~.derivation.Layout`'s).
@@ -798,8 +858,15 @@ def _nearest_psd(cov: np.ndarray, groups: tuple[int, ...] | None = None) -> np.n
     into ``10⁻⁸`` (an exact ``ξ, −ξ`` symmetry broken). Eigenvalues are those of the
     correlation matrix (:func:`~tensorprog.gaussian.equilibration`).
     """
-    if not np.all(np.isfinite(cov)):
+    if not np.isfinite(cov).all():
         return cov  # overflowed: reported by name where it is used
+    labels = (0,) * cov.shape[-1] if groups is None else tuple(groups)
+    singles, blocks = _label_blocks(labels)
+    at = pair_blocks(groups, cov.shape[-1])
+    if at is not None and plainly_psd(
+        np.diagonal(cov, axis1=1, axis2=2), cov[:, at[:, 0], at[:, 1]], at
+    ):
+        return cov
     s = equilibration(cov)
     ss = s[:, :, None] * s[:, None, :]
     R = cov / ss
@@ -807,19 +874,13 @@ def _nearest_psd(cov: np.ndarray, groups: tuple[int, ...] | None = None) -> np.n
     # are decomposed. The eigenvalues are those of the independent blocks (``groups``:
     # labels of a layout), each by a closed form up to 2×2 (accurate to rounding; a
     # margin of half the tolerance) or by its eigenvalues alone.
-    labels = np.zeros(R.shape[-1], dtype=np.intp) if groups is None else np.asarray(groups)
-    lo, hi = np.full(len(R), np.inf), np.zeros(len(R))
-    for label in np.unique(labels):
-        ix = np.flatnonzero(labels == label)
-        if len(ix) == 1:
-            b_lo = b_hi = R[:, ix[0], ix[0]]
-        elif len(ix) == 2:
-            a, c, b = R[:, ix[0], ix[0]], R[:, ix[1], ix[1]], R[:, ix[0], ix[1]]
-            m, r = (a + c) / 2, np.hypot((a - c) / 2, b)
-            b_lo, b_hi = m - r, m + r
-        else:
-            ev = np.linalg.eigvalsh(R[:, ix[:, None], ix[None, :]])
-            b_lo, b_hi = ev[:, 0], ev[:, -1]
+    if singles.size:  # 1×1 blocks: their eigenvalue is the diagonal entry
+        diag = R[:, singles, singles]
+        lo, hi = diag.min(axis=1), np.abs(diag).max(axis=1)
+    else:
+        lo, hi = np.full(len(R), np.inf), np.zeros(len(R))
+    for ix in blocks:
+        b_lo, b_hi = eigenvalue_range(R[:, ix[:, None], ix[None, :]])
         lo = np.minimum(lo, b_lo)
         hi = np.maximum(hi, np.maximum(np.abs(b_lo), np.abs(b_hi)))
     maybe = np.flatnonzero(lo < -0.5 * PSD_TOL * np.maximum(1.0, hi))

@@ -228,6 +228,9 @@ def exact_evaluator(
             return None
         parts.append(ev)
 
+    if all(isinstance(ev, EntryEvaluator) for ev in parts):
+        return EntryEvaluator.combine(parts, d, np.add, zero=True)  # type: ignore[arg-type]
+
     def evaluate(mean: np.ndarray, cov: np.ndarray, qv: np.ndarray) -> np.ndarray:
         out = np.zeros(mean.shape[0])
         for ev in parts:
@@ -240,6 +243,77 @@ def exact_evaluator(
 # a closed form registered later changes what is exact: forget the compiled verdicts
 on_register(shape.cache_clear)
 on_register(exact_evaluator.cache_clear)
+
+
+class EntryEvaluator:
+    r"""An exact evaluator that reads a law only through fixed entries of its covariance:
+    ``f(mean, cov, qv) = fn(cov.reshape(B, d·d)[:, cells].T)`` — centred closed forms and
+    Gaussian moments whose coefficients are numbers. A caller that has those entries
+    (:class:`~.compiled.CompiledLimit`: gathered from its sets' numbers) calls ``fn`` on
+    them, one row per entry ``(len(cells), B)``, without building the covariances.
+
+    Attributes
+    ----------
+    d : int
+        Base Gaussians of the law.
+    cells : numpy.ndarray of int
+        Sorted flat indices ``i·d + j`` of the entries read.
+    fn : callable
+        ``entries (len(cells), B) ↦ values (B,)``.
+    """
+
+    __slots__ = ("d", "cells", "fn", "const")
+
+    def __init__(
+        self,
+        d: int,
+        cells: np.ndarray,
+        fn: Callable[[np.ndarray], np.ndarray],
+        const: float | None = None,
+    ) -> None:
+        #: ``const``: the value, when the evaluator is a number (no entries read)
+        self.d, self.cells, self.fn, self.const = d, cells, fn, const
+
+    @staticmethod
+    def constant(d: int, v: float) -> EntryEvaluator:
+        """The number ``v``."""
+        return EntryEvaluator(d, np.zeros(0, dtype=np.intp), lambda E: np.full(E.shape[1], v), v)
+
+    def __call__(self, mean: np.ndarray, cov: np.ndarray, qv: np.ndarray) -> np.ndarray:
+        return self.fn(cov.reshape(len(cov), self.d * self.d)[:, self.cells].T)
+
+    def on(self, cells: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+        """``fn`` taking the entries ``cells`` (sorted, a superset of :attr:`cells`)."""
+        if len(cells) == len(self.cells):
+            return self.fn
+        at = np.searchsorted(cells, self.cells)
+        return lambda E: self.fn(E[at])
+
+    @staticmethod
+    def combine(parts: list[EntryEvaluator], d: int, op: Any, zero: bool = False) -> EntryEvaluator:
+        """The parts combined by ``op`` (``np.add`` from 0 when ``zero``, as a sum of
+        terms is evaluated; ``np.multiply`` from the first part) on the union of their
+        entries. A sum of one part is that part; a product that starts with a number
+        multiplies by it (``v·x`` is ``full(v)·x``, element by element)."""
+        if zero and len(parts) == 1:
+            return parts[0]
+        cells = np.unique(np.concatenate([p.cells for p in parts]))
+        first = parts[0].const if not zero else None
+        rest = parts if zero or first is None else parts[1:]
+        fns = [p.on(cells) for p in rest]
+
+        def fn(E: np.ndarray) -> np.ndarray:
+            if zero:
+                out: Any = np.zeros(E.shape[1])
+            elif first is not None:
+                out = first
+            else:
+                out = fns[0](E)
+            for f in fns if zero or first is not None else fns[1:]:
+                out = op(out, f(E))
+            return out
+
+        return EntryEvaluator(d, cells, fn)
 
 
 class _TooBig(Exception):
@@ -602,6 +676,8 @@ def _factorised(
     evs = [_term(p, gs, qs, centred) for p in parts]
     if any(e is None for e in evs):
         return None
+    if all(isinstance(e, EntryEvaluator) for e in evs):
+        return EntryEvaluator.combine(evs, len(gs), np.multiply)  # type: ignore[arg-type]
 
     def product(mean: np.ndarray, cov: np.ndarray, qv: np.ndarray) -> np.ndarray:
         out = evs[0](mean, cov, qv)
@@ -617,6 +693,9 @@ def _term(
 ) -> Evaluator | None:
     gset = set(gs)
     if not (term.free_symbols & gset):
+        v = _number(term)
+        if v is not None:
+            return EntryEvaluator.constant(len(gs), v)
         c = _lam_q(term, qs)
         return lambda mean, cov, qv: c(qv)
     coef, rest = term.as_independent(*gs, as_Add=False)
@@ -645,6 +724,9 @@ def _term(
         mono = g_monomials(sympy.Mul(*poly), gs)
         if mono is None:
             return None
+        quad = _centred_quadratic(coef, mono, len(gs)) if centred else None
+        if quad is not None:
+            return quad
         w = _wick(mono, len(qs))
         return lambda mean, cov, qv: c(qv) * w(mean, cov, qv)
     P = sympy.Mul(*poly)
@@ -665,6 +747,10 @@ def _term(
     parts = [affine_parts(arg, gs) for _, arg in opaque]
     coeffs = [_coefficients(lin, gs, qs) for lin, _ in parts]  # type: ignore[misc]
     shifts = [_lam_q(shift, qs) for _, shift in parts]  # type: ignore[misc]
+
+    fixed = _constant_forms(coef, sympy.Mul(*poly), parts, gs, form, plain)
+    if fixed is not None:
+        return fixed
 
     def means(a: np.ndarray, i: int, mean: np.ndarray, qv: np.ndarray) -> np.ndarray:
         return np.einsum("bi,bi->b", a, mean) + shifts[i](qv)
@@ -691,6 +777,122 @@ def _term(
         return c(qv) * Pc(qv) * form(k11, k12, k22, m1, m2)
 
     return two
+
+
+def _number(e: Any) -> float | None:
+    """``e`` as a float when it is a number (not a function of the constants), else None."""
+    e = sympy.sympify(e)
+    return float(e) if e.is_Number else None
+
+
+def _quadratic_weights(forms: list[np.ndarray], d: int) -> tuple[np.ndarray, list[tuple]]:
+    """The flat indices into a covariance ``(d, d)`` that the quadratic forms
+    ``aᵀ cov b`` (``forms``) read — the upper triangle only, a symmetric matrix's
+    ``(j, i)`` weight added to ``(i, j)`` — and each form's terms ``((row, weight), …)``
+    over those entries (:func:`_weighted`). Zero weights are left out (on an overflowed
+    entry they would make NaN of inf)."""
+    full = []
+    for a, b in forms:
+        w = np.outer(a, b)
+        full.append(np.triu(w) + np.tril(w, -1).T)
+    cells = np.zeros((d, d), dtype=bool)
+    for w in full:
+        cells |= w != 0.0
+    idx = np.flatnonzero(cells.reshape(d * d))
+    terms = [
+        tuple((r, float(w.reshape(d * d)[c])) for r, c in enumerate(idx) if w.reshape(d * d)[c])
+        for w in full
+    ]
+    return idx, terms
+
+
+def _weighted(E: np.ndarray, terms: tuple[tuple[int, float], ...]) -> np.ndarray:
+    """``Σ w·E[row]`` over ``terms`` for entries ``E`` ``(c, B)`` (one row per entry),
+    added in the order of the terms for every column whatever ``B`` (a BLAS product
+    may block rows differently by batch size, and ``batch_size`` must not change a
+    bit)."""
+    if not terms:
+        return np.zeros(E.shape[1])
+    (r0, w0), *rest = terms
+    out = E[r0] * w0
+    for r, w in rest:
+        out += E[r] * w
+    return out
+
+
+def _centred_quadratic(
+    coef: sympy.Expr, mono: dict[tuple[int, ...], sympy.Expr], d: int
+) -> EntryEvaluator | None:
+    r"""``𝔼[c Σ_a c_a gᵃ]`` of centred Gaussians when every coefficient is a number and
+    every monomial has degree ≤ 2: ``Σ c_a`` over degree 0, nothing for degree 1
+    (centred), ``c_a Σ_ij`` for ``gᵃ = g_i g_j`` [Isserlis 1918] — one product of the
+    needed covariance entries with their weights, no moment table. None otherwise."""
+    c = _number(coef)
+    if c is None or any(sum(a) > 2 for a in mono):
+        return None
+    const, cells = 0.0, np.zeros((d, d))
+    for a, ca in mono.items():
+        w = _number(ca)
+        if w is None:
+            return None
+        at = [k for k, e in enumerate(a) for _ in range(e)]
+        if len(at) == 0:
+            const += w
+        elif len(at) == 2:
+            cells[at[0], at[1]] += w  # at[0] ≤ at[1]: the upper triangle
+    idx = np.flatnonzero(cells.reshape(d * d))
+    terms = tuple((r, float(cells.reshape(d * d)[c])) for r, c in enumerate(idx))
+    return EntryEvaluator(d, idx, lambda E: c * (_weighted(E, terms) + const))
+
+
+def _constant_forms(
+    coef: sympy.Expr,
+    P: sympy.Expr,
+    parts: list[Any],
+    gs: list[GaussSym],
+    form: Callable[..., Any],
+    plain: bool,
+) -> Evaluator | None:
+    r"""The one- or two-function closed form ``c·P·form(k…, m…)`` of a term whose
+    coefficients ``c, P``, linear forms ``aᵀg + s`` and shifts are all numbers: the
+    variances and covariance ``aᵀΣa, aᵀΣb, bᵀΣb`` are weighted sums of the needed
+    covariance entries (:func:`_quadratic_weights`), the means ``aᵀμ + s`` of the
+    means — no per-call coefficient arrays. None when some coefficient
+    depends on the constants ``q`` (the general evaluators of :func:`_term` apply)."""
+    d = len(gs)
+    cp = [_number(coef), _number(P)]
+    vecs, shifts = [], []
+    for lin, shift in parts:
+        v = [_number(lin.get(gk, sympy.S.Zero)) for gk in gs]
+        s = _number(shift)
+        if s is None or any(x is None for x in v):
+            return None
+        vecs.append(np.array(v, dtype=float))
+        shifts.append(s)
+    if cp[0] is None or cp[1] is None:
+        return None
+    scale = np.float64(cp[0]) * np.float64(cp[1])  # as the general path: c(q)·P(q)
+    forms = (
+        [(vecs[0], vecs[0])]
+        if len(vecs) == 1
+        else [
+            (vecs[0], vecs[0]),
+            (vecs[0], vecs[1]),
+            (vecs[1], vecs[1]),
+        ]
+    )
+    idx, terms = _quadratic_weights(forms, d)
+    if plain:  # the law enters through these covariance entries only
+        return EntryEvaluator(d, idx, lambda E: scale * form(*(_weighted(E, t) for t in terms)))
+    lin = [tuple((i, float(v[i])) for i in range(d) if v[i]) for v in vecs]
+
+    def fixed(mean: np.ndarray, cov: np.ndarray, qv: np.ndarray) -> np.ndarray:
+        E = cov.reshape(len(cov), d * d)[:, idx].T
+        K = [_weighted(E, t) for t in terms]
+        M = [_weighted(mean.T, t) + sh for t, sh in zip(lin, shifts)]
+        return scale * form(*K, *M)
+
+    return fixed
 
 
 def applications(expr: sympy.Expr) -> set[sympy.Function]:

@@ -465,6 +465,21 @@ def decide(
     return out
 
 
+@functools.lru_cache(maxsize=4096)
+def law_free(expr: sympy.Expr, d: int, m: int) -> bool:
+    """Whether :func:`decide` finds that ``𝔼 expr`` exists under every law without
+    looking at it: a trivial structure, or exponentials of quadratics that are concave
+    whatever the constants (their coefficients are numbers), with nothing singular or
+    unknown."""
+    st = structure(expr, d, m)
+    if st.trivial:
+        return True
+    qs = [q(j) for j in range(m)]
+    if st.unknown or st.singular or any(P.has(*qs) for P in st.exps):
+        return False
+    return all(_concave(_coefficients(P, st.k, m, np.zeros((1, m)))).all() for P in st.exps)
+
+
 @functools.lru_cache(maxsize=1024)
 def _numeric(e: sympy.Expr, k: int, m: int) -> Any:
     """``|f|`` at points: ``(u (B, P, k), qv (B, m)) -> (B, P)`` (numpy, no warnings)."""
@@ -594,19 +609,27 @@ def _check_singular(
     raise AssertionError(s)  # pragma: no cover
 
 
+@functools.lru_cache(maxsize=1024)
+def _poly_terms(P: sympy.Expr, k: int) -> tuple[tuple[tuple[int, ...], sympy.Expr], ...]:
+    """The terms of ``P`` as a polynomial in ``g0 … g(k−1)``: (the indices of each
+    monomial's factors, its coefficient) — once per polynomial, not per batch of laws."""
+    poly = sympy.Poly(P, *[g(i) for i in range(k)])
+    return tuple(
+        (tuple(i for i, p in enumerate(mon) for _ in range(p)), coef) for mon, coef in poly.terms()
+    )
+
+
 def _quadratic_parts(
     P: sympy.Expr, k: int, m: int, mu: np.ndarray, F: np.ndarray, qv: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``P(μ + Fz) = zᵀAz + βᵀz + γ``: (A (B, r, r), β (B, r), γ (B,))."""
-    us, qs = [g(i) for i in range(k)], [q(j) for j in range(m)]
-    poly = sympy.Poly(P, *us)
+    qs = [q(j) for j in range(m)]
     B = mu.shape[0]
     C = np.zeros((B, k, k))
     b = np.zeros((B, k))
     c0 = np.zeros(B)
-    for mon, coef in poly.terms():
+    for idx, coef in _poly_terms(P, k):
         val = _lam_q(coef, qs)(qv)
-        idx = [i for i, p in enumerate(mon) for _ in range(p)]
         if len(idx) == 2:
             i, j = idx
             if i == j:

@@ -381,7 +381,7 @@ derf = erf.derivative()
 
 def _finish(value: np.ndarray, name: str) -> Any:
     """Raise on NaN/inf; return a numpy scalar for 0-d results (ufunc-like)."""
-    if not np.all(np.isfinite(value)):
+    if not np.isfinite(value).all():
         raise NumericalError(
             f"{name}: the closed form is not finite (overflow for these variances)"
         )
@@ -427,14 +427,16 @@ def _pair(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike, name: str) -> _Pair:
     infinite slope at :math:`\pm1`, where one ulp in :math:`\rho` costs
     :math:`10^{-8}` in the kernel.
     """
-    a11, a12, a22 = np.broadcast_arrays(*(np.asarray(x, dtype=float) for x in (k11, k12, k22)))
-    if not all(np.all(np.isfinite(a)) for a in (a11, a12, a22)):
+    a11, a12, a22 = (np.asarray(x, dtype=float) for x in (k11, k12, k22))
+    if not a11.shape == a12.shape == a22.shape:
+        a11, a12, a22 = np.broadcast_arrays(a11, a12, a22)
+    if not (np.isfinite(a11).all() and np.isfinite(a12).all() and np.isfinite(a22).all()):
         raise NumericalError(f"{name}: k11, k12, k22 must be finite")
     half_trace = 0.5 * (a11 + a22)
     radius = np.hypot(0.5 * (a11 - a22), a12)
     lam_min = half_trace - radius
     bad = lam_min < -PSD_TOL * np.maximum(1.0, half_trace + radius)
-    if np.any(bad):
+    if bad.any():
         raise NonPSDError(
             f"{name}: the covariance [[k11, k12], [k12, k22]] is not positive "
             f"semidefinite{batch_index_text(bad)}: its smallest eigenvalue is "
@@ -448,7 +450,13 @@ def _pair(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike, name: str) -> _Pair:
     with np.errstate(over="ignore", under="ignore"):
         prod = v1 * v2
     normal = (prod >= np.finfo(float).tiny) & np.isfinite(prod)
-    # fall back to s1 * s2 where the product under- or overflows
+    # fall back to s1 * s2 where the product under- or overflows (the common case, all
+    # normal, takes the same values without the masks)
+    if normal.all():  # (np.minimum/np.maximum: np.clip's values, without its dispatch)
+        s = np.sqrt(prod)
+        rho = np.minimum(np.maximum(a12 / s, -1.0), 1.0)
+        c = np.minimum(np.maximum(a12, -s), s)
+        return _Pair(v1, v2, s1, s2, s, rho, c)
     s = np.where(normal, np.sqrt(np.where(normal, prod, 1.0)), s1 * s2)
     pos = s > 0
     rho = np.clip(np.where(pos, a12 / np.where(pos, s, 1.0), 0.0), -1.0, 1.0)
@@ -467,6 +475,10 @@ def _pair_m(
     k11: ArrayLike, k12: ArrayLike, k22: ArrayLike, m1: ArrayLike, m2: ArrayLike, name: str
 ) -> tuple[_Pair, np.ndarray, np.ndarray, bool]:
     """:func:`_pair` with the means: ``(pair, m1, m2, centred)``, all broadcast together."""
+    if type(m1) is float and type(m2) is float and m1 == 0.0 == m2:  # the centred call
+        p = _pair(k11, k12, k22, name)
+        zero = np.zeros(p.k11.shape)
+        return p, zero, zero, True
     a = np.broadcast_arrays(*(np.asarray(x, dtype=float) for x in (k11, k12, k22, m1, m2)))
     if not (np.all(np.isfinite(a[3])) and np.all(np.isfinite(a[4]))):
         raise NumericalError(f"{name}: the means m1, m2 must be finite")

@@ -1157,7 +1157,8 @@ DEFAULT_BATCH_SIZE = 8192
 #: Peak bytes per kernel entry and request of its compiled program while a block is
 #: evaluated (values, errors, gathered laws, the evaluators' temporaries), measured with
 #: tracemalloc at blocks of 256 and 2048 entries: 57 and 36 (relu, depth 10), 232 and 81
-#: (erf, depth 3), 267 and 104 (gelu, depth 2); twice the largest.
+#: (erf, depth 3), 267 and 104 (gelu, depth 2); twice the largest. With fused groups
+#: (:class:`tensorprog.engine.compiled.CompiledLimit`): 60 and 51, 94 and 68, 117 and 78.
 _BYTES_PER_ENTRY_REQUEST = 512
 #: Quadrature evaluates its points in chunks of at most 64 MiB (and as much for the
 #: integrand's values): a fixed allowance when the entry program uses quadrature
@@ -1326,7 +1327,8 @@ def _pairwise_kernels(
     parts = [(diag, True), (cross, False)] if symmetric else [(cross, False)]
     for pw, on_diagonal in parts:
         for rows, cols in _entry_blocks(B, B1, size, on_diagonal):
-            res = pw.compiled.evaluate(cov=_entry_laws(pw, X, sq, rows, cols), uncertified="nan")
+            # the entries' laws are built here from checked inputs: not validated again
+            res = pw.compiled._evaluate_built(_entry_laws(pw, X, sq, rows, cols), "nan")
             cols_c = cols if symmetric else cols - B1
             for kind, h in (("nngp", pw.nngp), ("ntk", pw.ntk)):
                 out[kind][rows, cols_c] = res.values[h.name]
