@@ -49,6 +49,7 @@ __all__ = [
     "Plan",
     "describe",
     "scalar_var",
+    "split_deps",
 ]
 
 
@@ -184,6 +185,7 @@ class Plan:
         self.cov_req: dict[tuple[int, int], int] = {}  # (bid, bid) sorted -> request id
         self._stein: dict[tuple[Var, int], int] = {}
         self._stein_tables: dict[Var, Any] = {}  # MatMul output -> _stein_hats
+        self._stein_b_rids: dict[tuple[Var, Var], Any] = {}  # -> (b_rids, level)
         self._exprs: dict[Any, sympy.Expr] = {}
         self._same: dict[Any, int] = {}
         self._sigs: dict[Any, int] = {}
@@ -397,8 +399,11 @@ class Plan:
             return
         # Stein form: 𝔼∇_S Z^x = Cov(Ẑ_S)⁺ 𝔼[Ẑ_S Z^x] over the candidate hats S.
         S, cov_rids, cov_deps, cov_level = self._stein_hats(c.var)
-        b_rids = tuple([self.stein_b(x, b) for b in S])
-        level = max(self._level(b_rids), cov_level)
+        hit = self._stein_b_rids.get((c.var, x))
+        if hit is None:  # (one per MatMul: its coefficients share x)
+            b_rids = tuple([self.stein_b(x, b) for b in S])
+            hit = self._stein_b_rids[c.var, x] = (b_rids, max(self._level(b_rids), cov_level))
+        b_rids, level = hit
         req = self._add(
             SteinRequest(len(self.requests), b_rids + cov_deps, level, c, S, b_rids, cov_rids)
         )
@@ -454,6 +459,17 @@ def _is_distribution(e: sympy.Expr) -> bool:
         getattr(getattr(f.func, "nonlinearity", None), "is_distribution", False)
         for f in e.atoms(sympy.Function)
     )
+
+
+def split_deps(req: Request) -> tuple[tuple[int, ...], Any, tuple[int, ...]]:
+    """``req.deps`` as ``(own, key, shared)``: ``own + shared == req.deps``, and requests
+    with the same ``key`` (not None) have the same ``shared`` part — the covariance
+    table of a MatMul's candidate hats, which its O(T·B) Stein coefficients all list
+    (:meth:`Plan._stein_hats`). A walk over dependencies (ranks, flags) visits a shared
+    part once per key instead of once per request."""
+    if isinstance(req, SteinRequest):
+        return req.b_rids, id(req.cov_rids), req.deps[len(req.b_rids) :]
+    return req.deps, None, ()
 
 
 def scalar_var(req: Request) -> Var | None:
