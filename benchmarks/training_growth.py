@@ -16,7 +16,8 @@ of ``Program.limit`` (derivation, plan, deterministic pass, Monte Carlo passes).
 With ``--trees name=path …`` the grid — T ∈ {2, 4, 8, 16, 24} (B = 3, L = 2),
 B ∈ {1, 2, 3, 6} (T = 8, L = 2), L ∈ {1, 2, 3} (T = 8, B = 3) — runs under each
 source tree (``PYTHONPATH``) in turn, row by row and ``--repeats`` times (medians), so
-that the trees see the same machine state; then
+that the trees see the same machine state (the row (8, 3, 2) is measured once for the
+three axes); then
 
 * growth exponents: least-squares slopes of log(quantity) against log(T), log(B),
   log(L) over each axis (T ≥ 4, B ≥ 1, L ≥ 1) and over its last three points;
@@ -25,7 +26,11 @@ that the trees see the same machine state; then
   ``--repeats``), and at T = 8 the RMS error over 5 seeds of each against a reference
   limit of 2^20 samples;
 * the largest T (B = 3, L = 2) whose build and first limit finish within 2 minutes in a
-  fresh process, per tree (T = 24, 32, 40, … until one does not).
+  fresh process, per tree (T = 24, 32, 40, … or from ``--budget-start``, until one
+  does not).
+
+The target row T = 24 runs ``--repeats`` times per tree, the others
+``--grid-repeats`` times (default once: the exponents come from a whole axis).
 
 Writes ``benchmarks/results/training_growth.json``; the machine's load average is
 recorded with every row (the machine may be shared: compare trees within a run).
@@ -226,6 +231,20 @@ def main() -> None:
     ap.add_argument("--targets", action="store_true")
     ap.add_argument("--trees", nargs="+", metavar="NAME=PATH")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument(
+        "--grid-repeats",
+        type=int,
+        default=1,
+        help="repeats of the grid rows other than the target T = 24, B = 3, L = 2",
+    )
+    ap.add_argument(
+        "--budget-start",
+        nargs="*",
+        default=[],
+        metavar="NAME=T",
+        help="first T of the 2-minute search per tree (default 24)",
+    )
+    ap.add_argument("--target-trees", nargs="*", default=[], help="trees of the targets")
     ap.add_argument("--skip", nargs="*", default=[], choices=["grid", "targets", "budget"])
     args = ap.parse_args()
     if args.config:
@@ -243,18 +262,22 @@ def main() -> None:
     res["trees"] = {k: str(pathlib.Path(v).resolve()) for k, v in trees.items()}
     if "grid" not in args.skip:
         rows: dict[str, list[dict]] = {name: [] for name in trees}
+        done: dict[tuple, dict[str, list[dict]]] = {}  # (8, 3, 2) is on every axis
         for axis, cfg in GRID:
-            reps: dict[str, list[dict]] = {name: [] for name in trees}
-            for _ in range(args.repeats):
-                for name, tree in trees.items():
-                    reps[name].append(_child(tree, ["--config", *map(str, cfg)]))
+            reps = done.get(cfg)
+            if reps is None:
+                reps = done[cfg] = {name: [] for name in trees}
+                n = args.repeats if cfg == (24, 3, 2) else args.grid_repeats
+                for _ in range(n):
+                    for name, tree in trees.items():
+                        reps[name].append(_child(tree, ["--config", *map(str, cfg)]))
             for name in trees:
                 med = {
                     k: float(np.median([r[k] for r in reps[name]]))
                     for k in reps[name][0]
                     if k.endswith("_s") or k == "load"
                 }
-                row = {**reps[name][0], **med, "axis": axis, "repeats": args.repeats}
+                row = {**reps[name][0], **med, "axis": axis, "repeats": len(reps[name])}
                 rows[name].append(row)
                 print(name, json.dumps(row), flush=True)
         res["grid"] = rows
@@ -272,13 +295,16 @@ def main() -> None:
     if "targets" not in args.skip:
         res["targets"] = {}
         for name, tree in trees.items():
+            if args.target_trees and name not in args.target_trees:
+                continue
             res["targets"][name] = _child(tree, ["--targets", "--repeats", str(args.repeats)])
             print(name, json.dumps(res["targets"][name]), flush=True)
     if "budget" not in args.skip:
         res["budget_2min"] = {}
+        start = {k: int(v) for k, v in (b.split("=") for b in args.budget_start)}
         for name, tree in trees.items():
             tried = []
-            for T in range(24, 200, 8):
+            for T in range(start.get(name, 24), 200, 8):
                 r = _child(tree, ["--budget", str(T)], timeout=BUDGET_S)
                 tried.append(r if r is not None else {"T": T, "seconds": None})
                 print(name, json.dumps(tried[-1]), flush=True)
