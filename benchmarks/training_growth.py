@@ -3,10 +3,9 @@
 Run:  python benchmarks/training_growth.py --trees base=/tmp/base-tg new=.   (≈ 30 min)
       python benchmarks/training_growth.py --config 8 3 2                 (one row, JSON)
 
-The model is that of ``benchmarks/training_model.py`` — a ReLU μP network written with
-``nn.Model`` and trained by ``nn.train`` (SGD, lr = 1) on the first B inputs of
-``training.X`` (two more inputs for B = 6) — with L hidden layers (W_in, W_2 … W_L,
-W_out). The limit is ``run.limit(samples=100_000)``, the default (``auto``) method.
+The model is that of ``benchmarks/training_model.py`` — a ReLU μP network (an
+``nn.Model``, here written with ``stax``) trained by ``nn.train`` (SGD, lr = 1) on the
+first B inputs of ``training.X`` (two more inputs for B = 6) — with L hidden layers. The limit is ``run.limit(samples=100_000)``, the default (``auto``) method.
 
 Every row runs in a fresh process (``--config T B L``): the program's size
 (instructions, Moments, the plan's requests), the build time, the first limit call
@@ -60,29 +59,19 @@ BUDGET_S = 120.0
 
 
 def model_run(T: int, B: int, L: int):
-    """``nn.train`` of an L-hidden-layer ReLU μP network, B inputs, T SGD steps."""
+    """``nn.train`` of an L-hidden-layer ReLU μP network, B inputs, T SGD steps (the
+    model of ``training_model.py`` for L = 2, written with ``stax``: the same program)."""
     sys.path.insert(0, str(HERE))
     from training import X, Y
 
-    import tensorprog as tp
     from tensorprog import nn
+    from tensorprog.nn import stax
 
     X6 = np.vstack([X, [[-0.9, 0.4], [0.5, -0.6]]])
     Y6 = np.concatenate([Y, [0.2, -0.7]])
-    m = nn.Model(f"mlp{L}")
-    m.param("W_in", ("n", 2), init_std=np.sqrt(2))
-    for layer in range(2, L + 1):
-        m.param(f"W_{layer}", ("n", "n"))
-    m.param("W_out", (1, "n"))
-
-    @m.forward
-    def f(p, xi):
-        h = tp.relu(p.W_in @ xi)
-        for layer in range(2, L + 1):
-            h = tp.relu(getattr(p, f"W_{layer}") @ h)
-        return p.W_out @ h
-
-    return nn.train(m, X6[:B], Y6[:B], steps=T, optimizer=nn.SGD(1.0), param=nn.muP())
+    hidden = [stax.Dense(1.0), stax.Relu()] * (L - 1)
+    net = stax.serial(stax.Dense(np.sqrt(2)), stax.Relu(), *hidden, stax.Dense(1.0))
+    return nn.train(net.model(2), X6[:B], Y6[:B], steps=T, optimizer=nn.SGD(1.0), param=nn.muP())
 
 
 def config(T: int, B: int, L: int) -> dict:
