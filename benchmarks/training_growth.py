@@ -83,6 +83,7 @@ def config(T: int, B: int, L: int) -> dict:
     from tensorprog.engine.methods import Method
     from tensorprog.engine.montecarlo import run_montecarlo
     from tensorprog.engine.plan import Plan
+    from tensorprog.nn import stax  # noqa: F401  (the import is not part of the build)
 
     t0 = time.perf_counter()
     run = model_run(T, B, L)
