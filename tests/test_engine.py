@@ -340,6 +340,44 @@ def test_zdot_through_step_uses_stein():
     assert abs(np.mean(vals) - lim["k"]) <= 7.9 * sd / np.sqrt(8) + 4 * sd / np.sqrt(1500)
 
 
+def test_stein_coefficients_of_one_matmul_share_their_covariance_table():
+    """The Stein coefficients of one MatMul (one per candidate hat) list the same
+    covariance table, built once (a T-step unroll has O(T·B) of them per MatMul); the
+    dependency walks that visit a shared table once (``split_deps``) give the ranks of
+    the walk over every dependency, with any request sampled."""
+    from tensorprog.engine.derivation import Derivation
+    from tensorprog.engine.evaluate import effective_ranks
+    from tensorprog.engine.methods import RANK, Method
+    from tensorprog.engine.plan import Plan, SteinRequest, split_deps
+
+    p = tp.Program("stein_table")
+    W = p.matrix("W")
+    ys = [p.vector(f"y{i}", cov={}) for i in range(3)]
+    u = tp.step(W.T @ ys[0]) + tp.step(W.T @ ys[1]) * tp.step(W.T @ ys[2])
+    tp.inner(W @ u, ys[0], name="k")
+    tp.inner(W @ (u * u), ys[1], name="k2")
+    plan = Plan(Derivation(p))
+    stein = [r for r in plan.requests if isinstance(r, SteinRequest)]
+    by_matmul: dict = {}
+    for r in stein:
+        by_matmul.setdefault(r.const.var, []).append(r)
+    assert len(by_matmul) == 2 and all(len(rs) == 3 for rs in by_matmul.values())
+    for rs in by_matmul.values():
+        assert all(r.cov_rids is rs[0].cov_rids and r.b_rids == rs[0].b_rids for r in rs)
+    for r in plan.requests:
+        own, _, rest = split_deps(r)
+        assert own + rest == r.deps
+    for sampled in [set(), {stein[0].deps[-1]}, {stein[0].b_rids[0]}, {r.rid for r in stein[:2]}]:
+        plan.deterministic = [r.rid not in sampled for r in plan.requests]
+        plan.methods = [Method.EXACT] * len(plan.requests)
+        naive: list[int] = []
+        for r in plan.requests:
+            own = RANK[Method.EXACT] if r.rid not in sampled else RANK[Method.MONTECARLO]
+            naive.append(max([own] + [naive[d] for d in r.deps]))
+        assert effective_ranks(plan) == naive
+        assert any(x != naive[0] for x in naive) == bool(sampled)
+
+
 # ---------------------------------------------------------------------------------------
 # Structure read before expansion (#22: training limits that do not stall)
 

@@ -185,3 +185,50 @@ def test_progress_says_what_a_long_run_costs_before_it_starts(monkeypatch, capsy
     assert "GiB of sample arrays" in line and "estimated time" in line
     # the time is given in hours: 10¹⁰ samples at ≥ 10 ns each are ≥ 100 s per core
     assert line.rstrip().endswith((" h", " min")), line
+
+
+# --------------------------------------------------------------- Gram rows of a stack
+
+
+def _many_inner_products(k=6):
+    """``k`` heavy-tailed inputs of W's family whose pairwise inner products come before
+    the MatMuls (as the backward pass of a training unroll has them), and inner
+    products with W's outputs."""
+    p = tp.Program("gram")
+    W = p.matrix("W", var=1.3)
+    x = p.vector("x")
+    ys = [tp.exp(tp.tanh(x + 0.3 * i) * (1 + 0.2 * i)) for i in range(k)]
+    for i, y in enumerate(ys):
+        for j in range(i + 1):
+            tp.inner(ys[j], y, name=f"m{j}_{i}")
+        h = tp.relu(W @ y)
+        tp.inner(h, ys[0], name=f"h{i}")
+    return p
+
+
+@pytest.mark.parametrize("max_memory", [None, 150_000])  # whole replicates; chunks
+def test_gram_rows_equal_per_moment_sums_bit_for_bit(monkeypatch, max_memory):
+    """The second moments of a stack's vectors taken as rows of its Gram matrix (one
+    product per row) equal the per-Moment sums bit for bit, tails included, with fewer
+    products."""
+    from tensorprog.engine.montecarlo import rules, run
+    from tensorprog.engine.montecarlo.schedule import _Schedule
+
+    p = _many_inner_products()
+    plan = planned(p)
+    sched = _Schedule(plan)
+    assert sum(len(keys) for _, keys in sched.gram_rows.values()) >= 21  # every y pair
+    monkeypatch.setattr(run, "_Schedule", lambda plan: sched)
+    products = []
+    inner = rules._inner
+    monkeypatch.setattr(rules, "_inner", lambda s, z: products.append(1) or inner(s, z))
+    runs = []
+    for rows in (sched.gram_rows, {}):
+        monkeypatch.setattr(sched, "gram_rows", rows)
+        products.clear()
+        tails: dict[int, float] = {}
+        mc = run.run_montecarlo(plan, 4000, 7, batches=4, max_memory=max_memory, tails=tails)
+        runs.append((mc, tails, len(products)))
+    (batched, tb, nb), (single, ts, ns) = runs
+    assert batched == single and tb == ts and len(tb) >= 21
+    assert nb < ns

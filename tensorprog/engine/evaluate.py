@@ -66,6 +66,7 @@ from .plan import (
     SteinRequest,
     describe,
     scalar_var,
+    split_deps,
 )
 from .symbols import GaussSym, g, q
 
@@ -714,11 +715,18 @@ def effective_ranks(plan: Plan) -> list[int]:
     along its dependencies (a sampled request counts as Monte Carlo)."""
     sampled = RANK[MONTECARLO]
     eff: list[int] = []
+    shared: dict[Any, int] = {}  # split_deps: a shared part's rank, once
     for req, m, ok in zip(plan.requests, plan.methods, plan.deterministic):
         r = RANK[m] if ok else sampled
-        for d in req.deps:
+        own, key, rest = split_deps(req)
+        for d in own:
             if eff[d] > r:
                 r = eff[d]
+        if rest:
+            s = shared.get(key)
+            if s is None:
+                s = shared[key] = max(eff[d] for d in rest)
+            r = max(r, s)
         eff.append(r)
     return eff
 

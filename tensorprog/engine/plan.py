@@ -50,6 +50,7 @@ __all__ = [
     "Plan",
     "describe",
     "scalar_var",
+    "split_deps",
 ]
 
 
@@ -184,6 +185,8 @@ class Plan:
         self.const_req: dict[int, int] = {}  # const id -> request id
         self.cov_req: dict[tuple[int, int], int] = {}  # (bid, bid) sorted -> request id
         self._stein: dict[tuple[Var, int], int] = {}
+        self._stein_tables: dict[Var, Any] = {}  # MatMul output -> _stein_hats
+        self._stein_b_rids: dict[tuple[Var, Var], Any] = {}  # -> (b_rids, level)
         self._exprs: dict[Any, sympy.Expr] = {}
         self._same: dict[Any, int] = {}
         self._sigs: dict[Any, int] = {}
@@ -438,14 +441,32 @@ class Plan:
             ).rid
             return
         # Stein form: 𝔼∇_S Z^x = Cov(Ẑ_S)⁺ 𝔼[Ẑ_S Z^x] over the candidate hats S.
-        S = tuple(self.der.dot_candidates(self.der.program.definition(c.var)))
-        b_rids = tuple(self.stein_b(x, b) for b in S)
-        cov_rids = tuple(tuple(self.cov(bi, bj) for bj in S) for bi in S)
-        deps = b_rids + tuple(cov_rids[i][j] for i in range(len(S)) for j in range(i, len(S)))
+        S, cov_rids, cov_deps, cov_level = self._stein_hats(c.var)
+        hit = self._stein_b_rids.get((c.var, x))
+        if hit is None:  # (one per MatMul: its coefficients share x)
+            b_rids = tuple([self.stein_b(x, b) for b in S])
+            hit = self._stein_b_rids[c.var, x] = (b_rids, max(self._level(b_rids), cov_level))
+        b_rids, level = hit
         req = self._add(
-            SteinRequest(len(self.requests), deps, self._level(deps), c, S, b_rids, cov_rids)
+            SteinRequest(len(self.requests), b_rids + cov_deps, level, c, S, b_rids, cov_rids)
         )
         self.const_req[c.cid] = req.rid
+
+    def _stein_hats(
+        self, var: Var
+    ) -> tuple[tuple[Base, ...], tuple[tuple[int, ...], ...], tuple[int, ...], int]:
+        """The candidate hats ``S`` of the MatMul defining ``var``, their covariance
+        requests ``cov_rids[i][j]``, the upper triangle of those as dependencies, and the
+        level it implies: one table per MatMul, shared by all its ZDot coefficients (a
+        T-step unroll has O(T·B) coefficients per MatMul over O(T·B) hats, so building
+        it per coefficient cost O(T³·B³) per MatMul)."""
+        hit = self._stein_tables.get(var)
+        if hit is None:
+            S = tuple(self.der.dot_candidates(self.der.program.definition(var)))
+            cov_rids = tuple(tuple(self.cov(bi, bj) for bj in S) for bi in S)
+            cov_deps = tuple(cov_rids[i][j] for i in range(len(S)) for j in range(i, len(S)))
+            hit = self._stein_tables[var] = (S, cov_rids, cov_deps, self._level(cov_deps))
+        return hit
 
     # -- reading -----------------------------------------------------------------------
     def integrand(self, req: Request) -> sympy.Expr | None:
@@ -481,6 +502,17 @@ def _is_distribution(e: sympy.Expr) -> bool:
         getattr(getattr(f.func, "nonlinearity", None), "is_distribution", False)
         for f in e.atoms(sympy.Function)
     )
+
+
+def split_deps(req: Request) -> tuple[tuple[int, ...], Any, tuple[int, ...]]:
+    """``req.deps`` as ``(own, key, shared)``: ``own + shared == req.deps``, and requests
+    with the same ``key`` (not None) have the same ``shared`` part — the covariance
+    table of a MatMul's candidate hats, which its O(T·B) Stein coefficients all list
+    (:meth:`Plan._stein_hats`). A walk over dependencies (ranks, flags) visits a shared
+    part once per key instead of once per request."""
+    if isinstance(req, SteinRequest):
+        return req.b_rids, id(req.cov_rids), req.deps[len(req.b_rids) :]
+    return req.deps, None, ()
 
 
 def scalar_var(req: Request) -> Var | None:

@@ -29,7 +29,7 @@ import numpy as np
 from ..core.errors import DivergenceError
 from ..core.interpreter import annotate
 from .existence import exists_for_every_law
-from .plan import describe, scalar_var
+from .plan import describe, scalar_var, split_deps
 
 __all__ = [
     "gpd_fit",
@@ -349,6 +349,7 @@ def assess(
     rid_of = plan.const_req
     k_by_rid = {rid_of[c]: k for c, k in khat.items() if c in rid_of}
     flags: dict[int, str] = {}
+    shared: dict[Any, int | None] = {}
     for req in plan.requests:
         k = k_by_rid.get(req.rid)
         if (
@@ -378,7 +379,12 @@ def assess(
         elif inexact and req.rid in inexact:
             flags[req.rid] = inexact[req.rid]
         else:
-            bad = next((d for d in req.deps if d in flags), None)
+            own, key, rest = split_deps(req)
+            bad = next((d for d in own if d in flags), None)
+            if bad is None and rest:  # (a shared part: looked at once)
+                if key not in shared:
+                    shared[key] = next((d for d in rest if d in flags), None)
+                bad = shared[key]
             if bad is not None:
                 src = scalar_var(plan.requests[bad])
                 flags[req.rid] = (

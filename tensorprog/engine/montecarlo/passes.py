@@ -94,6 +94,10 @@ class _Pass(Interpreter):
         self.theta = np.ones((K, len(self.der.consts) + 1))
         self.stacks: dict[int, np.ndarray] = {}
         self._added: set[Any] = set()  # estimates whose sums this chunk has added
+        #: pair keys a chunk added with a row of their stack's Gram matrix, before the
+        #: Moment that reads them came (it takes the tail samples then)
+        self._row_added: set[Any] = set()
+        self._filled: set[tuple[int, int]] = set()  # (stack, row) written in this pass
         self._init: np.ndarray | None = None
         self._xi: np.ndarray | None = None
 
@@ -123,6 +127,7 @@ class _Pass(Interpreter):
                     val = table[type(instr)](instr)
                     h = home.get(instr.out)
                     if h is not None and val is not _PENDING:
+                        self._filled.add(h)
                         slot = self._stack(h[0])[:, h[1]]
                         slot[...] = val
                         val = slot

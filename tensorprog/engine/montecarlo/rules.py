@@ -176,12 +176,18 @@ class MonteCarloPass(_Pass):
         params = self._params(instr)
         ready = self._ready(*args, *params)
         if key is not None:
+            if key in self._row_added:  # (a chunk: the sums came with a Gram row)
+                self._row_added.discard(key)
+                if ready and cid not in sched.light:
+                    pre = self.state.prefix
+                    self.state.add_tail(cid, args[0][..., :pre] * args[-1][..., :pre])
 
             def products() -> tuple[np.ndarray]:
                 pre = self.state.prefix
                 if cid not in sched.light:
                     self.state.add_tail(cid, args[0][..., :pre] * args[-1][..., :pre])
-                return (_inner(args[0][:, None], args[-1]),)
+                row = self._gram_row(instr.args[0], instr.args[-1], key)
+                return (row if row is not None else _inner(args[0][:, None], args[-1]),)
 
             return self._set_const(instr.out, self._estimate(key, products if ready else None))
 
@@ -192,6 +198,47 @@ class MonteCarloPass(_Pass):
             return (vals.sum(axis=-1, keepdims=True),)
 
         return self._set_const(instr.out, self._estimate(MomentKey(cid), sums if ready else None))
+
+    def _gram_row(self, a: Any, b: Any, key: Any) -> np.ndarray | None:
+        """The sums ``Σ Z^a Z^b`` (K, 1) as part of a row of a stack's Gram matrix, or
+        None when ``a`` and ``b`` do not live in one stack.
+
+        With ``w`` the one of ``a``, ``b`` in the later row ``r`` of their stack, every
+        pair ``(v, w)`` that :attr:`~.schedule._Schedule.gram_rows` lists, with ``v``
+        written in this pass and its estimate not yet taken or being summed, is summed
+        by one product ``stack[lo:r+1] · Z^w`` (:func:`~.linalg._inner`; its entries are
+        the per-pair sums bit for bit), and the others are handed to the estimates:
+        the ``O(k²)`` second moments of ``k`` vectors cost ``k`` products of a stack with
+        a vector instead of ``k²`` of two vectors.
+        """
+        home = self.schedule.home
+        ha, hb = home.get(a), home.get(b)
+        if ha is None or hb is None or ha[0] != hb[0]:
+            return None
+        sid, r = ha[0], max(ha[1], hb[1])
+        entry = self.schedule.gram_rows.get((sid, r))
+        if entry is None:
+            return None
+        rows, keys = entry
+        final, added, filled = self.state.final, self._added, self._filled
+        take = [
+            j
+            for j, k in enumerate(keys)
+            if k == key or ((sid, rows[j]) in filled and k not in final and k not in added)
+        ]
+        stack = self.stacks[sid]
+        lo = int(rows[take[0]])
+        s = _inner(stack[:, lo : r + 1], stack[:, r])
+        mine = None
+        for j in take:
+            k, v = keys[j], s[:, rows[j] - lo, None]
+            if k == key:
+                mine = v
+                continue
+            self._estimate(k, lambda v=v: (v,))
+            if not self.whole:
+                self._row_added.add(k)
+        return mine
 
     def _tilted_moment(self, instr: Moment, cid: int, tl: "_MCTilt") -> Any:
         """``𝔼[h e^P] = e^c 𝔼[h(μ' + F'ξ)]`` (:class:`_MCTilt`) from the pass's own

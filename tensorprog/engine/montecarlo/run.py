@@ -204,9 +204,10 @@ def run_montecarlo(
         seen: dict[int, int] = {}
         for seeds, (const, tp_) in zip(groups, consts):
             for cid, v in const[0].items():
-                values.setdefault(cid, []).append(np.broadcast_to(np.ravel(v), (len(seeds),)))
-            for cid, v in const[-1].items():
-                coarse.setdefault(cid, []).append(np.broadcast_to(np.ravel(v), (len(seeds),)))
+                values.setdefault(cid, []).append(_per_replicate(v, len(seeds)))
+            if len(levels) > 1:
+                for cid, v in const[-1].items():
+                    coarse.setdefault(cid, []).append(_per_replicate(v, len(seeds)))
             for cid, t in tp_.items():
                 tops[cid] = merge_tops(tops.get(cid), t.reshape(1, -1), T)
                 seen[cid] = seen.get(cid, 0) + len(seeds)
@@ -230,6 +231,13 @@ def run_montecarlo(
             errs = stable_errors(top, kh, T / (K * prefix), K * M)
             stable.update((c, e) for c, e in zip(full, errs) if e is not None)
     return {c: (m, e) for c, m, e in zip(cids, means.tolist(), ses.tolist())}
+
+
+def _per_replicate(v: Any, k: int) -> np.ndarray:
+    """A pass's estimate (a (k, 1) array, or a known number) as one value per replicate."""
+    if isinstance(v, np.ndarray) and v.size == k:
+        return v.reshape(k)
+    return np.broadcast_to(np.ravel(v), (k,))
 
 
 def sampled_outer(der: Any) -> bool:

@@ -118,6 +118,12 @@ class _Schedule:
     cov_keys, cov_known : dict
         Hat ``bid`` -> the pair keys of its input with the inputs of its family's
         members ``0..index``, and the values the deterministic pass found (or None).
+    gram_rows : dict
+        ``(stack id, row r)`` -> ``(rows i ≤ r, their pair keys with row r)`` for the
+        vectors living in one stack whose second moments some product Moment or hat
+        covariance reads: the pair estimates of row ``r`` are taken together, as one
+        row of the stack's Gram matrix (:meth:`~.rules.MonteCarloPass.moment`), when
+        the first of them is needed.
     D : int
         Rows of a pass's block of normals: one per base Gaussian.
     linear : dict
@@ -199,6 +205,9 @@ class _Schedule:
                 terms = _linear_terms(instr.fn)
                 if terms is not None:
                     self.linear[instr] = self._plan_linear(instr, terms, families)
+        used = set(self.pairs.values())
+        used.update(k for ks in self.cov_keys.values() for k in ks)
+        self.gram_rows = self._gram_rows(used)
         members: dict[int, int] = {}  # stack -> last use of its members and family
         for v, (sid, _) in self.home.items():
             members[sid] = max(members.get(sid, -1), last[v])
@@ -213,6 +222,19 @@ class _Schedule:
         self.release: list[list[int]] = [[] for _ in instructions]
         for sid, i in members.items():
             self.release[i].append(sid)
+
+    def _gram_rows(self, used: set[PairKey]) -> dict[tuple[int, int], tuple[Any, list]]:
+        """:attr:`gram_rows`, for the pair keys ``used``."""
+        members: dict[int, dict[int, Any]] = {}
+        for v, (sid, r) in self.home.items():
+            members.setdefault(sid, {})[r] = v
+        out: dict[tuple[int, int], tuple[Any, list]] = {}
+        for sid, vs in members.items():
+            for r, w in vs.items():
+                rows = [i for i in sorted(vs) if i <= r and self.pair(vs[i], w) in used]
+                if rows:
+                    out[sid, r] = (np.array(rows), [self.pair(vs[i], w) for i in rows])
+        return out
 
     def _new_stack(self, size: int) -> int:
         self.sizes.append(size)
