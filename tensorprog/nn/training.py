@@ -78,7 +78,11 @@ from typing import Any
 
 import numpy as np
 
-from .. import Program, ProgramTypeError, ProgramValueError
+from .. import (
+    Program,
+    ProgramTypeError,
+    ProgramValueError,
+)
 from .mlp import MLP
 from .model import Model
 from .optim import SGD
