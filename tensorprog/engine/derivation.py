@@ -253,6 +253,23 @@ class OuterNode:
 Node = BaseNode | FnNode | MatMulNode | OuterNode
 
 
+
+#: Placed expressions of every derivation, one object per equal expression (hash-consing).
+#: Programs that share steps (a longer training run, a rebuilt program) place equal
+#: expressions; as distinct objects, every cache keyed by expression would compare them
+#: with sympy's ``==``, which walks them as trees — exponential in a linear unroll's
+#: length. Interned bottom-up, equal expressions have identical arguments, so each
+#: comparison stops one level down. Emptied past ``_INTERN_SIZE`` entries.
+_INTERNED: dict[sympy.Basic, sympy.Basic] = {}
+_INTERN_SIZE = 1 << 18
+
+
+def _interned(e: sympy.Basic) -> sympy.Basic:
+    if len(_INTERNED) > _INTERN_SIZE:
+        _INTERNED.clear()
+    return _INTERNED.setdefault(e, e)
+
+
 class Derivation(Interpreter):
     """Builds the Z-DAG, base Gaussians, constants and ZDot terms of a program."""
 
@@ -593,7 +610,7 @@ class Derivation(Interpreter):
             else:  # ("m", k, hat, c_1..c_k, y_1..y_k): Ẑ + Σ_i c_i Z^{y_i}
                 k = lkey[1]
                 e = parts[0] + sympy.Add(*[c * y for c, y in zip(parts[1 : 1 + k], parts[1 + k :])])
-        self._placed[part] = e
+        self._placed[part] = e = _interned(e)
         return e
 
     def _dot_vanishes(self, x: Var, hb: Base) -> bool:

@@ -69,13 +69,16 @@ features which do not move have exactly their step-0 limit.
 
 Linear networks: a temporary fallback
 -------------------------------------
-``nn.train``'s unroll of a linear network (``φ = identity``) is not yet exact by Wick at
-``T = 5`` (its nested linear combinations reach Monte Carlo). Until the engine is (issue #15
-point 4; branch s8-linforms), :func:`train_sgd` of a linear network keeps the hand-written
-:class:`_Unroll`, which holds every vector as a flat linear form over atoms (:class:`_Lin`),
-so that the limit's Moments are Gram entries of atoms and the coefficient algebra is the
-``A, B, C, D`` recursion [TP4 Thm D.1]. Remove :class:`_Unroll` and :class:`_Lin` when
-``test_linear_muP_is_exact`` is exact through ``nn.train``.
+``nn.train``'s unroll of a linear network (``φ = identity``) is exact at every step (the
+engine reduces its polynomials to affine forms), and for feature-learning runs about as
+fast as the hand-written one. Its *centred kernel-regime* unroll is not yet: with NTK,
+``T = 30``, ``B = 3``, the limit takes ~200 s against 3 s (measured 2026-12-06; the
+nested changes ``(φ(h₀+θΔh) − φ(h₀))/θ`` of the centring). Until it is (issue #15 point 4),
+:func:`train_sgd` of a linear network keeps the hand-written :class:`_Unroll`, which holds
+every vector as a flat linear form over atoms (:class:`_Lin`), so that the limit's Moments
+are Gram entries of atoms and the coefficient algebra is the ``A, B, C, D`` recursion
+[TP4 Thm D.1]. Remove :class:`_Unroll` and :class:`_Lin` when notebook 05's ``T = 30``
+NTK run is as fast through ``nn.train``.
 """
 
 from __future__ import annotations
@@ -980,10 +983,9 @@ def train_sgd(
         name if name is not None else f"sgd_{net.param.name or 'abc'}_L{net.depth}_{net.phi.name}"
     )
     if _is_identity(net.phi) and cls.stable:
-        # TEMPORARY fallback (issue #15 point 4): nn.train's unroll of a linear network is
-        # not yet exact by Wick on linear forms (T = 5 of test_linear_muP_is_exact takes
-        # Monte Carlo); until the engine is (branch s8-linforms), a linear network keeps
-        # the hand-written _Unroll with its flat linear forms (_Lin).
+        # TEMPORARY fallback (issue #15 point 4; module docstring): nn.train's centred
+        # kernel-regime unroll of a linear network is exact but far slower than this
+        # hand-written one on flat linear forms (_Lin).
         builder = _Unroll(net, Xa, Ya, lr, steps, Xe, bool(center), bool(feature_kernels), pname)
         return TrainingRun._of_unroll(net, Xa, Ya, lr, steps, Xe, builder)
     changes = True if cls.stable and not center and ex.r > 0 else None
