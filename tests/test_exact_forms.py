@@ -145,3 +145,31 @@ def test_square_of_a_lincomb_of_60_initial_vectors_is_exact():
     for h, r in ref.items():
         assert lim.method(h) == "exact"
         assert lim[h] == pytest.approx(r, rel=1e-11)
+
+
+def test_programs_sharing_steps_place_identical_expressions():
+    """A longer run repeats a shorter one's steps: their derivations place *the same*
+    expression objects for the shared outputs (hash-consing), so caches keyed by
+    expression never compare two equal DAGs with sympy's ``==`` — which walks them as
+    trees, exponential in a linear unroll's length (T = 16 after T = 14 took 91 s)."""
+    from tensorprog.core.ir import Moment
+    from tensorprog.engine.derivation import Derivation
+
+    short, long = _linear_run(4), _linear_run(5)
+    d_short, d_long = Derivation(short.program), Derivation(long.program)
+    placed = [
+        d_short.expr_of_key(d_short.canonical(m.args, limit=1 << 30)[0])
+        for m in short.program.instructions
+        if isinstance(m, Moment)
+    ]
+    sympy.core.cache.clear_cache()  # what sympy's bounded cache does to large programs
+    pairs = [
+        (a.args, b.args)
+        for a, b in zip(short.program.instructions, long.program.instructions)
+        if isinstance(a, Moment)
+    ]
+    assert len(pairs) > 10
+    for (_, args_l), exprs in zip(pairs, placed):
+        key_l = d_long.canonical(args_l, limit=1 << 30)
+        for e_s, e_l in zip(exprs, d_long.expr_of_key(key_l[0]), strict=True):
+            assert e_s == e_l and e_s is e_l
