@@ -232,13 +232,10 @@ def test_fused_groups_equal_the_general_path(monkeypatch, nonlin, depth, W_std, 
     ]
     groups = _groups(entry.compiled)
     unfused = [g for g in groups if g.fused is None]
-    # closed forms (relu, erf) are fused but for the input kernel's polynomial moments
-    # (level 0: ⟨h_0, h_1⟩ and the diagonal entries' ⟨h_0, h_0⟩, ⟨h_1, h_1⟩); tanh's
-    # quadrature is not
-    if nonlin != "tanh":
-        assert len(unfused) < len(groups) and {g.reqs[0].level for g in unfused} == {0}
-    else:
-        assert len(unfused) == len(groups)
+    # closed forms (relu, erf) and the input kernel's Gaussian moments (level 0:
+    # ⟨h_0, h_1⟩, ⟨h_0, h_0⟩, ⟨h_1, h_1⟩) are fused; tanh's quadrature is not
+    fused_levels = {g.reqs[0].level for g in groups if g.fused is not None}
+    assert not unfused if nonlin != "tanh" else unfused and fused_levels == {0}
     monkeypatch.setattr(compiled, "plainly_psd", lambda *a: False)  # every group: general
     general = kernels(X, **kw)
     cross_general = kernels(X[:2], X[2:], **kw)

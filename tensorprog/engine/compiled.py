@@ -64,7 +64,7 @@ from .evaluate import (
     plainly_psd,
     stein_coefficients,
 )
-from .exact import EntryEvaluator, exact_evaluator
+from .exact import EntryEvaluator
 from .existence import EXISTS, Verdict, decide, law_free, structure
 from .methods import AUTO, DIRECT, EXACT, MONTECARLO, RANK, RESULT_METHODS, Method
 from .plan import (
@@ -411,8 +411,9 @@ class CompiledLimit:
                 f"CompiledLimit.evaluate: set {p} of {C.shape[0]} ({len(bad)} set(s) in all): "
                 f"{why}; evaluate it with tensorprog.limit, which can fall back to Monte Carlo"
             )
-        vals = {n: values[:, r].copy() for n, r in self._scalars}
-        errs = {n: errors[:, r].copy() for n, r in self._scalars}
+        # one gather per table; each scalar's row of it (a view of its own memory)
+        vals = dict(zip(self._names, np.ascontiguousarray(values[:, self._rids].T)))
+        errs = dict(zip(self._names, np.ascontiguousarray(errors[:, self._rids].T)))
         return LimitBatch(self, vals, errs, batched, bad)
 
     def _numbers(
@@ -739,9 +740,9 @@ def _entries(f: _Fused, V: np.ndarray, C: np.ndarray) -> np.ndarray | None:
     ent = np.empty((f.n, P, k))
     with np.errstate(all="ignore"):  # an overflow is reported by the general path
         if f.init_at.size:
-            ent[f.init_at] = np.moveaxis(C.reshape(P, -1)[:, f.init], 2, 0)
+            ent[f.init_at] = C.reshape(P, -1)[:, f.init].transpose(2, 0, 1)
         if f.hat_at.size:
-            ent[f.hat_at] = np.moveaxis(V[:, f.slots] * f.s2, 2, 0)
+            ent[f.hat_at] = (V[:, f.slots] * f.s2).transpose(2, 0, 1)
         if f.zero_at.size:
             ent[f.zero_at] = 0.0
     ent = ent.reshape(f.n, P * k)
@@ -795,28 +796,35 @@ def _distinct(
     """``(rows, inverse)``: one set per distinct numbers of ``foot`` (covariances and
     means of its initial vectors, values of its initial scalars) and each set's
     position among them; None when fewer than half the sets would be saved. Only the
-    numbers that differ between sets are compared (``memo``: by those columns)."""
+    numbers that differ between sets are compared (``memo``: by the initial vectors and
+    scalars of ``foot`` with such numbers, and by those numbers)."""
     P = C.shape[0]
     if "varies" not in memo:
-        memo["varies"] = (
+        vc, vm, vq = (
             np.any(C != C[:1], axis=0),
             np.any(M != M[:1], axis=0),
             np.any(Q != Q[:1], axis=0),
         )
-    vc, vm, vq = memo["varies"]
-    vi = np.array(sorted(i for i in foot if i >= 0), dtype=np.intp)
-    si = np.array(sorted(-1 - i for i in foot if i < 0), dtype=np.intp)
-    cells = np.argwhere(vc[vi[:, None], vi[None, :]])
-    which = (
-        tuple((int(vi[a]), int(vi[b])) for a, b in cells),
-        tuple(int(i) for i in vi[vm[vi]]),
-        tuple(int(j) for j in si[vq[si]]),
-    )
-    if which not in memo:
-        cols = [C[:, a, b] for a, b in which[0]] + [M[:, i] for i in which[1]]
-        cols += [Q[:, j] for j in which[2]]
-        memo[which] = _unique_rows(np.stack(cols, axis=1) if cols else np.zeros((P, 0)))
-    return memo[which]
+        memo["varies"] = vc, vm, vq
+        live = np.flatnonzero(vc.any(axis=0) | vm).tolist()
+        memo["live"] = frozenset(live) | {-1 - j for j in np.flatnonzero(vq).tolist()}
+    key = foot & memo["live"]
+    if key not in memo:
+        vc, vm, vq = memo["varies"]
+        vi = np.array(sorted(i for i in key if i >= 0), dtype=np.intp)
+        si = np.array(sorted(-1 - i for i in key if i < 0), dtype=np.intp)
+        cells = np.argwhere(vc[vi[:, None], vi[None, :]])
+        which = (
+            tuple((int(vi[a]), int(vi[b])) for a, b in cells),
+            tuple(int(i) for i in vi[vm[vi]]),
+            tuple(int(j) for j in si[vq[si]]),
+        )
+        if which not in memo:
+            cols = [C[:, a, b] for a, b in which[0]] + [M[:, i] for i in which[1]]
+            cols += [Q[:, j] for j in which[2]]
+            memo[which] = _unique_rows(np.stack(cols, axis=1) if cols else np.zeros((P, 0)))
+        memo[key] = memo[which]
+    return memo[key]
 
 
 #: Rows of a batch looked at before sorting all of them (:func:`_unique_rows`).
@@ -909,9 +917,9 @@ def _fuse(
     method, expr, d, m, centred, groups = key
     if method is not EXACT:
         return None
-    ev = exact_evaluator(expr, d, m, centred, groups)
+    ev = EntryEvaluator.of(expr, d, m, centred, groups)
     at = pair_blocks(groups, d)
-    if not isinstance(ev, EntryEvaluator) or at is None or not law_free(expr, d, m):
+    if ev is None or at is None or not law_free(expr, d, m):
         return None
     screen = [i * d + i for i in range(d)] + [int(i) * d + int(j) for i, j in at]
     cells = np.unique(np.concatenate([ev.cells, np.array(screen, dtype=np.intp)]))
