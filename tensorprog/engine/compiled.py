@@ -519,7 +519,8 @@ class CompiledLimit:
         the sets (index → why) whose values are not certified by the compiled methods
         (their values are then meaningless)."""
         P = C.shape[0]
-        V = np.broadcast_to(self._values0, (P, len(self._values0))).copy()
+        # column-major: the steps read and write whole columns (requests)
+        V = np.asfortranarray(np.broadcast_to(self._values0, (P, len(self._values0))))
         E = np.zeros_like(V)
         if self._init_rids:
             V[:, _ix(self._init_rids.values())] = Q
