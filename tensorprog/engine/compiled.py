@@ -520,7 +520,7 @@ class CompiledLimit:
         (their values are then meaningless)."""
         P = C.shape[0]
         # column-major: the steps read and write whole columns (requests)
-        V = np.asfortranarray(np.broadcast_to(self._values0, (P, len(self._values0))))
+        V = np.array(np.broadcast_to(self._values0, (P, len(self._values0))), order="F")
         E = np.zeros_like(V)
         if self._init_rids:
             V[:, _ix(self._init_rids.values())] = Q
