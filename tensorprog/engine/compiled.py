@@ -521,7 +521,7 @@ class CompiledLimit:
         P = C.shape[0]
         # column-major: the steps read and write whole columns (requests)
         V = np.array(np.broadcast_to(self._values0, (P, len(self._values0))), order="F")
-        E = np.zeros_like(V)
+        E = np.zeros(V.shape, order="F")  # calloc: untouched while every value is exact
         if self._init_rids:
             V[:, _ix(self._init_rids.values())] = Q
         bad: dict[int, str] = {}
@@ -695,7 +695,8 @@ class CompiledLimit:
 
     def _fns(self, step: _Fns, V: np.ndarray, E: np.ndarray, bad: dict[int, str]) -> None:
         P, k = V.shape[0], len(step.reqs)
-        params = V[:, step.deps].reshape(P * k, step.deps.shape[1])
+        # one contiguous row per parameter (the function's arguments), set-major columns
+        params = np.ascontiguousarray(V[:, step.deps].transpose(2, 0, 1)).reshape(-1, P * k).T
         with np.errstate(all="ignore"):
             vals = np.broadcast_to(np.asarray(step.fn.numpy(*params.T), dtype=float), (P * k,))
         for pos in np.flatnonzero(~np.isfinite(vals)):
