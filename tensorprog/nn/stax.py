@@ -335,8 +335,8 @@ class Layer:
         Notes
         -----
         Entry ``(i, j)`` of every layer depends only on the inputs ``ξ_i, ξ_j``: the
-        program of :meth:`program` on two inputs (one for the diagonal) holds one
-        entry, and its limit is a function of the inputs' covariance
+        program of :meth:`program` on two inputs holds that entry and the diagonal
+        entries of the two inputs, and its limit is a function of the inputs' covariance
         ``σ_w² ξ_iᵀξ_j/d + σ_b²`` only. That program is derived and planned once per
         network and method (:func:`tensorprog.compile_limit`; the last 16 are kept)
         and evaluated for all entries, ``batch_size`` at a time, with numpy: a
@@ -1291,8 +1291,11 @@ def _pairwise_kernels(
 ) -> tuple[KernelResult, int, float] | None:
     """The kernels entry by entry: entry ``(i, j)`` of every layer depends only on the
     inputs ``ξ_i, ξ_j`` (the forward and backward passes on them), so the entry program
-    of two inputs (one on the diagonal) is compiled once per architecture and evaluated
-    for every entry, ``batch_size`` entries per vectorised call. Entries whose
+    of two inputs is compiled once per architecture and evaluated for every entry,
+    ``batch_size`` entries per vectorised call; for a symmetric kernel it also holds the
+    two inputs' diagonal entries (kind ``"both"``: its per-input requests are evaluated
+    once per distinct input, and merged into one call per level), so the diagonal costs
+    no second program (one input: the program on one input). Entries whose
     expectations the compiled methods do not certify get the whole-program limit of
     their inputs (which may use Monte Carlo). Returns the kernels (without methods and
     errors unless ``return_info``), how many entries were sampled and their largest
