@@ -1179,9 +1179,9 @@ class _Pairwise:
     (``(0, 1)``, or ``(0, 0)`` on one input); ``diagonal``: the scalars ``(nngp, ntk)``
     of the entries ``(0, 0)`` and ``(1, 1)`` when the program on two inputs holds them
     too (kind ``"both"``: the laws of the entry ``(0, 1)`` already need every
-    per-input Moment ⟨x_0, x_0⟩, ⟨x_1, x_1⟩ of the forward and backward pass, so the
-    diagonal costs the program two ScalarFns and one Moment, and its per-input requests
-    are evaluated once per distinct input); ``cov``: the compiled program's initial
+    per-input Moment ⟨x_0, x_0⟩, ⟨x_1, x_1⟩ of the forward and backward pass but the
+    last, so the diagonal costs the program its ScalarFns and the last backward Moments,
+    and its per-input requests are evaluated once per distinct input); ``cov``: the compiled program's initial
     covariance (the biases' and readout's variances stay, the inputs' blocks change
     per entry)."""
 
