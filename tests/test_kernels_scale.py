@@ -121,7 +121,7 @@ def test_repeated_call_reuses_the_compiled_program():
     net = stax.serial(stax.Dense(1.1), stax.Relu(), stax.Dense(1.1))
     net.kernel_fn(X)
     cached = {k: v for k, v in stax._COMPILED.items() if k[0] is net}
-    assert len(cached) == 2  # the diagonal and the two-input entry programs
+    assert len(cached) == 1  # the two-input entry program, with its diagonal entries
     net.kernel_fn(2 * X[:3])
     assert {k: v for k, v in stax._COMPILED.items() if k[0] is net} == cached
 
@@ -198,10 +198,10 @@ def test_bad_inputs_raise_named_errors(monkeypatch):
         kernels(X, depth=1, samples=-1)
 
 
-def _fused_steps(compiled: tp.CompiledLimit) -> tuple[int, int]:
-    """(fused groups, groups) of a compiled limit's schedule."""
-    groups = [s for s in compiled._steps if hasattr(s, "fused")]
-    return sum(s.fused is not None for s in groups), len(groups)
+def _groups(compiled: tp.CompiledLimit) -> list:
+    """The groups of a compiled limit's schedule (merged ones one by one)."""
+    steps = [g for s in compiled._steps for g in getattr(s, "parts", [s])]
+    return [s for s in steps if hasattr(s, "fused")]
 
 
 @pytest.mark.parametrize(
@@ -223,17 +223,19 @@ def test_fused_groups_equal_the_general_path(monkeypatch, nonlin, depth, W_std, 
     cross = kernels(X[:2], X[2:], **kw)
     (entry,) = [
         v
-        for (arch, two, *_), v in stax._COMPILED.items()
-        if two
+        for (arch, kind, *_), v in stax._COMPILED.items()
+        if kind == "both"
         and isinstance(arch, tuple)
         and arch[:2] == ("mlp", depth)
         and arch[2].name == nonlin
         and arch[3:] == (W_std, b_std)
     ]
-    n_fused, n_groups = _fused_steps(entry.compiled)
-    # closed forms (relu, erf) are fused but for the input kernel's polynomial moments;
-    # tanh's quadrature is not
-    assert (n_fused >= n_groups - 1 and n_fused > 0) if nonlin != "tanh" else n_fused == 0
+    groups = _groups(entry.compiled)
+    unfused = [g for g in groups if g.fused is None]
+    # closed forms (relu, erf) and the input kernel's Gaussian moments (level 0:
+    # ⟨h_0, h_1⟩, ⟨h_0, h_0⟩, ⟨h_1, h_1⟩) are fused; tanh's quadrature is not
+    fused_levels = {g.reqs[0].level for g in groups if g.fused is not None}
+    assert not unfused if nonlin != "tanh" else unfused and fused_levels == {0}
     monkeypatch.setattr(compiled, "plainly_psd", lambda *a: False)  # every group: general
     general = kernels(X, **kw)
     cross_general = kernels(X[:2], X[2:], **kw)
@@ -263,3 +265,55 @@ def test_fused_batch_sizes_and_overflow_fall_back_by_name():
     assert all(np.array_equal(a, b) for a, b in zip(got, ref))
     with pytest.raises(tp.NumericalError, match="relu_relu: k11, k12, k22 must be finite"):
         kernels(np.ones((3, 2)), depth=4, W_std=1e80)
+
+
+def test_diagonal_and_merged_groups_equal_the_separate_programs(monkeypatch):
+    """The repeated-call path (issue 19): the diagonal entries come from the two-input
+    entry program (kind "both") and fused groups differing only by footprint run as one
+    call (``compiled._Merged``). Against the separate evaluations — every diagonal entry
+    from the one-input program (a kernel of one input), every group on its own (merging
+    switched off, entry programs recompiled) — the same bits; batch sizes change none."""
+    from tensorprog.engine import compiled
+
+    X = np.random.default_rng(7).standard_normal((7, 5))
+    X[6] = X[2]  # a repeated input: the per-input requests share their values
+    for nonlin, depth in (("relu", 10), ("erf", 3)):
+        kw = dict(depth=depth, nonlin=nonlin, W_std=1.5, b_std=0.1)
+        ref = kernels(X, **kw)
+        entry = [v for (a, kind, *_), v in stax._COMPILED.items() if kind == "both"][-1]
+        assert any(isinstance(s, compiled._Merged) for s in entry.compiled._steps)
+        for i in range(len(X)):
+            one = kernels(X[i : i + 1], **kw)
+            assert all(np.array_equal(k[i, i], o[0, 0]) for k, o in zip(ref, one))
+        for size in (1, 4):
+            got = kernels(X, batch_size=size, **kw)
+            assert all(np.array_equal(a, b) for a, b in zip(got, ref))
+        with monkeypatch.context() as m:
+            m.setattr(compiled, "_merge", lambda groups: groups)
+            m.setattr(stax, "_COMPILED", type(stax._COMPILED)())
+            apart = kernels(X, **kw)
+            entry = next(v for (a, kind, *_), v in stax._COMPILED.items() if kind == "both")
+            assert not any(isinstance(s, compiled._Merged) for s in entry.compiled._steps)
+        assert all(np.array_equal(a, b) for a, b in zip(apart, ref))
+
+
+def test_uncertified_entry_redoes_its_diagonal(monkeypatch):
+    """A set the compiled methods do not certify has NaN values — its off-diagonal entry
+    and the two diagonal entries it carries: all three come from the whole-program limit
+    of their inputs (``Program.limit``), equal to the compiled values to 1e-12."""
+    from tensorprog.engine import compiled
+
+    X = np.random.default_rng(8).standard_normal((3, 4))
+    kw = dict(depth=2, nonlin="relu", W_std=1.5, b_std=0.1)
+    ref = kernels(X, **kw)
+    run = compiled.CompiledLimit._run
+
+    def forced(self, C, M, Q):  # the last set (entry (1, 2), carrying (1, 1) and (2, 2))
+        V, E, bad = run(self, C, M, Q)
+        return V, E, {**bad, C.shape[0] - 1: "forced"}
+
+    monkeypatch.setattr(compiled.CompiledLimit, "_run", forced)
+    got = kernels(X, **kw)
+    for a, b in zip(got, ref):
+        assert np.isfinite(a).all()
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=0)

@@ -64,9 +64,9 @@ from .evaluate import (
     plainly_psd,
     stein_coefficients,
 )
-from .exact import EntryEvaluator, exact_evaluator
+from .exact import EntryEvaluator
 from .existence import EXISTS, Verdict, decide, law_free, structure
-from .methods import AUTO, DIRECT, EXACT, MONTECARLO, RESULT_METHODS, Method
+from .methods import AUTO, DIRECT, EXACT, MONTECARLO, RANK, RESULT_METHODS, Method
 from .plan import (
     DotRequest,
     ExpectationRequest,
@@ -139,12 +139,14 @@ class _Fused:
 
 @dataclass(frozen=True, eq=False)
 class _Fns:
-    """ScalarFns of one function and level: ``fn`` of their parameters (``deps``)."""
+    """ScalarFns of one function and level: ``fn`` of their parameters (``deps``);
+    ``exact``: every parameter is computed exactly (its error is 0: none to propagate)."""
 
     fn: Any
     reqs: tuple[ScalarFnRequest, ...]
     rids: np.ndarray
     deps: np.ndarray
+    exact: bool
 
 
 @dataclass(frozen=True, eq=False)
@@ -154,6 +156,16 @@ class _Stein:
     req: SteinRequest
     b_rids: np.ndarray
     cov_rids: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
+class _Merged:
+    """Fused groups of one level with the same integrand, layout and gathered entries
+    but different footprints (the per-input requests ⟨x_i, x_i⟩ and ⟨x_j, x_j⟩ of a
+    kernel entry): one call of the evaluator on all of their entries, each group's
+    gathered for its own distinct sets (:meth:`CompiledLimit._merged`)."""
+
+    parts: tuple[_Group, ...]
 
 
 class LimitBatch:
@@ -261,6 +273,7 @@ class CompiledLimit:
         feet = _footprints(plan, der.base_init_index, init_col)
         everything = frozenset().union(*feet) if feet else frozenset()
         self._steps: list[Any] = []
+        ranks = effective_ranks(plan)
         for level in sorted(levels):
             groups: dict[Any, list[ExpectationRequest]] = defaultdict(list)
             fns: dict[Any, list[ScalarFnRequest]] = defaultdict(list)
@@ -280,10 +293,13 @@ class CompiledLimit:
             for reqs in fns.values():
                 k = len(reqs)
                 deps = np.array([r.deps for r in reqs], dtype=np.intp).reshape(k, -1)
-                self._steps.append(_Fns(reqs[0].fn, tuple(reqs), _ix(r.rid for r in reqs), deps))
-            for (meth, _, foot), reqs in groups.items():
-                self._steps.append(_group(meth, reqs, foot, der))
-        ranks = effective_ranks(plan)
+                exact = all(ranks[d] == RANK[EXACT] for d in deps.ravel().tolist())
+                self._steps.append(
+                    _Fns(reqs[0].fn, tuple(reqs), _ix(r.rid for r in reqs), deps, exact)
+                )
+            self._steps += _merge(
+                [_group(meth, reqs, foot, der) for (meth, _, foot), reqs in groups.items()]
+            )
         self._scalars: list[tuple[str, int]] = []
         self.methods: dict[str, str] = {}
         init_rids: dict[str, int] = {}
@@ -395,8 +411,9 @@ class CompiledLimit:
                 f"CompiledLimit.evaluate: set {p} of {C.shape[0]} ({len(bad)} set(s) in all): "
                 f"{why}; evaluate it with tensorprog.limit, which can fall back to Monte Carlo"
             )
-        vals = {n: values[:, r].copy() for n, r in self._scalars}
-        errs = {n: errors[:, r].copy() for n, r in self._scalars}
+        # one gather per table; each scalar's row of it (a view of its own memory)
+        vals = dict(zip(self._names, np.ascontiguousarray(values[:, self._rids].T)))
+        errs = dict(zip(self._names, np.ascontiguousarray(errors[:, self._rids].T)))
         return LimitBatch(self, vals, errs, batched, bad)
 
     def _numbers(
@@ -502,8 +519,9 @@ class CompiledLimit:
         the sets (index → why) whose values are not certified by the compiled methods
         (their values are then meaningless)."""
         P = C.shape[0]
-        V = np.broadcast_to(self._values0, (P, len(self._values0))).copy()
-        E = np.zeros_like(V)
+        # column-major: the steps read and write whole columns (requests)
+        V = np.array(np.broadcast_to(self._values0, (P, len(self._values0))), order="F")
+        E = np.zeros(V.shape, order="F")  # calloc: untouched while every value is exact
         if self._init_rids:
             V[:, _ix(self._init_rids.values())] = Q
         bad: dict[int, str] = {}
@@ -514,6 +532,11 @@ class CompiledLimit:
                 if step.foot is not None and step.foot not in shared:
                     shared[step.foot] = _distinct(step.foot, C, M, Q, memo)
                 self._group(step, V, E, C, M, bad, shared.get(step.foot))
+            elif isinstance(step, _Merged):
+                for g in step.parts:
+                    if g.foot is not None and g.foot not in shared:
+                        shared[g.foot] = _distinct(g.foot, C, M, Q, memo)
+                self._merged(step, V, E, C, M, bad, shared)
             elif isinstance(step, _Fns):
                 self._fns(step, V, E, bad)
             else:
@@ -636,9 +659,44 @@ class CompiledLimit:
             vals, errs = vals[inverse], errs[inverse]
         V[:, step.rids], E[:, step.rids] = vals, errs
 
+    def _merged(
+        self,
+        step: _Merged,
+        V: np.ndarray,
+        E: np.ndarray,
+        C: np.ndarray,
+        M: np.ndarray,
+        bad: dict[int, str],
+        shared: dict[Any, Any],
+    ) -> None:
+        """Evaluate merged fused groups in one call: each group's entries gathered for
+        its sets (its distinct sets when ``shared`` has them), screened and evaluated
+        together — the same elementwise operations on the same entries, hence the same
+        bits as group by group, which is what happens when some entry is unusual."""
+        parts = []
+        for g in step.parts:
+            rows, inverse = shared.get(g.foot) or (None, None)
+            Vs, Cs = (V, C) if rows is None else (V[rows], C[rows])
+            parts.append((g, Vs.shape[0], inverse, _entries(g.fused, Vs, Cs)))
+        if all(ent is not None for *_, ent in parts):
+            vals = _screened(step.parts[0].fused, np.concatenate([e for *_, e in parts], axis=1))
+            if vals is not None:
+                at = 0
+                for g, P, inverse, _ in parts:
+                    k = len(g.reqs)
+                    v = vals[at : at + P * k].reshape(P, k)
+                    at += P * k
+                    if g.scale is not None:
+                        v = v * g.scale
+                    V[:, g.rids] = v if inverse is None else v[inverse]
+                return  # exact: E stays 0
+        for g in step.parts:  # group by group: the general path names what is wrong
+            self._group(g, V, E, C, M, bad, shared.get(g.foot))
+
     def _fns(self, step: _Fns, V: np.ndarray, E: np.ndarray, bad: dict[int, str]) -> None:
         P, k = V.shape[0], len(step.reqs)
-        params = V[:, step.deps].reshape(P * k, step.deps.shape[1])
+        # one contiguous row per parameter (the function's arguments), set-major columns
+        params = np.ascontiguousarray(V[:, step.deps].transpose(2, 0, 1)).reshape(-1, P * k).T
         with np.errstate(all="ignore"):
             vals = np.broadcast_to(np.asarray(step.fn.numpy(*params.T), dtype=float), (P * k,))
         for pos in np.flatnonzero(~np.isfinite(vals)):
@@ -652,10 +710,12 @@ class CompiledLimit:
                     instr,
                     "CompiledLimit",
                 )
-        errs = _propagated_error(
-            step.fn, params, E[:, step.deps].reshape(P * k, step.deps.shape[1])
-        )
-        V[:, step.rids], E[:, step.rids] = vals.reshape(P, k), errs.reshape(P, k)
+        V[:, step.rids] = vals.reshape(P, k)
+        if not step.exact:  # else: E stays 0
+            errs = _propagated_error(
+                step.fn, params, E[:, step.deps].reshape(P * k, step.deps.shape[1])
+            )
+            E[:, step.rids] = errs.reshape(P, k)
 
     def _error(self, cls: type, req: Request, p: int, what: str) -> TensorProgramError:
         exc = cls(f"set {p}: the {describe(req)} {what}")
@@ -670,24 +730,56 @@ def _fused(f: _Fused, V: np.ndarray, C: np.ndarray) -> np.ndarray | None:
     the general path then evaluates the group (clipping rounding-level indefiniteness,
     naming what is wrong). Otherwise the values are the general path's, bit for bit
     (the same entries, the same evaluator)."""
+    ent = _entries(f, V, C)
+    return None if ent is None else _screened(f, ent)
+
+
+def _entries(f: _Fused, V: np.ndarray, C: np.ndarray) -> np.ndarray | None:
+    """The entries ``(n, P·k)`` a fused group needs (:class:`_Fused`; one row per entry,
+    the evaluator's layout) for the sets' request values ``V`` and initial covariances
+    ``C``, or None when one is not finite."""
     P, k = V.shape[0], f.init.shape[0]
-    ent = np.empty((f.n, P, k))  # one row per entry (the evaluator's layout)
+    ent = np.empty((f.n, P, k))
     with np.errstate(all="ignore"):  # an overflow is reported by the general path
         if f.init_at.size:
-            ent[f.init_at] = np.moveaxis(C.reshape(P, -1)[:, f.init], 2, 0)
+            ent[f.init_at] = C.reshape(P, -1)[:, f.init].transpose(2, 0, 1)
         if f.hat_at.size:
-            ent[f.hat_at] = np.moveaxis(V[:, f.slots] * f.s2, 2, 0)
+            ent[f.hat_at] = (V[:, f.slots] * f.s2).transpose(2, 0, 1)
         if f.zero_at.size:
             ent[f.zero_at] = 0.0
-        ent = ent.reshape(f.n, P * k)
-        var, cross = ent[f.var_at].T, ent[f.cross_at].T
-        if not np.isfinite(ent).all() or not plainly_psd(var, cross, f.pairs):
+    ent = ent.reshape(f.n, P * k)
+    return ent if np.isfinite(ent).all() else None
+
+
+def _screened(f: _Fused, ent: np.ndarray) -> np.ndarray | None:
+    """The evaluator's values on finite gathered entries ``(n, ·)`` (:func:`_entries`),
+    or None when the covariances are not plainly PSD or a value is not finite or
+    raises."""
+    with np.errstate(all="ignore"):  # an overflow is reported by the general path
+        if not plainly_psd(ent[f.var_at].T, ent[f.cross_at].T, f.pairs):
             return None
         try:
             vals = np.asarray(f.fn(ent), dtype=float)
         except TensorProgramError:
             return None
     return vals if np.isfinite(vals).all() else None
+
+
+def _merge(groups: list[_Group]) -> list[_Group | _Merged]:
+    """The groups of one level, those fused ones that differ only by their footprint
+    merged (:class:`_Merged`), each at the place of its first member."""
+    by: dict[Any, list[_Group]] = defaultdict(list)
+    for g in groups:
+        if g.fused is not None:
+            by[(g.key, g.fused.cells.tobytes())].append(g)
+    out: list[_Group | _Merged] = []
+    for g in groups:
+        same = by.get((g.key, g.fused.cells.tobytes())) if g.fused is not None else None
+        if not same or len(same) == 1:
+            out.append(g)
+        elif same[0] is g:
+            out.append(_Merged(tuple(same)))
+    return out
 
 
 def _components(linked: np.ndarray) -> list[np.ndarray]:
@@ -706,28 +798,35 @@ def _distinct(
     """``(rows, inverse)``: one set per distinct numbers of ``foot`` (covariances and
     means of its initial vectors, values of its initial scalars) and each set's
     position among them; None when fewer than half the sets would be saved. Only the
-    numbers that differ between sets are compared (``memo``: by those columns)."""
+    numbers that differ between sets are compared (``memo``: by the initial vectors and
+    scalars of ``foot`` with such numbers, and by those numbers)."""
     P = C.shape[0]
     if "varies" not in memo:
-        memo["varies"] = (
+        vc, vm, vq = (
             np.any(C != C[:1], axis=0),
             np.any(M != M[:1], axis=0),
             np.any(Q != Q[:1], axis=0),
         )
-    vc, vm, vq = memo["varies"]
-    vi = np.array(sorted(i for i in foot if i >= 0), dtype=np.intp)
-    si = np.array(sorted(-1 - i for i in foot if i < 0), dtype=np.intp)
-    cells = np.argwhere(vc[vi[:, None], vi[None, :]])
-    which = (
-        tuple((int(vi[a]), int(vi[b])) for a, b in cells),
-        tuple(int(i) for i in vi[vm[vi]]),
-        tuple(int(j) for j in si[vq[si]]),
-    )
-    if which not in memo:
-        cols = [C[:, a, b] for a, b in which[0]] + [M[:, i] for i in which[1]]
-        cols += [Q[:, j] for j in which[2]]
-        memo[which] = _unique_rows(np.stack(cols, axis=1) if cols else np.zeros((P, 0)))
-    return memo[which]
+        memo["varies"] = vc, vm, vq
+        live = np.flatnonzero(vc.any(axis=0) | vm).tolist()
+        memo["live"] = frozenset(live) | {-1 - j for j in np.flatnonzero(vq).tolist()}
+    key = foot & memo["live"]
+    if key not in memo:
+        vc, vm, vq = memo["varies"]
+        vi = np.array(sorted(i for i in key if i >= 0), dtype=np.intp)
+        si = np.array(sorted(-1 - i for i in key if i < 0), dtype=np.intp)
+        cells = np.argwhere(vc[vi[:, None], vi[None, :]])
+        which = (
+            tuple((int(vi[a]), int(vi[b])) for a, b in cells),
+            tuple(int(i) for i in vi[vm[vi]]),
+            tuple(int(j) for j in si[vq[si]]),
+        )
+        if which not in memo:
+            cols = [C[:, a, b] for a, b in which[0]] + [M[:, i] for i in which[1]]
+            cols += [Q[:, j] for j in which[2]]
+            memo[which] = _unique_rows(np.stack(cols, axis=1) if cols else np.zeros((P, 0)))
+        memo[key] = memo[which]
+    return memo[key]
 
 
 #: Rows of a batch looked at before sorting all of them (:func:`_unique_rows`).
@@ -820,9 +919,9 @@ def _fuse(
     method, expr, d, m, centred, groups = key
     if method is not EXACT:
         return None
-    ev = exact_evaluator(expr, d, m, centred, groups)
+    ev = EntryEvaluator.of(expr, d, m, centred, groups)
     at = pair_blocks(groups, d)
-    if not isinstance(ev, EntryEvaluator) or at is None or not law_free(expr, d, m):
+    if ev is None or at is None or not law_free(expr, d, m):
         return None
     screen = [i * d + i for i in range(d)] + [int(i) * d + int(j) for i, j in at]
     cells = np.unique(np.concatenate([ev.cells, np.array(screen, dtype=np.intp)]))

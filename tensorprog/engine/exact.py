@@ -282,6 +282,21 @@ class EntryEvaluator:
     def __call__(self, mean: np.ndarray, cov: np.ndarray, qv: np.ndarray) -> np.ndarray:
         return self.fn(cov.reshape(len(cov), self.d * self.d)[:, self.cells].T)
 
+    @staticmethod
+    def of(
+        expr: sympy.Expr, d: int, m: int, centred: bool, groups: tuple[int, ...] | None = None
+    ) -> EntryEvaluator | None:
+        """The exact evaluator of ``𝔼[expr]`` (:func:`exact_evaluator`) when it reads
+        covariance entries only — or, for one centred monomial ``c·g_i g_j`` with a
+        numeric ``c`` (which :func:`exact_evaluator` integrates by its Wick table),
+        ``c·Σ_ij`` [Isserlis 1918]: the same product, the same bits; None otherwise."""
+        ev = exact_evaluator(expr, d, m, centred, groups)
+        if isinstance(ev, EntryEvaluator) or ev is None or not centred or shape(expr).opaque:
+            return ev if isinstance(ev, EntryEvaluator) else None
+        mono = g_monomials(expr, [g(k) for k in range(d)])
+        one = mono is not None and len(mono) == 1 and sum(next(iter(mono))) == 2
+        return _centred_quadratic(sympy.S.One, mono, d) if one else None
+
     def on(self, cells: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
         """``fn`` taking the entries ``cells`` (sorted, a superset of :attr:`cells`)."""
         if len(cells) == len(self.cells):

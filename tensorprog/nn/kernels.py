@@ -280,8 +280,9 @@ def kernels(
     (residual blocks, LayerNorm): :mod:`tensorprog.nn.stax`.
 
     Entry ``(i, j)`` of every layer depends only on ``ξ_i, ξ_j``: :func:`kernel_program`
-    on those two inputs (one on the diagonal) holds one entry, and its limit depends on
-    the inputs only through their covariance ``K¹``. That program is derived and
+    on those two inputs holds that entry (and the diagonal entries ``(i, i)``, ``(j, j)``,
+    whose per-input Moments its laws need anyway), and its limit depends on the inputs
+    only through their covariance ``K¹``. That program is derived and
     planned once per ``(depth, nonlin, W_std, b_std, method)``
     (:func:`tensorprog.compile_limit`) and evaluated for every entry with numpy,
     ``batch_size`` entries at a time (:meth:`tensorprog.nn.stax.Layer.kernel_fn`): a

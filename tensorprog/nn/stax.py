@@ -335,8 +335,8 @@ class Layer:
         Notes
         -----
         Entry ``(i, j)`` of every layer depends only on the inputs ``ξ_i, ξ_j``: the
-        program of :meth:`program` on two inputs (one for the diagonal) holds one
-        entry, and its limit is a function of the inputs' covariance
+        program of :meth:`program` on two inputs holds that entry and the diagonal
+        entries of the two inputs, and its limit is a function of the inputs' covariance
         ``σ_w² ξ_iᵀξ_j/d + σ_b²`` only. That program is derived and planned once per
         network and method (:func:`tensorprog.compile_limit`; the last 16 are kept)
         and evaluated for all entries, ``batch_size`` at a time, with numpy: a
@@ -1172,33 +1172,45 @@ _COMPILED_SIZE = 16
 @dataclass(frozen=True, eq=False)
 class _Pairwise:
     """The kernel program of one entry — the network's forward and backward pass on
-    two inputs (``cross``) or one (the diagonal) — compiled once per architecture.
+    two inputs or one — compiled once per architecture.
 
     ``inputs``: per Dense layer reading the inputs, the indices of its vectors among
-    the initial vectors, ``σ_w`` and ``σ_b``; ``nngp``, ``ntk``: the entry's scalars;
-    ``cov``: the compiled program's initial covariance (the biases' and readout's
-    variances stay, the inputs' blocks change per entry)."""
+    the initial vectors, ``σ_w`` and ``σ_b``; ``nngp``, ``ntk``: the entry's scalars
+    (``(0, 1)``, or ``(0, 0)`` on one input); ``diagonal``: the scalars ``(nngp, ntk)``
+    of the entries ``(0, 0)`` and ``(1, 1)`` when the program on two inputs holds them
+    too (kind ``"both"``: the laws of the entry ``(0, 1)`` already need every
+    per-input Moment ⟨x_0, x_0⟩, ⟨x_1, x_1⟩ of the forward and backward pass but the
+    last, so the diagonal costs the program its ScalarFns and the last backward Moments,
+    and its per-input requests are evaluated once per distinct input); ``cov``: the compiled program's initial
+    covariance (the biases' and readout's variances stay, the inputs' blocks change
+    per entry)."""
 
     compiled: Any
     inputs: tuple[tuple[np.ndarray, float, float], ...]
     nngp: Any
     ntk: Any
+    diagonal: tuple[tuple[Any, Any], ...]
     cov: np.ndarray
 
 
-def _pairwise(key: Any, body: list[Layer], readout: Dense, cross: bool, limit_kw: dict) -> Any:
-    """The compiled entry program of an architecture (cached), or None when it has no
-    compiled limit (an expectation needs Monte Carlo: the whole program's limit
-    decides)."""
+#: The entries of the compiled entry programs, by kind: on one input (a diagonal entry),
+#: on two (an entry of a cross-kernel), or on two with their diagonal entries too.
+_ENTRY_PAIRS = {"one": [(0, 0)], "cross": [(0, 1)], "both": [(0, 1), (0, 0), (1, 1)]}
+
+
+def _pairwise(key: Any, body: list[Layer], readout: Dense, kind: str, limit_kw: dict) -> Any:
+    """The compiled entry program (kind of :data:`_ENTRY_PAIRS`) of an architecture
+    (cached), or None when it has no compiled limit (an expectation needs Monte Carlo:
+    the whole program's limit decides)."""
     method, degree = limit_kw.get("method", "auto"), limit_kw.get("degree")
-    k = (key, cross, method, degree)
+    k = (key, kind, method, degree)
     if k in _COMPILED:
         _COMPILED.move_to_end(k)
         return _COMPILED[k]
     # any inputs with a correlation ≠ 0: the structure of correlated inputs is the general one
-    X = np.array([[1.0], [0.5]]) if cross else np.array([[1.0]])
+    X = np.array([[1.0]]) if kind == "one" else np.array([[1.0], [0.5]])
     with paused_gc():
-        b, nngp, ntk = _write(body, readout, X, 1, [(0, 1)] if cross else [(0, 0)], "kernel_entry")
+        b, nngp, ntk = _write(body, readout, X, X.shape[0], _ENTRY_PAIRS[kind], "kernel_entry")
         try:
             c = compile_limit(b.p, method, degree=degree)
         except MethodUnavailableError:
@@ -1209,7 +1221,9 @@ def _pairwise(key: Any, body: list[Layer], readout: Dense, cross: bool, limit_kw
         inputs = tuple(
             (np.array([at[h.name] for h in hs], dtype=np.intp), w2, b2) for hs, w2, b2 in b.inputs
         )
-        out = _Pairwise(c, inputs, nngp[0, 0], ntk[0, 0], b.p.initial_covariance)
+        i, j = _ENTRY_PAIRS[kind][0]
+        diagonal = tuple((nngp[a, a], ntk[a, a]) for a in (0, 1)) if kind == "both" else ()
+        out = _Pairwise(c, inputs, nngp[i, j], ntk[i, j], diagonal, b.p.initial_covariance)
     _COMPILED[k] = out
     while len(_COMPILED) > _COMPILED_SIZE:
         _COMPILED.popitem(last=False)
@@ -1277,25 +1291,30 @@ def _pairwise_kernels(
 ) -> tuple[KernelResult, int, float] | None:
     """The kernels entry by entry: entry ``(i, j)`` of every layer depends only on the
     inputs ``ξ_i, ξ_j`` (the forward and backward passes on them), so the entry program
-    of two inputs (one on the diagonal) is compiled once per architecture and evaluated
-    for every entry, ``batch_size`` entries per vectorised call. Entries whose
+    of two inputs is compiled once per architecture and evaluated for every entry,
+    ``batch_size`` entries per vectorised call; for a symmetric kernel it also holds the
+    two inputs' diagonal entries (kind ``"both"``: its per-input requests are evaluated
+    once per distinct input, and merged into one call per level), so the diagonal costs
+    no second program (one input: the program on one input). Entries whose
     expectations the compiled methods do not certify get the whole-program limit of
     their inputs (which may use Monte Carlo). Returns the kernels (without methods and
     errors unless ``return_info``), how many entries were sampled and their largest
     standard error; None when the entry program has no compiled limit."""
     B = X.shape[0]
     symmetric = B == B1
-    diag = _pairwise(key, body, readout, False, limit_kw) if symmetric else None
-    cross = _pairwise(key, body, readout, True, limit_kw)
-    if cross is None or (symmetric and diag is None):
+    # a symmetric kernel: its entries i < j through the program on two inputs that also
+    # holds their diagonal entries (one input: the program on one input)
+    kind = "cross" if not symmetric else "both" if B1 > 1 else "one"
+    pw = _pairwise(key, body, readout, kind, limit_kw)
+    if pw is None:
         return None
-    for _, W_std, b_std in cross.inputs:
+    for _, W_std, b_std in pw.inputs:
         _check_input_kernel(X, W_std, b_std, where)
     shape = (B1, B1) if symmetric else (B1, B - B1)
     entries = B1 * (B1 + 1) // 2 if symmetric else B1 * (B - B1)
     size = min(batch_size or DEFAULT_BATCH_SIZE, max(entries, 1))
-    block = size * (_BYTES_PER_ENTRY_REQUEST * cross.compiled.requests + 8 * cross.cov.size)
-    if "quadrature" in cross.compiled.methods.values():
+    block = size * (_BYTES_PER_ENTRY_REQUEST * pw.compiled.requests + 8 * pw.cov.size)
+    if "quadrature" in pw.compiled.methods.values():
         block += _QUADRATURE_BYTES
     result = 8 * shape[0] * shape[1] * (8 if return_info else 2)
     shown = f"B={B1}" if symmetric else f"B={B1}×{B - B1}"
@@ -1318,42 +1337,45 @@ def _pairwise_kernels(
     out = {k: np.empty(shape) for k in ("nngp", "ntk")}
     err = {k: np.zeros(shape) for k in ("nngp", "ntk")} if return_info else None
     sq = np.einsum("ij,ij->i", X, X)
-    redo: list[tuple[int, int]] = []
+    redo: dict[tuple[int, int], None] = {}
     bar = None
     if limit_kw.get("progress", False):
         from tqdm.auto import tqdm
 
         bar = tqdm(total=entries, desc=f"{where}: kernel entries", leave=False)
-    parts = [(diag, True), (cross, False)] if symmetric else [(cross, False)]
-    for pw, on_diagonal in parts:
-        for rows, cols in _entry_blocks(B, B1, size, on_diagonal):
-            # the entries' laws are built here from checked inputs: not validated again
-            res = pw.compiled._evaluate_built(_entry_laws(pw, X, sq, rows, cols), "nan")
-            cols_c = cols if symmetric else cols - B1
-            for kind, h in (("nngp", pw.nngp), ("ntk", pw.ntk)):
-                out[kind][rows, cols_c] = res.values[h.name]
-                if symmetric:
-                    out[kind][cols_c, rows] = res.values[h.name]
+    for n_block, (rows, cols) in enumerate(_entry_blocks(B, B1, size, kind == "one")):
+        # the entries' laws are built here from checked inputs: not validated again
+        res = pw.compiled._evaluate_built(_entry_laws(pw, X, sq, rows, cols), "nan")
+        cells = [(rows, cols if symmetric else cols - B1, pw.nngp, pw.ntk)]
+        cells += [(r, r, *hs) for r, hs in zip((rows, cols), pw.diagonal)]
+        for r, c, *hs in cells:
+            for kernel, h in zip(("nngp", "ntk"), hs):
+                out[kernel][r, c] = res.values[h.name]
+                if symmetric and r is not c:
+                    out[kernel][c, r] = res.values[h.name]
                 if err is not None:
-                    err[kind][rows, cols_c] = res.errors[h.name]
-                    if symmetric:
-                        err[kind][cols_c, rows] = res.errors[h.name]
-            redo += [(int(rows[p]), int(cols[p])) for p in res.uncertified]
-            if bar is not None:
-                bar.update(len(rows))
+                    err[kernel][r, c] = res.errors[h.name]
+                    if symmetric and r is not c:
+                        err[kernel][c, r] = res.errors[h.name]
+        for p in res.uncertified:  # the set's diagonal entries too: its laws are suspect
+            i, j = int(rows[p]), int(cols[p])
+            redo.update(dict.fromkeys([(i, j), (i, i), (j, j)] if pw.diagonal else [(i, j)]))
+        if bar is not None:
+            bar.update(len(rows) + (B1 if pw.diagonal and n_block == 0 else 0))
     if bar is not None:
         bar.close()
     method = stderr = None
     if return_info:
         method = {}
-        for kind, attr in (("nngp", "nngp"), ("ntk", "ntk")):
-            m = np.full(shape, cross.compiled.methods[getattr(cross, attr).name], dtype=object)
+        on_diagonal = pw.diagonal[0] if pw.diagonal else (pw.nngp, pw.ntk)
+        for n, (kernel, h) in enumerate(zip(("nngp", "ntk"), (pw.nngp, pw.ntk))):
+            m = np.full(shape, pw.compiled.methods[h.name], dtype=object)
             if symmetric:
-                np.fill_diagonal(m, diag.compiled.methods[getattr(diag, attr).name])
-            method[kind] = m
+                np.fill_diagonal(m, pw.compiled.methods[on_diagonal[n].name])
+            method[kernel] = m
         stderr = {k: np.zeros(shape) for k in ("nngp", "ntk")}
     sampled, worst = _whole_program_entries(
-        body, readout, X, B1, redo, limit_kw, out, err, method, stderr
+        body, readout, X, B1, list(redo), limit_kw, out, err, method, stderr
     )
     if not return_info:
         return KernelResult(out["nngp"], out["ntk"], {}, {}, {}, None, symmetric), sampled, worst
