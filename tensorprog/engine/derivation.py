@@ -253,7 +253,6 @@ class OuterNode:
 Node = BaseNode | FnNode | MatMulNode | OuterNode
 
 
-
 #: Placed expressions of every derivation, one object per equal expression (hash-consing).
 #: Programs that share steps (a longer training run, a rebuilt program) place equal
 #: expressions; as distinct objects, every cache keyed by expression would compare them
