@@ -963,20 +963,16 @@ def affine_parts(
     return {k: v for k, v in coeffs.items() if v != 0}, tidy(const)
 
 
-#: Per-node caches of the tree walks, keyed by the node's identity (each entry keeps its
-#: node alive, so an id is never reused while cached; the caches are emptied when they
-#: grow past ``_CACHE_SIZE`` nodes). Not by equality: two programs build equal but
-#: distinct DAGs (a longer training run repeats a shorter one's steps), and sympy's
-#: ``==`` compares them as trees — exponential in the number of steps of a linear unroll.
-_GAUSSIANS: dict[int, tuple[sympy.Basic, frozenset]] = {}
-_AFFINE: dict[tuple[int, bool], tuple[sympy.Basic, bool]] = {}
+#: Per-node caches of the tree walks (sympy expressions are immutable, so entries never
+#: go stale; the caches are emptied when they grow past ``_CACHE_SIZE`` nodes).
+_GAUSSIANS: dict[sympy.Basic, frozenset] = {}
+_AFFINE: dict[tuple[sympy.Basic, bool], bool] = {}
 _CACHE_SIZE = 1 << 18
 _NONE: frozenset = frozenset()
 
 
 def _all_gaussians(e: sympy.Basic) -> frozenset:
-    hit = _GAUSSIANS.get(id(e))
-    r = None if hit is None else hit[1]
+    r = _GAUSSIANS.get(e)
     if r is None:
         if isinstance(e, GaussSym):
             r = frozenset((e,))
@@ -988,7 +984,7 @@ def _all_gaussians(e: sympy.Basic) -> frozenset:
                     r = ga if not r else r | ga
         if len(_GAUSSIANS) > _CACHE_SIZE:
             _GAUSSIANS.clear()
-        _GAUSSIANS[id(e)] = (e, r)
+        _GAUSSIANS[e] = r
     return r
 
 
@@ -1016,9 +1012,8 @@ def is_affine(
     if not gset(e):
         return not linear
     cached = gset is _all_gaussians
-    key = (id(e), linear)
-    hit = _AFFINE.get(key) if cached else None
-    r = None if hit is None else hit[1]
+    key = (e, linear)
+    r = _AFFINE.get(key) if cached else None
     if r is None:
         if isinstance(e, GaussSym):
             r = True
@@ -1032,7 +1027,7 @@ def is_affine(
         if cached:
             if len(_AFFINE) > _CACHE_SIZE:
                 _AFFINE.clear()
-            _AFFINE[key] = (e, r)
+            _AFFINE[key] = r
     return r
 
 
