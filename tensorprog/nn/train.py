@@ -1762,10 +1762,7 @@ class TrainRun:
 def _inputs(X: Any, who: str) -> np.ndarray:
     """``X`` as a finite float array of shape ``(B, d_x)``, ``B ≥ 1`` (else an error
     naming ``who``)."""
-    try:
-        Xa = np.asarray(X, dtype=float)
-    except (TypeError, ValueError):
-        raise ProgramTypeError(f"{who}: X must be a numeric array, got {X!r}") from None
+    Xa = _as_floats(X, "X", who)
     if Xa.ndim != 2 or Xa.shape[0] == 0 or not np.all(np.isfinite(Xa)):
         raise ProgramValueError(
             f"{who}: X must be a finite 2-D array, shape (B, d_x) with B ≥ 1, got shape {Xa.shape}"
@@ -2043,11 +2040,11 @@ def _scaling(param: Any, spec: ParamSpec, opt: Optimizer | None = None) -> Scali
     )
 
 
-def _as_floats(a: Any, what: str) -> np.ndarray:
+def _as_floats(a: Any, what: str, who: str = "nn.train") -> np.ndarray:
     try:
         return np.asarray(a, dtype=float)
     except (TypeError, ValueError):
-        raise ProgramTypeError(f"nn.train: {what} must be a numeric array, got {a!r}") from None
+        raise ProgramTypeError(f"{who}: {what} must be a numeric array, got {a!r}") from None
 
 
 def train(
