@@ -104,10 +104,28 @@ class Shape:
 
 _CAP = 10**9
 
+#: Entries of the per-integrand caches (:func:`shape`, :func:`exact_evaluator`,
+#: :func:`linear_forms_of`): above a plan's number of distinct integrands, so that
+#: the plan and the evaluator, which ask in turn for every request's integrand, never
+#: cycle through a full cache (a T = 30 linear training unroll has about 4,500).
+_LRU_SIZE = 1 << 15
 
-@functools.lru_cache(maxsize=4096)
+
+#: What :func:`shape` reads of one node: ``(terms, opaque, blocked, entangled)`` — the
+#: bounds of :class:`Shape`, whether some function factor below it is not exact, and the
+#: entangled sets below it. Cached per node across integrands (the requests of a plan
+#: share their subexpressions: a linear training unroll's are met by ``O(T²)``
+#: requests); emptied past ``_CACHE_SIZE`` nodes and when a closed form is registered.
+_Facts = tuple[int, int, bool, frozenset]
+_SHAPES: dict[sympy.Basic, _Facts] = {}
+_INNER: dict[sympy.Basic, frozenset] = {}
+_PLAIN: _Facts = (1, 0, False, frozenset())
+
+
+@functools.lru_cache(maxsize=_LRU_SIZE)
 def shape(expr: sympy.Expr) -> Shape:
-    """:class:`Shape` of ``expr`` by one memoised walk of its DAG (shared subtrees once).
+    """:class:`Shape` of ``expr`` by one walk of its DAG (shared subtrees once, and
+    nodes already read for another integrand not again).
 
     Examples
     --------
@@ -116,76 +134,91 @@ def shape(expr: sympy.Expr) -> Shape:
     >>> s.terms, s.opaque, s.exact_factors, s.needs_dims()  # (g₀+g₃)² bounded by 2² terms
     (4, 1, False, 3)
     """
-    gset = gaussians()
-    facts: dict[sympy.Basic, tuple[int, int]] = {}  # node -> (terms, opaque)
-    entangled: set[frozenset] = set()
-    blocked = [False]
+    t, o, blocked, entangled = _facts(expr)
+    return Shape(t, o, not blocked, tuple(sorted(entangled, key=len, reverse=True)))
 
-    def visit(e: sympy.Basic) -> tuple[int, int]:
-        r = facts.get(e)
-        if r is not None:
-            return r
-        if not gset(e):
-            r = (1, 0)
-        elif isinstance(e, sympy.Add):
-            parts = [visit(a) for a in e.args]
-            r = (min(_CAP, sum(t for t, _ in parts)), max(o for _, o in parts))
-        elif isinstance(e, sympy.Mul):
-            t, o = 1, 0
-            for a in e.args:
-                ta, oa = visit(a)
-                t, o = min(_CAP, t * ta), o + oa
-            r = (t, o)
-        elif isinstance(e, sympy.Pow) and e.exp.is_Integer and e.exp > 0:
-            tb, ob = visit(e.base)
-            n = int(e.exp)
-            r = (min(_CAP, tb ** min(n, 30)), n * ob)
-        elif isinstance(e, GaussSym):
-            r = (1, 0)
-        else:
-            r = (1, 1)
-            _function(e)
-        facts[e] = r
+
+def _facts(e: sympy.Basic) -> _Facts:
+    r = _SHAPES.get(e)
+    if r is not None:
         return r
+    if not _all_gaussians(e) or isinstance(e, GaussSym):
+        return _PLAIN
+    if isinstance(e, sympy.Add):
+        parts = [_facts(a) for a in e.args]
+        t, o = min(_CAP, sum(p[0] for p in parts)), max(p[1] for p in parts)
+    elif isinstance(e, sympy.Mul):
+        parts = [_facts(a) for a in e.args]
+        t, o = 1, 0
+        for p in parts:
+            t, o = min(_CAP, t * p[0]), o + p[1]
+    elif isinstance(e, sympy.Pow) and e.exp.is_Integer and e.exp > 0:
+        parts = [_facts(e.base)]
+        n = int(e.exp)
+        t, o = min(_CAP, parts[0][0] ** min(n, 30)), n * parts[0][1]
+    else:
+        blocked, entangled = _function_facts(e)
+        r = (1, 1, blocked, entangled)
+        parts = None
+    if parts is not None:
+        blocked = any(p[2] for p in parts)
+        entangled = frozenset().union(*(p[3] for p in parts if p[3]))
+        r = (t, o, blocked, entangled)
+    if len(_SHAPES) > _CACHE_SIZE:
+        _SHAPES.clear()
+    _SHAPES[e] = r
+    return r
 
-    def _function(e: sympy.Basic) -> None:
-        fn = getattr(e.func, "nonlinearity", None)
-        polynomial = fn is not None and fn.is_polynomial
-        ok = (
-            isinstance(e, sympy.Function)
-            and fn is not None
-            and not fn.nparams
-            and len(e.args) == 1
-            and has_closed_form(fn)
-        )
+
+def _function_facts(e: sympy.Basic) -> tuple[bool, frozenset]:
+    """Whether a function factor is not exact, and the entangled sets in it."""
+    fn = getattr(e.func, "nonlinearity", None)
+    polynomial = fn is not None and fn.is_polynomial
+    ok = (
+        isinstance(e, sympy.Function)
+        and fn is not None
+        and not fn.nparams
+        and len(e.args) == 1
+        and has_closed_form(fn)
+    )
+    entangled: set[frozenset] = set()
+    for a in e.args:
+        ga = _all_gaussians(a)
+        if not ga:
+            continue
+        if not is_affine(a):
+            ok = False
+            if not polynomial:
+                entangled.add(ga)
+            entangled |= _inner_facts(a)
+        elif not is_affine(a, linear=True) and fn is not None and not _takes_means(fn):
+            ok = False  # a constant shift is a mean: only forms that take means
+    return not ok, frozenset(entangled)
+
+
+def _inner_facts(e: sympy.Basic) -> frozenset:
+    """The entangled sets of the functions nested in a non-affine argument (entangled in
+    their own right; the argument's function is not exact anyway)."""
+    r = _INNER.get(e)
+    if r is None:
+        r = frozenset()
         for a in e.args:
-            ga = gset(a)
-            if not ga:
+            if not _all_gaussians(a):
                 continue
-            if not is_affine(a):
-                ok = False
-                if not polynomial:
-                    entangled.add(ga)
-                visit_inner(a)
-            elif not is_affine(a, linear=True) and fn is not None and not _takes_means(fn):
-                ok = False  # a constant shift is a mean: only forms that take means
-        if not ok:
-            blocked[0] = True
+            if isinstance(a, (sympy.Add, sympy.Mul, sympy.Pow)) or not a.args:
+                r = r | _inner_facts(a)
+            else:
+                r = r | _facts(a)[3]
+        if len(_INNER) > _CACHE_SIZE:
+            _INNER.clear()
+        _INNER[e] = r
+    return r
 
-    inner_seen: set[sympy.Basic] = set()
 
-    def visit_inner(e: sympy.Basic) -> None:
-        # functions nested in a non-affine argument are entangled in their own right
-        for a in e.args:
-            if gset(a) and a not in inner_seen:
-                inner_seen.add(a)
-                if isinstance(a, (sympy.Add, sympy.Mul, sympy.Pow)) or not a.args:
-                    visit_inner(a)
-                else:
-                    visit(a)
-
-    t, o = visit(expr)
-    return Shape(t, o, not blocked[0], tuple(sorted(entangled, key=len, reverse=True)))
+def _forget_shapes() -> None:
+    shape.cache_clear()
+    _SHAPES.clear()
+    _INNER.clear()
 
 
 def expand_terms(expr: sympy.Expr, max_terms: int = MAX_TERMS) -> tuple[sympy.Expr, ...] | None:
@@ -196,7 +229,7 @@ def expand_terms(expr: sympy.Expr, max_terms: int = MAX_TERMS) -> tuple[sympy.Ex
     return sympy.Add.make_args(sympy.expand(expr, deep=False, power_exp=False, log=False))
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=_LRU_SIZE)
 def exact_evaluator(
     expr: sympy.Expr, d: int, m: int, centred: bool, groups: tuple[int, ...] | None = None
 ) -> Evaluator | None:
@@ -241,7 +274,7 @@ def exact_evaluator(
 
 
 # a closed form registered later changes what is exact: forget the compiled verdicts
-on_register(shape.cache_clear)
+on_register(_forget_shapes)
 on_register(exact_evaluator.cache_clear)
 
 
@@ -428,7 +461,7 @@ class LinearForms:
     forms: tuple[sympy.Expr, ...]
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=_LRU_SIZE)
 def linear_forms_of(expr: sympy.Expr) -> LinearForms | None:
     """:class:`LinearForms` of a polynomial in the ``g``'s (None for anything else: a
     function of a Gaussian), by one memoised walk of the DAG above the forms.
@@ -494,58 +527,127 @@ def _forms_wick(lf: LinearForms, d: int, m: int) -> Evaluator | None:
 
 def _form_rows(forms: tuple[sympy.Expr, ...], d: int, m: int) -> Callable[[np.ndarray], np.ndarray]:
     """``qv (B, m) ↦ (B, K, d + 1)``: the constant ``a_k(q)`` and coefficients
-    ``c_{ki}(q)`` of affine forms ``L_k = a_k + Σ_i c_{ki} g_i``.
+    ``c_{ki}(q)`` of affine forms ``L_k = a_k + Σ_i c_{ki} g_i``, by
+    :func:`affine_rows`."""
+
+    def rows(qv: np.ndarray) -> np.ndarray:
+        return np.stack(affine_rows(forms, d, qv), axis=1)
+
+    return rows
+
+
+@dataclass(frozen=True, slots=True)
+class _AffineOp:
+    """How an affine node's row is made from its arguments' (:func:`affine_rows`):
+    a Gaussian ``g_k`` (``k``), a sum (dependent terms plus ``g``-free ones) or a
+    product (``g``-free factors times the one dependent factor). ``qs``: the indices
+    ``j`` of every ``q_j`` in the node (its row is a function of those only)."""
+
+    k: int  # the Gaussian's index, -1 for a sum or product
+    add: bool
+    dep: tuple[sympy.Expr, ...]
+    free: Callable[[np.ndarray], np.ndarray] | None  # the g-free parts, (B, m) -> (F, B)
+    qs: np.ndarray
+
+
+#: Per-node records of affine nodes (:func:`_affine_op`), and rows of affine nodes by the
+#: values of their constants (:func:`affine_rows`); emptied past ``_CACHE_SIZE`` and
+#: ``_ROWS_SIZE`` entries (an entry is a pure function of its key: it never goes stale).
+_AFFINE_OPS: dict[sympy.Basic, _AffineOp] = {}
+_ROWS: dict[tuple, np.ndarray] = {}
+_ROWS_SIZE = 1 << 16
+_QS: dict[sympy.Basic, frozenset] = {}
+
+
+def _q_indices(e: sympy.Basic) -> frozenset:
+    """The indices ``j`` of the constants ``q_j`` in ``e`` (a walk cached per node)."""
+    r = _QS.get(e)
+    if r is None:
+        if isinstance(e, ConstSym):
+            r = frozenset((e.index,))
+        else:
+            r = _NONE
+            for a in e.args:
+                qa = _q_indices(a)
+                if qa:
+                    r = qa if not r else r | qa
+        if len(_QS) > _CACHE_SIZE:
+            _QS.clear()
+        _QS[e] = r
+    return r
+
+
+def _affine_op(e: sympy.Basic) -> _AffineOp:
+    op = _AFFINE_OPS.get(e)
+    if op is None:
+        qs = np.array(sorted(_q_indices(e)), dtype=np.intp)
+        if isinstance(e, GaussSym):
+            op = _AffineOp(e.index, False, (), None, qs)
+        else:
+            free = [a for a in e.args if not _all_gaussians(a)]
+            dep = tuple(a for a in e.args if _all_gaussians(a))
+            fn = None
+            if free:
+                top = max((max(_q_indices(a), default=-1) for a in free), default=-1)
+                fn = _lam_q_many(free, [q(j) for j in range(top + 1)])
+            op = _AffineOp(-1, isinstance(e, sympy.Add), dep, fn, qs)
+        if len(_AFFINE_OPS) > _CACHE_SIZE:
+            _AFFINE_OPS.clear()
+        _AFFINE_OPS[e] = op
+    return op
+
+
+def affine_rows(forms: tuple[sympy.Expr, ...], d: int, qv: np.ndarray) -> list[np.ndarray]:
+    """The rows ``(B, d + 1)`` — constant, then coefficients of ``g_0 … g_{d-1}`` — of
+    affine expressions ``L = a(q) + Σ_i c_i(q) g_i`` at a batch of constants ``qv (B, m)``.
 
     Read from the forms' DAG (sums, and products with one Gaussian-dependent factor),
-    never expanded: the ``g``-free parts are evaluated by :func:`_lam_q_many` (one walk)
-    and each affine node once as a ``(B, d + 1)`` array."""
-    gfree: dict[sympy.Basic, int] = {}
-    ops: list[tuple[sympy.Basic, str, tuple]] = []  # affine nodes in topological order
-    done: set[sympy.Basic] = set()
+    never expanded, and memoised across calls per node and values of the node's own
+    constants: the requests of a plan share their affine nodes (placed expressions are
+    interned, :func:`~.derivation._interned`), so a linear training unroll's ``Z``, a
+    DAG of ``O(T)`` nodes met by ``O(T²)`` requests, is walked once, not once per
+    request. Each node's row is one numpy operation over its arguments' rows (in the
+    arguments' order: the same bits, memoised or not)."""
+    B = qv.shape[0]
+    vals: dict[sympy.Basic, np.ndarray] = {}
+    keys: dict[sympy.Basic, tuple] = {}
     stack: list[sympy.Basic] = list(forms)
     while stack:
         e = stack[-1]
-        if e in done:
+        if e in vals:
             stack.pop()
             continue
-        if isinstance(e, GaussSym):
-            ops.append((e, "g", (e.index,)))
-        else:
-            todo = [a for a in e.args if _all_gaussians(a) and a not in done]
+        op = _affine_op(e)
+        key = keys.get(e)
+        if key is None:
+            key = keys[e] = (e, d, B, qv[:, op.qs].tobytes())
+        v = _ROWS.get(key)
+        if v is None:
+            todo = [a for a in op.dep if a not in vals]
             if todo:
                 stack.extend(todo)
                 continue
-            free = [gfree.setdefault(a, len(gfree)) for a in e.args if not _all_gaussians(a)]
-            dep = tuple(a for a in e.args if _all_gaussians(a))
-            kind = "add" if isinstance(e, sympy.Add) else "mul"
-            ops.append((e, kind, (tuple(free), dep)))
-        done.add(e)
-        stack.pop()
-    consts = _lam_q_many(list(gfree), [q(j) for j in range(m)])
-
-    def rows(qv: np.ndarray) -> np.ndarray:
-        B = qv.shape[0]
-        cv = consts(qv)  # (number of g-free parts, B)
-        val: dict[sympy.Basic, np.ndarray] = {}
-        for e, kind, data in ops:
-            if kind == "g":
+            if op.k >= 0:
                 v = np.zeros((B, d + 1))
-                v[:, 1 + data[0]] = 1.0
-            elif kind == "add":
-                free, dep = data
-                v = sum((val[a] for a in dep[1:]), val[dep[0]].copy())
-                for j in free:
-                    v[:, 0] += cv[j]
-            else:  # a g-free factor times the one dependent factor (is_affine)
-                free, (a,) = data
-                scale = np.ones(B)
-                for j in free:
-                    scale = scale * cv[j]
-                v = scale[:, None] * val[a]
-            val[e] = v
-        return np.stack([val[f] for f in forms], axis=1)
-
-    return rows
+                v[:, 1 + op.k] = 1.0
+            else:
+                cv = op.free(qv) if op.free is not None else ()
+                if op.add:
+                    dep = op.dep
+                    v = sum((vals[a] for a in dep[1:]), vals[dep[0]].copy())
+                    for c in cv:
+                        v[:, 0] += c
+                else:  # g-free factors times the one dependent factor (is_affine)
+                    scale = np.ones(B)
+                    for c in cv:
+                        scale = scale * c
+                    v = scale[:, None] * vals[op.dep[0]]
+            if len(_ROWS) > _ROWS_SIZE:
+                _ROWS.clear()
+            _ROWS[key] = v
+        vals[e] = v
+        stack.pop()
+    return [vals[f] for f in forms]
 
 
 def _wick(mono: dict[tuple[int, ...], sympy.Expr], m: int) -> Evaluator:

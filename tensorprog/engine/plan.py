@@ -305,14 +305,27 @@ class Plan:
         The integrand is built (the placement is memoised per distinct subexpression) only
         when every root is a polynomial node and no constant it uses comes from Monte
         Carlo; anything else beyond the tree limit stays a Monte Carlo request.
+
+        The base Gaussians and constants are numbered from the largest root first (the
+        key keeps the roots' order): a smaller root, whose subexpressions are mostly
+        the larger one's, then reuses their placement instead of being placed again in
+        another numbering — in a linear training unroll, ``𝔼[Z^{x_s} Z^{x_t}]`` for all
+        ``s ≤ t`` places 1,158 subexpressions at T = 30 instead of several times more,
+        and the requests share their affine nodes (:func:`~.exact.affine_rows`).
         """
         der = self.der
         if not all(der.nodes[r].polynomial for r in roots if isinstance(r, Var)):
             return None
-        res = der.canonical(roots, limit=sys.maxsize)
+        order = sorted(range(len(roots)), key=lambda i: -_size(der, roots[i]))
+        res = der.canonical(tuple(roots[i] for i in order), limit=sys.maxsize)
         if res is None:  # pragma: no cover - no limit
             return None
-        key, bids, cids = res
+        key_o, bids, cids = res
+        key = [None] * len(roots)
+        for i, part in zip(order, key_o):
+            key[i] = part
+        key = tuple(key)
+        res = (key, bids, cids)
         if any(self._sampled[self.const_req[c]] for c in cids):
             return None  # its constants come from Monte Carlo: so would it
         expr = combine(*der.expr_of_key(key))
@@ -488,6 +501,10 @@ class Plan:
             return None
         res = self.der.canonical(req.roots)
         return None if res is None else combine(*self.der.expr_of_key(res[0]))
+
+
+def _size(der: Derivation, r: Any) -> int:
+    return der.nodes[r].size if isinstance(r, Var) else 0
 
 
 def _mul(a: sympy.Expr, b: sympy.Expr) -> sympy.Expr:
