@@ -537,11 +537,6 @@ def _tracked(run: Any) -> list[Tracked]:
         return out
     if isinstance(run, TrainingRun):
         # train_sgd's named pre-activations h{l} and features x{l} (its nn.train run)
-        if run.named is None:
-            raise ProgramValueError(
-                "coord_check: this train_sgd run of a linear network keeps its vectors as "
-                "linear forms and names none; check the same network written with nn.train"
-            )
         B = run.X.shape[0]
         for nm, H in run.named.items():
             add(nm, H[:, :B], True, True)

@@ -66,19 +66,6 @@ with respect to the current weights is zero, so only ``χ`` changes). ``center=T
 may also be asked for when ``a_{L+1}+b_{L+1} ≥ 1`` (then ``f̃_t = f_t − f_0``). An uncentred
 run with ``r > 0`` is carried as changes too (``nn.train(..., changes=True)``), so that
 features which do not move have exactly their step-0 limit.
-
-Linear networks: a temporary fallback
--------------------------------------
-``nn.train``'s unroll of a linear network (``φ = identity``) is exact at every step (the
-engine reduces its polynomials to affine forms), and for feature-learning runs about as
-fast as the hand-written one. Its *centred kernel-regime* unroll is not yet: with NTK,
-``T = 30``, ``B = 3``, the limit takes ~200 s against 3 s (measured 2026-12-06; the
-nested changes ``(φ(h₀+θΔh) − φ(h₀))/θ`` of the centring). Until it is (issue #15 point 4),
-:func:`train_sgd` of a linear network keeps the hand-written :class:`_Unroll`, which holds
-every vector as a flat linear form over atoms (:class:`_Lin`), so that the limit's Moments
-are Gram entries of atoms and the coefficient algebra is the ``A, B, C, D`` recursion
-[TP4 Thm D.1]. Remove :class:`_Unroll` and :class:`_Lin` when notebook 05's ``T = 30``
-NTK run is as fast through ``nn.train``.
 """
 
 from __future__ import annotations
@@ -90,20 +77,8 @@ from fractions import Fraction
 from typing import Any
 
 import numpy as np
-import sympy
 
-from .. import (
-    Nonlinearity,
-    Program,
-    ProgramTypeError,
-    ProgramValueError,
-    Scalar,
-    Vector,
-    inner,
-    lincomb,
-    scalar_lincomb,
-)
-from .. import n as WIDTH
+from .. import Program, ProgramTypeError, ProgramValueError
 from .mlp import MLP
 from .model import Model
 from .optim import SGD
@@ -111,10 +86,6 @@ from .parametrization import abcd, classify
 from .train import TrainSimulation, _values, train
 
 __all__ = ["train_sgd", "TrainingRun", "TrainingLimit", "TrainingSimulation", "Exponents"]
-
-
-def _is_identity(phi: Nonlinearity) -> bool:
-    return phi.body == phi.args[0]
 
 
 # ---------------------------------------------------------------------------------------
@@ -191,347 +162,6 @@ def _positive(x: Any, what: str) -> float:
     if not (math.isfinite(f) and f > 0):
         raise ProgramValueError(f"train_sgd: {what} must be a positive finite number, got {x!r}")
     return f
-
-
-# ---------------------------------------------------------------------------------------
-# The builder
-
-
-def _product(*cs: Any) -> Any:
-    """The product of coefficients — ``None`` (1), Scalars, tuples of Scalars (products)
-    — as the coefficient :func:`tensorprog.lincomb` takes: ``None``, a Scalar or a tuple."""
-    hs = tuple(x for c in cs for x in (c if isinstance(c, tuple) else (c,)) if x is not None)
-    return None if not hs else hs[0] if len(hs) == 1 else hs
-
-
-class _Lin:
-    """A vector of a *linear* network as ``Σ_a c_a a`` over atoms (initial vectors and
-    MatMul outputs) with scalar coefficients ``c_a`` (Scalar handles; ``None`` = 1).
-
-    With ``φ = identity`` every vector of the unrolled program is such a combination,
-    exactly at every width. Keeping the coefficients as scalars of the program (instead
-    of nesting Nonlin+ instructions) keeps every ``Z`` a flat linear form: the limit's
-    Moments are Gram entries ``⟨a, b⟩`` of atoms (exact by Wick) and the coefficient
-    algebra is scalar functions — the ``A, B, C, D`` recursion [TP4 Thm D.1] (docs/concepts/parametrizations.md) comes out
-    of the program instead of an exponentially large polynomial.
-    """
-
-    __slots__ = ("coef", "vec")
-
-    def __init__(self, coef: dict[Vector, Any]) -> None:
-        self.coef = coef
-        self.vec: Vector | None = None
-
-
-class _Unroll:
-    """TEMPORARY: writes the program of a **linear** network on flat linear forms (module
-    docstring, "Linear networks: a temporary fallback"; the equations above with φ = id)."""
-
-    def __init__(
-        self,
-        net: MLP,
-        X: np.ndarray,
-        Y: np.ndarray,
-        lr: float,
-        steps: int,
-        X_eval: np.ndarray,
-        center: bool,
-        kernels: bool,
-        name: str,
-    ) -> None:
-        self.net, self.X, self.Y, self.lr, self.T = net, X, Y, lr, steps
-        self.Xall = np.vstack([X, X_eval]) if X_eval.size else X
-        self.B, self.K = X.shape[0], self.Xall.shape[0]
-        self.L = net.depth
-        self.center = center
-        self.ex = Exponents.of(net.param)
-        self.delta = tuple(r > 0 for r in self.ex.rho)
-        p = self.p = Program(name)
-        self._scalars: dict[str, Scalar] = {}
-        self._moments: dict[Any, Scalar] = {}
-        self._gram: dict[tuple[int, int], Scalar] = {}
-        ex, L, std = self.ex, self.L, net.param.init_std
-        d = X.shape[1]
-        # initial objects
-        p.section("initial weights")
-        self.u = [p.vector(f"u{j}", var=std[0] ** 2) for j in range(d)]
-        self.M = {ell: p.matrix(f"W{ell + 1}", var=std[ell] ** 2) for ell in range(1, L)}
-        self.v = p.vector("v", var=std[L] ** 2)
-        # data
-        lab = self.label
-        self.xi = [
-            [p.scalar(f"xi{lab(k)}_{j}", float(self.Xall[k, j])) for j in range(d)]
-            for k in range(self.K)
-        ]
-        self.G = [
-            [
-                p.scalar(f"G{lab(i)}_{lab(k)}", float(self.X[i] @ self.Xall[k]))
-                for k in range(self.K)
-            ]
-            for i in range(self.B)
-        ]
-        # coefficients: −η n^{-w_l} (backward), −η n^{-(w_l−ρ_l)} (forward)
-        self.c_bwd = [self.power(f"eta_W{ell + 1}", ex.w[ell], -lr) for ell in range(L)]
-        self.c_fwd = [
-            self.c_bwd[ell]
-            if ex.rho[ell] == 0
-            else self.power(f"eta_W{ell + 1}_fwd", ex.w[ell] - ex.rho[ell], -lr)
-            for ell in range(L)
-        ]
-        self.theta = [
-            self.power(f"theta{ell + 1}", ex.rho[ell]) if self.delta[ell] else None
-            for ell in range(L)
-        ]
-        self.ratio = [None] + [
-            self.power(f"theta{ell}/theta{ell + 1}", ex.rho[ell - 1] - ex.rho[ell], opt=True)
-            for ell in range(1, L)
-        ]
-        sL, uL = ex.s[L], ex.e[L]
-        self.theta_v = self.power("theta_v", sL - ex.m, opt=True)
-        self.c_out = self.power("eta_out", uL - ex.m, -lr)
-        # state
-        T, K, B = steps, self.K, self.B
-        self.h0: list[list[Any]] = [[None] * K for _ in range(L)]
-        self.h = [[[None] * K for _ in range(L)] for _ in range(T + 1)]
-        self.x = [[[None] * K for _ in range(L)] for _ in range(T + 1)]
-        self.Dh = [[[None] * K for _ in range(L)] for _ in range(T + 1)]
-        self.Dx = [[[None] * K for _ in range(L)] for _ in range(T + 1)]
-        self.dh = [[[None] * B for _ in range(L)] for _ in range(T)]
-        self.w: list[Any] = []
-        self.f = np.empty((T + 1, K), dtype=object)
-        self.chi = np.empty((T, B), dtype=object)
-        self.kern = np.empty((T + 1, L, B, B), dtype=object) if kernels else None
-        self.F0: list[Any] = []
-        self.zero: Scalar | None = None
-        for t in range(T + 1):
-            p.section(f"step {t}: forward pass, outputs")
-            self.readout(t)
-            for k in range(K):
-                self.forward(t, k)
-            for k in range(K):
-                self.output(t, k)
-            if kernels:
-                self.kernels(t)
-            if t < T:
-                p.section(f"step {t}: loss derivatives, backward pass")
-                for i in range(B):
-                    self.chi[t, i] = (self.f[t, i] - float(self.Y[i])) / B
-                for i in range(B):
-                    self.backward(t, i)
-
-    # -- helpers ---------------------------------------------------------------------
-    def label(self, k: int) -> str:
-        return str(k) if k < self.B else f"e{k - self.B}"
-
-    def power(self, name: str, expo: Fraction, factor: float = 1.0, opt: bool = False) -> Any:
-        """The initial scalar ``factor · n^{-expo}`` (``None`` for 1 when ``opt``)."""
-        if expo < 0:  # pragma: no cover - excluded by the stability check
-            raise ProgramValueError(f"{name}: n^{-expo} diverges; the parametrization is unstable")
-        if opt and expo == 0 and factor == 1.0:
-            return None
-        if name not in self._scalars:
-            val = (
-                sympy.Float(factor) * WIDTH ** sympy.Rational(-expo.numerator, expo.denominator)
-                if expo != 0
-                else sympy.Float(factor)
-            )
-            self._scalars[name] = self.p.scalar(name, val)
-        return self._scalars[name]
-
-    # The three operations on vectors act on _Lin forms.
-    def atom(self, v: Vector) -> Any:
-        return _Lin({v: None})
-
-    def comb(self, terms: list[tuple[Any, Any]], name: str | None = None) -> Any:
-        """``Σ_k c_k z_k`` (``c_k``: None, a Scalar or a tuple of Scalars = product)."""
-        out: dict[Vector, list[Any]] = {}
-        for c, z in terms:
-            for a, ca in z.coef.items():
-                out.setdefault(a, []).append(_product(c, ca))
-        coef = {}
-        for a, cs in out.items():
-            if len(cs) == 1 and (cs[0] is None or isinstance(cs[0], Scalar)):
-                coef[a] = cs[0]
-            else:
-                coef[a] = scalar_lincomb([1.0 if c is None else c for c in cs])
-        return _Lin(coef)
-
-    def vec(self, z: Any, name: str | None = None) -> Vector:
-        """The vector itself (a linear form is materialised as one Nonlin)."""
-        if z.vec is None:
-            terms = [(c, a) for a, c in z.coef.items()]
-            z.vec = (
-                lincomb(terms, name=name)
-                if (len(terms) > 1 or terms[0][0] is not None)
-                else terms[0][1]
-            )
-        return z.vec
-
-    def matmul(self, M: Any, z: Any, name: str) -> Any:
-        return self.atom(M.matmul(self.vec(z), name=name))
-
-    def dot(self, a: Any, b: Any, name: str | None = None) -> Scalar:
-        """``⟨a, b⟩ = aᵀb/n``: Gram entries of atoms."""
-        terms = []
-        for x, cx in a.coef.items():
-            for y, cy in b.coef.items():
-                key = (x.var.id, y.var.id) if x.var.id <= y.var.id else (y.var.id, x.var.id)
-                if key not in self._gram:
-                    self._gram[key] = inner(x, y)
-                terms.append(_product(cx, cy, self._gram[key]))
-        return scalar_lincomb(terms, name=name)  # type: ignore[return-value]
-
-    def inner(self, kind: str, ell: int, a: tuple[int, int], b: tuple[int, int]) -> Scalar:
-        """``⟨z_a, z_b⟩`` for z = x^ℓ (kind "x") or dh^ℓ (kind "dh"), a = (step, input)."""
-        key = (kind, ell) + ((a, b) if a <= b else (b, a))
-        if key not in self._moments:
-            src = self.x if kind == "x" else self.dh
-            self._moments[key] = self.dot(src[a[0]][ell][a[1]], src[b[0]][ell][b[1]])
-        return self._moments[key]
-
-    # -- one step --------------------------------------------------------------------
-    def readout(self, t: int) -> None:
-        if t == 0:
-            v = self.atom(self.v)
-            w = v if self.theta_v is None else self.comb([(self.theta_v, v)])
-        else:
-            L = self.L
-            w = self.comb(
-                [(None, self.w[t - 1])]
-                + [
-                    ((self.c_out, self.chi[t - 1, i]), self.x[t - 1][L - 1][i])
-                    for i in range(self.B)
-                ],
-                name=f"w_{t}",
-            )
-        self.w.append(w)
-
-    def forward(self, t: int, k: int) -> None:
-        L, B, delta = self.L, self.B, self.delta
-        tag = f"{t}_{self.label(k)}"
-        for ell in range(L):
-            name = f"h{ell + 1}_{tag}"
-            if ell == 0:
-                U = [
-                    ((self.c_fwd[0], self.chi[s, i], self.G[i][k]), self.dh[s][0][i])
-                    for s in range(t)
-                    for i in range(B)
-                ]
-                if t == 0:
-                    h = self.comb(
-                        [((self.xi[k][j],), self.atom(uj)) for j, uj in enumerate(self.u)],
-                        name=name,
-                    )
-                    self.h0[0][k] = h
-                elif delta[0]:
-                    Dh = self.comb(U, name=f"Dh1_{tag}")
-                    self.Dh[t][0][k] = Dh
-                    h = self.comb([(None, self.h0[0][k]), (self.theta[0], Dh)], name=name)
-                else:
-                    h = self.comb([(None, self.h0[0][k])] + U, name=name)
-            else:
-                src = (
-                    self.Dx[t][ell - 1][k] if (t > 0 and delta[ell - 1]) else self.x[t][ell - 1][k]
-                )
-                y = self.matmul(self.M[ell], src, name=f"W{ell + 1}x{ell}_{tag}")
-                U = [
-                    (
-                        (self.c_fwd[ell], self.chi[s, i], self.inner("x", ell - 1, (s, i), (t, k))),
-                        self.dh[s][ell][i],
-                    )
-                    for s in range(t)
-                    for i in range(B)
-                ]
-                if t == 0:
-                    h = y
-                    self.h0[ell][k] = h
-                elif delta[ell]:
-                    Dh = self.comb([(self.ratio[ell], y)] + U, name=f"Dh{ell + 1}_{tag}")
-                    self.Dh[t][ell][k] = Dh
-                    h = self.comb([(None, self.h0[ell][k]), (self.theta[ell], Dh)], name=name)
-                elif delta[ell - 1]:
-                    h = self.comb(
-                        [(None, self.h0[ell][k]), (self.theta[ell - 1], y)] + U, name=name
-                    )
-                else:
-                    h = self.comb([(None, y)] + U, name=name)
-            self.h[t][ell][k] = h
-            self.x[t][ell][k] = h  # φ = identity: x = h, Δx = Δh
-            if t > 0 and delta[ell] and (ell < L - 1 or self.center):
-                self.Dx[t][ell][k] = self.Dh[t][ell][k]
-
-    def output(self, t: int, k: int) -> None:
-        ex, L = self.ex, self.L
-        name = f"f_{t}_{self.label(k)}"
-        xL = self.x[t][L - 1][k]
-        if self.center and self.delta[L - 1]:
-            if t == 0:
-                if self.zero is None:
-                    self.zero = self.p.scalar("f_0_centred", 0)
-                self.f[t, k] = self.zero
-                return
-            a = self.power("theta_f", ex.s[L] + ex.r - 1)
-            c = self.power("eta_f", ex.e[L] - 1, -self.lr)
-            terms = [(a, self.dot(self.atom(self.v), self.Dx[t][L - 1][k]))]
-            terms += [
-                (c, self.chi[s, i], self.inner("x", L - 1, (s, i), (t, k)))
-                for s in range(t)
-                for i in range(self.B)
-            ]
-            self.f[t, k] = scalar_lincomb(terms, name=name)
-            return
-        scale = self.power("n^(1-m)", ex.m - 1, opt=True)
-        plain = scale is None and not self.center
-        F = self.dot(self.w[t], xL, name=name if plain else None)
-        if scale is not None:
-            F = scalar_lincomb([(scale, F)], name=None if self.center else name)
-        if self.center:
-            if t == 0:
-                self.F0.append(F)
-                if self.zero is None:
-                    self.zero = self.p.scalar("f_0_centred", 0)
-                self.f[t, k] = self.zero
-                return
-            F = F - self.F0[k]
-        self.f[t, k] = F
-
-    def kernels(self, t: int) -> None:
-        for ell in range(self.L):
-            for i in range(self.B):
-                for j in range(i, self.B):
-                    K = self.dot(
-                        self.x[t][ell][i], self.x[t][ell][j], name=f"K{ell + 1}_{t}_{i}_{j}"
-                    )
-                    self.kern[t, ell, i, j] = self.kern[t, ell, j, i] = K
-
-    def backward(self, t: int, i: int) -> None:
-        r"""``dh^l_t(ξ_i) = n^m ∇_{h^l} f_t(ξ_i)`` for every layer (φ' = 1): ``dh^L_t = ŵ_t``,
-        ``dh^{l-1}_t = W^{l}_t{}^\top dh^l_t`` (:meth:`transposed_update`)."""
-        g = self.w[t]  # dx^L = ŵ_t
-        for ell in range(self.L - 1, -1, -1):
-            self.dh[t][ell][i] = g
-            if ell == 0:
-                break
-            g = self.transposed_update(ell, t, i)
-
-    def transposed_update(self, ell: int, t: int, i: int) -> Any:
-        r"""``W^{l}_t{}^\top dh^l_t(ξ_i) = W^{l\top}_0 dh + (−η θ_{W^l}) Σ_{s<t,j} χ_{s,j}
-        ⟨dh^l_s(ξ_j), dh⟩ x^{l-1}_s(ξ_j)``, written out on the linear forms (whose
-        coefficients are Gram entries of the atoms, not Moments of ``x^{l-1}_t`` that
-        :func:`tensorprog.grad` could differentiate through).
-        """
-        B, tag = self.B, f"{t}_{i}"
-        dh = self.dh[t][ell][i]
-        y = self.matmul(self.M[ell].T, dh, name=f"W{ell + 1}Tdh{ell + 1}_{tag}")
-        U = [
-            (
-                (self.c_bwd[ell], self.chi[s, j], self.inner("dh", ell, (s, j), (t, i))),
-                self.x[s][ell - 1][j],
-            )
-            for s in range(t)
-            for j in range(B)
-        ]
-        return self.comb([(None, y)] + U, name=f"dx{ell}_{tag}" if U else None)
 
 
 # ---------------------------------------------------------------------------------------
@@ -676,13 +306,7 @@ class TrainingSimulation:
     def named(self, name: str) -> np.ndarray:
         """The pre-activations ``"h{l}"`` and features ``"x{l}"`` at this width, shape
         (steps+1, B+E, n) (as :meth:`tensorprog.nn.TrainSimulation.named`)."""
-        run = self.run
-        if run.train_run is None:
-            raise ProgramValueError(
-                "TrainingSimulation.named: a linear network's run keeps its vectors as linear "
-                "forms and names none; write the network with nn.Model and nn.train"
-            )
-        return TrainSimulation(None, None, self.simulation, run.train_run).named(name)
+        return TrainSimulation(None, None, self.simulation, self.run.train_run).named(name)
 
 
 def _indexed(run: Any, what: str, per_scalar: Any) -> list[tuple[Any, ...]]:
@@ -724,14 +348,12 @@ class TrainingRun:
         columns of ``W¹_0`` up to ``n^{-s_1}``), ``"hidden"`` ({l: Matrix}, ``W^l_0`` up
         to ``n^{1/2-s_l}``), ``"readout"`` (the vector ``v``,
         ``W^{L+1}_0 = n^{-(a_{L+1}+b_{L+1})} vᵀ``). ``sim.param(name)`` gives the weights.
-    named : dict or None
+    named : dict
         ``{"h1": …, "x1": …, …, "hL", "xL"}``: the pre-activations and features
         (handles, shape (steps+1, B+E): the training inputs, then ``X_eval``), as
-        :attr:`tensorprog.nn.TrainRun.named`; ``None`` for a linear network (see
-        :func:`train_sgd`).
-    train_run : tensorprog.nn.TrainRun or None
-        The :func:`tensorprog.nn.train` run this is a view of (``None`` for a linear
-        network).
+        :attr:`tensorprog.nn.TrainRun.named`.
+    train_run : tensorprog.nn.TrainRun
+        The :func:`tensorprog.nn.train` run this is a view of.
     problems : tuple of str
         Why the limit does not exist (``allow_unstable=True`` runs); empty otherwise.
     exponents : Exponents
@@ -754,7 +376,7 @@ class TrainingRun:
         chi: np.ndarray,
         initial: dict,
         center: bool,
-        train_run: Any = None,
+        train_run: Any,
     ) -> None:
         self.net, self.X, self.Y, self.lr, self.steps, self.X_eval = net, X, Y, lr, steps, X_eval
         self.program, self.outputs, self.eval_outputs = program, outputs, eval_outputs
@@ -762,8 +384,8 @@ class TrainingRun:
         self.center = center
         self.exponents = Exponents.of(net.param)
         self.train_run = train_run
-        self.named = None if train_run is None else train_run.named
-        self.problems: tuple[str, ...] = () if train_run is None else train_run.problems
+        self.named = train_run.named
+        self.problems: tuple[str, ...] = train_run.problems
 
     @classmethod
     def _of_train_run(cls, net: MLP, X: Any, Y: Any, lr: float, steps: int, Xe: Any, run: Any):
@@ -788,25 +410,6 @@ class TrainingRun:
             initial=initial,
             center=run.center,
             train_run=run,
-        )  # fmt: skip
-
-    @classmethod
-    def _of_unroll(cls, net: MLP, X: Any, Y: Any, lr: float, steps: int, Xe: Any, b: _Unroll):
-        """The run of the linear-network fallback :class:`_Unroll`."""
-        B = X.shape[0]
-        return cls(
-            net, X, Y, lr, steps, Xe,
-            program=b.p,
-            outputs=b.f[:, :B],
-            eval_outputs=b.f[:, B:],
-            feature_kernels=b.kern,
-            chi=b.chi,
-            initial={
-                "W1_columns": list(b.u),
-                "hidden": {ell + 1: M for ell, M in b.M.items()},
-                "readout": b.v,
-            },
-            center=b.center,
         )  # fmt: skip
 
     def __repr__(self) -> str:
@@ -982,12 +585,6 @@ def train_sgd(
     pname = (
         name if name is not None else f"sgd_{net.param.name or 'abc'}_L{net.depth}_{net.phi.name}"
     )
-    if _is_identity(net.phi) and cls.stable:
-        # TEMPORARY fallback (issue #15 point 4; module docstring): nn.train's centred
-        # kernel-regime unroll of a linear network is exact but far slower than this
-        # hand-written one on flat linear forms (_Lin).
-        builder = _Unroll(net, Xa, Ya, lr, steps, Xe, bool(center), bool(feature_kernels), pname)
-        return TrainingRun._of_unroll(net, Xa, Ya, lr, steps, Xe, builder)
     changes = True if cls.stable and not center and ex.r > 0 else None
     run = train(
         _model(net),
