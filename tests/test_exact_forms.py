@@ -173,3 +173,71 @@ def test_programs_sharing_steps_place_identical_expressions():
         key_l = d_long.canonical(args_l, limit=1 << 30)
         for e_s, e_l in zip(exprs, d_long.expr_of_key(key_l[0]), strict=True):
             assert e_s == e_l and e_s is e_l
+
+
+def test_centred_linear_run_computes_each_affine_row_once(monkeypatch):
+    """notebook 05's NTK(1) linear run (centred: f − f_0; feature kernels of every step,
+    O(T²B²) Moments of affine forms sharing one DAG), T = 6. Every output exact and equal
+    to kernel gradient descent f ← f − ηΘ(f − y)/B with the linear network's NTK
+    Θ = 2XXᵀ [TP4 App H.4.1]; and the affine rows are computed once per node and values
+    of the node's constants for the whole plan — what a walk of each request's forms
+    (about 16× as many nodes here) would recompute."""
+    import tensorprog.engine.exact as ex
+
+    calls = []
+    rows = ex.affine_rows
+
+    def recorded(forms, d, qv):
+        calls.append((forms, d, qv.copy()))
+        return rows(forms, d, qv)
+
+    class Stored(dict):  # the memo of rows, counting what is computed and stored
+        count = 0
+
+        def __setitem__(self, key, value):
+            Stored.count += 1
+            super().__setitem__(key, value)
+
+    monkeypatch.setattr(ex, "affine_rows", recorded)
+    monkeypatch.setattr(ex, "_ROWS", Stored())
+    T = 6
+    net = nn.MLP(d_in=2, depth=1, nonlin="identity", param=nn.NTK(1))
+    lim = nn.train_sgd(net, X3, Y3, lr=0.5, steps=T).limit()
+    computed = Stored.count
+
+    theta, f, ref = 2.0 * X3 @ X3.T, np.zeros(3), [np.zeros(3)]
+    for _ in range(T):
+        f = f - 0.5 * theta @ (f - Y3) / 3
+        ref.append(f)
+    assert np.all(lim.method == "exact")
+    np.testing.assert_allclose(lim.outputs, np.array(ref), atol=1e-12, rtol=0)
+
+    # the nodes of each request's forms, and their constants, read here by own walks
+    syms: dict = {}
+
+    def symbols(e):  # the g's and q's in e, memoised per node (a DAG, not a tree)
+        if e not in syms:
+            own = {e} if e.is_Symbol else set()
+            syms[e] = own.union(*(symbols(a) for a in e.args))
+        return syms[e]
+
+    gs, Q = {g(k) for k in range(8)}, type(q(0))
+
+    def affine_nodes(forms):
+        out, stack = set(), list(forms)
+        while stack:
+            e = stack.pop()
+            if e not in out:
+                out.add(e)
+                stack.extend(a for a in e.args if symbols(a) & gs)
+        return out
+
+    visits, distinct = 0, set()
+    for forms, d, qv in calls:
+        nodes = affine_nodes(forms)
+        visits += len(nodes)
+        for e in nodes:
+            idx = sorted(s.index for s in symbols(e) if isinstance(s, Q))
+            distinct.add((e, d, qv[:, idx].tobytes(), qv.shape[0]))
+    assert computed == len(distinct), (computed, len(distinct))
+    assert visits > 10 * computed, (visits, computed)

@@ -589,7 +589,7 @@ def _affine_op(e: sympy.Basic) -> _AffineOp:
             fn = None
             if free:
                 top = max((max(_q_indices(a), default=-1) for a in free), default=-1)
-                fn = _lam_q_many(free, [q(j) for j in range(top + 1)])
+                fn = _lam_q_many(free, _q_list(top + 1))
             op = _AffineOp(-1, isinstance(e, sympy.Add), dep, fn, qs)
         if len(_AFFINE_OPS) > _CACHE_SIZE:
             _AFFINE_OPS.clear()
@@ -657,7 +657,7 @@ def _wick(mono: dict[tuple[int, ...], sympy.Expr], m: int) -> Evaluator:
     of the constants only. Nothing of the size of the expanded moment formula is ever
     built: an eight-dimensional quartic with generated code took seconds to compile."""
     exps = list(mono)
-    coeffs = _lam_q_many(list(mono.values()), [q(j) for j in range(m)])
+    coeffs = _lam_q_many(list(mono.values()), _q_list(m))
 
     def wick(mean: np.ndarray, cov: np.ndarray, qv: np.ndarray) -> np.ndarray:
         table = moment_table(mean, cov)
@@ -692,8 +692,20 @@ def _lam_node(expr: sympy.Expr, qs: tuple[sympy.Symbol, ...]) -> Callable[[np.nd
     return lambda qv: np.broadcast_to(np.asarray(f(*qv.T), dtype=float), (qv.shape[0],))
 
 
+@functools.cache
+def _q_list(m: int) -> tuple[ConstSym, ...]:
+    """``(q_0, …, q_{m-1})``, one tuple per ``m``."""
+    return tuple(q(j) for j in range(m))
+
+
+@functools.lru_cache(maxsize=256)
+def _positions(qs: tuple[sympy.Symbol, ...]) -> dict[sympy.Symbol, int]:
+    """``{q_j: j}`` of a tuple of constants (shared: never modified)."""
+    return {s: j for j, s in enumerate(qs)}
+
+
 def _lam_q_many(
-    exprs: list[sympy.Expr], qs: list[sympy.Symbol]
+    exprs: list[sympy.Expr], qs: list[sympy.Symbol] | tuple[sympy.Symbol, ...]
 ) -> Callable[[np.ndarray], np.ndarray]:
     """``[expr_k(q)]`` vectorised over a batch of constants: ``qv (B, m) ↦ (K, B)``.
 
@@ -703,8 +715,8 @@ def _lam_q_many(
     :func:`sympy.lambdify` (even with common-subexpression elimination) took seconds per
     polynomial. Function applications are compiled once per expression
     (:func:`_lam_node`, cached across calls)."""
-    index = {s: j for j, s in enumerate(qs)}
     key = tuple(qs)
+    index = _positions(key)
 
     def coeffs(qv: np.ndarray) -> np.ndarray:
         B = qv.shape[0]

@@ -309,10 +309,10 @@ class Plan:
         The base Gaussians and constants are numbered from the largest root first (the
         key keeps the roots' order): a smaller root, whose subexpressions are mostly
         the larger one's, then reuses their placement instead of being placed again in
-        another numbering — in a linear training unroll, ``𝔼[Z^{x_s} Z^{x_t}]`` for all
-        ``s ≤ t`` places 1,158 subexpressions at T = 30 instead of several times more,
-        and the requests share their affine nodes (:func:`~.exact.affine_rows`).
-        """
+        another numbering. In notebook 05's centred NTK linear unroll (Moments
+        ``⟨x_s(ξ_i), x_t(ξ_j)⟩`` for all ``s ≤ t``), T = 20 places 838 subexpressions
+        instead of 3,230 (265 distinct structures), and the requests share their affine
+        nodes (:func:`~.exact.affine_rows`)."""
         der = self.der
         if not all(der.nodes[r].polynomial for r in roots if isinstance(r, Var)):
             return None
@@ -320,11 +320,8 @@ class Plan:
         res = der.canonical(tuple(roots[i] for i in order), limit=sys.maxsize)
         if res is None:  # pragma: no cover - no limit
             return None
-        key_o, bids, cids = res
-        key = [None] * len(roots)
-        for i, part in zip(order, key_o):
-            key[i] = part
-        key = tuple(key)
+        parts, bids, cids = res
+        key = tuple(parts[order.index(i)] for i in range(len(roots)))  # the roots' order
         res = (key, bids, cids)
         if any(self._sampled[self.const_req[c]] for c in cids):
             return None  # its constants come from Monte Carlo: so would it
