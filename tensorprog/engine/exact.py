@@ -607,7 +607,8 @@ def affine_rows(forms: tuple[sympy.Expr, ...], d: int, qv: np.ndarray) -> list[n
     interned, :func:`~.derivation._interned`), so a linear training unroll's ``Z``, a
     DAG of ``O(T)`` nodes met by ``O(T²)`` requests, is walked once, not once per
     request. Each node's row is one numpy operation over its arguments' rows (in the
-    arguments' order: the same bits, memoised or not)."""
+    arguments' order: the same bits, memoised or not). The arrays returned are the
+    memoised ones: read them, never modify them."""
     B = qv.shape[0]
     vals: dict[sympy.Basic, np.ndarray] = {}
     keys: dict[sympy.Basic, tuple] = {}
