@@ -559,28 +559,16 @@ _ROWS_SIZE = 1 << 16
 _QS: dict[sympy.Basic, frozenset] = {}
 
 
-def _q_indices(e: sympy.Basic) -> frozenset:
-    """The indices ``j`` of the constants ``q_j`` in ``e`` (a walk cached per node)."""
+def _constants(e: sympy.Basic) -> frozenset:
+    """The constants ``q_j`` in ``e``."""
     r = _QS.get(e)
-    if r is None:
-        if isinstance(e, ConstSym):
-            r = frozenset((e.index,))
-        else:
-            r = _NONE
-            for a in e.args:
-                qa = _q_indices(a)
-                if qa:
-                    r = qa if not r else r | qa
-        if len(_QS) > _CACHE_SIZE:
-            _QS.clear()
-        _QS[e] = r
-    return r
+    return r if r is not None else _placeholders(e, ConstSym, _QS)
 
 
 def _affine_op(e: sympy.Basic) -> _AffineOp:
     op = _AFFINE_OPS.get(e)
     if op is None:
-        qs = np.array(sorted(_q_indices(e)), dtype=np.intp)
+        qs = np.array(sorted(c.index for c in _constants(e)), dtype=np.intp)
         if isinstance(e, GaussSym):
             op = _AffineOp(e.index, False, (), None, qs)
         else:
@@ -588,7 +576,7 @@ def _affine_op(e: sympy.Basic) -> _AffineOp:
             dep = tuple(a for a in e.args if _all_gaussians(a))
             fn = None
             if free:
-                top = max((max(_q_indices(a), default=-1) for a in free), default=-1)
+                top = max((c.index for a in free for c in _constants(a)), default=-1)
                 fn = _lam_q_many(free, _q_list(top + 1))
             op = _AffineOp(-1, isinstance(e, sympy.Add), dep, fn, qs)
         if len(_AFFINE_OPS) > _CACHE_SIZE:
@@ -1088,18 +1076,25 @@ _NONE: frozenset = frozenset()
 
 def _all_gaussians(e: sympy.Basic) -> frozenset:
     r = _GAUSSIANS.get(e)
+    return r if r is not None else _placeholders(e, GaussSym, _GAUSSIANS)
+
+
+def _placeholders(e: sympy.Basic, cls: type, cache: dict[sympy.Basic, frozenset]) -> frozenset:
+    """The placeholders of class ``cls`` (``g_k`` or ``q_j``) in ``e``, by a walk cached
+    per node in ``cache`` (shared subtrees, and repeated calls, visited once)."""
+    r = cache.get(e)
     if r is None:
-        if isinstance(e, GaussSym):
+        if isinstance(e, cls):
             r = frozenset((e,))
         else:
             r = _NONE
             for a in e.args:
-                ga = _all_gaussians(a)
+                ga = _placeholders(a, cls, cache)
                 if ga:
                     r = ga if not r else r | ga
-        if len(_GAUSSIANS) > _CACHE_SIZE:
-            _GAUSSIANS.clear()
-        _GAUSSIANS[e] = r
+        if len(cache) > _CACHE_SIZE:
+            cache.clear()
+        cache[e] = r
     return r
 
 
