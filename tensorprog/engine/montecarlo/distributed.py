@@ -54,8 +54,11 @@ from typing import Any
 
 import numpy as np
 
+from ..._version import __version__
+from ...core import hooks
 from ...core._resources import require
 from ...core.errors import ExecutorError, ProgramTypeError, TensorProgramError
+from ..derivation import Derivation
 from ..plan import Plan
 from .chunks import Chunk, ChunkResult, Work, run_chunk
 from .schedule import _Schedule
@@ -92,11 +95,8 @@ class ShippedPlan:
     )
 
     def __init__(self, plan: Plan, schedule: _Schedule) -> None:
-        from ... import __version__
-        from ...io import dumps
-
         try:
-            text = dumps(plan.der.program)
+            text = hooks.dumps(plan.der.program)
         except TensorProgramError as exc:
             raise ExecutorError(
                 f"executor=: the program {plan.der.program.name!r} cannot be sent to workers "
@@ -141,16 +141,12 @@ class ShippedPlan:
             return out
 
     def _replan(self) -> tuple[Plan, _Schedule]:
-        from ... import __version__
-        from ...io import loads
-        from ..derivation import Derivation
-
         if self.version != __version__:
             raise ExecutorError(
                 f"executor=: the worker runs tensorprog {__version__}, the client "
                 f"{self.version}; install the same version on both"
             )
-        program = loads(zlib.decompress(self.payload).decode(), source="<executor>")
+        program = hooks.loads(zlib.decompress(self.payload).decode(), source="<executor>")
         plan = Plan(Derivation(program), symbolic=self.symbolic)
         if (len(plan.requests), len(plan.der.consts)) != self.shape:
             raise ExecutorError(
