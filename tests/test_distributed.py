@@ -13,6 +13,7 @@ in ``tests/test_montecarlo.py``, ``tests/test_outer_nonlin.py`` and the training
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import subprocess
@@ -68,14 +69,9 @@ def outer() -> tp.Program:
 def training_run():
     """Two SGD steps of a relu network with a hidden n × n matrix (nn.train)."""
     m = nn.Model("relu2")
-    m.param("W_in", ("n", 2))
-    m.param("W", ("n", "n"))
-    m.param("W_out", (1, "n"))
-
-    @m.forward
-    def f(p, xi):
-        return p.W_out @ tp.relu(p.W @ tp.relu(p.W_in @ xi))
-
+    for name, shape in (("W_in", ("n", 2)), ("W", ("n", "n")), ("W_out", (1, "n"))):
+        m.param(name, shape)
+    m.forward(lambda p, xi: p.W_out @ tp.relu(p.W @ tp.relu(p.W_in @ xi)))
     X = np.array([[1.0, 0.3], [-0.5, 1.0]])
     return nn.train(m, X, [0.5, -0.3], steps=2, optimizer=nn.SGD(0.5), param=nn.muP())
 
@@ -238,12 +234,18 @@ def test_a_killed_pool_worker_is_reported_naming_the_chunk(tmp_path):
     assert "dask.distributed" in str(info.value) and info.value.chunk is not None
 
 
-def test_a_failing_chunk_is_retried_then_reported(tmp_path):
+@pytest.mark.parametrize("where", ["threads", "dask"])
+def test_a_failing_chunk_is_retried_then_reported(where, tmp_path, request):
     """Ordinary exceptions: retried (the same bits after two failures); after
-    ``RETRIES`` resubmissions an ExecutorError names the chunk and the exception."""
+    ``RETRIES`` resubmissions an ExecutorError names the chunk and the exception. (Dask
+    keys a task by its arguments: a retry is a new task, not the failed one again.)"""
     p = nonlin_moment()
     here = estimates(p.limit("montecarlo", **KW))
-    with ThreadPoolExecutor(2) as pool:
+    with contextlib.ExitStack() as stack:
+        if where == "dask":
+            pool = request.getfixturevalue("dask_client").get_executor()
+        else:
+            pool = stack.enter_context(ThreadPoolExecutor(2))
         ok = Wrapped(pool, _fail, str(tmp_path / "twice"), 2)
         assert estimates(p.limit("montecarlo", executor=ok, **KW)) == here
         bad = Wrapped(pool, _fail, str(tmp_path / "always"), 10**6)
@@ -259,12 +261,12 @@ def test_the_programs_own_errors_are_not_retried():
     calls = []
     lock = threading.Lock()
 
-    def numerical(fn, shipped, work, chunk):
+    def numerical(fn, shipped, work, chunk, attempt):
         if chunk.index == 0:
             with lock:
-                calls.append(chunk.index)
+                calls.append(attempt)
             raise tp.NumericalError("Monte Carlo estimate of m is not finite (nan)")
-        return fn(shipped, work, chunk)
+        return fn(shipped, work, chunk, attempt)
 
     with ThreadPoolExecutor(2) as pool:
         with pytest.raises(tp.NumericalError, match="not finite"):

@@ -117,6 +117,9 @@ class ShippedPlan:
         self.digest = h.hexdigest()
         self.local: tuple[Plan, _Schedule] | None = (plan, schedule)
 
+    def __dask_tokenize__(self) -> str:  # (Dask keys tasks by their arguments)
+        return self.digest
+
     def __getstate__(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__slots__ if k != "local"}
 
@@ -161,8 +164,10 @@ class ShippedPlan:
         return plan, _Schedule(plan)
 
 
-def remote_chunk(shipped: ShippedPlan, work: Work, chunk: Chunk) -> ChunkResult:
-    """The task an executor runs: one chunk (:func:`~.chunks.run_chunk`).
+def remote_chunk(shipped: ShippedPlan, work: Work, chunk: Chunk, attempt: int = 0) -> ChunkResult:
+    """The task an executor runs: one chunk (:func:`~.chunks.run_chunk`); ``attempt``
+    counts resubmissions (it makes a retry a new task for executors that key tasks by
+    their arguments, as Dask does, which would otherwise return the failed result).
 
     In a worker process: the chunk's sample arrays are checked against the memory the
     process may use (a :class:`~tensorprog.ResourceError` naming ``max_memory``) and
@@ -238,7 +243,7 @@ def run_on_executor(
 
     def submit(chunk: Chunk, tries: int) -> None:
         try:
-            futures[ex.submit(remote_chunk, shipped, work, chunk)] = (chunk, tries)
+            futures[ex.submit(remote_chunk, shipped, work, chunk, tries)] = (chunk, tries)
         except BrokenExecutor as exc:
             raise _failed(chunk, exc, tries) from exc
 
