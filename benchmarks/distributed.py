@@ -260,6 +260,7 @@ def figure(row: dict[str, Any], path: Path) -> bool:
         names, walls = [*names, "in-process\nagain"], [*walls, row["inprocess_again"]["wall_s"]]
         colors = [*colors, "C0"]
     ax1.bar(names, walls, color=colors)
+    ax1.tick_params(axis="x", labelsize=7)
     n = row["samples"].bit_length() - 1
     ax1.set(ylabel="seconds", title=f"wall time, 2^{n} samples, {row['batches']} replicates")
     labels, rss, col = ["in-process"], [row["inprocess"]["peak_rss_mib"]], ["C0"]
