@@ -19,6 +19,7 @@ from .core._gc import paused_gc
 from .core._resources import require as require_memory
 from .core.errors import (
     DivergenceError,
+    ExecutorError,
     FileAccessError,
     ForeignHandleError,
     FormatError,
@@ -131,6 +132,7 @@ __all__ = [
     "UnknownNameError",
     "NumericalError",
     "DivergenceError",
+    "ExecutorError",
     "ResourceError",
     "MethodUnavailableError",
     "FormatVersionError",

@@ -1620,3 +1620,7 @@ def _bits(x: sympy.Rational) -> int:
 def _check_exponent(e: sympy.Number) -> None:
     if not (abs(float(e)) <= MAX_EXPONENT):
         raise FormatError(f"the exponent {float(e):.6g} is beyond ±{MAX_EXPONENT}")
+
+
+hooks.dumps.register(Program, dumps)  # a program sent to executor workers (engine)
+hooks.loads.register(str, loads)  # and read back there

@@ -61,6 +61,8 @@ LAYERS: list[tuple[str, list[tuple[str, ...]]]] = [
             ("engine.montecarlo.schedule",),
             ("engine.montecarlo.passes",),
             ("engine.montecarlo.rules",),
+            ("engine.montecarlo.chunks",),
+            ("engine.montecarlo.distributed",),
             ("engine.montecarlo.run",),
             ("engine.evaluate", "engine.montecarlo", "engine.limit"),
             ("engine.compiled",),
@@ -284,6 +286,8 @@ def test_every_hook_is_implemented_once_tensorprog_is_imported():
         hooks.repr_latex: {tp.Program, Limit},
         hooks.html: {Limit},
         hooks.save: {tp.Program, Limit},
+        hooks.dumps: {tp.Program},
+        hooks.loads: {str},
     }
     assert set(want) == {getattr(hooks, h) for h in hooks.__all__}
     for hook, classes in want.items():

@@ -167,7 +167,7 @@ def test_progress_says_what_a_long_run_costs_before_it_starts(monkeypatch, capsy
     """samples=10¹⁰ used to start a long run without a word: with progress=True a line
     gives replicates, samples, chunks, threads, memory and an estimated time (from
     small timed passes) before the first replicate runs."""
-    import tensorprog.engine.montecarlo.run as mc
+    import tensorprog.engine.montecarlo.chunks as mc
 
     original = mc._chunked_replicate
 

@@ -23,6 +23,7 @@ __all__ = [
     "FormatError",
     "FileAccessError",
     "OptionalDependencyError",
+    "ExecutorError",
     "MonteCarloWarning",
     "UnreliableValueWarning",
 ]
@@ -107,6 +108,16 @@ class FileAccessError(TensorProgramError, OSError):
 class OptionalDependencyError(TensorProgramError, ImportError):
     """An optional dependency is not installed (e.g. pandas for ``to_pandas()``); the
     message names the pip extra that installs it."""
+
+
+class ExecutorError(TensorProgramError, RuntimeError):
+    """A Monte Carlo chunk failed on an executor's worker after its retries, or the
+    executor broke (``limit(..., executor=...)``). The message names the chunk, its
+    replicates and the worker's exception (chained as ``__cause__``); ``chunk`` is the
+    chunk's index and ``replicates`` its ``(first, one past the last)``."""
+
+    chunk: int | None = None
+    replicates: tuple[int, int] | None = None
 
 
 class MonteCarloWarning(UserWarning):

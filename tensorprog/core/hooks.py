@@ -28,7 +28,7 @@ from typing import Any, NoReturn
 
 from .errors import ProgramTypeError
 
-__all__ = ["simulate", "limit", "latex", "repr_latex", "html", "save"]
+__all__ = ["simulate", "limit", "latex", "repr_latex", "html", "save", "dumps", "loads"]
 
 
 def _unregistered(hook: Any, obj: Any) -> NoReturn:
@@ -73,3 +73,17 @@ def html(obj: Any) -> str:
 def save(obj: Any, path: Any) -> None:
     """``obj.save(path)``; registered by :mod:`tensorprog.io` for Program and Limit."""
     _unregistered(save, obj)
+
+
+@functools.singledispatch
+def dumps(obj: Any) -> str:
+    """``tp.io.dumps(obj)`` for lower layers (the engine sends a program to executor
+    workers as this text); registered by :mod:`tensorprog.io` for Program."""
+    _unregistered(dumps, obj)
+
+
+@functools.singledispatch
+def loads(text: Any, *, source: str = "<string>") -> Any:
+    """``tp.io.loads(text)`` for lower layers (an executor's worker reads the program
+    back); registered by :mod:`tensorprog.io` for str."""
+    _unregistered(loads, text)

@@ -23,6 +23,7 @@ from .evaluate import Deterministic, effective_ranks
 from .limit import Expectation, Limit
 from .methods import REQUESTABLE, RESULT_METHODS, Method
 from .montecarlo import run_montecarlo
+from .montecarlo.distributed import as_executor
 from .plan import Plan
 from .tails import assess
 
@@ -53,6 +54,7 @@ def limit(
     progress: bool = False,
     degree: int | None = None,
     max_memory: int | None = None,
+    executor: Any = None,
 ) -> Limit:
     """The infinite-width limit of a program by the Master Theorem.
 
@@ -95,7 +97,14 @@ def limit(
         anything runs. Monte Carlo passes run in at most 4 threads, no more than the
         cores this process may use, with the BLAS library's threads limited so that
         the two never oversubscribe the cores; results do not depend on the thread
-        count.
+        count. With an ``executor``: the budget of one chunk on one worker.
+    executor : concurrent.futures.Executor or dask.distributed.Client, optional
+        Run Monte Carlo's chunks (groups of whole replicates) as tasks of this executor
+        — ``dask.distributed.Client(...).get_executor()`` (or the ``Client``), a
+        ``ProcessPoolExecutor``, … — instead of threads of this process. The result is
+        the same bits for any executor and any number of workers (docs/cluster.md);
+        the derivation, the plan and the deterministic expectations stay in this
+        process. Needs a program that saves as tensorprog JSON (it is what travels).
 
     Returns
     -------
@@ -142,9 +151,19 @@ def limit(
             raise ProgramTypeError(f"limit: {flag} must be True or False, got {val!r}")
     if not isinstance(program, Program):
         raise ProgramTypeError(f"limit: program must be a tp.Program, got {type(program).__name__}")
+    executor = as_executor(executor)
     with paused_gc():
         return _limit(
-            program, Method(method), samples, seed, batches, qmc, progress, degree, max_memory
+            program,
+            Method(method),
+            samples,
+            seed,
+            batches,
+            qmc,
+            progress,
+            degree,
+            max_memory,
+            executor,
         )
 
 
@@ -161,6 +180,7 @@ def _limit(
     progress: bool,
     degree: int | None,
     max_memory: int | None,
+    executor: Any = None,
 ) -> Limit:
     program.check()
     der = Derivation(program)
@@ -179,6 +199,7 @@ def _limit(
             qmc=qmc,
             progress=progress,
             max_memory=max_memory,
+            executor=executor,
             tails=khat,
             stable=stable,
         )

@@ -948,7 +948,8 @@ def coord_check(
         the same bits on every call.
     limit : bool or dict, default True
         Compute the predicted limits (a dict: keywords of :meth:`tensorprog.Program.limit`,
-        e.g. ``{"samples": 20_000}``); ``False``: the verdict uses the exponents only.
+        e.g. ``{"samples": 20_000}``, or ``{"executor": client}`` for a cluster);
+        ``False``: the verdict uses the exponents only.
     alpha : float, default 0.01
         The family-wise error rate: the probability that a check of a correct
         implementation calls any row ``"inconsistent"`` is at most ``alpha`` (Holm's
@@ -1290,7 +1291,8 @@ def lr_sweep(
         Seeds per finite width (≥ 2).
     param, loss : the parametrization and the loss (for a model).
     limit_kw : dict, optional
-        Keywords of ``run.limit``.
+        Keywords of ``run.limit`` (e.g. ``{"executor": client}``: the limits' Monte
+        Carlo on a cluster, docs/cluster.md).
     bootstrap : int
         Bootstrap resamples for ``log_lr_se``.
     seed : int

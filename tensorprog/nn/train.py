@@ -1707,9 +1707,9 @@ class TrainRun:
         return self._params[name]
 
     def limit(self, **kw: Any) -> TrainLimit:
-        """The infinite-width limit (keywords as :meth:`tensorprog.Program.limit`): the
-        limit of :attr:`limit_program` (for an operator-regime run, the ``K_Q``
-        recursion).
+        """The infinite-width limit (keywords as :meth:`tensorprog.Program.limit`, e.g.
+        ``executor=`` to run its Monte Carlo on a cluster, docs/cluster.md): the limit of
+        :attr:`limit_program` (for an operator-regime run, the ``K_Q`` recursion).
 
         Raises
         ------

@@ -28,22 +28,26 @@ scalar is the mean of its replicate estimates and the standard error their sprea
 propagated moments).
 
 Memory: a pass holds as many replicates as fit in ``max_memory``; a replicate that does
-not fit on its own runs in chunks of samples, in sweeps (see :class:`MonteCarloPass`).
-Replicate ``r`` draws its normals from its own stream in the same order however the
-replicates are grouped into passes, so the result depends on ``max_memory`` only
-through floating-point summation order. Passes run concurrently, one thread per core
-(numpy releases the GIL inside its kernels; the interpreter's share, about 10 ms a pass
-for 900 instructions, does not overlap), with the BLAS library's threads limited to
-the cores left per pass (:func:`~tensorprog.core._resources.blas_threads`); each has
-its own replicates, so the result does not depend on the scheduling either. The default
-``max_memory`` is a share of what the process may allocate
-(:func:`~tensorprog.core._resources.montecarlo_memory`).
+not fit on its own runs in pieces of samples (a power of two), in sweeps (see
+:class:`MonteCarloPass`). Replicate ``r`` draws its normals from its own stream in the
+same order however the replicates are grouped into passes, and its estimates never mix
+with another replicate's, so the result is the same bits for every grouping (it
+depends on ``max_memory`` only through the pieces of a replicate too large to fit).
+Passes run concurrently, one thread per core (numpy releases the GIL inside its
+kernels; the interpreter's share, about 10 ms a pass for 900 instructions, does not
+overlap), with the BLAS library's threads limited to the cores left per pass
+(:func:`~tensorprog.core._resources.blas_threads`) — or, with ``executor=``, as tasks
+of any ``concurrent.futures.Executor`` (a Dask cluster, a process pool), with the same
+bits (:mod:`.distributed`). The default ``max_memory`` is a share of what the process
+may allocate (:func:`~tensorprog.core._resources.montecarlo_memory`).
 
 The package reads by idea: :mod:`.rules` (one method per instruction class),
 :mod:`.schedule` (stacks, families, pairs, tilts, last uses), :mod:`.linalg` (batched
 linear algebra), :mod:`.estimates` (estimate keys and running sums), :mod:`.passes`
-(the walk under the rules), :mod:`.sources` (normals) and :mod:`.run` (passes, threads,
-chunks, memory, seeds, progress, tails).
+(the walk under the rules), :mod:`.sources` (normals), :mod:`.chunks` (the unit of
+work: whole replicates, and their sufficient statistics), :mod:`.distributed` (chunks
+on an executor: what travels, retries) and :mod:`.run` (chunks, threads, memory, seeds,
+progress, the reduction over replicates and tails).
 """
 
 from __future__ import annotations

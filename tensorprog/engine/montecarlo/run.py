@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -21,14 +20,14 @@ from ...core._resources import (
     refuse,
     require,
 )
-from ...core.errors import NumericalError
 from ...core.ir import OuterNonlin
 from ..plan import Plan
 from ..tails import StableError, khat_of_tops, merge_tops, stable_errors, tail_size
-from .estimates import _Estimates
+from .chunks import Chunk, ChunkResult, Work, _chunked_replicate, chunk_size, run_chunk
+from .distributed import ShippedPlan, as_executor, executor_workers, run_on_executor
 from .rules import MonteCarloPass
 from .schedule import _Schedule
-from .sources import _IID_BLOCK, _normal_source
+from .sources import _normal_source
 
 __all__ = ["TAIL_DRAWS", "run_montecarlo"]
 
@@ -48,6 +47,9 @@ TAIL_DRAWS = 2**14
 _PASS_SAMPLES = 2**16
 #: Concurrent passes (threads) at most; also bounded by the cores this process may use.
 _MAX_WORKERS = 4
+#: On an executor, a run has at least ``min(K, _MIN_CHUNKS)`` chunks (whatever the
+#: workers: the chunks are fixed by ``K``, ``M`` and ``max_memory`` alone).
+_MIN_CHUNKS = 16
 
 
 def run_montecarlo(
@@ -61,6 +63,8 @@ def run_montecarlo(
     max_memory: int | None = None,
     tails: dict[int, float] | None = None,
     stable: dict[int, StableError] | None = None,
+    executor: Any = None,
+    chunk_replicates: int | None = None,
 ) -> dict[int, tuple[float, float]]:
     """Replicated Monte Carlo passes; returns ``{const id: (mean, standard error)}``.
 
@@ -79,14 +83,16 @@ def run_montecarlo(
         Randomised quasi-Monte Carlo (scrambled Sobol' points, :mod:`..qmc`); False:
         iid normals.
     progress : bool, default False
-        Show a progress bar over the replicates.
+        Show a progress bar over the replicates (advanced as chunks complete).
     max_memory : int, optional
         Bytes for the sample arrays (default: half of what the process may allocate,
-        :func:`~tensorprog.core._resources.montecarlo_memory`). As many replicates as fit run in one pass (at
-        least one); a replicate that does not fit alone runs in chunks of ``C`` samples
-        (see :class:`MonteCarloPass`). The estimates are those of whole replicates, so
-        the result does not depend on ``max_memory`` beyond floating-point summation
-        order.
+        :func:`~tensorprog.core._resources.montecarlo_memory`); with an ``executor``,
+        the budget of one chunk on one worker. As many replicates as fit run in one
+        pass (at least one); a replicate that does not fit alone runs in pieces of
+        ``C`` samples, the largest power of two that fits (see :class:`MonteCarloPass`).
+        The result depends on ``max_memory`` only through ``C`` (the order of the sums
+        over a replicate's samples): the same bits for every ``max_memory`` that holds
+        a whole replicate.
     tails : dict, optional
         Filled with ``{const id: k̂}`` for every Moment estimated: the Pareto ``k̂`` of
         its integrand's samples, fitted to the largest ``min(S/5, 3√S)`` of all
@@ -96,6 +102,14 @@ def run_montecarlo(
         Filled with ``{const id: StableError}`` for the Moments whose ``k̂`` is in
         ``[1/2, 1)`` (a mean without a variance): the law of their estimate's error, from
         which :meth:`..limit.Limit.interval` gives a robust interval.
+    executor : concurrent.futures.Executor or dask.distributed.Client, optional
+        Run the chunks (groups of whole replicates, :mod:`.chunks`) as tasks of this
+        executor (:mod:`.distributed`); ``None``: threads of this process. The same bits
+        either way.
+    chunk_replicates : int, optional
+        Replicates per chunk on an executor (default: at most :data:`_PASS_SAMPLES`
+        samples and what ``max_memory`` holds, and at least ``min(K, 16)`` chunks);
+        it changes no bit (benchmarks and tests vary it).
 
     Returns
     -------
@@ -108,33 +122,40 @@ def run_montecarlo(
     der = plan.der
     per_sample = _bytes_per_sample(der)
     schedule = _Schedule(plan)
-    D = schedule.D
     K = int(batches)
     M = max(2, samples // K)
     if max_memory is None:
         max_memory = montecarlo_memory()
-    # Passes run concurrently on the cores (in threads: numpy releases the GIL inside its
-    # kernels; the training benchmark's limit takes 0.33 s with two threads against
-    # 0.42 s with one); each gets its share of max_memory. Results do not depend on the
-    # scheduling: every pass has its own replicates and streams.
-    workers = max(1, min(available_cpus(), _MAX_WORKERS, K))
+    ex = as_executor(executor)
+    # In this process, passes run concurrently on the cores (in threads: numpy releases
+    # the GIL inside its kernels; the training benchmark's limit takes 0.33 s with two
+    # threads against 0.42 s with one); each gets its share of max_memory. On an
+    # executor, max_memory is the budget of one chunk. Results do not depend on either:
+    # every chunk has its own replicates and streams.
+    workers = 1 if ex is not None else max(1, min(available_cpus(), _MAX_WORKERS, K))
     fit = int(max_memory) // (per_sample * M * workers)  # whole replicates per pass
     if not fit:
         workers = 1
         fit = int(max_memory) // (per_sample * M)
     C = _chunk_size(int(max_memory) // per_sample, per_sample, max_memory)
-    step = max(1, min(K, fit, _PASS_SAMPLES // M))
-    if workers > 1:  # balanced passes, at least one per worker
-        npass = max(workers, -(-K // step))
-        step = -(-K // npass)
+    if ex is not None:  # (a rule of K, M and max_memory: not of the workers)
+        step = max(1, min(K, fit, _PASS_SAMPLES // M, -(-K // _MIN_CHUNKS))) if fit else 1
+        if chunk_replicates is not None:
+            step = max(1, min(K, int(chunk_replicates))) if fit else 1
+    else:
+        step = max(1, min(K, fit, _PASS_SAMPLES // M))
+        if workers > 1:  # balanced passes, at least one per worker
+            npass = max(workers, -(-K // step))
+            step = -(-K // npass)
     need = per_sample * (min(workers, -(-K // step)) * step * M if fit else C)
-    require(
-        f"Monte Carlo ({K} replicates × {M} samples, {per_sample} bytes per sample)",
-        need,
-        "max_memory",
-        "pass a smaller max_memory= (long replicates then run in "
-        "chunks, with the same estimates) or fewer samples=",
-    )
+    if ex is None:
+        require(
+            f"Monte Carlo ({K} replicates × {M} samples, {per_sample} bytes per sample)",
+            need,
+            "max_memory",
+            "pass a smaller max_memory= (long replicates then run in "
+            "chunks, with the same estimates) or fewer samples=",
+        )
     ss = (
         np.random.SeedSequence(seed)
         if not isinstance(seed, np.random.Generator)
@@ -146,98 +167,117 @@ def run_montecarlo(
     prefix = min(M, -(-TAIL_DRAWS // K)) if fit else M
     T = tail_size(K * prefix)
     levels = (0, 1) if sampled_outer(der) else (0,)
+    work = Work(K, M, None if fit else C, bool(qmc), T, prefix, levels, per_sample)
+    chunks = [
+        Chunk(i, start, tuple(children[start : start + step]))
+        for i, start in enumerate(range(0, K, step))
+    ]
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        chunks = f", chunks of {C}" if not fit else ""
+        pieces = f", chunks of {C}" if not fit else ""
+        where = (
+            f"{len(chunks)} chunks on {type(ex).__name__}"
+            if ex is not None
+            else f"{workers} thread(s)"
+        )
         seconds = len(levels) * _estimate_seconds(  # (the coarse level: at most as long)
-            plan, schedule, K, M, C if not fit else None, qmc, workers
+            plan,
+            schedule,
+            K,
+            M,
+            C if not fit else None,
+            qmc,
+            executor_workers(ex) if ex is not None else workers,
         )
         tqdm.write(
-            f"Monte Carlo: {K} replicates × {M} samples{chunks} on {workers} "
-            f"thread(s), about {gib(need)} of sample arrays; estimated time "
-            f"{_duration(seconds)}",
+            f"Monte Carlo: {K} replicates × {M} samples{pieces} on {where}, about "
+            f"{gib(need)} of sample arrays{' per chunk' if ex is not None else ''}; "
+            f"estimated time {_duration(seconds)}",
             file=sys.stderr,
         )
-        bar = tqdm(total=K, desc=f"Monte Carlo ({K}×{M} samples{chunks})", leave=False)
+        bar = tqdm(total=K, desc=f"Monte Carlo ({K}×{M} samples{pieces})", leave=False)
+    reduction = _Reduction(work)
 
-    def one_pass(seeds: Sequence[np.random.SeedSequence]) -> tuple[list[dict[int, Any]], dict]:
-        out: list[dict[int, Any]] = []
-        tops: dict = {}
-        for inner in levels:  # (the coarse level: same normals, half-size inner blocks)
-            if not fit:
-                const, t = _chunked_replicate(
-                    plan, seeds[0], M, C, D, qmc, schedule, T, inner=inner
-                )
-            else:
-                state = _Estimates(M)
-                state.tail, state.prefix = T, prefix
-                mc = MonteCarloPass(
-                    plan,
-                    len(seeds),
-                    M,
-                    _normal_source(seeds, M, D, qmc),
-                    state,
-                    schedule=schedule,
-                    inner=inner,
-                )
-                mc.run()
-                const, t = mc.const, state.tops
-            out.append(const)
-            tops = tops or t
-        return out, tops
+    def done(res: ChunkResult) -> None:
+        reduction.add(res)
+        if bar is not None:
+            bar.update(res.replicates)
 
-    groups = [children[start : start + step] for start in range(0, K, step)]
-    values: dict[int, list[np.ndarray]] = {}
-    coarse: dict[int, list[np.ndarray]] = {}
-    with contextlib.ExitStack() as stack:
-        if workers > 1 and len(groups) > 1:
-            stack.enter_context(blas_threads(min(workers, len(groups))))
-            pool = stack.enter_context(ThreadPoolExecutor(min(workers, len(groups))))
-            consts = pool.map(one_pass, groups)  # in order, whatever finishes first
+    try:
+        if ex is not None:
+            with contextlib.ExitStack() as stack:
+                if isinstance(ex, ThreadPoolExecutor):  # (threads of this process)
+                    stack.enter_context(blas_threads(executor_workers(ex)))
+                run_on_executor(ex, ShippedPlan(plan, schedule), work, chunks, done)
+        elif workers > 1 and len(chunks) > 1:
+            with (
+                blas_threads(min(workers, len(chunks))),
+                ThreadPoolExecutor(min(workers, len(chunks))) as pool,
+            ):  # in order, whatever finishes first
+                for res in pool.map(lambda c: run_chunk(plan, schedule, work, c), chunks):
+                    done(res)
         else:
-            consts = map(one_pass, groups)
-        # the largest draws of each Moment's integrand over the replicates so far
-        # (O(√(K·M)) memory per Moment, merged as passes finish)
-        tops: dict[int, np.ndarray] = {}
-        seen: dict[int, int] = {}
-        for seeds, (const, tp_) in zip(groups, consts):
-            for cid, v in const[0].items():
-                values.setdefault(cid, []).append(_per_replicate(v, len(seeds)))
-            if len(levels) > 1:
-                for cid, v in const[-1].items():
-                    coarse.setdefault(cid, []).append(_per_replicate(v, len(seeds)))
-            for cid, t in tp_.items():
-                tops[cid] = merge_tops(tops.get(cid), t.reshape(1, -1), T)
-                seen[cid] = seen.get(cid, 0) + len(seeds)
-            if bar is not None:
-                bar.update(len(seeds))
-    if bar is not None:
-        bar.close()
-    cids = list(values)
-    vals = np.array([np.concatenate(values[c]) for c in cids]).reshape(len(cids), K)
-    means, ses = vals.mean(axis=1), vals.std(axis=1, ddof=1) / np.sqrt(K)
-    if len(levels) > 1:  # an OuterNonlin's inner average: its bias bound joins the error
-        half = np.array([np.concatenate(coarse[c]) for c in cids]).reshape(len(cids), K)
-        ses = np.hypot(ses, inner_bias(vals, half))
-    # k̂ of every Moment: one fit (batched over Moments) to the largest of its tail draws
-    full = [c for c, n in seen.items() if n == K]
-    if tails is not None and full:
-        top = np.concatenate([tops[c] for c in full])
-        kh = khat_of_tops(top)
-        tails.update(zip(full, kh.tolist()))
-        if stable is not None:
-            errs = stable_errors(top, kh, T / (K * prefix), K * M)
-            stable.update((c, e) for c, e in zip(full, errs) if e is not None)
-    return {c: (m, e) for c, m, e in zip(cids, means.tolist(), ses.tolist())}
+            for c in chunks:
+                done(run_chunk(plan, schedule, work, c))
+    finally:
+        if bar is not None:
+            bar.close()
+    return reduction.finish(tails, stable)
 
 
-def _per_replicate(v: Any, k: int) -> np.ndarray:
-    """A pass's estimate (a (k, 1) array, or a known number) as one value per replicate."""
-    if isinstance(v, np.ndarray) and v.size == k:
-        return v.reshape(k)
-    return np.broadcast_to(np.ravel(v), (k,))
+class _Reduction:
+    """The reduction over replicates of a run's chunk results, in replicate order
+    whatever order they arrive in (a result waits for the chunks before it): the
+    per-replicate estimates are concatenated, the tails merged (the largest draws of
+    each Moment's integrand, ``O(√(K·M))`` memory per Moment), then means, standard
+    errors, an OuterNonlin's bias bound, ``k̂`` and stable errors (:meth:`finish`)."""
+
+    def __init__(self, work: Work) -> None:
+        self.work = work
+        self.values: list[dict[int, list[np.ndarray]]] = [{} for _ in work.levels]
+        self.tops: dict[int, np.ndarray] = {}
+        self.seen: dict[int, int] = {}
+        self.waiting: dict[int, ChunkResult] = {}
+        self.next = 0
+
+    def add(self, res: ChunkResult) -> None:
+        """Take a chunk's result; merge every result now in order."""
+        self.waiting[res.index] = res
+        while self.next in self.waiting:
+            r = self.waiting.pop(self.next)
+            self.next += 1
+            for level, const in zip(self.values, r.values):
+                for cid, v in const.items():
+                    level.setdefault(cid, []).append(v)
+            for cid, t in r.tops.items():
+                self.tops[cid] = merge_tops(self.tops.get(cid), t.reshape(1, -1), self.work.tail)
+                self.seen[cid] = self.seen.get(cid, 0) + r.replicates
+
+    def finish(
+        self, tails: dict[int, float] | None, stable: dict[int, StableError] | None
+    ) -> dict[int, tuple[float, float]]:
+        """``{const id: (mean, standard error)}``; fills ``tails`` and ``stable``."""
+        K, M, T, prefix = self.work.K, self.work.M, self.work.tail, self.work.prefix
+        values = self.values[0]
+        cids = list(values)
+        vals = np.array([np.concatenate(values[c]) for c in cids]).reshape(len(cids), K)
+        means, ses = vals.mean(axis=1), vals.std(axis=1, ddof=1) / np.sqrt(K)
+        if len(self.values) > 1:  # an OuterNonlin's inner average: its bias bound joins the error
+            coarse = self.values[-1]
+            half = np.array([np.concatenate(coarse[c]) for c in cids]).reshape(len(cids), K)
+            ses = np.hypot(ses, inner_bias(vals, half))
+        # k̂ of every Moment: one fit (batched over Moments) to the largest of its tail draws
+        full = [c for c, n in self.seen.items() if n == K]
+        if tails is not None and full:
+            top = np.concatenate([self.tops[c] for c in full])
+            kh = khat_of_tops(top)
+            tails.update(zip(full, kh.tolist()))
+            if stable is not None:
+                errs = stable_errors(top, kh, T / (K * prefix), K * M)
+                stable.update((c, e) for c, e in zip(full, errs) if e is not None)
+        return {c: (m, e) for c, m, e in zip(cids, means.tolist(), ses.tolist())}
 
 
 def sampled_outer(der: Any) -> bool:
@@ -282,9 +322,8 @@ def _bytes_per_sample(der: Any) -> int:
 
 
 def _chunk_size(fit: int, per_sample: int, max_memory: int) -> int:
-    """Samples per chunk of a replicate that does not fit whole: ``fit`` (what
-    ``max_memory`` holds) rounded down to a multiple of :data:`_IID_BLOCK` (a chunk then
-    draws whole blocks of iid normals), or to a power of two below it (a divisor).
+    """Samples per piece of a replicate that does not fit whole: ``fit`` (what
+    ``max_memory`` holds) rounded down to a power of two (:func:`~.chunks.chunk_size`).
 
     Raises
     ------
@@ -300,49 +339,7 @@ def _chunk_size(fit: int, per_sample: int, max_memory: int) -> int:
             int(max_memory),
             "max_memory",
         )
-    if fit >= _IID_BLOCK:
-        return fit - fit % _IID_BLOCK
-    return 1 << (fit.bit_length() - 1)
-
-
-def _chunked_replicate(
-    plan: Plan,
-    ss: np.random.SeedSequence,
-    M: int,
-    C: int,
-    D: int,
-    qmc: bool,
-    schedule: _Schedule,
-    tail: int,
-    sweeps: list[int] | None = None,
-    inner: int = 0,
-) -> tuple[dict[int, Any], dict]:
-    """One replicate of ``M`` samples in chunks of at most ``C``: sweeps until complete.
-
-    Chunk ``j`` draws samples ``jC … jC + C − 1`` of the replicate's stream (the same
-    normals the whole replicate would draw there, iid or QMC). Returns its estimates and
-    the tops of its Moments' integrands (``tail + 1`` each). ``sweeps``, if given, gets
-    the number of sweeps appended.
-    """
-    sizes = [C] * (M // C) + ([M % C] if M % C else [])
-    state = _Estimates(M)
-    n = 0
-    state.tail = tail
-    while True:
-        complete = True
-        n += 1
-        for j, size in enumerate(sizes):
-            mc = MonteCarloPass(
-                plan, 1, size, _normal_source([ss], size, D, qmc, j * C), state, schedule, inner
-            )
-            mc.run()
-            complete = complete and not mc.pending
-        if complete:
-            if sweeps is not None:
-                sweeps.append(n)
-            return mc.const, state.tops
-        if state.finish() == 0:  # pragma: no cover - would loop forever
-            raise NumericalError("Monte Carlo in chunks made no progress (internal error)")
+    return chunk_size(fit)
 
 
 def _estimate_seconds(
