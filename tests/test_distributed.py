@@ -314,3 +314,32 @@ def test_the_core_runs_without_dask():
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=120)
+
+
+def test_coordinate_check_and_lr_sweep_on_an_executor(dask_client):
+    """``executor=`` reaches the Monte Carlo of a coordinate check's limits and of a
+    learning-rate sweep's width-∞ points: the same bits as in-process."""
+    pd = pytest.importorskip("pandas")
+    net = nn.MLP(d_in=2, depth=2, nonlin="relu", param=nn.NTK(2))
+    run = nn.train_sgd(net, np.array([[1.0, 0.5]]), [1.0], lr=1.0, steps=1)
+    cols = ["tensor", "step", "limit", "limit_se"]
+    here = nn.coord_check(run, widths=[64, 128], seeds=2, limit=dict(KW)).summary
+    there = nn.coord_check(
+        run, widths=[64, 128], seeds=2, limit={**KW, "executor": dask_client}
+    ).summary
+    assert here["limit_se"].gt(0).any()  # (Monte Carlo limits)
+    pd.testing.assert_frame_equal(here[cols], there[cols], check_exact=True)
+
+    def sweep(**kw):
+        return nn.lr_sweep(
+            lambda lr: nn.train_sgd(net, np.array([[1.0, 0.5]]), [1.0], lr=lr, steps=1),
+            lrs=[0.25, 0.5, 1.0],
+            widths=[None],
+            steps=1,
+            limit_kw={**KW, **kw},
+            bootstrap=20,
+        ).data
+
+    data = sweep()
+    assert data["stderr"].gt(0).all()  # (the limit's points are Monte Carlo estimates)
+    pd.testing.assert_frame_equal(data, sweep(executor=dask_client), check_exact=True)
