@@ -308,8 +308,8 @@ def test_uncertified_entry_redoes_its_diagonal(monkeypatch):
     ref = kernels(X, **kw)
     run = compiled.CompiledLimit._run
 
-    def forced(self, C, M, Q, *given):  # the last set: input 2's (2, 2), and entry (1, 2)
-        V, E, bad = run(self, C, M, Q, *given)
+    def forced(self, C, M, Q, *a, **k):  # the last set: input 2's (2, 2), and entry (1, 2)
+        V, E, bad = run(self, C, M, Q, *a, **k)
         return V, E, {**bad, C.shape[0] - 1: "forced"}
 
     monkeypatch.setattr(compiled.CompiledLimit, "_run", forced)

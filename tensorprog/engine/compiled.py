@@ -395,7 +395,7 @@ class CompiledLimit:
         return self._batch(C, M, Q, True, uncertified)
 
     def _run_built(
-        self, cov: np.ndarray, given: list[tuple[np.ndarray, np.ndarray, Any]] | None = None
+        self, cov: np.ndarray, given: list[tuple[np.ndarray, np.ndarray, Any, np.ndarray]] | None = None
     ) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
         """Every request's values and errors ``(P, requests)`` (column-major) on covariances
         ``(P, N, N)`` that a caller of the library built itself from numbers it validated
@@ -405,12 +405,13 @@ class CompiledLimit:
         quadrature rule still checks its own law); the program's means and initial
         scalars. Also the sets whose values are not certified (index → why).
 
-        ``given``: pieces ``(rids, values, errors)``, those requests' values and errors
-        ``(len(rids), P)`` (``errors`` None: 0), known to the caller — computed by an
-        earlier call on sets with the same numbers in the requests' footprints
-        (:meth:`_within`): the steps that compute only given requests are skipped."""
+        ``given``: pieces ``(rids, values, errors, at)``: those requests' values and
+        errors are ``values[:, at]`` and ``errors[:, at]`` (``errors`` None: 0), known
+        to the caller — computed by an earlier call on sets with the same numbers in the
+        requests' footprints (:meth:`_within`): the steps that compute only given
+        requests are skipped."""
         C, M, Q = self._built(cov)
-        return self._run(C, M, Q, given)
+        return self._run(C, M, Q, given, share=False)
 
     def _built(self, cov: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         P = cov.shape[0]
@@ -555,38 +556,44 @@ class CompiledLimit:
         C: np.ndarray,
         M: np.ndarray,
         Q: np.ndarray,
-        given: list[tuple[np.ndarray, np.ndarray, Any]] | None = None,
+        given: list[tuple[np.ndarray, np.ndarray, Any, np.ndarray]] | None = None,
+        share: bool = True,
     ) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
         """Every request's values and errors ``(P, requests)`` for validated numbers, and
         the sets (index → why) whose values are not certified by the compiled methods
-        (their values are then meaningless); ``given``: :meth:`_run_built`'s."""
+        (their values are then meaningless); ``given``: :meth:`_run_built`'s. With
+        ``share``, sets that agree on a group's numbers share its values
+        (:func:`_distinct`); without, every set is evaluated (a caller whose sets are
+        distinct: looking for equal ones would cost more than it saves)."""
         P, N = C.shape[0], C.shape[1]
         # cells-major covariances (N·N, P), the fused groups' source of initial entries:
         # a view when C is one ((P, N, N) view of an (N, N, P) array, as nn.stax builds)
         Cc = C.transpose(1, 2, 0).reshape(N * N, P)
         # column-major: the steps read and write whole columns (requests)
-        V = np.array(np.broadcast_to(self._values0, (P, len(self._values0))), order="F")
+        V = np.empty((len(self._values0), P)).T
+        V.T[:] = self._values0[:, None]
         E = np.zeros(V.shape, order="F")  # calloc: untouched while every value is exact
         if self._init_rids:
             V[:, _ix(self._init_rids.values())] = Q
         steps = self._steps
         if given:
-            for rids, values, errors in given:
-                V.T[rids] = values
-                if errors is not None:
-                    E.T[rids] = errors
+            for rids, values, errors, at in given:  # each set's column of values: at
+                for q, rid in enumerate(rids.tolist()):
+                    np.take(values[q], at, out=V.T[rid])
+                    if errors is not None:
+                        np.take(errors[q], at, out=E.T[rid])
             steps = self._without(np.concatenate([rids for rids, *_ in given]))
         bad: dict[int, str] = {}
         shared: dict[frozenset[int], Any] = {}
         memo: dict[Any, Any] = {}
         for step in steps:
             if isinstance(step, _Group):
-                if step.foot is not None and step.foot not in shared:
+                if share and step.foot is not None and step.foot not in shared:
                     shared[step.foot] = _distinct(step.foot, C, M, Q, memo)
                 self._group(step, V, E, C, Cc, M, bad, shared.get(step.foot))
             elif isinstance(step, _Merged):
                 for g in step.parts:
-                    if g.foot is not None and g.foot not in shared:
+                    if share and g.foot is not None and g.foot not in shared:
                         shared[g.foot] = _distinct(g.foot, C, M, Q, memo)
                 self._merged(step, V, E, C, Cc, M, bad, shared)
             elif isinstance(step, _Fns):
@@ -1008,7 +1015,9 @@ def _fuse(
     if ev is None or at is None or not law_free(expr, d, m):
         return None
     screen = [i * d + i for i in range(d)] + [int(i) * d + int(j) for i, j in at]
-    cells = np.unique(np.concatenate([ev.cells, np.array(screen, dtype=np.intp)]))
+    # the evaluator's entries first (it reads the first rows, a view), then the screen's
+    extra = np.setdiff1d(np.array(screen, dtype=np.intp), ev.cells)
+    cells = np.concatenate([ev.cells, extra]).astype(np.intp)
     where = {c: n for n, c in enumerate(cells.tolist())}
     hat = {}
     for p, (i, j) in enumerate(pairs):
@@ -1035,7 +1044,7 @@ def _fuse(
         return np.stack(xs, axis=1).astype(dtype) if xs else np.zeros((k, 0), dtype=dtype)
 
     return _Fused(
-        ev.on(cells),
+        ev.fn if not extra.size else _head(ev.fn, len(ev.cells)),
         len(cells),
         cols(init_cols, np.intp),
         _ix(init_at),
@@ -1048,6 +1057,11 @@ def _fuse(
         at,
         cells,
     )
+
+
+def _head(fn: Any, m: int) -> Any:
+    """``fn`` of the first ``m`` entry rows."""
+    return lambda E: fn(E[:m])
 
 
 def _real_array(x: Any, arg: str, where: str, ndims: tuple[int, ...]) -> np.ndarray:

@@ -474,16 +474,15 @@ def _pair(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike, name: str) -> _Pair:
     a11, a12, a22 = (np.asarray(x, dtype=float) for x in (k11, k12, k22))
     if not a11.shape == a12.shape == a22.shape:
         a11, a12, a22 = np.broadcast_arrays(a11, a12, a22)
-    with np.errstate(over="ignore", invalid="ignore"):
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
         finite = np.isfinite(a11 + a12 + a22).all()  # may overflow: then entry by entry
+        v1 = np.maximum(a11, 0.0)
+        v2 = np.maximum(a22, 0.0)
+        prod = v1 * v2
     if not finite and not (
         np.isfinite(a11).all() and np.isfinite(a12).all() and np.isfinite(a22).all()
     ):
         raise NumericalError(f"{name}: k11, k12, k22 must be finite")
-    v1 = np.maximum(a11, 0.0)
-    v2 = np.maximum(a22, 0.0)
-    with np.errstate(over="ignore", under="ignore"):
-        prod = v1 * v2
     # fall back to s1 * s2 where the product under- or overflows (the common case, all
     # normal, takes the same values without the masks)
     normal = prod.size == 0 or (prod.min() >= _TINY and prod.max() <= _HUGE)
@@ -1049,8 +1048,10 @@ def erf_erf(
         =\frac2\pi\arcsin\frac{2k_{12}}{\sqrt{(1+2k_{11})(1+2k_{22})}},
 
 
-    [W97] (docs/concepts/kernel-limits.md); evaluated as in [NT] ``Erf`` with
-    :math:`\arctan2\big(2k_{12},\sqrt{(1+2k_{11})(1+2k_{22})-4k_{12}^2}\big)`.
+    [W97] (docs/concepts/kernel-limits.md); evaluated as in [NT] ``Erf`` by the angle
+    :math:`\arctan\big(2k_{12}/\sqrt{(1+2k_{11})(1+2k_{22})-4k_{12}^2}\big)` (the
+    root is :math:`\ge1` for a covariance, so this is NT's ``arctan2`` angle, to
+    rounding, at half the cost).
 
     With means it has no elementary form, but it is a bivariate normal CDF:
     :math:`\mathrm{erf}(x)=2\Phi(\sqrt2x)-1` and
@@ -1068,8 +1069,8 @@ def erf_erf(
         rho = np.clip(2.0 * c / np.sqrt(d1 * d2), -1.0, 1.0)
         value = 4.0 * bivariate_normal_cdf(h1, h2, rho) - 2.0 * _Phi(h1) - 2.0 * _Phi(h2) + 1.0
         return _finish(np.asarray(value), "erf_erf")
-    den = np.sqrt(d1 * d2 - 4.0 * c**2)
-    return _finish(2.0 / np.pi * np.arctan2(2.0 * c, den), "erf_erf")
+    den = np.sqrt(d1 * d2 - 4.0 * c**2)  # ≥ 1: arctan of the ratio is arctan2's angle
+    return _finish(2.0 / np.pi * np.arctan(2.0 * c / den), "erf_erf")
 
 
 @pair_closed_form(erf, derf, means=True)

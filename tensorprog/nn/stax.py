@@ -1376,13 +1376,15 @@ def _pairwise_kernels(
     cpl = pw.compiled
 
     def fill(V: np.ndarray, E: np.ndarray, r: np.ndarray, c: np.ndarray, hs: Any) -> None:
+        flat = [r * shape[1] + c]  # the entries, and their mirror images
+        if symmetric and r is not c:
+            flat.append(c * shape[1] + r)
         for kernel, h in zip(("nngp", "ntk"), hs):
             rid = cpl._rid(h)
-            cells = [(r, c), (c, r)] if symmetric and r is not c else [(r, c)]
-            for cell in cells:
-                out[kernel][cell] = V[:, rid]
+            for at in flat:
+                out[kernel].ravel()[at] = V[:, rid]
                 if err is not None:
-                    err[kernel][cell] = E[:, rid]
+                    err[kernel].ravel()[at] = E[:, rid]
 
     # 1. the per-input requests (the forward and backward Moments of one input, and the
     # diagonal entries): once per input, on the sets (i, i) — every entry (i, j) takes
@@ -1413,10 +1415,7 @@ def _pairwise_kernels(
             rows, cols = rows[~off], cols[~off]
             if not len(rows):
                 continue
-        given = [
-            (rids, vals[:, at], None if errs is None else errs[:, at])
-            for (rids, vals, errs), at in zip(per, (rows, cols))
-        ]
+        given = [(*p, at) for p, at in zip(per, (rows, cols))]
         V, E, bad = cpl._run_built(_entry_laws(pw, X, sq, rows, cols), given)
         fill(V, E, rows, cols if symmetric else cols - B1, (pw.nngp, pw.ntk))
         redo.update(dict.fromkeys((int(rows[p]), int(cols[p])) for p in bad))
