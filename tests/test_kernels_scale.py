@@ -299,8 +299,10 @@ def test_diagonal_and_merged_groups_equal_the_separate_programs(monkeypatch):
 
 def test_uncertified_entry_redoes_its_diagonal(monkeypatch):
     """A set the compiled methods do not certify has NaN values — its off-diagonal entry
-    and the two diagonal entries it carries: all three come from the whole-program limit
-    of their inputs (``Program.limit``), equal to the compiled values to 1e-12."""
+    and the two diagonal entries it carries (one block), or, with several blocks, an
+    input's set ``(i, i)``, whose per-input requests every entry of ``i`` is given: those
+    entries come from the whole-program limit of their inputs (``Program.limit``),
+    equal to the compiled values to 1e-12."""
     from tensorprog.engine import compiled
 
     X = np.random.default_rng(8).standard_normal((3, 4))
@@ -316,4 +318,9 @@ def test_uncertified_entry_redoes_its_diagonal(monkeypatch):
     got = kernels(X, **kw)
     for a, b in zip(got, ref):
         assert np.isfinite(a).all()
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=0)
+    # several blocks: each input's own requests on the sets (i, i) first; the last input's
+    # are not certified, so all its entries are redone, and each block's last entry
+    split = kernels(X, batch_size=1, **kw)
+    for a, b in zip(split, ref):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=0)

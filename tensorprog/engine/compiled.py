@@ -395,7 +395,10 @@ class CompiledLimit:
         return self._batch(C, M, Q, True, uncertified)
 
     def _run_built(
-        self, cov: np.ndarray, given: list[tuple[np.ndarray, np.ndarray, Any, np.ndarray]] | None = None
+        self,
+        cov: np.ndarray,
+        given: list[tuple[np.ndarray, np.ndarray, Any, np.ndarray]] | None = None,
+        share: bool = False,
     ) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
         """Every request's values and errors ``(P, requests)`` (column-major) on covariances
         ``(P, N, N)`` that a caller of the library built itself from numbers it validated
@@ -409,9 +412,10 @@ class CompiledLimit:
         errors are ``values[:, at]`` and ``errors[:, at]`` (``errors`` None: 0), known
         to the caller — computed by an earlier call on sets with the same numbers in the
         requests' footprints (:meth:`_within`): the steps that compute only given
-        requests are skipped."""
+        requests are skipped. ``share``: :meth:`_run`'s (sets with equal numbers share
+        values)."""
         C, M, Q = self._built(cov)
-        return self._run(C, M, Q, given, share=False)
+        return self._run(C, M, Q, given, share)
 
     def _built(self, cov: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         P = cov.shape[0]

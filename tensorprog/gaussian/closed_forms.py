@@ -403,7 +403,7 @@ def _variance(k: ArrayLike, name: str) -> np.ndarray:
 
 
 class _Pair:
-    """A validated centred pair: variances ``k11, k22`` (clipped at 0), ``s`` =
+    r"""A validated centred pair: variances ``k11, k22`` (clipped at 0), ``s`` =
     :math:`\sqrt{k_{11}k_{22}}` and the clipped covariance ``k12``; the standard
     deviations ``s1, s2`` and the correlation ``rho`` are computed when first read
     (the erf and gelu forms never read them: a square root and a division per entry
@@ -427,14 +427,14 @@ class _Pair:
 
     @property
     def s1(self) -> np.ndarray:
-        """:math:`\sqrt{k_{11}}`."""
+        r""":math:`\sqrt{k_{11}}`."""
         if self._s1 is None:
             self._s1 = np.sqrt(self.k11)
         return self._s1
 
     @property
     def s2(self) -> np.ndarray:
-        """:math:`\sqrt{k_{22}}`."""
+        r""":math:`\sqrt{k_{22}}`."""
         if self._s2 is None:
             self._s2 = np.sqrt(self.k22)
         return self._s2

@@ -47,8 +47,9 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
-from collections import OrderedDict, namedtuple
+from collections import OrderedDict, deque, namedtuple
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,6 +80,7 @@ from .. import (
     rectified_monomial,
     require_memory,
 )
+from ..core import _resources
 from .model import Model
 from .norms import layernorm
 
@@ -1164,6 +1166,9 @@ _BYTES_PER_ENTRY_REQUEST = 512
 #: integrand's values): a fixed allowance when the entry program uses quadrature
 #: (measured: 81 MiB peak for a tanh block of 256 entries, 97 MiB for 780).
 _QUADRATURE_BYTES = 2 * 64 * 2**20
+#: Blocks of kernel entries evaluated concurrently at most (threads; also bounded by the
+#: cores this process may use and by memory: each block in flight holds its arrays).
+_BLOCK_WORKERS = 4
 #: Compiled entry programs by architecture, most recently used last.
 _COMPILED: OrderedDict[Any, _Pairwise | None] = OrderedDict()
 _COMPILED_SIZE = 16
@@ -1304,6 +1309,22 @@ def _dots(X: np.ndarray, sq: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> 
     return np.einsum("ik,jk->ij", X[rows[new]], X[ucols])[np.cumsum(new) - 1, at[cols]]
 
 
+def _in_order(fn: Any, items: Iterator[Any], workers: int) -> Iterator[Any]:
+    """``fn(item)`` for each item, in order, ``workers`` at a time on threads (at most
+    ``workers + 1`` results held); one worker: in this thread."""
+    if workers <= 1:
+        yield from map(fn, items)
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        pending: deque[Any] = deque()
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) > workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
 def _pairwise_kernels(
     key: Any,
     body: list[Layer],
@@ -1347,6 +1368,14 @@ def _pairwise_kernels(
     if "quadrature" in pw.compiled.methods.values():
         block += _QUADRATURE_BYTES
     result = 8 * shape[0] * shape[1] * (8 if return_info else 2)
+    # blocks evaluated concurrently (each holds its arrays): as many as fit
+    workers, nblocks = 1, -(-entries // size)
+    if nblocks > 1 and _resources.available_cpus() > 1:
+        free = _resources.memory_budget().bytes
+        workers = min(_resources.available_cpus(), _BLOCK_WORKERS, nblocks)
+        while workers > 1 and result + workers * block > free:
+            workers -= 1
+    block *= workers
     shown = f"B={B1}" if symmetric else f"B={B1}×{B - B1}"
     if batch_size is None or result > block:
         require_memory(
@@ -1375,24 +1404,33 @@ def _pairwise_kernels(
         bar = tqdm(total=entries, desc=f"{where}: kernel entries", leave=False)
     cpl = pw.compiled
 
+    # the kernels' requests: the entry's, and the diagonal entries' (their columns in what
+    # a block returns)
+    kept = [cpl._rid(h) for hs in ((pw.nngp, pw.ntk), *pw.diagonal) for h in hs]
+    column = {rid: q for q, rid in enumerate(kept)}
+
     def fill(V: np.ndarray, E: np.ndarray, r: np.ndarray, c: np.ndarray, hs: Any) -> None:
-        flat = [r * shape[1] + c]  # the entries, and their mirror images
+        """Values ``V`` and errors ``E`` ``(P, len(kept))`` of the scalars ``hs`` into the
+        entries ``(r, c)`` (and their mirror images)."""
+        flat = [r * shape[1] + c]
         if symmetric and r is not c:
             flat.append(c * shape[1] + r)
         for kernel, h in zip(("nngp", "ntk"), hs):
-            rid = cpl._rid(h)
+            q = column[cpl._rid(h)]
             for at in flat:
-                out[kernel].ravel()[at] = V[:, rid]
+                out[kernel].ravel()[at] = V[:, q]
                 if err is not None:
-                    err[kernel].ravel()[at] = E[:, rid]
+                    err[kernel].ravel()[at] = E[:, q]
 
-    # 1. the per-input requests (the forward and backward Moments of one input, and the
-    # diagonal entries): once per input, on the sets (i, i) — every entry (i, j) takes
-    # its input's values from there, the same numbers to the bit
+    # 1. with several blocks, the per-input requests (the forward and backward Moments of
+    # one input, and the diagonal entries) once per input, on the sets (i, i): every
+    # entry (i, j) takes its inputs' values from there, the same numbers to the bit (in
+    # one block, the block evaluates them once per distinct input, with its entries)
     bad_in = np.zeros(B, dtype=bool)
+    split = bool(pw.per_input) and entries > size
     # per input: the requests, their values and errors (request-major, (·, B))
     per = [(rids, np.empty((len(rids), B)), np.empty((len(rids), B))) for rids in pw.per_input]
-    if per:
+    if split:
         for idx, _ in _entry_blocks(B, B, size, True):
             # the entries' laws are built here from checked inputs: not validated again
             V, E, bad = cpl._run_built(_entry_laws(pw, X, sq, idx, idx))
@@ -1400,27 +1438,43 @@ def _pairwise_kernels(
                 vals[:, idx], errs[:, idx] = V.T[rids], E.T[rids]
             bad_in[idx[np.array(list(bad), dtype=np.intp)]] = True
             if pw.diagonal:
-                fill(V, E, idx, idx, pw.diagonal[0])
+                fill(V[:, kept], E[:, kept], idx, idx, pw.diagonal[0])
         redo.update(dict.fromkeys((i, i) for i in np.flatnonzero(bad_in[:B1]).tolist()))
         if bar is not None and pw.diagonal:
             bar.update(B1)
         per = [(rids, vals, errs if errs.any() else None) for rids, vals, errs in per]
-    # 2. the entries, batch_size at a time, with their inputs' values given
-    for rows, cols in _entry_blocks(B, B1, size, kind == "one"):
-        if bad_in.any():  # an input whose own requests are not certified: its entries too
-            off = bad_in[rows] | bad_in[cols]
-            redo.update(dict.fromkeys(zip(rows[off].tolist(), cols[off].tolist())))
-            if bar is not None:
-                bar.update(int(off.sum()))
-            rows, cols = rows[~off], cols[~off]
-            if not len(rows):
-                continue
-        given = [(*p, at) for p, at in zip(per, (rows, cols))]
-        V, E, bad = cpl._run_built(_entry_laws(pw, X, sq, rows, cols), given)
+
+    # 2. the entries, batch_size at a time (with their inputs' values given), blocks
+    # evaluated concurrently on the cores (threads: numpy releases the GIL in its loops;
+    # every entry's value is the same whatever the blocks and their order)
+    def blocks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for rows, cols in _entry_blocks(B, B1, size, kind == "one"):
+            if bad_in.any():  # an input whose own requests are not certified: its entries
+                off = bad_in[rows] | bad_in[cols]
+                redo.update(dict.fromkeys(zip(rows[off].tolist(), cols[off].tolist())))
+                if bar is not None:
+                    bar.update(int(off.sum()))
+                rows, cols = rows[~off], cols[~off]
+            if len(rows):
+                yield rows, cols
+
+    def block(rc: tuple[np.ndarray, np.ndarray]) -> tuple[Any, ...]:
+        rows, cols = rc
+        given = [(*p, at) for p, at in zip(per, (rows, cols))] if split else None
+        V, E, bad = cpl._run_built(_entry_laws(pw, X, sq, rows, cols), given, share=not split)
+        return rows, cols, V[:, kept], E[:, kept], bad  # the block's arrays are freed here
+
+    for n_block, (rows, cols, V, E, bad) in enumerate(_in_order(block, blocks(), workers)):
         fill(V, E, rows, cols if symmetric else cols - B1, (pw.nngp, pw.ntk))
-        redo.update(dict.fromkeys((int(rows[p]), int(cols[p])) for p in bad))
+        if not split:  # the diagonal entries of the block's inputs
+            for r, hs in zip((rows, cols), pw.diagonal):
+                fill(V, E, r, r, hs)
+        for p in bad:  # not split: the set's diagonal entries too, its laws are suspect
+            i, j = int(rows[p]), int(cols[p])
+            suspect = [(i, j), (i, i), (j, j)] if pw.diagonal and not split else [(i, j)]
+            redo.update(dict.fromkeys(suspect))
         if bar is not None:
-            bar.update(len(rows))
+            bar.update(len(rows) + (B1 if pw.diagonal and not split and n_block == 0 else 0))
     if bar is not None:
         bar.close()
     method = stderr = None
