@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import threading
 import warnings
 from collections import OrderedDict, deque, namedtuple
 from collections.abc import Iterator, Sequence
@@ -1268,14 +1269,23 @@ def _entry_blocks(
 
 
 def _entry_laws(
-    pw: _Pairwise, X: np.ndarray, sq: np.ndarray, rows: np.ndarray, cols: np.ndarray
+    pw: _Pairwise,
+    X: np.ndarray,
+    sq: np.ndarray,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Initial covariances ``(P, N, N)`` of the entry program for the entries ``(rows, cols)``:
     each input layer's block ``σ_w² ξᵀξ'/d + σ_b²`` (``sq``: every row's ``ξᵀξ``); a view
-    of an ``(N, N, P)`` array, which the compiled limit reads without a copy."""
+    of an ``(N, N, P)`` array, which the compiled limit reads without a copy — the first
+    ``P`` columns of ``out`` when given, whose other cells (the biases' and readout's,
+    the same in every entry) hold the program's covariance already."""
     d = X.shape[1]
-    C = np.empty((*pw.cov.shape, len(rows)))
-    C[:] = pw.cov[:, :, None]
+    if out is None:
+        out = np.empty((*pw.cov.shape, len(rows)))
+        out[:] = pw.cov[:, :, None]
+    C = out[:, :, : len(rows)]
     cross = None
     for idx, W_std, b_std in pw.inputs:
         w2, b2 = W_std**2, b_std**2
@@ -1458,10 +1468,16 @@ def _pairwise_kernels(
             if len(rows):
                 yield rows, cols
 
+    local = threading.local()  # per thread: a block's covariances, reused
+
     def block(rc: tuple[np.ndarray, np.ndarray]) -> tuple[Any, ...]:
         rows, cols = rc
         given = [(*p, at) for p, at in zip(per, (rows, cols))] if split else None
-        V, E, bad = cpl._run_built(_entry_laws(pw, X, sq, rows, cols), given, share=not split)
+        if getattr(local, "C", None) is None:
+            local.C = np.empty((*pw.cov.shape, size))
+            local.C[:] = pw.cov[:, :, None]
+        C = _entry_laws(pw, X, sq, rows, cols, local.C)
+        V, E, bad = cpl._run_built(C, given, share=not split)
         return rows, cols, V[:, kept], E[:, kept], bad  # the block's arrays are freed here
 
     for n_block, (rows, cols, V, E, bad) in enumerate(_in_order(block, blocks(), workers)):
