@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import numbers
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -135,6 +135,11 @@ class _Fused:
     cross_at: np.ndarray
     pairs: np.ndarray
     cells: np.ndarray
+    #: the screen's units — each 1×1 block, then each 2×2 block — as the sources of
+    #: their numbers (:func:`_screened`: a unit screened earlier in a run is not again)
+    units: tuple[bytes, ...] = ()
+    #: (var_at, cross_at, pairs) of the screen of some units, by their indices (cache)
+    subsets: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True, eq=False)
@@ -589,12 +594,13 @@ class CompiledLimit:
             steps = self._without(np.concatenate([rids for rids, *_ in given]))
         bad: dict[int, str] = {}
         shared: dict[frozenset[int], Any] = {}
+        done: set[bytes] = set()  # the screen units found plainly PSD (every set)
         memo: dict[Any, Any] = {}
         for step in steps:
             if isinstance(step, _Group):
                 if share and step.foot is not None and step.foot not in shared:
                     shared[step.foot] = _distinct(step.foot, C, M, Q, memo)
-                self._group(step, V, E, C, Cc, M, bad, shared.get(step.foot))
+                self._group(step, V, E, C, Cc, M, bad, shared.get(step.foot), done)
             elif isinstance(step, _Merged):
                 for g in step.parts:
                     if share and g.foot is not None and g.foot not in shared:
@@ -644,13 +650,14 @@ class CompiledLimit:
         M: np.ndarray,
         bad: dict[int, str],
         shared: tuple[np.ndarray, np.ndarray] | None,
+        done: set[bytes] | None = None,
     ) -> None:
         """Evaluate one group for every set — or, with ``shared = (rows, inverse)``,
         for the sets ``rows`` only, whose values the other sets share (``inverse``:
-        each set's position in ``rows``)."""
+        each set's position in ``rows``). ``done``: :func:`_screened`'s."""
         rows, inverse = shared if shared is not None else (None, None)
         if step.fused is not None:
-            fast = _fused(step.fused, V, Cc, rows)
+            fast = _fused(step.fused, V, Cc, rows, done if rows is None else None)
             if fast is not None:  # else: the general path below (which reports why)
                 vals = fast.reshape(len(step.reqs), -1).T
                 if step.scale is not None:
@@ -808,7 +815,11 @@ class CompiledLimit:
 
 
 def _fused(
-    f: _Fused, V: np.ndarray, Cc: np.ndarray, rows: np.ndarray | None = None
+    f: _Fused,
+    V: np.ndarray,
+    Cc: np.ndarray,
+    rows: np.ndarray | None = None,
+    done: set[bytes] | None = None,
 ) -> np.ndarray | None:
     """The values ``(k·P,)`` (request-major) of a fused group (:class:`_Fused`) for the sets' request
     values ``V`` and initial covariances ``Cc`` (:func:`_entries`; the sets ``rows`` of
@@ -818,7 +829,7 @@ def _fused(
     naming what is wrong). Otherwise the values are the general path's, bit for bit
     (the same entries, the same evaluator)."""
     ent = _entries(f, V, Cc, rows)
-    return None if ent is None else _screened(f, ent)
+    return None if ent is None else _screened(f, ent, done)
 
 
 def _entries(
@@ -846,18 +857,46 @@ def _entries(
     return ent if np.isfinite(ent).all() else None
 
 
-def _screened(f: _Fused, ent: np.ndarray) -> np.ndarray | None:
+def _screened(f: _Fused, ent: np.ndarray, done: set[bytes] | None = None) -> np.ndarray | None:
     """The evaluator's values on finite gathered entries ``(n, ·)`` (:func:`_entries`),
     or None when the covariances are not plainly PSD or a value is not finite or
-    raises."""
+    raises. ``done``: the units (:attr:`_Fused.units`) screened earlier on the same sets
+    — the same numbers, found plainly PSD — which are not screened again (the others
+    are added)."""
     with np.errstate(all="ignore"):  # an overflow is reported by the general path
-        if not plainly_psd(ent[f.var_at].T, ent[f.cross_at].T, f.pairs):
-            return None
+        if done is None:
+            if not plainly_psd(ent[f.var_at].T, ent[f.cross_at].T, f.pairs):
+                return None
+        else:
+            new = tuple(u for u, key in enumerate(f.units) if key not in done)
+            if new:
+                var_at, cross_at, pairs = f.subsets.get(new) or _subset(f, new)
+                if not plainly_psd(ent[var_at].T, ent[cross_at].T, pairs):
+                    return None
+                done.update(f.units[u] for u in new)
         try:
             vals = np.asarray(f.fn(ent), dtype=float)
         except TensorProgramError:
             return None
     return vals if np.isfinite(vals).all() else None
+
+
+def _subset(f: _Fused, units: tuple[int, ...]) -> tuple[np.ndarray, ...]:
+    """``(var_at, cross_at, pairs)`` of the screen of some of a fused group's units
+    (indices into :attr:`_Fused.units`: 1×1 blocks, then 2×2 blocks), cached."""
+    in_pair = set(f.pairs.ravel().tolist())
+    singles = [i for i in range(len(f.var_at)) if i not in in_pair]
+    blocks = [u - len(singles) for u in units if u >= len(singles)]
+    coords = sorted(
+        {singles[u] for u in units if u < len(singles)}.union(
+            *(f.pairs[b].tolist() for b in blocks)
+        )
+    )
+    at = {c: n for n, c in enumerate(coords)}
+    pairs = np.array([[at[int(a)], at[int(b)]] for a, b in f.pairs[blocks]], dtype=np.intp)
+    out = (f.var_at[coords], f.cross_at[blocks], pairs.reshape(len(blocks), 2))
+    f.subsets[units] = out
+    return out
 
 
 def _merge(groups: list[_Group]) -> list[_Group | _Merged]:
@@ -1047,6 +1086,17 @@ def _fuse(
     def cols(xs: list[np.ndarray], dtype: Any) -> np.ndarray:
         return np.stack(xs, axis=1).astype(dtype) if xs else np.zeros((k, 0), dtype=dtype)
 
+    source = {p: b"i" + col.tobytes() for p, col in zip(init_at, init_cols)}
+    source.update(
+        (p, b"h" + c.tobytes() + w.tobytes()) for p, c, w in zip(hat_at, slot_cols, s2_cols)
+    )
+    var = [where[i * d + i] for i in range(d)]
+    paired = set(at.ravel().tolist())
+    units = [source.get(var[i], b"z") for i in range(d) if i not in paired]
+    units += [
+        b"|".join(source.get(p, b"z") for p in (var[a], var[b], where[int(a) * d + int(b)]))
+        for a, b in at.tolist()
+    ]
     return _Fused(
         ev.fn if not extra.size else _head(ev.fn, len(ev.cells)),
         len(cells),
@@ -1060,6 +1110,7 @@ def _fuse(
         _ix(where[int(i) * d + int(j)] for i, j in at),
         at,
         cells,
+        tuple(units),
     )
 
 

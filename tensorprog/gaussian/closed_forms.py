@@ -428,16 +428,17 @@ class _Pair:
     @property
     def s1(self) -> np.ndarray:
         r""":math:`\sqrt{k_{11}}`."""
-        if self._s1 is None:
-            self._s1 = np.sqrt(self.k11)
-        return self._s1
+        return self._root("_s1", self.k11)
 
     @property
     def s2(self) -> np.ndarray:
         r""":math:`\sqrt{k_{22}}`."""
-        if self._s2 is None:
-            self._s2 = np.sqrt(self.k22)
-        return self._s2
+        return self._root("_s2", self.k22)
+
+    def _root(self, slot: str, k: np.ndarray) -> np.ndarray:
+        if getattr(self, slot) is None:
+            setattr(self, slot, np.sqrt(k))
+        return getattr(self, slot)
 
     @property
     def rho(self) -> np.ndarray:
