@@ -46,11 +46,9 @@ from __future__ import annotations
 
 import math
 import numbers
-import threading
 import warnings
-from collections import OrderedDict, deque, namedtuple
+from collections import OrderedDict, namedtuple
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,7 +79,6 @@ from .. import (
     rectified_monomial,
     require_memory,
 )
-from ..core import _resources
 from .model import Model
 from .norms import layernorm
 
@@ -1167,9 +1164,7 @@ _BYTES_PER_ENTRY_REQUEST = 512
 #: integrand's values): a fixed allowance when the entry program uses quadrature
 #: (measured: 81 MiB peak for a tanh block of 256 entries, 97 MiB for 780).
 _QUADRATURE_BYTES = 2 * 64 * 2**20
-#: Blocks of kernel entries evaluated concurrently at most (threads; also bounded by the
-#: cores this process may use and by memory: each block in flight holds its arrays).
-_BLOCK_WORKERS = 4
+
 #: Compiled entry programs by architecture, most recently used last.
 _COMPILED: OrderedDict[Any, _Pairwise | None] = OrderedDict()
 _COMPILED_SIZE = 16
@@ -1319,22 +1314,6 @@ def _dots(X: np.ndarray, sq: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> 
     return np.einsum("ik,jk->ij", X[rows[new]], X[ucols])[np.cumsum(new) - 1, at[cols]]
 
 
-def _in_order(fn: Any, items: Iterator[Any], workers: int) -> Iterator[Any]:
-    """``fn(item)`` for each item, in order, ``workers`` at a time on threads (at most
-    ``workers + 1`` results held); one worker: in this thread."""
-    if workers <= 1:
-        yield from map(fn, items)
-        return
-    with ThreadPoolExecutor(workers) as pool:
-        pending: deque[Any] = deque()
-        for item in items:
-            pending.append(pool.submit(fn, item))
-            if len(pending) > workers:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
-
-
 def _pairwise_kernels(
     key: Any,
     body: list[Layer],
@@ -1378,14 +1357,6 @@ def _pairwise_kernels(
     if "quadrature" in pw.compiled.methods.values():
         block += _QUADRATURE_BYTES
     result = 8 * shape[0] * shape[1] * (8 if return_info else 2)
-    # blocks evaluated concurrently (each holds its arrays): as many as fit
-    workers, nblocks = 1, -(-entries // size)
-    if nblocks > 1 and _resources.available_cpus() > 1:
-        free = _resources.memory_budget().bytes
-        workers = min(_resources.available_cpus(), _BLOCK_WORKERS, nblocks)
-        while workers > 1 and result + workers * block > free:
-            workers -= 1
-    block *= workers
     shown = f"B={B1}" if symmetric else f"B={B1}×{B - B1}"
     if batch_size is None or result > block:
         require_memory(
@@ -1454,9 +1425,7 @@ def _pairwise_kernels(
             bar.update(B1)
         per = [(rids, vals, errs if errs.any() else None) for rids, vals, errs in per]
 
-    # 2. the entries, batch_size at a time (with their inputs' values given), blocks
-    # evaluated concurrently on the cores (threads: numpy releases the GIL in its loops;
-    # every entry's value is the same whatever the blocks and their order)
+    # 2. the entries, batch_size at a time (with their inputs' values given)
     def blocks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for rows, cols in _entry_blocks(B, B1, size, kind == "one"):
             if bad_in.any():  # an input whose own requests are not certified: its entries
@@ -1468,19 +1437,14 @@ def _pairwise_kernels(
             if len(rows):
                 yield rows, cols
 
-    local = threading.local()  # per thread: a block's covariances, reused
+    buffer = np.empty((*pw.cov.shape, size))  # the blocks' covariances
+    buffer[:] = pw.cov[:, :, None]  # the biases' and readout's cells: the same in all
 
-    def block(rc: tuple[np.ndarray, np.ndarray]) -> tuple[Any, ...]:
-        rows, cols = rc
+    for n_block, (rows, cols) in enumerate(blocks()):
         given = [(*p, at) for p, at in zip(per, (rows, cols))] if split else None
-        if getattr(local, "C", None) is None:
-            local.C = np.empty((*pw.cov.shape, size))
-            local.C[:] = pw.cov[:, :, None]
-        C = _entry_laws(pw, X, sq, rows, cols, local.C)
+        C = _entry_laws(pw, X, sq, rows, cols, buffer)
         V, E, bad = cpl._run_built(C, given, share=not split)
-        return rows, cols, V[:, kept], E[:, kept], bad  # the block's arrays are freed here
-
-    for n_block, (rows, cols, V, E, bad) in enumerate(_in_order(block, blocks(), workers)):
+        V, E = V[:, kept], E[:, kept]
         fill(V, E, rows, cols if symmetric else cols - B1, (pw.nngp, pw.ntk))
         if not split:  # the diagonal entries of the block's inputs
             for r, hs in zip((rows, cols), pw.diagonal):
