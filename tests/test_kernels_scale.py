@@ -324,6 +324,9 @@ def test_uncertified_entry_redoes_its_diagonal(monkeypatch):
     split = kernels(X, batch_size=1, **kw)
     for a, b in zip(split, ref):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=0)
+    cross = kernels(X[:1], X[1:], batch_size=1, **kw)  # a cross-kernel has no diagonal
+    for a, b in zip(cross, ref):
+        np.testing.assert_allclose(a, b[:1, 1:], rtol=1e-12, atol=0)
 
 
 def test_given_per_input_values_skip_their_steps_and_change_no_bit():

@@ -1164,7 +1164,6 @@ _BYTES_PER_ENTRY_REQUEST = 512
 #: integrand's values): a fixed allowance when the entry program uses quadrature
 #: (measured: 81 MiB peak for a tanh block of 256 entries, 97 MiB for 780).
 _QUADRATURE_BYTES = 2 * 64 * 2**20
-
 #: Compiled entry programs by architecture, most recently used last.
 _COMPILED: OrderedDict[Any, _Pairwise | None] = OrderedDict()
 _COMPILED_SIZE = 16
@@ -1329,12 +1328,14 @@ def _pairwise_kernels(
     """The kernels entry by entry: entry ``(i, j)`` of every layer depends only on the
     inputs ``ξ_i, ξ_j`` (the forward and backward passes on them), so the entry program
     of two inputs is compiled once per architecture and evaluated for every entry,
-    ``batch_size`` entries per vectorised call. Its per-input requests (the Moments
-    ⟨x_i, x_i⟩, ⟨dh_i, dh_i⟩ of one input, which the laws of ``(i, j)`` need) are
-    evaluated once per input, on the sets ``(i, i)``, and given to every entry of that
-    input; for a symmetric kernel the program also holds the two inputs' diagonal
-    entries (kind ``"both"``), which come from those sets, so the diagonal costs no
-    second program (one input: the program on one input). Entries whose expectations
+    ``batch_size`` entries per vectorised call. For a symmetric kernel the program also
+    holds the two inputs' diagonal entries (kind ``"both"``), so the diagonal costs no
+    second program (one input: the program on one input). With several blocks, its
+    per-input requests (the Moments ⟨x_i, x_i⟩, ⟨dh_i, dh_i⟩ of one input, which the
+    laws of ``(i, j)`` need, and the diagonal entries) are evaluated first, once per
+    input, on the sets ``(i, i)``, and given to every entry of that input (in one block,
+    once per distinct input of the block: :func:`~tensorprog.engine.compiled._distinct`).
+    The same bits either way. Entries whose expectations
     the compiled methods do not certify — or whose input's own requests are not
     certified — get the whole-program limit of their inputs (which may use Monte
     Carlo). Returns the kernels (without methods and errors unless ``return_info``),
@@ -1420,7 +1421,8 @@ def _pairwise_kernels(
             bad_in[idx[np.array(list(bad), dtype=np.intp)]] = True
             if pw.diagonal:
                 fill(V[:, kept], E[:, kept], idx, idx, pw.diagonal[0])
-        redo.update(dict.fromkeys((i, i) for i in np.flatnonzero(bad_in[:B1]).tolist()))
+        if pw.diagonal:  # the diagonal entries of inputs whose own requests are not certified
+            redo.update(dict.fromkeys((i, i) for i in np.flatnonzero(bad_in).tolist()))
         if bar is not None and pw.diagonal:
             bar.update(B1)
         per = [(rids, vals, errs if errs.any() else None) for rids, vals, errs in per]
