@@ -393,12 +393,6 @@ class CompiledLimit:
         C, M, Q, batched = self._numbers(cov, mean, scalars)
         return self._batch(C, M, Q, batched, uncertified)
 
-    def _evaluate_built(self, cov: np.ndarray, uncertified: str = "raise") -> LimitBatch:
-        """:meth:`evaluate` on covariances that a caller of the library built itself
-        (:meth:`_run_built`)."""
-        C, M, Q = self._built(cov)
-        return self._batch(C, M, Q, True, uncertified)
-
     def _run_built(
         self,
         cov: np.ndarray,
