@@ -2,18 +2,31 @@
 
 For every configuration (depth, nonlinearity, B) — by default relu at depth 10 and erf
 at depth 3, B ∈ {64, 256, 1024, 4096}, d = 32, W_std = 1.5, b_std = 0.1, inputs
-``default_rng(seed).standard_normal((B, d))`` — this runs, each in a fresh process:
+``default_rng(seed).standard_normal((B, d))`` — this runs ``--rounds`` times, the two
+libraries alternately, each in a fresh process:
 
 * tensorprog (``--pythonpath`` or the installed package): ``nn.kernels`` on the inputs
-  (first call: imports done, compiling the entry programs included), then five times on
-  *new* inputs of the same shape (the repeated call: the compiled programs are reused;
-  the warm call is the fastest, with every call's wall and CPU time in the JSON); the
+  (the first call, compiling the entry programs included), then five times on *new*
+  inputs of the same shape (the repeated call: the compiled programs are reused); the
   process's wall time, its peak resident memory (``ru_maxrss``) and the kernels;
 * neural-tangents 0.6.5 (``benchmarks/nt/.venv``, see ``benchmarks/nt/setup_env.sh``):
-  ``benchmarks/nt/nt_kernels.py`` on the same inputs (un-jitted ``kernel_fn``, as
-  :mod:`benchmarks.kernels`), its wall time and peak memory (``os.wait4``); for the
-  ``--repeat-B`` configurations also the jit-compiled ``kernel_fn`` called repeatedly
-  (the warm call is the minimum after the first);
+  ``benchmarks/nt/nt_kernels.py`` on the same inputs, the un-jitted ``kernel_fn`` (as
+  :mod:`benchmarks.kernels`) called three times, its wall time and peak memory
+  (``os.wait4``); for the ``--repeat-B`` configurations also the jit-compiled
+  ``kernel_fn`` called repeatedly;
+
+and compares like with like (each column a median over the rounds):
+
+* **fresh** — *import + first call*: from the start of each script (before numpy is
+  imported) to the end of the first call, in each process. The whole process's wall
+  time is also recorded, but it is not compared: the two processes do different work
+  after the first call (tensorprog's five repeated calls, neural-tangents' second and
+  third un-jitted calls);
+* **warm** — the fastest later call on the same architecture: tensorprog's repeated
+  call on new inputs against neural-tangents' un-jitted ``kernel_fn`` called again (its
+  second and third calls);
+* **jit** — for ``--repeat-B``: tensorprog's warm call against neural-tangents'
+  jit-compiled call (the fastest after the first, which compiles);
 * the largest difference between the two libraries' kernels, and — relu and erf — both
   libraries' largest difference from the closed-form recursion in 50-digit mpmath on
   the diagonal and the first row (:func:`benchmarks.kernels.mpmath_reference`), which
@@ -32,20 +45,23 @@ This is a measurement, not a test: nothing here asserts a time.
 
 from __future__ import annotations
 
-import argparse
-import importlib.util
-import json
-import os
-import platform
-import resource
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
-from typing import Any
 
-import numpy as np
+_T0 = time.perf_counter()  # as early as possible, before numpy: as nt/nt_kernels.py
+
+import argparse  # noqa: E402
+import importlib.util  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import platform  # noqa: E402
+import resource  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 NT_PYTHON = HERE / "nt" / ".venv" / "bin" / "python"
@@ -70,6 +86,7 @@ def worker(a: argparse.Namespace) -> None:
     t = time.perf_counter()
     nngp, ntk = kernels(X, **kw)
     t_first = time.perf_counter() - t
+    t_fresh = time.perf_counter() - _T0  # script start to the end of the first call
     t_repeat, calls, cpu = None, [], []
     if not a.no_repeat:
         # repeated calls on new inputs (X2, then X2 scaled by 1.1, 1.2, …: no value is
@@ -82,7 +99,13 @@ def worker(a: argparse.Namespace) -> None:
         t_repeat = min(calls)
     np.savez(a.save, nngp=nngp, ntk=ntk)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    row = {"t_import": t_import, "t_first_call": t_first, "t_repeat_call": t_repeat, "peak": peak}
+    row = {
+        "t_import": t_import,
+        "t_first_call": t_first,
+        "t_fresh": t_fresh,
+        "t_repeat_call": t_repeat,
+        "peak": peak,
+    }
     if calls:
         row.update(t_repeat_calls=calls, t_repeat_cpu=cpu)
     print(json.dumps(row))
@@ -136,7 +159,14 @@ def _reference(X: np.ndarray, depth: int, nonlin: str, W: float, b: float) -> di
     return mod.mpmath_reference(X, depth, nonlin, W, b, pairs)
 
 
+def _median(xs: list[float]) -> float | None:
+    xs = sorted(x for x in xs if x is not None)
+    return None if not xs else float(np.median(xs))
+
+
 def measure(cfg: str, a: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    """One configuration: ``a.rounds`` alternating fresh processes of each library, the
+    kernels' agreement, and the medians compared like with like (module docstring)."""
     nonlin, depth_s, B_s = cfg.split(":")
     depth, B = int(depth_s), int(B_s)
     rng = np.random.default_rng(a.seed)
@@ -151,6 +181,7 @@ def measure(cfg: str, a: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "B": B,
         "d": a.dim,
         "load": os.getloadavg()[0],
+        "rounds": [],
     }
     env = dict(os.environ)
     if a.pythonpath:
@@ -161,36 +192,61 @@ def measure(cfg: str, a: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     cmd += ["--nonlin", nonlin, "--W-std", repr(a.W_std), "--b-std", repr(a.b_std)]
     if B > a.repeat_max_B:
         cmd.append("--no-repeat")
-    row["tp"] = _run(cmd, a.timeout, env, tmp)
     nt_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     nt_env.pop("PYTHONPATH", None)
-    if a.nt and NT_PYTHON.exists():
-        nt_out = tmp / f"nt_{cfg.replace(':', '_')}.npz"
-        ncmd = [str(NT_PYTHON), str(NT_SCRIPT), "--depth", str(depth), "--inputs", str(xp)]
-        ncmd += ["--nonlin", nonlin, "--W-std", repr(a.W_std), "--b-std", repr(a.b_std)]
-        row["nt"] = _run(ncmd + ["--out", str(nt_out)], a.timeout, nt_env, tmp)
-        if B in a.repeat_B:
-            row["nt_jit"] = _run(ncmd + ["--jit", "--repeat", "6"], a.timeout, nt_env, tmp)
-        if save.exists() and nt_out.exists():
-            tk, nk = np.load(save), np.load(nt_out)
-            for k in ("nngp", "ntk"):
-                row[f"max_abs_diff_{k}"] = float(np.max(np.abs(tk[k] - nk[k])))
-            if nonlin in ("relu", "erf") and a.reference:
-                ref = _reference(X, depth, nonlin, a.W_std, a.b_std)
-                for lib, k in (("tp", tk), ("nt", nk)):
-                    row[f"{lib}_vs_mpmath_ntk"] = max(
-                        abs(float(k["ntk"][i, j]) - r[1]) for (i, j), r in ref.items()
-                    )
-                    row[f"{lib}_vs_mpmath_nngp"] = max(
-                        abs(float(k["nngp"][i, j]) - r[0]) for (i, j), r in ref.items()
-                    )
-    tp_, nt = row["tp"], row.get("nt", {})
-    if tp_.get("wall") and nt.get("wall"):
-        row["ratio_fresh"] = tp_["wall"] / nt["wall"]
-    jit = row.get("nt_jit", {})
-    if jit.get("t_calls") and tp_.get("t_repeat_call"):
-        row["nt_jit_warm"] = min(jit["t_calls"][1:])
-        row["ratio_repeat"] = tp_["t_repeat_call"] / row["nt_jit_warm"]
+    nt_out = tmp / f"nt_{cfg.replace(':', '_')}.npz"
+    ncmd = [str(NT_PYTHON), str(NT_SCRIPT), "--depth", str(depth), "--inputs", str(xp)]
+    ncmd += ["--nonlin", nonlin, "--W-std", repr(a.W_std), "--b-std", repr(a.b_std)]
+    nt = a.nt and NT_PYTHON.exists()
+    for _ in range(a.rounds):
+        one: dict[str, Any] = {"load": os.getloadavg()[0], "tp": _run(cmd, a.timeout, env, tmp)}
+        if nt:
+            one["nt"] = _run(ncmd + ["--out", str(nt_out), "--repeat", "3"], a.timeout, nt_env, tmp)
+            if B in a.repeat_B:
+                one["nt_jit"] = _run(ncmd + ["--jit", "--repeat", "6"], a.timeout, nt_env, tmp)
+        row["rounds"].append(one)
+    rounds = row["rounds"]
+    # the last round's full records under the former keys (the table's other columns)
+    row.update({k: v for k, v in rounds[-1].items() if k != "load"})
+    if nt and save.exists() and nt_out.exists():
+        tk, nk = np.load(save), np.load(nt_out)
+        for k in ("nngp", "ntk"):
+            row[f"max_abs_diff_{k}"] = float(np.max(np.abs(tk[k] - nk[k])))
+        if nonlin in ("relu", "erf") and a.reference:
+            ref = _reference(X, depth, nonlin, a.W_std, a.b_std)
+            for lib, k in (("tp", tk), ("nt", nk)):
+                row[f"{lib}_vs_mpmath_ntk"] = max(
+                    abs(float(k["ntk"][i, j]) - r[1]) for (i, j), r in ref.items()
+                )
+                row[f"{lib}_vs_mpmath_nngp"] = max(
+                    abs(float(k["nngp"][i, j]) - r[0]) for (i, j), r in ref.items()
+                )
+
+    def med(lib: str, f: Any) -> float | None:
+        vals = []
+        for r in rounds:
+            rec = r.get(lib, {})
+            if rec.get("status") == "ok":
+                vals.append(f(rec))
+        return _median(vals)
+
+    m = row["median"] = {
+        "tp_fresh": med("tp", lambda r: r.get("t_fresh")),
+        "nt_fresh": med("nt", lambda r: r["t_import"] + r["t_first_call"]),
+        "tp_warm": med("tp", lambda r: r.get("t_repeat_call")),
+        "nt_warm": med("nt", lambda r: min(r.get("t_calls", [r["t_second_call"]])[1:])),
+        "nt_jit_warm": med("nt_jit", lambda r: min(r["t_calls"][1:])),
+        "tp_process": med("tp", lambda r: r["wall"]),
+        "nt_process": med("nt", lambda r: r["wall"]),
+    }
+    if m["tp_fresh"] and m["nt_fresh"]:
+        row["ratio_fresh"] = m["tp_fresh"] / m["nt_fresh"]
+    if m["tp_warm"] and m["nt_warm"]:
+        row["ratio_warm"] = m["tp_warm"] / m["nt_warm"]
+    if m["tp_warm"] and m["nt_jit_warm"]:
+        row["nt_jit_warm"] = m["nt_jit_warm"]
+        row["ratio_repeat"] = m["tp_warm"] / m["nt_jit_warm"]
+    row["load"] = _median([r["load"] for r in rounds])
     return row
 
 
@@ -199,29 +255,34 @@ def _f(x: Any, spec: str = ".2f") -> str:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
+    """Medians over the rounds: *fresh* = import + first call of each script (from its
+    start, numpy's import included), *warm* = the fastest later call (tensorprog on new
+    inputs, neural-tangents un-jitted on the same), *jit* = neural-tangents' jit-compiled
+    warm call; then agreement, peak memory (last round) and the load."""
     head = (
-        "| φ, depth | B | tp process (s) | NT process (s) | tp/NT | tp 1st call | tp repeat "
-        "| NT 1st call | NT jit warm | max abs diff NNGP / NTK | NTK − mpmath tp / NT "
-        "| peak tp / NT (GiB) | load |"
+        "| φ, depth | B | fresh tp / NT (s) | fresh tp/NT | warm tp / NT (s) | warm tp/NT "
+        "| NT jit warm (s) | tp warm / NT jit | max abs diff NNGP / NTK "
+        "| NTK − mpmath tp / NT | peak tp / NT (GiB) | rounds | load |"
     )
     lines = [head, "|" + "---|" * 13]
     for r in rows:
+        m = r.get("median", {})
         tp_, nt = r["tp"], r.get("nt", {})
         status = tp_["status"] if tp_["status"] != "ok" else ""
         nt_peak = nt.get("peak_rss", 0) / 2**30 if nt else None
         cells = [
             f"{r['nonlin']}, {r['depth']}",
             str(r["B"]),
-            _f(tp_.get("wall")) + status,
-            _f(nt.get("wall")),
+            f"{_f(m.get('tp_fresh'))}{status} / {_f(m.get('nt_fresh'))}",
             _f(r.get("ratio_fresh")),
-            _f(tp_.get("t_first_call")),
-            _f(tp_.get("t_repeat_call"), ".3f"),
-            _f(nt.get("t_first_call")),
-            _f(r.get("nt_jit_warm"), ".4f"),
+            f"{_f(m.get('tp_warm'), '.3f')} / {_f(m.get('nt_warm'), '.3f')}",
+            _f(r.get("ratio_warm")),
+            _f(m.get("nt_jit_warm"), ".4f"),
+            _f(r.get("ratio_repeat"), ".1f"),
             f"{_f(r.get('max_abs_diff_nngp'), '.1e')} / {_f(r.get('max_abs_diff_ntk'), '.1e')}",
             f"{_f(r.get('tp_vs_mpmath_ntk'), '.1e')} / {_f(r.get('nt_vs_mpmath_ntk'), '.1e')}",
             f"{_f(tp_.get('peak_rss', 0) / 2**30)} / {_f(nt_peak)}",
+            str(len(r.get("rounds", [])) or 1),
             f"{r['load']:.1f}",
         ]
         lines.append("| " + " | ".join(cells) + " |")
@@ -241,10 +302,12 @@ def figure(rows: list[dict[str, Any]], path: Path, label: str) -> bool:
         rs = sorted(
             (r for r in rows if (r["nonlin"], r["depth"]) == (nonlin, depth)), key=lambda r: r["B"]
         )
+        med = [r.get("median") for r in rs]
         series = {
-            "tensorprog process": [r["tp"].get("wall") for r in rs],
-            "tensorprog repeated call": [r["tp"].get("t_repeat_call") for r in rs],
-            "neural-tangents process": [r.get("nt", {}).get("wall") for r in rs],
+            "tensorprog import + first call": [m and m.get("tp_fresh") for m in med],
+            "tensorprog warm call": [m and m.get("tp_warm") for m in med],
+            "neural-tangents import + first call": [m and m.get("nt_fresh") for m in med],
+            "neural-tangents warm call (un-jitted)": [m and m.get("nt_warm") for m in med],
             "neural-tangents jit warm": [r.get("nt_jit_warm") for r in rs],
         }
         for name, ys in series.items():
@@ -272,6 +335,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--W-std", dest="W_std", type=float, default=1.5)
     ap.add_argument("--b-std", dest="b_std", type=float, default=0.1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--rounds", type=int, default=3, help="fresh processes per library and configuration"
+    )
     ap.add_argument("--timeout", type=float, default=1800.0)
     ap.add_argument("--no-nt", dest="nt", action="store_false")
     ap.add_argument("--no-reference", dest="reference", action="store_false")
@@ -305,6 +371,11 @@ def main(argv: list[str] | None = None) -> None:
     text = table(rows)
     print()
     print(text)
+    print(
+        "fresh: import + first call (from each script's start); warm: fastest later call "
+        "(tp on new inputs, NT un-jitted); NT jit: jit-compiled warm call; medians of "
+        f"{a.rounds} alternating rounds"
+    )
     out = Path(a.out)
     data = json.loads(out.read_text()) if out.exists() else {}
     data[a.label] = {

@@ -299,8 +299,10 @@ def test_diagonal_and_merged_groups_equal_the_separate_programs(monkeypatch):
 
 def test_uncertified_entry_redoes_its_diagonal(monkeypatch):
     """A set the compiled methods do not certify has NaN values — its off-diagonal entry
-    and the two diagonal entries it carries: all three come from the whole-program limit
-    of their inputs (``Program.limit``), equal to the compiled values to 1e-12."""
+    and the two diagonal entries it carries (one block), or, with several blocks, an
+    input's set ``(i, i)``, whose per-input requests every entry of ``i`` is given: those
+    entries come from the whole-program limit of their inputs (``Program.limit``),
+    equal to the compiled values to 1e-12."""
     from tensorprog.engine import compiled
 
     X = np.random.default_rng(8).standard_normal((3, 4))
@@ -308,8 +310,8 @@ def test_uncertified_entry_redoes_its_diagonal(monkeypatch):
     ref = kernels(X, **kw)
     run = compiled.CompiledLimit._run
 
-    def forced(self, C, M, Q):  # the last set (entry (1, 2), carrying (1, 1) and (2, 2))
-        V, E, bad = run(self, C, M, Q)
+    def forced(self, C, M, Q, *a, **k):  # the last set: input 2's (2, 2), and entry (1, 2)
+        V, E, bad = run(self, C, M, Q, *a, **k)
         return V, E, {**bad, C.shape[0] - 1: "forced"}
 
     monkeypatch.setattr(compiled.CompiledLimit, "_run", forced)
@@ -317,3 +319,58 @@ def test_uncertified_entry_redoes_its_diagonal(monkeypatch):
     for a, b in zip(got, ref):
         assert np.isfinite(a).all()
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=0)
+    # several blocks: each input's own requests on the sets (i, i) first; the last input's
+    # are not certified, so all its entries are redone, and each block's last entry
+    split = kernels(X, batch_size=1, **kw)
+    for a, b in zip(split, ref):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=0)
+    cross = kernels(X[:1], X[1:], batch_size=1, **kw)  # a cross-kernel has no diagonal
+    for a, b in zip(cross, ref):
+        np.testing.assert_allclose(a, b[:1, 1:], rtol=1e-12, atol=0)
+
+
+def test_given_per_input_values_skip_their_steps_and_change_no_bit():
+    """Many blocks (issue 19, erf at B = 1024): each input's own requests — the Moments of
+    its forward and backward pass, which every entry (i, j) needs — are evaluated once,
+    on the sets (i, i), and given to the entries (``CompiledLimit._run_built``); the
+    steps computing only given requests are skipped. Every request's value is the one
+    computed without them, bit for bit, and so are the kernels, whatever the blocks."""
+    X = np.random.default_rng(9).standard_normal((12, 5))
+    X[7] = X[3]
+    kw = dict(depth=3, nonlin="erf", W_std=1.5, b_std=0.1)
+    ref = kernels(X, batch_size=10_000, **kw)  # one block: nothing given
+    entry = next(v for (a, kind, *_), v in stax._COMPILED.items() if kind == "both")
+    cpl = entry.compiled
+    assert len(entry.per_input) == 2 and all(len(r) for r in entry.per_input)
+    rows, cols = np.triu_indices(len(X), 1)
+    sq = np.einsum("ij,ij->i", X, X)
+    V, E, bad = cpl._run_built(stax._entry_laws(entry, X, sq, rows, cols))
+    idx = np.arange(len(X))
+    Vd, _, _ = cpl._run_built(stax._entry_laws(entry, X, sq, idx, idx))
+    given = [(r, Vd.T[r], None, at) for r, at in zip(entry.per_input, (rows, cols))]
+    Vg, Eg, badg = cpl._run_built(stax._entry_laws(entry, X, sq, rows, cols), given)
+    assert np.array_equal(V, Vg) and not bad and not badg
+    assert len(cpl._without(np.concatenate(entry.per_input))) < len(cpl._steps)
+    for size in (1, 5, 40):  # several blocks: the per-input values given
+        got = kernels(X, batch_size=size, **kw)
+        assert all(np.array_equal(a, b) for a, b in zip(got, ref))
+
+
+def test_input_cross_products_are_the_same_sums_in_every_block():
+    """The input kernel's ``ξ_iᵀξ_j`` of a block (``stax._dots``: one product of its
+    distinct rows and columns) equal the per-pair sums, bit for bit — whatever the
+    block, and for a repeated input equal to ``ξ_iᵀξ_i`` (a correlation of exactly 1,
+    which the arc-cosine and arcsine kernels need)."""
+    rng = np.random.default_rng(10)
+    X = rng.standard_normal((50, 32))
+    X[9] = X[4]
+    sq = np.einsum("ij,ij->i", X, X)
+    rows, cols = np.triu_indices(50, 1)
+    ref = np.einsum("pk,pk->p", X[rows], X[cols])
+    for size in (7, 64, 1225):
+        for a in range(0, len(rows), size):
+            r, c = rows[a : a + size], cols[a : a + size]
+            assert np.array_equal(stax._dots(X, sq, r, c), ref[a : a + size])
+    assert stax._dots(X, sq, np.array([4]), np.array([9]))[0] == sq[4]
+    perm = rng.permutation(len(rows))  # no few rows or columns: the per-pair sums
+    assert np.array_equal(stax._dots(X, sq, rows[perm], cols[perm]), ref[perm])

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import numbers
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -135,6 +135,11 @@ class _Fused:
     cross_at: np.ndarray
     pairs: np.ndarray
     cells: np.ndarray
+    #: the screen's units — each 1×1 block, then each 2×2 block — as the sources of
+    #: their numbers (:func:`_screened`: a unit screened earlier in a run is not again)
+    units: tuple[bytes, ...] = ()
+    #: (var_at, cross_at, pairs) of the screen of some units, by their indices (cache)
+    subsets: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True, eq=False)
@@ -323,6 +328,10 @@ class CompiledLimit:
         self._components = _components(self._cov0 != 0.0)
         self._names = [n for n, _ in self._scalars]
         self._rids = _ix(r for _, r in self._scalars)
+        self._scalar_rid = dict(self._scalars)
+        self._feet = feet
+        self._init_rid_set = frozenset(init_col)
+        self._skip: dict[bytes, list[Any]] = {}
 
     @property
     def requests(self) -> int:
@@ -384,18 +393,51 @@ class CompiledLimit:
         C, M, Q, batched = self._numbers(cov, mean, scalars)
         return self._batch(C, M, Q, batched, uncertified)
 
-    def _evaluate_built(self, cov: np.ndarray, uncertified: str = "raise") -> LimitBatch:
-        """:meth:`evaluate` on covariances ``(P, N, N)`` that a caller of the library built
-        itself from numbers it validated (:mod:`tensorprog.nn.stax`: the input kernels
-        of its entries) — finite floats, symmetric, zero where the compiled program's
-        are, positive semidefinite to rounding — which are not checked a second time
-        (every closed form and quadrature rule still checks its own law); the
-        program's means and initial scalars."""
+    def _run_built(
+        self,
+        cov: np.ndarray,
+        given: list[tuple[np.ndarray, np.ndarray, Any, np.ndarray]] | None = None,
+        share: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
+        """Every request's values and errors ``(P, requests)`` (column-major) on covariances
+        ``(P, N, N)`` that a caller of the library built itself from numbers it validated
+        (:mod:`tensorprog.nn.stax`: the input kernels of its entries) — finite floats,
+        symmetric, zero where the compiled program's are, positive semidefinite to
+        rounding — which are not checked a second time (every closed form and
+        quadrature rule still checks its own law); the program's means and initial
+        scalars. Also the sets whose values are not certified (index → why).
+
+        ``given``: pieces ``(rids, values, errors, at)``: those requests' values and
+        errors are ``values[:, at]`` and ``errors[:, at]`` (``errors`` None: 0), known
+        to the caller — computed by an earlier call on sets with the same numbers in the
+        requests' footprints (:meth:`_within`): the steps that compute only given
+        requests are skipped. ``share``: :meth:`_run`'s (sets with equal numbers share
+        values)."""
+        C, M, Q = self._built(cov)
+        return self._run(C, M, Q, given, share)
+
+    def _built(self, cov: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         P = cov.shape[0]
         M = np.broadcast_to(self._mean0, (P, self._mean0.shape[0]))
         S = [self._values0[rid] for rid in self._init_rids.values()]
         Q = np.broadcast_to(np.array(S, dtype=float), (P, len(S)))
-        return self._batch(cov, M, Q, True, uncertified)
+        return cov, M, Q
+
+    def _within(self, vectors: Any, inputs: Any) -> np.ndarray:
+        """The requests (ids) whose value depends on some of the initial vectors
+        ``vectors`` and on no other of ``inputs`` (indices into
+        :attr:`initial_vectors`): sets that agree on the numbers of ``vectors`` and of
+        the vectors outside ``inputs`` agree on them."""
+        own, others = frozenset(vectors), frozenset(inputs) - frozenset(vectors)
+        return _ix(
+            rid
+            for rid, foot in enumerate(self._feet)
+            if rid not in self._init_rid_set and foot & own and not foot & others
+        )
+
+    def _rid(self, key: Any) -> int:
+        """The request id of a scalar (handle or name)."""
+        return self._scalar_rid[self.program.var(key, "CompiledLimit").name]
 
     def _batch(
         self, C: np.ndarray, M: np.ndarray, Q: np.ndarray, batched: bool, uncertified: str
@@ -513,30 +555,51 @@ class CompiledLimit:
             )
 
     def _run(
-        self, C: np.ndarray, M: np.ndarray, Q: np.ndarray
+        self,
+        C: np.ndarray,
+        M: np.ndarray,
+        Q: np.ndarray,
+        given: list[tuple[np.ndarray, np.ndarray, Any, np.ndarray]] | None = None,
+        share: bool = True,
     ) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
         """Every request's values and errors ``(P, requests)`` for validated numbers, and
         the sets (index → why) whose values are not certified by the compiled methods
-        (their values are then meaningless)."""
-        P = C.shape[0]
+        (their values are then meaningless); ``given``: :meth:`_run_built`'s. With
+        ``share``, sets that agree on a group's numbers share its values
+        (:func:`_distinct`); without, every set is evaluated (a caller whose sets are
+        distinct: looking for equal ones would cost more than it saves)."""
+        P, N = C.shape[0], C.shape[1]
+        # cells-major covariances (N·N, P), the fused groups' source of initial entries:
+        # a view when C is one ((P, N, N) view of an (N, N, P) array, as nn.stax builds)
+        Cc = C.transpose(1, 2, 0).reshape(N * N, P)
         # column-major: the steps read and write whole columns (requests)
-        V = np.array(np.broadcast_to(self._values0, (P, len(self._values0))), order="F")
+        V = np.empty((len(self._values0), P)).T
+        V.T[:] = self._values0[:, None]
         E = np.zeros(V.shape, order="F")  # calloc: untouched while every value is exact
         if self._init_rids:
             V[:, _ix(self._init_rids.values())] = Q
+        steps = self._steps
+        if given:
+            for rids, values, errors, at in given:  # each set's column of values: at
+                for q, rid in enumerate(rids.tolist()):
+                    np.take(values[q], at, out=V.T[rid])
+                    if errors is not None:
+                        np.take(errors[q], at, out=E.T[rid])
+            steps = self._without(np.concatenate([rids for rids, *_ in given]))
         bad: dict[int, str] = {}
         shared: dict[frozenset[int], Any] = {}
+        done: set[bytes] = set()  # the screen units found plainly PSD (every set)
         memo: dict[Any, Any] = {}
-        for step in self._steps:
+        for step in steps:
             if isinstance(step, _Group):
-                if step.foot is not None and step.foot not in shared:
+                if share and step.foot is not None and step.foot not in shared:
                     shared[step.foot] = _distinct(step.foot, C, M, Q, memo)
-                self._group(step, V, E, C, M, bad, shared.get(step.foot))
+                self._group(step, V, E, C, Cc, M, bad, shared.get(step.foot), done)
             elif isinstance(step, _Merged):
                 for g in step.parts:
-                    if g.foot is not None and g.foot not in shared:
+                    if share and g.foot is not None and g.foot not in shared:
                         shared[g.foot] = _distinct(g.foot, C, M, Q, memo)
-                self._merged(step, V, E, C, M, bad, shared)
+                self._merged(step, V, E, C, Cc, M, bad, shared)
             elif isinstance(step, _Fns):
                 self._fns(step, V, E, bad)
             else:
@@ -551,25 +614,46 @@ class CompiledLimit:
                     )
         return V, E, bad
 
+    def _without(self, rids: np.ndarray) -> list[Any]:
+        """The steps that compute some request not in ``rids`` (merged groups without
+        their parts that compute only those), cached per ``rids``."""
+        key = rids.tobytes()
+        if key not in self._skip:
+            known = np.zeros(len(self.plan.requests), dtype=bool)
+            known[rids] = True
+            steps: list[Any] = []
+            for step in self._steps:
+                if isinstance(step, _Merged):
+                    parts = tuple(g for g in step.parts if not known[g.rids].all())
+                    if len(parts) > 1:
+                        steps.append(_Merged(parts) if len(parts) < len(step.parts) else step)
+                    elif parts:
+                        steps.append(parts[0])
+                elif not known[step.rids if not isinstance(step, _Stein) else step.req.rid].all():
+                    steps.append(step)
+            self._skip[key] = steps
+        return self._skip[key]
+
     def _group(
         self,
         step: _Group,
         V: np.ndarray,
         E: np.ndarray,
         C: np.ndarray,
+        Cc: np.ndarray,
         M: np.ndarray,
         bad: dict[int, str],
         shared: tuple[np.ndarray, np.ndarray] | None,
+        done: set[bytes] | None = None,
     ) -> None:
         """Evaluate one group for every set — or, with ``shared = (rows, inverse)``,
         for the sets ``rows`` only, whose values the other sets share (``inverse``:
-        each set's position in ``rows``)."""
+        each set's position in ``rows``). ``done``: :func:`_screened`'s."""
         rows, inverse = shared if shared is not None else (None, None)
         if step.fused is not None:
-            Vs, Cs = (V, C) if rows is None else (V[rows], C[rows])
-            fast = _fused(step.fused, Vs, Cs)
+            fast = _fused(step.fused, V, Cc, rows, done if rows is None else None)
             if fast is not None:  # else: the general path below (which reports why)
-                vals = fast.reshape(Vs.shape[0], len(step.reqs))
+                vals = fast.reshape(len(step.reqs), -1).T
                 if step.scale is not None:
                     vals = vals * step.scale
                 V[:, step.rids] = vals if inverse is None else vals[inverse]
@@ -665,6 +749,7 @@ class CompiledLimit:
         V: np.ndarray,
         E: np.ndarray,
         C: np.ndarray,
+        Cc: np.ndarray,
         M: np.ndarray,
         bad: dict[int, str],
         shared: dict[Any, Any],
@@ -676,33 +761,35 @@ class CompiledLimit:
         parts = []
         for g in step.parts:
             rows, inverse = shared.get(g.foot) or (None, None)
-            Vs, Cs = (V, C) if rows is None else (V[rows], C[rows])
-            parts.append((g, Vs.shape[0], inverse, _entries(g.fused, Vs, Cs)))
+            P = V.shape[0] if rows is None else len(rows)
+            parts.append((g, P, inverse, _entries(g.fused, V, Cc, rows)))
         if all(ent is not None for *_, ent in parts):
             vals = _screened(step.parts[0].fused, np.concatenate([e for *_, e in parts], axis=1))
             if vals is not None:
                 at = 0
                 for g, P, inverse, _ in parts:
                     k = len(g.reqs)
-                    v = vals[at : at + P * k].reshape(P, k)
+                    v = vals[at : at + P * k].reshape(k, P).T
                     at += P * k
                     if g.scale is not None:
                         v = v * g.scale
                     V[:, g.rids] = v if inverse is None else v[inverse]
                 return  # exact: E stays 0
         for g in step.parts:  # group by group: the general path names what is wrong
-            self._group(g, V, E, C, M, bad, shared.get(g.foot))
+            self._group(g, V, E, C, Cc, M, bad, shared.get(g.foot))
 
     def _fns(self, step: _Fns, V: np.ndarray, E: np.ndarray, bad: dict[int, str]) -> None:
         P, k = V.shape[0], len(step.reqs)
-        # one contiguous row per parameter (the function's arguments), set-major columns
-        params = np.ascontiguousarray(V[:, step.deps].transpose(2, 0, 1)).reshape(-1, P * k).T
+        # one contiguous row per parameter (the function's arguments), request-major
+        # columns, gathered from the rows of Vᵀ
+        m = step.deps.shape[1]
+        params = V.T[step.deps.T].reshape(m, k * P).T
         with np.errstate(all="ignore"):
-            vals = np.broadcast_to(np.asarray(step.fn.numpy(*params.T), dtype=float), (P * k,))
+            vals = np.broadcast_to(np.asarray(step.fn.numpy(*params.T), dtype=float), (k * P,))
         for pos in np.flatnonzero(~np.isfinite(vals)):
-            p = int(pos) // k
+            p = int(pos) % P
             if p not in bad:
-                instr = self.program.definition(step.reqs[pos % k].var)
+                instr = self.program.definition(step.reqs[pos // P].var)
                 raise annotate(
                     NumericalError(
                         f"set {p}: {step.fn.name} of the limit scalars is not finite ({vals[pos]})"
@@ -710,12 +797,10 @@ class CompiledLimit:
                     instr,
                     "CompiledLimit",
                 )
-        V[:, step.rids] = vals.reshape(P, k)
+        V.T[step.rids] = vals.reshape(k, P)
         if not step.exact:  # else: E stays 0
-            errs = _propagated_error(
-                step.fn, params, E[:, step.deps].reshape(P * k, step.deps.shape[1])
-            )
-            E[:, step.rids] = errs.reshape(P, k)
+            errs = _propagated_error(step.fn, params, E.T[step.deps.T].reshape(m, k * P).T)
+            E.T[step.rids] = errs.reshape(k, P)
 
     def _error(self, cls: type, req: Request, p: int, what: str) -> TensorProgramError:
         exc = cls(f"set {p}: the {describe(req)} {what}")
@@ -723,46 +808,89 @@ class CompiledLimit:
         return annotate(exc, instr, "CompiledLimit") if instr is not None else exc
 
 
-def _fused(f: _Fused, V: np.ndarray, C: np.ndarray) -> np.ndarray | None:
-    """The values ``(P·k,)`` of a fused group (:class:`_Fused`) for the sets' request
-    values ``V`` and initial covariances ``C``; None when some gathered entry is not
+def _fused(
+    f: _Fused,
+    V: np.ndarray,
+    Cc: np.ndarray,
+    rows: np.ndarray | None = None,
+    done: set[bytes] | None = None,
+) -> np.ndarray | None:
+    """The values ``(k·P,)`` (request-major) of a fused group (:class:`_Fused`) for the sets' request
+    values ``V`` and initial covariances ``Cc`` (:func:`_entries`; the sets ``rows`` of
+    them, when given: ``P = len(rows)``); None when some gathered entry is not
     finite, the covariances are not plainly PSD, or a value is not finite or raises:
     the general path then evaluates the group (clipping rounding-level indefiniteness,
     naming what is wrong). Otherwise the values are the general path's, bit for bit
     (the same entries, the same evaluator)."""
-    ent = _entries(f, V, C)
-    return None if ent is None else _screened(f, ent)
+    ent = _entries(f, V, Cc, rows)
+    return None if ent is None else _screened(f, ent, done)
 
 
-def _entries(f: _Fused, V: np.ndarray, C: np.ndarray) -> np.ndarray | None:
-    """The entries ``(n, P·k)`` a fused group needs (:class:`_Fused`; one row per entry,
-    the evaluator's layout) for the sets' request values ``V`` and initial covariances
-    ``C``, or None when one is not finite."""
-    P, k = V.shape[0], f.init.shape[0]
-    ent = np.empty((f.n, P, k))
+def _entries(
+    f: _Fused, V: np.ndarray, Cc: np.ndarray, rows: np.ndarray | None = None
+) -> np.ndarray | None:
+    """The entries ``(n, k·P)`` a fused group needs (:class:`_Fused`; one row per entry,
+    the evaluator's layout; request-major columns) for the sets' request values ``V``
+    (column-major ``(P, ·)``) and initial covariances ``Cc`` (cells-major ``(N·N, P)``)
+    — of the sets ``rows`` only, when given — or None when one is not finite. Every
+    entry row is a gather of contiguous rows of ``Cc`` and ``Vᵀ``."""
+    k = f.init.shape[0]
+    P = V.shape[0] if rows is None else len(rows)
+    ent = np.empty((f.n, k, P))
     with np.errstate(all="ignore"):  # an overflow is reported by the general path
         if f.init_at.size:
-            ent[f.init_at] = C.reshape(P, -1)[:, f.init].transpose(2, 0, 1)
+            cells = f.init.T
+            ent[f.init_at] = Cc[cells] if rows is None else Cc[cells[:, :, None], rows]
         if f.hat_at.size:
-            ent[f.hat_at] = (V[:, f.slots] * f.s2).transpose(2, 0, 1)
+            slots, s2 = f.slots.T, f.s2.T[:, :, None]
+            hat = V.T[slots] if rows is None else V.T[slots[:, :, None], rows]
+            ent[f.hat_at] = hat * s2
         if f.zero_at.size:
             ent[f.zero_at] = 0.0
-    ent = ent.reshape(f.n, P * k)
+    ent = ent.reshape(f.n, k * P)
     return ent if np.isfinite(ent).all() else None
 
 
-def _screened(f: _Fused, ent: np.ndarray) -> np.ndarray | None:
+def _screened(f: _Fused, ent: np.ndarray, done: set[bytes] | None = None) -> np.ndarray | None:
     """The evaluator's values on finite gathered entries ``(n, ·)`` (:func:`_entries`),
     or None when the covariances are not plainly PSD or a value is not finite or
-    raises."""
+    raises. ``done``: the units (:attr:`_Fused.units`) screened earlier on the same sets
+    — the same numbers, found plainly PSD — which are not screened again (the others
+    are added)."""
     with np.errstate(all="ignore"):  # an overflow is reported by the general path
-        if not plainly_psd(ent[f.var_at].T, ent[f.cross_at].T, f.pairs):
-            return None
+        if done is None:
+            if not plainly_psd(ent[f.var_at].T, ent[f.cross_at].T, f.pairs):
+                return None
+        else:
+            new = tuple(u for u, key in enumerate(f.units) if key not in done)
+            if new:
+                var_at, cross_at, pairs = f.subsets.get(new) or _subset(f, new)
+                if not plainly_psd(ent[var_at].T, ent[cross_at].T, pairs):
+                    return None
+                done.update(f.units[u] for u in new)
         try:
             vals = np.asarray(f.fn(ent), dtype=float)
         except TensorProgramError:
             return None
     return vals if np.isfinite(vals).all() else None
+
+
+def _subset(f: _Fused, units: tuple[int, ...]) -> tuple[np.ndarray, ...]:
+    """``(var_at, cross_at, pairs)`` of the screen of some of a fused group's units
+    (indices into :attr:`_Fused.units`: 1×1 blocks, then 2×2 blocks), cached."""
+    in_pair = set(f.pairs.ravel().tolist())
+    singles = [i for i in range(len(f.var_at)) if i not in in_pair]
+    blocks = [u - len(singles) for u in units if u >= len(singles)]
+    coords = sorted(
+        {singles[u] for u in units if u < len(singles)}.union(
+            *(f.pairs[b].tolist() for b in blocks)
+        )
+    )
+    at = {c: n for n, c in enumerate(coords)}
+    pairs = np.array([[at[int(a)], at[int(b)]] for a, b in f.pairs[blocks]], dtype=np.intp)
+    out = (f.var_at[coords], f.cross_at[blocks], pairs.reshape(len(blocks), 2))
+    f.subsets[units] = out
+    return out
 
 
 def _merge(groups: list[_Group]) -> list[_Group | _Merged]:
@@ -924,7 +1052,9 @@ def _fuse(
     if ev is None or at is None or not law_free(expr, d, m):
         return None
     screen = [i * d + i for i in range(d)] + [int(i) * d + int(j) for i, j in at]
-    cells = np.unique(np.concatenate([ev.cells, np.array(screen, dtype=np.intp)]))
+    # the evaluator's entries first (it reads the first rows, a view), then the screen's
+    extra = np.setdiff1d(np.array(screen, dtype=np.intp), ev.cells)
+    cells = np.concatenate([ev.cells, extra]).astype(np.intp)
     where = {c: n for n, c in enumerate(cells.tolist())}
     hat = {}
     for p, (i, j) in enumerate(pairs):
@@ -950,8 +1080,19 @@ def _fuse(
     def cols(xs: list[np.ndarray], dtype: Any) -> np.ndarray:
         return np.stack(xs, axis=1).astype(dtype) if xs else np.zeros((k, 0), dtype=dtype)
 
+    source = {p: b"i" + col.tobytes() for p, col in zip(init_at, init_cols)}
+    source.update(
+        (p, b"h" + c.tobytes() + w.tobytes()) for p, c, w in zip(hat_at, slot_cols, s2_cols)
+    )
+    var = [where[i * d + i] for i in range(d)]
+    paired = set(at.ravel().tolist())
+    units = [source.get(var[i], b"z") for i in range(d) if i not in paired]
+    units += [
+        b"|".join(source.get(p, b"z") for p in (var[a], var[b], where[int(a) * d + int(b)]))
+        for a, b in at.tolist()
+    ]
     return _Fused(
-        ev.on(cells),
+        ev.fn if not extra.size else _head(ev.fn, len(ev.cells)),
         len(cells),
         cols(init_cols, np.intp),
         _ix(init_at),
@@ -963,7 +1104,13 @@ def _fuse(
         _ix(where[int(i) * d + int(j)] for i, j in at),
         at,
         cells,
+        tuple(units),
     )
+
+
+def _head(fn: Any, m: int) -> Any:
+    """``fn`` of the first ``m`` entry rows."""
+    return lambda E: fn(E[:m])
 
 
 def _real_array(x: Any, arg: str, where: str, ndims: tuple[int, ...]) -> np.ndarray:

@@ -335,6 +335,9 @@ class EntryEvaluator:
         if len(cells) == len(self.cells):
             return self.fn
         at = np.searchsorted(cells, self.cells)
+        if at.size and at[-1] - at[0] == at.size - 1:  # consecutive rows: a view
+            rows = slice(int(at[0]), int(at[-1]) + 1)
+            return lambda E: self.fn(E[rows])
         return lambda E: self.fn(E[at])
 
     @staticmethod

@@ -402,36 +402,114 @@ def _variance(k: ArrayLike, name: str) -> np.ndarray:
     return np.maximum(a, 0.0)
 
 
-class _Pair(NamedTuple):
-    """A validated centred pair: variances, std devs, correlation, covariance."""
+class _Pair:
+    r"""A validated centred pair: variances ``k11, k22`` (clipped at 0), ``s`` =
+    :math:`\sqrt{k_{11}k_{22}}` and the clipped covariance ``k12``; the standard
+    deviations ``s1, s2`` and the correlation ``rho`` are computed when first read
+    (the erf and gelu forms never read them: a square root and a division per entry
+    saved, the same values when read)."""
 
-    k11: np.ndarray
-    k22: np.ndarray
-    s1: np.ndarray
-    s2: np.ndarray
-    s: np.ndarray
-    rho: np.ndarray
-    k12: np.ndarray
+    __slots__ = ("k11", "k22", "s", "k12", "_a12", "_normal", "_s1", "_s2", "_rho")
+
+    def __init__(
+        self,
+        k11: np.ndarray,
+        k22: np.ndarray,
+        s: np.ndarray,
+        k12: np.ndarray,
+        a12: np.ndarray,
+        normal: bool,
+    ) -> None:
+        self.k11, self.k22, self.s, self.k12 = k11, k22, s, k12
+        #: the unclipped covariance, and whether every ``k11·k22`` was a normal float
+        self._a12, self._normal = a12, normal
+        self._s1 = self._s2 = self._rho = None
+
+    @property
+    def s1(self) -> np.ndarray:
+        r""":math:`\sqrt{k_{11}}`."""
+        return self._root("_s1", self.k11)
+
+    @property
+    def s2(self) -> np.ndarray:
+        r""":math:`\sqrt{k_{22}}`."""
+        return self._root("_s2", self.k22)
+
+    def _root(self, slot: str, k: np.ndarray) -> np.ndarray:
+        if getattr(self, slot) is None:
+            setattr(self, slot, np.sqrt(k))
+        return getattr(self, slot)
+
+    @property
+    def rho(self) -> np.ndarray:
+        """:math:`k_{12}/s` clipped to :math:`[-1, 1]` (0 where :math:`s = 0`)."""
+        if self._rho is None:
+            a12, s = self._a12, self.s
+            if self._normal:  # (np.minimum/np.maximum: np.clip's values, without its dispatch)
+                self._rho = np.minimum(np.maximum(a12 / s, -1.0), 1.0)
+            else:
+                pos = s > 0
+                self._rho = np.clip(np.where(pos, a12 / np.where(pos, s, 1.0), 0.0), -1.0, 1.0)
+        return self._rho
 
 
 def _pair(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike, name: str) -> _Pair:
     r"""Validate :math:`\begin{pmatrix}k_{11}&k_{12}\\k_{12}&k_{22}\end{pmatrix}`.
 
     Returns the arrays broadcast together, with variances clipped at 0,
-    :math:`s_i=\sqrt{k_{ii}}`, :math:`s=\sqrt{k_{11}k_{22}}`, :math:`\rho=k_{12}/s`
-    clipped to :math:`[-1,1]` (:math:`\rho:=0` where :math:`s=0`) and the clipped
-    covariance :math:`k_{12}\in[-s,s]` (0 where :math:`s=0`).
+    :math:`s=\sqrt{k_{11}k_{22}}`, the clipped covariance :math:`k_{12}\in[-s,s]` (0
+    where :math:`s=0`), and on demand :math:`s_i=\sqrt{k_{ii}}` and :math:`\rho=k_{12}/s`
+    clipped to :math:`[-1,1]` (:math:`\rho:=0` where :math:`s=0`).
 
     :math:`s` is computed as ``sqrt(k11 * k22)`` (not ``sqrt(k11) * sqrt(k22)``), so
     that ``k11 == k12 == k22`` gives :math:`\rho=1` exactly: arccos/arcsin have
     infinite slope at :math:`\pm1`, where one ulp in :math:`\rho` costs
     :math:`10^{-8}` in the kernel.
+
+    The checks, cheapest first (the common case costs a few passes): the entries are
+    finite (their sum is; else each is tested), and the smallest eigenvalue is
+    :math:`\ge-\texttt{PSD\_TOL}\cdot\max(1,\lambda_{\max})` — which holds, up to
+    rounding far below that tolerance, when :math:`k_{11},k_{22}\ge0` and
+    :math:`|k_{12}|\le s` (else :func:`_psd_screen` computes the eigenvalue).
     """
     a11, a12, a22 = (np.asarray(x, dtype=float) for x in (k11, k12, k22))
     if not a11.shape == a12.shape == a22.shape:
         a11, a12, a22 = np.broadcast_arrays(a11, a12, a22)
-    if not (np.isfinite(a11).all() and np.isfinite(a12).all() and np.isfinite(a22).all()):
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        finite = np.isfinite(a11 + a12 + a22).all()  # may overflow: then entry by entry
+        v1 = np.maximum(a11, 0.0)
+        v2 = np.maximum(a22, 0.0)
+        prod = v1 * v2
+    if not finite and not (
+        np.isfinite(a11).all() and np.isfinite(a12).all() and np.isfinite(a22).all()
+    ):
         raise NumericalError(f"{name}: k11, k12, k22 must be finite")
+    # fall back to s1 * s2 where the product under- or overflows (the common case, all
+    # normal, takes the same values without the masks)
+    normal = prod.size == 0 or (prod.min() >= _TINY and prod.max() <= _HUGE)
+    if normal:
+        s = np.sqrt(prod)
+        plain = prod.size == 0 or (
+            a11.min() >= 0.0 and a22.min() >= 0.0 and bool((np.abs(a12) <= s).all())
+        )
+        if not plain:
+            _psd_screen(a11, a12, a22, name)
+        return _Pair(v1, v2, s, np.minimum(np.maximum(a12, -s), s), a12, True)
+    _psd_screen(a11, a12, a22, name)
+    ok = (prod >= _TINY) & np.isfinite(prod)
+    p = _Pair(v1, v2, np.zeros(0), np.zeros(0), a12, False)
+    p.s = s = np.where(ok, np.sqrt(np.where(ok, prod, 1.0)), p.s1 * p.s2)
+    p.k12 = np.where(s > 0, np.clip(a12, -s, s), 0.0)
+    return p
+
+
+_TINY, _HUGE = np.finfo(float).tiny, np.finfo(float).max
+
+
+def _psd_screen(a11: np.ndarray, a12: np.ndarray, a22: np.ndarray, name: str) -> None:
+    r"""Raise :class:`NonPSDError` where the smallest eigenvalue
+    :math:`\tfrac12(k_{11}+k_{22})-\sqrt{(k_{11}-k_{22})^2/4+k_{12}^2}` of finite pairs
+    is below :math:`-\texttt{PSD\_TOL}\cdot\max(1,\lambda_{\max})`."""
     half_trace = 0.5 * (a11 + a22)
     radius = np.hypot(0.5 * (a11 - a22), a12)
     lam_min = half_trace - radius
@@ -443,25 +521,6 @@ def _pair(k11: ArrayLike, k12: ArrayLike, k22: ArrayLike, name: str) -> _Pair:
             f"{float(np.min(np.where(bad, lam_min, np.inf))):.6g}; a covariance must "
             "be positive semidefinite"
         )
-    v1 = np.maximum(a11, 0.0)
-    v2 = np.maximum(a22, 0.0)
-    s1 = np.sqrt(v1)
-    s2 = np.sqrt(v2)
-    with np.errstate(over="ignore", under="ignore"):
-        prod = v1 * v2
-    normal = (prod >= np.finfo(float).tiny) & np.isfinite(prod)
-    # fall back to s1 * s2 where the product under- or overflows (the common case, all
-    # normal, takes the same values without the masks)
-    if normal.all():  # (np.minimum/np.maximum: np.clip's values, without its dispatch)
-        s = np.sqrt(prod)
-        rho = np.minimum(np.maximum(a12 / s, -1.0), 1.0)
-        c = np.minimum(np.maximum(a12, -s), s)
-        return _Pair(v1, v2, s1, s2, s, rho, c)
-    s = np.where(normal, np.sqrt(np.where(normal, prod, 1.0)), s1 * s2)
-    pos = s > 0
-    rho = np.clip(np.where(pos, a12 / np.where(pos, s, 1.0), 0.0), -1.0, 1.0)
-    c = np.where(pos, np.clip(a12, -s, s), 0.0)
-    return _Pair(v1, v2, s1, s2, s, rho, c)
 
 
 # --------------------------------------------------------------------------------------
@@ -990,8 +1049,10 @@ def erf_erf(
         =\frac2\pi\arcsin\frac{2k_{12}}{\sqrt{(1+2k_{11})(1+2k_{22})}},
 
 
-    [W97] (docs/concepts/kernel-limits.md); evaluated as in [NT] ``Erf`` with
-    :math:`\arctan2\big(2k_{12},\sqrt{(1+2k_{11})(1+2k_{22})-4k_{12}^2}\big)`.
+    [W97] (docs/concepts/kernel-limits.md); evaluated as in [NT] ``Erf`` by the angle
+    :math:`\arctan\big(2k_{12}/\sqrt{(1+2k_{11})(1+2k_{22})-4k_{12}^2}\big)` (the
+    root is :math:`\ge1` for a covariance, so this is NT's ``arctan2`` angle, to
+    rounding, at half the cost).
 
     With means it has no elementary form, but it is a bivariate normal CDF:
     :math:`\mathrm{erf}(x)=2\Phi(\sqrt2x)-1` and
@@ -1009,8 +1070,8 @@ def erf_erf(
         rho = np.clip(2.0 * c / np.sqrt(d1 * d2), -1.0, 1.0)
         value = 4.0 * bivariate_normal_cdf(h1, h2, rho) - 2.0 * _Phi(h1) - 2.0 * _Phi(h2) + 1.0
         return _finish(np.asarray(value), "erf_erf")
-    den = np.sqrt(d1 * d2 - 4.0 * c**2)
-    return _finish(2.0 / np.pi * np.arctan2(2.0 * c, den), "erf_erf")
+    den = np.sqrt(d1 * d2 - 4.0 * c**2)  # ≥ 1: arctan of the ratio is arctan2's angle
+    return _finish(2.0 / np.pi * np.arctan(2.0 * c / den), "erf_erf")
 
 
 @pair_closed_form(erf, derf, means=True)
@@ -1050,10 +1111,12 @@ def derf_derf(
     e^{-m^\top(I+2K)^{-1}m}` (DERIVED). Equals :math:`4/\pi` when both variances and
     means are 0.
     """
-    p, m1, m2, _ = _pair_m(k11, k12, k22, m1, m2, "derf_derf")
+    p, m1, m2, centred = _pair_m(k11, k12, k22, m1, m2, "derf_derf")
     c = p.k12
     d1, d2 = 1.0 + 2.0 * p.k11, 1.0 + 2.0 * p.k22
     D = d1 * d2 - 4.0 * c**2
+    if centred:  # the exponent is 0 (D ≥ 1): the same values without exp
+        return _finish(4.0 / np.pi / np.sqrt(D), "derf_derf")
     quad = (d2 * m1**2 - 4.0 * c * m1 * m2 + d1 * m2**2) / D
     return _finish(4.0 / np.pi / np.sqrt(D) * np.exp(-quad), "derf_derf")
 

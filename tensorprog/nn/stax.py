@@ -1180,10 +1180,12 @@ class _Pairwise:
     of the entries ``(0, 0)`` and ``(1, 1)`` when the program on two inputs holds them
     too (kind ``"both"``: the laws of the entry ``(0, 1)`` already need every
     per-input Moment ⟨x_0, x_0⟩, ⟨x_1, x_1⟩ of the forward and backward pass but the
-    last, so the diagonal costs the program its ScalarFns and the last backward Moments,
-    and its per-input requests are evaluated once per distinct input); ``cov``: the compiled program's initial
-    covariance (the biases' and readout's variances stay, the inputs' blocks change
-    per entry)."""
+    last, so the diagonal costs the program its ScalarFns and the last backward
+    Moments); ``cov``: the compiled program's initial covariance (the biases' and
+    readout's variances stay, the inputs' blocks change per entry); ``per_input``: the
+    requests (ids) that depend on the first input's vectors only, and on the second's
+    (with the biases' and readout's): the same in every entry of that input, computed
+    once per input (:func:`_pairwise_kernels`)."""
 
     compiled: Any
     inputs: tuple[tuple[np.ndarray, float, float], ...]
@@ -1191,6 +1193,7 @@ class _Pairwise:
     ntk: Any
     diagonal: tuple[tuple[Any, Any], ...]
     cov: np.ndarray
+    per_input: tuple[np.ndarray, ...]
 
 
 #: The entries of the compiled entry programs, by kind: on one input (a diagonal entry),
@@ -1223,7 +1226,11 @@ def _pairwise(key: Any, body: list[Layer], readout: Dense, kind: str, limit_kw: 
         )
         i, j = _ENTRY_PAIRS[kind][0]
         diagonal = tuple((nngp[a, a], ntk[a, a]) for a in (0, 1)) if kind == "both" else ()
-        out = _Pairwise(c, inputs, nngp[i, j], ntk[i, j], diagonal, b.p.initial_covariance)
+        copies = [[int(idx[a]) for idx, *_ in inputs if len(idx) == 2] for a in (0, 1)]
+        per_input = tuple(c._within(v, copies[0] + copies[1]) for v in copies if v)
+        out = _Pairwise(
+            c, inputs, nngp[i, j], ntk[i, j], diagonal, b.p.initial_covariance, per_input
+        )
     _COMPILED[k] = out
     while len(_COMPILED) > _COMPILED_SIZE:
         _COMPILED.popitem(last=False)
@@ -1256,25 +1263,54 @@ def _entry_blocks(
 
 
 def _entry_laws(
-    pw: _Pairwise, X: np.ndarray, sq: np.ndarray, rows: np.ndarray, cols: np.ndarray
+    pw: _Pairwise,
+    X: np.ndarray,
+    sq: np.ndarray,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Initial covariances ``(P, N, N)`` of the entry program for the entries ``(rows, cols)``:
-    each input layer's block ``σ_w² ξᵀξ'/d + σ_b²`` (``sq``: every row's ``ξᵀξ``)."""
+    each input layer's block ``σ_w² ξᵀξ'/d + σ_b²`` (``sq``: every row's ``ξᵀξ``); a view
+    of an ``(N, N, P)`` array, which the compiled limit reads without a copy — the first
+    ``P`` columns of ``out`` when given, whose other cells (the biases' and readout's,
+    the same in every entry) hold the program's covariance already."""
     d = X.shape[1]
-    C = np.empty((len(rows), *pw.cov.shape))
-    C[:] = pw.cov
+    if out is None:
+        out = np.empty((*pw.cov.shape, len(rows)))
+        out[:] = pw.cov[:, :, None]
+    C = out[:, :, : len(rows)]
     cross = None
     for idx, W_std, b_std in pw.inputs:
         w2, b2 = W_std**2, b_std**2
         a = idx[0]
-        C[:, a, a] = w2 * sq[rows] / d + b2
+        C[a, a] = w2 * sq[rows] / d + b2
         if len(idx) == 2:
             c = idx[1]
             if cross is None:
-                cross = np.einsum("pk,pk->p", X[rows], X[cols])
-            C[:, c, c] = w2 * sq[cols] / d + b2
-            C[:, a, c] = C[:, c, a] = w2 * cross / d + b2
-    return C
+                cross = _dots(X, sq, rows, cols)
+            C[c, c] = w2 * sq[cols] / d + b2
+            C[a, c] = C[c, a] = w2 * cross / d + b2
+    return C.transpose(2, 0, 1)
+
+
+def _dots(X: np.ndarray, sq: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """``ξ_iᵀξ_j`` for the entries ``(rows, cols)`` (``sq``: every ``ξ_iᵀξ_i``, the same
+    sums): one product of the block's distinct rows with its distinct columns — a
+    block of consecutive entries has few of one or the other — without gathering two
+    rows per entry. Every ``ξ_iᵀξ_j`` is the same sum over coordinates (numpy's
+    ``einsum``, not BLAS, whose blocking would make bits depend on the block)."""
+    if rows is cols:
+        return sq[rows]
+    new = np.ones(len(rows), dtype=bool)
+    np.not_equal(rows[1:], rows[:-1], out=new[1:])
+    present = np.zeros(X.shape[0], dtype=bool)
+    present[cols] = True
+    ucols = np.flatnonzero(present)
+    if int(new.sum()) * len(ucols) > 4 * len(rows) + X.shape[0]:  # no few of either
+        return np.einsum("pk,pk->p", X[rows], X[cols])
+    at = np.cumsum(present) - 1
+    return np.einsum("ik,jk->ij", X[rows[new]], X[ucols])[np.cumsum(new) - 1, at[cols]]
 
 
 def _pairwise_kernels(
@@ -1292,14 +1328,19 @@ def _pairwise_kernels(
     """The kernels entry by entry: entry ``(i, j)`` of every layer depends only on the
     inputs ``ξ_i, ξ_j`` (the forward and backward passes on them), so the entry program
     of two inputs is compiled once per architecture and evaluated for every entry,
-    ``batch_size`` entries per vectorised call; for a symmetric kernel it also holds the
-    two inputs' diagonal entries (kind ``"both"``: its per-input requests are evaluated
-    once per distinct input, and merged into one call per level), so the diagonal costs
-    no second program (one input: the program on one input). Entries whose
-    expectations the compiled methods do not certify get the whole-program limit of
-    their inputs (which may use Monte Carlo). Returns the kernels (without methods and
-    errors unless ``return_info``), how many entries were sampled and their largest
-    standard error; None when the entry program has no compiled limit."""
+    ``batch_size`` entries per vectorised call. For a symmetric kernel the program also
+    holds the two inputs' diagonal entries (kind ``"both"``), so the diagonal costs no
+    second program (one input: the program on one input). With several blocks, its
+    per-input requests (the Moments ⟨x_i, x_i⟩, ⟨dh_i, dh_i⟩ of one input, which the
+    laws of ``(i, j)`` need, and the diagonal entries) are evaluated first, once per
+    input, on the sets ``(i, i)``, and given to every entry of that input (in one block,
+    once per distinct input of the block: :func:`~tensorprog.engine.compiled._distinct`).
+    The same bits either way. Entries whose expectations
+    the compiled methods do not certify — or whose input's own requests are not
+    certified — get the whole-program limit of their inputs (which may use Monte
+    Carlo). Returns the kernels (without methods and errors unless ``return_info``),
+    how many entries were sampled and their largest standard error; None when the
+    entry program has no compiled limit."""
     B = X.shape[0]
     symmetric = B == B1
     # a symmetric kernel: its entries i < j through the program on two inputs that also
@@ -1343,25 +1384,79 @@ def _pairwise_kernels(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=entries, desc=f"{where}: kernel entries", leave=False)
-    for n_block, (rows, cols) in enumerate(_entry_blocks(B, B1, size, kind == "one")):
-        # the entries' laws are built here from checked inputs: not validated again
-        res = pw.compiled._evaluate_built(_entry_laws(pw, X, sq, rows, cols), "nan")
-        cells = [(rows, cols if symmetric else cols - B1, pw.nngp, pw.ntk)]
-        cells += [(r, r, *hs) for r, hs in zip((rows, cols), pw.diagonal)]
-        for r, c, *hs in cells:
-            for kernel, h in zip(("nngp", "ntk"), hs):
-                out[kernel][r, c] = res.values[h.name]
-                if symmetric and r is not c:
-                    out[kernel][c, r] = res.values[h.name]
+    cpl = pw.compiled
+
+    # the kernels' requests: the entry's, and the diagonal entries' (their columns in what
+    # a block returns)
+    kept = [cpl._rid(h) for hs in ((pw.nngp, pw.ntk), *pw.diagonal) for h in hs]
+    column = {rid: q for q, rid in enumerate(kept)}
+
+    def fill(V: np.ndarray, E: np.ndarray, r: np.ndarray, c: np.ndarray, hs: Any) -> None:
+        """Values ``V`` and errors ``E`` ``(P, len(kept))`` of the scalars ``hs`` into the
+        entries ``(r, c)`` (and their mirror images)."""
+        flat = [r * shape[1] + c]
+        if symmetric and r is not c:
+            flat.append(c * shape[1] + r)
+        for kernel, h in zip(("nngp", "ntk"), hs):
+            q = column[cpl._rid(h)]
+            for at in flat:
+                out[kernel].ravel()[at] = V[:, q]
                 if err is not None:
-                    err[kernel][r, c] = res.errors[h.name]
-                    if symmetric and r is not c:
-                        err[kernel][c, r] = res.errors[h.name]
-        for p in res.uncertified:  # the set's diagonal entries too: its laws are suspect
+                    err[kernel].ravel()[at] = E[:, q]
+
+    # 1. with several blocks, the per-input requests (the forward and backward Moments of
+    # one input, and the diagonal entries) once per input, on the sets (i, i): every
+    # entry (i, j) takes its inputs' values from there, the same numbers to the bit (in
+    # one block, the block evaluates them once per distinct input, with its entries)
+    bad_in = np.zeros(B, dtype=bool)
+    split = bool(pw.per_input) and entries > size
+    # per input: the requests, their values and errors (request-major, (·, B))
+    per = [(rids, np.empty((len(rids), B)), np.empty((len(rids), B))) for rids in pw.per_input]
+    if split:
+        for idx, _ in _entry_blocks(B, B, size, True):
+            # the entries' laws are built here from checked inputs: not validated again
+            V, E, bad = cpl._run_built(_entry_laws(pw, X, sq, idx, idx))
+            for rids, vals, errs in per:
+                vals[:, idx], errs[:, idx] = V.T[rids], E.T[rids]
+            bad_in[idx[np.array(list(bad), dtype=np.intp)]] = True
+            if pw.diagonal:
+                fill(V[:, kept], E[:, kept], idx, idx, pw.diagonal[0])
+        if pw.diagonal:  # the diagonal entries of inputs whose own requests are not certified
+            redo.update(dict.fromkeys((i, i) for i in np.flatnonzero(bad_in).tolist()))
+        if bar is not None and pw.diagonal:
+            bar.update(B1)
+        per = [(rids, vals, errs if errs.any() else None) for rids, vals, errs in per]
+
+    # 2. the entries, batch_size at a time (with their inputs' values given)
+    def blocks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for rows, cols in _entry_blocks(B, B1, size, kind == "one"):
+            if bad_in.any():  # an input whose own requests are not certified: its entries
+                off = bad_in[rows] | bad_in[cols]
+                redo.update(dict.fromkeys(zip(rows[off].tolist(), cols[off].tolist())))
+                if bar is not None:
+                    bar.update(int(off.sum()))
+                rows, cols = rows[~off], cols[~off]
+            if len(rows):
+                yield rows, cols
+
+    buffer = np.empty((*pw.cov.shape, size))  # the blocks' covariances
+    buffer[:] = pw.cov[:, :, None]  # the biases' and readout's cells: the same in all
+
+    for n_block, (rows, cols) in enumerate(blocks()):
+        given = [(*p, at) for p, at in zip(per, (rows, cols))] if split else None
+        C = _entry_laws(pw, X, sq, rows, cols, buffer)
+        V, E, bad = cpl._run_built(C, given, share=not split)
+        V, E = V[:, kept], E[:, kept]
+        fill(V, E, rows, cols if symmetric else cols - B1, (pw.nngp, pw.ntk))
+        if not split:  # the diagonal entries of the block's inputs
+            for r, hs in zip((rows, cols), pw.diagonal):
+                fill(V, E, r, r, hs)
+        for p in bad:  # not split: the set's diagonal entries too, its laws are suspect
             i, j = int(rows[p]), int(cols[p])
-            redo.update(dict.fromkeys([(i, j), (i, i), (j, j)] if pw.diagonal else [(i, j)]))
+            suspect = [(i, j), (i, i), (j, j)] if pw.diagonal and not split else [(i, j)]
+            redo.update(dict.fromkeys(suspect))
         if bar is not None:
-            bar.update(len(rows) + (B1 if pw.diagonal and n_block == 0 else 0))
+            bar.update(len(rows) + (B1 if pw.diagonal and not split and n_block == 0 else 0))
     if bar is not None:
         bar.close()
     method = stderr = None
