@@ -343,3 +343,24 @@ def test_coordinate_check_and_lr_sweep_on_an_executor(dask_client):
     data = sweep()
     assert data["stderr"].gt(0).all()  # (the limit's points are Monte Carlo estimates)
     pd.testing.assert_frame_equal(data, sweep(executor=dask_client), check_exact=True)
+
+
+def test_a_worker_plan_of_another_structure_is_refused():
+    """A worker's re-derived plan must have the client's structure (its requests'
+    dependencies and constants), not only as many requests: otherwise the client's
+    numbers would land on other requests. Checked in a fresh process's view of the
+    shipped plan (pickled: no local plan)."""
+    import pickle
+
+    from tensorprog.engine.montecarlo.distributed import ShippedPlan, plan_structure
+    from tensorprog.engine.montecarlo.schedule import _Schedule
+
+    plan = _plan(nonlin_moment())
+    shipped = ShippedPlan(plan, _Schedule(plan))
+    there = pickle.loads(pickle.dumps(shipped))
+    assert there.local is None
+    assert plan_structure(there.plan()[0]) == shipped.structure  # the same structure
+    bad = pickle.loads(pickle.dumps(shipped))
+    bad.structure, bad.digest = plan_structure(_plan(outer())), "another"
+    with pytest.raises(tp.ExecutorError, match="differs from the client's"):
+        bad.plan()

@@ -42,6 +42,7 @@ Threads: a task running in a worker process limits the BLAS library to one threa
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import pickle
@@ -90,6 +91,7 @@ class ShippedPlan:
         "methods",
         "deterministic",
         "shape",
+        "structure",
         "version",
         "local",
     )
@@ -109,6 +111,7 @@ class ShippedPlan:
         self.methods = list(plan.methods)
         self.deterministic = np.array(plan.deterministic, dtype=bool)
         self.shape = (len(plan.requests), len(plan.der.consts))
+        self.structure = plan_structure(plan)
         self.version = __version__
         h = hashlib.sha256(self.payload)
         for a in (self.values, self.errors, self.deterministic):
@@ -157,11 +160,38 @@ class ShippedPlan:
                 f"{len(plan.der.consts)} constants, the client {self.shape[0]} and "
                 f"{self.shape[1]} (different tensorprog code on the worker?)"
             )
+        if plan_structure(plan) != self.structure:
+            raise ExecutorError(
+                f"executor=: the worker's plan of {program.name!r} differs from the "
+                "client's in its requests' dependencies or constants (the client's numbers "
+                "would land on other requests); different tensorprog or sympy code on the "
+                "worker?"
+            )
         plan.values[:] = self.values
         plan.errors[:] = self.errors
         plan.methods[:] = self.methods
         plan.deterministic[:] = self.deterministic.tolist()
         return plan, _Schedule(plan)
+
+
+def plan_structure(plan: Plan) -> str:
+    """A digest of the plan's structure: every request's class, and the integer fields
+    that place it (its id, dependencies, level, bases, constants, covariance slots
+    and batch) — what the deterministic pass's numbers are indexed by. A worker's
+    re-derived plan must match it exactly, or the client's numbers would be copied onto
+    other requests."""
+    h = hashlib.sha256()
+    for r in plan.requests:
+        row: list[Any] = [type(r).__name__]
+        for f in dataclasses.fields(r):
+            v = getattr(r, f.name)
+            if isinstance(v, (int, np.integer)) or (
+                isinstance(v, tuple) and all(isinstance(x, (int, np.integer)) for x in v)
+            ):
+                row.append((f.name, v))
+        h.update(repr(row).encode())
+    h.update(repr(sorted(plan.const_req.items())).encode())  # constant → its request
+    return h.hexdigest()
 
 
 def remote_chunk(shipped: ShippedPlan, work: Work, chunk: Chunk, attempt: int = 0) -> ChunkResult:
