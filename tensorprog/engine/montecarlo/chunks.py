@@ -41,8 +41,8 @@ class Work:
         Samples per piece of a replicate too large for ``max_memory`` (run in sweeps
         over its pieces, :func:`_chunked_replicate`; a chunk is then one replicate);
         ``None``: whole replicates. Fixed by the client from ``max_memory`` (a power of
-        two or a multiple of :data:`~.sources._IID_BLOCK`), never by a worker: the
-        order of the sums over a replicate's samples depends on it.
+        two, :func:`~.run._chunk_size`), never by a worker: the order of the sums over
+        a replicate's samples depends on it.
     qmc : bool
         Randomised QMC points (else iid normals).
     tail, prefix : int
@@ -160,18 +160,6 @@ def _per_replicate(v: Any, k: int) -> np.ndarray:
     if isinstance(v, np.ndarray) and v.size == k:
         return v.reshape(k)
     return np.broadcast_to(np.ravel(v), (k,))
-
-
-def chunk_size(fit: int) -> int:
-    """Samples per piece of a replicate that does not fit whole, from ``fit`` (the
-    samples ``max_memory`` holds, ≥ 1): the largest power of two ≤ ``fit``, so that
-    the pieces (and the order of the sums over a replicate's samples, hence the bits)
-    change only when the budget crosses a power of two, not with every fluctuation of
-    the free memory a default ``max_memory`` is a share of. A power of two ≥
-    :data:`~.sources._IID_BLOCK` is a multiple of it, one below a divisor (a piece
-    draws whole blocks of iid normals, or whole pieces of one). Uses at least half of
-    ``fit``."""
-    return 1 << (int(fit).bit_length() - 1)
 
 
 def _chunked_replicate(

@@ -23,7 +23,7 @@ from ...core._resources import (
 from ...core.ir import OuterNonlin
 from ..plan import Plan
 from ..tails import StableError, khat_of_tops, merge_tops, stable_errors, tail_size
-from .chunks import Chunk, ChunkResult, Work, _chunked_replicate, chunk_size, run_chunk
+from .chunks import Chunk, ChunkResult, Work, _chunked_replicate, run_chunk
 from .distributed import ShippedPlan, as_executor, executor_workers, run_on_executor
 from .rules import MonteCarloPass
 from .schedule import _Schedule
@@ -322,8 +322,13 @@ def _bytes_per_sample(der: Any) -> int:
 
 
 def _chunk_size(fit: int, per_sample: int, max_memory: int) -> int:
-    """Samples per piece of a replicate that does not fit whole: ``fit`` (what
-    ``max_memory`` holds) rounded down to a power of two (:func:`~.chunks.chunk_size`).
+    """Samples per piece of a replicate that does not fit whole: the largest power of
+    two ≤ ``fit`` (the samples ``max_memory`` holds), so that the pieces (and the order
+    of the sums over a replicate's samples, hence the bits) change only when the budget
+    crosses a power of two, not with every fluctuation of the free memory a default
+    ``max_memory`` is a share of. A power of two ≥ :data:`~.sources._IID_BLOCK` is a
+    multiple of it, one below a divisor (a piece draws whole blocks of iid normals, or
+    whole pieces of one). Uses at least half of ``fit``.
 
     Raises
     ------
@@ -339,7 +344,7 @@ def _chunk_size(fit: int, per_sample: int, max_memory: int) -> int:
             int(max_memory),
             "max_memory",
         )
-    return chunk_size(fit)
+    return 1 << (int(fit).bit_length() - 1)
 
 
 def _estimate_seconds(

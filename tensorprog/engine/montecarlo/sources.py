@@ -59,7 +59,7 @@ def _iid_normals(ss: np.random.SeedSequence, start: int, out: np.ndarray) -> Non
     sample depend only on the seed, the replicate and the sample's index, never on how
     a replicate is cut into chunks or how many replicates share a pass. (A chunk that
     starts inside a block draws and drops the block's earlier samples; chunks are
-    multiples or divisors of a block, see :func:`_chunk_size`.)
+    multiples or divisors of a block, see :func:`~.run._chunk_size`.)
     """
     D, m = out.shape
     S = _IID_BLOCK
